@@ -1,0 +1,39 @@
+# The two commands of the README, and a few more for developers.
+#   make demo   the main job: a live VM, suspended to a file and resumed (grows with the project)
+#   make test   the whole suite, built with AddressSanitizer + UBSan
+# Both install missing Debian packages first (scripts/deps; fast when all is present).
+BUILD      ?= build
+TEST_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS       ?= 2
+
+.PHONY: all deps build test demo bench fuzz clean
+
+all: build
+
+deps:
+	@scripts/deps
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+# libFuzzer targets need clang; the suite runs each briefly (tests/fuzz).
+fuzz: deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DGODWIT_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+	@cmake --build $(FUZZ_BUILD) -j$(JOBS) --target gw_fuzzers
+
+test: deps fuzz
+	@cmake -S . -B $(TEST_BUILD) -DGODWIT_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+	@cmake --build $(TEST_BUILD) -j$(JOBS)
+	@cd $(TEST_BUILD) && GODWIT_FUZZ_DIR=$(CURDIR)/$(FUZZ_BUILD) ctest --output-on-failure
+
+demo: build
+	@scripts/demo.sh $(BUILD)
+
+bench: build
+	@$(BUILD)/godwit-bench vm --memory 256M --ws 64M --rate 32M --seconds 3 --json
+	@$(BUILD)/godwit-bench snapshot --memory 1G --ws 512M --rate 32M --json
+
+clean:
+	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)

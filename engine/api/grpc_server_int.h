@@ -1,0 +1,160 @@
+/* Internal shape of the gRPC server, shared by its files only:
+ *   grpc_server.c  lifecycle, listening, the epoll loop, connection I/O, deadlines
+ *   grpc_h2.c      the nghttp2 session of one connection: requests in, responses out
+ *   grpc_call.c    the call object and its thread-safe API, the worker pool
+ * Locking: srv->lock guards every call's output queue and finish/cancel state and the ready
+ * list; everything else about a call and all connection state belongs to the loop thread. */
+#ifndef GW_API_GRPC_SERVER_INT_H
+#define GW_API_GRPC_SERVER_INT_H
+
+#include "engine/api/grpc_addr.h"
+#include "engine/api/grpc_server.h"
+
+#include <nghttp2/nghttp2.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define GW_GRPC_PATH_MAX 256
+#define GW_GRPC_MSG_MAX 1024  /* longest grpc-message we keep (before escaping) */
+
+struct gw_grpc_method_entry {
+    struct gw_grpc_method m;
+    char *path;   /* owned copy of m.path */
+};
+
+struct gw_out_buf {
+    struct gw_out_buf *next;
+    size_t len, off;
+    uint8_t data[];
+};
+
+struct gw_h2_conn;
+
+struct gw_grpc_call {
+    atomic_int refs;
+    struct gw_grpc_server *srv;
+
+    /* ---- loop thread only ---- */
+    struct gw_h2_conn *conn;          /* NULL once the stream is gone */
+    int32_t stream_id;
+    struct gw_grpc_call *conn_next, *conn_prev;
+    const struct gw_grpc_method_entry *method;
+    char path[GW_GRPC_PATH_MAX];
+    bool bad_path, is_post, ct_ok, auth_ok, headers_done;
+    bool timeout_bad;
+    uint64_t timeout_ns;              /* from grpc-timeout, 0 = none */
+    int heap_idx;                     /* index in the deadline heap, -1 = not there */
+    struct gw_grpc_deframer deframer;
+    bool request_done, dispatched;
+    bool early_done;                  /* the loop finished it before dispatch (an error) */
+    size_t held;                      /* request bytes counted against the buffer budgets */
+    bool headers_sent, trailers_sent, data_deferred;
+
+    /* ---- set before dispatch, read-only afterwards ---- */
+    uint64_t deadline_ns;
+    uint8_t *req;
+    size_t req_len;
+    uint32_t nreq;
+
+    /* ---- guarded by srv->lock ---- */
+    struct gw_out_buf *out_head, *out_tail;
+    size_t out_bytes;
+    uint32_t sends;
+    bool finished, cancelled;
+    int code;
+    char message[GW_GRPC_MSG_MAX];
+    bool on_ready;
+    struct gw_grpc_call *ready_next;
+    gw_grpc_cancel_fn on_cancel;
+    void *on_cancel_arg;
+
+    /* ---- worker queue (guarded by srv->work_lock) ---- */
+    struct gw_grpc_call *work_next;
+};
+
+struct gw_h2_conn {
+    int kind;                         /* EV_CONN: first, see grpc_server.c */
+    struct gw_grpc_server *srv;
+    int fd;
+    nghttp2_session *ng;
+    struct gw_grpc_call *calls;       /* open calls on this connection */
+    uint32_t ncalls;
+    uint8_t *wbuf;                    /* bytes nghttp2 produced that the socket did not take */
+    size_t wlen, woff, wcap;
+    bool epollout;
+    uint64_t last_active_ns;
+    uint64_t held;                    /* request bytes its calls hold (loop only) */
+    struct gw_h2_conn *next, *prev;
+};
+
+struct gw_grpc_server {
+    struct gw_grpc_server_config cfg;
+    char *token;
+    char *listen_addr;
+    struct gw_grpc_method_entry *methods;
+    size_t nmethods, methods_cap;
+
+    int listen_fd, epoll_fd, wake_fd;
+    int listen_kind, wake_kind;       /* epoll tags */
+    int port;
+    bool started;
+    atomic_bool stopping;
+    pthread_t loop_thread;
+
+    struct gw_h2_conn *conns;
+    uint32_t nconns;
+    uint64_t held;                    /* request bytes all calls hold (loop only) */
+    nghttp2_session_callbacks *ng_cbs;
+    nghttp2_option *ng_opt;
+
+    struct gw_grpc_call **heap;       /* deadline min-heap (loop only) */
+    size_t heap_len, heap_cap;
+
+    pthread_mutex_t lock;
+    struct gw_grpc_call *ready_head, *ready_tail;
+
+    pthread_mutex_t work_lock;
+    pthread_cond_t work_cond;
+    struct gw_grpc_call *work_head, *work_tail;
+    bool work_stop;
+    pthread_t *workers;
+    uint32_t nworkers;
+};
+
+/* grpc_call.c */
+struct gw_grpc_call *gw_call_new(struct gw_grpc_server *srv, struct gw_h2_conn *conn,
+                                 int32_t stream_id);
+/* Loop thread: finishes with code/msg unless finished already (no printf). */
+void gw_call_finish_loop(struct gw_grpc_call *c, int code, const char *msg);
+/* Loop thread: marks the call cancelled (unless finished) and runs its cancel callback. */
+void gw_call_cancel(struct gw_grpc_call *c);
+/* Loop thread: the deadline passed: finishes with DEADLINE_EXCEEDED and cancels. */
+void gw_call_expire(struct gw_grpc_call *c);
+/* Puts c on the ready list (srv->lock held by the caller); returns true when the loop must
+ * be woken. */
+bool gw_call_mark_ready_locked(struct gw_grpc_call *c);
+void gw_call_wake(struct gw_grpc_server *srv);
+/* Hands a complete request to the worker pool. */
+void gw_call_dispatch(struct gw_grpc_call *c);
+int gw_workers_start(struct gw_grpc_server *srv);
+void gw_workers_stop(struct gw_grpc_server *srv);
+
+/* grpc_h2.c */
+int gw_h2_callbacks_new(nghttp2_session_callbacks **out);
+int gw_h2_conn_session_new(struct gw_h2_conn *conn);
+/* Loop thread: recounts the call's buffered request bytes against the connection and server
+ * budgets; false when over one of them. release=true frees the deframer first. */
+bool gw_h2_call_account(struct gw_grpc_call *c, bool release);
+/* Loop thread: submits whatever a ready call has (headers, data, trailers). */
+void gw_h2_call_ready(struct gw_grpc_call *c);
+
+/* grpc_server.c */
+const struct gw_grpc_method_entry *gw_server_find_method(const struct gw_grpc_server *srv,
+                                                         const char *path);
+void gw_server_deadline_add(struct gw_grpc_server *srv, struct gw_grpc_call *c);
+void gw_server_deadline_del(struct gw_grpc_server *srv, struct gw_grpc_call *c);
+/* Loop thread: forgets the call's stream (unlinks from the connection and the deadline
+ * heap), cancels it when unfinished, and drops the stream's reference. */
+void gw_server_call_detach(struct gw_grpc_call *c);
+
+#endif

@@ -1,0 +1,122 @@
+/* Implementation of the shared helpers in util.h. */
+#include "engine/common/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t gw_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t gw_wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int gw_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!s || !isdigit((unsigned char)*s)) return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno == ERANGE) return -ERANGE;
+    if (*end) return -EINVAL;
+    if (v < min || v > max) return -ERANGE;
+    *out = v;
+    return 0;
+}
+
+int gw_parse_size(const char *s, uint64_t *out)
+{
+    if (!s || !isdigit((unsigned char)*s)) return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno == ERANGE) return -ERANGE;
+    unsigned shift = 0;
+    switch (toupper((unsigned char)*end)) {
+    case 0: break;
+    case 'K': shift = 10; end++; break;
+    case 'M': shift = 20; end++; break;
+    case 'G': shift = 30; end++; break;
+    case 'T': shift = 40; end++; break;
+    case 'B': break;
+    default: return -EINVAL;
+    }
+    if (shift && (*end == 'i' || *end == 'I')) end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end) return -EINVAL;
+    if (shift && v > (UINT64_MAX >> shift)) return -ERANGE;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+int gw_read_full(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+    while (len) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0) { if (errno == EINTR) continue; return -errno; }
+        if (n == 0) return -EPIPE;
+        p += n; len -= (size_t)n;
+    }
+    return 0;
+}
+
+int gw_write_full(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) { if (errno == EINTR) continue; return -errno; }
+        p += n; len -= (size_t)n;
+    }
+    return 0;
+}
+
+int gw_pread_full(int fd, void *buf, size_t len, off_t off)
+{
+    uint8_t *p = buf;
+    while (len) {
+        ssize_t n = pread(fd, p, len, off);
+        if (n < 0) { if (errno == EINTR) continue; return -errno; }
+        if (n == 0) return -EPIPE;
+        p += n; len -= (size_t)n; off += n;
+    }
+    return 0;
+}
+
+int gw_pwrite_full(int fd, const void *buf, size_t len, off_t off)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, off);
+        if (n < 0) { if (errno == EINTR) continue; return -errno; }
+        p += n; len -= (size_t)n; off += n;
+    }
+    return 0;
+}
+
+bool gw_is_zero(const void *p, size_t len)
+{
+    const uint8_t *b = p;
+    /* Word-at-a-time scan; memcpy keeps it free of alignment assumptions. */
+    while (len >= 64) {
+        uint64_t w[8];
+        memcpy(w, b, sizeof w);
+        if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) return false;
+        b += 64; len -= 64;
+    }
+    while (len--) if (*b++) return false;
+    return true;
+}

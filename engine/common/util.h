@@ -1,0 +1,48 @@
+/* Small helpers every module uses: clocks, size parsing, checked arithmetic, full I/O. */
+#ifndef GW_COMMON_UTIL_H
+#define GW_COMMON_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define GW_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define GW_PAGE_SIZE 4096u
+#define GW_PAGE_SHIFT 12
+#define GW_KIB (1024ull)
+#define GW_MIB (1024ull * 1024)
+#define GW_GIB (1024ull * 1024 * 1024)
+
+/* Monotonic time in nanoseconds. */
+uint64_t gw_now_ns(void);
+/* Wall-clock time in nanoseconds since the epoch. */
+uint64_t gw_wall_ns(void);
+
+/* Parses "4096", "64K", "256M", "1G", "2T" (binary units; optional trailing "iB"/"B").
+ * Returns 0 and sets *out, or -EINVAL for garbage and -ERANGE on overflow. */
+int gw_parse_size(const char *s, uint64_t *out);
+/* Parses an unsigned decimal integer that must fit in [min, max]. */
+int gw_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* a + b and a * b into *out; false when the result would not fit in 64 bits. */
+static inline bool gw_add_ok(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_add_overflow(a, b, out); }
+static inline bool gw_mul_ok(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_mul_overflow(a, b, out); }
+
+/* True when [off, off+len) lies inside [0, size) without overflow. */
+static inline bool gw_range_ok(uint64_t off, uint64_t len, uint64_t size)
+{
+    return off <= size && len <= size - off;
+}
+
+/* Reads or writes exactly len bytes, retrying on EINTR and short transfers.
+ * Return 0, -errno, or -EPIPE for a read that hit end of file early. */
+int gw_read_full(int fd, void *buf, size_t len);
+int gw_write_full(int fd, const void *buf, size_t len);
+int gw_pread_full(int fd, void *buf, size_t len, off_t off);
+int gw_pwrite_full(int fd, const void *buf, size_t len, off_t off);
+
+/* True when the len bytes at p are all zero (fast path for page-sized, aligned buffers). */
+bool gw_is_zero(const void *p, size_t len);
+
+#endif

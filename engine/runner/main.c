@@ -1,0 +1,272 @@
+/* godwit-vm: runs one VM (fresh or restored from a snapshot file) and talks to a running one
+ * through its control socket.
+ *
+ *   godwit-vm run --memory 1G --vcpus 1 --guest dirtier:ws=256M,rate=64M,pattern=random
+ *                 [--disk FILE] [--seconds N] [--json] [--control SOCK] [--console FILE]
+ *   godwit-vm restore --file SNAP [--disk FILE] [--seconds N] [--json] [--control SOCK]
+ *   godwit-vm save --control SOCK --file SNAP [--stop]
+ *   godwit-vm status|pause|resume|stop --control SOCK [--json]
+ *
+ * Exit codes: 0 success; 1 the VM failed; 2 usage; 3 the guest found verify errors;
+ * 4 KVM is not available on this host. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/runner/frame.h"
+#include "engine/runner/runner.h"
+#include "engine/vm/snapshot_file.h"
+
+enum { EXIT_VM_FAILED = 1, EXIT_USAGE = 2, EXIT_VERIFY = 3, EXIT_NO_KVM = 4 };
+
+struct opts {
+    const char *name, *guest, *disk, *control, *console, *file;
+    uint64_t memory, seconds;
+    unsigned vcpus;
+    bool json, stop_after;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: godwit-vm run [--name NAME] [--memory SIZE] [--vcpus N] [--guest SPEC] [--disk FILE]\n"
+            "                     [--seconds N] [--json] [--control SOCK] [--console FILE]\n"
+            "       godwit-vm restore --file SNAPSHOT [--disk FILE] [--seconds N] [--json] [--control SOCK]\n"
+            "       godwit-vm save --control SOCK --file SNAPSHOT [--stop]\n"
+            "       godwit-vm status|pause|resume|stop --control SOCK [--json]\n"
+            "guest specs: dirtier:ws=256M,rate=64M,pattern=random|text|sparse  idle:ws=64M  disk:block=4K\n");
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+    static const struct option lo[] = {
+        {"name", 1, 0, 'n'}, {"memory", 1, 0, 'm'}, {"vcpus", 1, 0, 'c'}, {"guest", 1, 0, 'g'},
+        {"disk", 1, 0, 'd'}, {"seconds", 1, 0, 's'}, {"json", 0, 0, 'j'}, {"control", 1, 0, 'C'},
+        {"console", 1, 0, 'o'}, {"file", 1, 0, 'f'}, {"stop", 0, 0, 'S'}, {"help", 0, 0, 'h'}, {0},
+    };
+    *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1};
+    int c;
+    uint64_t v;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'n': o->name = optarg; break;
+        case 'm': if (gw_parse_size(optarg, &o->memory)) { fprintf(stderr, "godwit-vm: bad --memory '%s'\n", optarg); return -1; } break;
+        case 'c': if (gw_parse_u64(optarg, 1, GW_MAX_VCPUS, &v)) { fprintf(stderr, "godwit-vm: --vcpus must be 1..%u\n", GW_MAX_VCPUS); return -1; } o->vcpus = (unsigned)v; break;
+        case 'g': o->guest = optarg; break;
+        case 'd': o->disk = optarg; break;
+        case 's': if (gw_parse_u64(optarg, 0, 1u << 30, &o->seconds)) { fprintf(stderr, "godwit-vm: bad --seconds '%s'\n", optarg); return -1; } break;
+        case 'j': o->json = true; break;
+        case 'C': o->control = optarg; break;
+        case 'o': o->console = optarg; break;
+        case 'f': o->file = optarg; break;
+        case 'S': o->stop_after = true; break;
+        case 'h': usage(stdout); exit(0);
+        default: return -1;
+        }
+    }
+    return 0;
+}
+
+static int open_console(const char *path)
+{
+    if (!path) return STDERR_FILENO;
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) fprintf(stderr, "godwit-vm: console %s: %s (console dropped)\n", path, strerror(errno));
+    return fd;
+}
+
+/* SIGTERM and SIGINT are taken through a signalfd in the main loop: block them before any
+ * vCPU thread exists so that every thread inherits the mask. */
+static void block_term_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+static int exit_code_for_create(int r, const char *err)
+{
+    fprintf(stderr, "godwit-vm: %s\n", err);
+    if (r == -ENOENT || r == -EACCES || r == -EPERM || r == -ENOTSUP) {
+        if (strstr(err, "KVM") || strstr(err, "kvm")) return EXIT_NO_KVM;
+    }
+    return r == -EINVAL ? EXIT_USAGE : EXIT_VM_FAILED;
+}
+
+/* Runs a created-and-prepared VM to the end and prints its summary. */
+static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json)
+{
+    struct gw_runner r = {.vm = vm, .started_ns = gw_now_ns(), .listen_fd = -1};
+    if (o->control) {
+        int rc = gw_runner_control_open(&r, o->control);
+        if (rc) { fprintf(stderr, "godwit-vm: control socket %s: %s\n", o->control, strerror(-rc)); return EXIT_USAGE; }
+    }
+    int rc = gw_vm_start(vm);
+    if (!rc) gw_runner_loop(&r, o->seconds);
+    if (!r.suspended) gw_vm_pause(vm); /* freeze the counters we are about to print */
+    r.finished = true;
+    gw_runner_print_summary(&r, o->json, extra_json);
+    gw_runner_control_close(&r);
+    char msg[256];
+    if (gw_vm_fatal(vm, msg, sizeof msg)) return EXIT_VM_FAILED;
+    struct gw_guest_totals t;
+    gw_vm_guest_totals(vm, &t);
+    if (t.verify_errors || t.disk_verify_errors) return EXIT_VERIFY;
+    return 0;
+}
+
+static int cmd_run(const struct opts *o)
+{
+    char err[512] = "";
+    int cfd = open_console(o->console);
+    struct gw_vm_config cfg = {.name = o->name, .memory_bytes = o->memory, .vcpus = o->vcpus,
+                               .guest_spec = o->guest, .disk_path = o->disk, .console_fd = cfd};
+    struct gw_vm *vm;
+    int r = gw_vm_create(&cfg, &vm, err, sizeof err);
+    if (r) return exit_code_for_create(r, err);
+    gw_log_set_tag(o->name);
+    r = gw_vm_boot(vm, err, sizeof err);
+    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL);
+    gw_vm_destroy(vm);
+    if (cfd > STDERR_FILENO) close(cfd);
+    return code;
+}
+
+static int cmd_restore(const struct opts *o)
+{
+    char err[512] = "";
+    if (!o->file) { fprintf(stderr, "godwit-vm: restore needs --file\n"); return EXIT_USAGE; }
+    Godwit__V1__VmState *st;
+    uint64_t t0 = gw_now_ns();
+    int r = gw_snapshot_read_state(o->file, &st, err, sizeof err);
+    if (r) { fprintf(stderr, "godwit-vm: %s\n", err); return EXIT_USAGE; }
+    const Godwit__V1__VmConfig *sc = st->config;
+    if (!sc) { fprintf(stderr, "godwit-vm: %s: no VM configuration in the state\n", o->file); godwit__v1__vm_state__free_unpacked(st, NULL); return EXIT_USAGE; }
+    int cfd = open_console(o->console);
+    struct gw_vm_config cfg = {
+        .name = sc->name && *sc->name ? sc->name : o->name, .memory_bytes = sc->memory_bytes,
+        .vcpus = sc->vcpus, .guest_spec = sc->guest_spec,
+        .disk_path = o->disk ? o->disk : (sc->disk_path && *sc->disk_path ? sc->disk_path : NULL),
+        .console_fd = cfd,
+    };
+    struct gw_vm *vm = NULL;
+    int code = 0;
+    struct gw_snapshot_stats stats;
+    r = gw_vm_create(&cfg, &vm, err, sizeof err);
+    if (r) { code = exit_code_for_create(r, err); goto out; }
+    gw_log_set_tag(cfg.name);
+    r = gw_snapshot_load_memory(o->file, &vm->mem, &stats, err, sizeof err);
+    if (!r) r = gw_vm_load_state(vm, st, err, sizeof err);
+    if (r) { fprintf(stderr, "godwit-vm: restore failed: %s\n", err); code = EXIT_VM_FAILED; goto out; }
+    char extra[256], hex[33];
+    gw_mem_digest_hex(&stats.digest, hex);
+    double ms = (gw_now_ns() - t0) / 1e6;
+    snprintf(extra, sizeof extra,
+             "\"restore_ms\":%.1f,\"restore_data_bytes\":%llu,\"restore_mib_s\":%.1f,\"memory_digest\":\"%s\"",
+             ms, (unsigned long long)stats.data_bytes, ms > 0 ? (stats.data_bytes / 1048576.0) / (ms / 1000) : 0.0, hex);
+    gw_info("restored from %s: %llu MiB in %.1f ms, digest %s", o->file,
+            (unsigned long long)(stats.data_bytes >> 20), ms, hex);
+    code = run_vm(vm, o, extra);
+out:
+    gw_vm_destroy(vm);
+    godwit__v1__vm_state__free_unpacked(st, NULL);
+    if (cfd > STDERR_FILENO) close(cfd);
+    return code;
+}
+
+/* Sends one request to a running runner and prints the reply. */
+static int cmd_client(const char *verb, const struct opts *o)
+{
+    if (!o->control) { fprintf(stderr, "godwit-vm: %s needs --control SOCK\n", verb); return EXIT_USAGE; }
+    Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;
+    Godwit__V1__RunnerStatusRequest s = GODWIT__V1__RUNNER_STATUS_REQUEST__INIT;
+    Godwit__V1__RunnerPauseRequest p = GODWIT__V1__RUNNER_PAUSE_REQUEST__INIT;
+    Godwit__V1__RunnerResumeRequest rs = GODWIT__V1__RUNNER_RESUME_REQUEST__INIT;
+    Godwit__V1__RunnerStopRequest sp = GODWIT__V1__RUNNER_STOP_REQUEST__INIT;
+    Godwit__V1__RunnerSaveRequest sv = GODWIT__V1__RUNNER_SAVE_REQUEST__INIT;
+    if (!strcmp(verb, "status")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_STATUS; req.status = &s; }
+    else if (!strcmp(verb, "pause")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_PAUSE; req.pause = &p; }
+    else if (!strcmp(verb, "resume")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_RESUME; req.resume = &rs; }
+    else if (!strcmp(verb, "stop")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_STOP; req.stop = &sp; }
+    else {
+        if (!o->file) { fprintf(stderr, "godwit-vm: save needs --file\n"); return EXIT_USAGE; }
+        /* The runner may run elsewhere: hand it an absolute path. */
+        char cwd[2048], abs[4096];
+        if (o->file[0] != '/' && !getcwd(cwd, sizeof cwd)) { perror("godwit-vm: getcwd"); return EXIT_USAGE; }
+        if (o->file[0] != '/' && (size_t)snprintf(abs, sizeof abs, "%.2047s/%.2040s", cwd, o->file) >= sizeof abs) return EXIT_USAGE;
+        sv.path = o->file[0] == '/' ? (char *)o->file : abs;
+        sv.stop_after = o->stop_after;
+        req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_SAVE;
+        req.save = &sv;
+    }
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", o->control);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        fprintf(stderr, "godwit-vm: cannot reach runner at %s: %s\n", o->control, strerror(errno));
+        if (fd >= 0) close(fd);
+        return EXIT_VM_FAILED;
+    }
+    Godwit__V1__RunnerReply *rep = NULL;
+    int r = gw_frame_send(fd, &req.base);
+    if (!r) r = gw_frame_recv(fd, &godwit__v1__runner_reply__descriptor, (ProtobufCMessage **)&rep);
+    close(fd);
+    if (r) { fprintf(stderr, "godwit-vm: runner at %s: %s\n", o->control, strerror(-r)); return EXIT_VM_FAILED; }
+    const Godwit__V1__RunnerStatus *st = rep->status;
+    const Godwit__V1__GuestCounters *c = st ? st->counters : NULL;
+    if (o->json) {
+        printf("{\"ok\":%s,\"error\":\"%s\",\"state\":\"%s\"", rep->ok ? "true" : "false", rep->error ? rep->error : "",
+               st && st->state ? st->state : "");
+        if (c) printf(",\"guest_pages_written\":%llu,\"guest_verify_errors\":%llu,\"guest_pages_verified\":%llu",
+                      (unsigned long long)c->pages_written, (unsigned long long)c->verify_errors,
+                      (unsigned long long)c->pages_verified);
+        if (rep->save) printf(",\"save_ns\":%llu,\"save_data_bytes\":%llu,\"memory_digest\":\"%s\"",
+                              (unsigned long long)rep->save->elapsed_ns, (unsigned long long)rep->save->data_bytes,
+                              rep->save->memory_digest);
+        printf("}\n");
+    } else if (!rep->ok) {
+        fprintf(stderr, "godwit-vm: %s\n", rep->error);
+    } else {
+        printf("%s: %s", st && st->name ? st->name : "vm", st && st->state ? st->state : "?");
+        if (c) printf(", pages written %llu, verify errors %llu", (unsigned long long)c->pages_written,
+                      (unsigned long long)c->verify_errors);
+        if (rep->save) printf(", saved %llu MiB in %.1f ms (digest %s)", (unsigned long long)(rep->save->data_bytes >> 20),
+                              rep->save->elapsed_ns / 1e6, rep->save->memory_digest);
+        printf("\n");
+    }
+    int code = rep->ok ? 0 : EXIT_VM_FAILED;
+    godwit__v1__runner_reply__free_unpacked(rep, NULL);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    const char *verb = argv[1];
+    struct opts o;
+    if (parse_opts(argc - 1, argv + 1, &o)) { usage(stderr); return EXIT_USAGE; }
+    signal(SIGPIPE, SIG_IGN);
+    if (!strcmp(verb, "run")) { block_term_signals(); return cmd_run(&o); }
+    if (!strcmp(verb, "restore")) { block_term_signals(); return cmd_restore(&o); }
+    if (!strcmp(verb, "save") || !strcmp(verb, "status") || !strcmp(verb, "pause") ||
+        !strcmp(verb, "resume") || !strcmp(verb, "stop"))
+        return cmd_client(verb, &o);
+    fprintf(stderr, "godwit-vm: unknown command '%s'\n", verb);
+    usage(stderr);
+    return EXIT_USAGE;
+}

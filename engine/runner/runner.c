@@ -1,0 +1,128 @@
+/* The runner's main loop, status and exit summary (see runner.h). */
+#include "engine/runner/runner.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+
+void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Godwit__V1__GuestCounters *c)
+{
+    godwit__v1__runner_status__init(st);
+    godwit__v1__guest_counters__init(c);
+    struct gw_guest_totals t;
+    gw_vm_guest_totals(r->vm, &t);
+    c->pages_written = t.pages_written;
+    c->bytes_written = t.bytes_written;
+    c->pages_verified = t.pages_verified;
+    c->verify_errors = t.verify_errors;
+    c->verify_passes = t.verify_passes;
+    c->disk_blocks_written = t.disk_blocks_written;
+    c->disk_blocks_read = t.disk_blocks_read;
+    c->disk_verify_errors = t.disk_verify_errors;
+    c->disk_io_errors = t.disk_io_errors;
+    c->ticks = t.ticks;
+    c->vcpu_exits = t.vcpu_exits;
+    st->counters = c;
+    st->name = r->vm->name;
+    st->memory_bytes = r->vm->mem.size;
+    st->vcpus = r->vm->nvcpus;
+    st->guest_spec = r->vm->guest_spec;
+    st->uptime_ms = (gw_now_ns() - r->started_ns) / 1000000;
+    int fatal = gw_vm_fatal(r->vm, r->status_err, sizeof r->status_err);
+    st->state = fatal ? "failed" : r->suspended ? "suspended" : r->finished ? "stopped"
+                : gw_vm_is_paused(r->vm) ? "paused" : "running";
+    st->error = fatal ? r->status_err : "";
+}
+
+/* JSON string escaping for the few free-text fields we print. */
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20) fprintf(f, "\\u%04x", *s);
+        else fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_json)
+{
+    Godwit__V1__RunnerStatus st;
+    Godwit__V1__GuestCounters c;
+    gw_runner_fill_status(r, &st, &c);
+    bool failed = !strcmp(st.state, "failed");
+    if (json) {
+        printf("{\"status\":\"%s\",\"state\":\"%s\",\"error\":", failed ? "error" : "ok", st.state);
+        json_str(stdout, st.error);
+        printf(",\"name\":");
+        json_str(stdout, st.name);
+        printf(",\"memory_bytes\":%llu,\"vcpus\":%u,\"uptime_ms\":%llu,"
+               "\"guest_pages_written\":%llu,\"guest_bytes_written\":%llu,"
+               "\"guest_pages_verified\":%llu,\"guest_verify_errors\":%llu,\"guest_verify_passes\":%llu,"
+               "\"guest_ticks\":%llu,\"disk_blocks_written\":%llu,\"disk_blocks_read\":%llu,"
+               "\"disk_verify_errors\":%llu,\"disk_io_errors\":%llu,\"vcpu_exits\":%llu%s%s}\n",
+               (unsigned long long)st.memory_bytes, st.vcpus, (unsigned long long)st.uptime_ms,
+               (unsigned long long)c.pages_written, (unsigned long long)c.bytes_written,
+               (unsigned long long)c.pages_verified, (unsigned long long)c.verify_errors,
+               (unsigned long long)c.verify_passes, (unsigned long long)c.ticks,
+               (unsigned long long)c.disk_blocks_written, (unsigned long long)c.disk_blocks_read,
+               (unsigned long long)c.disk_verify_errors, (unsigned long long)c.disk_io_errors,
+               (unsigned long long)c.vcpu_exits, extra_json ? "," : "", extra_json ? extra_json : "");
+    } else {
+        printf("vm %s: %s%s%s after %.1f s\n", st.name, st.state, failed ? ": " : "", st.error,
+               st.uptime_ms / 1000.0);
+        printf("  guest pages written   %llu (%llu MiB)\n", (unsigned long long)c.pages_written,
+               (unsigned long long)(c.bytes_written >> 20));
+        printf("  guest pages verified  %llu in %llu passes, verify errors %llu\n",
+               (unsigned long long)c.pages_verified, (unsigned long long)c.verify_passes,
+               (unsigned long long)c.verify_errors);
+        if (c.disk_blocks_written || c.disk_blocks_read)
+            printf("  disk blocks written   %llu, read %llu, verify errors %llu, io errors %llu\n",
+                   (unsigned long long)c.disk_blocks_written, (unsigned long long)c.disk_blocks_read,
+                   (unsigned long long)c.disk_verify_errors, (unsigned long long)c.disk_io_errors);
+        printf("  timer ticks           %llu\n", (unsigned long long)c.ticks);
+        printf("  vcpu exits            %llu\n", (unsigned long long)c.vcpu_exits);
+        struct gw_guest_status gs;
+        if (r->vm->nvcpus > 1 && gw_vm_guest_status(r->vm, &gs))
+            for (unsigned i = 0; i < r->vm->nvcpus; i++)
+                printf("  vcpu %-2u  written %llu, verified %llu, errors %llu, ticks %llu\n", i,
+                       (unsigned long long)gs.vcpu[i].pages_written, (unsigned long long)gs.vcpu[i].pages_verified,
+                       (unsigned long long)gs.vcpu[i].verify_errors, (unsigned long long)gs.vcpu[i].ticks);
+    }
+    fflush(stdout);
+}
+
+int gw_runner_loop(struct gw_runner *r, uint64_t seconds)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) return -errno;
+    uint64_t deadline = seconds ? gw_now_ns() + seconds * 1000000000ull : 0;
+    while (!r->stop) {
+        struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = r->listen_fd, .events = POLLIN}};
+        int n = poll(p, r->listen_fd >= 0 ? 2 : 1, 50);
+        if (n < 0 && errno != EINTR) break;
+        if (n > 0 && (p[0].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) == sizeof si)
+                gw_info("vm %s: signal %u, stopping", r->vm->name, si.ssi_signo);
+            r->stop = true;
+        }
+        if (n > 0 && r->listen_fd >= 0 && (p[1].revents & POLLIN)) gw_runner_control_serve(r);
+        if (gw_vm_wait(r->vm, 0)) break;
+        if (deadline && gw_now_ns() >= deadline) break;
+    }
+    close(sfd);
+    return 0;
+}

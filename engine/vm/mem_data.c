@@ -1,0 +1,26 @@
+/* Data-range iteration over guest RAM (see mem_data.h). */
+#include "engine/vm/mem_data.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+#include "engine/vm/guest_mem.h"
+
+int gw_mem_for_each_data(const struct gw_guest_mem *m,
+                         int (*fn)(uint64_t off, uint64_t len, void *ctx), void *ctx)
+{
+    if (m->memfd < 0) return m->size ? fn(0, m->size, ctx) : 0;
+    uint64_t off = 0;
+    while (off < m->size) {
+        off_t d = lseek(m->memfd, (off_t)off, SEEK_DATA);
+        if (d < 0) { if (errno == ENXIO) return 0; return -errno; }
+        off_t h = lseek(m->memfd, d, SEEK_HOLE);
+        if (h < 0) return -errno;
+        uint64_t end = (uint64_t)h < m->size ? (uint64_t)h : m->size;
+        if ((uint64_t)d >= end) break;
+        int r = fn((uint64_t)d, end - (uint64_t)d, ctx);
+        if (r) return r;
+        off = end;
+    }
+    return 0;
+}

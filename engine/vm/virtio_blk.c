@@ -1,0 +1,408 @@
+/* virtio-blk device: a raw image file behind a virtio-mmio transport (see virtio_blk.h).
+ *
+ * A request is a chain: 16 readable header bytes, then the data (readable for OUT, writable
+ * for IN/GET_ID), then one writable status byte, the last byte of the chain. Like QEMU we
+ * make no assumption about how the driver splits that over descriptors, but a chain without
+ * a full header or a writable status byte cannot even be answered, so it sets
+ * DEVICE_NEEDS_RESET. A well-formed request that asks for something impossible (a sector
+ * beyond the disk, a length that is not whole sectors) gets IOERR and never reaches the
+ * file. */
+#include "engine/vm/virtio_blk.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/vm/virtio_mmio.h"
+#include "guest/abi.h"
+
+#define BLK_CONFIG_SIZE 36u  /* struct virtio_blk_config up to num_queues */
+
+struct gw_virtio_blk {
+    struct gw_device dev;
+    struct gw_virtio_mmio mmio;
+    int fd;
+    char *image_path;
+    uint64_t capacity;        /* sectors */
+    uint64_t requests, read_bytes, write_bytes;
+    struct gw_vq_chain chain; /* scratch for the request being served */
+    /* Storage that save() hangs off the caller's message. */
+    Godwit__V1__VirtioBlkState st;
+    Godwit__V1__VirtioMmioState mmio_st;
+};
+
+static struct gw_virtio_blk *from_dev(struct gw_device *d)
+{
+    return (struct gw_virtio_blk *)((char *)d - offsetof(struct gw_virtio_blk, dev));
+}
+
+static struct gw_virtio_blk *from_mmio(struct gw_virtio_mmio *t)
+{
+    return (struct gw_virtio_blk *)((char *)t - offsetof(struct gw_virtio_blk, mmio));
+}
+
+static void blk_config_read(struct gw_virtio_mmio *t, uint32_t off, uint8_t *data, uint32_t len)
+{
+    struct gw_virtio_blk *b = from_mmio(t);
+    uint8_t cfg[BLK_CONFIG_SIZE] = {0};
+    uint64_t cap = htole64(b->capacity);
+    /* A request's header and status take two descriptors out of a queue-long chain. */
+    uint32_t seg_max = htole32(GW_VIRTIO_BLK_QUEUE_NUM_MAX - 2);
+    memcpy(cfg + 0, &cap, sizeof cap);
+    memcpy(cfg + 12, &seg_max, sizeof seg_max);
+    memcpy(data, cfg + off, len);  /* the transport checked off + len <= BLK_CONFIG_SIZE */
+}
+
+/* Copies up to len bytes out of / into the buffers iov[0..n), starting skip bytes in;
+ * writes into guest memory are reported to vq's write sink. Returns the bytes copied. */
+static uint64_t iov_copy(const struct gw_vq *vq, const struct gw_vq_iov *iov, unsigned n,
+                         uint64_t skip, void *buf, uint64_t len, bool to_iov)
+{
+    uint8_t *p = buf;
+    uint64_t done = 0;
+    for (unsigned i = 0; i < n && done < len; i++) {
+        if (skip >= iov[i].len) { skip -= iov[i].len; continue; }
+        uint64_t l = iov[i].len - skip;
+        if (l > len - done) l = len - done;
+        if (to_iov) {
+            memcpy(iov[i].base + skip, p + done, l);
+            gw_vq_mark_written(vq, iov[i].gpa + skip, l);
+        } else {
+            memcpy(p + done, iov[i].base + skip, l);
+        }
+        done += l;
+        skip = 0;
+    }
+    return done;
+}
+
+/* Moves len bytes between the image at byte offset off and the buffers iov[0..n), starting
+ * skip bytes in. The caller has checked that [off, off+len) is inside the image and that
+ * the buffers hold skip + len bytes. Returns 0 or -errno. */
+static int iov_file(struct gw_virtio_blk *b, bool to_file, const struct gw_vq_iov *iov,
+                    unsigned n, uint64_t skip, uint64_t len, uint64_t off)
+{
+    for (unsigned i = 0; i < n && len; i++) {
+        if (skip >= iov[i].len) { skip -= iov[i].len; continue; }
+        uint64_t l = iov[i].len - skip;
+        if (l > len) l = len;
+        uint8_t *p = iov[i].base + skip;
+        int r = to_file ? gw_pwrite_full(b->fd, p, l, (off_t)off)
+                        : gw_pread_full(b->fd, p, l, (off_t)off);
+        if (r < 0) return r;
+        if (!to_file) gw_vq_mark_written(&b->mmio.queues[0], iov[i].gpa + skip, l);
+        off += l;
+        len -= l;
+        skip = 0;
+    }
+    return 0;
+}
+
+/* Checks that [sector, sector + bytes/512) is whole sectors inside the disk. */
+static bool range_ok(const struct gw_virtio_blk *b, uint64_t sector, uint64_t bytes)
+{
+    /* The used ring reports a request's length in 32 bits. */
+    if (bytes % GW_VIRTIO_BLK_SECTOR || bytes >= UINT32_MAX) {
+        gw_debug("%s: request of %llu bytes is not whole sectors or too long", b->dev.name,
+                 (unsigned long long)bytes);
+        return false;
+    }
+    if (!gw_range_ok(sector, bytes / GW_VIRTIO_BLK_SECTOR, b->capacity)) {
+        gw_debug("%s: request for sectors [%llu, +%llu) beyond capacity %llu", b->dev.name,
+                 (unsigned long long)sector, (unsigned long long)(bytes / GW_VIRTIO_BLK_SECTOR),
+                 (unsigned long long)b->capacity);
+        return false;
+    }
+    return true;
+}
+
+static uint8_t io_status(struct gw_virtio_blk *b, const char *what, uint64_t sector, int r)
+{
+    if (r == 0) return GW_VIRTIO_BLK_S_OK;
+    gw_error("%s: %s at sector %llu failed: %s", b->dev.name, what,
+             (unsigned long long)sector, strerror(-r));
+    return GW_VIRTIO_BLK_S_IOERR;
+}
+
+/* Serves a well-formed request; returns its status and sets *written to the bytes put into
+ * the guest's writable buffers (not counting the status byte). */
+static uint8_t serve(struct gw_virtio_blk *b, const struct gw_vq_chain *c,
+                     const struct gw_virtio_blk_req_hdr *h, uint32_t *written)
+{
+    const struct gw_vq_iov *in = c->iov + c->nout;
+    uint64_t in_data = c->in_bytes - 1;  /* the last writable byte is the status */
+    uint64_t off = h->sector * GW_VIRTIO_BLK_SECTOR;  /* used only after range_ok */
+    int r;
+
+    switch (h->type) {
+    case GW_VIRTIO_BLK_T_IN:
+        if (!range_ok(b, h->sector, in_data)) return GW_VIRTIO_BLK_S_IOERR;
+        r = iov_file(b, false, in, c->nin, 0, in_data, off);
+        if (r == 0) { b->read_bytes += in_data; *written = (uint32_t)in_data; }
+        return io_status(b, "read", h->sector, r);
+    case GW_VIRTIO_BLK_T_OUT: {
+        uint64_t out_data = c->out_bytes - sizeof *h;
+        if (!range_ok(b, h->sector, out_data)) return GW_VIRTIO_BLK_S_IOERR;
+        r = iov_file(b, true, c->iov, c->nout, sizeof *h, out_data, off);
+        if (r == 0) b->write_bytes += out_data;
+        return io_status(b, "write", h->sector, r);
+    }
+    case GW_VIRTIO_BLK_T_FLUSH:
+        r = fdatasync(b->fd) < 0 ? -errno : 0;
+        return io_status(b, "flush", 0, r);
+    case GW_VIRTIO_BLK_T_GET_ID: {
+        char id[GW_VIRTIO_BLK_ID_BYTES] = {0};
+        memcpy(id, GW_VIRTIO_BLK_ID, sizeof GW_VIRTIO_BLK_ID - 1);
+        uint64_t n = in_data < sizeof id ? in_data : sizeof id;
+        *written = (uint32_t)iov_copy(&b->mmio.queues[0], in, c->nin, 0, id, n, true);
+        return GW_VIRTIO_BLK_S_OK;
+    }
+    default:
+        gw_debug("%s: unsupported request type %u", b->dev.name, h->type);
+        return GW_VIRTIO_BLK_S_UNSUPP;
+    }
+}
+
+/* Serves one chain. Returns 0 with *written (bytes the used entry reports), or -EINVAL
+ * with why[] set when the chain cannot carry a request at all. */
+static int handle(struct gw_virtio_blk *b, const struct gw_vq_chain *c, uint32_t *written,
+                  char *why, size_t why_len)
+{
+    if (c->nin == 0) {
+        snprintf(why, why_len, "request at head %u has no device-writable status byte "
+                 "(last descriptor read-only)", c->head);
+        return -EINVAL;
+    }
+    const struct gw_vq_iov *last = &c->iov[c->nout + c->nin - 1];
+    if (last->len == 0) {
+        snprintf(why, why_len, "request at head %u: status descriptor has length 0", c->head);
+        return -EINVAL;
+    }
+    struct gw_virtio_blk_req_hdr h;
+    if (iov_copy(NULL, c->iov, c->nout, 0, &h, sizeof h, false) < sizeof h) {
+        snprintf(why, why_len, "request at head %u: header shorter than %zu bytes", c->head,
+                 sizeof h);
+        return -EINVAL;
+    }
+    h.type = le32toh(h.type);
+    h.sector = le64toh(h.sector);
+    uint32_t data_written = 0;
+    uint8_t status = serve(b, c, &h, &data_written);
+    if (status != GW_VIRTIO_BLK_S_OK) b->mmio.errors++;
+    b->requests++;
+    last->base[last->len - 1] = status;
+    gw_vq_mark_written(&b->mmio.queues[0], last->gpa + last->len - 1, 1);
+    *written = data_written + 1;
+    return 0;
+}
+
+static int blk_notify(struct gw_virtio_mmio *t, unsigned q)
+{
+    struct gw_virtio_blk *b = from_mmio(t);
+    struct gw_vq *vq = &t->queues[q];
+    unsigned done = 0;
+    int rc = 0;
+    /* At most one ring's worth per kick: anything the driver adds meanwhile comes with a
+     * kick of its own (we never set VIRTQ_USED_F_NO_NOTIFY), so a guest that keeps
+     * refilling cannot pin this vCPU thread here. */
+    for (unsigned n = 0; n < vq->num; n++) {
+        int r = gw_vq_pop(vq, &b->chain);
+        if (r == 0) break;
+        if (r < 0) { rc = gw_virtio_mmio_fail(t, "queue %u: %s", q, vq->err); break; }
+        uint32_t written;
+        char why[128];
+        if (handle(b, &b->chain, &written, why, sizeof why) < 0) {
+            gw_vq_unpop(vq);
+            rc = gw_virtio_mmio_fail(t, "queue %u: %s", q, why);
+            break;
+        }
+        gw_vq_push(vq, b->chain.head, written);
+        done++;
+    }
+    if (done) {
+        int r = gw_virtio_mmio_interrupt(t, GW_VIRTIO_INT_USED);
+        if (rc == 0) rc = r;
+    }
+    return rc;
+}
+
+static const struct gw_virtio_mmio_ops blk_mmio_ops = {
+    .config_read = blk_config_read,
+    .notify = blk_notify,
+};
+
+static int blk_access(struct gw_device *d, uint64_t off, bool is_write, uint8_t *data,
+                      uint32_t len)
+{
+    return gw_virtio_mmio_access(&from_dev(d)->mmio, off, is_write, data, len);
+}
+
+/* Requests finish inside notify, under the device lock, so nothing is in flight here.
+ * Flushing makes every completed write durable before the VM moves on: a destination on
+ * another host reading the same shared image must see it. */
+static int blk_quiesce(struct gw_device *d)
+{
+    struct gw_virtio_blk *b = from_dev(d);
+    if (fdatasync(b->fd) < 0) {
+        int e = -errno;
+        gw_error("%s: flushing image %s on quiesce failed: %s", d->name, b->image_path,
+                 strerror(-e));
+        return e;
+    }
+    return 0;
+}
+
+static int blk_save(struct gw_device *d, Godwit__V1__DeviceState *out)
+{
+    struct gw_virtio_blk *b = from_dev(d);
+    godwit__v1__virtio_blk_state__init(&b->st);
+    gw_virtio_mmio_save(&b->mmio, &b->mmio_st);
+    b->st.mmio = &b->mmio_st;
+    b->st.capacity_sectors = b->capacity;
+    b->st.image_path = b->image_path;
+    b->st.requests = b->requests;
+    b->st.read_bytes = b->read_bytes;
+    b->st.write_bytes = b->write_bytes;
+    b->st.errors = b->mmio.errors;
+    out->name = (char *)d->name;
+    out->kind_case = GODWIT__V1__DEVICE_STATE__KIND_VIRTIO_BLK;
+    out->virtio_blk = &b->st;
+    return 0;
+}
+
+static int blk_load(struct gw_device *d, const Godwit__V1__DeviceState *in)
+{
+    struct gw_virtio_blk *b = from_dev(d);
+    const Godwit__V1__VirtioBlkState *s = in->virtio_blk;
+    if (in->kind_case != GODWIT__V1__DEVICE_STATE__KIND_VIRTIO_BLK || !s || !s->mmio) {
+        gw_error("%s: load: state (kind %d) is not a virtio-blk state", d->name,
+                 (int)in->kind_case);
+        return -EINVAL;
+    }
+    if (in->name && in->name[0] && strcmp(in->name, d->name)) {
+        gw_error("%s: load: state belongs to device %s", d->name, in->name);
+        return -EINVAL;
+    }
+    if (s->capacity_sectors != b->capacity) {
+        gw_error("%s: load: state is for a disk of %llu sectors but image %s has %llu",
+                 d->name, (unsigned long long)s->capacity_sectors, b->image_path,
+                 (unsigned long long)b->capacity);
+        return -EINVAL;
+    }
+    /* Served synchronously: every chain taken was also returned. */
+    for (size_t i = 0; i < s->mmio->n_queues; i++) {
+        const Godwit__V1__VirtqueueState *q = s->mmio->queues[i];
+        /* Out-of-range indexes are the transport's to report. */
+        if (q && q->last_avail_idx <= UINT16_MAX && q->used_idx <= UINT16_MAX &&
+            q->last_avail_idx != q->used_idx) {
+            gw_error("%s: load: queue %zu has %u requests in flight (last_avail_idx %u, "
+                     "used_idx %u); this device completes requests synchronously", d->name,
+                     i, (q->last_avail_idx - q->used_idx) & 0xffffu, q->last_avail_idx,
+                     q->used_idx);
+            return -EINVAL;
+        }
+    }
+    int r = gw_virtio_mmio_load(&b->mmio, s->mmio);
+    if (r < 0) return r;
+    b->requests = s->requests;
+    b->read_bytes = s->read_bytes;
+    b->write_bytes = s->write_bytes;
+    b->mmio.errors = s->errors;
+    return 0;
+}
+
+static void blk_destroy(struct gw_device *d)
+{
+    if (!d) return;
+    struct gw_virtio_blk *b = from_dev(d);
+    if (b->fd >= 0) close(b->fd);
+    free(b->image_path);
+    /* d->lock is not destroyed here: the bus destroys it before calling us (device_bus.c),
+     * and a glibc mutex holds no resources on the paths that bypass the bus. */
+    free(b);
+}
+
+static const struct gw_device_ops blk_ops = {
+    .access = blk_access,
+    .quiesce = blk_quiesce,
+    .save = blk_save,
+    .load = blk_load,
+    .destroy = blk_destroy,
+};
+
+int gw_virtio_blk_set_write_sink(struct gw_device *d, struct gw_guest_write_sink sink)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    gw_virtio_mmio_set_write_sink(&from_dev(d)->mmio, sink);
+    return 0;
+}
+
+/* Opens the image and sets b->capacity. Returns 0 or -errno with a log line. */
+static int open_image(struct gw_virtio_blk *b, const char *path)
+{
+    b->fd = open(path, O_RDWR | O_CLOEXEC);
+    if (b->fd < 0) {
+        int e = -errno;
+        gw_error("vda: cannot open image %s: %s", path, strerror(-e));
+        return e;
+    }
+    /* lseek rather than fstat so that a block device reports its size too. */
+    off_t size = lseek(b->fd, 0, SEEK_END);
+    if (size < 0) {
+        int e = -errno;
+        gw_error("vda: cannot size image %s: %s", path, strerror(-e));
+        return e;
+    }
+    if (size == 0 || size % GW_VIRTIO_BLK_SECTOR) {
+        gw_error("vda: image %s is %lld bytes, not a non-zero multiple of %u", path,
+                 (long long)size, GW_VIRTIO_BLK_SECTOR);
+        return -EINVAL;
+    }
+    b->capacity = (uint64_t)size / GW_VIRTIO_BLK_SECTOR;
+    return 0;
+}
+
+int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
+                         struct gw_irq_sink irq, uint64_t mmio_base, struct gw_device **out)
+{
+    *out = NULL;
+    struct gw_virtio_blk *b = calloc(1, sizeof *b);
+    if (!b) return -ENOMEM;
+    b->fd = -1;
+    b->dev.ops = &blk_ops;
+    b->dev.name = "vda";
+    b->dev.space = GW_DEV_MMIO;
+    b->dev.base = mmio_base;
+    b->dev.size = GW_VIRTIO_MMIO_SIZE;
+    int r = pthread_mutex_init(&b->dev.lock, NULL);
+    if (r) { free(b); return -r; }
+    b->image_path = strdup(image_path);
+    if (!b->image_path) { r = -ENOMEM; goto fail; }
+    r = open_image(b, image_path);
+    if (r < 0) goto fail;
+    struct gw_virtio_mmio_config cfg = {
+        .name = b->dev.name, .ops = &blk_mmio_ops, .device_id = GW_VIRTIO_ID_BLOCK,
+        .device_features = GW_VIRTIO_F_VERSION_1 | GW_VIRTIO_F_INDIRECT_DESC |
+                           GW_VIRTIO_BLK_F_SEG_MAX | GW_VIRTIO_BLK_F_FLUSH,
+        .config_size = BLK_CONFIG_SIZE, .nqueues = 1,
+        .queue_num_max = GW_VIRTIO_BLK_QUEUE_NUM_MAX, .mem = mem, .irq = irq,
+        .gsi = GW_VIRTIO_BLK_GSI,
+    };
+    r = gw_virtio_mmio_init(&b->mmio, &cfg);
+    if (r < 0) {
+        gw_error("vda: bad transport configuration (guest memory or irq sink missing)");
+        goto fail;
+    }
+    *out = &b->dev;
+    return 0;
+fail:
+    blk_destroy(&b->dev);
+    return r;
+}

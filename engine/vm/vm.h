@@ -1,0 +1,114 @@
+/* A VM: KVM fds, guest RAM, vCPU threads and devices, owned together. The engine owns guest
+ * memory, the dirty log and all vCPU state so that it can migrate and snapshot the VM itself.
+ *
+ * Life cycle: gw_vm_create (empty VM: memory allocated but untouched, vCPUs created, not
+ * running) -> either gw_vm_boot (fresh guest) or gw_vm_load_state (restored guest) ->
+ * gw_vm_start -> pause/resume any number of times -> gw_vm_stop -> gw_vm_destroy.
+ * All calls except the accessors come from one controlling thread. */
+#ifndef GW_VM_VM_H
+#define GW_VM_VM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/vm/device_bus.h"
+#include "engine/vm/guest_mem.h"
+#include "engine/vm/guest_spec.h"
+#include "engine/vm/kvm.h"
+#include "godwit/v1/state.pb-c.h"
+
+struct gw_vcpu;
+
+struct gw_vm_config {
+    const char *name;           /* for logs and the memfd name */
+    uint64_t memory_bytes;      /* multiple of 2 MiB */
+    unsigned vcpus;             /* 1..GW_MAX_VCPUS */
+    const char *guest_spec;     /* workload, e.g. "dirtier:ws=256M,rate=64M" */
+    const char *disk_path;      /* raw image for the virtio disk, or NULL */
+    int console_fd;             /* receives the guest console (not owned), -1 to drop */
+};
+
+struct gw_vm {
+    struct gw_kvm kvm;
+    int vm_fd;
+    struct gw_guest_mem mem;
+    struct gw_guest_spec spec;
+    char name[64];
+    char guest_spec[256];
+    char disk_path[512];
+    unsigned nvcpus;
+    struct gw_vcpu *vcpus[GW_MAX_VCPUS];
+    struct gw_device_bus bus;
+
+    pthread_mutex_t lock;        /* protects everything below */
+    pthread_cond_t cond;
+    bool running;                /* vCPU threads exist */
+    bool pause_req;
+    bool stop_req;
+    unsigned npaused;
+    unsigned nexited;
+    unsigned ready_vcpus;        /* guest reported READY */
+    unsigned booted_vcpus;
+    int fatal;                   /* first fatal error (negative errno), 0 while healthy */
+    char fatal_msg[256];
+    uint64_t verify_error_events;
+};
+
+/* Creates an empty VM. On failure returns -errno and explains in err. */
+int gw_vm_create(const struct gw_vm_config *cfg, struct gw_vm **out, char *err, unsigned errlen);
+
+/* Writes the boot data and the guest image and sets every vCPU's initial registers. */
+int gw_vm_boot(struct gw_vm *vm, char *err, unsigned errlen);
+
+/* Starts the vCPU threads (running). */
+int gw_vm_start(struct gw_vm *vm);
+
+/* Stops every vCPU outside KVM_RUN and waits until they are (returns at once if already
+ * paused). The guest cannot tell: its timer and clock are kept by KVM. */
+int gw_vm_pause(struct gw_vm *vm);
+int gw_vm_resume(struct gw_vm *vm);
+bool gw_vm_is_paused(struct gw_vm *vm);
+
+/* Ends the vCPU threads. Idempotent. */
+void gw_vm_stop(struct gw_vm *vm);
+void gw_vm_destroy(struct gw_vm *vm);
+
+/* Waits up to timeout_ms (-1: forever) for the VM to end on its own (fatal error or guest
+ * stop). Returns 1 if it ended, 0 on timeout. */
+int gw_vm_wait(struct gw_vm *vm, int timeout_ms);
+
+/* Waits until every vCPU reported READY (its working set is written) or the VM failed.
+ * Returns 0, -ETIMEDOUT, or the VM's fatal error. */
+int gw_vm_wait_ready(struct gw_vm *vm, int timeout_ms);
+
+/* The VM's fatal error (0 if none) and its message. */
+int gw_vm_fatal(struct gw_vm *vm, char *msg, unsigned msglen);
+
+/* Records a fatal error (first one wins) and asks the vCPUs to stop. */
+void gw_vm_set_fatal(struct gw_vm *vm, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Copies the guest's status page (counters); false when the guest has not published it. */
+bool gw_vm_guest_status(struct gw_vm *vm, struct gw_guest_status *out);
+
+/* Totals over all vCPUs of the guest's counters. */
+struct gw_guest_totals {
+    uint64_t pages_written, bytes_written, pages_verified, verify_errors, verify_passes;
+    uint64_t disk_blocks_written, disk_blocks_read, disk_verify_errors, disk_io_errors;
+    uint64_t ticks;
+    uint64_t vcpu_exits;
+};
+void gw_vm_guest_totals(struct gw_vm *vm, struct gw_guest_totals *t);
+
+/* Full state (the VM must be paused). *out is a heap message freed with gw_vm_state_free. */
+int gw_vm_save_state(struct gw_vm *vm, Godwit__V1__VmState **out);
+void gw_vm_state_free(Godwit__V1__VmState *st);
+/* Loads state saved by gw_vm_save_state (possibly by an older runner) into a created,
+ * not-yet-started VM of the same shape. -EINVAL (with err) when it does not fit. */
+int gw_vm_load_state(struct gw_vm *vm, const Godwit__V1__VmState *st, char *err, unsigned errlen);
+
+/* Fills a VmConfig (strings point into vm) describing how to create this VM elsewhere. */
+void gw_vm_describe(struct gw_vm *vm, Godwit__V1__VmConfig *cfg, Godwit__V1__MemoryRegion *regions,
+                    Godwit__V1__MemoryRegion **region_ptrs);
+
+#endif
