@@ -21,6 +21,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "engine/common/json.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
@@ -227,8 +228,10 @@ static int cmd_client(const char *verb, const struct opts *o)
     const Godwit__V1__RunnerStatus *st = rep->status;
     const Godwit__V1__GuestCounters *c = st ? st->counters : NULL;
     if (o->json) {
-        printf("{\"ok\":%s,\"error\":\"%s\",\"state\":\"%s\"", rep->ok ? "true" : "false", rep->error ? rep->error : "",
-               st && st->state ? st->state : "");
+        printf("{\"ok\":%s,\"error\":", rep->ok ? "true" : "false");
+        gw_json_str(stdout, rep->error);
+        printf(",\"state\":\"%s\",\"guest_ready\":%s", st && st->state ? st->state : "",
+               st && st->guest_ready ? "true" : "false");
         if (c) printf(",\"guest_pages_written\":%llu,\"guest_verify_errors\":%llu,\"guest_pages_verified\":%llu",
                       (unsigned long long)c->pages_written, (unsigned long long)c->verify_errors,
                       (unsigned long long)c->pages_verified);

@@ -9,6 +9,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "engine/common/json.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 
@@ -35,22 +36,13 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
     st->vcpus = r->vm->nvcpus;
     st->guest_spec = r->vm->guest_spec;
     st->uptime_ms = (gw_now_ns() - r->started_ns) / 1000000;
+    pthread_mutex_lock(&r->vm->lock);
+    st->guest_ready = r->vm->ready_vcpus >= r->vm->nvcpus;
+    pthread_mutex_unlock(&r->vm->lock);
     int fatal = gw_vm_fatal(r->vm, r->status_err, sizeof r->status_err);
     st->state = fatal ? "failed" : r->suspended ? "suspended" : r->finished ? "stopped"
                 : gw_vm_is_paused(r->vm) ? "paused" : "running";
     st->error = fatal ? r->status_err : "";
-}
-
-/* JSON string escaping for the few free-text fields we print. */
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') fprintf(f, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20) fprintf(f, "\\u%04x", *s);
-        else fputc(*s, f);
-    }
-    fputc('"', f);
 }
 
 void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_json)
@@ -61,9 +53,9 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
     bool failed = !strcmp(st.state, "failed");
     if (json) {
         printf("{\"status\":\"%s\",\"state\":\"%s\",\"error\":", failed ? "error" : "ok", st.state);
-        json_str(stdout, st.error);
+        gw_json_str(stdout, st.error);
         printf(",\"name\":");
-        json_str(stdout, st.name);
+        gw_json_str(stdout, st.name);
         printf(",\"memory_bytes\":%llu,\"vcpus\":%u,\"uptime_ms\":%llu,"
                "\"guest_pages_written\":%llu,\"guest_bytes_written\":%llu,"
                "\"guest_pages_verified\":%llu,\"guest_verify_errors\":%llu,\"guest_verify_passes\":%llu,"

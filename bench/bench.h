@@ -1,0 +1,8 @@
+/* godwit-bench subcommands. Each prints one JSON line with --json. */
+#ifndef GW_BENCH_BENCH_H
+#define GW_BENCH_BENCH_H
+
+int gw_bench_vm(int argc, char **argv);
+int gw_bench_snapshot(int argc, char **argv);
+
+#endif

@@ -1,0 +1,75 @@
+/* Child processes for benchmarks (see bench_proc.h). */
+#include "bench/bench_proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int gw_bench_sibling(const char *name, char *out, size_t outlen)
+{
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n < 0) return -errno;
+    self[n] = 0;
+    if ((size_t)snprintf(out, outlen, "%s/%s", dirname(self), name) >= outlen) return -ENAMETOOLONG;
+    return access(out, X_OK) ? -errno : 0;
+}
+
+static int status_of(int st)
+{
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+int gw_bench_run(char *const argv[], char *out, size_t outlen)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) return -errno;
+    pid_t pid = fork();
+    if (pid < 0) { close(p[0]); close(p[1]); return -errno; }
+    if (pid == 0) {
+        dup2(p[1], STDOUT_FILENO);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t len = 0;
+    for (;;) {
+        char tmp[4096];
+        ssize_t n = read(p[0], tmp, sizeof tmp);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        size_t take = (size_t)n;
+        if (len + take > outlen - 1) take = outlen - 1 - len;
+        memcpy(out + len, tmp, take);
+        len += take;
+    }
+    out[len] = 0;
+    close(p[0]);
+    return gw_bench_wait(pid);
+}
+
+pid_t gw_bench_spawn(char *const argv[], const char *stdout_path)
+{
+    pid_t pid = fork();
+    if (pid < 0) return -errno;
+    if (pid == 0) {
+        int fd = open(stdout_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, STDOUT_FILENO);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int gw_bench_wait(pid_t pid)
+{
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -errno;
+    return status_of(st);
+}

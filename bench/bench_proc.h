@@ -1,0 +1,21 @@
+/* Child processes for benchmarks: run a command and capture its standard output, or start
+ * one in the background. Benchmarks drive real godwit-vm processes, as an operator would. */
+#ifndef GW_BENCH_PROC_H
+#define GW_BENCH_PROC_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Path of a sibling binary (same directory as this program) into out. */
+int gw_bench_sibling(const char *name, char *out, size_t outlen);
+
+/* Runs argv to completion; its stdout goes into out (NUL-terminated, truncated to outlen-1),
+ * its stderr to ours. Returns the exit status (0..255) or -errno. */
+int gw_bench_run(char *const argv[], char *out, size_t outlen);
+
+/* Starts argv in the background with stdout into out_fd_path (a file). Returns the pid. */
+pid_t gw_bench_spawn(char *const argv[], const char *stdout_path);
+/* Waits for pid; returns its exit status or -errno. */
+int gw_bench_wait(pid_t pid);
+
+#endif
