@@ -24,9 +24,9 @@ fuzz: deps
 	@cmake --build $(FUZZ_BUILD) -j$(JOBS) --target gw_fuzzers
 
 test: deps fuzz
-	@cmake -S . -B $(TEST_BUILD) -DGODWIT_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+	@cmake -S . -B $(TEST_BUILD) -DGODWIT_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGODWIT_FUZZ_DIR=$(CURDIR)/$(FUZZ_BUILD) > /dev/null
 	@cmake --build $(TEST_BUILD) -j$(JOBS)
-	@cd $(TEST_BUILD) && GODWIT_FUZZ_DIR=$(CURDIR)/$(FUZZ_BUILD) ctest --output-on-failure
+	@cd $(TEST_BUILD) && ctest --output-on-failure
 
 demo: build
 	@scripts/demo.sh $(BUILD)

@@ -1,0 +1,191 @@
+/* The page codec: zero pages become markers, other pages lz4 blocks when that pays, raw
+ * otherwise. The decoder is the one place where page data from the network meets guest
+ * memory, so it checks each descriptor against the payload and the memory size first. */
+#include "engine/codec/page_codec.h"
+
+#include <errno.h>
+#include <lz4.h>
+#include <string.h>
+
+#include "engine/codec/wire.h"
+#include "engine/common/util.h"
+
+/* lz4 is re-tried every PROBE_EVERY batches while skipped, so the estimates follow the
+ * guest's data. RATIO_SKIP: above this output/input ratio lz4 is not worth its time. */
+#define PROBE_EVERY 16u
+#define RATIO_SKIP 0.90
+#define EWMA_ALPHA 0.25
+
+static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void put64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+void gw_page_encoder_init(struct gw_page_encoder *e, enum gw_codec_mode mode, int accel)
+{
+    memset(e, 0, sizeof *e);
+    e->mode = mode;
+    e->accel = accel < 1 ? 1 : accel;
+    e->ratio = 0.5; /* optimistic start: the first batches measure the real figures */
+}
+
+void gw_page_encoder_set_link_rate(struct gw_page_encoder *e, uint64_t link_bps)
+{
+    e->link_bps = link_bps;
+}
+
+/* Decides whether this batch tries lz4. */
+static bool want_lz4(struct gw_page_encoder *e)
+{
+    if (e->mode == GW_CODEC_NONE) return false;
+    if (e->mode == GW_CODEC_LZ4) return true;
+    bool poor = e->ratio > RATIO_SKIP;
+    bool link_faster = e->link_bps && e->comp_bps > 0 &&
+                       (double)e->link_bps >= e->comp_bps * (1.0 - e->ratio);
+    if (!poor && !link_faster) return true;
+    if (++e->since_probe >= PROBE_EVERY) { e->since_probe = 0; return true; }
+    return false;
+}
+
+static void learn(struct gw_page_encoder *e, uint64_t in, uint64_t out, uint64_t ns)
+{
+    if (!in) return;
+    double r = (double)out / (double)in;
+    e->ratio = e->ratio * (1 - EWMA_ALPHA) + r * EWMA_ALPHA;
+    if (ns) {
+        double bps = (double)in * 1e9 / (double)ns;
+        e->comp_bps = e->comp_bps > 0 ? e->comp_bps * (1 - EWMA_ALPHA) + bps * EWMA_ALPHA : bps;
+    }
+}
+
+int gw_page_encode_batch(struct gw_page_encoder *e, const uint8_t *mem, uint64_t mem_size,
+                         const uint64_t *pfns, uint32_t n, uint8_t *out, size_t cap,
+                         size_t *out_len)
+{
+    if (n == 0 || n > GW_WIRE_MAX_BATCH_PAGES) return -EINVAL;
+    if (cap < gw_page_batch_bound(n)) return -ENOBUFS;
+    uint64_t npfn = mem_size / GW_PAGE_SIZE;
+    for (uint32_t i = 0; i < n; i++)
+        if (pfns[i] >= npfn) return -ERANGE;
+
+    uint64_t t0 = gw_now_ns();
+    bool lz4 = want_lz4(e);
+    e->last_compressed = lz4;
+    uint64_t tried_in = 0, tried_out = 0;
+    put32(out, n);
+    put32(out + 4, 0);
+    uint8_t *desc = out + GW_PAGE_BATCH_HDR;
+    uint8_t *data = desc + (size_t)n * GW_PAGE_DESC_SIZE;
+    for (uint32_t i = 0; i < n; i++, desc += GW_PAGE_DESC_SIZE) {
+        const uint8_t *page = mem + pfns[i] * GW_PAGE_SIZE;
+        uint8_t enc = GW_PAGE_RAW;
+        uint32_t len = GW_PAGE_SIZE;
+        if (gw_is_zero(page, GW_PAGE_SIZE)) {
+            enc = GW_PAGE_ZERO;
+            len = 0;
+        } else if (lz4) {
+            /* A bounded destination makes lz4 give up (return 0) when it would not save
+             * enough; the page then goes raw. */
+            int c = LZ4_compress_fast((const char *)page, (char *)data, GW_PAGE_SIZE,
+                                      GW_PAGE_LZ4_MAX, e->accel);
+            tried_in += GW_PAGE_SIZE;
+            if (c > 0) {
+                enc = GW_PAGE_LZ4;
+                len = (uint32_t)c;
+            }
+            tried_out += len;
+        }
+        if (enc == GW_PAGE_RAW) memcpy(data, page, GW_PAGE_SIZE);
+        put64(desc, pfns[i]);
+        desc[8] = enc;
+        desc[9] = desc[10] = desc[11] = 0;
+        put32(desc + 12, len);
+        data += len;
+        e->st.pages[enc]++;
+    }
+    uint64_t ns = gw_now_ns() - t0;
+    if (lz4) learn(e, tried_in, tried_out, ns);
+    *out_len = (size_t)(data - out);
+    e->st.bytes_in += (uint64_t)n * GW_PAGE_SIZE;
+    e->st.bytes_out += *out_len;
+    e->st.batches++;
+    e->st.ns += ns;
+    return 0;
+}
+
+/* Writes one page; the descriptor fields were read from the wire and are checked here. */
+static int apply_page(uint8_t *page, unsigned enc, const uint8_t *src, uint32_t len)
+{
+    switch (enc) {
+    case GW_PAGE_RAW:
+        if (len != GW_PAGE_SIZE) return -EBADMSG;
+        memcpy(page, src, GW_PAGE_SIZE);
+        return 0;
+    case GW_PAGE_ZERO:
+        if (len != 0) return -EBADMSG;
+        if (!gw_is_zero(page, GW_PAGE_SIZE)) memset(page, 0, GW_PAGE_SIZE);
+        return 0;
+    case GW_PAGE_LZ4:
+        if (len == 0 || len > GW_PAGE_LZ4_MAX) return -EBADMSG;
+        /* The destination capacity is one page, so a hostile block cannot write past it;
+         * anything but exactly one page out is an error. */
+        if (LZ4_decompress_safe((const char *)src, (char *)page, (int)len, GW_PAGE_SIZE) !=
+            (int)GW_PAGE_SIZE)
+            return -EBADMSG;
+        return 0;
+    default:
+        return -EBADMSG;
+    }
+}
+
+int gw_page_decode_batch(const uint8_t *p, size_t len, uint8_t *mem, uint64_t mem_size,
+                         struct gw_codec_stats *st, uint32_t *npages)
+{
+    if (len < GW_PAGE_BATCH_HDR) return -EBADMSG;
+    uint32_t n = get32(p);
+    if (n == 0 || n > GW_WIRE_MAX_BATCH_PAGES || get32(p + 4) != 0) return -EBADMSG;
+    /* n is bounded, so the table size cannot overflow a size_t. */
+    size_t table = GW_PAGE_BATCH_HDR + (size_t)n * GW_PAGE_DESC_SIZE;
+    if (len < table) return -EBADMSG;
+    uint64_t t0 = gw_now_ns();
+    uint64_t npfn = mem_size / GW_PAGE_SIZE;
+    const uint8_t *desc = p + GW_PAGE_BATCH_HDR;
+    size_t off = table;
+    uint64_t counts[GW_PAGE_NENC] = {0};
+    for (uint32_t i = 0; i < n; i++, desc += GW_PAGE_DESC_SIZE) {
+        uint64_t pfn = get64(desc);
+        unsigned enc = desc[8];
+        uint32_t plen = get32(desc + 12);
+        if (desc[9] | desc[10] | desc[11]) return -EBADMSG;
+        if (enc >= GW_PAGE_NENC) return -EBADMSG;
+        /* pfn < npfn keeps pfn * 4096 + 4096 <= mem_size without overflow. */
+        if (pfn >= npfn) return -ERANGE;
+        if (!gw_range_ok(off, plen, len)) return -EBADMSG;
+        int r = apply_page(mem + pfn * GW_PAGE_SIZE, enc, p + off, plen);
+        if (r) return r;
+        off += plen;
+        counts[enc]++;
+    }
+    if (off != len) return -EBADMSG;
+    if (st) {
+        for (int e = 0; e < GW_PAGE_NENC; e++) st->pages[e] += counts[e];
+        st->bytes_in += len;
+        st->bytes_out += (uint64_t)n * GW_PAGE_SIZE;
+        st->batches++;
+        st->ns += gw_now_ns() - t0;
+    }
+    if (npages) *npages = n;
+    return 0;
+}
+
+void gw_codec_stats_add(struct gw_codec_stats *a, const struct gw_codec_stats *b)
+{
+    for (int e = 0; e < GW_PAGE_NENC; e++) a->pages[e] += b->pages[e];
+    a->bytes_in += b->bytes_in;
+    a->bytes_out += b->bytes_out;
+    a->batches += b->batches;
+    a->ns += b->ns;
+}

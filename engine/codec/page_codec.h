@@ -1,0 +1,96 @@
+/* Page batches: the payload of a PAGE_BATCH record, and the codec that makes and applies it.
+ *
+ * Guest memory is one host mapping `mem` of `mem_size` bytes (a multiple of 4096); a page is
+ * named by its frame number pfn = offset / 4096 in that mapping. Layout (little-endian):
+ *
+ *   off  size       field
+ *     0     4       npages      1 .. GW_WIRE_MAX_BATCH_PAGES
+ *     4     4       reserved    0
+ *     8     16*n    descriptors { u64 pfn; u8 enc; u8 pad[3] = 0; u32 len }
+ *     8+16n ...     data        the `len` bytes of each page, in descriptor order
+ *
+ *   enc RAW  (0): len == 4096, the page as is
+ *   enc ZERO (1): len == 0, the page is all zero bytes
+ *   enc LZ4  (2): 1 <= len <= GW_PAGE_LZ4_MAX, one LZ4 block that decodes to exactly 4096 bytes
+ *
+ * The payload must end exactly after the last page's data. One descriptor per page keeps the
+ * decoder a single bounded loop; 16 bytes is 0.4% of a raw page. */
+#ifndef GW_CODEC_PAGE_CODEC_H
+#define GW_CODEC_PAGE_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GW_PAGE_BATCH_HDR 8u
+#define GW_PAGE_DESC_SIZE 16u
+/* An lz4 block must save at least 64 bytes to be worth the decoder's time. */
+#define GW_PAGE_LZ4_MAX (4096u - 64u)
+
+enum gw_page_enc { GW_PAGE_RAW = 0, GW_PAGE_ZERO = 1, GW_PAGE_LZ4 = 2, GW_PAGE_NENC = 3 };
+
+enum gw_codec_mode {
+    GW_CODEC_AUTO = 0,  /* lz4 while it pays (ratio and link speed), else raw */
+    GW_CODEC_LZ4 = 1,   /* always try lz4 */
+    GW_CODEC_NONE = 2,  /* zero markers and raw pages only */
+};
+
+/* Counters of one encoder or decoder. bytes_in is what was read (guest memory for the
+ * encoder, payload for the decoder), bytes_out what was produced. */
+struct gw_codec_stats {
+    uint64_t pages[GW_PAGE_NENC];   /* by enum gw_page_enc */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t batches;
+    uint64_t ns;                    /* time spent encoding or decoding */
+};
+
+/* Encoder state: one per sender thread (not thread-safe). Plain struct, no allocation. */
+struct gw_page_encoder {
+    enum gw_codec_mode mode;
+    int accel;                 /* LZ4_compress_fast acceleration, >= 1 */
+    uint64_t link_bps;         /* link bytes/s as the caller measures it; 0 = unknown */
+    double ratio;              /* recent lz4 output/input over non-zero pages, 1.0 = no gain */
+    double comp_bps;           /* recent compressor throughput, bytes/s; 0 = not measured */
+    unsigned since_probe;      /* batches since lz4 was last tried while skipping */
+    bool last_compressed;      /* whether the last batch tried lz4 (for tests and stats) */
+    struct gw_codec_stats st;
+};
+
+/* Sets up e with mode and acceleration (values < 1 become 1). */
+void gw_page_encoder_init(struct gw_page_encoder *e, enum gw_codec_mode mode, int accel);
+
+/* Tells the encoder how fast the link is (bytes/s, 0 = unknown). In AUTO mode lz4 is skipped
+ * when compressing cannot make a batch reach the peer sooner:
+ * link_bps >= compressor_bps * (1 - ratio). */
+void gw_page_encoder_set_link_rate(struct gw_page_encoder *e, uint64_t link_bps);
+
+/* Largest payload a batch of npages can take; npages <= GW_WIRE_MAX_BATCH_PAGES. */
+static inline size_t gw_page_batch_bound(uint32_t npages)
+{
+    return GW_PAGE_BATCH_HDR + (size_t)npages * (GW_PAGE_DESC_SIZE + 4096u);
+}
+
+/* Encodes the pages pfns[0..n) of mem[0..mem_size) into out[0..cap) and sets *out_len.
+ * Reads only mem; the caller owns every buffer. Returns 0, -EINVAL when n is 0 or over
+ * GW_WIRE_MAX_BATCH_PAGES, -ERANGE when a pfn is outside mem_size, -ENOBUFS when
+ * cap < gw_page_batch_bound(n). A page that changes while it is read is sent as it was
+ * read (a torn page); the dirty log sends it again in the next round. */
+int gw_page_encode_batch(struct gw_page_encoder *e, const uint8_t *mem, uint64_t mem_size,
+                         const uint64_t *pfns, uint32_t n, uint8_t *out, size_t cap,
+                         size_t *out_len);
+
+/* Applies a PAGE_BATCH payload p[0..len) to mem[0..mem_size): every page is written at
+ * pfn * 4096 (a ZERO page only when it is not already zero, so untouched memfd pages stay
+ * unallocated). Checks every field before it is used and never reads past p+len or writes
+ * outside the addressed page. Returns 0 and sets *npages (may be NULL), or -EBADMSG for a
+ * malformed payload (truncated, bad counts, encodings or lengths, trailing bytes, lz4 that
+ * does not decode to exactly 4096 bytes), -ERANGE for a pfn outside mem_size. On error the
+ * pages before the bad one may have been written. st (may be NULL) gets the counters. */
+int gw_page_decode_batch(const uint8_t *p, size_t len, uint8_t *mem, uint64_t mem_size,
+                         struct gw_codec_stats *st, uint32_t *npages);
+
+/* Adds b's counters to a. */
+void gw_codec_stats_add(struct gw_codec_stats *a, const struct gw_codec_stats *b);
+
+#endif

@@ -1,0 +1,194 @@
+/* The shared part of the transport: choosing a back end by URL scheme, and sending and
+ * receiving whole records over any back end. The record checks live here once, so a TCP
+ * and an RDMA connection reject the same bad input the same way. */
+#include "engine/transport/conn.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int gw_err_set(struct gw_err *e, int code, const char *fmt, ...)
+{
+    if (e) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+        e->code = code;
+    }
+    return code;
+}
+
+int gw_url_parse(const char *url, char *scheme, size_t scheme_len, char *host, size_t host_len,
+                 uint16_t *port)
+{
+    const char *c = strchr(url, ':');
+    if (!c || (size_t)(c - url) >= scheme_len || c == url) return -EINVAL;
+    memcpy(scheme, url, (size_t)(c - url));
+    scheme[c - url] = 0;
+    const char *h = c + 1, *hend, *p;
+    if (*h == '[') {
+        hend = strchr(h, ']');
+        if (!hend || hend[1] != ':') return -EINVAL;
+        h++;
+        p = hend + 2;
+    } else {
+        hend = strrchr(h, ':');
+        if (!hend) return -EINVAL;
+        p = hend + 1;
+    }
+    if (hend == h || (size_t)(hend - h) >= host_len) return -EINVAL;
+    memcpy(host, h, (size_t)(hend - h));
+    host[hend - h] = 0;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(p, &end, 10);
+    if (!*p || *end || errno || v > 65535) return -EINVAL;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+int gw_conn_connect(const char *url, int timeout_ms, struct gw_conn **out, struct gw_err *err)
+{
+    char scheme[16], host[256];
+    uint16_t port;
+    if (gw_url_parse(url, scheme, sizeof scheme, host, sizeof host, &port) || port == 0)
+        return gw_err_set(err, -EINVAL, "bad migration URL '%s' (want tcp:HOST:PORT or rdma:HOST:PORT)", url);
+    if (!strcmp(scheme, "tcp")) return gw_tcp_connect(host, port, timeout_ms, out, err);
+    if (!strcmp(scheme, "rdma")) return gw_rdma_connect(host, port, timeout_ms, out, err);
+    return gw_err_set(err, -EPROTONOSUPPORT, "unknown transport '%s' in '%s'", scheme, url);
+}
+
+int gw_listen(const char *url, struct gw_listener **out, struct gw_err *err)
+{
+    char scheme[16], host[256];
+    uint16_t port;
+    if (gw_url_parse(url, scheme, sizeof scheme, host, sizeof host, &port))
+        return gw_err_set(err, -EINVAL, "bad listen URL '%s' (want tcp:HOST:PORT or rdma:HOST:PORT)", url);
+    if (!strcmp(scheme, "tcp")) return gw_tcp_listen(host, port, out, err);
+    if (!strcmp(scheme, "rdma")) return gw_rdma_listen(host, port, out, err);
+    return gw_err_set(err, -EPROTONOSUPPORT, "unknown transport '%s' in '%s'", scheme, url);
+}
+
+int gw_listener_accept(struct gw_listener *l, int timeout_ms, struct gw_conn **out,
+                       struct gw_err *err)
+{
+    return l->ops->accept(l, timeout_ms, out, err);
+}
+
+void gw_listener_close(struct gw_listener *l)
+{
+    if (l) l->ops->close(l);
+}
+
+void gw_conn_shutdown(struct gw_conn *c)
+{
+    if (c) c->ops->shutdown(c);
+}
+
+void gw_conn_close(struct gw_conn *c)
+{
+    if (c) c->ops->close(c);
+}
+
+void gw_rbuf_free(struct gw_rbuf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->cap = 0;
+}
+
+int gw_conn_send_record(struct gw_conn *c, enum gw_wire_type type, const void *payload,
+                        size_t len, struct gw_err *err)
+{
+    if (len > GW_WIRE_MAX_PAYLOAD)
+        return gw_err_set(err, -EMSGSIZE, "%s record of %zu bytes is over the maximum",
+                          gw_wire_type_name(type), len);
+    struct gw_wire_header h = {
+        .magic = GW_WIRE_MAGIC, .type = (uint8_t)type, .length = (uint32_t)len,
+        .stream = c->stream == GW_CONN_ANY_STREAM ? 0 : c->stream, .seq = c->send_seq,
+    };
+    uint8_t hb[GW_WIRE_HEADER_SIZE];
+    gw_wire_header_pack(&h, hb);
+    struct iovec iov[2] = { { hb, sizeof hb }, { (void *)payload, len } };
+    int r = c->ops->sendv(c, iov, len ? 2 : 1, err);
+    if (r) return r;
+    c->send_seq++;
+    c->bytes_sent += sizeof hb + len;
+    return 0;
+}
+
+/* Reads exactly len bytes; *got says how many arrived before an error or end of stream. */
+static int recv_full(struct gw_conn *c, void *buf, size_t len, size_t *got, struct gw_err *err)
+{
+    uint8_t *p = buf;
+    *got = 0;
+    while (*got < len) {
+        long n = c->ops->recv_some(c, p + *got, len - *got, err);
+        if (n < 0) return (int)n;
+        if (n == 0) return -EPIPE;
+        *got += (size_t)n;
+    }
+    c->bytes_recv += len;
+    return 0;
+}
+
+int gw_conn_recv_record(struct gw_conn *c, struct gw_wire_header *h, struct gw_rbuf *buf,
+                        struct gw_err *err)
+{
+    uint8_t hb[GW_WIRE_HEADER_SIZE];
+    size_t got;
+    int r = recv_full(c, hb, sizeof hb, &got, err);
+    if (r == -EPIPE && got == 0)
+        return gw_err_set(err, -ESHUTDOWN, "%s: peer closed the connection", c->peer);
+    if (r == -EPIPE)
+        return gw_err_set(err, -EPIPE, "%s: peer hung up mid-record (%zu of %u header bytes)",
+                          c->peer, got, GW_WIRE_HEADER_SIZE);
+    if (r) return r;
+    r = gw_wire_header_parse(hb, h);
+    if (r == -EPROTO)
+        return gw_err_set(err, r, "%s: unknown record type %u", c->peer, h->type);
+    if (r == -EMSGSIZE)
+        return gw_err_set(err, r, "%s: %s record length %u over the maximum %u", c->peer,
+                          gw_wire_type_name(h->type), h->length, GW_WIRE_MAX_PAYLOAD);
+    if (r)
+        return gw_err_set(err, r, "%s: bad record header (magic %08x flags %u reserved %u)",
+                          c->peer, h->magic, h->flags, h->reserved);
+    if (c->max_payload && h->length > c->max_payload)
+        return gw_err_set(err, -EMSGSIZE, "%s: %s record length %u over the limit %u here", c->peer,
+                          gw_wire_type_name(h->type), h->length, c->max_payload);
+    if (c->stream != GW_CONN_ANY_STREAM && h->stream != c->stream)
+        return gw_err_set(err, -EBADMSG, "%s: record for stream %u on stream %u", c->peer,
+                          h->stream, c->stream);
+    if (h->seq != c->recv_seq)
+        return gw_err_set(err, -EBADMSG, "%s: record sequence %llu, expected %llu", c->peer,
+                          (unsigned long long)h->seq, (unsigned long long)c->recv_seq);
+    if (h->length > buf->cap) {
+        /* Grow to the record, not beyond: the header's length was bounded above. */
+        uint8_t *nb = realloc(buf->data, h->length);
+        if (!nb) return gw_err_set(err, -ENOMEM, "out of memory for a %u-byte record", h->length);
+        buf->data = nb;
+        buf->cap = h->length;
+    }
+    r = recv_full(c, buf->data, h->length, &got, err);
+    if (r == -EPIPE)
+        return gw_err_set(err, -EPIPE, "%s: peer hung up mid-record (%zu of %u %s payload bytes)",
+                          c->peer, got, h->length, gw_wire_type_name(h->type));
+    if (r) return r;
+    c->recv_seq++;
+    return 0;
+}
+
+void gw_conn_send_error(struct gw_conn *c, int code, const char *msg)
+{
+    Godwit__V1__MigError e = GODWIT__V1__MIG_ERROR__INIT;
+    e.code = code;
+    e.message = (char *)msg;
+    uint8_t *b;
+    size_t n;
+    if (gw_wire_pack_msg(&e.base, &b, &n)) return;
+    gw_conn_send_record(c, GW_WIRE_ERROR, b, n, NULL);
+    free(b);
+}

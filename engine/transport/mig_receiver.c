@@ -1,0 +1,457 @@
+/* Destination side of a migration session: one receiving thread per stream decodes page
+ * batches straight into guest memory (streams own disjoint pages, see migration.h) and
+ * reports END_OF_ROUND; control records on stream 0 become events for the caller once every
+ * stream has applied all pages up to the last END_OF_ROUND. One mutex guards the round
+ * bookkeeping, the event queue and the first error. */
+#include "engine/transport/migration.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/common/util.h"
+#include "engine/transport/handshake.h"
+
+struct rstream {
+    struct gw_mig_receiver *rx;
+    unsigned idx;
+    struct gw_conn *c;
+    pthread_t th;
+    bool started;
+    struct gw_rbuf buf;          /* thread only */
+    uint64_t round_pages;        /* thread only: pages since the last END_OF_ROUND */
+    int64_t round_done;          /* under rx->mu: last round ended on this stream, -1 = none */
+    bool final_seen;             /* under rx->mu */
+    struct gw_codec_stats st;    /* under rx->mu */
+    uint64_t bytes_wire;         /* under rx->mu */
+};
+
+struct evnode {
+    struct gw_mig_event ev;
+    uint8_t *data;
+    struct evnode *next;
+};
+
+struct gw_mig_receiver {
+    int timeout_ms;
+    Godwit__V1__MigHello *hello;   /* stream 0's */
+    unsigned n;
+    struct rstream *st;
+    uint8_t *mem;
+    uint64_t mem_size;
+    uint64_t t0;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct evnode *head, *tail;
+    struct evnode *delivered;      /* the event the caller holds; freed on the next call */
+    int64_t reported_round;
+    uint64_t pages_total;
+    bool acked, closing;
+    int err;
+    char errmsg[256];
+};
+
+static void fail_locked(struct gw_mig_receiver *rx, const struct gw_err *e)
+{
+    if (rx->err || rx->closing) return;
+    rx->err = e->code ? e->code : -EIO;
+    snprintf(rx->errmsg, sizeof rx->errmsg, "%s", e->msg);
+    for (unsigned i = 0; i < rx->n; i++) if (rx->st[i].c) gw_conn_shutdown(rx->st[i].c);
+    pthread_cond_broadcast(&rx->cv);
+}
+
+static int push_locked(struct gw_mig_receiver *rx, const struct gw_mig_event *ev, const uint8_t *data, size_t len)
+{
+    struct evnode *n = calloc(1, sizeof *n);
+    if (!n || (len && !(n->data = malloc(len)))) {
+        free(n);
+        return -ENOMEM;
+    }
+    n->ev = *ev;
+    if (len) memcpy(n->data, data, len);
+    n->ev.data = n->data;
+    n->ev.len = len;
+    if (rx->tail) rx->tail->next = n; else rx->head = n;
+    rx->tail = n;
+    pthread_cond_broadcast(&rx->cv);
+    return 0;
+}
+
+static int64_t min_round_locked(struct gw_mig_receiver *rx, bool *all_final)
+{
+    int64_t m = INT64_MAX;
+    *all_final = true;
+    for (unsigned i = 0; i < rx->n; i++) {
+        if (rx->st[i].round_done < m) m = rx->st[i].round_done;
+        *all_final &= rx->st[i].final_seen;
+    }
+    return m;
+}
+
+static int on_end_of_round(struct rstream *t, const uint8_t *p, size_t len, struct gw_err *e)
+{
+    struct gw_mig_receiver *rx = t->rx;
+    int r;
+    Godwit__V1__MigEndOfRound *m = gw_wire_unpack_end_of_round(p, len, &r);
+    if (!m) return gw_err_set(e, r, "stream %u: malformed END_OF_ROUND", t->idx);
+    uint64_t round = m->round, pages = m->pages;
+    bool final = m->final;
+    godwit__v1__mig_end_of_round__free_unpacked(m, NULL);
+    if (pages != t->round_pages)
+        return gw_err_set(e, -EBADMSG, "stream %u: round %llu: source sent %llu pages, %llu arrived",
+                          t->idx, (unsigned long long)round, (unsigned long long)pages,
+                          (unsigned long long)t->round_pages);
+    pthread_mutex_lock(&rx->mu);
+    if (round > INT64_MAX || (int64_t)round <= t->round_done) {
+        pthread_mutex_unlock(&rx->mu);
+        return gw_err_set(e, -EBADMSG, "stream %u: round %llu does not follow round %lld", t->idx,
+                          (unsigned long long)round, (long long)t->round_done);
+    }
+    t->round_done = (int64_t)round;
+    t->final_seen |= final;
+    t->round_pages = 0;
+    rx->pages_total += pages;
+    bool all_final;
+    int64_t mr = min_round_locked(rx, &all_final);
+    r = 0;
+    if (mr > rx->reported_round) {
+        rx->reported_round = mr;
+        struct gw_mig_event ev = { .type = GW_MIG_EV_ROUND, .round = (uint64_t)mr,
+                                   .pages = rx->pages_total, .final = all_final };
+        r = push_locked(rx, &ev, NULL, 0);
+    }
+    pthread_cond_broadcast(&rx->cv);
+    pthread_mutex_unlock(&rx->mu);
+    return r ? gw_err_set(e, r, "out of memory") : 0;
+}
+
+/* A control record on stream 0: wait until all streams caught up, then hand it over. */
+static int on_control(struct rstream *t, const struct gw_wire_header *h, const uint8_t *p,
+                      struct gw_err *e)
+{
+    struct gw_mig_receiver *rx = t->rx;
+    struct gw_mig_event ev = { .type = 0 };
+    const uint8_t *data = NULL;
+    size_t len = 0;
+    int r = 0;
+    if (t->idx != 0)
+        return gw_err_set(e, -EPROTO, "stream %u: %s is only allowed on stream 0", t->idx,
+                          gw_wire_type_name(h->type));
+    switch (h->type) {
+    case GW_WIRE_SWITCHOVER: {
+        Godwit__V1__MigSwitchover *m = godwit__v1__mig_switchover__unpack(NULL, h->length, p);
+        if (!m) return gw_err_set(e, -EBADMSG, "malformed SWITCHOVER");
+        ev = (struct gw_mig_event){ .type = GW_MIG_EV_SWITCHOVER, .round = m->round };
+        godwit__v1__mig_switchover__free_unpacked(m, NULL);
+        break;
+    }
+    case GW_WIRE_COMMIT: {
+        Godwit__V1__MigCommit *m = godwit__v1__mig_commit__unpack(NULL, h->length, p);
+        if (!m) return gw_err_set(e, -EBADMSG, "malformed COMMIT");
+        ev = (struct gw_mig_event){ .type = GW_MIG_EV_COMMIT, .round = m->rounds };
+        godwit__v1__mig_commit__free_unpacked(m, NULL);
+        break;
+    }
+    case GW_WIRE_DIGEST: {
+        Godwit__V1__MigDigest *m = gw_wire_unpack_digest(p, h->length, &r);
+        if (!m) return gw_err_set(e, r, "malformed DIGEST");
+        bool size_ok = m->mem_size == rx->mem_size;
+        ev = (struct gw_mig_event){ .type = GW_MIG_EV_DIGEST };
+        memcpy(ev.digest.b, m->xxh3_128.data, GW_DIGEST_SIZE);
+        godwit__v1__mig_digest__free_unpacked(m, NULL);
+        if (!size_ok) return gw_err_set(e, -EBADMSG, "DIGEST covers a different memory size");
+        break;
+    }
+    case GW_WIRE_STATE:
+        ev = (struct gw_mig_event){ .type = GW_MIG_EV_STATE };
+        data = p;
+        len = h->length;
+        break;
+    default:
+        return gw_err_set(e, -EPROTO, "unexpected %s record", gw_wire_type_name(h->type));
+    }
+    pthread_mutex_lock(&rx->mu);
+    bool all_final;
+    while (!rx->err && !rx->closing && min_round_locked(rx, &all_final) < t->round_done)
+        pthread_cond_wait(&rx->cv, &rx->mu);
+    r = rx->err ? rx->err : push_locked(rx, &ev, data, len);
+    pthread_mutex_unlock(&rx->mu);
+    return r ? gw_err_set(e, r, "session failed") : 0;
+}
+
+static int handle(struct rstream *t, const struct gw_wire_header *h, struct gw_err *e)
+{
+    struct gw_mig_receiver *rx = t->rx;
+    const uint8_t *p = t->buf.data;
+    int r;
+    switch (h->type) {
+    case GW_WIRE_PAGE_BATCH: {
+        struct gw_codec_stats st = {0};
+        uint32_t n = 0;
+        r = gw_page_decode_batch(p, h->length, rx->mem, rx->mem_size, &st, &n);
+        if (r) return gw_err_set(e, r, "stream %u: bad PAGE_BATCH #%llu: %s", t->idx,
+                                 (unsigned long long)h->seq, gw_wire_strerror(r));
+        t->round_pages += n;
+        pthread_mutex_lock(&rx->mu);
+        gw_codec_stats_add(&t->st, &st);
+        t->bytes_wire = t->c->bytes_recv;
+        pthread_mutex_unlock(&rx->mu);
+        return 0;
+    }
+    case GW_WIRE_END_OF_ROUND:
+        return on_end_of_round(t, p, h->length, e);
+    case GW_WIRE_ERROR: {
+        Godwit__V1__MigError *m = gw_wire_unpack_error(p, h->length, &r);
+        gw_err_set(e, -EPROTO, "source aborted the migration: %s", m ? m->message : "(malformed ERROR)");
+        if (m) godwit__v1__mig_error__free_unpacked(m, NULL);
+        return -EPROTO;
+    }
+    default:
+        return on_control(t, h, p, e);
+    }
+}
+
+static void *rstream_main(void *arg)
+{
+    struct rstream *t = arg;
+    struct gw_mig_receiver *rx = t->rx;
+    for (;;) {
+        struct gw_wire_header h;
+        struct gw_err e = {0};
+        int r = gw_conn_recv_record(t->c, &h, &t->buf, &e);
+        if (!r) r = handle(t, &h, &e);
+        if (!r) continue;
+        pthread_mutex_lock(&rx->mu);
+        /* The source hangs up once it has our ACK: that end is the normal one. */
+        if (r == -ESHUTDOWN && !rx->acked)
+            gw_err_set(&e, -EPIPE, "stream %u: source closed the connection before COMMIT was acknowledged", t->idx);
+        if (r != -ESHUTDOWN || !rx->acked) fail_locked(rx, &e);
+        pthread_mutex_unlock(&rx->mu);
+        break;
+    }
+    return NULL;
+}
+
+static int accept_rest(struct gw_mig_receiver *rx, struct gw_listener *l, const struct gw_hs_params *p,
+                       struct gw_err *err)
+{
+    for (unsigned got = 1; got < rx->n; got++) {
+        struct gw_conn *c;
+        Godwit__V1__MigHello *h = NULL;
+        uint64_t feat;
+        int r = gw_listener_accept(l, rx->timeout_ms, &c, err);
+        if (r) return r;
+        gw_conn_set_timeout(c, rx->timeout_ms);
+        if ((r = gw_hs_destination(c, p, &h, &feat, err))) {
+            gw_conn_close(c);
+            return r;
+        }
+        const Godwit__V1__MigHello *h0 = rx->hello;
+        bool same = h->nstreams == h0->nstreams && h->mem_size == h0->mem_size &&
+                    !memcmp(h->session_id.data, h0->session_id.data, GW_WIRE_SESSION_ID_SIZE) &&
+                    !rx->st[h->stream_index].c;
+        unsigned idx = h->stream_index;
+        godwit__v1__mig_hello__free_unpacked(h, NULL);
+        if (!same) {
+            gw_conn_send_error(c, -EPROTO, "stream does not belong to this session");
+            gw_conn_close(c);
+            return gw_err_set(err, -EPROTO, "a connection for another session (or a duplicate stream %u) arrived", idx);
+        }
+        rx->st[idx].c = c;
+    }
+    return 0;
+}
+
+int gw_mig_receiver_accept_conn(struct gw_conn *c, struct gw_listener *l,
+                                const struct gw_mig_receiver_cfg *cfg,
+                                struct gw_mig_receiver **out, struct gw_err *err)
+{
+    struct gw_mig_receiver *rx = calloc(1, sizeof *rx);
+    if (!rx) {
+        gw_conn_close(c);
+        return gw_err_set(err, -ENOMEM, "out of memory");
+    }
+    rx->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : GW_MIG_DEFAULT_TIMEOUT_MS;
+    rx->reported_round = -1;
+    rx->t0 = gw_now_ns();
+    pthread_mutex_init(&rx->mu, NULL);
+    pthread_cond_init(&rx->cv, NULL);
+    struct gw_hs_params p = { .secret = cfg->secret, .secret_len = cfg->secret_len, .features = GW_WIRE_F_ALL };
+    uint64_t feat;
+    gw_conn_set_timeout(c, rx->timeout_ms);
+    int r = gw_hs_destination(c, &p, &rx->hello, &feat, err);
+    if (!r && rx->hello->stream_index != 0)
+        r = gw_err_set(err, -EPROTO, "first connection is stream %u, not 0", rx->hello->stream_index);
+    if (!r && rx->hello->nstreams > 1 && !l)
+        r = gw_err_set(err, -EINVAL, "session has %u streams but there is no listener for them", rx->hello->nstreams);
+    if (!r) {
+        rx->n = rx->hello->nstreams;
+        if (!(rx->st = calloc(rx->n, sizeof *rx->st))) r = gw_err_set(err, -ENOMEM, "out of memory");
+    }
+    if (r) {
+        gw_conn_close(c);
+        gw_mig_receiver_close(rx);
+        return r;
+    }
+    rx->st[0].c = c;
+    if ((r = accept_rest(rx, l, &p, err))) {
+        gw_mig_receiver_close(rx);
+        return r;
+    }
+    *out = rx;
+    return 0;
+}
+
+int gw_mig_receiver_accept(struct gw_listener *l, const struct gw_mig_receiver_cfg *cfg,
+                           struct gw_mig_receiver **out, struct gw_err *err)
+{
+    struct gw_conn *c;
+    int r = gw_listener_accept(l, cfg->timeout_ms > 0 ? cfg->timeout_ms : GW_MIG_DEFAULT_TIMEOUT_MS, &c, err);
+    return r ? r : gw_mig_receiver_accept_conn(c, l, cfg, out, err);
+}
+
+const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *rx) { return rx->hello; }
+
+int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem_size, struct gw_err *err)
+{
+    if (mem_size != rx->hello->mem_size)
+        return gw_err_set(err, -EINVAL, "guest memory is %llu bytes, the source sends %llu",
+                          (unsigned long long)mem_size, (unsigned long long)rx->hello->mem_size);
+    rx->mem = mem;
+    rx->mem_size = mem_size;
+    /* Every stream's bookkeeping is set before any thread runs: threads read each other's. */
+    for (unsigned i = 0; i < rx->n; i++) {
+        rx->st[i].rx = rx;
+        rx->st[i].idx = i;
+        rx->st[i].round_done = -1;
+    }
+    for (unsigned i = 0; i < rx->n; i++) {
+        struct rstream *t = &rx->st[i];
+        int r = pthread_create(&t->th, NULL, rstream_main, t);
+        if (r) {
+            struct gw_err e;
+            gw_err_set(&e, -r, "cannot start receiver thread %u", i);
+            pthread_mutex_lock(&rx->mu);
+            fail_locked(rx, &e);
+            pthread_mutex_unlock(&rx->mu);
+            return gw_err_set(err, -r, "%s", e.msg);
+        }
+        t->started = true;
+    }
+    return 0;
+}
+
+int gw_mig_receiver_next(struct gw_mig_receiver *rx, struct gw_mig_event *ev, int timeout_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    if (timeout_ms >= 0) {
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
+    }
+    int r = 0;
+    pthread_mutex_lock(&rx->mu);
+    if (rx->delivered) {
+        free(rx->delivered->data);
+        free(rx->delivered);
+        rx->delivered = NULL;
+    }
+    /* Events that arrived before a failure are still delivered, then the failure. */
+    while (!rx->head && !rx->err && r != ETIMEDOUT)
+        r = timeout_ms < 0 ? pthread_cond_wait(&rx->cv, &rx->mu) : pthread_cond_timedwait(&rx->cv, &rx->mu, &dl);
+    if (rx->head) {
+        struct evnode *n = rx->head;
+        rx->head = n->next;
+        if (!rx->head) rx->tail = NULL;
+        rx->delivered = n;
+        *ev = n->ev;
+        r = 0;
+    } else {
+        r = rx->err ? rx->err : -ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&rx->mu);
+    return r;
+}
+
+int gw_mig_receiver_ack(struct gw_mig_receiver *rx)
+{
+    Godwit__V1__MigAck m = GODWIT__V1__MIG_ACK__INIT;
+    m.acked_type = GW_WIRE_COMMIT;
+    uint8_t buf[16];
+    size_t n = protobuf_c_message_pack(&m.base, buf);
+    pthread_mutex_lock(&rx->mu);
+    int r = rx->err;
+    rx->acked = true;
+    pthread_mutex_unlock(&rx->mu);
+    /* Stream 0's thread only reads; the caller is the only writer on it. */
+    struct gw_err e = {0};
+    if (!r) r = gw_conn_send_record(rx->st[0].c, GW_WIRE_ACK, buf, n, &e);
+    return r;
+}
+
+void gw_mig_receiver_abort(struct gw_mig_receiver *rx, int code, const char *why)
+{
+    gw_conn_send_error(rx->st[0].c, code, why);
+    struct gw_err e = { .code = code ? code : -ECANCELED };
+    snprintf(e.msg, sizeof e.msg, "aborted: %s", why);
+    pthread_mutex_lock(&rx->mu);
+    fail_locked(rx, &e);
+    pthread_mutex_unlock(&rx->mu);
+}
+
+void gw_mig_receiver_stats(struct gw_mig_receiver *rx, struct gw_mig_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&rx->mu);
+    for (unsigned i = 0; i < rx->n; i++) {
+        gw_codec_stats_add(&out->codec, &rx->st[i].st);
+        out->bytes_wire += rx->st[i].bytes_wire;
+    }
+    pthread_mutex_unlock(&rx->mu);
+    out->elapsed_ns = gw_now_ns() - rx->t0;
+    double sec = out->elapsed_ns ? (double)out->elapsed_ns / 1e9 : 1e-9;
+    out->wire_mib_s = (double)out->bytes_wire / (1 << 20) / sec;
+    out->pages_mib_s = (double)out->codec.bytes_out / (1 << 20) / sec;
+}
+
+const char *gw_mig_receiver_error(struct gw_mig_receiver *rx)
+{
+    pthread_mutex_lock(&rx->mu);
+    const char *m = rx->errmsg;
+    pthread_mutex_unlock(&rx->mu);
+    return m;
+}
+
+void gw_mig_receiver_close(struct gw_mig_receiver *rx)
+{
+    if (!rx) return;
+    pthread_mutex_lock(&rx->mu);
+    rx->closing = true;
+    for (unsigned i = 0; rx->st && i < rx->n; i++) if (rx->st[i].c) gw_conn_shutdown(rx->st[i].c);
+    pthread_cond_broadcast(&rx->cv);
+    pthread_mutex_unlock(&rx->mu);
+    for (unsigned i = 0; rx->st && i < rx->n; i++) {
+        struct rstream *t = &rx->st[i];
+        if (t->started) pthread_join(t->th, NULL);
+        gw_conn_close(t->c);
+        gw_rbuf_free(&t->buf);
+    }
+    for (struct evnode *n = rx->head, *next; n; n = next) {
+        next = n->next;
+        free(n->data);
+        free(n);
+    }
+    if (rx->delivered) {
+        free(rx->delivered->data);
+        free(rx->delivered);
+    }
+    if (rx->hello) godwit__v1__mig_hello__free_unpacked(rx->hello, NULL);
+    pthread_cond_destroy(&rx->cv);
+    pthread_mutex_destroy(&rx->mu);
+    free(rx->st);
+    free(rx);
+}

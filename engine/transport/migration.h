@@ -1,0 +1,168 @@
+/* Multi-stream migration sessions: what the pre-copy engine drives on each side.
+ *
+ * A session is N connections (streams) to one destination. Stream 0 also carries the
+ * control records. Pages are partitioned across streams by their 2 MiB chunk
+ * (stream = (pfn >> 9) % N): the same page always travels on the same stream, so a page sent
+ * in round r+1 can never be overtaken by its older copy from round r on another stream.
+ * Each stream has its own sender thread and encoder on the source and its own receiving
+ * thread on the destination, which decodes straight into guest memory.
+ *
+ * Source, driven by the pre-copy engine:
+ *     gw_mig_sender_open(&cfg, &tx, &err);          connect N streams, handshake each
+ *     for each round r:
+ *         gw_mig_send_pages(tx, pfns, n);           queue dirty pages (asynchronous)
+ *         gw_mig_send_end_of_round(tx, r, false, &st);  wait until every stream sent them
+ *     pause vCPUs; gw_mig_send_switchover(tx, r);
+ *     gw_mig_send_pages(tx, last dirty pages); gw_mig_send_end_of_round(tx, r, true, &st);
+ *     gw_mig_send_state(tx, vmstate bytes); gw_mig_send_digest(tx, &digest);
+ *     gw_mig_send_commit(tx, rounds); gw_mig_sender_wait_ack(tx, timeout);
+ *     only then release the VM; gw_mig_sender_close(tx).
+ *
+ * Destination:
+ *     gw_mig_receiver_accept(listener, &cfg, &rx, &err);  all N handshakes
+ *     hello = gw_mig_receiver_hello(rx);  create the VM from hello->config, mem_size
+ *     gw_mig_receiver_start(rx, mem, mem_size, &err);     receiving threads start
+ *     loop gw_mig_receiver_next(rx, &ev, timeout):
+ *         ROUND (every page up to round ev.round is in memory), SWITCHOVER, STATE (load it),
+ *         DIGEST (compare with gw_digest_mem of mem), COMMIT (resume the guest, then
+ *         gw_mig_receiver_ack(rx); or gw_mig_receiver_abort(rx, code, why))
+ *     gw_mig_receiver_close(rx).
+ * Control events are delivered only once every stream has applied all pages up to the
+ * last END_OF_ROUND, so STATE and DIGEST always see the final memory.
+ *
+ * Any failure (transport, hostile input, the peer's ERROR) ends the session: the failing
+ * call returns -errno, gw_mig_*_error() gives the message, later calls return the same
+ * error, and close releases everything. */
+#ifndef GW_TRANSPORT_MIGRATION_H
+#define GW_TRANSPORT_MIGRATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/codec/digest.h"
+#include "engine/codec/page_codec.h"
+#include "engine/transport/conn.h"
+
+#define GW_MIG_DEFAULT_BATCH_PAGES 256u
+#define GW_MIG_DEFAULT_TIMEOUT_MS 60000
+
+struct gw_mig_stats {
+    uint64_t bytes_wire;           /* record bytes on the wire (headers included) */
+    struct gw_codec_stats codec;   /* pages by encoding, bytes in and out, codec time */
+    uint64_t elapsed_ns;           /* since the session opened */
+    double wire_mib_s;             /* bytes_wire per second of elapsed time */
+    double pages_mib_s;            /* guest memory bytes moved per second */
+};
+
+struct gw_mig_sender_cfg {
+    const char *url;                       /* "tcp:HOST:PORT" or "rdma:HOST:PORT" */
+    unsigned nstreams;                     /* 1..GW_WIRE_MAX_STREAMS */
+    const uint8_t *secret;                 /* cluster secret, caller-owned */
+    size_t secret_len;
+    const uint8_t *mem;                    /* guest memory, read by the sender threads */
+    uint64_t mem_size;                     /* multiple of 4096 */
+    const Godwit__V1__VmConfig *config;    /* sent in stream 0's HELLO; may be NULL */
+    enum gw_codec_mode codec;
+    int lz4_accel;                         /* 0 = 1 */
+    unsigned batch_pages;                  /* 0 = GW_MIG_DEFAULT_BATCH_PAGES; max 4096 */
+    int timeout_ms;                        /* connect, send, receive; 0 = default */
+};
+
+struct gw_mig_sender;
+
+/* Connects cfg->nstreams streams to cfg->url, authenticates each and starts the sender
+ * threads. mem must stay mapped until gw_mig_sender_close. */
+int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender **out,
+                       struct gw_err *err);
+
+/* Queues pages pfns[0..n) (each < mem_size / 4096, else -ERANGE and nothing after it is
+ * queued). The list is copied; pages are read from memory when their batch is encoded.
+ * Blocks only while the stream queues are full. */
+int gw_mig_send_pages(struct gw_mig_sender *s, const uint64_t *pfns, size_t n);
+
+/* Sends what is queued, then END_OF_ROUND(round, final) on every stream, and waits until all
+ * of it is on the wire. *st (may be NULL) gets the session counters at that point. */
+int gw_mig_send_end_of_round(struct gw_mig_sender *s, uint64_t round, bool final,
+                             struct gw_mig_stats *st);
+
+/* Control records on stream 0, each sent in order after everything queued before it;
+ * they return once the record is on the wire. state is a packed VmState (<= 16 MiB). */
+int gw_mig_send_switchover(struct gw_mig_sender *s, uint64_t round);
+int gw_mig_send_state(struct gw_mig_sender *s, const void *state, size_t len);
+int gw_mig_send_digest(struct gw_mig_sender *s, const struct gw_digest *d);
+int gw_mig_send_commit(struct gw_mig_sender *s, uint64_t rounds);
+
+/* Waits for the destination's ACK of COMMIT. Returns 0; -EPROTO with the destination's
+ * message when it sent ERROR; -ETIMEDOUT; or a transport error. */
+int gw_mig_sender_wait_ack(struct gw_mig_sender *s, int timeout_ms);
+
+/* Link speed estimate (bytes/s) for the encoders' adaptive lz4 switch; 0 = unknown. */
+void gw_mig_sender_set_link_rate(struct gw_mig_sender *s, uint64_t bytes_per_s);
+
+void gw_mig_sender_stats(struct gw_mig_sender *s, struct gw_mig_stats *out);
+/* Message of the first error, "" when none. Valid until close. */
+const char *gw_mig_sender_error(struct gw_mig_sender *s);
+/* Tells the destination why we stop (ERROR record) and fails the session. */
+void gw_mig_sender_abort(struct gw_mig_sender *s, int code, const char *why);
+/* Stops the threads and closes every stream. Safe on NULL. */
+void gw_mig_sender_close(struct gw_mig_sender *s);
+
+struct gw_mig_receiver_cfg {
+    const uint8_t *secret;
+    size_t secret_len;
+    int timeout_ms;          /* handshake, accept and per-record receive; 0 = default */
+};
+
+enum gw_mig_event_type {
+    GW_MIG_EV_ROUND = 1,     /* round, pages (total so far), final */
+    GW_MIG_EV_SWITCHOVER,    /* round */
+    GW_MIG_EV_STATE,         /* data, len: a packed VmState */
+    GW_MIG_EV_DIGEST,        /* digest */
+    GW_MIG_EV_COMMIT,        /* round = rounds; answer with ack or abort */
+};
+
+struct gw_mig_event {
+    enum gw_mig_event_type type;
+    uint64_t round;
+    uint64_t pages;
+    bool final;
+    const uint8_t *data;     /* owned by the receiver, valid until the next call */
+    size_t len;
+    struct gw_digest digest;
+};
+
+struct gw_mig_receiver;
+
+/* Accepts stream 0 on l, runs its handshake, then accepts and authenticates the other
+ * streams of the same session. l stays the caller's. */
+int gw_mig_receiver_accept(struct gw_listener *l, const struct gw_mig_receiver_cfg *cfg,
+                           struct gw_mig_receiver **out, struct gw_err *err);
+/* The same for a stream 0 accepted elsewhere (handed over by the daemon); c is taken even
+ * on error. l may be NULL when the session has one stream. */
+int gw_mig_receiver_accept_conn(struct gw_conn *c, struct gw_listener *l,
+                                const struct gw_mig_receiver_cfg *cfg,
+                                struct gw_mig_receiver **out, struct gw_err *err);
+
+/* Stream 0's HELLO: config, mem_size, nstreams. Owned by rx. */
+const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *rx);
+
+/* Starts receiving into mem[0..mem_size); mem_size must equal the HELLO's. mem must stay
+ * mapped until gw_mig_receiver_close. */
+int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem_size,
+                          struct gw_err *err);
+
+/* Next event, waiting up to timeout_ms (< 0 forever): 0, -ETIMEDOUT, or the session's
+ * error (-EPROTO for the peer's ERROR, -EBADMSG/-ERANGE for bad input, transport errors). */
+int gw_mig_receiver_next(struct gw_mig_receiver *rx, struct gw_mig_event *ev, int timeout_ms);
+
+/* Acknowledges COMMIT; after it the source may hang up without that being an error. */
+int gw_mig_receiver_ack(struct gw_mig_receiver *rx);
+/* Sends ERROR(code, why) to the source and fails the session. */
+void gw_mig_receiver_abort(struct gw_mig_receiver *rx, int code, const char *why);
+
+void gw_mig_receiver_stats(struct gw_mig_receiver *rx, struct gw_mig_stats *out);
+const char *gw_mig_receiver_error(struct gw_mig_receiver *rx);
+void gw_mig_receiver_close(struct gw_mig_receiver *rx);
+
+#endif

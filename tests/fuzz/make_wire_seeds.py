@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Writes a few valid inputs for fuzz_wire_decoder into tests/fuzz/corpus/wire/.
+Byte 0 picks the mode (even: framed records, odd: a bare PAGE_BATCH payload)."""
+import os
+import struct
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "wire")
+MAGIC = 0x314D5747
+
+
+def record(rtype, payload, stream=0, seq=0):
+    return struct.pack("<IBBHIIQ", MAGIC, rtype, 0, 0, len(payload), stream, seq) + payload
+
+
+def lz4_page():
+    # One literal 'A', a 4090-byte match at offset 1, then the 5 literals LZ4 ends with.
+    extra = 4090 - 4 - 15
+    seq = bytes([0x1F]) + b"A" + struct.pack("<H", 1) + b"\xff" * (extra // 255) + bytes([extra % 255])
+    return seq + bytes([0x50]) + b"AAAAA"
+
+
+def batch(pages):
+    desc, data = b"", b""
+    for pfn, enc, body in pages:
+        desc += struct.pack("<QB3xI", pfn, enc, len(body))
+        data += body
+    return struct.pack("<II", len(pages), 0) + desc + data
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    raw = bytes(range(256)) * 16
+    b = batch([(0, 0, raw), (1, 1, b""), (2, 2, lz4_page()), (15, 1, b"")])
+    seeds = {
+        "batch_bare": b"\x01" + b,
+        "batch_record": b"\x00" + record(4, b),
+        "eor_record": b"\x00" + record(5, b"\x08\x03\x10\x04\x18\x01", seq=1),
+        "digest_record": b"\x00" + record(7, b"\x0a\x10" + b"\x11" * 16 + b"\x10\x80\x80\x04"),
+        "error_record": b"\x00" + record(11, b"\x08\x05\x12\x04oops"),
+        "two_records": b"\x00" + record(4, batch([(3, 1, b"")])) + record(9, b"", seq=1),
+    }
+    for name, data in seeds.items():
+        with open(os.path.join(OUT, name), "wb") as f:
+            f.write(data)
+
+
+if __name__ == "__main__":
+    main()
