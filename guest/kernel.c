@@ -108,6 +108,10 @@ void gw_kernel_main(uint64_t cpu, struct gw_boot_info *bi)
     struct { uint16_t limit; uint64_t base; } __attribute__((packed)) idtr = {256 * 16 - 1, GW_GPA_IDT};
     __asm__ volatile("lidt %0" ::"m"(idtr));
 
+    /* Mask both 8259s: KVM routes GSIs below 16 to the PIC too, and vCPU 0's LVT0 is ExtINT
+     * after reset, so a device line (virtio's GSI 5) would otherwise arrive as vector 5. */
+    gw_outb(0x21, 0xff);
+    gw_outb(0xa1, 0xff);
     LAPIC_REG(LAPIC_SVR) = 0x100 | GW_VEC_SPURIOUS;
     LAPIC_REG(LAPIC_TIMER_DIV) = 0xb; /* divide by 1 */
     LAPIC_REG(LAPIC_LVT_TIMER) = (1u << 17) | GW_VEC_TIMER; /* periodic */

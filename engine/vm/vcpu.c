@@ -9,9 +9,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/common/log.h"
+#include "engine/common/util.h"
 #include "engine/vm/boot.h"
 #include "engine/vm/vm.h"
 
@@ -176,7 +178,18 @@ static void *vcpu_thread(void *arg)
     sigemptyset(&set);
     sigaddset(&set, GW_SIG_KICK);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    uint64_t last_sleep = 0;
     while (wait_while_paused(v)) {
+        unsigned pct = __atomic_load_n(&v->vm->throttle_pct, __ATOMIC_RELAXED);
+        if (pct) {
+            /* Auto-converge: the throttle thread kicks us every period; sleep our share. */
+            uint64_t now = gw_now_ns();
+            if (now - last_sleep >= GW_THROTTLE_PERIOD_NS) {
+                struct timespec ts = {0, (long)(GW_THROTTLE_PERIOD_NS * pct / 100)};
+                nanosleep(&ts, NULL);
+                last_sleep = gw_now_ns();
+            }
+        }
         int r = ioctl(v->fd, KVM_RUN, 0);
         v->exits++;
         if (r < 0) {

@@ -26,6 +26,8 @@ struct gw_vcpu {
     uint64_t mmio_exits;
 };
 
+#define GW_THROTTLE_PERIOD_NS 20000000ull
+
 /* Signal used to kick vCPU threads out of KVM_RUN; installed once per process. */
 int gw_vcpu_install_kick_handler(void);
 

@@ -38,3 +38,17 @@ int gw_vm_attach_disk(struct gw_vm *vm, const char *path, char *err, unsigned er
     return -ENOTSUP;
 #endif
 }
+
+void gw_vm_track_device_writes(struct gw_vm *vm, void (*mark)(void *ctx, uint64_t gpa, uint64_t len), void *ctx)
+{
+#ifdef GW_HAVE_VIRTIO
+    struct gw_device *d = gw_bus_find(&vm->bus, "vda");
+    if (!d) return;
+    struct gw_guest_write_sink sink = {.mark = mark, .ctx = ctx};
+    pthread_mutex_lock(&d->lock);
+    gw_virtio_blk_set_write_sink(d, sink);
+    pthread_mutex_unlock(&d->lock);
+#else
+    (void)vm; (void)mark; (void)ctx;
+#endif
+}

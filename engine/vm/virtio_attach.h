@@ -3,9 +3,15 @@
 #ifndef GW_VM_VIRTIO_ATTACH_H
 #define GW_VM_VIRTIO_ATTACH_H
 
+#include <stdint.h>
+
 struct gw_vm;
 
 /* Adds "vda" backed by the raw image at path. -errno with a reason in err on failure. */
 int gw_vm_attach_disk(struct gw_vm *vm, const char *path, char *err, unsigned errlen);
+
+/* Reports the guest-physical ranges our devices write into guest RAM (invisible to KVM's
+ * dirty log) to mark(ctx, gpa, len); mark NULL stops reporting. */
+void gw_vm_track_device_writes(struct gw_vm *vm, void (*mark)(void *ctx, uint64_t gpa, uint64_t len), void *ctx);
 
 #endif

@@ -266,8 +266,48 @@ bool gw_vm_is_paused(struct gw_vm *vm)
     return p;
 }
 
+static void *throttle_thread(void *arg)
+{
+    struct gw_vm *vm = arg;
+    for (;;) {
+        pthread_mutex_lock(&vm->lock);
+        bool go = vm->throttle_running && !vm->stop_req;
+        pthread_mutex_unlock(&vm->lock);
+        if (!go) break;
+        for (unsigned i = 0; i < vm->nvcpus; i++) gw_vcpu_kick(vm->vcpus[i]);
+        struct timespec ts = {0, (long)GW_THROTTLE_PERIOD_NS};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+int gw_vm_set_throttle(struct gw_vm *vm, unsigned pct)
+{
+    if (pct > 99) pct = 99;
+    __atomic_store_n(&vm->throttle_pct, pct, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&vm->lock);
+    bool start = pct && !vm->throttle_running;
+    bool stop = !pct && vm->throttle_running;
+    if (start) vm->throttle_running = true;
+    if (stop) vm->throttle_running = false;
+    pthread_mutex_unlock(&vm->lock);
+    if (start) {
+        int r = pthread_create(&vm->throttle_thread, NULL, throttle_thread, vm);
+        if (r) {
+            pthread_mutex_lock(&vm->lock);
+            vm->throttle_running = false;
+            pthread_mutex_unlock(&vm->lock);
+            return -r;
+        }
+        gw_info("vm %s: throttling vCPUs to %u%%", vm->name, 100 - pct);
+    }
+    if (stop) pthread_join(vm->throttle_thread, NULL);
+    return 0;
+}
+
 void gw_vm_stop(struct gw_vm *vm)
 {
+    gw_vm_set_throttle(vm, 0);
     pthread_mutex_lock(&vm->lock);
     bool was_running = vm->running;
     vm->stop_req = true;

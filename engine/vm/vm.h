@@ -51,6 +51,9 @@ struct gw_vm {
     unsigned ready_vcpus;        /* guest reported READY */
     unsigned booted_vcpus;
     int fatal;                   /* first fatal error (negative errno), 0 while healthy */
+    unsigned throttle_pct;       /* auto-converge: share of each period vCPUs sleep (atomic) */
+    pthread_t throttle_thread;
+    bool throttle_running;
     char fatal_msg[256];
     uint64_t verify_error_events;
 };
@@ -69,6 +72,10 @@ int gw_vm_start(struct gw_vm *vm);
 int gw_vm_pause(struct gw_vm *vm);
 int gw_vm_resume(struct gw_vm *vm);
 bool gw_vm_is_paused(struct gw_vm *vm);
+
+/* Auto-converge: makes every vCPU sleep pct % of each 20 ms period (0 stops throttling).
+ * The guest sees a slower CPU, never a stopped one. */
+int gw_vm_set_throttle(struct gw_vm *vm, unsigned pct);
 
 /* Ends the vCPU threads. Idempotent. */
 void gw_vm_stop(struct gw_vm *vm);

@@ -1,0 +1,87 @@
+/* Incremental chunked memory digest (see chunk_digest.h). */
+#include "engine/vm/chunk_digest.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define CHUNK_BYTES (GW_CHUNK_DIGEST_PAGES * 4096ull)
+
+int gw_chunk_digest_init(struct gw_chunk_digest *d, const uint8_t *mem, uint64_t mem_size)
+{
+    memset(d, 0, sizeof *d);
+    if (mem_size % CHUNK_BYTES) return -EINVAL;
+    d->mem = mem;
+    d->mem_size = mem_size;
+    d->nchunks = mem_size / CHUNK_BYTES;
+    d->stale_words = (d->nchunks + 63) / 64;
+    d->hashes = malloc(d->nchunks * 16 + 16);
+    d->stale = calloc(d->stale_words + 1, 8);
+    void *zeros = calloc(1, CHUNK_BYTES);
+    if (!d->hashes || !d->stale || !zeros) { free(zeros); gw_chunk_digest_free(d); return -ENOMEM; }
+    XXH128_hash_t z = XXH3_128bits(zeros, CHUNK_BYTES);
+    free(zeros);
+    d->zero_hi = z.high64;
+    d->zero_lo = z.low64;
+    for (uint64_t c = 0; c < d->nchunks; c++) { d->hashes[2 * c] = z.high64; d->hashes[2 * c + 1] = z.low64; }
+    return 0;
+}
+
+void gw_chunk_digest_free(struct gw_chunk_digest *d)
+{
+    free(d->hashes);
+    free(d->stale);
+    memset(d, 0, sizeof *d);
+}
+
+void gw_chunk_digest_mark(struct gw_chunk_digest *d, uint64_t pfn, uint64_t n)
+{
+    if (!n || pfn >= d->mem_size / 4096) return;
+    uint64_t last = pfn + n - 1;
+    if (last >= d->mem_size / 4096 || last < pfn) last = d->mem_size / 4096 - 1;
+    for (uint64_t c = pfn / GW_CHUNK_DIGEST_PAGES; c <= last / GW_CHUNK_DIGEST_PAGES; c++)
+        __atomic_fetch_or(&d->stale[c / 64], 1ull << (c % 64), __ATOMIC_RELAXED);
+}
+
+void gw_chunk_digest_mark_bitmap(struct gw_chunk_digest *d, uint64_t *bitmap, uint64_t words, int clear)
+{
+    uint64_t max_words = (d->mem_size / 4096 + 63) / 64;
+    if (words > max_words) words = max_words;
+    for (uint64_t w = 0; w < words; w++) {
+        uint64_t bits = clear ? __atomic_exchange_n(&bitmap[w], 0, __ATOMIC_ACQ_REL)
+                              : __atomic_load_n(&bitmap[w], __ATOMIC_ACQUIRE);
+        if (!bits) continue;
+        /* 64 pages = 4 chunks of 16 pages: mark each quarter that has a bit. */
+        for (unsigned q = 0; q < 4; q++) {
+            if (!((bits >> (16 * q)) & 0xffff)) continue;
+            uint64_t c = w * 4 + q;
+            __atomic_fetch_or(&d->stale[c / 64], 1ull << (c % 64), __ATOMIC_RELAXED);
+        }
+    }
+}
+
+void gw_chunk_digest_refresh(struct gw_chunk_digest *d)
+{
+    for (uint64_t w = 0; w < d->stale_words; w++) {
+        uint64_t bits = __atomic_exchange_n(&d->stale[w], 0, __ATOMIC_ACQ_REL);
+        while (bits) {
+            uint64_t c = w * 64 + (uint64_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            if (c >= d->nchunks) break;
+            XXH128_hash_t h = XXH3_128bits(d->mem + c * CHUNK_BYTES, CHUNK_BYTES);
+            d->hashes[2 * c] = h.high64;
+            d->hashes[2 * c + 1] = h.low64;
+            d->rehashed++;
+        }
+    }
+}
+
+void gw_chunk_digest_final(struct gw_chunk_digest *d, uint8_t out[16])
+{
+    gw_chunk_digest_refresh(d);
+    XXH128_hash_t h = XXH3_128bits(d->hashes, d->nchunks * 16);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, h);
+    memcpy(out, c.digest, 16);
+}

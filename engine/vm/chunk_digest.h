@@ -1,0 +1,42 @@
+/* An incremental digest of all guest memory, cheap enough to finish inside a migration's
+ * downtime. Memory is cut into 64 KiB chunks, each with its own XXH3-128; the memory digest is
+ * the XXH3-128 of the chunk digests in order. Chunks start out as holes (the digest of 64 KiB
+ * of zeros, nothing read); the caller marks pages it sends or receives, and refresh rehashes
+ * only the marked chunks. Both migration ends keep one: the source marks what it sends (and
+ * the final dirty pages), the destination what it decodes, so at switchover each side only
+ * rehashes the last round's chunks, and equal digests prove equal memory. */
+#ifndef GW_VM_CHUNK_DIGEST_H
+#define GW_VM_CHUNK_DIGEST_H
+
+#include <stdint.h>
+
+#define GW_CHUNK_DIGEST_PAGES 16u
+
+struct gw_chunk_digest {
+    const uint8_t *mem;
+    uint64_t mem_size;
+    uint64_t nchunks;
+    uint64_t *hashes;     /* 2 words per chunk (high, low), owned */
+    uint64_t *stale;      /* one bit per chunk, owned; set with atomics from any thread */
+    uint64_t stale_words;
+    uint64_t zero_hi, zero_lo;
+    uint64_t rehashed;    /* chunks rehashed so far (work counter) */
+};
+
+/* mem_size must be a multiple of 64 KiB. All chunks start as holes. 0 or -ENOMEM. */
+int gw_chunk_digest_init(struct gw_chunk_digest *d, const uint8_t *mem, uint64_t mem_size);
+void gw_chunk_digest_free(struct gw_chunk_digest *d);
+
+/* Marks the chunks holding pages [pfn, pfn + n) stale; thread-safe. */
+void gw_chunk_digest_mark(struct gw_chunk_digest *d, uint64_t pfn, uint64_t n);
+/* Marks the chunks of every page set in a page bitmap (words 64-bit words); if clear is
+ * non-zero the bitmap words are atomically taken (set to 0) as they are read. */
+void gw_chunk_digest_mark_bitmap(struct gw_chunk_digest *d, uint64_t *bitmap, uint64_t words, int clear);
+
+/* Rehashes every stale chunk from memory. */
+void gw_chunk_digest_refresh(struct gw_chunk_digest *d);
+
+/* Refreshes, then writes the memory digest (canonical big-endian XXH3-128) into out[16]. */
+void gw_chunk_digest_final(struct gw_chunk_digest *d, uint8_t out[16]);
+
+#endif
