@@ -4,5 +4,6 @@
 
 int gw_bench_vm(int argc, char **argv);
 int gw_bench_snapshot(int argc, char **argv);
+int gw_bench_migrate(int argc, char **argv);
 
 #endif

@@ -6,8 +6,8 @@
 
 /* Fixed cost of a switchover besides the pages: state, digest, two round trips. */
 #define SWITCHOVER_OVERHEAD_NS 1000000ull
-/* Below this expected downtime another round cannot buy anything worth its time. */
-#define TINY_DOWNTIME_NS 1000000ull
+/* When the pages left take less than this to send, another round buys nothing. */
+#define TINY_DOWNTIME_NS 500000ull
 /* Rounds allowed to keep shrinking under the limit before we switch anyway. */
 #define MAX_SHRINK_ROUNDS 30u
 
@@ -27,6 +27,8 @@ void gw_conv_init(struct gw_conv_state *s)
 
 void gw_conv_round_sent(struct gw_conv_state *s, uint64_t bytes, uint64_t ns)
 {
+    /* Round 0's pages are the first "dirty set" the next round is compared with. */
+    if (s->prev_dirty_pages == UINT64_MAX) s->prev_dirty_pages = bytes / 4096;
     s->moved_bytes += bytes;
     s->moved_ns += ns;
     if (s->moved_ns) s->bandwidth_bps = (uint64_t)((double)s->moved_bytes * 1e9 / (double)s->moved_ns);
@@ -59,7 +61,7 @@ enum gw_conv_decision gw_conv_decide(struct gw_conv_state *s, const struct gw_co
         return GW_CONV_CANCEL;
     }
     if (fits) {
-        if (dirty_pages == 0 || s->expected_downtime_ns <= TINY_DOWNTIME_NS) {
+        if (dirty_pages == 0 || s->expected_downtime_ns - SWITCHOVER_OVERHEAD_NS <= TINY_DOWNTIME_NS) {
             snprintf(s->reason, sizeof s->reason, "%llu dirty pages left: switching over",
                      (unsigned long long)dirty_pages);
             return GW_CONV_SWITCHOVER;

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <lz4.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "engine/codec/wire.h"
@@ -116,60 +117,99 @@ int gw_page_encode_batch(struct gw_page_encoder *e, const uint8_t *mem, uint64_t
     return 0;
 }
 
-/* Writes one page; the descriptor fields were read from the wire and are checked here. */
-static int apply_page(uint8_t *page, unsigned enc, const uint8_t *src, uint32_t len)
+int gw_page_batch_header(const uint8_t hdr[GW_PAGE_BATCH_HDR], uint32_t *n)
 {
-    switch (enc) {
+    *n = get32(hdr);
+    if (*n == 0 || *n > GW_WIRE_MAX_BATCH_PAGES || get32(hdr + 4) != 0) return -EBADMSG;
+    return 0;
+}
+
+int gw_page_batch_descs(const uint8_t *table, uint32_t n, size_t payload_len, uint64_t mem_size,
+                        struct gw_page_desc *out)
+{
+    if (n == 0 || n > GW_WIRE_MAX_BATCH_PAGES) return -EBADMSG;
+    /* n is bounded, so the table size cannot overflow a size_t. */
+    size_t off = GW_PAGE_BATCH_HDR + (size_t)n * GW_PAGE_DESC_SIZE;
+    if (payload_len < off) return -EBADMSG;
+    uint64_t npfn = mem_size / GW_PAGE_SIZE;
+    for (uint32_t i = 0; i < n; i++, table += GW_PAGE_DESC_SIZE) {
+        struct gw_page_desc *d = &out[i];
+        d->pfn = get64(table);
+        d->enc = table[8];
+        d->len = get32(table + 12);
+        if (table[9] | table[10] | table[11]) return -EBADMSG;
+        switch (d->enc) {
+        case GW_PAGE_RAW: if (d->len != GW_PAGE_SIZE) return -EBADMSG; break;
+        case GW_PAGE_ZERO: if (d->len != 0) return -EBADMSG; break;
+        case GW_PAGE_LZ4: if (d->len == 0 || d->len > GW_PAGE_LZ4_MAX) return -EBADMSG; break;
+        default: return -EBADMSG;
+        }
+        /* pfn < npfn keeps pfn * 4096 + 4096 <= mem_size without overflow. */
+        if (d->pfn >= npfn) return -ERANGE;
+        if (!gw_range_ok(off, d->len, payload_len)) return -EBADMSG;
+        off += d->len;
+    }
+    return off == payload_len ? 0 : -EBADMSG;
+}
+
+static inline void set_bit(uint64_t *map, uint64_t pfn, int order)
+{
+    __atomic_fetch_or(&map[pfn / 64], 1ull << (pfn % 64), order);
+}
+
+int gw_page_apply(const struct gw_page_sink *sink, const struct gw_page_desc *d, const uint8_t *src)
+{
+    uint8_t *page = sink->mem + d->pfn * GW_PAGE_SIZE;
+    bool wrote = true;
+    switch (d->enc) {
     case GW_PAGE_RAW:
-        if (len != GW_PAGE_SIZE) return -EBADMSG;
-        memcpy(page, src, GW_PAGE_SIZE);
-        return 0;
-    case GW_PAGE_ZERO:
-        if (len != 0) return -EBADMSG;
-        if (!gw_is_zero(page, GW_PAGE_SIZE)) memset(page, 0, GW_PAGE_SIZE);
-        return 0;
+        if (src != page) memcpy(page, src, GW_PAGE_SIZE);
+        break;
+    case GW_PAGE_ZERO: {
+        /* On fresh memory a page never written this session is a hole that reads as zero:
+         * leave it alone. Otherwise write only when not already zero, so untouched pages
+         * of a memfd stay unallocated. */
+        bool hole = sink->written &&
+                    !(__atomic_load_n(&sink->written[d->pfn / 64], __ATOMIC_RELAXED) & (1ull << (d->pfn % 64)));
+        wrote = false;
+        if (!hole && !gw_is_zero(page, GW_PAGE_SIZE)) memset(page, 0, GW_PAGE_SIZE);
+        break;
+    }
     case GW_PAGE_LZ4:
-        if (len == 0 || len > GW_PAGE_LZ4_MAX) return -EBADMSG;
         /* The destination capacity is one page, so a hostile block cannot write past it;
          * anything but exactly one page out is an error. */
-        if (LZ4_decompress_safe((const char *)src, (char *)page, (int)len, GW_PAGE_SIZE) !=
+        if (LZ4_decompress_safe((const char *)src, (char *)page, (int)d->len, GW_PAGE_SIZE) !=
             (int)GW_PAGE_SIZE)
             return -EBADMSG;
-        return 0;
+        break;
     default:
         return -EBADMSG;
     }
+    /* The written bit only matters to this stream's later ZERO pages: relaxed. touched is
+     * read by other threads after the page: release orders the page before the bit. */
+    if (wrote && sink->written) set_bit(sink->written, d->pfn, __ATOMIC_RELAXED);
+    if (sink->touched) set_bit(sink->touched, d->pfn, __ATOMIC_RELEASE);
+    return 0;
 }
 
-int gw_page_decode_batch(const uint8_t *p, size_t len, uint8_t *mem, uint64_t mem_size,
-                         struct gw_codec_stats *st, uint32_t *npages)
+int gw_page_decode_batch_sink(const uint8_t *p, size_t len, const struct gw_page_sink *sink,
+                              struct gw_codec_stats *st, uint32_t *npages)
 {
-    if (len < GW_PAGE_BATCH_HDR) return -EBADMSG;
-    uint32_t n = get32(p);
-    if (n == 0 || n > GW_WIRE_MAX_BATCH_PAGES || get32(p + 4) != 0) return -EBADMSG;
-    /* n is bounded, so the table size cannot overflow a size_t. */
-    size_t table = GW_PAGE_BATCH_HDR + (size_t)n * GW_PAGE_DESC_SIZE;
-    if (len < table) return -EBADMSG;
+    uint32_t n;
+    if (len < GW_PAGE_BATCH_HDR || gw_page_batch_header(p, &n)) return -EBADMSG;
+    /* 4096 descriptors of 16 bytes: 64 KiB on the stack is fine for the threads that run
+     * this, and keeps the decoder free of allocation. */
+    struct gw_page_desc descs[GW_WIRE_MAX_BATCH_PAGES];
+    int r = gw_page_batch_descs(p + GW_PAGE_BATCH_HDR, n, len, sink->mem_size, descs);
+    if (r) return r;
     uint64_t t0 = gw_now_ns();
-    uint64_t npfn = mem_size / GW_PAGE_SIZE;
-    const uint8_t *desc = p + GW_PAGE_BATCH_HDR;
-    size_t off = table;
+    const uint8_t *data = p + GW_PAGE_BATCH_HDR + (size_t)n * GW_PAGE_DESC_SIZE;
     uint64_t counts[GW_PAGE_NENC] = {0};
-    for (uint32_t i = 0; i < n; i++, desc += GW_PAGE_DESC_SIZE) {
-        uint64_t pfn = get64(desc);
-        unsigned enc = desc[8];
-        uint32_t plen = get32(desc + 12);
-        if (desc[9] | desc[10] | desc[11]) return -EBADMSG;
-        if (enc >= GW_PAGE_NENC) return -EBADMSG;
-        /* pfn < npfn keeps pfn * 4096 + 4096 <= mem_size without overflow. */
-        if (pfn >= npfn) return -ERANGE;
-        if (!gw_range_ok(off, plen, len)) return -EBADMSG;
-        int r = apply_page(mem + pfn * GW_PAGE_SIZE, enc, p + off, plen);
-        if (r) return r;
-        off += plen;
-        counts[enc]++;
+    for (uint32_t i = 0; i < n; i++) {
+        if ((r = gw_page_apply(sink, &descs[i], data))) return r;
+        data += descs[i].len;
+        counts[descs[i].enc]++;
     }
-    if (off != len) return -EBADMSG;
     if (st) {
         for (int e = 0; e < GW_PAGE_NENC; e++) st->pages[e] += counts[e];
         st->bytes_in += len;
@@ -179,6 +219,13 @@ int gw_page_decode_batch(const uint8_t *p, size_t len, uint8_t *mem, uint64_t me
     }
     if (npages) *npages = n;
     return 0;
+}
+
+int gw_page_decode_batch(const uint8_t *p, size_t len, uint8_t *mem, uint64_t mem_size,
+                         struct gw_codec_stats *st, uint32_t *npages)
+{
+    struct gw_page_sink sink = { .mem = mem, .mem_size = mem_size };
+    return gw_page_decode_batch_sink(p, len, &sink, st, npages);
 }
 
 void gw_codec_stats_add(struct gw_codec_stats *a, const struct gw_codec_stats *b)

@@ -80,13 +80,57 @@ int gw_page_encode_batch(struct gw_page_encoder *e, const uint8_t *mem, uint64_t
                          const uint64_t *pfns, uint32_t n, uint8_t *out, size_t cap,
                          size_t *out_len);
 
+/* Where decoded pages go and what the decoder notes about them. Owned by the caller. */
+struct gw_page_sink {
+    uint8_t *mem;            /* guest memory, mem_size bytes */
+    uint64_t mem_size;       /* multiple of 4096 */
+    /* Optional (NULL = none), one bit per page (bit pfn % 64 of word pfn / 64), at least
+     * mem_size / 4096 bits rounded up to 64: */
+    uint64_t *touched;       /* set (atomic OR, release) for every page applied, any encoding,
+                              * zero markers included */
+    uint64_t *written;       /* fresh memory: pages written since it was all holes. A ZERO
+                              * page whose bit is clear is left alone entirely (not even read:
+                              * reading a memfd hole through a shared mapping allocates it);
+                              * the bit is set (atomic OR) for every page written. */
+};
+
+/* A checked page descriptor (see the layout above). */
+struct gw_page_desc {
+    uint64_t pfn;
+    uint8_t enc;
+    uint32_t len;
+};
+
+/* Parses the 8-byte batch header: *n = npages. Returns 0 or -EBADMSG (count 0 or over
+ * GW_WIRE_MAX_BATCH_PAGES, reserved not 0). */
+int gw_page_batch_header(const uint8_t hdr[GW_PAGE_BATCH_HDR], uint32_t *n);
+
+/* Checks the n descriptors in table[0..n * GW_PAGE_DESC_SIZE) of a batch whose whole payload
+ * is payload_len bytes, against mem_size, and fills out[0..n): every pfn inside memory, every
+ * encoding known with a length it allows, padding 0, and the data lengths adding up to
+ * exactly what follows the table. Returns 0, -EBADMSG or -ERANGE (first bad descriptor
+ * decides). Nothing is written to guest memory, so a receiver can check a whole batch
+ * before it lets any of its bytes in. */
+int gw_page_batch_descs(const uint8_t *table, uint32_t n, size_t payload_len, uint64_t mem_size,
+                        struct gw_page_desc *out);
+
+/* Applies one checked descriptor whose data is src[0..d->len) (RAW data already in place at
+ * its page is fine: src == the page). Returns 0 or -EBADMSG (lz4 that does not decode to
+ * exactly 4096 bytes). */
+int gw_page_apply(const struct gw_page_sink *sink, const struct gw_page_desc *d, const uint8_t *src);
+
+/* gw_page_decode_batch into a sink (touched / written bitmaps as described there). */
+int gw_page_decode_batch_sink(const uint8_t *p, size_t len, const struct gw_page_sink *sink,
+                              struct gw_codec_stats *st, uint32_t *npages);
+
 /* Applies a PAGE_BATCH payload p[0..len) to mem[0..mem_size): every page is written at
  * pfn * 4096 (a ZERO page only when it is not already zero, so untouched memfd pages stay
  * unallocated). Checks every field before it is used and never reads past p+len or writes
  * outside the addressed page. Returns 0 and sets *npages (may be NULL), or -EBADMSG for a
  * malformed payload (truncated, bad counts, encodings or lengths, trailing bytes, lz4 that
- * does not decode to exactly 4096 bytes), -ERANGE for a pfn outside mem_size. On error the
- * pages before the bad one may have been written. st (may be NULL) gets the counters. */
+ * does not decode to exactly 4096 bytes), -ERANGE for a pfn outside mem_size. The whole
+ * descriptor table is checked before any page is written; on an lz4 error the pages before
+ * the bad one may have been written. st (may be NULL) gets the counters. */
 int gw_page_decode_batch(const uint8_t *p, size_t len, uint8_t *mem, uint64_t mem_size,
                          struct gw_codec_stats *st, uint32_t *npages);
 

@@ -13,7 +13,8 @@ static const char *const type_names[] = {
     [GW_WIRE_END_OF_ROUND] = "END_OF_ROUND", [GW_WIRE_STATE] = "STATE",
     [GW_WIRE_DIGEST] = "DIGEST",         [GW_WIRE_SWITCHOVER] = "SWITCHOVER",
     [GW_WIRE_COMMIT] = "COMMIT",         [GW_WIRE_ACK] = "ACK",
-    [GW_WIRE_ERROR] = "ERROR",
+    [GW_WIRE_ERROR] = "ERROR",           [GW_WIRE_GO] = "GO",
+    [GW_WIRE_RUNNING] = "RUNNING",
 };
 
 const char *gw_wire_type_name(unsigned type)

@@ -51,7 +51,11 @@ enum gw_wire_type {
     GW_WIRE_COMMIT = 9,
     GW_WIRE_ACK = 10,
     GW_WIRE_ERROR = 11,
-    GW_WIRE_TYPE_MAX = GW_WIRE_ERROR,
+    /* Second phase of the commit (docs/migration-wire.md): ACK now means "ready", GO tells
+     * the destination to run the guest, RUNNING says it does. */
+    GW_WIRE_GO = 12,
+    GW_WIRE_RUNNING = 13,
+    GW_WIRE_TYPE_MAX = GW_WIRE_RUNNING,
 };
 
 struct gw_wire_header {

@@ -13,6 +13,7 @@
 #include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
 #include "engine/vm/snapshot_file.h"
+#include "precopy/precopy_source.h"
 
 int gw_runner_control_open(struct gw_runner *r, const char *path)
 {
@@ -108,10 +109,18 @@ void gw_runner_control_serve(struct gw_runner *r)
         r->stop = true;
         rep.ok = true;
         break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_MIGRATE:
+        rep.ok = gw_runner_migrate(r, req->migrate, err, sizeof err) == 0;
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION:
+        if (r->migration) { gw_precopy_cancel(r->migration); rep.ok = true; }
+        else snprintf(err, sizeof err, "no migration is running");
+        break;
     default:
         snprintf(err, sizeof err, "unknown request");
         break;
     }
+    gw_runner_poll_migration(r);
     gw_runner_fill_status(r, &st, &counters);
     rep.status = &st;
     rep.error = err;

@@ -6,6 +6,11 @@
  *   godwit-vm restore --file SNAP [--disk FILE] [--seconds N] [--json] [--control SOCK]
  *   godwit-vm save --control SOCK --file SNAP [--stop]
  *   godwit-vm status|pause|resume|stop --control SOCK [--json]
+ *   godwit-vm incoming --listen tcp:HOST:PORT | --fd N  --secret-file F [--control SOCK]
+ *                      [--disk FILE] [--seconds N] [--json]
+ *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]
+ *                     [--downtime-ms N] [--bandwidth SIZE/s] [--timeout S] [--auto-converge]
+ *                     [--max-rounds N] [--secret-file F] [--wait] [--json]
  *
  * Exit codes: 0 success; 1 the VM failed; 2 usage; 3 the guest found verify errors;
  * 4 KVM is not available on this host. */
@@ -27,14 +32,17 @@
 #include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
 #include "engine/vm/snapshot_file.h"
+#include "precopy/precopy_dest.h"
+#include "precopy/precopy_source.h"
 
 enum { EXIT_VM_FAILED = 1, EXIT_USAGE = 2, EXIT_VERIFY = 3, EXIT_NO_KVM = 4 };
 
 struct opts {
-    const char *name, *guest, *disk, *control, *console, *file;
-    uint64_t memory, seconds;
+    const char *name, *guest, *disk, *control, *console, *file, *secret_file, *listen, *to, *compress;
+    uint64_t memory, seconds, bandwidth, downtime_ms, timeout_s, max_rounds, streams;
     unsigned vcpus;
-    bool json, stop_after;
+    int fd;
+    bool json, stop_after, wait, auto_converge;
 };
 
 static void usage(FILE *f)
@@ -45,6 +53,11 @@ static void usage(FILE *f)
             "       godwit-vm restore --file SNAPSHOT [--disk FILE] [--seconds N] [--json] [--control SOCK]\n"
             "       godwit-vm save --control SOCK --file SNAPSHOT [--stop]\n"
             "       godwit-vm status|pause|resume|stop --control SOCK [--json]\n"
+            "       godwit-vm incoming --listen tcp:HOST:PORT | --fd N --secret-file F [--control SOCK] [--disk FILE]\n"
+            "                          [--seconds N] [--json]\n"
+            "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]\n"
+            "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
+            "                         [--max-rounds N] [--secret-file F] [--wait] [--json]\n"
             "guest specs: dirtier:ws=256M,rate=64M,pattern=random|text|sparse  idle:ws=64M  disk:block=4K\n");
 }
 
@@ -53,9 +66,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     static const struct option lo[] = {
         {"name", 1, 0, 'n'}, {"memory", 1, 0, 'm'}, {"vcpus", 1, 0, 'c'}, {"guest", 1, 0, 'g'},
         {"disk", 1, 0, 'd'}, {"seconds", 1, 0, 's'}, {"json", 0, 0, 'j'}, {"control", 1, 0, 'C'},
-        {"console", 1, 0, 'o'}, {"file", 1, 0, 'f'}, {"stop", 0, 0, 'S'}, {"help", 0, 0, 'h'}, {0},
+        {"console", 1, 0, 'o'}, {"file", 1, 0, 'f'}, {"stop", 0, 0, 'S'}, {"help", 0, 0, 'h'},
+        {"secret-file", 1, 0, 'K'}, {"listen", 1, 0, 'L'}, {"fd", 1, 0, 'F'}, {"to", 1, 0, 'T'},
+        {"streams", 1, 0, 'N'}, {"compress", 1, 0, 'Z'}, {"downtime-ms", 1, 0, 'D'}, {"bandwidth", 1, 0, 'B'},
+        {"timeout", 1, 0, 'O'}, {"auto-converge", 0, 0, 'A'}, {"max-rounds", 1, 0, 'R'}, {"wait", 0, 0, 'W'},
+        {0},
     };
-    *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1};
+    *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1, .fd = -1};
     int c;
     uint64_t v;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -71,6 +88,18 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'o': o->console = optarg; break;
         case 'f': o->file = optarg; break;
         case 'S': o->stop_after = true; break;
+        case 'K': o->secret_file = optarg; break;
+        case 'L': o->listen = optarg; break;
+        case 'F': if (gw_parse_u64(optarg, 0, 1 << 20, &v)) { fprintf(stderr, "godwit-vm: bad --fd\n"); return -1; } o->fd = (int)v; break;
+        case 'T': o->to = optarg; break;
+        case 'N': if (gw_parse_u64(optarg, 1, 16, &o->streams)) { fprintf(stderr, "godwit-vm: --streams must be 1..16\n"); return -1; } break;
+        case 'Z': o->compress = optarg; break;
+        case 'D': if (gw_parse_u64(optarg, 1, 3600000, &o->downtime_ms)) { fprintf(stderr, "godwit-vm: bad --downtime-ms\n"); return -1; } break;
+        case 'B': if (gw_parse_size(optarg, &o->bandwidth)) { fprintf(stderr, "godwit-vm: bad --bandwidth\n"); return -1; } break;
+        case 'O': if (gw_parse_u64(optarg, 1, 86400, &o->timeout_s)) { fprintf(stderr, "godwit-vm: bad --timeout\n"); return -1; } break;
+        case 'A': o->auto_converge = true; break;
+        case 'R': if (gw_parse_u64(optarg, 1, 100000, &o->max_rounds)) { fprintf(stderr, "godwit-vm: bad --max-rounds\n"); return -1; } break;
+        case 'W': o->wait = true; break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
@@ -106,17 +135,25 @@ static int exit_code_for_create(int r, const char *err)
     return r == -EINVAL ? EXIT_USAGE : EXIT_VM_FAILED;
 }
 
-/* Runs a created-and-prepared VM to the end and prints its summary. */
-static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json)
+/* Runs a created-and-prepared VM (started already when it arrived by migration) to the end
+ * and prints its summary. */
+static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json, const struct gw_mig_progress *arrived)
 {
     struct gw_runner r = {.vm = vm, .started_ns = gw_now_ns(), .listen_fd = -1};
+    if (o->secret_file) snprintf(r.secret_file, sizeof r.secret_file, "%s", o->secret_file);
+    if (arrived) { r.last_mig = *arrived; r.incoming = true; }
     if (o->control) {
         int rc = gw_runner_control_open(&r, o->control);
-        if (rc) { fprintf(stderr, "godwit-vm: control socket %s: %s\n", o->control, strerror(-rc)); return EXIT_USAGE; }
+        if (rc) {
+            fprintf(stderr, "godwit-vm: control socket %s: %s\n", o->control, strerror(-rc));
+            if (arrived) gw_runner_loop(&r, o->seconds); /* it runs here now: keep it running */
+            return EXIT_USAGE;
+        }
     }
-    int rc = gw_vm_start(vm);
+    int rc = arrived ? 0 : gw_vm_start(vm);
     if (!rc) gw_runner_loop(&r, o->seconds);
-    if (!r.suspended) gw_vm_pause(vm); /* freeze the counters we are about to print */
+    if (r.migration) { gw_precopy_cancel(r.migration); while (r.migration) { usleep(10000); gw_runner_poll_migration(&r); } }
+    if (!r.suspended && !r.migrated) gw_vm_pause(vm); /* freeze the counters we are about to print */
     r.finished = true;
     gw_runner_print_summary(&r, o->json, extra_json);
     gw_runner_control_close(&r);
@@ -139,7 +176,7 @@ static int cmd_run(const struct opts *o)
     if (r) return exit_code_for_create(r, err);
     gw_log_set_tag(o->name);
     r = gw_vm_boot(vm, err, sizeof err);
-    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL);
+    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL);
     gw_vm_destroy(vm);
     if (cfd > STDERR_FILENO) close(cfd);
     return code;
@@ -179,12 +216,163 @@ static int cmd_restore(const struct opts *o)
              ms, (unsigned long long)stats.data_bytes, ms > 0 ? (stats.data_bytes / 1048576.0) / (ms / 1000) : 0.0, hex);
     gw_info("restored from %s: %llu MiB in %.1f ms, digest %s", o->file,
             (unsigned long long)(stats.data_bytes >> 20), ms, hex);
-    code = run_vm(vm, o, extra);
+    code = run_vm(vm, o, extra, NULL);
 out:
     gw_vm_destroy(vm);
     godwit__v1__vm_state__free_unpacked(st, NULL);
     if (cfd > STDERR_FILENO) close(cfd);
     return code;
+}
+
+static void print_listening(void *ctx, const char *url)
+{
+    (void)ctx;
+    /* One line for whoever started us (tests, the daemon): where to point the source. */
+    printf("{\"listening\":\"%s\"}\n", url);
+    fflush(stdout);
+}
+
+static int cmd_incoming(const struct opts *o)
+{
+    if (!o->listen && o->fd < 0) { fprintf(stderr, "godwit-vm: incoming needs --listen URL or --fd N\n"); return EXIT_USAGE; }
+    if (!o->secret_file) { fprintf(stderr, "godwit-vm: incoming needs --secret-file\n"); return EXIT_USAGE; }
+    uint8_t secret[1024];
+    int n = gw_runner_read_secret(o->secret_file, secret, sizeof secret);
+    if (n < 0) {
+        fprintf(stderr, "godwit-vm: cluster secret %s: %s\n", o->secret_file, n == -EINVAL ? "shorter than 8 bytes" : strerror(-n));
+        return EXIT_USAGE;
+    }
+    int cfd = open_console(o->console);
+    struct gw_incoming_params p = {
+        .listen_url = o->listen, .fd = o->fd, .secret = secret, .secret_len = (size_t)n, .disk_path = o->disk,
+        .console_fd = cfd, .on_listening = print_listening,
+    };
+    struct gw_vm *vm = NULL;
+    struct gw_mig_progress prog;
+    char err[512] = "";
+    int r = gw_incoming_run(&p, &vm, &prog, err, sizeof err);
+    memset(secret, 0, sizeof secret);
+    int code;
+    if (r) {
+        fprintf(stderr, "godwit-vm: incoming migration failed: %s\n", err);
+        if (o->json) {
+            printf("{\"status\":\"error\",\"state\":\"discarded\",\"error\":");
+            gw_json_str(stdout, err);
+            printf("}\n");
+        }
+        code = EXIT_VM_FAILED;
+    } else {
+        gw_info("vm %s: arrived by migration (%llu MiB on the wire) and runs here", vm->name,
+                (unsigned long long)(prog.sent_bytes >> 20));
+        code = run_vm(vm, o, NULL, &prog);
+        gw_vm_destroy(vm);
+    }
+    if (cfd > STDERR_FILENO) close(cfd);
+    return code;
+}
+
+static int send_request(const char *control, Godwit__V1__RunnerRequest *req, Godwit__V1__RunnerReply **rep)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", control);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        int e = -errno;
+        if (fd >= 0) close(fd);
+        return e;
+    }
+    int r = gw_frame_send(fd, &req->base);
+    if (!r) r = gw_frame_recv(fd, &godwit__v1__runner_reply__descriptor, (ProtobufCMessage **)rep);
+    close(fd);
+    return r;
+}
+
+static void print_progress_json(const Godwit__V1__RunnerReply *rep)
+{
+    const Godwit__V1__RunnerStatus *st = rep->status;
+    const Godwit__V1__JobProgress *m = st ? st->migration : NULL;
+    printf("{\"ok\":%s,\"error\":", rep->ok ? "true" : "false");
+    gw_json_str(stdout, rep->error);
+    printf(",\"state\":\"%s\"", st && st->state ? st->state : "");
+    if (m) {
+        printf(",\"phase\":\"%s\",\"round\":%u,\"total_bytes\":%llu,\"sent_bytes\":%llu,\"remaining_bytes\":%llu,"
+               "\"dirty_rate_bytes_per_s\":%llu,\"throughput_bytes_per_s\":%llu,\"expected_downtime_ms\":%llu,"
+               "\"measured_downtime_ms\":%llu,\"setup_ms\":%llu,\"total_ms\":%llu,\"migration_error\":",
+               m->phase, m->round, (unsigned long long)m->total_bytes, (unsigned long long)m->sent_bytes,
+               (unsigned long long)m->remaining_bytes, (unsigned long long)m->dirty_rate_bytes_per_s,
+               (unsigned long long)m->throughput_bytes_per_s, (unsigned long long)m->expected_downtime_ms,
+               (unsigned long long)m->measured_downtime_ms, (unsigned long long)m->setup_ms,
+               (unsigned long long)m->total_ms);
+        gw_json_str(stdout, st->migration_error);
+    }
+    printf("}\n");
+    fflush(stdout);
+}
+
+static int cmd_migrate(const struct opts *o)
+{
+    if (!o->control || !o->to) { fprintf(stderr, "godwit-vm: migrate needs --control SOCK and --to URL\n"); return EXIT_USAGE; }
+    Godwit__V1__MigrationPolicy pol = GODWIT__V1__MIGRATION_POLICY__INIT;
+    pol.mode = GODWIT__V1__MIGRATION_POLICY__MODE__PRECOPY;
+    pol.streams = (uint32_t)o->streams;
+    pol.downtime_limit_ms = (uint32_t)o->downtime_ms;
+    pol.bandwidth_limit_bytes_per_s = o->bandwidth;
+    pol.timeout_s = (uint32_t)o->timeout_s;
+    pol.auto_converge = o->auto_converge;
+    pol.max_rounds = (uint32_t)o->max_rounds;
+    if (o->compress) {
+        if (!strcmp(o->compress, "lz4")) pol.compression = GODWIT__V1__MIGRATION_POLICY__COMPRESSION__LZ4;
+        else if (!strcmp(o->compress, "none")) pol.compression = GODWIT__V1__MIGRATION_POLICY__COMPRESSION__NONE;
+        else if (strcmp(o->compress, "auto")) { fprintf(stderr, "godwit-vm: --compress is lz4, none or auto\n"); return EXIT_USAGE; }
+    }
+    Godwit__V1__RunnerMigrateRequest mr = GODWIT__V1__RUNNER_MIGRATE_REQUEST__INIT;
+    mr.destination = (char *)o->to;
+    mr.policy = &pol;
+    char abs[4096];
+    if (o->secret_file) mr.secret_file = realpath(o->secret_file, abs) ? abs : (char *)o->secret_file;
+    Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;
+    req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_MIGRATE;
+    req.migrate = &mr;
+    Godwit__V1__RunnerReply *rep = NULL;
+    int r = send_request(o->control, &req, &rep);
+    if (r) { fprintf(stderr, "godwit-vm: runner at %s: %s\n", o->control, strerror(-r)); return EXIT_VM_FAILED; }
+    if (!rep->ok) {
+        fprintf(stderr, "godwit-vm: migrate: %s\n", rep->error);
+        if (o->json) print_progress_json(rep);
+        godwit__v1__runner_reply__free_unpacked(rep, NULL);
+        return EXIT_VM_FAILED;
+    }
+    godwit__v1__runner_reply__free_unpacked(rep, NULL);
+    if (!o->wait) return 0;
+    /* Poll until the runner reports an end: it exits when the VM has left, so a vanished
+     * socket right after "switchover" means success; the final status says so first. */
+    Godwit__V1__RunnerStatusRequest sr = GODWIT__V1__RUNNER_STATUS_REQUEST__INIT;
+    req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_STATUS;
+    req.status = &sr;
+    char last[4096] = "";
+    for (;;) {
+        usleep(50000);
+        rep = NULL;
+        r = send_request(o->control, &req, &rep);
+        if (r) break;
+        const Godwit__V1__JobProgress *m = rep->status ? rep->status->migration : NULL;
+        const char *ph = m && m->phase ? m->phase : "";
+        bool done = !strcmp(ph, "completed") || !strcmp(ph, "failed") || !strcmp(ph, "cancelled") ||
+                    !strcmp(ph, "in-doubt");
+        if (done || !o->json) {
+            if (o->json) print_progress_json(rep);
+            else if (m) fprintf(stderr, "\r%-10s round %u  sent %llu MiB  remaining %llu MiB  %.0f MiB/s   ", ph,
+                                m->round, (unsigned long long)(m->sent_bytes >> 20),
+                                (unsigned long long)(m->remaining_bytes >> 20), m->throughput_bytes_per_s / 1048576.0);
+        }
+        snprintf(last, sizeof last, "%s", ph);
+        int code = !strcmp(ph, "completed") ? 0 : EXIT_VM_FAILED;
+        if (done && !o->json) fprintf(stderr, "\nmigration %s%s%s\n", ph, code ? ": " : "", code ? rep->status->migration_error : "");
+        godwit__v1__runner_reply__free_unpacked(rep, NULL);
+        if (done) return code;
+    }
+    fprintf(stderr, "godwit-vm: lost the runner during the migration (last phase '%s')\n", last);
+    return EXIT_VM_FAILED;
 }
 
 /* Sends one request to a running runner and prints the reply. */
@@ -266,6 +454,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (!strcmp(verb, "run")) { block_term_signals(); return cmd_run(&o); }
     if (!strcmp(verb, "restore")) { block_term_signals(); return cmd_restore(&o); }
+    if (!strcmp(verb, "incoming")) { block_term_signals(); return cmd_incoming(&o); }
+    if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
     if (!strcmp(verb, "save") || !strcmp(verb, "status") || !strcmp(verb, "pause") ||
         !strcmp(verb, "resume") || !strcmp(verb, "stop"))
         return cmd_client(verb, &o);

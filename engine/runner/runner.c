@@ -40,8 +40,34 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
     st->guest_ready = r->vm->ready_vcpus >= r->vm->nvcpus;
     pthread_mutex_unlock(&r->vm->lock);
     int fatal = gw_vm_fatal(r->vm, r->status_err, sizeof r->status_err);
-    st->state = fatal ? "failed" : r->suspended ? "suspended" : r->finished ? "stopped"
+    st->state = fatal ? "failed" : r->migrated ? "migrated" : r->suspended ? "suspended"
+                : r->finished ? "stopped" : r->migration ? "migrating"
                 : gw_vm_is_paused(r->vm) ? "paused" : "running";
+    /* Migration progress, in the API's JobProgress shape. */
+    const struct gw_mig_progress *m = &r->last_mig;
+    if (m->phase != GW_MIG_NONE) {
+        Godwit__V1__JobProgress *jp = &r->status_mig;
+        Godwit__V1__PagesByEncoding *pe = &r->status_pages;
+        godwit__v1__job_progress__init(jp);
+        godwit__v1__pages_by_encoding__init(pe);
+        pe->zero = m->pages_zero;
+        pe->raw = m->pages_raw;
+        pe->lz4 = m->pages_lz4;
+        jp->pages = pe;
+        jp->total_bytes = m->total_bytes;
+        jp->sent_bytes = m->sent_bytes;
+        jp->remaining_bytes = m->remaining_bytes;
+        jp->round = m->round;
+        jp->dirty_rate_bytes_per_s = m->dirty_rate_bps;
+        jp->throughput_bytes_per_s = m->throughput_bps;
+        jp->expected_downtime_ms = m->expected_downtime_ns / 1000000;
+        jp->measured_downtime_ms = m->measured_downtime_ns / 1000000;
+        jp->setup_ms = m->setup_ns / 1000000;
+        jp->total_ms = m->total_ns / 1000000;
+        jp->phase = (char *)gw_mig_phase_name(m->phase);
+        st->migration = jp;
+        st->migration_error = (char *)m->error;
+    }
     st->error = fatal ? r->status_err : "";
 }
 
@@ -60,7 +86,7 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
                "\"guest_pages_written\":%llu,\"guest_bytes_written\":%llu,"
                "\"guest_pages_verified\":%llu,\"guest_verify_errors\":%llu,\"guest_verify_passes\":%llu,"
                "\"guest_ticks\":%llu,\"disk_blocks_written\":%llu,\"disk_blocks_read\":%llu,"
-               "\"disk_verify_errors\":%llu,\"disk_io_errors\":%llu,\"vcpu_exits\":%llu%s%s}\n",
+               "\"disk_verify_errors\":%llu,\"disk_io_errors\":%llu,\"vcpu_exits\":%llu%s%s",
                (unsigned long long)st.memory_bytes, st.vcpus, (unsigned long long)st.uptime_ms,
                (unsigned long long)c.pages_written, (unsigned long long)c.bytes_written,
                (unsigned long long)c.pages_verified, (unsigned long long)c.verify_errors,
@@ -68,6 +94,18 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
                (unsigned long long)c.disk_blocks_written, (unsigned long long)c.disk_blocks_read,
                (unsigned long long)c.disk_verify_errors, (unsigned long long)c.disk_io_errors,
                (unsigned long long)c.vcpu_exits, extra_json ? "," : "", extra_json ? extra_json : "");
+        const struct gw_mig_progress *m = &r->last_mig;
+        if (m->phase != GW_MIG_NONE) {
+            printf(",\"migration_phase\":\"%s\",\"migration_rounds\":%u,\"migration_downtime_ms\":%.3f,"
+                   "\"migration_total_ms\":%.1f,\"migration_setup_ms\":%.1f,\"migration_wire_bytes\":%llu,"
+                   "\"migration_pages_zero\":%llu,\"migration_pages_raw\":%llu,\"migration_pages_lz4\":%llu,"
+                   "\"migration_error\":", gw_mig_phase_name(m->phase), m->round + 1, m->measured_downtime_ns / 1e6,
+                   m->total_ns / 1e6, m->setup_ns / 1e6, (unsigned long long)m->sent_bytes,
+                   (unsigned long long)m->pages_zero, (unsigned long long)m->pages_raw, (unsigned long long)m->pages_lz4);
+            gw_json_str(stdout, m->error);
+        }
+        printf("}\n");
+        fflush(stdout);
     } else {
         printf("vm %s: %s%s%s after %.1f s\n", st.name, st.state, failed ? ": " : "", st.error,
                st.uptime_ms / 1000.0);
@@ -112,6 +150,8 @@ int gw_runner_loop(struct gw_runner *r, uint64_t seconds)
             r->stop = true;
         }
         if (n > 0 && r->listen_fd >= 0 && (p[1].revents & POLLIN)) gw_runner_control_serve(r);
+        gw_runner_poll_migration(r);
+        if (r->migrated && gw_now_ns() >= r->linger_until_ns) break;
         if (gw_vm_wait(r->vm, 0)) break;
         if (deadline && gw_now_ns() >= deadline) break;
     }

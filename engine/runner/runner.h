@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "engine/vm/vm.h"
+#include "precopy/migration_progress.h"
 #include "godwit/v1/runner.pb-c.h"
 
 struct gw_runner {
@@ -19,7 +20,24 @@ struct gw_runner {
     bool finished;            /* the main loop ended; the VM is frozen for the summary */
     int exit_code;
     char status_err[256];     /* backing store for RunnerStatus.error */
+    char secret_file[4096];   /* default cluster secret for migrations ("" = none) */
+    struct gw_precopy *migration;     /* outgoing migration in progress, owned */
+    struct gw_mig_progress last_mig;  /* progress of the latest migration (in or out) */
+    bool migrated;            /* the VM now runs elsewhere: leave without resuming it */
+    uint64_t linger_until_ns; /* after migrating away, keep answering status until then */
+    bool incoming;            /* this VM arrived by migration */
+    Godwit__V1__JobProgress status_mig;        /* backing store for RunnerStatus.migration */
+    Godwit__V1__PagesByEncoding status_pages;
 };
+
+/* Reads a cluster secret file (trailing whitespace dropped) into buf; returns its length or
+ * -errno (-EINVAL when shorter than 8 bytes). */
+int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap);
+
+/* Starts an outgoing migration from a control request; fills err on failure. */
+int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateRequest *req, char *err, size_t errlen);
+/* Called from the main loop: notices a finished migration and acts on its outcome. */
+void gw_runner_poll_migration(struct gw_runner *r);
 
 /* Opens the control socket at path (replacing a stale one). */
 int gw_runner_control_open(struct gw_runner *r, const char *path);

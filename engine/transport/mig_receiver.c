@@ -15,6 +15,9 @@
 #include "engine/common/util.h"
 #include "engine/transport/handshake.h"
 
+/* How long a stream that saw the source hang up waits for stream 0 to say why. */
+#define PEER_REASON_WAIT_S 1
+
 struct rstream {
     struct gw_mig_receiver *rx;
     unsigned idx;
@@ -24,7 +27,8 @@ struct rstream {
     struct gw_rbuf buf;          /* thread only */
     uint64_t round_pages;        /* thread only: pages since the last END_OF_ROUND */
     int64_t round_done;          /* under rx->mu: last round ended on this stream, -1 = none */
-    bool final_seen;             /* under rx->mu */
+    bool final_seen;             /* under rx->mu; written only by this stream's thread */
+    bool commit_seen;            /* thread only (stream 0): COMMIT arrived */
     struct gw_codec_stats st;    /* under rx->mu */
     uint64_t bytes_wire;         /* under rx->mu */
 };
@@ -35,6 +39,15 @@ struct evnode {
     struct evnode *next;
 };
 
+/* Where the session is in the two-phase commit (migration.h). Moves forward only. */
+enum commit_phase {
+    PH_TRANSFER,     /* pages, rounds, state, digest */
+    PH_COMMIT,       /* COMMIT arrived; the caller checks and answers */
+    PH_ACKED,        /* READY sent; waiting for GO (a broken link now means: discard) */
+    PH_GO,           /* GO arrived: the guest is ours */
+    PH_RUNNING,      /* RUNNING sent: the source may hang up */
+};
+
 struct gw_mig_receiver {
     int timeout_ms;
     Godwit__V1__MigHello *hello;   /* stream 0's */
@@ -42,6 +55,8 @@ struct gw_mig_receiver {
     struct rstream *st;
     uint8_t *mem;
     uint64_t mem_size;
+    bool fresh_memory;
+    struct gw_page_sink sink;      /* set at start; written is ours, touched the caller's */
     uint64_t t0;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -49,7 +64,9 @@ struct gw_mig_receiver {
     struct evnode *delivered;      /* the event the caller holds; freed on the next call */
     int64_t reported_round;
     uint64_t pages_total;
-    bool acked, closing;
+    enum commit_phase phase;
+    uint64_t commit_rounds;
+    bool closing;
     int err;
     char errmsg[256];
 };
@@ -100,6 +117,11 @@ static int on_end_of_round(struct rstream *t, const uint8_t *p, size_t len, stru
     uint64_t round = m->round, pages = m->pages;
     bool final = m->final;
     godwit__v1__mig_end_of_round__free_unpacked(m, NULL);
+    if (final && t->idx != 0) {
+        /* Nothing but the end of the session follows on this stream; stream 0's timeout
+         * still catches a source that goes silent, so this one may wait without one. */
+        gw_conn_set_timeout(t->c, 0);
+    }
     if (pages != t->round_pages)
         return gw_err_set(e, -EBADMSG, "stream %u: round %llu: source sent %llu pages, %llu arrived",
                           t->idx, (unsigned long long)round, (unsigned long long)pages,
@@ -128,6 +150,27 @@ static int on_end_of_round(struct rstream *t, const uint8_t *p, size_t len, stru
     return r ? gw_err_set(e, r, "out of memory") : 0;
 }
 
+/* Checks COMMIT and GO against the commit phase and moves it on. Called with rx->mu held,
+ * once every stream has caught up with stream 0. */
+static int commit_step_locked(struct gw_mig_receiver *rx, const struct gw_mig_event *ev, bool all_final,
+                              struct gw_err *e)
+{
+    if (ev->type == GW_MIG_EV_COMMIT) {
+        /* COMMIT seals the memory the caller will check: every stream must be done. */
+        if (!all_final) return gw_err_set(e, -EPROTO, "unexpected record COMMIT before the final round");
+        rx->phase = PH_COMMIT;
+        rx->commit_rounds = ev->round;
+    } else if (ev->type == GW_MIG_EV_GO) {
+        /* acked is set before ACK leaves, so a GO that follows our ACK never sees less. */
+        if (rx->phase != PH_ACKED) return gw_err_set(e, -EPROTO, "unexpected record GO before ACK");
+        if (ev->round != rx->commit_rounds)
+            return gw_err_set(e, -EBADMSG, "GO for %llu rounds, COMMIT had %llu",
+                              (unsigned long long)ev->round, (unsigned long long)rx->commit_rounds);
+        rx->phase = PH_GO;
+    }
+    return 0;
+}
+
 /* A control record on stream 0: wait until all streams caught up, then hand it over. */
 static int on_control(struct rstream *t, const struct gw_wire_header *h, const uint8_t *p,
                       struct gw_err *e)
@@ -153,6 +196,14 @@ static int on_control(struct rstream *t, const struct gw_wire_header *h, const u
         if (!m) return gw_err_set(e, -EBADMSG, "malformed COMMIT");
         ev = (struct gw_mig_event){ .type = GW_MIG_EV_COMMIT, .round = m->rounds };
         godwit__v1__mig_commit__free_unpacked(m, NULL);
+        t->commit_seen = true;
+        break;
+    }
+    case GW_WIRE_GO: {
+        Godwit__V1__MigGo *m = godwit__v1__mig_go__unpack(NULL, h->length, p);
+        if (!m) return gw_err_set(e, -EBADMSG, "malformed GO");
+        ev = (struct gw_mig_event){ .type = GW_MIG_EV_GO, .round = m->rounds };
+        godwit__v1__mig_go__free_unpacked(m, NULL);
         break;
     }
     case GW_WIRE_DIGEST: {
@@ -171,15 +222,17 @@ static int on_control(struct rstream *t, const struct gw_wire_header *h, const u
         len = h->length;
         break;
     default:
-        return gw_err_set(e, -EPROTO, "unexpected %s record", gw_wire_type_name(h->type));
+        return gw_err_set(e, -EPROTO, "unexpected record %s", gw_wire_type_name(h->type));
     }
     pthread_mutex_lock(&rx->mu);
     bool all_final;
     while (!rx->err && !rx->closing && min_round_locked(rx, &all_final) < t->round_done)
         pthread_cond_wait(&rx->cv, &rx->mu);
-    r = rx->err ? rx->err : push_locked(rx, &ev, data, len);
+    min_round_locked(rx, &all_final);
+    r = rx->err ? gw_err_set(e, rx->err, "session failed") : commit_step_locked(rx, &ev, all_final, e);
+    if (!r && (r = push_locked(rx, &ev, data, len))) gw_err_set(e, r, "out of memory");
     pthread_mutex_unlock(&rx->mu);
-    return r ? gw_err_set(e, r, "session failed") : 0;
+    return r;
 }
 
 static int handle(struct rstream *t, const struct gw_wire_header *h, struct gw_err *e)
@@ -187,11 +240,19 @@ static int handle(struct rstream *t, const struct gw_wire_header *h, struct gw_e
     struct gw_mig_receiver *rx = t->rx;
     const uint8_t *p = t->buf.data;
     int r;
+    /* After COMMIT the memory is sealed: only the source's GO or ERROR may follow; after a
+     * final round a stream carries no more pages or rounds. */
+    if (t->commit_seen && h->type != GW_WIRE_GO && h->type != GW_WIRE_ERROR)
+        return gw_err_set(e, -EPROTO, "stream %u: unexpected record %s after COMMIT", t->idx,
+                          gw_wire_type_name(h->type));
+    if (t->final_seen && (h->type == GW_WIRE_PAGE_BATCH || h->type == GW_WIRE_END_OF_ROUND))
+        return gw_err_set(e, -EPROTO, "stream %u: unexpected record %s after the final round",
+                          t->idx, gw_wire_type_name(h->type));
     switch (h->type) {
     case GW_WIRE_PAGE_BATCH: {
         struct gw_codec_stats st = {0};
         uint32_t n = 0;
-        r = gw_page_decode_batch(p, h->length, rx->mem, rx->mem_size, &st, &n);
+        r = gw_page_decode_batch_sink(p, h->length, &rx->sink, &st, &n);
         if (r) return gw_err_set(e, r, "stream %u: bad PAGE_BATCH #%llu: %s", t->idx,
                                  (unsigned long long)h->seq, gw_wire_strerror(r));
         t->round_pages += n;
@@ -225,10 +286,26 @@ static void *rstream_main(void *arg)
         if (!r) r = handle(t, &h, &e);
         if (!r) continue;
         pthread_mutex_lock(&rx->mu);
-        /* The source hangs up once it has our ACK: that end is the normal one. */
-        if (r == -ESHUTDOWN && !rx->acked)
-            gw_err_set(&e, -EPIPE, "stream %u: source closed the connection before COMMIT was acknowledged", t->idx);
-        if (r != -ESHUTDOWN || !rx->acked) fail_locked(rx, &e);
+        /* The source hangs up once it has our RUNNING: that end is the normal one, and after
+         * it nothing can change the outcome any more. Before, a hang-up is a failure the
+         * caller must see: before GO it means "discard this copy". */
+        if (rx->phase != PH_RUNNING && r == -ESHUTDOWN && t->idx != 0) {
+            /* A source that aborts sends ERROR on stream 0, then closes every stream: give
+             * stream 0 a moment to report that reason instead of this bare hang-up. */
+            struct timespec dl;
+            clock_gettime(CLOCK_REALTIME, &dl);
+            dl.tv_sec += PEER_REASON_WAIT_S;
+            while (!rx->err && !rx->closing && rx->phase != PH_RUNNING &&
+                   pthread_cond_timedwait(&rx->cv, &rx->mu, &dl) != ETIMEDOUT) {}
+        }
+        if (rx->phase != PH_RUNNING) {
+            if (r == -ESHUTDOWN)
+                gw_err_set(&e, -EPIPE, "stream %u: the connection to the source ended %s", t->idx,
+                           rx->phase < PH_COMMIT ? "before COMMIT"
+                           : rx->phase < PH_GO   ? "after COMMIT, before GO (discard this copy)"
+                                                 : "after GO, before RUNNING was sent");
+            fail_locked(rx, &e);
+        }
         pthread_mutex_unlock(&rx->mu);
         break;
     }
@@ -275,6 +352,8 @@ int gw_mig_receiver_accept_conn(struct gw_conn *c, struct gw_listener *l,
         return gw_err_set(err, -ENOMEM, "out of memory");
     }
     rx->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : GW_MIG_DEFAULT_TIMEOUT_MS;
+    rx->sink.touched = cfg->touched;
+    rx->fresh_memory = cfg->fresh_memory;
     rx->reported_round = -1;
     rx->t0 = gw_now_ns();
     pthread_mutex_init(&rx->mu, NULL);
@@ -322,6 +401,13 @@ int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem
                           (unsigned long long)mem_size, (unsigned long long)rx->hello->mem_size);
     rx->mem = mem;
     rx->mem_size = mem_size;
+    rx->sink.mem = mem;
+    rx->sink.mem_size = mem_size;
+    if (rx->fresh_memory && !rx->sink.written) {
+        /* One bit per page: 32 KiB per GiB of guest memory. */
+        rx->sink.written = calloc((mem_size / GW_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+        if (!rx->sink.written) return gw_err_set(err, -ENOMEM, "out of memory for the written-pages bitmap");
+    }
     /* Every stream's bookkeeping is set before any thread runs: threads read each other's. */
     for (unsigned i = 0; i < rx->n; i++) {
         rx->st[i].rx = rx;
@@ -377,20 +463,51 @@ int gw_mig_receiver_next(struct gw_mig_receiver *rx, struct gw_mig_event *ev, in
     return r;
 }
 
-int gw_mig_receiver_ack(struct gw_mig_receiver *rx)
+/* Sends the caller's answer (ACK or RUNNING) on stream 0 if the session is in phase `need`,
+ * moving it to `next` first: the source may answer (GO) or hang up (after RUNNING) as soon
+ * as the record is out, and the receiving thread must already see the new phase then. */
+static int answer(struct gw_mig_receiver *rx, enum gw_wire_type type, enum gw_wire_type acked,
+                  enum commit_phase need, enum commit_phase next)
 {
-    Godwit__V1__MigAck m = GODWIT__V1__MIG_ACK__INIT;
-    m.acked_type = GW_WIRE_COMMIT;
+    /* MigAck and MigRunning are both { uint32 acked_type = 1; }: a few bytes. */
     uint8_t buf[16];
-    size_t n = protobuf_c_message_pack(&m.base, buf);
+    size_t n;
+    if (type == GW_WIRE_ACK) {
+        Godwit__V1__MigAck m = GODWIT__V1__MIG_ACK__INIT;
+        m.acked_type = acked;
+        n = protobuf_c_message_pack(&m.base, buf);
+    } else {
+        Godwit__V1__MigRunning m = GODWIT__V1__MIG_RUNNING__INIT;
+        m.acked_type = acked;
+        n = protobuf_c_message_pack(&m.base, buf);
+    }
+    struct gw_err e = {0};
     pthread_mutex_lock(&rx->mu);
     int r = rx->err;
-    rx->acked = true;
+    if (!r && rx->phase != need) {
+        r = -EINVAL;
+        gw_err_set(&e, r, "%s before the %s event", gw_wire_type_name(type), gw_wire_type_name(acked));
+        fail_locked(rx, &e);
+    }
+    if (!r) rx->phase = next;
     pthread_mutex_unlock(&rx->mu);
     /* Stream 0's thread only reads; the caller is the only writer on it. */
-    struct gw_err e = {0};
-    if (!r) r = gw_conn_send_record(rx->st[0].c, GW_WIRE_ACK, buf, n, &e);
+    if (!r && (r = gw_conn_send_record(rx->st[0].c, type, buf, n, &e))) {
+        pthread_mutex_lock(&rx->mu);
+        fail_locked(rx, &e);
+        pthread_mutex_unlock(&rx->mu);
+    }
     return r;
+}
+
+int gw_mig_receiver_ack(struct gw_mig_receiver *rx)
+{
+    return answer(rx, GW_WIRE_ACK, GW_WIRE_COMMIT, PH_COMMIT, PH_ACKED);
+}
+
+int gw_mig_receiver_running(struct gw_mig_receiver *rx)
+{
+    return answer(rx, GW_WIRE_RUNNING, GW_WIRE_GO, PH_GO, PH_RUNNING);
 }
 
 void gw_mig_receiver_abort(struct gw_mig_receiver *rx, int code, const char *why)
@@ -452,6 +569,7 @@ void gw_mig_receiver_close(struct gw_mig_receiver *rx)
     if (rx->hello) godwit__v1__mig_hello__free_unpacked(rx->hello, NULL);
     pthread_cond_destroy(&rx->cv);
     pthread_mutex_destroy(&rx->mu);
+    free(rx->sink.written);
     free(rx->st);
     free(rx);
 }

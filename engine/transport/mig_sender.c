@@ -51,6 +51,15 @@ struct stream {
     uint64_t bytes_wire;
 };
 
+/* Where the session is in the two-phase commit (migration.h). Moves forward only. */
+enum commit_phase {
+    PH_TRANSFER,      /* pages, rounds, state, digest */
+    PH_COMMIT_SENT,   /* "prepare" is out; waiting for READY (ACK) */
+    PH_ACKED,         /* the destination is READY; the guest is still ours */
+    PH_GO_SENT,       /* the guest is the destination's; waiting for RUNNING */
+    PH_RUNNING,       /* the guest runs on the destination */
+};
+
 struct gw_mig_sender {
     const uint8_t *mem;
     uint64_t mem_size;
@@ -62,6 +71,8 @@ struct gw_mig_sender {
     int err;
     char errmsg[256];
     uint64_t link_bps;
+    enum commit_phase phase;  /* under mu; changed only by the caller's thread */
+    uint64_t rounds;          /* of the COMMIT, echoed in GO */
     struct stream *st;
 };
 
@@ -75,6 +86,18 @@ static void fail_locked(struct gw_mig_sender *s, const struct gw_err *e)
     for (unsigned i = 0; i < s->n; i++) if (s->st[i].c) gw_conn_shutdown(s->st[i].c);
     pthread_cond_broadcast(&s->work);
     pthread_cond_broadcast(&s->done);
+}
+
+/* A call out of the commit order: fails the session (a confused source must not go on with
+ * a commit) and returns -EINVAL. Called with s->mu held; returns the session's first error
+ * when it had already failed, so a failed session keeps reporting its cause. */
+static int misuse_locked(struct gw_mig_sender *s, const char *what)
+{
+    if (s->err) return s->err;
+    struct gw_err e;
+    gw_err_set(&e, -EINVAL, "%s", what);
+    fail_locked(s, &e);
+    return -EINVAL;
 }
 
 static int send_eor(struct stream *t, const struct item *it, struct gw_err *e)
@@ -178,7 +201,8 @@ int gw_mig_send_pages(struct gw_mig_sender *s, const uint64_t *pfns, size_t n)
     uint64_t npfn = s->mem_size / GW_PAGE_SIZE;
     int r = 0;
     pthread_mutex_lock(&s->mu);
-    for (size_t i = 0; i < n && !(r = s->err); i++) {
+    if (s->phase != PH_TRANSFER) r = misuse_locked(s, "pages queued after COMMIT");
+    for (size_t i = 0; !r && i < n && !(r = s->err); i++) {
         if (pfns[i] >= npfn) { r = -ERANGE; break; }
         struct stream *t = &s->st[(pfns[i] >> CHUNK_SHIFT) % s->n];
         t->pend[t->npend++] = pfns[i];
@@ -194,6 +218,7 @@ int gw_mig_send_end_of_round(struct gw_mig_sender *s, uint64_t round, bool final
     uint64_t tickets[GW_WIRE_MAX_STREAMS];
     int r = 0;
     pthread_mutex_lock(&s->mu);
+    if (s->phase != PH_TRANSFER) r = misuse_locked(s, "END_OF_ROUND after COMMIT");
     for (unsigned i = 0; i < s->n && !r; i++) {
         struct item it = { .kind = IT_EOR, .round = round, .final = final };
         if (!(r = flush_locked(&s->st[i])))
@@ -205,13 +230,21 @@ int gw_mig_send_end_of_round(struct gw_mig_sender *s, uint64_t round, bool final
     return r;
 }
 
-/* Queues a control record on stream 0 (taking payload) and waits until it is sent. */
+/* Queues a control record on stream 0 (taking payload) and waits until it is sent. Only
+ * GO and ERROR may follow COMMIT; GO has its own phase check. */
 static int send_control(struct gw_mig_sender *s, enum gw_wire_type type, uint8_t *payload, size_t len)
 {
     struct stream *t = &s->st[0];
     struct item it = { .kind = IT_RECORD, .type = type, .payload = payload, .len = len };
     pthread_mutex_lock(&s->mu);
-    uint64_t ticket = enqueue_locked(t, &it);
+    uint64_t ticket = 0;
+    if (s->phase != PH_TRANSFER && type != GW_WIRE_GO && type != GW_WIRE_ERROR) {
+        char m[64];
+        snprintf(m, sizeof m, "%s sent after COMMIT", gw_wire_type_name(type));
+        misuse_locked(s, m);
+    } else {
+        ticket = enqueue_locked(t, &it);
+    }
     int r = ticket ? wait_ticket_locked(t, ticket) : s->err;
     pthread_mutex_unlock(&s->mu);
     if (!ticket) free(payload);
@@ -255,36 +288,84 @@ int gw_mig_send_commit(struct gw_mig_sender *s, uint64_t rounds)
 {
     Godwit__V1__MigCommit m = GODWIT__V1__MIG_COMMIT__INIT;
     m.rounds = rounds;
-    return send_msg(s, GW_WIRE_COMMIT, &m.base);
+    int r = send_msg(s, GW_WIRE_COMMIT, &m.base); /* refused when not in PH_TRANSFER */
+    if (!r) {
+        pthread_mutex_lock(&s->mu);
+        s->phase = PH_COMMIT_SENT;
+        s->rounds = rounds;
+        pthread_mutex_unlock(&s->mu);
+    }
+    return r;
 }
 
-int gw_mig_sender_wait_ack(struct gw_mig_sender *s, int timeout_ms)
+int gw_mig_send_go(struct gw_mig_sender *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int r = s->err;
+    if (!r && s->phase != PH_ACKED) r = misuse_locked(s, "GO before the destination's ACK");
+    /* From the moment GO may leave, the guest is the destination's: set the phase first so
+     * that an abort from here on does not send an ERROR that could not take it back. */
+    if (!r) s->phase = PH_GO_SENT;
+    pthread_mutex_unlock(&s->mu);
+    if (r) return r;
+    Godwit__V1__MigGo m = GODWIT__V1__MIG_GO__INIT;
+    m.rounds = s->rounds;
+    return send_msg(s, GW_WIRE_GO, &m.base);
+}
+
+/* Reads the destination's answer on stream 0: `want` in phase `need` moves the session to
+ * `next`. Only the caller reads stream 0, so its receive timeout is ours to change. */
+static int await_reply(struct gw_mig_sender *s, enum gw_wire_type want, enum commit_phase need,
+                       enum commit_phase next, int timeout_ms)
 {
     struct gw_conn *c = s->st[0].c;
     struct gw_rbuf b = {0};
     struct gw_wire_header h;
     struct gw_err e = {0};
+    const char *wname = gw_wire_type_name(want);
     pthread_mutex_lock(&s->mu);
     int r = s->err;
+    if (!r && s->phase != need) {
+        char m[80];
+        snprintf(m, sizeof m, "waiting for %s without having sent %s", wname,
+                 want == GW_WIRE_ACK ? "COMMIT" : "GO");
+        r = misuse_locked(s, m);
+    }
     pthread_mutex_unlock(&s->mu);
     if (r) return r;
-    /* Only the caller reads stream 0, so its receive timeout is ours to change. */
     gw_conn_set_timeout(c, timeout_ms);
     r = gw_conn_recv_record(c, &h, &b, &e);
-    if (!r && h.type == GW_WIRE_ERROR) {
+    if (r) {
+        struct gw_err t = e;
+        gw_err_set(&e, r, "waiting for %s: %s%s", wname, t.msg,
+                   want == GW_WIRE_RUNNING ? " (outcome in doubt: keep the guest paused)" : "");
+    } else if (h.type == GW_WIRE_ERROR) {
         Godwit__V1__MigError *m = gw_wire_unpack_error(b.data, h.length, &r);
-        r = gw_err_set(&e, -EPROTO, "destination refused the migration: %s", m ? m->message : "(malformed ERROR)");
+        r = gw_err_set(&e, -EPROTO, "%s: %s",
+                       want == GW_WIRE_ACK ? "destination refused the migration"
+                                           : "destination did not start the guest",
+                       m ? m->message : "(malformed ERROR)");
         if (m) godwit__v1__mig_error__free_unpacked(m, NULL);
-    } else if (!r && h.type != GW_WIRE_ACK) {
-        r = gw_err_set(&e, -EPROTO, "expected ACK, got %s", gw_wire_type_name(h.type));
+    } else if (h.type != want) {
+        r = gw_err_set(&e, -EPROTO, "unexpected record %s while waiting for %s",
+                       gw_wire_type_name(h.type), wname);
     }
     gw_rbuf_free(&b);
-    if (r) {
-        pthread_mutex_lock(&s->mu);
-        fail_locked(s, &e);
-        pthread_mutex_unlock(&s->mu);
-    }
+    pthread_mutex_lock(&s->mu);
+    if (r) fail_locked(s, &e);
+    else s->phase = next;
+    pthread_mutex_unlock(&s->mu);
     return r;
+}
+
+int gw_mig_sender_wait_ack(struct gw_mig_sender *s, int timeout_ms)
+{
+    return await_reply(s, GW_WIRE_ACK, PH_COMMIT_SENT, PH_ACKED, timeout_ms);
+}
+
+int gw_mig_sender_wait_running(struct gw_mig_sender *s, int timeout_ms)
+{
+    return await_reply(s, GW_WIRE_RUNNING, PH_GO_SENT, PH_RUNNING, timeout_ms);
 }
 
 void gw_mig_sender_set_link_rate(struct gw_mig_sender *s, uint64_t bytes_per_s)
@@ -320,10 +401,11 @@ const char *gw_mig_sender_error(struct gw_mig_sender *s)
 void gw_mig_sender_abort(struct gw_mig_sender *s, int code, const char *why)
 {
     pthread_mutex_lock(&s->mu);
-    bool failed = s->err != 0;
+    bool failed = s->err != 0, gone = s->phase >= PH_GO_SENT;
     pthread_mutex_unlock(&s->mu);
-    /* A failed session's stream 0 is shut down; the ERROR would not get through. */
-    if (!failed) {
+    /* A failed session's stream 0 is shut down; the ERROR would not get through. After GO
+     * the guest is the destination's: an ERROR cannot call it back, so none is sent. */
+    if (!failed && !gone) {
         Godwit__V1__MigError m = GODWIT__V1__MIG_ERROR__INIT;
         m.code = code;
         m.message = (char *)why;

@@ -15,8 +15,11 @@
  *     pause vCPUs; gw_mig_send_switchover(tx, r);
  *     gw_mig_send_pages(tx, last dirty pages); gw_mig_send_end_of_round(tx, r, true, &st);
  *     gw_mig_send_state(tx, vmstate bytes); gw_mig_send_digest(tx, &digest);
- *     gw_mig_send_commit(tx, rounds); gw_mig_sender_wait_ack(tx, timeout);
- *     only then release the VM; gw_mig_sender_close(tx).
+ *     gw_mig_send_commit(tx, rounds);                  phase 1: "prepare"
+ *     gw_mig_sender_wait_ack(tx, timeout);             destination READY (digest, state ok)
+ *     gw_mig_send_go(tx);                              phase 2: the guest is the destination's
+ *     gw_mig_sender_wait_running(tx, timeout);         it runs there: destroy the source copy
+ *     gw_mig_sender_close(tx).
  *
  * Destination:
  *     gw_mig_receiver_accept(listener, &cfg, &rx, &err);  all N handshakes
@@ -24,11 +27,27 @@
  *     gw_mig_receiver_start(rx, mem, mem_size, &err);     receiving threads start
  *     loop gw_mig_receiver_next(rx, &ev, timeout):
  *         ROUND (every page up to round ev.round is in memory), SWITCHOVER, STATE (load it),
- *         DIGEST (compare with gw_digest_mem of mem), COMMIT (resume the guest, then
- *         gw_mig_receiver_ack(rx); or gw_mig_receiver_abort(rx, code, why))
+ *         DIGEST (compare with gw_digest_mem of mem), COMMIT (check digest and state, then
+ *         gw_mig_receiver_ack(rx) = READY, or gw_mig_receiver_abort(rx, code, why)),
+ *         GO (resume the guest, then gw_mig_receiver_running(rx))
  *     gw_mig_receiver_close(rx).
  * Control events are delivered only once every stream has applied all pages up to the
  * last END_OF_ROUND, so STATE and DIGEST always see the final memory.
+ *
+ * Two-phase commit: the guest must never run on two hosts and never be lost.
+ *   - Until the source sends GO, the source owns the guest. Any failure before GO reaches
+ *     the destination (ERROR, a broken link, a timeout) makes gw_mig_receiver_next return
+ *     an error: the destination discards its copy. The source may resume the guest when
+ *     anything up to and including gw_mig_sender_wait_ack failed (it never sent GO).
+ *   - Once GO is on its way the destination owns the guest: the destination runs it as soon
+ *     as it sees the GO event, whatever happens to the link afterwards.
+ *   - gw_mig_sender_wait_running returning 0 means the guest runs on the destination.
+ *     -EPROTO (the destination's ERROR) means the destination did not run it and discarded
+ *     it: the source may resume. Any other failure of gw_mig_send_go or of
+ *     gw_mig_sender_wait_running (timeout, broken link) leaves the outcome IN DOUBT: GO may
+ *     or may not have arrived, so the source must keep the guest paused and intact until
+ *     it learns out of band whether the destination runs it.
+ *   - After RUNNING the source may hang up; that is not an error on the destination.
  *
  * Any failure (transport, hostile input, the peer's ERROR) ends the session: the failing
  * call returns -errno, gw_mig_*_error() gives the message, later calls return the same
@@ -93,9 +112,24 @@ int gw_mig_send_state(struct gw_mig_sender *s, const void *state, size_t len);
 int gw_mig_send_digest(struct gw_mig_sender *s, const struct gw_digest *d);
 int gw_mig_send_commit(struct gw_mig_sender *s, uint64_t rounds);
 
-/* Waits for the destination's ACK of COMMIT. Returns 0; -EPROTO with the destination's
- * message when it sent ERROR; -ETIMEDOUT; or a transport error. */
+/* Waits for the destination's ACK of COMMIT (the destination is READY: digest and state
+ * checked, guest not yet running). Returns 0; -EPROTO with the destination's message when
+ * it sent ERROR, or "unexpected record" for anything but ACK; -EINVAL when no COMMIT was
+ * sent; -ETIMEDOUT; or a transport error. Any error fails the session. */
 int gw_mig_sender_wait_ack(struct gw_mig_sender *s, int timeout_ms);
+
+/* Sends GO on stream 0 and returns once it is on the wire: from here on the destination
+ * owns the guest (see "Two-phase commit" above). Only after gw_mig_sender_wait_ack returned
+ * 0, else -EINVAL (and the session fails, no GO leaves). Returns 0 or the session's error;
+ * a failure after the ACK leaves the outcome in doubt. */
+int gw_mig_send_go(struct gw_mig_sender *s);
+
+/* Waits for the destination's RUNNING after GO. Returns 0 (the guest runs there); -EPROTO
+ * with the destination's message when it sent ERROR (it did not run the guest), or
+ * "unexpected record" for anything but RUNNING; -EINVAL when GO was not sent; -ETIMEDOUT;
+ * or a transport error (-ESHUTDOWN, -ECONNRESET, ...). Any error fails the session; every
+ * error but -EPROTO leaves the outcome in doubt. */
+int gw_mig_sender_wait_running(struct gw_mig_sender *s, int timeout_ms);
 
 /* Link speed estimate (bytes/s) for the encoders' adaptive lz4 switch; 0 = unknown. */
 void gw_mig_sender_set_link_rate(struct gw_mig_sender *s, uint64_t bytes_per_s);
@@ -103,7 +137,8 @@ void gw_mig_sender_set_link_rate(struct gw_mig_sender *s, uint64_t bytes_per_s);
 void gw_mig_sender_stats(struct gw_mig_sender *s, struct gw_mig_stats *out);
 /* Message of the first error, "" when none. Valid until close. */
 const char *gw_mig_sender_error(struct gw_mig_sender *s);
-/* Tells the destination why we stop (ERROR record) and fails the session. */
+/* Tells the destination why we stop (ERROR record) and fails the session. After GO the
+ * ERROR is not sent: the guest is the destination's and cannot be called back. */
 void gw_mig_sender_abort(struct gw_mig_sender *s, int code, const char *why);
 /* Stops the threads and closes every stream. Safe on NULL. */
 void gw_mig_sender_close(struct gw_mig_sender *s);
@@ -112,6 +147,17 @@ struct gw_mig_receiver_cfg {
     const uint8_t *secret;
     size_t secret_len;
     int timeout_ms;          /* handshake, accept and per-record receive; 0 = default */
+    /* Optional, caller-owned: one bit per 4 KiB page of guest memory (bit pfn % 64 of word
+     * pfn / 64; mem_size / 4096 bits rounded up to 64), zeroed by the caller. The receiving
+     * threads atomically OR in (__atomic_fetch_or, release) the bit of every page they
+     * decode, in any encoding, zero markers included, after the page is in memory. Bits of
+     * the pages of a round are visible once its ROUND event is delivered. Must stay valid
+     * until gw_mig_receiver_close. */
+    uint64_t *touched;
+    /* The guest memory given to gw_mig_receiver_start is fresh: all holes of a memfd (or
+     * otherwise all zero). A ZERO marker for a page not yet written in this session then
+     * leaves the page alone entirely (no read, no write), so it stays a hole. */
+    bool fresh_memory;
 };
 
 enum gw_mig_event_type {
@@ -119,7 +165,8 @@ enum gw_mig_event_type {
     GW_MIG_EV_SWITCHOVER,    /* round */
     GW_MIG_EV_STATE,         /* data, len: a packed VmState */
     GW_MIG_EV_DIGEST,        /* digest */
-    GW_MIG_EV_COMMIT,        /* round = rounds; answer with ack or abort */
+    GW_MIG_EV_COMMIT,        /* round = rounds; answer with ack (READY) or abort */
+    GW_MIG_EV_GO,            /* round = rounds; resume the guest, then receiver_running */
 };
 
 struct gw_mig_event {
@@ -156,9 +203,18 @@ int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem
  * error (-EPROTO for the peer's ERROR, -EBADMSG/-ERANGE for bad input, transport errors). */
 int gw_mig_receiver_next(struct gw_mig_receiver *rx, struct gw_mig_event *ev, int timeout_ms);
 
-/* Acknowledges COMMIT; after it the source may hang up without that being an error. */
+/* Acknowledges COMMIT: the destination is READY (it checked digest and state) but does not
+ * run the guest until GO. Only after the COMMIT event, else -EINVAL. Returns 0 or the
+ * session's error (then discard the copy: the source keeps the guest). */
 int gw_mig_receiver_ack(struct gw_mig_receiver *rx);
-/* Sends ERROR(code, why) to the source and fails the session. */
+/* Tells the source that the guest runs here (RUNNING). Only after the GO event, else
+ * -EINVAL. After it the source may hang up without that being an error. An error here
+ * (the link broke after GO) does not take the guest back: it keeps running here, and the
+ * source is left in doubt until told out of band. */
+int gw_mig_receiver_running(struct gw_mig_receiver *rx);
+/* Sends ERROR(code, why) to the source and fails the session. Before GO this is the
+ * refusal; after GO it tells the source that the guest could not be started here and
+ * that this copy is discarded. */
 void gw_mig_receiver_abort(struct gw_mig_receiver *rx, int code, const char *why);
 
 void gw_mig_receiver_stats(struct gw_mig_receiver *rx, struct gw_mig_stats *out);

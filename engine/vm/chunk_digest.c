@@ -18,13 +18,21 @@ int gw_chunk_digest_init(struct gw_chunk_digest *d, const uint8_t *mem, uint64_t
     d->stale_words = (d->nchunks + 63) / 64;
     d->hashes = malloc(d->nchunks * 16 + 16);
     d->stale = calloc(d->stale_words + 1, 8);
+    d->ngroups = (d->nchunks + GW_CHUNK_DIGEST_GROUP - 1) / GW_CHUNK_DIGEST_GROUP;
+    d->group_hashes = malloc(d->ngroups * 16 + 16);
+    d->group_stale = calloc((d->ngroups + 63) / 64 + 1, 8);
     void *zeros = calloc(1, CHUNK_BYTES);
-    if (!d->hashes || !d->stale || !zeros) { free(zeros); gw_chunk_digest_free(d); return -ENOMEM; }
+    if (!d->hashes || !d->stale || !zeros || !d->group_hashes || !d->group_stale) {
+        free(zeros);
+        gw_chunk_digest_free(d);
+        return -ENOMEM;
+    }
     XXH128_hash_t z = XXH3_128bits(zeros, CHUNK_BYTES);
     free(zeros);
     d->zero_hi = z.high64;
     d->zero_lo = z.low64;
     for (uint64_t c = 0; c < d->nchunks; c++) { d->hashes[2 * c] = z.high64; d->hashes[2 * c + 1] = z.low64; }
+    for (uint64_t g = 0; g < d->ngroups; g++) d->group_stale[g / 64] |= 1ull << (g % 64);
     return 0;
 }
 
@@ -32,6 +40,8 @@ void gw_chunk_digest_free(struct gw_chunk_digest *d)
 {
     free(d->hashes);
     free(d->stale);
+    free(d->group_hashes);
+    free(d->group_stale);
     memset(d, 0, sizeof *d);
 }
 
@@ -52,10 +62,12 @@ void gw_chunk_digest_mark_bitmap(struct gw_chunk_digest *d, uint64_t *bitmap, ui
         uint64_t bits = clear ? __atomic_exchange_n(&bitmap[w], 0, __ATOMIC_ACQ_REL)
                               : __atomic_load_n(&bitmap[w], __ATOMIC_ACQUIRE);
         if (!bits) continue;
-        /* 64 pages = 4 chunks of 16 pages: mark each quarter that has a bit. */
-        for (unsigned q = 0; q < 4; q++) {
-            if (!((bits >> (16 * q)) & 0xffff)) continue;
-            uint64_t c = w * 4 + q;
+        /* 64 pages = 64 / GW_CHUNK_DIGEST_PAGES chunks: mark each that has a bit. */
+        const unsigned per = 64 / GW_CHUNK_DIGEST_PAGES;
+        const uint64_t mask = (1ull << GW_CHUNK_DIGEST_PAGES) - 1;
+        for (unsigned q = 0; q < per; q++) {
+            if (!((bits >> (GW_CHUNK_DIGEST_PAGES * q)) & mask)) continue;
+            uint64_t c = w * per + q;
             __atomic_fetch_or(&d->stale[c / 64], 1ull << (c % 64), __ATOMIC_RELAXED);
         }
     }
@@ -73,6 +85,22 @@ void gw_chunk_digest_refresh(struct gw_chunk_digest *d)
             d->hashes[2 * c] = h.high64;
             d->hashes[2 * c + 1] = h.low64;
             d->rehashed++;
+            uint64_t g = c / GW_CHUNK_DIGEST_GROUP;
+            d->group_stale[g / 64] |= 1ull << (g % 64);
+        }
+    }
+    for (uint64_t w = 0; w < (d->ngroups + 63) / 64; w++) {
+        uint64_t bits = d->group_stale[w];
+        d->group_stale[w] = 0;
+        while (bits) {
+            uint64_t g = w * 64 + (uint64_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            if (g >= d->ngroups) break;
+            uint64_t first = g * GW_CHUNK_DIGEST_GROUP;
+            uint64_t n = d->nchunks - first < GW_CHUNK_DIGEST_GROUP ? d->nchunks - first : GW_CHUNK_DIGEST_GROUP;
+            XXH128_hash_t h = XXH3_128bits(&d->hashes[2 * first], n * 16);
+            d->group_hashes[2 * g] = h.high64;
+            d->group_hashes[2 * g + 1] = h.low64;
         }
     }
 }
@@ -80,7 +108,7 @@ void gw_chunk_digest_refresh(struct gw_chunk_digest *d)
 void gw_chunk_digest_final(struct gw_chunk_digest *d, uint8_t out[16])
 {
     gw_chunk_digest_refresh(d);
-    XXH128_hash_t h = XXH3_128bits(d->hashes, d->nchunks * 16);
+    XXH128_hash_t h = XXH3_128bits(d->group_hashes, d->ngroups * 16);
     XXH128_canonical_t c;
     XXH128_canonicalFromHash(&c, h);
     memcpy(out, c.digest, 16);

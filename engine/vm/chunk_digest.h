@@ -1,8 +1,10 @@
 /* An incremental digest of all guest memory, cheap enough to finish inside a migration's
- * downtime. Memory is cut into 64 KiB chunks, each with its own XXH3-128; the memory digest is
- * the XXH3-128 of the chunk digests in order. Chunks start out as holes (the digest of 64 KiB
- * of zeros, nothing read); the caller marks pages it sends or receives, and refresh rehashes
- * only the marked chunks. Both migration ends keep one: the source marks what it sends (and
+ * downtime. Memory is cut into 16 KiB chunks, each with its own XXH3-128; chunks form groups
+ * of 256 whose digest is the XXH3-128 of their chunk digests; the memory digest is the
+ * XXH3-128 of the group digests in order. Chunks start out as holes (the digest of 16 KiB of
+ * zeros, nothing read); the caller marks pages it sends or receives, and refresh rehashes
+ * only the marked chunks and their groups, so the final digest after a few hundred dirty
+ * pages costs well under a millisecond on any memory size. Both migration ends keep one: the source marks what it sends (and
  * the final dirty pages), the destination what it decodes, so at switchover each side only
  * rehashes the last round's chunks, and equal digests prove equal memory. */
 #ifndef GW_VM_CHUNK_DIGEST_H
@@ -10,20 +12,24 @@
 
 #include <stdint.h>
 
-#define GW_CHUNK_DIGEST_PAGES 16u
+#define GW_CHUNK_DIGEST_PAGES 4u
+#define GW_CHUNK_DIGEST_GROUP 256u
 
 struct gw_chunk_digest {
     const uint8_t *mem;
     uint64_t mem_size;
     uint64_t nchunks;
     uint64_t *hashes;     /* 2 words per chunk (high, low), owned */
+    uint64_t ngroups;
+    uint64_t *group_hashes; /* 2 words per group, owned */
+    uint64_t *group_stale;  /* one bit per group whose chunks changed, owned */
     uint64_t *stale;      /* one bit per chunk, owned; set with atomics from any thread */
     uint64_t stale_words;
     uint64_t zero_hi, zero_lo;
     uint64_t rehashed;    /* chunks rehashed so far (work counter) */
 };
 
-/* mem_size must be a multiple of 64 KiB. All chunks start as holes. 0 or -ENOMEM. */
+/* mem_size must be a multiple of 16 KiB. All chunks start as holes. 0 or -ENOMEM. */
 int gw_chunk_digest_init(struct gw_chunk_digest *d, const uint8_t *mem, uint64_t mem_size);
 void gw_chunk_digest_free(struct gw_chunk_digest *d);
 

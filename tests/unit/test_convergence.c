@@ -30,8 +30,10 @@ GW_TEST(shrinking_set_keeps_going_under_the_limit)
     struct gw_conv_policy p = policy(50);
     gw_conv_init(&s);
     gw_conv_round_sent(&s, 1ull << 30, 1000 * MS); /* ~1 GiB/s */
-    /* 10 MiB dirty: ~10 ms, fits 50 ms, but it is the first measurement: switch. */
-    CHECK_EQ(gw_conv_decide(&s, &p, 2560, 1000 * MS, 0, 1000 * MS), GW_CONV_SWITCHOVER);
+    /* 10 MiB dirty after 1 GiB sent: fits 50 ms, but the set shrank 100x: go on. */
+    CHECK_EQ(gw_conv_decide(&s, &p, 2560, 1000 * MS, 0, 1000 * MS), GW_CONV_CONTINUE);
+    /* and when the next round barely shrinks it, switch. */
+    CHECK_EQ(gw_conv_decide(&s, &p, 2000, 10 * MS, 1, 1010 * MS), GW_CONV_SWITCHOVER);
     /* A set that fits and halves: continue rather than pause for 10 ms. */
     gw_conv_init(&s);
     gw_conv_round_sent(&s, 1ull << 30, 1000 * MS);

@@ -47,6 +47,15 @@ GW_TEST(header_roundtrip_and_checks)
     CHECK_EQ(gw_wire_header_parse(b, &h), -EBADMSG);
     CHECK(strcmp(gw_wire_type_name(GW_WIRE_END_OF_ROUND), "END_OF_ROUND") == 0);
     CHECK(strcmp(gw_wire_type_name(99), "unknown") == 0);
+    /* The commit's second phase: numbers 12 and 13 are fixed on the wire. */
+    CHECK_EQ(GW_WIRE_GO, 12);
+    CHECK_EQ(GW_WIRE_RUNNING, 13);
+    CHECK(strcmp(gw_wire_type_name(GW_WIRE_GO), "GO") == 0);
+    CHECK(strcmp(gw_wire_type_name(GW_WIRE_RUNNING), "RUNNING") == 0);
+    pack(b, GW_WIRE_MAGIC, GW_WIRE_RUNNING, 0, 0, 0, 0);
+    CHECK_EQ(gw_wire_header_parse(b, &h), 0);
+    pack(b, GW_WIRE_MAGIC, GW_WIRE_RUNNING + 1, 0, 0, 0, 0);
+    CHECK_EQ(gw_wire_header_parse(b, &h), -EPROTO);
 }
 
 GW_TEST(record_split_truncated)

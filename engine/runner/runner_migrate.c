@@ -1,0 +1,90 @@
+/* The runner's side of outgoing migrations: turning a control request into a pre-copy job,
+ * reporting its progress, and acting on its end (leave when the VM runs elsewhere, run on
+ * when it failed). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/runner/runner.h"
+#include "precopy/precopy_source.h"
+
+int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    ssize_t n = read(fd, buf, cap);
+    int e = errno;
+    close(fd);
+    if (n < 0) return -e;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t')) n--;
+    return n < 8 ? -EINVAL : (int)n;
+}
+
+static enum gw_mig_fault fault_from_env(void)
+{
+    const char *f = getenv("GODWIT_FAULT");
+    if (!f) return GW_FAULT_NONE;
+    if (!strcmp(f, "close-before-commit")) return GW_FAULT_CLOSE_BEFORE_COMMIT;
+    if (!strcmp(f, "close-after-ready")) return GW_FAULT_CLOSE_AFTER_READY;
+    if (!strcmp(f, "corrupt-digest")) return GW_FAULT_CORRUPT_DIGEST;
+    return GW_FAULT_NONE;
+}
+
+int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateRequest *req, char *err, size_t errlen)
+{
+    if (r->migration) { snprintf(err, errlen, "a migration is already running"); return -EALREADY; }
+    if (r->migrated) { snprintf(err, errlen, "the VM has already migrated away"); return -EALREADY; }
+    char why[256];
+    if (gw_vm_fatal(r->vm, why, sizeof why)) { snprintf(err, errlen, "the VM has failed: %s", why); return -ESRCH; }
+    if (!req->destination || !*req->destination) { snprintf(err, errlen, "migrate needs a destination"); return -EINVAL; }
+    const Godwit__V1__MigrationPolicy *pol = req->policy;
+    struct gw_precopy_params p = {.url = req->destination, .fault = fault_from_env()};
+    if (pol) {
+        if (pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__POSTCOPY ||
+            pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID) {
+            snprintf(err, errlen, "post-copy migration is not available yet; use pre-copy");
+            return -ENOTSUP;
+        }
+        if (pol->streams > 16) { snprintf(err, errlen, "streams must be 1..16"); return -EINVAL; }
+        p.streams = pol->streams;
+        p.codec = pol->compression == GODWIT__V1__MIGRATION_POLICY__COMPRESSION__NONE ? GW_CODEC_NONE
+                  : pol->compression == GODWIT__V1__MIGRATION_POLICY__COMPRESSION__LZ4 ? GW_CODEC_LZ4
+                  : GW_CODEC_AUTO;
+        p.policy.downtime_limit_ns = (uint64_t)pol->downtime_limit_ms * 1000000ull;
+        p.policy.bandwidth_limit_bps = pol->bandwidth_limit_bytes_per_s;
+        p.policy.timeout_ns = (uint64_t)pol->timeout_s * 1000000000ull;
+        p.policy.auto_converge = pol->auto_converge;
+        p.policy.max_rounds = pol->max_rounds;
+    }
+    const char *sf = req->secret_file && *req->secret_file ? req->secret_file : r->secret_file;
+    if (!*sf) { snprintf(err, errlen, "no cluster secret: start the runner with --secret-file or name one"); return -EINVAL; }
+    uint8_t secret[1024];
+    int n = gw_runner_read_secret(sf, secret, sizeof secret);
+    if (n < 0) { snprintf(err, errlen, "cluster secret %s: %s", sf, n == -EINVAL ? "shorter than 8 bytes" : strerror(-n)); return n; }
+    p.secret = secret;
+    p.secret_len = (size_t)n;
+    int rc = gw_precopy_start(r->vm, &p, &r->migration);
+    memset(secret, 0, sizeof secret);
+    if (rc) { snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc)); return rc; }
+    gw_info("vm %s: migrating to %s", r->vm->name, req->destination);
+    return 0;
+}
+
+void gw_runner_poll_migration(struct gw_runner *r)
+{
+    if (!r->migration) return;
+    gw_precopy_progress(r->migration, &r->last_mig);
+    if (!gw_precopy_finished(r->migration)) return;
+    gw_precopy_free(r->migration);
+    r->migration = NULL;
+    if (r->last_mig.phase == GW_MIG_COMPLETED) {
+        /* Stay a moment so whoever polls our status sees "completed" before we go. */
+        r->migrated = true;
+        r->linger_until_ns = gw_now_ns() + 1500000000ull;
+    }
+}

@@ -1,0 +1,17 @@
+/* Phase names (see migration_progress.h). */
+#include "precopy/migration_progress.h"
+
+const char *gw_mig_phase_name(enum gw_mig_phase p)
+{
+    switch (p) {
+    case GW_MIG_NONE: return "";
+    case GW_MIG_SETUP: return "setup";
+    case GW_MIG_PRECOPY: return "precopy";
+    case GW_MIG_SWITCHOVER: return "switchover";
+    case GW_MIG_COMPLETED: return "completed";
+    case GW_MIG_FAILED: return "failed";
+    case GW_MIG_CANCELLED: return "cancelled";
+    case GW_MIG_IN_DOUBT: return "in-doubt";
+    }
+    return "?";
+}

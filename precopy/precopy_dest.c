@@ -1,0 +1,199 @@
+/* Incoming migration (see precopy_dest.h). */
+#include "precopy/precopy_dest.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/transport/migration.h"
+#include "engine/vm/chunk_digest.h"
+#include "engine/vm/vm.h"
+
+/* The touched-page bitmap is handed to the receiver before the VM size is known, so it is
+ * sized for the largest VM we create (64 GiB): 2 MiB. */
+#define MAX_MEMORY (64ull << 30)
+#define TOUCHED_WORDS (MAX_MEMORY / 4096 / 64)
+
+struct incoming {
+    const struct gw_incoming_params *p;
+    struct gw_listener *l;
+    struct gw_mig_receiver *rx;
+    struct gw_vm *vm;
+    uint64_t *touched;
+    struct gw_chunk_digest cd;
+    bool cd_ready;
+    bool state_loaded, digest_ok;
+    struct gw_mig_progress prog;
+    uint64_t t0, t_switch;
+    struct gw_err e;
+};
+
+static int create_vm(struct incoming *in, char *err, size_t errlen)
+{
+    const Godwit__V1__MigHello *h = gw_mig_receiver_hello(in->rx);
+    const Godwit__V1__VmConfig *c = h ? h->config : NULL;
+    if (!c) { snprintf(err, errlen, "the source sent no VM configuration"); return -EPROTO; }
+    struct gw_vm_config cfg = {
+        .name = c->name, .memory_bytes = c->memory_bytes, .vcpus = c->vcpus, .guest_spec = c->guest_spec,
+        .disk_path = in->p->disk_path ? in->p->disk_path : (c->disk_path && *c->disk_path ? c->disk_path : NULL),
+        .console_fd = in->p->console_fd,
+    };
+    if (c->memory_bytes != h->mem_size || c->memory_bytes > MAX_MEMORY) {
+        snprintf(err, errlen, "the source announced %llu bytes of memory but a stream of %llu",
+                 (unsigned long long)c->memory_bytes, (unsigned long long)h->mem_size);
+        return -EPROTO;
+    }
+    char why[512];
+    int r = gw_vm_create(&cfg, &in->vm, why, sizeof why);
+    if (r) { snprintf(err, errlen, "cannot create the VM here: %s", why); return r; }
+    gw_log_set_tag(in->vm->name);
+    r = gw_chunk_digest_init(&in->cd, in->vm->mem.base, in->vm->mem.size);
+    if (r) { snprintf(err, errlen, "digest: %s", strerror(-r)); return r; }
+    in->cd_ready = true;
+    in->prog.total_bytes = in->vm->mem.size;
+    return 0;
+}
+
+static void absorb_touched(struct incoming *in)
+{
+    gw_chunk_digest_mark_bitmap(&in->cd, in->touched, (in->vm->mem.size / 4096 + 63) / 64, 1);
+    gw_chunk_digest_refresh(&in->cd);
+}
+
+/* Handles one event; returns 1 when the VM runs (done), 0 to go on, or -errno. */
+static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *err, size_t errlen)
+{
+    switch (ev->type) {
+    case GW_MIG_EV_ROUND:
+        in->prog.round = (uint32_t)ev->round;
+        in->prog.phase = ev->final ? GW_MIG_SWITCHOVER : GW_MIG_PRECOPY;
+        absorb_touched(in);
+        return 0;
+    case GW_MIG_EV_SWITCHOVER:
+        in->prog.phase = GW_MIG_SWITCHOVER;
+        in->t_switch = gw_now_ns();
+        return 0;
+    case GW_MIG_EV_STATE: {
+        Godwit__V1__VmState *st = godwit__v1__vm_state__unpack(NULL, ev->len, ev->data);
+        if (!st) { snprintf(err, errlen, "the VM state does not decode"); return -EBADMSG; }
+        char why[512];
+        uint64_t t = gw_now_ns();
+        int r = gw_vm_load_state(in->vm, st, why, sizeof why);
+        gw_debug("incoming: state loaded in %.2f ms", (gw_now_ns() - t) / 1e6);
+        godwit__v1__vm_state__free_unpacked(st, NULL);
+        if (r) { snprintf(err, errlen, "the VM state does not load here: %s", why); return r; }
+        in->state_loaded = true;
+        return 0;
+    }
+    case GW_MIG_EV_DIGEST: {
+        uint64_t t = gw_now_ns();
+        absorb_touched(in);
+        struct gw_digest mine;
+        gw_chunk_digest_final(&in->cd, mine.b);
+        gw_debug("incoming: digest in %.2f ms", (gw_now_ns() - t) / 1e6);
+        if (!gw_digest_equal(&mine, &ev->digest)) {
+            char a[33], b[33];
+            snprintf(err, errlen, "memory digest differs: source %s, here %s", gw_digest_hex(&ev->digest, a),
+                     gw_digest_hex(&mine, b));
+            return -EBADMSG;
+        }
+        in->digest_ok = true;
+        return 0;
+    }
+    case GW_MIG_EV_COMMIT:
+        if (!in->state_loaded || !in->digest_ok) {
+            snprintf(err, errlen, "COMMIT before %s", in->state_loaded ? "a matching digest" : "the VM state");
+            return -EPROTO;
+        }
+        return gw_mig_receiver_ack(in->rx) ? (snprintf(err, errlen, "cannot send READY: %s",
+                                                       gw_mig_receiver_error(in->rx)), -EPIPE) : 0;
+    case GW_MIG_EV_GO: {
+        int r = gw_vm_start(in->vm);
+        if (r) { snprintf(err, errlen, "cannot start the VM: %s", strerror(-r)); return r; }
+        /* The VM runs here now; RUNNING only tells the source it may let go. */
+        if (gw_mig_receiver_running(in->rx))
+            gw_warn("vm %s: could not confirm RUNNING to the source: %s", in->vm->name,
+                    gw_mig_receiver_error(in->rx));
+        return 1;
+    }
+    }
+    snprintf(err, errlen, "unexpected migration event %d", (int)ev->type);
+    return -EPROTO;
+}
+
+static int run(struct incoming *in, char *err, size_t errlen)
+{
+    const struct gw_incoming_params *p = in->p;
+    struct gw_mig_receiver_cfg cfg = {
+        .secret = p->secret, .secret_len = p->secret_len, .timeout_ms = p->timeout_ms ? p->timeout_ms : 60000,
+        .touched = in->touched, .fresh_memory = true,
+    };
+    int r;
+    if (p->fd >= 0) {
+        struct gw_conn *c;
+        r = gw_conn_from_fd(p->fd, &c, &in->e);
+        if (!r) r = gw_mig_receiver_accept_conn(c, NULL, &cfg, &in->rx, &in->e);
+    } else {
+        r = gw_listen(p->listen_url, &in->l, &in->e);
+        if (!r && p->on_listening) p->on_listening(p->ctx, in->l->url);
+        if (!r) r = gw_mig_receiver_accept(in->l, &cfg, &in->rx, &in->e);
+    }
+    if (r) { snprintf(err, errlen, "%s", in->e.msg[0] ? in->e.msg : strerror(-r)); return r; }
+    in->t0 = gw_now_ns();
+    in->prog.phase = GW_MIG_SETUP;
+    r = create_vm(in, err, errlen);
+    if (r) { gw_mig_receiver_abort(in->rx, r, err); return r; }
+    r = gw_mig_receiver_start(in->rx, in->vm->mem.base, in->vm->mem.size, &in->e);
+    if (r) { snprintf(err, errlen, "%s", in->e.msg); return r; }
+    in->prog.setup_ns = gw_now_ns() - in->t0;
+    in->prog.phase = GW_MIG_PRECOPY;
+    for (;;) {
+        struct gw_mig_event ev;
+        r = gw_mig_receiver_next(in->rx, &ev, cfg.timeout_ms);
+        if (r) {
+            snprintf(err, errlen, "migration aborted: %s", gw_mig_receiver_error(in->rx)[0]
+                     ? gw_mig_receiver_error(in->rx) : strerror(-r));
+            return r;
+        }
+        r = on_event(in, &ev, err, errlen);
+        if (r < 0) { gw_mig_receiver_abort(in->rx, r, err); return r; }
+        if (r == 1) return 0;
+    }
+}
+
+int gw_incoming_run(const struct gw_incoming_params *p, struct gw_vm **vm_out,
+                    struct gw_mig_progress *prog, char *err, size_t errlen)
+{
+    struct incoming in = {.p = p};
+    *vm_out = NULL;
+    in.touched = calloc(TOUCHED_WORDS, 8);
+    if (!in.touched) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    int r = run(&in, err, errlen);
+    if (in.rx) {
+        struct gw_mig_stats st;
+        gw_mig_receiver_stats(in.rx, &st);
+        in.prog.sent_bytes = st.bytes_wire;
+        in.prog.pages_zero = st.codec.pages[GW_PAGE_ZERO];
+        in.prog.pages_raw = st.codec.pages[GW_PAGE_RAW];
+        in.prog.pages_lz4 = st.codec.pages[GW_PAGE_LZ4];
+        gw_mig_receiver_close(in.rx);
+    }
+    if (in.l) gw_listener_close(in.l);
+    if (in.cd_ready) gw_chunk_digest_free(&in.cd);
+    free(in.touched);
+    in.prog.total_ns = in.t0 ? gw_now_ns() - in.t0 : 0;
+    if (in.t_switch) in.prog.measured_downtime_ns = gw_now_ns() - in.t_switch;
+    if (r) {
+        in.prog.phase = GW_MIG_FAILED;
+        snprintf(in.prog.error, sizeof in.prog.error, "%s", err);
+        gw_vm_destroy(in.vm); /* never started, or discarded before GO */
+    } else {
+        in.prog.phase = GW_MIG_COMPLETED;
+        *vm_out = in.vm;
+    }
+    if (prog) *prog = in.prog;
+    return r;
+}

@@ -1,0 +1,34 @@
+/* The destination side of a live migration: accept the streams, create an empty VM of the
+ * shape the source announces, receive pages straight into its memory, load the state,
+ * prove the memory equal with the incremental digest, and start the VM only on GO. Until GO,
+ * any failure discards the copy here (the source still runs the VM). */
+#ifndef GW_PRECOPY_PRECOPY_DEST_H
+#define GW_PRECOPY_PRECOPY_DEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "precopy/migration_progress.h"
+
+struct gw_vm;
+
+struct gw_incoming_params {
+    const char *listen_url;    /* "tcp:HOST:PORT" (port 0: any), or NULL with fd */
+    int fd;                    /* an accepted stream-0 socket handed over, or -1 */
+    const uint8_t *secret;
+    size_t secret_len;
+    const char *disk_path;     /* overrides the source's disk path; NULL keeps it */
+    int console_fd;
+    int timeout_ms;            /* longest wait for any record; 0 = 60 s */
+    /* Called once the listener is bound, with its URL (port resolved), before waiting. */
+    void (*on_listening)(void *ctx, const char *url);
+    void *ctx;
+};
+
+/* Runs the incoming migration to the end. On success *vm_out is the VM, running. On failure
+ * returns -errno, err says why, and nothing is left running. prog (may be NULL) gets the
+ * final progress either way. */
+int gw_incoming_run(const struct gw_incoming_params *p, struct gw_vm **vm_out,
+                    struct gw_mig_progress *prog, char *err, size_t errlen);
+
+#endif

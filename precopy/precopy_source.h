@@ -1,0 +1,50 @@
+/* The source side of a pre-copy live migration, run in its own thread inside the runner:
+ * connect N streams, round 0 over the RAM that holds data, dirty-log rounds under
+ * convergence control, then the switchover: pause, last pages, state, memory digest, and the
+ * two-phase commit (COMMIT -> READY -> GO -> RUNNING). Any failure before GO resumes the VM
+ * here; after GO the VM is never resumed here by itself (see docs/migration-protocol.md). */
+#ifndef GW_PRECOPY_PRECOPY_SOURCE_H
+#define GW_PRECOPY_PRECOPY_SOURCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/codec/page_codec.h"
+#include "precopy/convergence.h"
+#include "precopy/migration_progress.h"
+
+struct gw_vm;
+
+/* Test-only fault injection (GODWIT_FAULT in the runner's environment). */
+enum gw_mig_fault {
+    GW_FAULT_NONE = 0,
+    GW_FAULT_CLOSE_BEFORE_COMMIT,  /* drop the link after the state, before COMMIT */
+    GW_FAULT_CLOSE_AFTER_READY,    /* drop the link after READY, before GO */
+    GW_FAULT_CORRUPT_DIGEST,       /* send a wrong digest */
+};
+
+struct gw_precopy_params {
+    const char *url;               /* "tcp:HOST:PORT" / "rdma:HOST:PORT" */
+    unsigned streams;              /* 0 = chosen from the core count */
+    enum gw_codec_mode codec;
+    const uint8_t *secret;         /* copied */
+    size_t secret_len;
+    struct gw_conv_policy policy;
+    enum gw_mig_fault fault;
+};
+
+struct gw_precopy;
+
+/* Starts migrating vm (running) in a new thread. */
+int gw_precopy_start(struct gw_vm *vm, const struct gw_precopy_params *p, struct gw_precopy **out);
+/* A copy of the current progress. */
+void gw_precopy_progress(struct gw_precopy *m, struct gw_mig_progress *out);
+/* Asks the migration to stop (honoured before GO). */
+void gw_precopy_cancel(struct gw_precopy *m);
+/* True once the thread has finished (phase COMPLETED, FAILED, CANCELLED or IN_DOUBT). */
+bool gw_precopy_finished(struct gw_precopy *m);
+/* Joins the thread and frees m. */
+void gw_precopy_free(struct gw_precopy *m);
+
+#endif
