@@ -120,6 +120,11 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
                    (unsigned long long)c.disk_verify_errors, (unsigned long long)c.disk_io_errors);
         printf("  timer ticks           %llu\n", (unsigned long long)c.ticks);
         printf("  vcpu exits            %llu\n", (unsigned long long)c.vcpu_exits);
+        const struct gw_mig_progress *mp = &r->last_mig;
+        if (mp->phase != GW_MIG_NONE)
+            printf("  migration             %s%s%s: %u rounds, %.0f ms, guest paused %.2f ms, %llu MiB on the wire\n",
+                   gw_mig_phase_name(mp->phase), mp->error[0] ? ": " : "", mp->error, mp->round + 1,
+                   mp->total_ns / 1e6, mp->measured_downtime_ns / 1e6, (unsigned long long)(mp->sent_bytes >> 20));
         struct gw_guest_status gs;
         if (r->vm->nvcpus > 1 && gw_vm_guest_status(r->vm, &gs))
             for (unsigned i = 0; i < r->vm->nvcpus; i++)
