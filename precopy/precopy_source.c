@@ -250,6 +250,9 @@ static int switchover_prepare(struct gw_precopy *m, uint32_t round, uint64_t *t_
 {
     set_phase(m, GW_MIG_SWITCHOVER);
     gw_vm_set_throttle(m->vm, 0);
+    /* Flush the disk while the guest still runs: the flush inside the pause then only
+     * covers the last few writes. */
+    gw_vm_flush_devices(m->vm);
     *t_pause = gw_now_ns();
     int r = gw_vm_pause(m->vm);
     if (r) return fail(m, r, "cannot pause the VM: %s", strerror(-r));

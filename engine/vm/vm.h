@@ -107,6 +107,10 @@ struct gw_guest_totals {
 };
 void gw_vm_guest_totals(struct gw_vm *vm, struct gw_guest_totals *t);
 
+/* Asks every device to finish and flush what it has (while the guest runs), so the same
+ * call at switchover has little left to do. */
+void gw_vm_flush_devices(struct gw_vm *vm);
+
 /* Full state (the VM must be paused). *out is a heap message freed with gw_vm_state_free. */
 int gw_vm_save_state(struct gw_vm *vm, Godwit__V1__VmState **out);
 void gw_vm_state_free(Godwit__V1__VmState *st);

@@ -50,6 +50,17 @@ void gw_vm_describe(struct gw_vm *vm, Godwit__V1__VmConfig *cfg, Godwit__V1__Mem
     cfg->regions = region_ptrs;
 }
 
+void gw_vm_flush_devices(struct gw_vm *vm)
+{
+    for (unsigned i = 0; i < vm->bus.ndevices; i++) {
+        struct gw_device *d = vm->bus.devices[i];
+        if (!d->ops->quiesce) continue;
+        pthread_mutex_lock(&d->lock);
+        d->ops->quiesce(d);
+        pthread_mutex_unlock(&d->lock);
+    }
+}
+
 static int save_chip(struct gw_vm *vm, uint32_t id, Godwit__V1__KvmBlob **out)
 {
     struct kvm_irqchip chip;
