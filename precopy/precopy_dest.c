@@ -25,6 +25,7 @@ struct incoming {
     uint64_t *touched;
     struct gw_chunk_digest cd;
     bool cd_ready;
+    bool final_round;             /* the source's last END_OF_ROUND has been applied */
     bool state_loaded, digest_ok;
     struct gw_mig_progress prog;
     uint64_t t0, t_switch;
@@ -41,7 +42,12 @@ static int create_vm(struct incoming *in, char *err, size_t errlen)
         .disk_path = in->p->disk_path ? in->p->disk_path : (c->disk_path && *c->disk_path ? c->disk_path : NULL),
         .console_fd = in->p->console_fd,
     };
-    if (c->memory_bytes != h->mem_size || c->memory_bytes > MAX_MEMORY) {
+    if (c->memory_bytes > MAX_MEMORY) {
+        snprintf(err, errlen, "the source announced %llu GiB of memory, more than the %llu GiB this host takes",
+                 (unsigned long long)(c->memory_bytes >> 30), (unsigned long long)(MAX_MEMORY >> 30));
+        return -EFBIG;
+    }
+    if (c->memory_bytes != h->mem_size) {
         snprintf(err, errlen, "the source announced %llu bytes of memory but a stream of %llu",
                  (unsigned long long)c->memory_bytes, (unsigned long long)h->mem_size);
         return -EPROTO;
@@ -68,6 +74,10 @@ static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *er
 {
     switch (ev->type) {
     case GW_MIG_EV_ROUND:
+        if (in->final_round) { snprintf(err, errlen, "a round after the final round"); return -EPROTO; }
+        /* Memory may change in any round before the final one: a digest only counts after it. */
+        in->digest_ok = false;
+        in->final_round = ev->final;
         in->prog.round = (uint32_t)ev->round;
         in->prog.phase = ev->final ? GW_MIG_SWITCHOVER : GW_MIG_PRECOPY;
         absorb_touched(in);
@@ -89,6 +99,10 @@ static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *er
         return 0;
     }
     case GW_MIG_EV_DIGEST: {
+        if (!in->final_round) {
+            snprintf(err, errlen, "DIGEST before the final round (memory could still change)");
+            return -EPROTO;
+        }
         uint64_t t = gw_now_ns();
         absorb_touched(in);
         struct gw_digest mine;
@@ -104,8 +118,9 @@ static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *er
         return 0;
     }
     case GW_MIG_EV_COMMIT:
-        if (!in->state_loaded || !in->digest_ok) {
-            snprintf(err, errlen, "COMMIT before %s", in->state_loaded ? "a matching digest" : "the VM state");
+        if (!in->final_round || !in->state_loaded || !in->digest_ok) {
+            snprintf(err, errlen, "COMMIT before %s", !in->final_round ? "the final round"
+                     : in->state_loaded ? "a matching digest" : "the VM state");
             return -EPROTO;
         }
         return gw_mig_receiver_ack(in->rx) ? (snprintf(err, errlen, "cannot send READY: %s",

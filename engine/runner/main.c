@@ -385,6 +385,7 @@ static int cmd_client(const char *verb, const struct opts *o)
     Godwit__V1__RunnerResumeRequest rs = GODWIT__V1__RUNNER_RESUME_REQUEST__INIT;
     Godwit__V1__RunnerStopRequest sp = GODWIT__V1__RUNNER_STOP_REQUEST__INIT;
     Godwit__V1__RunnerSaveRequest sv = GODWIT__V1__RUNNER_SAVE_REQUEST__INIT;
+    char cwd[2048], abs[4096]; /* outlives the request that points into it */
     if (!strcmp(verb, "status")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_STATUS; req.status = &s; }
     else if (!strcmp(verb, "pause")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_PAUSE; req.pause = &p; }
     else if (!strcmp(verb, "resume")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_RESUME; req.resume = &rs; }
@@ -392,7 +393,6 @@ static int cmd_client(const char *verb, const struct opts *o)
     else {
         if (!o->file) { fprintf(stderr, "godwit-vm: save needs --file\n"); return EXIT_USAGE; }
         /* The runner may run elsewhere: hand it an absolute path. */
-        char cwd[2048], abs[4096];
         if (o->file[0] != '/' && !getcwd(cwd, sizeof cwd)) { perror("godwit-vm: getcwd"); return EXIT_USAGE; }
         if (o->file[0] != '/' && (size_t)snprintf(abs, sizeof abs, "%.2047s/%.2040s", cwd, o->file) >= sizeof abs) return EXIT_USAGE;
         sv.path = o->file[0] == '/' ? (char *)o->file : abs;
