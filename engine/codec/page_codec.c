@@ -16,6 +16,8 @@
 #define PROBE_EVERY 16u
 #define RATIO_SKIP 0.90
 #define EWMA_ALPHA 0.25
+/* Non-zero pages after which a batch that tries lz4 checks whether it pays so far. */
+#define SAMPLE_PAGES 32u
 
 static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
 static void put64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
@@ -62,12 +64,28 @@ static void learn(struct gw_page_encoder *e, uint64_t in, uint64_t out, uint64_t
     }
 }
 
-int gw_page_encode_batch(struct gw_page_encoder *e, const uint8_t *mem, uint64_t mem_size,
-                         const uint64_t *pfns, uint32_t n, uint8_t *out, size_t cap,
-                         size_t *out_len)
+/* Appends [p, p+len) to the iovec list, merged with the last entry when adjacent. */
+static void iov_push(struct iovec *iov, int *cnt, const uint8_t *p, size_t len)
+{
+    struct iovec *last = &iov[*cnt - 1];
+    if ((const uint8_t *)last->iov_base + last->iov_len == p) {
+        last->iov_len += len;
+        return;
+    }
+    iov[*cnt].iov_base = (void *)p;
+    iov[*cnt].iov_len = len;
+    (*cnt)++;
+}
+
+/* The encoder behind both entry points. iov == NULL: RAW pages are copied into out after
+ * the table, in descriptor order, and out is the whole payload. iov != NULL: out holds the
+ * table and the lz4 blocks only and iov describes the payload. */
+static int encode(struct gw_page_encoder *e, const uint8_t *mem, uint64_t mem_size,
+                  const uint64_t *pfns, uint32_t n, uint8_t *out, size_t cap,
+                  struct iovec *iov, int *iovcnt, size_t *out_len)
 {
     if (n == 0 || n > GW_WIRE_MAX_BATCH_PAGES) return -EINVAL;
-    if (cap < gw_page_batch_bound(n)) return -ENOBUFS;
+    if (cap < (iov ? gw_page_batch_scratch_bound(n) : gw_page_batch_bound(n))) return -ENOBUFS;
     uint64_t npfn = mem_size / GW_PAGE_SIZE;
     for (uint32_t i = 0; i < n; i++)
         if (pfns[i] >= npfn) return -ERANGE;
@@ -75,11 +93,17 @@ int gw_page_encode_batch(struct gw_page_encoder *e, const uint8_t *mem, uint64_t
     uint64_t t0 = gw_now_ns();
     bool lz4 = want_lz4(e);
     e->last_compressed = lz4;
-    uint64_t tried_in = 0, tried_out = 0;
+    uint64_t tried_in = 0, tried_out = 0, lz4_ns = 0;
     put32(out, n);
     put32(out + 4, 0);
     uint8_t *desc = out + GW_PAGE_BATCH_HDR;
     uint8_t *data = desc + (size_t)n * GW_PAGE_DESC_SIZE;
+    size_t payload = (size_t)(data - out);
+    if (iov) {
+        iov[0].iov_base = out;
+        iov[0].iov_len = payload;
+        *iovcnt = 1;
+    }
     for (uint32_t i = 0; i < n; i++, desc += GW_PAGE_DESC_SIZE) {
         const uint8_t *page = mem + pfns[i] * GW_PAGE_SIZE;
         uint8_t enc = GW_PAGE_RAW;
@@ -90,31 +114,58 @@ int gw_page_encode_batch(struct gw_page_encoder *e, const uint8_t *mem, uint64_t
         } else if (lz4) {
             /* A bounded destination makes lz4 give up (return 0) when it would not save
              * enough; the page then goes raw. */
+            uint64_t tc = gw_now_ns();
             int c = LZ4_compress_fast((const char *)page, (char *)data, GW_PAGE_SIZE,
                                       GW_PAGE_LZ4_MAX, e->accel);
+            lz4_ns += gw_now_ns() - tc;
             tried_in += GW_PAGE_SIZE;
             if (c > 0) {
                 enc = GW_PAGE_LZ4;
                 len = (uint32_t)c;
             }
             tried_out += len;
+            /* AUTO: incompressible data (random, encrypted, already compressed) shows in a
+             * few pages: stop paying for lz4 in this batch once a sample says it does not
+             * pay. LZ4 mode means "always try" and keeps going. */
+            if (e->mode == GW_CODEC_AUTO && tried_in == SAMPLE_PAGES * GW_PAGE_SIZE &&
+                (double)tried_out > RATIO_SKIP * (double)tried_in)
+                lz4 = false;
         }
-        if (enc == GW_PAGE_RAW) memcpy(data, page, GW_PAGE_SIZE);
+        if (enc == GW_PAGE_RAW && !iov) memcpy(data, page, GW_PAGE_SIZE);
+        if (iov && enc == GW_PAGE_RAW) iov_push(iov, iovcnt, page, GW_PAGE_SIZE);
+        else if (iov && enc == GW_PAGE_LZ4) iov_push(iov, iovcnt, data, len);
         put64(desc, pfns[i]);
         desc[8] = enc;
         desc[9] = desc[10] = desc[11] = 0;
         put32(desc + 12, len);
-        data += len;
+        if (!iov || enc == GW_PAGE_LZ4) data += len;
+        payload += len;
         e->st.pages[enc]++;
     }
     uint64_t ns = gw_now_ns() - t0;
-    if (lz4) learn(e, tried_in, tried_out, ns);
-    *out_len = (size_t)(data - out);
+    /* The compressor's rate is measured on its own calls: zero checks and raw pages
+     * would make it look slower than it is. */
+    if (e->last_compressed) learn(e, tried_in, tried_out, lz4_ns);
+    *out_len = payload;
     e->st.bytes_in += (uint64_t)n * GW_PAGE_SIZE;
-    e->st.bytes_out += *out_len;
+    e->st.bytes_out += payload;
     e->st.batches++;
     e->st.ns += ns;
     return 0;
+}
+
+int gw_page_encode_batch(struct gw_page_encoder *e, const uint8_t *mem, uint64_t mem_size,
+                         const uint64_t *pfns, uint32_t n, uint8_t *out, size_t cap,
+                         size_t *out_len)
+{
+    return encode(e, mem, mem_size, pfns, n, out, cap, NULL, NULL, out_len);
+}
+
+int gw_page_encode_batch_iov(struct gw_page_encoder *e, const uint8_t *mem, uint64_t mem_size,
+                             const uint64_t *pfns, uint32_t n, uint8_t *scratch, size_t cap,
+                             struct iovec *iov, int *iovcnt, size_t *out_len)
+{
+    return encode(e, mem, mem_size, pfns, n, scratch, cap, iov, iovcnt, out_len);
 }
 
 int gw_page_batch_header(const uint8_t hdr[GW_PAGE_BATCH_HDR], uint32_t *n)

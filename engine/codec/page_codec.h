@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #define GW_PAGE_BATCH_HDR 8u
 #define GW_PAGE_DESC_SIZE 16u
@@ -30,7 +31,8 @@
 enum gw_page_enc { GW_PAGE_RAW = 0, GW_PAGE_ZERO = 1, GW_PAGE_LZ4 = 2, GW_PAGE_NENC = 3 };
 
 enum gw_codec_mode {
-    GW_CODEC_AUTO = 0,  /* lz4 while it pays (ratio and link speed), else raw */
+    GW_CODEC_AUTO = 0,  /* lz4 while it pays (ratio and link speed), else raw; a batch that
+                         * tries lz4 gives up after 32 pages that do not compress */
     GW_CODEC_LZ4 = 1,   /* always try lz4 */
     GW_CODEC_NONE = 2,  /* zero markers and raw pages only */
 };
@@ -70,6 +72,24 @@ static inline size_t gw_page_batch_bound(uint32_t npages)
 {
     return GW_PAGE_BATCH_HDR + (size_t)npages * (GW_PAGE_DESC_SIZE + 4096u);
 }
+
+/* Scratch an iovec encoding of npages needs: header, descriptors and lz4 blocks; raw
+ * pages stay in guest memory. npages <= GW_WIRE_MAX_BATCH_PAGES. */
+static inline size_t gw_page_batch_scratch_bound(uint32_t npages)
+{
+    return GW_PAGE_BATCH_HDR + (size_t)npages * (GW_PAGE_DESC_SIZE + GW_PAGE_LZ4_MAX);
+}
+
+/* Encodes like gw_page_encode_batch but copies no raw page: the payload is described by
+ * iov[0..*iovcnt) (room for npages + 1 entries): the header and descriptors and the lz4
+ * blocks lie in scratch[0..cap) (cap >= gw_page_batch_scratch_bound(n)), RAW page data is
+ * pointed to in mem, and adjacent pieces are merged (consecutive raw pages are one entry).
+ * *out_len is the payload size. The pages are read again when the iovecs are sent: a page
+ * that changes in between goes as it is then (torn, like a page changing while copied;
+ * the dirty log sends it again). Errors as gw_page_encode_batch (-ENOBUFS: cap too small). */
+int gw_page_encode_batch_iov(struct gw_page_encoder *e, const uint8_t *mem, uint64_t mem_size,
+                             const uint64_t *pfns, uint32_t n, uint8_t *scratch, size_t cap,
+                             struct iovec *iov, int *iovcnt, size_t *out_len);
 
 /* Encodes the pages pfns[0..n) of mem[0..mem_size) into out[0..cap) and sets *out_len.
  * Reads only mem; the caller owns every buffer. Returns 0, -EINVAL when n is 0 or over

@@ -4,10 +4,13 @@
 #include "engine/transport/conn.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/common/util.h"
 
 int gw_err_set(struct gw_err *e, int code, const char *fmt, ...)
 {
@@ -100,9 +103,11 @@ void gw_rbuf_free(struct gw_rbuf *b)
     b->cap = 0;
 }
 
-int gw_conn_send_record(struct gw_conn *c, enum gw_wire_type type, const void *payload,
-                        size_t len, struct gw_err *err)
+int gw_conn_send_recordv(struct gw_conn *c, enum gw_wire_type type, struct iovec *iov,
+                         int iovcnt, struct gw_err *err)
 {
+    size_t len = 0;
+    for (int i = 1; i < iovcnt; i++) len += iov[i].iov_len;
     if (len > GW_WIRE_MAX_PAYLOAD)
         return gw_err_set(err, -EMSGSIZE, "%s record of %zu bytes is over the maximum",
                           gw_wire_type_name(type), len);
@@ -112,35 +117,67 @@ int gw_conn_send_record(struct gw_conn *c, enum gw_wire_type type, const void *p
     };
     uint8_t hb[GW_WIRE_HEADER_SIZE];
     gw_wire_header_pack(&h, hb);
-    struct iovec iov[2] = { { hb, sizeof hb }, { (void *)payload, len } };
-    int r = c->ops->sendv(c, iov, len ? 2 : 1, err);
+    iov[0] = (struct iovec){ hb, sizeof hb };
+    int r = c->ops->sendv(c, iov, iovcnt, err);
+    iov[0] = (struct iovec){ NULL, 0 }; /* hb dies with this call */
     if (r) return r;
     c->send_seq++;
     c->bytes_sent += sizeof hb + len;
     return 0;
 }
 
-/* Reads exactly len bytes; *got says how many arrived before an error or end of stream. */
-static int recv_full(struct gw_conn *c, void *buf, size_t len, size_t *got, struct gw_err *err)
+int gw_conn_send_record(struct gw_conn *c, enum gw_wire_type type, const void *payload,
+                        size_t len, struct gw_err *err)
 {
-    uint8_t *p = buf;
+    struct iovec v[2] = { { NULL, 0 }, { (void *)payload, len } };
+    return gw_conn_send_recordv(c, type, v, len ? 2 : 1, err);
+}
+
+/* Reads exactly the bytes of iov[0..iovcnt); *got says how many arrived before an error or
+ * end of stream. */
+static int recv_fullv(struct gw_conn *c, const struct iovec *iov_in, int iovcnt, size_t *got,
+                      struct gw_err *err)
+{
+    struct iovec v[IOV_MAX];
     *got = 0;
-    while (*got < len) {
-        long n = c->ops->recv_some(c, p + *got, len - *got, err);
+    int i = 0;
+    size_t off = 0; /* into iov_in[i] */
+    while (i < iovcnt) {
+        if (off == iov_in[i].iov_len) { i++; off = 0; continue; }
+        long n;
+        if (c->ops->recvv) {
+            /* A window of the list, the first entry advanced past what already arrived. */
+            int k = 0;
+            for (int j = i; j < iovcnt && k < (int)GW_ARRAY_SIZE(v); j++, k++) v[k] = iov_in[j];
+            v[0].iov_base = (uint8_t *)v[0].iov_base + off;
+            v[0].iov_len -= off;
+            n = c->ops->recvv(c, v, k, err);
+        } else {
+            n = c->ops->recv_some(c, (uint8_t *)iov_in[i].iov_base + off, iov_in[i].iov_len - off, err);
+        }
         if (n < 0) return (int)n;
         if (n == 0) return -EPIPE;
         *got += (size_t)n;
+        c->bytes_recv += (size_t)n;
+        /* Step over what arrived. */
+        size_t left = (size_t)n;
+        while (left) {
+            size_t room = iov_in[i].iov_len - off;
+            if (left < room) { off += left; left = 0; }
+            else { left -= room; i++; off = 0; }
+        }
     }
-    c->bytes_recv += len;
     return 0;
 }
 
-int gw_conn_recv_record(struct gw_conn *c, struct gw_wire_header *h, struct gw_rbuf *buf,
-                        struct gw_err *err)
+int gw_conn_recv_header(struct gw_conn *c, struct gw_wire_header *h, struct gw_err *err)
 {
+    if (c->rec_left)
+        return gw_err_set(err, -EINVAL, "%s: %u payload bytes of the last record not read", c->peer, c->rec_left);
     uint8_t hb[GW_WIRE_HEADER_SIZE];
     size_t got;
-    int r = recv_full(c, hb, sizeof hb, &got, err);
+    struct iovec v = { hb, sizeof hb };
+    int r = recv_fullv(c, &v, 1, &got, err);
     if (r == -EPIPE && got == 0)
         return gw_err_set(err, -ESHUTDOWN, "%s: peer closed the connection", c->peer);
     if (r == -EPIPE)
@@ -165,6 +202,35 @@ int gw_conn_recv_record(struct gw_conn *c, struct gw_wire_header *h, struct gw_r
     if (h->seq != c->recv_seq)
         return gw_err_set(err, -EBADMSG, "%s: record sequence %llu, expected %llu", c->peer,
                           (unsigned long long)h->seq, (unsigned long long)c->recv_seq);
+    /* The record is accepted here; a payload that does not follow ends the connection. */
+    c->recv_seq++;
+    c->rec = *h;
+    c->rec_left = h->length;
+    return 0;
+}
+
+int gw_conn_recv_payload(struct gw_conn *c, const struct iovec *iov, int iovcnt, struct gw_err *err)
+{
+    size_t want = 0;
+    for (int i = 0; i < iovcnt; i++) want += iov[i].iov_len;
+    if (want > c->rec_left)
+        return gw_err_set(err, -EMSGSIZE, "%s: %zu bytes asked of a %s record with %u left", c->peer,
+                          want, gw_wire_type_name(c->rec.type), c->rec_left);
+    size_t got;
+    int r = recv_fullv(c, iov, iovcnt, &got, err);
+    uint32_t done = c->rec.length - c->rec_left + (uint32_t)got;
+    c->rec_left -= (uint32_t)got;
+    if (r == -EPIPE)
+        return gw_err_set(err, -EPIPE, "%s: peer hung up mid-record (%u of %u %s payload bytes)",
+                          c->peer, done, c->rec.length, gw_wire_type_name(c->rec.type));
+    return r;
+}
+
+int gw_conn_recv_record(struct gw_conn *c, struct gw_wire_header *h, struct gw_rbuf *buf,
+                        struct gw_err *err)
+{
+    int r = gw_conn_recv_header(c, h, err);
+    if (r) return r;
     if (h->length > buf->cap) {
         /* Grow to the record, not beyond: the header's length was bounded above. */
         uint8_t *nb = realloc(buf->data, h->length);
@@ -172,13 +238,8 @@ int gw_conn_recv_record(struct gw_conn *c, struct gw_wire_header *h, struct gw_r
         buf->data = nb;
         buf->cap = h->length;
     }
-    r = recv_full(c, buf->data, h->length, &got, err);
-    if (r == -EPIPE)
-        return gw_err_set(err, -EPIPE, "%s: peer hung up mid-record (%zu of %u %s payload bytes)",
-                          c->peer, got, h->length, gw_wire_type_name(h->type));
-    if (r) return r;
-    c->recv_seq++;
-    return 0;
+    struct iovec v = { buf->data, h->length };
+    return gw_conn_recv_payload(c, &v, 1, err);
 }
 
 void gw_conn_send_error(struct gw_conn *c, int code, const char *msg)

@@ -30,10 +30,14 @@ struct gw_conn;
 
 struct gw_conn_ops {
     const char *name;
-    /* Sends every byte of iov[0..iovcnt); 0 or -errno (-ETIMEDOUT, -EPIPE, ...). */
+    /* Sends every byte of iov[0..iovcnt) (any count; iov is not modified); 0 or -errno
+     * (-ETIMEDOUT, -EPIPE, ...). */
     int (*sendv)(struct gw_conn *c, const struct iovec *iov, int iovcnt, struct gw_err *err);
     /* Receives 1..len bytes into buf: the count, 0 when the peer closed, or -errno. */
     long (*recv_some)(struct gw_conn *c, void *buf, size_t len, struct gw_err *err);
+    /* Optional: receives 1..(sum of lengths) bytes scattered over iov[0..iovcnt)
+     * (iovcnt <= IOV_MAX), as recv_some. Saves a copy when pages go straight to memory. */
+    long (*recvv)(struct gw_conn *c, const struct iovec *iov, int iovcnt, struct gw_err *err);
     /* Wakes threads blocked on c (they then fail); the connection must still be closed. */
     void (*shutdown)(struct gw_conn *c);
     /* Releases c and everything it holds. */
@@ -54,6 +58,10 @@ struct gw_conn {
     uint64_t bytes_sent;  /* sending thread only */
     uint64_t bytes_recv;  /* receiving thread only */
     uint32_t max_payload; /* tighter receive limit than GW_WIRE_MAX_PAYLOAD; 0 = none */
+    /* The record being received (receiving thread only): its header, and payload bytes
+     * not yet read. */
+    struct gw_wire_header rec;
+    uint32_t rec_left;
     char peer[96];        /* "tcp:1.2.3.4:5678" for messages */
 };
 
@@ -106,6 +114,24 @@ void gw_rbuf_free(struct gw_rbuf *b);
  * len <= GW_WIRE_MAX_PAYLOAD, else -EMSGSIZE. */
 int gw_conn_send_record(struct gw_conn *c, enum gw_wire_type type, const void *payload,
                         size_t len, struct gw_err *err);
+
+/* Sends one record whose payload is iov[1..iovcnt) back to back (any count, total <=
+ * GW_WIRE_MAX_PAYLOAD, else -EMSGSIZE), so page data goes from guest memory to the socket
+ * without a copy. iov[0] is a free slot of the caller's that this call points at the
+ * record header (valid during the call only); the other entries are not modified. */
+int gw_conn_send_recordv(struct gw_conn *c, enum gw_wire_type type, struct iovec *iov,
+                         int iovcnt, struct gw_err *err);
+
+/* The two halves of gw_conn_recv_record, for a receiver that puts a payload's parts in
+ * different places: the header (checked as below; errors as below), then the payload in
+ * one or more gw_conn_recv_payload calls that together read exactly h->length bytes,
+ * before the next header. */
+int gw_conn_recv_header(struct gw_conn *c, struct gw_wire_header *h, struct gw_err *err);
+/* Reads the next bytes of the current record's payload into iov[0..iovcnt) (any count),
+ * filling every entry. -EMSGSIZE when that is more than the record has left (nothing is
+ * read), -EPIPE when the peer hung up ("mid-record" with how far it got), -ETIMEDOUT, or the
+ * back end's -errno. */
+int gw_conn_recv_payload(struct gw_conn *c, const struct iovec *iov, int iovcnt, struct gw_err *err);
 
 /* Receives one whole record: validates the header (gw_wire_header_parse), the stream index
  * and the sequence number, grows buf to the payload length (bounded by GW_WIRE_MAX_PAYLOAD)

@@ -14,6 +14,7 @@
 
 #include "engine/common/util.h"
 #include "engine/transport/handshake.h"
+#include "engine/transport/page_recv.h"
 
 /* How long a stream that saw the source hang up waits for stream 0 to say why. */
 #define PEER_REASON_WAIT_S 1
@@ -24,7 +25,8 @@ struct rstream {
     struct gw_conn *c;
     pthread_t th;
     bool started;
-    struct gw_rbuf buf;          /* thread only */
+    struct gw_rbuf buf;          /* thread only: control payloads */
+    struct gw_page_recv pr;      /* thread only: page batch buffers */
     uint64_t round_pages;        /* thread only: pages since the last END_OF_ROUND */
     int64_t round_done;          /* under rx->mu: last round ended on this stream, -1 = none */
     bool final_seen;             /* under rx->mu; written only by this stream's thread */
@@ -235,10 +237,26 @@ static int on_control(struct rstream *t, const struct gw_wire_header *h, const u
     return r;
 }
 
-static int handle(struct rstream *t, const struct gw_wire_header *h, struct gw_err *e)
+/* Page batches are received straight into guest memory (page_recv.h). */
+static int on_page_batch(struct rstream *t, const struct gw_wire_header *h, struct gw_err *e)
 {
     struct gw_mig_receiver *rx = t->rx;
-    const uint8_t *p = t->buf.data;
+    struct gw_codec_stats st = {0};
+    uint32_t n = 0;
+    int r = gw_page_recv_batch(t->c, h, &rx->sink, &t->pr, &st, &n, e);
+    if (r) return r;
+    t->round_pages += n;
+    pthread_mutex_lock(&rx->mu);
+    gw_codec_stats_add(&t->st, &st);
+    t->bytes_wire = t->c->bytes_recv;
+    pthread_mutex_unlock(&rx->mu);
+    return 0;
+}
+
+/* One record whose header h was just read: checks its place in the session, then reads
+ * and handles its payload. */
+static int handle(struct rstream *t, const struct gw_wire_header *h, struct gw_err *e)
+{
     int r;
     /* After COMMIT the memory is sealed: only the source's GO or ERROR may follow; after a
      * final round a stream carries no more pages or rounds. */
@@ -248,20 +266,18 @@ static int handle(struct rstream *t, const struct gw_wire_header *h, struct gw_e
     if (t->final_seen && (h->type == GW_WIRE_PAGE_BATCH || h->type == GW_WIRE_END_OF_ROUND))
         return gw_err_set(e, -EPROTO, "stream %u: unexpected record %s after the final round",
                           t->idx, gw_wire_type_name(h->type));
-    switch (h->type) {
-    case GW_WIRE_PAGE_BATCH: {
-        struct gw_codec_stats st = {0};
-        uint32_t n = 0;
-        r = gw_page_decode_batch_sink(p, h->length, &rx->sink, &st, &n);
-        if (r) return gw_err_set(e, r, "stream %u: bad PAGE_BATCH #%llu: %s", t->idx,
-                                 (unsigned long long)h->seq, gw_wire_strerror(r));
-        t->round_pages += n;
-        pthread_mutex_lock(&rx->mu);
-        gw_codec_stats_add(&t->st, &st);
-        t->bytes_wire = t->c->bytes_recv;
-        pthread_mutex_unlock(&rx->mu);
-        return 0;
+    if (h->type == GW_WIRE_PAGE_BATCH) return on_page_batch(t, h, e);
+    /* Control payloads are small (STATE at most GW_WIRE_MAX_PAYLOAD) and read whole. */
+    if (h->length > t->buf.cap) {
+        uint8_t *nb = realloc(t->buf.data, h->length);
+        if (!nb) return gw_err_set(e, -ENOMEM, "out of memory for a %u-byte record", h->length);
+        t->buf.data = nb;
+        t->buf.cap = h->length;
     }
+    struct iovec v = { t->buf.data, h->length };
+    if ((r = gw_conn_recv_payload(t->c, &v, 1, e))) return r;
+    const uint8_t *p = t->buf.data;
+    switch (h->type) {
     case GW_WIRE_END_OF_ROUND:
         return on_end_of_round(t, p, h->length, e);
     case GW_WIRE_ERROR: {
@@ -282,7 +298,7 @@ static void *rstream_main(void *arg)
     for (;;) {
         struct gw_wire_header h;
         struct gw_err e = {0};
-        int r = gw_conn_recv_record(t->c, &h, &t->buf, &e);
+        int r = gw_conn_recv_header(t->c, &h, &e);
         if (!r) r = handle(t, &h, &e);
         if (!r) continue;
         pthread_mutex_lock(&rx->mu);
@@ -490,6 +506,7 @@ static int answer(struct gw_mig_receiver *rx, enum gw_wire_type type, enum gw_wi
         fail_locked(rx, &e);
     }
     if (!r) rx->phase = next;
+    pthread_cond_broadcast(&rx->cv); /* a stream waiting for the source's reason re-checks */
     pthread_mutex_unlock(&rx->mu);
     /* Stream 0's thread only reads; the caller is the only writer on it. */
     if (!r && (r = gw_conn_send_record(rx->st[0].c, type, buf, n, &e))) {
@@ -556,6 +573,7 @@ void gw_mig_receiver_close(struct gw_mig_receiver *rx)
         if (t->started) pthread_join(t->th, NULL);
         gw_conn_close(t->c);
         gw_rbuf_free(&t->buf);
+        gw_page_recv_free(&t->pr);
     }
     for (struct evnode *n = rx->head, *next; n; n = next) {
         next = n->next;

@@ -1,8 +1,11 @@
 /* Source side of a migration session: N streams, each a connection with its own queue,
  * sender thread and page encoder. The caller (the pre-copy engine) fills per-stream batches
- * and queues them; threads encode straight from guest memory and send. One mutex guards the
- * queues, counters and the first error; batches are large (up to 1 MiB of pages), so the
- * lock is taken a few hundred times per second, not per page. */
+ * and queues them; threads encode from guest memory and send. Raw pages are not copied: a
+ * batch goes out as one sendmsg whose iovecs point at the guest pages (only descriptors and
+ * lz4 blocks are built in a per-stream scratch buffer). One mutex guards the queues,
+ * counters and the first error; batches are large (4 MiB of pages by default), so the lock
+ * is taken a few hundred times per second, not per page. Each stream has its own condition
+ * variable, so queueing a batch wakes only the thread that sends it. */
 #include "engine/transport/migration.h"
 
 #include <errno.h>
@@ -36,7 +39,8 @@ struct stream {
     unsigned idx;
     struct gw_conn *c;
     pthread_t th;
-    bool started;
+    bool started, cv_init;
+    pthread_cond_t work;    /* signalled when this stream gets an item or must stop */
     struct item q[QCAP];    /* guarded by s->mu */
     unsigned head, count;
     uint64_t enq, done;     /* items queued / finished, for waiting on a ticket */
@@ -44,7 +48,8 @@ struct stream {
     uint32_t npend;
     /* Sender thread only: */
     struct gw_page_encoder enc;
-    uint8_t *out;
+    uint8_t *out;           /* gw_page_batch_scratch_bound(batch) bytes */
+    struct iovec *iov;      /* batch + 2: the header slot, the table, the pages */
     uint64_t round_pages;
     /* Published under s->mu after each item: */
     struct gw_codec_stats st;
@@ -66,15 +71,26 @@ struct gw_mig_sender {
     unsigned n, batch;
     uint64_t t0;
     pthread_mutex_t mu;
-    pthread_cond_t work, done;
+    pthread_cond_t done;
     bool stop;
     int err;
     char errmsg[256];
     uint64_t link_bps;
-    enum commit_phase phase;  /* under mu; changed only by the caller's thread */
+    enum commit_phase phase;  /* under mu */
+    bool aborting;            /* under mu: gw_mig_sender_abort was called */
     uint64_t rounds;          /* of the COMMIT, echoed in GO */
     struct stream *st;
 };
+
+/* Shuts every stream down and wakes its thread and any waiting caller. */
+static void stop_streams_locked(struct gw_mig_sender *s)
+{
+    for (unsigned i = 0; i < s->n; i++) {
+        if (s->st[i].c) gw_conn_shutdown(s->st[i].c);
+        if (s->st[i].cv_init) pthread_cond_signal(&s->st[i].work);
+    }
+    pthread_cond_broadcast(&s->done);
+}
 
 /* Records the first error and wakes everyone; the other streams are shut down so their
  * threads stop promptly. Called with s->mu held. */
@@ -83,9 +99,7 @@ static void fail_locked(struct gw_mig_sender *s, const struct gw_err *e)
     if (s->err) return;
     s->err = e->code ? e->code : -EIO;
     snprintf(s->errmsg, sizeof s->errmsg, "%s", e->msg);
-    for (unsigned i = 0; i < s->n; i++) if (s->st[i].c) gw_conn_shutdown(s->st[i].c);
-    pthread_cond_broadcast(&s->work);
-    pthread_cond_broadcast(&s->done);
+    stop_streams_locked(s);
 }
 
 /* A call out of the commit order: fails the session (a confused source must not go on with
@@ -119,11 +133,13 @@ static int process(struct stream *t, struct item *it, struct gw_err *e)
     switch (it->kind) {
     case IT_PAGES: {
         size_t len;
-        r = gw_page_encode_batch(&t->enc, s->mem, s->mem_size, it->pfns, it->n, t->out,
-                                 gw_page_batch_bound(s->batch), &len);
+        int cnt;
+        /* iov[0] is the record header's slot. */
+        r = gw_page_encode_batch_iov(&t->enc, s->mem, s->mem_size, it->pfns, it->n, t->out,
+                                     gw_page_batch_scratch_bound(s->batch), t->iov + 1, &cnt, &len);
         if (r) return gw_err_set(e, r, "stream %u: encoding a batch failed", t->idx);
         t->round_pages += it->n;
-        return gw_conn_send_record(t->c, GW_WIRE_PAGE_BATCH, t->out, len, e);
+        return gw_conn_send_recordv(t->c, GW_WIRE_PAGE_BATCH, t->iov, cnt + 1, e);
     }
     case IT_EOR:
         return send_eor(t, it, e);
@@ -142,7 +158,7 @@ static void *stream_main(void *arg)
     struct gw_mig_sender *s = t->s;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->stop && t->count == 0) pthread_cond_wait(&s->work, &s->mu);
+        while (!s->stop && t->count == 0) pthread_cond_wait(&t->work, &s->mu);
         if (t->count == 0) break;
         struct item *it = &t->q[t->head];
         bool skip = s->err != 0; /* after a failure, drain without sending */
@@ -177,7 +193,7 @@ static uint64_t enqueue_locked(struct stream *t, const struct item *src)
     it->pfns = keep;
     if (src->kind == IT_PAGES) memcpy(keep, src->pfns, sizeof *keep * src->n);
     t->count++;
-    pthread_cond_broadcast(&s->work);
+    pthread_cond_signal(&t->work);
     return ++t->enq;
 }
 
@@ -302,6 +318,7 @@ int gw_mig_send_go(struct gw_mig_sender *s)
 {
     pthread_mutex_lock(&s->mu);
     int r = s->err;
+    if (!r && s->aborting) r = -ECANCELED; /* an abort is on its way: never both */
     if (!r && s->phase != PH_ACKED) r = misuse_locked(s, "GO before the destination's ACK");
     /* From the moment GO may leave, the guest is the destination's: set the phase first so
      * that an abort from here on does not send an ERROR that could not take it back. */
@@ -402,6 +419,7 @@ void gw_mig_sender_abort(struct gw_mig_sender *s, int code, const char *why)
 {
     pthread_mutex_lock(&s->mu);
     bool failed = s->err != 0, gone = s->phase >= PH_GO_SENT;
+    s->aborting = true; /* decided under the lock: a GO racing with us is refused */
     pthread_mutex_unlock(&s->mu);
     /* A failed session's stream 0 is shut down; the ERROR would not get through. After GO
      * the guest is the destination's: an ERROR cannot call it back, so none is sent. */
@@ -430,17 +448,18 @@ void gw_mig_sender_close(struct gw_mig_sender *s)
             fail_locked(s, &e);
         }
     }
-    pthread_cond_broadcast(&s->work);
+    for (unsigned i = 0; s->st && i < s->n; i++) if (s->st[i].cv_init) pthread_cond_signal(&s->st[i].work);
     pthread_mutex_unlock(&s->mu);
     for (unsigned i = 0; s->st && i < s->n; i++) {
         struct stream *t = &s->st[i];
         if (t->started) pthread_join(t->th, NULL);
+        if (t->cv_init) pthread_cond_destroy(&t->work);
         gw_conn_close(t->c);
         for (unsigned k = 0; k < QCAP; k++) free(t->q[k].pfns);
         free(t->pend);
         free(t->out);
+        free(t->iov);
     }
-    pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->done);
     pthread_mutex_destroy(&s->mu);
     free(s->st);
@@ -451,9 +470,12 @@ static int stream_open(struct gw_mig_sender *s, struct stream *t, const struct g
                        const uint8_t session[GW_WIRE_SESSION_ID_SIZE], struct gw_err *err)
 {
     t->s = s;
+    pthread_cond_init(&t->work, NULL);
+    t->cv_init = true;
     t->pend = calloc(s->batch, sizeof *t->pend);
-    t->out = malloc(gw_page_batch_bound(s->batch));
-    bool ok = t->pend && t->out;
+    t->out = malloc(gw_page_batch_scratch_bound(s->batch));
+    t->iov = calloc(s->batch + 2, sizeof *t->iov);
+    bool ok = t->pend && t->out && t->iov;
     for (unsigned k = 0; k < QCAP; k++) ok &= (t->q[k].pfns = calloc(s->batch, sizeof(uint64_t))) != NULL;
     if (!ok) return gw_err_set(err, -ENOMEM, "out of memory");
     gw_page_encoder_init(&t->enc, cfg->codec, cfg->lz4_accel);
@@ -495,7 +517,6 @@ int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender
     s->batch = cfg->batch_pages ? cfg->batch_pages : GW_MIG_DEFAULT_BATCH_PAGES;
     s->t0 = gw_now_ns();
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->work, NULL);
     pthread_cond_init(&s->done, NULL);
     s->st = calloc(s->n, sizeof *s->st);
     if (!s->st) {

@@ -32,7 +32,9 @@
  *         GO (resume the guest, then gw_mig_receiver_running(rx))
  *     gw_mig_receiver_close(rx).
  * Control events are delivered only once every stream has applied all pages up to the
- * last END_OF_ROUND, so STATE and DIGEST always see the final memory.
+ * last END_OF_ROUND, so STATE and DIGEST always see the final memory. COMMIT is refused
+ * (-EPROTO) unless every stream ended its final round; after it only GO (once ACK was
+ * sent) and ERROR are accepted, and no stream may carry pages after its final round.
  *
  * Two-phase commit: the guest must never run on two hosts and never be lost.
  *   - Until the source sends GO, the source owns the guest. Any failure before GO reaches
@@ -63,7 +65,9 @@
 #include "engine/codec/page_codec.h"
 #include "engine/transport/conn.h"
 
-#define GW_MIG_DEFAULT_BATCH_PAGES 256u
+/* 4 MiB of pages per PAGE_BATCH: few records and syscalls per second, and still a short
+ * wait for the last batch of a round. */
+#define GW_MIG_DEFAULT_BATCH_PAGES 1024u
 #define GW_MIG_DEFAULT_TIMEOUT_MS 60000
 
 struct gw_mig_stats {
@@ -155,8 +159,11 @@ struct gw_mig_receiver_cfg {
      * until gw_mig_receiver_close. */
     uint64_t *touched;
     /* The guest memory given to gw_mig_receiver_start is fresh: all holes of a memfd (or
-     * otherwise all zero). A ZERO marker for a page not yet written in this session then
-     * leaves the page alone entirely (no read, no write), so it stays a hole. */
+     * otherwise all zero), and nothing but this receiver writes it until the session ends.
+     * A ZERO marker for a page not yet written in this session then leaves the page alone
+     * entirely (no read, no write), so it stays a hole; and runs of raw pages not yet
+     * written are faulted in with one madvise(MADV_POPULATE_WRITE) before they arrive. A
+     * page someone else wrote would keep that content when the source says it is zero. */
     bool fresh_memory;
 };
 

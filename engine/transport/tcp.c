@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define SOCK_BUF_BYTES (4 << 20)
@@ -56,12 +58,18 @@ static void tune(int fd)
 
 static int tcp_sendv(struct gw_conn *c, const struct iovec *iov_in, int iovcnt, struct gw_err *err)
 {
-    struct iovec iov[4];
-    if (iovcnt > 4) return gw_err_set(err, -EINVAL, "too many iovecs");
-    memcpy(iov, iov_in, sizeof *iov * (size_t)iovcnt);
-    struct iovec *v = iov;
-    while (iovcnt > 0) {
-        struct msghdr m = { .msg_iov = v, .msg_iovlen = (size_t)iovcnt };
+    /* sendmsg takes at most IOV_MAX entries and we must not modify the caller's list: send
+     * from a window copied out of it, its first entry advanced past what already went. */
+    struct iovec v[IOV_MAX];
+    int i = 0;
+    size_t off = 0; /* into iov_in[i] */
+    while (i < iovcnt) {
+        if (off == iov_in[i].iov_len) { i++; off = 0; continue; }
+        int k = 0;
+        for (int j = i; j < iovcnt && k < IOV_MAX; j++, k++) v[k] = iov_in[j];
+        v[0].iov_base = (uint8_t *)v[0].iov_base + off;
+        v[0].iov_len -= off;
+        struct msghdr m = { .msg_iov = v, .msg_iovlen = (size_t)k };
         ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -70,9 +78,13 @@ static int tcp_sendv(struct gw_conn *c, const struct iovec *iov_in, int iovcnt, 
             int e = errno;
             return gw_err_set(err, -e, "%s: send: %s", c->peer, strerror(e));
         }
-        /* Skip what was sent; a short send leaves us inside one iovec. */
-        while (iovcnt > 0 && (size_t)n >= v->iov_len) { n -= (ssize_t)v->iov_len; v++; iovcnt--; }
-        if (iovcnt > 0) { v->iov_base = (uint8_t *)v->iov_base + n; v->iov_len -= (size_t)n; }
+        /* Skip what was sent; a short send leaves us inside one entry. */
+        size_t left = (size_t)n;
+        while (left) {
+            size_t room = iov_in[i].iov_len - off;
+            if (left < room) { off += left; left = 0; }
+            else { left -= room; i++; off = 0; }
+        }
     }
     return 0;
 }
@@ -81,6 +93,22 @@ static long tcp_recv_some(struct gw_conn *c, void *buf, size_t len, struct gw_er
 {
     for (;;) {
         ssize_t n = recv(c->fd, buf, len, 0);
+        if (n >= 0) return n;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return gw_err_set(err, -ETIMEDOUT, "%s: receive timed out after %d ms", c->peer, c->timeout_ms);
+        int e = errno;
+        return gw_err_set(err, -e, "%s: receive: %s", c->peer, strerror(e));
+    }
+}
+
+static long tcp_recvv(struct gw_conn *c, const struct iovec *iov, int iovcnt, struct gw_err *err)
+{
+    /* MSG_WAITALL: one call fills the whole list unless the peer stops, a signal comes or
+     * the timeout fires (then it returns what it has, or -1 when nothing came). */
+    struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+    for (;;) {
+        ssize_t n = recvmsg(c->fd, &m, MSG_WAITALL);
         if (n >= 0) return n;
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -99,7 +127,7 @@ static void tcp_close(struct gw_conn *c)
 }
 
 static const struct gw_conn_ops tcp_ops = {
-    .name = "tcp", .sendv = tcp_sendv, .recv_some = tcp_recv_some,
+    .name = "tcp", .sendv = tcp_sendv, .recv_some = tcp_recv_some, .recvv = tcp_recvv,
     .shutdown = tcp_shutdown, .close = tcp_close,
 };
 

@@ -2,13 +2,20 @@
  * the control message unpackers and the page-batch decoder, against a small guest memory
  * with a guard region behind it that must never change. The first input byte picks the
  * mode: even = a stream of framed records, odd = one bare PAGE_BATCH payload (so the fuzzer
- * reaches deep into the batch layout without having to learn the header first). */
+ * reaches deep into the batch layout without having to learn the header first). Bit 1 of
+ * that byte adds the receiver's touched and written bitmaps, and for framed records sends
+ * them through a socket to the streaming receiver (page bodies straight into memory). */
 #include "engine/codec/page_codec.h"
 #include "engine/codec/wire.h"
+#include "engine/common/util.h"
+#include "engine/transport/conn.h"
+#include "engine/transport/page_recv.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define NPAGES 16u
 #define GUARD 4096u
@@ -55,6 +62,16 @@ static void control(unsigned type, const uint8_t *p, size_t len)
         if (m) godwit__v1__mig_error__free_unpacked(m, NULL);
         break;
     }
+    case GW_WIRE_GO: {
+        Godwit__V1__MigGo *m = godwit__v1__mig_go__unpack(NULL, len, p);
+        if (m) godwit__v1__mig_go__free_unpacked(m, NULL);
+        break;
+    }
+    case GW_WIRE_RUNNING: {
+        Godwit__V1__MigRunning *m = godwit__v1__mig_running__unpack(NULL, len, p);
+        if (m) godwit__v1__mig_running__free_unpacked(m, NULL);
+        break;
+    }
     case GW_WIRE_STATE: {
         Godwit__V1__VmState *m = godwit__v1__vm_state__unpack(NULL, len, p);
         if (m) godwit__v1__vm_state__free_unpacked(m, NULL);
@@ -65,6 +82,44 @@ static void control(unsigned type, const uint8_t *p, size_t len)
     }
 }
 
+/* The destination's path for page batches: records read from a socket by
+ * gw_conn_recv_header and gw_page_recv_batch, page bodies received straight into mem. */
+static void stream(const uint8_t *data, size_t size, const struct gw_page_sink *sink)
+{
+    int sv[2];
+    /* The whole input must fit the socket buffer: this thread writes, then reads. */
+    if (size > 100000 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return;
+    int big = 1 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    if (gw_write_full(sv[0], data, size)) { close(sv[0]); close(sv[1]); return; }
+    close(sv[0]); /* the reader then sees the end of the stream */
+    struct gw_conn *c;
+    if (gw_conn_from_fd(sv[1], &c, NULL)) { close(sv[1]); return; }
+    struct gw_page_recv pr = {0};
+    struct gw_rbuf buf = {0};
+    for (;;) {
+        struct gw_wire_header h;
+        struct gw_codec_stats st = {0};
+        uint32_t n;
+        if (gw_conn_recv_header(c, &h, NULL)) break;
+        if (h.type == GW_WIRE_PAGE_BATCH) {
+            if (gw_page_recv_batch(c, &h, sink, &pr, &st, &n, NULL)) break;
+        } else {
+            uint8_t *nb = realloc(buf.data, h.length ? h.length : 1);
+            if (!nb) break;
+            buf.data = nb;
+            struct iovec v = { buf.data, h.length };
+            if (gw_conn_recv_payload(c, &v, 1, NULL)) break;
+            control(h.type, buf.data, h.length);
+        }
+        check_guard();
+    }
+    check_guard();
+    free(buf.data);
+    gw_page_recv_free(&pr);
+    gw_conn_close(c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     memset(mem + NPAGES * 4096, 0xA5, GUARD);
@@ -72,11 +127,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t mode = data[0];
     data++;
     size--;
+    /* Bit 1 adds the receiver's bitmaps (touched, and written for fresh memory). */
+    uint64_t touched[1] = {0}, written[1] = {0};
+    struct gw_page_sink sink = { .mem = mem, .mem_size = NPAGES * 4096 };
+    if (mode & 2) {
+        sink.touched = touched;
+        sink.written = written;
+    }
     if (mode & 1) {
         struct gw_codec_stats st = {0};
         uint32_t n;
-        gw_page_decode_batch(data, size, mem, NPAGES * 4096, &st, &n);
+        gw_page_decode_batch_sink(data, size, &sink, &st, &n);
         check_guard();
+        return 0;
+    }
+    if (mode & 2) {
+        stream(data, size, &sink);
         return 0;
     }
     while (size) {

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes a few valid inputs for fuzz_wire_decoder into tests/fuzz/corpus/wire/.
-Byte 0 picks the mode (even: framed records, odd: a bare PAGE_BATCH payload)."""
+Byte 0 picks the mode (odd: a bare PAGE_BATCH payload, bit 1 adding the receiver's
+touched/written bitmaps; even: framed records, split in memory (bit 1 clear) or received
+from a socket by the streaming receiver (bit 1 set))."""
 import os
 import struct
 
@@ -38,6 +40,10 @@ def main():
         "digest_record": b"\x00" + record(7, b"\x0a\x10" + b"\x11" * 16 + b"\x10\x80\x80\x04"),
         "error_record": b"\x00" + record(11, b"\x08\x05\x12\x04oops"),
         "two_records": b"\x00" + record(4, batch([(3, 1, b"")])) + record(9, b"", seq=1),
+        "batch_bare_fresh": b"\x03" + batch([(4, 1, b""), (4, 0, raw), (4, 1, b""), (5, 1, b"")]),
+        "stream_batches": b"\x02" + record(4, b) + record(4, batch([(7, 0, raw), (8, 0, raw), (3, 2, lz4_page())]), seq=1)
+                          + record(12, b"\x08\x01", seq=2),
+        "stream_repeats": b"\x02" + record(4, batch([(6, 1, b""), (6, 0, raw), (6, 2, lz4_page()), (6, 0, raw)])),
     }
     for name, data in seeds.items():
         with open(os.path.join(OUT, name), "wb") as f:
