@@ -82,6 +82,10 @@ static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *er
         in->prog.phase = ev->final ? GW_MIG_SWITCHOVER : GW_MIG_PRECOPY;
         absorb_touched(in);
         return 0;
+    case GW_MIG_EV_SYNC:
+        absorb_touched(in);
+        return gw_mig_receiver_synced(in->rx, ev->round)
+                   ? (snprintf(err, errlen, "cannot answer SYNC: %s", gw_mig_receiver_error(in->rx)), -EPIPE) : 0;
     case GW_MIG_EV_SWITCHOVER:
         in->prog.phase = GW_MIG_SWITCHOVER;
         in->t_switch = gw_now_ns();

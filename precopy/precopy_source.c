@@ -248,13 +248,17 @@ static int precopy_rounds(struct gw_precopy *m, uint32_t *last_round)
  * READY; the VM is then paused here. */
 static int switchover_prepare(struct gw_precopy *m, uint32_t round, uint64_t *t_pause)
 {
+    /* Everything sent so far must be in the destination's memory before we pause: what
+     * still sits in socket buffers would otherwise be moved during the pause. */
+    int r = gw_mig_sender_sync(m->tx, COMMIT_TIMEOUT_MS);
+    if (r) return fail(m, r, "destination did not catch up: %s", gw_mig_sender_error(m->tx));
     set_phase(m, GW_MIG_SWITCHOVER);
     gw_vm_set_throttle(m->vm, 0);
     /* Flush the disk while the guest still runs: the flush inside the pause then only
      * covers the last few writes. */
     gw_vm_flush_devices(m->vm);
     *t_pause = gw_now_ns();
-    int r = gw_vm_pause(m->vm);
+    r = gw_vm_pause(m->vm);
     if (r) return fail(m, r, "cannot pause the VM: %s", strerror(-r));
     uint64_t t_paused = gw_now_ns();
     uint64_t dirty_pages;

@@ -55,7 +55,12 @@ enum gw_wire_type {
      * the destination to run the guest, RUNNING says it does. */
     GW_WIRE_GO = 12,
     GW_WIRE_RUNNING = 13,
-    GW_WIRE_TYPE_MAX = GW_WIRE_RUNNING,
+    /* Before pausing the guest the source asks SYNC and waits for SYNCED: the destination
+     * answers once every stream has applied everything sent so far, so the data still in
+     * socket buffers is moved while the guest runs, not during its pause. */
+    GW_WIRE_SYNC = 14,
+    GW_WIRE_SYNCED = 15,
+    GW_WIRE_TYPE_MAX = GW_WIRE_SYNCED,
 };
 
 struct gw_wire_header {

@@ -218,6 +218,13 @@ static int on_control(struct rstream *t, const struct gw_wire_header *h, const u
         if (!size_ok) return gw_err_set(e, -EBADMSG, "DIGEST covers a different memory size");
         break;
     }
+    case GW_WIRE_SYNC: {
+        Godwit__V1__MigSync *m = godwit__v1__mig_sync__unpack(NULL, h->length, p);
+        if (!m) return gw_err_set(e, -EBADMSG, "malformed SYNC");
+        ev = (struct gw_mig_event){ .type = GW_MIG_EV_SYNC, .round = m->seq };
+        godwit__v1__mig_sync__free_unpacked(m, NULL);
+        break;
+    }
     case GW_WIRE_STATE:
         ev = (struct gw_mig_event){ .type = GW_MIG_EV_STATE };
         data = p;
@@ -510,6 +517,29 @@ static int answer(struct gw_mig_receiver *rx, enum gw_wire_type type, enum gw_wi
     pthread_mutex_unlock(&rx->mu);
     /* Stream 0's thread only reads; the caller is the only writer on it. */
     if (!r && (r = gw_conn_send_record(rx->st[0].c, type, buf, n, &e))) {
+        pthread_mutex_lock(&rx->mu);
+        fail_locked(rx, &e);
+        pthread_mutex_unlock(&rx->mu);
+    }
+    return r;
+}
+
+int gw_mig_receiver_synced(struct gw_mig_receiver *rx, uint64_t seq)
+{
+    Godwit__V1__MigSync m = GODWIT__V1__MIG_SYNC__INIT;
+    m.seq = seq;
+    uint8_t buf[16];
+    size_t n = protobuf_c_message_pack(&m.base, buf);
+    struct gw_err e = {0};
+    pthread_mutex_lock(&rx->mu);
+    int r = rx->err;
+    if (!r && rx->phase != PH_TRANSFER) {
+        r = -EINVAL;
+        gw_err_set(&e, r, "SYNCED after COMMIT");
+        fail_locked(rx, &e);
+    }
+    pthread_mutex_unlock(&rx->mu);
+    if (!r && (r = gw_conn_send_record(rx->st[0].c, GW_WIRE_SYNCED, buf, n, &e))) {
         pthread_mutex_lock(&rx->mu);
         fail_locked(rx, &e);
         pthread_mutex_unlock(&rx->mu);

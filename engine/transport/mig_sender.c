@@ -79,6 +79,7 @@ struct gw_mig_sender {
     enum commit_phase phase;  /* under mu */
     bool aborting;            /* under mu: gw_mig_sender_abort was called */
     uint64_t rounds;          /* of the COMMIT, echoed in GO */
+    uint64_t sync_seq;        /* under mu: last SYNC sent */
     struct stream *st;
 };
 
@@ -372,6 +373,47 @@ static int await_reply(struct gw_mig_sender *s, enum gw_wire_type want, enum com
     if (r) fail_locked(s, &e);
     else s->phase = next;
     pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+int gw_mig_sender_sync(struct gw_mig_sender *s, int timeout_ms)
+{
+    pthread_mutex_lock(&s->mu);
+    int r = s->err;
+    uint64_t seq = ++s->sync_seq;
+    if (!r && s->phase != PH_TRANSFER) r = misuse_locked(s, "SYNC after COMMIT");
+    pthread_mutex_unlock(&s->mu);
+    if (r) return r;
+    Godwit__V1__MigSync m = GODWIT__V1__MIG_SYNC__INIT;
+    m.seq = seq;
+    if ((r = send_msg(s, GW_WIRE_SYNC, &m.base))) return r;
+    struct gw_conn *c = s->st[0].c;
+    struct gw_rbuf b = {0};
+    struct gw_wire_header h;
+    struct gw_err e = {0};
+    gw_conn_set_timeout(c, timeout_ms);
+    r = gw_conn_recv_record(c, &h, &b, &e);
+    if (r) {
+        struct gw_err t = e;
+        gw_err_set(&e, r, "waiting for SYNCED: %s", t.msg);
+    } else if (h.type == GW_WIRE_ERROR) {
+        Godwit__V1__MigError *em = gw_wire_unpack_error(b.data, h.length, &r);
+        r = gw_err_set(&e, -EPROTO, "destination refused the migration: %s", em ? em->message : "(malformed ERROR)");
+        if (em) godwit__v1__mig_error__free_unpacked(em, NULL);
+    } else if (h.type != GW_WIRE_SYNCED) {
+        r = gw_err_set(&e, -EPROTO, "unexpected record %s while waiting for SYNCED", gw_wire_type_name(h.type));
+    } else {
+        Godwit__V1__MigSync *sm = godwit__v1__mig_sync__unpack(NULL, h.length, b.data);
+        if (!sm || sm->seq != seq)
+            r = gw_err_set(&e, -EPROTO, "SYNCED for the wrong request");
+        if (sm) godwit__v1__mig_sync__free_unpacked(sm, NULL);
+    }
+    gw_rbuf_free(&b);
+    if (r) {
+        pthread_mutex_lock(&s->mu);
+        fail_locked(s, &e);
+        pthread_mutex_unlock(&s->mu);
+    }
     return r;
 }
 

@@ -116,6 +116,11 @@ int gw_mig_send_state(struct gw_mig_sender *s, const void *state, size_t len);
 int gw_mig_send_digest(struct gw_mig_sender *s, const struct gw_digest *d);
 int gw_mig_send_commit(struct gw_mig_sender *s, uint64_t rounds);
 
+/* Sends SYNC after everything queued and waits until the destination answers SYNCED, which
+ * it does once every stream has applied all of it. Only before COMMIT. Returns 0, -ETIMEDOUT,
+ * -EPROTO (the destination's ERROR), or a transport error (the session has failed). */
+int gw_mig_sender_sync(struct gw_mig_sender *s, int timeout_ms);
+
 /* Waits for the destination's ACK of COMMIT (the destination is READY: digest and state
  * checked, guest not yet running). Returns 0; -EPROTO with the destination's message when
  * it sent ERROR, or "unexpected record" for anything but ACK; -EINVAL when no COMMIT was
@@ -174,6 +179,7 @@ enum gw_mig_event_type {
     GW_MIG_EV_DIGEST,        /* digest */
     GW_MIG_EV_COMMIT,        /* round = rounds; answer with ack (READY) or abort */
     GW_MIG_EV_GO,            /* round = rounds; resume the guest, then receiver_running */
+    GW_MIG_EV_SYNC,          /* round = seq; answer with gw_mig_receiver_synced */
 };
 
 struct gw_mig_event {
@@ -209,6 +215,9 @@ int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem
 /* Next event, waiting up to timeout_ms (< 0 forever): 0, -ETIMEDOUT, or the session's
  * error (-EPROTO for the peer's ERROR, -EBADMSG/-ERANGE for bad input, transport errors). */
 int gw_mig_receiver_next(struct gw_mig_receiver *rx, struct gw_mig_event *ev, int timeout_ms);
+
+/* Answers a GW_MIG_EV_SYNC event: everything sent so far is in memory. */
+int gw_mig_receiver_synced(struct gw_mig_receiver *rx, uint64_t seq);
 
 /* Acknowledges COMMIT: the destination is READY (it checked digest and state) but does not
  * run the guest until GO. Only after the COMMIT event, else -EINVAL. Returns 0 or the

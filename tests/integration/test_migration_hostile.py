@@ -577,7 +577,7 @@ class Hostile(EvilSourceTest):
                                                                               MAX_HANDSHAKE_PAYLOAD)])
 
     def test_24_unknown_record_type(self):
-        for rtype in (14, 255, 0):
+        for rtype in (16, 255, 0):
             with self.subTest(type=rtype):
                 d = self.dest()
                 c = self.source(d)

@@ -55,7 +55,7 @@ GW_TEST(header_roundtrip_and_checks)
     CHECK(strcmp(gw_wire_type_name(GW_WIRE_RUNNING), "RUNNING") == 0);
     pack(b, GW_WIRE_MAGIC, GW_WIRE_RUNNING, 0, 0, 0, 0);
     CHECK_EQ(gw_wire_header_parse(b, &h), 0);
-    pack(b, GW_WIRE_MAGIC, GW_WIRE_RUNNING + 1, 0, 0, 0, 0);
+    pack(b, GW_WIRE_MAGIC, GW_WIRE_TYPE_MAX + 1, 0, 0, 0, 0);
     CHECK_EQ(gw_wire_header_parse(b, &h), -EPROTO);
 }
 
