@@ -1,0 +1,140 @@
+/* Loading godwitd's INI configuration (see config.h). */
+#include "engine/daemon/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/common/util.h"
+
+struct load_ctx {
+    struct gw_daemon_config *cfg;
+    char dir[PATH_MAX];
+    char *err;
+    size_t errlen;
+};
+
+/* Copies a path value, anchoring a relative one at the config file's directory. */
+static int set_path(struct load_ctx *c, char *dst, const char *v)
+{
+    int n = v[0] == '/' ? snprintf(dst, GW_CFG_STR, "%s", v)
+                        : snprintf(dst, GW_CFG_STR, "%s/%s", c->dir, v);
+    return n < 0 || n >= GW_CFG_STR ? -ENAMETOOLONG : 0;
+}
+
+static int set_str(char *dst, size_t cap, const char *v)
+{
+    return (size_t)snprintf(dst, cap, "%s", v) >= cap ? -ENAMETOOLONG : 0;
+}
+
+static int set_u32(uint32_t *dst, const char *v, uint64_t min, uint64_t max)
+{
+    uint64_t x;
+    int r = gw_parse_u64(v, min, max, &x);
+    if (!r) *dst = (uint32_t)x;
+    return r;
+}
+
+static int on_key(void *arg, const char *section, const char *key, const char *value)
+{
+    struct load_ctx *c = arg;
+    struct gw_daemon_config *cfg = c->cfg;
+    int r;
+    if (strcmp(section, "daemon")) {
+        snprintf(c->err, c->errlen, "unknown section [%s]", section);
+        return 0;
+    }
+    if (!strcmp(key, "listen")) r = set_str(cfg->listen, sizeof cfg->listen, value);
+    else if (!strcmp(key, "state_dir")) r = set_path(c, cfg->state_dir, value);
+    else if (!strcmp(key, "token_file")) r = set_path(c, cfg->token_file, value);
+    else if (!strcmp(key, "runner")) r = set_path(c, cfg->runner, value);
+    else if (!strcmp(key, "secret_file")) r = set_path(c, cfg->secret_file, value);
+    else if (!strcmp(key, "migration_host")) r = set_str(cfg->migration_host, sizeof cfg->migration_host, value);
+    else if (!strcmp(key, "migration_advertise")) r = set_str(cfg->migration_advertise, sizeof cfg->migration_advertise, value);
+    else if (!strcmp(key, "hostname")) r = set_str(cfg->hostname, sizeof cfg->hostname, value);
+    else if (!strcmp(key, "migration_port")) r = set_u32(&cfg->migration_port, value, 0, 65535);
+    else if (!strcmp(key, "max_migrations")) r = set_u32(&cfg->max_migrations, value, 1, 64);
+    else if (!strcmp(key, "max_incoming")) r = set_u32(&cfg->max_incoming, value, 1, 64);
+    else if (!strcmp(key, "workers")) r = set_u32(&cfg->workers, value, 1, 64);
+    else {
+        snprintf(c->err, c->errlen, "unknown key '%s'", key);
+        return 0;
+    }
+    if (r) {
+        snprintf(c->err, c->errlen, "bad value for %s: '%s'", key, value);
+        return 0;
+    }
+    return 1;
+}
+
+static void default_runner(char *out, size_t cap)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) { snprintf(out, cap, "godwit-vm"); return; }
+    self[n] = 0;
+    snprintf(out, cap, "%s/godwit-vm", dirname(self));
+}
+
+int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *err, size_t errlen)
+{
+    /* 8 workers: StartVm and StopVm hold one for seconds, reads must still find a free one. */
+    *cfg = (struct gw_daemon_config){.max_migrations = 2, .max_incoming = 2, .workers = 8};
+    snprintf(cfg->listen, sizeof cfg->listen, "127.0.0.1:7400");
+    snprintf(cfg->state_dir, sizeof cfg->state_dir, "/var/lib/godwit");
+    snprintf(cfg->migration_host, sizeof cfg->migration_host, "127.0.0.1");
+    default_runner(cfg->runner, sizeof cfg->runner);
+    if (gethostname(cfg->hostname, sizeof cfg->hostname - 1)) snprintf(cfg->hostname, sizeof cfg->hostname, "localhost");
+
+    struct load_ctx c = {.cfg = cfg, .err = err, .errlen = errlen};
+    /* Relative paths in the file are anchored at its directory, made absolute: runners
+     * get them on their command line and must not depend on the daemon's cwd. */
+    char tmp[PATH_MAX];
+    if (!realpath(path, tmp)) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    snprintf(c.dir, sizeof c.dir, "%s", dirname(tmp));
+    c.err[0] = 0;
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    /* ini_parse_file returns the first line whose handler refused it (or a syntax error). */
+    int line = ini_parse_file(f, on_key, &c);
+    fclose(f);
+    if (line) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", err[0] ? err : "syntax error");
+        snprintf(err, errlen, "%s:%d: %s", path, line, why);
+        return -EINVAL;
+    }
+    if (!cfg->migration_advertise[0])
+        snprintf(cfg->migration_advertise, sizeof cfg->migration_advertise, "%s", cfg->migration_host);
+    return 0;
+}
+
+int gw_read_token_file(const char *path, char *out, size_t outlen)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) return -errno;
+    char buf[1100];
+    if (!fgets(buf, sizeof buf, f)) buf[0] = 0;
+    fclose(f);
+    char *s = buf;
+    while (*s && isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
+    if (!n || n >= 1024 || n >= outlen) return -EINVAL;
+    memcpy(out, s, n + 1);
+    return 0;
+}

@@ -1,0 +1,120 @@
+/* godwitd's lifecycle: load the configuration's state (database, VMs, jobs), re-attach to
+ * the runners that survived a restart, serve the API, and shut down without touching the
+ * VMs: stopping the daemon never stops a VM. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/api/grpc_health.h"
+#include "engine/api/grpc_server.h"
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/daemon/daemon.h"
+#include "engine/daemon/db.h"
+
+uint64_t gw_unix_ms(void)
+{
+    return gw_wall_ns() / 1000000;
+}
+
+static int mkdirs(const char *path)
+{
+    char tmp[GW_CFG_STR];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0755) && errno != EEXIST) return -errno;
+        *p = '/';
+    }
+    return mkdir(tmp, 0700) && errno != EEXIST ? -errno : 0;
+}
+
+int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char *err, size_t errlen)
+{
+    memset(d, 0, sizeof *d);
+    d->cfg = *cfg;
+    d->sup_epoll = d->sup_wake = d->lock_fd = -1;
+    d->started_ns = gw_now_ns();
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->cond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    if (cfg->token_file[0]) {
+        int r = gw_read_token_file(cfg->token_file, d->token, sizeof d->token);
+        if (r) { snprintf(err, errlen, "token file %s: %s", cfg->token_file, r == -EINVAL ? "empty or too long" : strerror(-r)); return r; }
+    } else {
+        gw_warn("no token_file configured: the API accepts every caller");
+    }
+    if (access(cfg->runner, X_OK)) { snprintf(err, errlen, "runner %s: %s", cfg->runner, strerror(errno)); return -errno; }
+    int r = mkdirs(cfg->state_dir);
+    if (r) { snprintf(err, errlen, "state dir %s: %s", cfg->state_dir, strerror(-r)); return r; }
+
+    /* One daemon per state directory: a second one would fight the first over the runners. */
+    char path[GW_CFG_STR + 32];
+    snprintf(path, sizeof path, "%s/godwitd.lock", cfg->state_dir);
+    d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB)) {
+        snprintf(err, errlen, "%s: %s", path, errno == EWOULDBLOCK ? "another godwitd uses this state directory" : strerror(errno));
+        return -EBUSY;
+    }
+    snprintf(d->vms_dir, sizeof d->vms_dir, "%s/vms", cfg->state_dir);
+    snprintf(path, sizeof path, "%s/godwit.db", cfg->state_dir);
+    r = gw_db_open(path, &d->db, err, errlen);
+    if (r) return r;
+    r = gw_vm_load_all(d);
+    if (!r) r = gw_jobs_load(d);
+    if (r) { snprintf(err, errlen, "cannot load the state from %s: %s", path, strerror(-r)); return r; }
+    return 0;
+}
+
+int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
+{
+    struct gw_grpc_server_config sc = {.listen = d->cfg.listen, .token = d->token, .workers = d->cfg.workers};
+    int r = gw_grpc_server_new(&sc, &d->srv);
+    if (!r) r = gw_grpc_health_new(d->srv, false, &d->health);
+    if (!r) r = gw_service_register_vm(d);
+    if (!r) r = gw_service_register_job(d);
+    if (!r) r = gw_service_register_peer(d);
+    if (r) { snprintf(err, errlen, "cannot set up the API: %s", strerror(-r)); return r; }
+    gw_sup_reattach(d);
+    r = gw_sup_start_thread(d);
+    if (r) { snprintf(err, errlen, "cannot start the supervisor: %s", strerror(-r)); return r; }
+    d->sup_started = true;
+    r = gw_migport_start(d, err, errlen);
+    if (r) return r;
+    r = gw_grpc_server_start(d->srv);
+    if (r) { snprintf(err, errlen, "cannot listen on %s: %s", d->cfg.listen, strerror(-r)); return r; }
+    gw_grpc_health_set(d->health, "godwit.v1.Godwit", GW_HEALTH_SERVING);
+    return 0;
+}
+
+void gw_daemon_shutdown(struct gw_daemon *d)
+{
+    if (d->health) gw_grpc_health_set(d->health, "", GW_HEALTH_NOT_SERVING);
+    if (d->srv) gw_grpc_server_stop(d->srv);
+    gw_migport_stop(d);
+    gw_jobs_shutdown(d);
+    if (d->sup_started) gw_sup_stop_thread(d);
+    if (d->health) gw_grpc_health_free(d->health);
+    if (d->srv) gw_grpc_server_free(d->srv);
+    /* The runners go on: only our handles on them are released. */
+    while (d->vms) {
+        struct gw_vm_rec *r = d->vms;
+        d->vms = r->next;
+        if (r->proc.pidfd >= 0) close(r->proc.pidfd);
+        free(r);
+    }
+    gw_db_close(d->db);
+    if (d->lock_fd >= 0) close(d->lock_fd);
+    pthread_cond_destroy(&d->cond);
+    pthread_mutex_destroy(&d->lock);
+}

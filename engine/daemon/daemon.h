@@ -1,0 +1,195 @@
+/* godwitd's shared state: the VM table, the job table and the services around them.
+ *
+ * Locking: one mutex (d->lock) guards the VM and job tables and every field of their
+ * records; it is held only for short, non-blocking work (never across a runner call, a
+ * spawn wait or a peer RPC). Long operations mark their VM `busy` (which also keeps the
+ * record alive: nothing deletes a busy VM), drop the lock, do the slow part, and retake it
+ * to publish the outcome; d->cond is broadcast on every VM or job state change.
+ *
+ * Threads: gRPC workers run the handlers; one supervisor thread watches runner processes
+ * (pidfds in an epoll set), refreshes their status and restarts crashed VMs; each running
+ * job has its own thread. */
+#ifndef GW_DAEMON_DAEMON_H
+#define GW_DAEMON_DAEMON_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/daemon/config.h"
+#include "engine/daemon/proc.h"
+#include "godwit/v1/api.pb-c.h"
+
+#define GW_VM_NAME_MAX 63
+#define GW_GUEST_SPEC_MAX 255
+#define GW_VM_MIN_MEMORY (16ull << 20)
+#define GW_VM_MAX_MEMORY (1ull << 40)
+#define GW_VM_MAX_VCPUS 64
+#define GW_JOBS_IN_MEMORY 1000   /* finished jobs kept for ListJobs; the DB keeps more */
+#define GW_JOBS_IN_DB 10000
+
+struct gw_db;
+struct gw_grpc_server;
+struct gw_grpc_health;
+struct gw_grpc_call;
+
+struct gw_vm_rec {
+    struct gw_vm_rec *next;
+    char name[GW_VM_NAME_MAX + 1];
+    uint64_t memory_bytes;
+    uint32_t vcpus;
+    char guest[GW_GUEST_SPEC_MAX + 1];
+    char disk[512];
+    uint32_t restart_kind, max_restarts, backoff_ms;
+    int state;                     /* GODWIT__V1__VM__STATE__* */
+    char error[256];
+    uint64_t created_ms, started_ms;
+    uint64_t pages_written, verify_errors, restarts, migrations;
+    char control[108];             /* the runner's control socket */
+    struct gw_proc proc;           /* the runner; pid 0 when none */
+    bool ready;                    /* the runner answered since it was started */
+    bool busy;                     /* a start/stop/delete/migration is under way */
+    bool stop_requested;           /* the runner's exit is expected */
+    bool incoming;                 /* destination of a migration not yet completed */
+    uint64_t reserved_until_ns;    /* incoming via the migration port: waiting for the source's
+                                    * connection until then (no runner yet); 0 = not waiting */
+    bool migrating_out;            /* a migration job owns the runner's exit */
+    int exit_code;                 /* last exit, -1 unknown */
+    char exit_why[128];
+    char exit_state[32];           /* "state" of its exit summary ("migrated", "stopped", ...) */
+    uint64_t exit_seq;             /* bumped at every runner exit */
+    uint64_t restart_at_ns;        /* a restart is due then (0 = none) */
+    uint64_t last_refresh_ns;
+};
+
+struct gw_job_watcher {
+    struct gw_job_watcher *next;
+    struct gw_grpc_call *call;
+};
+
+struct gw_job {
+    struct gw_job *next;
+    char id[40];
+    int kind;                      /* GODWIT__V1__JOB__KIND__* */
+    int state;                     /* GODWIT__V1__JOB__STATE__* */
+    char vm[GW_VM_NAME_MAX + 1];
+    char destination[256];
+    Godwit__V1__MigrationPolicy policy;    /* scalars only: copied by value */
+    Godwit__V1__JobProgress progress;      /* scalars; phase points at phase[] */
+    Godwit__V1__PagesByEncoding pages;
+    char phase[32];
+    char error[512];
+    uint64_t created_ms, started_ms, finished_ms;
+    uint64_t seq;                  /* events sent */
+    uint64_t last_saved_ns;
+    bool cancel;                   /* CancelJob asked */
+    bool has_thread;
+    pthread_t thread;
+    struct gw_job_watcher *watchers;
+    struct gw_daemon *d;
+};
+
+struct gw_daemon {
+    struct gw_daemon_config cfg;
+    char token[1024];              /* "" = no auth */
+    char vms_dir[600];
+    struct gw_db *db;
+    struct gw_grpc_server *srv;
+    struct gw_grpc_health *health;
+    uint64_t started_ns;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct gw_vm_rec *vms;
+    struct gw_job *jobs;           /* newest first */
+    unsigned running_migrations;   /* outgoing migrations past their queue */
+    bool stopping;
+
+    int lock_fd;                   /* flock on the state directory */
+    bool sup_started;
+    pthread_t sup_thread;
+    struct gw_migport *migport;    /* NULL when migration_port = 0 */
+    int sup_epoll;                 /* pidfds of runners */
+    int sup_wake;                  /* eventfd: a runner was added */
+};
+
+/* ---- daemon.c: lifecycle --------------------------------------------------------------- */
+int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char *err, size_t errlen);
+int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen);
+void gw_daemon_shutdown(struct gw_daemon *d);
+uint64_t gw_unix_ms(void);
+
+/* ---- vms.c: the VM table --------------------------------------------------------------- */
+bool gw_vm_name_ok(const char *name);
+/* NULL when a VM definition is acceptable, else why not (for INVALID_ARGUMENT). memory 0 and
+ * vcpus 0 mean "the default". */
+const char *gw_vm_config_invalid(const char *name, uint64_t memory, uint32_t vcpus, const char *guest,
+                                 const char *disk);
+struct gw_vm_rec *gw_vm_find(struct gw_daemon *d, const char *name);   /* lock held */
+/* Fills a Vm message from rec; strings point into rec (valid while the lock is held). */
+void gw_vm_to_proto(const struct gw_daemon *d, const struct gw_vm_rec *rec, Godwit__V1__Vm *vm,
+                    Godwit__V1__RestartPolicy *rp, Godwit__V1__VmCounters *c);
+/* Writes rec to the database (lock held). */
+int gw_vm_persist(struct gw_daemon *d, const struct gw_vm_rec *rec);
+/* Allocates a record for name (not linked); control path set from the state dir. */
+int gw_vm_rec_new(struct gw_daemon *d, const char *name, struct gw_vm_rec **out);
+void gw_vm_unlink(struct gw_daemon *d, struct gw_vm_rec *rec);           /* lock held */
+int gw_vm_load_all(struct gw_daemon *d);
+/* Directory of a VM's files (logs, console, socket). */
+void gw_vm_dir(const struct gw_daemon *d, const char *name, char *out, size_t len);
+
+/* ---- supervisor.c: runner processes ----------------------------------------------------- */
+int gw_sup_start_thread(struct gw_daemon *d);
+void gw_sup_stop_thread(struct gw_daemon *d);
+/* Spawns the runner of rec (lock held; rec->busy or called by the supervisor). argv_extra
+ * NULL = `run` with rec's config. On success the runner is watched. */
+int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t errlen);
+/* Spawns a destination runner for an incoming migration: on conn_fd (an accepted stream,
+ * handed over as its fd 3) when >= 0, else listening on listen_url. */
+int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char *listen_url, int conn_fd,
+                          char *err, size_t errlen);
+/* Drops the record of an incoming VM that did not arrive (lock held; rec freed). */
+void gw_sup_drop_incoming(struct gw_daemon *d, struct gw_vm_rec *rec);
+/* Waits (lock held, dropped while waiting) until the runner answers or exits, or timeout.
+ * 0 = ready; -ECHILD = it exited (rec->error says why); -ETIMEDOUT. */
+int gw_sup_wait_ready(struct gw_daemon *d, struct gw_vm_rec *rec, int timeout_ms);
+/* Stops rec's runner (lock held, dropped while waiting): a clean stop request unless force,
+ * SIGKILL after timeout_ms. Returns 0 once it exited, or -ETIMEDOUT. */
+int gw_sup_stop(struct gw_daemon *d, struct gw_vm_rec *rec, bool force, int timeout_ms);
+/* Re-attaches to the runners the database says are running (at start). */
+void gw_sup_reattach(struct gw_daemon *d);
+/* Records that rec's runner ended unexpectedly (lock held): CRASHED, restart per policy. */
+void gw_sup_crashed(struct gw_daemon *d, struct gw_vm_rec *rec, const char *why);
+
+/* ---- jobs.c: the job table and its state machine --------------------------------------- */
+struct gw_job *gw_job_find(struct gw_daemon *d, const char *id);      /* lock held */
+int gw_job_new(struct gw_daemon *d, int kind, const char *vm, struct gw_job **out); /* lock held */
+void gw_job_to_proto(const struct gw_job *j, Godwit__V1__Job *out);
+bool gw_job_final(int state);
+/* Moves j to state (lock held), persists it, tells the watchers (final states end them). */
+void gw_job_set_state(struct gw_job *j, int state, const char *msg);
+/* Publishes a progress event (lock held). Progress is not written to the database here:
+ * the job's thread calls gw_job_save_progress outside the lock. */
+void gw_job_progress(struct gw_job *j, const char *msg);
+/* Writes j's progress when the last write is 2 s old (lock NOT held: packed under the lock,
+ * written after it, so that an fsync never stalls the API). Only j's own thread calls it. */
+void gw_job_save_progress(struct gw_daemon *d, struct gw_job *j);
+/* Adds a watcher for a WatchJob call (lock held): sends the current state at once. */
+int gw_job_watch(struct gw_job *j, struct gw_grpc_call *call);
+int gw_jobs_load(struct gw_daemon *d);
+void gw_jobs_shutdown(struct gw_daemon *d);
+
+/* ---- migrate.c: migration jobs (source) and incoming migrations (destination) ---------- */
+int gw_migrate_start(struct gw_daemon *d, struct gw_job *j);          /* lock held */
+void gw_migrate_cancel(struct gw_daemon *d, struct gw_job *j);        /* lock held */
+
+/* ---- migport.c: the host's migration port ------------------------------------------------ */
+int gw_migport_start(struct gw_daemon *d, char *err, size_t errlen);
+void gw_migport_stop(struct gw_daemon *d);
+
+/* ---- service_*.c: gRPC handlers ------------------------------------------------------- */
+int gw_service_register_vm(struct gw_daemon *d);
+int gw_service_register_job(struct gw_daemon *d);
+int gw_service_register_peer(struct gw_daemon *d);
+
+#endif

@@ -1,0 +1,188 @@
+/* SQLite storage of VMs and jobs (see db.h). */
+#include "engine/daemon/db.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "engine/common/log.h"
+
+struct gw_db {
+    sqlite3 *h;
+    pthread_mutex_t lock;
+};
+
+static const char *const schema =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=FULL;"
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "INSERT OR IGNORE INTO meta VALUES ('schema', '1');"
+    "CREATE TABLE IF NOT EXISTS vms (name TEXT PRIMARY KEY, record BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, vm TEXT NOT NULL, state INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL, record BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_ms);";
+
+int gw_db_open(const char *path, struct gw_db **out, char *err, size_t errlen)
+{
+    struct gw_db *db = calloc(1, sizeof *db);
+    if (!db) return -ENOMEM;
+    pthread_mutex_init(&db->lock, NULL);
+    int rc = sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                             SQLITE_OPEN_FULLMUTEX, NULL);
+    char *msg = NULL;
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db->h, 5000);
+        rc = sqlite3_exec(db->h, schema, NULL, NULL, &msg);
+    }
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", path, msg ? msg : sqlite3_errmsg(db->h));
+        sqlite3_free(msg);
+        gw_db_close(db);
+        return -EIO;
+    }
+    *out = db;
+    return 0;
+}
+
+void gw_db_close(struct gw_db *db)
+{
+    if (!db) return;
+    sqlite3_close(db->h);
+    pthread_mutex_destroy(&db->lock);
+    free(db);
+}
+
+/* Runs sql with text parameter t1 (then t2, i3, i4 when t2 is set) and the packed record
+ * buf as the last parameter. */
+static int put_packed(struct gw_db *db, const char *sql, const uint8_t *buf, size_t len,
+                      const char *t1, const char *t2, int64_t i3, int64_t i4)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db->h, sql, -1, &st, NULL);
+    int n = 1;
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, n++, t1, -1, SQLITE_STATIC);
+        if (t2) {
+            sqlite3_bind_text(st, n++, t2, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, n++, i3);
+            sqlite3_bind_int64(st, n++, i4);
+        }
+        sqlite3_bind_blob(st, n, buf, (int)len, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE) gw_error("db: %s: %s", sql, sqlite3_errmsg(db->h));
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+static int put_record(struct gw_db *db, const char *sql, const ProtobufCMessage *msg,
+                      const char *t1, const char *t2, int64_t i3, int64_t i4)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return -ENOMEM;
+    protobuf_c_message_pack(msg, buf);
+    int r = put_packed(db, sql, buf, len, t1, t2, i3, i4);
+    free(buf);
+    return r;
+}
+
+#define PUT_JOB_SQL "INSERT OR REPLACE INTO jobs (id, vm, state, created_ms, record) VALUES (?, ?, ?, ?, ?)"
+
+int gw_db_put_job_packed(struct gw_db *db, const char *id, const char *vm, int state, uint64_t created_ms,
+                         const uint8_t *rec, size_t len)
+{
+    return put_packed(db, PUT_JOB_SQL, rec, len, id, vm, state, (int64_t)created_ms);
+}
+
+int gw_db_put_vm(struct gw_db *db, const Godwit__V1__Vm *vm)
+{
+    return put_record(db, "INSERT OR REPLACE INTO vms (name, record) VALUES (?, ?)", &vm->base,
+                      vm->name, NULL, 0, 0);
+}
+
+int gw_db_put_job(struct gw_db *db, const Godwit__V1__Job *job)
+{
+    return put_record(db, PUT_JOB_SQL, &job->base, job->id, job->vm, job->state, (int64_t)job->created_unix_ms);
+}
+
+static int exec_text(struct gw_db *db, const char *sql, const char *t, int64_t i)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db->h, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        if (t) sqlite3_bind_text(st, 1, t, -1, SQLITE_STATIC);
+        else sqlite3_bind_int64(st, 1, i);
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE) gw_error("db: %s: %s", sql, sqlite3_errmsg(db->h));
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int gw_db_delete_vm(struct gw_db *db, const char *name)
+{
+    return exec_text(db, "DELETE FROM vms WHERE name = ?", name, 0);
+}
+
+int gw_db_prune_jobs(struct gw_db *db, unsigned keep)
+{
+    return exec_text(db, "DELETE FROM jobs WHERE state >= 3 AND id NOT IN "
+                         "(SELECT id FROM jobs ORDER BY created_ms DESC LIMIT ?)", NULL, keep);
+}
+
+/* Runs a query whose first column is a packed record of type desc; fn gets each. */
+static int load(struct gw_db *db, const char *sql, int64_t limit,
+                const ProtobufCMessageDescriptor *desc, void (*fn)(void *, const ProtobufCMessage *), void *arg)
+{
+    pthread_mutex_lock(&db->lock);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db->h, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK && limit >= 0) sqlite3_bind_int64(st, 1, limit);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const void *blob = sqlite3_column_blob(st, 0);
+        int len = sqlite3_column_bytes(st, 0);
+        ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, (size_t)len, blob);
+        if (!m) { gw_warn("db: skipping an undecodable %s record", desc->short_name); rc = SQLITE_OK; continue; }
+        fn(arg, m);
+        protobuf_c_message_free_unpacked(m, NULL);
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE) gw_error("db: %s: %s", sql, sqlite3_errmsg(db->h));
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&db->lock);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+struct vm_tramp { gw_db_vm_fn fn; void *arg; };
+static void vm_tramp(void *arg, const ProtobufCMessage *m)
+{
+    struct vm_tramp *t = arg;
+    t->fn(t->arg, (const Godwit__V1__Vm *)m);
+}
+
+struct job_tramp { gw_db_job_fn fn; void *arg; };
+static void job_tramp(void *arg, const ProtobufCMessage *m)
+{
+    struct job_tramp *t = arg;
+    t->fn(t->arg, (const Godwit__V1__Job *)m);
+}
+
+int gw_db_load_vms(struct gw_db *db, gw_db_vm_fn fn, void *arg)
+{
+    struct vm_tramp t = {fn, arg};
+    return load(db, "SELECT record FROM vms ORDER BY name", -1, &godwit__v1__vm__descriptor, vm_tramp, &t);
+}
+
+int gw_db_load_jobs(struct gw_db *db, unsigned limit, gw_db_job_fn fn, void *arg)
+{
+    struct job_tramp t = {fn, arg};
+    return load(db, "SELECT record FROM (SELECT record, created_ms FROM jobs ORDER BY created_ms DESC LIMIT ?) "
+                    "ORDER BY created_ms", limit, &godwit__v1__job__descriptor, job_tramp, &t);
+}

@@ -1,0 +1,208 @@
+/* Incoming migrations, destination side: the internal GodwitPeer service.
+ *
+ * PrepareIncoming defines the VM here (state MIGRATING). For a one-stream session on a host
+ * with a migration port it only reserves the VM and answers with that port: the stream's
+ * arrival starts the runner (migport.c). Otherwise it starts `godwit-vm incoming --listen
+ * tcp:migration_host:0`, reads back the port the runner bound (its first stdout line) and
+ * answers with migration_advertise:PORT. The
+ * stream itself is authenticated by the runners' handshake (HMAC over the cluster secret);
+ * the RPC by the API's bearer token. When the destination runner reports "running" the
+ * supervisor makes the VM ours (RUNNING, persisted); when it exits first, the VM record is
+ * dropped: it still lives on its source. See docs/control-plane.md for why a runner per
+ * migration listens on its own port rather than the daemon handing over sockets. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "engine/api/grpc_server.h"
+#include "engine/common/json.h"
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/daemon/daemon.h"
+#include "engine/daemon/db.h"
+#include "godwit/v1/daemon.pb-c.h"
+
+#define INCOMING_READY_MS 10000
+#define RESERVATION_NS (30000ull * 1000 * 1000)   /* the source must connect within 30 s */
+
+/* Waits (lock held, dropped while sleeping) for the destination runner's first stdout line,
+ * {"listening":"tcp:HOST:PORT"}, and takes the port from it. 0, -ECHILD when the runner
+ * exited, -ETIMEDOUT. */
+static int wait_listening(struct gw_daemon *d, struct gw_vm_rec *rec, int *port)
+{
+    char path[1100];
+    gw_vm_dir(d, rec->name, path, sizeof path);
+    strncat(path, "/runner.out", sizeof path - strlen(path) - 1);
+    uint64_t seq = rec->exit_seq, end = gw_now_ns() + (uint64_t)INCOMING_READY_MS * 1000000;
+    while (gw_now_ns() < end) {
+        if (rec->exit_seq != seq) return -ECHILD;
+        FILE *f = fopen(path, "re");
+        char line[512] = "";
+        if (f) {
+            if (!fgets(line, sizeof line, f)) line[0] = 0;
+            fclose(f);
+        }
+        char url[300];
+        if (strchr(line, '\n') && !gw_json_get_str(line, "listening", url, sizeof url)) {
+            char *colon = strrchr(url, ':');
+            uint64_t p;
+            if (!colon || gw_parse_u64(colon + 1, 1, 65535, &p)) return -EPROTO;
+            *port = (int)p;
+            return 0;
+        }
+        pthread_mutex_unlock(&d->lock);
+        usleep(20000);
+        pthread_mutex_lock(&d->lock);
+    }
+    return rec->exit_seq != seq ? -ECHILD : -ETIMEDOUT;
+}
+
+static unsigned count_incoming(struct gw_daemon *d)
+{
+    unsigned n = 0;
+    for (struct gw_vm_rec *r = d->vms; r; r = r->next) n += r->incoming;
+    return n;
+}
+
+static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__PrepareIncomingRequest *req = (const void *)msg;
+    const Godwit__V1__Vm *vm = req->vm;
+    if (!vm) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "the VM's definition is required");
+    const char *why = gw_vm_config_invalid(vm->name, vm->memory_bytes, vm->vcpus, vm->guest, vm->disk_path);
+    if (why || !vm->memory_bytes || !vm->vcpus)
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "%s", why ? why : "memory and vcpus are required");
+    pthread_mutex_lock(&d->lock);
+    int code = GW_GRPC_OK;
+    struct gw_vm_rec *rec = NULL;
+    if (d->stopping) {
+        code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "daemon shutting down");
+        goto out;
+    }
+    if (gw_vm_find(d, vm->name)) {
+        code = gw_grpc_call_error(call, GW_GRPC_ALREADY_EXISTS, "a VM named %s already exists on %s",
+                                  vm->name, d->cfg.hostname);
+        goto out;
+    }
+    if (count_incoming(d) >= d->cfg.max_incoming) {
+        code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "%s already receives %u migrations; retry later",
+                                  d->cfg.hostname, d->cfg.max_incoming);
+        goto out;
+    }
+    int r = gw_vm_rec_new(d, vm->name, &rec);
+    if (r) {
+        code = gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "VM name %s: %s", vm->name, strerror(-r));
+        goto out;
+    }
+    rec->memory_bytes = vm->memory_bytes;
+    rec->vcpus = vm->vcpus;
+    snprintf(rec->guest, sizeof rec->guest, "%s", vm->guest);
+    snprintf(rec->disk, sizeof rec->disk, "%s", vm->disk_path);
+    if (vm->restart_policy) {
+        rec->restart_kind = vm->restart_policy->kind;
+        rec->max_restarts = vm->restart_policy->max_restarts;
+        rec->backoff_ms = vm->restart_policy->backoff_ms;
+    }
+    if (vm->counters) rec->migrations = vm->counters->migrations;
+    rec->created_ms = vm->created_unix_ms ? vm->created_unix_ms : gw_unix_ms();
+    rec->busy = true;
+    rec->incoming = true;   /* counted from now on */
+    rec->next = d->vms;
+    d->vms = rec;
+
+    if (!d->cfg.secret_file[0]) {
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "%s has no secret_file configured: it cannot "
+                                  "authenticate migrations", d->cfg.hostname);
+        goto drop;
+    }
+    Godwit__V1__PrepareIncomingResponse resp = GODWIT__V1__PREPARE_INCOMING_RESPONSE__INIT;
+    char url[600];
+    if (d->cfg.migration_port && req->streams == 1) {
+        /* Through the migration port: reserve, and let the stream's arrival start the runner. */
+        rec->reserved_until_ns = gw_now_ns() + RESERVATION_NS;
+        rec->state = GODWIT__V1__VM__STATE__MIGRATING;
+        rec->busy = false;
+        snprintf(url, sizeof url, "tcp:%s:%u", d->cfg.migration_advertise, d->cfg.migration_port);
+        resp.url = url;
+        resp.via_migration_port = true;
+        gw_info("vm=%s job=%s: incoming migration from %s reserved on the migration port", rec->name,
+                req->job_id, req->source_host);
+        gw_grpc_call_send(call, &resp.base);
+        goto out;
+    }
+    /* A per-migration listener. Port 0: the runner binds any free port and prints it. */
+    char listen_url[600], err[256];
+    snprintf(listen_url, sizeof listen_url, "tcp:%s:0", d->cfg.migration_host);
+    if (gw_sup_spawn_incoming(d, rec, listen_url, -1, err, sizeof err)) {
+        code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "%s", err);
+        goto drop;
+    }
+    int port = 0;
+    r = wait_listening(d, rec, &port);
+    if (r == -ECHILD) {
+        code = rec->exit_code == 2
+            ? gw_grpc_call_error(call, GW_GRPC_UNIMPLEMENTED, "the runner on %s cannot receive migrations (%s)",
+                                 d->cfg.hostname, rec->exit_why)
+            : gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "destination runner %s", rec->exit_why);
+        goto drop;
+    }
+    if (r) {
+        gw_proc_signal(&rec->proc, SIGKILL);
+        code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "destination runner did not start listening");
+        rec->busy = false;   /* its exit drops the record */
+        goto out;
+    }
+    gw_info("vm=%s job=%s: incoming migration from %s, runner %d listens on port %d", rec->name, req->job_id,
+            req->source_host, rec->proc.pid, port);
+    rec->busy = false;
+    gw_vm_persist(d, rec);
+    snprintf(url, sizeof url, "tcp:%s:%d", d->cfg.migration_advertise, port);
+    resp.url = url;
+    gw_grpc_call_send(call, &resp.base);
+    goto out;
+drop:
+    /* The runner is not running (never started, or exited and was reaped). */
+    gw_vm_unlink(d, rec);
+    free(rec);
+out:
+    pthread_mutex_unlock(&d->lock);
+    return code;
+}
+
+static int abort_incoming(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__AbortIncomingRequest *req = (const void *)msg;
+    pthread_mutex_lock(&d->lock);
+    struct gw_vm_rec *rec = gw_vm_find(d, req->vm);
+    int code = GW_GRPC_OK;
+    if (!rec) code = gw_grpc_call_error(call, GW_GRPC_NOT_FOUND, "no VM named %s", req->vm);
+    else if (!rec->incoming) code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s is not an incoming migration", req->vm);
+    else {
+        gw_info("vm=%s job=%s: incoming migration aborted by the source", rec->name, req->job_id);
+        if (rec->proc.pid) gw_proc_signal(&rec->proc, SIGKILL);   /* the supervisor drops the record */
+        else if (!rec->busy) gw_sup_drop_incoming(d, rec);        /* only reserved */
+        Godwit__V1__AbortIncomingResponse resp = GODWIT__V1__ABORT_INCOMING_RESPONSE__INIT;
+        gw_grpc_call_send(call, &resp.base);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return code;
+}
+
+int gw_service_register_peer(struct gw_daemon *d)
+{
+    int r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
+        .path = "/godwit.v1.GodwitPeer/PrepareIncoming", .kind = GW_GRPC_UNARY,
+        .request = &godwit__v1__prepare_incoming_request__descriptor, .handler = prepare_incoming, .arg = d});
+    if (!r) r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
+        .path = "/godwit.v1.GodwitPeer/AbortIncoming", .kind = GW_GRPC_UNARY,
+        .request = &godwit__v1__abort_incoming_request__descriptor, .handler = abort_incoming, .arg = d});
+    return r;
+}

@@ -1,0 +1,364 @@
+/* A migration job, source side. The job thread
+ *   1. waits for a migration slot (max_migrations per host; the job is QUEUED meanwhile),
+ *   2. asks the destination daemon (GodwitPeer.PrepareIncoming over gRPC, same token) to
+ *      start a destination runner, and gets the URL that runner listens on,
+ *   3. tells our runner to migrate there (RunnerMigrateRequest) and polls its status every
+ *      200 ms, turning RunnerStatus.migration into job progress events,
+ *   4. ends when the runner exits after handing the VM over (SUCCEEDED: the VM record moves
+ *      to the destination's database), or reports phase "failed"/"cancelled" (the VM keeps
+ *      running here).
+ * CancelJob asks the runner to cancel; a policy timeout does the same. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/api/grpc_client.h"
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/daemon/daemon.h"
+#include "engine/daemon/db.h"
+#include "engine/daemon/runner_ctl.h"
+#include "godwit/v1/daemon.pb-c.h"
+
+#define POLL_MS 200
+#define PEER_TIMEOUT_MS 30000
+
+struct mig {
+    struct gw_daemon *d;
+    struct gw_job *j;
+    struct gw_vm_rec *rec;           /* kept alive by rec->busy */
+    char sock[108];
+    char url[600];
+    uint64_t exit_seq;
+    bool url_prepared;
+    char last_state[32];
+    int outcome;                     /* FAILED or CANCELLED once decided, 0 before */
+};
+
+/* Records the job's failed or cancelled outcome (lock held). It is published (the job's final
+ * state) only after finish(): whoever sees the job end must find the VM running here again
+ * and the destination cleaned up. */
+static void fail(struct mig *m, int state, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(struct mig *m, int state, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->j->error, sizeof m->j->error, fmt, ap);
+    va_end(ap);
+    m->outcome = state;
+}
+
+/* A gRPC client to the destination daemon. */
+static int peer_connect(struct gw_daemon *d, const char *addr, struct gw_grpc_client **c)
+{
+    int r = gw_grpc_client_connect(addr, 5000, c);
+    if (r) return r;
+    if (d->token[0]) gw_grpc_client_set_token(*c, d->token);
+    return 0;
+}
+
+/* Step 2 (lock not held). 0, or -1 with the job failed. */
+static int prepare_destination(struct mig *m, const Godwit__V1__PrepareIncomingRequest *req)
+{
+    struct gw_grpc_client *c;
+    char dest[256];
+    pthread_mutex_lock(&m->d->lock);
+    snprintf(dest, sizeof dest, "%s", m->j->destination);
+    pthread_mutex_unlock(&m->d->lock);
+    int r = peer_connect(m->d, dest, &c);
+    if (r) {
+        pthread_mutex_lock(&m->d->lock);
+        fail(m, GODWIT__V1__JOB__STATE__FAILED, "destination %s unreachable: %s", dest, strerror(-r));
+        pthread_mutex_unlock(&m->d->lock);
+        return -1;
+    }
+    struct gw_grpc_status st;
+    ProtobufCMessage *resp = NULL;
+    gw_grpc_client_unary(c, "/godwit.v1.GodwitPeer/PrepareIncoming", &req->base,
+                         &godwit__v1__prepare_incoming_response__descriptor, &resp, PEER_TIMEOUT_MS, &st);
+    gw_grpc_client_close(c);
+    pthread_mutex_lock(&m->d->lock);
+    if (st.code != GW_GRPC_OK) {
+        fail(m, GODWIT__V1__JOB__STATE__FAILED, "destination %s: %s: %s", dest, gw_grpc_code_name(st.code), st.message);
+    } else {
+        const Godwit__V1__PrepareIncomingResponse *pr = (const void *)resp;
+        snprintf(m->url, sizeof m->url, "%s", pr->url);
+        m->url_prepared = true;
+    }
+    pthread_mutex_unlock(&m->d->lock);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return m->outcome ? -1 : 0;
+}
+
+static void abort_destination(struct mig *m)
+{
+    struct gw_grpc_client *c;
+    if (!m->url_prepared || peer_connect(m->d, m->j->destination, &c)) return;
+    Godwit__V1__AbortIncomingRequest req = GODWIT__V1__ABORT_INCOMING_REQUEST__INIT;
+    req.vm = m->j->vm;
+    req.job_id = m->j->id;
+    struct gw_grpc_status st;
+    ProtobufCMessage *resp = NULL;
+    gw_grpc_client_unary(c, "/godwit.v1.GodwitPeer/AbortIncoming", &req.base,
+                         &godwit__v1__abort_incoming_response__descriptor, &resp, 5000, &st);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    gw_grpc_client_close(c);
+}
+
+/* Copies the runner's migration progress into the job (lock held). */
+static void take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p)
+{
+    j->progress.total_bytes = p->total_bytes;
+    j->progress.sent_bytes = p->sent_bytes;
+    j->progress.remaining_bytes = p->remaining_bytes;
+    j->progress.round = p->round;
+    j->progress.dirty_rate_bytes_per_s = p->dirty_rate_bytes_per_s;
+    j->progress.throughput_bytes_per_s = p->throughput_bytes_per_s;
+    j->progress.expected_downtime_ms = p->expected_downtime_ms;
+    j->progress.measured_downtime_ms = p->measured_downtime_ms;
+    j->progress.setup_ms = p->setup_ms;
+    j->progress.total_ms = p->total_ms;
+    if (p->pages) { j->pages.zero = p->pages->zero; j->pages.raw = p->pages->raw; j->pages.lz4 = p->pages->lz4; }
+    if (p->phase && p->phase[0]) snprintf(j->phase, sizeof j->phase, "%s", p->phase);
+}
+
+/* Step 3: start the runner's migration (lock not held). 0 or -1 (job failed). */
+static int start_runner(struct mig *m)
+{
+    Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;
+    Godwit__V1__RunnerMigrateRequest mr = GODWIT__V1__RUNNER_MIGRATE_REQUEST__INIT;
+    Godwit__V1__MigrationPolicy pol;
+    pthread_mutex_lock(&m->d->lock);
+    pol = m->j->policy;
+    pthread_mutex_unlock(&m->d->lock);
+    mr.destination = m->url;
+    mr.policy = &pol;
+    mr.secret_file = m->d->cfg.secret_file;
+    req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_MIGRATE;
+    req.migrate = &mr;
+    Godwit__V1__RunnerReply *rep = NULL;
+    int r = gw_runner_call(m->sock, &req, &rep, 10000);
+    pthread_mutex_lock(&m->d->lock);
+    if (r) fail(m, GODWIT__V1__JOB__STATE__FAILED, "runner: %s", strerror(-r));
+    else if (!rep->ok) fail(m, GODWIT__V1__JOB__STATE__FAILED, "runner refused the migration: %s", rep->error);
+    else {
+        snprintf(m->j->phase, sizeof m->j->phase, "setup");
+        gw_job_progress(m->j, "migration started");
+    }
+    pthread_mutex_unlock(&m->d->lock);
+    if (rep) godwit__v1__runner_reply__free_unpacked(rep, NULL);
+    return m->outcome ? -1 : 0;
+}
+
+/* Step 3's loop (lock not held). Returns with the job in a final state. */
+static void follow(struct mig *m)
+{
+    uint64_t t0 = gw_now_ns();
+    bool cancel_sent = false;
+    uint64_t done_ns = 0, silent_since = 0;
+    for (;;) {
+        usleep(POLL_MS * 1000);
+        pthread_mutex_lock(&m->d->lock);
+        struct gw_job *j = m->j;
+        if (m->d->stopping) { pthread_mutex_unlock(&m->d->lock); return; }
+        bool want_cancel = j->cancel;
+        bool timed_out = j->policy.timeout_s && gw_now_ns() - t0 > (uint64_t)j->policy.timeout_s * 1000000000ull;
+        bool exited = m->rec->exit_seq != m->exit_seq;
+        int code = m->rec->exit_code;
+        pthread_mutex_unlock(&m->d->lock);
+
+        if (exited) {
+            pthread_mutex_lock(&m->d->lock);
+            if (gw_job_final(j->state)) { /* completed: the runner has now left too */ }
+            else if (code == 0 || !strcmp(m->last_state, "migrated") || !strcmp(m->rec->exit_state, "migrated"))
+                gw_job_set_state(j, GODWIT__V1__JOB__STATE__SUCCEEDED, "VM now runs on the destination");
+            else
+                fail(m, GODWIT__V1__JOB__STATE__FAILED, "runner %s during the migration", m->rec->exit_why);
+            pthread_mutex_unlock(&m->d->lock);
+            return;
+        }
+        if (gw_job_final(j->state) && !done_ns) done_ns = gw_now_ns();
+        if (done_ns && gw_now_ns() - done_ns > 10000000000ull) {
+            /* A runner that completed but does not leave: it must not run the VM twice. */
+            pthread_mutex_lock(&m->d->lock);
+            gw_proc_signal(&m->rec->proc, SIGKILL);
+            pthread_mutex_unlock(&m->d->lock);
+            done_ns = gw_now_ns();
+        }
+        if ((want_cancel || timed_out) && !cancel_sent && !gw_job_final(j->state)) {
+            Godwit__V1__RunnerReply *rep = NULL;
+            gw_runner_op(m->sock, GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION, &rep, 5000);
+            if (rep) godwit__v1__runner_reply__free_unpacked(rep, NULL);
+            cancel_sent = true;
+        }
+        Godwit__V1__RunnerReply *rep = NULL;
+        if (gw_runner_op(m->sock, GODWIT__V1__RUNNER_REQUEST__OP_STATUS, &rep, 2000)) {
+            /* Alive (no exit seen) but not answering: after 30 s the job gives up on it. */
+            if (!silent_since) silent_since = gw_now_ns();
+            if (gw_now_ns() - silent_since > 30000000000ull && !gw_job_final(j->state)) {
+                pthread_mutex_lock(&m->d->lock);
+                fail(m, GODWIT__V1__JOB__STATE__FAILED, "the runner stopped answering during the migration");
+                pthread_mutex_unlock(&m->d->lock);
+                return;
+            }
+            continue;
+        }
+        silent_since = 0;
+        pthread_mutex_lock(&m->d->lock);
+        const Godwit__V1__RunnerStatus *st = rep->status;
+        bool done = false;
+        if (st) {
+            snprintf(m->last_state, sizeof m->last_state, "%s", st->state ? st->state : "");
+            if (st->migration) take_progress(j, st->migration);
+            const char *ph = st->migration && st->migration->phase ? st->migration->phase : "";
+            if (gw_job_final(j->state)) {
+                /* Succeeded: waiting for the runner to leave (it lingers ~1.5 s). */
+            } else if (!strcmp(ph, "completed") || !strcmp(m->last_state, "migrated")) {
+                gw_job_set_state(j, GODWIT__V1__JOB__STATE__SUCCEEDED, "VM now runs on the destination");
+            } else if (!strcmp(ph, "failed") || !strcmp(ph, "cancelled")) {
+                done = true;
+                if (!strcmp(ph, "cancelled") || (cancel_sent && !timed_out)) {
+                    fail(m, GODWIT__V1__JOB__STATE__CANCELLED, "cancelled; the VM keeps running on %s",
+                         m->d->cfg.hostname);
+                } else if (timed_out) {
+                    fail(m, GODWIT__V1__JOB__STATE__FAILED, "timed out after %u s", j->policy.timeout_s);
+                } else {
+                    fail(m, GODWIT__V1__JOB__STATE__FAILED, "%s", st->migration_error && *st->migration_error
+                         ? st->migration_error : "migration failed");
+                }
+            } else {
+                gw_job_progress(j, NULL);
+            }
+        }
+        pthread_mutex_unlock(&m->d->lock);
+        godwit__v1__runner_reply__free_unpacked(rep, NULL);
+        if (done) return;
+        gw_job_save_progress(m->d, j);
+    }
+}
+
+/* The end: give the VM up or keep it (lock held). */
+static void finish(struct mig *m)
+{
+    struct gw_daemon *d = m->d;
+    struct gw_vm_rec *rec = m->rec;
+    rec->migrating_out = false;
+    rec->busy = false;
+    d->running_migrations--;
+    if (m->j->state == GODWIT__V1__JOB__STATE__SUCCEEDED) {
+        gw_info("vm=%s job=%s: migrated to %s", rec->name, m->j->id, m->j->destination);
+        if (rec->proc.pidfd >= 0) {   /* only on shutdown paths: never leave a watched fd behind */
+            gw_proc_signal(&rec->proc, SIGKILL);
+            close(rec->proc.pidfd);
+        }
+        gw_vm_unlink(d, rec);
+        gw_db_delete_vm(d->db, rec->name);
+        free(rec);
+    } else if (rec->proc.pid) {
+        rec->state = GODWIT__V1__VM__STATE__RUNNING;
+        gw_vm_persist(d, rec);
+    } else if (rec->exit_seq != m->exit_seq) {
+        char why[200];
+        snprintf(why, sizeof why, "runner %s during a migration", rec->exit_why);
+        gw_sup_crashed(d, rec, why);
+    }
+    pthread_cond_broadcast(&d->cond);
+}
+
+static void *job_main(void *arg)
+{
+    struct mig *m = arg;
+    struct gw_daemon *d = m->d;
+    struct gw_job *j = m->j;
+    pthread_mutex_lock(&d->lock);
+    while (!d->stopping && !gw_job_final(j->state) && d->running_migrations >= d->cfg.max_migrations)
+        pthread_cond_wait(&d->cond, &d->lock);
+    if (d->stopping || gw_job_final(j->state)) goto out;   /* shut down, or cancelled while queued */
+    m->rec = gw_vm_find(d, j->vm);
+    if (!m->rec || m->rec->busy || m->rec->state != GODWIT__V1__VM__STATE__RUNNING || !m->rec->proc.pid) {
+        fail(m, GODWIT__V1__JOB__STATE__FAILED, "VM %s is not running here any more", j->vm);
+        goto out;
+    }
+    struct gw_vm_rec *rec = m->rec;
+    rec->busy = true;
+    rec->migrating_out = true;
+    rec->state = GODWIT__V1__VM__STATE__MIGRATING;
+    gw_vm_persist(d, rec);
+    d->running_migrations++;
+    memcpy(m->sock, rec->control, sizeof m->sock);
+    m->exit_seq = rec->exit_seq;
+    snprintf(j->phase, sizeof j->phase, "prepare");
+    gw_job_set_state(j, GODWIT__V1__JOB__STATE__RUNNING, "preparing the destination");
+
+    Godwit__V1__PrepareIncomingRequest req = GODWIT__V1__PREPARE_INCOMING_REQUEST__INIT;
+    Godwit__V1__Vm vm;
+    Godwit__V1__RestartPolicy rp;
+    Godwit__V1__VmCounters c;
+    gw_vm_to_proto(d, rec, &vm, &rp, &c);
+    /* The message is packed by the client while the lock is not held: copy what it uses. */
+    char name[sizeof rec->name], guest[sizeof rec->guest], disk[sizeof rec->disk];
+    memcpy(name, rec->name, sizeof name);
+    memcpy(guest, rec->guest, sizeof guest);
+    memcpy(disk, rec->disk, sizeof disk);
+    vm.name = name; vm.guest = guest; vm.disk_path = disk; vm.error = ""; vm.host = d->cfg.hostname;
+    req.vm = &vm;
+    req.job_id = j->id;
+    req.source_host = d->cfg.hostname;
+    req.streams = j->policy.streams;
+    pthread_mutex_unlock(&d->lock);
+
+    if (!prepare_destination(m, &req) && !start_runner(m)) follow(m);
+
+    pthread_mutex_lock(&d->lock);
+    if (!gw_job_final(j->state) && !m->outcome && !d->stopping)
+        fail(m, GODWIT__V1__JOB__STATE__FAILED, "the migration ended without an outcome");
+    /* Shutting down: leave the migration to the runners and the job open in the database
+     * (the next daemon reports it interrupted); cancelling it would turn a daemon restart
+     * into a failed migration. */
+    if (d->stopping && !gw_job_final(j->state)) goto out;
+    bool failed = m->outcome != 0;
+    if (failed && m->url_prepared) {
+        pthread_mutex_unlock(&d->lock);
+        abort_destination(m);
+        pthread_mutex_lock(&d->lock);
+    }
+    finish(m);
+out:
+    if (m->outcome && !gw_job_final(j->state)) gw_job_set_state(j, m->outcome, j->error);
+    j->has_thread = false;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    free(m);
+    return NULL;
+}
+
+int gw_migrate_start(struct gw_daemon *d, struct gw_job *j)
+{
+    struct mig *m = calloc(1, sizeof *m);
+    if (!m) return -ENOMEM;
+    m->d = d;
+    m->j = j;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int r = pthread_create(&j->thread, &at, job_main, m);
+    pthread_attr_destroy(&at);
+    if (r) { free(m); return -r; }
+    j->has_thread = true;
+    return 0;
+}
+
+void gw_migrate_cancel(struct gw_daemon *d, struct gw_job *j)
+{
+    j->cancel = true;
+    if (j->state == GODWIT__V1__JOB__STATE__QUEUED) {
+        snprintf(j->error, sizeof j->error, "cancelled while queued");
+        gw_job_set_state(j, GODWIT__V1__JOB__STATE__CANCELLED, "cancelled while queued");
+    }
+    pthread_cond_broadcast(&d->cond);
+}

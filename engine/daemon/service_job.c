@@ -1,0 +1,194 @@
+/* gRPC handlers of godwit.v1.Godwit for jobs: MigrateVm, GetJob, ListJobs, WatchJob (server
+ * streaming: the current state at once, then every change, ending after the final state),
+ * CancelJob. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/api/grpc_server.h"
+#include "engine/common/log.h"
+#include "engine/daemon/daemon.h"
+
+static int send_job(struct gw_grpc_call *call, const struct gw_job *j, const ProtobufCMessageDescriptor *desc)
+{
+    Godwit__V1__Job pj;
+    gw_job_to_proto(j, &pj);
+    /* MigrateVmResponse, GetJobResponse and CancelJobResponse are all {Job job = 1}. */
+    struct { ProtobufCMessage base; Godwit__V1__Job *job; } resp;
+    protobuf_c_message_init(desc, &resp);
+    resp.job = &pj;
+    gw_grpc_call_send(call, &resp.base);
+    return GW_GRPC_OK;
+}
+
+static bool dest_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (!n || n >= 256) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] == 0x7f) return false;
+    return strchr(s, ':') != NULL;
+}
+
+static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__MigrateVmRequest *req = (const void *)msg;
+    if (!req->vm[0]) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "a VM name is required");
+    if (!dest_ok(req->destination))
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "destination must be the destination godwitd's \"host:port\"");
+    const Godwit__V1__MigrationPolicy *p = req->policy;
+    if (p && ((unsigned)p->mode > GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID ||
+              (unsigned)p->compression > GODWIT__V1__MIGRATION_POLICY__COMPRESSION__LZ4 || p->streams > 64))
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "bad migration policy");
+    pthread_mutex_lock(&d->lock);
+    int code = GW_GRPC_OK;
+    struct gw_vm_rec *rec = gw_vm_find(d, req->vm);
+    struct gw_job *j;
+    if (!rec) { code = gw_grpc_call_error(call, GW_GRPC_NOT_FOUND, "no VM named %s", req->vm); goto out; }
+    if (rec->state != GODWIT__V1__VM__STATE__RUNNING || rec->busy || !rec->proc.pid) {
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s is not running (or busy)", req->vm);
+        goto out;
+    }
+    for (j = d->jobs; j; j = j->next) {
+        if (!gw_job_final(j->state) && !strcmp(j->vm, req->vm)) {
+            code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s already has job %s", req->vm, j->id);
+            goto out;
+        }
+    }
+    if (d->stopping || gw_job_new(d, GODWIT__V1__JOB__KIND__MIGRATE, req->vm, &j)) {
+        code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot create a job now");
+        goto out;
+    }
+    snprintf(j->destination, sizeof j->destination, "%s", req->destination);
+    if (p) {
+        j->policy.mode = p->mode;
+        j->policy.downtime_limit_ms = p->downtime_limit_ms;
+        j->policy.bandwidth_limit_bytes_per_s = p->bandwidth_limit_bytes_per_s;
+        j->policy.streams = p->streams;
+        j->policy.compression = p->compression;
+        j->policy.timeout_s = p->timeout_s;
+        j->policy.auto_converge = p->auto_converge;
+        j->policy.max_rounds = p->max_rounds;
+    }
+    if (!j->policy.mode) j->policy.mode = GODWIT__V1__MIGRATION_POLICY__MODE__PRECOPY;
+    gw_info("job=%s vm=%s: migration to %s queued", j->id, j->vm, j->destination);
+    gw_job_set_state(j, GODWIT__V1__JOB__STATE__QUEUED, "queued");   /* written before the reply */
+    if (gw_migrate_start(d, j)) {
+        snprintf(j->error, sizeof j->error, "cannot start the job thread");
+        gw_job_set_state(j, GODWIT__V1__JOB__STATE__FAILED, j->error);
+    }
+    send_job(call, j, &godwit__v1__migrate_vm_response__descriptor);
+out:
+    pthread_mutex_unlock(&d->lock);
+    return code;
+}
+
+static int find(struct gw_grpc_call *call, struct gw_daemon *d, const char *id, struct gw_job **out)
+{
+    if (!id[0]) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "a job id is required");
+    *out = gw_job_find(d, id);
+    return *out ? GW_GRPC_OK : gw_grpc_call_error(call, GW_GRPC_NOT_FOUND, "no job %s", id);
+}
+
+static int get_job(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__GetJobRequest *req = (const void *)msg;
+    struct gw_job *j;
+    pthread_mutex_lock(&d->lock);
+    int code = find(call, d, req->id, &j);
+    if (!code) send_job(call, j, &godwit__v1__get_job_response__descriptor);
+    pthread_mutex_unlock(&d->lock);
+    return code;
+}
+
+static int list_jobs(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__ListJobsRequest *req = (const void *)msg;
+    Godwit__V1__ListJobsResponse resp = GODWIT__V1__LIST_JOBS_RESPONSE__INIT;
+    int code = GW_GRPC_OK;
+    if ((unsigned)req->state > GODWIT__V1__JOB__STATE__CANCELLED)
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "unknown job state %d", (int)req->state);
+    pthread_mutex_lock(&d->lock);
+    size_t n = 0;
+    for (struct gw_job *j = d->jobs; j; j = j->next) n++;
+    Godwit__V1__Job *jobs = calloc(n + 1, sizeof *jobs);
+    Godwit__V1__Job **ptrs = calloc(n + 1, sizeof *ptrs);
+    if (!jobs || !ptrs) {
+        code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    } else {
+        /* The table is newest first; the list reads oldest first, as a history does. */
+        size_t k = n;
+        for (struct gw_job *j = d->jobs; j; j = j->next) {
+            if ((req->state && j->state != (int)req->state) || (req->vm[0] && strcmp(req->vm, j->vm))) continue;
+            k--;
+            gw_job_to_proto(j, &jobs[k]);
+            ptrs[k] = &jobs[k];
+        }
+        resp.n_jobs = n - k;
+        resp.jobs = ptrs + k;
+        gw_grpc_call_send(call, &resp.base);
+    }
+    pthread_mutex_unlock(&d->lock);
+    free(jobs);
+    free(ptrs);
+    return code;
+}
+
+static int watch_job(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__WatchJobRequest *req = (const void *)msg;
+    struct gw_job *j;
+    pthread_mutex_lock(&d->lock);
+    int code = find(call, d, req->id, &j);
+    if (!code) {
+        int r = gw_job_watch(j, call);
+        if (r == 0) code = GW_GRPC_PENDING;      /* the job ends the call */
+        else if (r == 1) code = GW_GRPC_OK;      /* already final: one event was all */
+        else if (r == -ECANCELED) code = GW_GRPC_CANCELLED;
+        else code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "cannot watch: %s", strerror(-r));
+    }
+    pthread_mutex_unlock(&d->lock);
+    return code;
+}
+
+static int cancel_job(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__CancelJobRequest *req = (const void *)msg;
+    struct gw_job *j;
+    pthread_mutex_lock(&d->lock);
+    int code = find(call, d, req->id, &j);
+    if (!code && gw_job_final(j->state))
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "job %s has already ended", req->id);
+    if (!code) {
+        gw_info("job=%s vm=%s: cancel requested", j->id, j->vm);
+        gw_migrate_cancel(d, j);
+        send_job(call, j, &godwit__v1__cancel_job_response__descriptor);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return code;
+}
+
+int gw_service_register_job(struct gw_daemon *d)
+{
+    static const struct {
+        const char *path; const ProtobufCMessageDescriptor *desc; gw_grpc_handler_fn fn; enum gw_grpc_kind kind;
+    } m[] = {
+        {"/godwit.v1.Godwit/MigrateVm", &godwit__v1__migrate_vm_request__descriptor, migrate_vm, GW_GRPC_UNARY},
+        {"/godwit.v1.Godwit/GetJob", &godwit__v1__get_job_request__descriptor, get_job, GW_GRPC_UNARY},
+        {"/godwit.v1.Godwit/ListJobs", &godwit__v1__list_jobs_request__descriptor, list_jobs, GW_GRPC_UNARY},
+        {"/godwit.v1.Godwit/WatchJob", &godwit__v1__watch_job_request__descriptor, watch_job, GW_GRPC_SERVER_STREAM},
+        {"/godwit.v1.Godwit/CancelJob", &godwit__v1__cancel_job_request__descriptor, cancel_job, GW_GRPC_UNARY},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        int r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
+            .path = m[i].path, .kind = m[i].kind, .request = m[i].desc, .handler = m[i].fn, .arg = d});
+        if (r) return r;
+    }
+    return 0;
+}

@@ -1,0 +1,150 @@
+/* The VM table: records, their API form and their rows in the database. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "engine/common/log.h"
+#include "engine/daemon/daemon.h"
+#include "engine/daemon/db.h"
+
+bool gw_vm_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > GW_VM_NAME_MAX || name[0] == '.' || name[0] == '-') return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+const char *gw_vm_config_invalid(const char *name, uint64_t memory, uint32_t vcpus, const char *guest,
+                                 const char *disk)
+{
+    if (!gw_vm_name_ok(name))
+        return "VM name must be 1-63 characters of [A-Za-z0-9._-], not starting with . or -";
+    if (memory && (memory < GW_VM_MIN_MEMORY || memory > GW_VM_MAX_MEMORY || memory % 4096))
+        return "memory_bytes must be a multiple of 4 KiB between 16 MiB and 1 TiB";
+    if (vcpus > GW_VM_MAX_VCPUS) return "vcpus must be 1..64";
+    if (strlen(guest) > GW_GUEST_SPEC_MAX) return "guest spec too long";
+    for (const char *c = guest; *c; c++)
+        if ((unsigned char)*c < 0x21 || (unsigned char)*c == 0x7f) return "guest spec must be printable, without spaces";
+    if (disk[0] && (disk[0] != '/' || strlen(disk) >= 512)) return "disk_path must be an absolute path under 512 bytes";
+    return NULL;
+}
+
+struct gw_vm_rec *gw_vm_find(struct gw_daemon *d, const char *name)
+{
+    for (struct gw_vm_rec *r = d->vms; r; r = r->next)
+        if (!strcmp(r->name, name)) return r;
+    return NULL;
+}
+
+void gw_vm_dir(const struct gw_daemon *d, const char *name, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%s", d->vms_dir, name);
+}
+
+int gw_vm_rec_new(struct gw_daemon *d, const char *name, struct gw_vm_rec **out)
+{
+    if (!gw_vm_name_ok(name)) return -EINVAL;
+    struct gw_vm_rec *r = calloc(1, sizeof *r);
+    if (!r) return -ENOMEM;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    char dir[1024];
+    gw_vm_dir(d, name, dir, sizeof dir);
+    if ((size_t)snprintf(r->control, sizeof r->control, "%s/control.sock", dir) >= sizeof r->control) {
+        free(r);
+        return -ENAMETOOLONG;   /* unix socket paths are limited to 107 bytes */
+    }
+    r->proc.pidfd = -1;
+    r->exit_code = -1;
+    r->state = GODWIT__V1__VM__STATE__DEFINED;
+    *out = r;
+    return 0;
+}
+
+void gw_vm_unlink(struct gw_daemon *d, struct gw_vm_rec *rec)
+{
+    for (struct gw_vm_rec **p = &d->vms; *p; p = &(*p)->next)
+        if (*p == rec) { *p = rec->next; return; }
+}
+
+void gw_vm_to_proto(const struct gw_daemon *d, const struct gw_vm_rec *r, Godwit__V1__Vm *vm,
+                    Godwit__V1__RestartPolicy *rp, Godwit__V1__VmCounters *c)
+{
+    godwit__v1__vm__init(vm);
+    godwit__v1__restart_policy__init(rp);
+    godwit__v1__vm_counters__init(c);
+    vm->name = (char *)r->name;
+    vm->memory_bytes = r->memory_bytes;
+    vm->vcpus = r->vcpus;
+    vm->guest = (char *)r->guest;
+    vm->disk_path = (char *)r->disk;
+    vm->state = r->state;
+    rp->kind = r->restart_kind;
+    rp->max_restarts = r->max_restarts;
+    rp->backoff_ms = r->backoff_ms;
+    vm->restart_policy = rp;
+    c->pages_written = r->pages_written;
+    c->verify_errors = r->verify_errors;
+    c->restarts = r->restarts;
+    c->migrations = r->migrations;
+    vm->counters = c;
+    vm->host = (char *)d->cfg.hostname;
+    vm->runner_pid = r->proc.pid;
+    vm->created_unix_ms = r->created_ms;
+    vm->started_unix_ms = r->started_ms;
+    vm->error = (char *)r->error;
+}
+
+int gw_vm_persist(struct gw_daemon *d, const struct gw_vm_rec *rec)
+{
+    Godwit__V1__Vm vm;
+    Godwit__V1__RestartPolicy rp;
+    Godwit__V1__VmCounters c;
+    gw_vm_to_proto(d, rec, &vm, &rp, &c);
+    int r = gw_db_put_vm(d->db, &vm);
+    if (r) gw_error("vm=%s: cannot save its record: %s", rec->name, strerror(-r));
+    return r;
+}
+
+static void load_one(void *arg, const Godwit__V1__Vm *vm)
+{
+    struct gw_daemon *d = arg;
+    struct gw_vm_rec *r;
+    if (gw_vm_rec_new(d, vm->name, &r)) { gw_warn("db: skipping VM record '%s'", vm->name); return; }
+    r->memory_bytes = vm->memory_bytes;
+    r->vcpus = vm->vcpus;
+    snprintf(r->guest, sizeof r->guest, "%s", vm->guest);
+    snprintf(r->disk, sizeof r->disk, "%s", vm->disk_path);
+    r->state = vm->state;
+    if (vm->restart_policy) {
+        r->restart_kind = vm->restart_policy->kind;
+        r->max_restarts = vm->restart_policy->max_restarts;
+        r->backoff_ms = vm->restart_policy->backoff_ms;
+    }
+    if (vm->counters) {
+        r->pages_written = vm->counters->pages_written;
+        r->verify_errors = vm->counters->verify_errors;
+        r->restarts = vm->counters->restarts;
+        r->migrations = vm->counters->migrations;
+    }
+    r->created_ms = vm->created_unix_ms;
+    r->started_ms = vm->started_unix_ms;
+    snprintf(r->error, sizeof r->error, "%s", vm->error);
+    /* The recorded pid is only a claim: gw_sup_reattach checks it. */
+    r->proc.pid = vm->runner_pid;
+    r->next = d->vms;
+    d->vms = r;
+}
+
+int gw_vm_load_all(struct gw_daemon *d)
+{
+    if (mkdir(d->vms_dir, 0700) && errno != EEXIST) return -errno;
+    return gw_db_load_vms(d->db, load_one, d);
+}

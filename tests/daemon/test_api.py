@@ -1,0 +1,438 @@
+#!/usr/bin/python3
+"""godwitd through its gRPC API, with the real grpcio client (stubs built from proto/ at
+test time): every RPC of godwit.v1.Godwit including WatchJob streaming, the status codes
+clients rely on, bearer-token auth, runner crashes and restart policies, a daemon killed with
+SIGKILL and restarted while its VMs run, and a live migration between two daemons.
+
+    /usr/bin/python3 tests/daemon/test_api.py [BUILD_DIR] [-k NAME]
+
+Skips (77) without python3-grpcio/grpc-tools or a usable /dev/kvm."""
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwd  # noqa: E402
+from gwd import AUTH, grpc, wait_for  # noqa: E402
+
+api, api_grpc, hpb, hgrpc = gwd.stubs()
+BIN = gwd.build_dir()
+SMALL = dict(memory_bytes=64 << 20, vcpus=1, guest="dirtier:ws=8M,rate=4M")
+MIGRATION_UNSUPPORTED = ("unknown request", "cannot receive migrations", "not available")
+
+
+def code_of(fn):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
+class DaemonTest(unittest.TestCase):
+    daemons = []
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = gwd.Daemon(BIN, "host-a", extra="max_migrations = 1\n")
+        cls.daemons = [cls.d]
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in cls.daemons:
+            d.cleanup()
+
+    @property
+    def s(self):
+        return self.d.stub
+
+    def call(self, method, req, timeout=20, stub=None):
+        return getattr(stub or self.s, method)(req, metadata=AUTH, timeout=timeout)
+
+    def expect(self, code, method, req, stub=None, contains=None):
+        got, details = code_of(lambda: self.call(method, req, stub=stub))
+        self.assertEqual(got, code, "%s: %s" % (method, details))
+        if contains:
+            self.assertIn(contains, details)
+        return details
+
+    def create(self, name, start=True, **kw):
+        args = dict(SMALL)
+        args.update(kw)
+        return self.call("CreateVm", api.CreateVmRequest(name=name, start=start, **args)).vm
+
+    def vm(self, name, stub=None):
+        return self.call("GetVm", api.GetVmRequest(name=name), stub=stub).vm
+
+    # ---------------------------------------------------------------------------- auth
+
+    def test_auth(self):
+        for md in [(), (("authorization", "Bearer wrong"),), (("authorization", TOKEN_NO_BEARER),)]:
+            got, _ = code_of(lambda: self.s.ListVms(api.ListVmsRequest(), metadata=md, timeout=5))
+            self.assertEqual(got, grpc.StatusCode.UNAUTHENTICATED)
+        got, _ = code_of(lambda: self.s.GetHost(api.GetHostRequest(), timeout=5))
+        self.assertEqual(got, grpc.StatusCode.UNAUTHENTICATED)
+        # Health answers probes without the token.
+        r = self.d.health.Check(hpb.HealthCheckRequest(service=""), timeout=5)
+        self.assertEqual(r.status, hpb.HealthCheckResponse.SERVING)
+        r = self.d.health.Check(hpb.HealthCheckRequest(service="godwit.v1.Godwit"), timeout=5)
+        self.assertEqual(r.status, hpb.HealthCheckResponse.SERVING)
+
+    # ---------------------------------------------------------------------------- VMs
+
+    def test_vm_lifecycle(self):
+        vm = self.create("life", start=False, restart_policy=api.RestartPolicy(kind=api.RestartPolicy.NEVER))
+        self.assertEqual(vm.state, api.Vm.DEFINED)
+        self.assertEqual(vm.memory_bytes, 64 << 20)
+        self.assertEqual(vm.host, "host-a")
+        self.expect(grpc.StatusCode.ALREADY_EXISTS, "CreateVm", api.CreateVmRequest(name="life", **SMALL))
+        vm = self.call("StartVm", api.StartVmRequest(name="life")).vm
+        self.assertEqual(vm.state, api.Vm.RUNNING)
+        self.assertTrue(gwd.pid_alive(vm.runner_pid))
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "StartVm", api.StartVmRequest(name="life"))
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "DeleteVm", api.DeleteVmRequest(name="life"))
+        # Counters come from the runner's status.
+        self.assertTrue(wait_for(lambda: self.vm("life").counters.pages_written > 0, 10))
+        names = [v.name for v in self.call("ListVms", api.ListVmsRequest(state=api.Vm.RUNNING)).vms]
+        self.assertIn("life", names)
+        self.assertNotIn("life", [v.name for v in self.call("ListVms", api.ListVmsRequest(state=api.Vm.STOPPED)).vms])
+        host = self.call("GetHost", api.GetHostRequest())
+        self.assertEqual(host.hostname, "host-a")
+        self.assertIn("life", [v.name for v in host.vms])
+        self.assertGreaterEqual(host.capacity.memory_allocated_bytes, 64 << 20)
+        self.assertTrue(host.capacity.kvm)
+        pid = vm.runner_pid
+        vm = self.call("StopVm", api.StopVmRequest(name="life")).vm
+        self.assertEqual(vm.state, api.Vm.STOPPED)
+        self.assertTrue(wait_for(lambda: not gwd.pid_alive(pid), 5))
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "StopVm", api.StopVmRequest(name="life"))
+        # Start again after a stop, then a forced delete of the running VM.
+        self.assertEqual(self.call("StartVm", api.StartVmRequest(name="life")).vm.state, api.Vm.RUNNING)
+        pid = self.vm("life").runner_pid
+        self.call("DeleteVm", api.DeleteVmRequest(name="life", force=True))
+        self.expect(grpc.StatusCode.NOT_FOUND, "GetVm", api.GetVmRequest(name="life"))
+        self.assertTrue(wait_for(lambda: not gwd.pid_alive(pid), 5))
+
+    def test_invalid_arguments(self):
+        bad = [dict(name=""), dict(name="../etc"), dict(name="a b"), dict(name="x" * 64),
+               dict(name="m", memory_bytes=4096), dict(name="m", memory_bytes=(64 << 20) + 1),
+               dict(name="m", vcpus=1000), dict(name="m", disk_path="relative.img"),
+               dict(name="m", guest="dirtier:ws=8M\nrate=1")]
+        for b in bad:
+            self.expect(grpc.StatusCode.INVALID_ARGUMENT, "CreateVm", api.CreateVmRequest(**b))
+        self.expect(grpc.StatusCode.NOT_FOUND, "GetVm", api.GetVmRequest(name="nope"))
+        self.expect(grpc.StatusCode.NOT_FOUND, "StartVm", api.StartVmRequest(name="nope"))
+        self.expect(grpc.StatusCode.NOT_FOUND, "StopVm", api.StopVmRequest(name="nope"))
+        self.expect(grpc.StatusCode.NOT_FOUND, "DeleteVm", api.DeleteVmRequest(name="nope"))
+        self.expect(grpc.StatusCode.INVALID_ARGUMENT, "GetVm", api.GetVmRequest(name=""))
+        self.expect(grpc.StatusCode.INVALID_ARGUMENT, "ListVms", api.ListVmsRequest(state=42))
+        self.expect(grpc.StatusCode.INVALID_ARGUMENT, "ListJobs", api.ListJobsRequest(state=42))
+        self.expect(grpc.StatusCode.INVALID_ARGUMENT, "MigrateVm",
+                    api.MigrateVmRequest(vm="x", destination="127.0.0.1:1", policy=api.MigrationPolicy(mode=9)))
+        self.expect(grpc.StatusCode.NOT_FOUND, "GetJob", api.GetJobRequest(id="job-0"))
+        self.expect(grpc.StatusCode.NOT_FOUND, "CancelJob", api.CancelJobRequest(id="job-0"))
+        got, _ = code_of(lambda: list(self.s.WatchJob(api.WatchJobRequest(id="job-0"), metadata=AUTH, timeout=5)))
+        self.assertEqual(got, grpc.StatusCode.NOT_FOUND)
+        self.expect(grpc.StatusCode.NOT_FOUND, "MigrateVm", api.MigrateVmRequest(vm="nope", destination="127.0.0.1:1"))
+        self.expect(grpc.StatusCode.INVALID_ARGUMENT, "MigrateVm", api.MigrateVmRequest(vm="nope", destination=""))
+        self.create("defined-only", start=False)
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "MigrateVm",
+                    api.MigrateVmRequest(vm="defined-only", destination="127.0.0.1:1"))
+        self.call("DeleteVm", api.DeleteVmRequest(name="defined-only"))
+
+    def test_runner_crash_reported(self):
+        vm = self.create("crashy", restart_policy=api.RestartPolicy(kind=api.RestartPolicy.NEVER))
+        os.kill(vm.runner_pid, signal.SIGKILL)
+        vm = wait_for(lambda: (lambda v: v if v.state == api.Vm.CRASHED else None)(self.vm("crashy")), 5)
+        self.assertIsNotNone(vm, "the crash was not reported")
+        self.assertIn("signal 9", vm.error)
+        self.assertEqual(vm.runner_pid, 0)
+        time.sleep(0.5)
+        self.assertEqual(self.vm("crashy").state, api.Vm.CRASHED)   # NEVER: stays down
+        self.call("DeleteVm", api.DeleteVmRequest(name="crashy"))
+
+    def test_runner_crash_restarted(self):
+        vm = self.create("phoenix", restart_policy=api.RestartPolicy(kind=api.RestartPolicy.ON_CRASH,
+                                                                     max_restarts=1, backoff_ms=100))
+        first = vm.runner_pid
+        os.kill(first, signal.SIGKILL)
+        vm = wait_for(lambda: (lambda v: v if v.state == api.Vm.RUNNING and v.runner_pid not in (0, first)
+                               else None)(self.vm("phoenix")), 10)
+        self.assertIsNotNone(vm, "not restarted: %s" % self.vm("phoenix"))
+        self.assertEqual(vm.counters.restarts, 1)
+        self.assertTrue(gwd.pid_alive(vm.runner_pid))
+        # max_restarts=1: the second crash is final.
+        os.kill(vm.runner_pid, signal.SIGKILL)
+        vm = wait_for(lambda: (lambda v: v if v.state == api.Vm.CRASHED else None)(self.vm("phoenix")), 5)
+        self.assertIsNotNone(vm)
+        time.sleep(0.4)
+        self.assertEqual(self.vm("phoenix").state, api.Vm.CRASHED)
+        self.call("DeleteVm", api.DeleteVmRequest(name="phoenix"))
+
+    def test_restart_always(self):
+        # ALWAYS: even a clean exit nobody asked for is restarted; a StopVm is not.
+        vm = self.create("evergreen", restart_policy=api.RestartPolicy(kind=api.RestartPolicy.ALWAYS, backoff_ms=50))
+        first = vm.runner_pid
+        os.kill(first, signal.SIGTERM)
+        vm = wait_for(lambda: (lambda v: v if v.state == api.Vm.RUNNING and v.runner_pid not in (0, first)
+                               else None)(self.vm("evergreen")), 10)
+        self.assertIsNotNone(vm, "not restarted after a clean exit: %s" % self.vm("evergreen"))
+        self.assertEqual(vm.counters.restarts, 1)
+        pid = vm.runner_pid
+        self.assertEqual(self.call("StopVm", api.StopVmRequest(name="evergreen")).vm.state, api.Vm.STOPPED)
+        time.sleep(0.4)
+        vm = self.vm("evergreen")
+        self.assertEqual(vm.state, api.Vm.STOPPED)
+        self.assertEqual(vm.runner_pid, 0)
+        self.assertFalse(gwd.pid_alive(pid))
+        self.call("DeleteVm", api.DeleteVmRequest(name="evergreen"))
+
+    def test_daemon_sigkill_and_restart(self):
+        vm = self.create("survivor")
+        pid = vm.runner_pid
+        jobs_before = len(self.call("ListJobs", api.ListJobsRequest()).jobs)
+        self.d.stop(signal.SIGKILL)
+        self.assertTrue(gwd.pid_alive(pid), "the VM died with the daemon")
+        # The database a SIGKILL interrupted is whole (WAL, one statement per change).
+        import sqlite3
+        db = sqlite3.connect(os.path.join(self.d.dir, "state", "godwit.db"))
+        self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+        db.close()
+        self.d.start()
+        vm = self.vm("survivor")
+        self.assertEqual(vm.state, api.Vm.RUNNING)
+        self.assertEqual(vm.runner_pid, pid)
+        # Re-attached: fresh counters from the runner, and it is controllable.
+        before = vm.counters.pages_written
+        self.assertTrue(wait_for(lambda: self.vm("survivor").counters.pages_written > before, 10))
+        self.assertEqual(len(self.call("ListJobs", api.ListJobsRequest()).jobs), jobs_before)
+        self.assertEqual(self.call("StopVm", api.StopVmRequest(name="survivor")).vm.state, api.Vm.STOPPED)
+        self.assertTrue(wait_for(lambda: not gwd.pid_alive(pid), 5))
+        # Runner gone while the daemon was down: reported as a crash at the next start.
+        self.call("StartVm", api.StartVmRequest(name="survivor"))
+        pid = self.vm("survivor").runner_pid
+        self.d.stop(signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not gwd.pid_alive(pid), 5))
+        self.d.start()
+        vm = self.vm("survivor")
+        self.assertEqual(vm.state, api.Vm.CRASHED)
+        self.assertIn("daemon was down", vm.error)
+        self.call("DeleteVm", api.DeleteVmRequest(name="survivor"))
+
+    def test_unavailable_and_deadline(self):
+        # A daemon that is not there: UNAVAILABLE from the client.
+        ch = grpc.insecure_channel("127.0.0.1:%d" % gwd.free_port())
+        got, _ = code_of(lambda: api_grpc.GodwitStub(ch).GetHost(api.GetHostRequest(), metadata=AUTH, timeout=2))
+        self.assertEqual(got, grpc.StatusCode.UNAVAILABLE)
+        ch.close()
+
+    # ---------------------------------------------------------------------------- jobs
+
+    def test_job_failure_and_watch(self):
+        self.create("nomad")
+        job = self.call("MigrateVm", api.MigrateVmRequest(vm="nomad", destination="127.0.0.1:1")).job
+        self.assertTrue(job.id.startswith("job-"))
+        self.assertIn(job.state, (api.Job.QUEUED, api.Job.RUNNING))
+        self.assertEqual(job.kind, api.Job.MIGRATE)
+        events = list(self.s.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=30))
+        self.assertGreaterEqual(len(events), 1)
+        self.assertEqual(events[-1].job.state, api.Job.FAILED)
+        self.assertIn("unreachable", events[-1].job.error)
+        seqs = [e.seq for e in events]
+        self.assertEqual(seqs, sorted(seqs))
+        # The VM keeps running here; the history keeps the job.
+        self.assertEqual(self.vm("nomad").state, api.Vm.RUNNING)
+        got = self.call("GetJob", api.GetJobRequest(id=job.id)).job
+        self.assertEqual(got.state, api.Job.FAILED)
+        self.assertGreater(got.finished_unix_ms, 0)
+        self.assertIn(job.id, [j.id for j in self.call("ListJobs", api.ListJobsRequest(vm="nomad")).jobs])
+        self.assertIn(job.id, [j.id for j in self.call("ListJobs", api.ListJobsRequest(state=api.Job.FAILED)).jobs])
+        self.assertNotIn(job.id, [j.id for j in self.call("ListJobs", api.ListJobsRequest(state=api.Job.RUNNING)).jobs])
+        # Watching a finished job: one event with its final state.
+        events = list(self.s.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=5))
+        self.assertEqual(len(events), 1)
+        self.assertEqual(events[0].job.state, api.Job.FAILED)
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "CancelJob", api.CancelJobRequest(id=job.id))
+        # Jobs survive a daemon restart.
+        self.d.restart()
+        self.assertEqual(self.call("GetJob", api.GetJobRequest(id=job.id)).job.state, api.Job.FAILED)
+        self.call("DeleteVm", api.DeleteVmRequest(name="nomad", force=True))
+
+
+TOKEN_NO_BEARER = gwd.TOKEN   # the token without the "Bearer " scheme is refused too
+
+
+class MigrationTest(DaemonTest):
+    """Two daemons on loopback: live migration through the API, cancel, queueing."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.b = gwd.Daemon(BIN, "host-b", extra="migration_port = %d\n" % gwd.free_port())
+        cls.daemons.append(cls.b)
+
+    def migrate(self, name, **policy):
+        return self.call("MigrateVm", api.MigrateVmRequest(vm=name, destination=self.b.addr,
+                                                           policy=api.MigrationPolicy(**policy))).job
+
+    def skip_if_unsupported(self, job):
+        if job.state == api.Job.FAILED and any(m in job.error for m in MIGRATION_UNSUPPORTED):
+            self.skipTest("runner cannot migrate yet: " + job.error)
+
+    def check_migration(self, name, how, **policy):
+        self.create(name)
+        job = self.migrate(name, **policy)
+        events = list(self.s.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=60))
+        final = events[-1].job
+        self.skip_if_unsupported(final)
+        self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
+        states = [e.job.state for e in events]
+        self.assertIn(api.Job.RUNNING, states)
+        self.assertEqual(final.progress.phase, "completed")
+        self.assertGreater(final.progress.sent_bytes, 0)
+        self.assertGreater(final.progress.total_bytes, 0)
+        vm = self.vm(name, stub=self.b.stub)
+        self.assertEqual(vm.state, api.Vm.RUNNING)
+        self.assertEqual(vm.host, "host-b")
+        self.assertEqual(vm.counters.migrations, 1)
+        self.assertEqual(vm.counters.verify_errors, 0)
+        self.assertIn("vm=%s: %s" % (name, how), self.b.logtext())
+        # The source lets the VM go once its runner has left.
+        self.assertTrue(wait_for(lambda: code_of(lambda: self.vm(name))[0] == grpc.StatusCode.NOT_FOUND, 10))
+        # And it is controllable where it landed, and still alive there.
+        before = self.vm(name, stub=self.b.stub).counters.pages_written
+        self.assertTrue(wait_for(lambda: self.vm(name, stub=self.b.stub).counters.pages_written > before, 10))
+        self.assertEqual(self.call("StopVm", api.StopVmRequest(name=name), stub=self.b.stub).vm.state,
+                         api.Vm.STOPPED)
+        self.call("DeleteVm", api.DeleteVmRequest(name=name), stub=self.b.stub)
+
+    def test_migrate_via_migration_port(self):
+        # One stream: the destination daemon's migration port hands the socket to the runner.
+        self.check_migration("traveller", "migration stream arrived on the migration port", streams=1)
+
+    def test_migrate_via_listener(self):
+        # Several streams: a per-migration listener.
+        self.check_migration("tourist", "incoming migration complete", streams=2)
+        self.assertIn("vm=tourist job=", self.b.logtext())
+        self.assertNotIn("vm=tourist: migration stream arrived on the migration port", self.b.logtext())
+
+    def test_cli_progress_bar(self):
+        # `godwit migrate --wait` on a terminal draws a live bar; a bandwidth limit makes the
+        # migration last long enough for several frames.
+        import pty
+        import subprocess
+        self.create("shown", guest="dirtier:ws=16M,rate=4M")
+        master, slave = pty.openpty()
+        env = dict(os.environ, GODWIT_ADDR=self.d.addr, GODWIT_TOKEN=gwd.TOKEN)
+        p = subprocess.Popen([os.path.join(BIN, "godwit"), "migrate", "shown", "--to", self.b.addr, "--wait",
+                              "--bandwidth", "16M"], stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        rc = p.wait(timeout=60)
+        os.close(master)
+        text = out.decode(errors="replace")
+        if rc != 0 and any(m in text for m in MIGRATION_UNSUPPORTED):
+            self.skipTest("runner cannot migrate yet")
+        self.assertEqual(rc, 0, text)
+        frames = [f for f in text.split("\r") if f.startswith("[")]
+        self.assertGreater(len(frames), 2, text)
+        for word in ("%", "MiB", "/s", "dirty", "round", "ETA"):
+            self.assertIn(word, frames[-1])
+        self.assertIn("succeeded", text)
+        self.call("DeleteVm", api.DeleteVmRequest(name="shown", force=True), stub=self.b.stub)
+
+    def test_migration_port_refuses_strangers(self):
+        import socket
+        port = int(self.b.conf and open(self.b.conf).read().split("migration_port = ")[1].split()[0])
+        import struct
+        hello_garbage = b"GWM1" + struct.pack("<BBHIIQ", 1, 0, 0, 5, 0, 0) + b"\xff" * 5
+        huge = b"GWM1" + struct.pack("<BBHIIQ", 1, 0, 0, 1 << 30, 0, 0)
+        for payload in (b"GET / HTTP/1.0\r\nHost: x\r\n\r\n", b"GWM1" + bytes(20), hello_garbage, huge):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(payload)
+            s.settimeout(5)
+            try:
+                self.assertEqual(s.recv(10), b"")   # closed, nothing spawned
+            except ConnectionResetError:
+                pass                                # closed with our bytes unread
+            s.close()
+        self.assertEqual(self.b.runner_pids(), [])
+
+    def test_cancel_and_queue(self):
+        # A slow migration (bandwidth-limited) holds the only slot (max_migrations = 1) ...
+        self.create("slow", guest="dirtier:ws=16M,rate=8M")
+        self.create("waiting")
+        job = self.migrate("slow", bandwidth_limit_bytes_per_s=2 << 20)
+        queued = self.migrate("waiting")
+        got = self.call("GetJob", api.GetJobRequest(id=queued.id)).job
+        if got.state == api.Job.FAILED:
+            self.skip_if_unsupported(self.call("GetJob", api.GetJobRequest(id=job.id)).job)
+        self.assertEqual(got.state, api.Job.QUEUED)
+        # ... so the second one waits; cancelling it ends it at once.
+        got = self.call("CancelJob", api.CancelJobRequest(id=queued.id)).job
+        self.assertEqual(got.state, api.Job.CANCELLED)
+        # A watcher with a short deadline gets DEADLINE_EXCEEDED; one that goes away, CANCELLED.
+        got_code, _ = code_of(lambda: list(self.s.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=0.3)))
+        j = self.call("GetJob", api.GetJobRequest(id=job.id)).job
+        self.skip_if_unsupported(j)
+        self.assertEqual(got_code, grpc.StatusCode.DEADLINE_EXCEEDED)
+        stream = self.s.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=30)
+        first = next(stream)
+        self.assertEqual(first.job.id, job.id)
+        stream.cancel()
+        got_code, _ = code_of(lambda: next(stream))
+        self.assertEqual(got_code, grpc.StatusCode.CANCELLED)
+        # Wait for it to be running, then cancel: the VM keeps running here.
+        self.assertTrue(wait_for(lambda: self.call("GetJob", api.GetJobRequest(id=job.id)).job.progress.sent_bytes > 0, 20))
+        watcher = self.s.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=30)
+        self.call("CancelJob", api.CancelJobRequest(id=job.id))
+        events = list(watcher)
+        self.assertEqual(events[-1].job.state, api.Job.CANCELLED, events[-1].job.error)
+        self.assertEqual(self.vm("slow").state, api.Vm.RUNNING)
+        self.assertEqual(code_of(lambda: self.vm("slow", stub=self.b.stub))[0], grpc.StatusCode.NOT_FOUND)
+        # The slot is free again and the VM can be migrated afterwards.
+        job = self.migrate("waiting")
+        events = list(self.s.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=60))
+        self.assertEqual(events[-1].job.state, api.Job.SUCCEEDED, events[-1].job.error)
+        for name, d in (("slow", self.d), ("waiting", self.b)):
+            self.call("DeleteVm", api.DeleteVmRequest(name=name, force=True), stub=d.stub)
+
+    # The single-daemon tests run once, in DaemonTest.
+    test_auth = test_vm_lifecycle = test_invalid_arguments = test_runner_crash_reported = None
+    test_runner_crash_restarted = test_daemon_sigkill_and_restart = test_unavailable_and_deadline = None
+    test_job_failure_and_watch = test_restart_always = None
+
+
+def main():
+    global BIN
+    if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]):
+        BIN = os.path.abspath(sys.argv.pop(1))
+    for b in ("godwitd", "godwit-vm"):
+        if not os.access(os.path.join(BIN, b), os.X_OK):
+            print("SKIP: %s not built in %s" % (b, BIN))
+            return gwd.SKIP
+    gwd.require_kvm()
+    prog = unittest.main(exit=False, verbosity=2)
+    r = prog.result
+    if not r.wasSuccessful():
+        return 1
+    if r.testsRun and len(r.skipped) == r.testsRun:
+        return gwd.SKIP
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
