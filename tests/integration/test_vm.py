@@ -168,6 +168,34 @@ class SaveRestore(unittest.TestCase):
         finally:
             runner.kill()
 
+    def test_save_to_a_full_disk(self):
+        # A 2 MiB tmpfs cannot hold an 8 MiB working set: the save fails with ENOSPC, leaves
+        # no partial file behind, and the VM runs on.
+        full = os.path.join(self.dir, "full")
+        os.mkdir(full)
+        if gwtest.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", full]).returncode != 0:
+            self.skipTest("cannot mount a small tmpfs here")
+        try:
+            runner = gwtest.Runner(VM, ["run", "--memory", "64M", "--guest", "dirtier:ws=8M,rate=4M"], self.dir)
+            try:
+                time.sleep(1.0)
+                s = gwtest.run([VM, "save", "--control", runner.sock, "--file", os.path.join(full, "vm.snap")])
+                self.assertNotEqual(s.returncode, 0)
+                self.assertIn("No space left on device", s.stderr)
+                self.assertEqual(os.listdir(full), [])
+                a = gwtest.last_json(gwtest.run([VM, "status", "--control", runner.sock, "--json"]).stdout)
+                time.sleep(0.4)
+                b = gwtest.last_json(gwtest.run([VM, "status", "--control", runner.sock, "--json"]).stdout)
+                self.assertEqual(b["state"], "running")
+                self.assertGreater(b["guest_pages_written"], a["guest_pages_written"])
+                gwtest.run([VM, "stop", "--control", runner.sock])
+                code, out, err = runner.finish()
+                self.assertEqual(code, 0, err)
+            finally:
+                runner.kill()
+        finally:
+            gwtest.run(["umount", full])
+
     def test_pause_resume(self):
         runner = gwtest.Runner(VM, ["run", "--memory", "64M", "--guest", "dirtier:ws=4M,rate=8M"], self.dir)
         try:
