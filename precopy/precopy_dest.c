@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/common/log.h"
 #include "engine/common/util.h"
@@ -151,10 +152,21 @@ static int run(struct incoming *in, char *err, size_t errlen)
         .touched = in->touched, .fresh_memory = true,
     };
     int r;
-    if (p->fd >= 0) {
+    if (p->nfds == 1) {
         struct gw_conn *c;
-        r = gw_conn_from_fd(p->fd, &c, &in->e);
+        r = gw_conn_from_fd(p->fds[0], &c, &in->e);
         if (!r) r = gw_mig_receiver_accept_conn(c, NULL, &cfg, &in->rx, &in->e);
+    } else if (p->nfds > 1) {
+        struct gw_conn *cs[GW_INCOMING_MAX_FDS];
+        unsigned n = 0;   /* fds[0..n) are wrapped in cs */
+        r = p->nfds > GW_INCOMING_MAX_FDS ? gw_err_set(&in->e, -EINVAL, "at most %u sockets", GW_INCOMING_MAX_FDS) : 0;
+        while (!r && n < p->nfds && !(r = gw_conn_from_fd(p->fds[n], &cs[n], &in->e))) n++;
+        if (r) {
+            for (unsigned i = 0; i < n; i++) gw_conn_close(cs[i]);
+            for (unsigned i = n; i < p->nfds && i < GW_INCOMING_MAX_FDS; i++) close(p->fds[i]);
+        } else {
+            r = gw_mig_receiver_accept_conns(cs, n, &cfg, &in->rx, &in->e);
+        }
     } else {
         r = gw_listen(p->listen_url, &in->l, &in->e);
         if (!r && p->on_listening) p->on_listening(p->ctx, in->l->url);

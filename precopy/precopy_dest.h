@@ -12,9 +12,15 @@
 
 struct gw_vm;
 
+/* The most sockets a runner takes: the runner's own stream limit (--streams 1..16). */
+#define GW_INCOMING_MAX_FDS 16u
+
 struct gw_incoming_params {
-    const char *listen_url;    /* "tcp:HOST:PORT" (port 0: any), or NULL with fd */
-    int fd;                    /* an accepted stream-0 socket handed over, or -1 */
+    const char *listen_url;    /* "tcp:HOST:PORT" (port 0: any), or NULL with fds */
+    /* Accepted sockets handed over (the daemon's migration port): all streams of one
+     * session, in any order; taken by gw_incoming_run. nfds = 0 with listen_url. */
+    int fds[GW_INCOMING_MAX_FDS];
+    unsigned nfds;
     const uint8_t *secret;
     size_t secret_len;
     const char *disk_path;     /* overrides the source's disk path; NULL keeps it */

@@ -144,10 +144,11 @@ void gw_sup_stop_thread(struct gw_daemon *d);
 /* Spawns the runner of rec (lock held; rec->busy or called by the supervisor). argv_extra
  * NULL = `run` with rec's config. On success the runner is watched. */
 int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t errlen);
-/* Spawns a destination runner for an incoming migration: on conn_fd (an accepted stream,
- * handed over as its fd 3) when >= 0, else listening on listen_url. */
-int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char *listen_url, int conn_fd,
-                          char *err, size_t errlen);
+/* Spawns a destination runner for an incoming migration: on conn_fds[0..nconn) (the accepted
+ * streams of one session, handed over as its fds 3, 4, ...; the caller keeps its copies)
+ * when nconn > 0 (at most GW_PROC_MAX_PASS_FDS), else listening on listen_url. */
+int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char *listen_url, const int *conn_fds,
+                          unsigned nconn, char *err, size_t errlen);
 /* Drops the record of an incoming VM that did not arrive (lock held; rec freed). */
 void gw_sup_drop_incoming(struct gw_daemon *d, struct gw_vm_rec *rec);
 /* Waits (lock held, dropped while waiting) until the runner answers or exits, or timeout.

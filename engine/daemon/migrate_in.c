@@ -1,15 +1,14 @@
 /* Incoming migrations, destination side: the internal GodwitPeer service.
  *
- * PrepareIncoming defines the VM here (state MIGRATING). For a one-stream session on a host
- * with a migration port it only reserves the VM and answers with that port: the stream's
- * arrival starts the runner (migport.c). Otherwise it starts `godwit-vm incoming --listen
+ * PrepareIncoming defines the VM here (state MIGRATING). On a host with a migration port it
+ * only reserves the VM and answers with that port: the arrival of all the session's streams
+ * starts the runner (migport.c). A host without one starts `godwit-vm incoming --listen
  * tcp:migration_host:0`, reads back the port the runner bound (its first stdout line) and
  * answers with migration_advertise:PORT. The
  * stream itself is authenticated by the runners' handshake (HMAC over the cluster secret);
  * the RPC by the API's bearer token. When the destination runner reports "running" the
  * supervisor makes the VM ours (RUNNING, persisted); when it exits first, the VM record is
- * dropped: it still lives on its source. See docs/control-plane.md for why a runner per
- * migration listens on its own port rather than the daemon handing over sockets. */
+ * dropped: it still lives on its source. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -18,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/api/grpc_server.h"
@@ -26,9 +26,11 @@
 #include "engine/common/util.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
+#include "engine/daemon/migport.h"
 #include "godwit/v1/daemon.pb-c.h"
 
 #define INCOMING_READY_MS 10000
+#define ABORT_WAIT_MS 5000                        /* for an aborted runner to be reaped */
 #define RESERVATION_NS (30000ull * 1000 * 1000)   /* the source must connect within 30 s */
 
 /* Waits (lock held, dropped while sleeping) for the destination runner's first stdout line,
@@ -124,8 +126,9 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     }
     Godwit__V1__PrepareIncomingResponse resp = GODWIT__V1__PREPARE_INCOMING_RESPONSE__INIT;
     char url[600];
-    if (d->cfg.migration_port && req->streams == 1) {
-        /* Through the migration port: reserve, and let the stream's arrival start the runner. */
+    /* streams 0 = the source runner's default, which is within the port's limit. */
+    if (d->cfg.migration_port && req->streams <= GW_MIGPORT_MAX_STREAMS) {
+        /* Through the migration port: reserve, and let the streams' arrival start the runner. */
         rec->reserved_until_ns = gw_now_ns() + RESERVATION_NS;
         rec->state = GODWIT__V1__VM__STATE__MIGRATING;
         rec->busy = false;
@@ -140,7 +143,7 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     /* A per-migration listener. Port 0: the runner binds any free port and prints it. */
     char listen_url[600], err[256];
     snprintf(listen_url, sizeof listen_url, "tcp:%s:0", d->cfg.migration_host);
-    if (gw_sup_spawn_incoming(d, rec, listen_url, -1, err, sizeof err)) {
+    if (gw_sup_spawn_incoming(d, rec, listen_url, NULL, 0, err, sizeof err)) {
         code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "%s", err);
         goto drop;
     }
@@ -187,8 +190,19 @@ static int abort_incoming(struct gw_grpc_call *call, const ProtobufCMessage *msg
     else if (!rec->incoming) code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s is not an incoming migration", req->vm);
     else {
         gw_info("vm=%s job=%s: incoming migration aborted by the source", rec->name, req->job_id);
-        if (rec->proc.pid) gw_proc_signal(&rec->proc, SIGKILL);   /* the supervisor drops the record */
-        else if (!rec->busy) gw_sup_drop_incoming(d, rec);        /* only reserved */
+        if (rec->proc.pid) {
+            /* The supervisor drops the record once the runner is reaped. Answer only then
+             * (or after ABORT_WAIT_MS): the source publishes its job's end after this call,
+             * and whoever sees that end must find this host clean. */
+            gw_proc_signal(&rec->proc, SIGKILL);
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);   /* d->cond's clock */
+            ts.tv_sec += ABORT_WAIT_MS / 1000;
+            while ((rec = gw_vm_find(d, req->vm)) && rec->incoming &&
+                   pthread_cond_timedwait(&d->cond, &d->lock, &ts) != ETIMEDOUT) {}
+        } else if (!rec->busy) {
+            gw_sup_drop_incoming(d, rec);                         /* only reserved */
+        }
         Godwit__V1__AbortIncomingResponse resp = GODWIT__V1__ABORT_INCOMING_RESPONSE__INIT;
         gw_grpc_call_send(call, &resp.base);
     }

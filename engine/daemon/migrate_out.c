@@ -1,7 +1,9 @@
 /* A migration job, source side. The job thread
  *   1. waits for a migration slot (max_migrations per host; the job is QUEUED meanwhile),
  *   2. asks the destination daemon (GodwitPeer.PrepareIncoming over gRPC, same token) to
- *      start a destination runner, and gets the URL that runner listens on,
+ *      expect the VM, and gets the URL to send it to: the destination's migration port for
+ *      any number of streams (it hands all of them to one runner), or, on a host without
+ *      one, a per-migration listener,
  *   3. tells our runner to migrate there (RunnerMigrateRequest) and polls its status every
  *      200 ms, turning RunnerStatus.migration into job progress events,
  *   4. ends when the runner exits after handing the VM over (SUCCEEDED: the VM record moves

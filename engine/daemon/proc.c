@@ -20,15 +20,20 @@ static int pidfd_open_(pid_t pid)
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-int gw_proc_spawn(char *const argv[], const char *out_path, const char *log_path, int pass_fd,
-                  struct gw_proc *p)
+int gw_proc_spawn(char *const argv[], const char *out_path, const char *log_path, const int *pass_fds,
+                  unsigned npass, struct gw_proc *p)
 {
-    /* dup2 onto itself would keep close-on-exec: move a 3 out of the way first. */
-    int tmp_fd = -1;
-    if (pass_fd == 3) {
-        tmp_fd = fcntl(pass_fd, F_DUPFD_CLOEXEC, 10);
-        if (tmp_fd < 0) return -errno;
-        pass_fd = tmp_fd;
+    /* Each fd to pass is first copied above the child's fds 3..3+npass: a dup2 onto itself
+     * would keep close-on-exec, and one fd's target could be another's source. The copies
+     * are close-on-exec; only the dup2 targets reach the child. */
+    int tmp[GW_PROC_MAX_PASS_FDS];
+    if (npass > GW_PROC_MAX_PASS_FDS) return -EINVAL;
+    for (unsigned i = 0; i < npass; i++) {
+        if ((tmp[i] = fcntl(pass_fds[i], F_DUPFD_CLOEXEC, 3 + GW_PROC_MAX_PASS_FDS)) < 0) {
+            int e = -errno;
+            while (i-- > 0) close(tmp[i]);
+            return e;
+        }
     }
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
@@ -37,7 +42,7 @@ int gw_proc_spawn(char *const argv[], const char *out_path, const char *log_path
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_addopen(&fa, 2, log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (pass_fd >= 0) posix_spawn_file_actions_adddup2(&fa, pass_fd, 3);
+    for (unsigned i = 0; i < npass; i++) posix_spawn_file_actions_adddup2(&fa, tmp[i], 3 + (int)i);
     /* The daemon ignores SIGPIPE and blocks SIGTERM/SIGINT for its signalfd: neither may
      * leak into the runner, which sets up its own. */
     sigset_t none, defs;
@@ -54,7 +59,7 @@ int gw_proc_spawn(char *const argv[], const char *out_path, const char *log_path
     int r = posix_spawn(&pid, argv[0], &fa, &at, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
-    if (tmp_fd >= 0) close(tmp_fd);
+    for (unsigned i = 0; i < npass; i++) close(tmp[i]);
     if (r) return -r;
     /* An exited but unreaped child still has a pidfd: no race with an early exit. */
     int pfd = pidfd_open_(pid);

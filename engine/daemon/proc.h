@@ -15,11 +15,15 @@ struct gw_proc {
     bool child;      /* ours to reap (spawned by this daemon instance) */
 };
 
+/* Most fds handed to one child (a migration session's streams). */
+#define GW_PROC_MAX_PASS_FDS 16u
+
 /* Spawns argv[0] with stdin from /dev/null, stdout appended to out_path and stderr to
- * log_path, in a new session with default signal dispositions. pass_fd >= 0 is handed to
- * the child as its fd 3 (the caller keeps its own copy). 0 or -errno. */
-int gw_proc_spawn(char *const argv[], const char *out_path, const char *log_path, int pass_fd,
-                  struct gw_proc *p);
+ * log_path, in a new session with default signal dispositions. pass_fds[0..npass) (npass <=
+ * GW_PROC_MAX_PASS_FDS, else -EINVAL) are handed to the child as its fds 3, 4, ... in that
+ * order (the caller keeps its own copies). 0 or -errno. */
+int gw_proc_spawn(char *const argv[], const char *out_path, const char *log_path, const int *pass_fds,
+                  unsigned npass, struct gw_proc *p);
 
 /* Takes over a process started by an earlier daemon: pid must be alive and its command line
  * must contain both needles (the runner binary's name and its control socket path).

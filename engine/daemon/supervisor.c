@@ -77,8 +77,8 @@ static void exit_state(struct gw_daemon *d, const char *name, char *out, size_t 
     if (gw_json_get_str(line ? line + 1 : buf, "state", out, len)) out[0] = 0;
 }
 
-static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, int pass_fd, char *err,
-                      size_t errlen)
+static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, const int *pass_fds,
+                      unsigned npass, char *err, size_t errlen)
 {
     char dir[1024], out[1100], log[1100];
     gw_vm_dir(d, rec->name, dir, sizeof dir);
@@ -93,7 +93,7 @@ static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, i
     unlink(out);
     unlink(rec->control);   /* a stale socket must not pass for a live runner */
     struct gw_proc p;
-    int r = gw_proc_spawn(argv, out, log, pass_fd, &p);
+    int r = gw_proc_spawn(argv, out, log, pass_fds, npass, &p);
     if (r) {
         snprintf(err, errlen, "cannot start %s: %s", argv[0], strerror(-r));
         return r;
@@ -133,7 +133,7 @@ int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t e
     if (d->cfg.secret_file[0]) { argv[n++] = "--secret-file"; argv[n++] = d->cfg.secret_file; }
     argv[n++] = "--json";
     argv[n] = NULL;
-    int r = spawn_argv(d, rec, argv, -1, err, errlen);
+    int r = spawn_argv(d, rec, argv, NULL, 0, err, errlen);
     if (!r) {
         rec->state = GODWIT__V1__VM__STATE__RUNNING;
         gw_vm_persist(d, rec);
@@ -141,24 +141,33 @@ int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t e
     return r;
 }
 
-int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char *listen_url, int conn_fd,
-                          char *err, size_t errlen)
+int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char *listen_url, const int *conn_fds,
+                          unsigned nconn, char *err, size_t errlen)
 {
+    if (nconn > GW_PROC_MAX_PASS_FDS) {
+        snprintf(err, errlen, "%u streams, at most %u can be handed over", nconn, GW_PROC_MAX_PASS_FDS);
+        return -EINVAL;
+    }
     char console[1100], dir[1024];
     gw_vm_dir(d, rec->name, dir, sizeof dir);
     snprintf(console, sizeof console, "%s/console.log", dir);
-    char *argv[20];
+    char *argv[16 + 2 * GW_PROC_MAX_PASS_FDS];
+    char fdnum[GW_PROC_MAX_PASS_FDS][12];
     int n = 0;
     argv[n++] = d->cfg.runner;
     argv[n++] = "incoming";
-    if (conn_fd >= 0) { argv[n++] = "--fd"; argv[n++] = "3"; }   /* gw_proc_spawn puts it there */
-    else { argv[n++] = "--listen"; argv[n++] = (char *)listen_url; }
+    for (unsigned i = 0; i < nconn; i++) {   /* gw_proc_spawn puts them at 3, 4, ... */
+        snprintf(fdnum[i], sizeof fdnum[i], "%u", 3 + i);
+        argv[n++] = "--fd";
+        argv[n++] = fdnum[i];
+    }
+    if (!nconn) { argv[n++] = "--listen"; argv[n++] = (char *)listen_url; }
     argv[n++] = "--control"; argv[n++] = rec->control;
     argv[n++] = "--console"; argv[n++] = console;
     if (d->cfg.secret_file[0]) { argv[n++] = "--secret-file"; argv[n++] = d->cfg.secret_file; }
     argv[n++] = "--json";
     argv[n] = NULL;
-    int r = spawn_argv(d, rec, argv, conn_fd, err, errlen);
+    int r = spawn_argv(d, rec, argv, conn_fds, nconn, err, errlen);
     if (!r) {
         rec->incoming = true;
         rec->reserved_until_ns = 0;

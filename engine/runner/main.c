@@ -6,7 +6,7 @@
  *   godwit-vm restore --file SNAP [--disk FILE] [--seconds N] [--json] [--control SOCK]
  *   godwit-vm save --control SOCK --file SNAP [--stop]
  *   godwit-vm status|pause|resume|stop --control SOCK [--json]
- *   godwit-vm incoming --listen tcp:HOST:PORT | --fd N  --secret-file F [--control SOCK]
+ *   godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...]  --secret-file F [--control SOCK]
  *                      [--disk FILE] [--seconds N] [--json]
  *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]
  *                     [--downtime-ms N] [--bandwidth SIZE/s] [--timeout S] [--auto-converge]
@@ -41,7 +41,8 @@ struct opts {
     const char *name, *guest, *disk, *control, *console, *file, *secret_file, *listen, *to, *compress;
     uint64_t memory, seconds, bandwidth, downtime_ms, timeout_s, max_rounds, streams;
     unsigned vcpus;
-    int fd;
+    int fds[GW_INCOMING_MAX_FDS];   /* --fd, repeated: every stream of a handed-over session */
+    unsigned nfds;
     bool json, stop_after, wait, auto_converge;
 };
 
@@ -53,7 +54,8 @@ static void usage(FILE *f)
             "       godwit-vm restore --file SNAPSHOT [--disk FILE] [--seconds N] [--json] [--control SOCK]\n"
             "       godwit-vm save --control SOCK --file SNAPSHOT [--stop]\n"
             "       godwit-vm status|pause|resume|stop --control SOCK [--json]\n"
-            "       godwit-vm incoming --listen tcp:HOST:PORT | --fd N --secret-file F [--control SOCK] [--disk FILE]\n"
+            "       godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...] --secret-file F [--control SOCK]\n"
+            "                          [--disk FILE]\n"
             "                          [--seconds N] [--json]\n"
             "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]\n"
             "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
@@ -72,7 +74,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"timeout", 1, 0, 'O'}, {"auto-converge", 0, 0, 'A'}, {"max-rounds", 1, 0, 'R'}, {"wait", 0, 0, 'W'},
         {0},
     };
-    *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1, .fd = -1};
+    *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1};
     int c;
     uint64_t v;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -90,7 +92,11 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'S': o->stop_after = true; break;
         case 'K': o->secret_file = optarg; break;
         case 'L': o->listen = optarg; break;
-        case 'F': if (gw_parse_u64(optarg, 0, 1 << 20, &v)) { fprintf(stderr, "godwit-vm: bad --fd\n"); return -1; } o->fd = (int)v; break;
+        case 'F':
+            if (gw_parse_u64(optarg, 0, 1 << 20, &v)) { fprintf(stderr, "godwit-vm: bad --fd\n"); return -1; }
+            if (o->nfds == GW_INCOMING_MAX_FDS) { fprintf(stderr, "godwit-vm: at most %u --fd\n", GW_INCOMING_MAX_FDS); return -1; }
+            o->fds[o->nfds++] = (int)v;
+            break;
         case 'T': o->to = optarg; break;
         case 'N': if (gw_parse_u64(optarg, 1, 16, &o->streams)) { fprintf(stderr, "godwit-vm: --streams must be 1..16\n"); return -1; } break;
         case 'Z': o->compress = optarg; break;
@@ -234,7 +240,7 @@ static void print_listening(void *ctx, const char *url)
 
 static int cmd_incoming(const struct opts *o)
 {
-    if (!o->listen && o->fd < 0) { fprintf(stderr, "godwit-vm: incoming needs --listen URL or --fd N\n"); return EXIT_USAGE; }
+    if (!o->listen == !o->nfds) { fprintf(stderr, "godwit-vm: incoming needs --listen URL or --fd N (repeated per stream)\n"); return EXIT_USAGE; }
     if (!o->secret_file) { fprintf(stderr, "godwit-vm: incoming needs --secret-file\n"); return EXIT_USAGE; }
     uint8_t secret[1024];
     int n = gw_runner_read_secret(o->secret_file, secret, sizeof secret);
@@ -244,9 +250,10 @@ static int cmd_incoming(const struct opts *o)
     }
     int cfd = open_console(o->console);
     struct gw_incoming_params p = {
-        .listen_url = o->listen, .fd = o->fd, .secret = secret, .secret_len = (size_t)n, .disk_path = o->disk,
+        .listen_url = o->nfds ? NULL : o->listen, .nfds = o->nfds, .secret = secret, .secret_len = (size_t)n, .disk_path = o->disk,
         .console_fd = cfd, .on_listening = print_listening,
     };
+    memcpy(p.fds, o->fds, sizeof p.fds);
     struct gw_vm *vm = NULL;
     struct gw_mig_progress prog;
     char err[512] = "";

@@ -76,26 +76,34 @@ static int send_auth(struct gw_conn *c, const uint8_t mac[GW_WIRE_MAC_SIZE], str
     return send_msg(c, GW_WIRE_AUTH, &a.base, err);
 }
 
-int gw_hs_source(struct gw_conn *c, const struct gw_hs_params *p, Godwit__V1__MigHello *hello,
-                 uint64_t *features, struct gw_err *err)
+int gw_hs_source_hello(struct gw_conn *c, const struct gw_hs_params *p, Godwit__V1__MigHello *hello,
+                       struct gw_hs_source_state *st, struct gw_err *err)
 {
     int r = check_params(p, err);
     if (r) return r;
-    uint8_t nonce[GW_WIRE_NONCE_SIZE], mac[GW_WIRE_MAC_SIZE], want[GW_WIRE_MAC_SIZE];
-    if (RAND_bytes(nonce, sizeof nonce) != 1) return gw_err_set(err, -EIO, "no random bytes for a nonce");
-    struct gw_rbuf b = {0};
-    Godwit__V1__MigChallenge *ch = NULL;
-    Godwit__V1__MigAuth *au = NULL;
+    if (RAND_bytes(st->nonce, sizeof st->nonce) != 1) return gw_err_set(err, -EIO, "no random bytes for a nonce");
     hello->version = GW_WIRE_VERSION;
     hello->features = p->features;
-    hello->nonce.data = nonce;
-    hello->nonce.len = sizeof nonce;
+    hello->nonce.data = st->nonce;
+    hello->nonce.len = sizeof st->nonce;
     c->stream = hello->stream_index;
     c->max_payload = GW_WIRE_MAX_HANDSHAKE_PAYLOAD;
     r = send_msg(c, GW_WIRE_HELLO, &hello->base, err);
+    c->max_payload = 0;
     hello->nonce.data = NULL;
     hello->nonce.len = 0;
-    if (r) goto out;
+    return r;
+}
+
+int gw_hs_source_finish(struct gw_conn *c, const struct gw_hs_params *p, const struct gw_hs_source_state *st,
+                        uint64_t *features, struct gw_err *err)
+{
+    int r;
+    uint8_t mac[GW_WIRE_MAC_SIZE], want[GW_WIRE_MAC_SIZE];
+    struct gw_rbuf b = {0};
+    Godwit__V1__MigChallenge *ch = NULL;
+    Godwit__V1__MigAuth *au = NULL;
+    c->max_payload = GW_WIRE_MAX_HANDSHAKE_PAYLOAD;
     if ((r = expect(c, GW_WIRE_CHALLENGE, &b, err)) < 0) goto out;
     if (!(ch = gw_wire_unpack_challenge(b.data, (size_t)r, &r))) {
         r = gw_err_set(err, -EPROTO, "%s: malformed CHALLENGE", c->peer);
@@ -106,8 +114,8 @@ int gw_hs_source(struct gw_conn *c, const struct gw_hs_params *p, Godwit__V1__Mi
                        ch->version, (unsigned long long)ch->features);
         goto out;
     }
-    if ((r = gw_hs_mac(p->secret, p->secret_len, ROLE_SRC, nonce, ch->nonce.data, mac)) ||
-        (r = gw_hs_mac(p->secret, p->secret_len, ROLE_DST, nonce, ch->nonce.data, want))) {
+    if ((r = gw_hs_mac(p->secret, p->secret_len, ROLE_SRC, st->nonce, ch->nonce.data, mac)) ||
+        (r = gw_hs_mac(p->secret, p->secret_len, ROLE_DST, st->nonce, ch->nonce.data, want))) {
         r = gw_err_set(err, r, "HMAC failed");
         goto out;
     }
@@ -134,16 +142,21 @@ out:
     return r;
 }
 
-int gw_hs_destination(struct gw_conn *c, const struct gw_hs_params *p,
-                      Godwit__V1__MigHello **hello_out, uint64_t *features, struct gw_err *err)
+int gw_hs_source(struct gw_conn *c, const struct gw_hs_params *p, Godwit__V1__MigHello *hello,
+                 uint64_t *features, struct gw_err *err)
+{
+    struct gw_hs_source_state st;
+    int r = gw_hs_source_hello(c, p, hello, &st, err);
+    return r ? r : gw_hs_source_finish(c, p, &st, features, err);
+}
+
+int gw_hs_destination_hello(struct gw_conn *c, const struct gw_hs_params *p,
+                            Godwit__V1__MigHello **hello_out, struct gw_err *err)
 {
     int r = check_params(p, err);
     if (r) return r;
-    uint8_t nonce[GW_WIRE_NONCE_SIZE], mac[GW_WIRE_MAC_SIZE], want[GW_WIRE_MAC_SIZE];
-    if (RAND_bytes(nonce, sizeof nonce) != 1) return gw_err_set(err, -EIO, "no random bytes for a nonce");
     struct gw_rbuf b = {0};
     Godwit__V1__MigHello *he = NULL;
-    Godwit__V1__MigAuth *au = NULL;
     c->stream = GW_CONN_ANY_STREAM;
     c->max_payload = GW_WIRE_MAX_HANDSHAKE_PAYLOAD;
     if ((r = expect(c, GW_WIRE_HELLO, &b, err)) < 0) goto out;
@@ -158,6 +171,27 @@ int gw_hs_destination(struct gw_conn *c, const struct gw_hs_params *p,
         goto out;
     }
     c->stream = he->stream_index;
+    *hello_out = he;
+    he = NULL;
+    r = 0;
+out:
+    c->max_payload = 0;
+    if (he) godwit__v1__mig_hello__free_unpacked(he, NULL);
+    gw_rbuf_free(&b);
+    return r;
+}
+
+int gw_hs_destination_finish(struct gw_conn *c, const struct gw_hs_params *p, const Godwit__V1__MigHello *he,
+                             uint64_t *features, struct gw_err *err)
+{
+    int r = check_params(p, err);
+    if (r) return r;
+    uint8_t nonce[GW_WIRE_NONCE_SIZE], mac[GW_WIRE_MAC_SIZE], want[GW_WIRE_MAC_SIZE];
+    if (RAND_bytes(nonce, sizeof nonce) != 1) return gw_err_set(err, -EIO, "no random bytes for a nonce");
+    struct gw_rbuf b = {0};
+    Godwit__V1__MigAuth *au = NULL;
+    c->stream = he->stream_index;
+    c->max_payload = GW_WIRE_MAX_HANDSHAKE_PAYLOAD;
     Godwit__V1__MigChallenge ch = GODWIT__V1__MIG_CHALLENGE__INIT;
     ch.version = GW_WIRE_VERSION;
     ch.features = he->features & p->features;
@@ -181,12 +215,23 @@ int gw_hs_destination(struct gw_conn *c, const struct gw_hs_params *p,
     }
     if ((r = send_auth(c, mac, err))) goto out;
     *features = ch.features;
-    *hello_out = he;
-    he = NULL;
 out:
     c->max_payload = 0;
-    if (he) godwit__v1__mig_hello__free_unpacked(he, NULL);
     if (au) godwit__v1__mig_auth__free_unpacked(au, NULL);
     gw_rbuf_free(&b);
     return r;
+}
+
+int gw_hs_destination(struct gw_conn *c, const struct gw_hs_params *p,
+                      Godwit__V1__MigHello **hello_out, uint64_t *features, struct gw_err *err)
+{
+    Godwit__V1__MigHello *he = NULL;
+    int r = gw_hs_destination_hello(c, p, &he, err);
+    if (!r) r = gw_hs_destination_finish(c, p, he, features, err);
+    if (r) {
+        if (he) godwit__v1__mig_hello__free_unpacked(he, NULL);
+        return r;
+    }
+    *hello_out = he;
+    return 0;
 }

@@ -41,4 +41,20 @@ int gw_hs_source(struct gw_conn *c, const struct gw_hs_params *p, Godwit__V1__Mi
 int gw_hs_destination(struct gw_conn *c, const struct gw_hs_params *p,
                       Godwit__V1__MigHello **hello_out, uint64_t *features, struct gw_err *err);
 
+/* The same two handshakes in two halves, for a session whose streams must all be open
+ * before any of them is answered (see gw_mig_sender_open and gw_mig_receiver_accept_conns):
+ * the source sends every HELLO first, then finishes each stream's handshake; the destination
+ * reads every HELLO first, then finishes in stream order. st keeps the source's nonce between
+ * its halves. hello given to gw_hs_destination_finish is the one its first half returned
+ * (still the caller's). Errors as above. */
+struct gw_hs_source_state { uint8_t nonce[GW_WIRE_NONCE_SIZE]; };
+int gw_hs_source_hello(struct gw_conn *c, const struct gw_hs_params *p, Godwit__V1__MigHello *hello,
+                       struct gw_hs_source_state *st, struct gw_err *err);
+int gw_hs_source_finish(struct gw_conn *c, const struct gw_hs_params *p, const struct gw_hs_source_state *st,
+                        uint64_t *features, struct gw_err *err);
+int gw_hs_destination_hello(struct gw_conn *c, const struct gw_hs_params *p,
+                            Godwit__V1__MigHello **hello_out, struct gw_err *err);
+int gw_hs_destination_finish(struct gw_conn *c, const struct gw_hs_params *p, const Godwit__V1__MigHello *hello,
+                             uint64_t *features, struct gw_err *err);
+
 #endif

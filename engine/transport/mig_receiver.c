@@ -335,6 +335,42 @@ static void *rstream_main(void *arg)
     return NULL;
 }
 
+/* The caller's settings in a new receiver without streams yet; NULL when out of memory. */
+static struct gw_mig_receiver *rx_new(const struct gw_mig_receiver_cfg *cfg)
+{
+    struct gw_mig_receiver *rx = calloc(1, sizeof *rx);
+    if (!rx) return NULL;
+    rx->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : GW_MIG_DEFAULT_TIMEOUT_MS;
+    rx->sink.touched = cfg->touched;
+    rx->fresh_memory = cfg->fresh_memory;
+    rx->reported_round = -1;
+    rx->t0 = gw_now_ns();
+    pthread_mutex_init(&rx->mu, NULL);
+    pthread_cond_init(&rx->cv, NULL);
+    return rx;
+}
+
+static struct gw_hs_params hs_params(const struct gw_mig_receiver_cfg *cfg)
+{
+    return (struct gw_hs_params){ .secret = cfg->secret, .secret_len = cfg->secret_len, .features = GW_WIRE_F_ALL };
+}
+
+/* Whether two HELLOs announce the same session (the decoder checked the id's length). */
+static bool same_session(const Godwit__V1__MigHello *a, const Godwit__V1__MigHello *b)
+{
+    return a->nstreams == b->nstreams && a->mem_size == b->mem_size &&
+           !memcmp(a->session_id.data, b->session_id.data, GW_WIRE_SESSION_ID_SIZE);
+}
+
+/* Stream 0 (c, whose HELLO is rx->hello) sizes the session: rx->n streams, c the first. */
+static int take_stream0(struct gw_mig_receiver *rx, struct gw_conn *c, struct gw_err *err)
+{
+    rx->n = rx->hello->nstreams;
+    if (!(rx->st = calloc(rx->n, sizeof *rx->st))) return gw_err_set(err, -ENOMEM, "out of memory");
+    rx->st[0].c = c;
+    return 0;
+}
+
 static int accept_rest(struct gw_mig_receiver *rx, struct gw_listener *l, const struct gw_hs_params *p,
                        struct gw_err *err)
 {
@@ -349,11 +385,8 @@ static int accept_rest(struct gw_mig_receiver *rx, struct gw_listener *l, const 
             gw_conn_close(c);
             return r;
         }
-        const Godwit__V1__MigHello *h0 = rx->hello;
-        bool same = h->nstreams == h0->nstreams && h->mem_size == h0->mem_size &&
-                    !memcmp(h->session_id.data, h0->session_id.data, GW_WIRE_SESSION_ID_SIZE) &&
-                    !rx->st[h->stream_index].c;
         unsigned idx = h->stream_index;
+        bool same = same_session(h, rx->hello) && !rx->st[idx].c;
         godwit__v1__mig_hello__free_unpacked(h, NULL);
         if (!same) {
             gw_conn_send_error(c, -EPROTO, "stream does not belong to this session");
@@ -369,19 +402,12 @@ int gw_mig_receiver_accept_conn(struct gw_conn *c, struct gw_listener *l,
                                 const struct gw_mig_receiver_cfg *cfg,
                                 struct gw_mig_receiver **out, struct gw_err *err)
 {
-    struct gw_mig_receiver *rx = calloc(1, sizeof *rx);
+    struct gw_mig_receiver *rx = rx_new(cfg);
     if (!rx) {
         gw_conn_close(c);
         return gw_err_set(err, -ENOMEM, "out of memory");
     }
-    rx->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : GW_MIG_DEFAULT_TIMEOUT_MS;
-    rx->sink.touched = cfg->touched;
-    rx->fresh_memory = cfg->fresh_memory;
-    rx->reported_round = -1;
-    rx->t0 = gw_now_ns();
-    pthread_mutex_init(&rx->mu, NULL);
-    pthread_cond_init(&rx->cv, NULL);
-    struct gw_hs_params p = { .secret = cfg->secret, .secret_len = cfg->secret_len, .features = GW_WIRE_F_ALL };
+    struct gw_hs_params p = hs_params(cfg);
     uint64_t feat;
     gw_conn_set_timeout(c, rx->timeout_ms);
     int r = gw_hs_destination(c, &p, &rx->hello, &feat, err);
@@ -389,22 +415,84 @@ int gw_mig_receiver_accept_conn(struct gw_conn *c, struct gw_listener *l,
         r = gw_err_set(err, -EPROTO, "first connection is stream %u, not 0", rx->hello->stream_index);
     if (!r && rx->hello->nstreams > 1 && !l)
         r = gw_err_set(err, -EINVAL, "session has %u streams but there is no listener for them", rx->hello->nstreams);
-    if (!r) {
-        rx->n = rx->hello->nstreams;
-        if (!(rx->st = calloc(rx->n, sizeof *rx->st))) r = gw_err_set(err, -ENOMEM, "out of memory");
-    }
+    if (!r) r = take_stream0(rx, c, err);
     if (r) {
-        gw_conn_close(c);
+        if (!rx->st) gw_conn_close(c);
         gw_mig_receiver_close(rx);
         return r;
     }
-    rx->st[0].c = c;
     if ((r = accept_rest(rx, l, &p, err))) {
         gw_mig_receiver_close(rx);
         return r;
     }
     *out = rx;
     return 0;
+}
+
+/* Checks the HELLOs hs[0..n) of the handed-over conns: one session of exactly n streams, each
+ * index once. Fills by[idx] with the position of stream idx. */
+static int check_handover(Godwit__V1__MigHello *const *hs, unsigned n, unsigned *by, struct gw_err *err)
+{
+    bool seen[GW_WIRE_MAX_STREAMS] = {0};
+    for (unsigned i = 0; i < n; i++) {
+        unsigned idx = hs[i]->stream_index;
+        if (hs[i]->nstreams != n)
+            return gw_err_set(err, -EPROTO, "stream %u announces a session of %u streams, but %u were handed over",
+                              idx, hs[i]->nstreams, n);
+        if (!same_session(hs[i], hs[0]))
+            return gw_err_set(err, -EPROTO, "streams of different sessions were handed over together");
+        if (idx >= n || seen[idx])
+            return gw_err_set(err, -EPROTO, "stream %u was handed over twice", idx);
+        seen[idx] = true;
+        by[idx] = i;
+    }
+    return 0;   /* n distinct indices below n: each of 0..n-1 once, stream 0 among them */
+}
+
+int gw_mig_receiver_accept_conns(struct gw_conn **conns, unsigned n, const struct gw_mig_receiver_cfg *cfg,
+                                 struct gw_mig_receiver **out, struct gw_err *err)
+{
+    Godwit__V1__MigHello *hs[GW_WIRE_MAX_STREAMS] = {0};
+    unsigned by[GW_WIRE_MAX_STREAMS];
+    struct gw_mig_receiver *rx = NULL;
+    struct gw_hs_params p = hs_params(cfg);
+    int r = 0;
+    if (n == 0 || n > GW_WIRE_MAX_STREAMS) {
+        r = gw_err_set(err, -EINVAL, "%u connections handed over; a session has 1..%u streams", n, GW_WIRE_MAX_STREAMS);
+        goto fail;
+    }
+    if (!(rx = rx_new(cfg))) {
+        r = gw_err_set(err, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    /* Every HELLO first: the source sends them all before it waits for any answer. */
+    for (unsigned i = 0; i < n && !r; i++) {
+        gw_conn_set_timeout(conns[i], rx->timeout_ms);
+        r = gw_hs_destination_hello(conns[i], &p, &hs[i], err);
+    }
+    if (!r && (r = check_handover(hs, n, by, err)))
+        for (unsigned i = 0; i < n; i++) gw_conn_send_error(conns[i], r, err ? err->msg : "bad set of streams");
+    /* Then the rest in stream order, the order in which the source finishes them. */
+    for (unsigned idx = 0; idx < n && !r; idx++) {
+        uint64_t feat;
+        r = gw_hs_destination_finish(conns[by[idx]], &p, hs[by[idx]], &feat, err);
+    }
+    if (!r) {
+        rx->hello = hs[by[0]];
+        hs[by[0]] = NULL;
+        r = take_stream0(rx, conns[by[0]], err);
+    }
+    if (r) goto fail;
+    for (unsigned idx = 1; idx < n; idx++) rx->st[idx].c = conns[by[idx]];
+    for (unsigned i = 0; i < n; i++) if (hs[i]) godwit__v1__mig_hello__free_unpacked(hs[i], NULL);
+    *out = rx;
+    return 0;
+fail:
+    for (unsigned i = 0; i < n && i < GW_WIRE_MAX_STREAMS; i++)
+        if (hs[i]) godwit__v1__mig_hello__free_unpacked(hs[i], NULL);
+    for (unsigned i = 0; i < n; i++) gw_conn_close(conns[i]);
+    gw_mig_receiver_close(rx);
+    return r;
 }
 
 int gw_mig_receiver_accept(struct gw_listener *l, const struct gw_mig_receiver_cfg *cfg,

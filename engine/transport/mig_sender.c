@@ -38,6 +38,7 @@ struct stream {
     struct gw_mig_sender *s;
     unsigned idx;
     struct gw_conn *c;
+    struct gw_hs_source_state hs;   /* between the halves of the handshake */
     pthread_t th;
     bool started, cv_init;
     pthread_cond_t work;    /* signalled when this stream gets an item or must stop */
@@ -508,6 +509,13 @@ void gw_mig_sender_close(struct gw_mig_sender *s)
     free(s);
 }
 
+static struct gw_hs_params hs_params(const struct gw_mig_sender_cfg *cfg)
+{
+    return (struct gw_hs_params){ .secret = cfg->secret, .secret_len = cfg->secret_len,
+                                  .features = cfg->codec == GW_CODEC_NONE ? 0 : GW_WIRE_F_LZ4 };
+}
+
+/* Sets a stream up, connects it and sends its HELLO. */
 static int stream_open(struct gw_mig_sender *s, struct stream *t, const struct gw_mig_sender_cfg *cfg,
                        const uint8_t session[GW_WIRE_SESSION_ID_SIZE], struct gw_err *err)
 {
@@ -531,10 +539,17 @@ static int stream_open(struct gw_mig_sender *s, struct stream *t, const struct g
     h.stream_index = t->idx;
     h.nstreams = s->n;
     h.mem_size = s->mem_size;
-    struct gw_hs_params p = { .secret = cfg->secret, .secret_len = cfg->secret_len,
-                              .features = cfg->codec == GW_CODEC_NONE ? 0 : GW_WIRE_F_LZ4 };
+    struct gw_hs_params p = hs_params(cfg);
+    return gw_hs_source_hello(t->c, &p, &h, &t->hs, err);
+}
+
+/* Finishes the stream's handshake and starts its thread. */
+static int stream_start(struct stream *t, const struct gw_mig_sender_cfg *cfg, struct gw_err *err)
+{
+    struct gw_hs_params p = hs_params(cfg);
     uint64_t feat;
-    if ((r = gw_hs_source(t->c, &p, &h, &feat, err))) return r;
+    int r = gw_hs_source_finish(t->c, &p, &t->hs, &feat, err);
+    if (r) return r;
     if (cfg->codec != GW_CODEC_NONE && !(feat & GW_WIRE_F_LZ4)) t->enc.mode = GW_CODEC_NONE;
     if ((r = pthread_create(&t->th, NULL, stream_main, t)))
         return gw_err_set(err, -r, "cannot start sender thread %u", t->idx);
@@ -568,10 +583,18 @@ int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender
     uint8_t session[GW_WIRE_SESSION_ID_SIZE];
     int r = getrandom(session, sizeof session, 0) == (ssize_t)sizeof session ? 0 : -EIO;
     if (r) gw_err_set(err, r, "no random bytes for a session id");
+    /* Over TCP every stream is connected and has said HELLO before any handshake is
+     * finished: a destination daemon's migration port hands a session to a runner only once
+     * all its streams are there. An RDMA connect completes only when the destination
+     * accepts it, and its runner accepts one stream at a time: there each stream is opened
+     * and authenticated in turn. */
+    bool all_first = cfg->url && !strncmp(cfg->url, "tcp:", 4);
     for (unsigned i = 0; i < s->n && !r; i++) {
         s->st[i].idx = i;
         r = stream_open(s, &s->st[i], cfg, session, err);
+        if (!r && !all_first) r = stream_start(&s->st[i], cfg, err);
     }
+    for (unsigned i = 0; i < s->n && !r && all_first; i++) r = stream_start(&s->st[i], cfg, err);
     if (r) {
         gw_mig_sender_close(s);
         return r;

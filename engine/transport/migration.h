@@ -23,6 +23,7 @@
  *
  * Destination:
  *     gw_mig_receiver_accept(listener, &cfg, &rx, &err);  all N handshakes
+ *       (or gw_mig_receiver_accept_conns with N streams accepted elsewhere)
  *     hello = gw_mig_receiver_hello(rx);  create the VM from hello->config, mem_size
  *     gw_mig_receiver_start(rx, mem, mem_size, &err);     receiving threads start
  *     loop gw_mig_receiver_next(rx, &ev, timeout):
@@ -203,6 +204,16 @@ int gw_mig_receiver_accept(struct gw_listener *l, const struct gw_mig_receiver_c
 int gw_mig_receiver_accept_conn(struct gw_conn *c, struct gw_listener *l,
                                 const struct gw_mig_receiver_cfg *cfg,
                                 struct gw_mig_receiver **out, struct gw_err *err);
+
+/* The same for all n streams of a session, connected elsewhere (handed over by the daemon's
+ * migration port) and not yet handshaken, in any order. Reads every stream's HELLO first (a
+ * source over TCP sends them all before waiting for an answer), then finishes the handshakes
+ * in stream order. The streams must be exactly 0..n-1, each once, all of one session (same
+ * session id, nstreams and mem_size) with nstreams == n; else -EPROTO with the cause in err
+ * (and an ERROR to the source). n is 1..GW_WIRE_MAX_STREAMS, else -EINVAL. Every conn is
+ * taken even on error; the array itself stays the caller's. */
+int gw_mig_receiver_accept_conns(struct gw_conn **conns, unsigned n, const struct gw_mig_receiver_cfg *cfg,
+                                 struct gw_mig_receiver **out, struct gw_err *err);
 
 /* Stream 0's HELLO: config, mem_size, nstreams. Owned by rx. */
 const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *rx);

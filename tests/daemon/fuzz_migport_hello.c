@@ -7,8 +7,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char name[64];
-    int r = gw_migport_parse_hello(data, size, name, sizeof name);
-    if (r == 1 && strlen(name) >= sizeof name) __builtin_trap();
+    struct gw_migport_hello h;
+    int r = gw_migport_parse_hello(data, size, &h);
+    if (r == 1 && (!memchr(h.name, 0, sizeof h.name) || h.stream_index >= h.nstreams ||
+                   h.nstreams > GW_MIGPORT_MAX_STREAMS))
+        __builtin_trap();
     return 0;
 }

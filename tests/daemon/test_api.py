@@ -59,10 +59,10 @@ class DaemonTest(unittest.TestCase):
             self.assertIn(contains, details)
         return details
 
-    def create(self, name, start=True, **kw):
+    def create(self, name, start=True, stub=None, **kw):
         args = dict(SMALL)
         args.update(kw)
-        return self.call("CreateVm", api.CreateVmRequest(name=name, start=start, **args)).vm
+        return self.call("CreateVm", api.CreateVmRequest(name=name, start=start, **args), stub=stub).vm
 
     def vm(self, name, stub=None):
         return self.call("GetVm", api.GetVmRequest(name=name), stub=stub).vm
@@ -276,18 +276,21 @@ class MigrationTest(DaemonTest):
         cls.b = gwd.Daemon(BIN, "host-b", extra="migration_port = %d\n" % gwd.free_port())
         cls.daemons.append(cls.b)
 
-    def migrate(self, name, **policy):
-        return self.call("MigrateVm", api.MigrateVmRequest(vm=name, destination=self.b.addr,
-                                                           policy=api.MigrationPolicy(**policy))).job
+    def migrate(self, name, src=None, dst=None, **policy):
+        return self.call("MigrateVm", api.MigrateVmRequest(vm=name, destination=(dst or self.b).addr,
+                                                           policy=api.MigrationPolicy(**policy)),
+                         stub=(src or self.d).stub).job
 
     def skip_if_unsupported(self, job):
         if job.state == api.Job.FAILED and any(m in job.error for m in MIGRATION_UNSUPPORTED):
             self.skipTest("runner cannot migrate yet: " + job.error)
 
-    def check_migration(self, name, how, **policy):
-        self.create(name)
-        job = self.migrate(name, **policy)
-        events = list(self.s.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=60))
+    def check_migration(self, name, how, src=None, dst=None, **policy):
+        """Migrates a new VM from src (host-a) to dst (host-b); dst's log must say `how`."""
+        src, dst = src or self.d, dst or self.b
+        self.create(name, stub=src.stub)
+        job = self.migrate(name, src=src, dst=dst, **policy)
+        events = list(src.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=60))
         final = events[-1].job
         self.skip_if_unsupported(final)
         self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
@@ -296,30 +299,57 @@ class MigrationTest(DaemonTest):
         self.assertEqual(final.progress.phase, "completed")
         self.assertGreater(final.progress.sent_bytes, 0)
         self.assertGreater(final.progress.total_bytes, 0)
-        vm = self.vm(name, stub=self.b.stub)
-        self.assertEqual(vm.state, api.Vm.RUNNING)
-        self.assertEqual(vm.host, "host-b")
+        self.assertTrue(wait_for(lambda: self.vm(name, stub=dst.stub).state == api.Vm.RUNNING, 10))
+        vm = self.vm(name, stub=dst.stub)
+        self.assertEqual(vm.host, dst.name)
         self.assertEqual(vm.counters.migrations, 1)
         self.assertEqual(vm.counters.verify_errors, 0)
-        self.assertIn("vm=%s: %s" % (name, how), self.b.logtext())
+        self.assertTrue([l for l in dst.logtext().splitlines() if "vm=%s: " % name in l and how in l],
+                        "%s: no '%s' in the destination's log" % (name, how))
         # The source lets the VM go once its runner has left.
-        self.assertTrue(wait_for(lambda: code_of(lambda: self.vm(name))[0] == grpc.StatusCode.NOT_FOUND, 10))
+        self.assertTrue(wait_for(lambda: code_of(lambda: self.vm(name, stub=src.stub))[0] == grpc.StatusCode.NOT_FOUND, 10))
         # And it is controllable where it landed, and still alive there.
-        before = self.vm(name, stub=self.b.stub).counters.pages_written
-        self.assertTrue(wait_for(lambda: self.vm(name, stub=self.b.stub).counters.pages_written > before, 10))
-        self.assertEqual(self.call("StopVm", api.StopVmRequest(name=name), stub=self.b.stub).vm.state,
+        before = self.vm(name, stub=dst.stub).counters.pages_written
+        self.assertTrue(wait_for(lambda: self.vm(name, stub=dst.stub).counters.pages_written > before, 10))
+        self.assertEqual(self.vm(name, stub=dst.stub).counters.verify_errors, 0)
+        cmdlines = []
+        for pid in dst.runner_pids():
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            if any(a.endswith("/%s/control.sock" % name) for a in argv):
+                cmdlines.append(argv)
+        self.assertEqual(len(cmdlines), 1, cmdlines)
+        self.assertEqual(self.call("StopVm", api.StopVmRequest(name=name), stub=dst.stub).vm.state,
                          api.Vm.STOPPED)
-        self.call("DeleteVm", api.DeleteVmRequest(name=name), stub=self.b.stub)
+        self.call("DeleteVm", api.DeleteVmRequest(name=name), stub=dst.stub)
+        # The destination started one runner for this VM, whatever the number of streams.
+        self.assertEqual(dst.logtext().count("vm=%s: runner started" % name), 1)
+        return cmdlines[0]
 
     def test_migrate_via_migration_port(self):
         # One stream: the destination daemon's migration port hands the socket to the runner.
-        self.check_migration("traveller", "migration stream arrived on the migration port", streams=1)
+        argv = self.check_migration("traveller", "1 migration stream(s) arrived on the migration port", streams=1)
+        self.assertEqual(argv.count("--fd"), 1)
+        self.assertIn("3", argv)
+
+    def test_migrate_four_streams_via_migration_port(self):
+        # Four streams: the port waits for all of them and hands them to one runner, as its
+        # fds 3..6.
+        argv = self.check_migration("caravan", "4 migration stream(s) arrived on the migration port", streams=4)
+        self.assertEqual([argv[i + 1] for i, a in enumerate(argv) if a == "--fd"], ["3", "4", "5", "6"])
+        self.assertNotIn("--listen", argv)
+
+    def test_migrate_default_streams_via_migration_port(self):
+        # The runner's own default (several streams on most hosts) goes through the port too.
+        self.check_migration("wanderer", "migration stream(s) arrived on the migration port")
+        self.assertFalse([l for l in self.b.logtext().splitlines() if "vm=wanderer job=" in l and "listens on" in l])
 
     def test_migrate_via_listener(self):
-        # Several streams: a per-migration listener.
-        self.check_migration("tourist", "incoming migration complete", streams=2)
-        self.assertIn("vm=tourist job=", self.b.logtext())
-        self.assertNotIn("vm=tourist: migration stream arrived on the migration port", self.b.logtext())
+        # A destination without a migration port (host-a) falls back to a per-migration listener.
+        argv = self.check_migration("tourist", "incoming migration complete", src=self.b, dst=self.d, streams=2)
+        self.assertIn("--listen", argv)
+        self.assertNotIn("--fd", argv)
+        self.assertNotIn("arrived on the migration port", self.d.logtext())
 
     def test_cli_progress_bar(self):
         # `godwit migrate --wait` on a terminal draws a live bar; a bandwidth limit makes the
@@ -352,6 +382,9 @@ class MigrationTest(DaemonTest):
         for word in ("%", "MiB", "/s", "dirty", "round", "ETA"):
             self.assertIn(word, frames[-1])
         self.assertIn("succeeded", text)
+        # The destination's supervisor notices the arrival at its next status poll (<= 1 s);
+        # until then the VM is busy arriving there.
+        self.assertTrue(wait_for(lambda: self.vm("shown", stub=self.b.stub).state == api.Vm.RUNNING, 10))
         self.call("DeleteVm", api.DeleteVmRequest(name="shown", force=True), stub=self.b.stub)
 
     def test_migration_port_refuses_strangers(self):
@@ -369,7 +402,36 @@ class MigrationTest(DaemonTest):
             except ConnectionResetError:
                 pass                                # closed with our bytes unread
             s.close()
+
+        def hello(stream, nstreams, name=None, sid=b"\x42" * 16):
+            # A MigHello by hand (field numbers of proto/godwit/v1/migration.proto).
+            body = b"\x08\x01"                                            # version
+            if name:
+                cfg = b"\x0a" + bytes([len(name)]) + name.encode()          # VmConfig.name
+                body += b"\x1a" + bytes([len(cfg)]) + cfg
+            body += b"\x2a\x10" + sid + b"\x30" + bytes([stream]) + b"\x38" + bytes([nstreams])
+            return b"GWM1" + struct.pack("<BBHIIQ", 1, 0, 0, len(body), stream, 0) + body
+
+        def closed_after(payload, limit):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(payload)
+            s.settimeout(limit)
+            t0 = time.monotonic()
+            try:
+                self.assertEqual(s.recv(10), b"")
+            except ConnectionResetError:
+                pass
+            s.close()
+            return time.monotonic() - t0
+
+        # Well-formed, but for no VM reserved here: closed as soon as stream 0 is seen.
+        self.assertLess(closed_after(hello(0, 2, "nobody"), 5), 2)
+        # More streams than a session may have: at once.
+        self.assertLess(closed_after(hello(0, 17, "nobody"), 5), 2)
+        # A stream whose session never completes: held, then closed after 5 s.
+        self.assertGreater(closed_after(hello(1, 2), 10), 3)
         self.assertEqual(self.b.runner_pids(), [])
+        self.assertIn("only 1 of the 2 streams of a session arrived within 5 s", self.b.logtext())
 
     def test_cancel_and_queue(self):
         # A slow migration (bandwidth-limited) holds the only slot (max_migrations = 1) ...

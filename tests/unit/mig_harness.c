@@ -49,7 +49,18 @@ static void *dest_main(void *arg)
     struct gw_err e = {0};
     struct gw_digest want = {{0}};
     bool have_digest = false;
-    if (d->handoff) {
+    if (d->handover) {
+        struct gw_conn *cs[GW_WIRE_MAX_STREAMS];
+        unsigned n = 0;
+        while (n < d->handover && n < GW_WIRE_MAX_STREAMS && !(d->r = gw_listener_accept(d->l, 10000, &cs[n], &e))) n++;
+        for (unsigned i = 0; i < n / 2; i++) {
+            struct gw_conn *t = cs[i];
+            cs[i] = cs[n - 1 - i];
+            cs[n - 1 - i] = t;
+        }
+        if (!d->r) d->r = gw_mig_receiver_accept_conns(cs, n, &cfg, &rx, &e);
+        else for (unsigned i = 0; i < n; i++) gw_conn_close(cs[i]);
+    } else if (d->handoff) {
         struct gw_conn *c0;
         d->r = gw_listener_accept(d->l, 10000, &c0, &e);
         if (!d->r) d->r = gw_mig_receiver_accept_conn(c0, d->l, &cfg, &rx, &e);
@@ -163,5 +174,19 @@ struct gw_conn *fake_stream(const char *url, uint64_t mem_size, unsigned nstream
     struct gw_hs_params p = { .secret = (const uint8_t *)SECRET, .secret_len = strlen(SECRET), .features = GW_WIRE_F_LZ4 };
     uint64_t f;
     if (gw_hs_source(c, &p, &h, &f, NULL)) { gw_conn_close(c); return NULL; }
+    return c;
+}
+
+struct gw_conn *fake_hello(const char *url, uint8_t sid, uint64_t mem_size, unsigned nstreams, unsigned idx)
+{
+    struct gw_conn *c;
+    if (gw_conn_connect(url, 5000, &c, NULL)) return NULL;
+    uint8_t id[GW_WIRE_SESSION_ID_SIZE] = {sid};
+    Godwit__V1__MigHello h = GODWIT__V1__MIG_HELLO__INIT;
+    h.session_id.data = id; h.session_id.len = sizeof id;
+    h.nstreams = nstreams; h.stream_index = idx; h.mem_size = mem_size;
+    struct gw_hs_params p = { .secret = (const uint8_t *)SECRET, .secret_len = strlen(SECRET), .features = GW_WIRE_F_LZ4 };
+    struct gw_hs_source_state st;
+    if (gw_hs_source_hello(c, &p, &h, &st, NULL)) { gw_conn_close(c); return NULL; }
     return c;
 }

@@ -33,6 +33,8 @@ struct dest {
     const char *secret;
     enum dest_mode mode;
     bool handoff;          /* accept stream 0 by hand, as a daemon handing over the socket */
+    unsigned handover;     /* > 0: accept this many streams by hand and hand them all over,
+                            * in reverse order (gw_mig_receiver_accept_conns) */
     bool started, done;    /* atomics: receiving threads run / dest_main returned */
     bool src_closed;       /* atomic, set by the test: the source closed its session */
     uint64_t t_round;      /* gw_now_ns() at the first ROUND event */
@@ -59,6 +61,8 @@ int start_dest_as(struct dest *d, pthread_t *th, const struct dest *tmpl);
 int start_dest(struct dest *d, pthread_t *th, const char *secret, bool handoff, enum dest_mode mode);
 /* Joins the destination thread and closes its listener; d->mem stays the caller's. */
 void finish_dest(struct dest *d, pthread_t th);
+/* A hand-driven source stream that only said HELLO (session id sid[0] = sid). */
+struct gw_conn *fake_hello(const char *url, uint8_t sid, uint64_t mem_size, unsigned nstreams, unsigned idx);
 /* A hand-driven source: one authenticated stream idx of an nstreams session. */
 struct gw_conn *fake_stream(const char *url, uint64_t mem_size, unsigned nstreams, unsigned idx);
 

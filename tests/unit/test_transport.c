@@ -1,5 +1,7 @@
 /* Unit tests for engine/transport: URL parsing, whole migration sessions over loopback TCP
- * with 1, 3 and 4 streams (rounds, state, digest, two-phase commit; memories end equal), a
+ * with 1, 3 and 4 streams (rounds, state, digest, two-phase commit; memories end equal), all
+ * streams of a session handed over at once out of order (and refused with a wrong count, a
+ * duplicate index or a foreign session), a
  * source that hangs up mid-record or sends hostile pages, aborts on either side, a wrong
  * secret, the RDMA back end on a host without RDMA devices, control records waiting for
  * every stream, a batch naming a page twice, and a throughput benchmark
@@ -41,7 +43,7 @@ GW_TEST(url_parsing)
 
 
 
-static void migrate(unsigned nstreams, uint64_t mem_size, enum gw_codec_mode mode, bool handoff)
+static void migrate_as(unsigned nstreams, uint64_t mem_size, enum gw_codec_mode mode, const struct dest *tmpl)
 {
     uint64_t npages = mem_size / PG;
     uint8_t *mem = malloc(mem_size);
@@ -50,7 +52,7 @@ static void migrate(unsigned nstreams, uint64_t mem_size, enum gw_codec_mode mod
     for (uint64_t i = 0; i < npages; i++) fill_page(mem + i * PG, (int)(rnd() % 3));
     struct dest d;
     pthread_t th;
-    REQUIRE(start_dest(&d, &th, SECRET, handoff, DM_NORMAL) == 0);
+    REQUIRE(start_dest_as(&d, &th, tmpl) == 0);
     Godwit__V1__VmConfig vc = GODWIT__V1__VM_CONFIG__INIT;
     vc.name = "test-vm";
     vc.memory_bytes = mem_size;
@@ -118,9 +120,61 @@ out:
     free(pfns);
 }
 
+static void migrate(unsigned nstreams, uint64_t mem_size, enum gw_codec_mode mode, bool handoff)
+{
+    struct dest t = { .secret = SECRET, .handoff = handoff, .mode = DM_NORMAL };
+    migrate_as(nstreams, mem_size, mode, &t);
+}
+
 GW_TEST(migrate_64mib_one_stream) { migrate(1, 64 * GW_MIB, GW_CODEC_LZ4, false); }
 GW_TEST(migrate_64mib_four_streams) { migrate(4, 64 * GW_MIB, GW_CODEC_AUTO, false); }
 GW_TEST(migrate_16mib_three_streams_raw_handoff) { migrate(3, 16 * GW_MIB, GW_CODEC_NONE, true); }
+
+/* A daemon's migration port hands all streams of a session over at once, in any order. */
+GW_TEST(migrate_16mib_three_streams_handed_over_out_of_order)
+{
+    struct dest t = { .secret = SECRET, .handover = 3, .mode = DM_NORMAL };
+    migrate_as(3, 16 * GW_MIB, GW_CODEC_AUTO, &t);
+}
+
+/* Hands over the streams (sid, nstreams, idx) of hand-driven sources that said HELLO; checks
+ * the refusal and that it names the cause. */
+static void handover_refused(unsigned n, const uint8_t *sid, const unsigned *nstreams, const unsigned *idx,
+                             const char *want)
+{
+    struct gw_listener *l;
+    REQUIRE(gw_listen("tcp:127.0.0.1:0", &l, NULL) == 0);
+    struct gw_conn *src[8], *dst[8];
+    for (unsigned i = 0; i < n; i++) {
+        REQUIRE((src[i] = fake_hello(l->url, sid[i], 16 * PG, nstreams[i], idx[i])) != NULL);
+        REQUIRE(gw_listener_accept(l, 5000, &dst[i], NULL) == 0);
+    }
+    struct gw_mig_receiver_cfg cfg = { .secret = (const uint8_t *)SECRET, .secret_len = strlen(SECRET), .timeout_ms = 5000 };
+    struct gw_mig_receiver *rx = NULL;
+    struct gw_err e = {0};
+    CHECK_EQ(gw_mig_receiver_accept_conns(dst, n, &cfg, &rx, &e), -EPROTO);
+    CHECK(rx == NULL);
+    CHECK(strstr(e.msg, want) != NULL);
+    if (!strstr(e.msg, want)) printf("  got: %s\n", e.msg);
+    for (unsigned i = 0; i < n; i++) gw_conn_close(src[i]);
+    gw_listener_close(l);
+}
+
+GW_TEST(handover_wrong_count_duplicate_or_foreign_stream_refused)
+{
+    /* Two streams of a three-stream session. */
+    handover_refused(2, (uint8_t[]){1, 1}, (unsigned[]){3, 3}, (unsigned[]){0, 1}, "3 streams, but 2 were handed over");
+    /* Stream 1 twice, no stream 2. */
+    handover_refused(3, (uint8_t[]){1, 1, 1}, (unsigned[]){3, 3, 3}, (unsigned[]){1, 0, 1}, "stream 1 was handed over twice");
+    /* A stream of another session. */
+    handover_refused(3, (uint8_t[]){1, 2, 1}, (unsigned[]){3, 3, 3}, (unsigned[]){0, 1, 2}, "different sessions");
+    /* Nothing, or more than a session can have. */
+    struct gw_mig_receiver_cfg cfg = { .secret = (const uint8_t *)SECRET, .secret_len = strlen(SECRET) };
+    struct gw_mig_receiver *rx = NULL;
+    struct gw_err e = {0};
+    CHECK_EQ(gw_mig_receiver_accept_conns(NULL, 0, &cfg, &rx, &e), -EINVAL);
+    CHECK(strstr(e.msg, "1..64 streams") != NULL);
+}
 
 GW_TEST(wrong_secret_fails_clearly_on_both_sides)
 {
