@@ -4,7 +4,6 @@ gw_add_library(gw_daemon
   ${PROJECT_SOURCE_DIR}/engine/daemon/config.c
   ${PROJECT_SOURCE_DIR}/engine/daemon/db.c
   ${PROJECT_SOURCE_DIR}/engine/daemon/proc.c
-  ${PROJECT_SOURCE_DIR}/engine/daemon/runner_ctl.c
   ${PROJECT_SOURCE_DIR}/engine/daemon/vms.c
   ${PROJECT_SOURCE_DIR}/engine/daemon/supervisor.c
   ${PROJECT_SOURCE_DIR}/engine/daemon/jobs.c
@@ -14,11 +13,10 @@ gw_add_library(gw_daemon
   ${PROJECT_SOURCE_DIR}/engine/daemon/migport_hello.c
   ${PROJECT_SOURCE_DIR}/engine/daemon/service_vm.c
   ${PROJECT_SOURCE_DIR}/engine/daemon/service_job.c
-  ${PROJECT_SOURCE_DIR}/engine/daemon/daemon.c
-  # The runner's framing, shared as source: linking gw_runner would pull in the VM host.
-  ${PROJECT_SOURCE_DIR}/engine/runner/frame.c)
-target_link_libraries(gw_daemon PUBLIC gw_api gw_proto gw_common PkgConfig::SQLITE3 PkgConfig::INIH
-                      Threads::Threads)
+  ${PROJECT_SOURCE_DIR}/engine/daemon/daemon.c)
+# gw_runner_client, not gw_runner: the daemon talks to runners without linking the VM host.
+target_link_libraries(gw_daemon PUBLIC gw_api gw_runner_client gw_proto gw_common PkgConfig::SQLITE3
+                      PkgConfig::INIH Threads::Threads)
 
 gw_add_executable(godwitd ${PROJECT_SOURCE_DIR}/engine/daemon/main.c)
 target_link_libraries(godwitd PRIVATE gw_daemon)

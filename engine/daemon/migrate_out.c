@@ -24,7 +24,7 @@
 #include "engine/common/util.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
-#include "engine/daemon/runner_ctl.h"
+#include "engine/runner/runner_client.h"
 #include "godwit/v1/daemon.pb-c.h"
 
 #define POLL_MS 200

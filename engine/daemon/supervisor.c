@@ -22,7 +22,7 @@
 #include "engine/common/util.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
-#include "engine/daemon/runner_ctl.h"
+#include "engine/runner/runner_client.h"
 
 #define REFRESH_NS (1000ull * 1000 * 1000)     /* status poll of a ready runner */
 #define REFRESH_START_NS (100ull * 1000 * 1000) /* ... of one that has not answered yet */

@@ -22,8 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "engine/common/json.h"
@@ -31,11 +29,15 @@
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
+#include "engine/runner/runner_client.h"
 #include "engine/vm/snapshot_file.h"
 #include "precopy/precopy_dest.h"
 #include "precopy/precopy_source.h"
 
 enum { EXIT_VM_FAILED = 1, EXIT_USAGE = 2, EXIT_VERIFY = 3, EXIT_NO_KVM = 4 };
+
+/* How long a client command waits for the runner's answer. */
+#define CLIENT_TIMEOUT_MS 30000
 
 struct opts {
     const char *name, *guest, *disk, *control, *console, *file, *secret_file, *listen, *to, *compress;
@@ -278,22 +280,6 @@ static int cmd_incoming(const struct opts *o)
     return code;
 }
 
-static int send_request(const char *control, Godwit__V1__RunnerRequest *req, Godwit__V1__RunnerReply **rep)
-{
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", control);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        int e = -errno;
-        if (fd >= 0) close(fd);
-        return e;
-    }
-    int r = gw_frame_send(fd, &req->base);
-    if (!r) r = gw_frame_recv(fd, &godwit__v1__runner_reply__descriptor, (ProtobufCMessage **)rep);
-    close(fd);
-    return r;
-}
-
 static void print_progress_json(const Godwit__V1__RunnerReply *rep)
 {
     const Godwit__V1__RunnerStatus *st = rep->status;
@@ -341,7 +327,7 @@ static int cmd_migrate(const struct opts *o)
     req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_MIGRATE;
     req.migrate = &mr;
     Godwit__V1__RunnerReply *rep = NULL;
-    int r = send_request(o->control, &req, &rep);
+    int r = gw_runner_call(o->control, &req, &rep, CLIENT_TIMEOUT_MS);
     if (r) { fprintf(stderr, "godwit-vm: runner at %s: %s\n", o->control, strerror(-r)); return EXIT_VM_FAILED; }
     if (!rep->ok) {
         fprintf(stderr, "godwit-vm: migrate: %s\n", rep->error);
@@ -360,7 +346,7 @@ static int cmd_migrate(const struct opts *o)
     for (;;) {
         usleep(50000);
         rep = NULL;
-        r = send_request(o->control, &req, &rep);
+        r = gw_runner_call(o->control, &req, &rep, CLIENT_TIMEOUT_MS);
         if (r) break;
         const Godwit__V1__JobProgress *m = rep->status ? rep->status->migration : NULL;
         const char *ph = m && m->phase ? m->phase : "";
@@ -407,18 +393,13 @@ static int cmd_client(const char *verb, const struct opts *o)
         req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_SAVE;
         req.save = &sv;
     }
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", o->control);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        fprintf(stderr, "godwit-vm: cannot reach runner at %s: %s\n", o->control, strerror(errno));
-        if (fd >= 0) close(fd);
+    Godwit__V1__RunnerReply *rep = NULL;
+    /* A save writes all of guest memory: give it time. */
+    int r = gw_runner_call(o->control, &req, &rep, req.op_case == GODWIT__V1__RUNNER_REQUEST__OP_SAVE ? 600000 : CLIENT_TIMEOUT_MS);
+    if (r == -ENOENT || r == -ECONNREFUSED) {
+        fprintf(stderr, "godwit-vm: cannot reach runner at %s: %s\n", o->control, strerror(-r));
         return EXIT_VM_FAILED;
     }
-    Godwit__V1__RunnerReply *rep = NULL;
-    int r = gw_frame_send(fd, &req.base);
-    if (!r) r = gw_frame_recv(fd, &godwit__v1__runner_reply__descriptor, (ProtobufCMessage **)&rep);
-    close(fd);
     if (r) { fprintf(stderr, "godwit-vm: runner at %s: %s\n", o->control, strerror(-r)); return EXIT_VM_FAILED; }
     const Godwit__V1__RunnerStatus *st = rep->status;
     const Godwit__V1__GuestCounters *c = st ? st->counters : NULL;

@@ -1,5 +1,5 @@
-/* Runner control-socket client (see runner_ctl.h). */
-#include "engine/daemon/runner_ctl.h"
+/* Runner control-socket client (see runner_client.h). */
+#include "engine/runner/runner_client.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,8 +1,8 @@
-/* The daemon's side of a runner's control socket (proto/godwit/v1/runner.proto): connect,
- * send one RunnerRequest, read one RunnerReply, with a deadline so that a wedged runner
- * cannot hold up the daemon. */
-#ifndef GW_DAEMON_RUNNER_CTL_H
-#define GW_DAEMON_RUNNER_CTL_H
+/* The client side of a runner's control socket (proto/godwit/v1/runner.proto), shared by
+ * godwitd and godwit-vm's own client commands: connect, send one RunnerRequest, read one
+ * RunnerReply, with a deadline so that a wedged runner cannot hold up its caller. */
+#ifndef GW_RUNNER_RUNNER_CLIENT_H
+#define GW_RUNNER_RUNNER_CLIENT_H
 
 #include "godwit/v1/runner.pb-c.h"
 
