@@ -34,6 +34,9 @@ demo: build
 bench: build
 	@$(BUILD)/godwit-bench vm --memory 256M --ws 64M --rate 32M --seconds 3 --json
 	@$(BUILD)/godwit-bench snapshot --memory 1G --ws 512M --rate 32M --json
+	@$(BUILD)/godwit-bench migrate --memory 1G --ws 512M --rate 0 --pattern random --json
+	@$(BUILD)/godwit-bench migrate --memory 1G --ws 256M --rate 64M --pattern random --json
+	@$(BUILD)/godwit-bench api --seconds 5 --json
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)
