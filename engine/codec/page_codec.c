@@ -231,7 +231,7 @@ int gw_page_apply(const struct gw_page_sink *sink, const struct gw_page_desc *d,
          * anything but exactly one page out is an error. */
         if (LZ4_decompress_safe((const char *)src, (char *)page, (int)d->len, GW_PAGE_SIZE) !=
             (int)GW_PAGE_SIZE)
-            return -EBADMSG;
+            return -EILSEQ; /* its own code, so the operator reads "lz4", not "malformed" */
         break;
     default:
         return -EBADMSG;

@@ -135,8 +135,8 @@ int gw_page_batch_descs(const uint8_t *table, uint32_t n, size_t payload_len, ui
                         struct gw_page_desc *out);
 
 /* Applies one checked descriptor whose data is src[0..d->len) (RAW data already in place at
- * its page is fine: src == the page). Returns 0 or -EBADMSG (lz4 that does not decode to
- * exactly 4096 bytes). */
+ * its page is fine: src == the page). Returns 0, -EILSEQ for lz4 that does not decode to
+ * exactly 4096 bytes, or -EBADMSG for an unknown encoding. */
 int gw_page_apply(const struct gw_page_sink *sink, const struct gw_page_desc *d, const uint8_t *src);
 
 /* gw_page_decode_batch into a sink (touched / written bitmaps as described there). */
@@ -147,8 +147,8 @@ int gw_page_decode_batch_sink(const uint8_t *p, size_t len, const struct gw_page
  * pfn * 4096 (a ZERO page only when it is not already zero, so untouched memfd pages stay
  * unallocated). Checks every field before it is used and never reads past p+len or writes
  * outside the addressed page. Returns 0 and sets *npages (may be NULL), or -EBADMSG for a
- * malformed payload (truncated, bad counts, encodings or lengths, trailing bytes, lz4 that
- * does not decode to exactly 4096 bytes), -ERANGE for a pfn outside mem_size. The whole
+ * malformed payload (truncated, bad counts, encodings or lengths, trailing bytes), -EILSEQ
+ * for lz4 that does not decode to exactly 4096 bytes, -ERANGE for a pfn outside mem_size. The whole
  * descriptor table is checked before any page is written; on an lz4 error the pages before
  * the bad one may have been written. st (may be NULL) gets the counters. */
 int gw_page_decode_batch(const uint8_t *p, size_t len, uint8_t *mem, uint64_t mem_size,

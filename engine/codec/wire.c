@@ -74,7 +74,8 @@ int gw_wire_record_split(const uint8_t *buf, size_t len, struct gw_wire_header *
 const char *gw_wire_strerror(int err)
 {
     switch (err) {
-    case -EBADMSG: return "malformed record (bad magic, flags, reserved bits or payload)";
+    case -EBADMSG: return "malformed record (bad header fields, lengths or payload layout)";
+    case -EILSEQ: return "corrupt lz4 block (it does not decode to exactly one 4 KiB page)";
     case -EPROTO: return "unknown or unexpected record type";
     case -EMSGSIZE: return "record length over the maximum";
     case -EAGAIN: return "truncated record";

@@ -290,16 +290,16 @@ GW_TEST(hostile_batches_are_rejected)
     /* lz4: garbage, a block of 4095 bytes, a block of 8192 bytes, an oversize length. */
     memset(lz, 0xFF, 64);
     len = one_page(buf, 2, GW_PAGE_LZ4, lz, 64);
-    CHECK_EQ(gw_page_decode_batch(buf, len, mem, msz, NULL, NULL), -EBADMSG);
+    CHECK_EQ(gw_page_decode_batch(buf, len, mem, msz, NULL, NULL), -EILSEQ);
     fill_text(big, sizeof big);
     int c = LZ4_compress_default((char *)big, (char *)lz, PG - 1, sizeof lz);
     REQUIRE(c > 0 && (unsigned)c <= GW_PAGE_LZ4_MAX);
     len = one_page(buf, 2, GW_PAGE_LZ4, lz, (uint32_t)c);
-    CHECK_EQ(gw_page_decode_batch(buf, len, mem, msz, NULL, NULL), -EBADMSG);
+    CHECK_EQ(gw_page_decode_batch(buf, len, mem, msz, NULL, NULL), -EILSEQ);
     c = LZ4_compress_default((char *)big, (char *)lz, sizeof big, sizeof lz);
     REQUIRE(c > 0 && (unsigned)c <= GW_PAGE_LZ4_MAX);
     len = one_page(buf, N - 1, GW_PAGE_LZ4, lz, (uint32_t)c);
-    CHECK_EQ(gw_page_decode_batch(buf, len, mem, msz, NULL, NULL), -EBADMSG);
+    CHECK_EQ(gw_page_decode_batch(buf, len, mem, msz, NULL, NULL), -EILSEQ);
     c = LZ4_compress_default((char *)big, (char *)lz, PG, sizeof lz);
     len = one_page(buf, 2, GW_PAGE_LZ4, lz, (uint32_t)c);
     CHECK_EQ(gw_page_decode_batch(buf, len, mem, msz, NULL, NULL), 0);          /* control */
