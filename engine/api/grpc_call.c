@@ -248,10 +248,20 @@ void gw_call_cancel(struct gw_grpc_call *c)
 
 /* ---- worker pool ------------------------------------------------------------------------ */
 
+static void run_call(struct gw_grpc_call *c);
+
 void gw_call_dispatch(struct gw_grpc_call *c)
 {
     struct gw_grpc_server *srv = c->srv;
     c->dispatched = true;
+    if (c->method->m.flags & GW_GRPC_INLINE) {
+        /* On the loop thread, outside any lock: the handler's output is queued and the loop
+         * is woken through the eventfd as for a worker, so the send path is the same. */
+        gw_grpc_call_ref(c);
+        run_call(c);
+        gw_grpc_call_unref(c);
+        return;
+    }
     gw_grpc_call_ref(c);  /* the queue's reference */
     c->work_next = NULL;
     pthread_mutex_lock(&srv->work_lock);

@@ -62,6 +62,10 @@ enum gw_grpc_kind { GW_GRPC_UNARY = 0, GW_GRPC_SERVER_STREAM = 1 };
 
 /* Method flags. */
 #define GW_GRPC_NO_AUTH 1u  /* callable without the bearer token (health checks) */
+/* Runs the handler on the event-loop thread instead of a worker: two thread hand-offs fewer
+ * per call, for handlers that only read memory under a short lock and never block. A slow
+ * INLINE handler stalls every connection, so the flag is for quick reads only. */
+#define GW_GRPC_INLINE 2u
 
 /* Returned by a handler that keeps the call and finishes it later. */
 #define GW_GRPC_PENDING (-1)

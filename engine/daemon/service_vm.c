@@ -378,18 +378,23 @@ static int get_host(struct gw_grpc_call *call, const ProtobufCMessage *msg, void
 
 int gw_service_register_vm(struct gw_daemon *d)
 {
-    static const struct { const char *path; const ProtobufCMessageDescriptor *desc; gw_grpc_handler_fn fn; } m[] = {
-        {"/godwit.v1.Godwit/CreateVm", &godwit__v1__create_vm_request__descriptor, create_vm},
-        {"/godwit.v1.Godwit/StartVm", &godwit__v1__start_vm_request__descriptor, start_vm},
-        {"/godwit.v1.Godwit/StopVm", &godwit__v1__stop_vm_request__descriptor, stop_vm},
-        {"/godwit.v1.Godwit/DeleteVm", &godwit__v1__delete_vm_request__descriptor, delete_vm},
-        {"/godwit.v1.Godwit/GetVm", &godwit__v1__get_vm_request__descriptor, get_vm},
-        {"/godwit.v1.Godwit/ListVms", &godwit__v1__list_vms_request__descriptor, list_vms},
-        {"/godwit.v1.Godwit/GetHost", &godwit__v1__get_host_request__descriptor, get_host},
+    /* GetVm and ListVms only copy the in-memory table under the daemon's short lock: they run
+     * inline on the gRPC loop (GW_GRPC_INLINE), the rest on workers. */
+    static const struct {
+        const char *path; const ProtobufCMessageDescriptor *desc; gw_grpc_handler_fn fn; unsigned flags;
+    } m[] = {
+        {"/godwit.v1.Godwit/CreateVm", &godwit__v1__create_vm_request__descriptor, create_vm, 0},
+        {"/godwit.v1.Godwit/StartVm", &godwit__v1__start_vm_request__descriptor, start_vm, 0},
+        {"/godwit.v1.Godwit/StopVm", &godwit__v1__stop_vm_request__descriptor, stop_vm, 0},
+        {"/godwit.v1.Godwit/DeleteVm", &godwit__v1__delete_vm_request__descriptor, delete_vm, 0},
+        {"/godwit.v1.Godwit/GetVm", &godwit__v1__get_vm_request__descriptor, get_vm, GW_GRPC_INLINE},
+        {"/godwit.v1.Godwit/ListVms", &godwit__v1__list_vms_request__descriptor, list_vms, GW_GRPC_INLINE},
+        {"/godwit.v1.Godwit/GetHost", &godwit__v1__get_host_request__descriptor, get_host, 0},
     };
     for (size_t i = 0; i < GW_ARRAY_SIZE(m); i++) {
         int r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
-            .path = m[i].path, .kind = GW_GRPC_UNARY, .request = m[i].desc, .handler = m[i].fn, .arg = d});
+            .path = m[i].path, .kind = GW_GRPC_UNARY, .request = m[i].desc, .handler = m[i].fn, .arg = d,
+            .flags = m[i].flags});
         if (r) return r;
     }
     return 0;

@@ -90,7 +90,8 @@ static int start(struct fixture *f, const char *listen)
         { "/test.v1.Echo/Unary", GW_GRPC_UNARY, d, echo, f, 0 },
         { "/test.v1.Echo/ServerStream", GW_GRPC_SERVER_STREAM, d, stream, f, 0 },
         { "/test.v1.Echo/Sleep", GW_GRPC_UNARY, d, slow, f, 0 },
-        { "/test.v1.Raw/Reverse", GW_GRPC_UNARY, NULL, raw, f, 0 },
+        /* INLINE: covers handlers run on the loop thread (GW_GRPC_INLINE). */
+        { "/test.v1.Raw/Reverse", GW_GRPC_UNARY, NULL, raw, f, GW_GRPC_INLINE },
     };
     for (size_t i = 0; i < 4 && rc == 0; i++)
         rc = gw_grpc_server_register(f->srv, &m[i]);
