@@ -129,6 +129,22 @@ static void notify(struct gw_job *j, const char *msg)
     pthread_cond_broadcast(&j->d->cond);
 }
 
+void gw_job_take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p)
+{
+    j->progress.total_bytes = p->total_bytes;
+    j->progress.sent_bytes = p->sent_bytes;
+    j->progress.remaining_bytes = p->remaining_bytes;
+    j->progress.round = p->round;
+    j->progress.dirty_rate_bytes_per_s = p->dirty_rate_bytes_per_s;
+    j->progress.throughput_bytes_per_s = p->throughput_bytes_per_s;
+    j->progress.expected_downtime_ms = p->expected_downtime_ms;
+    j->progress.measured_downtime_ms = p->measured_downtime_ms;
+    j->progress.setup_ms = p->setup_ms;
+    j->progress.total_ms = p->total_ms;
+    if (p->pages) { j->pages.zero = p->pages->zero; j->pages.raw = p->pages->raw; j->pages.lz4 = p->pages->lz4; }
+    if (p->phase && p->phase[0]) snprintf(j->phase, sizeof j->phase, "%s", p->phase);
+}
+
 void gw_job_set_state(struct gw_job *j, int state, const char *msg)
 {
     if (gw_job_final(j->state)) return;   /* final states are final */
@@ -217,21 +233,7 @@ static void load_one(void *arg, const Godwit__V1__Job *pj)
         j->policy.base.unknown_fields = NULL;
         j->policy.base.n_unknown_fields = 0;
     }
-    if (pj->progress) {
-        const Godwit__V1__JobProgress *p = pj->progress;
-        j->progress.total_bytes = p->total_bytes;
-        j->progress.sent_bytes = p->sent_bytes;
-        j->progress.remaining_bytes = p->remaining_bytes;
-        j->progress.round = p->round;
-        j->progress.dirty_rate_bytes_per_s = p->dirty_rate_bytes_per_s;
-        j->progress.throughput_bytes_per_s = p->throughput_bytes_per_s;
-        j->progress.expected_downtime_ms = p->expected_downtime_ms;
-        j->progress.measured_downtime_ms = p->measured_downtime_ms;
-        j->progress.setup_ms = p->setup_ms;
-        j->progress.total_ms = p->total_ms;
-        if (p->pages) { j->pages.zero = p->pages->zero; j->pages.raw = p->pages->raw; j->pages.lz4 = p->pages->lz4; }
-        snprintf(j->phase, sizeof j->phase, "%s", p->phase);
-    }
+    if (pj->progress) gw_job_take_progress(j, pj->progress);
     snprintf(j->error, sizeof j->error, "%s", pj->error);
     j->created_ms = pj->created_unix_ms;
     j->started_ms = pj->started_unix_ms;

@@ -112,23 +112,6 @@ static void abort_destination(struct mig *m)
     gw_grpc_client_close(c);
 }
 
-/* Copies the runner's migration progress into the job (lock held). */
-static void take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p)
-{
-    j->progress.total_bytes = p->total_bytes;
-    j->progress.sent_bytes = p->sent_bytes;
-    j->progress.remaining_bytes = p->remaining_bytes;
-    j->progress.round = p->round;
-    j->progress.dirty_rate_bytes_per_s = p->dirty_rate_bytes_per_s;
-    j->progress.throughput_bytes_per_s = p->throughput_bytes_per_s;
-    j->progress.expected_downtime_ms = p->expected_downtime_ms;
-    j->progress.measured_downtime_ms = p->measured_downtime_ms;
-    j->progress.setup_ms = p->setup_ms;
-    j->progress.total_ms = p->total_ms;
-    if (p->pages) { j->pages.zero = p->pages->zero; j->pages.raw = p->pages->raw; j->pages.lz4 = p->pages->lz4; }
-    if (p->phase && p->phase[0]) snprintf(j->phase, sizeof j->phase, "%s", p->phase);
-}
-
 /* Step 3: start the runner's migration (lock not held). 0 or -1 (job failed). */
 static int start_runner(struct mig *m)
 {
@@ -216,7 +199,7 @@ static void follow(struct mig *m)
         bool done = false;
         if (st) {
             snprintf(m->last_state, sizeof m->last_state, "%s", st->state ? st->state : "");
-            if (st->migration) take_progress(j, st->migration);
+            if (st->migration) gw_job_take_progress(j, st->migration);
             const char *ph = st->migration && st->migration->phase ? st->migration->phase : "";
             if (gw_job_final(j->state)) {
                 /* Succeeded: waiting for the runner to leave (it lingers ~1.5 s). */

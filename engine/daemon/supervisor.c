@@ -36,13 +36,13 @@ static void watch(struct gw_daemon *d, struct gw_vm_rec *rec)
     if (write(d->sup_wake, &one, sizeof one) < 0) { /* the loop wakes within 100 ms anyway */ }
 }
 
-/* The last non-empty line of a VM's runner log: usually the reason it failed. */
-static void log_tail(struct gw_daemon *d, const char *name, char *out, size_t len)
+/* The last non-empty line of the file `leaf` in a VM's directory (at most its last 2 KiB). */
+static void last_line(struct gw_daemon *d, const char *name, const char *leaf, char *out, size_t len)
 {
-    char path[1100], buf[512];
+    char path[1100], buf[2048];
     out[0] = 0;
     gw_vm_dir(d, name, path, sizeof path);
-    strncat(path, "/runner.log", sizeof path - strlen(path) - 1);
+    strncat(path, leaf, sizeof path - strlen(path) - 1);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return;
     off_t end = lseek(fd, 0, SEEK_END);
@@ -53,28 +53,24 @@ static void log_tail(struct gw_daemon *d, const char *name, char *out, size_t le
     buf[n] = 0;
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' ')) buf[--n] = 0;
     char *line = strrchr(buf, '\n');
-    snprintf(out, len, "%.199s", line ? line + 1 : buf);
+    snprintf(out, len, "%s", line ? line + 1 : buf);
+}
+
+/* The last line of a VM's runner log: usually the reason it failed. */
+static void log_tail(struct gw_daemon *d, const char *name, char *out, size_t len)
+{
+    char line[200];
+    last_line(d, name, "/runner.log", line, sizeof line);
+    snprintf(out, len, "%s", line);
 }
 
 /* The "state" of the runner's exit summary (the last line of its stdout), "" when none:
  * "migrated" means the VM now runs elsewhere, whoever started the migration. */
 static void exit_state(struct gw_daemon *d, const char *name, char *out, size_t len)
 {
-    char path[1100], buf[2048];
-    out[0] = 0;
-    gw_vm_dir(d, name, path, sizeof path);
-    strncat(path, "/runner.out", sizeof path - strlen(path) - 1);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    off_t end = lseek(fd, 0, SEEK_END);
-    off_t off = end > (off_t)sizeof buf - 1 ? end - (off_t)(sizeof buf - 1) : 0;
-    ssize_t n = pread(fd, buf, sizeof buf - 1, off);
-    close(fd);
-    if (n <= 0) return;
-    buf[n] = 0;
-    while (n > 0 && buf[n - 1] == '\n') buf[--n] = 0;
-    char *line = strrchr(buf, '\n');
-    if (gw_json_get_str(line ? line + 1 : buf, "state", out, len)) out[0] = 0;
+    char line[2048];
+    last_line(d, name, "/runner.out", line, sizeof line);
+    if (gw_json_get_str(line, "state", out, len)) out[0] = 0;
 }
 
 static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, const int *pass_fds,
