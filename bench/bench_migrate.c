@@ -6,7 +6,6 @@
  * Baseline: QEMU 7.2 on this box moves an idle 1 GiB guest with 512 MiB of random data at
  * ~0.3 GiB/s (the figure the migration issue names); ratio = throughput / 307.2 MiB/s. */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/bench_opts.h"
 #include "bench/bench_proc.h"
 #include "engine/common/json.h"
 #include "engine/common/util.h"
@@ -41,29 +41,13 @@ static const char *last_json(const char *text)
 
 int gw_bench_migrate(int argc, char **argv)
 {
-    uint64_t memory = 1ull << 30, ws = 512ull << 20, rate = 64ull << 20, streams = 0, downtime_ms = 50, vcpus = 1;
-    const char *pattern = "random", *compress = "auto";
-    bool json = false;
-    static const struct option lo[] = {{"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"rate", 1, 0, 'r'},
-                                       {"pattern", 1, 0, 'p'}, {"streams", 1, 0, 'n'}, {"compress", 1, 0, 'z'},
-                                       {"downtime-ms", 1, 0, 'd'}, {"vcpus", 1, 0, 'c'}, {"json", 0, 0, 'j'}, {0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case 'm': bad = gw_parse_size(optarg, &memory); break;
-        case 'w': bad = gw_parse_size(optarg, &ws); break;
-        case 'r': bad = gw_parse_size(optarg, &rate); break;
-        case 'p': pattern = optarg; break;
-        case 'n': bad = gw_parse_u64(optarg, 1, 16, &streams); break;
-        case 'z': compress = optarg; break;
-        case 'd': bad = gw_parse_u64(optarg, 1, 100000, &downtime_ms); break;
-        case 'c': bad = gw_parse_u64(optarg, 1, 16, &vcpus); break;
-        case 'j': json = true; break;
-        default: return 2;
-        }
-        if (bad) { fprintf(stderr, "godwit-bench migrate: bad value '%s'\n", optarg); return 2; }
-    }
+    struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 64ull << 20, .seconds = 2,
+                              .vcpus = 1, .pattern = "random", .downtime_ms = 50, .compress = "auto"};
+    if (gw_bench_parse_opts("migrate", argc, argv, &o)) return 2;
+    uint64_t memory = o.memory, ws = o.ws, rate = o.rate, streams = o.streams, downtime_ms = o.downtime_ms,
+             vcpus = o.vcpus;
+    const char *pattern = o.pattern, *compress = o.compress;
+    bool json = o.json;
     char vm_bin[4096];
     if (gw_bench_sibling("godwit-vm", vm_bin, sizeof vm_bin)) { fprintf(stderr, "godwit-bench: godwit-vm not found\n"); return 1; }
     char dir[] = "/tmp/godwit-bench-mig.XXXXXX";

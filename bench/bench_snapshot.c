@@ -5,7 +5,6 @@
  * (write + fsync), i.e. what the disk allows; ratio = save throughput / baseline. */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/bench_opts.h"
 #include "bench/bench_proc.h"
 #include "engine/common/json.h"
 #include "engine/common/util.h"
@@ -44,28 +44,12 @@ static double baseline_write_mib_s(const char *dir, uint64_t len)
 
 int gw_bench_snapshot(int argc, char **argv)
 {
-    uint64_t memory = 1ull << 30, ws = 512ull << 20, rate = 32ull << 20, vcpus = 1, seconds = 2;
-    const char *pattern = "random", *dir_opt = NULL;
-    bool json = false;
-    static const struct option lo[] = {{"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"rate", 1, 0, 'r'},
-                                       {"vcpus", 1, 0, 'c'}, {"pattern", 1, 0, 'p'}, {"seconds", 1, 0, 's'},
-                                       {"dir", 1, 0, 'd'}, {"json", 0, 0, 'j'}, {0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case 'm': bad = gw_parse_size(optarg, &memory); break;
-        case 'w': bad = gw_parse_size(optarg, &ws); break;
-        case 'r': bad = gw_parse_size(optarg, &rate); break;
-        case 'c': bad = gw_parse_u64(optarg, 1, 16, &vcpus); break;
-        case 's': bad = gw_parse_u64(optarg, 1, 3600, &seconds); break;
-        case 'p': pattern = optarg; break;
-        case 'd': dir_opt = optarg; break;
-        case 'j': json = true; break;
-        default: return 2;
-        }
-        if (bad) { fprintf(stderr, "godwit-bench snapshot: bad value '%s'\n", optarg); return 2; }
-    }
+    struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 32ull << 20, .seconds = 2,
+                              .vcpus = 1, .pattern = "random"};
+    if (gw_bench_parse_opts("snapshot", argc, argv, &o)) return 2;
+    uint64_t memory = o.memory, ws = o.ws, rate = o.rate, vcpus = o.vcpus, seconds = o.seconds;
+    const char *pattern = o.pattern, *dir_opt = o.dir;
+    bool json = o.json;
     char vm_bin[4096];
     if (gw_bench_sibling("godwit-vm", vm_bin, sizeof vm_bin)) {
         fprintf(stderr, "godwit-bench: godwit-vm not found next to godwit-bench\n");

@@ -2,38 +2,23 @@
  * guest wrote and verified. Baseline: the requested write rate; the ratio says how much of
  * it the guest achieved (1.0 = on target; below means the VM host or PVM held it back). */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/bench_opts.h"
 #include "engine/common/util.h"
 #include "engine/vm/vm.h"
 
 int gw_bench_vm(int argc, char **argv)
 {
-    uint64_t memory = 256ull << 20, ws = 64ull << 20, rate = 32ull << 20, seconds = 3, vcpus = 1;
-    const char *pattern = "random";
-    bool json = false;
-    static const struct option lo[] = {{"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"rate", 1, 0, 'r'},
-                                       {"seconds", 1, 0, 's'}, {"vcpus", 1, 0, 'c'}, {"pattern", 1, 0, 'p'},
-                                       {"json", 0, 0, 'j'}, {0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case 'm': bad = gw_parse_size(optarg, &memory); break;
-        case 'w': bad = gw_parse_size(optarg, &ws); break;
-        case 'r': bad = gw_parse_size(optarg, &rate); break;
-        case 's': bad = gw_parse_u64(optarg, 1, 3600, &seconds); break;
-        case 'c': bad = gw_parse_u64(optarg, 1, GW_MAX_VCPUS, &vcpus); break;
-        case 'p': pattern = optarg; break;
-        case 'j': json = true; break;
-        default: return 2;
-        }
-        if (bad) { fprintf(stderr, "godwit-bench vm: bad value '%s'\n", optarg); return 2; }
-    }
+    struct gw_bench_opts o = {.memory = 256ull << 20, .ws = 64ull << 20, .rate = 32ull << 20, .seconds = 3,
+                              .vcpus = 1, .pattern = "random"};
+    if (gw_bench_parse_opts("vm", argc, argv, &o)) return 2;
+    uint64_t memory = o.memory, ws = o.ws, rate = o.rate, seconds = o.seconds, vcpus = o.vcpus;
+    const char *pattern = o.pattern;
+    bool json = o.json;
     char spec[160], err[512];
     snprintf(spec, sizeof spec, "dirtier:ws=%llu,rate=%llu,pattern=%s", (unsigned long long)ws,
              (unsigned long long)rate, pattern);

@@ -13,11 +13,14 @@ import sys
 import tempfile
 import time
 
-SKIP = 77
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TOKEN = "test-token-0123456789"
 SECRET = "cluster-secret-for-tests"
+
+# The KVM check and skip code are the integration tests' own (tests/integration/gwtest.py).
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from gwtest import SKIP, kvm_usable, require_kvm  # noqa: E402,F401
 
 try:
     import grpc
@@ -25,20 +28,6 @@ try:
 except ImportError as e:  # pragma: no cover
     print(f"SKIP: {e}")
     sys.exit(SKIP)
-
-
-def kvm_usable():
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR))
-        return True
-    except OSError:
-        return False
-
-
-def require_kvm():
-    if not kvm_usable():
-        print("SKIP: /dev/kvm is not usable on this host")
-        sys.exit(SKIP)
 
 
 _STUBS = None

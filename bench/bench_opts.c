@@ -1,0 +1,38 @@
+/* Option parsing shared by the VM benchmarks (see bench_opts.h). */
+#include "bench/bench_opts.h"
+
+#include <getopt.h>
+#include <stdio.h>
+
+#include "engine/common/util.h"
+#include "guest/abi.h"
+
+int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench_opts *o)
+{
+    static const struct option lo[] = {
+        {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"rate", 1, 0, 'r'}, {"seconds", 1, 0, 's'},
+        {"vcpus", 1, 0, 'c'}, {"pattern", 1, 0, 'p'}, {"streams", 1, 0, 'n'}, {"compress", 1, 0, 'z'},
+        {"downtime-ms", 1, 0, 'd'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {0},
+    };
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 'm': bad = gw_parse_size(optarg, &o->memory); break;
+        case 'w': bad = gw_parse_size(optarg, &o->ws); break;
+        case 'r': bad = gw_parse_size(optarg, &o->rate); break;
+        case 's': bad = gw_parse_u64(optarg, 1, 3600, &o->seconds); break;
+        case 'c': bad = gw_parse_u64(optarg, 1, GW_MAX_VCPUS, &o->vcpus); break;
+        case 'p': o->pattern = optarg; break;
+        case 'n': bad = gw_parse_u64(optarg, 1, 16, &o->streams); break;
+        case 'z': o->compress = optarg; break;
+        case 'd': bad = gw_parse_u64(optarg, 1, 100000, &o->downtime_ms); break;
+        case 'D': o->dir = optarg; break;
+        case 'j': o->json = true; break;
+        default: return 2;
+        }
+        if (bad) { fprintf(stderr, "godwit-bench %s: bad value '%s'\n", name, optarg); return 2; }
+    }
+    return 0;
+}

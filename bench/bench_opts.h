@@ -1,0 +1,22 @@
+/* The options the VM benchmarks share: VM shape, guest workload, migration settings, output.
+ * Every benchmark accepts all of them and uses the ones that concern it. */
+#ifndef GW_BENCH_OPTS_H
+#define GW_BENCH_OPTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct gw_bench_opts {
+    uint64_t memory, ws, rate, seconds, vcpus;   /* --memory --ws --rate --seconds --vcpus */
+    const char *pattern;                         /* --pattern random|text|sparse */
+    uint64_t streams, downtime_ms;               /* --streams --downtime-ms (migrate) */
+    const char *compress;                        /* --compress auto|lz4|none (migrate) */
+    const char *dir;                             /* --dir (snapshot); NULL = /tmp */
+    bool json;                                   /* --json */
+};
+
+/* Parses argv over the defaults already in *o. Returns 0, or 2 (the usage exit code) after
+ * printing which value of benchmark `name` was bad. */
+int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench_opts *o);
+
+#endif
