@@ -169,6 +169,8 @@ void gw_job_to_proto(const struct gw_job *j, Godwit__V1__Job *out);
 bool gw_job_final(int state);
 /* Moves j to state (lock held), persists it, tells the watchers (final states end them). */
 void gw_job_set_state(struct gw_job *j, int state, const char *msg);
+/* Copies a migration policy (a request's or a stored job's) into j; lock held. */
+void gw_job_set_policy(struct gw_job *j, const Godwit__V1__MigrationPolicy *p);
 /* Copies migration progress (the runner's or a stored job's) into j; lock held. */
 void gw_job_take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p);
 /* Publishes a progress event (lock held). Progress is not written to the database here:

@@ -129,6 +129,15 @@ static void notify(struct gw_job *j, const char *msg)
     pthread_cond_broadcast(&j->d->cond);
 }
 
+void gw_job_set_policy(struct gw_job *j, const Godwit__V1__MigrationPolicy *p)
+{
+    /* Scalars only: a plain copy, minus fields this version does not know (they belong to
+     * the unpacked message, not to the job). */
+    j->policy = *p;
+    j->policy.base.unknown_fields = NULL;
+    j->policy.base.n_unknown_fields = 0;
+}
+
 void gw_job_take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p)
 {
     j->progress.total_bytes = p->total_bytes;
@@ -228,11 +237,7 @@ static void load_one(void *arg, const Godwit__V1__Job *pj)
     j->state = pj->state;
     snprintf(j->vm, sizeof j->vm, "%s", pj->vm);
     snprintf(j->destination, sizeof j->destination, "%s", pj->destination);
-    if (pj->policy) {
-        j->policy = *pj->policy;
-        j->policy.base.unknown_fields = NULL;
-        j->policy.base.n_unknown_fields = 0;
-    }
+    if (pj->policy) gw_job_set_policy(j, pj->policy);
     if (pj->progress) gw_job_take_progress(j, pj->progress);
     snprintf(j->error, sizeof j->error, "%s", pj->error);
     j->created_ms = pj->created_unix_ms;

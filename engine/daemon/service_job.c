@@ -62,16 +62,7 @@ static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
         goto out;
     }
     snprintf(j->destination, sizeof j->destination, "%s", req->destination);
-    if (p) {
-        j->policy.mode = p->mode;
-        j->policy.downtime_limit_ms = p->downtime_limit_ms;
-        j->policy.bandwidth_limit_bytes_per_s = p->bandwidth_limit_bytes_per_s;
-        j->policy.streams = p->streams;
-        j->policy.compression = p->compression;
-        j->policy.timeout_s = p->timeout_s;
-        j->policy.auto_converge = p->auto_converge;
-        j->policy.max_rounds = p->max_rounds;
-    }
+    if (p) gw_job_set_policy(j, p);
     if (!j->policy.mode) j->policy.mode = GODWIT__V1__MIGRATION_POLICY__MODE__PRECOPY;
     gw_info("job=%s vm=%s: migration to %s queued", j->id, j->vm, j->destination);
     gw_job_set_state(j, GODWIT__V1__JOB__STATE__QUEUED, "queued");   /* written before the reply */
