@@ -19,9 +19,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "vm")) return gw_bench_vm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "snapshot")) return gw_bench_snapshot(argc - 1, argv + 1);
     if (!strcmp(argv[1], "migrate")) return gw_bench_migrate(argc - 1, argv + 1);
-#ifdef GW_BENCH_API
     if (!strcmp(argv[1], "api")) return gw_bench_api(argc - 1, argv + 1);
-#endif
     fprintf(stderr, "godwit-bench: unknown benchmark '%s'\n", argv[1]);
     return 2;
 }

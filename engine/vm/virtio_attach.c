@@ -8,23 +8,18 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "engine/vm/vm.h"
-#ifdef GW_HAVE_VIRTIO
 #include "engine/vm/virtio_blk.h"
-#endif
+#include "engine/vm/vm.h"
 
-#ifdef GW_HAVE_VIRTIO
 static int irq_line(void *ctx, uint32_t gsi, int level)
 {
     struct gw_vm *vm = ctx;
     struct kvm_irq_level l = {.irq = gsi, .level = (uint32_t)level};
     return ioctl(vm->vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
 }
-#endif
 
 int gw_vm_attach_disk(struct gw_vm *vm, const char *path, char *err, unsigned errlen)
 {
-#ifdef GW_HAVE_VIRTIO
     struct gw_device *d;
     struct gw_irq_sink irq = {.set_level = irq_line, .ctx = vm};
     int r = gw_virtio_blk_create(path, &vm->mem, irq, GW_VIRTIO_MMIO_BASE, &d);
@@ -32,23 +27,14 @@ int gw_vm_attach_disk(struct gw_vm *vm, const char *path, char *err, unsigned er
     r = gw_bus_add(&vm->bus, d);
     if (r) snprintf(err, errlen, "disk %s: cannot attach: %s", path, strerror(-r));
     return r;
-#else
-    (void)vm;
-    snprintf(err, errlen, "disk %s: this build has no virtio block device", path);
-    return -ENOTSUP;
-#endif
 }
 
 void gw_vm_track_device_writes(struct gw_vm *vm, void (*mark)(void *ctx, uint64_t gpa, uint64_t len), void *ctx)
 {
-#ifdef GW_HAVE_VIRTIO
     struct gw_device *d = gw_bus_find(&vm->bus, "vda");
     if (!d) return;
     struct gw_guest_write_sink sink = {.mark = mark, .ctx = ctx};
     pthread_mutex_lock(&d->lock);
     gw_virtio_blk_set_write_sink(d, sink);
     pthread_mutex_unlock(&d->lock);
-#else
-    (void)vm; (void)mark; (void)ctx;
-#endif
 }
