@@ -11,6 +11,9 @@
  *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]
  *                     [--downtime-ms N] [--bandwidth SIZE/s] [--timeout S] [--auto-converge]
  *                     [--max-rounds N] [--secret-file F] [--wait] [--json]
+ *   godwit-vm restore-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--name NEW]
+ *                            [--disk FILE] [--seconds N] [--json] [--control SOCK]
+ *   godwit-vm backup|verify-backup|list-backups|delete-backup ...   (cmd_backup.c)
  *
  * Exit codes: 0 success; 1 the VM failed; 2 usage; 3 the guest found verify errors;
  * 4 KVM is not available on this host. */
@@ -30,6 +33,10 @@
 #include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
 #include "engine/runner/runner_client.h"
+#include "engine/runner/cmd_backup.h"
+#include "backup/backup.h"
+#include "storage/manifest.h"
+#include "storage/store.h"
 #include "engine/vm/snapshot_file.h"
 #include "precopy/precopy_dest.h"
 #include "precopy/precopy_source.h"
@@ -46,6 +53,9 @@ struct opts {
     int fds[GW_INCOMING_MAX_FDS];   /* --fd, repeated: every stream of a handed-over session */
     unsigned nfds;
     bool json, stop_after, wait, auto_converge;
+    bool name_set;
+    const char *from_vm, *backup_id;   /* restore-backup */
+    Godwit__V1__StoreSpec store;
 };
 
 static void usage(FILE *f)
@@ -62,6 +72,10 @@ static void usage(FILE *f)
             "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]\n"
             "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
             "                         [--max-rounds N] [--secret-file F] [--wait] [--json]\n"
+            "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
+            "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE] [--seconds N]\n"
+            "       godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none] [--method dirty-log|pause] [--json]\n"
+            "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
             "guest specs: dirtier:ws=256M,rate=64M,pattern=random|text|sparse  idle:ws=64M  disk:block=4K\n");
 }
 
@@ -74,14 +88,21 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"secret-file", 1, 0, 'K'}, {"listen", 1, 0, 'L'}, {"fd", 1, 0, 'F'}, {"to", 1, 0, 'T'},
         {"streams", 1, 0, 'N'}, {"compress", 1, 0, 'Z'}, {"downtime-ms", 1, 0, 'D'}, {"bandwidth", 1, 0, 'B'},
         {"timeout", 1, 0, 'O'}, {"auto-converge", 0, 0, 'A'}, {"max-rounds", 1, 0, 'R'}, {"wait", 0, 0, 'W'},
+        {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'},
+        {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
+        {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
         {0},
     };
     *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1};
-    int c;
+    godwit__v1__store_spec__init(&o->store);
+    int c, idx;
     uint64_t v;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", lo, &idx)) != -1) {
         switch (c) {
-        case 'n': o->name = optarg; break;
+        case 0: if (gw_backup_store_opt(lo[idx].name, optarg, &o->store)) return -1; break;
+        case 'V': o->from_vm = optarg; break;
+        case 'I': o->backup_id = optarg; break;
+        case 'n': o->name = optarg; o->name_set = true; break;
         case 'm': if (gw_parse_size(optarg, &o->memory)) { fprintf(stderr, "godwit-vm: bad --memory '%s'\n", optarg); return -1; } break;
         case 'c': if (gw_parse_u64(optarg, 1, GW_MAX_VCPUS, &v)) { fprintf(stderr, "godwit-vm: --vcpus must be 1..%u\n", GW_MAX_VCPUS); return -1; } o->vcpus = (unsigned)v; break;
         case 'g': o->guest = optarg; break;
@@ -228,6 +249,76 @@ static int cmd_restore(const struct opts *o)
 out:
     gw_vm_destroy(vm);
     godwit__v1__vm_state__free_unpacked(st, NULL);
+    if (cfd > STDERR_FILENO) close(cfd);
+    return code;
+}
+
+/* A new VM from a backup in a chunk store; under a new name it is a clone. */
+static int cmd_restore_backup(const struct opts *o)
+{
+    if (!o->store.target || !o->from_vm) { fprintf(stderr, "godwit-vm: restore-backup needs --store SPEC and --vm NAME\n"); return EXIT_USAGE; }
+    char err[512] = "", id[GW_BACKUP_ID_BUF];
+    uint64_t t0 = gw_now_ns();
+    struct gw_backup_target t;
+    if (gw_backup_target_open(&o->store, &t, err, sizeof err)) { fprintf(stderr, "godwit-vm: %s\n", err); return EXIT_VM_FAILED; }
+    Godwit__V1__BackupManifest *man = NULL;
+    struct gw_vm *vm = NULL;
+    int code = 0, cfd = -1;
+    if (o->backup_id) snprintf(id, sizeof id, "%s", o->backup_id);
+    else if (gw_backup_latest(&t, o->from_vm, id)) {
+        fprintf(stderr, "godwit-vm: no backup of VM %s in %s\n", o->from_vm, t.store->desc);
+        code = EXIT_VM_FAILED;
+        goto out;
+    }
+    if (gw_manifest_load(t.store, o->from_vm, id, &man, err, sizeof err)) {
+        fprintf(stderr, "godwit-vm: restore refused: %s\n", err);
+        code = EXIT_VM_FAILED;
+        goto out;
+    }
+    const Godwit__V1__VmConfig *sc = man->state->config;
+    if (man->disk->size && !o->disk) {
+        fprintf(stderr, "godwit-vm: backup %s has a disk: name a new image with --disk FILE\n", id);
+        code = EXIT_USAGE;
+        goto out;
+    }
+    if (man->disk->size) {
+        /* The image must exist for the device to attach; its content is written below. */
+        int dfd = open(o->disk, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (dfd < 0 || ftruncate(dfd, (off_t)man->disk->size) < 0) {
+            fprintf(stderr, "godwit-vm: disk image %s: %s\n", o->disk, strerror(errno));
+            if (dfd >= 0) close(dfd);
+            code = EXIT_VM_FAILED;
+            goto out;
+        }
+        close(dfd);
+    }
+    cfd = open_console(o->console);
+    struct gw_vm_config cfg = {
+        .name = o->name_set ? o->name : sc->name, .memory_bytes = sc->memory_bytes, .vcpus = sc->vcpus,
+        .guest_spec = sc->guest_spec, .disk_path = man->disk->size ? o->disk : NULL, .console_fd = cfd,
+    };
+    int r = gw_vm_create(&cfg, &vm, err, sizeof err);
+    if (r) { code = exit_code_for_create(r, err); goto out; }
+    gw_log_set_tag(cfg.name);
+    struct gw_restore_stats rs;
+    /* The disk is written before the VM opens it: gw_vm_create attached the path only. */
+    r = gw_backup_restore(&t, man, &vm->mem, man->disk->size ? o->disk : NULL, &rs, err, sizeof err);
+    if (!r) r = gw_vm_load_state(vm, man->state, err, sizeof err);
+    if (r) { fprintf(stderr, "godwit-vm: restore refused: %s\n", err); code = EXIT_VM_FAILED; goto out; }
+    double ms = (gw_now_ns() - t0) / 1e6, data_ms = rs.elapsed_ns / 1e6;
+    char extra[512];
+    snprintf(extra, sizeof extra,
+             "\"restore_ms\":%.1f,\"restore_data_bytes\":%llu,\"restore_mib_s\":%.1f,\"memory_digest\":\"%s\",\"backup\":\"%s\"",
+             ms, (unsigned long long)rs.bytes_read, data_ms > 0 ? ((rs.memory_bytes + rs.disk_bytes) / 1048576.0) / (data_ms / 1000) : 0.0,
+             rs.digest_hex, id);
+    gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
+            (unsigned long long)rs.chunks, ms, rs.digest_hex);
+    gw_backup_target_close(&t);
+    code = run_vm(vm, o, extra, NULL);
+out:
+    if (t.store) gw_backup_target_close(&t);
+    gw_vm_destroy(vm);
+    if (man) godwit__v1__backup_manifest__free_unpacked(man, NULL);
     if (cfd > STDERR_FILENO) close(cfd);
     return code;
 }
@@ -437,12 +528,14 @@ int main(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     const char *verb = argv[1];
+    if (gw_runner_is_backup_verb(verb)) { signal(SIGPIPE, SIG_IGN); return gw_runner_cmd_backup(verb, argc - 1, argv + 1); }
     struct opts o;
     if (parse_opts(argc - 1, argv + 1, &o)) { usage(stderr); return EXIT_USAGE; }
     signal(SIGPIPE, SIG_IGN);
     if (!strcmp(verb, "run")) { block_term_signals(); return cmd_run(&o); }
     if (!strcmp(verb, "restore")) { block_term_signals(); return cmd_restore(&o); }
     if (!strcmp(verb, "incoming")) { block_term_signals(); return cmd_incoming(&o); }
+    if (!strcmp(verb, "restore-backup")) { block_term_signals(); return cmd_restore_backup(&o); }
     if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
     if (!strcmp(verb, "save") || !strcmp(verb, "status") || !strcmp(verb, "pause") ||
         !strcmp(verb, "resume") || !strcmp(verb, "stop"))
