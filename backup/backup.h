@@ -2,7 +2,11 @@
  * verify, list, delete. docs/backups.md describes the format and the guarantees.
  *
  * A backup is a consistent point in time of memory, vCPU/device state and the virtio disk:
- *   dirty-log (default): memory is copied while the guest runs, in rounds over KVM's dirty
+ *   write-protect (default): inside a short pause all of guest RAM is write-protected with
+ *     userfaultfd (wp_snapshot.h), the state and disk image are taken, and the guest runs on;
+ *     a page it writes is copied first, so the backup reads the point in time at leisure and
+ *     writes every chunk once.
+ *   dirty-log (fallback where userfaultfd write-protect is missing): memory is copied while the guest runs, in rounds over KVM's dirty
  *     log; then a short pause takes the last dirty pages (copied to a side buffer, not stored),
  *     the state, the memory digest and the disk image, and the guest runs on. A chunk touched
  *     by those last pages is rebuilt afterwards from its stored previous version plus the saved
@@ -40,9 +44,15 @@ struct gw_backup_target {
 int gw_backup_target_open(const Godwit__V1__StoreSpec *spec, struct gw_backup_target *t, char *err, size_t errlen);
 void gw_backup_target_close(struct gw_backup_target *t);
 
+enum gw_backup_method {
+    GW_BACKUP_WP = 0,         /* userfaultfd write-protect (default; falls back to dirty-log) */
+    GW_BACKUP_DIRTY_LOG,      /* dirty-log rounds, last pages copied in the pause */
+    GW_BACKUP_PAUSE,          /* everything copied inside the pause */
+};
+
 struct gw_backup_params {
     const char *parent;       /* NULL/"" = latest backup of this VM, "none" = no parent */
-    bool pause_method;        /* copy everything inside a pause */
+    enum gw_backup_method method;
     uint32_t chunk_size;      /* 0 = GW_BACKUP_CHUNK_SIZE */
     unsigned max_rounds;      /* 0 = GW_BACKUP_MAX_ROUNDS */
 };
@@ -69,6 +79,7 @@ int gw_backup_delete(struct gw_backup_target *t, const char *vm, const char *id,
 
 struct gw_restore_stats {
     uint64_t memory_bytes, disk_bytes, chunks, bytes_read, elapsed_ns;
+    uint64_t data_bytes;        /* raw bytes of the non-zero chunks placed */
     char digest_hex[33];
 };
 

@@ -17,6 +17,7 @@
 #include "engine/vm/mem_data.h"
 #include "engine/vm/virtio_attach.h"
 #include "engine/vm/vm.h"
+#include "backup/wp_snapshot.h"
 #include "storage/chunk_sink.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
@@ -42,6 +43,8 @@ struct bk {
     uint64_t disk_size;
     uint64_t pause_ns;
     unsigned rounds;
+    struct gw_wp_snapshot *wp;
+    struct gw_wp_stats wp_stats;
     char *err;
     size_t errlen;
 };
@@ -62,8 +65,16 @@ static int note_data(uint64_t off, uint64_t len, void *ctx)
 {
     struct bk *b = ctx;
     for (uint64_t c = off / b->cs; c <= (off + len - 1) / b->cs; c++) b->has_data[c] = 1;
-    gw_chunk_digest_mark(&b->cd, off / GW_PAGE_SIZE, len / GW_PAGE_SIZE);
+    if (!b->wp) gw_chunk_digest_mark(&b->cd, off / GW_PAGE_SIZE, len / GW_PAGE_SIZE);
     return 0;
+}
+
+/* Which chunks hold data at all (holes are zero chunks, never read). */
+static int map_data(struct bk *b)
+{
+    memset(b->has_data, 0, b->nchunks);
+    int r = gw_mem_for_each_data(&b->vm->mem, note_data, b);
+    return r ? fail(b, r, "scanning guest memory: %s", strerror(-r)) : 0;
 }
 
 static int put_mem_chunk(struct bk *b, uint64_t i, const uint8_t *data)
@@ -77,9 +88,8 @@ static int put_mem_chunk(struct bk *b, uint64_t i, const uint8_t *data)
 /* Round 0: every chunk that holds data. */
 static int copy_all(struct bk *b)
 {
-    memset(b->has_data, 0, b->nchunks);
-    int r = gw_mem_for_each_data(&b->vm->mem, note_data, b);
-    if (r) return fail(b, r, "scanning guest memory: %s", strerror(-r));
+    int r = map_data(b);
+    if (r) return r;
     for (uint64_t i = 0; i < b->nchunks; i++) {
         if (!b->has_data[i]) { memset(b->names[i], 0, 32); b->sink.chunks++; b->sink.zero_chunks++; continue; }
         if ((r = put_mem_chunk(b, i, b->vm->mem.base + i * b->cs))) return r;
@@ -111,10 +121,13 @@ static int dirty_rounds(struct bk *b, unsigned max_rounds)
         int r = gw_dirty_fetch(b->dirty, &count);
         if (r) return fail(b, r, "reading the dirty log: %s", strerror(-r));
         fold_fetch(b);
-        uint64_t npend = 0;
+        uint64_t npend = 0, nchunks = 0, ndata = 0;
         for (uint64_t w = 0; w < b->words; w++) npend += (uint64_t)__builtin_popcountll(b->pending[w]);
-        /* Few pages left: their copies in the pause cost less than another round. */
-        if (npend * GW_PAGE_SIZE <= 4ull * b->cs || round == max_rounds) break;
+        for (uint64_t i = 0; i < b->nchunks; i++) { nchunks += chunk_pending(b, i); ndata += b->has_data[i]; }
+        /* Few pages left: their copies in the pause cost less than another round. Writes
+         * spread over more than a quarter of the chunks: another round would rewrite them
+         * all and find as many again, so it cannot converge. */
+        if (npend * GW_PAGE_SIZE <= 4ull * b->cs || nchunks * 4 > ndata || round == max_rounds) break;
         r = gw_dirty_clear(b->dirty, 0, b->dirty->npages);
         if (r) return fail(b, r, "clearing the dirty log: %s", strerror(-r));
         b->rounds = round;
@@ -146,7 +159,7 @@ static int read_disk(struct bk *b)
 }
 
 /* The pause: last dirty pages to a side buffer, digest, state, disk image. */
-static int take_point_in_time(struct bk *b, bool pause_method, Godwit__V1__VmState **st, uint8_t digest[16])
+static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit__V1__VmState **st, uint8_t digest[16])
 {
     struct gw_vm *vm = b->vm;
     bool was_paused = gw_vm_is_paused(vm);
@@ -154,8 +167,11 @@ static int take_point_in_time(struct bk *b, bool pause_method, Godwit__V1__VmSta
     uint64_t t0 = gw_now_ns();
     int r = gw_vm_pause(vm);
     if (r) return fail(b, r, "cannot pause the VM: %s", strerror(-r));
-    if (pause_method) {
+    if (method == GW_BACKUP_PAUSE) {
         r = copy_all(b);
+    } else if (method == GW_BACKUP_WP) {
+        r = map_data(b);
+        if (!r && (r = gw_wp_protect_all(b->wp))) fail(b, r, "cannot write-protect guest memory: %s", strerror(-r));
     } else {
         uint64_t count;
         r = gw_dirty_fetch(b->dirty, &count);
@@ -177,12 +193,35 @@ static int take_point_in_time(struct bk *b, bool pause_method, Godwit__V1__VmSta
             gw_chunk_digest_mark_bitmap(&b->cd, b->pending, b->words, 0);
         }
     }
-    if (!r) gw_chunk_digest_final(&b->cd, digest);
+    if (!r && method != GW_BACKUP_WP) gw_chunk_digest_final(&b->cd, digest);
     if (!r && (r = gw_vm_save_state(vm, st))) fail(b, r, "cannot read the VM state: %s", strerror(-r));
     if (!r) r = read_disk(b);
     if (!was_paused) gw_vm_resume(vm);
     b->pause_ns = gw_now_ns() - t0;
     return r;
+}
+
+/* Write-protect: every chunk as it was at the point in time, read while the guest runs. */
+static int wp_copy(struct bk *b, uint8_t digest[16])
+{
+    for (uint64_t i = 0; i < b->nchunks; i++) {
+        uint64_t off = i * b->cs, len = chunk_len(b, i, b->vm->mem.size);
+        if (!b->has_data[i]) {
+            memset(b->names[i], 0, 32);
+            gw_wp_read(b->wp, off, 0, b->cbuf);
+            continue;
+        }
+        int r = gw_wp_read(b->wp, off, len, b->cbuf);
+        if (r) {
+            char why[160];
+            gw_wp_failed(b->wp, why, sizeof why);
+            return fail(b, r, "live snapshot failed: %s", why);
+        }
+        gw_chunk_digest_set_from(&b->cd, off / GW_PAGE_SIZE, len / GW_PAGE_SIZE, b->cbuf);
+        if ((r = put_mem_chunk(b, i, b->cbuf))) return r;
+    }
+    gw_chunk_digest_final(&b->cd, digest);
+    return 0;
 }
 
 /* After the pause: chunks touched by the last pages, rebuilt from their stored version. */
@@ -213,8 +252,10 @@ static void make_id(char *id)
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    snprintf(id, GW_BACKUP_ID_BUF, "%04d%02d%02d-%02d%02d%02d-%06ld", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "%04d%02d%02d-%02d%02d%02d-%06ld", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
              tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
+    snprintf(id, GW_BACKUP_ID_BUF, "%.40s", tmp);
 }
 
 static void seed_known(struct bk *b, const Godwit__V1__BackupImage *im)
@@ -288,23 +329,31 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     if (parent) { seed_known(&b, parent->memory); seed_known(&b, parent->disk); }
 
     uint8_t digest[16];
-    bool pause_method = p->pause_method;
-    if (!pause_method) {
+    enum gw_backup_method method = p->method;
+    if (method == GW_BACKUP_WP) {
+        char why[256];
+        /* The side buffer holds pages the guest rewrites before we read them: a quarter of RAM. */
+        r = gw_wp_open(vm->mem.base, vm->mem.size, vm->mem.size / 4, &b.wp, why, sizeof why);
+        if (r) { gw_warn("backup: %s: using dirty-log rounds", why); method = GW_BACKUP_DIRTY_LOG; r = 0; }
+    }
+    if (method == GW_BACKUP_DIRTY_LOG) {
         r = gw_dirty_start(vm, false, &b.dirty);
-        if (r) { gw_warn("backup: dirty logging unavailable (%s): pausing for the copy", strerror(-r)); pause_method = true; }
+        if (r) { gw_warn("backup: dirty logging unavailable (%s): pausing for the copy", strerror(-r)); method = GW_BACKUP_PAUSE; r = 0; }
         else gw_vm_track_device_writes(vm, device_write, b.dirty);
     }
-    if (!pause_method) {
+    if (method == GW_BACKUP_DIRTY_LOG) {
         r = copy_all(&b);
         if (!r) { gw_chunk_digest_refresh(&b.cd); r = dirty_rounds(&b, p->max_rounds ? p->max_rounds : GW_BACKUP_MAX_ROUNDS); }
     }
-    if (!r) r = take_point_in_time(&b, pause_method, &st, digest);
+    if (!r) r = take_point_in_time(&b, method, &st, digest);
     if (b.dirty) {
         gw_vm_track_device_writes(vm, NULL, NULL);
         gw_dirty_stop(b.dirty);
         b.dirty = NULL;
     }
-    if (!r && !pause_method) r = rebuild_final_chunks(&b);
+    if (!r && method == GW_BACKUP_DIRTY_LOG) r = rebuild_final_chunks(&b);
+    if (!r && method == GW_BACKUP_WP) r = wp_copy(&b, digest);
+    if (b.wp) { gw_wp_close(b.wp, &b.wp_stats); b.wp = NULL; }
     if (r) goto out;
 
     /* The disk image, read inside the pause. */
@@ -356,7 +405,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     m.new_bytes = b.sink.new_bytes;
     m.reused_chunks = b.sink.reused_chunks;
     m.pause_ns = b.pause_ns;
-    m.method = pause_method ? "pause" : "dirty-log";
+    m.method = method == GW_BACKUP_WP ? "wp" : method == GW_BACKUP_PAUSE ? "pause" : "dirty-log";
     res->pb.new_bytes = b.sink.new_bytes;
     r = write_manifest(&b, &m, res);
     if (r) goto out_lists;
@@ -373,15 +422,18 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.elapsed_ns = gw_now_ns() - t0;
     res->pb.memory_digest = res->digest_hex;
     res->pb.rounds = b.rounds;
-    gw_info("vm %s: backup %s to %s: %llu chunks, %llu new (%llu KiB), %llu reused, pause %.2f ms, %.0f ms", vm->name,
+    res->pb.method = (char *)m.method;
+    gw_info("vm %s: %s backup %s to %s: %llu chunks, %llu new (%llu KiB), %llu reused, pause %.2f ms, %.0f ms; "
+            "wp faults %llu, pages copied %llu", vm->name, m.method,
             res->id, t->store->desc, (unsigned long long)res->pb.chunks, (unsigned long long)b.sink.new_chunks,
             (unsigned long long)(res->pb.new_bytes >> 10), (unsigned long long)b.sink.reused_chunks, b.pause_ns / 1e6,
-            res->pb.elapsed_ns / 1e6);
+            res->pb.elapsed_ns / 1e6, (unsigned long long)b.wp_stats.faults, (unsigned long long)b.wp_stats.pages_copied);
 out_lists:
     free(mem_list);
     free(disk_list);
     free(dnames);
 out:
+    if (b.wp) gw_wp_close(b.wp, NULL);   /* never leave the guest write-protected */
     if (b.dirty) { gw_vm_track_device_writes(vm, NULL, NULL); gw_dirty_stop(b.dirty); }
     if (r) gw_error("vm %s: backup to %s failed: %s", vm->name, t->store->desc, err);
     if (r) t->store->ops->wait(t->store);  /* nothing of ours stays in flight */

@@ -61,6 +61,7 @@ static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage 
             }
             st->chunks++;
             st->bytes_read += rd[k].len;
+            st->data_bytes += len;
             r = place(ctx, c, raw, len);
             if (r) snprintf(err, errlen, "placing chunk %llu: %s", (unsigned long long)c, strerror(-r));
         }

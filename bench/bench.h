@@ -5,6 +5,7 @@
 int gw_bench_vm(int argc, char **argv);
 int gw_bench_snapshot(int argc, char **argv);
 int gw_bench_migrate(int argc, char **argv);
+int gw_bench_backup(int argc, char **argv);  /* bench_backup.c */
 int gw_bench_api(int argc, char **argv);   /* bench_api.c, built with the control plane */
 
 #endif

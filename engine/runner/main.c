@@ -309,7 +309,7 @@ static int cmd_restore_backup(const struct opts *o)
     char extra[512];
     snprintf(extra, sizeof extra,
              "\"restore_ms\":%.1f,\"restore_data_bytes\":%llu,\"restore_mib_s\":%.1f,\"memory_digest\":\"%s\",\"backup\":\"%s\"",
-             ms, (unsigned long long)rs.bytes_read, data_ms > 0 ? ((rs.memory_bytes + rs.disk_bytes) / 1048576.0) / (data_ms / 1000) : 0.0,
+             ms, (unsigned long long)rs.data_bytes, data_ms > 0 ? (rs.data_bytes / 1048576.0) / (data_ms / 1000) : 0.0,
              rs.digest_hex, id);
     gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
             (unsigned long long)rs.chunks, ms, rs.digest_hex);

@@ -17,15 +17,16 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     char why[256];
     if (gw_vm_fatal(r->vm, why, sizeof why)) { snprintf(err, errlen, "the VM has failed: %s", why); return -ESRCH; }
     if (!req->store) { snprintf(err, errlen, "backup needs a store"); return -EINVAL; }
-    bool pause_method = false;
+    enum gw_backup_method method = GW_BACKUP_WP;
     if (req->method && *req->method) {
-        if (!strcmp(req->method, "pause")) pause_method = true;
-        else if (strcmp(req->method, "dirty-log")) { snprintf(err, errlen, "backup method is pause or dirty-log"); return -EINVAL; }
+        if (!strcmp(req->method, "pause")) method = GW_BACKUP_PAUSE;
+        else if (!strcmp(req->method, "dirty-log")) method = GW_BACKUP_DIRTY_LOG;
+        else if (strcmp(req->method, "wp")) { snprintf(err, errlen, "backup method is wp, dirty-log or pause"); return -EINVAL; }
     }
     struct gw_backup_target t;
     int rc = gw_backup_target_open(req->store, &t, err, errlen);
     if (rc) return rc;
-    struct gw_backup_params p = {.parent = req->parent, .pause_method = pause_method};
+    struct gw_backup_params p = {.parent = req->parent, .method = method};
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);
     gw_backup_target_close(&t);
     return rc;

@@ -118,6 +118,7 @@ class Backups(BackupBase):
         src = self.start("web1", ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=32M,pattern=random"])
         b = self.backup(src, store)
         self.assertGreater(b["new_chunks"], 50)
+        self.assertEqual(b["method"], "wp")
         self.assertLess(b["pause_ms"], 200)
         listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "web1", "--json"] + store).stdout)
         self.assertEqual([x["id"] for x in listed["backups"]], [b["id"]])
@@ -138,6 +139,15 @@ class Backups(BackupBase):
 
     def test_dirtier_roundtrip_rados(self):
         self.roundtrip("rados")
+
+    def test_dirty_log_method_roundtrip(self):
+        store = self.store_args("dir")
+        src = self.start("dl1", ["--memory", "256M", "--guest", "dirtier:ws=64M,rate=16M,pattern=text"])
+        b = self.backup(src, store, "--method", "dirty-log")
+        r = self.restore(store, "dl1", "--name", "dl1b")
+        self.assert_clone_runs(r, b["memory_digest"])
+        listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "dl1", "--json"] + store).stdout)
+        self.assertEqual(listed["backups"][0]["method"], "dirty-log")
 
     def test_pause_method_and_encryption(self):
         key = os.path.join(self.dir, "key")
