@@ -193,7 +193,8 @@ static int cmd_run(const struct opts *o)
     int cfd = open_console(o->console);
     struct gw_vm_config cfg = {.name = o->name, .memory_bytes = o->memory, .vcpus = o->vcpus,
                                .guest_spec = o->guest, .disk_path = o->disk, .console_fd = cfd,
-                               .kernel_path = o->kernel, .initrd_path = o->initrd, .cmdline = o->cmdline};
+                               .kernel_path = o->kernel, .initrd_path = o->initrd, .cmdline = o->cmdline,
+                               .net = o->net};
     struct gw_vm *vm;
     int r = gw_vm_create(&cfg, &vm, err, sizeof err);
     if (r) return exit_code_for_create(r, err);
@@ -221,7 +222,7 @@ static int cmd_restore(const struct opts *o)
         .name = sc->name && *sc->name ? sc->name : o->name, .memory_bytes = sc->memory_bytes,
         .vcpus = sc->vcpus, .guest_spec = sc->guest_spec,
         .disk_path = o->disk ? o->disk : (sc->disk_path && *sc->disk_path ? sc->disk_path : NULL),
-        .console_fd = cfd,
+        .console_fd = cfd, .net = o->net,
     };
     struct gw_vm *vm = NULL;
     int code = 0;
@@ -268,7 +269,7 @@ static int cmd_incoming(const struct opts *o)
     }
     int cfd = open_console(o->console);
     struct gw_incoming_params p = {
-        .listen_url = o->nfds ? NULL : o->listen, .nfds = o->nfds, .secret = secret, .secret_len = (size_t)n, .disk_path = o->disk,
+        .listen_url = o->nfds ? NULL : o->listen, .nfds = o->nfds, .secret = secret, .secret_len = (size_t)n, .disk_path = o->disk, .net = o->net,
         .console_fd = cfd, .on_listening = print_listening,
     };
     memcpy(p.fds, o->fds, sizeof p.fds);

@@ -124,6 +124,10 @@ static int add_devices(struct gw_vm *vm, const struct gw_vm_config *cfg, char *e
         r = gw_vm_attach_disk(vm, cfg->disk_path, err, errlen);
         if (r) return r;
     }
+    if (cfg->net && *cfg->net) {
+        r = gw_vm_attach_net(vm, cfg->net, err, errlen);
+        if (r) return r;
+    }
     return 0;
 }
 
@@ -290,6 +294,13 @@ int gw_vm_pause(struct gw_vm *vm)
     while (vm->npaused + vm->nexited < vm->nvcpus) pthread_cond_wait(&vm->cond, &vm->lock);
     int r = vm->fatal;
     pthread_mutex_unlock(&vm->lock);
+    /* Devices with threads of their own (virtio-net receive) write guest memory only under
+     * their lock and only while the guest runs: taking each lock once waits out a delivery
+     * that began before the pause, so nothing writes guest memory after this returns. */
+    for (unsigned i = 0; i < vm->bus.ndevices; i++) {
+        pthread_mutex_lock(&vm->bus.devices[i]->lock);
+        pthread_mutex_unlock(&vm->bus.devices[i]->lock);
+    }
     return r;
 }
 
@@ -301,6 +312,14 @@ int gw_vm_resume(struct gw_vm *vm)
         vm->pause_req = false;
         pthread_cond_broadcast(&vm->cond);
     }
+    pthread_mutex_unlock(&vm->lock);
+    return r;
+}
+
+bool gw_vm_guest_running(struct gw_vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    bool r = vm->running && !vm->pause_req && !vm->stop_req;
     pthread_mutex_unlock(&vm->lock);
     return r;
 }

@@ -33,6 +33,8 @@ struct gw_vm_config {
     const char *kernel_path;
     const char *initrd_path;
     const char *cmdline;
+    /* Network backend for virtio-net ("tap:NAME"), or NULL for none. */
+    const char *net;
 };
 
 struct gw_vm {
@@ -107,6 +109,10 @@ int gw_vm_fatal(struct gw_vm *vm, char *msg, unsigned msglen);
 /* The guest asked to end (i8042 reset, a Linux guest's triple fault): records why and asks
  * the vCPUs to stop, without a fatal error. */
 void gw_vm_guest_stop(struct gw_vm *vm, const char *why);
+
+/* True while the guest runs: started, not paused, not stopping (devices that write guest
+ * memory on their own threads deliver only then). */
+bool gw_vm_guest_running(struct gw_vm *vm);
 
 /* Loads the kernel, initrd and command line of a Linux guest (vm_linux.c); called by
  * gw_vm_boot for guest_spec "linux". */
