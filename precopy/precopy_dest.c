@@ -41,7 +41,7 @@ static int create_vm(struct incoming *in, char *err, size_t errlen)
     struct gw_vm_config cfg = {
         .name = c->name, .memory_bytes = c->memory_bytes, .vcpus = c->vcpus, .guest_spec = c->guest_spec,
         .disk_path = in->p->disk_path ? in->p->disk_path : (c->disk_path && *c->disk_path ? c->disk_path : NULL),
-        .console_fd = in->p->console_fd,
+        .console_fd = in->p->console_fd, .net = in->p->net,
     };
     if (c->memory_bytes > MAX_MEMORY) {
         snprintf(err, errlen, "the source announced %llu GiB of memory, more than the %llu GiB this host takes",

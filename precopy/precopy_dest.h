@@ -24,6 +24,7 @@ struct gw_incoming_params {
     const uint8_t *secret;
     size_t secret_len;
     const char *disk_path;     /* overrides the source's disk path; NULL keeps it */
+    const char *net;           /* network backend here ("tap:NAME"), NULL for none; never the source's */
     int console_fd;
     int timeout_ms;            /* longest wait for any record; 0 = 60 s */
     /* Called once the listener is bound, with its URL (port resolved), before waiting. */

@@ -3,6 +3,8 @@
  *
  *   godwit-vm run --memory 1G --vcpus 1 --guest dirtier:ws=256M,rate=64M,pattern=random
  *                 [--disk FILE] [--seconds N] [--json] [--control SOCK] [--console FILE]
+ *   godwit-vm run --kernel bzImage|vmlinux [--initrd FILE] [--cmdline "..."] [--memory 512M]
+ *                 [--vcpus N] [--disk FILE] [--net tap:NAME] [--console FILE] ...
  *   godwit-vm restore --file SNAP [--disk FILE] [--seconds N] [--json] [--control SOCK]
  *   godwit-vm save --control SOCK --file SNAP [--stop]
  *   godwit-vm status|pause|resume|stop --control SOCK [--json]
@@ -48,6 +50,7 @@ enum { EXIT_VM_FAILED = 1, EXIT_USAGE = 2, EXIT_VERIFY = 3, EXIT_NO_KVM = 4 };
 
 struct opts {
     const char *name, *guest, *disk, *control, *console, *file, *secret_file, *listen, *to, *compress;
+    const char *kernel, *initrd, *cmdline, *net;
     uint64_t memory, seconds, bandwidth, downtime_ms, timeout_s, max_rounds, streams;
     unsigned vcpus;
     int fds[GW_INCOMING_MAX_FDS];   /* --fd, repeated: every stream of a handed-over session */
@@ -63,6 +66,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: godwit-vm run [--name NAME] [--memory SIZE] [--vcpus N] [--guest SPEC] [--disk FILE]\n"
             "                     [--seconds N] [--json] [--control SOCK] [--console FILE]\n"
+            "       godwit-vm run --kernel bzImage|vmlinux [--initrd FILE] [--cmdline \"...\"] [--net tap:NAME]\n"
+            "                     [--memory SIZE] [--vcpus N] [--disk FILE] [--console FILE] [--seconds N]\n"
             "       godwit-vm restore --file SNAPSHOT [--disk FILE] [--seconds N] [--json] [--control SOCK]\n"
             "       godwit-vm save --control SOCK --file SNAPSHOT [--stop]\n"
             "       godwit-vm status|pause|resume|stop --control SOCK [--json]\n"
@@ -91,6 +96,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'},
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
+        {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
         {0},
     };
     *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1};
@@ -129,6 +135,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'A': o->auto_converge = true; break;
         case 'R': if (gw_parse_u64(optarg, 1, 100000, &o->max_rounds)) { fprintf(stderr, "godwit-vm: bad --max-rounds\n"); return -1; } break;
         case 'W': o->wait = true; break;
+        case 'k': o->kernel = optarg; o->guest = "linux"; break;
+        case 'i': o->initrd = optarg; break;
+        case 'l': o->cmdline = optarg; break;
+        case 'e': o->net = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
@@ -196,16 +206,23 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
 
 static int cmd_run(const struct opts *o)
 {
+    if ((o->initrd || o->cmdline) && !o->kernel) {
+        fprintf(stderr, "godwit-vm: --initrd and --cmdline need --kernel\n");
+        return EXIT_USAGE;
+    }
     char err[512] = "";
     int cfd = open_console(o->console);
     struct gw_vm_config cfg = {.name = o->name, .memory_bytes = o->memory, .vcpus = o->vcpus,
-                               .guest_spec = o->guest, .disk_path = o->disk, .console_fd = cfd};
+                               .guest_spec = o->guest, .disk_path = o->disk, .console_fd = cfd,
+                               .kernel_path = o->kernel, .initrd_path = o->initrd, .cmdline = o->cmdline,
+                               .net = o->net};
     struct gw_vm *vm;
     int r = gw_vm_create(&cfg, &vm, err, sizeof err);
     if (r) return exit_code_for_create(r, err);
     gw_log_set_tag(o->name);
     r = gw_vm_boot(vm, err, sizeof err);
     int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL);
+    if (vm->guest_stopped) fprintf(stderr, "godwit-vm: the guest ended: %s\n", vm->stop_msg);
     gw_vm_destroy(vm);
     if (cfd > STDERR_FILENO) close(cfd);
     return code;
@@ -226,7 +243,7 @@ static int cmd_restore(const struct opts *o)
         .name = sc->name && *sc->name ? sc->name : o->name, .memory_bytes = sc->memory_bytes,
         .vcpus = sc->vcpus, .guest_spec = sc->guest_spec,
         .disk_path = o->disk ? o->disk : (sc->disk_path && *sc->disk_path ? sc->disk_path : NULL),
-        .console_fd = cfd,
+        .console_fd = cfd, .net = o->net,
     };
     struct gw_vm *vm = NULL;
     int code = 0;
@@ -343,7 +360,7 @@ static int cmd_incoming(const struct opts *o)
     }
     int cfd = open_console(o->console);
     struct gw_incoming_params p = {
-        .listen_url = o->nfds ? NULL : o->listen, .nfds = o->nfds, .secret = secret, .secret_len = (size_t)n, .disk_path = o->disk,
+        .listen_url = o->nfds ? NULL : o->listen, .nfds = o->nfds, .secret = secret, .secret_len = (size_t)n, .disk_path = o->disk, .net = o->net,
         .console_fd = cfd, .on_listening = print_listening,
     };
     memcpy(p.fds, o->fds, sizeof p.fds);

@@ -1,5 +1,5 @@
-/* Attaching the virtio-mmio block device to a VM: the image, the MMIO window and the
- * interrupt line routed to KVM's IOAPIC. */
+/* Attaching the virtio-mmio devices to a VM (the disk, the network): the backend, the MMIO
+ * window and the interrupt line routed to KVM's IOAPIC. */
 #ifndef GW_VM_VIRTIO_ATTACH_H
 #define GW_VM_VIRTIO_ATTACH_H
 
@@ -9,6 +9,11 @@ struct gw_vm;
 
 /* Adds "vda" backed by the raw image at path. -errno with a reason in err on failure. */
 int gw_vm_attach_disk(struct gw_vm *vm, const char *path, char *err, unsigned errlen);
+
+/* Adds "net0" (virtio-net) on backend "tap:NAME" at GW_VIRTIO_NET_MMIO_BASE, with a MAC
+ * derived from the VM's name (52:54:00 and three bytes of its hash), so the same VM has the
+ * same MAC wherever it is created; a loaded state brings its own. */
+int gw_vm_attach_net(struct gw_vm *vm, const char *backend, char *err, unsigned errlen);
 
 /* Reports the guest-physical ranges our devices write into guest RAM (invisible to KVM's
  * dirty log) to mark(ctx, gpa, len); mark NULL stops reporting. */
