@@ -370,6 +370,12 @@ static void *migration_thread(void *arg)
     return NULL;
 }
 
+unsigned gw_precopy_default_streams(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
+}
+
 int gw_precopy_start(struct gw_vm *vm, const struct gw_precopy_params *p, struct gw_precopy **out)
 {
     if (!p->url || strlen(p->url) >= sizeof ((struct gw_precopy *)0)->url) return -EINVAL;
@@ -383,10 +389,7 @@ int gw_precopy_start(struct gw_vm *vm, const struct gw_precopy_params *p, struct
     if (!m->secret) { free(m); return -ENOMEM; }
     memcpy(m->secret, p->secret, p->secret_len);
     m->p.secret = m->secret;
-    if (!m->p.streams) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        m->p.streams = n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
-    }
+    if (!m->p.streams) m->p.streams = gw_precopy_default_streams();
     gw_conv_policy_defaults(&m->p.policy);
     gw_conv_init(&m->conv);
     pthread_mutex_init(&m->lock, NULL);
