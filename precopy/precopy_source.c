@@ -14,7 +14,7 @@
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/dirty/dirty_log.h"
-#include "engine/transport/migration.h"
+#include "precopy/precopy_link.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/mem_data.h"
 #include "engine/vm/virtio_attach.h"
