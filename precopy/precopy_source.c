@@ -13,7 +13,7 @@
 
 #include "engine/common/log.h"
 #include "engine/common/util.h"
-#include "engine/dirty/dirty_log.h"
+#include "engine/dirty/dirty.h"
 #include "precopy/precopy_link.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/mem_data.h"
@@ -36,7 +36,7 @@ struct gw_precopy {
 
     /* migration thread only */
     struct gw_mig_sender *tx;
-    struct gw_dirty_log *dirty;
+    struct gw_dirty_consumer *dirty;
     struct gw_chunk_digest cd;
     struct gw_conv_state conv;
     uint64_t t_start;
@@ -139,7 +139,7 @@ static int queue_range(uint64_t off, uint64_t len, void *ctx)
  * its pages are queued (manual mode), so a write after that shows up in the next round. */
 static int queue_dirty(struct gw_precopy *m, bool clear)
 {
-    const struct gw_dirty_log *d = m->dirty;
+    const struct gw_dirty_consumer *d = m->dirty;
     for (uint64_t w0 = 0; w0 < d->words; w0 += PFN_BATCH / 64) {
         uint64_t wend = w0 + PFN_BATCH / 64 < d->words ? w0 + PFN_BATCH / 64 : d->words;
         size_t n = 0;
@@ -177,11 +177,6 @@ static int end_round(struct gw_precopy *m, uint32_t round, bool final)
     return 0;
 }
 
-static void mark_device_write(void *ctx, uint64_t gpa, uint64_t len)
-{
-    gw_dirty_mark_gpa(ctx, gpa, len);
-}
-
 static int setup(struct gw_precopy *m)
 {
     struct gw_vm *vm = m->vm;
@@ -197,9 +192,9 @@ static int setup(struct gw_precopy *m)
     if (r) return fail(m, r, "%s", m->err.msg[0] ? m->err.msg : strerror(-r));
     r = gw_chunk_digest_init(&m->cd, vm->mem.base, vm->mem.size);
     if (r) return fail(m, r, "digest: %s", strerror(-r));
-    r = gw_dirty_start(vm, false, &m->dirty);
-    if (r) return fail(m, r, "cannot start dirty logging: %s", strerror(-r));
-    gw_vm_track_device_writes(vm, mark_device_write, m->dirty);
+    char why[200] = "";
+    r = gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &m->dirty, why, sizeof why);
+    if (r) return fail(m, r, "cannot start dirty logging: %s", why[0] ? why : strerror(-r));
     pthread_mutex_lock(&m->lock);
     m->prog.setup_ns = gw_now_ns() - m->t_start;
     pthread_mutex_unlock(&m->lock);
@@ -311,9 +306,8 @@ static int switchover_prepare(struct gw_precopy *m, uint32_t round, uint64_t *t_
 static void roll_back(struct gw_precopy *m, int code)
 {
     if (m->tx) gw_mig_sender_abort(m->tx, code, m->prog.error);
-    gw_vm_track_device_writes(m->vm, NULL, NULL);
     gw_vm_set_throttle(m->vm, 0);
-    gw_dirty_stop(m->dirty);
+    gw_dirty_detach(m->dirty);
     m->dirty = NULL;
     if (gw_vm_is_paused(m->vm)) gw_vm_resume(m->vm);
 }
@@ -341,8 +335,7 @@ static void *migration_thread(void *arg)
         r = gw_mig_send_go(m->tx);
         if (!r) r = gw_mig_sender_wait_running(m->tx, COMMIT_TIMEOUT_MS);
         uint64_t downtime = gw_now_ns() - t_pause;
-        gw_vm_track_device_writes(m->vm, NULL, NULL);
-        gw_dirty_stop(m->dirty);
+        gw_dirty_detach(m->dirty);
         m->dirty = NULL;
         pthread_mutex_lock(&m->lock);
         m->prog.measured_downtime_ns = downtime;
