@@ -2,8 +2,8 @@
  * streams, a page pump (engine/pump) with one lane per stream whose sink sends each lane's
  * batches and END_OF_ROUND records on its own stream, and pre-copy's control records and
  * two-phase commit on stream 0. Control records leave only once the pump is idle, so they
- * follow every page queued before them. Only the caller reads stream 0 (the destination's
- * answers). */
+ * follow every page queued before them. A reader thread takes whatever the destination says
+ * on stream 0, whenever it says it (the return path). */
 #include "precopy/precopy_link.h"
 
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/common/util.h"
 #include "engine/pump/pump.h"
@@ -23,6 +24,13 @@ enum commit_phase {
     PH_ACKED,         /* the destination is READY; the guest is still ours */
     PH_GO_SENT,       /* the guest is the destination's; waiting for RUNNING */
     PH_RUNNING,       /* the guest runs on the destination */
+};
+
+/* A record from the destination, waiting for the caller. */
+struct reply {
+    enum gw_wire_type type;
+    uint8_t *data;            /* malloc'd payload */
+    uint32_t len;
 };
 
 struct gw_mig_sender {
@@ -39,6 +47,12 @@ struct gw_mig_sender {
     uint64_t rounds;          /* of the COMMIT, echoed in GO */
     uint64_t sync_seq;        /* under mu: last SYNC sent */
     uint64_t round_pages[GW_WIRE_MAX_STREAMS]; /* lane i's worker only: pages this round */
+    pthread_t reader;         /* stream 0's reader: the return path */
+    bool reader_started;
+    bool closing;             /* under mu */
+    pthread_cond_t reply_cv;  /* a reply arrived or the session failed */
+    struct reply replies[8];  /* under mu: answers not yet taken */
+    unsigned reply_head, nreplies;
 };
 
 /* Takes the pump's first error as the session's when it has none yet. Called with s->mu
@@ -227,14 +241,129 @@ int gw_mig_send_go(struct gw_mig_sender *s)
     return send_msg(s, GW_WIRE_GO, &m.base);
 }
 
-/* Reads the destination's answer on stream 0: `want` in phase `need` moves the session to
- * `next`. Only the caller reads stream 0, so its receive timeout is ours to change. */
+/* ---- the return path: stream 0's reader ----
+ * The destination may speak at any time: answers (SYNCED, ACK, RUNNING), its ERROR, or the
+ * end of its connection when it dies. A thread reads stream 0 all along; answers are queued
+ * for the caller's wait, an ERROR or a broken link fails the session at once (so a dead
+ * destination is noticed within moments even while the source only paces its queueing). */
+
+/* Fails the session from the reader, worded after where the commit stands. */
+static void reader_fail(struct gw_mig_sender *s, int code, const char *what)
+{
+    struct gw_err e;
+    pthread_mutex_lock(&s->mu);
+    if (s->phase == PH_RUNNING) {           /* the source may hang up now: not an error */
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    if (s->phase == PH_COMMIT_SENT) gw_err_set(&e, code, "waiting for ACK: %s", what);
+    else if (s->phase >= PH_GO_SENT)
+        gw_err_set(&e, code, "waiting for RUNNING: %s (outcome in doubt: keep the guest paused)", what);
+    else gw_err_set(&e, code, "%s", what);
+    fail_locked(s, &e);
+    pthread_cond_broadcast(&s->reply_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *reader_main(void *arg)
+{
+    struct gw_mig_sender *s = arg;
+    struct gw_conn *c = gw_session_conn(s->ses, 0);
+    for (;;) {
+        struct gw_wire_header h;
+        struct gw_err e = {0};
+        uint64_t before = c->bytes_recv;
+        int r = gw_conn_recv_header(c, &h, &e);
+        /* A quiet destination (it only answers requests) is fine: wait on, as long as no
+         * byte of a header was consumed. */
+        if (r == -ETIMEDOUT && c->bytes_recv == before) {
+            pthread_mutex_lock(&s->mu);
+            bool stop = s->closing || s->err;
+            pthread_mutex_unlock(&s->mu);
+            if (stop) break;
+            continue;
+        }
+        struct reply rp = { .type = (enum gw_wire_type)h.type, .len = r ? 0 : h.length };
+        if (!r && !(rp.data = malloc(h.length ? h.length : 1)))
+            r = gw_err_set(&e, -ENOMEM, "out of memory for a %u-byte record", h.length);
+        if (!r) {
+            struct iovec v = { rp.data, h.length };
+            r = h.length ? gw_conn_recv_payload(c, &v, 1, &e) : 0;
+        }
+        if (r) {
+            free(rp.data);
+            pthread_mutex_lock(&s->mu);
+            bool quiet = s->closing || s->err;
+            pthread_mutex_unlock(&s->mu);
+            if (!quiet) reader_fail(s, r, e.msg);
+            break;
+        }
+        if (rp.type == GW_WIRE_ERROR) {
+            int rr;
+            Godwit__V1__MigError *m = gw_wire_unpack_error(rp.data, rp.len, &rr);
+            char msg[200];
+            pthread_mutex_lock(&s->mu);
+            bool started = s->phase >= PH_GO_SENT;
+            pthread_mutex_unlock(&s->mu);
+            snprintf(msg, sizeof msg, "%s: %s", started ? "destination did not start the guest"
+                                                        : "destination refused the migration",
+                     m ? m->message : "(malformed ERROR)");
+            if (m) godwit__v1__mig_error__free_unpacked(m, NULL);
+            free(rp.data);
+            struct gw_err pe;
+            gw_err_set(&pe, -EPROTO, "%s", msg);
+            pthread_mutex_lock(&s->mu);
+            fail_locked(s, &pe);
+            pthread_cond_broadcast(&s->reply_cv);
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        pthread_mutex_lock(&s->mu);
+        bool full = s->nreplies == GW_ARRAY_SIZE(s->replies);
+        if (!full) s->replies[(s->reply_head + s->nreplies++) % GW_ARRAY_SIZE(s->replies)] = rp;
+        pthread_cond_broadcast(&s->reply_cv);
+        pthread_mutex_unlock(&s->mu);
+        if (full) {
+            free(rp.data);
+            reader_fail(s, -EPROTO, "the destination sent records nobody asked for");
+            break;
+        }
+        /* Nothing follows RUNNING: the destination may hang up at once, which is no
+         * failure; the caller takes the RUNNING from the queue. */
+        if (rp.type == GW_WIRE_RUNNING) break;
+    }
+    return NULL;
+}
+
+/* Waits up to timeout_ms for the next record from the destination into *rp (the caller
+ * frees rp->data). Returns 0, the session's error, or -ETIMEDOUT. */
+static int next_reply(struct gw_mig_sender *s, struct reply *rp, int timeout_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
+    int r = 0;
+    pthread_mutex_lock(&s->mu);
+    while (!s->nreplies && !adopt_pump_error_locked(s) && r != ETIMEDOUT)
+        r = pthread_cond_timedwait(&s->reply_cv, &s->mu, &dl);
+    if (s->nreplies) {
+        *rp = s->replies[s->reply_head];
+        s->reply_head = (s->reply_head + 1) % GW_ARRAY_SIZE(s->replies);
+        s->nreplies--;
+        r = 0;
+    } else {
+        r = s->err ? s->err : -ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+/* Waits for the destination's answer: `want` in phase `need` moves the session to `next`. */
 static int await_reply(struct gw_mig_sender *s, enum gw_wire_type want, enum commit_phase need,
                        enum commit_phase next, int timeout_ms)
 {
-    struct gw_conn *c = gw_session_conn(s->ses, 0);
-    struct gw_rbuf b = {0};
-    struct gw_wire_header h;
     struct gw_err e = {0};
     const char *wname = gw_wire_type_name(want);
     pthread_mutex_lock(&s->mu);
@@ -247,29 +376,19 @@ static int await_reply(struct gw_mig_sender *s, enum gw_wire_type want, enum com
     }
     pthread_mutex_unlock(&s->mu);
     if (r) return r;
-    gw_conn_set_timeout(c, timeout_ms);
-    r = gw_conn_recv_record(c, &h, &b, &e);
-    if (r) {
-        struct gw_err t = e;
-        gw_err_set(&e, r, "waiting for %s: %s%s", wname, t.msg,
+    struct reply rp = {0};
+    r = next_reply(s, &rp, timeout_ms);
+    if (r == -ETIMEDOUT)
+        gw_err_set(&e, r, "waiting for %s: no answer within %d ms%s", wname, timeout_ms,
                    want == GW_WIRE_RUNNING ? " (outcome in doubt: keep the guest paused)" : "");
-    } else if (h.type == GW_WIRE_ERROR) {
-        Godwit__V1__MigError *m = gw_wire_unpack_error(b.data, h.length, &r);
-        r = gw_err_set(&e, -EPROTO, "%s: %s",
-                       want == GW_WIRE_ACK ? "destination refused the migration"
-                                           : "destination did not start the guest",
-                       m ? m->message : "(malformed ERROR)");
-        if (m) godwit__v1__mig_error__free_unpacked(m, NULL);
-    } else if (h.type != want) {
-        r = gw_err_set(&e, -EPROTO, "unexpected record %s while waiting for %s",
-                       gw_wire_type_name(h.type), wname);
-    }
-    gw_rbuf_free(&b);
+    else if (!r && rp.type != want)
+        r = gw_err_set(&e, -EPROTO, "unexpected record %s while waiting for %s", gw_wire_type_name(rp.type), wname);
+    free(rp.data);
     pthread_mutex_lock(&s->mu);
-    if (r) fail_locked(s, &e);
+    if (r) fail_locked(s, &e);   /* keeps the first error: the reader's, when it failed */
     else s->phase = next;
     pthread_mutex_unlock(&s->mu);
-    return r;
+    return r ? session_error(s) : 0;
 }
 
 int gw_mig_sender_sync(struct gw_mig_sender *s, int timeout_ms)
@@ -283,34 +402,27 @@ int gw_mig_sender_sync(struct gw_mig_sender *s, int timeout_ms)
     Godwit__V1__MigSync m = GODWIT__V1__MIG_SYNC__INIT;
     m.seq = seq;
     if ((r = send_msg(s, GW_WIRE_SYNC, &m.base))) return r;
-    struct gw_conn *c = gw_session_conn(s->ses, 0);
-    struct gw_rbuf b = {0};
-    struct gw_wire_header h;
     struct gw_err e = {0};
-    gw_conn_set_timeout(c, timeout_ms);
-    r = gw_conn_recv_record(c, &h, &b, &e);
-    if (r) {
-        struct gw_err t = e;
-        gw_err_set(&e, r, "waiting for SYNCED: %s", t.msg);
-    } else if (h.type == GW_WIRE_ERROR) {
-        Godwit__V1__MigError *em = gw_wire_unpack_error(b.data, h.length, &r);
-        r = gw_err_set(&e, -EPROTO, "destination refused the migration: %s", em ? em->message : "(malformed ERROR)");
-        if (em) godwit__v1__mig_error__free_unpacked(em, NULL);
-    } else if (h.type != GW_WIRE_SYNCED) {
-        r = gw_err_set(&e, -EPROTO, "unexpected record %s while waiting for SYNCED", gw_wire_type_name(h.type));
-    } else {
-        Godwit__V1__MigSync *sm = godwit__v1__mig_sync__unpack(NULL, h.length, b.data);
+    struct reply rp = {0};
+    r = next_reply(s, &rp, timeout_ms);
+    if (r == -ETIMEDOUT) {
+        gw_err_set(&e, r, "waiting for SYNCED: no answer within %d ms", timeout_ms);
+    } else if (!r && rp.type != GW_WIRE_SYNCED) {
+        r = gw_err_set(&e, -EPROTO, "unexpected record %s while waiting for SYNCED", gw_wire_type_name(rp.type));
+    } else if (!r) {
+        Godwit__V1__MigSync *sm = godwit__v1__mig_sync__unpack(NULL, rp.len, rp.data);
         if (!sm || sm->seq != seq)
             r = gw_err_set(&e, -EPROTO, "SYNCED for the wrong request");
         if (sm) godwit__v1__mig_sync__free_unpacked(sm, NULL);
     }
-    gw_rbuf_free(&b);
+    free(rp.data);
     if (r) {
         pthread_mutex_lock(&s->mu);
         fail_locked(s, &e);
         pthread_mutex_unlock(&s->mu);
+        return session_error(s);
     }
-    return r;
+    return 0;
 }
 
 int gw_mig_sender_wait_ack(struct gw_mig_sender *s, int timeout_ms)
@@ -372,12 +484,46 @@ void gw_mig_sender_abort(struct gw_mig_sender *s, int code, const char *why)
     pthread_mutex_unlock(&s->mu);
 }
 
+void gw_mig_sender_cancel(struct gw_mig_sender *s, int code, const char *why)
+{
+    pthread_mutex_lock(&s->mu);
+    bool skip = adopt_pump_error_locked(s) || s->aborting || s->phase >= PH_GO_SENT;
+    s->aborting = true; /* from here a GO is refused: the cancel wins or GO was already out */
+    pthread_mutex_unlock(&s->mu);
+    if (skip) return;
+    struct gw_err e = { .code = code ? code : -ECANCELED };
+    snprintf(e.msg, sizeof e.msg, "aborted: %s", why);
+    /* The lanes drop what is queued and finish only the batch in their hands; then the
+     * ERROR says why; then every stream is shut so that the caller's thread, wherever it
+     * waits, returns at once. */
+    gw_pump_stop(s->pump, &e);
+    gw_pump_discard(s->pump);
+    gw_session_send_error(s->ses, 0, e.code, why);
+    pthread_mutex_lock(&s->mu);
+    if (!s->err) {
+        s->err = e.code;
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", e.msg);
+    }
+    gw_session_shutdown(s->ses);
+    pthread_mutex_unlock(&s->mu);
+}
+
 void gw_mig_sender_close(struct gw_mig_sender *s)
 {
     if (!s) return;
     /* The pump first: its lanes use the session until they stop. */
     gw_pump_close(s->pump);
+    if (s->reader_started) {
+        pthread_mutex_lock(&s->mu);
+        s->closing = true;
+        pthread_mutex_unlock(&s->mu);
+        gw_session_shutdown(s->ses);
+        pthread_join(s->reader, NULL);
+    }
     gw_session_close(s->ses);
+    for (unsigned i = 0; i < s->nreplies; i++)
+        free(s->replies[(s->reply_head + i) % GW_ARRAY_SIZE(s->replies)].data);
+    pthread_cond_destroy(&s->reply_cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -397,6 +543,11 @@ int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender
     s->n = cfg->nstreams;
     s->t0 = gw_now_ns();
     pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->reply_cv, &ca);
+    pthread_condattr_destroy(&ca);
     struct gw_session_cfg sc = {
         .url = cfg->url, .nstreams = cfg->nstreams, .secret = cfg->secret, .secret_len = cfg->secret_len,
         .mem_size = cfg->mem_size, .config = cfg->config,
@@ -419,6 +570,11 @@ int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender
         gw_mig_sender_close(s);
         return r;
     }
+    if ((r = pthread_create(&s->reader, NULL, reader_main, s))) {
+        gw_mig_sender_close(s);
+        return gw_err_set(err, -r, "cannot start the reader of stream 0");
+    }
+    s->reader_started = true;
     *out = s;
     return 0;
 }

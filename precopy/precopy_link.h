@@ -153,6 +153,12 @@ const char *gw_mig_sender_error(struct gw_mig_sender *s);
 /* Tells the destination why we stop (ERROR record) and fails the session. After GO the
  * ERROR is not sent: the guest is the destination's and cannot be called back. */
 void gw_mig_sender_abort(struct gw_mig_sender *s, int code, const char *why);
+/* From any thread: stops the migration before GO at once. Nothing queued is sent any more
+ * (only the batches already being written finish), ERROR(code, why) goes to the
+ * destination, every stream is shut down and every call of the session's own thread
+ * returns the error. After GO (or a failure) it does nothing: the guest is the
+ * destination's. A GO attempted after it is refused. */
+void gw_mig_sender_cancel(struct gw_mig_sender *s, int code, const char *why);
 /* Stops the threads and closes every stream. Safe on NULL. */
 void gw_mig_sender_close(struct gw_mig_sender *s);
 

@@ -60,8 +60,8 @@ struct gw_pump {
     struct lane *lanes;
 };
 
-/* Records the first error, wakes everyone and lets the sink unblock its lanes. */
-static void fail_locked(struct gw_pump *p, const struct gw_err *e)
+/* Records the first error, wakes everyone and (wake_sink) lets the sink unblock its lanes. */
+static void fail_locked_how(struct gw_pump *p, const struct gw_err *e, bool wake_sink)
 {
     if (p->err) return;
     p->err = e->code ? e->code : -EIO;
@@ -69,7 +69,12 @@ static void fail_locked(struct gw_pump *p, const struct gw_err *e)
     for (unsigned i = 0; i < p->n; i++) pthread_cond_signal(&p->lanes[i].work);
     pthread_cond_broadcast(&p->done);
     /* The sink's abort only wakes threads (shutdown on sockets): safe under our lock. */
-    if (p->sink->abort) p->sink->abort(p->sink_ctx);
+    if (wake_sink && p->sink->abort) p->sink->abort(p->sink_ctx);
+}
+
+static void fail_locked(struct gw_pump *p, const struct gw_err *e)
+{
+    fail_locked_how(p, e, true);
 }
 
 static int process(struct lane *t, struct item *it, struct gw_err *e)
@@ -237,6 +242,13 @@ void gw_pump_fail(struct gw_pump *p, const struct gw_err *e)
 {
     pthread_mutex_lock(&p->mu);
     fail_locked(p, e);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void gw_pump_stop(struct gw_pump *p, const struct gw_err *e)
+{
+    pthread_mutex_lock(&p->mu);
+    fail_locked_how(p, e, false);
     pthread_mutex_unlock(&p->mu);
 }
 

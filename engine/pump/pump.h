@@ -78,6 +78,9 @@ void gw_pump_stats(struct gw_pump *p, struct gw_codec_stats *out);
 
 /* Fails the pump with e (the first error wins); wakes every waiter. */
 void gw_pump_fail(struct gw_pump *p, const struct gw_err *e);
+/* The same without the sink's abort: the sink stays usable by the caller (to say why it
+ * stops); the lanes drop their queued work and only finish what they hold. */
+void gw_pump_stop(struct gw_pump *p, const struct gw_err *e);
 /* The first error (0 when none) and its message (valid until close). */
 int gw_pump_error(struct gw_pump *p, const char **msg);
 
