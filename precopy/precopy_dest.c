@@ -9,7 +9,7 @@
 
 #include "engine/common/log.h"
 #include "engine/common/util.h"
-#include "engine/transport/migration.h"
+#include "precopy/precopy_link.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/vm.h"
 
