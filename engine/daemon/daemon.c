@@ -15,6 +15,7 @@
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/daemon/daemon.h"
+#include "engine/transport/tls.h"
 #include "engine/daemon/db.h"
 
 uint64_t gw_unix_ms(void)
@@ -53,6 +54,17 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
         if (r) { snprintf(err, errlen, "token file %s: %s", cfg->token_file, r == -EINVAL ? "empty or too long" : strerror(-r)); return r; }
     } else {
         gw_warn("no token_file configured: the API accepts every caller");
+    }
+    if (cfg->secret_file[0]) {
+        /* The cluster secret keys the migration TLS PSK and the peers' API credential: a short
+         * one is refused at start rather than at the first migration. */
+        int r = gw_read_token_file(cfg->secret_file, d->secret, sizeof d->secret);
+        if (!r && strlen(d->secret) < GW_SEC_MIN_SECRET) r = -ERANGE;
+        if (r) {
+            snprintf(err, errlen, "secret file %s: %s", cfg->secret_file,
+                     r == -ERANGE ? "shorter than 32 bytes" : r == -EINVAL ? "empty or too long" : strerror(-r));
+            return r == -ERANGE ? -EINVAL : r;
+        }
     }
     if (access(cfg->runner, X_OK)) { snprintf(err, errlen, "runner %s: %s", cfg->runner, strerror(errno)); return -errno; }
     int r = mkdirs(cfg->state_dir);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -126,6 +127,16 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     }
     Godwit__V1__PrepareIncomingResponse resp = GODWIT__V1__PREPARE_INCOMING_RESPONSE__INIT;
     char url[600];
+    /* The one-time token the source's streams must carry: the migration port routes by it
+     * and closes anything without it before a process starts. */
+    if (getrandom(rec->session_token, sizeof rec->session_token, 0) != (ssize_t)sizeof rec->session_token) {
+        code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "no random bytes for a session token");
+        goto drop;
+    }
+    uint8_t token[sizeof rec->session_token];   /* the response is packed after rec may change */
+    memcpy(token, rec->session_token, sizeof token);
+    resp.session_token.data = token;
+    resp.session_token.len = sizeof token;
     /* streams 0 = the source runner's default, which is within the port's limit. */
     if (d->cfg.migration_port && req->streams <= GW_MIGPORT_MAX_STREAMS) {
         /* Through the migration port: reserve, and let the streams' arrival start the runner. */

@@ -36,6 +36,8 @@ struct mig {
     struct gw_vm_rec *rec;           /* kept alive by rec->busy */
     char sock[108];
     char url[600];
+    uint8_t token[32];               /* the destination's one-time session token */
+    bool has_token;
     uint64_t exit_seq;
     bool url_prepared;
     char last_state[32];
@@ -91,6 +93,10 @@ static int prepare_destination(struct mig *m, const Godwit__V1__PrepareIncomingR
         const Godwit__V1__PrepareIncomingResponse *pr = (const void *)resp;
         snprintf(m->url, sizeof m->url, "%s", pr->url);
         m->url_prepared = true;
+        if (pr->session_token.len == sizeof m->token) {
+            memcpy(m->token, pr->session_token.data, sizeof m->token);
+            m->has_token = true;
+        }
     }
     pthread_mutex_unlock(&m->d->lock);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
@@ -124,6 +130,14 @@ static int start_runner(struct mig *m)
     mr.destination = m->url;
     mr.policy = &pol;
     mr.secret_file = m->d->cfg.secret_file;
+    if (m->has_token) {
+        mr.session_token.data = m->token;
+        mr.session_token.len = sizeof m->token;
+    }
+    mr.tls_off = !m->d->cfg.migration_tls;
+    mr.tls_cert = m->d->cfg.tls_cert;
+    mr.tls_key = m->d->cfg.tls_key;
+    mr.tls_ca = m->d->cfg.tls_ca;
     req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_MIGRATE;
     req.migrate = &mr;
     Godwit__V1__RunnerReply *rep = NULL;

@@ -17,6 +17,7 @@
 
 #include "engine/common/util.h"
 #include "engine/transport/handshake.h"
+#include "engine/transport/tls.h"
 
 #define QCAP 8u
 #define CHUNK_SHIFT 9 /* 2 MiB of pages per partition chunk */
@@ -515,9 +516,9 @@ static struct gw_hs_params hs_params(const struct gw_mig_sender_cfg *cfg)
                                   .features = cfg->codec == GW_CODEC_NONE ? 0 : GW_WIRE_F_LZ4 };
 }
 
-/* Sets a stream up, connects it and sends its HELLO. */
-static int stream_open(struct gw_mig_sender *s, struct stream *t, const struct gw_mig_sender_cfg *cfg,
-                       const uint8_t session[GW_WIRE_SESSION_ID_SIZE], struct gw_err *err)
+/* Sets a stream up, connects it and sends its preamble (when there is one). */
+static int stream_connect(struct gw_mig_sender *s, struct stream *t, const struct gw_mig_sender_cfg *cfg,
+                          struct gw_err *err)
 {
     t->s = s;
     pthread_cond_init(&t->work, NULL);
@@ -531,6 +532,15 @@ static int stream_open(struct gw_mig_sender *s, struct stream *t, const struct g
     gw_page_encoder_init(&t->enc, cfg->codec, cfg->lz4_accel);
     int timeout = cfg->timeout_ms > 0 ? cfg->timeout_ms : GW_MIG_DEFAULT_TIMEOUT_MS;
     int r = gw_conn_connect(cfg->url, timeout, &t->c, err);
+    if (!r && (cfg->preamble || cfg->tls)) r = gw_sec_send_preamble(t->c, cfg->tls, t->idx, s->n, cfg->token, err);
+    return r;
+}
+
+/* Starts TLS on the stream (when asked) and sends its HELLO. */
+static int stream_open(struct gw_mig_sender *s, struct stream *t, const struct gw_mig_sender_cfg *cfg,
+                       const uint8_t session[GW_WIRE_SESSION_ID_SIZE], struct gw_err *err)
+{
+    int r = cfg->tls ? gw_tls_wrap(&t->c, cfg->tls, t->idx == 0, err) : 0;
     if (r) return r;
     Godwit__V1__MigHello h = GODWIT__V1__MIG_HELLO__INIT;
     h.config = t->idx == 0 ? (Godwit__V1__VmConfig *)cfg->config : NULL;
@@ -591,9 +601,13 @@ int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender
     bool all_first = cfg->url && !strncmp(cfg->url, "tcp:", 4);
     for (unsigned i = 0; i < s->n && !r; i++) {
         s->st[i].idx = i;
-        r = stream_open(s, &s->st[i], cfg, session, err);
+        r = stream_connect(s, &s->st[i], cfg, err);
+        if (!r && !all_first) r = stream_open(s, &s->st[i], cfg, session, err);
         if (!r && !all_first) r = stream_start(&s->st[i], cfg, err);
     }
+    /* With preambles, all of them are out before the first TLS handshake (which needs the
+     * destination runner that the last preamble starts). */
+    for (unsigned i = 0; i < s->n && !r && all_first; i++) r = stream_open(s, &s->st[i], cfg, session, err);
     for (unsigned i = 0; i < s->n && !r && all_first; i++) r = stream_start(&s->st[i], cfg, err);
     if (r) {
         gw_mig_sender_close(s);

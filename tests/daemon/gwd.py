@@ -16,7 +16,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TOKEN = "test-token-0123456789"
-SECRET = "cluster-secret-for-tests"
+SECRET = "cluster-secret-for-tests-0123456789abcdef"
 
 # The KVM check and skip code are the integration tests' own (tests/integration/gwtest.py).
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))

@@ -424,14 +424,23 @@ class MigrationTest(DaemonTest):
             s.close()
             return time.monotonic() - t0
 
-        # Well-formed, but for no VM reserved here: closed as soon as stream 0 is seen.
+        def preamble(stream, nstreams, token, tls=1):
+            return b"GWPR" + struct.pack("<BBHHHI", 1, tls, 0, stream, nstreams, 0) + token
+
+        # A bare HELLO of old (streams start with a preamble now): closed at once.
         self.assertLess(closed_after(hello(0, 2, "nobody"), 5), 2)
-        # More streams than a session may have: at once.
-        self.assertLess(closed_after(hello(0, 17, "nobody"), 5), 2)
-        # A stream whose session never completes: held, then closed after 5 s.
-        self.assertGreater(closed_after(hello(1, 2), 10), 3)
+        # Well-formed preambles with a token no PrepareIncoming gave out: at once.
+        self.assertLess(closed_after(preamble(0, 2, os.urandom(32)), 5), 2)
+        self.assertLess(closed_after(preamble(1, 2, os.urandom(32)), 5), 2)
+        # More streams than a session may have, and no token at all: at once.
+        self.assertLess(closed_after(preamble(0, 17, os.urandom(32)), 5), 2)
+        self.assertLess(closed_after(preamble(0, 1, bytes(32)), 5), 2)
+        # A silent connection: closed after its 2 s to send a preamble.
+        t = closed_after(b"", 10)
+        self.assertGreater(t, 1.5)
+        self.assertLess(t, 5)
         self.assertEqual(self.b.runner_pids(), [])
-        self.assertIn("only 1 of the 2 streams of a session arrived within 5 s", self.b.logtext())
+        self.assertIn("a stream without a valid session token: closed", self.b.logtext())
 
     def test_cancel_and_queue(self):
         # A slow migration (bandwidth-limited) holds the only slot (max_migrations = 1) ...
