@@ -5,6 +5,8 @@
 int gw_bench_vm(int argc, char **argv);
 int gw_bench_snapshot(int argc, char **argv);
 int gw_bench_migrate(int argc, char **argv);
+/* `migrate --tls both`: the same migration in plaintext and over TLS, and their ratio. */
+int gw_bench_migrate_tls_both(int argc, char **argv);
 int gw_bench_api(int argc, char **argv);   /* bench_api.c, built with the control plane */
 
 #endif

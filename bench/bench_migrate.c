@@ -17,6 +17,7 @@
 #include "bench/bench_proc.h"
 #include "engine/common/json.h"
 #include "engine/common/util.h"
+#include "engine/transport/tls.h"
 
 #define QEMU_BASELINE_MIB_S 307.2
 
@@ -44,6 +45,8 @@ int gw_bench_migrate(int argc, char **argv)
     struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 64ull << 20, .seconds = 2,
                               .vcpus = 1, .pattern = "random", .downtime_ms = 50, .compress = "auto"};
     if (gw_bench_parse_opts("migrate", argc, argv, &o)) return 2;
+    if (o.tls && !strcmp(o.tls, "both")) return gw_bench_migrate_tls_both(argc, argv);
+    bool tls = !o.tls || strcmp(o.tls, "off");
     uint64_t memory = o.memory, ws = o.ws, rate = o.rate, streams = o.streams, downtime_ms = o.downtime_ms,
              vcpus = o.vcpus;
     const char *pattern = o.pattern, *compress = o.compress;
@@ -67,11 +70,11 @@ int gw_bench_migrate(int argc, char **argv)
     snprintf(dt_s, sizeof dt_s, "%llu", (unsigned long long)downtime_ms);
     FILE *sf = fopen(secret, "w");
     if (!sf) { perror("secret"); return 1; }
-    fprintf(sf, "bench-cluster-secret-%d\n", (int)getpid());
+    fprintf(sf, "bench-cluster-secret-of-at-least-32-bytes-%d\n", (int)getpid());
     fclose(sf);
 
     char *dst_argv[] = {vm_bin, "incoming", "--listen", "tcp:127.0.0.1:0", "--secret-file", secret, "--control",
-                        dst_sock, "--seconds", "2", "--json", NULL};
+                        dst_sock, "--seconds", "2", "--json", "--tls", tls ? "on" : "off", NULL};
     pid_t dst = gw_bench_spawn(dst_argv, dst_out);
     char *src_argv[] = {vm_bin, "run", "--name", "bench", "--memory", mem_s, "--vcpus", vc_s, "--guest", spec,
                         "--control", src_sock, "--secret-file", secret, "--json", NULL};
@@ -91,7 +94,8 @@ int gw_bench_migrate(int argc, char **argv)
     if (!status) {
         sleep(1);
         char *mig_argv[] = {vm_bin, "migrate", "--control", src_sock, "--to", url, "--compress", (char *)compress,
-                            "--downtime-ms", dt_s, "--wait", "--json", streams ? "--streams" : NULL, streams_s, NULL};
+                            "--downtime-ms", dt_s, "--wait", "--json", "--tls", tls ? "on" : "off",
+                            streams ? "--streams" : NULL, streams_s, NULL};
         int rc = gw_bench_run(mig_argv, buf, sizeof buf);
         snprintf(final, sizeof final, "%s", last_json(buf));
         if (rc) { gw_json_get_str(final, "migration_error", err, sizeof err); if (!err[0]) snprintf(err, sizeof err, "migrate exited %d", rc); status = 1; }
@@ -126,11 +130,13 @@ int gw_bench_migrate(int argc, char **argv)
                "\"streams\":%llu,\"total_ms\":%.1f,\"downtime_ms\":%.3f,\"setup_ms\":%.1f,\"rounds\":%llu,"
                "\"transferred_bytes\":%llu,\"pages_zero\":%llu,\"pages_raw\":%llu,\"pages_lz4\":%llu,"
                "\"throughput_mib_s\":%.1f,\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu,"
+               "\"tls\":\"%s\",\"tls_kernel\":%s,"
                "\"baseline\":\"QEMU 7.2 on this box, ~0.3 GiB/s\",\"ratio_vs_baseline\":%.2f}\n",
                (unsigned long long)memory, (unsigned long long)ws, (unsigned long long)rate, pattern, compress,
                (unsigned long long)streams, total_ms, downtime, setup_ms, (unsigned long long)rounds,
                (unsigned long long)wire, (unsigned long long)zero, (unsigned long long)raw, (unsigned long long)lz4,
-               tput, completed ? "true" : "false", (unsigned long long)verify_errors, tput / QEMU_BASELINE_MIB_S);
+               tput, completed ? "true" : "false", (unsigned long long)verify_errors, tls ? "on" : "off",
+               tls && gw_tls_kernel_available() ? "true" : "false", tput / QEMU_BASELINE_MIB_S);
     } else {
         printf("migrate bench: %s in %.0f ms (downtime %.2f ms, %llu rounds, %.0f MiB on the wire), %.0f MiB/s of guest "
                "memory (%.1fx QEMU 7.2), verify errors %llu%s%s\n", phase, total_ms, downtime,

@@ -93,6 +93,8 @@ static bool kernel_has_tls(void)
     return yes;
 }
 
+bool gw_tls_kernel_available(void) { return kernel_has_tls(); }
+
 int gw_tls_derive_psk(const uint8_t *secret, size_t len, uint8_t psk[PSK_LEN])
 {
     if (!secret || len < GW_SEC_MIN_SECRET || len > GW_SEC_MAX_SECRET) return -EINVAL;

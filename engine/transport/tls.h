@@ -94,6 +94,9 @@ int gw_tls_wrap(struct gw_conn **c, struct gw_tls_ctx *ctx, bool announce, struc
  * record crypto (kTLS) for sending and for receiving. */
 const char *gw_sec_describe(const struct gw_conn *c, bool *ktls_tx, bool *ktls_rx);
 
+/* Whether this kernel offers kernel TLS (the "tls" TCP ULP): what gw_tls_wrap then uses. */
+bool gw_tls_kernel_available(void);
+
 /* Derives the 48-byte TLS PSK from a secret (HKDF-SHA384). 0 or -EINVAL/-EIO. */
 int gw_tls_derive_psk(const uint8_t *secret, size_t len, uint8_t psk[48]);
 
