@@ -55,7 +55,10 @@ int gw_grpc_server_new(const struct gw_grpc_server_config *cfg, struct gw_grpc_s
     s->token = cfg->token && cfg->token[0] ? strdup(cfg->token) : NULL;
     s->cfg.listen = s->listen_addr;
     s->cfg.token = s->token;
+    s->peer_token = cfg->peer_token && cfg->peer_token[0] ? strdup(cfg->peer_token) : NULL;
+    s->cfg.peer_token = s->peer_token;
     if (!s->listen_addr || (cfg->token && cfg->token[0] && !s->token) ||
+        (cfg->peer_token && cfg->peer_token[0] && !s->peer_token) ||
         gw_h2_callbacks_new(&s->ng_cbs) < 0 || nghttp2_option_new(&s->ng_opt) != 0) {
         gw_grpc_server_free(s);
         return -ENOMEM;
@@ -526,5 +529,6 @@ void gw_grpc_server_free(struct gw_grpc_server *s)
     pthread_cond_destroy(&s->work_cond);
     free(s->listen_addr);
     free(s->token);
+    free(s->peer_token);
     free(s);
 }

@@ -40,7 +40,7 @@ struct gw_grpc_call {
     struct gw_grpc_call *conn_next, *conn_prev;
     const struct gw_grpc_method_entry *method;
     char path[GW_GRPC_PATH_MAX];
-    bool bad_path, is_post, ct_ok, auth_ok, headers_done;
+    bool bad_path, is_post, ct_ok, auth_ok, peer_ok, headers_done;
     bool timeout_bad;
     uint64_t timeout_ns;              /* from grpc-timeout, 0 = none */
     int heap_idx;                     /* index in the deadline heap, -1 = not there */
@@ -90,6 +90,7 @@ struct gw_h2_conn {
 struct gw_grpc_server {
     struct gw_grpc_server_config cfg;
     char *token;
+    char *peer_token;
     char *listen_addr;
     struct gw_grpc_method_entry *methods;
     size_t nmethods, methods_cap;

@@ -65,6 +65,10 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
                      r == -ERANGE ? "shorter than 32 bytes" : r == -EINVAL ? "empty or too long" : strerror(-r));
             return r == -ERANGE ? -EINVAL : r;
         }
+        if (gw_sec_peer_token((const uint8_t *)d->secret, strlen(d->secret), d->peer_token)) {
+            snprintf(err, errlen, "cannot derive the peers' credential");
+            return -EIO;
+        }
     }
     if (access(cfg->runner, X_OK)) { snprintf(err, errlen, "runner %s: %s", cfg->runner, strerror(errno)); return -errno; }
     int r = mkdirs(cfg->state_dir);
@@ -90,7 +94,8 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
 
 int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
 {
-    struct gw_grpc_server_config sc = {.listen = d->cfg.listen, .token = d->token, .workers = d->cfg.workers};
+    struct gw_grpc_server_config sc = {.listen = d->cfg.listen, .token = d->token, .peer_token = d->peer_token,
+                                     .workers = d->cfg.workers};
     int r = gw_grpc_server_new(&sc, &d->srv);
     if (!r) r = gw_grpc_health_new(d->srv, false, &d->health);
     if (!r) r = gw_service_register_vm(d);

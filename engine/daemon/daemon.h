@@ -94,6 +94,7 @@ struct gw_daemon {
     struct gw_daemon_config cfg;
     char token[1024];              /* "" = no auth */
     char secret[1024];             /* the cluster secret, "" when none is configured */
+    char peer_token[65];           /* the peers' API credential derived from it, "" = none */
     char vms_dir[600];
     struct gw_db *db;
     struct gw_grpc_server *srv;

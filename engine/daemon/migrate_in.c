@@ -6,7 +6,7 @@
  * tcp:migration_host:0`, reads back the port the runner bound (its first stdout line) and
  * answers with migration_advertise:PORT. The
  * stream itself is authenticated by the runners' handshake (HMAC over the cluster secret);
- * the RPC by the API's bearer token. When the destination runner reports "running" the
+ * the RPC by the peers' credential (derived from the cluster secret; never the operator's token). When the destination runner reports "running" the
  * supervisor makes the VM ours (RUNNING, persisted); when it exits first, the VM record is
  * dropped: it still lives on its source. */
 #include <arpa/inet.h>
@@ -225,9 +225,11 @@ int gw_service_register_peer(struct gw_daemon *d)
 {
     int r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
         .path = "/godwit.v1.GodwitPeer/PrepareIncoming", .kind = GW_GRPC_UNARY,
-        .request = &godwit__v1__prepare_incoming_request__descriptor, .handler = prepare_incoming, .arg = d});
+        .request = &godwit__v1__prepare_incoming_request__descriptor, .handler = prepare_incoming, .arg = d,
+        .flags = GW_GRPC_PEER});
     if (!r) r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
         .path = "/godwit.v1.GodwitPeer/AbortIncoming", .kind = GW_GRPC_UNARY,
-        .request = &godwit__v1__abort_incoming_request__descriptor, .handler = abort_incoming, .arg = d});
+        .request = &godwit__v1__abort_incoming_request__descriptor, .handler = abort_incoming, .arg = d,
+        .flags = GW_GRPC_PEER});
     return r;
 }

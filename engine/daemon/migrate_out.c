@@ -1,6 +1,6 @@
 /* A migration job, source side. The job thread
  *   1. waits for a migration slot (max_migrations per host; the job is QUEUED meanwhile),
- *   2. asks the destination daemon (GodwitPeer.PrepareIncoming over gRPC, same token) to
+ *   2. asks the destination daemon (GodwitPeer.PrepareIncoming over gRPC, peer credential) to
  *      expect the VM, and gets the URL to send it to: the destination's migration port for
  *      any number of streams (it hands all of them to one runner), or, on a host without
  *      one, a per-migration listener,
@@ -57,12 +57,13 @@ static void fail(struct mig *m, int state, const char *fmt, ...)
     m->outcome = state;
 }
 
-/* A gRPC client to the destination daemon. */
+/* A gRPC client to the destination daemon, with the cluster's peer credential: the
+ * operator's API token never leaves this host. */
 static int peer_connect(struct gw_daemon *d, const char *addr, struct gw_grpc_client **c)
 {
     int r = gw_grpc_client_connect(addr, 5000, c);
     if (r) return r;
-    if (d->token[0]) gw_grpc_client_set_token(*c, d->token);
+    if (d->peer_token[0]) gw_grpc_client_set_token(*c, d->peer_token);
     return 0;
 }
 

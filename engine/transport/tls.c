@@ -95,18 +95,35 @@ static bool kernel_has_tls(void)
 
 bool gw_tls_kernel_available(void) { return kernel_has_tls(); }
 
-int gw_tls_derive_psk(const uint8_t *secret, size_t len, uint8_t psk[PSK_LEN])
+/* HKDF(md, salt, secret, info) into out[len]. */
+static int hkdf(const EVP_MD *md, const char *salt, const uint8_t *secret, size_t slen, const char *info,
+                uint8_t *out, size_t len)
 {
-    if (!secret || len < GW_SEC_MIN_SECRET || len > GW_SEC_MAX_SECRET) return -EINVAL;
+    if (!secret || slen < GW_SEC_MIN_SECRET || slen > GW_SEC_MAX_SECRET) return -EINVAL;
     EVP_PKEY_CTX *k = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
-    size_t out = PSK_LEN;
-    int ok = k && EVP_PKEY_derive_init(k) > 0 && EVP_PKEY_CTX_set_hkdf_md(k, EVP_sha384()) > 0 &&
-             EVP_PKEY_CTX_set1_hkdf_salt(k, (const unsigned char *)PSK_SALT, sizeof PSK_SALT - 1) > 0 &&
-             EVP_PKEY_CTX_set1_hkdf_key(k, secret, (int)len) > 0 &&
-             EVP_PKEY_CTX_add1_hkdf_info(k, (const unsigned char *)"psk", 3) > 0 &&
-             EVP_PKEY_derive(k, psk, &out) > 0 && out == PSK_LEN;
+    size_t got = len;
+    int ok = k && EVP_PKEY_derive_init(k) > 0 && EVP_PKEY_CTX_set_hkdf_md(k, md) > 0 &&
+             EVP_PKEY_CTX_set1_hkdf_salt(k, (const unsigned char *)salt, (int)strlen(salt)) > 0 &&
+             EVP_PKEY_CTX_set1_hkdf_key(k, secret, (int)slen) > 0 &&
+             EVP_PKEY_CTX_add1_hkdf_info(k, (const unsigned char *)info, (int)strlen(info)) > 0 &&
+             EVP_PKEY_derive(k, out, &got) > 0 && got == len;
     EVP_PKEY_CTX_free(k);
     return ok ? 0 : -EIO;
+}
+
+int gw_tls_derive_psk(const uint8_t *secret, size_t len, uint8_t psk[PSK_LEN])
+{
+    return hkdf(EVP_sha384(), PSK_SALT, secret, len, "psk", psk, PSK_LEN);
+}
+
+int gw_sec_peer_token(const uint8_t *secret, size_t len, char out[65])
+{
+    uint8_t k[32];
+    int r = hkdf(EVP_sha256(), "godwit-peer-api-v1", secret, len, "bearer", k, sizeof k);
+    if (r) return r;
+    for (unsigned i = 0; i < sizeof k; i++) snprintf(out + 2 * i, 3, "%02x", k[i]);
+    OPENSSL_cleanse(k, sizeof k);
+    return 0;
 }
 
 /* The context of an SSL, kept as the SSL_CTX's app data. */

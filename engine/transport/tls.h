@@ -97,6 +97,11 @@ const char *gw_sec_describe(const struct gw_conn *c, bool *ktls_tx, bool *ktls_r
 /* Whether this kernel offers kernel TLS (the "tls" TCP ULP): what gw_tls_wrap then uses. */
 bool gw_tls_kernel_available(void);
 
+/* The cluster credential of the daemons' peer API (GodwitPeer): a bearer token derived from
+ * the cluster secret (HKDF-SHA256, 32 bytes in hex), so that an operator's API token never
+ * goes to another host. 0 or -EINVAL (secret too short) / -EIO. */
+int gw_sec_peer_token(const uint8_t *secret, size_t len, char out[65]);
+
 /* Derives the 48-byte TLS PSK from a secret (HKDF-SHA384). 0 or -EINVAL/-EIO. */
 int gw_tls_derive_psk(const uint8_t *secret, size_t len, uint8_t psk[48]);
 

@@ -37,7 +37,11 @@ class DaemonTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.d = gwd.Daemon(BIN, "host-a", extra="max_migrations = 1\n")
+        # host-b (MigrationTest) listens on a port chosen now: each host names the other as a peer.
+        cls.b_port = gwd.free_port()
+        cls.a_port = gwd.free_port()
+        cls.d = gwd.Daemon(BIN, "host-a", port=cls.a_port,
+                           extra="max_migrations = 1\npeers = 127.0.0.1:%d, 127.0.0.1:1\n" % cls.b_port)
         cls.daemons = [cls.d]
 
     @classmethod
@@ -132,6 +136,9 @@ class DaemonTest(unittest.TestCase):
         self.expect(grpc.StatusCode.INVALID_ARGUMENT, "ListJobs", api.ListJobsRequest(state=42))
         self.expect(grpc.StatusCode.INVALID_ARGUMENT, "MigrateVm",
                     api.MigrateVmRequest(vm="x", destination="127.0.0.1:1", policy=api.MigrationPolicy(mode=9)))
+        # A destination that is not a configured peer: the VM never leaves for it.
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "MigrateVm",
+                    api.MigrateVmRequest(vm="x", destination="10.9.8.7:7400"), contains="is not one of host-a's peers")
         self.expect(grpc.StatusCode.NOT_FOUND, "GetJob", api.GetJobRequest(id="job-0"))
         self.expect(grpc.StatusCode.NOT_FOUND, "CancelJob", api.CancelJobRequest(id="job-0"))
         got, _ = code_of(lambda: list(self.s.WatchJob(api.WatchJobRequest(id="job-0"), metadata=AUTH, timeout=5)))
@@ -273,7 +280,8 @@ class MigrationTest(DaemonTest):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.b = gwd.Daemon(BIN, "host-b", extra="migration_port = %d\n" % gwd.free_port())
+        cls.b = gwd.Daemon(BIN, "host-b", port=cls.b_port,
+                           extra="migration_port = %d\npeers = %s\n" % (gwd.free_port(), cls.d.addr))
         cls.daemons.append(cls.b)
 
     def migrate(self, name, src=None, dst=None, **policy):
