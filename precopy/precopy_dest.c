@@ -14,6 +14,7 @@
 #include "engine/transport/migration.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/vm.h"
+#include "engine/vm/virtio_attach.h"
 #include "precopy/incoming_streams.h"
 
 /* The touched-page bitmap is handed to the receiver before the VM size is known, so it is
@@ -44,6 +45,7 @@ static int create_vm(struct incoming *in, char *err, size_t errlen)
     struct gw_vm_config cfg = {
         .name = c->name, .memory_bytes = c->memory_bytes, .vcpus = c->vcpus, .guest_spec = c->guest_spec,
         .disk_path = in->p->disk_path, .console_fd = in->p->console_fd,
+        .disk_lock_later = true,   /* the source holds the image's lock until GO */
     };
     if (in->p->expect_name && (!c->name || strcmp(c->name, in->p->expect_name))) {
         snprintf(err, errlen, "the source sent VM '%s', this host expects '%s'", c->name ? c->name : "",
@@ -142,7 +144,13 @@ static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *er
         return gw_mig_receiver_ack(in->rx) ? (snprintf(err, errlen, "cannot send READY: %s",
                                                        gw_mig_receiver_error(in->rx)), -EPIPE) : 0;
     case GW_MIG_EV_GO: {
-        int r = gw_vm_start(in->vm);
+        /* The image is ours from GO on: the source drops its lock right after sending it. */
+        int r = gw_vm_disk_lock(in->vm, true, 5000);
+        if (r) {
+            snprintf(err, errlen, "the disk image is still locked elsewhere: %s", strerror(-r));
+            return r;
+        }
+        r = gw_vm_start(in->vm);
         if (r) { snprintf(err, errlen, "cannot start the VM: %s", strerror(-r)); return r; }
         /* The VM runs here now; RUNNING only tells the source it may let go. */
         if (gw_mig_receiver_running(in->rx))

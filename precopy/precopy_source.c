@@ -341,6 +341,7 @@ static void *migration_thread(void *arg)
     } else {
         /* GO: from here the VM belongs to the destination and is never resumed here. */
         r = gw_mig_send_go(m->tx);
+        gw_vm_disk_lock(m->vm, false, 0);   /* the image is the destination's from GO on */
         if (!r) r = gw_mig_sender_wait_running(m->tx, COMMIT_TIMEOUT_MS);
         uint64_t downtime = gw_now_ns() - t_pause;
         gw_vm_track_device_writes(m->vm, NULL, NULL);

@@ -59,6 +59,7 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
     else if (!strcmp(key, "tls_key")) r = set_path(c, cfg->tls_key, value);
     else if (!strcmp(key, "tls_ca")) r = set_path(c, cfg->tls_ca, value);
     else if (!strcmp(key, "peers")) r = set_str(cfg->peers, sizeof cfg->peers, value);
+    else if (!strcmp(key, "image_roots")) r = set_str(cfg->image_roots, sizeof cfg->image_roots, value);
     else if (!strcmp(key, "migration_tls")) {
         r = !strcmp(value, "on") ? 0 : !strcmp(value, "off") ? 0 : -EINVAL;
         cfg->migration_tls = !strcmp(value, "on");
@@ -165,4 +166,30 @@ bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr)
         p = e;
     }
     return false;
+}
+
+const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const char *path)
+{
+    char real[PATH_MAX], root[PATH_MAX], entry[GW_CFG_STR];
+    if (path[0] != '/') return "the disk path must be absolute";
+    if (!cfg->image_roots[0]) return "this host has no image_roots configured: it takes no VM disks";
+    if (!realpath(path, real)) return "the disk image does not exist here";
+    if (strcmp(real, path)) return "the disk path goes through a symbolic link or is not canonical";
+    for (const char *p = cfg->image_roots; *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t') p++;
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        size_t n = (size_t)(e - p);
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
+        if (n && n < sizeof entry) {
+            memcpy(entry, p, n);
+            entry[n] = 0;
+            size_t k;
+            if (realpath(entry, root) && (k = strlen(root)) && !strncmp(real, root, k) &&
+                (real[k] == '/' || (k == 1 && root[0] == '/')))
+                return NULL;
+        }
+        p = e;
+    }
+    return "the disk image is not inside this host's image_roots";
 }

@@ -14,6 +14,8 @@
  *   tls_key = host.key                ;   tls_key and tls_ca (the operator's CA; any cert it
  *   tls_ca = ca.pem                   ;   signed is a cluster member)
  *   peers = 10.0.0.3:7400, host-c:7400 ; the only destinations MigrateVm takes (API addresses)
+ *   image_roots = /srv/images, /var/lib/godwit/images ; where VM disks may live (incoming VMs
+ *                                     ;   with a disk need it; CreateVm checks it when set)
  *   max_migrations = 2                ; concurrent outgoing migrations; more are queued
  *   max_incoming = 2                  ; concurrent incoming migrations
  *   hostname = host-a                 ; default: gethostname()
@@ -40,6 +42,7 @@ struct gw_daemon_config {
     char tls_cert[GW_CFG_STR], tls_key[GW_CFG_STR], tls_ca[GW_CFG_STR];
     char peers[4 * GW_CFG_STR];     /* comma-separated API addresses; "" = none */
     int migration_tls;              /* 1 on (default), 0 off */
+    char image_roots[4 * GW_CFG_STR]; /* comma-separated directories; "" = none */
     char hostname[256];
     uint32_t migration_port;
     uint32_t max_migrations;
@@ -54,6 +57,11 @@ int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *
 /* Reads a secret file (a token): its first line without surrounding white space, 1..1023
  * bytes. Returns 0, -EINVAL (empty or too long) or -errno. */
 int gw_read_token_file(const char *path, char *out, size_t outlen);
+
+/* NULL when path may be a VM's disk here: absolute, already canonical (no symbolic link,
+ * no "." or ".." on the way: realpath(path) is path) and inside one of cfg's image_roots;
+ * else why not. With no image_roots configured every disk is refused. */
+const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const char *path);
 
 /* Whether addr is one of cfg's peers (exact match of an entry, spaces ignored). */
 bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr);

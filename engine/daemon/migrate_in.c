@@ -82,6 +82,11 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     const char *why = gw_vm_config_invalid(vm->name, vm->memory_bytes, vm->vcpus, vm->guest, vm->disk_path);
     if (why || !vm->memory_bytes || !vm->vcpus)
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "%s", why ? why : "memory and vcpus are required");
+    /* The disk is this host's own record, checked here: the runner opens exactly this path
+     * (O_NOFOLLOW) and nothing on the migration wire names a file. */
+    if (vm->disk_path && *vm->disk_path && (why = gw_config_disk_refused(&d->cfg, vm->disk_path)))
+        return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "disk %s on %s: %s", vm->disk_path,
+                                  d->cfg.hostname, why);
     pthread_mutex_lock(&d->lock);
     int code = GW_GRPC_OK;
     struct gw_vm_rec *rec = NULL;

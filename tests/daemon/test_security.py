@@ -5,14 +5,17 @@
   migration to it succeeds (they once made it fail after 60 s).
 - A reservation's session token: a stream with a forged token is closed at once, starts no
   runner and leaves the reservation in place (a stranger connecting first cannot cancel it).
+- An incoming VM's disk must be a canonical path inside the destination's image_roots.
 - The peers' API takes the cluster credential only: the operator's token does not open it,
   and the peers' credential does not open the operator's API.
 
 Run with Debian's /usr/bin/python3 (python3-grpcio, python3-grpc-tools)."""
 import os
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import time
 import unittest
 
@@ -49,22 +52,27 @@ class Security(unittest.TestCase):
     def setUpClass(cls):
         a_port, b_port = gwd.free_port(), gwd.free_port()
         cls.mport = gwd.free_port()
+        cls.tmp = tempfile.mkdtemp(prefix="gw-sec-")
+        cls.images = os.path.join(cls.tmp, "images")
+        os.mkdir(cls.images)
         cls.a = gwd.Daemon(BIN, "host-a", port=a_port, extra="peers = 127.0.0.1:%d\n" % b_port)
         cls.b = gwd.Daemon(BIN, "host-b", port=b_port,
-                           extra="migration_port = %d\npeers = 127.0.0.1:%d\n" % (cls.mport, a_port))
+                           extra="migration_port = %d\npeers = 127.0.0.1:%d\nimage_roots = %s\n"
+                           % (cls.mport, a_port, cls.images))
         cls.peer = peer_grpc.GodwitPeerStub(cls.b.channel)
 
     @classmethod
     def tearDownClass(cls):
         for d in (cls.a, cls.b):
             d.cleanup()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def create(self, d, name, guest="idle:ws=8M"):
         d.stub.CreateVm(api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, guest=guest, start=True),
                         metadata=AUTH, timeout=60)
 
-    def prepare(self, name):
-        vm = api.Vm(name=name, memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M")
+    def prepare(self, name, disk=""):
+        vm = api.Vm(name=name, memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M", disk_path=disk)
         return self.peer.PrepareIncoming(peer_pb.PrepareIncomingRequest(vm=vm, job_id="job-test", source_host="test",
                                                                         streams=1), metadata=PEER_AUTH, timeout=10)
 
@@ -104,6 +112,29 @@ class Security(unittest.TestCase):
             self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm="reserved", job_id="job-test"),
                                     metadata=PEER_AUTH, timeout=10)
 
+    def test_disk_path_outside_image_roots(self):
+        outside = os.path.join(self.tmp, "outside.img")
+        inside = os.path.join(self.images, "inside.img")
+        link = os.path.join(self.images, "link.img")
+        for path in (outside, inside):
+            with open(path, "wb") as f:
+                f.truncate(16 << 20)
+        os.symlink(outside, link)
+        for path, why in ((outside, "not inside this host's image_roots"),
+                          (link, "symbolic link"),
+                          (os.path.join(self.images, "..", "outside.img"), "symbolic link or is not canonical"),
+                          (os.path.join(self.images, "missing.img"), "does not exist")):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.prepare("diskvm", disk=path)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, path)
+            self.assertIn(why, cm.exception.details())
+        with self.assertRaises(grpc.RpcError):
+            self.b.stub.GetVm(api.GetVmRequest(name="diskvm"), metadata=AUTH, timeout=10)
+        # Inside the roots: reserved (then given up).
+        self.assertEqual(len(self.prepare("diskvm", disk=inside).session_token), 32)
+        self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm="diskvm", job_id="job-test"), metadata=PEER_AUTH,
+                                timeout=10)
+
     def test_200_idle_strangers_do_not_block_a_migration(self):
         self.create(self.a, "busyport")
         strangers = []
@@ -121,8 +152,9 @@ class Security(unittest.TestCase):
             final = events[-1].job
             self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
             self.assertLess(took, 30)
-            got = self.b.stub.GetVm(api.GetVmRequest(name="busyport"), metadata=AUTH, timeout=10).vm
-            self.assertEqual(got.state, api.Vm.RUNNING)
+            # host-b makes the VM its own once its runner reports that the guest runs.
+            self.assertTrue(gwd.wait_for(lambda: self.b.stub.GetVm(api.GetVmRequest(name="busyport"), metadata=AUTH,
+                                                                   timeout=10).vm.state == api.Vm.RUNNING, 10))
             # The strangers were evicted and closed, not served.
             self.assertIn("too many connections wait for their preamble", self.b.logtext())
             self.assertIsNotNone(closed_within(strangers[-1], 5))
