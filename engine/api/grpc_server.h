@@ -50,6 +50,9 @@ struct gw_grpc_server_config {
      * credential derived from the cluster secret); they never take the operator's token.
      * NULL or "": those methods refuse every caller. */
     const char *peer_token;
+    /* TLS (ALPN h2) with this certificate and key; NULL = h2c. tls_client_ca: mutual TLS,
+     * clients must present a certificate it signed (NULL = none asked). */
+    const char *tls_cert, *tls_key, *tls_client_ca;
     uint32_t max_message_bytes;    /* largest request message; 0 = 4 MiB */
     uint32_t max_connections;      /* further connections are closed at once; 0 = 256 */
     uint32_t max_streams;          /* concurrent streams per connection; 0 = 128 */

@@ -59,6 +59,13 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
     else if (!strcmp(key, "tls_key")) r = set_path(c, cfg->tls_key, value);
     else if (!strcmp(key, "tls_ca")) r = set_path(c, cfg->tls_ca, value);
     else if (!strcmp(key, "peers")) r = set_str(cfg->peers, sizeof cfg->peers, value);
+    else if (!strcmp(key, "api_cert")) r = set_path(c, cfg->api_cert, value);
+    else if (!strcmp(key, "api_key")) r = set_path(c, cfg->api_key, value);
+    else if (!strcmp(key, "api_client_ca")) r = set_path(c, cfg->api_client_ca, value);
+    else if (!strcmp(key, "api_h2c")) {
+        r = !strcmp(value, "on") || !strcmp(value, "off") ? 0 : -EINVAL;
+        cfg->api_h2c = !strcmp(value, "on");
+    }
     else if (!strcmp(key, "image_roots")) r = set_str(cfg->image_roots, sizeof cfg->image_roots, value);
     else if (!strcmp(key, "migration_tls")) {
         r = !strcmp(value, "on") ? 0 : !strcmp(value, "off") ? 0 : -EINVAL;
@@ -125,6 +132,10 @@ int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *
         char why[256];
         snprintf(why, sizeof why, "%s", err[0] ? err : "syntax error");
         snprintf(err, errlen, "%s:%d: %s", path, line, why);
+        return -EINVAL;
+    }
+    if (!!cfg->api_cert[0] != !!cfg->api_key[0] || (cfg->api_client_ca[0] && !cfg->api_cert[0])) {
+        snprintf(err, errlen, "%s: api_cert and api_key go together (and api_client_ca needs them)", path);
         return -EINVAL;
     }
     int nx = !!cfg->tls_cert[0] + !!cfg->tls_key[0] + !!cfg->tls_ca[0];

@@ -14,6 +14,10 @@
  *   tls_key = host.key                ;   tls_key and tls_ca (the operator's CA; any cert it
  *   tls_ca = ca.pem                   ;   signed is a cluster member)
  *   peers = 10.0.0.3:7400, host-c:7400 ; the only destinations MigrateVm takes (API addresses)
+ *   api_cert = api.pem                ; TLS on the API (ALPN h2) with this certificate and key;
+ *   api_key = api.key                 ;   without them the API speaks h2c, which a non-loopback
+ *   api_client_ca = clients.pem       ;   listen address refuses unless api_h2c = on. With
+ *   api_h2c = off                     ;   api_client_ca, clients need a certificate it signed.
  *   image_roots = /srv/images, /var/lib/godwit/images ; where VM disks may live (incoming VMs
  *                                     ;   with a disk need it; CreateVm checks it when set)
  *   max_migrations = 2                ; concurrent outgoing migrations; more are queued
@@ -43,6 +47,8 @@ struct gw_daemon_config {
     char peers[4 * GW_CFG_STR];     /* comma-separated API addresses; "" = none */
     int migration_tls;              /* 1 on (default), 0 off */
     char image_roots[4 * GW_CFG_STR]; /* comma-separated directories; "" = none */
+    char api_cert[GW_CFG_STR], api_key[GW_CFG_STR], api_client_ca[GW_CFG_STR];
+    int api_h2c;                    /* 1: plaintext API allowed on a non-loopback address */
     char hostname[256];
     uint32_t migration_port;
     uint32_t max_migrations;

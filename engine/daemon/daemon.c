@@ -12,6 +12,7 @@
 
 #include "engine/api/grpc_health.h"
 #include "engine/api/grpc_server.h"
+#include "engine/api/grpc_tls.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/daemon/daemon.h"
@@ -94,8 +95,21 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
 
 int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
 {
+    /* Beyond this machine the API needs a token, and TLS unless the operator said h2c. */
+    if (!gw_grpc_addr_is_loopback(d->cfg.listen)) {
+        if (!d->token[0]) {
+            snprintf(err, errlen, "listen = %s is not a loopback address: a token_file is required", d->cfg.listen);
+            return -EINVAL;
+        }
+        if (!d->cfg.api_cert[0] && !d->cfg.api_h2c) {
+            snprintf(err, errlen, "listen = %s is not a loopback address: configure api_cert and api_key (TLS), "
+                     "or api_h2c = on for plaintext", d->cfg.listen);
+            return -EINVAL;
+        }
+    }
     struct gw_grpc_server_config sc = {.listen = d->cfg.listen, .token = d->token, .peer_token = d->peer_token,
-                                     .workers = d->cfg.workers};
+                                     .workers = d->cfg.workers, .tls_cert = d->cfg.api_cert,
+                                     .tls_key = d->cfg.api_key, .tls_client_ca = d->cfg.api_client_ca};
     int r = gw_grpc_server_new(&sc, &d->srv);
     if (!r) r = gw_grpc_health_new(d->srv, false, &d->health);
     if (!r) r = gw_service_register_vm(d);
