@@ -62,6 +62,7 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
     else if (!strcmp(key, "api_cert")) r = set_path(c, cfg->api_cert, value);
     else if (!strcmp(key, "api_key")) r = set_path(c, cfg->api_key, value);
     else if (!strcmp(key, "api_client_ca")) r = set_path(c, cfg->api_client_ca, value);
+    else if (!strcmp(key, "peer_ca")) r = set_path(c, cfg->peer_ca, value);
     else if (!strcmp(key, "api_h2c")) {
         r = !strcmp(value, "on") || !strcmp(value, "off") ? 0 : -EINVAL;
         cfg->api_h2c = !strcmp(value, "on");

@@ -18,6 +18,8 @@
  *   api_key = api.key                 ;   without them the API speaks h2c, which a non-loopback
  *   api_client_ca = clients.pem       ;   listen address refuses unless api_h2c = on. With
  *   api_h2c = off                     ;   api_client_ca, clients need a certificate it signed.
+ *   peer_ca = cluster-api-ca.pem      ; peers' APIs speak TLS: trust this CA for them (and show
+ *                                     ;   api_cert/api_key as our client certificate)
  *   image_roots = /srv/images, /var/lib/godwit/images ; where VM disks may live (incoming VMs
  *                                     ;   with a disk need it; CreateVm checks it when set)
  *   max_migrations = 2                ; concurrent outgoing migrations; more are queued
@@ -48,6 +50,7 @@ struct gw_daemon_config {
     int migration_tls;              /* 1 on (default), 0 off */
     char image_roots[4 * GW_CFG_STR]; /* comma-separated directories; "" = none */
     char api_cert[GW_CFG_STR], api_key[GW_CFG_STR], api_client_ca[GW_CFG_STR];
+    char peer_ca[GW_CFG_STR];
     int api_h2c;                    /* 1: plaintext API allowed on a non-loopback address */
     char hostname[256];
     uint32_t migration_port;

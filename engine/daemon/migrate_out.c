@@ -61,7 +61,15 @@ static void fail(struct mig *m, int state, const char *fmt, ...)
  * operator's API token never leaves this host. */
 static int peer_connect(struct gw_daemon *d, const char *addr, struct gw_grpc_client **c)
 {
-    int r = gw_grpc_client_connect(addr, 5000, c);
+    int r;
+    if (d->cfg.peer_ca[0]) {
+        char err[512];
+        struct gw_grpc_client_tls t = {.ca = d->cfg.peer_ca, .cert = d->cfg.api_cert, .key = d->cfg.api_key};
+        r = gw_grpc_client_connect_tls(addr, 5000, &t, c, err, sizeof err);
+        if (r) gw_warn("peer %s: %s", addr, err);
+    } else {
+        r = gw_grpc_client_connect(addr, 5000, c);
+    }
     if (r) return r;
     if (d->peer_token[0]) gw_grpc_client_set_token(*c, d->peer_token);
     return 0;

@@ -103,6 +103,51 @@ class ApiTls(unittest.TestCase):
                 self.secure(self.m.addr, client=who).ListVms(api.ListVmsRequest(), metadata=AUTH, timeout=5)
             self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
 
+    def cli(self, addr, *args):
+        tok = os.path.join(self.tmp, "token")
+        with open(tok, "w") as f:
+            f.write(gwd.TOKEN + "\n")
+        r = subprocess.run([os.path.join(BIN, "godwit"), "--addr", addr, "--token-file", tok] + list(args),
+                           capture_output=True, text=True, timeout=30, env=dict(os.environ, HOME=self.tmp))
+        return r.returncode, r.stdout + r.stderr
+
+    def test_cli_and_c_client_over_tls(self):
+        rc, out = self.cli(self.d.addr, "--tls-ca", self.ca[1], "host")
+        self.assertEqual(rc, 0, out)
+        # Without TLS the CLI gets nothing; with a CA that did not sign the server, it refuses it.
+        rc, out = self.cli(self.d.addr, "host")
+        self.assertNotEqual(rc, 0, out)
+        rc, out = self.cli(self.d.addr, "--tls-ca", self.other_ca[1], "host")
+        self.assertEqual(rc, 5, out)
+        self.assertIn("certificate", out)
+        # mTLS: with the operator's certificate, and refused without one.
+        rc, out = self.cli(self.m.addr, "--tls-ca", self.ca[1], "--tls-cert", self.client[1], "--tls-key",
+                           self.client[0], "host")
+        self.assertEqual(rc, 0, out)
+        rc, out = self.cli(self.m.addr, "--tls-ca", self.ca[1], "host")
+        self.assertNotEqual(rc, 0, out)
+
+    def test_migration_between_tls_apis(self):
+        if not gwd.kvm_usable():
+            self.skipTest("/dev/kvm is not usable here")
+        # host-x calls its peer host-y's API over mutual TLS (peer_ca, its api_cert as the client's).
+        y_port = gwd.free_port()
+        tls = "api_cert = %s\napi_key = %s\napi_client_ca = %s\npeer_ca = %s\n" % (
+            self.server[1], self.server[0], self.ca[1], self.ca[1])
+        x = gwd.Daemon(BIN, "host-x", extra=tls + "peers = 127.0.0.1:%d\n" % y_port)
+        self.addCleanup(x.cleanup)
+        y = gwd.Daemon(BIN, "host-y", port=y_port, extra=tls + "migration_port = %d\npeers = %s\n" %
+                       (gwd.free_port(), x.addr))
+        self.addCleanup(y.cleanup)
+        sx, sy = self.secure(x.addr, client=self.client), self.secure(y.addr, client=self.client)
+        sx.CreateVm(api.CreateVmRequest(name="tlsmove", memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M",
+                                        start=True), metadata=AUTH, timeout=60)
+        job = sx.MigrateVm(api.MigrateVmRequest(vm="tlsmove", destination=y.addr), metadata=AUTH, timeout=10).job
+        final = list(sx.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=90))[-1].job
+        self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
+        self.assertTrue(gwd.wait_for(lambda: sy.GetVm(api.GetVmRequest(name="tlsmove"), metadata=AUTH,
+                                                      timeout=10).vm.state == api.Vm.RUNNING, 10))
+
     def start_bare(self, conf_extra, with_token):
         d = tempfile.mkdtemp(dir=self.tmp)
         lines = ["[daemon]", "listen = 0.0.0.0:%d" % gwd.free_port(), "state_dir = %s/state" % d,
