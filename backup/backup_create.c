@@ -12,7 +12,7 @@
 
 #include "engine/common/log.h"
 #include "engine/common/util.h"
-#include "engine/dirty/dirty_log.h"
+#include "engine/dirty/dirty.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/mem_data.h"
 #include "engine/vm/virtio_attach.h"
@@ -32,7 +32,7 @@ struct bk {
     struct gw_chunk_sink sink;
     struct gw_chunk_digest cd;
     bool cd_ready;
-    struct gw_dirty_log *dirty;
+    struct gw_dirty_consumer *dirty;
     uint64_t *pending;          /* pages dirtied and not yet re-stored */
     uint64_t words;
     uint8_t *cbuf;              /* one chunk */
@@ -290,11 +290,6 @@ static int write_manifest(struct bk *b, Godwit__V1__BackupManifest *m, struct gw
     return 0;
 }
 
-static void device_write(void *ctx, uint64_t gpa, uint64_t len)
-{
-    gw_dirty_mark_gpa(ctx, gpa, len);
-}
-
 int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct gw_backup_params *p,
                      struct gw_backup_result *res, char *err, size_t errlen)
 {
@@ -337,20 +332,19 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
         if (r) { gw_warn("backup: %s: using dirty-log rounds", why); method = GW_BACKUP_DIRTY_LOG; r = 0; }
     }
     if (method == GW_BACKUP_DIRTY_LOG) {
-        r = gw_dirty_start(vm, false, &b.dirty);
-        if (r) { gw_warn("backup: dirty logging unavailable (%s): pausing for the copy", strerror(-r)); method = GW_BACKUP_PAUSE; r = 0; }
-        else gw_vm_track_device_writes(vm, device_write, b.dirty);
+        /* A consumer of its own: a migration may track the same VM at the same time, and
+         * device writes reach every consumer through the tracker. */
+        char why[200] = "";
+        r = gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &b.dirty, why, sizeof why);
+        if (r) { gw_warn("backup: dirty logging unavailable (%s): pausing for the copy", why[0] ? why : strerror(-r)); method = GW_BACKUP_PAUSE; r = 0; }
     }
     if (method == GW_BACKUP_DIRTY_LOG) {
         r = copy_all(&b);
         if (!r) { gw_chunk_digest_refresh(&b.cd); r = dirty_rounds(&b, p->max_rounds ? p->max_rounds : GW_BACKUP_MAX_ROUNDS); }
     }
     if (!r) r = take_point_in_time(&b, method, &st, digest);
-    if (b.dirty) {
-        gw_vm_track_device_writes(vm, NULL, NULL);
-        gw_dirty_stop(b.dirty);
-        b.dirty = NULL;
-    }
+    gw_dirty_detach(b.dirty);
+    b.dirty = NULL;
     if (!r && method == GW_BACKUP_DIRTY_LOG) r = rebuild_final_chunks(&b);
     if (!r && method == GW_BACKUP_WP) r = wp_copy(&b, digest);
     if (b.wp) { gw_wp_close(b.wp, &b.wp_stats); b.wp = NULL; }
@@ -434,7 +428,7 @@ out_lists:
     free(dnames);
 out:
     if (b.wp) gw_wp_close(b.wp, NULL);   /* never leave the guest write-protected */
-    if (b.dirty) { gw_vm_track_device_writes(vm, NULL, NULL); gw_dirty_stop(b.dirty); }
+    gw_dirty_detach(b.dirty);
     if (r) gw_error("vm %s: backup to %s failed: %s", vm->name, t->store->desc, err);
     if (r) t->store->ops->wait(t->store);  /* nothing of ours stays in flight */
     if (b.cd_ready) gw_chunk_digest_free(&b.cd);

@@ -94,6 +94,13 @@ struct gw_mig_sender_cfg {
     int lz4_accel;                         /* 0 = 1 */
     unsigned batch_pages;                  /* 0 = GW_MIG_DEFAULT_BATCH_PAGES; max 4096 */
     int timeout_ms;                        /* connect, send, receive; 0 = default */
+    /* Stream security (tls.h). preamble: every stream starts with one (what a destination
+     * runner or migration port expects), carrying token (NULL = none); then TLS when tls is
+     * set (made with gw_tls_ctx_new(client), caller-owned). Every preamble goes out before any
+     * TLS handshake starts. Both unset: bare records (unit tests, RDMA). */
+    bool preamble;
+    struct gw_tls_ctx *tls;
+    const uint8_t *token;
 };
 
 struct gw_mig_sender;

@@ -9,13 +9,16 @@
  *   godwit-vm save --control SOCK --file SNAP [--stop]
  *   godwit-vm status|pause|resume|stop --control SOCK [--json]
  *   godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...]  --secret-file F [--control SOCK]
- *                      [--disk FILE] [--seconds N] [--json]
+ *                      [--name NAME] [--disk FILE] [--seconds N] [--json] [TLS]
  *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]
  *                     [--downtime-ms N] [--bandwidth SIZE/s] [--timeout S] [--auto-converge]
- *                     [--max-rounds N] [--secret-file F] [--wait] [--json]
+ *                     [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]
  *   godwit-vm restore-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--name NEW]
  *                            [--disk FILE] [--seconds N] [--json] [--control SOCK]
  *   godwit-vm backup|verify-backup|list-backups|delete-backup ...   (cmd_backup.c)
+ *   TLS: [--tls on|off] [--tls-cert F --tls-key F --tls-ca F]: migration streams run over TLS 1.3
+ *   with a PSK from the cluster secret, or with X.509 when all three files are given; plaintext
+ *   only with an explicit --tls off (docs/security.md). incoming --name: refuse another VM.
  *
  * Exit codes: 0 success; 1 the VM failed; 2 usage; 3 the guest found verify errors;
  * 4 KVM is not available on this host. */
@@ -39,6 +42,7 @@
 #include "backup/backup.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
+#include "engine/transport/tls.h"
 #include "engine/vm/snapshot_file.h"
 #include "precopy/precopy_dest.h"
 #include "precopy/precopy_source.h"
@@ -51,6 +55,8 @@ enum { EXIT_VM_FAILED = 1, EXIT_USAGE = 2, EXIT_VERIFY = 3, EXIT_NO_KVM = 4 };
 struct opts {
     const char *name, *guest, *disk, *control, *console, *file, *secret_file, *listen, *to, *compress;
     const char *kernel, *initrd, *cmdline, *net;
+    const char *tls_cert, *tls_key, *tls_ca;
+    bool tls_off;
     uint64_t memory, seconds, bandwidth, downtime_ms, timeout_s, max_rounds, streams;
     unsigned vcpus;
     int fds[GW_INCOMING_MAX_FDS];   /* --fd, repeated: every stream of a handed-over session */
@@ -72,15 +78,16 @@ static void usage(FILE *f)
             "       godwit-vm save --control SOCK --file SNAPSHOT [--stop]\n"
             "       godwit-vm status|pause|resume|stop --control SOCK [--json]\n"
             "       godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...] --secret-file F [--control SOCK]\n"
-            "                          [--disk FILE]\n"
-            "                          [--seconds N] [--json]\n"
+            "                          [--name NAME] [--disk FILE]\n"
+            "                          [--seconds N] [--json] [TLS]\n"
             "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]\n"
             "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
-            "                         [--max-rounds N] [--secret-file F] [--wait] [--json]\n"
+            "                         [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]\n"
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
             "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE] [--seconds N]\n"
             "       godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none] [--method dirty-log|pause] [--json]\n"
             "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
+            "TLS: [--tls on|off] [--tls-cert FILE --tls-key FILE --tls-ca FILE] (default: TLS 1.3, cluster PSK)\n"
             "guest specs: dirtier:ws=256M,rate=64M,pattern=random|text|sparse  idle:ws=64M  disk:block=4K\n");
 }
 
@@ -97,6 +104,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
+        {"tls", 1, 0, 't'}, {"tls-cert", 1, 0, '1'}, {"tls-key", 1, 0, '2'}, {"tls-ca", 1, 0, '3'},
         {0},
     };
     *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1};
@@ -109,6 +117,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'V': o->from_vm = optarg; break;
         case 'I': o->backup_id = optarg; break;
         case 'n': o->name = optarg; o->name_set = true; break;
+        case 't':
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) { fprintf(stderr, "godwit-vm: --tls is on or off\n"); return -1; }
+            o->tls_off = !strcmp(optarg, "off");
+            break;
+        case '1': o->tls_cert = optarg; break;
+        case '2': o->tls_key = optarg; break;
+        case '3': o->tls_ca = optarg; break;
         case 'm': if (gw_parse_size(optarg, &o->memory)) { fprintf(stderr, "godwit-vm: bad --memory '%s'\n", optarg); return -1; } break;
         case 'c': if (gw_parse_u64(optarg, 1, GW_MAX_VCPUS, &v)) { fprintf(stderr, "godwit-vm: --vcpus must be 1..%u\n", GW_MAX_VCPUS); return -1; } o->vcpus = (unsigned)v; break;
         case 'g': o->guest = optarg; break;
@@ -355,13 +370,24 @@ static int cmd_incoming(const struct opts *o)
     uint8_t secret[1024];
     int n = gw_runner_read_secret(o->secret_file, secret, sizeof secret);
     if (n < 0) {
-        fprintf(stderr, "godwit-vm: cluster secret %s: %s\n", o->secret_file, n == -EINVAL ? "shorter than 8 bytes" : strerror(-n));
+        fprintf(stderr, "godwit-vm: cluster secret %s: %s\n", o->secret_file, n == -EINVAL ? "shorter than 32 bytes" : strerror(-n));
         return EXIT_USAGE;
     }
+    /* TCP streams (ours, or handed over by a daemon) start with a preamble; RDMA has none. */
+    bool tcp = o->nfds || !strncmp(o->listen, "tcp:", 4);
+    if (!tcp && !o->tls_off) { fprintf(stderr, "godwit-vm: migration TLS runs over TCP only; use --tls off for %s\n", o->listen); return EXIT_USAGE; }
+    struct gw_sec_cfg sec = {.tls = !o->tls_off, .secret = secret, .secret_len = (size_t)n,
+                             .cert = o->tls_cert, .key = o->tls_key, .ca = o->tls_ca};
+    struct gw_tls_ctx *tls = NULL;
+    struct gw_err te = {0};
+    if (gw_tls_ctx_new(&sec, true, &tls, &te)) { fprintf(stderr, "godwit-vm: %s\n", te.msg); return EXIT_USAGE; }
+    if (o->tls_off) gw_warn("incoming migration in plaintext (TLS turned off)");
     int cfd = open_console(o->console);
     struct gw_incoming_params p = {
-        .listen_url = o->nfds ? NULL : o->listen, .nfds = o->nfds, .secret = secret, .secret_len = (size_t)n, .disk_path = o->disk, .net = o->net,
-        .console_fd = cfd, .on_listening = print_listening,
+        .listen_url = o->nfds ? NULL : o->listen, .nfds = o->nfds, .secret = secret, .secret_len = (size_t)n,
+        .disk_path = o->disk, .net = o->net, .console_fd = cfd, .on_listening = print_listening,
+        .preamble = tcp, .tls = tls,
+        .expect_name = o->name_set ? o->name : NULL,
     };
     memcpy(p.fds, o->fds, sizeof p.fds);
     struct gw_vm *vm = NULL;
@@ -369,6 +395,7 @@ static int cmd_incoming(const struct opts *o)
     char err[512] = "";
     int r = gw_incoming_run(&p, &vm, &prog, err, sizeof err);
     memset(secret, 0, sizeof secret);
+    gw_tls_ctx_free(tls);
     int code;
     if (r) {
         fprintf(stderr, "godwit-vm: incoming migration failed: %s\n", err);
@@ -429,6 +456,10 @@ static int cmd_migrate(const struct opts *o)
     Godwit__V1__RunnerMigrateRequest mr = GODWIT__V1__RUNNER_MIGRATE_REQUEST__INIT;
     mr.destination = (char *)o->to;
     mr.policy = &pol;
+    mr.tls_off = o->tls_off;
+    mr.tls_cert = (char *)(o->tls_cert ? o->tls_cert : "");
+    mr.tls_key = (char *)(o->tls_key ? o->tls_key : "");
+    mr.tls_ca = (char *)(o->tls_ca ? o->tls_ca : "");
     char abs[4096];
     if (o->secret_file) mr.secret_file = realpath(o->secret_file, abs) ? abs : (char *)o->secret_file;
     Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;

@@ -31,7 +31,7 @@ struct gw_runner {
 };
 
 /* Reads a cluster secret file (trailing whitespace dropped) into buf; returns its length or
- * -errno (-EINVAL when shorter than 8 bytes). */
+ * -errno (-EINVAL when shorter than 32 bytes, GW_SEC_MIN_SECRET). */
 int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap);
 
 /* Starts an outgoing migration from a control request; fills err on failure. */

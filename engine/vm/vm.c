@@ -121,7 +121,7 @@ static int add_devices(struct gw_vm *vm, const struct gw_vm_config *cfg, char *e
     if (!r && vm->spec.workload == GW_WL_LINUX) r = gw_bus_add(&vm->bus, d);
     if (r) { snprintf(err, errlen, "cannot create devices: %s", strerror(-r)); return r; }
     if (cfg->disk_path && *cfg->disk_path) {
-        r = gw_vm_attach_disk(vm, cfg->disk_path, err, errlen);
+        r = gw_vm_attach_disk(vm, cfg->disk_path, !cfg->disk_lock_later, err, errlen);
         if (r) return r;
     }
     if (cfg->net && *cfg->net) {

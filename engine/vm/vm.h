@@ -26,6 +26,8 @@ struct gw_vm_config {
     unsigned vcpus;             /* 1..GW_MAX_VCPUS */
     const char *guest_spec;     /* workload, e.g. "dirtier:ws=256M,rate=64M" */
     const char *disk_path;      /* raw image for the virtio disk, or NULL */
+    bool disk_lock_later;       /* do not lock the image yet (a VM arriving by migration takes
+                                 * the lock at GO: gw_vm_disk_lock) */
     int console_fd;             /* receives the guest console (not owned), -1 to drop */
     /* A Linux guest (guest_spec "linux"): kernel image, initramfs (or NULL) and command line
      * (NULL: a serial-console default). Only gw_vm_boot reads the files; a VM restored or
