@@ -46,9 +46,11 @@ static int run_one(int argc, char **argv, const char *mode, char *out, size_t ou
     static char buf[65536];
     int rc = gw_bench_run(av, buf, sizeof buf);
     free(av);
-    snprintf(out, outlen, "%s", last_json_line(buf));
-    char *nl = strchr(out, '\n');
-    if (nl) *nl = 0;
+    const char *line = last_json_line(buf);
+    size_t len = strcspn(line, "\n");
+    if (len >= outlen) len = outlen - 1;
+    memcpy(out, line, len);
+    out[len] = 0;
     return rc;
 }
 
