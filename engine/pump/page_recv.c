@@ -166,7 +166,8 @@ int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
             i += k - 1;
             continue;
         }
-        if ((r = place(pl, pr, d, pr->data.data + off))) goto bad;
+        /* A batch of zero markers only has no data buffer at all (NULL + 0 is undefined). */
+        if ((r = place(pl, pr, d, pr->data.data ? pr->data.data + off : NULL))) goto bad;
         off += d->len;
         counts[d->enc]++;
     }
