@@ -62,7 +62,11 @@ int gw_dirty_fetch(struct gw_dirty_log *d, uint64_t *count)
     }
     uint64_t n = 0;
     for (uint64_t w = 0; w < d->words; w++) {
-        d->bitmap[w] |= __atomic_exchange_n(&d->device[w], 0, __ATOMIC_ACQ_REL);
+        /* Device bits stay set until gw_dirty_clear takes them, like KVM's in manual mode: a
+         * fetch whose pages are never queued (the one that decides on the switchover) must
+         * not lose them, or a page a device wrote (virtio-net receive) reaches the
+         * destination stale. */
+        d->bitmap[w] |= __atomic_load_n(&d->device[w], __ATOMIC_ACQUIRE);
         n += (uint64_t)__builtin_popcountll(d->bitmap[w]);
     }
     d->fetches++;
@@ -74,6 +78,9 @@ int gw_dirty_clear(struct gw_dirty_log *d, uint64_t first, uint64_t n)
 {
     if (first % 64 || first > d->npages || n > d->npages - first) return -EINVAL;
     if (n % 64 && first + n != d->npages) return -EINVAL;
+    /* The pages about to be queued carry every device write made before this point. */
+    for (uint64_t w = first / 64; w < (first + n + 63) / 64 && w < d->words; w++)
+        __atomic_fetch_and(&d->device[w], ~d->bitmap[w], __ATOMIC_ACQ_REL);
     if (!d->manual || !n) return 0;
     struct gw_vm *vm = d->vm;
     /* Clear slot by slot: a range may span the end of one region and the start of another. */

@@ -23,7 +23,7 @@ struct gw_dirty_log {
     uint64_t npages;          /* guest RAM pages */
     uint64_t words;           /* 64-bit words in each bitmap */
     uint64_t *bitmap;         /* result of the last fetch, owned */
-    uint64_t *device;         /* pages written by devices since the last fetch, owned */
+    uint64_t *device;         /* pages written by devices and not yet taken by a clear, owned */
     uint64_t *slot_buf;       /* scratch for one slot's KVM bitmap, owned */
     uint64_t fetches;
     uint64_t clear_calls;
