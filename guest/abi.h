@@ -52,6 +52,23 @@
 #define GW_DISK_SUM_INIT 0x6a09e667f3bcc908ull
 #define GW_DISK_HEADER_BYTES 40u
 
+/* The net-echo workload (guest/workload_net.c, vCPU 0 only) keeps its rings where the disk
+ * workload keeps its own (the two never run together) and its frame buffers in the data area:
+ *   GW_GPA_NET_RING  receive queue (descriptors, avail, used) then transmit queue, 4 KiB each;
+ *   GW_GPA_NET_BUF   GW_NET_SLOTS receive buffers, then GW_NET_SLOTS transmit buffers, each
+ *                    GW_NET_BUF_BYTES.
+ * Echo frames (both directions): Ethernet header with ethertype GW_NET_ECHO_ETHERTYPE, then
+ *   14 u32 magic (GW_NET_ECHO_REQUEST from the host, GW_NET_ECHO_REPLY from the guest)
+ *   18 u64 sequence number, then any payload, copied back unchanged. The reply goes to the
+ *   request's source MAC from the guest's own MAC. */
+#define GW_GPA_NET_RING GW_GPA_DISK_RING
+#define GW_GPA_NET_BUF GW_GPA_DATA
+#define GW_NET_SLOTS 64u
+#define GW_NET_BUF_BYTES 2048u
+#define GW_NET_ECHO_ETHERTYPE 0x88b5u
+#define GW_NET_ECHO_REQUEST 0x51455747u   /* "GWEQ" */
+#define GW_NET_ECHO_REPLY 0x50455747u     /* "GWEP" */
+
 #define GW_MAX_VCPUS 16u
 #define GW_TSS_STRIDE 128u
 #define GW_KSTACK_SIZE 0x2000ull
@@ -106,12 +123,13 @@ enum gw_guest_error {
     GW_ERR_BAD_BOOTINFO = 1,
     GW_ERR_NO_ROOM = 2,       /* working set does not fit in RAM */
     GW_ERR_DISK = 3,          /* disk workload: device missing or refused */
+    GW_ERR_NET = 4,           /* net-echo workload: device missing or refused */
 };
 
 /* GW_WL_TRIPLE_FAULT exists for tests: it makes the guest triple-fault on purpose. */
 /* GW_WL_LINUX is host-side only: the VM boots a Linux kernel instead of our guest image. */
 enum gw_workload { GW_WL_IDLE = 1, GW_WL_DIRTIER = 2, GW_WL_DISK = 3, GW_WL_TRIPLE_FAULT = 4,
-                   GW_WL_LINUX = 5 };
+                   GW_WL_LINUX = 5, GW_WL_NET_ECHO = 6 };
 enum gw_pattern { GW_PAT_RANDOM = 1, GW_PAT_TEXT = 2, GW_PAT_SPARSE = 3 };
 
 struct gw_boot_info {
@@ -133,7 +151,10 @@ struct gw_boot_info {
     uint32_t disk_gsi;
     uint32_t reserved0;
     uint64_t disk_block_bytes; /* disk workload: bytes per block written (multiple of 512) */
-    uint64_t reserved[16];
+    uint32_t net_present;
+    uint32_t net_gsi;
+    uint64_t net_mmio_base;
+    uint64_t reserved[14];
 };
 
 /* Counters one vCPU publishes; one cache line pair each so vCPUs never share a line. */
@@ -150,7 +171,9 @@ struct gw_vcpu_counters {
     uint64_t disk_blocks_read;
     uint64_t disk_verify_errors;
     uint64_t disk_io_errors;
-    uint64_t pad[4];
+    uint64_t net_frames_echoed;  /* net-echo workload: echo frames answered */
+    uint64_t net_frames_other;   /* frames received that were not echo requests */
+    uint64_t pad[2];
 };
 
 struct gw_guest_status {

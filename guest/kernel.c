@@ -94,6 +94,7 @@ static void user_main(uint32_t cpu, struct gw_boot_info *bi)
 {
     if (bi->workload == GW_WL_DISK) gw_workload_disk(cpu, bi);
     else if (bi->workload == GW_WL_TRIPLE_FAULT) gw_workload_triple_fault(cpu, bi);
+    else if (bi->workload == GW_WL_NET_ECHO) gw_workload_net(cpu, bi);
     else gw_workload_mem(cpu, bi);
     gw_report(GW_EV_DONE, cpu);
     for (;;) gw_wait_tick();

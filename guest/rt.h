@@ -68,6 +68,7 @@ static inline uint64_t gw_mix64(uint64_t x)
 /* Workloads, entered at CPL3 on every vCPU. */
 void gw_workload_mem(uint32_t cpu, struct gw_boot_info *bi);   /* dirtier and idle */
 void gw_workload_disk(uint32_t cpu, struct gw_boot_info *bi);
+void gw_workload_net(uint32_t cpu, struct gw_boot_info *bi);
 void gw_workload_triple_fault(uint32_t cpu, struct gw_boot_info *bi);
 
 #endif

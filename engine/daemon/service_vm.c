@@ -41,6 +41,11 @@ static int check_create(struct gw_grpc_call *call, const Godwit__V1__CreateVmReq
 {
     const char *why = gw_vm_config_invalid(req->name, req->memory_bytes, req->vcpus, req->guest, req->disk_path);
     if (why) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "%s", why);
+    /* Linux guests and networks run under godwit-vm directly (run --kernel, --net); the
+     * daemon does not store them yet, so it says so rather than drop them. */
+    if ((req->boot && req->boot->kernel && req->boot->kernel[0]) || (req->net && req->net[0]))
+        return gw_grpc_call_error(call, GW_GRPC_UNIMPLEMENTED, "Linux guests (boot) and networks (net) "
+                                  "are not managed by the daemon yet: run them with godwit-vm run --kernel/--net");
     const Godwit__V1__RestartPolicy *rp = req->restart_policy;
     if (rp && (rp->kind < 0 || rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS || rp->backoff_ms > 3600000))
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "bad restart policy");

@@ -61,14 +61,17 @@ struct gw_dirty_consumer {
 int gw_dirty_attach(struct gw_vm *vm, enum gw_dirty_backend b, struct gw_dirty_consumer **out, char *why,
                     unsigned whylen);
 
-/* Harvests, then moves everything this consumer has accumulated since its last fetch into
- * c->bitmap; *count (may be NULL) gets the number of pages set. Returns 0 or -errno. */
+/* Harvests, then adds everything this consumer has accumulated since its last fetch to
+ * c->bitmap, which keeps every page until this consumer clears the page's range (a fetch
+ * whose pages are not read loses none of them); *count (may be NULL) gets the number of
+ * pages set. Returns 0 or -errno. */
 int gw_dirty_fetch(struct gw_dirty_consumer *c, uint64_t *count);
 
-/* Re-protects the harvested pages in [first, first + n), so later writes show up in the next
- * fetch of every consumer (none loses a page: what was harvested is already in every
- * consumer's bitmap). first must be a multiple of 64; n a multiple of 64 or reaching the end
- * of RAM. No-op in classic mode. Returns 0, -EINVAL for a bad range, or -errno from KVM. */
+/* Takes the pages in [first, first + n) out of c->bitmap (the caller reads them next) and
+ * re-protects the harvested ones, so later writes show up in the next fetch of every
+ * consumer (none loses a page: what was harvested is already in every consumer's bitmap).
+ * first must be a multiple of 64; n a multiple of 64 or reaching the end of RAM. Nothing to
+ * re-protect in classic mode. Returns 0, -EINVAL for a bad range, or -errno from KVM. */
 int gw_dirty_clear(struct gw_dirty_consumer *c, uint64_t first, uint64_t n);
 
 /* Whether the tracker runs in KVM's manual-protect mode (for tests and stats). */

@@ -169,8 +169,12 @@ int gw_dirty_fetch(struct gw_dirty_consumer *c, uint64_t *count)
     int r = harvest_locked(t);
     uint64_t n = 0;
     if (!r) {
+        /* Accumulate: a page stays in this consumer's bitmap until it clears the page's
+         * range. A fetch whose pages are never queued (the one that decides on the
+         * switchover) then loses nothing: device writes are harvested only once, and in
+         * classic mode KVM's bits too. */
         for (uint64_t w = 0; w < c->words; w++) {
-            c->bitmap[w] = c->acc[w];
+            c->bitmap[w] |= c->acc[w];
             c->acc[w] = 0;
             n += (uint64_t)__builtin_popcountll(c->bitmap[w]);
         }
@@ -185,12 +189,14 @@ int gw_dirty_clear(struct gw_dirty_consumer *c, uint64_t first, uint64_t n)
     struct gw_dirty_tracker *t = c->t;
     if (first % 64 || first > t->npages || n > t->npages - first) return -EINVAL;
     if (n % 64 && first + n != t->npages) return -EINVAL;
-    if (!n || !t->ops->clear) return 0;
+    if (!n) return 0;
+    uint64_t w0 = first / 64, w1 = (first + n + 63) / 64;
     pthread_mutex_lock(&t->mu);
-    int r = t->ops->clear(t, first, n, t->harvested);
+    int r = t->ops->clear ? t->ops->clear(t, first, n, t->harvested) : 0;
     if (!r) {
-        uint64_t w1 = (first + n + 63) / 64;
-        memset(&t->harvested[first / 64], 0, (w1 - first / 64) * 8);
+        if (t->ops->clear) memset(&t->harvested[w0], 0, (w1 - w0) * 8);
+        /* The caller reads these pages next: what it fetched of them is taken. */
+        memset(&c->bitmap[w0], 0, (w1 - w0) * 8);
     }
     pthread_mutex_unlock(&t->mu);
     return r;

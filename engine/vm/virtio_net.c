@@ -29,13 +29,15 @@
 #include "guest/abi.h"
 
 #define NET_CONFIG_SIZE 8u          /* mac[6], status */
-#define WAIT_PAUSED_MS 10           /* how soon a resumed VM gets frames again */
+#define WAIT_PAUSED_MS 1            /* how soon a resumed VM gets frames again (and its tap queue) */
 #define WAIT_NO_BUFFER_MS 1         /* how soon re-posted buffers are noticed without a kick */
 
 struct gw_virtio_net {
     struct gw_device dev;
     struct gw_virtio_mmio mmio;
-    int fd;                    /* tap or test socket, non-blocking, owned */
+    int fd;                    /* tap or test socket, non-blocking, owned; -1 until opened */
+    char tap_name[IFNAMSIZ];   /* a tap opened when the VM first runs (see create_tap) */
+    bool open_err_logged;
     int kick_fd;               /* eventfd: receive kick or stop, owned */
     bool multiqueue;           /* the tap queue is attached only while the VM runs */
     bool attached;
@@ -100,9 +102,28 @@ static void net_config_read(struct gw_virtio_mmio *t, uint32_t off, uint8_t *dat
 
 /* ---- the tap queue ---- */
 
+static int open_tap(const char *name, bool *multiqueue);
+
+/* Opens a deferred tap (attached, as TUNSETIFF leaves it). Returns 0 or -errno. */
+static int ensure_open(struct gw_virtio_net *n)
+{
+    if (n->fd >= 0) return 0;
+    bool mq = false;
+    int fd = open_tap(n->tap_name, &mq);
+    if (fd < 0) {
+        if (!n->open_err_logged) gw_error("%s: the guest runs but tap %s cannot be opened", n->dev.name, n->tap_name);
+        n->open_err_logged = true;
+        return fd;
+    }
+    n->fd = fd;
+    n->multiqueue = mq;
+    n->attached = true;
+    return 0;
+}
+
 static void set_attached(struct gw_virtio_net *n, bool on)
 {
-    if (!n->multiqueue || n->attached == on) return;
+    if (n->fd < 0 || !n->multiqueue || n->attached == on) return;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     ifr.ifr_flags = on ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
@@ -149,6 +170,7 @@ static void gather(struct gw_virtio_net *n, const struct gw_vq_chain *c)
 
 static void tx_send(struct gw_virtio_net *n, size_t len)
 {
+    if (ensure_open(n) < 0) { n->stats.tx_dropped++; return; }
     ssize_t w = write(n->fd, n->frame + GW_VIRTIO_NET_HDR_BYTES, len);
     if (w == (ssize_t)len) {
         n->stats.tx_frames++;
@@ -277,7 +299,10 @@ static int rx_pass(struct gw_virtio_net *n, bool *want_frames)
 {
     *want_frames = false;
     if (n->stopping) return -1;
-    if (!guest_running(n)) { set_attached(n, false); return WAIT_PAUSED_MS; }
+    /* A paused guest keeps its tap queue: frames wait there through a short pause (detaching
+     * would purge them); the queue leaves only when the state is saved (net_quiesce). */
+    if (!guest_running(n)) return WAIT_PAUSED_MS;
+    if (ensure_open(n) < 0) return 1000;
     set_attached(n, true);
     if (n->announce_pending) announce(n);
     if (!gw_virtio_mmio_live(&n->mmio) || !n->mmio.queues[GW_VIRTIO_NET_RXQ].ready) return WAIT_PAUSED_MS;
@@ -303,10 +328,12 @@ static void *rx_main(void *arg)
         pthread_mutex_lock(&n->dev.lock);
         int timeout = rx_pass(n, &want_frames);
         bool stop = n->stopping;
+        int fd = n->fd;   /* set once, under the lock, and closed only after this thread ends */
         pthread_mutex_unlock(&n->dev.lock);
         if (stop) break;
         if (timeout == 0) continue;
-        struct pollfd p[2] = {{.fd = n->kick_fd, .events = POLLIN}, {.fd = n->fd, .events = POLLIN}};
+        if (fd < 0) want_frames = false;
+        struct pollfd p[2] = {{.fd = n->kick_fd, .events = POLLIN}, {.fd = fd, .events = POLLIN}};
         /* Without a frame to wait for, a kick or the timeout (buffers, resume) wakes us. */
         int r = poll(p, want_frames ? 2 : 1, timeout);
         if (r > 0 && (p[0].revents & POLLIN)) {
@@ -324,8 +351,9 @@ static int net_access(struct gw_device *d, uint64_t off, bool is_write, uint8_t 
     return gw_virtio_mmio_access(&from_dev(d)->mmio, off, is_write, data, len);
 }
 
-/* Both paths complete under the lock, so nothing is in flight; a paused VM's queue leaves
- * the tap now, so frames from here on go to whichever runner runs the guest next. */
+/* Both paths complete under the lock, so nothing is in flight. A paused VM whose state is
+ * being taken (a snapshot, a migration's switchover) leaves the tap now, so frames from here
+ * on go to whichever runner runs the guest next; it comes back if this VM runs again. */
 static int net_quiesce(struct gw_device *d)
 {
     struct gw_virtio_net *n = from_dev(d);
@@ -437,18 +465,19 @@ int gw_virtio_net_stats(struct gw_device *d, struct gw_virtio_net_stats *out)
     return 0;
 }
 
-static int create(int fd, bool multiqueue, const uint8_t mac[6], const struct gw_guest_mem *mem,
-                  struct gw_irq_sink irq, uint64_t mmio_base, uint32_t gsi, struct gw_net_gate gate,
-                  struct gw_device **out)
+static int create(int fd, const char *tap_name, bool multiqueue, const uint8_t mac[6],
+                  const struct gw_guest_mem *mem, struct gw_irq_sink irq, uint64_t mmio_base,
+                  uint32_t gsi, struct gw_net_gate gate, struct gw_device **out)
 {
     *out = NULL;
-    if ((mac[0] & 1) || !gate.running) { close(fd); return -EINVAL; }
+    if ((mac[0] & 1) || !gate.running) { if (fd >= 0) close(fd); return -EINVAL; }
     struct gw_virtio_net *n = calloc(1, sizeof *n);
-    if (!n) { close(fd); return -ENOMEM; }
+    if (!n) { if (fd >= 0) close(fd); return -ENOMEM; }
     n->fd = fd;
+    if (tap_name) snprintf(n->tap_name, sizeof n->tap_name, "%s", tap_name);
     n->kick_fd = -1;
     n->multiqueue = multiqueue;
-    n->attached = true;          /* TUNSETIFF attaches; set_attached() detaches at once */
+    n->attached = fd >= 0;       /* TUNSETIFF attaches */
     n->gate = gate;
     memcpy(n->mac, mac, 6);
     n->dev.ops = &net_ops;
@@ -457,10 +486,10 @@ static int create(int fd, bool multiqueue, const uint8_t mac[6], const struct gw
     n->dev.base = mmio_base;
     n->dev.size = GW_VIRTIO_MMIO_SIZE;
     int r = pthread_mutex_init(&n->dev.lock, NULL);
-    if (r) { close(fd); free(n); return -r; }
+    if (r) { if (fd >= 0) close(fd); free(n); return -r; }
     n->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (n->kick_fd < 0) { r = -errno; goto fail; }
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) { r = -errno; goto fail; }
+    if (fd >= 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) { r = -errno; goto fail; }
     struct gw_virtio_mmio_config cfg = {
         .name = n->dev.name, .ops = &net_mmio_ops, .device_id = GW_VIRTIO_ID_NET,
         .device_features = GW_VIRTIO_F_VERSION_1 | GW_VIRTIO_F_INDIRECT_DESC |
@@ -470,7 +499,6 @@ static int create(int fd, bool multiqueue, const uint8_t mac[6], const struct gw
     };
     r = gw_virtio_mmio_init(&n->mmio, &cfg);
     if (r < 0) { gw_error("net0: bad transport configuration"); goto fail; }
-    set_attached(n, false);      /* until the VM runs (see rx_pass) */
     r = -pthread_create(&n->rx_thread, NULL, rx_main, n);
     if (r) goto fail;
     n->rx_started = true;
@@ -487,16 +515,13 @@ int gw_virtio_net_create_fd(int fd, const uint8_t mac[6], const struct gw_guest_
                             struct gw_irq_sink irq, uint64_t mmio_base, uint32_t gsi,
                             struct gw_net_gate gate, struct gw_device **out)
 {
-    return create(fd, false, mac, mem, irq, mmio_base, gsi, gate, out);
+    if (fd < 0) return -EBADF;
+    return create(fd, NULL, false, mac, mem, irq, mmio_base, gsi, gate, out);
 }
 
-/* Opens tap NAME, multi-queue when the tap allows it. */
+/* Opens tap NAME (checked by the caller), multi-queue when the tap allows it. */
 static int open_tap(const char *name, bool *multiqueue)
 {
-    if (!name[0] || strlen(name) >= IFNAMSIZ) {
-        gw_error("net0: tap name '%s' is empty or longer than %d characters", name, IFNAMSIZ - 1);
-        return -EINVAL;
-    }
     for (int mq = 1; mq >= 0; mq--) {
         int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
         if (fd < 0) { int e = -errno; gw_error("net0: /dev/net/tun: %s", strerror(-e)); return e; }
@@ -516,6 +541,20 @@ static int open_tap(const char *name, bool *multiqueue)
     return -EINVAL;
 }
 
+/* True when tap name exists and was made multi-queue (ip tuntap add ... multi_queue). */
+static bool tap_is_multiqueue(const char *name)
+{
+    char path[96], buf[32];
+    snprintf(path, sizeof path, "/sys/class/net/%s/tun_flags", name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    return (strtoul(buf, NULL, 16) & IFF_MULTI_QUEUE) != 0;
+}
+
 int gw_virtio_net_create(const char *backend, const uint8_t mac[6], const struct gw_guest_mem *mem,
                          struct gw_irq_sink irq, uint64_t mmio_base, uint32_t gsi,
                          struct gw_net_gate gate, struct gw_device **out)
@@ -525,8 +564,18 @@ int gw_virtio_net_create(const char *backend, const uint8_t mac[6], const struct
         gw_error("net0: backend '%s' is not supported (tap:NAME is)", backend);
         return -EINVAL;
     }
+    const char *name = backend + 4;
+    if (!name[0] || strlen(name) >= IFNAMSIZ) {
+        gw_error("net0: tap name '%s' is empty or longer than %d characters", name, IFNAMSIZ - 1);
+        return -EINVAL;
+    }
+    /* An existing multi-queue tap is opened when the guest first runs: attaching a queue and
+     * detaching it again makes the kernel drop frames in flight to the tap's other queue
+     * (the source's, when this runner is a migration's destination). Anything else is
+     * opened now, so that a wrong name fails at once. */
+    if (tap_is_multiqueue(name)) return create(-1, name, true, mac, mem, irq, mmio_base, gsi, gate, out);
     bool mq = false;
-    int fd = open_tap(backend + 4, &mq);
+    int fd = open_tap(name, &mq);
     if (fd < 0) return fd;
-    return create(fd, mq, mac, mem, irq, mmio_base, gsi, gate, out);
+    return create(fd, name, mq, mac, mem, irq, mmio_base, gsi, gate, out);
 }

@@ -94,7 +94,8 @@ static void on_guest_event(void *ctx, uint32_t event, uint32_t arg)
     case GW_EV_FATAL:
         gw_vm_set_fatal(vm, -EIO, "guest workload failed with error %u%s", arg,
                         arg == GW_ERR_NO_ROOM ? " (working set does not fit in RAM)"
-                        : arg == GW_ERR_DISK ? " (disk device missing or failing)" : "");
+                        : arg == GW_ERR_DISK ? " (disk device missing or failing)"
+                        : arg == GW_ERR_NET ? " (network device missing or failing)" : "");
         break;
     case GW_EV_UNEXPECTED_TRAP:
         {
@@ -194,6 +195,11 @@ int gw_vm_create(const struct gw_vm_config *cfg, struct gw_vm **out, char *err, 
         r = -EINVAL;
         goto fail;
     }
+    if (vm->spec.workload == GW_WL_NET_ECHO && !(cfg->net && *cfg->net)) {
+        snprintf(err, errlen, "the net-echo workload needs a network (--net tap:NAME)");
+        r = -EINVAL;
+        goto fail;
+    }
     if (vm->spec.workload == GW_WL_DISK && !vm->disk_path[0]) {
         snprintf(err, errlen, "the disk workload needs a disk (--disk FILE)");
         r = -EINVAL;
@@ -260,6 +266,11 @@ int gw_vm_boot(struct gw_vm *vm, char *err, unsigned errlen)
         bi.disk_present = 1;
         bi.disk_mmio_base = GW_VIRTIO_MMIO_BASE;
         bi.disk_gsi = GW_VIRTIO_BLK_GSI;
+    }
+    if (gw_bus_find(&vm->bus, "net0")) {
+        bi.net_present = 1;
+        bi.net_mmio_base = GW_VIRTIO_NET_MMIO_BASE;
+        bi.net_gsi = GW_VIRTIO_NET_GSI;
     }
     int r = gw_boot_build_page_tables(&vm->mem);
     if (!r) r = gw_boot_build_gdt(&vm->mem, vm->nvcpus);

@@ -48,12 +48,13 @@ static void collect(const struct gw_dirty_consumer *c, uint64_t *acc)
     for (uint64_t w = 0; w < c->words; w++) acc[w] |= c->bitmap[w];
 }
 
-/* A fetch that also re-protects everything it returned, as a migration round does. */
+/* A fetch that takes (collects) and re-protects everything it returned, as a migration
+ * round does. */
 static int fetch_and_clear(struct gw_dirty_consumer *c, uint64_t *acc)
 {
     int r = gw_dirty_fetch(c, NULL);
-    if (!r) r = gw_dirty_clear(c, 0, c->npages);
     if (!r) collect(c, acc);
+    if (!r) r = gw_dirty_clear(c, 0, c->npages);
     return r;
 }
 
@@ -147,6 +148,12 @@ GW_TEST(consumers_clear_independently)
     /* A consumer attached late sees nothing from before; a bad clear range is refused. */
     CHECK_EQ(gw_dirty_clear(b, 3, 64), -EINVAL);
     CHECK_EQ(gw_dirty_clear(b, 0, a->npages + 64), -EINVAL);
+    /* Fetched but not cleared: b's pages stay until it clears them. */
+    gw_dirty_mark_gpa(vm, gw_guest_mem_gpa(&vm->mem, 6 * PG), 1);
+    CHECK_EQ(gw_dirty_fetch(b, &n), 0);
+    CHECK_EQ(n, 4);
+    CHECK(bit(b->bitmap, 5) && bit(b->bitmap, 6) && bit(b->bitmap, 100));
+    CHECK_EQ(gw_dirty_clear(b, 0, b->npages), 0);
     gw_dirty_detach(a);
     /* b keeps tracking alone. */
     gw_dirty_mark_gpa(vm, gw_guest_mem_gpa(&vm->mem, 7 * PG), 1);
