@@ -58,6 +58,8 @@ struct gw_store_ops {
     int (*wait)(struct gw_store *s);
     /* 1 present (with *size), 0 absent, -errno. */
     int (*stat)(struct gw_store *s, const char *obj, uint64_t *size);
+    /* Looks up n objects at once (all in flight together): present[i] = 1, 0 or -errno. */
+    int (*exists_batch)(struct gw_store *s, const char *const *names, size_t n, int *present);
     /* Reads all of obj into a new buffer (*buf, freed by the caller); -EFBIG above max. */
     int (*get)(struct gw_store *s, const char *obj, size_t max, uint8_t **buf, size_t *len);
     /* Reads n objects with up to max_inflight reads in flight; returns -errno only when the

@@ -144,6 +144,34 @@ static int rados_stat_obj(struct gw_store *s, const char *obj, uint64_t *size)
     return 1;
 }
 
+static int rados_exists_batch(struct gw_store *s, const char *const *names, size_t n, int *present)
+{
+    struct rados_store *d = (struct rados_store *)s;
+    rados_completion_t comp[GW_STORE_MAX_INFLIGHT];
+    uint64_t size[GW_STORE_MAX_INFLIGHT];
+    time_t mt[GW_STORE_MAX_INFLIGHT];
+    for (size_t base = 0; base < n; base += GW_STORE_MAX_INFLIGHT) {
+        size_t k = n - base < GW_STORE_MAX_INFLIGHT ? n - base : GW_STORE_MAX_INFLIGHT;
+        for (size_t i = 0; i < k; i++) {
+            comp[i] = NULL;
+            int r = rados_aio_create_completion2(NULL, NULL, &comp[i]);
+            if (!r) r = rados_aio_stat(d->io, names[base + i], comp[i], &size[i], &mt[i]);
+            present[base + i] = r;
+            if (r && comp[i]) { rados_aio_release(comp[i]); comp[i] = NULL; }
+        }
+        for (size_t i = 0; i < k; i++) {
+            if (!comp[i]) continue;
+            rados_aio_wait_for_complete(comp[i]);
+            int r = rados_aio_get_return_value(comp[i]);
+            rados_aio_release(comp[i]);
+            present[base + i] = r == 0 ? 1 : r == -ENOENT ? 0 : r;
+        }
+        for (size_t i = 0; i < k; i++)
+            if (present[base + i] < 0) return describe(d, present[base + i], "looking up", names[base + i]);
+    }
+    return 0;
+}
+
 static int rados_get(struct gw_store *s, const char *obj, size_t max, uint8_t **buf, size_t *len)
 {
     struct rados_store *d = (struct rados_store *)s;
@@ -295,7 +323,7 @@ static void rados_close_store(struct gw_store *s)
 }
 
 static const struct gw_store_ops rados_ops = {
-    .put = rados_put, .wait = rados_wait, .stat = rados_stat_obj, .get = rados_get,
+    .put = rados_put, .wait = rados_wait, .stat = rados_stat_obj, .exists_batch = rados_exists_batch, .get = rados_get,
     .get_batch = rados_get_batch, .remove = rados_remove_obj, .index_set = rados_index_set,
     .index_del = rados_index_del, .index_list = rados_index_list, .close = rados_close_store,
 };
