@@ -164,6 +164,10 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
     struct gw_vm *vm = b->vm;
     bool was_paused = gw_vm_is_paused(vm);
     gw_vm_flush_devices(vm);   /* while the guest runs: the pause then has little to flush */
+    if (method == GW_BACKUP_WP) {
+        int ar = gw_wp_arm(b->wp);
+        if (ar) return fail(b, ar, "cannot write-protect guest memory: %s", strerror(-ar));
+    }
     uint64_t t0 = gw_now_ns();
     int r = gw_vm_pause(vm);
     if (r) return fail(b, r, "cannot pause the VM: %s", strerror(-r));
@@ -174,7 +178,7 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
         /* The data map is taken after the pause (wp_copy): holes only ever fill, and a hole
          * the guest fills after the point in time faults like any page, so its copy is zeros. */
         t_mem = gw_now_ns();
-        if ((r = gw_wp_protect_all(b->wp))) fail(b, r, "cannot write-protect guest memory: %s", strerror(-r));
+        if ((r = gw_wp_freeze(b->wp))) fail(b, r, "cannot write-protect guest memory: %s", strerror(-r));
     } else {
         uint64_t count;
         r = gw_dirty_fetch(b->dirty, &count);
@@ -203,9 +207,9 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
     uint64_t t_disk = gw_now_ns();
     if (!was_paused) gw_vm_resume(vm);
     b->pause_ns = gw_now_ns() - t0;
-    gw_debug("backup pause: stop vCPUs %.2f ms, data map %.2f ms, memory %.2f ms, state %.2f ms, disk %.2f ms, total %.2f ms",
-             (t_paused - t0) / 1e6, t_mem ? (t_mem - t_paused) / 1e6 : 0.0, (t_state - (t_mem ? t_mem : t_paused)) / 1e6 ,
-             0.0, (t_disk - t_state) / 1e6, b->pause_ns / 1e6);
+    gw_debug("backup pause: stop vCPUs %.2f ms, memory %.2f ms, protect and state %.2f ms, disk %.2f ms, total %.2f ms",
+             (t_paused - t0) / 1e6, t_mem ? (t_mem - t_paused) / 1e6 : 0.0, (t_state - (t_mem ? t_mem : t_paused)) / 1e6,
+             (t_disk - t_state) / 1e6, b->pause_ns / 1e6);
     return r;
 }
 
