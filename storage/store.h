@@ -32,7 +32,7 @@ struct gw_store_params {
     unsigned write_retries;       /* retries of a write that timed out (0: default; ~0u: none) */
 };
 
-#define GW_STORE_DEFAULT_INFLIGHT 8u
+#define GW_STORE_DEFAULT_INFLIGHT 16u
 #define GW_STORE_MAX_INFLIGHT 64u
 #define GW_STORE_DEFAULT_MOUNT_TIMEOUT_S 10u
 #define GW_STORE_DEFAULT_MON_OP_TIMEOUT_S 10u
