@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,49 @@
 
 #define BATCH 16u
 
+/* One batch of reads; two of them alternate so the store reads batch k + 1 while batch k is
+ * checked and placed (a thread per batch: the store's reads are already in flight together). */
+struct batch {
+    struct gw_store *s;
+    struct gw_store_read rd[BATCH];
+    uint64_t idx[BATCH];
+    char names[BATCH][80];
+    uint8_t *bufs;
+    unsigned n;
+    int rc;
+    pthread_t thread;
+    bool running;
+};
+
+static void *read_batch(void *arg)
+{
+    struct batch *b = arg;
+    b->rc = b->s->ops->get_batch(b->s, b->rd, b->n);
+    return NULL;
+}
+
+/* Fills b with the next up to BATCH non-zero chunks from *i and starts reading them. */
+static int start_batch(struct batch *b, const Godwit__V1__BackupImage *im, uint64_t *i, size_t cap)
+{
+    b->n = 0;
+    for (; *i < im->n_chunks && b->n < BATCH; (*i)++) {
+        if (im->chunks[*i].len != 32) continue;
+        gw_chunk_object(im->chunks[*i].data, b->names[b->n]);
+        b->rd[b->n] = (struct gw_store_read){.name = b->names[b->n], .buf = b->bufs + b->n * cap, .cap = cap};
+        b->idx[b->n++] = *i;
+    }
+    if (!b->n) return 0;
+    int r = -pthread_create(&b->thread, NULL, read_batch, b);
+    b->running = r == 0;
+    return r;
+}
+
+static void finish_batch(struct batch *b)
+{
+    if (b->running) pthread_join(b->thread, NULL);
+    b->running = false;
+}
+
 /* Calls place(i, data, len) for every non-zero chunk of im after reading and checking it. */
 static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage *im,
                       int (*place)(void *ctx, uint64_t i, const uint8_t *data, size_t len), void *ctx,
@@ -26,47 +71,52 @@ static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage 
     struct gw_store *s = t->store;
     const struct gw_chunk_keys *keys = t->keys.encrypted ? &t->keys : NULL;
     size_t cap = gw_chunk_encoded_cap(im->chunk_size);
-    uint8_t *bufs = malloc(BATCH * cap), *raw = malloc(im->chunk_size ? im->chunk_size : 1);
-    struct gw_store_read rd[BATCH];
-    uint64_t idx[BATCH];
-    char names[BATCH][80];
-    int r = bufs && raw ? 0 : -ENOMEM;
-    if (r) snprintf(err, errlen, "out of memory");
-    for (uint64_t i = 0; !r && i < im->n_chunks;) {
-        unsigned n = 0;
-        for (; i < im->n_chunks && n < BATCH; i++) {
-            if (im->chunks[i].len != 32) continue;
-            gw_chunk_object(im->chunks[i].data, names[n]);
-            rd[n] = (struct gw_store_read){.name = names[n], .buf = bufs + n * cap, .cap = cap};
-            idx[n++] = i;
-        }
-        if (!n) break;
-        r = s->ops->get_batch(s, rd, n);
-        if (r) { snprintf(err, errlen, "%s", gw_store_error(s)); break; }
-        for (unsigned k = 0; k < n && !r; k++) {
-            uint64_t c = idx[k], off = c * im->chunk_size;
+    struct batch *b = calloc(2, sizeof *b);
+    uint8_t *raw = malloc(im->chunk_size ? im->chunk_size : 1);
+    int r = b && raw ? 0 : -ENOMEM;
+    for (int k = 0; !r && k < 2; k++) {
+        b[k].s = s;
+        if (!(b[k].bufs = malloc(BATCH * cap))) r = -ENOMEM;
+    }
+    if (r) { snprintf(err, errlen, "out of memory"); goto out; }
+    uint64_t next = 0;
+    unsigned cur = 0;
+    if ((r = start_batch(&b[cur], im, &next, cap))) { snprintf(err, errlen, "cannot start a reader: %s", strerror(-r)); goto out; }
+    while (b[cur].n) {
+        finish_batch(&b[cur]);
+        if (b[cur].rc) { r = b[cur].rc; snprintf(err, errlen, "%s", gw_store_error(s)); break; }
+        if ((r = start_batch(&b[cur ^ 1], im, &next, cap))) { snprintf(err, errlen, "cannot start a reader: %s", strerror(-r)); break; }
+        struct batch *x = &b[cur];
+        for (unsigned k = 0; k < x->n && !r; k++) {
+            uint64_t c = x->idx[k], off = c * im->chunk_size;
             size_t len = im->size - off < im->chunk_size ? (size_t)(im->size - off) : im->chunk_size;
-            if (rd[k].rc) {
-                r = rd[k].rc;
-                snprintf(err, errlen, "chunk %s (number %llu): %s", names[k] + 2, (unsigned long long)c,
+            if (x->rd[k].rc) {
+                r = x->rd[k].rc;
+                snprintf(err, errlen, "chunk %s (number %llu): %s", x->names[k] + 2, (unsigned long long)c,
                          r == -ENOENT ? "missing from the store" : strerror(-r));
                 break;
             }
             char why[256];
-            long got = gw_chunk_decode(keys, im->chunks[c].data, rd[k].buf, rd[k].len, raw, len, len, why, sizeof why);
+            long got = gw_chunk_decode(keys, im->chunks[c].data, x->rd[k].buf, x->rd[k].len, raw, len, len, why, sizeof why);
             if (got < 0) {
                 r = (int)got;
-                snprintf(err, errlen, "chunk %s (number %llu): %s", names[k] + 2, (unsigned long long)c, why);
+                snprintf(err, errlen, "chunk %s (number %llu): %s", x->names[k] + 2, (unsigned long long)c, why);
                 break;
             }
             st->chunks++;
-            st->bytes_read += rd[k].len;
+            st->bytes_read += x->rd[k].len;
             st->data_bytes += len;
             r = place(ctx, c, raw, len);
             if (r) snprintf(err, errlen, "placing chunk %llu: %s", (unsigned long long)c, strerror(-r));
         }
+        if (r) break;
+        cur ^= 1;
     }
-    free(bufs);
+out:
+    if (b) {
+        for (int k = 0; k < 2; k++) { finish_batch(&b[k]); free(b[k].bufs); }
+        free(b);
+    }
     free(raw);
     return r;
 }

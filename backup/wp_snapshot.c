@@ -42,6 +42,10 @@ struct gw_wp_snapshot {
     size_t nslabs, slab_cap;
     uint64_t used_slots;
     bool failed;
+    bool tracking;                    /* armed, before the point in time: note writes only */
+    unsigned busy;                    /* faults being handled in tracking mode */
+    pthread_cond_t idle;
+    uint64_t *armed_dirty;            /* pages written while armed (bitmap) */
     char why[160];
     struct gw_wp_stats st;
 };
@@ -91,6 +95,24 @@ static void fail_locked(struct gw_wp_snapshot *s, const char *why)
     s->failed = true;
 }
 
+/* A fault while armed: the page is before the point in time; note it (the freeze protects it
+ * again) and let the guest write. */
+static bool track_fault(struct gw_wp_snapshot *s, uint64_t first, uint64_t last)
+{
+    pthread_mutex_lock(&s->lock);
+    if (!s->tracking) { pthread_mutex_unlock(&s->lock); return false; }
+    s->busy++;
+    s->st.faults++;
+    for (uint64_t p = first; p < last; p++) s->armed_dirty[p / 64] |= 1ull << (p % 64);
+    pthread_mutex_unlock(&s->lock);
+    int r = wp_range(s, first * GW_PAGE_SIZE, (last - first) * GW_PAGE_SIZE, false);
+    pthread_mutex_lock(&s->lock);
+    if (r) fail_locked(s, "cannot lift write protection");
+    if (--s->busy == 0) pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->lock);
+    return true;
+}
+
 /* One WP fault: save the block's unsaved pages, then let the guest write. */
 static void handle_fault(struct gw_wp_snapshot *s, uint64_t addr)
 {
@@ -98,6 +120,7 @@ static void handle_fault(struct gw_wp_snapshot *s, uint64_t addr)
     if (off >= s->size) return;
     uint64_t first = (off / GW_PAGE_SIZE) & ~(uint64_t)(WP_BLOCK_PAGES - 1);
     uint64_t last = first + WP_BLOCK_PAGES < s->npages ? first + WP_BLOCK_PAGES : s->npages;
+    if (track_fault(s, first, last)) return;
     bool all_unprotect = false;
     pthread_mutex_lock(&s->lock);
     s->st.faults++;
@@ -170,9 +193,11 @@ int gw_wp_open(uint8_t *base, uint64_t size, uint64_t max_side, struct gw_wp_sna
     s->npages = size / GW_PAGE_SIZE;
     s->max_side = max_side;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->armed_dirty = calloc((s->npages + 63) / 64, 8);
     s->state = calloc(s->npages, 1);
     s->slot = calloc(s->npages, sizeof *s->slot);
-    int r = s->state && s->slot ? 0 : -ENOMEM;
+    int r = s->state && s->slot && s->armed_dirty ? 0 : -ENOMEM;
     if (!r && (s->uffd = open_uffd()) < 0) { r = s->uffd; snprintf(err, errlen, "userfaultfd: %s", strerror(-r)); }
     if (!r) {
         struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED};
@@ -192,12 +217,46 @@ int gw_wp_open(uint8_t *base, uint64_t size, uint64_t max_side, struct gw_wp_sna
     return 0;
 }
 
-int gw_wp_protect_all(struct gw_wp_snapshot *s)
+int gw_wp_arm(struct gw_wp_snapshot *s)
 {
     uint64_t t0 = gw_now_ns();
+    pthread_mutex_lock(&s->lock);
+    s->tracking = true;
+    pthread_mutex_unlock(&s->lock);
     int r = wp_range(s, 0, s->size, true);
     s->st.protect_ns = gw_now_ns() - t0;
     return r;
+}
+
+int gw_wp_freeze(struct gw_wp_snapshot *s)
+{
+    uint64_t t0 = gw_now_ns();
+    pthread_mutex_lock(&s->lock);
+    s->tracking = false;
+    /* A fault handled while armed must finish its unprotect before we protect its pages
+     * again, or it would undo our protection after the point in time. */
+    while (s->busy) pthread_cond_wait(&s->idle, &s->lock);
+    int r = s->failed ? -EIO : 0;
+    uint64_t words = (s->npages + 63) / 64, run = UINT64_MAX;
+    for (uint64_t p = 0; !r && p <= s->npages; p++) {
+        bool dirty = p < s->npages && (s->armed_dirty[p / 64] >> (p % 64) & 1);
+        if (dirty && run == UINT64_MAX) run = p;
+        if (!dirty && run != UINT64_MAX) {
+            r = wp_range(s, run * GW_PAGE_SIZE, (p - run) * GW_PAGE_SIZE, true);
+            run = UINT64_MAX;
+        }
+        if (!dirty && p % 64 == 0 && p / 64 + 1 < words && !s->armed_dirty[p / 64]) p += 63;
+    }
+    memset(s->armed_dirty, 0, words * 8);
+    pthread_mutex_unlock(&s->lock);
+    s->st.protect_ns += gw_now_ns() - t0;
+    return r;
+}
+
+int gw_wp_protect_all(struct gw_wp_snapshot *s)
+{
+    int r = gw_wp_arm(s);
+    return r ? r : gw_wp_freeze(s);
 }
 
 int gw_wp_read(struct gw_wp_snapshot *s, uint64_t off, uint64_t len, uint8_t *out)
@@ -252,6 +311,8 @@ void gw_wp_close(struct gw_wp_snapshot *s, struct gw_wp_stats *st)
     free(s->slabs);
     free(s->state);
     free(s->slot);
+    free(s->armed_dirty);
+    pthread_cond_destroy(&s->idle);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }

@@ -2,6 +2,9 @@
  * unchanged (paused), verify, and restore it as a clone that must run on with an equal memory
  * digest, all through godwit-vm as an operator would.
  *
+ * dedup_ratio = logical bytes of the three backups (full, the paused guest, unchanged again)
+ * / bytes stored.
+ *
  * Baseline, measured first in the same run on the same store: raw writes and reads of the
  * same volume as the full backup's data, in chunk-sized objects of random bytes, with the same
  * number of operations in flight (the store's own speed). ratio_vs_store = full backup
@@ -150,11 +153,16 @@ int gw_bench_backup(int argc, char **argv)
         gw_json_get_u64(out, "zero_chunks", &full_zero);
     }
     if (!status) {
-        /* Unchanged: the same guest, paused, backed up again. */
+        /* Unchanged: the guest paused, backed up once (what changed since the full backup),
+         * then again: that second backup is of an unchanged guest. */
         char *pause_argv[] = {vm_bin, "pause", "--control", sock, NULL};
         char *resume_argv[] = {vm_bin, "resume", "--control", sock, NULL};
         vm_cmd(pause_argv, out, sizeof out);
         bool ok = false;
+        vm_cmd(backup_argv, out, sizeof out);
+        uint64_t mid_new = 0;
+        gw_json_get_u64(out, "new_bytes", &mid_new);
+        full_new += mid_new;
         vm_cmd(backup_argv, out, sizeof out);
         gw_json_get_bool(out, "ok", &ok);
         if (!ok || gw_json_get_double(out, "elapsed_ms", &inc_ms) || gw_json_get_u64(out, "new_bytes", &inc_new) ||
@@ -190,7 +198,7 @@ int gw_bench_backup(int argc, char **argv)
         }
     }
     uint64_t data_bytes = (full_chunks - full_zero) * (uint64_t)GW_BACKUP_CHUNK_SIZE;
-    uint64_t logical = data_bytes + (inc_chunks - inc_zero) * (uint64_t)GW_BACKUP_CHUNK_SIZE;
+    uint64_t logical = data_bytes + 2 * (inc_chunks - inc_zero) * (uint64_t)GW_BACKUP_CHUNK_SIZE;
     uint64_t stored = full_new + inc_new;
     double full_mib_s = full_ms > 0 ? data_bytes / 1048576.0 / (full_ms / 1000) : 0;
     bool equal = digest[0] && !strcmp(digest, restore_digest);

@@ -6,8 +6,11 @@
 set -euo pipefail
 BUILD=${1:-build}
 BIN=$(cd "$BUILD" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CEPH=""
 WORK=$(mktemp -d /tmp/godwit-demo.XXXXXX)
 cleanup() {
+  [ -n "$CEPH" ] && "$ROOT/scripts/ceph-cluster" stop "$CEPH" 2>/dev/null || true
   kill "${PIDS[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   pkill -f "$WORK" 2>/dev/null || true
@@ -69,10 +72,22 @@ sleep 2
 gw --addr "$B" vm show demo
 gw --addr "$B" vm list
 
-say "host B: suspend the VM to a file while it works, and resume it in a new process"
 SOCK=$(ls "$WORK"/b/state/vms/demo/*.sock 2>/dev/null | head -1)
+say "host B: back the running VM up to a throw-away Ceph cluster and to the local store; the guest pauses for under a millisecond, and the second backup sends only what changed"
+CEPH=$("$ROOT/scripts/ceph-cluster" start | tail -1)
+STORE=(--store rados:godwit/demo --ceph-conf "$CEPH")
+"$BIN/godwit-vm" backup --control "$SOCK" "${STORE[@]}"
+"$BIN/godwit-vm" backup --control "$SOCK" "${STORE[@]}"
+"$BIN/godwit-vm" backup --control "$SOCK" --store "dir:$WORK/backups"
+"$BIN/godwit-vm" list-backups "${STORE[@]}" --vm demo
+"$BIN/godwit-vm" verify-backup "${STORE[@]}" --vm demo
+
+say "restore the newest Ceph backup as a clone, demo-clone: it runs on from the backup's point in time"
+"$BIN/godwit-vm" restore-backup "${STORE[@]}" --vm demo --name demo-clone --seconds 3 2> "$WORK/clone.err"
+
+say "host B: suspend the VM to a file while it works, and resume it in a new process"
 "$BIN/godwit-vm" save --control "$SOCK" --file "$WORK/demo.snap"
 gw --addr "$B" vm stop demo > /dev/null
 "$BIN/godwit-vm" restore --file "$WORK/demo.snap" --seconds 3 2> "$WORK/restore.err"
 echo
-echo "demo: the guest moved between hosts and across a suspend without a single verify error."
+echo "demo: the guest moved between hosts, was backed up live to Ceph and cloned, and crossed a suspend without a single verify error."

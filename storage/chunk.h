@@ -12,7 +12,8 @@
  *  16  payload_len u32  bytes that follow the header
  *  20  reserved u32 (0)
  *  24  nonce (12) and tag (16) when encrypted, zeros otherwise
- *  52  payload: the chunk, lz4-compressed when that saved at least 1/8, then encrypted
+ *  52  payload: the chunk, lz4-compressed when that saved at least 1/8 (and a 64 KiB probe
+ *      of it did), then encrypted
  * The header (its first 52 bytes) is the GCM additional data, so flags and lengths cannot be
  * changed without the tag failing.
  *

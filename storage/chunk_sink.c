@@ -107,6 +107,58 @@ int gw_chunk_sink_put(struct gw_chunk_sink *k, const void *data, size_t len, uin
     return gw_chunk_sink_know(k, hash);
 }
 
+int gw_chunk_sink_put_many(struct gw_chunk_sink *k, const uint8_t *const *data, const size_t *len, size_t n,
+                           bool stable, uint8_t (*hash)[32], bool *is_zero)
+{
+    if (n > GW_CHUNK_SINK_BATCH) return gw_store_fail(k->store, -EINVAL, "batch too large");
+    if (!stable) {
+        /* Live memory: one chunk at a time through the private copy. */
+        for (size_t i = 0; i < n; i++) {
+            int r = gw_chunk_sink_put(k, data[i], len[i], hash[i], &is_zero[i]);
+            if (r) return r;
+        }
+        return 0;
+    }
+    char names[GW_CHUNK_SINK_BATCH][80];
+    const char *ask[GW_CHUNK_SINK_BATCH];
+    size_t which[GW_CHUNK_SINK_BATCH], nask = 0;
+    int present[GW_CHUNK_SINK_BATCH];
+    for (size_t i = 0; i < n; i++) {
+        if (len[i] > k->max_chunk) return gw_store_fail(k->store, -EINVAL, "chunk larger than the sink's");
+        k->chunks++;
+        is_zero[i] = gw_is_zero(data[i], len[i]);
+        if (is_zero[i]) { memset(hash[i], 0, 32); k->zero_chunks++; continue; }
+        gw_chunk_hash(k->keys, data[i], len[i], hash[i]);
+        bool found;
+        find(k, hash[i], &found);
+        /* The same chunk twice in one batch is looked up once. */
+        for (size_t j = 0; !found && j < nask; j++) found = !memcmp(hash[which[j]], hash[i], 32);
+        if (found) { k->reused_chunks++; continue; }
+        gw_chunk_object(hash[i], names[nask]);
+        ask[nask] = names[nask];
+        which[nask++] = i;
+    }
+    if (!nask) return 0;
+    k->lookups += nask;
+    int r = k->store->ops->exists_batch(k->store, ask, nask, present);
+    if (r) return r;
+    for (size_t j = 0; j < nask; j++) {
+        size_t i = which[j];
+        if (present[j] == 0) {
+            long e = gw_chunk_encode(k->keys, data[i], len[i], k->compress, k->enc, k->enc_cap);
+            if (e < 0) return gw_store_fail(k->store, (int)e, "cannot encode a chunk: %s", strerror((int)-e));
+            if ((r = k->store->ops->put(k->store, names[j], k->enc, (size_t)e))) return r;
+            k->new_chunks++;
+            k->new_bytes += (uint64_t)e;
+            k->raw_new_bytes += len[i];
+        } else {
+            k->reused_chunks++;
+        }
+        if ((r = gw_chunk_sink_know(k, hash[i]))) return r;
+    }
+    return 0;
+}
+
 int gw_chunk_fetch(struct gw_store *s, const struct gw_chunk_keys *keys, const uint8_t hash[32], uint8_t *out,
                    size_t len, char *err, size_t errlen)
 {

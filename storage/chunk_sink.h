@@ -45,6 +45,13 @@ int gw_chunk_sink_know(struct gw_chunk_sink *k, const uint8_t hash[32]);
  * Returns 0 or -errno (the reason in the store's error). */
 int gw_chunk_sink_put(struct gw_chunk_sink *k, const void *data, size_t len, uint8_t hash[32], bool *is_zero);
 
+/* The same for n chunks (n <= GW_CHUNK_SINK_BATCH) at once: their names are looked up in the
+ * store together, so one round trip serves the batch. stable: the data cannot change while
+ * we read it (a private copy), so it is not copied again. */
+#define GW_CHUNK_SINK_BATCH 16u
+int gw_chunk_sink_put_many(struct gw_chunk_sink *k, const uint8_t *const *data, const size_t *len, size_t n,
+                           bool stable, uint8_t (*hash)[32], bool *is_zero);
+
 /* Reads and checks one chunk back (name hash, expected raw length len) into out[0..len).
  * Returns 0, -ENOENT, or -EBADMSG with the reason in err. */
 int gw_chunk_fetch(struct gw_store *s, const struct gw_chunk_keys *keys, const uint8_t hash[32], uint8_t *out,

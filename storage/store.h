@@ -32,7 +32,7 @@ struct gw_store_params {
     unsigned write_retries;       /* retries of a write that timed out (0: default; ~0u: none) */
 };
 
-#define GW_STORE_DEFAULT_INFLIGHT 8u
+#define GW_STORE_DEFAULT_INFLIGHT 16u
 #define GW_STORE_MAX_INFLIGHT 64u
 #define GW_STORE_DEFAULT_MOUNT_TIMEOUT_S 10u
 #define GW_STORE_DEFAULT_MON_OP_TIMEOUT_S 10u
@@ -58,6 +58,8 @@ struct gw_store_ops {
     int (*wait)(struct gw_store *s);
     /* 1 present (with *size), 0 absent, -errno. */
     int (*stat)(struct gw_store *s, const char *obj, uint64_t *size);
+    /* Looks up n objects at once (all in flight together): present[i] = 1, 0 or -errno. */
+    int (*exists_batch)(struct gw_store *s, const char *const *names, size_t n, int *present);
     /* Reads all of obj into a new buffer (*buf, freed by the caller); -EFBIG above max. */
     int (*get)(struct gw_store *s, const char *obj, size_t max, uint8_t **buf, size_t *len);
     /* Reads n objects with up to max_inflight reads in flight; returns -errno only when the

@@ -95,6 +95,12 @@ static int dir_stat(struct gw_store *s, const char *obj, uint64_t *size)
     return 1;
 }
 
+static int dir_exists_batch(struct gw_store *s, const char *const *names, size_t n, int *present)
+{
+    for (size_t i = 0; i < n; i++) present[i] = dir_stat(s, names[i], NULL);
+    return 0;
+}
+
 static int read_file(struct dir_store *d, const char *path, size_t max, uint8_t **buf, size_t *len)
 {
     int fd = openat(d->dfd, path, O_RDONLY | O_CLOEXEC);
@@ -250,7 +256,7 @@ static void dir_close(struct gw_store *s)
 }
 
 static const struct gw_store_ops dir_ops = {
-    .put = dir_put, .wait = dir_wait, .stat = dir_stat, .get = dir_get, .get_batch = dir_get_batch,
+    .put = dir_put, .wait = dir_wait, .stat = dir_stat, .exists_batch = dir_exists_batch, .get = dir_get, .get_batch = dir_get_batch,
     .remove = dir_remove, .index_set = dir_index_set, .index_del = dir_index_del,
     .index_list = dir_index_list, .close = dir_close,
 };

@@ -69,19 +69,9 @@ static int submit(struct rados_store *d, struct wslot *w)
     return rados_aio_write_op_operate(w->op, d->io, w->comp, w->name, NULL, LIBRADOS_OPERATION_FULL_TRY);
 }
 
-/* Waits for slot w, retrying a timed-out write; frees it. Returns its final result. */
-static int reap(struct rados_store *d, struct wslot *w)
+/* Ends slot w with result r (frees its op). */
+static int settle(struct rados_store *d, struct wslot *w, int r)
 {
-    int r;
-    for (;;) {
-        rados_aio_wait_for_complete(w->comp);
-        r = rados_aio_get_return_value(w->comp);
-        if (r != -ETIMEDOUT || !w->retries_left) break;
-        w->retries_left--;
-        d->s.write_retries++;
-        r = submit(d, w);
-        if (r) break;
-    }
     rados_aio_release(w->comp);
     rados_release_write_op(w->op);
     w->comp = NULL;
@@ -94,6 +84,27 @@ static int reap(struct rados_store *d, struct wslot *w)
         d->s.objects_written++;
     }
     return r < 0 ? r : 0;
+}
+
+/* A write that timed out is retried, unless an earlier write has already failed for good:
+ * then the whole batch is failing and retrying one by one would only multiply the wait. */
+static bool retry(struct rados_store *d, struct wslot *w, int r)
+{
+    if (r != -ETIMEDOUT || !w->retries_left || d->first_err) return false;
+    w->retries_left--;
+    d->s.write_retries++;
+    return submit(d, w) == 0;
+}
+
+/* Waits for slot w, retrying a timed-out write; frees it. Returns its final result. */
+static int reap(struct rados_store *d, struct wslot *w)
+{
+    int r;
+    do {
+        rados_aio_wait_for_complete(w->comp);
+        r = rados_aio_get_return_value(w->comp);
+    } while (retry(d, w, r));
+    return settle(d, w, r);
 }
 
 static int rados_put(struct gw_store *s, const char *obj, const void *buf, size_t len)
@@ -123,9 +134,19 @@ static int rados_put(struct gw_store *s, const char *obj, const void *buf, size_
 static int rados_wait(struct gw_store *s)
 {
     struct rados_store *d = (struct rados_store *)s;
-    for (unsigned i = 0; i < d->nslots; i++) {
-        struct wslot *w = &d->slots[(d->head + i) % d->nslots];
-        if (w->busy) reap(d, w);
+    /* Every slot completes first, then every timed-out one is submitted again at once: the
+     * retries run in parallel, so a dead OSD costs (retries + 1) op timeouts, not one per slot. */
+    for (bool again = true; again;) {
+        again = false;
+        for (unsigned i = 0; i < d->nslots; i++)
+            if (d->slots[i].busy) rados_aio_wait_for_complete(d->slots[i].comp);
+        for (unsigned i = 0; i < d->nslots; i++) {
+            struct wslot *w = &d->slots[(d->head + i) % d->nslots];
+            if (!w->busy) continue;
+            int r = rados_aio_get_return_value(w->comp);
+            if (retry(d, w, r)) again = true;
+            else settle(d, w, r);
+        }
     }
     int r = d->first_err;
     d->first_err = 0;
@@ -142,6 +163,34 @@ static int rados_stat_obj(struct gw_store *s, const char *obj, uint64_t *size)
     if (r < 0) return describe(d, r, "looking up", obj);
     if (size) *size = sz;
     return 1;
+}
+
+static int rados_exists_batch(struct gw_store *s, const char *const *names, size_t n, int *present)
+{
+    struct rados_store *d = (struct rados_store *)s;
+    rados_completion_t comp[GW_STORE_MAX_INFLIGHT];
+    uint64_t size[GW_STORE_MAX_INFLIGHT];
+    time_t mt[GW_STORE_MAX_INFLIGHT];
+    for (size_t base = 0; base < n; base += GW_STORE_MAX_INFLIGHT) {
+        size_t k = n - base < GW_STORE_MAX_INFLIGHT ? n - base : GW_STORE_MAX_INFLIGHT;
+        for (size_t i = 0; i < k; i++) {
+            comp[i] = NULL;
+            int r = rados_aio_create_completion2(NULL, NULL, &comp[i]);
+            if (!r) r = rados_aio_stat(d->io, names[base + i], comp[i], &size[i], &mt[i]);
+            present[base + i] = r;
+            if (r && comp[i]) { rados_aio_release(comp[i]); comp[i] = NULL; }
+        }
+        for (size_t i = 0; i < k; i++) {
+            if (!comp[i]) continue;
+            rados_aio_wait_for_complete(comp[i]);
+            int r = rados_aio_get_return_value(comp[i]);
+            rados_aio_release(comp[i]);
+            present[base + i] = r == 0 ? 1 : r == -ENOENT ? 0 : r;
+        }
+        for (size_t i = 0; i < k; i++)
+            if (present[base + i] < 0) return describe(d, present[base + i], "looking up", names[base + i]);
+    }
+    return 0;
 }
 
 static int rados_get(struct gw_store *s, const char *obj, size_t max, uint8_t **buf, size_t *len)
@@ -295,7 +344,7 @@ static void rados_close_store(struct gw_store *s)
 }
 
 static const struct gw_store_ops rados_ops = {
-    .put = rados_put, .wait = rados_wait, .stat = rados_stat_obj, .get = rados_get,
+    .put = rados_put, .wait = rados_wait, .stat = rados_stat_obj, .exists_batch = rados_exists_batch, .get = rados_get,
     .get_batch = rados_get_batch, .remove = rados_remove_obj, .index_set = rados_index_set,
     .index_del = rados_index_del, .index_list = rados_index_list, .close = rados_close_store,
 };

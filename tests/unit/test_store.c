@@ -76,6 +76,10 @@ static void contract(struct gw_store *s)
     CHECK_EQ(rd[1].rc, -ENOENT);
     CHECK_EQ(rd[2].rc, 0);
     CHECK_EQ(rd[2].len, 50);   /* cut at the capacity: the decoder then reports it */
+    const char *names[3] = {"c.00aa", "c.00ff", "m.vm.x"};
+    int present[3] = {-1, -1, -1};
+    CHECK_EQ(o->exists_batch(s, names, 3, present), 0);
+    CHECK(present[0] == 1 && present[1] == 0 && present[2] == 1);
     CHECK_EQ(o->remove(s, "c.00bb"), 0);
     CHECK_EQ(o->wait(s), 0);
     CHECK_EQ(o->stat(s, "c.00bb", NULL), 0);
@@ -146,7 +150,7 @@ GW_TEST(rados_store_contract_and_full_pool)
      * (it reports pool usage to the monitor), which this cluster does not run; a full OSD
      * flags the pool full the same way, so fill the OSD past a tiny full ratio. */
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "ceph -c %s osd set-nearfull-ratio 0.0005 >/dev/null && ceph -c %s osd set-backfillfull-ratio 0.0008 >/dev/null && "
+    snprintf(cmd, sizeof cmd, "ceph -c %s osd set-nearfull-ratio 0.0005 >/dev/null 2>&1 && ceph -c %s osd set-backfillfull-ratio 0.0008 >/dev/null 2>&1 && "
              "ceph -c %s osd set-full-ratio 0.001 >/dev/null 2>&1", cluster_conf, cluster_conf, cluster_conf);
     CHECK_EQ(system(cmd), 0);
     static uint8_t blob[1 << 20];
