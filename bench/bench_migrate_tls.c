@@ -26,9 +26,9 @@ static const char *last_json_line(const char *text)
 static int run_one(int argc, char **argv, const char *mode, char *out, size_t outlen)
 {
     char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return -1;
-    self[n] = 0;
+    ssize_t sn = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sn <= 0) return -1;
+    self[sn] = 0;
     char **av = calloc((size_t)argc + 6, sizeof *av);
     if (!av) return -1;
     int k = 0;
@@ -46,11 +46,12 @@ static int run_one(int argc, char **argv, const char *mode, char *out, size_t ou
     static char buf[65536];
     int rc = gw_bench_run(av, buf, sizeof buf);
     free(av);
+    /* The JSON line only, cut to out's size. */
     const char *line = last_json_line(buf);
-    size_t len = strcspn(line, "\n");
-    if (len >= outlen) len = outlen - 1;
-    memcpy(out, line, len);
-    out[len] = 0;
+    size_t n = strcspn(line, "\n");
+    if (n >= outlen) n = outlen - 1;
+    memcpy(out, line, n);
+    out[n] = 0;
     return rc;
 }
 

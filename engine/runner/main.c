@@ -457,9 +457,11 @@ static int cmd_migrate(const struct opts *o)
     mr.destination = (char *)o->to;
     mr.policy = &pol;
     mr.tls_off = o->tls_off;
-    mr.tls_cert = (char *)(o->tls_cert ? o->tls_cert : "");
-    mr.tls_key = (char *)(o->tls_key ? o->tls_key : "");
-    mr.tls_ca = (char *)(o->tls_ca ? o->tls_ca : "");
+    /* The runner may run elsewhere: absolute paths. */
+    char cert[4096], key[4096], ca[4096];
+    mr.tls_cert = (char *)(!o->tls_cert ? "" : realpath(o->tls_cert, cert) ? cert : o->tls_cert);
+    mr.tls_key = (char *)(!o->tls_key ? "" : realpath(o->tls_key, key) ? key : o->tls_key);
+    mr.tls_ca = (char *)(!o->tls_ca ? "" : realpath(o->tls_ca, ca) ? ca : o->tls_ca);
     char abs[4096];
     if (o->secret_file) mr.secret_file = realpath(o->secret_file, abs) ? abs : (char *)o->secret_file;
     Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;
