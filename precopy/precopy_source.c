@@ -338,7 +338,16 @@ static void *migration_thread(void *arg)
                 end == GW_MIG_CANCELLED ? "cancelled" : "failed", m->prog.error);
     } else {
         /* GO: from here the VM belongs to the destination and is never resumed here. */
-        r = gw_mig_send_go(m->tx);
+        if (m->p.fault == GW_FAULT_DROP_GO) {
+            gw_mig_sender_abort(m->tx, -ECONNRESET, "test fault: GO dropped");
+            r = -ECONNRESET;
+        } else {
+            r = gw_mig_send_go(m->tx);
+        }
+        if (!r && m->p.fault == GW_FAULT_CLOSE_AFTER_GO) {
+            gw_mig_sender_abort(m->tx, -ECONNRESET, "test fault: link closed after GO");
+            r = -ECONNRESET;
+        }
         if (!r) r = gw_mig_sender_wait_running(m->tx, COMMIT_TIMEOUT_MS);
         uint64_t downtime = gw_now_ns() - t_pause;
         gw_vm_track_device_writes(m->vm, NULL, NULL);

@@ -127,6 +127,7 @@ int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t e
     argv[n++] = "--control"; argv[n++] = rec->control;
     argv[n++] = "--console"; argv[n++] = console;
     if (d->cfg.secret_file[0]) { argv[n++] = "--secret-file"; argv[n++] = d->cfg.secret_file; }
+    if (d->cfg.test_runner_fault[0]) { argv[n++] = "--test-fault"; argv[n++] = d->cfg.test_runner_fault; }
     argv[n++] = "--json";
     argv[n] = NULL;
     int r = spawn_argv(d, rec, argv, NULL, 0, err, errlen);
@@ -270,7 +271,10 @@ static void on_exit_(struct gw_daemon *d, struct gw_vm_rec *rec)
         if (!rec->busy) gw_sup_drop_incoming(d, rec);      /* the VM still lives on its source */
         return;
     }
-    if (!strcmp(rec->exit_state, "migrated")) {
+    /* Its hand-over record says what the exit means: the VM moved (never restart it here),
+     * or the move is in doubt (never run it here until settled). */
+    if (!rec->busy && gw_owner_settle_exit(d, rec) != GW_SETTLE_NONE) return;
+    if (!strcmp(rec->exit_state, "migrated") || !strcmp(rec->exit_state, "in-doubt")) {
         /* Its migration completed although no job of ours followed it (the daemon restarted
          * meanwhile): the VM lives on the destination now and must not be restarted here. */
         gw_info("vm=%s: runner left after migrating the VM away; dropping it here", rec->name);
@@ -319,6 +323,10 @@ static void apply_status(struct gw_daemon *d, struct gw_vm_rec *rec, const Godwi
     if (st->counters) {
         rec->pages_written = st->counters->pages_written;
         rec->verify_errors = st->counters->verify_errors;
+    }
+    if (rec->orphan_migration && st->state) {
+        gw_owner_orphan_status(d, rec, st);
+        return;
     }
     if (rec->incoming && st->state && !strcmp(st->state, "running")) {
         rec->incoming = false;
@@ -389,7 +397,6 @@ static void tick(struct gw_daemon *d)
 static void *sup_main(void *arg)
 {
     struct gw_daemon *d = arg;
-    gw_log_set_tag("godwitd");
     pthread_mutex_lock(&d->lock);
     while (!d->stopping) {
         pthread_mutex_unlock(&d->lock);
@@ -445,10 +452,14 @@ void gw_sup_reattach(struct gw_daemon *d)
     snprintf(bin, sizeof bin, "%s", d->cfg.runner);
     const char *base = basename(bin);
     pthread_mutex_lock(&d->lock);
-    for (struct gw_vm_rec *r = d->vms; r; r = r->next) {
+    for (struct gw_vm_rec *r = d->vms, *next; r; r = next) {
+        next = r->next;   /* settling may free r */
         pid_t pid = r->proc.pid;
-        bool live = r->state == GODWIT__V1__VM__STATE__RUNNING || r->state == GODWIT__V1__VM__STATE__MIGRATING;
+        bool migrating = r->state == GODWIT__V1__VM__STATE__MIGRATING, doubt = r->state == GODWIT__V1__VM__STATE__IN_DOUBT;
+        bool live = r->state == GODWIT__V1__VM__STATE__RUNNING || migrating || doubt;
+        bool arriving = r->incoming;
         r->proc = (struct gw_proc){.pidfd = -1};
+        r->incoming = false;
         if (!live) continue;
         struct gw_proc p;
         if (pid > 0 && !gw_proc_adopt(pid, base, r->control, &p)) {
@@ -456,18 +467,37 @@ void gw_sup_reattach(struct gw_daemon *d)
             r->ready = true;   /* it was up: a crash from now on follows the restart policy */
             /* A destination runner opens its control socket only once the VM has arrived:
              * one without a socket is still receiving, and a failure must not restart it
-             * here (the source still runs the VM). */
-            if (r->state == GODWIT__V1__VM__STATE__MIGRATING && access(r->control, F_OK)) {
+             * here (the source still runs the VM). One with a socket is followed by status:
+             * "running" makes the VM ours. */
+            /* Records of older daemons lack `arriving`: an incoming runner has no socket yet. */
+            if (migrating && (arriving || access(r->control, F_OK))) {
                 r->incoming = true;
                 gw_info("vm=%s: re-attached to incoming runner %d", r->name, pid);
+            } else if (migrating) {
+                /* A source runner may still be migrating: never call it running before its
+                 * status says so (it may belong to another host by now). */
+                r->orphan_migration = true;
+                gw_info("vm=%s: re-attached to runner %d, which was migrating the VM", r->name, pid);
+            } else if (doubt) {
+                gw_info("vm=%s: re-attached to runner %d holding an in-doubt VM", r->name, pid);
+                gw_owner_in_doubt(d, r, r->in_doubt_peer, r->in_doubt_job, r->error);
             } else {
-                r->state = GODWIT__V1__VM__STATE__RUNNING;
                 gw_info("vm=%s: re-attached to runner %d", r->name, pid);
             }
             continue;
         }
+        if (migrating && arriving) {
+            /* An incoming runner that ended while we were down: the VM never became ours
+             * (the source runs it) or, after GO, the source knows; never restart it here. */
+            gw_warn("vm=%s: incoming runner ended while the daemon was down; dropping the record", r->name);
+            gw_sup_drop_incoming(d, r);
+            continue;
+        }
+        if (gw_owner_settle_exit(d, r) != GW_SETTLE_NONE) continue;
+        if (doubt) { gw_owner_in_doubt(d, r, r->in_doubt_peer, r->in_doubt_job, r->error); continue; }
         r->ready = true;   /* it did run: the restart policy applies */
         gw_sup_crashed(d, r, "runner ended while the daemon was down");
     }
+    gw_owner_settle_jobs(d);
     pthread_mutex_unlock(&d->lock);
 }
