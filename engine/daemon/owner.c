@@ -387,6 +387,7 @@ static int resolve_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     gw_grpc_call_send(call, &resp.base);
 out:
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the change is durable */
     return code;
 }
 

@@ -9,6 +9,7 @@
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/daemon/daemon.h"
+#include "engine/daemon/db.h"
 
 static int send_job(struct gw_grpc_call *call, const struct gw_job *j, const ProtobufCMessageDescriptor *desc)
 {
@@ -73,6 +74,7 @@ static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     send_job(call, j, &godwit__v1__migrate_vm_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the job is durable */
     return code;
 }
 
@@ -162,6 +164,7 @@ static int cancel_job(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
         send_job(call, j, &godwit__v1__cancel_job_response__descriptor);
     }
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the job is durable */
     return code;
 }
 

@@ -125,6 +125,7 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     if (!code) send_vm(call, d, rec, &godwit__v1__create_vm_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the change is durable */
     return code;
 }
 
@@ -166,6 +167,7 @@ static int start_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void
     }
     if (!code) send_vm(call, d, rec, &godwit__v1__start_vm_response__descriptor);
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the change is durable */
     return code;
 }
 
@@ -202,6 +204,7 @@ static int stop_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void 
     send_vm(call, d, rec, &godwit__v1__stop_vm_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the change is durable */
     return code;
 }
 
@@ -253,6 +256,7 @@ static int delete_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     gw_grpc_call_send(call, &resp.base);
 out:
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the change is durable */
     return code;
 }
 

@@ -192,6 +192,37 @@ class DaemonTest(unittest.TestCase):
         for n in ("shape", "shape-edge"):
             self.call("DeleteVm", api.DeleteVmRequest(name=n, force=True))
 
+    def test_reads_never_wait_for_the_database(self):
+        # The database is locked by someone else for 2 s (as a slow fsync would hold it): a
+        # CreateVm waits for its record to be durable, but GetVm and ListVms, served on the
+        # gRPC loop under the daemon's table lock, answer at once: no write happens under it.
+        import sqlite3
+        self.create("reader", start=False)
+        db = sqlite3.connect(os.path.join(self.d.dir, "state", "godwit.db"), timeout=5, isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("vm", self.create("writer", start=False)))
+        try:
+            t.start()
+            time.sleep(0.3)
+            self.assertTrue(t.is_alive(), "CreateVm answered before its record could be written")
+            for _ in range(5):
+                t0 = time.monotonic()
+                self.assertEqual(self.vm("reader").state, api.Vm.DEFINED)
+                self.call("ListVms", api.ListVmsRequest())
+                self.assertLess(time.monotonic() - t0, 0.5, "a read waited for the database")
+                time.sleep(0.2)
+        finally:
+            time.sleep(max(0.0, 2.0 - 1.3))
+            db.execute("COMMIT")
+            db.close()
+        t.join(10)
+        self.assertEqual(result["vm"].state, api.Vm.DEFINED)
+        self.d.restart()   # and the record is durable
+        self.assertEqual(self.vm("writer").state, api.Vm.DEFINED)
+        for n in ("reader", "writer"):
+            self.call("DeleteVm", api.DeleteVmRequest(name=n))
+
     def test_runner_crash_reported(self):
         vm = self.create("crashy", restart_policy=api.RestartPolicy(kind=api.RestartPolicy.NEVER))
         os.kill(vm.runner_pid, signal.SIGKILL)
@@ -514,6 +545,7 @@ class MigrationTest(DaemonTest):
     test_auth = test_vm_lifecycle = test_invalid_arguments = test_runner_crash_reported = None
     test_runner_crash_restarted = test_daemon_sigkill_and_restart = test_unavailable_and_deadline = None
     test_job_failure_and_watch = test_restart_always = test_create_validates_everything = None
+    test_reads_never_wait_for_the_database = None
 
 
 def main():
