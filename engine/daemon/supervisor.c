@@ -73,25 +73,37 @@ static void exit_state(struct gw_daemon *d, const char *name, char *out, size_t 
     if (gw_json_get_str(line, "state", out, len)) out[0] = 0;
 }
 
+/* Lock held on entry and return; dropped around the file system work and the spawn itself
+ * (the daemon's lock is never held across a process spawn). rec is marked busy meanwhile,
+ * which keeps it alive and its name, guest, disk and socket path (argv points into them)
+ * unchanged. */
 static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, const int *pass_fds,
                       unsigned npass, char *err, size_t errlen)
 {
-    char dir[1024], out[1100], log[1100];
+    char dir[1024], out[1100], log[1100], name[sizeof rec->name];
     gw_vm_dir(d, rec->name, dir, sizeof dir);
-    if (mkdir(dir, 0700) && errno != EEXIST) {
-        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-        return -errno;
-    }
     snprintf(out, sizeof out, "%s/runner.out", dir);
     snprintf(log, sizeof log, "%s/runner.log", dir);
-    /* Fresh for every run: its first line (an incoming runner's "listening") and its last
-     * (the exit summary, "migrated" or not) must be this run's. */
-    unlink(out);
-    unlink(rec->control);   /* a stale socket must not pass for a live runner */
+    memcpy(name, rec->name, sizeof name);
+    bool was_busy = rec->busy;
+    rec->busy = true;
+    pthread_mutex_unlock(&d->lock);
+    int r = mkdir(dir, 0700) && errno != EEXIST ? -errno : 0;
+    if (r) snprintf(err, errlen, "%s: %s", dir, strerror(-r));
     struct gw_proc p;
-    int r = gw_proc_spawn(argv, out, log, pass_fds, npass, &p);
+    if (!r) {
+        /* Fresh for every run: its first line (an incoming runner's "listening") and its last
+         * (the exit summary, "migrated" or not) must be this run's. */
+        unlink(out);
+        unlink(rec->control);   /* a stale socket must not pass for a live runner */
+        r = gw_proc_spawn(argv, out, log, pass_fds, npass, &p);
+        if (r) snprintf(err, errlen, "cannot start %s: %s", argv[0], strerror(-r));
+    }
+    pthread_mutex_lock(&d->lock);
+    rec->busy = was_busy;
+    pthread_cond_broadcast(&d->cond);
     if (r) {
-        snprintf(err, errlen, "cannot start %s: %s", argv[0], strerror(-r));
+        gw_warn("vm=%s: %s", name, err);
         return r;
     }
     rec->proc = p;
@@ -358,6 +370,9 @@ static void tick(struct gw_daemon *d)
             char err[256];
             r->restarts++;
             gw_info("vm=%s: restart %llu per its policy", r->name, (unsigned long long)r->restarts);
+            /* The spawn drops the lock (r stays busy meanwhile): the list may change under
+             * us, so this round of the scan ends here; the next tick goes on. */
+            next = NULL;
             if (gw_sup_spawn(d, r, err, sizeof err)) {
                 r->restart_at_ns = 0;
                 snprintf(r->error, sizeof r->error, "restart failed: %.230s", err);
