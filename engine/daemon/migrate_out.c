@@ -291,6 +291,10 @@ static void finish(struct mig *m)
     } else if (rec->proc.pid) {
         rec->state = GODWIT__V1__VM__STATE__RUNNING;
         gw_vm_persist(d, rec);
+        /* Whoever reads the job must learn where the VM is. */
+        size_t n = strlen(m->j->error);
+        if (m->outcome && !strstr(m->j->error, d->cfg.hostname) && n < sizeof m->j->error - 1)
+            snprintf(m->j->error + n, sizeof m->j->error - n, "; the VM runs on %s", d->cfg.hostname);
     } else if (rec->exit_seq != m->exit_seq) {
         char why[200];
         snprintf(why, sizeof why, "runner %s during a migration", rec->exit_why);

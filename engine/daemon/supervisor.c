@@ -286,7 +286,12 @@ static void on_exit_(struct gw_daemon *d, struct gw_vm_rec *rec)
     /* Its hand-over record says what the exit means: the VM moved (never restart it here),
      * or the move is in doubt (never run it here until settled). */
     if (!rec->busy && gw_owner_settle_exit(d, rec) != GW_SETTLE_NONE) return;
-    if (!strcmp(rec->exit_state, "migrated") || !strcmp(rec->exit_state, "in-doubt")) {
+    if (!rec->busy && !strcmp(rec->exit_state, "in-doubt")) {
+        /* In doubt, but its record is missing: never run it here; the operator decides. */
+        gw_owner_in_doubt(d, rec, "", "", "its runner left with the hand-over in doubt and no record of it");
+        return;
+    }
+    if (!strcmp(rec->exit_state, "migrated")) {
         /* Its migration completed although no job of ours followed it (the daemon restarted
          * meanwhile): the VM lives on the destination now and must not be restarted here. */
         gw_info("vm=%s: runner left after migrating the VM away; dropping it here", rec->name);

@@ -186,6 +186,58 @@ class SourceDaemonKilled(Hosts):
         self.cleanup_vm("dst-killed")
 
 
+class KilledAtEachPhase(Hosts):
+    """kill -9 of the source or the destination daemon at several points of a migration
+    (queued/preparing, setup, pre-copy): once both daemons are back and things settled, the
+    VM runs on exactly one host and its job has ended."""
+
+    def running_on(self, d, name):
+        v = self.vm(d, name)
+        return bool(v and v.state == api.Vm.RUNNING and self.vm_runners(d, name))
+
+    def settle(self, name, jid):
+        def one_host():
+            a, b = self.running_on(self.a, name), self.running_on(self.b, name)
+            j = self.job(self.a, jid)
+            done = j.state in (api.Job.SUCCEEDED, api.Job.FAILED, api.Job.CANCELLED)
+            return (a != b) and done and (a or not self.vm_runners(self.a, name)) and \
+                (b or not self.vm_runners(self.b, name))
+        self.assertTrue(wait_for(one_host, 90, 0.3),
+                        "not on exactly one host: a=%s b=%s job=%s" % (self.vm(self.a, name), self.vm(self.b, name),
+                                                                     self.job(self.a, jid)))
+        j = self.job(self.a, jid)
+        if self.running_on(self.a, name):
+            self.assertNotEqual(j.state, api.Job.SUCCEEDED)
+            self.assertIn("host-a", j.error)   # the job says where the VM is
+        else:
+            self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+        self.cleanup_vm(name)
+
+    def kill_at(self, victim, name, delay):
+        self.start(name)
+        job = self.migrate(name, bandwidth_limit_bytes_per_s=8 << 20)
+        time.sleep(delay)
+        victim.stop(signal.SIGKILL)
+        time.sleep(0.5)
+        victim.start()
+        self.settle(name, job.id)
+
+    def test_source_killed_at_once(self):
+        self.kill_at(self.a, "kill-src-0", 0.0)
+
+    def test_source_killed_in_setup(self):
+        self.kill_at(self.a, "kill-src-1", 0.3)
+
+    def test_source_killed_in_precopy(self):
+        self.kill_at(self.a, "kill-src-2", 1.5)
+
+    def test_destination_killed_at_once(self):
+        self.kill_at(self.b, "kill-dst-0", 0.0)
+
+    def test_destination_killed_in_precopy(self):
+        self.kill_at(self.b, "kill-dst-2", 1.5)
+
+
 class Stalled(Hosts):
     def test_frozen_destination_fails_the_job(self):
         self.start("stalled")
