@@ -62,6 +62,8 @@ struct gw_vm_rec {
     /* Ownership (owner.c): a migration whose job thread is gone (re-attached after a daemon
      * restart), and a hand-over in doubt. */
     bool orphan_migration;         /* MIGRATING, followed by the supervisor's status polls */
+    char runner_state[16];         /* its runner's run state at the last status ("paused"...) */
+    char paused_by[32];
     bool resolver;                 /* an in-doubt resolver thread works on it */
     char in_doubt_peer[256];       /* IN_DOUBT: the destination daemon */
     char in_doubt_job[40];

@@ -108,6 +108,7 @@ static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, c
     }
     rec->proc = p;
     rec->ready = false;
+    rec->runner_state[0] = rec->paused_by[0] = 0;
     rec->stop_requested = false;
     rec->exit_code = -1;
     rec->exit_why[0] = 0;
@@ -337,6 +338,8 @@ static void apply_status(struct gw_daemon *d, struct gw_vm_rec *rec, const Godwi
     if (!st) return;
     if (!rec->ready) pthread_cond_broadcast(&d->cond);
     rec->ready = true;
+    snprintf(rec->runner_state, sizeof rec->runner_state, "%s", st->state ? st->state : "");
+    snprintf(rec->paused_by, sizeof rec->paused_by, "%s", st->paused_by ? st->paused_by : "");
     if (st->counters) {
         rec->pages_written = st->counters->pages_written;
         rec->verify_errors = st->counters->verify_errors;

@@ -223,6 +223,22 @@ class DaemonTest(unittest.TestCase):
         for n in ("reader", "writer"):
             self.call("DeleteVm", api.DeleteVmRequest(name=n))
 
+    def test_migrate_refused_while_paused(self):
+        # Paused through its runner's control socket (godwit-vm pause): the daemon knows from
+        # the runner's status and refuses MigrateVm with FAILED_PRECONDITION, no job created.
+        import subprocess
+        self.create("napper")
+        sock = os.path.join(self.d.dir, "state", "vms", "napper", "control.sock")
+        vmbin = os.path.join(BIN, "godwit-vm")
+        self.assertEqual(subprocess.run([vmbin, "pause", "--control", sock], capture_output=True).returncode, 0)
+        time.sleep(1.5)   # the daemon reads its runner's status every second
+        details = self.expect(grpc.StatusCode.FAILED_PRECONDITION, "MigrateVm",
+                              api.MigrateVmRequest(vm="napper", destination="127.0.0.1:1"))
+        self.assertIn("is paused in its runner (paused by operator)", details)
+        self.assertEqual(len(self.call("ListJobs", api.ListJobsRequest(vm="napper")).jobs), 0)
+        self.assertEqual(subprocess.run([vmbin, "resume", "--control", sock], capture_output=True).returncode, 0)
+        self.call("DeleteVm", api.DeleteVmRequest(name="napper", force=True))
+
     def test_runner_crash_reported(self):
         vm = self.create("crashy", restart_policy=api.RestartPolicy(kind=api.RestartPolicy.NEVER))
         os.kill(vm.runner_pid, signal.SIGKILL)
@@ -545,7 +561,7 @@ class MigrationTest(DaemonTest):
     test_auth = test_vm_lifecycle = test_invalid_arguments = test_runner_crash_reported = None
     test_runner_crash_restarted = test_daemon_sigkill_and_restart = test_unavailable_and_deadline = None
     test_job_failure_and_watch = test_restart_always = test_create_validates_everything = None
-    test_reads_never_wait_for_the_database = None
+    test_reads_never_wait_for_the_database = test_migrate_refused_while_paused = None
 
 
 def main():
