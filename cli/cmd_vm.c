@@ -59,6 +59,9 @@ static void print_vm(const Godwit__V1__Vm *v)
                (unsigned long long)c->pages_written, (unsigned long long)c->verify_errors,
                (unsigned long long)c->restarts, (unsigned long long)c->migrations);
     if (v->error[0]) printf("error:         %s\n", v->error);
+    if (v->in_doubt_peer[0] || v->in_doubt_job[0])
+        printf("in doubt:      with %s (job %s): godwit vm resolve %s --keep-source|--keep-destination\n",
+               v->in_doubt_peer[0] ? v->in_doubt_peer : "?", v->in_doubt_job[0] ? v->in_doubt_job : "?", v->name);
 }
 
 /* Prints the {Vm vm = 1} of a response. */
