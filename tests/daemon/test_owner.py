@@ -119,7 +119,10 @@ class Hosts(unittest.TestCase):
 
     def cleanup_vm(self, name):
         for d in (self.a, self.b):
-            if self.vm(d, name):
+            v = self.vm(d, name)
+            if v and v.arriving and not v.runner_pid:
+                continue   # a reservation whose source went away: it expires by itself (30 s)
+            if v:
                 self.call(d, "DeleteVm", api.DeleteVmRequest(name=name, force=True))
 
     def wait_precopy(self, jid):

@@ -274,9 +274,10 @@ class RunState(unittest.TestCase):
         return gwtest.last_json(gwtest.run([VM, "status", "--control", sock, "--json"]).stdout)["guest_pages_written"]
 
     def test_pause_resume_save_refused_while_migrating(self):
-        p = self.pair("dirtier:ws=32M,rate=8M", dst_seconds=30)
+        # 32 MiB at 4 MiB/s: round 0 alone lasts ~8 s, and a 1 MiB/s dirty rate converges.
+        p = self.pair("dirtier:ws=32M,rate=1M", dst_seconds=30)
         snap = os.path.join(self.dir, "snap")
-        r = gwtest.run([VM, "migrate", "--control", p.src_sock, "--to", p.url, "--bandwidth", "8M", "--json"])
+        r = gwtest.run([VM, "migrate", "--control", p.src_sock, "--to", p.url, "--bandwidth", "4M", "--json"])
         self.assertEqual(r.returncode, 0, r.stderr)
         # Setup, then the pre-copy rounds: the migration owns pause and resume.
         phases = set()
