@@ -1,10 +1,12 @@
 # The two commands of the README, and a few more for developers.
 #   make demo   the main job: a live VM, suspended to a file and resumed (grows with the project)
-#   make test   the whole suite, built with AddressSanitizer + UBSan
+#   make test   the whole suite, built with AddressSanitizer + UBSan; then the unit tests and
+#               the daemon and runner integration tests again with ThreadSanitizer
 # Both install missing Debian packages first (scripts/deps; fast when all is present).
 BUILD      ?= build
 TEST_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
+TSAN_BUILD ?= build-tsan
 JOBS       ?= 2
 
 .PHONY: all deps build test demo bench fuzz clean
@@ -24,9 +26,12 @@ fuzz: deps
 	@cmake --build $(FUZZ_BUILD) -j$(JOBS) --target gw_fuzzers
 
 test: deps fuzz
-	@cmake -S . -B $(TEST_BUILD) -DGODWIT_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGODWIT_FUZZ_DIR=$(CURDIR)/$(FUZZ_BUILD) > /dev/null
+	@cmake -S . -B $(TEST_BUILD) -DGODWIT_SANITIZE=ON -DGODWIT_TEST_HOOKS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGODWIT_FUZZ_DIR=$(CURDIR)/$(FUZZ_BUILD) > /dev/null
 	@cmake --build $(TEST_BUILD) -j$(JOBS)
 	@cd $(TEST_BUILD) && ctest --output-on-failure
+	@cmake -S . -B $(TSAN_BUILD) -DGODWIT_TSAN=ON -DGODWIT_TEST_HOOKS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+	@cmake --build $(TSAN_BUILD) -j$(JOBS)
+	@cd $(TSAN_BUILD) && TSAN_OPTIONS="halt_on_error=1 exitcode=66" ctest --output-on-failure -L tsan
 
 demo: build
 	@scripts/demo.sh $(BUILD)
@@ -39,4 +44,4 @@ bench: build
 	@$(BUILD)/godwit-bench api --seconds 5 --json
 
 clean:
-	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(TEST_BUILD) $(FUZZ_BUILD) $(TSAN_BUILD)

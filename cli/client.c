@@ -91,7 +91,8 @@ void gw_fmt_ms_ago(uint64_t unix_ms, char *out, size_t len)
     else snprintf(out, len, "%llud ago", (unsigned long long)(s / 86400));
 }
 
-static const char *const vm_states[] = {"unspecified", "defined", "running", "stopped", "migrating", "crashed"};
+static const char *const vm_states[] = {"unspecified", "defined", "running", "stopped", "migrating", "crashed",
+                                        "in-doubt"};
 static const char *const job_states[] = {"unspecified", "queued", "running", "succeeded", "failed", "cancelled"};
 
 const char *gw_vm_state_name(int s)

@@ -1,4 +1,4 @@
-/* `godwit vm create|list|show|start|stop|delete`. */
+/* `godwit vm create|list|show|start|stop|delete|resolve`. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,11 +10,12 @@
 static const char vm_usage[] =
     "usage: godwit vm create NAME [--memory SIZE] [--vcpus N] [--guest SPEC] [--disk PATH]\n"
     "                        [--restart never|on-crash|always] [--max-restarts N] [--backoff-ms N] [--start]\n"
-    "       godwit vm list [--state defined|running|stopped|migrating|crashed]\n"
+    "       godwit vm list [--state defined|running|stopped|migrating|crashed|in-doubt]\n"
     "       godwit vm show NAME\n"
     "       godwit vm start NAME\n"
     "       godwit vm stop NAME [--force] [--timeout-ms N]\n"
     "       godwit vm delete NAME [--force]\n"
+    "       godwit vm resolve NAME --keep-source|--keep-destination   (a VM whose hand-over is in doubt)\n"
     "Every command takes --json (machine-readable output) and the global options (godwit --help).\n";
 
 static void print_vm_table(Godwit__V1__Vm **vms, size_t n)
@@ -58,6 +59,9 @@ static void print_vm(const Godwit__V1__Vm *v)
                (unsigned long long)c->pages_written, (unsigned long long)c->verify_errors,
                (unsigned long long)c->restarts, (unsigned long long)c->migrations);
     if (v->error[0]) printf("error:         %s\n", v->error);
+    if (v->in_doubt_peer[0] || v->in_doubt_job[0])
+        printf("in doubt:      with %s (job %s): godwit vm resolve %s --keep-source|--keep-destination\n",
+               v->in_doubt_peer[0] ? v->in_doubt_peer : "?", v->in_doubt_job[0] ? v->in_doubt_job : "?", v->name);
 }
 
 /* Prints the {Vm vm = 1} of a response. */
@@ -143,8 +147,9 @@ static int vm_list(struct gw_cli *cli, int argc, char **argv)
 /* show, start, stop, delete: NAME plus a few flags. */
 static int vm_named(struct gw_cli *cli, const char *verb, int argc, char **argv)
 {
-    static const struct option lo[] = {{"force", 0, 0, 'f'}, {"timeout-ms", 1, 0, 't'}, {"help", 0, 0, 'h'}, {0}};
-    bool force = false;
+    static const struct option lo[] = {{"force", 0, 0, 'f'}, {"timeout-ms", 1, 0, 't'}, {"help", 0, 0, 'h'},
+                                       {"keep-source", 0, 0, 'S'}, {"keep-destination", 0, 0, 'D'}, {0}};
+    bool force = false, keep_source = false, keep_destination = false;
     uint64_t timeout = 0;
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -153,11 +158,17 @@ static int vm_named(struct gw_cli *cli, const char *verb, int argc, char **argv)
         case 't':
             if (gw_parse_u64(optarg, 1, 3600000, &timeout)) { fprintf(stderr, "godwit vm %s: bad --timeout-ms\n", verb); return GW_EXIT_USAGE; }
             break;
+        case 'S': keep_source = true; break;
+        case 'D': keep_destination = true; break;
         case 'h': fputs(vm_usage, stdout); return GW_EXIT_OK;
         default: fputs(vm_usage, stderr); return GW_EXIT_USAGE;
         }
     }
     if (optind + 1 != argc) { fputs(vm_usage, stderr); return GW_EXIT_USAGE; }
+    if (!strcmp(verb, "resolve") && keep_source == keep_destination) {
+        fprintf(stderr, "godwit vm resolve: give exactly one of --keep-source and --keep-destination\n");
+        return GW_EXIT_USAGE;
+    }
     char *name = argv[optind];
     ProtobufCMessage *resp = NULL;
     int e;
@@ -169,6 +180,18 @@ static int vm_named(struct gw_cli *cli, const char *verb, int argc, char **argv)
         Godwit__V1__StartVmRequest req = GODWIT__V1__START_VM_REQUEST__INIT;
         req.name = name;
         e = gw_cli_call(cli, "StartVm", &req.base, &godwit__v1__start_vm_response__descriptor, &resp);
+    } else if (!strcmp(verb, "resolve")) {
+        Godwit__V1__ResolveVmRequest req = GODWIT__V1__RESOLVE_VM_REQUEST__INIT;
+        req.name = name;
+        req.keep_source = keep_source;
+        req.keep_destination = keep_destination;
+        e = gw_cli_call(cli, "ResolveVm", &req.base, &godwit__v1__resolve_vm_response__descriptor, &resp);
+        if (!e && !cli->json) {
+            if (keep_destination) printf("%s: left to the destination; forgotten here\n", name);
+            else printf("%s: runs here again\n", name);
+            protobuf_c_message_free_unpacked(resp, NULL);
+            return GW_EXIT_OK;
+        }
     } else if (!strcmp(verb, "stop")) {
         Godwit__V1__StopVmRequest req = GODWIT__V1__STOP_VM_REQUEST__INIT;
         req.name = name;
@@ -208,7 +231,8 @@ int gw_cmd_vm(struct gw_cli *cli, int argc, char **argv)
     optind = 0;   /* a fresh getopt scan of the subcommand's arguments */
     if (!strcmp(verb, "create")) return vm_create(cli, argc, argv);
     if (!strcmp(verb, "list") || !strcmp(verb, "ls")) return vm_list(cli, argc, argv);
-    if (!strcmp(verb, "show") || !strcmp(verb, "start") || !strcmp(verb, "stop") || !strcmp(verb, "delete"))
+    if (!strcmp(verb, "show") || !strcmp(verb, "start") || !strcmp(verb, "stop") || !strcmp(verb, "delete") ||
+        !strcmp(verb, "resolve"))
         return vm_named(cli, verb, argc, argv);
     fprintf(stderr, "godwit vm: unknown command '%s'\n%s", verb, vm_usage);
     return GW_EXIT_USAGE;

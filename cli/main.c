@@ -19,7 +19,7 @@
 static const char usage[] =
     "usage: godwit [global options] COMMAND ...\n"
     "commands:\n"
-    "  vm create|list|show|start|stop|delete   define and run VMs (godwit vm --help)\n"
+    "  vm create|list|show|start|stop|delete|resolve   define and run VMs (godwit vm --help)\n"
     "  migrate VM --to HOST:PORT [--wait]      live-migrate a VM (godwit migrate --help)\n"
     "  job list|show|watch|cancel              follow and control jobs (godwit job --help)\n"
     "  host                                    the host's capacity, VMs and running jobs\n"

@@ -317,7 +317,7 @@ static void *rstream_main(void *arg)
             /* A source that aborts sends ERROR on stream 0, then closes every stream: give
              * stream 0 a moment to report that reason instead of this bare hang-up. */
             struct timespec dl;
-            clock_gettime(CLOCK_REALTIME, &dl);
+            clock_gettime(CLOCK_MONOTONIC, &dl);
             dl.tv_sec += PEER_REASON_WAIT_S;
             while (!rx->err && !rx->closing && rx->phase != PH_RUNNING &&
                    pthread_cond_timedwait(&rx->cv, &rx->mu, &dl) != ETIMEDOUT) {}
@@ -357,7 +357,11 @@ static int rx_new(struct gw_session *ses, const struct gw_mig_receiver_cfg *cfg,
     rx->reported_round = -1;
     rx->t0 = gw_now_ns();
     pthread_mutex_init(&rx->mu, NULL);
-    pthread_cond_init(&rx->cv, NULL);
+    pthread_condattr_t ca;   /* deadlines on the monotonic clock: a clock step changes nothing */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rx->cv, &ca);
+    pthread_condattr_destroy(&ca);
     *out = rx;
     return 0;
 }
@@ -438,7 +442,7 @@ int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem
 int gw_mig_receiver_next(struct gw_mig_receiver *rx, struct gw_mig_event *ev, int timeout_ms)
 {
     struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
+    clock_gettime(CLOCK_MONOTONIC, &dl);   /* rx->cv's clock */
     if (timeout_ms >= 0) {
         dl.tv_sec += timeout_ms / 1000;
         dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "engine/common/limits.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "precopy/precopy_link.h"
@@ -19,7 +20,7 @@
 
 /* The touched-page bitmap is handed to the receiver before the VM size is known, so it is
  * sized for the largest VM we create (64 GiB): 2 MiB. */
-#define MAX_MEMORY (64ull << 30)
+#define MAX_MEMORY GW_LIMIT_MEMORY_MAX   /* engine/common/limits.h */
 #define TOUCHED_WORDS (MAX_MEMORY / 4096 / 64)
 
 struct incoming {

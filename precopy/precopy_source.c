@@ -399,7 +399,16 @@ static void *migration_thread(void *arg)
                 strstr(m->prog.error, "runs on here") ? "" : "; the VM runs on here");
     } else {
         /* GO: from here the VM belongs to the destination and is never resumed here. */
-        r = gw_mig_send_go(m->tx);
+        if (m->p.fault == GW_FAULT_DROP_GO) {
+            gw_mig_sender_abort(m->tx, -ECONNRESET, "test fault: GO dropped");
+            r = -ECONNRESET;
+        } else {
+            r = gw_mig_send_go(m->tx);
+        }
+        if (!r && m->p.fault == GW_FAULT_CLOSE_AFTER_GO) {
+            gw_mig_sender_abort(m->tx, -ECONNRESET, "test fault: link closed after GO");
+            r = -ECONNRESET;
+        }
         gw_vm_disk_lock(m->vm, false, 0);   /* the image is the destination's from GO on */
         if (!r) r = gw_mig_sender_wait_running(m->tx, COMMIT_TIMEOUT_MS);
         uint64_t downtime = gw_now_ns() - t_pause;

@@ -17,12 +17,17 @@
 struct gw_vm;
 struct gw_tls_ctx;
 
-/* Test-only fault injection (GODWIT_FAULT in the runner's environment). */
+/* Test-only fault injection: set by `godwit-vm --test-fault`, which exists only in builds
+ * with GODWIT_TEST_HOOKS. */
 enum gw_mig_fault {
     GW_FAULT_NONE = 0,
     GW_FAULT_CLOSE_BEFORE_COMMIT,  /* drop the link after the state, before COMMIT */
     GW_FAULT_CLOSE_AFTER_READY,    /* drop the link after READY, before GO */
     GW_FAULT_CORRUPT_DIGEST,       /* send a wrong digest */
+    GW_FAULT_DROP_GO,              /* act as if GO went out and RUNNING was lost, without
+                                    * sending GO: in doubt here, never started there */
+    GW_FAULT_CLOSE_AFTER_GO,       /* send GO, then drop the link before RUNNING: in doubt
+                                    * here, running there */
 };
 
 struct gw_precopy_params {

@@ -150,10 +150,54 @@ bool gw_h2_call_account(struct gw_grpc_call *c, bool release)
     return c->conn->held <= srv->cfg.max_conn_buffer_bytes && srv->held <= srv->cfg.max_buffer_bytes;
 }
 
+void gw_h2_conn_repay(struct gw_h2_conn *conn)
+{
+    if (!conn->owed || !conn->ng)
+        return;
+    struct gw_grpc_server *srv = conn->srv;
+    bool receiving = false;
+    for (struct gw_grpc_call *c = conn->calls; c; c = c->conn_next)
+        receiving |= c->begun && !c->request_done && !c->early_done;
+    for (struct gw_grpc_call *c = conn->calls; c && conn->owed; c = c->conn_next) {
+        if (!c->owed)
+            continue;
+        bool fits = conn->held <= srv->cfg.max_conn_buffer_bytes;
+        if (!fits && receiving)
+            break;
+        nghttp2_session_consume_stream(conn->ng, c->stream_id, c->owed);
+        conn->owed -= c->owed;
+        c->owed = 0;
+        c->begun = true;
+        receiving = true;
+    }
+}
+
+/* Flow control (automatic window updates are off): the connection's window is given back at
+ * once, always, so that one stream waiting for its budget never blocks the others; a stream's
+ * own window is given back as its bytes are taken, unless the connection is over its buffer
+ * budget and the stream has not begun: then the client waits (at most one stream window, 1
+ * MiB, per such stream) until earlier calls let their bytes go (gw_h2_conn_repay). A stream
+ * that has begun always runs to the end of its request, so some call can always complete.
+ * Only the server-wide budget still refuses with RESOURCE_EXHAUSTED. */
+static void give_back(struct gw_grpc_call *c, nghttp2_session *ng, int32_t id, size_t len)
+{
+    struct gw_h2_conn *conn = c->conn;
+    if (!c->owed && (c->begun || conn->held <= c->srv->cfg.max_conn_buffer_bytes)) {
+        nghttp2_session_consume_stream(ng, id, len);
+        c->begun = true;
+    } else {
+        c->owed += len;
+        conn->owed += len;
+    }
+}
+
 static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
                          size_t len, void *ud)
 {
+    nghttp2_session_consume_connection(ng, len);
     struct gw_grpc_call *c = stream_call(ng, id);
+    if (c && (c->early_done || !c->headers_done))
+        nghttp2_session_consume_stream(ng, id, len);
     if (!c || c->early_done || !c->headers_done)
         return 0;   /* failed already: the rest of the body is dropped (flow control goes on) */
     int rc = gw_grpc_deframer_feed(&c->deframer, data, len, on_message, c);
@@ -181,10 +225,21 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     }
     if (rc < 0) { /* nothing more of this message is needed */
         gw_h2_call_account(c, true);
-    } else if (!gw_h2_call_account(c, false)) {
-        fail(c, GW_GRPC_RESOURCE_EXHAUSTED, "too many request bytes buffered; retry later");
-        gw_h2_call_account(c, true);
+        nghttp2_session_consume_stream(ng, id, len + c->owed);
+        c->conn->owed -= c->owed;
+        c->owed = 0;
+        return 0;
     }
+    gw_h2_call_account(c, false);
+    if (c->srv->held > c->srv->cfg.max_buffer_bytes) {
+        fail(c, GW_GRPC_RESOURCE_EXHAUSTED, "too many request bytes buffered on this server; retry later");
+        gw_h2_call_account(c, true);
+        nghttp2_session_consume_stream(ng, id, len + c->owed);
+        c->conn->owed -= c->owed;
+        c->owed = 0;
+        return 0;
+    }
+    give_back(c, ng, id, len);
     return 0;
 }
 
@@ -205,6 +260,8 @@ static void request_end(struct gw_grpc_call *c)
     }
     gw_h2_call_account(c, true);
     gw_call_dispatch(c);
+    if (c->conn)
+        gw_h2_conn_repay(c->conn);   /* one stream fewer receiving: let a waiting one go */
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)

@@ -75,6 +75,10 @@ int gw_grpc_server_new(const struct gw_grpc_server_config *cfg, struct gw_grpc_s
             return r;
         }
     }
+    /* Flow control by hand: request bytes beyond a connection's budget are not
+     * acknowledged until earlier calls let theirs go, so the client waits instead of
+     * getting RESOURCE_EXHAUSTED (grpc_h2.c, on_data_chunk). */
+    nghttp2_option_set_no_auto_window_update(s->ng_opt, 1);
     *out = s;
     return 0;
 }
@@ -208,6 +212,12 @@ void gw_server_call_detach(struct gw_grpc_call *c)
     conn->held -= c->held;
     c->srv->held -= c->held;
     c->held = 0;
+    conn->owed -= c->owed;   /* the stream is gone: its window with it */
+    c->owed = 0;
+    /* Budget freed: streams waiting here, or on other connections (the server-wide budget),
+     * may go on. */
+    for (struct gw_h2_conn *k = c->srv->conns; k; k = k->next)
+        gw_h2_conn_repay(k);
     c->conn = NULL;
     gw_server_deadline_del(c->srv, c);
     gw_call_cancel(c);

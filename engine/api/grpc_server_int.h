@@ -49,6 +49,9 @@ struct gw_grpc_call {
     bool request_done, dispatched;
     bool early_done;                  /* the loop finished it before dispatch (an error) */
     size_t held;                      /* request bytes counted against the buffer budgets */
+    size_t owed;                      /* bytes received but not yet given back to the stream's
+                                       * flow-control window: the connection is over its budget */
+    bool begun;                       /* its window is being given back: it runs to the end */
     bool headers_sent, trailers_sent, data_deferred;
 
     /* ---- set before dispatch, read-only afterwards ---- */
@@ -87,6 +90,7 @@ struct gw_h2_conn {
     uint64_t held;                    /* request bytes its calls hold (loop only) */
     SSL *ssl;                         /* TLS, or NULL for h2c */
     bool ssl_wants_read;              /* the last TLS write waits for input, not for room */
+    uint64_t owed;                    /* sum of its calls' owed bytes (loop only) */
     struct gw_h2_conn *next, *prev;
 };
 
@@ -150,6 +154,9 @@ int gw_h2_conn_session_new(struct gw_h2_conn *conn);
 /* Loop thread: recounts the call's buffered request bytes against the connection and server
  * budgets; false when over one of them. release=true frees the deframer first. */
 bool gw_h2_call_account(struct gw_grpc_call *c, bool release);
+/* Gives waiting streams their flow-control window back while conn fits its budget, and always
+ * to one stream when none is receiving (so that some request can always complete). Loop only. */
+void gw_h2_conn_repay(struct gw_h2_conn *conn);
 /* Loop thread: submits whatever a ready call has (headers, data, trailers). */
 void gw_h2_call_ready(struct gw_grpc_call *c);
 

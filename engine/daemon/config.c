@@ -79,6 +79,9 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
     else if (!strcmp(key, "max_migrations")) r = set_u32(&cfg->max_migrations, value, 1, 64);
     else if (!strcmp(key, "max_incoming")) r = set_u32(&cfg->max_incoming, value, 1, 64);
     else if (!strcmp(key, "workers")) r = set_u32(&cfg->workers, value, 1, 64);
+#ifdef GODWIT_TEST_HOOKS
+    else if (!strcmp(key, "test_runner_fault")) r = set_str(cfg->test_runner_fault, sizeof cfg->test_runner_fault, value);
+#endif
     else {
         snprintf(c->err, c->errlen, "unknown key '%s'", key);
         return 0;

@@ -27,6 +27,8 @@
  *   hostname = host-a                 ; default: gethostname()
  *   workers = 8                       ; gRPC handler threads (StartVm/StopVm hold one while they wait)
  *
+ *   test_runner_fault = drop-go       ; test builds (GODWIT_TEST_HOOKS) only: a fault for runners
+ *
  * Unknown keys are errors (a typo must not silently fall back to a default). */
 #ifndef GW_DAEMON_CONFIG_H
 #define GW_DAEMON_CONFIG_H
@@ -57,6 +59,7 @@ struct gw_daemon_config {
     uint32_t max_migrations;
     uint32_t max_incoming;
     uint32_t workers;
+    char test_runner_fault[64];   /* GODWIT_TEST_HOOKS builds only: `--test-fault` for every runner */
 };
 
 /* Fills cfg with the defaults, then the file's values. Returns 0, or -EINVAL / -errno with a

@@ -115,6 +115,7 @@ int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
     if (!r) r = gw_service_register_vm(d);
     if (!r) r = gw_service_register_job(d);
     if (!r) r = gw_service_register_peer(d);
+    if (!r) r = gw_service_register_owner(d);
     if (r) { snprintf(err, errlen, "cannot set up the API: %s", strerror(-r)); return r; }
     gw_sup_reattach(d);
     r = gw_sup_start_thread(d);
@@ -134,6 +135,7 @@ void gw_daemon_shutdown(struct gw_daemon *d)
     if (d->srv) gw_grpc_server_stop(d->srv);
     gw_migport_stop(d);
     gw_jobs_shutdown(d);
+    gw_owner_shutdown(d);
     if (d->sup_started) gw_sup_stop_thread(d);
     if (d->health) gw_grpc_health_free(d->health);
     if (d->srv) gw_grpc_server_free(d->srv);

@@ -16,15 +16,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/common/limits.h"
 #include "engine/daemon/config.h"
 #include "engine/daemon/proc.h"
 #include "godwit/v1/api.pb-c.h"
+#include "godwit/v1/runner.pb-c.h"
 
-#define GW_VM_NAME_MAX 63
-#define GW_GUEST_SPEC_MAX 255
-#define GW_VM_MIN_MEMORY (16ull << 20)
-#define GW_VM_MAX_MEMORY (1ull << 40)
-#define GW_VM_MAX_VCPUS 64
+#define GW_VM_NAME_MAX GW_LIMIT_VM_NAME_MAX      /* the limits table: engine/common/limits.h */
+#define GW_GUEST_SPEC_MAX GW_LIMIT_GUEST_SPEC_MAX
 #define GW_JOBS_IN_MEMORY 1000   /* finished jobs kept for ListJobs; the DB keeps more */
 #define GW_JOBS_IN_DB 10000
 
@@ -61,6 +60,14 @@ struct gw_vm_rec {
     uint64_t exit_seq;             /* bumped at every runner exit */
     uint64_t restart_at_ns;        /* a restart is due then (0 = none) */
     uint64_t last_refresh_ns;
+    /* Ownership (owner.c): a migration whose job thread is gone (re-attached after a daemon
+     * restart), and a hand-over in doubt. */
+    bool orphan_migration;         /* MIGRATING, followed by the supervisor's status polls */
+    char runner_state[16];         /* its runner's run state at the last status ("paused"...) */
+    char paused_by[32];
+    bool resolver;                 /* an in-doubt resolver thread works on it */
+    char in_doubt_peer[256];       /* IN_DOUBT: the destination daemon */
+    char in_doubt_job[40];
 };
 
 struct gw_job_watcher {
@@ -106,6 +113,7 @@ struct gw_daemon {
     struct gw_vm_rec *vms;
     struct gw_job *jobs;           /* newest first */
     unsigned running_migrations;   /* outgoing migrations past their queue */
+    unsigned resolvers;            /* in-doubt resolver threads (owner.c) */
     bool stopping;
 
     int lock_fd;                   /* flock on the state directory */
@@ -124,8 +132,9 @@ uint64_t gw_unix_ms(void);
 
 /* ---- vms.c: the VM table --------------------------------------------------------------- */
 bool gw_vm_name_ok(const char *name);
-/* NULL when a VM definition is acceptable, else why not (for INVALID_ARGUMENT). memory 0 and
- * vcpus 0 mean "the default". */
+/* NULL when a VM definition is acceptable, else why not (for INVALID_ARGUMENT; the string is
+ * the calling thread's, valid until its next call). memory 0, vcpus 0 and guest "" mean the
+ * defaults (limits.h). Checks the limits table and the guest spec, as the runner would. */
 const char *gw_vm_config_invalid(const char *name, uint64_t memory, uint32_t vcpus, const char *guest,
                                  const char *disk);
 struct gw_vm_rec *gw_vm_find(struct gw_daemon *d, const char *name);   /* lock held */
@@ -193,6 +202,30 @@ void gw_jobs_shutdown(struct gw_daemon *d);
 /* ---- migrate.c: migration jobs (source) and incoming migrations (destination) ---------- */
 int gw_migrate_start(struct gw_daemon *d, struct gw_job *j);          /* lock held */
 void gw_migrate_cancel(struct gw_daemon *d, struct gw_job *j);        /* lock held */
+
+/* ---- owner.c: which host owns a VM after a hand-over -------------------------------------
+ * A source runner leaves a HandoverRecord (runner.proto) when its VM moved or the move fell
+ * in doubt; these read it so that such a runner's exit is never taken for a crash, and
+ * settle in-doubt hand-overs by asking the destination (GodwitPeer.QueryIncoming), or by the
+ * operator's word (ResolveVm). */
+enum gw_settle { GW_SETTLE_NONE = 0, GW_SETTLE_MOVED, GW_SETTLE_IN_DOUBT };
+/* The path of a VM's hand-over record. */
+void gw_handover_path(const struct gw_daemon *d, const char *name, char *out, size_t len);
+/* rec's runner is gone and no job thread follows it (lock held). MOVED: the VM runs on the
+ * destination; rec has been freed and its open job SUCCEEDED. IN_DOUBT: rec is IN_DOUBT and
+ * a resolver runs. NONE: no record; the caller handles the exit. */
+enum gw_settle gw_owner_settle_exit(struct gw_daemon *d, struct gw_vm_rec *rec);
+/* Marks rec IN_DOUBT (lock held) and starts its resolver. */
+void gw_owner_in_doubt(struct gw_daemon *d, struct gw_vm_rec *rec, const char *peer, const char *job_id,
+                       const char *why);
+/* A status reply of a runner whose migration no job thread follows (lock held). */
+void gw_owner_orphan_status(struct gw_daemon *d, struct gw_vm_rec *rec, const Godwit__V1__RunnerStatus *st);
+/* After re-attach: open jobs either belong to a re-attached migration or in-doubt VM, or
+ * end as interrupted (lock held). */
+void gw_owner_settle_jobs(struct gw_daemon *d);
+int gw_service_register_owner(struct gw_daemon *d);
+/* Waits for the resolver threads to leave (d->stopping set). */
+void gw_owner_shutdown(struct gw_daemon *d);
 
 /* ---- migport.c: the host's migration port ------------------------------------------------ */
 int gw_migport_start(struct gw_daemon *d, char *err, size_t errlen);

@@ -5,14 +5,103 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine/common/log.h"
 
+/* One queued write: its statement's parameters and the packed record, in one allocation. */
+struct db_op {
+    struct db_op *next;
+    const char *sql;
+    const char *t1, *t2;          /* point into data[] (t2 NULL when unused) */
+    int64_t i3, i4;
+    const uint8_t *rec;           /* NULL: a DELETE with t1 only */
+    size_t len;
+    char data[];
+};
+
 struct gw_db {
     sqlite3 *h;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;         /* the connection */
+    /* The write queue: callers (under godwitd's table lock) only pack and append; one writer
+     * thread runs the statements in order, so the fsync of synchronous=FULL never happens
+     * under the caller's lock. gw_db_flush waits for what was queued before it. */
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    struct db_op *head, *tail;
+    uint64_t queued, written;
+    int failed;                   /* a write failed since the last flush */
+    bool stop;
+    bool writer_started;
+    pthread_t writer;
 };
+
+static int run_op(struct gw_db *db, const struct db_op *op);
+
+static void *writer_main(void *arg)
+{
+    struct gw_db *db = arg;
+    pthread_mutex_lock(&db->qlock);
+    for (;;) {
+        while (!db->head && !db->stop) pthread_cond_wait(&db->qcond, &db->qlock);
+        if (!db->head) break;   /* stopping, and everything is written */
+        struct db_op *op = db->head;
+        db->head = op->next;
+        if (!db->head) db->tail = NULL;
+        pthread_mutex_unlock(&db->qlock);
+        int r = run_op(db, op);
+        free(op);
+        pthread_mutex_lock(&db->qlock);
+        if (r) db->failed = r;
+        db->written++;
+        pthread_cond_broadcast(&db->qcond);
+    }
+    pthread_mutex_unlock(&db->qlock);
+    return NULL;
+}
+
+/* Queues one write; the strings and the record are copied. 0 or -ENOMEM. */
+static int enqueue(struct gw_db *db, const char *sql, const char *t1, const char *t2, int64_t i3, int64_t i4,
+                   const uint8_t *rec, size_t len)
+{
+    size_t l1 = strlen(t1) + 1, l2 = t2 ? strlen(t2) + 1 : 0;
+    struct db_op *op = malloc(sizeof *op + l1 + l2 + len);
+    if (!op) return -ENOMEM;
+    char *p = op->data;
+    memcpy(p, t1, l1);
+    op->t1 = p;
+    p += l1;
+    op->t2 = NULL;
+    if (t2) { memcpy(p, t2, l2); op->t2 = p; p += l2; }
+    op->rec = NULL;
+    if (rec) { if (len) memcpy(p, rec, len); op->rec = (const uint8_t *)p; }
+    op->len = len;
+    op->sql = sql;
+    op->i3 = i3;
+    op->i4 = i4;
+    op->next = NULL;
+    pthread_mutex_lock(&db->qlock);
+    if (db->tail) db->tail->next = op;
+    else db->head = op;
+    db->tail = op;
+    db->queued++;
+    pthread_cond_signal(&db->qcond);
+    pthread_mutex_unlock(&db->qlock);
+    return 0;
+}
+
+int gw_db_flush(struct gw_db *db)
+{
+    pthread_mutex_lock(&db->qlock);
+    uint64_t target = db->queued;
+    while (db->written < target) pthread_cond_wait(&db->qcond, &db->qlock);
+    int r = db->failed;
+    db->failed = 0;
+    pthread_mutex_unlock(&db->qlock);
+    return r;
+}
 
 static const char *const schema =
     "PRAGMA journal_mode=WAL;"
@@ -29,6 +118,8 @@ int gw_db_open(const char *path, struct gw_db **out, char *err, size_t errlen)
     struct gw_db *db = calloc(1, sizeof *db);
     if (!db) return -ENOMEM;
     pthread_mutex_init(&db->lock, NULL);
+    pthread_mutex_init(&db->qlock, NULL);
+    pthread_cond_init(&db->qcond, NULL);
     int rc = sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                              SQLITE_OPEN_FULLMUTEX, NULL);
     char *msg = NULL;
@@ -42,6 +133,13 @@ int gw_db_open(const char *path, struct gw_db **out, char *err, size_t errlen)
         gw_db_close(db);
         return -EIO;
     }
+    rc = pthread_create(&db->writer, NULL, writer_main, db);
+    if (rc) {
+        snprintf(err, errlen, "%s: cannot start the writer thread: %s", path, strerror(rc));
+        gw_db_close(db);
+        return -rc;
+    }
+    db->writer_started = true;
     *out = db;
     return 0;
 }
@@ -49,7 +147,16 @@ int gw_db_open(const char *path, struct gw_db **out, char *err, size_t errlen)
 void gw_db_close(struct gw_db *db)
 {
     if (!db) return;
+    if (db->writer_started) {   /* everything queued is written first */
+        pthread_mutex_lock(&db->qlock);
+        db->stop = true;
+        pthread_cond_broadcast(&db->qcond);
+        pthread_mutex_unlock(&db->qlock);
+        pthread_join(db->writer, NULL);
+    }
     sqlite3_close(db->h);
+    pthread_cond_destroy(&db->qcond);
+    pthread_mutex_destroy(&db->qlock);
     pthread_mutex_destroy(&db->lock);
     free(db);
 }
@@ -79,6 +186,14 @@ static int put_packed(struct gw_db *db, const char *sql, const uint8_t *buf, siz
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+static int exec_text(struct gw_db *db, const char *sql, const char *t, int64_t i);
+
+static int run_op(struct gw_db *db, const struct db_op *op)
+{
+    if (!op->rec) return exec_text(db, op->sql, op->t1, 0);
+    return put_packed(db, op->sql, op->rec, op->len, op->t1, op->t2, op->i3, op->i4);
+}
+
 static int put_record(struct gw_db *db, const char *sql, const ProtobufCMessage *msg,
                       const char *t1, const char *t2, int64_t i3, int64_t i4)
 {
@@ -86,7 +201,7 @@ static int put_record(struct gw_db *db, const char *sql, const ProtobufCMessage 
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) return -ENOMEM;
     protobuf_c_message_pack(msg, buf);
-    int r = put_packed(db, sql, buf, len, t1, t2, i3, i4);
+    int r = enqueue(db, sql, t1, t2, i3, i4, buf, len);
     free(buf);
     return r;
 }
@@ -96,7 +211,7 @@ static int put_record(struct gw_db *db, const char *sql, const ProtobufCMessage 
 int gw_db_put_job_packed(struct gw_db *db, const char *id, const char *vm, int state, uint64_t created_ms,
                          const uint8_t *rec, size_t len)
 {
-    return put_packed(db, PUT_JOB_SQL, rec, len, id, vm, state, (int64_t)created_ms);
+    return enqueue(db, PUT_JOB_SQL, id, vm, state, (int64_t)created_ms, rec, len);
 }
 
 int gw_db_put_vm(struct gw_db *db, const Godwit__V1__Vm *vm)
@@ -128,11 +243,12 @@ static int exec_text(struct gw_db *db, const char *sql, const char *t, int64_t i
 
 int gw_db_delete_vm(struct gw_db *db, const char *name)
 {
-    return exec_text(db, "DELETE FROM vms WHERE name = ?", name, 0);
+    return enqueue(db, "DELETE FROM vms WHERE name = ?", name, NULL, 0, 0, NULL, 0);
 }
 
 int gw_db_prune_jobs(struct gw_db *db, unsigned keep)
 {
+    gw_db_flush(db);
     return exec_text(db, "DELETE FROM jobs WHERE state >= 3 AND id NOT IN "
                          "(SELECT id FROM jobs ORDER BY created_ms DESC LIMIT ?)", NULL, keep);
 }
@@ -141,6 +257,7 @@ int gw_db_prune_jobs(struct gw_db *db, unsigned keep)
 static int load(struct gw_db *db, const char *sql, int64_t limit,
                 const ProtobufCMessageDescriptor *desc, void (*fn)(void *, const ProtobufCMessage *), void *arg)
 {
+    gw_db_flush(db);   /* read what was written, queued writes included */
     pthread_mutex_lock(&db->lock);
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db->h, sql, -1, &st, NULL);

@@ -5,7 +5,14 @@
  * Crash safety: WAL journal with synchronous=FULL, so a write returns only once it is
  * durable and a crash at any point leaves either the old or the new record, never half of
  * one; every change is one statement (an implicit transaction) on one record. The connection is serialized by a mutex: handlers on several
- * threads may call in. */
+ * threads may call in.
+ *
+ * Writes are queued: put and delete copy their record and return at once (0, or -ENOMEM),
+ * and one writer thread runs them in the order they were queued, so that no caller waits
+ * for an fsync under its own lock (godwitd's table lock: GetVm and ListVms run on the gRPC
+ * loop and take it). gw_db_flush waits until everything queued before it is durable; a
+ * handler calls it before it answers, so a client never sees a change that a crash could
+ * still undo. Loads flush first. */
 #ifndef GW_DAEMON_DB_H
 #define GW_DAEMON_DB_H
 
@@ -22,6 +29,9 @@ void gw_db_close(struct gw_db *db);
 
 /* Inserts or replaces a VM definition (by name). 0 or -EIO. */
 int gw_db_put_vm(struct gw_db *db, const Godwit__V1__Vm *vm);
+/* Waits until every write queued before the call is durable. 0, or -EIO when one of them
+ * failed since the last flush (each failure is also logged). */
+int gw_db_flush(struct gw_db *db);
 int gw_db_delete_vm(struct gw_db *db, const char *name);
 /* Calls fn for each stored VM (the message is freed after fn returns). Records that fail to
  * decode are skipped with a warning. 0 or -EIO. */

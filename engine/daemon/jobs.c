@@ -251,16 +251,10 @@ static void load_one(void *arg, const Godwit__V1__Job *pj)
 int gw_jobs_load(struct gw_daemon *d)
 {
     gw_db_prune_jobs(d->db, GW_JOBS_IN_DB);
-    int r = gw_db_load_jobs(d->db, GW_JOBS_IN_MEMORY, load_one, d);
-    /* A job still open in the database lost its thread with the previous daemon: what
-     * became of the operation is not known here, so the job says so rather than pretend. */
-    for (struct gw_job *j = d->jobs; j; j = j->next) {
-        if (gw_job_final(j->state)) continue;
-        snprintf(j->error, sizeof j->error, "interrupted: the daemon restarted while the job was %s",
-                 j->state == GODWIT__V1__JOB__STATE__QUEUED ? "queued" : "running");
-        gw_job_set_state(j, GODWIT__V1__JOB__STATE__FAILED, "daemon restarted");
-    }
-    return r;
+    /* A job still open in the database lost its thread with the previous daemon. It stays
+     * open until re-attach has seen the runners: a migration that went on without us, or
+     * ended, settles it with its real outcome (gw_owner_settle_jobs ends the rest). */
+    return gw_db_load_jobs(d->db, GW_JOBS_IN_MEMORY, load_one, d);
 }
 
 void gw_jobs_shutdown(struct gw_daemon *d)

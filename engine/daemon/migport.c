@@ -214,7 +214,6 @@ static void accept_all(struct gw_migport *mp, uint64_t now)
 static void *migport_main(void *arg)
 {
     struct gw_migport *mp = arg;
-    gw_log_set_tag("godwitd");
     for (;;) {
         struct pollfd pf[MAX_PENDING + 2];
         pf[0] = (struct pollfd){.fd = mp->wake_fd, .events = POLLIN};

@@ -29,6 +29,9 @@
 
 #define POLL_MS 200
 #define PEER_TIMEOUT_MS 30000
+/* No byte moved for this long before the hand-over: the destination has stalled (frozen,
+ * or its network is gone without a reset). The migration is cancelled; the VM runs on. */
+#define STALL_NS (10000ull * 1000 * 1000)
 
 struct mig {
     struct gw_daemon *d;
@@ -42,6 +45,8 @@ struct mig {
     bool url_prepared;
     char last_state[32];
     int outcome;                     /* FAILED or CANCELLED once decided, 0 before */
+    bool in_doubt;                   /* GO sent, RUNNING lost: owner.c settles the job */
+    char record[1200];               /* the runner's hand-over record */
 };
 
 /* Records the job's failed or cancelled outcome (lock held). It is published (the job's final
@@ -147,6 +152,10 @@ static int start_runner(struct mig *m)
     mr.tls_cert = m->d->cfg.tls_cert;
     mr.tls_key = m->d->cfg.tls_key;
     mr.tls_ca = m->d->cfg.tls_ca;
+    /* The runner leaves a record of the hand-over for whoever finds it gone (owner.c). */
+    mr.record_path = m->record;
+    mr.job_id = m->j->id;
+    mr.peer = m->j->destination;
     req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_MIGRATE;
     req.migrate = &mr;
     Godwit__V1__RunnerReply *rep = NULL;
@@ -169,6 +178,8 @@ static void follow(struct mig *m)
     uint64_t t0 = gw_now_ns();
     bool cancel_sent = false;
     uint64_t done_ns = 0, silent_since = 0;
+    uint64_t last_sent = UINT64_MAX, moved_ns = t0;
+    bool stalled = false;
     for (;;) {
         usleep(POLL_MS * 1000);
         pthread_mutex_lock(&m->d->lock);
@@ -177,13 +188,14 @@ static void follow(struct mig *m)
         bool want_cancel = j->cancel;
         bool timed_out = j->policy.timeout_s && gw_now_ns() - t0 > (uint64_t)j->policy.timeout_s * 1000000000ull;
         bool exited = m->rec->exit_seq != m->exit_seq;
-        int code = m->rec->exit_code;
         pthread_mutex_unlock(&m->d->lock);
 
         if (exited) {
             pthread_mutex_lock(&m->d->lock);
             if (gw_job_final(j->state)) { /* completed: the runner has now left too */ }
-            else if (code == 0 || !strcmp(m->last_state, "migrated") || !strcmp(m->rec->exit_state, "migrated"))
+            /* Only the runner's word counts as a hand-over: exit code 0 also ends a runner
+             * stopped mid-migration, whose VM never left. */
+            else if (!strcmp(m->last_state, "migrated") || !strcmp(m->rec->exit_state, "migrated"))
                 gw_job_set_state(j, GODWIT__V1__JOB__STATE__SUCCEEDED, "VM now runs on the destination");
             else
                 fail(m, GODWIT__V1__JOB__STATE__FAILED, "runner %s during the migration", m->rec->exit_why);
@@ -198,7 +210,9 @@ static void follow(struct mig *m)
             pthread_mutex_unlock(&m->d->lock);
             done_ns = gw_now_ns();
         }
-        if ((want_cancel || timed_out) && !cancel_sent && !gw_job_final(j->state)) {
+        if (stalled && !cancel_sent) gw_warn("job=%s vm=%s: no progress for %llu s: cancelling the migration", j->id,
+                                             j->vm, STALL_NS / 1000000000ull);
+        if ((want_cancel || timed_out || stalled) && !cancel_sent && !gw_job_final(j->state)) {
             Godwit__V1__RunnerReply *rep = NULL;
             gw_runner_op(m->sock, GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION, &rep, 5000);
             if (rep) godwit__v1__runner_reply__free_unpacked(rep, NULL);
@@ -224,13 +238,30 @@ static void follow(struct mig *m)
             snprintf(m->last_state, sizeof m->last_state, "%s", st->state ? st->state : "");
             if (st->migration) gw_job_take_progress(j, st->migration);
             const char *ph = st->migration && st->migration->phase ? st->migration->phase : "";
+            uint64_t sent = st->migration ? st->migration->sent_bytes : 0;
+            if (sent != last_sent) { last_sent = sent; moved_ns = gw_now_ns(); }
+            /* A bandwidth limit spaces progress updates out: allow three 4 MiB batches more. */
+            uint64_t bw = j->policy.bandwidth_limit_bytes_per_s;
+            uint64_t stall_ns = STALL_NS + (bw ? 3 * (4ull << 20) * 1000000000ull / bw : 0);
+            if (sent == last_sent && !strcmp(m->last_state, "migrating") && gw_now_ns() - moved_ns > stall_ns)
+                stalled = true;
             if (gw_job_final(j->state)) {
                 /* Succeeded: waiting for the runner to leave (it lingers ~1.5 s). */
             } else if (!strcmp(ph, "completed") || !strcmp(m->last_state, "migrated")) {
                 gw_job_set_state(j, GODWIT__V1__JOB__STATE__SUCCEEDED, "VM now runs on the destination");
+            } else if (!strcmp(ph, "in-doubt")) {
+                /* GO went out, RUNNING never came back: the VM may run there. It stays
+                 * paused here; owner.c asks the destination and ends the job. */
+                done = true;
+                m->in_doubt = true;
+                snprintf(j->error, sizeof j->error, "%s", st->migration_error ? st->migration_error : "hand-over in doubt");
             } else if (!strcmp(ph, "failed") || !strcmp(ph, "cancelled")) {
                 done = true;
-                if (!strcmp(ph, "cancelled") || (cancel_sent && !timed_out)) {
+                if (stalled && !want_cancel) {
+                    fail(m, GODWIT__V1__JOB__STATE__FAILED, "no progress for %llu s: the destination %s stopped taking "
+                         "data (stalled); the migration was cancelled and the VM runs on %s",
+                         STALL_NS / 1000000000ull, j->destination, m->d->cfg.hostname);
+                } else if (!strcmp(ph, "cancelled") || (cancel_sent && !timed_out)) {
                     fail(m, GODWIT__V1__JOB__STATE__CANCELLED, "cancelled; the VM keeps running on %s",
                          m->d->cfg.hostname);
                 } else if (timed_out) {
@@ -258,6 +289,19 @@ static void finish(struct mig *m)
     rec->migrating_out = false;
     rec->busy = false;
     d->running_migrations--;
+    if (m->in_doubt) {
+        gw_owner_in_doubt(d, rec, m->j->destination, m->j->id, m->j->error);
+        return;
+    }
+    if (m->j->state != GODWIT__V1__JOB__STATE__SUCCEEDED && !rec->proc.pid && rec->exit_seq != m->exit_seq) {
+        /* The runner left: its hand-over record says whether the VM moved or is in doubt. */
+        enum gw_settle s = gw_owner_settle_exit(d, rec);
+        if (s != GW_SETTLE_NONE) {
+            m->outcome = 0;   /* the job was ended (moved) or is left to the resolver */
+            pthread_cond_broadcast(&d->cond);
+            return;
+        }
+    }
     if (m->j->state == GODWIT__V1__JOB__STATE__SUCCEEDED) {
         gw_info("vm=%s job=%s: migrated to %s", rec->name, m->j->id, m->j->destination);
         if (rec->proc.pidfd >= 0) {   /* only on shutdown paths: never leave a watched fd behind */
@@ -270,6 +314,10 @@ static void finish(struct mig *m)
     } else if (rec->proc.pid) {
         rec->state = GODWIT__V1__VM__STATE__RUNNING;
         gw_vm_persist(d, rec);
+        /* Whoever reads the job must learn where the VM is. */
+        size_t n = strlen(m->j->error);
+        if (m->outcome && !strstr(m->j->error, d->cfg.hostname) && n < sizeof m->j->error - 1)
+            snprintf(m->j->error + n, sizeof m->j->error - n, "; the VM runs on %s", d->cfg.hostname);
     } else if (rec->exit_seq != m->exit_seq) {
         char why[200];
         snprintf(why, sizeof why, "runner %s during a migration", rec->exit_why);
@@ -299,6 +347,7 @@ static void *job_main(void *arg)
     gw_vm_persist(d, rec);
     d->running_migrations++;
     memcpy(m->sock, rec->control, sizeof m->sock);
+    gw_handover_path(d, rec->name, m->record, sizeof m->record);
     m->exit_seq = rec->exit_seq;
     snprintf(j->phase, sizeof j->phase, "prepare");
     gw_job_set_state(j, GODWIT__V1__JOB__STATE__RUNNING, "preparing the destination");
@@ -323,19 +372,20 @@ static void *job_main(void *arg)
     if (!prepare_destination(m, &req) && !start_runner(m)) follow(m);
 
     pthread_mutex_lock(&d->lock);
-    if (!gw_job_final(j->state) && !m->outcome && !d->stopping)
+    if (!gw_job_final(j->state) && !m->outcome && !m->in_doubt && !d->stopping)
         fail(m, GODWIT__V1__JOB__STATE__FAILED, "the migration ended without an outcome");
     /* Shutting down: leave the migration to the runners and the job open in the database
      * (the next daemon reports it interrupted); cancelling it would turn a daemon restart
      * into a failed migration. */
     if (d->stopping && !gw_job_final(j->state)) goto out;
-    bool failed = m->outcome != 0;
-    if (failed && m->url_prepared) {
+    /* finish() first: a runner that left may have handed the VM over (or be in doubt), and
+     * then the destination must not be told to drop it. */
+    finish(m);
+    if (m->outcome && m->url_prepared) {
         pthread_mutex_unlock(&d->lock);
         abort_destination(m);
         pthread_mutex_lock(&d->lock);
     }
-    finish(m);
 out:
     if (m->outcome && !gw_job_final(j->state)) gw_job_set_state(j, m->outcome, j->error);
     j->has_thread = false;

@@ -9,6 +9,7 @@
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/daemon/daemon.h"
+#include "engine/daemon/db.h"
 
 static int send_job(struct gw_grpc_call *call, const struct gw_job *j, const ProtobufCMessageDescriptor *desc)
 {
@@ -55,6 +56,15 @@ static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
         code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s is not running (or busy)", req->vm);
         goto out;
     }
+    /* The runner's own run state, as of its last status (within a second): it would refuse
+     * the migration of a paused VM (a rolled-back migration would resume it). */
+    if (rec->runner_state[0] && strcmp(rec->runner_state, "running")) {
+        char by[48] = "";
+        if (rec->paused_by[0]) snprintf(by, sizeof by, " (paused by %.30s)", rec->paused_by);
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s is %s in its runner%s: resume it first",
+                                  req->vm, rec->runner_state, by);
+        goto out;
+    }
     for (j = d->jobs; j; j = j->next) {
         if (!gw_job_final(j->state) && !strcmp(j->vm, req->vm)) {
             code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s already has job %s", req->vm, j->id);
@@ -77,6 +87,7 @@ static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     send_job(call, j, &godwit__v1__migrate_vm_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the job is durable */
     return code;
 }
 
@@ -166,6 +177,7 @@ static int cancel_job(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
         send_job(call, j, &godwit__v1__cancel_job_response__descriptor);
     }
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the job is durable */
     return code;
 }
 

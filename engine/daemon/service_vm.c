@@ -47,8 +47,17 @@ static int check_create(struct gw_grpc_call *call, const Godwit__V1__CreateVmReq
         return gw_grpc_call_error(call, GW_GRPC_UNIMPLEMENTED, "Linux guests (boot) and networks (net) "
                                   "are not managed by the daemon yet: run them with godwit-vm run --kernel/--net");
     const Godwit__V1__RestartPolicy *rp = req->restart_policy;
-    if (rp && (rp->kind < 0 || rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS || rp->backoff_ms > 3600000))
-        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "bad restart policy");
+    if (rp && (rp->kind < 0 || rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS))
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "restart_policy.kind %d is unknown", (int)rp->kind);
+    if (rp && rp->backoff_ms > 3600000)
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "restart_policy.backoff_ms must be at most 3600000");
+    /* A VM larger than the host's RAM could never run here: say so now, not at StartVm. */
+    struct sysinfo si;
+    uint64_t mem = req->memory_bytes ? req->memory_bytes : GW_DEFAULT_MEMORY;
+    if (!sysinfo(&si) && mem > (uint64_t)si.totalram * si.mem_unit)
+        return gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "memory_bytes %llu MiB exceeds the host's %llu MiB of RAM",
+                                  (unsigned long long)(mem >> 20),
+                                  (unsigned long long)((uint64_t)si.totalram * si.mem_unit >> 20));
     return GW_GRPC_OK;
 }
 
@@ -98,9 +107,9 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
         code = gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "VM name %s: %s", req->name, strerror(-r));
         goto out;
     }
-    rec->memory_bytes = req->memory_bytes ? req->memory_bytes : 256ull << 20;
-    rec->vcpus = req->vcpus ? req->vcpus : 1;
-    snprintf(rec->guest, sizeof rec->guest, "%s", req->guest[0] ? req->guest : "idle:ws=16M");
+    rec->memory_bytes = req->memory_bytes ? req->memory_bytes : GW_DEFAULT_MEMORY;
+    rec->vcpus = req->vcpus ? req->vcpus : GW_DEFAULT_VCPUS;
+    snprintf(rec->guest, sizeof rec->guest, "%s", req->guest[0] ? req->guest : GW_DEFAULT_GUEST);
     snprintf(rec->disk, sizeof rec->disk, "%s", req->disk_path);
     if (req->restart_policy) {
         rec->restart_kind = req->restart_policy->kind;
@@ -121,6 +130,7 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     if (!code) send_vm(call, d, rec, &godwit__v1__create_vm_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the change is durable */
     return code;
 }
 
@@ -131,6 +141,8 @@ static int lookup(struct gw_grpc_call *call, struct gw_daemon *d, const char *na
     if (!name[0]) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "a VM name is required");
     *out = gw_vm_find(d, name);
     if (!*out) return gw_grpc_call_error(call, GW_GRPC_NOT_FOUND, "no VM named %s", name);
+    if (idle && (*out)->state == GODWIT__V1__VM__STATE__IN_DOUBT)
+        return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s: %s", name, (*out)->error);
     if (idle && ((*out)->busy || (*out)->incoming))
         return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s is busy (%s)", name,
                                   (*out)->migrating_out ? "migrating" : (*out)->incoming ? "arriving"
@@ -147,12 +159,20 @@ static int start_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void
     int code = lookup(call, d, req->name, true, &rec);
     if (!code && rec->proc.pid)
         code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s is already running", req->name);
+    char record[1200];
+    if (!code) gw_handover_path(d, rec->name, record, sizeof record);
+    if (!code && !access(record, F_OK))
+        /* Its last runner handed it to another host (or left it in doubt): a start here
+         * would make a second copy. */
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s was handed over to another host "
+                                  "(record %s); it does not run here", req->name, record);
     if (!code) {
         rec->restart_at_ns = 0;
         code = start_locked(call, d, rec);
     }
     if (!code) send_vm(call, d, rec, &godwit__v1__start_vm_response__descriptor);
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the change is durable */
     return code;
 }
 
@@ -189,6 +209,7 @@ static int stop_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void 
     send_vm(call, d, rec, &godwit__v1__stop_vm_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the change is durable */
     return code;
 }
 
@@ -240,6 +261,7 @@ static int delete_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     gw_grpc_call_send(call, &resp.base);
 out:
     pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);   /* answer only once the change is durable */
     return code;
 }
 
@@ -305,7 +327,7 @@ static int list_vms(struct gw_grpc_call *call, const ProtobufCMessage *msg, void
     Godwit__V1__ListVmsResponse resp = GODWIT__V1__LIST_VMS_RESPONSE__INIT;
     struct vm_list l;
     int code = GW_GRPC_OK;
-    if ((unsigned)req->state > GODWIT__V1__VM__STATE__CRASHED)
+    if ((unsigned)req->state > GODWIT__V1__VM__STATE__IN_DOUBT)
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "unknown VM state %d", (int)req->state);
     pthread_mutex_lock(&d->lock);
     if (vm_list_build(d, req->state, &l)) code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "out of memory");

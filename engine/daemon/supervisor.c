@@ -73,29 +73,42 @@ static void exit_state(struct gw_daemon *d, const char *name, char *out, size_t 
     if (gw_json_get_str(line, "state", out, len)) out[0] = 0;
 }
 
+/* Lock held on entry and return; dropped around the file system work and the spawn itself
+ * (the daemon's lock is never held across a process spawn). rec is marked busy meanwhile,
+ * which keeps it alive and its name, guest, disk and socket path (argv points into them)
+ * unchanged. */
 static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, const int *pass_fds,
                       unsigned npass, char *err, size_t errlen)
 {
-    char dir[1024], out[1100], log[1100];
+    char dir[1024], out[1100], log[1100], name[sizeof rec->name];
     gw_vm_dir(d, rec->name, dir, sizeof dir);
-    if (mkdir(dir, 0700) && errno != EEXIST) {
-        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-        return -errno;
-    }
     snprintf(out, sizeof out, "%s/runner.out", dir);
     snprintf(log, sizeof log, "%s/runner.log", dir);
-    /* Fresh for every run: its first line (an incoming runner's "listening") and its last
-     * (the exit summary, "migrated" or not) must be this run's. */
-    unlink(out);
-    unlink(rec->control);   /* a stale socket must not pass for a live runner */
+    memcpy(name, rec->name, sizeof name);
+    bool was_busy = rec->busy;
+    rec->busy = true;
+    pthread_mutex_unlock(&d->lock);
+    int r = mkdir(dir, 0700) && errno != EEXIST ? -errno : 0;
+    if (r) snprintf(err, errlen, "%s: %s", dir, strerror(-r));
     struct gw_proc p;
-    int r = gw_proc_spawn(argv, out, log, pass_fds, npass, &p);
+    if (!r) {
+        /* Fresh for every run: its first line (an incoming runner's "listening") and its last
+         * (the exit summary, "migrated" or not) must be this run's. */
+        unlink(out);
+        unlink(rec->control);   /* a stale socket must not pass for a live runner */
+        r = gw_proc_spawn(argv, out, log, pass_fds, npass, &p);
+        if (r) snprintf(err, errlen, "cannot start %s: %s", argv[0], strerror(-r));
+    }
+    pthread_mutex_lock(&d->lock);
+    rec->busy = was_busy;
+    pthread_cond_broadcast(&d->cond);
     if (r) {
-        snprintf(err, errlen, "cannot start %s: %s", argv[0], strerror(-r));
+        gw_warn("vm=%s: %s", name, err);
         return r;
     }
     rec->proc = p;
     rec->ready = false;
+    rec->runner_state[0] = rec->paused_by[0] = 0;
     rec->stop_requested = false;
     rec->exit_code = -1;
     rec->exit_why[0] = 0;
@@ -127,6 +140,7 @@ int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t e
     argv[n++] = "--control"; argv[n++] = rec->control;
     argv[n++] = "--console"; argv[n++] = console;
     if (d->cfg.secret_file[0]) { argv[n++] = "--secret-file"; argv[n++] = d->cfg.secret_file; }
+    if (d->cfg.test_runner_fault[0]) { argv[n++] = "--test-fault"; argv[n++] = d->cfg.test_runner_fault; }
     argv[n++] = "--json";
     argv[n] = NULL;
     int r = spawn_argv(d, rec, argv, NULL, 0, err, errlen);
@@ -280,6 +294,14 @@ static void on_exit_(struct gw_daemon *d, struct gw_vm_rec *rec)
         if (!rec->busy) gw_sup_drop_incoming(d, rec);      /* the VM still lives on its source */
         return;
     }
+    /* Its hand-over record says what the exit means: the VM moved (never restart it here),
+     * or the move is in doubt (never run it here until settled). */
+    if (!rec->busy && gw_owner_settle_exit(d, rec) != GW_SETTLE_NONE) return;
+    if (!rec->busy && !strcmp(rec->exit_state, "in-doubt")) {
+        /* In doubt, but its record is missing: never run it here; the operator decides. */
+        gw_owner_in_doubt(d, rec, "", "", "its runner left with the hand-over in doubt and no record of it");
+        return;
+    }
     if (!strcmp(rec->exit_state, "migrated")) {
         /* Its migration completed although no job of ours followed it (the daemon restarted
          * meanwhile): the VM lives on the destination now and must not be restarted here. */
@@ -326,9 +348,15 @@ static void apply_status(struct gw_daemon *d, struct gw_vm_rec *rec, const Godwi
     if (!st) return;
     if (!rec->ready) pthread_cond_broadcast(&d->cond);
     rec->ready = true;
+    snprintf(rec->runner_state, sizeof rec->runner_state, "%s", st->state ? st->state : "");
+    snprintf(rec->paused_by, sizeof rec->paused_by, "%s", st->paused_by ? st->paused_by : "");
     if (st->counters) {
         rec->pages_written = st->counters->pages_written;
         rec->verify_errors = st->counters->verify_errors;
+    }
+    if (rec->orphan_migration && st->state) {
+        gw_owner_orphan_status(d, rec, st);
+        return;
     }
     if (rec->incoming && st->state && !strcmp(st->state, "running")) {
         rec->incoming = false;
@@ -360,6 +388,9 @@ static void tick(struct gw_daemon *d)
             char err[256];
             r->restarts++;
             gw_info("vm=%s: restart %llu per its policy", r->name, (unsigned long long)r->restarts);
+            /* The spawn drops the lock (r stays busy meanwhile): the list may change under
+             * us, so this round of the scan ends here; the next tick goes on. */
+            next = NULL;
             if (gw_sup_spawn(d, r, err, sizeof err)) {
                 r->restart_at_ns = 0;
                 snprintf(r->error, sizeof r->error, "restart failed: %.230s", err);
@@ -399,7 +430,6 @@ static void tick(struct gw_daemon *d)
 static void *sup_main(void *arg)
 {
     struct gw_daemon *d = arg;
-    gw_log_set_tag("godwitd");
     pthread_mutex_lock(&d->lock);
     while (!d->stopping) {
         pthread_mutex_unlock(&d->lock);
@@ -455,10 +485,14 @@ void gw_sup_reattach(struct gw_daemon *d)
     snprintf(bin, sizeof bin, "%s", d->cfg.runner);
     const char *base = basename(bin);
     pthread_mutex_lock(&d->lock);
-    for (struct gw_vm_rec *r = d->vms; r; r = r->next) {
+    for (struct gw_vm_rec *r = d->vms, *next; r; r = next) {
+        next = r->next;   /* settling may free r */
         pid_t pid = r->proc.pid;
-        bool live = r->state == GODWIT__V1__VM__STATE__RUNNING || r->state == GODWIT__V1__VM__STATE__MIGRATING;
+        bool migrating = r->state == GODWIT__V1__VM__STATE__MIGRATING, doubt = r->state == GODWIT__V1__VM__STATE__IN_DOUBT;
+        bool live = r->state == GODWIT__V1__VM__STATE__RUNNING || migrating || doubt;
+        bool arriving = r->incoming;
         r->proc = (struct gw_proc){.pidfd = -1};
+        r->incoming = false;
         if (!live) continue;
         struct gw_proc p;
         if (pid > 0 && !gw_proc_adopt(pid, base, r->control, &p)) {
@@ -466,18 +500,37 @@ void gw_sup_reattach(struct gw_daemon *d)
             r->ready = true;   /* it was up: a crash from now on follows the restart policy */
             /* A destination runner opens its control socket only once the VM has arrived:
              * one without a socket is still receiving, and a failure must not restart it
-             * here (the source still runs the VM). */
-            if (r->state == GODWIT__V1__VM__STATE__MIGRATING && access(r->control, F_OK)) {
+             * here (the source still runs the VM). One with a socket is followed by status:
+             * "running" makes the VM ours. */
+            /* Records of older daemons lack `arriving`: an incoming runner has no socket yet. */
+            if (migrating && (arriving || access(r->control, F_OK))) {
                 r->incoming = true;
                 gw_info("vm=%s: re-attached to incoming runner %d", r->name, pid);
+            } else if (migrating) {
+                /* A source runner may still be migrating: never call it running before its
+                 * status says so (it may belong to another host by now). */
+                r->orphan_migration = true;
+                gw_info("vm=%s: re-attached to runner %d, which was migrating the VM", r->name, pid);
+            } else if (doubt) {
+                gw_info("vm=%s: re-attached to runner %d holding an in-doubt VM", r->name, pid);
+                gw_owner_in_doubt(d, r, r->in_doubt_peer, r->in_doubt_job, r->error);
             } else {
-                r->state = GODWIT__V1__VM__STATE__RUNNING;
                 gw_info("vm=%s: re-attached to runner %d", r->name, pid);
             }
             continue;
         }
+        if (migrating && arriving) {
+            /* An incoming runner that ended while we were down: the VM never became ours
+             * (the source runs it) or, after GO, the source knows; never restart it here. */
+            gw_warn("vm=%s: incoming runner ended while the daemon was down; dropping the record", r->name);
+            gw_sup_drop_incoming(d, r);
+            continue;
+        }
+        if (gw_owner_settle_exit(d, r) != GW_SETTLE_NONE) continue;
+        if (doubt) { gw_owner_in_doubt(d, r, r->in_doubt_peer, r->in_doubt_job, r->error); continue; }
         r->ready = true;   /* it did run: the restart policy applies */
         gw_sup_crashed(d, r, "runner ended while the daemon was down");
     }
+    gw_owner_settle_jobs(d);
     pthread_mutex_unlock(&d->lock);
 }

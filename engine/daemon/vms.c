@@ -9,6 +9,7 @@
 #include "engine/common/log.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
+#include "engine/vm/vm_config.h"
 
 bool gw_vm_name_ok(const char *name)
 {
@@ -28,13 +29,15 @@ const char *gw_vm_config_invalid(const char *name, uint64_t memory, uint32_t vcp
 {
     if (!gw_vm_name_ok(name))
         return "VM name must be 1-63 characters of [A-Za-z0-9._-], not starting with . or -";
-    if (memory && (memory < GW_VM_MIN_MEMORY || memory > GW_VM_MAX_MEMORY || memory % 4096))
-        return "memory_bytes must be a multiple of 4 KiB between 16 MiB and 1 TiB";
-    if (vcpus > GW_VM_MAX_VCPUS) return "vcpus must be 1..64";
     if (strlen(guest) > GW_GUEST_SPEC_MAX) return "guest spec too long";
     for (const char *c = guest; *c; c++)
         if ((unsigned char)*c < 0x21 || (unsigned char)*c == 0x7f) return "guest spec must be printable, without spaces";
-    if (disk[0] && (disk[0] != '/' || strlen(disk) >= 512)) return "disk_path must be an absolute path under 512 bytes";
+    if (disk[0] && (disk[0] != '/' || strlen(disk) > GW_LIMIT_DISK_PATH_MAX))
+        return "disk_path must be an absolute path under 512 bytes";
+    static __thread char why[256];   /* per thread: handlers run on several */
+    if (gw_vm_config_check(memory ? memory : GW_DEFAULT_MEMORY, vcpus ? vcpus : GW_DEFAULT_VCPUS,
+                           guest[0] ? guest : GW_DEFAULT_GUEST, why, sizeof why))
+        return why;
     return NULL;
 }
 
@@ -110,6 +113,9 @@ void gw_vm_to_proto(const struct gw_daemon *d, const struct gw_vm_rec *r, Godwit
     vm->created_unix_ms = r->created_ms;
     vm->started_unix_ms = r->started_ms;
     vm->error = (char *)r->error;
+    vm->in_doubt_peer = (char *)r->in_doubt_peer;
+    vm->in_doubt_job = (char *)r->in_doubt_job;
+    vm->arriving = r->incoming;
 }
 
 int gw_vm_persist(struct gw_daemon *d, const struct gw_vm_rec *rec)
@@ -147,6 +153,9 @@ static void load_one(void *arg, const Godwit__V1__Vm *vm)
     r->created_ms = vm->created_unix_ms;
     r->started_ms = vm->started_unix_ms;
     snprintf(r->error, sizeof r->error, "%s", vm->error);
+    snprintf(r->in_doubt_peer, sizeof r->in_doubt_peer, "%s", vm->in_doubt_peer);
+    snprintf(r->in_doubt_job, sizeof r->in_doubt_job, "%s", vm->in_doubt_job);
+    r->incoming = vm->arriving;   /* re-attach checks it against the runner */
     /* The recorded pid is only a claim: gw_sup_reattach checks it. */
     r->proc.pid = vm->runner_pid;
     r->next = d->vms;

@@ -48,14 +48,18 @@ static void do_save(struct gw_runner *r, const Godwit__V1__RunnerSaveRequest *re
                     unsigned errlen, char *digest_hex)
 {
     if (!req->path || !*req->path) { snprintf(err, errlen, "save needs a path"); return; }
-    bool was_paused = gw_vm_is_paused(r->vm);
-    int rc = gw_vm_pause(r->vm);
+    /* The save holds its own pause: an operator's pause stays in force after it, and no
+     * other owner's resume can run the guest while the file is written. */
+    enum gw_run_state before = r->state;
+    int rc = gw_runner_hold(r, GW_PAUSE_SAVE);
     if (rc) { snprintf(err, errlen, "cannot pause the VM: %s", strerror(-rc)); return; }
+    r->state = GW_RUN_SAVING;
     struct gw_snapshot_stats stats;
     rc = gw_snapshot_save(r->vm, req->path, &stats, err, errlen);
     if (rc) {
         gw_error("save to %s failed: %s", req->path, err);
-        if (!was_paused) gw_vm_resume(r->vm); /* a failed save leaves the VM as it was */
+        r->state = before;
+        gw_runner_release(r, GW_PAUSE_SAVE); /* a failed save leaves the VM as it was */
         return;
     }
     gw_info("saved to %s: %llu MiB of data in %.1f ms", req->path,
@@ -69,8 +73,79 @@ static void do_save(struct gw_runner *r, const Godwit__V1__RunnerSaveRequest *re
     res->memory_digest = digest_hex;
     rep->save = res;
     rep->ok = true;
-    if (req->stop_after) { r->stop = true; r->suspended = true; }
-    else if (!was_paused) gw_vm_resume(r->vm);
+    if (req->stop_after) {
+        r->stop = true;
+        r->state = GW_RUN_SUSPENDED;   /* the file holds the VM now: it never runs here again */
+    } else {
+        r->state = before;
+        gw_runner_release(r, GW_PAUSE_SAVE);
+    }
+}
+
+static enum gw_run_op op_of(Godwit__V1__RunnerRequest__OpCase c)
+{
+    switch (c) {
+    case GODWIT__V1__RUNNER_REQUEST__OP_PAUSE: return GW_OP_PAUSE;
+    case GODWIT__V1__RUNNER_REQUEST__OP_RESUME: return GW_OP_RESUME;
+    case GODWIT__V1__RUNNER_REQUEST__OP_SAVE: return GW_OP_SAVE;
+    case GODWIT__V1__RUNNER_REQUEST__OP_STOP: return GW_OP_STOP;
+    case GODWIT__V1__RUNNER_REQUEST__OP_MIGRATE: return GW_OP_MIGRATE;
+    case GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION: return GW_OP_CANCEL_MIGRATION;
+    case GODWIT__V1__RUNNER_REQUEST__OP_RESOLVE: return GW_OP_RESOLVE;
+    case GODWIT__V1__RUNNER_REQUEST__OP_BACKUP: return GW_OP_BACKUP;
+    default: return GW_OP_STATUS;
+    }
+}
+
+/* Runs one checked request; the reply's ok and err say how it went. */
+static void dispatch(struct gw_runner *r, const Godwit__V1__RunnerRequest *req, Godwit__V1__RunnerReply *rep,
+                     Godwit__V1__RunnerSaveResult *save_res, struct gw_backup_result *backup_res, char *err,
+                     unsigned errlen, char *digest_hex)
+{
+    int rc;
+    switch (req->op_case) {
+    case GODWIT__V1__RUNNER_REQUEST__OP_STATUS:
+        rep->ok = true;
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_PAUSE:
+        rc = gw_runner_hold(r, GW_PAUSE_OPERATOR);
+        rep->ok = rc == 0;
+        if (rc) snprintf(err, errlen, "pause failed: %s", strerror(-rc));
+        else r->state = GW_RUN_PAUSED;
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_RESUME:
+        rc = gw_runner_release(r, GW_PAUSE_OPERATOR);
+        rep->ok = rc == 0;
+        if (rc) snprintf(err, errlen, "resume failed: the VM has failed");
+        else r->state = GW_RUN_RUNNING;
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_SAVE:
+        do_save(r, req->save, rep, save_res, err, errlen, digest_hex);
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_STOP:
+        /* A running migration is cancelled by the main loop's exit path (honoured before GO;
+         * after GO the migration's own outcome stands). */
+        r->stop = true;
+        rep->ok = true;
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_MIGRATE:
+        rep->ok = gw_runner_migrate(r, req->migrate, err, errlen) == 0;
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION:
+        gw_precopy_cancel(r->migration);
+        rep->ok = true;
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_RESOLVE:
+        rep->ok = gw_runner_resolve(r, req->resolve && req->resolve->keep_source, err, errlen) == 0;
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_BACKUP:
+        rep->ok = gw_runner_backup(r, req->backup, backup_res, err, errlen) == 0;
+        if (rep->ok) rep->backup = &backup_res->pb;
+        break;
+    default:
+        snprintf(err, errlen, "unknown request");
+        break;
+    }
 }
 
 void gw_runner_control_serve(struct gw_runner *r)
@@ -90,42 +165,12 @@ void gw_runner_control_serve(struct gw_runner *r)
     Godwit__V1__RunnerSaveResult save_res;
     char err[512] = "", digest_hex[33];
     struct gw_backup_result backup_res;
-    switch (req->op_case) {
-    case GODWIT__V1__RUNNER_REQUEST__OP_STATUS:
-        rep.ok = true;
-        break;
-    case GODWIT__V1__RUNNER_REQUEST__OP_PAUSE:
-        rc = gw_vm_pause(r->vm);
-        rep.ok = rc == 0;
-        if (rc) snprintf(err, sizeof err, "pause failed: %s", strerror(-rc));
-        break;
-    case GODWIT__V1__RUNNER_REQUEST__OP_RESUME:
-        rc = gw_vm_resume(r->vm);
-        rep.ok = rc == 0;
-        if (rc) snprintf(err, sizeof err, "resume failed: the VM has failed");
-        break;
-    case GODWIT__V1__RUNNER_REQUEST__OP_SAVE:
-        do_save(r, req->save, &rep, &save_res, err, sizeof err, digest_hex);
-        break;
-    case GODWIT__V1__RUNNER_REQUEST__OP_STOP:
-        r->stop = true;
-        rep.ok = true;
-        break;
-    case GODWIT__V1__RUNNER_REQUEST__OP_MIGRATE:
-        rep.ok = gw_runner_migrate(r, req->migrate, err, sizeof err) == 0;
-        break;
-    case GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION:
-        if (r->migration) { gw_precopy_cancel(r->migration); rep.ok = true; }
-        else snprintf(err, sizeof err, "no migration is running");
-        break;
-    case GODWIT__V1__RUNNER_REQUEST__OP_BACKUP:
-        rep.ok = gw_runner_backup(r, req->backup, &backup_res, err, sizeof err) == 0;
-        if (rep.ok) rep.backup = &backup_res.pb;
-        break;
-    default:
-        snprintf(err, sizeof err, "unknown request");
-        break;
-    }
+    /* Whatever finished since the last request counts before this one is checked. */
+    gw_runner_poll_migration(r);
+    if (req->op_case == GODWIT__V1__RUNNER_REQUEST__OP__NOT_SET) snprintf(err, sizeof err, "unknown request");
+    else if (!gw_run_check(r->state, op_of(req->op_case), err, sizeof err))
+        dispatch(r, req, &rep, &save_res, &backup_res, err, sizeof err, digest_hex);
+    else gw_info("control: %s (state %s)", err, gw_run_state_name(r->state));
     gw_runner_poll_migration(r);
     gw_runner_fill_status(r, &st, &counters);
     rep.status = &st;

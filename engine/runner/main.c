@@ -8,6 +8,7 @@
  *   godwit-vm restore --file SNAP [--disk FILE] [--seconds N] [--json] [--control SOCK]
  *   godwit-vm save --control SOCK --file SNAP [--stop]
  *   godwit-vm status|pause|resume|stop --control SOCK [--json]
+ *   godwit-vm resolve --control SOCK --keep-source|--keep-destination [--json]
  *   godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...]  --secret-file F [--control SOCK]
  *                      [--name NAME] [--disk FILE] [--seconds N] [--json] [TLS]
  *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]
@@ -61,10 +62,11 @@ struct opts {
     unsigned vcpus;
     int fds[GW_INCOMING_MAX_FDS];   /* --fd, repeated: every stream of a handed-over session */
     unsigned nfds;
-    bool json, stop_after, wait, auto_converge;
     bool name_set;
     const char *from_vm, *backup_id;   /* restore-backup */
     Godwit__V1__StoreSpec store;
+    int test_fault;                 /* enum gw_mig_fault, GODWIT_TEST_HOOKS builds only */
+    bool json, stop_after, wait, auto_converge, keep_source, keep_destination;
 };
 
 static void usage(FILE *f)
@@ -77,6 +79,7 @@ static void usage(FILE *f)
             "       godwit-vm restore --file SNAPSHOT [--disk FILE] [--seconds N] [--json] [--control SOCK]\n"
             "       godwit-vm save --control SOCK --file SNAPSHOT [--stop]\n"
             "       godwit-vm status|pause|resume|stop --control SOCK [--json]\n"
+            "       godwit-vm resolve --control SOCK --keep-source|--keep-destination [--json]\n"
             "       godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...] --secret-file F [--control SOCK]\n"
             "                          [--name NAME] [--disk FILE]\n"
             "                          [--seconds N] [--json] [TLS]\n"
@@ -105,6 +108,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
         {"tls", 1, 0, 't'}, {"tls-cert", 1, 0, '1'}, {"tls-key", 1, 0, '2'}, {"tls-ca", 1, 0, '3'},
+        {"keep-source", 0, 0, 'K' + 257}, {"keep-destination", 0, 0, 'K' + 256},
+#ifdef GODWIT_TEST_HOOKS
+        {"test-fault", 1, 0, 'X'},
+#endif
         {0},
     };
     *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1};
@@ -154,6 +161,19 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'i': o->initrd = optarg; break;
         case 'l': o->cmdline = optarg; break;
         case 'e': o->net = optarg; break;
+        case 'K' + 257: o->keep_source = true; break;
+        case 'K' + 256: o->keep_destination = true; break;
+#ifdef GODWIT_TEST_HOOKS
+        case 'X':
+            /* Test builds only: a fault injected into this runner's outgoing migrations. */
+            if (!strcmp(optarg, "close-before-commit")) o->test_fault = GW_FAULT_CLOSE_BEFORE_COMMIT;
+            else if (!strcmp(optarg, "close-after-ready")) o->test_fault = GW_FAULT_CLOSE_AFTER_READY;
+            else if (!strcmp(optarg, "corrupt-digest")) o->test_fault = GW_FAULT_CORRUPT_DIGEST;
+            else if (!strcmp(optarg, "drop-go")) o->test_fault = GW_FAULT_DROP_GO;
+            else if (!strcmp(optarg, "close-after-go")) o->test_fault = GW_FAULT_CLOSE_AFTER_GO;
+            else { fprintf(stderr, "godwit-vm: unknown --test-fault '%s'\n", optarg); return -1; }
+            break;
+#endif
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
@@ -196,6 +216,7 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
     struct gw_runner r = {.vm = vm, .started_ns = gw_now_ns(), .listen_fd = -1};
     if (o->secret_file) snprintf(r.secret_file, sizeof r.secret_file, "%s", o->secret_file);
     if (arrived) { r.last_mig = *arrived; r.incoming = true; }
+    r.test_fault = o->test_fault;
     if (o->control) {
         int rc = gw_runner_control_open(&r, o->control);
         if (rc) {
@@ -207,8 +228,11 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
     int rc = arrived ? 0 : gw_vm_start(vm);
     if (!rc) gw_runner_loop(&r, o->seconds);
     if (r.migration) { gw_precopy_cancel(r.migration); while (r.migration) { usleep(10000); gw_runner_poll_migration(&r); } }
-    if (!r.suspended && !r.migrated) gw_vm_pause(vm); /* freeze the counters we are about to print */
-    r.finished = true;
+    /* Freeze the counters we are about to print. A migrated or in-doubt VM stays paused. */
+    if (r.state == GW_RUN_RUNNING || r.state == GW_RUN_PAUSED || r.state == GW_RUN_MIGRATING) {
+        gw_runner_hold(&r, GW_PAUSE_OPERATOR);
+        r.state = GW_RUN_STOPPED;
+    }
     gw_runner_print_summary(&r, o->json, extra_json);
     gw_runner_control_close(&r);
     char msg[256];
@@ -519,12 +543,21 @@ static int cmd_client(const char *verb, const struct opts *o)
     Godwit__V1__RunnerResumeRequest rs = GODWIT__V1__RUNNER_RESUME_REQUEST__INIT;
     Godwit__V1__RunnerStopRequest sp = GODWIT__V1__RUNNER_STOP_REQUEST__INIT;
     Godwit__V1__RunnerSaveRequest sv = GODWIT__V1__RUNNER_SAVE_REQUEST__INIT;
+    Godwit__V1__RunnerResolveRequest rv = GODWIT__V1__RUNNER_RESOLVE_REQUEST__INIT;
     char cwd[2048], abs[4096]; /* outlives the request that points into it */
     if (!strcmp(verb, "status")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_STATUS; req.status = &s; }
     else if (!strcmp(verb, "pause")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_PAUSE; req.pause = &p; }
     else if (!strcmp(verb, "resume")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_RESUME; req.resume = &rs; }
     else if (!strcmp(verb, "stop")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_STOP; req.stop = &sp; }
-    else {
+    else if (!strcmp(verb, "resolve")) {
+        if (o->keep_source == o->keep_destination) {
+            fprintf(stderr, "godwit-vm: resolve needs exactly one of --keep-source and --keep-destination\n");
+            return EXIT_USAGE;
+        }
+        rv.keep_source = o->keep_source;
+        req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_RESOLVE;
+        req.resolve = &rv;
+    } else {
         if (!o->file) { fprintf(stderr, "godwit-vm: save needs --file\n"); return EXIT_USAGE; }
         /* The runner may run elsewhere: hand it an absolute path. */
         if (o->file[0] != '/' && !getcwd(cwd, sizeof cwd)) { perror("godwit-vm: getcwd"); return EXIT_USAGE; }
@@ -547,8 +580,8 @@ static int cmd_client(const char *verb, const struct opts *o)
     if (o->json) {
         printf("{\"ok\":%s,\"error\":", rep->ok ? "true" : "false");
         gw_json_str(stdout, rep->error);
-        printf(",\"state\":\"%s\",\"guest_ready\":%s", st && st->state ? st->state : "",
-               st && st->guest_ready ? "true" : "false");
+        printf(",\"state\":\"%s\",\"paused_by\":\"%s\",\"guest_ready\":%s", st && st->state ? st->state : "",
+               st && st->paused_by ? st->paused_by : "", st && st->guest_ready ? "true" : "false");
         if (c) printf(",\"guest_pages_written\":%llu,\"guest_verify_errors\":%llu,\"guest_pages_verified\":%llu",
                       (unsigned long long)c->pages_written, (unsigned long long)c->verify_errors,
                       (unsigned long long)c->pages_verified);
@@ -588,7 +621,7 @@ int main(int argc, char **argv)
     if (!strcmp(verb, "restore-backup")) { block_term_signals(); return cmd_restore_backup(&o); }
     if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
     if (!strcmp(verb, "save") || !strcmp(verb, "status") || !strcmp(verb, "pause") ||
-        !strcmp(verb, "resume") || !strcmp(verb, "stop"))
+        !strcmp(verb, "resume") || !strcmp(verb, "stop") || !strcmp(verb, "resolve"))
         return cmd_client(verb, &o);
     fprintf(stderr, "godwit-vm: unknown command '%s'\n", verb);
     usage(stderr);

@@ -40,9 +40,8 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
     st->guest_ready = r->vm->ready_vcpus >= r->vm->nvcpus;
     pthread_mutex_unlock(&r->vm->lock);
     int fatal = gw_vm_fatal(r->vm, r->status_err, sizeof r->status_err);
-    st->state = fatal ? "failed" : r->migrated ? "migrated" : r->suspended ? "suspended"
-                : r->finished ? "stopped" : r->migration ? "migrating"
-                : gw_vm_is_paused(r->vm) ? "paused" : "running";
+    st->state = (char *)gw_run_state_name(fatal ? GW_RUN_FAILED : r->state);
+    st->paused_by = (char *)gw_pause_owners_name(r->pause_owners);
     /* Migration progress, in the API's JobProgress shape. */
     const struct gw_mig_progress *m = &r->last_mig;
     if (m->phase != GW_MIG_NONE) {
@@ -135,6 +134,23 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
     fflush(stdout);
 }
 
+int gw_runner_hold(struct gw_runner *r, unsigned owner)
+{
+    unsigned before = r->pause_owners;
+    r->pause_owners |= owner;
+    if (before) return 0;
+    int rc = gw_vm_pause(r->vm);
+    if (rc) r->pause_owners = before;
+    return rc;
+}
+
+int gw_runner_release(struct gw_runner *r, unsigned owner)
+{
+    if (!(r->pause_owners & owner)) return 0;
+    r->pause_owners &= ~owner;
+    return r->pause_owners ? 0 : gw_vm_resume(r->vm);
+}
+
 int gw_runner_loop(struct gw_runner *r, uint64_t seconds)
 {
     sigset_t set;
@@ -156,7 +172,7 @@ int gw_runner_loop(struct gw_runner *r, uint64_t seconds)
         }
         if (n > 0 && r->listen_fd >= 0 && (p[1].revents & POLLIN)) gw_runner_control_serve(r);
         gw_runner_poll_migration(r);
-        if (r->migrated && gw_now_ns() >= r->linger_until_ns) break;
+        if (r->state == GW_RUN_MIGRATED && gw_now_ns() >= r->linger_until_ns) break;
         if (gw_vm_wait(r->vm, 0)) break;
         if (deadline && gw_now_ns() >= deadline) break;
     }

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/runner/run_state.h"
 #include "engine/vm/vm.h"
 #include "precopy/migration_progress.h"
 #include "godwit/v1/runner.pb-c.h"
@@ -16,16 +17,21 @@ struct gw_runner {
     int listen_fd;            /* control socket, -1 when none */
     char control_path[108];
     bool stop;                /* leave the main loop */
-    bool suspended;           /* saved with stop_after */
-    bool finished;            /* the main loop ended; the VM is frozen for the summary */
+    enum gw_run_state state;  /* what the VM is doing; every control op is checked against it */
+    unsigned pause_owners;    /* enum gw_pause_owner bits: who holds the VM paused */
     int exit_code;
     char status_err[256];     /* backing store for RunnerStatus.error */
     char secret_file[4096];   /* default cluster secret for migrations ("" = none) */
     struct gw_precopy *migration;     /* outgoing migration in progress, owned */
     struct gw_mig_progress last_mig;  /* progress of the latest migration (in or out) */
-    bool migrated;            /* the VM now runs elsewhere: leave without resuming it */
     uint64_t linger_until_ns; /* after migrating away, keep answering status until then */
     bool incoming;            /* this VM arrived by migration */
+    int test_fault;           /* enum gw_mig_fault: set only by --test-fault (GODWIT_TEST_HOOKS) */
+    /* The outgoing migration's hand-over record (RunnerMigrateRequest.record_path...). */
+    char record_path[1024];
+    char job_id[64];
+    char peer[256];
+    char mig_url[600];
     Godwit__V1__JobProgress status_mig;        /* backing store for RunnerStatus.migration */
     Godwit__V1__PagesByEncoding status_pages;
 };
@@ -33,6 +39,15 @@ struct gw_runner {
 /* Reads a cluster secret file (trailing whitespace dropped) into buf; returns its length or
  * -errno (-EINVAL when shorter than 32 bytes, GW_SEC_MIN_SECRET). */
 int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap);
+
+/* Takes / releases one pause owner's hold: the VM is paused while any owner holds it.
+ * 0 or -errno (the VM failed). */
+int gw_runner_hold(struct gw_runner *r, unsigned owner);
+int gw_runner_release(struct gw_runner *r, unsigned owner);
+
+/* Ends an in-doubt hand-over: keep_source resumes the VM here, else the runner leaves as
+ * "migrated". Fills err on failure. */
+int gw_runner_resolve(struct gw_runner *r, bool keep_source, char *err, size_t errlen);
 
 /* Starts an outgoing migration from a control request; fills err on failure. */
 int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateRequest *req, char *err, size_t errlen);

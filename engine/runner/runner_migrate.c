@@ -10,6 +10,7 @@
 
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/runner/handover.h"
 #include "engine/runner/runner.h"
 #include "engine/transport/tls.h"
 #include "precopy/precopy_source.h"
@@ -26,25 +27,15 @@ int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap)
     return n < (ssize_t)GW_SEC_MIN_SECRET ? -EINVAL : (int)n;
 }
 
-static enum gw_mig_fault fault_from_env(void)
-{
-    const char *f = getenv("GODWIT_FAULT");
-    if (!f) return GW_FAULT_NONE;
-    if (!strcmp(f, "close-before-commit")) return GW_FAULT_CLOSE_BEFORE_COMMIT;
-    if (!strcmp(f, "close-after-ready")) return GW_FAULT_CLOSE_AFTER_READY;
-    if (!strcmp(f, "corrupt-digest")) return GW_FAULT_CORRUPT_DIGEST;
-    return GW_FAULT_NONE;
-}
-
 int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateRequest *req, char *err, size_t errlen)
 {
-    if (r->migration) { snprintf(err, errlen, "a migration is already running"); return -EALREADY; }
-    if (r->migrated) { snprintf(err, errlen, "the VM has already migrated away"); return -EALREADY; }
     char why[256];
     if (gw_vm_fatal(r->vm, why, sizeof why)) { snprintf(err, errlen, "the VM has failed: %s", why); return -ESRCH; }
     if (!req->destination || !*req->destination) { snprintf(err, errlen, "migrate needs a destination"); return -EINVAL; }
     const Godwit__V1__MigrationPolicy *pol = req->policy;
-    struct gw_precopy_params p = {.url = req->destination, .fault = fault_from_env()};
+    /* Test builds (GODWIT_TEST_HOOKS) may carry a fault from --test-fault; production
+     * runners have no way to set one. */
+    struct gw_precopy_params p = {.url = req->destination, .fault = (enum gw_mig_fault)r->test_fault};
     if (pol) {
         if (pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__POSTCOPY ||
             pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID) {
@@ -98,7 +89,48 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
     rc = gw_precopy_start(r->vm, &p, &r->migration);
     memset(secret, 0, sizeof secret);
     if (rc) { snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc)); return rc; }
-    gw_info("vm %s: migrating to %s", r->vm->name, req->destination);
+    r->state = GW_RUN_MIGRATING;
+    snprintf(r->record_path, sizeof r->record_path, "%s", req->record_path ? req->record_path : "");
+    snprintf(r->job_id, sizeof r->job_id, "%s", req->job_id ? req->job_id : "");
+    snprintf(r->peer, sizeof r->peer, "%s", req->peer ? req->peer : "");
+    snprintf(r->mig_url, sizeof r->mig_url, "%s", req->destination);
+    gw_info("vm %s: migrating to %s%s%s", r->vm->name, req->destination, r->job_id[0] ? " job=" : "", r->job_id);
+    return 0;
+}
+
+/* Leaves the hand-over record for the daemon (see handover.h). A failure is logged: the
+ * runner's exit summary still says the same, but a daemon restart would not know. */
+static void write_record(struct gw_runner *r, const char *state)
+{
+    if (!r->record_path[0]) return;
+    Godwit__V1__HandoverRecord rec = GODWIT__V1__HANDOVER_RECORD__INIT;
+    rec.state = (char *)state;
+    rec.vm = r->vm->name;
+    rec.job_id = r->job_id;
+    rec.peer = r->peer;
+    rec.destination = r->mig_url;
+    rec.unix_ms = gw_wall_ns() / 1000000;
+    rec.error = r->last_mig.error;
+    int rc = gw_handover_write(r->record_path, &rec);
+    if (rc) gw_error("vm %s: cannot write the hand-over record %s: %s", r->vm->name, r->record_path, strerror(-rc));
+}
+
+int gw_runner_resolve(struct gw_runner *r, bool keep_source, char *err, size_t errlen)
+{
+    if (keep_source) {
+        /* The destination never started the VM: this copy is the only one. */
+        int rc = gw_runner_release(r, GW_PAUSE_IN_DOUBT);
+        if (rc) { snprintf(err, errlen, "cannot resume the VM: %s", strerror(-rc)); return rc; }
+        r->state = GW_RUN_RUNNING;
+        if (r->record_path[0] && unlink(r->record_path) && errno != ENOENT)
+            gw_warn("vm %s: cannot remove %s: %s", r->vm->name, r->record_path, strerror(errno));
+        gw_info("vm %s: in-doubt hand-over resolved: the VM runs on here", r->vm->name);
+        return 0;
+    }
+    r->state = GW_RUN_MIGRATED;
+    write_record(r, "migrated");
+    r->linger_until_ns = gw_now_ns() + 1500000000ull;
+    gw_info("vm %s: in-doubt hand-over resolved: the VM runs on the destination; discarding it here", r->vm->name);
     return 0;
 }
 
@@ -109,9 +141,24 @@ void gw_runner_poll_migration(struct gw_runner *r)
     if (!gw_precopy_finished(r->migration)) return;
     gw_precopy_free(r->migration);
     r->migration = NULL;
-    if (r->last_mig.phase == GW_MIG_COMPLETED) {
-        /* Stay a moment so whoever polls our status sees "completed" before we go. */
-        r->migrated = true;
+    switch (r->last_mig.phase) {
+    case GW_MIG_COMPLETED:
+        /* Terminal: the record first, so that whoever finds this runner gone knows why.
+         * Then stay a moment so whoever polls our status sees "completed" before we go;
+         * every request but STATUS and STOP is refused meanwhile. */
+        r->state = GW_RUN_MIGRATED;
+        write_record(r, "migrated");
         r->linger_until_ns = gw_now_ns() + 1500000000ull;
+        break;
+    case GW_MIG_IN_DOUBT:
+        /* The migration left the VM paused; that pause is now the in-doubt owner's, and
+         * only RESOLVE may lift it. */
+        gw_runner_hold(r, GW_PAUSE_IN_DOUBT);
+        r->state = GW_RUN_IN_DOUBT;
+        write_record(r, "in-doubt");
+        break;
+    default:
+        r->state = GW_RUN_RUNNING;   /* failed or cancelled before GO: resumed here */
+        break;
     }
 }

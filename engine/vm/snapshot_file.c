@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "engine/common/durable.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/vm/guest_mem.h"
@@ -77,10 +78,9 @@ int gw_snapshot_save(struct gw_vm *vm, const char *path, struct gw_snapshot_stat
     memset(stats, 0, sizeof *stats);
     Godwit__V1__VmState *st = NULL;
     uint8_t *packed = NULL;
-    char tmp[4096];
+    char tmp[4096] = "";
     int fd = -1;
-    int r = snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp ? -ENAMETOOLONG : 0;
-    if (r) { snprintf(err, errlen, "snapshot path too long"); return r; }
+    int r = 0;
 
     r = gw_vm_save_state(vm, &st);
     if (r) { snprintf(err, errlen, "cannot read VM state: %s", strerror(-r)); goto out; }
@@ -105,8 +105,15 @@ int gw_snapshot_save(struct gw_vm *vm, const char *path, struct gw_snapshot_stat
     h.digest_lo = stats->digest.lo;
     h.header_hash = header_hash(h);
 
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) { r = -errno; snprintf(err, errlen, "%s: %s", tmp, strerror(errno)); goto out; }
+    /* O_EXCL | O_NOFOLLOW: never through a planted link, never over another save's file. */
+    fd = gw_durable_create_tmp(path, tmp, sizeof tmp);
+    if (fd < 0) {
+        r = fd;
+        fd = -1;
+        snprintf(err, errlen, "%s: %s", tmp[0] ? tmp : path, r == -ENAMETOOLONG ? "snapshot path too long" : strerror(-r));
+        tmp[0] = 0;   /* not ours: leave it */
+        goto out;
+    }
     /* Size first: pages never written stay holes, so the file costs only the data. */
     if (ftruncate(fd, (off_t)(h.mem_offset + h.mem_size)) < 0) { r = -errno; goto io_fail; }
     uint8_t hdr[SNAP_HEADER_SIZE];
@@ -116,10 +123,10 @@ int gw_snapshot_save(struct gw_vm *vm, const char *path, struct gw_snapshot_stat
     if ((r = gw_pwrite_full(fd, packed, state_len, (off_t)h.state_offset))) goto io_fail;
     struct mem_writer w = {.fd = fd, .m = &vm->mem, .mem_offset = h.mem_offset};
     if ((r = gw_mem_for_each_data(&vm->mem, write_range, &w))) goto io_fail;
-    if (fsync(fd) < 0) { r = -errno; goto io_fail; }
-    if (close(fd) < 0) { fd = -1; r = -errno; goto io_fail; }
+    /* fsync, rename, and fsync the directory: the new name is durable when we report success. */
+    r = gw_durable_commit(fd, tmp, path);
     fd = -1;
-    if (rename(tmp, path) < 0) { r = -errno; snprintf(err, errlen, "rename to %s: %s", path, strerror(errno)); goto out; }
+    if (r) { snprintf(err, errlen, "committing %s: %s", path, strerror(-r)); goto out; }
 
     stats->state_bytes = state_len;
     stats->memory_bytes = vm->mem.size;
@@ -131,7 +138,7 @@ io_fail:
     snprintf(err, errlen, "writing %s: %s", tmp, strerror(-r));
 out:
     if (fd >= 0) close(fd);
-    if (r) unlink(tmp);
+    if (r && tmp[0]) unlink(tmp);
     free(packed);
     gw_vm_state_free(st);
     return r;

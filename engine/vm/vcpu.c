@@ -86,7 +86,9 @@ int gw_vcpu_set_boot_regs(struct gw_vcpu *v)
 void gw_vcpu_kick(struct gw_vcpu *v)
 {
     __atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-    if (v->thread_started) pthread_kill(v->thread, GW_SIG_KICK);
+    /* Acquire: pairs with the release in gw_vcpu_start_thread, so v->thread is the created
+     * thread's id when another vCPU (a fatal event) kicks this one while it still starts. */
+    if (__atomic_load_n(&v->thread_started, __ATOMIC_ACQUIRE)) pthread_kill(v->thread, GW_SIG_KICK);
 }
 
 /* Handles one exit; returns 0 to keep running or a negative errno with the VM marked fatal. */
@@ -189,7 +191,7 @@ static void *vcpu_thread(void *arg)
             }
         }
         int r = ioctl(v->fd, KVM_RUN, 0);
-        v->exits++;
+        __atomic_fetch_add(&v->exits, 1, __ATOMIC_RELAXED);   /* read by status requests */
         if (r < 0) {
             if (errno == EINTR || errno == EAGAIN) continue;
             gw_vm_set_fatal(v->vm, -errno, "KVM_RUN failed on vcpu %u: %s", v->id, strerror(errno));
@@ -208,7 +210,7 @@ int gw_vcpu_start_thread(struct gw_vcpu *v)
 {
     int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
     if (r) return -r;
-    v->thread_started = true;
+    __atomic_store_n(&v->thread_started, true, __ATOMIC_RELEASE);
     char name[16];
     snprintf(name, sizeof name, "vcpu%u", v->id);
     pthread_setname_np(v->thread, name);

@@ -19,6 +19,7 @@
 #include "engine/vm/serial.h"
 #include "engine/vm/vcpu.h"
 #include "engine/vm/virtio_attach.h"
+#include "engine/vm/vm_config.h"
 
 void gw_vm_set_fatal(struct gw_vm *vm, int err, const char *fmt, ...)
 {
@@ -157,21 +158,19 @@ static int add_memory_slots(struct gw_vm *vm)
 int gw_vm_create(const struct gw_vm_config *cfg, struct gw_vm **out, char *err, unsigned errlen)
 {
     *out = NULL;
-    if (cfg->vcpus == 0 || cfg->vcpus > GW_MAX_VCPUS) {
-        snprintf(err, errlen, "vcpus must be between 1 and %u", GW_MAX_VCPUS);
-        return -EINVAL;
-    }
-    if (cfg->memory_bytes < GW_MIN_MEMORY || cfg->memory_bytes % (2u << 20) || cfg->memory_bytes > (64ull << 30)) {
-        snprintf(err, errlen, "memory must be a multiple of 2 MiB between %llu MiB and 64 GiB",
-                 GW_MIN_MEMORY >> 20);
-        return -EINVAL;
-    }
+    /* The same table the API checks CreateVm against (engine/common/limits.h). */
+    int rc = gw_vm_size_check(cfg->memory_bytes, cfg->vcpus, err, errlen);
+    if (rc) return rc;
     struct gw_vm *vm = calloc(1, sizeof *vm);
     if (!vm) return -ENOMEM;
     vm->vm_fd = -1;
     vm->mem.memfd = -1;
     pthread_mutex_init(&vm->lock, NULL);
-    pthread_cond_init(&vm->cond, NULL);
+    pthread_condattr_t ca;   /* timed waits on the monotonic clock: a clock step changes nothing */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&vm->cond, &ca);
+    pthread_condattr_destroy(&ca);
     snprintf(vm->name, sizeof vm->name, "%s", cfg->name ? cfg->name : "vm");
     snprintf(vm->guest_spec, sizeof vm->guest_spec, "%s", cfg->guest_spec ? cfg->guest_spec : "idle");
     snprintf(vm->disk_path, sizeof vm->disk_path, "%s", cfg->disk_path ? cfg->disk_path : "");
@@ -414,7 +413,7 @@ void gw_vm_destroy(struct gw_vm *vm)
 
 static void deadline_after(struct timespec *ts, int ms)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
+    clock_gettime(CLOCK_MONOTONIC, ts);   /* vm->cond's clock */
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
@@ -472,7 +471,7 @@ void gw_vm_guest_totals(struct gw_vm *vm, struct gw_guest_totals *t)
     struct gw_guest_status st;
     bool ok = gw_vm_guest_status(vm, &st);
     for (unsigned i = 0; i < vm->nvcpus; i++) {
-        t->vcpu_exits += vm->vcpus[i]->exits;
+        t->vcpu_exits += __atomic_load_n(&vm->vcpus[i]->exits, __ATOMIC_RELAXED);
         if (!ok) continue;
         const struct gw_vcpu_counters *c = &st.vcpu[i];
         t->pages_written += c->pages_written;

@@ -153,7 +153,8 @@ class Daemon:
     def sanitizer_reports(self):
         text = self.logtext()
         return [l for l in text.splitlines()
-                if "AddressSanitizer" in l or "LeakSanitizer" in l or "runtime error:" in l]
+                if "AddressSanitizer" in l or "LeakSanitizer" in l or "ThreadSanitizer" in l
+                or "runtime error:" in l]
 
     def cleanup(self):
         """Stops the daemon, kills the runners it left (they outlive it by design), and

@@ -79,6 +79,19 @@ class CliTest(unittest.TestCase):
         self.ok("vm", "start", "c1")
         self.assertEqual(self.js("vm", "delete", "c1", "--force"), {"deleted": "c1"})
         self.assertEqual(self.run_cli("vm", "show", "c1")[0], 3)
+        # resolve: exactly one side; only a VM in doubt (FAILED_PRECONDITION otherwise).
+        self.assertEqual(self.run_cli("vm", "resolve", "c2")[0], 2)
+        self.assertEqual(self.run_cli("vm", "resolve", "c2", "--keep-source", "--keep-destination")[0], 2)
+        self.assertEqual(self.run_cli("vm", "resolve", "nope", "--keep-source")[0], 3)
+        self.ok("vm", "create", "c2", "--memory", "64M", "--guest", "idle:ws=4M")
+        rc, _, err = self.run_cli("vm", "resolve", "c2", "--keep-destination")
+        self.assertEqual(rc, 4)
+        self.assertIn("not in doubt", err)
+        # A shape the runner would refuse is refused at create, with the runner's reason.
+        rc, _, err = self.run_cli("vm", "create", "c3", "--vcpus", "17")
+        self.assertEqual(rc, 2)
+        self.assertIn("vcpus must be between 1 and 16", err)
+        self.ok("vm", "delete", "c2")
 
     def test_jobs_and_migrate(self):
         self.ok("vm", "create", "j1", "--memory", "64M", "--guest", "idle:ws=4M", "--start")

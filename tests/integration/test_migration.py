@@ -20,10 +20,24 @@ import gwtest  # noqa: E402
 VM = gwtest.binary("godwit-vm")
 
 
+def test_hooks():
+    """True when godwit-vm was built with GODWIT_TEST_HOOKS (it then takes --test-fault)."""
+    return "'--test-fault' requires an argument" in gwtest.run([VM, "run", "--test-fault"], timeout=10).stderr
+
+
+def fault_args(name):
+    """The runner arguments that inject fault `name`. The fault tests are part of the test
+    build (make test configures GODWIT_TEST_HOOKS=ON); against a production build, whose
+    runner has no way to inject a fault, they cannot run and say so."""
+    if not test_hooks():
+        raise unittest.SkipTest("godwit-vm built without GODWIT_TEST_HOOKS: no fault injection")
+    return ["--test-fault", name]
+
+
 class Pair:
     """A source runner with a guest and an incoming runner waiting for it."""
 
-    def __init__(self, test, guest, memory="128M", vcpus=1, src_env=None, dst_secret=None, dst_seconds=2,
+    def __init__(self, test, guest, memory="128M", vcpus=1, src_args=(), dst_secret=None, dst_seconds=2,
                  disk=None):
         self.t = test
         self.dir = test.dir
@@ -44,13 +58,10 @@ class Pair:
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.dst.stdout.readline()
         self.url = json.loads(line)["listening"]
-        env = dict(os.environ)
-        env.update(src_env or {})
-        extra = ["--disk", disk] if disk else []
+        extra = (["--disk", disk] if disk else []) + list(src_args)
         self.src = subprocess.Popen([VM, "run", "--name", "mig", "--memory", memory, "--vcpus", str(vcpus),
                                      "--guest", guest, "--control", self.src_sock, "--secret-file", self.secret,
-                                     "--json"] + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env=env)
+                                     "--json"] + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert gwtest.wait_for_path(self.src_sock), "source runner did not start"
         end = time.time() + 60
         while time.time() < end:
@@ -185,7 +196,7 @@ class Migration(unittest.TestCase):
         self.assertIn("authentication failed", derr)
 
     def fault(self, name, expect_dst):
-        p = self.pair("dirtier:ws=16M,rate=8M", src_env={"GODWIT_FAULT": name}, dst_seconds=30)
+        p = self.pair("dirtier:ws=16M,rate=8M", src_args=fault_args(name), dst_seconds=30)
         code, final, err = p.migrate()
         self.assertNotEqual(code, 0)
         self.assertEqual(final["phase"], "failed", final)
@@ -241,6 +252,128 @@ class Migration(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         r = gwtest.run([VM, "migrate", "--control", p.src_sock, "--to", "tcp:127.0.0.1:1", "--compress", "zip"])
         self.assertEqual(r.returncode, 2)
+
+
+class RunState(unittest.TestCase):
+    """The source runner's run-state machine: every control request is checked against what
+    the VM is doing, so that no request can make a guest run on two hosts."""
+
+    setUp = Migration.setUp
+    tearDown = Migration.tearDown
+    pair = Migration.pair
+
+    def ctl(self, p, verb, *args, sock=None):
+        r = gwtest.run([VM, verb, "--control", sock or p.src_sock, "--json"] + list(args), timeout=30)
+        return r.returncode, gwtest.last_json(r.stdout) if "{" in r.stdout else {}
+
+    def assert_refused(self, p, verb, state, why, *args):
+        code, j = self.ctl(p, verb, *args)
+        self.assertNotEqual(code, 0, "%s accepted in state %s: %s" % (verb, state, j))
+        self.assertEqual(j["state"], state, j)
+        self.assertIn(why, j["error"])
+
+    def written(self, sock):
+        return gwtest.last_json(gwtest.run([VM, "status", "--control", sock, "--json"]).stdout)["guest_pages_written"]
+
+    def test_pause_resume_save_refused_while_migrating(self):
+        # 32 MiB at 4 MiB/s: round 0 alone lasts ~8 s, and a 1 MiB/s dirty rate converges.
+        p = self.pair("dirtier:ws=32M,rate=1M", dst_seconds=30)
+        snap = os.path.join(self.dir, "snap")
+        r = gwtest.run([VM, "migrate", "--control", p.src_sock, "--to", p.url, "--bandwidth", "4M", "--json"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # Setup, then the pre-copy rounds: the migration owns pause and resume.
+        phases = set()
+        for _ in range(3):
+            st = p.status(p.src_sock)
+            self.assertEqual(st["state"], "migrating", st)
+            for verb, args in (("pause", ()), ("resume", ()), ("save", ("--file", snap))):
+                self.assert_refused(p, verb, "migrating", "a migration is running", *args)
+            code, j = self.ctl(p, "migrate", "--to", p.url)
+            self.assertNotEqual(code, 0)
+            time.sleep(0.3)
+        self.assertFalse(os.path.exists(snap))
+        self.assertFalse([f for f in os.listdir(self.dir) if f.startswith("snap")])
+        # The guest was never paused by the refused requests: it kept writing.
+        a = self.written(p.src_sock)
+        time.sleep(0.3)
+        self.assertGreater(self.written(p.src_sock), a)
+        # After the hand-over: terminal. RESUME must never run the guest here again.
+        end = time.time() + 60
+        while time.time() < end:
+            st = p.status(p.src_sock)
+            if st is None or st["state"] != "migrating":
+                break
+            time.sleep(0.05)
+        self.assertIsNotNone(st, "the source left before anyone could see it migrated")
+        self.assertEqual(st["state"], "migrated", st)
+        for verb, args in (("resume", ()), ("pause", ()), ("save", ("--file", snap))):
+            self.assert_refused(p, verb, "migrated", "migrated away", *args)
+        scode, sj, serr = p.finish_src()
+        self.assertEqual(scode, 0, serr)
+        self.assertEqual(sj["state"], "migrated")
+        self.assertLessEqual(sj["guest_pages_written"], st["guest_pages_written"])
+        dcode, dj, derr = p.finish_dst()
+        self.assertEqual(dcode, 0, derr)
+        self.assertEqual(dj["guest_verify_errors"], 0)
+
+    def test_migrate_refused_while_paused_and_save_keeps_operator_pause(self):
+        p = self.pair("dirtier:ws=8M,rate=8M", dst_seconds=30)
+        code, j = self.ctl(p, "pause")
+        self.assertEqual((code, j["state"], j["paused_by"]), (0, "paused", "operator"))
+        code, j = self.ctl(p, "migrate", "--to", p.url)
+        self.assertNotEqual(code, 0)
+        # A save of a paused VM leaves it paused (the operator still holds it).
+        snap = os.path.join(self.dir, "paused.snap")
+        code, j = self.ctl(p, "save", "--file", snap)
+        self.assertEqual(code, 0, j)
+        self.assertEqual((j["state"], j["paused_by"]), ("paused", "operator"))
+        a = self.written(p.src_sock)
+        time.sleep(0.3)
+        self.assertEqual(self.written(p.src_sock), a)
+        code, j = self.ctl(p, "resume")
+        self.assertEqual((code, j["state"], j["paused_by"]), (0, "running", ""))
+        code, j = self.ctl(p, "resolve", "--keep-source")
+        self.assertNotEqual(code, 0)
+        self.assertIn("no hand-over is in doubt", j["error"])
+
+    def in_doubt(self, fault):
+        p = self.pair("dirtier:ws=16M,rate=8M", src_args=fault_args(fault), dst_seconds=30)
+        code, final, err = p.migrate()
+        self.assertNotEqual(code, 0)
+        self.assertEqual(final["phase"], "in-doubt", final)
+        st = p.status(p.src_sock)
+        self.assertEqual((st["state"], st["paused_by"]), ("in-doubt", "in-doubt"))
+        snap = os.path.join(self.dir, "doubt.snap")
+        for verb, args in (("resume", ()), ("pause", ()), ("save", ("--file", snap)), ("migrate", ("--to", p.url))):
+            self.assert_refused(p, verb, "in-doubt", "in doubt", *args)
+        a = self.written(p.src_sock)
+        time.sleep(0.3)
+        self.assertEqual(self.written(p.src_sock), a, "an in-doubt VM ran at the source")
+        return p
+
+    def test_in_doubt_never_started_there_keep_source(self):
+        p = self.in_doubt("drop-go")
+        dcode, dj, derr = p.finish_dst()
+        self.assertEqual(dcode, 1, derr)                  # GO never came: discarded there
+        code, j = self.ctl(p, "resolve", "--keep-source")
+        self.assertEqual((code, j["state"]), (0, "running"), j)
+        a = self.written(p.src_sock)
+        time.sleep(0.3)
+        self.assertGreater(self.written(p.src_sock), a)
+
+    def test_in_doubt_running_there_keep_destination(self):
+        p = self.in_doubt("close-after-go")
+        self.assertTrue(gwtest.wait_for_path(p.dst_sock), "the destination did not take the VM after GO")
+        st = p.status(p.dst_sock)
+        self.assertEqual(st["state"], "running", st)
+        code, j = self.ctl(p, "resolve", "--keep-destination")
+        self.assertEqual((code, j["state"]), (0, "migrated"), j)
+        self.assert_refused(p, "resume", "migrated", "migrated away")
+        scode, sj, serr = p.finish_src()
+        self.assertEqual((scode, sj["state"]), (0, "migrated"), serr)
+        dcode, dj, derr = p.finish_dst()
+        self.assertEqual(dcode, 0, derr)
+        self.assertEqual(dj["guest_verify_errors"], 0)
 
 
 if __name__ == "__main__":

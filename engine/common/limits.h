@@ -1,0 +1,22 @@
+/* The one table of VM limits. The API (godwitd's CreateVm and PrepareIncoming), the runner
+ * (gw_vm_create) and a migration's destination (precopy_dest) all check against these
+ * numbers, so that the API refuses exactly what the runner would refuse: a request that
+ * passes CreateVm does not fail later at StartVm for its size or shape.
+ * engine/vm/vm_config.h applies them (plus the guest spec) in one function. */
+#ifndef GW_COMMON_LIMITS_H
+#define GW_COMMON_LIMITS_H
+
+#define GW_LIMIT_VM_NAME_MAX 63u               /* [A-Za-z0-9._-], not starting with . or - */
+#define GW_LIMIT_MEMORY_MIN (8ull << 20)       /* the guest's fixed layout needs 8 MiB */
+#define GW_LIMIT_MEMORY_MAX (64ull << 30)      /* the destination's page bookkeeping is sized for it */
+#define GW_LIMIT_MEMORY_STEP (2ull << 20)      /* guest RAM is mapped with 2 MiB pages */
+#define GW_LIMIT_VCPUS_MAX 16u                 /* the guest's per-vCPU tables (guest/abi.h) */
+#define GW_LIMIT_GUEST_SPEC_MAX 255u
+#define GW_LIMIT_DISK_PATH_MAX 511u
+
+/* What a zero (unset) field of CreateVmRequest means. */
+#define GW_DEFAULT_MEMORY (256ull << 20)
+#define GW_DEFAULT_VCPUS 1u
+#define GW_DEFAULT_GUEST "idle:ws=16M"
+
+#endif
