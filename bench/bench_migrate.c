@@ -60,15 +60,6 @@ static int read_file(const char *path, char *buf, size_t cap)
     return 0;
 }
 
-/* The last line of text that starts with '{'. */
-static const char *last_json(const char *text)
-{
-    const char *best = NULL;
-    for (const char *p = text; (p = strchr(p, '{')); p++)
-        if (p == text || p[-1] == '\n') best = p;
-    return best ? best : "";
-}
-
 int gw_bench_migrate(int argc, char **argv)
 {
     struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 64ull << 20, .seconds = 2,
@@ -132,15 +123,15 @@ int gw_bench_migrate(int argc, char **argv)
         int rc = gw_bench_run(mig_argv, buf, sizeof buf);
         atomic_store(&rss.stop, true);
         if (sampling) pthread_join(rss.th, NULL);
-        snprintf(final, sizeof final, "%s", last_json(buf));
+        gw_bench_last_json(buf, final, sizeof final);
         if (rc) { gw_json_get_str(final, "migration_error", err, sizeof err); if (!err[0]) snprintf(err, sizeof err, "migrate exited %d", rc); status = 1; }
     }
     if (status) { kill(src, SIGTERM); kill(dst, SIGTERM); }
     gw_bench_wait(src);
     int dst_rc = gw_bench_wait(dst);
     char src_json[8192] = "", dst_json[8192] = "";
-    if (!read_file(src_out, buf, sizeof buf)) snprintf(src_json, sizeof src_json, "%s", last_json(buf));
-    if (!read_file(dst_out, buf, sizeof buf)) snprintf(dst_json, sizeof dst_json, "%s", last_json(buf));
+    if (!read_file(src_out, buf, sizeof buf)) gw_bench_last_json(buf, src_json, sizeof src_json);
+    if (!read_file(dst_out, buf, sizeof buf)) gw_bench_last_json(buf, dst_json, sizeof dst_json);
     double total_ms = 0, downtime = 0, setup_ms = 0;
     uint64_t rounds = 0, wire = 0, verify_errors = 0, zero = 0, raw = 0, lz4 = 0;
     char phase[32] = "";

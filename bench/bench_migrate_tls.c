@@ -13,15 +13,6 @@
 
 #define TLS_TARGET_RATIO 1.3
 
-/* The last line of text that starts with '{'. */
-static const char *last_json_line(const char *text)
-{
-    const char *best = "";
-    for (const char *p = text; (p = strchr(p, '{')); p++)
-        if (p == text || p[-1] == '\n') best = p;
-    return best;
-}
-
 /* One child run with --tls mode; its JSON line into out. */
 static int run_one(int argc, char **argv, const char *mode, char *out, size_t outlen)
 {
@@ -46,12 +37,7 @@ static int run_one(int argc, char **argv, const char *mode, char *out, size_t ou
     static char buf[65536];
     int rc = gw_bench_run(av, buf, sizeof buf);
     free(av);
-    /* The JSON line only, cut to out's size. */
-    const char *line = last_json_line(buf);
-    size_t n = strcspn(line, "\n");
-    if (n >= outlen) n = outlen - 1;
-    memcpy(out, line, n);
-    out[n] = 0;
+    gw_bench_last_json(buf, out, outlen);
     return rc;
 }
 

@@ -269,14 +269,6 @@ static int read_text(const char *path, char *buf, size_t cap)
     return 0;
 }
 
-static const char *last_json(const char *text)
-{
-    const char *best = "";
-    for (const char *p = text; (p = strchr(p, '{')); p++)
-        if (p == text || p[-1] == '\n') best = p;
-    return best;
-}
-
 struct mig_result { uint64_t lost, lost_outside, reordered, sent; double downtime_ms; bool announced; };
 
 /* Migrates the runner at src_sock to a new incoming runner while a stream runs. */
@@ -311,7 +303,7 @@ static int migrate_mid_stream(struct net_bench *b, const char *vm_bin, const cha
                         secret, "--wait", "--json", NULL};
     int rc = gw_bench_run(mig_argv, buf, sizeof buf);
     char final[4096];
-    snprintf(final, sizeof final, "%s", last_json(buf));
+    gw_bench_last_json(buf, final, sizeof final);
     usleep(1000000);
     b->stop = true;
     pthread_join(tx, NULL);

@@ -92,3 +92,14 @@ int gw_bench_rss_private(pid_t pid, uint64_t *bytes)
     *bytes = (rss > shmem ? rss - shmem : 0) * 1024ull;
     return 0;
 }
+
+void gw_bench_last_json(const char *text, char *out, size_t cap)
+{
+    const char *best = "";
+    for (const char *p = text; (p = strchr(p, '{')); p++)
+        if (p == text || p[-1] == '\n') best = p;
+    size_t len = strcspn(best, "\n");
+    if (len >= cap) len = cap - 1;
+    memcpy(out, best, len);
+    out[len] = 0;
+}

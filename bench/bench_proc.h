@@ -18,4 +18,8 @@ pid_t gw_bench_spawn(char *const argv[], const char *stdout_path);
 /* Waits for pid; returns its exit status or -errno. */
 int gw_bench_wait(pid_t pid);
 
+/* Copies the last line of text that starts with '{' (a child's JSON result) into out,
+ * without its newline, truncated to cap - 1 bytes; "" when there is none. */
+void gw_bench_last_json(const char *text, char *out, size_t cap);
+
 #endif

@@ -12,8 +12,8 @@
 int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest *req, struct gw_backup_result *res,
                      char *err, size_t errlen)
 {
-    if (r->migration) { snprintf(err, errlen, "a migration is running: back up before or after it"); return -EBUSY; }
-    if (r->migrated) { snprintf(err, errlen, "the VM has migrated away"); return -ESRCH; }
+    /* The run state (run_state.c) already refused a backup while a migration or a save owns
+     * the VM, or after it left. */
     char why[256];
     if (gw_vm_fatal(r->vm, why, sizeof why)) { snprintf(err, errlen, "the VM has failed: %s", why); return -ESRCH; }
     if (!req->store) { snprintf(err, errlen, "backup needs a store"); return -EINVAL; }
