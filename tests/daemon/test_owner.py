@@ -46,8 +46,11 @@ class Hosts(unittest.TestCase):
         if cls.fault and not test_hooks():
             raise unittest.SkipTest("godwit-vm built without GODWIT_TEST_HOOKS: cannot lose RUNNING on purpose")
         extra = "test_runner_fault = %s\n" % cls.fault if cls.fault else ""
-        cls.a = gwd.Daemon(BIN, "host-a", extra=extra)
-        cls.b = gwd.Daemon(BIN, "host-b", extra="migration_port = %d\n" % gwd.free_port())
+        # Each host names the other as a peer (a destination must be a configured peer).
+        a_port, b_port = gwd.free_port(), gwd.free_port()
+        cls.a = gwd.Daemon(BIN, "host-a", port=a_port, extra=extra + "peers = 127.0.0.1:%d\n" % b_port)
+        cls.b = gwd.Daemon(BIN, "host-b", port=b_port,
+                           extra="migration_port = %d\npeers = 127.0.0.1:%d\n" % (gwd.free_port(), a_port))
 
     @classmethod
     def tearDownClass(cls):

@@ -95,7 +95,7 @@ class NetTest(unittest.TestCase):
     def test_migration_mid_stream_counts_lost_frames(self):
         secret = os.path.join(self.dir, "secret")
         with open(secret, "w") as f:
-            f.write("test-cluster-secret-0123456789\n")
+            f.write("test-cluster-secret-0123456789-0123456789\n")   # >= 32 bytes
         dst = self.spawn(["incoming", "--listen", "tcp:127.0.0.1:0", "--secret-file", secret, "--net",
                           "tap:" + self.tap.name, "--seconds", "6", "--json"])
         url = json.loads(dst.stdout.readline())["listening"]
