@@ -31,7 +31,7 @@ test: deps fuzz
 	@cd $(TEST_BUILD) && ctest --output-on-failure
 	@cmake -S . -B $(TSAN_BUILD) -DGODWIT_TSAN=ON -DGODWIT_TEST_HOOKS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
 	@cmake --build $(TSAN_BUILD) -j$(JOBS)
-	@cd $(TSAN_BUILD) && TSAN_OPTIONS="halt_on_error=1 exitcode=66" ctest --output-on-failure -L tsan
+	@cd $(TSAN_BUILD) && TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -L tsan
 
 demo: build
 	@scripts/demo.sh $(BUILD)

@@ -451,6 +451,14 @@ void gw_mig_sender_stats(struct gw_mig_sender *s, struct gw_mig_stats *out)
     out->pages_mib_s = (double)out->codec.bytes_in / (1 << 20) / sec;
 }
 
+int gw_mig_sender_failed(struct gw_mig_sender *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int r = adopt_pump_error_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
 const char *gw_mig_sender_error(struct gw_mig_sender *s)
 {
     pthread_mutex_lock(&s->mu);

@@ -157,6 +157,9 @@ void gw_mig_sender_set_link_rate(struct gw_mig_sender *s, uint64_t bytes_per_s);
 void gw_mig_sender_stats(struct gw_mig_sender *s, struct gw_mig_stats *out);
 /* Message of the first error, "" when none. Valid until close. */
 const char *gw_mig_sender_error(struct gw_mig_sender *s);
+/* The session's error (-errno) or 0 while it is well; safe while another thread aborts it
+ * (gw_mig_sender_error's text may still be written until the error is set). */
+int gw_mig_sender_failed(struct gw_mig_sender *s);
 /* Tells the destination why we stop (ERROR record) and fails the session. After GO the
  * ERROR is not sent: the guest is the destination's and cannot be called back. */
 void gw_mig_sender_abort(struct gw_mig_sender *s, int code, const char *why);

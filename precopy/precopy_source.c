@@ -130,7 +130,7 @@ static void pace(struct gw_precopy *m)
     uint64_t due_ns = (uint64_t)((double)m->round_bytes * 1e9 / (double)limit);
     /* In slices, so that a cancel, the deadline or a broken link is seen within one. */
     for (uint64_t spent; (spent = gw_now_ns() - m->round_t0) < due_ns && !stop_reason(m) &&
-                         !gw_mig_sender_error(m->tx)[0];) {
+                         !gw_mig_sender_failed(m->tx);) {
         uint64_t d = due_ns - spent < PACE_SLICE_NS ? due_ns - spent : PACE_SLICE_NS;
         struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
         nanosleep(&ts, NULL);
