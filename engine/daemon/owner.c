@@ -282,6 +282,12 @@ void gw_owner_in_doubt(struct gw_daemon *d, struct gw_vm_rec *rec, const char *p
     start_resolver(d, rec);
 }
 
+bool gw_owner_cancel_wanted(struct gw_daemon *d, struct gw_vm_rec *rec)
+{
+    struct gw_job *j = open_job(d, rec->name, NULL);
+    return j && j->cancel;
+}
+
 void gw_owner_orphan_status(struct gw_daemon *d, struct gw_vm_rec *rec, const Godwit__V1__RunnerStatus *st)
 {
     const char *s = st->state ? st->state : "";
@@ -306,9 +312,11 @@ void gw_owner_orphan_status(struct gw_daemon *d, struct gw_vm_rec *rec, const Go
     rec->state = GODWIT__V1__VM__STATE__RUNNING;
     gw_vm_persist(d, rec);
     char msg[512];
-    snprintf(msg, sizeof msg, "%s; the VM runs on %s", st->migration_error && *st->migration_error
-             ? st->migration_error : "the migration did not complete", d->cfg.hostname);
-    end_job(d, rec->name, NULL, GODWIT__V1__JOB__STATE__FAILED, msg);
+    bool cancelled = j && j->cancel;
+    snprintf(msg, sizeof msg, "%s; the VM runs on %s", cancelled ? "cancelled"
+             : st->migration_error && *st->migration_error ? st->migration_error : "the migration did not complete",
+             d->cfg.hostname);
+    end_job(d, rec->name, NULL, cancelled ? GODWIT__V1__JOB__STATE__CANCELLED : GODWIT__V1__JOB__STATE__FAILED, msg);
     pthread_cond_broadcast(&d->cond);
 }
 
