@@ -221,7 +221,9 @@ static void *resolver_main(void *arg)
             char w[300];
             snprintf(w, sizeof w, "%s never started it", peer);
             keep_source(d, rec, w);
-            break;
+            rec = gw_vm_find(d, rs->name);
+            if (!rec || rec->state != GODWIT__V1__VM__STATE__IN_DOUBT) break;
+            goto wait;   /* the runner refused to resume: still in doubt, try again */
         }
         if (ans == GODWIT__V1__QUERY_INCOMING_RESPONSE__STATE__ARRIVING)
             snprintf(why, sizeof why, "%s is still taking the VM over", peer);
