@@ -218,6 +218,8 @@ enum gw_settle gw_owner_settle_exit(struct gw_daemon *d, struct gw_vm_rec *rec);
 /* Marks rec IN_DOUBT (lock held) and starts its resolver. */
 void gw_owner_in_doubt(struct gw_daemon *d, struct gw_vm_rec *rec, const char *peer, const char *job_id,
                        const char *why);
+/* True when the open job of rec's re-attached migration was cancelled (lock held). */
+bool gw_owner_cancel_wanted(struct gw_daemon *d, struct gw_vm_rec *rec);
 /* A status reply of a runner whose migration no job thread follows (lock held). */
 void gw_owner_orphan_status(struct gw_daemon *d, struct gw_vm_rec *rec, const Godwit__V1__RunnerStatus *st);
 /* After re-attach: open jobs either belong to a re-attached migration or in-doubt VM, or

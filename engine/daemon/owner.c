@@ -221,7 +221,9 @@ static void *resolver_main(void *arg)
             char w[300];
             snprintf(w, sizeof w, "%s never started it", peer);
             keep_source(d, rec, w);
-            break;
+            rec = gw_vm_find(d, rs->name);
+            if (!rec || rec->state != GODWIT__V1__VM__STATE__IN_DOUBT) break;
+            goto wait;   /* the runner refused to resume: still in doubt, try again */
         }
         if (ans == GODWIT__V1__QUERY_INCOMING_RESPONSE__STATE__ARRIVING)
             snprintf(why, sizeof why, "%s is still taking the VM over", peer);
@@ -282,6 +284,12 @@ void gw_owner_in_doubt(struct gw_daemon *d, struct gw_vm_rec *rec, const char *p
     start_resolver(d, rec);
 }
 
+bool gw_owner_cancel_wanted(struct gw_daemon *d, struct gw_vm_rec *rec)
+{
+    struct gw_job *j = open_job(d, rec->name, NULL);
+    return j && j->cancel;
+}
+
 void gw_owner_orphan_status(struct gw_daemon *d, struct gw_vm_rec *rec, const Godwit__V1__RunnerStatus *st)
 {
     const char *s = st->state ? st->state : "";
@@ -306,9 +314,11 @@ void gw_owner_orphan_status(struct gw_daemon *d, struct gw_vm_rec *rec, const Go
     rec->state = GODWIT__V1__VM__STATE__RUNNING;
     gw_vm_persist(d, rec);
     char msg[512];
-    snprintf(msg, sizeof msg, "%s; the VM runs on %s", st->migration_error && *st->migration_error
-             ? st->migration_error : "the migration did not complete", d->cfg.hostname);
-    end_job(d, rec->name, NULL, GODWIT__V1__JOB__STATE__FAILED, msg);
+    bool cancelled = j && j->cancel;
+    snprintf(msg, sizeof msg, "%s; the VM runs on %s", cancelled ? "cancelled"
+             : st->migration_error && *st->migration_error ? st->migration_error : "the migration did not complete",
+             d->cfg.hostname);
+    end_job(d, rec->name, NULL, cancelled ? GODWIT__V1__JOB__STATE__CANCELLED : GODWIT__V1__JOB__STATE__FAILED, msg);
     pthread_cond_broadcast(&d->cond);
 }
 

@@ -369,7 +369,7 @@ static void apply_status(struct gw_daemon *d, struct gw_vm_rec *rec, const Godwi
     }
 }
 
-struct refresh { char name[GW_VM_NAME_MAX + 1]; char sock[108]; pid_t pid; };
+struct refresh { char name[GW_VM_NAME_MAX + 1]; char sock[108]; pid_t pid; bool cancel; };
 
 static void tick(struct gw_daemon *d)
 {
@@ -411,11 +411,19 @@ static void tick(struct gw_daemon *d)
         snprintf(list[n].name, sizeof list[n].name, "%s", r->name);
         memcpy(list[n].sock, r->control, sizeof list[n].sock);
         list[n].pid = r->proc.pid;
+        list[n].cancel = r->orphan_migration && gw_owner_cancel_wanted(d, r);
         n++;
     }
     pthread_mutex_unlock(&d->lock);
     for (size_t i = 0; i < n; i++) {
         Godwit__V1__RunnerReply *rep = NULL;
+        if (list[i].cancel) {
+            /* CancelJob of a migration re-attached after a restart: the runner is told here,
+             * its status then ends the job (owner.c). */
+            if (!gw_runner_op(list[i].sock, GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION, &rep, 1000))
+                godwit__v1__runner_reply__free_unpacked(rep, NULL);
+            rep = NULL;
+        }
         if (gw_runner_op(list[i].sock, GODWIT__V1__RUNNER_REQUEST__OP_STATUS, &rep, 1000)) continue;
         pthread_mutex_lock(&d->lock);
         struct gw_vm_rec *r = gw_vm_find(d, list[i].name);

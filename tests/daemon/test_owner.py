@@ -122,6 +122,8 @@ class Hosts(unittest.TestCase):
 
     def cleanup_vm(self, name):
         for d in (self.a, self.b):
+            # A source whose job ended keeps the record until its runner has left (~1.5 s).
+            wait_for(lambda: (lambda v: v is None or v.state != api.Vm.MIGRATING or v.arriving)(self.vm(d, name)), 10)
             v = self.vm(d, name)
             if v and v.arriving and not v.runner_pid:
                 continue   # a reservation whose source went away: it expires by itself (30 s)
@@ -177,6 +179,22 @@ class SourceDaemonKilled(Hosts):
         self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
         self.assert_runs_on_b_only("moved-followed")
         self.cleanup_vm("moved-followed")
+
+    def test_cancel_after_source_daemon_restart(self):
+        # CancelJob of a migration re-attached after a restart reaches its runner: the job ends
+        # CANCELLED, the VM runs on here and nothing is left on the destination.
+        self.start("cancel-followed")
+        job = self.migrate("cancel-followed", bandwidth_limit_bytes_per_s=1 << 20)
+        self.wait_precopy(job.id)
+        self.a.stop(signal.SIGKILL)
+        self.a.start()
+        self.assertEqual(self.vm(self.a, "cancel-followed").state, api.Vm.MIGRATING)
+        self.call(self.a, "CancelJob", api.CancelJobRequest(id=job.id))
+        j = self.final_job(self.a, job.id, timeout=30)
+        self.assertEqual(j.state, api.Job.CANCELLED, j.error)
+        self.assertIn("runs on host-a", j.error)
+        self.assert_runs_on_a_only("cancel-followed")
+        self.cleanup_vm("cancel-followed")
 
     def test_destination_daemon_killed_during_precopy(self):
         self.start("dst-killed")
