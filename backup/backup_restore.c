@@ -63,6 +63,52 @@ static void finish_batch(struct batch *b)
     b->running = false;
 }
 
+/* Checking and placing a batch: SHA-256 is most of a restore's CPU, so two threads share it,
+ * each with its own buffer; the first failure (in chunk order) is the one reported. */
+struct decode_job {
+    const struct gw_chunk_keys *keys;
+    const Godwit__V1__BackupImage *im;
+    struct batch *x;
+    int (*place)(void *ctx, uint64_t i, const uint8_t *data, size_t len);
+    void *ctx;
+    uint8_t *raw;
+    unsigned first, step;
+    int r;
+    unsigned bad_k;
+    char err[512];
+    uint64_t chunks, bytes_read, data_bytes;
+};
+
+static void *decode_some(void *arg)
+{
+    struct decode_job *j = arg;
+    struct batch *x = j->x;
+    for (unsigned k = j->first; k < x->n && !j->r; k += j->step) {
+        uint64_t c = x->idx[k], off = c * j->im->chunk_size;
+        size_t len = j->im->size - off < j->im->chunk_size ? (size_t)(j->im->size - off) : j->im->chunk_size;
+        j->bad_k = k;
+        if (x->rd[k].rc) {
+            j->r = x->rd[k].rc;
+            snprintf(j->err, sizeof j->err, "chunk %s (number %llu): %s", x->names[k] + 2, (unsigned long long)c,
+                     j->r == -ENOENT ? "missing from the store" : strerror(-j->r));
+            break;
+        }
+        char why[256];
+        long got = gw_chunk_decode(j->keys, j->im->chunks[c].data, x->rd[k].buf, x->rd[k].len, j->raw, len, len, why, sizeof why);
+        if (got < 0) {
+            j->r = (int)got;
+            snprintf(j->err, sizeof j->err, "chunk %s (number %llu): %s", x->names[k] + 2, (unsigned long long)c, why);
+            break;
+        }
+        j->chunks++;
+        j->bytes_read += x->rd[k].len;
+        j->data_bytes += len;
+        j->r = j->place(j->ctx, c, j->raw, len);
+        if (j->r) snprintf(j->err, sizeof j->err, "placing chunk %llu: %s", (unsigned long long)c, strerror(-j->r));
+    }
+    return NULL;
+}
+
 /* Calls place(i, data, len) for every non-zero chunk of im after reading and checking it. */
 static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage *im,
                       int (*place)(void *ctx, uint64_t i, const uint8_t *data, size_t len), void *ctx,
@@ -72,8 +118,8 @@ static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage 
     const struct gw_chunk_keys *keys = t->keys.encrypted ? &t->keys : NULL;
     size_t cap = gw_chunk_encoded_cap(im->chunk_size);
     struct batch *b = calloc(2, sizeof *b);
-    uint8_t *raw = malloc(im->chunk_size ? im->chunk_size : 1);
-    int r = b && raw ? 0 : -ENOMEM;
+    uint8_t *raw = malloc(im->chunk_size ? im->chunk_size : 1), *raw2 = malloc(im->chunk_size ? im->chunk_size : 1);
+    int r = b && raw && raw2 ? 0 : -ENOMEM;
     for (int k = 0; !r && k < 2; k++) {
         b[k].s = s;
         if (!(b[k].bufs = malloc(BATCH * cap))) r = -ENOMEM;
@@ -86,29 +132,24 @@ static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage 
         finish_batch(&b[cur]);
         if (b[cur].rc) { r = b[cur].rc; snprintf(err, errlen, "%s", gw_store_error(s)); break; }
         if ((r = start_batch(&b[cur ^ 1], im, &next, cap))) { snprintf(err, errlen, "cannot start a reader: %s", strerror(-r)); break; }
-        struct batch *x = &b[cur];
-        for (unsigned k = 0; k < x->n && !r; k++) {
-            uint64_t c = x->idx[k], off = c * im->chunk_size;
-            size_t len = im->size - off < im->chunk_size ? (size_t)(im->size - off) : im->chunk_size;
-            if (x->rd[k].rc) {
-                r = x->rd[k].rc;
-                snprintf(err, errlen, "chunk %s (number %llu): %s", x->names[k] + 2, (unsigned long long)c,
-                         r == -ENOENT ? "missing from the store" : strerror(-r));
-                break;
-            }
-            char why[256];
-            long got = gw_chunk_decode(keys, im->chunks[c].data, x->rd[k].buf, x->rd[k].len, raw, len, len, why, sizeof why);
-            if (got < 0) {
-                r = (int)got;
-                snprintf(err, errlen, "chunk %s (number %llu): %s", x->names[k] + 2, (unsigned long long)c, why);
-                break;
-            }
-            st->chunks++;
-            st->bytes_read += x->rd[k].len;
-            st->data_bytes += len;
-            r = place(ctx, c, raw, len);
-            if (r) snprintf(err, errlen, "placing chunk %llu: %s", (unsigned long long)c, strerror(-r));
+        struct decode_job jobs[2];
+        for (unsigned q = 0; q < 2; q++)
+            jobs[q] = (struct decode_job){.keys = keys, .im = im, .x = &b[cur], .place = place, .ctx = ctx,
+                                          .raw = q ? raw2 : raw, .first = q, .step = 2};
+        pthread_t helper;
+        bool threaded = b[cur].n > 1 && pthread_create(&helper, NULL, decode_some, &jobs[1]) == 0;
+        if (!threaded) jobs[0].step = 1;
+        decode_some(&jobs[0]);
+        if (threaded) pthread_join(helper, NULL);
+        for (unsigned q = 0; q < 2; q++) {
+            st->chunks += jobs[q].chunks;
+            st->bytes_read += jobs[q].bytes_read;
+            st->data_bytes += jobs[q].data_bytes;
         }
+        const struct decode_job *bad = NULL;
+        for (unsigned q = 0; q < 2; q++)
+            if (jobs[q].r && (!bad || jobs[q].bad_k < bad->bad_k)) bad = &jobs[q];
+        if (bad) { r = bad->r; snprintf(err, errlen, "%s", bad->err); }
         if (r) break;
         cur ^= 1;
     }
@@ -118,6 +159,7 @@ out:
         free(b);
     }
     free(raw);
+    free(raw2);
     return r;
 }
 
