@@ -1,7 +1,7 @@
 /* `godwit-bench migrate --tls both`: the cost of an encrypted migration channel. Runs the
- * same migration benchmark twice in child processes of this binary, plaintext first (the
- * baseline of this run, on the same work), then over TLS, and prints both figures and the
- * ratio of their total times (the target: TLS at most 1.3x the plaintext time). */
+ * same migration benchmark in child processes of this binary, PAIRS times each, plaintext and
+ * TLS interleaved (the baseline of this run, on the same work), and prints the best time of
+ * each, every sample, and the ratio of the best times (the target: TLS at most 1.3x). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +12,7 @@
 #include "engine/common/json.h"
 
 #define TLS_TARGET_RATIO 1.3
+#define PAIRS 3
 
 /* One child run with --tls mode; its JSON line into out. */
 static int run_one(int argc, char **argv, const char *mode, char *out, size_t outlen)
@@ -45,29 +46,47 @@ int gw_bench_migrate_tls_both(int argc, char **argv)
 {
     bool json = false;
     for (int i = 1; i < argc; i++) json |= !strcmp(argv[i], "--json");
-    char plain[8192], tls[8192];
-    int rp = run_one(argc, argv, "off", plain, sizeof plain);
-    int rt = run_one(argc, argv, "on", tls, sizeof tls);
-    double tp = 0, tt = 0, mp = 0, mt = 0;
+    /* Interleaved pairs, best of each: a shared box slows single runs at random, and the
+     * fastest run of each kind is the one least disturbed. */
+    char plain[8192] = "", tls[8192] = "", one[8192];
+    double tp = 0, tt = 0, mp = 0, mt = 0, t;
+    int status = 0;
+    char samples_p[256] = "", samples_t[256] = "";
+    for (int i = 0; i < PAIRS; i++) {
+        for (int k = 0; k < 2; k++) {
+            const char *mode = k ? "on" : "off";
+            if (run_one(argc, argv, mode, one, sizeof one) || gw_json_get_double(one, "total_ms", &t) || t <= 0) {
+                status = 1;
+                continue;
+            }
+            char *smp = k ? samples_t : samples_p;
+            snprintf(smp + strlen(smp), 256 - strlen(smp), "%s%.1f", smp[0] ? "," : "", t);
+            double *best = k ? &tt : &tp;
+            if (*best == 0 || t < *best) {
+                *best = t;
+                memcpy(k ? tls : plain, one, sizeof one);
+            }
+        }
+    }
     bool kernel = false;
-    gw_json_get_double(plain, "total_ms", &tp);
-    gw_json_get_double(tls, "total_ms", &tt);
     gw_json_get_double(plain, "throughput_mib_s", &mp);
     gw_json_get_double(tls, "throughput_mib_s", &mt);
     gw_json_get_bool(tls, "tls_kernel", &kernel);
-    int status = rp || rt || tp <= 0 || tt <= 0;
+    status |= tp <= 0 || tt <= 0;
     double ratio = tp > 0 ? tt / tp : 0;
     if (json) {
-        printf("{\"bench\":\"migrate-tls\",\"status\":\"%s\",\"tls\":\"both\",\"tls_kernel\":%s,"
-               "\"plain_total_ms\":%.1f,\"tls_total_ms\":%.1f,\"plain_throughput_mib_s\":%.1f,"
-               "\"tls_throughput_mib_s\":%.1f,\"baseline\":\"the same migration in plaintext, this run\","
+        printf("{\"bench\":\"migrate-tls\",\"status\":\"%s\",\"tls\":\"both\",\"tls_kernel\":%s,\"pairs\":%d,"
+               "\"plain_total_ms\":%.1f,\"tls_total_ms\":%.1f,\"plain_samples_ms\":[%s],\"tls_samples_ms\":[%s],"
+               "\"plain_throughput_mib_s\":%.1f,\"tls_throughput_mib_s\":%.1f,"
+               "\"baseline\":\"the same migration in plaintext, this run (best of each)\","
                "\"ratio_tls_vs_plain\":%.3f,\"target_ratio\":%.1f,\"within_target\":%s,\"plain\":%s,\"tls_run\":%s}\n",
-               status ? "error" : "ok", kernel ? "true" : "false", tp, tt, mp, mt, ratio, TLS_TARGET_RATIO,
-               !status && ratio <= TLS_TARGET_RATIO ? "true" : "false", plain[0] ? plain : "null", tls[0] ? tls : "null");
+               status ? "error" : "ok", kernel ? "true" : "false", PAIRS, tp, tt, samples_p, samples_t, mp, mt, ratio,
+               TLS_TARGET_RATIO, !status && ratio <= TLS_TARGET_RATIO ? "true" : "false", plain[0] ? plain : "null",
+               tls[0] ? tls : "null");
     } else {
-        printf("migrate bench, TLS vs plaintext: %.0f ms vs %.0f ms (%.0f vs %.0f MiB/s), ratio %.2f (target <= %.1f), "
-               "%s TLS%s\n", tt, tp, mt, mp, ratio, TLS_TARGET_RATIO, kernel ? "kernel" : "user-space",
-               status ? "; a run failed" : "");
+        printf("migrate bench, TLS vs plaintext (best of %d each): %.0f ms vs %.0f ms (%.0f vs %.0f MiB/s), ratio %.2f "
+               "(target <= %.1f), %s TLS%s\n", PAIRS, tt, tp, mt, mp, ratio, TLS_TARGET_RATIO,
+               kernel ? "kernel" : "user-space", status ? "; a run failed" : "");
     }
     return status;
 }

@@ -24,6 +24,7 @@
 #include "engine/common/log.h"
 
 #define STAGE_BYTES (256u << 10)      /* plaintext per SSL_write */
+#define DIRECT_BYTES (64u << 10)      /* a contiguous run this long is written in place */
 #define READ_BUF_BYTES (256u << 10)   /* OpenSSL's read-ahead buffer */
 #define PSK_LEN 48
 #define PSK_IDENTITY "godwit-mig-tls-v1"
@@ -448,7 +449,8 @@ static int tls_write_all(struct tls_conn *t, const uint8_t *buf, size_t len, str
     pthread_mutex_lock(&t->mu);
     int r = get_fatal(t, err);
     while (len && !r) {
-        int n = SSL_write(t->ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
+        /* At most a stage per call: the records built are sent before more are made. */
+        int n = SSL_write(t->ssl, buf, (int)(len > STAGE_BYTES ? STAGE_BYTES : len));
         if (n > 0) {
             buf += n;
             len -= (size_t)n;
@@ -470,8 +472,11 @@ static int tls_sendv(struct gw_conn *c, const struct iovec *iov, int iovcnt, str
     for (int i = 0; i < iovcnt; i++) {
         const uint8_t *p = iov[i].iov_base;
         size_t left = iov[i].iov_len;
-        /* A large piece that fills a stage on its own goes out without the copy. */
-        if (left >= STAGE_BYTES) {
+        /* Entries that continue each other in memory (consecutive guest pages) are one run. */
+        while (i + 1 < iovcnt && (const uint8_t *)iov[i + 1].iov_base == p + left) left += iov[++i].iov_len;
+        /* A run of whole records goes out without the copy (the rest of the stage first, to
+         * keep the order). */
+        if (left >= DIRECT_BYTES) {
             int r = fill ? tls_write_all(t, t->stage, fill, err) : 0;
             if (r || (r = tls_write_all(t, p, left, err))) return r;
             fill = 0;
@@ -525,11 +530,15 @@ static long tls_recvv(struct gw_conn *c, const struct iovec *iov, int iovcnt, st
     pthread_mutex_lock(&t->mu);
     long total = get_fatal(t, err);
     if (total) goto out;
-    /* The first byte may wait; after it, take only what is already here. */
+    /* The first byte may wait; after it, take only what is already here. Entries that
+     * continue each other in memory (consecutive guest pages) are read as one run: fewer
+     * calls into OpenSSL, each taking up to a whole record. */
     for (int i = 0; i < iovcnt; i++) {
-        size_t off = 0;
-        while (off < iov[i].iov_len) {
-            long n = tls_read(t, (uint8_t *)iov[i].iov_base + off, iov[i].iov_len - off, total == 0, err);
+        uint8_t *base = iov[i].iov_base;
+        size_t len = iov[i].iov_len, off = 0;
+        while (i + 1 < iovcnt && (uint8_t *)iov[i + 1].iov_base == base + len) len += iov[++i].iov_len;
+        while (off < len) {
+            long n = tls_read(t, base + off, len - off, total == 0, err);
             if (n == -EAGAIN) goto out;
             if (n < 0) { if (!total) total = n; goto out; }
             if (n == 0) goto out;
