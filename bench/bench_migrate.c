@@ -20,25 +20,6 @@
 
 #define QEMU_BASELINE_MIB_S 307.2
 
-static int read_file(const char *path, char *buf, size_t cap)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return -errno;
-    size_t n = fread(buf, 1, cap - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    return 0;
-}
-
-/* The last line of text that starts with '{'. */
-static const char *last_json(const char *text)
-{
-    const char *best = NULL;
-    for (const char *p = text; (p = strchr(p, '{')); p++)
-        if (p == text || p[-1] == '\n') best = p;
-    return best ? best : "";
-}
-
 int gw_bench_migrate(int argc, char **argv)
 {
     struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 64ull << 20, .seconds = 2,
@@ -83,7 +64,7 @@ int gw_bench_migrate(int argc, char **argv)
     char *status_argv[] = {vm_bin, "status", "--control", src_sock, "--json", NULL};
     for (int i = 0; i < 1800 && (!ready || !url[0]); i++) {
         usleep(100000);
-        if (!url[0] && read_file(dst_out, buf, sizeof buf) == 0) gw_json_get_str(buf, "listening", url, sizeof url);
+        if (!url[0] && gw_bench_read_file(dst_out, buf, sizeof buf) == 0) gw_json_get_str(buf, "listening", url, sizeof url);
         if (!ready && gw_bench_run(status_argv, buf, sizeof buf) == 0) gw_json_get_bool(buf, "guest_ready", &ready);
     }
     if (!ready || !url[0]) { snprintf(err, sizeof err, "runners did not come up"); status = 1; }
@@ -93,15 +74,15 @@ int gw_bench_migrate(int argc, char **argv)
         char *mig_argv[] = {vm_bin, "migrate", "--control", src_sock, "--to", url, "--compress", (char *)compress,
                             "--downtime-ms", dt_s, "--wait", "--json", streams ? "--streams" : NULL, streams_s, NULL};
         int rc = gw_bench_run(mig_argv, buf, sizeof buf);
-        snprintf(final, sizeof final, "%s", last_json(buf));
+        snprintf(final, sizeof final, "%s", gw_bench_last_json(buf));
         if (rc) { gw_json_get_str(final, "migration_error", err, sizeof err); if (!err[0]) snprintf(err, sizeof err, "migrate exited %d", rc); status = 1; }
     }
     if (status) { kill(src, SIGTERM); kill(dst, SIGTERM); }
     gw_bench_wait(src);
     int dst_rc = gw_bench_wait(dst);
     char src_json[8192] = "", dst_json[8192] = "";
-    if (!read_file(src_out, buf, sizeof buf)) snprintf(src_json, sizeof src_json, "%s", last_json(buf));
-    if (!read_file(dst_out, buf, sizeof buf)) snprintf(dst_json, sizeof dst_json, "%s", last_json(buf));
+    if (!gw_bench_read_file(src_out, buf, sizeof buf)) snprintf(src_json, sizeof src_json, "%s", gw_bench_last_json(buf));
+    if (!gw_bench_read_file(dst_out, buf, sizeof buf)) snprintf(dst_json, sizeof dst_json, "%s", gw_bench_last_json(buf));
     double total_ms = 0, downtime = 0, setup_ms = 0;
     uint64_t rounds = 0, wire = 0, verify_errors = 0, zero = 0, raw = 0, lz4 = 0;
     char phase[32] = "";

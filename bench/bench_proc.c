@@ -73,3 +73,21 @@ int gw_bench_wait(pid_t pid)
         if (errno != EINTR) return -errno;
     return status_of(st);
 }
+
+int gw_bench_read_file(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -errno;
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return 0;
+}
+
+const char *gw_bench_last_json(const char *text)
+{
+    const char *best = "";
+    for (const char *p = text; (p = strchr(p, '{')); p++)
+        if (p == text || p[-1] == '\n') best = p;
+    return best;
+}

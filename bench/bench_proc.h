@@ -18,4 +18,10 @@ pid_t gw_bench_spawn(char *const argv[], const char *stdout_path);
 /* Waits for pid; returns its exit status or -errno. */
 int gw_bench_wait(pid_t pid);
 
+/* Reads up to cap-1 bytes of path into buf (NUL-terminated). Returns 0 or -errno. */
+int gw_bench_read_file(const char *path, char *buf, size_t cap);
+
+/* The last line of text that starts with '{' ("" when none): a runner's JSON summary. */
+const char *gw_bench_last_json(const char *text);
+
 #endif
