@@ -13,6 +13,7 @@ Also: tiny hand-made ELF kernels that reset the VM through the i8042 or by a tri
 (the VM ends cleanly, exit 0), and hostile kernel files refused before any VM runs.
 Usage: test_linux_boot.py [path/to/godwit-vm] [kernel-cache-dir]."""
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -112,6 +113,62 @@ class LinuxBootTest(unittest.TestCase):
         print("\n  stock kernel: banner, command line, e820 map and MP table after %.1f s; stopping "
               "here: PVM's emulator cannot run a stock kernel's CPL0 code much further, a full boot "
               "needs hardware KVM" % took)
+
+    def test_stock_kernel_saved_mid_boot_runs_on_after_restore(self):
+        """Linux guest state (vCPUs, LAPIC/IOAPIC/PIT, devices) saved in the middle of the
+        kernel's early boot and restored: the kernel carries on printing where it was."""
+        kernel = debian_kernel()
+        console = os.path.join(self.dir, "console.log")
+        sock = os.path.join(self.dir, "vm.sock")
+        proc = subprocess.Popen([VM, "run", "--kernel", kernel, "--memory", "256M", "--console", console,
+                                 "--control", sock], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        text = ""
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < BOOT_DEADLINE_S and proc.poll() is None:
+                if os.path.exists(console):
+                    with open(console, errors="replace") as f:
+                        text = f.read()
+                if "BIOS-e820" in text:
+                    break
+                time.sleep(0.2)
+            self.assertIn("BIOS-e820", text, "the kernel did not get to its memory map")
+            snap = os.path.join(self.dir, "snap")
+            r = gwtest.run([VM, "save", "--control", sock, "--file", snap, "--stop"], timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+        with open(console, errors="replace") as f:
+            before = f.read()
+        stamps = re.findall(r"^\[\s*(\d+\.\d+)\]", before, re.M)
+        last = float(stamps[-1])
+        console2 = os.path.join(self.dir, "console2.log")
+        q = subprocess.Popen([VM, "restore", "--file", snap, "--console", console2, "--seconds", "60"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        after = ""
+        try:
+            t1 = time.monotonic()
+            while time.monotonic() - t1 < BOOT_DEADLINE_S and q.poll() is None:
+                if os.path.exists(console2):
+                    with open(console2, errors="replace") as f:
+                        after = f.read()
+                if re.search(r"^\[\s*\d+\.\d+\]", after, re.M):
+                    break
+                time.sleep(0.2)
+        finally:
+            if q.poll() is None:
+                q.send_signal(signal.SIGTERM)
+            out, err = q.communicate(timeout=60)
+        later = [float(x) for x in re.findall(r"^\[\s*(\d+\.\d+)\]", after, re.M)]
+        self.assertTrue(later, "the restored kernel printed nothing\nstderr:\n%s" % err[-2000:])
+        self.assertGreaterEqual(later[0], last, "the restored kernel's clock went back")
+        # It carried on rather than starting over: no new banner, and new lines.
+        self.assertNotIn("Linux version", after)
+        self.assertNotIn(after.splitlines()[0], before.splitlines())
+        print("\n  saved after the e820 map (kernel time %.3f s); the restored kernel printed on from "
+              "%.3f s: %s" % (last, later[0], after.splitlines()[0][:100]))
 
     def test_i8042_reset_ends_the_vm_cleanly(self):
         k = os.path.join(self.dir, "reset.elf")
