@@ -4,7 +4,7 @@
 Early-boot smoke test: a stock Debian kernel (downloaded at test time by
 tests/lib/debian_kernel.sh, never committed) booted with `godwit-vm run --kernel` prints its
 banner, "Command line:" with our command line (and the virtio-mmio announcement) and exactly
-our e820 map on the serial console, and finds our MP table, within 60 s. The test ends there
+our e820 map on the serial console, and finds our MP table and our initrd, within 60 s. The test ends there
 on purpose: this machine's KVM is PVM, whose instruction emulator cannot run a stock kernel
 much further (cmpxchg16b, xrstor, int3 in CPL0 code; see
 /work/shared/notes/linux-guests-on-this-machine.md); a full boot needs hardware KVM.
@@ -74,11 +74,16 @@ class LinuxBootTest(unittest.TestCase):
         with open(disk, "wb") as f:
             f.truncate(1 << 20)
         console = os.path.join(self.dir, "console.log")
+        initrd = os.path.join(self.dir, "initrd.img")
+        initrd_len = 3000000
+        with open(initrd, "wb") as f:
+            f.write(os.urandom(initrd_len))
+        initrd_at = ((256 << 20) - initrd_len) & ~0xfff   # as high as it goes, page-aligned
         token = "godwit.test=%d" % os.getpid()
         cmdline = "console=ttyS0 earlyprintk=ttyS0 reboot=k panic=-1 " + token
         t0 = time.monotonic()
         proc = subprocess.Popen([VM, "run", "--kernel", kernel, "--memory", "256M", "--vcpus", "2",
-                                 "--disk", disk, "--cmdline", cmdline, "--console", console],
+                                 "--disk", disk, "--initrd", initrd, "--cmdline", cmdline, "--console", console],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ours = cmdline + " virtio_mmio.device=4K@0xd0000000:5"
         want = ["Linux version ", "Command line: " + ours,
@@ -89,7 +94,8 @@ class LinuxBootTest(unittest.TestCase):
                 e820_line(0xfec00000, 0xfec01000, "reserved"),
                 e820_line(0xfee00000, 0xfee01000, "reserved"),
                 "found SMP MP-table at [mem 0x0009fc00-0x0009fc0f]",
-                "Processors: 2"]
+                "Processors: 2",
+                "RAMDISK: [mem 0x%08x-0x0fffffff]" % initrd_at]
         text = ""
         try:
             while time.monotonic() - t0 < BOOT_DEADLINE_S:
