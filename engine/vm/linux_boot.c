@@ -14,6 +14,7 @@
 #include "guest/abi.h"
 
 /* struct boot_params offsets */
+#define BP_ACPI_RSDP_ADDR 0x070
 #define BP_EXT_RAMDISK_IMAGE 0x0c0
 #define BP_EXT_RAMDISK_SIZE 0x0c4
 #define BP_EXT_CMD_LINE_PTR 0x0c8
@@ -95,6 +96,7 @@ static int write_zero_page(struct gw_guest_mem *m, const struct gw_linux_boot_pa
         put32(zp + BP_CMDLINE_SIZE, GW_LINUX_CMDLINE_MAX - 1);
     }
     zp[BP_TYPE_OF_LOADER] = LOADER_UNDEFINED;
+    put64(zp + BP_ACPI_RSDP_ADDR, GW_LINUX_ACPI);   /* protocol 2.14; older kernels scan for it */
     zp[BP_LOADFLAGS] |= LOADED_HIGH;
     put32(zp + BP_CMD_LINE_PTR, (uint32_t)GW_LINUX_CMDLINE);
     put32(zp + BP_EXT_CMD_LINE_PTR, (uint32_t)(GW_LINUX_CMDLINE >> 32));
@@ -164,6 +166,8 @@ int gw_linux_setup(struct gw_guest_mem *m, const struct gw_linux_boot_params *p,
     if (r) { snprintf(err, errlen, "cannot write the GDT or page tables: %s", strerror(-r)); return r; }
     int n = gw_mptable_write(m, GW_LINUX_MPTABLE, p->ncpus, p->devs, p->ndevs);
     if (n < 0) { snprintf(err, errlen, "cannot write the MP table: %s", strerror(-n)); return n; }
+    n = gw_acpi_write(m, GW_LINUX_ACPI, p->ncpus, p->devs, p->ndevs);
+    if (n < 0) { snprintf(err, errlen, "cannot write the ACPI tables: %s", strerror(-n)); return n; }
     return 0;
 }
 
