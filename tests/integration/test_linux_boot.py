@@ -13,6 +13,7 @@ much further (cmpxchg16b, xrstor, int3 in CPL0 code; see
 Also: tiny hand-made ELF kernels that reset the VM through the i8042 or by a triple fault
 (the VM ends cleanly, exit 0), and hostile kernel files refused before any VM runs.
 Usage: test_linux_boot.py [path/to/godwit-vm] [kernel-cache-dir]."""
+import json
 import os
 import re
 import signal
@@ -139,11 +140,29 @@ class LinuxBootTest(unittest.TestCase):
     def test_stock_kernel_saved_mid_boot_runs_on_after_restore(self):
         """Linux guest state (vCPUs, LAPIC/IOAPIC/PIT, devices) saved in the middle of the
         kernel's early boot and restored: the kernel carries on printing where it was."""
+        self.move_mid_boot(migrate=False)
+
+    def test_stock_kernel_migrated_mid_boot_runs_on_at_the_destination(self):
+        """The same across a live migration to a second runner (which has no kernel file)."""
+        self.move_mid_boot(migrate=True)
+
+    def move_mid_boot(self, migrate):
         kernel = debian_kernel()
         console = os.path.join(self.dir, "console.log")
+        console2 = os.path.join(self.dir, "console2.log")
         sock = os.path.join(self.dir, "vm.sock")
+        secret = os.path.join(self.dir, "secret")
+        with open(secret, "w") as f:
+            f.write("test-cluster-secret-0123456789\n")
+        dst = None
+        if migrate:
+            dst = subprocess.Popen([VM, "incoming", "--listen", "tcp:127.0.0.1:0", "--secret-file", secret,
+                                    "--console", console2, "--seconds", "60", "--json"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            url = json.loads(dst.stdout.readline())["listening"]
         proc = subprocess.Popen([VM, "run", "--kernel", kernel, "--memory", "256M", "--console", console,
-                                 "--control", sock], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 "--control", sock, "--secret-file", secret],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         text = ""
         t0 = time.monotonic()
         try:
@@ -156,8 +175,14 @@ class LinuxBootTest(unittest.TestCase):
                 time.sleep(0.2)
             self.assertIn("BIOS-e820", text, "the kernel did not get to its memory map")
             snap = os.path.join(self.dir, "snap")
-            r = gwtest.run([VM, "save", "--control", sock, "--file", snap, "--stop"], timeout=120)
-            self.assertEqual(r.returncode, 0, r.stderr)
+            if migrate:
+                r = gwtest.run([VM, "migrate", "--control", sock, "--to", url, "--secret-file", secret,
+                                "--wait", "--json"], timeout=120)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                self.assertEqual(gwtest.last_json(r.stdout)["phase"], "completed")
+            else:
+                r = gwtest.run([VM, "save", "--control", sock, "--file", snap, "--stop"], timeout=120)
+                self.assertEqual(r.returncode, 0, r.stderr)
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -166,9 +191,8 @@ class LinuxBootTest(unittest.TestCase):
             before = f.read()
         stamps = re.findall(r"^\[\s*(\d+\.\d+)\]", before, re.M)
         last = float(stamps[-1])
-        console2 = os.path.join(self.dir, "console2.log")
-        q = subprocess.Popen([VM, "restore", "--file", snap, "--console", console2, "--seconds", "60"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        q = dst or subprocess.Popen([VM, "restore", "--file", snap, "--console", console2, "--seconds", "60"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         after = ""
         try:
             t1 = time.monotonic()
@@ -189,8 +213,8 @@ class LinuxBootTest(unittest.TestCase):
         # It carried on rather than starting over: no new banner, and new lines.
         self.assertNotIn("Linux version", after)
         self.assertNotIn(after.splitlines()[0], before.splitlines())
-        print("\n  saved after the e820 map (kernel time %.3f s); the restored kernel printed on from "
-              "%.3f s: %s" % (last, later[0], after.splitlines()[0][:100]))
+        print("\n  %s after the e820 map (kernel time %.3f s); it printed on from %.3f s: %s"
+              % ("migrated" if migrate else "saved and restored", last, later[0], after.splitlines()[0][:90]))
 
     def test_i8042_reset_ends_the_vm_cleanly(self):
         k = os.path.join(self.dir, "reset.elf")
