@@ -25,7 +25,7 @@ _Static_assert(GW_GPA_NET_RING + 6 * 0x1000 <= GW_GPA_DATA, "net rings must fit 
 #define HDR 12u                    /* struct virtio_net_hdr with num_buffers (VERSION_1) */
 #define RXQ 0u
 #define TXQ 1u
-#define IDLE_SPINS 1000u          /* ~50 us of polling before sleeping until the next tick */
+#define IDLE_SPINS 5000u          /* ~0.25 ms of polling before sleeping until the next tick */
 
 
 struct queue {
