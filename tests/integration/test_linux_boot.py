@@ -247,6 +247,7 @@ class LinuxBootTest(unittest.TestCase):
             (["--kernel", outside], "not wholly in guest RAM"),
             (["--kernel", junk, "--memory", "32M"], "at least 64 MiB"),
             (["--initrd", junk], "need --kernel"),
+            (["--kernel", junk, "--guest", "dirtier"], "does not go with it"),
         ]
         for args, why in cases:
             p = self.run_vm(args + ["--seconds", "5"])
