@@ -50,16 +50,6 @@ static void *rss_main(void *arg)
     return NULL;
 }
 
-static int read_file(const char *path, char *buf, size_t cap)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return -errno;
-    size_t n = fread(buf, 1, cap - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    return 0;
-}
-
 int gw_bench_migrate(int argc, char **argv)
 {
     struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 64ull << 20, .seconds = 2,
@@ -106,7 +96,7 @@ int gw_bench_migrate(int argc, char **argv)
     char *status_argv[] = {vm_bin, "status", "--control", src_sock, "--json", NULL};
     for (int i = 0; i < 1800 && (!ready || !url[0]); i++) {
         usleep(100000);
-        if (!url[0] && read_file(dst_out, buf, sizeof buf) == 0) gw_json_get_str(buf, "listening", url, sizeof url);
+        if (!url[0] && gw_bench_read_file(dst_out, buf, sizeof buf) == 0) gw_json_get_str(buf, "listening", url, sizeof url);
         if (!ready && gw_bench_run(status_argv, buf, sizeof buf) == 0) gw_json_get_bool(buf, "guest_ready", &ready);
     }
     if (!ready || !url[0]) { snprintf(err, sizeof err, "runners did not come up"); status = 1; }
@@ -130,8 +120,8 @@ int gw_bench_migrate(int argc, char **argv)
     gw_bench_wait(src);
     int dst_rc = gw_bench_wait(dst);
     char src_json[8192] = "", dst_json[8192] = "";
-    if (!read_file(src_out, buf, sizeof buf)) gw_bench_last_json(buf, src_json, sizeof src_json);
-    if (!read_file(dst_out, buf, sizeof buf)) gw_bench_last_json(buf, dst_json, sizeof dst_json);
+    if (!gw_bench_read_file(src_out, buf, sizeof buf)) gw_bench_last_json(buf, src_json, sizeof src_json);
+    if (!gw_bench_read_file(dst_out, buf, sizeof buf)) gw_bench_last_json(buf, dst_json, sizeof dst_json);
     double total_ms = 0, downtime = 0, setup_ms = 0;
     uint64_t rounds = 0, wire = 0, verify_errors = 0, zero = 0, raw = 0, lz4 = 0;
     char phase[32] = "";

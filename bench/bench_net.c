@@ -54,7 +54,8 @@ struct net_bench {
 
 /* ---- the tap ---- */
 
-static int tap_ioctl(const char *name, bool persist)
+/* Opens (creating if needed) a queue of multi-queue tap name. Returns the fd or -errno. */
+static int tap_queue(const char *name)
 {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     if (fd < 0) return -errno;
@@ -62,7 +63,16 @@ static int tap_ioctl(const char *name, bool persist)
     memset(&ifr, 0, sizeof ifr);
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE;
     snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
-    int r = ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, persist ? 1 : 0) < 0 ? -errno : 0;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = -errno; close(fd); return e; }
+    return fd;
+}
+
+/* Makes the tap outlive our fds (persist) or go when the last closes. */
+static int tap_persist(const char *name, bool persist)
+{
+    int fd = tap_queue(name);
+    if (fd < 0) return fd;
+    int r = ioctl(fd, TUNSETPERSIST, persist ? 1 : 0) < 0 ? -errno : 0;
     close(fd);
     return r;
 }
@@ -213,18 +223,6 @@ static void *host_echo_main(void *arg)
     return NULL;
 }
 
-static int host_echo_open(const char *name)
-{
-    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE;
-    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
-    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = -errno; close(fd); return e; }
-    return fd;
-}
-
 /* ---- the stream across a migration ---- */
 
 static void *stream_tx(void *arg)
@@ -259,16 +257,6 @@ static void *stream_rx(void *arg)
     return NULL;
 }
 
-static int read_text(const char *path, char *buf, size_t cap)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return -errno;
-    size_t n = fread(buf, 1, cap - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    return 0;
-}
-
 struct mig_result { uint64_t lost, lost_outside, reordered, sent; double downtime_ms; bool announced; };
 
 /* Migrates the runner at src_sock to a new incoming runner while a stream runs. */
@@ -288,7 +276,7 @@ static int migrate_mid_stream(struct net_bench *b, const char *vm_bin, const cha
     pid_t dst = gw_bench_spawn(dst_argv, dst_out);
     for (int i = 0; i < 300 && !url[0]; i++) {
         usleep(20000);
-        if (read_text(dst_out, buf, sizeof buf) == 0) gw_json_get_str(buf, "listening", url, sizeof url);
+        if (gw_bench_read_file(dst_out, buf, sizeof buf) == 0) gw_json_get_str(buf, "listening", url, sizeof url);
     }
     if (!url[0]) { kill(dst, SIGTERM); gw_bench_wait(dst); snprintf(err, errlen, "incoming runner did not listen"); return -1; }
     b->sent_ns = calloc(STREAM_MAX, 8);
@@ -353,7 +341,7 @@ int gw_bench_net(int argc, char **argv)
     struct echo_stats base = {0}, vm = {0};
     struct mig_result mig = {0};
     pid_t src = -1;
-    int status = 1, r = tap_ioctl(b.tap, true);
+    int status = 1, r = tap_persist(b.tap, true);
     if (r) { snprintf(err, sizeof err, "cannot create tap %s: %s", b.tap, strerror(-r)); goto out; }
     if ((r = tap_up(b.tap)) || (b.sock = packet_socket(b.tap)) < 0) {
         snprintf(err, sizeof err, "cannot bring up tap %s: %s", b.tap, strerror(r ? -r : -b.sock));
@@ -361,7 +349,7 @@ int gw_bench_net(int argc, char **argv)
     }
     /* Baseline: the same frames echoed by a host thread on the tap. */
     struct host_echo h = {.tap = b.tap};
-    h.fd = host_echo_open(b.tap);
+    h.fd = tap_queue(b.tap);
     if (h.fd < 0) { snprintf(err, sizeof err, "baseline: cannot open tap: %s", strerror(-h.fd)); goto out; }
     pthread_t ht;
     pthread_create(&ht, NULL, host_echo_main, &h);
@@ -381,7 +369,7 @@ int gw_bench_net(int argc, char **argv)
 out:
     if (src > 0) { kill(src, SIGTERM); gw_bench_wait(src); }
     if (b.sock >= 0) close(b.sock);
-    tap_ioctl(b.tap, false);
+    tap_persist(b.tap, false);
     free(b.sent_ns);
     free(b.reply_ns);
     char cmd[4400];

@@ -93,6 +93,16 @@ int gw_bench_rss_private(pid_t pid, uint64_t *bytes)
     return 0;
 }
 
+int gw_bench_read_file(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -errno;
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return 0;
+}
+
 void gw_bench_last_json(const char *text, char *out, size_t cap)
 {
     const char *best = "";

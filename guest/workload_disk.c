@@ -21,38 +21,17 @@
  *  - Reads and writes of one batch never touch the same block, so the result does not
  *    depend on the order in which a device serves a batch. */
 #include "guest/rt.h"
+#include "guest/virtio_regs.h"
 
 _Static_assert(GW_GPA_DISK_RING >= GW_GPA_USTACKS + GW_MAX_VCPUS * GW_USTACK_SIZE &&
                GW_GPA_DISK_RING + GW_DISK_RING_BYTES <= GW_GPA_DATA,
                "disk rings must sit between the CPL3 stacks and the data area");
 
-/* virtio-mmio registers (virtio 1.x, 4.2.2). */
-enum {
-    R_MAGIC = 0x000, R_VERSION = 0x004, R_DEVICE_ID = 0x008, R_DEVICE_FEATURES = 0x010,
-    R_DEVICE_FEATURES_SEL = 0x014, R_DRIVER_FEATURES = 0x020, R_DRIVER_FEATURES_SEL = 0x024,
-    R_QUEUE_SEL = 0x030, R_QUEUE_NUM_MAX = 0x034, R_QUEUE_NUM = 0x038, R_QUEUE_READY = 0x044,
-    R_QUEUE_NOTIFY = 0x050, R_STATUS = 0x070, R_QUEUE_DESC_LOW = 0x080,
-    R_QUEUE_DESC_HIGH = 0x084, R_QUEUE_DRIVER_LOW = 0x090, R_QUEUE_DRIVER_HIGH = 0x094,
-    R_QUEUE_DEVICE_LOW = 0x0a0, R_QUEUE_DEVICE_HIGH = 0x0a4, R_CONFIG_GENERATION = 0x0fc,
-    R_CONFIG = 0x100,
-};
-#define MMIO_MAGIC 0x74726976u     /* "virt" */
-#define MMIO_VERSION 2u
 #define VIRTIO_ID_BLOCK 2u
-#define S_ACKNOWLEDGE 1u
-#define S_DRIVER 2u
-#define S_DRIVER_OK 4u
-#define S_FEATURES_OK 8u
-#define S_NEEDS_RESET 64u
-#define S_FAILED 128u
-#define F_VERSION_1_HIGH 1u        /* feature bit 32, in the high word */
-
 #define BLK_T_IN 0u
 #define BLK_T_OUT 1u
 #define BLK_S_OK 0u
 #define BLK_SECTOR 512u
-#define DESC_F_NEXT 1u
-#define DESC_F_WRITE 2u
 
 /* Where the pieces of queue 0 sit inside GW_GPA_DISK_RING (alignment 16/2/4 or better). */
 #define RING_DESC 0x0000u
@@ -72,8 +51,6 @@ enum {
 #define ERRORS_DESCRIBED 4u        /* verify errors described on the console */
 #define ERRORS_REPORTED 16u        /* verify errors also reported as events */
 
-struct virtq_desc { uint64_t addr; uint32_t len; uint16_t flags; uint16_t next; };
-struct virtq_used_elem { uint32_t id; uint32_t len; };
 struct blk_req_hdr { uint32_t type; uint32_t reserved; uint64_t sector; };
 
 struct req {

@@ -15,36 +15,18 @@
  *  - Idle, it polls for a short while and then sleeps until the next timer tick, so it
  *    answers within a tick without keeping a host CPU busy. */
 #include "guest/rt.h"
+#include "guest/virtio_regs.h"
 
 _Static_assert(GW_NET_SLOTS * 16 <= 0x1000, "a descriptor table must fit in its 4 KiB");
 _Static_assert(GW_GPA_NET_RING + 6 * 0x1000 <= GW_GPA_DATA, "net rings must fit below the data area");
 
-enum {
-    R_MAGIC = 0x000, R_VERSION = 0x004, R_DEVICE_ID = 0x008, R_DEVICE_FEATURES = 0x010,
-    R_DEVICE_FEATURES_SEL = 0x014, R_DRIVER_FEATURES = 0x020, R_DRIVER_FEATURES_SEL = 0x024,
-    R_QUEUE_SEL = 0x030, R_QUEUE_NUM_MAX = 0x034, R_QUEUE_NUM = 0x038, R_QUEUE_READY = 0x044,
-    R_QUEUE_NOTIFY = 0x050, R_STATUS = 0x070, R_QUEUE_DESC_LOW = 0x080,
-    R_QUEUE_DESC_HIGH = 0x084, R_QUEUE_DRIVER_LOW = 0x090, R_QUEUE_DRIVER_HIGH = 0x094,
-    R_QUEUE_DEVICE_LOW = 0x0a0, R_QUEUE_DEVICE_HIGH = 0x0a4, R_CONFIG = 0x100,
-};
-#define MMIO_MAGIC 0x74726976u
 #define VIRTIO_ID_NET 1u
-#define S_ACKNOWLEDGE 1u
-#define S_DRIVER 2u
-#define S_DRIVER_OK 4u
-#define S_FEATURES_OK 8u
-#define S_NEEDS_RESET 64u
-#define S_FAILED 128u
 #define F_MAC 0x20u                /* feature bit 5 */
-#define F_VERSION_1_HIGH 1u
-#define DESC_F_WRITE 2u
 #define HDR 12u                    /* struct virtio_net_hdr with num_buffers (VERSION_1) */
 #define RXQ 0u
 #define TXQ 1u
-#define IDLE_SPINS 20000u
+#define IDLE_SPINS 5000u          /* ~0.25 ms of polling before sleeping until the next tick */
 
-struct virtq_desc { uint64_t addr; uint32_t len; uint16_t flags; uint16_t next; };
-struct virtq_used_elem { uint32_t id; uint32_t len; };
 
 struct queue {
     struct virtq_desc *desc;

@@ -66,7 +66,7 @@ struct opts {
     const char *from_vm, *backup_id;   /* restore-backup */
     Godwit__V1__StoreSpec store;
     int test_fault;                 /* enum gw_mig_fault, GODWIT_TEST_HOOKS builds only */
-    bool json, stop_after, wait, auto_converge, keep_source, keep_destination;
+    bool json, stop_after, wait, auto_converge, keep_source, keep_destination, guest_given;
 };
 
 static void usage(FILE *f)
@@ -133,7 +133,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case '3': o->tls_ca = optarg; break;
         case 'm': if (gw_parse_size(optarg, &o->memory)) { fprintf(stderr, "godwit-vm: bad --memory '%s'\n", optarg); return -1; } break;
         case 'c': if (gw_parse_u64(optarg, 1, GW_MAX_VCPUS, &v)) { fprintf(stderr, "godwit-vm: --vcpus must be 1..%u\n", GW_MAX_VCPUS); return -1; } o->vcpus = (unsigned)v; break;
-        case 'g': o->guest = optarg; break;
+        case 'g': o->guest = optarg; o->guest_given = true; break;
         case 'd': o->disk = optarg; break;
         case 's': if (gw_parse_u64(optarg, 0, 1u << 30, &o->seconds)) { fprintf(stderr, "godwit-vm: bad --seconds '%s'\n", optarg); return -1; } break;
         case 'j': o->json = true; break;
@@ -157,7 +157,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'A': o->auto_converge = true; break;
         case 'R': if (gw_parse_u64(optarg, 1, 100000, &o->max_rounds)) { fprintf(stderr, "godwit-vm: bad --max-rounds\n"); return -1; } break;
         case 'W': o->wait = true; break;
-        case 'k': o->kernel = optarg; o->guest = "linux"; break;
+        case 'k': o->kernel = optarg; break;
         case 'i': o->initrd = optarg; break;
         case 'l': o->cmdline = optarg; break;
         case 'e': o->net = optarg; break;
@@ -249,10 +249,14 @@ static int cmd_run(const struct opts *o)
         fprintf(stderr, "godwit-vm: --initrd and --cmdline need --kernel\n");
         return EXIT_USAGE;
     }
+    if (o->kernel && o->guest_given && strcmp(o->guest, "linux")) {
+        fprintf(stderr, "godwit-vm: --kernel boots Linux; --guest %s does not go with it\n", o->guest);
+        return EXIT_USAGE;
+    }
     char err[512] = "";
     int cfd = open_console(o->console);
     struct gw_vm_config cfg = {.name = o->name, .memory_bytes = o->memory, .vcpus = o->vcpus,
-                               .guest_spec = o->guest, .disk_path = o->disk, .console_fd = cfd,
+                               .guest_spec = o->kernel ? "linux" : o->guest, .disk_path = o->disk, .console_fd = cfd,
                                .kernel_path = o->kernel, .initrd_path = o->initrd, .cmdline = o->cmdline,
                                .net = o->net};
     struct gw_vm *vm;

@@ -131,7 +131,8 @@ int gw_boot_write_info(struct gw_guest_mem *m, const struct gw_boot_info *bi)
     return 0;
 }
 
-static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, int code64, int dpl)
+/* A flat segment: base 0, 4 GiB limit, present, 4 KiB granularity; 64-bit code when code64. */
+static void gw_boot_segment(struct kvm_segment *s, uint16_t sel, uint8_t type, int code64, int dpl)
 {
     memset(s, 0, sizeof *s);
     s->selector = sel;
@@ -146,6 +147,31 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, int code64, i
     s->g = 1;
 }
 
+void gw_boot_long_mode(struct kvm_sregs *sregs, uint16_t cs, uint16_t ds, uint16_t tr, uint64_t tss,
+                       uint64_t gdt, uint16_t gdt_limit)
+{
+    gw_boot_segment(&sregs->cs, cs, 0xb, 1, 0);
+    gw_boot_segment(&sregs->ds, ds, 0x3, 0, 0);
+    sregs->es = sregs->fs = sregs->gs = sregs->ss = sregs->ds;
+    memset(&sregs->tr, 0, sizeof sregs->tr);
+    sregs->tr.selector = tr;
+    sregs->tr.base = tss;
+    sregs->tr.limit = 103;
+    sregs->tr.type = 0xb;
+    sregs->tr.present = 1;
+    memset(&sregs->ldt, 0, sizeof sregs->ldt);
+    sregs->ldt.unusable = 1;
+    sregs->ldt.type = 0x2;
+    sregs->gdt.base = gdt;
+    sregs->gdt.limit = gdt_limit;
+    sregs->idt.base = 0;
+    sregs->idt.limit = 0;
+    sregs->cr3 = GW_GPA_PML4;
+    sregs->cr4 = 0x20;                               /* PAE */
+    sregs->cr0 = 0x80000000u | 0x20 | 0x10 | 0x1;    /* PG NE ET PE */
+    sregs->efer = 0x100 | 0x400;                     /* LME, LMA */
+}
+
 void gw_boot_vcpu_regs(unsigned cpu, struct kvm_regs *regs, struct kvm_sregs *sregs)
 {
     memset(regs, 0, sizeof *regs);
@@ -156,24 +182,9 @@ void gw_boot_vcpu_regs(unsigned cpu, struct kvm_regs *regs, struct kvm_sregs *sr
     regs->rflags = 0x2;
 
     /* sregs arrives filled by KVM_GET_SREGS (keeps the APIC base and friends); we set modes. */
-    seg(&sregs->cs, GW_SEL_KCODE, 0xb, 1, 0);
-    seg(&sregs->ds, GW_SEL_KDATA, 0x3, 0, 0);
-    sregs->es = sregs->fs = sregs->gs = sregs->ss = sregs->ds;
-    memset(&sregs->tr, 0, sizeof sregs->tr);
-    sregs->tr.selector = (uint16_t)(GW_SEL_TSS0 + 16 * cpu);
-    sregs->tr.base = GW_GPA_TSS + cpu * GW_TSS_STRIDE;
-    sregs->tr.limit = 103;
-    sregs->tr.type = 0xb;
-    sregs->tr.present = 1;
-    memset(&sregs->ldt, 0, sizeof sregs->ldt);
-    sregs->ldt.unusable = 1;
-    sregs->ldt.type = 0x2;
-    sregs->gdt.base = GW_GPA_GDT;
-    sregs->gdt.limit = (uint16_t)(8 * (5 + 2 * GW_MAX_VCPUS) - 1);
-    sregs->idt.base = 0;
-    sregs->idt.limit = 0;
-    sregs->cr3 = GW_GPA_PML4;
-    sregs->cr4 = 0x20 | 0x200 | 0x400;          /* PAE, OSFXSR, OSXMMEXCPT */
-    sregs->cr0 = 0x80000000u | 0x10000 | 0x20 | 0x10 | 0x2 | 0x1; /* PG WP NE ET MP PE */
-    sregs->efer = 0x1 | 0x100 | 0x400;           /* SCE, LME, LMA */
+    gw_boot_long_mode(sregs, GW_SEL_KCODE, GW_SEL_KDATA, (uint16_t)(GW_SEL_TSS0 + 16 * cpu),
+                      GW_GPA_TSS + cpu * GW_TSS_STRIDE, GW_GPA_GDT, (uint16_t)(8 * (5 + 2 * GW_MAX_VCPUS) - 1));
+    sregs->cr4 |= 0x200 | 0x400;                 /* OSFXSR, OSXMMEXCPT */
+    sregs->cr0 |= 0x10000 | 0x2;                 /* WP, MP */
+    sregs->efer |= 0x1;                          /* SCE */
 }

@@ -30,6 +30,13 @@ int gw_boot_load_image(struct gw_guest_mem *m, const void *image, uint64_t len);
 /* Copies *bi into the boot-info page. */
 int gw_boot_write_info(struct gw_guest_mem *m, const struct gw_boot_info *bi);
 
+/* Long mode at CPL0 with flat segments cs/ds (and es, fs, gs, ss), a 64-bit busy TSS at tss
+ * as tr, the GDT at gdt, no IDT, the identity tables at GW_GPA_PML4; CR0 PG|NE|ET|PE, CR4
+ * PAE, EFER LME|LMA. Callers add what their guest needs. */
+struct kvm_sregs;
+void gw_boot_long_mode(struct kvm_sregs *sregs, uint16_t cs, uint16_t ds, uint16_t tr, uint64_t tss,
+                       uint64_t gdt, uint16_t gdt_limit);
+
 /* Initial registers of vCPU cpu: long mode, CPL0, entry at GW_GPA_CODE. */
 void gw_boot_vcpu_regs(unsigned cpu, struct kvm_regs *regs, struct kvm_sregs *sregs);
 

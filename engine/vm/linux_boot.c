@@ -14,6 +14,7 @@
 #include "guest/abi.h"
 
 /* struct boot_params offsets */
+#define BP_ACPI_RSDP_ADDR 0x070
 #define BP_EXT_RAMDISK_IMAGE 0x0c0
 #define BP_EXT_RAMDISK_SIZE 0x0c4
 #define BP_EXT_CMD_LINE_PTR 0x0c8
@@ -95,6 +96,7 @@ static int write_zero_page(struct gw_guest_mem *m, const struct gw_linux_boot_pa
         put32(zp + BP_CMDLINE_SIZE, GW_LINUX_CMDLINE_MAX - 1);
     }
     zp[BP_TYPE_OF_LOADER] = LOADER_UNDEFINED;
+    put64(zp + BP_ACPI_RSDP_ADDR, GW_LINUX_ACPI);   /* protocol 2.14; older kernels scan for it */
     zp[BP_LOADFLAGS] |= LOADED_HIGH;
     put32(zp + BP_CMD_LINE_PTR, (uint32_t)GW_LINUX_CMDLINE);
     put32(zp + BP_EXT_CMD_LINE_PTR, (uint32_t)(GW_LINUX_CMDLINE >> 32));
@@ -164,20 +166,9 @@ int gw_linux_setup(struct gw_guest_mem *m, const struct gw_linux_boot_params *p,
     if (r) { snprintf(err, errlen, "cannot write the GDT or page tables: %s", strerror(-r)); return r; }
     int n = gw_mptable_write(m, GW_LINUX_MPTABLE, p->ncpus, p->devs, p->ndevs);
     if (n < 0) { snprintf(err, errlen, "cannot write the MP table: %s", strerror(-n)); return n; }
+    n = gw_acpi_write(m, GW_LINUX_ACPI, p->ncpus, p->devs, p->ndevs);
+    if (n < 0) { snprintf(err, errlen, "cannot write the ACPI tables: %s", strerror(-n)); return n; }
     return 0;
-}
-
-static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, int code64)
-{
-    memset(s, 0, sizeof *s);
-    s->selector = sel;
-    s->limit = 0xffffffff;
-    s->type = type;
-    s->present = 1;
-    s->s = 1;
-    s->l = code64 ? 1 : 0;
-    s->db = code64 ? 0 : 1;
-    s->g = 1;
 }
 
 void gw_linux_bsp_regs(const struct gw_linux_kernel *k, struct kvm_regs *regs,
@@ -190,24 +181,5 @@ void gw_linux_bsp_regs(const struct gw_linux_kernel *k, struct kvm_regs *regs,
     regs->rbp = GW_LINUX_BOOT_STACK;
     regs->rflags = 0x2;  /* interrupts off */
 
-    seg(&sregs->cs, 0x10, 0xb, 1);
-    seg(&sregs->ds, 0x18, 0x3, 0);
-    sregs->es = sregs->fs = sregs->gs = sregs->ss = sregs->ds;
-    memset(&sregs->tr, 0, sizeof sregs->tr);
-    sregs->tr.selector = 0x20;
-    sregs->tr.base = GW_LINUX_TSS;
-    sregs->tr.limit = 103;
-    sregs->tr.type = 0xb;
-    sregs->tr.present = 1;
-    memset(&sregs->ldt, 0, sizeof sregs->ldt);
-    sregs->ldt.unusable = 1;
-    sregs->ldt.type = 0x2;
-    sregs->gdt.base = GW_LINUX_GDT;
-    sregs->gdt.limit = 6 * 8 - 1;
-    sregs->idt.base = 0;
-    sregs->idt.limit = 0;
-    sregs->cr3 = GW_GPA_PML4;
-    sregs->cr4 = 0x20;                                     /* PAE */
-    sregs->cr0 = 0x80000000u | 0x20 | 0x10 | 0x1;          /* PG NE ET PE */
-    sregs->efer = 0x100 | 0x400;                           /* LME, LMA */
+    gw_boot_long_mode(sregs, 0x10, 0x18, 0x20, GW_LINUX_TSS, GW_LINUX_GDT, 6 * 8 - 1);
 }

@@ -35,6 +35,8 @@ struct kvm_sregs;
 #define GW_LINUX_CMDLINE_MAX 4096u      /* bytes including the NUL */
 #define GW_LINUX_EBDA 0x9fc00ull        /* [EBDA, 1 MiB) is e820-reserved */
 #define GW_LINUX_MPTABLE GW_LINUX_EBDA  /* MP floating pointer + configuration table */
+#define GW_LINUX_ACPI 0xe0000ull        /* RSDP (found by the BIOS-area scan too), then tables */
+#define GW_ACPI_MAX_BYTES 4096u
 #define GW_LINUX_KERNEL_MIN 0x100000ull /* no kernel byte below 1 MiB (our boot data) */
 #define GW_LINUX_MIN_MEMORY (64ull << 20)
 
@@ -112,6 +114,13 @@ int gw_e820_build(const struct gw_guest_mem *m, const struct gw_linux_mmio_dev *
  * active-high lines. Returns the bytes written, or -E2BIG / -EINVAL / -EFAULT. */
 int gw_mptable_write(struct gw_guest_mem *m, uint64_t gpa, unsigned ncpus,
                      const struct gw_linux_mmio_dev *devs, unsigned ndevs);
+
+/* Writes minimal ACPI tables at gpa (16-byte aligned, below 1 MiB): RSDP, XSDT, a
+ * hardware-reduced FADT, a MADT (local APIC per vCPU, the IOAPIC, a level/active-high override
+ * per device GSI) and a DSDT describing each device as LNRO0005 (virtio-mmio) with its window
+ * and interrupt. Returns the bytes written, or -EINVAL / -E2BIG / -EFAULT. */
+int gw_acpi_write(struct gw_guest_mem *m, uint64_t gpa, unsigned ncpus,
+                  const struct gw_linux_mmio_dev *devs, unsigned ndevs);
 
 /* Builds the command line the guest gets: user's (or a default console line when NULL)
  * followed by one virtio_mmio.device=<size>@<base>:<gsi> per device. Returns its length, or

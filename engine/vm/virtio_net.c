@@ -31,6 +31,7 @@
 #define NET_CONFIG_SIZE 8u          /* mac[6], status */
 #define WAIT_PAUSED_MS 1            /* how soon a resumed VM gets frames again (and its tap queue) */
 #define WAIT_NO_BUFFER_MS 1         /* how soon re-posted buffers are noticed without a kick */
+#define WAIT_NOT_LIVE_MS 10         /* how soon a driver that went live is noticed */
 
 struct gw_virtio_net {
     struct gw_device dev;
@@ -305,7 +306,8 @@ static int rx_pass(struct gw_virtio_net *n, bool *want_frames)
     if (ensure_open(n) < 0) return 1000;
     set_attached(n, true);
     if (n->announce_pending) announce(n);
-    if (!gw_virtio_mmio_live(&n->mmio) || !n->mmio.queues[GW_VIRTIO_NET_RXQ].ready) return WAIT_PAUSED_MS;
+    /* A driver going live may post buffers without a kick: look again now and then. */
+    if (!gw_virtio_mmio_live(&n->mmio) || !n->mmio.queues[GW_VIRTIO_NET_RXQ].ready) return WAIT_NOT_LIVE_MS;
     unsigned delivered = 0;
     enum rx_result r = RX_NO_FRAME;
     for (unsigned i = 0; i < GW_VIRTIO_NET_QUEUE_NUM_MAX; i++) {

@@ -9,6 +9,7 @@
 #include <linux/kvm.h>
 #include <lz4.h>
 #include <lzma.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -461,6 +462,10 @@ GW_TEST(zero_page_initrd_and_registers)
     memcpy(gdt, ram + GW_LINUX_GDT, sizeof gdt);
     CHECK(gdt[2] == 0x00af9b000000ffffull && gdt[3] == 0x00cf93000000ffffull);
     CHECK(!memcmp(ram + GW_LINUX_MPTABLE, "_MP_", 4));
+    CHECK(!memcmp(ram + GW_LINUX_ACPI, "RSD PTR ", 8));
+    uint64_t rsdp;
+    memcpy(&rsdp, zp + 0x070, 8);
+    CHECK_EQ(rsdp, GW_LINUX_ACPI);
 
     struct kvm_regs regs;
     struct kvm_sregs sregs;
@@ -501,4 +506,117 @@ GW_TEST(cpuid_gives_each_vcpu_its_apic_id_and_keeps_kvm_leaves)
     CHECK(e[0].ecx & (1u << 31));
     CHECK_EQ(e[1].edx, 3);
     CHECK(e[2].eax == 0x40000001 && e[2].ebx == 0x4b4d564b && e[3].eax == 0x01007afb);
+}
+
+/* Finds table sig through the XSDT the RSDP at gpa points to. */
+static const uint8_t *acpi_find(uint64_t rsdp, const char *sig)
+{
+    uint64_t xsdt;
+    memcpy(&xsdt, ram + rsdp + 24, 8);
+    uint32_t xlen;
+    memcpy(&xlen, ram + xsdt + 4, 4);
+    for (uint32_t o = 36; o + 8 <= xlen; o += 8) {
+        uint64_t t;
+        memcpy(&t, ram + xsdt + o, 8);
+        if (!memcmp(ram + t, sig, 4)) return ram + t;
+    }
+    return NULL;
+}
+
+GW_TEST(acpi_tables_describe_cpus_ioapic_and_virtio_devices)
+{
+    fresh_mem();
+    struct gw_linux_mmio_dev devs[2] = {{GW_VIRTIO_MMIO_BASE, 0x1000, 5}, {GW_VIRTIO_NET_MMIO_BASE, 0x1000, 6}};
+    int n = gw_acpi_write(&mem, GW_LINUX_ACPI, 3, devs, 2);
+    REQUIRE(n > 0 && n <= (int)GW_ACPI_MAX_BYTES);
+    const uint8_t *r = ram + GW_LINUX_ACPI;
+    CHECK(!memcmp(r, "RSD PTR ", 8) && r[15] == 2);
+    CHECK_EQ(sum(r, 20), 0);
+    CHECK_EQ(sum(r, 36), 0);
+    CHECK(ram[GW_LINUX_ACPI + n] == FILL);
+    /* Every table reachable from the RSDP, with its signature and a zero checksum. */
+    uint64_t xsdt;
+    memcpy(&xsdt, r + 24, 8);
+    const uint8_t *tables[4] = {ram + xsdt, acpi_find(GW_LINUX_ACPI, "FACP"), acpi_find(GW_LINUX_ACPI, "APIC"), NULL};
+    REQUIRE(tables[1] && tables[2]);
+    uint64_t dsdt;
+    memcpy(&dsdt, tables[1] + 140, 8);
+    tables[3] = ram + dsdt;
+    const char *sigs[] = {"XSDT", "FACP", "APIC", "DSDT"};
+    for (int i = 0; i < 4; i++) {
+        CHECK(!memcmp(tables[i], sigs[i], 4));
+        uint32_t len;
+        memcpy(&len, tables[i] + 4, 4);
+        CHECK_EQ(sum(tables[i], len), 0);
+    }
+    const uint8_t *f = acpi_find(GW_LINUX_ACPI, "FACP");
+    uint32_t flags;
+    memcpy(&flags, f + 112, 4);
+    CHECK(flags & (1u << 20));                      /* hardware-reduced */
+    /* MADT: 3 local APICs, the IOAPIC with id 3, a level/high override per device line. */
+    const uint8_t *m = acpi_find(GW_LINUX_ACPI, "APIC");
+    uint32_t mlen;
+    memcpy(&mlen, m + 4, 4);
+    unsigned cpus = 0, ioapics = 0, overrides = 0;
+    for (uint32_t o = 44; o < mlen; o += m[o + 1]) {
+        REQUIRE(m[o + 1] >= 2);
+        if (m[o] == 0) { CHECK(m[o + 3] == cpus && (m[o + 4] & 1)); cpus++; }
+        if (m[o] == 1) { CHECK(m[o + 2] == 3); ioapics++; }
+        if (m[o] == 2) { uint16_t fl; memcpy(&fl, m + o + 8, 2); CHECK(fl == 0x0d && (m[o + 3] == 5 || m[o + 3] == 6)); overrides++; }
+    }
+    CHECK(cpus == 3 && ioapics == 1 && overrides == 2);
+    /* DSDT: both devices as LNRO0005 with their window and interrupt. */
+    uint64_t d;
+    memcpy(&d, f + 140, 8);
+    uint32_t dlen;
+    memcpy(&dlen, ram + d + 4, 4);
+    CHECK(memmem(ram + d, dlen, "LNRO0005", 8) != NULL);
+    static const uint8_t mem32[] = {0x86, 0x09, 0x00, 0x01, 0x00, 0x10, 0x00, 0xd0, 0x00, 0x10, 0x00, 0x00};
+    static const uint8_t irq6[] = {0x89, 0x06, 0x00, 0x01, 0x01, 0x06, 0x00, 0x00, 0x00};
+    CHECK(memmem(ram + d, dlen, mem32, sizeof mem32) != NULL);
+    CHECK(memmem(ram + d, dlen, irq6, sizeof irq6) != NULL);
+    /* Refused: no vCPU, too many, a line beyond the IOAPIC, a misaligned place. */
+    CHECK_EQ(gw_acpi_write(&mem, GW_LINUX_ACPI, 0, devs, 2), -EINVAL);
+    CHECK_EQ(gw_acpi_write(&mem, GW_LINUX_ACPI, GW_MAX_VCPUS + 1, devs, 2), -EINVAL);
+    CHECK_EQ(gw_acpi_write(&mem, GW_LINUX_ACPI + 4, 1, devs, 2), -EINVAL);
+    devs[1].gsi = 24;
+    CHECK_EQ(gw_acpi_write(&mem, GW_LINUX_ACPI, 1, devs, 2), -EINVAL);
+    devs[1].gsi = 6;
+    CHECK(gw_acpi_write(&mem, GW_LINUX_ACPI, GW_MAX_VCPUS, devs, 2) > 0);
+}
+
+/* The DSDT's AML is what ACPICA itself reads back: disassembled with iasl (scripts/deps). */
+GW_TEST(acpi_dsdt_disassembles_with_iasl)
+{
+    fresh_mem();
+    struct gw_linux_mmio_dev devs[2] = {{GW_VIRTIO_MMIO_BASE, 0x1000, 5}, {GW_VIRTIO_NET_MMIO_BASE, 0x1000, 6}};
+    REQUIRE(gw_acpi_write(&mem, GW_LINUX_ACPI, 2, devs, 2) > 0);
+    const uint8_t *f = acpi_find(GW_LINUX_ACPI, "FACP");
+    REQUIRE(f != NULL);
+    uint64_t d;
+    memcpy(&d, f + 140, 8);
+    uint32_t len;
+    memcpy(&len, ram + d + 4, 4);
+    char dir[] = "/tmp/gw-test-acpi-XXXXXX", path[64], cmd[256];
+    REQUIRE(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/dsdt.dat", dir);
+    FILE *o = fopen(path, "w");
+    REQUIRE(o != NULL);
+    fwrite(ram + d, 1, len, o);
+    fclose(o);
+    snprintf(cmd, sizeof cmd, "cd %s && iasl -d dsdt.dat >iasl.log 2>&1 && ! grep -qi 'error\\|checksum' iasl.log", dir);
+    CHECK_EQ(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/dsdt.dsl", dir);
+    FILE *in = fopen(path, "r");
+    REQUIRE(in != NULL);
+    static char dsl[16384];
+    size_t n = fread(dsl, 1, sizeof dsl - 1, in);
+    fclose(in);
+    dsl[n] = 0;
+    CHECK(strstr(dsl, "Device (VR00)") && strstr(dsl, "Device (VR01)"));
+    CHECK(strstr(dsl, "Name (_HID, \"LNRO0005\")") != NULL);
+    CHECK(strstr(dsl, "0xD0001000,         // Address Base") != NULL);
+    CHECK(strstr(dsl, "Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, )") != NULL);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) { /* best effort */ }
 }
