@@ -400,6 +400,12 @@ const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *
 
 int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem_size, struct gw_err *err)
 {
+    return gw_mig_receiver_start_memfd(rx, mem, -1, mem_size, err);
+}
+
+int gw_mig_receiver_start_memfd(struct gw_mig_receiver *rx, uint8_t *mem, int memfd, uint64_t mem_size,
+                                struct gw_err *err)
+{
     if (mem_size != rx->hello->mem_size)
         return gw_err_set(err, -EINVAL, "guest memory is %llu bytes, the source sends %llu",
                           (unsigned long long)mem_size, (unsigned long long)rx->hello->mem_size);
@@ -412,7 +418,7 @@ int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem
         rx->direct.written = calloc((mem_size / GW_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
         if (!rx->direct.written) return gw_err_set(err, -ENOMEM, "out of memory for the written-pages bitmap");
     }
-    rx->placer = gw_placer_direct(&rx->direct);
+    rx->placer = memfd >= 0 ? gw_placer_direct_fd(&rx->direct, memfd) : gw_placer_direct(&rx->direct);
     /* Every stream's bookkeeping is set before any thread runs: threads read each other's. */
     for (unsigned i = 0; i < rx->n; i++) {
         rx->st[i].rx = rx;

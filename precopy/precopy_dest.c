@@ -177,7 +177,7 @@ static int run(struct incoming *in, char *err, size_t errlen)
     in->prog.phase = GW_MIG_SETUP;
     r = create_vm(in, err, errlen);
     if (r) { gw_mig_receiver_abort(in->rx, r, err); return r; }
-    r = gw_mig_receiver_start(in->rx, in->vm->mem.base, in->vm->mem.size, &in->e);
+    r = gw_mig_receiver_start_memfd(in->rx, in->vm->mem.base, in->vm->mem.memfd, in->vm->mem.size, &in->e);
     if (r) { snprintf(err, errlen, "%s", in->e.msg); return r; }
     in->prog.setup_ns = gw_now_ns() - in->t0;
     in->prog.phase = GW_MIG_PRECOPY;

@@ -231,6 +231,11 @@ const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *
  * mapped until gw_mig_receiver_close. */
 int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem_size,
                           struct gw_err *err);
+/* The same for memory that is a MAP_SHARED mapping of memfd (from offset 0): raw pages are
+ * written into the memfd with pwrite instead of received in place (new pages are then not
+ * zeroed first; see gw_placer_direct_fd). memfd stays the caller's. */
+int gw_mig_receiver_start_memfd(struct gw_mig_receiver *rx, uint8_t *mem, int memfd, uint64_t mem_size,
+                                struct gw_err *err);
 
 /* Next event, waiting up to timeout_ms (< 0 forever): 0, -ETIMEDOUT, or the session's
  * error (-EPROTO for the peer's ERROR, -EBADMSG/-ERANGE for bad input, transport errors). */

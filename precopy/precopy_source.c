@@ -253,9 +253,14 @@ static int precopy_rounds(struct gw_precopy *m, uint32_t *last_round)
     m->round_bytes = 0;
     uint64_t fetch_t = m->round_t0;
     int r = gw_mem_for_each_data(&m->vm->mem, queue_range, m);
+    uint64_t t_queued = gw_now_ns();
     if (!r) r = end_round(m, 0, false);
     if (r) return r;
+    uint64_t t_sent = gw_now_ns();
     gw_chunk_digest_refresh(&m->cd);
+    gw_debug("round 0: %llu MiB queued in %.1f ms, sent %.1f ms later, digest %.1f ms",
+             (unsigned long long)(m->round_bytes >> 20), (t_queued - m->round_t0) / 1e6, (t_sent - t_queued) / 1e6,
+             (gw_now_ns() - t_sent) / 1e6);
     for (uint32_t round = 1;; round++) {
         if ((r = stop_reason(m))) return fail_stopped(m, r);
         uint64_t dirty_pages;

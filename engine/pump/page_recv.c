@@ -166,6 +166,16 @@ int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
             i += k - 1;
             continue;
         }
+        if (d->enc == GW_PAGE_RAW && ops->write_run) {
+            /* A run of raw pages, consecutive in memory and in the buffer: one call. */
+            uint32_t k = 1;
+            while (i + k < n && pr->descs[i + k].enc == GW_PAGE_RAW && pr->descs[i + k].pfn == d->pfn + k) k++;
+            if ((r = ops->write_run(pl->ctx, d->pfn, k, pr->data.data + off))) goto bad;
+            off += (size_t)k * GW_PAGE_SIZE;
+            counts[GW_PAGE_RAW] += k;
+            i += k - 1;
+            continue;
+        }
         if ((r = place(pl, pr, d, pr->data.data + off))) goto bad;
         off += d->len;
         counts[d->enc]++;

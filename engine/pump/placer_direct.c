@@ -3,8 +3,10 @@
  * holds the rules (a zero page on fresh memory leaves a hole alone). */
 #include "engine/pump/page_placer.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "engine/codec/page_codec.h"
 #include "engine/common/util.h"
@@ -61,12 +63,44 @@ static int direct_zero(void *ctx, uint64_t pfn)
     return gw_page_apply(&s, &desc, NULL);
 }
 
+/* Writes the run with pwrite (no zeroing of new pages), then notes it like pages received
+ * in place. */
+static int fd_write_run(void *ctx, uint64_t pfn, uint32_t n, const uint8_t *src)
+{
+    struct gw_placer_direct *d = ctx;
+    size_t len = (size_t)n * GW_PAGE_SIZE, done = 0;
+    off_t off = (off_t)(pfn * GW_PAGE_SIZE);
+    while (done < len) {
+        ssize_t w = pwrite(d->fd, src + done, len - done, off + (off_t)done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return w < 0 ? -errno : -EIO;
+        done += (size_t)w;
+    }
+    return direct_placed(ctx, pfn, n);
+}
+
+static int fd_copy(void *ctx, uint64_t pfn, const uint8_t *src)
+{
+    return fd_write_run(ctx, pfn, 1, src);
+}
+
 static const struct gw_page_placer_ops direct_ops = {
     .direct = direct_at, .prepare = direct_prepare, .placed = direct_placed,
     .copy = direct_copy, .zero = direct_zero,
 };
 
+static const struct gw_page_placer_ops direct_fd_ops = {
+    .copy = fd_copy, .write_run = fd_write_run, .zero = direct_zero,
+};
+
 struct gw_page_placer gw_placer_direct(struct gw_placer_direct *d)
 {
+    d->fd = -1;
     return (struct gw_page_placer){ .ops = &direct_ops, .ctx = d, .mem_size = d->mem_size };
+}
+
+struct gw_page_placer gw_placer_direct_fd(struct gw_placer_direct *d, int fd)
+{
+    d->fd = fd;
+    return (struct gw_page_placer){ .ops = &direct_fd_ops, .ctx = d, .mem_size = d->mem_size };
 }
