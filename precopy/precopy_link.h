@@ -31,7 +31,7 @@
  *     gw_mig_receiver_start(rx, mem, mem_size, &err);     receiving threads start
  *     loop gw_mig_receiver_next(rx, &ev, timeout):
  *         ROUND (every page up to round ev.round is in memory), SWITCHOVER, STATE (load it),
- *         DIGEST (compare with gw_digest_mem of mem), COMMIT (check digest and state, then
+ *         DIGEST (compare with the chunk digest of mem, engine/vm/chunk_digest.h), COMMIT (check digest and state, then
  *         gw_mig_receiver_ack(rx) = READY, or gw_mig_receiver_abort(rx, code, why)),
  *         GO (resume the guest, then gw_mig_receiver_running(rx))
  *     gw_mig_receiver_close(rx).
@@ -94,6 +94,10 @@ struct gw_mig_sender_cfg {
     int lz4_accel;                         /* 0 = 1 */
     unsigned batch_pages;                  /* 0 = GW_MIG_DEFAULT_BATCH_PAGES; max 4096 */
     int timeout_ms;                        /* connect, send, receive; 0 = default */
+    /* Optional: called on the sending thread of a stream after each batch of pages pfns[]
+     * went out (for work that should run alongside the transfer, such as hashing them). */
+    void (*sent)(void *ctx, const uint64_t *pfns, uint32_t n);
+    void *sent_ctx;
 };
 
 struct gw_mig_sender;
@@ -231,6 +235,12 @@ const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *
  * mapped until gw_mig_receiver_close. */
 int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem_size,
                           struct gw_err *err);
+/* Optional, before start: fn(ctx, pfns, n) is called on a receiving thread after each batch
+ * of pages pfns[0..n) is in place (for work that should run alongside the transfer, such as
+ * hashing them). Calls of different threads name different pages. */
+void gw_mig_receiver_on_placed(struct gw_mig_receiver *rx, void (*fn)(void *ctx, const uint64_t *pfns, uint32_t n),
+                               void *ctx);
+
 /* The same for memory that is a MAP_SHARED mapping of memfd (from offset 0): raw pages are
  * written into the memfd with pwrite instead of received in place (new pages are then not
  * zeroed first; see gw_placer_direct_fd). memfd stays the caller's. */

@@ -70,8 +70,8 @@ struct fake_sink {
     uint64_t seed[GW_PUMP_MAX_LANES];
 };
 
-static int sink_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, uint32_t npages,
-                      struct gw_err *err)
+static int sink_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, const uint64_t *pfns,
+                      uint32_t npages, struct gw_err *err)
 {
     struct fake_sink *s = ctx;
     uint8_t *w = s->wire[lane];
@@ -88,7 +88,8 @@ static int sink_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, s
         return gw_err_set(err, -EBADMSG, "bad batch");
     /* The bytes are on the "wire": the writer may change these pages again. */
     for (uint32_t i = 0; i < n; i++) {
-        if (gw_pump_lane(descs[i].pfn, s->nlanes) != lane) __atomic_fetch_add(&s->lane_of_page_errors, 1, __ATOMIC_RELAXED);
+        if (gw_pump_lane(descs[i].pfn, s->nlanes) != lane || descs[i].pfn != pfns[i])
+            __atomic_fetch_add(&s->lane_of_page_errors, 1, __ATOMIC_RELAXED);
         __atomic_fetch_sub(&s->busy[descs[i].pfn], 1, __ATOMIC_RELEASE);
     }
     /* A random delay before the "receiver" places them. */
@@ -178,10 +179,10 @@ GW_TEST(newer_copy_never_overtaken_by_older)
 }
 
 /* A sink that fails: the pump fails, reports the sink's message, and drops the rest. */
-static int failing_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, uint32_t npages,
-                         struct gw_err *err)
+static int failing_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, const uint64_t *pfns,
+                         uint32_t npages, struct gw_err *err)
 {
-    (void)ctx; (void)iov; (void)iovcnt; (void)len; (void)npages;
+    (void)ctx; (void)iov; (void)iovcnt; (void)len; (void)pfns; (void)npages;
     return gw_err_set(err, -EPIPE, "lane %u: the far end hung up (test)", lane);
 }
 

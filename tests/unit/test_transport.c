@@ -85,7 +85,7 @@ static void migrate_as(unsigned nstreams, uint64_t mem_size, enum gw_codec_mode 
     CHECK_EQ(gw_mig_send_end_of_round(s, 2, true, &st), 0);
     CHECK_EQ(gw_mig_send_state(s, "vcpu-state!", 11), 0);
     struct gw_digest dg;
-    gw_digest_mem(mem, mem_size, &dg);
+    test_digest(mem, mem_size, &dg);
     CHECK_EQ(gw_mig_send_digest(s, &dg), 0);
     CHECK_EQ(gw_mig_send_commit(s, 3), 0);
     CHECK_EQ(gw_mig_sender_wait_ack(s, 10000), 0);   /* READY */
@@ -255,7 +255,7 @@ GW_TEST(destination_refuses_commit)
     CHECK_EQ(gw_mig_send_pages(s, pf, 2), 0);
     CHECK_EQ(gw_mig_send_end_of_round(s, 0, true, NULL), 0);
     struct gw_digest dg;
-    gw_digest_mem(mem, 16 * PG, &dg);
+    test_digest(mem, 16 * PG, &dg);
     CHECK_EQ(gw_mig_send_digest(s, &dg), 0);
     CHECK_EQ(gw_mig_send_commit(s, 1), 0);
     CHECK_EQ(gw_mig_sender_wait_ack(s, 5000), -EPROTO);
