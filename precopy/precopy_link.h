@@ -6,6 +6,9 @@
  * END_OF_ROUND records on stream i. Stream 0 also carries the control records. The pump
  * partitions pages by their 2 MiB chunk, so the same page always travels on the same stream
  * and a page sent in round r+1 can never be overtaken by its older copy from round r.
+ * A reader thread takes what the destination says on stream 0 at any time (the return
+ * path): answers are queued for the waits below; an ERROR or the end of its connection
+ * fails the session at once.
  * Destination: one receiving thread per stream runs the page decoder
  * (engine/pump/page_recv.h), which hands pages to the direct placer
  * (engine/pump/page_placer.h); this file's threads keep the round bookkeeping.
@@ -31,8 +34,9 @@
  *     gw_mig_receiver_start(rx, mem, mem_size, &err);     receiving threads start
  *     loop gw_mig_receiver_next(rx, &ev, timeout):
  *         ROUND (every page up to round ev.round is in memory), SWITCHOVER, STATE (load it),
- *         DIGEST (compare with the chunk digest of mem, engine/vm/chunk_digest.h), COMMIT (check digest and state, then
- *         gw_mig_receiver_ack(rx) = READY, or gw_mig_receiver_abort(rx, code, why)),
+ *         DIGEST (compare with the chunk digest of mem, engine/vm/chunk_digest.h),
+ *         COMMIT (check digest and state, then gw_mig_receiver_ack(rx) = READY, or
+ *         gw_mig_receiver_abort(rx, code, why)),
  *         GO (resume the guest, then gw_mig_receiver_running(rx))
  *     gw_mig_receiver_close(rx).
  * Control events are delivered only once every stream has applied all pages up to the
@@ -180,9 +184,10 @@ struct gw_mig_receiver_cfg {
     /* The guest memory given to gw_mig_receiver_start is fresh: all holes of a memfd (or
      * otherwise all zero), and nothing but this receiver writes it until the session ends.
      * A ZERO marker for a page not yet written in this session then leaves the page alone
-     * entirely (no read, no write), so it stays a hole; and runs of raw pages not yet
-     * written are faulted in with one madvise(MADV_POPULATE_WRITE) before they arrive. A
-     * page someone else wrote would keep that content when the source says it is zero. */
+     * entirely (no read, no write), so it stays a hole; and (with gw_mig_receiver_start)
+     * runs of raw pages not yet written are faulted in with one madvise(MADV_POPULATE_WRITE)
+     * before they arrive. A page someone else wrote would keep that content when the
+     * source says it is zero. */
     bool fresh_memory;
 };
 

@@ -11,9 +11,9 @@
 #include "engine/codec/page_codec.h"
 #include "engine/common/util.h"
 
-static struct gw_page_sink sink_of(const struct gw_placer_direct *d)
+static struct gw_page_mem sink_of(const struct gw_placer_direct *d)
 {
-    return (struct gw_page_sink){ .mem = d->mem, .mem_size = d->mem_size, .touched = d->touched,
+    return (struct gw_page_mem){ .mem = d->mem, .mem_size = d->mem_size, .touched = d->touched,
                                   .written = d->written };
 }
 
@@ -39,7 +39,7 @@ static void direct_prepare(void *ctx, uint64_t pfn, uint32_t n)
 static int direct_placed(void *ctx, uint64_t pfn, uint32_t n)
 {
     struct gw_placer_direct *d = ctx;
-    struct gw_page_sink s = sink_of(d);
+    struct gw_page_mem s = sink_of(d);
     for (uint32_t i = 0; i < n; i++) {
         struct gw_page_desc desc = { .pfn = pfn + i, .enc = GW_PAGE_RAW, .len = GW_PAGE_SIZE };
         gw_page_apply(&s, &desc, d->mem + (pfn + i) * GW_PAGE_SIZE); /* in place: bits only */
@@ -50,7 +50,7 @@ static int direct_placed(void *ctx, uint64_t pfn, uint32_t n)
 static int direct_copy(void *ctx, uint64_t pfn, const uint8_t *src)
 {
     struct gw_placer_direct *d = ctx;
-    struct gw_page_sink s = sink_of(d);
+    struct gw_page_mem s = sink_of(d);
     struct gw_page_desc desc = { .pfn = pfn, .enc = GW_PAGE_RAW, .len = GW_PAGE_SIZE };
     return gw_page_apply(&s, &desc, src);
 }
@@ -58,7 +58,7 @@ static int direct_copy(void *ctx, uint64_t pfn, const uint8_t *src)
 static int direct_zero(void *ctx, uint64_t pfn)
 {
     struct gw_placer_direct *d = ctx;
-    struct gw_page_sink s = sink_of(d);
+    struct gw_page_mem s = sink_of(d);
     struct gw_page_desc desc = { .pfn = pfn, .enc = GW_PAGE_ZERO, .len = 0 };
     return gw_page_apply(&s, &desc, NULL);
 }

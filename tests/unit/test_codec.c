@@ -207,8 +207,8 @@ GW_TEST(touched_bitmap_marks_every_decoded_page)
     size_t len;
     CHECK_EQ(gw_page_encode_batch(&e, src, N * PG, pfns, N / 2, buf, gw_page_batch_bound(N), &len), 0);
     CHECK(e.st.pages[GW_PAGE_RAW] && e.st.pages[GW_PAGE_ZERO] && e.st.pages[GW_PAGE_LZ4]);
-    struct gw_page_sink sink = { .mem = dst, .mem_size = N * PG, .touched = touched };
-    CHECK_EQ(gw_page_decode_batch_sink(buf, len, &sink, NULL, NULL), 0);
+    struct gw_page_mem sink = { .mem = dst, .mem_size = N * PG, .touched = touched };
+    CHECK_EQ(gw_page_decode_batch_mem(buf, len, &sink, NULL, NULL), 0);
     for (unsigned i = 0; i < N; i++) {
         bool bit = (__atomic_load_n(&touched[i / 64], __ATOMIC_ACQUIRE) >> (i % 64)) & 1;
         if (bit != (i % 2 == 1)) { CHECK(bit == (i % 2 == 1)); break; }
@@ -219,7 +219,7 @@ GW_TEST(touched_bitmap_marks_every_decoded_page)
     memset(touched, 0, sizeof touched);
     buf[GW_PAGE_BATCH_HDR + (N / 2 - 1) * GW_PAGE_DESC_SIZE] = 0xff; /* last pfn out of range */
     buf[GW_PAGE_BATCH_HDR + (N / 2 - 1) * GW_PAGE_DESC_SIZE + 1] = 0xff;
-    CHECK_EQ(gw_page_decode_batch_sink(buf, len, &sink, NULL, NULL), -ERANGE);
+    CHECK_EQ(gw_page_decode_batch_mem(buf, len, &sink, NULL, NULL), -ERANGE);
     for (unsigned i = 0; i < GW_ARRAY_SIZE(touched); i++) CHECK_EQ(touched[i], 0);
     free(src); free(dst); free(buf);
 }
@@ -232,27 +232,27 @@ GW_TEST(zero_marker_on_fresh_memory_does_not_touch_the_page)
     REQUIRE(mem != MAP_FAILED);
     REQUIRE(mprotect(mem, PG, PROT_NONE) == 0);                          /* pfn 0 */
     uint64_t written[1] = {0}, touched[1] = {0};
-    struct gw_page_sink sink = { .mem = mem, .mem_size = 3 * PG, .touched = touched, .written = written };
+    struct gw_page_mem sink = { .mem = mem, .mem_size = 3 * PG, .touched = touched, .written = written };
     uint8_t page[PG], buf[GW_PAGE_BATCH_HDR + GW_PAGE_DESC_SIZE + PG];
     size_t len = one_page(buf, 0, GW_PAGE_ZERO, page, 0);
-    CHECK_EQ(gw_page_decode_batch_sink(buf, len, &sink, NULL, NULL), 0);  /* no fault */
+    CHECK_EQ(gw_page_decode_batch_mem(buf, len, &sink, NULL, NULL), 0);  /* no fault */
     CHECK_EQ(touched[0], 1);                                               /* still noted */
     CHECK_EQ(written[0], 0);                                               /* still a hole */
     /* pfn 1: RAW, then ZERO in a later round: it was written, so it must become zero. */
     fill_random(page, PG);
     len = one_page(buf, 1, GW_PAGE_RAW, page, PG);
-    CHECK_EQ(gw_page_decode_batch_sink(buf, len, &sink, NULL, NULL), 0);
+    CHECK_EQ(gw_page_decode_batch_mem(buf, len, &sink, NULL, NULL), 0);
     CHECK(memcmp(mem + PG, page, PG) == 0);
     CHECK_EQ(written[0], 2);
     len = one_page(buf, 1, GW_PAGE_ZERO, page, 0);
-    CHECK_EQ(gw_page_decode_batch_sink(buf, len, &sink, NULL, NULL), 0);
+    CHECK_EQ(gw_page_decode_batch_mem(buf, len, &sink, NULL, NULL), 0);
     CHECK(gw_is_zero(mem + PG, PG));
     CHECK_EQ(touched[0], 3);
     /* Without the written map (memory not fresh) the old rule holds: read, zero if needed. */
     memset(mem + 2 * PG, 9, PG);
     sink.written = NULL;
     len = one_page(buf, 2, GW_PAGE_ZERO, page, 0);
-    CHECK_EQ(gw_page_decode_batch_sink(buf, len, &sink, NULL, NULL), 0);
+    CHECK_EQ(gw_page_decode_batch_mem(buf, len, &sink, NULL, NULL), 0);
     CHECK(gw_is_zero(mem + 2 * PG, PG));
     munmap(mem, 3 * PG);
 }
