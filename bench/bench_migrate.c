@@ -24,6 +24,7 @@
 #include "engine/common/json.h"
 #include "engine/common/util.h"
 #include "precopy/precopy_source.h"
+#include "engine/transport/tls.h"
 
 /* Samples the runners' private resident memory every few milliseconds while they migrate. */
 #define RSS_SAMPLE_US 5000
@@ -73,6 +74,8 @@ int gw_bench_migrate(int argc, char **argv)
     struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 64ull << 20, .seconds = 2,
                               .vcpus = 1, .pattern = "random", .downtime_ms = 50, .compress = "auto"};
     if (gw_bench_parse_opts("migrate", argc, argv, &o)) return 2;
+    if (o.tls && !strcmp(o.tls, "both")) return gw_bench_migrate_tls_both(argc, argv);
+    bool tls = !o.tls || strcmp(o.tls, "off");
     uint64_t memory = o.memory, ws = o.ws, rate = o.rate, streams = o.streams, downtime_ms = o.downtime_ms,
              vcpus = o.vcpus;
     const char *pattern = o.pattern, *compress = o.compress;
@@ -96,11 +99,11 @@ int gw_bench_migrate(int argc, char **argv)
     snprintf(dt_s, sizeof dt_s, "%llu", (unsigned long long)downtime_ms);
     FILE *sf = fopen(secret, "w");
     if (!sf) { perror("secret"); return 1; }
-    fprintf(sf, "bench-cluster-secret-%d\n", (int)getpid());
+    fprintf(sf, "bench-cluster-secret-of-at-least-32-bytes-%d\n", (int)getpid());
     fclose(sf);
 
     char *dst_argv[] = {vm_bin, "incoming", "--listen", "tcp:127.0.0.1:0", "--secret-file", secret, "--control",
-                        dst_sock, "--seconds", "2", "--json", NULL};
+                        dst_sock, "--seconds", "2", "--json", "--tls", tls ? "on" : "off", NULL};
     pid_t dst = gw_bench_spawn(dst_argv, dst_out);
     char *src_argv[] = {vm_bin, "run", "--name", "bench", "--memory", mem_s, "--vcpus", vc_s, "--guest", spec,
                         "--control", src_sock, "--secret-file", secret, "--json", NULL};
@@ -124,7 +127,8 @@ int gw_bench_migrate(int argc, char **argv)
         for (int i = 0; i < 2; i++) gw_bench_rss_private(rss.pid[i], &rss.base[i]);
         sampling = pthread_create(&rss.th, NULL, rss_main, &rss) == 0;
         char *mig_argv[] = {vm_bin, "migrate", "--control", src_sock, "--to", url, "--compress", (char *)compress,
-                            "--downtime-ms", dt_s, "--wait", "--json", streams ? "--streams" : NULL, streams_s, NULL};
+                            "--downtime-ms", dt_s, "--wait", "--json", "--tls", tls ? "on" : "off",
+                            streams ? "--streams" : NULL, streams_s, NULL};
         int rc = gw_bench_run(mig_argv, buf, sizeof buf);
         atomic_store(&rss.stop, true);
         if (sampling) pthread_join(rss.th, NULL);
@@ -175,13 +179,14 @@ int gw_bench_migrate(int argc, char **argv)
                "\"pages_zero\":%llu,\"pages_raw\":%llu,\"pages_lz4\":%llu,\"wire_mib_s\":%.1f,"
                "\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu,\"src_overhead_mib\":%.1f,"
                "\"dst_overhead_mib\":%.1f,\"src_idle_mib\":%.1f,\"baseline\":\"plain TCP, same bytes and streams, same run\","
-               "\"limit_ms\":%.1f,\"limit_mib_s\":%.1f,\"limit_ratio\":%.2f}\n",
+               "\"limit_ms\":%.1f,\"limit_mib_s\":%.1f,\"limit_ratio\":%.2f,\"tls\":\"%s\",\"tls_kernel\":%s}\n",
                (unsigned long long)memory, (unsigned long long)ws, (unsigned long long)rate, pattern, compress,
                nstreams, total_ms, downtime, setup_ms, transfer_ms, (unsigned long long)rounds,
                (unsigned long long)moved, (unsigned long long)data, (unsigned long long)wire,
                (unsigned long long)zero, (unsigned long long)raw, (unsigned long long)lz4, wire_mib_s,
                completed ? "true" : "false", (unsigned long long)verify_errors, src_over, dst_over,
-               rss.base[0] / 1048576.0, limit_ms, limit_mib_s, limit_ratio);
+               rss.base[0] / 1048576.0, limit_ms, limit_mib_s, limit_ratio, tls ? "on" : "off",
+               tls && gw_tls_kernel_available() ? "true" : "false");
     } else {
         printf("migrate bench: %s in %.0f ms (downtime %.2f ms, %llu rounds), %.0f MiB of guest memory moved, "
                "%.0f MiB on the wire at %.0f MiB/s (%.2f of plain TCP's %.0f MiB/s), overhead src %.1f MiB "

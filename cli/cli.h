@@ -27,6 +27,7 @@ enum {
 struct gw_cli {
     char addr[512];
     char token[1024];
+    char tls_ca[1024], tls_cert[1024], tls_key[1024];   /* tls_ca "" = h2c */
     bool json;
     uint32_t timeout_ms;
     struct gw_grpc_client *client;

@@ -26,8 +26,17 @@ int gw_cli_exit_for(int code)
 int gw_cli_connect(struct gw_cli *cli)
 {
     if (cli->client) return GW_EXIT_OK;
-    int r = gw_grpc_client_connect(cli->addr, 3000, &cli->client);
-    if (r) {
+    int r;
+    if (cli->tls_ca[0]) {
+        char err[512];
+        struct gw_grpc_client_tls t = {.ca = strcmp(cli->tls_ca, "system") ? cli->tls_ca : "",
+                                       .cert = cli->tls_cert, .key = cli->tls_key};
+        r = gw_grpc_client_connect_tls(cli->addr, 5000, &t, &cli->client, err, sizeof err);
+        if (r) {
+            fprintf(stderr, "godwit: cannot reach godwitd at %s: %s\n", cli->addr, err);
+            return r == -EACCES ? GW_EXIT_AUTH : GW_EXIT_UNAVAILABLE;
+        }
+    } else if ((r = gw_grpc_client_connect(cli->addr, 3000, &cli->client))) {
         fprintf(stderr, "godwit: cannot reach godwitd at %s: %s\n", cli->addr, strerror(-r));
         return GW_EXIT_UNAVAILABLE;
     }

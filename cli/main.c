@@ -30,12 +30,15 @@ static const char usage[] =
     "  --config FILE       client config, INI [client] addr/token/token_file (GODWIT_CONFIG;\n"
     "                      default ~/.config/godwit/godwit.conf)\n"
     "  --timeout-ms N      deadline of each call (default 60000)\n"
+    "  --tls-ca FILE       speak TLS, trusting this CA for godwitd's certificate (GODWIT_TLS_CA;\n"
+    "                      config tls_ca); \"system\" = the system's roots\n"
+    "  --tls-cert FILE --tls-key FILE   client certificate for mutual TLS (GODWIT_TLS_CERT/_KEY)\n"
     "  --json              machine-readable output (one JSON object per line)\n"
     "exit status: 0 ok, 1 error or job failed, 2 usage or invalid argument, 3 not found,\n"
     "  4 conflict (exists / wrong state), 5 authentication, 6 daemon unavailable, 7 timeout,\n"
     "  8 job cancelled\n";
 
-struct conf { char addr[512]; char token[1024]; char token_file[1024]; };
+struct conf { char addr[512]; char token[1024]; char token_file[1024]; char tls_ca[1024], tls_cert[1024], tls_key[1024]; };
 
 static int on_conf(void *arg, const char *section, const char *key, const char *value)
 {
@@ -44,6 +47,9 @@ static int on_conf(void *arg, const char *section, const char *key, const char *
     if (!strcmp(key, "addr")) snprintf(c->addr, sizeof c->addr, "%s", value);
     else if (!strcmp(key, "token")) snprintf(c->token, sizeof c->token, "%s", value);
     else if (!strcmp(key, "token_file")) snprintf(c->token_file, sizeof c->token_file, "%s", value);
+    else if (!strcmp(key, "tls_ca")) snprintf(c->tls_ca, sizeof c->tls_ca, "%s", value);
+    else if (!strcmp(key, "tls_cert")) snprintf(c->tls_cert, sizeof c->tls_cert, "%s", value);
+    else if (!strcmp(key, "tls_key")) snprintf(c->tls_key, sizeof c->tls_key, "%s", value);
     else return 0;
     return 1;
 }
@@ -76,8 +82,9 @@ static int take_globals(int *argc, char **argv, const char **opt, const char *co
 
 int main(int argc, char **argv)
 {
-    enum { O_ADDR, O_TOKEN, O_TOKEN_FILE, O_CONFIG, O_TIMEOUT, O_N };
-    static const char *const names[O_N] = {"--addr", "--token", "--token-file", "--config", "--timeout-ms"};
+    enum { O_ADDR, O_TOKEN, O_TOKEN_FILE, O_CONFIG, O_TIMEOUT, O_TLS_CA, O_TLS_CERT, O_TLS_KEY, O_N };
+    static const char *const names[O_N] = {"--addr", "--token", "--token-file", "--config", "--timeout-ms",
+                                           "--tls-ca", "--tls-cert", "--tls-key"};
     const char *opt[O_N] = {0};
     struct gw_cli cli = {.timeout_ms = 60000};
     signal(SIGPIPE, SIG_IGN);
@@ -117,6 +124,18 @@ int main(int argc, char **argv)
         if (r) { fprintf(stderr, "godwit: token file %s: %s\n", token_file, r == -EINVAL ? "empty or too long" : strerror(-r)); return GW_EXIT_USAGE; }
     } else if (token) {
         snprintf(cli.token, sizeof cli.token, "%s", token);
+    }
+    /* TLS: config, then environment, then flags, as above. */
+    const char *tls[3] = {conf.tls_ca, conf.tls_cert, conf.tls_key};
+    static const char *const envs[3] = {"GODWIT_TLS_CA", "GODWIT_TLS_CERT", "GODWIT_TLS_KEY"};
+    for (int k = 0; k < 3; k++) {
+        if (getenv(envs[k]) && *getenv(envs[k])) tls[k] = getenv(envs[k]);
+        if (opt[O_TLS_CA + k]) tls[k] = opt[O_TLS_CA + k];
+        snprintf(k == 0 ? cli.tls_ca : k == 1 ? cli.tls_cert : cli.tls_key, sizeof cli.tls_ca, "%s", tls[k]);
+    }
+    if ((cli.tls_cert[0] || cli.tls_key[0]) && !cli.tls_ca[0]) {
+        fprintf(stderr, "godwit: a client certificate needs --tls-ca (TLS)\n");
+        return GW_EXIT_USAGE;
     }
     if (opt[O_TIMEOUT]) {
         uint64_t t;

@@ -558,6 +558,7 @@ int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender
         .url = cfg->url, .nstreams = cfg->nstreams, .secret = cfg->secret, .secret_len = cfg->secret_len,
         .mem_size = cfg->mem_size, .config = cfg->config,
         .features = cfg->codec == GW_CODEC_NONE ? 0 : GW_WIRE_F_LZ4, .timeout_ms = cfg->timeout_ms,
+        .preamble = cfg->preamble, .tls = cfg->tls, .token = cfg->token,
     };
     int r = gw_session_connect(&sc, &s->ses, err);
     if (r) {

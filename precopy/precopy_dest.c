@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "engine/common/log.h"
@@ -12,6 +14,8 @@
 #include "precopy/precopy_link.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/vm.h"
+#include "engine/vm/virtio_attach.h"
+#include "precopy/incoming_streams.h"
 
 /* The largest VM we create. */
 #define MAX_MEMORY (64ull << 30)
@@ -37,9 +41,18 @@ static int create_vm(struct incoming *in, char *err, size_t errlen)
     if (!c) { snprintf(err, errlen, "the source sent no VM configuration"); return -EPROTO; }
     struct gw_vm_config cfg = {
         .name = c->name, .memory_bytes = c->memory_bytes, .vcpus = c->vcpus, .guest_spec = c->guest_spec,
-        .disk_path = in->p->disk_path ? in->p->disk_path : (c->disk_path && *c->disk_path ? c->disk_path : NULL),
-        .console_fd = in->p->console_fd,
+        .disk_path = in->p->disk_path, .console_fd = in->p->console_fd, .net = in->p->net,
+        .disk_lock_later = true,   /* the source holds the image's lock until GO */
     };
+    if (in->p->expect_name && (!c->name || strcmp(c->name, in->p->expect_name))) {
+        snprintf(err, errlen, "the source sent VM '%s', this host expects '%s'", c->name ? c->name : "",
+                 in->p->expect_name);
+        return -EACCES;
+    }
+    if (c->disk_path && *c->disk_path && !in->p->disk_path) {
+        snprintf(err, errlen, "the source's VM has a disk, and this host was given none for it");
+        return -EINVAL;
+    }
     if (c->memory_bytes > MAX_MEMORY) {
         snprintf(err, errlen, "the source announced %llu GiB of memory, more than the %llu GiB this host takes",
                  (unsigned long long)(c->memory_bytes >> 30), (unsigned long long)(MAX_MEMORY >> 30));
@@ -129,7 +142,13 @@ static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *er
         return gw_mig_receiver_ack(in->rx) ? (snprintf(err, errlen, "cannot send READY: %s",
                                                        gw_mig_receiver_error(in->rx)), -EPIPE) : 0;
     case GW_MIG_EV_GO: {
-        int r = gw_vm_start(in->vm);
+        /* The image is ours from GO on: the source drops its lock right after sending it. */
+        int r = gw_vm_disk_lock(in->vm, true, 5000);
+        if (r) {
+            snprintf(err, errlen, "the disk image is still locked elsewhere: %s", strerror(-r));
+            return r;
+        }
+        r = gw_vm_start(in->vm);
         if (r) { snprintf(err, errlen, "cannot start the VM: %s", strerror(-r)); return r; }
         /* The VM runs here now; RUNNING only tells the source it may let go. */
         if (gw_mig_receiver_running(in->rx))
@@ -142,6 +161,17 @@ static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *er
     return -EPROTO;
 }
 
+/* Whether c's first bytes are a wire record header rather than a preamble (peeked, nothing
+ * consumed; waits up to timeout_ms for them). */
+static bool starts_with_record(struct gw_conn *c, int timeout_ms)
+{
+    struct pollfd pf = {.fd = c->fd, .events = POLLIN};
+    if (c->fd < 0 || poll(&pf, 1, timeout_ms) <= 0) return false;
+    uint8_t b[4];
+    if (recv(c->fd, b, sizeof b, MSG_PEEK | MSG_DONTWAIT) != (ssize_t)sizeof b) return false;
+    return (b[0] | b[1] << 8 | b[2] << 16 | (uint32_t)b[3] << 24) == GW_WIRE_MAGIC;
+}
+
 static int run(struct incoming *in, char *err, size_t errlen)
 {
     const struct gw_incoming_params *p = in->p;
@@ -150,7 +180,28 @@ static int run(struct incoming *in, char *err, size_t errlen)
         .fresh_memory = true,
     };
     int r;
-    if (p->nfds == 1) {
+    if (p->preamble) {
+        struct gw_conn *cs[GW_WIRE_MAX_STREAMS];
+        unsigned n = 0;
+        if (!p->nfds) {
+            r = gw_listen(p->listen_url, &in->l, &in->e);
+            if (!r && p->on_listening) p->on_listening(p->ctx, in->l->url);
+        } else {
+            r = 0;
+        }
+        struct gw_conn *c0 = NULL;
+        if (!r && !p->nfds && !p->tls) {
+            /* Plaintext on a listener of our own: a source that starts with a bare HELLO
+             * (no preamble) still gets the one-at-a-time handshake of old. */
+            r = gw_listener_accept(in->l, cfg.timeout_ms, &c0, &in->e);
+            if (!r && starts_with_record(c0, cfg.timeout_ms)) {
+                r = gw_mig_receiver_accept_conn(c0, in->l, &cfg, &in->rx, &in->e);
+                goto accepted;
+            }
+        }
+        if (!r) r = gw_incoming_streams(in->l, c0, p->fds, p->nfds, p->tls, cfg.timeout_ms, cs, &n, &in->e);
+        if (!r) r = gw_mig_receiver_accept_conns(cs, n, &cfg, &in->rx, &in->e);
+    } else if (p->nfds == 1) {
         struct gw_conn *c;
         r = gw_conn_from_fd(p->fds[0], &c, &in->e);
         if (!r) r = gw_mig_receiver_accept_conn(c, NULL, &cfg, &in->rx, &in->e);
@@ -170,6 +221,7 @@ static int run(struct incoming *in, char *err, size_t errlen)
         if (!r && p->on_listening) p->on_listening(p->ctx, in->l->url);
         if (!r) r = gw_mig_receiver_accept(in->l, &cfg, &in->rx, &in->e);
     }
+accepted:
     if (r) { snprintf(err, errlen, "%s", in->e.msg[0] ? in->e.msg : strerror(-r)); return r; }
     in->t0 = gw_now_ns();
     in->prog.phase = GW_MIG_SETUP;

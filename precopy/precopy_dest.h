@@ -5,12 +5,14 @@
 #ifndef GW_PRECOPY_PRECOPY_DEST_H
 #define GW_PRECOPY_PRECOPY_DEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "precopy/migration_progress.h"
 
 struct gw_vm;
+struct gw_tls_ctx;
 
 /* The most sockets a runner takes: the runner's own stream limit (--streams 1..16). */
 #define GW_INCOMING_MAX_FDS 16u
@@ -23,7 +25,15 @@ struct gw_incoming_params {
     unsigned nfds;
     const uint8_t *secret;
     size_t secret_len;
-    const char *disk_path;     /* overrides the source's disk path; NULL keeps it */
+    /* Stream security (engine/transport/tls.h): every stream starts with a preamble (TCP) and,
+     * with tls (a server context, the caller's), TLS. Off: bare records (RDMA, old tests). */
+    bool preamble;
+    struct gw_tls_ctx *tls;
+    const char *expect_name;   /* the VM this host reserved; NULL = whatever the source sends */
+    /* The VM's disk here. Never taken from the wire: a source whose VM has a disk is refused
+     * when this is NULL. */
+    const char *disk_path;
+    const char *net;           /* network backend here ("tap:NAME"), NULL for none; never the source's */
     int console_fd;
     int timeout_ms;            /* longest wait for any record; 0 = 60 s */
     /* Called once the listener is bound, with its URL (port resolved), before waiting. */

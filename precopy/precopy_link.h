@@ -102,6 +102,13 @@ struct gw_mig_sender_cfg {
      * went out (for work that should run alongside the transfer, such as hashing them). */
     void (*sent)(void *ctx, const uint64_t *pfns, uint32_t n);
     void *sent_ctx;
+    /* Stream security (tls.h). preamble: every stream starts with one (what a destination
+     * runner or migration port expects), carrying token (NULL = none); then TLS when tls is
+     * set (made with gw_tls_ctx_new(client), caller-owned). Every preamble goes out before any
+     * TLS handshake starts. Both unset: bare records (unit tests, RDMA). */
+    bool preamble;
+    struct gw_tls_ctx *tls;
+    const uint8_t *token;
 };
 
 struct gw_mig_sender;

@@ -19,6 +19,7 @@
 #include "engine/vm/mem_data.h"
 #include "engine/vm/virtio_attach.h"
 #include "engine/vm/vm.h"
+#include "engine/transport/tls.h"
 
 #define PFN_BATCH 4096u        /* pages queued per call (and cleared per KVM call) */
 #define COMMIT_TIMEOUT_MS 15000
@@ -230,6 +231,7 @@ static int setup(struct gw_precopy *m)
         .mem = vm->mem.base, .mem_size = vm->mem.size, .config = &cfg, .codec = m->p.codec,
         .timeout_ms = remaining_ms(m, GW_MIG_DEFAULT_TIMEOUT_MS),  /* connect and handshake too */
         .sent = hash_sent, .sent_ctx = &m->cd,
+        .preamble = m->p.preamble, .tls = m->p.tls, .token = m->p.token,
     };
     struct gw_mig_sender *tx;
     r = gw_mig_sender_open(&sc, &tx, &m->err);
@@ -412,6 +414,7 @@ static void *migration_thread(void *arg)
     } else {
         /* GO: from here the VM belongs to the destination and is never resumed here. */
         r = gw_mig_send_go(m->tx);
+        gw_vm_disk_lock(m->vm, false, 0);   /* the image is the destination's from GO on */
         if (!r) r = gw_mig_sender_wait_running(m->tx, COMMIT_TIMEOUT_MS);
         uint64_t downtime = gw_now_ns() - t_pause;
         gw_dirty_detach(m->dirty);
@@ -453,15 +456,17 @@ unsigned gw_precopy_default_streams(void)
 
 int gw_precopy_start(struct gw_vm *vm, const struct gw_precopy_params *p, struct gw_precopy **out)
 {
-    if (!p->url || strlen(p->url) >= sizeof ((struct gw_precopy *)0)->url) return -EINVAL;
-    if (!p->secret || !p->secret_len) return -EINVAL;
+    if (!p->url || strlen(p->url) >= sizeof ((struct gw_precopy *)0)->url || !p->secret || !p->secret_len) {
+        gw_tls_ctx_free(p->tls);
+        return -EINVAL;
+    }
     struct gw_precopy *m = calloc(1, sizeof *m);
-    if (!m) return -ENOMEM;
+    if (!m) { gw_tls_ctx_free(p->tls); return -ENOMEM; }
     m->vm = vm;
     m->p = *p;
     snprintf(m->url, sizeof m->url, "%s", p->url);
     m->secret = malloc(p->secret_len);
-    if (!m->secret) { free(m); return -ENOMEM; }
+    if (!m->secret) { gw_tls_ctx_free(p->tls); free(m); return -ENOMEM; }
     memcpy(m->secret, p->secret, p->secret_len);
     m->p.secret = m->secret;
     if (!m->p.streams) m->p.streams = gw_precopy_default_streams();
@@ -473,7 +478,7 @@ int gw_precopy_start(struct gw_vm *vm, const struct gw_precopy_params *p, struct
     m->prog.phase = GW_MIG_SETUP;
     m->prog.total_bytes = vm->mem.size;
     int r = pthread_create(&m->thread, NULL, migration_thread, m);
-    if (r) { pthread_mutex_destroy(&m->lock); free(m->secret); free(m); return -r; }
+    if (r) { pthread_mutex_destroy(&m->lock); gw_tls_ctx_free(m->p.tls); free(m->secret); free(m); return -r; }
     *out = m;
     return 0;
 }
@@ -511,5 +516,6 @@ void gw_precopy_free(struct gw_precopy *m)
     pthread_mutex_destroy(&m->lock);
     if (m->secret) memset(m->secret, 0, m->p.secret_len);
     free(m->secret);
+    gw_tls_ctx_free(m->p.tls);
     free(m);
 }

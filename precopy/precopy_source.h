@@ -15,6 +15,7 @@
 #include "precopy/migration_progress.h"
 
 struct gw_vm;
+struct gw_tls_ctx;
 
 /* Test-only fault injection (GODWIT_FAULT in the runner's environment). */
 enum gw_mig_fault {
@@ -32,6 +33,12 @@ struct gw_precopy_params {
     size_t secret_len;
     struct gw_conv_policy policy;
     enum gw_mig_fault fault;
+    /* Stream security (engine/transport/tls.h): preamble on every stream (TCP), the TLS client
+     * context (NULL = plaintext; taken by gw_precopy_start, even when it fails) and the
+     * destination's one-time session token (all zero = none). */
+    bool preamble;
+    struct gw_tls_ctx *tls;
+    uint8_t token[32];
 };
 
 struct gw_precopy;

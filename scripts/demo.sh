@@ -25,11 +25,14 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 
 head -c 24 /dev/urandom | base64 > "$WORK/token"
 head -c 32 /dev/urandom | base64 > "$WORK/cluster.secret"
+# Each host names the other as its peer: a VM only ever migrates to a configured peer.
+declare -A PORT=([a]=$(free_port) [b]=$(free_port)) OTHER=([a]=b [b]=a)
 for h in a b; do
   mkdir -p "$WORK/$h"
   cat > "$WORK/$h/godwitd.conf" <<CONF
 [daemon]
-listen = 127.0.0.1:$(free_port)
+listen = 127.0.0.1:${PORT[$h]}
+peers = 127.0.0.1:${PORT[${OTHER[$h]}]}
 state_dir = $WORK/$h/state
 token_file = $WORK/token
 secret_file = $WORK/cluster.secret

@@ -9,6 +9,12 @@
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
 #include <poll.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "engine/api/grpc_tls.h"
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +43,34 @@ struct gw_grpc_client {
     uint32_t max_message;
     bool broken;
     struct client_call *call;
+    SSL_CTX *tls_ctx;          /* TLS, or NULL for h2c */
+    SSL *ssl;
 };
+
+/* Sends up to len bytes: the count, or -1 with errno (EAGAIN: wait for the socket). */
+static ssize_t c_send(struct gw_grpc_client *c, const uint8_t *p, size_t len)
+{
+    if (!c->ssl) return send(c->fd, p, len, MSG_NOSIGNAL);
+    int n = SSL_write(c->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
+    if (n > 0) return n;
+    int e = SSL_get_error(c->ssl, n);
+    ERR_clear_error();
+    errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : ECONNRESET;
+    return -1;
+}
+
+/* Receives up to len bytes: the count, 0 at the end, or -1 with errno. */
+static ssize_t c_recv(struct gw_grpc_client *c, uint8_t *p, size_t len)
+{
+    if (!c->ssl) return recv(c->fd, p, len, 0);
+    int n = SSL_read(c->ssl, p, (int)len);
+    if (n > 0) return n;
+    int e = SSL_get_error(c->ssl, n);
+    ERR_clear_error();
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : ECONNRESET;
+    return -1;
+}
 
 static void set_status(struct gw_grpc_status *st, int code, const char *msg)
 {
@@ -180,6 +213,68 @@ fail:
     return rc;
 }
 
+int gw_grpc_client_connect_tls(const char *addr, int timeout_ms, const struct gw_grpc_client_tls *tls,
+                               struct gw_grpc_client **out, char *err, size_t errlen)
+{
+    char dummy[8];
+    if (!err) { err = dummy; errlen = sizeof dummy; }
+    err[0] = 0;
+    struct gw_grpc_client *c;
+    int r = gw_grpc_client_connect(addr, timeout_ms, &c);
+    if (r) { snprintf(err, errlen, "cannot connect to %s: %s", addr, strerror(-r)); return r; }
+    r = gw_grpc_tls_client_ctx(tls->ca, tls->cert, tls->key, &c->tls_ctx, err, errlen);
+    if (r) goto fail;
+    r = -ENOMEM;
+    if (!(c->ssl = SSL_new(c->tls_ctx)) || !SSL_set_fd(c->ssl, c->fd)) goto fail;
+    /* The server's certificate must name the host (or address) we reached it by. */
+    char host[256] = "localhost";
+    const char *colon = strrchr(addr, ':');
+    if (strncmp(addr, "unix:", 5) && colon) {
+        const char *h = addr, *e = colon;
+        if (*h == '[') { h++; if (e > h && e[-1] == ']') e--; }
+        snprintf(host, sizeof host, "%.*s", (int)(e - h), h);
+    }
+    unsigned char ip[16];
+    if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1) {
+        if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host)) goto fail;
+    } else if (!SSL_set1_host(c->ssl, host) || !SSL_set_tlsext_host_name(c->ssl, host)) {
+        goto fail;
+    }
+    uint64_t deadline = gw_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 10000) * 1000000ull;
+    for (;;) {
+        int n = SSL_connect(c->ssl);
+        if (n == 1) break;
+        int e = SSL_get_error(c->ssl, n);
+        uint64_t now = gw_now_ns();
+        if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) || now >= deadline) {
+            char why[200] = "timed out";
+            unsigned long er = ERR_get_error();
+            if (er) ERR_error_string_n(er, why, sizeof why);
+            long v = SSL_get_verify_result(c->ssl);
+            snprintf(err, errlen, "TLS with %s: %s", addr, v != X509_V_OK ? X509_verify_cert_error_string(v) : why);
+            ERR_clear_error();
+            r = now >= deadline ? -ETIMEDOUT : -EACCES;
+            goto fail;
+        }
+        struct pollfd p = {.fd = c->fd, .events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT};
+        poll(&p, 1, (int)((deadline - now) / 1000000 + 1));
+    }
+    const unsigned char *alpn;
+    unsigned alen = 0;
+    SSL_get0_alpn_selected(c->ssl, &alpn, &alen);
+    if (alen != 2 || memcmp(alpn, "h2", 2)) {
+        snprintf(err, errlen, "TLS with %s: the server did not agree to HTTP/2 (ALPN)", addr);
+        r = -EPROTO;
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    if (!err[0]) snprintf(err, errlen, "TLS with %s: %s", addr, strerror(-r));
+    gw_grpc_client_close(c);
+    return r;
+}
+
 int gw_grpc_client_set_token(struct gw_grpc_client *c, const char *token)
 {
     free(c->token_hdr);
@@ -202,6 +297,8 @@ void gw_grpc_client_close(struct gw_grpc_client *c)
 {
     if (!c)
         return;
+    SSL_free(c->ssl);
+    SSL_CTX_free(c->tls_ctx);
     if (c->ng)
         nghttp2_session_del(c->ng);
     if (c->fd >= 0)
@@ -219,7 +316,7 @@ static int flush(struct gw_grpc_client *c, uint64_t deadline)
     while ((n = nghttp2_session_mem_send(c->ng, &data)) > 0) {
         size_t off = 0;
         while (off < (size_t)n) {
-            ssize_t w = send(c->fd, data + off, (size_t)n - off, MSG_NOSIGNAL);
+            ssize_t w = c_send(c, data + off, (size_t)n - off);
             if (w >= 0) {
                 off += (size_t)w;
                 continue;
@@ -244,13 +341,21 @@ static int flush(struct gw_grpc_client *c, uint64_t deadline)
 static int pump_read(struct gw_grpc_client *c)
 {
     uint8_t buf[16384];
-    ssize_t n = recv(c->fd, buf, sizeof buf, 0);
-    if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
-    if (n == 0)
-        return -ECONNRESET;
-    if (nghttp2_session_mem_recv(c->ng, buf, (size_t)n) < 0)
-        return -EPROTO;
+    bool got = false;
+    /* Over TLS, everything decrypted is taken now: poll would not wake for it again. */
+    do {
+        ssize_t n = c_recv(c, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return got ? 0 : -EAGAIN;
+            return -errno;
+        }
+        if (n == 0)
+            return -ECONNRESET;
+        if (nghttp2_session_mem_recv(c->ng, buf, (size_t)n) < 0)
+            return -EPROTO;
+        got = true;
+    } while (c->ssl);
     return 0;
 }
 

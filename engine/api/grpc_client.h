@@ -1,5 +1,6 @@
-/* A small blocking gRPC client over cleartext HTTP/2 (h2c, prior knowledge), for the `godwit`
- * CLI and for tests. One connection, one call at a time: a client object is used by one
+/* A small blocking gRPC client over HTTP/2, cleartext (h2c, prior knowledge) or TLS (ALPN h2,
+ * the server's certificate checked against a CA and the host name or address it was reached
+ * by), for the `godwit` CLI, daemons calling their peers, and tests. One connection, one call at a time: a client object is used by one
  * thread (open several clients for concurrency). Every call takes a deadline, sends the
  * bearer token when one is set, and reports the gRPC status the server sent, or one the
  * client made up for a local failure (UNAVAILABLE when the connection broke,
@@ -23,6 +24,17 @@ struct gw_grpc_status {
 /* Connects to addr ("host:port", "[v6]:port", "unix:/path") within timeout_ms.
  * Returns 0 or -errno. */
 int gw_grpc_client_connect(const char *addr, int timeout_ms, struct gw_grpc_client **out);
+
+/* TLS for gw_grpc_client_connect_tls: ca verifies the server ("" = the system's roots);
+ * cert and key (both or neither) are this client's certificate for mutual TLS. */
+struct gw_grpc_client_tls {
+    const char *ca, *cert, *key;
+};
+/* The same over TLS, the handshake within timeout_ms. Returns 0, -EACCES (the server's
+ * certificate is not trusted, or ours was refused; err says which), or -errno. err may be
+ * NULL. */
+int gw_grpc_client_connect_tls(const char *addr, int timeout_ms, const struct gw_grpc_client_tls *tls,
+                               struct gw_grpc_client **out, char *err, size_t errlen);
 /* Sets (copies) the bearer token sent with every call; NULL or "" clears it. 0 or -ENOMEM. */
 int gw_grpc_client_set_token(struct gw_grpc_client *c, const char *token);
 /* Largest response message accepted (default 64 MiB); larger ones end the call with

@@ -52,10 +52,11 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
 
 static void check_auth(struct gw_grpc_call *c, const uint8_t *v, size_t vl)
 {
-    const char *tok = c->srv->token;
-    if (!tok || vl < 7 || strncasecmp((const char *)v, "Bearer ", 7) != 0)
+    const char *tok = c->srv->token, *peer = c->srv->peer_token;
+    if (vl < 7 || strncasecmp((const char *)v, "Bearer ", 7) != 0)
         return;
-    c->auth_ok = gw_grpc_secret_equal(v + 7, vl - 7, tok, strlen(tok));
+    if (tok) c->auth_ok = gw_grpc_secret_equal(v + 7, vl - 7, tok, strlen(tok));
+    if (peer) c->peer_ok = gw_grpc_secret_equal(v + 7, vl - 7, peer, strlen(peer));
 }
 
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *n, size_t nl,
@@ -110,7 +111,10 @@ static void headers_done(struct gw_grpc_call *c)
     c->method = c->bad_path ? NULL : gw_server_find_method(srv, c->path);
     /* Without a valid token even the existence of a method is not revealed. */
     bool need_auth = srv->token && !(c->method && (c->method->m.flags & GW_GRPC_NO_AUTH));
-    if (need_auth && !c->auth_ok) {
+    bool peer_method = c->method && (c->method->m.flags & GW_GRPC_PEER);
+    /* A peer method takes the cluster credential and nothing else; the operator's token
+     * opens only the operator's API. */
+    if (peer_method ? !c->peer_ok : need_auth && !c->auth_ok) {
         fail(c, GW_GRPC_UNAUTHENTICATED, "missing or invalid bearer token");
         return;
     }

@@ -5,10 +5,13 @@
  * connection's unsent output is bounded by nghttp2's flow control plus one socket buffer. */
 #include "engine/api/grpc_server_int.h"
 
+#include "engine/api/grpc_tls.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 
 #include <errno.h>
+#include <openssl/err.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -55,10 +58,22 @@ int gw_grpc_server_new(const struct gw_grpc_server_config *cfg, struct gw_grpc_s
     s->token = cfg->token && cfg->token[0] ? strdup(cfg->token) : NULL;
     s->cfg.listen = s->listen_addr;
     s->cfg.token = s->token;
+    s->peer_token = cfg->peer_token && cfg->peer_token[0] ? strdup(cfg->peer_token) : NULL;
+    s->cfg.peer_token = s->peer_token;
     if (!s->listen_addr || (cfg->token && cfg->token[0] && !s->token) ||
+        (cfg->peer_token && cfg->peer_token[0] && !s->peer_token) ||
         gw_h2_callbacks_new(&s->ng_cbs) < 0 || nghttp2_option_new(&s->ng_opt) != 0) {
         gw_grpc_server_free(s);
         return -ENOMEM;
+    }
+    if (cfg->tls_cert && cfg->tls_cert[0]) {
+        char err[512];
+        int r = gw_grpc_tls_server_ctx(cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca, &s->tls, err, sizeof err);
+        if (r) {
+            gw_error("grpc: %s", err);
+            gw_grpc_server_free(s);
+            return r;
+        }
     }
     *out = s;
     return 0;
@@ -215,6 +230,7 @@ static void conn_close(struct gw_h2_conn *conn)
         conn->next->prev = conn->prev;
     s->nconns--;
     epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
+    SSL_free(conn->ssl);
     close(conn->fd);
     nghttp2_session_del(conn->ng);
     free(conn->wbuf);
@@ -230,6 +246,27 @@ static void conn_want_write(struct gw_h2_conn *conn, bool on)
         conn->epollout = on;
 }
 
+/* Sends up to len bytes (TLS or plain): the count, or -1 with errno (EAGAIN when the socket
+ * or TLS must wait; conn->ssl_wants_read says it waits for input, not for room). */
+static ssize_t conn_send(struct gw_h2_conn *conn, const uint8_t *p, size_t len)
+{
+    conn->ssl_wants_read = false;
+    if (!conn->ssl)
+        return send(conn->fd, p, len, MSG_NOSIGNAL);
+    int n = SSL_write(conn->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
+    if (n > 0)
+        return n;
+    int e = SSL_get_error(conn->ssl, n);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+        conn->ssl_wants_read = e == SSL_ERROR_WANT_READ;
+        errno = EAGAIN;
+        return -1;
+    }
+    errno = ECONNRESET;
+    return -1;
+}
+
 /* Writes what nghttp2 has to send. Returns 0, or -errno when the connection must close.
  * A socket that does not take everything keeps the rest in wbuf and nghttp2 is not asked for
  * more until it drained: output never grows past one chunk per connection. */
@@ -237,11 +274,11 @@ static int conn_flush(struct gw_h2_conn *conn)
 {
     for (;;) {
         if (conn->woff < conn->wlen) {
-            ssize_t n = send(conn->fd, conn->wbuf + conn->woff, conn->wlen - conn->woff,
-                             MSG_NOSIGNAL);
+            ssize_t n = conn_send(conn, conn->wbuf + conn->woff, conn->wlen - conn->woff);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    conn_want_write(conn, true);
+                    /* A TLS handshake waiting for the client: its input retries (conn_read). */
+                    conn_want_write(conn, !conn->ssl_wants_read);
                     return 0;
                 }
                 return errno == EINTR ? 0 : -errno;
@@ -256,7 +293,7 @@ static int conn_flush(struct gw_h2_conn *conn)
             return -EPROTO;
         if (n == 0)
             break;
-        ssize_t w = send(conn->fd, data, (size_t)n, MSG_NOSIGNAL);
+        ssize_t w = conn_send(conn, data, (size_t)n);
         if (w < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 return -errno;
@@ -281,9 +318,46 @@ static int conn_flush(struct gw_h2_conn *conn)
     return 0;
 }
 
+/* Reads what TLS has: everything (data OpenSSL already decrypted would not wake epoll
+ * again), then retries output a handshake held back. Returns 0 or -errno to close. */
+static int conn_read_tls(struct gw_h2_conn *conn)
+{
+    uint8_t buf[READ_CHUNK];
+    for (;;) {
+        int n = SSL_read(conn->ssl, buf, sizeof buf);
+        if (n <= 0) {
+            int e = SSL_get_error(conn->ssl, n);
+            if (e == SSL_ERROR_WANT_READ)
+                break;
+            if (e == SSL_ERROR_WANT_WRITE) {
+                conn_want_write(conn, true);
+                return 0;
+            }
+            if (e != SSL_ERROR_ZERO_RETURN) {
+                char why[200] = "";
+                unsigned long er = ERR_get_error();
+                if (er) ERR_error_string_n(er, why, sizeof why);
+                gw_debug("grpc: TLS connection closed: %s", why[0] ? why : "by the peer");
+            }
+            ERR_clear_error();
+            return -ECONNRESET;
+        }
+        conn->last_active_ns = gw_now_ns();
+        ssize_t rc = nghttp2_session_mem_recv(conn->ng, buf, (size_t)n);
+        if (rc < 0) {
+            gw_debug("grpc: closing connection: %s", nghttp2_strerror((int)rc));
+            conn_flush(conn);
+            return -EPROTO;
+        }
+    }
+    return conn->woff < conn->wlen || nghttp2_session_want_write(conn->ng) ? conn_flush(conn) : 0;
+}
+
 /* Reads what the socket has (bounded per wake-up). Returns 0 or -errno to close. */
 static int conn_read(struct gw_h2_conn *conn)
 {
+    if (conn->ssl)
+        return conn_read_tls(conn);
     uint8_t buf[READ_CHUNK];
     for (int i = 0; i < READS_PER_WAKE; i++) {
         ssize_t n = recv(conn->fd, buf, sizeof buf, 0);
@@ -336,7 +410,16 @@ static void accept_conns(struct gw_grpc_server *s)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = conn };
+        if (s->tls && (!(conn->ssl = SSL_new(s->tls)) || !SSL_set_fd(conn->ssl, fd))) {
+            SSL_free(conn->ssl);
+            close(fd);
+            free(conn);
+            continue;
+        }
+        if (conn->ssl)
+            SSL_set_accept_state(conn->ssl);
         if (gw_h2_conn_session_new(conn) < 0 || epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            SSL_free(conn->ssl);
             if (conn->ng)
                 nghttp2_session_del(conn->ng);
             close(fd);
@@ -526,5 +609,7 @@ void gw_grpc_server_free(struct gw_grpc_server *s)
     pthread_cond_destroy(&s->work_cond);
     free(s->listen_addr);
     free(s->token);
+    free(s->peer_token);
+    SSL_CTX_free(s->tls);
     free(s);
 }

@@ -46,6 +46,13 @@ struct gw_grpc_call;
 struct gw_grpc_server_config {
     const char *listen;            /* "host:port", "[v6addr]:port", "unix:/path"; port 0 = any */
     const char *token;             /* bearer token clients must send; NULL or "" = no auth */
+    /* Bearer token of the GW_GRPC_PEER methods (other daemons of the cluster, with a
+     * credential derived from the cluster secret); they never take the operator's token.
+     * NULL or "": those methods refuse every caller. */
+    const char *peer_token;
+    /* TLS (ALPN h2) with this certificate and key; NULL = h2c. tls_client_ca: mutual TLS,
+     * clients must present a certificate it signed (NULL = none asked). */
+    const char *tls_cert, *tls_key, *tls_client_ca;
     uint32_t max_message_bytes;    /* largest request message; 0 = 4 MiB */
     uint32_t max_connections;      /* further connections are closed at once; 0 = 256 */
     uint32_t max_streams;          /* concurrent streams per connection; 0 = 128 */
@@ -66,6 +73,8 @@ enum gw_grpc_kind { GW_GRPC_UNARY = 0, GW_GRPC_SERVER_STREAM = 1 };
  * per call, for handlers that only read memory under a short lock and never block. A slow
  * INLINE handler stalls every connection, so the flag is for quick reads only. */
 #define GW_GRPC_INLINE 2u
+/* Called by other daemons: authenticated by the peer token only (see peer_token). */
+#define GW_GRPC_PEER 4u
 
 /* Returned by a handler that keeps the call and finishes it later. */
 #define GW_GRPC_PENDING (-1)

@@ -11,6 +11,7 @@
 #include "engine/api/grpc_server.h"
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -40,7 +41,7 @@ struct gw_grpc_call {
     struct gw_grpc_call *conn_next, *conn_prev;
     const struct gw_grpc_method_entry *method;
     char path[GW_GRPC_PATH_MAX];
-    bool bad_path, is_post, ct_ok, auth_ok, headers_done;
+    bool bad_path, is_post, ct_ok, auth_ok, peer_ok, headers_done;
     bool timeout_bad;
     uint64_t timeout_ns;              /* from grpc-timeout, 0 = none */
     int heap_idx;                     /* index in the deadline heap, -1 = not there */
@@ -84,12 +85,16 @@ struct gw_h2_conn {
     bool epollout;
     uint64_t last_active_ns;
     uint64_t held;                    /* request bytes its calls hold (loop only) */
+    SSL *ssl;                         /* TLS, or NULL for h2c */
+    bool ssl_wants_read;              /* the last TLS write waits for input, not for room */
     struct gw_h2_conn *next, *prev;
 };
 
 struct gw_grpc_server {
     struct gw_grpc_server_config cfg;
     char *token;
+    char *peer_token;
+    SSL_CTX *tls;                     /* NULL = h2c */
     char *listen_addr;
     struct gw_grpc_method_entry *methods;
     size_t nmethods, methods_cap;

@@ -55,6 +55,23 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
     else if (!strcmp(key, "token_file")) r = set_path(c, cfg->token_file, value);
     else if (!strcmp(key, "runner")) r = set_path(c, cfg->runner, value);
     else if (!strcmp(key, "secret_file")) r = set_path(c, cfg->secret_file, value);
+    else if (!strcmp(key, "tls_cert")) r = set_path(c, cfg->tls_cert, value);
+    else if (!strcmp(key, "tls_key")) r = set_path(c, cfg->tls_key, value);
+    else if (!strcmp(key, "tls_ca")) r = set_path(c, cfg->tls_ca, value);
+    else if (!strcmp(key, "peers")) r = set_str(cfg->peers, sizeof cfg->peers, value);
+    else if (!strcmp(key, "api_cert")) r = set_path(c, cfg->api_cert, value);
+    else if (!strcmp(key, "api_key")) r = set_path(c, cfg->api_key, value);
+    else if (!strcmp(key, "api_client_ca")) r = set_path(c, cfg->api_client_ca, value);
+    else if (!strcmp(key, "peer_ca")) r = set_path(c, cfg->peer_ca, value);
+    else if (!strcmp(key, "api_h2c")) {
+        r = !strcmp(value, "on") || !strcmp(value, "off") ? 0 : -EINVAL;
+        cfg->api_h2c = !strcmp(value, "on");
+    }
+    else if (!strcmp(key, "image_roots")) r = set_str(cfg->image_roots, sizeof cfg->image_roots, value);
+    else if (!strcmp(key, "migration_tls")) {
+        r = !strcmp(value, "on") ? 0 : !strcmp(value, "off") ? 0 : -EINVAL;
+        cfg->migration_tls = !strcmp(value, "on");
+    }
     else if (!strcmp(key, "migration_host")) r = set_str(cfg->migration_host, sizeof cfg->migration_host, value);
     else if (!strcmp(key, "migration_advertise")) r = set_str(cfg->migration_advertise, sizeof cfg->migration_advertise, value);
     else if (!strcmp(key, "hostname")) r = set_str(cfg->hostname, sizeof cfg->hostname, value);
@@ -85,7 +102,7 @@ static void default_runner(char *out, size_t cap)
 int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *err, size_t errlen)
 {
     /* 8 workers: StartVm and StopVm hold one for seconds, reads must still find a free one. */
-    *cfg = (struct gw_daemon_config){.max_migrations = 2, .max_incoming = 2, .workers = 8};
+    *cfg = (struct gw_daemon_config){.max_migrations = 2, .max_incoming = 2, .workers = 8, .migration_tls = 1};
     snprintf(cfg->listen, sizeof cfg->listen, "127.0.0.1:7400");
     snprintf(cfg->state_dir, sizeof cfg->state_dir, "/var/lib/godwit");
     snprintf(cfg->migration_host, sizeof cfg->migration_host, "127.0.0.1");
@@ -118,6 +135,15 @@ int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *
         snprintf(err, errlen, "%s:%d: %s", path, line, why);
         return -EINVAL;
     }
+    if (!!cfg->api_cert[0] != !!cfg->api_key[0] || (cfg->api_client_ca[0] && !cfg->api_cert[0])) {
+        snprintf(err, errlen, "%s: api_cert and api_key go together (and api_client_ca needs them)", path);
+        return -EINVAL;
+    }
+    int nx = !!cfg->tls_cert[0] + !!cfg->tls_key[0] + !!cfg->tls_ca[0];
+    if (nx != 0 && nx != 3) {
+        snprintf(err, errlen, "%s: tls_cert, tls_key and tls_ca go together (all three or none)", path);
+        return -EINVAL;
+    }
     if (!cfg->migration_advertise[0])
         snprintf(cfg->migration_advertise, sizeof cfg->migration_advertise, "%s", cfg->migration_host);
     return 0;
@@ -137,4 +163,45 @@ int gw_read_token_file(const char *path, char *out, size_t outlen)
     if (!n || n >= 1024 || n >= outlen) return -EINVAL;
     memcpy(out, s, n + 1);
     return 0;
+}
+
+bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr)
+{
+    size_t n = strlen(addr);
+    for (const char *p = cfg->peers; *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t') p++;
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        const char *t = e;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t')) t--;
+        if (n && (size_t)(t - p) == n && !memcmp(p, addr, n)) return true;
+        p = e;
+    }
+    return false;
+}
+
+const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const char *path)
+{
+    char real[PATH_MAX], root[PATH_MAX], entry[GW_CFG_STR];
+    if (path[0] != '/') return "the disk path must be absolute";
+    if (!cfg->image_roots[0]) return "this host has no image_roots configured: it takes no VM disks";
+    if (!realpath(path, real)) return "the disk image does not exist here";
+    if (strcmp(real, path)) return "the disk path goes through a symbolic link or is not canonical";
+    for (const char *p = cfg->image_roots; *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t') p++;
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        size_t n = (size_t)(e - p);
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
+        if (n && n < sizeof entry) {
+            memcpy(entry, p, n);
+            entry[n] = 0;
+            size_t k;
+            if (realpath(entry, root) && (k = strlen(root)) && !strncmp(real, root, k) &&
+                (real[k] == '/' || (k == 1 && root[0] == '/')))
+                return NULL;
+        }
+        p = e;
+    }
+    return "the disk image is not inside this host's image_roots";
 }

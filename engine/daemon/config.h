@@ -8,7 +8,20 @@
  *   migration_host = 127.0.0.1        ; address of the migration port (and of per-migration listeners)
  *   migration_port = 7410             ; the host's migration port; 0 = none (per-migration listeners)
  *   migration_advertise = 10.0.0.2    ; the address sources connect to (default: migration_host)
- *   secret_file = /etc/godwit/secret  ; cluster secret for migration handshakes
+ *   secret_file = /etc/godwit/secret  ; cluster secret (>= 32 bytes): migration TLS PSK and handshakes
+ *   migration_tls = on                ; TLS 1.3 on migration streams; "off" = plaintext (explicit only)
+ *   tls_cert = host.pem               ; X.509 instead of the PSK: all three of tls_cert,
+ *   tls_key = host.key                ;   tls_key and tls_ca (the operator's CA; any cert it
+ *   tls_ca = ca.pem                   ;   signed is a cluster member)
+ *   peers = 10.0.0.3:7400, host-c:7400 ; the only destinations MigrateVm takes (API addresses)
+ *   api_cert = api.pem                ; TLS on the API (ALPN h2) with this certificate and key;
+ *   api_key = api.key                 ;   without them the API speaks h2c, which a non-loopback
+ *   api_client_ca = clients.pem       ;   listen address refuses unless api_h2c = on. With
+ *   api_h2c = off                     ;   api_client_ca, clients need a certificate it signed.
+ *   peer_ca = cluster-api-ca.pem      ; peers' APIs speak TLS: trust this CA for them (and show
+ *                                     ;   api_cert/api_key as our client certificate)
+ *   image_roots = /srv/images, /var/lib/godwit/images ; where VM disks may live (incoming VMs
+ *                                     ;   with a disk need it; CreateVm checks it when set)
  *   max_migrations = 2                ; concurrent outgoing migrations; more are queued
  *   max_incoming = 2                  ; concurrent incoming migrations
  *   hostname = host-a                 ; default: gethostname()
@@ -18,6 +31,7 @@
 #ifndef GW_DAEMON_CONFIG_H
 #define GW_DAEMON_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +45,13 @@ struct gw_daemon_config {
     char migration_host[GW_CFG_STR];
     char migration_advertise[GW_CFG_STR];
     char secret_file[GW_CFG_STR];
+    char tls_cert[GW_CFG_STR], tls_key[GW_CFG_STR], tls_ca[GW_CFG_STR];
+    char peers[4 * GW_CFG_STR];     /* comma-separated API addresses; "" = none */
+    int migration_tls;              /* 1 on (default), 0 off */
+    char image_roots[4 * GW_CFG_STR]; /* comma-separated directories; "" = none */
+    char api_cert[GW_CFG_STR], api_key[GW_CFG_STR], api_client_ca[GW_CFG_STR];
+    char peer_ca[GW_CFG_STR];
+    int api_h2c;                    /* 1: plaintext API allowed on a non-loopback address */
     char hostname[256];
     uint32_t migration_port;
     uint32_t max_migrations;
@@ -45,5 +66,13 @@ int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *
 /* Reads a secret file (a token): its first line without surrounding white space, 1..1023
  * bytes. Returns 0, -EINVAL (empty or too long) or -errno. */
 int gw_read_token_file(const char *path, char *out, size_t outlen);
+
+/* NULL when path may be a VM's disk here: absolute, already canonical (no symbolic link,
+ * no "." or ".." on the way: realpath(path) is path) and inside one of cfg's image_roots;
+ * else why not. With no image_roots configured every disk is refused. */
+const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const char *path);
+
+/* Whether addr is one of cfg's peers (exact match of an entry, spaces ignored). */
+bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr);
 
 #endif

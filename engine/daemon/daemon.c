@@ -12,9 +12,11 @@
 
 #include "engine/api/grpc_health.h"
 #include "engine/api/grpc_server.h"
+#include "engine/api/grpc_tls.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/daemon/daemon.h"
+#include "engine/transport/tls.h"
 #include "engine/daemon/db.h"
 
 uint64_t gw_unix_ms(void)
@@ -54,6 +56,21 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
     } else {
         gw_warn("no token_file configured: the API accepts every caller");
     }
+    if (cfg->secret_file[0]) {
+        /* The cluster secret keys the migration TLS PSK and the peers' API credential: a short
+         * one is refused at start rather than at the first migration. */
+        int r = gw_read_token_file(cfg->secret_file, d->secret, sizeof d->secret);
+        if (!r && strlen(d->secret) < GW_SEC_MIN_SECRET) r = -ERANGE;
+        if (r) {
+            snprintf(err, errlen, "secret file %s: %s", cfg->secret_file,
+                     r == -ERANGE ? "shorter than 32 bytes" : r == -EINVAL ? "empty or too long" : strerror(-r));
+            return r == -ERANGE ? -EINVAL : r;
+        }
+        if (gw_sec_peer_token((const uint8_t *)d->secret, strlen(d->secret), d->peer_token)) {
+            snprintf(err, errlen, "cannot derive the peers' credential");
+            return -EIO;
+        }
+    }
     if (access(cfg->runner, X_OK)) { snprintf(err, errlen, "runner %s: %s", cfg->runner, strerror(errno)); return -errno; }
     int r = mkdirs(cfg->state_dir);
     if (r) { snprintf(err, errlen, "state dir %s: %s", cfg->state_dir, strerror(-r)); return r; }
@@ -78,7 +95,21 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
 
 int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
 {
-    struct gw_grpc_server_config sc = {.listen = d->cfg.listen, .token = d->token, .workers = d->cfg.workers};
+    /* Beyond this machine the API needs a token, and TLS unless the operator said h2c. */
+    if (!gw_grpc_addr_is_loopback(d->cfg.listen)) {
+        if (!d->token[0]) {
+            snprintf(err, errlen, "listen = %s is not a loopback address: a token_file is required", d->cfg.listen);
+            return -EINVAL;
+        }
+        if (!d->cfg.api_cert[0] && !d->cfg.api_h2c) {
+            snprintf(err, errlen, "listen = %s is not a loopback address: configure api_cert and api_key (TLS), "
+                     "or api_h2c = on for plaintext", d->cfg.listen);
+            return -EINVAL;
+        }
+    }
+    struct gw_grpc_server_config sc = {.listen = d->cfg.listen, .token = d->token, .peer_token = d->peer_token,
+                                     .workers = d->cfg.workers, .tls_cert = d->cfg.api_cert,
+                                     .tls_key = d->cfg.api_key, .tls_client_ca = d->cfg.api_client_ca};
     int r = gw_grpc_server_new(&sc, &d->srv);
     if (!r) r = gw_grpc_health_new(d->srv, false, &d->health);
     if (!r) r = gw_service_register_vm(d);

@@ -53,6 +53,7 @@ struct gw_vm_rec {
     bool incoming;                 /* destination of a migration not yet completed */
     uint64_t reserved_until_ns;    /* incoming via the migration port: waiting for the source's
                                     * connection until then (no runner yet); 0 = not waiting */
+    uint8_t session_token[32];     /* incoming: PrepareIncoming's one-time token the streams carry */
     bool migrating_out;            /* a migration job owns the runner's exit */
     int exit_code;                 /* last exit, -1 unknown */
     char exit_why[128];
@@ -92,6 +93,8 @@ struct gw_job {
 struct gw_daemon {
     struct gw_daemon_config cfg;
     char token[1024];              /* "" = no auth */
+    char secret[1024];             /* the cluster secret, "" when none is configured */
+    char peer_token[65];           /* the peers' API credential derived from it, "" = none */
     char vms_dir[600];
     struct gw_db *db;
     struct gw_grpc_server *srv;
@@ -126,6 +129,9 @@ bool gw_vm_name_ok(const char *name);
 const char *gw_vm_config_invalid(const char *name, uint64_t memory, uint32_t vcpus, const char *guest,
                                  const char *disk);
 struct gw_vm_rec *gw_vm_find(struct gw_daemon *d, const char *name);   /* lock held */
+/* The incoming VM reserved on the migration port under token (constant-time compare; lock
+ * held), or NULL. */
+struct gw_vm_rec *gw_vm_find_reserved(struct gw_daemon *d, const uint8_t token[32]);
 /* Fills a Vm message from rec; strings point into rec (valid while the lock is held). */
 void gw_vm_to_proto(const struct gw_daemon *d, const struct gw_vm_rec *rec, Godwit__V1__Vm *vm,
                     Godwit__V1__RestartPolicy *rp, Godwit__V1__VmCounters *c);

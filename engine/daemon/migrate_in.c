@@ -6,7 +6,7 @@
  * tcp:migration_host:0`, reads back the port the runner bound (its first stdout line) and
  * answers with migration_advertise:PORT. The
  * stream itself is authenticated by the runners' handshake (HMAC over the cluster secret);
- * the RPC by the API's bearer token. When the destination runner reports "running" the
+ * the RPC by the peers' credential (derived from the cluster secret; never the operator's token). When the destination runner reports "running" the
  * supervisor makes the VM ours (RUNNING, persisted); when it exits first, the VM record is
  * dropped: it still lives on its source. */
 #include <arpa/inet.h>
@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -81,6 +82,11 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     const char *why = gw_vm_config_invalid(vm->name, vm->memory_bytes, vm->vcpus, vm->guest, vm->disk_path);
     if (why || !vm->memory_bytes || !vm->vcpus)
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "%s", why ? why : "memory and vcpus are required");
+    /* The disk is this host's own record, checked here: the runner opens exactly this path
+     * (O_NOFOLLOW) and nothing on the migration wire names a file. */
+    if (vm->disk_path && *vm->disk_path && (why = gw_config_disk_refused(&d->cfg, vm->disk_path)))
+        return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "disk %s on %s: %s", vm->disk_path,
+                                  d->cfg.hostname, why);
     pthread_mutex_lock(&d->lock);
     int code = GW_GRPC_OK;
     struct gw_vm_rec *rec = NULL;
@@ -126,6 +132,16 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     }
     Godwit__V1__PrepareIncomingResponse resp = GODWIT__V1__PREPARE_INCOMING_RESPONSE__INIT;
     char url[600];
+    /* The one-time token the source's streams must carry: the migration port routes by it
+     * and closes anything without it before a process starts. */
+    if (getrandom(rec->session_token, sizeof rec->session_token, 0) != (ssize_t)sizeof rec->session_token) {
+        code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "no random bytes for a session token");
+        goto drop;
+    }
+    uint8_t token[sizeof rec->session_token];   /* the response is packed after rec may change */
+    memcpy(token, rec->session_token, sizeof token);
+    resp.session_token.data = token;
+    resp.session_token.len = sizeof token;
     /* streams 0 = the source runner's default, which is within the port's limit. */
     if (d->cfg.migration_port && req->streams <= GW_MIGPORT_MAX_STREAMS) {
         /* Through the migration port: reserve, and let the streams' arrival start the runner. */
@@ -214,9 +230,11 @@ int gw_service_register_peer(struct gw_daemon *d)
 {
     int r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
         .path = "/godwit.v1.GodwitPeer/PrepareIncoming", .kind = GW_GRPC_UNARY,
-        .request = &godwit__v1__prepare_incoming_request__descriptor, .handler = prepare_incoming, .arg = d});
+        .request = &godwit__v1__prepare_incoming_request__descriptor, .handler = prepare_incoming, .arg = d,
+        .flags = GW_GRPC_PEER});
     if (!r) r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
         .path = "/godwit.v1.GodwitPeer/AbortIncoming", .kind = GW_GRPC_UNARY,
-        .request = &godwit__v1__abort_incoming_request__descriptor, .handler = abort_incoming, .arg = d});
+        .request = &godwit__v1__abort_incoming_request__descriptor, .handler = abort_incoming, .arg = d,
+        .flags = GW_GRPC_PEER});
     return r;
 }

@@ -1,6 +1,6 @@
 /* A migration job, source side. The job thread
  *   1. waits for a migration slot (max_migrations per host; the job is QUEUED meanwhile),
- *   2. asks the destination daemon (GodwitPeer.PrepareIncoming over gRPC, same token) to
+ *   2. asks the destination daemon (GodwitPeer.PrepareIncoming over gRPC, peer credential) to
  *      expect the VM, and gets the URL to send it to: the destination's migration port for
  *      any number of streams (it hands all of them to one runner), or, on a host without
  *      one, a per-migration listener,
@@ -36,6 +36,8 @@ struct mig {
     struct gw_vm_rec *rec;           /* kept alive by rec->busy */
     char sock[108];
     char url[600];
+    uint8_t token[32];               /* the destination's one-time session token */
+    bool has_token;
     uint64_t exit_seq;
     bool url_prepared;
     char last_state[32];
@@ -55,12 +57,21 @@ static void fail(struct mig *m, int state, const char *fmt, ...)
     m->outcome = state;
 }
 
-/* A gRPC client to the destination daemon. */
+/* A gRPC client to the destination daemon, with the cluster's peer credential: the
+ * operator's API token never leaves this host. */
 static int peer_connect(struct gw_daemon *d, const char *addr, struct gw_grpc_client **c)
 {
-    int r = gw_grpc_client_connect(addr, 5000, c);
+    int r;
+    if (d->cfg.peer_ca[0]) {
+        char err[512];
+        struct gw_grpc_client_tls t = {.ca = d->cfg.peer_ca, .cert = d->cfg.api_cert, .key = d->cfg.api_key};
+        r = gw_grpc_client_connect_tls(addr, 5000, &t, c, err, sizeof err);
+        if (r) gw_warn("peer %s: %s", addr, err);
+    } else {
+        r = gw_grpc_client_connect(addr, 5000, c);
+    }
     if (r) return r;
-    if (d->token[0]) gw_grpc_client_set_token(*c, d->token);
+    if (d->peer_token[0]) gw_grpc_client_set_token(*c, d->peer_token);
     return 0;
 }
 
@@ -91,6 +102,10 @@ static int prepare_destination(struct mig *m, const Godwit__V1__PrepareIncomingR
         const Godwit__V1__PrepareIncomingResponse *pr = (const void *)resp;
         snprintf(m->url, sizeof m->url, "%s", pr->url);
         m->url_prepared = true;
+        if (pr->session_token.len == sizeof m->token) {
+            memcpy(m->token, pr->session_token.data, sizeof m->token);
+            m->has_token = true;
+        }
     }
     pthread_mutex_unlock(&m->d->lock);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
@@ -124,6 +139,14 @@ static int start_runner(struct mig *m)
     mr.destination = m->url;
     mr.policy = &pol;
     mr.secret_file = m->d->cfg.secret_file;
+    if (m->has_token) {
+        mr.session_token.data = m->token;
+        mr.session_token.len = sizeof m->token;
+    }
+    mr.tls_off = !m->d->cfg.migration_tls;
+    mr.tls_cert = m->d->cfg.tls_cert;
+    mr.tls_key = m->d->cfg.tls_key;
+    mr.tls_ca = m->d->cfg.tls_ca;
     req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_MIGRATE;
     req.migrate = &mr;
     Godwit__V1__RunnerReply *rep = NULL;

@@ -38,6 +38,10 @@ static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     if (!req->vm[0]) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "a VM name is required");
     if (!dest_ok(req->destination))
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "destination must be the destination godwitd's \"host:port\"");
+    /* Only a host of the cluster may receive a VM: never an address a caller makes up. */
+    if (!gw_config_is_peer(&d->cfg, req->destination))
+        return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "destination %s is not one of %s's peers "
+                                  "(peers in godwitd's config)", req->destination, d->cfg.hostname);
     const Godwit__V1__MigrationPolicy *p = req->policy;
     if (p && ((unsigned)p->mode > GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID ||
               (unsigned)p->compression > GODWIT__V1__MIGRATION_POLICY__COMPRESSION__LZ4 || p->streams > 64))

@@ -147,7 +147,7 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     char console[1100], dir[1024];
     gw_vm_dir(d, rec->name, dir, sizeof dir);
     snprintf(console, sizeof console, "%s/console.log", dir);
-    char *argv[16 + 2 * GW_PROC_MAX_PASS_FDS];
+    char *argv[32 + 2 * GW_PROC_MAX_PASS_FDS];
     char fdnum[GW_PROC_MAX_PASS_FDS][12];
     int n = 0;
     argv[n++] = d->cfg.runner;
@@ -161,6 +161,16 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     argv[n++] = "--control"; argv[n++] = rec->control;
     argv[n++] = "--console"; argv[n++] = console;
     if (d->cfg.secret_file[0]) { argv[n++] = "--secret-file"; argv[n++] = d->cfg.secret_file; }
+    /* The VM this host reserved, and its disk from our own record: nothing the source sends
+     * names a VM or a file here. */
+    argv[n++] = "--name"; argv[n++] = rec->name;
+    if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = rec->disk; }
+    if (!d->cfg.migration_tls) { argv[n++] = "--tls"; argv[n++] = "off"; }
+    if (d->cfg.tls_cert[0]) {
+        argv[n++] = "--tls-cert"; argv[n++] = d->cfg.tls_cert;
+        argv[n++] = "--tls-key"; argv[n++] = d->cfg.tls_key;
+        argv[n++] = "--tls-ca"; argv[n++] = d->cfg.tls_ca;
+    }
     argv[n++] = "--json";
     argv[n] = NULL;
     int r = spawn_argv(d, rec, argv, conn_fds, nconn, err, errlen);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 #include <sys/stat.h>
 
 #include "engine/common/log.h"
@@ -42,6 +43,15 @@ struct gw_vm_rec *gw_vm_find(struct gw_daemon *d, const char *name)
     for (struct gw_vm_rec *r = d->vms; r; r = r->next)
         if (!strcmp(r->name, name)) return r;
     return NULL;
+}
+
+struct gw_vm_rec *gw_vm_find_reserved(struct gw_daemon *d, const uint8_t token[32])
+{
+    struct gw_vm_rec *hit = NULL;
+    for (struct gw_vm_rec *r = d->vms; r; r = r->next)
+        if (r->reserved_until_ns && !r->proc.pid && !CRYPTO_memcmp(r->session_token, token, sizeof r->session_token))
+            hit = r;
+    return hit;
 }
 
 void gw_vm_dir(const struct gw_daemon *d, const char *name, char *out, size_t len)

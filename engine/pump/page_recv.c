@@ -176,7 +176,8 @@ int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
             i += k - 1;
             continue;
         }
-        /* A zero page has no data (and a batch of zero pages no buffer at all). */
+        /* A zero page has no data (a batch of zero markers only has no data buffer at
+         * all, and NULL + 0 is undefined). */
         if ((r = place(pl, pr, d, d->len ? pr->data.data + off : NULL))) goto bad;
         off += d->len;
         counts[d->enc]++;

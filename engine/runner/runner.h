@@ -31,13 +31,18 @@ struct gw_runner {
 };
 
 /* Reads a cluster secret file (trailing whitespace dropped) into buf; returns its length or
- * -errno (-EINVAL when shorter than 8 bytes). */
+ * -errno (-EINVAL when shorter than 32 bytes, GW_SEC_MIN_SECRET). */
 int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap);
 
 /* Starts an outgoing migration from a control request; fills err on failure. */
 int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateRequest *req, char *err, size_t errlen);
 /* Called from the main loop: notices a finished migration and acts on its outcome. */
 void gw_runner_poll_migration(struct gw_runner *r);
+
+/* Backs the VM up into a chunk store (runner_backup.c); fills res or err. */
+struct gw_backup_result;
+int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest *req, struct gw_backup_result *res,
+                     char *err, size_t errlen);
 
 /* Opens the control socket at path (replacing a stale one). */
 int gw_runner_control_open(struct gw_runner *r, const char *path);

@@ -11,6 +11,7 @@
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/runner/runner.h"
+#include "engine/transport/tls.h"
 #include "precopy/precopy_source.h"
 
 int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap)
@@ -22,7 +23,7 @@ int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap)
     close(fd);
     if (n < 0) return -e;
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t')) n--;
-    return n < 8 ? -EINVAL : (int)n;
+    return n < (ssize_t)GW_SEC_MIN_SECRET ? -EINVAL : (int)n;
 }
 
 static enum gw_mig_fault fault_from_env(void)
@@ -65,10 +66,36 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
     if (!*sf) { snprintf(err, errlen, "no cluster secret: start the runner with --secret-file or name one"); return -EINVAL; }
     uint8_t secret[1024];
     int n = gw_runner_read_secret(sf, secret, sizeof secret);
-    if (n < 0) { snprintf(err, errlen, "cluster secret %s: %s", sf, n == -EINVAL ? "shorter than 8 bytes" : strerror(-n)); return n; }
+    if (n < 0) {
+        snprintf(err, errlen, "cluster secret %s: %s", sf, n == -EINVAL ? "shorter than 32 bytes" : strerror(-n));
+        return n;
+    }
     p.secret = secret;
     p.secret_len = (size_t)n;
-    int rc = gw_precopy_start(r->vm, &p, &r->migration);
+    if (req->session_token.len && req->session_token.len != sizeof p.token) {
+        snprintf(err, errlen, "a session token has %u bytes", GW_SEC_TOKEN_SIZE);
+        return -EINVAL;
+    }
+    if (req->session_token.len) memcpy(p.token, req->session_token.data, sizeof p.token);
+    /* Every TCP stream starts with its preamble; TLS unless explicitly off. */
+    bool tcp = !strncmp(req->destination, "tcp:", 4);
+    p.preamble = tcp;
+    if (!req->tls_off && !tcp) {
+        memset(secret, 0, sizeof secret);
+        snprintf(err, errlen, "migration TLS runs over TCP only; turn it off for %s", req->destination);
+        return -EPROTONOSUPPORT;
+    }
+    struct gw_sec_cfg sec = {.tls = !req->tls_off, .secret = secret, .secret_len = (size_t)n,
+                             .cert = req->tls_cert, .key = req->tls_key, .ca = req->tls_ca};
+    struct gw_err e = {0};
+    int rc = gw_tls_ctx_new(&sec, false, &p.tls, &e);
+    if (rc) {
+        memset(secret, 0, sizeof secret);
+        snprintf(err, errlen, "%s", e.msg);
+        return rc;
+    }
+    if (req->tls_off) gw_warn("vm %s: migration to %s in plaintext (TLS turned off)", r->vm->name, req->destination);
+    rc = gw_precopy_start(r->vm, &p, &r->migration);
     memset(secret, 0, sizeof secret);
     if (rc) { snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc)); return rc; }
     gw_info("vm %s: migrating to %s", r->vm->name, req->destination);

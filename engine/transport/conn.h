@@ -63,6 +63,9 @@ struct gw_conn {
     struct gw_wire_header rec;
     uint32_t rec_left;
     char peer[96];        /* "tcp:1.2.3.4:5678" for messages */
+    /* The session token of the stream's preamble (tls.h), repeated in the source's HELLO and
+     * compared there by the destination; all zero = none. */
+    uint8_t token[32];
 };
 
 struct gw_listener;

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,22 @@ int gw_hs_mac(const uint8_t *secret, size_t secret_len, uint8_t role,
     if (!HMAC(EVP_sha256(), secret, (int)secret_len, msg, sizeof msg, mac, &len) || len != GW_WIRE_MAC_SIZE)
         return -EIO;
     return 0;
+}
+
+static bool token_set(const struct gw_conn *c)
+{
+    uint8_t acc = 0;
+    for (size_t i = 0; i < sizeof c->token; i++) acc |= c->token[i];
+    return acc != 0;
+}
+
+/* The HELLO repeats the token of the stream's preamble (the one a destination daemon routed
+ * the connection by), or neither has one. */
+static bool token_matches(const struct gw_conn *c, const Godwit__V1__MigHello *he)
+{
+    if (!token_set(c)) return he->session_token.len == 0;
+    return he->session_token.len == sizeof c->token &&
+           !CRYPTO_memcmp(he->session_token.data, c->token, sizeof c->token);
 }
 
 static int check_params(const struct gw_hs_params *p, struct gw_err *err)
@@ -86,12 +103,19 @@ int gw_hs_source_hello(struct gw_conn *c, const struct gw_hs_params *p, Godwit__
     hello->features = p->features;
     hello->nonce.data = st->nonce;
     hello->nonce.len = sizeof st->nonce;
+    /* The preamble's token again, now inside the authenticated channel. */
+    if (token_set(c)) {
+        hello->session_token.data = c->token;
+        hello->session_token.len = sizeof c->token;
+    }
     c->stream = hello->stream_index;
     c->max_payload = GW_WIRE_MAX_HANDSHAKE_PAYLOAD;
     r = send_msg(c, GW_WIRE_HELLO, &hello->base, err);
     c->max_payload = 0;
     hello->nonce.data = NULL;
     hello->nonce.len = 0;
+    hello->session_token.data = NULL;
+    hello->session_token.len = 0;
     return r;
 }
 
@@ -168,6 +192,11 @@ int gw_hs_destination_hello(struct gw_conn *c, const struct gw_hs_params *p,
     if (he->version != GW_WIRE_VERSION) {
         r = gw_err_set(err, -EPROTONOSUPPORT, "%s: wire version %u, we speak %u", c->peer, he->version, GW_WIRE_VERSION);
         gw_conn_send_error(c, r, "unsupported wire version");
+        goto out;
+    }
+    if (!token_matches(c, he)) {
+        r = gw_err_set(err, -EACCES, "%s: the HELLO's session token is not the one its stream announced", c->peer);
+        gw_conn_send_error(c, r, "session token mismatch");
         goto out;
     }
     c->stream = he->stream_index;

@@ -9,6 +9,7 @@
 #include <sys/random.h>
 
 #include "engine/transport/handshake.h"
+#include "engine/transport/tls.h"
 
 struct sstream {
     struct gw_conn *c;
@@ -116,12 +117,21 @@ static struct gw_hs_params hs_params(const struct gw_session_cfg *cfg)
     return (struct gw_hs_params){ .secret = cfg->secret, .secret_len = cfg->secret_len, .features = cfg->features };
 }
 
-/* Connects stream i and sends its HELLO. */
+/* Connects stream i and sends its preamble (when there is one). */
+static int stream_connect(struct gw_session *s, unsigned i, const struct gw_session_cfg *cfg, struct gw_err *err)
+{
+    struct sstream *t = &s->st[i];
+    int r = gw_conn_connect(cfg->url, s->timeout_ms, &t->c, err);
+    if (!r && (cfg->preamble || cfg->tls)) r = gw_sec_send_preamble(t->c, cfg->tls, i, s->n, cfg->token, err);
+    return r;
+}
+
+/* Starts TLS on stream i (when asked) and sends its HELLO. */
 static int stream_hello(struct gw_session *s, unsigned i, const struct gw_session_cfg *cfg,
                         const uint8_t session[GW_WIRE_SESSION_ID_SIZE], struct gw_err *err)
 {
     struct sstream *t = &s->st[i];
-    int r = gw_conn_connect(cfg->url, s->timeout_ms, &t->c, err);
+    int r = cfg->tls ? gw_tls_wrap(&t->c, cfg->tls, i == 0, err) : 0;
     if (r) return r;
     Godwit__V1__MigHello h = GODWIT__V1__MIG_HELLO__INIT;
     h.config = i == 0 ? (Godwit__V1__VmConfig *)cfg->config : NULL;
@@ -154,9 +164,13 @@ int gw_session_connect(const struct gw_session_cfg *cfg, struct gw_session **out
      * one stream at a time: there each stream is opened and authenticated in turn. */
     bool all_first = !strncmp(cfg->url, "tcp:", 4);
     for (unsigned i = 0; i < s->n && !r; i++) {
-        r = stream_hello(s, i, cfg, session, err);
+        r = stream_connect(s, i, cfg, err);
+        if (!r && !all_first) r = stream_hello(s, i, cfg, session, err);
         if (!r && !all_first) r = stream_finish(s, i, cfg, err);
     }
+    /* With preambles, all of them are out before the first TLS handshake (which needs the
+     * destination runner that the last preamble starts). */
+    for (unsigned i = 0; i < s->n && !r && all_first; i++) r = stream_hello(s, i, cfg, session, err);
     for (unsigned i = 0; i < s->n && !r && all_first; i++) r = stream_finish(s, i, cfg, err);
     if (r) {
         gw_session_close(s);

@@ -27,6 +27,8 @@
 
 #include "engine/transport/conn.h"
 
+struct gw_tls_ctx;
+
 #define GW_SESSION_DEFAULT_TIMEOUT_MS 60000
 
 struct gw_session_cfg {
@@ -38,6 +40,13 @@ struct gw_session_cfg {
     const Godwit__V1__VmConfig *config;    /* source: stream 0's HELLO; may be NULL */
     uint64_t features;                     /* GW_WIRE_F_* this side can use */
     int timeout_ms;                        /* connect, accept, each send/receive; 0 = default */
+    /* Source: stream security (tls.h). preamble: every stream starts with one (what a
+     * destination runner or migration port expects), carrying token (NULL = none); then TLS
+     * when tls is set (a client context, caller-owned). Every preamble goes out before any
+     * TLS handshake starts. Both unset: bare records (unit tests, RDMA). */
+    bool preamble;
+    struct gw_tls_ctx *tls;
+    const uint8_t *token;
 };
 
 struct gw_session;

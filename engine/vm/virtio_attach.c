@@ -7,8 +7,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "engine/common/util.h"
 
 #include "engine/vm/virtio_blk.h"
+#include "engine/vm/virtio_net.h"
 #include "engine/vm/vm.h"
 
 static int irq_line(void *ctx, uint32_t gsi, int level)
@@ -18,23 +22,65 @@ static int irq_line(void *ctx, uint32_t gsi, int level)
     return ioctl(vm->vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
 }
 
-int gw_vm_attach_disk(struct gw_vm *vm, const char *path, char *err, unsigned errlen)
+int gw_vm_attach_disk(struct gw_vm *vm, const char *path, bool lock, char *err, unsigned errlen)
 {
     struct gw_device *d;
     struct gw_irq_sink irq = {.set_level = irq_line, .ctx = vm};
     int r = gw_virtio_blk_create(path, &vm->mem, irq, GW_VIRTIO_MMIO_BASE, &d);
     if (r) { snprintf(err, errlen, "disk %s: %s", path, strerror(-r)); return r; }
     r = gw_bus_add(&vm->bus, d);
-    if (r) snprintf(err, errlen, "disk %s: cannot attach: %s", path, strerror(-r));
+    if (r) { snprintf(err, errlen, "disk %s: cannot attach: %s", path, strerror(-r)); return r; }
+    r = lock ? gw_virtio_blk_lock(d, true) : 0;
+    if (r) snprintf(err, errlen, "disk %s: %s", path, r == -EAGAIN ? "in use: another VM or host holds its lock"
+                                                                   : strerror(-r));
     return r;
+}
+
+static bool vm_running(void *ctx) { return gw_vm_guest_running(ctx); }
+
+int gw_vm_attach_net(struct gw_vm *vm, const char *backend, char *err, unsigned errlen)
+{
+    uint64_t h = 1469598103934665603ull;  /* FNV-1a of the VM's name */
+    for (const char *p = vm->name; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    uint8_t mac[6] = {0x52, 0x54, 0x00, (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
+    struct gw_irq_sink irq = {.set_level = irq_line, .ctx = vm};
+    struct gw_net_gate gate = {.running = vm_running, .ctx = vm};
+    struct gw_device *d;
+    int r = gw_virtio_net_create(backend, mac, &vm->mem, irq, GW_VIRTIO_NET_MMIO_BASE,
+                                 GW_VIRTIO_NET_GSI, gate, &d);
+    if (r) { snprintf(err, errlen, "network %s: %s", backend, strerror(-r)); return r; }
+    r = gw_bus_add(&vm->bus, d);
+    if (r) snprintf(err, errlen, "network %s: cannot attach: %s", backend, strerror(-r));
+    return r;
+}
+
+int gw_vm_disk_lock(struct gw_vm *vm, bool on, int wait_ms)
+{
+    struct gw_device *d = gw_bus_find(&vm->bus, "vda");
+    if (!d) return 0;
+    uint64_t end = gw_now_ns() + (uint64_t)(wait_ms > 0 ? wait_ms : 0) * 1000000ull;
+    for (;;) {
+        pthread_mutex_lock(&d->lock);
+        int r = gw_virtio_blk_lock(d, on);
+        pthread_mutex_unlock(&d->lock);
+        if (r != -EAGAIN || gw_now_ns() >= end) return r;
+        usleep(20000);
+    }
 }
 
 void gw_vm_track_device_writes(struct gw_vm *vm, void (*mark)(void *ctx, uint64_t gpa, uint64_t len), void *ctx)
 {
-    struct gw_device *d = gw_bus_find(&vm->bus, "vda");
-    if (!d) return;
     struct gw_guest_write_sink sink = {.mark = mark, .ctx = ctx};
-    pthread_mutex_lock(&d->lock);
-    gw_virtio_blk_set_write_sink(d, sink);
-    pthread_mutex_unlock(&d->lock);
+    struct gw_device *d = gw_bus_find(&vm->bus, "vda");
+    if (d) {
+        pthread_mutex_lock(&d->lock);
+        gw_virtio_blk_set_write_sink(d, sink);
+        pthread_mutex_unlock(&d->lock);
+    }
+    d = gw_bus_find(&vm->bus, "net0");
+    if (d) {
+        pthread_mutex_lock(&d->lock);
+        gw_virtio_net_set_write_sink(d, sink);
+        pthread_mutex_unlock(&d->lock);
+    }
 }

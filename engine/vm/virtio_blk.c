@@ -344,13 +344,25 @@ int gw_virtio_blk_set_write_sink(struct gw_device *d, struct gw_guest_write_sink
     return 0;
 }
 
+int gw_virtio_blk_lock(struct gw_device *d, bool on)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    struct gw_virtio_blk *b = from_dev(d);
+    /* An open file description lock: held by this open image only (not by the process, so a
+     * second open elsewhere in the process does not inherit it), released at close. */
+    struct flock fl = {.l_type = on ? F_WRLCK : F_UNLCK, .l_whence = SEEK_SET};
+    if (fcntl(b->fd, F_OFD_SETLK, &fl) < 0) return errno == EACCES ? -EAGAIN : -errno;
+    return 0;
+}
+
 /* Opens the image and sets b->capacity. Returns 0 or -errno with a log line. */
 static int open_image(struct gw_virtio_blk *b, const char *path)
 {
-    b->fd = open(path, O_RDWR | O_CLOEXEC);
+    /* Not through a symbolic link: the path checked by whoever named it is the file used. */
+    b->fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (b->fd < 0) {
         int e = -errno;
-        gw_error("vda: cannot open image %s: %s", path, strerror(-e));
+        gw_error("vda: cannot open image %s: %s", path, e == -ELOOP ? "it is a symbolic link" : strerror(-e));
         return e;
     }
     /* lseek rather than fstat so that a block device reports its size too. */

@@ -7,6 +7,7 @@
 #ifndef GW_VM_VIRTIO_BLK_H
 #define GW_VM_VIRTIO_BLK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "engine/vm/device.h"
@@ -44,6 +45,11 @@ struct gw_virtio_blk_req_hdr {
  * (*out)->ops->destroy. Returns 0 or -errno (with one log line saying why). */
 int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
                          struct gw_irq_sink irq, uint64_t mmio_base, struct gw_device **out);
+
+/* Takes (on) or drops the image's write lock (an OFD lock on the whole file), so that two
+ * hosts or VMs never write one image at once. gw_virtio_blk_create does not take it. Returns
+ * 0, -EAGAIN when another open file holds it, -EINVAL when d is not a disk, or -errno. */
+int gw_virtio_blk_lock(struct gw_device *d, bool on);
 
 /* Makes the disk d (from gw_virtio_blk_create) report every write it makes into guest RAM
  * (read data, GET_ID answers, status bytes, used ring entries and index) to sink, so that

@@ -16,7 +16,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TOKEN = "test-token-0123456789"
-SECRET = "cluster-secret-for-tests"
+SECRET = "cluster-secret-for-tests-0123456789abcdef"
 
 # The KVM check and skip code are the integration tests' own (tests/integration/gwtest.py).
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
@@ -42,7 +42,7 @@ def stubs():
     atexit.register(shutil.rmtree, out, True)
     shutil.copy(os.path.join(ROOT, "proto/grpc/health/v1/health.proto"), out)
     rc = protoc.main(["protoc", "-I" + os.path.join(ROOT, "proto"), "-I" + out, "--python_out=" + out,
-                      "--grpc_python_out=" + out, "godwit/v1/api.proto", "health.proto"])
+                      "--grpc_python_out=" + out, "godwit/v1/api.proto", "godwit/v1/daemon.proto", "health.proto"])
     if rc != 0:
         raise RuntimeError("protoc failed")
     sys.path.insert(0, out)
@@ -50,6 +50,21 @@ def stubs():
     import health_pb2, health_pb2_grpc  # noqa: E402
     _STUBS = (api_pb2, api_pb2_grpc, health_pb2, health_pb2_grpc)
     return _STUBS
+
+
+def peer_stubs():
+    """(daemon_pb2, daemon_pb2_grpc): the peers' service GodwitPeer."""
+    stubs()
+    from godwit.v1 import daemon_pb2, daemon_pb2_grpc  # noqa: E402
+    return daemon_pb2, daemon_pb2_grpc
+
+
+def peer_token(secret=SECRET):
+    """The peers' bearer token a daemon derives from the cluster secret (HKDF-SHA256)."""
+    import hashlib
+    import hmac
+    prk = hmac.new(b"godwit-peer-api-v1", secret.encode(), hashlib.sha256).digest()
+    return hmac.new(prk, b"bearer\x01", hashlib.sha256).hexdigest()
 
 
 def free_port():

@@ -37,7 +37,11 @@ class DaemonTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.d = gwd.Daemon(BIN, "host-a", extra="max_migrations = 1\n")
+        # host-b (MigrationTest) listens on a port chosen now: each host names the other as a peer.
+        cls.b_port = gwd.free_port()
+        cls.a_port = gwd.free_port()
+        cls.d = gwd.Daemon(BIN, "host-a", port=cls.a_port,
+                           extra="max_migrations = 1\npeers = 127.0.0.1:%d, 127.0.0.1:1\n" % cls.b_port)
         cls.daemons = [cls.d]
 
     @classmethod
@@ -132,6 +136,9 @@ class DaemonTest(unittest.TestCase):
         self.expect(grpc.StatusCode.INVALID_ARGUMENT, "ListJobs", api.ListJobsRequest(state=42))
         self.expect(grpc.StatusCode.INVALID_ARGUMENT, "MigrateVm",
                     api.MigrateVmRequest(vm="x", destination="127.0.0.1:1", policy=api.MigrationPolicy(mode=9)))
+        # A destination that is not a configured peer: the VM never leaves for it.
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "MigrateVm",
+                    api.MigrateVmRequest(vm="x", destination="10.9.8.7:7400"), contains="is not one of host-a's peers")
         self.expect(grpc.StatusCode.NOT_FOUND, "GetJob", api.GetJobRequest(id="job-0"))
         self.expect(grpc.StatusCode.NOT_FOUND, "CancelJob", api.CancelJobRequest(id="job-0"))
         got, _ = code_of(lambda: list(self.s.WatchJob(api.WatchJobRequest(id="job-0"), metadata=AUTH, timeout=5)))
@@ -273,7 +280,8 @@ class MigrationTest(DaemonTest):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.b = gwd.Daemon(BIN, "host-b", extra="migration_port = %d\n" % gwd.free_port())
+        cls.b = gwd.Daemon(BIN, "host-b", port=cls.b_port,
+                           extra="migration_port = %d\npeers = %s\n" % (gwd.free_port(), cls.d.addr))
         cls.daemons.append(cls.b)
 
     def migrate(self, name, src=None, dst=None, **policy):
@@ -424,14 +432,23 @@ class MigrationTest(DaemonTest):
             s.close()
             return time.monotonic() - t0
 
-        # Well-formed, but for no VM reserved here: closed as soon as stream 0 is seen.
+        def preamble(stream, nstreams, token, tls=1):
+            return b"GWPR" + struct.pack("<BBHHHI", 1, tls, 0, stream, nstreams, 0) + token
+
+        # A bare HELLO of old (streams start with a preamble now): closed at once.
         self.assertLess(closed_after(hello(0, 2, "nobody"), 5), 2)
-        # More streams than a session may have: at once.
-        self.assertLess(closed_after(hello(0, 17, "nobody"), 5), 2)
-        # A stream whose session never completes: held, then closed after 5 s.
-        self.assertGreater(closed_after(hello(1, 2), 10), 3)
+        # Well-formed preambles with a token no PrepareIncoming gave out: at once.
+        self.assertLess(closed_after(preamble(0, 2, os.urandom(32)), 5), 2)
+        self.assertLess(closed_after(preamble(1, 2, os.urandom(32)), 5), 2)
+        # More streams than a session may have, and no token at all: at once.
+        self.assertLess(closed_after(preamble(0, 17, os.urandom(32)), 5), 2)
+        self.assertLess(closed_after(preamble(0, 1, bytes(32)), 5), 2)
+        # A silent connection: closed after its 2 s to send a preamble.
+        t = closed_after(b"", 10)
+        self.assertGreater(t, 1.5)
+        self.assertLess(t, 5)
         self.assertEqual(self.b.runner_pids(), [])
-        self.assertIn("only 1 of the 2 streams of a session arrived within 5 s", self.b.logtext())
+        self.assertIn("a stream without a valid session token: closed", self.b.logtext())
 
     def test_cancel_and_queue(self):
         # A slow migration (bandwidth-limited) holds the only slot (max_migrations = 1) ...

@@ -20,7 +20,7 @@ BIN = gwd.build_dir()
 class CliTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = gwd.Daemon(BIN, "cli-host")
+        cls.d = gwd.Daemon(BIN, "cli-host", extra="peers = 127.0.0.1:1\n")
         cls.tokfile = os.path.join(cls.d.dir, "token")
 
     @classmethod

@@ -138,6 +138,23 @@ class DiskWorkload(unittest.TestCase):
         self.assertEqual(j["status"], "error")
         self.assertIn("disk", j["error"])
 
+    def test_one_image_one_writer(self):
+        """A second VM on an image that a running VM holds is refused (the image's lock), and
+        an image named through a symbolic link is not opened."""
+        first = gwtest.Runner(VM, ["run"] + disk_args(self.img, 0)[:-1], self.dir)
+        try:
+            time.sleep(1.0)
+            r = gwtest.run([VM, "run"] + disk_args(self.img, 1), timeout=60)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("in use: another VM or host holds its lock", r.stderr)
+        finally:
+            first.kill()
+        link = os.path.join(self.dir, "link.img")
+        os.symlink(self.img, link)
+        r = gwtest.run([VM, "run"] + disk_args(link, 1), timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("symbolic link", r.stderr)
+
     def suspend(self):
         """Runs the disk guest, saves it with --stop; returns (snapshot, runner's JSON)."""
         runner = gwtest.Runner(VM, ["run"] + disk_args(self.img, 0)[:-1], self.dir)

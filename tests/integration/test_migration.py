@@ -29,7 +29,7 @@ class Pair:
         self.dir = test.dir
         self.secret = os.path.join(self.dir, "secret")
         with open(self.secret, "w") as f:
-            f.write("test-cluster-secret-0123456789\n")
+            f.write("test-cluster-secret-0123456789abcdefghij\n")
         dsecret = self.secret
         if dst_secret:
             dsecret = os.path.join(self.dir, "secret2")
@@ -37,8 +37,10 @@ class Pair:
                 f.write(dst_secret)
         self.src_sock = os.path.join(self.dir, "src.sock")
         self.dst_sock = os.path.join(self.dir, "dst.sock")
+        # The destination names the disk itself: it never takes a path from the wire.
         self.dst = subprocess.Popen([VM, "incoming", "--listen", "tcp:127.0.0.1:0", "--secret-file", dsecret,
-                                     "--control", self.dst_sock, "--seconds", str(dst_seconds), "--json"],
+                                     "--control", self.dst_sock, "--seconds", str(dst_seconds), "--json"]
+                                    + (["--disk", disk] if disk else []),
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.dst.stdout.readline()
         self.url = json.loads(line)["listening"]
@@ -173,7 +175,7 @@ class Migration(unittest.TestCase):
         self.assertIn("incoming migration failed", derr)
 
     def test_wrong_secret(self):
-        p = self.pair("idle:ws=4M", dst_secret="another-secret-entirely\n", dst_seconds=30)
+        p = self.pair("idle:ws=4M", dst_secret="another-secret-entirely-0123456789abcdef\n", dst_seconds=30)
         code, final, err = p.migrate()
         self.assertNotEqual(code, 0)
         self.assertIn("authentication failed", final.get("migration_error", "") + err)

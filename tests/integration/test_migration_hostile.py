@@ -60,7 +60,7 @@ LZ4_MAX = 4032
 
 MEM = 64 << 20                           # the small VM every session announces
 NPAGES = MEM // PAGE
-SECRET = b"hostile-test-cluster-secret-42"
+SECRET = b"hostile-test-cluster-secret-0123456789"
 EACCES = 13
 
 
@@ -162,7 +162,9 @@ class Destination:
         with open(self.secret_file, "wb") as f:
             f.write(secret + b"\n")        # the runner strips trailing white space
         self.sock = os.path.join(workdir, "dst-%d.sock" % id(self))
-        self.proc = subprocess.Popen([VM, "incoming", "--listen", "tcp:127.0.0.1:0", "--secret-file", self.secret_file,
+        # Plaintext: these tests speak the record protocol itself (TLS has its own tests).
+        self.proc = subprocess.Popen([VM, "incoming", "--listen", "tcp:127.0.0.1:0", "--tls", "off",
+                                      "--secret-file", self.secret_file,
                                       "--control", self.sock, "--seconds", "2", "--json"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
@@ -980,6 +982,12 @@ class EvilDestination(unittest.TestCase):
 
         def one(s):
             c = EvilSource(sock=s)      # --streams 1: stream 0 only
+            pre = b""
+            while len(pre) < 48:
+                chunk = s.recv(48 - len(pre))
+                assert chunk, "closed before the preamble"
+                pre += chunk
+            assert pre[:6] == b"GWPR\x01\x00" and pre[8:12] == b"\x00\x00\x01\x00", pre   # plaintext, stream 0 of 1
             rtype, payload = c.recv()
             assert rtype == HELLO, rtype
             h = mig.MigHello.FromString(payload)
@@ -1016,7 +1024,7 @@ class EvilDestination(unittest.TestCase):
         ls, seen = self.serve(answer)
         try:
             r = gwtest.run([VM, "migrate", "--control", self.sock, "--to", "tcp:127.0.0.1:%d" % ls.getsockname()[1],
-                            "--streams", "1", "--wait", "--json"], timeout=60)
+                            "--streams", "1", "--tls", "off", "--wait", "--json"], timeout=60)
         finally:
             ls.close()
         for t in seen["threads"]:

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""The migration channel between two godwitd hosts, as an attacker on the network sees it.
+
+- 200 idle strangers hold connections to the destination's migration port while a real
+  migration to it succeeds (they once made it fail after 60 s).
+- A reservation's session token: a stream with a forged token is closed at once, starts no
+  runner and leaves the reservation in place (a stranger connecting first cannot cancel it).
+- An incoming VM's disk must be a canonical path inside the destination's image_roots.
+- The peers' API takes the cluster credential only: the operator's token does not open it,
+  and the peers' credential does not open the operator's API.
+
+Run with Debian's /usr/bin/python3 (python3-grpcio, python3-grpc-tools)."""
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwd  # noqa: E402
+from gwd import AUTH, grpc  # noqa: E402
+
+BIN = gwd.build_dir() if len(sys.argv) < 2 else os.path.abspath(sys.argv.pop(1))
+api = gwd.stubs()[0]
+peer_pb, peer_grpc = gwd.peer_stubs()
+PEER_AUTH = (("authorization", "Bearer " + gwd.peer_token()),)
+
+
+def preamble(stream, nstreams, token, tls=1):
+    return b"GWPR" + struct.pack("<BBHHHI", 1, tls, 0, stream, nstreams, 0) + token
+
+
+def closed_within(s, limit):
+    """Seconds until the peer closed s (recv gives b"" or a reset), or None after limit."""
+    s.settimeout(limit)
+    t0 = time.monotonic()
+    try:
+        if s.recv(10) != b"":
+            return None
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        return None
+    return time.monotonic() - t0
+
+
+class Security(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        a_port, b_port = gwd.free_port(), gwd.free_port()
+        cls.mport = gwd.free_port()
+        cls.tmp = tempfile.mkdtemp(prefix="gw-sec-")
+        cls.images = os.path.join(cls.tmp, "images")
+        os.mkdir(cls.images)
+        cls.a = gwd.Daemon(BIN, "host-a", port=a_port, extra="peers = 127.0.0.1:%d\n" % b_port)
+        cls.b = gwd.Daemon(BIN, "host-b", port=b_port,
+                           extra="migration_port = %d\npeers = 127.0.0.1:%d\nimage_roots = %s\n"
+                           % (cls.mport, a_port, cls.images))
+        cls.peer = peer_grpc.GodwitPeerStub(cls.b.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in (cls.a, cls.b):
+            d.cleanup()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def create(self, d, name, guest="idle:ws=8M"):
+        d.stub.CreateVm(api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, guest=guest, start=True),
+                        metadata=AUTH, timeout=60)
+
+    def prepare(self, name, disk=""):
+        vm = api.Vm(name=name, memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M", disk_path=disk)
+        return self.peer.PrepareIncoming(peer_pb.PrepareIncomingRequest(vm=vm, job_id="job-test", source_host="test",
+                                                                        streams=1), metadata=PEER_AUTH, timeout=10)
+
+    def test_peer_api_takes_the_cluster_credential_only(self):
+        vm = api.Vm(name="nobody", memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M")
+        req = peer_pb.PrepareIncomingRequest(vm=vm, job_id="j", source_host="x", streams=1)
+        for md in (AUTH, (("authorization", "Bearer wrong"),), ()):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.peer.PrepareIncoming(req, metadata=md, timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.b.stub.ListVms(api.ListVmsRequest(), metadata=PEER_AUTH, timeout=10)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_forged_session_token(self):
+        before = sorted(self.b.runner_pids())
+        resp = self.prepare("reserved")
+        self.assertEqual(len(resp.session_token), 32)
+        self.assertTrue(resp.via_migration_port)
+        try:
+            forged = bytearray(resp.session_token)
+            forged[0] ^= 1
+            for payload in (preamble(0, 1, bytes(forged)), preamble(0, 1, os.urandom(32)),
+                            preamble(0, 1, bytes(32))):
+                s = socket.create_connection(("127.0.0.1", self.mport), timeout=5)
+                s.sendall(payload)
+                t = closed_within(s, 5)
+                s.close()
+                self.assertIsNotNone(t, "a forged token was not closed")
+                self.assertLess(t, 1.5)
+            # Nothing started; the reservation is still there for the real source.
+            self.assertEqual(sorted(self.b.runner_pids()), before)
+            got = self.b.stub.GetVm(api.GetVmRequest(name="reserved"), metadata=AUTH, timeout=10).vm
+            self.assertEqual(got.state, api.Vm.MIGRATING)
+            self.assertIn("a stream without a valid session token: closed", self.b.logtext())
+        finally:
+            self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm="reserved", job_id="job-test"),
+                                    metadata=PEER_AUTH, timeout=10)
+
+    def test_disk_path_outside_image_roots(self):
+        outside = os.path.join(self.tmp, "outside.img")
+        inside = os.path.join(self.images, "inside.img")
+        link = os.path.join(self.images, "link.img")
+        for path in (outside, inside):
+            with open(path, "wb") as f:
+                f.truncate(16 << 20)
+        os.symlink(outside, link)
+        for path, why in ((outside, "not inside this host's image_roots"),
+                          (link, "symbolic link"),
+                          (os.path.join(self.images, "..", "outside.img"), "symbolic link or is not canonical"),
+                          (os.path.join(self.images, "missing.img"), "does not exist")):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.prepare("diskvm", disk=path)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, path)
+            self.assertIn(why, cm.exception.details())
+        with self.assertRaises(grpc.RpcError):
+            self.b.stub.GetVm(api.GetVmRequest(name="diskvm"), metadata=AUTH, timeout=10)
+        # Inside the roots: reserved (then given up).
+        self.assertEqual(len(self.prepare("diskvm", disk=inside).session_token), 32)
+        self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm="diskvm", job_id="job-test"), metadata=PEER_AUTH,
+                                timeout=10)
+
+    def test_200_idle_strangers_do_not_block_a_migration(self):
+        self.create(self.a, "busyport")
+        strangers = []
+        try:
+            for i in range(200):
+                s = socket.socket()
+                s.bind(("127.0.0.%d" % (2 + i % 2), 0))    # two stranger hosts
+                s.connect(("127.0.0.1", self.mport))
+                strangers.append(s)
+            t0 = time.monotonic()
+            job = self.a.stub.MigrateVm(api.MigrateVmRequest(vm="busyport", destination=self.b.addr),
+                                        metadata=AUTH, timeout=10).job
+            events = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=90))
+            took = time.monotonic() - t0
+            final = events[-1].job
+            self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
+            self.assertLess(took, 30)
+            # host-b makes the VM its own once its runner reports that the guest runs.
+            self.assertTrue(gwd.wait_for(lambda: self.b.stub.GetVm(api.GetVmRequest(name="busyport"), metadata=AUTH,
+                                                                   timeout=10).vm.state == api.Vm.RUNNING, 10))
+            # The strangers were evicted and closed, not served.
+            self.assertIn("too many connections wait for their preamble", self.b.logtext())
+            self.assertIsNotNone(closed_within(strangers[-1], 5))
+        finally:
+            for s in strangers:
+                s.close()
+
+
+if __name__ == "__main__":
+    gwd.require_kvm()
+    unittest.main(verbosity=2)
