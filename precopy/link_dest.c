@@ -26,6 +26,7 @@ struct rstream {
     bool started;
     struct gw_rbuf buf;          /* thread only: control payloads */
     struct gw_page_recv pr;      /* thread only: page batch buffers */
+    uint64_t *pfns;              /* thread only: the pages of the last batch, for placed */
     uint64_t round_pages;        /* thread only: pages since the last END_OF_ROUND */
     int64_t round_done;          /* under rx->mu: last round ended on this stream, -1 = none */
     bool final_seen;             /* under rx->mu; written only by this stream's thread */
@@ -60,6 +61,8 @@ struct gw_mig_receiver {
     bool fresh_memory;
     struct gw_placer_direct direct; /* set at start; written is ours, touched the caller's */
     struct gw_page_placer placer;
+    void (*placed)(void *ctx, const uint64_t *pfns, uint32_t n);   /* set before start */
+    void *placed_ctx;
     uint64_t t0;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -245,7 +248,7 @@ static int on_control(struct rstream *t, const struct gw_wire_header *h, const u
     return r;
 }
 
-/* Page batches are received straight into guest memory (page_recv.h). */
+/* Page batches go through the decoder to the placer (page_recv.h). */
 static int on_page_batch(struct rstream *t, const struct gw_wire_header *h, struct gw_err *e)
 {
     struct gw_mig_receiver *rx = t->rx;
@@ -253,6 +256,12 @@ static int on_page_batch(struct rstream *t, const struct gw_wire_header *h, stru
     uint32_t n = 0;
     int r = gw_page_recv_batch(t->c, h, &rx->placer, &t->pr, &st, &n, e);
     if (r) return r;
+    if (rx->placed) {
+        if (!t->pfns && !(t->pfns = malloc(GW_WIRE_MAX_BATCH_PAGES * sizeof *t->pfns)))
+            return gw_err_set(e, -ENOMEM, "out of memory");
+        for (uint32_t i = 0; i < n; i++) t->pfns[i] = t->pr.descs[i].pfn;
+        rx->placed(rx->placed_ctx, t->pfns, n);
+    }
     t->round_pages += n;
     pthread_mutex_lock(&rx->mu);
     gw_codec_stats_add(&t->st, &st);
@@ -402,7 +411,20 @@ int gw_mig_receiver_accept(struct gw_listener *l, const struct gw_mig_receiver_c
 
 const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *rx) { return rx->hello; }
 
+void gw_mig_receiver_on_placed(struct gw_mig_receiver *rx, void (*fn)(void *ctx, const uint64_t *pfns, uint32_t n),
+                               void *ctx)
+{
+    rx->placed = fn;
+    rx->placed_ctx = ctx;
+}
+
 int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem_size, struct gw_err *err)
+{
+    return gw_mig_receiver_start_memfd(rx, mem, -1, mem_size, err);
+}
+
+int gw_mig_receiver_start_memfd(struct gw_mig_receiver *rx, uint8_t *mem, int memfd, uint64_t mem_size,
+                                struct gw_err *err)
 {
     if (mem_size != rx->hello->mem_size)
         return gw_err_set(err, -EINVAL, "guest memory is %llu bytes, the source sends %llu",
@@ -416,7 +438,7 @@ int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem
         rx->direct.written = calloc((mem_size / GW_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
         if (!rx->direct.written) return gw_err_set(err, -ENOMEM, "out of memory for the written-pages bitmap");
     }
-    rx->placer = gw_placer_direct(&rx->direct);
+    rx->placer = memfd >= 0 ? gw_placer_direct_fd(&rx->direct, memfd) : gw_placer_direct(&rx->direct);
     /* Every stream's bookkeeping is set before any thread runs: threads read each other's. */
     for (unsigned i = 0; i < rx->n; i++) {
         rx->st[i].rx = rx;
@@ -588,6 +610,7 @@ void gw_mig_receiver_close(struct gw_mig_receiver *rx)
         if (t->started) pthread_join(t->th, NULL);
         gw_rbuf_free(&t->buf);
         gw_page_recv_free(&t->pr);
+        free(t->pfns);
     }
     for (struct evnode *n = rx->head, *next; n; n = next) {
         next = n->next;

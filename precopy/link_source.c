@@ -47,6 +47,8 @@ struct gw_mig_sender {
     uint64_t rounds;          /* of the COMMIT, echoed in GO */
     uint64_t sync_seq;        /* under mu: last SYNC sent */
     uint64_t round_pages[GW_WIRE_MAX_STREAMS]; /* lane i's worker only: pages this round */
+    void (*sent)(void *ctx, const uint64_t *pfns, uint32_t n);   /* cfg's, on the lanes */
+    void *sent_ctx;
     pthread_t reader;         /* stream 0's reader: the return path */
     bool reader_started;
     bool closing;             /* under mu */
@@ -101,13 +103,15 @@ static int misuse_locked(struct gw_mig_sender *s, const char *what)
 
 /* ---- the pump's sink: lane i is stream i ---- */
 
-static int sink_write_batch(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, uint32_t npages,
-                            struct gw_err *e)
+static int sink_write_batch(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len,
+                            const uint64_t *pfns, uint32_t npages, struct gw_err *e)
 {
     struct gw_mig_sender *s = ctx;
     (void)len;
     s->round_pages[lane] += npages;
-    return gw_session_sendv(s->ses, lane, GW_WIRE_PAGE_BATCH, iov, iovcnt, e);
+    int r = gw_session_sendv(s->ses, lane, GW_WIRE_PAGE_BATCH, iov, iovcnt, e);
+    if (!r && s->sent) s->sent(s->sent_ctx, pfns, npages);
+    return r;
 }
 
 /* The barrier of a round: END_OF_ROUND(round = tag, pages of this lane, final = flags). */
@@ -549,6 +553,8 @@ int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender
     if (!s) return gw_err_set(err, -ENOMEM, "out of memory");
     s->mem_size = cfg->mem_size;
     s->n = cfg->nstreams;
+    s->sent = cfg->sent;
+    s->sent_ctx = cfg->sent_ctx;
     s->t0 = gw_now_ns();
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;

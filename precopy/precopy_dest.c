@@ -18,17 +18,14 @@
 #include "engine/vm/virtio_attach.h"
 #include "precopy/incoming_streams.h"
 
-/* The touched-page bitmap is handed to the receiver before the VM size is known, so it is
- * sized for the largest VM we create (64 GiB): 2 MiB. */
+/* The largest VM we create. */
 #define MAX_MEMORY GW_LIMIT_MEMORY_MAX   /* engine/common/limits.h */
-#define TOUCHED_WORDS (MAX_MEMORY / 4096 / 64)
 
 struct incoming {
     const struct gw_incoming_params *p;
     struct gw_listener *l;
     struct gw_mig_receiver *rx;
     struct gw_vm *vm;
-    uint64_t *touched;
     struct gw_chunk_digest cd;
     bool cd_ready;
     bool final_round;             /* the source's last END_OF_ROUND has been applied */
@@ -78,10 +75,14 @@ static int create_vm(struct incoming *in, char *err, size_t errlen)
     return 0;
 }
 
-static void absorb_touched(struct incoming *in)
+/* On the receiving threads: the chunks of pages just placed are hashed there and then,
+ * alongside the transfer (streams own disjoint chunks). The main thread only finishes the
+ * digest, once every stream is done. */
+static void hash_placed(void *ctx, const uint64_t *pfns, uint32_t n)
 {
-    gw_chunk_digest_mark_bitmap(&in->cd, in->touched, (in->vm->mem.size / 4096 + 63) / 64, 1);
-    gw_chunk_digest_refresh(&in->cd);
+    struct gw_chunk_digest *cd = ctx;
+    for (uint32_t i = 0; i < n; i++) gw_chunk_digest_mark(cd, pfns[i], 1);
+    gw_chunk_digest_hash_pages(cd, pfns, n);
 }
 
 /* Handles one event; returns 1 when the VM runs (done), 0 to go on, or -errno. */
@@ -95,10 +96,8 @@ static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *er
         in->final_round = ev->final;
         in->prog.round = (uint32_t)ev->round;
         in->prog.phase = ev->final ? GW_MIG_SWITCHOVER : GW_MIG_PRECOPY;
-        absorb_touched(in);
         return 0;
     case GW_MIG_EV_SYNC:
-        absorb_touched(in);
         return gw_mig_receiver_synced(in->rx, ev->round)
                    ? (snprintf(err, errlen, "cannot answer SYNC: %s", gw_mig_receiver_error(in->rx)), -EPIPE) : 0;
     case GW_MIG_EV_SWITCHOVER:
@@ -123,7 +122,6 @@ static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *er
             return -EPROTO;
         }
         uint64_t t = gw_now_ns();
-        absorb_touched(in);
         struct gw_digest mine;
         gw_chunk_digest_final(&in->cd, mine.b);
         gw_debug("incoming: digest in %.2f ms", (gw_now_ns() - t) / 1e6);
@@ -180,7 +178,7 @@ static int run(struct incoming *in, char *err, size_t errlen)
     const struct gw_incoming_params *p = in->p;
     struct gw_mig_receiver_cfg cfg = {
         .secret = p->secret, .secret_len = p->secret_len, .timeout_ms = p->timeout_ms ? p->timeout_ms : 60000,
-        .touched = in->touched, .fresh_memory = true,
+        .fresh_memory = true,
     };
     int r;
     if (p->preamble) {
@@ -230,7 +228,8 @@ accepted:
     in->prog.phase = GW_MIG_SETUP;
     r = create_vm(in, err, errlen);
     if (r) { gw_mig_receiver_abort(in->rx, r, err); return r; }
-    r = gw_mig_receiver_start(in->rx, in->vm->mem.base, in->vm->mem.size, &in->e);
+    gw_mig_receiver_on_placed(in->rx, hash_placed, &in->cd);
+    r = gw_mig_receiver_start_memfd(in->rx, in->vm->mem.base, in->vm->mem.memfd, in->vm->mem.size, &in->e);
     if (r) { snprintf(err, errlen, "%s", in->e.msg); return r; }
     in->prog.setup_ns = gw_now_ns() - in->t0;
     in->prog.phase = GW_MIG_PRECOPY;
@@ -253,8 +252,6 @@ int gw_incoming_run(const struct gw_incoming_params *p, struct gw_vm **vm_out,
 {
     struct incoming in = {.p = p};
     *vm_out = NULL;
-    in.touched = calloc(TOUCHED_WORDS, 8);
-    if (!in.touched) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     int r = run(&in, err, errlen);
     if (in.rx) {
         struct gw_mig_stats st;
@@ -267,7 +264,6 @@ int gw_incoming_run(const struct gw_incoming_params *p, struct gw_vm **vm_out,
     }
     if (in.l) gw_listener_close(in.l);
     if (in.cd_ready) gw_chunk_digest_free(&in.cd);
-    free(in.touched);
     in.prog.total_ns = in.t0 ? gw_now_ns() - in.t0 : 0;
     if (in.t_switch) in.prog.measured_downtime_ns = gw_now_ns() - in.t_switch;
     if (r) {

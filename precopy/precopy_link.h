@@ -6,6 +6,9 @@
  * END_OF_ROUND records on stream i. Stream 0 also carries the control records. The pump
  * partitions pages by their 2 MiB chunk, so the same page always travels on the same stream
  * and a page sent in round r+1 can never be overtaken by its older copy from round r.
+ * A reader thread takes what the destination says on stream 0 at any time (the return
+ * path): answers are queued for the waits below; an ERROR or the end of its connection
+ * fails the session at once.
  * Destination: one receiving thread per stream runs the page decoder
  * (engine/pump/page_recv.h), which hands pages to the direct placer
  * (engine/pump/page_placer.h); this file's threads keep the round bookkeeping.
@@ -31,8 +34,9 @@
  *     gw_mig_receiver_start(rx, mem, mem_size, &err);     receiving threads start
  *     loop gw_mig_receiver_next(rx, &ev, timeout):
  *         ROUND (every page up to round ev.round is in memory), SWITCHOVER, STATE (load it),
- *         DIGEST (compare with gw_digest_mem of mem), COMMIT (check digest and state, then
- *         gw_mig_receiver_ack(rx) = READY, or gw_mig_receiver_abort(rx, code, why)),
+ *         DIGEST (compare with the chunk digest of mem, engine/vm/chunk_digest.h),
+ *         COMMIT (check digest and state, then gw_mig_receiver_ack(rx) = READY, or
+ *         gw_mig_receiver_abort(rx, code, why)),
  *         GO (resume the guest, then gw_mig_receiver_running(rx))
  *     gw_mig_receiver_close(rx).
  * Control events are delivered only once every stream has applied all pages up to the
@@ -94,6 +98,10 @@ struct gw_mig_sender_cfg {
     int lz4_accel;                         /* 0 = 1 */
     unsigned batch_pages;                  /* 0 = GW_MIG_DEFAULT_BATCH_PAGES; max 4096 */
     int timeout_ms;                        /* connect, send, receive; 0 = default */
+    /* Optional: called on the sending thread of a stream after each batch of pages pfns[]
+     * went out (for work that should run alongside the transfer, such as hashing them). */
+    void (*sent)(void *ctx, const uint64_t *pfns, uint32_t n);
+    void *sent_ctx;
     /* Stream security (tls.h). preamble: every stream starts with one (what a destination
      * runner or migration port expects), carrying token (NULL = none); then TLS when tls is
      * set (made with gw_tls_ctx_new(client), caller-owned). Every preamble goes out before any
@@ -186,9 +194,10 @@ struct gw_mig_receiver_cfg {
     /* The guest memory given to gw_mig_receiver_start is fresh: all holes of a memfd (or
      * otherwise all zero), and nothing but this receiver writes it until the session ends.
      * A ZERO marker for a page not yet written in this session then leaves the page alone
-     * entirely (no read, no write), so it stays a hole; and runs of raw pages not yet
-     * written are faulted in with one madvise(MADV_POPULATE_WRITE) before they arrive. A
-     * page someone else wrote would keep that content when the source says it is zero. */
+     * entirely (no read, no write), so it stays a hole; and (with gw_mig_receiver_start)
+     * runs of raw pages not yet written are faulted in with one madvise(MADV_POPULATE_WRITE)
+     * before they arrive. A page someone else wrote would keep that content when the
+     * source says it is zero. */
     bool fresh_memory;
 };
 
@@ -241,6 +250,17 @@ const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *
  * mapped until gw_mig_receiver_close. */
 int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem_size,
                           struct gw_err *err);
+/* Optional, before start: fn(ctx, pfns, n) is called on a receiving thread after each batch
+ * of pages pfns[0..n) is in place (for work that should run alongside the transfer, such as
+ * hashing them). Calls of different threads name different pages. */
+void gw_mig_receiver_on_placed(struct gw_mig_receiver *rx, void (*fn)(void *ctx, const uint64_t *pfns, uint32_t n),
+                               void *ctx);
+
+/* The same for memory that is a MAP_SHARED mapping of memfd (from offset 0): raw pages are
+ * written into the memfd with pwrite instead of received in place (new pages are then not
+ * zeroed first; see gw_placer_direct_fd). memfd stays the caller's. */
+int gw_mig_receiver_start_memfd(struct gw_mig_receiver *rx, uint8_t *mem, int memfd, uint64_t mem_size,
+                                struct gw_err *err);
 
 /* Next event, waiting up to timeout_ms (< 0 forever): 0, -ETIMEDOUT, or the session's
  * error (-EPROTO for the peer's ERROR, -EBADMSG/-ERANGE for bad input, transport errors). */

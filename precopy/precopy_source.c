@@ -140,10 +140,11 @@ static void pace(struct gw_precopy *m)
 static int queue_pfns(struct gw_precopy *m, size_t n)
 {
     if (!n) return 0;
+    /* Marked before they are queued: the sending thread hashes them once sent. */
+    for (size_t i = 0; i < n; i++) gw_chunk_digest_mark(&m->cd, m->pfns[i], 1);
     int r = gw_mig_send_pages(m->tx, m->pfns, n);
     if (r && stop_reason(m)) return fail_stopped(m, stop_reason(m));
     if (r) return fail(m, r, "sending pages: %s", gw_mig_sender_error(m->tx));
-    for (size_t i = 0; i < n; i++) gw_chunk_digest_mark(&m->cd, m->pfns[i], 1);
     m->round_bytes += n * 4096ull;
     pace(m);
     return 0;
@@ -209,6 +210,13 @@ static int end_round(struct gw_precopy *m, uint32_t round, bool final)
     return 0;
 }
 
+/* On the link's sending threads: the chunks of pages just sent are hashed there and then,
+ * alongside the transfer, instead of all at once after the round. */
+static void hash_sent(void *ctx, const uint64_t *pfns, uint32_t n)
+{
+    gw_chunk_digest_hash_pages(ctx, pfns, n);
+}
+
 static int setup(struct gw_precopy *m)
 {
     struct gw_vm *vm = m->vm;
@@ -216,14 +224,17 @@ static int setup(struct gw_precopy *m)
     Godwit__V1__MemoryRegion regions[GW_MEM_MAX_REGIONS];
     Godwit__V1__MemoryRegion *region_ptrs[GW_MEM_MAX_REGIONS];
     gw_vm_describe(vm, &cfg, regions, region_ptrs);
+    int r = gw_chunk_digest_init(&m->cd, vm->mem.base, vm->mem.size);
+    if (r) return fail(m, r, "digest: %s", strerror(-r));
     struct gw_mig_sender_cfg sc = {
         .url = m->url, .nstreams = m->p.streams, .secret = m->secret, .secret_len = m->p.secret_len,
         .mem = vm->mem.base, .mem_size = vm->mem.size, .config = &cfg, .codec = m->p.codec,
         .timeout_ms = remaining_ms(m, GW_MIG_DEFAULT_TIMEOUT_MS),  /* connect and handshake too */
+        .sent = hash_sent, .sent_ctx = &m->cd,
         .preamble = m->p.preamble, .tls = m->p.tls, .token = m->p.token,
     };
     struct gw_mig_sender *tx;
-    int r = gw_mig_sender_open(&sc, &tx, &m->err);
+    r = gw_mig_sender_open(&sc, &tx, &m->err);
     if (r && (r == -ETIMEDOUT || stop_reason(m))) {
         int why = stop_reason(m);
         if (why == -ECANCELED) return fail_stopped(m, why);
@@ -236,8 +247,6 @@ static int setup(struct gw_precopy *m)
     bool stop = m->cancel;
     pthread_mutex_unlock(&m->lock);
     if (stop) return fail_stopped(m, -ECANCELED);
-    r = gw_chunk_digest_init(&m->cd, vm->mem.base, vm->mem.size);
-    if (r) return fail(m, r, "digest: %s", strerror(-r));
     char why[200] = "";
     r = gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &m->dirty, why, sizeof why);
     if (r) return fail(m, r, "cannot start dirty logging: %s", why[0] ? why : strerror(-r));
@@ -255,9 +264,14 @@ static int precopy_rounds(struct gw_precopy *m, uint32_t *last_round)
     m->round_bytes = 0;
     uint64_t fetch_t = m->round_t0;
     int r = gw_mem_for_each_data(&m->vm->mem, queue_range, m);
+    uint64_t t_queued = gw_now_ns();
     if (!r) r = end_round(m, 0, false);
     if (r) return r;
+    uint64_t t_sent = gw_now_ns();
     gw_chunk_digest_refresh(&m->cd);
+    gw_debug("round 0: %llu MiB queued in %.1f ms, sent %.1f ms later, digest %.1f ms",
+             (unsigned long long)(m->round_bytes >> 20), (t_queued - m->round_t0) / 1e6, (t_sent - t_queued) / 1e6,
+             (gw_now_ns() - t_sent) / 1e6);
     for (uint32_t round = 1;; round++) {
         if ((r = stop_reason(m))) return fail_stopped(m, r);
         uint64_t dirty_pages;

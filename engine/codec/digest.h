@@ -1,6 +1,6 @@
-/* Digests of guest memory: XXH3-128 over the bytes of the whole mapping, so that source and
- * destination can prove they hold the same memory after a migration, and per-chunk digests
- * to find where two copies differ. Works on any buffer; reads only. */
+/* The memory digest as it travels: 16 bytes, the canonical (big-endian) form of the
+ * XXH3-128 that engine/vm/chunk_digest.h defines over guest memory. Comparing and printing
+ * only: the one digest of memory is computed there. */
 #ifndef GW_CODEC_DIGEST_H
 #define GW_CODEC_DIGEST_H
 
@@ -14,15 +14,7 @@ struct gw_digest {
     uint8_t b[GW_DIGEST_SIZE]; /* canonical (big-endian) XXH3-128, as on the wire */
 };
 
-/* XXH3-128 of mem[0..len). len 0 is allowed. */
-void gw_digest_mem(const void *mem, uint64_t len, struct gw_digest *out);
-
-/* Digest of each chunk_size piece of mem[0..len) into out[0..n), the last piece possibly
- * shorter; n must be >= ceil(len / chunk_size). Returns the number of digests written, or
- * -EINVAL when chunk_size is 0 or n is too small. */
-long gw_digest_chunks(const void *mem, uint64_t len, uint64_t chunk_size,
-                      struct gw_digest *out, size_t n);
-
+/* Constant time: digests come from the network. */
 static inline bool gw_digest_equal(const struct gw_digest *a, const struct gw_digest *b)
 {
     unsigned d = 0;

@@ -208,7 +208,7 @@ static inline void set_bit(uint64_t *map, uint64_t pfn, int order)
     __atomic_fetch_or(&map[pfn / 64], 1ull << (pfn % 64), order);
 }
 
-int gw_page_apply(const struct gw_page_sink *sink, const struct gw_page_desc *d, const uint8_t *src)
+int gw_page_apply(const struct gw_page_mem *sink, const struct gw_page_desc *d, const uint8_t *src)
 {
     uint8_t *page = sink->mem + d->pfn * GW_PAGE_SIZE;
     bool wrote = true;
@@ -243,7 +243,7 @@ int gw_page_apply(const struct gw_page_sink *sink, const struct gw_page_desc *d,
     return 0;
 }
 
-int gw_page_decode_batch_sink(const uint8_t *p, size_t len, const struct gw_page_sink *sink,
+int gw_page_decode_batch_mem(const uint8_t *p, size_t len, const struct gw_page_mem *sink,
                               struct gw_codec_stats *st, uint32_t *npages)
 {
     uint32_t n;
@@ -275,8 +275,8 @@ int gw_page_decode_batch_sink(const uint8_t *p, size_t len, const struct gw_page
 int gw_page_decode_batch(const uint8_t *p, size_t len, uint8_t *mem, uint64_t mem_size,
                          struct gw_codec_stats *st, uint32_t *npages)
 {
-    struct gw_page_sink sink = { .mem = mem, .mem_size = mem_size };
-    return gw_page_decode_batch_sink(p, len, &sink, st, npages);
+    struct gw_page_mem sink = { .mem = mem, .mem_size = mem_size };
+    return gw_page_decode_batch_mem(p, len, &sink, st, npages);
 }
 
 void gw_codec_stats_add(struct gw_codec_stats *a, const struct gw_codec_stats *b)

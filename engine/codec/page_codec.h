@@ -100,8 +100,10 @@ int gw_page_encode_batch(struct gw_page_encoder *e, const uint8_t *mem, uint64_t
                          const uint64_t *pfns, uint32_t n, uint8_t *out, size_t cap,
                          size_t *out_len);
 
-/* Where decoded pages go and what the decoder notes about them. Owned by the caller. */
-struct gw_page_sink {
+/* Memory that decoded pages are applied to in place, and what is noted about them: the
+ * buffer decoder's target (gw_page_decode_batch_mem) and the rules the direct page placer
+ * (engine/pump/page_placer.h) applies through gw_page_apply. Owned by the caller. */
+struct gw_page_mem {
     uint8_t *mem;            /* guest memory, mem_size bytes */
     uint64_t mem_size;       /* multiple of 4096 */
     /* Optional (NULL = none), one bit per page (bit pfn % 64 of word pfn / 64), at least
@@ -137,10 +139,10 @@ int gw_page_batch_descs(const uint8_t *table, uint32_t n, size_t payload_len, ui
 /* Applies one checked descriptor whose data is src[0..d->len) (RAW data already in place at
  * its page is fine: src == the page). Returns 0, -EILSEQ for lz4 that does not decode to
  * exactly 4096 bytes, or -EBADMSG for an unknown encoding. */
-int gw_page_apply(const struct gw_page_sink *sink, const struct gw_page_desc *d, const uint8_t *src);
+int gw_page_apply(const struct gw_page_mem *sink, const struct gw_page_desc *d, const uint8_t *src);
 
 /* gw_page_decode_batch into a sink (touched / written bitmaps as described there). */
-int gw_page_decode_batch_sink(const uint8_t *p, size_t len, const struct gw_page_sink *sink,
+int gw_page_decode_batch_mem(const uint8_t *p, size_t len, const struct gw_page_mem *sink,
                               struct gw_codec_stats *st, uint32_t *npages);
 
 /* Applies a PAGE_BATCH payload p[0..len) to mem[0..mem_size): every page is written at

@@ -166,8 +166,19 @@ int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
             i += k - 1;
             continue;
         }
-        /* A batch of zero markers only has no data buffer at all (NULL + 0 is undefined). */
-        if ((r = place(pl, pr, d, pr->data.data ? pr->data.data + off : NULL))) goto bad;
+        if (d->enc == GW_PAGE_RAW && ops->write_run) {
+            /* A run of raw pages, consecutive in memory and in the buffer: one call. */
+            uint32_t k = 1;
+            while (i + k < n && pr->descs[i + k].enc == GW_PAGE_RAW && pr->descs[i + k].pfn == d->pfn + k) k++;
+            if ((r = ops->write_run(pl->ctx, d->pfn, k, pr->data.data + off))) goto bad;
+            off += (size_t)k * GW_PAGE_SIZE;
+            counts[GW_PAGE_RAW] += k;
+            i += k - 1;
+            continue;
+        }
+        /* A zero page has no data (a batch of zero markers only has no data buffer at
+         * all, and NULL + 0 is undefined). */
+        if ((r = place(pl, pr, d, d->len ? pr->data.data + off : NULL))) goto bad;
         off += d->len;
         counts[d->enc]++;
     }

@@ -15,12 +15,13 @@
 #include "engine/transport/conn.h"
 
 struct gw_page_sink_ops {
-    /* One PAGE_BATCH payload (engine/codec/page_codec.h) of npages pages, len bytes, in
-     * iov[1..iovcnt); iov[0] is a free slot the sink may point at a header of its own. The
-     * iovecs point into guest memory and into the lane's scratch: valid during the call only
-     * (a sink that keeps the bytes copies them). Returns 0 or -errno with err set. */
-    int (*write_batch)(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, uint32_t npages,
-                       struct gw_err *err);
+    /* One PAGE_BATCH payload (engine/codec/page_codec.h) of the npages pages pfns[], len
+     * bytes, in iov[1..iovcnt); iov[0] is a free slot the sink may point at a header of its
+     * own. The iovecs point into guest memory and into the lane's scratch, and pfns into the
+     * lane's queue: valid during the call only (a sink that keeps the bytes copies them).
+     * Returns 0 or -errno with err set. */
+    int (*write_batch)(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len,
+                       const uint64_t *pfns, uint32_t npages, struct gw_err *err);
     /* Everything this lane wrote before is handed over; tag and flags are the pump caller's
      * (pre-copy: the round number, and whether it is the final round). May be NULL. */
     int (*barrier)(void *ctx, unsigned lane, uint64_t tag, uint32_t flags, struct gw_err *err);

@@ -88,7 +88,7 @@ static int process(struct lane *t, struct item *it, struct gw_err *e)
     int r = gw_page_encode_batch_iov(&t->enc, p->mem, p->mem_size, it->pfns, it->n, t->out,
                                      gw_page_batch_scratch_bound(p->batch), t->iov + 1, &cnt, &len);
     if (r) return gw_err_set(e, r, "lane %u: encoding a batch failed", t->idx);
-    return p->sink->write_batch(p->sink_ctx, t->idx, t->iov, cnt + 1, len, it->n, e);
+    return p->sink->write_batch(p->sink_ctx, t->idx, t->iov, cnt + 1, len, it->pfns, it->n, e);
 }
 
 static void *lane_main(void *arg)

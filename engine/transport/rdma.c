@@ -134,6 +134,11 @@ static const struct gw_conn_ops rdma_ops = {
     .shutdown = rdma_shutdown, .close = rdma_close,
 };
 
+struct rdma_cm_id *gw_rdma_conn_id(struct gw_conn *c)
+{
+    return c->ops == &rdma_ops ? ((struct rdma_priv *)c->priv)->id : NULL;
+}
+
 /* Registers buffers and posts the receives of a new endpoint; takes ownership of id. */
 static int conn_wrap(struct rdma_cm_id *id, const char *peer, struct gw_conn **out, struct gw_err *err)
 {

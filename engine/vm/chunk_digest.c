@@ -73,6 +73,32 @@ void gw_chunk_digest_mark_bitmap(struct gw_chunk_digest *d, uint64_t *bitmap, ui
     }
 }
 
+/* One chunk's hash; its group is marked for the next refresh. */
+static void hash_chunk(struct gw_chunk_digest *d, uint64_t c)
+{
+    XXH128_hash_t h = XXH3_128bits(d->mem + c * CHUNK_BYTES, CHUNK_BYTES);
+    d->hashes[2 * c] = h.high64;
+    d->hashes[2 * c + 1] = h.low64;
+    uint64_t g = c / GW_CHUNK_DIGEST_GROUP;
+    __atomic_fetch_or(&d->group_stale[g / 64], 1ull << (g % 64), __ATOMIC_RELAXED);
+}
+
+void gw_chunk_digest_hash_pages(struct gw_chunk_digest *d, const uint64_t *pfns, uint32_t n)
+{
+    uint64_t rehashed = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t c = pfns[i] / GW_CHUNK_DIGEST_PAGES;
+        if (c >= d->nchunks) continue;
+        uint64_t bit = 1ull << (c % 64);
+        /* Taking the bit first: a mark that comes after it (a newer copy queued) sets it
+         * again, and the chunk is hashed again later. */
+        if (!(__atomic_fetch_and(&d->stale[c / 64], ~bit, __ATOMIC_ACQ_REL) & bit)) continue;
+        hash_chunk(d, c);
+        rehashed++;
+    }
+    __atomic_fetch_add(&d->rehashed, rehashed, __ATOMIC_RELAXED);
+}
+
 void gw_chunk_digest_set_from(struct gw_chunk_digest *d, uint64_t pfn, uint64_t n, const uint8_t *data)
 {
     uint64_t first = pfn / GW_CHUNK_DIGEST_PAGES, count = n / GW_CHUNK_DIGEST_PAGES;
@@ -94,12 +120,8 @@ void gw_chunk_digest_refresh(struct gw_chunk_digest *d)
             uint64_t c = w * 64 + (uint64_t)__builtin_ctzll(bits);
             bits &= bits - 1;
             if (c >= d->nchunks) break;
-            XXH128_hash_t h = XXH3_128bits(d->mem + c * CHUNK_BYTES, CHUNK_BYTES);
-            d->hashes[2 * c] = h.high64;
-            d->hashes[2 * c + 1] = h.low64;
+            hash_chunk(d, c);
             d->rehashed++;
-            uint64_t g = c / GW_CHUNK_DIGEST_GROUP;
-            d->group_stale[g / 64] |= 1ull << (g % 64);
         }
     }
     for (uint64_t w = 0; w < (d->ngroups + 63) / 64; w++) {
@@ -125,4 +147,15 @@ void gw_chunk_digest_final(struct gw_chunk_digest *d, uint8_t out[16])
     XXH128_canonical_t c;
     XXH128_canonicalFromHash(&c, h);
     memcpy(out, c.digest, 16);
+}
+
+int gw_chunk_digest_buffer(const uint8_t *mem, uint64_t mem_size, uint8_t out[16])
+{
+    struct gw_chunk_digest d;
+    int r = gw_chunk_digest_init(&d, mem, mem_size);
+    if (r) return r;
+    gw_chunk_digest_mark(&d, 0, mem_size / 4096);
+    gw_chunk_digest_final(&d, out);
+    gw_chunk_digest_free(&d);
+    return 0;
 }

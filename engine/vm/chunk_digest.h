@@ -1,4 +1,7 @@
-/* An incremental digest of all guest memory, cheap enough to finish inside a migration's
+/* The memory digest: one definition for migrations (incrementally, below) and snapshots
+ * (gw_mem_digest, engine/vm/mem_digest.h, computes the same value in one pass).
+ *
+ * An incremental digest of all guest memory, cheap enough to finish inside a migration's
  * downtime. Memory is cut into 16 KiB chunks, each with its own XXH3-128; chunks form groups
  * of 256 whose digest is the XXH3-128 of their chunk digests; the memory digest is the
  * XXH3-128 of the group digests in order. Chunks start out as holes (the digest of 16 KiB of
@@ -39,6 +42,12 @@ void gw_chunk_digest_mark(struct gw_chunk_digest *d, uint64_t pfn, uint64_t n);
  * non-zero the bitmap words are atomically taken (set to 0) as they are read. */
 void gw_chunk_digest_mark_bitmap(struct gw_chunk_digest *d, uint64_t *bitmap, uint64_t words, int clear);
 
+/* Hashes now the stale chunks that hold pages pfns[0..n) (each taken atomically, so a mark
+ * racing with it is not lost), so that the work is spread over the threads that move the
+ * pages instead of waiting for refresh. Thread-safe against marks and against other calls on
+ * other chunks; not against refresh or final (call those when nobody hashes). */
+void gw_chunk_digest_hash_pages(struct gw_chunk_digest *d, const uint64_t *pfns, uint32_t n);
+
 /* Hashes data (a copy of memory pages [pfn, pfn + n), both multiples of GW_CHUNK_DIGEST_PAGES)
  * into the digest instead of reading memory: how a live snapshot records the contents of its
  * point in time while the guest has already moved on. */
@@ -49,5 +58,9 @@ void gw_chunk_digest_refresh(struct gw_chunk_digest *d);
 
 /* Refreshes, then writes the memory digest (canonical big-endian XXH3-128) into out[16]. */
 void gw_chunk_digest_final(struct gw_chunk_digest *d, uint8_t out[16]);
+
+/* The same digest of mem[0..mem_size) in one go, every chunk read (mem_size a multiple of
+ * 16 KiB). Returns 0, -EINVAL or -ENOMEM. */
+int gw_chunk_digest_buffer(const uint8_t *mem, uint64_t mem_size, uint8_t out[16]);
 
 #endif

@@ -1,53 +1,35 @@
-/* Guest memory digest (see mem_digest.h). */
+/* Guest memory digest for snapshots (see mem_digest.h): the chunk digest, with only the
+ * chunks that hold data marked. */
 #include "engine/vm/mem_digest.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <xxhash.h>
 
+#include "engine/vm/chunk_digest.h"
 #include "engine/vm/guest_mem.h"
 #include "engine/vm/mem_data.h"
 
-struct digest_walk {
-    XXH3_state_t *st;
-    const struct gw_guest_mem *m;
-    uint64_t pos;  /* bytes hashed so far */
-};
-
-static const uint8_t zeros[1 << 16];
-
-static void hash_zeros(struct digest_walk *w, uint64_t len)
+static int mark_data(uint64_t off, uint64_t len, void *ctx)
 {
-    while (len) {
-        uint64_t n = len < sizeof zeros ? len : sizeof zeros;
-        XXH3_128bits_update(w->st, zeros, n);
-        len -= n;
-    }
-}
-
-static int on_data(uint64_t off, uint64_t len, void *ctx)
-{
-    struct digest_walk *w = ctx;
-    hash_zeros(w, off - w->pos);
-    XXH3_128bits_update(w->st, w->m->base + off, len);
-    w->pos = off + len;
+    gw_chunk_digest_mark(ctx, off / 4096, (off % 4096 + len + 4095) / 4096);
     return 0;
 }
 
 int gw_mem_digest(const struct gw_guest_mem *m, struct gw_mem_digest *out)
 {
-    XXH3_state_t *st = XXH3_createState();
-    if (!st) return -ENOMEM;
-    XXH3_128bits_reset(st);
-    struct digest_walk w = {.st = st, .m = m, .pos = 0};
-    int r = gw_mem_for_each_data(m, on_data, &w);
+    struct gw_chunk_digest d;
+    int r = gw_chunk_digest_init(&d, m->base, m->size);
+    if (r) return r;
+    r = gw_mem_for_each_data(m, mark_data, &d);
     if (!r) {
-        hash_zeros(&w, m->size - w.pos);
-        XXH128_hash_t h = XXH3_128bits_digest(st);
-        out->hi = h.high64;
-        out->lo = h.low64;
+        uint8_t b[16];
+        gw_chunk_digest_final(&d, b);
+        out->hi = out->lo = 0;
+        for (int i = 0; i < 8; i++) {
+            out->hi = out->hi << 8 | b[i];
+            out->lo = out->lo << 8 | b[8 + i];
+        }
     }
-    XXH3_freeState(st);
+    gw_chunk_digest_free(&d);
     return r;
 }
 

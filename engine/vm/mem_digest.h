@@ -1,6 +1,8 @@
-/* Digest of all guest memory: XXH3-128 over every page in memfd-offset order, holes
- * hashed as zeros without being touched (reading a shmem hole through the mapping would
- * allocate it). Two VMs with equal RAM contents have equal digests, whatever their holes. */
+/* Digest of all guest memory for snapshots: the same value as the incremental migration
+ * digest (chunk_digest.h) of the same contents, computed in one pass. Holes of the memfd are
+ * not read (reading a shmem hole through the mapping would allocate it): their chunks count
+ * as zeros, which is what they hold. Two VMs with equal RAM contents have equal digests,
+ * whatever their holes. */
 #ifndef GW_VM_MEM_DIGEST_H
 #define GW_VM_MEM_DIGEST_H
 

@@ -85,7 +85,7 @@ static void control(unsigned type, const uint8_t *p, size_t len)
 
 /* The destination's path for page batches: records read from a socket by
  * gw_conn_recv_header and gw_page_recv_batch, page bodies received straight into mem. */
-static void stream(const uint8_t *data, size_t size, const struct gw_page_sink *sink)
+static void stream(const uint8_t *data, size_t size, const struct gw_page_mem *sink)
 {
     struct gw_placer_direct d = { .mem = sink->mem, .mem_size = sink->mem_size, .touched = sink->touched,
                                   .written = sink->written };
@@ -133,7 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size--;
     /* Bit 1 adds the receiver's bitmaps (touched, and written for fresh memory). */
     uint64_t touched[1] = {0}, written[1] = {0};
-    struct gw_page_sink sink = { .mem = mem, .mem_size = NPAGES * 4096 };
+    struct gw_page_mem sink = { .mem = mem, .mem_size = NPAGES * 4096 };
     if (mode & 2) {
         sink.touched = touched;
         sink.written = written;
@@ -141,7 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (mode & 1) {
         struct gw_codec_stats st = {0};
         uint32_t n;
-        gw_page_decode_batch_sink(data, size, &sink, &st, &n);
+        gw_page_decode_batch_mem(data, size, &sink, &st, &n);
         check_guard();
         return 0;
     }

@@ -1,6 +1,8 @@
 /* Shared pieces of the transport tests (see mig_harness.h). */
 #include "tests/unit/mig_harness.h"
 
+#include "engine/vm/chunk_digest.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,11 @@ void fill_page(uint8_t *p, int kind)
     } else {
         memset(p, 0, PG);
     }
+}
+
+void test_digest(const uint8_t *mem, uint64_t size, struct gw_digest *out)
+{
+    if (gw_chunk_digest_buffer(mem, size, out->b)) memset(out->b, 0, sizeof out->b);
 }
 
 uint8_t *fresh_memfd_map(uint64_t size)
@@ -104,7 +111,7 @@ static void *dest_main(void *arg)
         } else if (ev.type == GW_MIG_EV_COMMIT) {
             if (d->mode != DM_BENCH && !d->no_digest) {
                 struct gw_digest got;
-                gw_digest_mem(d->mem, d->mem_size, &got);
+                test_digest(d->mem, d->mem_size, &got);
                 d->digest_ok = have_digest && gw_digest_equal(&got, &want);
                 if (d->mode == DM_ABORT_AT_COMMIT || !d->digest_ok) {
                     gw_mig_receiver_abort(rx, -EIO, "digest mismatch (test)");

@@ -17,6 +17,8 @@
 uint64_t rnd(void);
 /* Fills a page: kind 0 random, 1 text (compresses), 2 zero. */
 void fill_page(uint8_t *p, int kind);
+/* The memory digest (engine/vm/chunk_digest.h) of mem[0..size), size a multiple of 16 KiB. */
+void test_digest(const uint8_t *mem, uint64_t size, struct gw_digest *out);
 /* A MAP_SHARED mapping of a new memfd of size bytes (all holes), or NULL. */
 uint8_t *fresh_memfd_map(uint64_t size);
 

@@ -9,6 +9,7 @@
 #include "engine/codec/page_codec.h"
 #include "engine/common/util.h"
 #include "engine/pump/page_placer.h"
+#include "engine/pump/page_recv.h"
 #include "engine/pump/pump.h"
 #include "tests/lib/gw_test.h"
 
@@ -16,6 +17,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define PG 4096u
@@ -67,8 +70,8 @@ struct fake_sink {
     uint64_t seed[GW_PUMP_MAX_LANES];
 };
 
-static int sink_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, uint32_t npages,
-                      struct gw_err *err)
+static int sink_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, const uint64_t *pfns,
+                      uint32_t npages, struct gw_err *err)
 {
     struct fake_sink *s = ctx;
     uint8_t *w = s->wire[lane];
@@ -85,7 +88,8 @@ static int sink_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, s
         return gw_err_set(err, -EBADMSG, "bad batch");
     /* The bytes are on the "wire": the writer may change these pages again. */
     for (uint32_t i = 0; i < n; i++) {
-        if (gw_pump_lane(descs[i].pfn, s->nlanes) != lane) __atomic_fetch_add(&s->lane_of_page_errors, 1, __ATOMIC_RELAXED);
+        if (gw_pump_lane(descs[i].pfn, s->nlanes) != lane || descs[i].pfn != pfns[i])
+            __atomic_fetch_add(&s->lane_of_page_errors, 1, __ATOMIC_RELAXED);
         __atomic_fetch_sub(&s->busy[descs[i].pfn], 1, __ATOMIC_RELEASE);
     }
     /* A random delay before the "receiver" places them. */
@@ -175,10 +179,10 @@ GW_TEST(newer_copy_never_overtaken_by_older)
 }
 
 /* A sink that fails: the pump fails, reports the sink's message, and drops the rest. */
-static int failing_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, uint32_t npages,
-                         struct gw_err *err)
+static int failing_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, const uint64_t *pfns,
+                         uint32_t npages, struct gw_err *err)
 {
-    (void)ctx; (void)iov; (void)iovcnt; (void)len; (void)npages;
+    (void)ctx; (void)iov; (void)iovcnt; (void)len; (void)pfns; (void)npages;
     return gw_err_set(err, -EPIPE, "lane %u: the far end hung up (test)", lane);
 }
 
@@ -220,4 +224,82 @@ GW_TEST(page_outside_memory_is_refused)
     CHECK_EQ(gw_pump_drain(p), 0);
     gw_pump_close(p);
     free(mem);
+}
+
+/* ---- the decoder with the memfd placer, over a real socket ---- */
+
+/* One PAGE_BATCH of src's pages pfns[0..n) through a socketpair into the decoder, placed in
+ * dst (a mapping of memfd fd) with bitmaps. Returns the decoder's result. */
+static int decode_through_socket(const uint8_t *src, uint64_t size, const uint64_t *pfns, uint32_t n,
+                                 struct gw_placer_direct *d, int fd)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return -errno;
+    int big = 4 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    struct gw_conn *tx, *rx;
+    if (gw_conn_from_fd(sv[0], &tx, NULL) || gw_conn_from_fd(sv[1], &rx, NULL)) return -EIO;
+    struct gw_page_encoder enc;
+    gw_page_encoder_init(&enc, GW_CODEC_LZ4, 1);
+    size_t cap = gw_page_batch_bound(n), len;
+    uint8_t *buf = malloc(cap);
+    int r = gw_page_encode_batch(&enc, src, size, pfns, n, buf, cap, &len);
+    if (!r) r = gw_conn_send_record(tx, GW_WIRE_PAGE_BATCH, buf, len, NULL);
+    struct gw_wire_header h;
+    if (!r) r = gw_conn_recv_header(rx, &h, NULL);
+    struct gw_page_recv pr = {0};
+    struct gw_codec_stats st = {0};
+    uint32_t got = 0;
+    struct gw_page_placer pl = gw_placer_direct_fd(d, fd);
+    if (!r) r = gw_page_recv_batch(rx, &h, &pl, &pr, &st, &got, NULL);
+    if (!r && got != n) r = -EBADMSG;
+    gw_page_recv_free(&pr);
+    gw_conn_close(tx);
+    gw_conn_close(rx);
+    free(buf);
+    return r;
+}
+
+GW_TEST(memfd_placer_writes_runs_and_leaves_holes)
+{
+    enum { N = 64 };
+    int fd = memfd_create("gw-test-pump", MFD_CLOEXEC);
+    REQUIRE(fd >= 0);
+    REQUIRE(ftruncate(fd, N * PG) == 0);
+    uint8_t *dst = mmap(NULL, N * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    uint8_t *src = calloc(N, PG);
+    REQUIRE(dst != MAP_FAILED && src);
+    /* Pages 0..15 random (raw), 16..23 text (lz4), 24..31 zero; 40 and 41 random. */
+    uint64_t x = 7;
+    for (unsigned p = 0; p < 16; p++)
+        for (unsigned i = 0; i < PG; i += 8) { x = x * 6364136223846793005ull + 1; memcpy(src + p * PG + i, &x, 8); }
+    for (unsigned p = 16; p < 24; p++)
+        for (unsigned i = 0; i < PG; i++) src[p * PG + i] = (uint8_t)("guest memory page "[i % 18]);
+    memcpy(src + 40 * PG, src, PG);
+    memcpy(src + 41 * PG, src + PG, PG);
+    uint64_t pfns[34];
+    for (unsigned i = 0; i < 32; i++) pfns[i] = i;
+    pfns[32] = 40;
+    pfns[33] = 41;
+    uint64_t touched[1] = {0}, written[1] = {0};
+    struct gw_placer_direct d = { .mem = dst, .mem_size = N * PG, .touched = touched, .written = written };
+    CHECK_EQ(decode_through_socket(src, N * PG, pfns, 34, &d, fd), 0);
+    /* The zero pages are still holes of the memfd: nothing was allocated for them (checked
+     * first: reading a hole through the shared mapping would allocate it). */
+    CHECK_EQ(lseek(fd, 24 * PG, SEEK_HOLE), 24 * PG);
+    CHECK_EQ(lseek(fd, 24 * PG, SEEK_DATA), 40 * PG);
+    CHECK(memcmp(src, dst, N * PG) == 0);
+    CHECK_EQ(touched[0], 0x300ffffffffull);   /* every page placed, zero pages too */
+    CHECK_EQ(written[0], 0x30000ffffffull);   /* the zero pages were never written */
+    /* A page written before and sent as zero now becomes zero; a batch naming a page twice
+     * keeps its last copy. */
+    memset(src + 40 * PG, 0, PG);
+    memcpy(src + 2 * PG, src + 3 * PG, PG);
+    uint64_t again[3] = { 40, 2, 2 };
+    CHECK_EQ(decode_through_socket(src, N * PG, again, 3, &d, fd), 0);
+    CHECK(gw_is_zero(dst + 40 * PG, PG));
+    CHECK(memcmp(dst + 2 * PG, src + 2 * PG, PG) == 0);
+    munmap(dst, N * PG);
+    close(fd);
+    free(src);
 }

@@ -11,6 +11,7 @@
 #include "engine/common/util.h"
 #include "engine/transport/conn.h"
 #include "engine/transport/handshake.h"
+#include "engine/transport/rdma_mem.h"
 #include "precopy/precopy_link.h"
 #include "tests/lib/gw_test.h"
 #include "tests/unit/mig_harness.h"
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -85,7 +87,7 @@ static void migrate_as(unsigned nstreams, uint64_t mem_size, enum gw_codec_mode 
     CHECK_EQ(gw_mig_send_end_of_round(s, 2, true, &st), 0);
     CHECK_EQ(gw_mig_send_state(s, "vcpu-state!", 11), 0);
     struct gw_digest dg;
-    gw_digest_mem(mem, mem_size, &dg);
+    test_digest(mem, mem_size, &dg);
     CHECK_EQ(gw_mig_send_digest(s, &dg), 0);
     CHECK_EQ(gw_mig_send_commit(s, 3), 0);
     CHECK_EQ(gw_mig_sender_wait_ack(s, 10000), 0);   /* READY */
@@ -255,7 +257,7 @@ GW_TEST(destination_refuses_commit)
     CHECK_EQ(gw_mig_send_pages(s, pf, 2), 0);
     CHECK_EQ(gw_mig_send_end_of_round(s, 0, true, NULL), 0);
     struct gw_digest dg;
-    gw_digest_mem(mem, 16 * PG, &dg);
+    test_digest(mem, 16 * PG, &dg);
     CHECK_EQ(gw_mig_send_digest(s, &dg), 0);
     CHECK_EQ(gw_mig_send_commit(s, 1), 0);
     CHECK_EQ(gw_mig_sender_wait_ack(s, 5000), -EPROTO);
@@ -314,6 +316,27 @@ GW_TEST(rdma_without_device_fails_clearly)
                                      .secret_len = 1, .mem = mem, .mem_size = PG };
     struct gw_mig_sender *s = NULL;
     CHECK_EQ(gw_mig_sender_open(&cfg, &s, &e), -ENODEV);
+}
+
+/* RDMA WRITE of pages works on RDMA connections only; on TCP it refuses with the reason. */
+GW_TEST(rdma_write_refuses_a_tcp_connection)
+{
+    int sv[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    struct gw_conn *c = NULL;
+    REQUIRE(gw_conn_from_fd(sv[0], &c, NULL) == 0);
+    uint8_t mem[PG];
+    struct gw_rdma_mr *mr = NULL;
+    struct gw_rdma_region desc, remote = { .addr = 4096, .len = PG, .rkey = 1 };
+    struct gw_err e = {0};
+    CHECK_EQ(gw_rdma_mem_register(c, mem, sizeof mem, true, &mr, &desc, &e), -EOPNOTSUPP);
+    CHECK(strstr(e.msg, "needs an RDMA connection, this one is tcp") != NULL);
+    CHECK(mr == NULL);
+    memset(&e, 0, sizeof e);
+    CHECK_EQ(gw_rdma_mem_write(c, NULL, 0, PG, &remote, 0, &e), -EOPNOTSUPP);
+    CHECK(strstr(e.msg, "RDMA WRITE needs an RDMA connection") != NULL);
+    gw_conn_close(c);
+    close(sv[1]);
 }
 
 /* ---- control records wait for every stream ---- */

@@ -111,7 +111,7 @@ static struct gw_mig_sender *small_session_to_commit(const char *url, uint8_t *m
     uint64_t *pf = malloc(npages * sizeof *pf);
     for (uint64_t i = 0; pf && i < npages; i++) pf[i] = i;
     struct gw_digest dg;
-    gw_digest_mem(mem, npages * PG, &dg);
+    test_digest(mem, npages * PG, &dg);
     int r = pf ? gw_mig_send_pages(s, pf, npages) : -ENOMEM;
     if (!r) r = gw_mig_send_end_of_round(s, 0, true, NULL);
     if (!r) r = gw_mig_send_state(s, "vcpu-state!", 11);
