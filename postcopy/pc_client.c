@@ -1,0 +1,262 @@
+/* Post-copy destination: fault thread and page receivers (see pc_client.h). */
+#include "postcopy/pc_client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/codec/wire.h"
+#include "engine/common/util.h"
+#include "engine/pump/page_recv.h"
+#include "postcopy/pc_digest.h"
+#include "postcopy/pc_wire.h"
+
+struct rx_thread {
+    struct gw_pc_client *c;
+    unsigned stream;
+    pthread_t thr;
+    bool started;
+};
+
+struct gw_pc_client {
+    struct gw_session *ses;
+    struct gw_uffd_placer u;
+    struct gw_page_placer pl;
+    unsigned nlanes;
+    int stop_fd;                  /* eventfd: wakes the fault thread */
+    bool stop;                    /* atomic */
+    pthread_t fault_thr;
+    bool fault_started;
+    struct rx_thread rx[GW_WIRE_MAX_STREAMS];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct gw_pc_client_stats st; /* under mu: requests, lanes_ended, push_done, error */
+};
+
+static bool stopping(struct gw_pc_client *c) { return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE); }
+
+void gw_pc_client_fail(struct gw_pc_client *c, const struct gw_err *e)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->st.error) {
+        c->st.error = e->code ? e->code : -EIO;
+        snprintf(c->st.msg, sizeof c->st.msg, "%s", e->msg);
+    }
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- fault thread ---- */
+
+static int send_requests(struct gw_pc_client *c, const uint64_t *pfns, unsigned n, struct gw_err *e)
+{
+    uint8_t b[GW_PC_HDR + 8 * GW_PC_MAX_REQ_PAGES];
+    gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_REQUEST, .count = n}, b);
+    for (unsigned i = 0; i < n; i++) gw_pc_put64(b + GW_PC_HDR + 8 * i, pfns[i]);
+    int r = gw_session_send(c->ses, GW_PC_STREAM_PRIORITY, GW_WIRE_POSTCOPY, b, GW_PC_HDR + 8ull * n, e);
+    if (!r) {
+        pthread_mutex_lock(&c->mu);
+        c->st.requests++;
+        c->st.pages_requested += n;
+        pthread_mutex_unlock(&c->mu);
+    }
+    return r;
+}
+
+static void *fault_main(void *arg)
+{
+    struct gw_pc_client *c = arg;
+    struct gw_err e = {0};
+    uint64_t faults[GW_PC_MAX_REQ_PAGES], want[GW_PC_MAX_REQ_PAGES];
+    while (!stopping(c)) {
+        struct pollfd pf[2] = {{.fd = c->u.uffd, .events = POLLIN}, {.fd = c->stop_fd, .events = POLLIN}};
+        int pr = poll(pf, 2, 1000);
+        if (pr < 0 && errno != EINTR) { gw_err_set(&e, -errno, "poll on userfaultfd failed"); break; }
+        if (pr <= 0 || stopping(c)) continue;
+        int n = gw_uffd_read_faults(&c->u, faults, (int)GW_PC_MAX_REQ_PAGES);
+        if (n < 0) { gw_err_set(&e, n, "reading page faults: %s", strerror(-n)); break; }
+        unsigned k = 0;
+        uint64_t now = gw_now_ns();
+        for (int i = 0; i < n; i++) {
+            uint64_t zero = 0;
+            /* A page is requested once, whoever else waits for it: the copy wakes them all. */
+            if (__atomic_compare_exchange_n(&c->u.req_ns[faults[i]], &zero, now, false, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED))
+                want[k++] = faults[i];
+        }
+        if (k && send_requests(c, want, k, &e)) break;
+    }
+    if (e.code && !stopping(c)) gw_pc_client_fail(c, &e);
+    return NULL;
+}
+
+/* ---- receivers ---- */
+
+static int on_postcopy(struct rx_thread *t, const uint8_t *p, size_t len, bool *end, struct gw_err *e)
+{
+    struct gw_pc_client *c = t->c;
+    struct gw_pc_msg m;
+    if (gw_pc_parse(p, len, &m)) return gw_err_set(e, -EBADMSG, "stream %u: malformed post-copy record", t->stream);
+    bool lane = t->stream >= GW_PC_FIRST_LANE;
+    if (m.op != (lane ? GW_PC_LANE_END : GW_PC_PUSH_DONE))
+        return gw_err_set(e, -EPROTO, "stream %u: unexpected post-copy op %u", t->stream, m.op);
+    pthread_mutex_lock(&c->mu);
+    if (lane) c->st.lanes_ended++;
+    else c->st.push_done = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    *end = true;
+    return 0;
+}
+
+static void *rx_main(void *arg)
+{
+    struct rx_thread *t = arg;
+    struct gw_pc_client *c = t->c;
+    struct gw_conn *conn = gw_session_conn(c->ses, t->stream);
+    struct gw_page_recv pr = {0};
+    struct gw_codec_stats cs = {0};
+    struct gw_err e = {0};
+    uint8_t small[GW_PC_HDR + 8 * GW_PC_MAX_REQ_PAGES];
+    bool end = false;
+    int r = 0;
+    while (!end && !stopping(c)) {
+        struct gw_wire_header h;
+        r = gw_conn_recv_header(conn, &h, &e);
+        if (r == -ETIMEDOUT) { r = 0; continue; }   /* a quiet priority channel is fine */
+        if (r) break;
+        if (h.type == GW_WIRE_PAGE_BATCH) {
+            uint32_t n;
+            r = gw_page_recv_batch(conn, &h, &c->pl, &pr, &cs, &n, &e);
+        } else if (h.type == GW_WIRE_POSTCOPY && h.length <= sizeof small) {
+            struct iovec iov = {.iov_base = small, .iov_len = h.length};
+            r = gw_conn_recv_payload(conn, &iov, 1, &e);
+            if (!r) r = on_postcopy(t, small, h.length, &end, &e);
+        } else if (h.type == GW_WIRE_ERROR) {
+            r = gw_err_set(&e, -EPROTO, "the source stopped the migration");
+        } else {
+            r = gw_err_set(&e, -EPROTO, "stream %u: unexpected %s record", t->stream, gw_wire_type_name(h.type));
+        }
+        if (r) break;
+    }
+    gw_page_recv_free(&pr);
+    if (r && !stopping(c)) gw_pc_client_fail(c, &e);
+    return NULL;
+}
+
+int gw_pc_client_start(struct gw_session *ses, uint8_t *mem, uint64_t mem_size, unsigned nlanes,
+                       struct gw_pc_client **out, struct gw_err *e)
+{
+    if (!nlanes || nlanes + GW_PC_FIRST_LANE != gw_session_streams(ses))
+        return gw_err_set(e, -EPROTO, "a post-copy session needs 3 or more streams");
+    struct gw_pc_client *c = calloc(1, sizeof *c);
+    if (!c) return gw_err_set(e, -ENOMEM, "out of memory");
+    c->ses = ses;
+    c->nlanes = nlanes;
+    c->stop_fd = -1;
+    c->u.uffd = -1;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;   /* deadlines are CLOCK_MONOTONIC */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int r = gw_uffd_placer_open(&c->u, mem, mem_size, e);
+    if (r) { gw_pc_client_close(c, false); return r; }
+    c->pl = gw_uffd_placer(&c->u);
+    c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->stop_fd < 0) { r = -errno; gw_pc_client_close(c, false); return gw_err_set(e, r, "eventfd failed"); }
+    if ((r = -pthread_create(&c->fault_thr, NULL, fault_main, c))) {
+        gw_pc_client_close(c, false);
+        return gw_err_set(e, r, "cannot start the fault thread");
+    }
+    c->fault_started = true;
+    for (unsigned i = GW_PC_STREAM_PRIORITY; i < GW_PC_FIRST_LANE + nlanes; i++) {
+        c->rx[i] = (struct rx_thread){.c = c, .stream = i};
+        if ((r = -pthread_create(&c->rx[i].thr, NULL, rx_main, &c->rx[i]))) {
+            gw_pc_client_close(c, false);
+            return gw_err_set(e, r, "cannot start a receiver");
+        }
+        c->rx[i].started = true;
+    }
+    *out = c;
+    return 0;
+}
+
+int gw_pc_client_wait(struct gw_pc_client *c, int timeout_ms, struct gw_err *e)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ms >= 0) {
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
+    }
+    pthread_mutex_lock(&c->mu);
+    int r = 0;
+    while (!c->st.error && !(c->st.push_done && c->st.lanes_ended == c->nlanes)) {
+        if (timeout_ms < 0) pthread_cond_wait(&c->cv, &c->mu);
+        else if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT) { r = -ETIMEDOUT; break; }
+    }
+    if (c->st.error) r = gw_err_set(e, c->st.error, "%s", c->st.msg);
+    else if (!r) c->st.complete = true;
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
+int gw_pc_client_finish(struct gw_pc_client *c, uint64_t *digest_sum)
+{
+    int r = gw_uffd_placer_unregister(&c->u);
+    if (r) return r;
+    /* Every page not received is a hole at the source: it counts as zero. */
+    uint64_t sum = __atomic_load_n(&c->u.hash_sum, __ATOMIC_ACQUIRE);
+    uint64_t zh = gw_pc_zero_content_hash();
+    for (uint64_t p = 0; p < c->u.npages; p++)
+        if (!gw_uffd_placer_has(&c->u, p)) sum += gw_pc_mix(p, zh);
+    *digest_sum = sum;
+    return 0;
+}
+
+void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out)
+{
+    pthread_mutex_lock(&c->mu);
+    *out = c->st;
+    pthread_mutex_unlock(&c->mu);
+    struct gw_uffd_placer *u = &c->u;
+    out->pages_received = gw_uffd_placer_count(u);
+    out->pages_dup = __atomic_load_n(&u->dups, __ATOMIC_RELAXED);
+    for (int i = 0; i < 32; i++) out->lat_hist[i] = __atomic_load_n(&u->lat_hist[i], __ATOMIC_RELAXED);
+    out->lat_p50_us = gw_uffd_placer_latency_us(u, 50);
+    out->lat_p99_us = gw_uffd_placer_latency_us(u, 99);
+    out->lat_max_us = __atomic_load_n(&u->lat_max_ns, __ATOMIC_RELAXED) / 1000;
+    out->blocked_ns = __atomic_load_n(&u->lat_sum_ns, __ATOMIC_RELAXED);
+}
+
+void gw_pc_client_close(struct gw_pc_client *c, bool keep_registered)
+{
+    if (!c) return;
+    __atomic_store_n(&c->stop, true, __ATOMIC_RELEASE);
+    if (c->stop_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t w = write(c->stop_fd, &one, sizeof one);
+        (void)w;
+    }
+    if (c->fault_started) pthread_join(c->fault_thr, NULL);
+    for (unsigned i = 0; i < GW_WIRE_MAX_STREAMS; i++)
+        if (c->rx[i].started) pthread_join(c->rx[i].thr, NULL);
+    if (c->stop_fd >= 0) close(c->stop_fd);
+    /* A failed post-copy leaves the userfaultfd open on purpose: closing it would let every
+     * waiting thread (and the guest, if it ever ran again) see zero pages where data is
+     * missing. The process exit releases it after every thread is gone. */
+    if (keep_registered && c->u.registered) c->u.uffd = -1;
+    gw_uffd_placer_close(&c->u);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
