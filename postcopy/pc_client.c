@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "engine/codec/wire.h"
+#include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/pump/page_recv.h"
 #include "postcopy/pc_digest.h"
@@ -238,7 +239,7 @@ void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out)
     out->blocked_ns = __atomic_load_n(&u->lat_sum_ns, __ATOMIC_RELAXED);
 }
 
-void gw_pc_client_close(struct gw_pc_client *c, bool keep_registered)
+void gw_pc_client_close(struct gw_pc_client *c, bool abandon)
 {
     if (!c) return;
     __atomic_store_n(&c->stop, true, __ATOMIC_RELEASE);
@@ -251,10 +252,13 @@ void gw_pc_client_close(struct gw_pc_client *c, bool keep_registered)
     for (unsigned i = 0; i < GW_WIRE_MAX_STREAMS; i++)
         if (c->rx[i].started) pthread_join(c->rx[i].thr, NULL);
     if (c->stop_fd >= 0) close(c->stop_fd);
-    /* A failed post-copy leaves the userfaultfd open on purpose: closing it would let every
-     * waiting thread (and the guest, if it ever ran again) see zero pages where data is
-     * missing. The process exit releases it after every thread is gone. */
-    if (keep_registered && c->u.registered) c->u.uffd = -1;
+    /* An abandoned post-copy poisons the missing pages before letting go of the userfaultfd:
+     * closing it alone would let every waiting thread see zero pages where data is missing,
+     * and keeping it open would leave KVM's page-fault workers waiting for ever. */
+    if (abandon && c->u.registered) {
+        int r = gw_uffd_placer_poison_missing(&c->u);
+        if (r) gw_warn("post-copy: cannot poison the missing pages (%s): they will read as zero", strerror(-r));
+    }
     gw_uffd_placer_close(&c->u);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);

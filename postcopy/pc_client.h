@@ -50,9 +50,9 @@ void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out);
 /* Fails the client from outside (the control stream broke): wakes gw_pc_client_wait. */
 void gw_pc_client_fail(struct gw_pc_client *c, const struct gw_err *e);
 
-/* Stops the threads (shut the session down first) and frees c. keep_registered: leave the
- * userfaultfd open and registered (a failed post-copy: threads waiting on missing pages must
- * never see a zero page; the process exit releases it). Safe on NULL. */
-void gw_pc_client_close(struct gw_pc_client *c, bool keep_registered);
+/* Stops the threads (shut the session down first) and frees c. abandon: post-copy did not
+ * complete; every missing page is poisoned first (gw_uffd_placer_poison_missing) so nothing
+ * reads it as zero. Safe on NULL. */
+void gw_pc_client_close(struct gw_pc_client *c, bool abandon);
 
 #endif

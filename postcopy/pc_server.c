@@ -6,13 +6,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/codec/wire.h"
 #include "engine/common/log.h"
+#include "engine/common/util.h"
 #include "engine/pump/pump.h"
 #include "postcopy/pc_wire.h"
 
 #define PUSH_STEP 256u        /* pages the push looks at per step: 1 MiB */
+#define PUSH_AHEAD_STEPS 2u   /* steps queued before waiting for the pump to drain */
 
 struct gw_pc_server {
     struct gw_pc_server_cfg cfg;
@@ -161,11 +164,23 @@ static void *req_main(void *arg)
 
 /* ---- background push ---- */
 
+/* Keeps the push under the configured rate, in short sleeps so that a stop is seen. */
+static void pace(struct gw_pc_server *s, uint64_t t0, uint64_t pages)
+{
+    if (!s->cfg.rate_bps) return;
+    uint64_t due = t0 + (uint64_t)((double)pages * 4096 * 1e9 / (double)s->cfg.rate_bps);
+    for (uint64_t now; !stopping(s) && (now = gw_now_ns()) < due;) {
+        uint64_t d = due - now < 20000000ull ? due - now : 20000000ull;
+        struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void *push_main(void *arg)
 {
     struct gw_pc_server *s = arg;
     uint64_t pfns[PUSH_STEP];
-    uint64_t cursor = 0, seen_req = 0;
+    uint64_t cursor = 0, seen_req = 0, pushed = 0, t0 = gw_now_ns(), steps = 0;
     struct gw_err e = {0};
     int r = 0;
     while (!stopping(s) && __atomic_load_n(&s->remaining, __ATOMIC_ACQUIRE)) {
@@ -185,6 +200,11 @@ static void *push_main(void *arg)
             pthread_mutex_lock(&s->mu);
             s->st.pages_pushed += n;
             pthread_mutex_unlock(&s->mu);
+            pushed += n;
+            pace(s, t0, pushed);
+            /* Keep little queued in the pump: a requested page already queued is not sent
+             * again, so it waits for its batch; the shorter the queue, the shorter that wait. */
+            if (++steps % PUSH_AHEAD_STEPS == 0 && (r = gw_pump_drain(s->pump))) break;
         }
     }
     if (!r && !stopping(s)) r = gw_pump_barrier(s->pump, 0, 0);

@@ -27,6 +27,7 @@ struct gw_pc_server_cfg {
     const uint64_t *push;          /* pages to push (bitmap, caller-owned, valid until close) */
     unsigned nlanes;               /* 1..GW_WIRE_MAX_STREAMS - 2 */
     enum gw_codec_mode codec;
+    uint64_t rate_bps;             /* background push limit (guest bytes/s), 0 = none */
 };
 
 struct gw_pc_server_stats {

@@ -13,6 +13,20 @@
 #include "engine/common/util.h"
 #include "postcopy/pc_digest.h"
 
+/* UFFDIO_POISON (Linux 6.6) may be missing from older headers. */
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef _UFFDIO_POISON
+#define _UFFDIO_POISON 0x08
+struct uffdio_poison {
+    struct uffdio_range range;
+    __u64 mode;
+    __s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+
 static int open_uffd(void)
 {
     /* Not UFFD_USER_MODE_ONLY: KVM's own accesses to guest memory (its instruction emulator,
@@ -47,8 +61,19 @@ int gw_uffd_placer_open(struct gw_uffd_placer *u, uint8_t *mem, uint64_t mem_siz
     int fd = open_uffd();
     if (fd < 0) { gw_uffd_placer_close(u); return gw_err_set(e, fd, "userfaultfd: %s", strerror(-fd)); }
     u->uffd = fd;
-    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM};
+    /* POISON lets an abandoned post-copy mark missing pages so that nothing ever reads them
+     * as zero (gw_uffd_placer_poison_missing); a kernel without it still does post-copy. The
+     * API handshake may be done once per fd, so ask with a fresh fd when it refused. */
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_POISON};
     if (ioctl(fd, UFFDIO_API, &api)) {
+        close(fd);
+        u->uffd = fd = open_uffd();
+        if (fd < 0) { gw_uffd_placer_close(u); return gw_err_set(e, fd, "userfaultfd: %s", strerror(-fd)); }
+        api = (struct uffdio_api){.api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM};
+    } else {
+        u->can_poison = true;
+    }
+    if (!u->can_poison && ioctl(fd, UFFDIO_API, &api)) {
         int r = -errno;
         gw_uffd_placer_close(u);
         return gw_err_set(e, r, "userfaultfd on shared memory is not supported here: %s", strerror(-r));
@@ -165,6 +190,33 @@ int gw_uffd_placer_unregister(struct gw_uffd_placer *u)
     struct uffdio_range r = {.start = (uintptr_t)u->mem, .len = u->mem_size};
     if (ioctl(u->uffd, UFFDIO_UNREGISTER, &r)) return -errno;
     u->registered = false;
+    return 0;
+}
+
+int gw_uffd_placer_poison_missing(struct gw_uffd_placer *u)
+{
+    if (!u->registered) return 0;
+    if (!u->can_poison) return -ENOTSUP;
+    for (uint64_t p = 0; p < u->npages;) {
+        if (gw_uffd_placer_has(u, p)) { p++; continue; }
+        uint64_t q = p + 1;
+        while (q < u->npages && !gw_uffd_placer_has(u, q)) q++;
+        struct uffdio_poison po = {.range = {.start = (uintptr_t)u->mem + p * 4096, .len = (q - p) * 4096}};
+        /* A page placed meanwhile makes the call stop early (EEXIST): go on after it. */
+        while (ioctl(u->uffd, UFFDIO_POISON, &po)) {
+            if (errno == EAGAIN || errno == EEXIST) {
+                uint64_t done = po.updated > 0 ? (uint64_t)po.updated : 0;
+                if (errno == EEXIST) done += 4096;
+                if (done >= po.range.len) break;
+                po.range.start += done;
+                po.range.len -= done;
+                po.updated = 0;
+                continue;
+            }
+            return -errno;
+        }
+        p = q;
+    }
     return 0;
 }
 

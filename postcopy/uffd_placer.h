@@ -33,6 +33,7 @@ struct gw_uffd_placer {
     uint64_t *received;       /* one bit per page, set once the page is in place; owned */
     uint64_t *req_ns;         /* per page: when it was requested (0 = not), for latency; owned */
     bool registered;
+    bool can_poison;          /* the kernel has UFFDIO_POISON */
     /* counters (atomic) */
     uint64_t placed;          /* pages placed (copy + zero) */
     uint64_t dups;            /* copies refused because the page was already there */
@@ -64,6 +65,13 @@ int gw_uffd_read_faults(struct gw_uffd_placer *u, uint64_t *pfns, int cap);
  * retries and finds a plain memfd page (a hole reads as zero). Only once every page the
  * source holds data for is placed. 0 or -errno. */
 int gw_uffd_placer_unregister(struct gw_uffd_placer *u);
+
+/* Abandons post-copy: marks every page not placed as poisoned, which wakes whoever waits for
+ * it and makes every later access fail (SIGBUS for a thread, an error for the kernel's own
+ * accesses, such as KVM's asynchronous page faults, which would otherwise wait for ever and
+ * keep the VM from being destroyed) instead of reading zeros where data is missing.
+ * 0, -ENOTSUP (kernel without UFFDIO_POISON) or -errno. */
+int gw_uffd_placer_poison_missing(struct gw_uffd_placer *u);
 
 /* Latency percentile (0..100) from the histogram, in microseconds (upper bucket bound). */
 uint64_t gw_uffd_placer_latency_us(const struct gw_uffd_placer *u, unsigned pct);

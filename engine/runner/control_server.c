@@ -12,6 +12,7 @@
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
+#include "postcopy/postcopy_source.h"
 #include "backup/backup.h"
 #include "engine/vm/snapshot_file.h"
 #include "precopy/precopy_source.h"
@@ -116,6 +117,7 @@ void gw_runner_control_serve(struct gw_runner *r)
         break;
     case GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION:
         if (r->migration) { gw_precopy_cancel(r->migration); rep.ok = true; }
+        else if (r->postcopy) { gw_postcopy_cancel(r->postcopy); rep.ok = true; }
         else snprintf(err, sizeof err, "no migration is running");
         break;
     case GODWIT__V1__RUNNER_REQUEST__OP_BACKUP:

@@ -12,6 +12,8 @@
 #include "engine/common/util.h"
 #include "engine/runner/runner.h"
 #include "engine/transport/tls.h"
+#include "postcopy/postcopy_dest.h"
+#include "postcopy/postcopy_source.h"
 #include "precopy/precopy_source.h"
 
 int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap)
@@ -38,7 +40,11 @@ static enum gw_mig_fault fault_from_env(void)
 
 int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateRequest *req, char *err, size_t errlen)
 {
-    if (r->migration) { snprintf(err, errlen, "a migration is already running"); return -EALREADY; }
+    if (r->migration || r->postcopy) { snprintf(err, errlen, "a migration is already running"); return -EALREADY; }
+    if (r->postcopy_in && !gw_postcopy_in_finished(r->postcopy_in)) {
+        snprintf(err, errlen, "the VM's pages are still arriving by post-copy");
+        return -EBUSY;
+    }
     if (r->migrated) { snprintf(err, errlen, "the VM has already migrated away"); return -EALREADY; }
     char why[256];
     if (gw_vm_fatal(r->vm, why, sizeof why)) { snprintf(err, errlen, "the VM has failed: %s", why); return -ESRCH; }
@@ -46,9 +52,8 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
     const Godwit__V1__MigrationPolicy *pol = req->policy;
     struct gw_precopy_params p = {.url = req->destination, .fault = fault_from_env()};
     if (pol) {
-        if (pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__POSTCOPY ||
-            pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID) {
-            snprintf(err, errlen, "post-copy migration is not available yet; use pre-copy");
+        if (pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID) {
+            snprintf(err, errlen, "hybrid migration is not available yet; use pre-copy or post-copy");
             return -ENOTSUP;
         }
         if (pol->streams > 16) { snprintf(err, errlen, "streams must be 1..16"); return -EINVAL; }
@@ -95,6 +100,25 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
         return rc;
     }
     if (req->tls_off) gw_warn("vm %s: migration to %s in plaintext (TLS turned off)", r->vm->name, req->destination);
+    if (pol && pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__POSTCOPY) {
+        if (!tcp) {
+            gw_tls_ctx_free(p.tls);
+            memset(secret, 0, sizeof secret);
+            snprintf(err, errlen, "post-copy runs over TCP only");
+            return -EPROTONOSUPPORT;
+        }
+        struct gw_postcopy_params pp = {
+            .url = p.url, .lanes = p.streams, .codec = p.codec, .secret = p.secret, .secret_len = p.secret_len,
+            .bandwidth_limit_bps = p.policy.bandwidth_limit_bps, .timeout_ns = p.policy.timeout_ns,
+            .preamble = p.preamble, .tls = p.tls,
+        };
+        memcpy(pp.token, p.token, sizeof pp.token);
+        rc = gw_postcopy_start(r->vm, &pp, &r->postcopy);
+        memset(secret, 0, sizeof secret);
+        if (rc) { snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc)); return rc; }
+        gw_info("vm %s: migrating to %s by post-copy", r->vm->name, req->destination);
+        return 0;
+    }
     rc = gw_precopy_start(r->vm, &p, &r->migration);
     memset(secret, 0, sizeof secret);
     if (rc) { snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc)); return rc; }
@@ -102,8 +126,25 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
     return 0;
 }
 
+/* Post-copy, either way: progress, and the end of an outgoing one. */
+static void poll_postcopy(struct gw_runner *r)
+{
+    if (r->postcopy_in) gw_postcopy_in_progress(r->postcopy_in, &r->last_mig);
+    if (!r->postcopy) return;
+    gw_postcopy_progress(r->postcopy, &r->last_mig);
+    if (!gw_postcopy_finished(r->postcopy)) return;
+    gw_postcopy_free(r->postcopy);
+    r->postcopy = NULL;
+    if (r->last_mig.phase == GW_MIG_COMPLETED) {
+        r->migrated = true;
+        r->linger_until_ns = gw_now_ns() + 1500000000ull;
+    }
+    /* postcopy-paused: the VM stays paused here (the destination ran it); never resumed by us. */
+}
+
 void gw_runner_poll_migration(struct gw_runner *r)
 {
+    poll_postcopy(r);
     if (!r->migration) return;
     gw_precopy_progress(r->migration, &r->last_mig);
     if (!gw_precopy_finished(r->migration)) return;
