@@ -228,7 +228,8 @@ static void follow(struct mig *m)
                 /* Succeeded: waiting for the runner to leave (it lingers ~1.5 s). */
             } else if (!strcmp(ph, "completed") || !strcmp(m->last_state, "migrated")) {
                 gw_job_set_state(j, GODWIT__V1__JOB__STATE__SUCCEEDED, "VM now runs on the destination");
-            } else if (!strcmp(ph, "failed") || !strcmp(ph, "cancelled")) {
+            } else if (!strcmp(ph, "failed") || !strcmp(ph, "cancelled") || !strcmp(ph, "postcopy-paused")) {
+                /* postcopy-paused: the runner keeps the VM paused and says so in its error. */
                 done = true;
                 if (!strcmp(ph, "cancelled") || (cancel_sent && !timed_out)) {
                     fail(m, GODWIT__V1__JOB__STATE__CANCELLED, "cancelled; the VM keeps running on %s",
