@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 struct rx_thread {
     struct gw_pc_client *c;
     unsigned stream;
+    bool precopy_done;            /* under c->mu */
     pthread_t thr;
     bool started;
 };
@@ -28,7 +30,13 @@ struct rx_thread {
 struct gw_pc_client {
     struct gw_session *ses;
     struct gw_uffd_placer u;
-    struct gw_page_placer pl;
+    struct gw_page_placer pl;     /* the uffd placer, once switched */
+    struct gw_placer_direct direct;   /* pre-copy: pages written straight into memory */
+    struct gw_page_placer pre;
+    uint8_t *mem;
+    uint64_t mem_size;
+    unsigned precopy_ended;       /* under mu: lanes past PRECOPY_END */
+    bool switched;                /* under mu: memory registered, lanes use pl */
     unsigned nlanes;
     int stop_fd;                  /* eventfd: wakes the fault thread */
     bool stop;                    /* atomic */
@@ -105,6 +113,21 @@ static int on_postcopy(struct rx_thread *t, const uint8_t *p, size_t len, bool *
     struct gw_pc_msg m;
     if (gw_pc_parse(p, len, &m)) return gw_err_set(e, -EBADMSG, "stream %u: malformed post-copy record", t->stream);
     bool lane = t->stream >= GW_PC_FIRST_LANE;
+    if (lane && m.op == GW_PC_PRECOPY_END) {
+        /* Pre-copy is over on this lane: wait until memory is registered (gw_pc_client_switch). */
+        pthread_mutex_lock(&c->mu);
+        if (t->precopy_done) {
+            pthread_mutex_unlock(&c->mu);
+            return gw_err_set(e, -EPROTO, "stream %u: PRECOPY_END twice", t->stream);
+        }
+        t->precopy_done = true;
+        c->precopy_ended++;
+        pthread_cond_broadcast(&c->cv);
+        while (!c->switched && !c->st.error && !stopping(c)) pthread_cond_wait(&c->cv, &c->mu);
+        pthread_mutex_unlock(&c->mu);
+        return 0;
+    }
+    if (lane && !t->precopy_done) return gw_err_set(e, -EPROTO, "stream %u: LANE_END before PRECOPY_END", t->stream);
     if (m.op != (lane ? GW_PC_LANE_END : GW_PC_PUSH_DONE))
         return gw_err_set(e, -EPROTO, "stream %u: unexpected post-copy op %u", t->stream, m.op);
     pthread_mutex_lock(&c->mu);
@@ -134,7 +157,14 @@ static void *rx_main(void *arg)
         if (r) break;
         if (h.type == GW_WIRE_PAGE_BATCH) {
             uint32_t n;
-            r = gw_page_recv_batch(conn, &h, &c->pl, &pr, &cs, &n, &e);
+            /* Lanes carry pre-copy pages until PRECOPY_END, post-copy pages after it; the
+             * priority channel only ever answers requests (after the switch). */
+            bool pre = t->stream >= GW_PC_FIRST_LANE ? !t->precopy_done : false;
+            if (!pre && !__atomic_load_n(&c->switched, __ATOMIC_ACQUIRE)) {
+                r = gw_err_set(&e, -EPROTO, "stream %u: post-copy pages before the switch", t->stream);
+                break;
+            }
+            r = gw_page_recv_batch(conn, &h, pre ? &c->pre : &c->pl, &pr, &cs, &n, &e);
         } else if (h.type == GW_WIRE_POSTCOPY && h.length <= sizeof small) {
             struct iovec iov = {.iov_base = small, .iov_len = h.length};
             r = gw_conn_recv_payload(conn, &iov, 1, &e);
@@ -168,16 +198,15 @@ int gw_pc_client_start(struct gw_session *ses, uint8_t *mem, uint64_t mem_size, 
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
-    int r = gw_uffd_placer_open(&c->u, mem, mem_size, e);
-    if (r) { gw_pc_client_close(c, false); return r; }
-    c->pl = gw_uffd_placer(&c->u);
+    c->mem = mem;
+    c->mem_size = mem_size;
+    c->direct = (struct gw_placer_direct){.mem = mem, .mem_size = mem_size,
+                                          .written = calloc((mem_size / 4096 + 63) / 64, 8)};
+    if (!c->direct.written) { gw_pc_client_close(c, false); return gw_err_set(e, -ENOMEM, "out of memory"); }
+    c->pre = gw_placer_direct(&c->direct);
     c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int r;
     if (c->stop_fd < 0) { r = -errno; gw_pc_client_close(c, false); return gw_err_set(e, r, "eventfd failed"); }
-    if ((r = -pthread_create(&c->fault_thr, NULL, fault_main, c))) {
-        gw_pc_client_close(c, false);
-        return gw_err_set(e, r, "cannot start the fault thread");
-    }
-    c->fault_started = true;
     for (unsigned i = GW_PC_STREAM_PRIORITY; i < GW_PC_FIRST_LANE + nlanes; i++) {
         c->rx[i] = (struct rx_thread){.c = c, .stream = i};
         if ((r = -pthread_create(&c->rx[i].thr, NULL, rx_main, &c->rx[i]))) {
@@ -187,6 +216,61 @@ int gw_pc_client_start(struct gw_session *ses, uint8_t *mem, uint64_t mem_size, 
         c->rx[i].started = true;
     }
     *out = c;
+    return 0;
+}
+
+/* Drops the pre-copied pages that are stale (dirty) with a hole, and notes the others as
+ * received (their hash too): they are final, the guest has not run here yet. */
+static void settle_precopy(struct gw_pc_client *c, const uint64_t *dirty)
+{
+    uint64_t np = c->mem_size / 4096;
+    const uint64_t *wr = c->direct.written;
+    for (uint64_t p = 0; p < np;) {
+        bool written = (wr[p / 64] >> (p % 64)) & 1;
+        bool stale = (dirty[p / 64] >> (p % 64)) & 1;
+        if (!written) { p++; continue; }
+        if (!stale) {
+            c->u.received[p / 64] |= 1ull << (p % 64);
+            c->u.placed++;
+            c->u.hash_sum += gw_pc_page_hash(p, c->mem + p * 4096);
+            p++;
+            continue;
+        }
+        uint64_t q = p + 1;
+        while (q < np && ((wr[q / 64] >> (q % 64)) & 1) && ((dirty[q / 64] >> (q % 64)) & 1)) q++;
+        /* MADV_REMOVE punches the hole in the memfd itself: the page faults as missing. */
+        madvise(c->mem + p * 4096, (q - p) * 4096, MADV_REMOVE);
+        p = q;
+    }
+}
+
+int gw_pc_client_switch(struct gw_pc_client *c, const uint64_t *dirty, uint64_t npages, int timeout_ms,
+                        struct gw_err *e)
+{
+    if (npages != c->mem_size / 4096) return gw_err_set(e, -EPROTO, "the dirty bitmap does not fit guest memory");
+    uint64_t dl = gw_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 60000) * 1000000ull;
+    pthread_mutex_lock(&c->mu);
+    while (c->precopy_ended < c->nlanes && !c->st.error && gw_now_ns() < dl) {
+        pthread_mutex_unlock(&c->mu);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&c->mu);
+    }
+    int r = c->st.error ? gw_err_set(e, c->st.error, "%s", c->st.msg)
+            : c->precopy_ended < c->nlanes ? gw_err_set(e, -ETIMEDOUT, "pre-copy did not end on every stream") : 0;
+    pthread_mutex_unlock(&c->mu);
+    if (r) return r;
+    /* Every lane waits now: nothing writes memory while it is settled and registered. */
+    r = gw_uffd_placer_open(&c->u, c->mem, c->mem_size, e);
+    if (r) return r;
+    settle_precopy(c, dirty);
+    c->pl = gw_uffd_placer(&c->u);
+    if ((r = -pthread_create(&c->fault_thr, NULL, fault_main, c))) return gw_err_set(e, r, "cannot start the fault thread");
+    c->fault_started = true;
+    pthread_mutex_lock(&c->mu);
+    __atomic_store_n(&c->switched, true, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
     return 0;
 }
 
@@ -243,6 +327,9 @@ void gw_pc_client_close(struct gw_pc_client *c, bool abandon)
 {
     if (!c) return;
     __atomic_store_n(&c->stop, true, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&c->mu);
+    pthread_cond_broadcast(&c->cv);   /* lanes waiting for the switch */
+    pthread_mutex_unlock(&c->mu);
     if (c->stop_fd >= 0) {
         uint64_t one = 1;
         ssize_t w = write(c->stop_fd, &one, sizeof one);
@@ -260,6 +347,7 @@ void gw_pc_client_close(struct gw_pc_client *c, bool abandon)
         if (r) gw_warn("post-copy: cannot poison the missing pages (%s): they will read as zero", strerror(-r));
     }
     gw_uffd_placer_close(&c->u);
+    free(c->direct.written);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c);

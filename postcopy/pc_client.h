@@ -32,10 +32,18 @@ struct gw_pc_client_stats {
 
 struct gw_pc_client;
 
-/* Registers mem[0..mem_size) (guest memory: a memfd mapping that holds no page yet) and
- * starts the fault thread and the receivers of streams 1 .. 1 + nlanes. */
+/* Starts the receivers of streams 1 .. 1 + nlanes over mem[0..mem_size) (guest memory: a
+ * memfd mapping that holds no page yet). Until PRECOPY_END each lane writes pre-copy pages
+ * straight into memory; then it waits for gw_pc_client_switch. */
 int gw_pc_client_start(struct gw_session *ses, uint8_t *mem, uint64_t mem_size, unsigned nlanes,
                        struct gw_pc_client **out, struct gw_err *e);
+
+/* The switch to post-copy, once the source's DIRTY bitmap (npages bits) arrived: waits until
+ * every lane ended pre-copy, drops the stale pages (holes again), registers memory with
+ * userfaultfd, counts the other pre-copied pages as received, starts the fault thread and
+ * lets the lanes go on with UFFDIO_COPY. Before the guest runs here. 0 or -errno. */
+int gw_pc_client_switch(struct gw_pc_client *c, const uint64_t *dirty, uint64_t npages, int timeout_ms,
+                        struct gw_err *e);
 
 /* Waits up to timeout_ms (< 0 forever) until every page is in (0), the traffic failed
  * (its -errno; e says why) or the time ran out (-ETIMEDOUT). */

@@ -68,12 +68,14 @@ static int sink_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, s
     return gw_session_sendv(s->cfg.ses, GW_PC_FIRST_LANE + lane, GW_WIRE_PAGE_BATCH, iov, iovcnt, e);
 }
 
+/* tag 1: the end of pre-copy; 0: the end of the push. */
 static int sink_barrier(void *ctx, unsigned lane, uint64_t tag, uint32_t flags, struct gw_err *e)
 {
     struct gw_pc_server *s = ctx;
-    (void)tag, (void)flags;
+    (void)flags;
     uint8_t b[GW_PC_HDR];
-    gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_LANE_END, .a = s->lane_pages[lane]}, b);
+    gw_pc_pack(&(struct gw_pc_msg){.op = tag ? GW_PC_PRECOPY_END : GW_PC_LANE_END, .a = s->lane_pages[lane]}, b);
+    s->lane_pages[lane] = 0;
     return gw_session_send(s->cfg.ses, GW_PC_FIRST_LANE + lane, GW_WIRE_POSTCOPY, b, sizeof b, e);
 }
 
@@ -226,10 +228,10 @@ static void *push_main(void *arg)
     return NULL;
 }
 
-int gw_pc_server_start(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **out, struct gw_err *e)
+int gw_pc_server_open(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **out, struct gw_err *e)
 {
-    if (!cfg->nlanes || cfg->nlanes + GW_PC_FIRST_LANE > gw_session_streams(cfg->ses) || !cfg->push ||
-        !cfg->mem_size || cfg->mem_size % 4096)
+    if (!cfg->nlanes || cfg->nlanes + GW_PC_FIRST_LANE > gw_session_streams(cfg->ses) || !cfg->mem_size ||
+        cfg->mem_size % 4096)
         return gw_err_set(e, -EINVAL, "post-copy server: bad configuration");
     struct gw_pc_server *s = calloc(1, sizeof *s);
     if (!s) return gw_err_set(e, -ENOMEM, "out of memory");
@@ -239,25 +241,57 @@ int gw_pc_server_start(const struct gw_pc_server_cfg *cfg, struct gw_pc_server *
     s->sent = calloc((s->npages + 63) / 64, 8);
     s->scratch = malloc(gw_page_batch_scratch_bound(GW_PC_MAX_REQ_PAGES));
     if (!s->sent || !s->scratch) { gw_pc_server_close(s); return gw_err_set(e, -ENOMEM, "out of memory"); }
-    uint64_t rem = 0;
-    for (uint64_t w = 0; w < (s->npages + 63) / 64; w++) rem += (uint64_t)__builtin_popcountll(cfg->push[w]);
-    s->remaining = rem;
     /* Answers are never compressed: a requested page is wanted now, not smaller. */
     gw_page_encoder_init(&s->enc, GW_CODEC_NONE, 1);
     struct gw_pump_cfg pc = {.mem = cfg->mem, .mem_size = cfg->mem_size, .nlanes = cfg->nlanes,
                              .batch_pages = PUSH_STEP, .codec = cfg->codec, .sink = &pc_sink, .sink_ctx = s};
     int r = gw_pump_open(&pc, &s->pump, e);
     if (r) { gw_pc_server_close(s); return r; }
-    if ((r = -pthread_create(&s->req_thr, NULL, req_main, s))) {
-        gw_pc_server_close(s);
-        return gw_err_set(e, r, "cannot start the request server");
-    }
+    *out = s;
+    return 0;
+}
+
+static int pump_err(struct gw_pc_server *s, int r, struct gw_err *e)
+{
+    const char *msg = NULL;
+    gw_pump_error(s->pump, &msg);
+    return gw_err_set(e, r, "%s", msg && *msg ? msg : strerror(-r));
+}
+
+int gw_pc_server_precopy(struct gw_pc_server *s, const uint64_t *pfns, size_t n, struct gw_err *e)
+{
+    int r = gw_pump_pages(s->pump, pfns, n);
+    return r ? pump_err(s, r, e) : 0;
+}
+
+int gw_pc_server_precopy_end(struct gw_pc_server *s, struct gw_err *e)
+{
+    int r = gw_pump_barrier(s->pump, 1, 0);
+    return r ? pump_err(s, r, e) : 0;
+}
+
+int gw_pc_server_run(struct gw_pc_server *s, const uint64_t *push, struct gw_err *e)
+{
+    if (!push) return gw_err_set(e, -EINVAL, "post-copy server: nothing to push");
+    s->cfg.push = push;
+    uint64_t rem = 0;
+    for (uint64_t w = 0; w < (s->npages + 63) / 64; w++) rem += (uint64_t)__builtin_popcountll(push[w]);
+    s->remaining = rem;
+    int r;
+    if ((r = -pthread_create(&s->req_thr, NULL, req_main, s))) return gw_err_set(e, r, "cannot start the request server");
     s->req_started = true;
-    if ((r = -pthread_create(&s->push_thr, NULL, push_main, s))) {
-        gw_pc_server_close(s);
-        return gw_err_set(e, r, "cannot start the background push");
-    }
+    if ((r = -pthread_create(&s->push_thr, NULL, push_main, s))) return gw_err_set(e, r, "cannot start the background push");
     s->push_started = true;
+    return 0;
+}
+
+int gw_pc_server_start(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **out, struct gw_err *e)
+{
+    struct gw_pc_server *s;
+    int r = gw_pc_server_open(cfg, &s, e);
+    if (!r) r = gw_pc_server_precopy_end(s, e);
+    if (!r) r = gw_pc_server_run(s, cfg->push, e);
+    if (r) { gw_pc_server_close(s); return r; }
     *out = s;
     return 0;
 }

@@ -45,7 +45,16 @@ struct gw_pc_server_stats {
 
 struct gw_pc_server;
 
-/* Starts the request server and the push. Returns 0 or -errno (e says why). */
+/* Opens the pump (cfg->push may still be NULL); no thread of our own runs yet. */
+int gw_pc_server_open(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **out, struct gw_err *e);
+/* Pre-copy (hybrid): queues pages on the lanes while the guest still runs here. */
+int gw_pc_server_precopy(struct gw_pc_server *s, const uint64_t *pfns, size_t n, struct gw_err *e);
+/* Ends pre-copy: PRECOPY_END on every lane once everything queued is sent. */
+int gw_pc_server_precopy_end(struct gw_pc_server *s, struct gw_err *e);
+/* Starts the request server and the push of the pages in push (bitmap, caller-owned, valid
+ * until close). After gw_pc_server_precopy_end. */
+int gw_pc_server_run(struct gw_pc_server *s, const uint64_t *push, struct gw_err *e);
+/* open + precopy_end + run, for a plain post-copy. Returns 0 or -errno (e says why). */
 int gw_pc_server_start(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **out, struct gw_err *e);
 void gw_pc_server_stats(struct gw_pc_server *s, struct gw_pc_server_stats *out);
 /* Stops both threads (the session is shut down by the caller first when they may block)

@@ -15,6 +15,13 @@
  *            PAGE_BATCH (source -> destination) and PUSH_DONE; nothing bulky ever queues here
  *   2..N-1   the background push, one pump lane each: PAGE_BATCH, then LANE_END
  *
+ * Every migration starts with pre-copy pages on the lanes (none for plain post-copy, rounds
+ * for hybrid), which the destination writes straight into memory; then PRECOPY_END on every
+ * lane and DIRTY on stream 0: a = the page count, followed by the bitmap (one bit per page,
+ * (a + 63) / 64 little-endian words) of the pages whose copy there is stale or missing and
+ * that the source sends again after the switch. The destination drops those, registers
+ * memory with userfaultfd, and every later page is placed with UFFDIO_COPY.
+ *
  * Values: READY (a = 0), GO, DIGEST (a = the page-hash sum, postcopy/pc_digest.h), DONE (a =
  * pages received), LANE_END (a = pages this lane carried), PUSH_DONE (a = pages sent in all).
  * A receiver checks op, count, the exact length and every pfn before it acts. */
@@ -40,7 +47,9 @@ enum gw_pc_op {
     GW_PC_DONE = 5,
     GW_PC_LANE_END = 6,
     GW_PC_PUSH_DONE = 7,
-    GW_PC_OP_MAX = GW_PC_PUSH_DONE,
+    GW_PC_PRECOPY_END = 8,
+    GW_PC_DIRTY = 9,
+    GW_PC_OP_MAX = GW_PC_DIRTY,
 };
 
 struct gw_pc_msg {
@@ -82,6 +91,8 @@ static inline int gw_pc_parse(const uint8_t *p, size_t len, struct gw_pc_msg *m)
     if (m->op == 0 || m->op > GW_PC_OP_MAX || gw_pc_get64(p + 24)) return -EBADMSG;
     if (m->op == GW_PC_REQUEST ? (m->count == 0 || m->count > GW_PC_MAX_REQ_PAGES) : m->count != 0)
         return -EBADMSG;
+    if (m->op == GW_PC_DIRTY)   /* the bitmap's length is the caller's to check against a */
+        return m->a && m->a <= (1ull << 40) && len == GW_PC_HDR + 8 * ((m->a + 63) / 64) ? 0 : -EBADMSG;
     return len == GW_PC_HDR + 8ull * m->count ? 0 : -EBADMSG;
 }
 

@@ -198,7 +198,30 @@ static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
     if (n < GW_PC_FIRST_LANE + 1) { snprintf(err, errlen, "a post-copy session needs 3 or more streams"); return -EPROTO; }
     int r = gw_pc_client_start(p->ses, p->vm->mem.base, p->vm->mem.size, n - GW_PC_FIRST_LANE, &p->c, &e);
     if (r) { snprintf(err, errlen, "cannot take post-copy here: %s", e.msg); return r; }
+    /* Pre-copy pages (hybrid) land while we wait for DIRTY: the switch to post-copy. */
+    p->prog.phase = GW_MIG_PRECOPY;
     struct gw_wire_header h;
+    int wait_ms = p->timeout_ms;
+    gw_conn_set_timeout(gw_session_conn(p->ses, GW_PC_STREAM_CONTROL), POLL_MS);
+    while ((r = recv_control(p, &h, &e)) == -ETIMEDOUT && (wait_ms -= POLL_MS) > 0) {
+        struct gw_pc_client_stats cs;
+        gw_pc_client_stats(p->c, &cs);
+        if (cs.error) { r = gw_err_set(&e, cs.error, "%s", cs.msg); break; }
+    }
+    gw_conn_set_timeout(gw_session_conn(p->ses, GW_PC_STREAM_CONTROL), p->timeout_ms);
+    struct gw_pc_msg dm;
+    if (!r && (h.type != GW_WIRE_POSTCOPY || gw_pc_parse(p->buf.data, h.length, &dm) || dm.op != GW_PC_DIRTY))
+        r = gw_err_set(&e, -EPROTO, "expected the dirty pages first");
+    if (!r && dm.a != p->vm->mem.size / 4096) r = gw_err_set(&e, -EPROTO, "the dirty bitmap does not fit guest memory");
+    if (r) { snprintf(err, errlen, "migration aborted: %s", e.msg); return r; }
+    p->prog.phase = GW_MIG_SWITCHOVER;
+    size_t words = (dm.a + 63) / 64;
+    uint64_t *dirty = malloc(words * 8);
+    if (!dirty) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    for (size_t w = 0; w < words; w++) dirty[w] = gw_pc_get64(p->buf.data + GW_PC_HDR + 8 * w);
+    r = gw_pc_client_switch(p->c, dirty, dm.a, p->timeout_ms, &e);
+    free(dirty);
+    if (r) { snprintf(err, errlen, "cannot switch to post-copy: %s", e.msg); return r; }
     r = recv_control(p, &h, &e);
     if (!r && h.type != GW_WIRE_STATE) r = gw_err_set(&e, -EPROTO, "expected the VM state first");
     if (r) { snprintf(err, errlen, "migration aborted: %s", e.msg); return r; }

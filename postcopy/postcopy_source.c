@@ -11,6 +11,7 @@
 #include "engine/codec/wire.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/dirty/dirty.h"
 #include "engine/transport/session.h"
 #include "engine/transport/tls.h"
 #include "engine/vm/mem_data.h"
@@ -35,10 +36,12 @@ struct gw_postcopy {
     struct gw_session *ses;
     /* migration thread only */
     struct gw_pc_server *srv;
+    struct gw_dirty_consumer *dirty;
     uint64_t *push;
     uint64_t npages;
     uint64_t t_start, t_pause, t_go;
     struct gw_rbuf buf;
+    uint64_t pfns[4096];
 };
 
 static int fail(struct gw_postcopy *m, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -179,10 +182,86 @@ static int setup(struct gw_postcopy *m)
     m->npages = m->vm->mem.size / 4096;
     m->push = calloc((m->npages + 63) / 64, 8);
     if (!m->push) return fail(m, -ENOMEM, "out of memory");
+    struct gw_pc_server_cfg pc = {.ses = m->ses, .mem = m->vm->mem.base, .mem_size = m->vm->mem.size,
+                                  .nlanes = m->p.lanes, .codec = m->p.codec, .rate_bps = m->p.bandwidth_limit_bps};
+    r = gw_pc_server_open(&pc, &m->srv, &e);
+    if (r) return fail(m, r, "%s", e.msg);
     pthread_mutex_lock(&m->lock);
     m->prog.setup_ns = gw_now_ns() - m->t_start;
     pthread_mutex_unlock(&m->lock);
     return 0;
+}
+
+/* ---- hybrid: pre-copy rounds while the VM runs ---- */
+
+#define PFN_BATCH 4096u
+
+static int queue_pfns(struct gw_postcopy *m, const uint64_t *pfns, size_t n)
+{
+    struct gw_err e = {0};
+    int r = n ? gw_pc_server_precopy(m->srv, pfns, n, &e) : 0;
+    if (r) return fail(m, r, "pre-copy: %s", e.msg);
+    pthread_mutex_lock(&m->lock);
+    m->prog.moved_bytes += n * 4096ull;
+    pthread_mutex_unlock(&m->lock);
+    return cancelled(m) ? fail(m, -ECANCELED, "cancelled") : 0;
+}
+
+static int queue_range(uint64_t off, uint64_t len, void *ctx)
+{
+    struct gw_postcopy *m = ctx;
+    uint64_t pfns[256];
+    size_t n = 0;
+    for (uint64_t p = off / 4096; p < (off + len + 4095) / 4096 && p < m->npages; p++) {
+        pfns[n++] = p;
+        if (n == 256) {
+            int r = queue_pfns(m, pfns, n);
+            if (r) return r;
+            n = 0;
+        }
+    }
+    return queue_pfns(m, pfns, n);
+}
+
+/* The pages of the last fetch, each 4096-page group re-protected just before it is queued. */
+static int queue_dirty(struct gw_postcopy *m)
+{
+    uint64_t *pfns = m->pfns;
+    const struct gw_dirty_consumer *d = m->dirty;
+    for (uint64_t w0 = 0; w0 < d->words; w0 += PFN_BATCH / 64) {
+        uint64_t wend = w0 + PFN_BATCH / 64 < d->words ? w0 + PFN_BATCH / 64 : d->words;
+        size_t n = 0;
+        for (uint64_t w = w0; w < wend; w++)
+            for (uint64_t bits = d->bitmap[w]; bits; bits &= bits - 1)
+                pfns[n++] = w * 64 + (uint64_t)__builtin_ctzll(bits);
+        if (!n) continue;
+        uint64_t first = w0 * 64, cnt = (wend - w0) * 64;
+        if (first + cnt > d->npages) cnt = d->npages - first;
+        int r = gw_dirty_clear(m->dirty, first, cnt);
+        if (r) return fail(m, r, "clearing the dirty log: %s", strerror(-r));
+        if ((r = queue_pfns(m, pfns, n))) return r;
+    }
+    return 0;
+}
+
+static int precopy_rounds(struct gw_postcopy *m)
+{
+    set_phase(m, GW_MIG_PRECOPY);
+    char why[200] = "";
+    int r = gw_dirty_attach(m->vm, GW_DIRTY_KVM_BITMAP, &m->dirty, why, sizeof why);
+    if (r) return fail(m, r, "cannot start dirty logging: %s", why[0] ? why : strerror(-r));
+    r = gw_mem_for_each_data(&m->vm->mem, queue_range, m);
+    for (unsigned round = 1; !r && round < m->p.precopy_rounds; round++) {
+        uint64_t n;
+        r = gw_dirty_fetch(m->dirty, &n);
+        if (r) return fail(m, r, "reading the dirty log: %s", strerror(-r));
+        pthread_mutex_lock(&m->lock);
+        m->prog.round = round;
+        m->prog.remaining_bytes = n * 4096;
+        pthread_mutex_unlock(&m->lock);
+        r = queue_dirty(m);
+    }
+    return r;
 }
 
 /* Pause, start the page traffic, state, READY. 0: the destination is READY. */
@@ -193,14 +272,31 @@ static int hand_over(struct gw_postcopy *m)
     m->t_pause = gw_now_ns();
     int r = gw_vm_pause(m->vm);
     if (r) return fail(m, r, "cannot pause the VM: %s", strerror(-r));
-    /* Every page that ever held data is pushed; holes are zero on both sides. */
-    r = gw_mem_for_each_data(&m->vm->mem, mark_data, m);
-    if (r) return fail(m, r, "cannot list guest memory: %s", strerror(-r));
+    if (m->dirty) {
+        /* Hybrid: what changed since its last round goes again. */
+        uint64_t n;
+        r = gw_dirty_fetch(m->dirty, &n);
+        if (r) return fail(m, r, "reading the dirty log: %s", strerror(-r));
+        memcpy(m->push, m->dirty->bitmap, (m->npages + 63) / 64 * 8);
+        gw_dirty_detach(m->dirty);
+        m->dirty = NULL;
+    } else {
+        /* Every page that ever held data is pushed; holes are zero on both sides. */
+        r = gw_mem_for_each_data(&m->vm->mem, mark_data, m);
+        if (r) return fail(m, r, "cannot list guest memory: %s", strerror(-r));
+    }
     struct gw_err e = {0};
-    struct gw_pc_server_cfg sc = {.ses = m->ses, .mem = m->vm->mem.base, .mem_size = m->vm->mem.size,
-                                  .push = m->push, .nlanes = m->p.lanes, .codec = m->p.codec,
-                                  .rate_bps = m->p.bandwidth_limit_bps};
-    r = gw_pc_server_start(&sc, &m->srv, &e);
+    r = gw_pc_server_precopy_end(m->srv, &e);
+    if (r) return fail(m, r, "ending pre-copy: %s", e.msg);
+    size_t words = (m->npages + 63) / 64;
+    uint8_t *dm = malloc(GW_PC_HDR + words * 8);
+    if (!dm) return fail(m, -ENOMEM, "out of memory");
+    gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_DIRTY, .a = m->npages}, dm);
+    for (size_t w = 0; w < words; w++) gw_pc_put64(dm + GW_PC_HDR + 8 * w, m->push[w]);
+    r = gw_session_send(m->ses, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, dm, GW_PC_HDR + words * 8, &e);
+    free(dm);
+    if (r) return fail(m, r, "sending the dirty pages: %s", e.msg);
+    r = gw_pc_server_run(m->srv, m->push, &e);
     if (r) return fail(m, r, "%s", e.msg);
     Godwit__V1__VmState *st = NULL;
     r = gw_vm_save_state(m->vm, &st);
@@ -252,6 +348,7 @@ static void *migration_thread(void *arg)
     struct gw_postcopy *m = arg;
     enum gw_mig_phase end = GW_MIG_FAILED;
     int r = setup(m);
+    if (!r && m->p.precopy_rounds) r = precopy_rounds(m);
     if (!r) r = hand_over(m);
     if (!r) {
         /* The last moment a cancel counts: GO is decided under the lock. */
@@ -270,6 +367,8 @@ static void *migration_thread(void *arg)
         }
         gw_pc_server_close(m->srv);
         m->srv = NULL;
+        gw_dirty_detach(m->dirty);
+        m->dirty = NULL;
         if (gw_vm_is_paused(m->vm)) gw_vm_resume(m->vm);
         gw_warn("vm %s: post-copy migration to %s %s: %s; the VM runs on here", m->vm->name, m->url,
                 end == GW_MIG_CANCELLED ? "cancelled" : "failed", m->prog.error);

@@ -1,5 +1,7 @@
-/* The source side of a post-copy live migration, run in its own thread inside the runner:
- * connect (2 + lanes streams, asking for GW_WIRE_F_POSTCOPY), pause the VM, start the page
+/* The source side of a post-copy (and hybrid) live migration, run in its own thread inside
+ * the runner: connect (2 + lanes streams, asking for GW_WIRE_F_POSTCOPY), for hybrid a few
+ * pre-copy rounds on the lanes while the VM runs, then pause the VM, name the pages to send
+ * again (DIRTY), start the page
  * traffic (request server and background push, pc_server.h), send the VM state, wait for the
  * destination's READY (it loaded the state and is about to run), send GO, then serve pages
  * until the destination says DONE (every page in, memory digest equal).
@@ -21,6 +23,8 @@
 struct gw_vm;
 struct gw_tls_ctx;
 
+#define GW_HYBRID_DEFAULT_ROUNDS 3u
+
 struct gw_postcopy_params {
     const char *url;               /* "tcp:HOST:PORT" */
     unsigned lanes;                /* background push streams; 0 = 2 */
@@ -32,6 +36,9 @@ struct gw_postcopy_params {
     bool preamble;                 /* as gw_precopy_params */
     struct gw_tls_ctx *tls;        /* taken by gw_postcopy_start, even when it fails */
     uint8_t token[32];
+    /* Hybrid: this many pre-copy rounds (round 0 over all data, then dirty-log rounds) while
+     * the VM still runs here, then post-copy for the pages dirtied since. 0 = plain post-copy. */
+    unsigned precopy_rounds;
 };
 
 struct gw_postcopy;

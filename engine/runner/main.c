@@ -10,7 +10,7 @@
  *   godwit-vm status|pause|resume|stop --control SOCK [--json]
  *   godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...]  --secret-file F [--control SOCK]
  *                      [--name NAME] [--disk FILE] [--seconds N] [--json] [TLS]
- *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy] [--streams N] [--compress lz4|none|auto]
+ *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy|hybrid] [--streams N] [--compress lz4|none|auto]
  *                     [--downtime-ms N] [--bandwidth SIZE/s] [--timeout S] [--auto-converge]
  *                     [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]
  *   godwit-vm restore-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--name NEW]
@@ -83,7 +83,7 @@ static void usage(FILE *f)
             "       godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...] --secret-file F [--control SOCK]\n"
             "                          [--name NAME] [--disk FILE]\n"
             "                          [--seconds N] [--json] [TLS]\n"
-            "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy] [--streams N]\n"
+            "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy|hybrid] [--streams N]\n"
             "                         [--compress lz4|none|auto]\n"
             "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
             "                         [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]\n"

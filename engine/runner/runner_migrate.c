@@ -52,10 +52,6 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
     const Godwit__V1__MigrationPolicy *pol = req->policy;
     struct gw_precopy_params p = {.url = req->destination, .fault = fault_from_env()};
     if (pol) {
-        if (pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID) {
-            snprintf(err, errlen, "hybrid migration is not available yet; use pre-copy or post-copy");
-            return -ENOTSUP;
-        }
         if (pol->streams > 16) { snprintf(err, errlen, "streams must be 1..16"); return -EINVAL; }
         p.streams = pol->streams;
         p.codec = pol->compression == GODWIT__V1__MIGRATION_POLICY__COMPRESSION__NONE ? GW_CODEC_NONE
@@ -100,7 +96,8 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
         return rc;
     }
     if (req->tls_off) gw_warn("vm %s: migration to %s in plaintext (TLS turned off)", r->vm->name, req->destination);
-    if (pol && pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__POSTCOPY) {
+    bool hybrid = pol && pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID;
+    if (pol && (pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__POSTCOPY || hybrid)) {
         if (!tcp) {
             gw_tls_ctx_free(p.tls);
             memset(secret, 0, sizeof secret);
@@ -111,12 +108,14 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
             .url = p.url, .lanes = p.streams, .codec = p.codec, .secret = p.secret, .secret_len = p.secret_len,
             .bandwidth_limit_bps = p.policy.bandwidth_limit_bps, .timeout_ns = p.policy.timeout_ns,
             .preamble = p.preamble, .tls = p.tls,
+            /* Hybrid's simple policy: max_rounds pre-copy rounds (default 3), then post-copy. */
+            .precopy_rounds = hybrid ? (pol->max_rounds ? pol->max_rounds : GW_HYBRID_DEFAULT_ROUNDS) : 0,
         };
         memcpy(pp.token, p.token, sizeof pp.token);
         rc = gw_postcopy_start(r->vm, &pp, &r->postcopy);
         memset(secret, 0, sizeof secret);
         if (rc) { snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc)); return rc; }
-        gw_info("vm %s: migrating to %s by post-copy", r->vm->name, req->destination);
+        gw_info("vm %s: migrating to %s by %s", r->vm->name, req->destination, hybrid ? "hybrid migration" : "post-copy");
         return 0;
     }
     rc = gw_precopy_start(r->vm, &p, &r->migration);
