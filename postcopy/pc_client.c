@@ -110,7 +110,7 @@ static void *fault_main(void *arg)
 static int on_postcopy(struct rx_thread *t, const uint8_t *p, size_t len, bool *end, struct gw_err *e)
 {
     struct gw_pc_client *c = t->c;
-    struct gw_pc_msg m;
+    struct gw_pc_msg m = {0};
     if (gw_pc_parse(p, len, &m)) return gw_err_set(e, -EBADMSG, "stream %u: malformed post-copy record", t->stream);
     bool lane = t->stream >= GW_PC_FIRST_LANE;
     if (lane && m.op == GW_PC_PRECOPY_END) {

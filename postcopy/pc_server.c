@@ -153,7 +153,7 @@ static void *req_main(void *arg)
             fail(s, &e);
             break;
         }
-        struct gw_pc_msg m;
+        struct gw_pc_msg m = {0};
         if (h.type != GW_WIRE_POSTCOPY || gw_pc_parse(buf.data, h.length, &m) || m.op != GW_PC_REQUEST) {
             refuse(s, 1, "not a well-formed page request");
             continue;

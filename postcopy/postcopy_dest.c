@@ -108,7 +108,7 @@ static void *ctl_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         if (stop) break;
         if (r == -ETIMEDOUT) continue;
-        struct gw_pc_msg m;
+        struct gw_pc_msg m = {0};
         if (!r && (h.type != GW_WIRE_POSTCOPY || gw_pc_parse(p->buf.data, h.length, &m) || m.op != GW_PC_DIGEST))
             r = gw_err_set(&e, -EPROTO, "unexpected record from the source during post-copy");
         if (r) {
@@ -209,7 +209,7 @@ static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
         if (cs.error) { r = gw_err_set(&e, cs.error, "%s", cs.msg); break; }
     }
     gw_conn_set_timeout(gw_session_conn(p->ses, GW_PC_STREAM_CONTROL), p->timeout_ms);
-    struct gw_pc_msg dm;
+    struct gw_pc_msg dm = {0};
     if (!r && (h.type != GW_WIRE_POSTCOPY || gw_pc_parse(p->buf.data, h.length, &dm) || dm.op != GW_PC_DIRTY))
         r = gw_err_set(&e, -EPROTO, "expected the dirty pages first");
     if (!r && dm.a != p->vm->mem.size / 4096) r = gw_err_set(&e, -EPROTO, "the dirty bitmap does not fit guest memory");
@@ -235,7 +235,7 @@ static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
     gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_READY}, b);
     r = gw_session_send(p->ses, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, b, sizeof b, &e);
     if (r) { snprintf(err, errlen, "cannot send READY: %s", e.msg); return r; }
-    struct gw_pc_msg m;
+    struct gw_pc_msg m = {0};
     r = recv_control(p, &h, &e);
     if (!r && (h.type != GW_WIRE_POSTCOPY || gw_pc_parse(p->buf.data, h.length, &m) || m.op != GW_PC_GO))
         r = gw_err_set(&e, -EPROTO, "expected GO");

@@ -304,7 +304,7 @@ static int hand_over(struct gw_postcopy *m)
     r = gw_session_send_msg(m->ses, GW_PC_STREAM_CONTROL, GW_WIRE_STATE, &st->base, &e);
     gw_vm_state_free(st);
     if (r) return fail(m, r, "sending the state: %s", e.msg);
-    struct gw_pc_msg msg;
+    struct gw_pc_msg msg = {0};
     for (;;) {
         if (cancelled(m)) return fail(m, -ECANCELED, "cancelled");
         r = recv_control(m, &msg, &e);
@@ -322,7 +322,7 @@ static int serve(struct gw_postcopy *m)
     if (r) return fail(m, r, "sending the digest: %s", e.msg);
     gw_conn_set_timeout(gw_session_conn(m->ses, GW_PC_STREAM_CONTROL), POLL_MS);
     for (;;) {
-        struct gw_pc_msg msg;
+        struct gw_pc_msg msg = {0};
         r = recv_control(m, &msg, &e);
         update_stats(m);
         if (r == -ETIMEDOUT) {
