@@ -250,16 +250,30 @@ static int precopy_rounds(struct gw_postcopy *m)
     char why[200] = "";
     int r = gw_dirty_attach(m->vm, GW_DIRTY_KVM_BITMAP, &m->dirty, why, sizeof why);
     if (r) return fail(m, r, "cannot start dirty logging: %s", why[0] ? why : strerror(-r));
+    uint64_t limit = m->p.downtime_limit_ns ? m->p.downtime_limit_ns : 50000000ull;
+    uint64_t t0 = gw_now_ns();
     r = gw_mem_for_each_data(&m->vm->mem, queue_range, m);
+    unsigned slow = 0;
     for (unsigned round = 1; !r && round < m->p.precopy_rounds; round++) {
         uint64_t n;
         r = gw_dirty_fetch(m->dirty, &n);
         if (r) return fail(m, r, "reading the dirty log: %s", strerror(-r));
+        /* Rate: guest bytes queued so far over the time taken (the pump blocks while full, so
+         * this follows the link). The projection is what a pre-copy switchover would cost. */
         pthread_mutex_lock(&m->lock);
+        uint64_t moved = m->prog.moved_bytes, dt = gw_now_ns() - t0;
+        uint64_t rate = dt ? (uint64_t)((double)moved * 1e9 / (double)dt) : 0;
+        uint64_t projected = rate ? (uint64_t)((double)n * 4096 * 1e9 / (double)rate) : UINT64_MAX;
         m->prog.round = round;
         m->prog.remaining_bytes = n * 4096;
+        m->prog.throughput_bps = rate;
+        m->prog.expected_downtime_ns = projected;
+        slow = projected > limit ? slow + 1 : 0;
+        snprintf(m->prog.note, sizeof m->prog.note, "%s", projected <= limit ? "fits the downtime limit: switch"
+                 : slow >= GW_HYBRID_SLOW_ROUNDS ? "not converging: switch to post-copy" : "pre-copy round");
         pthread_mutex_unlock(&m->lock);
         r = queue_dirty(m);
+        if (!r && (projected <= limit || slow >= GW_HYBRID_SLOW_ROUNDS)) break;
     }
     return r;
 }

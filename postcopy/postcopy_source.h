@@ -24,6 +24,7 @@ struct gw_vm;
 struct gw_tls_ctx;
 
 #define GW_HYBRID_DEFAULT_ROUNDS 3u
+#define GW_HYBRID_SLOW_ROUNDS 2u
 
 struct gw_postcopy_params {
     const char *url;               /* "tcp:HOST:PORT" */
@@ -39,6 +40,10 @@ struct gw_postcopy_params {
     /* Hybrid: this many pre-copy rounds (round 0 over all data, then dirty-log rounds) while
      * the VM still runs here, then post-copy for the pages dirtied since. 0 = plain post-copy. */
     unsigned precopy_rounds;
+    /* Hybrid switches earlier when the downtime a pre-copy switchover would cost (dirty bytes
+     * over the measured rate) stays above downtime_limit_ns (0 = 50 ms) for
+     * GW_HYBRID_SLOW_ROUNDS rounds in a row, or as soon as it fits (few pages left). */
+    uint64_t downtime_limit_ns;
 };
 
 struct gw_postcopy;

@@ -108,8 +108,10 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
             .url = p.url, .lanes = p.streams, .codec = p.codec, .secret = p.secret, .secret_len = p.secret_len,
             .bandwidth_limit_bps = p.policy.bandwidth_limit_bps, .timeout_ns = p.policy.timeout_ns,
             .preamble = p.preamble, .tls = p.tls,
-            /* Hybrid's simple policy: max_rounds pre-copy rounds (default 3), then post-copy. */
+            /* Hybrid: at most max_rounds pre-copy rounds (default 3), fewer when the projected
+             * downtime fits the limit or stays above it (postcopy_source.h). */
             .precopy_rounds = hybrid ? (pol->max_rounds ? pol->max_rounds : GW_HYBRID_DEFAULT_ROUNDS) : 0,
+            .downtime_limit_ns = p.policy.downtime_limit_ns,
         };
         memcpy(pp.token, p.token, sizeof pp.token);
         rc = gw_postcopy_start(r->vm, &pp, &r->postcopy);

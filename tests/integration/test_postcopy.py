@@ -97,13 +97,22 @@ class Postcopy(unittest.TestCase):
         self.assertGreater(dj["disk_blocks_written"], sj["disk_blocks_written"])
 
     def test_hybrid_dirtier_two_vcpus(self):
-        # Three pre-copy rounds move most pages while the guest runs; post-copy sends what it
-        # dirtied since (fewer pages than the working set).
+        # Pre-copy rounds (round 0 and at least one dirty-log round, at most 3) move most pages
+        # while the guest runs; post-copy sends what it dirtied since.
         p = self.pair("dirtier:ws=32M,rate=16M", vcpus=2, dst_seconds=4)
         code, final, err = p.migrate("--mode", "hybrid", "--max-rounds", "3")
         sj, dj = self.assert_postcopy_moved(p, code, final, expect_requests=False)
-        self.assertGreaterEqual(sj["migration_rounds"], 3)
+        self.assertGreaterEqual(sj["migration_rounds"], 2)
+        self.assertLessEqual(sj["migration_rounds"], 3)
         self.assertLess(sj["migration_pages_raw"], 8192 * 3)
+
+    def test_hybrid_switches_when_not_converging(self):
+        # The guest dirties faster than a 1 ms downtime allows: two slow rounds, then post-copy,
+        # long before the 50 rounds allowed.
+        p = self.pair("dirtier:ws=32M,rate=256M", dst_seconds=4)
+        code, final, err = p.migrate("--mode", "hybrid", "--max-rounds", "50", "--downtime-ms", "1")
+        sj, dj = self.assert_postcopy_moved(p, code, final, expect_requests=False)
+        self.assertLessEqual(sj["migration_rounds"], 4)
 
     def test_hybrid_disk_guest(self):
         img = os.path.join(self.dir, "disk.img")
