@@ -177,6 +177,11 @@ static void run_migration(bool precopy)
     gw_pc_server_stats(s, &sst);
     CHECK(cst.pages_requested > 0);
     CHECK(cst.lat_p50_us > 0);
+    if (getenv("GW_TEST_VERBOSE"))
+        fprintf(stderr, "requested %llu p50 %llu p99 %llu max %llu us, answered %llu in flight %llu\n",
+                (unsigned long long)cst.pages_requested, (unsigned long long)cst.lat_p50_us,
+                (unsigned long long)cst.lat_p99_us, (unsigned long long)cst.lat_max_us,
+                (unsigned long long)sst.pages_answered, (unsigned long long)sst.pages_in_flight);
     CHECK_EQ(cst.pages_dup, 0);                    /* no page arrived twice */
     CHECK_EQ(sst.error, 0);
     CHECK(sst.push_done);
