@@ -11,9 +11,12 @@
 #include "postcopy/pc_digest.h"
 #include "postcopy/pc_server.h"
 #include "postcopy/pc_wire.h"
+#include "postcopy/uffd_placer.h"
 #include "tests/lib/gw_test.h"
 
 #include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -277,4 +280,63 @@ GW_TEST(postcopy_hostile_requests_refused)
     gw_session_close(ds);
     munmap(src, (size_t)NPAGES * PG);
     free(push);
+}
+
+/* ---- an abandoned post-copy: missing pages are poisoned, never read as zero ---- */
+
+static __thread sigjmp_buf bus_jmp;
+static __thread volatile int bus_armed;
+
+static void on_sigbus(int sig)
+{
+    (void)sig;
+    if (bus_armed) siglongjmp(bus_jmp, 1);
+    abort();
+}
+
+struct poisoned_reader {
+    const volatile uint8_t *page;
+    int got_bus;
+    int value;
+};
+
+static void *read_missing(void *arg)
+{
+    struct poisoned_reader *pr = arg;
+    bus_armed = 1;
+    if (sigsetjmp(bus_jmp, 1)) { pr->got_bus = 1; return NULL; }
+    pr->value = pr->page[17];     /* blocks: the page is missing */
+    return NULL;
+}
+
+GW_TEST(abandoned_postcopy_poisons_missing_pages)
+{
+    uint8_t *mem = memfd_map(64 * PG);
+    REQUIRE(mem);
+    struct gw_uffd_placer u;
+    struct gw_err e = {0};
+    int r = gw_uffd_placer_open(&u, mem, 64 * PG, &e);
+    if (r == -EPERM || r == -ENOSYS) { gw_test_skip("no userfaultfd"); return; }
+    REQUIRE(r == 0);
+    if (!u.can_poison) { gw_uffd_placer_close(&u); gw_test_skip("no UFFDIO_POISON"); return; }
+    struct gw_page_placer pl = gw_uffd_placer(&u);
+    uint8_t page[PG];
+    memset(page, 0xab, sizeof page);
+    CHECK_EQ(pl.ops->copy(pl.ctx, 3, page), 0);
+    CHECK_EQ(pl.ops->copy(pl.ctx, 3, page), 0);          /* a second copy is refused, counted */
+    CHECK_EQ(u.dups, 1);
+    struct sigaction sa = {.sa_handler = on_sigbus}, old;
+    sigaction(SIGBUS, &sa, &old);
+    struct poisoned_reader pr = {.page = mem + 9 * PG, .value = -1};
+    pthread_t th;
+    pthread_create(&th, NULL, read_missing, &pr);
+    usleep(50000);                  /* the reader now waits in the kernel */
+    CHECK_EQ(gw_uffd_placer_poison_missing(&u), 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(pr.got_bus, 1);        /* woken, and it read nothing */
+    CHECK_EQ(pr.value, -1);
+    CHECK_EQ(mem[3 * PG + 5], 0xab);     /* the placed page is intact */
+    sigaction(SIGBUS, &old, NULL);
+    gw_uffd_placer_close(&u);
+    munmap(mem, 64 * PG);
 }
