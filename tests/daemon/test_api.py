@@ -352,6 +352,15 @@ class MigrationTest(DaemonTest):
         self.check_migration("wanderer", "migration stream(s) arrived on the migration port")
         self.assertFalse([l for l in self.b.logtext().splitlines() if "vm=wanderer job=" in l and "listens on" in l])
 
+    def test_postcopy_via_migration_port(self):
+        # Post-copy through the API: 2 + 2 streams (control, priority channel, two push lanes).
+        self.check_migration("ferry", "4 migration stream(s) arrived on the migration port",
+                             mode=api.MigrationPolicy.POSTCOPY, streams=2)
+
+    def test_hybrid_via_migration_port(self):
+        self.check_migration("barge", "migration stream(s) arrived on the migration port",
+                             mode=api.MigrationPolicy.HYBRID)
+
     def test_migrate_via_listener(self):
         # A destination without a migration port (host-a) falls back to a per-migration listener.
         argv = self.check_migration("tourist", "incoming migration complete", src=self.b, dst=self.d, streams=2)
