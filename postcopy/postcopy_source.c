@@ -33,6 +33,8 @@ struct gw_postcopy {
     pthread_mutex_t lock;          /* prog, cancel, finished, ses */
     struct gw_mig_progress prog;
     bool cancel, finished, go_sent;
+    bool switch_now;               /* the operator asked for post-copy now */
+    bool switched;                 /* pre-copy is over (under lock) */
     struct gw_session *ses;
     /* migration thread only */
     struct gw_pc_server *srv;
@@ -244,6 +246,24 @@ static int queue_dirty(struct gw_postcopy *m)
     return 0;
 }
 
+int gw_postcopy_switch(struct gw_postcopy *m)
+{
+    pthread_mutex_lock(&m->lock);
+    int r = !m->p.precopy_rounds || m->switched || m->finished ? -EALREADY : 0;
+    if (!r) m->switch_now = true;
+    pthread_mutex_unlock(&m->lock);
+    return r;
+}
+
+/* 1 when the operator asked for post-copy now. */
+static int operator_switch(struct gw_postcopy *m)
+{
+    pthread_mutex_lock(&m->lock);
+    bool now = m->switch_now;
+    pthread_mutex_unlock(&m->lock);
+    return now ? 1 : 0;
+}
+
 static int precopy_rounds(struct gw_postcopy *m)
 {
     set_phase(m, GW_MIG_PRECOPY);
@@ -254,7 +274,9 @@ static int precopy_rounds(struct gw_postcopy *m)
     uint64_t t0 = gw_now_ns();
     r = gw_mem_for_each_data(&m->vm->mem, queue_range, m);
     unsigned slow = 0;
-    for (unsigned round = 1; !r && round < m->p.precopy_rounds; round++) {
+    /* The operator's switch is taken between rounds: a round cut short would leave pages that
+     * were fetched from the dirty log but neither sent nor in the final fetch. */
+    for (unsigned round = 1; !r && round < m->p.precopy_rounds && !(r = operator_switch(m)); round++) {
         uint64_t n;
         r = gw_dirty_fetch(m->dirty, &n);
         if (r) return fail(m, r, "reading the dirty log: %s", strerror(-r));
@@ -275,13 +297,23 @@ static int precopy_rounds(struct gw_postcopy *m)
         r = queue_dirty(m);
         if (!r && (projected <= limit || slow >= GW_HYBRID_SLOW_ROUNDS)) break;
     }
+    if (r == 1) {
+        pthread_mutex_lock(&m->lock);
+        snprintf(m->prog.note, sizeof m->prog.note, "switched to post-copy by the operator");
+        pthread_mutex_unlock(&m->lock);
+        gw_info("vm %s: switching to post-copy on the operator's word", m->vm->name);
+        r = 0;
+    }
     return r;
 }
 
 /* Pause, start the page traffic, state, READY. 0: the destination is READY. */
 static int hand_over(struct gw_postcopy *m)
 {
-    set_phase(m, GW_MIG_SWITCHOVER);
+    pthread_mutex_lock(&m->lock);
+    m->switched = true;
+    m->prog.phase = GW_MIG_SWITCHOVER;
+    pthread_mutex_unlock(&m->lock);
     gw_vm_flush_devices(m->vm);
     m->t_pause = gw_now_ns();
     int r = gw_vm_pause(m->vm);

@@ -53,6 +53,9 @@ void gw_postcopy_progress(struct gw_postcopy *m, struct gw_mig_progress *out);
 /* Asks the migration to stop: honoured before GO only. */
 void gw_postcopy_cancel(struct gw_postcopy *m);
 bool gw_postcopy_finished(struct gw_postcopy *m);
+/* An operator's word: a hybrid migration still in pre-copy switches to post-copy at its next
+ * step. 0, or -EALREADY (no pre-copy phase to end: plain post-copy, or switched already). */
+int gw_postcopy_switch(struct gw_postcopy *m);
 void gw_postcopy_free(struct gw_postcopy *m);
 
 #endif

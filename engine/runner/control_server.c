@@ -120,6 +120,11 @@ void gw_runner_control_serve(struct gw_runner *r)
         else if (r->postcopy) { gw_postcopy_cancel(r->postcopy); rep.ok = true; }
         else snprintf(err, sizeof err, "no migration is running");
         break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY:
+        if (!r->postcopy) snprintf(err, sizeof err, "no hybrid migration is running");
+        else if (gw_postcopy_switch(r->postcopy)) snprintf(err, sizeof err, "the migration is not in pre-copy");
+        else rep.ok = true;
+        break;
     case GODWIT__V1__RUNNER_REQUEST__OP_BACKUP:
         rep.ok = gw_runner_backup(r, req->backup, &backup_res, err, sizeof err) == 0;
         if (rep.ok) rep.backup = &backup_res.pb;

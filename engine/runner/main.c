@@ -553,11 +553,16 @@ static int cmd_client(const char *verb, const struct opts *o)
     Godwit__V1__RunnerResumeRequest rs = GODWIT__V1__RUNNER_RESUME_REQUEST__INIT;
     Godwit__V1__RunnerStopRequest sp = GODWIT__V1__RUNNER_STOP_REQUEST__INIT;
     Godwit__V1__RunnerSaveRequest sv = GODWIT__V1__RUNNER_SAVE_REQUEST__INIT;
+    Godwit__V1__RunnerSwitchToPostcopyRequest sw = GODWIT__V1__RUNNER_SWITCH_TO_POSTCOPY_REQUEST__INIT;
     char cwd[2048], abs[4096]; /* outlives the request that points into it */
     if (!strcmp(verb, "status")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_STATUS; req.status = &s; }
     else if (!strcmp(verb, "pause")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_PAUSE; req.pause = &p; }
     else if (!strcmp(verb, "resume")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_RESUME; req.resume = &rs; }
     else if (!strcmp(verb, "stop")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_STOP; req.stop = &sp; }
+    else if (!strcmp(verb, "postcopy")) {
+        req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY;
+        req.switch_to_postcopy = &sw;
+    }
     else {
         if (!o->file) { fprintf(stderr, "godwit-vm: save needs --file\n"); return EXIT_USAGE; }
         /* The runner may run elsewhere: hand it an absolute path. */
@@ -634,7 +639,7 @@ int main(int argc, char **argv)
     if (!strcmp(verb, "restore-backup")) { block_term_signals(); return cmd_restore_backup(&o); }
     if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
     if (!strcmp(verb, "save") || !strcmp(verb, "status") || !strcmp(verb, "pause") ||
-        !strcmp(verb, "resume") || !strcmp(verb, "stop"))
+        !strcmp(verb, "resume") || !strcmp(verb, "stop") || !strcmp(verb, "postcopy"))
         return cmd_client(verb, &o);
     fprintf(stderr, "godwit-vm: unknown command '%s'\n", verb);
     usage(stderr);

@@ -114,6 +114,29 @@ class Postcopy(unittest.TestCase):
         sj, dj = self.assert_postcopy_moved(p, code, final, expect_requests=False)
         self.assertLessEqual(sj["migration_rounds"], 4)
 
+    def test_hybrid_operator_switch(self):
+        # A guest that would take many rounds (large working set, 50 allowed, a downtime limit
+        # it never fits): the operator's word ends pre-copy after the round in progress.
+        p = self.pair("dirtier:ws=96M,rate=64M", dst_seconds=6)
+        # No migration yet: nothing to switch.
+        r = gwtest.run([VM, "postcopy", "--control", p.src_sock], timeout=10)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("no hybrid migration", r.stderr)
+        mig = subprocess.Popen([VM, "migrate", "--control", p.src_sock, "--to", p.url, "--mode", "hybrid",
+                                "--max-rounds", "50", "--downtime-ms", "1", "--wait", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        r = gwtest.run([VM, "postcopy", "--control", p.src_sock], timeout=10)
+        for _ in range(50):
+            if r.returncode == 0:
+                break
+            time.sleep(0.02)   # the migration may not have started yet
+            r = gwtest.run([VM, "postcopy", "--control", p.src_sock], timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out, err = mig.communicate(timeout=120)
+        final = gwtest.last_json(out)
+        sj, dj = self.assert_postcopy_moved(p, mig.returncode, final, expect_requests=False)
+        self.assertLessEqual(sj["migration_rounds"], 2)   # the policy alone would take 3
+
     def test_hybrid_disk_guest(self):
         img = os.path.join(self.dir, "disk.img")
         with open(img, "wb") as f:
