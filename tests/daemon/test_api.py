@@ -378,6 +378,10 @@ class MigrationTest(DaemonTest):
             self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
         final = self.call("GetJob", api.GetJobRequest(id=job.id)).job
         self.assertLessEqual(final.progress.round, 1)      # the policy alone would end at round 2
+        # Post-copy's figures reach the job (JobProgress 200-209).
+        self.assertGreater(final.progress.postcopy_ms, 0)
+        self.assertEqual(final.progress.postcopy_pages_remaining, 0)
+        self.assertEqual(final.progress.postcopy_pages_resent, 0)
         self.expect(grpc.StatusCode.FAILED_PRECONDITION, "SwitchToPostcopy", api.SwitchToPostcopyRequest(id=job.id))
         for name in ("punt", "plain"):
             self.assertTrue(wait_for(lambda: self.vm(name, stub=self.b.stub).state == api.Vm.RUNNING, 10))
