@@ -152,8 +152,9 @@ static void *rx_main(void *arg)
     int r = 0;
     while (!end && !stopping(c)) {
         struct gw_wire_header h;
+        uint64_t before = conn->bytes_recv;
         r = gw_conn_recv_header(conn, &h, &e);
-        if (r == -ETIMEDOUT) { r = 0; continue; }   /* a quiet priority channel is fine */
+        if (GW_PC_QUIET_TIMEOUT(r, conn, before)) { r = 0; continue; }   /* a quiet priority channel is fine */
         if (r) break;
         if (h.type == GW_WIRE_PAGE_BATCH) {
             uint32_t n;

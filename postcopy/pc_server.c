@@ -142,8 +142,9 @@ static void *req_main(void *arg)
     struct gw_err e = {0};
     while (!stopping(s)) {
         struct gw_wire_header h;
+        uint64_t before = c->bytes_recv;
         int r = gw_conn_recv_record(c, &h, &buf, &e);
-        if (r == -ETIMEDOUT) continue;
+        if (GW_PC_QUIET_TIMEOUT(r, c, before)) continue;
         if (r) { if (!stopping(s)) fail(s, &e); break; }
         if (h.type == GW_WIRE_ERROR) {
             int rr;

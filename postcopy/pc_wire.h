@@ -96,4 +96,9 @@ static inline int gw_pc_parse(const uint8_t *p, size_t len, struct gw_pc_msg *m)
     return len == GW_PC_HDR + 8ull * m->count ? 0 : -EBADMSG;
 }
 
+/* Whether a receive on c that returned r may simply be tried again: only a timeout that
+ * consumed no byte (c->bytes_recv was `before`); a timeout inside a record leaves the stream
+ * out of step, which is a failure like any other. */
+#define GW_PC_QUIET_TIMEOUT(r, c, before) ((r) == -ETIMEDOUT && (c)->bytes_recv == (before))
+
 #endif

@@ -102,12 +102,14 @@ static void *ctl_main(void *arg)
     struct gw_err e = {0};
     for (;;) {
         struct gw_wire_header h;
+        struct gw_conn *c0 = gw_session_conn(p->ses, GW_PC_STREAM_CONTROL);
+        uint64_t before = c0->bytes_recv;
         int r = recv_control(p, &h, &e);
         pthread_mutex_lock(&p->lock);
         bool stop = p->stop || p->finished;
         pthread_mutex_unlock(&p->lock);
         if (stop) break;
-        if (r == -ETIMEDOUT) continue;
+        if (GW_PC_QUIET_TIMEOUT(r, c0, before)) continue;
         struct gw_pc_msg m = {0};
         if (!r && (h.type != GW_WIRE_POSTCOPY || gw_pc_parse(p->buf.data, h.length, &m) || m.op != GW_PC_DIGEST))
             r = gw_err_set(&e, -EPROTO, "unexpected record from the source during post-copy");
@@ -203,7 +205,10 @@ static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
     struct gw_wire_header h;
     int wait_ms = p->timeout_ms;
     gw_conn_set_timeout(gw_session_conn(p->ses, GW_PC_STREAM_CONTROL), POLL_MS);
-    while ((r = recv_control(p, &h, &e)) == -ETIMEDOUT && (wait_ms -= POLL_MS) > 0) {
+    struct gw_conn *c0 = gw_session_conn(p->ses, GW_PC_STREAM_CONTROL);
+    for (uint64_t before = c0->bytes_recv;
+         GW_PC_QUIET_TIMEOUT(r = recv_control(p, &h, &e), c0, before) && (wait_ms -= POLL_MS) > 0;
+         before = c0->bytes_recv) {
         struct gw_pc_client_stats cs;
         gw_pc_client_stats(p->c, &cs);
         if (cs.error) { r = gw_err_set(&e, cs.error, "%s", cs.msg); break; }

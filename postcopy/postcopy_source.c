@@ -366,12 +366,14 @@ static int serve(struct gw_postcopy *m)
     struct gw_err e = {0};
     int r = send_op(m, GW_PC_DIGEST, memory_digest(m), &e);
     if (r) return fail(m, r, "sending the digest: %s", e.msg);
-    gw_conn_set_timeout(gw_session_conn(m->ses, GW_PC_STREAM_CONTROL), POLL_MS);
+    struct gw_conn *c0 = gw_session_conn(m->ses, GW_PC_STREAM_CONTROL);
+    gw_conn_set_timeout(c0, POLL_MS);
     for (;;) {
         struct gw_pc_msg msg = {0};
+        uint64_t before = c0->bytes_recv;
         r = recv_control(m, &msg, &e);
         update_stats(m);
-        if (r == -ETIMEDOUT) {
+        if (GW_PC_QUIET_TIMEOUT(r, c0, before)) {
             struct gw_pc_server_stats st;
             gw_pc_server_stats(m->srv, &st);
             if (st.error) return fail(m, st.error, "the destination was lost during post-copy (%s)", st.msg);
