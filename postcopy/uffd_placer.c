@@ -226,11 +226,13 @@ uint64_t gw_uffd_placer_latency_us(const struct gw_uffd_placer *u, unsigned pct)
     for (int i = 0; i < 32; i++) total += h[i] = __atomic_load_n(&u->lat_hist[i], __ATOMIC_RELAXED);
     if (!total) return 0;
     uint64_t want = (total * pct + 99) / 100, acc = 0;
+    uint64_t max_us = __atomic_load_n(&u->lat_max_ns, __ATOMIC_RELAXED) / 1000 + 1;
     for (int i = 0; i < 32; i++) {
         acc += h[i];
-        if (acc >= want) return 2ull << i;
+        /* The bucket's upper bound, but never above the largest latency seen. */
+        if (acc >= want) return (2ull << i) < max_us ? 2ull << i : max_us;
     }
-    return 2ull << 31;
+    return max_us;
 }
 
 void gw_uffd_placer_close(struct gw_uffd_placer *u)

@@ -73,7 +73,8 @@ int gw_uffd_placer_unregister(struct gw_uffd_placer *u);
  * 0, -ENOTSUP (kernel without UFFDIO_POISON) or -errno. */
 int gw_uffd_placer_poison_missing(struct gw_uffd_placer *u);
 
-/* Latency percentile (0..100) from the histogram, in microseconds (upper bucket bound). */
+/* Latency percentile (0..100) from the histogram, in microseconds: the upper bound of its
+ * power-of-two bucket, capped at the largest latency seen. */
 uint64_t gw_uffd_placer_latency_us(const struct gw_uffd_placer *u, unsigned pct);
 
 /* Closes the userfaultfd (which unregisters) and frees the bitmaps. Safe on a zeroed u. */
