@@ -53,7 +53,8 @@ static void *rss_main(void *arg)
 int gw_bench_migrate(int argc, char **argv)
 {
     struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 64ull << 20, .seconds = 2,
-                              .vcpus = 1, .pattern = "random", .downtime_ms = 50, .compress = "auto"};
+                              .vcpus = 1, .pattern = "random", .downtime_ms = 50, .compress = "auto",
+                              .mode = "precopy"};
     if (gw_bench_parse_opts("migrate", argc, argv, &o)) return 2;
     if (o.tls && !strcmp(o.tls, "both")) return gw_bench_migrate_tls_both(argc, argv);
     bool tls = !o.tls || strcmp(o.tls, "off");
@@ -109,7 +110,7 @@ int gw_bench_migrate(int argc, char **argv)
         sampling = pthread_create(&rss.th, NULL, rss_main, &rss) == 0;
         char *mig_argv[] = {vm_bin, "migrate", "--control", src_sock, "--to", url, "--compress", (char *)compress,
                             "--downtime-ms", dt_s, "--wait", "--json", "--tls", tls ? "on" : "off",
-                            streams ? "--streams" : NULL, streams_s, NULL};
+                            "--mode", (char *)o.mode, streams ? "--streams" : NULL, streams_s, NULL};
         int rc = gw_bench_run(mig_argv, buf, sizeof buf);
         atomic_store(&rss.stop, true);
         if (sampling) pthread_join(rss.th, NULL);
@@ -135,6 +136,16 @@ int gw_bench_migrate(int argc, char **argv)
     gw_json_get_u64(src_json, "migration_pages_raw", &raw);
     gw_json_get_u64(src_json, "migration_pages_lz4", &lz4);
     bool have_verify = gw_json_get_u64(dst_json, "guest_verify_errors", &verify_errors) == 0;
+    /* Post-copy's figures, as the destination measured them (0 for pre-copy). */
+    uint64_t pc_p50 = 0, pc_p99 = 0, pc_max = 0, pc_req = 0, pc_resent = 0;
+    double pc_ms = 0, pc_block = 0;
+    gw_json_get_u64(dst_json, "postcopy_request_p50_us", &pc_p50);
+    gw_json_get_u64(dst_json, "postcopy_request_p99_us", &pc_p99);
+    gw_json_get_u64(dst_json, "postcopy_request_max_us", &pc_max);
+    gw_json_get_u64(dst_json, "postcopy_pages_requested", &pc_req);
+    gw_json_get_u64(dst_json, "postcopy_pages_resent", &pc_resent);
+    gw_json_get_double(dst_json, "postcopy_ms", &pc_ms);
+    gw_json_get_double(dst_json, "postcopy_blocked_ms", &pc_block);
     bool completed = !strcmp(phase, "completed");
     if (!status && !completed) { snprintf(err, sizeof err, "migration ended '%s'", phase); status = 1; }
     if (!status && (dst_rc != 0 || !have_verify)) { snprintf(err, sizeof err, "destination runner exited %d", dst_rc); status = 1; }
@@ -160,14 +171,19 @@ int gw_bench_migrate(int argc, char **argv)
                "\"pages_zero\":%llu,\"pages_raw\":%llu,\"pages_lz4\":%llu,\"wire_mib_s\":%.1f,"
                "\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu,\"src_overhead_mib\":%.1f,"
                "\"dst_overhead_mib\":%.1f,\"src_idle_mib\":%.1f,\"baseline\":\"plain TCP, same bytes and streams, same run\","
-               "\"limit_ms\":%.1f,\"limit_mib_s\":%.1f,\"limit_ratio\":%.2f,\"tls\":\"%s\",\"tls_kernel\":%s}\n",
+               "\"limit_ms\":%.1f,\"limit_mib_s\":%.1f,\"limit_ratio\":%.2f,\"tls\":\"%s\",\"tls_kernel\":%s,"
+               "\"mode\":\"%s\",\"fault_p50_us\":%llu,\"fault_p99_us\":%llu,\"fault_max_us\":%llu,"
+               "\"pages_requested\":%llu,\"pages_resent_after_switchover\":%llu,\"postcopy_ms\":%.1f,"
+               "\"blocktime_ms\":%.3f}\n",
                (unsigned long long)memory, (unsigned long long)ws, (unsigned long long)rate, pattern, compress,
                nstreams, total_ms, downtime, setup_ms, transfer_ms, (unsigned long long)rounds,
                (unsigned long long)moved, (unsigned long long)data, (unsigned long long)wire,
                (unsigned long long)zero, (unsigned long long)raw, (unsigned long long)lz4, wire_mib_s,
                completed ? "true" : "false", (unsigned long long)verify_errors, src_over, dst_over,
                rss.base[0] / 1048576.0, limit_ms, limit_mib_s, limit_ratio, tls ? "on" : "off",
-               tls && gw_tls_kernel_available() ? "true" : "false");
+               tls && gw_tls_kernel_available() ? "true" : "false", o.mode, (unsigned long long)pc_p50,
+               (unsigned long long)pc_p99, (unsigned long long)pc_max, (unsigned long long)pc_req,
+               (unsigned long long)pc_resent, pc_ms, pc_block);
     } else {
         printf("migrate bench: %s in %.0f ms (downtime %.2f ms, %llu rounds), %.0f MiB of guest memory moved, "
                "%.0f MiB on the wire at %.0f MiB/s (%.2f of plain TCP's %.0f MiB/s), overhead src %.1f MiB "

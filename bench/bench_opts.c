@@ -14,7 +14,7 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"rate", 1, 0, 'r'}, {"seconds", 1, 0, 's'},
         {"vcpus", 1, 0, 'c'}, {"pattern", 1, 0, 'p'}, {"streams", 1, 0, 'n'}, {"compress", 1, 0, 'z'},
         {"downtime-ms", 1, 0, 'd'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {"tls", 1, 0, 't'},
-        {"target", 1, 0, 'T'}, {0},
+        {"target", 1, 0, 'T'}, {"mode", 1, 0, 'M'}, {0},
     };
     int c;
     optind = 1;
@@ -33,6 +33,10 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         case 'D': o->dir = optarg; break;
         case 'T': o->target = optarg; break;
         case 'j': o->json = true; break;
+        case 'M':
+            o->mode = optarg;
+            bad = strcmp(optarg, "precopy") && strcmp(optarg, "postcopy") && strcmp(optarg, "hybrid");
+            break;
         case 't':
             o->tls = optarg;
             bad = strcmp(optarg, "on") && strcmp(optarg, "off") && strcmp(optarg, "both");

@@ -14,6 +14,7 @@ struct gw_bench_opts {
     const char *dir;                             /* --dir (snapshot); NULL = /tmp */
     const char *target;                          /* --target dir:PATH|rados:auto (backup) */
     const char *tls;                             /* --tls on|off|both (migrate); NULL = on */
+    const char *mode;                            /* --mode precopy|postcopy|hybrid (migrate) */
     bool json;                                   /* --json */
 };
 

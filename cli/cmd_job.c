@@ -14,6 +14,7 @@ static const char job_usage[] =
     "       godwit job show ID\n"
     "       godwit job watch ID      follow a job until it ends (progress bar on a terminal)\n"
     "       godwit job cancel ID\n"
+    "       godwit job postcopy ID      (a hybrid migration goes on in post-copy now)\n"
     "Exit status of watch: 0 succeeded, 1 failed, 8 cancelled.\n";
 
 static const char migrate_usage[] =
@@ -307,6 +308,10 @@ static int job_named(struct gw_cli *cli, const char *verb, int argc, char **argv
         Godwit__V1__GetJobRequest req = GODWIT__V1__GET_JOB_REQUEST__INIT;
         req.id = id;
         e = gw_cli_call(cli, "GetJob", &req.base, &godwit__v1__get_job_response__descriptor, &resp);
+    } else if (!strcmp(verb, "postcopy")) {
+        Godwit__V1__SwitchToPostcopyRequest req = GODWIT__V1__SWITCH_TO_POSTCOPY_REQUEST__INIT;
+        req.id = id;
+        e = gw_cli_call(cli, "SwitchToPostcopy", &req.base, &godwit__v1__switch_to_postcopy_response__descriptor, &resp);
     } else {
         Godwit__V1__CancelJobRequest req = GODWIT__V1__CANCEL_JOB_REQUEST__INIT;
         req.id = id;
@@ -316,7 +321,8 @@ static int job_named(struct gw_cli *cli, const char *verb, int argc, char **argv
     const Godwit__V1__Job *j = ((const Godwit__V1__GetJobResponse *)resp)->job;
     if (cli->json) gw_cli_print_json(resp);
     else if (j && !strcmp(verb, "show")) print_job(j);
-    else if (j) printf("job %s: %s (cancel requested)\n", j->id, gw_job_state_name(j->state));
+    else if (j) printf("job %s: %s (%s requested)\n", j->id, gw_job_state_name(j->state),
+                       !strcmp(verb, "postcopy") ? "switch to post-copy" : "cancel");
     protobuf_c_message_free_unpacked(resp, NULL);
     return GW_EXIT_OK;
 }
@@ -331,7 +337,8 @@ int gw_cmd_job(struct gw_cli *cli, int argc, char **argv)
     argc--, argv++;
     optind = 0;
     if (!strcmp(verb, "list") || !strcmp(verb, "ls")) return job_list(cli, argc, argv);
-    if (!strcmp(verb, "show") || !strcmp(verb, "watch") || !strcmp(verb, "cancel")) return job_named(cli, verb, argc, argv);
+    if (!strcmp(verb, "show") || !strcmp(verb, "watch") || !strcmp(verb, "cancel") || !strcmp(verb, "postcopy"))
+        return job_named(cli, verb, argc, argv);
     fprintf(stderr, "godwit job: unknown command '%s'\n%s", verb, job_usage);
     return GW_EXIT_USAGE;
 }

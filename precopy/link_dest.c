@@ -597,12 +597,22 @@ const char *gw_mig_receiver_error(struct gw_mig_receiver *rx)
     return m;
 }
 
+struct gw_session *gw_mig_receiver_take_session(struct gw_mig_receiver *rx)
+{
+    pthread_mutex_lock(&rx->mu);
+    bool started = rx->mem != NULL;
+    struct gw_session *s = started ? NULL : rx->ses;
+    if (s) rx->ses = NULL;
+    pthread_mutex_unlock(&rx->mu);
+    return s;
+}
+
 void gw_mig_receiver_close(struct gw_mig_receiver *rx)
 {
     if (!rx) return;
     pthread_mutex_lock(&rx->mu);
     rx->closing = true;
-    gw_session_shutdown(rx->ses);
+    if (rx->ses) gw_session_shutdown(rx->ses);
     pthread_cond_broadcast(&rx->cv);
     pthread_mutex_unlock(&rx->mu);
     for (unsigned i = 0; rx->st && i < rx->n; i++) {

@@ -12,6 +12,9 @@ const char *gw_mig_phase_name(enum gw_mig_phase p)
     case GW_MIG_FAILED: return "failed";
     case GW_MIG_CANCELLED: return "cancelled";
     case GW_MIG_IN_DOUBT: return "in-doubt";
+    case GW_MIG_POSTCOPY_ACTIVE: return "postcopy-active";
+    case GW_MIG_POSTCOPY_PAUSED: return "postcopy-paused";
+    case GW_MIG_POSTCOPY_RECOVER: return "postcopy-recover";
     }
     return "?";
 }

@@ -4,6 +4,7 @@
 #ifndef GW_PRECOPY_MIGRATION_PROGRESS_H
 #define GW_PRECOPY_MIGRATION_PROGRESS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 enum gw_mig_phase {
@@ -15,6 +16,26 @@ enum gw_mig_phase {
     GW_MIG_FAILED,       /* the VM runs on (source) / was discarded (destination) */
     GW_MIG_CANCELLED,    /* cancelled by request or time limit; the VM runs on the source */
     GW_MIG_IN_DOUBT,     /* link lost after GO: the source keeps the VM paused (see docs) */
+    /* Post-copy (postcopy/, docs/postcopy.md): the VM runs on the destination while its
+     * pages move; paused: the link or the other side failed, the VM is paused wherever it
+     * is and nothing is lost; recover: reconnecting. */
+    GW_MIG_POSTCOPY_ACTIVE,
+    GW_MIG_POSTCOPY_PAUSED,
+    GW_MIG_POSTCOPY_RECOVER,
+};
+
+/* Post-copy's figures (zero for a pre-copy migration). */
+struct gw_mig_postcopy {
+    bool used;                     /* this migration switched to post-copy */
+    uint64_t pages_requested;      /* pages the destination asked for on the priority channel */
+    uint64_t pages_remaining;      /* pages not yet at the destination */
+    uint64_t pages_resent;         /* pages that crossed twice after the switchover (0) */
+    uint64_t req_p50_us, req_p99_us, req_max_us;   /* request -> placed */
+    uint64_t req_hist[32];         /* power-of-two histogram: bucket i = [2^i, 2^(i+1)) us */
+    uint64_t blocked_ns;           /* sum of request latencies (time the guest waited) */
+    uint64_t postcopy_ns;          /* from GO to the last page */
+    uint64_t refused;              /* page requests refused (malformed, out of range, late) */
+    bool digest_ok;                /* the destination proved its memory equal */
 };
 
 const char *gw_mig_phase_name(enum gw_mig_phase p);
@@ -36,6 +57,7 @@ struct gw_mig_progress {
     unsigned throttle_pct;
     char error[256];
     char note[128];                /* last convergence decision, for humans */
+    struct gw_mig_postcopy pc;
 };
 
 #endif

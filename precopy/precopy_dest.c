@@ -228,6 +228,19 @@ accepted:
     in->prog.phase = GW_MIG_SETUP;
     r = create_vm(in, err, errlen);
     if (r) { gw_mig_receiver_abort(in->rx, r, err); return r; }
+    if (gw_mig_receiver_hello(in->rx)->features & GW_WIRE_F_POSTCOPY) {
+        if (!p->postcopy) {
+            snprintf(err, errlen, "the source asks for post-copy, which this destination does not take");
+            gw_mig_receiver_abort(in->rx, -EPROTONOSUPPORT, err);
+            return -EPROTONOSUPPORT;
+        }
+        struct gw_session *ses = gw_mig_receiver_take_session(in->rx);
+        gw_mig_receiver_close(in->rx);
+        in->rx = NULL;
+        in->prog.phase = GW_MIG_SWITCHOVER;
+        in->t_switch = gw_now_ns();
+        return p->postcopy(p->postcopy_ctx, ses, in->vm, err, errlen);
+    }
     gw_mig_receiver_on_placed(in->rx, hash_placed, &in->cd);
     r = gw_mig_receiver_start_memfd(in->rx, in->vm->mem.base, in->vm->mem.memfd, in->vm->mem.size, &in->e);
     if (r) { snprintf(err, errlen, "%s", in->e.msg); return r; }

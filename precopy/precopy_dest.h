@@ -13,6 +13,7 @@
 
 struct gw_vm;
 struct gw_tls_ctx;
+struct gw_session;
 
 /* The most sockets a runner takes: the runner's own stream limit (--streams 1..16). */
 #define GW_INCOMING_MAX_FDS 16u
@@ -36,6 +37,12 @@ struct gw_incoming_params {
     const char *net;           /* network backend here ("tap:NAME"), NULL for none; never the source's */
     int console_fd;
     int timeout_ms;            /* longest wait for any record; 0 = 60 s */
+    /* Post-copy (postcopy/postcopy_dest.h): when the source's HELLO asks for it, called with
+     * the accepted session (taken) and the created VM (not started); returns 0 once the VM
+     * runs here, or -errno with err set (the VM is then discarded). NULL: such a source is
+     * refused. */
+    int (*postcopy)(void *ctx, struct gw_session *ses, struct gw_vm *vm, char *err, size_t errlen);
+    void *postcopy_ctx;
     /* Called once the listener is bound, with its URL (port resolved), before waiting. */
     void (*on_listening)(void *ctx, const char *url);
     void *ctx;

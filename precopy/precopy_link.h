@@ -283,6 +283,11 @@ int gw_mig_receiver_running(struct gw_mig_receiver *rx);
  * that this copy is discarded. */
 void gw_mig_receiver_abort(struct gw_mig_receiver *rx, int code, const char *why);
 
+/* Before gw_mig_receiver_start: hands the accepted session to another protocol (post-copy,
+ * when the HELLO asks for GW_WIRE_F_POSTCOPY) and leaves rx without one; close rx after.
+ * NULL once started. */
+struct gw_session *gw_mig_receiver_take_session(struct gw_mig_receiver *rx);
+
 void gw_mig_receiver_stats(struct gw_mig_receiver *rx, struct gw_mig_stats *out);
 const char *gw_mig_receiver_error(struct gw_mig_receiver *rx);
 void gw_mig_receiver_close(struct gw_mig_receiver *rx);

@@ -37,7 +37,10 @@
 
 /* Feature bits announced in HELLO and agreed in CHALLENGE. */
 #define GW_WIRE_F_LZ4 (1ull << 0)
-#define GW_WIRE_F_ALL (GW_WIRE_F_LZ4)
+/* The source wants post-copy (postcopy/pc_wire.h): a destination that grants it hands the
+ * session to its post-copy receiver. */
+#define GW_WIRE_F_POSTCOPY (1ull << 1)
+#define GW_WIRE_F_ALL (GW_WIRE_F_LZ4 | GW_WIRE_F_POSTCOPY)
 
 enum gw_wire_type {
     GW_WIRE_HELLO = 1,
@@ -60,7 +63,10 @@ enum gw_wire_type {
      * socket buffers is moved while the guest runs, not during its pause. */
     GW_WIRE_SYNC = 14,
     GW_WIRE_SYNCED = 15,
-    GW_WIRE_TYPE_MAX = GW_WIRE_SYNCED,
+    /* Post-copy's own records (page requests, hand-over, completion): a fixed 32-byte
+     * header with an op code, see postcopy/pc_wire.h. */
+    GW_WIRE_POSTCOPY = 16,
+    GW_WIRE_TYPE_MAX = GW_WIRE_POSTCOPY,
 };
 
 struct gw_wire_header {

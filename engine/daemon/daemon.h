@@ -91,6 +91,7 @@ struct gw_job {
     uint64_t seq;                  /* events sent */
     uint64_t last_saved_ns;
     bool cancel;                   /* CancelJob asked */
+    bool switch_postcopy;          /* SwitchToPostcopy asked (hybrid) */
     bool has_thread;
     pthread_t thread;
     struct gw_job_watcher *watchers;

@@ -152,6 +152,16 @@ void gw_job_take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p)
     j->progress.total_ms = p->total_ms;
     if (p->pages) { j->pages.zero = p->pages->zero; j->pages.raw = p->pages->raw; j->pages.lz4 = p->pages->lz4; }
     if (p->phase && p->phase[0]) snprintf(j->phase, sizeof j->phase, "%s", p->phase);
+    /* Post-copy's figures (the histogram stays with the runner's status). */
+    j->progress.postcopy_pages_requested = p->postcopy_pages_requested;
+    j->progress.postcopy_pages_remaining = p->postcopy_pages_remaining;
+    j->progress.postcopy_pages_resent = p->postcopy_pages_resent;
+    j->progress.postcopy_request_p50_us = p->postcopy_request_p50_us;
+    j->progress.postcopy_request_p99_us = p->postcopy_request_p99_us;
+    j->progress.postcopy_request_max_us = p->postcopy_request_max_us;
+    j->progress.postcopy_blocked_ms = p->postcopy_blocked_ms;
+    j->progress.postcopy_ms = p->postcopy_ms;
+    j->progress.postcopy_pages_refused = p->postcopy_pages_refused;
 }
 
 void gw_job_set_state(struct gw_job *j, int state, const char *msg)

@@ -176,7 +176,7 @@ static int start_runner(struct mig *m)
 static void follow(struct mig *m)
 {
     uint64_t t0 = gw_now_ns();
-    bool cancel_sent = false;
+    bool cancel_sent = false, switch_sent = false;
     uint64_t done_ns = 0, silent_since = 0;
     uint64_t last_sent = UINT64_MAX, moved_ns = t0;
     bool stalled = false;
@@ -186,6 +186,7 @@ static void follow(struct mig *m)
         struct gw_job *j = m->j;
         if (m->d->stopping) { pthread_mutex_unlock(&m->d->lock); return; }
         bool want_cancel = j->cancel;
+        bool want_switch = j->switch_postcopy;
         bool timed_out = j->policy.timeout_s && gw_now_ns() - t0 > (uint64_t)j->policy.timeout_s * 1000000000ull;
         bool exited = m->rec->exit_seq != m->exit_seq;
         pthread_mutex_unlock(&m->d->lock);
@@ -217,6 +218,12 @@ static void follow(struct mig *m)
             gw_runner_op(m->sock, GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION, &rep, 5000);
             if (rep) godwit__v1__runner_reply__free_unpacked(rep, NULL);
             cancel_sent = true;
+        }
+        if (want_switch && !switch_sent && !gw_job_final(j->state)) {
+            Godwit__V1__RunnerReply *srep = NULL;
+            gw_runner_op(m->sock, GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY, &srep, 5000);
+            if (srep) godwit__v1__runner_reply__free_unpacked(srep, NULL);
+            switch_sent = true;
         }
         Godwit__V1__RunnerReply *rep = NULL;
         if (gw_runner_op(m->sock, GODWIT__V1__RUNNER_REQUEST__OP_STATUS, &rep, 2000)) {
@@ -255,7 +262,8 @@ static void follow(struct mig *m)
                 done = true;
                 m->in_doubt = true;
                 snprintf(j->error, sizeof j->error, "%s", st->migration_error ? st->migration_error : "hand-over in doubt");
-            } else if (!strcmp(ph, "failed") || !strcmp(ph, "cancelled")) {
+            } else if (!strcmp(ph, "failed") || !strcmp(ph, "cancelled") || !strcmp(ph, "postcopy-paused")) {
+                /* postcopy-paused: the runner keeps the VM paused and says so in its error. */
                 done = true;
                 if (stalled && !want_cancel) {
                     fail(m, GODWIT__V1__JOB__STATE__FAILED, "no progress for %llu s: the destination %s stopped taking "

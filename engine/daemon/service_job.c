@@ -181,6 +181,27 @@ static int cancel_job(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     return code;
 }
 
+static int switch_to_postcopy(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__SwitchToPostcopyRequest *req = (const void *)msg;
+    struct gw_job *j;
+    pthread_mutex_lock(&d->lock);
+    int code = find(call, d, req->id, &j);
+    if (!code && gw_job_final(j->state))
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "job %s has already ended", req->id);
+    if (!code && j->policy.mode != GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID)
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "job %s is not a hybrid migration", req->id);
+    if (!code) {
+        gw_info("job=%s vm=%s: switch to post-copy requested", j->id, j->vm);
+        j->switch_postcopy = true;   /* the job's follower tells the runner */
+        pthread_cond_broadcast(&d->cond);
+        send_job(call, j, &godwit__v1__switch_to_postcopy_response__descriptor);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return code;
+}
+
 int gw_service_register_job(struct gw_daemon *d)
 {
     static const struct {
@@ -191,6 +212,8 @@ int gw_service_register_job(struct gw_daemon *d)
         {"/godwit.v1.Godwit/ListJobs", &godwit__v1__list_jobs_request__descriptor, list_jobs, GW_GRPC_UNARY},
         {"/godwit.v1.Godwit/WatchJob", &godwit__v1__watch_job_request__descriptor, watch_job, GW_GRPC_SERVER_STREAM},
         {"/godwit.v1.Godwit/CancelJob", &godwit__v1__cancel_job_request__descriptor, cancel_job, GW_GRPC_UNARY},
+        {"/godwit.v1.Godwit/SwitchToPostcopy", &godwit__v1__switch_to_postcopy_request__descriptor, switch_to_postcopy,
+         GW_GRPC_UNARY},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
         int r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){

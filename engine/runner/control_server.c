@@ -12,6 +12,7 @@
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
+#include "postcopy/postcopy_source.h"
 #include "backup/backup.h"
 #include "engine/vm/snapshot_file.h"
 #include "precopy/precopy_source.h"
@@ -93,6 +94,7 @@ static enum gw_run_op op_of(Godwit__V1__RunnerRequest__OpCase c)
     case GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION: return GW_OP_CANCEL_MIGRATION;
     case GODWIT__V1__RUNNER_REQUEST__OP_RESOLVE: return GW_OP_RESOLVE;
     case GODWIT__V1__RUNNER_REQUEST__OP_BACKUP: return GW_OP_BACKUP;
+    case GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY: return GW_OP_CANCEL_MIGRATION;  /* allowed while migrating */
     default: return GW_OP_STATUS;
     }
 }
@@ -132,8 +134,14 @@ static void dispatch(struct gw_runner *r, const Godwit__V1__RunnerRequest *req, 
         rep->ok = gw_runner_migrate(r, req->migrate, err, errlen) == 0;
         break;
     case GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION:
-        gw_precopy_cancel(r->migration);
+        if (r->postcopy) gw_postcopy_cancel(r->postcopy);
+        else gw_precopy_cancel(r->migration);
         rep->ok = true;
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY:
+        if (!r->postcopy) snprintf(err, errlen, "no hybrid migration is running");
+        else if (gw_postcopy_switch(r->postcopy)) snprintf(err, errlen, "the migration is not in pre-copy");
+        else rep->ok = true;
         break;
     case GODWIT__V1__RUNNER_REQUEST__OP_RESOLVE:
         rep->ok = gw_runner_resolve(r, req->resolve && req->resolve->keep_source, err, errlen) == 0;

@@ -11,7 +11,7 @@
  *   godwit-vm resolve --control SOCK --keep-source|--keep-destination [--json]
  *   godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...]  --secret-file F [--control SOCK]
  *                      [--name NAME] [--disk FILE] [--seconds N] [--json] [TLS]
- *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]
+ *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy|hybrid] [--streams N] [--compress lz4|none|auto]
  *                     [--downtime-ms N] [--bandwidth SIZE/s] [--timeout S] [--auto-converge]
  *                     [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]
  *   godwit-vm restore-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--name NEW]
@@ -45,6 +45,8 @@
 #include "storage/store.h"
 #include "engine/transport/tls.h"
 #include "engine/vm/snapshot_file.h"
+#include "postcopy/postcopy_dest.h"
+#include "postcopy/postcopy_source.h"
 #include "precopy/precopy_dest.h"
 #include "precopy/precopy_source.h"
 
@@ -55,6 +57,7 @@ enum { EXIT_VM_FAILED = 1, EXIT_USAGE = 2, EXIT_VERIFY = 3, EXIT_NO_KVM = 4 };
 
 struct opts {
     const char *name, *guest, *disk, *control, *console, *file, *secret_file, *listen, *to, *compress;
+    const char *mode;         /* migrate --mode: precopy (default), postcopy, hybrid */
     const char *kernel, *initrd, *cmdline, *net;
     const char *tls_cert, *tls_key, *tls_ca;
     bool tls_off;
@@ -83,7 +86,8 @@ static void usage(FILE *f)
             "       godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...] --secret-file F [--control SOCK]\n"
             "                          [--name NAME] [--disk FILE]\n"
             "                          [--seconds N] [--json] [TLS]\n"
-            "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]\n"
+            "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy|hybrid] [--streams N]\n"
+            "                         [--compress lz4|none|auto]\n"
             "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
             "                         [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]\n"
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
@@ -103,7 +107,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"secret-file", 1, 0, 'K'}, {"listen", 1, 0, 'L'}, {"fd", 1, 0, 'F'}, {"to", 1, 0, 'T'},
         {"streams", 1, 0, 'N'}, {"compress", 1, 0, 'Z'}, {"downtime-ms", 1, 0, 'D'}, {"bandwidth", 1, 0, 'B'},
         {"timeout", 1, 0, 'O'}, {"auto-converge", 0, 0, 'A'}, {"max-rounds", 1, 0, 'R'}, {"wait", 0, 0, 'W'},
-        {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'},
+        {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'}, {"mode", 1, 0, 'M'},
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
@@ -151,6 +155,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'T': o->to = optarg; break;
         case 'N': if (gw_parse_u64(optarg, 1, 16, &o->streams)) { fprintf(stderr, "godwit-vm: --streams must be 1..16\n"); return -1; } break;
         case 'Z': o->compress = optarg; break;
+        case 'M':
+            if (strcmp(optarg, "precopy") && strcmp(optarg, "postcopy") && strcmp(optarg, "hybrid")) {
+                fprintf(stderr, "godwit-vm: --mode is precopy, postcopy or hybrid\n");
+                return -1;
+            }
+            o->mode = optarg;
+            break;
         case 'D': if (gw_parse_u64(optarg, 1, 3600000, &o->downtime_ms)) { fprintf(stderr, "godwit-vm: bad --downtime-ms\n"); return -1; } break;
         case 'B': if (gw_parse_size(optarg, &o->bandwidth)) { fprintf(stderr, "godwit-vm: bad --bandwidth\n"); return -1; } break;
         case 'O': if (gw_parse_u64(optarg, 1, 86400, &o->timeout_s)) { fprintf(stderr, "godwit-vm: bad --timeout\n"); return -1; } break;
@@ -211,9 +222,10 @@ static int exit_code_for_create(int r, const char *err)
 
 /* Runs a created-and-prepared VM (started already when it arrived by migration) to the end
  * and prints its summary. */
-static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json, const struct gw_mig_progress *arrived)
+static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json, const struct gw_mig_progress *arrived,
+                  struct gw_postcopy_in *pc_in)
 {
-    struct gw_runner r = {.vm = vm, .started_ns = gw_now_ns(), .listen_fd = -1};
+    struct gw_runner r = {.vm = vm, .started_ns = gw_now_ns(), .listen_fd = -1, .postcopy_in = pc_in};
     if (o->secret_file) snprintf(r.secret_file, sizeof r.secret_file, "%s", o->secret_file);
     if (arrived) { r.last_mig = *arrived; r.incoming = true; }
     r.test_fault = o->test_fault;
@@ -228,12 +240,21 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
     int rc = arrived ? 0 : gw_vm_start(vm);
     if (!rc) gw_runner_loop(&r, o->seconds);
     if (r.migration) { gw_precopy_cancel(r.migration); while (r.migration) { usleep(10000); gw_runner_poll_migration(&r); } }
+    if (r.postcopy) { gw_postcopy_cancel(r.postcopy); while (r.postcopy) { usleep(10000); gw_runner_poll_migration(&r); } }
     /* Freeze the counters we are about to print. A migrated or in-doubt VM stays paused. */
     if (r.state == GW_RUN_RUNNING || r.state == GW_RUN_PAUSED || r.state == GW_RUN_MIGRATING) {
         gw_runner_hold(&r, GW_PAUSE_OPERATOR);
         r.state = GW_RUN_STOPPED;
     }
+    if (r.postcopy_in) {
+        /* A post-copy that did not complete leaves the VM paused: the summary says so. */
+        gw_runner_poll_migration(&r);
+        if (!gw_postcopy_in_finished(r.postcopy_in) || r.last_mig.phase != GW_MIG_COMPLETED)
+            gw_runner_hold(&r, GW_PAUSE_IN_DOUBT);
+    }
     gw_runner_print_summary(&r, o->json, extra_json);
+    gw_postcopy_in_free(r.postcopy_in);
+    r.postcopy_in = NULL;
     gw_runner_control_close(&r);
     char msg[256];
     if (gw_vm_fatal(vm, msg, sizeof msg)) return EXIT_VM_FAILED;
@@ -264,7 +285,7 @@ static int cmd_run(const struct opts *o)
     if (r) return exit_code_for_create(r, err);
     gw_log_set_tag(o->name);
     r = gw_vm_boot(vm, err, sizeof err);
-    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL);
+    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL, NULL);
     if (vm->guest_stopped) fprintf(stderr, "godwit-vm: the guest ended: %s\n", vm->stop_msg);
     gw_vm_destroy(vm);
     if (cfd > STDERR_FILENO) close(cfd);
@@ -305,7 +326,7 @@ static int cmd_restore(const struct opts *o)
              ms, (unsigned long long)stats.data_bytes, ms > 0 ? (stats.data_bytes / 1048576.0) / (ms / 1000) : 0.0, hex);
     gw_info("restored from %s: %llu MiB in %.1f ms, digest %s", o->file,
             (unsigned long long)(stats.data_bytes >> 20), ms, hex);
-    code = run_vm(vm, o, extra, NULL);
+    code = run_vm(vm, o, extra, NULL, NULL);
 out:
     gw_vm_destroy(vm);
     godwit__v1__vm_state__free_unpacked(st, NULL);
@@ -374,7 +395,7 @@ static int cmd_restore_backup(const struct opts *o)
     gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
             (unsigned long long)rs.chunks, ms, rs.digest_hex);
     gw_backup_target_close(&t);
-    code = run_vm(vm, o, extra, NULL);
+    code = run_vm(vm, o, extra, NULL, NULL);
 out:
     if (t.store) gw_backup_target_close(&t);
     gw_vm_destroy(vm);
@@ -391,8 +412,21 @@ static void print_listening(void *ctx, const char *url)
     fflush(stdout);
 }
 
+/* The incoming side's post-copy hand-over (gw_incoming_params.postcopy). */
+struct incoming_pc {
+    struct gw_postcopy_in *in;
+    int timeout_ms;
+};
+
+static int incoming_postcopy(void *ctx, struct gw_session *ses, struct gw_vm *vm, char *err, size_t errlen)
+{
+    struct incoming_pc *pc = ctx;
+    return gw_postcopy_in_start(ses, vm, pc->timeout_ms, &pc->in, err, errlen);
+}
+
 static int cmd_incoming(const struct opts *o)
 {
+    struct incoming_pc pc = {.timeout_ms = 60000};
     if (!o->listen == !o->nfds) { fprintf(stderr, "godwit-vm: incoming needs --listen URL or --fd N (repeated per stream)\n"); return EXIT_USAGE; }
     if (!o->secret_file) { fprintf(stderr, "godwit-vm: incoming needs --secret-file\n"); return EXIT_USAGE; }
     uint8_t secret[1024];
@@ -416,6 +450,7 @@ static int cmd_incoming(const struct opts *o)
         .disk_path = o->disk, .net = o->net, .console_fd = cfd, .on_listening = print_listening,
         .preamble = tcp, .tls = tls,
         .expect_name = o->name_set ? o->name : NULL,
+        .postcopy = incoming_postcopy, .postcopy_ctx = &pc,
     };
     memcpy(p.fds, o->fds, sizeof p.fds);
     struct gw_vm *vm = NULL;
@@ -436,7 +471,7 @@ static int cmd_incoming(const struct opts *o)
     } else {
         gw_info("vm %s: arrived by migration (%llu MiB on the wire) and runs here", vm->name,
                 (unsigned long long)(prog.sent_bytes >> 20));
-        code = run_vm(vm, o, NULL, &prog);
+        code = run_vm(vm, o, NULL, &prog, pc.in);
         gw_vm_destroy(vm);
     }
     if (cfd > STDERR_FILENO) close(cfd);
@@ -469,7 +504,9 @@ static int cmd_migrate(const struct opts *o)
 {
     if (!o->control || !o->to) { fprintf(stderr, "godwit-vm: migrate needs --control SOCK and --to URL\n"); return EXIT_USAGE; }
     Godwit__V1__MigrationPolicy pol = GODWIT__V1__MIGRATION_POLICY__INIT;
-    pol.mode = GODWIT__V1__MIGRATION_POLICY__MODE__PRECOPY;
+    pol.mode = o->mode && !strcmp(o->mode, "postcopy") ? GODWIT__V1__MIGRATION_POLICY__MODE__POSTCOPY
+               : o->mode && !strcmp(o->mode, "hybrid") ? GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID
+               : GODWIT__V1__MIGRATION_POLICY__MODE__PRECOPY;
     pol.streams = (uint32_t)o->streams;
     pol.downtime_limit_ms = (uint32_t)o->downtime_ms;
     pol.bandwidth_limit_bytes_per_s = o->bandwidth;
@@ -520,7 +557,7 @@ static int cmd_migrate(const struct opts *o)
         const Godwit__V1__JobProgress *m = rep->status ? rep->status->migration : NULL;
         const char *ph = m && m->phase ? m->phase : "";
         bool done = !strcmp(ph, "completed") || !strcmp(ph, "failed") || !strcmp(ph, "cancelled") ||
-                    !strcmp(ph, "in-doubt");
+                    !strcmp(ph, "in-doubt") || !strcmp(ph, "postcopy-paused");
         if (done || !o->json) {
             if (o->json) print_progress_json(rep);
             else if (m) fprintf(stderr, "\r%-10s round %u  sent %llu MiB  remaining %llu MiB  %.0f MiB/s   ", ph,
@@ -548,6 +585,7 @@ static int cmd_client(const char *verb, const struct opts *o)
     Godwit__V1__RunnerStopRequest sp = GODWIT__V1__RUNNER_STOP_REQUEST__INIT;
     Godwit__V1__RunnerSaveRequest sv = GODWIT__V1__RUNNER_SAVE_REQUEST__INIT;
     Godwit__V1__RunnerResolveRequest rv = GODWIT__V1__RUNNER_RESOLVE_REQUEST__INIT;
+    Godwit__V1__RunnerSwitchToPostcopyRequest sw = GODWIT__V1__RUNNER_SWITCH_TO_POSTCOPY_REQUEST__INIT;
     char cwd[2048], abs[4096]; /* outlives the request that points into it */
     if (!strcmp(verb, "status")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_STATUS; req.status = &s; }
     else if (!strcmp(verb, "pause")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_PAUSE; req.pause = &p; }
@@ -561,6 +599,9 @@ static int cmd_client(const char *verb, const struct opts *o)
         rv.keep_source = o->keep_source;
         req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_RESOLVE;
         req.resolve = &rv;
+    } else if (!strcmp(verb, "postcopy")) {
+        req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY;
+        req.switch_to_postcopy = &sw;
     } else {
         if (!o->file) { fprintf(stderr, "godwit-vm: save needs --file\n"); return EXIT_USAGE; }
         /* The runner may run elsewhere: hand it an absolute path. */
@@ -589,6 +630,18 @@ static int cmd_client(const char *verb, const struct opts *o)
         if (c) printf(",\"guest_pages_written\":%llu,\"guest_verify_errors\":%llu,\"guest_pages_verified\":%llu",
                       (unsigned long long)c->pages_written, (unsigned long long)c->verify_errors,
                       (unsigned long long)c->pages_verified);
+        if (c) printf(",\"guest_ticks\":%llu", (unsigned long long)c->ticks);
+        const Godwit__V1__JobProgress *m = st ? st->migration : NULL;
+        if (m) {
+            printf(",\"phase\":\"%s\",\"migration_error\":", m->phase ? m->phase : "");
+            gw_json_str(stdout, st->migration_error);
+            if (m->postcopy_pages_requested || m->postcopy_ms || !strncmp(m->phase ? m->phase : "", "postcopy", 8))
+                printf(",\"postcopy_pages_requested\":%llu,\"postcopy_pages_remaining\":%llu,"
+                       "\"postcopy_request_p50_us\":%llu,\"postcopy_request_p99_us\":%llu,\"postcopy_blocked_ms\":%llu",
+                       (unsigned long long)m->postcopy_pages_requested, (unsigned long long)m->postcopy_pages_remaining,
+                       (unsigned long long)m->postcopy_request_p50_us, (unsigned long long)m->postcopy_request_p99_us,
+                       (unsigned long long)m->postcopy_blocked_ms);
+        }
         if (rep->save) printf(",\"save_ns\":%llu,\"save_data_bytes\":%llu,\"memory_digest\":\"%s\"",
                               (unsigned long long)rep->save->elapsed_ns, (unsigned long long)rep->save->data_bytes,
                               rep->save->memory_digest);
@@ -625,7 +678,7 @@ int main(int argc, char **argv)
     if (!strcmp(verb, "restore-backup")) { block_term_signals(); return cmd_restore_backup(&o); }
     if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
     if (!strcmp(verb, "save") || !strcmp(verb, "status") || !strcmp(verb, "pause") ||
-        !strcmp(verb, "resume") || !strcmp(verb, "stop") || !strcmp(verb, "resolve"))
+        !strcmp(verb, "resume") || !strcmp(verb, "stop") || !strcmp(verb, "resolve") || !strcmp(verb, "postcopy"))
         return cmd_client(verb, &o);
     fprintf(stderr, "godwit-vm: unknown command '%s'\n", verb);
     usage(stderr);

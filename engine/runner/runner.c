@@ -64,6 +64,22 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
         jp->setup_ms = m->setup_ns / 1000000;
         jp->total_ms = m->total_ns / 1000000;
         jp->phase = (char *)gw_mig_phase_name(m->phase);
+        if (m->pc.used) {
+            jp->postcopy_pages_requested = m->pc.pages_requested;
+            jp->postcopy_pages_remaining = m->pc.pages_remaining;
+            jp->postcopy_pages_resent = m->pc.pages_resent;
+            jp->postcopy_request_p50_us = m->pc.req_p50_us;
+            jp->postcopy_request_p99_us = m->pc.req_p99_us;
+            jp->postcopy_request_max_us = m->pc.req_max_us;
+            /* Up to the last non-empty bucket. */
+            size_t nb = 32;
+            while (nb && !m->pc.req_hist[nb - 1]) nb--;
+            jp->n_postcopy_request_histogram = nb;
+            jp->postcopy_request_histogram = (uint64_t *)m->pc.req_hist;
+            jp->postcopy_blocked_ms = m->pc.blocked_ns / 1000000;
+            jp->postcopy_ms = m->pc.postcopy_ns / 1000000;
+            jp->postcopy_pages_refused = m->pc.refused;
+        }
         st->migration = jp;
         st->migration_error = (char *)m->error;
     }
@@ -102,6 +118,16 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
                    m->total_ns / 1e6, m->setup_ns / 1e6, (unsigned long long)m->sent_bytes,
                    (unsigned long long)m->pages_zero, (unsigned long long)m->pages_raw, (unsigned long long)m->pages_lz4);
             gw_json_str(stdout, m->error);
+            if (m->pc.used)
+                printf(",\"postcopy_pages_requested\":%llu,\"postcopy_pages_remaining\":%llu,"
+                       "\"postcopy_pages_resent\":%llu,\"postcopy_request_p50_us\":%llu,\"postcopy_request_p99_us\":%llu,"
+                       "\"postcopy_request_max_us\":%llu,\"postcopy_blocked_ms\":%.3f,\"postcopy_ms\":%.1f,"
+                       "\"postcopy_pages_refused\":%llu,\"postcopy_digest_ok\":%s",
+                       (unsigned long long)m->pc.pages_requested, (unsigned long long)m->pc.pages_remaining,
+                       (unsigned long long)m->pc.pages_resent, (unsigned long long)m->pc.req_p50_us,
+                       (unsigned long long)m->pc.req_p99_us, (unsigned long long)m->pc.req_max_us,
+                       m->pc.blocked_ns / 1e6, m->pc.postcopy_ns / 1e6, (unsigned long long)m->pc.refused,
+                       m->pc.digest_ok ? "true" : "false");
         }
         printf("}\n");
         fflush(stdout);

@@ -23,6 +23,8 @@ struct gw_runner {
     char status_err[256];     /* backing store for RunnerStatus.error */
     char secret_file[4096];   /* default cluster secret for migrations ("" = none) */
     struct gw_precopy *migration;     /* outgoing migration in progress, owned */
+    struct gw_postcopy *postcopy;     /* outgoing post-copy migration in progress, owned */
+    struct gw_postcopy_in *postcopy_in; /* arrived by post-copy: its pages still coming, owned */
     struct gw_mig_progress last_mig;  /* progress of the latest migration (in or out) */
     uint64_t linger_until_ns; /* after migrating away, keep answering status until then */
     bool incoming;            /* this VM arrived by migration */

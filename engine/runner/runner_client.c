@@ -41,6 +41,7 @@ int gw_runner_op(const char *sock, Godwit__V1__RunnerRequest__OpCase op,
     Godwit__V1__RunnerPauseRequest p = GODWIT__V1__RUNNER_PAUSE_REQUEST__INIT;
     Godwit__V1__RunnerResumeRequest rs = GODWIT__V1__RUNNER_RESUME_REQUEST__INIT;
     Godwit__V1__RunnerCancelMigrationRequest cm = GODWIT__V1__RUNNER_CANCEL_MIGRATION_REQUEST__INIT;
+    Godwit__V1__RunnerSwitchToPostcopyRequest sw = GODWIT__V1__RUNNER_SWITCH_TO_POSTCOPY_REQUEST__INIT;
     req.op_case = op;
     switch (op) {
     case GODWIT__V1__RUNNER_REQUEST__OP_STATUS: req.status = &s; break;
@@ -48,6 +49,7 @@ int gw_runner_op(const char *sock, Godwit__V1__RunnerRequest__OpCase op,
     case GODWIT__V1__RUNNER_REQUEST__OP_PAUSE: req.pause = &p; break;
     case GODWIT__V1__RUNNER_REQUEST__OP_RESUME: req.resume = &rs; break;
     case GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION: req.cancel_migration = &cm; break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY: req.switch_to_postcopy = &sw; break;
     default: return -EINVAL;
     }
     return gw_runner_call(sock, &req, rep, timeout_ms);

@@ -13,6 +13,8 @@
 #include "engine/runner/handover.h"
 #include "engine/runner/runner.h"
 #include "engine/transport/tls.h"
+#include "postcopy/postcopy_dest.h"
+#include "postcopy/postcopy_source.h"
 #include "precopy/precopy_source.h"
 
 int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap)
@@ -29,6 +31,12 @@ int gw_runner_read_secret(const char *path, uint8_t *buf, size_t cap)
 
 int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateRequest *req, char *err, size_t errlen)
 {
+    /* The run state (run_state.c) already refused a second migration. A VM that arrived by
+     * post-copy leaves only once all of its pages are here. */
+    if (r->postcopy_in && !gw_postcopy_in_finished(r->postcopy_in)) {
+        snprintf(err, errlen, "the VM's pages are still arriving by post-copy");
+        return -EBUSY;
+    }
     char why[256];
     if (gw_vm_fatal(r->vm, why, sizeof why)) { snprintf(err, errlen, "the VM has failed: %s", why); return -ESRCH; }
     if (!req->destination || !*req->destination) { snprintf(err, errlen, "migrate needs a destination"); return -EINVAL; }
@@ -37,11 +45,6 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
      * runners have no way to set one. */
     struct gw_precopy_params p = {.url = req->destination, .fault = (enum gw_mig_fault)r->test_fault};
     if (pol) {
-        if (pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__POSTCOPY ||
-            pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID) {
-            snprintf(err, errlen, "post-copy migration is not available yet; use pre-copy");
-            return -ENOTSUP;
-        }
         if (pol->streams > 16) { snprintf(err, errlen, "streams must be 1..16"); return -EINVAL; }
         p.streams = pol->streams;
         p.codec = pol->compression == GODWIT__V1__MIGRATION_POLICY__COMPRESSION__NONE ? GW_CODEC_NONE
@@ -86,7 +89,28 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
         return rc;
     }
     if (req->tls_off) gw_warn("vm %s: migration to %s in plaintext (TLS turned off)", r->vm->name, req->destination);
-    rc = gw_precopy_start(r->vm, &p, &r->migration);
+    bool hybrid = pol && pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID;
+    if (pol && (pol->mode == GODWIT__V1__MIGRATION_POLICY__MODE__POSTCOPY || hybrid)) {
+        if (!tcp) {
+            gw_tls_ctx_free(p.tls);
+            memset(secret, 0, sizeof secret);
+            snprintf(err, errlen, "post-copy runs over TCP only");
+            return -EPROTONOSUPPORT;
+        }
+        struct gw_postcopy_params pp = {
+            .url = p.url, .lanes = p.streams, .codec = p.codec, .secret = p.secret, .secret_len = p.secret_len,
+            .bandwidth_limit_bps = p.policy.bandwidth_limit_bps, .timeout_ns = p.policy.timeout_ns,
+            .preamble = p.preamble, .tls = p.tls,
+            /* Hybrid: at most max_rounds pre-copy rounds (default 3), fewer when the projected
+             * downtime fits the limit or stays above it (postcopy_source.h). */
+            .precopy_rounds = hybrid ? (pol->max_rounds ? pol->max_rounds : GW_HYBRID_DEFAULT_ROUNDS) : 0,
+            .downtime_limit_ns = p.policy.downtime_limit_ns,
+        };
+        memcpy(pp.token, p.token, sizeof pp.token);
+        rc = gw_postcopy_start(r->vm, &pp, &r->postcopy);
+    } else {
+        rc = gw_precopy_start(r->vm, &p, &r->migration);
+    }
     memset(secret, 0, sizeof secret);
     if (rc) { snprintf(err, errlen, "cannot start the migration: %s", strerror(-rc)); return rc; }
     r->state = GW_RUN_MIGRATING;
@@ -94,7 +118,8 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
     snprintf(r->job_id, sizeof r->job_id, "%s", req->job_id ? req->job_id : "");
     snprintf(r->peer, sizeof r->peer, "%s", req->peer ? req->peer : "");
     snprintf(r->mig_url, sizeof r->mig_url, "%s", req->destination);
-    gw_info("vm %s: migrating to %s%s%s", r->vm->name, req->destination, r->job_id[0] ? " job=" : "", r->job_id);
+    gw_info("vm %s: migrating to %s by %s%s%s", r->vm->name, req->destination,
+            r->postcopy ? (hybrid ? "hybrid migration" : "post-copy") : "pre-copy", r->job_id[0] ? " job=" : "", r->job_id);
     return 0;
 }
 
@@ -134,8 +159,37 @@ int gw_runner_resolve(struct gw_runner *r, bool keep_source, char *err, size_t e
     return 0;
 }
 
+/* Post-copy, either way: progress, and the end of an outgoing one. */
+static void poll_postcopy(struct gw_runner *r)
+{
+    if (r->postcopy_in) gw_postcopy_in_progress(r->postcopy_in, &r->last_mig);
+    if (!r->postcopy) return;
+    gw_postcopy_progress(r->postcopy, &r->last_mig);
+    if (!gw_postcopy_finished(r->postcopy)) return;
+    gw_postcopy_free(r->postcopy);
+    r->postcopy = NULL;
+    switch (r->last_mig.phase) {
+    case GW_MIG_COMPLETED:
+        r->state = GW_RUN_MIGRATED;
+        write_record(r, "migrated");
+        r->linger_until_ns = gw_now_ns() + 1500000000ull;
+        break;
+    case GW_MIG_POSTCOPY_PAUSED:
+        /* The destination ran the VM and this copy holds pages it has not got: paused here,
+         * never resumed by us, and nothing but RESOLVE (an operator's decision) lifts it. */
+        gw_runner_hold(r, GW_PAUSE_IN_DOUBT);
+        r->state = GW_RUN_IN_DOUBT;
+        write_record(r, "in-doubt");
+        break;
+    default:
+        r->state = GW_RUN_RUNNING;   /* failed or cancelled before the hand-over: resumed here */
+        break;
+    }
+}
+
 void gw_runner_poll_migration(struct gw_runner *r)
 {
+    poll_postcopy(r);
     if (!r->migration) return;
     gw_precopy_progress(r->migration, &r->last_mig);
     if (!gw_precopy_finished(r->migration)) return;

@@ -450,6 +450,42 @@ class MigrationTest(DaemonTest):
         self.check_migration("wanderer", "migration stream(s) arrived on the migration port")
         self.assertFalse([l for l in self.b.logtext().splitlines() if "vm=wanderer job=" in l and "listens on" in l])
 
+    def test_postcopy_via_migration_port(self):
+        # Post-copy through the API: 2 + 2 streams (control, priority channel, two push lanes).
+        self.check_migration("ferry", "4 migration stream(s) arrived on the migration port",
+                             mode=api.MigrationPolicy.POSTCOPY, streams=2)
+
+    def test_hybrid_via_migration_port(self):
+        self.check_migration("barge", "migration stream(s) arrived on the migration port",
+                             mode=api.MigrationPolicy.HYBRID)
+
+    def test_switch_to_postcopy(self):
+        # A hybrid migration that would run many rounds (50 allowed, a 1 ms downtime it never
+        # fits): SwitchToPostcopy ends pre-copy after the round in progress.
+        self.create("punt", memory_bytes=256 << 20, guest="dirtier:ws=96M,rate=64M")
+        job = self.migrate("punt", mode=api.MigrationPolicy.HYBRID, max_rounds=50, downtime_limit_ms=1)
+        # Not a hybrid job: refused.
+        self.create("plain")
+        other = self.migrate("plain", mode=api.MigrationPolicy.POSTCOPY)
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "SwitchToPostcopy", api.SwitchToPostcopyRequest(id=other.id))
+        got = self.call("SwitchToPostcopy", api.SwitchToPostcopyRequest(id=job.id)).job
+        self.assertEqual(got.id, job.id)
+        for j in (job, other):
+            events = list(self.s.WatchJob(api.WatchJobRequest(id=j.id), metadata=AUTH, timeout=90))
+            final = events[-1].job
+            self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
+        final = self.call("GetJob", api.GetJobRequest(id=job.id)).job
+        self.assertLessEqual(final.progress.round, 1)      # the policy alone would end at round 2
+        # Post-copy's figures reach the job (JobProgress 200-209).
+        self.assertGreater(final.progress.postcopy_ms, 0)
+        self.assertEqual(final.progress.postcopy_pages_remaining, 0)
+        self.assertEqual(final.progress.postcopy_pages_resent, 0)
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "SwitchToPostcopy", api.SwitchToPostcopyRequest(id=job.id))
+        for name in ("punt", "plain"):
+            self.assertTrue(wait_for(lambda: self.vm(name, stub=self.b.stub).state == api.Vm.RUNNING, 10))
+            self.call("StopVm", api.StopVmRequest(name=name), stub=self.b.stub)
+            self.call("DeleteVm", api.DeleteVmRequest(name=name), stub=self.b.stub)
+
     def test_migrate_via_listener(self):
         # A destination without a migration port (host-a) falls back to a per-migration listener.
         argv = self.check_migration("tourist", "incoming migration complete", src=self.b, dst=self.d, streams=2)

@@ -576,7 +576,12 @@ class Hostile(EvilSourceTest):
                                                                               MAX_HANDSHAKE_PAYLOAD)])
 
     def test_24_unknown_record_type(self):
-        for rtype in (16, 255, 0):
+        # 16 is POSTCOPY (postcopy/pc_wire.h): known, but refused in a pre-copy session.
+        d = self.dest()
+        c = self.source(d)
+        c.send(16, b"\x08\x01")
+        self.refused(d, c, ["unexpected record POSTCOPY"])
+        for rtype in (17, 255, 0):
             with self.subTest(type=rtype):
                 d = self.dest()
                 c = self.source(d)

@@ -1,0 +1,355 @@
+/* Post-copy destination: fault thread and page receivers (see pc_client.h). */
+#include "postcopy/pc_client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/codec/wire.h"
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/pump/page_recv.h"
+#include "postcopy/pc_digest.h"
+#include "postcopy/pc_wire.h"
+
+struct rx_thread {
+    struct gw_pc_client *c;
+    unsigned stream;
+    bool precopy_done;            /* under c->mu */
+    pthread_t thr;
+    bool started;
+};
+
+struct gw_pc_client {
+    struct gw_session *ses;
+    struct gw_uffd_placer u;
+    struct gw_page_placer pl;     /* the uffd placer, once switched */
+    struct gw_placer_direct direct;   /* pre-copy: pages written straight into memory */
+    struct gw_page_placer pre;
+    uint8_t *mem;
+    uint64_t mem_size;
+    unsigned precopy_ended;       /* under mu: lanes past PRECOPY_END */
+    bool switched;                /* under mu: memory registered, lanes use pl */
+    unsigned nlanes;
+    int stop_fd;                  /* eventfd: wakes the fault thread */
+    bool stop;                    /* atomic */
+    pthread_t fault_thr;
+    bool fault_started;
+    struct rx_thread rx[GW_WIRE_MAX_STREAMS];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct gw_pc_client_stats st; /* under mu: requests, lanes_ended, push_done, error */
+};
+
+static bool stopping(struct gw_pc_client *c) { return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE); }
+
+void gw_pc_client_fail(struct gw_pc_client *c, const struct gw_err *e)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->st.error) {
+        c->st.error = e->code ? e->code : -EIO;
+        snprintf(c->st.msg, sizeof c->st.msg, "%s", e->msg);
+    }
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- fault thread ---- */
+
+static int send_requests(struct gw_pc_client *c, const uint64_t *pfns, unsigned n, struct gw_err *e)
+{
+    uint8_t b[GW_PC_HDR + 8 * GW_PC_MAX_REQ_PAGES];
+    gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_REQUEST, .count = n}, b);
+    for (unsigned i = 0; i < n; i++) gw_pc_put64(b + GW_PC_HDR + 8 * i, pfns[i]);
+    int r = gw_session_send(c->ses, GW_PC_STREAM_PRIORITY, GW_WIRE_POSTCOPY, b, GW_PC_HDR + 8ull * n, e);
+    if (!r) {
+        pthread_mutex_lock(&c->mu);
+        c->st.requests++;
+        c->st.pages_requested += n;
+        pthread_mutex_unlock(&c->mu);
+    }
+    return r;
+}
+
+static void *fault_main(void *arg)
+{
+    struct gw_pc_client *c = arg;
+    struct gw_err e = {0};
+    uint64_t faults[GW_PC_MAX_REQ_PAGES], want[GW_PC_MAX_REQ_PAGES];
+    while (!stopping(c)) {
+        struct pollfd pf[2] = {{.fd = c->u.uffd, .events = POLLIN}, {.fd = c->stop_fd, .events = POLLIN}};
+        int pr = poll(pf, 2, 1000);
+        if (pr < 0 && errno != EINTR) { gw_err_set(&e, -errno, "poll on userfaultfd failed"); break; }
+        if (pr <= 0 || stopping(c)) continue;
+        int n = gw_uffd_read_faults(&c->u, faults, (int)GW_PC_MAX_REQ_PAGES);
+        if (n < 0) { gw_err_set(&e, n, "reading page faults: %s", strerror(-n)); break; }
+        unsigned k = 0;
+        uint64_t now = gw_now_ns();
+        for (int i = 0; i < n; i++) {
+            uint64_t zero = 0;
+            /* A page is requested once, whoever else waits for it: the copy wakes them all. */
+            if (__atomic_compare_exchange_n(&c->u.req_ns[faults[i]], &zero, now, false, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED))
+                want[k++] = faults[i];
+        }
+        if (k && send_requests(c, want, k, &e)) break;
+    }
+    if (e.code && !stopping(c)) gw_pc_client_fail(c, &e);
+    return NULL;
+}
+
+/* ---- receivers ---- */
+
+static int on_postcopy(struct rx_thread *t, const uint8_t *p, size_t len, bool *end, struct gw_err *e)
+{
+    struct gw_pc_client *c = t->c;
+    struct gw_pc_msg m = {0};
+    if (gw_pc_parse(p, len, &m)) return gw_err_set(e, -EBADMSG, "stream %u: malformed post-copy record", t->stream);
+    bool lane = t->stream >= GW_PC_FIRST_LANE;
+    if (lane && m.op == GW_PC_PRECOPY_END) {
+        /* Pre-copy is over on this lane: wait until memory is registered (gw_pc_client_switch). */
+        pthread_mutex_lock(&c->mu);
+        if (t->precopy_done) {
+            pthread_mutex_unlock(&c->mu);
+            return gw_err_set(e, -EPROTO, "stream %u: PRECOPY_END twice", t->stream);
+        }
+        t->precopy_done = true;
+        c->precopy_ended++;
+        pthread_cond_broadcast(&c->cv);
+        while (!c->switched && !c->st.error && !stopping(c)) pthread_cond_wait(&c->cv, &c->mu);
+        pthread_mutex_unlock(&c->mu);
+        return 0;
+    }
+    if (lane && !t->precopy_done) return gw_err_set(e, -EPROTO, "stream %u: LANE_END before PRECOPY_END", t->stream);
+    if (m.op != (lane ? GW_PC_LANE_END : GW_PC_PUSH_DONE))
+        return gw_err_set(e, -EPROTO, "stream %u: unexpected post-copy op %u", t->stream, m.op);
+    pthread_mutex_lock(&c->mu);
+    if (lane) c->st.lanes_ended++;
+    else c->st.push_done = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    *end = true;
+    return 0;
+}
+
+static void *rx_main(void *arg)
+{
+    struct rx_thread *t = arg;
+    struct gw_pc_client *c = t->c;
+    struct gw_conn *conn = gw_session_conn(c->ses, t->stream);
+    struct gw_page_recv pr = {0};
+    struct gw_codec_stats cs = {0};
+    struct gw_err e = {0};
+    uint8_t small[GW_PC_HDR + 8 * GW_PC_MAX_REQ_PAGES];
+    bool end = false;
+    int r = 0;
+    while (!end && !stopping(c)) {
+        struct gw_wire_header h;
+        uint64_t before = conn->bytes_recv;
+        r = gw_conn_recv_header(conn, &h, &e);
+        if (GW_PC_QUIET_TIMEOUT(r, conn, before)) { r = 0; continue; }   /* a quiet priority channel is fine */
+        if (r) break;
+        if (h.type == GW_WIRE_PAGE_BATCH) {
+            uint32_t n;
+            /* Lanes carry pre-copy pages until PRECOPY_END, post-copy pages after it; the
+             * priority channel only ever answers requests (after the switch). */
+            bool pre = t->stream >= GW_PC_FIRST_LANE ? !t->precopy_done : false;
+            if (!pre && !__atomic_load_n(&c->switched, __ATOMIC_ACQUIRE)) {
+                r = gw_err_set(&e, -EPROTO, "stream %u: post-copy pages before the switch", t->stream);
+                break;
+            }
+            r = gw_page_recv_batch(conn, &h, pre ? &c->pre : &c->pl, &pr, &cs, &n, &e);
+        } else if (h.type == GW_WIRE_POSTCOPY && h.length <= sizeof small) {
+            struct iovec iov = {.iov_base = small, .iov_len = h.length};
+            r = gw_conn_recv_payload(conn, &iov, 1, &e);
+            if (!r) r = on_postcopy(t, small, h.length, &end, &e);
+        } else if (h.type == GW_WIRE_ERROR) {
+            r = gw_err_set(&e, -EPROTO, "the source stopped the migration");
+        } else {
+            r = gw_err_set(&e, -EPROTO, "stream %u: unexpected %s record", t->stream, gw_wire_type_name(h.type));
+        }
+        if (r) break;
+    }
+    gw_page_recv_free(&pr);
+    if (r && !stopping(c)) gw_pc_client_fail(c, &e);
+    return NULL;
+}
+
+int gw_pc_client_start(struct gw_session *ses, uint8_t *mem, uint64_t mem_size, unsigned nlanes,
+                       struct gw_pc_client **out, struct gw_err *e)
+{
+    if (!nlanes || nlanes + GW_PC_FIRST_LANE != gw_session_streams(ses))
+        return gw_err_set(e, -EPROTO, "a post-copy session needs 3 or more streams");
+    struct gw_pc_client *c = calloc(1, sizeof *c);
+    if (!c) return gw_err_set(e, -ENOMEM, "out of memory");
+    c->ses = ses;
+    c->nlanes = nlanes;
+    c->stop_fd = -1;
+    c->u.uffd = -1;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;   /* deadlines are CLOCK_MONOTONIC */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    c->mem = mem;
+    c->mem_size = mem_size;
+    c->direct = (struct gw_placer_direct){.mem = mem, .mem_size = mem_size,
+                                          .written = calloc((mem_size / 4096 + 63) / 64, 8)};
+    if (!c->direct.written) { gw_pc_client_close(c, false); return gw_err_set(e, -ENOMEM, "out of memory"); }
+    c->pre = gw_placer_direct(&c->direct);
+    c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int r;
+    if (c->stop_fd < 0) { r = -errno; gw_pc_client_close(c, false); return gw_err_set(e, r, "eventfd failed"); }
+    for (unsigned i = GW_PC_STREAM_PRIORITY; i < GW_PC_FIRST_LANE + nlanes; i++) {
+        c->rx[i] = (struct rx_thread){.c = c, .stream = i};
+        if ((r = -pthread_create(&c->rx[i].thr, NULL, rx_main, &c->rx[i]))) {
+            gw_pc_client_close(c, false);
+            return gw_err_set(e, r, "cannot start a receiver");
+        }
+        c->rx[i].started = true;
+    }
+    *out = c;
+    return 0;
+}
+
+/* Drops the pre-copied pages that are stale (dirty) with a hole, and notes the others as
+ * received (their hash too): they are final, the guest has not run here yet. */
+static void settle_precopy(struct gw_pc_client *c, const uint64_t *dirty)
+{
+    uint64_t np = c->mem_size / 4096;
+    const uint64_t *wr = c->direct.written;
+    for (uint64_t p = 0; p < np;) {
+        bool written = (wr[p / 64] >> (p % 64)) & 1;
+        bool stale = (dirty[p / 64] >> (p % 64)) & 1;
+        if (!written) { p++; continue; }
+        if (!stale) {
+            c->u.received[p / 64] |= 1ull << (p % 64);
+            c->u.placed++;
+            c->u.hash_sum += gw_pc_page_hash(p, c->mem + p * 4096);
+            p++;
+            continue;
+        }
+        uint64_t q = p + 1;
+        while (q < np && ((wr[q / 64] >> (q % 64)) & 1) && ((dirty[q / 64] >> (q % 64)) & 1)) q++;
+        /* MADV_REMOVE punches the hole in the memfd itself: the page faults as missing. */
+        madvise(c->mem + p * 4096, (q - p) * 4096, MADV_REMOVE);
+        p = q;
+    }
+}
+
+int gw_pc_client_switch(struct gw_pc_client *c, const uint64_t *dirty, uint64_t npages, int timeout_ms,
+                        struct gw_err *e)
+{
+    if (npages != c->mem_size / 4096) return gw_err_set(e, -EPROTO, "the dirty bitmap does not fit guest memory");
+    uint64_t dl = gw_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 60000) * 1000000ull;
+    pthread_mutex_lock(&c->mu);
+    while (c->precopy_ended < c->nlanes && !c->st.error && gw_now_ns() < dl) {
+        pthread_mutex_unlock(&c->mu);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&c->mu);
+    }
+    int r = c->st.error ? gw_err_set(e, c->st.error, "%s", c->st.msg)
+            : c->precopy_ended < c->nlanes ? gw_err_set(e, -ETIMEDOUT, "pre-copy did not end on every stream") : 0;
+    pthread_mutex_unlock(&c->mu);
+    if (r) return r;
+    /* Every lane waits now: nothing writes memory while it is settled and registered. */
+    r = gw_uffd_placer_open(&c->u, c->mem, c->mem_size, e);
+    if (r) return r;
+    settle_precopy(c, dirty);
+    c->pl = gw_uffd_placer(&c->u);
+    if ((r = -pthread_create(&c->fault_thr, NULL, fault_main, c))) return gw_err_set(e, r, "cannot start the fault thread");
+    c->fault_started = true;
+    pthread_mutex_lock(&c->mu);
+    __atomic_store_n(&c->switched, true, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+int gw_pc_client_wait(struct gw_pc_client *c, int timeout_ms, struct gw_err *e)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ms >= 0) {
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
+    }
+    pthread_mutex_lock(&c->mu);
+    int r = 0;
+    while (!c->st.error && !(c->st.push_done && c->st.lanes_ended == c->nlanes)) {
+        if (timeout_ms < 0) pthread_cond_wait(&c->cv, &c->mu);
+        else if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT) { r = -ETIMEDOUT; break; }
+    }
+    if (c->st.error) r = gw_err_set(e, c->st.error, "%s", c->st.msg);
+    else if (!r) c->st.complete = true;
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
+int gw_pc_client_finish(struct gw_pc_client *c, uint64_t *digest_sum)
+{
+    int r = gw_uffd_placer_unregister(&c->u);
+    if (r) return r;
+    /* Every page not received is a hole at the source: it counts as zero. */
+    uint64_t sum = __atomic_load_n(&c->u.hash_sum, __ATOMIC_ACQUIRE);
+    uint64_t zh = gw_pc_zero_content_hash();
+    for (uint64_t p = 0; p < c->u.npages; p++)
+        if (!gw_uffd_placer_has(&c->u, p)) sum += gw_pc_mix(p, zh);
+    *digest_sum = sum;
+    return 0;
+}
+
+void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out)
+{
+    pthread_mutex_lock(&c->mu);
+    *out = c->st;
+    pthread_mutex_unlock(&c->mu);
+    struct gw_uffd_placer *u = &c->u;
+    out->pages_received = gw_uffd_placer_count(u);
+    out->pages_dup = __atomic_load_n(&u->dups, __ATOMIC_RELAXED);
+    for (int i = 0; i < 32; i++) out->lat_hist[i] = __atomic_load_n(&u->lat_hist[i], __ATOMIC_RELAXED);
+    out->lat_p50_us = gw_uffd_placer_latency_us(u, 50);
+    out->lat_p99_us = gw_uffd_placer_latency_us(u, 99);
+    out->lat_max_us = __atomic_load_n(&u->lat_max_ns, __ATOMIC_RELAXED) / 1000;
+    out->blocked_ns = __atomic_load_n(&u->lat_sum_ns, __ATOMIC_RELAXED);
+}
+
+void gw_pc_client_close(struct gw_pc_client *c, bool abandon)
+{
+    if (!c) return;
+    __atomic_store_n(&c->stop, true, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&c->mu);
+    pthread_cond_broadcast(&c->cv);   /* lanes waiting for the switch */
+    pthread_mutex_unlock(&c->mu);
+    if (c->stop_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t w = write(c->stop_fd, &one, sizeof one);
+        (void)w;
+    }
+    if (c->fault_started) pthread_join(c->fault_thr, NULL);
+    for (unsigned i = 0; i < GW_WIRE_MAX_STREAMS; i++)
+        if (c->rx[i].started) pthread_join(c->rx[i].thr, NULL);
+    if (c->stop_fd >= 0) close(c->stop_fd);
+    /* An abandoned post-copy poisons the missing pages before letting go of the userfaultfd:
+     * closing it alone would let every waiting thread see zero pages where data is missing,
+     * and keeping it open would leave KVM's page-fault workers waiting for ever. */
+    if (abandon && c->u.registered) {
+        int r = gw_uffd_placer_poison_missing(&c->u);
+        if (r) gw_warn("post-copy: cannot poison the missing pages (%s): they will read as zero", strerror(-r));
+    }
+    gw_uffd_placer_close(&c->u);
+    free(c->direct.written);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
