@@ -59,11 +59,12 @@ static bool claim(struct gw_pc_server *s, uint64_t pfn)
 
 /* ---- the pump's sink: lane i writes stream 2 + i ---- */
 
-static int sink_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, uint32_t npages,
-                      struct gw_err *e)
+static int sink_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len, const uint64_t *pfns,
+                      uint32_t npages, struct gw_err *e)
 {
     struct gw_pc_server *s = ctx;
     (void)len;
+    (void)pfns;
     s->lane_pages[lane] += npages;
     return gw_session_sendv(s->cfg.ses, GW_PC_FIRST_LANE + lane, GW_WIRE_PAGE_BATCH, iov, iovcnt, e);
 }
