@@ -15,6 +15,7 @@
 #include "engine/api/grpc_tls.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/transport/tls.h"
 #include "engine/daemon/db.h"
@@ -90,7 +91,7 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
     r = gw_vm_load_all(d);
     if (!r) r = gw_jobs_load(d);
     if (r) { snprintf(err, errlen, "cannot load the state from %s: %s", path, strerror(-r)); return r; }
-    return 0;
+    return gw_cluster_init(d, err, errlen);
 }
 
 int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
@@ -115,6 +116,7 @@ int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
     if (!r) r = gw_service_register_vm(d);
     if (!r) r = gw_service_register_job(d);
     if (!r) r = gw_service_register_peer(d);
+    if (!r) r = gw_service_register_cluster(d);
     if (r) { snprintf(err, errlen, "cannot set up the API: %s", strerror(-r)); return r; }
     gw_sup_reattach(d);
     r = gw_sup_start_thread(d);
@@ -125,6 +127,9 @@ int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
     r = gw_grpc_server_start(d->srv);
     if (r) { snprintf(err, errlen, "cannot listen on %s: %s", d->cfg.listen, strerror(-r)); return r; }
     gw_grpc_health_set(d->health, "godwit.v1.Godwit", GW_HEALTH_SERVING);
+    r = gw_cluster_start(d, err, errlen);
+    if (r) return r;
+    gw_evac_resume_all(d);
     return 0;
 }
 
@@ -132,6 +137,7 @@ void gw_daemon_shutdown(struct gw_daemon *d)
 {
     if (d->health) gw_grpc_health_set(d->health, "", GW_HEALTH_NOT_SERVING);
     if (d->srv) gw_grpc_server_stop(d->srv);
+    gw_cluster_stop(d);
     gw_migport_stop(d);
     gw_jobs_shutdown(d);
     if (d->sup_started) gw_sup_stop_thread(d);
@@ -144,6 +150,7 @@ void gw_daemon_shutdown(struct gw_daemon *d)
         if (r->proc.pidfd >= 0) close(r->proc.pidfd);
         free(r);
     }
+    gw_cluster_free(d);
     gw_db_close(d->db);
     if (d->lock_fd >= 0) close(d->lock_fd);
     pthread_cond_destroy(&d->cond);

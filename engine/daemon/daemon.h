@@ -61,6 +61,9 @@ struct gw_vm_rec {
     uint64_t exit_seq;             /* bumped at every runner exit */
     uint64_t restart_at_ns;        /* a restart is due then (0 = none) */
     uint64_t last_refresh_ns;
+    char anti_affinity[GW_VM_NAME_MAX + 1];   /* cluster placement (cluster.h) */
+    uint32_t priority;
+    char origin_host[GW_VM_NAME_MAX + 1];
 };
 
 struct gw_job_watcher {
@@ -88,6 +91,7 @@ struct gw_job {
     pthread_t thread;
     struct gw_job_watcher *watchers;
     struct gw_daemon *d;
+    struct gw_evac *evac;          /* EVACUATE jobs: the plan and its steps (evacuate.c) */
 };
 
 struct gw_daemon {
@@ -114,6 +118,7 @@ struct gw_daemon {
     struct gw_migport *migport;    /* NULL when migration_port = 0 */
     int sup_epoll;                 /* pidfds of runners */
     int sup_wake;                  /* eventfd: a runner was added */
+    struct gw_cluster *cluster;    /* registry and host state (cluster.h) */
 };
 
 /* ---- daemon.c: lifecycle --------------------------------------------------------------- */
@@ -182,6 +187,8 @@ void gw_job_take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p);
 /* Publishes a progress event (lock held). Progress is not written to the database here:
  * the job's thread calls gw_job_save_progress outside the lock. */
 void gw_job_progress(struct gw_job *j, const char *msg);
+/* Writes j to the database now (lock held). */
+void gw_job_persist(struct gw_job *j);
 /* Writes j's progress when the last write is 2 s old (lock NOT held: packed under the lock,
  * written after it, so that an fsync never stalls the API). Only j's own thread calls it. */
 void gw_job_save_progress(struct gw_daemon *d, struct gw_job *j);
@@ -202,5 +209,6 @@ void gw_migport_stop(struct gw_daemon *d);
 int gw_service_register_vm(struct gw_daemon *d);
 int gw_service_register_job(struct gw_daemon *d);
 int gw_service_register_peer(struct gw_daemon *d);
+int gw_service_register_cluster(struct gw_daemon *d);
 
 #endif

@@ -15,6 +15,7 @@
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 
@@ -48,6 +49,7 @@ void gw_job_to_proto(const struct gw_job *j, Godwit__V1__Job *out)
     out->created_unix_ms = j->created_ms;
     out->started_unix_ms = j->started_ms;
     out->finished_unix_ms = j->finished_ms;
+    if (j->evac) gw_evac_to_proto(j, out);
 }
 
 static void job_init_messages(struct gw_job *j)
@@ -67,6 +69,7 @@ static void trim(struct gw_daemon *d)
         struct gw_job *j = *p;
         if (++n > GW_JOBS_IN_MEMORY && gw_job_final(j->state) && !j->has_thread && !j->watchers) {
             *p = j->next;
+            gw_evac_free(j);
             free(j);
             continue;
         }
@@ -96,7 +99,7 @@ int gw_job_new(struct gw_daemon *d, int kind, const char *vm, struct gw_job **ou
     return 0;
 }
 
-static void persist(struct gw_job *j)
+void gw_job_persist(struct gw_job *j)
 {
     Godwit__V1__Job pj;
     gw_job_to_proto(j, &pj);
@@ -171,7 +174,7 @@ void gw_job_set_state(struct gw_job *j, int state, const char *msg)
                 : state == GODWIT__V1__JOB__STATE__CANCELLED ? "cancelled" : "failed",
                 j->error[0] ? ": " : "", j->error);
     }
-    persist(j);
+    gw_job_persist(j);
     notify(j, msg);
 }
 
@@ -244,6 +247,7 @@ static void load_one(void *arg, const Godwit__V1__Job *pj)
     j->started_ms = pj->started_unix_ms;
     j->finished_ms = pj->finished_unix_ms;
     j->d = d;
+    if (j->kind == GODWIT__V1__JOB__KIND__EVACUATE) gw_evac_load(j, pj);
     j->next = d->jobs;   /* loaded oldest first: the list ends newest first */
     d->jobs = j;
 }
@@ -256,6 +260,7 @@ int gw_jobs_load(struct gw_daemon *d)
      * became of the operation is not known here, so the job says so rather than pretend. */
     for (struct gw_job *j = d->jobs; j; j = j->next) {
         if (gw_job_final(j->state)) continue;
+        if (j->evac) continue;   /* an evacuation resumes from its journal (evacuate.c) */
         snprintf(j->error, sizeof j->error, "interrupted: the daemon restarted while the job was %s",
                  j->state == GODWIT__V1__JOB__STATE__QUEUED ? "queued" : "running");
         gw_job_set_state(j, GODWIT__V1__JOB__STATE__FAILED, "daemon restarted");
@@ -290,6 +295,7 @@ void gw_jobs_shutdown(struct gw_daemon *d)
     while (d->jobs) {
         struct gw_job *j = d->jobs;
         d->jobs = j->next;
+        gw_evac_free(j);
         free(j);
     }
     pthread_mutex_unlock(&d->lock);

@@ -8,6 +8,7 @@
 
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 
 static int send_job(struct gw_grpc_call *call, const struct gw_job *j, const ProtobufCMessageDescriptor *desc)
@@ -38,8 +39,13 @@ static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     if (!req->vm[0]) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "a VM name is required");
     if (!dest_ok(req->destination))
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "destination must be the destination godwitd's \"host:port\"");
-    /* Only a host of the cluster may receive a VM: never an address a caller makes up. */
-    if (!gw_config_is_peer(&d->cfg, req->destination))
+    /* Only a host of the cluster may receive a VM: never an address a caller makes up. With a
+     * registry, a registered, live and active host (the registry is the membership). */
+    if (d->cluster->ops) {
+        char why[300];
+        if (gw_cluster_check_destination(d, req->destination, why, sizeof why))
+            return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "%s", why);
+    } else if (!gw_config_is_peer(&d->cfg, req->destination))
         return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "destination %s is not one of %s's peers "
                                   "(peers in godwitd's config)", req->destination, d->cfg.hostname);
     const Godwit__V1__MigrationPolicy *p = req->policy;

@@ -15,6 +15,7 @@
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 
@@ -44,6 +45,8 @@ static int check_create(struct gw_grpc_call *call, const Godwit__V1__CreateVmReq
     const Godwit__V1__RestartPolicy *rp = req->restart_policy;
     if (rp && (rp->kind < 0 || rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS || rp->backoff_ms > 3600000))
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "bad restart policy");
+    if (req->anti_affinity[0] && !gw_cluster_name_ok(req->anti_affinity))
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "anti_affinity must be 1-63 characters of [A-Za-z0-9._-]");
     return GW_GRPC_OK;
 }
 
@@ -84,6 +87,11 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     if (code) return code;
     pthread_mutex_lock(&d->lock);
     struct gw_vm_rec *rec;
+    if (!gw_cluster_accepts_vms(d)) {
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "%s is draining or in maintenance: it takes no "
+                                  "new VMs", d->cfg.hostname);
+        goto out;
+    }
     if (gw_vm_find(d, req->name)) {
         code = gw_grpc_call_error(call, GW_GRPC_ALREADY_EXISTS, "a VM named %s already exists", req->name);
         goto out;
@@ -103,6 +111,8 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
         rec->backoff_ms = req->restart_policy->backoff_ms;
     }
     rec->created_ms = gw_unix_ms();
+    snprintf(rec->anti_affinity, sizeof rec->anti_affinity, "%s", req->anti_affinity);
+    rec->priority = req->priority;
     if (gw_vm_persist(d, rec)) {
         free(rec);
         code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "cannot store the VM definition");

@@ -110,6 +110,9 @@ void gw_vm_to_proto(const struct gw_daemon *d, const struct gw_vm_rec *r, Godwit
     vm->created_unix_ms = r->created_ms;
     vm->started_unix_ms = r->started_ms;
     vm->error = (char *)r->error;
+    vm->anti_affinity = (char *)r->anti_affinity;
+    vm->priority = r->priority;
+    vm->origin_host = (char *)r->origin_host;
 }
 
 int gw_vm_persist(struct gw_daemon *d, const struct gw_vm_rec *rec)
@@ -147,6 +150,9 @@ static void load_one(void *arg, const Godwit__V1__Vm *vm)
     r->created_ms = vm->created_unix_ms;
     r->started_ms = vm->started_unix_ms;
     snprintf(r->error, sizeof r->error, "%s", vm->error);
+    snprintf(r->anti_affinity, sizeof r->anti_affinity, "%s", vm->anti_affinity);
+    snprintf(r->origin_host, sizeof r->origin_host, "%s", vm->origin_host);
+    r->priority = vm->priority;
     /* The recorded pid is only a claim: gw_sup_reattach checks it. */
     r->proc.pid = vm->runner_pid;
     r->next = d->vms;

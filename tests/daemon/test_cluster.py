@@ -1,0 +1,278 @@
+#!/usr/bin/python3
+"""The cluster: three godwitd on loopback sharing a directory registry, with the real grpcio
+client. The registry and heartbeats (a stopped host is shown down and avoided), the
+evacuation planner's dry run (order, destinations, estimates, blockers before anything
+moves), an evacuation within its caps streamed by WatchJob, cancel mid-drain, maintenance
+states, and a source daemon killed with SIGKILL mid-evacuation that resumes from its journal
+and moves no VM twice.
+
+    /usr/bin/python3 tests/daemon/test_cluster.py [BUILD_DIR] [-k NAME]
+
+Skips (77) without python3-grpcio/grpc-tools or a usable /dev/kvm."""
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwd  # noqa: E402
+from gwd import AUTH, grpc, wait_for  # noqa: E402
+
+api, api_grpc, hpb, hgrpc = gwd.stubs()
+BIN = gwd.build_dir()
+GUEST = "dirtier:ws=8M,rate=4M"
+MIB = 1 << 20
+ST = api.EvacuationStep
+
+
+def code_of(fn):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
+class ClusterTest(unittest.TestCase):
+    """host-a, host-b, host-c of one registry; each test leaves the cluster as it found it
+    (every host active, no VM anywhere)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.reg = tempfile.mkdtemp(prefix="gw-cluster-")
+        cls.hosts = {}
+        for name, mem in (("host-a", "2G"), ("host-b", "1G"), ("host-c", "1G")):
+            cls.hosts[name] = gwd.Daemon(BIN, name, extra="cluster = dir:%s\ncapacity_memory = %s\ncapacity_vcpus = 8\n"
+                                         "migration_port = %d\nmax_migrations = 4\n" % (cls.reg, mem, gwd.free_port()))
+        cls.a, cls.b, cls.c = cls.hosts["host-a"], cls.hosts["host-b"], cls.hosts["host-c"]
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in cls.hosts.values():
+            d.cleanup()
+        shutil.rmtree(cls.reg, ignore_errors=True)
+
+    def tearDown(self):
+        for d in self.hosts.values():
+            if d.proc.poll() is not None:
+                continue
+            for v in self.call(d, "ListVms", api.ListVmsRequest()).vms:
+                # A VM still arriving is busy for a moment.
+                wait_for(lambda: code_of(lambda: self.call(d, "DeleteVm", api.DeleteVmRequest(name=v.name, force=True)))[0]
+                         in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND), 20, 0.2)
+            code_of(lambda: self.call(d, "ExitMaintenance", api.ExitMaintenanceRequest()))
+
+    def call(self, d, method, req, timeout=30):
+        return getattr(d.stub, method)(req, metadata=AUTH, timeout=timeout)
+
+    def create(self, d, name, mem=64, **kw):
+        return self.call(d, "CreateVm", api.CreateVmRequest(name=name, memory_bytes=mem * MIB, vcpus=1, guest=GUEST,
+                                                            start=True, **kw)).vm
+
+    def hosts_by_name(self, d=None):
+        return {h.name: h for h in self.call(d or self.a, "ListHosts", api.ListHostsRequest()).hosts}
+
+    def where(self, name):
+        """The hosts on which a VM named name is RUNNING."""
+        out = []
+        for d in self.hosts.values():
+            if d.proc.poll() is None:
+                out += [d.name for v in self.call(d, "ListVms", api.ListVmsRequest()).vms
+                        if v.name == name and v.state == api.Vm.RUNNING]
+        return out
+
+    def evacuate(self, d, dry=False, request_id="", **policy):
+        return self.call(d, "EvacuateHost", api.EvacuateHostRequest(
+            dry_run=dry, request_id=request_id, policy=api.EvacuationPolicy(**policy)))
+
+    # ------------------------------------------------------------------------ registry
+
+    def test_registry_lists_hosts(self):
+        self.create(self.a, "reg1", mem=96, anti_affinity="db", priority=2)
+        self.assertTrue(wait_for(lambda: "reg1" in [v.name for v in self.hosts_by_name()["host-a"].vms], 5))
+        hosts = self.hosts_by_name(self.b)      # any host answers for the whole registry
+        self.assertEqual(sorted(hosts), ["host-a", "host-b", "host-c"])
+        a = hosts["host-a"]
+        self.assertEqual(a.state, api.ClusterHost.ACTIVE)
+        self.assertFalse(a.down)
+        self.assertLess(a.heartbeat_age_ms, 3000)
+        self.assertEqual(a.memory_bytes, 2 << 30)
+        self.assertEqual(a.vcpus, 8)
+        self.assertEqual(a.api_address, self.a.addr)
+        self.assertTrue(a.migration_address.startswith("127.0.0.1:"))
+        self.assertEqual(a.memory_allocated_bytes, 96 * MIB)
+        vm = [v for v in a.vms if v.name == "reg1"][0]
+        self.assertEqual((vm.anti_affinity, vm.priority, vm.memory_bytes), ("db", 2, 96 * MIB))
+        # Pages by name.
+        p1 = self.call(self.a, "ListHosts", api.ListHostsRequest(page_size=2))
+        self.assertEqual([h.name for h in p1.hosts], ["host-a", "host-b"])
+        self.assertEqual(p1.next_page_token, "host-b")
+        p2 = self.call(self.a, "ListHosts", api.ListHostsRequest(page_size=2, page_token=p1.next_page_token))
+        self.assertEqual([h.name for h in p2.hosts], ["host-c"])
+        self.assertEqual(p2.next_page_token, "")
+
+    def test_stopped_host_is_down_and_avoided(self):
+        self.create(self.a, "avoid")
+        self.c.stop(signal.SIGKILL)
+        try:
+            self.assertTrue(wait_for(lambda: self.hosts_by_name()["host-c"].down, 12, 0.5))
+            c = self.hosts_by_name()["host-c"]
+            self.assertGreater(c.heartbeat_age_ms, 5000)
+            # MigrateVm refuses a host that is down, and one that is not registered at all.
+            got, why = code_of(lambda: self.call(self.a, "MigrateVm", api.MigrateVmRequest(vm="avoid", destination=self.c.addr)))
+            self.assertEqual(got, grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertIn("down", why)
+            got, why = code_of(lambda: self.call(self.a, "MigrateVm", api.MigrateVmRequest(vm="avoid", destination="127.0.0.1:1")))
+            self.assertEqual(got, grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertIn("not a host of the cluster", why)
+            # The planner places nothing on it.
+            plan = self.evacuate(self.a, dry=True).plan
+            self.assertEqual([(s.vm, s.destination_host) for s in plan], [("avoid", "host-b")])
+        finally:
+            self.c.start()
+        self.assertTrue(wait_for(lambda: not self.hosts_by_name()["host-c"].down, 8, 0.5))
+
+    # ------------------------------------------------------------------------ planning
+
+    def test_dry_run_order_and_blockers(self):
+        self.create(self.a, "big", mem=256)
+        self.create(self.a, "small", mem=64)
+        self.create(self.a, "vip", mem=128, priority=5)
+        self.create(self.a, "db1", mem=64, anti_affinity="db")
+        self.create(self.a, "db2", mem=96, anti_affinity="db")
+        r = self.evacuate(self.a, dry=True)
+        self.assertEqual(list(r.blockers), [])
+        # Priority first, then the smallest first.
+        self.assertEqual([s.vm for s in r.plan], ["vip", "db1", "small", "db2", "big"])
+        dest = {s.vm: s.destination_host for s in r.plan}
+        self.assertNotEqual(dest["db1"], dest["db2"])        # anti-affinity
+        self.assertTrue(set(dest.values()) <= {"host-b", "host-c"})
+        for s in r.plan:
+            self.assertEqual(s.destination, self.hosts[s.destination_host].addr)
+            self.assertGreaterEqual(s.estimated_bytes, s.memory_bytes)
+            self.assertGreater(s.estimated_ms, 0)
+        self.assertFalse(r.HasField("job"))
+        self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.ACTIVE)   # nothing changed
+
+        # A VM that fits nowhere: a clear blocker, and a real run refuses before anything moves.
+        self.create(self.a, "huge", mem=1536)
+        r = self.evacuate(self.a, dry=True)
+        self.assertEqual([(b.vm, b.reason) for b in r.blockers], [("huge", "NO_CAPACITY")])
+        got, why = code_of(lambda: self.evacuate(self.a))
+        self.assertEqual(got, grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("NO_CAPACITY", why)
+        self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.ACTIVE)
+        self.assertEqual(self.where("big"), ["host-a"])
+        self.assertEqual(len(self.call(self.a, "ListJobs", api.ListJobsRequest(state=api.Job.RUNNING)).jobs), 0)
+
+    # ------------------------------------------------------------------------ evacuation
+
+    def test_evacuate_within_caps(self):
+        names = ["e1", "e2", "e3", "e4"]
+        for i, n in enumerate(names):
+            self.create(self.a, n, mem=64 + 16 * i)
+        r = self.evacuate(self.a, request_id="evac-1", max_outbound=2, max_inbound=1)
+        job = r.job
+        self.assertEqual(job.kind, api.Job.EVACUATE)
+        self.assertEqual([s.vm for s in job.steps], names)
+        # A retry with the same request_id is the same job, not a second evacuation.
+        self.assertEqual(self.evacuate(self.a, request_id="evac-1", max_outbound=2).job.id, job.id)
+        self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.DRAINING)
+        got, why = code_of(lambda: self.create(self.a, "latecomer"))
+        self.assertEqual(got, grpc.StatusCode.FAILED_PRECONDITION)
+        phases = {}
+        events = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=180))
+        for e in events:
+            for s in e.job.steps:
+                phases.setdefault(s.vm, set()).add(s.phase)
+        final = events[-1].job
+        self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
+        for s in final.steps:
+            self.assertEqual(s.state, ST.MOVED, "%s: %s" % (s.vm, s.error))
+            self.assertIn("moved", phases[s.vm])
+            self.assertTrue(phases[s.vm] & {"prepare", "setup", "precopy", "queued"}, phases[s.vm])
+            self.assertGreater(s.actual_ms, 0)
+        self.assertTrue(any(len(p) > 2 for p in phases.values()), phases)   # phases were streamed
+        # Caps: never more than 2 at once from the source, 1 at once into a destination.
+        spans = [(s.started_unix_ms, s.finished_unix_ms, s.destination_host) for s in final.steps]
+        for t0, _, _ in spans:
+            at_once = [sp for sp in spans if sp[0] <= t0 < sp[1]]
+            self.assertLessEqual(len(at_once), 2, spans)
+            for h in ("host-b", "host-c"):
+                self.assertLessEqual(len([sp for sp in at_once if sp[2] == h]), 1, spans)
+        self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.MAINTENANCE)
+        for s in final.steps:
+            self.assertTrue(wait_for(lambda: self.where(s.vm) == [s.destination_host], 10), (s.vm, self.where(s.vm)))
+            d = self.hosts[s.destination_host]
+            vm = self.call(d, "GetVm", api.GetVmRequest(name=s.vm)).vm
+            self.assertEqual(vm.origin_host, "host-a")
+            self.assertEqual(vm.counters.verify_errors, 0)
+        # In maintenance nothing lands on host-a.
+        got, why = code_of(lambda: self.call(self.b, "MigrateVm", api.MigrateVmRequest(vm="e1", destination=self.a.addr))
+                           if self.where("e1") == ["host-b"] else
+                           self.call(self.c, "MigrateVm", api.MigrateVmRequest(vm="e1", destination=self.a.addr)))
+        self.assertEqual(got, grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("maintenance", why)
+        self.assertEqual(self.call(self.a, "ExitMaintenance", api.ExitMaintenanceRequest()).state, api.ClusterHost.ACTIVE)
+        self.assertTrue(wait_for(lambda: self.hosts_by_name(self.b)["host-a"].state == api.ClusterHost.ACTIVE, 5))
+
+    def test_cancel_mid_drain(self):
+        for n in ("c1", "c2", "c3"):
+            self.create(self.a, n, mem=64)
+        # A small bandwidth budget keeps the first child busy for a while.
+        job = self.evacuate(self.a, max_outbound=1, bandwidth_budget_bytes_per_s=4 * MIB).job
+        self.assertTrue(wait_for(lambda: any(s.state == ST.RUNNING and s.phase not in ("queued", "prepare")
+                                             for s in self.call(self.a, "GetJob", api.GetJobRequest(id=job.id)).job.steps), 30))
+        self.call(self.a, "CancelJob", api.CancelJobRequest(id=job.id))
+        final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=60))[-1].job
+        self.assertEqual(final.state, api.Job.CANCELLED, final.error)
+        self.assertEqual([s.state for s in final.steps], [ST.CANCELLED] * 3, final.steps)
+        self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.ACTIVE)   # in one step
+        for n in ("c1", "c2", "c3"):
+            self.assertTrue(wait_for(lambda: self.where(n) == ["host-a"], 10), (n, self.where(n)))
+
+    def test_sigkill_mid_evacuation_resumes(self):
+        names = ["k1", "k2", "k3"]
+        for n in names:
+            self.create(self.a, n, mem=64)
+        job = self.evacuate(self.a, max_outbound=1, bandwidth_budget_bytes_per_s=16 * MIB).job
+        # Killed once the first VM has moved and the next one is on its way.
+        self.assertTrue(wait_for(lambda: sum(s.state == ST.MOVED for s in self.call(
+            self.a, "GetJob", api.GetJobRequest(id=job.id)).job.steps) >= 1, 60))
+        self.a.stop(signal.SIGKILL)
+        self.a.start()
+        final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=120))[-1].job
+        self.assertEqual(final.state, api.Job.SUCCEEDED, "%s %s" % (final.error, final.steps))
+        self.assertIn("resuming the evacuation from its journal", self.a.logtext())
+        for s in final.steps:
+            self.assertEqual(s.state, ST.MOVED)
+            # Exactly one copy of each VM runs, on its destination.
+            self.assertTrue(wait_for(lambda: self.where(s.vm) == [s.destination_host], 15), (s.vm, self.where(s.vm)))
+        # One migration job per VM on the source: none was migrated twice.
+        jobs = self.call(self.a, "ListJobs", api.ListJobsRequest()).jobs
+        for n in names:
+            ok = [j for j in jobs if j.vm == n and j.kind == api.Job.MIGRATE and j.state == api.Job.SUCCEEDED]
+            self.assertLessEqual(len(ok), 1, ok)
+
+
+def main():
+    global BIN
+    if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]):
+        BIN = os.path.abspath(sys.argv.pop(1))
+    for b in ("godwitd", "godwit-vm"):
+        if not os.access(os.path.join(BIN, b), os.X_OK):
+            print("SKIP: %s not built in %s" % (b, BIN))
+            return gwd.SKIP
+    gwd.require_kvm()
+    r = unittest.main(exit=False, verbosity=2).result
+    if not r.wasSuccessful():
+        return 1
+    return gwd.SKIP if r.testsRun and len(r.skipped) == r.testsRun else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
