@@ -10,7 +10,9 @@ and moves no VM twice.
 
 Skips (77) without python3-grpcio/grpc-tools or a usable /dev/kvm."""
 import os
+import json
 import shutil
+import subprocess
 import signal
 import sys
 import tempfile
@@ -241,13 +243,19 @@ class ClusterTest(unittest.TestCase):
             self.create(self.a, n, mem=64)
         job = self.evacuate(self.a, max_outbound=1, bandwidth_budget_bytes_per_s=16 * MIB).job
         # Killed once the first VM has moved and the next one is on its way.
-        self.assertTrue(wait_for(lambda: sum(s.state == ST.MOVED for s in self.call(
-            self.a, "GetJob", api.GetJobRequest(id=job.id)).job.steps) >= 1, 60))
+        def in_flight():
+            steps = self.call(self.a, "GetJob", api.GetJobRequest(id=job.id)).job.steps
+            return (sum(s.state == ST.MOVED for s in steps) >= 1 and
+                    any(s.state == ST.RUNNING and s.sent_bytes > 0 for s in steps))
+        self.assertTrue(wait_for(in_flight, 60, 0.02))
         self.a.stop(signal.SIGKILL)
         self.a.start()
         final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=120))[-1].job
         self.assertEqual(final.state, api.Job.SUCCEEDED, "%s %s" % (final.error, final.steps))
-        self.assertIn("resuming the evacuation from its journal", self.a.logtext())
+        log = self.a.logtext()
+        self.assertIn("resuming the evacuation from its journal", log)
+        # The step in flight at the kill was settled from the registry before anything else.
+        self.assertTrue("after the restart: moved" in log or "still here after the restart" in log, log[-3000:])
         for s in final.steps:
             self.assertEqual(s.state, ST.MOVED)
             # Exactly one copy of each VM runs, on its destination.
@@ -257,6 +265,42 @@ class ClusterTest(unittest.TestCase):
         for n in names:
             ok = [j for j in jobs if j.vm == n and j.kind == api.Job.MIGRATE and j.state == api.Job.SUCCEEDED]
             self.assertLessEqual(len(ok), 1, ok)
+
+    # ------------------------------------------------------------------------ CLI
+
+    def cli(self, d, *args):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("GODWIT_")}
+        e["HOME"] = d.dir
+        p = subprocess.run([os.path.join(BIN, "godwit"), "--addr", d.addr, "--token", gwd.TOKEN] + list(args),
+                           capture_output=True, text=True, timeout=120, env=e)
+        return p.returncode, p.stdout, p.stderr
+
+    def test_cli_hosts_and_maintenance(self):
+        self.create(self.a, "cli1")
+        self.create(self.a, "cli2", mem=96)
+        rc, out, err = self.cli(self.a, "cluster", "hosts")
+        self.assertEqual(rc, 0, err)
+        lines = out.splitlines()
+        self.assertIn("HEARTBEAT", lines[0])
+        self.assertTrue(lines[1].startswith("host-a") and "active" in lines[1] and "yes" in lines[1], out)
+        rc, out, err = self.cli(self.a, "--json", "cluster", "hosts")
+        self.assertEqual(rc, 0, err)
+        hosts = json.loads(out.strip().splitlines()[-1])["hosts"]
+        self.assertEqual([h["name"] for h in hosts], ["host-a", "host-b", "host-c"])
+        rc, out, err = self.cli(self.a, "host", "maintenance", "enter", "--dry-run")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("cli1", out.splitlines()[1])      # the smaller one first
+        self.assertIn("cli2", out.splitlines()[2])
+        self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.ACTIVE)
+        rc, out, err = self.cli(self.a, "host", "maintenance", "enter", "--wait", "--max-outbound", "1")
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("moved", out)
+        self.assertRegex(out, r"evacuation job-\w+ succeeded")
+        self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.MAINTENANCE)
+        rc, out, err = self.cli(self.a, "host", "maintenance", "exit")
+        self.assertEqual((rc, out.strip()), (0, "host is active"), err)
+        rc, out, err = self.cli(self.a, "host", "maintenance", "bogus")
+        self.assertEqual(rc, 2)
 
 
 def main():
