@@ -45,6 +45,8 @@ struct step {
     char reason[40];
     char phase[32];
     uint64_t remaining, sent, min_remaining, progress_ns, started_ms, finished_ms;
+    uint32_t round;                        /* the child's last pre-copy round seen */
+    uint64_t last_sent, sent_ns;           /* when sent_bytes last grew */
     bool abort_sent, settling;
 };
 
@@ -299,20 +301,30 @@ static bool follow(struct gw_evac *e, struct step *s, bool cancelling)
         s->abort_sent = true;
         return false;
     }
-    /* Stall detector: counted from the first progress report (a child still queued behind
-     * max_migrations or setting up is not stalling). */
+    /* Stall detector, from the first progress report on (a child queued behind
+     * max_migrations or setting up is not stalling). Not converging: the runner reports the
+     * remaining (dirty) bytes and the bytes sent at each round's end, and a round ends without
+     * a new minimum stall_timeout_s after the last one. Judged at round boundaries only, so
+     * that one long round of a converging VM is not taken for a stall. Stuck: no round ended
+     * for 10 x stall_timeout_s (a link or a peer that hangs; rounds are far shorter). */
+    uint64_t now = gw_now_ns(), limit = (uint64_t)e->pol.stall_timeout_s * 1000000000ull;
     if (c->state != GODWIT__V1__JOB__STATE__RUNNING || !c->progress.total_bytes) {
-        s->progress_ns = gw_now_ns();
+        s->progress_ns = s->sent_ns = now;
         return false;
     }
-    if (s->remaining < s->min_remaining) {
-        s->min_remaining = s->remaining;
-        s->progress_ns = gw_now_ns();
-    } else if (!s->abort_sent && !postcopy &&
-               gw_now_ns() - s->progress_ns > (uint64_t)e->pol.stall_timeout_s * 1000000000ull) {
+    if (s->sent > s->last_sent || !s->sent_ns) { s->last_sent = s->sent; s->sent_ns = now; }
+    bool boundary = c->progress.round != s->round;
+    s->round = c->progress.round;
+    const char *why = NULL;
+    if (boundary && s->round >= 1) {
+        if (s->remaining < s->min_remaining) { s->min_remaining = s->remaining; s->progress_ns = now; }
+        else if (now - s->progress_ns > limit) why = "remaining bytes not falling";
+    }
+    if (!why && now - s->sent_ns > 10 * limit) why = "no round ended";
+    if (why && !s->abort_sent && !postcopy) {
         snprintf(s->reason, sizeof s->reason, "MIGRATION_NOT_CONVERGING");
-        snprintf(s->error, sizeof s->error, "stalled: remaining bytes not falling for %u s (%llu MiB left, "
-                 "dirty rate %llu MiB/s)", e->pol.stall_timeout_s, (unsigned long long)(s->remaining >> 20),
+        snprintf(s->error, sizeof s->error, "stalled: %s for %u s (%llu MiB left at round %u, dirty rate %llu MiB/s)",
+                 why, e->pol.stall_timeout_s, (unsigned long long)(s->remaining >> 20), s->round,
                  (unsigned long long)(s->dirty >> 20));
         gw_warn("job=%s vm=%s: %s", e->j->id, s->vm, s->error);
         gw_migrate_cancel(e->d, c);

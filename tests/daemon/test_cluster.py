@@ -237,6 +237,26 @@ class ClusterTest(unittest.TestCase):
         for n in ("c1", "c2", "c3"):
             self.assertTrue(wait_for(lambda: self.where(n) == ["host-a"], 10), (n, self.where(n)))
 
+    def test_stalled_vm_aborted_with_reason(self):
+        # A guest dirtying 64 MiB/s behind an 8 MiB/s link never converges: the stall detector
+        # aborts it with a reason, the other VM still moves, and the parent ends (FAILED).
+        self.create(self.a, "calm", mem=32)
+        self.call(self.a, "CreateVm", api.CreateVmRequest(name="hot", memory_bytes=32 * MIB, vcpus=1, start=True,
+                                                         guest="dirtier:ws=24M,rate=64M,pattern=random"))
+        job = self.evacuate(self.a, max_outbound=2, max_inbound=2, stall_timeout_s=2,
+                            migration=api.MigrationPolicy(bandwidth_limit_bytes_per_s=8 * MIB, max_rounds=1000)).job
+        final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=180))[-1].job
+        self.assertEqual(final.state, api.Job.FAILED)
+        steps = {s.vm: s for s in final.steps}
+        self.assertEqual(steps["calm"].state, ST.MOVED, steps["calm"].error)
+        self.assertEqual(steps["hot"].state, ST.FAILED)
+        self.assertEqual(steps["hot"].reason, "MIGRATION_NOT_CONVERGING", steps["hot"])
+        self.assertIn("stalled: remaining bytes not falling", steps["hot"].error)
+        self.assertEqual(final.reason, "MIGRATION_NOT_CONVERGING")
+        # The host stays draining (the operator decides), and the VM that could not move still runs here.
+        self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.DRAINING)
+        self.assertTrue(wait_for(lambda: self.where("hot") == ["host-a"], 15), self.where("hot"))
+
     def test_sigkill_mid_evacuation_resumes(self):
         names = ["k1", "k2", "k3"]
         for n in names:
