@@ -63,6 +63,8 @@ struct gw_cluster {
     struct gw_cluster_seen seen[GW_CLUSTER_MAX_HOSTS];
     unsigned n_seen;
     uint64_t measured_bw;                /* bytes/s of the last successful outgoing migration */
+    bool return_running, return_joinable;   /* return home (cluster_return.c) */
+    pthread_t return_thread;
 };
 
 /* A name usable as a host name in the registry (and as a record's file name). */
@@ -136,6 +138,25 @@ void gw_evac_policy(const struct gw_daemon *d, const Godwit__V1__EvacuationPolic
  * DRAINING. steps[i].host indexes in->hosts. 0 or -errno. */
 int gw_evac_start(struct gw_daemon *d, const Godwit__V1__EvacuationPolicy *p, const char *request_id,
                   const struct gw_plan_in *in, const struct gw_plan_step *steps, struct gw_job **out);
+/* Starts a migration job of vm to dest (an API address) with policy p (lock held); with
+ * set_origin the VM records this host as its origin (return home). 0, or -errno with a
+ * reason code and a message. */
+int gw_cluster_migrate(struct gw_daemon *d, const char *vm, const char *dest, const Godwit__V1__MigrationPolicy *p,
+                       bool set_origin, struct gw_job **out, const char **reason, char *why, size_t whylen);
+
+/* ---- cluster_return.c: return home -------------------------------------------------------- */
+/* Brings back the VMs whose origin is this host (lock NOT held): those the last evacuation
+ * moved, and any other the registry shows elsewhere with this origin. A thread asks their
+ * holders, at most max_incoming on their way at once. names[] receives up to cap VM names
+ * (malloc'ed, caller frees); returns how many will be asked for. */
+size_t gw_cluster_return_home(struct gw_daemon *d, char **names, size_t cap);
+int gw_service_register_cluster_peer(struct gw_daemon *d);
+
+/* The VMs the newest finished evacuation moved, and where (lock held): their names and
+ * destination API addresses; returns how many (up to cap). */
+struct gw_evac_moved { char vm[64]; char dest[256]; };
+size_t gw_evac_last_moved(struct gw_daemon *d, struct gw_evac_moved *out, size_t cap);
+
 /* The open or finished EVACUATE job created with request_id (lock held), or NULL. */
 struct gw_job *gw_evac_by_request(struct gw_daemon *d, const char *request_id);
 /* Fills the steps of an EVACUATE job's message (lock held; pointers into j's evacuation). */

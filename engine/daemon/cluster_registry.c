@@ -211,12 +211,15 @@ int gw_cluster_start(struct gw_daemon *d, char *err, size_t errlen)
 void gw_cluster_stop(struct gw_daemon *d)
 {
     struct gw_cluster *c = d->cluster;
-    if (!c || !c->hb_started) return;
+    if (!c) return;
     pthread_mutex_lock(&d->lock);
     c->hb_stop = true;
     pthread_cond_broadcast(&d->cond);
+    bool ret = c->return_joinable;
+    c->return_joinable = false;
     pthread_mutex_unlock(&d->lock);
-    pthread_join(c->hb_thread, NULL);
+    if (ret) pthread_join(c->return_thread, NULL);
+    if (c->hb_started) pthread_join(c->hb_thread, NULL);
     c->hb_started = false;
 }
 

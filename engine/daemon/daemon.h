@@ -199,6 +199,10 @@ void gw_jobs_shutdown(struct gw_daemon *d);
 
 /* ---- migrate.c: migration jobs (source) and incoming migrations (destination) ---------- */
 int gw_migrate_start(struct gw_daemon *d, struct gw_job *j);          /* lock held */
+/* A gRPC client to a peer daemon's API at addr, with the cluster's peer credential (and TLS
+ * when peer_ca is set). Lock not held. */
+struct gw_grpc_client;
+int gw_peer_connect(struct gw_daemon *d, const char *addr, struct gw_grpc_client **c);
 void gw_migrate_cancel(struct gw_daemon *d, struct gw_job *j);        /* lock held */
 
 /* ---- migport.c: the host's migration port ------------------------------------------------ */

@@ -233,29 +233,51 @@ static void step_end(struct step *s, int state, const char *reason, const char *
     snprintf(s->phase, sizeof s->phase, "%s", step_state_word(state));
 }
 
+int gw_cluster_migrate(struct gw_daemon *d, const char *vm, const char *dest, const Godwit__V1__MigrationPolicy *p,
+                       bool set_origin, struct gw_job **out, const char **reason, char *why, size_t whylen)
+{
+    struct gw_vm_rec *rec = gw_vm_find(d, vm);
+    if (!rec || rec->state != GODWIT__V1__VM__STATE__RUNNING || rec->busy || !rec->proc.pid) {
+        *reason = "VM_NOT_RUNNING";
+        snprintf(why, whylen, "VM %s is not running here", vm);
+        return -ESRCH;
+    }
+    for (struct gw_job *o = d->jobs; o; o = o->next)
+        if (!gw_job_final(o->state) && o->kind == GODWIT__V1__JOB__KIND__MIGRATE && !strcmp(o->vm, vm)) {
+            *reason = "VM_BUSY";
+            snprintf(why, whylen, "VM %s already has job %s", vm, o->id);
+            return -EBUSY;
+        }
+    struct gw_job *c;
+    if (d->stopping || gw_job_new(d, GODWIT__V1__JOB__KIND__MIGRATE, vm, &c)) {
+        *reason = "INTERNAL";
+        snprintf(why, whylen, "cannot create the migration job");
+        return -ENOMEM;
+    }
+    snprintf(c->destination, sizeof c->destination, "%s", dest);
+    gw_job_set_policy(c, p);
+    if (!c->policy.mode) c->policy.mode = GODWIT__V1__MIGRATION_POLICY__MODE__PRECOPY;
+    if (set_origin) snprintf(rec->origin_host, sizeof rec->origin_host, "%.63s", d->cfg.hostname);
+    gw_job_set_state(c, GODWIT__V1__JOB__STATE__QUEUED, set_origin ? "queued by evacuation" : "queued: return home");
+    if (gw_migrate_start(d, c)) {
+        snprintf(c->error, sizeof c->error, "cannot start the job thread");
+        gw_job_set_state(c, GODWIT__V1__JOB__STATE__FAILED, c->error);
+    }
+    *out = c;
+    return 0;
+}
+
 /* Starts s's child migration (lock held). */
 static void submit(struct gw_evac *e, struct step *s)
 {
     struct gw_daemon *d = e->d;
-    struct gw_vm_rec *rec = gw_vm_find(d, s->vm);
-    if (!rec || rec->state != GODWIT__V1__VM__STATE__RUNNING || rec->busy || !rec->proc.pid) {
-        step_end(s, S(FAILED), "VM_NOT_RUNNING", "VM %s is not running here any more", s->vm);
-        return;
-    }
-    for (struct gw_job *o = d->jobs; o; o = o->next)
-        if (!gw_job_final(o->state) && o->kind == GODWIT__V1__JOB__KIND__MIGRATE && !strcmp(o->vm, s->vm)) {
-            step_end(s, S(FAILED), "VM_BUSY", "VM %s already has job %s", s->vm, o->id);
-            return;
-        }
     struct gw_job *c;
-    if (gw_job_new(d, GODWIT__V1__JOB__KIND__MIGRATE, s->vm, &c)) {
-        step_end(s, S(FAILED), "INTERNAL", "cannot create the migration job");
+    const char *reason = NULL;
+    char why[200];
+    if (gw_cluster_migrate(d, s->vm, s->dest, &e->mig, true, &c, &reason, why, sizeof why)) {
+        step_end(s, S(FAILED), reason, "%s", why);
         return;
     }
-    snprintf(c->destination, sizeof c->destination, "%s", s->dest);
-    gw_job_set_policy(c, &e->mig);
-    snprintf(rec->origin_host, sizeof rec->origin_host, "%.63s", d->cfg.hostname);
-    gw_job_set_state(c, GODWIT__V1__JOB__STATE__QUEUED, "queued by evacuation");
     snprintf(s->job_id, sizeof s->job_id, "%s", c->id);
     s->state = S(RUNNING);
     s->started_ms = gw_unix_ms();
@@ -263,10 +285,6 @@ static void submit(struct gw_evac *e, struct step *s)
     s->min_remaining = UINT64_MAX;
     snprintf(s->phase, sizeof s->phase, "queued");
     gw_info("job=%s vm=%s: evacuation to %s (%s) as job %s", e->j->id, s->vm, s->dest_host, s->dest, c->id);
-    if (gw_migrate_start(d, c)) {
-        snprintf(c->error, sizeof c->error, "cannot start the job thread");
-        gw_job_set_state(c, GODWIT__V1__JOB__STATE__FAILED, c->error);
-    }
 }
 
 /* Follows s's child (lock held). Returns true when s changed in a way worth journaling. */
@@ -282,6 +300,9 @@ static bool follow(struct gw_evac *e, struct step *s, bool cancelling)
     s->sent = c->progress.sent_bytes;
     if (c->progress.dirty_rate_bytes_per_s) s->dirty = c->progress.dirty_rate_bytes_per_s;
     if (gw_job_final(c->state)) {
+        /* Moved only once the child let the VM go here (its runner left, the record is
+         * gone): "maintenance" means empty. */
+        if (c->state == GODWIT__V1__JOB__STATE__SUCCEEDED && c->has_thread) return false;
         if (c->state == GODWIT__V1__JOB__STATE__SUCCEEDED) {
             step_end(s, S(MOVED), NULL, NULL);
             if (c->progress.throughput_bytes_per_s) e->d->cluster->measured_bw = c->progress.throughput_bytes_per_s;
@@ -480,6 +501,23 @@ static int start_thread(struct gw_job *j)
     if (r) return -r;
     j->thread = t;
     j->has_thread = true;
+    return 0;
+}
+
+size_t gw_evac_last_moved(struct gw_daemon *d, struct gw_evac_moved *out, size_t cap)
+{
+    for (struct gw_job *j = d->jobs; j; j = j->next) {
+        if (!j->evac || !gw_job_final(j->state)) continue;
+        size_t n = 0;
+        for (size_t i = 0; i < j->evac->n && n < cap; i++) {
+            const struct step *s = &j->evac->steps[i];
+            if (s->state != S(MOVED)) continue;
+            snprintf(out[n].vm, sizeof out[n].vm, "%s", s->vm);
+            snprintf(out[n].dest, sizeof out[n].dest, "%s", s->dest);
+            n++;
+        }
+        return n;   /* the newest one only */
+    }
     return 0;
 }
 

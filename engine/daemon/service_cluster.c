@@ -201,16 +201,24 @@ static int exit_maintenance(struct gw_grpc_call *call, const ProtobufCMessage *m
                                       "(it puts the host back to active)", j->id);
             goto out;
         }
-    if (req->return_home) {
-        code = gw_grpc_call_error(call, GW_GRPC_UNIMPLEMENTED, "return home is not implemented yet");
-        goto out;
-    }
     if (gw_cluster_set_state(d, GODWIT__V1__CLUSTER_HOST__STATE__ACTIVE)) {
         code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "cannot save the host's state");
         goto out;
     }
     resp.state = d->cluster->state;
+    pthread_mutex_unlock(&d->lock);
+    char *names[GW_EVAC_MAX_VMS];
+    size_t n = 0;
+    if (req->return_home) {
+        /* The holders check that we are live and active in the registry: publish it first. */
+        gw_cluster_publish(d);
+        n = gw_cluster_return_home(d, names, GW_EVAC_MAX_VMS);
+    }
+    resp.n_returning = n;
+    resp.returning = names;
     gw_grpc_call_send(call, &resp.base);
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    return GW_GRPC_OK;
 out:
     pthread_mutex_unlock(&d->lock);
     return code;
@@ -230,5 +238,5 @@ int gw_service_register_cluster(struct gw_daemon *d)
             .path = m[i].path, .kind = GW_GRPC_UNARY, .request = m[i].desc, .handler = m[i].fn, .arg = d});
         if (r) return r;
     }
-    return 0;
+    return gw_service_register_cluster_peer(d);
 }

@@ -219,8 +219,16 @@ class ClusterTest(unittest.TestCase):
                            self.call(self.c, "MigrateVm", api.MigrateVmRequest(vm="e1", destination=self.a.addr)))
         self.assertEqual(got, grpc.StatusCode.FAILED_PRECONDITION)
         self.assertIn("maintenance", why)
-        self.assertEqual(self.call(self.a, "ExitMaintenance", api.ExitMaintenanceRequest()).state, api.ClusterHost.ACTIVE)
+        # Back to active, and every VM goes home.
+        r = self.call(self.a, "ExitMaintenance", api.ExitMaintenanceRequest(return_home=True))
+        self.assertEqual(r.state, api.ClusterHost.ACTIVE)
+        self.assertEqual(sorted(r.returning), names, self.a.logtext()[-2000:])
         self.assertTrue(wait_for(lambda: self.hosts_by_name(self.b)["host-a"].state == api.ClusterHost.ACTIVE, 5))
+        for n in names:
+            self.assertTrue(wait_for(lambda: self.where(n) == ["host-a"], 60), (n, self.where(n), self.b.logtext()[-3000:]))
+            vm = self.call(self.a, "GetVm", api.GetVmRequest(name=n)).vm
+            self.assertEqual(vm.counters.verify_errors, 0)
+            self.assertEqual(vm.counters.migrations, 2)
 
     def test_cancel_mid_drain(self):
         for n in ("c1", "c2", "c3"):
