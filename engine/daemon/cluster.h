@@ -157,6 +157,9 @@ int gw_service_register_cluster_peer(struct gw_daemon *d);
 struct gw_evac_moved { char vm[64]; char dest[256]; };
 size_t gw_evac_last_moved(struct gw_daemon *d, struct gw_evac_moved *out, size_t cap);
 
+/* Counts the newest evacuation's steps by EvacuationStep.State (lock held); counts[6]. */
+void gw_evac_count_states(struct gw_daemon *d, unsigned counts[6]);
+
 /* The open or finished EVACUATE job created with request_id (lock held), or NULL. */
 struct gw_job *gw_evac_by_request(struct gw_daemon *d, const char *request_id);
 /* Fills the steps of an EVACUATE job's message (lock held; pointers into j's evacuation). */

@@ -17,6 +17,7 @@
 #include "engine/common/util.h"
 #include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
+#include "engine/daemon/metrics.h"
 #include "engine/transport/tls.h"
 #include "engine/daemon/db.h"
 
@@ -50,6 +51,7 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&d->cond, &ca);
     pthread_condattr_destroy(&ca);
+    if (gw_metrics_init(d)) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
 
     if (cfg->token_file[0]) {
         int r = gw_read_token_file(cfg->token_file, d->token, sizeof d->token);
@@ -128,6 +130,7 @@ int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
     if (r) { snprintf(err, errlen, "cannot listen on %s: %s", d->cfg.listen, strerror(-r)); return r; }
     gw_grpc_health_set(d->health, "godwit.v1.Godwit", GW_HEALTH_SERVING);
     r = gw_cluster_start(d, err, errlen);
+    if (!r) r = gw_metrics_start(d, err, errlen);
     if (r) return r;
     gw_evac_resume_all(d);
     return 0;
@@ -138,6 +141,7 @@ void gw_daemon_shutdown(struct gw_daemon *d)
     if (d->health) gw_grpc_health_set(d->health, "", GW_HEALTH_NOT_SERVING);
     if (d->srv) gw_grpc_server_stop(d->srv);
     gw_cluster_stop(d);
+    gw_metrics_stop(d);
     gw_migport_stop(d);
     gw_jobs_shutdown(d);
     if (d->sup_started) gw_sup_stop_thread(d);
@@ -151,6 +155,7 @@ void gw_daemon_shutdown(struct gw_daemon *d)
         free(r);
     }
     gw_cluster_free(d);
+    gw_metrics_free(d);
     gw_db_close(d->db);
     if (d->lock_fd >= 0) close(d->lock_fd);
     pthread_cond_destroy(&d->cond);

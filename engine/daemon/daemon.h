@@ -119,6 +119,7 @@ struct gw_daemon {
     int sup_epoll;                 /* pidfds of runners */
     int sup_wake;                  /* eventfd: a runner was added */
     struct gw_cluster *cluster;    /* registry and host state (cluster.h) */
+    struct gw_metrics *metrics;    /* Prometheus counters and their HTTP server (metrics.h) */
 };
 
 /* ---- daemon.c: lifecycle --------------------------------------------------------------- */

@@ -521,6 +521,16 @@ size_t gw_evac_last_moved(struct gw_daemon *d, struct gw_evac_moved *out, size_t
     return 0;
 }
 
+void gw_evac_count_states(struct gw_daemon *d, unsigned counts[6])
+{
+    for (struct gw_job *j = d->jobs; j; j = j->next) {
+        if (!j->evac) continue;
+        for (size_t i = 0; i < j->evac->n; i++)
+            if (j->evac->steps[i].state >= 0 && j->evac->steps[i].state < 6) counts[j->evac->steps[i].state]++;
+        return;
+    }
+}
+
 struct gw_job *gw_evac_by_request(struct gw_daemon *d, const char *request_id)
 {
     if (!request_id || !request_id[0]) return NULL;

@@ -18,6 +18,7 @@
 #include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
+#include "engine/daemon/metrics.h"
 
 #define SAVE_EVERY_NS (2000ull * 1000 * 1000)
 
@@ -169,6 +170,7 @@ void gw_job_set_state(struct gw_job *j, int state, const char *msg)
         else if (state == GODWIT__V1__JOB__STATE__CANCELLED) snprintf(j->phase, sizeof j->phase, "cancelled");
         else snprintf(j->phase, sizeof j->phase, "failed");
         if (j->started_ms) j->progress.total_ms = now - j->started_ms;
+        gw_metrics_job_done(j->d, j);
         gw_info("job=%s vm=%s: %s%s%s", j->id, j->vm,
                 state == GODWIT__V1__JOB__STATE__SUCCEEDED ? "succeeded"
                 : state == GODWIT__V1__JOB__STATE__CANCELLED ? "cancelled" : "failed",

@@ -47,9 +47,11 @@ class ClusterTest(unittest.TestCase):
     def setUpClass(cls):
         cls.reg = tempfile.mkdtemp(prefix="gw-cluster-")
         cls.hosts = {}
+        cls.metrics_port = gwd.free_port()
         for name, mem in (("host-a", "2G"), ("host-b", "1G"), ("host-c", "1G")):
+            extra = "metrics_listen = 127.0.0.1:%d\n" % cls.metrics_port if name == "host-a" else ""
             cls.hosts[name] = gwd.Daemon(BIN, name, extra="cluster = dir:%s\ncapacity_memory = %s\ncapacity_vcpus = 8\n"
-                                         "migration_port = %d\nmax_migrations = 4\n" % (cls.reg, mem, gwd.free_port()))
+                                         "migration_port = %d\nmax_migrations = 4\n%s" % (cls.reg, mem, gwd.free_port(), extra))
         cls.a, cls.b, cls.c = cls.hosts["host-a"], cls.hosts["host-b"], cls.hosts["host-c"]
 
     @classmethod
@@ -85,6 +87,19 @@ class ClusterTest(unittest.TestCase):
             if d.proc.poll() is None:
                 out += [d.name for v in self.call(d, "ListVms", api.ListVmsRequest()).vms
                         if v.name == name and v.state == api.Vm.RUNNING]
+        return out
+
+    def scrape(self):
+        """host-a's metrics as {'name{labels}': value}."""
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=10) as r:
+            self.assertIn("text/plain", r.headers["Content-Type"])
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
         return out
 
     def evacuate(self, d, dry=False, request_id="", **policy):
@@ -207,6 +222,11 @@ class ClusterTest(unittest.TestCase):
             for h in ("host-b", "host-c"):
                 self.assertLessEqual(len([sp for sp in at_once if sp[2] == h]), 1, spans)
         self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.MAINTENANCE)
+        m = self.scrape()
+        self.assertGreaterEqual(m['godwit_migrations_total{result="succeeded"}'], 4)
+        self.assertEqual(m['godwit_evacuation_vms{state="moved"}'], 4)
+        self.assertGreaterEqual(m['godwit_migration_duration_seconds_count'], 4)
+        self.assertEqual(m['godwit_migration_downtime_seconds_bucket{le="+Inf"}'], m['godwit_migration_downtime_seconds_count'])
         for s in final.steps:
             self.assertTrue(wait_for(lambda: self.where(s.vm) == [s.destination_host], 10), (s.vm, self.where(s.vm)))
             d = self.hosts[s.destination_host]
@@ -237,11 +257,22 @@ class ClusterTest(unittest.TestCase):
         job = self.evacuate(self.a, max_outbound=1, bandwidth_budget_bytes_per_s=4 * MIB).job
         self.assertTrue(wait_for(lambda: any(s.state == ST.RUNNING and s.phase not in ("queued", "prepare")
                                              for s in self.call(self.a, "GetJob", api.GetJobRequest(id=job.id)).job.steps), 30))
+        # Scraped mid-drain: one VM on its way, two waiting, its bytes still to send.
+        m = self.scrape()
+        self.assertEqual(m['godwit_evacuation_vms{state="running"}'], 1)
+        self.assertEqual(m['godwit_evacuation_vms{state="pending"}'], 2)
+        self.assertEqual(m['godwit_host_state{state="draining"}'], 1)
+        remaining = [k for k in m if k.startswith("godwit_vm_migration_data_remaining_bytes{")]
+        self.assertEqual(len(remaining), 1, m)
+        before = m['godwit_migrations_total{result="cancelled"}']
         self.call(self.a, "CancelJob", api.CancelJobRequest(id=job.id))
         final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=60))[-1].job
         self.assertEqual(final.state, api.Job.CANCELLED, final.error)
         self.assertEqual([s.state for s in final.steps], [ST.CANCELLED] * 3, final.steps)
         self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.ACTIVE)   # in one step
+        m = self.scrape()
+        self.assertEqual(m['godwit_migrations_total{result="cancelled"}'], before + 1)
+        self.assertEqual(m['godwit_evacuation_vms{state="cancelled"}'], 3)
         for n in ("c1", "c2", "c3"):
             self.assertTrue(wait_for(lambda: self.where(n) == ["host-a"], 10), (n, self.where(n)))
 
@@ -293,6 +324,25 @@ class ClusterTest(unittest.TestCase):
         for n in names:
             ok = [j for j in jobs if j.vm == n and j.kind == api.Job.MIGRATE and j.state == api.Job.SUCCEEDED]
             self.assertLessEqual(len(ok), 1, ok)
+
+    def test_metrics_endpoint_refuses_the_rest(self):
+        import socket
+        import urllib.error
+        import urllib.request
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen("http://127.0.0.1:%d/" % self.metrics_port, timeout=10)
+        self.assertEqual(cm.exception.code, 404)
+        # A silent client is dropped after its 2 s, an endless header at 4 KiB; a scrape still works.
+        s = socket.create_connection(("127.0.0.1", self.metrics_port), timeout=10)
+        t0 = time.monotonic()
+        self.assertEqual(s.recv(10), b"")
+        self.assertLess(time.monotonic() - t0, 5)
+        s.close()
+        s = socket.create_connection(("127.0.0.1", self.metrics_port), timeout=10)
+        s.sendall(b"GET /metrics HTTP/1.0\r\nX: " + b"a" * 8000)
+        self.assertIn(s.recv(100)[:12], (b"", b"HTTP/1.0 200"))
+        s.close()
+        self.assertIn('godwit_migrations_total{result="succeeded"}', self.scrape())
 
     # ------------------------------------------------------------------------ CLI
 
