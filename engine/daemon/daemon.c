@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "engine/api/grpc_health.h"
+#include "engine/api/grpc_reflection.h"
 #include "engine/api/grpc_server.h"
 #include "engine/api/grpc_tls.h"
 #include "engine/common/log.h"
@@ -20,6 +21,10 @@
 #include "engine/daemon/metrics.h"
 #include "engine/transport/tls.h"
 #include "engine/daemon/db.h"
+
+/* The API's FileDescriptorSet, embedded at build time (CMakeLists.txt). */
+extern const unsigned char gw_godwit_descriptors[];
+extern const size_t gw_godwit_descriptors_len;
 
 uint64_t gw_unix_ms(void)
 {
@@ -119,6 +124,7 @@ int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
     if (!r) r = gw_service_register_job(d);
     if (!r) r = gw_service_register_peer(d);
     if (!r) r = gw_service_register_cluster(d);
+    if (!r) r = gw_grpc_reflection_new(d->srv, gw_godwit_descriptors, gw_godwit_descriptors_len, &d->reflection);
     if (r) { snprintf(err, errlen, "cannot set up the API: %s", strerror(-r)); return r; }
     gw_sup_reattach(d);
     r = gw_sup_start_thread(d);
@@ -147,6 +153,7 @@ void gw_daemon_shutdown(struct gw_daemon *d)
     if (d->sup_started) gw_sup_stop_thread(d);
     if (d->health) gw_grpc_health_free(d->health);
     if (d->srv) gw_grpc_server_free(d->srv);
+    gw_grpc_reflection_free(d->reflection);
     /* The runners go on: only our handles on them are released. */
     while (d->vms) {
         struct gw_vm_rec *r = d->vms;

@@ -32,6 +32,7 @@ struct gw_db;
 struct gw_grpc_server;
 struct gw_grpc_health;
 struct gw_grpc_call;
+struct gw_grpc_reflection;
 
 struct gw_vm_rec {
     struct gw_vm_rec *next;
@@ -119,7 +120,8 @@ struct gw_daemon {
     int sup_epoll;                 /* pidfds of runners */
     int sup_wake;                  /* eventfd: a runner was added */
     struct gw_cluster *cluster;    /* registry and host state (cluster.h) */
-    struct gw_metrics *metrics;    /* Prometheus counters and their HTTP server (metrics.h) */
+    struct gw_metrics *metrics;
+    struct gw_grpc_reflection *reflection;   /* the reflection services' descriptor table */    /* Prometheus counters and their HTTP server (metrics.h) */
 };
 
 /* ---- daemon.c: lifecycle --------------------------------------------------------------- */

@@ -344,6 +344,67 @@ class ClusterTest(unittest.TestCase):
         s.close()
         self.assertIn('godwit_migrations_total{result="succeeded"}', self.scrape())
 
+    # ------------------------------------------------------------------------ reflection
+
+    def test_reflection_without_proto_files(self):
+        """A client that has only the reflection protocol: it lists the services, fetches the
+        API's schema from the daemon, and calls GetHost with messages built from it."""
+        from google.protobuf import descriptor_pb2, descriptor_pool
+        try:
+            from google.protobuf import message_factory
+            get_class = getattr(message_factory, "GetMessageClass", None)
+        except ImportError:  # pragma: no cover
+            get_class = None
+        from grpc_tools import protoc
+        out = tempfile.mkdtemp(prefix="gw-refl-")
+        try:
+            os.makedirs(os.path.join(out, "r"))
+            for ver in ("v1", "v1alpha"):
+                shutil.copy(os.path.join(gwd.ROOT, "proto/grpc/reflection", ver, "reflection.proto"),
+                            os.path.join(out, "r", "reflection_%s.proto" % ver))
+                self.assertEqual(protoc.main(["protoc", "-I" + out, "--python_out=" + out, "--grpc_python_out=" + out,
+                                              "r/reflection_%s.proto" % ver]), 0)
+            sys.path.insert(0, out)
+            import importlib
+            for ver in ("v1", "v1alpha"):
+                pb = importlib.import_module("r.reflection_%s_pb2" % ver)
+                pbg = importlib.import_module("r.reflection_%s_pb2_grpc" % ver)
+                stub = pbg.ServerReflectionStub(self.a.channel)
+
+                def ask(**kw):
+                    return list(stub.ServerReflectionInfo(iter([pb.ServerReflectionRequest(**kw)]), metadata=AUTH,
+                                                          timeout=10))[0]
+                names = [s.name for s in ask(list_services="").list_services_response.service]
+                self.assertIn("godwit.v1.Godwit", names)
+                self.assertIn("grpc.health.v1.Health", names)
+                self.assertIn("grpc.reflection.%s.ServerReflection" % ver, names)
+                r = ask(file_containing_symbol="godwit.v1.Godwit.GetHost")
+                files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+                         for b in r.file_descriptor_response.file_descriptor_proto]
+                self.assertEqual(files[0].name, "godwit/v1/api.proto")
+                for sym in ("godwit.v1.Vm.State", "godwit.v1.ClusterHost", "godwit.v1.GodwitPeer"):
+                    self.assertTrue(ask(file_containing_symbol=sym).file_descriptor_response.file_descriptor_proto, sym)
+                self.assertEqual(ask(file_containing_symbol="godwit.v1.Nope").error_response.error_code,
+                                 grpc.StatusCode.NOT_FOUND.value[0])
+                got = ask(file_by_filename="godwit/v1/daemon.proto").file_descriptor_response.file_descriptor_proto
+                self.assertEqual([descriptor_pb2.FileDescriptorProto.FromString(b).name for b in got],
+                                 ["godwit/v1/daemon.proto", "godwit/v1/api.proto"])   # with its import
+            # A call from the fetched schema alone.
+            pool = descriptor_pool.DescriptorPool()
+            for f in files:
+                pool.Add(f)
+            method = pool.FindServiceByName("godwit.v1.Godwit").methods_by_name["GetHost"]
+            if get_class:
+                req_cls, resp_cls = get_class(method.input_type), get_class(method.output_type)
+            else:
+                fac = message_factory.MessageFactory(pool)
+                req_cls, resp_cls = fac.GetPrototype(method.input_type), fac.GetPrototype(method.output_type)
+            call = self.a.channel.unary_unary("/godwit.v1.Godwit/GetHost", request_serializer=req_cls.SerializeToString,
+                                              response_deserializer=resp_cls.FromString)
+            self.assertEqual(call(req_cls(), metadata=AUTH, timeout=10).hostname, "host-a")
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
     # ------------------------------------------------------------------------ CLI
 
     def cli(self, d, *args):
