@@ -90,6 +90,8 @@ void gw_cluster_hosts_free(Godwit__V1__ClusterHost **hosts, size_t n);
 /* The registered, live, active host whose API address is addr; NULL when none. Then why
  * holds the reason. Lock NOT held. */
 int gw_cluster_check_destination(struct gw_daemon *d, const char *addr, char *why, size_t whylen);
+/* The ErrorInfo reason of a gw_cluster_check_destination error. */
+const char *gw_cluster_reason(int err);
 /* Publishes now (lock NOT held). */
 int gw_cluster_publish(struct gw_daemon *d);
 

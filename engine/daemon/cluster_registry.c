@@ -305,6 +305,17 @@ void gw_cluster_hosts_free(Godwit__V1__ClusterHost **hosts, size_t n)
     free(hosts);
 }
 
+const char *gw_cluster_reason(int err)
+{
+    switch (err) {
+    case -ENOENT: return "NOT_IN_CLUSTER";
+    case -EHOSTDOWN: return "HOST_DOWN";
+    case -EBUSY: return "HOST_NOT_ACTIVE";
+    case -EINVAL: return "SAME_HOST";
+    default: return "REGISTRY_UNAVAILABLE";
+    }
+}
+
 int gw_cluster_check_destination(struct gw_daemon *d, const char *addr, char *why, size_t whylen)
 {
     Godwit__V1__ClusterHost **hosts;

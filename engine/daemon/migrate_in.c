@@ -96,8 +96,8 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
         goto out;
     }
     if (!gw_cluster_accepts_vms(d)) {
-        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "%s is draining or in maintenance: it takes "
-                                  "no incoming migrations", d->cfg.hostname);
+        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "HOST_NOT_ACTIVE", "%s is draining or "
+                                         "in maintenance: it takes no incoming migrations", d->cfg.hostname);
         goto out;
     }
     if (gw_vm_find(d, vm->name)) {

@@ -111,8 +111,8 @@ static int evacuate_host(struct gw_grpc_call *call, const ProtobufCMessage *msg,
                 if (o->evac && !gw_job_final(o->state)) j = o;
         if (j && !gw_evac_by_request(d, req->request_id)) {
             pthread_mutex_unlock(&d->lock);
-            return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "%s is already being evacuated by job %s",
-                                      d->cfg.hostname, j->id);
+            return gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "EVACUATION_RUNNING",
+                                             "%s is already being evacuated by job %s", d->cfg.hostname, j->id);
         }
         if (j) {
             gw_job_to_proto(j, &pj);
@@ -170,8 +170,9 @@ static int evacuate_host(struct gw_grpc_call *call, const ProtobufCMessage *msg,
     }
     if (blocked) {
         /* Nothing moves while any VM has nowhere to go: a half-drained host is worse. */
-        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "%s: %s: %s (%u VMs blocked; see a dry run)",
-                                  bm[0].reason, bm[0].vm, bm[0].message, blocked);
+        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, bm[0].reason,
+                                         "%s: %s: %s (%u VMs blocked; see a dry run)", bm[0].reason, bm[0].vm,
+                                         bm[0].message, blocked);
         goto out;
     }
     if (d->stopping) { code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "daemon shutting down"); goto out; }
@@ -197,8 +198,9 @@ static int exit_maintenance(struct gw_grpc_call *call, const ProtobufCMessage *m
     pthread_mutex_lock(&d->lock);
     for (struct gw_job *j = d->jobs; j; j = j->next)
         if (j->evac && !gw_job_final(j->state)) {
-            code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "evacuation %s is running: cancel it "
-                                      "(it puts the host back to active)", j->id);
+            code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "EVACUATION_RUNNING",
+                                             "evacuation %s is running: cancel it (it puts the host back to active)",
+                                             j->id);
             goto out;
         }
     if (gw_cluster_set_state(d, GODWIT__V1__CLUSTER_HOST__STATE__ACTIVE)) {

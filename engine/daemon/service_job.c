@@ -43,8 +43,10 @@ static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
      * registry, a registered, live and active host (the registry is the membership). */
     if (d->cluster->ops) {
         char why[300];
-        if (gw_cluster_check_destination(d, req->destination, why, sizeof why))
-            return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "%s", why);
+        int r = gw_cluster_check_destination(d, req->destination, why, sizeof why);
+        if (r)
+            return gw_grpc_call_error_reason(call, r == -EIO ? GW_GRPC_UNAVAILABLE : GW_GRPC_FAILED_PRECONDITION,
+                                             gw_cluster_reason(r), "%s", why);
     } else if (!gw_config_is_peer(&d->cfg, req->destination))
         return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "destination %s is not one of %s's peers "
                                   "(peers in godwitd's config)", req->destination, d->cfg.hostname);

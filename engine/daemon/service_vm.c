@@ -88,8 +88,8 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     pthread_mutex_lock(&d->lock);
     struct gw_vm_rec *rec;
     if (!gw_cluster_accepts_vms(d)) {
-        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "%s is draining or in maintenance: it takes no "
-                                  "new VMs", d->cfg.hostname);
+        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "HOST_NOT_ACTIVE", "%s is draining or in "
+                                         "maintenance: it takes no new VMs", d->cfg.hostname);
         goto out;
     }
     if (gw_vm_find(d, req->name)) {

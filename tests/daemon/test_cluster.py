@@ -39,6 +39,53 @@ def code_of(fn):
     return grpc.StatusCode.OK, ""
 
 
+_RPC = None
+
+
+def rpc_status_classes():
+    """google.rpc.Status and ErrorInfo built at run time (no googleapis protos installed):
+    the real protobuf decoder reads the trailer, not a hand-written one."""
+    global _RPC
+    if _RPC:
+        return _RPC
+    from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name="gw_test/rpc_status.proto", package="google.rpc", syntax="proto3",
+                                            dependency=["google/protobuf/any.proto"])
+    st = fdp.message_type.add(name="Status")
+    st.field.add(name="code", number=1, type=F.TYPE_INT32, label=F.LABEL_OPTIONAL)
+    st.field.add(name="message", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    st.field.add(name="details", number=3, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".google.protobuf.Any")
+    ei = fdp.message_type.add(name="ErrorInfo")
+    ei.field.add(name="reason", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    ei.field.add(name="domain", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(any_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(fdp)
+    from google.protobuf import message_factory
+    get = getattr(message_factory, "GetMessageClass", None) or message_factory.MessageFactory(pool).GetPrototype
+    _RPC = (get(pool.FindMessageTypeByName("google.rpc.Status")), get(pool.FindMessageTypeByName("google.rpc.ErrorInfo")))
+    return _RPC
+
+
+def error_reason(fn):
+    """(status code, ErrorInfo reason) of a failing call, from grpc-status-details-bin."""
+    try:
+        fn()
+    except grpc.RpcError as e:
+        Status, ErrorInfo = rpc_status_classes()
+        raw = dict(e.trailing_metadata() or ()).get("grpc-status-details-bin")
+        if not raw:
+            return e.code(), None
+        st = Status.FromString(raw)
+        assert st.code == e.code().value[0] and st.message == e.details(), (st, e)
+        assert st.details[0].type_url == "type.googleapis.com/google.rpc.ErrorInfo", st
+        info = ErrorInfo.FromString(st.details[0].value)
+        assert info.domain == "godwit", info
+        return e.code(), info.reason
+    return grpc.StatusCode.OK, None
+
+
 class ClusterTest(unittest.TestCase):
     """host-a, host-b, host-c of one registry; each test leaves the cluster as it found it
     (every host active, no VM anywhere)."""
@@ -143,6 +190,8 @@ class ClusterTest(unittest.TestCase):
             got, why = code_of(lambda: self.call(self.a, "MigrateVm", api.MigrateVmRequest(vm="avoid", destination=self.c.addr)))
             self.assertEqual(got, grpc.StatusCode.FAILED_PRECONDITION)
             self.assertIn("down", why)
+            self.assertEqual(error_reason(lambda: self.call(self.a, "MigrateVm", api.MigrateVmRequest(
+                vm="avoid", destination=self.c.addr)))[1], "HOST_DOWN")
             got, why = code_of(lambda: self.call(self.a, "MigrateVm", api.MigrateVmRequest(vm="avoid", destination="127.0.0.1:1")))
             self.assertEqual(got, grpc.StatusCode.FAILED_PRECONDITION)
             self.assertIn("not a host of the cluster", why)
@@ -182,6 +231,10 @@ class ClusterTest(unittest.TestCase):
         got, why = code_of(lambda: self.evacuate(self.a))
         self.assertEqual(got, grpc.StatusCode.FAILED_PRECONDITION)
         self.assertIn("NO_CAPACITY", why)
+        self.assertEqual(error_reason(lambda: self.evacuate(self.a)), (grpc.StatusCode.FAILED_PRECONDITION, "NO_CAPACITY"))
+        # A plain error carries no details.
+        self.assertEqual(error_reason(lambda: self.call(self.a, "GetVm", api.GetVmRequest(name="nope"))),
+                         (grpc.StatusCode.NOT_FOUND, None))
         self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.ACTIVE)
         self.assertEqual(self.where("big"), ["host-a"])
         self.assertEqual(len(self.call(self.a, "ListJobs", api.ListJobsRequest(state=api.Job.RUNNING)).jobs), 0)
@@ -199,8 +252,8 @@ class ClusterTest(unittest.TestCase):
         # A retry with the same request_id is the same job, not a second evacuation.
         self.assertEqual(self.evacuate(self.a, request_id="evac-1", max_outbound=2).job.id, job.id)
         self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.DRAINING)
-        got, why = code_of(lambda: self.create(self.a, "latecomer"))
-        self.assertEqual(got, grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertEqual(error_reason(lambda: self.create(self.a, "latecomer")),
+                         (grpc.StatusCode.FAILED_PRECONDITION, "HOST_NOT_ACTIVE"))
         phases = {}
         events = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=180))
         for e in events:
