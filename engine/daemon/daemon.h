@@ -27,6 +27,7 @@
 #define GW_VM_MAX_VCPUS 64
 #define GW_JOBS_IN_MEMORY 1000   /* finished jobs kept for ListJobs; the DB keeps more */
 #define GW_JOBS_IN_DB 10000
+#define GW_REQUEST_ID_MAX 63           /* request_id of mutating calls */
 
 struct gw_db;
 struct gw_grpc_server;
@@ -93,6 +94,7 @@ struct gw_job {
     struct gw_job_watcher *watchers;
     struct gw_daemon *d;
     struct gw_evac *evac;          /* EVACUATE jobs: the plan and its steps (evacuate.c) */
+    char request_id[GW_REQUEST_ID_MAX + 1];   /* the caller's idempotency key, "" = none */
 };
 
 struct gw_daemon {

@@ -50,6 +50,7 @@ void gw_job_to_proto(const struct gw_job *j, Godwit__V1__Job *out)
     out->created_unix_ms = j->created_ms;
     out->started_unix_ms = j->started_ms;
     out->finished_unix_ms = j->finished_ms;
+    out->request_id = (char *)j->request_id;
     if (j->evac) gw_evac_to_proto(j, out);
 }
 
@@ -248,6 +249,7 @@ static void load_one(void *arg, const Godwit__V1__Job *pj)
     j->created_ms = pj->created_unix_ms;
     j->started_ms = pj->started_unix_ms;
     j->finished_ms = pj->finished_unix_ms;
+    snprintf(j->request_id, sizeof j->request_id, "%s", pj->request_id);
     j->d = d;
     if (j->kind == GODWIT__V1__JOB__KIND__EVACUATE) gw_evac_load(j, pj);
     j->next = d->jobs;   /* loaded oldest first: the list ends newest first */

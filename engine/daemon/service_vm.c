@@ -313,10 +313,21 @@ static int list_vms(struct gw_grpc_call *call, const ProtobufCMessage *msg, void
     if ((unsigned)req->state > GODWIT__V1__VM__STATE__CRASHED)
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "unknown VM state %d", (int)req->state);
     pthread_mutex_lock(&d->lock);
+    if (strlen(req->page_token) > GW_VM_NAME_MAX) {
+        pthread_mutex_unlock(&d->lock);
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "bad page_token");
+    }
     if (vm_list_build(d, req->state, &l)) code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     else {
-        resp.n_vms = l.n;
-        resp.vms = l.ptrs;
+        /* Pages by name: the token is the last name of the previous page. */
+        size_t first = 0;
+        if (req->page_token[0])
+            while (first < l.n && strcmp(l.ptrs[first]->name, req->page_token) <= 0) first++;
+        size_t count = l.n - first;
+        if (req->page_size && req->page_size < count) count = req->page_size;
+        resp.n_vms = count;
+        resp.vms = l.ptrs + first;
+        resp.next_page_token = first + count < l.n ? l.ptrs[first + count - 1]->name : "";
         gw_grpc_call_send(call, &resp.base);
     }
     pthread_mutex_unlock(&d->lock);

@@ -397,6 +397,41 @@ class ClusterTest(unittest.TestCase):
         s.close()
         self.assertIn('godwit_migrations_total{result="succeeded"}', self.scrape())
 
+    def test_pagination_and_safe_retry(self):
+        for n in ("p3", "p1", "p2"):
+            self.create(self.a, n, mem=32)
+        seen, token = [], ""
+        while True:
+            r = self.call(self.a, "ListVms", api.ListVmsRequest(page_size=2, page_token=token))
+            self.assertLessEqual(len(r.vms), 2)
+            seen += [v.name for v in r.vms]
+            token = r.next_page_token
+            if not token:
+                break
+        self.assertEqual(seen, ["p1", "p2", "p3"])
+        # MigrateVm with a request_id: the retry is the same job, not a second migration.
+        j1 = self.call(self.a, "MigrateVm", api.MigrateVmRequest(vm="p1", destination=self.b.addr, request_id="mig-p1")).job
+        j2 = self.call(self.a, "MigrateVm", api.MigrateVmRequest(vm="p1", destination=self.b.addr, request_id="mig-p1")).job
+        self.assertEqual((j1.id, j2.request_id), (j2.id, "mig-p1"))
+        final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=j1.id), metadata=AUTH, timeout=60))[-1].job
+        self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
+        self.assertTrue(wait_for(lambda: self.where("p1") == ["host-b"], 10))
+        # Even after it ended (the VM is gone from here), the retry answers with the job.
+        self.assertEqual(self.call(self.a, "MigrateVm", api.MigrateVmRequest(vm="p1", destination=self.b.addr,
+                                                                             request_id="mig-p1")).job.id, j1.id)
+        # Jobs page by id, oldest first.
+        all_jobs = [j.id for j in self.call(self.a, "ListJobs", api.ListJobsRequest()).jobs]
+        paged, token = [], ""
+        while True:
+            r = self.call(self.a, "ListJobs", api.ListJobsRequest(page_size=3, page_token=token))
+            paged += [j.id for j in r.jobs]
+            token = r.next_page_token
+            if not token:
+                break
+        self.assertEqual(paged, all_jobs)
+        got, _ = code_of(lambda: self.call(self.a, "ListJobs", api.ListJobsRequest(page_token="job-nope")))
+        self.assertEqual(got, grpc.StatusCode.INVALID_ARGUMENT)
+
     # ------------------------------------------------------------------------ reflection
 
     def test_reflection_without_proto_files(self):
