@@ -12,6 +12,7 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/daemon/cluster.h"
@@ -98,7 +99,14 @@ static int pack_record(struct gw_daemon *d, uint8_t **out, size_t *len)
         snprintf(mig, sizeof mig, "%s:%u", d->cfg.migration_advertise[0] ? d->cfg.migration_advertise
                                                                          : d->cfg.migration_host, d->cfg.migration_port);
     h.name = d->cfg.hostname;
-    h.api_address = d->cfg.listen;
+    /* Listening on port 0, the registry must say the port the kernel gave. */
+    char api[GW_CFG_STR + 16];
+    const char *colon = strrchr(d->cfg.listen, ':');
+    if (colon && !strcmp(colon, ":0") && d->srv && gw_grpc_server_port(d->srv) > 0)
+        snprintf(api, sizeof api, "%.*s:%d", (int)(colon - d->cfg.listen), d->cfg.listen, gw_grpc_server_port(d->srv));
+    else
+        snprintf(api, sizeof api, "%s", d->cfg.listen);
+    h.api_address = api;
     h.migration_address = mig;
     h.memory_bytes = d->cfg.capacity_memory;
     if (!h.memory_bytes) {
