@@ -30,6 +30,7 @@
 #define GW_EVAC_POLL_MS 200
 /* Bandwidth the planner assumes when no migration from this host has been measured yet. */
 #define GW_EVAC_DEFAULT_BW (256ull << 20)
+#define GW_CLUSTER_SAMPLES 16              /* migrations the time model is fitted on */
 
 struct gw_daemon;
 struct gw_job;
@@ -62,7 +63,10 @@ struct gw_cluster {
     pthread_t hb_thread;
     struct gw_cluster_seen seen[GW_CLUSTER_MAX_HOSTS];
     unsigned n_seen;
-    uint64_t measured_bw;                /* bytes/s of the last successful outgoing migration */
+    uint64_t measured_bw;                /* fitted from the samples (0 = not enough yet) */
+    uint64_t measured_overhead_ms;
+    struct { uint64_t bytes, ms; } samples[GW_CLUSTER_SAMPLES];   /* successful outgoing migrations */
+    unsigned n_samples, next_sample;
     bool return_running, return_joinable;   /* return home (cluster_return.c) */
     pthread_t return_thread;
 };
@@ -92,6 +96,14 @@ void gw_cluster_hosts_free(Godwit__V1__ClusterHost **hosts, size_t n);
 int gw_cluster_check_destination(struct gw_daemon *d, const char *addr, char *why, size_t whylen);
 /* The ErrorInfo reason of a gw_cluster_check_destination error. */
 const char *gw_cluster_reason(int err);
+/* A migration job ended (lock held): a successful one is a sample of the time model
+ * wall_ms = overhead + memory_bytes / bandwidth, refitted (least squares) over the last
+ * GW_CLUSTER_SAMPLES. */
+void gw_cluster_job_done(struct gw_daemon *d, const struct gw_job *j);
+/* The model the planner uses (lock NOT held; reads the registry when this host has too few
+ * samples: the other hosts' published fits, averaged). */
+void gw_cluster_model(struct gw_daemon *d, Godwit__V1__ClusterHost *const *hosts, size_t n, uint64_t *bw,
+                      uint64_t *overhead_ms);
 /* Publishes now (lock NOT held). */
 int gw_cluster_publish(struct gw_daemon *d);
 
@@ -119,6 +131,7 @@ struct gw_plan_in {
     size_t n_hosts;
     const char *self;                     /* the source host: never a destination */
     uint64_t bandwidth;                   /* bytes/s one migration gets */
+    uint64_t overhead_ms;                 /* fixed cost of one migration (prepare, setup, switch) */
 };
 /* Orders the VMs (priority classes high to low, then smallest memory first: the shortest
  * jobs first minimise the mean time a VM waits) and places each on the live, active host

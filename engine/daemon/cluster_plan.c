@@ -102,6 +102,7 @@ unsigned gw_cluster_plan(const struct gw_plan_in *in, struct gw_plan_step *steps
         }
         st->host = best;
         gw_cluster_estimate(v->memory_bytes, v->dirty_rate, in->bandwidth, &st->est_bytes, &st->est_ms);
+        st->est_ms += in->overhead_ms;
         if (best >= 0) {
             free_mem[best] -= v->memory_bytes;
             free_cpu[best] -= v->vcpus;

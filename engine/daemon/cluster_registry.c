@@ -118,6 +118,7 @@ static int pack_record(struct gw_daemon *d, uint8_t **out, size_t *len)
     h.heartbeat_unix_ms = gw_unix_ms();
     h.started_unix_ms = h.heartbeat_unix_ms - (gw_now_ns() - d->started_ns) / 1000000;
     h.migration_bandwidth_bytes_per_s = d->cluster->measured_bw;
+    h.migration_overhead_ms = d->cluster->measured_overhead_ms;
     size_t n = 0;
     for (struct gw_vm_rec *r = d->vms; r; r = r->next) n++;
     Godwit__V1__ClusterVm *vms = calloc(n + 1, sizeof *vms);
@@ -238,6 +239,59 @@ void gw_cluster_free(struct gw_daemon *d)
     if (c->ops && c->be) c->ops->close(c->be);
     free(c);
     d->cluster = NULL;
+}
+
+/* ---- the time model ------------------------------------------------------------------- */
+
+void gw_cluster_job_done(struct gw_daemon *d, const struct gw_job *j)
+{
+    struct gw_cluster *c = d->cluster;
+    if (!c || j->kind != GODWIT__V1__JOB__KIND__MIGRATE || j->state != GODWIT__V1__JOB__STATE__SUCCEEDED ||
+        !j->started_ms || j->finished_ms <= j->started_ms || !j->progress.total_bytes)
+        return;
+    /* x is the guest's memory, not the bytes sent: the planner knows the memory of a VM
+     * before it moves, and zero pages cost next to nothing on the wire, so what a typical
+     * guest's working set adds is part of the fitted rate. */
+    c->samples[c->next_sample].bytes = j->progress.total_bytes;
+    c->samples[c->next_sample].ms = j->finished_ms - j->started_ms;
+    c->next_sample = (c->next_sample + 1) % GW_CLUSTER_SAMPLES;
+    if (c->n_samples < GW_CLUSTER_SAMPLES) c->n_samples++;
+    /* Least squares of ms on bytes. With one sample, or sizes too alike to separate the
+     * slope from the intercept, the model is the plain rate (overhead 0). */
+    double n = c->n_samples, sx = 0, sy = 0, sxx = 0, sxy = 0;
+    for (unsigned i = 0; i < c->n_samples; i++) {
+        double x = (double)c->samples[i].bytes, y = (double)c->samples[i].ms;
+        sx += x; sy += y; sxx += x * x; sxy += x * y;
+    }
+    double den = n * sxx - sx * sx, k = 0, a = 0;
+    if (n >= 2 && den > 1e-9 * sxx * n) {
+        k = (n * sxy - sx * sy) / den;
+        a = (sy - k * sx) / n;
+    }
+    if (k <= 0 || a < 0) { k = sy / sx; a = 0; }   /* not a usable line: the average rate */
+    c->measured_bw = k > 0 ? (uint64_t)(1000.0 / k) : 0;
+    c->measured_overhead_ms = (uint64_t)a;
+}
+
+void gw_cluster_model(struct gw_daemon *d, Godwit__V1__ClusterHost *const *hosts, size_t n, uint64_t *bw,
+                      uint64_t *overhead_ms)
+{
+    pthread_mutex_lock(&d->lock);
+    unsigned samples = d->cluster->n_samples;
+    *bw = d->cluster->measured_bw;
+    *overhead_ms = d->cluster->measured_overhead_ms;
+    pthread_mutex_unlock(&d->lock);
+    if (samples >= 2 && *bw) return;
+    uint64_t sbw = 0, soh = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (hosts[i]->down || !hosts[i]->migration_bandwidth_bytes_per_s || !strcmp(hosts[i]->name, d->cfg.hostname))
+            continue;
+        sbw += hosts[i]->migration_bandwidth_bytes_per_s;
+        soh += hosts[i]->migration_overhead_ms;
+        k++;
+    }
+    if (k) { *bw = sbw / k; *overhead_ms = soh / k; }
+    else if (!*bw) { *bw = GW_EVAC_DEFAULT_BW; *overhead_ms = 0; }
 }
 
 /* ---- reading the registry ---------------------------------------------------------------- */

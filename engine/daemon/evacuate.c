@@ -305,7 +305,9 @@ static bool follow(struct gw_evac *e, struct step *s, bool cancelling)
         if (c->state == GODWIT__V1__JOB__STATE__SUCCEEDED && c->has_thread) return false;
         if (c->state == GODWIT__V1__JOB__STATE__SUCCEEDED) {
             step_end(s, S(MOVED), NULL, NULL);
-            if (c->progress.throughput_bytes_per_s) e->d->cluster->measured_bw = c->progress.throughput_bytes_per_s;
+            /* The step's time is the migration's (what the estimate predicts), not the
+             * runner's exit after it. */
+            if (c->finished_ms > s->started_ms) s->finished_ms = c->finished_ms;
         } else if (s->abort_sent && s->reason[0]) {
             step_end(s, S(FAILED), NULL, NULL);   /* the stall detector's reason stands */
         } else if (c->state == GODWIT__V1__JOB__STATE__CANCELLED) {

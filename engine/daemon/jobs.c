@@ -172,6 +172,7 @@ void gw_job_set_state(struct gw_job *j, int state, const char *msg)
         else snprintf(j->phase, sizeof j->phase, "failed");
         if (j->started_ms) j->progress.total_ms = now - j->started_ms;
         gw_metrics_job_done(j->d, j);
+        gw_cluster_job_done(j->d, j);
         gw_info("job=%s vm=%s: %s%s%s", j->id, j->vm,
                 state == GODWIT__V1__JOB__STATE__SUCCEEDED ? "succeeded"
                 : state == GODWIT__V1__JOB__STATE__CANCELLED ? "cancelled" : "failed",

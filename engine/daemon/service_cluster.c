@@ -143,10 +143,13 @@ static int evacuate_host(struct gw_grpc_call *call, const ProtobufCMessage *msg,
     Godwit__V1__EvacuationPolicy pol;
     Godwit__V1__MigrationPolicy mig;
     gw_evac_policy(d, p, &pol, &mig);
-    uint64_t bw = d->cluster->measured_bw ? d->cluster->measured_bw : GW_EVAC_DEFAULT_BW;
+    uint64_t bw = 0, overhead = 0;
+    pthread_mutex_unlock(&d->lock);
+    gw_cluster_model(d, hosts, nh, &bw, &overhead);   /* takes the lock itself */
+    pthread_mutex_lock(&d->lock);
     if (mig.bandwidth_limit_bytes_per_s && mig.bandwidth_limit_bytes_per_s < bw) bw = mig.bandwidth_limit_bytes_per_s;
     struct gw_plan_in in = {.vms = vms, .n_vms = collect_vms(d, vms, GW_EVAC_MAX_VMS), .hosts = hosts,
-                            .n_hosts = nh, .self = d->cfg.hostname, .bandwidth = bw};
+                            .n_hosts = nh, .self = d->cfg.hostname, .bandwidth = bw, .overhead_ms = overhead};
     unsigned blocked = gw_cluster_plan(&in, steps);
     size_t nb = 0;
     for (size_t i = 0; i < in.n_vms; i++) {

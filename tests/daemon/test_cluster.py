@@ -332,7 +332,8 @@ class ClusterTest(unittest.TestCase):
     def test_stalled_vm_aborted_with_reason(self):
         # A guest dirtying 64 MiB/s behind an 8 MiB/s link never converges: the stall detector
         # aborts it with a reason, the other VM still moves, and the parent ends (FAILED).
-        self.create(self.a, "calm", mem=32)
+        self.call(self.a, "CreateVm", api.CreateVmRequest(name="calm", memory_bytes=32 * MIB, vcpus=1, start=True,
+                                                         guest="dirtier:ws=4M,rate=1M"))
         self.call(self.a, "CreateVm", api.CreateVmRequest(name="hot", memory_bytes=32 * MIB, vcpus=1, start=True,
                                                          guest="dirtier:ws=24M,rate=64M,pattern=random"))
         job = self.evacuate(self.a, max_outbound=2, max_inbound=2, stall_timeout_s=2,
@@ -358,7 +359,7 @@ class ClusterTest(unittest.TestCase):
         def in_flight():
             steps = self.call(self.a, "GetJob", api.GetJobRequest(id=job.id)).job.steps
             return (sum(s.state == ST.MOVED for s in steps) >= 1 and
-                    any(s.state == ST.RUNNING and s.sent_bytes > 0 for s in steps))
+                    any(s.state == ST.RUNNING and s.phase not in ("", "queued") for s in steps))
         self.assertTrue(wait_for(in_flight, 60, 0.02))
         self.a.stop(signal.SIGKILL)
         self.a.start()
