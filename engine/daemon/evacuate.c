@@ -46,6 +46,8 @@ struct step {
     char phase[32];
     uint64_t remaining, sent, min_remaining, progress_ns, started_ms, finished_ms;
     uint32_t round;                        /* the child's last pre-copy round seen */
+    uint64_t downtime_ms, expected_downtime_ms;
+    uint32_t iteration;                    /* the child's round, as shown */
     uint64_t last_sent, sent_ns;           /* when sent_bytes last grew */
     bool abort_sent, settling;
 };
@@ -133,6 +135,9 @@ static void step_to_proto(const struct step *s, Godwit__V1__EvacuationStep *m)
     m->started_unix_ms = s->started_ms;
     m->finished_unix_ms = s->finished_ms;
     m->actual_ms = s->finished_ms > s->started_ms && s->started_ms ? s->finished_ms - s->started_ms : 0;
+    m->round = s->iteration;
+    m->downtime_ms = s->downtime_ms;
+    m->expected_downtime_ms = s->expected_downtime_ms;
 }
 
 void gw_evac_to_proto(const struct gw_job *j, Godwit__V1__Job *out)
@@ -210,6 +215,8 @@ void gw_evac_load(struct gw_job *j, const Godwit__V1__Job *pj)
         s->sent = m->sent_bytes;
         s->started_ms = m->started_unix_ms;
         s->finished_ms = m->finished_unix_ms;
+        s->iteration = m->round;
+        s->downtime_ms = m->downtime_ms;
         s->settling = s->state == S(RUNNING);   /* its child's fate is settled first */
     }
     j->evac = e;
@@ -299,6 +306,9 @@ static bool follow(struct gw_evac *e, struct step *s, bool cancelling)
     s->remaining = c->progress.remaining_bytes;
     s->sent = c->progress.sent_bytes;
     if (c->progress.dirty_rate_bytes_per_s) s->dirty = c->progress.dirty_rate_bytes_per_s;
+    s->downtime_ms = c->progress.measured_downtime_ms;
+    s->iteration = c->progress.round;
+    s->expected_downtime_ms = c->progress.expected_downtime_ms;
     if (gw_job_final(c->state)) {
         /* Moved only once the child let the VM go here (its runner left, the record is
          * gone): "maintenance" means empty. */

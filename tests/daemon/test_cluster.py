@@ -266,6 +266,8 @@ class ClusterTest(unittest.TestCase):
             self.assertIn("moved", phases[s.vm])
             self.assertTrue(phases[s.vm] & {"prepare", "setup", "precopy", "queued"}, phases[s.vm])
             self.assertGreater(s.actual_ms, 0)
+            self.assertGreater(s.sent_bytes, 0)
+            self.assertGreaterEqual(s.round, 1)
         self.assertTrue(any(len(p) > 2 for p in phases.values()), phases)   # phases were streamed
         # Caps: never more than 2 at once from the source, 1 at once into a destination.
         spans = [(s.started_unix_ms, s.finished_unix_ms, s.destination_host) for s in final.steps]
