@@ -167,8 +167,8 @@ size_t gw_cluster_return_home(struct gw_daemon *d, char **names, size_t cap)
         pthread_join(c->return_thread, NULL);
         c->return_joinable = false;
     }
-    for (size_t i = 0; i < rr->n; i++) names[i] = strdup(rr->items[i].vm);
-    size_t n = rr->n;
+    size_t n = 0;
+    while (n < rr->n && (names[n] = strdup(rr->items[n].vm))) n++;   /* out of memory: a shorter list */
     c->return_running = true;
     if (pthread_create(&c->return_thread, NULL, return_main, rr)) {
         c->return_running = false;
