@@ -15,7 +15,7 @@
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fprintf(argc < 2 ? stderr : stdout, "usage: godwit-bench vm|snapshot|migrate|wire|backup|net|api [options] [--json]\n");
+        fprintf(argc < 2 ? stderr : stdout, "usage: godwit-bench vm|snapshot|migrate|wire|backup|net|api|evacuate [options] [--json]\n");
         return argc < 2 ? 2 : 0;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -26,6 +26,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "backup")) return gw_bench_backup(argc - 1, argv + 1);
     if (!strcmp(argv[1], "net")) return gw_bench_net(argc - 1, argv + 1);
     if (!strcmp(argv[1], "api")) return gw_bench_api(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "evacuate")) return gw_bench_evacuate(argc - 1, argv + 1);
     fprintf(stderr, "godwit-bench: unknown benchmark '%s'\n", argv[1]);
     return 2;
 }

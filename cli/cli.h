@@ -57,6 +57,8 @@ int gw_cmd_vm(struct gw_cli *cli, int argc, char **argv);
 int gw_cmd_job(struct gw_cli *cli, int argc, char **argv);
 int gw_cmd_migrate(struct gw_cli *cli, int argc, char **argv);
 int gw_cmd_host(struct gw_cli *cli, int argc, char **argv);
+int gw_cmd_cluster(struct gw_cli *cli, int argc, char **argv);                 /* cmd_cluster.c */
+int gw_cmd_host_maintenance(struct gw_cli *cli, int argc, char **argv);       /* argv[0] "maintenance" */
 /* Follows a job until it ends (progress bar on a terminal); returns the exit code for its
  * final state. */
 int gw_cli_watch_job(struct gw_cli *cli, const char *id);

@@ -6,9 +6,10 @@
 
 int gw_cmd_host(struct gw_cli *cli, int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "maintenance")) return gw_cmd_host_maintenance(cli, argc - 1, argv + 1);
     if (argc > 1) {
         bool help = !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h");
-        fprintf(help ? stdout : stderr, "usage: godwit host [--json]\n");
+        fprintf(help ? stdout : stderr, "usage: godwit host [--json]\n       godwit host maintenance enter|exit ... (godwit host maintenance --help)\n");
         return help ? GW_EXIT_OK : GW_EXIT_USAGE;
     }
     Godwit__V1__GetHostRequest req = GODWIT__V1__GET_HOST_REQUEST__INIT;

@@ -23,6 +23,8 @@ static const char usage[] =
     "  migrate VM --to HOST:PORT [--wait]      live-migrate a VM (godwit migrate --help)\n"
     "  job list|show|watch|cancel              follow and control jobs (godwit job --help)\n"
     "  host                                    the host's capacity, VMs and running jobs\n"
+    "  host maintenance enter|exit             evacuate the host / bring it back (--help)\n"
+    "  cluster hosts                           the cluster's hosts, their state and room\n"
     "global options (anywhere on the line):\n"
     "  --addr HOST:PORT    godwitd's API address (GODWIT_ADDR; default 127.0.0.1:7400)\n"
     "  --token TOKEN       bearer token (GODWIT_TOKEN)\n"
@@ -149,6 +151,7 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "migrate")) code = gw_cmd_migrate(&cli, argc - 1, argv + 1);
     else if (!strcmp(cmd, "job")) code = gw_cmd_job(&cli, argc - 1, argv + 1);
     else if (!strcmp(cmd, "host")) code = gw_cmd_host(&cli, argc - 1, argv + 1);
+    else if (!strcmp(cmd, "cluster")) code = gw_cmd_cluster(&cli, argc - 1, argv + 1);
     else { fprintf(stderr, "godwit: unknown command '%s'\n%s", cmd, usage); code = GW_EXIT_USAGE; }
     if (cli.client) gw_grpc_client_close(cli.client);
     return code;

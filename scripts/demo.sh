@@ -29,8 +29,9 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 head -c 24 /dev/urandom | base64 > "$WORK/token"
 head -c 32 /dev/urandom | base64 > "$WORK/cluster.secret"
 # Each host names the other as its peer: a VM only ever migrates to a configured peer.
-declare -A PORT=([a]=$(free_port) [b]=$(free_port)) OTHER=([a]=b [b]=a)
-for h in a b; do
+declare -A PORT=([a]=$(free_port) [b]=$(free_port) [c]=$(free_port)) OTHER=([a]=b [b]=a [c]=a)
+# A third host, and a cluster registry in a directory (docs/cluster.md) for the evacuation.
+for h in a b c; do
   mkdir -p "$WORK/$h"
   cat > "$WORK/$h/godwitd.conf" <<CONF
 [daemon]
@@ -42,12 +43,14 @@ secret_file = $WORK/cluster.secret
 migration_host = 127.0.0.1
 migration_port = $(free_port)
 hostname = host-$h
+cluster = dir:$WORK/cluster
+capacity_memory = 4G
 CONF
   "$BIN/godwitd" --config "$WORK/$h/godwitd.conf" > "$WORK/$h/godwitd.out" 2> "$WORK/$h/godwitd.log" &
   PIDS+=($!)
 done
 addr() { sed -n 's/^listen = //p' "$WORK/$1/godwitd.conf"; }
-for h in a b; do
+for h in a b c; do
   for _ in $(seq 200); do grep -q "listening on" "$WORK/$h/godwitd.out" 2>/dev/null && break; sleep 0.05; done
 done
 A=$(addr a); B=$(addr b)
@@ -89,5 +92,24 @@ say "host B: suspend the VM to a file while it works, and resume it in a new pro
 "$BIN/godwit-vm" save --control "$SOCK" --file "$WORK/demo.snap"
 gw --addr "$B" vm stop demo > /dev/null
 "$BIN/godwit-vm" restore --file "$WORK/demo.snap" --seconds 3 2> "$WORK/restore.err"
+
+say "the cluster: three hosts in one registry, each with its state, room and heartbeat"
+C=$(addr c)
+for n in web-1 web-2 db-1; do
+  gw --addr "$A" vm create "$n" --memory 192M --guest dirtier:ws=32M,rate=16M --start > /dev/null
+done
+sleep 1.5
+gw --addr "$A" cluster hosts
+
+say "host A goes into maintenance: first the plan (order, destinations, estimates), then the evacuation"
+gw --addr "$A" host maintenance enter --dry-run
+gw --addr "$A" host maintenance enter --wait --max-outbound 2
+gw --addr "$A" cluster hosts
+
+say "maintenance over: host A is active again and its VMs come home"
+gw --addr "$A" host maintenance exit --return
+for _ in $(seq 100); do [ "$(gw --addr "$A" vm list 2>/dev/null | grep -c running)" -ge 3 ] && break; sleep 0.2; done
+gw --addr "$A" vm list
 echo
-echo "demo: the guest moved between hosts, was backed up live to Ceph and cloned, and crossed a suspend without a single verify error."
+echo "demo: the guest moved between hosts, was backed up live to Ceph and cloned, and crossed a suspend"
+echo "      without a single verify error; host A was drained into maintenance and its VMs came back."

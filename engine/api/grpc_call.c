@@ -192,6 +192,22 @@ int gw_grpc_call_finish(struct gw_grpc_call *c, int code, const char *fmt, ...)
     return rc;
 }
 
+int gw_grpc_call_error_reason(struct gw_grpc_call *c, int code, const char *reason, const char *fmt, ...)
+{
+    char msg[GW_GRPC_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&c->srv->lock);
+    if (!c->finished) {
+        snprintf(c->message, sizeof c->message, "%s", msg);
+        snprintf(c->reason, sizeof c->reason, "%s", reason ? reason : "");
+    }
+    pthread_mutex_unlock(&c->srv->lock);
+    return code;
+}
+
 int gw_grpc_call_error(struct gw_grpc_call *c, int code, const char *fmt, ...)
 {
     char msg[GW_GRPC_MSG_MAX];

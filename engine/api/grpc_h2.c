@@ -301,8 +301,12 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t err, void *
 }
 
 /* Status trailers; used alone (trailers-only response) or after data. */
-static int status_nv(nghttp2_nv *nv, int code, const char *message, char codebuf[12],
-                     char msgbuf[3 * GW_GRPC_MSG_MAX + 1])
+#define DETAILS_MAX (2 * GW_GRPC_MSG_MAX + 256)
+
+/* Up to three headers: grpc-status, grpc-message, and grpc-status-details-bin when the call
+ * has a reason (an error only). */
+static int status_nv(nghttp2_nv *nv, int code, const char *message, const char *reason, char codebuf[12],
+                     char msgbuf[3 * GW_GRPC_MSG_MAX + 1], char detbuf[DETAILS_MAX])
 {
     int n = 0;
     int cl = snprintf(codebuf, 12, "%d", code);
@@ -310,14 +314,17 @@ static int status_nv(nghttp2_nv *nv, int code, const char *message, char codebuf
     size_t ml = gw_grpc_pct_encode(message, strlen(message), msgbuf, 3 * GW_GRPC_MSG_MAX + 1);
     if (ml)
         nv[n++] = (nghttp2_nv)NV("grpc-message", msgbuf, ml);
+    size_t dl = code && reason[0] ? gw_grpc_status_details(code, message, reason, detbuf, DETAILS_MAX) : 0;
+    if (dl)
+        nv[n++] = (nghttp2_nv)NV("grpc-status-details-bin", detbuf, dl);
     return n;
 }
 
-static void submit_trailers(struct gw_grpc_call *c, int code, const char *message)
+static void submit_trailers(struct gw_grpc_call *c, int code, const char *message, const char *reason)
 {
-    nghttp2_nv nv[2];
-    char codebuf[12], msgbuf[3 * GW_GRPC_MSG_MAX + 1];
-    int n = status_nv(nv, code, message, codebuf, msgbuf);
+    nghttp2_nv nv[3];
+    char codebuf[12], msgbuf[3 * GW_GRPC_MSG_MAX + 1], detbuf[DETAILS_MAX];
+    int n = status_nv(nv, code, message, reason, codebuf, msgbuf, detbuf);
     c->trailers_sent = true;
     int rc = nghttp2_submit_trailer(c->conn->ng, c->stream_id, nv, (size_t)n);
     if (rc < 0)
@@ -332,7 +339,7 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     size_t n = 0;
     bool eof;
     int code = 0;
-    char message[GW_GRPC_MSG_MAX];
+    char message[GW_GRPC_MSG_MAX], reason[GW_GRPC_REASON_MAX];
     pthread_mutex_lock(&c->srv->lock);
     while (n < length && c->out_head) {
         struct gw_out_buf *b = c->out_head;
@@ -354,6 +361,7 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     if (eof) {
         code = c->code;
         memcpy(message, c->message, sizeof message);
+        memcpy(reason, c->reason, sizeof reason);
     }
     pthread_mutex_unlock(&c->srv->lock);
     if (n == 0 && !eof) {
@@ -362,7 +370,7 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     }
     if (eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        submit_trailers(c, code, message);
+        submit_trailers(c, code, message, reason);
     }
     return (ssize_t)n;
 }
@@ -374,13 +382,14 @@ void gw_h2_call_ready(struct gw_grpc_call *c)
     nghttp2_session *ng = c->conn->ng;
     bool has_out, fin;
     int code = 0;
-    char message[GW_GRPC_MSG_MAX];
+    char message[GW_GRPC_MSG_MAX], reason[GW_GRPC_REASON_MAX];
     pthread_mutex_lock(&c->srv->lock);
     has_out = c->out_head != NULL;
     fin = c->finished;
     if (fin) {
         code = c->code;
         memcpy(message, c->message, sizeof message);
+        memcpy(reason, c->reason, sizeof reason);
     }
     pthread_mutex_unlock(&c->srv->lock);
 
@@ -397,9 +406,9 @@ void gw_h2_call_ready(struct gw_grpc_call *c)
     int rc;
     if (!has_out) {
         /* Trailers-only response: one HEADERS frame with the status and END_STREAM. */
-        nghttp2_nv nv[4] = { NV(":status", "200", 3), NV("content-type", "application/grpc", 16) };
-        char codebuf[12], msgbuf[3 * GW_GRPC_MSG_MAX + 1];
-        int n = 2 + status_nv(nv + 2, code, message, codebuf, msgbuf);
+        nghttp2_nv nv[5] = { NV(":status", "200", 3), NV("content-type", "application/grpc", 16) };
+        char codebuf[12], msgbuf[3 * GW_GRPC_MSG_MAX + 1], detbuf[DETAILS_MAX];
+        int n = 2 + status_nv(nv + 2, code, message, reason, codebuf, msgbuf, detbuf);
         c->trailers_sent = true;
         rc = nghttp2_submit_response(ng, c->stream_id, nv, (size_t)n, NULL);
     } else {

@@ -136,6 +136,11 @@ int gw_grpc_call_finish(struct gw_grpc_call *c, int code, const char *fmt, ...)
 int gw_grpc_call_error(struct gw_grpc_call *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The same with a machine-readable reason (e.g. "NO_CAPACITY", at most 47 characters of
+ * [A-Z_]) sent as google.rpc.ErrorInfo in grpc-status-details-bin (grpc_status.h). */
+int gw_grpc_call_error_reason(struct gw_grpc_call *c, int code, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 void gw_grpc_call_ref(struct gw_grpc_call *c);
 void gw_grpc_call_unref(struct gw_grpc_call *c);
 

@@ -7,6 +7,7 @@
 #ifndef GW_API_GRPC_SERVER_INT_H
 #define GW_API_GRPC_SERVER_INT_H
 
+#include "engine/api/grpc_status.h"
 #include "engine/api/grpc_addr.h"
 #include "engine/api/grpc_server.h"
 
@@ -67,6 +68,7 @@ struct gw_grpc_call {
     bool finished, cancelled;
     int code;
     char message[GW_GRPC_MSG_MAX];
+    char reason[GW_GRPC_REASON_MAX];  /* ErrorInfo reason for the status details, "" = none */
     bool on_ready;
     struct gw_grpc_call *ready_next;
     gw_grpc_cancel_fn on_cancel;

@@ -82,6 +82,10 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
 #ifdef GODWIT_TEST_HOOKS
     else if (!strcmp(key, "test_runner_fault")) r = set_str(cfg->test_runner_fault, sizeof cfg->test_runner_fault, value);
 #endif
+    else if (!strcmp(key, "cluster")) r = set_str(cfg->cluster, sizeof cfg->cluster, value);
+    else if (!strcmp(key, "capacity_memory")) r = gw_parse_size(value, &cfg->capacity_memory);
+    else if (!strcmp(key, "capacity_vcpus")) r = set_u32(&cfg->capacity_vcpus, value, 1, 4096);
+    else if (!strcmp(key, "metrics_listen")) r = set_str(cfg->metrics_listen, sizeof cfg->metrics_listen, value);
     else {
         snprintf(c->err, c->errlen, "unknown key '%s'", key);
         return 0;

@@ -26,6 +26,10 @@
  *   max_incoming = 2                  ; concurrent incoming migrations
  *   hostname = host-a                 ; default: gethostname()
  *   workers = 8                       ; gRPC handler threads (StartVm/StopVm hold one while they wait)
+ *   cluster = dir:/var/lib/godwit-cluster ; the cluster registry (docs/cluster.md); "" = none
+ *   capacity_memory = 64G             ; memory offered to VMs (default: the machine's)
+ *   capacity_vcpus = 32               ; vCPUs offered to VMs (default: the online CPUs)
+ *   metrics_listen = 127.0.0.1:9400   ; Prometheus metrics over HTTP; "" = none
  *
  *   test_runner_fault = drop-go       ; test builds (GODWIT_TEST_HOOKS) only: a fault for runners
  *
@@ -60,6 +64,10 @@ struct gw_daemon_config {
     uint32_t max_incoming;
     uint32_t workers;
     char test_runner_fault[64];   /* GODWIT_TEST_HOOKS builds only: `--test-fault` for every runner */
+    char cluster[GW_CFG_STR];       /* "dir:/path"; "" = no registry */
+    uint64_t capacity_memory;       /* 0 = the machine's */
+    uint32_t capacity_vcpus;        /* 0 = the online CPUs */
+    char metrics_listen[GW_CFG_STR];
 };
 
 /* Fills cfg with the defaults, then the file's values. Returns 0, or -EINVAL / -errno with a

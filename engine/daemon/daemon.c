@@ -11,13 +11,20 @@
 #include <unistd.h>
 
 #include "engine/api/grpc_health.h"
+#include "engine/api/grpc_reflection.h"
 #include "engine/api/grpc_server.h"
 #include "engine/api/grpc_tls.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
+#include "engine/daemon/metrics.h"
 #include "engine/transport/tls.h"
 #include "engine/daemon/db.h"
+
+/* The API's FileDescriptorSet, embedded at build time (CMakeLists.txt). */
+extern const unsigned char gw_godwit_descriptors[];
+extern const size_t gw_godwit_descriptors_len;
 
 uint64_t gw_unix_ms(void)
 {
@@ -49,6 +56,7 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&d->cond, &ca);
     pthread_condattr_destroy(&ca);
+    if (gw_metrics_init(d)) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
 
     if (cfg->token_file[0]) {
         int r = gw_read_token_file(cfg->token_file, d->token, sizeof d->token);
@@ -90,7 +98,7 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
     r = gw_vm_load_all(d);
     if (!r) r = gw_jobs_load(d);
     if (r) { snprintf(err, errlen, "cannot load the state from %s: %s", path, strerror(-r)); return r; }
-    return 0;
+    return gw_cluster_init(d, err, errlen);
 }
 
 int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
@@ -116,6 +124,8 @@ int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
     if (!r) r = gw_service_register_job(d);
     if (!r) r = gw_service_register_peer(d);
     if (!r) r = gw_service_register_owner(d);
+    if (!r) r = gw_service_register_cluster(d);
+    if (!r) r = gw_grpc_reflection_new(d->srv, gw_godwit_descriptors, gw_godwit_descriptors_len, &d->reflection);
     if (r) { snprintf(err, errlen, "cannot set up the API: %s", strerror(-r)); return r; }
     gw_sup_reattach(d);
     r = gw_sup_start_thread(d);
@@ -126,6 +136,10 @@ int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
     r = gw_grpc_server_start(d->srv);
     if (r) { snprintf(err, errlen, "cannot listen on %s: %s", d->cfg.listen, strerror(-r)); return r; }
     gw_grpc_health_set(d->health, "godwit.v1.Godwit", GW_HEALTH_SERVING);
+    r = gw_cluster_start(d, err, errlen);
+    if (!r) r = gw_metrics_start(d, err, errlen);
+    if (r) return r;
+    gw_evac_resume_all(d);
     return 0;
 }
 
@@ -133,12 +147,15 @@ void gw_daemon_shutdown(struct gw_daemon *d)
 {
     if (d->health) gw_grpc_health_set(d->health, "", GW_HEALTH_NOT_SERVING);
     if (d->srv) gw_grpc_server_stop(d->srv);
+    gw_cluster_stop(d);
+    gw_metrics_stop(d);
     gw_migport_stop(d);
     gw_jobs_shutdown(d);
     gw_owner_shutdown(d);
     if (d->sup_started) gw_sup_stop_thread(d);
     if (d->health) gw_grpc_health_free(d->health);
     if (d->srv) gw_grpc_server_free(d->srv);
+    gw_grpc_reflection_free(d->reflection);
     /* The runners go on: only our handles on them are released. */
     while (d->vms) {
         struct gw_vm_rec *r = d->vms;
@@ -146,6 +163,8 @@ void gw_daemon_shutdown(struct gw_daemon *d)
         if (r->proc.pidfd >= 0) close(r->proc.pidfd);
         free(r);
     }
+    gw_cluster_free(d);
+    gw_metrics_free(d);
     gw_db_close(d->db);
     if (d->lock_fd >= 0) close(d->lock_fd);
     pthread_cond_destroy(&d->cond);

@@ -26,11 +26,13 @@
 #define GW_GUEST_SPEC_MAX GW_LIMIT_GUEST_SPEC_MAX
 #define GW_JOBS_IN_MEMORY 1000   /* finished jobs kept for ListJobs; the DB keeps more */
 #define GW_JOBS_IN_DB 10000
+#define GW_REQUEST_ID_MAX 63           /* request_id of mutating calls */
 
 struct gw_db;
 struct gw_grpc_server;
 struct gw_grpc_health;
 struct gw_grpc_call;
+struct gw_grpc_reflection;
 
 struct gw_vm_rec {
     struct gw_vm_rec *next;
@@ -68,6 +70,9 @@ struct gw_vm_rec {
     bool resolver;                 /* an in-doubt resolver thread works on it */
     char in_doubt_peer[256];       /* IN_DOUBT: the destination daemon */
     char in_doubt_job[40];
+    char anti_affinity[GW_VM_NAME_MAX + 1];   /* cluster placement (cluster.h) */
+    uint32_t priority;
+    char origin_host[GW_VM_NAME_MAX + 1];
 };
 
 struct gw_job_watcher {
@@ -96,6 +101,8 @@ struct gw_job {
     pthread_t thread;
     struct gw_job_watcher *watchers;
     struct gw_daemon *d;
+    struct gw_evac *evac;          /* EVACUATE jobs: the plan and its steps (evacuate.c) */
+    char request_id[GW_REQUEST_ID_MAX + 1];   /* the caller's idempotency key, "" = none */
 };
 
 struct gw_daemon {
@@ -123,6 +130,9 @@ struct gw_daemon {
     struct gw_migport *migport;    /* NULL when migration_port = 0 */
     int sup_epoll;                 /* pidfds of runners */
     int sup_wake;                  /* eventfd: a runner was added */
+    struct gw_cluster *cluster;    /* registry and host state (cluster.h) */
+    struct gw_metrics *metrics;
+    struct gw_grpc_reflection *reflection;   /* the reflection services' descriptor table */    /* Prometheus counters and their HTTP server (metrics.h) */
 };
 
 /* ---- daemon.c: lifecycle --------------------------------------------------------------- */
@@ -192,6 +202,8 @@ void gw_job_take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p);
 /* Publishes a progress event (lock held). Progress is not written to the database here:
  * the job's thread calls gw_job_save_progress outside the lock. */
 void gw_job_progress(struct gw_job *j, const char *msg);
+/* Writes j to the database now (lock held). */
+void gw_job_persist(struct gw_job *j);
 /* Writes j's progress when the last write is 2 s old (lock NOT held: packed under the lock,
  * written after it, so that an fsync never stalls the API). Only j's own thread calls it. */
 void gw_job_save_progress(struct gw_daemon *d, struct gw_job *j);
@@ -202,6 +214,10 @@ void gw_jobs_shutdown(struct gw_daemon *d);
 
 /* ---- migrate.c: migration jobs (source) and incoming migrations (destination) ---------- */
 int gw_migrate_start(struct gw_daemon *d, struct gw_job *j);          /* lock held */
+/* A gRPC client to a peer daemon's API at addr, with the cluster's peer credential (and TLS
+ * when peer_ca is set). Lock not held. */
+struct gw_grpc_client;
+int gw_peer_connect(struct gw_daemon *d, const char *addr, struct gw_grpc_client **c);
 void gw_migrate_cancel(struct gw_daemon *d, struct gw_job *j);        /* lock held */
 
 /* ---- owner.c: which host owns a VM after a hand-over -------------------------------------
@@ -238,5 +254,6 @@ void gw_migport_stop(struct gw_daemon *d);
 int gw_service_register_vm(struct gw_daemon *d);
 int gw_service_register_job(struct gw_daemon *d);
 int gw_service_register_peer(struct gw_daemon *d);
+int gw_service_register_cluster(struct gw_daemon *d);
 
 #endif

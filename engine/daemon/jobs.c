@@ -15,8 +15,10 @@
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
+#include "engine/daemon/metrics.h"
 
 #define SAVE_EVERY_NS (2000ull * 1000 * 1000)
 
@@ -48,6 +50,8 @@ void gw_job_to_proto(const struct gw_job *j, Godwit__V1__Job *out)
     out->created_unix_ms = j->created_ms;
     out->started_unix_ms = j->started_ms;
     out->finished_unix_ms = j->finished_ms;
+    out->request_id = (char *)j->request_id;
+    if (j->evac) gw_evac_to_proto(j, out);
 }
 
 static void job_init_messages(struct gw_job *j)
@@ -67,6 +71,7 @@ static void trim(struct gw_daemon *d)
         struct gw_job *j = *p;
         if (++n > GW_JOBS_IN_MEMORY && gw_job_final(j->state) && !j->has_thread && !j->watchers) {
             *p = j->next;
+            gw_evac_free(j);
             free(j);
             continue;
         }
@@ -96,7 +101,7 @@ int gw_job_new(struct gw_daemon *d, int kind, const char *vm, struct gw_job **ou
     return 0;
 }
 
-static void persist(struct gw_job *j)
+void gw_job_persist(struct gw_job *j)
 {
     Godwit__V1__Job pj;
     gw_job_to_proto(j, &pj);
@@ -176,12 +181,14 @@ void gw_job_set_state(struct gw_job *j, int state, const char *msg)
         else if (state == GODWIT__V1__JOB__STATE__CANCELLED) snprintf(j->phase, sizeof j->phase, "cancelled");
         else snprintf(j->phase, sizeof j->phase, "failed");
         if (j->started_ms) j->progress.total_ms = now - j->started_ms;
+        gw_metrics_job_done(j->d, j);
+        gw_cluster_job_done(j->d, j);
         gw_info("job=%s vm=%s: %s%s%s", j->id, j->vm,
                 state == GODWIT__V1__JOB__STATE__SUCCEEDED ? "succeeded"
                 : state == GODWIT__V1__JOB__STATE__CANCELLED ? "cancelled" : "failed",
                 j->error[0] ? ": " : "", j->error);
     }
-    persist(j);
+    gw_job_persist(j);
     notify(j, msg);
 }
 
@@ -253,7 +260,9 @@ static void load_one(void *arg, const Godwit__V1__Job *pj)
     j->created_ms = pj->created_unix_ms;
     j->started_ms = pj->started_unix_ms;
     j->finished_ms = pj->finished_unix_ms;
+    snprintf(j->request_id, sizeof j->request_id, "%s", pj->request_id);
     j->d = d;
+    if (j->kind == GODWIT__V1__JOB__KIND__EVACUATE) gw_evac_load(j, pj);
     j->next = d->jobs;   /* loaded oldest first: the list ends newest first */
     d->jobs = j;
 }
@@ -294,6 +303,7 @@ void gw_jobs_shutdown(struct gw_daemon *d)
     while (d->jobs) {
         struct gw_job *j = d->jobs;
         d->jobs = j->next;
+        gw_evac_free(j);
         free(j);
     }
     pthread_mutex_unlock(&d->lock);

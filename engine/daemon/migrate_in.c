@@ -25,6 +25,7 @@
 #include "engine/common/json.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 #include "engine/daemon/migport.h"
@@ -94,6 +95,11 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
         code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "daemon shutting down");
         goto out;
     }
+    if (!gw_cluster_accepts_vms(d)) {
+        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "HOST_NOT_ACTIVE", "%s is draining or "
+                                         "in maintenance: it takes no incoming migrations", d->cfg.hostname);
+        goto out;
+    }
     if (gw_vm_find(d, vm->name)) {
         code = gw_grpc_call_error(call, GW_GRPC_ALREADY_EXISTS, "a VM named %s already exists on %s",
                                   vm->name, d->cfg.hostname);
@@ -111,6 +117,9 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     }
     rec->memory_bytes = vm->memory_bytes;
     rec->vcpus = vm->vcpus;
+    if (gw_cluster_name_ok(vm->anti_affinity)) snprintf(rec->anti_affinity, sizeof rec->anti_affinity, "%s", vm->anti_affinity);
+    if (gw_cluster_name_ok(vm->origin_host)) snprintf(rec->origin_host, sizeof rec->origin_host, "%s", vm->origin_host);
+    rec->priority = vm->priority;
     snprintf(rec->guest, sizeof rec->guest, "%s", vm->guest);
     snprintf(rec->disk, sizeof rec->disk, "%s", vm->disk_path);
     if (vm->restart_policy) {

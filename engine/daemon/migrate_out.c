@@ -64,7 +64,7 @@ static void fail(struct mig *m, int state, const char *fmt, ...)
 
 /* A gRPC client to the destination daemon, with the cluster's peer credential: the
  * operator's API token never leaves this host. */
-static int peer_connect(struct gw_daemon *d, const char *addr, struct gw_grpc_client **c)
+int gw_peer_connect(struct gw_daemon *d, const char *addr, struct gw_grpc_client **c)
 {
     int r;
     if (d->cfg.peer_ca[0]) {
@@ -88,7 +88,7 @@ static int prepare_destination(struct mig *m, const Godwit__V1__PrepareIncomingR
     pthread_mutex_lock(&m->d->lock);
     snprintf(dest, sizeof dest, "%s", m->j->destination);
     pthread_mutex_unlock(&m->d->lock);
-    int r = peer_connect(m->d, dest, &c);
+    int r = gw_peer_connect(m->d, dest, &c);
     if (r) {
         pthread_mutex_lock(&m->d->lock);
         fail(m, GODWIT__V1__JOB__STATE__FAILED, "destination %s unreachable: %s", dest, strerror(-r));
@@ -120,7 +120,7 @@ static int prepare_destination(struct mig *m, const Godwit__V1__PrepareIncomingR
 static void abort_destination(struct mig *m)
 {
     struct gw_grpc_client *c;
-    if (!m->url_prepared || peer_connect(m->d, m->j->destination, &c)) return;
+    if (!m->url_prepared || gw_peer_connect(m->d, m->j->destination, &c)) return;
     Godwit__V1__AbortIncomingRequest req = GODWIT__V1__ABORT_INCOMING_REQUEST__INIT;
     req.vm = m->j->vm;
     req.job_id = m->j->id;

@@ -326,6 +326,7 @@ void gw_owner_settle_jobs(struct gw_daemon *d)
 {
     for (struct gw_job *j = d->jobs; j; j = j->next) {
         if (gw_job_final(j->state) || j->has_thread) continue;
+        if (j->evac) continue;   /* an evacuation resumes from its journal (evacuate.c) */
         struct gw_vm_rec *rec = gw_vm_find(d, j->vm);
         if (j->kind == GODWIT__V1__JOB__KIND__MIGRATE && rec &&
             (rec->orphan_migration || rec->state == GODWIT__V1__VM__STATE__IN_DOUBT))

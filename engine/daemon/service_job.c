@@ -8,6 +8,7 @@
 
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 
@@ -39,18 +40,33 @@ static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     if (!req->vm[0]) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "a VM name is required");
     if (!dest_ok(req->destination))
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "destination must be the destination godwitd's \"host:port\"");
-    /* Only a host of the cluster may receive a VM: never an address a caller makes up. */
-    if (!gw_config_is_peer(&d->cfg, req->destination))
+    /* Only a host of the cluster may receive a VM: never an address a caller makes up. With a
+     * registry, a registered, live and active host (the registry is the membership). */
+    if (d->cluster->ops) {
+        char why[300];
+        int r = gw_cluster_check_destination(d, req->destination, why, sizeof why);
+        if (r)
+            return gw_grpc_call_error_reason(call, r == -EIO ? GW_GRPC_UNAVAILABLE : GW_GRPC_FAILED_PRECONDITION,
+                                             gw_cluster_reason(r), "%s", why);
+    } else if (!gw_config_is_peer(&d->cfg, req->destination))
         return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "destination %s is not one of %s's peers "
                                   "(peers in godwitd's config)", req->destination, d->cfg.hostname);
     const Godwit__V1__MigrationPolicy *p = req->policy;
     if (p && ((unsigned)p->mode > GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID ||
               (unsigned)p->compression > GODWIT__V1__MIGRATION_POLICY__COMPRESSION__LZ4 || p->streams > 64))
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "bad migration policy");
+    if (strlen(req->request_id) > GW_REQUEST_ID_MAX)
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "request_id longer than %d bytes", GW_REQUEST_ID_MAX);
     pthread_mutex_lock(&d->lock);
     int code = GW_GRPC_OK;
     struct gw_vm_rec *rec = gw_vm_find(d, req->vm);
     struct gw_job *j;
+    /* A retry of a request that made a job gets that job, whatever became of it. */
+    for (j = req->request_id[0] ? d->jobs : NULL; j; j = j->next)
+        if (!strcmp(j->request_id, req->request_id) && j->kind == GODWIT__V1__JOB__KIND__MIGRATE) {
+            send_job(call, j, &godwit__v1__migrate_vm_response__descriptor);
+            goto out;
+        }
     if (!rec) { code = gw_grpc_call_error(call, GW_GRPC_NOT_FOUND, "no VM named %s", req->vm); goto out; }
     if (rec->state != GODWIT__V1__VM__STATE__RUNNING || rec->busy || !rec->proc.pid) {
         code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s is not running (or busy)", req->vm);
@@ -76,6 +92,7 @@ static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
         goto out;
     }
     snprintf(j->destination, sizeof j->destination, "%s", req->destination);
+    snprintf(j->request_id, sizeof j->request_id, "%s", req->request_id);
     if (p) gw_job_set_policy(j, p);
     if (!j->policy.mode) j->policy.mode = GODWIT__V1__MIGRATION_POLICY__MODE__PRECOPY;
     gw_info("job=%s vm=%s: migration to %s queued", j->id, j->vm, j->destination);
@@ -134,10 +151,25 @@ static int list_jobs(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
             gw_job_to_proto(j, &jobs[k]);
             ptrs[k] = &jobs[k];
         }
-        resp.n_jobs = n - k;
-        resp.jobs = ptrs + k;
+        /* Pages: the token is the id of the last job of the previous page. */
+        size_t first = k, end = n;
+        if (req->page_token[0]) {
+            while (first < end && strcmp(ptrs[first]->id, req->page_token)) first++;
+            if (first == end) {
+                code = gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "page_token %.40s is no longer valid",
+                                          req->page_token);
+                goto done;
+            }
+            first++;
+        }
+        size_t count = end - first;
+        if (req->page_size && req->page_size < count) count = req->page_size;
+        resp.n_jobs = count;
+        resp.jobs = ptrs + first;
+        resp.next_page_token = first + count < end ? ptrs[first + count - 1]->id : "";
         gw_grpc_call_send(call, &resp.base);
     }
+done:
     pthread_mutex_unlock(&d->lock);
     free(jobs);
     free(ptrs);

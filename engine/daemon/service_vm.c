@@ -15,6 +15,7 @@
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 
@@ -58,6 +59,8 @@ static int check_create(struct gw_grpc_call *call, const Godwit__V1__CreateVmReq
         return gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "memory_bytes %llu MiB exceeds the host's %llu MiB of RAM",
                                   (unsigned long long)(mem >> 20),
                                   (unsigned long long)((uint64_t)si.totalram * si.mem_unit >> 20));
+    if (req->anti_affinity[0] && !gw_cluster_name_ok(req->anti_affinity))
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "anti_affinity must be 1-63 characters of [A-Za-z0-9._-]");
     return GW_GRPC_OK;
 }
 
@@ -98,6 +101,11 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     if (code) return code;
     pthread_mutex_lock(&d->lock);
     struct gw_vm_rec *rec;
+    if (!gw_cluster_accepts_vms(d)) {
+        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "HOST_NOT_ACTIVE", "%s is draining or in "
+                                         "maintenance: it takes no new VMs", d->cfg.hostname);
+        goto out;
+    }
     if (gw_vm_find(d, req->name)) {
         code = gw_grpc_call_error(call, GW_GRPC_ALREADY_EXISTS, "a VM named %s already exists", req->name);
         goto out;
@@ -117,6 +125,8 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
         rec->backoff_ms = req->restart_policy->backoff_ms;
     }
     rec->created_ms = gw_unix_ms();
+    snprintf(rec->anti_affinity, sizeof rec->anti_affinity, "%s", req->anti_affinity);
+    rec->priority = req->priority;
     if (gw_vm_persist(d, rec)) {
         free(rec);
         code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "cannot store the VM definition");
@@ -330,10 +340,21 @@ static int list_vms(struct gw_grpc_call *call, const ProtobufCMessage *msg, void
     if ((unsigned)req->state > GODWIT__V1__VM__STATE__IN_DOUBT)
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "unknown VM state %d", (int)req->state);
     pthread_mutex_lock(&d->lock);
+    if (strlen(req->page_token) > GW_VM_NAME_MAX) {
+        pthread_mutex_unlock(&d->lock);
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "bad page_token");
+    }
     if (vm_list_build(d, req->state, &l)) code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     else {
-        resp.n_vms = l.n;
-        resp.vms = l.ptrs;
+        /* Pages by name: the token is the last name of the previous page. */
+        size_t first = 0;
+        if (req->page_token[0])
+            while (first < l.n && strcmp(l.ptrs[first]->name, req->page_token) <= 0) first++;
+        size_t count = l.n - first;
+        if (req->page_size && req->page_size < count) count = req->page_size;
+        resp.n_vms = count;
+        resp.vms = l.ptrs + first;
+        resp.next_page_token = first + count < l.n ? l.ptrs[first + count - 1]->name : "";
         gw_grpc_call_send(call, &resp.base);
     }
     pthread_mutex_unlock(&d->lock);

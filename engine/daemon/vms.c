@@ -116,6 +116,9 @@ void gw_vm_to_proto(const struct gw_daemon *d, const struct gw_vm_rec *r, Godwit
     vm->in_doubt_peer = (char *)r->in_doubt_peer;
     vm->in_doubt_job = (char *)r->in_doubt_job;
     vm->arriving = r->incoming;
+    vm->anti_affinity = (char *)r->anti_affinity;
+    vm->priority = r->priority;
+    vm->origin_host = (char *)r->origin_host;
 }
 
 int gw_vm_persist(struct gw_daemon *d, const struct gw_vm_rec *rec)
@@ -156,6 +159,9 @@ static void load_one(void *arg, const Godwit__V1__Vm *vm)
     snprintf(r->in_doubt_peer, sizeof r->in_doubt_peer, "%s", vm->in_doubt_peer);
     snprintf(r->in_doubt_job, sizeof r->in_doubt_job, "%s", vm->in_doubt_job);
     r->incoming = vm->arriving;   /* re-attach checks it against the runner */
+    snprintf(r->anti_affinity, sizeof r->anti_affinity, "%s", vm->anti_affinity);
+    snprintf(r->origin_host, sizeof r->origin_host, "%s", vm->origin_host);
+    r->priority = vm->priority;
     /* The recorded pid is only a claim: gw_sup_reattach checks it. */
     r->proc.pid = vm->runner_pid;
     r->next = d->vms;

@@ -1,0 +1,188 @@
+/* The cluster: a registry of hosts that needs no extra service, the host's own state (active,
+ * draining, maintenance), the evacuation planner and the evacuation job.
+ *
+ * The registry sits behind an ops table (struct gw_cluster_ops) so that a back end on the
+ * Ceph cluster (RADOS objects with omap and watch/notify) can join the directory back end
+ * (cluster_dir.c, hosts on one machine or on a shared file system) without touching the
+ * callers. Each host republishes its record (ClusterHost) every GW_CLUSTER_HEARTBEAT_MS; a
+ * record that has not changed for GW_CLUSTER_DOWN_MS, as this host's monotonic clock sees
+ * it, is a host that is down.
+ *
+ * Locking: the host state and the liveness table are guarded by the daemon's lock; back-end
+ * calls (file or network I/O) are made without it. */
+#ifndef GW_DAEMON_CLUSTER_H
+#define GW_DAEMON_CLUSTER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "godwit/v1/api.pb-c.h"
+
+#define GW_CLUSTER_HEARTBEAT_MS 1000
+#define GW_CLUSTER_DOWN_MS 5000            /* a record unchanged this long: host down */
+#define GW_CLUSTER_MAX_HOSTS 256
+#define GW_CLUSTER_RECORD_MAX (1u << 20)   /* a host record larger than this is refused */
+#define GW_CLUSTER_NAME_MAX 63
+#define GW_EVAC_MAX_VMS 256
+#define GW_EVAC_STALL_S_DEFAULT 30
+#define GW_EVAC_POLL_MS 200
+/* Bandwidth the planner assumes when no migration from this host has been measured yet. */
+#define GW_EVAC_DEFAULT_BW (256ull << 20)
+#define GW_CLUSTER_SAMPLES 16              /* migrations the time model is fitted on */
+
+struct gw_daemon;
+struct gw_job;
+
+/* A registry back end. Every call may block on I/O; none is made with the daemon's lock. */
+struct gw_cluster_ops {
+    const char *scheme;                                  /* "dir" */
+    int (*open)(const char *where, void **be, char *err, size_t errlen);
+    /* Publishes (replaces) h's record atomically: a reader sees the old or the new one. */
+    int (*publish)(void *be, const char *name, const uint8_t *rec, size_t len);
+    /* Calls fn for each stored record (bytes valid during the call only). */
+    int (*list)(void *be, void (*fn)(void *arg, const char *name, const uint8_t *rec, size_t len), void *arg);
+    void (*close)(void *be);
+};
+
+extern const struct gw_cluster_ops gw_cluster_dir_ops;
+
+struct gw_cluster_seen {                 /* liveness: when a host's record last changed */
+    char name[GW_CLUSTER_NAME_MAX + 1];
+    uint64_t heartbeat_unix_ms;
+    uint64_t changed_ns;                 /* CLOCK_MONOTONIC */
+};
+
+struct gw_cluster {
+    const struct gw_cluster_ops *ops;    /* NULL: no registry configured */
+    void *be;
+    int state;                           /* GODWIT__V1__CLUSTER_HOST__STATE__* (lock) */
+    char state_path[600];
+    bool hb_started, hb_stop;
+    pthread_t hb_thread;
+    struct gw_cluster_seen seen[GW_CLUSTER_MAX_HOSTS];
+    unsigned n_seen;
+    uint64_t measured_bw;                /* fitted from the samples (0 = not enough yet) */
+    uint64_t measured_overhead_ms;
+    struct { uint64_t bytes, ms; } samples[GW_CLUSTER_SAMPLES];   /* successful outgoing migrations */
+    unsigned n_samples, next_sample;
+    bool return_running, return_joinable;   /* return home (cluster_return.c) */
+    pthread_t return_thread;
+};
+
+/* A name usable as a host name in the registry (and as a record's file name). */
+bool gw_cluster_name_ok(const char *name);
+
+/* ---- cluster_registry.c ------------------------------------------------------------------ */
+/* Sets up d->cluster from the configuration (cluster = dir:PATH) and loads the host state.
+ * 0 or -errno with the reason in err. */
+int gw_cluster_init(struct gw_daemon *d, char *err, size_t errlen);
+int gw_cluster_start(struct gw_daemon *d, char *err, size_t errlen);   /* heartbeat thread */
+void gw_cluster_stop(struct gw_daemon *d);
+void gw_cluster_free(struct gw_daemon *d);
+/* Changes and persists the host's state (lock held); the next heartbeat publishes it (the
+ * heartbeat thread is woken at once). */
+int gw_cluster_set_state(struct gw_daemon *d, int state);
+/* Whether the host takes new VMs and incoming migrations (lock held). */
+bool gw_cluster_accepts_vms(const struct gw_daemon *d);
+/* Reads every record of the registry (lock NOT held): *hosts is an array of *n unpacked
+ * records sorted by name, with heartbeat_age_ms and down filled in. Free with
+ * gw_cluster_hosts_free. With no registry: 0 hosts. */
+int gw_cluster_hosts(struct gw_daemon *d, Godwit__V1__ClusterHost ***hosts, size_t *n);
+void gw_cluster_hosts_free(Godwit__V1__ClusterHost **hosts, size_t n);
+/* The registered, live, active host whose API address is addr; NULL when none. Then why
+ * holds the reason. Lock NOT held. */
+int gw_cluster_check_destination(struct gw_daemon *d, const char *addr, char *why, size_t whylen);
+/* The ErrorInfo reason of a gw_cluster_check_destination error. */
+const char *gw_cluster_reason(int err);
+/* A migration job ended (lock held): a successful one is a sample of the time model
+ * wall_ms = overhead + memory_bytes / bandwidth, refitted (least squares) over the last
+ * GW_CLUSTER_SAMPLES. */
+void gw_cluster_job_done(struct gw_daemon *d, const struct gw_job *j);
+/* The model the planner uses (lock NOT held; reads the registry when this host has too few
+ * samples: the other hosts' published fits, averaged). */
+void gw_cluster_model(struct gw_daemon *d, Godwit__V1__ClusterHost *const *hosts, size_t n, uint64_t *bw,
+                      uint64_t *overhead_ms);
+/* Publishes now (lock NOT held). */
+int gw_cluster_publish(struct gw_daemon *d);
+
+/* ---- cluster_plan.c: the evacuation planner (pure: no I/O, no locks) -------------------- */
+struct gw_plan_vm {
+    const char *name;
+    uint64_t memory_bytes;
+    uint32_t vcpus;
+    uint32_t priority;
+    const char *anti_affinity;            /* "" = none */
+    const char *disk;                     /* "" = none */
+    uint64_t dirty_rate;                  /* bytes/s, 0 unknown */
+};
+struct gw_plan_step {
+    unsigned vm;                          /* index into the VMs */
+    int host;                             /* index into the hosts, -1 = blocked */
+    uint64_t est_bytes, est_ms;
+    const char *blocker;                  /* reason code when host < 0 */
+    char message[200];
+};
+struct gw_plan_in {
+    const struct gw_plan_vm *vms;
+    size_t n_vms;
+    Godwit__V1__ClusterHost *const *hosts;
+    size_t n_hosts;
+    const char *self;                     /* the source host: never a destination */
+    uint64_t bandwidth;                   /* bytes/s one migration gets */
+    uint64_t overhead_ms;                 /* fixed cost of one migration (prepare, setup, switch) */
+};
+/* Orders the VMs (priority classes high to low, then smallest memory first: the shortest
+ * jobs first minimise the mean time a VM waits) and places each on the live, active host
+ * (not self) with the most free memory that fits it, its vCPUs, its disk (one of the host's
+ * image_roots) and its anti-affinity group (no VM of the group there, including the ones this
+ * plan places). steps has room for n_vms; returns the number of blocked steps. */
+unsigned gw_cluster_plan(const struct gw_plan_in *in, struct gw_plan_step *steps);
+/* Estimated bytes and time of one pre-copy migration: mem / (bw - dirty) seconds, and
+ * bytes = bw * time; a VM that dirties faster than bw does not converge (returns false). */
+bool gw_cluster_estimate(uint64_t mem, uint64_t dirty, uint64_t bw, uint64_t *bytes, uint64_t *ms);
+
+/* ---- evacuate.c: the evacuation job ------------------------------------------------------ */
+struct gw_evac;
+/* Fills p's defaults (caps, stall timeout, each child's share of the bandwidth budget) into
+ * out (its migration field is left NULL; mig receives the children's policy). */
+void gw_evac_policy(const struct gw_daemon *d, const Godwit__V1__EvacuationPolicy *p,
+                    Godwit__V1__EvacuationPolicy *out, Godwit__V1__MigrationPolicy *mig);
+/* Creates and starts the parent job of a plan without blockers (lock held): the host goes
+ * DRAINING. steps[i].host indexes in->hosts. 0 or -errno. */
+int gw_evac_start(struct gw_daemon *d, const Godwit__V1__EvacuationPolicy *p, const char *request_id,
+                  const struct gw_plan_in *in, const struct gw_plan_step *steps, struct gw_job **out);
+/* Starts a migration job of vm to dest (an API address) with policy p (lock held); with
+ * set_origin the VM records this host as its origin (return home). 0, or -errno with a
+ * reason code and a message. */
+int gw_cluster_migrate(struct gw_daemon *d, const char *vm, const char *dest, const Godwit__V1__MigrationPolicy *p,
+                       bool set_origin, struct gw_job **out, const char **reason, char *why, size_t whylen);
+
+/* ---- cluster_return.c: return home -------------------------------------------------------- */
+/* Brings back the VMs whose origin is this host (lock NOT held): those the last evacuation
+ * moved, and any other the registry shows elsewhere with this origin. A thread asks their
+ * holders, at most max_incoming on their way at once. names[] receives up to cap VM names
+ * (malloc'ed, caller frees); returns how many will be asked for. */
+size_t gw_cluster_return_home(struct gw_daemon *d, char **names, size_t cap);
+int gw_service_register_cluster_peer(struct gw_daemon *d);
+
+/* The VMs the newest finished evacuation moved, and where (lock held): their names and
+ * destination API addresses; returns how many (up to cap). */
+struct gw_evac_moved { char vm[64]; char dest[256]; };
+size_t gw_evac_last_moved(struct gw_daemon *d, struct gw_evac_moved *out, size_t cap);
+
+/* Counts the newest evacuation's steps by EvacuationStep.State (lock held); counts[6]. */
+void gw_evac_count_states(struct gw_daemon *d, unsigned counts[6]);
+
+/* The open or finished EVACUATE job created with request_id (lock held), or NULL. */
+struct gw_job *gw_evac_by_request(struct gw_daemon *d, const char *request_id);
+/* Fills the steps of an EVACUATE job's message (lock held; pointers into j's evacuation). */
+void gw_evac_to_proto(const struct gw_job *j, Godwit__V1__Job *out);
+/* A stored EVACUATE job: takes its steps (the journal); resumed by gw_evac_resume_all. */
+void gw_evac_load(struct gw_job *j, const Godwit__V1__Job *pj);
+/* After the VMs and jobs are loaded and the API is up: continues unfinished evacuations. */
+void gw_evac_resume_all(struct gw_daemon *d);
+void gw_evac_free(struct gw_job *j);
+
+#endif

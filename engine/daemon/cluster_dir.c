@@ -1,0 +1,96 @@
+/* The cluster registry in a directory: one file per host, NAME.host, holding its packed
+ * ClusterHost record. The embedded default, for hosts on one machine (the demo, the tests)
+ * or on a shared file system. A record is written to a hidden temporary file and renamed
+ * over the old one, so a reader sees either record whole, never a torn one. Readers trust no
+ * file: names are checked, files larger than GW_CLUSTER_RECORD_MAX and symbolic links are
+ * skipped. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/common/util.h"
+#include "engine/daemon/cluster.h"
+
+struct dir_be {
+    char path[512];
+};
+
+static int dir_open(const char *where, void **be, char *err, size_t errlen)
+{
+    struct dir_be *b = calloc(1, sizeof *b);
+    if (!b) return -ENOMEM;
+    if (where[0] != '/' || (size_t)snprintf(b->path, sizeof b->path, "%s", where) >= sizeof b->path) {
+        snprintf(err, errlen, "cluster directory must be an absolute path under 512 bytes");
+        free(b);
+        return -EINVAL;
+    }
+    if (mkdir(b->path, 0755) && errno != EEXIST) {
+        int e = errno;
+        snprintf(err, errlen, "cluster directory %s: %s", b->path, strerror(e));
+        free(b);
+        return -e;
+    }
+    *be = b;
+    return 0;
+}
+
+static int dir_publish(void *be, const char *name, const uint8_t *rec, size_t len)
+{
+    struct dir_be *b = be;
+    char tmp[640], dst[640];
+    if (!gw_cluster_name_ok(name)) return -EINVAL;
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", b->path, name);
+    snprintf(dst, sizeof dst, "%s/%s.host", b->path, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return -errno;
+    int r = gw_write_full(fd, rec, len);
+    if (close(fd) && !r) r = -errno;
+    if (!r && rename(tmp, dst)) r = -errno;
+    if (r) unlink(tmp);
+    return r;
+}
+
+static int dir_list(void *be, void (*fn)(void *arg, const char *name, const uint8_t *rec, size_t len), void *arg)
+{
+    struct dir_be *b = be;
+    DIR *dir = opendir(b->path);
+    if (!dir) return -errno;
+    int dfd = dirfd(dir);
+    struct dirent *e;
+    unsigned n = 0;
+    while ((e = readdir(dir)) && n < GW_CLUSTER_MAX_HOSTS) {
+        size_t l = strlen(e->d_name);
+        if (l <= 5 || l - 5 > GW_CLUSTER_NAME_MAX || strcmp(e->d_name + l - 5, ".host")) continue;
+        char name[GW_CLUSTER_NAME_MAX + 1];
+        memcpy(name, e->d_name, l - 5);
+        name[l - 5] = 0;
+        if (!gw_cluster_name_ok(name)) continue;
+        int fd = openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) continue;
+        struct stat st;
+        uint8_t *buf = NULL;
+        if (!fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_size > 0 && st.st_size <= GW_CLUSTER_RECORD_MAX &&
+            (buf = malloc((size_t)st.st_size)) && !gw_read_full(fd, buf, (size_t)st.st_size)) {
+            fn(arg, name, buf, (size_t)st.st_size);
+            n++;
+        }
+        free(buf);
+        close(fd);
+    }
+    closedir(dir);
+    return 0;
+}
+
+static void dir_close(void *be)
+{
+    free(be);
+}
+
+const struct gw_cluster_ops gw_cluster_dir_ops = {
+    .scheme = "dir", .open = dir_open, .publish = dir_publish, .list = dir_list, .close = dir_close,
+};

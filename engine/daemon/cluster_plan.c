@@ -1,0 +1,129 @@
+/* The evacuation planner: which VM goes where, in which order, and what it will cost. Pure
+ * (no I/O, no locks, no clock) so that it is tested on its own (tests/daemon/test_cluster_plan.c)
+ * and a dry run shows exactly the plan a real run follows.
+ *
+ * Order: priority classes first (an operator's important VMs leave the host before anything
+ * can go wrong with the rest), then the smallest VM first: with a cap of k migrations at once
+ * the shortest-job-first order minimises the mean time a VM spends waiting, and it frees the
+ * host's count of VMs fastest. Ties by name, so that a plan is reproducible.
+ *
+ * Placement: worst fit (the live, active host with the most free memory), which spreads the
+ * VMs and so spreads the inbound migrations over the destinations' caps. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/daemon/cluster.h"
+
+bool gw_cluster_estimate(uint64_t mem, uint64_t dirty, uint64_t bw, uint64_t *bytes, uint64_t *ms)
+{
+    /* Pre-copy sends mem, then what was dirtied meanwhile, and so on: a geometric series whose
+     * sum is mem / (1 - dirty/bw) bytes, in mem / (bw - dirty) seconds. The guest rewrites the
+     * same pages, so the dirty rate bounds the resend from above. */
+    if (!bw) bw = GW_EVAC_DEFAULT_BW;
+    if (dirty >= bw) {
+        *bytes = mem * 2;
+        *ms = (uint64_t)((double)mem * 2 / (double)bw * 1000.0);
+        return false;
+    }
+    double secs = (double)mem / (double)(bw - dirty);
+    *bytes = (uint64_t)(secs * (double)bw);
+    *ms = (uint64_t)(secs * 1000.0) + 1;
+    return true;
+}
+
+static int cmp_vm(const void *a, const void *b, void *arg)
+{
+    const struct gw_plan_in *in = arg;
+    const struct gw_plan_vm *x = &in->vms[((const struct gw_plan_step *)a)->vm];
+    const struct gw_plan_vm *y = &in->vms[((const struct gw_plan_step *)b)->vm];
+    if (x->priority != y->priority) return x->priority > y->priority ? -1 : 1;
+    if (x->memory_bytes != y->memory_bytes) return x->memory_bytes < y->memory_bytes ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static bool disk_reachable(const Godwit__V1__ClusterHost *h, const char *disk)
+{
+    if (!disk || !disk[0]) return true;
+    for (size_t i = 0; i < h->n_image_roots; i++) {
+        size_t l = strlen(h->image_roots[i]);
+        while (l > 1 && h->image_roots[i][l - 1] == '/') l--;
+        if (l && !strncmp(disk, h->image_roots[i], l) && disk[l] == '/') return true;
+    }
+    return false;
+}
+
+/* Whether host h (index hi) already holds, or is given by the plan so far, a VM of group g. */
+static bool group_on(const struct gw_plan_in *in, const struct gw_plan_step *steps, size_t done, size_t hi,
+                     const char *g)
+{
+    if (!g || !g[0]) return false;
+    const Godwit__V1__ClusterHost *h = in->hosts[hi];
+    for (size_t i = 0; i < h->n_vms; i++)
+        if (h->vms[i]->anti_affinity && !strcmp(h->vms[i]->anti_affinity, g)) return true;
+    for (size_t i = 0; i < done; i++)
+        if (steps[i].host == (int)hi && !strcmp(in->vms[steps[i].vm].anti_affinity, g)) return true;
+    return false;
+}
+
+unsigned gw_cluster_plan(const struct gw_plan_in *in, struct gw_plan_step *steps)
+{
+    size_t nh = in->n_hosts > GW_CLUSTER_MAX_HOSTS ? GW_CLUSTER_MAX_HOSTS : in->n_hosts;
+    uint64_t free_mem[GW_CLUSTER_MAX_HOSTS];
+    int64_t free_cpu[GW_CLUSTER_MAX_HOSTS];
+    bool usable[GW_CLUSTER_MAX_HOSTS];
+    bool any_live = false;
+    for (size_t i = 0; i < nh; i++) {
+        const Godwit__V1__ClusterHost *h = in->hosts[i];
+        usable[i] = !h->down && h->state == GODWIT__V1__CLUSTER_HOST__STATE__ACTIVE && strcmp(h->name, in->self);
+        free_mem[i] = h->memory_bytes > h->memory_allocated_bytes ? h->memory_bytes - h->memory_allocated_bytes : 0;
+        free_cpu[i] = (int64_t)h->vcpus - (int64_t)h->vcpus_allocated;
+        any_live |= usable[i];
+    }
+    for (size_t i = 0; i < in->n_vms; i++) {
+        memset(&steps[i], 0, sizeof steps[i]);
+        steps[i].vm = (unsigned)i;
+    }
+    qsort_r(steps, in->n_vms, sizeof *steps, cmp_vm, (void *)in);
+    unsigned blocked = 0;
+    for (size_t s = 0; s < in->n_vms; s++) {
+        struct gw_plan_step *st = &steps[s];
+        const struct gw_plan_vm *v = &in->vms[st->vm];
+        int best = -1;
+        bool fits_somewhere = false, disk_somewhere = false;
+        for (size_t i = 0; i < nh; i++) {
+            if (!usable[i]) continue;
+            if (free_mem[i] < v->memory_bytes || free_cpu[i] < (int64_t)v->vcpus) continue;
+            fits_somewhere = true;
+            if (!disk_reachable(in->hosts[i], v->disk)) continue;
+            disk_somewhere = true;
+            if (group_on(in, steps, s, i, v->anti_affinity)) continue;
+            if (best < 0 || free_mem[i] > free_mem[best]) best = (int)i;
+        }
+        st->host = best;
+        gw_cluster_estimate(v->memory_bytes, v->dirty_rate, in->bandwidth, &st->est_bytes, &st->est_ms);
+        st->est_ms += in->overhead_ms;
+        if (best >= 0) {
+            free_mem[best] -= v->memory_bytes;
+            free_cpu[best] -= v->vcpus;
+            continue;
+        }
+        blocked++;
+        if (!any_live) {
+            st->blocker = "NO_LIVE_HOST";
+            snprintf(st->message, sizeof st->message, "no other live, active host in the cluster");
+        } else if (!fits_somewhere) {
+            st->blocker = "NO_CAPACITY";
+            snprintf(st->message, sizeof st->message, "no host has %llu MiB and %u vCPUs free",
+                     (unsigned long long)(v->memory_bytes >> 20), v->vcpus);
+        } else if (!disk_somewhere) {
+            st->blocker = "DISK_NOT_SHARED";
+            snprintf(st->message, sizeof st->message, "disk %.150s is on no other host's image_roots", v->disk);
+        } else {
+            st->blocker = "ANTI_AFFINITY";
+            snprintf(st->message, sizeof st->message, "every host with room already holds a VM of group %.100s",
+                     v->anti_affinity);
+        }
+    }
+    return blocked;
+}

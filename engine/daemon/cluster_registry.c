@@ -1,0 +1,403 @@
+/* The host's side of the cluster registry: its state (active, draining, maintenance, kept in
+ * the state directory so that a restart stays draining), the heartbeat thread that republishes
+ * its record every GW_CLUSTER_HEARTBEAT_MS, and the reads of the other hosts' records with
+ * their liveness. Liveness is judged on this host's monotonic clock (when a record last
+ * changed), not on the other host's wall clock: clocks of two hosts may disagree, the time
+ * between two of our own reads may not. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "engine/api/grpc_server.h"
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/daemon/cluster.h"
+#include "engine/daemon/daemon.h"
+
+bool gw_cluster_name_ok(const char *name)
+{
+    return gw_vm_name_ok(name) && strlen(name) <= GW_CLUSTER_NAME_MAX;
+}
+
+static const char *state_word(int s)
+{
+    return s == GODWIT__V1__CLUSTER_HOST__STATE__DRAINING ? "draining"
+           : s == GODWIT__V1__CLUSTER_HOST__STATE__MAINTENANCE ? "maintenance" : "active";
+}
+
+static int load_state(struct gw_cluster *c)
+{
+    c->state = GODWIT__V1__CLUSTER_HOST__STATE__ACTIVE;
+    FILE *f = fopen(c->state_path, "re");
+    if (!f) return errno == ENOENT ? 0 : -errno;
+    char w[32] = "";
+    if (!fgets(w, sizeof w, f)) w[0] = 0;
+    fclose(f);
+    if (!strncmp(w, "draining", 8)) c->state = GODWIT__V1__CLUSTER_HOST__STATE__DRAINING;
+    else if (!strncmp(w, "maintenance", 11)) c->state = GODWIT__V1__CLUSTER_HOST__STATE__MAINTENANCE;
+    return 0;
+}
+
+int gw_cluster_init(struct gw_daemon *d, char *err, size_t errlen)
+{
+    struct gw_cluster *c = calloc(1, sizeof *c);
+    if (!c) return -ENOMEM;
+    d->cluster = c;
+    snprintf(c->state_path, sizeof c->state_path, "%s/host-state", d->cfg.state_dir);
+    int r = load_state(c);
+    if (r) { snprintf(err, errlen, "%s: %s", c->state_path, strerror(-r)); return r; }
+    const char *spec = d->cfg.cluster;
+    if (!spec[0]) return 0;
+    if (!gw_cluster_name_ok(d->cfg.hostname)) {
+        snprintf(err, errlen, "hostname %s cannot join a cluster: 1-63 characters of [A-Za-z0-9._-]", d->cfg.hostname);
+        return -EINVAL;
+    }
+    if (!strncmp(spec, "dir:", 4)) c->ops = &gw_cluster_dir_ops;
+    if (!c->ops) {
+        snprintf(err, errlen, "cluster = %s: unknown registry (dir:/path; rados: is not built in)", spec);
+        return -EINVAL;
+    }
+    return c->ops->open(strchr(spec, ':') + 1, &c->be, err, errlen);
+}
+
+int gw_cluster_set_state(struct gw_daemon *d, int state)
+{
+    struct gw_cluster *c = d->cluster;
+    if (c->state == state) return 0;
+    char tmp[620];
+    snprintf(tmp, sizeof tmp, "%s.tmp", c->state_path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    char line[32];
+    int n = snprintf(line, sizeof line, "%s\n", state_word(state));
+    int r = gw_write_full(fd, line, (size_t)n);
+    if (!r && fsync(fd)) r = -errno;
+    close(fd);
+    if (!r && rename(tmp, c->state_path)) r = -errno;
+    if (r) { gw_error("host state: cannot save it: %s", strerror(-r)); return r; }
+    gw_info("host %s: %s -> %s", d->cfg.hostname, state_word(c->state), state_word(state));
+    c->state = state;
+    pthread_cond_broadcast(&d->cond);   /* the heartbeat publishes it now */
+    return 0;
+}
+
+bool gw_cluster_accepts_vms(const struct gw_daemon *d)
+{
+    return !d->cluster || d->cluster->state == GODWIT__V1__CLUSTER_HOST__STATE__ACTIVE;
+}
+
+/* Packs this host's record (lock held). *out is malloc'ed. */
+static int pack_record(struct gw_daemon *d, uint8_t **out, size_t *len)
+{
+    Godwit__V1__ClusterHost h = GODWIT__V1__CLUSTER_HOST__INIT;
+    char mig[GW_CFG_STR + 16] = "";
+    if (d->cfg.migration_port)
+        snprintf(mig, sizeof mig, "%s:%u", d->cfg.migration_advertise[0] ? d->cfg.migration_advertise
+                                                                         : d->cfg.migration_host, d->cfg.migration_port);
+    h.name = d->cfg.hostname;
+    /* Listening on port 0, the registry must say the port the kernel gave. */
+    char api[GW_CFG_STR + 16];
+    const char *colon = strrchr(d->cfg.listen, ':');
+    if (colon && !strcmp(colon, ":0") && d->srv && gw_grpc_server_port(d->srv) > 0)
+        snprintf(api, sizeof api, "%.*s:%d", (int)(colon - d->cfg.listen), d->cfg.listen, gw_grpc_server_port(d->srv));
+    else
+        snprintf(api, sizeof api, "%s", d->cfg.listen);
+    h.api_address = api;
+    h.migration_address = mig;
+    h.memory_bytes = d->cfg.capacity_memory;
+    if (!h.memory_bytes) {
+        struct sysinfo si;
+        if (!sysinfo(&si)) h.memory_bytes = (uint64_t)si.totalram * si.mem_unit;
+    }
+    h.vcpus = d->cfg.capacity_vcpus ? d->cfg.capacity_vcpus : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+    h.state = d->cluster->state;
+    h.heartbeat_unix_ms = gw_unix_ms();
+    h.started_unix_ms = h.heartbeat_unix_ms - (gw_now_ns() - d->started_ns) / 1000000;
+    h.migration_bandwidth_bytes_per_s = d->cluster->measured_bw;
+    h.migration_overhead_ms = d->cluster->measured_overhead_ms;
+    size_t n = 0;
+    for (struct gw_vm_rec *r = d->vms; r; r = r->next) n++;
+    Godwit__V1__ClusterVm *vms = calloc(n + 1, sizeof *vms);
+    Godwit__V1__ClusterVm **ptrs = calloc(n + 1, sizeof *ptrs);
+    char roots[sizeof d->cfg.image_roots];
+    char *rootv[32];
+    size_t nroots = 0;
+    snprintf(roots, sizeof roots, "%s", d->cfg.image_roots);
+    for (char *save = NULL, *t = strtok_r(roots, ", ", &save); t && nroots < 32; t = strtok_r(NULL, ", ", &save))
+        rootv[nroots++] = t;
+    int ret = -ENOMEM;
+    if (!vms || !ptrs) goto out;
+    size_t k = 0;
+    uint64_t now_ms = gw_unix_ms();
+    for (struct gw_vm_rec *r = d->vms; r; r = r->next, k++) {
+        Godwit__V1__ClusterVm *v = &vms[k];
+        godwit__v1__cluster_vm__init(v);
+        v->name = r->name;
+        v->memory_bytes = r->memory_bytes;
+        v->vcpus = r->vcpus;
+        v->anti_affinity = r->anti_affinity;
+        v->priority = r->priority;
+        v->state = r->state;
+        v->origin_host = r->origin_host;
+        v->disk_path = r->disk;
+        if (r->started_ms && now_ms > r->started_ms + 1000 && r->proc.pid)
+            v->dirty_rate_bytes_per_s = r->pages_written * 4096 * 1000 / (now_ms - r->started_ms);
+        ptrs[k] = v;
+        bool holds = r->state == GODWIT__V1__VM__STATE__RUNNING || r->state == GODWIT__V1__VM__STATE__MIGRATING ||
+                     r->incoming || r->busy;
+        if (holds) { h.memory_allocated_bytes += r->memory_bytes; h.vcpus_allocated += r->vcpus; }
+    }
+    h.n_vms = n;
+    h.vms = ptrs;
+    h.n_image_roots = nroots;
+    h.image_roots = rootv;
+    *len = protobuf_c_message_get_packed_size(&h.base);
+    *out = malloc(*len ? *len : 1);
+    if (*out) { protobuf_c_message_pack(&h.base, *out); ret = 0; }
+out:
+    free(vms);
+    free(ptrs);
+    return ret;
+}
+
+int gw_cluster_publish(struct gw_daemon *d)
+{
+    struct gw_cluster *c = d->cluster;
+    if (!c || !c->ops) return 0;
+    uint8_t *buf;
+    size_t len;
+    pthread_mutex_lock(&d->lock);
+    int r = pack_record(d, &buf, &len);
+    pthread_mutex_unlock(&d->lock);
+    if (r) return r;
+    r = c->ops->publish(c->be, d->cfg.hostname, buf, len);
+    free(buf);
+    return r;
+}
+
+static void *heartbeat_main(void *arg)
+{
+    struct gw_daemon *d = arg;
+    struct gw_cluster *c = d->cluster;
+    int last_err = 0;
+    pthread_mutex_lock(&d->lock);
+    while (!c->hb_stop) {
+        int published_state = c->state;
+        pthread_mutex_unlock(&d->lock);
+        int r = gw_cluster_publish(d);
+        if (r && r != last_err) gw_warn("cluster: cannot publish this host's record: %s", strerror(-r));
+        last_err = r;
+        pthread_mutex_lock(&d->lock);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += GW_CLUSTER_HEARTBEAT_MS / 1000;
+        ts.tv_nsec += (GW_CLUSTER_HEARTBEAT_MS % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        /* Woken by any state change of the daemon; a change of the host's state is published
+         * at once, anything else at the next beat. */
+        while (!c->hb_stop && c->state == published_state && pthread_cond_timedwait(&d->cond, &d->lock, &ts) == 0) {}
+    }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+int gw_cluster_start(struct gw_daemon *d, char *err, size_t errlen)
+{
+    struct gw_cluster *c = d->cluster;
+    if (!c->ops) return 0;
+    int r = gw_cluster_publish(d);
+    if (r) { snprintf(err, errlen, "cluster: cannot publish this host's record: %s", strerror(-r)); return r; }
+    r = pthread_create(&c->hb_thread, NULL, heartbeat_main, d);
+    if (r) { snprintf(err, errlen, "cluster: cannot start the heartbeat: %s", strerror(r)); return -r; }
+    c->hb_started = true;
+    return 0;
+}
+
+void gw_cluster_stop(struct gw_daemon *d)
+{
+    struct gw_cluster *c = d->cluster;
+    if (!c) return;
+    pthread_mutex_lock(&d->lock);
+    c->hb_stop = true;
+    pthread_cond_broadcast(&d->cond);
+    bool ret = c->return_joinable;
+    c->return_joinable = false;
+    pthread_mutex_unlock(&d->lock);
+    if (ret) pthread_join(c->return_thread, NULL);
+    if (c->hb_started) pthread_join(c->hb_thread, NULL);
+    c->hb_started = false;
+}
+
+void gw_cluster_free(struct gw_daemon *d)
+{
+    struct gw_cluster *c = d->cluster;
+    if (!c) return;
+    if (c->ops && c->be) c->ops->close(c->be);
+    free(c);
+    d->cluster = NULL;
+}
+
+/* ---- the time model ------------------------------------------------------------------- */
+
+void gw_cluster_job_done(struct gw_daemon *d, const struct gw_job *j)
+{
+    struct gw_cluster *c = d->cluster;
+    if (!c || j->kind != GODWIT__V1__JOB__KIND__MIGRATE || j->state != GODWIT__V1__JOB__STATE__SUCCEEDED ||
+        !j->started_ms || j->finished_ms <= j->started_ms || !j->progress.total_bytes)
+        return;
+    /* x is the guest's memory, not the bytes sent: the planner knows the memory of a VM
+     * before it moves, and zero pages cost next to nothing on the wire, so what a typical
+     * guest's working set adds is part of the fitted rate. */
+    c->samples[c->next_sample].bytes = j->progress.total_bytes;
+    c->samples[c->next_sample].ms = j->finished_ms - j->started_ms;
+    c->next_sample = (c->next_sample + 1) % GW_CLUSTER_SAMPLES;
+    if (c->n_samples < GW_CLUSTER_SAMPLES) c->n_samples++;
+    /* Least squares of ms on bytes. With one sample, or sizes too alike to separate the
+     * slope from the intercept, the model is the plain rate (overhead 0). */
+    double n = c->n_samples, sx = 0, sy = 0, sxx = 0, sxy = 0;
+    for (unsigned i = 0; i < c->n_samples; i++) {
+        double x = (double)c->samples[i].bytes, y = (double)c->samples[i].ms;
+        sx += x; sy += y; sxx += x * x; sxy += x * y;
+    }
+    double den = n * sxx - sx * sx, k = 0, a = 0;
+    if (n >= 2 && den > 1e-9 * sxx * n) {
+        k = (n * sxy - sx * sy) / den;
+        a = (sy - k * sx) / n;
+    }
+    if (k <= 0 || a < 0) { k = sy / sx; a = 0; }   /* not a usable line: the average rate */
+    c->measured_bw = k > 0 ? (uint64_t)(1000.0 / k) : 0;
+    c->measured_overhead_ms = (uint64_t)a;
+}
+
+void gw_cluster_model(struct gw_daemon *d, Godwit__V1__ClusterHost *const *hosts, size_t n, uint64_t *bw,
+                      uint64_t *overhead_ms)
+{
+    pthread_mutex_lock(&d->lock);
+    unsigned samples = d->cluster->n_samples;
+    *bw = d->cluster->measured_bw;
+    *overhead_ms = d->cluster->measured_overhead_ms;
+    pthread_mutex_unlock(&d->lock);
+    if (samples >= 2 && *bw) return;
+    uint64_t sbw = 0, soh = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (hosts[i]->down || !hosts[i]->migration_bandwidth_bytes_per_s || !strcmp(hosts[i]->name, d->cfg.hostname))
+            continue;
+        sbw += hosts[i]->migration_bandwidth_bytes_per_s;
+        soh += hosts[i]->migration_overhead_ms;
+        k++;
+    }
+    if (k) { *bw = sbw / k; *overhead_ms = soh / k; }
+    else if (!*bw) { *bw = GW_EVAC_DEFAULT_BW; *overhead_ms = 0; }
+}
+
+/* ---- reading the registry ---------------------------------------------------------------- */
+
+struct collect {
+    Godwit__V1__ClusterHost **hosts;
+    size_t n;
+};
+
+static void collect_one(void *arg, const char *name, const uint8_t *rec, size_t len)
+{
+    struct collect *c = arg;
+    if (c->n >= GW_CLUSTER_MAX_HOSTS) return;
+    Godwit__V1__ClusterHost *h = godwit__v1__cluster_host__unpack(NULL, len, rec);
+    if (!h) return;
+    /* A record must be about the host its name says (a copied file is not that host). */
+    if (strcmp(h->name, name) || h->n_vms > 4096) { godwit__v1__cluster_host__free_unpacked(h, NULL); return; }
+    c->hosts[c->n++] = h;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp((*(Godwit__V1__ClusterHost *const *)a)->name, (*(Godwit__V1__ClusterHost *const *)b)->name);
+}
+
+/* Liveness from our own clock (lock held). */
+static void judge(struct gw_cluster *c, Godwit__V1__ClusterHost *h)
+{
+    uint64_t now = gw_now_ns();
+    struct gw_cluster_seen *s = NULL;
+    for (unsigned i = 0; i < c->n_seen; i++)
+        if (!strcmp(c->seen[i].name, h->name)) s = &c->seen[i];
+    if (!s && c->n_seen < GW_CLUSTER_MAX_HOSTS) {
+        s = &c->seen[c->n_seen++];
+        snprintf(s->name, sizeof s->name, "%s", h->name);
+        /* First sight: the record's own age is all we have (bounded to the down window). */
+        uint64_t wall = gw_unix_ms(), age = wall > h->heartbeat_unix_ms ? wall - h->heartbeat_unix_ms : 0;
+        if (age > 2 * GW_CLUSTER_DOWN_MS) age = 2 * GW_CLUSTER_DOWN_MS;
+        s->heartbeat_unix_ms = h->heartbeat_unix_ms;
+        s->changed_ns = now > age * 1000000 ? now - age * 1000000 : 0;
+    }
+    if (!s) { h->down = true; return; }
+    if (s->heartbeat_unix_ms != h->heartbeat_unix_ms) {
+        s->heartbeat_unix_ms = h->heartbeat_unix_ms;
+        s->changed_ns = now;
+    }
+    h->heartbeat_age_ms = (now - s->changed_ns) / 1000000;
+    h->down = h->heartbeat_age_ms > GW_CLUSTER_DOWN_MS;
+}
+
+int gw_cluster_hosts(struct gw_daemon *d, Godwit__V1__ClusterHost ***hosts, size_t *n)
+{
+    struct gw_cluster *c = d->cluster;
+    *hosts = NULL;
+    *n = 0;
+    if (!c || !c->ops) return 0;
+    struct collect col = {.hosts = calloc(GW_CLUSTER_MAX_HOSTS, sizeof *col.hosts)};
+    if (!col.hosts) return -ENOMEM;
+    int r = c->ops->list(c->be, collect_one, &col);
+    if (r) { gw_cluster_hosts_free(col.hosts, col.n); return r; }
+    qsort(col.hosts, col.n, sizeof *col.hosts, by_name);
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < col.n; i++) judge(c, col.hosts[i]);
+    pthread_mutex_unlock(&d->lock);
+    *hosts = col.hosts;
+    *n = col.n;
+    return 0;
+}
+
+void gw_cluster_hosts_free(Godwit__V1__ClusterHost **hosts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) godwit__v1__cluster_host__free_unpacked(hosts[i], NULL);
+    free(hosts);
+}
+
+const char *gw_cluster_reason(int err)
+{
+    switch (err) {
+    case -ENOENT: return "NOT_IN_CLUSTER";
+    case -EHOSTDOWN: return "HOST_DOWN";
+    case -EBUSY: return "HOST_NOT_ACTIVE";
+    case -EINVAL: return "SAME_HOST";
+    default: return "REGISTRY_UNAVAILABLE";
+    }
+}
+
+int gw_cluster_check_destination(struct gw_daemon *d, const char *addr, char *why, size_t whylen)
+{
+    Godwit__V1__ClusterHost **hosts;
+    size_t n;
+    int r = gw_cluster_hosts(d, &hosts, &n);
+    if (r) { snprintf(why, whylen, "cannot read the cluster registry: %s", strerror(-r)); return -EIO; }
+    r = -ENOENT;
+    snprintf(why, whylen, "%s is not a host of the cluster registry", addr);
+    for (size_t i = 0; i < n; i++) {
+        const Godwit__V1__ClusterHost *h = hosts[i];
+        if (strcmp(h->api_address, addr)) continue;
+        if (!strcmp(h->name, d->cfg.hostname)) { snprintf(why, whylen, "%s is this host", addr); r = -EINVAL; }
+        else if (h->down) { snprintf(why, whylen, "host %s is down (no heartbeat for %llu ms)", h->name,
+                                     (unsigned long long)h->heartbeat_age_ms); r = -EHOSTDOWN; }
+        else if (h->state != GODWIT__V1__CLUSTER_HOST__STATE__ACTIVE) {
+            snprintf(why, whylen, "host %s is %s", h->name, state_word(h->state));
+            r = -EBUSY;
+        } else r = 0;
+        break;
+    }
+    gw_cluster_hosts_free(hosts, n);
+    return r;
+}

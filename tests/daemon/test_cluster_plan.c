@@ -1,0 +1,98 @@
+/* Unit tests for the evacuation planner (engine/daemon/cluster_plan.c): the order (priority,
+ * then smallest first), worst-fit placement, capacity counted across the plan, anti-affinity,
+ * disks only where a host can open them, each blocker's reason, and the estimates. */
+#include "engine/daemon/cluster.h"
+#include "tests/lib/gw_test.h"
+
+#include <string.h>
+
+#define MIB (1ull << 20)
+
+static Godwit__V1__ClusterHost mkhost(const char *name, uint64_t mem_mib, bool down, int state, char **roots,
+                                      size_t nroots)
+{
+    Godwit__V1__ClusterHost h = GODWIT__V1__CLUSTER_HOST__INIT;
+    h.name = (char *)name;
+    h.api_address = (char *)name;
+    h.memory_bytes = mem_mib * MIB;
+    h.vcpus = 8;
+    h.down = down;
+    h.state = state;
+    h.image_roots = roots;
+    h.n_image_roots = nroots;
+    return h;
+}
+
+#define ACTIVE GODWIT__V1__CLUSTER_HOST__STATE__ACTIVE
+
+GW_TEST(plan_order_and_placement)
+{
+    Godwit__V1__ClusterHost a = mkhost("a", 8192, false, ACTIVE, NULL, 0), b = mkhost("b", 1024, false, ACTIVE, NULL, 0),
+                            c = mkhost("c", 768, false, ACTIVE, NULL, 0);
+    Godwit__V1__ClusterHost *hosts[] = {&a, &b, &c};
+    struct gw_plan_vm vms[] = {
+        {.name = "big", .memory_bytes = 512 * MIB, .vcpus = 1, .anti_affinity = "", .disk = ""},
+        {.name = "small", .memory_bytes = 64 * MIB, .vcpus = 1, .anti_affinity = "", .disk = ""},
+        {.name = "vip", .memory_bytes = 256 * MIB, .vcpus = 1, .priority = 3, .anti_affinity = "", .disk = ""},
+        {.name = "db1", .memory_bytes = 128 * MIB, .vcpus = 1, .anti_affinity = "db", .disk = ""},
+        {.name = "db2", .memory_bytes = 128 * MIB, .vcpus = 1, .anti_affinity = "db", .disk = ""},
+    };
+    struct gw_plan_step st[5];
+    struct gw_plan_in in = {.vms = vms, .n_vms = 5, .hosts = hosts, .n_hosts = 3, .self = "a", .bandwidth = 100 * MIB};
+    CHECK_EQ(gw_cluster_plan(&in, st), 0u);
+    const char *order[] = {"vip", "small", "db1", "db2", "big"};
+    for (int i = 0; i < 5; i++) CHECK(!strcmp(vms[st[i].vm].name, order[i]));
+    /* Never the source (a, the roomiest); worst fit puts the first VM on b, the roomiest other. */
+    for (int i = 0; i < 5; i++) CHECK(st[i].host == 1 || st[i].host == 2);
+    CHECK_EQ(st[0].host, 1);                       /* b has the most room */
+    CHECK(st[2].host != st[3].host);               /* db1 and db2 apart */
+    /* Capacity is counted across the plan: b gets at most 1024 MiB. */
+    uint64_t on_b = 0;
+    for (int i = 0; i < 5; i++) if (st[i].host == 1) on_b += vms[st[i].vm].memory_bytes;
+    CHECK(on_b <= 1024 * MIB);
+}
+
+GW_TEST(plan_blockers)
+{
+    char *roots[] = {"/srv/images/"};
+    Godwit__V1__ClusterHost a = mkhost("a", 8192, false, ACTIVE, NULL, 0), b = mkhost("b", 512, false, ACTIVE, roots, 1),
+                            dn = mkhost("down", 8192, true, ACTIVE, roots, 1),
+                            dr = mkhost("drain", 8192, false, GODWIT__V1__CLUSTER_HOST__STATE__DRAINING, roots, 1);
+    Godwit__V1__ClusterHost *hosts[] = {&a, &b, &dn, &dr};
+    struct gw_plan_vm vms[] = {
+        {.name = "huge", .memory_bytes = 1024 * MIB, .vcpus = 1, .anti_affinity = "", .disk = ""},
+        {.name = "disk-ok", .memory_bytes = 64 * MIB, .vcpus = 1, .anti_affinity = "", .disk = "/srv/images/x.img"},
+        {.name = "disk-no", .memory_bytes = 64 * MIB, .vcpus = 1, .anti_affinity = "", .disk = "/srv/imagesX/y.img"},
+        {.name = "cpu", .memory_bytes = 32 * MIB, .vcpus = 9, .anti_affinity = "", .disk = ""},
+    };
+    struct gw_plan_step st[4];
+    struct gw_plan_in in = {.vms = vms, .n_vms = 4, .hosts = hosts, .n_hosts = 4, .self = "a"};
+    CHECK_EQ(gw_cluster_plan(&in, st), 3u);
+    for (int i = 0; i < 4; i++) {
+        const char *n = vms[st[i].vm].name;
+        if (!strcmp(n, "huge")) CHECK(st[i].host < 0 && !strcmp(st[i].blocker, "NO_CAPACITY"));
+        if (!strcmp(n, "cpu")) CHECK(st[i].host < 0 && !strcmp(st[i].blocker, "NO_CAPACITY"));
+        if (!strcmp(n, "disk-ok")) CHECK_EQ(st[i].host, 1);   /* down and draining hosts are never used */
+        if (!strcmp(n, "disk-no")) CHECK(st[i].host < 0 && !strcmp(st[i].blocker, "DISK_NOT_SHARED"));
+    }
+    /* No other live host at all. */
+    Godwit__V1__ClusterHost *only[] = {&a, &dn};
+    struct gw_plan_in in2 = {.vms = vms + 1, .n_vms = 1, .hosts = only, .n_hosts = 2, .self = "a"};
+    CHECK_EQ(gw_cluster_plan(&in2, st), 1u);
+    CHECK(!strcmp(st[0].blocker, "NO_LIVE_HOST"));
+}
+
+GW_TEST(plan_estimates)
+{
+    uint64_t bytes, ms;
+    /* 100 MiB at 100 MiB/s with nothing dirtied: 1 s, 100 MiB. */
+    CHECK(gw_cluster_estimate(100 * MIB, 0, 100 * MIB, &bytes, &ms));
+    CHECK(ms >= 1000 && ms <= 1001);
+    CHECK_EQ(bytes, 100 * MIB);
+    /* Dirtying half the bandwidth doubles both. */
+    CHECK(gw_cluster_estimate(100 * MIB, 50 * MIB, 100 * MIB, &bytes, &ms));
+    CHECK(ms >= 2000 && ms <= 2001);
+    CHECK_EQ(bytes, 200 * MIB);
+    /* Dirtying faster than the link: does not converge. */
+    CHECK(!gw_cluster_estimate(100 * MIB, 200 * MIB, 100 * MIB, &bytes, &ms));
+}
