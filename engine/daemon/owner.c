@@ -121,9 +121,9 @@ struct resolver {
 static int query_peer(struct gw_daemon *d, const char *peer, const char *vm, const char *job_id, char *why, size_t len)
 {
     struct gw_grpc_client *c;
-    int r = gw_grpc_client_connect(peer, PEER_TIMEOUT_MS, &c);
+    /* The cluster's peer credential (and TLS when configured), never the operator's token. */
+    int r = gw_peer_connect(d, peer, &c);
     if (r) { snprintf(why, len, "%.200s unreachable: %s", peer, strerror(-r)); return r; }
-    if (d->token[0]) gw_grpc_client_set_token(c, d->token);
     Godwit__V1__QueryIncomingRequest req = GODWIT__V1__QUERY_INCOMING_REQUEST__INIT;
     req.vm = (char *)vm;
     req.job_id = (char *)job_id;
@@ -407,7 +407,7 @@ int gw_service_register_owner(struct gw_daemon *d)
     int r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
         .path = "/godwit.v1.GodwitPeer/QueryIncoming", .kind = GW_GRPC_UNARY,
         .request = &godwit__v1__query_incoming_request__descriptor, .handler = query_incoming, .arg = d,
-        .flags = GW_GRPC_INLINE});
+        .flags = GW_GRPC_INLINE | GW_GRPC_PEER});   /* the peer credential only */
     if (!r) r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
         .path = "/godwit.v1.Godwit/ResolveVm", .kind = GW_GRPC_UNARY,
         .request = &godwit__v1__resolve_vm_request__descriptor, .handler = resolve_vm, .arg = d});
