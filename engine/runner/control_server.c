@@ -94,7 +94,7 @@ static enum gw_run_op op_of(Godwit__V1__RunnerRequest__OpCase c)
     case GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION: return GW_OP_CANCEL_MIGRATION;
     case GODWIT__V1__RUNNER_REQUEST__OP_RESOLVE: return GW_OP_RESOLVE;
     case GODWIT__V1__RUNNER_REQUEST__OP_BACKUP: return GW_OP_BACKUP;
-    case GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY: return GW_OP_CANCEL_MIGRATION;  /* allowed while migrating */
+    case GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY: return GW_OP_SWITCH_TO_POSTCOPY;
     default: return GW_OP_STATUS;
     }
 }
@@ -117,8 +117,10 @@ static void dispatch(struct gw_runner *r, const Godwit__V1__RunnerRequest *req, 
         break;
     case GODWIT__V1__RUNNER_REQUEST__OP_RESUME:
         rc = gw_runner_release(r, GW_PAUSE_OPERATOR);
-        rep->ok = rc == 0;
+        rep->ok = rc == 0 && !r->pause_owners;
         if (rc) snprintf(err, errlen, "resume failed: the VM has failed");
+        else if (r->pause_owners)
+            snprintf(err, errlen, "resume refused: the VM is held paused by %s", gw_pause_owners_name(r->pause_owners));
         else r->state = GW_RUN_RUNNING;
         break;
     case GODWIT__V1__RUNNER_REQUEST__OP_SAVE:

@@ -33,13 +33,18 @@ const char *gw_pause_owners_name(unsigned o)
 static const char *op_name(enum gw_run_op op)
 {
     static const char *const names[] = {"status", "pause", "resume", "save", "migrate",
-                                        "cancel-migration", "stop", "resolve", "backup"};
+                                        "cancel-migration", "stop", "resolve", "backup",
+                                        "switch-to-postcopy"};
     return (unsigned)op < sizeof names / sizeof names[0] ? names[op] : "?";
 }
 
 int gw_run_check(enum gw_run_state s, enum gw_run_op op, char *why, size_t len)
 {
     if (op == GW_OP_STATUS) return 0;
+    if (op == GW_OP_SWITCH_TO_POSTCOPY && s != GW_RUN_MIGRATING) {
+        if (why && len) snprintf(why, len, "switch-to-postcopy refused: no hybrid migration is running");
+        return -EALREADY;
+    }
     const char *reason = NULL;
     int err = -EBUSY;
     switch (s) {

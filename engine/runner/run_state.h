@@ -49,6 +49,7 @@ enum gw_run_op {
     GW_OP_STOP,
     GW_OP_RESOLVE,
     GW_OP_BACKUP,    /* runs to its end inside the request; takes its own short pause */
+    GW_OP_SWITCH_TO_POSTCOPY,  /* a hybrid migration leaves pre-copy now */
 };
 
 /* The state's name as the control socket and the daemon show it ("running", "in-doubt"...). */

@@ -162,7 +162,16 @@ int gw_runner_resolve(struct gw_runner *r, bool keep_source, char *err, size_t e
 /* Post-copy, either way: progress, and the end of an outgoing one. */
 static void poll_postcopy(struct gw_runner *r)
 {
-    if (r->postcopy_in) gw_postcopy_in_progress(r->postcopy_in, &r->last_mig);
+    if (r->postcopy_in) {
+        gw_postcopy_in_progress(r->postcopy_in, &r->last_mig);
+        /* Arrived by post-copy and its source is gone: the VM is held paused (never runs on
+         * half its memory) and no RESUME may lift that, only a finished fill. */
+        enum gw_mig_phase ph = r->last_mig.phase;
+        if ((ph == GW_MIG_POSTCOPY_PAUSED || ph == GW_MIG_FAILED) && r->state == GW_RUN_RUNNING) {
+            gw_runner_hold(r, GW_PAUSE_IN_DOUBT);
+            r->state = GW_RUN_PAUSED;
+        }
+    }
     if (!r->postcopy) return;
     gw_postcopy_progress(r->postcopy, &r->last_mig);
     if (!gw_postcopy_finished(r->postcopy)) return;

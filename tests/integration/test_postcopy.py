@@ -191,7 +191,7 @@ class Postcopy(unittest.TestCase):
         p.dst.communicate()
         st = self.wait_phase(p.src_sock, ("postcopy-paused",), timeout=20)
         self.assertIsNotNone(st, "the source did not notice the destination died")
-        self.assertEqual(st["state"], "paused")                 # never resumed by itself
+        self.assertEqual(st["state"], "in-doubt")               # held paused, never resumed by itself
         self.assertIn("destination was lost", st["migration_error"])
         a = st["guest_pages_written"]
         time.sleep(0.5)
