@@ -2,11 +2,25 @@
 #ifndef GW_BENCH_BENCH_H
 #define GW_BENCH_BENCH_H
 
+#include <stdint.h>
+#include <sys/types.h>
+
 int gw_bench_vm(int argc, char **argv);
 int gw_bench_snapshot(int argc, char **argv);
 int gw_bench_migrate(int argc, char **argv);
+int gw_bench_backup(int argc, char **argv);  /* bench_backup.c */
+int gw_bench_wire(int argc, char **argv);
 /* `migrate --tls both`: the same migration in plaintext and over TLS, and their ratio. */
 int gw_bench_migrate_tls_both(int argc, char **argv);
 int gw_bench_api(int argc, char **argv);   /* bench_api.c, built with the control plane */
+
+/* bench_wire.c: sends `bytes` over `streams` (1..16) plain loopback TCP connections and
+ * sets the rate (MiB/s) and time (ms) from the first byte sent to the last received.
+ * Returns 0 or -errno. */
+int gw_bench_wire_limit(uint64_t bytes, unsigned streams, double *mib_s, double *ms);
+
+/* bench_proc.c: resident memory of pid beyond its shared memory (guest RAM is a shared
+ * memfd mapping): VmRSS - RssShmem, in bytes. Returns 0 or -errno. */
+int gw_bench_rss_private(pid_t pid, uint64_t *bytes);
 
 #endif

@@ -2,7 +2,9 @@
  *   godwit-bench vm --memory 256M --ws 64M --rate 32M --seconds 3 --json
  *   godwit-bench snapshot --memory 1G --ws 512M --rate 32M --json
  *   godwit-bench migrate --memory 1G --ws 512M --rate 64M --pattern random --streams 2 --json
- *   godwit-bench api --seconds 5 --json */
+ *   godwit-bench wire --ws 512M --streams 2 --json
+ *   godwit-bench api --seconds 5 --json
+ *   godwit-bench backup --memory 1G --ws 512M --target dir:PATH|rados:auto --json */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,13 +14,15 @@
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fprintf(argc < 2 ? stderr : stdout, "usage: godwit-bench vm|snapshot|migrate|api [options] [--json]\n");
+        fprintf(argc < 2 ? stderr : stdout, "usage: godwit-bench vm|snapshot|migrate|wire|backup|api [options] [--json]\n");
         return argc < 2 ? 2 : 0;
     }
     signal(SIGPIPE, SIG_IGN);
     if (!strcmp(argv[1], "vm")) return gw_bench_vm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "snapshot")) return gw_bench_snapshot(argc - 1, argv + 1);
     if (!strcmp(argv[1], "migrate")) return gw_bench_migrate(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "wire")) return gw_bench_wire(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "backup")) return gw_bench_backup(argc - 1, argv + 1);
     if (!strcmp(argv[1], "api")) return gw_bench_api(argc - 1, argv + 1);
     fprintf(stderr, "godwit-bench: unknown benchmark '%s'\n", argv[1]);
     return 2;

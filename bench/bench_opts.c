@@ -13,7 +13,8 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
     static const struct option lo[] = {
         {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"rate", 1, 0, 'r'}, {"seconds", 1, 0, 's'},
         {"vcpus", 1, 0, 'c'}, {"pattern", 1, 0, 'p'}, {"streams", 1, 0, 'n'}, {"compress", 1, 0, 'z'},
-        {"downtime-ms", 1, 0, 'd'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {"tls", 1, 0, 't'}, {0},
+        {"downtime-ms", 1, 0, 'd'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {"tls", 1, 0, 't'},
+        {"target", 1, 0, 'T'}, {0},
     };
     int c;
     optind = 1;
@@ -30,6 +31,7 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         case 'z': o->compress = optarg; break;
         case 'd': bad = gw_parse_u64(optarg, 1, 100000, &o->downtime_ms); break;
         case 'D': o->dir = optarg; break;
+        case 'T': o->target = optarg; break;
         case 'j': o->json = true; break;
         case 't':
             o->tls = optarg;

@@ -12,6 +12,7 @@ struct gw_bench_opts {
     uint64_t streams, downtime_ms;               /* --streams --downtime-ms (migrate) */
     const char *compress;                        /* --compress auto|lz4|none (migrate) */
     const char *dir;                             /* --dir (snapshot); NULL = /tmp */
+    const char *target;                          /* --target dir:PATH|rados:auto (backup) */
     const char *tls;                             /* --tls on|off|both (migrate); NULL = on */
     bool json;                                   /* --json */
 };

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -72,4 +73,22 @@ int gw_bench_wait(pid_t pid)
     while (waitpid(pid, &st, 0) < 0)
         if (errno != EINTR) return -errno;
     return status_of(st);
+}
+
+int gw_bench_rss_private(pid_t pid, uint64_t *bytes)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -errno;
+    unsigned long long rss = 0, shmem = 0, v;
+    int seen = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %llu kB", &v) == 1) { rss = v; seen |= 1; }
+        else if (sscanf(line, "RssShmem: %llu kB", &v) == 1) { shmem = v; seen |= 2; }
+    }
+    fclose(f);
+    if (seen != 3) return -ENOENT; /* a zombie has no memory lines */
+    *bytes = (rss > shmem ? rss - shmem : 0) * 1024ull;
+    return 0;
 }

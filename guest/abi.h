@@ -75,6 +75,8 @@
 #define GW_VIRTIO_MMIO_BASE 0xd0000000ull
 #define GW_VIRTIO_MMIO_SIZE 0x1000ull
 #define GW_VIRTIO_BLK_GSI 5u
+#define GW_VIRTIO_NET_MMIO_BASE (GW_VIRTIO_MMIO_BASE + GW_VIRTIO_MMIO_SIZE)
+#define GW_VIRTIO_NET_GSI 6u
 #define GW_LAPIC_BASE 0xfee00000ull
 
 /* Interrupt vectors. The workload enters CPL0 with `ud2` (see guest/entry.S). */
@@ -107,7 +109,9 @@ enum gw_guest_error {
 };
 
 /* GW_WL_TRIPLE_FAULT exists for tests: it makes the guest triple-fault on purpose. */
-enum gw_workload { GW_WL_IDLE = 1, GW_WL_DIRTIER = 2, GW_WL_DISK = 3, GW_WL_TRIPLE_FAULT = 4 };
+/* GW_WL_LINUX is host-side only: the VM boots a Linux kernel instead of our guest image. */
+enum gw_workload { GW_WL_IDLE = 1, GW_WL_DIRTIER = 2, GW_WL_DISK = 3, GW_WL_TRIPLE_FAULT = 4,
+                   GW_WL_LINUX = 5 };
 enum gw_pattern { GW_PAT_RANDOM = 1, GW_PAT_TEXT = 2, GW_PAT_SPARSE = 3 };
 
 struct gw_boot_info {

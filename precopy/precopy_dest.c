@@ -11,7 +11,7 @@
 
 #include "engine/common/log.h"
 #include "engine/common/util.h"
-#include "engine/transport/migration.h"
+#include "precopy/precopy_link.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/vm.h"
 #include "engine/vm/virtio_attach.h"
@@ -44,7 +44,7 @@ static int create_vm(struct incoming *in, char *err, size_t errlen)
     if (!c) { snprintf(err, errlen, "the source sent no VM configuration"); return -EPROTO; }
     struct gw_vm_config cfg = {
         .name = c->name, .memory_bytes = c->memory_bytes, .vcpus = c->vcpus, .guest_spec = c->guest_spec,
-        .disk_path = in->p->disk_path, .console_fd = in->p->console_fd,
+        .disk_path = in->p->disk_path, .console_fd = in->p->console_fd, .net = in->p->net,
         .disk_lock_later = true,   /* the source holds the image's lock until GO */
     };
     if (in->p->expect_name && (!c->name || strcmp(c->name, in->p->expect_name))) {

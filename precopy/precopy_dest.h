@@ -33,6 +33,7 @@ struct gw_incoming_params {
     /* The VM's disk here. Never taken from the wire: a source whose VM has a disk is refused
      * when this is NULL. */
     const char *disk_path;
+    const char *net;           /* network backend here ("tap:NAME"), NULL for none; never the source's */
     int console_fd;
     int timeout_ms;            /* longest wait for any record; 0 = 60 s */
     /* Called once the listener is bound, with its URL (port resolved), before waiting. */

@@ -13,8 +13,8 @@
 
 #include "engine/common/log.h"
 #include "engine/common/util.h"
-#include "engine/dirty/dirty_log.h"
-#include "engine/transport/migration.h"
+#include "engine/dirty/dirty.h"
+#include "precopy/precopy_link.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/mem_data.h"
 #include "engine/vm/virtio_attach.h"
@@ -23,6 +23,7 @@
 
 #define PFN_BATCH 4096u        /* pages queued per call (and cleared per KVM call) */
 #define COMMIT_TIMEOUT_MS 15000
+#define PACE_SLICE_NS 50000000ull  /* a bandwidth-limited migration checks for a stop this often */
 
 struct gw_precopy {
     struct gw_vm *vm;
@@ -35,9 +36,10 @@ struct gw_precopy {
     bool cancel;
     bool finished;
 
+    uint64_t deadline_ns;         /* policy.timeout_s from the start, covers connect too */
+    struct gw_mig_sender *tx;     /* set and cleared under lock (gw_precopy_cancel uses it) */
     /* migration thread only */
-    struct gw_mig_sender *tx;
-    struct gw_dirty_log *dirty;
+    struct gw_dirty_consumer *dirty;
     struct gw_chunk_digest cd;
     struct gw_conv_state conv;
     uint64_t t_start;
@@ -76,6 +78,32 @@ static bool cancelled(struct gw_precopy *m)
     return c;
 }
 
+/* Why the migration must stop now: 0, -ECANCELED (asked to) or -ETIMEDOUT (the policy's
+ * timeout, which bounds the whole migration). */
+static int stop_reason(struct gw_precopy *m)
+{
+    if (cancelled(m)) return -ECANCELED;
+    return m->deadline_ns && gw_now_ns() >= m->deadline_ns ? -ETIMEDOUT : 0;
+}
+
+/* Fails with the stop reason's message. */
+static int fail_stopped(struct gw_precopy *m, int why)
+{
+    if (why == -ETIMEDOUT)
+        return fail(m, why, "did not converge within %llu s",
+                    (unsigned long long)(m->p.policy.timeout_ns / 1000000000ull));
+    return fail(m, -ECANCELED, "cancelled");
+}
+
+/* Milliseconds left before the deadline (at least 1), capped at cap_ms. */
+static int remaining_ms(struct gw_precopy *m, int cap_ms)
+{
+    if (!m->deadline_ns) return cap_ms;
+    uint64_t now = gw_now_ns();
+    uint64_t left = m->deadline_ns > now ? (m->deadline_ns - now) / 1000000 : 0;
+    return left < 1 ? 1 : left < (uint64_t)cap_ms ? (int)left : cap_ms;
+}
+
 static void update_stats(struct gw_precopy *m)
 {
     struct gw_mig_stats st;
@@ -100,9 +128,10 @@ static void pace(struct gw_precopy *m)
     uint64_t limit = m->p.policy.bandwidth_limit_bps;
     if (!limit) return;
     uint64_t due_ns = (uint64_t)((double)m->round_bytes * 1e9 / (double)limit);
-    uint64_t spent = gw_now_ns() - m->round_t0;
-    if (due_ns > spent) {
-        uint64_t d = due_ns - spent;
+    /* In slices, so that a cancel, the deadline or a broken link is seen within one. */
+    for (uint64_t spent; (spent = gw_now_ns() - m->round_t0) < due_ns && !stop_reason(m) &&
+                         !gw_mig_sender_error(m->tx)[0];) {
+        uint64_t d = due_ns - spent < PACE_SLICE_NS ? due_ns - spent : PACE_SLICE_NS;
         struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
         nanosleep(&ts, NULL);
     }
@@ -112,6 +141,7 @@ static int queue_pfns(struct gw_precopy *m, size_t n)
 {
     if (!n) return 0;
     int r = gw_mig_send_pages(m->tx, m->pfns, n);
+    if (r && stop_reason(m)) return fail_stopped(m, stop_reason(m));
     if (r) return fail(m, r, "sending pages: %s", gw_mig_sender_error(m->tx));
     for (size_t i = 0; i < n; i++) gw_chunk_digest_mark(&m->cd, m->pfns[i], 1);
     m->round_bytes += n * 4096ull;
@@ -130,7 +160,7 @@ static int queue_range(uint64_t off, uint64_t len, void *ctx)
             int r = queue_pfns(m, n);
             if (r) return r;
             n = 0;
-            if (cancelled(m)) return -ECANCELED;
+            if ((r = stop_reason(m))) return fail_stopped(m, r);
         }
     }
     return queue_pfns(m, n);
@@ -140,7 +170,7 @@ static int queue_range(uint64_t off, uint64_t len, void *ctx)
  * its pages are queued (manual mode), so a write after that shows up in the next round. */
 static int queue_dirty(struct gw_precopy *m, bool clear)
 {
-    const struct gw_dirty_log *d = m->dirty;
+    const struct gw_dirty_consumer *d = m->dirty;
     for (uint64_t w0 = 0; w0 < d->words; w0 += PFN_BATCH / 64) {
         uint64_t wend = w0 + PFN_BATCH / 64 < d->words ? w0 + PFN_BATCH / 64 : d->words;
         size_t n = 0;
@@ -160,7 +190,7 @@ static int queue_dirty(struct gw_precopy *m, bool clear)
         }
         int r = queue_pfns(m, n);
         if (r) return r;
-        if (clear && cancelled(m)) return -ECANCELED;
+        if (clear && (r = stop_reason(m))) return fail_stopped(m, r);
     }
     return 0;
 }
@@ -168,6 +198,7 @@ static int queue_dirty(struct gw_precopy *m, bool clear)
 static int end_round(struct gw_precopy *m, uint32_t round, bool final)
 {
     int r = gw_mig_send_end_of_round(m->tx, round, final, NULL);
+    if (r && !final && stop_reason(m)) return fail_stopped(m, stop_reason(m));
     if (r) return fail(m, r, "round %u: %s", round, gw_mig_sender_error(m->tx));
     gw_conv_round_sent(&m->conv, m->round_bytes, gw_now_ns() - m->round_t0);
     pthread_mutex_lock(&m->lock);
@@ -176,11 +207,6 @@ static int end_round(struct gw_precopy *m, uint32_t round, bool final)
     pthread_mutex_unlock(&m->lock);
     update_stats(m);
     return 0;
-}
-
-static void mark_device_write(void *ctx, uint64_t gpa, uint64_t len)
-{
-    gw_dirty_mark_gpa(ctx, gpa, len);
 }
 
 static int setup(struct gw_precopy *m)
@@ -193,15 +219,28 @@ static int setup(struct gw_precopy *m)
     struct gw_mig_sender_cfg sc = {
         .url = m->url, .nstreams = m->p.streams, .secret = m->secret, .secret_len = m->p.secret_len,
         .mem = vm->mem.base, .mem_size = vm->mem.size, .config = &cfg, .codec = m->p.codec,
+        .timeout_ms = remaining_ms(m, GW_MIG_DEFAULT_TIMEOUT_MS),  /* connect and handshake too */
         .preamble = m->p.preamble, .tls = m->p.tls, .token = m->p.token,
     };
-    int r = gw_mig_sender_open(&sc, &m->tx, &m->err);
+    struct gw_mig_sender *tx;
+    int r = gw_mig_sender_open(&sc, &tx, &m->err);
+    if (r && (r == -ETIMEDOUT || stop_reason(m))) {
+        int why = stop_reason(m);
+        if (why == -ECANCELED) return fail_stopped(m, why);
+        return fail(m, -ETIMEDOUT, "could not reach the destination within the %llu s timeout: %s",
+                    (unsigned long long)(m->p.policy.timeout_ns / 1000000000ull), m->err.msg);
+    }
     if (r) return fail(m, r, "%s", m->err.msg[0] ? m->err.msg : strerror(-r));
+    pthread_mutex_lock(&m->lock);
+    m->tx = tx;
+    bool stop = m->cancel;
+    pthread_mutex_unlock(&m->lock);
+    if (stop) return fail_stopped(m, -ECANCELED);
     r = gw_chunk_digest_init(&m->cd, vm->mem.base, vm->mem.size);
     if (r) return fail(m, r, "digest: %s", strerror(-r));
-    r = gw_dirty_start(vm, false, &m->dirty);
-    if (r) return fail(m, r, "cannot start dirty logging: %s", strerror(-r));
-    gw_vm_track_device_writes(vm, mark_device_write, m->dirty);
+    char why[200] = "";
+    r = gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &m->dirty, why, sizeof why);
+    if (r) return fail(m, r, "cannot start dirty logging: %s", why[0] ? why : strerror(-r));
     pthread_mutex_lock(&m->lock);
     m->prog.setup_ns = gw_now_ns() - m->t_start;
     pthread_mutex_unlock(&m->lock);
@@ -220,7 +259,7 @@ static int precopy_rounds(struct gw_precopy *m, uint32_t *last_round)
     if (r) return r;
     gw_chunk_digest_refresh(&m->cd);
     for (uint32_t round = 1;; round++) {
-        if (cancelled(m)) return fail(m, -ECANCELED, "cancelled");
+        if ((r = stop_reason(m))) return fail_stopped(m, r);
         uint64_t dirty_pages;
         r = gw_dirty_fetch(m->dirty, &dirty_pages);
         if (r) return fail(m, r, "reading the dirty log: %s", strerror(-r));
@@ -241,7 +280,7 @@ static int precopy_rounds(struct gw_precopy *m, uint32_t *last_round)
         m->round_bytes = 0;
         r = queue_dirty(m, true);
         if (!r) r = end_round(m, round, false);
-        if (r) return r == -ECANCELED ? fail(m, r, "cancelled") : r;
+        if (r) return r;
         gw_chunk_digest_refresh(&m->cd);
     }
 }
@@ -252,7 +291,7 @@ static int switchover_prepare(struct gw_precopy *m, uint32_t round, uint64_t *t_
 {
     /* Everything sent so far must be in the destination's memory before we pause: what
      * still sits in socket buffers would otherwise be moved during the pause. */
-    int r = gw_mig_sender_sync(m->tx, COMMIT_TIMEOUT_MS);
+    int r = gw_mig_sender_sync(m->tx, remaining_ms(m, COMMIT_TIMEOUT_MS));
     if (r) return fail(m, r, "destination did not catch up: %s", gw_mig_sender_error(m->tx));
     set_phase(m, GW_MIG_SWITCHOVER);
     gw_vm_set_throttle(m->vm, 0);
@@ -299,7 +338,7 @@ static int switchover_prepare(struct gw_precopy *m, uint32_t round, uint64_t *t_
         return fail(m, -ECONNRESET, "link closed before commit (test fault)");
     }
     r = gw_mig_send_commit(m->tx, round + 1);
-    if (!r) r = gw_mig_sender_wait_ack(m->tx, COMMIT_TIMEOUT_MS);
+    if (!r) r = gw_mig_sender_wait_ack(m->tx, remaining_ms(m, COMMIT_TIMEOUT_MS));
     if (r) return fail(m, r, "destination did not commit: %s", gw_mig_sender_error(m->tx));
     uint64_t t_ready = gw_now_ns();
     gw_debug("switchover: pause %.2f ms, %llu pages %.2f ms, state %zu bytes %.2f ms, digest %.2f ms, "
@@ -309,13 +348,31 @@ static int switchover_prepare(struct gw_precopy *m, uint32_t round, uint64_t *t_
     return 0;
 }
 
+/* Whether the migration failed because the destination went away (its process died, its
+ * host or the link broke): the connection was reset or closed under us. Test faults close
+ * the link on purpose and keep their own message. */
+static bool link_died(struct gw_precopy *m, int r)
+{
+    return m->p.fault == GW_FAULT_NONE && !stop_reason(m) &&
+           (r == -EPIPE || r == -ECONNRESET || r == -ESHUTDOWN || r == -ECONNABORTED);
+}
+
+/* Says so in the operator's words, with the transport's detail in brackets. */
+static void explain_dead_destination(struct gw_precopy *m)
+{
+    pthread_mutex_lock(&m->lock);
+    char detail[sizeof m->prog.error];
+    snprintf(detail, sizeof detail, "%s", m->prog.error);
+    snprintf(m->prog.error, sizeof m->prog.error, "the destination died (%.180s); the VM runs on here", detail);
+    pthread_mutex_unlock(&m->lock);
+}
+
 /* Undo everything before GO: the VM runs on here as if nothing happened. */
 static void roll_back(struct gw_precopy *m, int code)
 {
     if (m->tx) gw_mig_sender_abort(m->tx, code, m->prog.error);
-    gw_vm_track_device_writes(m->vm, NULL, NULL);
     gw_vm_set_throttle(m->vm, 0);
-    gw_dirty_stop(m->dirty);
+    gw_dirty_detach(m->dirty);
     m->dirty = NULL;
     if (gw_vm_is_paused(m->vm)) gw_vm_resume(m->vm);
 }
@@ -335,17 +392,18 @@ static void *migration_thread(void *arg)
     }
     if (r) {
         end = r == -ECANCELED ? GW_MIG_CANCELLED : GW_MIG_FAILED;
+        if (link_died(m, r)) explain_dead_destination(m);
         roll_back(m, r);
-        gw_warn("vm %s: migration to %s %s: %s; the VM runs on here", m->vm->name, m->url,
-                end == GW_MIG_CANCELLED ? "cancelled" : "failed", m->prog.error);
+        gw_warn("vm %s: migration to %s %s: %s%s", m->vm->name, m->url,
+                end == GW_MIG_CANCELLED ? "cancelled" : "failed", m->prog.error,
+                strstr(m->prog.error, "runs on here") ? "" : "; the VM runs on here");
     } else {
         /* GO: from here the VM belongs to the destination and is never resumed here. */
         r = gw_mig_send_go(m->tx);
         gw_vm_disk_lock(m->vm, false, 0);   /* the image is the destination's from GO on */
         if (!r) r = gw_mig_sender_wait_running(m->tx, COMMIT_TIMEOUT_MS);
         uint64_t downtime = gw_now_ns() - t_pause;
-        gw_vm_track_device_writes(m->vm, NULL, NULL);
-        gw_dirty_stop(m->dirty);
+        gw_dirty_detach(m->dirty);
         m->dirty = NULL;
         pthread_mutex_lock(&m->lock);
         m->prog.measured_downtime_ns = downtime;
@@ -362,8 +420,11 @@ static void *migration_thread(void *arg)
         }
     }
     if (m->tx) update_stats(m);
-    gw_mig_sender_close(m->tx);
+    pthread_mutex_lock(&m->lock);
+    struct gw_mig_sender *tx = m->tx;
     m->tx = NULL;
+    pthread_mutex_unlock(&m->lock);
+    gw_mig_sender_close(tx);
     gw_chunk_digest_free(&m->cd);
     pthread_mutex_lock(&m->lock);
     m->prog.phase = end;
@@ -371,6 +432,12 @@ static void *migration_thread(void *arg)
     m->finished = true;
     pthread_mutex_unlock(&m->lock);
     return NULL;
+}
+
+unsigned gw_precopy_default_streams(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
 }
 
 int gw_precopy_start(struct gw_vm *vm, const struct gw_precopy_params *p, struct gw_precopy **out)
@@ -388,14 +455,12 @@ int gw_precopy_start(struct gw_vm *vm, const struct gw_precopy_params *p, struct
     if (!m->secret) { gw_tls_ctx_free(p->tls); free(m); return -ENOMEM; }
     memcpy(m->secret, p->secret, p->secret_len);
     m->p.secret = m->secret;
-    if (!m->p.streams) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        m->p.streams = n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
-    }
+    if (!m->p.streams) m->p.streams = gw_precopy_default_streams();
     gw_conv_policy_defaults(&m->p.policy);
     gw_conv_init(&m->conv);
     pthread_mutex_init(&m->lock, NULL);
     m->t_start = gw_now_ns();
+    if (m->p.policy.timeout_ns) m->deadline_ns = m->t_start + m->p.policy.timeout_ns;
     m->prog.phase = GW_MIG_SETUP;
     m->prog.total_bytes = vm->mem.size;
     int r = pthread_create(&m->thread, NULL, migration_thread, m);
@@ -416,6 +481,9 @@ void gw_precopy_cancel(struct gw_precopy *m)
 {
     pthread_mutex_lock(&m->lock);
     m->cancel = true;
+    /* Stops the link at once (before GO; after it this does nothing): no batch queued so far
+     * leaves, and the migration thread returns from wherever it waits. */
+    if (m->tx) gw_mig_sender_cancel(m->tx, -ECANCELED, "cancelled");
     pthread_mutex_unlock(&m->lock);
 }
 

@@ -43,6 +43,9 @@ struct gw_precopy_params {
 
 struct gw_precopy;
 
+/* The stream count used when the policy names none: one per core, 1..4. */
+unsigned gw_precopy_default_streams(void);
+
 /* Starts migrating vm (running) in a new thread. */
 int gw_precopy_start(struct gw_vm *vm, const struct gw_precopy_params *p, struct gw_precopy **out);
 /* A copy of the current progress. */

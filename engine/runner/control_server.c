@@ -12,6 +12,7 @@
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
+#include "backup/backup.h"
 #include "engine/vm/snapshot_file.h"
 #include "precopy/precopy_source.h"
 
@@ -88,6 +89,7 @@ void gw_runner_control_serve(struct gw_runner *r)
     Godwit__V1__GuestCounters counters;
     Godwit__V1__RunnerSaveResult save_res;
     char err[512] = "", digest_hex[33];
+    struct gw_backup_result backup_res;
     switch (req->op_case) {
     case GODWIT__V1__RUNNER_REQUEST__OP_STATUS:
         rep.ok = true;
@@ -115,6 +117,10 @@ void gw_runner_control_serve(struct gw_runner *r)
     case GODWIT__V1__RUNNER_REQUEST__OP_CANCEL_MIGRATION:
         if (r->migration) { gw_precopy_cancel(r->migration); rep.ok = true; }
         else snprintf(err, sizeof err, "no migration is running");
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_BACKUP:
+        rep.ok = gw_runner_backup(r, req->backup, &backup_res, err, sizeof err) == 0;
+        if (rep.ok) rep.backup = &backup_res.pb;
         break;
     default:
         snprintf(err, sizeof err, "unknown request");

@@ -3,6 +3,8 @@
  *
  *   godwit-vm run --memory 1G --vcpus 1 --guest dirtier:ws=256M,rate=64M,pattern=random
  *                 [--disk FILE] [--seconds N] [--json] [--control SOCK] [--console FILE]
+ *   godwit-vm run --kernel bzImage|vmlinux [--initrd FILE] [--cmdline "..."] [--memory 512M]
+ *                 [--vcpus N] [--disk FILE] [--net tap:NAME] [--console FILE] ...
  *   godwit-vm restore --file SNAP [--disk FILE] [--seconds N] [--json] [--control SOCK]
  *   godwit-vm save --control SOCK --file SNAP [--stop]
  *   godwit-vm status|pause|resume|stop --control SOCK [--json]
@@ -11,6 +13,9 @@
  *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]
  *                     [--downtime-ms N] [--bandwidth SIZE/s] [--timeout S] [--auto-converge]
  *                     [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]
+ *   godwit-vm restore-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--name NEW]
+ *                            [--disk FILE] [--seconds N] [--json] [--control SOCK]
+ *   godwit-vm backup|verify-backup|list-backups|delete-backup ...   (cmd_backup.c)
  *   TLS: [--tls on|off] [--tls-cert F --tls-key F --tls-ca F]: migration streams run over TLS 1.3
  *   with a PSK from the cluster secret, or with X.509 when all three files are given; plaintext
  *   only with an explicit --tls off (docs/security.md). incoming --name: refuse another VM.
@@ -33,6 +38,10 @@
 #include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
 #include "engine/runner/runner_client.h"
+#include "engine/runner/cmd_backup.h"
+#include "backup/backup.h"
+#include "storage/manifest.h"
+#include "storage/store.h"
 #include "engine/transport/tls.h"
 #include "engine/vm/snapshot_file.h"
 #include "precopy/precopy_dest.h"
@@ -45,13 +54,17 @@ enum { EXIT_VM_FAILED = 1, EXIT_USAGE = 2, EXIT_VERIFY = 3, EXIT_NO_KVM = 4 };
 
 struct opts {
     const char *name, *guest, *disk, *control, *console, *file, *secret_file, *listen, *to, *compress;
+    const char *kernel, *initrd, *cmdline, *net;
     const char *tls_cert, *tls_key, *tls_ca;
-    bool tls_off, name_given;
+    bool tls_off;
     uint64_t memory, seconds, bandwidth, downtime_ms, timeout_s, max_rounds, streams;
     unsigned vcpus;
     int fds[GW_INCOMING_MAX_FDS];   /* --fd, repeated: every stream of a handed-over session */
     unsigned nfds;
     bool json, stop_after, wait, auto_converge;
+    bool name_set;
+    const char *from_vm, *backup_id;   /* restore-backup */
+    Godwit__V1__StoreSpec store;
 };
 
 static void usage(FILE *f)
@@ -59,6 +72,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: godwit-vm run [--name NAME] [--memory SIZE] [--vcpus N] [--guest SPEC] [--disk FILE]\n"
             "                     [--seconds N] [--json] [--control SOCK] [--console FILE]\n"
+            "       godwit-vm run --kernel bzImage|vmlinux [--initrd FILE] [--cmdline \"...\"] [--net tap:NAME]\n"
+            "                     [--memory SIZE] [--vcpus N] [--disk FILE] [--console FILE] [--seconds N]\n"
             "       godwit-vm restore --file SNAPSHOT [--disk FILE] [--seconds N] [--json] [--control SOCK]\n"
             "       godwit-vm save --control SOCK --file SNAPSHOT [--stop]\n"
             "       godwit-vm status|pause|resume|stop --control SOCK [--json]\n"
@@ -68,6 +83,10 @@ static void usage(FILE *f)
             "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--streams N] [--compress lz4|none|auto]\n"
             "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
             "                         [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]\n"
+            "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
+            "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE] [--seconds N]\n"
+            "       godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none] [--method dirty-log|pause] [--json]\n"
+            "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
             "TLS: [--tls on|off] [--tls-cert FILE --tls-key FILE --tls-ca FILE] (default: TLS 1.3, cluster PSK)\n"
             "guest specs: dirtier:ws=256M,rate=64M,pattern=random|text|sparse  idle:ws=64M  disk:block=4K\n");
 }
@@ -81,15 +100,23 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"secret-file", 1, 0, 'K'}, {"listen", 1, 0, 'L'}, {"fd", 1, 0, 'F'}, {"to", 1, 0, 'T'},
         {"streams", 1, 0, 'N'}, {"compress", 1, 0, 'Z'}, {"downtime-ms", 1, 0, 'D'}, {"bandwidth", 1, 0, 'B'},
         {"timeout", 1, 0, 'O'}, {"auto-converge", 0, 0, 'A'}, {"max-rounds", 1, 0, 'R'}, {"wait", 0, 0, 'W'},
+        {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'},
+        {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
+        {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
+        {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
         {"tls", 1, 0, 't'}, {"tls-cert", 1, 0, '1'}, {"tls-key", 1, 0, '2'}, {"tls-ca", 1, 0, '3'},
         {0},
     };
     *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1};
-    int c;
+    godwit__v1__store_spec__init(&o->store);
+    int c, idx;
     uint64_t v;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", lo, &idx)) != -1) {
         switch (c) {
-        case 'n': o->name = optarg; o->name_given = true; break;
+        case 0: if (gw_backup_store_opt(lo[idx].name, optarg, &o->store)) return -1; break;
+        case 'V': o->from_vm = optarg; break;
+        case 'I': o->backup_id = optarg; break;
+        case 'n': o->name = optarg; o->name_set = true; break;
         case 't':
             if (strcmp(optarg, "on") && strcmp(optarg, "off")) { fprintf(stderr, "godwit-vm: --tls is on or off\n"); return -1; }
             o->tls_off = !strcmp(optarg, "off");
@@ -123,6 +150,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'A': o->auto_converge = true; break;
         case 'R': if (gw_parse_u64(optarg, 1, 100000, &o->max_rounds)) { fprintf(stderr, "godwit-vm: bad --max-rounds\n"); return -1; } break;
         case 'W': o->wait = true; break;
+        case 'k': o->kernel = optarg; o->guest = "linux"; break;
+        case 'i': o->initrd = optarg; break;
+        case 'l': o->cmdline = optarg; break;
+        case 'e': o->net = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
@@ -190,16 +221,23 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
 
 static int cmd_run(const struct opts *o)
 {
+    if ((o->initrd || o->cmdline) && !o->kernel) {
+        fprintf(stderr, "godwit-vm: --initrd and --cmdline need --kernel\n");
+        return EXIT_USAGE;
+    }
     char err[512] = "";
     int cfd = open_console(o->console);
     struct gw_vm_config cfg = {.name = o->name, .memory_bytes = o->memory, .vcpus = o->vcpus,
-                               .guest_spec = o->guest, .disk_path = o->disk, .console_fd = cfd};
+                               .guest_spec = o->guest, .disk_path = o->disk, .console_fd = cfd,
+                               .kernel_path = o->kernel, .initrd_path = o->initrd, .cmdline = o->cmdline,
+                               .net = o->net};
     struct gw_vm *vm;
     int r = gw_vm_create(&cfg, &vm, err, sizeof err);
     if (r) return exit_code_for_create(r, err);
     gw_log_set_tag(o->name);
     r = gw_vm_boot(vm, err, sizeof err);
     int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL);
+    if (vm->guest_stopped) fprintf(stderr, "godwit-vm: the guest ended: %s\n", vm->stop_msg);
     gw_vm_destroy(vm);
     if (cfd > STDERR_FILENO) close(cfd);
     return code;
@@ -220,7 +258,7 @@ static int cmd_restore(const struct opts *o)
         .name = sc->name && *sc->name ? sc->name : o->name, .memory_bytes = sc->memory_bytes,
         .vcpus = sc->vcpus, .guest_spec = sc->guest_spec,
         .disk_path = o->disk ? o->disk : (sc->disk_path && *sc->disk_path ? sc->disk_path : NULL),
-        .console_fd = cfd,
+        .console_fd = cfd, .net = o->net,
     };
     struct gw_vm *vm = NULL;
     int code = 0;
@@ -243,6 +281,76 @@ static int cmd_restore(const struct opts *o)
 out:
     gw_vm_destroy(vm);
     godwit__v1__vm_state__free_unpacked(st, NULL);
+    if (cfd > STDERR_FILENO) close(cfd);
+    return code;
+}
+
+/* A new VM from a backup in a chunk store; under a new name it is a clone. */
+static int cmd_restore_backup(const struct opts *o)
+{
+    if (!o->store.target || !o->from_vm) { fprintf(stderr, "godwit-vm: restore-backup needs --store SPEC and --vm NAME\n"); return EXIT_USAGE; }
+    char err[512] = "", id[GW_BACKUP_ID_BUF];
+    uint64_t t0 = gw_now_ns();
+    struct gw_backup_target t;
+    if (gw_backup_target_open(&o->store, &t, err, sizeof err)) { fprintf(stderr, "godwit-vm: %s\n", err); return EXIT_VM_FAILED; }
+    Godwit__V1__BackupManifest *man = NULL;
+    struct gw_vm *vm = NULL;
+    int code = 0, cfd = -1;
+    if (o->backup_id) snprintf(id, sizeof id, "%s", o->backup_id);
+    else if (gw_backup_latest(&t, o->from_vm, id)) {
+        fprintf(stderr, "godwit-vm: no backup of VM %s in %s\n", o->from_vm, t.store->desc);
+        code = EXIT_VM_FAILED;
+        goto out;
+    }
+    if (gw_manifest_load(t.store, o->from_vm, id, &man, err, sizeof err)) {
+        fprintf(stderr, "godwit-vm: restore refused: %s\n", err);
+        code = EXIT_VM_FAILED;
+        goto out;
+    }
+    const Godwit__V1__VmConfig *sc = man->state->config;
+    if (man->disk->size && !o->disk) {
+        fprintf(stderr, "godwit-vm: backup %s has a disk: name a new image with --disk FILE\n", id);
+        code = EXIT_USAGE;
+        goto out;
+    }
+    if (man->disk->size) {
+        /* The image must exist for the device to attach; its content is written below. */
+        int dfd = open(o->disk, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (dfd < 0 || ftruncate(dfd, (off_t)man->disk->size) < 0) {
+            fprintf(stderr, "godwit-vm: disk image %s: %s\n", o->disk, strerror(errno));
+            if (dfd >= 0) close(dfd);
+            code = EXIT_VM_FAILED;
+            goto out;
+        }
+        close(dfd);
+    }
+    cfd = open_console(o->console);
+    struct gw_vm_config cfg = {
+        .name = o->name_set ? o->name : sc->name, .memory_bytes = sc->memory_bytes, .vcpus = sc->vcpus,
+        .guest_spec = sc->guest_spec, .disk_path = man->disk->size ? o->disk : NULL, .console_fd = cfd,
+    };
+    int r = gw_vm_create(&cfg, &vm, err, sizeof err);
+    if (r) { code = exit_code_for_create(r, err); goto out; }
+    gw_log_set_tag(cfg.name);
+    struct gw_restore_stats rs;
+    /* The disk is written before the VM opens it: gw_vm_create attached the path only. */
+    r = gw_backup_restore(&t, man, &vm->mem, man->disk->size ? o->disk : NULL, &rs, err, sizeof err);
+    if (!r) r = gw_vm_load_state(vm, man->state, err, sizeof err);
+    if (r) { fprintf(stderr, "godwit-vm: restore refused: %s\n", err); code = EXIT_VM_FAILED; goto out; }
+    double ms = (gw_now_ns() - t0) / 1e6, data_ms = rs.elapsed_ns / 1e6;
+    char extra[512];
+    snprintf(extra, sizeof extra,
+             "\"restore_ms\":%.1f,\"restore_data_bytes\":%llu,\"restore_mib_s\":%.1f,\"memory_digest\":\"%s\",\"backup\":\"%s\"",
+             ms, (unsigned long long)rs.data_bytes, data_ms > 0 ? (rs.data_bytes / 1048576.0) / (data_ms / 1000) : 0.0,
+             rs.digest_hex, id);
+    gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
+            (unsigned long long)rs.chunks, ms, rs.digest_hex);
+    gw_backup_target_close(&t);
+    code = run_vm(vm, o, extra, NULL);
+out:
+    if (t.store) gw_backup_target_close(&t);
+    gw_vm_destroy(vm);
+    if (man) godwit__v1__backup_manifest__free_unpacked(man, NULL);
     if (cfd > STDERR_FILENO) close(cfd);
     return code;
 }
@@ -276,9 +384,10 @@ static int cmd_incoming(const struct opts *o)
     if (o->tls_off) gw_warn("incoming migration in plaintext (TLS turned off)");
     int cfd = open_console(o->console);
     struct gw_incoming_params p = {
-        .listen_url = o->nfds ? NULL : o->listen, .nfds = o->nfds, .secret = secret, .secret_len = (size_t)n, .disk_path = o->disk,
-        .console_fd = cfd, .on_listening = print_listening, .preamble = tcp, .tls = tls,
-        .expect_name = o->name_given ? o->name : NULL,
+        .listen_url = o->nfds ? NULL : o->listen, .nfds = o->nfds, .secret = secret, .secret_len = (size_t)n,
+        .disk_path = o->disk, .net = o->net, .console_fd = cfd, .on_listening = print_listening,
+        .preamble = tcp, .tls = tls,
+        .expect_name = o->name_set ? o->name : NULL,
     };
     memcpy(p.fds, o->fds, sizeof p.fds);
     struct gw_vm *vm = NULL;
@@ -469,12 +578,14 @@ int main(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     const char *verb = argv[1];
+    if (gw_runner_is_backup_verb(verb)) { signal(SIGPIPE, SIG_IGN); return gw_runner_cmd_backup(verb, argc - 1, argv + 1); }
     struct opts o;
     if (parse_opts(argc - 1, argv + 1, &o)) { usage(stderr); return EXIT_USAGE; }
     signal(SIGPIPE, SIG_IGN);
     if (!strcmp(verb, "run")) { block_term_signals(); return cmd_run(&o); }
     if (!strcmp(verb, "restore")) { block_term_signals(); return cmd_restore(&o); }
     if (!strcmp(verb, "incoming")) { block_term_signals(); return cmd_incoming(&o); }
+    if (!strcmp(verb, "restore-backup")) { block_term_signals(); return cmd_restore_backup(&o); }
     if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
     if (!strcmp(verb, "save") || !strcmp(verb, "status") || !strcmp(verb, "pause") ||
         !strcmp(verb, "resume") || !strcmp(verb, "stop"))

@@ -73,6 +73,19 @@ void gw_chunk_digest_mark_bitmap(struct gw_chunk_digest *d, uint64_t *bitmap, ui
     }
 }
 
+void gw_chunk_digest_set_from(struct gw_chunk_digest *d, uint64_t pfn, uint64_t n, const uint8_t *data)
+{
+    uint64_t first = pfn / GW_CHUNK_DIGEST_PAGES, count = n / GW_CHUNK_DIGEST_PAGES;
+    for (uint64_t k = 0; k < count && first + k < d->nchunks; k++) {
+        uint64_t c = first + k;
+        XXH128_hash_t h = XXH3_128bits(data + k * CHUNK_BYTES, CHUNK_BYTES);
+        d->hashes[2 * c] = h.high64;
+        d->hashes[2 * c + 1] = h.low64;
+        uint64_t g = c / GW_CHUNK_DIGEST_GROUP;
+        d->group_stale[g / 64] |= 1ull << (g % 64);
+    }
+}
+
 void gw_chunk_digest_refresh(struct gw_chunk_digest *d)
 {
     for (uint64_t w = 0; w < d->stale_words; w++) {

@@ -39,6 +39,11 @@ void gw_chunk_digest_mark(struct gw_chunk_digest *d, uint64_t pfn, uint64_t n);
  * non-zero the bitmap words are atomically taken (set to 0) as they are read. */
 void gw_chunk_digest_mark_bitmap(struct gw_chunk_digest *d, uint64_t *bitmap, uint64_t words, int clear);
 
+/* Hashes data (a copy of memory pages [pfn, pfn + n), both multiples of GW_CHUNK_DIGEST_PAGES)
+ * into the digest instead of reading memory: how a live snapshot records the contents of its
+ * point in time while the guest has already moved on. */
+void gw_chunk_digest_set_from(struct gw_chunk_digest *d, uint64_t pfn, uint64_t n, const uint8_t *data);
+
 /* Rehashes every stale chunk from memory. */
 void gw_chunk_digest_refresh(struct gw_chunk_digest *d);
 

@@ -42,7 +42,8 @@ int gw_guest_spec_parse(const char *spec, struct gw_guest_spec *out, char *err, 
     else if (!strcmp(buf, "idle")) out->workload = GW_WL_IDLE;
     else if (!strcmp(buf, "disk")) out->workload = GW_WL_DISK;
     else if (!strcmp(buf, "triple-fault")) out->workload = GW_WL_TRIPLE_FAULT;
-    else { snprintf(err, errlen, "unknown workload '%s' (dirtier, idle, disk)", buf); return -EINVAL; }
+    else if (!strcmp(buf, "linux")) out->workload = GW_WL_LINUX;
+    else { snprintf(err, errlen, "unknown workload '%s' (dirtier, idle, disk, linux)", buf); return -EINVAL; }
     out->pattern = GW_PAT_RANDOM;
     out->ws_bytes = 16ull << 20;
     out->rate_bytes_per_s = out->workload == GW_WL_DIRTIER ? 32ull << 20 : 0;

@@ -15,6 +15,7 @@
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/vm/boot.h"
+#include "engine/vm/cpuid.h"
 #include "engine/vm/vm.h"
 
 #define GW_SIG_KICK SIGUSR1
@@ -61,15 +62,7 @@ int gw_vcpu_setup_cpuid(struct gw_vcpu *v)
     struct kvm_cpuid2 *c = malloc(sz);
     if (!c) return -ENOMEM;
     memcpy(c, sup, sz);
-    for (uint32_t i = 0; i < c->nent; i++) {
-        struct kvm_cpuid_entry2 *e = &c->entries[i];
-        if (e->function == 1) {
-            e->ebx = (e->ebx & 0x00ffffff) | (v->id << 24);  /* initial APIC id */
-            e->ecx |= 1u << 31;                              /* hypervisor present */
-        } else if (e->function == 0xb || e->function == 0x1f) {
-            e->edx = v->id;                                  /* x2APIC id */
-        }
-    }
+    gw_cpuid_for_vcpu(c->entries, c->nent, v->id, v->vm->nvcpus);
     int r = ioctl(v->fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
     free(c);
     return r;
@@ -123,6 +116,11 @@ static int handle_exit(struct gw_vcpu *v)
         return r;
     }
     case KVM_EXIT_SHUTDOWN: {
+        if (vm->spec.workload == GW_WL_LINUX) {
+            /* Linux resets this way (reboot=t, or after the i8042 and ACPI failed). */
+            gw_vm_guest_stop(vm, "guest reset (triple fault / shutdown)");
+            return -ECANCELED;
+        }
         struct kvm_regs regs;
         unsigned long long rip = ioctl(v->fd, KVM_GET_REGS, &regs) == 0 ? regs.rip : 0;
         gw_vm_set_fatal(vm, -EFAULT, "guest triple-faulted (vcpu %u, rip 0x%llx): the VM is stopped",

@@ -12,6 +12,7 @@
 #include "engine/common/util.h"
 
 #include "engine/vm/virtio_blk.h"
+#include "engine/vm/virtio_net.h"
 #include "engine/vm/vm.h"
 
 static int irq_line(void *ctx, uint32_t gsi, int level)
@@ -35,6 +36,24 @@ int gw_vm_attach_disk(struct gw_vm *vm, const char *path, bool lock, char *err, 
     return r;
 }
 
+static bool vm_running(void *ctx) { return gw_vm_guest_running(ctx); }
+
+int gw_vm_attach_net(struct gw_vm *vm, const char *backend, char *err, unsigned errlen)
+{
+    uint64_t h = 1469598103934665603ull;  /* FNV-1a of the VM's name */
+    for (const char *p = vm->name; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    uint8_t mac[6] = {0x52, 0x54, 0x00, (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
+    struct gw_irq_sink irq = {.set_level = irq_line, .ctx = vm};
+    struct gw_net_gate gate = {.running = vm_running, .ctx = vm};
+    struct gw_device *d;
+    int r = gw_virtio_net_create(backend, mac, &vm->mem, irq, GW_VIRTIO_NET_MMIO_BASE,
+                                 GW_VIRTIO_NET_GSI, gate, &d);
+    if (r) { snprintf(err, errlen, "network %s: %s", backend, strerror(-r)); return r; }
+    r = gw_bus_add(&vm->bus, d);
+    if (r) snprintf(err, errlen, "network %s: cannot attach: %s", backend, strerror(-r));
+    return r;
+}
+
 int gw_vm_disk_lock(struct gw_vm *vm, bool on, int wait_ms)
 {
     struct gw_device *d = gw_bus_find(&vm->bus, "vda");
@@ -51,10 +70,17 @@ int gw_vm_disk_lock(struct gw_vm *vm, bool on, int wait_ms)
 
 void gw_vm_track_device_writes(struct gw_vm *vm, void (*mark)(void *ctx, uint64_t gpa, uint64_t len), void *ctx)
 {
-    struct gw_device *d = gw_bus_find(&vm->bus, "vda");
-    if (!d) return;
     struct gw_guest_write_sink sink = {.mark = mark, .ctx = ctx};
-    pthread_mutex_lock(&d->lock);
-    gw_virtio_blk_set_write_sink(d, sink);
-    pthread_mutex_unlock(&d->lock);
+    struct gw_device *d = gw_bus_find(&vm->bus, "vda");
+    if (d) {
+        pthread_mutex_lock(&d->lock);
+        gw_virtio_blk_set_write_sink(d, sink);
+        pthread_mutex_unlock(&d->lock);
+    }
+    d = gw_bus_find(&vm->bus, "net0");
+    if (d) {
+        pthread_mutex_lock(&d->lock);
+        gw_virtio_net_set_write_sink(d, sink);
+        pthread_mutex_unlock(&d->lock);
+    }
 }

@@ -1,5 +1,5 @@
-/* Attaching the virtio-mmio block device to a VM: the image, the MMIO window and the
- * interrupt line routed to KVM's IOAPIC. */
+/* Attaching the virtio-mmio devices to a VM (the disk, the network): the backend, the MMIO
+ * window and the interrupt line routed to KVM's IOAPIC. */
 #ifndef GW_VM_VIRTIO_ATTACH_H
 #define GW_VM_VIRTIO_ATTACH_H
 
@@ -14,6 +14,11 @@ int gw_vm_attach_disk(struct gw_vm *vm, const char *path, bool lock, char *err, 
  * holder (the source of a migration, which drops it once it sent GO) to let go. 0 when the
  * VM has no disk; -EAGAIN when it is still held; -errno. */
 int gw_vm_disk_lock(struct gw_vm *vm, bool on, int wait_ms);
+
+/* Adds "net0" (virtio-net) on backend "tap:NAME" at GW_VIRTIO_NET_MMIO_BASE, with a MAC
+ * derived from the VM's name (52:54:00 and three bytes of its hash), so the same VM has the
+ * same MAC wherever it is created; a loaded state brings its own. */
+int gw_vm_attach_net(struct gw_vm *vm, const char *backend, char *err, unsigned errlen);
 
 /* Reports the guest-physical ranges our devices write into guest RAM (invisible to KVM's
  * dirty log) to mark(ctx, gpa, len); mark NULL stops reporting. */

@@ -14,6 +14,8 @@
 #include "engine/common/log.h"
 #include "engine/vm/boot.h"
 #include "engine/vm/ctlport.h"
+#include "engine/vm/i8042.h"
+#include "engine/vm/linux_boot.h"
 #include "engine/vm/serial.h"
 #include "engine/vm/vcpu.h"
 #include "engine/vm/virtio_attach.h"
@@ -34,6 +36,26 @@ void gw_vm_set_fatal(struct gw_vm *vm, int err, const char *fmt, ...)
     pthread_mutex_unlock(&vm->lock);
     for (unsigned i = 0; i < vm->nvcpus; i++)
         if (vm->vcpus[i]) gw_vcpu_kick(vm->vcpus[i]);
+}
+
+void gw_vm_guest_stop(struct gw_vm *vm, const char *why)
+{
+    pthread_mutex_lock(&vm->lock);
+    if (!vm->guest_stopped && !vm->fatal) {
+        vm->guest_stopped = true;
+        snprintf(vm->stop_msg, sizeof vm->stop_msg, "%s", why);
+        gw_info("vm %s: %s; the VM ends", vm->name, why);
+    }
+    vm->stop_req = true;
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+    for (unsigned i = 0; i < vm->nvcpus; i++)
+        if (vm->vcpus[i]) gw_vcpu_kick(vm->vcpus[i]);
+}
+
+static void on_i8042_reset(void *ctx)
+{
+    gw_vm_guest_stop(ctx, "guest reset through the i8042 controller");
 }
 
 static const char *trap_name(uint32_t v)
@@ -95,9 +117,15 @@ static int add_devices(struct gw_vm *vm, const struct gw_vm_config *cfg, char *e
     if (!r) r = gw_bus_add(&vm->bus, d);
     if (!r) r = gw_ctlport_create(GW_PORT_CTL, on_guest_event, vm, &d);
     if (!r) r = gw_bus_add(&vm->bus, d);
+    if (!r && vm->spec.workload == GW_WL_LINUX) r = gw_i8042_create(on_i8042_reset, vm, &d);
+    if (!r && vm->spec.workload == GW_WL_LINUX) r = gw_bus_add(&vm->bus, d);
     if (r) { snprintf(err, errlen, "cannot create devices: %s", strerror(-r)); return r; }
     if (cfg->disk_path && *cfg->disk_path) {
         r = gw_vm_attach_disk(vm, cfg->disk_path, !cfg->disk_lock_later, err, errlen);
+        if (r) return r;
+    }
+    if (cfg->net && *cfg->net) {
+        r = gw_vm_attach_net(vm, cfg->net, err, errlen);
         if (r) return r;
     }
     return 0;
@@ -146,6 +174,14 @@ int gw_vm_create(const struct gw_vm_config *cfg, struct gw_vm **out, char *err, 
     snprintf(vm->name, sizeof vm->name, "%s", cfg->name ? cfg->name : "vm");
     snprintf(vm->guest_spec, sizeof vm->guest_spec, "%s", cfg->guest_spec ? cfg->guest_spec : "idle");
     snprintf(vm->disk_path, sizeof vm->disk_path, "%s", cfg->disk_path ? cfg->disk_path : "");
+    snprintf(vm->kernel_path, sizeof vm->kernel_path, "%s", cfg->kernel_path ? cfg->kernel_path : "");
+    snprintf(vm->initrd_path, sizeof vm->initrd_path, "%s", cfg->initrd_path ? cfg->initrd_path : "");
+    if (cfg->cmdline && strlen(cfg->cmdline) >= sizeof vm->cmdline) {
+        snprintf(err, errlen, "command line longer than %zu bytes", sizeof vm->cmdline - 1);
+        free(vm);
+        return -E2BIG;
+    }
+    snprintf(vm->cmdline, sizeof vm->cmdline, "%s", cfg->cmdline ? cfg->cmdline : "");
     vm->nvcpus = cfg->vcpus;
 
     int r = gw_guest_spec_parse(vm->guest_spec, &vm->spec, err, errlen);
@@ -153,6 +189,11 @@ int gw_vm_create(const struct gw_vm_config *cfg, struct gw_vm **out, char *err, 
     uint64_t below = cfg->memory_bytes < GW_RAM_HOLE_START ? cfg->memory_bytes : GW_RAM_HOLE_START;
     r = gw_guest_spec_check(&vm->spec, below, cfg->vcpus, err, errlen);
     if (r) goto fail;
+    if (vm->spec.workload == GW_WL_LINUX && cfg->memory_bytes < GW_LINUX_MIN_MEMORY) {
+        snprintf(err, errlen, "a Linux guest needs at least %llu MiB of memory", GW_LINUX_MIN_MEMORY >> 20);
+        r = -EINVAL;
+        goto fail;
+    }
     if (vm->spec.workload == GW_WL_DISK && !vm->disk_path[0]) {
         snprintf(err, errlen, "the disk workload needs a disk (--disk FILE)");
         r = -EINVAL;
@@ -166,6 +207,15 @@ int gw_vm_create(const struct gw_vm_config *cfg, struct gw_vm **out, char *err, 
     if (vm->vm_fd < 0) { r = -errno; snprintf(err, errlen, "KVM_CREATE_VM: %s", strerror(errno)); goto fail; }
     r = set_irqchip(vm);
     if (r) { snprintf(err, errlen, "cannot create the in-kernel irqchip: %s", strerror(-r)); goto fail; }
+    if (vm->spec.workload == GW_WL_LINUX && vm->kvm.has_pit) {
+        struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+        if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+            r = -errno;
+            snprintf(err, errlen, "cannot create the in-kernel PIT: %s", strerror(errno));
+            goto fail;
+        }
+        vm->has_pit = true;
+    }
     r = gw_guest_mem_create(&vm->mem, cfg->memory_bytes, vm->name);
     if (r) { snprintf(err, errlen, "cannot allocate %llu MiB of guest RAM: %s",
                       (unsigned long long)(cfg->memory_bytes >> 20), strerror(-r)); goto fail; }
@@ -186,6 +236,7 @@ fail:
 
 int gw_vm_boot(struct gw_vm *vm, char *err, unsigned errlen)
 {
+    if (vm->spec.workload == GW_WL_LINUX) return gw_vm_boot_linux(vm, err, errlen);
     uint64_t len;
     const uint8_t *image = gw_boot_guest_image(&len);
     struct gw_boot_info bi;
@@ -243,6 +294,13 @@ int gw_vm_pause(struct gw_vm *vm)
     while (vm->npaused + vm->nexited < vm->nvcpus) pthread_cond_wait(&vm->cond, &vm->lock);
     int r = vm->fatal;
     pthread_mutex_unlock(&vm->lock);
+    /* Devices with threads of their own (virtio-net receive) write guest memory only under
+     * their lock and only while the guest runs: taking each lock once waits out a delivery
+     * that began before the pause, so nothing writes guest memory after this returns. */
+    for (unsigned i = 0; i < vm->bus.ndevices; i++) {
+        pthread_mutex_lock(&vm->bus.devices[i]->lock);
+        pthread_mutex_unlock(&vm->bus.devices[i]->lock);
+    }
     return r;
 }
 
@@ -254,6 +312,14 @@ int gw_vm_resume(struct gw_vm *vm)
         vm->pause_req = false;
         pthread_cond_broadcast(&vm->cond);
     }
+    pthread_mutex_unlock(&vm->lock);
+    return r;
+}
+
+bool gw_vm_guest_running(struct gw_vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    bool r = vm->running && !vm->pause_req && !vm->stop_req;
     pthread_mutex_unlock(&vm->lock);
     return r;
 }

@@ -29,6 +29,14 @@ struct gw_vm_config {
     bool disk_lock_later;       /* do not lock the image yet (a VM arriving by migration takes
                                  * the lock at GO: gw_vm_disk_lock) */
     int console_fd;             /* receives the guest console (not owned), -1 to drop */
+    /* A Linux guest (guest_spec "linux"): kernel image, initramfs (or NULL) and command line
+     * (NULL: a serial-console default). Only gw_vm_boot reads the files; a VM restored or
+     * arriving by migration needs none of them. */
+    const char *kernel_path;
+    const char *initrd_path;
+    const char *cmdline;
+    /* Network backend for virtio-net ("tap:NAME"), or NULL for none. */
+    const char *net;
 };
 
 struct gw_vm {
@@ -39,7 +47,11 @@ struct gw_vm {
     char name[64];
     char guest_spec[256];
     char disk_path[512];
+    char kernel_path[512];
+    char initrd_path[512];
+    char cmdline[4096];
     unsigned nvcpus;
+    bool has_pit;                /* in-kernel PIT (Linux guests calibrate and check IRQ 0) */
     struct gw_vcpu *vcpus[GW_MAX_VCPUS];
     struct gw_device_bus bus;
 
@@ -58,6 +70,8 @@ struct gw_vm {
     bool throttle_running;
     char fatal_msg[256];
     uint64_t verify_error_events;
+    bool guest_stopped;          /* the guest ended itself (reset, power-off): not a failure */
+    char stop_msg[128];
 };
 
 /* Creates an empty VM. On failure returns -errno and explains in err. */
@@ -93,6 +107,18 @@ int gw_vm_wait_ready(struct gw_vm *vm, int timeout_ms);
 
 /* The VM's fatal error (0 if none) and its message. */
 int gw_vm_fatal(struct gw_vm *vm, char *msg, unsigned msglen);
+
+/* The guest asked to end (i8042 reset, a Linux guest's triple fault): records why and asks
+ * the vCPUs to stop, without a fatal error. */
+void gw_vm_guest_stop(struct gw_vm *vm, const char *why);
+
+/* True while the guest runs: started, not paused, not stopping (devices that write guest
+ * memory on their own threads deliver only then). */
+bool gw_vm_guest_running(struct gw_vm *vm);
+
+/* Loads the kernel, initrd and command line of a Linux guest (vm_linux.c); called by
+ * gw_vm_boot for guest_spec "linux". */
+int gw_vm_boot_linux(struct gw_vm *vm, char *err, unsigned errlen);
 
 /* Records a fatal error (first one wins) and asks the vCPUs to stop. */
 void gw_vm_set_fatal(struct gw_vm *vm, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -103,6 +103,11 @@ int gw_vm_save_state(struct gw_vm *vm, Godwit__V1__VmState **out)
     if ((r = save_chip(vm, KVM_IRQCHIP_PIC_MASTER, &s->irqchip.pic_master))) goto fail;
     if ((r = save_chip(vm, KVM_IRQCHIP_PIC_SLAVE, &s->irqchip.pic_slave))) goto fail;
     if ((r = save_chip(vm, KVM_IRQCHIP_IOAPIC, &s->irqchip.ioapic))) goto fail;
+    if (vm->has_pit) {
+        struct kvm_pit_state2 pit;
+        if (ioctl(vm->vm_fd, KVM_GET_PIT2, &pit) < 0) { r = -errno; goto fail; }
+        if (!(st->pit = gw_blob_new(&pit, sizeof pit))) { r = -ENOMEM; goto fail; }
+    }
 
     for (unsigned i = 0; i < vm->bus.ndevices; i++) {
         struct gw_device *d = vm->bus.devices[i];
@@ -131,6 +136,7 @@ void gw_vm_state_free(Godwit__V1__VmState *st)
     struct saved_state *s = (struct saved_state *)st; /* st is the first member */
     for (size_t i = 0; i < st->n_vcpus; i++) gw_vcpu_state_clear(&s->vcpus[i]);
     gw_blob_free(st->clock);
+    gw_blob_free(st->pit);
     gw_blob_free(s->irqchip.pic_master);
     gw_blob_free(s->irqchip.pic_slave);
     gw_blob_free(s->irqchip.ioapic);
@@ -180,6 +186,17 @@ int gw_vm_load_state(struct gw_vm *vm, const Godwit__V1__VmState *st, char *err,
     if ((r = load_chip(vm, KVM_IRQCHIP_PIC_MASTER, st->irqchip->pic_master, err, errlen))) return r;
     if ((r = load_chip(vm, KVM_IRQCHIP_PIC_SLAVE, st->irqchip->pic_slave, err, errlen))) return r;
     if ((r = load_chip(vm, KVM_IRQCHIP_IOAPIC, st->irqchip->ioapic, err, errlen))) return r;
+    if (vm->has_pit) {
+        struct kvm_pit_state2 pit;
+        if (gw_blob_get(st->pit, &pit, sizeof pit)) {
+            snprintf(err, errlen, "PIT state missing or malformed");
+            return -EINVAL;
+        }
+        if (ioctl(vm->vm_fd, KVM_SET_PIT2, &pit) < 0) {
+            snprintf(err, errlen, "loading the PIT: %s", strerror(errno));
+            return -errno;
+        }
+    }
     for (size_t i = 0; i < st->n_vcpus; i++) {
         const Godwit__V1__VcpuState *vs = st->vcpus[i];
         if (!vs || vs->id >= vm->nvcpus) { snprintf(err, errlen, "vcpu state %zu has a bad id", i); return -EINVAL; }

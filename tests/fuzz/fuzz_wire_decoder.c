@@ -4,12 +4,13 @@
  * mode: even = a stream of framed records, odd = one bare PAGE_BATCH payload (so the fuzzer
  * reaches deep into the batch layout without having to learn the header first). Bit 1 of
  * that byte adds the receiver's touched and written bitmaps, and for framed records sends
- * them through a socket to the streaming receiver (page bodies straight into memory). */
+ * them through a socket to the streaming decoder with the direct placer (page bodies
+ * straight into memory). */
 #include "engine/codec/page_codec.h"
 #include "engine/codec/wire.h"
 #include "engine/common/util.h"
 #include "engine/transport/conn.h"
-#include "engine/transport/page_recv.h"
+#include "engine/pump/page_recv.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -86,6 +87,9 @@ static void control(unsigned type, const uint8_t *p, size_t len)
  * gw_conn_recv_header and gw_page_recv_batch, page bodies received straight into mem. */
 static void stream(const uint8_t *data, size_t size, const struct gw_page_sink *sink)
 {
+    struct gw_placer_direct d = { .mem = sink->mem, .mem_size = sink->mem_size, .touched = sink->touched,
+                                  .written = sink->written };
+    struct gw_page_placer pl = gw_placer_direct(&d);
     int sv[2];
     /* The whole input must fit the socket buffer: this thread writes, then reads. */
     if (size > 100000 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return;
@@ -103,7 +107,7 @@ static void stream(const uint8_t *data, size_t size, const struct gw_page_sink *
         uint32_t n;
         if (gw_conn_recv_header(c, &h, NULL)) break;
         if (h.type == GW_WIRE_PAGE_BATCH) {
-            if (gw_page_recv_batch(c, &h, sink, &pr, &st, &n, NULL)) break;
+            if (gw_page_recv_batch(c, &h, &pl, &pr, &st, &n, NULL)) break;
         } else {
             uint8_t *nb = realloc(buf.data, h.length ? h.length : 1);
             if (!nb) break;

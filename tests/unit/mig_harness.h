@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "engine/transport/conn.h"
-#include "engine/transport/migration.h"
+#include "precopy/precopy_link.h"
 
 #define PG 4096u
 #define SECRET "s3cret-cluster-key"

@@ -11,7 +11,7 @@
 #include "engine/common/util.h"
 #include "engine/transport/conn.h"
 #include "engine/transport/handshake.h"
-#include "engine/transport/migration.h"
+#include "precopy/precopy_link.h"
 #include "tests/lib/gw_test.h"
 #include "tests/unit/mig_harness.h"
 

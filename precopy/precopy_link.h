@@ -1,11 +1,14 @@
-/* Multi-stream migration sessions: what the pre-copy engine drives on each side.
+/* The pre-copy link: pre-copy's protocol (rounds, SYNC, switchover, the two-phase commit) on
+ * top of the data path's pieces, on each side.
  *
- * A session is N connections (streams) to one destination. Stream 0 also carries the
- * control records. Pages are partitioned across streams by their 2 MiB chunk
- * (stream = (pfn >> 9) % N): the same page always travels on the same stream, so a page sent
- * in round r+1 can never be overtaken by its older copy from round r on another stream.
- * Each stream has its own sender thread and encoder on the source and its own receiving
- * thread on the destination, which decodes straight into guest memory.
+ * Source: an authenticated session of N streams (engine/transport/session.h) and a page pump
+ * (engine/pump/pump.h) with one lane per stream, whose sink sends lane i's PAGE_BATCH and
+ * END_OF_ROUND records on stream i. Stream 0 also carries the control records. The pump
+ * partitions pages by their 2 MiB chunk, so the same page always travels on the same stream
+ * and a page sent in round r+1 can never be overtaken by its older copy from round r.
+ * Destination: one receiving thread per stream runs the page decoder
+ * (engine/pump/page_recv.h), which hands pages to the direct placer
+ * (engine/pump/page_placer.h); this file's threads keep the round bookkeeping.
  *
  * Source, driven by the pre-copy engine:
  *     gw_mig_sender_open(&cfg, &tx, &err);          connect N streams, handshake each
@@ -55,8 +58,8 @@
  * Any failure (transport, hostile input, the peer's ERROR) ends the session: the failing
  * call returns -errno, gw_mig_*_error() gives the message, later calls return the same
  * error, and close releases everything. */
-#ifndef GW_TRANSPORT_MIGRATION_H
-#define GW_TRANSPORT_MIGRATION_H
+#ifndef GW_PRECOPY_PRECOPY_LINK_H
+#define GW_PRECOPY_PRECOPY_LINK_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -64,12 +67,12 @@
 
 #include "engine/codec/digest.h"
 #include "engine/codec/page_codec.h"
+#include "engine/pump/pump.h"
 #include "engine/transport/conn.h"
+#include "engine/transport/session.h"
 
-/* 4 MiB of pages per PAGE_BATCH: few records and syscalls per second, and still a short
- * wait for the last batch of a round. */
-#define GW_MIG_DEFAULT_BATCH_PAGES 1024u
-#define GW_MIG_DEFAULT_TIMEOUT_MS 60000
+#define GW_MIG_DEFAULT_BATCH_PAGES GW_PUMP_DEFAULT_BATCH_PAGES
+#define GW_MIG_DEFAULT_TIMEOUT_MS GW_SESSION_DEFAULT_TIMEOUT_MS
 
 struct gw_mig_stats {
     uint64_t bytes_wire;           /* record bytes on the wire (headers included) */
@@ -157,6 +160,12 @@ const char *gw_mig_sender_error(struct gw_mig_sender *s);
 /* Tells the destination why we stop (ERROR record) and fails the session. After GO the
  * ERROR is not sent: the guest is the destination's and cannot be called back. */
 void gw_mig_sender_abort(struct gw_mig_sender *s, int code, const char *why);
+/* From any thread: stops the migration before GO at once. Nothing queued is sent any more
+ * (only the batches already being written finish), ERROR(code, why) goes to the
+ * destination, every stream is shut down and every call of the session's own thread
+ * returns the error. After GO (or a failure) it does nothing: the guest is the
+ * destination's. A GO attempted after it is refused. */
+void gw_mig_sender_cancel(struct gw_mig_sender *s, int code, const char *why);
 /* Stops the threads and closes every stream. Safe on NULL. */
 void gw_mig_sender_close(struct gw_mig_sender *s);
 

@@ -1,13 +1,13 @@
-/* Streaming PAGE_BATCH receiver (see page_recv.h): header, table, checks, then the page
- * bodies scattered straight into guest memory. */
-#include "engine/transport/page_recv.h"
+/* Streaming PAGE_BATCH decoder (see page_recv.h): header, table, checks, then the page
+ * bodies scattered where the placer wants them. */
+#include "engine/pump/page_recv.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <lz4.h>
 
 #include "engine/common/util.h"
 
@@ -28,7 +28,8 @@ static int ensure(struct gw_page_recv *pr)
     pr->descs = malloc(GW_WIRE_MAX_BATCH_PAGES * sizeof *pr->descs);
     pr->iov = malloc(GW_WIRE_MAX_BATCH_PAGES * sizeof *pr->iov);
     pr->seen = calloc(SEEN_SLOTS, sizeof *pr->seen);
-    if (pr->table && pr->descs && pr->iov && pr->seen) return 0;
+    pr->page = malloc(GW_PAGE_SIZE);
+    if (pr->table && pr->descs && pr->iov && pr->seen && pr->page) return 0;
     gw_page_recv_free(pr);
     return -ENOMEM;
 }
@@ -39,6 +40,7 @@ void gw_page_recv_free(struct gw_page_recv *pr)
     free(pr->descs);
     free(pr->iov);
     free(pr->seen);
+    free(pr->page);
     gw_rbuf_free(&pr->data);
     memset(pr, 0, sizeof *pr);
 }
@@ -83,24 +85,27 @@ static void push(struct iovec *iov, int *cnt, uint8_t *p, size_t len)
     iov[(*cnt)++] = (struct iovec){ p, len };
 }
 
-/* On fresh memory the destination pays for every new page: allocation, zeroing, a page
- * fault. Faulting a run of raw pages in with one madvise before the receive saves the
- * per-page fault entry (about a tenth of the receiver's time here). Best effort: an old
- * kernel (EINVAL) just faults as before. Runs whose first page is already written are
- * there already. */
-static void populate(const struct gw_page_sink *sink, const struct iovec *iov, int cnt)
+/* Hands one checked page whose data (if any) is src to the placer. */
+static int place(const struct gw_page_placer *pl, struct gw_page_recv *pr, const struct gw_page_desc *d,
+                 const uint8_t *src)
 {
-    for (int i = 0; i < cnt; i++) {
-        uintptr_t p = (uintptr_t)iov[i].iov_base, m = (uintptr_t)sink->mem;
-        if (p < m || p - m >= sink->mem_size) continue; /* an lz4 block */
-        uint64_t pfn = (uint64_t)(p - m) / GW_PAGE_SIZE;
-        if (__atomic_load_n(&sink->written[pfn / 64], __ATOMIC_RELAXED) & (1ull << (pfn % 64))) continue;
-        madvise(iov[i].iov_base, iov[i].iov_len, MADV_POPULATE_WRITE);
+    switch (d->enc) {
+    case GW_PAGE_RAW:
+        return pl->ops->copy(pl->ctx, d->pfn, src);
+    case GW_PAGE_ZERO:
+        return pl->ops->zero(pl->ctx, d->pfn);
+    case GW_PAGE_LZ4:
+        /* The output capacity is one page, so a hostile block cannot write past it; anything
+         * but exactly one page out is an error of its own ("lz4", not "malformed"). */
+        if (LZ4_decompress_safe((const char *)src, (char *)pr->page, (int)d->len, GW_PAGE_SIZE) != (int)GW_PAGE_SIZE)
+            return -EILSEQ;
+        return pl->ops->copy(pl->ctx, d->pfn, pr->page);
     }
+    return -EBADMSG;
 }
 
 int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
-                       const struct gw_page_sink *sink, struct gw_page_recv *pr,
+                       const struct gw_page_placer *pl, struct gw_page_recv *pr,
                        struct gw_codec_stats *st, uint32_t *npages, struct gw_err *err)
 {
     if (ensure(pr)) return gw_err_set(err, -ENOMEM, "out of memory for batch buffers");
@@ -115,33 +120,37 @@ int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
     if (h->length - GW_PAGE_BATCH_HDR < table) { r = -EBADMSG; goto bad; }
     v = (struct iovec){ pr->table, table };
     if ((r = gw_conn_recv_payload(c, &v, 1, err))) return r;
-    if ((r = gw_page_batch_descs(pr->table, n, h->length, sink->mem_size, pr->descs))) goto bad;
+    if ((r = gw_page_batch_descs(pr->table, n, h->length, pl->mem_size, pr->descs))) goto bad;
 
     /* Every descriptor is checked: the data may now go where they say. */
     size_t data_len = h->length - GW_PAGE_BATCH_HDR - table;
     bool repeats = has_repeats(pr, n);
-    size_t lz = 0;
-    for (uint32_t i = 0; i < n; i++) lz += pr->descs[i].enc == GW_PAGE_LZ4 ? pr->descs[i].len : 0;
-    if (grow(&pr->data, repeats ? data_len : lz))
+    const struct gw_page_placer_ops *ops = pl->ops;
+    /* Raw pages go in place when the placer has a place for them and the batch names no
+     * page twice (else an earlier copy received in place could overwrite a later one). */
+    bool in_place = !repeats && ops->direct;
+    size_t buffered = 0;
+    for (uint32_t i = 0; i < n; i++)
+        buffered += pr->descs[i].enc == GW_PAGE_RAW && in_place ? 0 : pr->descs[i].len;
+    if (grow(&pr->data, buffered))
         return gw_err_set(err, -ENOMEM, "out of memory for a %zu-byte batch", data_len);
     int cnt = 0;
     size_t off = 0;
-    if (repeats) {
-        /* Raw bodies straight to memory would let an earlier copy of a page overwrite a
-         * later one: take the slow path, in order. */
-        if (data_len) push(pr->iov, &cnt, pr->data.data, data_len);
-    } else {
-        for (uint32_t i = 0; i < n; i++) {
-            const struct gw_page_desc *d = &pr->descs[i];
-            if (d->enc == GW_PAGE_RAW) {
-                push(pr->iov, &cnt, sink->mem + d->pfn * GW_PAGE_SIZE, GW_PAGE_SIZE);
-            } else if (d->enc == GW_PAGE_LZ4) {
-                push(pr->iov, &cnt, pr->data.data + off, d->len);
-                off += d->len;
-            }
+    for (uint32_t i = 0; i < n; i++) {
+        const struct gw_page_desc *d = &pr->descs[i];
+        if (!d->len) continue;
+        if (d->enc == GW_PAGE_RAW && in_place) {
+            /* Runs of consecutive raw pages are one iovec and one prepare call. */
+            uint32_t k = 1;
+            while (i + k < n && pr->descs[i + k].enc == GW_PAGE_RAW && pr->descs[i + k].pfn == d->pfn + k) k++;
+            if (ops->prepare) ops->prepare(pl->ctx, d->pfn, k);
+            push(pr->iov, &cnt, ops->direct(pl->ctx, d->pfn, k), (size_t)k * GW_PAGE_SIZE);
+            i += k - 1;
+        } else {
+            push(pr->iov, &cnt, pr->data.data + off, d->len);
+            off += d->len;
         }
     }
-    if (sink->written && !repeats) populate(sink, pr->iov, cnt);
     if (cnt && (r = gw_conn_recv_payload(c, pr->iov, cnt, err))) return r;
 
     uint64_t t0 = gw_now_ns();
@@ -149,14 +158,17 @@ int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
     off = 0;
     for (uint32_t i = 0; i < n; i++) {
         const struct gw_page_desc *d = &pr->descs[i];
-        const uint8_t *src = NULL; /* a ZERO page has no data */
-        if (d->enc == GW_PAGE_RAW && !repeats) {
-            src = sink->mem + d->pfn * GW_PAGE_SIZE; /* already in place */
-        } else if (d->len) {
-            src = pr->data.data + off;
-            off += d->len;
+        if (d->enc == GW_PAGE_RAW && in_place) {
+            uint32_t k = 1;
+            while (i + k < n && pr->descs[i + k].enc == GW_PAGE_RAW && pr->descs[i + k].pfn == d->pfn + k) k++;
+            if (ops->placed && (r = ops->placed(pl->ctx, d->pfn, k))) goto bad;
+            counts[GW_PAGE_RAW] += k;
+            i += k - 1;
+            continue;
         }
-        if ((r = gw_page_apply(sink, d, src))) goto bad;
+        /* A batch of zero markers only has no data buffer at all (NULL + 0 is undefined). */
+        if ((r = place(pl, pr, d, pr->data.data ? pr->data.data + off : NULL))) goto bad;
+        off += d->len;
         counts[d->enc]++;
     }
     for (int k = 0; k < GW_PAGE_NENC; k++) st->pages[k] += counts[k];

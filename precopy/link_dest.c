@@ -1,9 +1,9 @@
-/* Destination side of a migration session: one receiving thread per stream decodes page
- * batches straight into guest memory (streams own disjoint pages, see migration.h) and
- * reports END_OF_ROUND; control records on stream 0 become events for the caller once every
- * stream has applied all pages up to the last END_OF_ROUND. One mutex guards the round
- * bookkeeping, the event queue and the first error. */
-#include "engine/transport/migration.h"
+/* Destination side of the pre-copy link: one receiving thread per stream of the session runs
+ * the page decoder, which hands pages to the direct placer (streams own disjoint pages, see
+ * precopy_link.h), and reports END_OF_ROUND; control records on stream 0 become events for
+ * the caller once every stream has applied all pages up to the last END_OF_ROUND. One mutex
+ * guards the round bookkeeping, the event queue and the first error. */
+#include "precopy/precopy_link.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -13,8 +13,7 @@
 #include <time.h>
 
 #include "engine/common/util.h"
-#include "engine/transport/handshake.h"
-#include "engine/transport/page_recv.h"
+#include "engine/pump/page_recv.h"
 
 /* How long a stream that saw the source hang up waits for stream 0 to say why. */
 #define PEER_REASON_WAIT_S 1
@@ -22,7 +21,7 @@
 struct rstream {
     struct gw_mig_receiver *rx;
     unsigned idx;
-    struct gw_conn *c;
+    struct gw_conn *c;           /* the session's stream idx; this thread is its only reader */
     pthread_t th;
     bool started;
     struct gw_rbuf buf;          /* thread only: control payloads */
@@ -52,13 +51,15 @@ enum commit_phase {
 
 struct gw_mig_receiver {
     int timeout_ms;
-    Godwit__V1__MigHello *hello;   /* stream 0's */
+    struct gw_session *ses;
+    const Godwit__V1__MigHello *hello;   /* stream 0's, the session's */
     unsigned n;
     struct rstream *st;
     uint8_t *mem;
     uint64_t mem_size;
     bool fresh_memory;
-    struct gw_page_sink sink;      /* set at start; written is ours, touched the caller's */
+    struct gw_placer_direct direct; /* set at start; written is ours, touched the caller's */
+    struct gw_page_placer placer;
     uint64_t t0;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -78,7 +79,7 @@ static void fail_locked(struct gw_mig_receiver *rx, const struct gw_err *e)
     if (rx->err || rx->closing) return;
     rx->err = e->code ? e->code : -EIO;
     snprintf(rx->errmsg, sizeof rx->errmsg, "%s", e->msg);
-    for (unsigned i = 0; i < rx->n; i++) if (rx->st[i].c) gw_conn_shutdown(rx->st[i].c);
+    if (rx->ses) gw_session_shutdown(rx->ses);
     pthread_cond_broadcast(&rx->cv);
 }
 
@@ -250,7 +251,7 @@ static int on_page_batch(struct rstream *t, const struct gw_wire_header *h, stru
     struct gw_mig_receiver *rx = t->rx;
     struct gw_codec_stats st = {0};
     uint32_t n = 0;
-    int r = gw_page_recv_batch(t->c, h, &rx->sink, &t->pr, &st, &n, e);
+    int r = gw_page_recv_batch(t->c, h, &rx->placer, &t->pr, &st, &n, e);
     if (r) return r;
     t->round_pages += n;
     pthread_mutex_lock(&rx->mu);
@@ -335,172 +336,64 @@ static void *rstream_main(void *arg)
     return NULL;
 }
 
-/* The caller's settings in a new receiver without streams yet; NULL when out of memory. */
-static struct gw_mig_receiver *rx_new(const struct gw_mig_receiver_cfg *cfg)
+/* A receiver over an accepted session (taken even on error). */
+static int rx_new(struct gw_session *ses, const struct gw_mig_receiver_cfg *cfg, struct gw_mig_receiver **out,
+                  struct gw_err *err)
 {
     struct gw_mig_receiver *rx = calloc(1, sizeof *rx);
-    if (!rx) return NULL;
+    if (rx) rx->st = calloc(gw_session_streams(ses), sizeof *rx->st);
+    if (!rx || !rx->st) {
+        free(rx);
+        gw_session_close(ses);
+        return gw_err_set(err, -ENOMEM, "out of memory");
+    }
+    rx->ses = ses;
+    rx->hello = gw_session_hello(ses);
+    rx->n = gw_session_streams(ses);
+    for (unsigned i = 0; i < rx->n; i++) rx->st[i].c = gw_session_conn(ses, i);
     rx->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : GW_MIG_DEFAULT_TIMEOUT_MS;
-    rx->sink.touched = cfg->touched;
+    rx->direct.touched = cfg->touched;
     rx->fresh_memory = cfg->fresh_memory;
     rx->reported_round = -1;
     rx->t0 = gw_now_ns();
     pthread_mutex_init(&rx->mu, NULL);
     pthread_cond_init(&rx->cv, NULL);
-    return rx;
-}
-
-static struct gw_hs_params hs_params(const struct gw_mig_receiver_cfg *cfg)
-{
-    return (struct gw_hs_params){ .secret = cfg->secret, .secret_len = cfg->secret_len, .features = GW_WIRE_F_ALL };
-}
-
-/* Whether two HELLOs announce the same session (the decoder checked the id's length). */
-static bool same_session(const Godwit__V1__MigHello *a, const Godwit__V1__MigHello *b)
-{
-    return a->nstreams == b->nstreams && a->mem_size == b->mem_size &&
-           !memcmp(a->session_id.data, b->session_id.data, GW_WIRE_SESSION_ID_SIZE);
-}
-
-/* Stream 0 (c, whose HELLO is rx->hello) sizes the session: rx->n streams, c the first. */
-static int take_stream0(struct gw_mig_receiver *rx, struct gw_conn *c, struct gw_err *err)
-{
-    rx->n = rx->hello->nstreams;
-    if (!(rx->st = calloc(rx->n, sizeof *rx->st))) return gw_err_set(err, -ENOMEM, "out of memory");
-    rx->st[0].c = c;
+    *out = rx;
     return 0;
 }
 
-static int accept_rest(struct gw_mig_receiver *rx, struct gw_listener *l, const struct gw_hs_params *p,
-                       struct gw_err *err)
+static struct gw_session_cfg session_cfg(const struct gw_mig_receiver_cfg *cfg)
 {
-    for (unsigned got = 1; got < rx->n; got++) {
-        struct gw_conn *c;
-        Godwit__V1__MigHello *h = NULL;
-        uint64_t feat;
-        int r = gw_listener_accept(l, rx->timeout_ms, &c, err);
-        if (r) return r;
-        gw_conn_set_timeout(c, rx->timeout_ms);
-        if ((r = gw_hs_destination(c, p, &h, &feat, err))) {
-            gw_conn_close(c);
-            return r;
-        }
-        unsigned idx = h->stream_index;
-        bool same = same_session(h, rx->hello) && !rx->st[idx].c;
-        godwit__v1__mig_hello__free_unpacked(h, NULL);
-        if (!same) {
-            gw_conn_send_error(c, -EPROTO, "stream does not belong to this session");
-            gw_conn_close(c);
-            return gw_err_set(err, -EPROTO, "a connection for another session (or a duplicate stream %u) arrived", idx);
-        }
-        rx->st[idx].c = c;
-    }
-    return 0;
+    return (struct gw_session_cfg){ .secret = cfg->secret, .secret_len = cfg->secret_len,
+                                    .features = GW_WIRE_F_ALL, .timeout_ms = cfg->timeout_ms };
 }
 
 int gw_mig_receiver_accept_conn(struct gw_conn *c, struct gw_listener *l,
                                 const struct gw_mig_receiver_cfg *cfg,
                                 struct gw_mig_receiver **out, struct gw_err *err)
 {
-    struct gw_mig_receiver *rx = rx_new(cfg);
-    if (!rx) {
-        gw_conn_close(c);
-        return gw_err_set(err, -ENOMEM, "out of memory");
-    }
-    struct gw_hs_params p = hs_params(cfg);
-    uint64_t feat;
-    gw_conn_set_timeout(c, rx->timeout_ms);
-    int r = gw_hs_destination(c, &p, &rx->hello, &feat, err);
-    if (!r && rx->hello->stream_index != 0)
-        r = gw_err_set(err, -EPROTO, "first connection is stream %u, not 0", rx->hello->stream_index);
-    if (!r && rx->hello->nstreams > 1 && !l)
-        r = gw_err_set(err, -EINVAL, "session has %u streams but there is no listener for them", rx->hello->nstreams);
-    if (!r) r = take_stream0(rx, c, err);
-    if (r) {
-        if (!rx->st) gw_conn_close(c);
-        gw_mig_receiver_close(rx);
-        return r;
-    }
-    if ((r = accept_rest(rx, l, &p, err))) {
-        gw_mig_receiver_close(rx);
-        return r;
-    }
-    *out = rx;
-    return 0;
-}
-
-/* Checks the HELLOs hs[0..n) of the handed-over conns: one session of exactly n streams, each
- * index once. Fills by[idx] with the position of stream idx. */
-static int check_handover(Godwit__V1__MigHello *const *hs, unsigned n, unsigned *by, struct gw_err *err)
-{
-    bool seen[GW_WIRE_MAX_STREAMS] = {0};
-    for (unsigned i = 0; i < n; i++) {
-        unsigned idx = hs[i]->stream_index;
-        if (hs[i]->nstreams != n)
-            return gw_err_set(err, -EPROTO, "stream %u announces a session of %u streams, but %u were handed over",
-                              idx, hs[i]->nstreams, n);
-        if (!same_session(hs[i], hs[0]))
-            return gw_err_set(err, -EPROTO, "streams of different sessions were handed over together");
-        if (idx >= n || seen[idx])
-            return gw_err_set(err, -EPROTO, "stream %u was handed over twice", idx);
-        seen[idx] = true;
-        by[idx] = i;
-    }
-    return 0;   /* n distinct indices below n: each of 0..n-1 once, stream 0 among them */
+    struct gw_session_cfg sc = session_cfg(cfg);
+    struct gw_session *ses;
+    int r = gw_session_accept_conn(c, l, &sc, &ses, err);
+    return r ? r : rx_new(ses, cfg, out, err);
 }
 
 int gw_mig_receiver_accept_conns(struct gw_conn **conns, unsigned n, const struct gw_mig_receiver_cfg *cfg,
                                  struct gw_mig_receiver **out, struct gw_err *err)
 {
-    Godwit__V1__MigHello *hs[GW_WIRE_MAX_STREAMS] = {0};
-    unsigned by[GW_WIRE_MAX_STREAMS];
-    struct gw_mig_receiver *rx = NULL;
-    struct gw_hs_params p = hs_params(cfg);
-    int r = 0;
-    if (n == 0 || n > GW_WIRE_MAX_STREAMS) {
-        r = gw_err_set(err, -EINVAL, "%u connections handed over; a session has 1..%u streams", n, GW_WIRE_MAX_STREAMS);
-        goto fail;
-    }
-    if (!(rx = rx_new(cfg))) {
-        r = gw_err_set(err, -ENOMEM, "out of memory");
-        goto fail;
-    }
-    /* Every HELLO first: the source sends them all before it waits for any answer. */
-    for (unsigned i = 0; i < n && !r; i++) {
-        gw_conn_set_timeout(conns[i], rx->timeout_ms);
-        r = gw_hs_destination_hello(conns[i], &p, &hs[i], err);
-    }
-    if (!r && (r = check_handover(hs, n, by, err)))
-        for (unsigned i = 0; i < n; i++) gw_conn_send_error(conns[i], r, err ? err->msg : "bad set of streams");
-    /* Then the rest in stream order, the order in which the source finishes them. */
-    for (unsigned idx = 0; idx < n && !r; idx++) {
-        uint64_t feat;
-        r = gw_hs_destination_finish(conns[by[idx]], &p, hs[by[idx]], &feat, err);
-    }
-    if (!r) {
-        rx->hello = hs[by[0]];
-        hs[by[0]] = NULL;
-        r = take_stream0(rx, conns[by[0]], err);
-    }
-    if (r) goto fail;
-    for (unsigned idx = 1; idx < n; idx++) rx->st[idx].c = conns[by[idx]];
-    for (unsigned i = 0; i < n; i++) if (hs[i]) godwit__v1__mig_hello__free_unpacked(hs[i], NULL);
-    *out = rx;
-    return 0;
-fail:
-    for (unsigned i = 0; i < n && i < GW_WIRE_MAX_STREAMS; i++)
-        if (hs[i]) godwit__v1__mig_hello__free_unpacked(hs[i], NULL);
-    for (unsigned i = 0; i < n; i++) gw_conn_close(conns[i]);
-    gw_mig_receiver_close(rx);
-    return r;
+    struct gw_session_cfg sc = session_cfg(cfg);
+    struct gw_session *ses;
+    int r = gw_session_accept_conns(conns, n, &sc, &ses, err);
+    return r ? r : rx_new(ses, cfg, out, err);
 }
 
 int gw_mig_receiver_accept(struct gw_listener *l, const struct gw_mig_receiver_cfg *cfg,
                            struct gw_mig_receiver **out, struct gw_err *err)
 {
-    struct gw_conn *c;
-    int r = gw_listener_accept(l, cfg->timeout_ms > 0 ? cfg->timeout_ms : GW_MIG_DEFAULT_TIMEOUT_MS, &c, err);
-    return r ? r : gw_mig_receiver_accept_conn(c, l, cfg, out, err);
+    struct gw_session_cfg sc = session_cfg(cfg);
+    struct gw_session *ses;
+    int r = gw_session_accept(l, &sc, &ses, err);
+    return r ? r : rx_new(ses, cfg, out, err);
 }
 
 const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *rx) { return rx->hello; }
@@ -512,13 +405,14 @@ int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem
                           (unsigned long long)mem_size, (unsigned long long)rx->hello->mem_size);
     rx->mem = mem;
     rx->mem_size = mem_size;
-    rx->sink.mem = mem;
-    rx->sink.mem_size = mem_size;
-    if (rx->fresh_memory && !rx->sink.written) {
+    rx->direct.mem = mem;
+    rx->direct.mem_size = mem_size;
+    if (rx->fresh_memory && !rx->direct.written) {
         /* One bit per page: 32 KiB per GiB of guest memory. */
-        rx->sink.written = calloc((mem_size / GW_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
-        if (!rx->sink.written) return gw_err_set(err, -ENOMEM, "out of memory for the written-pages bitmap");
+        rx->direct.written = calloc((mem_size / GW_PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+        if (!rx->direct.written) return gw_err_set(err, -ENOMEM, "out of memory for the written-pages bitmap");
     }
+    rx->placer = gw_placer_direct(&rx->direct);
     /* Every stream's bookkeeping is set before any thread runs: threads read each other's. */
     for (unsigned i = 0; i < rx->n; i++) {
         rx->st[i].rx = rx;
@@ -603,8 +497,7 @@ static int answer(struct gw_mig_receiver *rx, enum gw_wire_type type, enum gw_wi
     if (!r) rx->phase = next;
     pthread_cond_broadcast(&rx->cv); /* a stream waiting for the source's reason re-checks */
     pthread_mutex_unlock(&rx->mu);
-    /* Stream 0's thread only reads; the caller is the only writer on it. */
-    if (!r && (r = gw_conn_send_record(rx->st[0].c, type, buf, n, &e))) {
+    if (!r && (r = gw_session_send(rx->ses, 0, type, buf, n, &e))) {
         pthread_mutex_lock(&rx->mu);
         fail_locked(rx, &e);
         pthread_mutex_unlock(&rx->mu);
@@ -627,7 +520,7 @@ int gw_mig_receiver_synced(struct gw_mig_receiver *rx, uint64_t seq)
         fail_locked(rx, &e);
     }
     pthread_mutex_unlock(&rx->mu);
-    if (!r && (r = gw_conn_send_record(rx->st[0].c, GW_WIRE_SYNCED, buf, n, &e))) {
+    if (!r && (r = gw_session_send(rx->ses, 0, GW_WIRE_SYNCED, buf, n, &e))) {
         pthread_mutex_lock(&rx->mu);
         fail_locked(rx, &e);
         pthread_mutex_unlock(&rx->mu);
@@ -647,7 +540,7 @@ int gw_mig_receiver_running(struct gw_mig_receiver *rx)
 
 void gw_mig_receiver_abort(struct gw_mig_receiver *rx, int code, const char *why)
 {
-    gw_conn_send_error(rx->st[0].c, code, why);
+    gw_session_send_error(rx->ses, 0, code, why);
     struct gw_err e = { .code = code ? code : -ECANCELED };
     snprintf(e.msg, sizeof e.msg, "aborted: %s", why);
     pthread_mutex_lock(&rx->mu);
@@ -683,13 +576,12 @@ void gw_mig_receiver_close(struct gw_mig_receiver *rx)
     if (!rx) return;
     pthread_mutex_lock(&rx->mu);
     rx->closing = true;
-    for (unsigned i = 0; rx->st && i < rx->n; i++) if (rx->st[i].c) gw_conn_shutdown(rx->st[i].c);
+    gw_session_shutdown(rx->ses);
     pthread_cond_broadcast(&rx->cv);
     pthread_mutex_unlock(&rx->mu);
     for (unsigned i = 0; rx->st && i < rx->n; i++) {
         struct rstream *t = &rx->st[i];
         if (t->started) pthread_join(t->th, NULL);
-        gw_conn_close(t->c);
         gw_rbuf_free(&t->buf);
         gw_page_recv_free(&t->pr);
     }
@@ -702,10 +594,10 @@ void gw_mig_receiver_close(struct gw_mig_receiver *rx)
         free(rx->delivered->data);
         free(rx->delivered);
     }
-    if (rx->hello) godwit__v1__mig_hello__free_unpacked(rx->hello, NULL);
+    gw_session_close(rx->ses);
     pthread_cond_destroy(&rx->cv);
     pthread_mutex_destroy(&rx->mu);
-    free(rx->sink.written);
+    free(rx->direct.written);
     free(rx->st);
     free(rx);
 }

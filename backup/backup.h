@@ -1,0 +1,103 @@
+/* Backups of a running VM into a chunk store (storage/), and what reads them back: restore,
+ * verify, list, delete. docs/backups.md describes the format and the guarantees.
+ *
+ * A backup is a consistent point in time of memory, vCPU/device state and the virtio disk:
+ *   write-protect (default): inside a short pause all of guest RAM is write-protected with
+ *     userfaultfd (wp_snapshot.h), the state and disk image are taken, and the guest runs on;
+ *     a page it writes is copied first, so the backup reads the point in time at leisure and
+ *     writes every chunk once.
+ *   dirty-log (fallback where userfaultfd write-protect is missing): memory is copied while the guest runs, in rounds over KVM's dirty
+ *     log; then a short pause takes the last dirty pages (copied to a side buffer, not stored),
+ *     the state, the memory digest and the disk image, and the guest runs on. A chunk touched
+ *     by those last pages is rebuilt afterwards from its stored previous version plus the saved
+ *     pages, so the pause costs page copies, not chunk writes.
+ *   pause: the VM is paused for the whole copy (the fallback; always consistent).
+ * Incremental by content: a chunk the store already holds is never sent again (chunk_sink.h);
+ * the parent backup's chunk list seeds the known names so unchanged chunks cost a hash only.
+ * The manifest is written after every chunk is durable, the index entry after the manifest. */
+#ifndef GW_BACKUP_BACKUP_H
+#define GW_BACKUP_BACKUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "godwit/v1/backup.pb-c.h"
+#include "storage/chunk.h"
+
+struct gw_vm;
+struct gw_store;
+struct gw_guest_mem;
+
+#define GW_BACKUP_ID_BUF 48u
+#define GW_BACKUP_CHUNK_SIZE (1u << 20)   /* memory and disk chunks (docs/storage.md: measured) */
+#define GW_BACKUP_MAX_ROUNDS 8u
+#define GW_BACKUP_MAX_PAUSE_DISK (1ull << 30)  /* a larger disk is not read inside a pause */
+
+/* An open store with its keys: what every backup command needs. */
+struct gw_backup_target {
+    struct gw_store *store;
+    struct gw_chunk_keys keys;
+};
+
+/* Opens spec's store and reads its key file. 0 or -errno with a reason in err. */
+int gw_backup_target_open(const Godwit__V1__StoreSpec *spec, struct gw_backup_target *t, char *err, size_t errlen);
+void gw_backup_target_close(struct gw_backup_target *t);
+
+enum gw_backup_method {
+    GW_BACKUP_WP = 0,         /* userfaultfd write-protect (default; falls back to dirty-log) */
+    GW_BACKUP_DIRTY_LOG,      /* dirty-log rounds, last pages copied in the pause */
+    GW_BACKUP_PAUSE,          /* everything copied inside the pause */
+};
+
+struct gw_backup_params {
+    const char *parent;       /* NULL/"" = latest backup of this VM, "none" = no parent */
+    enum gw_backup_method method;
+    uint32_t chunk_size;      /* 0 = GW_BACKUP_CHUNK_SIZE */
+    unsigned max_rounds;      /* 0 = GW_BACKUP_MAX_ROUNDS */
+};
+
+/* Backs up a running (or paused) VM. The VM is left running as it was found (also on failure).
+ * res is filled (strings point into res's own storage until the next call). 0 or -errno with
+ * the reason in err; on failure nothing is listed. */
+struct gw_backup_result {
+    char id[GW_BACKUP_ID_BUF];
+    char digest_hex[33];
+    Godwit__V1__RunnerBackupResult pb;
+};
+int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct gw_backup_params *p,
+                     struct gw_backup_result *res, char *err, size_t errlen);
+
+/* The newest backup id of vm in the store into id (size GW_BACKUP_ID_BUF); -ENOENT if none. */
+int gw_backup_latest(struct gw_backup_target *t, const char *vm, char *id);
+
+/* Every backup id of vm, sorted oldest first (*ids is one allocation: free(*ids)). */
+int gw_backup_list(struct gw_backup_target *t, const char *vm, char (**ids)[GW_BACKUP_ID_BUF], size_t *n);
+
+/* Removes a backup from the index, then its manifest (chunks stay for a later collection). */
+int gw_backup_delete(struct gw_backup_target *t, const char *vm, const char *id, char *err, size_t errlen);
+
+struct gw_restore_stats {
+    uint64_t memory_bytes, disk_bytes, chunks, bytes_read, elapsed_ns;
+    uint64_t data_bytes;        /* raw bytes of the non-zero chunks placed */
+    char digest_hex[33];
+};
+
+/* Loads a backup's memory into m (same size; untouched memory stays zero) and, when disk_path
+ * is set and the backup has a disk, writes the disk image there. Every chunk is checked (hash,
+ * lengths) before a byte of it reaches guest memory or the disk; the memory digest is checked
+ * at the end. 0, or -EBADMSG / -errno with the reason (naming the bad chunk) in err. */
+int gw_backup_restore(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, struct gw_guest_mem *m,
+                      const char *disk_path, struct gw_restore_stats *st, char *err, size_t errlen);
+
+/* Verify: re-reads every chunk of the named backups (id NULL = all backups of vm), checks it,
+ * and reports each bad chunk once with the backups that use it through report(). */
+struct gw_verify_stats {
+    uint64_t backups, chunks, unique_chunks, bytes_read, bad_chunks, bad_manifests, elapsed_ns;
+};
+typedef void (*gw_verify_report_fn)(void *ctx, const char *chunk_hex, const char *reason,
+                                    const char *const *backups, size_t nbackups);
+int gw_backup_verify(struct gw_backup_target *t, const char *vm, const char *id, gw_verify_report_fn report,
+                     void *ctx, struct gw_verify_stats *st, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,154 @@
+/* Verify (see backup.h): every chunk the chosen backups use is read once and checked; a bad
+ * chunk is reported with every backup of the VM that uses it, so the operator knows which
+ * restores it breaks. Chunks are read in batches with the store's reads in flight. */
+#include "backup/backup.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/common/util.h"
+#include "storage/chunk_sink.h"
+#include "storage/manifest.h"
+#include "storage/store.h"
+
+#define BATCH 16u
+
+struct ref {
+    uint8_t hash[32];
+    uint32_t backup;   /* index into the id list */
+    uint32_t len;      /* raw chunk length */
+    bool target;       /* used by a backup being verified */
+};
+
+static int cmp_ref(const void *a, const void *b)
+{
+    const struct ref *x = a, *y = b;
+    int c = memcmp(x->hash, y->hash, 32);
+    return c ? c : (x->backup > y->backup) - (x->backup < y->backup);
+}
+
+static int add_refs(struct ref **refs, size_t *n, size_t *cap, const Godwit__V1__BackupImage *im, uint32_t b, bool target)
+{
+    for (size_t i = 0; i < im->n_chunks; i++) {
+        if (im->chunks[i].len != 32) continue;
+        if (*n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 4096;
+            struct ref *nr = realloc(*refs, nc * sizeof *nr);
+            if (!nr) return -ENOMEM;
+            *refs = nr;
+            *cap = nc;
+        }
+        struct ref *r = &(*refs)[(*n)++];
+        memcpy(r->hash, im->chunks[i].data, 32);
+        r->backup = b;
+        uint64_t off = i * (uint64_t)im->chunk_size;
+        r->len = (uint32_t)(im->size - off < im->chunk_size ? im->size - off : im->chunk_size);
+        r->target = target;
+    }
+    return 0;
+}
+
+/* Reports the group refs[g0..g1) (one chunk) as bad. */
+static void report_bad(struct ref *refs, size_t g0, size_t g1, char (*ids)[GW_BACKUP_ID_BUF], const char *why,
+                       gw_verify_report_fn report, void *ctx)
+{
+    const char *users[64];
+    size_t nu = 0;
+    for (size_t k = g0; k < g1 && nu < 64; k++)
+        if (!nu || strcmp(users[nu - 1], ids[refs[k].backup])) users[nu++] = ids[refs[k].backup];
+    char hex[65];
+    gw_chunk_name_hex(refs[g0].hash, hex);
+    if (report) report(ctx, hex, why, users, nu);
+}
+
+int gw_backup_verify(struct gw_backup_target *t, const char *vm, const char *id, gw_verify_report_fn report,
+                     void *ctx, struct gw_verify_stats *st, char *err, size_t errlen)
+{
+    uint64_t t0 = gw_now_ns();
+    memset(st, 0, sizeof *st);
+    char (*ids)[GW_BACKUP_ID_BUF] = NULL;
+    size_t nids = 0, nrefs = 0, cap = 0;
+    struct ref *refs = NULL;
+    int r = gw_backup_list(t, vm, &ids, &nids);
+    if (r) { snprintf(err, errlen, "%s", gw_store_error(t->store)); return r; }
+    bool found = !id;
+    for (size_t b = 0; b < nids && !r; b++) {
+        bool target = !id || !strcmp(id, ids[b]);
+        found |= target;
+        Godwit__V1__BackupManifest *m = NULL;
+        char why[512];
+        int lr = gw_manifest_load(t->store, vm, ids[b], &m, why, sizeof why);
+        if (lr) {
+            if (target) { st->bad_manifests++; if (report) report(ctx, "", why, (const char *const[]){ids[b]}, 1); }
+            continue;
+        }
+        if (target) st->backups++;
+        r = add_refs(&refs, &nrefs, &cap, m->memory, (uint32_t)b, target);
+        if (!r) r = add_refs(&refs, &nrefs, &cap, m->disk, (uint32_t)b, target);
+        godwit__v1__backup_manifest__free_unpacked(m, NULL);
+    }
+    if (r) { snprintf(err, errlen, "out of memory"); goto out; }
+    if (!found) { snprintf(err, errlen, "no backup %s of VM %s in %s", id, vm, t->store->desc); r = -ENOENT; goto out; }
+    if (nrefs) qsort(refs, nrefs, sizeof *refs, cmp_ref);
+    const struct gw_chunk_keys *keys = t->keys.encrypted ? &t->keys : NULL;
+    size_t ecap = gw_chunk_encoded_cap(GW_CHUNK_MAX);
+    uint8_t *raw = malloc(GW_CHUNK_MAX);
+    struct gw_store_read rd[BATCH];
+    size_t grp[BATCH][2];
+    char names[BATCH][80];
+    uint8_t *bufs[BATCH] = {0};
+    size_t bufcap = 0;
+    if (!raw) { r = -ENOMEM; snprintf(err, errlen, "out of memory"); goto out; }
+    for (size_t g = 0; g < nrefs && !r;) {
+        unsigned n = 0;
+        while (g < nrefs && n < BATCH) {
+            size_t g1 = g;
+            bool target = false;
+            while (g1 < nrefs && !memcmp(refs[g1].hash, refs[g].hash, 32)) target |= refs[g1++].target;
+            if (target) {
+                grp[n][0] = g;
+                grp[n][1] = g1;
+                gw_chunk_object(refs[g].hash, names[n]);
+                st->chunks += g1 - g;
+                n++;
+            }
+            g = g1;
+        }
+        if (!n) break;
+        size_t want = 0;
+        for (unsigned k = 0; k < n; k++) {
+            size_t c = gw_chunk_encoded_cap(refs[grp[k][0]].len);
+            if (c > want) want = c;
+        }
+        if (want > bufcap) {
+            for (unsigned k = 0; k < BATCH; k++) { free(bufs[k]); bufs[k] = malloc(want < ecap ? want : ecap); if (!bufs[k]) r = -ENOMEM; }
+            bufcap = want;
+            if (r) { snprintf(err, errlen, "out of memory"); break; }
+        }
+        for (unsigned k = 0; k < n; k++) rd[k] = (struct gw_store_read){.name = names[k], .buf = bufs[k], .cap = bufcap};
+        r = t->store->ops->get_batch(t->store, rd, n);
+        if (r) { snprintf(err, errlen, "%s", gw_store_error(t->store)); break; }
+        for (unsigned k = 0; k < n; k++) {
+            struct ref *x = &refs[grp[k][0]];
+            st->unique_chunks++;
+            char why[256];
+            if (rd[k].rc) snprintf(why, sizeof why, "%s", rd[k].rc == -ENOENT ? "missing from the store" : strerror(-rd[k].rc));
+            else {
+                st->bytes_read += rd[k].len;
+                long got = gw_chunk_decode(keys, x->hash, rd[k].buf, rd[k].len, raw, x->len, x->len, why, sizeof why);
+                if (got >= 0) continue;
+            }
+            st->bad_chunks++;
+            report_bad(refs, grp[k][0], grp[k][1], ids, why, report, ctx);
+        }
+    }
+    for (unsigned k = 0; k < BATCH; k++) free(bufs[k]);
+    free(raw);
+out:
+    free(refs);
+    free(ids);
+    st->elapsed_ns = gw_now_ns() - t0;
+    return r;
+}

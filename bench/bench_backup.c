@@ -1,0 +1,229 @@
+/* `godwit-bench backup`: back up a running dirtier VM into a chunk store, back it up again
+ * unchanged (paused), verify, and restore it as a clone that must run on with an equal memory
+ * digest, all through godwit-vm as an operator would.
+ *
+ * Baseline, measured first in the same run on the same store: raw writes and reads of the
+ * same volume as the full backup's data, in chunk-sized objects of random bytes, with the same
+ * number of operations in flight (the store's own speed). ratio_vs_store = full backup
+ * throughput / raw write throughput. --target rados:auto starts a throw-away cluster
+ * (scripts/ceph-cluster) and stops it at the end; dir:PATH uses a directory. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backup/backup.h"
+#include "bench/bench.h"
+#include "bench/bench_opts.h"
+#include "bench/bench_proc.h"
+#include "engine/common/json.h"
+#include "engine/common/util.h"
+#include "storage/store.h"
+
+struct store_speed {
+    double write_mib_s, read_mib_s;
+};
+
+/* Raw writes then reads of n objects of chunk bytes each, in a namespace of their own. */
+static int measure_store(const char *spec, const char *conf, uint64_t bytes, uint32_t chunk, struct store_speed *sp,
+                         char *err, size_t errlen)
+{
+    struct gw_store_params p = {.spec = spec, .ceph_conf = conf};
+    struct gw_store *s;
+    int r = gw_store_open(&p, &s, err, errlen);
+    if (r) return r;
+    uint64_t n = bytes / chunk ? bytes / chunk : 1;
+    uint8_t *buf = malloc(chunk);
+    char (*names)[40] = calloc(n, 40);
+    if (!buf || !names) { free(buf); free(names); gw_store_close(s); return -ENOMEM; }
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (uint32_t i = 0; i + 8 <= chunk; i += 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memcpy(buf + i, &x, 8); }
+    uint64_t t0 = gw_now_ns();
+    for (uint64_t i = 0; i < n && !r; i++) {
+        snprintf(names[i], 40, "baseline.%llu", (unsigned long long)i);
+        memcpy(buf, &i, sizeof i);   /* distinct objects */
+        r = s->ops->put(s, names[i], buf, chunk);
+    }
+    if (!r) r = s->ops->wait(s);
+    double ws = (gw_now_ns() - t0) / 1e9;
+    size_t batch = 16;
+    uint8_t *rbuf = malloc(batch * (size_t)chunk);
+    struct gw_store_read rd[16];
+    uint64_t t1 = gw_now_ns();
+    for (uint64_t i = 0; i < n && !r && rbuf; i += batch) {
+        size_t k = n - i < batch ? (size_t)(n - i) : batch;
+        for (size_t j = 0; j < k; j++) rd[j] = (struct gw_store_read){.name = names[i + j], .buf = rbuf + j * chunk, .cap = chunk};
+        r = s->ops->get_batch(s, rd, k);
+        for (size_t j = 0; j < k && !r; j++) if (rd[j].rc || rd[j].len != chunk) r = rd[j].rc ? rd[j].rc : -EIO;
+    }
+    double rs = (gw_now_ns() - t1) / 1e9;
+    if (r) snprintf(err, errlen, "store baseline: %s", gw_store_error(s));
+    for (uint64_t i = 0; i < n; i++) s->ops->remove(s, names[i]);
+    s->ops->wait(s);
+    double mib = n * (double)chunk / 1048576.0;
+    sp->write_mib_s = ws > 0 ? mib / ws : 0;
+    sp->read_mib_s = rs > 0 ? mib / rs : 0;
+    free(rbuf);
+    free(buf);
+    free(names);
+    gw_store_close(s);
+    return r;
+}
+
+static int vm_cmd(char *const argv[], char *out, size_t outlen)
+{
+    return gw_bench_run(argv, out, outlen);
+}
+
+int gw_bench_backup(int argc, char **argv)
+{
+    struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 32ull << 20, .seconds = 2,
+                              .vcpus = 1, .pattern = "random", .target = "rados:auto"};
+    if (gw_bench_parse_opts("backup", argc, argv, &o)) return 2;
+    char vm_bin[4096];
+    if (gw_bench_sibling("godwit-vm", vm_bin, sizeof vm_bin)) { fprintf(stderr, "godwit-bench: godwit-vm not found\n"); return 1; }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/godwit-bench-backup.XXXXXX", o.dir ? o.dir : "/tmp");
+    if (!mkdtemp(dir)) { perror("godwit-bench: mkdtemp"); return 1; }
+    char err[512] = "", out[16384], conf[1024] = "", spec[1200];
+    int status = 0;
+    bool auto_cluster = !strcmp(o.target, "rados:auto");
+    if (auto_cluster) {
+        char script[1200];
+        snprintf(script, sizeof script, "%s/scripts/ceph-cluster", GW_SOURCE_DIR);
+        char *start_argv[] = {script, "start", "--size", "16G", NULL};
+        if (gw_bench_run(start_argv, out, sizeof out) != 0) { snprintf(err, sizeof err, "cannot start a Ceph cluster"); status = 1; }
+        else {
+            char *nl = out + strlen(out);
+            while (nl > out && (nl[-1] == '\n')) *--nl = 0;
+            char *last = strrchr(out, '\n');
+            snprintf(conf, sizeof conf, "%s", last ? last + 1 : out);
+        }
+        snprintf(spec, sizeof spec, "rados:godwit/bench");
+    } else if (!strncmp(o.target, "dir:", 4) || !strncmp(o.target, "rados:", 6)) {
+        snprintf(spec, sizeof spec, "%s", o.target);
+    } else {
+        fprintf(stderr, "godwit-bench backup: --target dir:PATH or rados:auto\n");
+        return 2;
+    }
+    struct store_speed sp = {0};
+    if (!status && measure_store(spec, conf[0] ? conf : NULL, o.ws, GW_BACKUP_CHUNK_SIZE, &sp, err, sizeof err)) status = 1;
+
+    char sock[4200], run_out[4200], gspec[200], mem_s[32], secs_s[16];
+    snprintf(sock, sizeof sock, "%s/vm.sock", dir);
+    snprintf(run_out, sizeof run_out, "%s/run.json", dir);
+    snprintf(gspec, sizeof gspec, "dirtier:ws=%llu,rate=%llu,pattern=%s", (unsigned long long)o.ws,
+             (unsigned long long)o.rate, o.pattern);
+    snprintf(mem_s, sizeof mem_s, "%llu", (unsigned long long)o.memory);
+    snprintf(secs_s, sizeof secs_s, "%llu", (unsigned long long)o.seconds);
+    char *store_args[4] = {"--store", spec, conf[0] ? "--ceph-conf" : NULL, conf};
+    pid_t pid = -1;
+    if (!status) {
+        char *run_argv[] = {vm_bin, "run", "--name", "bench", "--memory", mem_s, "--guest", gspec, "--control", sock, "--json", NULL};
+        pid = gw_bench_spawn(run_argv, run_out);
+        bool ready = false;
+        uint64_t deadline = gw_now_ns() + 180ull * 1000000000ull;
+        char *status_argv[] = {vm_bin, "status", "--control", sock, "--json", NULL};
+        while (!ready && gw_now_ns() < deadline) {
+            usleep(100000);
+            if (vm_cmd(status_argv, out, sizeof out) == 0) gw_json_get_bool(out, "guest_ready", &ready);
+        }
+        if (!ready) { snprintf(err, sizeof err, "guest never became ready"); status = 1; }
+        else sleep(1);
+    }
+    uint64_t full_new = 0, full_chunks = 0, full_zero = 0, inc_new = 0, inc_chunks = 0, inc_zero = 0;
+    double full_ms = 0, pause_ms = 0, inc_ms = 0;
+    char digest[40] = "";
+    char *backup_argv[] = {vm_bin, "backup", "--control", sock, "--json", store_args[0], store_args[1], store_args[2], store_args[3], NULL};
+    if (!status) {
+        bool ok = false;
+        vm_cmd(backup_argv, out, sizeof out);
+        gw_json_get_bool(out, "ok", &ok);
+        if (!ok || gw_json_get_double(out, "elapsed_ms", &full_ms) || gw_json_get_u64(out, "new_bytes", &full_new)) {
+            snprintf(err, sizeof err, "full backup failed: %.300s", out);
+            status = 1;
+        }
+        gw_json_get_double(out, "pause_ms", &pause_ms);
+        gw_json_get_u64(out, "chunks", &full_chunks);
+        gw_json_get_u64(out, "zero_chunks", &full_zero);
+    }
+    if (!status) {
+        /* Unchanged: the same guest, paused, backed up again. */
+        char *pause_argv[] = {vm_bin, "pause", "--control", sock, NULL};
+        char *resume_argv[] = {vm_bin, "resume", "--control", sock, NULL};
+        vm_cmd(pause_argv, out, sizeof out);
+        bool ok = false;
+        vm_cmd(backup_argv, out, sizeof out);
+        gw_json_get_bool(out, "ok", &ok);
+        if (!ok || gw_json_get_double(out, "elapsed_ms", &inc_ms) || gw_json_get_u64(out, "new_bytes", &inc_new) ||
+            gw_json_get_str(out, "memory_digest", digest, sizeof digest)) {
+            snprintf(err, sizeof err, "incremental backup failed: %.300s", out);
+            status = 1;
+        }
+        gw_json_get_u64(out, "chunks", &inc_chunks);
+        gw_json_get_u64(out, "zero_chunks", &inc_zero);
+        vm_cmd(resume_argv, out, sizeof out);
+    }
+    if (pid > 0) {
+        char *stop_argv[] = {vm_bin, "stop", "--control", sock, NULL};
+        vm_cmd(stop_argv, out, sizeof out);
+        gw_bench_wait(pid);
+    }
+    double verify_mib_s = 0, restore_mib_s = 0;
+    uint64_t verify_bad = 1, verify_errors = 0;
+    char restore_digest[40] = "";
+    if (!status) {
+        char *verify_argv[] = {vm_bin, "verify-backup", "--vm", "bench", "--json", store_args[0], store_args[1], store_args[2], store_args[3], NULL};
+        vm_cmd(verify_argv, out, sizeof out);
+        gw_json_get_double(out, "verify_mib_s", &verify_mib_s);
+        if (gw_json_get_u64(out, "bad_chunks", &verify_bad)) { snprintf(err, sizeof err, "verify failed"); status = 1; }
+        char *restore_argv[] = {vm_bin, "restore-backup", "--vm", "bench", "--name", "bench-clone", "--seconds", secs_s, "--json",
+                                store_args[0], store_args[1], store_args[2], store_args[3], NULL};
+        int rc = vm_cmd(restore_argv, out, sizeof out);
+        if (gw_json_get_double(out, "restore_mib_s", &restore_mib_s) ||
+            gw_json_get_str(out, "memory_digest", restore_digest, sizeof restore_digest) ||
+            gw_json_get_u64(out, "guest_verify_errors", &verify_errors) || rc) {
+            snprintf(err, sizeof err, "restore failed (exit %d)", rc);
+            status = 1;
+        }
+    }
+    uint64_t data_bytes = (full_chunks - full_zero) * (uint64_t)GW_BACKUP_CHUNK_SIZE;
+    uint64_t logical = data_bytes + (inc_chunks - inc_zero) * (uint64_t)GW_BACKUP_CHUNK_SIZE;
+    uint64_t stored = full_new + inc_new;
+    double full_mib_s = full_ms > 0 ? data_bytes / 1048576.0 / (full_ms / 1000) : 0;
+    bool equal = digest[0] && !strcmp(digest, restore_digest);
+    if (o.json) {
+        printf("{\"bench\":\"backup\",\"status\":\"%s\",\"error\":", status ? "error" : "ok");
+        gw_json_str(stdout, err);
+        printf(",\"target\":\"%s\",\"memory_bytes\":%llu,\"ws_bytes\":%llu,\"chunk_bytes\":%u,\"full_data_bytes\":%llu,"
+               "\"full_ms\":%.1f,\"full_mib_s\":%.1f,\"store_write_mib_s\":%.1f,\"ratio_vs_store\":%.3f,\"pause_ms\":%.3f,"
+               "\"incremental_ms\":%.1f,\"incremental_bytes_written\":%llu,\"stored_bytes\":%llu,\"dedup_ratio\":%.2f,"
+               "\"restore_mib_s\":%.1f,\"store_read_mib_s\":%.1f,\"restore_ratio_vs_store\":%.3f,\"verify_mib_s\":%.1f,"
+               "\"verify_bad_chunks\":%llu,\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu,"
+               "\"baseline\":\"raw %u-byte object writes and reads of the same volume, same ops in flight\"}\n",
+               o.target, (unsigned long long)o.memory, (unsigned long long)o.ws, GW_BACKUP_CHUNK_SIZE,
+               (unsigned long long)data_bytes, full_ms, full_mib_s, sp.write_mib_s,
+               sp.write_mib_s > 0 ? full_mib_s / sp.write_mib_s : 0, pause_ms, inc_ms, (unsigned long long)inc_new,
+               (unsigned long long)stored, stored ? (double)logical / stored : 0, restore_mib_s, sp.read_mib_s,
+               sp.read_mib_s > 0 ? restore_mib_s / sp.read_mib_s : 0, verify_mib_s, (unsigned long long)verify_bad,
+               equal ? "true" : "false", (unsigned long long)verify_errors, GW_BACKUP_CHUNK_SIZE);
+    } else {
+        printf("backup bench (%s): full %.0f MiB/s (store %.0f MiB/s, ratio %.2f), pause %.2f ms, unchanged again in %.0f ms "
+               "writing %llu bytes, restore %.0f MiB/s (store %.0f), verify %.0f MiB/s, digest %s, %llu verify errors%s%s\n",
+               o.target, full_mib_s, sp.write_mib_s, sp.write_mib_s > 0 ? full_mib_s / sp.write_mib_s : 0, pause_ms, inc_ms,
+               (unsigned long long)inc_new, restore_mib_s, sp.read_mib_s, verify_mib_s, equal ? "equal" : "DIFFERENT",
+               (unsigned long long)verify_errors, status ? ", error: " : "", err);
+    }
+    if (auto_cluster && conf[0]) {
+        char script[1200];
+        snprintf(script, sizeof script, "%s/scripts/ceph-cluster", GW_SOURCE_DIR);
+        char *stop_argv[] = {script, "stop", conf, NULL};
+        gw_bench_run(stop_argv, out, sizeof out);
+    }
+    unlink(run_out);
+    unlink(sock);
+    rmdir(dir);
+    return status || !equal || verify_errors || verify_bad ? 1 : 0;
+}

@@ -1,0 +1,84 @@
+/* Dirty-page tracking for one VM, with several consumers at once.
+ *
+ * A migration, a running backup and the incremental-backup bitmap kept between backups each
+ * attach as a consumer with a bitmap of its own. One tracker per VM owns the backend and a
+ * harvester: whenever any consumer fetches, the harvester reads what the backend logged since
+ * its last harvest and ORs it into every consumer's accumulated bitmap, so each consumer sees
+ * every write since its own previous fetch, whoever harvested it. Writes by our own devices
+ * (virtio DMA into guest RAM, invisible to KVM) reach every consumer the same way: the
+ * tracker registers itself as the VM's device-write observer while it runs.
+ *
+ * Pages are numbered by guest-RAM offset / 4096 (the memfd), the numbering migration uses.
+ * One bit per page: bit pfn % 64 of word pfn / 64.
+ *
+ * Backends, chosen by the first consumer (later ones join whatever runs):
+ *   KVM_BITMAP   KVM's dirty bitmap with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 where available
+ *                (the default): a fetch does not re-protect anything; a consumer re-protects
+ *                a range with gw_dirty_clear just before it reads those pages, so a write
+ *                after the clear shows up in the next fetch and a write before it is already
+ *                in the page being read. Without the capability: classic mode (each harvest
+ *                re-protects everything; clear is a no-op).
+ *   KVM_CLASSIC  the classic mode on purpose (tests, comparison).
+ *   KVM_RING     the KVM dirty ring: must be enabled before the VM's vCPUs exist, so it is
+ *                chosen when the VM is created; attaching with it to a running VM fails with
+ *                -ENOTSUP and says so. (Measured here: exact for CPL3 guests, loses entries
+ *                while PVM emulates CPL0 code; see the KVM notes.)
+ *   UFFD_WP      userfaultfd write-protect, for live snapshots: the slot is here, the
+ *                backend is not yet (-ENOTSUP).
+ *
+ * Thread safety: consumers may fetch, clear and detach from any threads (the tracker has one
+ * lock); device writes are marked lock-free from any thread. */
+#ifndef GW_DIRTY_DIRTY_H
+#define GW_DIRTY_DIRTY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct gw_vm;
+struct gw_dirty_tracker;
+
+enum gw_dirty_backend {
+    GW_DIRTY_KVM_BITMAP = 0,
+    GW_DIRTY_KVM_CLASSIC,
+    GW_DIRTY_KVM_RING,
+    GW_DIRTY_UFFD_WP,
+};
+
+struct gw_dirty_consumer {
+    uint64_t npages;            /* guest RAM pages */
+    uint64_t words;             /* 64-bit words in bitmap */
+    uint64_t *bitmap;           /* what the last gw_dirty_fetch returned; owned, read-only */
+    /* private to the tracker */
+    struct gw_dirty_tracker *t;
+    uint64_t *acc;              /* harvested since this consumer's last fetch */
+    struct gw_dirty_consumer *next;
+};
+
+/* Attaches a consumer to vm's tracker, starting tracking (with backend b) when it is the
+ * first. Its bitmaps start empty: it sees writes from now on. Returns 0, -ENOMEM, -ENOTSUP
+ * (backend not available; why says so), or -errno from KVM. why (may be NULL) gets a
+ * one-line reason on failure. */
+int gw_dirty_attach(struct gw_vm *vm, enum gw_dirty_backend b, struct gw_dirty_consumer **out, char *why,
+                    unsigned whylen);
+
+/* Harvests, then moves everything this consumer has accumulated since its last fetch into
+ * c->bitmap; *count (may be NULL) gets the number of pages set. Returns 0 or -errno. */
+int gw_dirty_fetch(struct gw_dirty_consumer *c, uint64_t *count);
+
+/* Re-protects the harvested pages in [first, first + n), so later writes show up in the next
+ * fetch of every consumer (none loses a page: what was harvested is already in every
+ * consumer's bitmap). first must be a multiple of 64; n a multiple of 64 or reaching the end
+ * of RAM. No-op in classic mode. Returns 0, -EINVAL for a bad range, or -errno from KVM. */
+int gw_dirty_clear(struct gw_dirty_consumer *c, uint64_t first, uint64_t n);
+
+/* Whether the tracker runs in KVM's manual-protect mode (for tests and stats). */
+bool gw_dirty_manual(const struct gw_dirty_consumer *c);
+
+/* Detaches and frees c; the last consumer stops tracking. Safe on NULL. */
+void gw_dirty_detach(struct gw_dirty_consumer *c);
+
+/* Marks the guest-physical range [gpa, gpa + len) dirty for every consumer of vm's tracker,
+ * as a device write does (no-op when nothing tracks vm). Thread-safe. */
+void gw_dirty_mark_gpa(struct gw_vm *vm, uint64_t gpa, uint64_t len);
+
+#endif

@@ -1,0 +1,226 @@
+/* The per-VM tracker, its harvester and its consumers (see dirty.h). A process runs one VM
+ * (godwit-vm) or a few (tests); its trackers are kept in one list so that every consumer of
+ * a VM finds the same tracker: the one process-wide thing here, behind one lock. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/dirty/dirty_backend.h"
+#include "engine/vm/virtio_attach.h"
+#include "engine/vm/vm.h"
+
+static pthread_mutex_t trackers_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct gw_dirty_tracker *trackers;
+
+static struct gw_dirty_tracker *find_locked(struct gw_vm *vm)
+{
+    for (struct gw_dirty_tracker *t = trackers; t; t = t->next)
+        if (t->vm == vm) return t;
+    return NULL;
+}
+
+static void mark_off(struct gw_dirty_tracker *t, uint64_t off, uint64_t len)
+{
+    uint64_t size = t->npages * 4096;
+    if (!len || off >= size) return;
+    uint64_t end = off + len;
+    if (end > size || end < off) end = size;
+    for (uint64_t p = off / 4096; p <= (end - 1) / 4096; p++)
+        __atomic_fetch_or(&t->device[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
+}
+
+/* The VM's device-write observer: may run on any device thread, takes no lock. */
+static void mark_gpa(void *ctx, uint64_t gpa, uint64_t len)
+{
+    struct gw_dirty_tracker *t = ctx;
+    /* Split at page granularity: a range may cross from one region into the hole. */
+    while (len) {
+        uint64_t n = 4096 - (gpa & 4095);
+        if (n > len) n = len;
+        uint64_t off = gw_guest_mem_offset(&t->vm->mem, gpa);
+        if (off != UINT64_MAX) mark_off(t, off, n);
+        gpa += n;
+        len -= n;
+    }
+}
+
+void gw_dirty_mark_gpa(struct gw_vm *vm, uint64_t gpa, uint64_t len)
+{
+    pthread_mutex_lock(&trackers_mu);
+    struct gw_dirty_tracker *t = find_locked(vm);
+    if (t) mark_gpa(t, gpa, len);
+    pthread_mutex_unlock(&trackers_mu);
+}
+
+static void tracker_free(struct gw_dirty_tracker *t)
+{
+    free(t->device);
+    free(t->harvested);
+    free(t->scratch);
+    free(t->slot_buf);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+/* A new tracker for vm, started; NULL with why set on failure. */
+static struct gw_dirty_tracker *tracker_start(struct gw_vm *vm, enum gw_dirty_backend b, int *rc, char *why,
+                                              unsigned whylen)
+{
+    if (b == GW_DIRTY_KVM_RING) {
+        *rc = -ENOTSUP;
+        if (why) snprintf(why, whylen, "the KVM dirty ring must be enabled before the VM's vCPUs exist; "
+                                       "this VM was created without it");
+        return NULL;
+    }
+    if (b == GW_DIRTY_UFFD_WP) {
+        *rc = -ENOTSUP;
+        if (why) snprintf(why, whylen, "userfaultfd write-protect tracking is not implemented yet");
+        return NULL;
+    }
+    struct gw_dirty_tracker *t = calloc(1, sizeof *t);
+    if (!t) { *rc = -ENOMEM; return NULL; }
+    t->vm = vm;
+    t->kind = b;
+    t->ops = &gw_dirty_kvm_bitmap_ops;
+    t->npages = vm->mem.size / 4096;
+    t->words = (t->npages + 63) / 64;
+    pthread_mutex_init(&t->mu, NULL);
+    t->device = calloc(t->words, 8);
+    t->harvested = calloc(t->words, 8);
+    t->scratch = calloc(t->words, 8);
+    t->slot_buf = calloc(t->words, 8);
+    if (!t->device || !t->harvested || !t->scratch || !t->slot_buf) {
+        tracker_free(t);
+        *rc = -ENOMEM;
+        if (why) snprintf(why, whylen, "out of memory for dirty bitmaps");
+        return NULL;
+    }
+    if ((*rc = t->ops->start(t, why, whylen))) {
+        tracker_free(t);
+        return NULL;
+    }
+    gw_vm_track_device_writes(vm, mark_gpa, t);
+    return t;
+}
+
+int gw_dirty_attach(struct gw_vm *vm, enum gw_dirty_backend b, struct gw_dirty_consumer **out, char *why,
+                    unsigned whylen)
+{
+    struct gw_dirty_consumer *c = calloc(1, sizeof *c);
+    if (!c) return -ENOMEM;
+    c->npages = vm->mem.size / 4096;
+    c->words = (c->npages + 63) / 64;
+    c->bitmap = calloc(c->words, 8);
+    c->acc = calloc(c->words, 8);
+    if (!c->bitmap || !c->acc) {
+        free(c->bitmap);
+        free(c->acc);
+        free(c);
+        return -ENOMEM;
+    }
+    int r = 0;
+    pthread_mutex_lock(&trackers_mu);
+    struct gw_dirty_tracker *t = find_locked(vm);
+    if (!t && (t = tracker_start(vm, b, &r, why, whylen))) {
+        t->next = trackers;
+        trackers = t;
+    }
+    if (t) {
+        pthread_mutex_lock(&t->mu);
+        c->t = t;
+        c->next = t->consumers;
+        t->consumers = c;
+        pthread_mutex_unlock(&t->mu);
+    }
+    pthread_mutex_unlock(&trackers_mu);
+    if (!t) {
+        free(c->bitmap);
+        free(c->acc);
+        free(c);
+        return r;
+    }
+    *out = c;
+    return 0;
+}
+
+/* One harvest: what the backend logged and the devices wrote since the last one, into every
+ * consumer. Called with t->mu held. */
+static int harvest_locked(struct gw_dirty_tracker *t)
+{
+    memset(t->scratch, 0, t->words * 8);
+    int r = t->ops->get(t, t->scratch);
+    if (r) return r;
+    for (uint64_t w = 0; w < t->words; w++) {
+        /* Only the backend's bits need re-protecting; device bits are noted as they are. */
+        t->harvested[w] |= t->scratch[w];
+        t->scratch[w] |= __atomic_exchange_n(&t->device[w], 0, __ATOMIC_ACQ_REL);
+    }
+    for (struct gw_dirty_consumer *c = t->consumers; c; c = c->next)
+        for (uint64_t w = 0; w < t->words; w++) c->acc[w] |= t->scratch[w];
+    t->harvests++;
+    return 0;
+}
+
+int gw_dirty_fetch(struct gw_dirty_consumer *c, uint64_t *count)
+{
+    struct gw_dirty_tracker *t = c->t;
+    pthread_mutex_lock(&t->mu);
+    int r = harvest_locked(t);
+    uint64_t n = 0;
+    if (!r) {
+        for (uint64_t w = 0; w < c->words; w++) {
+            c->bitmap[w] = c->acc[w];
+            c->acc[w] = 0;
+            n += (uint64_t)__builtin_popcountll(c->bitmap[w]);
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (count) *count = n;
+    return r;
+}
+
+int gw_dirty_clear(struct gw_dirty_consumer *c, uint64_t first, uint64_t n)
+{
+    struct gw_dirty_tracker *t = c->t;
+    if (first % 64 || first > t->npages || n > t->npages - first) return -EINVAL;
+    if (n % 64 && first + n != t->npages) return -EINVAL;
+    if (!n || !t->ops->clear) return 0;
+    pthread_mutex_lock(&t->mu);
+    int r = t->ops->clear(t, first, n, t->harvested);
+    if (!r) {
+        uint64_t w1 = (first + n + 63) / 64;
+        memset(&t->harvested[first / 64], 0, (w1 - first / 64) * 8);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return r;
+}
+
+bool gw_dirty_manual(const struct gw_dirty_consumer *c)
+{
+    return c->t->manual;
+}
+
+void gw_dirty_detach(struct gw_dirty_consumer *c)
+{
+    if (!c) return;
+    struct gw_dirty_tracker *t = c->t;
+    pthread_mutex_lock(&trackers_mu);
+    pthread_mutex_lock(&t->mu);
+    for (struct gw_dirty_consumer **p = &t->consumers; *p; p = &(*p)->next)
+        if (*p == c) { *p = c->next; break; }
+    bool last = t->consumers == NULL;
+    pthread_mutex_unlock(&t->mu);
+    if (last) {
+        /* No device thread may still hold t once the observer is gone. */
+        gw_vm_track_device_writes(t->vm, NULL, NULL);
+        t->ops->stop(t);
+        for (struct gw_dirty_tracker **p = &trackers; *p; p = &(*p)->next)
+            if (*p == t) { *p = t->next; break; }
+        tracker_free(t);
+    }
+    pthread_mutex_unlock(&trackers_mu);
+    free(c->bitmap);
+    free(c->acc);
+    free(c);
+}

@@ -1,0 +1,129 @@
+/* The chunk-store sink (see chunk_sink.h). */
+#include "storage/chunk_sink.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/common/util.h"
+#include "storage/manifest.h"
+#include "storage/store.h"
+
+static const uint8_t empty_slot[32];
+
+int gw_chunk_sink_init(struct gw_chunk_sink *k, struct gw_store *s, const struct gw_chunk_keys *keys,
+                       size_t max_chunk, bool compress)
+{
+    memset(k, 0, sizeof *k);
+    k->store = s;
+    k->keys = keys && keys->encrypted ? keys : NULL;
+    k->compress = compress;
+    k->enc_cap = gw_chunk_encoded_cap(max_chunk);
+    k->max_chunk = max_chunk;
+    k->enc = malloc(k->enc_cap);
+    k->copy = malloc(max_chunk ? max_chunk : 1);
+    k->known_cap = 4096;
+    k->known = calloc(k->known_cap, 32);
+    if (!k->enc || !k->copy || !k->known) { gw_chunk_sink_free(k); return -ENOMEM; }
+    return 0;
+}
+
+void gw_chunk_sink_free(struct gw_chunk_sink *k)
+{
+    free(k->enc);
+    free(k->known);
+    free(k->copy);
+    k->enc = k->known = k->copy = NULL;
+}
+
+/* Names are uniformly random bytes: their first 8 bytes are a good slot hash. The all-zero
+ * name marks an empty slot (a real chunk with that SHA-256 will not be met). */
+static uint8_t *find(const struct gw_chunk_sink *k, const uint8_t h[32], bool *found)
+{
+    uint64_t x;
+    memcpy(&x, h, 8);
+    for (size_t i = x % k->known_cap;; i = (i + 1) % k->known_cap) {
+        uint8_t *slot = k->known + i * 32;
+        if (!memcmp(slot, h, 32)) { *found = true; return slot; }
+        if (!memcmp(slot, empty_slot, 32)) { *found = false; return slot; }
+    }
+}
+
+int gw_chunk_sink_know(struct gw_chunk_sink *k, const uint8_t hash[32])
+{
+    if (!memcmp(hash, empty_slot, 32)) return 0;
+    if ((k->known_n + 1) * 2 > k->known_cap) {
+        struct gw_chunk_sink old = *k;
+        k->known_cap *= 2;
+        k->known = calloc(k->known_cap, 32);
+        if (!k->known) { k->known = old.known; k->known_cap = old.known_cap; return -ENOMEM; }
+        k->known_n = 0;
+        for (size_t i = 0; i < old.known_cap; i++) {
+            const uint8_t *slot = old.known + i * 32;
+            if (memcmp(slot, empty_slot, 32)) { bool f; memcpy(find(k, slot, &f), slot, 32); k->known_n++; }
+        }
+        free(old.known);
+    }
+    bool found;
+    uint8_t *slot = find(k, hash, &found);
+    if (!found) { memcpy(slot, hash, 32); k->known_n++; }
+    return 0;
+}
+
+int gw_chunk_sink_put(struct gw_chunk_sink *k, const void *data, size_t len, uint8_t hash[32], bool *is_zero)
+{
+    k->chunks++;
+    if (len > k->max_chunk) return gw_store_fail(k->store, -EINVAL, "chunk larger than the sink's");
+    memcpy(k->copy, data, len);
+    data = k->copy;
+    if (gw_is_zero(data, len)) {
+        memset(hash, 0, 32);
+        *is_zero = true;
+        k->zero_chunks++;
+        return 0;
+    }
+    *is_zero = false;
+    gw_chunk_hash(k->keys, data, len, hash);
+    bool found;
+    find(k, hash, &found);
+    if (found) { k->reused_chunks++; return 0; }
+    char obj[80];
+    gw_chunk_object(hash, obj);
+    k->lookups++;
+    int r = k->store->ops->stat(k->store, obj, NULL);
+    if (r < 0) return r;
+    if (r == 0) {
+        long n = gw_chunk_encode(k->keys, data, len, k->compress, k->enc, k->enc_cap);
+        if (n < 0) return gw_store_fail(k->store, (int)n, "cannot encode a chunk: %s", strerror((int)-n));
+        r = k->store->ops->put(k->store, obj, k->enc, (size_t)n);
+        if (r) return r;
+        k->new_chunks++;
+        k->new_bytes += (uint64_t)n;
+        k->raw_new_bytes += len;
+    } else {
+        k->reused_chunks++;
+    }
+    return gw_chunk_sink_know(k, hash);
+}
+
+int gw_chunk_fetch(struct gw_store *s, const struct gw_chunk_keys *keys, const uint8_t hash[32], uint8_t *out,
+                   size_t len, char *err, size_t errlen)
+{
+    char obj[80];
+    gw_chunk_object(hash, obj);
+    size_t cap = gw_chunk_encoded_cap(len);
+    uint8_t *buf = malloc(cap);
+    if (!buf) return -ENOMEM;
+    struct gw_store_read rd = {.name = obj, .buf = buf, .cap = cap};
+    int r = s->ops->get_batch(s, &rd, 1);
+    if (!r) r = rd.rc;
+    if (r == -ENOENT) snprintf(err, errlen, "chunk %s is missing", obj + 2);
+    else if (r) snprintf(err, errlen, "reading chunk %s: %s", obj + 2, strerror(-r));
+    else {
+        long n = gw_chunk_decode(keys && keys->encrypted ? keys : NULL, hash, buf, rd.len, out, len, len, err, errlen);
+        r = n < 0 ? (int)n : 0;
+    }
+    free(buf);
+    return r;
+}

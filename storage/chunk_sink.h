@@ -1,0 +1,53 @@
+/* The chunk-store sink: the seam between whatever reads guest data (today backup/, later the
+ * page pump) and a chunk store. Give it a chunk; it names it, skips it when the store already
+ * has it, else encodes and queues it (store.h: put is asynchronous, wait makes it durable).
+ *
+ * Deduplication: a set of names known to be in the store (seeded from the parent backup's
+ * manifest and grown as chunks are written or found); a name not in the set is looked up in
+ * the store once (stat) before any byte is sent, so a chunk the store holds is never sent again,
+ * whichever VM or backup wrote it. All-zero chunks are never stored: their name is empty. */
+#ifndef GW_STORAGE_CHUNK_SINK_H
+#define GW_STORAGE_CHUNK_SINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/chunk.h"
+
+struct gw_store;
+
+struct gw_chunk_sink {
+    struct gw_store *store;          /* not owned */
+    const struct gw_chunk_keys *keys;/* not owned; NULL = plain */
+    bool compress;
+    uint8_t *enc;                    /* encode buffer, owned */
+    uint8_t *copy;                   /* private copy of the chunk being put, owned */
+    size_t enc_cap, max_chunk;
+    uint8_t *known;                  /* open-addressing set of 32-byte names, owned */
+    size_t known_cap, known_n;
+    /* counters */
+    uint64_t chunks, zero_chunks, new_chunks, reused_chunks, new_bytes, raw_new_bytes, lookups;
+};
+
+/* max_chunk: the largest chunk that will be put. 0 or -ENOMEM. */
+int gw_chunk_sink_init(struct gw_chunk_sink *k, struct gw_store *s, const struct gw_chunk_keys *keys,
+                       size_t max_chunk, bool compress);
+void gw_chunk_sink_free(struct gw_chunk_sink *k);
+
+/* Records a name as present in the store (from a manifest that lists it). */
+int gw_chunk_sink_know(struct gw_chunk_sink *k, const uint8_t hash[32]);
+
+/* Stores data[0..len) (1..GW_CHUNK_MAX bytes) unless the store has it. data may be memory a
+ * running guest writes: it is copied once first, and the name and the object are both made
+ * from that copy, so they always agree; hash gets its name and
+ * *is_zero whether it was all zeros (then nothing is stored and the name is meaningless).
+ * Returns 0 or -errno (the reason in the store's error). */
+int gw_chunk_sink_put(struct gw_chunk_sink *k, const void *data, size_t len, uint8_t hash[32], bool *is_zero);
+
+/* Reads and checks one chunk back (name hash, expected raw length len) into out[0..len).
+ * Returns 0, -ENOENT, or -EBADMSG with the reason in err. */
+int gw_chunk_fetch(struct gw_store *s, const struct gw_chunk_keys *keys, const uint8_t hash[32], uint8_t *out,
+                   size_t len, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,131 @@
+/* Backup manifests (see manifest.h). */
+#include "storage/manifest.h"
+
+#include <errno.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "storage/chunk.h"
+#include "storage/store.h"
+
+#define MANIFEST_MAGIC "GWMANIF1"
+#define MANIFEST_HEADER 48u
+
+int gw_manifest_object(const char *vm, const char *id, char *buf, size_t cap)
+{
+    if (!gw_store_name_ok(vm) || !gw_store_name_ok(id) || strlen(id) > GW_BACKUP_ID_MAX) return -EINVAL;
+    return (size_t)snprintf(buf, cap, "m.%s.%s", vm, id) >= cap ? -ENAMETOOLONG : 0;
+}
+
+int gw_backup_index_name(const char *vm, char *buf, size_t cap)
+{
+    if (!gw_store_name_ok(vm)) return -EINVAL;
+    return (size_t)snprintf(buf, cap, "b.%s", vm) >= cap ? -ENAMETOOLONG : 0;
+}
+
+void gw_chunk_object(const uint8_t hash[32], char *buf)
+{
+    buf[0] = 'c';
+    buf[1] = '.';
+    gw_chunk_name_hex(hash, buf + 2);
+}
+
+int gw_manifest_pack(const Godwit__V1__BackupManifest *m, uint8_t **out, size_t *len)
+{
+    size_t n = godwit__v1__backup_manifest__get_packed_size(m);
+    uint8_t *b = malloc(MANIFEST_HEADER + n);
+    if (!b) return -ENOMEM;
+    memset(b, 0, MANIFEST_HEADER);
+    memcpy(b, MANIFEST_MAGIC, 8);
+    for (int i = 0; i < 4; i++) b[8 + i] = (uint8_t)(n >> (8 * i));
+    godwit__v1__backup_manifest__pack(m, b + MANIFEST_HEADER);
+    SHA256(b + MANIFEST_HEADER, n, b + 16);
+    *out = b;
+    *len = MANIFEST_HEADER + n;
+    return 0;
+}
+
+static int check_image(const Godwit__V1__BackupImage *im, const char *what, uint64_t max, char *err, size_t errlen)
+{
+    if (!im) { snprintf(err, errlen, "manifest has no %s image", what); return -EBADMSG; }
+    if (im->size > max) { snprintf(err, errlen, "manifest %s image of %llu bytes is over the limit", what, (unsigned long long)im->size); return -EBADMSG; }
+    if (im->size == 0 && im->n_chunks == 0) return 0;
+    uint32_t cs = im->chunk_size;
+    if (cs < 4096 || cs > GW_CHUNK_MAX || (cs & (cs - 1))) {
+        snprintf(err, errlen, "manifest %s chunk size %u is not a power of two in 4 KiB..%u MiB", what, cs, GW_CHUNK_MAX >> 20);
+        return -EBADMSG;
+    }
+    uint64_t want = (im->size + cs - 1) / cs;
+    if (im->n_chunks != want) {
+        snprintf(err, errlen, "manifest %s image lists %zu chunks, its size needs %llu", what, im->n_chunks, (unsigned long long)want);
+        return -EBADMSG;
+    }
+    for (size_t i = 0; i < im->n_chunks; i++) {
+        if (im->chunks[i].len != 0 && im->chunks[i].len != 32) {
+            snprintf(err, errlen, "manifest %s chunk %zu has a %zu-byte name", what, i, im->chunks[i].len);
+            return -EBADMSG;
+        }
+    }
+    return 0;
+}
+
+int gw_manifest_unpack(const uint8_t *obj, size_t len, Godwit__V1__BackupManifest **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (len < MANIFEST_HEADER) { snprintf(err, errlen, "manifest truncated (%zu bytes)", len); return -EBADMSG; }
+    if (memcmp(obj, MANIFEST_MAGIC, 8)) { snprintf(err, errlen, "not a backup manifest (bad magic)"); return -EBADMSG; }
+    uint32_t n = obj[8] | obj[9] << 8 | obj[10] << 16 | (uint32_t)obj[11] << 24;
+    if (n != len - MANIFEST_HEADER) {
+        snprintf(err, errlen, "manifest truncated: %zu bytes of protobuf, its header says %u", len - MANIFEST_HEADER, n);
+        return -EBADMSG;
+    }
+    uint8_t h[32];
+    SHA256(obj + MANIFEST_HEADER, n, h);
+    if (memcmp(h, obj + 16, 32)) { snprintf(err, errlen, "manifest hash mismatch (corrupt)"); return -EBADMSG; }
+    Godwit__V1__BackupManifest *m = godwit__v1__backup_manifest__unpack(NULL, n, obj + MANIFEST_HEADER);
+    if (!m) { snprintf(err, errlen, "manifest does not decode"); return -EBADMSG; }
+    int r = -EBADMSG;
+    if (m->format_version != GW_MANIFEST_VERSION) { snprintf(err, errlen, "manifest format %u not supported", m->format_version); goto bad; }
+    if (!gw_store_name_ok(m->vm_name) || !gw_store_name_ok(m->id) || strlen(m->id) > GW_BACKUP_ID_MAX) {
+        snprintf(err, errlen, "manifest names an unsafe VM or backup id"); goto bad;
+    }
+    if (m->parent[0] && (!gw_store_name_ok(m->parent) || strlen(m->parent) > GW_BACKUP_ID_MAX)) {
+        snprintf(err, errlen, "manifest names an unsafe parent"); goto bad;
+    }
+    if ((r = check_image(m->memory, "memory", GW_BACKUP_MAX_MEMORY, err, errlen)) ||
+        (r = check_image(m->disk, "disk", GW_BACKUP_MAX_DISK, err, errlen)))
+        goto bad;
+    r = -EBADMSG;
+    if (m->memory->size == 0) { snprintf(err, errlen, "manifest has an empty memory image"); goto bad; }
+    if (!m->state || !m->state->config) { snprintf(err, errlen, "manifest has no VM state"); goto bad; }
+    if (m->state->config->memory_bytes != m->memory->size) {
+        snprintf(err, errlen, "manifest memory image is %llu bytes, the VM has %llu", (unsigned long long)m->memory->size,
+                 (unsigned long long)m->state->config->memory_bytes);
+        goto bad;
+    }
+    if (m->memory_digest.len != 16) { snprintf(err, errlen, "manifest memory digest is %zu bytes, not 16", m->memory_digest.len); goto bad; }
+    *out = m;
+    return 0;
+bad:
+    godwit__v1__backup_manifest__free_unpacked(m, NULL);
+    return r;
+}
+
+int gw_manifest_load(struct gw_store *s, const char *vm, const char *id, Godwit__V1__BackupManifest **m,
+                     char *err, size_t errlen)
+{
+    char obj[160];
+    if (gw_manifest_object(vm, id, obj, sizeof obj)) { snprintf(err, errlen, "bad VM name or backup id"); return -EINVAL; }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int r = s->ops->get(s, obj, GW_MANIFEST_MAX, &buf, &len);
+    if (r == -ENOENT) { snprintf(err, errlen, "no backup %s of VM %s in %s", id, vm, s->desc); return r; }
+    if (r) { snprintf(err, errlen, "%s", gw_store_error(s)); return r; }
+    char why[256];
+    r = gw_manifest_unpack(buf, len, m, why, sizeof why);
+    free(buf);
+    if (r) snprintf(err, errlen, "backup %s of VM %s: %s", id, vm, why);
+    return r;
+}

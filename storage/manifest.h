@@ -1,0 +1,48 @@
+/* Backup manifests in the chunk store: naming, framing and the checks a manifest read back
+ * from a store must pass before anything trusts it.
+ *
+ * Object "m.<vm>.<id>", layout: magic "GWMANIF1" (8), u32 LE protobuf length, u32 0, the
+ * SHA-256 of the protobuf (32), the BackupManifest protobuf (proto/godwit/v1/backup.proto).
+ * A manifest is written only after every chunk it names is durable, and it is listed in the
+ * VM's index ("b.<vm>", key = backup id) only after the manifest itself is durable: a backup
+ * that died half-way leaves unnamed chunks behind, never a listed backup with missing chunks.
+ *
+ * Checks on unpack, each failing with its own reason: length and magic, the protobuf's hash,
+ * decoding, format version, names (VM and id must be store-safe), image sizes within limits,
+ * chunk sizes a power of two in [4 KiB, GW_CHUNK_MAX], the chunk count exactly what size and
+ * chunk size imply, every chunk name 0 or 32 bytes, the state present with the VM configuration
+ * matching the memory image, and a 16-byte memory digest. */
+#ifndef GW_STORAGE_MANIFEST_H
+#define GW_STORAGE_MANIFEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "godwit/v1/backup.pb-c.h"
+
+#define GW_MANIFEST_VERSION 1u
+#define GW_MANIFEST_MAX (64u << 20)          /* largest manifest object we read */
+#define GW_BACKUP_MAX_MEMORY (64ull << 30)   /* the runner's own limit on guest RAM */
+#define GW_BACKUP_MAX_DISK (1ull << 40)
+#define GW_BACKUP_ID_MAX 64u
+
+struct gw_store;
+
+/* Object and index names; buffers of at least 160 bytes. -EINVAL for unsafe vm or id. */
+int gw_manifest_object(const char *vm, const char *id, char *buf, size_t cap);
+int gw_backup_index_name(const char *vm, char *buf, size_t cap);
+/* Chunk object name "c.<64 hex>" of a 32-byte hash; buf of at least 67 bytes. */
+void gw_chunk_object(const uint8_t hash[32], char *buf);
+
+/* Packs m into a new buffer (*out, freed by the caller). Returns 0 or -ENOMEM. */
+int gw_manifest_pack(const Godwit__V1__BackupManifest *m, uint8_t **out, size_t *len);
+/* Checks and decodes an object; *m is freed with godwit__v1__backup_manifest__free_unpacked.
+ * Returns 0 or -EBADMSG with the reason in err. */
+int gw_manifest_unpack(const uint8_t *obj, size_t len, Godwit__V1__BackupManifest **m, char *err, size_t errlen);
+
+/* Reads, checks and decodes the manifest of backup id of vm from store s. -ENOENT when the
+ * store has no such backup. */
+int gw_manifest_load(struct gw_store *s, const char *vm, const char *id, Godwit__V1__BackupManifest **m,
+                     char *err, size_t errlen);
+
+#endif

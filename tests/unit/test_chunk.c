@@ -1,0 +1,250 @@
+/* Unit tests for storage/chunk.c and storage/manifest.c: chunks round-trip plain, compressed
+ * and encrypted; every hostile object (truncated, wrong hash, altered header, lying lengths,
+ * wrong key) is refused with its own reason; hostile manifests likewise. Prints the encode
+ * throughput (informative). */
+#include "storage/chunk.h"
+#include "storage/manifest.h"
+#include "engine/common/util.h"
+#include "tests/lib/gw_test.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CS (256u << 10)
+
+static uint64_t rng = 0x1234567887654321ull;
+static void fill_random(uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; p[i] = (uint8_t)rng; }
+}
+
+static struct gw_chunk_keys test_keys(const char *hex)
+{
+    char dir[] = "/tmp/gwchunkXXXXXX";
+    struct gw_chunk_keys k;
+    memset(&k, 0, sizeof k);
+    if (!mkdtemp(dir)) return k;
+    char path[64];
+    snprintf(path, sizeof path, "%s/key", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "%s\n", hex);
+    fclose(f);
+    char err[256];
+    gw_chunk_keys_load(path, &k, err, sizeof err);
+    unlink(path);
+    rmdir(dir);
+    return k;
+}
+
+static const char *KEY1 = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+static const char *KEY2 = "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+static void roundtrip(const struct gw_chunk_keys *k, bool compressible, bool compress)
+{
+    uint8_t *data = malloc(CS), *obj = malloc(gw_chunk_encoded_cap(CS)), *back = malloc(CS);
+    if (compressible) { memset(data, 0, CS); for (size_t i = 0; i < CS; i += 97) data[i] = (uint8_t)i; }
+    else fill_random(data, CS);
+    uint8_t h[32];
+    gw_chunk_hash(k, data, CS, h);
+    long n = gw_chunk_encode(k, data, CS, compress, obj, gw_chunk_encoded_cap(CS));
+    CHECK(n > 0);
+    if (compressible && compress) CHECK(n < (long)CS / 2);
+    if (!compressible) CHECK(n == (long)(CS + GW_CHUNK_HEADER));
+    char err[256];
+    long m = gw_chunk_decode(k, h, obj, (size_t)n, back, CS, CS, err, sizeof err);
+    CHECK_EQ(m, CS);
+    CHECK(!memcmp(back, data, CS));
+    free(data); free(obj); free(back);
+}
+
+GW_TEST(chunk_roundtrips)
+{
+    roundtrip(NULL, false, true);
+    roundtrip(NULL, true, true);
+    roundtrip(NULL, true, false);
+    struct gw_chunk_keys k = test_keys(KEY1);
+    REQUIRE(k.encrypted);
+    roundtrip(&k, false, true);
+    roundtrip(&k, true, true);
+}
+
+GW_TEST(chunk_names_depend_on_key)
+{
+    uint8_t data[4096] = {1, 2, 3}, a[32], b[32], c[32];
+    struct gw_chunk_keys k1 = test_keys(KEY1), k2 = test_keys(KEY2);
+    gw_chunk_hash(NULL, data, sizeof data, a);
+    gw_chunk_hash(&k1, data, sizeof data, b);
+    gw_chunk_hash(&k2, data, sizeof data, c);
+    CHECK(memcmp(a, b, 32) && memcmp(b, c, 32) && memcmp(a, c, 32));
+    char hex[65];
+    gw_chunk_name_hex(a, hex);
+    CHECK_EQ(strlen(hex), 64);
+}
+
+/* Decodes obj and expects a refusal whose reason contains want. */
+static void expect_bad(const struct gw_chunk_keys *k, const uint8_t h[32], const uint8_t *obj, size_t len, const char *want)
+{
+    uint8_t *out = malloc(CS);
+    char err[256] = "";
+    long r = gw_chunk_decode(k, h, obj, len, out, CS, CS, err, sizeof err);
+    CHECK_EQ(r, -EBADMSG);
+    if (!strstr(err, want)) { fprintf(stderr, "  reason '%s' lacks '%s'\n", err, want); CHECK(0); }
+    free(out);
+}
+
+GW_TEST(chunk_hostile_objects_refused)
+{
+    uint8_t *data = malloc(CS), *obj = malloc(gw_chunk_encoded_cap(CS)), h[32];
+    memset(data, 7, CS);
+    data[5] = 9;
+    gw_chunk_hash(NULL, data, CS, h);
+    long n = gw_chunk_encode(NULL, data, CS, true, obj, gw_chunk_encoded_cap(CS));
+    REQUIRE(n > (long)GW_CHUNK_HEADER);
+    expect_bad(NULL, h, obj, 10, "truncated");
+    expect_bad(NULL, h, obj, (size_t)n - 1, "truncated");
+    uint8_t *c = malloc(gw_chunk_encoded_cap(CS));
+    memcpy(c, obj, (size_t)n); c[0] ^= 1;
+    expect_bad(NULL, h, c, (size_t)n, "magic");
+    memcpy(c, obj, (size_t)n); c[12] = 0xff; c[13] = 0xff; c[14] = 0xff; c[15] = 0x7f;  /* huge raw_len */
+    expect_bad(NULL, h, c, (size_t)n, "claims");
+    memcpy(c, obj, (size_t)n); c[8] |= 0x80;
+    expect_bad(NULL, h, c, (size_t)n, "flags");
+    memcpy(c, obj, (size_t)n); c[n - 1] ^= 0x55;  /* lz4 stream damaged or data altered */
+    long r = gw_chunk_decode(NULL, h, c, (size_t)n, data, CS, CS, (char[256]){0}, 256);
+    CHECK_EQ(r, -EBADMSG);
+    uint8_t other[32];
+    memcpy(other, h, 32); other[0] ^= 1;
+    expect_bad(NULL, other, obj, (size_t)n, "does not match its name");
+    /* An uncompressed chunk whose data was altered: the hash catches it. */
+    fill_random(data, CS);
+    gw_chunk_hash(NULL, data, CS, h);
+    n = gw_chunk_encode(NULL, data, CS, false, obj, gw_chunk_encoded_cap(CS));
+    obj[GW_CHUNK_HEADER + 100] ^= 1;
+    expect_bad(NULL, h, obj, (size_t)n, "does not match its name");
+    /* Encrypted: a wrong key, a missing key, an altered header. */
+    struct gw_chunk_keys k1 = test_keys(KEY1), k2 = test_keys(KEY2);
+    gw_chunk_hash(&k1, data, CS, h);
+    n = gw_chunk_encode(&k1, data, CS, true, obj, gw_chunk_encoded_cap(CS));
+    expect_bad(&k2, h, obj, (size_t)n, "authentication");
+    expect_bad(NULL, h, obj, (size_t)n, "key file");
+    memcpy(c, obj, (size_t)n); c[20] = 1;   /* reserved header byte is authenticated */
+    expect_bad(&k1, h, c, (size_t)n, "authentication");
+    free(c); free(data); free(obj);
+}
+
+GW_TEST(chunk_encode_throughput)
+{
+    size_t total = 64u << 20;
+    uint8_t *data = malloc(CS), *obj = malloc(gw_chunk_encoded_cap(CS)), h[32];
+    fill_random(data, CS);
+    uint64_t t0 = gw_now_ns();
+    for (size_t done = 0; done < total; done += CS) {
+        gw_chunk_hash(NULL, data, CS, h);
+        gw_chunk_encode(NULL, data, CS, true, obj, gw_chunk_encoded_cap(CS));
+    }
+    double s = (gw_now_ns() - t0) / 1e9;
+    printf("  sha256+lz4-try of random data: %.0f MiB/s\n", (total >> 20) / s);
+    CHECK(s > 0);
+    free(data); free(obj);
+}
+
+/* A valid manifest to mutate. */
+static Godwit__V1__BackupManifest *valid_manifest(uint8_t names[][32], size_t n)
+{
+    static Godwit__V1__BackupManifest m;
+    static Godwit__V1__BackupImage mem, disk;
+    static Godwit__V1__VmState st;
+    static Godwit__V1__VmConfig cfg;
+    static ProtobufCBinaryData chunks[16];
+    static uint8_t dg[16] = {1};
+    godwit__v1__backup_manifest__init(&m);
+    godwit__v1__backup_image__init(&mem);
+    godwit__v1__backup_image__init(&disk);
+    godwit__v1__vm_state__init(&st);
+    godwit__v1__vm_config__init(&cfg);
+    for (size_t i = 0; i < n; i++) { chunks[i].data = names[i]; chunks[i].len = i == 1 ? 0 : 32; }
+    mem.size = n * 65536;
+    mem.chunk_size = 65536;
+    mem.n_chunks = n;
+    mem.chunks = chunks;
+    cfg.memory_bytes = mem.size;
+    st.config = &cfg;
+    m.format_version = GW_MANIFEST_VERSION;
+    m.id = "20261130T120000Z-0001";
+    m.vm_name = "web1";
+    m.state = &st;
+    m.memory = &mem;
+    m.disk = &disk;
+    m.memory_digest.data = dg;
+    m.memory_digest.len = 16;
+    return &m;
+}
+
+static void expect_manifest_bad(const Godwit__V1__BackupManifest *m, const char *want)
+{
+    uint8_t *b;
+    size_t len;
+    REQUIRE(gw_manifest_pack(m, &b, &len) == 0);
+    Godwit__V1__BackupManifest *out = NULL;
+    char err[256] = "";
+    CHECK_EQ(gw_manifest_unpack(b, len, &out, err, sizeof err), -EBADMSG);
+    if (!strstr(err, want)) { fprintf(stderr, "  reason '%s' lacks '%s'\n", err, want); CHECK(0); }
+    CHECK(out == NULL);
+    free(b);
+}
+
+GW_TEST(manifest_roundtrip_and_hostile)
+{
+    uint8_t names[4][32];
+    fill_random(&names[0][0], sizeof names);
+    Godwit__V1__BackupManifest *m = valid_manifest(names, 4);
+    uint8_t *b;
+    size_t len;
+    REQUIRE(gw_manifest_pack(m, &b, &len) == 0);
+    Godwit__V1__BackupManifest *out = NULL;
+    char err[256] = "";
+    CHECK_EQ(gw_manifest_unpack(b, len, &out, err, sizeof err), 0);
+    REQUIRE(out);
+    CHECK_EQ(out->memory->n_chunks, 4);
+    CHECK(!memcmp(out->memory->chunks[2].data, names[2], 32));
+    godwit__v1__backup_manifest__free_unpacked(out, NULL);
+    /* Truncated, flipped byte (hash), bad magic. */
+    CHECK_EQ(gw_manifest_unpack(b, len - 3, &out, err, sizeof err), -EBADMSG);
+    CHECK(strstr(err, "truncated") != NULL);
+    b[len - 1] ^= 1;
+    CHECK_EQ(gw_manifest_unpack(b, len, &out, err, sizeof err), -EBADMSG);
+    CHECK(strstr(err, "hash") != NULL);
+    b[0] ^= 1;
+    CHECK_EQ(gw_manifest_unpack(b, len, &out, err, sizeof err), -EBADMSG);
+    CHECK(strstr(err, "magic") != NULL);
+    free(b);
+    /* Lying counts and sizes. */
+    m = valid_manifest(names, 4);
+    m->memory->size = 1ull << 50;
+    expect_manifest_bad(m, "over the limit");
+    m = valid_manifest(names, 4);
+    m->memory->size = 100ull * 65536;  /* claims 100 chunks, lists 4 */
+    m->state->config->memory_bytes = m->memory->size;
+    expect_manifest_bad(m, "lists 4 chunks");
+    m = valid_manifest(names, 4);
+    m->memory->chunk_size = 3000;
+    expect_manifest_bad(m, "power of two");
+    m = valid_manifest(names, 4);
+    m->memory->chunks[0].len = 31;
+    expect_manifest_bad(m, "31-byte name");
+    m = valid_manifest(names, 4);
+    m->vm_name = "../etc";
+    expect_manifest_bad(m, "unsafe");
+    m = valid_manifest(names, 4);
+    m->state = NULL;
+    expect_manifest_bad(m, "no VM state");
+    m = valid_manifest(names, 4);
+    m->memory_digest.len = 3;
+    expect_manifest_bad(m, "digest");
+    m = valid_manifest(names, 4);
+    m->format_version = 9;
+    expect_manifest_bad(m, "format 9");
+}

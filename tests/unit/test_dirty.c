@@ -1,0 +1,171 @@
+/* Unit tests for engine/dirty on a real KVM VM running the dirtier: two consumers of one
+ * tracker both see every guest write (every page whose bytes changed is in each consumer's
+ * bitmaps) and every device write, harvest at their own pace under a running guest, and
+ * clear independently. Skipped (exit 77) where /dev/kvm cannot be opened. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/common/util.h"
+#include "engine/dirty/dirty.h"
+#include "engine/vm/vm.h"
+#include "tests/lib/gw_test.h"
+
+#define PG 4096u
+
+static bool have_kvm(void)
+{
+    int fd = open("/dev/kvm", O_RDWR);
+    if (fd < 0) return false;
+    close(fd);
+    return true;
+}
+
+static struct gw_vm *running_vm(void)
+{
+    struct gw_vm_config cfg = {.name = "t", .memory_bytes = 32ull << 20, .vcpus = 1,
+                               .guest_spec = "dirtier:ws=4M,rate=16M", .console_fd = -1};
+    struct gw_vm *vm = NULL;
+    char err[256];
+    if (gw_vm_create(&cfg, &vm, err, sizeof err)) { fprintf(stderr, "create: %s\n", err); return NULL; }
+    if (gw_vm_boot(vm, err, sizeof err) || gw_vm_start(vm) || gw_vm_wait_ready(vm, 20000)) {
+        gw_vm_destroy(vm);
+        return NULL;
+    }
+    return vm;
+}
+
+static bool bit(const uint64_t *map, uint64_t pfn)
+{
+    return (map[pfn / 64] >> (pfn % 64)) & 1;
+}
+
+/* ORs c's last fetch into acc. */
+static void collect(const struct gw_dirty_consumer *c, uint64_t *acc)
+{
+    for (uint64_t w = 0; w < c->words; w++) acc[w] |= c->bitmap[w];
+}
+
+/* A fetch that also re-protects everything it returned, as a migration round does. */
+static int fetch_and_clear(struct gw_dirty_consumer *c, uint64_t *acc)
+{
+    int r = gw_dirty_fetch(c, NULL);
+    if (!r) r = gw_dirty_clear(c, 0, c->npages);
+    if (!r) collect(c, acc);
+    return r;
+}
+
+GW_TEST(two_consumers_see_every_guest_and_device_write)
+{
+    if (!have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    struct gw_vm *vm = running_vm();
+    REQUIRE(vm);
+    struct gw_dirty_consumer *a = NULL, *b = NULL;
+    char why[200] = "";
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &a, why, sizeof why) == 0);
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_KVM_CLASSIC, &b, why, sizeof why) == 0); /* joins a's */
+    uint64_t npages = a->npages, words = a->words;
+    uint64_t *seen_a = calloc(words, 8), *seen_b = calloc(words, 8);
+    uint8_t *before = malloc(vm->mem.size);
+    REQUIRE(seen_a && seen_b && before);
+    /* Start from a known point: both consumers empty, memory copied while paused. */
+    REQUIRE(gw_vm_pause(vm) == 0);
+    CHECK_EQ(fetch_and_clear(a, seen_a), 0);
+    CHECK_EQ(fetch_and_clear(b, seen_b), 0);
+    memset(seen_a, 0, words * 8);
+    memset(seen_b, 0, words * 8);
+    memcpy(before, vm->mem.base, vm->mem.size);
+    REQUIRE(gw_vm_resume(vm) == 0);
+
+    /* The harvester under a running guest: a fetches often, b seldom; device writes come in
+     * between (a device writes guest RAM, then reports it). */
+    uint64_t dev_pfns[3] = { npages - 1, npages - 70, npages - 140 };   /* above the guest's data */
+    for (int i = 0; i < 40; i++) {
+        CHECK_EQ(fetch_and_clear(a, seen_a), 0);
+        if (i % 7 == 0) CHECK_EQ(fetch_and_clear(b, seen_b), 0);
+        if (i < 3) {
+            uint64_t gpa = gw_guest_mem_gpa(&vm->mem, dev_pfns[i] * PG);
+            memset(vm->mem.base + dev_pfns[i] * PG, 0x5a + i, 100);
+            gw_dirty_mark_gpa(vm, gpa + 10, 50);
+        }
+        usleep(10000);
+    }
+    REQUIRE(gw_vm_pause(vm) == 0);
+    CHECK_EQ(fetch_and_clear(a, seen_a), 0);
+    CHECK_EQ(fetch_and_clear(b, seen_b), 0);
+
+    /* Every page whose bytes changed is in both; the guest did write. */
+    uint64_t changed = 0, missed_a = 0, missed_b = 0;
+    for (uint64_t p = 0; p < npages; p++) {
+        if (!memcmp(before + p * PG, vm->mem.base + p * PG, PG)) continue;
+        changed++;
+        missed_a += !bit(seen_a, p);
+        missed_b += !bit(seen_b, p);
+    }
+    CHECK(changed > 50);
+    CHECK_EQ(missed_a, 0);
+    CHECK_EQ(missed_b, 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK(bit(seen_a, dev_pfns[i]));
+        CHECK(bit(seen_b, dev_pfns[i]));
+    }
+    printf("  %llu pages changed, manual protect %s\n", (unsigned long long)changed, gw_dirty_manual(a) ? "on" : "off");
+    gw_dirty_detach(a);
+    gw_dirty_detach(b);
+    gw_vm_destroy(vm);
+    free(seen_a); free(seen_b); free(before);
+}
+
+GW_TEST(consumers_clear_independently)
+{
+    if (!have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    struct gw_vm *vm = running_vm();
+    REQUIRE(vm);
+    REQUIRE(gw_vm_pause(vm) == 0);   /* only device writes from here */
+    struct gw_dirty_consumer *a = NULL, *b = NULL;
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &a, NULL, 0) == 0);
+    uint64_t n;
+    CHECK_EQ(gw_dirty_fetch(a, &n), 0);
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &b, NULL, 0) == 0);
+    uint64_t gpa = gw_guest_mem_gpa(&vm->mem, 100 * PG);
+    gw_dirty_mark_gpa(vm, gpa, 2 * PG);            /* pages 100 and 101 */
+    CHECK_EQ(gw_dirty_fetch(a, &n), 0);             /* a harvests: b must still get them */
+    CHECK_EQ(n, 2);
+    CHECK(bit(a->bitmap, 100) && bit(a->bitmap, 101));
+    CHECK_EQ(gw_dirty_clear(a, 64, 64), 0);
+    CHECK_EQ(gw_dirty_fetch(a, &n), 0);             /* a's next fetch: nothing new */
+    CHECK_EQ(n, 0);
+    gw_dirty_mark_gpa(vm, gw_guest_mem_gpa(&vm->mem, 5 * PG), 1);
+    CHECK_EQ(gw_dirty_fetch(b, &n), 0);             /* b: both writes since it attached */
+    CHECK_EQ(n, 3);
+    CHECK(bit(b->bitmap, 5) && bit(b->bitmap, 100) && bit(b->bitmap, 101));
+    CHECK_EQ(gw_dirty_fetch(a, &n), 0);             /* a: only the one after its fetch */
+    CHECK_EQ(n, 1);
+    CHECK(bit(a->bitmap, 5));
+    /* A consumer attached late sees nothing from before; a bad clear range is refused. */
+    CHECK_EQ(gw_dirty_clear(b, 3, 64), -EINVAL);
+    CHECK_EQ(gw_dirty_clear(b, 0, a->npages + 64), -EINVAL);
+    gw_dirty_detach(a);
+    /* b keeps tracking alone. */
+    gw_dirty_mark_gpa(vm, gw_guest_mem_gpa(&vm->mem, 7 * PG), 1);
+    CHECK_EQ(gw_dirty_fetch(b, &n), 0);
+    CHECK_EQ(n, 1);
+    gw_dirty_detach(b);
+    gw_vm_destroy(vm);
+}
+
+GW_TEST(unavailable_backends_say_why)
+{
+    if (!have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    struct gw_vm *vm = running_vm();
+    REQUIRE(vm);
+    struct gw_dirty_consumer *c = NULL;
+    char why[200] = "";
+    CHECK_EQ(gw_dirty_attach(vm, GW_DIRTY_KVM_RING, &c, why, sizeof why), -ENOTSUP);
+    CHECK(strstr(why, "dirty ring") != NULL);
+    CHECK_EQ(gw_dirty_attach(vm, GW_DIRTY_UFFD_WP, &c, why, sizeof why), -ENOTSUP);
+    CHECK(strstr(why, "write-protect") != NULL);
+    gw_vm_destroy(vm);
+}
