@@ -46,6 +46,12 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
         return -EBUSY;
     }
     if (r->migrated) { snprintf(err, errlen, "the VM has already migrated away"); return -EALREADY; }
+    if (!r->incoming && r->last_mig.phase == GW_MIG_POSTCOPY_PAUSED) {
+        /* After GO the destination owns the VM: a new migration could resume it here. */
+        snprintf(err, errlen, "a post-copy migration of this VM stopped after the hand-over; it belongs to "
+                 "the destination");
+        return -EBUSY;
+    }
     char why[256];
     if (gw_vm_fatal(r->vm, why, sizeof why)) { snprintf(err, errlen, "the VM has failed: %s", why); return -ESRCH; }
     if (!req->destination || !*req->destination) { snprintf(err, errlen, "migrate needs a destination"); return -EINVAL; }

@@ -198,6 +198,11 @@ class Postcopy(unittest.TestCase):
         st2 = p.status(p.src_sock)
         self.assertEqual(st2["state"], "paused")
         self.assertEqual(st2["guest_pages_written"], a)
+        # A new migration could resume it here on failure: refused.
+        r = gwtest.run([VM, "migrate", "--control", p.src_sock, "--to", "tcp:127.0.0.1:1"], timeout=10)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("belongs to the destination", r.stderr)
+        self.assertEqual(p.status(p.src_sock)["state"], "paused")
 
     def test_refused_before_go_runs_on_at_source(self):
         # A destination that expects another VM refuses before GO: the source runs on.
