@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/codec/wire.h"
 #include "engine/common/log.h"
@@ -41,7 +42,7 @@ struct gw_postcopy {
     struct gw_dirty_consumer *dirty;
     uint64_t *push;
     uint64_t npages;
-    uint64_t t_start, t_pause, t_go;
+    uint64_t t_start, t_pause, t_go, t_precopy;
     struct gw_rbuf buf;
     uint64_t pfns[4096];
 };
@@ -198,6 +199,19 @@ static int setup(struct gw_postcopy *m)
 
 #define PFN_BATCH 4096u
 
+/* Keeps pre-copy under the policy's bandwidth limit, in short sleeps so a cancel is seen. */
+static void pace_precopy(struct gw_postcopy *m, uint64_t moved)
+{
+    uint64_t limit = m->p.bandwidth_limit_bps;
+    if (!limit) return;
+    uint64_t due = m->t_precopy + (uint64_t)((double)moved * 1e9 / (double)limit);
+    for (uint64_t now; !cancelled(m) && (now = gw_now_ns()) < due;) {
+        uint64_t d = due - now < 20000000ull ? due - now : 20000000ull;
+        struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int queue_pfns(struct gw_postcopy *m, const uint64_t *pfns, size_t n)
 {
     struct gw_err e = {0};
@@ -205,7 +219,9 @@ static int queue_pfns(struct gw_postcopy *m, const uint64_t *pfns, size_t n)
     if (r) return fail(m, r, "pre-copy: %s", e.msg);
     pthread_mutex_lock(&m->lock);
     m->prog.moved_bytes += n * 4096ull;
+    uint64_t moved = m->prog.moved_bytes;
     pthread_mutex_unlock(&m->lock);
+    pace_precopy(m, moved);
     return cancelled(m) ? fail(m, -ECANCELED, "cancelled") : 0;
 }
 
@@ -271,7 +287,7 @@ static int precopy_rounds(struct gw_postcopy *m)
     int r = gw_dirty_attach(m->vm, GW_DIRTY_KVM_BITMAP, &m->dirty, why, sizeof why);
     if (r) return fail(m, r, "cannot start dirty logging: %s", why[0] ? why : strerror(-r));
     uint64_t limit = m->p.downtime_limit_ns ? m->p.downtime_limit_ns : 50000000ull;
-    uint64_t t0 = gw_now_ns();
+    uint64_t t0 = m->t_precopy = gw_now_ns();
     r = gw_mem_for_each_data(&m->vm->mem, queue_range, m);
     unsigned slow = 0;
     /* The operator's switch is taken between rounds: a round cut short would leave pages that

@@ -32,7 +32,7 @@ struct gw_postcopy_params {
     enum gw_codec_mode codec;
     const uint8_t *secret;         /* copied */
     size_t secret_len;
-    uint64_t bandwidth_limit_bps;  /* background push rate, 0 = unlimited */
+    uint64_t bandwidth_limit_bps;  /* pre-copy rounds and background push, 0 = unlimited */
     uint64_t timeout_ns;           /* bounds the phases before GO; 0 = 60 s */
     bool preamble;                 /* as gw_precopy_params */
     struct gw_tls_ctx *tls;        /* taken by gw_postcopy_start, even when it fails */

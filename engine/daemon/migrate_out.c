@@ -222,8 +222,10 @@ static void follow(struct mig *m)
         if (want_switch && !switch_sent && !gw_job_final(j->state)) {
             Godwit__V1__RunnerReply *srep = NULL;
             gw_runner_op(m->sock, GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY, &srep, 5000);
+            /* Until the runner took it, or its pre-copy is over anyway (the migration may not
+             * have reached the runner yet). */
+            switch_sent = srep && (srep->ok || (srep->error && strstr(srep->error, "not in pre-copy")));
             if (srep) godwit__v1__runner_reply__free_unpacked(srep, NULL);
-            switch_sent = true;
         }
         Godwit__V1__RunnerReply *rep = NULL;
         if (gw_runner_op(m->sock, GODWIT__V1__RUNNER_REQUEST__OP_STATUS, &rep, 2000)) {

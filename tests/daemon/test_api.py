@@ -462,8 +462,10 @@ class MigrationTest(DaemonTest):
     def test_switch_to_postcopy(self):
         # A hybrid migration that would run many rounds (50 allowed, a 1 ms downtime it never
         # fits): SwitchToPostcopy ends pre-copy after the round in progress.
-        self.create("punt", memory_bytes=256 << 20, guest="dirtier:ws=96M,rate=64M")
-        job = self.migrate("punt", mode=api.MigrationPolicy.HYBRID, max_rounds=50, downtime_limit_ms=1)
+        # Pre-copy at 16 MiB/s: round 0 alone takes 2 s, plenty of time for the word to arrive.
+        self.create("punt", memory_bytes=128 << 20, guest="dirtier:ws=32M,rate=16M")
+        job = self.migrate("punt", mode=api.MigrationPolicy.HYBRID, max_rounds=50, downtime_limit_ms=1,
+                           bandwidth_limit_bytes_per_s=16 << 20)
         # Not a hybrid job: refused.
         self.create("plain")
         other = self.migrate("plain", mode=api.MigrationPolicy.POSTCOPY)

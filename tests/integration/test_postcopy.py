@@ -117,13 +117,14 @@ class Postcopy(unittest.TestCase):
     def test_hybrid_operator_switch(self):
         # A guest that would take many rounds (large working set, 50 allowed, a downtime limit
         # it never fits): the operator's word ends pre-copy after the round in progress.
-        p = self.pair("dirtier:ws=96M,rate=64M", dst_seconds=6)
+        # Pre-copy at 16 MiB/s: round 0 alone takes 2 s, plenty of time for the word to arrive.
+        p = self.pair("dirtier:ws=32M,rate=16M", dst_seconds=6)
         # No migration yet: nothing to switch.
         r = gwtest.run([VM, "postcopy", "--control", p.src_sock], timeout=10)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("no hybrid migration", r.stderr)
         mig = subprocess.Popen([VM, "migrate", "--control", p.src_sock, "--to", p.url, "--mode", "hybrid",
-                                "--max-rounds", "50", "--downtime-ms", "1", "--wait", "--json"],
+                                "--max-rounds", "50", "--downtime-ms", "1", "--bandwidth", "16M", "--wait", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         r = gwtest.run([VM, "postcopy", "--control", p.src_sock], timeout=10)
         for _ in range(50):
@@ -198,6 +199,11 @@ class Postcopy(unittest.TestCase):
         st2 = p.status(p.src_sock)
         self.assertEqual(st2["state"], "paused")
         self.assertEqual(st2["guest_pages_written"], a)
+        # A new migration could resume it here on failure: refused.
+        r = gwtest.run([VM, "migrate", "--control", p.src_sock, "--to", "tcp:127.0.0.1:1"], timeout=10)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("belongs to the destination", r.stderr)
+        self.assertEqual(p.status(p.src_sock)["state"], "paused")
 
     def test_refused_before_go_runs_on_at_source(self):
         # A destination that expects another VM refuses before GO: the source runs on.
