@@ -32,7 +32,9 @@ struct gw_pc_client {
     struct gw_uffd_placer u;
     struct gw_page_placer pl;     /* the uffd placer, once switched */
     struct gw_placer_direct direct;   /* pre-copy: pages written straight into memory */
-    struct gw_page_placer pre;
+    struct gw_page_placer direct_pl;
+    struct gw_page_placer pre;    /* direct_pl, noting each page's digest hash as it lands */
+    uint64_t *pre_hash;           /* per page: gw_pc_page_hash of its pre-copied content */
     uint8_t *mem;
     uint64_t mem_size;
     unsigned precopy_ended;       /* under mu: lanes past PRECOPY_END */
@@ -104,6 +106,49 @@ static void *fault_main(void *arg)
     if (e.code && !stopping(c)) gw_pc_client_fail(c, &e);
     return NULL;
 }
+
+/* ---- the pre-copy placer: the direct placer, plus each page's hash as it lands, so that the
+ * switch sums the pre-copied pages without reading them during the guest's pause ---- */
+
+static uint8_t *pre_direct(void *ctx, uint64_t pfn, uint32_t n)
+{
+    struct gw_pc_client *c = ctx;
+    return c->direct_pl.ops->direct(c->direct_pl.ctx, pfn, n);
+}
+
+static void pre_prepare(void *ctx, uint64_t pfn, uint32_t n)
+{
+    struct gw_pc_client *c = ctx;
+    c->direct_pl.ops->prepare(c->direct_pl.ctx, pfn, n);
+}
+
+static int pre_placed(void *ctx, uint64_t pfn, uint32_t n)
+{
+    struct gw_pc_client *c = ctx;
+    int r = c->direct_pl.ops->placed(c->direct_pl.ctx, pfn, n);
+    for (uint64_t p = pfn; !r && p < pfn + n; p++) c->pre_hash[p] = gw_pc_page_hash(p, c->mem + p * 4096);
+    return r;
+}
+
+static int pre_copy(void *ctx, uint64_t pfn, const uint8_t *src)
+{
+    struct gw_pc_client *c = ctx;
+    int r = c->direct_pl.ops->copy(c->direct_pl.ctx, pfn, src);
+    if (!r) c->pre_hash[pfn] = gw_pc_page_hash(pfn, src);
+    return r;
+}
+
+static int pre_zero(void *ctx, uint64_t pfn)
+{
+    struct gw_pc_client *c = ctx;
+    int r = c->direct_pl.ops->zero(c->direct_pl.ctx, pfn);
+    if (!r) c->pre_hash[pfn] = gw_pc_page_hash(pfn, NULL);
+    return r;
+}
+
+static const struct gw_page_placer_ops pre_ops = {
+    .direct = pre_direct, .prepare = pre_prepare, .placed = pre_placed, .copy = pre_copy, .zero = pre_zero,
+};
 
 /* ---- receivers ---- */
 
@@ -203,8 +248,10 @@ int gw_pc_client_start(struct gw_session *ses, uint8_t *mem, uint64_t mem_size, 
     c->mem_size = mem_size;
     c->direct = (struct gw_placer_direct){.mem = mem, .mem_size = mem_size,
                                           .written = calloc((mem_size / 4096 + 63) / 64, 8)};
-    if (!c->direct.written) { gw_pc_client_close(c, false); return gw_err_set(e, -ENOMEM, "out of memory"); }
-    c->pre = gw_placer_direct(&c->direct);
+    c->pre_hash = calloc(mem_size / 4096, 8);
+    if (!c->direct.written || !c->pre_hash) { gw_pc_client_close(c, false); return gw_err_set(e, -ENOMEM, "out of memory"); }
+    c->direct_pl = gw_placer_direct(&c->direct);
+    c->pre = (struct gw_page_placer){.ops = &pre_ops, .ctx = c, .mem_size = mem_size};
     c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int r;
     if (c->stop_fd < 0) { r = -errno; gw_pc_client_close(c, false); return gw_err_set(e, r, "eventfd failed"); }
@@ -233,7 +280,7 @@ static void settle_precopy(struct gw_pc_client *c, const uint64_t *dirty)
         if (!stale) {
             c->u.received[p / 64] |= 1ull << (p % 64);
             c->u.placed++;
-            c->u.hash_sum += gw_pc_page_hash(p, c->mem + p * 4096);
+            c->u.hash_sum += c->pre_hash[p];   /* hashed as it landed: nothing read now */
             p++;
             continue;
         }
@@ -349,6 +396,7 @@ void gw_pc_client_close(struct gw_pc_client *c, bool abandon)
     }
     gw_uffd_placer_close(&c->u);
     free(c->direct.written);
+    free(c->pre_hash);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c);

@@ -266,6 +266,12 @@ int gw_pc_server_precopy(struct gw_pc_server *s, const uint64_t *pfns, size_t n,
     return r ? pump_err(s, r, e) : 0;
 }
 
+int gw_pc_server_precopy_drain(struct gw_pc_server *s, struct gw_err *e)
+{
+    int r = gw_pump_drain(s->pump);
+    return r ? pump_err(s, r, e) : 0;
+}
+
 int gw_pc_server_precopy_end(struct gw_pc_server *s, struct gw_err *e)
 {
     int r = gw_pump_barrier(s->pump, 1, 0);

@@ -49,6 +49,9 @@ struct gw_pc_server;
 int gw_pc_server_open(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **out, struct gw_err *e);
 /* Pre-copy (hybrid): queues pages on the lanes while the guest still runs here. */
 int gw_pc_server_precopy(struct gw_pc_server *s, const uint64_t *pfns, size_t n, struct gw_err *e);
+/* Waits until every pre-copy page queued so far is handed to the wire (while the guest still
+ * runs: what is in flight at the pause would otherwise be sent during it). */
+int gw_pc_server_precopy_drain(struct gw_pc_server *s, struct gw_err *e);
 /* Ends pre-copy: PRECOPY_END on every lane once everything queued is sent. */
 int gw_pc_server_precopy_end(struct gw_pc_server *s, struct gw_err *e);
 /* Starts the request server and the push of the pages in push (bitmap, caller-owned, valid

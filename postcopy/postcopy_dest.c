@@ -76,23 +76,29 @@ static void stats(struct gw_postcopy_in *p)
 }
 
 /* The end of post-copy here: completed, or paused with the reason. */
+/* The first call decides (the source hanging up right after DONE is no failure). */
 static void finish(struct gw_postcopy_in *p, enum gw_mig_phase ph, const char *why)
 {
-    if (ph != GW_MIG_COMPLETED) {
+    stats(p);
+    pthread_mutex_lock(&p->lock);
+    bool first = !p->finished;
+    if (first) {
+        p->prog.phase = ph;
+        if (why) snprintf(p->prog.error, sizeof p->prog.error, "%s", why);
+        if (ph == GW_MIG_COMPLETED) {
+            p->prog.pc.digest_ok = true;
+            p->prog.pc.pages_remaining = 0;
+        }
+        p->finished = true;
+    }
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->lock);
+    if (first && ph != GW_MIG_COMPLETED) {
         /* Never run on part of the memory: the pages still missing are at the source. */
         gw_vm_pause(p->vm);
         gw_error("vm %s: post-copy stopped: %s; the VM is paused here and cannot run until the source's "
                  "pages arrive", p->vm->name, why);
     }
-    stats(p);
-    pthread_mutex_lock(&p->lock);
-    if (!p->finished) {
-        p->prog.phase = ph;
-        if (why) snprintf(p->prog.error, sizeof p->prog.error, "%s", why);
-        p->finished = true;
-    }
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->lock);
 }
 
 /* Stream 0 after GO: the source's DIGEST; any failure stops post-copy. */
@@ -178,15 +184,12 @@ static void *done_main(void *arg)
     }
     struct gw_pc_client_stats st;
     gw_pc_client_stats(p->c, &st);
+    /* Completed before DONE leaves: the source hangs up as soon as it has it. */
+    finish(p, GW_MIG_COMPLETED, NULL);
     uint8_t b[GW_PC_HDR];
     gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_DONE, .a = st.pages_received, .b = st.pages_dup}, b);
     if (gw_session_send(p->ses, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, b, sizeof b, &e))
         gw_warn("vm %s: could not tell the source post-copy is done: %s", p->vm->name, e.msg);
-    pthread_mutex_lock(&p->lock);
-    p->prog.pc.digest_ok = true;
-    p->prog.pc.pages_remaining = 0;
-    pthread_mutex_unlock(&p->lock);
-    finish(p, GW_MIG_COMPLETED, NULL);
     gw_info("vm %s: post-copy complete: %llu pages, %llu requested, request p50 %llu us p99 %llu us", p->vm->name,
             (unsigned long long)st.pages_received, (unsigned long long)st.pages_requested,
             (unsigned long long)st.lat_p50_us, (unsigned long long)st.lat_p99_us);

@@ -326,6 +326,11 @@ static int precopy_rounds(struct gw_postcopy *m)
 /* Pause, start the page traffic, state, READY. 0: the destination is READY. */
 static int hand_over(struct gw_postcopy *m)
 {
+    if (m->dirty) {
+        struct gw_err e = {0};
+        int r = gw_pc_server_precopy_drain(m->srv, &e);
+        if (r) return fail(m, r, "pre-copy: %s", e.msg);
+    }
     pthread_mutex_lock(&m->lock);
     m->switched = true;
     m->prog.phase = GW_MIG_SWITCHOVER;
