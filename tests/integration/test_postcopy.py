@@ -197,13 +197,18 @@ class Postcopy(unittest.TestCase):
         a = st["guest_pages_written"]
         time.sleep(0.5)
         st2 = p.status(p.src_sock)
-        self.assertEqual(st2["state"], "paused")
+        self.assertEqual(st2["state"], "in-doubt")
         self.assertEqual(st2["guest_pages_written"], a)
-        # A new migration could resume it here on failure: refused.
+        # A new migration could resume it here on failure, and so could an operator's RESUME:
+        # both refused (the run state holds it in doubt until RESOLVE).
         r = gwtest.run([VM, "migrate", "--control", p.src_sock, "--to", "tcp:127.0.0.1:1"], timeout=10)
         self.assertNotEqual(r.returncode, 0)
-        self.assertIn("belongs to the destination", r.stderr)
-        self.assertEqual(p.status(p.src_sock)["state"], "paused")
+        self.assertIn("in doubt", r.stderr)
+        r = gwtest.run([VM, "resume", "--control", p.src_sock], timeout=10)
+        self.assertNotEqual(r.returncode, 0)
+        st3 = p.status(p.src_sock)
+        self.assertEqual(st3["state"], "in-doubt")
+        self.assertEqual(st3["guest_pages_written"], a)
 
     def test_refused_before_go_runs_on_at_source(self):
         # A destination that expects another VM refuses before GO: the source runs on.
