@@ -153,7 +153,7 @@ class LinuxBootTest(unittest.TestCase):
         sock = os.path.join(self.dir, "vm.sock")
         secret = os.path.join(self.dir, "secret")
         with open(secret, "w") as f:
-            f.write("test-cluster-secret-0123456789\n")
+            f.write("test-cluster-secret-0123456789-0123456789\n")
         dst = None
         if migrate:
             dst = subprocess.Popen([VM, "incoming", "--listen", "tcp:127.0.0.1:0", "--secret-file", secret,
