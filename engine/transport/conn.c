@@ -122,7 +122,7 @@ int gw_conn_send_recordv(struct gw_conn *c, enum gw_wire_type type, struct iovec
     iov[0] = (struct iovec){ NULL, 0 }; /* hb dies with this call */
     if (r) return r;
     c->send_seq++;
-    c->bytes_sent += sizeof hb + len;
+    __atomic_add_fetch(&c->bytes_sent, sizeof hb + len, __ATOMIC_RELAXED);  /* read by stats from other threads */
     return 0;
 }
 
@@ -158,7 +158,7 @@ static int recv_fullv(struct gw_conn *c, const struct iovec *iov_in, int iovcnt,
         if (n < 0) return (int)n;
         if (n == 0) return -EPIPE;
         *got += (size_t)n;
-        c->bytes_recv += (size_t)n;
+        __atomic_add_fetch(&c->bytes_recv, (uint64_t)n, __ATOMIC_RELAXED);  /* read by stats from other threads */
         /* Step over what arrived. */
         size_t left = (size_t)n;
         while (left) {
