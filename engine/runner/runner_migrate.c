@@ -159,6 +159,33 @@ int gw_runner_resolve(struct gw_runner *r, bool keep_source, char *err, size_t e
     return 0;
 }
 
+/* An outgoing migration (pre-copy or post-copy) ended: its final phase sets the run state. */
+static void settle_outgoing(struct gw_runner *r)
+{
+    switch (r->last_mig.phase) {
+    case GW_MIG_COMPLETED:
+        /* Terminal: the record first, so that whoever finds this runner gone knows why.
+         * Then stay a moment so whoever polls our status sees "completed" before we go;
+         * every request but STATUS and STOP is refused meanwhile. */
+        r->state = GW_RUN_MIGRATED;
+        write_record(r, "migrated");
+        r->linger_until_ns = gw_now_ns() + 1500000000ull;
+        break;
+    case GW_MIG_IN_DOUBT:          /* pre-copy: GO sent, RUNNING lost */
+    case GW_MIG_POSTCOPY_PAUSED:   /* post-copy broke after the hand-over: this copy holds pages
+                                    * the destination has not got */
+        /* The VM stays paused; that pause is now the in-doubt owner's, and only RESOLVE (an
+         * operator's decision) lifts it. */
+        gw_runner_hold(r, GW_PAUSE_IN_DOUBT);
+        r->state = GW_RUN_IN_DOUBT;
+        write_record(r, "in-doubt");
+        break;
+    default:
+        r->state = GW_RUN_RUNNING;   /* failed or cancelled before the hand-over: resumed here */
+        break;
+    }
+}
+
 /* Post-copy, either way: progress, and the end of an outgoing one. */
 static void poll_postcopy(struct gw_runner *r)
 {
@@ -177,23 +204,7 @@ static void poll_postcopy(struct gw_runner *r)
     if (!gw_postcopy_finished(r->postcopy)) return;
     gw_postcopy_free(r->postcopy);
     r->postcopy = NULL;
-    switch (r->last_mig.phase) {
-    case GW_MIG_COMPLETED:
-        r->state = GW_RUN_MIGRATED;
-        write_record(r, "migrated");
-        r->linger_until_ns = gw_now_ns() + 1500000000ull;
-        break;
-    case GW_MIG_POSTCOPY_PAUSED:
-        /* The destination ran the VM and this copy holds pages it has not got: paused here,
-         * never resumed by us, and nothing but RESOLVE (an operator's decision) lifts it. */
-        gw_runner_hold(r, GW_PAUSE_IN_DOUBT);
-        r->state = GW_RUN_IN_DOUBT;
-        write_record(r, "in-doubt");
-        break;
-    default:
-        r->state = GW_RUN_RUNNING;   /* failed or cancelled before the hand-over: resumed here */
-        break;
-    }
+    settle_outgoing(r);
 }
 
 void gw_runner_poll_migration(struct gw_runner *r)
@@ -204,24 +215,5 @@ void gw_runner_poll_migration(struct gw_runner *r)
     if (!gw_precopy_finished(r->migration)) return;
     gw_precopy_free(r->migration);
     r->migration = NULL;
-    switch (r->last_mig.phase) {
-    case GW_MIG_COMPLETED:
-        /* Terminal: the record first, so that whoever finds this runner gone knows why.
-         * Then stay a moment so whoever polls our status sees "completed" before we go;
-         * every request but STATUS and STOP is refused meanwhile. */
-        r->state = GW_RUN_MIGRATED;
-        write_record(r, "migrated");
-        r->linger_until_ns = gw_now_ns() + 1500000000ull;
-        break;
-    case GW_MIG_IN_DOUBT:
-        /* The migration left the VM paused; that pause is now the in-doubt owner's, and
-         * only RESOLVE may lift it. */
-        gw_runner_hold(r, GW_PAUSE_IN_DOUBT);
-        r->state = GW_RUN_IN_DOUBT;
-        write_record(r, "in-doubt");
-        break;
-    default:
-        r->state = GW_RUN_RUNNING;   /* failed or cancelled before GO: resumed here */
-        break;
-    }
+    settle_outgoing(r);
 }
