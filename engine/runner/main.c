@@ -4,7 +4,7 @@
  *   godwit-vm run --memory 1G --vcpus 1 --guest dirtier:ws=256M,rate=64M,pattern=random
  *                 [--disk FILE] [--seconds N] [--json] [--control SOCK] [--console FILE]
  *   godwit-vm run --kernel bzImage|vmlinux [--initrd FILE] [--cmdline "..."] [--memory 512M]
- *                 [--vcpus N] [--disk FILE] [--net tap:NAME] [--console FILE] ...
+ *                 [--vcpus N] [--disk FILE] [--net tap:NAME[,mac=MAC]] [--console FILE] ...
  *   godwit-vm restore --file SNAP [--disk FILE] [--seconds N] [--json] [--control SOCK]
  *   godwit-vm save --control SOCK --file SNAP [--stop]
  *   godwit-vm status|pause|resume|stop --control SOCK [--json]
@@ -77,7 +77,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: godwit-vm run [--name NAME] [--memory SIZE] [--vcpus N] [--guest SPEC] [--disk FILE]\n"
             "                     [--seconds N] [--json] [--control SOCK] [--console FILE]\n"
-            "       godwit-vm run --kernel bzImage|vmlinux [--initrd FILE] [--cmdline \"...\"] [--net tap:NAME]\n"
+            "       godwit-vm run --kernel bzImage|vmlinux [--initrd FILE] [--cmdline \"...\"] [--net tap:NAME[,mac=MAC]]\n"
             "                     [--memory SIZE] [--vcpus N] [--disk FILE] [--console FILE] [--seconds N]\n"
             "       godwit-vm restore --file SNAPSHOT [--disk FILE] [--seconds N] [--json] [--control SOCK]\n"
             "       godwit-vm save --control SOCK --file SNAPSHOT [--stop]\n"

@@ -102,8 +102,14 @@ int gw_linux_read_file(const char *path, uint64_t max, uint8_t **out, size_t *le
 {
     *out = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) { int e = -errno; snprintf(err, errlen, "%s: %s", path, strerror(-e)); return e; }
+    /* O_NOFOLLOW, as for disks: godwitd checks that a path is canonical inside its
+     * image_roots; a link swapped in after that check is refused here, not followed. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        int e = -errno;
+        snprintf(err, errlen, "%s: %s", path, e == -ELOOP ? "is a symbolic link (refused)" : strerror(-e));
+        return e;
+    }
     struct stat st;
     int r = 0;
     if (fstat(fd, &st) < 0) { r = -errno; snprintf(err, errlen, "%s: %s", path, strerror(-r)); goto out; }

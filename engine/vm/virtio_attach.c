@@ -38,16 +38,18 @@ int gw_vm_attach_disk(struct gw_vm *vm, const char *path, bool lock, char *err, 
 
 static bool vm_running(void *ctx) { return gw_vm_guest_running(ctx); }
 
-int gw_vm_attach_net(struct gw_vm *vm, const char *backend, char *err, unsigned errlen)
+int gw_vm_attach_net(struct gw_vm *vm, const char *spec, char *err, unsigned errlen)
 {
-    uint64_t h = 1469598103934665603ull;  /* FNV-1a of the VM's name */
-    for (const char *p = vm->name; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ull;
-    uint8_t mac[6] = {0x52, 0x54, 0x00, (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
+    struct gw_net_spec ns;
+    int r = gw_net_spec_parse(spec, vm->name, &ns, err, errlen);
+    if (r) return r;
+    char backend[8 + GW_NET_TAP_NAME_MAX];
+    snprintf(backend, sizeof backend, "tap:%s", ns.tap);
     struct gw_irq_sink irq = {.set_level = irq_line, .ctx = vm};
     struct gw_net_gate gate = {.running = vm_running, .ctx = vm};
     struct gw_device *d;
-    int r = gw_virtio_net_create(backend, mac, &vm->mem, irq, GW_VIRTIO_NET_MMIO_BASE,
-                                 GW_VIRTIO_NET_GSI, gate, &d);
+    r = gw_virtio_net_create(backend, ns.mac, &vm->mem, irq, GW_VIRTIO_NET_MMIO_BASE,
+                             GW_VIRTIO_NET_GSI, gate, &d);
     if (r) { snprintf(err, errlen, "network %s: %s", backend, strerror(-r)); return r; }
     r = gw_bus_add(&vm->bus, d);
     if (r) snprintf(err, errlen, "network %s: cannot attach: %s", backend, strerror(-r));

@@ -15,10 +15,11 @@ int gw_vm_attach_disk(struct gw_vm *vm, const char *path, bool lock, char *err, 
  * VM has no disk; -EAGAIN when it is still held; -errno. */
 int gw_vm_disk_lock(struct gw_vm *vm, bool on, int wait_ms);
 
-/* Adds "net0" (virtio-net) on backend "tap:NAME" at GW_VIRTIO_NET_MMIO_BASE, with a MAC
- * derived from the VM's name (52:54:00 and three bytes of its hash), so the same VM has the
- * same MAC wherever it is created; a loaded state brings its own. */
-int gw_vm_attach_net(struct gw_vm *vm, const char *backend, char *err, unsigned errlen);
+/* Adds "net0" (virtio-net) at GW_VIRTIO_NET_MMIO_BASE for spec "tap:NAME[,mac=...]"
+ * (net_spec.h): the MAC given, else one derived from the VM's name (52:54:00 and three bytes
+ * of its hash), so the same VM has the same MAC wherever it is created; a loaded state brings
+ * its own. */
+int gw_vm_attach_net(struct gw_vm *vm, const char *spec, char *err, unsigned errlen);
 
 /* Reports the guest-physical ranges our devices write into guest RAM (invisible to KVM's
  * dirty log) to mark(ctx, gpa, len); mark NULL stops reporting. */

@@ -67,16 +67,6 @@ static struct gw_virtio_net *from_mmio(struct gw_virtio_mmio *t)
     return (struct gw_virtio_net *)((char *)t - offsetof(struct gw_virtio_net, mmio));
 }
 
-int gw_net_parse_mac(const char *s, uint8_t mac[6])
-{
-    unsigned v[6];
-    char tail;
-    if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
-        return -EINVAL;
-    for (int i = 0; i < 6; i++) mac[i] = (uint8_t)v[i];
-    return (mac[0] & 1) ? -EINVAL : 0;   /* multicast bit */
-}
-
 void gw_net_rarp_frame(const uint8_t mac[6], uint8_t f[60])
 {
     memset(f, 0, 60);

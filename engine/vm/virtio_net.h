@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "engine/vm/device.h"
+#include "engine/vm/net_spec.h"
 #include "engine/vm/virtqueue.h"
 
 #define GW_VIRTIO_ID_NET 1u
@@ -67,9 +68,6 @@ struct gw_virtio_net_stats {
     uint64_t rx_frames, rx_bytes, tx_frames, tx_bytes, rx_dropped, tx_dropped, errors, announces;
 };
 int gw_virtio_net_stats(struct gw_device *d, struct gw_virtio_net_stats *out);
-
-/* Parses "aa:bb:cc:dd:ee:ff" into mac; -EINVAL unless it is a unicast address. */
-int gw_net_parse_mac(const char *s, uint8_t mac[6]);
 
 /* Writes the 60-byte RARP announcement of mac into frame (QEMU's announce_self format). */
 void gw_net_rarp_frame(const uint8_t mac[6], uint8_t frame[60]);

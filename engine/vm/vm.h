@@ -35,7 +35,7 @@ struct gw_vm_config {
     const char *kernel_path;
     const char *initrd_path;
     const char *cmdline;
-    /* Network backend for virtio-net ("tap:NAME"), or NULL for none. */
+    /* Network for virtio-net ("tap:NAME[,mac=...]", net_spec.h), or NULL for none. */
     const char *net;
 };
 

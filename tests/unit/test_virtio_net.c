@@ -461,4 +461,28 @@ GW_TEST(mac_parsing_refuses_multicast_and_junk)
     CHECK_EQ(gw_net_parse_mac("01:00:5e:00:00:01", m), -EINVAL);
     CHECK_EQ(gw_net_parse_mac("52:54:00:ab:cd", m), -EINVAL);
     CHECK_EQ(gw_net_parse_mac("52:54:00:ab:cd:ef:00", m), -EINVAL);
+    CHECK_EQ(gw_net_parse_mac("00:00:00:00:00:00", m), -EINVAL);
+    CHECK_EQ(gw_net_parse_mac("52:54:00:ab:cd:e", m), -EINVAL);
+}
+
+GW_TEST(net_spec_parsing)
+{
+    struct gw_net_spec ns;
+    char err[160], mac[18];
+    CHECK_EQ(gw_net_spec_parse("tap:gw0", "vm1", &ns, err, sizeof err), 0);
+    CHECK(!strcmp(ns.tap, "gw0") && !ns.mac_given);
+    uint8_t def[6];
+    gw_net_default_mac("vm1", def);
+    CHECK(!memcmp(ns.mac, def, 6) && def[0] == 0x52 && def[1] == 0x54 && def[2] == 0x00);
+    gw_net_default_mac("vm2", def);
+    CHECK(memcmp(ns.mac, def, 6) != 0);          /* the name decides the default */
+    CHECK_EQ(gw_net_spec_parse("tap:gw0,mac=52:54:00:12:34:56", "vm1", &ns, err, sizeof err), 0);
+    gw_net_format_mac(ns.mac, mac);
+    CHECK(ns.mac_given && !strcmp(mac, "52:54:00:12:34:56"));
+    CHECK_EQ(gw_net_spec_parse("tap:gw0,mac=03:54:00:12:34:56", "vm1", &ns, err, sizeof err), -EADDRNOTAVAIL);
+    CHECK(strstr(err, "unicast") != NULL);
+    const char *bad[] = {"bridge:br0", "tap:", "tap:0123456789abcdef", "tap:a/b", "tap:..", "tap:a b",
+                         "tap:gw0,mtu=9000", "tap:gw0,", "tap:gw0;rm"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_EQ(gw_net_spec_parse(bad[i], "vm1", &ns, err, sizeof err), -EINVAL);
 }
