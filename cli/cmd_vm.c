@@ -10,6 +10,7 @@
 static const char vm_usage[] =
     "usage: godwit vm create NAME [--memory SIZE] [--vcpus N] [--guest SPEC] [--disk PATH]\n"
     "                        [--restart never|on-crash|always] [--max-restarts N] [--backoff-ms N] [--start]\n"
+    "                        [--kernel PATH [--initrd PATH] [--cmdline \"...\"]] [--net tap:NAME[,mac=MAC]]\n"
     "       godwit vm list [--state defined|running|stopped|migrating|crashed|in-doubt]\n"
     "       godwit vm show NAME\n"
     "       godwit vm start NAME\n"
@@ -48,6 +49,12 @@ static void print_vm(const Godwit__V1__Vm *v)
     printf("vcpus:         %u\n", v->vcpus);
     printf("guest:         %s\n", v->guest);
     printf("disk:          %s\n", v->disk_path[0] ? v->disk_path : "-");
+    if (v->kernel[0]) {
+        printf("kernel:        %s\n", v->kernel);
+        if (v->initrd[0]) printf("initrd:        %s\n", v->initrd);
+        printf("cmdline:       %s\n", v->cmdline[0] ? v->cmdline : "(default: serial console)");
+    }
+    if (v->net[0]) printf("net:           %s, mac %s\n", v->net, v->mac);
     printf("restart:       %s", rp && rp->kind >= 0 && rp->kind <= 3 ? policies[rp->kind] : "never");
     if (rp && rp->kind >= 2) printf(" (max %u, backoff %u ms)", rp->max_restarts, rp->backoff_ms);
     printf("\n");
@@ -84,9 +91,12 @@ static int vm_create(struct gw_cli *cli, int argc, char **argv)
 {
     static const struct option lo[] = {{"memory", 1, 0, 'm'}, {"vcpus", 1, 0, 'c'}, {"guest", 1, 0, 'g'},
                                        {"disk", 1, 0, 'd'}, {"restart", 1, 0, 'r'}, {"max-restarts", 1, 0, 'M'},
-                                       {"backoff-ms", 1, 0, 'b'}, {"start", 0, 0, 's'}, {"help", 0, 0, 'h'}, {0}};
+                                       {"backoff-ms", 1, 0, 'b'}, {"start", 0, 0, 's'}, {"help", 0, 0, 'h'},
+                                       {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'},
+                                       {"net", 1, 0, 'n'}, {0}};
     Godwit__V1__CreateVmRequest req = GODWIT__V1__CREATE_VM_REQUEST__INIT;
     Godwit__V1__RestartPolicy rp = GODWIT__V1__RESTART_POLICY__INIT;
+    Godwit__V1__BootSpec boot = GODWIT__V1__BOOT_SPEC__INIT;
     uint64_t v;
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -99,6 +109,11 @@ static int vm_create(struct gw_cli *cli, int argc, char **argv)
         case 'M': if (gw_parse_u64(optarg, 0, UINT32_MAX, &v)) goto bad; rp.max_restarts = (uint32_t)v; req.restart_policy = &rp; break;
         case 'b': if (gw_parse_u64(optarg, 0, UINT32_MAX, &v)) goto bad; rp.backoff_ms = (uint32_t)v; req.restart_policy = &rp; break;
         case 's': req.start = true; break;
+        /* Paths and the tap are checked by the daemon against its own image_roots and net_taps. */
+        case 'k': boot.kernel = optarg; req.boot = &boot; break;
+        case 'i': boot.initrd = optarg; req.boot = &boot; break;
+        case 'l': boot.cmdline = optarg; req.boot = &boot; break;
+        case 'n': req.net = optarg; break;
         case 'h': fputs(vm_usage, stdout); return GW_EXIT_OK;
         default: fputs(vm_usage, stderr); return GW_EXIT_USAGE;
         }

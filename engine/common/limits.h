@@ -12,7 +12,10 @@
 #define GW_LIMIT_MEMORY_STEP (2ull << 20)      /* guest RAM is mapped with 2 MiB pages */
 #define GW_LIMIT_VCPUS_MAX 16u                 /* the guest's per-vCPU tables (guest/abi.h) */
 #define GW_LIMIT_GUEST_SPEC_MAX 255u
-#define GW_LIMIT_DISK_PATH_MAX 511u
+#define GW_LIMIT_DISK_PATH_MAX 511u               /* also a Linux guest's kernel and initrd paths */
+#define GW_LIMIT_CMDLINE_MAX 1024u             /* a Linux guest's command line, printable ASCII; the
+                                                * virtio-mmio devices appended must still fit the
+                                                * kernel's 2048 (engine/vm/linux_boot.c) */
 
 /* What a zero (unset) field of CreateVmRequest means. */
 #define GW_DEFAULT_MEMORY (256ull << 20)

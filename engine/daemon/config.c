@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/common/limits.h"
 #include "engine/common/util.h"
 
 struct load_ctx {
@@ -68,6 +70,7 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
         cfg->api_h2c = !strcmp(value, "on");
     }
     else if (!strcmp(key, "image_roots")) r = set_str(cfg->image_roots, sizeof cfg->image_roots, value);
+    else if (!strcmp(key, "net_taps")) r = set_str(cfg->net_taps, sizeof cfg->net_taps, value);
     else if (!strcmp(key, "migration_tls")) {
         r = !strcmp(value, "on") ? 0 : !strcmp(value, "off") ? 0 : -EINVAL;
         cfg->migration_tls = !strcmp(value, "on");
@@ -172,43 +175,88 @@ int gw_read_token_file(const char *path, char *out, size_t outlen)
     return 0;
 }
 
-bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr)
+/* Calls fn for each entry of a comma-separated list (spaces around entries dropped) until
+ * it returns true; returns whether one did. */
+static bool list_any(const char *list, bool (*fn)(const char *entry, size_t n, const void *arg), const void *arg)
 {
-    size_t n = strlen(addr);
-    for (const char *p = cfg->peers; *p;) {
-        while (*p == ' ' || *p == ',' || *p == '\t') p++;
-        const char *e = p;
-        while (*e && *e != ',') e++;
-        const char *t = e;
-        while (t > p && (t[-1] == ' ' || t[-1] == '\t')) t--;
-        if (n && (size_t)(t - p) == n && !memcmp(p, addr, n)) return true;
-        p = e;
-    }
-    return false;
-}
-
-const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const char *path)
-{
-    char real[PATH_MAX], root[PATH_MAX], entry[GW_CFG_STR];
-    if (path[0] != '/') return "the disk path must be absolute";
-    if (!cfg->image_roots[0]) return "this host has no image_roots configured: it takes no VM disks";
-    if (!realpath(path, real)) return "the disk image does not exist here";
-    if (strcmp(real, path)) return "the disk path goes through a symbolic link or is not canonical";
-    for (const char *p = cfg->image_roots; *p;) {
+    for (const char *p = list; *p;) {
         while (*p == ' ' || *p == ',' || *p == '\t') p++;
         const char *e = p;
         while (*e && *e != ',') e++;
         size_t n = (size_t)(e - p);
         while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
-        if (n && n < sizeof entry) {
-            memcpy(entry, p, n);
-            entry[n] = 0;
-            size_t k;
-            if (realpath(entry, root) && (k = strlen(root)) && !strncmp(real, root, k) &&
-                (real[k] == '/' || (k == 1 && root[0] == '/')))
-                return NULL;
-        }
+        if (n && fn(p, n, arg)) return true;
         p = e;
     }
-    return "the disk image is not inside this host's image_roots";
+    return false;
+}
+
+static bool entry_is(const char *entry, size_t n, const void *arg)
+{
+    return strlen(arg) == n && !memcmp(entry, arg, n);
+}
+
+bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr)
+{
+    return list_any(cfg->peers, entry_is, addr);
+}
+
+static bool tap_matches(const char *entry, size_t n, const void *arg)
+{
+    const char *tap = arg;
+    if (entry[n - 1] == '*') return n > 1 && !strncmp(tap, entry, n - 1);   /* a bare "*" allows nothing */
+    return entry_is(entry, n, tap);
+}
+
+bool gw_config_tap_allowed(const struct gw_daemon_config *cfg, const char *tap)
+{
+    return tap[0] && list_any(cfg->net_taps, tap_matches, tap);
+}
+
+/* Whether real (canonical) lies inside the root directory entry. */
+static bool under_root(const char *entry, size_t n, const void *arg)
+{
+    char name[GW_CFG_STR], root[PATH_MAX];
+    const char *real = arg;
+    if (n >= sizeof name) return false;
+    memcpy(name, entry, n);
+    name[n] = 0;
+    size_t k;
+    return realpath(name, root) && (k = strlen(root)) && !strncmp(real, root, k) &&
+           (real[k] == '/' || (k == 1 && root[0] == '/'));
+}
+
+const char *gw_config_image_refused(const struct gw_daemon_config *cfg, const char *path, const char *what,
+                                    const char **reason)
+{
+    static __thread char why[160];   /* per thread: handlers run on several */
+    char real[PATH_MAX];
+    struct stat st;
+    const char *r = NULL;
+    if (path[0] != '/' || strlen(path) > GW_LIMIT_DISK_PATH_MAX) {
+        r = "IMAGE_PATH_INVALID";
+        snprintf(why, sizeof why, "the %s path must be absolute and under %u bytes", what, GW_LIMIT_DISK_PATH_MAX + 1);
+    } else if (!cfg->image_roots[0]) {
+        r = "NO_IMAGE_ROOTS";
+        snprintf(why, sizeof why, "this host has no image_roots configured: it takes no VM %ss", what);
+    } else if (!realpath(path, real)) {
+        r = "IMAGE_MISSING";
+        snprintf(why, sizeof why, "the %s image does not exist here", what);
+    } else if (strcmp(real, path)) {
+        r = "IMAGE_NOT_CANONICAL";
+        snprintf(why, sizeof why, "the %s path goes through a symbolic link or is not canonical", what);
+    } else if (strcmp(what, "disk") && (stat(real, &st) || !S_ISREG(st.st_mode))) {   /* disks may be devices */
+        r = "IMAGE_NOT_REGULAR";
+        snprintf(why, sizeof why, "the %s image is not a regular file", what);
+    } else if (!list_any(cfg->image_roots, under_root, real)) {
+        r = "IMAGE_OUTSIDE_ROOTS";
+        snprintf(why, sizeof why, "the %s image is not inside this host's image_roots", what);
+    }
+    if (reason) *reason = r;
+    return r ? why : NULL;
+}
+
+const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const char *path)
+{
+    return gw_config_image_refused(cfg, path, "disk", NULL);
 }

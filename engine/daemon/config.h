@@ -21,7 +21,11 @@
  *   peer_ca = cluster-api-ca.pem      ; peers' APIs speak TLS: trust this CA for them (and show
  *                                     ;   api_cert/api_key as our client certificate)
  *   image_roots = /srv/images, /var/lib/godwit/images ; where VM disks may live (incoming VMs
- *                                     ;   with a disk need it; CreateVm checks it when set)
+ *                                     ;   with a disk need it; CreateVm checks it when set), and
+ *                                     ;   the only place Linux guests' kernels and initrds are taken from
+ *   net_taps = gwtap*, vm-uplink      ; the taps VMs may use (entries ending in * are prefixes);
+ *                                     ;   none = VMs get no network. The taps are the operator's:
+ *                                     ;   the daemon opens them, never creates or bridges them
  *   max_migrations = 2                ; concurrent outgoing migrations; more are queued
  *   max_incoming = 2                  ; concurrent incoming migrations
  *   hostname = host-a                 ; default: gethostname()
@@ -55,6 +59,7 @@ struct gw_daemon_config {
     char peers[4 * GW_CFG_STR];     /* comma-separated API addresses; "" = none */
     int migration_tls;              /* 1 on (default), 0 off */
     char image_roots[4 * GW_CFG_STR]; /* comma-separated directories; "" = none */
+    char net_taps[4 * GW_CFG_STR];  /* comma-separated tap names or NAME* prefixes; "" = none */
     char api_cert[GW_CFG_STR], api_key[GW_CFG_STR], api_client_ca[GW_CFG_STR];
     char peer_ca[GW_CFG_STR];
     int api_h2c;                    /* 1: plaintext API allowed on a non-loopback address */
@@ -82,6 +87,16 @@ int gw_read_token_file(const char *path, char *out, size_t outlen);
  * no "." or ".." on the way: realpath(path) is path) and inside one of cfg's image_roots;
  * else why not. With no image_roots configured every disk is refused. */
 const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const char *path);
+
+/* The same rule for any image a VM is given (what: "disk", "kernel", "initrd"), with a
+ * machine-readable reason for the API's ErrorInfo in *reason: IMAGE_PATH_INVALID,
+ * NO_IMAGE_ROOTS, IMAGE_MISSING, IMAGE_NOT_CANONICAL, IMAGE_NOT_REGULAR, IMAGE_OUTSIDE_ROOTS.
+ * The message is the calling thread's until its next call. */
+const char *gw_config_image_refused(const struct gw_daemon_config *cfg, const char *path, const char *what,
+                                    const char **reason);
+
+/* Whether tap is one of cfg's net_taps (an exact entry, or a prefix entry "NAME*"). */
+bool gw_config_tap_allowed(const struct gw_daemon_config *cfg, const char *tap);
 
 /* Whether addr is one of cfg's peers (exact match of an entry, spaces ignored). */
 bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr);

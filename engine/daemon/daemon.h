@@ -34,6 +34,15 @@ struct gw_grpc_health;
 struct gw_grpc_call;
 struct gw_grpc_reflection;
 
+/* A VM's Linux boot and network settings (vm_boot.c); every field "" when unused. */
+struct gw_vm_boot {
+    char kernel[GW_LIMIT_DISK_PATH_MAX + 1];
+    char initrd[GW_LIMIT_DISK_PATH_MAX + 1];
+    char cmdline[GW_LIMIT_CMDLINE_MAX + 1];
+    char net[24];                  /* "tap:NAME" (NAME at most 15 characters) */
+    char mac[18];                  /* "aa:bb:cc:dd:ee:ff" when net is set */
+};
+
 struct gw_vm_rec {
     struct gw_vm_rec *next;
     char name[GW_VM_NAME_MAX + 1];
@@ -73,6 +82,7 @@ struct gw_vm_rec {
     char anti_affinity[GW_VM_NAME_MAX + 1];   /* cluster placement (cluster.h) */
     uint32_t priority;
     char origin_host[GW_VM_NAME_MAX + 1];
+    struct gw_vm_boot boot;        /* a Linux guest and its network */
 };
 
 struct gw_job_watcher {
@@ -163,6 +173,24 @@ void gw_vm_unlink(struct gw_daemon *d, struct gw_vm_rec *rec);           /* lock
 int gw_vm_load_all(struct gw_daemon *d);
 /* Directory of a VM's files (logs, console, socket). */
 void gw_vm_dir(const struct gw_daemon *d, const char *name, char *out, size_t len);
+
+/* ---- vm_boot.c: Linux guests and networks of the VMs ------------------------------------
+ * The daemon takes a kernel, initrd, command line and tap only when this host's own config
+ * allows them (image_roots, net_taps): at CreateVm, at PrepareIncoming (the source's record is
+ * a claim, checked here like a request), and again before every cold start. */
+/* Checks a VM's boot and network settings for VM name with guest spec guest ("" or "linux"
+ * with a kernel). net is "tap:NAME[,mac=...]". Fills out and returns GW_GRPC_OK, or a gRPC
+ * code with the ErrorInfo reason in *reason and one line in why. */
+int gw_vm_boot_check(const struct gw_daemon_config *cfg, const char *name, const char *guest, const char *kernel,
+                     const char *initrd, const char *cmdline, const char *net, struct gw_vm_boot *out,
+                     const char **reason, char *why, size_t whylen);
+/* The same for a stored VM's settings, before its runner opens them: 0, or -EPERM with why. */
+int gw_vm_boot_recheck(const struct gw_daemon_config *cfg, const char *name, const struct gw_vm_boot *b, char *why,
+                       size_t whylen);
+/* Appends the runner's options for b to argv at *n (at most 6 entries plus one of --net,
+ * whose value is written into netbuf); pointers into b and netbuf. with_boot false: the
+ * network only (a migration's destination gets its kernel in the VM's memory). */
+void gw_vm_boot_argv(const struct gw_vm_boot *b, bool with_boot, char **argv, int *n, char *netbuf, size_t netlen);
 
 /* ---- supervisor.c: runner processes ----------------------------------------------------- */
 int gw_sup_start_thread(struct gw_daemon *d);

@@ -88,6 +88,22 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     if (vm->disk_path && *vm->disk_path && (why = gw_config_disk_refused(&d->cfg, vm->disk_path)))
         return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "disk %s on %s: %s", vm->disk_path,
                                   d->cfg.hostname, why);
+    /* A Linux guest's kernel and initrd, and its tap, are the source's claims too: recorded
+     * only when this host's own image_roots and net_taps allow them. The destination runner
+     * opens no kernel (it arrives in the guest's memory); a later cold start here opens the
+     * recorded path, checked again then. */
+    struct gw_vm_boot boot;
+    char spec[64], bwhy[700];
+    const char *reason;
+    if (vm->net && vm->net[0] && strlen(vm->net) < 32)
+        snprintf(spec, sizeof spec, "%s%s%s", vm->net, vm->mac && vm->mac[0] ? ",mac=" : "", vm->mac ? vm->mac : "");
+    else
+        snprintf(spec, sizeof spec, "%s", vm->net && vm->net[0] ? "tap:(too long)" : "");
+    int bcode = gw_vm_boot_check(&d->cfg, vm->name, vm->guest, vm->kernel ? vm->kernel : "",
+                                 vm->initrd ? vm->initrd : "", vm->cmdline ? vm->cmdline : "", spec, &boot, &reason,
+                                 bwhy, sizeof bwhy);
+    if (bcode)
+        return gw_grpc_call_error_reason(call, bcode, reason, "VM %s on %s: %s", vm->name, d->cfg.hostname, bwhy);
     pthread_mutex_lock(&d->lock);
     int code = GW_GRPC_OK;
     struct gw_vm_rec *rec = NULL;
@@ -122,6 +138,7 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     rec->priority = vm->priority;
     snprintf(rec->guest, sizeof rec->guest, "%s", vm->guest);
     snprintf(rec->disk, sizeof rec->disk, "%s", vm->disk_path);
+    rec->boot = boot;
     if (vm->restart_policy) {
         rec->restart_kind = vm->restart_policy->kind;
         rec->max_restarts = vm->restart_policy->max_restarts;

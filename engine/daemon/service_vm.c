@@ -38,15 +38,20 @@ static int send_vm(struct gw_grpc_call *call, struct gw_daemon *d, const struct 
     return GW_GRPC_OK;
 }
 
-static int check_create(struct gw_grpc_call *call, const Godwit__V1__CreateVmRequest *req)
+static int check_create(struct gw_grpc_call *call, struct gw_daemon *d, const Godwit__V1__CreateVmRequest *req,
+                        struct gw_vm_boot *boot)
 {
-    const char *why = gw_vm_config_invalid(req->name, req->memory_bytes, req->vcpus, req->guest, req->disk_path);
+    const Godwit__V1__BootSpec *b = req->boot;
+    const char *kernel = b && b->kernel ? b->kernel : "";
+    const char *guest = kernel[0] && !req->guest[0] ? "linux" : req->guest;
+    const char *why = gw_vm_config_invalid(req->name, req->memory_bytes, req->vcpus, guest, req->disk_path);
     if (why) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "%s", why);
-    /* Linux guests and networks run under godwit-vm directly (run --kernel, --net); the
-     * daemon does not store them yet, so it says so rather than drop them. */
-    if ((req->boot && req->boot->kernel && req->boot->kernel[0]) || (req->net && req->net[0]))
-        return gw_grpc_call_error(call, GW_GRPC_UNIMPLEMENTED, "Linux guests (boot) and networks (net) "
-                                  "are not managed by the daemon yet: run them with godwit-vm run --kernel/--net");
+    const char *reason;
+    char msg[700];
+    int code = gw_vm_boot_check(&d->cfg, req->name, req->guest, kernel, b && b->initrd ? b->initrd : "",
+                                b && b->cmdline ? b->cmdline : "", req->net ? req->net : "", boot, &reason, msg,
+                                sizeof msg);
+    if (code) return gw_grpc_call_error_reason(call, code, reason, "%s", msg);
     const Godwit__V1__RestartPolicy *rp = req->restart_policy;
     if (rp && (rp->kind < 0 || rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS))
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "restart_policy.kind %d is unknown", (int)rp->kind);
@@ -71,13 +76,16 @@ static int start_locked(struct gw_grpc_call *call, struct gw_daemon *d, struct g
     rec->busy = true;
     rec->stop_requested = false;
     int code = GW_GRPC_OK;
-    if (gw_sup_spawn(d, rec, err, sizeof err)) {
+    int r = gw_sup_spawn(d, rec, err, sizeof err);
+    if (r) {
         rec->state = GODWIT__V1__VM__STATE__CRASHED;
         snprintf(rec->error, sizeof rec->error, "%s", err);
         gw_vm_persist(d, rec);
-        code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "VM %s: %s", rec->name, err);
+        /* -EPERM: its kernel, initrd or tap is no longer allowed here (vm_boot.c) */
+        code = gw_grpc_call_error(call, r == -EPERM ? GW_GRPC_FAILED_PRECONDITION : GW_GRPC_INTERNAL, "VM %s: %s",
+                                  rec->name, err);
     } else {
-        int r = gw_sup_wait_ready(d, rec, START_TIMEOUT_MS);
+        r = gw_sup_wait_ready(d, rec, START_TIMEOUT_MS);
         if (r == -ECHILD)
             code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s: %s", rec->name, rec->error);
         else if (r) {
@@ -97,7 +105,8 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
 {
     struct gw_daemon *d = arg;
     const Godwit__V1__CreateVmRequest *req = (const void *)msg;
-    int code = check_create(call, req);
+    struct gw_vm_boot boot;
+    int code = check_create(call, d, req, &boot);
     if (code) return code;
     pthread_mutex_lock(&d->lock);
     struct gw_vm_rec *rec;
@@ -117,8 +126,9 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     }
     rec->memory_bytes = req->memory_bytes ? req->memory_bytes : GW_DEFAULT_MEMORY;
     rec->vcpus = req->vcpus ? req->vcpus : GW_DEFAULT_VCPUS;
-    snprintf(rec->guest, sizeof rec->guest, "%s", req->guest[0] ? req->guest : GW_DEFAULT_GUEST);
+    snprintf(rec->guest, sizeof rec->guest, "%s", boot.kernel[0] ? "linux" : req->guest[0] ? req->guest : GW_DEFAULT_GUEST);
     snprintf(rec->disk, sizeof rec->disk, "%s", req->disk_path);
+    rec->boot = boot;
     if (req->restart_policy) {
         rec->restart_kind = req->restart_policy->kind;
         rec->max_restarts = req->restart_policy->max_restarts;
@@ -134,8 +144,9 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     }
     rec->next = d->vms;
     d->vms = rec;
-    gw_info("vm=%s: defined (%llu MiB, %u vCPU, guest %s)", rec->name,
-            (unsigned long long)(rec->memory_bytes >> 20), rec->vcpus, rec->guest);
+    gw_info("vm=%s: defined (%llu MiB, %u vCPU, guest %s%s%s%s%s)", rec->name,
+            (unsigned long long)(rec->memory_bytes >> 20), rec->vcpus, rec->guest, boot.kernel[0] ? ", kernel " : "",
+            boot.kernel, boot.net[0] ? ", net " : "", boot.net);
     if (req->start) code = start_locked(call, d, rec);
     if (!code) send_vm(call, d, rec, &godwit__v1__create_vm_response__descriptor);
 out:

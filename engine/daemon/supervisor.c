@@ -123,12 +123,14 @@ static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, c
 
 int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t errlen)
 {
-    char mem[32], vcpus[16], console[1100], dir[1024];
+    char mem[32], vcpus[16], console[1100], dir[1024], net[64];
+    /* A cold start opens the kernel, initrd and tap: under this host's rules as they are now. */
+    if (gw_vm_boot_recheck(&d->cfg, rec->name, &rec->boot, err, errlen)) return -EPERM;
     snprintf(mem, sizeof mem, "%llu", (unsigned long long)rec->memory_bytes);
     snprintf(vcpus, sizeof vcpus, "%u", rec->vcpus);
     gw_vm_dir(d, rec->name, dir, sizeof dir);
     snprintf(console, sizeof console, "%s/console.log", dir);
-    char *argv[24];
+    char *argv[32];
     int n = 0;
     argv[n++] = d->cfg.runner;
     argv[n++] = "run";
@@ -137,6 +139,7 @@ int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t e
     argv[n++] = "--vcpus"; argv[n++] = vcpus;
     argv[n++] = "--guest"; argv[n++] = rec->guest;
     if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = rec->disk; }
+    gw_vm_boot_argv(&rec->boot, true, argv, &n, net, sizeof net);
     argv[n++] = "--control"; argv[n++] = rec->control;
     argv[n++] = "--console"; argv[n++] = console;
     if (d->cfg.secret_file[0]) { argv[n++] = "--secret-file"; argv[n++] = d->cfg.secret_file; }
@@ -158,10 +161,10 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
         snprintf(err, errlen, "%u streams, at most %u can be handed over", nconn, GW_PROC_MAX_PASS_FDS);
         return -EINVAL;
     }
-    char console[1100], dir[1024];
+    char console[1100], dir[1024], net[64];
     gw_vm_dir(d, rec->name, dir, sizeof dir);
     snprintf(console, sizeof console, "%s/console.log", dir);
-    char *argv[32 + 2 * GW_PROC_MAX_PASS_FDS];
+    char *argv[34 + 2 * GW_PROC_MAX_PASS_FDS];
     char fdnum[GW_PROC_MAX_PASS_FDS][12];
     int n = 0;
     argv[n++] = d->cfg.runner;
@@ -179,6 +182,9 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
      * names a VM or a file here. */
     argv[n++] = "--name"; argv[n++] = rec->name;
     if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = rec->disk; }
+    /* Its tap from our record too (checked at PrepareIncoming); no kernel: the guest's
+     * memory brings the one it runs. */
+    gw_vm_boot_argv(&rec->boot, false, argv, &n, net, sizeof net);
     if (!d->cfg.migration_tls) { argv[n++] = "--tls"; argv[n++] = "off"; }
     if (d->cfg.tls_cert[0]) {
         argv[n++] = "--tls-cert"; argv[n++] = d->cfg.tls_cert;

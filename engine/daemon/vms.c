@@ -119,6 +119,11 @@ void gw_vm_to_proto(const struct gw_daemon *d, const struct gw_vm_rec *r, Godwit
     vm->anti_affinity = (char *)r->anti_affinity;
     vm->priority = r->priority;
     vm->origin_host = (char *)r->origin_host;
+    vm->kernel = (char *)r->boot.kernel;
+    vm->initrd = (char *)r->boot.initrd;
+    vm->cmdline = (char *)r->boot.cmdline;
+    vm->net = (char *)r->boot.net;
+    vm->mac = (char *)r->boot.mac;
 }
 
 int gw_vm_persist(struct gw_daemon *d, const struct gw_vm_rec *rec)
@@ -162,6 +167,13 @@ static void load_one(void *arg, const Godwit__V1__Vm *vm)
     snprintf(r->anti_affinity, sizeof r->anti_affinity, "%s", vm->anti_affinity);
     snprintf(r->origin_host, sizeof r->origin_host, "%s", vm->origin_host);
     r->priority = vm->priority;
+    /* Our own record, written by us after the same checks; copied within bounds. The files
+     * and tap are checked again before a cold start (gw_vm_boot_recheck). */
+    snprintf(r->boot.kernel, sizeof r->boot.kernel, "%s", vm->kernel);
+    snprintf(r->boot.initrd, sizeof r->boot.initrd, "%s", vm->initrd);
+    snprintf(r->boot.cmdline, sizeof r->boot.cmdline, "%s", vm->cmdline);
+    snprintf(r->boot.net, sizeof r->boot.net, "%s", vm->net);
+    snprintf(r->boot.mac, sizeof r->boot.mac, "%s", vm->mac);
     /* The recorded pid is only a claim: gw_sup_reattach checks it. */
     r->proc.pid = vm->runner_pid;
     r->next = d->vms;

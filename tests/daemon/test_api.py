@@ -126,11 +126,13 @@ class DaemonTest(unittest.TestCase):
                dict(name="m", guest="dirtier:ws=8M\nrate=1")]
         for b in bad:
             self.expect(grpc.StatusCode.INVALID_ARGUMENT, "CreateVm", api.CreateVmRequest(**b))
-        # Linux guests and networks are refused, with their reason, rather than dropped.
-        self.expect(grpc.StatusCode.UNIMPLEMENTED, "CreateVm",
-                    api.CreateVmRequest(name="lx", boot=api.BootSpec(kernel="/boot/vmlinuz")))
-        self.expect(grpc.StatusCode.UNIMPLEMENTED, "CreateVm", api.CreateVmRequest(name="nx", net="tap:t0"),
-                    contains="godwit-vm run")
+        # A host without image_roots or net_taps takes no Linux guest and no network
+        # (test_linux_vm.py has the rest).
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "CreateVm",
+                    api.CreateVmRequest(name="lx", boot=api.BootSpec(kernel="/boot/vmlinuz")),
+                    contains="no image_roots configured")
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "CreateVm", api.CreateVmRequest(name="nx", net="tap:t0"),
+                    contains="none configured: VMs get no network here")
         self.expect(grpc.StatusCode.NOT_FOUND, "GetVm", api.GetVmRequest(name="nope"))
         self.expect(grpc.StatusCode.NOT_FOUND, "StartVm", api.StartVmRequest(name="nope"))
         self.expect(grpc.StatusCode.NOT_FOUND, "StopVm", api.StopVmRequest(name="nope"))

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[64];
@@ -15,7 +16,7 @@ static char dir[64];
 static const char *write_conf(const char *text)
 {
     static char path[128];
-    if (!dir[0]) {
+    if (!dir[0] || access(dir, F_OK)) {   /* a test may have removed it */
         snprintf(dir, sizeof dir, "/tmp/gw-cfg-XXXXXX");
         if (!mkdtemp(dir)) return NULL;
     }
@@ -93,5 +94,73 @@ GW_TEST(token_file)
     char conf[160];
     snprintf(conf, sizeof conf, "%s/godwitd.conf", dir);
     unlink(conf);
+    rmdir(dir);
+}
+
+GW_TEST(net_taps_allow_exact_names_and_prefixes)
+{
+    struct gw_daemon_config c;
+    char err[256];
+    const char *p = write_conf("[daemon]\nnet_taps = gwtap*, uplink0 ,*\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK(gw_config_tap_allowed(&c, "gwtap0"));
+    CHECK(gw_config_tap_allowed(&c, "gwtap-vm-17"));
+    CHECK(gw_config_tap_allowed(&c, "uplink0"));
+    CHECK(!gw_config_tap_allowed(&c, "uplink00"));   /* exact entries are exact */
+    CHECK(!gw_config_tap_allowed(&c, "uplink"));
+    CHECK(!gw_config_tap_allowed(&c, "gwta"));
+    CHECK(!gw_config_tap_allowed(&c, "eth0"));       /* a bare "*" allows nothing */
+    CHECK(!gw_config_tap_allowed(&c, ""));
+    c.net_taps[0] = 0;
+    CHECK(!gw_config_tap_allowed(&c, "gwtap0"));     /* none configured: no network */
+}
+
+GW_TEST(images_must_be_canonical_regular_files_inside_the_roots)
+{
+    struct gw_daemon_config c;
+    char err[256], roots[128], in[160], out[160], link[160], sub[160], dotdot[200];
+    snprintf(roots, sizeof roots, "/tmp/gw-img-XXXXXX");
+    REQUIRE(mkdtemp(roots));
+    snprintf(in, sizeof in, "%s/vmlinuz", roots);
+    snprintf(sub, sizeof sub, "%s/dir", roots);
+    snprintf(link, sizeof link, "%s/link", roots);
+    snprintf(out, sizeof out, "%s-outside", roots);
+    snprintf(dotdot, sizeof dotdot, "%s/../%s", roots, strrchr(out, '/') + 1);
+    FILE *f = fopen(in, "w");
+    REQUIRE(f);
+    fclose(f);
+    f = fopen(out, "w");
+    REQUIRE(f);
+    fclose(f);
+    REQUIRE(mkdir(sub, 0700) == 0);
+    REQUIRE(symlink(in, link) == 0);
+    char text[300];
+    snprintf(text, sizeof text, "[daemon]\nimage_roots = /nonexistent, %s\n", roots);
+    REQUIRE(gw_daemon_config_load(write_conf(text), &c, err, sizeof err) == 0);
+    const char *reason = "x";
+    CHECK(gw_config_image_refused(&c, in, "kernel", &reason) == NULL);
+    CHECK(reason == NULL);
+    struct { const char *path, *reason; } bad[] = {
+        /* out shares the root's name as a prefix: "inside" means under root + "/" */
+        {"vmlinuz", "IMAGE_PATH_INVALID"}, {out, "IMAGE_OUTSIDE_ROOTS"}, {link, "IMAGE_NOT_CANONICAL"},
+        {dotdot, "IMAGE_NOT_CANONICAL"}, {sub, "IMAGE_NOT_REGULAR"}, {"/nonexistent/k", "IMAGE_MISSING"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *why = gw_config_image_refused(&c, bad[i].path, "kernel", &reason);
+        CHECK(why != NULL);
+        CHECK(reason && !strcmp(reason, bad[i].reason));
+        if (why) CHECK(strstr(why, "kernel") != NULL);
+    }
+    CHECK(gw_config_disk_refused(&c, sub) == NULL);   /* disks may be devices: no regular-file rule */
+    c.image_roots[0] = 0;
+    CHECK(gw_config_image_refused(&c, in, "initrd", &reason) && !strcmp(reason, "NO_IMAGE_ROOTS"));
+    unlink(link);
+    unlink(in);
+    unlink(out);
+    rmdir(sub);
+    rmdir(roots);
+    snprintf(text, sizeof text, "%s/godwitd.conf", dir);
+    unlink(text);
     rmdir(dir);
 }
