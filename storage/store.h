@@ -95,6 +95,11 @@ int gw_store_fail(struct gw_store *s, int rc, const char *fmt, ...) __attribute_
 int gw_store_name_ok(const char *name);
 
 /* Backends (store_dir.c, store_rados.c). */
+/* A backend's own handle for the modules that go beside the ops table (listing, leases, gc):
+ * the root directory fd of a dir store (-1 for another backend) and the rados_ioctx_t of a
+ * rados store (NULL for another backend). The store keeps ownership. */
+int gw_store_dir_fd(const struct gw_store *s);
+void *gw_store_rados_ioctx(const struct gw_store *s);
 int gw_store_dir_open(const char *path, const struct gw_store_params *p, struct gw_store **out, char *err, size_t errlen);
 int gw_store_rados_open(const char *pool_ns, const struct gw_store_params *p, struct gw_store **out, char *err, size_t errlen);
 

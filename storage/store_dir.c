@@ -261,6 +261,11 @@ static const struct gw_store_ops dir_ops = {
     .index_list = dir_index_list, .close = dir_close,
 };
 
+int gw_store_dir_fd(const struct gw_store *s)
+{
+    return s->ops == &dir_ops ? ((const struct dir_store *)s)->dfd : -1;
+}
+
 int gw_store_dir_open(const char *path, const struct gw_store_params *p, struct gw_store **out, char *err, size_t errlen)
 {
     if (mkdir(path, 0755) < 0 && errno != EEXIST) {

@@ -349,6 +349,11 @@ static const struct gw_store_ops rados_ops = {
     .index_del = rados_index_del, .index_list = rados_index_list, .close = rados_close_store,
 };
 
+void *gw_store_rados_ioctx(const struct gw_store *s)
+{
+    return s->ops == &rados_ops ? ((const struct rados_store *)s)->io : NULL;
+}
+
 static int set_u(rados_t c, const char *key, unsigned v)
 {
     char b[32];

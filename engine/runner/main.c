@@ -94,6 +94,8 @@ static void usage(FILE *f)
             "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE] [--seconds N]\n"
             "       godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none] [--method dirty-log|pause] [--json]\n"
             "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
+            "       godwit-vm prune --store SPEC [STORE OPTIONS] --vm NAME [--keep-last|hourly|daily|weekly|monthly|yearly N]\n"
+            "                       [--tz ZONE] [--dry-run] [--json]\n"
             "TLS: [--tls on|off] [--tls-cert FILE --tls-key FILE --tls-ca FILE] (default: TLS 1.3, cluster PSK)\n"
             "guest specs: dirtier:ws=256M,rate=64M,pattern=random|text|sparse  idle:ws=64M  disk:block=4K\n");
 }
@@ -669,6 +671,7 @@ int main(int argc, char **argv)
     }
     const char *verb = argv[1];
     if (gw_runner_is_backup_verb(verb)) { signal(SIGPIPE, SIG_IGN); return gw_runner_cmd_backup(verb, argc - 1, argv + 1); }
+    if (gw_runner_is_store_verb(verb)) { signal(SIGPIPE, SIG_IGN); return gw_runner_cmd_store(verb, argc - 1, argv + 1); }
     struct opts o;
     if (parse_opts(argc - 1, argv + 1, &o)) { usage(stderr); return EXIT_USAGE; }
     signal(SIGPIPE, SIG_IGN);

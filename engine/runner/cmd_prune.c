@@ -1,0 +1,140 @@
+/* godwit-vm's store maintenance commands:
+ *
+ *   godwit-vm prune --store SPEC [STORE OPTIONS] --vm NAME [--keep-last N] [--keep-hourly N]
+ *                   [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]
+ *                   [--tz ZONE] [--dry-run] [--json]
+ *
+ * prune deletes the backups no rule keeps (docs/backups.md, "Retention"). Exit codes: 0, 1 failed,
+ * 2 usage. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backup/prune.h"
+#include "backup/tz.h"
+#include "engine/common/json.h"
+#include "engine/common/util.h"
+#include "engine/runner/cmd_backup.h"
+#include "storage/store.h"
+
+enum { EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+struct popts {
+    Godwit__V1__StoreSpec spec;
+    const char *vm, *tz;
+    struct gw_keep keep;
+    bool dry_run, json;
+};
+
+static int parse(const char *verb, int argc, char **argv, struct popts *o)
+{
+    static const struct option lo[] = {
+        {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
+        {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
+        {"vm", 1, 0, 'v'}, {"tz", 1, 0, 'z'}, {"dry-run", 0, 0, 'n'}, {"json", 0, 0, 'j'},
+        {"keep-last", 1, 0, 'L'}, {"keep-hourly", 1, 0, 'H'}, {"keep-daily", 1, 0, 'D'},
+        {"keep-weekly", 1, 0, 'W'}, {"keep-monthly", 1, 0, 'M'}, {"keep-yearly", 1, 0, 'Y'}, {0},
+    };
+    memset(o, 0, sizeof *o);
+    godwit__v1__store_spec__init(&o->spec);
+    int c, idx;
+    uint64_t v;
+    while ((c = getopt_long(argc, argv, "", lo, &idx)) != -1) {
+        unsigned *dst = NULL;
+        switch (c) {
+        case 0: if (gw_backup_store_opt(lo[idx].name, optarg, &o->spec)) return -1; continue;
+        case 'v': o->vm = optarg; continue;
+        case 'z': o->tz = optarg; continue;
+        case 'n': o->dry_run = true; continue;
+        case 'j': o->json = true; continue;
+        case 'L': dst = &o->keep.last; break;
+        case 'H': dst = &o->keep.hourly; break;
+        case 'D': dst = &o->keep.daily; break;
+        case 'W': dst = &o->keep.weekly; break;
+        case 'M': dst = &o->keep.monthly; break;
+        case 'Y': dst = &o->keep.yearly; break;
+        default: return -1;
+        }
+        if (gw_parse_u64(optarg, 0, GW_KEEP_MAX, &v)) { fprintf(stderr, "godwit-vm: --%s is 0..%u\n", lo[idx].name, GW_KEEP_MAX); return -1; }
+        *dst = (unsigned)v;
+    }
+    if (optind < argc) { fprintf(stderr, "godwit-vm: unexpected '%s'\n", argv[optind]); return -1; }
+    if (!o->spec.target || !*o->spec.target) { fprintf(stderr, "godwit-vm: name a store with --store dir:PATH|rados:POOL[/NS]\n"); return -1; }
+    if (!strcmp(verb, "prune")) {
+        char err[256];
+        if (!o->vm) { fprintf(stderr, "godwit-vm: prune needs --vm NAME\n"); return -1; }
+        if (gw_keep_check(&o->keep, err, sizeof err)) { fprintf(stderr, "godwit-vm: %s\n", err); return -1; }
+    }
+    return 0;
+}
+
+struct prune_out {
+    bool json;
+    unsigned n;
+};
+
+static void prune_report(void *ctx, const char *id, int64_t when, const char *what, int rc)
+{
+    struct prune_out *p = ctx;
+    char ts[32] = "-";
+    if (when) {
+        struct tm tm;
+        time_t t = (time_t)when;
+        gmtime_r(&t, &tm);
+        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    if (p->json) {
+        printf("%s{\"id\":\"%s\",\"time\":\"%s\",\"action\":", p->n ? "," : "", id, ts);
+        gw_json_str(stdout, rc ? "failed" : !strcmp(what, "remove") ? "remove" : "keep");
+        printf(",\"reason\":");
+        gw_json_str(stdout, what);
+        printf("}");
+    } else {
+        printf("%-40s %s  %s\n", id, ts, what);
+    }
+    p->n++;
+}
+
+static int cmd_prune(struct gw_backup_target *t, const struct popts *o)
+{
+    struct gw_tz *tz = NULL;
+    char err[512] = "";
+    if (gw_tz_load(o->tz, &tz, err, sizeof err)) { fprintf(stderr, "godwit-vm: %s\n", err); return EXIT_USAGE; }
+    struct prune_out out = {.json = o->json};
+    struct gw_prune_stats st;
+    if (o->json) printf("{\"backups\":[");
+    int r = gw_backup_prune(t, o->vm, &o->keep, tz, o->dry_run, prune_report, &out, &st, err, sizeof err);
+    if (o->json) {
+        printf("],\"ok\":%s,\"error\":", r ? "false" : "true");
+        gw_json_str(stdout, err);
+        printf(",\"dry_run\":%s,\"total\":%llu,\"kept\":%llu,\"removed\":%llu,\"failed\":%llu}\n", o->dry_run ? "true" : "false",
+               (unsigned long long)st.backups, (unsigned long long)st.kept, (unsigned long long)st.removed,
+               (unsigned long long)st.failed);
+    } else {
+        if (r) fprintf(stderr, "godwit-vm: prune: %s\n", err);
+        printf("%s%llu backups: %llu kept, %llu removed%s\n", o->dry_run ? "dry run: " : "", (unsigned long long)st.backups,
+               (unsigned long long)st.kept, (unsigned long long)st.removed, o->dry_run ? " (would be)" : "");
+    }
+    gw_tz_free(tz);
+    return r ? EXIT_FAILED : 0;
+}
+
+bool gw_runner_is_store_verb(const char *verb)
+{
+    return !strcmp(verb, "prune");
+}
+
+int gw_runner_cmd_store(const char *verb, int argc, char **argv)
+{
+    struct popts o;
+    if (parse(verb, argc, argv, &o)) return EXIT_USAGE;
+    struct gw_backup_target t;
+    char err[512];
+    if (gw_backup_target_open(&o.spec, &t, err, sizeof err)) { fprintf(stderr, "godwit-vm: %s\n", err); return EXIT_FAILED; }
+    int code = cmd_prune(&t, &o);
+    gw_backup_target_close(&t);
+    return code;
+}
