@@ -31,7 +31,19 @@
  *   capacity_vcpus = 32               ; vCPUs offered to VMs (default: the online CPUs)
  *   metrics_listen = 127.0.0.1:9400   ; Prometheus metrics over HTTP; "" = none
  *
- *   test_runner_fault = drop-go       ; test builds (GODWIT_TEST_HOOKS) only: a fault for runners
+ * Backup targets (docs/backups.md), each in a section of its own; the API names them only:
+ *
+ *   [backup_target local]
+ *   store = dir:/var/lib/godwit/backups   ; or rados:POOL[/NAMESPACE]
+ *   ceph_conf = /etc/ceph/ceph.conf       ; rados: librados' config, client id and keyring
+ *   ceph_id = backup
+ *   keyring = /etc/ceph/ceph.client.backup.keyring
+ *   key_file = /etc/godwit/backup.key     ; client-side encryption (AES-256-GCM); none = plain
+ *   osd_op_timeout = 10                   ; seconds per OSD operation (1..3600)
+ *   mon_op_timeout = 10                   ; seconds per monitor operation, and to connect
+ *   inflight = 16                         ; store operations in flight (1..64)
+ *
+ *   [daemon] test_runner_fault = drop-go ; test builds (GODWIT_TEST_HOOKS) only: a fault for runners
  *
  * Unknown keys are errors (a typo must not silently fall back to a default). */
 #ifndef GW_DAEMON_CONFIG_H
@@ -42,6 +54,16 @@
 #include <stdint.h>
 
 #define GW_CFG_STR 512
+#define GW_CFG_MAX_BACKUP_TARGETS 8
+#define GW_CFG_TARGET_NAME_MAX 63
+
+/* One [backup_target NAME] section. */
+struct gw_backup_target_cfg {
+    char name[GW_CFG_TARGET_NAME_MAX + 1];
+    char store[GW_CFG_STR];         /* "dir:/abs/path" or "rados:POOL[/NS]" */
+    char ceph_conf[GW_CFG_STR], ceph_id[64], keyring[GW_CFG_STR], key_file[GW_CFG_STR];
+    uint32_t osd_op_timeout_s, mon_op_timeout_s, inflight;   /* 0 = the store's defaults */
+};
 
 struct gw_daemon_config {
     char listen[GW_CFG_STR];
@@ -68,6 +90,8 @@ struct gw_daemon_config {
     uint64_t capacity_memory;       /* 0 = the machine's */
     uint32_t capacity_vcpus;        /* 0 = the online CPUs */
     char metrics_listen[GW_CFG_STR];
+    struct gw_backup_target_cfg backup_targets[GW_CFG_MAX_BACKUP_TARGETS];
+    unsigned n_backup_targets;
 };
 
 /* Fills cfg with the defaults, then the file's values. Returns 0, or -EINVAL / -errno with a
@@ -82,6 +106,9 @@ int gw_read_token_file(const char *path, char *out, size_t outlen);
  * no "." or ".." on the way: realpath(path) is path) and inside one of cfg's image_roots;
  * else why not. With no image_roots configured every disk is refused. */
 const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const char *path);
+
+/* The backup target of that name, or NULL. */
+const struct gw_backup_target_cfg *gw_config_backup_target(const struct gw_daemon_config *cfg, const char *name);
 
 /* Whether addr is one of cfg's peers (exact match of an entry, spaces ignored). */
 bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr);
