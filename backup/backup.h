@@ -50,7 +50,19 @@ enum gw_backup_method {
     GW_BACKUP_PAUSE,          /* everything copied inside the pause */
 };
 
+/* Progress of a backup, reported as chunks are stored. position is how far into guest memory
+ * the copy is (holes count as done), bytes_read the data actually read and hashed,
+ * bytes_deduplicated the chunks the store already held (whole chunks). */
+struct gw_backup_progress {
+    uint64_t total_bytes, position, bytes_read, bytes_written, bytes_deduplicated, chunks, chunks_total;
+};
+/* Returns 0 to go on, or -errno to stop the backup (it then fails with "backup cancelled";
+ * the guest runs on as after any failure). Called on the backup's thread. */
+typedef int (*gw_backup_progress_fn)(void *ctx, const struct gw_backup_progress *p);
+
 struct gw_backup_params {
+    gw_backup_progress_fn progress;   /* NULL = none */
+    void *progress_ctx;
     const char *parent;       /* NULL/"" = latest backup of this VM, "none" = no parent */
     enum gw_backup_method method;
     uint32_t chunk_size;      /* 0 = GW_BACKUP_CHUNK_SIZE */

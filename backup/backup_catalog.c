@@ -19,6 +19,8 @@ int gw_backup_target_open(const Godwit__V1__StoreSpec *spec, struct gw_backup_ta
         .ceph_id = spec->ceph_id && *spec->ceph_id ? spec->ceph_id : NULL,
         .keyring = spec->keyring && *spec->keyring ? spec->keyring : NULL,
         .osd_op_timeout_s = spec->osd_op_timeout_s,
+        .mon_op_timeout_s = spec->mon_op_timeout_s,
+        .mount_timeout_s = spec->mon_op_timeout_s,
         .max_inflight = spec->max_inflight,
     };
     if (spec->key_file && *spec->key_file) {

@@ -45,6 +45,8 @@ struct bk {
     unsigned rounds;
     struct gw_wp_snapshot *wp;
     struct gw_wp_stats wp_stats;
+    const struct gw_backup_params *p;
+    uint64_t bytes_read;        /* progress: data read and hashed */
     char *err;
     size_t errlen;
 };
@@ -77,12 +79,27 @@ static int map_data(struct bk *b)
     return r ? fail(b, r, "scanning guest memory: %s", strerror(-r)) : 0;
 }
 
+/* Tells the caller how far the copy is (chunk i done); its refusal stops the backup. */
+static int report(struct bk *b, uint64_t i)
+{
+    if (!b->p->progress) return 0;
+    struct gw_backup_progress pr = {
+        .total_bytes = b->vm->mem.size, .position = i * b->cs + chunk_len(b, i, b->vm->mem.size),
+        .bytes_read = b->bytes_read, .bytes_written = b->sink.new_bytes,
+        .bytes_deduplicated = b->sink.reused_chunks * b->cs, .chunks = b->sink.chunks, .chunks_total = b->nchunks,
+    };
+    int r = b->p->progress(b->p->progress_ctx, &pr);
+    return r ? fail(b, r, "%s", "backup cancelled") : 0;
+}
+
 static int put_mem_chunk(struct bk *b, uint64_t i, const uint8_t *data)
 {
     bool zero;
-    int r = gw_chunk_sink_put(&b->sink, data, chunk_len(b, i, b->vm->mem.size), b->names[i], &zero);
+    uint64_t len = chunk_len(b, i, b->vm->mem.size);
+    int r = gw_chunk_sink_put(&b->sink, data, len, b->names[i], &zero);
     if (r) return fail(b, r, "%s", gw_store_error(b->t->store));
-    return 0;
+    b->bytes_read += len;
+    return report(b, i);
 }
 
 /* Round 0: every chunk that holds data. */
@@ -223,8 +240,8 @@ static int put_batch(struct bk *b, uint8_t *bufs, const uint64_t *idx, size_t n)
     for (size_t k = 0; k < n; k++) { data[k] = bufs + k * b->cs; len[k] = chunk_len(b, idx[k], b->vm->mem.size); }
     int r = gw_chunk_sink_put_many(&b->sink, data, len, n, true, hash, zero);
     if (r) return fail(b, r, "%s", gw_store_error(b->t->store));
-    for (size_t k = 0; k < n; k++) memcpy(b->names[idx[k]], hash[k], 32);
-    return 0;
+    for (size_t k = 0; k < n; k++) { memcpy(b->names[idx[k]], hash[k], 32); b->bytes_read += len[k]; }
+    return report(b, idx[n - 1]);
 }
 
 static int wp_copy(struct bk *b, uint8_t digest[16])
@@ -331,7 +348,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     uint64_t t0 = gw_now_ns();
     memset(res, 0, sizeof *res);
     godwit__v1__runner_backup_result__init(&res->pb);
-    struct bk b = {.vm = vm, .t = t, .err = err, .errlen = errlen};
+    struct bk b = {.vm = vm, .t = t, .p = p, .err = err, .errlen = errlen};
     b.cs = p->chunk_size ? p->chunk_size : GW_BACKUP_CHUNK_SIZE;
     if (b.cs < 4096 || b.cs > GW_CHUNK_MAX || (b.cs & (b.cs - 1))) { snprintf(err, errlen, "chunk size must be a power of two in 4 KiB..16 MiB"); return -EINVAL; }
     if (!gw_store_name_ok(vm->name)) { snprintf(err, errlen, "VM name '%s' cannot name a backup", vm->name); return -EINVAL; }
@@ -383,6 +400,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     if (!r && method == GW_BACKUP_DIRTY_LOG) r = rebuild_final_chunks(&b);
     if (!r && method == GW_BACKUP_WP) r = wp_copy(&b, digest);
     if (b.wp) { gw_wp_close(b.wp, &b.wp_stats); b.wp = NULL; }
+    if (!r && b.nchunks) r = report(&b, b.nchunks - 1);   /* memory done: the final figures */
     if (r) goto out;
 
     /* The disk image, read inside the pause. */
@@ -409,6 +427,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     for (uint64_t i = 0; i < dchunks; i++) zero_count += disk_list[i].len == 0;
     if (r) goto out_lists;
 
+    if (b.nchunks && (r = report(&b, b.nchunks - 1))) goto out_lists;   /* the last chance to stop */
     make_id(res->id);
     Godwit__V1__BackupManifest m = GODWIT__V1__BACKUP_MANIFEST__INIT;
     Godwit__V1__BackupImage mi = GODWIT__V1__BACKUP_IMAGE__INIT, di = GODWIT__V1__BACKUP_IMAGE__INIT;

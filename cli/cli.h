@@ -35,7 +35,7 @@ struct gw_cli {
 
 /* Connects (once) to cli->addr. Returns 0 or an exit code, with a message on stderr. */
 int gw_cli_connect(struct gw_cli *cli);
-/* A unary call to /godwit.v1.Godwit/<method>. On GW_EXIT_OK *resp holds the response (free
+/* A unary call to /godwit.v1.Godwit/<method> (or /godwit.v1.<method> when it holds a '/'). On GW_EXIT_OK *resp holds the response (free
  * with protobuf_c_message_free_unpacked); otherwise the error is on stderr. */
 int gw_cli_call(struct gw_cli *cli, const char *method, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp);
@@ -58,6 +58,8 @@ int gw_cmd_job(struct gw_cli *cli, int argc, char **argv);
 int gw_cmd_migrate(struct gw_cli *cli, int argc, char **argv);
 int gw_cmd_host(struct gw_cli *cli, int argc, char **argv);
 int gw_cmd_cluster(struct gw_cli *cli, int argc, char **argv);                 /* cmd_cluster.c */
+int gw_cmd_backup(struct gw_cli *cli, int argc, char **argv);                  /* cmd_backup.c */
+const char *gw_job_kind_name(int kind);                                        /* "migrate" */
 int gw_cmd_host_maintenance(struct gw_cli *cli, int argc, char **argv);       /* argv[0] "maintenance" */
 /* Follows a job until it ends (progress bar on a terminal); returns the exit code for its
  * final state. */

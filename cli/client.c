@@ -51,7 +51,8 @@ int gw_cli_call(struct gw_cli *cli, const char *method, const ProtobufCMessage *
     int e = gw_cli_connect(cli);
     if (e) return e;
     char path[128];
-    snprintf(path, sizeof path, "/godwit.v1.Godwit/%s", method);
+    /* "Service/Method" names a service of its own (GodwitBackup/CreateBackup). */
+    snprintf(path, sizeof path, strchr(method, '/') ? "/godwit.v1.%s" : "/godwit.v1.Godwit/%s", method);
     struct gw_grpc_status st;
     gw_grpc_client_unary(cli->client, path, req, resp_desc, resp, cli->timeout_ms, &st);
     if (st.code != GW_GRPC_OK) {

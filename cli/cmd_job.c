@@ -38,13 +38,49 @@ static double gw_job_fraction(const Godwit__V1__Job *j)
     return f > 0.99 ? 0.99 : f;
 }
 
+const char *gw_job_kind_name(int kind)
+{
+    switch (kind) {
+    case GODWIT__V1__JOB__KIND__MIGRATE: return "migrate";
+    case GODWIT__V1__JOB__KIND__BACKUP: return "backup";
+    case GODWIT__V1__JOB__KIND__RESTORE: return "restore";
+    case GODWIT__V1__JOB__KIND__VERIFY: return "verify";
+    case GODWIT__V1__JOB__KIND__EVACUATE: return "evacuate";
+    default: return "other";
+    }
+}
+
+/* Backup, verify and restore figures (zero for migrations). */
+static void print_backup_part(const Godwit__V1__Job *j)
+{
+    const Godwit__V1__JobProgress *p = j->progress;
+    const Godwit__V1__BackupJobInfo *b = j->backup;
+    if (!b) return;
+    char rd[32], wr[32], dd[32];
+    printf("target:        %s\n", b->target);
+    if (b->backup_id[0]) printf("backup:        %s\n", b->backup_id);
+    if (b->new_vm[0]) printf("new vm:        %s\n", b->new_vm);
+    if (p) {
+        gw_fmt_bytes(p->backup_bytes_read, rd, sizeof rd);
+        gw_fmt_bytes(p->backup_bytes_written, wr, sizeof wr);
+        gw_fmt_bytes(p->backup_bytes_deduplicated, dd, sizeof dd);
+        printf("data:          %s read, %s written, %s deduplicated, %llu of %llu chunks\n", rd, wr, dd,
+               (unsigned long long)p->backup_chunks, (unsigned long long)p->backup_chunks_total);
+    }
+    if (j->kind == GODWIT__V1__JOB__KIND__VERIFY)
+        printf("bad:           %llu chunks, %llu manifests\n", (unsigned long long)b->bad_chunks,
+               (unsigned long long)b->bad_manifests);
+    for (size_t i = 0; i < b->n_bad_chunk_names; i++) printf("bad chunk:     %s\n", b->bad_chunk_names[i]);
+    if (b->memory_digest[0]) printf("memory digest: %s\n", b->memory_digest);
+}
+
 static void print_job(const Godwit__V1__Job *j)
 {
     const Godwit__V1__JobProgress *p = j->progress;
     char created[32], tot[32], sent[32], rate[32];
     gw_fmt_ms_ago(j->created_unix_ms, created, sizeof created);
     printf("id:            %s\n", j->id);
-    printf("kind:          %s\n", j->kind == GODWIT__V1__JOB__KIND__MIGRATE ? "migrate" : "other");
+    printf("kind:          %s\n", gw_job_kind_name(j->kind));
     printf("state:         %s\n", gw_job_state_name(j->state));
     printf("vm:            %s\n", j->vm);
     if (j->destination[0]) printf("destination:   %s\n", j->destination);
@@ -59,7 +95,9 @@ static void print_job(const Godwit__V1__Job *j)
             printf("timing:        total %llu ms, setup %llu ms, downtime %llu ms\n", (unsigned long long)p->total_ms,
                    (unsigned long long)p->setup_ms, (unsigned long long)p->measured_downtime_ms);
     }
+    print_backup_part(j);
     if (j->error[0]) printf("error:         %s\n", j->error);
+    if (j->reason[0]) printf("reason:        %s\n", j->reason);
 }
 
 static void print_job_table(Godwit__V1__Job **jobs, size_t n)
@@ -72,7 +110,7 @@ static void print_job_table(Godwit__V1__Job **jobs, size_t n)
         char pct[8] = "-";
         if (p && p->total_bytes) snprintf(pct, sizeof pct, "%.0f%%", 100.0 * gw_job_fraction(j));
         printf("%-21s %-8s %-10s %-16s %-22.22s %-11.11s %5s %.60s\n", j->id,
-               j->kind == GODWIT__V1__JOB__KIND__MIGRATE ? "migrate" : "other", gw_job_state_name(j->state), j->vm,
+               gw_job_kind_name(j->kind), gw_job_state_name(j->state), j->vm,
                j->destination, p && p->phase[0] ? p->phase : "-", pct, j->error);
     }
 }
@@ -110,6 +148,23 @@ static void draw(struct watch *w, const Godwit__V1__Job *j)
     for (int i = 0; i < 24; i++) bar[i] = i < fill ? '#' : '-';
     bar[24] = 0;
     char sent[32], tot[32], thr[32], dirty[32], eta[32] = "-";
+    if (j->kind != GODWIT__V1__JOB__KIND__MIGRATE && j->backup) {
+        /* Backups: read / written / deduplicated, chunks, the runner's ETA. */
+        char rd[32], dd[32];
+        gw_fmt_bytes(p->backup_bytes_read, rd, sizeof rd);
+        gw_fmt_bytes(p->backup_bytes_written, sent, sizeof sent);
+        gw_fmt_bytes(p->backup_bytes_deduplicated, dd, sizeof dd);
+        gw_fmt_bytes(total, tot, sizeof tot);
+        gw_fmt_bytes(p->throughput_bytes_per_s, thr, sizeof thr);
+        if (p->eta_ms) snprintf(eta, sizeof eta, "%.0fs", p->eta_ms / 1000.0);
+        printf("%s[%s] %3.0f%%  read %s of %s  written %s  dedup %s  chunks %llu/%llu  %s/s  ETA %s  %-8s\033[K",
+               w->tty ? "\r" : "", bar, frac * 100, rd, tot, sent, dd, (unsigned long long)p->backup_chunks,
+               (unsigned long long)p->backup_chunks_total, thr, eta, p->phase[0] ? p->phase : gw_job_state_name(j->state));
+        if (!w->tty) printf("\n");
+        fflush(stdout);
+        w->drew = w->tty;
+        return;
+    }
     gw_fmt_bytes(p->sent_bytes, sent, sizeof sent);
     gw_fmt_bytes(total, tot, sizeof tot);
     gw_fmt_bytes(p->throughput_bytes_per_s, thr, sizeof thr);
@@ -182,7 +237,10 @@ int gw_cli_watch_job(struct gw_cli *cli, const char *id)
         if (!cli->json) {
             const Godwit__V1__JobProgress *p = j->progress;
             printf("job %s %s", j->id, gw_job_state_name(j->state));
-            if (p && j->state == GODWIT__V1__JOB__STATE__SUCCEEDED)
+            if (p && j->state == GODWIT__V1__JOB__STATE__SUCCEEDED && j->backup && j->backup->backup_id[0])
+                printf(" in %llu ms (backup %s%s%s)", (unsigned long long)p->total_ms, j->backup->backup_id,
+                       j->backup->new_vm[0] ? ", now VM " : "", j->backup->new_vm);
+            else if (p && j->state == GODWIT__V1__JOB__STATE__SUCCEEDED)
                 printf(" in %llu ms (downtime %llu ms, %u rounds)", (unsigned long long)p->total_ms,
                        (unsigned long long)p->measured_downtime_ms, p->round);
             if (j->error[0]) printf(": %s", j->error);

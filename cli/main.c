@@ -22,6 +22,7 @@ static const char usage[] =
     "  vm create|list|show|start|stop|delete|resolve   define and run VMs (godwit vm --help)\n"
     "  migrate VM --to HOST:PORT [--wait]      live-migrate a VM (godwit migrate --help)\n"
     "  job list|show|watch|cancel              follow and control jobs (godwit job --help)\n"
+    "  backup create|list|show|verify|restore|delete|targets   backups (godwit backup --help)\n"
     "  host                                    the host's capacity, VMs and running jobs\n"
     "  host maintenance enter|exit             evacuate the host / bring it back (--help)\n"
     "  cluster hosts                           the cluster's hosts, their state and room\n"
@@ -152,6 +153,7 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "job")) code = gw_cmd_job(&cli, argc - 1, argv + 1);
     else if (!strcmp(cmd, "host")) code = gw_cmd_host(&cli, argc - 1, argv + 1);
     else if (!strcmp(cmd, "cluster")) code = gw_cmd_cluster(&cli, argc - 1, argv + 1);
+    else if (!strcmp(cmd, "backup")) code = gw_cmd_backup(&cli, argc - 1, argv + 1);
     else { fprintf(stderr, "godwit: unknown command '%s'\n%s", cmd, usage); code = GW_EXIT_USAGE; }
     if (cli.client) gw_grpc_client_close(cli.client);
     return code;

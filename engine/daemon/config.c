@@ -43,11 +43,76 @@ static int set_u32(uint32_t *dst, const char *v, uint64_t min, uint64_t max)
     return r;
 }
 
+static bool target_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (!n || n > GW_CFG_TARGET_NAME_MAX || s[0] == '.' || s[0] == '-') return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i])) return false;
+    return true;
+}
+
+/* A key of a [backup_target NAME] section (1 taken, 0 refused with the reason in c->err). */
+static int on_target_key(struct load_ctx *c, const char *name, const char *key, const char *value)
+{
+    struct gw_daemon_config *cfg = c->cfg;
+    if (!target_name_ok(name)) {
+        snprintf(c->err, c->errlen, "backup target name '%.80s' is not 1-63 of [A-Za-z0-9._-]", name);
+        return 0;
+    }
+    struct gw_backup_target_cfg *t = NULL;
+    for (unsigned i = 0; i < cfg->n_backup_targets; i++)
+        if (!strcmp(cfg->backup_targets[i].name, name)) t = &cfg->backup_targets[i];
+    if (!t) {
+        if (cfg->n_backup_targets == GW_CFG_MAX_BACKUP_TARGETS) {
+            snprintf(c->err, c->errlen, "more than %d backup targets", GW_CFG_MAX_BACKUP_TARGETS);
+            return 0;
+        }
+        t = &cfg->backup_targets[cfg->n_backup_targets++];
+        snprintf(t->name, sizeof t->name, "%s", name);
+    }
+    int r;
+    if (!strcmp(key, "store")) {
+        /* dir: paths are anchored at the config's directory like every other path. */
+        if (!strncmp(value, "dir:", 4) && value[4]) {
+            char path[GW_CFG_STR];
+            r = set_path(c, path, value + 4);
+            if (!r) r = (size_t)snprintf(t->store, sizeof t->store, "dir:%s", path) >= sizeof t->store ? -ENAMETOOLONG : 0;
+        } else if (!strncmp(value, "rados:", 6) && value[6]) {
+            r = set_str(t->store, sizeof t->store, value);
+        } else r = -EINVAL;
+    }
+    else if (!strcmp(key, "ceph_conf")) r = set_path(c, t->ceph_conf, value);
+    else if (!strcmp(key, "ceph_id")) r = set_str(t->ceph_id, sizeof t->ceph_id, value);
+    else if (!strcmp(key, "keyring")) r = set_path(c, t->keyring, value);
+    else if (!strcmp(key, "key_file")) r = set_path(c, t->key_file, value);
+    else if (!strcmp(key, "osd_op_timeout")) r = set_u32(&t->osd_op_timeout_s, value, 1, 3600);
+    else if (!strcmp(key, "mon_op_timeout")) r = set_u32(&t->mon_op_timeout_s, value, 1, 3600);
+    else if (!strcmp(key, "inflight")) r = set_u32(&t->inflight, value, 1, 64);
+    else {
+        snprintf(c->err, c->errlen, "unknown key '%s' in [backup_target %s]", key, name);
+        return 0;
+    }
+    if (r) {
+        snprintf(c->err, c->errlen, "bad value for %s of backup target %s: '%s'", key, name, value);
+        return 0;
+    }
+    return 1;
+}
+
+const struct gw_backup_target_cfg *gw_config_backup_target(const struct gw_daemon_config *cfg, const char *name)
+{
+    for (unsigned i = 0; i < cfg->n_backup_targets; i++)
+        if (!strcmp(cfg->backup_targets[i].name, name)) return &cfg->backup_targets[i];
+    return NULL;
+}
+
 static int on_key(void *arg, const char *section, const char *key, const char *value)
 {
     struct load_ctx *c = arg;
     struct gw_daemon_config *cfg = c->cfg;
     int r;
+    if (!strncmp(section, "backup_target ", 14)) return on_target_key(c, section + 14, key, value);
     if (strcmp(section, "daemon")) {
         snprintf(c->err, c->errlen, "unknown section [%s]", section);
         return 0;
@@ -153,6 +218,12 @@ int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *
     if (nx != 0 && nx != 3) {
         snprintf(err, errlen, "%s: tls_cert, tls_key and tls_ca go together (all three or none)", path);
         return -EINVAL;
+    }
+    for (unsigned i = 0; i < cfg->n_backup_targets; i++) {
+        if (!cfg->backup_targets[i].store[0]) {
+            snprintf(err, errlen, "%s: backup target %s has no store", path, cfg->backup_targets[i].name);
+            return -EINVAL;
+        }
     }
     if (!cfg->migration_advertise[0])
         snprintf(cfg->migration_advertise, sizeof cfg->migration_advertise, "%s", cfg->migration_host);

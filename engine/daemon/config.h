@@ -35,7 +35,19 @@
  *   capacity_vcpus = 32               ; vCPUs offered to VMs (default: the online CPUs)
  *   metrics_listen = 127.0.0.1:9400   ; Prometheus metrics over HTTP; "" = none
  *
- *   test_runner_fault = drop-go       ; test builds (GODWIT_TEST_HOOKS) only: a fault for runners
+ * Backup targets (docs/backups.md), each in a section of its own; the API names them only:
+ *
+ *   [backup_target local]
+ *   store = dir:/var/lib/godwit/backups   ; or rados:POOL[/NAMESPACE]
+ *   ceph_conf = /etc/ceph/ceph.conf       ; rados: librados' config, client id and keyring
+ *   ceph_id = backup
+ *   keyring = /etc/ceph/ceph.client.backup.keyring
+ *   key_file = /etc/godwit/backup.key     ; client-side encryption (AES-256-GCM); none = plain
+ *   osd_op_timeout = 10                   ; seconds per OSD operation (1..3600)
+ *   mon_op_timeout = 10                   ; seconds per monitor operation, and to connect
+ *   inflight = 16                         ; store operations in flight (1..64)
+ *
+ *   [daemon] test_runner_fault = drop-go ; test builds (GODWIT_TEST_HOOKS) only: a fault for runners
  *
  * Unknown keys are errors (a typo must not silently fall back to a default). */
 #ifndef GW_DAEMON_CONFIG_H
@@ -46,6 +58,16 @@
 #include <stdint.h>
 
 #define GW_CFG_STR 512
+#define GW_CFG_MAX_BACKUP_TARGETS 8
+#define GW_CFG_TARGET_NAME_MAX 63
+
+/* One [backup_target NAME] section. */
+struct gw_backup_target_cfg {
+    char name[GW_CFG_TARGET_NAME_MAX + 1];
+    char store[GW_CFG_STR];         /* "dir:/abs/path" or "rados:POOL[/NS]" */
+    char ceph_conf[GW_CFG_STR], ceph_id[64], keyring[GW_CFG_STR], key_file[GW_CFG_STR];
+    uint32_t osd_op_timeout_s, mon_op_timeout_s, inflight;   /* 0 = the store's defaults */
+};
 
 struct gw_daemon_config {
     char listen[GW_CFG_STR];
@@ -73,6 +95,8 @@ struct gw_daemon_config {
     uint64_t capacity_memory;       /* 0 = the machine's */
     uint32_t capacity_vcpus;        /* 0 = the online CPUs */
     char metrics_listen[GW_CFG_STR];
+    struct gw_backup_target_cfg backup_targets[GW_CFG_MAX_BACKUP_TARGETS];
+    unsigned n_backup_targets;
 };
 
 /* Fills cfg with the defaults, then the file's values. Returns 0, or -EINVAL / -errno with a
@@ -97,6 +121,9 @@ const char *gw_config_image_refused(const struct gw_daemon_config *cfg, const ch
 
 /* Whether tap is one of cfg's net_taps (an exact entry, or a prefix entry "NAME*"). */
 bool gw_config_tap_allowed(const struct gw_daemon_config *cfg, const char *tap);
+
+/* The backup target of that name, or NULL. */
+const struct gw_backup_target_cfg *gw_config_backup_target(const struct gw_daemon_config *cfg, const char *name);
 
 /* Whether addr is one of cfg's peers (exact match of an entry, spaces ignored). */
 bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr);

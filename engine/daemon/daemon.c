@@ -122,6 +122,7 @@ int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
     if (!r) r = gw_grpc_health_new(d->srv, false, &d->health);
     if (!r) r = gw_service_register_vm(d);
     if (!r) r = gw_service_register_job(d);
+    if (!r) r = gw_service_register_backup(d);
     if (!r) r = gw_service_register_peer(d);
     if (!r) r = gw_service_register_owner(d);
     if (!r) r = gw_service_register_cluster(d);

@@ -112,6 +112,7 @@ struct gw_job {
     struct gw_job_watcher *watchers;
     struct gw_daemon *d;
     struct gw_evac *evac;          /* EVACUATE jobs: the plan and its steps (evacuate.c) */
+    struct gw_bkjob *bk;           /* BACKUP, VERIFY, RESTORE jobs (backup_jobs.c) */
     char request_id[GW_REQUEST_ID_MAX + 1];   /* the caller's idempotency key, "" = none */
 };
 
@@ -198,6 +199,9 @@ void gw_sup_stop_thread(struct gw_daemon *d);
 /* Spawns the runner of rec (lock held; rec->busy or called by the supervisor). argv_extra
  * NULL = `run` with rec's config. On success the runner is watched. */
 int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t errlen);
+/* Spawns rec's runner with argv of the caller's making (a restore from a backup: backup_jobs.c);
+ * lock held, as gw_sup_spawn. argv points into memory that stays valid meanwhile. */
+int gw_sup_spawn_with(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, char *err, size_t errlen);
 /* Spawns a destination runner for an incoming migration: on conn_fds[0..nconn) (the accepted
  * streams of one session, handed over as its fds 3, 4, ...; the caller keeps its copies)
  * when nconn > 0 (at most GW_PROC_MAX_PASS_FDS), else listening on listen_url. */
@@ -283,5 +287,6 @@ int gw_service_register_vm(struct gw_daemon *d);
 int gw_service_register_job(struct gw_daemon *d);
 int gw_service_register_peer(struct gw_daemon *d);
 int gw_service_register_cluster(struct gw_daemon *d);
+int gw_service_register_backup(struct gw_daemon *d);   /* service_backup.c */
 
 #endif

@@ -16,6 +16,7 @@
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/daemon/cluster.h"
+#include "engine/daemon/backup_jobs.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 #include "engine/daemon/metrics.h"
@@ -52,6 +53,7 @@ void gw_job_to_proto(const struct gw_job *j, Godwit__V1__Job *out)
     out->finished_unix_ms = j->finished_ms;
     out->request_id = (char *)j->request_id;
     if (j->evac) gw_evac_to_proto(j, out);
+    if (j->bk) gw_bkjob_to_proto(j, out);
 }
 
 static void job_init_messages(struct gw_job *j)
@@ -72,6 +74,7 @@ static void trim(struct gw_daemon *d)
         if (++n > GW_JOBS_IN_MEMORY && gw_job_final(j->state) && !j->has_thread && !j->watchers) {
             *p = j->next;
             gw_evac_free(j);
+            gw_bkjob_free(j);
             free(j);
             continue;
         }
@@ -167,6 +170,12 @@ void gw_job_take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p)
     j->progress.postcopy_blocked_ms = p->postcopy_blocked_ms;
     j->progress.postcopy_ms = p->postcopy_ms;
     j->progress.postcopy_pages_refused = p->postcopy_pages_refused;
+    j->progress.backup_bytes_read = p->backup_bytes_read;
+    j->progress.backup_bytes_written = p->backup_bytes_written;
+    j->progress.backup_bytes_deduplicated = p->backup_bytes_deduplicated;
+    j->progress.backup_chunks = p->backup_chunks;
+    j->progress.backup_chunks_total = p->backup_chunks_total;
+    j->progress.eta_ms = p->eta_ms;
 }
 
 void gw_job_set_state(struct gw_job *j, int state, const char *msg)
@@ -263,6 +272,7 @@ static void load_one(void *arg, const Godwit__V1__Job *pj)
     snprintf(j->request_id, sizeof j->request_id, "%s", pj->request_id);
     j->d = d;
     if (j->kind == GODWIT__V1__JOB__KIND__EVACUATE) gw_evac_load(j, pj);
+    if (pj->backup) gw_bkjob_load(j, pj);
     j->next = d->jobs;   /* loaded oldest first: the list ends newest first */
     d->jobs = j;
 }
@@ -304,6 +314,7 @@ void gw_jobs_shutdown(struct gw_daemon *d)
         struct gw_job *j = d->jobs;
         d->jobs = j->next;
         gw_evac_free(j);
+        gw_bkjob_free(j);
         free(j);
     }
     pthread_mutex_unlock(&d->lock);

@@ -7,6 +7,9 @@
  *   godwit_migrations_total{result}                    counter (succeeded, failed, cancelled)
  *   godwit_migration_downtime_seconds                  histogram
  *   godwit_migration_duration_seconds                  histogram
+ *   godwit_backup_bytes_total{kind}                    counter: bytes backups read from guests
+ *                                                      ("read") and wrote to stores ("written")
+ *   godwit_backups_total{result}                       counter (succeeded, failed, cancelled)
  *   godwit_evacuation_vms{state}                       gauge, the newest evacuation's steps
  *   godwit_host_state{state}                           1 for the host's state
  *   godwit_vms{state}                                  gauge
@@ -48,6 +51,13 @@ static void observe(struct gw_histogram *h, const double *bounds, double v)
 void gw_metrics_job_done(struct gw_daemon *d, const struct gw_job *j)
 {
     struct gw_metrics *m = d->metrics;
+    if (m && j->kind == GODWIT__V1__JOB__KIND__BACKUP) {
+        /* Failed backups count too: their chunks were written (a later backup reuses them). */
+        m->backup_bytes_read += j->progress.backup_bytes_read;
+        m->backup_bytes_written += j->progress.backup_bytes_written;
+        m->backups[j->state == GODWIT__V1__JOB__STATE__SUCCEEDED ? 0 : j->state == GODWIT__V1__JOB__STATE__CANCELLED ? 2 : 1]++;
+        return;
+    }
     if (!m || j->kind != GODWIT__V1__JOB__KIND__MIGRATE) return;
     if (j->state == GODWIT__V1__JOB__STATE__SUCCEEDED) {
         m->migrations_succeeded++;
@@ -122,6 +132,17 @@ static void render(struct gw_daemon *d, struct buf *b)
            "godwit_migrations_total{result=\"cancelled\"} %llu\n",
         (unsigned long long)m->migrations_succeeded, (unsigned long long)m->migrations_failed,
         (unsigned long long)m->migrations_cancelled);
+    put(b, "# HELP godwit_backup_bytes_total Bytes backups read from guest memory and wrote to backup targets.\n"
+           "# TYPE godwit_backup_bytes_total counter\n"
+           "godwit_backup_bytes_total{kind=\"read\"} %llu\n"
+           "godwit_backup_bytes_total{kind=\"written\"} %llu\n"
+           "# HELP godwit_backups_total Backup jobs ended since the daemon started.\n"
+           "# TYPE godwit_backups_total counter\n"
+           "godwit_backups_total{result=\"succeeded\"} %llu\n"
+           "godwit_backups_total{result=\"failed\"} %llu\n"
+           "godwit_backups_total{result=\"cancelled\"} %llu\n",
+        (unsigned long long)m->backup_bytes_read, (unsigned long long)m->backup_bytes_written,
+        (unsigned long long)m->backups[0], (unsigned long long)m->backups[1], (unsigned long long)m->backups[2]);
     histogram(b, "godwit_migration_downtime_seconds", "Guest pause of each successful migration.", &m->downtime,
               DOWNTIME_BUCKETS);
     histogram(b, "godwit_migration_duration_seconds", "Duration of each successful migration.", &m->duration,

@@ -22,6 +22,7 @@ struct gw_histogram {
 struct gw_metrics {
     uint64_t migrations_succeeded, migrations_failed, migrations_cancelled;
     struct gw_histogram downtime, duration;
+    uint64_t backup_bytes_read, backup_bytes_written, backups[3];   /* succeeded, failed, cancelled */
     int listen_fd, stop_fd;
     bool started;
     pthread_t thread;

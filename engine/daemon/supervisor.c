@@ -154,6 +154,16 @@ int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t e
     return r;
 }
 
+int gw_sup_spawn_with(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, char *err, size_t errlen)
+{
+    int r = spawn_argv(d, rec, argv, NULL, 0, err, errlen);
+    if (!r) {
+        rec->state = GODWIT__V1__VM__STATE__RUNNING;
+        gw_vm_persist(d, rec);
+    }
+    return r;
+}
+
 int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char *listen_url, const int *conn_fds,
                           unsigned nconn, char *err, size_t errlen)
 {

@@ -100,7 +100,7 @@ static enum gw_run_op op_of(Godwit__V1__RunnerRequest__OpCase c)
 }
 
 /* Runs one checked request; the reply's ok and err say how it went. */
-static void dispatch(struct gw_runner *r, const Godwit__V1__RunnerRequest *req, Godwit__V1__RunnerReply *rep,
+static void dispatch(struct gw_runner *r, int fd, const Godwit__V1__RunnerRequest *req, Godwit__V1__RunnerReply *rep,
                      Godwit__V1__RunnerSaveResult *save_res, struct gw_backup_result *backup_res, char *err,
                      unsigned errlen, char *digest_hex)
 {
@@ -149,7 +149,7 @@ static void dispatch(struct gw_runner *r, const Godwit__V1__RunnerRequest *req, 
         rep->ok = gw_runner_resolve(r, req->resolve && req->resolve->keep_source, err, errlen) == 0;
         break;
     case GODWIT__V1__RUNNER_REQUEST__OP_BACKUP:
-        rep->ok = gw_runner_backup(r, req->backup, backup_res, err, errlen) == 0;
+        rep->ok = gw_runner_backup(r, req->backup, fd, backup_res, err, errlen) == 0;
         if (rep->ok) rep->backup = &backup_res->pb;
         break;
     default:
@@ -179,7 +179,7 @@ void gw_runner_control_serve(struct gw_runner *r)
     gw_runner_poll_migration(r);
     if (req->op_case == GODWIT__V1__RUNNER_REQUEST__OP__NOT_SET) snprintf(err, sizeof err, "unknown request");
     else if (!gw_run_check(r->state, op_of(req->op_case), err, sizeof err))
-        dispatch(r, req, &rep, &save_res, &backup_res, err, sizeof err, digest_hex);
+        dispatch(r, fd, req, &rep, &save_res, &backup_res, err, sizeof err, digest_hex);
     else gw_info("control: %s (state %s)", err, gw_run_state_name(r->state));
     gw_runner_poll_migration(r);
     gw_runner_fill_status(r, &st, &counters);

@@ -56,10 +56,11 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
 /* Called from the main loop: notices a finished migration and acts on its outcome. */
 void gw_runner_poll_migration(struct gw_runner *r);
 
-/* Backs the VM up into a chunk store (runner_backup.c); fills res or err. */
+/* Backs the VM up into a chunk store (runner_backup.c); fills res or err. With
+ * req->progress_ms, progress frames go to the requester's connection fd meanwhile. */
 struct gw_backup_result;
-int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest *req, struct gw_backup_result *res,
-                     char *err, size_t errlen);
+int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest *req, int fd,
+                     struct gw_backup_result *res, char *err, size_t errlen);
 
 /* Opens the control socket at path (replacing a stale one). */
 int gw_runner_control_open(struct gw_runner *r, const char *path);

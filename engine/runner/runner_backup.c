@@ -1,16 +1,73 @@
 /* The runner's side of backups: a control request becomes one backup of this VM into the
  * named store (backup/backup.h). It runs to its end before the reply, so the control socket
- * is busy meanwhile; the guest keeps running throughout, also when the backup fails. */
+ * is busy meanwhile; the guest keeps running throughout, also when the backup fails.
+ *
+ * A requester that asks for progress (RunnerBackupRequest.progress_ms: godwitd's backup jobs)
+ * gets RunnerReply frames carrying only backup_progress on its connection before the final
+ * reply. When it half-closes the connection (CancelJob) or goes away (the daemon died), the
+ * next progress step sees it and the backup stops there, as any failed backup does: nothing
+ * listed, the guest running. The last step comes just before the manifest is written. */
 #include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "backup/backup.h"
 #include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
 
-int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest *req, struct gw_backup_result *res,
-                     char *err, size_t errlen)
+struct progress_ctx {
+    int fd;
+    uint64_t every_ns, t0, last_ns;
+};
+
+/* The requester half-closed its side (a cancel) or went away. */
+static bool hung_up(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static int send_progress(void *arg, const struct gw_backup_progress *p)
+{
+    struct progress_ctx *c = arg;
+    if (hung_up(c->fd)) {
+        gw_info("backup: the requester asked to stop");
+        return -ECANCELED;
+    }
+    uint64_t now = gw_now_ns();
+    bool last = p->position >= p->total_bytes;
+    if (!last && now - c->last_ns < c->every_ns) return 0;
+    c->last_ns = now;
+    Godwit__V1__JobProgress jp = GODWIT__V1__JOB_PROGRESS__INIT;
+    jp.phase = "backup";
+    jp.total_bytes = p->total_bytes;
+    jp.remaining_bytes = p->total_bytes - (p->position < p->total_bytes ? p->position : p->total_bytes);
+    jp.sent_bytes = p->bytes_written;
+    jp.backup_bytes_read = p->bytes_read;
+    jp.backup_bytes_written = p->bytes_written;
+    jp.backup_bytes_deduplicated = p->bytes_deduplicated;
+    jp.backup_chunks = p->chunks;
+    jp.backup_chunks_total = p->chunks_total;
+    uint64_t ms = (now - c->t0) / 1000000;
+    jp.total_ms = ms;
+    if (ms) {
+        jp.throughput_bytes_per_s = p->position * 1000 / ms;
+        if (jp.throughput_bytes_per_s) jp.eta_ms = jp.remaining_bytes * 1000 / jp.throughput_bytes_per_s;
+    }
+    Godwit__V1__RunnerReply rep = GODWIT__V1__RUNNER_REPLY__INIT;
+    rep.ok = true;
+    rep.backup_progress = &jp;
+    int r = gw_frame_send(c->fd, &rep.base);
+    if (r) gw_warn("backup: the requester went away (%s): stopping the backup", strerror(-r));
+    return r ? -ECANCELED : 0;
+}
+
+int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest *req, int fd,
+                     struct gw_backup_result *res, char *err, size_t errlen)
 {
     /* The run state (run_state.c) already refused a backup while a migration or a save owns
      * the VM, or after it left. */
@@ -26,7 +83,10 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     struct gw_backup_target t;
     int rc = gw_backup_target_open(req->store, &t, err, errlen);
     if (rc) return rc;
+    struct progress_ctx pc = {.fd = fd, .every_ns = (uint64_t)req->progress_ms * 1000000, .t0 = gw_now_ns()};
+    pc.last_ns = pc.t0;
     struct gw_backup_params p = {.parent = req->parent, .method = method};
+    if (req->progress_ms && fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);
     gw_backup_target_close(&t);
     return rc;

@@ -2,6 +2,7 @@
 #include "engine/runner/runner_client.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,23 +12,52 @@
 
 #include "engine/runner/frame.h"
 
+/* Connects to sock with timeout_ms on each send and receive, and sends req. 0 with *fd
+ * open (the caller closes it, also on error), or -errno. */
+static int send_request(const char *sock, const Godwit__V1__RunnerRequest *req, int timeout_ms, int *fd)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    *fd = -1;
+    if (strlen(sock) >= sizeof addr.sun_path) return -ENAMETOOLONG;
+    memcpy(addr.sun_path, sock, strlen(sock) + 1);
+    if ((*fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) return -errno;
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(*fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(*fd, (struct sockaddr *)&addr, sizeof addr) < 0) return -errno;
+    return gw_frame_send(*fd, &req->base);
+}
+
 int gw_runner_call(const char *sock, const Godwit__V1__RunnerRequest *req,
                    Godwit__V1__RunnerReply **rep, int timeout_ms)
 {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(sock) >= sizeof addr.sun_path) return -ENAMETOOLONG;
-    memcpy(addr.sun_path, sock, strlen(sock) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int r = 0;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) r = -errno;
-    if (!r) r = gw_frame_send(fd, &req->base);
+    int fd;
+    int r = send_request(sock, req, timeout_ms, &fd);
     if (!r) r = gw_frame_recv(fd, &godwit__v1__runner_reply__descriptor, (ProtobufCMessage **)rep);
     if (r == -EWOULDBLOCK) r = -EAGAIN;
-    close(fd);
+    if (fd >= 0) close(fd);
+    return r;
+}
+
+int gw_runner_call_stream(const char *sock, const Godwit__V1__RunnerRequest *req,
+                          int (*on_progress)(void *ctx, const Godwit__V1__JobProgress *p), void *ctx,
+                          Godwit__V1__RunnerReply **rep, int timeout_ms)
+{
+    int fd;
+    int r = send_request(sock, req, timeout_ms, &fd);
+    bool stopped = false;
+    while (!r) {
+        Godwit__V1__RunnerReply *f = NULL;
+        r = gw_frame_recv(fd, &godwit__v1__runner_reply__descriptor, (ProtobufCMessage **)&f);
+        if (r) break;
+        if (!f->backup_progress || f->status) { *rep = f; break; }   /* the final reply */
+        /* Asked to stop: half-close, which the runner sees at its next progress step; its
+         * reply then tells whether the stop came in time. */
+        if (!stopped && on_progress(ctx, f->backup_progress)) { shutdown(fd, SHUT_WR); stopped = true; }
+        godwit__v1__runner_reply__free_unpacked(f, NULL);
+    }
+    if (r == -EWOULDBLOCK) r = -EAGAIN;
+    if (fd >= 0) close(fd);
     return r;
 }
 

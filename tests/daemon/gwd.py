@@ -42,7 +42,8 @@ def stubs():
     atexit.register(shutil.rmtree, out, True)
     shutil.copy(os.path.join(ROOT, "proto/grpc/health/v1/health.proto"), out)
     rc = protoc.main(["protoc", "-I" + os.path.join(ROOT, "proto"), "-I" + out, "--python_out=" + out,
-                      "--grpc_python_out=" + out, "godwit/v1/api.proto", "godwit/v1/daemon.proto", "health.proto"])
+                      "--grpc_python_out=" + out, "godwit/v1/api.proto", "godwit/v1/daemon.proto", "godwit/v1/backup_api.proto",
+                      "health.proto"])
     if rc != 0:
         raise RuntimeError("protoc failed")
     sys.path.insert(0, out)
@@ -57,6 +58,13 @@ def peer_stubs():
     stubs()
     from godwit.v1 import daemon_pb2, daemon_pb2_grpc  # noqa: E402
     return daemon_pb2, daemon_pb2_grpc
+
+
+def backup_stubs():
+    """(backup_api_pb2, backup_api_pb2_grpc): the service GodwitBackup."""
+    stubs()
+    from godwit.v1 import backup_api_pb2, backup_api_pb2_grpc  # noqa: E402
+    return backup_api_pb2, backup_api_pb2_grpc
 
 
 def peer_token(secret=SECRET):

@@ -74,6 +74,49 @@ GW_TEST(config_refuses_mistakes)
     CHECK(gw_daemon_config_load("/nonexistent/godwitd.conf", &c, err, sizeof err) < 0);
 }
 
+GW_TEST(config_backup_targets)
+{
+    struct gw_daemon_config c;
+    char err[256];
+    const char *p = write_conf("[daemon]\nlisten = 127.0.0.1:7500\n"
+                               "[backup_target local]\nstore = dir:backups\nkey_file = bk.key\n"
+                               "[backup_target ceph-1]\nstore = rados:godwit/ns\nceph_conf = /etc/ceph/ceph.conf\n"
+                               "ceph_id = backup\nosd_op_timeout = 7\nmon_op_timeout = 9\ninflight = 32\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK_EQ(c.n_backup_targets, 2);
+    const struct gw_backup_target_cfg *t = gw_config_backup_target(&c, "local");
+    REQUIRE(t);
+    char want[200];
+    snprintf(want, sizeof want, "dir:%s/backups", dir);    /* anchored at the file */
+    CHECK(!strcmp(t->store, want));
+    snprintf(want, sizeof want, "%s/bk.key", dir);
+    CHECK(!strcmp(t->key_file, want));
+    t = gw_config_backup_target(&c, "ceph-1");
+    REQUIRE(t);
+    CHECK(!strcmp(t->store, "rados:godwit/ns"));
+    CHECK(!strcmp(t->ceph_id, "backup"));
+    CHECK_EQ(t->osd_op_timeout_s, 7);
+    CHECK_EQ(t->mon_op_timeout_s, 9);
+    CHECK_EQ(t->inflight, 32);
+    CHECK(gw_config_backup_target(&c, "nope") == NULL);
+    const char *bad[] = {
+        "[backup_target x]\nstore = nfs:/x\n",                 /* unknown kind */
+        "[backup_target x]\nstor = dir:/x\n",                  /* typo */
+        "[backup_target x]\nceph_id = a\n",                    /* no store */
+        "[backup_target ../x]\nstore = dir:/x\n",              /* unsafe name */
+        "[backup_target x]\nstore = dir:/x\ninflight = 65\n", /* out of range */
+        "[backup_target x]\nstore = dir:/x\nosd_op_timeout = 0\n",
+        "[backup_target a]\nstore=dir:/a\n[backup_target b]\nstore=dir:/b\n[backup_target c]\nstore=dir:/c\n"
+        "[backup_target d]\nstore=dir:/d\n[backup_target e]\nstore=dir:/e\n[backup_target f]\nstore=dir:/f\n"
+        "[backup_target g]\nstore=dir:/g\n[backup_target h]\nstore=dir:/h\n[backup_target i]\nstore=dir:/i\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        REQUIRE((p = write_conf(bad[i])));
+        CHECK_EQ(gw_daemon_config_load(p, &c, err, sizeof err), -EINVAL);
+    }
+}
+
 GW_TEST(token_file)
 {
     char tok[64], path[128];

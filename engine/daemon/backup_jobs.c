@@ -1,0 +1,403 @@
+/* Backup, verify and restore jobs of godwitd (see backup_jobs.h for what each does). Each job
+ * has a detached thread of its own, like a migration: it holds no lock across a runner call,
+ * a store access or a spawn, and publishes progress and the outcome under the lock. */
+#include "engine/daemon/backup_jobs.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backup/backup.h"
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "engine/daemon/daemon.h"
+#include "engine/daemon/db.h"
+#include "engine/runner/runner_client.h"
+#include "storage/manifest.h"
+#include "storage/store.h"
+
+#define PROGRESS_MS 500
+#define FRAME_TIMEOUT_MS 120000      /* a runner silent this long during a backup is wedged */
+#define RESTORE_TIMEOUT_MS 600000    /* the restored runner must answer within this */
+#define EXIT_WAIT_MS 3000            /* after a hang-up: the time the supervisor gets to reap it */
+
+#define S(x) GODWIT__V1__JOB__STATE__##x
+
+void gw_bkjob_to_proto(const struct gw_job *j, Godwit__V1__Job *out)
+{
+    struct gw_bkjob *b = j->bk;   /* its pb is the job's own backing store */
+    godwit__v1__backup_job_info__init(&b->pb);
+    b->pb.target = b->target;
+    b->pb.backup_id = b->backup_id;
+    b->pb.new_vm = b->new_vm;
+    b->pb.bad_chunks = b->bad_chunks;
+    b->pb.bad_manifests = b->bad_manifests;
+    b->pb.memory_digest = b->digest;
+    for (unsigned i = 0; i < b->n_bad; i++) b->bad_ptrs[i] = b->bad_names[i];
+    b->pb.n_bad_chunk_names = b->n_bad;
+    b->pb.bad_chunk_names = b->bad_ptrs;
+    out->backup = &b->pb;
+    out->reason = b->reason;
+}
+
+void gw_bkjob_load(struct gw_job *j, const Godwit__V1__Job *pj)
+{
+    const Godwit__V1__BackupJobInfo *i = pj->backup;
+    struct gw_bkjob *b = calloc(1, sizeof *b);
+    if (!b) return;
+    snprintf(b->target, sizeof b->target, "%s", i->target);
+    snprintf(b->backup_id, sizeof b->backup_id, "%s", i->backup_id);
+    snprintf(b->new_vm, sizeof b->new_vm, "%s", i->new_vm);
+    snprintf(b->digest, sizeof b->digest, "%s", i->memory_digest);
+    snprintf(b->reason, sizeof b->reason, "%s", pj->reason);
+    b->bad_chunks = i->bad_chunks;
+    b->bad_manifests = i->bad_manifests;
+    for (size_t k = 0; k < i->n_bad_chunk_names && k < GW_BKJOB_BAD_NAMES; k++)
+        snprintf(b->bad_names[b->n_bad++], sizeof b->bad_names[0], "%s", i->bad_chunk_names[k]);
+    j->bk = b;
+}
+
+void gw_bkjob_free(struct gw_job *j)
+{
+    free(j->bk);
+    j->bk = NULL;
+}
+
+void gw_bkjob_spec(const struct gw_backup_target_cfg *t, Godwit__V1__StoreSpec *spec)
+{
+    godwit__v1__store_spec__init(spec);
+    spec->target = (char *)t->store;
+    spec->ceph_conf = (char *)t->ceph_conf;
+    spec->ceph_id = (char *)t->ceph_id;
+    spec->keyring = (char *)t->keyring;
+    spec->key_file = (char *)t->key_file;
+    spec->osd_op_timeout_s = t->osd_op_timeout_s;
+    spec->mon_op_timeout_s = t->mon_op_timeout_s;
+    spec->max_inflight = t->inflight;
+}
+
+/* Ends j (lock held): state, error and reason. */
+static void finish(struct gw_job *j, int state, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void finish(struct gw_job *j, int state, const char *reason, const char *fmt, ...)
+{
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(j->error, sizeof j->error, fmt, ap);
+        va_end(ap);
+    }
+    if (reason) snprintf(j->bk->reason, sizeof j->bk->reason, "%s", reason);
+    gw_job_set_state(j, state, state == S(SUCCEEDED) ? "completed" : j->error);
+}
+
+/* ---- BACKUP ----------------------------------------------------------------------------- */
+
+static int on_progress(void *arg, const Godwit__V1__JobProgress *p)
+{
+    struct gw_job *j = arg;
+    struct gw_daemon *d = j->d;
+    pthread_mutex_lock(&d->lock);
+    bool stop = j->cancel || d->stopping;
+    if (!stop) {
+        gw_job_take_progress(j, p);
+        gw_job_progress(j, NULL);
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (!stop) gw_job_save_progress(d, j);
+    return stop;
+}
+
+static void run_backup(struct gw_daemon *d, struct gw_job *j)
+{
+    pthread_mutex_lock(&d->lock);
+    struct gw_vm_rec *rec = gw_vm_find(d, j->vm);   /* alive: busy */
+    const struct gw_backup_target_cfg *t = gw_config_backup_target(&d->cfg, j->bk->target);
+    char sock[sizeof rec->control];
+    memcpy(sock, rec->control, sizeof sock);
+    snprintf(j->phase, sizeof j->phase, "backup");
+    j->progress.total_bytes = rec->memory_bytes;
+    gw_job_set_state(j, S(RUNNING), "backup started");
+    pthread_mutex_unlock(&d->lock);
+
+    Godwit__V1__StoreSpec spec;
+    gw_bkjob_spec(t, &spec);
+    Godwit__V1__RunnerBackupRequest br = GODWIT__V1__RUNNER_BACKUP_REQUEST__INIT;
+    br.store = &spec;
+    br.parent = j->bk->parent;
+    br.method = j->bk->method;
+    br.progress_ms = PROGRESS_MS;
+    Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;
+    req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_BACKUP;
+    req.backup = &br;
+    Godwit__V1__RunnerReply *rep = NULL;
+    int r = gw_runner_call_stream(sock, &req, on_progress, j, &rep, FRAME_TIMEOUT_MS);
+
+    pthread_mutex_lock(&d->lock);
+    if (r) {
+        /* The runner hung up or went silent. If it died, the supervisor reaps it within
+         * moments: wait for that, so that the reason names the exit. */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += EXIT_WAIT_MS / 1000;
+        while (rec->exit_seq == j->bk->exit_seq && !d->stopping && r != -EAGAIN)
+            if (pthread_cond_timedwait(&d->cond, &d->lock, &ts)) break;
+        if (rec->exit_seq != j->bk->exit_seq)
+            finish(j, S(FAILED), "RUNNER_EXITED", "the VM's runner ended during the backup (%s); nothing was listed",
+                   rec->exit_why[0] ? rec->exit_why : "exited");
+        else if (r == -EAGAIN)
+            finish(j, S(FAILED), "RUNNER_TIMEOUT", "the VM's runner sent nothing for %d s during the backup",
+                   FRAME_TIMEOUT_MS / 1000);
+        else
+            finish(j, S(FAILED), "RUNNER_UNREACHABLE", "the VM's runner: %s", strerror(-r));
+    } else if (!rep->ok && (j->cancel || d->stopping)) {
+        finish(j, j->cancel ? S(CANCELLED) : S(FAILED), j->cancel ? "CANCELLED" : "DAEMON_STOPPING",
+               j->cancel ? "cancelled: the runner stopped the backup; nothing was listed"
+                         : "the daemon stopped during the backup; nothing was listed");
+    } else if (!rep->ok) {
+        finish(j, S(FAILED), "BACKUP_FAILED", "%s", rep->error);
+    } else if (!rep->backup) {
+        finish(j, S(FAILED), "BACKUP_FAILED", "the runner's reply carries no backup");
+    } else {
+        const Godwit__V1__RunnerBackupResult *b = rep->backup;
+        snprintf(j->bk->backup_id, sizeof j->bk->backup_id, "%s", b->id);
+        snprintf(j->bk->digest, sizeof j->bk->digest, "%s", b->memory_digest);
+        j->progress.total_bytes = b->memory_bytes + b->disk_bytes;
+        j->progress.remaining_bytes = 0;
+        j->progress.eta_ms = 0;
+        j->progress.sent_bytes = j->progress.backup_bytes_written = b->new_bytes;
+        j->progress.backup_chunks = j->progress.backup_chunks_total = b->chunks;
+        j->progress.measured_downtime_ms = b->pause_ns / 1000000;
+        gw_info("job=%s vm=%s: backup %s to %s: %llu chunks, %llu new (%llu KiB)", j->id, j->vm, b->id,
+                j->bk->target, (unsigned long long)b->chunks, (unsigned long long)b->new_chunks,
+                (unsigned long long)(b->new_bytes >> 10));
+        finish(j, S(SUCCEEDED), NULL, NULL);
+    }
+    rec->busy = false;   /* the supervisor may restart a runner that died meanwhile */
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    if (rep) godwit__v1__runner_reply__free_unpacked(rep, NULL);
+}
+
+/* ---- VERIFY ----------------------------------------------------------------------------- */
+
+static void on_bad(void *ctx, const char *chunk, const char *reason, const char *const *backups, size_t nb)
+{
+    struct gw_job *j = ctx;
+    (void)backups;
+    (void)nb;
+    gw_warn("job=%s vm=%s: bad chunk %s: %s", j->id, j->vm, *chunk ? chunk : "(manifest)", reason);
+    pthread_mutex_lock(&j->d->lock);
+    if (*chunk && j->bk->n_bad < GW_BKJOB_BAD_NAMES)
+        snprintf(j->bk->bad_names[j->bk->n_bad++], sizeof j->bk->bad_names[0], "%.64s", chunk);
+    pthread_mutex_unlock(&j->d->lock);
+}
+
+static void run_verify(struct gw_daemon *d, struct gw_job *j)
+{
+    pthread_mutex_lock(&d->lock);
+    const struct gw_backup_target_cfg *t = gw_config_backup_target(&d->cfg, j->bk->target);
+    snprintf(j->phase, sizeof j->phase, "verify");
+    gw_job_set_state(j, S(RUNNING), "verify started");
+    pthread_mutex_unlock(&d->lock);
+
+    Godwit__V1__StoreSpec spec;
+    gw_bkjob_spec(t, &spec);
+    struct gw_backup_target tg;
+    struct gw_verify_stats st = {0};
+    char err[512] = "";
+    int r = gw_backup_target_open(&spec, &tg, err, sizeof err);
+    if (!r) {
+        r = gw_backup_verify(&tg, j->vm, j->bk->backup_id[0] ? j->bk->backup_id : NULL, on_bad, j, &st, err, sizeof err);
+        gw_backup_target_close(&tg);
+    }
+    pthread_mutex_lock(&d->lock);
+    j->bk->bad_chunks = st.bad_chunks;
+    j->bk->bad_manifests = st.bad_manifests;
+    j->progress.total_bytes = j->progress.backup_bytes_read = st.bytes_read;
+    j->progress.backup_chunks = j->progress.backup_chunks_total = st.unique_chunks;
+    uint64_t ms = st.elapsed_ns / 1000000;
+    if (ms) j->progress.throughput_bytes_per_s = st.bytes_read * 1000 / ms;
+    if (r)
+        finish(j, S(FAILED), r == -ENOENT ? "BACKUP_NOT_FOUND" : "STORE_FAILED", "%s", err);
+    else if (j->cancel)
+        finish(j, S(CANCELLED), "CANCELLED", "cancelled (the verify had finished: %llu bad chunks)",
+               (unsigned long long)st.bad_chunks);
+    else if (st.bad_chunks || st.bad_manifests)
+        finish(j, S(FAILED), "BACKUP_CORRUPT", "verify found %llu bad chunks and %llu bad manifests in %llu backups",
+               (unsigned long long)st.bad_chunks, (unsigned long long)st.bad_manifests, (unsigned long long)st.backups);
+    else {
+        gw_info("job=%s vm=%s: verified %llu backups, %llu chunks, 0 bad", j->id, j->vm,
+                (unsigned long long)st.backups, (unsigned long long)st.unique_chunks);
+        finish(j, S(SUCCEEDED), NULL, NULL);
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* ---- RESTORE ---------------------------------------------------------------------------- */
+
+/* The manifest of the backup to restore: its configuration decides the new VM's. Lock not
+ * held. 0, or -errno with the reason in err. */
+static int read_manifest(const struct gw_backup_target_cfg *t, const char *vm, char *id, Godwit__V1__BackupManifest **m,
+                         char *err, size_t errlen)
+{
+    Godwit__V1__StoreSpec spec;
+    gw_bkjob_spec(t, &spec);
+    struct gw_backup_target tg;
+    int r = gw_backup_target_open(&spec, &tg, err, errlen);
+    if (r) return r;
+    if (!id[0] && (r = gw_backup_latest(&tg, vm, id))) {
+        if (r == -ENOENT) snprintf(err, errlen, "VM %s has no backup in target %s", vm, t->name);
+        else snprintf(err, errlen, "%s", gw_store_error(tg.store));
+    }
+    if (!r) r = gw_manifest_load(tg.store, vm, id, m, err, errlen);
+    gw_backup_target_close(&tg);
+    return r;
+}
+
+static void run_restore(struct gw_daemon *d, struct gw_job *j)
+{
+    pthread_mutex_lock(&d->lock);
+    const struct gw_backup_target_cfg *t = gw_config_backup_target(&d->cfg, j->bk->target);
+    snprintf(j->phase, sizeof j->phase, "restore");
+    gw_job_set_state(j, S(RUNNING), "restore started");
+    pthread_mutex_unlock(&d->lock);
+
+    char err[512] = "", id[GW_BACKUP_ID_BUF];
+    snprintf(id, sizeof id, "%s", j->bk->backup_id);
+    Godwit__V1__BackupManifest *m = NULL;
+    int r = read_manifest(t, j->vm, id, &m, err, sizeof err);
+    const Godwit__V1__VmConfig *sc = r ? NULL : m->state->config;
+    const char *why = NULL;
+    if (!r && m->disk->size) why = "the backup has a disk: restoring disks through the daemon is not built yet "
+                                   "(godwit-vm restore-backup --disk does it)";
+    if (!r && !why) why = gw_vm_config_invalid(j->bk->new_vm, sc->memory_bytes, sc->vcpus, sc->guest_spec, "");
+
+    pthread_mutex_lock(&d->lock);
+    snprintf(j->bk->backup_id, sizeof j->bk->backup_id, "%s", id);
+    struct gw_vm_rec *rec = NULL;
+    if (r) {
+        finish(j, S(FAILED), r == -ENOENT ? "BACKUP_NOT_FOUND" : "STORE_FAILED", "%s", err);
+        goto out;
+    }
+    if (why) { finish(j, S(FAILED), "RESTORE_REFUSED", "%s", why); goto out; }
+    snprintf(j->bk->digest, sizeof j->bk->digest, "%s", "");
+    for (size_t i = 0; i < m->memory_digest.len && i < 16; i++)
+        snprintf(j->bk->digest + 2 * i, 3, "%02x", m->memory_digest.data[i]);
+    if (gw_vm_find(d, j->bk->new_vm)) {
+        finish(j, S(FAILED), "VM_EXISTS", "a VM named %s already exists here", j->bk->new_vm);
+        goto out;
+    }
+    if (gw_vm_rec_new(d, j->bk->new_vm, &rec)) {
+        rec = NULL;
+        finish(j, S(FAILED), "INTERNAL", "cannot make a record for VM %s", j->bk->new_vm);
+        goto out;
+    }
+    rec->memory_bytes = sc->memory_bytes;
+    rec->vcpus = sc->vcpus;
+    snprintf(rec->guest, sizeof rec->guest, "%s", sc->guest_spec);
+    rec->restart_kind = j->bk->restart_kind;
+    rec->max_restarts = j->bk->max_restarts;
+    rec->backoff_ms = j->bk->backoff_ms;
+    rec->created_ms = gw_unix_ms();
+    if (gw_vm_persist(d, rec)) {
+        free(rec);
+        rec = NULL;
+        finish(j, S(FAILED), "INTERNAL", "cannot store the VM definition");
+        goto out;
+    }
+    rec->next = d->vms;
+    d->vms = rec;
+    rec->busy = true;
+    j->progress.total_bytes = m->memory->size;
+    gw_job_progress(j, "restoring");
+
+    /* The runner restores, checks the memory digest, and opens its control socket only then:
+     * its first answer means the VM runs from the backup. Store options from our config. */
+    char console[1100], dir[1024], osd[16], infl[16];
+    gw_vm_dir(d, rec->name, dir, sizeof dir);
+    snprintf(console, sizeof console, "%s/console.log", dir);
+    char *argv[40];
+    int n = 0;
+    argv[n++] = d->cfg.runner;
+    argv[n++] = "restore-backup";
+    argv[n++] = "--store"; argv[n++] = (char *)t->store;
+    if (t->ceph_conf[0]) { argv[n++] = "--ceph-conf"; argv[n++] = (char *)t->ceph_conf; }
+    if (t->ceph_id[0]) { argv[n++] = "--ceph-id"; argv[n++] = (char *)t->ceph_id; }
+    if (t->keyring[0]) { argv[n++] = "--keyring"; argv[n++] = (char *)t->keyring; }
+    if (t->key_file[0]) { argv[n++] = "--key-file"; argv[n++] = (char *)t->key_file; }
+    if (t->osd_op_timeout_s) { snprintf(osd, sizeof osd, "%u", t->osd_op_timeout_s); argv[n++] = "--osd-timeout"; argv[n++] = osd; }
+    if (t->inflight) { snprintf(infl, sizeof infl, "%u", t->inflight); argv[n++] = "--inflight"; argv[n++] = infl; }
+    argv[n++] = "--vm"; argv[n++] = j->vm;
+    argv[n++] = "--backup"; argv[n++] = j->bk->backup_id;
+    argv[n++] = "--name"; argv[n++] = rec->name;
+    argv[n++] = "--control"; argv[n++] = rec->control;
+    argv[n++] = "--console"; argv[n++] = console;
+    if (d->cfg.secret_file[0]) { argv[n++] = "--secret-file"; argv[n++] = d->cfg.secret_file; }
+    argv[n++] = "--json";
+    argv[n] = NULL;
+    char serr[256];
+    r = gw_sup_spawn_with(d, rec, argv, serr, sizeof serr);
+    rec->busy = true;   /* the spawn restores busy as it found it: still ours */
+    if (r) {
+        finish(j, S(FAILED), "RESTORE_FAILED", "cannot start the restored VM: %s", serr);
+    } else {
+        uint64_t deadline = gw_now_ns() + (uint64_t)RESTORE_TIMEOUT_MS * 1000000;
+        r = -ETIMEDOUT;
+        while (r == -ETIMEDOUT && !d->stopping && gw_now_ns() < deadline) r = gw_sup_wait_ready(d, rec, 1000);
+        if (!r) {
+            j->progress.backup_bytes_read = m->memory->size;
+            j->progress.remaining_bytes = 0;
+            gw_info("job=%s: backup %s of %s restored as VM %s, running", j->id, id, j->vm, rec->name);
+            finish(j, S(SUCCEEDED), NULL, NULL);
+        } else if (r == -ECHILD) {
+            finish(j, S(FAILED), "RESTORE_FAILED", "the restore failed: %s", rec->error);
+        } else {
+            gw_sup_stop(d, rec, true, 2000);
+            finish(j, S(FAILED), "RESTORE_FAILED", "the restored VM did not answer within %d s", RESTORE_TIMEOUT_MS / 1000);
+        }
+    }
+    if (j->state != S(SUCCEEDED) && !rec->proc.pid) {
+        /* Nothing of it runs: a failed restore leaves no VM behind. */
+        gw_vm_unlink(d, rec);
+        gw_db_delete_vm(d->db, rec->name);
+        free(rec);
+        rec = NULL;
+    }
+    if (rec) rec->busy = false;
+    pthread_cond_broadcast(&d->cond);
+out:
+    pthread_mutex_unlock(&d->lock);
+    if (m) godwit__v1__backup_manifest__free_unpacked(m, NULL);
+}
+
+static void *job_main(void *arg)
+{
+    struct gw_job *j = arg;
+    struct gw_daemon *d = j->d;
+    if (j->kind == GODWIT__V1__JOB__KIND__BACKUP) run_backup(d, j);
+    else if (j->kind == GODWIT__V1__JOB__KIND__VERIFY) run_verify(d, j);
+    else run_restore(d, j);
+    pthread_mutex_lock(&d->lock);
+    j->has_thread = false;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);
+    return NULL;
+}
+
+int gw_bkjob_start(struct gw_daemon *d, struct gw_job *j)
+{
+    (void)d;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int r = pthread_create(&j->thread, &at, job_main, j);
+    pthread_attr_destroy(&at);
+    if (r) return -r;
+    j->has_thread = true;
+    return 0;
+}

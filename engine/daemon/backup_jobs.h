@@ -1,0 +1,57 @@
+/* godwitd's backup jobs (backup_jobs.c) and the backup API (service_backup.c).
+ *
+ * BACKUP: the VM's runner makes the backup (RunnerBackupRequest with progress_ms) and streams
+ *   progress frames on the request's connection; the job turns them into JobProgress events.
+ *   CancelJob hangs up, which stops the runner's backup (nothing is listed, the guest runs).
+ *   The VM is marked busy meanwhile: no migration, stop or delete overlaps a backup.
+ * VERIFY: the daemon reads the target itself (backup/backup.h: gw_backup_verify).
+ * RESTORE: a new VM record, its runner started as `godwit-vm restore-backup` under the
+ *   supervisor; the job ends when that runner answers (restored and running) or exits.
+ * Targets come only from the daemon's config (config.h: [backup_target NAME]). */
+#ifndef GW_DAEMON_BACKUP_JOBS_H
+#define GW_DAEMON_BACKUP_JOBS_H
+
+#include <stdint.h>
+
+#include "engine/daemon/config.h"
+#include "godwit/v1/api.pb-c.h"
+#include "godwit/v1/backup.pb-c.h"
+
+struct gw_daemon;
+struct gw_job;
+
+#define GW_BKJOB_BAD_NAMES 16     /* bad chunk names a verify job keeps */
+#define GW_BKJOB_ID_MAX 47        /* backup ids (GW_BACKUP_ID_BUF - 1) */
+
+struct gw_bkjob {
+    char target[GW_CFG_TARGET_NAME_MAX + 1];
+    char backup_id[GW_BKJOB_ID_MAX + 1];
+    char new_vm[64];
+    char digest[33];
+    uint64_t bad_chunks, bad_manifests;
+    char bad_names[GW_BKJOB_BAD_NAMES][65];
+    unsigned n_bad;
+    char reason[40];              /* machine-readable reason of a failure (Job.reason) */
+    /* The request (not persisted: a job is never resumed by a later daemon). */
+    char parent[GW_BKJOB_ID_MAX + 1];
+    char method[16];
+    uint32_t restart_kind, max_restarts, backoff_ms;
+    uint64_t exit_seq;            /* BACKUP: the runner's exit count when the job began */
+    /* Backing store of the Job.backup message. */
+    Godwit__V1__BackupJobInfo pb;
+    char *bad_ptrs[GW_BKJOB_BAD_NAMES];
+};
+
+/* Job <-> proto (lock held), and release with the job. */
+void gw_bkjob_to_proto(const struct gw_job *j, Godwit__V1__Job *out);
+void gw_bkjob_load(struct gw_job *j, const Godwit__V1__Job *pj);
+void gw_bkjob_free(struct gw_job *j);
+
+/* Fills spec from a configured target (strings point into t). */
+void gw_bkjob_spec(const struct gw_backup_target_cfg *t, Godwit__V1__StoreSpec *spec);
+
+/* Starts the job's thread (lock held; j->bk filled, its VM marked busy for BACKUP). 0 or
+ * -errno (the caller fails the job). */
+int gw_bkjob_start(struct gw_daemon *d, struct gw_job *j);
+
+#endif

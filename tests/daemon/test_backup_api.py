@@ -1,0 +1,333 @@
+#!/usr/bin/python3
+"""The backup API of godwitd (godwit.v1.GodwitBackup, docs/backups.md) with a real daemon, real
+runner VMs, a local directory target and a real throw-away Ceph cluster (scripts/ceph-cluster):
+a running dirtier backed up as a job with progress (WatchJob), listed, shown, verified with 0
+bad chunks, restored as a clone that runs on with the backup's memory digest and 0 verify
+errors, deleted; the CLI (`godwit backup ...`, `godwit job watch`) on the same; errors with
+their reasons (unknown target or VM, hostile and huge values, a VM not running, a second
+backup of a busy VM); a runner killed with -9 mid-backup: the job fails naming the exit,
+nothing is listed, no manifest is left, the supervisor restarts the VM and its guest runs.
+
+    /usr/bin/python3 tests/daemon/test_backup_api.py [BUILD_DIR] [-k NAME]
+
+Skips (77) without python3-grpcio or a usable /dev/kvm."""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwd  # noqa: E402
+from gwd import AUTH, TOKEN, grpc, wait_for  # noqa: E402
+from test_cluster import error_reason  # noqa: E402
+
+api, api_grpc, hpb, hgrpc = gwd.stubs()
+bk, bk_grpc = gwd.backup_stubs()
+BIN = gwd.build_dir()
+CLUSTER = os.path.join(gwd.ROOT, "scripts", "ceph-cluster")
+FINAL = (api.Job.SUCCEEDED, api.Job.FAILED, api.Job.CANCELLED)
+
+
+def start_cluster():
+    r = subprocess.run([CLUSTER, "start", "--store", "memstore"], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise AssertionError("ceph-cluster start failed:\n" + r.stdout + r.stderr)
+    return r.stdout.strip().splitlines()[-1]
+
+
+class BackupApi(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ceph = start_cluster()
+        cls.tmp = tempfile.mkdtemp(prefix="gw-bkapi-")
+        cls.store = os.path.join(cls.tmp, "store")
+        cls.metrics_port = gwd.free_port()
+        ns = "api%d" % (int(time.time() * 1e6) % 10**9)
+        extra = ("metrics_listen = 127.0.0.1:%d\n"
+                 "[backup_target local]\nstore = dir:%s\n"
+                 "[backup_target ceph]\nstore = rados:godwit/%s\nceph_conf = %s\nosd_op_timeout = 20\n"
+                 "mon_op_timeout = 20\ninflight = 16\n" % (cls.metrics_port, cls.store, ns, cls.ceph))
+        cls.d = gwd.Daemon(BIN, "host-a", extra=extra)
+        cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "d", None):
+            cls.d.cleanup()
+        if getattr(cls, "ceph", None):
+            subprocess.run([CLUSTER, "stop", cls.ceph], capture_output=True, timeout=120)
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    # ---- helpers ----
+    def call(self, method, req, timeout=60):
+        stub = self.b if hasattr(self.b, method) else self.d.stub
+        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+
+    def vm(self, name):
+        return self.call("GetVm", api.GetVmRequest(name=name)).vm
+
+    def make_vm(self, name, memory=128 << 20, guest="dirtier:ws=48M,rate=8M,pattern=random", pages=1, **kw):
+        """A running VM whose guest has written at least `pages` pages (its first pass over the
+        working set runs at full speed: a backup then has that much to read)."""
+        v = self.call("CreateVm", api.CreateVmRequest(name=name, memory_bytes=memory, vcpus=1, guest=guest,
+                                                        start=True, **kw)).vm
+        self.assertEqual(v.state, api.Vm.RUNNING)
+        self.assertTrue(wait_for(lambda: self.vm(name).counters.pages_written >= pages, 60))
+        return v
+
+    def drop_vm(self, name):
+        try:
+            self.call("DeleteVm", api.DeleteVmRequest(name=name, force=True))
+        except grpc.RpcError:
+            pass
+
+    def watch(self, jid, timeout=300):
+        """Every event of the job until its final one."""
+        evs = list(self.d.stub.WatchJob(api.WatchJobRequest(id=jid), metadata=AUTH, timeout=timeout))
+        self.assertIn(evs[-1].job.state, FINAL)
+        return evs
+
+    def final(self, jid, timeout=300):
+        return wait_for(lambda: (lambda j: j if j.state in FINAL else None)(
+            self.call("GetJob", api.GetJobRequest(id=jid)).job), timeout, 0.2)
+
+    def exit_summary(self, name):
+        with open(os.path.join(self.d.dir, "state", "vms", name, "runner.out")) as f:
+            lines = [l for l in f.read().splitlines() if l.startswith("{")]
+        return json.loads(lines[-1])
+
+    def cli(self, *args):
+        return subprocess.run([os.path.join(BIN, "godwit"), "--addr", self.d.addr, "--token", TOKEN] + list(args),
+                              capture_output=True, text=True, timeout=300)
+
+    # ---- tests ----
+    def roundtrip(self, target):
+        src, clone = "web-" + target, "clone-" + target
+        self.make_vm(src)
+        try:
+            j = self.call("CreateBackup", bk.CreateBackupRequest(vm=src, target=target, request_id="rt-" + target)).job
+            self.assertEqual(j.kind, api.Job.BACKUP)
+            evs = self.watch(j.id)
+            done = evs[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            self.assertEqual(done.backup.target, target)
+            self.assertTrue(done.backup.backup_id)
+            self.assertEqual(len(done.backup.memory_digest), 32)
+            p = done.progress
+            self.assertGreater(p.backup_bytes_read, 2 << 20)           # what the guest wrote was read
+            self.assertLessEqual(p.backup_bytes_read, 128 << 20)
+            self.assertGreater(p.backup_bytes_written, 1 << 20)        # and stored (first backup)
+            self.assertEqual(p.backup_chunks, p.backup_chunks_total)
+            self.assertGreater(p.backup_chunks, 0)
+            self.assertTrue(any(e.job.state == api.Job.RUNNING for e in evs))
+            # A retry of the same request is the same job, not a second backup.
+            again = self.call("CreateBackup", bk.CreateBackupRequest(vm=src, target=target, request_id="rt-" + target)).job
+            self.assertEqual(again.id, j.id)
+
+            listed = self.call("ListBackups", bk.ListBackupsRequest(target=target, vm=src)).backups
+            self.assertEqual([b.id for b in listed], [done.backup.backup_id])
+            shown = self.call("GetBackup", bk.GetBackupRequest(target=target, vm=src)).backup
+            self.assertEqual(shown.id, done.backup.backup_id)
+            self.assertEqual(shown.memory_digest, done.backup.memory_digest)
+            self.assertEqual((shown.memory_bytes, shown.vcpus, shown.method), (128 << 20, 1, "wp"))
+
+            v = self.call("VerifyBackup", bk.VerifyBackupRequest(target=target, vm=src)).job
+            vj = self.watch(v.id)[-1].job
+            self.assertEqual(vj.state, api.Job.SUCCEEDED, vj.error)
+            self.assertEqual((vj.backup.bad_chunks, vj.backup.bad_manifests), (0, 0))
+            self.assertGreater(vj.progress.backup_bytes_read, 0)
+
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target=target, vm=src, name=clone)).job
+            rj = self.watch(r.id)[-1].job
+            self.assertEqual(rj.state, api.Job.SUCCEEDED, rj.error)
+            self.assertEqual(rj.backup.new_vm, clone)
+            c = self.vm(clone)
+            self.assertEqual((c.state, c.memory_bytes), (api.Vm.RUNNING, 128 << 20))
+            before = self.vm(clone).counters.pages_written
+            self.assertTrue(wait_for(lambda: self.vm(clone).counters.pages_written > before, 20))  # it runs on
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual(s["memory_digest"], done.backup.memory_digest)
+            self.assertEqual(s["guest_verify_errors"], 0)
+            self.assertEqual(s["backup"], done.backup.backup_id)
+
+            self.call("DeleteBackup", bk.DeleteBackupRequest(target=target, vm=src, id=done.backup.backup_id))
+            self.assertEqual(list(self.call("ListBackups", bk.ListBackupsRequest(target=target, vm=src)).backups), [])
+            # The source ran through all of it.
+            self.assertEqual(self.vm(src).state, api.Vm.RUNNING)
+            self.assertEqual(self.vm(src).counters.verify_errors, 0)
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
+    def test_roundtrip_dir(self):
+        self.roundtrip("local")
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=10) as r:
+            text = r.read().decode()
+        written = [l for l in text.splitlines() if l.startswith('godwit_backup_bytes_total{kind="written"}')]
+        self.assertTrue(written and int(written[0].split()[-1]) > 1 << 20, text)
+        self.assertRegex(text, r'godwit_backups_total\{result="succeeded"\} [1-9]')
+
+    def test_roundtrip_ceph(self):
+        self.roundtrip("ceph")
+
+    def test_cli(self):
+        self.make_vm("cli1", memory=64 << 20, guest="dirtier:ws=16M,rate=4M")
+        try:
+            r = self.cli("backup", "create", "cli1", "--target", "local", "--watch")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("succeeded", r.stdout)
+            r = self.cli("--json", "backup", "list", "cli1", "--target", "local")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            ids = [b["id"] for b in json.loads(r.stdout.strip().splitlines()[-1])["backups"]]
+            self.assertEqual(len(ids), 1)
+            r = self.cli("backup", "show", "cli1", "--target", "local")
+            self.assertIn(ids[0], r.stdout)
+            # A verify started without --watch, followed with `godwit job watch`.
+            r = self.cli("--json", "backup", "verify", "cli1", "--target", "local")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            jid = json.loads(r.stdout.strip().splitlines()[-1])["job"]["id"]
+            r = self.cli("job", "watch", jid)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            r = self.cli("job", "show", jid)
+            self.assertIn("kind:          verify", r.stdout)
+            self.assertIn("bad:           0 chunks, 0 manifests", r.stdout)
+            r = self.cli("backup", "targets")
+            self.assertIn("ceph", r.stdout)
+            self.assertIn("rados", r.stdout)
+            r = self.cli("backup", "show", "cli1", "--target", "nowhere")
+            self.assertEqual(r.returncode, 3, r.stderr)                 # not found
+            r = self.cli("backup", "delete", "cli1", "--target", "local", "--id", ids[0])
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            self.drop_vm("cli1")
+
+    def test_errors(self):
+        C = grpc.StatusCode
+        self.make_vm("err1", memory=64 << 20, guest="dirtier:ws=16M,rate=4M")
+        try:
+            self.assertEqual(error_reason(lambda: self.call("CreateBackup", bk.CreateBackupRequest(vm="err1", target="nope"))),
+                             (C.NOT_FOUND, "UNKNOWN_TARGET"))
+            self.assertEqual(error_reason(lambda: self.call("CreateBackup", bk.CreateBackupRequest(vm="ghost", target="local"))),
+                             (C.NOT_FOUND, "VM_NOT_FOUND"))
+            self.assertEqual(error_reason(lambda: self.call("ListBackups", bk.ListBackupsRequest(vm="err1", target="x" * 100000)))[0],
+                             C.INVALID_ARGUMENT)
+            hostile = [
+                ("CreateBackup", bk.CreateBackupRequest(vm="../../etc", target="local")),
+                ("CreateBackup", bk.CreateBackupRequest(vm="err1", target="local", method="fast")),
+                ("CreateBackup", bk.CreateBackupRequest(vm="err1", target="local", parent="../x")),
+                ("CreateBackup", bk.CreateBackupRequest(vm="err1", target="local", request_id="r" * 5000)),
+                ("CreateBackup", bk.CreateBackupRequest(vm="v" * 70000, target="local")),
+                ("GetBackup", bk.GetBackupRequest(vm="err1", target="local", id="../../m.x")),
+                ("GetBackup", bk.GetBackupRequest(vm="err1", target="local", id="i" * 300)),
+                ("DeleteBackup", bk.DeleteBackupRequest(vm="err1", target="local")),
+                ("ListBackups", bk.ListBackupsRequest(vm="err1", target="local", page_token="/etc/passwd")),
+                ("RestoreBackup", bk.RestoreBackupRequest(vm="err1", target="local", name="a/b")),
+                ("RestoreBackup", bk.RestoreBackupRequest(vm="err1", target="local",
+                                                          restart_policy=api.RestartPolicy(kind=99))),
+                ("VerifyBackup", bk.VerifyBackupRequest(vm="", target="local")),
+            ]
+            for method, req in hostile:
+                self.assertEqual(error_reason(lambda: self.call(method, req))[0], C.INVALID_ARGUMENT, (method, req))
+            self.assertEqual(error_reason(lambda: self.call("GetBackup", bk.GetBackupRequest(vm="err1", target="local"))),
+                             (C.NOT_FOUND, "BACKUP_NOT_FOUND"))
+            self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(vm="err1", target="local"))),
+                             (C.ALREADY_EXISTS, "VM_EXISTS"))
+            # A restore of a VM without backups fails as a job, with its reason; nothing is created.
+            j = self.call("RestoreBackup", bk.RestoreBackupRequest(vm="ghost", target="local", name="ghost2")).job
+            j = self.final(j.id)
+            self.assertEqual((j.state, j.reason), (api.Job.FAILED, "BACKUP_NOT_FOUND"), j.error)
+            self.assertEqual(error_reason(lambda: self.vm("ghost2"))[0], C.NOT_FOUND)
+            # A stopped VM cannot be backed up.
+            self.call("StopVm", api.StopVmRequest(name="err1"))
+            self.assertEqual(error_reason(lambda: self.call("CreateBackup", bk.CreateBackupRequest(vm="err1", target="local"))),
+                             (C.FAILED_PRECONDITION, "VM_NOT_RUNNING"))
+        finally:
+            self.drop_vm("err1")
+
+    def test_busy_and_cancel(self):
+        self.make_vm("busy1", memory=512 << 20, guest="dirtier:ws=384M,rate=8M,pattern=random", pages=(384 << 20) >> 12)
+        try:
+            j = self.call("CreateBackup", bk.CreateBackupRequest(vm="busy1", target="local")).job
+            self.assertEqual(error_reason(lambda: self.call("CreateBackup", bk.CreateBackupRequest(vm="busy1", target="local"))),
+                             (grpc.StatusCode.FAILED_PRECONDITION, "VM_BUSY"))
+            self.assertEqual(error_reason(lambda: self.call("StopVm", api.StopVmRequest(name="busy1")))[0],
+                             grpc.StatusCode.FAILED_PRECONDITION)
+            self.call("CancelJob", api.CancelJobRequest(id=j.id))
+            f = self.final(j.id, 120)
+            if f.state == api.Job.SUCCEEDED:
+                self.skipTest("the backup finished before the cancel reached it")
+            self.assertEqual((f.state, f.reason), (api.Job.CANCELLED, "CANCELLED"), f.error)
+            self.assertEqual(list(self.call("ListBackups", bk.ListBackupsRequest(target="local", vm="busy1")).backups), [])
+            self.assertEqual(self.vm("busy1").state, api.Vm.RUNNING)
+            before = self.vm("busy1").counters.pages_written
+            self.assertTrue(wait_for(lambda: self.vm("busy1").counters.pages_written > before, 20))
+        finally:
+            self.drop_vm("busy1")
+
+    def test_runner_killed_mid_backup(self):
+        name = "kill1"
+        v = self.make_vm(name, memory=512 << 20, guest="dirtier:ws=384M,rate=8M,pattern=random",
+                         restart_policy=api.RestartPolicy(kind=api.RestartPolicy.ON_CRASH, backoff_ms=100),
+                         pages=(384 << 20) >> 12)
+        try:
+            pid = v.runner_pid
+            j = self.call("CreateBackup", bk.CreateBackupRequest(vm=name, target="local")).job
+            # Wait until chunks are being written, then kill the runner.
+            self.assertTrue(wait_for(lambda: self.call("GetJob", api.GetJobRequest(id=j.id)).job.progress.backup_chunks > 0
+                                     or self.call("GetJob", api.GetJobRequest(id=j.id)).job.state in FINAL, 60, 0.02))
+            os.kill(pid, signal.SIGKILL)
+            f = self.final(j.id, 60)
+            if f.state == api.Job.SUCCEEDED:
+                self.skipTest("the backup finished before the kill")
+            self.assertEqual((f.state, f.reason), (api.Job.FAILED, "RUNNER_EXITED"), f.error)
+            self.assertIn("signal 9", f.error + "|" + f.error.replace("SIGKILL", "signal 9"))
+            self.assertEqual(list(self.call("ListBackups", bk.ListBackupsRequest(target="local", vm=name)).backups), [])
+            self.assertEqual(glob.glob(os.path.join(self.store, "objects", "m.%s.*" % name)), [])
+            # The supervisor restarts the VM and its guest runs.
+            self.assertTrue(wait_for(lambda: (lambda x: x.state == api.Vm.RUNNING and x.runner_pid not in (0, pid))(
+                self.vm(name)), 30, 0.1), self.vm(name))
+            self.assertTrue(wait_for(lambda: self.vm(name).counters.pages_written > 0, 30))
+            self.assertEqual(self.vm(name).counters.restarts, 1)
+            # And a backup of it succeeds once its new runner has answered.
+            def create():
+                try:
+                    return self.call("CreateBackup", bk.CreateBackupRequest(vm=name, target="local", parent="none")).job
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.FAILED_PRECONDITION, e.details())
+                    return None
+            j = wait_for(create, 20, 0.2)
+            self.assertTrue(j)
+            self.assertEqual(self.final(j.id).state, api.Job.SUCCEEDED)
+        finally:
+            self.drop_vm(name)
+
+
+def main():
+    global BIN
+    if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]):
+        BIN = os.path.abspath(sys.argv.pop(1))
+    for b in ("godwitd", "godwit-vm", "godwit"):
+        if not os.access(os.path.join(BIN, b), os.X_OK):
+            print("SKIP: %s not built in %s" % (b, BIN))
+            return gwd.SKIP
+    gwd.require_kvm()
+    prog = unittest.main(exit=False, verbosity=2)
+    r = prog.result
+    if not r.wasSuccessful():
+        return 1
+    if r.testsRun and len(r.skipped) == r.testsRun:
+        return gwd.SKIP
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
