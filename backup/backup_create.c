@@ -17,6 +17,7 @@
 #include "engine/vm/mem_data.h"
 #include "engine/vm/virtio_attach.h"
 #include "engine/vm/vm.h"
+#include "backup/disk_rbd.h"
 #include "backup/wp_snapshot.h"
 #include "storage/chunk_sink.h"
 #include "storage/manifest.h"
@@ -41,6 +42,7 @@ struct bk {
     uint64_t nfp;
     uint8_t *disk;              /* disk image read inside the pause */
     uint64_t disk_size;
+    struct gw_disk_rbd *rbd;    /* an RBD disk's snapshot (disk_rbd.h), instead of disk[] */
     uint64_t pause_ns;
     unsigned rounds;
     struct gw_wp_snapshot *wp;
@@ -220,7 +222,12 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
     if (!r && method != GW_BACKUP_WP) gw_chunk_digest_final(&b->cd, digest);
     if (!r && (r = gw_vm_save_state(vm, st))) fail(b, r, "cannot read the VM state: %s", strerror(-r));
     t_state = gw_now_ns();
-    if (!r) r = read_disk(b);
+    if (!r && gw_disk_rbd_applies(vm)) {
+        r = gw_disk_rbd_snap(vm, &b->rbd, b->err, b->errlen);
+        b->disk_size = b->rbd ? gw_disk_rbd_size(b->rbd) : 0;
+    } else if (!r) {
+        r = read_disk(b);
+    }
     uint64_t t_disk = gw_now_ns();
     if (!was_paused) gw_vm_resume(vm);
     b->pause_ns = gw_now_ns() - t0;
@@ -409,7 +416,18 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     ProtobufCBinaryData *disk_list = calloc(dchunks ? dchunks : 1, sizeof *disk_list);
     uint8_t (*dnames)[32] = calloc(dchunks ? dchunks : 1, 32);
     if (!mem_list || !disk_list || !dnames) { r = fail(&b, -ENOMEM, "out of memory%s", ""); goto out_lists; }
-    for (uint64_t i = 0; i < dchunks && !r; i++) {
+    static const uint8_t zero32[32];
+    uint64_t disk_read = b.disk_size;
+    bool disk_incremental = false;
+    if (b.rbd) {
+        r = gw_disk_rbd_store(b.rbd, &b.sink, b.cs, parent ? parent->disk : NULL, parent_id, dnames, &disk_read,
+                              &disk_incremental, err, errlen);
+        for (uint64_t i = 0; i < dchunks; i++) {
+            disk_list[i].data = dnames[i];
+            disk_list[i].len = memcmp(dnames[i], zero32, 32) ? 32 : 0;
+        }
+    }
+    for (uint64_t i = 0; !b.rbd && i < dchunks && !r; i++) {
         bool zero;
         uint64_t len = b.disk_size - i * b.cs < b.cs ? b.disk_size - i * b.cs : b.cs;
         r = gw_chunk_sink_put(&b.sink, b.disk + i * b.cs, len, dnames[i], &zero);
@@ -417,7 +435,6 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
         disk_list[i].data = dnames[i];
         disk_list[i].len = zero ? 0 : 32;
     }
-    static const uint8_t zero32[32];
     uint64_t zero_count = 0;
     for (uint64_t i = 0; i < b.nchunks; i++) {
         mem_list[i].data = b.names[i];
@@ -457,6 +474,9 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.new_bytes = b.sink.new_bytes;
     r = write_manifest(&b, &m, res);
     if (r) goto out_lists;
+    gw_disk_rbd_finish(b.rbd, res->id);   /* listed: its snapshot is the next diff base */
+    gw_disk_rbd_free(b.rbd);
+    b.rbd = NULL;
 
     for (int i = 0; i < 16; i++) snprintf(res->digest_hex + 2 * i, 3, "%02x", digest[i]);
     res->pb.id = res->id;
@@ -471,6 +491,9 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.memory_digest = res->digest_hex;
     res->pb.rounds = b.rounds;
     res->pb.method = (char *)m.method;
+    res->pb.disk_bytes_read = disk_read;
+    res->pb.disk_source = (char *)(!b.disk_size ? "" : !gw_disk_rbd_applies(vm) ? "file"
+                                   : disk_incremental ? "rbd-diff" : "rbd-snapshot");
     gw_info("vm %s: %s backup %s to %s: %llu chunks, %llu new (%llu KiB), %llu reused, pause %.2f ms, %.0f ms; "
             "wp faults %llu, pages copied %llu", vm->name, m.method,
             res->id, t->store->desc, (unsigned long long)res->pb.chunks, (unsigned long long)b.sink.new_chunks,
@@ -482,6 +505,8 @@ out_lists:
     free(dnames);
 out:
     if (b.wp) gw_wp_close(b.wp, NULL);   /* never leave the guest write-protected */
+    if (b.rbd) gw_disk_rbd_finish(b.rbd, NULL);   /* not listed: its snapshot goes */
+    gw_disk_rbd_free(b.rbd);
     gw_dirty_detach(b.dirty);
     if (r) gw_error("vm %s: backup to %s failed: %s", vm->name, t->store->desc, err);
     if (r) t->store->ops->wait(t->store);  /* nothing of ours stays in flight */

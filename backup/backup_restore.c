@@ -11,7 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backup/disk_rbd.h"
 #include "engine/common/util.h"
+#include "engine/vm/blk_backend.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/guest_mem.h"
 #include "storage/chunk_sink.h"
@@ -181,6 +183,7 @@ static int place_mem(void *ctx, uint64_t i, const uint8_t *data, size_t len)
 
 struct disk_ctx {
     int fd;
+    struct gw_blk *blk;         /* instead of fd: an RBD image */
     uint32_t cs;
 };
 
@@ -188,6 +191,25 @@ static int place_disk(void *ctx, uint64_t i, const uint8_t *data, size_t len)
 {
     struct disk_ctx *c = ctx;
     return gw_pwrite_full(c->fd, data, len, (off_t)(i * c->cs));
+}
+
+static int place_blk(void *ctx, uint64_t i, const uint8_t *data, size_t len)
+{
+    struct disk_ctx *c = ctx;
+    return gw_blk_rw(c->blk, true, (void *)data, len, i * c->cs);
+}
+
+/* The disk into an RBD image made beforehand (disk_rbd.h). */
+static int restore_rbd(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, const char *spec,
+                       struct gw_restore_stats *st, char *err, size_t errlen)
+{
+    struct disk_ctx dc = {.cs = im->chunk_size};
+    int r = gw_disk_rbd_restore_open(spec, im->size, &dc.blk, err, errlen);
+    if (r) return r;
+    r = read_image(t, im, place_blk, &dc, st, err, errlen);
+    int c = gw_disk_rbd_restore_close(dc.blk, spec, r == 0, err, errlen);
+    st->disk_bytes = im->size;
+    return r ? r : c;
 }
 
 int gw_backup_restore(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, struct gw_guest_mem *m,
@@ -209,7 +231,9 @@ int gw_backup_restore(struct gw_backup_target *t, const Godwit__V1__BackupManife
     if (r) { snprintf(err, errlen, "digest: %s", strerror(-r)); return r; }
     struct mem_ctx mc = {.m = m, .cd = &cd, .cs = man->memory->chunk_size};
     r = read_image(t, man->memory, place_mem, &mc, st, err, errlen);
-    if (!r && man->disk->size && disk_path) {
+    if (!r && man->disk->size && disk_path && gw_blk_is_rbd(disk_path)) {
+        r = restore_rbd(t, man->disk, disk_path, st, err, errlen);
+    } else if (!r && man->disk->size && disk_path) {
         int fd = open(disk_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0) { r = -errno; snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(errno)); }
         else {

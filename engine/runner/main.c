@@ -44,7 +44,10 @@
 #include "storage/manifest.h"
 #include "storage/store.h"
 #include "engine/transport/tls.h"
+#include "engine/vm/blk_backend.h"
+#include "engine/vm/blk_rbd.h"
 #include "engine/vm/snapshot_file.h"
+#include "engine/vm/virtio_attach.h"
 #include "postcopy/postcopy_dest.h"
 #include "postcopy/postcopy_source.h"
 #include "precopy/precopy_dest.h"
@@ -75,7 +78,7 @@ struct opts {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: godwit-vm run [--name NAME] [--memory SIZE] [--vcpus N] [--guest SPEC] [--disk FILE]\n"
+            "usage: godwit-vm run [--name NAME] [--memory SIZE] [--vcpus N] [--guest SPEC] [--disk FILE|rbd:POOL/IMAGE[:conf=F][:id=ID][:keyring=F]]\n"
             "                     [--seconds N] [--json] [--control SOCK] [--console FILE]\n"
             "       godwit-vm run --kernel bzImage|vmlinux [--initrd FILE] [--cmdline \"...\"] [--net tap:NAME[,mac=MAC]]\n"
             "                     [--memory SIZE] [--vcpus N] [--disk FILE] [--console FILE] [--seconds N]\n"
@@ -91,7 +94,7 @@ static void usage(FILE *f)
             "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
             "                         [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]\n"
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
-            "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE] [--seconds N]\n"
+            "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE|rbd:POOL/IMAGE] [--seconds N]\n"
             "       godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none] [--method dirty-log|pause] [--json]\n"
             "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
             "       godwit-vm prune --store SPEC [STORE OPTIONS] --vm NAME [--keep-last|hourly|daily|weekly|monthly|yearly N]\n"
@@ -364,7 +367,15 @@ static int cmd_restore_backup(const struct opts *o)
         code = EXIT_USAGE;
         goto out;
     }
-    if (man->disk->size) {
+    bool rbd_disk = man->disk->size && gw_blk_is_rbd(o->disk);
+    if (rbd_disk) {
+        /* A new image, never one that exists (it may be another VM's disk). */
+        if (gw_blk_rbd_create(o->disk, man->disk->size, err, sizeof err)) {
+            fprintf(stderr, "godwit-vm: %s\n", err);
+            code = EXIT_VM_FAILED;
+            goto out;
+        }
+    } else if (man->disk->size) {
         /* The image must exist for the device to attach; its content is written below. */
         int dfd = open(o->disk, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
         if (dfd < 0 || ftruncate(dfd, (off_t)man->disk->size) < 0) {
@@ -379,6 +390,7 @@ static int cmd_restore_backup(const struct opts *o)
     struct gw_vm_config cfg = {
         .name = o->name_set ? o->name : sc->name, .memory_bytes = sc->memory_bytes, .vcpus = sc->vcpus,
         .guest_spec = sc->guest_spec, .disk_path = man->disk->size ? o->disk : NULL, .console_fd = cfd,
+        .disk_lock_later = rbd_disk,   /* the restore writes the image first, through its own handle */
     };
     int r = gw_vm_create(&cfg, &vm, err, sizeof err);
     if (r) { code = exit_code_for_create(r, err); goto out; }
@@ -387,6 +399,8 @@ static int cmd_restore_backup(const struct opts *o)
     /* The disk is written before the VM opens it: gw_vm_create attached the path only. */
     r = gw_backup_restore(&t, man, &vm->mem, man->disk->size ? o->disk : NULL, &rs, err, sizeof err);
     if (!r) r = gw_vm_load_state(vm, man->state, err, sizeof err);
+    if (!r && rbd_disk && (r = gw_vm_disk_lock(vm, true, 5000)))
+        snprintf(err, sizeof err, "disk %s: %s", o->disk, r == -EAGAIN ? "in use: another VM or host holds its lock" : strerror(-r));
     if (r) { fprintf(stderr, "godwit-vm: restore refused: %s\n", err); code = EXIT_VM_FAILED; goto out; }
     double ms = (gw_now_ns() - t0) / 1e6, data_ms = rs.elapsed_ns / 1e6;
     char extra[512];

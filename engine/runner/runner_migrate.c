@@ -12,6 +12,7 @@
 #include "engine/common/util.h"
 #include "engine/runner/handover.h"
 #include "engine/runner/runner.h"
+#include "engine/vm/virtio_attach.h"
 #include "engine/transport/tls.h"
 #include "postcopy/postcopy_dest.h"
 #include "postcopy/postcopy_source.h"
@@ -143,8 +144,15 @@ static void write_record(struct gw_runner *r, const char *state)
 int gw_runner_resolve(struct gw_runner *r, bool keep_source, char *err, size_t errlen)
 {
     if (keep_source) {
-        /* The destination never started the VM: this copy is the only one. */
-        int rc = gw_runner_release(r, GW_PAUSE_IN_DOUBT);
+        /* The destination never started the VM: this copy is the only one. Its disk lock
+         * was let go at GO; a destination that took it does run the VM: refuse. */
+        int rc = gw_vm_disk_lock(r->vm, true, 0);
+        if (rc) {
+            snprintf(err, errlen, "the disk is locked by another VM or host (the destination runs it?): %s",
+                     rc == -EAGAIN ? "lock held elsewhere" : strerror(-rc));
+            return rc;
+        }
+        rc = gw_runner_release(r, GW_PAUSE_IN_DOUBT);
         if (rc) { snprintf(err, errlen, "cannot resume the VM: %s", strerror(-rc)); return rc; }
         r->state = GW_RUN_RUNNING;
         if (r->record_path[0] && unlink(r->record_path) && errno != ENOENT)

@@ -1,4 +1,4 @@
-/* virtio-blk device: a raw image file behind a virtio-mmio transport (see virtio_blk.h).
+/* virtio-blk device: a block backend behind a virtio-mmio transport (see virtio_blk.h).
  *
  * A request is a chain: 16 readable header bytes, then the data (readable for OUT, writable
  * for IN/GET_ID), then one writable status byte, the last byte of the chain. Like QEMU we
@@ -6,7 +6,7 @@
  * a full header or a writable status byte cannot even be answered, so it sets
  * DEVICE_NEEDS_RESET. A well-formed request that asks for something impossible (a sector
  * beyond the disk, a length that is not whole sectors) gets IOERR and never reaches the
- * file. */
+ * backend. */
 #include "engine/vm/virtio_blk.h"
 
 #include <endian.h>
@@ -20,19 +20,32 @@
 
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/vm/blk_backend.h"
 #include "engine/vm/virtio_mmio.h"
 #include "guest/abi.h"
 
 #define BLK_CONFIG_SIZE 36u  /* struct virtio_blk_config up to num_queues */
 
+/* A read or write of the batch: sectors [sector, +len/512) and its data buffers. */
+struct blk_req {
+    bool write;
+    uint64_t sector, len;
+    unsigned niov;
+    struct iovec iov[GW_BLK_IOV_MAX];
+};
+
 struct gw_virtio_blk {
     struct gw_device dev;
     struct gw_virtio_mmio mmio;
-    int fd;
+    struct gw_blk *disk;      /* the backend (blk_backend.h) */
     char *image_path;
     uint64_t capacity;        /* sectors */
     uint64_t requests, read_bytes, write_bytes;
-    struct gw_vq_chain chain; /* scratch for the request being served */
+    /* The batch being gathered in one kick: chains[0..nreq) are reads and writes waiting
+     * for the backend; chains[nreq] is scratch for the next pop. */
+    struct gw_vq_chain chains[GW_BLK_BATCH_MAX];
+    struct blk_req reqs[GW_BLK_BATCH_MAX];
+    unsigned nreq;
     /* Storage that save() hangs off the caller's message. */
     Godwit__V1__VirtioBlkState st;
     Godwit__V1__VirtioMmioState mmio_st;
@@ -83,28 +96,6 @@ static uint64_t iov_copy(const struct gw_vq *vq, const struct gw_vq_iov *iov, un
     return done;
 }
 
-/* Moves len bytes between the image at byte offset off and the buffers iov[0..n), starting
- * skip bytes in. The caller has checked that [off, off+len) is inside the image and that
- * the buffers hold skip + len bytes. Returns 0 or -errno. */
-static int iov_file(struct gw_virtio_blk *b, bool to_file, const struct gw_vq_iov *iov,
-                    unsigned n, uint64_t skip, uint64_t len, uint64_t off)
-{
-    for (unsigned i = 0; i < n && len; i++) {
-        if (skip >= iov[i].len) { skip -= iov[i].len; continue; }
-        uint64_t l = iov[i].len - skip;
-        if (l > len) l = len;
-        uint8_t *p = iov[i].base + skip;
-        int r = to_file ? gw_pwrite_full(b->fd, p, l, (off_t)off)
-                        : gw_pread_full(b->fd, p, l, (off_t)off);
-        if (r < 0) return r;
-        if (!to_file) gw_vq_mark_written(&b->mmio.queues[0], iov[i].gpa + skip, l);
-        off += l;
-        len -= l;
-        skip = 0;
-    }
-    return 0;
-}
-
 /* Checks that [sector, sector + bytes/512) is whole sectors inside the disk. */
 static bool range_ok(const struct gw_virtio_blk *b, uint64_t sector, uint64_t bytes)
 {
@@ -131,32 +122,93 @@ static uint8_t io_status(struct gw_virtio_blk *b, const char *what, uint64_t sec
     return GW_VIRTIO_BLK_S_IOERR;
 }
 
-/* Serves a well-formed request; returns its status and sets *written to the bytes put into
- * the guest's writable buffers (not counting the status byte). */
-static uint8_t serve(struct gw_virtio_blk *b, const struct gw_vq_chain *c,
-                     const struct gw_virtio_blk_req_hdr *h, uint32_t *written)
+/* Builds req's iovecs: len bytes of the buffers iov[0..n), starting skip bytes in. */
+static void build_iov(struct blk_req *req, const struct gw_vq_iov *iov, unsigned n, uint64_t skip, uint64_t len)
+{
+    req->niov = 0;
+    for (unsigned i = 0; i < n && len; i++) {
+        if (skip >= iov[i].len) { skip -= iov[i].len; continue; }
+        uint64_t l = iov[i].len - skip;
+        if (l > len) l = len;
+        req->iov[req->niov++] = (struct iovec){.iov_base = iov[i].base + skip, .iov_len = l};
+        len -= l;
+        skip = 0;
+    }
+}
+
+/* Ends request k of the batch: its status byte and used entry. */
+static void complete(struct gw_virtio_blk *b, unsigned k, uint8_t status, uint32_t data_written)
+{
+    const struct gw_vq_chain *c = &b->chains[k];
+    const struct gw_vq_iov *last = &c->iov[c->nout + c->nin - 1];
+    if (status != GW_VIRTIO_BLK_S_OK) b->mmio.errors++;
+    b->requests++;
+    last->base[last->len - 1] = status;
+    gw_vq_mark_written(&b->mmio.queues[0], last->gpa + last->len - 1, 1);
+    gw_vq_push(&b->mmio.queues[0], c->head, data_written + 1);
+}
+
+/* Runs the reads and writes gathered in b->reqs[0..b->nreq) (chains b->chains[0..]) as one
+ * backend batch, then completes each. Returns the requests completed. */
+static unsigned run_batch(struct gw_virtio_blk *b)
+{
+    unsigned n = b->nreq;
+    if (!n) return 0;
+    struct gw_blk_io ios[GW_BLK_BATCH_MAX];
+    for (unsigned k = 0; k < n; k++) {
+        struct blk_req *q = &b->reqs[k];
+        ios[k] = (struct gw_blk_io){.write = q->write, .off = q->sector * GW_VIRTIO_BLK_SECTOR, .len = q->len,
+                                    .iov = q->iov, .niov = q->niov};
+    }
+    int r = b->disk->ops->submit(b->disk, ios, n);
+    for (unsigned k = 0; k < n; k++) {
+        struct blk_req *q = &b->reqs[k];
+        int rc = r ? r : ios[k].rc;
+        uint32_t written = 0;
+        if (!rc && q->write) b->write_bytes += q->len;
+        if (!rc && !q->write) {
+            b->read_bytes += q->len;
+            written = (uint32_t)q->len;
+            /* The data landed in guest RAM behind KVM's back (maybe from a librbd thread). */
+            const struct gw_vq_chain *c = &b->chains[k];
+            uint64_t left = q->len;
+            for (unsigned i = c->nout; i < c->nout + c->nin && left; i++) {
+                uint64_t l = c->iov[i].len < left ? c->iov[i].len : left;
+                gw_vq_mark_written(&b->mmio.queues[0], c->iov[i].gpa, l);
+                left -= l;
+            }
+        }
+        complete(b, k, io_status(b, q->write ? "write" : "read", q->sector, rc), written);
+    }
+    b->nreq = 0;
+    return n;
+}
+
+/* Whether [sector, +len) overlaps a request already in the batch (then the batch runs first:
+ * the backend may run its I/Os in any order). */
+static bool overlaps_batch(const struct gw_virtio_blk *b, uint64_t sector, uint64_t len)
+{
+    uint64_t end = sector + len / GW_VIRTIO_BLK_SECTOR;
+    for (unsigned k = 0; k < b->nreq; k++) {
+        const struct blk_req *q = &b->reqs[k];
+        if (sector < q->sector + q->len / GW_VIRTIO_BLK_SECTOR && q->sector < end) return true;
+    }
+    return false;
+}
+
+/* Serves a request that is not a well-formed read or write, at once; returns its status and
+ * sets *written to the bytes put into the guest's writable buffers. */
+static uint8_t serve_now(struct gw_virtio_blk *b, const struct gw_vq_chain *c,
+                         const struct gw_virtio_blk_req_hdr *h, uint32_t *written)
 {
     const struct gw_vq_iov *in = c->iov + c->nout;
     uint64_t in_data = c->in_bytes - 1;  /* the last writable byte is the status */
-    uint64_t off = h->sector * GW_VIRTIO_BLK_SECTOR;  /* used only after range_ok */
-    int r;
-
     switch (h->type) {
     case GW_VIRTIO_BLK_T_IN:
-        if (!range_ok(b, h->sector, in_data)) return GW_VIRTIO_BLK_S_IOERR;
-        r = iov_file(b, false, in, c->nin, 0, in_data, off);
-        if (r == 0) { b->read_bytes += in_data; *written = (uint32_t)in_data; }
-        return io_status(b, "read", h->sector, r);
-    case GW_VIRTIO_BLK_T_OUT: {
-        uint64_t out_data = c->out_bytes - sizeof *h;
-        if (!range_ok(b, h->sector, out_data)) return GW_VIRTIO_BLK_S_IOERR;
-        r = iov_file(b, true, c->iov, c->nout, sizeof *h, out_data, off);
-        if (r == 0) b->write_bytes += out_data;
-        return io_status(b, "write", h->sector, r);
-    }
+    case GW_VIRTIO_BLK_T_OUT:
+        return GW_VIRTIO_BLK_S_IOERR;   /* range_ok said why */
     case GW_VIRTIO_BLK_T_FLUSH:
-        r = fdatasync(b->fd) < 0 ? -errno : 0;
-        return io_status(b, "flush", 0, r);
+        return io_status(b, "flush", 0, b->disk->ops->flush(b->disk));
     case GW_VIRTIO_BLK_T_GET_ID: {
         char id[GW_VIRTIO_BLK_ID_BYTES] = {0};
         memcpy(id, GW_VIRTIO_BLK_ID, sizeof GW_VIRTIO_BLK_ID - 1);
@@ -170,11 +222,12 @@ static uint8_t serve(struct gw_virtio_blk *b, const struct gw_vq_chain *c,
     }
 }
 
-/* Serves one chain. Returns 0 with *written (bytes the used entry reports), or -EINVAL
- * with why[] set when the chain cannot carry a request at all. */
-static int handle(struct gw_virtio_blk *b, const struct gw_vq_chain *c, uint32_t *written,
-                  char *why, size_t why_len)
+/* Takes the chain just popped into b->chains[b->nreq]: a well-formed read or write joins the
+ * batch; anything else runs after the batch, at once. Returns the requests completed, or
+ * -EINVAL with why[] set when the chain cannot carry a request at all (the batch has run). */
+static int take(struct gw_virtio_blk *b, char *why, size_t why_len)
 {
+    struct gw_vq_chain *c = &b->chains[b->nreq];
     if (c->nin == 0) {
         snprintf(why, why_len, "request at head %u has no device-writable status byte "
                  "(last descriptor read-only)", c->head);
@@ -187,20 +240,41 @@ static int handle(struct gw_virtio_blk *b, const struct gw_vq_chain *c, uint32_t
     }
     struct gw_virtio_blk_req_hdr h;
     if (iov_copy(NULL, c->iov, c->nout, 0, &h, sizeof h, false) < sizeof h) {
-        snprintf(why, why_len, "request at head %u: header shorter than %zu bytes", c->head,
-                 sizeof h);
+        snprintf(why, why_len, "request at head %u: header shorter than %zu bytes", c->head, sizeof h);
         return -EINVAL;
     }
     h.type = le32toh(h.type);
     h.sector = le64toh(h.sector);
-    uint32_t data_written = 0;
-    uint8_t status = serve(b, c, &h, &data_written);
-    if (status != GW_VIRTIO_BLK_S_OK) b->mmio.errors++;
-    b->requests++;
-    last->base[last->len - 1] = status;
-    gw_vq_mark_written(&b->mmio.queues[0], last->gpa + last->len - 1, 1);
-    *written = data_written + 1;
-    return 0;
+    bool is_in = h.type == GW_VIRTIO_BLK_T_IN, is_out = h.type == GW_VIRTIO_BLK_T_OUT;
+    uint64_t len = is_in ? c->in_bytes - 1 : c->out_bytes - sizeof h;
+    bool ok = (is_in || is_out) && range_ok(b, h.sector, len);
+    if (ok && len) {
+        unsigned done = 0;
+        if (overlaps_batch(b, h.sector, len)) {
+            /* Move this chain to slot 0 once the batch has run. */
+            struct gw_vq_chain tmp = *c;
+            done = run_batch(b);
+            b->chains[0] = tmp;
+            c = &b->chains[0];
+        }
+        struct blk_req *q = &b->reqs[b->nreq];
+        q->write = is_out;
+        q->sector = h.sector;
+        q->len = len;
+        if (is_out) build_iov(q, c->iov, c->nout, sizeof h, len);
+        else build_iov(q, c->iov + c->nout, c->nin, 0, len);
+        b->nreq++;
+        if (b->nreq == GW_BLK_BATCH_MAX) done += run_batch(b);
+        return (int)done;
+    }
+    struct gw_vq_chain tmp = *c;
+    unsigned done = run_batch(b);
+    b->chains[0] = tmp;
+    uint32_t written = 0;
+    uint8_t status = ok ? GW_VIRTIO_BLK_S_OK   /* an empty read or write */
+                        : serve_now(b, &b->chains[0], &h, &written);
+    complete(b, 0, status, written);
+    return (int)done + 1;
 }
 
 static int blk_notify(struct gw_virtio_mmio *t, unsigned q)
@@ -211,21 +285,23 @@ static int blk_notify(struct gw_virtio_mmio *t, unsigned q)
     int rc = 0;
     /* At most one ring's worth per kick: anything the driver adds meanwhile comes with a
      * kick of its own (we never set VIRTQ_USED_F_NO_NOTIFY), so a guest that keeps
-     * refilling cannot pin this vCPU thread here. */
+     * refilling cannot pin this vCPU thread here. Reads and writes gather into a batch
+     * that the backend runs together; it has always run in full when we return. */
     for (unsigned n = 0; n < vq->num; n++) {
-        int r = gw_vq_pop(vq, &b->chain);
+        int r = gw_vq_pop(vq, &b->chains[b->nreq]);
         if (r == 0) break;
         if (r < 0) { rc = gw_virtio_mmio_fail(t, "queue %u: %s", q, vq->err); break; }
-        uint32_t written;
         char why[128];
-        if (handle(b, &b->chain, &written, why, sizeof why) < 0) {
+        r = take(b, why, sizeof why);
+        if (r < 0) {
             gw_vq_unpop(vq);
+            done += run_batch(b);
             rc = gw_virtio_mmio_fail(t, "queue %u: %s", q, why);
             break;
         }
-        gw_vq_push(vq, b->chain.head, written);
-        done++;
+        done += (unsigned)r;
     }
+    done += run_batch(b);
     if (done) {
         int r = gw_virtio_mmio_interrupt(t, GW_VIRTIO_INT_USED);
         if (rc == 0) rc = r;
@@ -250,13 +326,9 @@ static int blk_access(struct gw_device *d, uint64_t off, bool is_write, uint8_t 
 static int blk_quiesce(struct gw_device *d)
 {
     struct gw_virtio_blk *b = from_dev(d);
-    if (fdatasync(b->fd) < 0) {
-        int e = -errno;
-        gw_error("%s: flushing image %s on quiesce failed: %s", d->name, b->image_path,
-                 strerror(-e));
-        return e;
-    }
-    return 0;
+    int e = b->disk->ops->flush(b->disk);
+    if (e) gw_error("%s: flushing image %s on quiesce failed: %s", d->name, b->image_path, strerror(-e));
+    return e;
 }
 
 static int blk_save(struct gw_device *d, Godwit__V1__DeviceState *out)
@@ -322,7 +394,7 @@ static void blk_destroy(struct gw_device *d)
 {
     if (!d) return;
     struct gw_virtio_blk *b = from_dev(d);
-    if (b->fd >= 0) close(b->fd);
+    gw_blk_close(b->disk);
     free(b->image_path);
     /* d->lock is not destroyed here: the bus destroys it before calling us (device_bus.c),
      * and a glibc mutex holds no resources on the paths that bypass the bus. */
@@ -348,37 +420,12 @@ int gw_virtio_blk_lock(struct gw_device *d, bool on)
 {
     if (!d || d->ops != &blk_ops) return -EINVAL;
     struct gw_virtio_blk *b = from_dev(d);
-    /* An open file description lock: held by this open image only (not by the process, so a
-     * second open elsewhere in the process does not inherit it), released at close. */
-    struct flock fl = {.l_type = on ? F_WRLCK : F_UNLCK, .l_whence = SEEK_SET};
-    if (fcntl(b->fd, F_OFD_SETLK, &fl) < 0) return errno == EACCES ? -EAGAIN : -errno;
-    return 0;
+    return b->disk->ops->lock(b->disk, on);
 }
 
-/* Opens the image and sets b->capacity. Returns 0 or -errno with a log line. */
-static int open_image(struct gw_virtio_blk *b, const char *path)
+struct gw_blk *gw_virtio_blk_backend(struct gw_device *d)
 {
-    /* Not through a symbolic link: the path checked by whoever named it is the file used. */
-    b->fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (b->fd < 0) {
-        int e = -errno;
-        gw_error("vda: cannot open image %s: %s", path, e == -ELOOP ? "it is a symbolic link" : strerror(-e));
-        return e;
-    }
-    /* lseek rather than fstat so that a block device reports its size too. */
-    off_t size = lseek(b->fd, 0, SEEK_END);
-    if (size < 0) {
-        int e = -errno;
-        gw_error("vda: cannot size image %s: %s", path, strerror(-e));
-        return e;
-    }
-    if (size == 0 || size % GW_VIRTIO_BLK_SECTOR) {
-        gw_error("vda: image %s is %lld bytes, not a non-zero multiple of %u", path,
-                 (long long)size, GW_VIRTIO_BLK_SECTOR);
-        return -EINVAL;
-    }
-    b->capacity = (uint64_t)size / GW_VIRTIO_BLK_SECTOR;
-    return 0;
+    return d && d->ops == &blk_ops ? from_dev(d)->disk : NULL;
 }
 
 int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
@@ -387,7 +434,6 @@ int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
     *out = NULL;
     struct gw_virtio_blk *b = calloc(1, sizeof *b);
     if (!b) return -ENOMEM;
-    b->fd = -1;
     b->dev.ops = &blk_ops;
     b->dev.name = "vda";
     b->dev.space = GW_DEV_MMIO;
@@ -397,8 +443,13 @@ int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
     if (r) { free(b); return -r; }
     b->image_path = strdup(image_path);
     if (!b->image_path) { r = -ENOMEM; goto fail; }
-    r = open_image(b, image_path);
-    if (r < 0) goto fail;
+    char why[256];
+    r = gw_blk_open(image_path, false, &b->disk, why, sizeof why);
+    if (r < 0) {
+        gw_error("vda: %s", why);
+        goto fail;
+    }
+    b->capacity = b->disk->size / GW_VIRTIO_BLK_SECTOR;
     struct gw_virtio_mmio_config cfg = {
         .name = b->dev.name, .ops = &blk_mmio_ops, .device_id = GW_VIRTIO_ID_BLOCK,
         .device_features = GW_VIRTIO_F_VERSION_1 | GW_VIRTIO_F_INDIRECT_DESC |

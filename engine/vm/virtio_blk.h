@@ -1,9 +1,13 @@
-/* virtio-blk (virtio 1.x, section 5.2) over virtio-mmio, backed by a raw image file.
+/* virtio-blk (virtio 1.x, section 5.2) over virtio-mmio, backed by a block backend
+ * (blk_backend.h: a raw image file, or an RBD image).
  *
  * Requests are served synchronously, in the vCPU thread that writes QueueNotify, under the
  * device lock; so when the bus lock is free nothing is in flight, and saved state never
- * holds a half-done request. Offered features: VERSION_1, INDIRECT_DESC, SEG_MAX, FLUSH.
- * Supported requests: IN, OUT, FLUSH (fdatasync), GET_ID; others complete with UNSUPP. */
+ * holds a half-done request. Within one kick, the reads and writes the driver queued run as
+ * one backend batch (concurrently on RBD), all finished before the kick returns.
+ * Offered features: VERSION_1, INDIRECT_DESC, SEG_MAX, FLUSH.
+ * Supported requests: IN, OUT, FLUSH (the backend's flush), GET_ID; others complete with
+ * UNSUPP. */
 #ifndef GW_VM_VIRTIO_BLK_H
 #define GW_VM_VIRTIO_BLK_H
 
@@ -12,6 +16,8 @@
 
 #include "engine/vm/device.h"
 #include "engine/vm/virtqueue.h"
+
+struct gw_blk;
 
 #define GW_VIRTIO_ID_BLOCK 2u
 #define GW_VIRTIO_BLK_QUEUE_NUM_MAX 256u
@@ -38,18 +44,24 @@ struct gw_virtio_blk_req_hdr {
     uint64_t sector;
 };
 
-/* Creates the disk "vda" on image_path (opened O_RDWR; its size must be a non-zero multiple
- * of 512 and is the capacity the guest sees). mem is borrowed and must outlive the device.
+/* Creates the disk "vda" on image_path (a file path or rbd:POOL/IMAGE..., see blk_backend.h;
+ * opened for writing; its size must be a non-zero multiple of 512 and is the capacity the
+ * guest sees). mem is borrowed and must outlive the device.
  * The device answers at [mmio_base, mmio_base + GW_VIRTIO_MMIO_SIZE) and raises
- * GW_VIRTIO_BLK_GSI through irq. On success *out owns the image fd; release it with
+ * GW_VIRTIO_BLK_GSI through irq. On success *out owns the backend; release it with
  * (*out)->ops->destroy. Returns 0 or -errno (with one log line saying why). */
 int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
                          struct gw_irq_sink irq, uint64_t mmio_base, struct gw_device **out);
 
-/* Takes (on) or drops the image's write lock (an OFD lock on the whole file), so that two
- * hosts or VMs never write one image at once. gw_virtio_blk_create does not take it. Returns
- * 0, -EAGAIN when another open file holds it, -EINVAL when d is not a disk, or -errno. */
+/* Takes (on) or drops the image's write lock (the backend's: an OFD lock on a file, RBD's
+ * exclusive lock), so that two hosts or VMs never write one image at once.
+ * gw_virtio_blk_create does not take it. Returns 0, -EAGAIN when another holder has it,
+ * -EINVAL when d is not a disk, or -errno. */
 int gw_virtio_blk_lock(struct gw_device *d, bool on);
+
+/* The disk's backend (owned by d), or NULL when d is not a virtio-blk device. For callers
+ * that need backend-specific calls (an RBD snapshot for a backup) while the VM is paused. */
+struct gw_blk *gw_virtio_blk_backend(struct gw_device *d);
 
 /* Makes the disk d (from gw_virtio_blk_create) report every write it makes into guest RAM
  * (read data, GET_ID answers, status bytes, used ring entries and index) to sink, so that
