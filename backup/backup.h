@@ -102,6 +102,11 @@ struct gw_restore_stats {
 int gw_backup_restore(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, struct gw_guest_mem *m,
                       const char *disk_path, struct gw_restore_stats *st, char *err, size_t errlen);
 
+/* Only the disk part of gw_backup_restore (nothing when the backup has no disk): what an
+ * instant restore (instant_restore.h) writes before the VM opens the image. */
+int gw_backup_restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, const char *disk_path,
+                           struct gw_restore_stats *st, char *err, size_t errlen);
+
 /* Verify: re-reads every chunk of the named backups (id NULL = all backups of vm), checks it,
  * and reports each bad chunk once with the backups that use it through report(). */
 struct gw_verify_stats {

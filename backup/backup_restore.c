@@ -212,6 +212,37 @@ static int restore_rbd(struct gw_backup_target *t, const Godwit__V1__BackupImage
     return r ? r : c;
 }
 
+static int restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, const char *disk_path,
+                        struct gw_restore_stats *st, char *err, size_t errlen)
+{
+    if (gw_blk_is_rbd(disk_path)) return restore_rbd(t, man->disk, disk_path, st, err, errlen);
+    int fd = open(disk_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(e));
+        return -e;
+    }
+    int r = 0;
+    struct disk_ctx dc = {.fd = fd, .cs = man->disk->chunk_size};
+    if (ftruncate(fd, (off_t)man->disk->size) < 0) { r = -errno; snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(errno)); }
+    if (!r) r = read_image(t, man->disk, place_disk, &dc, st, err, errlen);
+    if (!r && fsync(fd) < 0) { r = -errno; snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(errno)); }
+    close(fd);
+    if (r) unlink(disk_path);
+    st->disk_bytes = man->disk->size;
+    return r;
+}
+
+int gw_backup_restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, const char *disk_path,
+                           struct gw_restore_stats *st, char *err, size_t errlen)
+{
+    uint64_t t0 = gw_now_ns();
+    memset(st, 0, sizeof *st);
+    int r = man->disk->size ? restore_disk(t, man, disk_path, st, err, errlen) : 0;
+    st->elapsed_ns = gw_now_ns() - t0;
+    return r;
+}
+
 int gw_backup_restore(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, struct gw_guest_mem *m,
                       const char *disk_path, struct gw_restore_stats *st, char *err, size_t errlen)
 {
@@ -231,21 +262,7 @@ int gw_backup_restore(struct gw_backup_target *t, const Godwit__V1__BackupManife
     if (r) { snprintf(err, errlen, "digest: %s", strerror(-r)); return r; }
     struct mem_ctx mc = {.m = m, .cd = &cd, .cs = man->memory->chunk_size};
     r = read_image(t, man->memory, place_mem, &mc, st, err, errlen);
-    if (!r && man->disk->size && disk_path && gw_blk_is_rbd(disk_path)) {
-        r = restore_rbd(t, man->disk, disk_path, st, err, errlen);
-    } else if (!r && man->disk->size && disk_path) {
-        int fd = open(disk_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) { r = -errno; snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(errno)); }
-        else {
-            struct disk_ctx dc = {.fd = fd, .cs = man->disk->chunk_size};
-            if (ftruncate(fd, (off_t)man->disk->size) < 0) { r = -errno; snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(errno)); }
-            if (!r) r = read_image(t, man->disk, place_disk, &dc, st, err, errlen);
-            if (!r && fsync(fd) < 0) { r = -errno; snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(errno)); }
-            close(fd);
-            if (r) unlink(disk_path);
-            st->disk_bytes = man->disk->size;
-        }
-    }
+    if (!r && man->disk->size && disk_path) r = restore_disk(t, man, disk_path, st, err, errlen);
     if (!r) {
         uint8_t dg[16];
         gw_chunk_digest_final(&cd, dg);

@@ -142,6 +142,51 @@ static int place_zero(void *ctx, uint64_t pfn)
     return 0;
 }
 
+/* One ioctl over the missing run [pfn, pfn + n): a page found there after all (EEXIST) is
+ * skipped and the copy goes on after it; a partial copy (EAGAIN) goes on where it stopped. */
+static int place_missing(struct gw_uffd_placer *u, uint64_t pfn, uint64_t n, const uint8_t *src)
+{
+    uint64_t done = 0;
+    while (done < n) {
+        uint64_t at = (uintptr_t)u->mem + (pfn + done) * 4096, len = (n - done) * 4096;
+        int rc;
+        int64_t moved;
+        if (src) {
+            struct uffdio_copy c = {.dst = at, .src = (uintptr_t)(src + done * 4096), .len = len};
+            rc = ioctl(u->uffd, UFFDIO_COPY, &c) ? errno : 0;
+            moved = c.copy;
+        } else {
+            struct uffdio_zeropage z = {.range = {.start = at, .len = len}};
+            rc = ioctl(u->uffd, UFFDIO_ZEROPAGE, &z) ? errno : 0;
+            moved = z.zeropage;
+        }
+        uint64_t pages = moved > 0 ? (uint64_t)moved / 4096 : 0;
+        for (uint64_t k = 0; k < pages; k++) {
+            uint64_t p = pfn + done + k;
+            note_placed(u, p, gw_pc_page_hash(p, src ? src + (done + k) * 4096 : NULL));
+        }
+        done += pages;
+        if (!rc) break;
+        if (rc == EEXIST) { __atomic_fetch_add(&u->dups, 1, __ATOMIC_RELAXED); done++; continue; }
+        if (rc == EAGAIN) continue;
+        return -rc;
+    }
+    return 0;
+}
+
+int gw_uffd_placer_place_run(struct gw_uffd_placer *u, uint64_t pfn, uint64_t n, const uint8_t *src)
+{
+    for (uint64_t p = 0; p < n;) {
+        if (gw_uffd_placer_has(u, pfn + p)) { p++; continue; }
+        uint64_t q = p + 1;
+        while (q < n && !gw_uffd_placer_has(u, pfn + q)) q++;
+        int r = place_missing(u, pfn + p, q - p, src ? src + p * 4096 : NULL);
+        if (r) return r;
+        p = q;
+    }
+    return 0;
+}
+
 static const struct gw_page_placer_ops uffd_ops = {.copy = place_copy, .zero = place_zero};
 
 struct gw_page_placer gw_uffd_placer(struct gw_uffd_placer *u)

@@ -54,6 +54,12 @@ static inline bool gw_uffd_placer_has(const struct gw_uffd_placer *u, uint64_t p
 {
     return (__atomic_load_n(&u->received[pfn / 64], __ATOMIC_ACQUIRE) >> (pfn % 64)) & 1;
 }
+/* Places a run of pages [pfn, pfn + n) from src (n pages of data) or as zero pages (src
+ * NULL), skipping every page already there, with one ioctl per run of missing pages: how a
+ * page source that is not a network peer (a backup's chunk, backup/instant_restore.c) places
+ * a whole chunk at once. The caller checked pfn + n against npages. 0 or -errno. */
+int gw_uffd_placer_place_run(struct gw_uffd_placer *u, uint64_t pfn, uint64_t n, const uint8_t *src);
+
 /* Pages placed so far. */
 uint64_t gw_uffd_placer_count(const struct gw_uffd_placer *u);
 

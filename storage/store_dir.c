@@ -151,8 +151,9 @@ static int dir_get_batch(struct gw_store *s, struct gw_store_read *rd, size_t n)
         }
         close(fd);
         rd[i].len = (size_t)got;
-        s->bytes_read += (uint64_t)got;
-        s->objects_read++;
+        /* Atomic: instant restore's workers read with one batch each at the same time. */
+        __atomic_fetch_add(&s->bytes_read, (uint64_t)got, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->objects_read, 1, __ATOMIC_RELAXED);
     }
     return 0;
 }

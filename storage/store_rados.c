@@ -233,7 +233,13 @@ static int rados_get_batch(struct gw_store *s, struct gw_store_read *rd, size_t 
         int r = rados_aio_get_return_value(comp[oldest]);
         rados_aio_release(comp[oldest]);
         struct gw_store_read *x = &rd[idx[oldest]];
-        if (r >= 0) { x->len = (size_t)r; x->rc = 0; s->bytes_read += (uint64_t)r; s->objects_read++; }
+        if (r >= 0) {
+            x->len = (size_t)r;
+            x->rc = 0;
+            /* Atomic: instant restore's workers read with one batch each at the same time. */
+            __atomic_fetch_add(&s->bytes_read, (uint64_t)r, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&s->objects_read, 1, __ATOMIC_RELAXED);
+        }
         else x->rc = r;
         oldest = (oldest + 1) % depth;
         inflight--;

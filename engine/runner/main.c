@@ -16,6 +16,7 @@
  *                     [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]
  *   godwit-vm restore-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--name NEW]
  *                            [--disk FILE] [--seconds N] [--json] [--control SOCK]
+ *                            [--instant [--stall-ms N]]   (memory on demand: backup/instant_restore.h)
  *   godwit-vm backup|verify-backup|list-backups|delete-backup ...   (cmd_backup.c)
  *   TLS: [--tls on|off] [--tls-cert F --tls-key F --tls-ca F]: migration streams run over TLS 1.3
  *   with a PSK from the cluster secret, or with X.509 when all three files are given; plaintext
@@ -41,6 +42,7 @@
 #include "engine/runner/runner_client.h"
 #include "engine/runner/cmd_backup.h"
 #include "backup/backup.h"
+#include "backup/instant_restore.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
 #include "engine/transport/tls.h"
@@ -70,6 +72,8 @@ struct opts {
     unsigned nfds;
     bool name_set;
     const char *from_vm, *backup_id;   /* restore-backup */
+    bool instant;                      /* restore-backup --instant */
+    uint64_t stall_ms;                 /* --stall-ms: store silent this long pauses the VM */
     Godwit__V1__StoreSpec store;
     int test_fault;                 /* enum gw_mig_fault, GODWIT_TEST_HOOKS builds only */
     bool json, stop_after, wait, auto_converge, keep_source, keep_destination, guest_given;
@@ -95,6 +99,7 @@ static void usage(FILE *f)
             "                         [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]\n"
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
             "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE|rbd:POOL/IMAGE] [--seconds N]\n"
+            "                                [--instant [--stall-ms N]]\n"
             "       godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none] [--method dirty-log|pause] [--json]\n"
             "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
             "       godwit-vm prune --store SPEC [STORE OPTIONS] --vm NAME [--keep-last|hourly|daily|weekly|monthly|yearly N]\n"
@@ -113,6 +118,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"streams", 1, 0, 'N'}, {"compress", 1, 0, 'Z'}, {"downtime-ms", 1, 0, 'D'}, {"bandwidth", 1, 0, 'B'},
         {"timeout", 1, 0, 'O'}, {"auto-converge", 0, 0, 'A'}, {"max-rounds", 1, 0, 'R'}, {"wait", 0, 0, 'W'},
         {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'}, {"mode", 1, 0, 'M'},
+        {"instant", 0, 0, 'J'}, {"stall-ms", 1, 0, 'P'},
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
@@ -132,6 +138,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 0: if (gw_backup_store_opt(lo[idx].name, optarg, &o->store)) return -1; break;
         case 'V': o->from_vm = optarg; break;
         case 'I': o->backup_id = optarg; break;
+        case 'J': o->instant = true; break;
+        case 'P':
+            if (gw_parse_u64(optarg, 1, 3600000, &o->stall_ms)) { fprintf(stderr, "godwit-vm: --stall-ms is 1..3600000\n"); return -1; }
+            break;
         case 'n': o->name = optarg; o->name_set = true; break;
         case 't':
             if (strcmp(optarg, "on") && strcmp(optarg, "off")) { fprintf(stderr, "godwit-vm: --tls is on or off\n"); return -1; }
@@ -228,9 +238,10 @@ static int exit_code_for_create(int r, const char *err)
 /* Runs a created-and-prepared VM (started already when it arrived by migration) to the end
  * and prints its summary. */
 static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json, const struct gw_mig_progress *arrived,
-                  struct gw_postcopy_in *pc_in)
+                  struct gw_postcopy_in *pc_in, struct gw_instant_restore *instant)
 {
-    struct gw_runner r = {.vm = vm, .started_ns = gw_now_ns(), .listen_fd = -1, .postcopy_in = pc_in};
+    struct gw_runner r = {.vm = vm, .started_ns = gw_now_ns(), .listen_fd = -1, .postcopy_in = pc_in,
+                          .instant = instant};
     if (o->secret_file) snprintf(r.secret_file, sizeof r.secret_file, "%s", o->secret_file);
     if (arrived) { r.last_mig = *arrived; r.incoming = true; }
     r.test_fault = o->test_fault;
@@ -239,11 +250,13 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
         if (rc) {
             fprintf(stderr, "godwit-vm: control socket %s: %s\n", o->control, strerror(-rc));
             if (arrived) gw_runner_loop(&r, o->seconds); /* it runs here now: keep it running */
+            gw_instant_restore_free(instant);
             return EXIT_USAGE;
         }
     }
     int rc = arrived ? 0 : gw_vm_start(vm);
     if (!rc) gw_runner_loop(&r, o->seconds);
+    gw_runner_poll_instant(&r);
     if (r.migration) { gw_precopy_cancel(r.migration); while (r.migration) { usleep(10000); gw_runner_poll_migration(&r); } }
     if (r.postcopy) { gw_postcopy_cancel(r.postcopy); while (r.postcopy) { usleep(10000); gw_runner_poll_migration(&r); } }
     /* Freeze the counters we are about to print. A migrated or in-doubt VM stays paused. */
@@ -260,6 +273,9 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
     gw_runner_print_summary(&r, o->json, extra_json);
     gw_postcopy_in_free(r.postcopy_in);
     r.postcopy_in = NULL;
+    /* Paused by now; a fill short of its end poisons what never arrived. */
+    gw_instant_restore_free(r.instant);
+    r.instant = NULL;
     gw_runner_control_close(&r);
     char msg[256];
     if (gw_vm_fatal(vm, msg, sizeof msg)) return EXIT_VM_FAILED;
@@ -290,7 +306,7 @@ static int cmd_run(const struct opts *o)
     if (r) return exit_code_for_create(r, err);
     gw_log_set_tag(o->name);
     r = gw_vm_boot(vm, err, sizeof err);
-    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL, NULL);
+    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL, NULL, NULL);
     if (vm->guest_stopped) fprintf(stderr, "godwit-vm: the guest ended: %s\n", vm->stop_msg);
     gw_vm_destroy(vm);
     if (cfd > STDERR_FILENO) close(cfd);
@@ -331,12 +347,39 @@ static int cmd_restore(const struct opts *o)
              ms, (unsigned long long)stats.data_bytes, ms > 0 ? (stats.data_bytes / 1048576.0) / (ms / 1000) : 0.0, hex);
     gw_info("restored from %s: %llu MiB in %.1f ms, digest %s", o->file,
             (unsigned long long)(stats.data_bytes >> 20), ms, hex);
-    code = run_vm(vm, o, extra, NULL, NULL);
+    code = run_vm(vm, o, extra, NULL, NULL, NULL);
 out:
     gw_vm_destroy(vm);
     godwit__v1__vm_state__free_unpacked(st, NULL);
     if (cfd > STDERR_FILENO) close(cfd);
     return code;
+}
+
+/* restore-backup --instant: the disk is written first (it is small today), then memory is
+ * registered for faults and the VM starts at once while the fill runs. Takes t and man. */
+static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_backup_target *t,
+                           Godwit__V1__BackupManifest *man, const char *id, uint64_t t0)
+{
+    char err[600] = "";
+    struct gw_restore_stats ds = {0};
+    int r = man->disk->size ? gw_backup_restore_disk(t, man, o->disk, &ds, err, sizeof err) : 0;
+    if (r) {
+        fprintf(stderr, "godwit-vm: restore refused: %s\n", err);
+        gw_backup_target_close(t);
+        godwit__v1__backup_manifest__free_unpacked(man, NULL);
+        return EXIT_VM_FAILED;
+    }
+    struct gw_instant_params ip = {.workers = o->store.max_inflight, .outage_pause_ms = (unsigned)o->stall_ms};
+    struct gw_instant_restore *ir = NULL;
+    r = gw_instant_restore_start(t, man, vm, &ip, &ir, err, sizeof err);
+    if (r) { fprintf(stderr, "godwit-vm: restore refused: %s\n", err); return EXIT_VM_FAILED; }
+    char extra[512];
+    snprintf(extra, sizeof extra,
+             "\"restore_ms\":%.1f,\"restore_instant\":true,\"restore_request_mono_ns\":%llu,"
+             "\"restore_disk_ms\":%.1f,\"backup\":\"%s\"",
+             (gw_now_ns() - t0) / 1e6, (unsigned long long)t0, ds.elapsed_ns / 1e6, id);
+    gw_info("restoring backup %s of %s as %s instantly: the guest starts now", id, man->vm_name, vm->name);
+    return run_vm(vm, o, extra, NULL, NULL, ir);
 }
 
 /* A new VM from a backup in a chunk store; under a new name it is a clone. */
@@ -395,6 +438,11 @@ static int cmd_restore_backup(const struct opts *o)
     int r = gw_vm_create(&cfg, &vm, err, sizeof err);
     if (r) { code = exit_code_for_create(r, err); goto out; }
     gw_log_set_tag(cfg.name);
+    if (o->instant) {
+        code = restore_instant(o, vm, &t, man, id, t0);
+        man = NULL;   /* taken (and t emptied) by the instant restore */
+        goto out;
+    }
     struct gw_restore_stats rs;
     /* The disk is written before the VM opens it: gw_vm_create attached the path only. */
     r = gw_backup_restore(&t, man, &vm->mem, man->disk->size ? o->disk : NULL, &rs, err, sizeof err);
@@ -411,7 +459,7 @@ static int cmd_restore_backup(const struct opts *o)
     gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
             (unsigned long long)rs.chunks, ms, rs.digest_hex);
     gw_backup_target_close(&t);
-    code = run_vm(vm, o, extra, NULL, NULL);
+    code = run_vm(vm, o, extra, NULL, NULL, NULL);
 out:
     if (t.store) gw_backup_target_close(&t);
     gw_vm_destroy(vm);
@@ -487,7 +535,7 @@ static int cmd_incoming(const struct opts *o)
     } else {
         gw_info("vm %s: arrived by migration (%llu MiB on the wire) and runs here", vm->name,
                 (unsigned long long)(prog.sent_bytes >> 20));
-        code = run_vm(vm, o, NULL, &prog, pc.in);
+        code = run_vm(vm, o, NULL, &prog, pc.in, NULL);
         gw_vm_destroy(vm);
     }
     if (cfd > STDERR_FILENO) close(cfd);
@@ -658,6 +706,19 @@ static int cmd_client(const char *verb, const struct opts *o)
                        (unsigned long long)m->postcopy_request_p50_us, (unsigned long long)m->postcopy_request_p99_us,
                        (unsigned long long)m->postcopy_blocked_ms);
         }
+        const Godwit__V1__InstantRestoreProgress *ip = st ? st->instant_restore : NULL;
+        if (ip) {
+            printf(",\"instant_phase\":\"%s\",\"instant_chunks_total\":%llu,\"instant_chunks_placed\":%llu,"
+                   "\"instant_chunks_faulted\":%llu,\"instant_bytes_placed\":%llu,\"instant_bytes_total\":%llu,"
+                   "\"instant_read_errors\":%llu,\"instant_stalls\":%llu,\"instant_fault_p99_us\":%llu,"
+                   "\"instant_digest_ok\":%s,\"instant_error\":",
+                   ip->phase ? ip->phase : "", (unsigned long long)ip->chunks_total,
+                   (unsigned long long)ip->chunks_placed, (unsigned long long)ip->chunks_faulted,
+                   (unsigned long long)ip->bytes_placed, (unsigned long long)ip->bytes_total,
+                   (unsigned long long)ip->read_errors, (unsigned long long)ip->stalls,
+                   (unsigned long long)ip->fault_p99_us, ip->digest_ok ? "true" : "false");
+            gw_json_str(stdout, ip->error);
+        }
         if (rep->save) printf(",\"save_ns\":%llu,\"save_data_bytes\":%llu,\"memory_digest\":\"%s\"",
                               (unsigned long long)rep->save->elapsed_ns, (unsigned long long)rep->save->data_bytes,
                               rep->save->memory_digest);
@@ -668,6 +729,12 @@ static int cmd_client(const char *verb, const struct opts *o)
         printf("%s: %s", st && st->name ? st->name : "vm", st && st->state ? st->state : "?");
         if (c) printf(", pages written %llu, verify errors %llu", (unsigned long long)c->pages_written,
                       (unsigned long long)c->verify_errors);
+        if (st && st->instant_restore)
+            printf(", restore %s %llu/%llu MiB%s%s", st->instant_restore->phase,
+                   (unsigned long long)(st->instant_restore->bytes_placed >> 20),
+                   (unsigned long long)(st->instant_restore->bytes_total >> 20),
+                   st->instant_restore->error && *st->instant_restore->error ? ": " : "",
+                   st->instant_restore->error ? st->instant_restore->error : "");
         if (rep->save) printf(", saved %llu MiB in %.1f ms (digest %s)", (unsigned long long)(rep->save->data_bytes >> 20),
                               rep->save->elapsed_ns / 1e6, rep->save->memory_digest);
         printf("\n");

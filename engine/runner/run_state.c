@@ -25,9 +25,10 @@ const char *gw_pause_owners_name(unsigned o)
 {
     static const char *const names[] = {
         "", "operator", "save", "operator+save", "in-doubt", "operator+in-doubt", "save+in-doubt",
-        "operator+save+in-doubt",
+        "operator+save+in-doubt", "store", "operator+store", "save+store", "operator+save+store",
+        "in-doubt+store", "operator+in-doubt+store", "save+in-doubt+store", "operator+save+in-doubt+store",
     };
-    return names[o & 7];
+    return names[o & 15];
 }
 
 static const char *op_name(enum gw_run_op op)

@@ -37,6 +37,7 @@ enum gw_pause_owner {
     GW_PAUSE_OPERATOR = 1u << 0,   /* a PAUSE request */
     GW_PAUSE_SAVE = 1u << 1,       /* a SAVE in progress */
     GW_PAUSE_IN_DOUBT = 1u << 2,   /* the hand-over is in doubt: the copy here must not run */
+    GW_PAUSE_STORE = 1u << 3,      /* instant restore: the backup store stopped answering */
 };
 
 enum gw_run_op {

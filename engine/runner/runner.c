@@ -83,6 +83,7 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
         st->migration = jp;
         st->migration_error = (char *)m->error;
     }
+    gw_runner_instant_status(r, st);
     st->error = fatal ? r->status_err : "";
 }
 
@@ -129,6 +130,7 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
                        m->pc.blocked_ns / 1e6, m->pc.postcopy_ns / 1e6, (unsigned long long)m->pc.refused,
                        m->pc.digest_ok ? "true" : "false");
         }
+        gw_runner_instant_json(r);
         printf("}\n");
         fflush(stdout);
     } else {
@@ -198,6 +200,7 @@ int gw_runner_loop(struct gw_runner *r, uint64_t seconds)
         }
         if (n > 0 && r->listen_fd >= 0 && (p[1].revents & POLLIN)) gw_runner_control_serve(r);
         gw_runner_poll_migration(r);
+        gw_runner_poll_instant(r);
         if (r->state == GW_RUN_MIGRATED && gw_now_ns() >= r->linger_until_ns) break;
         if (gw_vm_wait(r->vm, 0)) break;
         if (deadline && gw_now_ns() >= deadline) break;

@@ -25,6 +25,7 @@ struct gw_runner {
     struct gw_precopy *migration;     /* outgoing migration in progress, owned */
     struct gw_postcopy *postcopy;     /* outgoing post-copy migration in progress, owned */
     struct gw_postcopy_in *postcopy_in; /* arrived by post-copy: its pages still coming, owned */
+    struct gw_instant_restore *instant; /* restored instantly: its memory still filling, owned */
     struct gw_mig_progress last_mig;  /* progress of the latest migration (in or out) */
     uint64_t linger_until_ns; /* after migrating away, keep answering status until then */
     bool incoming;            /* this VM arrived by migration */
@@ -36,6 +37,8 @@ struct gw_runner {
     char mig_url[600];
     Godwit__V1__JobProgress status_mig;        /* backing store for RunnerStatus.migration */
     Godwit__V1__PagesByEncoding status_pages;
+    Godwit__V1__InstantRestoreProgress status_instant;   /* backing store for RunnerStatus.instant_restore */
+    char status_instant_phase[16], status_instant_error[600], status_instant_digest[33];
 };
 
 /* Reads a cluster secret file (trailing whitespace dropped) into buf; returns its length or
@@ -61,6 +64,13 @@ void gw_runner_poll_migration(struct gw_runner *r);
 struct gw_backup_result;
 int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest *req, int fd,
                      struct gw_backup_result *res, char *err, size_t errlen);
+
+/* Instant restore (runner_instant.c), from the main loop: a stalled store pauses the VM (pause
+ * owner "store") and its return resumes it; a failed restore stops the VM for good. */
+void gw_runner_poll_instant(struct gw_runner *r);
+/* Fills RunnerStatus.instant_restore, and the summary's JSON fields (none without one). */
+void gw_runner_instant_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st);
+void gw_runner_instant_json(struct gw_runner *r);
 
 /* Opens the control socket at path (replacing a stale one). */
 int gw_runner_control_open(struct gw_runner *r, const char *path);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "backup/backup.h"
+#include "backup/instant_restore.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
@@ -73,6 +74,10 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
      * the VM, or after it left. */
     char why[256];
     if (gw_vm_fatal(r->vm, why, sizeof why)) { snprintf(err, errlen, "the VM has failed: %s", why); return -ESRCH; }
+    if (r->instant && !gw_instant_restore_finished(r->instant)) {
+        snprintf(err, errlen, "the VM's memory is still being restored from its backup");
+        return -EBUSY;
+    }
     if (!req->store) { snprintf(err, errlen, "backup needs a store"); return -EINVAL; }
     enum gw_backup_method method = GW_BACKUP_WP;
     if (req->method && *req->method) {

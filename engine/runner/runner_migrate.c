@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backup/instant_restore.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/runner/handover.h"
@@ -36,6 +37,10 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
      * post-copy leaves only once all of its pages are here. */
     if (r->postcopy_in && !gw_postcopy_in_finished(r->postcopy_in)) {
         snprintf(err, errlen, "the VM's pages are still arriving by post-copy");
+        return -EBUSY;
+    }
+    if (r->instant && !gw_instant_restore_finished(r->instant)) {
+        snprintf(err, errlen, "the VM's memory is still being restored from its backup");
         return -EBUSY;
     }
     char why[256];
