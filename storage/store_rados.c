@@ -6,10 +6,7 @@
  * write is unknown, and writing the same bytes again is harmless). Every write carries
  * LIBRADOS_OPERATION_FULL_TRY: a pool at its quota answers -EDQUOT at once instead of blocking.
  *
- * Bounds: librados waits forever by default (a one-OSD cluster never marks its OSD down), so
- * open sets client_mount_timeout, rados_mon_op_timeout and rados_osd_op_timeout, and
- * objecter_timeout below the op timeout with a 1 s objecter tick (without those, every op
- * after an OSD comes back keeps timing out; see docs/storage.md).
+ * Bounds: the handle comes from gw_rados_connect (rados_conn.h), which bounds every wait.
  *
  * Indexes: omap keys on GW_STORE_INDEX_SHARDS objects "i.<index>.<shard>", a key's shard being
  * a hash of the key, so even 1,000,000 backups of one VM keep each object far below Ceph's
@@ -22,6 +19,7 @@
 #include <xxhash.h>
 
 #include "engine/common/util.h"
+#include "storage/rados_conn.h"
 #include "storage/store.h"
 
 struct wslot {
@@ -360,13 +358,6 @@ void *gw_store_rados_ioctx(const struct gw_store *s)
     return s->ops == &rados_ops ? ((const struct rados_store *)s)->io : NULL;
 }
 
-static int set_u(rados_t c, const char *key, unsigned v)
-{
-    char b[32];
-    snprintf(b, sizeof b, "%u", v);
-    return rados_conf_set(c, key, b);
-}
-
 int gw_store_rados_open(const char *pool_ns, const struct gw_store_params *p, struct gw_store **out, char *err, size_t errlen)
 {
     struct rados_store *d = calloc(1, sizeof *d);
@@ -387,33 +378,11 @@ int gw_store_rados_open(const char *pool_ns, const struct gw_store_params *p, st
     unsigned mon = p->mon_op_timeout_s ? p->mon_op_timeout_s : GW_STORE_DEFAULT_MON_OP_TIMEOUT_S;
     d->osd_timeout_s = p->osd_op_timeout_s ? p->osd_op_timeout_s : GW_STORE_DEFAULT_OSD_OP_TIMEOUT_S;
     d->retries = p->write_retries == ~0u ? 0 : p->write_retries ? p->write_retries : GW_STORE_DEFAULT_WRITE_RETRIES;
-    /* objecter_timeout below the op timeout, or ops after an OSD returns keep timing out. */
-    unsigned objecter = d->osd_timeout_s > 2 ? d->osd_timeout_s - 1 : 1;
-    char user[128];
-    snprintf(user, sizeof user, "client.%s", p->ceph_id && *p->ceph_id ? p->ceph_id : "admin");
-    r = rados_create2(&d->cluster, "ceph", user, 0);
-    if (r < 0) { snprintf(err, errlen, "%s: cannot create a librados handle: %s", d->s.desc, strerror(-r)); d->cluster = NULL; goto fail; }
-    r = rados_conf_read_file(d->cluster, p->ceph_conf);
-    if (r < 0) { snprintf(err, errlen, "%s: cannot read %s: %s", d->s.desc, p->ceph_conf ? p->ceph_conf : "ceph.conf", strerror(-r)); goto fail; }
-    if (p->keyring && (r = rados_conf_set(d->cluster, "keyring", p->keyring)) < 0) {
-        snprintf(err, errlen, "%s: keyring %s: %s", d->s.desc, p->keyring, strerror(-r));
-        goto fail;
-    }
-    /* A client never writes Ceph's logs or admin socket next to the cluster's. */
-    rados_conf_set(d->cluster, "admin_socket", "");
-    if ((r = set_u(d->cluster, "client_mount_timeout", mount)) < 0 ||
-        (r = set_u(d->cluster, "rados_mon_op_timeout", mon)) < 0 ||
-        (r = set_u(d->cluster, "rados_osd_op_timeout", d->osd_timeout_s)) < 0 ||
-        (r = set_u(d->cluster, "objecter_timeout", objecter)) < 0 ||
-        (r = set_u(d->cluster, "objecter_tick_interval", 1)) < 0) {
-        snprintf(err, errlen, "%s: setting timeouts: %s", d->s.desc, strerror(-r));
-        goto fail;
-    }
-    r = rados_connect(d->cluster);
-    if (r < 0) {
-        snprintf(err, errlen, "%s: cannot connect to the Ceph cluster within %u s: %s", d->s.desc, mount, strerror(-r));
-        goto fail;
-    }
+    struct gw_rados_conn conn = {.desc = d->s.desc, .ceph_conf = p->ceph_conf, .ceph_id = p->ceph_id,
+                                 .keyring = p->keyring, .mount_timeout_s = mount, .mon_op_timeout_s = mon,
+                                 .osd_op_timeout_s = d->osd_timeout_s};
+    r = gw_rados_connect(&conn, &d->cluster, err, errlen);
+    if (r < 0) { d->cluster = NULL; goto fail; }
     r = rados_ioctx_create(d->cluster, d->pool, &d->io);
     if (r < 0) {
         snprintf(err, errlen, "%s: pool %s: %s", d->s.desc, d->pool, r == -ENOENT ? "no such pool" : strerror(-r));

@@ -35,23 +35,38 @@
 struct gw_daemon;
 struct gw_job;
 
-/* A registry back end. Every call may block on I/O; none is made with the daemon's lock. */
+struct gw_daemon_config;
+
+/* What a back end is opened with. */
+struct gw_cluster_open {
+    const char *where;                          /* the spec after "scheme:" */
+    const struct gw_daemon_config *cfg;         /* hostname, Ceph's conf/id/keyring */
+    void (*changed)(void *arg);                 /* another host announced a change (any thread) */
+    void *arg;
+};
+
+/* A registry back end. Every call may block on I/O (a bounded time); none is made with the
+ * daemon's lock. */
 struct gw_cluster_ops {
-    const char *scheme;                                  /* "dir" */
-    int (*open)(const char *where, void **be, char *err, size_t errlen);
-    /* Publishes (replaces) h's record atomically: a reader sees the old or the new one. */
-    int (*publish)(void *be, const char *name, const uint8_t *rec, size_t len);
+    const char *scheme;                                  /* "dir", "rados" */
+    int (*open)(const struct gw_cluster_open *o, void **be, char *err, size_t errlen);
+    /* Publishes (replaces) h's record atomically: a reader sees the old or the new one. With
+     * announce (the host's state or its VMs changed, not only its heartbeat), the other
+     * hosts are told at once where the back end can (rados: a notify). */
+    int (*publish)(void *be, const char *name, const uint8_t *rec, size_t len, bool announce);
     /* Calls fn for each stored record (bytes valid during the call only). */
     int (*list)(void *be, void (*fn)(void *arg, const char *name, const uint8_t *rec, size_t len), void *arg);
     void (*close)(void *be);
 };
 
 extern const struct gw_cluster_ops gw_cluster_dir_ops;
+extern const struct gw_cluster_ops gw_cluster_rados_ops;   /* cluster_rados.c */
 
 struct gw_cluster_seen {                 /* liveness: when a host's record last changed */
     char name[GW_CLUSTER_NAME_MAX + 1];
     uint64_t heartbeat_unix_ms;
     uint64_t changed_ns;                 /* CLOCK_MONOTONIC */
+    uint64_t read_ns;                    /* our last read of it */
 };
 
 struct gw_cluster {
@@ -68,6 +83,8 @@ struct gw_cluster {
     struct { uint64_t bytes, ms; } samples[GW_CLUSTER_SAMPLES];   /* successful outgoing migrations */
     unsigned n_samples, next_sample;
     bool return_running, return_joinable;   /* return home (cluster_return.c) */
+    uint64_t published_digest;           /* state and VMs of the last record published (lock) */
+    uint64_t notifies;                   /* changes other hosts announced to us (lock) */
     pthread_t return_thread;
 };
 
@@ -94,6 +111,8 @@ void gw_cluster_hosts_free(Godwit__V1__ClusterHost **hosts, size_t n);
 /* The registered, live, active host whose API address is addr; NULL when none. Then why
  * holds the reason. Lock NOT held. */
 int gw_cluster_check_destination(struct gw_daemon *d, const char *addr, char *why, size_t whylen);
+/* A one-line reason for a registry error r (a timeout says which bound it hit). */
+void gw_cluster_describe(const struct gw_daemon *d, int r, char *buf, size_t len);
 /* The ErrorInfo reason of a gw_cluster_check_destination error. */
 const char *gw_cluster_reason(int err);
 /* A migration job ended (lock held): a successful one is a sample of the time model

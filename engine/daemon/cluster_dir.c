@@ -20,8 +20,9 @@ struct dir_be {
     char path[512];
 };
 
-static int dir_open(const char *where, void **be, char *err, size_t errlen)
+static int dir_open(const struct gw_cluster_open *o, void **be, char *err, size_t errlen)
 {
+    const char *where = o->where;
     struct dir_be *b = calloc(1, sizeof *b);
     if (!b) return -ENOMEM;
     if (where[0] != '/' || (size_t)snprintf(b->path, sizeof b->path, "%s", where) >= sizeof b->path) {
@@ -39,8 +40,10 @@ static int dir_open(const char *where, void **be, char *err, size_t errlen)
     return 0;
 }
 
-static int dir_publish(void *be, const char *name, const uint8_t *rec, size_t len)
+/* announce: nothing to do, readers read the directory when they need it. */
+static int dir_publish(void *be, const char *name, const uint8_t *rec, size_t len, bool announce)
 {
+    (void)announce;
     struct dir_be *b = be;
     char tmp[640], dst[640];
     if (!gw_cluster_name_ok(name)) return -EINVAL;

@@ -3,7 +3,8 @@
  * its record every GW_CLUSTER_HEARTBEAT_MS, and the reads of the other hosts' records with
  * their liveness. Liveness is judged on this host's monotonic clock (when a record last
  * changed), not on the other host's wall clock: clocks of two hosts may disagree, the time
- * between two of our own reads may not. */
+ * between two of our own reads may not. The record's own time only places a change within
+ * that interval (a host that reads rarely must not see a dead host's last beat as new). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -42,6 +43,17 @@ static int load_state(struct gw_cluster *c)
     return 0;
 }
 
+/* Another host announced a change (a back end's thread): whoever waits on the cluster
+ * (an evacuation placing work, a return home) looks again now. */
+static void announced(void *arg)
+{
+    struct gw_daemon *d = arg;
+    pthread_mutex_lock(&d->lock);
+    d->cluster->notifies++;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
 int gw_cluster_init(struct gw_daemon *d, char *err, size_t errlen)
 {
     struct gw_cluster *c = calloc(1, sizeof *c);
@@ -57,11 +69,13 @@ int gw_cluster_init(struct gw_daemon *d, char *err, size_t errlen)
         return -EINVAL;
     }
     if (!strncmp(spec, "dir:", 4)) c->ops = &gw_cluster_dir_ops;
+    else if (!strncmp(spec, "rados:", 6)) c->ops = &gw_cluster_rados_ops;
     if (!c->ops) {
-        snprintf(err, errlen, "cluster = %s: unknown registry (dir:/path; rados: is not built in)", spec);
+        snprintf(err, errlen, "cluster = %s: unknown registry (dir:/path or rados:POOL[/NAMESPACE])", spec);
         return -EINVAL;
     }
-    return c->ops->open(strchr(spec, ':') + 1, &c->be, err, errlen);
+    struct gw_cluster_open o = {.where = strchr(spec, ':') + 1, .cfg = &d->cfg, .changed = announced, .arg = d};
+    return c->ops->open(&o, &c->be, err, errlen);
 }
 
 int gw_cluster_set_state(struct gw_daemon *d, int state)
@@ -90,9 +104,18 @@ bool gw_cluster_accepts_vms(const struct gw_daemon *d)
     return !d->cluster || d->cluster->state == GODWIT__V1__CLUSTER_HOST__STATE__ACTIVE;
 }
 
-/* Packs this host's record (lock held). *out is malloc'ed. */
-static int pack_record(struct gw_daemon *d, uint8_t **out, size_t *len)
+static uint64_t mix(uint64_t h, const void *p, size_t n)
 {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;   /* FNV-1a */
+    return h;
+}
+
+/* Packs this host's record (lock held). *out is malloc'ed; *digest sums up what the other
+ * hosts must hear of at once (state, VMs and where they are going), not the heartbeat. */
+static int pack_record(struct gw_daemon *d, uint8_t **out, size_t *len, uint64_t *digest)
+{
+    uint64_t dg = mix(0xcbf29ce484222325ull, &d->cluster->state, sizeof d->cluster->state);
     Godwit__V1__ClusterHost h = GODWIT__V1__CLUSTER_HOST__INIT;
     char mig[GW_CFG_STR + 16] = "";
     if (d->cfg.migration_port)
@@ -150,6 +173,8 @@ static int pack_record(struct gw_daemon *d, uint8_t **out, size_t *len)
         bool holds = r->state == GODWIT__V1__VM__STATE__RUNNING || r->state == GODWIT__V1__VM__STATE__MIGRATING ||
                      r->incoming || r->busy;
         if (holds) { h.memory_allocated_bytes += r->memory_bytes; h.vcpus_allocated += r->vcpus; }
+        int flags[3] = {r->state, r->incoming, r->busy};
+        dg = mix(mix(dg, r->name, strlen(r->name) + 1), flags, sizeof flags);
     }
     h.n_vms = n;
     h.vms = ptrs;
@@ -158,6 +183,7 @@ static int pack_record(struct gw_daemon *d, uint8_t **out, size_t *len)
     *len = protobuf_c_message_get_packed_size(&h.base);
     *out = malloc(*len ? *len : 1);
     if (*out) { protobuf_c_message_pack(&h.base, *out); ret = 0; }
+    *digest = dg;
 out:
     free(vms);
     free(ptrs);
@@ -170,12 +196,19 @@ int gw_cluster_publish(struct gw_daemon *d)
     if (!c || !c->ops) return 0;
     uint8_t *buf;
     size_t len;
+    uint64_t digest = 0;
     pthread_mutex_lock(&d->lock);
-    int r = pack_record(d, &buf, &len);
+    int r = pack_record(d, &buf, &len, &digest);
+    bool announce = digest != c->published_digest;
     pthread_mutex_unlock(&d->lock);
     if (r) return r;
-    r = c->ops->publish(c->be, d->cfg.hostname, buf, len);
+    r = c->ops->publish(c->be, d->cfg.hostname, buf, len, announce);
     free(buf);
+    if (!r && announce) {
+        pthread_mutex_lock(&d->lock);
+        c->published_digest = digest;
+        pthread_mutex_unlock(&d->lock);
+    }
     return r;
 }
 
@@ -189,7 +222,11 @@ static void *heartbeat_main(void *arg)
         int published_state = c->state;
         pthread_mutex_unlock(&d->lock);
         int r = gw_cluster_publish(d);
-        if (r && r != last_err) gw_warn("cluster: cannot publish this host's record: %s", strerror(-r));
+        if (r && r != last_err) {
+            char why[300];
+            gw_cluster_describe(d, r, why, sizeof why);
+            gw_warn("cluster: cannot publish this host's record: %s", why);
+        } else if (!r && last_err) gw_info("cluster: this host's record is published again");
         last_err = r;
         pthread_mutex_lock(&d->lock);
         struct timespec ts;
@@ -209,8 +246,14 @@ int gw_cluster_start(struct gw_daemon *d, char *err, size_t errlen)
 {
     struct gw_cluster *c = d->cluster;
     if (!c->ops) return 0;
+    /* A registry that cannot be reached now (Ceph away) does not keep the daemon from serving
+     * its VMs: the heartbeat publishes once it is back. */
     int r = gw_cluster_publish(d);
-    if (r) { snprintf(err, errlen, "cluster: cannot publish this host's record: %s", strerror(-r)); return r; }
+    if (r) {
+        char why[300];
+        gw_cluster_describe(d, r, why, sizeof why);
+        gw_warn("cluster: cannot publish this host's record yet: %s", why);
+    }
     r = pthread_create(&c->hb_thread, NULL, heartbeat_main, d);
     if (r) { snprintf(err, errlen, "cluster: cannot start the heartbeat: %s", strerror(r)); return -r; }
     c->hb_started = true;
@@ -332,12 +375,19 @@ static void judge(struct gw_cluster *c, Godwit__V1__ClusterHost *h)
         if (age > 2 * GW_CLUSTER_DOWN_MS) age = 2 * GW_CLUSTER_DOWN_MS;
         s->heartbeat_unix_ms = h->heartbeat_unix_ms;
         s->changed_ns = now > age * 1000000 ? now - age * 1000000 : 0;
+        s->read_ns = now;
     }
     if (!s) { h->down = true; return; }
     if (s->heartbeat_unix_ms != h->heartbeat_unix_ms) {
+        /* It changed since our last read: when exactly, the record's own clock tells, but
+         * only within that interval (a skewed clock cannot move it further back). */
+        uint64_t wall = gw_unix_ms(), age = wall > h->heartbeat_unix_ms ? wall - h->heartbeat_unix_ms : 0;
+        uint64_t since_read = (now - s->read_ns) / 1000000;
+        if (age > since_read) age = since_read;
         s->heartbeat_unix_ms = h->heartbeat_unix_ms;
-        s->changed_ns = now;
+        s->changed_ns = now - age * 1000000;
     }
+    s->read_ns = now;
     h->heartbeat_age_ms = (now - s->changed_ns) / 1000000;
     h->down = h->heartbeat_age_ms > GW_CLUSTER_DOWN_MS;
 }
@@ -367,6 +417,15 @@ void gw_cluster_hosts_free(Godwit__V1__ClusterHost **hosts, size_t n)
     free(hosts);
 }
 
+void gw_cluster_describe(const struct gw_daemon *d, int r, char *buf, size_t len)
+{
+    const char *spec = d->cfg.cluster;
+    if (r == -ETIMEDOUT)
+        snprintf(buf, len, "the registry %.160s did not answer in time (Ceph monitor or OSD down?)", spec);
+    else
+        snprintf(buf, len, "the registry %.160s: %s", spec, strerror(-r));
+}
+
 const char *gw_cluster_reason(int err)
 {
     switch (err) {
@@ -383,7 +442,12 @@ int gw_cluster_check_destination(struct gw_daemon *d, const char *addr, char *wh
     Godwit__V1__ClusterHost **hosts;
     size_t n;
     int r = gw_cluster_hosts(d, &hosts, &n);
-    if (r) { snprintf(why, whylen, "cannot read the cluster registry: %s", strerror(-r)); return -EIO; }
+    if (r) {
+        char what[300];
+        gw_cluster_describe(d, r, what, sizeof what);
+        snprintf(why, whylen, "cannot read the cluster registry: %s", what);
+        return -EIO;
+    }
     r = -ENOENT;
     snprintf(why, whylen, "%s is not a host of the cluster registry", addr);
     for (size_t i = 0; i < n; i++) {

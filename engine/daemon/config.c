@@ -150,7 +150,11 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
 #ifdef GODWIT_TEST_HOOKS
     else if (!strcmp(key, "test_runner_fault")) r = set_str(cfg->test_runner_fault, sizeof cfg->test_runner_fault, value);
 #endif
-    else if (!strcmp(key, "cluster")) r = set_str(cfg->cluster, sizeof cfg->cluster, value);
+    else if (!strcmp(key, "cluster") || !strcmp(key, "cluster_registry"))
+        r = set_str(cfg->cluster, sizeof cfg->cluster, value);
+    else if (!strcmp(key, "cluster_ceph_conf")) r = set_path(c, cfg->cluster_ceph_conf, value);
+    else if (!strcmp(key, "cluster_ceph_id")) r = set_str(cfg->cluster_ceph_id, sizeof cfg->cluster_ceph_id, value);
+    else if (!strcmp(key, "cluster_keyring")) r = set_path(c, cfg->cluster_keyring, value);
     else if (!strcmp(key, "capacity_memory")) r = gw_parse_size(value, &cfg->capacity_memory);
     else if (!strcmp(key, "capacity_vcpus")) r = set_u32(&cfg->capacity_vcpus, value, 1, 4096);
     else if (!strcmp(key, "metrics_listen")) r = set_str(cfg->metrics_listen, sizeof cfg->metrics_listen, value);

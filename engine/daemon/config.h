@@ -31,6 +31,10 @@
  *   hostname = host-a                 ; default: gethostname()
  *   workers = 8                       ; gRPC handler threads (StartVm/StopVm hold one while they wait)
  *   cluster = dir:/var/lib/godwit-cluster ; the cluster registry (docs/cluster.md); "" = none
+ *                                     ;   or rados:POOL[/NAMESPACE] (Ceph); also cluster_registry =
+ *   cluster_ceph_conf = /etc/ceph/ceph.conf ; rados registry: Ceph's conf (default: librados' search),
+ *   cluster_ceph_id = godwit          ;   client id (default admin) and keyring (default: the conf's)
+ *   cluster_keyring = /etc/ceph/ceph.client.godwit.keyring
  *   capacity_memory = 64G             ; memory offered to VMs (default: the machine's)
  *   capacity_vcpus = 32               ; vCPUs offered to VMs (default: the online CPUs)
  *   metrics_listen = 127.0.0.1:9400   ; Prometheus metrics over HTTP; "" = none
@@ -91,7 +95,8 @@ struct gw_daemon_config {
     uint32_t max_incoming;
     uint32_t workers;
     char test_runner_fault[64];   /* GODWIT_TEST_HOOKS builds only: `--test-fault` for every runner */
-    char cluster[GW_CFG_STR];       /* "dir:/path"; "" = no registry */
+    char cluster[GW_CFG_STR];       /* "dir:/path" or "rados:pool[/ns]"; "" = no registry */
+    char cluster_ceph_conf[GW_CFG_STR], cluster_ceph_id[64], cluster_keyring[GW_CFG_STR];
     uint64_t capacity_memory;       /* 0 = the machine's */
     uint32_t capacity_vcpus;        /* 0 = the online CPUs */
     char metrics_listen[GW_CFG_STR];

@@ -12,6 +12,7 @@
  *   godwit_backups_total{result}                       counter (succeeded, failed, cancelled)
  *   godwit_evacuation_vms{state}                       gauge, the newest evacuation's steps
  *   godwit_host_state{state}                           1 for the host's state
+ *   godwit_cluster_announcements_total                 counter, other hosts' changes heard (rados notify)
  *   godwit_vms{state}                                  gauge
  *
  * One thread serves one short connection at a time: a scrape is a few KiB built under the
@@ -158,6 +159,9 @@ static void render(struct gw_daemon *d, struct buf *b)
            "godwit_host_state{state=\"maintenance\"} %d\n",
         hs == GODWIT__V1__CLUSTER_HOST__STATE__ACTIVE, hs == GODWIT__V1__CLUSTER_HOST__STATE__DRAINING,
         hs == GODWIT__V1__CLUSTER_HOST__STATE__MAINTENANCE);
+    put(b, "# HELP godwit_cluster_announcements_total Changes other hosts announced through the registry.\n"
+           "# TYPE godwit_cluster_announcements_total counter\ngodwit_cluster_announcements_total %llu\n",
+        (unsigned long long)(d->cluster ? d->cluster->notifies : 0));
     unsigned vs[6] = {0};
     for (struct gw_vm_rec *r = d->vms; r; r = r->next)
         if (r->state >= 0 && r->state < 6) vs[r->state]++;

@@ -26,7 +26,11 @@ static int list_hosts(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     Godwit__V1__ClusterHost **hosts;
     size_t n;
     int r = gw_cluster_hosts(d, &hosts, &n);
-    if (r) return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the cluster registry: %s", strerror(-r));
+    if (r) {
+        char why[300];
+        gw_cluster_describe(d, r, why, sizeof why);
+        return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the cluster registry: %s", why);
+    }
     /* Pages by name: the token is the last name of the previous page (records come sorted),
      * so a host joining between two pages neither repeats nor shifts the others. */
     size_t first = 0;
@@ -127,7 +131,11 @@ static int evacuate_host(struct gw_grpc_call *call, const ProtobufCMessage *msg,
     Godwit__V1__ClusterHost **hosts;
     size_t nh;
     int r = gw_cluster_hosts(d, &hosts, &nh);
-    if (r) return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the cluster registry: %s", strerror(-r));
+    if (r) {
+        char why[300];
+        gw_cluster_describe(d, r, why, sizeof why);
+        return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the cluster registry: %s", why);
+    }
     struct gw_plan_vm *vms = calloc(GW_EVAC_MAX_VMS, sizeof *vms);
     struct gw_plan_step *steps = calloc(GW_EVAC_MAX_VMS, sizeof *steps);
     Godwit__V1__EvacuationStep *sm = calloc(GW_EVAC_MAX_VMS, sizeof *sm);
