@@ -41,6 +41,7 @@
 #include "engine/runner/runner_client.h"
 #include "engine/runner/cmd_backup.h"
 #include "backup/backup.h"
+#include "backup/backup_since.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
 #include "engine/transport/tls.h"
@@ -255,6 +256,8 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
     gw_runner_print_summary(&r, o->json, extra_json);
     gw_postcopy_in_free(r.postcopy_in);
     r.postcopy_in = NULL;
+    gw_backup_since_free(r.backup_since);   /* before the VM it tracks */
+    r.backup_since = NULL;
     gw_runner_control_close(&r);
     char msg[256];
     if (gw_vm_fatal(vm, msg, sizeof msg)) return EXIT_VM_FAILED;
