@@ -60,7 +60,9 @@ struct gw_backup_progress {
  * the guest runs on as after any failure). Called on the backup's thread. */
 typedef int (*gw_backup_progress_fn)(void *ctx, const struct gw_backup_progress *p);
 
+struct gw_backup_since;
 struct gw_backup_params {
+    struct gw_backup_since *since;    /* the VM's bitmap since its last backup (backup_since.h), or NULL */
     gw_backup_progress_fn progress;   /* NULL = none */
     void *progress_ctx;
     const char *parent;       /* NULL/"" = latest backup of this VM, "none" = no parent */

@@ -18,6 +18,7 @@
 #include "engine/vm/virtio_attach.h"
 #include "engine/vm/vm.h"
 #include "backup/disk_rbd.h"
+#include "backup/backup_since.h"
 #include "backup/wp_snapshot.h"
 #include "storage/chunk_sink.h"
 #include "storage/manifest.h"
@@ -49,6 +50,10 @@ struct bk {
     struct gw_wp_stats wp_stats;
     const struct gw_backup_params *p;
     uint64_t bytes_read;        /* progress: data read and hashed */
+    struct gw_backup_since *since;            /* what changed since the last backup, or NULL */
+    bool inc;                   /* incremental by bitmap: unchanged chunks are not read */
+    const Godwit__V1__BackupImage *parent_mem;   /* inc: the base's chunk names */
+    uint64_t unread;            /* inc: chunks taken from the base unread */
     char *err;
     size_t errlen;
 };
@@ -88,7 +93,7 @@ static int report(struct bk *b, uint64_t i)
     struct gw_backup_progress pr = {
         .total_bytes = b->vm->mem.size, .position = i * b->cs + chunk_len(b, i, b->vm->mem.size),
         .bytes_read = b->bytes_read, .bytes_written = b->sink.new_bytes,
-        .bytes_deduplicated = b->sink.reused_chunks * b->cs, .chunks = b->sink.chunks, .chunks_total = b->nchunks,
+        .bytes_deduplicated = (b->sink.reused_chunks + b->unread) * b->cs, .chunks = b->sink.chunks, .chunks_total = b->nchunks,
     };
     int r = b->p->progress(b->p->progress_ctx, &pr);
     return r ? fail(b, r, "%s", "backup cancelled") : 0;
@@ -229,6 +234,7 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
         r = read_disk(b);
     }
     uint64_t t_disk = gw_now_ns();
+    if (b->since) gw_backup_since_take(b->since);   /* the point in time of the bitmap too */
     if (!was_paused) gw_vm_resume(vm);
     b->pause_ns = gw_now_ns() - t0;
     gw_debug("backup pause: stop vCPUs %.2f ms, memory %.2f ms, protect and state %.2f ms, disk %.2f ms, total %.2f ms",
@@ -259,10 +265,23 @@ static int wp_copy(struct bk *b, uint8_t digest[16])
     if (!bufs) return fail(b, -ENOMEM, "out of memory%s", "");
     uint64_t idx[GW_CHUNK_SINK_BATCH];
     size_t n = 0;
+    uint64_t skip_off = 0, skip_len = 0;   /* a run of unread chunks, unprotected at once */
     for (uint64_t i = 0; i < b->nchunks && !r; i++) {
         uint64_t off = i * b->cs, len = chunk_len(b, i, b->vm->mem.size);
         if (!b->has_data[i]) {
             memset(b->names[i], 0, 32);
+            continue;
+        }
+        if (b->inc && gw_backup_since_unchanged(b->since, off / GW_PAGE_SIZE, len / GW_PAGE_SIZE)) {
+            /* As at the base's point in time: its name, and its digest already in b->cd. */
+            const ProtobufCBinaryData *pn = &b->parent_mem->chunks[i];
+            if (pn->len == 32) memcpy(b->names[i], pn->data, 32);
+            else memset(b->names[i], 0, 32);
+            if (skip_len && skip_off + skip_len != off) { gw_wp_skip(b->wp, skip_off, skip_len); skip_len = 0; }
+            if (!skip_len) skip_off = off;
+            skip_len += len;
+            b->unread++;
+            b->sink.chunks++;
             continue;
         }
         uint8_t *buf = bufs + n * b->cs;
@@ -278,6 +297,7 @@ static int wp_copy(struct bk *b, uint8_t digest[16])
         if (n == GW_CHUNK_SINK_BATCH) { r = put_batch(b, bufs, idx, n); n = 0; }
     }
     if (!r && n) r = put_batch(b, bufs, idx, n);
+    if (skip_len) gw_wp_skip(b->wp, skip_off, skip_len);
     free(bufs);
     if (!r) gw_chunk_digest_final(&b->cd, digest);
     return r;
@@ -378,7 +398,19 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     b.cbuf = malloc(b.cs);
     if (!b.names || !b.has_data || !b.pending || !b.cbuf) { r = fail(&b, -ENOMEM, "out of memory%s", ""); goto out; }
     if ((r = gw_chunk_sink_init(&b.sink, t->store, &t->keys, b.cs, true))) { fail(&b, r, "out of memory%s", ""); goto out; }
-    if ((r = gw_chunk_digest_init(&b.cd, vm->mem.base, vm->mem.size))) { fail(&b, r, "digest: %s", strerror(-r)); goto out; }
+    b.since = p->since;
+    if (b.since) gw_backup_since_arm(b.since);
+    b.inc = b.since && b.since->dirty && b.since->cd_valid && parent && b.since->base_id[0] &&
+            !strcmp(b.since->base_id, parent_id) && !strcmp(b.since->base_store, t->store->desc) && parent->memory &&
+            parent->memory->chunk_size == b.cs && parent->memory->n_chunks == b.nchunks && p->method == GW_BACKUP_WP;
+    if (b.inc) {
+        b.cd = b.since->cd;   /* taken over: given back on success */
+        b.parent_mem = parent->memory;
+    } else {
+        if (b.since && b.since->cd_valid) gw_chunk_digest_free(&b.since->cd);
+        if ((r = gw_chunk_digest_init(&b.cd, vm->mem.base, vm->mem.size))) { fail(&b, r, "digest: %s", strerror(-r)); goto out; }
+    }
+    if (b.since) b.since->cd_valid = false;
     b.cd_ready = true;
     if (parent) { seed_known(&b, parent->memory); seed_known(&b, parent->disk); }
 
@@ -388,7 +420,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
         char why[256];
         /* The side buffer holds pages the guest rewrites before we read them: a quarter of RAM. */
         r = gw_wp_open(vm->mem.base, vm->mem.size, vm->mem.size / 4, &b.wp, why, sizeof why);
-        if (r) { gw_warn("backup: %s: using dirty-log rounds", why); method = GW_BACKUP_DIRTY_LOG; r = 0; }
+        if (r) { gw_warn("backup: %s: using dirty-log rounds", why); method = GW_BACKUP_DIRTY_LOG; r = 0; b.inc = false; }
     }
     if (method == GW_BACKUP_DIRTY_LOG) {
         /* A consumer of its own: a migration may track the same VM at the same time, and
@@ -468,7 +500,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     m.memory_digest.len = 16;
     m.encrypted = t->keys.encrypted;
     m.new_bytes = b.sink.new_bytes;
-    m.reused_chunks = b.sink.reused_chunks;
+    m.reused_chunks = b.sink.reused_chunks + b.unread;   /* unread chunks are the base's */
     m.pause_ns = b.pause_ns;
     m.method = method == GW_BACKUP_WP ? "wp" : method == GW_BACKUP_PAUSE ? "pause" : "dirty-log";
     res->pb.new_bytes = b.sink.new_bytes;
@@ -477,6 +509,14 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     gw_disk_rbd_finish(b.rbd, res->id);   /* listed: its snapshot is the next diff base */
     gw_disk_rbd_free(b.rbd);
     b.rbd = NULL;
+    if (b.since && b.since->dirty) {
+        /* The new base, with its digest state: every method finished it at the point in time
+         * (write-protect from the point-in-time copies, the others inside the pause). */
+        b.since->cd = b.cd;
+        b.since->cd_valid = true;
+        b.cd_ready = false;
+        gw_backup_since_rebase(b.since, res->id, t->store->desc);
+    }
 
     for (int i = 0; i < 16; i++) snprintf(res->digest_hex + 2 * i, 3, "%02x", digest[i]);
     res->pb.id = res->id;
@@ -484,7 +524,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.disk_bytes = b.disk_size;
     res->pb.chunks = b.nchunks + dchunks;
     res->pb.new_chunks = b.sink.new_chunks;
-    res->pb.reused_chunks = b.sink.reused_chunks;
+    res->pb.reused_chunks = b.sink.reused_chunks + b.unread;
     res->pb.zero_chunks = zero_count;
     res->pb.pause_ns = b.pause_ns;
     res->pb.elapsed_ns = gw_now_ns() - t0;
@@ -494,9 +534,12 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.disk_bytes_read = disk_read;
     res->pb.disk_source = (char *)(!b.disk_size ? "" : !gw_disk_rbd_applies(vm) ? "file"
                                    : disk_incremental ? "rbd-diff" : "rbd-snapshot");
-    gw_info("vm %s: %s backup %s to %s: %llu chunks, %llu new (%llu KiB), %llu reused, pause %.2f ms, %.0f ms; "
-            "wp faults %llu, pages copied %llu", vm->name, m.method,
-            res->id, t->store->desc, (unsigned long long)res->pb.chunks, (unsigned long long)b.sink.new_chunks,
+    res->pb.chunks_unread = b.unread;
+    res->pb.bytes_read = b.bytes_read;
+    gw_info("vm %s: %s backup %s to %s: %llu chunks (%llu unread, unchanged), %llu new (%llu KiB), %llu reused, "
+            "pause %.2f ms, %.0f ms; wp faults %llu, pages copied %llu", vm->name, m.method,
+            res->id, t->store->desc, (unsigned long long)res->pb.chunks, (unsigned long long)b.unread,
+            (unsigned long long)b.sink.new_chunks,
             (unsigned long long)(res->pb.new_bytes >> 10), (unsigned long long)b.sink.reused_chunks, b.pause_ns / 1e6,
             res->pb.elapsed_ns / 1e6, (unsigned long long)b.wp_stats.faults, (unsigned long long)b.wp_stats.pages_copied);
 out_lists:

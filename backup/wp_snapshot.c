@@ -276,6 +276,16 @@ int gw_wp_read(struct gw_wp_snapshot *s, uint64_t off, uint64_t len, uint8_t *ou
     return r;
 }
 
+void gw_wp_skip(struct gw_wp_snapshot *s, uint64_t off, uint64_t len)
+{
+    uint64_t p0 = off / GW_PAGE_SIZE, n = len / GW_PAGE_SIZE;
+    pthread_mutex_lock(&s->lock);
+    bool failed = s->failed;
+    for (uint64_t k = 0; k < n; k++) s->state[p0 + k] = PG_DONE;
+    pthread_mutex_unlock(&s->lock);
+    if (!failed) wp_range(s, off, len, false);
+}
+
 bool gw_wp_failed(struct gw_wp_snapshot *s, char *why, size_t len)
 {
     pthread_mutex_lock(&s->lock);

@@ -41,6 +41,10 @@ int gw_wp_protect_all(struct gw_wp_snapshot *s);
  * off and len page-aligned. Returns 0, or -ENOSPC when the snapshot failed (side buffer full). */
 int gw_wp_read(struct gw_wp_snapshot *s, uint64_t off, uint64_t len, uint8_t *out);
 
+/* Gives up [off, off + len) unread (the backup knows its content from an earlier one): the
+ * range is unprotected, and what the guest wrote there since the point in time is dropped. */
+void gw_wp_skip(struct gw_wp_snapshot *s, uint64_t off, uint64_t len);
+
 /* True (with the reason) once the snapshot can no longer be trusted. */
 bool gw_wp_failed(struct gw_wp_snapshot *s, char *why, size_t len);
 

@@ -170,6 +170,7 @@ static void run_backup(struct gw_daemon *d, struct gw_job *j)
         j->progress.eta_ms = 0;
         j->progress.sent_bytes = j->progress.backup_bytes_written = b->new_bytes;
         j->progress.backup_chunks = j->progress.backup_chunks_total = b->chunks;
+        j->progress.backup_bytes_read = b->bytes_read;
         j->progress.measured_downtime_ms = b->pause_ns / 1000000;
         gw_info("job=%s vm=%s: backup %s to %s: %llu chunks, %llu new (%llu KiB)", j->id, j->vm, b->id,
                 j->bk->target, (unsigned long long)b->chunks, (unsigned long long)b->new_chunks,

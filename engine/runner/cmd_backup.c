@@ -117,12 +117,14 @@ static int cmd_backup(struct bopts *o)
         if (b)
             printf(",\"id\":\"%s\",\"memory_bytes\":%llu,\"disk_bytes\":%llu,\"chunks\":%llu,\"new_chunks\":%llu,"
                    "\"new_bytes\":%llu,\"reused_chunks\":%llu,\"zero_chunks\":%llu,\"pause_ms\":%.3f,\"elapsed_ms\":%.1f,"
-                   "\"rounds\":%u,\"memory_digest\":\"%s\",\"method\":\"%s\",\"disk_bytes_read\":%llu,\"disk_source\":\"%s\"",
+                   "\"rounds\":%u,\"memory_digest\":\"%s\",\"method\":\"%s\",\"disk_bytes_read\":%llu,\"disk_source\":\"%s\","
+                   "\"chunks_unread\":%llu,\"bytes_read\":%llu",
                    b->id, (unsigned long long)b->memory_bytes, (unsigned long long)b->disk_bytes,
                    (unsigned long long)b->chunks, (unsigned long long)b->new_chunks, (unsigned long long)b->new_bytes,
                    (unsigned long long)b->reused_chunks, (unsigned long long)b->zero_chunks, b->pause_ns / 1e6,
                    b->elapsed_ns / 1e6, b->rounds, b->memory_digest, b->method,
-                   (unsigned long long)b->disk_bytes_read, b->disk_source);
+                   (unsigned long long)b->disk_bytes_read, b->disk_source, (unsigned long long)b->chunks_unread,
+                   (unsigned long long)b->bytes_read);
         printf("}\n");
     } else if (!rep->ok) {
         fprintf(stderr, "godwit-vm: backup failed: %s\n", rep->error);

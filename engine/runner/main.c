@@ -43,6 +43,7 @@
 #include "engine/runner/cmd_backup.h"
 #include "backup/backup.h"
 #include "backup/instant_restore.h"
+#include "backup/backup_since.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
 #include "engine/transport/tls.h"
@@ -276,6 +277,8 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
     /* Paused by now; a fill short of its end poisons what never arrived. */
     gw_instant_restore_free(r.instant);
     r.instant = NULL;
+    gw_backup_since_free(r.backup_since);   /* before the VM it tracks */
+    r.backup_since = NULL;
     gw_runner_control_close(&r);
     char msg[256];
     if (gw_vm_fatal(vm, msg, sizeof msg)) return EXIT_VM_FAILED;

@@ -15,6 +15,7 @@
 
 #include "backup/backup.h"
 #include "backup/instant_restore.h"
+#include "backup/backup_since.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
@@ -90,7 +91,9 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     if (rc) return rc;
     struct progress_ctx pc = {.fd = fd, .every_ns = (uint64_t)req->progress_ms * 1000000, .t0 = gw_now_ns()};
     pc.last_ns = pc.t0;
-    struct gw_backup_params p = {.parent = req->parent, .method = method};
+    /* Kept between backups so that the next one reads only what changed (backup_since.h). */
+    if (!r->backup_since) r->backup_since = gw_backup_since_new(r->vm);
+    struct gw_backup_params p = {.parent = req->parent, .method = method, .since = r->backup_since};
     if (req->progress_ms && fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);
     gw_backup_target_close(&t);
