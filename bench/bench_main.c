@@ -15,7 +15,7 @@
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fprintf(argc < 2 ? stderr : stdout, "usage: godwit-bench vm|snapshot|migrate|wire|backup|net|api|evacuate [options] [--json]\n");
+        fprintf(argc < 2 ? stderr : stdout, "usage: godwit-bench vm|snapshot|migrate|wire|backup|net|api|evacuate|rbd [options] [--json]\n");
         return argc < 2 ? 2 : 0;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -24,6 +24,7 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "migrate")) return gw_bench_migrate(argc - 1, argv + 1);
     if (!strcmp(argv[1], "wire")) return gw_bench_wire(argc - 1, argv + 1);
     if (!strcmp(argv[1], "backup")) return gw_bench_backup(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "rbd")) return gw_bench_rbd(argc - 1, argv + 1);
     if (!strcmp(argv[1], "net")) return gw_bench_net(argc - 1, argv + 1);
     if (!strcmp(argv[1], "api")) return gw_bench_api(argc - 1, argv + 1);
     if (!strcmp(argv[1], "evacuate")) return gw_bench_evacuate(argc - 1, argv + 1);
