@@ -56,6 +56,7 @@ struct gw_instant_restore {
 
     pthread_mutex_t mu;
     pthread_cond_t cv;            /* CLOCK_MONOTONIC */
+    pthread_cond_t stop_cv;       /* CLOCK_MONOTONIC: only stop wakes a retry's backoff early */
     uint8_t *state;               /* per chunk: CH_* */
     uint64_t *fq;                 /* ring of chunks queued by faults (capacity nchunks) */
     uint64_t fq_head, fq_len;
@@ -238,8 +239,10 @@ static void *fault_main(void *arg)
         for (int i = 0; i < n; i++) {
             uint64_t c = pfns[i] / ppc, zero = 0;
             if (c >= ir->nchunks) continue;
-            __atomic_compare_exchange_n(&ir->u.req_ns[pfns[i]], &zero, now, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+            bool first = __atomic_compare_exchange_n(&ir->u.req_ns[pfns[i]], &zero, now, false, __ATOMIC_ACQ_REL,
+                                                     __ATOMIC_RELAXED);
             pthread_mutex_lock(&ir->mu);
+            if (first) ir->prog.pages_faulted++;
             bool place_zero = false;
             if (ir->state[c] == CH_NONE) {
                 if (chunk_is_zero(ir, c)) {
@@ -359,7 +362,7 @@ static void wait_ms(struct gw_instant_restore *ir, unsigned ms)
     ts.tv_sec += ms / 1000;
     ts.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-    pthread_cond_timedwait(&ir->cv, &ir->mu, &ts);
+    pthread_cond_timedwait(&ir->stop_cv, &ir->mu, &ts);
 }
 
 static void *worker_main(void *arg)
@@ -479,6 +482,7 @@ int gw_instant_restore_start(struct gw_backup_target *t, Godwit__V1__BackupManif
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&ir->cv, &ca);
+    pthread_cond_init(&ir->stop_cv, &ca);
     pthread_condattr_destroy(&ca);
     unsigned nw = p && p->workers ? p->workers : GW_INSTANT_DEFAULT_WORKERS;
     ir->nworkers = nw > GW_INSTANT_MAX_WORKERS ? GW_INSTANT_MAX_WORKERS : nw;
@@ -540,6 +544,18 @@ bool gw_instant_restore_finished(struct gw_instant_restore *ir)
     return f;
 }
 
+bool gw_instant_restore_readable(struct gw_instant_restore *ir, uint64_t off, uint64_t len)
+{
+    pthread_mutex_lock(&ir->mu);
+    bool complete = ir->prog.phase == GW_INSTANT_COMPLETE;
+    pthread_mutex_unlock(&ir->mu);
+    if (complete) return true;
+    if (!ir->placer_open || !len || !gw_range_ok(off, len, ir->vm->mem.size)) return false;
+    for (uint64_t p = off / 4096; p <= (off + len - 1) / 4096; p++)
+        if (!gw_uffd_placer_has(&ir->u, p)) return false;
+    return true;
+}
+
 void gw_instant_restore_free(struct gw_instant_restore *ir)
 {
     if (!ir) return;
@@ -547,6 +563,7 @@ void gw_instant_restore_free(struct gw_instant_restore *ir)
     ir->stop = true;
     bool completed = ir->prog.phase == GW_INSTANT_COMPLETE;
     pthread_cond_broadcast(&ir->cv);
+    pthread_cond_broadcast(&ir->stop_cv);
     pthread_mutex_unlock(&ir->mu);
     if (ir->stop_fd >= 0) {
         uint64_t one = 1;
@@ -571,6 +588,7 @@ void gw_instant_restore_free(struct gw_instant_restore *ir)
     gw_backup_target_close(&ir->t);
     if (ir->man) godwit__v1__backup_manifest__free_unpacked(ir->man, NULL);
     pthread_cond_destroy(&ir->cv);
+    pthread_cond_destroy(&ir->stop_cv);
     pthread_mutex_destroy(&ir->mu);
     pthread_mutex_destroy(&ir->cd_mu);
     free(ir);

@@ -59,6 +59,7 @@ struct gw_instant_progress {
     uint64_t chunks_total;     /* non-zero chunks of the memory image */
     uint64_t chunks_placed;    /* of them placed */
     uint64_t chunks_faulted;   /* chunks fetched because the guest touched them */
+    uint64_t pages_faulted;    /* pages the guest (or a device) waited for */
     uint64_t zero_chunks_placed;
     uint64_t bytes_total, bytes_placed, bytes_read;
     uint64_t read_errors;      /* failed store reads (each retried) */
@@ -86,6 +87,11 @@ int gw_instant_restore_start(struct gw_backup_target *t, Godwit__V1__BackupManif
 void gw_instant_restore_progress(struct gw_instant_restore *ir, struct gw_instant_progress *out);
 /* Completed or failed: nothing more will change. */
 bool gw_instant_restore_finished(struct gw_instant_restore *ir);
+/* True when memory [off, off + len) can be read without waiting for the store: every page of
+ * it is in, or the fill completed. The runner reads the guest's status page only then (it
+ * would otherwise wait in a fault, for ever if the store is gone). */
+bool gw_instant_restore_readable(struct gw_instant_restore *ir, uint64_t off, uint64_t len);
+
 /* "filling", "stalled", "complete", "failed". */
 const char *gw_instant_phase_name(enum gw_instant_phase ph);
 

@@ -268,14 +268,16 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
     gw_runner_print_summary(&r, o->json, extra_json);
     gw_postcopy_in_free(r.postcopy_in);
     r.postcopy_in = NULL;
-    /* Paused by now; a fill short of its end poisons what never arrived. */
+    /* Paused by now; a fill short of its end poisons what never arrived, so the counters
+     * below are read only when their page is in. */
+    bool readable = gw_runner_guest_readable(&r);
     gw_instant_restore_free(r.instant);
     r.instant = NULL;
     gw_runner_control_close(&r);
     char msg[256];
     if (gw_vm_fatal(vm, msg, sizeof msg)) return EXIT_VM_FAILED;
-    struct gw_guest_totals t;
-    gw_vm_guest_totals(vm, &t);
+    struct gw_guest_totals t = {0};
+    if (readable) gw_vm_guest_totals(vm, &t);
     if (t.verify_errors || t.disk_verify_errors) return EXIT_VERIFY;
     return 0;
 }
@@ -437,9 +439,10 @@ static int cmd_restore_backup(const struct opts *o)
     double ms = (gw_now_ns() - t0) / 1e6, data_ms = rs.elapsed_ns / 1e6;
     char extra[512];
     snprintf(extra, sizeof extra,
-             "\"restore_ms\":%.1f,\"restore_data_bytes\":%llu,\"restore_mib_s\":%.1f,\"memory_digest\":\"%s\",\"backup\":\"%s\"",
+             "\"restore_ms\":%.1f,\"restore_data_bytes\":%llu,\"restore_mib_s\":%.1f,\"memory_digest\":\"%s\",\"backup\":\"%s\","
+             "\"restore_start_mono_ns\":%llu",
              ms, (unsigned long long)rs.data_bytes, data_ms > 0 ? (rs.data_bytes / 1048576.0) / (data_ms / 1000) : 0.0,
-             rs.digest_hex, id);
+             rs.digest_hex, id, (unsigned long long)gw_now_ns());
     gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
             (unsigned long long)rs.chunks, ms, rs.digest_hex);
     gw_backup_target_close(&t);
