@@ -52,6 +52,8 @@ enum gw_instant_phase {
 struct gw_instant_params {
     unsigned workers;          /* fetch workers = reads in flight (0: default) */
     unsigned outage_pause_ms;  /* store silent this long -> stalled (0: default) */
+    const char *disk_path;     /* the VM's new image (of the backup's disk size, all holes), filled
+                                * behind the disk device (instant_disk.h); NULL: no disk */
 };
 
 struct gw_instant_progress {
@@ -69,6 +71,7 @@ struct gw_instant_progress {
     uint64_t first_run_ns;     /* CLOCK_MONOTONIC: the guest was first seen to have run (its
                                 * status page's heartbeat moved, or a vCPU exit), 0: not yet */
     uint64_t fill_ns;          /* start to complete (0 until then) */
+    uint64_t disk_chunks_total, disk_chunks_done, disk_chunks_demand, disk_chunks_overwritten;
     bool digest_ok;
     char digest_hex[33];
     char error[600];           /* why failed, or the store's reason while stalled */
@@ -78,14 +81,14 @@ struct gw_instant_progress {
  * vm is created, not started, its memory untouched. Registers memory, starts the threads,
  * loads the VM state (its own faults served like any) and returns with the VM ready to
  * start (gw_vm_start is the caller's, so it measures what it wants around it). The memory
- * image must fit vm's memory; the backup's disk is not handled here. 0 with *out or -errno
+ * image must fit vm's memory; with p->disk_path the disk fills behind the device. 0 with *out or -errno
  * with the reason in err (nothing left running; the caller destroys the VM). */
 int gw_instant_restore_start(struct gw_backup_target *t, Godwit__V1__BackupManifest *man, struct gw_vm *vm,
                              const struct gw_instant_params *p, struct gw_instant_restore **out, char *err,
                              size_t errlen);
 
 void gw_instant_restore_progress(struct gw_instant_restore *ir, struct gw_instant_progress *out);
-/* Completed or failed: nothing more will change. */
+/* Completed (memory and disk) or failed: nothing more will change. */
 bool gw_instant_restore_finished(struct gw_instant_restore *ir);
 /* True when memory [off, off + len) can be read without waiting for the store: every page of
  * it is in, or the fill completed. The runner reads the guest's status page only then (it

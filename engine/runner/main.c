@@ -352,29 +352,21 @@ out:
     return code;
 }
 
-/* restore-backup --instant: the disk is written first (it is small today), then memory is
- * registered for faults and the VM starts at once while the fill runs. Takes t and man. */
+/* restore-backup --instant: memory is registered for faults, the disk fills behind its device,
+ * and the VM starts at once while both fill. Takes t and man. */
 static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_backup_target *t,
                            Godwit__V1__BackupManifest *man, const char *id, uint64_t t0)
 {
     char err[600] = "";
-    struct gw_restore_stats ds = {0};
-    int r = man->disk->size ? gw_backup_restore_disk(t, man, o->disk, &ds, err, sizeof err) : 0;
-    if (r) {
-        fprintf(stderr, "godwit-vm: restore refused: %s\n", err);
-        gw_backup_target_close(t);
-        godwit__v1__backup_manifest__free_unpacked(man, NULL);
-        return EXIT_VM_FAILED;
-    }
-    struct gw_instant_params ip = {.workers = o->store.max_inflight, .outage_pause_ms = (unsigned)o->stall_ms};
+    struct gw_instant_params ip = {.workers = o->store.max_inflight, .outage_pause_ms = (unsigned)o->stall_ms,
+                                   .disk_path = man->disk->size ? o->disk : NULL};
     struct gw_instant_restore *ir = NULL;
-    r = gw_instant_restore_start(t, man, vm, &ip, &ir, err, sizeof err);
+    int r = gw_instant_restore_start(t, man, vm, &ip, &ir, err, sizeof err);
     if (r) { fprintf(stderr, "godwit-vm: restore refused: %s\n", err); return EXIT_VM_FAILED; }
     char extra[512];
     snprintf(extra, sizeof extra,
-             "\"restore_ms\":%.1f,\"restore_instant\":true,\"restore_request_mono_ns\":%llu,"
-             "\"restore_disk_ms\":%.1f,\"backup\":\"%s\"",
-             (gw_now_ns() - t0) / 1e6, (unsigned long long)t0, ds.elapsed_ns / 1e6, id);
+             "\"restore_ms\":%.1f,\"restore_instant\":true,\"restore_request_mono_ns\":%llu,\"backup\":\"%s\"",
+             (gw_now_ns() - t0) / 1e6, (unsigned long long)t0, id);
     gw_info("restoring backup %s of %s as %s instantly: the guest starts now", id, man->vm_name, vm->name);
     return run_vm(vm, o, extra, NULL, NULL, ir);
 }
@@ -408,8 +400,9 @@ static int cmd_restore_backup(const struct opts *o)
         goto out;
     }
     if (man->disk->size) {
-        /* The image must exist for the device to attach; its content is written below. */
-        int dfd = open(o->disk, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        /* The image must exist for the device to attach; its content is written below (an
+         * instant restore fills it behind the device: it must start as holes). */
+        int dfd = open(o->disk, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (dfd < 0 || ftruncate(dfd, (off_t)man->disk->size) < 0) {
             fprintf(stderr, "godwit-vm: disk image %s: %s\n", o->disk, strerror(errno));
             if (dfd >= 0) close(dfd);

@@ -33,6 +33,7 @@ struct gw_virtio_blk {
     uint64_t capacity;        /* sectors */
     uint64_t requests, read_bytes, write_bytes;
     struct gw_vq_chain chain; /* scratch for the request being served */
+    struct gw_blk_fill fill;  /* blocks still to come into the image (instant restore) */
     /* Storage that save() hangs off the caller's message. */
     Godwit__V1__VirtioBlkState st;
     Godwit__V1__VirtioMmioState mmio_st;
@@ -144,13 +145,15 @@ static uint8_t serve(struct gw_virtio_blk *b, const struct gw_vq_chain *c,
     switch (h->type) {
     case GW_VIRTIO_BLK_T_IN:
         if (!range_ok(b, h->sector, in_data)) return GW_VIRTIO_BLK_S_IOERR;
-        r = iov_file(b, false, in, c->nin, 0, in_data, off);
+        r = b->fill.ensure ? b->fill.ensure(b->fill.ctx, off, in_data, false) : 0;
+        if (r == 0) r = iov_file(b, false, in, c->nin, 0, in_data, off);
         if (r == 0) { b->read_bytes += in_data; *written = (uint32_t)in_data; }
         return io_status(b, "read", h->sector, r);
     case GW_VIRTIO_BLK_T_OUT: {
         uint64_t out_data = c->out_bytes - sizeof *h;
         if (!range_ok(b, h->sector, out_data)) return GW_VIRTIO_BLK_S_IOERR;
-        r = iov_file(b, true, c->iov, c->nout, sizeof *h, out_data, off);
+        r = b->fill.ensure ? b->fill.ensure(b->fill.ctx, off, out_data, true) : 0;
+        if (r == 0) r = iov_file(b, true, c->iov, c->nout, sizeof *h, out_data, off);
         if (r == 0) b->write_bytes += out_data;
         return io_status(b, "write", h->sector, r);
     }
@@ -341,6 +344,13 @@ int gw_virtio_blk_set_write_sink(struct gw_device *d, struct gw_guest_write_sink
 {
     if (!d || d->ops != &blk_ops) return -EINVAL;
     gw_virtio_mmio_set_write_sink(&from_dev(d)->mmio, sink);
+    return 0;
+}
+
+int gw_virtio_blk_set_fill(struct gw_device *d, struct gw_blk_fill fill)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    from_dev(d)->fill = fill;
     return 0;
 }
 

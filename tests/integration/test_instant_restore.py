@@ -125,6 +125,10 @@ class InstantRestore(InstantBase):
         self.assertEqual(j["disk_verify_errors"], 0, r.stderr)
         self.assertEqual(j["disk_io_errors"], 0)
         self.assertGreater(j["disk_blocks_read"], 100)
+        # The disk filled behind the device while the guest used it.
+        self.assertGreater(j["instant_disk_chunks_total"], 0)
+        self.assertEqual(j["instant_disk_chunks_done"], j["instant_disk_chunks_total"])
+        self.assertGreater(j["instant_disk_chunks_demand"] + j["instant_disk_chunks_overwritten"], 0, j)
         self.stop(src)
 
     def test_store_outage_pauses_and_resumes(self):
