@@ -2,6 +2,8 @@
  * of the fill. */
 #include "backup/instant_restore.h"
 
+#include "backup/instant_disk.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -16,6 +18,7 @@
 #include "guest/abi.h"
 #include "engine/common/util.h"
 #include "engine/vm/chunk_digest.h"
+#include "engine/vm/device_bus.h"
 #include "engine/vm/vcpu.h"
 #include "engine/vm/vm.h"
 #include "postcopy/uffd_placer.h"
@@ -30,8 +33,7 @@
 /* Per chunk, under mu. */
 enum { CH_NONE = 0, CH_QUEUED, CH_INFLIGHT, CH_DONE };
 
-/* What fetching one chunk ended with. */
-enum { FETCH_OK = 0, FETCH_UNREACHABLE, FETCH_BAD };
+enum { FETCH_OK = GW_FETCH_OK, FETCH_UNREACHABLE = GW_FETCH_UNREACHABLE, FETCH_BAD = GW_FETCH_BAD };
 
 struct worker {
     struct gw_instant_restore *ir;
@@ -56,6 +58,7 @@ struct gw_instant_restore {
 
     pthread_mutex_t mu;
     pthread_cond_t cv;            /* CLOCK_MONOTONIC */
+    pthread_cond_t stop_cv;       /* CLOCK_MONOTONIC: only stop wakes a retry's backoff early */
     uint8_t *state;               /* per chunk: CH_* */
     uint64_t *fq;                 /* ring of chunks queued by faults (capacity nchunks) */
     uint64_t fq_head, fq_len;
@@ -72,6 +75,8 @@ struct gw_instant_restore {
 
     /* Seeing the guest run (the benchmark's first instruction): the heartbeats in its status
      * page as the backup holds them, compared with memory once those pages are in. */
+    struct gw_instant_disk *disk; /* the disk's fill, NULL without a disk */
+    struct gw_device *disk_dev;   /* the disk device whose hook it is */
     uint64_t status_off;          /* offset of struct gw_guest_status in memory, UINT64_MAX: none */
     uint64_t beat0;               /* under mu */
     bool have_beat0;              /* under mu */
@@ -238,8 +243,10 @@ static void *fault_main(void *arg)
         for (int i = 0; i < n; i++) {
             uint64_t c = pfns[i] / ppc, zero = 0;
             if (c >= ir->nchunks) continue;
-            __atomic_compare_exchange_n(&ir->u.req_ns[pfns[i]], &zero, now, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+            bool first = __atomic_compare_exchange_n(&ir->u.req_ns[pfns[i]], &zero, now, false, __ATOMIC_ACQ_REL,
+                                                     __ATOMIC_RELAXED);
             pthread_mutex_lock(&ir->mu);
+            if (first) ir->prog.pages_faulted++;
             bool place_zero = false;
             if (ir->state[c] == CH_NONE) {
                 if (chunk_is_zero(ir, c)) {
@@ -278,30 +285,39 @@ static uint64_t take(struct gw_instant_restore *ir, bool faults_only)
     return NO_CHUNK;
 }
 
+int gw_backup_fetch_chunk(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, uint64_t c, uint8_t *enc,
+                          size_t enc_cap, uint8_t *raw, size_t *len, uint64_t *nread, char *why, size_t whylen)
+{
+    char name[80];
+    const uint8_t *hash = im->chunks[c].data;
+    gw_chunk_object(hash, name);
+    struct gw_store_read rd = {.name = name, .buf = enc, .cap = enc_cap};
+    int r = t->store->ops->get_batch(t->store, &rd, 1);
+    if (!r) r = rd.rc;
+    if (r) {
+        snprintf(why, whylen, "%s: reading chunk %s (number %llu): %s", t->store->desc, name + 2,
+                 (unsigned long long)c, r == -ENOENT ? "missing from the store" : strerror(-r));
+        return GW_FETCH_UNREACHABLE;
+    }
+    *nread = rd.len;
+    uint64_t off = c * im->chunk_size;
+    *len = im->size - off < im->chunk_size ? (size_t)(im->size - off) : im->chunk_size;
+    char bad[256];
+    long got = gw_chunk_decode(t->keys.encrypted ? &t->keys : NULL, hash, enc, rd.len, raw, *len, *len, bad, sizeof bad);
+    if (got < 0) {
+        snprintf(why, whylen, "chunk %s (number %llu): %s", name + 2, (unsigned long long)c, bad);
+        return GW_FETCH_BAD;
+    }
+    return GW_FETCH_OK;
+}
+
 /* Reads chunk c, checks it and places it. why gets the reason of anything but FETCH_OK. */
 static int fetch_place(struct gw_instant_restore *ir, uint64_t c, uint8_t *enc, uint8_t *raw, uint64_t *nread,
                        char *why, size_t whylen)
 {
-    char name[80];
-    const uint8_t *hash = ir->im->chunks[c].data;
-    gw_chunk_object(hash, name);
-    struct gw_store_read rd = {.name = name, .buf = enc, .cap = ir->enc_cap};
-    int r = ir->t.store->ops->get_batch(ir->t.store, &rd, 1);
-    if (!r) r = rd.rc;
-    if (r) {
-        snprintf(why, whylen, "%s: reading chunk %s (number %llu): %s", ir->t.store->desc, name + 2,
-                 (unsigned long long)c, r == -ENOENT ? "missing from the store" : strerror(-r));
-        return FETCH_UNREACHABLE;
-    }
-    *nread = rd.len;
-    size_t len = chunk_len(ir, c);
-    char bad[256];
-    const struct gw_chunk_keys *keys = ir->t.keys.encrypted ? &ir->t.keys : NULL;
-    long got = gw_chunk_decode(keys, hash, enc, rd.len, raw, len, len, bad, sizeof bad);
-    if (got < 0) {
-        snprintf(why, whylen, "chunk %s (number %llu): %s", name + 2, (unsigned long long)c, bad);
-        return FETCH_BAD;
-    }
+    size_t len;
+    int r = gw_backup_fetch_chunk(&ir->t, ir->im, c, enc, ir->enc_cap, raw, &len, nread, why, whylen);
+    if (r) return r;
     uint64_t pfn = c * (ir->cs / 4096);
     /* The digest takes the checked contents before the guest can change them. */
     pthread_mutex_lock(&ir->cd_mu);
@@ -359,7 +375,7 @@ static void wait_ms(struct gw_instant_restore *ir, unsigned ms)
     ts.tv_sec += ms / 1000;
     ts.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-    pthread_cond_timedwait(&ir->cv, &ir->mu, &ts);
+    pthread_cond_timedwait(&ir->stop_cv, &ir->mu, &ts);
 }
 
 static void *worker_main(void *arg)
@@ -479,6 +495,7 @@ int gw_instant_restore_start(struct gw_backup_target *t, Godwit__V1__BackupManif
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&ir->cv, &ca);
+    pthread_cond_init(&ir->stop_cv, &ca);
     pthread_condattr_destroy(&ca);
     unsigned nw = p && p->workers ? p->workers : GW_INSTANT_DEFAULT_WORKERS;
     ir->nworkers = nw > GW_INSTANT_MAX_WORKERS ? GW_INSTANT_MAX_WORKERS : nw;
@@ -506,6 +523,16 @@ int gw_instant_restore_start(struct gw_backup_target *t, Godwit__V1__BackupManif
     r = gw_uffd_placer_open(&ir->u, vm->mem.base, vm->mem.size, &e);
     if (r) { snprintf(err, errlen, "instant restore needs userfaultfd: %s", e.msg); goto fail; }
     ir->placer_open = true;
+    if (man->disk->size && p && p->disk_path) {
+        r = gw_instant_disk_start(&ir->t, man->disk, p->disk_path, ir->outage_ms, &ir->disk, err, errlen);
+        if (r) goto fail;
+        ir->disk_dev = gw_bus_find(&vm->bus, "vda");
+        if (!ir->disk_dev) { r = -ENODEV; snprintf(err, errlen, "the VM has no disk to restore into"); goto fail; }
+        pthread_mutex_lock(&ir->disk_dev->lock);
+        r = gw_virtio_blk_set_fill(ir->disk_dev, gw_instant_disk_fill(ir->disk));
+        pthread_mutex_unlock(&ir->disk_dev->lock);
+        if (r) { snprintf(err, errlen, "the VM's disk cannot be filled behind"); goto fail; }
+    }
     if ((r = start_threads(ir, err, errlen))) goto fail;
     if (!ir->prog.chunks_total) complete(ir);
     /* The state loads while memory fills: whatever it touches faults in like the guest. */
@@ -525,6 +552,28 @@ void gw_instant_restore_progress(struct gw_instant_restore *ir, struct gw_instan
     pthread_mutex_lock(&ir->mu);
     *out = ir->prog;
     pthread_mutex_unlock(&ir->mu);
+    if (ir->disk) {
+        /* One phase for both: complete when both are, failed or stalled when either is. */
+        struct gw_instant_disk_progress dp;
+        gw_instant_disk_progress(ir->disk, &dp);
+        out->disk_chunks_total = dp.chunks_total;
+        out->disk_chunks_done = dp.chunks_done;
+        out->disk_chunks_demand = dp.chunks_demand;
+        out->disk_chunks_overwritten = dp.chunks_overwritten;
+        if (dp.failed && out->phase != GW_INSTANT_FAILED) {
+            out->phase = GW_INSTANT_FAILED;
+            snprintf(out->error, sizeof out->error, "%s", dp.error);
+        } else if (dp.stalled && out->phase == GW_INSTANT_FILLING) {
+            out->phase = GW_INSTANT_STALLED;
+            snprintf(out->error, sizeof out->error, "%s", dp.error);
+        } else if (out->phase == GW_INSTANT_COMPLETE && !dp.complete) {
+            out->phase = dp.stalled ? GW_INSTANT_STALLED : GW_INSTANT_FILLING;
+            snprintf(out->error, sizeof out->error, "%s", dp.stalled ? dp.error : "");
+            out->fill_ns = 0;
+        } else if (out->phase == GW_INSTANT_COMPLETE && dp.fill_ns > out->fill_ns) {
+            out->fill_ns = dp.fill_ns;
+        }
+    }
     if (ir->placer_open) {
         out->fault_p50_us = gw_uffd_placer_latency_us(&ir->u, 50);
         out->fault_p99_us = gw_uffd_placer_latency_us(&ir->u, 99);
@@ -534,10 +583,21 @@ void gw_instant_restore_progress(struct gw_instant_restore *ir, struct gw_instan
 
 bool gw_instant_restore_finished(struct gw_instant_restore *ir)
 {
+    struct gw_instant_progress p;
+    gw_instant_restore_progress(ir, &p);
+    return p.phase == GW_INSTANT_COMPLETE || p.phase == GW_INSTANT_FAILED;
+}
+
+bool gw_instant_restore_readable(struct gw_instant_restore *ir, uint64_t off, uint64_t len)
+{
     pthread_mutex_lock(&ir->mu);
-    bool f = ir->prog.phase == GW_INSTANT_COMPLETE || ir->prog.phase == GW_INSTANT_FAILED;
+    bool complete = ir->prog.phase == GW_INSTANT_COMPLETE;
     pthread_mutex_unlock(&ir->mu);
-    return f;
+    if (complete) return true;
+    if (!ir->placer_open || !len || !gw_range_ok(off, len, ir->vm->mem.size)) return false;
+    for (uint64_t p = off / 4096; p <= (off + len - 1) / 4096; p++)
+        if (!gw_uffd_placer_has(&ir->u, p)) return false;
+    return true;
 }
 
 void gw_instant_restore_free(struct gw_instant_restore *ir)
@@ -547,6 +607,7 @@ void gw_instant_restore_free(struct gw_instant_restore *ir)
     ir->stop = true;
     bool completed = ir->prog.phase == GW_INSTANT_COMPLETE;
     pthread_cond_broadcast(&ir->cv);
+    pthread_cond_broadcast(&ir->stop_cv);
     pthread_mutex_unlock(&ir->mu);
     if (ir->stop_fd >= 0) {
         uint64_t one = 1;
@@ -555,6 +616,16 @@ void gw_instant_restore_free(struct gw_instant_restore *ir)
     for (unsigned i = 0; i < ir->nworkers; i++)
         if (ir->w[i].started) pthread_join(ir->w[i].thr, NULL);
     if (ir->fault_started) pthread_join(ir->fault_thr, NULL);
+    if (ir->disk) {
+        /* A request waiting for a disk block fails now; then the device forgets the hook. */
+        gw_instant_disk_stop(ir->disk);
+        if (ir->disk_dev) {
+            pthread_mutex_lock(&ir->disk_dev->lock);
+            gw_virtio_blk_set_fill(ir->disk_dev, (struct gw_blk_fill){0});
+            pthread_mutex_unlock(&ir->disk_dev->lock);
+        }
+        gw_instant_disk_free(ir->disk);
+    }
     if (ir->placer_open) {
         /* Short of completion: nothing may read a missing page as zero, and KVM's waiters
          * must end for the VM to be destroyed (docs/postcopy.md). */
@@ -571,6 +642,7 @@ void gw_instant_restore_free(struct gw_instant_restore *ir)
     gw_backup_target_close(&ir->t);
     if (ir->man) godwit__v1__backup_manifest__free_unpacked(ir->man, NULL);
     pthread_cond_destroy(&ir->cv);
+    pthread_cond_destroy(&ir->stop_cv);
     pthread_mutex_destroy(&ir->mu);
     pthread_mutex_destroy(&ir->cd_mu);
     free(ir);

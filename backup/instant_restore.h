@@ -52,6 +52,8 @@ enum gw_instant_phase {
 struct gw_instant_params {
     unsigned workers;          /* fetch workers = reads in flight (0: default) */
     unsigned outage_pause_ms;  /* store silent this long -> stalled (0: default) */
+    const char *disk_path;     /* the VM's new image (of the backup's disk size, all holes), filled
+                                * behind the disk device (instant_disk.h); NULL: no disk */
 };
 
 struct gw_instant_progress {
@@ -59,6 +61,7 @@ struct gw_instant_progress {
     uint64_t chunks_total;     /* non-zero chunks of the memory image */
     uint64_t chunks_placed;    /* of them placed */
     uint64_t chunks_faulted;   /* chunks fetched because the guest touched them */
+    uint64_t pages_faulted;    /* pages the guest (or a device) waited for */
     uint64_t zero_chunks_placed;
     uint64_t bytes_total, bytes_placed, bytes_read;
     uint64_t read_errors;      /* failed store reads (each retried) */
@@ -68,6 +71,7 @@ struct gw_instant_progress {
     uint64_t first_run_ns;     /* CLOCK_MONOTONIC: the guest was first seen to have run (its
                                 * status page's heartbeat moved, or a vCPU exit), 0: not yet */
     uint64_t fill_ns;          /* start to complete (0 until then) */
+    uint64_t disk_chunks_total, disk_chunks_done, disk_chunks_demand, disk_chunks_overwritten;
     bool digest_ok;
     char digest_hex[33];
     char error[600];           /* why failed, or the store's reason while stalled */
@@ -77,15 +81,20 @@ struct gw_instant_progress {
  * vm is created, not started, its memory untouched. Registers memory, starts the threads,
  * loads the VM state (its own faults served like any) and returns with the VM ready to
  * start (gw_vm_start is the caller's, so it measures what it wants around it). The memory
- * image must fit vm's memory; the backup's disk is not handled here. 0 with *out or -errno
+ * image must fit vm's memory; with p->disk_path the disk fills behind the device. 0 with *out or -errno
  * with the reason in err (nothing left running; the caller destroys the VM). */
 int gw_instant_restore_start(struct gw_backup_target *t, Godwit__V1__BackupManifest *man, struct gw_vm *vm,
                              const struct gw_instant_params *p, struct gw_instant_restore **out, char *err,
                              size_t errlen);
 
 void gw_instant_restore_progress(struct gw_instant_restore *ir, struct gw_instant_progress *out);
-/* Completed or failed: nothing more will change. */
+/* Completed (memory and disk) or failed: nothing more will change. */
 bool gw_instant_restore_finished(struct gw_instant_restore *ir);
+/* True when memory [off, off + len) can be read without waiting for the store: every page of
+ * it is in, or the fill completed. The runner reads the guest's status page only then (it
+ * would otherwise wait in a fault, for ever if the store is gone). */
+bool gw_instant_restore_readable(struct gw_instant_restore *ir, uint64_t off, uint64_t len);
+
 /* "filling", "stalled", "complete", "failed". */
 const char *gw_instant_phase_name(enum gw_instant_phase ph);
 

@@ -82,6 +82,11 @@ static int vm_cmd(char *const argv[], char *out, size_t outlen)
 
 int gw_bench_backup(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)   /* its own benchmark: bench_instant_restore.c */
+        if (!strcmp(argv[i], "--instant-restore")) {
+            for (int k = i; k < argc - 1; k++) argv[k] = argv[k + 1];
+            return gw_bench_instant_restore(argc - 1, argv);
+        }
     struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 32ull << 20, .seconds = 2,
                               .vcpus = 1, .pattern = "random", .target = "rados:auto"};
     if (gw_bench_parse_opts("backup", argc, argv, &o)) return 2;

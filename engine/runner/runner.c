@@ -17,8 +17,9 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
 {
     godwit__v1__runner_status__init(st);
     godwit__v1__guest_counters__init(c);
-    struct gw_guest_totals t;
-    gw_vm_guest_totals(r->vm, &t);
+    struct gw_guest_totals t = {0};
+    /* Instant restore: the counters live in guest memory that may still be in the store. */
+    if (gw_runner_guest_readable(r)) gw_vm_guest_totals(r->vm, &t);
     c->pages_written = t.pages_written;
     c->bytes_written = t.bytes_written;
     c->pages_verified = t.pages_verified;
@@ -153,7 +154,7 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
                    gw_mig_phase_name(mp->phase), mp->error[0] ? ": " : "", mp->error, mp->round + 1,
                    mp->total_ns / 1e6, mp->measured_downtime_ns / 1e6, (unsigned long long)(mp->sent_bytes >> 20));
         struct gw_guest_status gs;
-        if (r->vm->nvcpus > 1 && gw_vm_guest_status(r->vm, &gs))
+        if (r->vm->nvcpus > 1 && gw_runner_guest_readable(r) && gw_vm_guest_status(r->vm, &gs))
             for (unsigned i = 0; i < r->vm->nvcpus; i++)
                 printf("  vcpu %-2u  written %llu, verified %llu, errors %llu, ticks %llu\n", i,
                        (unsigned long long)gs.vcpu[i].pages_written, (unsigned long long)gs.vcpu[i].pages_verified,

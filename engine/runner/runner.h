@@ -72,6 +72,8 @@ void gw_runner_poll_instant(struct gw_runner *r);
 /* Fills RunnerStatus.instant_restore, and the summary's JSON fields (none without one). */
 void gw_runner_instant_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st);
 void gw_runner_instant_json(struct gw_runner *r);
+/* False while the guest's status page is still to come from the store (reading it would wait). */
+bool gw_runner_guest_readable(struct gw_runner *r);
 
 /* Opens the control socket at path (replacing a stale one). */
 int gw_runner_control_open(struct gw_runner *r, const char *path);

@@ -46,6 +46,7 @@ struct gw_virtio_blk {
     struct gw_vq_chain chains[GW_BLK_BATCH_MAX];
     struct blk_req reqs[GW_BLK_BATCH_MAX];
     unsigned nreq;
+    struct gw_blk_fill fill;  /* blocks still to come into the image (instant restore) */
     /* Storage that save() hangs off the caller's message. */
     Godwit__V1__VirtioBlkState st;
     Godwit__V1__VirtioMmioState mmio_st;
@@ -155,15 +156,21 @@ static unsigned run_batch(struct gw_virtio_blk *b)
     unsigned n = b->nreq;
     if (!n) return 0;
     struct gw_blk_io ios[GW_BLK_BATCH_MAX];
+    int pre[GW_BLK_BATCH_MAX];
+    unsigned pos[GW_BLK_BATCH_MAX], m = 0;
     for (unsigned k = 0; k < n; k++) {
         struct blk_req *q = &b->reqs[k];
-        ios[k] = (struct gw_blk_io){.write = q->write, .off = q->sector * GW_VIRTIO_BLK_SECTOR, .len = q->len,
-                                    .iov = q->iov, .niov = q->niov};
+        uint64_t off = q->sector * GW_VIRTIO_BLK_SECTOR;
+        /* An instant restore brings the blocks a request touches into the image first. */
+        pre[k] = b->fill.ensure ? b->fill.ensure(b->fill.ctx, off, q->len, q->write) : 0;
+        if (pre[k]) continue;
+        pos[k] = m;
+        ios[m++] = (struct gw_blk_io){.write = q->write, .off = off, .len = q->len, .iov = q->iov, .niov = q->niov};
     }
-    int r = b->disk->ops->submit(b->disk, ios, n);
+    int r = m ? b->disk->ops->submit(b->disk, ios, m) : 0;
     for (unsigned k = 0; k < n; k++) {
         struct blk_req *q = &b->reqs[k];
-        int rc = r ? r : ios[k].rc;
+        int rc = pre[k] ? pre[k] : r ? r : ios[pos[k]].rc;
         uint32_t written = 0;
         if (!rc && q->write) b->write_bytes += q->len;
         if (!rc && !q->write) {
@@ -413,6 +420,13 @@ int gw_virtio_blk_set_write_sink(struct gw_device *d, struct gw_guest_write_sink
 {
     if (!d || d->ops != &blk_ops) return -EINVAL;
     gw_virtio_mmio_set_write_sink(&from_dev(d)->mmio, sink);
+    return 0;
+}
+
+int gw_virtio_blk_set_fill(struct gw_device *d, struct gw_blk_fill fill)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    from_dev(d)->fill = fill;
     return 0;
 }
 

@@ -70,4 +70,16 @@ struct gw_blk *gw_virtio_blk_backend(struct gw_device *d);
  * any vCPU runs). Returns 0, or -EINVAL when d is not a virtio-blk device. */
 int gw_virtio_blk_set_write_sink(struct gw_device *d, struct gw_guest_write_sink sink);
 
+/* A disk whose image is still being filled (instant restore, backup/instant_disk.c): before
+ * a request touches image bytes [off, off + len), ensure(ctx, off, len, write) makes them
+ * present (for a write, it may instead note blocks the write covers whole as overwritten).
+ * It may wait (for the backup store); a non-zero return fails the request with IOERR. Called
+ * under the device lock from the thread serving the request. ensure NULL removes it. Call
+ * with d->lock held (or before any vCPU runs). 0, or -EINVAL when d is not a disk. */
+struct gw_blk_fill {
+    int (*ensure)(void *ctx, uint64_t off, uint64_t len, bool write);
+    void *ctx;
+};
+int gw_virtio_blk_set_fill(struct gw_device *d, struct gw_blk_fill fill);
+
 #endif

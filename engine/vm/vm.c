@@ -314,6 +314,18 @@ int gw_vm_pause(struct gw_vm *vm)
     return r;
 }
 
+int gw_vm_pause_request(struct gw_vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    int r = vm->running ? 0 : -ESRCH;
+    if (!r) {
+        vm->pause_req = true;
+        for (unsigned i = 0; i < vm->nvcpus; i++) gw_vcpu_kick(vm->vcpus[i]);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return r;
+}
+
 int gw_vm_resume(struct gw_vm *vm)
 {
     pthread_mutex_lock(&vm->lock);

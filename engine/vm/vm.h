@@ -86,6 +86,11 @@ int gw_vm_start(struct gw_vm *vm);
 /* Stops every vCPU outside KVM_RUN and waits until they are (returns at once if already
  * paused). The guest cannot tell: its timer and clock are kept by KVM. */
 int gw_vm_pause(struct gw_vm *vm);
+/* Asks every vCPU to stop and returns at once: a vCPU waiting in a userfaultfd fault (an
+ * instant restore whose store is gone) cannot leave KVM_RUN until its page comes, and the
+ * caller must not wait for it; it parks as soon as its page is placed. gw_vm_resume undoes
+ * it. 0 or -ESRCH when not running. */
+int gw_vm_pause_request(struct gw_vm *vm);
 int gw_vm_resume(struct gw_vm *vm);
 bool gw_vm_is_paused(struct gw_vm *vm);
 

@@ -1,0 +1,242 @@
+/* Instant restore's disk (see instant_disk.h). */
+#include "backup/instant_disk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/common/log.h"
+#include "engine/common/util.h"
+#include "storage/chunk.h"
+
+#define BACKOFF_MIN_MS 20u
+#define BACKOFF_MAX_MS 500u
+
+enum { CH_NONE = 0, CH_BUSY, CH_DONE };
+
+struct gw_instant_disk {
+    struct gw_backup_target *t;
+    const Godwit__V1__BackupImage *im;
+    int fd;
+    unsigned outage_ms;
+    size_t enc_cap;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;            /* a chunk became DONE, or stop */
+    pthread_cond_t stop_cv;       /* CLOCK_MONOTONIC: only stop ends a retry's wait early */
+    uint8_t *state;               /* per chunk */
+    uint64_t outage_since;
+    bool stop;
+    struct gw_instant_disk_progress prog;
+    uint64_t start_ns;
+    pthread_t thr;
+    bool started;
+    uint8_t *enc, *raw;           /* the fill thread's buffers */
+    uint8_t *req_enc, *req_raw;   /* the requests' buffers (requests are serial: device lock) */
+};
+
+/* Under mu: an outage goes on; after outage_ms it is reported as stalled. */
+static void unreachable_locked(struct gw_instant_disk *d, const char *why)
+{
+    uint64_t now = gw_now_ns();
+    if (!d->outage_since) {
+        d->outage_since = now;
+        gw_warn("instant restore (disk): %s; retrying", why);
+    }
+    if (!d->prog.stalled && now - d->outage_since >= d->outage_ms * 1000000ull) {
+        d->prog.stalled = true;
+        snprintf(d->prog.error, sizeof d->prog.error, "the backup store is unreachable: %s", why);
+    }
+}
+
+static void wait_ms(struct gw_instant_disk *d, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    pthread_cond_timedwait(&d->stop_cv, &d->mu, &ts);
+}
+
+/* Under mu, chunk c is BUSY and ours: reads it (retrying while the store fails) and writes
+ * it into the image. Returns 0, or -EIO when it is hostile or the restore stopped. */
+static int restore_chunk(struct gw_instant_disk *d, uint64_t c, uint8_t *enc, uint8_t *raw)
+{
+    unsigned backoff = 0;
+    char why[512];
+    for (;;) {
+        if (d->stop || d->prog.failed) return -EIO;
+        pthread_mutex_unlock(&d->mu);
+        size_t len = 0;
+        uint64_t nread = 0;
+        int r = gw_backup_fetch_chunk(d->t, d->im, c, enc, d->enc_cap, raw, &len, &nread, why, sizeof why);
+        int w = 0;
+        if (r == GW_FETCH_OK) w = gw_pwrite_full(d->fd, raw, len, (off_t)(c * d->im->chunk_size));
+        pthread_mutex_lock(&d->mu);
+        if (r == GW_FETCH_OK && !w) {
+            d->prog.bytes_written += len;
+            d->outage_since = 0;
+            if (d->prog.stalled) { d->prog.stalled = false; d->prog.error[0] = 0; }
+            return 0;
+        }
+        if (r == GW_FETCH_BAD || w) {
+            if (w) snprintf(why, sizeof why, "writing disk chunk %llu: %s", (unsigned long long)c, strerror(-w));
+            if (!d->prog.failed) {
+                d->prog.failed = true;
+                snprintf(d->prog.error, sizeof d->prog.error, "disk %s", why);
+                gw_error("instant restore (disk) failed: %s", why);
+            }
+            pthread_cond_broadcast(&d->cv);
+            return -EIO;
+        }
+        unreachable_locked(d, why);
+        backoff = backoff ? (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2) : BACKOFF_MIN_MS;
+        wait_ms(d, backoff);
+    }
+}
+
+/* Under mu: c done (restored or overwritten). */
+static void done_locked(struct gw_instant_disk *d, uint64_t c)
+{
+    d->state[c] = CH_DONE;
+    d->prog.chunks_done++;
+    if (d->prog.chunks_done == d->prog.chunks_total && !d->prog.complete) {
+        d->prog.complete = true;
+        d->prog.fill_ns = gw_now_ns() - d->start_ns;
+        if (fsync(d->fd) < 0) gw_warn("instant restore (disk): fsync: %s", strerror(errno));
+        gw_info("instant restore (disk) complete: %llu chunks (%llu on demand, %llu overwritten) in %.1f ms",
+                (unsigned long long)d->prog.chunks_total, (unsigned long long)d->prog.chunks_demand,
+                (unsigned long long)d->prog.chunks_overwritten, d->prog.fill_ns / 1e6);
+    }
+    pthread_cond_broadcast(&d->cv);
+}
+
+static void *fill_main(void *arg)
+{
+    struct gw_instant_disk *d = arg;
+    pthread_mutex_lock(&d->mu);
+    for (uint64_t c = 0; c < d->im->n_chunks && !d->stop && !d->prog.failed; c++) {
+        if (d->state[c] != CH_NONE) continue;
+        d->state[c] = CH_BUSY;
+        if (restore_chunk(d, c, d->enc, d->raw)) { d->state[c] = CH_NONE; pthread_cond_broadcast(&d->cv); break; }
+        done_locked(d, c);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+/* The device's question before a request (gw_blk_fill). */
+static int ensure(void *ctx, uint64_t off, uint64_t len, bool write)
+{
+    struct gw_instant_disk *d = ctx;
+    uint64_t cs = d->im->chunk_size;
+    if (!len) return 0;
+    int r = 0;
+    pthread_mutex_lock(&d->mu);
+    for (uint64_t c = off / cs; c <= (off + len - 1) / cs && c < d->im->n_chunks && !r;) {
+        if (d->prog.failed || d->stop) { r = -EIO; break; }
+        if (d->state[c] == CH_DONE) { c++; continue; }
+        if (d->state[c] == CH_BUSY) { pthread_cond_wait(&d->cv, &d->mu); continue; }
+        uint64_t lo = c * cs, hi = lo + cs < d->im->size ? lo + cs : d->im->size;
+        if (write && off <= lo && off + len >= hi) {
+            d->prog.chunks_overwritten++;   /* the guest's bytes replace the block whole */
+            done_locked(d, c);
+            c++;
+            continue;
+        }
+        d->state[c] = CH_BUSY;
+        r = restore_chunk(d, c, d->req_enc, d->req_raw);
+        if (r) { d->state[c] = CH_NONE; pthread_cond_broadcast(&d->cv); break; }
+        d->prog.chunks_demand++;
+        done_locked(d, c);
+        c++;
+    }
+    pthread_mutex_unlock(&d->mu);
+    return r;
+}
+
+struct gw_blk_fill gw_instant_disk_fill(struct gw_instant_disk *d)
+{
+    return (struct gw_blk_fill){.ensure = ensure, .ctx = d};
+}
+
+int gw_instant_disk_start(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, const char *path,
+                          unsigned outage_ms, struct gw_instant_disk **out, char *err, size_t errlen)
+{
+    struct gw_instant_disk *d = calloc(1, sizeof *d);
+    if (!d) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    d->t = t;
+    d->im = im;
+    d->outage_ms = outage_ms;
+    d->start_ns = gw_now_ns();
+    d->enc_cap = gw_chunk_encoded_cap(im->chunk_size);
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->cv, &ca);
+    pthread_cond_init(&d->stop_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    d->fd = open(path, O_WRONLY | O_CLOEXEC);
+    int r = d->fd < 0 ? -errno : 0;
+    if (r) { snprintf(err, errlen, "disk image %s: %s", path, strerror(-r)); gw_instant_disk_free(d); return r; }
+    d->state = calloc(im->n_chunks ? im->n_chunks : 1, 1);
+    d->enc = malloc(d->enc_cap);
+    d->req_enc = malloc(d->enc_cap);
+    d->raw = malloc(im->chunk_size);
+    d->req_raw = malloc(im->chunk_size);
+    if (!d->state || !d->enc || !d->req_enc || !d->raw || !d->req_raw) {
+        snprintf(err, errlen, "out of memory");
+        gw_instant_disk_free(d);
+        return -ENOMEM;
+    }
+    for (uint64_t c = 0; c < im->n_chunks; c++) {
+        if (im->chunks[c].len == 32) d->prog.chunks_total++;
+        else d->state[c] = CH_DONE;   /* a hole of the new image already */
+    }
+    if (!d->prog.chunks_total) { d->prog.complete = true; d->prog.fill_ns = 1; }
+    r = -pthread_create(&d->thr, NULL, fill_main, d);
+    if (r) { snprintf(err, errlen, "cannot start the disk fill: %s", strerror(-r)); gw_instant_disk_free(d); return r; }
+    d->started = true;
+    *out = d;
+    return 0;
+}
+
+void gw_instant_disk_progress(struct gw_instant_disk *d, struct gw_instant_disk_progress *out)
+{
+    pthread_mutex_lock(&d->mu);
+    *out = d->prog;
+    pthread_mutex_unlock(&d->mu);
+}
+
+void gw_instant_disk_stop(struct gw_instant_disk *d)
+{
+    if (!d) return;
+    pthread_mutex_lock(&d->mu);
+    d->stop = true;
+    pthread_cond_broadcast(&d->cv);
+    pthread_cond_broadcast(&d->stop_cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+void gw_instant_disk_free(struct gw_instant_disk *d)
+{
+    if (!d) return;
+    gw_instant_disk_stop(d);
+    if (d->started) pthread_join(d->thr, NULL);
+    if (d->fd >= 0) close(d->fd);
+    free(d->state);
+    free(d->enc);
+    free(d->req_enc);
+    free(d->raw);
+    free(d->req_raw);
+    pthread_cond_destroy(&d->cv);
+    pthread_cond_destroy(&d->stop_cv);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}

@@ -1,0 +1,53 @@
+/* The disk half of an instant restore: the new image starts as holes of the backup's size;
+ * a background thread reads the backup's disk chunks in order and writes them into it, and
+ * the virtio disk (engine/vm/virtio_blk.h, gw_blk_fill) asks before every request:
+ *   - a read of a block not yet restored restores it first (the request waits for it);
+ *   - a write of a block not yet restored restores it first, unless the write covers the
+ *     block whole: then the block is only marked restored (the guest's data wins, the
+ *     backup's copy is never written over it).
+ * One state per chunk (the per-block present bitmap): a chunk being restored by one thread
+ * is waited for by the others, so a restore never lands after a guest write. Zero chunks
+ * are holes of the image from the start. Chunks are checked like memory chunks (a hostile
+ * chunk fails the request and the restore); a store that fails is retried, with the
+ * request waiting, and reported as stalled after outage_ms. */
+#ifndef GW_BACKUP_INSTANT_DISK_H
+#define GW_BACKUP_INSTANT_DISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backup/backup.h"
+#include "engine/vm/virtio_blk.h"
+
+struct gw_instant_disk;
+
+struct gw_instant_disk_progress {
+    uint64_t chunks_total, chunks_done;   /* non-zero chunks; restored or overwritten */
+    uint64_t chunks_demand;               /* restored because a request needed them first */
+    uint64_t chunks_overwritten;          /* covered whole by a guest write: never read */
+    uint64_t bytes_written;               /* backup bytes written into the image */
+    uint64_t fill_ns;                     /* start to done (0 until then) */
+    bool complete, failed, stalled;
+    char error[600];
+};
+
+/* Starts filling path (an existing image of im->size bytes, all holes) from im. t and im are
+ * borrowed and must outlive d. 0 with *out or -errno with err. */
+int gw_instant_disk_start(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, const char *path,
+                          unsigned outage_ms, struct gw_instant_disk **out, char *err, size_t errlen);
+/* The hook for the disk device. */
+struct gw_blk_fill gw_instant_disk_fill(struct gw_instant_disk *d);
+void gw_instant_disk_progress(struct gw_instant_disk *d, struct gw_instant_disk_progress *out);
+/* Makes every waiting or later ensure fail at once (the restore is over). */
+void gw_instant_disk_stop(struct gw_instant_disk *d);
+/* Stops the thread and frees d (remove the hook from the device first). Safe on NULL. */
+void gw_instant_disk_free(struct gw_instant_disk *d);
+
+/* Reads chunk c of im from t's store and checks it into raw (capacity im->chunk_size), its
+ * length in *len and the object's in *nread (instant_restore.c; shared with the disk). */
+enum { GW_FETCH_OK = 0, GW_FETCH_UNREACHABLE, GW_FETCH_BAD };
+int gw_backup_fetch_chunk(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, uint64_t c, uint8_t *enc,
+                          size_t enc_cap, uint8_t *raw, size_t *len, uint64_t *nread, char *why, size_t whylen);
+
+#endif
