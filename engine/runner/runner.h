@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/common/lat_hist.h"
 #include "engine/runner/run_state.h"
 #include "engine/vm/vm.h"
 #include "precopy/migration_progress.h"
@@ -36,6 +37,7 @@ struct gw_runner {
     char mig_url[600];
     Godwit__V1__JobProgress status_mig;        /* backing store for RunnerStatus.migration */
     Godwit__V1__PagesByEncoding status_pages;
+    struct gw_lat_hist status_disk_lat;        /* backing store for RunnerStatus.disk_* */
 };
 
 /* Reads a cluster secret file (trailing whitespace dropped) into buf; returns its length or

@@ -33,6 +33,9 @@ struct gw_virtio_blk {
     uint64_t capacity;        /* sectors */
     uint64_t requests, read_bytes, write_bytes;
     struct gw_vq_chain chain; /* scratch for the request being served */
+    struct gw_blk_write_hook hook;  /* copy-before-write while a backup runs */
+    struct gw_lat_hist lat;   /* IN/OUT request latency */
+    struct gw_blk_dirty dirty;/* written since the last backup */
     /* Storage that save() hangs off the caller's message. */
     Godwit__V1__VirtioBlkState st;
     Godwit__V1__VirtioMmioState mmio_st;
@@ -150,6 +153,8 @@ static uint8_t serve(struct gw_virtio_blk *b, const struct gw_vq_chain *c,
     case GW_VIRTIO_BLK_T_OUT: {
         uint64_t out_data = c->out_bytes - sizeof *h;
         if (!range_ok(b, h->sector, out_data)) return GW_VIRTIO_BLK_S_IOERR;
+        if (b->hook.before_write && out_data) b->hook.before_write(b->hook.ctx, off, out_data);
+        gw_blk_dirty_mark(&b->dirty, off, out_data);
         r = iov_file(b, true, c->iov, c->nout, sizeof *h, out_data, off);
         if (r == 0) b->write_bytes += out_data;
         return io_status(b, "write", h->sector, r);
@@ -194,7 +199,9 @@ static int handle(struct gw_virtio_blk *b, const struct gw_vq_chain *c, uint32_t
     h.type = le32toh(h.type);
     h.sector = le64toh(h.sector);
     uint32_t data_written = 0;
+    uint64_t t0 = gw_now_ns();
     uint8_t status = serve(b, c, &h, &data_written);
+    if (h.type == GW_VIRTIO_BLK_T_IN || h.type == GW_VIRTIO_BLK_T_OUT) gw_lat_hist_add(&b->lat, gw_now_ns() - t0);
     if (status != GW_VIRTIO_BLK_S_OK) b->mmio.errors++;
     b->requests++;
     last->base[last->len - 1] = status;
@@ -271,6 +278,10 @@ static int blk_save(struct gw_device *d, Godwit__V1__DeviceState *out)
     b->st.read_bytes = b->read_bytes;
     b->st.write_bytes = b->write_bytes;
     b->st.errors = b->mmio.errors;
+    b->st.dirty_bitmap.data = (uint8_t *)b->dirty.bits;
+    b->st.dirty_bitmap.len = b->dirty.words * 8;
+    b->st.dirty_block_bytes = GW_BLK_DIRTY_BLOCK;
+    b->st.dirty_base = b->dirty.base;
     out->name = (char *)d->name;
     out->kind_case = GODWIT__V1__DEVICE_STATE__KIND_VIRTIO_BLK;
     out->virtio_blk = &b->st;
@@ -315,6 +326,7 @@ static int blk_load(struct gw_device *d, const Godwit__V1__DeviceState *in)
     b->read_bytes = s->read_bytes;
     b->write_bytes = s->write_bytes;
     b->mmio.errors = s->errors;
+    gw_blk_dirty_load(&b->dirty, s->dirty_bitmap.data, s->dirty_bitmap.len, s->dirty_block_bytes, s->dirty_base);
     return 0;
 }
 
@@ -324,6 +336,7 @@ static void blk_destroy(struct gw_device *d)
     struct gw_virtio_blk *b = from_dev(d);
     if (b->fd >= 0) close(b->fd);
     free(b->image_path);
+    gw_blk_dirty_free(&b->dirty);
     /* d->lock is not destroyed here: the bus destroys it before calling us (device_bus.c),
      * and a glibc mutex holds no resources on the paths that bypass the bus. */
     free(b);
@@ -341,6 +354,33 @@ int gw_virtio_blk_set_write_sink(struct gw_device *d, struct gw_guest_write_sink
 {
     if (!d || d->ops != &blk_ops) return -EINVAL;
     gw_virtio_mmio_set_write_sink(&from_dev(d)->mmio, sink);
+    return 0;
+}
+
+int gw_virtio_blk_set_write_hook(struct gw_device *d, struct gw_blk_write_hook hook)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    from_dev(d)->hook = hook;
+    return 0;
+}
+
+int gw_virtio_blk_latency(struct gw_device *d, struct gw_lat_hist *out)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    *out = from_dev(d)->lat;
+    return 0;
+}
+
+struct gw_blk_dirty *gw_virtio_blk_dirty(struct gw_device *d)
+{
+    return d && d->ops == &blk_ops ? &from_dev(d)->dirty : NULL;
+}
+
+int gw_virtio_blk_image(struct gw_device *d, const char **path, uint64_t *bytes)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    *path = from_dev(d)->image_path;
+    *bytes = from_dev(d)->capacity * GW_VIRTIO_BLK_SECTOR;
     return 0;
 }
 
@@ -398,6 +438,8 @@ int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
     b->image_path = strdup(image_path);
     if (!b->image_path) { r = -ENOMEM; goto fail; }
     r = open_image(b, image_path);
+    if (r < 0) goto fail;
+    r = gw_blk_dirty_init(&b->dirty, b->capacity * GW_VIRTIO_BLK_SECTOR);
     if (r < 0) goto fail;
     struct gw_virtio_mmio_config cfg = {
         .name = b->dev.name, .ops = &blk_mmio_ops, .device_id = GW_VIRTIO_ID_BLOCK,
