@@ -1,14 +1,16 @@
 /* Backups of a running VM into a chunk store (storage/), and what reads them back: restore,
  * verify, list, delete. docs/backups.md describes the format and the guarantees.
  *
- * A backup is a consistent point in time of memory, vCPU/device state and the virtio disk:
+ * A backup is a consistent point in time of memory, vCPU/device state and the virtio disk (the
+ * disk by copy-before-write into a bounded local fleecing area, disk_snapshot.h, armed in the
+ * pause and read after it, so the pause does not grow with the disk). Memory:
  *   write-protect (default): inside a short pause all of guest RAM is write-protected with
- *     userfaultfd (wp_snapshot.h), the state and disk image are taken, and the guest runs on;
+ *     userfaultfd (wp_snapshot.h), the state is taken, and the guest runs on;
  *     a page it writes is copied first, so the backup reads the point in time at leisure and
  *     writes every chunk once.
  *   dirty-log (fallback where userfaultfd write-protect is missing): memory is copied while the guest runs, in rounds over KVM's dirty
  *     log; then a short pause takes the last dirty pages (copied to a side buffer, not stored),
- *     the state, the memory digest and the disk image, and the guest runs on. A chunk touched
+ *     the state and the memory digest, and the guest runs on. A chunk touched
  *     by those last pages is rebuilt afterwards from its stored previous version plus the saved
  *     pages, so the pause costs page copies, not chunk writes.
  *   pause: the VM is paused for the whole copy (the fallback; always consistent).
@@ -24,6 +26,7 @@
 
 #include "godwit/v1/backup.pb-c.h"
 #include "storage/chunk.h"
+#include "storage/throttle.h"
 
 struct gw_vm;
 struct gw_store;
@@ -32,7 +35,6 @@ struct gw_guest_mem;
 #define GW_BACKUP_ID_BUF 48u
 #define GW_BACKUP_CHUNK_SIZE (1u << 20)   /* memory and disk chunks (docs/storage.md: measured) */
 #define GW_BACKUP_MAX_ROUNDS 8u
-#define GW_BACKUP_MAX_PAUSE_DISK (1ull << 30)  /* a larger disk is not read inside a pause */
 
 /* An open store with its keys: what every backup command needs. */
 struct gw_backup_target {
@@ -69,6 +71,9 @@ struct gw_backup_params {
     enum gw_backup_method method;
     uint32_t chunk_size;      /* 0 = GW_BACKUP_CHUNK_SIZE */
     unsigned max_rounds;      /* 0 = GW_BACKUP_MAX_ROUNDS */
+    const char *fleece_dir;   /* the disk's copy-before-write area (disk_snapshot.h); NULL = /tmp */
+    uint64_t fleece_limit;    /* bytes; 0 = GW_LIMIT_FLEECE_DEFAULT */
+    struct gw_throttle_cfg throttle;  /* store writes (vm_latency NULL: this VM's disk) */
 };
 
 /* Backs up a running (or paused) VM. The VM is left running as it was found (also on failure).
@@ -77,6 +82,7 @@ struct gw_backup_params {
 struct gw_backup_result {
     char id[GW_BACKUP_ID_BUF];
     char digest_hex[33];
+    char throttle_why[96];
     Godwit__V1__RunnerBackupResult pb;
 };
 int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct gw_backup_params *p,

@@ -15,10 +15,14 @@
 #include "engine/dirty/dirty.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/mem_data.h"
+#include "engine/vm/blk_dirty.h"
 #include "engine/vm/virtio_attach.h"
+#include "storage/throttle.h"
 #include "engine/vm/vm.h"
 #include "backup/disk_rbd.h"
 #include "backup/backup_since.h"
+#include "backup/backup_disk.h"
+#include "backup/disk_snapshot.h"
 #include "backup/wp_snapshot.h"
 #include "storage/chunk_sink.h"
 #include "storage/manifest.h"
@@ -41,9 +45,10 @@ struct bk {
     uint64_t *fpfns;            /* pages taken inside the final pause */
     uint8_t *fpages;
     uint64_t nfp;
-    uint8_t *disk;              /* disk image read inside the pause */
+    struct gw_disk_snapshot *ds;/* the disk's point in time, read after the pause */
     uint64_t disk_size;
-    struct gw_disk_rbd *rbd;    /* an RBD disk's snapshot (disk_rbd.h), instead of disk[] */
+    bool rbd_disk;              /* the disk is an RBD image: its point in time is an RBD snapshot */
+    struct gw_disk_rbd *rbd;    /* that snapshot (disk_rbd.h), instead of ds */
     uint64_t pause_ns;
     unsigned rounds;
     struct gw_wp_snapshot *wp;
@@ -54,6 +59,12 @@ struct bk {
     bool inc;                   /* incremental by bitmap: unchanged chunks are not read */
     const Godwit__V1__BackupImage *parent_mem;   /* inc: the base's chunk names */
     uint64_t unread;            /* inc: chunks taken from the base unread */
+    struct gw_disk_snapshot_stats ds_stats;
+    uint64_t *dbits;            /* disk blocks written since backup dbase (taken in the pause) */
+    uint64_t dnbits;
+    char dbase[GW_BLK_DIRTY_BASE_MAX];
+    struct gw_throttle *th;
+    struct gw_throttle_stats th_stats;
     char *err;
     size_t errlen;
 };
@@ -165,24 +176,7 @@ static int dirty_rounds(struct bk *b, unsigned max_rounds)
     return 0;
 }
 
-static int read_disk(struct bk *b)
-{
-    b->disk_size = 0;
-    if (!b->vm->disk_path[0]) return 0;
-    int fd = open(b->vm->disk_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(b, -errno, "cannot read the disk image: %s", strerror(errno));
-    struct stat sb;
-    int r = fstat(fd, &sb) < 0 ? -errno : 0;
-    if (!r && (uint64_t)sb.st_size > GW_BACKUP_MAX_PAUSE_DISK) r = -EFBIG;
-    if (!r && !(b->disk = malloc(sb.st_size ? (size_t)sb.st_size : 1))) r = -ENOMEM;
-    if (!r) r = gw_pread_full(fd, b->disk, (size_t)sb.st_size, 0);
-    close(fd);
-    if (r) return fail(b, r, "reading the disk image: %s", r == -EFBIG ? "larger than the 1 GiB a pause may read" : strerror(-r));
-    b->disk_size = (uint64_t)sb.st_size;
-    return 0;
-}
-
-/* The pause: last dirty pages to a side buffer, digest, state, disk image. */
+/* The pause: last dirty pages to a side buffer, digest, state, the disk's point in time. */
 static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit__V1__VmState **st, uint8_t digest[16])
 {
     struct gw_vm *vm = b->vm;
@@ -227,12 +221,13 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
     if (!r && method != GW_BACKUP_WP) gw_chunk_digest_final(&b->cd, digest);
     if (!r && (r = gw_vm_save_state(vm, st))) fail(b, r, "cannot read the VM state: %s", strerror(-r));
     t_state = gw_now_ns();
-    if (!r && gw_disk_rbd_applies(vm)) {
+    if (!r && b->rbd_disk) {
         r = gw_disk_rbd_snap(vm, &b->rbd, b->err, b->errlen);
         b->disk_size = b->rbd ? gw_disk_rbd_size(b->rbd) : 0;
-    } else if (!r) {
-        r = read_disk(b);
     }
+    if (!r && b->ds && (r = b->ds->ops->freeze(b->ds))) fail(b, r, "disk: %s", b->ds->err);
+    /* The disk's dirty bitmap at the same point in time; without it the disk is read whole. */
+    if (!r && b->ds && gw_vm_disk_dirty_take(vm, &b->dbits, &b->dnbits, b->dbase)) b->dbits = NULL;
     uint64_t t_disk = gw_now_ns();
     if (b->since) gw_backup_since_take(b->since);   /* the point in time of the bitmap too */
     if (!was_paused) gw_vm_resume(vm);
@@ -325,6 +320,33 @@ static int rebuild_final_chunks(struct bk *b)
     return 0;
 }
 
+/* Incremental disk: chunk i is unchanged since the parent when no block in it was written. */
+static bool disk_chunk_clean(void *ctx, uint64_t i)
+{
+    const struct bk *b = ctx;
+    uint64_t off = i * b->cs, len = b->disk_size - off < b->cs ? b->disk_size - off : b->cs;
+    return !gw_blk_dirty_any(b->dbits, b->dnbits, off, len);
+}
+
+/* The parent's disk chunk names when the dirty bitmap is relative to that parent and its disk
+ * has our shape; NULL otherwise (the disk is read whole). */
+static uint8_t (*parent_disk_names(const struct bk *b, const Godwit__V1__BackupManifest *parent, const char *parent_id))[32]
+{
+    const Godwit__V1__BackupImage *d = parent ? parent->disk : NULL;
+    uint64_t n = (b->disk_size + b->cs - 1) / b->cs;
+    if (!b->dbits || !d || !b->dbase[0] || strcmp(b->dbase, parent_id) || d->size != b->disk_size ||
+        d->chunk_size != b->cs || d->n_chunks != n)
+        return NULL;
+    uint8_t (*names)[32] = calloc(n ? n : 1, 32);
+    for (uint64_t i = 0; names && i < n; i++) {
+        if (d->chunks[i].len == 32) memcpy(names[i], d->chunks[i].data, 32);
+        else if (d->chunks[i].len != 0) { free(names); return NULL; }
+    }
+    return names;
+}
+
+static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_disk_latency(ctx, out); }
+
 static void make_id(char *id)
 {
     struct timespec ts;
@@ -413,6 +435,14 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     if (b.since) b.since->cd_valid = false;
     b.cd_ready = true;
     if (parent) { seed_known(&b, parent->memory); seed_known(&b, parent->disk); }
+    struct gw_throttle_cfg tc = p->throttle;
+    if (!tc.vm_latency) { tc.vm_latency = vm_disk_latency; tc.vm_ctx = vm; }
+    if ((r = gw_throttle_open(&tc, t->store, &b.th, err, errlen))) goto out;
+    b.sink.throttle = b.th;
+    struct gw_disk_snapshot_params dp = {.fleece_dir = p->fleece_dir, .fleece_limit = p->fleece_limit, .align = b.cs};
+    b.rbd_disk = gw_disk_rbd_applies(vm);
+    if (!b.rbd_disk && (r = gw_disk_snapshot_open(vm, &dp, &b.ds, err, errlen))) goto out;
+    b.disk_size = b.ds ? b.ds->size : 0;
 
     uint8_t digest[16];
     enum gw_backup_method method = p->method;
@@ -442,30 +472,33 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     if (!r && b.nchunks) r = report(&b, b.nchunks - 1);   /* memory done: the final figures */
     if (r) goto out;
 
-    /* The disk image, read inside the pause. */
+    /* The disk's point in time, read now while the guest runs. */
     uint64_t dchunks = (b.disk_size + b.cs - 1) / b.cs;
     ProtobufCBinaryData *mem_list = calloc(b.nchunks, sizeof *mem_list);
     ProtobufCBinaryData *disk_list = calloc(dchunks ? dchunks : 1, sizeof *disk_list);
     uint8_t (*dnames)[32] = calloc(dchunks ? dchunks : 1, 32);
     if (!mem_list || !disk_list || !dnames) { r = fail(&b, -ENOMEM, "out of memory%s", ""); goto out_lists; }
     static const uint8_t zero32[32];
-    uint64_t disk_read = b.disk_size;
+    uint64_t disk_read = 0;
     bool disk_incremental = false;
     if (b.rbd) {
         r = gw_disk_rbd_store(b.rbd, &b.sink, b.cs, parent ? parent->disk : NULL, parent_id, dnames, &disk_read,
                               &disk_incremental, err, errlen);
-        for (uint64_t i = 0; i < dchunks; i++) {
-            disk_list[i].data = dnames[i];
-            disk_list[i].len = memcmp(dnames[i], zero32, 32) ? 32 : 0;
-        }
+        res->pb.disk_read_bytes = disk_read;
     }
-    for (uint64_t i = 0; !b.rbd && i < dchunks && !r; i++) {
-        bool zero;
-        uint64_t len = b.disk_size - i * b.cs < b.cs ? b.disk_size - i * b.cs : b.cs;
-        r = gw_chunk_sink_put(&b.sink, b.disk + i * b.cs, len, dnames[i], &zero);
-        if (r) fail(&b, r, "%s", gw_store_error(t->store));
+    if (b.ds) {
+        struct gw_backup_disk_stats dst;
+        uint8_t (*pnames)[32] = parent_disk_names(&b, parent, parent_id);
+        struct gw_backup_disk_reuse reuse = {.clean = disk_chunk_clean, .ctx = &b, .names = (const uint8_t (*)[32])pnames};
+        r = gw_backup_disk_copy(b.ds, &b.sink, b.cs, dnames, pnames ? &reuse : NULL, &dst, err, errlen);
+        free(pnames);
+        res->pb.disk_read_bytes = dst.read_bytes;
+        b.ds->ops->close(b.ds, &b.ds_stats);
+        b.ds = NULL;
+    }
+    for (uint64_t i = 0; i < dchunks; i++) {
         disk_list[i].data = dnames[i];
-        disk_list[i].len = zero ? 0 : 32;
+        disk_list[i].len = memcmp(dnames[i], zero32, 32) ? 32 : 0;
     }
     uint64_t zero_count = 0;
     for (uint64_t i = 0; i < b.nchunks; i++) {
@@ -531,11 +564,27 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.memory_digest = res->digest_hex;
     res->pb.rounds = b.rounds;
     res->pb.method = (char *)m.method;
-    res->pb.disk_bytes_read = disk_read;
     res->pb.disk_source = (char *)(!b.disk_size ? "" : !gw_disk_rbd_applies(vm) ? "file"
                                    : disk_incremental ? "rbd-diff" : "rbd-snapshot");
     res->pb.chunks_unread = b.unread;
     res->pb.bytes_read = b.bytes_read;
+    res->pb.fleece_bytes = b.ds_stats.fleece_bytes;
+    res->pb.fleece_blocks = b.ds_stats.blocks_copied;
+    res->pb.guest_write_wait_max_ns = b.ds_stats.guest_wait_ns_max;
+    gw_throttle_close(b.th, &b.th_stats);
+    b.th = NULL;
+    /* Listed: the disk's bitmap is relative to this backup from now on. */
+    if (b.dbits) { gw_vm_disk_dirty_set_base(vm, res->id); free(b.dbits); b.dbits = NULL; }
+    static const char *const modes[] = {"adaptive", "fixed", "off"};
+    res->pb.throttle = (char *)modes[p->throttle.mode <= GW_THROTTLE_OFF ? p->throttle.mode : 0];
+    res->pb.throttle_bytes = b.th_stats.bytes;
+    res->pb.throttle_elapsed_ns = b.th_stats.elapsed_ns;
+    res->pb.throttle_wait_ns = b.th_stats.wait_ns;
+    res->pb.throttle_backoffs = b.th_stats.backoffs;
+    res->pb.throttle_min_rate = (uint64_t)b.th_stats.min_rate;
+    res->pb.throttle_end_rate = (uint64_t)b.th_stats.end_rate;
+    snprintf(res->throttle_why, sizeof res->throttle_why, "%s", b.th_stats.why);
+    res->pb.throttle_why = res->throttle_why;
     gw_info("vm %s: %s backup %s to %s: %llu chunks (%llu unread, unchanged), %llu new (%llu KiB), %llu reused, "
             "pause %.2f ms, %.0f ms; wp faults %llu, pages copied %llu", vm->name, m.method,
             res->id, t->store->desc, (unsigned long long)res->pb.chunks, (unsigned long long)b.unread,
@@ -563,6 +612,9 @@ out:
     free(b.cbuf);
     free(b.fpfns);
     free(b.fpages);
-    free(b.disk);
+    if (b.ds) b.ds->ops->close(b.ds, NULL);   /* ends copy-before-write on every path */
+    gw_throttle_close(b.th, NULL);
+    if (b.dbits) gw_vm_disk_dirty_give_back(vm, b.dbits);   /* not listed: those blocks stay dirty */
+    free(b.dbits);
     return r;
 }

@@ -10,6 +10,7 @@
 #include "engine/common/util.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
+#include "storage/throttle.h"
 
 static const uint8_t empty_slot[32];
 
@@ -97,6 +98,7 @@ int gw_chunk_sink_put(struct gw_chunk_sink *k, const void *data, size_t len, uin
     if (r == 0) {
         long n = gw_chunk_encode(k->keys, data, len, k->compress, k->enc, k->enc_cap);
         if (n < 0) return gw_store_fail(k->store, (int)n, "cannot encode a chunk: %s", strerror((int)-n));
+        gw_throttle_take(k->throttle, (uint64_t)n);
         r = k->store->ops->put(k->store, obj, k->enc, (size_t)n);
         if (r) return r;
         k->new_chunks++;
@@ -177,6 +179,7 @@ int gw_chunk_sink_put_many(struct gw_chunk_sink *k, const uint8_t *const *data, 
         if (present[j] == 0) {
             long e = gw_chunk_encode(k->keys, data[i], len[i], k->compress, k->enc, k->enc_cap);
             if (e < 0) return gw_store_fail(k->store, (int)e, "cannot encode a chunk: %s", strerror((int)-e));
+            gw_throttle_take(k->throttle, (uint64_t)e);
             if ((r = k->store->ops->put(k->store, names[j], k->enc, (size_t)e))) return r;
             k->new_chunks++;
             k->new_bytes += (uint64_t)e;

@@ -16,6 +16,7 @@
 #include "storage/chunk.h"
 
 struct gw_store;
+struct gw_throttle;
 
 struct gw_chunk_sink {
     struct gw_store *store;          /* not owned */
@@ -26,6 +27,7 @@ struct gw_chunk_sink {
     size_t enc_cap, max_chunk;
     uint8_t *known;                  /* open-addressing set of 32-byte names, owned */
     size_t known_cap, known_n;
+    struct gw_throttle *throttle;    /* not owned; NULL = none: every store write takes from it */
     /* counters */
     uint64_t chunks, zero_chunks, new_chunks, reused_chunks, new_bytes, raw_new_bytes, lookups;
 };

@@ -80,6 +80,12 @@ struct gw_store {
     char err[512];           /* reason of the last failure */
     unsigned max_inflight;
     uint64_t bytes_written, objects_written, bytes_read, objects_read, write_retries;
+    /* Sum and count of object write latencies (queued to durable-in-the-backend), on the
+     * caller's thread: the backup throttle's store signal (storage/throttle.h). */
+    uint64_t write_lat_ns, write_lat_n;
+    /* Test builds (GODWIT_TEST_HOOKS) only, dir store only: each put sleeps this long first
+     * until test_put_delay_until_ns (CLOCK_MONOTONIC); production builds never read them. */
+    uint64_t test_put_delay_ns, test_put_delay_until_ns;
 };
 
 /* Opens the store named by p->spec. Returns 0 or -errno with a reason in err. */

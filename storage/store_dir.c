@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/common/util.h"
@@ -64,7 +65,17 @@ static int dir_put(struct gw_store *s, const char *obj, const void *buf, size_t 
     char path[256];
     int r = obj_path(obj, path, sizeof path);
     if (r) return gw_store_fail(s, r, "bad object name '%s'", obj);
+    uint64_t t0 = gw_now_ns();
+#ifdef GODWIT_TEST_HOOKS
+    if (s->test_put_delay_ns && t0 < s->test_put_delay_until_ns) {
+        struct timespec ts = {.tv_sec = (time_t)(s->test_put_delay_ns / 1000000000ull),
+                              .tv_nsec = (long)(s->test_put_delay_ns % 1000000000ull)};
+        nanosleep(&ts, NULL);
+    }
+#endif
     r = write_file(d, path, buf, len);
+    s->write_lat_ns += gw_now_ns() - t0;
+    s->write_lat_n++;
     if (r) return gw_store_fail(s, r, "%s: writing %s: %s", s->desc, path, r == -ENOSPC ? "the file system is full" : strerror(-r));
     d->pending++;
     s->bytes_written += len;

@@ -28,6 +28,7 @@ struct wslot {
     uint8_t *buf;
     size_t len, cap;
     unsigned retries_left;
+    uint64_t submit_ns, done_ns;   /* write latency for the throttle (done_ns: librados' thread) */
     rados_completion_t comp;
     rados_write_op_t op;
 };
@@ -56,12 +57,20 @@ static int describe(struct rados_store *d, int rc, const char *what, const char 
     return gw_store_fail(s, rc, "%s: %s %s: %s", s->desc, what, obj, strerror(-rc));
 }
 
+static void write_done(rados_completion_t c, void *arg)
+{
+    struct wslot *w = arg;
+    __atomic_store_n(&w->done_ns, gw_now_ns(), __ATOMIC_RELEASE);
+}
+
 static int submit(struct rados_store *d, struct wslot *w)
 {
     if (w->op) rados_release_write_op(w->op);
     if (w->comp) rados_aio_release(w->comp);
     w->op = rados_create_write_op();
-    int r = w->op ? rados_aio_create_completion2(NULL, NULL, &w->comp) : -ENOMEM;
+    __atomic_store_n(&w->done_ns, 0, __ATOMIC_RELAXED);
+    w->submit_ns = gw_now_ns();
+    int r = w->op ? rados_aio_create_completion2(w, write_done, &w->comp) : -ENOMEM;
     if (r) { w->comp = NULL; return r; }
     rados_write_op_write_full(w->op, (const char *)w->buf, w->len);
     return rados_aio_write_op_operate(w->op, d->io, w->comp, w->name, NULL, LIBRADOS_OPERATION_FULL_TRY);
@@ -80,6 +89,11 @@ static int settle(struct rados_store *d, struct wslot *w, int r)
     } else {
         d->s.bytes_written += w->len;
         d->s.objects_written++;
+        /* The callback may not have run yet when the wait returns: then it ends about now. */
+        uint64_t done = __atomic_load_n(&w->done_ns, __ATOMIC_ACQUIRE);
+        if (!done || done < w->submit_ns) done = gw_now_ns();
+        d->s.write_lat_ns += done - w->submit_ns;
+        d->s.write_lat_n++;
     }
     return r < 0 ? r : 0;
 }

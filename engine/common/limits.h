@@ -17,6 +17,14 @@
                                                 * virtio-mmio devices appended must still fit the
                                                 * kernel's 2048 (engine/vm/linux_boot.c) */
 
+/* Backups: the disk's copy-before-write (fleecing) area in the runner's state directory
+ * (backup/disk_fleece.c). When the guest overwrites more not-yet-read disk than this during
+ * one backup, that backup fails; the guest never waits. */
+#define GW_LIMIT_FLEECE_MIN (64ull << 10)
+#define GW_LIMIT_FLEECE_DEFAULT (256ull << 20)
+#define GW_LIMIT_FLEECE_MAX (1ull << 40)
+#define GW_LIMIT_FLEECE_BLOCKS_MAX (1ull << 22)  /* copy-before-write blocks per disk (state: 5 B each) */
+
 /* What a zero (unset) field of CreateVmRequest means. */
 #define GW_DEFAULT_MEMORY (256ull << 20)
 #define GW_DEFAULT_VCPUS 1u

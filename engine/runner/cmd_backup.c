@@ -2,7 +2,10 @@
  * a VM):
  *
  *   godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none]
- *                    [--method dirty-log|pause] [--json]
+ *                    [--method dirty-log|pause] [--fleece-limit SIZE] [--json]
+ *                    [--throttle adaptive|fixed|off] [--rate SIZE] [--ops N]
+ *                    [--host-throttle FILE --host-rate SIZE --host-ops N] [--watch-vm SOCK]...
+ *                    [--test-store-delay US:MS]   (GODWIT_TEST_HOOKS builds)
  *   godwit-vm verify-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]
  *   godwit-vm list-backups --store SPEC [STORE OPTIONS] --vm NAME [--json]
  *   godwit-vm delete-backup --store SPEC [STORE OPTIONS] --vm NAME --backup ID
@@ -20,6 +23,7 @@
 
 #include "backup/backup.h"
 #include "engine/common/json.h"
+#include "engine/common/limits.h"
 #include "engine/common/util.h"
 #include "engine/runner/cmd_backup.h"
 #include "engine/runner/runner_client.h"
@@ -31,6 +35,10 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_BAD = 3 };
 struct bopts {
     Godwit__V1__StoreSpec spec;
     const char *control, *vm, *backup, *parent, *method;
+    uint64_t fleece_limit, rate, ops, host_rate, host_ops, delay_us, delay_ms;
+    const char *throttle, *host_throttle;
+    char *watch[8];
+    size_t nwatch;
     bool json;
 };
 
@@ -58,7 +66,10 @@ static int parse(int argc, char **argv, struct bopts *o)
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0}, {"control", 1, 0, 'C'},
         {"vm", 1, 0, 'v'}, {"backup", 1, 0, 'b'}, {"parent", 1, 0, 'p'}, {"method", 1, 0, 'M'},
-        {"json", 0, 0, 'j'}, {0},
+        {"json", 0, 0, 'j'}, {"fleece-limit", 1, 0, 'F'},
+        {"throttle", 1, 0, 'T'}, {"rate", 1, 0, 'R'}, {"ops", 1, 0, 'O'}, {"host-throttle", 1, 0, 'H'},
+        {"host-rate", 1, 0, 'r'}, {"host-ops", 1, 0, 'o'}, {"test-store-delay", 1, 0, 'D'},
+        {"watch-vm", 1, 0, 'W'}, {0},
     };
     memset(o, 0, sizeof *o);
     godwit__v1__store_spec__init(&o->spec);
@@ -72,6 +83,38 @@ static int parse(int argc, char **argv, struct bopts *o)
         case 'p': o->parent = optarg; break;
         case 'M': o->method = optarg; break;
         case 'j': o->json = true; break;
+        case 'F':
+            if (gw_parse_size(optarg, &o->fleece_limit) || o->fleece_limit < GW_LIMIT_FLEECE_MIN ||
+                o->fleece_limit > GW_LIMIT_FLEECE_MAX) {
+                fprintf(stderr, "godwit-vm: --fleece-limit is %llu K..%llu G\n", GW_LIMIT_FLEECE_MIN >> 10,
+                        GW_LIMIT_FLEECE_MAX >> 30);
+                return -1;
+            }
+            break;
+        case 'T': o->throttle = optarg; break;
+        case 'H': o->host_throttle = optarg; break;
+        case 'W':
+            if (o->nwatch == 8) { fprintf(stderr, "godwit-vm: at most 8 --watch-vm\n"); return -1; }
+            o->watch[o->nwatch++] = optarg;
+            break;
+        case 'R': case 'r':
+            if (gw_parse_size(optarg, c == 'R' ? &o->rate : &o->host_rate)) {
+                fprintf(stderr, "godwit-vm: --%s is a size per second (e.g. 100M)\n", c == 'R' ? "rate" : "host-rate");
+                return -1;
+            }
+            break;
+        case 'O': case 'o':
+            if (gw_parse_u64(optarg, 1, 1000000, c == 'O' ? &o->ops : &o->host_ops)) {
+                fprintf(stderr, "godwit-vm: --%s is 1..1000000 writes per second\n", c == 'O' ? "ops" : "host-ops");
+                return -1;
+            }
+            break;
+        case 'D':
+            if (sscanf(optarg, "%llu:%llu", (unsigned long long *)&o->delay_us, (unsigned long long *)&o->delay_ms) != 2) {
+                fprintf(stderr, "godwit-vm: --test-store-delay is US:MS\n");
+                return -1;
+            }
+            break;
         default: return -1;
         }
     }
@@ -92,7 +135,7 @@ static char *absolute(const char *p, char *buf, size_t cap)
 static int cmd_backup(struct bopts *o)
 {
     if (!o->control) { fprintf(stderr, "godwit-vm: backup needs --control SOCK\n"); return EXIT_USAGE; }
-    char a1[4096], a2[4096], a3[4096], a4[4096], a5[4096];
+    char a1[4096], a2[4096], a3[4096], a4[4096], a5[4096], a6[4096];
     if (!strncmp(o->spec.target, "dir:", 4) && o->spec.target[4] != '/') {
         snprintf(a5, sizeof a5, "dir:%s", absolute(o->spec.target + 4, a1, sizeof a1));
         o->spec.target = a5;
@@ -104,6 +147,20 @@ static int cmd_backup(struct bopts *o)
     br.store = &o->spec;
     br.parent = (char *)(o->parent ? o->parent : "");
     br.method = (char *)(o->method ? o->method : "");
+    br.fleece_limit = o->fleece_limit;
+    br.throttle = (char *)(o->throttle ? o->throttle : "");
+    br.rate = o->rate;
+    br.ops = o->ops;
+    br.host_throttle_path = absolute(o->host_throttle, a6, sizeof a6);
+    if (!br.host_throttle_path) br.host_throttle_path = "";
+    br.host_rate = o->host_rate;
+    br.host_ops = o->host_ops;
+    br.test_store_delay_us = o->delay_us;
+    br.test_store_delay_ms = o->delay_ms;
+    char wabs[8][4096];
+    for (size_t k = 0; k < o->nwatch; k++) o->watch[k] = absolute(o->watch[k], wabs[k], sizeof wabs[k]);
+    br.watch_controls = o->watch;
+    br.n_watch_controls = o->nwatch;
     Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;
     req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_BACKUP;
     req.backup = &br;
@@ -117,14 +174,20 @@ static int cmd_backup(struct bopts *o)
         if (b)
             printf(",\"id\":\"%s\",\"memory_bytes\":%llu,\"disk_bytes\":%llu,\"chunks\":%llu,\"new_chunks\":%llu,"
                    "\"new_bytes\":%llu,\"reused_chunks\":%llu,\"zero_chunks\":%llu,\"pause_ms\":%.3f,\"elapsed_ms\":%.1f,"
-                   "\"rounds\":%u,\"memory_digest\":\"%s\",\"method\":\"%s\",\"disk_bytes_read\":%llu,\"disk_source\":\"%s\","
-                   "\"chunks_unread\":%llu,\"bytes_read\":%llu",
+                   "\"rounds\":%u,\"memory_digest\":\"%s\",\"method\":\"%s\",\"fleece_bytes\":%llu,\"fleece_blocks\":%llu,"
+                   "\"disk_read_bytes\":%llu,\"guest_write_wait_max_us\":%.1f,\"throttle\":\"%s\",\"throttle_bytes\":%llu,"
+                   "\"throttle_elapsed_ms\":%.1f,\"throttle_wait_ms\":%.1f,\"throttle_backoffs\":%llu,\"throttle_min_mib_s\":%.2f,"
+                   "\"throttle_end_mib_s\":%.2f,\"disk_source\":\"%s\",\"chunks_unread\":%llu,\"bytes_read\":%llu,\"throttle_why\":",
                    b->id, (unsigned long long)b->memory_bytes, (unsigned long long)b->disk_bytes,
                    (unsigned long long)b->chunks, (unsigned long long)b->new_chunks, (unsigned long long)b->new_bytes,
                    (unsigned long long)b->reused_chunks, (unsigned long long)b->zero_chunks, b->pause_ns / 1e6,
-                   b->elapsed_ns / 1e6, b->rounds, b->memory_digest, b->method,
-                   (unsigned long long)b->disk_bytes_read, b->disk_source, (unsigned long long)b->chunks_unread,
-                   (unsigned long long)b->bytes_read);
+                   b->elapsed_ns / 1e6, b->rounds, b->memory_digest, b->method, (unsigned long long)b->fleece_bytes,
+                   (unsigned long long)b->fleece_blocks, (unsigned long long)b->disk_read_bytes,
+                   b->guest_write_wait_max_ns / 1e3, b->throttle, (unsigned long long)b->throttle_bytes,
+                   b->throttle_elapsed_ns / 1e6, b->throttle_wait_ns / 1e6, (unsigned long long)b->throttle_backoffs,
+                   b->throttle_min_rate / 1048576.0, b->throttle_end_rate / 1048576.0, b->disk_source,
+                   (unsigned long long)b->chunks_unread, (unsigned long long)b->bytes_read);
+        if (b) gw_json_str(stdout, b->throttle_why);
         printf("}\n");
     } else if (!rep->ok) {
         fprintf(stderr, "godwit-vm: backup failed: %s\n", rep->error);

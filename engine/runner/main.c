@@ -700,6 +700,15 @@ static int cmd_client(const char *verb, const struct opts *o)
                       (unsigned long long)c->pages_written, (unsigned long long)c->verify_errors,
                       (unsigned long long)c->pages_verified);
         if (c) printf(",\"guest_ticks\":%llu", (unsigned long long)c->ticks);
+        if (st && st->n_disk_latency_buckets) {
+            /* The histogram as "bucket:count" pairs of the non-empty buckets. */
+            printf(",\"disk_requests\":%llu,\"disk_p50_us\":%llu,\"disk_p99_us\":%llu,\"disk_latency_buckets\":\"",
+                   (unsigned long long)st->disk_requests, (unsigned long long)st->disk_p50_us,
+                   (unsigned long long)st->disk_p99_us);
+            for (size_t i = 0, n = 0; i < st->n_disk_latency_buckets; i++)
+                if (st->disk_latency_buckets[i]) printf("%s%zu:%llu", n++ ? "," : "", i, (unsigned long long)st->disk_latency_buckets[i]);
+            printf("\"");
+        }
         const Godwit__V1__JobProgress *m = st ? st->migration : NULL;
         if (m) {
             printf(",\"phase\":\"%s\",\"migration_error\":", m->phase ? m->phase : "");

@@ -1,5 +1,6 @@
 /* The runner's main loop, status and exit summary (see runner.h). */
 #include "engine/runner/runner.h"
+#include "engine/vm/virtio_attach.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -43,6 +44,13 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
     int fatal = gw_vm_fatal(r->vm, r->status_err, sizeof r->status_err);
     st->state = (char *)gw_run_state_name(fatal ? GW_RUN_FAILED : r->state);
     st->paused_by = (char *)gw_pause_owners_name(r->pause_owners);
+    if (gw_vm_disk_latency(r->vm, &r->status_disk_lat) == 0) {
+        st->disk_requests = r->status_disk_lat.count;
+        st->disk_p50_us = gw_lat_hist_quantile(&r->status_disk_lat, 0.5) / 1000;
+        st->disk_p99_us = gw_lat_hist_quantile(&r->status_disk_lat, 0.99) / 1000;
+        st->n_disk_latency_buckets = GW_LAT_HIST_BUCKETS;
+        st->disk_latency_buckets = r->status_disk_lat.b;
+    }
     /* Migration progress, in the API's JobProgress shape. */
     const struct gw_mig_progress *m = &r->last_mig;
     if (m->phase != GW_MIG_NONE) {

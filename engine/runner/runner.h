@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/common/lat_hist.h"
 #include "engine/runner/run_state.h"
 #include "engine/vm/vm.h"
 #include "precopy/migration_progress.h"
@@ -40,6 +41,7 @@ struct gw_runner {
     Godwit__V1__PagesByEncoding status_pages;
     Godwit__V1__InstantRestoreProgress status_instant;   /* backing store for RunnerStatus.instant_restore */
     char status_instant_phase[16], status_instant_error[600], status_instant_digest[33];
+    struct gw_lat_hist status_disk_lat;        /* backing store for RunnerStatus.disk_* */
 };
 
 /* Reads a cluster secret file (trailing whitespace dropped) into buf; returns its length or

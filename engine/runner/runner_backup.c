@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backup/backup.h"
@@ -20,6 +21,43 @@
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
+#include "engine/runner/runner_client.h"
+#include "engine/vm/virtio_attach.h"
+#include "storage/store.h"
+
+/* The adaptive throttle's VM signal: this VM's disk plus the VMs it was told to watch (other
+ * runners on this host, through their status). A watched VM that does not answer keeps its
+ * last histogram, so the sum stays cumulative and the controller's differences stay sound. */
+#define WATCH_MAX 8
+struct lat_feed {
+    struct gw_vm *vm;
+    const char *socks[WATCH_MAX];
+    struct gw_lat_hist last[WATCH_MAX];
+    size_t n;
+};
+
+static int feed_latency(void *ctx, struct gw_lat_hist *out)
+{
+    struct lat_feed *f = ctx;
+    if (gw_vm_disk_latency(f->vm, out)) memset(out, 0, sizeof *out);
+    for (size_t k = 0; k < f->n; k++) {
+        Godwit__V1__RunnerReply *rep = NULL;
+        if (gw_runner_op(f->socks[k], GODWIT__V1__RUNNER_REQUEST__OP_STATUS, &rep, 200) == 0 && rep->status &&
+            rep->status->n_disk_latency_buckets == GW_LAT_HIST_BUCKETS) {
+            struct gw_lat_hist *h = &f->last[k];
+            uint64_t count = 0;
+            for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) count += rep->status->disk_latency_buckets[i];
+            if (count >= h->count) {   /* a restarted VM would go backwards: keep the last */
+                memcpy(h->b, rep->status->disk_latency_buckets, sizeof h->b);
+                h->count = count;
+            }
+        }
+        if (rep) godwit__v1__runner_reply__free_unpacked(rep, NULL);
+        out->count += f->last[k].count;
+        for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) out->b[i] += f->last[k].b[i];
+    }
+    return 0;
+}
 
 struct progress_ctx {
     int fd;
@@ -86,16 +124,46 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
         else if (!strcmp(req->method, "dirty-log")) method = GW_BACKUP_DIRTY_LOG;
         else if (strcmp(req->method, "wp")) { snprintf(err, errlen, "backup method is wp, dirty-log or pause"); return -EINVAL; }
     }
+    struct gw_throttle_cfg tc = {.rate = (double)req->rate, .ops = (double)req->ops,
+                                 .host_path = req->host_throttle_path, .host_rate = (double)req->host_rate,
+                                 .host_ops = (double)req->host_ops};
+    if (gw_throttle_mode_parse(req->throttle, &tc.mode)) { snprintf(err, errlen, "throttle is adaptive, fixed or off"); return -EINVAL; }
+    if (tc.mode == GW_THROTTLE_FIXED && !req->rate && !req->ops) { snprintf(err, errlen, "a fixed throttle needs a rate or ops limit"); return -EINVAL; }
+#ifndef GODWIT_TEST_HOOKS
+    if (req->test_store_delay_us) { snprintf(err, errlen, "store latency injection exists in test builds only"); return -EINVAL; }
+#endif
+    if (req->n_watch_controls > WATCH_MAX) { snprintf(err, errlen, "at most %u VMs to watch", WATCH_MAX); return -EINVAL; }
+    struct lat_feed *feed = calloc(1, sizeof *feed);
+    if (!feed) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    feed->vm = r->vm;
+    for (size_t k = 0; k < req->n_watch_controls; k++) feed->socks[feed->n++] = req->watch_controls[k];
+    feed_latency(feed, &(struct gw_lat_hist){0});   /* the watched VMs' starting points */
+    tc.vm_latency = feed_latency;
+    tc.vm_ctx = feed;
     struct gw_backup_target t;
     int rc = gw_backup_target_open(req->store, &t, err, errlen);
-    if (rc) return rc;
+    if (rc) { free(feed); return rc; }
+#ifdef GODWIT_TEST_HOOKS
+    t.store->test_put_delay_ns = req->test_store_delay_us * 1000ull;
+    t.store->test_put_delay_until_ns = gw_now_ns() + req->test_store_delay_ms * 1000000ull;
+#endif
     struct progress_ctx pc = {.fd = fd, .every_ns = (uint64_t)req->progress_ms * 1000000, .t0 = gw_now_ns()};
     pc.last_ns = pc.t0;
     /* Kept between backups so that the next one reads only what changed (backup_since.h). */
     if (!r->backup_since) r->backup_since = gw_backup_since_new(r->vm);
-    struct gw_backup_params p = {.parent = req->parent, .method = method, .since = r->backup_since};
+    /* The fleecing file lives beside the control socket: the runner's state directory when
+     * the daemon started it (its VM directory), the test's own directory otherwise. */
+    char dir[sizeof r->control_path];
+    snprintf(dir, sizeof dir, "%s", r->control_path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) *slash = 0;
+    else snprintf(dir, sizeof dir, "%s", slash ? "/" : ".");
+    struct gw_backup_params p = {.parent = req->parent, .method = method, .since = r->backup_since,
+                                 .fleece_limit = req->fleece_limit, .fleece_dir = r->control_path[0] ? dir : NULL,
+                                 .throttle = tc};
     if (req->progress_ms && fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);
     gw_backup_target_close(&t);
+    free(feed);
     return rc;
 }

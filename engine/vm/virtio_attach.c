@@ -86,3 +86,63 @@ void gw_vm_track_device_writes(struct gw_vm *vm, void (*mark)(void *ctx, uint64_
         pthread_mutex_unlock(&d->lock);
     }
 }
+
+int gw_vm_disk_set_write_hook(struct gw_vm *vm, const struct gw_blk_write_hook *hook)
+{
+    struct gw_device *d = gw_bus_find(&vm->bus, "vda");
+    if (!d) return -ENODEV;
+    pthread_mutex_lock(&d->lock);
+    int r = gw_virtio_blk_set_write_hook(d, *hook);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+int gw_vm_disk_latency(struct gw_vm *vm, struct gw_lat_hist *out)
+{
+    struct gw_device *d = gw_bus_find(&vm->bus, "vda");
+    if (!d) return -ENODEV;
+    pthread_mutex_lock(&d->lock);
+    int r = gw_virtio_blk_latency(d, out);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+/* Runs fn on the disk's dirty bitmap under the device lock. */
+static int with_dirty(struct gw_vm *vm, int (*fn)(struct gw_blk_dirty *d, void *arg), void *arg)
+{
+    struct gw_device *d = gw_bus_find(&vm->bus, "vda");
+    if (!d) return -ENODEV;
+    pthread_mutex_lock(&d->lock);
+    struct gw_blk_dirty *bd = gw_virtio_blk_dirty(d);
+    int r = bd ? fn(bd, arg) : -ENODEV;
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+struct take_arg { uint64_t **bits; uint64_t *nbits; char *base; };
+
+static int do_take(struct gw_blk_dirty *d, void *arg)
+{
+    struct take_arg *a = arg;
+    *a->nbits = d->nbits;
+    return gw_blk_dirty_take(d, a->bits, a->base);
+}
+
+static int do_give_back(struct gw_blk_dirty *d, void *arg) { gw_blk_dirty_give_back(d, arg); return 0; }
+static int do_set_base(struct gw_blk_dirty *d, void *arg) { gw_blk_dirty_set_base(d, arg); return 0; }
+
+int gw_vm_disk_dirty_take(struct gw_vm *vm, uint64_t **bits, uint64_t *nbits, char *base)
+{
+    struct take_arg a = {bits, nbits, base};
+    return with_dirty(vm, do_take, &a);
+}
+
+int gw_vm_disk_dirty_give_back(struct gw_vm *vm, const uint64_t *bits)
+{
+    return with_dirty(vm, do_give_back, (void *)bits);
+}
+
+int gw_vm_disk_dirty_set_base(struct gw_vm *vm, const char *id)
+{
+    return with_dirty(vm, do_set_base, (void *)id);
+}

@@ -6,7 +6,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/common/lat_hist.h"
+
 struct gw_vm;
+struct gw_blk_write_hook;
 
 /* Adds "vda" backed by the raw image at path. -errno with a reason in err on failure. */
 int gw_vm_attach_disk(struct gw_vm *vm, const char *path, bool lock, char *err, unsigned errlen);
@@ -14,6 +17,20 @@ int gw_vm_attach_disk(struct gw_vm *vm, const char *path, bool lock, char *err, 
  * holder (the source of a migration, which drops it once it sent GO) to let go. 0 when the
  * VM has no disk; -EAGAIN when it is still held; -errno. */
 int gw_vm_disk_lock(struct gw_vm *vm, bool on, int wait_ms);
+
+/* Sets (or, with before_write NULL, removes) the disk's copy-before-write hook under the
+ * device lock (virtio_blk.h). -ENODEV when the VM has no disk. */
+int gw_vm_disk_set_write_hook(struct gw_vm *vm, const struct gw_blk_write_hook *hook);
+/* A copy of the disk's request-latency histogram. -ENODEV when the VM has no disk. */
+int gw_vm_disk_latency(struct gw_vm *vm, struct gw_lat_hist *out);
+
+/* The disk's dirty bitmap since the last backup (engine/vm/blk_dirty.h), under the device
+ * lock: take (in the pause: *bits malloc'd, *nbits blocks, base what it is relative to),
+ * give back (a backup that failed), set its base (a backup that succeeded). -ENODEV when the VM
+ * has no disk. */
+int gw_vm_disk_dirty_take(struct gw_vm *vm, uint64_t **bits, uint64_t *nbits, char *base);
+int gw_vm_disk_dirty_give_back(struct gw_vm *vm, const uint64_t *bits);
+int gw_vm_disk_dirty_set_base(struct gw_vm *vm, const char *id);
 
 /* Adds "net0" (virtio-net) at GW_VIRTIO_NET_MMIO_BASE for spec "tap:NAME[,mac=...]"
  * (net_spec.h): the MAC given, else one derived from the VM's name (52:54:00 and three bytes

@@ -30,6 +30,7 @@
 struct blk_req {
     bool write;
     uint64_t sector, len;
+    uint64_t t0;               /* taken off the ring (latency histogram) */
     unsigned niov;
     struct iovec iov[GW_BLK_IOV_MAX];
 };
@@ -47,6 +48,9 @@ struct gw_virtio_blk {
     struct blk_req reqs[GW_BLK_BATCH_MAX];
     unsigned nreq;
     struct gw_blk_fill fill;  /* blocks still to come into the image (instant restore) */
+    struct gw_blk_write_hook hook;  /* copy-before-write while a backup runs */
+    struct gw_lat_hist lat;   /* IN/OUT request latency */
+    struct gw_blk_dirty dirty;/* written since the last backup */
     /* Storage that save() hangs off the caller's message. */
     Godwit__V1__VirtioBlkState st;
     Godwit__V1__VirtioMmioState mmio_st;
@@ -164,6 +168,12 @@ static unsigned run_batch(struct gw_virtio_blk *b)
         /* An instant restore brings the blocks a request touches into the image first. */
         pre[k] = b->fill.ensure ? b->fill.ensure(b->fill.ctx, off, q->len, q->write) : 0;
         if (pre[k]) continue;
+        if (q->write) {
+            /* A running backup first copies what this write would overwrite (never waiting
+             * on its target), and the write counts for the next incremental backup. */
+            if (b->hook.before_write) b->hook.before_write(b->hook.ctx, off, q->len);
+            gw_blk_dirty_mark(&b->dirty, off, q->len);
+        }
         pos[k] = m;
         ios[m++] = (struct gw_blk_io){.write = q->write, .off = off, .len = q->len, .iov = q->iov, .niov = q->niov};
     }
@@ -186,6 +196,7 @@ static unsigned run_batch(struct gw_virtio_blk *b)
             }
         }
         complete(b, k, io_status(b, q->write ? "write" : "read", q->sector, rc), written);
+        gw_lat_hist_add(&b->lat, gw_now_ns() - q->t0);
     }
     b->nreq = 0;
     return n;
@@ -266,6 +277,7 @@ static int take(struct gw_virtio_blk *b, char *why, size_t why_len)
         }
         struct blk_req *q = &b->reqs[b->nreq];
         q->write = is_out;
+        q->t0 = gw_now_ns();
         q->sector = h.sector;
         q->len = len;
         if (is_out) build_iov(q, c->iov, c->nout, sizeof h, len);
@@ -350,6 +362,10 @@ static int blk_save(struct gw_device *d, Godwit__V1__DeviceState *out)
     b->st.read_bytes = b->read_bytes;
     b->st.write_bytes = b->write_bytes;
     b->st.errors = b->mmio.errors;
+    b->st.dirty_bitmap.data = (uint8_t *)b->dirty.bits;
+    b->st.dirty_bitmap.len = b->dirty.words * 8;
+    b->st.dirty_block_bytes = GW_BLK_DIRTY_BLOCK;
+    b->st.dirty_base = b->dirty.base;
     out->name = (char *)d->name;
     out->kind_case = GODWIT__V1__DEVICE_STATE__KIND_VIRTIO_BLK;
     out->virtio_blk = &b->st;
@@ -394,6 +410,7 @@ static int blk_load(struct gw_device *d, const Godwit__V1__DeviceState *in)
     b->read_bytes = s->read_bytes;
     b->write_bytes = s->write_bytes;
     b->mmio.errors = s->errors;
+    gw_blk_dirty_load(&b->dirty, s->dirty_bitmap.data, s->dirty_bitmap.len, s->dirty_block_bytes, s->dirty_base);
     return 0;
 }
 
@@ -403,6 +420,7 @@ static void blk_destroy(struct gw_device *d)
     struct gw_virtio_blk *b = from_dev(d);
     gw_blk_close(b->disk);
     free(b->image_path);
+    gw_blk_dirty_free(&b->dirty);
     /* d->lock is not destroyed here: the bus destroys it before calling us (device_bus.c),
      * and a glibc mutex holds no resources on the paths that bypass the bus. */
     free(b);
@@ -427,6 +445,33 @@ int gw_virtio_blk_set_fill(struct gw_device *d, struct gw_blk_fill fill)
 {
     if (!d || d->ops != &blk_ops) return -EINVAL;
     from_dev(d)->fill = fill;
+    return 0;
+}
+
+int gw_virtio_blk_set_write_hook(struct gw_device *d, struct gw_blk_write_hook hook)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    from_dev(d)->hook = hook;
+    return 0;
+}
+
+int gw_virtio_blk_latency(struct gw_device *d, struct gw_lat_hist *out)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    *out = from_dev(d)->lat;
+    return 0;
+}
+
+struct gw_blk_dirty *gw_virtio_blk_dirty(struct gw_device *d)
+{
+    return d && d->ops == &blk_ops ? &from_dev(d)->dirty : NULL;
+}
+
+int gw_virtio_blk_image(struct gw_device *d, const char **path, uint64_t *bytes)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    *path = from_dev(d)->image_path;
+    *bytes = from_dev(d)->capacity * GW_VIRTIO_BLK_SECTOR;
     return 0;
 }
 
@@ -464,6 +509,8 @@ int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
         goto fail;
     }
     b->capacity = b->disk->size / GW_VIRTIO_BLK_SECTOR;
+    r = gw_blk_dirty_init(&b->dirty, b->capacity * GW_VIRTIO_BLK_SECTOR);
+    if (r < 0) goto fail;
     struct gw_virtio_mmio_config cfg = {
         .name = b->dev.name, .ops = &blk_mmio_ops, .device_id = GW_VIRTIO_ID_BLOCK,
         .device_features = GW_VIRTIO_F_VERSION_1 | GW_VIRTIO_F_INDIRECT_DESC |

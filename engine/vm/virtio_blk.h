@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/common/lat_hist.h"
+#include "engine/vm/blk_dirty.h"
 #include "engine/vm/device.h"
 #include "engine/vm/virtqueue.h"
 
@@ -81,5 +83,29 @@ struct gw_blk_fill {
     void *ctx;
 };
 int gw_virtio_blk_set_fill(struct gw_device *d, struct gw_blk_fill fill);
+
+/* Copy-before-write seam (backup/disk_fleece.c): before_write(ctx, off, len) is called under
+ * d->lock before a guest write of image bytes [off, off+len) reaches the image, so whoever
+ * set it can first copy the old contents. It must not wait on anything slower than the local
+ * image (never on a backup target); the write proceeds whatever it does. A hook with
+ * before_write NULL removes it. Call with d->lock held (or while no vCPU runs). Returns 0 or
+ * -EINVAL when d is not a virtio-blk device. */
+struct gw_blk_write_hook {
+    void (*before_write)(void *ctx, uint64_t off, uint64_t len);
+    void *ctx;
+};
+int gw_virtio_blk_set_write_hook(struct gw_device *d, struct gw_blk_write_hook hook);
+
+/* Copies the histogram of request latencies (from the request taken off the ring to its
+ * status written; IN and OUT only) since the device was created. Call with d->lock held.
+ * Returns 0 or -EINVAL when d is not a virtio-blk device. */
+int gw_virtio_blk_latency(struct gw_device *d, struct gw_lat_hist *out);
+
+/* The disk's dirty bitmap since the last backup (blk_dirty.h), NULL when d is not a disk. Use
+ * it under d->lock. */
+struct gw_blk_dirty *gw_virtio_blk_dirty(struct gw_device *d);
+
+/* The image path and capacity in bytes of disk d (-EINVAL when d is not a disk). */
+int gw_virtio_blk_image(struct gw_device *d, const char **path, uint64_t *bytes);
 
 #endif

@@ -41,6 +41,11 @@ def cluster(verb, conf, *extra):
         raise AssertionError("ceph-cluster %s failed:\n%s%s" % (verb, r.stdout, r.stderr))
 
 
+def test_hooks():
+    """True when godwit-vm was built with GODWIT_TEST_HOOKS (it then takes --test-fault)."""
+    return "'--test-fault' requires an argument" in gwtest.run([VM, "run", "--test-fault"], timeout=10).stderr
+
+
 def status(sock):
     return gwtest.last_json(gwtest.run([VM, "status", "--control", sock, "--json"]).stdout)
 
@@ -100,6 +105,26 @@ class BackupBase(unittest.TestCase):
         r = gwtest.run([VM, "restore-backup", "--vm", vm, "--seconds", str(seconds), "--json"] + store + list(extra),
                        timeout=300)
         return r
+
+    def image(self, name, size):
+        """A sparse raw disk image in the test's directory."""
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.truncate(size)
+        return path
+
+    def assert_disk_restores(self, store, vm, name, backup, *extra):
+        """Restores backup (a backup's JSON) as clone `name` into a new image; its disk guest
+        must read back every block it knows with 0 verify errors."""
+        r = self.restore(store, vm, "--name", name, "--disk", os.path.join(self.dir, name + ".img"),
+                         "--backup", backup["id"], *extra)
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+        j = gwtest.last_json(r.stdout)
+        self.assertEqual(j["disk_verify_errors"], 0, r.stderr)
+        self.assertEqual(j["disk_io_errors"], 0)
+        self.assertGreater(j["disk_blocks_read"], 100)
+        self.assertEqual(j["memory_digest"], backup["memory_digest"])
+        return j
 
     def assert_clone_runs(self, r, digest):
         self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
@@ -226,9 +251,7 @@ class Backups(BackupBase):
         self.assertEqual((code, j["guest_verify_errors"]), (0, 0), err)
 
     def test_disk_guest_restored_to_its_point_in_time(self):
-        img = os.path.join(self.dir, "disk.img")
-        with open(img, "wb") as f:
-            f.truncate(16 << 20)
+        img = self.image("disk.img", 16 << 20)
         store = self.store_args("dir")
         src = self.start("disk1", ["--memory", "64M", "--guest", "disk", "--disk", img])
         time.sleep(1)
@@ -236,20 +259,132 @@ class Backups(BackupBase):
         self.assertEqual(b["disk_bytes"], 16 << 20)
         # The source keeps writing its disk; the clone gets the image as it was at the backup.
         time.sleep(0.5)
-        clone_img = os.path.join(self.dir, "clone.img")
-        r = self.restore(store, "disk1", "--name", "disk1b", "--disk", clone_img)
-        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
-        j = gwtest.last_json(r.stdout)
-        self.assertEqual(j["disk_verify_errors"], 0, r.stderr)
-        self.assertEqual(j["disk_io_errors"], 0)
-        self.assertGreater(j["disk_blocks_read"], 100)
-        self.assertEqual(j["memory_digest"], b["memory_digest"])
+        self.assert_disk_restores(store, "disk1", "disk1b", b)
         # A backup with a disk needs a new image to restore into.
         r = self.restore(store, "disk1", "--name", "disk1c")
         self.assertEqual(r.returncode, 2)
         self.assertIn("--disk", r.stderr)
         code, j, err = self.stop(src)
         self.assertEqual(j["disk_verify_errors"], 0)
+
+    def test_large_disk_small_pause_guest_writes_fleeced(self):
+        # 4 GiB of disk (sparse: the guest's region is its first 64 MiB): the pause arms
+        # copy-before-write and reads nothing; the guest writes on while the backup reads.
+        img = self.image("big.img", 4 << 30)
+        store = self.store_args("dir")
+        src = self.start("disk2", ["--memory", "256M", "--guest", "disk", "--disk", img])
+        time.sleep(0.5)
+        b = self.backup(src, store)
+        self.assertEqual(b["disk_bytes"], 4 << 30)
+        self.assertLess(b["pause_ms"], 50, b)
+        self.assert_disk_restores(store, "disk2", "disk2b", b)
+        # Blocks the guest overwrote before the backup read them came from the fleece.
+        self.assertGreater(b["fleece_blocks"], 0, b)
+        self.assertEqual(b["fleece_bytes"], b["fleece_blocks"] * (64 << 10))
+        self.assertLess(b["guest_write_wait_max_us"], 100000, b)
+        code, j, err = self.stop(src)
+        self.assertEqual(j["disk_verify_errors"], 0)
+
+    def test_incremental_disk_reads_only_written_blocks_and_keeps_its_bitmap(self):
+        img = self.image("inc.img", 1 << 30)
+        store = self.store_args("dir")
+        # 20 batches a second: few blocks change between two backups (each batch writes two
+        # random 4 KiB blocks of the 64 MiB region).
+        src = self.start("disk4", ["--memory", "128M", "--guest", "disk:hz=20", "--disk", img])
+        time.sleep(0.3)
+        gwtest.run([VM, "pause", "--control", src.sock])
+        a = self.backup(src, store)
+        self.assertGreaterEqual(a["disk_read_bytes"], 16 << 20, a)   # the guest's region, not the holes
+        self.assertLess(a["disk_read_bytes"], 128 << 20, a)
+        # Nothing written since: the disk is not read at all, every disk chunk is the parent's.
+        b = self.backup(src, store)
+        self.assertEqual(b["disk_read_bytes"], 0, b)
+        gwtest.run([VM, "resume", "--control", src.sock])
+        time.sleep(0.3)
+        # Written since: those blocks are read again, and the result is the point in time.
+        c = self.backup(src, store)
+        self.assertGreater(c["disk_read_bytes"], 0, c)
+        self.assertLessEqual(c["disk_read_bytes"], 32 << 20, c)
+        # The bitmap travels in the saved state: suspended and restored, the disk is read only
+        # where the guest wrote in the moment it ran before the pause (a lost bitmap: 64 MiB).
+        gwtest.run([VM, "pause", "--control", src.sock])
+        snap = os.path.join(self.dir, "disk4.snap")
+        s = gwtest.run([VM, "save", "--control", src.sock, "--file", snap, "--stop"], timeout=120)
+        self.assertEqual(s.returncode, 0, s.stderr)
+        src.finish()
+        self.runners.remove(src)
+        again = gwtest.Runner(VM, ["restore", "--file", snap, "--disk", img, "--seconds", "60"], self.dir)
+        self.runners.append(again)
+        gwtest.run([VM, "pause", "--control", again.sock])
+        d = self.backup(again, store)
+        self.assertLessEqual(d["disk_read_bytes"], 32 << 20, d)
+        gwtest.run([VM, "resume", "--control", again.sock])
+        self.assert_disk_restores(store, "disk4", "disk4b", c)
+        self.assert_disk_restores(store, "disk4", "disk4c", d)
+
+    def test_fleece_full_fails_the_backup_not_the_guest(self):
+        img = self.image("disk.img", 64 << 20)
+        store = self.store_args("dir")
+        src = self.start("disk3", ["--memory", "256M", "--guest", "disk", "--disk", img])
+        time.sleep(0.3)
+        # Room for one 64 KiB block: the guest's second overwrite of an unread block fills it.
+        j = self.backup(src, store, "--fleece-limit", "64K", ok=False)
+        self.assertFalse(j["ok"], j)
+        self.assertIn("fleecing area full", j["error"])
+        listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "disk3", "--json"] + store).stdout)
+        self.assertEqual(listed["backups"], [])
+        time.sleep(0.3)
+        st = status(src.sock)
+        self.assertEqual(st["state"], "running")
+        self.assertEqual(st["guest_verify_errors"], 0)
+        # The same guest with the default fleecing area backs up fine.
+        b = self.backup(src, store)
+        self.assertTrue(b["ok"])
+        code, j, err = self.stop(src)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(j["disk_verify_errors"], 0)
+        self.assertGreater(j["disk_blocks_written"], 0)
+
+    def test_fixed_throttle_holds_its_rate(self):
+        store = self.store_args("dir")
+        # Random pages do not compress: the store gets about 96 MiB.
+        src = self.start("thr1", ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=8M,pattern=random"])
+        b = self.backup(src, store, "--throttle", "fixed", "--rate", "40M")
+        self.assertEqual(b["throttle"], "fixed")
+        self.assertGreater(b["throttle_bytes"], 80 << 20, b)
+        # The first 4 MiB are the bucket's burst; the rest goes at the rate.
+        mib_s = (b["throttle_bytes"] - (4 << 20)) / (1 << 20) / (b["throttle_elapsed_ms"] / 1000.0)
+        sys.stderr.write("  fixed 40 MiB/s: %.1f MiB/s over %.0f ms\n" % (mib_s, b["throttle_elapsed_ms"]))
+        self.assertGreater(mib_s, 40 * 0.85, b)
+        self.assertLess(mib_s, 40 * 1.1, b)
+        self.assertEqual(b["throttle_backoffs"], 0)
+        r = self.restore(store, "thr1", "--name", "thr1b")
+        self.assert_clone_runs(r, b["memory_digest"])
+        # A fixed throttle without a limit is refused with its reason.
+        j = self.backup(src, store, "--throttle", "fixed", ok=False)
+        self.assertFalse(j["ok"])
+        self.assertIn("needs a rate", j["error"])
+
+    def test_adaptive_throttle_backs_off_under_store_latency(self):
+        if not test_hooks():
+            self.skipTest("godwit-vm built without GODWIT_TEST_HOOKS: no store latency injection")
+        store = self.store_args("dir")
+        src = self.start("thr2", ["--memory", "384M", "--guest", "dirtier:ws=256M,rate=8M,pattern=random"])
+        # Every store write takes 40 ms more for the first 1.5 s (Veeam throttles at 30 ms).
+        b = self.backup(src, store, "--test-store-delay", "40000:1500")
+        sys.stderr.write("  adaptive: %d back-offs, lowest %.1f MiB/s, end %.1f MiB/s (0: unlimited), %.0f ms\n"
+                         % (b["throttle_backoffs"], b["throttle_min_mib_s"], b["throttle_end_mib_s"], b["throttle_elapsed_ms"]))
+        self.assertEqual(b["throttle"], "adaptive")
+        self.assertGreaterEqual(b["throttle_backoffs"], 3, b)
+        self.assertLessEqual(b["throttle_min_mib_s"], 4, b)
+        self.assertIn("store write", b["throttle_why"])
+        # Recovered once the latency went: the limit lifted again before the end.
+        self.assertEqual(b["throttle_end_mib_s"], 0, b)
+        r = self.restore(store, "thr2", "--name", "thr2b")
+        self.assert_clone_runs(r, b["memory_digest"])
+        # The same injection without adaptive control: no back-off, the writes just wait.
+        b2 = self.backup(src, store, "--parent", "none", "--throttle", "off", "--test-store-delay", "40000:500")
+        self.assertEqual(b2["throttle_backoffs"], 0, b2)
 
     def test_corrupted_chunk_found_by_verify_and_refused_by_restore(self):
         store = self.store_args("dir")

@@ -261,18 +261,18 @@ class RbdBackup(RbdBase):
         time.sleep(1.0)
         b1 = self.backup(src, store)
         self.assertEqual((b1["disk_bytes"], b1["disk_source"]), (self.SIZE, "rbd-snapshot"))
-        self.assertEqual(b1["disk_bytes_read"], self.SIZE)
+        self.assertEqual(b1["disk_read_bytes"], self.SIZE)
         self.assertLess(b1["pause_ms"], 2000)
         self.assertEqual(self.snaps("bk1"), ["godwit-" + b1["id"]])
         time.sleep(0.5)
         b2 = self.backup(src, store)
         # Only what changed since b1's snapshot is read: at most the guest's region.
         self.assertEqual(b2["disk_source"], "rbd-diff")
-        self.assertGreater(b2["disk_bytes_read"], 0)
-        self.assertLessEqual(b2["disk_bytes_read"], self.REGION)
+        self.assertGreater(b2["disk_read_bytes"], 0)
+        self.assertLessEqual(b2["disk_read_bytes"], self.REGION)
         self.assertEqual(self.snaps("bk1"), ["godwit-" + b2["id"]])   # b1's snapshot went
         print("\n  full: read %d MiB, pause %.1f ms; incremental: read %d MiB, pause %.1f ms, %.0f ms" % (
-            b1["disk_bytes_read"] >> 20, b1["pause_ms"], b2["disk_bytes_read"] >> 20, b2["pause_ms"], b2["elapsed_ms"]))
+            b1["disk_read_bytes"] >> 20, b1["pause_ms"], b2["disk_read_bytes"] >> 20, b2["pause_ms"], b2["elapsed_ms"]))
         listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "bk1", "--json"] + store).stdout)
         self.assertEqual(listed["backups"][1]["parent"], b1["id"])
         v = gwtest.run([VM, "verify-backup", "--vm", "bk1", "--json"] + store)

@@ -1,0 +1,29 @@
+/* A latency histogram with fixed memory and ~19% resolution: four buckets per power of two
+ * of nanoseconds (an HDR histogram cut down to what a p50/p99 needs). Used for the virtio
+ * disk's per-request latency (exported in the runner's status), by the backup throttle's
+ * controller (latency over the last interval: the difference of two copies) and by the
+ * contention benchmark. Not thread-safe: the owner serialises updates and copies. */
+#ifndef GW_COMMON_LAT_HIST_H
+#define GW_COMMON_LAT_HIST_H
+
+#include <stdint.h>
+
+#define GW_LAT_HIST_BUCKETS 256u   /* 64 powers of two x 4 */
+
+struct gw_lat_hist {
+    uint64_t count, sum_ns;
+    uint64_t b[GW_LAT_HIST_BUCKETS];
+};
+
+/* Counts one sample of ns nanoseconds. */
+void gw_lat_hist_add(struct gw_lat_hist *h, uint64_t ns);
+
+/* out = now - before (both copies of one histogram, before taken earlier): the samples
+ * counted in between. */
+void gw_lat_hist_delta(const struct gw_lat_hist *now, const struct gw_lat_hist *before, struct gw_lat_hist *out);
+
+/* The q-quantile (0 < q <= 1) in nanoseconds: the middle of the bucket holding it; 0 when
+ * the histogram is empty. */
+uint64_t gw_lat_hist_quantile(const struct gw_lat_hist *h, double q);
+
+#endif

@@ -1,0 +1,213 @@
+/* Backup throttling (see throttle.h). */
+#include "storage/throttle.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/common/util.h"
+#include "storage/store.h"
+
+#define HOST_MAGIC 0x31545448574447ull   /* "GDWHTT1" */
+#define SLEEP_SLICE_NS 20000000ull       /* a wait is cut so the controller keeps stepping */
+
+void gw_bucket_init(struct gw_bucket *b, double rate, double burst, uint64_t now_ns)
+{
+    *b = (struct gw_bucket){.rate = rate, .burst = burst, .tokens = burst, .last_ns = now_ns};
+}
+
+static void refill(struct gw_bucket *b, uint64_t now_ns)
+{
+    if (now_ns > b->last_ns && b->rate > 0) {
+        b->tokens += b->rate * (double)(now_ns - b->last_ns) / 1e9;
+        if (b->tokens > b->burst) b->tokens = b->burst;
+    }
+    if (now_ns > b->last_ns) b->last_ns = now_ns;
+}
+
+void gw_bucket_set_rate(struct gw_bucket *b, double rate, double burst, uint64_t now_ns)
+{
+    refill(b, now_ns);
+    b->rate = rate;
+    b->burst = burst;
+    if (b->tokens > burst) b->tokens = burst;
+    if (rate <= 0) b->tokens = burst;   /* unlimited: no debt carried into a later limit */
+}
+
+uint64_t gw_bucket_take(struct gw_bucket *b, double n, uint64_t now_ns)
+{
+    if (b->rate <= 0) return 0;
+    refill(b, now_ns);
+    b->tokens -= n;
+    if (b->tokens >= 0) return 0;
+    return (uint64_t)(-b->tokens / b->rate * 1e9);
+}
+
+struct host_shared {
+    uint64_t magic;
+    struct gw_bucket bytes, ops;
+};
+
+struct gw_throttle {
+    struct gw_throttle_cfg cfg;
+    struct gw_store *store;
+    struct gw_bucket bytes, ops;
+    struct gw_throttle_ctl_params cp;
+    struct gw_throttle_ctl ctl;
+    int host_fd;
+    struct host_shared *host;
+    uint64_t first_ns, last_ns, interval_start, interval_bytes0, lat_ns0, lat_n0;
+    struct gw_lat_hist vm_prev;
+    bool vm_ok;
+    struct gw_throttle_stats st;
+};
+
+static double burst_of(double rate, double floor) { return rate * 0.1 > floor ? rate * 0.1 : floor; }
+
+int gw_throttle_mode_parse(const char *s, enum gw_throttle_mode *out)
+{
+    if (!s || !*s || !strcmp(s, "adaptive")) *out = GW_THROTTLE_ADAPTIVE;
+    else if (!strcmp(s, "fixed")) *out = GW_THROTTLE_FIXED;
+    else if (!strcmp(s, "off")) *out = GW_THROTTLE_OFF;
+    else return -EINVAL;
+    return 0;
+}
+
+static int host_open(struct gw_throttle *t, char *err, size_t errlen)
+{
+    t->host_fd = open(t->cfg.host_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (t->host_fd < 0 || ftruncate(t->host_fd, 4096) < 0) {
+        snprintf(err, errlen, "host throttle file %s: %s", t->cfg.host_path, strerror(errno));
+        return -errno;
+    }
+    void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, t->host_fd, 0);
+    if (p == MAP_FAILED) { snprintf(err, errlen, "host throttle file %s: %s", t->cfg.host_path, strerror(errno)); return -errno; }
+    t->host = p;
+    /* The latest opener's limits hold for everyone (they come from one host configuration). */
+    uint64_t now = gw_now_ns();
+    flock(t->host_fd, LOCK_EX);
+    if (t->host->magic != HOST_MAGIC) {
+        gw_bucket_init(&t->host->bytes, t->cfg.host_rate, burst_of(t->cfg.host_rate, 4 << 20), now);
+        gw_bucket_init(&t->host->ops, t->cfg.host_ops, burst_of(t->cfg.host_ops, 4), now);
+        t->host->magic = HOST_MAGIC;
+    } else {
+        gw_bucket_set_rate(&t->host->bytes, t->cfg.host_rate, burst_of(t->cfg.host_rate, 4 << 20), now);
+        gw_bucket_set_rate(&t->host->ops, t->cfg.host_ops, burst_of(t->cfg.host_ops, 4), now);
+    }
+    flock(t->host_fd, LOCK_UN);
+    return 0;
+}
+
+int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, struct gw_throttle **out, char *err,
+                     size_t errlen)
+{
+    *out = NULL;
+    if (cfg->rate < 0 || cfg->ops < 0 || cfg->host_rate < 0 || cfg->host_ops < 0) {
+        snprintf(err, errlen, "throttle rates must not be negative");
+        return -EINVAL;
+    }
+    struct gw_throttle *t = calloc(1, sizeof *t);
+    if (!t) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    t->cfg = *cfg;
+    t->store = s;
+    t->host_fd = -1;
+    uint64_t now = gw_now_ns();
+    double rate = cfg->mode == GW_THROTTLE_OFF ? 0 : cfg->rate, ops = cfg->mode == GW_THROTTLE_OFF ? 0 : cfg->ops;
+    gw_bucket_init(&t->bytes, rate, burst_of(rate, 4 << 20), now);
+    gw_bucket_init(&t->ops, ops, burst_of(ops, 4), now);
+    gw_throttle_ctl_defaults(&t->cp);
+    t->cp.max_rate = rate;
+    if (rate > 0 && t->cp.min_rate > rate) t->cp.min_rate = rate;
+    /* The VM's baseline: its p99 before the backup starts writing. */
+    t->vm_ok = cfg->vm_latency && cfg->vm_latency(cfg->vm_ctx, &t->vm_prev) == 0;
+    uint64_t vm_base = t->vm_ok && t->vm_prev.count >= t->cp.vm_min_requests ? gw_lat_hist_quantile(&t->vm_prev, 0.99) : 0;
+    gw_throttle_ctl_init(&t->ctl, &t->cp, vm_base);
+    t->st.min_rate = rate;
+    if (cfg->host_path && *cfg->host_path && (cfg->host_rate > 0 || cfg->host_ops > 0)) {
+        int r = host_open(t, err, errlen);
+        if (r) { gw_throttle_close(t, NULL); return r; }
+    }
+    *out = t;
+    return 0;
+}
+
+/* One controller step when an interval has passed (adaptive mode only). */
+static void maybe_step(struct gw_throttle *t, uint64_t now)
+{
+    if (t->cfg.mode != GW_THROTTLE_ADAPTIVE || now - t->interval_start < GW_THROTTLE_INTERVAL_NS) return;
+    struct gw_throttle_sample s = {.bytes = t->st.bytes - t->interval_bytes0, .interval_ns = now - t->interval_start};
+    s.store_n = t->store->write_lat_n - t->lat_n0;
+    s.store_lat_ns = s.store_n ? (t->store->write_lat_ns - t->lat_ns0) / s.store_n : 0;
+    struct gw_lat_hist cur, d;
+    if (t->vm_ok && t->cfg.vm_latency(t->cfg.vm_ctx, &cur) == 0) {
+        gw_lat_hist_delta(&cur, &t->vm_prev, &d);
+        s.vm_n = d.count;
+        s.vm_p99_ns = gw_lat_hist_quantile(&d, 0.99);
+        t->vm_prev = cur;
+    }
+    double before = t->ctl.rate;
+    double rate = gw_throttle_ctl_step(&t->ctl, &t->cp, &s);
+    if (rate != before) gw_bucket_set_rate(&t->bytes, rate, burst_of(rate, 4 << 20), now);
+    if (rate > 0 && (t->st.min_rate <= 0 || rate < t->st.min_rate)) t->st.min_rate = rate;
+    t->interval_start = now;
+    t->interval_bytes0 = t->st.bytes;
+    t->lat_ns0 = t->store->write_lat_ns;
+    t->lat_n0 = t->store->write_lat_n;
+}
+
+void gw_throttle_take(struct gw_throttle *t, uint64_t bytes)
+{
+    if (!t) return;
+    uint64_t now = gw_now_ns();
+    if (!t->first_ns) {
+        t->first_ns = t->interval_start = now;
+        t->lat_ns0 = t->store->write_lat_ns;
+        t->lat_n0 = t->store->write_lat_n;
+    }
+    maybe_step(t, now);
+    uint64_t wait = gw_bucket_take(&t->bytes, (double)bytes, now), w2 = gw_bucket_take(&t->ops, 1, now);
+    if (w2 > wait) wait = w2;
+    if (t->host) {
+        flock(t->host_fd, LOCK_EX);
+        uint64_t h1 = gw_bucket_take(&t->host->bytes, (double)bytes, now), h2 = gw_bucket_take(&t->host->ops, 1, now);
+        flock(t->host_fd, LOCK_UN);
+        if (h1 > wait) wait = h1;
+        if (h2 > wait) wait = h2;
+    }
+    t->st.bytes += bytes;
+    t->st.ops++;
+    t->st.wait_ns += wait;
+    uint64_t end = now + wait;
+    while (now < end) {
+        uint64_t slice = end - now < SLEEP_SLICE_NS ? end - now : SLEEP_SLICE_NS;
+        struct timespec ts = {.tv_sec = (time_t)(slice / 1000000000ull), .tv_nsec = (long)(slice % 1000000000ull)};
+        nanosleep(&ts, NULL);
+        now = gw_now_ns();
+        maybe_step(t, now);
+    }
+    t->last_ns = now;
+}
+
+void gw_throttle_close(struct gw_throttle *t, struct gw_throttle_stats *st)
+{
+    if (!t) return;
+    if (st) {
+        *st = t->st;
+        st->elapsed_ns = t->last_ns > t->first_ns ? t->last_ns - t->first_ns : 0;
+        st->backoffs = t->ctl.backoffs;
+        st->intervals = t->ctl.intervals;
+        st->end_rate = t->cfg.mode == GW_THROTTLE_ADAPTIVE ? t->ctl.rate : t->bytes.rate;
+        st->vm_base_ns = t->ctl.vm_base_ns;
+        st->store_base_ns = t->ctl.store_base_ns;
+        snprintf(st->why, sizeof st->why, "%s", t->ctl.why);
+    }
+    if (t->host) munmap(t->host, 4096);
+    if (t->host_fd >= 0) close(t->host_fd);
+    free(t);
+}

@@ -1,0 +1,73 @@
+/* Backup throttling: token buckets (bytes/s and writes/s) per backup and per host, and the
+ * adaptive mode (the default) in which a controller (throttle_ctl.h) sets the per-backup rate
+ * from the store's write latency and the VM's own block-request latency, so that backups take
+ * only what the guests and the store leave free.
+ *
+ * Applied where chunks become store writes (chunk_sink.c calls gw_throttle_take before every
+ * put): reading and hashing cost no store bandwidth; what reaches the store is what the guests
+ * on the same store feel. The take blocks the backup's thread only (never a guest's).
+ *
+ * Per host: one token bucket shared by every backup on the host, kept in a small file that
+ * each runner maps (host_path, updated under flock). A fixed share per runner would waste the
+ * budget of a backup that finished, stalls on its reads or writes only unchanged chunks; a
+ * shared bucket lets the running backups take what the others leave, needs no daemon
+ * bookkeeping, and a runner that dies holds nothing (there are only tokens, no reservations). */
+#ifndef GW_STORAGE_THROTTLE_H
+#define GW_STORAGE_THROTTLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/common/lat_hist.h"
+#include "storage/throttle_ctl.h"
+
+struct gw_store;
+
+/* A token bucket with an explicit clock (pure: unit-tested with a fake one). Taking more than
+ * is there leaves a debt that the caller waits out, so the long-run rate is exact whatever
+ * the sizes taken. rate 0 = unlimited. */
+struct gw_bucket {
+    double rate, burst, tokens;
+    uint64_t last_ns;
+};
+void gw_bucket_init(struct gw_bucket *b, double rate, double burst, uint64_t now_ns);
+/* Changes the rate from now on (tokens earned so far at the old rate are kept). */
+void gw_bucket_set_rate(struct gw_bucket *b, double rate, double burst, uint64_t now_ns);
+/* Takes n tokens; returns the ns to wait before going on (0: at once). */
+uint64_t gw_bucket_take(struct gw_bucket *b, double n, uint64_t now_ns);
+
+enum gw_throttle_mode { GW_THROTTLE_ADAPTIVE = 0, GW_THROTTLE_FIXED, GW_THROTTLE_OFF };
+
+struct gw_throttle_cfg {
+    enum gw_throttle_mode mode;
+    double rate;              /* bytes/s for this backup (0: none; adaptive: its ceiling) */
+    double ops;               /* store writes/s for this backup (0: none) */
+    const char *host_path;    /* the host-wide bucket's file (NULL: no host limit) */
+    double host_rate, host_ops;
+    /* The VM's block-request latency histogram (cumulative); NULL or -errno: no VM signal. */
+    int (*vm_latency)(void *ctx, struct gw_lat_hist *out);
+    void *vm_ctx;
+};
+
+struct gw_throttle_stats {
+    uint64_t bytes, ops, wait_ns, backoffs, intervals;
+    uint64_t elapsed_ns;      /* first take to last */
+    double min_rate, end_rate;/* bytes/s the adaptive limit reached (0: unlimited) */
+    uint64_t vm_base_ns, store_base_ns;
+    char why[96];             /* what the last back-off reacted to */
+};
+
+struct gw_throttle;
+
+/* s: the store whose write latency is watched (borrowed). 0 or -errno with a reason in err. */
+int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, struct gw_throttle **out, char *err,
+                     size_t errlen);
+/* Accounts one store write of bytes, and waits as the limits say. NULL t: no throttle. */
+void gw_throttle_take(struct gw_throttle *t, uint64_t bytes);
+/* Frees t; st (may be NULL) gets its counters. */
+void gw_throttle_close(struct gw_throttle *t, struct gw_throttle_stats *st);
+
+/* Parses "adaptive", "fixed", "off". 0 or -EINVAL. */
+int gw_throttle_mode_parse(const char *s, enum gw_throttle_mode *out);
+
+#endif

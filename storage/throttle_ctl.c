@@ -1,0 +1,64 @@
+/* The adaptive throttle's controller (see throttle_ctl.h). */
+#include "storage/throttle_ctl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p)
+{
+    *p = (struct gw_throttle_ctl_params){
+        .max_rate = 0, .min_rate = 1 << 20,
+        .store_factor = 4.0, .store_floor_ns = 20000000, .store_ceiling_ns = 30000000,
+        .vm_factor = 1.5, .vm_floor_ns = 500000, .vm_ceiling_ns = 20000000,
+        .vm_min_requests = 5,
+    };
+}
+
+void gw_throttle_ctl_init(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p, uint64_t vm_baseline_ns)
+{
+    memset(c, 0, sizeof *c);
+    c->rate = p->max_rate;
+    c->vm_base_ns = vm_baseline_ns;
+}
+
+static uint64_t target(uint64_t base, double factor, uint64_t floor, uint64_t ceiling)
+{
+    double t = base ? (double)base * factor : (double)ceiling;
+    if (t < (double)floor) t = (double)floor;
+    if (t > (double)ceiling) t = (double)ceiling;
+    return (uint64_t)t;
+}
+
+double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p,
+                            const struct gw_throttle_sample *s)
+{
+    c->intervals++;
+    double achieved = s->interval_ns ? (double)s->bytes * 1e9 / (double)s->interval_ns : 0;
+    uint64_t st = target(c->store_base_ns, p->store_factor, p->store_floor_ns, p->store_ceiling_ns);
+    uint64_t vt = target(c->vm_base_ns, p->vm_factor, p->vm_floor_ns, p->vm_ceiling_ns);
+    bool store_hot = s->store_n && s->store_lat_ns > st;
+    bool vm_hot = s->vm_n >= p->vm_min_requests && s->vm_p99_ns > vt;
+    c->congested = store_hot || vm_hot;
+    if (c->congested) {
+        snprintf(c->why, sizeof c->why, "%s %.2f ms > %.2f ms", vm_hot ? "VM block p99" : "store write",
+                 (vm_hot ? s->vm_p99_ns : s->store_lat_ns) / 1e6, (vm_hot ? vt : st) / 1e6);
+        double from = c->rate > 0 && c->rate < achieved ? c->rate : achieved;
+        if (from <= 0) from = c->rate > 0 ? c->rate : p->min_rate * 2;
+        c->rate = from / 2;
+        if (c->rate < p->min_rate) c->rate = p->min_rate;
+        c->backoffs++;
+        c->hold = 1;
+        return c->rate;
+    }
+    /* Quiet: the baselines learn from quiet intervals only (the lowest seen). */
+    if (s->store_n && (!c->store_base_ns || s->store_lat_ns < c->store_base_ns)) c->store_base_ns = s->store_lat_ns;
+    if (s->vm_n >= p->vm_min_requests && (!c->vm_base_ns || s->vm_p99_ns < c->vm_base_ns)) c->vm_base_ns = s->vm_p99_ns;
+    if (c->hold) { c->hold--; return c->rate; }
+    if (c->rate > 0) {
+        c->rate *= 1.25;
+        /* Well above what we achieve: something else limits the backup; lift the limit. */
+        if (achieved > 0 && c->rate > 4 * achieved) c->rate = p->max_rate;
+        if (p->max_rate > 0 && c->rate > p->max_rate) c->rate = p->max_rate;
+    }
+    return c->rate;
+}

@@ -1,0 +1,168 @@
+/* The backup throttle's pure parts with a fake clock: the token bucket holds its rate, the
+ * latency histogram's quantiles, and the adaptive controller against a simulated host (a store
+ * of fixed bandwidth, a VM whose block latency rises when the backup takes more than the
+ * contention leaves free): it backs off within 1 s of contention, keeps making progress during
+ * it, and is back at >= 80 % of the free bandwidth within 5 s after it ends; injected store
+ * latency makes it back off too; a fixed cap is never exceeded. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/common/lat_hist.h"
+#include "storage/throttle.h"
+#include "storage/throttle_ctl.h"
+#include "tests/lib/gw_test.h"
+
+#define MIB (1024.0 * 1024.0)
+#define S 1000000000ull
+
+GW_TEST(bucket_holds_its_rate)
+{
+    struct gw_bucket b;
+    uint64_t now = 5 * S;
+    gw_bucket_init(&b, 10 * MIB, 1 * MIB, now);
+    /* 200 takes of 256 KiB = 50 MiB at 10 MiB/s: 4.9 s (the first MiB was in the burst). */
+    for (int i = 0; i < 200; i++) now += gw_bucket_take(&b, 256 * 1024, now);
+    double took = (double)(now - 5 * S) / 1e9;
+    CHECK(fabs(took - 4.9) < 0.01);
+    /* Idle time earns at most the burst. */
+    now += 10 * S;
+    CHECK_EQ(gw_bucket_take(&b, 1 * MIB, now), 0);
+    CHECK(gw_bucket_take(&b, 1 * MIB, now) > 0);
+    /* Unlimited never waits; a lower rate from now on. */
+    gw_bucket_set_rate(&b, 0, 1 * MIB, now);
+    CHECK_EQ(gw_bucket_take(&b, 100 * MIB, now), 0);
+    gw_bucket_set_rate(&b, 1 * MIB, 1 * MIB, now);
+    CHECK_EQ(gw_bucket_take(&b, 1 * MIB, now), 0);   /* the burst */
+    CHECK(llabs((long long)gw_bucket_take(&b, 1 * MIB, now) - (long long)S) < 1000);
+}
+
+GW_TEST(lat_hist_quantiles)
+{
+    struct gw_lat_hist h, h0, d;
+    memset(&h, 0, sizeof h);
+    for (int i = 0; i < 990; i++) gw_lat_hist_add(&h, 100000);      /* 100 us */
+    for (int i = 0; i < 10; i++) gw_lat_hist_add(&h, 10000000);     /* 10 ms */
+    uint64_t p50 = gw_lat_hist_quantile(&h, 0.5), p99 = gw_lat_hist_quantile(&h, 0.99), p999 = gw_lat_hist_quantile(&h, 0.999);
+    CHECK(p50 > 85000 && p50 < 115000);
+    CHECK(p99 > 85000 && p99 < 115000);
+    CHECK(p999 > 8500000 && p999 < 11500000);
+    h0 = h;
+    for (int i = 0; i < 100; i++) gw_lat_hist_add(&h, 2000000);
+    gw_lat_hist_delta(&h, &h0, &d);
+    CHECK_EQ(d.count, 100);
+    uint64_t q = gw_lat_hist_quantile(&d, 0.99);
+    CHECK(q > 1700000 && q < 2300000);
+    memset(&d, 0, sizeof d);
+    CHECK_EQ(gw_lat_hist_quantile(&d, 0.99), 0);
+    gw_lat_hist_add(&d, 0);
+    gw_lat_hist_add(&d, UINT64_MAX);
+    CHECK(gw_lat_hist_quantile(&d, 1.0) > (1ull << 62));
+}
+
+/* The simulated host. */
+struct sim {
+    double store_bw;        /* what the store gives the backup at most */
+    double free_bw;         /* what the VM's contention leaves (== store_bw when none) */
+    uint64_t store_lat_ns;  /* per write */
+};
+
+/* What the backup achieves over one interval at limit rate, and what it measures. */
+static struct gw_throttle_sample run_interval(const struct sim *h, double rate)
+{
+    double achieved = rate > 0 && rate < h->store_bw ? rate : h->store_bw;
+    struct gw_throttle_sample s = {.interval_ns = GW_THROTTLE_INTERVAL_NS};
+    s.bytes = (uint64_t)(achieved * 0.1);
+    s.store_n = s.bytes >> 20;
+    s.store_lat_ns = h->store_lat_ns;
+    s.vm_n = 100;
+    /* The guest's p99 is 200 us while the backup stays within what is free, 5 ms beyond. */
+    s.vm_p99_ns = achieved > h->free_bw * 1.02 ? 5000000 : 200000;
+    return s;
+}
+
+static double achieved_of(const struct sim *h, double rate) { return rate > 0 && rate < h->store_bw ? rate : h->store_bw; }
+
+GW_TEST(adaptive_backs_off_and_recovers)
+{
+    struct gw_throttle_ctl_params p;
+    gw_throttle_ctl_defaults(&p);
+    struct gw_throttle_ctl c;
+    gw_throttle_ctl_init(&c, &p, 200000);
+    struct sim h = {.store_bw = 200 * MIB, .free_bw = 200 * MIB, .store_lat_ns = 2000000};
+    double rate = c.rate;
+    double first_backoff_t = -1, backed_t = -1, recovered_t = -1, sum_contended = 0;
+    int n_contended = 0;
+    for (int step = 0; step < 150; step++) {
+        double t = step * 0.1;     /* the start of this interval */
+        h.free_bw = t >= 2.0 && t < 5.0 ? 40 * MIB : 200 * MIB;
+        double a = achieved_of(&h, rate);
+        if (t < 2.0) CHECK(a >= 200 * MIB);            /* alone: all of the store */
+        if (t >= 2.0 && t < 5.0 && backed_t < 0 && a <= h.free_bw * 1.02) backed_t = t;
+        if (t >= 3.0 && t < 5.0) { sum_contended += a; n_contended++; }
+        if (t >= 5.0 && recovered_t < 0 && a >= 0.8 * h.free_bw) recovered_t = t;
+        struct gw_throttle_sample s = run_interval(&h, rate);
+        uint64_t before = c.backoffs;
+        rate = gw_throttle_ctl_step(&c, &p, &s);
+        if (t >= 2.0 && first_backoff_t < 0 && c.backoffs > before) first_backoff_t = t + 0.1;
+    }
+    /* Back off within 1 s: the first halving one interval in, at what is free within 1 s. */
+    CHECK(first_backoff_t > 2.0 && first_backoff_t <= 2.15);
+    CHECK(backed_t >= 2.0 && backed_t <= 3.0);
+    /* During contention it keeps going, at a good part of what is free. */
+    CHECK(n_contended == 20 && sum_contended / n_contended >= 0.4 * 40 * MIB);
+    /* Recovered to >= 80 % of the free bandwidth within 5 s (here: about 2 s). */
+    CHECK(recovered_t >= 5.0 && recovered_t <= 10.0);
+    CHECK(c.rate == 0);   /* the limit lifted entirely: the store is the limit again */
+    CHECK(strstr(c.why, "VM block p99") != NULL);
+}
+
+GW_TEST(adaptive_backs_off_on_store_latency)
+{
+    struct gw_throttle_ctl_params p;
+    gw_throttle_ctl_defaults(&p);
+    struct gw_throttle_ctl c;
+    gw_throttle_ctl_init(&c, &p, 0);   /* no VM baseline: learnt from quiet intervals */
+    struct sim h = {.store_bw = 100 * MIB, .free_bw = 1e12, .store_lat_ns = 3000000};
+    double rate = c.rate, lowest = 1e18, recovered_t = -1;
+    for (int step = 0; step < 120; step++) {
+        double t = step * 0.1;
+        /* Injected: every write takes 40 ms for [3 s, 6 s) (Veeam throttles at 30 ms). */
+        h.store_lat_ns = t >= 3.0 && t < 6.0 ? 40000000 : 3000000;
+        struct gw_throttle_sample s = run_interval(&h, rate);
+        rate = gw_throttle_ctl_step(&c, &p, &s);
+        if (t >= 3.0 && t < 4.0 && rate > 0 && rate < lowest) lowest = rate;
+        if (t >= 6.0 && recovered_t < 0 && achieved_of(&h, rate) >= 0.8 * h.store_bw) recovered_t = t;
+        if (t < 3.0) CHECK(rate == 0);
+    }
+    CHECK(c.store_base_ns == 3000000);
+    CHECK(lowest <= 100 * MIB / 8);          /* three halvings in the first second */
+    CHECK(lowest >= p.min_rate);
+    CHECK(recovered_t >= 6.0 && recovered_t <= 11.0);
+    CHECK(strstr(c.why, "store write") != NULL);
+}
+
+GW_TEST(adaptive_respects_a_fixed_ceiling_and_a_floor)
+{
+    struct gw_throttle_ctl_params p;
+    gw_throttle_ctl_defaults(&p);
+    p.max_rate = 50 * MIB;
+    struct gw_throttle_ctl c;
+    gw_throttle_ctl_init(&c, &p, 200000);
+    struct sim h = {.store_bw = 200 * MIB, .free_bw = 200 * MIB, .store_lat_ns = 1000000};
+    double rate = c.rate;
+    CHECK(rate == 50 * MIB);
+    for (int step = 0; step < 100; step++) {
+        h.free_bw = step >= 20 && step < 60 ? 0 : 200 * MIB;   /* any write hurts the VM */
+        struct gw_throttle_sample s = run_interval(&h, rate);
+        rate = gw_throttle_ctl_step(&c, &p, &s);
+        CHECK(rate > 0 && rate <= 50 * MIB);
+        CHECK(rate >= p.min_rate);
+    }
+    CHECK(rate == 50 * MIB);
+    /* A VM that does no I/O gives no signal: no back-off from noise. */
+    gw_throttle_ctl_init(&c, &p, 200000);
+    struct gw_throttle_sample s = {.bytes = 5 << 20, .interval_ns = GW_THROTTLE_INTERVAL_NS, .vm_n = 2, .vm_p99_ns = 50000000};
+    gw_throttle_ctl_step(&c, &p, &s);
+    CHECK_EQ(c.backoffs, 0);
+}
