@@ -86,9 +86,8 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     if (rc) return rc;
     struct progress_ctx pc = {.fd = fd, .every_ns = (uint64_t)req->progress_ms * 1000000, .t0 = gw_now_ns()};
     pc.last_ns = pc.t0;
-    /* Kept between backups so that the next one reads only what changed (backup_since.h). */
-    if (!r->backup_since) r->backup_since = gw_backup_since_new(r->vm);
-    struct gw_backup_params p = {.parent = req->parent, .method = method, .since = r->backup_since};
+    /* Kept with the VM between backups so that the next one reads only what changed. */
+    struct gw_backup_params p = {.parent = req->parent, .method = method, .since = gw_backup_since_get(r->vm)};
     if (req->progress_ms && fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);
     gw_backup_target_close(&t);
