@@ -108,7 +108,10 @@ static int since_load(void *ctx, const Godwit__V1__VmState *st, char *err, unsig
     for (uint64_t w = 0; w < s->words; w++) s->changed[w] = le64(v->changed.data + w * 8);
     snprintf(s->base_id, sizeof s->base_id, "%s", v->base_id);
     snprintf(s->base_store, sizeof s->base_store, "%s", v->base_store);
-    gw_info("backup: changes since backup %s carried over (%s)", s->base_id, s->cd_valid ? "with its digest" : "no digest");
+    uint64_t n = 0;
+    for (uint64_t w = 0; w < s->words; w++) n += (uint64_t)__builtin_popcountll(s->changed[w]);
+    gw_info("backup: changes since backup %s carried over (%llu pages changed, %s)", s->base_id, (unsigned long long)n,
+            s->cd_valid ? "with its digest" : "no digest");
     return 0;
 }
 
