@@ -119,10 +119,16 @@ int gw_backup_restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupM
  * and reports each bad chunk once with the backups that use it through report(). */
 struct gw_verify_stats {
     uint64_t backups, chunks, unique_chunks, bytes_read, bad_chunks, bad_manifests, elapsed_ns;
+    uint64_t total_unique, total_raw_bytes, raw_bytes_checked;   /* what there is to check, and done */
 };
 typedef void (*gw_verify_report_fn)(void *ctx, const char *chunk_hex, const char *reason,
                                     const char *const *backups, size_t nbackups);
 int gw_backup_verify(struct gw_backup_target *t, const char *vm, const char *id, gw_verify_report_fn report,
                      void *ctx, struct gw_verify_stats *st, char *err, size_t errlen);
+/* The same, calling progress (may be NULL) after each batch of reads with the figures so far;
+ * its non-zero return stops the verify (-ECANCELED, "verify cancelled"). */
+typedef int (*gw_verify_progress_fn)(void *ctx, const struct gw_verify_stats *st);
+int gw_backup_verify_ex(struct gw_backup_target *t, const char *vm, const char *id, gw_verify_report_fn report,
+                        gw_verify_progress_fn progress, void *ctx, struct gw_verify_stats *st, char *err, size_t errlen);
 
 #endif

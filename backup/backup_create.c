@@ -219,7 +219,8 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
         }
     }
     if (!r && method != GW_BACKUP_WP) gw_chunk_digest_final(&b->cd, digest);
-    if (!r && (r = gw_vm_save_state(vm, st))) fail(b, r, "cannot read the VM state: %s", strerror(-r));
+    /* The core state only: the bitmap is the runner's business, not the backup's. */
+    if (!r && (r = gw_vm_save_state_core(vm, st))) fail(b, r, "cannot read the VM state: %s", strerror(-r));
     t_state = gw_now_ns();
     if (!r && b->rbd_disk) {
         r = gw_disk_rbd_snap(vm, &b->rbd, b->err, b->errlen);

@@ -12,7 +12,14 @@
  * the method is write-protect; otherwise the backup reads everything, as without it, and
  * becomes the new base when it succeeds. A failed backup keeps `changed` (it only grows) and
  * drops the digest (the next backup reads all, hashes only what changed). One owner: the
- * runner; only its backup thread touches it. */
+ * VM (its state extension); a backup, a save or a migration's switchover touches it, never two
+ * at once (the runner's run state lets only one of them own the VM).
+ *
+ * Carried in VmState.backup_since by a suspend file and a migration (saved with the VM
+ * paused: what was logged until then is folded in first), and taken up by the VM that loads
+ * that state before it runs, with tracking attached at once: a restarted or migrated VM's next
+ * backup is still incremental on the same base. A part that does not fit this VM (sizes, an
+ * unsafe id) is dropped with a warning; the next backup then reads everything. */
 #ifndef GW_BACKUP_BACKUP_SINCE_H
 #define GW_BACKUP_BACKUP_SINCE_H
 
@@ -36,9 +43,12 @@ struct gw_backup_since {
     bool cd_valid;
 };
 
-/* A new, empty record for vm (nothing tracked until gw_backup_since_arm). NULL on ENOMEM. */
-struct gw_backup_since *gw_backup_since_new(struct gw_vm *vm);
-void gw_backup_since_free(struct gw_backup_since *s);
+/* vm's record, made (empty, nothing tracked until gw_backup_since_arm) and handed to the VM
+ * (gw_vm_set_state_ext: it goes wherever the VM's state goes and is freed with the VM) on
+ * first use. NULL on ENOMEM. */
+struct gw_backup_since *gw_backup_since_get(struct gw_vm *vm);
+/* For gw_vm_set_state_ext_factory: makes vm's record for a loaded state that carries one. */
+int gw_backup_since_make(struct gw_vm *vm);
 
 /* Starts tracking if it is not yet (before a backup's pause). 0, or -errno with tracking
  * disabled for good (the backups then read everything). */

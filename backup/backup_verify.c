@@ -66,6 +66,12 @@ static void report_bad(struct ref *refs, size_t g0, size_t g1, char (*ids)[GW_BA
 int gw_backup_verify(struct gw_backup_target *t, const char *vm, const char *id, gw_verify_report_fn report,
                      void *ctx, struct gw_verify_stats *st, char *err, size_t errlen)
 {
+    return gw_backup_verify_ex(t, vm, id, report, NULL, ctx, st, err, errlen);
+}
+
+int gw_backup_verify_ex(struct gw_backup_target *t, const char *vm, const char *id, gw_verify_report_fn report,
+                        gw_verify_progress_fn progress, void *ctx, struct gw_verify_stats *st, char *err, size_t errlen)
+{
     uint64_t t0 = gw_now_ns();
     memset(st, 0, sizeof *st);
     char (*ids)[GW_BACKUP_ID_BUF] = NULL;
@@ -92,6 +98,13 @@ int gw_backup_verify(struct gw_backup_target *t, const char *vm, const char *id,
     if (r) { snprintf(err, errlen, "out of memory"); goto out; }
     if (!found) { snprintf(err, errlen, "no backup %s of VM %s in %s", id, vm, t->store->desc); r = -ENOENT; goto out; }
     if (nrefs) qsort(refs, nrefs, sizeof *refs, cmp_ref);
+    for (size_t g = 0; g < nrefs;) {   /* what there is to check: for progress */
+        size_t g1 = g;
+        bool target = false;
+        while (g1 < nrefs && !memcmp(refs[g1].hash, refs[g].hash, 32)) target |= refs[g1++].target;
+        if (target) { st->total_unique++; st->total_raw_bytes += refs[g].len; }
+        g = g1;
+    }
     const struct gw_chunk_keys *keys = t->keys.encrypted ? &t->keys : NULL;
     size_t ecap = gw_chunk_encoded_cap(GW_CHUNK_MAX);
     uint8_t *raw = malloc(GW_CHUNK_MAX);
@@ -133,6 +146,7 @@ int gw_backup_verify(struct gw_backup_target *t, const char *vm, const char *id,
         for (unsigned k = 0; k < n; k++) {
             struct ref *x = &refs[grp[k][0]];
             st->unique_chunks++;
+            st->raw_bytes_checked += x->len;
             char why[256];
             if (rd[k].rc) snprintf(why, sizeof why, "%s", rd[k].rc == -ENOENT ? "missing from the store" : strerror(-rd[k].rc));
             else {
@@ -143,6 +157,8 @@ int gw_backup_verify(struct gw_backup_target *t, const char *vm, const char *id,
             st->bad_chunks++;
             report_bad(refs, grp[k][0], grp[k][1], ids, why, report, ctx);
         }
+        st->elapsed_ns = gw_now_ns() - t0;
+        if (progress && progress(ctx, st)) { r = -ECANCELED; snprintf(err, errlen, "verify cancelled"); }
     }
     for (unsigned k = 0; k < BATCH; k++) free(bufs[k]);
     free(raw);

@@ -197,6 +197,31 @@ static void on_bad(void *ctx, const char *chunk, const char *reason, const char 
     pthread_mutex_unlock(&j->d->lock);
 }
 
+/* After each batch of reads (lock not held): progress, and whether to stop. */
+static int on_verify_progress(void *ctx, const struct gw_verify_stats *st)
+{
+    struct gw_job *j = ctx;
+    struct gw_daemon *d = j->d;
+    pthread_mutex_lock(&d->lock);
+    bool stop = j->cancel || d->stopping;
+    uint64_t ms = st->elapsed_ns / 1000000;
+    j->progress.total_bytes = st->total_raw_bytes;
+    j->progress.remaining_bytes = st->total_raw_bytes - st->raw_bytes_checked;
+    j->progress.backup_bytes_read = st->bytes_read;
+    j->progress.backup_chunks = st->unique_chunks;
+    j->progress.backup_chunks_total = st->total_unique;
+    j->progress.total_ms = ms;
+    if (ms) j->progress.throughput_bytes_per_s = st->raw_bytes_checked * 1000 / ms;
+    j->progress.eta_ms = j->progress.throughput_bytes_per_s
+                             ? j->progress.remaining_bytes * 1000 / j->progress.throughput_bytes_per_s : 0;
+    uint64_t now = gw_now_ns();
+    bool tick = now - j->bk->last_event_ns >= (uint64_t)PROGRESS_MS * 1000000;
+    if (tick && !stop) { j->bk->last_event_ns = now; gw_job_progress(j, NULL); }
+    pthread_mutex_unlock(&d->lock);
+    if (tick && !stop) gw_job_save_progress(d, j);
+    return stop;
+}
+
 static void run_verify(struct gw_daemon *d, struct gw_job *j)
 {
     pthread_mutex_lock(&d->lock);
@@ -212,17 +237,25 @@ static void run_verify(struct gw_daemon *d, struct gw_job *j)
     char err[512] = "";
     int r = gw_backup_target_open(&spec, &tg, err, sizeof err);
     if (!r) {
-        r = gw_backup_verify(&tg, j->vm, j->bk->backup_id[0] ? j->bk->backup_id : NULL, on_bad, j, &st, err, sizeof err);
+        r = gw_backup_verify_ex(&tg, j->vm, j->bk->backup_id[0] ? j->bk->backup_id : NULL, on_bad, on_verify_progress, j,
+                                &st, err, sizeof err);
         gw_backup_target_close(&tg);
     }
     pthread_mutex_lock(&d->lock);
     j->bk->bad_chunks = st.bad_chunks;
     j->bk->bad_manifests = st.bad_manifests;
-    j->progress.total_bytes = j->progress.backup_bytes_read = st.bytes_read;
-    j->progress.backup_chunks = j->progress.backup_chunks_total = st.unique_chunks;
+    j->progress.total_bytes = st.total_raw_bytes;
+    j->progress.remaining_bytes = st.total_raw_bytes - st.raw_bytes_checked;
+    j->progress.backup_bytes_read = st.bytes_read;
+    j->progress.backup_chunks = st.unique_chunks;
+    j->progress.backup_chunks_total = st.total_unique;
+    j->progress.eta_ms = 0;
     uint64_t ms = st.elapsed_ns / 1000000;
-    if (ms) j->progress.throughput_bytes_per_s = st.bytes_read * 1000 / ms;
-    if (r)
+    if (ms) j->progress.throughput_bytes_per_s = st.raw_bytes_checked * 1000 / ms;
+    if (r == -ECANCELED && j->cancel)
+        finish(j, S(CANCELLED), "CANCELLED", "cancelled after %llu of %llu chunks",
+               (unsigned long long)st.unique_chunks, (unsigned long long)st.total_unique);
+    else if (r)
         finish(j, S(FAILED), r == -ENOENT ? "BACKUP_NOT_FOUND" : "STORE_FAILED", "%s", err);
     else if (j->cancel)
         finish(j, S(CANCELLED), "CANCELLED", "cancelled (the verify had finished: %llu bad chunks)",

@@ -37,6 +37,7 @@ struct gw_bkjob {
     char method[16];
     uint32_t restart_kind, max_restarts, backoff_ms;
     uint64_t exit_seq;            /* BACKUP: the runner's exit count when the job began */
+    uint64_t last_event_ns;       /* VERIFY: the last progress event */
     /* Backing store of the Job.backup message. */
     Godwit__V1__BackupJobInfo pb;
     char *bad_ptrs[GW_BKJOB_BAD_NAMES];

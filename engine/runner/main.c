@@ -279,8 +279,6 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
     bool readable = gw_runner_guest_readable(&r);
     gw_instant_restore_free(r.instant);
     r.instant = NULL;
-    gw_backup_since_free(r.backup_since);   /* before the VM it tracks */
-    r.backup_since = NULL;
     gw_runner_control_close(&r);
     char msg[256];
     if (gw_vm_fatal(vm, msg, sizeof msg)) return EXIT_VM_FAILED;
@@ -765,6 +763,8 @@ int main(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : 0;
     }
     const char *verb = argv[1];
+    /* A state that carries the backup bitmap (a suspend file, a migration) gives it back. */
+    gw_vm_set_state_ext_factory(gw_backup_since_make);
     if (gw_runner_is_backup_verb(verb)) { signal(SIGPIPE, SIG_IGN); return gw_runner_cmd_backup(verb, argc - 1, argv + 1); }
     if (gw_runner_is_store_verb(verb)) { signal(SIGPIPE, SIG_IGN); return gw_runner_cmd_store(verb, argc - 1, argv + 1); }
     struct opts o;

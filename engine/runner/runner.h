@@ -36,7 +36,6 @@ struct gw_runner {
     char job_id[64];
     char peer[256];
     char mig_url[600];
-    struct gw_backup_since *backup_since;     /* what changed since the last backup (owned; lazy) */
     Godwit__V1__JobProgress status_mig;        /* backing store for RunnerStatus.migration */
     Godwit__V1__PagesByEncoding status_pages;
     Godwit__V1__InstantRestoreProgress status_instant;   /* backing store for RunnerStatus.instant_restore */

@@ -149,8 +149,6 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
 #endif
     struct progress_ctx pc = {.fd = fd, .every_ns = (uint64_t)req->progress_ms * 1000000, .t0 = gw_now_ns()};
     pc.last_ns = pc.t0;
-    /* Kept between backups so that the next one reads only what changed (backup_since.h). */
-    if (!r->backup_since) r->backup_since = gw_backup_since_new(r->vm);
     /* The fleecing file lives beside the control socket: the runner's state directory when
      * the daemon started it (its VM directory), the test's own directory otherwise. */
     char dir[sizeof r->control_path];
@@ -158,7 +156,7 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) *slash = 0;
     else snprintf(dir, sizeof dir, "%s", slash ? "/" : ".");
-    struct gw_backup_params p = {.parent = req->parent, .method = method, .since = r->backup_since,
+    struct gw_backup_params p = {.parent = req->parent, .method = method, .since = gw_backup_since_get(r->vm),
                                  .fleece_limit = req->fleece_limit, .fleece_dir = r->control_path[0] ? dir : NULL,
                                  .throttle = tc};
     if (req->progress_ms && fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }

@@ -413,6 +413,9 @@ void gw_vm_destroy(struct gw_vm *vm)
 {
     if (!vm) return;
     gw_vm_stop(vm);
+    /* The extension first: it may hold a dirty consumer of this VM. */
+    if (vm->state_ext.release) vm->state_ext.release(vm->state_ext.ctx);
+    vm->state_ext = (struct gw_vm_state_ext){0};
     gw_bus_destroy(&vm->bus);
     for (unsigned i = 0; i < vm->nvcpus; i++) gw_vcpu_destroy(vm->vcpus[i]);
     gw_guest_mem_destroy(&vm->mem);

@@ -39,6 +39,19 @@ struct gw_vm_config {
     const char *net;
 };
 
+/* State a component outside engine/vm keeps with the VM and wants carried wherever its state
+ * goes (a suspend file, a migration): today the backup bitmap (backup/backup_since.h). save
+ * runs with the VM paused and fills its part of st (freed by free_saved); load gets a loaded
+ * state's part (its failure is logged, never fails the load: the part is an optimisation);
+ * release frees ctx when the VM is destroyed, before anything else of it. */
+struct gw_vm_state_ext {
+    int (*save)(void *ctx, Godwit__V1__VmState *st);
+    void (*free_saved)(Godwit__V1__VmState *st);
+    int (*load)(void *ctx, const Godwit__V1__VmState *st, char *err, unsigned errlen);
+    void (*release)(void *ctx);
+    void *ctx;
+};
+
 struct gw_vm {
     struct gw_kvm kvm;
     int vm_fd;
@@ -72,6 +85,7 @@ struct gw_vm {
     uint64_t verify_error_events;
     bool guest_stopped;          /* the guest ended itself (reset, power-off): not a failure */
     char stop_msg[128];
+    struct gw_vm_state_ext state_ext;   /* set by gw_vm_set_state_ext; owned by the VM */
 };
 
 /* Creates an empty VM. On failure returns -errno and explains in err. */
@@ -144,7 +158,15 @@ void gw_vm_guest_totals(struct gw_vm *vm, struct gw_guest_totals *t);
  * call at switchover has little left to do. */
 void gw_vm_flush_devices(struct gw_vm *vm);
 
-/* Full state (the VM must be paused). *out is a heap message freed with gw_vm_state_free. */
+/* Registers the VM's state extension (one; a second replaces nothing and returns -EBUSY). */
+int gw_vm_set_state_ext(struct gw_vm *vm, const struct gw_vm_state_ext *ext);
+/* Process-wide, set once before any VM exists: makes a VM's extension when a loaded state
+ * carries its part and the VM has none yet (a VM arriving by migration or from a file). */
+void gw_vm_set_state_ext_factory(int (*make)(struct gw_vm *vm));
+
+/* Full state (the VM must be paused). *out is a heap message freed with gw_vm_state_free.
+ * gw_vm_save_state_core leaves out the extension's part (what a backup's manifest keeps). */
+int gw_vm_save_state_core(struct gw_vm *vm, Godwit__V1__VmState **out);
 int gw_vm_save_state(struct gw_vm *vm, Godwit__V1__VmState **out);
 void gw_vm_state_free(Godwit__V1__VmState *st);
 /* Loads state saved by gw_vm_save_state (possibly by an older runner) into a created,

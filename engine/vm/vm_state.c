@@ -28,7 +28,23 @@ struct saved_state {
     Godwit__V1__DeviceState devices[GW_BUS_MAX_DEVICES];
     Godwit__V1__DeviceState *device_ptrs[GW_BUS_MAX_DEVICES];
     char writer[64];
+    void (*ext_free)(Godwit__V1__VmState *st);   /* the extension's part, when saved */
 };
+
+/* Set once at process start (gw_vm_set_state_ext_factory), read afterwards only. */
+static int (*ext_factory)(struct gw_vm *vm);
+
+void gw_vm_set_state_ext_factory(int (*make)(struct gw_vm *vm))
+{
+    ext_factory = make;
+}
+
+int gw_vm_set_state_ext(struct gw_vm *vm, const struct gw_vm_state_ext *ext)
+{
+    if (vm->state_ext.ctx) return -EBUSY;
+    vm->state_ext = *ext;
+    return 0;
+}
 
 void gw_vm_describe(struct gw_vm *vm, Godwit__V1__VmConfig *cfg, Godwit__V1__MemoryRegion *regions,
                     Godwit__V1__MemoryRegion **region_ptrs)
@@ -71,7 +87,7 @@ static int save_chip(struct gw_vm *vm, uint32_t id, Godwit__V1__KvmBlob **out)
     return *out ? 0 : -ENOMEM;
 }
 
-int gw_vm_save_state(struct gw_vm *vm, Godwit__V1__VmState **out)
+static int save_state(struct gw_vm *vm, Godwit__V1__VmState **out, bool with_ext)
 {
     struct saved_state *s = calloc(1, sizeof *s);
     if (!s) return -ENOMEM;
@@ -123,6 +139,11 @@ int gw_vm_save_state(struct gw_vm *vm, Godwit__V1__VmState **out)
         st->n_devices = i + 1;
     }
     st->devices = s->device_ptrs;
+    if (with_ext && vm->state_ext.save) {
+        r = vm->state_ext.save(vm->state_ext.ctx, st);
+        if (r) { gw_error("vm %s: saving the state extension: %s", vm->name, strerror(-r)); goto fail; }
+        s->ext_free = vm->state_ext.free_saved;
+    }
     *out = st;
     return 0;
 fail:
@@ -130,10 +151,21 @@ fail:
     return r;
 }
 
+int gw_vm_save_state(struct gw_vm *vm, Godwit__V1__VmState **out)
+{
+    return save_state(vm, out, true);
+}
+
+int gw_vm_save_state_core(struct gw_vm *vm, Godwit__V1__VmState **out)
+{
+    return save_state(vm, out, false);
+}
+
 void gw_vm_state_free(Godwit__V1__VmState *st)
 {
     if (!st) return;
     struct saved_state *s = (struct saved_state *)st; /* st is the first member */
+    if (s->ext_free) s->ext_free(st);
     for (size_t i = 0; i < st->n_vcpus; i++) gw_vcpu_state_clear(&s->vcpus[i]);
     gw_blob_free(st->clock);
     gw_blob_free(st->pit);
@@ -227,5 +259,12 @@ int gw_vm_load_state(struct gw_vm *vm, const Godwit__V1__VmState *st, char *err,
     pthread_mutex_lock(&vm->lock);
     vm->booted_vcpus = vm->ready_vcpus = vm->nvcpus;
     pthread_mutex_unlock(&vm->lock);
+    if (st->backup_since && !vm->state_ext.ctx && ext_factory && (r = ext_factory(vm)))
+        gw_warn("vm %s: state extension: %s (its part of the state is dropped)", vm->name, strerror(-r));
+    if (vm->state_ext.load) {
+        char why[256] = "";
+        if ((r = vm->state_ext.load(vm->state_ext.ctx, st, why, sizeof why)))
+            gw_warn("vm %s: state extension refused its part: %s", vm->name, why[0] ? why : strerror(-r));
+    }
     return 0;
 }

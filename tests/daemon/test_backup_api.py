@@ -144,6 +144,9 @@ class BackupApi(unittest.TestCase):
             self.assertEqual(vj.state, api.Job.SUCCEEDED, vj.error)
             self.assertEqual((vj.backup.bad_chunks, vj.backup.bad_manifests), (0, 0))
             self.assertGreater(vj.progress.backup_bytes_read, 0)
+            self.assertEqual(vj.progress.backup_chunks, vj.progress.backup_chunks_total)   # every chunk checked
+            self.assertGreater(vj.progress.backup_chunks, 0)
+            self.assertEqual(vj.progress.remaining_bytes, 0)
 
             r = self.call("RestoreBackup", bk.RestoreBackupRequest(target=target, vm=src, name=clone)).job
             rj = self.watch(r.id)[-1].job
