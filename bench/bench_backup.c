@@ -82,6 +82,7 @@ static int vm_cmd(char *const argv[], char *out, size_t outlen)
 
 int gw_bench_backup(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++) if (!strcmp(argv[i], "--contention")) return gw_bench_backup_contention(argc, argv);
     for (int i = 1; i < argc; i++)   /* its own benchmark: bench_instant_restore.c */
         if (!strcmp(argv[i], "--instant-restore")) {
             for (int k = i; k < argc - 1; k++) argv[k] = argv[k + 1];

@@ -333,7 +333,7 @@ class Backups(BackupBase):
         time.sleep(0.5)
         b = self.backup(src, store)
         self.assertEqual(b["disk_bytes"], 4 << 30)
-        self.assertLess(b["pause_ms"], 50, b)
+        self.assertLess(b["pause_ms"], 100, b)   # reading 4 GiB would take seconds
         self.assert_disk_restores(store, "disk2", "disk2b", b)
         # Blocks the guest overwrote before the backup read them came from the fleece.
         self.assertGreater(b["fleece_blocks"], 0, b)
@@ -404,16 +404,16 @@ class Backups(BackupBase):
 
     def test_fixed_throttle_holds_its_rate(self):
         store = self.store_args("dir")
-        # Random pages do not compress: the store gets about 96 MiB.
-        src = self.start("thr1", ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=8M,pattern=random"])
-        b = self.backup(src, store, "--throttle", "fixed", "--rate", "40M")
+        # Random pages do not compress: the store gets about 64 MiB, ~2.5 s at 24 MiB/s.
+        src = self.start("thr1", ["--memory", "256M", "--guest", "dirtier:ws=64M,rate=8M,pattern=random"])
+        b = self.backup(src, store, "--throttle", "fixed", "--rate", "24M")
         self.assertEqual(b["throttle"], "fixed")
-        self.assertGreater(b["throttle_bytes"], 80 << 20, b)
+        self.assertGreater(b["throttle_bytes"], 56 << 20, b)
         # The first 4 MiB are the bucket's burst; the rest goes at the rate.
         mib_s = (b["throttle_bytes"] - (4 << 20)) / (1 << 20) / (b["throttle_elapsed_ms"] / 1000.0)
-        sys.stderr.write("  fixed 40 MiB/s: %.1f MiB/s over %.0f ms\n" % (mib_s, b["throttle_elapsed_ms"]))
-        self.assertGreater(mib_s, 40 * 0.85, b)
-        self.assertLess(mib_s, 40 * 1.1, b)
+        sys.stderr.write("  fixed 24 MiB/s: %.1f MiB/s over %.0f ms\n" % (mib_s, b["throttle_elapsed_ms"]))
+        self.assertGreater(mib_s, 24 * 0.85, b)
+        self.assertLess(mib_s, 24 * 1.1, b)
         self.assertEqual(b["throttle_backoffs"], 0)
         r = self.restore(store, "thr1", "--name", "thr1b")
         self.assert_clone_runs(r, b["memory_digest"])

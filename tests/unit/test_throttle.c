@@ -3,12 +3,18 @@
  * of fixed bandwidth, a VM whose block latency rises when the backup takes more than the
  * contention leaves free): it backs off within 1 s of contention, keeps making progress during
  * it, and is back at >= 80 % of the free bandwidth within 5 s after it ends; injected store
- * latency makes it back off too; a fixed cap is never exceeded. */
+ * latency makes it back off too; a fixed cap is never exceeded. And the host bucket, shared by
+ * two throttles through its file, holds the host's rate over both. */
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/common/lat_hist.h"
+#include "engine/common/util.h"
+#include "storage/store.h"
 #include "storage/throttle.h"
 #include "storage/throttle_ctl.h"
 #include "tests/lib/gw_test.h"
@@ -165,4 +171,39 @@ GW_TEST(adaptive_respects_a_fixed_ceiling_and_a_floor)
     struct gw_throttle_sample s = {.bytes = 5 << 20, .interval_ns = GW_THROTTLE_INTERVAL_NS, .vm_n = 2, .vm_p99_ns = 50000000};
     gw_throttle_ctl_step(&c, &p, &s);
     CHECK_EQ(c.backoffs, 0);
+}
+
+/* The host bucket: two backups (two throttles mapping one file, as two runners do) share one
+ * budget; each alone would be unlimited. Real time: 36 MiB at 36 MiB/s after a 4 MiB burst. */
+GW_TEST(host_bucket_is_shared)
+{
+    char dir[] = "/tmp/gw-throttle-test.XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL);
+    char path[128];
+    snprintf(path, sizeof path, "%s/host", dir);
+    struct gw_store fake = {0};   /* only its latency counters are read (adaptive mode) */
+    struct gw_throttle_cfg cfg = {.mode = GW_THROTTLE_OFF, .host_path = path, .host_rate = 36 * MIB};
+    struct gw_throttle *a, *b;
+    char err[256];
+    REQUIRE(gw_throttle_open(&cfg, &fake, &a, err, sizeof err) == 0);
+    REQUIRE(gw_throttle_open(&cfg, &fake, &b, err, sizeof err) == 0);
+    uint64_t t0 = gw_now_ns();
+    for (int i = 0; i < 20; i++) {
+        gw_throttle_take(a, 1 << 20);
+        gw_throttle_take(b, 1 << 20);
+    }
+    double took = (gw_now_ns() - t0) / 1e9;
+    struct gw_throttle_stats sa, sb;
+    gw_throttle_close(a, &sa);
+    gw_throttle_close(b, &sb);
+    CHECK(took > 36.0 / 36 * 0.95 && took < 36.0 / 36 * 1.25);
+    CHECK_EQ(sa.bytes, 20 << 20);
+    CHECK_EQ(sb.bytes, 20 << 20);
+    CHECK(sa.wait_ns > 0 && sb.wait_ns > 0);
+    /* Bad limits are refused with a reason. */
+    struct gw_throttle *c;
+    struct gw_throttle_cfg bad = {.mode = GW_THROTTLE_FIXED, .rate = -1};
+    CHECK(gw_throttle_open(&bad, &fake, &c, err, sizeof err) == -EINVAL && strstr(err, "negative"));
+    unlink(path);
+    rmdir(dir);
 }

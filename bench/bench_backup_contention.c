@@ -1,0 +1,267 @@
+/* `godwit-bench backup --contention`: what a backup costs a guest's own disk I/O.
+ *
+ *   godwit-bench backup --contention --target dir:PATH|rados:auto [--disk SPEC] [--disk-size SIZE]
+ *                [--memory SIZE] [--ws SIZE] [--seconds N] [--json]
+ *
+ * Two VMs on this host: the disk guest (guest/workload_disk.c: reads and writes its disk every
+ * timer tick) whose block-request latency the virtio disk measures (a histogram in the
+ * runner's status; the bench takes the difference of two readings around each phase), and a
+ * second VM (a random dirtier of --ws in --memory) that gets backed up. The disk guest runs
+ *   (a) alone (the second VM running, no backup) for --seconds: the baseline, same run;
+ *   (b) beside an unthrottled backup (--throttle off) of the second VM;
+ *   (c) beside an adaptive backup of the second VM that watches the disk guest's latency
+ *       (--watch-vm: the runner polls its status).
+ * Each backup goes into a store of its own (a second namespace or directory), so (c) cannot
+ * skip chunks (b) stored. Prints the guest's p50/p99 in each phase, the backups' throughput,
+ * and p99(c) / p99(a) against the target 1.2. --disk is handed to godwit-vm as it is (a raw
+ * file path today; an RBD image spec once that backend exists); without it a sparse raw file of
+ * --disk-size (default 1G) is made in the bench's temporary directory. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench/bench.h"
+#include "bench/bench_proc.h"
+#include "engine/common/json.h"
+#include "engine/common/lat_hist.h"
+#include "engine/common/util.h"
+
+struct copts {
+    const char *target, *disk, *dir;
+    uint64_t disk_size, memory, ws, seconds;
+    bool json;
+};
+
+static int parse(int argc, char **argv, struct copts *o)
+{
+    static const struct option lo[] = {
+        {"contention", 0, 0, 'c'}, {"target", 1, 0, 't'}, {"disk", 1, 0, 'd'}, {"disk-size", 1, 0, 's'},
+        {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"seconds", 1, 0, 'S'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {0},
+    };
+    *o = (struct copts){.target = "rados:auto", .disk_size = 1ull << 30, .memory = 1ull << 30, .ws = 512ull << 20,
+                        .seconds = 5};
+    int c, idx;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", lo, &idx)) != -1) {
+        int r = 0;
+        switch (c) {
+        case 'c': break;
+        case 't': o->target = optarg; break;
+        case 'd': o->disk = optarg; break;
+        case 'D': o->dir = optarg; break;
+        case 's': r = gw_parse_size(optarg, &o->disk_size); break;
+        case 'm': r = gw_parse_size(optarg, &o->memory); break;
+        case 'w': r = gw_parse_size(optarg, &o->ws); break;
+        case 'S': r = gw_parse_u64(optarg, 1, 3600, &o->seconds); break;
+        case 'j': o->json = true; break;
+        default: return 2;
+        }
+        if (r) { fprintf(stderr, "godwit-bench backup --contention: bad value for --%s\n", lo[idx].name); return 2; }
+    }
+    return 0;
+}
+
+/* The disk guest's latency histogram from its runner's status. */
+static int read_hist(const char *vm_bin, const char *sock, struct gw_lat_hist *h)
+{
+    char *argv[] = {(char *)vm_bin, "status", "--control", (char *)sock, "--json", NULL};
+    static char out[16384];   /* one status line; the bench is single-threaded */
+    char buckets[8192];
+    memset(h, 0, sizeof *h);
+    if (gw_bench_run(argv, out, sizeof out) != 0) return -EIO;
+    if (gw_json_get_str(out, "disk_latency_buckets", buckets, sizeof buckets)) return -ENOENT;
+    for (char *p = buckets; *p;) {
+        char *end;
+        unsigned long i = strtoul(p, &end, 10);
+        if (*end != ':' || i >= GW_LAT_HIST_BUCKETS) return -EBADMSG;
+        unsigned long long n = strtoull(end + 1, &end, 10);
+        h->b[i] = n;
+        h->count += n;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -EBADMSG;
+    }
+    return 0;
+}
+
+static int wait_ready(const char *vm_bin, const char *sock)
+{
+    char *argv[] = {(char *)vm_bin, "status", "--control", (char *)sock, "--json", NULL};
+    char out[16384];
+    uint64_t deadline = gw_now_ns() + 180ull * 1000000000ull;
+    while (gw_now_ns() < deadline) {
+        usleep(100000);
+        bool ready = false;
+        if (gw_bench_run(argv, out, sizeof out) == 0 && !gw_json_get_bool(out, "guest_ready", &ready) && ready) return 0;
+    }
+    return -ETIMEDOUT;
+}
+
+struct phase {
+    double p50_us, p99_us, mib_s, elapsed_ms;
+    uint64_t requests, backoffs, bytes;
+};
+
+static void phase_lat(const struct gw_lat_hist *a, const struct gw_lat_hist *b, struct phase *ph)
+{
+    struct gw_lat_hist d;
+    gw_lat_hist_delta(b, a, &d);
+    ph->requests = d.count;
+    ph->p50_us = gw_lat_hist_quantile(&d, 0.5) / 1e3;
+    ph->p99_us = gw_lat_hist_quantile(&d, 0.99) / 1e3;
+}
+
+/* One backup of the second VM with extra options; its throughput from its own figures. */
+static int backup_phase(const char *vm_bin, const char *dsock, const char *bsock, char *const *store, char *const *extra,
+                        struct phase *ph, char *err, size_t errlen)
+{
+    char *argv[24];
+    int n = 0;
+    const char *head[] = {vm_bin, "backup", "--control", bsock, "--json", "--parent", "none"};
+    for (size_t i = 0; i < GW_ARRAY_SIZE(head); i++) argv[n++] = (char *)head[i];
+    for (int i = 0; store[i]; i++) argv[n++] = store[i];
+    for (int i = 0; extra[i]; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    struct gw_lat_hist h0, h1;
+    if (read_hist(vm_bin, dsock, &h0)) { snprintf(err, errlen, "disk guest status unreadable"); return -EIO; }
+    static char out[65536];
+    gw_bench_run(argv, out, sizeof out);
+    if (read_hist(vm_bin, dsock, &h1)) { snprintf(err, errlen, "disk guest status unreadable"); return -EIO; }
+    phase_lat(&h0, &h1, ph);
+    char line[8192];
+    gw_bench_last_json(out, line, sizeof line);
+    bool ok = false;
+    gw_json_get_bool(line, "ok", &ok);
+    if (!ok) { snprintf(err, errlen, "backup failed: %.300s", line); return -EIO; }
+    gw_json_get_u64(line, "throttle_bytes", &ph->bytes);
+    gw_json_get_double(line, "elapsed_ms", &ph->elapsed_ms);
+    gw_json_get_u64(line, "throttle_backoffs", &ph->backoffs);
+    ph->mib_s = ph->elapsed_ms > 0 ? ph->bytes / 1048576.0 / (ph->elapsed_ms / 1000) : 0;
+    return 0;
+}
+
+int gw_bench_backup_contention(int argc, char **argv)
+{
+    struct copts o;
+    if (parse(argc, argv, &o)) return 2;
+    char vm_bin[4096];
+    if (gw_bench_sibling("godwit-vm", vm_bin, sizeof vm_bin)) { fprintf(stderr, "godwit-bench: godwit-vm not found\n"); return 1; }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/godwit-bench-contention.XXXXXX", o.dir ? o.dir : "/tmp");
+    if (!mkdtemp(dir)) { perror("godwit-bench: mkdtemp"); return 1; }
+    char err[512] = "", out[16384], conf[1024] = "", spec_b[1200], spec_c[1200], script[1200];
+    int status = 0;
+    snprintf(script, sizeof script, "%s/scripts/ceph-cluster", GW_SOURCE_DIR);
+    bool auto_cluster = !strcmp(o.target, "rados:auto");
+    if (auto_cluster) {
+        char *start_argv[] = {script, "start", "--size", "16G", NULL};
+        if (gw_bench_run(start_argv, out, sizeof out) != 0) { snprintf(err, sizeof err, "cannot start a Ceph cluster"); status = 1; }
+        else {
+            char *nl = out + strlen(out);
+            while (nl > out && nl[-1] == '\n') *--nl = 0;
+            char *last = strrchr(out, '\n');
+            snprintf(conf, sizeof conf, "%s", last ? last + 1 : out);
+        }
+        snprintf(spec_b, sizeof spec_b, "rados:godwit/contention-b");
+        snprintf(spec_c, sizeof spec_c, "rados:godwit/contention-c");
+    } else if (!strncmp(o.target, "dir:", 4)) {
+        snprintf(spec_b, sizeof spec_b, "%s/b", o.target);
+        snprintf(spec_c, sizeof spec_c, "%s/c", o.target);
+    } else if (!strncmp(o.target, "rados:", 6)) {
+        snprintf(spec_b, sizeof spec_b, "%s-b", o.target);
+        snprintf(spec_c, sizeof spec_c, "%s-c", o.target);
+    } else {
+        fprintf(stderr, "godwit-bench backup --contention: --target dir:PATH, rados:POOL/NS or rados:auto\n");
+        rmdir(dir);
+        return 2;
+    }
+    char img[4200], dsock[4200], bsock[4200], dout[4200], bout[4200], gspec[200], mem_s[32];
+    snprintf(img, sizeof img, "%s/disk.img", dir);
+    snprintf(dsock, sizeof dsock, "%s/disk.sock", dir);
+    snprintf(bsock, sizeof bsock, "%s/bulk.sock", dir);
+    snprintf(dout, sizeof dout, "%s/disk.json", dir);
+    snprintf(bout, sizeof bout, "%s/bulk.json", dir);
+    snprintf(gspec, sizeof gspec, "dirtier:ws=%llu,rate=16M,pattern=random", (unsigned long long)o.ws);
+    snprintf(mem_s, sizeof mem_s, "%llu", (unsigned long long)o.memory);
+    if (!o.disk) {
+        int fd = open(img, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+        if (fd < 0 || ftruncate(fd, (off_t)o.disk_size) < 0) { snprintf(err, sizeof err, "disk image: %s", strerror(errno)); status = 1; }
+        if (fd >= 0) close(fd);
+    }
+    const char *disk = o.disk ? o.disk : img;
+    pid_t dpid = -1, bpid = -1;
+    if (!status) {
+        char *dargv[] = {vm_bin, "run", "--name", "contention-disk", "--memory", "128M", "--guest", "disk", "--disk",
+                         (char *)disk, "--control", dsock, "--json", NULL};
+        char *bargv[] = {vm_bin, "run", "--name", "contention-bulk", "--memory", mem_s, "--guest", gspec, "--control", bsock,
+                         "--json", NULL};
+        dpid = gw_bench_spawn(dargv, dout);
+        bpid = gw_bench_spawn(bargv, bout);
+        if (wait_ready(vm_bin, dsock) || wait_ready(vm_bin, bsock)) { snprintf(err, sizeof err, "a guest never became ready"); status = 1; }
+        else sleep(1);
+    }
+    struct phase a = {0}, b = {0}, c = {0};
+    if (!status) {
+        struct gw_lat_hist h0, h1;
+        if (read_hist(vm_bin, dsock, &h0)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+        else {
+            sleep((unsigned)o.seconds);
+            if (read_hist(vm_bin, dsock, &h1)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+            else phase_lat(&h0, &h1, &a);
+        }
+    }
+    char *store_b[] = {"--store", spec_b, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
+    char *store_c[] = {"--store", spec_c, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
+    char *off[] = {"--throttle", "off", NULL};
+    char *adaptive[] = {"--throttle", "adaptive", "--watch-vm", dsock, NULL};
+    if (!status && backup_phase(vm_bin, dsock, bsock, store_b, off, &b, err, sizeof err)) status = 1;
+    if (!status && backup_phase(vm_bin, dsock, bsock, store_c, adaptive, &c, err, sizeof err)) status = 1;
+    uint64_t disk_verify_errors = 0, bulk_verify_errors = 0;
+    char *stop_d[] = {vm_bin, "stop", "--control", dsock, NULL}, *stop_b[] = {vm_bin, "stop", "--control", bsock, NULL};
+    if (dpid > 0) { gw_bench_run(stop_d, out, sizeof out); gw_bench_wait(dpid); }
+    if (bpid > 0) { gw_bench_run(stop_b, out, sizeof out); gw_bench_wait(bpid); }
+    char line[8192];
+    if (!gw_bench_read_file(dout, out, sizeof out)) { gw_bench_last_json(out, line, sizeof line); gw_json_get_u64(line, "disk_verify_errors", &disk_verify_errors); }
+    if (!gw_bench_read_file(bout, out, sizeof out)) { gw_bench_last_json(out, line, sizeof line); gw_json_get_u64(line, "guest_verify_errors", &bulk_verify_errors); }
+    double ratio_c = a.p99_us > 0 ? c.p99_us / a.p99_us : 0, ratio_b = a.p99_us > 0 ? b.p99_us / a.p99_us : 0;
+    if (o.json) {
+        printf("{\"bench\":\"backup-contention\",\"status\":\"%s\",\"error\":", status ? "error" : "ok");
+        gw_json_str(stdout, err);
+        printf(",\"target\":\"%s\",\"disk\":", o.target);
+        gw_json_str(stdout, o.disk ? o.disk : "raw file (sparse)");
+        printf(",\"disk_bytes\":%llu,\"backup_memory_bytes\":%llu,\"backup_ws_bytes\":%llu,"
+               "\"alone_p50_us\":%.1f,\"alone_p99_us\":%.1f,\"alone_requests\":%llu,"
+               "\"unthrottled_p50_us\":%.1f,\"unthrottled_p99_us\":%.1f,\"unthrottled_requests\":%llu,"
+               "\"adaptive_p50_us\":%.1f,\"adaptive_p99_us\":%.1f,\"adaptive_requests\":%llu,"
+               "\"unthrottled_mib_s\":%.1f,\"adaptive_mib_s\":%.1f,\"unthrottled_ms\":%.0f,\"adaptive_ms\":%.0f,"
+               "\"adaptive_backoffs\":%llu,\"p99_ratio_unthrottled_vs_alone\":%.2f,\"p99_ratio_adaptive_vs_alone\":%.2f,"
+               "\"target_p99_ratio\":1.2,\"target_met\":%s,\"disk_verify_errors\":%llu,\"bulk_verify_errors\":%llu,"
+               "\"latency\":\"virtio disk request service time (device side), IN and OUT\","
+               "\"baseline\":\"(a) the same disk guest without a backup, same run\"}\n",
+               (unsigned long long)o.disk_size, (unsigned long long)o.memory, (unsigned long long)o.ws, a.p50_us, a.p99_us,
+               (unsigned long long)a.requests, b.p50_us, b.p99_us, (unsigned long long)b.requests, c.p50_us, c.p99_us,
+               (unsigned long long)c.requests, b.mib_s, c.mib_s, b.elapsed_ms, c.elapsed_ms, (unsigned long long)c.backoffs,
+               ratio_b, ratio_c, !status && ratio_c <= 1.2 ? "true" : "false", (unsigned long long)disk_verify_errors,
+               (unsigned long long)bulk_verify_errors);
+    } else {
+        printf("backup contention (%s): disk guest p50/p99 alone %.0f/%.0f us, beside unthrottled %.0f/%.0f us "
+               "(backup %.0f MiB/s), beside adaptive %.0f/%.0f us (backup %.0f MiB/s, %llu back-offs); p99 ratio %.2f "
+               "(target 1.2)%s%s\n",
+               o.target, a.p50_us, a.p99_us, b.p50_us, b.p99_us, b.mib_s, c.p50_us, c.p99_us, c.mib_s,
+               (unsigned long long)c.backoffs, ratio_c, status ? ", error: " : "", err);
+    }
+    if (auto_cluster && conf[0]) {
+        char *stop_argv[] = {script, "stop", conf, NULL};
+        gw_bench_run(stop_argv, out, sizeof out);
+    }
+    if (!o.disk) unlink(img);
+    unlink(dout);
+    unlink(bout);
+    unlink(dsock);
+    unlink(bsock);
+    rmdir(dir);
+    return status || disk_verify_errors || bulk_verify_errors ? 1 : 0;
+}
