@@ -19,6 +19,7 @@
 #include "engine/vm/vm.h"
 #include "backup/wp_snapshot.h"
 #include "storage/chunk_sink.h"
+#include "storage/gc.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
 
@@ -45,6 +46,7 @@ struct bk {
     unsigned rounds;
     struct gw_wp_snapshot *wp;
     struct gw_wp_stats wp_stats;
+    struct gw_gc_guard *guard;  /* registered with the collector for the whole backup */
     char *err;
     size_t errlen;
 };
@@ -296,7 +298,8 @@ static void make_id(char *id)
 static void seed_known(struct bk *b, const Godwit__V1__BackupImage *im)
 {
     for (size_t i = 0; im && i < im->n_chunks; i++)
-        if (im->chunks[i].len == 32) gw_chunk_sink_know(&b->sink, im->chunks[i].data);
+        if (im->chunks[i].len == 32 && !gw_gc_guard_distrusts(b->sink.guard, im->chunks[i].data))
+            gw_chunk_sink_know(&b->sink, im->chunks[i].data);
 }
 
 static int write_manifest(struct bk *b, Godwit__V1__BackupManifest *m, struct gw_backup_result *res)
@@ -311,8 +314,10 @@ static int write_manifest(struct bk *b, Godwit__V1__BackupManifest *m, struct gw
     r = gw_manifest_object(m->vm_name, m->id, obj, sizeof obj);
     if (!r) r = gw_backup_index_name(m->vm_name, index, sizeof index);
     if (r) { free(buf); return fail(b, r, "VM name '%s' cannot name a backup", m->vm_name); }
-    /* Every chunk durable first, then the manifest, then the index entry that lists it. */
+    /* Every chunk durable first, then the manifest, then the index entry that lists it; and
+     * only while this backup's lease still keeps the collector off its chunks. */
     r = s->ops->wait(s);
+    if (!r && (r = gw_gc_guard_check(b->guard, b->err, b->errlen))) { free(buf); return r; }
     if (!r) r = s->ops->put(s, obj, buf, len);
     if (!r) r = s->ops->wait(s);
     free(buf);
@@ -346,7 +351,12 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     } else if (strcmp(p->parent, "none")) {
         snprintf(parent_id, sizeof parent_id, "%s", p->parent);
     }
-    if (parent_id[0] && (r = gw_manifest_load(t->store, vm->name, parent_id, &parent, err, errlen))) return r;
+    /* Before the parent's chunk list or any lookup: the collector must know we are here. */
+    if ((r = gw_gc_guard_enter(t->store, vm->name, &b.guard, err, errlen))) return r;
+    if (parent_id[0] && (r = gw_manifest_load(t->store, vm->name, parent_id, &parent, err, errlen))) {
+        gw_gc_guard_leave(b.guard);
+        return r;
+    }
 
     b.names = calloc(b.nchunks, 32);
     b.has_data = calloc(b.nchunks, 1);
@@ -354,6 +364,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     b.cbuf = malloc(b.cs);
     if (!b.names || !b.has_data || !b.pending || !b.cbuf) { r = fail(&b, -ENOMEM, "out of memory%s", ""); goto out; }
     if ((r = gw_chunk_sink_init(&b.sink, t->store, &t->keys, b.cs, true))) { fail(&b, r, "out of memory%s", ""); goto out; }
+    b.sink.guard = b.guard;
     if ((r = gw_chunk_digest_init(&b.cd, vm->mem.base, vm->mem.size))) { fail(&b, r, "digest: %s", strerror(-r)); goto out; }
     b.cd_ready = true;
     if (parent) { seed_known(&b, parent->memory); seed_known(&b, parent->disk); }
@@ -468,6 +479,7 @@ out:
     if (r) t->store->ops->wait(t->store);  /* nothing of ours stays in flight */
     if (b.cd_ready) gw_chunk_digest_free(&b.cd);
     gw_chunk_sink_free(&b.sink);
+    gw_gc_guard_leave(b.guard);
     gw_vm_state_free(st);
     if (parent) godwit__v1__backup_manifest__free_unpacked(parent, NULL);
     free(b.names);

@@ -5,7 +5,8 @@
  *   godwit-bench wire --ws 512M --streams 2 --json
  *   godwit-bench net --json
  *   godwit-bench api --seconds 5 --json
- *   godwit-bench backup --memory 1G --ws 512M --target dir:PATH|rados:auto --json */
+ *   godwit-bench backup --memory 1G --ws 512M --target dir:PATH|rados:auto --json
+ *   godwit-bench backup --gc --target dir:PATH|rados:auto [--chunks N] --json */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>

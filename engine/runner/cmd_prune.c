@@ -3,8 +3,10 @@
  *   godwit-vm prune --store SPEC [STORE OPTIONS] --vm NAME [--keep-last N] [--keep-hourly N]
  *                   [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]
  *                   [--tz ZONE] [--dry-run] [--json]
+ *   godwit-vm gc --store SPEC [STORE OPTIONS] [--dry-run] [--json]
  *
- * prune deletes the backups no rule keeps (docs/backups.md, "Retention"). Exit codes: 0, 1 failed,
+ * prune deletes the backups no rule keeps (docs/backups.md, "Retention"); gc removes the chunks
+ * no backup references (docs/storage.md, "Garbage collection"). Exit codes: 0, 1 failed,
  * 2 usage. */
 #include <errno.h>
 #include <getopt.h>
@@ -18,6 +20,7 @@
 #include "engine/common/json.h"
 #include "engine/common/util.h"
 #include "engine/runner/cmd_backup.h"
+#include "storage/gc.h"
 #include "storage/store.h"
 
 enum { EXIT_FAILED = 1, EXIT_USAGE = 2 };
@@ -122,9 +125,56 @@ static int cmd_prune(struct gw_backup_target *t, const struct popts *o)
     return r ? EXIT_FAILED : 0;
 }
 
+static void gc_skip(void *ctx, const char *name, const char *reason)
+{
+    struct prune_out *p = ctx;
+    if (p->json) {
+        printf("%s{\"object\":", p->n ? "," : "");
+        gw_json_str(stdout, name);
+        printf(",\"reason\":");
+        gw_json_str(stdout, reason);
+        printf("}");
+    } else {
+        fprintf(stderr, "skipped %s: %s\n", name, reason);
+    }
+    p->n++;
+}
+
+static int cmd_gc(struct gw_backup_target *t, const struct popts *o)
+{
+    struct gw_gc_params gp = {.dry_run = o->dry_run, .skipped = gc_skip};
+    struct prune_out out = {.json = o->json};
+    gp.ctx = &out;
+    struct gw_gc_stats st;
+    char err[512] = "";
+    if (o->json) printf("{\"skipped\":[");
+    int r = gw_gc_run(t->store, &gp, &st, err, sizeof err);
+    if (o->json) {
+        printf("],\"ok\":%s,\"error\":", r ? "false" : "true");
+        gw_json_str(stdout, err);
+        printf(",\"dry_run\":%s,\"manifests\":%llu,\"chunks_scanned\":%llu,\"referenced\":%llu,\"candidates\":%llu,"
+               "\"chunks_removed\":%llu,\"bytes_freed\":%llu,\"deferred\":%llu,\"kept_rewritten\":%llu,\"skipped_objects\":%llu,"
+               "\"live_backups\":%llu,\"generation\":%llu,\"gc_ms\":%.1f}\n",
+               o->dry_run ? "true" : "false", (unsigned long long)st.manifests, (unsigned long long)st.chunks_scanned,
+               (unsigned long long)st.referenced, (unsigned long long)st.candidates, (unsigned long long)st.removed,
+               (unsigned long long)st.bytes_freed, (unsigned long long)st.deferred, (unsigned long long)st.kept_changed,
+               (unsigned long long)st.skipped, (unsigned long long)st.live_backups, (unsigned long long)st.generation,
+               st.elapsed_ns / 1e6);
+    } else if (r) {
+        fprintf(stderr, "godwit-vm: gc: %s\n", err);
+    } else {
+        printf("%s%llu chunks scanned, %llu referenced by %llu manifests, %llu removed (%llu KiB freed), %llu deferred "
+               "(backups in progress), %llu skipped, %.0f ms\n", o->dry_run ? "dry run: " : "",
+               (unsigned long long)st.chunks_scanned, (unsigned long long)st.referenced, (unsigned long long)st.manifests,
+               (unsigned long long)st.removed, (unsigned long long)(st.bytes_freed >> 10), (unsigned long long)st.deferred,
+               (unsigned long long)st.skipped, st.elapsed_ns / 1e6);
+    }
+    return r ? EXIT_FAILED : 0;
+}
+
 bool gw_runner_is_store_verb(const char *verb)
 {
-    return !strcmp(verb, "prune");
+    return !strcmp(verb, "prune") || !strcmp(verb, "gc");
 }
 
 int gw_runner_cmd_store(const char *verb, int argc, char **argv)
@@ -134,7 +184,7 @@ int gw_runner_cmd_store(const char *verb, int argc, char **argv)
     struct gw_backup_target t;
     char err[512];
     if (gw_backup_target_open(&o.spec, &t, err, sizeof err)) { fprintf(stderr, "godwit-vm: %s\n", err); return EXIT_FAILED; }
-    int code = cmd_prune(&t, &o);
+    int code = !strcmp(verb, "prune") ? cmd_prune(&t, &o) : cmd_gc(&t, &o);
     gw_backup_target_close(&t);
     return code;
 }
