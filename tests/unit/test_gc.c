@@ -5,6 +5,7 @@
  * verifies; a killed backup stops holding the collector off; hostile contents are skipped
  * with a reason, and a damaged manifest stops the collection before anything is removed. */
 #include "backup/backup.h"
+#include "backup/slots.h"
 #include "storage/chunk.h"
 #include "storage/chunk_sink.h"
 #include "storage/gc.h"
@@ -484,6 +485,35 @@ GW_TEST(rados_gc_other_process)
 {
     if (!gw_test_ceph_conf(GW_SOURCE_DIR)) { gw_test_skip("no Ceph cluster can start here"); return; }
     other_process("rados");
+}
+
+
+/* At most 2 backups in the cluster and 1 per host: slots from the store's leases. */
+static void slots(const char *kind)
+{
+    struct gw_store *s = open_kind(kind, ++ns_seq);
+    REQUIRE(s);
+    char err[256];
+    struct gw_backup_slots a1, a2, b1, c1, c2;
+    CHECK_EQ(gw_backup_slots_take(s, "host-a", 1, 2, "job-a1", 30, &a1, err, sizeof err), 0);
+    CHECK_EQ(gw_backup_slots_take(s, "host-a", 1, 2, "job-a2", 30, &a2, err, sizeof err), -EBUSY);
+    CHECK(strstr(err, "host host-a"));
+    CHECK_EQ(gw_backup_slots_take(s, "host-b", 1, 2, "job-b1", 30, &b1, err, sizeof err), 0);
+    CHECK_EQ(gw_backup_slots_take(s, "host-c", 1, 2, "job-c1", 30, &c1, err, sizeof err), -EBUSY);
+    CHECK(strstr(err, "the cluster runs 2"));
+    CHECK(c1.host == NULL && c1.cluster == NULL);   /* nothing held after a refusal */
+    gw_backup_slots_release(&a1);
+    CHECK_EQ(gw_backup_slots_take(s, "host-c", 1, 2, "job-c2", 30, &c2, err, sizeof err), 0);
+    CHECK_EQ(gw_backup_slots_take(s, "bad/host", 1, 2, "job", 30, &c1, err, sizeof err), -EINVAL);
+    gw_backup_slots_release(&b1);
+    gw_backup_slots_release(&c2);
+    gw_store_close(s);
+}
+
+GW_TEST(backup_slots)
+{
+    slots("dir");
+    if (gw_test_ceph_conf(GW_SOURCE_DIR)) slots("rados");
 }
 
 GW_TEST(cleanup)
