@@ -209,7 +209,7 @@ static int on_holder(const char *cookie, void *ctx)
 /* Candidates: unreferenced chunks, with their guards and sizes (one batched lookup). */
 static int candidates(struct gc *g, struct gw_gc_entry **out, uint64_t **sizes, size_t *n)
 {
-    size_t max = g->nchunks - (g->nchunks < g->refs.n ? g->nchunks : 0);
+    size_t max = g->nchunks;   /* at most every chunk is a candidate */
     struct gw_gc_entry *e = malloc((max ? max : 1) * sizeof *e);
     uint64_t *sz = malloc((max ? max : 1) * sizeof *sz);
     char (*nm)[80] = malloc(GC_BATCH * sizeof *nm);
@@ -297,7 +297,7 @@ int gw_gc_run(struct gw_store *s, const struct gw_gc_params *p, struct gw_gc_sta
     }
     if ((r = gw_gc_pending_load(s, &gen_old, &old, &nold, err, errlen))) goto out;
     /* Mark: every manifest, every chunk. */
-    if ((r = gw_store_scan(s, on_object, scan_skip, &g))) { if (!err[0]) snprintf(err, errlen, "%s", gw_store_error(s)); goto out; }
+    if ((r = gw_store_scan(s, 0, on_object, scan_skip, &g))) { if (!err[0]) snprintf(err, errlen, "%s", gw_store_error(s)); goto out; }
     if ((r = load_manifests(&g, 0))) goto out;
     if ((r = candidates(&g, &cand, &cand_size, &ncand))) goto out;
     qsort(cand, ncand, sizeof *cand, cmp_hash);
@@ -342,7 +342,7 @@ int gw_gc_run(struct gw_store *s, const struct gw_gc_params *p, struct gw_gc_sta
     g.rescan = true;
     struct names before = g.manifests;
     g.manifests = (struct names){0};
-    r = gw_store_scan(s, on_object, scan_skip, &g);
+    r = gw_store_scan(s, GW_SCAN_MANIFESTS, on_object, scan_skip, &g);
     size_t fresh = 0;
     for (size_t i = 0; !r && i < g.manifests.n; i++)
         if (!seen || !bsearch(g.manifests.v[i], before.v, seen, sizeof *before.v, cmp_name)) {

@@ -216,13 +216,13 @@ static int rados_remove_guarded(struct gw_store *s, rados_ioctx_t io, const char
     return 0;
 }
 
-int gw_store_scan(struct gw_store *s, int (*fn)(const char *, void *), void (*skip)(void *, const char *, const char *),
-                  void *ctx)
+int gw_store_scan(struct gw_store *s, unsigned flags, int (*fn)(const char *, void *),
+                  void (*skip)(void *, const char *, const char *), void *ctx)
 {
     int dfd = gw_store_dir_fd(s);
     if (dfd >= 0) {
         int r = dir_walk(s, dfd, "objects", NULL, fn, skip, ctx);
-        return r ? r : dir_walk(s, dfd, "chunks", NULL, fn, skip, ctx);
+        return r || (flags & GW_SCAN_MANIFESTS) ? r : dir_walk(s, dfd, "chunks", NULL, fn, skip, ctx);
     }
     rados_ioctx_t io = gw_store_rados_ioctx(s);
     if (io) return rados_scan(s, io, fn, skip, ctx);

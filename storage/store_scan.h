@@ -20,7 +20,8 @@ struct gw_obj_guard {
 /* Calls fn(name) for every object of the store except indexes and leases, in no order; a name
  * godwit never writes (bad characters, a temporary file, a non-file) goes to skip() with the
  * reason instead and is never passed on. fn's non-zero return stops the walk and is returned. */
-int gw_store_scan(struct gw_store *s, int (*fn)(const char *name, void *ctx),
+#define GW_SCAN_MANIFESTS 1u   /* only manifests are wanted (a hint: dir skips the chunk tree) */
+int gw_store_scan(struct gw_store *s, unsigned flags, int (*fn)(const char *name, void *ctx),
                   void (*skip)(void *ctx, const char *name, const char *reason), void *ctx);
 
 /* Looks up n objects (batched): rc[i] = 1 present, 0 absent, -errno; size and guard of each. */

@@ -315,6 +315,32 @@ static void hostile(struct gw_store *s)
     s->ops->wait(s);
 }
 
+/* A manifest naming more chunks than the store holds (some lost): the orphans still go, the
+ * rest of the store is untouched. */
+static void more_references_than_chunks(struct gw_store *s)
+{
+    unsigned named[] = {60, 61, 62, 63, 64, 65}, lost[] = {60, 61, 62, 63, 64}, orphans[] = {66, 67, 68};
+    REQUIRE(fake_backup(s, "vm6", "20260101-000000-000001", named, 6) == 0);
+    REQUIRE(fake_backup(s, "vm6", "20260102-000000-000001", orphans, 3) == 0);
+    struct gw_backup_target t = {.store = s};
+    char err[256];
+    REQUIRE(gw_backup_delete(&t, "vm6", "20260102-000000-000001", err, sizeof err) == 0);
+    for (int i = 0; i < 5; i++) {
+        uint8_t h[32];
+        char name[80];
+        chunk_hash(lost[i], h);
+        gw_chunk_object(h, name);
+        CHECK_EQ(s->ops->remove(s, name), 0);
+    }
+    CHECK_EQ(s->ops->wait(s), 0);
+    struct gw_gc_stats st;
+    CHECK_EQ(gc(s, &st), 0);
+    CHECK_EQ(st.chunks_scanned, 4);
+    CHECK_EQ(st.referenced, 6);
+    CHECK_EQ(st.removed, 3);
+    CHECK_EQ(chunk_exists(s, 65), 1);
+}
+
 GW_TEST(pending_list_hostile)
 {
     struct gw_gc_entry e[3] = {0};
@@ -356,6 +382,10 @@ GW_TEST(dir_gc)
     REQUIRE(s);
     hostile(s);
     gw_store_close(s);
+    s = open_kind("dir", ++ns_seq);
+    REQUIRE(s);
+    more_references_than_chunks(s);
+    gw_store_close(s);
 }
 
 GW_TEST(rados_gc)
@@ -371,6 +401,10 @@ GW_TEST(rados_gc)
     s = open_kind("rados", ++ns_seq);
     REQUIRE(s);
     hostile(s);
+    gw_store_close(s);
+    s = open_kind("rados", ++ns_seq);
+    REQUIRE(s);
+    more_references_than_chunks(s);
     gw_store_close(s);
 }
 
