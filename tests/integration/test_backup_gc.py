@@ -100,5 +100,34 @@ class PruneAndGc(BackupBase):
         self.gc_during_backup("rados")
 
 
+class ScheduleCli(unittest.TestCase):
+    """godwit-vm schedule: the next fire times of a cron expression in a zone (no KVM needed)."""
+
+    def test_dst_gap_and_jitter(self):
+        # 2026-03-28 00:00 UTC; Berlin skips 02:00-03:00 on the 29th.
+        r = gwtest.run([VM, "schedule", "--cron", "30 2 * * *", "--tz", "Europe/Berlin", "--after", "1774656000",
+                        "--count", "3", "--json"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        j = gwtest.last_json(r.stdout)
+        self.assertEqual([n["local"] for n in j["next"]],
+                         ["2026-03-28 02:30:00", "2026-03-29 03:00:00", "2026-03-30 02:30:00"])
+        a = gwtest.last_json(gwtest.run([VM, "schedule", "--cron", "0 2 * * *", "--after", "1774656000", "--jitter", "900",
+                                         "--key", "web1", "--json"]).stdout)
+        b = gwtest.last_json(gwtest.run([VM, "schedule", "--cron", "0 2 * * *", "--after", "1774656000", "--jitter", "900",
+                                         "--key", "web1", "--json"]).stdout)
+        self.assertEqual(a, b)                       # the same start for the same VM
+        for n in a["next"]:
+            self.assertTrue(n["fire"] <= n["start"] < n["fire"] + 900, n)
+
+    def test_bad_expressions_are_usage_errors(self):
+        for expr in ("61 * * * *", "* * *", "*/0 * * * *", "@reboot"):
+            r = gwtest.run([VM, "schedule", "--cron", expr])
+            self.assertEqual(r.returncode, 2, expr)
+            self.assertIn("cron", r.stderr)
+        r = gwtest.run([VM, "schedule", "--cron", "0 2 * * *", "--tz", "../../etc/passwd"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("IANA", r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
