@@ -25,6 +25,7 @@
 #include "backup/disk_snapshot.h"
 #include "backup/wp_snapshot.h"
 #include "storage/chunk_sink.h"
+#include "storage/gc.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
 
@@ -65,6 +66,7 @@ struct bk {
     char dbase[GW_BLK_DIRTY_BASE_MAX];
     struct gw_throttle *th;
     struct gw_throttle_stats th_stats;
+    struct gw_gc_guard *guard;  /* registered with the collector for the whole backup */
     char *err;
     size_t errlen;
 };
@@ -363,7 +365,8 @@ static void make_id(char *id)
 static void seed_known(struct bk *b, const Godwit__V1__BackupImage *im)
 {
     for (size_t i = 0; im && i < im->n_chunks; i++)
-        if (im->chunks[i].len == 32) gw_chunk_sink_know(&b->sink, im->chunks[i].data);
+        if (im->chunks[i].len == 32 && !gw_gc_guard_distrusts(b->sink.guard, im->chunks[i].data))
+            gw_chunk_sink_know(&b->sink, im->chunks[i].data);
 }
 
 static int write_manifest(struct bk *b, Godwit__V1__BackupManifest *m, struct gw_backup_result *res)
@@ -378,8 +381,10 @@ static int write_manifest(struct bk *b, Godwit__V1__BackupManifest *m, struct gw
     r = gw_manifest_object(m->vm_name, m->id, obj, sizeof obj);
     if (!r) r = gw_backup_index_name(m->vm_name, index, sizeof index);
     if (r) { free(buf); return fail(b, r, "VM name '%s' cannot name a backup", m->vm_name); }
-    /* Every chunk durable first, then the manifest, then the index entry that lists it. */
+    /* Every chunk durable first, then the manifest, then the index entry that lists it; and
+     * only while this backup's lease still keeps the collector off its chunks. */
     r = s->ops->wait(s);
+    if (!r && (r = gw_gc_guard_check(b->guard, b->err, b->errlen))) { free(buf); return r; }
     if (!r) r = s->ops->put(s, obj, buf, len);
     if (!r) r = s->ops->wait(s);
     free(buf);
@@ -413,7 +418,12 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     } else if (strcmp(p->parent, "none")) {
         snprintf(parent_id, sizeof parent_id, "%s", p->parent);
     }
-    if (parent_id[0] && (r = gw_manifest_load(t->store, vm->name, parent_id, &parent, err, errlen))) return r;
+    /* Before the parent's chunk list or any lookup: the collector must know we are here. */
+    if ((r = gw_gc_guard_enter(t->store, vm->name, &b.guard, err, errlen))) return r;
+    if (parent_id[0] && (r = gw_manifest_load(t->store, vm->name, parent_id, &parent, err, errlen))) {
+        gw_gc_guard_leave(b.guard);
+        return r;
+    }
 
     b.names = calloc(b.nchunks, 32);
     b.has_data = calloc(b.nchunks, 1);
@@ -434,6 +444,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
         if ((r = gw_chunk_digest_init(&b.cd, vm->mem.base, vm->mem.size))) { fail(&b, r, "digest: %s", strerror(-r)); goto out; }
     }
     if (b.since) b.since->cd_valid = false;
+    b.sink.guard = b.guard;
     b.cd_ready = true;
     if (parent) { seed_known(&b, parent->memory); seed_known(&b, parent->disk); }
     struct gw_throttle_cfg tc = p->throttle;
@@ -605,6 +616,7 @@ out:
     if (r) t->store->ops->wait(t->store);  /* nothing of ours stays in flight */
     if (b.cd_ready) gw_chunk_digest_free(&b.cd);
     gw_chunk_sink_free(&b.sink);
+    gw_gc_guard_leave(b.guard);
     gw_vm_state_free(st);
     if (parent) godwit__v1__backup_manifest__free_unpacked(parent, NULL);
     free(b.names);

@@ -11,6 +11,7 @@ int gw_bench_migrate(int argc, char **argv);
 int gw_bench_backup(int argc, char **argv);  /* bench_backup.c */
 int gw_bench_instant_restore(int argc, char **argv);  /* bench_instant_restore.c: backup --instant-restore */
 int gw_bench_backup_contention(int argc, char **argv);  /* bench_backup_contention.c: --contention */
+int gw_bench_backup_gc(int argc, char **argv);  /* bench_backup_gc.c: backup --gc */
 int gw_bench_wire(int argc, char **argv);
 /* `migrate --tls both`: the same migration in plaintext and over TLS, and their ratio. */
 int gw_bench_migrate_tls_both(int argc, char **argv);

@@ -88,6 +88,8 @@ int gw_bench_backup(int argc, char **argv)
             for (int k = i; k < argc - 1; k++) argv[k] = argv[k + 1];
             return gw_bench_instant_restore(argc - 1, argv);
         }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--gc")) return gw_bench_backup_gc(argc, argv);
     struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 32ull << 20, .seconds = 2,
                               .vcpus = 1, .pattern = "random", .target = "rados:auto"};
     if (gw_bench_parse_opts("backup", argc, argv, &o)) return 2;

@@ -7,7 +7,8 @@
  *   godwit-bench api --seconds 5 --json
  *   godwit-bench backup --memory 1G --ws 512M --target dir:PATH|rados:auto --json
  *   godwit-bench backup --instant-restore --target dir:PATH|rados:auto --json
- *   godwit-bench backup --contention --target dir:PATH|rados:auto --json */
+ *   godwit-bench backup --contention --target dir:PATH|rados:auto --json
+ *   godwit-bench backup --gc --target dir:PATH|rados:auto [--chunks N] --json */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>

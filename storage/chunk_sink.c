@@ -1,5 +1,6 @@
 /* The chunk-store sink (see chunk_sink.h). */
 #include "storage/chunk_sink.h"
+#include "storage/gc.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -95,7 +96,8 @@ int gw_chunk_sink_put(struct gw_chunk_sink *k, const void *data, size_t len, uin
     k->lookups++;
     int r = k->store->ops->stat(k->store, obj, NULL);
     if (r < 0) return r;
-    if (r == 0) {
+    /* A chunk on the collector's pending list may be removed under us: write it again. */
+    if (r == 0 || gw_gc_guard_distrusts(k->guard, hash)) {
         long n = gw_chunk_encode(k->keys, data, len, k->compress, k->enc, k->enc_cap);
         if (n < 0) return gw_store_fail(k->store, (int)n, "cannot encode a chunk: %s", strerror((int)-n));
         gw_throttle_take(k->throttle, (uint64_t)n);
@@ -176,7 +178,7 @@ int gw_chunk_sink_put_many(struct gw_chunk_sink *k, const uint8_t *const *data, 
     if (r) return r;
     for (size_t j = 0; j < nask; j++) {
         size_t i = which[j];
-        if (present[j] == 0) {
+        if (present[j] == 0 || gw_gc_guard_distrusts(k->guard, hash[i])) {
             long e = gw_chunk_encode(k->keys, data[i], len[i], k->compress, k->enc, k->enc_cap);
             if (e < 0) return gw_store_fail(k->store, (int)e, "cannot encode a chunk: %s", strerror((int)-e));
             gw_throttle_take(k->throttle, (uint64_t)e);

@@ -17,11 +17,13 @@
 
 struct gw_store;
 struct gw_throttle;
+struct gw_gc_guard;
 
 struct gw_chunk_sink {
     struct gw_store *store;          /* not owned */
     const struct gw_chunk_keys *keys;/* not owned; NULL = plain */
     bool compress;
+    const struct gw_gc_guard *guard; /* not owned; NULL = trust every chunk found (storage/gc.h) */
     uint8_t *enc;                    /* encode buffer, owned */
     uint8_t *copy;                   /* private copy of the chunk being put, owned */
     size_t enc_cap, max_chunk;

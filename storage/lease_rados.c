@@ -37,9 +37,8 @@ static int rados_holders(struct gw_store *s, const char *name, int (*fn)(const c
 
 static int rados_acquire(struct gw_lease *l, char *err, size_t errlen)
 {
-    /* An exclusive lease that has holders is busy: learn that from a read, not from a lock
-     * write that fails (failed writes are logged by the OSD and, many at once on one object,
-     * were seen to stall until the op timeout). */
+    /* An exclusive lease that has holders is busy: learn that from a read rather than from a
+     * lock write that fails (the OSD logs every failed write). */
     int held = 0;
     if (l->exclusive && rados_holders(l->store, l->name, count_one, &held) == 0 && held) {
         snprintf(err, errlen, "lease %s is held", l->name);
@@ -48,6 +47,9 @@ static int rados_acquire(struct gw_lease *l, char *err, size_t errlen)
     int r = lock(l, 0);
     if (r == -EEXIST) r = -EBUSY;   /* this very cookie holds it already: a second taker must not */
     if (r == -EBUSY) snprintf(err, errlen, "lease %s is held%s", l->name, l->exclusive ? "" : " exclusively");
+    else if (r == -EDQUOT || r == -ENOSPC)
+        snprintf(err, errlen, "%s: %s: lease %s refused", l->store->desc,
+                 r == -EDQUOT ? "the pool is full (quota reached)" : "the Ceph cluster is full", l->name);
     else if (r < 0) snprintf(err, errlen, "%s: lease %s: %s", l->store->desc, l->name, strerror(-r));
     return r < 0 ? r : 0;
 }

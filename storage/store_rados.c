@@ -404,6 +404,8 @@ int gw_store_rados_open(const char *pool_ns, const struct gw_store_params *p, st
         goto fail;
     }
     rados_ioctx_set_namespace(d->io, ns);
+    /* Every op, lock calls included (they take no flags), fails at once on a full pool. */
+    rados_set_pool_full_try(d->io);
     d->nslots = p->max_inflight ? p->max_inflight : GW_STORE_DEFAULT_INFLIGHT;
     d->s.max_inflight = d->nslots;
     d->slots = calloc(d->nslots, sizeof *d->slots);

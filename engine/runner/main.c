@@ -105,6 +105,9 @@ static void usage(FILE *f)
             "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
             "       godwit-vm prune --store SPEC [STORE OPTIONS] --vm NAME [--keep-last|hourly|daily|weekly|monthly|yearly N]\n"
             "                       [--tz ZONE] [--dry-run] [--json]\n"
+            "       godwit-vm gc --store SPEC [STORE OPTIONS] [--dry-run] [--json]\n"
+            "       godwit-vm schedule --cron \"EXPR\" [--tz ZONE] [--after UNIX] [--count N] [--jitter S --key NAME] [--json]\n"
+            "       godwit-vm leases --store SPEC [STORE OPTIONS] --lease NAME [--json]\n"
             "TLS: [--tls on|off] [--tls-cert FILE --tls-key FILE --tls-ca FILE] (default: TLS 1.3, cluster PSK)\n"
             "guest specs: dirtier:ws=256M,rate=64M,pattern=random|text|sparse  idle:ws=64M  disk:block=4K\n");
 }

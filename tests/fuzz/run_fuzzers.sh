@@ -12,7 +12,10 @@ for f in "$dir"/fuzz/fuzz_*; do
   [ -x "$f" ] && [ -f "$f" ] || continue
   name=$(basename "$f")
   corpus=$(mktemp -d); seeds=()
-  case "$name" in fuzz_wire_decoder) seeds=("$src/tests/fuzz/corpus/wire") ;; esac
+  case "$name" in
+    fuzz_wire_decoder) seeds=("$src/tests/fuzz/corpus/wire") ;;
+    fuzz_backup_sched) seeds=("$src/tests/fuzz/corpus/backup_sched") ;;
+  esac
   if "$f" -max_total_time="$secs" -max_len=20000 "$corpus" "${seeds[@]}" > "$corpus.log" 2>&1; then
     echo "ok   $name: $(grep -o 'stat::number_of_executed_runs: *[0-9]*\|#[0-9]* *DONE.*' "$corpus.log" | tail -1)"
   else
