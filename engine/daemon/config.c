@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "engine/common/util.h"
+#include "engine/vm/blk_backend.h"
+#include "engine/vm/blk_rbd.h"
 
 struct load_ctx {
     struct gw_daemon_config *cfg;
@@ -68,6 +70,10 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
         cfg->api_h2c = !strcmp(value, "on");
     }
     else if (!strcmp(key, "image_roots")) r = set_str(cfg->image_roots, sizeof cfg->image_roots, value);
+    else if (!strcmp(key, "rbd_pools")) r = set_str(cfg->rbd_pools, sizeof cfg->rbd_pools, value);
+    else if (!strcmp(key, "rbd_conf")) r = set_path(c, cfg->rbd_conf, value);
+    else if (!strcmp(key, "rbd_keyring")) r = set_path(c, cfg->rbd_keyring, value);
+    else if (!strcmp(key, "rbd_id")) r = set_str(cfg->rbd_id, sizeof cfg->rbd_id, value);
     else if (!strcmp(key, "migration_tls")) {
         r = !strcmp(value, "on") ? 0 : !strcmp(value, "off") ? 0 : -EINVAL;
         cfg->migration_tls = !strcmp(value, "on");
@@ -172,24 +178,52 @@ int gw_read_token_file(const char *path, char *out, size_t outlen)
     return 0;
 }
 
-bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr)
+/* Whether list (comma-separated, spaces ignored) holds item exactly. */
+static bool list_has(const char *list, const char *item)
 {
-    size_t n = strlen(addr);
-    for (const char *p = cfg->peers; *p;) {
+    size_t n = strlen(item);
+    for (const char *p = list; *p;) {
         while (*p == ' ' || *p == ',' || *p == '\t') p++;
         const char *e = p;
         while (*e && *e != ',') e++;
         const char *t = e;
         while (t > p && (t[-1] == ' ' || t[-1] == '\t')) t--;
-        if (n && (size_t)(t - p) == n && !memcmp(p, addr, n)) return true;
+        if (n && (size_t)(t - p) == n && !memcmp(p, item, n)) return true;
         p = e;
     }
     return false;
 }
 
+bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr)
+{
+    return list_has(cfg->peers, addr);
+}
+
+static const char *rbd_disk_refused(const struct gw_daemon_config *cfg, const char *disk)
+{
+    struct gw_rbd_spec s;
+    char why[256];
+    if (gw_rbd_spec_parse(disk, &s, why, sizeof why)) return "the disk is not rbd:POOL/IMAGE with names of [A-Za-z0-9._-]";
+    if (strchr(disk + 4, ':')) return "an RBD disk names no options here: conf, id and keyring are this host's";
+    if (!cfg->rbd_pools[0]) return "this host has no rbd_pools configured: it takes no RBD disks";
+    if (!list_has(cfg->rbd_pools, s.pool)) return "the disk's pool is not in this host's rbd_pools";
+    return NULL;
+}
+
+int gw_config_disk_arg(const struct gw_daemon_config *cfg, const char *disk, char *out, size_t cap)
+{
+    int n;
+    if (!gw_blk_is_rbd(disk)) n = snprintf(out, cap, "%s", disk);
+    else
+        n = snprintf(out, cap, "%s%s%s%s%s%s%s", disk, cfg->rbd_conf[0] ? ":conf=" : "", cfg->rbd_conf,
+                     cfg->rbd_id[0] ? ":id=" : "", cfg->rbd_id, cfg->rbd_keyring[0] ? ":keyring=" : "", cfg->rbd_keyring);
+    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
 const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const char *path)
 {
     char real[PATH_MAX], root[PATH_MAX], entry[GW_CFG_STR];
+    if (gw_blk_is_rbd(path)) return rbd_disk_refused(cfg, path);
     if (path[0] != '/') return "the disk path must be absolute";
     if (!cfg->image_roots[0]) return "this host has no image_roots configured: it takes no VM disks";
     if (!realpath(path, real)) return "the disk image does not exist here";

@@ -22,6 +22,11 @@
  *                                     ;   api_cert/api_key as our client certificate)
  *   image_roots = /srv/images, /var/lib/godwit/images ; where VM disks may live (incoming VMs
  *                                     ;   with a disk need it; CreateVm checks it when set)
+ *   rbd_pools = vms, images           ; Ceph pools whose RBD images may be VM disks
+ *                                     ;   (disk "rbd:POOL/IMAGE"; docs/rbd.md); "" = none
+ *   rbd_conf = /etc/ceph/ceph.conf    ; this host's Ceph client settings for those disks: the
+ *   rbd_id = godwit                   ;   API names only POOL/IMAGE, never a file to open
+ *   rbd_keyring = /etc/ceph/ceph.client.godwit.keyring
  *   max_migrations = 2                ; concurrent outgoing migrations; more are queued
  *   max_incoming = 2                  ; concurrent incoming migrations
  *   hostname = host-a                 ; default: gethostname()
@@ -55,6 +60,8 @@ struct gw_daemon_config {
     char peers[4 * GW_CFG_STR];     /* comma-separated API addresses; "" = none */
     int migration_tls;              /* 1 on (default), 0 off */
     char image_roots[4 * GW_CFG_STR]; /* comma-separated directories; "" = none */
+    char rbd_pools[GW_CFG_STR];     /* comma-separated Ceph pools for RBD disks; "" = none */
+    char rbd_conf[GW_CFG_STR], rbd_keyring[GW_CFG_STR], rbd_id[128];
     char api_cert[GW_CFG_STR], api_key[GW_CFG_STR], api_client_ca[GW_CFG_STR];
     char peer_ca[GW_CFG_STR];
     int api_h2c;                    /* 1: plaintext API allowed on a non-loopback address */
@@ -82,6 +89,14 @@ int gw_read_token_file(const char *path, char *out, size_t outlen);
  * no "." or ".." on the way: realpath(path) is path) and inside one of cfg's image_roots;
  * else why not. With no image_roots configured every disk is refused. */
 const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const char *path);
+
+/* An RBD disk ("rbd:POOL/IMAGE", docs/rbd.md) is refused unless it names no options (conf=,
+ * keyring= and id= come from this host's rbd_* keys, never from the API) and POOL is one of
+ * rbd_pools. */
+
+/* The runner's --disk argument for disk into out: a path as it is; an RBD disk with this
+ * host's rbd_conf, rbd_id and rbd_keyring appended. 0, or -ENAMETOOLONG. */
+int gw_config_disk_arg(const struct gw_daemon_config *cfg, const char *disk, char *out, size_t cap);
 
 /* Whether addr is one of cfg's peers (exact match of an entry, spaces ignored). */
 bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr);

@@ -123,7 +123,11 @@ static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, c
 
 int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t errlen)
 {
-    char mem[32], vcpus[16], console[1100], dir[1024];
+    char mem[32], vcpus[16], console[1100], dir[1024], disk[2048];
+    if (gw_config_disk_arg(&d->cfg, rec->disk, disk, sizeof disk)) {
+        snprintf(err, errlen, "the disk's runner argument is too long");
+        return -ENAMETOOLONG;
+    }
     snprintf(mem, sizeof mem, "%llu", (unsigned long long)rec->memory_bytes);
     snprintf(vcpus, sizeof vcpus, "%u", rec->vcpus);
     gw_vm_dir(d, rec->name, dir, sizeof dir);
@@ -136,7 +140,7 @@ int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t e
     argv[n++] = "--memory"; argv[n++] = mem;
     argv[n++] = "--vcpus"; argv[n++] = vcpus;
     argv[n++] = "--guest"; argv[n++] = rec->guest;
-    if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = rec->disk; }
+    if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = disk; }
     argv[n++] = "--control"; argv[n++] = rec->control;
     argv[n++] = "--console"; argv[n++] = console;
     if (d->cfg.secret_file[0]) { argv[n++] = "--secret-file"; argv[n++] = d->cfg.secret_file; }
@@ -158,7 +162,11 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
         snprintf(err, errlen, "%u streams, at most %u can be handed over", nconn, GW_PROC_MAX_PASS_FDS);
         return -EINVAL;
     }
-    char console[1100], dir[1024];
+    char console[1100], dir[1024], disk[2048];
+    if (gw_config_disk_arg(&d->cfg, rec->disk, disk, sizeof disk)) {
+        snprintf(err, errlen, "the disk's runner argument is too long");
+        return -ENAMETOOLONG;
+    }
     gw_vm_dir(d, rec->name, dir, sizeof dir);
     snprintf(console, sizeof console, "%s/console.log", dir);
     char *argv[32 + 2 * GW_PROC_MAX_PASS_FDS];
@@ -178,7 +186,7 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     /* The VM this host reserved, and its disk from our own record: nothing the source sends
      * names a VM or a file here. */
     argv[n++] = "--name"; argv[n++] = rec->name;
-    if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = rec->disk; }
+    if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = disk; }
     if (!d->cfg.migration_tls) { argv[n++] = "--tls"; argv[n++] = "off"; }
     if (d->cfg.tls_cert[0]) {
         argv[n++] = "--tls-cert"; argv[n++] = d->cfg.tls_cert;
