@@ -45,6 +45,9 @@ static int cmp_vm(const void *a, const void *b, void *arg)
 static bool disk_reachable(const Godwit__V1__ClusterHost *h, const char *disk)
 {
     if (!disk || !disk[0]) return true;
+    /* Cluster storage: every host reaches it; the destination checks its rbd_pools when it
+     * prepares (PrepareIncoming), with the reason. */
+    if (!strncmp(disk, "rbd:", 4)) return true;
     for (size_t i = 0; i < h->n_image_roots; i++) {
         size_t l = strlen(h->image_roots[i]);
         while (l > 1 && h->image_roots[i][l - 1] == '/') l--;

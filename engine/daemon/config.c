@@ -14,6 +14,8 @@
 
 #include "engine/common/limits.h"
 #include "engine/common/util.h"
+#include "engine/vm/blk_backend.h"
+#include "engine/vm/blk_rbd.h"
 
 struct load_ctx {
     struct gw_daemon_config *cfg;
@@ -136,6 +138,10 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
     }
     else if (!strcmp(key, "image_roots")) r = set_str(cfg->image_roots, sizeof cfg->image_roots, value);
     else if (!strcmp(key, "net_taps")) r = set_str(cfg->net_taps, sizeof cfg->net_taps, value);
+    else if (!strcmp(key, "rbd_pools")) r = set_str(cfg->rbd_pools, sizeof cfg->rbd_pools, value);
+    else if (!strcmp(key, "rbd_conf")) r = set_path(c, cfg->rbd_conf, value);
+    else if (!strcmp(key, "rbd_keyring")) r = set_path(c, cfg->rbd_keyring, value);
+    else if (!strcmp(key, "rbd_id")) r = set_str(cfg->rbd_id, sizeof cfg->rbd_id, value);
     else if (!strcmp(key, "migration_tls")) {
         r = !strcmp(value, "on") ? 0 : !strcmp(value, "off") ? 0 : -EINVAL;
         cfg->migration_tls = !strcmp(value, "on");
@@ -301,6 +307,27 @@ static bool under_root(const char *entry, size_t n, const void *arg)
            (real[k] == '/' || (k == 1 && root[0] == '/'));
 }
 
+static const char *rbd_disk_refused(const struct gw_daemon_config *cfg, const char *disk)
+{
+    struct gw_rbd_spec s;
+    char why[256];
+    if (gw_rbd_spec_parse(disk, &s, why, sizeof why)) return "the disk is not rbd:POOL/IMAGE with names of [A-Za-z0-9._-]";
+    if (strchr(disk + 4, ':')) return "an RBD disk names no options here: conf, id and keyring are this host's";
+    if (!cfg->rbd_pools[0]) return "this host has no rbd_pools configured: it takes no RBD disks";
+    if (!list_any(cfg->rbd_pools, entry_is, s.pool)) return "the disk's pool is not in this host's rbd_pools";
+    return NULL;
+}
+
+int gw_config_disk_arg(const struct gw_daemon_config *cfg, const char *disk, char *out, size_t cap)
+{
+    int n;
+    if (!gw_blk_is_rbd(disk)) n = snprintf(out, cap, "%s", disk);
+    else
+        n = snprintf(out, cap, "%s%s%s%s%s%s%s", disk, cfg->rbd_conf[0] ? ":conf=" : "", cfg->rbd_conf,
+                     cfg->rbd_id[0] ? ":id=" : "", cfg->rbd_id, cfg->rbd_keyring[0] ? ":keyring=" : "", cfg->rbd_keyring);
+    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
 const char *gw_config_image_refused(const struct gw_daemon_config *cfg, const char *path, const char *what,
                                     const char **reason)
 {
@@ -308,7 +335,13 @@ const char *gw_config_image_refused(const struct gw_daemon_config *cfg, const ch
     char real[PATH_MAX];
     struct stat st;
     const char *r = NULL;
-    if (path[0] != '/' || strlen(path) > GW_LIMIT_DISK_PATH_MAX) {
+    const char *rbd_why;
+    if (!strcmp(what, "disk") && gw_blk_is_rbd(path)) {
+        if ((rbd_why = rbd_disk_refused(cfg, path))) {
+            r = "RBD_DISK_REFUSED";
+            snprintf(why, sizeof why, "%s", rbd_why);
+        }
+    } else if (path[0] != '/' || strlen(path) > GW_LIMIT_DISK_PATH_MAX) {
         r = "IMAGE_PATH_INVALID";
         snprintf(why, sizeof why, "the %s path must be absolute and under %u bytes", what, GW_LIMIT_DISK_PATH_MAX + 1);
     } else if (!cfg->image_roots[0]) {

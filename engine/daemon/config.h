@@ -26,6 +26,11 @@
  *   net_taps = gwtap*, vm-uplink      ; the taps VMs may use (entries ending in * are prefixes);
  *                                     ;   none = VMs get no network. The taps are the operator's:
  *                                     ;   the daemon opens them, never creates or bridges them
+ *   rbd_pools = vms, images           ; Ceph pools whose RBD images may be VM disks
+ *                                     ;   (disk "rbd:POOL/IMAGE"; docs/rbd.md); "" = none
+ *   rbd_conf = /etc/ceph/ceph.conf    ; this host's Ceph client settings for those disks: the
+ *   rbd_id = godwit                   ;   API names only POOL/IMAGE, never a file to open
+ *   rbd_keyring = /etc/ceph/ceph.client.godwit.keyring
  *   max_migrations = 2                ; concurrent outgoing migrations; more are queued
  *   max_incoming = 2                  ; concurrent incoming migrations
  *   hostname = host-a                 ; default: gethostname()
@@ -86,6 +91,8 @@ struct gw_daemon_config {
     int migration_tls;              /* 1 on (default), 0 off */
     char image_roots[4 * GW_CFG_STR]; /* comma-separated directories; "" = none */
     char net_taps[4 * GW_CFG_STR];  /* comma-separated tap names or NAME* prefixes; "" = none */
+    char rbd_pools[GW_CFG_STR];     /* comma-separated Ceph pools for RBD disks; "" = none */
+    char rbd_conf[GW_CFG_STR], rbd_keyring[GW_CFG_STR], rbd_id[128];
     char api_cert[GW_CFG_STR], api_key[GW_CFG_STR], api_client_ca[GW_CFG_STR];
     char peer_ca[GW_CFG_STR];
     int api_h2c;                    /* 1: plaintext API allowed on a non-loopback address */
@@ -129,6 +136,14 @@ bool gw_config_tap_allowed(const struct gw_daemon_config *cfg, const char *tap);
 
 /* The backup target of that name, or NULL. */
 const struct gw_backup_target_cfg *gw_config_backup_target(const struct gw_daemon_config *cfg, const char *name);
+
+/* An RBD disk ("rbd:POOL/IMAGE", docs/rbd.md) is refused unless it names no options (conf=,
+ * keyring= and id= come from this host's rbd_* keys, never from the API) and POOL is one of
+ * rbd_pools. */
+
+/* The runner's --disk argument for disk into out: a path as it is; an RBD disk with this
+ * host's rbd_conf, rbd_id and rbd_keyring appended. 0, or -ENAMETOOLONG. */
+int gw_config_disk_arg(const struct gw_daemon_config *cfg, const char *disk, char *out, size_t cap);
 
 /* Whether addr is one of cfg's peers (exact match of an entry, spaces ignored). */
 bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr);

@@ -18,6 +18,7 @@
 #include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
+#include "engine/vm/blk_backend.h"
 
 #define GODWIT_VERSION "0.1.0"
 #define START_TIMEOUT_MS 15000
@@ -108,6 +109,9 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     struct gw_vm_boot boot;
     int code = check_create(call, d, req, &boot);
     if (code) return code;
+    /* An RBD disk names its pool only: options (files to open) come from this host's config. */
+    const char *why = gw_blk_is_rbd(req->disk_path) ? gw_config_disk_refused(&d->cfg, req->disk_path) : NULL;
+    if (why) return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "disk %s: %s", req->disk_path, why);
     pthread_mutex_lock(&d->lock);
     struct gw_vm_rec *rec;
     if (!gw_cluster_accepts_vms(d)) {

@@ -123,9 +123,13 @@ static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, c
 
 int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t errlen)
 {
-    char mem[32], vcpus[16], console[1100], dir[1024], net[64];
+    char mem[32], vcpus[16], console[1100], dir[1024], net[64], disk[2048];
     /* A cold start opens the kernel, initrd and tap: under this host's rules as they are now. */
     if (gw_vm_boot_recheck(&d->cfg, rec->name, &rec->boot, err, errlen)) return -EPERM;
+    if (gw_config_disk_arg(&d->cfg, rec->disk, disk, sizeof disk)) {
+        snprintf(err, errlen, "the disk's runner argument is too long");
+        return -ENAMETOOLONG;
+    }
     snprintf(mem, sizeof mem, "%llu", (unsigned long long)rec->memory_bytes);
     snprintf(vcpus, sizeof vcpus, "%u", rec->vcpus);
     gw_vm_dir(d, rec->name, dir, sizeof dir);
@@ -138,7 +142,7 @@ int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t e
     argv[n++] = "--memory"; argv[n++] = mem;
     argv[n++] = "--vcpus"; argv[n++] = vcpus;
     argv[n++] = "--guest"; argv[n++] = rec->guest;
-    if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = rec->disk; }
+    if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = disk; }
     gw_vm_boot_argv(&rec->boot, true, argv, &n, net, sizeof net);
     argv[n++] = "--control"; argv[n++] = rec->control;
     argv[n++] = "--console"; argv[n++] = console;
@@ -171,7 +175,11 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
         snprintf(err, errlen, "%u streams, at most %u can be handed over", nconn, GW_PROC_MAX_PASS_FDS);
         return -EINVAL;
     }
-    char console[1100], dir[1024], net[64];
+    char console[1100], dir[1024], net[64], disk[2048];
+    if (gw_config_disk_arg(&d->cfg, rec->disk, disk, sizeof disk)) {
+        snprintf(err, errlen, "the disk's runner argument is too long");
+        return -ENAMETOOLONG;
+    }
     gw_vm_dir(d, rec->name, dir, sizeof dir);
     snprintf(console, sizeof console, "%s/console.log", dir);
     char *argv[34 + 2 * GW_PROC_MAX_PASS_FDS];
@@ -191,7 +199,7 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     /* The VM this host reserved, and its disk from our own record: nothing the source sends
      * names a VM or a file here. */
     argv[n++] = "--name"; argv[n++] = rec->name;
-    if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = rec->disk; }
+    if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = disk; }
     /* Its tap from our record too (checked at PrepareIncoming); no kernel: the guest's
      * memory brings the one it runs. */
     gw_vm_boot_argv(&rec->boot, false, argv, &n, net, sizeof net);

@@ -9,6 +9,7 @@
 #include "engine/common/log.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
+#include "engine/vm/blk_backend.h"
 #include "engine/vm/vm_config.h"
 
 bool gw_vm_name_ok(const char *name)
@@ -32,8 +33,8 @@ const char *gw_vm_config_invalid(const char *name, uint64_t memory, uint32_t vcp
     if (strlen(guest) > GW_GUEST_SPEC_MAX) return "guest spec too long";
     for (const char *c = guest; *c; c++)
         if ((unsigned char)*c < 0x21 || (unsigned char)*c == 0x7f) return "guest spec must be printable, without spaces";
-    if (disk[0] && (disk[0] != '/' || strlen(disk) > GW_LIMIT_DISK_PATH_MAX))
-        return "disk_path must be an absolute path under 512 bytes";
+    if (disk[0] && ((disk[0] != '/' && !gw_blk_is_rbd(disk)) || strlen(disk) > GW_LIMIT_DISK_PATH_MAX))
+        return "disk_path must be an absolute path or rbd:POOL/IMAGE, under 512 bytes";
     static __thread char why[256];   /* per thread: handlers run on several */
     if (gw_vm_config_check(memory ? memory : GW_DEFAULT_MEMORY, vcpus ? vcpus : GW_DEFAULT_VCPUS,
                            guest[0] ? guest : GW_DEFAULT_GUEST, why, sizeof why))

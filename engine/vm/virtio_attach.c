@@ -11,6 +11,7 @@
 
 #include "engine/common/util.h"
 
+#include "engine/vm/blk_backend.h"
 #include "engine/vm/virtio_blk.h"
 #include "engine/vm/virtio_net.h"
 #include "engine/vm/vm.h"
@@ -25,8 +26,12 @@ static int irq_line(void *ctx, uint32_t gsi, int level)
 int gw_vm_attach_disk(struct gw_vm *vm, const char *path, bool lock, char *err, unsigned errlen)
 {
     struct gw_device *d;
+    struct gw_blk *disk;
     struct gw_irq_sink irq = {.set_level = irq_line, .ctx = vm};
-    int r = gw_virtio_blk_create(path, &vm->mem, irq, GW_VIRTIO_MMIO_BASE, &d);
+    char why[512];
+    int r = gw_blk_open(path, false, &disk, why, sizeof why);
+    if (r) { snprintf(err, errlen, "disk: %s", why); return r; }
+    r = gw_virtio_blk_create_on(disk, path, &vm->mem, irq, GW_VIRTIO_MMIO_BASE, &d);
     if (r) { snprintf(err, errlen, "disk %s: %s", path, strerror(-r)); return r; }
     r = gw_bus_add(&vm->bus, d);
     if (r) { snprintf(err, errlen, "disk %s: cannot attach: %s", path, strerror(-r)); return r; }

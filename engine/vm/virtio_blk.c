@@ -487,27 +487,22 @@ struct gw_blk *gw_virtio_blk_backend(struct gw_device *d)
     return d && d->ops == &blk_ops ? from_dev(d)->disk : NULL;
 }
 
-int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
-                         struct gw_irq_sink irq, uint64_t mmio_base, struct gw_device **out)
+int gw_virtio_blk_create_on(struct gw_blk *disk, const char *image_path, const struct gw_guest_mem *mem,
+                            struct gw_irq_sink irq, uint64_t mmio_base, struct gw_device **out)
 {
     *out = NULL;
     struct gw_virtio_blk *b = calloc(1, sizeof *b);
-    if (!b) return -ENOMEM;
+    if (!b) { gw_blk_close(disk); return -ENOMEM; }
+    b->disk = disk;
     b->dev.ops = &blk_ops;
     b->dev.name = "vda";
     b->dev.space = GW_DEV_MMIO;
     b->dev.base = mmio_base;
     b->dev.size = GW_VIRTIO_MMIO_SIZE;
     int r = pthread_mutex_init(&b->dev.lock, NULL);
-    if (r) { free(b); return -r; }
+    if (r) { gw_blk_close(disk); free(b); return -r; }
     b->image_path = strdup(image_path);
     if (!b->image_path) { r = -ENOMEM; goto fail; }
-    char why[256];
-    r = gw_blk_open(image_path, false, &b->disk, why, sizeof why);
-    if (r < 0) {
-        gw_error("vda: %s", why);
-        goto fail;
-    }
     b->capacity = b->disk->size / GW_VIRTIO_BLK_SECTOR;
     r = gw_blk_dirty_init(&b->dirty, b->capacity * GW_VIRTIO_BLK_SECTOR);
     if (r < 0) goto fail;
@@ -529,4 +524,18 @@ int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
 fail:
     blk_destroy(&b->dev);
     return r;
+}
+
+int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
+                         struct gw_irq_sink irq, uint64_t mmio_base, struct gw_device **out)
+{
+    *out = NULL;
+    char why[512];
+    struct gw_blk *disk;
+    int r = gw_blk_open(image_path, false, &disk, why, sizeof why);
+    if (r < 0) {
+        gw_error("vda: %s", why);
+        return r;
+    }
+    return gw_virtio_blk_create_on(disk, image_path, mem, irq, mmio_base, out);
 }

@@ -54,6 +54,10 @@ struct gw_virtio_blk_req_hdr {
  * (*out)->ops->destroy. Returns 0 or -errno (with one log line saying why). */
 int gw_virtio_blk_create(const char *image_path, const struct gw_guest_mem *mem,
                          struct gw_irq_sink irq, uint64_t mmio_base, struct gw_device **out);
+/* The same on a backend already open (gw_blk_open, which says why it failed); disk is owned
+ * by the device from here on, also on failure. image_path names it in the saved state. */
+int gw_virtio_blk_create_on(struct gw_blk *disk, const char *image_path, const struct gw_guest_mem *mem,
+                            struct gw_irq_sink irq, uint64_t mmio_base, struct gw_device **out);
 
 /* Takes (on) or drops the image's write lock (the backend's: an OFD lock on a file, RBD's
  * exclusive lock), so that two hosts or VMs never write one image at once.

@@ -205,5 +205,35 @@ GW_TEST(images_must_be_canonical_regular_files_inside_the_roots)
     rmdir(roots);
     snprintf(text, sizeof text, "%s/godwitd.conf", dir);
     unlink(text);
+
+GW_TEST(rbd_disks_need_an_allowed_pool_and_no_options)
+{
+    struct gw_daemon_config c;
+    char err[256], arg[2048];
+    dir[0] = 0;   /* a directory of our own: another test may have removed the shared one */
+    const char *p = write_conf("[daemon]\nimage_roots = /srv/images\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK(strstr(gw_config_disk_refused(&c, "rbd:vms/web1"), "no rbd_pools") != NULL);
+    p = write_conf("[daemon]\nrbd_pools = vms, gold\nrbd_conf = ceph.conf\nrbd_id = godwit\n"
+                   "rbd_keyring = /etc/ceph/k\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK(gw_config_disk_refused(&c, "rbd:vms/web1") == NULL);
+    CHECK(gw_config_disk_refused(&c, "rbd:gold/db.disk") == NULL);
+    CHECK(strstr(gw_config_disk_refused(&c, "rbd:vmsx/web1"), "not in this host's rbd_pools") != NULL);
+    CHECK(strstr(gw_config_disk_refused(&c, "rbd:vms/web1:conf=/etc/shadow"), "names no options") != NULL);
+    CHECK(strstr(gw_config_disk_refused(&c, "rbd:vms/web1:id=admin"), "names no options") != NULL);
+    CHECK(strstr(gw_config_disk_refused(&c, "rbd:vms/../x"), "not rbd:POOL/IMAGE") != NULL);
+    CHECK(gw_config_disk_refused(&c, "rbd:vms") != NULL);
+    /* The runner gets this host's client settings (the conf path anchored at the file). */
+    CHECK_EQ(gw_config_disk_arg(&c, "rbd:vms/web1", arg, sizeof arg), 0);
+    char want[400];
+    snprintf(want, sizeof want, "rbd:vms/web1:conf=%s/ceph.conf:id=godwit:keyring=/etc/ceph/k", dir);
+    CHECK(!strcmp(arg, want));
+    CHECK_EQ(gw_config_disk_arg(&c, "/srv/images/a.img", arg, sizeof arg), 0);
+    CHECK(!strcmp(arg, "/srv/images/a.img"));
+    CHECK_EQ(gw_config_disk_arg(&c, "rbd:vms/web1", arg, 20), -ENAMETOOLONG);
+    unlink(p);
     rmdir(dir);
 }

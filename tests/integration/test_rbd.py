@@ -296,6 +296,77 @@ class RbdBackup(RbdBase):
         self.assert_healthy(code, j, err)
 
 
+class RbdDaemon(RbdBase):
+    """godwitd with rbd_pools: an RBD-backed VM created, started and migrated through the API."""
+
+    def setUp(self):
+        super().setUp()
+        try:
+            import grpc  # noqa: F401
+            from grpc_tools import protoc  # noqa: F401
+        except ImportError:
+            self.skipTest("python3-grpcio / grpc-tools missing")
+        sys.path.insert(0, os.path.join(HERE, "..", "daemon"))
+        import gwd
+        self.gwd = gwd
+        self.api = gwd.stubs()[0]
+        bindir = os.path.dirname(VM)
+        a_port, b_port = gwd.free_port(), gwd.free_port()
+        rbd = "rbd_pools = godwit\nrbd_conf = %s\n" % self.conf
+        self.a = gwd.Daemon(bindir, "host-a", port=a_port, extra="peers = 127.0.0.1:%d\n%s" % (b_port, rbd))
+        self.b = gwd.Daemon(bindir, "host-b", port=b_port, extra="migration_port = %d\npeers = 127.0.0.1:%d\n%s"
+                            % (gwd.free_port(), a_port, rbd))
+
+    def tearDown(self):
+        for d in (getattr(self, "a", None), getattr(self, "b", None)):
+            if d:
+                d.cleanup()
+        super().tearDown()
+
+    def call(self, d, method, req, timeout=60):
+        return getattr(d.stub, method)(req, metadata=self.gwd.AUTH, timeout=timeout)
+
+    def test_create_start_migrate_through_the_api(self):
+        import grpc
+        api = self.api
+        self.new_image("dvm")
+        # The API names the pool and image only: no file of this host's, no other pool.
+        for disk, why in (("rbd:godwit/dvm:conf=/etc/passwd", "names no options"),
+                          ("rbd:otherpool/dvm", "not in this host's rbd_pools")):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.call(self.a, "CreateVm", api.CreateVmRequest(name="bad", memory_bytes=64 << 20, vcpus=1,
+                                                                  guest="disk", disk_path=disk, start=True))
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, disk)
+            self.assertIn(why, cm.exception.details())
+        self.call(self.a, "CreateVm", api.CreateVmRequest(name="dvm", memory_bytes=64 << 20, vcpus=1, guest="disk",
+                                                          disk_path="rbd:godwit/dvm", start=True))
+        self.assertTrue(self.gwd.wait_for(lambda: self.call(self.a, "GetVm", api.GetVmRequest(name="dvm")).vm.state
+                                          == api.Vm.RUNNING, 30))
+        time.sleep(1.0)
+        job = self.call(self.a, "MigrateVm", api.MigrateVmRequest(vm="dvm", destination=self.b.addr)).job
+        events = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=self.gwd.AUTH, timeout=120))
+        final = events[-1].job
+        self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
+        self.assertTrue(self.gwd.wait_for(lambda: self.call(self.b, "GetVm", api.GetVmRequest(name="dvm")).vm.state
+                                          == api.Vm.RUNNING, 10))
+        # host-b's runner got host-b's Ceph settings appended, never anything from the wire.
+        argvs = []
+        for pid in self.b.runner_pids():
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argvs.append(f.read().decode(errors="replace").split("\0"))
+        disks = [a[a.index("--disk") + 1] for a in argvs if "--disk" in a]
+        self.assertEqual(disks, ["rbd:godwit/dvm:conf=%s" % self.conf])
+        time.sleep(1.0)
+        self.call(self.b, "StopVm", api.StopVmRequest(name="dvm"))
+        outs = [os.path.join(r, f) for r, _, fs in os.walk(self.b.dir) for f in fs if f == "runner.out"]
+        self.assertEqual(len(outs), 1, outs)
+        with open(outs[0]) as f:
+            j = gwtest.last_json(f.read())
+        self.assertEqual((j["disk_verify_errors"], j["disk_io_errors"]), (0, 0), j)
+        self.assertGreater(j["disk_blocks_read"], 0)
+        self.assert_blocks_verify(self.export("dvm"))
+
+
 if __name__ == "__main__":
     gwtest.require_kvm()
     require_ceph()

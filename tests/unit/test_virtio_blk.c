@@ -932,3 +932,59 @@ GW_TEST(random_requests_keep_image_consistent)
     CHECK_EQ(e->irq.level, 0);
     env_free(e);
 }
+
+/* Request k of a multi-request kick: descriptors 3k..3k+2, header at HDR_GPA + 16k, status
+ * byte at STATUS_GPA + k, data at DATA_GPA + k pages; offered, not kicked. */
+static void offer_nth(struct env *e, unsigned k, uint32_t type, uint64_t sector, uint32_t len, bool status)
+{
+    bool to_guest = type == GW_VIRTIO_BLK_T_IN || type == GW_VIRTIO_BLK_T_GET_ID;
+    struct gw_virtio_blk_req_hdr h = {.type = type, .sector = sector};
+    memcpy(e->ram + HDR_GPA + 16 * k, &h, sizeof h);
+    e->ram[STATUS_GPA + k] = 0xee;
+    uint16_t d = (uint16_t)(3 * k);
+    desc(e, d, HDR_GPA + 16 * k, 16, GW_VIRTQ_DESC_F_NEXT, len ? d + 1 : d + 2);
+    desc(e, d + 1, DATA_GPA + 0x1000u * k, len, GW_VIRTQ_DESC_F_NEXT | (to_guest ? GW_VIRTQ_DESC_F_WRITE : 0), d + 2);
+    /* Without status: the chain ends read-only, which no request may. */
+    desc(e, d + 2, STATUS_GPA + k, 1, status ? GW_VIRTQ_DESC_F_WRITE : 0, 0);
+    offer(e, d);
+}
+
+GW_TEST(one_kick_many_requests_in_order_where_it_matters)
+{
+    /* Reads and writes of one kick run as one backend batch; a request that overlaps one
+     * already gathered, a flush and GET_ID run after what came before them. */
+    struct env *e = env_ready();
+    memset(e->ram + DATA_GPA, 0xa1, 1024);                /* 0: write sectors 0-1 */
+    memset(e->ram + DATA_GPA + 0x1000, 0xb2, 512);        /* 1: write sector 1 (overlaps 0) */
+    offer_nth(e, 0, GW_VIRTIO_BLK_T_OUT, 0, 1024, true);
+    offer_nth(e, 1, GW_VIRTIO_BLK_T_OUT, 1, 512, true);
+    offer_nth(e, 2, GW_VIRTIO_BLK_T_IN, 0, 1024, true);  /* 2: read 0-1 (overlaps 1) */
+    offer_nth(e, 3, GW_VIRTIO_BLK_T_FLUSH, 0, 0, true);
+    offer_nth(e, 4, GW_VIRTIO_BLK_T_GET_ID, 0, 20, true);
+    offer_nth(e, 5, GW_VIRTIO_BLK_T_IN, SECTORS, 512, true);   /* past the end */
+    offer_nth(e, 6, GW_VIRTIO_BLK_T_IN, 8, 512, true);
+    wr(e, GW_VMMIO_QUEUE_NOTIFY, 0);
+    CHECK_EQ(used_idx(e), 7);
+    static const uint8_t want[7] = {GW_VIRTIO_BLK_S_OK, GW_VIRTIO_BLK_S_OK, GW_VIRTIO_BLK_S_OK, GW_VIRTIO_BLK_S_OK,
+                                    GW_VIRTIO_BLK_S_OK, GW_VIRTIO_BLK_S_IOERR, GW_VIRTIO_BLK_S_OK};
+    for (unsigned k = 0; k < 7; k++) CHECK_EQ(e->ram[STATUS_GPA + k], want[k]);
+    uint8_t expect[1024];
+    memset(expect, 0xa1, 512);
+    memset(expect + 512, 0xb2, 512);
+    CHECK(memcmp(e->ram + DATA_GPA + 0x2000, expect, 1024) == 0);   /* the later write won */
+    CHECK(memcmp(e->ram + DATA_GPA + 0x4000, GW_VIRTIO_BLK_ID, sizeof GW_VIRTIO_BLK_ID - 1) == 0);
+    CHECK(memcmp(e->ram + DATA_GPA + 0x6000, e->image + 8 * 512, 512) == 0);
+    memcpy(e->image, expect, 1024);
+    CHECK(image_is(e));
+    /* A hostile chain after good ones: they complete, then the device needs a reset. */
+    offer_nth(e, 0, GW_VIRTIO_BLK_T_OUT, 2, 512, true);
+    offer_nth(e, 1, GW_VIRTIO_BLK_T_OUT, 3, 512, false);   /* no writable status byte */
+    memset(e->ram + DATA_GPA, 0xc3, 512);
+    wr(e, GW_VMMIO_QUEUE_NOTIFY, 0);
+    CHECK_EQ(used_idx(e), 8);
+    CHECK_EQ(e->ram[STATUS_GPA], GW_VIRTIO_BLK_S_OK);
+    CHECK(rd(e, GW_VMMIO_STATUS) & GW_VIRTIO_S_NEEDS_RESET);
+    memset(e->image + 2 * 512, 0xc3, 512);
+    CHECK(image_is(e));
+    env_free(e);
+}
