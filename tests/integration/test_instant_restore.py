@@ -3,8 +3,9 @@
 local directory store and a real throw-away Ceph cluster (scripts/ceph-cluster):
 a running dirtier's backup restored with --instant runs while its memory fills (it faults
 chunks in) and ends with the backup's digest and 0 verify errors, from both backends; a disk
-guest's blocks verify; the store made unreachable pauses the guest (pause owner "store",
-with the reason) and its return resumes it to an equal digest; a chunk corrupted in the store
+guest's blocks verify; the store made unreachable (the directory store's chunks gone, a Ceph
+OSD stopped mid-fill) pauses the guest (pause owner "store", with the reason) and its return
+resumes it to an equal digest; a chunk corrupted in the store
 fails the restore with the chunk's name and the guest is stopped, never run on it.
 Usage: test_instant_restore.py [path/to/godwit-vm]."""
 import glob
@@ -200,11 +201,12 @@ class InstantRestore(InstantBase):
 
 class InstantRestoreRados(InstantBase):
     conf = None
+    ceph_store = "memstore"
 
     @classmethod
     def setUpClass(cls):
         gwtest.require_kvm()
-        r = subprocess.run([CLUSTER, "start", "--store", "memstore"], capture_output=True, text=True, timeout=120)
+        r = subprocess.run([CLUSTER, "start", "--store", cls.ceph_store], capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise AssertionError("ceph-cluster start failed:\n" + r.stdout + r.stderr)
         cls.conf = r.stdout.strip().splitlines()[-1]
@@ -221,6 +223,43 @@ class InstantRestoreRados(InstantBase):
         self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
         self.assert_filled_while_running(gwtest.last_json(r.stdout), b["memory_digest"])
         self.stop(src)
+
+
+class InstantRestoreCephFaults(InstantRestoreRados):
+    ceph_store = "bluestore"   # the OSD keeps its data when it is stopped mid-fill
+    test_running_dirtier_rados = None
+
+    def test_osd_stopped_mid_fill_pauses_and_resumes(self):
+        store = ["--store", "rados:godwit/o%d" % (int(time.time() * 1e6) % 10**9), "--ceph-conf", self.conf]
+        src = self.start("web6", ["--memory", "1G", "--guest", "dirtier:ws=768M,rate=32M,pattern=random"])
+        b = self.backup(src, store)
+        self.stop(src)
+        store += ["--osd-timeout", "2"]
+        # One read at a time: the fill takes long enough to stop the OSD in the middle of it.
+        rr = gwtest.Runner(VM, ["restore-backup", "--vm", "web6", "--name", "web6b", "--instant", "--inflight", "1",
+                                "--stall-ms", "1000", "--seconds", "90"] + store, self.dir)
+        self.runners.append(rr)
+        stopped = False
+        try:
+            subprocess.run([CLUSTER, "osd-stop", self.conf, "--kill"], capture_output=True, timeout=60, check=True)
+            stopped = True
+            s = wait_status(rr.sock, lambda s: s.get("instant_phase") == "complete" or "store" in s["paused_by"], 60)
+            self.assertEqual(s["instant_phase"], "stalled", "the fill ended before the OSD stopped: %r" % s)
+            self.assertLess(s["instant_chunks_placed"], s["instant_chunks_total"])
+            self.assertEqual(s["state"], "paused")
+            self.assertIn("unreachable", s["instant_error"])
+            subprocess.run([CLUSTER, "osd-start", self.conf], capture_output=True, timeout=120, check=True)
+            stopped = False
+            s = wait_status(rr.sock, lambda s: s.get("instant_phase") == "complete" and s["state"] == "running", 120)
+            code, j, err = self.stop(rr)
+        finally:
+            if stopped:
+                subprocess.run([CLUSTER, "osd-start", self.conf], capture_output=True, timeout=120)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(j["instant_memory_digest"], b["memory_digest"])
+        self.assertTrue(j["instant_digest_ok"])
+        self.assertGreaterEqual(j["instant_stalls"], 1)
+        self.assertEqual(j["guest_verify_errors"], 0)
 
 
 if __name__ == "__main__":

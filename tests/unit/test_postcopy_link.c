@@ -4,7 +4,8 @@
  *     the kernel until its page is requested on the priority channel and placed; at the end
  *     memory equals the source's, the digest sums agree, no page arrived twice;
  *   - hostile requests (out of range, malformed, a flood, after PUSH_DONE) are refused and
- *     counted, and the server goes on. */
+ *     counted, and the server goes on;
+ *   - a run of pages placed at once (instant restore) skips pages already there. */
 #include "engine/codec/wire.h"
 #include "engine/common/util.h"
 #include "postcopy/pc_client.h"
@@ -21,6 +22,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -337,6 +340,47 @@ GW_TEST(abandoned_postcopy_poisons_missing_pages)
     CHECK_EQ(pr.value, -1);
     CHECK_EQ(mem[3 * PG + 5], 0xab);     /* the placed page is intact */
     sigaction(SIGBUS, &old, NULL);
+    gw_uffd_placer_close(&u);
+    munmap(mem, 64 * PG);
+}
+
+/* gw_uffd_placer_place_run, as instant restore places a whole chunk: pages already there are
+ * skipped (never overwritten, counted), the others placed in runs; zero runs too. */
+GW_TEST(place_run_skips_present_pages)
+{
+    uint8_t *mem = memfd_map(64 * PG);
+    REQUIRE(mem);
+    struct gw_uffd_placer u;
+    struct gw_err e = {0};
+    int r = gw_uffd_placer_open(&u, mem, 64 * PG, &e);
+    if (r == -EPERM || r == -ENOSYS) { gw_test_skip("no userfaultfd"); return; }
+    REQUIRE(r == 0);
+    struct gw_page_placer pl = gw_uffd_placer(&u);
+    uint8_t page[PG], *chunk = malloc(16 * PG);
+    REQUIRE(chunk);
+    memset(page, 0xee, sizeof page);
+    for (unsigned i = 0; i < 16; i++) memset(chunk + i * PG, 0x10 + i, PG);
+    CHECK_EQ(pl.ops->copy(pl.ctx, 5, page), 0);     /* already there: a fault placed it */
+    CHECK_EQ(pl.ops->copy(pl.ctx, 6, page), 0);
+    CHECK_EQ(pl.ops->copy(pl.ctx, 15, page), 0);
+    CHECK_EQ(gw_uffd_placer_place_run(&u, 0, 16, chunk), 0);
+    CHECK_EQ(gw_uffd_placer_count(&u), 16);
+    for (unsigned i = 0; i < 16; i++) {
+        CHECK(gw_uffd_placer_has(&u, i));
+        uint8_t want = (i == 5 || i == 6 || i == 15) ? 0xee : (uint8_t)(0x10 + i);
+        CHECK_EQ(mem[i * PG + 100], want);
+    }
+    /* The bitmap skips placed pages; a page the kernel has but the bitmap does not (placed
+     * behind its back) is refused with EEXIST and skipped, the run going on after it. */
+    struct uffdio_copy c = {.dst = (uintptr_t)(mem + 20 * PG), .src = (uintptr_t)page, .len = PG};
+    CHECK_EQ(ioctl(u.uffd, UFFDIO_COPY, &c), 0);
+    CHECK_EQ(gw_uffd_placer_place_run(&u, 16, 16, NULL), 0);   /* zero pages */
+    CHECK_EQ(u.dups, 1);
+    CHECK_EQ(mem[20 * PG], 0xee);
+    CHECK_EQ(mem[21 * PG], 0);
+    CHECK_EQ(gw_uffd_placer_count(&u), 31);
+    CHECK_EQ(gw_uffd_placer_unregister(&u), 0);
+    free(chunk);
     gw_uffd_placer_close(&u);
     munmap(mem, 64 * PG);
 }
