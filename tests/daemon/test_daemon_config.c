@@ -205,6 +205,8 @@ GW_TEST(images_must_be_canonical_regular_files_inside_the_roots)
     rmdir(roots);
     snprintf(text, sizeof text, "%s/godwitd.conf", dir);
     unlink(text);
+    rmdir(dir);
+}
 
 GW_TEST(rbd_disks_need_an_allowed_pool_and_no_options)
 {
