@@ -58,6 +58,15 @@ void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out);
 /* Fails the client from outside (the control stream broke): wakes gw_pc_client_wait. */
 void gw_pc_client_fail(struct gw_pc_client *c, const struct gw_err *e);
 
+/* Recovery after a broken link (pc_resume.h). detach: joins the receivers of the old
+ * session (shut it down first); the fault thread goes on noting requests. received: the
+ * placed-page bitmap (atomic words; stable once detached). attach: clears the failure, takes
+ * ses (not owned; same stream count) for every later request and answer, starts its
+ * receivers and asks again for every page requested but not placed. 0 or -errno. */
+void gw_pc_client_detach(struct gw_pc_client *c);
+const uint64_t *gw_pc_client_received(struct gw_pc_client *c, uint64_t *npages);
+int gw_pc_client_attach(struct gw_pc_client *c, struct gw_session *ses, struct gw_err *e);
+
 /* Stops the threads (shut the session down first) and frees c. abandon: post-copy did not
  * complete; every missing page is poisoned first (gw_uffd_placer_poison_missing) so nothing
  * reads it as zero. Safe on NULL. */

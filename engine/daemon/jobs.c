@@ -167,6 +167,8 @@ void gw_job_take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p)
     j->progress.postcopy_blocked_ms = p->postcopy_blocked_ms;
     j->progress.postcopy_ms = p->postcopy_ms;
     j->progress.postcopy_pages_refused = p->postcopy_pages_refused;
+    j->progress.postcopy_recoveries = p->postcopy_recoveries;
+    j->progress.postcopy_recovery_ms = p->postcopy_recovery_ms;
 }
 
 void gw_job_set_state(struct gw_job *j, int state, const char *msg)

@@ -28,6 +28,7 @@ struct gw_runner {
     struct gw_mig_progress last_mig;  /* progress of the latest migration (in or out) */
     uint64_t linger_until_ns; /* after migrating away, keep answering status until then */
     bool incoming;            /* this VM arrived by migration */
+    bool pc_held;             /* arrived by post-copy, held paused while its link is broken */
     int test_fault;           /* enum gw_mig_fault: set only by --test-fault (GODWIT_TEST_HOOKS) */
     /* The outgoing migration's hand-over record (RunnerMigrateRequest.record_path...). */
     char record_path[1024];
@@ -50,6 +51,9 @@ int gw_runner_release(struct gw_runner *r, unsigned owner);
 /* Ends an in-doubt hand-over: keep_source resumes the VM here, else the runner leaves as
  * "migrated". Fills err on failure. */
 int gw_runner_resolve(struct gw_runner *r, bool keep_source, char *err, size_t errlen);
+
+/* A post-copy whose link broke reconnects now, to url when not NULL/empty. Fills err. */
+int gw_runner_resume_migration(struct gw_runner *r, const char *url, char *err, size_t errlen);
 
 /* Starts an outgoing migration from a control request; fills err on failure. */
 int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateRequest *req, char *err, size_t errlen);
