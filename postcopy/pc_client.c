@@ -49,6 +49,8 @@ struct gw_pc_client {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct gw_pc_client_stats st; /* under mu: requests, lanes_ended, push_done, error */
+    int (*vcpu_of_tid)(void *ctx, uint32_t tid);
+    void *vcpu_ctx;
 };
 
 static bool stopping(struct gw_pc_client *c) { return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE); }
@@ -88,16 +90,19 @@ static void *fault_main(void *arg)
     struct gw_pc_client *c = arg;
     struct gw_err e = {0};
     uint64_t faults[GW_PC_MAX_REQ_PAGES], want[GW_PC_MAX_REQ_PAGES];
+    uint32_t tids[GW_PC_MAX_REQ_PAGES];
     while (!stopping(c)) {
         struct pollfd pf[2] = {{.fd = c->u.uffd, .events = POLLIN}, {.fd = c->stop_fd, .events = POLLIN}};
         int pr = poll(pf, 2, 1000);
         if (pr < 0 && errno != EINTR) { gw_err_set(&e, -errno, "poll on userfaultfd failed"); break; }
         if (pr <= 0 || stopping(c)) continue;
-        int n = gw_uffd_read_faults(&c->u, faults, (int)GW_PC_MAX_REQ_PAGES);
+        int n = gw_uffd_read_faults(&c->u, faults, tids, (int)GW_PC_MAX_REQ_PAGES);
         if (n < 0) { gw_err_set(&e, n, "reading page faults: %s", strerror(-n)); break; }
         unsigned k = 0;
         uint64_t now = gw_now_ns();
         for (int i = 0; i < n; i++) {
+            int v = c->vcpu_of_tid && tids[i] ? c->vcpu_of_tid(c->vcpu_ctx, tids[i]) : -1;
+            if (v >= 0) gw_uffd_placer_vcpu_waits(&c->u, (unsigned)v, faults[i]);
             uint64_t zero = 0;
             /* A page is requested once, whoever else waits for it: the copy wakes them all. */
             if (__atomic_compare_exchange_n(&c->u.req_ns[faults[i]], &zero, now, false, __ATOMIC_ACQ_REL,
@@ -377,6 +382,20 @@ void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out)
     out->lat_p99_us = gw_uffd_placer_latency_us(u, 99);
     out->lat_max_us = __atomic_load_n(&u->lat_max_ns, __ATOMIC_RELAXED) / 1000;
     out->blocked_ns = __atomic_load_n(&u->lat_sum_ns, __ATOMIC_RELAXED);
+    uint64_t now = gw_now_ns();
+    for (unsigned i = 0; i < GW_PC_MAX_VCPUS; i++) {
+        /* What it waited for pages already placed, and the wait in progress. */
+        uint64_t b = __atomic_load_n(&u->vcpu[i].blocked_ns, __ATOMIC_RELAXED);
+        uint64_t since = __atomic_load_n(&u->vcpu[i].since_ns, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&u->vcpu[i].pfn1, __ATOMIC_ACQUIRE) && now > since) b += now - since;
+        out->vcpu_blocked_ns[i] = b;
+    }
+}
+
+void gw_pc_client_set_vcpu_map(struct gw_pc_client *c, int (*of_tid)(void *ctx, uint32_t tid), void *ctx)
+{
+    c->vcpu_of_tid = of_tid;
+    c->vcpu_ctx = ctx;
 }
 
 void gw_pc_client_close(struct gw_pc_client *c, bool abandon)

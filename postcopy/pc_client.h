@@ -23,6 +23,7 @@ struct gw_pc_client_stats {
     uint64_t lat_p50_us, lat_p99_us, lat_max_us;   /* request -> placed */
     uint64_t lat_hist[32];         /* bucket i: [2^i, 2^(i+1)) us */
     uint64_t blocked_ns;           /* sum of request latencies: time vCPUs and devices waited */
+    uint64_t vcpu_blocked_ns[GW_PC_MAX_VCPUS];   /* per vCPU: time blocked on missing pages */
     unsigned lanes_ended;
     bool push_done;
     bool complete;
@@ -57,6 +58,11 @@ void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out);
 
 /* Fails the client from outside (the control stream broke): wakes gw_pc_client_wait. */
 void gw_pc_client_fail(struct gw_pc_client *c, const struct gw_err *e);
+
+/* Maps a faulting thread's id to its vCPU index (or -1: a device thread, KVM's own worker),
+ * for the per-vCPU blocked time. Set before gw_pc_client_switch; of_tid runs on the fault
+ * thread. */
+void gw_pc_client_set_vcpu_map(struct gw_pc_client *c, int (*of_tid)(void *ctx, uint32_t tid), void *ctx);
 
 /* Recovery after a broken link (pc_resume.h). detach: joins the receivers of the old
  * session (shut it down first); the fault thread goes on noting requests. received: the

@@ -17,6 +17,7 @@
 #include "engine/common/util.h"
 #include "engine/transport/session.h"
 #include "engine/transport/tls.h"
+#include "engine/vm/vcpu.h"
 #include "engine/vm/virtio_attach.h"
 #include "engine/vm/vm.h"
 #include "postcopy/pc_client.h"
@@ -101,6 +102,8 @@ static void stats(struct gw_postcopy_in *p)
     pc->req_max_us = st.lat_max_us;
     memcpy(pc->req_hist, st.lat_hist, sizeof pc->req_hist);
     pc->blocked_ns = st.blocked_ns;
+    pc->nvcpus = p->vm->nvcpus < 16 ? p->vm->nvcpus : 16;
+    for (unsigned i = 0; i < pc->nvcpus; i++) pc->vcpu_blocked_ns[i] = st.vcpu_blocked_ns[i];
     p->prog.pages_raw = st.pages_received;
     p->prog.sent_bytes = bytes;
     if (p->t_go && !p->finished) pc->postcopy_ns = gw_now_ns() - p->t_go;
@@ -457,6 +460,15 @@ static void *resume_main(void *arg)
     return NULL;
 }
 
+/* The vCPU whose thread is tid, or -1 (a device thread, or KVM's own worker). */
+static int vcpu_of_tid(void *ctx, uint32_t tid)
+{
+    struct gw_vm *vm = ctx;
+    for (unsigned i = 0; i < vm->nvcpus && i < GW_PC_MAX_VCPUS; i++)
+        if (vm->vcpus[i] && (uint32_t)__atomic_load_n(&vm->vcpus[i]->tid, __ATOMIC_ACQUIRE) == tid) return (int)i;
+    return -1;
+}
+
 static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
 {
     struct gw_err e = {0};
@@ -464,6 +476,7 @@ static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
     if (n < GW_PC_FIRST_LANE + 1) { snprintf(err, errlen, "a post-copy session needs 3 or more streams"); return -EPROTO; }
     int r = gw_pc_client_start(p->ses, p->vm->mem.base, p->vm->mem.size, n - GW_PC_FIRST_LANE, &p->c, &e);
     if (r) { snprintf(err, errlen, "cannot take post-copy here: %s", e.msg); return r; }
+    gw_pc_client_set_vcpu_map(p->c, vcpu_of_tid, p->vm);
     /* Pre-copy pages (hybrid) land while we wait for DIRTY: the switch to post-copy. */
     p->prog.phase = GW_MIG_PRECOPY;
     struct gw_wire_header h;

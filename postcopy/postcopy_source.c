@@ -30,7 +30,7 @@
 #define DEFAULT_RECOVER_NS (30ull * 1000000000ull)
 #define RECONNECT_TIMEOUT_MS 5000     /* one attempt: connect, TLS, handshake, the resume exchange */
 #define BACKOFF_FIRST_NS (50ull * 1000000ull)
-#define BACKOFF_MAX_NS (1000ull * 1000000ull)
+#define BACKOFF_MAX_NS (500ull * 1000000ull)
 
 struct gw_postcopy {
     struct gw_vm *vm;
@@ -205,7 +205,8 @@ static int setup(struct gw_postcopy *m)
     m->cur_push = calloc((m->npages + 63) / 64, 8);
     if (!m->push || !m->cur_push) return fail(m, -ENOMEM, "out of memory");
     struct gw_pc_server_cfg pc = {.ses = m->ses, .mem = m->vm->mem.base, .mem_size = m->vm->mem.size,
-                                  .nlanes = m->p.lanes, .codec = m->p.codec, .rate_bps = m->p.bandwidth_limit_bps};
+                                  .nlanes = m->p.lanes, .codec = m->p.codec, .rate_bps = m->p.bandwidth_limit_bps,
+                                      .no_priority = m->p.no_priority};
     r = gw_pc_server_open(&pc, &m->srv, &e);
     if (r) return fail(m, r, "%s", e.msg);
     pthread_mutex_lock(&m->lock);
@@ -509,7 +510,8 @@ static int resume_once(struct gw_postcopy *m, const char *url, int timeout_ms, s
         m->ses = s;
         pthread_mutex_unlock(&m->lock);
         struct gw_pc_server_cfg pc = {.ses = s, .mem = m->vm->mem.base, .mem_size = m->vm->mem.size,
-                                      .nlanes = m->p.lanes, .codec = m->p.codec, .rate_bps = m->p.bandwidth_limit_bps};
+                                      .nlanes = m->p.lanes, .codec = m->p.codec, .rate_bps = m->p.bandwidth_limit_bps,
+                                      .no_priority = m->p.no_priority};
         r = gw_pc_server_open(&pc, &m->srv, e);
         if (!r) r = gw_pc_server_run(m->srv, m->cur_push, e);
         if (r) drop_session(m);

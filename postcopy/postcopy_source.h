@@ -12,7 +12,7 @@
  * VM paused here and every page kept (docs/postcopy.md).
  *
  * Recovery (pc_resume.h): a broken link after GO (a transport error, or no word for the link
- * timeout) pauses post-copy; the source reconnects with backoff (50 ms doubling to 1 s) for
+ * timeout) pauses post-copy; the source reconnects with backoff (50 ms doubling to 500 ms) for
  * recover_timeout_ns, takes the migration up again with its resume credential, learns which
  * pages the destination holds and sends the rest. Past that time it waits, paused, for the
  * operator: gw_postcopy_resume (maybe to another address) or gw_postcopy_abandon. */
@@ -52,6 +52,7 @@ struct gw_postcopy_params {
     uint64_t downtime_limit_ns;
     uint64_t recover_timeout_ns;   /* reconnecting after a broken link, in all; 0 = 30 s */
     unsigned link_timeout_ms;      /* no word from the destination this long = broken; 0 = 2000 */
+    bool no_priority;              /* baseline: answers queue behind the push (pc_server_cfg) */
 };
 
 struct gw_postcopy;

@@ -97,6 +97,7 @@ struct gw_job {
     Godwit__V1__JobProgress progress;      /* scalars; phase points at phase[] */
     Godwit__V1__PagesByEncoding pages;
     char phase[32];
+    uint64_t vcpu_blocked_ms[16];  /* progress.postcopy_vcpu_blocked_ms points here */
     char error[512];
     uint64_t created_ms, started_ms, finished_ms;
     uint64_t seq;                  /* events sent */

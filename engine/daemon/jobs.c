@@ -61,6 +61,7 @@ static void job_init_messages(struct gw_job *j)
     godwit__v1__pages_by_encoding__init(&j->pages);
     j->progress.pages = &j->pages;
     j->progress.phase = j->phase;
+    j->progress.postcopy_vcpu_blocked_ms = j->vcpu_blocked_ms;
 }
 
 /* Drops the oldest finished jobs beyond what we keep in memory (lock held). */
@@ -169,6 +170,9 @@ void gw_job_take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p)
     j->progress.postcopy_pages_refused = p->postcopy_pages_refused;
     j->progress.postcopy_recoveries = p->postcopy_recoveries;
     j->progress.postcopy_recovery_ms = p->postcopy_recovery_ms;
+    size_t nv = p->n_postcopy_vcpu_blocked_ms < 16 ? p->n_postcopy_vcpu_blocked_ms : 16;
+    for (size_t i = 0; i < nv; i++) j->vcpu_blocked_ms[i] = p->postcopy_vcpu_blocked_ms[i];
+    j->progress.n_postcopy_vcpu_blocked_ms = nv;
 }
 
 void gw_job_set_state(struct gw_job *j, int state, const char *msg)

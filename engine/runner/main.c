@@ -66,6 +66,7 @@ struct opts {
     uint64_t recover_timeout_s, link_timeout_ms;   /* post-copy recovery (docs/postcopy.md) */
     unsigned vcpus;
     int fds[GW_INCOMING_MAX_FDS];   /* --fd, repeated: every stream of a handed-over session */
+    bool no_priority;               /* migrate --no-priority-channel: the benchmark's baseline */
     int resume_fd;                  /* --resume-fd: the daemon hands a reconnecting post-copy source over here */
     unsigned nfds;
     bool name_set;
@@ -93,7 +94,7 @@ static void usage(FILE *f)
             "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy|hybrid] [--streams N]\n"
             "                         [--compress lz4|none|auto]\n"
             "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
-            "                         [--max-rounds N] [--recover-timeout S] [--link-timeout-ms N]\n"
+            "                         [--max-rounds N] [--recover-timeout S] [--link-timeout-ms N] [--no-priority-channel]\n"
             "                         [--secret-file F] [--wait] [--json] [TLS]\n"
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
             "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE] [--seconds N]\n"
@@ -114,6 +115,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"timeout", 1, 0, 'O'}, {"auto-converge", 0, 0, 'A'}, {"max-rounds", 1, 0, 'R'}, {"wait", 0, 0, 'W'},
         {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'}, {"mode", 1, 0, 'M'},
         {"recover-timeout", 1, 0, 'K' + 258}, {"link-timeout-ms", 1, 0, 'K' + 259}, {"resume-fd", 1, 0, 'K' + 260},
+        {"no-priority-channel", 0, 0, 'K' + 261},
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
@@ -179,6 +181,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'l': o->cmdline = optarg; break;
         case 'e': o->net = optarg; break;
         case 'K' + 257: o->keep_source = true; break;
+        case 'K' + 261: o->no_priority = true; break;
         case 'K' + 260:
             if (gw_parse_u64(optarg, 3, 1 << 20, &v)) { fprintf(stderr, "godwit-vm: bad --resume-fd\n"); return -1; }
             o->resume_fd = (int)v;
@@ -551,6 +554,7 @@ static int cmd_migrate(const struct opts *o)
     pol.max_rounds = (uint32_t)o->max_rounds;
     pol.recover_timeout_s = (uint32_t)o->recover_timeout_s;
     pol.link_timeout_ms = (uint32_t)o->link_timeout_ms;
+    pol.postcopy_no_priority_channel = o->no_priority;
     if (o->compress) {
         if (!strcmp(o->compress, "lz4")) pol.compression = GODWIT__V1__MIGRATION_POLICY__COMPRESSION__LZ4;
         else if (!strcmp(o->compress, "none")) pol.compression = GODWIT__V1__MIGRATION_POLICY__COMPRESSION__NONE;
@@ -690,6 +694,12 @@ static int cmd_client(const char *verb, const struct opts *o)
                        (unsigned long long)m->postcopy_request_p50_us, (unsigned long long)m->postcopy_request_p99_us,
                        (unsigned long long)m->postcopy_blocked_ms, (unsigned long long)m->postcopy_recoveries,
                        (unsigned long long)m->postcopy_recovery_ms);
+            if (m->n_postcopy_vcpu_blocked_ms) {
+                printf(",\"postcopy_vcpu_blocked_ms\":[");
+                for (size_t i = 0; i < m->n_postcopy_vcpu_blocked_ms; i++)
+                    printf("%s%llu", i ? "," : "", (unsigned long long)m->postcopy_vcpu_blocked_ms[i]);
+                printf("]");
+            }
         }
         if (rep->save) printf(",\"save_ns\":%llu,\"save_data_bytes\":%llu,\"memory_digest\":\"%s\"",
                               (unsigned long long)rep->save->elapsed_ns, (unsigned long long)rep->save->data_bytes,

@@ -81,6 +81,9 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
             jp->postcopy_pages_refused = m->pc.refused;
             jp->postcopy_recoveries = m->pc.recoveries;
             jp->postcopy_recovery_ms = m->pc.recovery_ns / 1000000;
+            for (unsigned i = 0; i < m->pc.nvcpus && i < 16; i++) r->status_vcpu_blocked_ms[i] = m->pc.vcpu_blocked_ns[i] / 1000000;
+            jp->n_postcopy_vcpu_blocked_ms = m->pc.nvcpus < 16 ? m->pc.nvcpus : 16;
+            jp->postcopy_vcpu_blocked_ms = r->status_vcpu_blocked_ms;
         }
         st->migration = jp;
         st->migration_error = (char *)m->error;
@@ -132,6 +135,13 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
                        m->pc.blocked_ns / 1e6, m->pc.postcopy_ns / 1e6, (unsigned long long)m->pc.refused,
                        m->pc.digest_ok ? "true" : "false", (unsigned long long)m->pc.recoveries,
                        m->pc.recovery_ns / 1e6);
+            if (m->pc.used && m->pc.nvcpus) {
+                /* Per vCPU, as the destination measured it: time blocked on missing pages. */
+                printf(",\"postcopy_vcpu_blocked_ms\":[");
+                for (unsigned i = 0; i < m->pc.nvcpus && i < 16; i++)
+                    printf("%s%.3f", i ? "," : "", m->pc.vcpu_blocked_ns[i] / 1e6);
+                printf("]");
+            }
         }
         printf("}\n");
         fflush(stdout);

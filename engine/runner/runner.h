@@ -37,6 +37,7 @@ struct gw_runner {
     char mig_url[600];
     Godwit__V1__JobProgress status_mig;        /* backing store for RunnerStatus.migration */
     Godwit__V1__PagesByEncoding status_pages;
+    uint64_t status_vcpu_blocked_ms[16];      /* backing store for postcopy_vcpu_blocked_ms */
 };
 
 /* Reads a cluster secret file (trailing whitespace dropped) into buf; returns its length or

@@ -107,6 +107,7 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
             .downtime_limit_ns = p.policy.downtime_limit_ns,
             .recover_timeout_ns = (uint64_t)pol->recover_timeout_s * 1000000000ull,
             .link_timeout_ms = pol->link_timeout_ms,
+            .no_priority = pol->postcopy_no_priority_channel,
         };
         memcpy(pp.token, p.token, sizeof pp.token);
         rc = gw_postcopy_start(r->vm, &pp, &r->postcopy);
