@@ -382,6 +382,8 @@ void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out)
     out->lat_p99_us = gw_uffd_placer_latency_us(u, 99);
     out->lat_max_us = __atomic_load_n(&u->lat_max_ns, __ATOMIC_RELAXED) / 1000;
     out->blocked_ns = __atomic_load_n(&u->lat_sum_ns, __ATOMIC_RELAXED);
+    uint64_t placed_req = __atomic_load_n(&u->lat_count, __ATOMIC_RELAXED);
+    out->pages_waiting = out->pages_requested > placed_req ? out->pages_requested - placed_req : 0;
     uint64_t now = gw_now_ns();
     for (unsigned i = 0; i < GW_PC_MAX_VCPUS; i++) {
         /* What it waited for pages already placed, and the wait in progress. */
@@ -390,6 +392,11 @@ void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out)
         if (__atomic_load_n(&u->vcpu[i].pfn1, __ATOMIC_ACQUIRE) && now > since) b += now - since;
         out->vcpu_blocked_ns[i] = b;
     }
+}
+
+bool gw_pc_client_vcpu_timed(struct gw_pc_client *c, unsigned vcpu)
+{
+    return vcpu < GW_PC_MAX_VCPUS && __atomic_load_n(&c->u.vcpu[vcpu].pfn1, __ATOMIC_ACQUIRE) != 0;
 }
 
 void gw_pc_client_set_vcpu_map(struct gw_pc_client *c, int (*of_tid)(void *ctx, uint32_t tid), void *ctx)

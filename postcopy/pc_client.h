@@ -23,7 +23,9 @@ struct gw_pc_client_stats {
     uint64_t lat_p50_us, lat_p99_us, lat_max_us;   /* request -> placed */
     uint64_t lat_hist[32];         /* bucket i: [2^i, 2^(i+1)) us */
     uint64_t blocked_ns;           /* sum of request latencies: time vCPUs and devices waited */
-    uint64_t vcpu_blocked_ns[GW_PC_MAX_VCPUS];   /* per vCPU: time blocked on missing pages */
+    uint64_t vcpu_blocked_ns[GW_PC_MAX_VCPUS];   /* per vCPU: time blocked on missing pages, when
+                                                  * the vCPU's own thread took the fault */
+    uint64_t pages_waiting;        /* requested and not yet placed */
     unsigned lanes_ended;
     bool push_done;
     bool complete;
@@ -63,6 +65,8 @@ void gw_pc_client_fail(struct gw_pc_client *c, const struct gw_err *e);
  * for the per-vCPU blocked time. Set before gw_pc_client_switch; of_tid runs on the fault
  * thread. */
 void gw_pc_client_set_vcpu_map(struct gw_pc_client *c, int (*of_tid)(void *ctx, uint32_t tid), void *ctx);
+/* Whether vCPU `vcpu` is being timed exactly now (it took a fault in its own thread). */
+bool gw_pc_client_vcpu_timed(struct gw_pc_client *c, unsigned vcpu);
 
 /* Recovery after a broken link (pc_resume.h). detach: joins the receivers of the old
  * session (shut it down first); the fault thread goes on noting requests. received: the

@@ -2,6 +2,7 @@
 #include "postcopy/postcopy_dest.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -37,8 +38,9 @@ struct gw_postcopy_in {
     struct gw_vm *vm;
     struct gw_pc_client *c;
     int timeout_ms, link_timeout_ms;
-    pthread_t ctl_thr, done_thr, resume_thr;
-    bool threads, ctl_started, resume_started;
+    pthread_t ctl_thr, done_thr, resume_thr, sample_thr;
+    bool threads, ctl_started, resume_started, sample_started;
+    uint64_t sampled_ns[GW_PC_MAX_VCPUS];   /* sample_main's per-vCPU blocked time (atomic) */
     pthread_mutex_t lock;
     pthread_cond_t cv;
     struct gw_mig_progress prog;
@@ -103,7 +105,8 @@ static void stats(struct gw_postcopy_in *p)
     memcpy(pc->req_hist, st.lat_hist, sizeof pc->req_hist);
     pc->blocked_ns = st.blocked_ns;
     pc->nvcpus = p->vm->nvcpus < 16 ? p->vm->nvcpus : 16;
-    for (unsigned i = 0; i < pc->nvcpus; i++) pc->vcpu_blocked_ns[i] = st.vcpu_blocked_ns[i];
+    for (unsigned i = 0; i < pc->nvcpus; i++)
+        pc->vcpu_blocked_ns[i] = st.vcpu_blocked_ns[i] + __atomic_load_n(&p->sampled_ns[i], __ATOMIC_RELAXED);
     p->prog.pages_raw = st.pages_received;
     p->prog.sent_bytes = bytes;
     if (p->t_go && !p->finished) pc->postcopy_ns = gw_now_ns() - p->t_go;
@@ -210,6 +213,55 @@ static void send_keepalive(struct gw_postcopy_in *p)
     pthread_mutex_lock(&p->ses_mu);
     gw_session_send(p->ses, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, b, sizeof b, &e);   /* a failure shows elsewhere */
     pthread_mutex_unlock(&p->ses_mu);
+}
+
+/* ---- per-vCPU blocked time ----
+ * The exact measure is userfaultfd's faulting thread (pc_client: a vCPU that takes its own
+ * fault). Here KVM takes most guest faults on missing pages in its asynchronous page-fault
+ * workers (kernel threads), and parks the vCPU meanwhile inside KVM_RUN: the fault names no
+ * vCPU. So while page requests are outstanding, every SAMPLE_NS each vCPU thread that sleeps
+ * (state S or D: parked, not running guest code) and is not being timed exactly counts as
+ * blocked for the interval. An idle guest's HLT sleeps too: the figure is exact for busy
+ * guests and an upper bound for idle ones. */
+#define SAMPLE_NS 1000000ull
+
+static bool thread_sleeps(int tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    const char *e = strrchr(buf, ')');   /* the command name may hold anything */
+    return e && e[1] == ' ' && (e[2] == 'S' || e[2] == 'D');
+}
+
+static void *sample_main(void *arg)
+{
+    struct gw_postcopy_in *p = arg;
+    uint64_t last = gw_now_ns();
+    for (;;) {
+        struct timespec ts = {0, (long)SAMPLE_NS};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&p->lock);
+        bool done = p->stop || p->finished;
+        pthread_mutex_unlock(&p->lock);
+        if (done) break;
+        uint64_t now = gw_now_ns(), dt = now - last;
+        last = now;
+        struct gw_pc_client_stats st;
+        gw_pc_client_stats(p->c, &st);
+        if (!st.pages_waiting) continue;
+        for (unsigned i = 0; i < p->vm->nvcpus && i < GW_PC_MAX_VCPUS; i++) {
+            int tid = __atomic_load_n(&p->vm->vcpus[i]->tid, __ATOMIC_ACQUIRE);
+            if (tid && !gw_pc_client_vcpu_timed(p->c, i) && thread_sleeps(tid))
+                __atomic_fetch_add(&p->sampled_ns[i], dt, __ATOMIC_RELAXED);
+        }
+    }
+    return NULL;
 }
 
 /* Waits until a session newer than ep is in place; false when stopping. */
@@ -593,6 +645,7 @@ int gw_postcopy_in_start(struct gw_session *ses, struct gw_vm *vm, int timeout_m
         finish(p, GW_MIG_POSTCOPY_PAUSED, "cannot start the post-copy thread");
     }
     if ((p->l || p->fd_src >= 0) && !pthread_create(&p->resume_thr, NULL, resume_main, p)) p->resume_started = true;
+    if (!pthread_create(&p->sample_thr, NULL, sample_main, p)) p->sample_started = true;
     *out = p;
     return 0;
 }
@@ -630,6 +683,7 @@ void gw_postcopy_in_free(struct gw_postcopy_in *p)
     gw_session_shutdown(p->ses);
     if (p->c) gw_pc_client_fail(p->c, &(struct gw_err){.code = -ECANCELED});
     if (p->threads) pthread_join(p->done_thr, NULL);
+    if (p->sample_started) pthread_join(p->sample_thr, NULL);
     if (p->ctl_started) pthread_join(p->ctl_thr, NULL);
     /* After GO and short of completion the missing pages are poisoned (see pc_client.h). */
     gw_pc_client_close(p->c, started && !completed);

@@ -76,6 +76,13 @@ class Postcopy(unittest.TestCase):
             print({k: v for k, v in dj.items() if k.startswith(("postcopy", "migration"))}, file=sys.stderr)
         self.assertGreater(dj["guest_pages_written"], sj["guest_pages_written"])
         self.assertLess(sj["migration_downtime_ms"], 1000)
+        # Per-vCPU blocked time (docs/postcopy.md): one figure per vCPU, none longer than
+        # post-copy itself, and the guest did wait for the pages it asked for.
+        blocked = dj["postcopy_vcpu_blocked_ms"]
+        self.assertEqual(len(blocked), 2, dj)
+        for b in blocked:
+            self.assertLessEqual(b, dj["postcopy_ms"] + 50, dj)
+        self.assertGreater(sum(blocked), 0, dj)
 
     def test_disk_guest(self):
         # virtio-blk reads into guest memory on the destination: its DMA faults pages in.
