@@ -18,6 +18,7 @@
 #include "engine/vm/mem_data.h"
 #include "engine/vm/virtio_attach.h"
 #include "engine/vm/vm.h"
+#include "postcopy/hybrid_policy.h"
 #include "postcopy/pc_digest.h"
 #include "postcopy/pc_resume.h"
 #include "postcopy/pc_server.h"
@@ -306,8 +307,9 @@ static int precopy_rounds(struct gw_postcopy *m)
     char why[200] = "";
     int r = gw_dirty_attach(m->vm, GW_DIRTY_KVM_BITMAP, &m->dirty, why, sizeof why);
     if (r) return fail(m, r, "cannot start dirty logging: %s", why[0] ? why : strerror(-r));
-    uint64_t limit = m->p.downtime_limit_ns ? m->p.downtime_limit_ns : 50000000ull;
-    uint64_t t0 = m->t_precopy = gw_now_ns();
+    struct gw_hybrid_policy pol = {.downtime_limit_ns = m->p.downtime_limit_ns, .dirty_rate_pct = m->p.dirty_rate_pct,
+                                   .ns_per_gib = m->p.ns_per_gib, .mem_size = m->vm->mem.size};
+    uint64_t t0 = m->t_precopy = gw_now_ns(), t_fetch = t0;
     r = gw_mem_for_each_data(&m->vm->mem, queue_range, m);
     unsigned slow = 0;
     /* The operator's switch is taken between rounds: a round cut short would leave pages that
@@ -317,21 +319,27 @@ static int precopy_rounds(struct gw_postcopy *m)
         r = gw_dirty_fetch(m->dirty, &n);
         if (r) return fail(m, r, "reading the dirty log: %s", strerror(-r));
         /* Rate: guest bytes queued so far over the time taken (the pump blocks while full, so
-         * this follows the link). The projection is what a pre-copy switchover would cost. */
+         * this follows the link); the policy (hybrid_policy.h) weighs it against what the
+         * guest dirtied since the last fetch. */
+        uint64_t now = gw_now_ns();
         pthread_mutex_lock(&m->lock);
-        uint64_t moved = m->prog.moved_bytes, dt = gw_now_ns() - t0;
-        uint64_t rate = dt ? (uint64_t)((double)moved * 1e9 / (double)dt) : 0;
-        uint64_t projected = rate ? (uint64_t)((double)n * 4096 * 1e9 / (double)rate) : UINT64_MAX;
+        struct gw_hybrid_round hr = {.dirty_bytes = n * 4096, .round_ns = now - t_fetch,
+                                     .moved_bytes = m->prog.moved_bytes, .elapsed_ns = now - t0};
+        t_fetch = now;
+        struct gw_hybrid_eval ev;
+        enum gw_hybrid_decision d = gw_hybrid_decide(&pol, &hr, &slow, &ev);
         m->prog.round = round;
         m->prog.remaining_bytes = n * 4096;
-        m->prog.throughput_bps = rate;
-        m->prog.expected_downtime_ns = projected;
-        slow = projected > limit ? slow + 1 : 0;
-        snprintf(m->prog.note, sizeof m->prog.note, "%s", projected <= limit ? "fits the downtime limit: switch"
-                 : slow >= GW_HYBRID_SLOW_ROUNDS ? "not converging: switch to post-copy" : "pre-copy round");
+        m->prog.throughput_bps = ev.rate_bps;
+        m->prog.dirty_rate_bps = ev.dirty_bps;
+        m->prog.expected_downtime_ns = ev.projected_ns;
+        snprintf(m->prog.note, sizeof m->prog.note, "%s", gw_hybrid_note(d));
         pthread_mutex_unlock(&m->lock);
         r = queue_dirty(m);
-        if (!r && (projected <= limit || slow >= GW_HYBRID_SLOW_ROUNDS)) break;
+        if (!r && d != GW_HYBRID_GO_ON) {
+            gw_info("vm %s: hybrid after round %u: %s", m->vm->name, round, gw_hybrid_note(d));
+            break;
+        }
     }
     if (r == 1) {
         pthread_mutex_lock(&m->lock);

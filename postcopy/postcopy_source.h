@@ -30,7 +30,6 @@ struct gw_vm;
 struct gw_tls_ctx;
 
 #define GW_HYBRID_DEFAULT_ROUNDS 3u
-#define GW_HYBRID_SLOW_ROUNDS 2u
 
 struct gw_postcopy_params {
     const char *url;               /* "tcp:HOST:PORT" */
@@ -50,6 +49,11 @@ struct gw_postcopy_params {
      * over the measured rate) stays above downtime_limit_ns (0 = 50 ms) for
      * GW_HYBRID_SLOW_ROUNDS rounds in a row, or as soon as it fits (few pages left). */
     uint64_t downtime_limit_ns;
+    /* Hybrid also switches when the guest dirties faster than dirty_rate_pct % of the rate
+     * pre-copy moves memory, or once pre-copy ran ns_per_gib per GiB of guest memory (0 = off
+     * for either; postcopy/hybrid_policy.h). */
+    unsigned dirty_rate_pct;
+    uint64_t ns_per_gib;
     uint64_t recover_timeout_ns;   /* reconnecting after a broken link, in all; 0 = 30 s */
     unsigned link_timeout_ms;      /* no word from the destination this long = broken; 0 = 2000 */
     bool no_priority;              /* baseline: answers queue behind the push (pc_server_cfg) */

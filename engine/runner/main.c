@@ -67,6 +67,7 @@ struct opts {
     unsigned vcpus;
     int fds[GW_INCOMING_MAX_FDS];   /* --fd, repeated: every stream of a handed-over session */
     bool no_priority;               /* migrate --no-priority-channel: the benchmark's baseline */
+    uint64_t switch_dirty_pct, switch_ms_per_gib;   /* hybrid's other switches */
     int resume_fd;                  /* --resume-fd: the daemon hands a reconnecting post-copy source over here */
     unsigned nfds;
     bool name_set;
@@ -95,6 +96,7 @@ static void usage(FILE *f)
             "                         [--compress lz4|none|auto]\n"
             "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
             "                         [--max-rounds N] [--recover-timeout S] [--link-timeout-ms N] [--no-priority-channel]\n"
+            "                         [--switch-dirty-pct N] [--switch-ms-per-gib N]   (hybrid)\n"
             "                         [--secret-file F] [--wait] [--json] [TLS]\n"
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
             "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE] [--seconds N]\n"
@@ -115,7 +117,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"timeout", 1, 0, 'O'}, {"auto-converge", 0, 0, 'A'}, {"max-rounds", 1, 0, 'R'}, {"wait", 0, 0, 'W'},
         {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'}, {"mode", 1, 0, 'M'},
         {"recover-timeout", 1, 0, 'K' + 258}, {"link-timeout-ms", 1, 0, 'K' + 259}, {"resume-fd", 1, 0, 'K' + 260},
-        {"no-priority-channel", 0, 0, 'K' + 261},
+        {"no-priority-channel", 0, 0, 'K' + 261}, {"switch-dirty-pct", 1, 0, 'K' + 262},
+        {"switch-ms-per-gib", 1, 0, 'K' + 263},
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
@@ -182,6 +185,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'e': o->net = optarg; break;
         case 'K' + 257: o->keep_source = true; break;
         case 'K' + 261: o->no_priority = true; break;
+        case 'K' + 262: if (gw_parse_u64(optarg, 1, 10000, &o->switch_dirty_pct)) { fprintf(stderr, "godwit-vm: --switch-dirty-pct must be 1..10000\n"); return -1; } break;
+        case 'K' + 263: if (gw_parse_u64(optarg, 1, 86400000, &o->switch_ms_per_gib)) { fprintf(stderr, "godwit-vm: bad --switch-ms-per-gib\n"); return -1; } break;
         case 'K' + 260:
             if (gw_parse_u64(optarg, 3, 1 << 20, &v)) { fprintf(stderr, "godwit-vm: bad --resume-fd\n"); return -1; }
             o->resume_fd = (int)v;
@@ -555,6 +560,8 @@ static int cmd_migrate(const struct opts *o)
     pol.recover_timeout_s = (uint32_t)o->recover_timeout_s;
     pol.link_timeout_ms = (uint32_t)o->link_timeout_ms;
     pol.postcopy_no_priority_channel = o->no_priority;
+    pol.hybrid_dirty_rate_pct = (uint32_t)o->switch_dirty_pct;
+    pol.hybrid_ms_per_gib = (uint32_t)o->switch_ms_per_gib;
     if (o->compress) {
         if (!strcmp(o->compress, "lz4")) pol.compression = GODWIT__V1__MIGRATION_POLICY__COMPRESSION__LZ4;
         else if (!strcmp(o->compress, "none")) pol.compression = GODWIT__V1__MIGRATION_POLICY__COMPRESSION__NONE;

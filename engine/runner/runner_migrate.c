@@ -108,6 +108,8 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
             .recover_timeout_ns = (uint64_t)pol->recover_timeout_s * 1000000000ull,
             .link_timeout_ms = pol->link_timeout_ms,
             .no_priority = pol->postcopy_no_priority_channel,
+            .dirty_rate_pct = pol->hybrid_dirty_rate_pct,
+            .ns_per_gib = (uint64_t)pol->hybrid_ms_per_gib * 1000000ull,
         };
         memcpy(pp.token, p.token, sizeof pp.token);
         rc = gw_postcopy_start(r->vm, &pp, &r->postcopy);

@@ -121,6 +121,16 @@ class Postcopy(unittest.TestCase):
         sj, dj = self.assert_postcopy_moved(p, code, final, expect_requests=False)
         self.assertLessEqual(sj["migration_rounds"], 4)
 
+    def test_hybrid_switches_on_dirty_rate_and_time_per_gib(self):
+        # The same guest with the other two policies: a dirty rate above 1 % of the rate
+        # pre-copy moves memory, or 1 ms per GiB of pre-copy, switches after the first
+        # dirty-log round (2 rounds), before two slow rounds would (3).
+        for flag in ("--switch-dirty-pct", "--switch-ms-per-gib"):
+            p = self.pair("dirtier:ws=32M,rate=256M", dst_seconds=4)
+            code, final, err = p.migrate("--mode", "hybrid", "--max-rounds", "50", "--downtime-ms", "1", flag, "1")
+            sj, dj = self.assert_postcopy_moved(p, code, final, expect_requests=False)
+            self.assertEqual(sj["migration_rounds"], 2, flag)
+
     def test_hybrid_operator_switch(self):
         # A guest that would take many rounds (large working set, 50 allowed, a downtime limit
         # it never fits): the operator's word ends pre-copy after the round in progress.
