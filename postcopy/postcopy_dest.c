@@ -437,13 +437,15 @@ static struct gw_session *accept_resume(struct gw_postcopy_in *p)
 /* Replaces the session with s, which proved it is this migration's source. */
 static int take_resume(struct gw_postcopy_in *p, struct gw_session *s, struct gw_err *e)
 {
+    char why[sizeof p->prog.error];
     pthread_mutex_lock(&p->lock);
     bool completed = p->finished && p->prog.phase == GW_MIG_COMPLETED;
     bool dead = p->finished && !completed;
+    snprintf(why, sizeof why, "%s", p->prog.error);
     pthread_mutex_unlock(&p->lock);
     if (dead) {
-        gw_session_send_error(s, GW_PC_STREAM_CONTROL, -EBADMSG, p->prog.error);
-        return gw_err_set(e, -EBADMSG, "post-copy stopped here for good: %s", p->prog.error);
+        gw_session_send_error(s, GW_PC_STREAM_CONTROL, -EBADMSG, why);
+        return gw_err_set(e, -EBADMSG, "post-copy stopped here for good: %.200s", why);
     }
     if (completed) {
         /* Every page arrived and DONE was lost with the link: say it again. */
