@@ -233,7 +233,7 @@ static void *fault_main(void *arg)
         if (!seen_run) seen_run = guest_has_run(ir) || gw_now_ns() - ir->prog.start_ns > 10000000000ull;
         if (pr < 0 && errno != EINTR) { fail(ir, "poll on userfaultfd failed"); break; }
         if (pr <= 0 || !(pf[0].revents & POLLIN)) continue;
-        int n = gw_uffd_read_faults(&ir->u, pfns, FAULT_BATCH);
+        int n = gw_uffd_read_faults(&ir->u, pfns, NULL, FAULT_BATCH);
         if (n < 0) {
             char why[128];
             snprintf(why, sizeof why, "reading page faults: %s", strerror(-n));

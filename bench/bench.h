@@ -15,6 +15,8 @@ int gw_bench_backup_gc(int argc, char **argv);  /* bench_backup_gc.c: backup --g
 int gw_bench_wire(int argc, char **argv);
 /* `migrate --tls both`: the same migration in plaintext and over TLS, and their ratio. */
 int gw_bench_migrate_tls_both(int argc, char **argv);
+/* `migrate --mode postcopy|hybrid` with --link, --cut-link-for or --no-priority-channel (bench_postcopy_link.c). */
+int gw_bench_migrate_postcopy_link(int argc, char **argv);
 int gw_bench_net(int argc, char **argv);   /* bench_net.c: virtio-net echo and a migration */
 int gw_bench_api(int argc, char **argv);   /* bench_api.c, built with the control plane */
 int gw_bench_evacuate(int argc, char **argv);   /* bench_evacuate.c: three godwitd, one evacuation */

@@ -15,6 +15,9 @@ struct gw_bench_opts {
     const char *target;                          /* --target dir:PATH|rados:auto (backup) */
     const char *tls;                             /* --tls on|off|both (migrate); NULL = on */
     const char *mode;                            /* --mode precopy|postcopy|hybrid (migrate) */
+    const char *link;                            /* --link RATE: a shaped veth (bench_link.h) */
+    uint64_t cut_at_ms, cut_for_ms;              /* --cut-link-at MS --cut-link-for MS */
+    bool no_priority;                            /* --no-priority-channel: its baseline too */
     bool json;                                   /* --json */
 };
 

@@ -15,6 +15,8 @@ static const char job_usage[] =
     "       godwit job watch ID      follow a job until it ends (progress bar on a terminal)\n"
     "       godwit job cancel ID\n"
     "       godwit job postcopy ID      (a hybrid migration goes on in post-copy now)\n"
+    "       godwit job resume ID [--to HOST:PORT]   (a post-copy paused by a broken link reconnects now,\n"
+    "                                        by another path to the destination's migration port)\n"
     "Exit status of watch: 0 succeeded, 1 failed, 8 cancelled.\n";
 
 static const char migrate_usage[] =
@@ -350,10 +352,12 @@ static int job_list(struct gw_cli *cli, int argc, char **argv)
 
 static int job_named(struct gw_cli *cli, const char *verb, int argc, char **argv)
 {
-    static const struct option lo[] = {{"help", 0, 0, 'h'}, {0}};
+    static const struct option lo[] = {{"help", 0, 0, 'h'}, {"to", 1, 0, 't'}, {0}};
+    const char *to = "";
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         if (c == 'h') { fputs(job_usage, stdout); return GW_EXIT_OK; }
+        if (c == 't' && !strcmp(verb, "resume")) { to = optarg; continue; }
         fputs(job_usage, stderr);
         return GW_EXIT_USAGE;
     }
@@ -366,6 +370,11 @@ static int job_named(struct gw_cli *cli, const char *verb, int argc, char **argv
         Godwit__V1__GetJobRequest req = GODWIT__V1__GET_JOB_REQUEST__INIT;
         req.id = id;
         e = gw_cli_call(cli, "GetJob", &req.base, &godwit__v1__get_job_response__descriptor, &resp);
+    } else if (!strcmp(verb, "resume")) {
+        Godwit__V1__ResumeMigrationRequest req = GODWIT__V1__RESUME_MIGRATION_REQUEST__INIT;
+        req.id = id;
+        req.destination = (char *)to;
+        e = gw_cli_call(cli, "ResumeMigration", &req.base, &godwit__v1__resume_migration_response__descriptor, &resp);
     } else if (!strcmp(verb, "postcopy")) {
         Godwit__V1__SwitchToPostcopyRequest req = GODWIT__V1__SWITCH_TO_POSTCOPY_REQUEST__INIT;
         req.id = id;
@@ -380,7 +389,7 @@ static int job_named(struct gw_cli *cli, const char *verb, int argc, char **argv
     if (cli->json) gw_cli_print_json(resp);
     else if (j && !strcmp(verb, "show")) print_job(j);
     else if (j) printf("job %s: %s (%s requested)\n", j->id, gw_job_state_name(j->state),
-                       !strcmp(verb, "postcopy") ? "switch to post-copy" : "cancel");
+                       !strcmp(verb, "postcopy") ? "switch to post-copy" : !strcmp(verb, "resume") ? "resume" : "cancel");
     protobuf_c_message_free_unpacked(resp, NULL);
     return GW_EXIT_OK;
 }
@@ -395,7 +404,8 @@ int gw_cmd_job(struct gw_cli *cli, int argc, char **argv)
     argc--, argv++;
     optind = 0;
     if (!strcmp(verb, "list") || !strcmp(verb, "ls")) return job_list(cli, argc, argv);
-    if (!strcmp(verb, "show") || !strcmp(verb, "watch") || !strcmp(verb, "cancel") || !strcmp(verb, "postcopy"))
+    if (!strcmp(verb, "show") || !strcmp(verb, "watch") || !strcmp(verb, "cancel") || !strcmp(verb, "postcopy") ||
+        !strcmp(verb, "resume"))
         return job_named(cli, verb, argc, argv);
     fprintf(stderr, "godwit job: unknown command '%s'\n%s", verb, job_usage);
     return GW_EXIT_USAGE;

@@ -28,7 +28,8 @@ struct rx_thread {
 };
 
 struct gw_pc_client {
-    struct gw_session *ses;
+    struct gw_session *ses;       /* under ses_mu: replaced when a broken link is resumed */
+    pthread_mutex_t ses_mu;
     struct gw_uffd_placer u;
     struct gw_page_placer pl;     /* the uffd placer, once switched */
     struct gw_placer_direct direct;   /* pre-copy: pages written straight into memory */
@@ -48,6 +49,8 @@ struct gw_pc_client {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct gw_pc_client_stats st; /* under mu: requests, lanes_ended, push_done, error */
+    int (*vcpu_of_tid)(void *ctx, uint32_t tid);
+    void *vcpu_ctx;
 };
 
 static bool stopping(struct gw_pc_client *c) { return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE); }
@@ -70,7 +73,9 @@ static int send_requests(struct gw_pc_client *c, const uint64_t *pfns, unsigned 
     uint8_t b[GW_PC_HDR + 8 * GW_PC_MAX_REQ_PAGES];
     gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_REQUEST, .count = n}, b);
     for (unsigned i = 0; i < n; i++) gw_pc_put64(b + GW_PC_HDR + 8 * i, pfns[i]);
+    pthread_mutex_lock(&c->ses_mu);
     int r = gw_session_send(c->ses, GW_PC_STREAM_PRIORITY, GW_WIRE_POSTCOPY, b, GW_PC_HDR + 8ull * n, e);
+    pthread_mutex_unlock(&c->ses_mu);
     if (!r) {
         pthread_mutex_lock(&c->mu);
         c->st.requests++;
@@ -85,23 +90,28 @@ static void *fault_main(void *arg)
     struct gw_pc_client *c = arg;
     struct gw_err e = {0};
     uint64_t faults[GW_PC_MAX_REQ_PAGES], want[GW_PC_MAX_REQ_PAGES];
+    uint32_t tids[GW_PC_MAX_REQ_PAGES];
     while (!stopping(c)) {
         struct pollfd pf[2] = {{.fd = c->u.uffd, .events = POLLIN}, {.fd = c->stop_fd, .events = POLLIN}};
         int pr = poll(pf, 2, 1000);
         if (pr < 0 && errno != EINTR) { gw_err_set(&e, -errno, "poll on userfaultfd failed"); break; }
         if (pr <= 0 || stopping(c)) continue;
-        int n = gw_uffd_read_faults(&c->u, faults, (int)GW_PC_MAX_REQ_PAGES);
+        int n = gw_uffd_read_faults(&c->u, faults, tids, (int)GW_PC_MAX_REQ_PAGES);
         if (n < 0) { gw_err_set(&e, n, "reading page faults: %s", strerror(-n)); break; }
         unsigned k = 0;
         uint64_t now = gw_now_ns();
         for (int i = 0; i < n; i++) {
+            int v = c->vcpu_of_tid && tids[i] ? c->vcpu_of_tid(c->vcpu_ctx, tids[i]) : -1;
+            if (v >= 0) gw_uffd_placer_vcpu_waits(&c->u, (unsigned)v, faults[i]);
             uint64_t zero = 0;
             /* A page is requested once, whoever else waits for it: the copy wakes them all. */
             if (__atomic_compare_exchange_n(&c->u.req_ns[faults[i]], &zero, now, false, __ATOMIC_ACQ_REL,
                                             __ATOMIC_RELAXED))
                 want[k++] = faults[i];
         }
-        if (k && send_requests(c, want, k, &e)) break;
+        /* A request lost with a broken link stays noted (req_ns): it is asked again on the
+         * resumed session (gw_pc_client_attach). The fault thread itself never stops for it. */
+        if (k) send_requests(c, want, k, &e);
     }
     if (e.code && !stopping(c)) gw_pc_client_fail(c, &e);
     return NULL;
@@ -188,7 +198,9 @@ static void *rx_main(void *arg)
 {
     struct rx_thread *t = arg;
     struct gw_pc_client *c = t->c;
+    pthread_mutex_lock(&c->ses_mu);
     struct gw_conn *conn = gw_session_conn(c->ses, t->stream);
+    pthread_mutex_unlock(&c->ses_mu);
     struct gw_page_recv pr = {0};
     struct gw_codec_stats cs = {0};
     struct gw_err e = {0};
@@ -239,6 +251,7 @@ int gw_pc_client_start(struct gw_session *ses, uint8_t *mem, uint64_t mem_size, 
     c->stop_fd = -1;
     c->u.uffd = -1;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->ses_mu, NULL);
     pthread_condattr_t ca;   /* deadlines are CLOCK_MONOTONIC */
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -369,6 +382,27 @@ void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out)
     out->lat_p99_us = gw_uffd_placer_latency_us(u, 99);
     out->lat_max_us = __atomic_load_n(&u->lat_max_ns, __ATOMIC_RELAXED) / 1000;
     out->blocked_ns = __atomic_load_n(&u->lat_sum_ns, __ATOMIC_RELAXED);
+    uint64_t placed_req = __atomic_load_n(&u->lat_count, __ATOMIC_RELAXED);
+    out->pages_waiting = out->pages_requested > placed_req ? out->pages_requested - placed_req : 0;
+    uint64_t now = gw_now_ns();
+    for (unsigned i = 0; i < GW_PC_MAX_VCPUS; i++) {
+        /* What it waited for pages already placed, and the wait in progress. */
+        uint64_t b = __atomic_load_n(&u->vcpu[i].blocked_ns, __ATOMIC_RELAXED);
+        uint64_t since = __atomic_load_n(&u->vcpu[i].since_ns, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&u->vcpu[i].pfn1, __ATOMIC_ACQUIRE) && now > since) b += now - since;
+        out->vcpu_blocked_ns[i] = b;
+    }
+}
+
+bool gw_pc_client_vcpu_timed(struct gw_pc_client *c, unsigned vcpu)
+{
+    return vcpu < GW_PC_MAX_VCPUS && __atomic_load_n(&c->u.vcpu[vcpu].pfn1, __ATOMIC_ACQUIRE) != 0;
+}
+
+void gw_pc_client_set_vcpu_map(struct gw_pc_client *c, int (*of_tid)(void *ctx, uint32_t tid), void *ctx)
+{
+    c->vcpu_of_tid = of_tid;
+    c->vcpu_ctx = ctx;
 }
 
 void gw_pc_client_close(struct gw_pc_client *c, bool abandon)
@@ -399,5 +433,65 @@ void gw_pc_client_close(struct gw_pc_client *c, bool abandon)
     free(c->pre_hash);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->ses_mu);
     free(c);
+}
+
+/* ---- recovery after a broken link ---- */
+
+void gw_pc_client_detach(struct gw_pc_client *c)
+{
+    for (unsigned i = 0; i < GW_WIRE_MAX_STREAMS; i++)
+        if (c->rx[i].started) {
+            pthread_join(c->rx[i].thr, NULL);
+            c->rx[i].started = false;
+        }
+}
+
+const uint64_t *gw_pc_client_received(struct gw_pc_client *c, uint64_t *npages)
+{
+    *npages = c->mem_size / 4096;
+    return c->u.received;
+}
+
+/* Asks again for every page requested but not placed: its request or its answer was lost
+ * with the old link. The fault thread does not ask twice (req_ns is set), so this does. */
+static int rerequest(struct gw_pc_client *c, struct gw_err *e)
+{
+    uint64_t want[GW_PC_MAX_REQ_PAGES];
+    unsigned k = 0;
+    for (uint64_t p = 0; p < c->u.npages; p++) {
+        if (!__atomic_load_n(&c->u.req_ns[p], __ATOMIC_ACQUIRE) || gw_uffd_placer_has(&c->u, p)) continue;
+        want[k++] = p;
+        if (k == GW_PC_MAX_REQ_PAGES) {
+            int r = send_requests(c, want, k, e);
+            if (r) return r;
+            k = 0;
+        }
+    }
+    return k ? send_requests(c, want, k, e) : 0;
+}
+
+int gw_pc_client_attach(struct gw_pc_client *c, struct gw_session *ses, struct gw_err *e)
+{
+    if (gw_session_streams(ses) != GW_PC_FIRST_LANE + c->nlanes)
+        return gw_err_set(e, -EPROTO, "a resumed session of %u streams for a migration of %u",
+                          gw_session_streams(ses), GW_PC_FIRST_LANE + c->nlanes);
+    pthread_mutex_lock(&c->mu);
+    c->st.error = 0;
+    c->st.msg[0] = 0;
+    c->st.lanes_ended = 0;
+    c->st.push_done = false;
+    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_lock(&c->ses_mu);
+    c->ses = ses;
+    pthread_mutex_unlock(&c->ses_mu);
+    for (unsigned i = GW_PC_STREAM_PRIORITY; i < GW_PC_FIRST_LANE + c->nlanes; i++) {
+        /* Past pre-copy for good: a resumed lane carries post-copy pages only. */
+        c->rx[i] = (struct rx_thread){.c = c, .stream = i, .precopy_done = i >= GW_PC_FIRST_LANE};
+        int r = -pthread_create(&c->rx[i].thr, NULL, rx_main, &c->rx[i]);
+        if (r) return gw_err_set(e, r, "cannot start a receiver");
+        c->rx[i].started = true;
+    }
+    return rerequest(c, e);
 }

@@ -23,6 +23,9 @@ struct gw_pc_client_stats {
     uint64_t lat_p50_us, lat_p99_us, lat_max_us;   /* request -> placed */
     uint64_t lat_hist[32];         /* bucket i: [2^i, 2^(i+1)) us */
     uint64_t blocked_ns;           /* sum of request latencies: time vCPUs and devices waited */
+    uint64_t vcpu_blocked_ns[GW_PC_MAX_VCPUS];   /* per vCPU: time blocked on missing pages, when
+                                                  * the vCPU's own thread took the fault */
+    uint64_t pages_waiting;        /* requested and not yet placed */
     unsigned lanes_ended;
     bool push_done;
     bool complete;
@@ -57,6 +60,22 @@ void gw_pc_client_stats(struct gw_pc_client *c, struct gw_pc_client_stats *out);
 
 /* Fails the client from outside (the control stream broke): wakes gw_pc_client_wait. */
 void gw_pc_client_fail(struct gw_pc_client *c, const struct gw_err *e);
+
+/* Maps a faulting thread's id to its vCPU index (or -1: a device thread, KVM's own worker),
+ * for the per-vCPU blocked time. Set before gw_pc_client_switch; of_tid runs on the fault
+ * thread. */
+void gw_pc_client_set_vcpu_map(struct gw_pc_client *c, int (*of_tid)(void *ctx, uint32_t tid), void *ctx);
+/* Whether vCPU `vcpu` is being timed exactly now (it took a fault in its own thread). */
+bool gw_pc_client_vcpu_timed(struct gw_pc_client *c, unsigned vcpu);
+
+/* Recovery after a broken link (pc_resume.h). detach: joins the receivers of the old
+ * session (shut it down first); the fault thread goes on noting requests. received: the
+ * placed-page bitmap (atomic words; stable once detached). attach: clears the failure, takes
+ * ses (not owned; same stream count) for every later request and answer, starts its
+ * receivers and asks again for every page requested but not placed. 0 or -errno. */
+void gw_pc_client_detach(struct gw_pc_client *c);
+const uint64_t *gw_pc_client_received(struct gw_pc_client *c, uint64_t *npages);
+int gw_pc_client_attach(struct gw_pc_client *c, struct gw_session *ses, struct gw_err *e);
 
 /* Stops the threads (shut the session down first) and frees c. abandon: post-copy did not
  * complete; every missing page is poisoned first (gw_uffd_placer_poison_missing) so nothing

@@ -33,6 +33,7 @@ struct gw_pc_server {
     uint8_t *scratch;
     struct iovec iov[GW_PC_MAX_REQ_PAGES + 2];
     pthread_mutex_t mu;       /* st; orders answers against PUSH_DONE on the priority channel */
+    bool lanes_closing;       /* under mu: LANE_END may be on its way (no answer on a lane after it) */
     struct gw_pc_server_stats st;
 };
 
@@ -126,8 +127,11 @@ static int answer(struct gw_pc_server *s, const uint8_t *p, const struct gw_pc_m
         int cnt;
         r = gw_page_encode_batch_iov(&s->enc, s->cfg.mem, s->cfg.mem_size, pfns, n, s->scratch,
                                      gw_page_batch_scratch_bound(GW_PC_MAX_REQ_PAGES), s->iov + 1, &cnt, &len);
+        /* Without the priority channel (a baseline), answers queue behind bulk pages on a
+         * lane, but never after its LANE_END (lanes_closing, under mu like this send). */
+        unsigned stream = s->cfg.no_priority && !s->lanes_closing ? GW_PC_FIRST_LANE : GW_PC_STREAM_PRIORITY;
         if (r) gw_err_set(e, r, "encoding requested pages failed");
-        else r = gw_session_sendv(s->cfg.ses, GW_PC_STREAM_PRIORITY, GW_WIRE_PAGE_BATCH, s->iov, cnt + 1, e);
+        else r = gw_session_sendv(s->cfg.ses, stream, GW_WIRE_PAGE_BATCH, s->iov, cnt + 1, e);
         if (!r) s->st.pages_answered += n;
     }
     pthread_mutex_unlock(&s->mu);
@@ -211,7 +215,12 @@ static void *push_main(void *arg)
             if (++steps % PUSH_AHEAD_STEPS == 0 && (r = gw_pump_drain(s->pump))) break;
         }
     }
-    if (!r && !stopping(s)) r = gw_pump_barrier(s->pump, 0, 0);
+    if (!r && !stopping(s)) {
+        pthread_mutex_lock(&s->mu);
+        s->lanes_closing = true;
+        pthread_mutex_unlock(&s->mu);
+        r = gw_pump_barrier(s->pump, 0, 0);
+    }
     if (r) {
         const char *msg = NULL;
         gw_pump_error(s->pump, &msg);

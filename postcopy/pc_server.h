@@ -28,6 +28,9 @@ struct gw_pc_server_cfg {
     unsigned nlanes;               /* 1..GW_WIRE_MAX_STREAMS - 2 */
     enum gw_codec_mode codec;
     uint64_t rate_bps;             /* background push limit (guest bytes/s), 0 = none */
+    /* The benchmark's baseline: answers go on the first push lane, queued behind the bulk
+     * pages already in that socket, as on a single-channel post-copy. */
+    bool no_priority;
 };
 
 struct gw_pc_server_stats {

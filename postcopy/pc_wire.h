@@ -24,6 +24,13 @@
  *
  * Values: READY (a = 0), GO, DIGEST (a = the page-hash sum, postcopy/pc_digest.h), DONE (a =
  * pages received), LANE_END (a = pages this lane carried), PUSH_DONE (a = pages sent in all).
+ * KEEPALIVE (either way on stream 0 after GO, every few hundred ms): a silent link is a broken
+ * one (postcopy/pc_resume.h).
+ *
+ * Recovery after a broken link, on stream 0 of the source's new session (pc_resume.h):
+ * RESUME_CHALLENGE (destination: a, b = its 16-byte nonce), RESUME_PROOF (source: a, b = its
+ * nonce, then a 32-byte MAC; destination: a = b = 0, then its MAC), then RECEIVED (destination:
+ * a = the page count and a bitmap as DIRTY's, the pages it holds) or DONE when it completed.
  * A receiver checks op, count, the exact length and every pfn before it acts. */
 #ifndef GW_POSTCOPY_PC_WIRE_H
 #define GW_POSTCOPY_PC_WIRE_H
@@ -35,6 +42,7 @@
 
 #define GW_PC_HDR 32u
 #define GW_PC_MAX_REQ_PAGES 64u
+#define GW_PC_PROOF_SIZE 32u
 #define GW_PC_STREAM_CONTROL 0u
 #define GW_PC_STREAM_PRIORITY 1u
 #define GW_PC_FIRST_LANE 2u
@@ -49,7 +57,11 @@ enum gw_pc_op {
     GW_PC_PUSH_DONE = 7,
     GW_PC_PRECOPY_END = 8,
     GW_PC_DIRTY = 9,
-    GW_PC_OP_MAX = GW_PC_DIRTY,
+    GW_PC_KEEPALIVE = 10,
+    GW_PC_RESUME_CHALLENGE = 11,
+    GW_PC_RESUME_PROOF = 12,
+    GW_PC_RECEIVED = 13,
+    GW_PC_OP_MAX = GW_PC_RECEIVED,
 };
 
 struct gw_pc_msg {
@@ -91,7 +103,8 @@ static inline int gw_pc_parse(const uint8_t *p, size_t len, struct gw_pc_msg *m)
     if (m->op == 0 || m->op > GW_PC_OP_MAX || gw_pc_get64(p + 24)) return -EBADMSG;
     if (m->op == GW_PC_REQUEST ? (m->count == 0 || m->count > GW_PC_MAX_REQ_PAGES) : m->count != 0)
         return -EBADMSG;
-    if (m->op == GW_PC_DIRTY)   /* the bitmap's length is the caller's to check against a */
+    if (m->op == GW_PC_RESUME_PROOF) return len == GW_PC_HDR + GW_PC_PROOF_SIZE ? 0 : -EBADMSG;
+    if (m->op == GW_PC_DIRTY || m->op == GW_PC_RECEIVED)   /* the caller checks a against memory */
         return m->a && m->a <= (1ull << 40) && len == GW_PC_HDR + 8 * ((m->a + 63) / 64) ? 0 : -EBADMSG;
     return len == GW_PC_HDR + 8ull * m->count ? 0 : -EBADMSG;
 }

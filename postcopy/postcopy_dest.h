@@ -9,9 +9,14 @@
  * background; a thread waits for the last page and the source's digest, proves memory equal,
  * unregisters and says DONE.
  *
- * If the source or the link fails after GO, the VM is paused here (phase postcopy-paused):
- * it never runs on part of its memory. When the runner lets go of it, the missing pages are
- * poisoned, so that nothing reads them as zero. */
+ * If the source or the link fails after GO (a transport error, or no word for the link
+ * timeout), post-copy pauses here (phase postcopy-paused; the runner holds the VM paused, and
+ * a vCPU that touches a missing page blocks in any case): it never runs on part of its
+ * memory, and nothing is dropped. Given a listener, a thread waits there for the source to
+ * resume the migration (pc_resume.h), for as long as this runner lives: a verified resume
+ * replaces the session, the source learns which pages are here, and requests that went
+ * unanswered are asked again (phase postcopy-recover, then postcopy-active). When the runner
+ * lets go of an incomplete VM, the missing pages are poisoned, so nothing reads them as zero. */
 #ifndef GW_POSTCOPY_POSTCOPY_DEST_H
 #define GW_POSTCOPY_POSTCOPY_DEST_H
 
@@ -24,11 +29,27 @@ struct gw_session;
 struct gw_vm;
 struct gw_postcopy_in;
 
+struct gw_listener;
+struct gw_tls_ctx;
+
+/* Where and how a reconnecting source is taken. */
+struct gw_postcopy_in_resume {
+    struct gw_listener *l;         /* taken (even on error); NULL: see fd_src */
+    /* Or (a daemon's runner): a unix socket, taken, on which the daemon's migration port hands
+     * over the streams of a reconnecting source (SCM_RIGHTS, one message per session).
+     * -1 with no listener: no recovery here. */
+    int fd_src;
+    struct gw_tls_ctx *tls;        /* server context, taken (even on error); NULL = plaintext */
+    const uint8_t *secret;         /* the cluster secret, copied */
+    size_t secret_len;
+    int link_timeout_ms;           /* no word from the source this long = a broken link; 0 = 2000 */
+};
+
 /* ses (taken, even on error) is an accepted post-copy session; vm is created, not started,
- * with fresh memory. Returns 0 with *out (the VM runs) or -errno with err filled (nothing
- * runs; the caller destroys the VM). */
-int gw_postcopy_in_start(struct gw_session *ses, struct gw_vm *vm, int timeout_ms, struct gw_postcopy_in **out,
-                         char *err, size_t errlen);
+ * with fresh memory; rs may be NULL. Returns 0 with *out (the VM runs) or -errno with err
+ * filled (nothing runs; the caller destroys the VM). */
+int gw_postcopy_in_start(struct gw_session *ses, struct gw_vm *vm, int timeout_ms, const struct gw_postcopy_in_resume *rs,
+                         struct gw_postcopy_in **out, char *err, size_t errlen);
 void gw_postcopy_in_progress(struct gw_postcopy_in *p, struct gw_mig_progress *out);
 /* True once every page is in (completed) or post-copy stopped (postcopy-paused). */
 bool gw_postcopy_in_finished(struct gw_postcopy_in *p);

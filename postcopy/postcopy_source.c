@@ -1,5 +1,6 @@
 /* Post-copy source (see postcopy_source.h). */
 #include "postcopy/postcopy_source.h"
+#include "postcopy/postcopy_source_int.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -18,34 +19,16 @@
 #include "engine/vm/mem_data.h"
 #include "engine/vm/virtio_attach.h"
 #include "engine/vm/vm.h"
+#include "postcopy/hybrid_policy.h"
 #include "postcopy/pc_digest.h"
+#include "postcopy/pc_resume.h"
 #include "postcopy/pc_server.h"
 #include "postcopy/pc_wire.h"
 
-#define READY_TIMEOUT_MS 15000
 #define POLL_MS 200
+#define KEEPALIVE_MS 200
+#define DEFAULT_LINK_TIMEOUT_MS 2000
 
-struct gw_postcopy {
-    struct gw_vm *vm;
-    struct gw_postcopy_params p;
-    char url[256];
-    uint8_t *secret;
-    pthread_t thread;
-    pthread_mutex_t lock;          /* prog, cancel, finished, ses */
-    struct gw_mig_progress prog;
-    bool cancel, finished, go_sent;
-    bool switch_now;               /* the operator asked for post-copy now */
-    bool switched;                 /* pre-copy is over (under lock) */
-    struct gw_session *ses;
-    /* migration thread only */
-    struct gw_pc_server *srv;
-    struct gw_dirty_consumer *dirty;
-    uint64_t *push;
-    uint64_t npages;
-    uint64_t t_start, t_pause, t_go, t_precopy;
-    struct gw_rbuf buf;
-    uint64_t pfns[4096];
-};
 
 static int fail(struct gw_postcopy *m, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(struct gw_postcopy *m, int code, const char *fmt, ...)
@@ -88,10 +71,10 @@ static void update_stats(struct gw_postcopy *m)
     m->prog.pages_raw = st.pages_answered + st.pages_pushed;
     m->prog.moved_bytes = (st.pages_answered + st.pages_pushed) * 4096;
     m->prog.pc.used = true;
-    m->prog.pc.pages_requested = st.pages_requested;
-    m->prog.pc.refused = st.refused;
+    m->prog.pc.pages_requested = m->base_requested + st.pages_requested;
+    m->prog.pc.refused = m->base_refused + st.refused;
     uint64_t total = 0;
-    for (uint64_t w = 0; w < (m->npages + 63) / 64; w++) total += (uint64_t)__builtin_popcountll(m->push[w]);
+    for (uint64_t w = 0; w < (m->npages + 63) / 64; w++) total += (uint64_t)__builtin_popcountll(m->cur_push[w]);
     uint64_t sent = st.pages_answered + st.pages_pushed;
     m->prog.pc.pages_remaining = sent < total ? total - sent : 0;
     m->prog.remaining_bytes = m->prog.pc.pages_remaining * 4096;
@@ -151,6 +134,7 @@ static int recv_control(struct gw_postcopy *m, struct gw_pc_msg *msg, struct gw_
     if (h.type == GW_WIRE_ERROR) {
         int rr;
         Godwit__V1__MigError *em = gw_wire_unpack_error(m->buf.data, h.length, &rr);
+        m->peer_error = true;
         gw_err_set(e, -EPROTO, "the destination stopped: %s", em && em->message ? em->message : "(no reason)");
         if (em) godwit__v1__mig_error__free_unpacked(em, NULL);
         return -EPROTO;
@@ -181,12 +165,16 @@ static int setup(struct gw_postcopy *m)
     pthread_mutex_unlock(&m->lock);
     if (!(gw_session_features(s, 0) & GW_WIRE_F_POSTCOPY))
         return fail(m, -EPROTONOSUPPORT, "the destination does not take post-copy migrations");
+    if (gw_pc_resume_key(m->secret, m->p.secret_len, s, m->p.token, m->resume_key))
+        return fail(m, -EIO, "cannot derive the resume key");
     if (cancelled(m)) return fail(m, -ECANCELED, "cancelled");
     m->npages = m->vm->mem.size / 4096;
     m->push = calloc((m->npages + 63) / 64, 8);
-    if (!m->push) return fail(m, -ENOMEM, "out of memory");
+    m->cur_push = calloc((m->npages + 63) / 64, 8);
+    if (!m->push || !m->cur_push) return fail(m, -ENOMEM, "out of memory");
     struct gw_pc_server_cfg pc = {.ses = m->ses, .mem = m->vm->mem.base, .mem_size = m->vm->mem.size,
-                                  .nlanes = m->p.lanes, .codec = m->p.codec, .rate_bps = m->p.bandwidth_limit_bps};
+                                  .nlanes = m->p.lanes, .codec = m->p.codec, .rate_bps = m->p.bandwidth_limit_bps,
+                                      .no_priority = m->p.no_priority};
     r = gw_pc_server_open(&pc, &m->srv, &e);
     if (r) return fail(m, r, "%s", e.msg);
     pthread_mutex_lock(&m->lock);
@@ -286,8 +274,9 @@ static int precopy_rounds(struct gw_postcopy *m)
     char why[200] = "";
     int r = gw_dirty_attach(m->vm, GW_DIRTY_KVM_BITMAP, &m->dirty, why, sizeof why);
     if (r) return fail(m, r, "cannot start dirty logging: %s", why[0] ? why : strerror(-r));
-    uint64_t limit = m->p.downtime_limit_ns ? m->p.downtime_limit_ns : 50000000ull;
-    uint64_t t0 = m->t_precopy = gw_now_ns();
+    struct gw_hybrid_policy pol = {.downtime_limit_ns = m->p.downtime_limit_ns, .dirty_rate_pct = m->p.dirty_rate_pct,
+                                   .ns_per_gib = m->p.ns_per_gib, .mem_size = m->vm->mem.size};
+    uint64_t t0 = m->t_precopy = gw_now_ns(), t_fetch = t0;
     r = gw_mem_for_each_data(&m->vm->mem, queue_range, m);
     unsigned slow = 0;
     /* The operator's switch is taken between rounds: a round cut short would leave pages that
@@ -297,21 +286,27 @@ static int precopy_rounds(struct gw_postcopy *m)
         r = gw_dirty_fetch(m->dirty, &n);
         if (r) return fail(m, r, "reading the dirty log: %s", strerror(-r));
         /* Rate: guest bytes queued so far over the time taken (the pump blocks while full, so
-         * this follows the link). The projection is what a pre-copy switchover would cost. */
+         * this follows the link); the policy (hybrid_policy.h) weighs it against what the
+         * guest dirtied since the last fetch. */
+        uint64_t now = gw_now_ns();
         pthread_mutex_lock(&m->lock);
-        uint64_t moved = m->prog.moved_bytes, dt = gw_now_ns() - t0;
-        uint64_t rate = dt ? (uint64_t)((double)moved * 1e9 / (double)dt) : 0;
-        uint64_t projected = rate ? (uint64_t)((double)n * 4096 * 1e9 / (double)rate) : UINT64_MAX;
+        struct gw_hybrid_round hr = {.dirty_bytes = n * 4096, .round_ns = now - t_fetch,
+                                     .moved_bytes = m->prog.moved_bytes, .elapsed_ns = now - t0};
+        t_fetch = now;
+        struct gw_hybrid_eval ev;
+        enum gw_hybrid_decision d = gw_hybrid_decide(&pol, &hr, &slow, &ev);
         m->prog.round = round;
         m->prog.remaining_bytes = n * 4096;
-        m->prog.throughput_bps = rate;
-        m->prog.expected_downtime_ns = projected;
-        slow = projected > limit ? slow + 1 : 0;
-        snprintf(m->prog.note, sizeof m->prog.note, "%s", projected <= limit ? "fits the downtime limit: switch"
-                 : slow >= GW_HYBRID_SLOW_ROUNDS ? "not converging: switch to post-copy" : "pre-copy round");
+        m->prog.throughput_bps = ev.rate_bps;
+        m->prog.dirty_rate_bps = ev.dirty_bps;
+        m->prog.expected_downtime_ns = ev.projected_ns;
+        snprintf(m->prog.note, sizeof m->prog.note, "%s", gw_hybrid_note(d));
         pthread_mutex_unlock(&m->lock);
         r = queue_dirty(m);
-        if (!r && (projected <= limit || slow >= GW_HYBRID_SLOW_ROUNDS)) break;
+        if (!r && d != GW_HYBRID_GO_ON) {
+            gw_info("vm %s: hybrid after round %u: %s", m->vm->name, round, gw_hybrid_note(d));
+            break;
+        }
     }
     if (r == 1) {
         pthread_mutex_lock(&m->lock);
@@ -363,7 +358,8 @@ static int hand_over(struct gw_postcopy *m)
     r = gw_session_send(m->ses, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, dm, GW_PC_HDR + words * 8, &e);
     free(dm);
     if (r) return fail(m, r, "sending the dirty pages: %s", e.msg);
-    r = gw_pc_server_run(m->srv, m->push, &e);
+    memcpy(m->cur_push, m->push, words * 8);
+    r = gw_pc_server_run(m->srv, m->cur_push, &e);
     if (r) return fail(m, r, "%s", e.msg);
     Godwit__V1__VmState *st = NULL;
     r = gw_vm_save_state(m->vm, &st);
@@ -381,34 +377,70 @@ static int hand_over(struct gw_postcopy *m)
     }
 }
 
-/* After GO: serve until DONE. Returns 0 (completed), or -errno with the VM paused here. */
-static int serve(struct gw_postcopy *m)
+static void set_done(struct gw_postcopy *m, uint64_t resent)
 {
-    struct gw_err e = {0};
-    int r = send_op(m, GW_PC_DIGEST, memory_digest(m), &e);
-    if (r) return fail(m, r, "sending the digest: %s", e.msg);
+    pthread_mutex_lock(&m->lock);
+    m->prog.pc.pages_resent = resent;
+    m->prog.pc.digest_ok = true;
+    m->prog.pc.pages_remaining = 0;
+    m->prog.remaining_bytes = 0;
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* Serves the current session until DONE. 0: completed; -errno with e: the link broke (or
+ * the destination stopped for good: m->peer_error). Keepalives go out every KEEPALIVE_MS; a
+ * destination silent for the link timeout counts as lost. */
+static int serve_session(struct gw_postcopy *m, struct gw_err *e)
+{
+    int r = send_op(m, GW_PC_DIGEST, memory_digest(m), e);
+    if (r) return r;
     struct gw_conn *c0 = gw_session_conn(m->ses, GW_PC_STREAM_CONTROL);
     gw_conn_set_timeout(c0, POLL_MS);
+    uint64_t link_ns = (uint64_t)(m->p.link_timeout_ms ? m->p.link_timeout_ms : DEFAULT_LINK_TIMEOUT_MS) * 1000000ull;
+    uint64_t heard = gw_now_ns(), ka = 0;
     for (;;) {
+        uint64_t now = gw_now_ns();
+        if (now - ka >= KEEPALIVE_MS * 1000000ull) {
+            if ((r = send_op(m, GW_PC_KEEPALIVE, 0, e))) return r;
+            ka = now;
+        }
         struct gw_pc_msg msg = {0};
         uint64_t before = c0->bytes_recv;
-        r = recv_control(m, &msg, &e);
+        r = recv_control(m, &msg, e);
         update_stats(m);
         if (GW_PC_QUIET_TIMEOUT(r, c0, before)) {
             struct gw_pc_server_stats st;
             gw_pc_server_stats(m->srv, &st);
-            if (st.error) return fail(m, st.error, "the destination was lost during post-copy (%s)", st.msg);
+            if (st.error) return gw_err_set(e, st.error, "%s", st.msg);
+            if (gw_now_ns() - heard > link_ns)
+                return gw_err_set(e, -ETIMEDOUT, "no word from the destination for %llu ms",
+                                  (unsigned long long)(link_ns / 1000000));
             continue;
         }
-        if (r) return fail(m, r, "the destination was lost during post-copy (%s)", e.msg);
-        if (msg.op != GW_PC_DONE) return fail(m, -EPROTO, "destination sent post-copy op %u", msg.op);
-        pthread_mutex_lock(&m->lock);
-        m->prog.pc.pages_resent = msg.b;
-        m->prog.pc.digest_ok = true;
-        m->prog.pc.pages_remaining = 0;
-        m->prog.remaining_bytes = 0;
-        pthread_mutex_unlock(&m->lock);
+        if (r) return r;
+        heard = gw_now_ns();
+        if (msg.op == GW_PC_KEEPALIVE) continue;
+        if (msg.op != GW_PC_DONE) {
+            m->peer_error = true;
+            return gw_err_set(e, -EPROTO, "destination sent post-copy op %u", msg.op);
+        }
+        set_done(m, msg.b);
         return 0;
+    }
+}
+
+/* After GO: serve until DONE, across broken links. Returns 0 (completed), or -errno with the
+ * VM paused here. */
+static int serve(struct gw_postcopy *m)
+{
+    for (;;) {
+        struct gw_err e = {0};
+        int r = serve_session(m, &e);
+        if (!r) return 0;
+        if (m->peer_error) return fail(m, r, "the destination stopped post-copy: %s", e.msg);
+        r = gw_postcopy_recover(m, e.msg);
+        if (r == 1) { set_done(m, 0); return 0; }
+        if (r) return r;
     }
 }
 
@@ -453,6 +485,8 @@ static void *migration_thread(void *arg)
         pthread_mutex_lock(&m->lock);
         m->prog.measured_downtime_ns = m->t_go - m->t_pause;
         pthread_mutex_unlock(&m->lock);
+        /* GO lost with the link: the destination never started the VM, and it says so when
+         * the source reconnects (RECEIVED comes only from a destination past GO). */
         if (r) fail(m, r, "the link broke while sending GO (%s)", e.msg);
         else r = serve(m);
         if (r) {
@@ -483,6 +517,8 @@ static void *migration_thread(void *arg)
     gw_rbuf_free(&m->buf);
     free(m->push);
     m->push = NULL;
+    free(m->cur_push);
+    m->cur_push = NULL;
     pthread_mutex_lock(&m->lock);
     m->finished = true;
     pthread_mutex_unlock(&m->lock);
@@ -507,6 +543,11 @@ int gw_postcopy_start(struct gw_vm *vm, const struct gw_postcopy_params *p, stru
     memcpy(m->secret, p->secret, p->secret_len);
     m->p.secret = m->secret;
     pthread_mutex_init(&m->lock, NULL);
+    pthread_condattr_t ca;   /* backoff deadlines are CLOCK_MONOTONIC */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cv, &ca);
+    pthread_condattr_destroy(&ca);
     m->t_start = gw_now_ns();
     m->prog.phase = GW_MIG_SETUP;
     m->prog.total_bytes = vm->mem.size;
@@ -547,7 +588,9 @@ void gw_postcopy_free(struct gw_postcopy *m)
 {
     if (!m) return;
     pthread_join(m->thread, NULL);
+    pthread_cond_destroy(&m->cv);
     pthread_mutex_destroy(&m->lock);
+    memset(m->resume_key, 0, sizeof m->resume_key);
     if (m->secret) memset(m->secret, 0, m->p.secret_len);
     free(m->secret);
     gw_tls_ctx_free(m->p.tls);

@@ -64,12 +64,14 @@ int gw_uffd_placer_open(struct gw_uffd_placer *u, uint8_t *mem, uint64_t mem_siz
     /* POISON lets an abandoned post-copy mark missing pages so that nothing ever reads them
      * as zero (gw_uffd_placer_poison_missing); a kernel without it still does post-copy. The
      * API handshake may be done once per fd, so ask with a fresh fd when it refused. */
-    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_POISON};
+    /* THREAD_ID: which thread faulted, for the per-vCPU blocked time (ignored when absent). */
+    struct uffdio_api api = {.api = UFFD_API,
+                             .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID};
     if (ioctl(fd, UFFDIO_API, &api)) {
         close(fd);
         u->uffd = fd = open_uffd();
         if (fd < 0) { gw_uffd_placer_close(u); return gw_err_set(e, fd, "userfaultfd: %s", strerror(-fd)); }
-        api = (struct uffdio_api){.api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM};
+        api = (struct uffdio_api){.api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_THREAD_ID};
     } else {
         u->can_poison = true;
     }
@@ -103,7 +105,17 @@ static void note_placed(struct gw_uffd_placer *u, uint64_t pfn, uint64_t h)
     __atomic_fetch_add(&u->hash_sum, h, __ATOMIC_RELAXED);
     uint64_t t = __atomic_load_n(&u->req_ns[pfn], __ATOMIC_RELAXED);
     if (!t) return;
-    uint64_t d = gw_now_ns() - t;
+    uint64_t now = gw_now_ns();
+    /* A vCPU waiting for this page runs again: its blocked time ends here. */
+    for (unsigned i = 0; i < GW_PC_MAX_VCPUS; i++) {
+        uint64_t want = pfn + 1;
+        if (__atomic_load_n(&u->vcpu[i].pfn1, __ATOMIC_ACQUIRE) != want) continue;
+        uint64_t since = __atomic_load_n(&u->vcpu[i].since_ns, __ATOMIC_ACQUIRE);
+        if (__atomic_compare_exchange_n(&u->vcpu[i].pfn1, &want, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED) &&
+            now > since)
+            __atomic_fetch_add(&u->vcpu[i].blocked_ns, now - since, __ATOMIC_RELAXED);
+    }
+    uint64_t d = now - t;
     uint64_t us = d / 1000;
     unsigned b = us ? 63u - (unsigned)__builtin_clzll(us) : 0;
     if (b > 31) b = 31;
@@ -199,7 +211,18 @@ uint64_t gw_uffd_placer_count(const struct gw_uffd_placer *u)
     return __atomic_load_n(&u->placed, __ATOMIC_ACQUIRE);
 }
 
-int gw_uffd_read_faults(struct gw_uffd_placer *u, uint64_t *pfns, int cap)
+void gw_uffd_placer_vcpu_waits(struct gw_uffd_placer *u, unsigned vcpu, uint64_t pfn)
+{
+    if (vcpu >= GW_PC_MAX_VCPUS || __atomic_load_n(&u->vcpu[vcpu].pfn1, __ATOMIC_ACQUIRE)) return;
+    __atomic_store_n(&u->vcpu[vcpu].since_ns, gw_now_ns(), __ATOMIC_RELEASE);
+    __atomic_store_n(&u->vcpu[vcpu].pfn1, pfn + 1, __ATOMIC_RELEASE);
+    /* Placed meanwhile (the placer saw no waiter): it does not wait after all. */
+    uint64_t want = pfn + 1;
+    if (gw_uffd_placer_has(u, pfn)) __atomic_compare_exchange_n(&u->vcpu[vcpu].pfn1, &want, 0, false, __ATOMIC_ACQ_REL,
+                                                                 __ATOMIC_RELAXED);
+}
+
+int gw_uffd_read_faults(struct gw_uffd_placer *u, uint64_t *pfns, uint32_t *tids, int cap)
 {
     struct uffd_msg msgs[32];
     int n = 0;
@@ -222,6 +245,7 @@ int gw_uffd_read_faults(struct gw_uffd_placer *u, uint64_t *pfns, int cap)
                 ioctl(u->uffd, UFFDIO_WAKE, &r);
                 continue;
             }
+            if (tids) tids[n] = msgs[i].arg.pagefault.feat.ptid;
             pfns[n++] = pfn;
         }
         if ((size_t)got < want * sizeof msgs[0]) break;

@@ -23,6 +23,9 @@
 #include <stdint.h>
 
 #include "engine/pump/page_placer.h"
+#include "guest/abi.h"
+
+#define GW_PC_MAX_VCPUS GW_MAX_VCPUS
 #include "engine/transport/conn.h"
 
 struct gw_uffd_placer {
@@ -40,6 +43,9 @@ struct gw_uffd_placer {
     uint64_t hash_sum;        /* postcopy/pc_digest.h sum over the placed pages */
     uint64_t lat_hist[32];    /* request -> placed, bucket i: [2^i, 2^(i+1)) microseconds */
     uint64_t lat_count, lat_sum_ns, lat_max_ns;
+    /* Per vCPU (like QEMU's postcopy-blocktime): the page it waits for (pfn + 1, 0 = none),
+     * since when, and the time it spent blocked so far. Atomic. */
+    struct { uint64_t pfn1, since_ns, blocked_ns; } vcpu[GW_PC_MAX_VCPUS];
 };
 
 /* Opens a userfaultfd, checks the kernel supports MISSING on shared memory, and registers
@@ -63,9 +69,15 @@ int gw_uffd_placer_place_run(struct gw_uffd_placer *u, uint64_t pfn, uint64_t n,
 /* Pages placed so far. */
 uint64_t gw_uffd_placer_count(const struct gw_uffd_placer *u);
 
-/* Reads pending page faults (non-blocking) and stores their pfns in pfns[0..cap); returns
- * how many, or -errno. A fault for a page already placed is woken here and not returned. */
-int gw_uffd_read_faults(struct gw_uffd_placer *u, uint64_t *pfns, int cap);
+/* Reads pending page faults (non-blocking) and stores their pfns in pfns[0..cap) and the
+ * faulting threads' ids in tids[0..cap) (0 when the kernel does not say; tids may be NULL);
+ * returns how many, or -errno. A fault for a page already placed is woken here and not
+ * returned. */
+int gw_uffd_read_faults(struct gw_uffd_placer *u, uint64_t *pfns, uint32_t *tids, int cap);
+
+/* vCPU `vcpu` (< GW_PC_MAX_VCPUS) blocks on pfn from now: its blocked time runs until the
+ * page is placed. A vCPU blocks on one page at a time; a second call before then is ignored. */
+void gw_uffd_placer_vcpu_waits(struct gw_uffd_placer *u, unsigned vcpu, uint64_t pfn);
 
 /* Ends the post-copy phase: unregisters the range; every thread still waiting on a fault
  * retries and finds a plain memfd page (a hole reads as zero). Only once every page the

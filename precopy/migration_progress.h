@@ -36,6 +36,10 @@ struct gw_mig_postcopy {
     uint64_t postcopy_ns;          /* from GO to the last page */
     uint64_t refused;              /* page requests refused (malformed, out of range, late) */
     bool digest_ok;                /* the destination proved its memory equal */
+    uint64_t recoveries;           /* broken links resumed (postcopy/pc_resume.h) */
+    uint64_t recovery_ns;          /* the last one: from the break noticed to pages flowing again */
+    unsigned nvcpus;               /* destination: vcpu_blocked_ns[0..nvcpus) */
+    uint64_t vcpu_blocked_ns[16];  /* per vCPU: time blocked on missing pages (GW_MAX_VCPUS) */
 };
 
 const char *gw_mig_phase_name(enum gw_mig_phase p);

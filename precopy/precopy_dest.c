@@ -228,6 +228,11 @@ accepted:
     in->prog.phase = GW_MIG_SETUP;
     r = create_vm(in, err, errlen);
     if (r) { gw_mig_receiver_abort(in->rx, r, err); return r; }
+    if (gw_mig_receiver_hello(in->rx)->features & GW_WIRE_F_PC_RESUME) {
+        snprintf(err, errlen, "a post-copy resume for a migration this runner does not hold");
+        gw_mig_receiver_abort(in->rx, -EPROTO, err);
+        return -EPROTO;
+    }
     if (gw_mig_receiver_hello(in->rx)->features & GW_WIRE_F_POSTCOPY) {
         if (!p->postcopy) {
             snprintf(err, errlen, "the source asks for post-copy, which this destination does not take");
@@ -239,7 +244,9 @@ accepted:
         in->rx = NULL;
         in->prog.phase = GW_MIG_SWITCHOVER;
         in->t_switch = gw_now_ns();
-        return p->postcopy(p->postcopy_ctx, ses, in->vm, err, errlen);
+        struct gw_listener *l = in->l;
+        in->l = NULL;
+        return p->postcopy(p->postcopy_ctx, ses, l, in->vm, err, errlen);
     }
     gw_mig_receiver_on_placed(in->rx, hash_placed, &in->cd);
     r = gw_mig_receiver_start_memfd(in->rx, in->vm->mem.base, in->vm->mem.memfd, in->vm->mem.size, &in->e);

@@ -14,6 +14,7 @@
 struct gw_vm;
 struct gw_tls_ctx;
 struct gw_session;
+struct gw_listener;
 
 /* The most sockets a runner takes: the runner's own stream limit (--streams 1..16). */
 #define GW_INCOMING_MAX_FDS 16u
@@ -40,8 +41,10 @@ struct gw_incoming_params {
     /* Post-copy (postcopy/postcopy_dest.h): when the source's HELLO asks for it, called with
      * the accepted session (taken) and the created VM (not started); returns 0 once the VM
      * runs here, or -errno with err set (the VM is then discarded). NULL: such a source is
-     * refused. */
-    int (*postcopy)(void *ctx, struct gw_session *ses, struct gw_vm *vm, char *err, size_t errlen);
+     * refused. l: the listener the session came through (taken; NULL with fds), where a
+     * source whose link broke reconnects. */
+    int (*postcopy)(void *ctx, struct gw_session *ses, struct gw_listener *l, struct gw_vm *vm, char *err,
+                    size_t errlen);
     void *postcopy_ctx;
     /* Called once the listener is bound, with its URL (port resolved), before waiting. */
     void (*on_listening)(void *ctx, const char *url);

@@ -40,7 +40,10 @@
 /* The source wants post-copy (postcopy/pc_wire.h): a destination that grants it hands the
  * session to its post-copy receiver. */
 #define GW_WIRE_F_POSTCOPY (1ull << 1)
-#define GW_WIRE_F_ALL (GW_WIRE_F_LZ4 | GW_WIRE_F_POSTCOPY)
+/* A post-copy source reconnecting after a broken link (postcopy/pc_resume.h): only the
+ * destination runner that holds that migration takes such a session. */
+#define GW_WIRE_F_PC_RESUME (1ull << 2)
+#define GW_WIRE_F_ALL (GW_WIRE_F_LZ4 | GW_WIRE_F_POSTCOPY | GW_WIRE_F_PC_RESUME)
 
 enum gw_wire_type {
     GW_WIRE_HELLO = 1,

@@ -64,6 +64,12 @@ struct gw_vm_rec {
     uint64_t reserved_until_ns;    /* incoming via the migration port: waiting for the source's
                                     * connection until then (no runner yet); 0 = not waiting */
     uint8_t session_token[32];     /* incoming: PrepareIncoming's one-time token the streams carry */
+    /* Incoming post-copy recovery (docs/postcopy.md): a source whose link broke reconnects
+     * with the same token; the migration port hands its streams to the runner over resume_fd
+     * (a socketpair), and only the runner's resume proof lets it in. */
+    uint8_t resume_token[32];
+    int resume_fd;
+    bool resume_open;
     bool migrating_out;            /* a migration job owns the runner's exit */
     int exit_code;                 /* last exit, -1 unknown */
     char exit_why[128];
@@ -101,12 +107,15 @@ struct gw_job {
     Godwit__V1__JobProgress progress;      /* scalars; phase points at phase[] */
     Godwit__V1__PagesByEncoding pages;
     char phase[32];
+    uint64_t vcpu_blocked_ms[16];  /* progress.postcopy_vcpu_blocked_ms points here */
     char error[512];
     uint64_t created_ms, started_ms, finished_ms;
     uint64_t seq;                  /* events sent */
     uint64_t last_saved_ns;
     bool cancel;                   /* CancelJob asked */
     bool switch_postcopy;          /* SwitchToPostcopy asked (hybrid) */
+    bool resume_migration;         /* ResumeMigration asked (post-copy, link broken) */
+    char resume_to[256];           /* its runner URL ("tcp:HOST:PORT"), "" = the same */
     bool has_thread;
     pthread_t thread;
     struct gw_job_watcher *watchers;
@@ -163,6 +172,8 @@ struct gw_vm_rec *gw_vm_find(struct gw_daemon *d, const char *name);   /* lock h
 /* The incoming VM reserved on the migration port under token (constant-time compare; lock
  * held), or NULL. */
 struct gw_vm_rec *gw_vm_find_reserved(struct gw_daemon *d, const uint8_t token[32]);
+/* The incoming VM whose runner takes a reconnecting post-copy source with this token. */
+struct gw_vm_rec *gw_vm_find_resumable(struct gw_daemon *d, const uint8_t token[32]);
 /* Fills a Vm message from rec; strings point into rec (valid while the lock is held). */
 void gw_vm_to_proto(const struct gw_daemon *d, const struct gw_vm_rec *rec, Godwit__V1__Vm *vm,
                     Godwit__V1__RestartPolicy *rp, Godwit__V1__VmCounters *c);

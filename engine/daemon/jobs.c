@@ -63,6 +63,7 @@ static void job_init_messages(struct gw_job *j)
     godwit__v1__pages_by_encoding__init(&j->pages);
     j->progress.pages = &j->pages;
     j->progress.phase = j->phase;
+    j->progress.postcopy_vcpu_blocked_ms = j->vcpu_blocked_ms;
 }
 
 /* Drops the oldest finished jobs beyond what we keep in memory (lock held). */
@@ -176,6 +177,11 @@ void gw_job_take_progress(struct gw_job *j, const Godwit__V1__JobProgress *p)
     j->progress.backup_chunks = p->backup_chunks;
     j->progress.backup_chunks_total = p->backup_chunks_total;
     j->progress.eta_ms = p->eta_ms;
+    j->progress.postcopy_recoveries = p->postcopy_recoveries;
+    j->progress.postcopy_recovery_ms = p->postcopy_recovery_ms;
+    size_t nv = p->n_postcopy_vcpu_blocked_ms < 16 ? p->n_postcopy_vcpu_blocked_ms : 16;
+    for (size_t i = 0; i < nv; i++) j->vcpu_blocked_ms[i] = p->postcopy_vcpu_blocked_ms[i];
+    j->progress.n_postcopy_vcpu_blocked_ms = nv;
 }
 
 void gw_job_set_state(struct gw_job *j, int state, const char *msg)

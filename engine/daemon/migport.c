@@ -60,6 +60,7 @@ struct session {
     unsigned nstreams, got;
     int fds[GW_MIGPORT_MAX_STREAMS];                           /* by stream index; -1 = not yet */
     uint64_t deadline_ns;
+    bool resume;   /* a post-copy source reconnecting to the runner that holds its VM */
 };
 
 struct gw_migport {
@@ -93,6 +94,32 @@ static bool reserved(struct gw_daemon *d, const uint8_t *token, char *name, size
     return rec != NULL;
 }
 
+/* The running VM whose post-copy source may reconnect with token, copied into name. */
+static bool resumable(struct gw_daemon *d, const uint8_t *token, char *name, size_t len)
+{
+    pthread_mutex_lock(&d->lock);
+    struct gw_vm_rec *rec = gw_vm_find_resumable(d, token);
+    if (rec) snprintf(name, len, "%s", rec->name);
+    pthread_mutex_unlock(&d->lock);
+    return rec != NULL;
+}
+
+/* Hands the n streams to the runner over its resume socket (SCM_RIGHTS, one message). */
+static int pass_fds(int sock, const int *fds, unsigned n)
+{
+    char ctl[CMSG_SPACE(sizeof(int) * GW_MIGPORT_MAX_STREAMS)];
+    memset(ctl, 0, sizeof ctl);
+    uint32_t count = n;
+    struct iovec iov = {.iov_base = &count, .iov_len = sizeof count};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = CMSG_SPACE(sizeof(int) * n)};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+    return sendmsg(sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)sizeof count ? 0 : -errno;
+}
+
 /* Closes every stream of session i and forgets it. */
 static void drop_session(struct gw_migport *mp, unsigned i)
 {
@@ -109,12 +136,26 @@ static void dispatch(struct gw_migport *mp, unsigned i)
     struct gw_daemon *d = mp->d;
     struct session *s = &mp->s[i];
     pthread_mutex_lock(&d->lock);
+    if (s->resume) {
+        /* The runner checks the source's resume proof itself: the token only routes. */
+        struct gw_vm_rec *rr = gw_vm_find_resumable(d, s->token);
+        int r = rr && !strcmp(rr->name, s->name) ? pass_fds(rr->resume_fd, s->fds, s->nstreams) : -ESRCH;
+        if (r) gw_warn("migration port: a reconnecting post-copy source for VM '%s' could not be handed over: %s",
+                       s->name, strerror(-r));
+        else gw_info("vm=%s: a post-copy source reconnects (%u streams handed to its runner)", s->name, s->nstreams);
+        pthread_mutex_unlock(&d->lock);
+        drop_session(mp, i);
+        return;
+    }
     struct gw_vm_rec *rec = gw_vm_find_reserved(d, s->token);
     if (!rec || strcmp(rec->name, s->name)) {
         gw_warn("migration port: a session for VM '%s', which is no longer expected here: closed", s->name);
     } else {
         char err[256];
-        /* One-time: whatever comes with this token from now on is a stranger. */
+        /* One-time: whatever comes with this token from now on is a stranger, except a
+         * post-copy source reconnecting to this runner (resume_token), which must then prove
+         * it holds this migration's key to the runner (postcopy/pc_resume.h). */
+        memcpy(rec->resume_token, rec->session_token, sizeof rec->resume_token);
         memset(rec->session_token, 0, sizeof rec->session_token);
         if (gw_sup_spawn_incoming(d, rec, NULL, s->fds, s->nstreams, err, sizeof err)) {
             gw_error("vm=%s: cannot start the destination runner: %s", s->name, err);
@@ -137,7 +178,8 @@ static void on_hello(struct gw_migport *mp, int fd, const struct gw_migport_hell
     while (i < mp->ns && memcmp(mp->s[i].token, h->token, sizeof h->token)) i++;
     if (i == mp->ns) {
         char name[GW_VM_NAME_MAX + 1];
-        if (!reserved(mp->d, h->token, name, sizeof name)) {
+        bool resume = false;
+        if (!reserved(mp->d, h->token, name, sizeof name) && !(resume = resumable(mp->d, h->token, name, sizeof name))) {
             gw_warn("migration port: a stream without a valid session token: closed");
             close(fd);
             return;
@@ -154,7 +196,7 @@ static void on_hello(struct gw_migport *mp, int fd, const struct gw_migport_hell
             return;
         }
         struct session *s = &mp->s[mp->ns++];
-        *s = (struct session){.nstreams = h->nstreams, .deadline_ns = now + SESSION_TIMEOUT_NS};
+        *s = (struct session){.nstreams = h->nstreams, .deadline_ns = now + SESSION_TIMEOUT_NS, .resume = resume};
         memcpy(s->token, h->token, sizeof s->token);
         snprintf(s->name, sizeof s->name, "%s", name);
         for (unsigned k = 0; k < GW_MIGPORT_MAX_STREAMS; k++) s->fds[k] = -1;

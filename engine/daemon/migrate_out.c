@@ -172,6 +172,23 @@ static int start_runner(struct mig *m)
     return m->outcome ? -1 : 0;
 }
 
+/* ResumeMigration: the runner reconnects now, to url when not "" (lock not held). */
+static void resume_runner(struct mig *m, const char *url)
+{
+    Godwit__V1__RunnerResumeMigrationRequest rm = GODWIT__V1__RUNNER_RESUME_MIGRATION_REQUEST__INIT;
+    rm.destination = (char *)url;
+    Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;
+    req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_RESUME_MIGRATION;
+    req.resume_migration = &rm;
+    Godwit__V1__RunnerReply *rep = NULL;
+    int r = gw_runner_call(m->sock, &req, &rep, 5000);
+    if (r || !rep->ok)
+        gw_warn("job=%s: the runner did not take the resume: %s", m->j->id, r ? strerror(-r) : rep->error);
+    else if (*url)
+        snprintf(m->url, sizeof m->url, "%s", url);
+    if (rep) godwit__v1__runner_reply__free_unpacked(rep, NULL);
+}
+
 /* Step 3's loop (lock not held). Returns with the job in a final state. */
 static void follow(struct mig *m)
 {
@@ -187,6 +204,10 @@ static void follow(struct mig *m)
         if (m->d->stopping) { pthread_mutex_unlock(&m->d->lock); return; }
         bool want_cancel = j->cancel;
         bool want_switch = j->switch_postcopy;
+        bool want_resume = j->resume_migration;
+        char resume_to[sizeof j->resume_to];
+        snprintf(resume_to, sizeof resume_to, "%s", j->resume_to);
+        j->resume_migration = false;
         bool timed_out = j->policy.timeout_s && gw_now_ns() - t0 > (uint64_t)j->policy.timeout_s * 1000000000ull;
         bool exited = m->rec->exit_seq != m->exit_seq;
         pthread_mutex_unlock(&m->d->lock);
@@ -227,6 +248,7 @@ static void follow(struct mig *m)
             switch_sent = srep && (srep->ok || (srep->error && strstr(srep->error, "not in pre-copy")));
             if (srep) godwit__v1__runner_reply__free_unpacked(srep, NULL);
         }
+        if (want_resume && !gw_job_final(j->state)) resume_runner(m, resume_to);
         Godwit__V1__RunnerReply *rep = NULL;
         if (gw_runner_op(m->sock, GODWIT__V1__RUNNER_REQUEST__OP_STATUS, &rep, 2000)) {
             /* Alive (no exit seen) but not answering: after 30 s the job gives up on it. */
@@ -264,8 +286,14 @@ static void follow(struct mig *m)
                 done = true;
                 m->in_doubt = true;
                 snprintf(j->error, sizeof j->error, "%s", st->migration_error ? st->migration_error : "hand-over in doubt");
+            } else if ((!strcmp(ph, "postcopy-paused") || !strcmp(ph, "postcopy-recover")) &&
+                       !strcmp(m->last_state, "in-doubt")) {
+                /* The link broke after GO: the runner reconnects by itself, and once it gave
+                 * up it waits (paused) for ResumeMigration or ResolveVm. The job goes on. */
+                gw_job_progress(j, st->migration_error);
             } else if (!strcmp(ph, "failed") || !strcmp(ph, "cancelled") || !strcmp(ph, "postcopy-paused")) {
-                /* postcopy-paused: the runner keeps the VM paused and says so in its error. */
+                /* postcopy-paused (resolved keep-source, or stopped for good): the runner
+                 * says why in its error. */
                 done = true;
                 if (stalled && !want_cancel) {
                     fail(m, GODWIT__V1__JOB__STATE__FAILED, "no progress for %llu s: the destination %s stopped taking "

@@ -234,6 +234,36 @@ static int switch_to_postcopy(struct gw_grpc_call *call, const ProtobufCMessage 
     return code;
 }
 
+static int resume_migration(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__ResumeMigrationRequest *req = (const void *)msg;
+    const char *to = req->destination ? req->destination : "";
+    if (!strncmp(to, "tcp:", 4)) to += 4;
+    if (strlen(to) > 200 || (*to && !strchr(to, ':')))
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "destination is HOST:PORT");
+    struct gw_job *j;
+    pthread_mutex_lock(&d->lock);
+    int code = find(call, d, req->id, &j);
+    if (!code && gw_job_final(j->state))
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "job %s has already ended", req->id);
+    if (!code && j->policy.mode != GODWIT__V1__MIGRATION_POLICY__MODE__POSTCOPY &&
+        j->policy.mode != GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID)
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "job %s is not a post-copy migration", req->id);
+    if (!code && strcmp(j->phase, "postcopy-paused") && strcmp(j->phase, "postcopy-recover"))
+        code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "job %s is not paused by a broken link (phase %s)",
+                                  req->id, j->phase);
+    if (!code) {
+        gw_info("job=%s vm=%s: resume of the migration requested%s%s", j->id, j->vm, *to ? " to " : "", to);
+        snprintf(j->resume_to, sizeof j->resume_to, "%s%s", *to ? "tcp:" : "", to);
+        j->resume_migration = true;   /* the job's follower tells the runner */
+        pthread_cond_broadcast(&d->cond);
+        send_job(call, j, &godwit__v1__resume_migration_response__descriptor);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return code;
+}
+
 int gw_service_register_job(struct gw_daemon *d)
 {
     static const struct {
@@ -245,6 +275,8 @@ int gw_service_register_job(struct gw_daemon *d)
         {"/godwit.v1.Godwit/WatchJob", &godwit__v1__watch_job_request__descriptor, watch_job, GW_GRPC_SERVER_STREAM},
         {"/godwit.v1.Godwit/CancelJob", &godwit__v1__cancel_job_request__descriptor, cancel_job, GW_GRPC_UNARY},
         {"/godwit.v1.Godwit/SwitchToPostcopy", &godwit__v1__switch_to_postcopy_request__descriptor, switch_to_postcopy,
+         GW_GRPC_UNARY},
+        {"/godwit.v1.Godwit/ResumeMigration", &godwit__v1__resume_migration_request__descriptor, resume_migration,
          GW_GRPC_UNARY},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -183,7 +184,8 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     gw_vm_dir(d, rec->name, dir, sizeof dir);
     snprintf(console, sizeof console, "%s/console.log", dir);
     char *argv[34 + 2 * GW_PROC_MAX_PASS_FDS];
-    char fdnum[GW_PROC_MAX_PASS_FDS][12];
+    char fdnum[GW_PROC_MAX_PASS_FDS + 1][12];
+    int pass[GW_PROC_MAX_PASS_FDS], sp[2] = {-1, -1};
     int n = 0;
     argv[n++] = d->cfg.runner;
     argv[n++] = "incoming";
@@ -191,6 +193,15 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
         snprintf(fdnum[i], sizeof fdnum[i], "%u", 3 + i);
         argv[n++] = "--fd";
         argv[n++] = fdnum[i];
+        pass[i] = conn_fds[i];
+    }
+    /* Where a post-copy source whose link broke is handed back to this runner (migport.c). */
+    unsigned npass = nconn;
+    if (nconn && nconn < GW_PROC_MAX_PASS_FDS && !socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp)) {
+        pass[npass] = sp[1];
+        snprintf(fdnum[npass], sizeof fdnum[npass], "%u", 3 + npass);
+        argv[n++] = "--resume-fd";
+        argv[n++] = fdnum[npass++];
     }
     if (!nconn) { argv[n++] = "--listen"; argv[n++] = (char *)listen_url; }
     argv[n++] = "--control"; argv[n++] = rec->control;
@@ -211,7 +222,14 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     }
     argv[n++] = "--json";
     argv[n] = NULL;
-    int r = spawn_argv(d, rec, argv, conn_fds, nconn, err, errlen);
+    int r = spawn_argv(d, rec, argv, pass, npass, err, errlen);
+    if (sp[1] >= 0) close(sp[1]);
+    if (!r && sp[0] >= 0) {
+        rec->resume_fd = sp[0];
+        rec->resume_open = true;
+    } else if (sp[0] >= 0) {
+        close(sp[0]);
+    }
     if (!r) {
         rec->incoming = true;
         rec->reserved_until_ns = 0;
@@ -294,6 +312,7 @@ void gw_sup_crashed(struct gw_daemon *d, struct gw_vm_rec *rec, const char *why)
 
 void gw_sup_drop_incoming(struct gw_daemon *d, struct gw_vm_rec *rec)
 {
+    if (rec->resume_open) close(rec->resume_fd);
     gw_vm_unlink(d, rec);
     gw_db_delete_vm(d->db, rec->name);
     free(rec);
@@ -305,6 +324,8 @@ static void on_exit_(struct gw_daemon *d, struct gw_vm_rec *rec)
     int code;
     char why[128], tail[200];
     gw_proc_reap(&rec->proc, &code, why, sizeof why);
+    if (rec->resume_open) close(rec->resume_fd);
+    rec->resume_open = false;
     rec->exit_code = code;
     snprintf(rec->exit_why, sizeof rec->exit_why, "%s", why);
     rec->exit_seq++;

@@ -95,6 +95,7 @@ static enum gw_run_op op_of(Godwit__V1__RunnerRequest__OpCase c)
     case GODWIT__V1__RUNNER_REQUEST__OP_RESOLVE: return GW_OP_RESOLVE;
     case GODWIT__V1__RUNNER_REQUEST__OP_BACKUP: return GW_OP_BACKUP;
     case GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY: return GW_OP_SWITCH_TO_POSTCOPY;
+    case GODWIT__V1__RUNNER_REQUEST__OP_RESUME_MIGRATION: return GW_OP_RESUME_MIGRATION;
     default: return GW_OP_STATUS;
     }
 }
@@ -144,6 +145,10 @@ static void dispatch(struct gw_runner *r, int fd, const Godwit__V1__RunnerReques
         if (!r->postcopy) snprintf(err, errlen, "no hybrid migration is running");
         else if (gw_postcopy_switch(r->postcopy)) snprintf(err, errlen, "the migration is not in pre-copy");
         else rep->ok = true;
+        break;
+    case GODWIT__V1__RUNNER_REQUEST__OP_RESUME_MIGRATION:
+        rep->ok = gw_runner_resume_migration(r, req->resume_migration ? req->resume_migration->destination : NULL,
+                                             err, errlen) == 0;
         break;
     case GODWIT__V1__RUNNER_REQUEST__OP_RESOLVE:
         rep->ok = gw_runner_resolve(r, req->resolve && req->resolve->keep_source, err, errlen) == 0;

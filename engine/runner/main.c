@@ -9,6 +9,7 @@
  *   godwit-vm save --control SOCK --file SNAP [--stop]
  *   godwit-vm status|pause|resume|stop --control SOCK [--json]
  *   godwit-vm resolve --control SOCK --keep-source|--keep-destination [--json]
+ *   godwit-vm resume-migration --control SOCK [--to tcp:HOST:PORT] [--json]   (post-copy, link broken)
  *   godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...]  --secret-file F [--control SOCK]
  *                      [--name NAME] [--disk FILE] [--seconds N] [--json] [TLS]
  *   godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy|hybrid] [--streams N] [--compress lz4|none|auto]
@@ -68,8 +69,12 @@ struct opts {
     const char *tls_cert, *tls_key, *tls_ca;
     bool tls_off;
     uint64_t memory, seconds, bandwidth, downtime_ms, timeout_s, max_rounds, streams;
+    uint64_t recover_timeout_s, link_timeout_ms;   /* post-copy recovery (docs/postcopy.md) */
     unsigned vcpus;
     int fds[GW_INCOMING_MAX_FDS];   /* --fd, repeated: every stream of a handed-over session */
+    bool no_priority;               /* migrate --no-priority-channel: the benchmark's baseline */
+    uint64_t switch_dirty_pct, switch_ms_per_gib;   /* hybrid's other switches */
+    int resume_fd;                  /* --resume-fd: the daemon hands a reconnecting post-copy source over here */
     unsigned nfds;
     bool name_set;
     const char *from_vm, *backup_id;   /* restore-backup */
@@ -91,13 +96,16 @@ static void usage(FILE *f)
             "       godwit-vm save --control SOCK --file SNAPSHOT [--stop]\n"
             "       godwit-vm status|pause|resume|stop --control SOCK [--json]\n"
             "       godwit-vm resolve --control SOCK --keep-source|--keep-destination [--json]\n"
+            "       godwit-vm resume-migration --control SOCK [--to tcp:HOST:PORT] [--json]\n"
             "       godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...] --secret-file F [--control SOCK]\n"
             "                          [--name NAME] [--disk FILE]\n"
             "                          [--seconds N] [--json] [TLS]\n"
             "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy|hybrid] [--streams N]\n"
             "                         [--compress lz4|none|auto]\n"
             "                         [--downtime-ms N] [--bandwidth SIZE] [--timeout S] [--auto-converge]\n"
-            "                         [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]\n"
+            "                         [--max-rounds N] [--recover-timeout S] [--link-timeout-ms N] [--no-priority-channel]\n"
+            "                         [--switch-dirty-pct N] [--switch-ms-per-gib N]   (hybrid)\n"
+            "                         [--secret-file F] [--wait] [--json] [TLS]\n"
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
             "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE|rbd:POOL/IMAGE] [--seconds N]\n"
             "                                [--instant [--stall-ms N]]\n"
@@ -123,6 +131,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"timeout", 1, 0, 'O'}, {"auto-converge", 0, 0, 'A'}, {"max-rounds", 1, 0, 'R'}, {"wait", 0, 0, 'W'},
         {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'}, {"mode", 1, 0, 'M'},
         {"instant", 0, 0, 'J'}, {"stall-ms", 1, 0, 'P'},
+        {"recover-timeout", 1, 0, 'K' + 258}, {"link-timeout-ms", 1, 0, 'K' + 259}, {"resume-fd", 1, 0, 'K' + 260},
+        {"no-priority-channel", 0, 0, 'K' + 261}, {"switch-dirty-pct", 1, 0, 'K' + 262},
+        {"switch-ms-per-gib", 1, 0, 'K' + 263},
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
@@ -133,7 +144,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 #endif
         {0},
     };
-    *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1};
+    *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1, .resume_fd = -1};
     godwit__v1__store_spec__init(&o->store);
     int c, idx;
     uint64_t v;
@@ -192,6 +203,15 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'l': o->cmdline = optarg; break;
         case 'e': o->net = optarg; break;
         case 'K' + 257: o->keep_source = true; break;
+        case 'K' + 261: o->no_priority = true; break;
+        case 'K' + 262: if (gw_parse_u64(optarg, 1, 10000, &o->switch_dirty_pct)) { fprintf(stderr, "godwit-vm: --switch-dirty-pct must be 1..10000\n"); return -1; } break;
+        case 'K' + 263: if (gw_parse_u64(optarg, 1, 86400000, &o->switch_ms_per_gib)) { fprintf(stderr, "godwit-vm: bad --switch-ms-per-gib\n"); return -1; } break;
+        case 'K' + 260:
+            if (gw_parse_u64(optarg, 3, 1 << 20, &v)) { fprintf(stderr, "godwit-vm: bad --resume-fd\n"); return -1; }
+            o->resume_fd = (int)v;
+            break;
+        case 'K' + 258: if (gw_parse_u64(optarg, 1, 86400, &o->recover_timeout_s)) { fprintf(stderr, "godwit-vm: bad --recover-timeout\n"); return -1; } break;
+        case 'K' + 259: if (gw_parse_u64(optarg, 100, 600000, &o->link_timeout_ms)) { fprintf(stderr, "godwit-vm: --link-timeout-ms must be 100..600000\n"); return -1; } break;
         case 'K' + 256: o->keep_destination = true; break;
 #ifdef GODWIT_TEST_HOOKS
         case 'X':
@@ -486,17 +506,38 @@ static void print_listening(void *ctx, const char *url)
 struct incoming_pc {
     struct gw_postcopy_in *in;
     int timeout_ms;
+    const struct opts *o;
+    const uint8_t *secret;
+    size_t secret_len;
+    bool took_resume_fd;
 };
 
-static int incoming_postcopy(void *ctx, struct gw_session *ses, struct gw_vm *vm, char *err, size_t errlen)
+static int incoming_postcopy(void *ctx, struct gw_session *ses, struct gw_listener *l, struct gw_vm *vm, char *err,
+                             size_t errlen)
 {
     struct incoming_pc *pc = ctx;
-    return gw_postcopy_in_start(ses, vm, pc->timeout_ms, &pc->in, err, errlen);
+    /* A source whose link breaks reconnects on the same listener; it gets its own TLS
+     * context (the one of this call is freed when the incoming run ends). */
+    const struct opts *o = pc->o;
+    struct gw_postcopy_in_resume rs = {.l = l, .fd_src = l ? -1 : o->resume_fd, .secret = pc->secret,
+                                       .secret_len = pc->secret_len};
+    pc->took_resume_fd = rs.fd_src >= 0;
+    if ((l || rs.fd_src >= 0) && !o->tls_off) {
+        struct gw_sec_cfg sec = {.tls = true, .secret = pc->secret, .secret_len = pc->secret_len,
+                                 .cert = o->tls_cert, .key = o->tls_key, .ca = o->tls_ca};
+        struct gw_err te = {0};
+        if (gw_tls_ctx_new(&sec, true, &rs.tls, &te)) {
+            gw_warn("incoming: no TLS context for a reconnecting source (%s): post-copy cannot recover here", te.msg);
+            if (l) gw_listener_close(l);
+            rs.l = NULL;
+        }
+    }
+    return gw_postcopy_in_start(ses, vm, pc->timeout_ms, &rs, &pc->in, err, errlen);
 }
 
 static int cmd_incoming(const struct opts *o)
 {
-    struct incoming_pc pc = {.timeout_ms = 60000};
+    struct incoming_pc pc = {.timeout_ms = 60000, .o = o};
     if (!o->listen == !o->nfds) { fprintf(stderr, "godwit-vm: incoming needs --listen URL or --fd N (repeated per stream)\n"); return EXIT_USAGE; }
     if (!o->secret_file) { fprintf(stderr, "godwit-vm: incoming needs --secret-file\n"); return EXIT_USAGE; }
     uint8_t secret[1024];
@@ -512,6 +553,8 @@ static int cmd_incoming(const struct opts *o)
                              .cert = o->tls_cert, .key = o->tls_key, .ca = o->tls_ca};
     struct gw_tls_ctx *tls = NULL;
     struct gw_err te = {0};
+    pc.secret = secret;
+    pc.secret_len = (size_t)n;
     if (gw_tls_ctx_new(&sec, true, &tls, &te)) { fprintf(stderr, "godwit-vm: %s\n", te.msg); return EXIT_USAGE; }
     if (o->tls_off) gw_warn("incoming migration in plaintext (TLS turned off)");
     int cfd = open_console(o->console);
@@ -527,6 +570,7 @@ static int cmd_incoming(const struct opts *o)
     struct gw_mig_progress prog;
     char err[512] = "";
     int r = gw_incoming_run(&p, &vm, &prog, err, sizeof err);
+    if (!pc.took_resume_fd && o->resume_fd >= 0) close(o->resume_fd);   /* not a post-copy: nothing comes back */
     memset(secret, 0, sizeof secret);
     gw_tls_ctx_free(tls);
     int code;
@@ -583,6 +627,11 @@ static int cmd_migrate(const struct opts *o)
     pol.timeout_s = (uint32_t)o->timeout_s;
     pol.auto_converge = o->auto_converge;
     pol.max_rounds = (uint32_t)o->max_rounds;
+    pol.recover_timeout_s = (uint32_t)o->recover_timeout_s;
+    pol.link_timeout_ms = (uint32_t)o->link_timeout_ms;
+    pol.postcopy_no_priority_channel = o->no_priority;
+    pol.hybrid_dirty_rate_pct = (uint32_t)o->switch_dirty_pct;
+    pol.hybrid_ms_per_gib = (uint32_t)o->switch_ms_per_gib;
     if (o->compress) {
         if (!strcmp(o->compress, "lz4")) pol.compression = GODWIT__V1__MIGRATION_POLICY__COMPRESSION__LZ4;
         else if (!strcmp(o->compress, "none")) pol.compression = GODWIT__V1__MIGRATION_POLICY__COMPRESSION__NONE;
@@ -626,8 +675,12 @@ static int cmd_migrate(const struct opts *o)
         if (r) break;
         const Godwit__V1__JobProgress *m = rep->status ? rep->status->migration : NULL;
         const char *ph = m && m->phase ? m->phase : "";
+        /* A post-copy whose link broke reconnects by itself: paused is an end only once it
+         * gave up (then it waits for resume-migration or resolve). */
+        bool gave_up = !strcmp(ph, "postcopy-paused") && rep->status->migration_error &&
+                       strstr(rep->status->migration_error, "gave up");
         bool done = !strcmp(ph, "completed") || !strcmp(ph, "failed") || !strcmp(ph, "cancelled") ||
-                    !strcmp(ph, "in-doubt") || !strcmp(ph, "postcopy-paused");
+                    !strcmp(ph, "in-doubt") || gave_up;
         if (done || !o->json) {
             if (o->json) print_progress_json(rep);
             else if (m) fprintf(stderr, "\r%-10s round %u  sent %llu MiB  remaining %llu MiB  %.0f MiB/s   ", ph,
@@ -656,6 +709,7 @@ static int cmd_client(const char *verb, const struct opts *o)
     Godwit__V1__RunnerSaveRequest sv = GODWIT__V1__RUNNER_SAVE_REQUEST__INIT;
     Godwit__V1__RunnerResolveRequest rv = GODWIT__V1__RUNNER_RESOLVE_REQUEST__INIT;
     Godwit__V1__RunnerSwitchToPostcopyRequest sw = GODWIT__V1__RUNNER_SWITCH_TO_POSTCOPY_REQUEST__INIT;
+    Godwit__V1__RunnerResumeMigrationRequest rm = GODWIT__V1__RUNNER_RESUME_MIGRATION_REQUEST__INIT;
     char cwd[2048], abs[4096]; /* outlives the request that points into it */
     if (!strcmp(verb, "status")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_STATUS; req.status = &s; }
     else if (!strcmp(verb, "pause")) { req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_PAUSE; req.pause = &p; }
@@ -669,6 +723,10 @@ static int cmd_client(const char *verb, const struct opts *o)
         rv.keep_source = o->keep_source;
         req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_RESOLVE;
         req.resolve = &rv;
+    } else if (!strcmp(verb, "resume-migration")) {
+        rm.destination = (char *)(o->to ? o->to : "");
+        req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_RESUME_MIGRATION;
+        req.resume_migration = &rm;
     } else if (!strcmp(verb, "postcopy")) {
         req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_SWITCH_TO_POSTCOPY;
         req.switch_to_postcopy = &sw;
@@ -716,10 +774,18 @@ static int cmd_client(const char *verb, const struct opts *o)
             gw_json_str(stdout, st->migration_error);
             if (m->postcopy_pages_requested || m->postcopy_ms || !strncmp(m->phase ? m->phase : "", "postcopy", 8))
                 printf(",\"postcopy_pages_requested\":%llu,\"postcopy_pages_remaining\":%llu,"
-                       "\"postcopy_request_p50_us\":%llu,\"postcopy_request_p99_us\":%llu,\"postcopy_blocked_ms\":%llu",
+                       "\"postcopy_request_p50_us\":%llu,\"postcopy_request_p99_us\":%llu,\"postcopy_blocked_ms\":%llu,"
+                       "\"postcopy_recoveries\":%llu,\"postcopy_recovery_ms\":%llu",
                        (unsigned long long)m->postcopy_pages_requested, (unsigned long long)m->postcopy_pages_remaining,
                        (unsigned long long)m->postcopy_request_p50_us, (unsigned long long)m->postcopy_request_p99_us,
-                       (unsigned long long)m->postcopy_blocked_ms);
+                       (unsigned long long)m->postcopy_blocked_ms, (unsigned long long)m->postcopy_recoveries,
+                       (unsigned long long)m->postcopy_recovery_ms);
+            if (m->n_postcopy_vcpu_blocked_ms) {
+                printf(",\"postcopy_vcpu_blocked_ms\":[");
+                for (size_t i = 0; i < m->n_postcopy_vcpu_blocked_ms; i++)
+                    printf("%s%llu", i ? "," : "", (unsigned long long)m->postcopy_vcpu_blocked_ms[i]);
+                printf("]");
+            }
         }
         const Godwit__V1__InstantRestoreProgress *ip = st ? st->instant_restore : NULL;
         if (ip) {
@@ -779,7 +845,8 @@ int main(int argc, char **argv)
     if (!strcmp(verb, "restore-backup")) { block_term_signals(); return cmd_restore_backup(&o); }
     if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
     if (!strcmp(verb, "save") || !strcmp(verb, "status") || !strcmp(verb, "pause") ||
-        !strcmp(verb, "resume") || !strcmp(verb, "stop") || !strcmp(verb, "resolve") || !strcmp(verb, "postcopy"))
+        !strcmp(verb, "resume") || !strcmp(verb, "stop") || !strcmp(verb, "resolve") || !strcmp(verb, "postcopy") ||
+        !strcmp(verb, "resume-migration"))
         return cmd_client(verb, &o);
     fprintf(stderr, "godwit-vm: unknown command '%s'\n", verb);
     usage(stderr);

@@ -35,7 +35,7 @@ static const char *op_name(enum gw_run_op op)
 {
     static const char *const names[] = {"status", "pause", "resume", "save", "migrate",
                                         "cancel-migration", "stop", "resolve", "backup",
-                                        "switch-to-postcopy"};
+                                        "switch-to-postcopy", "resume-migration"};
     return (unsigned)op < sizeof names / sizeof names[0] ? names[op] : "?";
 }
 
@@ -44,6 +44,10 @@ int gw_run_check(enum gw_run_state s, enum gw_run_op op, char *why, size_t len)
     if (op == GW_OP_STATUS) return 0;
     if (op == GW_OP_SWITCH_TO_POSTCOPY && s != GW_RUN_MIGRATING) {
         if (why && len) snprintf(why, len, "switch-to-postcopy refused: no hybrid migration is running");
+        return -EALREADY;
+    }
+    if (op == GW_OP_RESUME_MIGRATION && s != GW_RUN_IN_DOUBT && s != GW_RUN_MIGRATING) {
+        if (why && len) snprintf(why, len, "resume-migration refused: no post-copy migration is paused");
         return -EALREADY;
     }
     const char *reason = NULL;
@@ -68,7 +72,7 @@ int gw_run_check(enum gw_run_state s, enum gw_run_op op, char *why, size_t len)
         else if (op == GW_OP_RESOLVE) { reason = "no hand-over is in doubt"; err = -EALREADY; }
         break;
     case GW_RUN_IN_DOUBT:
-        if (op != GW_OP_RESOLVE) {
+        if (op != GW_OP_RESOLVE && op != GW_OP_RESUME_MIGRATION) {
             reason = "the hand-over to the destination is in doubt: the VM may run there; resolve it "
                      "(keep-source or keep-destination) first";
             err = -ESRCH;

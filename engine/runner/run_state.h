@@ -10,6 +10,8 @@
  *   MIGRATING -> RUNNING               failed or cancelled before GO: the VM runs on here
  *   MIGRATING -> MIGRATED              the destination runs the VM: terminal, never resumed
  *   MIGRATING -> IN_DOUBT              GO sent, RUNNING lost: paused until resolved
+ *   MIGRATING -> IN_DOUBT              post-copy's link broke: paused here, reconnecting
+ *   IN_DOUBT -> MIGRATING              post-copy resumed (by itself or RESUME_MIGRATION)
  *   IN_DOUBT -> RUNNING | MIGRATED     RESOLVE keep_source / keep_destination
  *   any -> STOPPED | FAILED            the runner ends / the VM failed
  *
@@ -51,6 +53,7 @@ enum gw_run_op {
     GW_OP_RESOLVE,
     GW_OP_BACKUP,    /* runs to its end inside the request; takes its own short pause */
     GW_OP_SWITCH_TO_POSTCOPY,  /* a hybrid migration leaves pre-copy now */
+    GW_OP_RESUME_MIGRATION,    /* a post-copy whose link broke reconnects now (maybe elsewhere) */
 };
 
 /* The state's name as the control socket and the daemon show it ("running", "in-doubt"...). */

@@ -88,6 +88,11 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
             jp->postcopy_blocked_ms = m->pc.blocked_ns / 1000000;
             jp->postcopy_ms = m->pc.postcopy_ns / 1000000;
             jp->postcopy_pages_refused = m->pc.refused;
+            jp->postcopy_recoveries = m->pc.recoveries;
+            jp->postcopy_recovery_ms = m->pc.recovery_ns / 1000000;
+            for (unsigned i = 0; i < m->pc.nvcpus && i < 16; i++) r->status_vcpu_blocked_ms[i] = m->pc.vcpu_blocked_ns[i] / 1000000;
+            jp->n_postcopy_vcpu_blocked_ms = m->pc.nvcpus < 16 ? m->pc.nvcpus : 16;
+            jp->postcopy_vcpu_blocked_ms = r->status_vcpu_blocked_ms;
         }
         st->migration = jp;
         st->migration_error = (char *)m->error;
@@ -132,12 +137,21 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
                 printf(",\"postcopy_pages_requested\":%llu,\"postcopy_pages_remaining\":%llu,"
                        "\"postcopy_pages_resent\":%llu,\"postcopy_request_p50_us\":%llu,\"postcopy_request_p99_us\":%llu,"
                        "\"postcopy_request_max_us\":%llu,\"postcopy_blocked_ms\":%.3f,\"postcopy_ms\":%.1f,"
-                       "\"postcopy_pages_refused\":%llu,\"postcopy_digest_ok\":%s",
+                       "\"postcopy_pages_refused\":%llu,\"postcopy_digest_ok\":%s,\"postcopy_recoveries\":%llu,"
+                       "\"postcopy_recovery_ms\":%.1f",
                        (unsigned long long)m->pc.pages_requested, (unsigned long long)m->pc.pages_remaining,
                        (unsigned long long)m->pc.pages_resent, (unsigned long long)m->pc.req_p50_us,
                        (unsigned long long)m->pc.req_p99_us, (unsigned long long)m->pc.req_max_us,
                        m->pc.blocked_ns / 1e6, m->pc.postcopy_ns / 1e6, (unsigned long long)m->pc.refused,
-                       m->pc.digest_ok ? "true" : "false");
+                       m->pc.digest_ok ? "true" : "false", (unsigned long long)m->pc.recoveries,
+                       m->pc.recovery_ns / 1e6);
+            if (m->pc.used && m->pc.nvcpus) {
+                /* Per vCPU, as the destination measured it: time blocked on missing pages. */
+                printf(",\"postcopy_vcpu_blocked_ms\":[");
+                for (unsigned i = 0; i < m->pc.nvcpus && i < 16; i++)
+                    printf("%s%.3f", i ? "," : "", m->pc.vcpu_blocked_ns[i] / 1e6);
+                printf("]");
+            }
         }
         gw_runner_instant_json(r);
         printf("}\n");

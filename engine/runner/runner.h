@@ -30,6 +30,7 @@ struct gw_runner {
     struct gw_mig_progress last_mig;  /* progress of the latest migration (in or out) */
     uint64_t linger_until_ns; /* after migrating away, keep answering status until then */
     bool incoming;            /* this VM arrived by migration */
+    bool pc_held;             /* arrived by post-copy, held paused while its link is broken */
     int test_fault;           /* enum gw_mig_fault: set only by --test-fault (GODWIT_TEST_HOOKS) */
     /* The outgoing migration's hand-over record (RunnerMigrateRequest.record_path...). */
     char record_path[1024];
@@ -41,6 +42,7 @@ struct gw_runner {
     Godwit__V1__InstantRestoreProgress status_instant;   /* backing store for RunnerStatus.instant_restore */
     char status_instant_phase[16], status_instant_error[600], status_instant_digest[33];
     struct gw_lat_hist status_disk_lat;        /* backing store for RunnerStatus.disk_* */
+    uint64_t status_vcpu_blocked_ms[16];      /* backing store for postcopy_vcpu_blocked_ms */
 };
 
 /* Reads a cluster secret file (trailing whitespace dropped) into buf; returns its length or
@@ -55,6 +57,9 @@ int gw_runner_release(struct gw_runner *r, unsigned owner);
 /* Ends an in-doubt hand-over: keep_source resumes the VM here, else the runner leaves as
  * "migrated". Fills err on failure. */
 int gw_runner_resolve(struct gw_runner *r, bool keep_source, char *err, size_t errlen);
+
+/* A post-copy whose link broke reconnects now, to url when not NULL/empty. Fills err. */
+int gw_runner_resume_migration(struct gw_runner *r, const char *url, char *err, size_t errlen);
 
 /* Starts an outgoing migration from a control request; fills err on failure. */
 int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateRequest *req, char *err, size_t errlen);

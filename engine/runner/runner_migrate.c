@@ -111,6 +111,11 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
              * downtime fits the limit or stays above it (postcopy_source.h). */
             .precopy_rounds = hybrid ? (pol->max_rounds ? pol->max_rounds : GW_HYBRID_DEFAULT_ROUNDS) : 0,
             .downtime_limit_ns = p.policy.downtime_limit_ns,
+            .recover_timeout_ns = (uint64_t)pol->recover_timeout_s * 1000000000ull,
+            .link_timeout_ms = pol->link_timeout_ms,
+            .no_priority = pol->postcopy_no_priority_channel,
+            .dirty_rate_pct = pol->hybrid_dirty_rate_pct,
+            .ns_per_gib = (uint64_t)pol->hybrid_ms_per_gib * 1000000ull,
         };
         memcpy(pp.token, p.token, sizeof pp.token);
         rc = gw_postcopy_start(r->vm, &pp, &r->postcopy);
@@ -146,8 +151,28 @@ static void write_record(struct gw_runner *r, const char *state)
     if (rc) gw_error("vm %s: cannot write the hand-over record %s: %s", r->vm->name, r->record_path, strerror(-rc));
 }
 
+int gw_runner_resume_migration(struct gw_runner *r, const char *url, char *err, size_t errlen)
+{
+    if (!r->postcopy) { snprintf(err, errlen, "resume-migration refused: no post-copy migration is paused"); return -EALREADY; }
+    if (url && *url && strncmp(url, "tcp:", 4)) { snprintf(err, errlen, "post-copy runs over TCP only"); return -EINVAL; }
+    int rc = gw_postcopy_resume(r->postcopy, url && *url ? url : NULL);
+    if (rc == -EINVAL) snprintf(err, errlen, "resume-migration refused: a bad address");
+    else if (rc) snprintf(err, errlen, "resume-migration refused: post-copy is not paused");
+    else if (url && *url) snprintf(r->mig_url, sizeof r->mig_url, "%s", url);
+    if (!rc) gw_info("vm %s: resuming post-copy%s%s on the operator's word", r->vm->name, url && *url ? " to " : "",
+                     url && *url ? url : "");
+    return rc;
+}
+
 int gw_runner_resolve(struct gw_runner *r, bool keep_source, char *err, size_t errlen)
 {
+    if (r->postcopy) {
+        /* A post-copy still recovering: it stops trying, and the VM stays paused here. */
+        gw_postcopy_abandon(r->postcopy);
+        gw_postcopy_progress(r->postcopy, &r->last_mig);
+        gw_postcopy_free(r->postcopy);
+        r->postcopy = NULL;
+    }
     if (keep_source) {
         /* The destination never started the VM: this copy is the only one. Its disk lock
          * was let go at GO; a destination that took it does run the VM: refuse. */
@@ -207,13 +232,31 @@ static void poll_postcopy(struct gw_runner *r)
         /* Arrived by post-copy and its source is gone: the VM is held paused (never runs on
          * half its memory) and no RESUME may lift that, only a finished fill. */
         enum gw_mig_phase ph = r->last_mig.phase;
-        if ((ph == GW_MIG_POSTCOPY_PAUSED || ph == GW_MIG_FAILED) && r->state == GW_RUN_RUNNING) {
+        bool broken = ph == GW_MIG_POSTCOPY_PAUSED || ph == GW_MIG_POSTCOPY_RECOVER || ph == GW_MIG_FAILED;
+        if (broken && r->state == GW_RUN_RUNNING) {
             gw_runner_hold(r, GW_PAUSE_IN_DOUBT);
             r->state = GW_RUN_PAUSED;
+            r->pc_held = true;
+        } else if (!broken && r->pc_held) {
+            /* The source took post-copy up again: the VM runs on (unless an operator holds it). */
+            r->pc_held = false;
+            if (!gw_runner_release(r, GW_PAUSE_IN_DOUBT) && !r->pause_owners) r->state = GW_RUN_RUNNING;
         }
     }
     if (!r->postcopy) return;
     gw_postcopy_progress(r->postcopy, &r->last_mig);
+    enum gw_mig_phase ph = r->last_mig.phase;
+    bool broken = ph == GW_MIG_POSTCOPY_PAUSED || ph == GW_MIG_POSTCOPY_RECOVER;
+    if (broken && r->state == GW_RUN_MIGRATING) {
+        /* The link broke after GO: the VM is paused here (by the migration) and held so; the
+         * migration reconnects by itself, and only RESUME_MIGRATION or RESOLVE act meanwhile. */
+        gw_runner_hold(r, GW_PAUSE_IN_DOUBT);
+        r->state = GW_RUN_IN_DOUBT;
+        write_record(r, "in-doubt");
+    } else if (!broken && r->state == GW_RUN_IN_DOUBT) {
+        r->pause_owners &= ~(unsigned)GW_PAUSE_IN_DOUBT;   /* never resumed here: the migration keeps it paused */
+        r->state = GW_RUN_MIGRATING;
+    }
     if (!gw_postcopy_finished(r->postcopy)) return;
     gw_postcopy_free(r->postcopy);
     r->postcopy = NULL;

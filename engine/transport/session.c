@@ -22,6 +22,7 @@ struct gw_session {
     unsigned n;
     int timeout_ms;
     Godwit__V1__MigHello *hello;  /* destination: stream 0's */
+    uint8_t id[GW_WIRE_SESSION_ID_SIZE];
     struct sstream *st;
 };
 
@@ -42,6 +43,10 @@ uint64_t gw_session_features(const struct gw_session *s, unsigned i) { return s-
 const Godwit__V1__MigHello *gw_session_hello(const struct gw_session *s) { return s->hello; }
 struct gw_conn *gw_session_conn(struct gw_session *s, unsigned i) { return s->st[i].c; }
 int gw_session_timeout_ms(const struct gw_session *s) { return s->timeout_ms; }
+void gw_session_id(const struct gw_session *s, uint8_t out[GW_WIRE_SESSION_ID_SIZE])
+{
+    memcpy(out, s->id, GW_WIRE_SESSION_ID_SIZE);
+}
 
 int gw_session_send(struct gw_session *s, unsigned i, enum gw_wire_type type, const void *payload,
                     size_t len, struct gw_err *err)
@@ -160,6 +165,7 @@ int gw_session_connect(const struct gw_session_cfg *cfg, struct gw_session **out
     uint8_t session[GW_WIRE_SESSION_ID_SIZE];
     int r = getrandom(session, sizeof session, 0) == (ssize_t)sizeof session ? 0 : -EIO;
     if (r) gw_err_set(err, r, "no random bytes for a session id");
+    memcpy(s->id, session, sizeof session);
     /* An RDMA connect completes only when the destination accepts it, and its runner accepts
      * one stream at a time: there each stream is opened and authenticated in turn. */
     bool all_first = !strncmp(cfg->url, "tcp:", 4);
@@ -238,6 +244,7 @@ int gw_session_accept_conn(struct gw_conn *c, struct gw_listener *l, const struc
         return r;
     }
     s->hello = hello;
+    memcpy(s->id, hello->session_id.data, GW_WIRE_SESSION_ID_SIZE);
     s->st[0].c = c;
     s->st[0].features = feat;
     if ((r = accept_rest(s, l, &p, err))) {
@@ -304,6 +311,7 @@ int gw_session_accept_conns(struct gw_conn **conns, unsigned n, const struct gw_
     if (r) goto fail;
     s->hello = hs[by[0]];
     hs[by[0]] = NULL;
+    memcpy(s->id, s->hello->session_id.data, GW_WIRE_SESSION_ID_SIZE);
     for (unsigned idx = 0; idx < n; idx++) {
         s->st[idx].c = conns[by[idx]];
         s->st[idx].features = feat[idx];

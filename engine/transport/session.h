@@ -79,6 +79,8 @@ const Godwit__V1__MigHello *gw_session_hello(const struct gw_session *s);
 /* Stream i's connection, for its one reading thread. */
 struct gw_conn *gw_session_conn(struct gw_session *s, unsigned i);
 int gw_session_timeout_ms(const struct gw_session *s);
+/* The session's random id (the source chose it; both HELLO and the handshake carry it). */
+void gw_session_id(const struct gw_session *s, uint8_t out[GW_WIRE_SESSION_ID_SIZE]);
 
 /* Sends one record on stream i, from any thread. Errors as gw_conn_send_record. */
 int gw_session_send(struct gw_session *s, unsigned i, enum gw_wire_type type, const void *payload,

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -174,6 +176,7 @@ static bool wait_while_paused(struct gw_vcpu *v)
 static void *vcpu_thread(void *arg)
 {
     struct gw_vcpu *v = arg;
+    __atomic_store_n(&v->tid, (int)syscall(SYS_gettid), __ATOMIC_RELEASE);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, GW_SIG_KICK);

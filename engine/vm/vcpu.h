@@ -24,6 +24,8 @@ struct gw_vcpu {
     uint64_t exits;          /* KVM_RUN returns, any reason */
     uint64_t io_exits;
     uint64_t mmio_exits;
+    int tid;                 /* the thread's kernel id (atomic; 0 before it runs): post-copy's
+                              * per-vCPU blocked time maps userfaultfd's faulting thread to it */
 };
 
 #define GW_THROTTLE_PERIOD_NS 20000000ull

@@ -457,6 +457,41 @@ class MigrationTest(DaemonTest):
         self.check_migration("ferry", "4 migration stream(s) arrived on the migration port",
                              mode=api.MigrationPolicy.POSTCOPY, streams=2)
 
+    def test_postcopy_link_cut_via_migration_port(self):
+        # Post-copy through the API whose streams are killed (ss -K) after GO: the source runner
+        # reconnects through the destination's migration port, which hands the streams to the
+        # runner that holds the VM; only the migration's own resume key lets them in.
+        import shutil
+        import subprocess
+        if not shutil.which("ss"):
+            self.skipTest("no ss to kill the connections")
+        port = int(open(self.b.conf).read().split("migration_port = ")[1].split()[0])
+        self.create("skiff", memory_bytes=128 << 20, guest="dirtier:ws=32M,rate=16M")
+        job = self.migrate("skiff", mode=api.MigrationPolicy.POSTCOPY, streams=2, bandwidth_limit_bytes_per_s=4 << 20)
+        # Nothing to resume before the link broke (the API, and the CLI's `godwit job resume`).
+        self.expect(grpc.StatusCode.FAILED_PRECONDITION, "ResumeMigration", api.ResumeMigrationRequest(id=job.id))
+        env = dict(os.environ, GODWIT_ADDR=self.d.addr, GODWIT_TOKEN=gwd.TOKEN)
+        r = subprocess.run([os.path.join(BIN, "godwit"), "job", "resume", job.id, "--to", "127.0.0.1:1"],
+                           capture_output=True, text=True, env=env, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not paused by a broken link", r.stderr)
+        self.assertTrue(wait_for(lambda: self.call("GetJob", api.GetJobRequest(id=job.id)).job.progress.phase
+                                 == "postcopy-active", 30))
+        time.sleep(0.5)
+        r = subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", str(port)], capture_output=True, text=True)
+        if "ESTAB" not in r.stdout:
+            self.skipTest("ss -K cannot kill sockets here: %s" % r.stderr)
+        events = list(self.s.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=120))
+        final = events[-1].job
+        self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
+        self.assertGreaterEqual(final.progress.postcopy_recoveries, 1)
+        self.assertEqual(final.progress.postcopy_pages_resent, 0)
+        self.assertIn("a post-copy source reconnects", self.b.logtext())
+        self.assertTrue(wait_for(lambda: self.vm("skiff", stub=self.b.stub).state == api.Vm.RUNNING, 10))
+        self.assertEqual(self.vm("skiff", stub=self.b.stub).counters.verify_errors, 0)
+        self.call("StopVm", api.StopVmRequest(name="skiff"), stub=self.b.stub)
+        self.call("DeleteVm", api.DeleteVmRequest(name="skiff"), stub=self.b.stub)
+
     def test_hybrid_via_migration_port(self):
         self.check_migration("barge", "migration stream(s) arrived on the migration port",
                              mode=api.MigrationPolicy.HYBRID)

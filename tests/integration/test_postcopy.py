@@ -76,6 +76,13 @@ class Postcopy(unittest.TestCase):
             print({k: v for k, v in dj.items() if k.startswith(("postcopy", "migration"))}, file=sys.stderr)
         self.assertGreater(dj["guest_pages_written"], sj["guest_pages_written"])
         self.assertLess(sj["migration_downtime_ms"], 1000)
+        # Per-vCPU blocked time (docs/postcopy.md): one figure per vCPU, none longer than
+        # post-copy itself, and the guest did wait for the pages it asked for.
+        blocked = dj["postcopy_vcpu_blocked_ms"]
+        self.assertEqual(len(blocked), 2, dj)
+        for b in blocked:
+            self.assertLessEqual(b, dj["postcopy_ms"] + 50, dj)
+        self.assertGreater(sum(blocked), 0, dj)
 
     def test_disk_guest(self):
         # virtio-blk reads into guest memory on the destination: its DMA faults pages in.
@@ -113,6 +120,16 @@ class Postcopy(unittest.TestCase):
         code, final, err = p.migrate("--mode", "hybrid", "--max-rounds", "50", "--downtime-ms", "1")
         sj, dj = self.assert_postcopy_moved(p, code, final, expect_requests=False)
         self.assertLessEqual(sj["migration_rounds"], 4)
+
+    def test_hybrid_switches_on_dirty_rate_and_time_per_gib(self):
+        # The same guest with the other two policies: a dirty rate above 1 % of the rate
+        # pre-copy moves memory, or 1 ms per GiB of pre-copy, switches after the first
+        # dirty-log round (2 rounds), before two slow rounds would (3).
+        for flag in ("--switch-dirty-pct", "--switch-ms-per-gib"):
+            p = self.pair("dirtier:ws=32M,rate=256M", dst_seconds=4)
+            code, final, err = p.migrate("--mode", "hybrid", "--max-rounds", "50", "--downtime-ms", "1", flag, "1")
+            sj, dj = self.assert_postcopy_moved(p, code, final, expect_requests=False)
+            self.assertEqual(sj["migration_rounds"], 2, flag)
 
     def test_hybrid_operator_switch(self):
         # A guest that would take many rounds (large working set, 50 allowed, a downtime limit

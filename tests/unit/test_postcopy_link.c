@@ -5,11 +5,14 @@
  *     memory equals the source's, the digest sums agree, no page arrived twice;
  *   - hostile requests (out of range, malformed, a flood, after PUSH_DONE) are refused and
  *     counted, and the server goes on;
- *   - a run of pages placed at once (instant restore) skips pages already there. */
+ *   - a run of pages placed at once (instant restore) skips pages already there.
+ *   - a link broken mid-push is resumed on a new session (only what is missing crosses, lost
+ *     requests are asked again), and a resume without the migration's key is refused. */
 #include "engine/codec/wire.h"
 #include "engine/common/util.h"
 #include "postcopy/pc_client.h"
 #include "postcopy/pc_digest.h"
+#include "postcopy/pc_resume.h"
 #include "postcopy/pc_server.h"
 #include "postcopy/pc_wire.h"
 #include "postcopy/uffd_placer.h"
@@ -383,4 +386,197 @@ GW_TEST(place_run_skips_present_pages)
     free(chunk);
     gw_uffd_placer_close(&u);
     munmap(mem, 64 * PG);
+}
+
+/* ---- recovery after a broken link (postcopy/pc_resume.h) ---- */
+
+struct resume_dst {
+    struct gw_session *s;
+    const uint8_t *key;
+    struct gw_pc_client *c;   /* NULL: only the exchange */
+    int r;
+    struct gw_err e;
+};
+
+/* The destination's side of a resume: the exchange, then RECEIVED. */
+static void *resume_dst_main(void *arg)
+{
+    struct resume_dst *d = arg;
+    struct gw_rbuf b = {0};
+    d->r = gw_pc_resume_destination(d->s, d->key, &b, &d->e);
+    if (!d->r && d->c) {
+        uint64_t np;
+        const uint64_t *rcv = gw_pc_client_received(d->c, &np);
+        d->r = gw_pc_send_bitmap(d->s, GW_PC_RECEIVED, rcv, np, &d->e);
+    }
+    gw_rbuf_free(&b);
+    return NULL;
+}
+
+/* A destination that does not hold K: challenges, ignores the proof, answers a made-up proof
+ * and a RECEIVED that claims every page. */
+static void *fake_dst_main(void *arg)
+{
+    struct resume_dst *d = arg;
+    struct gw_rbuf b = {0};
+    uint8_t rec[GW_PC_HDR + GW_PC_PROOF_SIZE] = {0};
+    gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_RESUME_CHALLENGE, .a = 7, .b = 9}, rec);
+    struct gw_wire_header h;
+    uint64_t all[NPAGES / 64];
+    memset(all, 0xff, sizeof all);
+    if (!gw_session_send(d->s, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, rec, GW_PC_HDR, &d->e) &&
+        !gw_conn_recv_record(gw_session_conn(d->s, GW_PC_STREAM_CONTROL), &h, &b, &d->e)) {
+        gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_RESUME_PROOF}, rec);
+        memset(rec + GW_PC_HDR, 0x17, GW_PC_PROOF_SIZE);
+        gw_session_send(d->s, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, rec, sizeof rec, &d->e);
+        gw_pc_send_bitmap(d->s, GW_PC_RECEIVED, all, NPAGES, &d->e);
+    }
+    gw_rbuf_free(&b);
+    return NULL;
+}
+
+/* The link breaks in the middle of the background push while "vCPUs" wait for pages: the
+ * destination keeps what it placed, a new session proves it belongs to the migration, the
+ * source sends only what the destination lacks, requests lost with the link are asked
+ * again, and memory ends equal with no page placed twice. */
+GW_TEST(postcopy_resumed_after_broken_link)
+{
+    uint64_t *push = calloc(NPAGES / 64, 8), *cur = calloc(NPAGES / 64, 8), *rcv = calloc(NPAGES / 64, 8);
+    uint8_t *src = source_mem(push);
+    uint8_t *dst = memfd_map((uint64_t)NPAGES * PG);
+    REQUIRE(src && dst && cur && rcv);
+    struct gw_session *ss, *ds;
+    REQUIRE(session_pair(&ss, &ds, 10000) == 0);
+    uint8_t ks[GW_PC_RESUME_KEY_SIZE], kd[GW_PC_RESUME_KEY_SIZE], token[32] = {0};
+    REQUIRE(gw_pc_resume_key((const uint8_t *)SECRET, strlen(SECRET), ss, token, ks) == 0);
+    REQUIRE(gw_pc_resume_key((const uint8_t *)SECRET, strlen(SECRET), ds, token, kd) == 0);
+    CHECK(memcmp(ks, kd, sizeof ks) == 0);             /* both ends hold K, which never crossed */
+    struct gw_err e = {0};
+    struct gw_pc_client *c;
+    REQUIRE(gw_pc_client_start(ds, dst, (uint64_t)NPAGES * PG, LANES, &c, &e) == 0);
+    struct gw_pc_server *s;
+    /* A slow push (24 MiB at 16 MiB/s): the break comes in its middle. */
+    struct gw_pc_server_cfg sc = {.ses = ss, .mem = src, .mem_size = (uint64_t)NPAGES * PG, .nlanes = LANES,
+                                  .codec = GW_CODEC_AUTO, .rate_bps = 16u << 20};
+    REQUIRE(gw_pc_server_open(&sc, &s, &e) == 0);
+    CHECK_EQ(gw_pc_server_precopy_end(s, &e), 0);
+    int r = gw_pc_client_switch(c, push, NPAGES, 10000, &e);
+    if (r == -EPERM || r == -ENOSYS) { gw_test_skip("no userfaultfd"); return; }
+    REQUIRE(r == 0);
+    REQUIRE(gw_pc_server_run(s, push, &e) == 0);
+    usleep(300000);
+    /* The link breaks: every stream of the session fails at once. */
+    gw_session_shutdown(ss);
+    gw_session_shutdown(ds);
+    CHECK(gw_pc_client_wait(c, 10000, &e) < 0);
+    gw_pc_server_close(s);
+    gw_pc_client_detach(c);
+    /* vCPUs touch pages now: their requests go nowhere until the resume asks again. */
+    struct toucher t[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        t[i] = (struct toucher){.dst = dst, .src = src, .seed = 99u + (unsigned)i};
+        pthread_create(&th[i], NULL, touch_main, &t[i]);
+    }
+    usleep(50000);
+    struct gw_session *ss2, *ds2;
+    REQUIRE(session_pair(&ss2, &ds2, 10000) == 0);
+    struct resume_dst d = {.s = ds2, .key = kd, .c = c};
+    pthread_t dth;
+    pthread_create(&dth, NULL, resume_dst_main, &d);
+    struct gw_rbuf b = {0};
+    CHECK_EQ(gw_pc_resume_source(ss2, ks, NPAGES, rcv, &b, &e), 0);
+    pthread_join(dth, NULL);
+    CHECK_EQ(d.r, 0);
+    uint64_t held = 0, want = 0;
+    for (unsigned w = 0; w < NPAGES / 64; w++) {
+        cur[w] = push[w] & ~rcv[w];
+        held += (uint64_t)__builtin_popcountll(rcv[w]);
+        want += (uint64_t)__builtin_popcountll(cur[w]);
+    }
+    CHECK(held > 0 && want > 0);                       /* broken in the middle indeed */
+    sc.ses = ss2;
+    sc.rate_bps = 0;
+    REQUIRE(gw_pc_server_open(&sc, &s, &e) == 0);
+    REQUIRE(gw_pc_server_run(s, cur, &e) == 0);
+    CHECK_EQ(gw_pc_client_attach(c, ds2, &e), 0);
+    CHECK_EQ(gw_pc_client_wait(c, 20000, &e), 0);
+    uint64_t sum = 0;
+    CHECK_EQ(gw_pc_client_finish(c, &sum), 0);
+    for (int i = 0; i < 3; i++) { pthread_join(th[i], NULL); CHECK_EQ(t[i].bad, 0); }
+    CHECK(sum == source_sum(src));
+    CHECK(memcmp(dst, src, (size_t)NPAGES * PG) == 0);
+    struct gw_pc_client_stats cst;
+    gw_pc_client_stats(c, &cst);
+    struct gw_pc_server_stats sst;
+    gw_pc_server_stats(s, &sst);
+    CHECK_EQ(cst.pages_dup, 0);                        /* nothing the destination held came again */
+    CHECK(sst.pages_answered + sst.pages_pushed >= want);
+    CHECK(sst.pages_pushed <= want);
+    gw_session_shutdown(ss2);
+    gw_session_shutdown(ds2);
+    gw_pc_server_close(s);
+    gw_pc_client_close(c, false);
+    gw_rbuf_free(&b);
+    gw_session_close(ss);
+    gw_session_close(ds);
+    gw_session_close(ss2);
+    gw_session_close(ds2);
+    munmap(src, (size_t)NPAGES * PG);
+    munmap(dst, (size_t)NPAGES * PG);
+    free(push);
+    free(cur);
+    free(rcv);
+}
+
+/* A resume from someone who does not hold K (another cluster member: it passed the session
+ * handshake) is refused and learns nothing; a destination that does not hold K is not
+ * believed; a proof recorded from one exchange does not answer another's challenge. */
+GW_TEST(resume_refused_without_the_session_key)
+{
+    struct gw_session *ss, *ds;
+    REQUIRE(session_pair(&ss, &ds, 5000) == 0);
+    uint8_t k[GW_PC_RESUME_KEY_SIZE], other[GW_PC_RESUME_KEY_SIZE], token[32] = {0};
+    REQUIRE(gw_pc_resume_key((const uint8_t *)SECRET, strlen(SECRET), ss, token, k) == 0);
+    struct gw_session *s1, *d1;
+    REQUIRE(session_pair(&s1, &d1, 5000) == 0);
+    /* The key of another migration (another session id) is another key. */
+    REQUIRE(gw_pc_resume_key((const uint8_t *)SECRET, strlen(SECRET), s1, token, other) == 0);
+    CHECK(memcmp(k, other, sizeof k) != 0);
+    uint64_t rcv[NPAGES / 64];
+    struct gw_rbuf b = {0};
+    struct gw_err e = {0};
+    /* A source with the wrong key: refused. */
+    struct resume_dst d = {.s = d1, .key = k};
+    pthread_t th;
+    pthread_create(&th, NULL, resume_dst_main, &d);
+    int r = gw_pc_resume_source(s1, other, NPAGES, rcv, &b, &e);
+    pthread_join(th, NULL);
+    CHECK_EQ(d.r, -EACCES);
+    CHECK(r != 0);
+    /* A destination without K that answers anything (and claims every page): not believed. */
+    struct gw_session *s2, *d2;
+    REQUIRE(session_pair(&s2, &d2, 5000) == 0);
+    d = (struct resume_dst){.s = d2};
+    pthread_create(&th, NULL, fake_dst_main, &d);
+    r = gw_pc_resume_source(s2, k, NPAGES, rcv, &b, &e);
+    CHECK_EQ(r, -EACCES);
+    gw_session_shutdown(d2);
+    pthread_join(th, NULL);
+    /* Replay: the source's proof from one exchange against a fresh challenge. */
+    struct gw_session *s3, *d3;
+    REQUIRE(session_pair(&s3, &d3, 5000) == 0);
+    d = (struct resume_dst){.s = d3, .key = k};
+    pthread_create(&th, NULL, resume_dst_main, &d);
+    struct gw_wire_header h;
+    CHECK_EQ(gw_conn_recv_record(gw_session_conn(s3, GW_PC_STREAM_CONTROL), &h, &b, &e), 0);   /* the challenge */
+    uint8_t rec[GW_PC_HDR + GW_PC_PROOF_SIZE] = {0};
+    gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_RESUME_PROOF, .a = 1, .b = 2}, rec);
+    memset(rec + GW_PC_HDR, 0x42, GW_PC_PROOF_SIZE);    /* whatever an eavesdropper kept */
+    CHECK_EQ(gw_session_send(s3, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, rec, sizeof rec, &e), 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(d.r, -EACCES);
+    gw_rbuf_free(&b);
+    struct gw_session *all[] = {ss, ds, s1, d1, s2, d2, s3, d3};
+    for (unsigned i = 0; i < 8; i++) gw_session_close(all[i]);
 }
