@@ -17,6 +17,9 @@
                                                 * virtio-mmio devices appended must still fit the
                                                 * kernel's 2048 (engine/vm/linux_boot.c) */
 
+#define GW_LIMIT_CONSOLE_TAIL_MAX (1u << 20)   /* GetVmConsole: bytes of a console log per call */
+#define GW_DEFAULT_CONSOLE_TAIL (16u << 10)
+
 /* What a zero (unset) field of CreateVmRequest means. */
 #define GW_DEFAULT_MEMORY (256ull << 20)
 #define GW_DEFAULT_VCPUS 1u
