@@ -13,6 +13,7 @@ static const char vm_usage[] =
     "                        [--kernel PATH [--initrd PATH] [--cmdline \"...\"]] [--net tap:NAME[,mac=MAC]]\n"
     "       godwit vm list [--state defined|running|stopped|migrating|crashed|in-doubt]\n"
     "       godwit vm show NAME\n"
+    "       godwit vm console NAME [--bytes N]   (the end of its serial console)\n"
     "       godwit vm start NAME\n"
     "       godwit vm stop NAME [--force] [--timeout-ms N]\n"
     "       godwit vm delete NAME [--force]\n"
@@ -235,6 +236,34 @@ static int vm_named(struct gw_cli *cli, const char *verb, int argc, char **argv)
     return GW_EXIT_OK;
 }
 
+static int vm_console(struct gw_cli *cli, int argc, char **argv)
+{
+    static const struct option lo[] = {{"bytes", 1, 0, 'b'}, {"help", 0, 0, 'h'}, {0}};
+    Godwit__V1__GetVmConsoleRequest req = GODWIT__V1__GET_VM_CONSOLE_REQUEST__INIT;
+    uint64_t v;
+    int c;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            if (gw_parse_size(optarg, &v) || v > UINT32_MAX) { fprintf(stderr, "godwit vm console: bad --bytes\n"); return GW_EXIT_USAGE; }
+            req.max_bytes = (uint32_t)v;
+            break;
+        case 'h': fputs(vm_usage, stdout); return GW_EXIT_OK;
+        default: fputs(vm_usage, stderr); return GW_EXIT_USAGE;
+        }
+    }
+    if (optind + 1 != argc) { fputs(vm_usage, stderr); return GW_EXIT_USAGE; }
+    req.name = argv[optind];
+    ProtobufCMessage *resp;
+    int e = gw_cli_call(cli, "GetVmConsole", &req.base, &godwit__v1__get_vm_console_response__descriptor, &resp);
+    if (e) return e;
+    const Godwit__V1__GetVmConsoleResponse *r = (const void *)resp;
+    if (cli->json) gw_cli_print_json(resp);
+    else fwrite(r->data.data, 1, r->data.len, stdout);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return GW_EXIT_OK;
+}
+
 int gw_cmd_vm(struct gw_cli *cli, int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
@@ -246,6 +275,7 @@ int gw_cmd_vm(struct gw_cli *cli, int argc, char **argv)
     optind = 0;   /* a fresh getopt scan of the subcommand's arguments */
     if (!strcmp(verb, "create")) return vm_create(cli, argc, argv);
     if (!strcmp(verb, "list") || !strcmp(verb, "ls")) return vm_list(cli, argc, argv);
+    if (!strcmp(verb, "console")) return vm_console(cli, argc, argv);
     if (!strcmp(verb, "show") || !strcmp(verb, "start") || !strcmp(verb, "stop") || !strcmp(verb, "delete") ||
         !strcmp(verb, "resolve"))
         return vm_named(cli, verb, argc, argv);

@@ -17,6 +17,9 @@
                                                 * virtio-mmio devices appended must still fit the
                                                 * kernel's 2048 (engine/vm/linux_boot.c) */
 
+#define GW_LIMIT_CONSOLE_TAIL_MAX (1u << 20)   /* GetVmConsole: bytes of a console log per call */
+#define GW_DEFAULT_CONSOLE_TAIL (16u << 10)
+
 /* Backups: the disk's copy-before-write (fleecing) area in the runner's state directory
  * (backup/disk_fleece.c). When the guest overwrites more not-yet-read disk than this during
  * one backup, that backup fails; the guest never waits. */

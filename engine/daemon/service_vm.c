@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -302,6 +303,49 @@ static int get_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *
     return code;
 }
 
+/* The console log's last bytes. Runs on a worker: the file is read outside the lock, opened
+ * O_NOFOLLOW in the VM's own directory (a name checked by lookup, never a path from the
+ * request). */
+static int get_vm_console(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__GetVmConsoleRequest *req = (const void *)msg;
+    if (req->max_bytes > GW_LIMIT_CONSOLE_TAIL_MAX)
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "max_bytes must be at most %u", GW_LIMIT_CONSOLE_TAIL_MAX);
+    size_t want = req->max_bytes ? req->max_bytes : GW_DEFAULT_CONSOLE_TAIL;
+    struct gw_vm_rec *rec;
+    char path[1100];
+    pthread_mutex_lock(&d->lock);
+    int code = lookup(call, d, req->name, false, &rec);
+    if (!code) {
+        gw_vm_dir(d, rec->name, path, sizeof path);
+        strncat(path, "/console.log", sizeof path - strlen(path) - 1);
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (code) return code;
+    Godwit__V1__GetVmConsoleResponse resp = GODWIT__V1__GET_VM_CONSOLE_RESPONSE__INIT;
+    uint8_t *buf = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd >= 0 && !fstat(fd, &st) && S_ISREG(st.st_mode)) {
+        size_t n = (uint64_t)st.st_size < want ? (size_t)st.st_size : want;
+        buf = malloc(n ? n : 1);
+        ssize_t got = buf ? pread(fd, buf, n, st.st_size - (off_t)n) : -1;
+        if (got < 0) {
+            close(fd);
+            free(buf);
+            return gw_grpc_call_error(call, GW_GRPC_INTERNAL, "cannot read the console of %s", req->name);
+        }
+        resp.data.data = buf;
+        resp.data.len = (size_t)got;
+        resp.size = (uint64_t)st.st_size;
+    }
+    if (fd >= 0) close(fd);
+    gw_grpc_call_send(call, &resp.base);
+    free(buf);
+    return GW_GRPC_OK;
+}
+
 /* The VMs (filtered by state) as messages pointing into the records (lock held). */
 struct vm_list {
     size_t n;
@@ -453,6 +497,7 @@ int gw_service_register_vm(struct gw_daemon *d)
         {"/godwit.v1.Godwit/GetVm", &godwit__v1__get_vm_request__descriptor, get_vm, GW_GRPC_INLINE},
         {"/godwit.v1.Godwit/ListVms", &godwit__v1__list_vms_request__descriptor, list_vms, GW_GRPC_INLINE},
         {"/godwit.v1.Godwit/GetHost", &godwit__v1__get_host_request__descriptor, get_host, 0},
+        {"/godwit.v1.Godwit/GetVmConsole", &godwit__v1__get_vm_console_request__descriptor, get_vm_console, 0},
     };
     for (size_t i = 0; i < GW_ARRAY_SIZE(m); i++) {
         int r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){

@@ -106,6 +106,8 @@ class LinuxVmTest(unittest.TestCase):
                              env=env, timeout=30)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("net:           tap:gwl-cli, mac 52:54:00:", out.stdout)
+        never = self.call("GetVmConsole", api.GetVmConsoleRequest(name="lin-def"))
+        self.assertEqual((never.data, never.size), (b"", 0))   # it never ran here
         for name in ("lin-def", "net-def", "lin-cli"):
             self.call("DeleteVm", api.DeleteVmRequest(name=name))
 
@@ -209,6 +211,21 @@ class LinuxVmTest(unittest.TestCase):
         # Our virtio-net device is announced after our command line.
         self.assertRegex(text, r"Command line: .*godwit\.test=daemon virtio_mmio\.device=4K@0xd0001000:6")
         print("\n  banner and command line after %.1f s (PVM stops such a kernel soon after its e820 map)" % took)
+        # The same through the API (GetVmConsole) and the CLI, for an operator on another machine.
+        tail = self.call("GetVmConsole", api.GetVmConsoleRequest(name="debian", max_bytes=1 << 20))
+        self.assertGreaterEqual(tail.size, len(text))
+        self.assertIn(("Command line: " + cmdline).encode(), tail.data)
+        last = self.call("GetVmConsole", api.GetVmConsoleRequest(name="debian", max_bytes=100))
+        self.assertLessEqual(len(last.data), 100)
+        env = dict(os.environ, GODWIT_ADDR=self.d.addr, GODWIT_TOKEN=gwd.TOKEN)
+        out = subprocess.run([os.path.join(BIN, "godwit"), "vm", "console", "debian", "--bytes", "1M"],
+                             capture_output=True, env=env, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(b"Linux version", out.stdout)
+        self.assertEqual(error_reason(lambda: self.call("GetVmConsole", api.GetVmConsoleRequest(
+            name="debian", max_bytes=(1 << 20) + 1)))[0], grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(error_reason(lambda: self.call("GetVmConsole", api.GetVmConsoleRequest(name="nope")))[0],
+                         grpc.StatusCode.NOT_FOUND)
         vm = self.call("GetVm", api.GetVmRequest(name="debian")).vm
         self.assertEqual(vm.state, api.Vm.RUNNING)
         self.assertEqual(self.call("StopVm", api.StopVmRequest(name="debian", force=True)).vm.state, api.Vm.STOPPED)
