@@ -262,6 +262,30 @@ class ClusterTest(unittest.TestCase):
 
     # ------------------------------------------------------------------------ evacuation
 
+    def test_busy_vm_is_a_blocker(self):
+        # A VM with a job of its own in flight (here a slow migration; a backup is the same)
+        # is a VM_BUSY blocker of the dry run, and a real run refuses before anything moves.
+        self.create(self.a, "busy1", mem=64)
+        self.create(self.a, "idle1", mem=64)
+        job = self.call(self.a, "MigrateVm", api.MigrateVmRequest(vm="busy1", destination=self.b.addr, policy=api.MigrationPolicy(
+            bandwidth_limit_bytes_per_s=1 * MIB))).job
+        try:
+            r = self.evacuate(self.a, dry=True)
+            self.assertEqual([(b.vm, b.reason) for b in r.blockers], [("busy1", "VM_BUSY")])
+            self.assertIn(job.id, r.blockers[0].message)
+            self.assertIn("MIGRATE job in progress", r.blockers[0].message)
+            self.assertEqual([s.vm for s in r.plan if s.destination_host], ["idle1"])
+            self.assertEqual(error_reason(lambda: self.evacuate(self.a)), (grpc.StatusCode.FAILED_PRECONDITION, "VM_BUSY"))
+            self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.ACTIVE)
+            self.assertEqual(self.where("idle1"), ["host-a"])
+        finally:
+            self.call(self.a, "CancelJob", api.CancelJobRequest(id=job.id))
+        final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=60))[-1].job
+        self.assertEqual(final.state, api.Job.CANCELLED)
+        # The job over, the same VM plans again.
+        self.assertTrue(wait_for(lambda: not self.evacuate(self.a, dry=True).blockers, 15, 0.2))
+
+
     def test_evacuate_within_caps(self):
         names = ["e1", "e2", "e3", "e4"]
         for i, n in enumerate(names):
