@@ -1,8 +1,11 @@
 /* `godwit-bench evacuate --hosts 3 --vms 6 --json`: an evacuation against the same VMs moved
  * one at a time, in the same run.
  *
- * Starts `hosts` godwitd sharing a directory registry on loopback, defines `vms` VMs of mixed
- * sizes (one dirtying much faster than the rest) on host 0, then
+ * Starts `hosts` godwitd sharing a directory registry, each in its own network namespace
+ * (bench_netns.c: every pair of hosts joined by a veth pair shaped by tc tbf at --link-rate,
+ * made and removed here), defines `vms` VMs of mixed sizes on host 0, one of them dirtying
+ * faster than its link so that pre-copy cannot converge and its migration goes on in post-copy
+ * (every child runs in hybrid mode: pre-copy rounds, then post-copy when not converging), then
  *   1. the baseline: moves them one at a time to host 1 (MigrateVm, each timed until the
  *      source let the VM go): sum_single_ms;
  *   2. the evacuation of host 1 (now holding all of them) to the other hosts with
@@ -10,7 +13,9 @@
  *      maximum of migrations at once and the largest |estimated - actual| / actual.
  * Prints status, vms_total, vms_moved, guest_verify_errors, max_concurrent, cap, total_ms,
  * sum_single_ms, ratio (= total_ms / sum_single_ms) and estimate_error_max.
- * Loopback, no network namespaces: every host shares this machine's CPUs and memory bus. */
+ * Each destination takes one migration at a time (max_inbound 1): a link per host pair, so
+ * that the evacuation's parallel children do not share a link. The hosts still share this
+ * machine's CPUs and memory bus. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -24,6 +29,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/bench_netns.h"
 #include "bench/bench_proc.h"
 #include "engine/api/grpc_client.h"
 #include "engine/common/util.h"
@@ -48,7 +54,9 @@ static int write_file(const char *path, const char *text)
     return fclose(f) ? -errno : 0;
 }
 
-static int start_host(struct host *h, const char *base, const char *registry, int i)
+static int spawn_and_connect(struct host *h, char **argv, const char *out);
+
+static int start_host(struct host *h, const char *base, const char *registry, int i, const struct gw_netns_lab *lab)
 {
     char bin[1024], runner[1024], path[700], conf[8192], secret[80];
     if (gw_bench_sibling("godwitd", bin, sizeof bin) || gw_bench_sibling("godwit-vm", runner, sizeof runner))
@@ -62,15 +70,29 @@ static int start_host(struct host *h, const char *base, const char *registry, in
              (unsigned long long)getpid());
     snprintf(path, sizeof path, "%s/secret", base);
     if (i == 0 && write_file(path, secret)) return -EIO;
-    snprintf(conf, sizeof conf, "[daemon]\nlisten = 127.0.0.1:0\nstate_dir = %s/state\ntoken_file = %s/token\n"
+    char addr[32];
+    gw_netns_lab_addr((unsigned)i, addr, sizeof addr);
+    /* In its own namespace the host's ports are its own: fixed ones cannot collide. The API
+     * is plaintext h2c on a non-loopback address, which a benchmark may allow. */
+    snprintf(conf, sizeof conf, "[daemon]\nlisten = %s:7400\napi_h2c = on\nstate_dir = %s/state\ntoken_file = %s/token\n"
              "secret_file = %s/secret\nrunner = %s\nhostname = %s\ncluster = dir:%s\ncapacity_memory = 16G\n"
-             "capacity_vcpus = 64\nmax_migrations = 8\nmax_incoming = 8\n", h->dir, h->dir, base, runner, h->name,
-             registry);
+             "capacity_vcpus = 64\nmax_migrations = 8\nmax_incoming = 8\nmigration_host = %s\nmigration_port = 7410\n",
+             addr, h->dir, h->dir, base, runner, h->name, registry, addr);
     snprintf(path, sizeof path, "%s/godwitd.conf", h->dir);
     if (write_file(path, conf)) return -EIO;
     char out[700];
     snprintf(out, sizeof out, "%s/godwitd.out", h->dir);
     char *argv[] = {bin, "--config", path, NULL};
+    int saved, r = gw_netns_lab_enter(lab, (unsigned)i, &saved);
+    if (r) return r;
+    r = spawn_and_connect(h, argv, out);
+    int r2 = gw_netns_lab_leave(saved);
+    return r ? r : r2;
+}
+
+/* In the host's namespace: the daemon forked here and our client's socket live there. */
+static int spawn_and_connect(struct host *h, char **argv, const char *out)
+{
     h->pid = gw_bench_spawn(argv, out);
     if (h->pid < 0) return (int)h->pid;
     for (int k = 0; k < 1000; k++) {
@@ -123,12 +145,21 @@ static bool vm_here(struct host *h, const char *name)
 }
 
 /* Moves vm from a to b and waits until a let it go. Returns the time in ms, or -1. */
+/* The children's policy, the same for the baseline and the evacuation: hybrid (pre-copy
+ * rounds, then post-copy when not converging); a migration that cannot end fails rather
+ * than hangs the run. */
+static void child_policy(Godwit__V1__MigrationPolicy *pol)
+{
+    pol->mode = GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID;
+    pol->timeout_s = 120;
+}
+
 static int64_t migrate_one(struct host *a, struct host *b, const char *vm)
 {
     uint64_t t0 = gw_now_ns();
     Godwit__V1__MigrateVmRequest req = GODWIT__V1__MIGRATE_VM_REQUEST__INIT;
     Godwit__V1__MigrationPolicy pol = GODWIT__V1__MIGRATION_POLICY__INIT;
-    pol.timeout_s = 120;   /* a migration that cannot end fails rather than hangs the run */
+    child_policy(&pol);
     req.vm = (char *)vm;
     req.destination = b->addr;
     req.policy = &pol;
@@ -153,25 +184,35 @@ static int64_t migrate_one(struct host *a, struct host *b, const char *vm)
 
 int gw_bench_evacuate(int argc, char **argv)
 {
-    uint64_t nhosts = 3, nvms = 6, cap = 2;
+    uint64_t nhosts = 3, nvms = 6, cap = 2, link_mib = 32;
     bool json = false;
     static const struct option lo[] = {{"hosts", 1, 0, 'H'}, {"vms", 1, 0, 'v'}, {"cap", 1, 0, 'c'},
-                                       {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'}, {0}};
+                                       {"link-rate", 1, 0, 'l'}, {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'}, {0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         int bad = 0;
         switch (c) {
-        case 'H': bad = gw_parse_u64(optarg, 3, MAX_HOSTS, &nhosts); break;
+        case 'H': bad = gw_parse_u64(optarg, 3, GW_NETNS_MAX_HOSTS, &nhosts); break;
+        case 'l': bad = gw_parse_u64(optarg, 1, 10000, &link_mib); break;
         case 'v': bad = gw_parse_u64(optarg, 1, MAX_VMS, &nvms); break;
         case 'c': bad = gw_parse_u64(optarg, 1, 16, &cap); break;
         case 'j': json = true; break;
-        case 'h': printf("usage: godwit-bench evacuate [--hosts 3] [--vms 6] [--cap 2] [--json]\n"); return 0;
+        case 'h': printf("usage: godwit-bench evacuate [--hosts 3] [--vms 6] [--cap 2] [--link-rate MiB/s (32)] [--json]\n"
+                         "  (root: the hosts run in network namespaces joined by tc-shaped veth links)\n"); return 0;
         default: return 2;
         }
         if (bad) { fprintf(stderr, "godwit-bench evacuate: bad value '%s'\n", optarg); return 2; }
     }
+    if (geteuid() != 0) {
+        fprintf(stderr, "godwit-bench evacuate: needs root (it makes network namespaces and veth links)\n");
+        return 1;
+    }
+    struct gw_netns_lab lab = {0};
+    char lerr[600];
+    int lab_r = gw_netns_lab_make(&lab, (unsigned)nhosts, link_mib * MIB, lerr, sizeof lerr);
+    if (lab_r) { fprintf(stderr, "godwit-bench evacuate: cannot make the network: %s\n", lerr); return 1; }
     char base[] = "/tmp/godwit-bench-evac.XXXXXX", registry[64];
-    if (!mkdtemp(base)) { perror("mkdtemp"); return 1; }
+    if (!mkdtemp(base)) { perror("mkdtemp"); gw_netns_lab_remove(&lab); return 1; }
     snprintf(registry, sizeof registry, "%s/registry", base);
     setenv("GODWIT_LOG", "warn", 0);
     struct host hosts[MAX_HOSTS] = {0};
@@ -181,21 +222,25 @@ int gw_bench_evacuate(int argc, char **argv)
     unsigned moved = 0, max_conc = 0;
     uint64_t verify = 0;
     double est_err = 0;
+    char steps_json[4096] = "", model[256] = "{}";
+    size_t sj = 0;
     int rc = 1;
     ProtobufCMessage *resp;
     for (unsigned i = 0; i < nhosts; i++) {
-        int r = start_host(&hosts[i], base, registry, (int)i);
+        int r = start_host(&hosts[i], base, registry, (int)i, &lab);
         if (r) { fprintf(stderr, "godwit-bench evacuate: cannot start host %u: %s\n", i, strerror(-r)); goto out; }
     }
     usleep(1500 * 1000);   /* every host has published its record */
-    /* Mixed sizes; the last VM dirties far faster than the others. */
+    /* Mixed sizes; the last VM dirties 1.5 times faster than its link carries. */
     static const unsigned sizes[] = {64, 96, 128, 160, 192, 256};
     for (unsigned i = 0; i < nvms; i++) {
         Godwit__V1__CreateVmRequest req = GODWIT__V1__CREATE_VM_REQUEST__INIT;
         char guest[96];
         unsigned mib = sizes[i % 6];
         snprintf(names[i], sizeof names[i], "evac-%u", i);
-        if (i == nvms - 1) snprintf(guest, sizeof guest, "dirtier:ws=%uM,rate=32M,pattern=random", mib / 4);
+        if (i == nvms - 1)
+            snprintf(guest, sizeof guest, "dirtier:ws=%uM,rate=%lluM,pattern=random", mib / 4,
+                     (unsigned long long)(link_mib * 3 / 2));
         else snprintf(guest, sizeof guest, "dirtier:ws=%uM,rate=8M", mib / 4);
         req.name = names[i];
         req.memory_bytes = (uint64_t)mib * MIB;
@@ -217,9 +262,9 @@ int gw_bench_evacuate(int argc, char **argv)
     Godwit__V1__EvacuateHostRequest er = GODWIT__V1__EVACUATE_HOST_REQUEST__INIT;
     Godwit__V1__EvacuationPolicy pol = GODWIT__V1__EVACUATION_POLICY__INIT;
     pol.max_outbound = (uint32_t)cap;
-    pol.max_inbound = (uint32_t)cap;
+    pol.max_inbound = 1;   /* one migration per link at a time */
     Godwit__V1__MigrationPolicy mig = GODWIT__V1__MIGRATION_POLICY__INIT;
-    mig.timeout_s = 120;
+    child_policy(&mig);
     pol.migration = &mig;
     er.policy = &pol;
     uint64_t t0 = gw_now_ns();
@@ -258,8 +303,42 @@ int gw_bench_evacuate(int argc, char **argv)
             double e = fabs((double)s->estimated_ms - (double)s->actual_ms) / (double)s->actual_ms;
             if (e > est_err) est_err = e;
         }
+        /* The child's own figures: how long its post-copy phase ran (hybrid always ends in
+         * one; a VM that converged has little left for it). */
+        uint64_t pc_ms = 0, rounds = 0;
+        Godwit__V1__GetJobRequest g = GODWIT__V1__GET_JOB_REQUEST__INIT;
+        g.id = s->job_id;
+        ProtobufCMessage *cr;
+        if (!call(&hosts[1], "GetJob", &g.base, &godwit__v1__get_job_response__descriptor, &cr)) {
+            const Godwit__V1__Job *cj = ((Godwit__V1__GetJobResponse *)cr)->job;
+            if (cj->progress) { pc_ms = cj->progress->postcopy_ms; rounds = cj->progress->round; }
+            protobuf_c_message_free_unpacked(cr, NULL);
+        }
+        int w = snprintf(steps_json + sj, sizeof steps_json - sj,
+                         "%s{\"vm\":\"%s\",\"memory_mib\":%llu,\"dest\":\"%s\",\"estimated_ms\":%llu,"
+                         "\"actual_ms\":%llu,\"rounds\":%llu,\"postcopy_ms\":%llu,\"dirty_bytes_per_s\":%llu}",
+                         sj ? "," : "", s->vm, (unsigned long long)(s->memory_bytes >> 20), s->destination_host,
+                         (unsigned long long)s->estimated_ms, (unsigned long long)s->actual_ms,
+                         (unsigned long long)rounds, (unsigned long long)pc_ms,
+                         (unsigned long long)s->dirty_rate_bytes_per_s);
+        if (w > 0 && (size_t)w < sizeof steps_json - sj) sj += (size_t)w;
     }
     protobuf_c_message_free_unpacked(resp, NULL);
+    /* The time model the plan used: host 1 had measured nothing, so it took host 0's fit
+     * (the one-at-a-time migrations) from the registry. */
+    Godwit__V1__ListHostsRequest hr = GODWIT__V1__LIST_HOSTS_REQUEST__INIT;
+    if (!call(&hosts[1], "ListHosts", &hr.base, &godwit__v1__list_hosts_response__descriptor, &resp)) {
+        Godwit__V1__ListHostsResponse *l = (void *)resp;
+        for (size_t k = 0; k < l->n_hosts; k++)
+            if (!strcmp(l->hosts[k]->name, hosts[0].name))
+                snprintf(model, sizeof model,
+                         "{\"bw_bytes_per_s\":%llu,\"overhead_ms\":%llu,\"link_bytes_per_s\":%llu,\"nonconverging_pct\":%u}",
+                         (unsigned long long)l->hosts[k]->migration_bandwidth_bytes_per_s,
+                         (unsigned long long)l->hosts[k]->migration_overhead_ms,
+                         (unsigned long long)l->hosts[k]->migration_link_bytes_per_s,
+                         l->hosts[k]->migration_nonconverging_pct);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
     /* Every guest checks its own memory; sum what they found wrong wherever they run now. */
     for (unsigned i = 0; i < nhosts; i++) {
         Godwit__V1__ListVmsRequest lr = GODWIT__V1__LIST_VMS_REQUEST__INIT;
@@ -276,10 +355,12 @@ out:
         printf("{\"bench\":\"evacuate\",\"status\":\"%s\",\"hosts\":%llu,\"vms_total\":%llu,\"vms_moved\":%u,"
                "\"guest_verify_errors\":%llu,\"max_concurrent\":%u,\"cap\":%llu,\"total_ms\":%lld,"
                "\"sum_single_ms\":%lld,\"ratio\":%.3f,\"baseline\":\"the same VMs migrated one at a time\","
-               "\"estimate_error_max\":%.3f}\n",
+               "\"estimate_error_max\":%.3f,\"link_rate_bytes_per_s\":%llu,\"network\":\"netns+veth, tc tbf per link\","
+               "\"model\":%s,\"steps\":[%s]}\n",
                status, (unsigned long long)nhosts, (unsigned long long)nvms, moved, (unsigned long long)verify, max_conc,
                (unsigned long long)cap, (long long)total_ms, (long long)sum_single,
-               sum_single > 0 && total_ms >= 0 ? (double)total_ms / (double)sum_single : 0.0, est_err);
+               sum_single > 0 && total_ms >= 0 ? (double)total_ms / (double)sum_single : 0.0, est_err,
+               (unsigned long long)(link_mib * MIB), model, steps_json);
     /* The runners outlive their daemons by design: delete every VM of this run first. */
     for (unsigned i = 0; i < nhosts; i++) {
         if (!hosts[i].c) continue;
@@ -300,6 +381,7 @@ out:
         if (hosts[i].c) gw_grpc_client_close(hosts[i].c);
         if (hosts[i].pid > 0) { kill(hosts[i].pid, SIGTERM); gw_bench_wait(hosts[i].pid); }
     }
+    gw_netns_lab_remove(&lab);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
     if (system(cmd) != 0) fprintf(stderr, "godwit-bench evacuate: cannot remove %s\n", base);

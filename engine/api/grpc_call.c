@@ -37,6 +37,7 @@ static void call_free(struct gw_grpc_call *c)
         b = n;
     }
     gw_grpc_deframer_free(&c->deframer);
+    gw_call_bidi_free(c);
     free(c->req);
     free(c);
 }
@@ -298,6 +299,10 @@ static void run_call(struct gw_grpc_call *c)
     int rc;
     if (gw_grpc_call_cancelled(c))
         return;  /* the deadline passed or the client left while it waited in the queue */
+    if (m->kind == GW_GRPC_BIDI_STREAM) {
+        gw_call_bidi_run(c);
+        return;
+    }
     if (m->request) {
         msg = protobuf_c_message_unpack(m->request, NULL, c->req_len, c->req);
         if (!msg) {

@@ -128,6 +128,13 @@ static void headers_done(struct gw_grpc_call *c)
 static int on_message(void *arg, const uint8_t *msg, uint32_t len)
 {
     struct gw_grpc_call *c = arg;
+    if (c->method->m.kind == GW_GRPC_BIDI_STREAM) {
+        uint8_t *buf = gw_grpc_deframer_take(&c->deframer);
+        if (!buf && !(buf = malloc(1)))
+            return -ENOMEM;
+        c->nreq++;
+        return gw_call_bidi_push(c, buf, len);
+    }
     if (++c->nreq > 1)
         return -E2BIG;
     /* Keep the deframer's buffer rather than a copy: one message never costs twice its size. */
@@ -143,7 +150,8 @@ bool gw_h2_call_account(struct gw_grpc_call *c, bool release)
     struct gw_grpc_server *srv = c->srv;
     if (release)
         gw_grpc_deframer_free(&c->deframer);
-    size_t now = (size_t)c->deframer.buf_cap + c->req_len;
+    bool bidi = c->method && c->method->m.kind == GW_GRPC_BIDI_STREAM;
+    size_t now = (size_t)c->deframer.buf_cap + (bidi ? c->bidi_held : c->req_len);
     c->conn->held = c->conn->held - c->held + now;
     srv->held = srv->held - c->held + now;
     c->held = now;
@@ -216,6 +224,9 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     case -E2BIG:
         fail(c, GW_GRPC_UNIMPLEMENTED, "more than one request message (client streaming)");
         break;
+    case -ENOBUFS:
+        fail(c, GW_GRPC_RESOURCE_EXHAUSTED, "too many request messages waiting for their answers");
+        break;
     case -ENOMEM:
         fail(c, GW_GRPC_RESOURCE_EXHAUSTED, "out of memory");
         break;
@@ -248,7 +259,20 @@ static void request_end(struct gw_grpc_call *c)
     if (c->request_done)
         return;
     c->request_done = true;
-    if (c->early_done || c->dispatched)
+    if (c->early_done)
+        return;
+    if (c->method->m.kind == GW_GRPC_BIDI_STREAM) {
+        if (!gw_grpc_deframer_idle(&c->deframer)) {
+            fail(c, GW_GRPC_INTERNAL, "request ended inside a message");
+            return;
+        }
+        gw_h2_call_account(c, true);
+        gw_call_bidi_close(c);
+        if (c->conn)
+            gw_h2_conn_repay(c->conn);
+        return;
+    }
+    if (c->dispatched)
         return;
     if (!gw_grpc_deframer_idle(&c->deframer)) {
         fail(c, GW_GRPC_INTERNAL, "request ended inside a message");

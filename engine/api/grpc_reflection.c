@@ -283,7 +283,7 @@ int gw_grpc_reflection_new(struct gw_grpc_server *s, const uint8_t *fds, size_t 
                                         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"};
     for (size_t i = 0; i < 2; i++) {
         int e = gw_grpc_server_register(s, &(struct gw_grpc_method){
-            .path = paths[i], .kind = GW_GRPC_SERVER_STREAM, .request = NULL, .handler = handler, .arg = r});
+            .path = paths[i], .kind = GW_GRPC_BIDI_STREAM, .request = NULL, .handler = handler, .arg = r});
         if (e) return e;
     }
     return 0;

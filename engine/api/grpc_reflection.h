@@ -4,10 +4,9 @@
  * protoc). Clients such as grpcurl or the grpcio reflection client then list the services
  * and fetch the schema without any .proto file.
  *
- * Each call answers the first request of its stream and ends: our server dispatches a call
- * when the client has sent its whole request (clients that send one request per call, as the
- * grpcio reflection client does, get every answer; one that keeps a single stream open for
- * several requests waits for its half-close). */
+ * ServerReflectionInfo is a bidirectional stream: each request is answered as it arrives, in
+ * order, while the client keeps the stream open (grpcurl asks its questions one after the
+ * other on one stream and waits for each answer); the client's half-close ends the call. */
 #ifndef GW_API_GRPC_REFLECTION_H
 #define GW_API_GRPC_REFLECTION_H
 

@@ -65,7 +65,10 @@ struct gw_grpc_server_config {
                                     * max_conn_buffer_bytes). Over a budget: RESOURCE_EXHAUSTED */
 };
 
-enum gw_grpc_kind { GW_GRPC_UNARY = 0, GW_GRPC_SERVER_STREAM = 1 };
+/* BIDI_STREAM: the handler runs once per request message, in order, while the stream is open
+ * (grpc_bidi.c); returning OK waits for the next one (the client's half-close finishes the
+ * call with OK), any other code finishes the call. */
+enum gw_grpc_kind { GW_GRPC_UNARY = 0, GW_GRPC_SERVER_STREAM = 1, GW_GRPC_BIDI_STREAM = 2 };
 
 /* Method flags. */
 #define GW_GRPC_NO_AUTH 1u  /* callable without the bearer token (health checks) */

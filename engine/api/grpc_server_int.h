@@ -74,9 +74,26 @@ struct gw_grpc_call {
     gw_grpc_cancel_fn on_cancel;
     void *on_cancel_arg;
 
+    /* ---- bidirectional streams (GW_GRPC_BIDI_STREAM), guarded by srv->lock ---- */
+    struct gw_bidi_msg *bidi_head, *bidi_tail;   /* request messages not yet handled */
+    uint32_t bidi_queued;
+    size_t bidi_bytes;
+    bool bidi_active;                 /* queued for, or running on, a worker */
+    bool bidi_closed;                 /* the client half-closed: finish once all are handled */
+    size_t bidi_held;                 /* loop thread only: bidi_bytes when last accounted */
+
     /* ---- worker queue (guarded by srv->work_lock) ---- */
     struct gw_grpc_call *work_next;
 };
+
+struct gw_bidi_msg {
+    struct gw_bidi_msg *next;
+    uint8_t *buf;
+    size_t len;
+};
+
+/* Request messages of one bidirectional call waiting for its handler, at most. */
+#define GW_GRPC_BIDI_MAX_QUEUED 64u
 
 struct gw_h2_conn {
     int kind;                         /* EV_CONN: first, see grpc_server.c */
@@ -147,6 +164,15 @@ bool gw_call_mark_ready_locked(struct gw_grpc_call *c);
 void gw_call_wake(struct gw_grpc_server *srv);
 /* Hands a complete request to the worker pool. */
 void gw_call_dispatch(struct gw_grpc_call *c);
+/* grpc_bidi.c. Loop thread: queues one request message of a bidirectional call (buf is
+ * taken) and hands the call to a worker when none has it; -ENOBUFS when too many wait. */
+int gw_call_bidi_push(struct gw_grpc_call *c, uint8_t *buf, size_t len);
+/* Loop thread: the client half-closed. */
+void gw_call_bidi_close(struct gw_grpc_call *c);
+/* Worker: handles the queued messages (from run_call). */
+void gw_call_bidi_run(struct gw_grpc_call *c);
+/* From call_free: drops what is still queued. */
+void gw_call_bidi_free(struct gw_grpc_call *c);
 int gw_workers_start(struct gw_grpc_server *srv);
 void gw_workers_stop(struct gw_grpc_server *srv);
 

@@ -35,6 +35,20 @@
 struct gw_daemon;
 struct gw_job;
 
+/* The time model of a migration (cluster_plan.c): a VM of mem bytes whose guest dirties less
+ * than the link carries takes overhead_ms + mem / bw; one that dirties faster cannot converge
+ * in pre-copy and goes on in post-copy (hybrid), which took nonconverging_pct percent of that
+ * in the migrations measured. */
+struct gw_cluster_fit {
+    uint64_t bw;                         /* memory bytes per second of a converging migration */
+    uint64_t overhead_ms;                /* fixed cost (prepare, setup, switch-over) */
+    uint64_t link_bw;                    /* wire bytes per second (0 = unknown: bw) */
+    uint32_t nonconverging_pct;          /* 0 = none measured: GW_EVAC_NONCONVERGING_PCT */
+};
+#define GW_EVAC_NONCONVERGING_PCT 200   /* assumed without a measurement: twice the time */
+/* A sample this much slower than the fitted line (percent) did not converge. */
+#define GW_EVAC_OUTLIER_PCT 150
+
 struct gw_daemon_config;
 
 /* What a back end is opened with. */
@@ -78,9 +92,8 @@ struct gw_cluster {
     pthread_t hb_thread;
     struct gw_cluster_seen seen[GW_CLUSTER_MAX_HOSTS];
     unsigned n_seen;
-    uint64_t measured_bw;                /* fitted from the samples (0 = not enough yet) */
-    uint64_t measured_overhead_ms;
-    struct { uint64_t bytes, ms; } samples[GW_CLUSTER_SAMPLES];   /* successful outgoing migrations */
+    struct gw_cluster_fit fit;           /* fitted from the samples (bw 0 = not enough yet) */
+    struct { uint64_t bytes, ms, wire_bw; } samples[GW_CLUSTER_SAMPLES];   /* successful outgoing migrations */
     unsigned n_samples, next_sample;
     bool return_running, return_joinable;   /* return home (cluster_return.c) */
     uint64_t published_digest;           /* state and VMs of the last record published (lock) */
@@ -116,13 +129,19 @@ void gw_cluster_describe(const struct gw_daemon *d, int r, char *buf, size_t len
 /* The ErrorInfo reason of a gw_cluster_check_destination error. */
 const char *gw_cluster_reason(int err);
 /* A migration job ended (lock held): a successful one is a sample of the time model
- * wall_ms = overhead + memory_bytes / bandwidth, refitted (least squares) over the last
- * GW_CLUSTER_SAMPLES. */
+ * wall_ms = overhead + memory_bytes / bandwidth, refitted over the last GW_CLUSTER_SAMPLES
+ * (robustly: see gw_cluster_fit_samples). */
 void gw_cluster_job_done(struct gw_daemon *d, const struct gw_job *j);
 /* The model the planner uses (lock NOT held; reads the registry when this host has too few
  * samples: the other hosts' published fits, averaged). */
-void gw_cluster_model(struct gw_daemon *d, Godwit__V1__ClusterHost *const *hosts, size_t n, uint64_t *bw,
-                      uint64_t *overhead_ms);
+void gw_cluster_model(struct gw_daemon *d, Godwit__V1__ClusterHost *const *hosts, size_t n, struct gw_cluster_fit *fit);
+/* Fits the model on n samples (x = memory bytes, y = ms, wire = bytes/s on the wire, 0 =
+ * unknown). Pure. Theil-Sen (the median of the pairwise slopes, then the median intercept):
+ * a migration that did not converge lies far above the line of the others and must not tilt
+ * it, as it would a least-squares fit. Samples over GW_EVAC_OUTLIER_PCT of the line give
+ * nonconverging_pct. */
+void gw_cluster_fit_samples(const uint64_t *x, const uint64_t *y, const uint64_t *wire, unsigned n,
+                            struct gw_cluster_fit *fit);
 /* Publishes now (lock NOT held). */
 int gw_cluster_publish(struct gw_daemon *d);
 
@@ -135,6 +154,7 @@ struct gw_plan_vm {
     const char *anti_affinity;            /* "" = none */
     const char *disk;                     /* "" = none */
     uint64_t dirty_rate;                  /* bytes/s, 0 unknown */
+    char busy[120];                       /* "" or why it cannot move now (blocker VM_BUSY) */
 };
 struct gw_plan_step {
     unsigned vm;                          /* index into the VMs */
@@ -151,6 +171,8 @@ struct gw_plan_in {
     const char *self;                     /* the source host: never a destination */
     uint64_t bandwidth;                   /* bytes/s one migration gets */
     uint64_t overhead_ms;                 /* fixed cost of one migration (prepare, setup, switch) */
+    uint64_t link_bw;                     /* wire bytes/s (0 = bandwidth) */
+    uint32_t nonconverging_pct;           /* 0 = GW_EVAC_NONCONVERGING_PCT */
 };
 /* Orders the VMs (priority classes high to low, then smallest memory first: the shortest
  * jobs first minimise the mean time a VM waits) and places each on the live, active host
@@ -158,9 +180,11 @@ struct gw_plan_in {
  * image_roots) and its anti-affinity group (no VM of the group there, including the ones this
  * plan places). steps has room for n_vms; returns the number of blocked steps. */
 unsigned gw_cluster_plan(const struct gw_plan_in *in, struct gw_plan_step *steps);
-/* Estimated bytes and time of one pre-copy migration: mem / (bw - dirty) seconds, and
- * bytes = bw * time; a VM that dirties faster than bw does not converge (returns false). */
-bool gw_cluster_estimate(uint64_t mem, uint64_t dirty, uint64_t bw, uint64_t *bytes, uint64_t *ms);
+/* Estimated bytes and time (without the overhead) of one migration under fit f: a VM that
+ * dirties less than the link carries takes mem / bw, and sends mem / (1 - dirty / link)
+ * bytes at most; one that dirties faster does not converge (returns false) and takes
+ * nonconverging_pct percent of that time. */
+bool gw_cluster_estimate(const struct gw_cluster_fit *f, uint64_t mem, uint64_t dirty, uint64_t *bytes, uint64_t *ms);
 
 /* ---- evacuate.c: the evacuation job ------------------------------------------------------ */
 struct gw_evac;
@@ -172,6 +196,14 @@ void gw_evac_policy(const struct gw_daemon *d, const Godwit__V1__EvacuationPolic
  * DRAINING. steps[i].host indexes in->hosts. 0 or -errno. */
 int gw_evac_start(struct gw_daemon *d, const Godwit__V1__EvacuationPolicy *p, const char *request_id,
                   const struct gw_plan_in *in, const struct gw_plan_step *steps, struct gw_job **out);
+/* Whether the VM of record r cannot be moved now because a job of its own (a migration, a
+ * backup, ...) or an operation (start, stop) is in progress (lock held): then why says which,
+ * and the result is true. An evacuation reports such a VM as a blocker (VM_BUSY) rather than
+ * waiting for it: a backup may take hours, and an evacuation whose end hangs on a job it does
+ * not control is what operators complain about; the operator cancels the job or waits, then
+ * evacuates (the dry run shows it first). */
+struct gw_vm_rec;
+bool gw_cluster_vm_busy(struct gw_daemon *d, const struct gw_vm_rec *r, char *why, size_t whylen);
 /* Starts a migration job of vm to dest (an API address) with policy p (lock held); with
  * set_origin the VM records this host as its origin (return home). 0, or -errno with a
  * reason code and a message. */

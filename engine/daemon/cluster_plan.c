@@ -7,29 +7,88 @@
  * the shortest-job-first order minimises the mean time a VM spends waiting, and it frees the
  * host's count of VMs fastest. Ties by name, so that a plan is reproducible.
  *
+ * A VM with a job or operation of its own in progress is a blocker (VM_BUSY), decided before
+ * any placement (see gw_cluster_vm_busy for why it does not wait).
+ *
  * Placement: worst fit (the live, active host with the most free memory), which spreads the
  * VMs and so spreads the inbound migrations over the destinations' caps. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/daemon/cluster.h"
 
-bool gw_cluster_estimate(uint64_t mem, uint64_t dirty, uint64_t bw, uint64_t *bytes, uint64_t *ms)
+bool gw_cluster_estimate(const struct gw_cluster_fit *f, uint64_t mem, uint64_t dirty, uint64_t *bytes, uint64_t *ms)
 {
-    /* Pre-copy sends mem, then what was dirtied meanwhile, and so on: a geometric series whose
-     * sum is mem / (1 - dirty/bw) bytes, in mem / (bw - dirty) seconds. The guest rewrites the
-     * same pages, so the dirty rate bounds the resend from above. */
-    if (!bw) bw = GW_EVAC_DEFAULT_BW;
-    if (dirty >= bw) {
-        *bytes = mem * 2;
-        *ms = (uint64_t)((double)mem * 2 / (double)bw * 1000.0);
+    /* The fitted rate is that of the migrations measured, with their guests' usual dirtying
+     * already in it: a converging VM takes mem / bw. What the dirty rate decides is whether
+     * pre-copy can converge at all: it cannot when the guest dirties faster than the link
+     * carries, and then hybrid goes on in post-copy, which took nonconverging_pct of the
+     * fitted time when measured. The bytes: pre-copy's geometric series, mem / (1 - d/link). */
+    uint64_t bw = f->bw ? f->bw : GW_EVAC_DEFAULT_BW;
+    uint64_t link = f->link_bw ? f->link_bw : bw;
+    double secs = (double)mem / (double)bw;
+    if (dirty >= link) {
+        double k = (f->nonconverging_pct ? f->nonconverging_pct : GW_EVAC_NONCONVERGING_PCT) / 100.0;
+        *bytes = (uint64_t)((double)mem * k);
+        *ms = (uint64_t)(secs * k * 1000.0) + 1;
         return false;
     }
-    double secs = (double)mem / (double)(bw - dirty);
-    *bytes = (uint64_t)(secs * (double)bw);
+    *bytes = (uint64_t)((double)mem / (1.0 - (double)dirty / (double)link));
     *ms = (uint64_t)(secs * 1000.0) + 1;
     return true;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, unsigned n)
+{
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+void gw_cluster_fit_samples(const uint64_t *x, const uint64_t *y, const uint64_t *wire, unsigned n,
+                            struct gw_cluster_fit *fit)
+{
+    memset(fit, 0, sizeof *fit);
+    if (n > GW_CLUSTER_SAMPLES) n = GW_CLUSTER_SAMPLES;
+    double v[GW_CLUSTER_SAMPLES * GW_CLUSTER_SAMPLES / 2 + 1];
+    unsigned m = 0;
+    /* Pairs of sizes too alike (within 5%) cannot separate the slope from the intercept. */
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned j = i + 1; j < n; j++) {
+            double dx = (double)x[j] - (double)x[i];
+            if (fabs(dx) > 0.05 * (double)(x[i] > x[j] ? x[i] : x[j])) v[m++] = ((double)y[j] - (double)y[i]) / dx;
+        }
+    double k = m ? median(v, m) : 0, a = 0;
+    if (k > 0) {
+        for (unsigned i = 0; i < n; i++) v[i] = (double)y[i] - k * (double)x[i];
+        a = median(v, n);
+    }
+    if (k <= 0 || a < 0) {   /* no usable line: the median rate, no fixed cost */
+        unsigned c = 0;
+        for (unsigned i = 0; i < n; i++)
+            if (x[i]) v[c++] = (double)y[i] / (double)x[i];
+        k = c ? median(v, c) : 0;
+        a = 0;
+    }
+    if (k <= 0) return;
+    fit->bw = (uint64_t)(1000.0 / k);
+    fit->overhead_ms = (uint64_t)a;
+    double pct = 0;
+    unsigned slow = 0, c = 0;
+    for (unsigned i = 0; i < n; i++) {
+        double line = a + k * (double)x[i];
+        if (line > 0 && (double)y[i] * 100.0 > GW_EVAC_OUTLIER_PCT * line) { pct += (double)y[i] * 100.0 / line; slow++; }
+        if (wire && wire[i]) v[c++] = (double)wire[i];
+    }
+    fit->nonconverging_pct = slow ? (uint32_t)(pct / slow) : 0;
+    fit->link_bw = c ? (uint64_t)median(v, c) : 0;
 }
 
 static int cmp_vm(const void *a, const void *b, void *arg)
@@ -92,6 +151,13 @@ unsigned gw_cluster_plan(const struct gw_plan_in *in, struct gw_plan_step *steps
     for (size_t s = 0; s < in->n_vms; s++) {
         struct gw_plan_step *st = &steps[s];
         const struct gw_plan_vm *v = &in->vms[st->vm];
+        if (v->busy[0]) {   /* before placement: it takes no host's room */
+            st->host = -1;
+            st->blocker = "VM_BUSY";
+            snprintf(st->message, sizeof st->message, "%s", v->busy);
+            blocked++;
+            continue;
+        }
         int best = -1;
         bool fits_somewhere = false, disk_somewhere = false;
         for (size_t i = 0; i < nh; i++) {
@@ -104,7 +170,9 @@ unsigned gw_cluster_plan(const struct gw_plan_in *in, struct gw_plan_step *steps
             if (best < 0 || free_mem[i] > free_mem[best]) best = (int)i;
         }
         st->host = best;
-        gw_cluster_estimate(v->memory_bytes, v->dirty_rate, in->bandwidth, &st->est_bytes, &st->est_ms);
+        struct gw_cluster_fit f = {.bw = in->bandwidth, .overhead_ms = in->overhead_ms, .link_bw = in->link_bw,
+                                   .nonconverging_pct = in->nonconverging_pct};
+        gw_cluster_estimate(&f, v->memory_bytes, v->dirty_rate, &st->est_bytes, &st->est_ms);
         st->est_ms += in->overhead_ms;
         if (best >= 0) {
             free_mem[best] -= v->memory_bytes;

@@ -140,8 +140,10 @@ static int pack_record(struct gw_daemon *d, uint8_t **out, size_t *len, uint64_t
     h.state = d->cluster->state;
     h.heartbeat_unix_ms = gw_unix_ms();
     h.started_unix_ms = h.heartbeat_unix_ms - (gw_now_ns() - d->started_ns) / 1000000;
-    h.migration_bandwidth_bytes_per_s = d->cluster->measured_bw;
-    h.migration_overhead_ms = d->cluster->measured_overhead_ms;
+    h.migration_bandwidth_bytes_per_s = d->cluster->fit.bw;
+    h.migration_overhead_ms = d->cluster->fit.overhead_ms;
+    h.migration_link_bytes_per_s = d->cluster->fit.link_bw;
+    h.migration_nonconverging_pct = d->cluster->fit.nonconverging_pct;
     size_t n = 0;
     for (struct gw_vm_rec *r = d->vms; r; r = r->next) n++;
     Godwit__V1__ClusterVm *vms = calloc(n + 1, sizeof *vms);
@@ -297,44 +299,43 @@ void gw_cluster_job_done(struct gw_daemon *d, const struct gw_job *j)
      * guest's working set adds is part of the fitted rate. */
     c->samples[c->next_sample].bytes = j->progress.total_bytes;
     c->samples[c->next_sample].ms = j->finished_ms - j->started_ms;
+    c->samples[c->next_sample].wire_bw = j->progress.throughput_bytes_per_s;
     c->next_sample = (c->next_sample + 1) % GW_CLUSTER_SAMPLES;
     if (c->n_samples < GW_CLUSTER_SAMPLES) c->n_samples++;
-    /* Least squares of ms on bytes. With one sample, or sizes too alike to separate the
-     * slope from the intercept, the model is the plain rate (overhead 0). */
-    double n = c->n_samples, sx = 0, sy = 0, sxx = 0, sxy = 0;
+    uint64_t x[GW_CLUSTER_SAMPLES], y[GW_CLUSTER_SAMPLES], w[GW_CLUSTER_SAMPLES];
     for (unsigned i = 0; i < c->n_samples; i++) {
-        double x = (double)c->samples[i].bytes, y = (double)c->samples[i].ms;
-        sx += x; sy += y; sxx += x * x; sxy += x * y;
+        x[i] = c->samples[i].bytes;
+        y[i] = c->samples[i].ms;
+        w[i] = c->samples[i].wire_bw;
     }
-    double den = n * sxx - sx * sx, k = 0, a = 0;
-    if (n >= 2 && den > 1e-9 * sxx * n) {
-        k = (n * sxy - sx * sy) / den;
-        a = (sy - k * sx) / n;
-    }
-    if (k <= 0 || a < 0) { k = sy / sx; a = 0; }   /* not a usable line: the average rate */
-    c->measured_bw = k > 0 ? (uint64_t)(1000.0 / k) : 0;
-    c->measured_overhead_ms = (uint64_t)a;
+    gw_cluster_fit_samples(x, y, w, c->n_samples, &c->fit);
 }
 
-void gw_cluster_model(struct gw_daemon *d, Godwit__V1__ClusterHost *const *hosts, size_t n, uint64_t *bw,
-                      uint64_t *overhead_ms)
+void gw_cluster_model(struct gw_daemon *d, Godwit__V1__ClusterHost *const *hosts, size_t n, struct gw_cluster_fit *fit)
 {
     pthread_mutex_lock(&d->lock);
     unsigned samples = d->cluster->n_samples;
-    *bw = d->cluster->measured_bw;
-    *overhead_ms = d->cluster->measured_overhead_ms;
+    *fit = d->cluster->fit;
     pthread_mutex_unlock(&d->lock);
-    if (samples >= 2 && *bw) return;
-    uint64_t sbw = 0, soh = 0, k = 0;
+    if (samples >= 2 && fit->bw) return;
+    /* Too few of our own: the other hosts' published fits, averaged (each part over the hosts
+     * that measured it). */
+    uint64_t sbw = 0, soh = 0, slink = 0, spct = 0, k = 0, kl = 0, kp = 0;
     for (size_t i = 0; i < n; i++) {
-        if (hosts[i]->down || !hosts[i]->migration_bandwidth_bytes_per_s || !strcmp(hosts[i]->name, d->cfg.hostname))
-            continue;
-        sbw += hosts[i]->migration_bandwidth_bytes_per_s;
-        soh += hosts[i]->migration_overhead_ms;
+        const Godwit__V1__ClusterHost *h = hosts[i];
+        if (h->down || !h->migration_bandwidth_bytes_per_s || !strcmp(h->name, d->cfg.hostname)) continue;
+        sbw += h->migration_bandwidth_bytes_per_s;
+        soh += h->migration_overhead_ms;
         k++;
+        if (h->migration_link_bytes_per_s) { slink += h->migration_link_bytes_per_s; kl++; }
+        if (h->migration_nonconverging_pct) { spct += h->migration_nonconverging_pct; kp++; }
     }
-    if (k) { *bw = sbw / k; *overhead_ms = soh / k; }
-    else if (!*bw) { *bw = GW_EVAC_DEFAULT_BW; *overhead_ms = 0; }
+    if (k) {
+        *fit = (struct gw_cluster_fit){.bw = sbw / k, .overhead_ms = soh / k, .link_bw = kl ? slink / kl : 0,
+                                       .nonconverging_pct = kp ? (uint32_t)(spct / kp) : 0};
+    } else if (!fit->bw) {
+        *fit = (struct gw_cluster_fit){.bw = GW_EVAC_DEFAULT_BW};
+    }
 }
 
 /* ---- reading the registry ---------------------------------------------------------------- */

@@ -240,21 +240,34 @@ static void step_end(struct step *s, int state, const char *reason, const char *
     snprintf(s->phase, sizeof s->phase, "%s", step_state_word(state));
 }
 
+bool gw_cluster_vm_busy(struct gw_daemon *d, const struct gw_vm_rec *r, char *why, size_t whylen)
+{
+    for (struct gw_job *o = d->jobs; o; o = o->next) {
+        if (gw_job_final(o->state) || o->kind == GODWIT__V1__JOB__KIND__EVACUATE || strcmp(o->vm, r->name)) continue;
+        const ProtobufCEnumValue *k = protobuf_c_enum_descriptor_get_value(&godwit__v1__job__kind__descriptor, o->kind);
+        snprintf(why, whylen, "VM %s has a %s job in progress (%s)", r->name, k ? k->name : "other", o->id);
+        return true;
+    }
+    if (r->busy || r->state == GODWIT__V1__VM__STATE__MIGRATING) {
+        snprintf(why, whylen, "an operation on VM %s is in progress", r->name);
+        return true;
+    }
+    return false;
+}
+
 int gw_cluster_migrate(struct gw_daemon *d, const char *vm, const char *dest, const Godwit__V1__MigrationPolicy *p,
                        bool set_origin, struct gw_job **out, const char **reason, char *why, size_t whylen)
 {
     struct gw_vm_rec *rec = gw_vm_find(d, vm);
-    if (!rec || rec->state != GODWIT__V1__VM__STATE__RUNNING || rec->busy || !rec->proc.pid) {
+    if (rec && gw_cluster_vm_busy(d, rec, why, whylen)) {
+        *reason = "VM_BUSY";
+        return -EBUSY;
+    }
+    if (!rec || rec->state != GODWIT__V1__VM__STATE__RUNNING || !rec->proc.pid) {
         *reason = "VM_NOT_RUNNING";
         snprintf(why, whylen, "VM %s is not running here", vm);
         return -ESRCH;
     }
-    for (struct gw_job *o = d->jobs; o; o = o->next)
-        if (!gw_job_final(o->state) && o->kind == GODWIT__V1__JOB__KIND__MIGRATE && !strcmp(o->vm, vm)) {
-            *reason = "VM_BUSY";
-            snprintf(why, whylen, "VM %s already has job %s", vm, o->id);
-            return -EBUSY;
-        }
     struct gw_job *c;
     if (d->stopping || gw_job_new(d, GODWIT__V1__JOB__KIND__MIGRATE, vm, &c)) {
         *reason = "INTERNAL";

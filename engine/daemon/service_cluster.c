@@ -47,8 +47,8 @@ static int list_hosts(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     return GW_GRPC_OK;
 }
 
-/* The VMs this host would move (lock held): running ones; *busy counts those that cannot be
- * planned now (a job of theirs is open). names point into the records. */
+/* The VMs this host would move (lock held): running ones, and those that cannot move now
+ * (a job of theirs is open) with the reason in busy. names point into the records. */
 static size_t collect_vms(struct gw_daemon *d, struct gw_plan_vm *vms, size_t cap)
 {
     size_t n = 0;
@@ -62,6 +62,7 @@ static size_t collect_vms(struct gw_daemon *d, struct gw_plan_vm *vms, size_t ca
         vms[n++] = (struct gw_plan_vm){.name = r->name, .memory_bytes = r->memory_bytes, .vcpus = r->vcpus,
                                        .priority = r->priority, .anti_affinity = r->anti_affinity,
                                        .disk = r->disk, .dirty_rate = dirty};
+        gw_cluster_vm_busy(d, r, vms[n - 1].busy, sizeof vms[n - 1].busy);
     }
     return n;
 }
@@ -151,13 +152,17 @@ static int evacuate_host(struct gw_grpc_call *call, const ProtobufCMessage *msg,
     Godwit__V1__EvacuationPolicy pol;
     Godwit__V1__MigrationPolicy mig;
     gw_evac_policy(d, p, &pol, &mig);
-    uint64_t bw = 0, overhead = 0;
+    struct gw_cluster_fit fit;
     pthread_mutex_unlock(&d->lock);
-    gw_cluster_model(d, hosts, nh, &bw, &overhead);   /* takes the lock itself */
+    gw_cluster_model(d, hosts, nh, &fit);   /* takes the lock itself */
     pthread_mutex_lock(&d->lock);
-    if (mig.bandwidth_limit_bytes_per_s && mig.bandwidth_limit_bytes_per_s < bw) bw = mig.bandwidth_limit_bytes_per_s;
+    /* A bandwidth limit below the measured link is the link. */
+    uint64_t lim = mig.bandwidth_limit_bytes_per_s;
+    if (lim && lim < fit.bw) fit.bw = lim;
+    if (lim && (!fit.link_bw || lim < fit.link_bw)) fit.link_bw = lim;
     struct gw_plan_in in = {.vms = vms, .n_vms = collect_vms(d, vms, GW_EVAC_MAX_VMS), .hosts = hosts,
-                            .n_hosts = nh, .self = d->cfg.hostname, .bandwidth = bw, .overhead_ms = overhead};
+                            .n_hosts = nh, .self = d->cfg.hostname, .bandwidth = fit.bw, .overhead_ms = fit.overhead_ms,
+                            .link_bw = fit.link_bw, .nonconverging_pct = fit.nonconverging_pct};
     unsigned blocked = gw_cluster_plan(&in, steps);
     size_t nb = 0;
     for (size_t i = 0; i < in.n_vms; i++) {

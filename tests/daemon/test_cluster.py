@@ -86,6 +86,27 @@ def error_reason(fn):
     return grpc.StatusCode.OK, None
 
 
+def reflection_modules(out):
+    """The reflection protocol's own Python modules, generated into out (the only schema a
+    client without our .proto files needs): {"v1": (pb2, pb2_grpc), "v1alpha": (...)}."""
+    import importlib
+    from grpc_tools import protoc
+    os.makedirs(os.path.join(out, "r"), exist_ok=True)
+    mods = {}
+    for ver in ("v1", "v1alpha"):
+        shutil.copy(os.path.join(gwd.ROOT, "proto/grpc/reflection", ver, "reflection.proto"),
+                    os.path.join(out, "r", "reflection_%s.proto" % ver))
+        if protoc.main(["protoc", "-I" + out, "--python_out=" + out, "--grpc_python_out=" + out,
+                        "r/reflection_%s.proto" % ver]) != 0:
+            raise AssertionError("protoc failed on the reflection protocol")
+    if out not in sys.path:
+        sys.path.insert(0, out)
+    for ver in ("v1", "v1alpha"):
+        mods[ver] = (importlib.import_module("r.reflection_%s_pb2" % ver),
+                     importlib.import_module("r.reflection_%s_pb2_grpc" % ver))
+    return mods
+
+
 class ClusterTest(unittest.TestCase):
     """host-a, host-b, host-c of one registry; each test leaves the cluster as it found it
     (every host active, no VM anywhere)."""
@@ -240,6 +261,30 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(len(self.call(self.a, "ListJobs", api.ListJobsRequest(state=api.Job.RUNNING)).jobs), 0)
 
     # ------------------------------------------------------------------------ evacuation
+
+    def test_busy_vm_is_a_blocker(self):
+        # A VM with a job of its own in flight (here a slow migration; a backup is the same)
+        # is a VM_BUSY blocker of the dry run, and a real run refuses before anything moves.
+        self.create(self.a, "busy1", mem=64)
+        self.create(self.a, "idle1", mem=64)
+        job = self.call(self.a, "MigrateVm", api.MigrateVmRequest(vm="busy1", destination=self.b.addr, policy=api.MigrationPolicy(
+            bandwidth_limit_bytes_per_s=1 * MIB))).job
+        try:
+            r = self.evacuate(self.a, dry=True)
+            self.assertEqual([(b.vm, b.reason) for b in r.blockers], [("busy1", "VM_BUSY")])
+            self.assertIn(job.id, r.blockers[0].message)
+            self.assertIn("MIGRATE job in progress", r.blockers[0].message)
+            self.assertEqual([s.vm for s in r.plan if s.destination_host], ["idle1"])
+            self.assertEqual(error_reason(lambda: self.evacuate(self.a)), (grpc.StatusCode.FAILED_PRECONDITION, "VM_BUSY"))
+            self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.ACTIVE)
+            self.assertEqual(self.where("idle1"), ["host-a"])
+        finally:
+            self.call(self.a, "CancelJob", api.CancelJobRequest(id=job.id))
+        final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=60))[-1].job
+        self.assertEqual(final.state, api.Job.CANCELLED)
+        # The job over, the same VM plans again.
+        self.assertTrue(wait_for(lambda: not self.evacuate(self.a, dry=True).blockers, 15, 0.2))
+
 
     def test_evacuate_within_caps(self):
         names = ["e1", "e2", "e3", "e4"]
@@ -446,20 +491,9 @@ class ClusterTest(unittest.TestCase):
             get_class = getattr(message_factory, "GetMessageClass", None)
         except ImportError:  # pragma: no cover
             get_class = None
-        from grpc_tools import protoc
         out = tempfile.mkdtemp(prefix="gw-refl-")
         try:
-            os.makedirs(os.path.join(out, "r"))
-            for ver in ("v1", "v1alpha"):
-                shutil.copy(os.path.join(gwd.ROOT, "proto/grpc/reflection", ver, "reflection.proto"),
-                            os.path.join(out, "r", "reflection_%s.proto" % ver))
-                self.assertEqual(protoc.main(["protoc", "-I" + out, "--python_out=" + out, "--grpc_python_out=" + out,
-                                              "r/reflection_%s.proto" % ver]), 0)
-            sys.path.insert(0, out)
-            import importlib
-            for ver in ("v1", "v1alpha"):
-                pb = importlib.import_module("r.reflection_%s_pb2" % ver)
-                pbg = importlib.import_module("r.reflection_%s_pb2_grpc" % ver)
+            for ver, (pb, pbg) in reflection_modules(out).items():
                 stub = pbg.ServerReflectionStub(self.a.channel)
 
                 def ask(**kw):
@@ -493,6 +527,57 @@ class ClusterTest(unittest.TestCase):
             call = self.a.channel.unary_unary("/godwit.v1.Godwit/GetHost", request_serializer=req_cls.SerializeToString,
                                               response_deserializer=resp_cls.FromString)
             self.assertEqual(call(req_cls(), metadata=AUTH, timeout=10).hostname, "host-a")
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def test_reflection_one_stream_many_questions(self):
+        """As grpcurl does: one ServerReflectionInfo stream, each question sent only once the
+        previous answer came back (a server that waited for the half-close would hang here),
+        with grpcio's own HTTP/2 client; the half-close then ends the call with OK."""
+        import queue
+        out = tempfile.mkdtemp(prefix="gw-refl-")
+        try:
+            for ver, (pb, pbg) in reflection_modules(out).items():
+                stub = pbg.ServerReflectionStub(self.a.channel)
+                q = queue.Queue()
+
+                def requests():
+                    while True:
+                        r = q.get()
+                        if r is None:
+                            return
+                        yield r
+                stream = stub.ServerReflectionInfo(requests(), metadata=AUTH, timeout=20)
+                questions = [pb.ServerReflectionRequest(list_services=""),
+                             pb.ServerReflectionRequest(file_containing_symbol="godwit.v1.Godwit.GetHost"),
+                             pb.ServerReflectionRequest(file_by_filename="godwit/v1/daemon.proto"),
+                             pb.ServerReflectionRequest(file_containing_symbol="godwit.v1.Nope"),
+                             pb.ServerReflectionRequest(file_containing_symbol="grpc.health.v1.Health")]
+                answers = []
+                for qn in questions:
+                    q.put(qn)
+                    answers.append(next(stream))     # the deadline fails the test if it never comes
+                    self.assertEqual(answers[-1].original_request, qn)
+                self.assertIn("godwit.v1.Godwit", [x.name for x in answers[0].list_services_response.service])
+                self.assertTrue(answers[1].file_descriptor_response.file_descriptor_proto)
+                self.assertEqual(len(answers[2].file_descriptor_response.file_descriptor_proto), 2)
+                self.assertEqual(answers[3].error_response.error_code, grpc.StatusCode.NOT_FOUND.value[0])
+                self.assertTrue(answers[4].file_descriptor_response.file_descriptor_proto)
+                q.put(None)                           # half-close
+                self.assertEqual(list(stream), [])
+                self.assertEqual(stream.code(), grpc.StatusCode.OK)
+                # Several questions sent at once, before any answer is read: answered in order.
+                many = [pb.ServerReflectionRequest(file_containing_symbol=sym) for sym in
+                        ("godwit.v1.Vm", "godwit.v1.Nope", "godwit.v1.ClusterHost")] * 10
+                got = list(stub.ServerReflectionInfo(iter(many), metadata=AUTH, timeout=20))
+                self.assertEqual([g.original_request for g in got], many)
+                # No question at all: a clean end. A message that does not parse ends the call.
+                self.assertEqual(list(stub.ServerReflectionInfo(iter([]), metadata=AUTH, timeout=10)), [])
+                raw = self.a.channel.stream_stream("/grpc.reflection.%s.ServerReflection/ServerReflectionInfo" % ver)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    list(raw(iter([pb.ServerReflectionRequest(list_services="").SerializeToString(), b"\xff\xff\xff"]),
+                             metadata=AUTH, timeout=10))
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         finally:
             shutil.rmtree(out, ignore_errors=True)
 

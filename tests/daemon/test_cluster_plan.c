@@ -82,17 +82,77 @@ GW_TEST(plan_blockers)
     CHECK(!strcmp(st[0].blocker, "NO_LIVE_HOST"));
 }
 
+GW_TEST(plan_busy_vm_is_a_blocker_and_takes_no_room)
+{
+    Godwit__V1__ClusterHost a = mkhost("a", 8192, false, ACTIVE, NULL, 0), b = mkhost("b", 256, false, ACTIVE, NULL, 0);
+    Godwit__V1__ClusterHost *hosts[] = {&a, &b};
+    struct gw_plan_vm vms[] = {
+        {.name = "backing-up", .memory_bytes = 192 * MIB, .vcpus = 1, .anti_affinity = "", .disk = "",
+         .busy = "VM backing-up has a BACKUP job in progress (j-7)"},
+        {.name = "free", .memory_bytes = 200 * MIB, .vcpus = 1, .anti_affinity = "", .disk = ""},
+    };
+    struct gw_plan_step st[2];
+    struct gw_plan_in in = {.vms = vms, .n_vms = 2, .hosts = hosts, .n_hosts = 2, .self = "a", .bandwidth = 100 * MIB};
+    CHECK_EQ(gw_cluster_plan(&in, st), 1u);
+    for (int i = 0; i < 2; i++) {
+        if (st[i].vm == 0) {
+            CHECK(st[i].host < 0 && !strcmp(st[i].blocker, "VM_BUSY"));
+            CHECK(strstr(st[i].message, "BACKUP job in progress (j-7)") != NULL);
+        } else {
+            CHECK_EQ(st[i].host, 1);   /* b's 256 MiB went to the VM that can move */
+        }
+    }
+}
+
 GW_TEST(plan_estimates)
 {
     uint64_t bytes, ms;
-    /* 100 MiB at 100 MiB/s with nothing dirtied: 1 s, 100 MiB. */
-    CHECK(gw_cluster_estimate(100 * MIB, 0, 100 * MIB, &bytes, &ms));
+    struct gw_cluster_fit f = {.bw = 100 * MIB, .link_bw = 40 * MIB};
+    /* 100 MiB at a fitted 100 MiB/s: 1 s; nothing dirtied: 100 MiB sent. */
+    CHECK(gw_cluster_estimate(&f, 100 * MIB, 0, &bytes, &ms));
     CHECK(ms >= 1000 && ms <= 1001);
     CHECK_EQ(bytes, 100 * MIB);
-    /* Dirtying half the bandwidth doubles both. */
-    CHECK(gw_cluster_estimate(100 * MIB, 50 * MIB, 100 * MIB, &bytes, &ms));
-    CHECK(ms >= 2000 && ms <= 2001);
+    /* Dirtying half the link: the fitted time (its usual dirtying is in the fit), twice the bytes. */
+    CHECK(gw_cluster_estimate(&f, 100 * MIB, 20 * MIB, &bytes, &ms));
+    CHECK(ms >= 1000 && ms <= 1001);
     CHECK_EQ(bytes, 200 * MIB);
-    /* Dirtying faster than the link: does not converge. */
-    CHECK(!gw_cluster_estimate(100 * MIB, 200 * MIB, 100 * MIB, &bytes, &ms));
+    /* Dirtying faster than the link (not than bw): does not converge, twice the time unmeasured... */
+    CHECK(!gw_cluster_estimate(&f, 100 * MIB, 50 * MIB, &bytes, &ms));
+    CHECK(ms >= 2000 && ms <= 2001);
+    /* ...and what was measured when it was. */
+    f.nonconverging_pct = 250;
+    CHECK(!gw_cluster_estimate(&f, 100 * MIB, 50 * MIB, &bytes, &ms));
+    CHECK(ms >= 2500 && ms <= 2501);
+    /* No link measured: the fitted rate stands for it. */
+    f.link_bw = 0;
+    CHECK(gw_cluster_estimate(&f, 100 * MIB, 50 * MIB, &bytes, &ms));
+}
+
+GW_TEST(plan_fit_ignores_a_migration_that_did_not_converge)
+{
+    /* Five on the line 200 ms + 10 ms/MiB, one (256 MiB) that took twice its line. */
+    uint64_t x[6], y[6], w[6] = {30 * MIB, 32 * MIB, 31 * MIB, 0, 33 * MIB, 32 * MIB};
+    static const unsigned mib[6] = {64, 96, 128, 160, 192, 256};
+    for (int i = 0; i < 6; i++) {
+        x[i] = mib[i] * MIB;
+        y[i] = 200 + 10 * mib[i];
+    }
+    y[5] *= 2;
+    struct gw_cluster_fit f;
+    gw_cluster_fit_samples(x, y, w, 6, &f);
+    CHECK(f.bw > 99 * MIB && f.bw < 101 * MIB);
+    CHECK(f.overhead_ms >= 199 && f.overhead_ms <= 201);
+    CHECK(f.nonconverging_pct >= 199 && f.nonconverging_pct <= 201);
+    CHECK_EQ(f.link_bw, 32 * MIB);               /* the median of those measured */
+    /* One sample: the plain rate. Sizes all alike: the median rate, no fixed cost. */
+    gw_cluster_fit_samples(x, y, w, 1, &f);
+    CHECK_EQ(f.overhead_ms, 0u);
+    CHECK(f.bw > 0);
+    uint64_t same[3] = {64 * MIB, 64 * MIB, 64 * MIB}, t[3] = {500, 700, 600};
+    gw_cluster_fit_samples(same, t, NULL, 3, &f);
+    CHECK_EQ(f.overhead_ms, 0u);
+    CHECK(f.bw > 106 * MIB && f.bw < 107 * MIB);   /* 64 MiB in 600 ms */
+    CHECK_EQ(f.link_bw, 0u);
+    gw_cluster_fit_samples(x, y, w, 0, &f);
+    CHECK_EQ(f.bw, 0u);
 }

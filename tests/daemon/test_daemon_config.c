@@ -52,6 +52,22 @@ GW_TEST(config_defaults_and_keys)
     CHECK(strstr(c.runner, "godwit-vm") != NULL);
 }
 
+GW_TEST(config_cluster_registry_on_ceph)
+{
+    struct gw_daemon_config c;
+    char err[256];
+    const char *p = write_conf("[daemon]\ncluster_registry = rados:godwit/reg\ncluster_ceph_conf = ceph.conf\n"
+                               "cluster_ceph_id = godwit\ncluster_keyring = /etc/ceph/k\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK(!strcmp(c.cluster, "rados:godwit/reg"));     /* the same setting as cluster = */
+    char want[200];
+    snprintf(want, sizeof want, "%s/ceph.conf", dir);
+    CHECK(!strcmp(c.cluster_ceph_conf, want));
+    CHECK(!strcmp(c.cluster_ceph_id, "godwit"));
+    CHECK(!strcmp(c.cluster_keyring, "/etc/ceph/k"));
+}
+
 GW_TEST(config_refuses_mistakes)
 {
     struct gw_daemon_config c;
