@@ -245,6 +245,7 @@ static uint8_t serve_now(struct gw_virtio_blk *b, const struct gw_vq_chain *c,
  * -EINVAL with why[] set when the chain cannot carry a request at all (the batch has run). */
 static int take(struct gw_virtio_blk *b, char *why, size_t why_len)
 {
+    uint64_t t0 = gw_now_ns();
     struct gw_vq_chain *c = &b->chains[b->nreq];
     if (c->nin == 0) {
         snprintf(why, why_len, "request at head %u has no device-writable status byte "
@@ -277,7 +278,7 @@ static int take(struct gw_virtio_blk *b, char *why, size_t why_len)
         }
         struct blk_req *q = &b->reqs[b->nreq];
         q->write = is_out;
-        q->t0 = gw_now_ns();
+        q->t0 = t0;
         q->sector = h.sector;
         q->len = len;
         if (is_out) build_iov(q, c->iov, c->nout, sizeof h, len);
@@ -293,6 +294,7 @@ static int take(struct gw_virtio_blk *b, char *why, size_t why_len)
     uint8_t status = ok ? GW_VIRTIO_BLK_S_OK   /* an empty read or write */
                         : serve_now(b, &b->chains[0], &h, &written);
     complete(b, 0, status, written);
+    if (is_in || is_out) gw_lat_hist_add(&b->lat, gw_now_ns() - t0);
     return (int)done + 1;
 }
 
