@@ -113,7 +113,7 @@ static int reap(struct rados_store *d, struct wslot *w)
 {
     int r;
     do {
-        rados_aio_wait_for_complete(w->comp);
+        rados_aio_wait_for_complete_and_cb(w->comp);   /* our callback too: it writes w */
         r = rados_aio_get_return_value(w->comp);
     } while (retry(d, w, r));
     return settle(d, w, r);
@@ -151,7 +151,7 @@ static int rados_wait(struct gw_store *s)
     for (bool again = true; again;) {
         again = false;
         for (unsigned i = 0; i < d->nslots; i++)
-            if (d->slots[i].busy) rados_aio_wait_for_complete(d->slots[i].comp);
+            if (d->slots[i].busy) rados_aio_wait_for_complete_and_cb(d->slots[i].comp);
         for (unsigned i = 0; i < d->nslots; i++) {
             struct wslot *w = &d->slots[(d->head + i) % d->nslots];
             if (!w->busy) continue;
