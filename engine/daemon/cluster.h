@@ -27,6 +27,11 @@
 #define GW_CLUSTER_NAME_MAX 63
 #define GW_EVAC_MAX_VMS 256
 #define GW_EVAC_STALL_S_DEFAULT 30
+/* The default convergence ladder of an evacuation's children (a policy without a mode):
+ * pre-copy with auto-converge, then post-copy once pre-copy has run this long per GiB of guest
+ * memory or the runner sees it cannot converge (hybrid), so a VM dirtying faster than its link
+ * still leaves; the stall detector ends what is still stuck in pre-copy. */
+#define GW_EVAC_HYBRID_MS_PER_GIB_DEFAULT 20000
 #define GW_EVAC_POLL_MS 200
 /* Bandwidth the planner assumes when no migration from this host has been measured yet. */
 #define GW_EVAC_DEFAULT_BW (256ull << 20)

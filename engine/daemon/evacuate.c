@@ -175,7 +175,12 @@ void gw_evac_policy(const struct gw_daemon *d, const Godwit__V1__EvacuationPolic
     if (out->max_outbound > 64) out->max_outbound = 64;
     if (!out->max_inbound) out->max_inbound = 1;
     if (!out->stall_timeout_s) out->stall_timeout_s = GW_EVAC_STALL_S_DEFAULT;
-    if (!mig->mode) mig->mode = GODWIT__V1__MIGRATION_POLICY__MODE__PRECOPY;
+    if (!mig->mode) {
+        /* The ladder (cluster.h): an operator who names a mode gets exactly that mode. */
+        mig->mode = GODWIT__V1__MIGRATION_POLICY__MODE__HYBRID;
+        mig->auto_converge = true;
+        if (!mig->hybrid_ms_per_gib) mig->hybrid_ms_per_gib = GW_EVAC_HYBRID_MS_PER_GIB_DEFAULT;
+    }
     if (out->bandwidth_budget_bytes_per_s) {
         uint64_t share = out->bandwidth_budget_bytes_per_s / out->max_outbound;
         if (!mig->bandwidth_limit_bytes_per_s || mig->bandwidth_limit_bytes_per_s > share)

@@ -384,7 +384,8 @@ class ClusterTest(unittest.TestCase):
         self.call(self.a, "CreateVm", api.CreateVmRequest(name="hot", memory_bytes=32 * MIB, vcpus=1, start=True,
                                                          guest="dirtier:ws=24M,rate=64M,pattern=random"))
         job = self.evacuate(self.a, max_outbound=2, max_inbound=2, stall_timeout_s=2,
-                            migration=api.MigrationPolicy(bandwidth_limit_bytes_per_s=8 * MIB, max_rounds=1000)).job
+                            migration=api.MigrationPolicy(mode=api.MigrationPolicy.PRECOPY,
+                                                          bandwidth_limit_bytes_per_s=8 * MIB, max_rounds=1000)).job
         final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=180))[-1].job
         self.assertEqual(final.state, api.Job.FAILED)
         steps = {s.vm: s for s in final.steps}
@@ -396,6 +397,23 @@ class ClusterTest(unittest.TestCase):
         # The host stays draining (the operator decides), and the VM that could not move still runs here.
         self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.DRAINING)
         self.assertTrue(wait_for(lambda: self.where("hot") == ["host-a"], 15), self.where("hot"))
+
+    def test_nonconverging_vm_goes_postcopy_by_default(self):
+        # The same guest under the default ladder (no mode named: hybrid with auto-converge and
+        # a time per GiB): it cannot converge behind its 8 MiB/s link, so it finishes in
+        # post-copy, and the host empties.
+        self.call(self.a, "CreateVm", api.CreateVmRequest(name="hot2", memory_bytes=32 * MIB, vcpus=1, start=True,
+                                                         guest="dirtier:ws=24M,rate=64M,pattern=random"))
+        job = self.evacuate(self.a, max_outbound=1, stall_timeout_s=2,
+                            migration=api.MigrationPolicy(bandwidth_limit_bytes_per_s=8 * MIB)).job
+        final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=180))[-1].job
+        self.assertEqual(final.state, api.Job.SUCCEEDED, "%s %s" % (final.error, final.steps))
+        step = final.steps[0]
+        self.assertEqual(step.state, ST.MOVED, step)
+        child = self.call(self.a, "GetJob", api.GetJobRequest(id=step.job_id)).job
+        self.assertGreater(child.progress.postcopy_ms, 0, child.progress)   # it went on in post-copy
+        self.assertEqual(self.hosts_by_name()["host-a"].state, api.ClusterHost.MAINTENANCE)
+        self.assertTrue(wait_for(lambda: self.where("hot2") == [step.destination_host], 15), self.where("hot2"))
 
     def test_sigkill_mid_evacuation_resumes(self):
         names = ["k1", "k2", "k3"]
