@@ -435,8 +435,9 @@ class Backups(BackupBase):
         self.assertGreaterEqual(b["throttle_backoffs"], 3, b)
         self.assertLessEqual(b["throttle_min_mib_s"], 4, b)
         self.assertIn("store write", b["throttle_why"])
-        # Recovered once the latency went: the limit lifted again before the end.
-        self.assertEqual(b["throttle_end_mib_s"], 0, b)
+        # Recovered once the latency went: by the end the limit is lifted (0) or far above the
+        # 1 MiB/s it fell to (it grows by a quarter per 100 ms until it lifts).
+        self.assertTrue(b["throttle_end_mib_s"] == 0 or b["throttle_end_mib_s"] >= 64, b)
         r = self.restore(store, "thr2", "--name", "thr2b")
         self.assert_clone_runs(r, b["memory_digest"])
         # The same injection without adaptive control: no back-off, the writes just wait.
