@@ -187,6 +187,40 @@ void gw_policy_record_run(struct gw_daemon *d, const char *vm, int64_t created, 
     pthread_mutex_unlock(&policy_mu);
 }
 
+int gw_policy_get(struct gw_daemon *d, const char *vm, struct gw_policy *out)
+{
+    pthread_mutex_lock(&policy_mu);
+    int r = find_locked(d, vm, out);
+    pthread_mutex_unlock(&policy_mu);
+    return r;
+}
+
+void gw_policy_adopt(struct gw_daemon *d, const char *vm, const Godwit__V1__BackupPolicy *p)
+{
+    struct gw_policy pol;
+    char err[512];
+    if (strcmp(p->vm, vm) || gw_policy_from_pb(d, p, &pol, err, sizeof err)) {
+        gw_warn("vm=%s: its backup policy from the source is not taken over: %s", vm,
+                strcmp(p->vm, vm) ? "it names another VM" : err);
+        return;
+    }
+    /* Its run history comes along: a fire the source already ran is not run again here. */
+    pol.created = p->created_unix_s;
+    pol.last_fire = p->last_fire_unix_s;
+    snprintf(pol.last_job, sizeof pol.last_job, "%s", p->last_job);
+    pthread_mutex_lock(&policy_mu);
+    if (put(d, &pol)) gw_error("vm=%s: cannot store its backup policy", vm);
+    else gw_info("vm=%s: backup policy taken over from the source", vm);
+    pthread_mutex_unlock(&policy_mu);
+}
+
+void gw_policy_forget(struct gw_daemon *d, const char *vm)
+{
+    pthread_mutex_lock(&policy_mu);
+    gw_db_delete_policy(d->db, vm);   /* queued: the caller may hold the table lock */
+    pthread_mutex_unlock(&policy_mu);
+}
+
 /* ---- API ---- */
 
 static int vm_check(struct gw_grpc_call *call, const char *vm)

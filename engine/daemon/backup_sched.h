@@ -55,6 +55,12 @@ int gw_policy_load_all(struct gw_daemon *d, struct gw_policy **out, unsigned *n)
 void gw_policy_record_run(struct gw_daemon *d, const char *vm, int64_t created, int64_t fire, const char *job,
                           const char *error);
 int gw_service_register_policy(struct gw_daemon *d);
+/* Migration: the source sends vm's policy (gw_policy_get: 0 or -ENOENT) in PrepareIncoming;
+ * the destination stores it once it accepted the VM (gw_policy_adopt, checked like the API's,
+ * its run history kept); the source drops its copy when the VM has moved (gw_policy_forget). */
+int gw_policy_get(struct gw_daemon *d, const char *vm, struct gw_policy *out);
+void gw_policy_adopt(struct gw_daemon *d, const char *vm, const Godwit__V1__BackupPolicy *p);
+void gw_policy_forget(struct gw_daemon *d, const char *vm);
 
 /* ---- backup_sched.c ---- */
 /* The scheduler's now (Unix seconds): the real clock, or in GODWIT_TEST_HOOKS builds with

@@ -36,15 +36,21 @@ class Schedule(unittest.TestCase):
         cls.store = os.path.join(cls.tmp, "store")
         cls.clock = os.path.join(cls.tmp, "clock")
         cls.set_clock(T0)
-        extra = ("max_backups = 1\ntest_clock_file = %s\n[backup_target local]\nstore = dir:%s\n"
+        a_port, b_port = gwd.free_port(), gwd.free_port()
+        extra = ("max_backups = 1\ntest_clock_file = %s\npeers = 127.0.0.1:%%d\n[backup_target local]\nstore = dir:%s\n"
                  % (cls.clock, cls.store))
-        cls.d = gwd.Daemon(BIN, "host-a", extra=extra)
+        cls.d = gwd.Daemon(BIN, "host-a", port=a_port, extra=extra % b_port)
         cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
+        # host-b shares the target (the same store, the same name): a migrated VM's policy
+        # goes on there.
+        cls.d2 = gwd.Daemon(BIN, "host-b", port=b_port, extra=extra % a_port)
 
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "d", None):
             cls.d.cleanup()
+        if getattr(cls, "d2", None):
+            cls.d2.cleanup()
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
@@ -193,6 +199,37 @@ class Schedule(unittest.TestCase):
         for n in ("s-k1", "s-k2"):
             self.assertEqual(self.policy(n).last_fire_unix_s, fire)
             self.assertEqual(len(self.backups(n)), 1)
+
+    def test_policy_follows_migration(self):
+        self.set_clock(T0)
+        self.make_vm("s-mig")
+        p = self.set_policy(vm="s-mig", schedule="0 4 * * *", keep_last=3)
+        self.set_clock(T0 - 30 + 4 * 3600)
+        self.run_done("s-mig", T0 - 30 + 4 * 3600)   # a run on host-a first: its history travels
+        j = self.call("MigrateVm", api.MigrateVmRequest(vm="s-mig", destination=self.d2.addr)).job
+        j = wait_for(lambda: (lambda j: j if j.state in FINAL else None)(self.job(j.id)), 120, 0.2)
+        self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+        b2 = bk_grpc.GodwitBackupStub(self.d2.channel)
+
+        def on_b(method, req):
+            return getattr(b2, method)(req, metadata=AUTH, timeout=30)
+        self.addCleanup(lambda: self.d2.stub.DeleteVm(api.DeleteVmRequest(name="s-mig", force=True), metadata=AUTH))
+        got = on_b("GetBackupPolicy", bk.GetBackupPolicyRequest(vm="s-mig")).policy
+        self.assertEqual((got.schedule, got.keep_last, got.target, got.created_unix_s, got.last_fire_unix_s),
+                         (p.schedule, 3, "local", p.created_unix_s, T0 - 30 + 4 * 3600))
+        # The source drops its copy as it drops the VM's record (just after the job's end).
+        self.assertTrue(wait_for(lambda: error_reason(lambda: self.policy("s-mig")) ==
+                                 (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND"), 10, 0.1))
+        # The next day's run happens on host-b, into the same target.
+        fire = T0 - 30 + 28 * 3600
+        self.set_clock(fire)
+        p2 = wait_for(lambda: (lambda p: p if p.last_fire_unix_s == fire and p.last_job else None)(
+            on_b("GetBackupPolicy", bk.GetBackupPolicyRequest(vm="s-mig")).policy), 60, 0.1)
+        self.assertTrue(p2)
+        j = wait_for(lambda: (lambda j: j if j.state in FINAL else None)(
+            self.d2.stub.GetJob(api.GetJobRequest(id=p2.last_job), metadata=AUTH).job), 120, 0.1)
+        self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+        self.assertEqual(len(self.backups("s-mig")), 2)
 
     def test_hostile_policies_refused(self):
         bad = [
