@@ -11,6 +11,7 @@
 #include "backup/backup.h"
 #include "backup/prune.h"
 #include "backup/slots.h"
+#include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/daemon/backup_jobs.h"
 #include "engine/daemon/backup_sched.h"
@@ -179,7 +180,7 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
         return;
     }
     struct gw_job *j = NULL;
-    const char *reason = NULL;
+    const char *reason = NULL;   /* the API's ErrorInfo reason; err says the same in words */
     pthread_mutex_lock(&d->lock);
     int code = gw_bkjob_backup(d, p->vm, t, "", p->method, "", &j, &reason, err, sizeof err);
     if (!code) snprintf(ru.job, sizeof ru.job, "%s", j->id);
@@ -188,9 +189,9 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
     if (code) {
         gw_backup_slots_release(&ru.slots);
         gw_backup_target_close(&ru.tg);
-        /* The VM changed state since the look above: the next tick decides again. */
-        if (reason && (!strcmp(reason, "VM_BUSY") || !strcmp(reason, "VM_MIGRATING") || !strcmp(reason, "VM_NOT_RUNNING")))
-            return;
+        /* The VM changed state since the look above (busy, migrating, stopped), or the daemon
+         * is stopping: the next tick (or daemon) decides again; the fire is not used up. */
+        if (code == GW_GRPC_FAILED_PRECONDITION || code == GW_GRPC_UNAVAILABLE) return;
         gw_warn("vm=%s: scheduled backup not started: %s", p->vm, err);
         gw_policy_record_run(d, p->vm, p->created, fire, NULL, err);
         return;
