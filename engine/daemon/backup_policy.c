@@ -113,14 +113,22 @@ static void load_one(void *arg, const ProtobufCMessage *m)
     const Godwit__V1__BackupPolicy *p = (const void *)m;
     struct gw_policy pol;
     char err[256];
-    if (gw_policy_from_pb(c->d, p, &pol, err, sizeof err)) {
-        gw_warn("backup policy of %.63s: %s (skipped)", p->vm, err);
-        return;
+    bool invalid = gw_policy_from_pb(c->d, p, &pol, err, sizeof err) != 0;
+    if (invalid) {
+        /* Kept visible (truncated copies) so that the operator sees why it does not run. */
+        if (!gw_vm_name_ok(p->vm)) return;   /* it could not even be deleted by name */
+        snprintf(pol.vm, sizeof pol.vm, "%s", p->vm);
+        snprintf(pol.schedule, sizeof pol.schedule, "%s", p->schedule);
+        snprintf(pol.tz, sizeof pol.tz, "%s", p->tz);
+        snprintf(pol.target, sizeof pol.target, "%s", p->target);
+        snprintf(pol.last_error, sizeof pol.last_error, "not run: %.200s", err);
+        pol.invalid = true;
+    } else {
+        snprintf(pol.last_error, sizeof pol.last_error, "%s", p->last_error);
     }
     pol.created = p->created_unix_s;
     pol.last_fire = p->last_fire_unix_s;
     snprintf(pol.last_job, sizeof pol.last_job, "%s", p->last_job);
-    snprintf(pol.last_error, sizeof pol.last_error, "%s", p->last_error);
     if (c->n == c->cap) {
         if (c->cap >= GW_POLICY_MAX) return;
         unsigned cap = c->cap ? 2 * c->cap : 16;
@@ -178,7 +186,7 @@ void gw_policy_record_run(struct gw_daemon *d, const char *vm, int64_t created, 
 {
     pthread_mutex_lock(&policy_mu);
     struct gw_policy p;
-    if (!find_locked(d, vm, &p) && p.created == created) {
+    if (!find_locked(d, vm, &p) && p.created == created && !p.invalid) {
         if (fire) p.last_fire = fire;
         if (job) snprintf(p.last_job, sizeof p.last_job, "%s", job);
         snprintf(p.last_error, sizeof p.last_error, "%s", error ? error : "");
@@ -233,7 +241,7 @@ static void with_next(const struct gw_policy *p, Godwit__V1__BackupPolicy *pb)
     gw_policy_to_pb(p, pb);
     char err[128];
     int64_t start;
-    pb->next_unix_s = gw_sched_next(p, &start, err, sizeof err) ? 0 : start;
+    pb->next_unix_s = p->invalid || gw_sched_next(p, &start, err, sizeof err) ? 0 : start;
 }
 
 static int set_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)

@@ -214,7 +214,7 @@ static void *sched_main(void *arg)
         if (!gw_policy_load_all(d, &v, &n)) {
             int64_t now = gw_sched_now(d);
             for (unsigned i = 0; i < n; i++)
-                if (!running(s, v[i].vm)) maybe_start(d, s, &v[i], now);
+                if (!v[i].invalid && !running(s, v[i].vm)) maybe_start(d, s, &v[i], now);
             free(v);
         }
         pthread_mutex_lock(&s->mu);

@@ -40,6 +40,8 @@ struct gw_policy {
     int64_t created, last_fire;
     char last_job[40];
     char last_error[256];
+    bool invalid;                  /* stored, but no longer valid here (e.g. its target left the
+                                    * config): shown with the reason in last_error, never run */
 };
 
 /* ---- backup_policy.c ---- */

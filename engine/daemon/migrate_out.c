@@ -410,7 +410,7 @@ static void *job_main(void *arg)
     pthread_mutex_unlock(&d->lock);
     struct gw_policy bpol;
     Godwit__V1__BackupPolicy bpb;
-    if (!gw_policy_get(d, name, &bpol)) { gw_policy_to_pb(&bpol, &bpb); req.backup_policy = &bpb; }
+    if (!gw_policy_get(d, name, &bpol) && !bpol.invalid) { gw_policy_to_pb(&bpol, &bpb); req.backup_policy = &bpb; }
 
     if (!prepare_destination(m, &req) && !start_runner(m)) follow(m);
 

@@ -38,7 +38,7 @@ class Schedule(unittest.TestCase):
         cls.set_clock(T0)
         a_port, b_port = gwd.free_port(), gwd.free_port()
         extra = ("max_backups = 1\ntest_clock_file = %s\npeers = 127.0.0.1:%%d\n[backup_target local]\nstore = dir:%s\n"
-                 % (cls.clock, cls.store))
+                 "[backup_target other]\nstore = dir:%s\n" % (cls.clock, cls.store, cls.store + "-other"))
         cls.d = gwd.Daemon(BIN, "host-a", port=a_port, extra=extra % b_port)
         cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
         # host-b shares the target (the same store, the same name): a migrated VM's policy
@@ -230,6 +230,33 @@ class Schedule(unittest.TestCase):
             self.d2.stub.GetJob(api.GetJobRequest(id=p2.last_job), metadata=AUTH).job), 120, 0.1)
         self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
         self.assertEqual(len(self.backups("s-mig")), 2)
+
+    def test_policy_whose_target_left_the_config(self):
+        self.set_clock(T0)
+        self.make_vm("s-gone")
+        self.set_policy(vm="s-gone", schedule="0 5 * * *", target="other")
+        with open(self.d.conf) as f:
+            conf = f.read()
+        self.d.stop()
+        with open(self.d.conf, "w") as f:
+            f.write(conf.replace("[backup_target other]\n", "").replace("store = dir:%s-other\n" % self.store, ""))
+        try:
+            self.d.start()
+            type(self).b = bk_grpc.GodwitBackupStub(self.d.channel)
+            p = self.policy("s-gone")   # still there, saying why it does not run
+            self.assertEqual(p.next_unix_s, 0)
+            self.assertTrue(p.last_error.startswith("not run: target: no backup target named other"), p.last_error)
+            self.set_clock(T0 - 30 + 5 * 3600)
+            time.sleep(1.0)
+            self.assertEqual(self.backup_jobs("s-gone"), [])
+            self.assertIn("s-gone", [x.vm for x in self.call("ListBackupPolicies", bk.ListBackupPoliciesRequest()).policies])
+            self.call("DeleteBackupPolicy", bk.DeleteBackupPolicyRequest(vm="s-gone"))
+        finally:
+            self.d.stop()
+            with open(self.d.conf, "w") as f:
+                f.write(conf)
+            self.d.start()
+            type(self).b = bk_grpc.GodwitBackupStub(self.d.channel)
 
     def test_hostile_policies_refused(self):
         bad = [
