@@ -59,6 +59,7 @@ int gw_cmd_migrate(struct gw_cli *cli, int argc, char **argv);
 int gw_cmd_host(struct gw_cli *cli, int argc, char **argv);
 int gw_cmd_cluster(struct gw_cli *cli, int argc, char **argv);                 /* cmd_cluster.c */
 int gw_cmd_backup(struct gw_cli *cli, int argc, char **argv);                  /* cmd_backup.c */
+int gw_cmd_backup_policy(struct gw_cli *cli, int argc, char **argv);           /* cmd_backup_policy.c */
 const char *gw_job_kind_name(int kind);                                        /* "migrate" */
 int gw_cmd_host_maintenance(struct gw_cli *cli, int argc, char **argv);       /* argv[0] "maintenance" */
 /* Follows a job until it ends (progress bar on a terminal); returns the exit code for its

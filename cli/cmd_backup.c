@@ -20,6 +20,7 @@ static const char backup_usage[] =
     "                             [--watch]       (a new VM on this host; under a NEW name a clone)\n"
     "       godwit backup delete VM --target NAME --id ID\n"
     "       godwit backup targets                  the targets godwitd's config names\n"
+    "       godwit backup policy set|list|show|delete ...   schedules (godwit backup policy help)\n"
     "Targets are names from godwitd's config ([backup_target NAME]). --watch exits 0 when the job\n"
     "succeeded, 1 when it failed (a verify that found bad chunks), 8 when cancelled.\n";
 
@@ -120,6 +121,7 @@ int gw_cmd_backup(struct gw_cli *cli, int argc, char **argv)
     }
     const char *verb = argv[1];
     if (!strcmp(verb, "targets")) return cmd_targets(cli);
+    if (!strcmp(verb, "policy")) return gw_cmd_backup_policy(cli, argc - 1, argv + 1);
     argc--, argv++;
     optind = 0;
     struct bargs a;

@@ -55,4 +55,10 @@ void gw_bkjob_spec(const struct gw_backup_target_cfg *t, Godwit__V1__StoreSpec *
  * -errno (the caller fails the job). */
 int gw_bkjob_start(struct gw_daemon *d, struct gw_job *j);
 
+/* A backup job of vm to t, after the API's checks of the VM (lock held; service_backup.c): 0
+ * with *out launched, or a gRPC code with an ErrorInfo reason (NULL = none) and message. */
+int gw_bkjob_backup(struct gw_daemon *d, const char *vm, const struct gw_backup_target_cfg *t, const char *parent,
+                    const char *method, const char *rid, struct gw_job **out, const char **reason, char *msg,
+                    size_t msglen);
+
 #endif

@@ -56,6 +56,10 @@
  *   mon_op_timeout = 10                   ; seconds per monitor operation, and to connect
  *   inflight = 16                         ; store operations in flight (1..64)
  *
+ *   [daemon] max_backups = 1          ; scheduled backups at once on this host (1..64, default 1)
+ *   cluster_max_backups = 4            ; ... across the hosts sharing a target (1..1024, default 1024)
+ *   test_clock_file = clock            ; test builds only: the scheduler's "now" (Unix seconds) from it
+ *
  *   [daemon] test_runner_fault = drop-go ; test builds (GODWIT_TEST_HOOKS) only: a fault for runners
  *
  * Unknown keys are errors (a typo must not silently fall back to a default). */
@@ -101,6 +105,8 @@ struct gw_daemon_config {
     uint32_t max_migrations;
     uint32_t max_incoming;
     uint32_t workers;
+    uint32_t max_backups, cluster_max_backups;   /* the backup scheduler's slots (backup_sched.c) */
+    char test_clock_file[GW_CFG_STR];   /* GODWIT_TEST_HOOKS builds only: the scheduler's clock */
     char test_runner_fault[64];   /* GODWIT_TEST_HOOKS builds only: `--test-fault` for every runner */
     char cluster[GW_CFG_STR];       /* "dir:/path" or "rados:pool[/ns]"; "" = no registry */
     char cluster_ceph_conf[GW_CFG_STR], cluster_ceph_id[64], cluster_keyring[GW_CFG_STR];

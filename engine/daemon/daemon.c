@@ -16,6 +16,7 @@
 #include "engine/api/grpc_tls.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/backup_sched.h"
 #include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/metrics.h"
@@ -141,6 +142,8 @@ int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
     if (!r) r = gw_metrics_start(d, err, errlen);
     if (r) return r;
     gw_evac_resume_all(d);
+    r = gw_sched_start(d);
+    if (r) { snprintf(err, errlen, "cannot start the backup scheduler: %s", strerror(-r)); return r; }
     return 0;
 }
 
@@ -151,6 +154,7 @@ void gw_daemon_shutdown(struct gw_daemon *d)
     gw_cluster_stop(d);
     gw_metrics_stop(d);
     gw_migport_stop(d);
+    gw_sched_stop(d);
     gw_jobs_shutdown(d);
     gw_owner_shutdown(d);
     if (d->sup_started) gw_sup_stop_thread(d);

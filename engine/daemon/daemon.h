@@ -152,6 +152,7 @@ struct gw_daemon {
     int sup_wake;                  /* eventfd: a runner was added */
     struct gw_cluster *cluster;    /* registry and host state (cluster.h) */
     struct gw_metrics *metrics;
+    struct gw_sched *sched;        /* the backup scheduler (backup_sched.c) */
     struct gw_grpc_reflection *reflection;   /* the reflection services' descriptor table */    /* Prometheus counters and their HTTP server (metrics.h) */
 };
 

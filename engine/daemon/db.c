@@ -111,7 +111,8 @@ static const char *const schema =
     "CREATE TABLE IF NOT EXISTS vms (name TEXT PRIMARY KEY, record BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, vm TEXT NOT NULL, state INTEGER NOT NULL,"
     "  created_ms INTEGER NOT NULL, record BLOB NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_ms);";
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_ms);"
+    "CREATE TABLE IF NOT EXISTS backup_policies (vm TEXT PRIMARY KEY, record BLOB NOT NULL);";
 
 int gw_db_open(const char *path, struct gw_db **out, char *err, size_t errlen)
 {
@@ -302,4 +303,20 @@ int gw_db_load_jobs(struct gw_db *db, unsigned limit, gw_db_job_fn fn, void *arg
     struct job_tramp t = {fn, arg};
     return load(db, "SELECT record FROM (SELECT record, created_ms FROM jobs ORDER BY created_ms DESC LIMIT ?) "
                     "ORDER BY created_ms", limit, &godwit__v1__job__descriptor, job_tramp, &t);
+}
+
+int gw_db_put_policy(struct gw_db *db, const char *vm, const ProtobufCMessage *policy)
+{
+    return put_record(db, "INSERT OR REPLACE INTO backup_policies (vm, record) VALUES (?, ?)", policy, vm, NULL, 0, 0);
+}
+
+int gw_db_delete_policy(struct gw_db *db, const char *vm)
+{
+    return enqueue(db, "DELETE FROM backup_policies WHERE vm = ?", vm, NULL, 0, 0, NULL, 0);
+}
+
+int gw_db_load_policies(struct gw_db *db, const ProtobufCMessageDescriptor *desc,
+                        void (*fn)(void *arg, const ProtobufCMessage *policy), void *arg)
+{
+    return load(db, "SELECT record FROM backup_policies ORDER BY vm", -1, desc, fn, arg);
 }

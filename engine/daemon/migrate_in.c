@@ -25,6 +25,7 @@
 #include "engine/common/json.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/backup_sched.h"
 #include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
@@ -218,6 +219,7 @@ drop:
     free(rec);
 out:
     pthread_mutex_unlock(&d->lock);
+    if (!code && req->backup_policy) gw_policy_adopt(d, vm->name, req->backup_policy);
     return code;
 }
 

@@ -22,6 +22,7 @@
 #include "engine/api/grpc_client.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/backup_sched.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 #include "engine/runner/runner_client.h"
@@ -348,6 +349,7 @@ static void finish(struct mig *m)
         }
         gw_vm_unlink(d, rec);
         gw_db_delete_vm(d->db, rec->name);
+        gw_policy_forget(d, rec->name);   /* the destination took it over */
         free(rec);
     } else if (rec->proc.pid) {
         rec->state = GODWIT__V1__VM__STATE__RUNNING;
@@ -406,6 +408,9 @@ static void *job_main(void *arg)
     req.source_host = d->cfg.hostname;
     req.streams = j->policy.streams;
     pthread_mutex_unlock(&d->lock);
+    struct gw_policy bpol;
+    Godwit__V1__BackupPolicy bpb;
+    if (!gw_policy_get(d, name, &bpol) && !bpol.invalid) { gw_policy_to_pb(&bpol, &bpb); req.backup_policy = &bpb; }
 
     if (!prepare_destination(m, &req) && !start_runner(m)) follow(m);
 

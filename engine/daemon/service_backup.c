@@ -14,6 +14,7 @@
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/daemon/backup_jobs.h"
+#include "engine/daemon/backup_sched.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 #include "godwit/v1/backup_api.pb-c.h"
@@ -115,6 +116,51 @@ static void launch(struct gw_daemon *d, struct gw_job *j, const char *what)
     }
 }
 
+/* The checks and the job of a backup of vm to t (lock held): 0 with *out made and launched,
+ * or a gRPC code with the ErrorInfo reason (NULL = none) and message. The API and the
+ * scheduler (backup_sched.c) both start backups here. */
+int gw_bkjob_backup(struct gw_daemon *d, const char *vm, const struct gw_backup_target_cfg *t, const char *parent,
+                    const char *method, const char *rid, struct gw_job **out, const char **reason, char *msg,
+                    size_t msglen)
+{
+    *reason = NULL;
+    struct gw_vm_rec *rec = gw_vm_find(d, vm);
+#define FAIL(c, why, ...) do { *reason = (why); snprintf(msg, msglen, __VA_ARGS__); return (c); } while (0)
+    if (!rec) FAIL(GW_GRPC_NOT_FOUND, "VM_NOT_FOUND", "no VM named %s", vm);
+    /* Owner and run state: a backup needs the VM running here, and nothing else on it. */
+    if (rec->migrating_out || rec->incoming || rec->state == GODWIT__V1__VM__STATE__MIGRATING)
+        FAIL(GW_GRPC_FAILED_PRECONDITION, "VM_MIGRATING", "VM %s is being migrated: back it up once the migration "
+             "has ended", vm);
+    if (rec->state == GODWIT__V1__VM__STATE__IN_DOUBT)
+        FAIL(GW_GRPC_FAILED_PRECONDITION, "VM_IN_DOUBT", "VM %s: %s", vm, rec->error);
+    if (rec->state != GODWIT__V1__VM__STATE__RUNNING || !rec->proc.pid || !rec->ready)
+        FAIL(GW_GRPC_FAILED_PRECONDITION, "VM_NOT_RUNNING", "VM %s is not running here", vm);
+    for (struct gw_job *o = d->jobs; o; o = o->next)
+        if (!gw_job_final(o->state) && !strcmp(o->vm, vm) && o->kind != GODWIT__V1__JOB__KIND__VERIFY &&
+            o->kind != GODWIT__V1__JOB__KIND__RESTORE)
+            FAIL(GW_GRPC_FAILED_PRECONDITION, o->kind == GODWIT__V1__JOB__KIND__BACKUP ? "VM_BUSY" : "VM_MIGRATING",
+                 "VM %s already has job %s", vm, o->id);
+    if (rec->busy) FAIL(GW_GRPC_FAILED_PRECONDITION, "VM_BUSY", "VM %s is busy (another operation is under way)", vm);
+    struct gw_job *j = NULL;
+    struct gw_bkjob *b = calloc(1, sizeof *b);
+    if (!b || d->stopping || gw_job_new(d, GODWIT__V1__JOB__KIND__BACKUP, vm, &j)) {
+        free(b);
+        FAIL(GW_GRPC_UNAVAILABLE, NULL, "cannot create a job now");
+    }
+#undef FAIL
+    j->bk = b;
+    snprintf(b->target, sizeof b->target, "%s", t->name);
+    snprintf(j->request_id, sizeof j->request_id, "%s", rid);
+    snprintf(b->parent, sizeof b->parent, "%s", parent);
+    snprintf(b->method, sizeof b->method, "%s", method);
+    b->exit_seq = rec->exit_seq;
+    rec->busy = true;   /* until the job thread ends: no stop, delete or migration meanwhile */
+    launch(d, j, "backup queued");
+    if (j->state == GODWIT__V1__JOB__STATE__FAILED) rec->busy = false;
+    *out = j;
+    return GW_GRPC_OK;
+}
+
 static int create_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
@@ -129,50 +175,13 @@ static int create_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg,
         return BAD(call, "method is wp, dirty-log or pause");
     pthread_mutex_lock(&d->lock);
     struct gw_job *j = by_request(d, GODWIT__V1__JOB__KIND__BACKUP, req->request_id);
-    if (j) { send_job(call, j, &godwit__v1__create_backup_response__descriptor); goto out; }
-    struct gw_vm_rec *rec = gw_vm_find(d, req->vm);
-    if (!rec) {
-        code = gw_grpc_call_error_reason(call, GW_GRPC_NOT_FOUND, "VM_NOT_FOUND", "no VM named %s", req->vm);
-        goto out;
-    }
-    /* Owner and run state: a backup needs the VM running here, and nothing else on it. */
-    if (rec->migrating_out || rec->incoming || rec->state == GODWIT__V1__VM__STATE__MIGRATING) {
-        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "VM_MIGRATING", "VM %s is being migrated: "
-                                         "back it up once the migration has ended", req->vm);
-        goto out;
-    }
-    if (rec->state == GODWIT__V1__VM__STATE__IN_DOUBT) {
-        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "VM_IN_DOUBT", "VM %s: %s", req->vm, rec->error);
-        goto out;
-    }
-    if (rec->state != GODWIT__V1__VM__STATE__RUNNING || !rec->proc.pid || !rec->ready) {
-        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "VM_NOT_RUNNING", "VM %s is not running here",
-                                         req->vm);
-        goto out;
-    }
-    for (struct gw_job *o = d->jobs; o; o = o->next) {
-        if (!gw_job_final(o->state) && !strcmp(o->vm, req->vm) && o->kind != GODWIT__V1__JOB__KIND__VERIFY &&
-            o->kind != GODWIT__V1__JOB__KIND__RESTORE) {
-            code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION,
-                                             o->kind == GODWIT__V1__JOB__KIND__BACKUP ? "VM_BUSY" : "VM_MIGRATING",
-                                             "VM %s already has job %s", req->vm, o->id);
-            goto out;
-        }
-    }
-    if (rec->busy) {
-        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "VM_BUSY", "VM %s is busy (another operation "
-                                         "is under way)", req->vm);
-        goto out;
-    }
-    if (!(j = new_job(call, d, GODWIT__V1__JOB__KIND__BACKUP, req->vm, t->name, req->request_id, &code))) goto out;
-    snprintf(j->bk->parent, sizeof j->bk->parent, "%s", req->parent);
-    snprintf(j->bk->method, sizeof j->bk->method, "%s", req->method);
-    j->bk->exit_seq = rec->exit_seq;
-    rec->busy = true;   /* until the job thread ends: no stop, delete or migration meanwhile */
-    launch(d, j, "backup queued");
-    if (j->state == GODWIT__V1__JOB__STATE__FAILED) rec->busy = false;
-    send_job(call, j, &godwit__v1__create_backup_response__descriptor);
-out:
+    const char *reason = NULL;
+    char why[512];
+    if (!j && (code = gw_bkjob_backup(d, req->vm, t, req->parent, req->method, req->request_id, &j, &reason, why,
+                                      sizeof why)))
+        code = reason ? gw_grpc_call_error_reason(call, code, reason, "%s", why) : gw_grpc_call_error(call, code, "%s", why);
+    else
+        send_job(call, j, &godwit__v1__create_backup_response__descriptor);
     pthread_mutex_unlock(&d->lock);
     gw_db_flush(d->db);   /* answer only once the job is durable */
     return code;
@@ -434,5 +443,5 @@ int gw_service_register_backup(struct gw_daemon *d)
             .path = m[i].path, .kind = GW_GRPC_UNARY, .request = m[i].desc, .handler = m[i].fn, .arg = d});
         if (r) return r;
     }
-    return 0;
+    return gw_service_register_policy(d);
 }

@@ -1,0 +1,366 @@
+/* Backup policies: checks, storage and the API (SetBackupPolicy, GetBackupPolicy,
+ * ListBackupPolicies, DeleteBackupPolicy); see backup_sched.h. Every field is checked before
+ * it is stored: the VM name, the cron expression and the time zone parse, the target is a name
+ * of the daemon's config, counts and the window are bounded. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/api/grpc_server.h"
+#include "engine/common/log.h"
+#include "engine/daemon/backup_sched.h"
+#include "engine/daemon/daemon.h"
+#include "engine/daemon/db.h"
+
+#define BAD(call, ...) gw_grpc_call_error((call), GW_GRPC_INVALID_ARGUMENT, __VA_ARGS__)
+
+/* Read-modify-write of a stored policy (the API and the scheduler both write them). */
+static pthread_mutex_t policy_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int copy_str(char *dst, size_t cap, const char *src, const char *field, char *err, size_t errlen)
+{
+    if (strlen(src) >= cap) { snprintf(err, errlen, "%s: at most %zu bytes", field, cap - 1); return -EINVAL; }
+    memcpy(dst, src, strlen(src) + 1);
+    return 0;
+}
+
+int gw_policy_from_pb(const struct gw_daemon *d, const Godwit__V1__BackupPolicy *p, struct gw_policy *out, char *err,
+                      size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (!p) { snprintf(err, errlen, "policy: required"); return -EINVAL; }
+    if (!gw_vm_name_ok(p->vm)) {
+        snprintf(err, errlen, "vm: 1-63 of [A-Za-z0-9._-], not starting with . or -");
+        return -EINVAL;
+    }
+    snprintf(out->vm, sizeof out->vm, "%s", p->vm);
+    char why[256];
+    struct gw_cron c;
+    if (!p->schedule[0]) { snprintf(err, errlen, "schedule: required (5 cron fields or @daily, ...)"); return -EINVAL; }
+    if (copy_str(out->schedule, sizeof out->schedule, p->schedule, "schedule", err, errlen)) return -EINVAL;
+    if (gw_cron_parse(p->schedule, &c, why, sizeof why)) { snprintf(err, errlen, "schedule: %s", why); return -EINVAL; }
+    if (copy_str(out->tz, sizeof out->tz, p->tz, "tz", err, errlen)) return -EINVAL;
+    if (p->tz[0]) {
+        struct gw_tz *tz = NULL;
+        int r = gw_tz_load(p->tz, &tz, why, sizeof why);
+        gw_tz_free(tz);
+        if (r) { snprintf(err, errlen, "tz: %s", why); return -EINVAL; }
+    }
+    /* A schedule that never fires (e.g. "0 0 30 2 *") is refused now, not found out later. */
+    int64_t next;
+    if (gw_cron_next(&c, NULL, 0, &next)) { snprintf(err, errlen, "schedule: never fires"); return -EINVAL; }
+    if (p->jitter_s > GW_CRON_MAX_JITTER_S) {
+        snprintf(err, errlen, "jitter_s: at most %u seconds", GW_CRON_MAX_JITTER_S);
+        return -EINVAL;
+    }
+    out->jitter_s = p->jitter_s;
+    if (!p->target[0]) { snprintf(err, errlen, "target: required"); return -EINVAL; }
+    if (copy_str(out->target, sizeof out->target, p->target, "target", err, errlen)) return -EINVAL;
+    if (!gw_config_backup_target(&d->cfg, p->target)) {
+        snprintf(err, errlen, "target: no backup target named %.63s in the daemon's config", p->target);
+        return -EINVAL;
+    }
+    if (p->method[0] && strcmp(p->method, "wp") && strcmp(p->method, "dirty-log") && strcmp(p->method, "pause")) {
+        snprintf(err, errlen, "method: wp, dirty-log or pause");
+        return -EINVAL;
+    }
+    snprintf(out->method, sizeof out->method, "%s", p->method);
+    out->keep = (struct gw_keep){p->keep_last, p->keep_hourly, p->keep_daily, p->keep_weekly, p->keep_monthly,
+                                 p->keep_yearly};
+    /* No keep-rule at all means: keep every backup (no pruning). */
+    const struct gw_keep none = {0};
+    if (memcmp(&out->keep, &none, sizeof none) && gw_keep_check(&out->keep, why, sizeof why)) {
+        snprintf(err, errlen, "keep: %s", why);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void gw_policy_to_pb(const struct gw_policy *p, Godwit__V1__BackupPolicy *out)
+{
+    godwit__v1__backup_policy__init(out);
+    out->vm = (char *)p->vm;
+    out->schedule = (char *)p->schedule;
+    out->tz = (char *)p->tz;
+    out->jitter_s = p->jitter_s;
+    out->target = (char *)p->target;
+    out->method = (char *)p->method;
+    out->keep_last = p->keep.last;
+    out->keep_hourly = p->keep.hourly;
+    out->keep_daily = p->keep.daily;
+    out->keep_weekly = p->keep.weekly;
+    out->keep_monthly = p->keep.monthly;
+    out->keep_yearly = p->keep.yearly;
+    out->created_unix_s = p->created;
+    out->last_fire_unix_s = p->last_fire;
+    out->last_job = (char *)p->last_job;
+    out->last_error = (char *)p->last_error;
+}
+
+struct load_ctx {
+    struct gw_daemon *d;
+    struct gw_policy *v;
+    unsigned n, cap;
+    int err;
+};
+
+/* A stored record is checked again: the database is a file, not trusted more than the API. */
+static void load_one(void *arg, const ProtobufCMessage *m)
+{
+    struct load_ctx *c = arg;
+    const Godwit__V1__BackupPolicy *p = (const void *)m;
+    struct gw_policy pol;
+    char err[256];
+    bool invalid = gw_policy_from_pb(c->d, p, &pol, err, sizeof err) != 0;
+    if (invalid) {
+        /* Kept visible (truncated copies) so that the operator sees why it does not run. */
+        if (!gw_vm_name_ok(p->vm)) return;   /* it could not even be deleted by name */
+        snprintf(pol.vm, sizeof pol.vm, "%s", p->vm);
+        snprintf(pol.schedule, sizeof pol.schedule, "%s", p->schedule);
+        snprintf(pol.tz, sizeof pol.tz, "%s", p->tz);
+        snprintf(pol.target, sizeof pol.target, "%s", p->target);
+        snprintf(pol.last_error, sizeof pol.last_error, "not run: %.200s", err);
+        pol.invalid = true;
+    } else {
+        snprintf(pol.last_error, sizeof pol.last_error, "%s", p->last_error);
+    }
+    pol.created = p->created_unix_s;
+    pol.last_fire = p->last_fire_unix_s;
+    snprintf(pol.last_job, sizeof pol.last_job, "%s", p->last_job);
+    if (c->n == c->cap) {
+        if (c->cap >= GW_POLICY_MAX) return;
+        unsigned cap = c->cap ? 2 * c->cap : 16;
+        struct gw_policy *v = realloc(c->v, cap * sizeof *v);
+        if (!v) { c->err = -ENOMEM; return; }
+        c->v = v;
+        c->cap = cap;
+    }
+    c->v[c->n++] = pol;
+}
+
+static int load_all_locked(struct gw_daemon *d, struct gw_policy **out, unsigned *n)
+{
+    struct load_ctx c = {.d = d};
+    int r = gw_db_load_policies(d->db, &godwit__v1__backup_policy__descriptor, load_one, &c);
+    if (!r) r = c.err;
+    if (r) { free(c.v); return r; }
+    *out = c.v;
+    *n = c.n;
+    return 0;
+}
+
+int gw_policy_load_all(struct gw_daemon *d, struct gw_policy **out, unsigned *n)
+{
+    pthread_mutex_lock(&policy_mu);
+    int r = load_all_locked(d, out, n);
+    pthread_mutex_unlock(&policy_mu);
+    return r;
+}
+
+static int put(struct gw_daemon *d, const struct gw_policy *p)
+{
+    Godwit__V1__BackupPolicy pb;
+    gw_policy_to_pb(p, &pb);
+    int r = gw_db_put_policy(d->db, p->vm, &pb.base);
+    return r ? r : gw_db_flush(d->db);
+}
+
+/* vm's stored policy into *out (policy_mu held): 0 or -ENOENT / -errno. */
+static int find_locked(struct gw_daemon *d, const char *vm, struct gw_policy *out)
+{
+    struct gw_policy *v = NULL;
+    unsigned n = 0;
+    int r = load_all_locked(d, &v, &n);
+    if (r) return r;
+    r = -ENOENT;
+    for (unsigned i = 0; i < n && r; i++)
+        if (!strcmp(v[i].vm, vm)) { *out = v[i]; r = 0; }
+    free(v);
+    return r;
+}
+
+void gw_policy_record_run(struct gw_daemon *d, const char *vm, int64_t created, int64_t fire, const char *job,
+                          const char *error)
+{
+    pthread_mutex_lock(&policy_mu);
+    struct gw_policy p;
+    if (!find_locked(d, vm, &p) && p.created == created && !p.invalid) {
+        if (fire) p.last_fire = fire;
+        if (job) snprintf(p.last_job, sizeof p.last_job, "%s", job);
+        snprintf(p.last_error, sizeof p.last_error, "%s", error ? error : "");
+        if (put(d, &p)) gw_error("vm=%s: cannot store its backup policy's last run", vm);
+    }
+    pthread_mutex_unlock(&policy_mu);
+}
+
+int gw_policy_get(struct gw_daemon *d, const char *vm, struct gw_policy *out)
+{
+    pthread_mutex_lock(&policy_mu);
+    int r = find_locked(d, vm, out);
+    pthread_mutex_unlock(&policy_mu);
+    return r;
+}
+
+void gw_policy_adopt(struct gw_daemon *d, const char *vm, const Godwit__V1__BackupPolicy *p)
+{
+    struct gw_policy pol;
+    char err[512];
+    if (strcmp(p->vm, vm) || gw_policy_from_pb(d, p, &pol, err, sizeof err)) {
+        gw_warn("vm=%s: its backup policy from the source is not taken over: %s", vm,
+                strcmp(p->vm, vm) ? "it names another VM" : err);
+        return;
+    }
+    /* Its run history comes along: a fire the source already ran is not run again here. */
+    pol.created = p->created_unix_s;
+    pol.last_fire = p->last_fire_unix_s;
+    snprintf(pol.last_job, sizeof pol.last_job, "%s", p->last_job);
+    pthread_mutex_lock(&policy_mu);
+    if (put(d, &pol)) gw_error("vm=%s: cannot store its backup policy", vm);
+    else gw_info("vm=%s: backup policy taken over from the source", vm);
+    pthread_mutex_unlock(&policy_mu);
+}
+
+void gw_policy_forget(struct gw_daemon *d, const char *vm)
+{
+    pthread_mutex_lock(&policy_mu);
+    gw_db_delete_policy(d->db, vm);   /* queued: the caller may hold the table lock */
+    pthread_mutex_unlock(&policy_mu);
+}
+
+/* ---- API ---- */
+
+static int vm_check(struct gw_grpc_call *call, const char *vm)
+{
+    return gw_vm_name_ok(vm) ? GW_GRPC_OK : BAD(call, "vm: 1-63 of [A-Za-z0-9._-], not starting with . or -");
+}
+
+static void with_next(const struct gw_policy *p, Godwit__V1__BackupPolicy *pb)
+{
+    gw_policy_to_pb(p, pb);
+    char err[128];
+    int64_t start;
+    pb->next_unix_s = p->invalid || gw_sched_next(p, &start, err, sizeof err) ? 0 : start;
+}
+
+static int set_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__SetBackupPolicyRequest *req = (const void *)msg;
+    struct gw_policy p;
+    char err[512];
+    if (gw_policy_from_pb(d, req->policy, &p, err, sizeof err)) return BAD(call, "%s", err);
+    /* The first run is the first fire after now: setting a policy never fires a past time. */
+    p.created = gw_sched_now(d);
+    pthread_mutex_lock(&policy_mu);
+    unsigned n = 0;
+    struct gw_policy *v = NULL, old;
+    int code = GW_GRPC_OK;
+    int r = load_all_locked(d, &v, &n);
+    bool exists = !r && !find_locked(d, p.vm, &old);
+    if (exists && old.created >= p.created) p.created = old.created + 1;   /* a new identity for record_run */
+    if (r) code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the policies: %s", strerror(-r));
+    else if (!exists && n >= GW_POLICY_MAX)
+        code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "at most %u backup policies", GW_POLICY_MAX);
+    else if ((r = put(d, &p)))
+        code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot store the policy: %s", strerror(-r));
+    pthread_mutex_unlock(&policy_mu);
+    free(v);
+    if (code) return code;
+    gw_info("vm=%s: backup policy set: \"%s\" %s to %s", p.vm, p.schedule, p.tz[0] ? p.tz : "UTC", p.target);
+    Godwit__V1__BackupPolicy pb;
+    with_next(&p, &pb);
+    Godwit__V1__SetBackupPolicyResponse resp = GODWIT__V1__SET_BACKUP_POLICY_RESPONSE__INIT;
+    resp.policy = &pb;
+    gw_grpc_call_send(call, &resp.base);
+    return GW_GRPC_OK;
+}
+
+static int get_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__GetBackupPolicyRequest *req = (const void *)msg;
+    int code = vm_check(call, req->vm);
+    if (code) return code;
+    struct gw_policy p;
+    pthread_mutex_lock(&policy_mu);
+    int r = find_locked(d, req->vm, &p);
+    pthread_mutex_unlock(&policy_mu);
+    if (r == -ENOENT)
+        return gw_grpc_call_error_reason(call, GW_GRPC_NOT_FOUND, "POLICY_NOT_FOUND", "VM %s has no backup policy", req->vm);
+    if (r) return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the policies: %s", strerror(-r));
+    Godwit__V1__BackupPolicy pb;
+    with_next(&p, &pb);
+    Godwit__V1__GetBackupPolicyResponse resp = GODWIT__V1__GET_BACKUP_POLICY_RESPONSE__INIT;
+    resp.policy = &pb;
+    gw_grpc_call_send(call, &resp.base);
+    return GW_GRPC_OK;
+}
+
+static int list_policies(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    (void)msg;
+    struct gw_policy *v = NULL;
+    unsigned n = 0;
+    int r = gw_policy_load_all(d, &v, &n);
+    if (r) return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the policies: %s", strerror(-r));
+    Godwit__V1__BackupPolicy *pbs = calloc(n + 1, sizeof *pbs);
+    Godwit__V1__BackupPolicy **ptrs = calloc(n + 1, sizeof *ptrs);
+    int code = GW_GRPC_OK;
+    if (!pbs || !ptrs) {
+        code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    } else {
+        for (unsigned i = 0; i < n; i++) { with_next(&v[i], &pbs[i]); ptrs[i] = &pbs[i]; }
+        Godwit__V1__ListBackupPoliciesResponse resp = GODWIT__V1__LIST_BACKUP_POLICIES_RESPONSE__INIT;
+        resp.n_policies = n;
+        resp.policies = ptrs;
+        gw_grpc_call_send(call, &resp.base);
+    }
+    free(pbs);
+    free(ptrs);
+    free(v);
+    return code;
+}
+
+static int delete_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+    struct gw_daemon *d = arg;
+    const Godwit__V1__DeleteBackupPolicyRequest *req = (const void *)msg;
+    int code = vm_check(call, req->vm);
+    if (code) return code;
+    struct gw_policy p;
+    pthread_mutex_lock(&policy_mu);
+    int r = find_locked(d, req->vm, &p);
+    if (!r) r = gw_db_delete_policy(d->db, req->vm);
+    if (!r) r = gw_db_flush(d->db);
+    pthread_mutex_unlock(&policy_mu);
+    if (r == -ENOENT)
+        return gw_grpc_call_error_reason(call, GW_GRPC_NOT_FOUND, "POLICY_NOT_FOUND", "VM %s has no backup policy", req->vm);
+    if (r) return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot delete the policy: %s", strerror(-r));
+    gw_info("vm=%s: backup policy deleted", req->vm);
+    Godwit__V1__DeleteBackupPolicyResponse resp = GODWIT__V1__DELETE_BACKUP_POLICY_RESPONSE__INIT;
+    gw_grpc_call_send(call, &resp.base);
+    return GW_GRPC_OK;
+}
+
+int gw_service_register_policy(struct gw_daemon *d)
+{
+    static const struct {
+        const char *path; const ProtobufCMessageDescriptor *desc; gw_grpc_handler_fn fn;
+    } m[] = {
+        {"/godwit.v1.GodwitBackup/SetBackupPolicy", &godwit__v1__set_backup_policy_request__descriptor, set_policy},
+        {"/godwit.v1.GodwitBackup/GetBackupPolicy", &godwit__v1__get_backup_policy_request__descriptor, get_policy},
+        {"/godwit.v1.GodwitBackup/ListBackupPolicies", &godwit__v1__list_backup_policies_request__descriptor,
+         list_policies},
+        {"/godwit.v1.GodwitBackup/DeleteBackupPolicy", &godwit__v1__delete_backup_policy_request__descriptor,
+         delete_policy},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        int r = gw_grpc_server_register(d->srv, &(struct gw_grpc_method){
+            .path = m[i].path, .kind = GW_GRPC_UNARY, .request = m[i].desc, .handler = m[i].fn, .arg = d});
+        if (r) return r;
+    }
+    return 0;
+}

@@ -1,0 +1,276 @@
+/* The backup scheduler thread of godwitd (see backup_sched.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backup/backup.h"
+#include "backup/prune.h"
+#include "backup/slots.h"
+#include "engine/api/grpc_server.h"
+#include "engine/common/log.h"
+#include "engine/daemon/backup_jobs.h"
+#include "engine/daemon/backup_sched.h"
+#include "engine/daemon/daemon.h"
+#include "engine/daemon/db.h"
+
+#define SLOT_LEASE_S 60u            /* a crashed daemon's slots come free after this (rados) */
+
+/* One scheduled backup under way: its job, and the slots and store it holds until it ends. */
+struct run {
+    char vm[64];
+    char job[40];
+    int64_t created;                /* its policy's identity (gw_policy.created) */
+    struct gw_policy pol;
+    struct gw_backup_target tg;
+    struct gw_backup_slots slots;
+};
+
+struct gw_sched {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;            /* CLOCK_MONOTONIC */
+    bool stop;
+    struct run *runs;               /* max_backups of them */
+    unsigned n_runs;
+};
+
+int64_t gw_sched_now(const struct gw_daemon *d)
+{
+#ifdef GODWIT_TEST_HOOKS
+    if (d->cfg.test_clock_file[0]) {
+        char buf[32] = {0};
+        int fd = open(d->cfg.test_clock_file, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n = read(fd, buf, sizeof buf - 1);
+            close(fd);
+            char *end;
+            long long v = n > 0 ? strtoll(buf, &end, 10) : 0;
+            if (n > 0 && end != buf && v > 0) return v;
+        }
+    }
+#else
+    (void)d;
+#endif
+    return (int64_t)time(NULL);
+}
+
+/* The policy's cron and zone (tz NULL = UTC; free it). */
+static int compile(const struct gw_policy *p, struct gw_cron *c, struct gw_tz **tz, char *err, size_t errlen)
+{
+    *tz = NULL;
+    int r = gw_cron_parse(p->schedule, c, err, errlen);
+    if (!r && p->tz[0]) r = gw_tz_load(p->tz, tz, err, errlen);
+    return r;
+}
+
+/* The first fire is the first after the policy was set; later ones follow its last run. */
+static int64_t base_of(const struct gw_policy *p)
+{
+    return p->last_fire ? p->last_fire : p->created;
+}
+
+int gw_sched_next(const struct gw_policy *p, int64_t *start, char *err, size_t errlen)
+{
+    struct gw_cron c;
+    struct gw_tz *tz;
+    int64_t fire;
+    int r = compile(p, &c, &tz, err, errlen);
+    if (!r && (r = gw_cron_next(&c, tz, base_of(p), &fire))) snprintf(err, errlen, "the schedule never fires");
+    gw_tz_free(tz);
+    if (!r) *start = gw_cron_jitter(fire, p->jitter_s, p->vm);
+    return r;
+}
+
+/* Prunes the VM's backups after a successful run (keep-rules set). */
+static void prune(struct gw_daemon *d, struct run *ru)
+{
+    const struct gw_keep none = {0};
+    if (!memcmp(&ru->pol.keep, &none, sizeof none)) return;
+    struct gw_tz *tz = NULL;
+    char err[512];
+    struct gw_prune_stats st;
+    int r = ru->pol.tz[0] ? gw_tz_load(ru->pol.tz, &tz, err, sizeof err) : 0;
+    if (!r) r = gw_backup_prune(&ru->tg, ru->vm, &ru->pol.keep, tz, false, NULL, NULL, &st, err, sizeof err);
+    gw_tz_free(tz);
+    if (r) {
+        gw_warn("vm=%s: pruning its backups in %s: %s", ru->vm, ru->pol.target, err);
+        char why[300];
+        snprintf(why, sizeof why, "prune: %.280s", err);
+        gw_policy_record_run(d, ru->vm, ru->created, 0, NULL, why);
+        return;
+    }
+    gw_info("vm=%s: pruned its backups in %s: %llu kept, %llu removed", ru->vm, ru->pol.target,
+            (unsigned long long)st.kept, (unsigned long long)st.removed);
+    (void)d;
+}
+
+/* Ends the runs whose job has ended: slots back, prune after a success. */
+static void reap(struct gw_daemon *d, struct gw_sched *s)
+{
+    for (unsigned i = 0; i < s->n_runs;) {
+        struct run *ru = &s->runs[i];
+        pthread_mutex_lock(&d->lock);
+        struct gw_job *j = gw_job_find(d, ru->job);
+        bool done = !j || gw_job_final(j->state);
+        bool ok = j && j->state == GODWIT__V1__JOB__STATE__SUCCEEDED;
+        char error[256] = "";
+        if (done && !ok) snprintf(error, sizeof error, "job %s: %.200s", ru->job, j ? j->error : "gone");
+        pthread_mutex_unlock(&d->lock);
+        if (!done) { i++; continue; }
+        gw_backup_slots_release(&ru->slots);
+        if (ok) prune(d, ru);
+        else {
+            gw_warn("vm=%s: scheduled backup failed: %s", ru->vm, error);
+            gw_policy_record_run(d, ru->vm, ru->created, 0, NULL, error);
+        }
+        gw_backup_target_close(&ru->tg);
+        s->runs[i] = s->runs[--s->n_runs];
+    }
+}
+
+static bool running(const struct gw_sched *s, const char *vm)
+{
+    for (unsigned i = 0; i < s->n_runs; i++)
+        if (!strcmp(s->runs[i].vm, vm)) return true;
+    return false;
+}
+
+/* Starts p's backup if it is due, its VM runs here and a slot is free. */
+static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw_policy *p, int64_t now)
+{
+    char err[512];
+    int64_t start, fire;
+    struct gw_cron c;
+    struct gw_tz *tz;
+    if (gw_sched_next(p, &start, err, sizeof err) || start > now) return;
+    if (compile(p, &c, &tz, err, sizeof err)) return;
+    /* The latest fire up to now: a run for it covers every fire missed before (run once). */
+    int r = gw_cron_missed(&c, tz, base_of(p), now, &fire);
+    gw_tz_free(tz);
+    if (r) return;
+    pthread_mutex_lock(&d->lock);
+    struct gw_vm_rec *rec = gw_vm_find(d, p->vm);
+    bool here = rec && rec->state == GODWIT__V1__VM__STATE__RUNNING && rec->ready && !rec->busy && !rec->incoming &&
+                !rec->migrating_out;
+    pthread_mutex_unlock(&d->lock);
+    if (!here) return;   /* not (yet) running here, or busy: wait; the missed run stays one */
+    if (s->n_runs >= d->cfg.max_backups) return;
+    const struct gw_backup_target_cfg *t = gw_config_backup_target(&d->cfg, p->target);
+    if (!t) return;
+    struct run ru = {.created = p->created, .pol = *p};
+    snprintf(ru.vm, sizeof ru.vm, "%s", p->vm);
+    Godwit__V1__StoreSpec spec;
+    gw_bkjob_spec(t, &spec);
+    if ((r = gw_backup_target_open(&spec, &ru.tg, err, sizeof err))) {
+        gw_warn("vm=%s: scheduled backup waits: target %s: %s", p->vm, t->name, err);
+        return;
+    }
+    char cookie[96];
+    snprintf(cookie, sizeof cookie, "sched-%s-%lld", p->vm, (long long)fire);
+    r = gw_backup_slots_take(ru.tg.store, d->cfg.hostname, d->cfg.max_backups, d->cfg.cluster_max_backups, cookie,
+                             SLOT_LEASE_S, &ru.slots, err, sizeof err);
+    if (r) {
+        if (r != -EBUSY) gw_warn("vm=%s: scheduled backup waits: slots: %s", p->vm, err);
+        gw_backup_target_close(&ru.tg);
+        return;
+    }
+    struct gw_job *j = NULL;
+    const char *reason = NULL;   /* the API's ErrorInfo reason; err says the same in words */
+    pthread_mutex_lock(&d->lock);
+    int code = gw_bkjob_backup(d, p->vm, t, "", p->method, "", &j, &reason, err, sizeof err);
+    if (!code) snprintf(ru.job, sizeof ru.job, "%s", j->id);
+    pthread_mutex_unlock(&d->lock);
+    gw_db_flush(d->db);
+    if (code) {
+        gw_backup_slots_release(&ru.slots);
+        gw_backup_target_close(&ru.tg);
+        /* The VM changed state since the look above (busy, migrating, stopped), or the daemon
+         * is stopping: the next tick (or daemon) decides again; the fire is not used up. */
+        if (code == GW_GRPC_FAILED_PRECONDITION || code == GW_GRPC_UNAVAILABLE) return;
+        gw_warn("vm=%s: scheduled backup not started: %s", p->vm, err);
+        gw_policy_record_run(d, p->vm, p->created, fire, NULL, err);
+        return;
+    }
+    gw_info("vm=%s: scheduled backup (fire %lld) started as job %s", p->vm, (long long)fire, ru.job);
+    gw_policy_record_run(d, p->vm, p->created, fire, ru.job, NULL);
+    s->runs[s->n_runs++] = ru;
+}
+
+static void *sched_main(void *arg)
+{
+    struct gw_daemon *d = arg;
+    struct gw_sched *s = d->sched;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop) {
+        pthread_mutex_unlock(&s->mu);
+        reap(d, s);
+        struct gw_policy *v = NULL;
+        unsigned n = 0;
+        if (!gw_policy_load_all(d, &v, &n)) {
+            int64_t now = gw_sched_now(d);
+            for (unsigned i = 0; i < n; i++)
+                if (!v[i].invalid && !running(s, v[i].vm)) maybe_start(d, s, &v[i], now);
+            free(v);
+        }
+        pthread_mutex_lock(&s->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)GW_SCHED_TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        if (!s->stop) pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+int gw_sched_start(struct gw_daemon *d)
+{
+    struct gw_sched *s = calloc(1, sizeof *s);
+    if (!s) return -ENOMEM;
+    s->runs = calloc(d->cfg.max_backups ? d->cfg.max_backups : 1, sizeof *s->runs);
+    if (!s->runs) { free(s); return -ENOMEM; }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    d->sched = s;
+    int r = pthread_create(&s->thread, NULL, sched_main, d);
+    if (r) {
+        d->sched = NULL;
+        pthread_cond_destroy(&s->cond);
+        pthread_mutex_destroy(&s->mu);
+        free(s->runs);
+        free(s);
+        return -r;
+    }
+    return 0;
+}
+
+/* Stops the thread; runs under way keep their jobs (the job shutdown ends them), their slots
+ * and stores are released here. */
+void gw_sched_stop(struct gw_daemon *d)
+{
+    struct gw_sched *s = d->sched;
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    for (unsigned i = 0; i < s->n_runs; i++) {
+        gw_backup_slots_release(&s->runs[i].slots);
+        gw_backup_target_close(&s->runs[i].tg);
+    }
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->mu);
+    free(s->runs);
+    free(s);
+    d->sched = NULL;
+}
