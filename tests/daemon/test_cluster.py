@@ -531,7 +531,7 @@ class ClusterTest(unittest.TestCase):
                                  grpc.StatusCode.NOT_FOUND.value[0])
                 got = ask(file_by_filename="godwit/v1/daemon.proto").file_descriptor_response.file_descriptor_proto
                 self.assertEqual([descriptor_pb2.FileDescriptorProto.FromString(b).name for b in got],
-                                 ["godwit/v1/daemon.proto", "godwit/v1/api.proto"])   # with its import
+                                 ["godwit/v1/daemon.proto", "godwit/v1/api.proto", "godwit/v1/backup_api.proto"])   # with its imports
             # A call from the fetched schema alone.
             pool = descriptor_pool.DescriptorPool()
             for f in files:
@@ -578,7 +578,7 @@ class ClusterTest(unittest.TestCase):
                     self.assertEqual(answers[-1].original_request, qn)
                 self.assertIn("godwit.v1.Godwit", [x.name for x in answers[0].list_services_response.service])
                 self.assertTrue(answers[1].file_descriptor_response.file_descriptor_proto)
-                self.assertEqual(len(answers[2].file_descriptor_response.file_descriptor_proto), 2)
+                self.assertEqual(len(answers[2].file_descriptor_response.file_descriptor_proto), 3)   # daemon.proto and its two imports
                 self.assertEqual(answers[3].error_response.error_code, grpc.StatusCode.NOT_FOUND.value[0])
                 self.assertTrue(answers[4].file_descriptor_response.file_descriptor_proto)
                 q.put(None)                           # half-close
