@@ -229,12 +229,7 @@ static bool thread_sleeps(int tid)
 {
     char path[64], buf[256];
     snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return false;
-    buf[n] = 0;
+    if (gw_read_small_file(path, buf, sizeof buf) < 0) return false;
     const char *e = strrchr(buf, ')');   /* the command name may hold anything */
     return e && e[1] == ' ' && (e[2] == 'S' || e[2] == 'D');
 }

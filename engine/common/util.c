@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,4 +120,18 @@ bool gw_is_zero(const void *p, size_t len)
     }
     while (len--) if (*b++) return false;
     return true;
+}
+
+int gw_read_small_file(const char *path, char *buf, size_t cap)
+{
+    if (cap < 2) return -EINVAL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    ssize_t n;
+    do n = read(fd, buf, cap - 1); while (n < 0 && errno == EINTR);
+    int e = n < 0 ? -errno : 0;
+    close(fd);
+    if (e) return e;
+    buf[n] = 0;
+    return n > 0 ? (int)n : -ENODATA;
 }

@@ -42,6 +42,10 @@ int gw_write_full(int fd, const void *buf, size_t len);
 int gw_pread_full(int fd, void *buf, size_t len, off_t off);
 int gw_pwrite_full(int fd, const void *buf, size_t len, off_t off);
 
+/* Reads a small text file (/proc, /sys, a test hook's file) into buf, NUL-terminated: at most
+ * cap - 1 bytes. Returns the length read (> 0), or -errno (-ENODATA when it is empty). */
+int gw_read_small_file(const char *path, char *buf, size_t cap);
+
 /* True when the len bytes at p are all zero (fast path for page-sized, aligned buffers). */
 bool gw_is_zero(const void *p, size_t len);
 

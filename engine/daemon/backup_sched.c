@@ -13,6 +13,7 @@
 #include "backup/slots.h"
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
+#include "engine/common/util.h"
 #include "engine/daemon/backup_jobs.h"
 #include "engine/daemon/backup_sched.h"
 #include "engine/daemon/daemon.h"
@@ -43,14 +44,10 @@ int64_t gw_sched_now(const struct gw_daemon *d)
 {
 #ifdef GODWIT_TEST_HOOKS
     if (d->cfg.test_clock_file[0]) {
-        char buf[32] = {0};
-        int fd = open(d->cfg.test_clock_file, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            ssize_t n = read(fd, buf, sizeof buf - 1);
-            close(fd);
-            char *end;
-            long long v = n > 0 ? strtoll(buf, &end, 10) : 0;
-            if (n > 0 && end != buf && v > 0) return v;
+        char buf[32], *end;
+        if (gw_read_small_file(d->cfg.test_clock_file, buf, sizeof buf) > 0) {
+            long long v = strtoll(buf, &end, 10);
+            if (end != buf && v > 0) return v;
         }
     }
 #else

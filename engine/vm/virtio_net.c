@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "engine/common/log.h"
+#include "engine/common/util.h"
 #include "engine/vm/virtio_mmio.h"
 #include "guest/abi.h"
 
@@ -538,12 +539,7 @@ static bool tap_is_multiqueue(const char *name)
 {
     char path[96], buf[32];
     snprintf(path, sizeof path, "/sys/class/net/%s/tun_flags", name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return false;
-    buf[n] = 0;
+    if (gw_read_small_file(path, buf, sizeof buf) < 0) return false;
     return (strtoul(buf, NULL, 16) & IFF_MULTI_QUEUE) != 0;
 }
 
