@@ -114,6 +114,9 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
     struct load_ctx *c = arg;
     struct gw_daemon_config *cfg = c->cfg;
     int r;
+    /* After the first refusal ini_parse_file still reads on but reports that refusal's line:
+     * its reason must stay with it (a later bad key named at the first one's line misled). */
+    if (c->err[0]) return 0;
     if (!strncmp(section, "backup_target ", 14)) return on_target_key(c, section + 14, key, value);
     if (strcmp(section, "daemon")) {
         snprintf(c->err, c->errlen, "unknown section [%s]", section);
@@ -216,6 +219,7 @@ int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *
         return -e;
     }
     /* ini_parse_file returns the first line whose handler refused it (or a syntax error). */
+    err[0] = 0;
     int line = ini_parse_file(f, on_key, &c);
     fclose(f);
     if (line) {

@@ -88,6 +88,11 @@ GW_TEST(config_refuses_mistakes)
         CHECK(strstr(err, "godwitd.conf:") != NULL);   /* says where */
     }
     CHECK(gw_daemon_config_load("/nonexistent/godwitd.conf", &c, err, sizeof err) < 0);
+    /* Two mistakes: the first one's line and its own reason (not the last one's reason). */
+    const char *p = write_conf("[daemon]\nlisen = 1\nworkers = 1000\nzz = 2\n");
+    REQUIRE(p);
+    CHECK_EQ(gw_daemon_config_load(p, &c, err, sizeof err), -EINVAL);
+    CHECK(strstr(err, ":2: unknown key 'lisen'") != NULL);
 }
 
 GW_TEST(config_backup_targets)
