@@ -106,6 +106,10 @@ int gw_store_name_ok(const char *name);
  * rados store (NULL for another backend). The store keeps ownership. */
 int gw_store_dir_fd(const struct gw_store *s);
 void *gw_store_rados_ioctx(const struct gw_store *s);
+/* Stats names[0..n) in the rados ioctx io, GW_STORE_MAX_INFLIGHT at a time: rc[i] = 1 present
+ * (size[i] and version[i] set when those are not NULL), 0 missing, -errno. */
+void gw_store_rados_stat_batch(void *io, const char *const *names, size_t n, int *rc, uint64_t *size,
+                               uint64_t *version);
 int gw_store_dir_open(const char *path, const struct gw_store_params *p, struct gw_store **out, char *err, size_t errlen);
 int gw_store_rados_open(const char *pool_ns, const struct gw_store_params *p, struct gw_store **out, char *err, size_t errlen);
 

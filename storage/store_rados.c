@@ -177,31 +177,41 @@ static int rados_stat_obj(struct gw_store *s, const char *obj, uint64_t *size)
     return 1;
 }
 
-static int rados_exists_batch(struct gw_store *s, const char *const *names, size_t n, int *present)
+void gw_store_rados_stat_batch(void *io, const char *const *names, size_t n, int *rc, uint64_t *size,
+                               uint64_t *version)
 {
-    struct rados_store *d = (struct rados_store *)s;
     rados_completion_t comp[GW_STORE_MAX_INFLIGHT];
-    uint64_t size[GW_STORE_MAX_INFLIGHT];
+    uint64_t sz[GW_STORE_MAX_INFLIGHT];
     time_t mt[GW_STORE_MAX_INFLIGHT];
     for (size_t base = 0; base < n; base += GW_STORE_MAX_INFLIGHT) {
         size_t k = n - base < GW_STORE_MAX_INFLIGHT ? n - base : GW_STORE_MAX_INFLIGHT;
         for (size_t i = 0; i < k; i++) {
             comp[i] = NULL;
+            if (size) size[base + i] = 0;
+            if (version) version[base + i] = 0;
             int r = rados_aio_create_completion2(NULL, NULL, &comp[i]);
-            if (!r) r = rados_aio_stat(d->io, names[base + i], comp[i], &size[i], &mt[i]);
-            present[base + i] = r;
+            if (!r) r = rados_aio_stat(io, names[base + i], comp[i], &sz[i], &mt[i]);
+            rc[base + i] = r;
             if (r && comp[i]) { rados_aio_release(comp[i]); comp[i] = NULL; }
         }
         for (size_t i = 0; i < k; i++) {
             if (!comp[i]) continue;
             rados_aio_wait_for_complete(comp[i]);
             int r = rados_aio_get_return_value(comp[i]);
+            if (version) version[base + i] = rados_aio_get_version(comp[i]);
+            if (size) size[base + i] = sz[i];
             rados_aio_release(comp[i]);
-            present[base + i] = r == 0 ? 1 : r == -ENOENT ? 0 : r;
+            rc[base + i] = r == 0 ? 1 : r == -ENOENT ? 0 : r;
         }
-        for (size_t i = 0; i < k; i++)
-            if (present[base + i] < 0) return describe(d, present[base + i], "looking up", names[base + i]);
     }
+}
+
+static int rados_exists_batch(struct gw_store *s, const char *const *names, size_t n, int *present)
+{
+    struct rados_store *d = (struct rados_store *)s;
+    gw_store_rados_stat_batch(d->io, names, n, present, NULL, NULL);
+    for (size_t i = 0; i < n; i++)
+        if (present[i] < 0) return describe(d, present[i], "looking up", names[i]);
     return 0;
 }
 

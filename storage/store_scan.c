@@ -155,29 +155,11 @@ static int rados_scan(struct gw_store *s, rados_ioctx_t io, int (*fn)(const char
 static int rados_stat_guarded(struct gw_store *s, rados_ioctx_t io, const char *const *names, size_t n, int *rc,
                               uint64_t *size, struct gw_obj_guard *g)
 {
-    (void)s;
-    enum { BATCH = 64 };
-    rados_completion_t comp[BATCH];
-    time_t mt[BATCH];
-    for (size_t base = 0; base < n; base += BATCH) {
-        size_t k = n - base < BATCH ? n - base : BATCH;
-        for (size_t i = 0; i < k; i++) {
-            comp[i] = NULL;
-            int r = rados_aio_create_completion2(NULL, NULL, &comp[i]);
-            if (!r) r = rados_aio_stat(io, names[base + i], comp[i], &size[base + i], &mt[i]);
-            rc[base + i] = r;
-            if (r && comp[i]) { rados_aio_release(comp[i]); comp[i] = NULL; }
-        }
-        for (size_t i = 0; i < k; i++) {
-            if (!comp[i]) continue;
-            rados_aio_wait_for_complete(comp[i]);
-            int r = rados_aio_get_return_value(comp[i]);
-            memset(&g[base + i], 0, sizeof g[0]);
-            g[base + i].a = rados_aio_get_version(comp[i]);
-            rados_aio_release(comp[i]);
-            rc[base + i] = r == 0 ? 1 : r == -ENOENT ? 0 : r;
-        }
-    }
+    uint64_t *version = malloc((n ? n : 1) * sizeof *version);
+    if (!version) return gw_store_fail(s, -ENOMEM, "%s: out of memory", s->desc);
+    gw_store_rados_stat_batch(io, names, n, rc, size, version);
+    for (size_t i = 0; i < n; i++) g[i] = (struct gw_obj_guard){.a = version[i]};   /* the object's version */
+    free(version);
     return 0;
 }
 
