@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/common/limits.h"
 #include "godwit/v1/backup.pb-c.h"
 #include "storage/chunk.h"
 #include "storage/throttle.h"
@@ -32,7 +33,7 @@ struct gw_vm;
 struct gw_store;
 struct gw_guest_mem;
 
-#define GW_BACKUP_ID_BUF 48u
+#define GW_BACKUP_ID_BUF GW_LIMIT_BACKUP_ID_BUF
 #define GW_BACKUP_CHUNK_SIZE (1u << 20)   /* memory and disk chunks (docs/storage.md: measured) */
 #define GW_BACKUP_MAX_ROUNDS 8u
 

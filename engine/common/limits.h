@@ -17,6 +17,9 @@
                                                 * virtio-mmio devices appended must still fit the
                                                 * kernel's 2048 (engine/vm/linux_boot.c) */
 
+#define GW_LIMIT_BACKUP_ID_BUF 48u             /* a backup id and its NUL: the API, the catalog and the
+                                                * disk's dirty-bitmap base all hold one */
+
 #define GW_LIMIT_CONSOLE_TAIL_MAX (1u << 20)   /* GetVmConsole: bytes of a console log per call */
 #define GW_DEFAULT_CONSOLE_TAIL (16u << 10)
 

@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 
+#include "engine/common/limits.h"
 #include "engine/daemon/config.h"
 #include "godwit/v1/api.pb-c.h"
 #include "godwit/v1/backup.pb-c.h"
@@ -21,7 +22,7 @@ struct gw_daemon;
 struct gw_job;
 
 #define GW_BKJOB_BAD_NAMES 16     /* bad chunk names a verify job keeps */
-#define GW_BKJOB_ID_MAX 47        /* backup ids (GW_BACKUP_ID_BUF - 1) */
+#define GW_BKJOB_ID_MAX (GW_LIMIT_BACKUP_ID_BUF - 1)   /* longest backup id */
 
 struct gw_bkjob {
     char target[GW_CFG_TARGET_NAME_MAX + 1];

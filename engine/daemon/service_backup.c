@@ -48,7 +48,7 @@ static int id_check(struct gw_grpc_call *call, const char *id, bool allow_empty)
 {
     if (!id[0]) return allow_empty ? GW_GRPC_OK : BAD(call, "a backup id is required");
     if (strlen(id) > GW_BKJOB_ID_MAX || !gw_store_name_ok(id))
-        return BAD(call, "a backup id is 1-%d of [A-Za-z0-9._-]", GW_BKJOB_ID_MAX);
+        return BAD(call, "a backup id is 1-%u of [A-Za-z0-9._-]", GW_BKJOB_ID_MAX);
     return GW_GRPC_OK;
 }
 

@@ -9,8 +9,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/common/limits.h"
+
 #define GW_BLK_DIRTY_BLOCK (1ull << 20)
-#define GW_BLK_DIRTY_BASE_MAX 48u   /* a backup id and its NUL */
+#define GW_BLK_DIRTY_BASE_MAX GW_LIMIT_BACKUP_ID_BUF   /* a backup id and its NUL */
 
 struct gw_blk_dirty {
     uint64_t *bits;
