@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,6 +426,8 @@ static void *migration_thread(void *arg)
         }
         gw_vm_disk_lock(m->vm, false, 0);   /* the image is the destination's from GO on */
         if (!r) r = gw_mig_sender_wait_running(m->tx, COMMIT_TIMEOUT_MS);
+        /* Test fault: the VM runs there now; dying here leaves no hand-over record. */
+        if (!r && m->p.fault == GW_FAULT_DIE_AFTER_GO) raise(SIGKILL);
         uint64_t downtime = gw_now_ns() - t_pause;
         gw_dirty_detach(m->dirty);
         m->dirty = NULL;

@@ -28,6 +28,9 @@ enum gw_mig_fault {
                                     * sending GO: in doubt here, never started there */
     GW_FAULT_CLOSE_AFTER_GO,       /* send GO, then drop the link before RUNNING: in doubt
                                     * here, running there */
+    GW_FAULT_DIE_AFTER_GO,         /* GO sent and RUNNING heard, then the runner dies
+                                    * (SIGKILL) before it writes its hand-over record: only
+                                    * the daemons can tell where the VM runs */
 };
 
 struct gw_precopy_params {

@@ -279,6 +279,10 @@ enum gw_settle gw_owner_settle_exit(struct gw_daemon *d, struct gw_vm_rec *rec);
 /* Marks rec IN_DOUBT (lock held) and starts its resolver. */
 void gw_owner_in_doubt(struct gw_daemon *d, struct gw_vm_rec *rec, const char *peer, const char *job_id,
                        const char *why);
+/* rec's runner died during an outgoing migration and left no hand-over record (lock held).
+ * It may have died after GO, with the VM running on the destination: with an open migration
+ * job, rec goes IN_DOUBT and the destination is asked; without one it is a crash. */
+void gw_owner_runner_lost(struct gw_daemon *d, struct gw_vm_rec *rec, const char *why);
 /* True when the open job of rec's re-attached migration was cancelled (lock held). */
 bool gw_owner_cancel_wanted(struct gw_daemon *d, struct gw_vm_rec *rec);
 /* A status reply of a runner whose migration no job thread follows (lock held). */

@@ -220,8 +220,16 @@ static void follow(struct mig *m)
              * stopped mid-migration, whose VM never left. */
             else if (!strcmp(m->last_state, "migrated") || !strcmp(m->rec->exit_state, "migrated"))
                 gw_job_set_state(j, GODWIT__V1__JOB__STATE__SUCCEEDED, "VM now runs on the destination");
-            else
+            else if (m->rec->stop_requested)
                 fail(m, GODWIT__V1__JOB__STATE__FAILED, "runner %s during the migration", m->rec->exit_why);
+            else {
+                /* It died without a word: perhaps after GO, with the VM running there (the
+                 * status polls cannot close that window). Never taken for a crash before the
+                 * destination says it does not have the VM: finish() hands it to owner.c. */
+                m->in_doubt = true;
+                snprintf(j->error, sizeof j->error, "runner %s during the migration, leaving no record of the "
+                         "hand-over", m->rec->exit_why);
+            }
             pthread_mutex_unlock(&m->d->lock);
             return;
         }
@@ -328,10 +336,6 @@ static void finish(struct mig *m)
     rec->migrating_out = false;
     rec->busy = false;
     d->running_migrations--;
-    if (m->in_doubt) {
-        gw_owner_in_doubt(d, rec, m->j->destination, m->j->id, m->j->error);
-        return;
-    }
     if (m->j->state != GODWIT__V1__JOB__STATE__SUCCEEDED && !rec->proc.pid && rec->exit_seq != m->exit_seq) {
         /* The runner left: its hand-over record says whether the VM moved or is in doubt. */
         enum gw_settle s = gw_owner_settle_exit(d, rec);
@@ -340,6 +344,10 @@ static void finish(struct mig *m)
             pthread_cond_broadcast(&d->cond);
             return;
         }
+    }
+    if (m->in_doubt) {
+        gw_owner_in_doubt(d, rec, m->j->destination, m->j->id, m->j->error);
+        return;
     }
     if (m->j->state == GODWIT__V1__JOB__STATE__SUCCEEDED) {
         gw_info("vm=%s job=%s: migrated to %s", rec->name, m->j->id, m->j->destination);

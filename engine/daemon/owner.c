@@ -118,7 +118,8 @@ struct resolver {
 };
 
 /* Asks peer whether vm runs there. Returns the answer's state, or -errno (why filled). */
-static int query_peer(struct gw_daemon *d, const char *peer, const char *vm, const char *job_id, char *why, size_t len)
+static int query_peer(struct gw_daemon *d, const char *peer, const char *vm, const char *job_id, bool source_gone,
+                      char *why, size_t len)
 {
     struct gw_grpc_client *c;
     /* The cluster's peer credential (and TLS when configured), never the operator's token. */
@@ -127,6 +128,7 @@ static int query_peer(struct gw_daemon *d, const char *peer, const char *vm, con
     Godwit__V1__QueryIncomingRequest req = GODWIT__V1__QUERY_INCOMING_REQUEST__INIT;
     req.vm = (char *)vm;
     req.job_id = (char *)job_id;
+    req.source_gone = source_gone;
     struct gw_grpc_status st;
     ProtobufCMessage *resp = NULL;
     gw_grpc_client_unary(c, "/godwit.v1.GodwitPeer/QueryIncoming", &req.base,
@@ -184,6 +186,8 @@ static void keep_source(struct gw_daemon *d, struct gw_vm_rec *rec, const char *
         gw_info("vm=%s: %s", name, msg);
     } else {
         /* The paused copy died with its runner: the VM crashed here (its policy applies). */
+        snprintf(msg, sizeof msg, "the hand-over did not complete (%s); the VM stays on %s, where its runner had "
+                 "ended (restart policy applies)", why, d->cfg.hostname);
         rec->state = GODWIT__V1__VM__STATE__CRASHED;
         gw_sup_crashed(d, rec, "its runner ended while the hand-over was in doubt, and the destination never started it");
     }
@@ -207,8 +211,9 @@ static void *resolver_main(void *arg)
         char peer[sizeof rec->in_doubt_peer], job[sizeof rec->in_doubt_job], why[400] = "";
         memcpy(peer, rec->in_doubt_peer, sizeof peer);
         memcpy(job, rec->in_doubt_job, sizeof job);
+        bool gone = !rec->proc.pid;   /* no copy of the VM is left here */
         pthread_mutex_unlock(&d->lock);
-        int ans = peer[0] ? query_peer(d, peer, rs->name, job, why, sizeof why) : -EDESTADDRREQ;
+        int ans = peer[0] ? query_peer(d, peer, rs->name, job, gone, why, sizeof why) : -EDESTADDRREQ;
         if (!peer[0]) snprintf(why, sizeof why, "the destination daemon is not known");
         pthread_mutex_lock(&d->lock);
         rec = gw_vm_find(d, rs->name);
@@ -284,6 +289,15 @@ void gw_owner_in_doubt(struct gw_daemon *d, struct gw_vm_rec *rec, const char *p
     start_resolver(d, rec);
 }
 
+void gw_owner_runner_lost(struct gw_daemon *d, struct gw_vm_rec *rec, const char *why)
+{
+    struct gw_job *j = open_job(d, rec->name, NULL);
+    if (!j || !j->destination[0]) { gw_sup_crashed(d, rec, why); return; }
+    char msg[400];
+    snprintf(msg, sizeof msg, "%.200s, leaving no record of the hand-over", why);
+    gw_owner_in_doubt(d, rec, j->destination, j->id, msg);
+}
+
 bool gw_owner_cancel_wanted(struct gw_daemon *d, struct gw_vm_rec *rec)
 {
     struct gw_job *j = open_job(d, rec->name, NULL);
@@ -348,6 +362,12 @@ static int query_incoming(struct gw_grpc_call *call, const ProtobufCMessage *msg
     Godwit__V1__QueryIncomingResponse resp = GODWIT__V1__QUERY_INCOMING_RESPONSE__INIT;
     pthread_mutex_lock(&d->lock);
     struct gw_vm_rec *rec = gw_vm_find(d, req->vm);
+    if (rec && req->source_gone && rec->incoming && !rec->proc.pid && !rec->busy) {
+        /* Only reserved, and the source's runner is gone: nothing will ever arrive. */
+        gw_info("vm=%s job=%s: the source's runner is gone; dropping the reservation", rec->name, req->job_id);
+        gw_sup_drop_incoming(d, rec);
+        rec = NULL;
+    }
     if (!rec) resp.state = GODWIT__V1__QUERY_INCOMING_RESPONSE__STATE__ABSENT;
     else if (rec->incoming || rec->reserved_until_ns) resp.state = GODWIT__V1__QUERY_INCOMING_RESPONSE__STATE__ARRIVING;
     else resp.state = GODWIT__V1__QUERY_INCOMING_RESPONSE__STATE__RUNNING;   /* ours since it arrived */

@@ -347,6 +347,12 @@ static void on_exit_(struct gw_daemon *d, struct gw_vm_rec *rec)
         gw_owner_in_doubt(d, rec, "", "", "its runner left with the hand-over in doubt and no record of it");
         return;
     }
+    if (!rec->busy && rec->orphan_migration && strcmp(rec->exit_state, "migrated")) {
+        /* A re-attached migration's runner died without a record: maybe after GO. */
+        rec->orphan_migration = false;
+        gw_owner_runner_lost(d, rec, "its runner ended during the migration");
+        return;
+    }
     if (!strcmp(rec->exit_state, "migrated")) {
         /* Its migration completed although no job of ours followed it (the daemon restarted
          * meanwhile): the VM lives on the destination now and must not be restarted here. */
@@ -582,6 +588,11 @@ void gw_sup_reattach(struct gw_daemon *d)
         if (gw_owner_settle_exit(d, r) != GW_SETTLE_NONE) continue;
         if (doubt) { gw_owner_in_doubt(d, r, r->in_doubt_peer, r->in_doubt_job, r->error); continue; }
         r->ready = true;   /* it did run: the restart policy applies */
+        if (migrating) {
+            /* A source runner that was migrating ended unseen: maybe after GO. */
+            gw_owner_runner_lost(d, r, "its runner ended during a migration while the daemon was down");
+            continue;
+        }
         gw_sup_crashed(d, r, "runner ended while the daemon was down");
     }
     gw_owner_settle_jobs(d);

@@ -221,6 +221,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             else if (!strcmp(optarg, "corrupt-digest")) o->test_fault = GW_FAULT_CORRUPT_DIGEST;
             else if (!strcmp(optarg, "drop-go")) o->test_fault = GW_FAULT_DROP_GO;
             else if (!strcmp(optarg, "close-after-go")) o->test_fault = GW_FAULT_CLOSE_AFTER_GO;
+            else if (!strcmp(optarg, "die-after-go")) o->test_fault = GW_FAULT_DIE_AFTER_GO;
             else { fprintf(stderr, "godwit-vm: unknown --test-fault '%s'\n", optarg); return -1; }
             break;
 #endif

@@ -395,6 +395,56 @@ class InDoubtRunningThere(Hosts):
         self.cleanup_vm("doubt-restart")
 
 
+class SourceRunnerDiesAfterGo(Hosts):
+    """The source runner dies (test fault die-after-go: SIGKILL once GO went out and the
+    destination answered RUNNING) before it writes its hand-over record. Its daemon sees only
+    a runner that ended mid-migration: it must ask the destination, never restart the VM."""
+    fault = "die-after-go"
+
+    def test_moved_vm_is_never_restarted_here(self):
+        vm = self.start("gone-after-go", restart_policy=api.RestartPolicy(kind=api.RestartPolicy.ON_CRASH))
+        job = self.migrate("gone-after-go")
+        j = self.final_job(self.a, job.id)
+        self.assertEqual(j.state, api.Job.SUCCEEDED, j.error + self.a.logtext()[-3000:])
+        self.assertTrue(wait_for(lambda: not gwd.pid_alive(vm.runner_pid), 10))
+        self.assertIn("no record of the hand-over", self.a.logtext())
+        self.assert_runs_on_b_only("gone-after-go")
+        self.assertNotIn("vm=gone-after-go: crashed", self.a.logtext())
+        got, details = code_of(lambda: self.call(self.a, "StartVm", api.StartVmRequest(name="gone-after-go")))
+        self.assertEqual(got, grpc.StatusCode.NOT_FOUND, details)
+        self.cleanup_vm("gone-after-go")
+
+    def test_moved_while_the_source_daemon_was_down(self):
+        vm = self.start("gone-unseen", restart_policy=api.RestartPolicy(kind=api.RestartPolicy.ON_CRASH))
+        job = self.migrate("gone-unseen", bandwidth_limit_bytes_per_s=4 << 20)
+        self.wait_precopy(job.id)
+        self.a.stop(signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: not gwd.pid_alive(vm.runner_pid), 90), "the source runner never left")
+        self.a.start()
+        j = self.final_job(self.a, job.id)
+        self.assertEqual(j.state, api.Job.SUCCEEDED, j.error + self.a.logtext()[-3000:])
+        self.assert_runs_on_b_only("gone-unseen")
+        self.assertNotIn("vm=gone-unseen: crashed", self.a.logtext())
+        self.cleanup_vm("gone-unseen")
+
+    def test_runner_killed_before_go_restarts_here(self):
+        # The same question when the runner dies mid-copy: the destination never had the VM,
+        # so it is an ordinary crash here and the restart policy brings it back.
+        vm = self.start("killed-mid-copy", restart_policy=api.RestartPolicy(kind=api.RestartPolicy.ON_CRASH))
+        job = self.migrate("killed-mid-copy", bandwidth_limit_bytes_per_s=4 << 20)
+        self.wait_precopy(job.id)
+        os.kill(vm.runner_pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        j = self.final_job(self.a, job.id)
+        self.assertEqual(j.state, api.Job.FAILED, j.error)
+        self.assertIn("host-a", j.error)   # the job says where the VM is
+        self.assert_runs_on_a_only("killed-mid-copy")
+        print("runner killed mid-copy: running again on host-a after %.1f s" % (time.monotonic() - t0),
+              file=sys.stderr)
+        self.assertNotEqual(self.vm(self.a, "killed-mid-copy").runner_pid, vm.runner_pid)
+        self.cleanup_vm("killed-mid-copy")
+
+
 def main():
     global BIN
     if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]):
