@@ -8,7 +8,8 @@
  * Baseline, measured in the same run right after the migration: a plain loopback TCP blast of
  * the same wire bytes over the same number of streams (bench_wire.c);
  * limit_ratio = wire_mib_s / limit_mib_s. Compare with other systems by total_ms on the same
- * work (an idle guest: --rate 0). */
+ * work (an idle guest: --rate 0); --qemu SCRIPT runs QEMU on it in the same run
+ * (bench_qemu.h) and prints speedup_vs_qemu = QEMU's total time / ours. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 #include "bench/bench.h"
 #include "bench/bench_opts.h"
 #include "bench/bench_proc.h"
+#include "bench/bench_qemu.h"
 #include "engine/common/json.h"
 #include "engine/common/util.h"
 #include "precopy/precopy_source.h"
@@ -160,6 +162,21 @@ int gw_bench_migrate(int argc, char **argv)
         status = 1;
     }
     double limit_ratio = limit_mib_s > 0 ? wire_mib_s / limit_mib_s : 0;
+    /* QEMU on the same work, after ours (the runners have gone): --qemu only, it takes a
+     * minute (a TCG Linux guest boots first). */
+    char qemu_json[300] = "";
+    if (!status && o.qemu) {
+        struct gw_bench_qemu q;
+        if (gw_bench_qemu_baseline(o.qemu, memory, ws, rate, pattern, &q, err, sizeof err)) {
+            status = 1;
+        } else {
+            snprintf(qemu_json, sizeof qemu_json, ",\"qemu_status\":\"%s\",\"qemu_total_ms\":%.1f,\"qemu_downtime_ms\":%.1f,"
+                     "\"qemu_transferred_mib\":%.1f,\"speedup_vs_qemu\":%.2f", q.status, q.total_ms, q.downtime_ms,
+                     q.transferred_mib, total_ms > 0 ? q.total_ms / total_ms : 0);
+            if (!json) printf("QEMU on the same work: %s in %.0f ms (%.2f x Godwit's time)\n", q.status, q.total_ms,
+                              total_ms > 0 ? q.total_ms / total_ms : 0);
+        }
+    }
     /* Peak resident memory beyond guest RAM during the migration, everything counted (the
      * binary and its libraries too); src_idle_mib is the source's before it started. */
     double src_over = rss.peak[0] / 1048576.0, dst_over = rss.peak[1] / 1048576.0;
@@ -175,7 +192,7 @@ int gw_bench_migrate(int argc, char **argv)
                "\"limit_ms\":%.1f,\"limit_mib_s\":%.1f,\"limit_ratio\":%.2f,\"tls\":\"%s\",\"tls_kernel\":%s,"
                "\"mode\":\"%s\",\"fault_p50_us\":%llu,\"fault_p99_us\":%llu,\"fault_max_us\":%llu,"
                "\"pages_requested\":%llu,\"pages_resent_after_switchover\":%llu,\"postcopy_ms\":%.1f,"
-               "\"blocktime_ms\":%.3f}\n",
+               "\"blocktime_ms\":%.3f%s}\n",
                (unsigned long long)memory, (unsigned long long)ws, (unsigned long long)rate, pattern, compress,
                nstreams, total_ms, downtime, setup_ms, transfer_ms, (unsigned long long)rounds,
                (unsigned long long)moved, (unsigned long long)data, (unsigned long long)wire,
@@ -184,7 +201,7 @@ int gw_bench_migrate(int argc, char **argv)
                rss.base[0] / 1048576.0, limit_ms, limit_mib_s, limit_ratio, tls ? "on" : "off",
                tls && gw_tls_kernel_available() ? "true" : "false", o.mode, (unsigned long long)pc_p50,
                (unsigned long long)pc_p99, (unsigned long long)pc_max, (unsigned long long)pc_req,
-               (unsigned long long)pc_resent, pc_ms, pc_block);
+               (unsigned long long)pc_resent, pc_ms, pc_block, qemu_json);
     } else {
         printf("migrate bench: %s in %.0f ms (downtime %.2f ms, %llu rounds), %.0f MiB of guest memory moved, "
                "%.0f MiB on the wire at %.0f MiB/s (%.2f of plain TCP's %.0f MiB/s), overhead src %.1f MiB "

@@ -22,7 +22,10 @@ static const char *value_of(const char *json, const char *key)
     char pat[128];
     if (snprintf(pat, sizeof pat, "\"%s\":", key) >= (int)sizeof pat) return NULL;
     const char *p = strstr(json, pat);
-    return p ? p + strlen(pat) : NULL;
+    if (!p) return NULL;
+    p += strlen(pat);
+    while (*p == ' ' || *p == '\t') p++;   /* other writers (Python's json) put a space here */
+    return p;
 }
 
 int gw_json_get_u64(const char *json, const char *key, uint64_t *out)

@@ -1,4 +1,5 @@
 /* Unit tests for engine/common: size parsing, range checks, zero detection. */
+#include "engine/common/json.h"
 #include "engine/common/util.h"
 #include "tests/lib/gw_test.h"
 
@@ -37,4 +38,22 @@ GW_TEST(zero_detection)
     page[4095] = 0; page[3] = 7;
     CHECK(!gw_is_zero(page, sizeof page));
     CHECK(gw_is_zero(page + 4, 61));
+}
+
+GW_TEST(json_fields_with_and_without_spaces)
+{
+    /* Our writers print "key":value; Python's json (the QEMU peer's figures) "key": value. */
+    double d = 0;
+    uint64_t u = 0;
+    char str[16];
+    CHECK_EQ(gw_json_get_double("{\"total_ms\":12.5}", "total_ms", &d), 0);
+    CHECK(d == 12.5);
+    CHECK_EQ(gw_json_get_double("{\"total_ms\": 2325, \"x\": 1}", "total_ms", &d), 0);
+    CHECK(d == 2325);
+    CHECK_EQ(gw_json_get_u64("{\"n\":\t7}", "n", &u), 0);
+    CHECK_EQ(u, 7);
+    CHECK_EQ(gw_json_get_str("{\"status\": \"completed\"}", "status", str, sizeof str), 0);
+    CHECK(!strcmp(str, "completed"));
+    CHECK_EQ(gw_json_get_double("{\"total_ms\": null}", "total_ms", &d), -ENOENT);
+    CHECK_EQ(gw_json_get_double("{\"other\": 1}", "total_ms", &d), -ENOENT);
 }
