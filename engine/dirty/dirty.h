@@ -19,10 +19,14 @@
  *                in the page being read. Without the capability: classic mode (each harvest
  *                re-protects everything; clear is a no-op).
  *   KVM_CLASSIC  the classic mode on purpose (tests, comparison).
- *   KVM_RING     the KVM dirty ring: must be enabled before the VM's vCPUs exist, so it is
- *                chosen when the VM is created; attaching with it to a running VM fails with
- *                -ENOTSUP and says so. (Measured here: exact for CPL3 guests, loses entries
- *                while PVM emulates CPL0 code; see the KVM notes.)
+ *   KVM_RING     the KVM dirty ring (engine/vm/dirty_ring.h): must be enabled before the VM's
+ *                vCPUs exist, so it is chosen when the VM is created (gw_vm_config's
+ *                dirty_ring_entries, `godwit-vm run --dirty-ring N`); a VM created with rings
+ *                is tracked by them whatever backend a consumer asks for, and asking for
+ *                the ring on a VM without rings fails with -ENOTSUP and says so. Each harvest
+ *                collects and resets the rings (which re-protects the pages), so clear has
+ *                nothing to do. (Measured here: exact for CPL3 guests, loses entries while
+ *                PVM emulates CPL0 code; see the KVM notes.)
  *   UFFD_WP      userfaultfd write-protect, for live snapshots: the slot is here, the
  *                backend is not yet (-ENOTSUP).
  *
@@ -76,6 +80,8 @@ int gw_dirty_clear(struct gw_dirty_consumer *c, uint64_t first, uint64_t n);
 
 /* Whether the tracker runs in KVM's manual-protect mode (for tests and stats). */
 bool gw_dirty_manual(const struct gw_dirty_consumer *c);
+/* The backend that feeds c ("kvm-bitmap", "kvm-ring"), for logs, stats and tests. */
+const char *gw_dirty_backend_name(const struct gw_dirty_consumer *c);
 
 /* Detaches and frees c; the last consumer stops tracking. Safe on NULL. */
 void gw_dirty_detach(struct gw_dirty_consumer *c);

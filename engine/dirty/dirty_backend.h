@@ -38,5 +38,9 @@ struct gw_dirty_tracker {
 };
 
 extern const struct gw_dirty_backend_ops gw_dirty_kvm_bitmap_ops;
+extern const struct gw_dirty_backend_ops gw_dirty_kvm_ring_ops;
+
+/* Turns KVM's dirty logging on or off on every memory slot (both KVM backends). */
+int gw_dirty_kvm_set_logging(struct gw_vm *vm, bool on);
 
 #endif

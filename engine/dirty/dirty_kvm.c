@@ -11,7 +11,7 @@
 #include "engine/dirty/dirty_backend.h"
 #include "engine/vm/vm.h"
 
-static int set_logging(struct gw_vm *vm, bool on)
+int gw_dirty_kvm_set_logging(struct gw_vm *vm, bool on)
 {
     for (unsigned i = 0; i < vm->mem.nregions; i++) {
         const struct gw_mem_region *r = &vm->mem.regions[i];
@@ -33,7 +33,7 @@ static int kvm_start(struct gw_dirty_tracker *t, char *why, unsigned whylen)
         if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) == 0) t->manual = true;
         else gw_warn("vm %s: manual dirty-log protect refused (%s); using classic mode", vm->name, strerror(errno));
     }
-    int r = set_logging(vm, true);
+    int r = gw_dirty_kvm_set_logging(vm, true);
     if (r && why) snprintf(why, whylen, "cannot start KVM dirty logging: %s", strerror(-r));
     return r;
 }
@@ -73,7 +73,7 @@ static int kvm_clear(struct gw_dirty_tracker *t, uint64_t first, uint64_t n, uin
 
 static void kvm_stop(struct gw_dirty_tracker *t)
 {
-    set_logging(t->vm, false);
+    gw_dirty_kvm_set_logging(t->vm, false);
     if (t->manual) {
         struct kvm_enable_cap cap = {.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, .args = {0}};
         ioctl(t->vm->vm_fd, KVM_ENABLE_CAP, &cap);

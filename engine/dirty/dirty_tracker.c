@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/common/log.h"
 #include "engine/dirty/dirty_backend.h"
 #include "engine/vm/virtio_attach.h"
 #include "engine/vm/vm.h"
@@ -67,7 +68,7 @@ static void tracker_free(struct gw_dirty_tracker *t)
 static struct gw_dirty_tracker *tracker_start(struct gw_vm *vm, enum gw_dirty_backend b, int *rc, char *why,
                                               unsigned whylen)
 {
-    if (b == GW_DIRTY_KVM_RING) {
+    if (b == GW_DIRTY_KVM_RING && !vm->dirty_ring_entries) {
         *rc = -ENOTSUP;
         if (why) snprintf(why, whylen, "the KVM dirty ring must be enabled before the VM's vCPUs exist; "
                                        "this VM was created without it");
@@ -83,6 +84,13 @@ static struct gw_dirty_tracker *tracker_start(struct gw_vm *vm, enum gw_dirty_ba
     t->vm = vm;
     t->kind = b;
     t->ops = &gw_dirty_kvm_bitmap_ops;
+    if (vm->dirty_ring_entries) {
+        /* A VM with rings logs into them only (KVM then refuses the bitmap calls): every
+         * consumer of it is fed from the rings, whichever backend it asked for. */
+        t->kind = GW_DIRTY_KVM_RING;
+        t->ops = &gw_dirty_kvm_ring_ops;
+        gw_info("vm %s: dirty tracking by the KVM dirty ring (%u entries per vCPU)", vm->name, vm->dirty_ring_entries);
+    }
     t->npages = vm->mem.size / 4096;
     t->words = (t->npages + 63) / 64;
     pthread_mutex_init(&t->mu, NULL);
@@ -205,6 +213,11 @@ int gw_dirty_clear(struct gw_dirty_consumer *c, uint64_t first, uint64_t n)
 bool gw_dirty_manual(const struct gw_dirty_consumer *c)
 {
     return c->t->manual;
+}
+
+const char *gw_dirty_backend_name(const struct gw_dirty_consumer *c)
+{
+    return c->t->ops->name;
 }
 
 void gw_dirty_detach(struct gw_dirty_consumer *c)

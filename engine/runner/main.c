@@ -50,6 +50,7 @@
 #include "engine/transport/tls.h"
 #include "engine/vm/blk_backend.h"
 #include "engine/vm/blk_rbd.h"
+#include "engine/vm/dirty_ring.h"
 #include "engine/vm/snapshot_file.h"
 #include "engine/vm/virtio_attach.h"
 #include "postcopy/postcopy_dest.h"
@@ -66,6 +67,7 @@ struct opts {
     const char *name, *guest, *disk, *control, *console, *file, *secret_file, *listen, *to, *compress;
     const char *mode;         /* migrate --mode: precopy (default), postcopy, hybrid */
     const char *kernel, *initrd, *cmdline, *net;
+    uint64_t dirty_ring;      /* --dirty-ring: KVM dirty ring entries per vCPU (0: the bitmap) */
     const char *tls_cert, *tls_key, *tls_ca;
     bool tls_off;
     uint64_t memory, seconds, bandwidth, downtime_ms, timeout_s, max_rounds, streams;
@@ -89,10 +91,10 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: godwit-vm run [--name NAME] [--memory SIZE] [--vcpus N] [--guest SPEC] [--disk FILE|rbd:POOL/IMAGE[:conf=F][:id=ID][:keyring=F]]\n"
-            "                     [--seconds N] [--json] [--control SOCK] [--console FILE]\n"
+            "                     [--seconds N] [--json] [--control SOCK] [--console FILE] [--dirty-ring ENTRIES]\n"
             "       godwit-vm run --kernel bzImage|vmlinux [--initrd FILE] [--cmdline \"...\"] [--net tap:NAME[,mac=MAC]]\n"
             "                     [--memory SIZE] [--vcpus N] [--disk FILE] [--console FILE] [--seconds N]\n"
-            "       godwit-vm restore --file SNAPSHOT [--disk FILE] [--seconds N] [--json] [--control SOCK]\n"
+            "       godwit-vm restore --file SNAPSHOT [--disk FILE] [--seconds N] [--json] [--control SOCK] [--dirty-ring ENTRIES]\n"
             "       godwit-vm save --control SOCK --file SNAPSHOT [--stop]\n"
             "       godwit-vm status|pause|resume|stop --control SOCK [--json]\n"
             "       godwit-vm resolve --control SOCK --keep-source|--keep-destination [--json]\n"
@@ -133,7 +135,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"instant", 0, 0, 'J'}, {"stall-ms", 1, 0, 'P'},
         {"recover-timeout", 1, 0, 'K' + 258}, {"link-timeout-ms", 1, 0, 'K' + 259}, {"resume-fd", 1, 0, 'K' + 260},
         {"no-priority-channel", 0, 0, 'K' + 261}, {"switch-dirty-pct", 1, 0, 'K' + 262},
-        {"switch-ms-per-gib", 1, 0, 'K' + 263},
+        {"switch-ms-per-gib", 1, 0, 'K' + 263}, {"dirty-ring", 1, 0, 'K' + 300},
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
@@ -211,6 +213,14 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             o->resume_fd = (int)v;
             break;
         case 'K' + 258: if (gw_parse_u64(optarg, 1, 86400, &o->recover_timeout_s)) { fprintf(stderr, "godwit-vm: bad --recover-timeout\n"); return -1; } break;
+        case 'K' + 300:
+            if (gw_parse_u64(optarg, GW_DIRTY_RING_MIN_ENTRIES, GW_DIRTY_RING_MAX_ENTRIES, &o->dirty_ring) ||
+                (o->dirty_ring & (o->dirty_ring - 1))) {
+                fprintf(stderr, "godwit-vm: --dirty-ring takes a power of two from %u to %u entries\n",
+                        GW_DIRTY_RING_MIN_ENTRIES, GW_DIRTY_RING_MAX_ENTRIES);
+                return -1;
+            }
+            break;
         case 'K' + 259: if (gw_parse_u64(optarg, 100, 600000, &o->link_timeout_ms)) { fprintf(stderr, "godwit-vm: --link-timeout-ms must be 100..600000\n"); return -1; } break;
         case 'K' + 256: o->keep_destination = true; break;
 #ifdef GODWIT_TEST_HOOKS
@@ -327,7 +337,7 @@ static int cmd_run(const struct opts *o)
     struct gw_vm_config cfg = {.name = o->name, .memory_bytes = o->memory, .vcpus = o->vcpus,
                                .guest_spec = o->kernel ? "linux" : o->guest, .disk_path = o->disk, .console_fd = cfd,
                                .kernel_path = o->kernel, .initrd_path = o->initrd, .cmdline = o->cmdline,
-                               .net = o->net};
+                               .net = o->net, .dirty_ring_entries = (uint32_t)o->dirty_ring};
     struct gw_vm *vm;
     int r = gw_vm_create(&cfg, &vm, err, sizeof err);
     if (r) return exit_code_for_create(r, err);
@@ -355,7 +365,7 @@ static int cmd_restore(const struct opts *o)
         .name = sc->name && *sc->name ? sc->name : o->name, .memory_bytes = sc->memory_bytes,
         .vcpus = sc->vcpus, .guest_spec = sc->guest_spec,
         .disk_path = o->disk ? o->disk : (sc->disk_path && *sc->disk_path ? sc->disk_path : NULL),
-        .console_fd = cfd, .net = o->net,
+        .console_fd = cfd, .net = o->net, .dirty_ring_entries = (uint32_t)o->dirty_ring,
     };
     struct gw_vm *vm = NULL;
     int code = 0;

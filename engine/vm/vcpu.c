@@ -18,6 +18,7 @@
 #include "engine/common/util.h"
 #include "engine/vm/boot.h"
 #include "engine/vm/cpuid.h"
+#include "engine/vm/dirty_ring.h"
 #include "engine/vm/vm.h"
 
 #define GW_SIG_KICK SIGUSR1
@@ -44,6 +45,7 @@ int gw_vcpu_create(struct gw_vm *vm, unsigned id, struct gw_vcpu **out)
     v->run = mmap(NULL, (size_t)vm->kvm.vcpu_mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
     if (v->run == MAP_FAILED) { int e = -errno; close(v->fd); free(v); return e; }
     int r = gw_vcpu_setup_cpuid(v);
+    if (!r && vm->dirty_ring_entries) r = gw_dirty_ring_map(v);
     if (r) { gw_vcpu_destroy(v); return r; }
     *out = v;
     return 0;
@@ -52,6 +54,7 @@ int gw_vcpu_create(struct gw_vm *vm, unsigned id, struct gw_vcpu **out)
 void gw_vcpu_destroy(struct gw_vcpu *v)
 {
     if (!v) return;
+    gw_dirty_ring_unmap(v);
     if (v->run && v->run != MAP_FAILED) munmap(v->run, (size_t)v->vm->kvm.vcpu_mmap_size);
     if (v->fd >= 0) close(v->fd);
     free(v);
@@ -150,6 +153,9 @@ static int handle_exit(struct gw_vcpu *v)
         return -ECANCELED;
     case KVM_EXIT_INTR:
         return 0;
+    case KVM_EXIT_DIRTY_RING_FULL:
+        /* It may not re-enter before its ring has room. */
+        return gw_dirty_ring_full(v);
     default:
         gw_vm_set_fatal(vm, -ENOTSUP, "unhandled KVM exit %u on vcpu %u", run->exit_reason, v->id);
         return -ENOTSUP;

@@ -24,6 +24,9 @@ struct gw_vcpu {
     uint64_t exits;          /* KVM_RUN returns, any reason */
     uint64_t io_exits;
     uint64_t mmio_exits;
+    struct kvm_dirty_gfn *ring;   /* dirty ring mapping (dirty_ring.h), or NULL */
+    uint32_t ring_fetch;          /* next entry to read (under vm->ring_mu) */
+    unsigned ring_stuck;          /* ring-full exits in a row with nothing collected */
     int tid;                 /* the thread's kernel id (atomic; 0 before it runs): post-copy's
                               * per-vCPU blocked time maps userfaultfd's faulting thread to it */
 };

@@ -14,6 +14,7 @@
 #include "engine/common/log.h"
 #include "engine/vm/boot.h"
 #include "engine/vm/ctlport.h"
+#include "engine/vm/dirty_ring.h"
 #include "engine/vm/i8042.h"
 #include "engine/vm/linux_boot.h"
 #include "engine/vm/serial.h"
@@ -166,6 +167,7 @@ int gw_vm_create(const struct gw_vm_config *cfg, struct gw_vm **out, char *err, 
     vm->vm_fd = -1;
     vm->mem.memfd = -1;
     pthread_mutex_init(&vm->lock, NULL);
+    pthread_mutex_init(&vm->ring_mu, NULL);
     pthread_condattr_t ca;   /* timed waits on the monotonic clock: a clock step changes nothing */
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -226,6 +228,7 @@ int gw_vm_create(const struct gw_vm_config *cfg, struct gw_vm **out, char *err, 
                       (unsigned long long)(cfg->memory_bytes >> 20), strerror(-r)); goto fail; }
     r = add_memory_slots(vm);
     if (r) { snprintf(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r)); goto fail; }
+    if (cfg->dirty_ring_entries && (r = gw_dirty_ring_enable(vm, cfg->dirty_ring_entries, err, errlen))) goto fail;
     for (unsigned i = 0; i < vm->nvcpus; i++) {
         r = gw_vcpu_create(vm, i, &vm->vcpus[i]);
         if (r) { snprintf(err, errlen, "cannot create vcpu %u: %s", i, strerror(-r)); goto fail; }
@@ -421,7 +424,9 @@ void gw_vm_destroy(struct gw_vm *vm)
     gw_guest_mem_destroy(&vm->mem);
     if (vm->vm_fd >= 0) close(vm->vm_fd);
     if (vm->kvm.fd > 0) gw_kvm_close(&vm->kvm);
+    free(vm->ring_pending);
     pthread_cond_destroy(&vm->cond);
+    pthread_mutex_destroy(&vm->ring_mu);
     pthread_mutex_destroy(&vm->lock);
     free(vm);
 }

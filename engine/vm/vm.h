@@ -37,6 +37,8 @@ struct gw_vm_config {
     const char *cmdline;
     /* Network for virtio-net ("tap:NAME[,mac=...]", net_spec.h), or NULL for none. */
     const char *net;
+    /* KVM dirty ring entries per vCPU (dirty_ring.h), 0 for none (dirty bitmap). */
+    uint32_t dirty_ring_entries;
 };
 
 /* State a component outside engine/vm keeps with the VM and wants carried wherever its state
@@ -67,6 +69,13 @@ struct gw_vm {
     bool has_pit;                /* in-kernel PIT (Linux guests calibrate and check IRQ 0) */
     struct gw_vcpu *vcpus[GW_MAX_VCPUS];
     struct gw_device_bus bus;
+    /* KVM dirty ring (dirty_ring.h): entries per vCPU (0: none), collection lock, pages
+     * collected and not yet taken (atomic words), entries outside the memory map. */
+    uint32_t dirty_ring_entries;
+    pthread_mutex_t ring_mu;
+    uint64_t *ring_pending;
+    uint64_t ring_bad_entries;
+    uint64_t ring_full_exits;    /* KVM_EXIT_DIRTY_RING_FULL, all vCPUs (atomic) */
 
     pthread_mutex_t lock;        /* protects everything below */
     pthread_cond_t cond;

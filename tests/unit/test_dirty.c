@@ -23,10 +23,11 @@ static bool have_kvm(void)
     return true;
 }
 
-static struct gw_vm *running_vm(void)
+static struct gw_vm *running_vm_ring(uint32_t ring_entries)
 {
     struct gw_vm_config cfg = {.name = "t", .memory_bytes = 32ull << 20, .vcpus = 1,
-                               .guest_spec = "dirtier:ws=4M,rate=16M", .console_fd = -1};
+                               .guest_spec = "dirtier:ws=4M,rate=16M", .console_fd = -1,
+                               .dirty_ring_entries = ring_entries};
     struct gw_vm *vm = NULL;
     char err[256];
     if (gw_vm_create(&cfg, &vm, err, sizeof err)) { fprintf(stderr, "create: %s\n", err); return NULL; }
@@ -35,6 +36,11 @@ static struct gw_vm *running_vm(void)
         return NULL;
     }
     return vm;
+}
+
+static struct gw_vm *running_vm(void)
+{
+    return running_vm_ring(0);
 }
 
 static bool bit(const uint64_t *map, uint64_t pfn)
@@ -175,4 +181,74 @@ GW_TEST(unavailable_backends_say_why)
     CHECK_EQ(gw_dirty_attach(vm, GW_DIRTY_UFFD_WP, &c, why, sizeof why), -ENOTSUP);
     CHECK(strstr(why, "write-protect") != NULL);
     gw_vm_destroy(vm);
+}
+
+/* The dirty ring: two consumers, a ring small enough (256 entries, 1 MiB of pages) that the
+ * dirtier fills it between harvests, so vCPUs collect on KVM_EXIT_DIRTY_RING_FULL too. Every
+ * page whose bytes changed is seen by both, device writes included. */
+GW_TEST(ring_backend_sees_every_write)
+{
+    if (!have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    struct gw_vm_config probe = {.name = "t", .memory_bytes = 32ull << 20, .vcpus = 1, .guest_spec = "idle",
+                                 .console_fd = -1, .dirty_ring_entries = 256};
+    struct gw_vm *vm = NULL;
+    char err[256] = "";
+    int r = gw_vm_create(&probe, &vm, err, sizeof err);
+    gw_vm_destroy(vm);
+    if (r == -ENOTSUP) { gw_test_skip(err); return; }
+    REQUIRE(r == 0);
+    vm = running_vm_ring(256);
+    REQUIRE(vm);
+    struct gw_dirty_consumer *a = NULL, *b = NULL;
+    char why[200] = "";
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_KVM_RING, &a, why, sizeof why) == 0);
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &b, why, sizeof why) == 0);   /* fed by the ring */
+    CHECK(!strcmp(gw_dirty_backend_name(a), "kvm-ring"));
+    CHECK(!strcmp(gw_dirty_backend_name(b), "kvm-ring"));
+    uint64_t npages = a->npages, words = a->words;
+    uint64_t *seen_a = calloc(words, 8), *seen_b = calloc(words, 8);
+    uint8_t *before = malloc(vm->mem.size);
+    REQUIRE(seen_a && seen_b && before);
+    REQUIRE(gw_vm_pause(vm) == 0);
+    CHECK_EQ(fetch_and_clear(a, seen_a), 0);
+    CHECK_EQ(fetch_and_clear(b, seen_b), 0);
+    memset(seen_a, 0, words * 8);
+    memset(seen_b, 0, words * 8);
+    memcpy(before, vm->mem.base, vm->mem.size);
+    REQUIRE(gw_vm_resume(vm) == 0);
+    usleep(300000);   /* ~1200 pages written with no harvest: the 256-entry ring fills */
+    uint64_t dev_pfn = npages - 3;
+    for (int i = 0; i < 40; i++) {
+        CHECK_EQ(fetch_and_clear(a, seen_a), 0);
+        if (i % 7 == 0) CHECK_EQ(fetch_and_clear(b, seen_b), 0);
+        if (i == 5) {
+            memset(vm->mem.base + dev_pfn * PG, 0x77, 64);
+            gw_dirty_mark_gpa(vm, gw_guest_mem_gpa(&vm->mem, dev_pfn * PG), 64);
+        }
+        usleep(10000);
+    }
+    REQUIRE(gw_vm_pause(vm) == 0);
+    CHECK_EQ(fetch_and_clear(a, seen_a), 0);
+    CHECK_EQ(fetch_and_clear(b, seen_b), 0);
+    uint64_t changed = 0, missed_a = 0, missed_b = 0;
+    for (uint64_t p = 0; p < npages; p++) {
+        if (!memcmp(before + p * PG, vm->mem.base + p * PG, PG)) continue;
+        changed++;
+        missed_a += !bit(seen_a, p);
+        missed_b += !bit(seen_b, p);
+    }
+    char msg[256];
+    CHECK_EQ(gw_vm_fatal(vm, msg, sizeof msg), 0);
+    CHECK(changed > 256);
+    CHECK(__atomic_load_n(&vm->ring_full_exits, __ATOMIC_RELAXED) > 0);   /* vCPUs collected too */
+    CHECK_EQ(missed_a, 0);
+    CHECK_EQ(missed_b, 0);
+    CHECK(bit(seen_a, dev_pfn) && bit(seen_b, dev_pfn));
+    CHECK_EQ(vm->ring_bad_entries, 0);
+    printf("  ring: %llu pages changed, %llu missed, %llu full-ring exits\n", (unsigned long long)changed,
+           (unsigned long long)missed_a, (unsigned long long)vm->ring_full_exits);
+    gw_dirty_detach(a);
+    gw_dirty_detach(b);
+    gw_vm_destroy(vm);
+    free(seen_a); free(seen_b); free(before);
 }
