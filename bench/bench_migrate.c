@@ -90,8 +90,11 @@ int gw_bench_migrate(int argc, char **argv)
     char *dst_argv[] = {vm_bin, "incoming", "--listen", "tcp:127.0.0.1:0", "--secret-file", secret, "--control",
                         dst_sock, "--seconds", "2", "--json", "--tls", tls ? "on" : "off", NULL};
     pid_t dst = gw_bench_spawn(dst_argv, dst_out);
+    char ring_s[24];
+    snprintf(ring_s, sizeof ring_s, "%llu", (unsigned long long)o.dirty_ring);
     char *src_argv[] = {vm_bin, "run", "--name", "bench", "--memory", mem_s, "--vcpus", vc_s, "--guest", spec,
-                        "--control", src_sock, "--secret-file", secret, "--json", NULL};
+                        "--control", src_sock, "--secret-file", secret, "--json",
+                        o.dirty_ring ? "--dirty-ring" : NULL, ring_s, NULL};
     pid_t src = gw_bench_spawn(src_argv, src_out);
 
     char buf[65536], url[128] = "", err[256] = "";

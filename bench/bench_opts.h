@@ -19,6 +19,7 @@ struct gw_bench_opts {
     uint64_t cut_at_ms, cut_for_ms;              /* --cut-link-at MS --cut-link-for MS */
     bool no_priority;                            /* --no-priority-channel: its baseline too */
     const char *qemu;                            /* --qemu SCRIPT: QEMU's run on the same work */
+    uint64_t dirty_ring;                         /* --dirty-ring N: the source tracks by ring */
     bool json;                                   /* --json */
 };
 
