@@ -87,19 +87,6 @@ static int read_hist(const char *vm_bin, const char *sock, struct gw_lat_hist *h
     return 0;
 }
 
-static int wait_ready(const char *vm_bin, const char *sock)
-{
-    char *argv[] = {(char *)vm_bin, "status", "--control", (char *)sock, "--json", NULL};
-    char out[16384];
-    uint64_t deadline = gw_now_ns() + 180ull * 1000000000ull;
-    while (gw_now_ns() < deadline) {
-        usleep(100000);
-        bool ready = false;
-        if (gw_bench_run(argv, out, sizeof out) == 0 && !gw_json_get_bool(out, "guest_ready", &ready) && ready) return 0;
-    }
-    return -ETIMEDOUT;
-}
-
 struct phase {
     double p50_us, p99_us, mib_s, elapsed_ms;
     uint64_t requests, backoffs, bytes;
@@ -200,7 +187,7 @@ int gw_bench_backup_contention(int argc, char **argv)
                          "--json", NULL};
         dpid = gw_bench_spawn(dargv, dout);
         bpid = gw_bench_spawn(bargv, bout);
-        if (wait_ready(vm_bin, dsock) || wait_ready(vm_bin, bsock)) { snprintf(err, sizeof err, "a guest never became ready"); status = 1; }
+        if (gw_bench_wait_ready(vm_bin, dsock, 180) || gw_bench_wait_ready(vm_bin, bsock, 180)) { snprintf(err, sizeof err, "a guest never became ready"); status = 1; }
         else sleep(1);
     }
     struct phase a = {0}, b = {0}, c = {0};
