@@ -354,6 +354,9 @@ static uint8_t (*parent_disk_names(const struct bk *b, const Godwit__V1__BackupM
 
 static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_disk_latency(ctx, out); }
 
+/* The write-protect side buffer's fill: the throttle stops backing off before it fails us. */
+static double wp_pressure(void *ctx) { return gw_wp_pressure(((struct bk *)ctx)->wp); }
+
 static void make_id(char *id)
 {
     struct timespec ts;
@@ -453,6 +456,8 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     if (parent) { seed_known(&b, parent->memory); seed_known(&b, parent->disk); }
     struct gw_throttle_cfg tc = p->throttle;
     if (!tc.vm_latency) { tc.vm_latency = vm_disk_latency; tc.vm_ctx = vm; }
+    tc.pressure = wp_pressure;
+    tc.pressure_ctx = &b;
     if ((r = gw_throttle_open(&tc, t->store, &b.th, err, errlen))) goto out;
     b.sink.throttle = b.th;
     struct gw_disk_snapshot_params dp = {.fleece_dir = p->fleece_dir, .fleece_limit = p->fleece_limit, .align = b.cs};

@@ -173,6 +173,35 @@ GW_TEST(adaptive_respects_a_fixed_ceiling_and_a_floor)
     CHECK_EQ(c.backoffs, 0);
 }
 
+/* A measured VM baseline is kept (the lowest of many noisy intervals would make every later
+ * one look congested); a congested interval with the copy buffer half full holds the rate,
+ * three quarters full lifts it: a backup that fails helps nobody. */
+GW_TEST(adaptive_keeps_a_measured_baseline_and_gives_way_to_buffer_pressure)
+{
+    struct gw_throttle_ctl_params p;
+    gw_throttle_ctl_defaults(&p);
+    struct gw_throttle_ctl c;
+    gw_throttle_ctl_init(&c, &p, 2000000);
+    struct gw_throttle_sample s = {.bytes = 10 << 20, .interval_ns = GW_THROTTLE_INTERVAL_NS, .vm_n = 500,
+                                   .vm_p99_ns = 1000000};
+    gw_throttle_ctl_step(&c, &p, &s);
+    CHECK_EQ(c.vm_base_ns, 2000000);   /* a quieter interval does not lower it */
+    s.vm_p99_ns = 2300000;              /* within 1.2x */
+    gw_throttle_ctl_step(&c, &p, &s);
+    CHECK_EQ(c.backoffs, 0);
+    s.vm_p99_ns = 2600000;              /* beyond 1.2x: backs off from what was achieved */
+    double rate = gw_throttle_ctl_step(&c, &p, &s);
+    CHECK_EQ(c.backoffs, 1);
+    CHECK(rate > 49 * MIB && rate < 51 * MIB);
+    s.pressure = 0.6;                   /* congested again, but the buffer is filling: hold */
+    CHECK(gw_throttle_ctl_step(&c, &p, &s) == rate);
+    CHECK_EQ(c.backoffs, 1);
+    s.pressure = 0.8;                   /* nearly full: no limit */
+    CHECK(gw_throttle_ctl_step(&c, &p, &s) == 0);
+    s.vm_p99_ns = 1000000;              /* quiet and still nearly full: stays lifted */
+    CHECK(gw_throttle_ctl_step(&c, &p, &s) == 0);
+}
+
 /* The host bucket: two backups (two throttles mapping one file, as two runners do) share one
  * budget; each alone would be unlimited. Real time: 36 MiB at 36 MiB/s after a 4 MiB burst. */
 GW_TEST(host_bucket_is_shared)
