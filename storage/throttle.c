@@ -144,6 +144,8 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
     }
     for (unsigned i = 0; i < GW_THROTTLE_VM_WINDOW; i++) t->vm_ring[i] = h0;
     gw_throttle_ctl_init(&t->ctl, &t->cp, vm_base);
+    if (cfg->mode == GW_THROTTLE_ADAPTIVE && t->ctl.rate != rate)   /* its gentle start */
+        gw_bucket_set_rate(&t->bytes, t->ctl.rate, burst_of(t->ctl.rate, 4 << 20), gw_now_ns());
     t->st.min_rate = rate;
     if (cfg->host_path && *cfg->host_path && (cfg->host_rate > 0 || cfg->host_ops > 0)) {
         int r = host_open(t, err, errlen);
@@ -166,6 +168,9 @@ static void maybe_step(struct gw_throttle *t, uint64_t now)
         gw_lat_hist_delta(&cur, &t->vm_ring[t->vm_pos], &d);
         s.vm_n = d.count;
         s.vm_p99_ns = gw_lat_hist_quantile(&d, 0.99);
+        unsigned newest = (t->vm_pos + GW_THROTTLE_VM_WINDOW - 1) % GW_THROTTLE_VM_WINDOW;
+        gw_lat_hist_delta(&cur, &t->vm_ring[newest], &d);
+        s.vm_last_p99_ns = d.count ? gw_lat_hist_quantile(&d, 0.99) : 1;   /* 1: given, and quiet */
         t->vm_ring[t->vm_pos] = cur;
         t->vm_pos = (t->vm_pos + 1) % GW_THROTTLE_VM_WINDOW;
     }

@@ -11,6 +11,7 @@ void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p)
         .store_factor = 4.0, .store_floor_ns = 20000000, .store_ceiling_ns = 30000000,
         .vm_factor = 1.2, .vm_floor_ns = 500000, .vm_ceiling_ns = 20000000,
         .vm_min_requests = 5, .pressure_hold = 0.5, .pressure_lift = 0.75,
+        .start_rate = 8 << 20,
     };
 }
 
@@ -18,6 +19,7 @@ void gw_throttle_ctl_init(struct gw_throttle_ctl *c, const struct gw_throttle_ct
 {
     memset(c, 0, sizeof *c);
     c->rate = p->max_rate;
+    if (p->start_rate > 0 && (c->rate <= 0 || p->start_rate < c->rate)) c->rate = p->start_rate;
     c->vm_base_ns = vm_baseline_ns;
     c->vm_base_measured = vm_baseline_ns != 0;
 }
@@ -38,7 +40,7 @@ double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_
     uint64_t st = target(c->store_base_ns, p->store_factor, p->store_floor_ns, p->store_ceiling_ns);
     uint64_t vt = target(c->vm_base_ns, p->vm_factor, p->vm_floor_ns, p->vm_ceiling_ns);
     bool store_hot = s->store_n && s->store_lat_ns > st;
-    bool vm_hot = s->vm_n >= p->vm_min_requests && s->vm_p99_ns > vt;
+    bool vm_hot = s->vm_n >= p->vm_min_requests && s->vm_p99_ns > vt && (!s->vm_last_p99_ns || s->vm_last_p99_ns > vt);
     c->congested = store_hot || vm_hot;
     if (c->congested && s->pressure >= p->pressure_hold) {
         /* Backing off further would fail the backup (its buffer fills): hold, or lift. */

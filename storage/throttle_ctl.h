@@ -21,6 +21,14 @@
  * and the lowest of many such swings, as a baseline, made every later interval look congested.
  * A measured VM baseline is kept; one learnt from quiet intervals (none measured) only falls.
  *
+ * The VM's window remembers a spike for its whole length; the last interval must be hot too,
+ * or one spike would halve the rate once per interval of the window.
+ *
+ * Start: the limit begins at start_rate and grows as after a back-off (x1.25 per interval,
+ * lifted once well above what the backup achieves: about 2 s to 200 MiB/s). An unlimited
+ * start put a burst on the store before the first measurement could show it: 300 guest
+ * requests at 20-40 ms on an RBD disk beside the store, which alone set a 10 s phase's p99.
+ *
  * The backup must still finish: its copy-before-write buffer (guest pages or disk blocks
  * rewritten before the backup read them) fails the backup when full. With that buffer at
  * pressure_hold (a fraction) a congested interval holds the rate instead of halving it; at
@@ -44,12 +52,13 @@ struct gw_throttle_ctl_params {
     uint64_t vm_floor_ns, vm_ceiling_ns;
     uint64_t vm_min_requests; /* fewer VM requests in an interval say nothing */
     double pressure_hold, pressure_lift;   /* copy-before-write buffer fractions (see above) */
+    double start_rate;        /* the first limit (bytes/s; 0: unlimited from the start) */
 };
 
 /* Defaults: store 4x baseline in [20 ms, 30 ms] (a store write of one chunk is its own
  * load: only a clearly struggling store counts, Veeam stops new tasks at 20 ms); VM 1.2x
  * baseline p99 in [0.5 ms, 20 ms] (the guest-visible target: p99 within 1.2x of no backup);
- * pressure hold at 0.5, lift at 0.75. */
+ * pressure hold at 0.5, lift at 0.75; start at 8 MiB/s. */
 void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p);
 
 struct gw_throttle_ctl {
@@ -73,6 +82,8 @@ struct gw_throttle_sample {
     uint64_t store_n;
     uint64_t vm_p99_ns;       /* the VM's block-request p99; vm_n requests */
     uint64_t vm_n;
+    uint64_t vm_last_p99_ns;  /* when vm_p99_ns is over a window: the p99 of its last interval
+                                 (0: not given); it must be over the target too */
     double pressure;          /* the backup's copy-before-write buffer, fraction full (0..1) */
 };
 
