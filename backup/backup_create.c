@@ -48,8 +48,8 @@ struct bk {
     uint64_t nfp;
     struct gw_disk_snapshot *ds;/* the disk's point in time, read after the pause */
     uint64_t disk_size;
-    bool rbd_disk;              /* the disk is an RBD image: its point in time is an RBD snapshot */
-    struct gw_disk_rbd *rbd;    /* that snapshot (disk_rbd.h), instead of ds */
+    struct gw_disk_rbd *rbd;    /* an RBD disk's point in time (disk_rbd.h), instead of ds */
+    uint64_t disk_snap_ns;      /* its RBD snapshot's creation, after the pause */
     uint64_t pause_ns;
     unsigned rounds;
     struct gw_wp_snapshot *wp;
@@ -224,10 +224,8 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
     /* The core state only: the bitmap is the runner's business, not the backup's. */
     if (!r && (r = gw_vm_save_state_core(vm, st))) fail(b, r, "cannot read the VM state: %s", strerror(-r));
     t_state = gw_now_ns();
-    if (!r && b->rbd_disk) {
-        r = gw_disk_rbd_snap(vm, &b->rbd, b->err, b->errlen);
-        b->disk_size = b->rbd ? gw_disk_rbd_size(b->rbd) : 0;
-    }
+    /* An RBD disk: only copy-before-write starts here; the snapshot follows the resume. */
+    if (!r && b->rbd) r = gw_disk_rbd_freeze(b->rbd, b->err, b->errlen);
     if (!r && b->ds && (r = b->ds->ops->freeze(b->ds))) fail(b, r, "disk: %s", b->ds->err);
     /* The disk's dirty bitmap at the same point in time; without it the disk is read whole. */
     if (!r && b->ds && gw_vm_disk_dirty_take(vm, &b->dbits, &b->dnbits, b->dbase)) b->dbits = NULL;
@@ -238,6 +236,12 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
     gw_debug("backup pause: stop vCPUs %.2f ms, memory %.2f ms, protect and state %.2f ms, disk %.2f ms, total %.2f ms",
              (t_paused - t0) / 1e6, t_mem ? (t_mem - t_paused) / 1e6 : 0.0, (t_state - (t_mem ? t_mem : t_paused)) / 1e6,
              (t_disk - t_state) / 1e6, b->pause_ns / 1e6);
+    if (!r && b->rbd) {
+        r = gw_disk_rbd_snap(b->rbd, b->err, b->errlen);
+        struct gw_disk_snapshot_stats ignored;
+        gw_disk_rbd_stats(b->rbd, &ignored, &b->disk_snap_ns);
+        gw_debug("backup: RBD snapshot %.2f ms after the pause", b->disk_snap_ns / 1e6);
+    }
     return r;
 }
 
@@ -350,6 +354,9 @@ static uint8_t (*parent_disk_names(const struct bk *b, const Godwit__V1__BackupM
 
 static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_disk_latency(ctx, out); }
 
+/* The write-protect side buffer's fill: the throttle stops backing off before it fails us. */
+static double wp_pressure(void *ctx) { return gw_wp_pressure(((struct bk *)ctx)->wp); }
+
 static void make_id(char *id)
 {
     struct timespec ts;
@@ -449,12 +456,15 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     if (parent) { seed_known(&b, parent->memory); seed_known(&b, parent->disk); }
     struct gw_throttle_cfg tc = p->throttle;
     if (!tc.vm_latency) { tc.vm_latency = vm_disk_latency; tc.vm_ctx = vm; }
+    tc.pressure = wp_pressure;
+    tc.pressure_ctx = &b;
     if ((r = gw_throttle_open(&tc, t->store, &b.th, err, errlen))) goto out;
     b.sink.throttle = b.th;
     struct gw_disk_snapshot_params dp = {.fleece_dir = p->fleece_dir, .fleece_limit = p->fleece_limit, .align = b.cs};
-    b.rbd_disk = gw_disk_rbd_applies(vm);
-    if (!b.rbd_disk && (r = gw_disk_snapshot_open(vm, &dp, &b.ds, err, errlen))) goto out;
-    b.disk_size = b.ds ? b.ds->size : 0;
+    if (gw_disk_rbd_applies(vm)) r = gw_disk_rbd_open(vm, &dp, &b.rbd, err, errlen);
+    else r = gw_disk_snapshot_open(vm, &dp, &b.ds, err, errlen);
+    if (r) goto out;
+    b.disk_size = b.ds ? b.ds->size : b.rbd ? gw_disk_rbd_size(b.rbd) : 0;
 
     uint8_t digest[16];
     enum gw_backup_method method = p->method;
@@ -497,6 +507,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
         r = gw_disk_rbd_store(b.rbd, &b.sink, b.cs, parent ? parent->disk : NULL, parent_id, dnames, &disk_read,
                               &disk_incremental, err, errlen);
         res->pb.disk_read_bytes = disk_read;
+        gw_disk_rbd_stats(b.rbd, &b.ds_stats, &b.disk_snap_ns);
     }
     if (b.ds) {
         struct gw_backup_disk_stats dst;
@@ -583,6 +594,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.fleece_bytes = b.ds_stats.fleece_bytes;
     res->pb.fleece_blocks = b.ds_stats.blocks_copied;
     res->pb.guest_write_wait_max_ns = b.ds_stats.guest_wait_ns_max;
+    res->pb.disk_snap_ns = b.disk_snap_ns;
     gw_throttle_close(b.th, &b.th_stats);
     b.th = NULL;
     /* Listed: the disk's bitmap is relative to this backup from now on. */

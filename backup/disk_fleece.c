@@ -197,7 +197,7 @@ static const struct gw_disk_snapshot_ops fleece_ops = {
 };
 
 /* An unnamed file in dir: nothing is left behind when the runner dies. */
-static int open_fleece_file(const char *dir)
+int gw_disk_fleece_file(const char *dir)
 {
     int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)) return fd < 0 ? -errno : fd;
@@ -209,24 +209,33 @@ static int open_fleece_file(const char *dir)
     return fd;
 }
 
+int gw_disk_fleece_geometry(uint64_t size, const struct gw_disk_snapshot_params *p, uint64_t *limit, uint64_t *bs,
+                            uint64_t *align, char *err, size_t errlen)
+{
+    *limit = p->fleece_limit ? p->fleece_limit : GW_LIMIT_FLEECE_DEFAULT;
+    if (*limit < GW_LIMIT_FLEECE_MIN || *limit > GW_LIMIT_FLEECE_MAX) {
+        snprintf(err, errlen, "fleece limit must be %llu KiB..%llu GiB", GW_LIMIT_FLEECE_MIN >> 10, GW_LIMIT_FLEECE_MAX >> 30);
+        return -EINVAL;
+    }
+    *bs = FLEECE_BLOCK;
+    while ((size + *bs - 1) / *bs > GW_LIMIT_FLEECE_BLOCKS_MAX) *bs *= 2;
+    *align = p->align ? p->align : *bs;
+    if (*bs > *align) {
+        snprintf(err, errlen, "a disk of %llu GiB needs a chunk size of at least %llu KiB", (unsigned long long)(size >> 30),
+                 (unsigned long long)(*bs >> 10));
+        return -EINVAL;
+    }
+    if (*align % *bs) *bs = *align;   /* a non-power-of-two chunk: one block per chunk */
+    return 0;
+}
+
 int gw_disk_fleece_open(struct gw_vm *vm, const char *path, uint64_t size, const struct gw_disk_snapshot_params *p,
                         struct gw_disk_snapshot **out, char *err, size_t errlen)
 {
     *out = NULL;
-    uint64_t limit = p->fleece_limit ? p->fleece_limit : GW_LIMIT_FLEECE_DEFAULT;
-    if (limit < GW_LIMIT_FLEECE_MIN || limit > GW_LIMIT_FLEECE_MAX) {
-        snprintf(err, errlen, "fleece limit must be %llu KiB..%llu GiB", GW_LIMIT_FLEECE_MIN >> 10, GW_LIMIT_FLEECE_MAX >> 30);
-        return -EINVAL;
-    }
-    uint64_t bs = FLEECE_BLOCK;
-    while ((size + bs - 1) / bs > GW_LIMIT_FLEECE_BLOCKS_MAX) bs *= 2;
-    uint64_t align = p->align ? p->align : bs;
-    if (bs > align) {
-        snprintf(err, errlen, "a disk of %llu GiB needs a chunk size of at least %llu KiB", (unsigned long long)(size >> 30),
-                 (unsigned long long)(bs >> 10));
-        return -EINVAL;
-    }
-    if (align % bs) bs = align;   /* a non-power-of-two chunk: one block per chunk */
+    uint64_t limit, bs, align;
+    int r = gw_disk_fleece_geometry(size, p, &limit, &bs, &align, err, errlen);
+    if (r) return r;
     struct fleece *f = calloc(1, sizeof *f);
     if (!f) return -ENOMEM;
     f->s.ops = &fleece_ops;
@@ -241,13 +250,12 @@ int gw_disk_fleece_open(struct gw_vm *vm, const char *path, uint64_t size, const
     f->state = calloc(f->nblocks ? f->nblocks : 1, 1);
     f->slot = calloc(f->nblocks ? f->nblocks : 1, sizeof *f->slot);
     f->scratch = malloc(bs);
-    int r = 0;
     if (!f->state || !f->slot || !f->scratch) { r = -ENOMEM; snprintf(err, errlen, "out of memory"); goto fail; }
     /* Our own descriptor of the image: reads share the page cache with the device's. */
     f->img_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (f->img_fd < 0) { r = -errno; snprintf(err, errlen, "cannot read the disk image %s: %s", path, strerror(-r)); goto fail; }
     const char *dir = p->fleece_dir && *p->fleece_dir ? p->fleece_dir : "/tmp";
-    f->fl_fd = open_fleece_file(dir);
+    f->fl_fd = gw_disk_fleece_file(dir);
     if (f->fl_fd < 0) { r = f->fl_fd; snprintf(err, errlen, "cannot create the fleecing file in %s: %s", dir, strerror(-r)); goto fail; }
     *out = &f->s;
     return 0;

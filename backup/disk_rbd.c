@@ -1,16 +1,26 @@
-/* RBD disks in backups: snapshot in the pause, chunks after it, diffs for incrementals
- * (see disk_rbd.h). */
+/* RBD disks in backups: copy-before-write from the pause until the snapshot exists, chunks
+ * from the snapshot and the fleecing file after it, diffs for incrementals (see disk_rbd.h).
+ *
+ * Each copy-before-write block is UNTOUCHED (the snapshot holds its point-in-time data),
+ * COPIED (the guest wrote it before the snapshot existed: the old data is at slot[block] in
+ * the fleecing file) or ZERO (the same, and the old data was all zeros). The guest side (the
+ * device's before_write, on a vCPU thread under the device lock) and the backup side meet in
+ * one mutex; once the snapshot exists (or copy-before-write was lost) the tables only get
+ * read. */
 #include "backup/disk_rbd.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/vm/blk_backend.h"
 #include "engine/vm/blk_rbd.h"
+#include "engine/vm/virtio_attach.h"
 #include "engine/vm/virtio_blk.h"
 #include "engine/vm/vm.h"
 #include "storage/chunk_sink.h"
@@ -18,12 +28,25 @@
 
 #define READ_BATCH 8u   /* chunks read from the snapshot together */
 
+enum { UNTOUCHED = 0, COPIED, ZERO };
+
 struct gw_disk_rbd {
     struct gw_vm *vm;
     struct gw_blk *live;       /* the VM's own handle (holds the lock): snapshots go through it */
     char snap[GW_RBD_SNAP_MAX + 1];
     char parent_snap[GW_RBD_SNAP_MAX + 1];   /* the diff base that was used, or "" */
     uint64_t size;
+    bool snapped;              /* the snapshot exists */
+    /* Copy-before-write between the point in time and the snapshot. */
+    pthread_mutex_t m;
+    bool active, hooked;
+    int failed;                /* -errno once copy-before-write was lost; the reason in why */
+    char why[256];
+    int fl_fd;
+    uint64_t bs, nblocks, used, limit, copied, wait_max, wait_total, snap_ns;
+    uint8_t *state;
+    uint32_t *slot;
+    uint8_t *scratch;          /* one block, guest side */
 };
 
 bool gw_disk_rbd_applies(const struct gw_vm *vm)
@@ -41,30 +64,151 @@ static void snap_name(char *out, size_t cap, const char *id)
     snprintf(out, cap, "%s%s", GW_DISK_RBD_SNAP_PREFIX, id);
 }
 
-int gw_disk_rbd_snap(struct gw_vm *vm, struct gw_disk_rbd **out, char *err, size_t errlen)
+static uint64_t block_len(const struct gw_disk_rbd *d, uint64_t i)
+{
+    uint64_t off = i * d->bs;
+    return d->size - off < d->bs ? d->size - off : d->bs;
+}
+
+static bool all_zero(const uint8_t *p, uint64_t len)
+{
+    return len == 0 || (p[0] == 0 && !memcmp(p, p + 1, len - 1));
+}
+
+/* Under d->m. */
+static void lose(struct gw_disk_rbd *d, int rc, const char *why)
+{
+    if (d->failed) return;
+    d->failed = rc;
+    d->active = false;
+    snprintf(d->why, sizeof d->why, "%s", why);
+    gw_warn("vm %s: backup disk snapshot lost: %s (the guest keeps writing)", d->vm->name, d->why);
+}
+
+/* Guest side, under the device lock, before a write of [off, off+len) lands: the old data of
+ * every block it touches that no write has touched since the point in time. The read goes
+ * through the live handle: the device lock makes this thread its only user here. */
+static void before_write(void *ctx, uint64_t off, uint64_t len)
+{
+    struct gw_disk_rbd *d = ctx;
+    uint64_t t0 = gw_now_ns();
+    pthread_mutex_lock(&d->m);
+    for (uint64_t i = off / d->bs; d->active && i <= (off + len - 1) / d->bs && i < d->nblocks; i++) {
+        if (d->state[i] != UNTOUCHED) continue;
+        uint64_t bl = block_len(d, i);
+        int r = gw_blk_rw(d->live, false, d->scratch, bl, i * d->bs);
+        if (r) {
+            char why[200];
+            snprintf(why, sizeof why, "copy-before-write of disk block %llu failed: %s", (unsigned long long)i, strerror(-r));
+            lose(d, r, why);
+            break;
+        }
+        if (all_zero(d->scratch, bl)) { d->state[i] = ZERO; continue; }   /* nothing to keep */
+        if (d->used + bl > d->limit) {
+            char why[200];
+            snprintf(why, sizeof why, "fleecing area full (%llu MiB) before the RBD snapshot existed; raise --fleece-limit",
+                     (unsigned long long)(d->limit >> 20));
+            lose(d, -ENOSPC, why);
+            break;
+        }
+        if ((r = gw_pwrite_full(d->fl_fd, d->scratch, bl, (off_t)d->used))) {
+            char why[200];
+            snprintf(why, sizeof why, "writing the fleecing file: %s", strerror(-r));
+            lose(d, r, why);
+            break;
+        }
+        d->slot[i] = (uint32_t)(d->used / d->bs);
+        d->used += d->bs;
+        d->state[i] = COPIED;
+        d->copied++;
+    }
+    pthread_mutex_unlock(&d->m);
+    uint64_t waited = gw_now_ns() - t0;
+    d->wait_total += waited;   /* guest side only, under the device lock */
+    if (waited > d->wait_max) d->wait_max = waited;
+}
+
+static void unhook(struct gw_disk_rbd *d)
+{
+    if (!d->hooked) return;
+    struct gw_blk_write_hook none = {0};
+    gw_vm_disk_set_write_hook(d->vm, &none);   /* after this no guest write calls us */
+    d->hooked = false;
+}
+
+int gw_disk_rbd_open(struct gw_vm *vm, const struct gw_disk_snapshot_params *p, struct gw_disk_rbd **out, char *err,
+                     size_t errlen)
 {
     *out = NULL;
     struct gw_device *dev = gw_bus_find(&vm->bus, "vda");
     struct gw_blk *live = gw_virtio_blk_backend(dev);
     if (!live) { snprintf(err, errlen, "the VM has no RBD disk attached"); return -ENODEV; }
+    uint64_t limit, bs, align;
+    int r = gw_disk_fleece_geometry(live->size, p, &limit, &bs, &align, err, errlen);
+    if (r) return r;
     struct gw_disk_rbd *d = calloc(1, sizeof *d);
     if (!d) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     d->vm = vm;
     d->live = live;
     d->size = live->size;
+    d->bs = bs;
+    d->limit = limit;
+    d->nblocks = (d->size + bs - 1) / bs;
+    d->fl_fd = -1;
+    pthread_mutex_init(&d->m, NULL);
     /* A name no finished backup has; it takes the backup's id once the backup is listed. */
     snprintf(d->snap, sizeof d->snap, "%spending-%llu", GW_DISK_RBD_SNAP_PREFIX, (unsigned long long)gw_wall_ns());
-    /* Under the device lock: no request is half served (the VM is paused anyway). */
-    pthread_mutex_lock(&dev->lock);
-    int r = gw_blk_rbd_snap_create(live, d->snap);
-    pthread_mutex_unlock(&dev->lock);
-    if (r) {
-        snprintf(err, errlen, "cannot snapshot %s: %s", live->desc, strerror(-r));
-        free(d);
-        return r;
-    }
+    d->state = calloc(d->nblocks ? d->nblocks : 1, 1);
+    d->slot = calloc(d->nblocks ? d->nblocks : 1, sizeof *d->slot);
+    d->scratch = malloc(bs);
+    if (!d->state || !d->slot || !d->scratch) { r = -ENOMEM; snprintf(err, errlen, "out of memory"); goto fail; }
+    const char *dir = p->fleece_dir && *p->fleece_dir ? p->fleece_dir : "/tmp";
+    d->fl_fd = gw_disk_fleece_file(dir);
+    if (d->fl_fd < 0) { r = d->fl_fd; snprintf(err, errlen, "cannot create the fleecing file in %s: %s", dir, strerror(-r)); goto fail; }
     *out = d;
     return 0;
+fail:
+    gw_disk_rbd_free(d);
+    return r;
+}
+
+int gw_disk_rbd_freeze(struct gw_disk_rbd *d, char *err, size_t errlen)
+{
+    d->active = true;   /* no vCPU runs: no write is in flight, none starts before the hook is in */
+    struct gw_blk_write_hook h = {.before_write = before_write, .ctx = d};
+    int r = gw_vm_disk_set_write_hook(d->vm, &h);
+    if (r) { d->active = false; snprintf(err, errlen, "cannot start copy-before-write: %s", strerror(-r)); return r; }
+    d->hooked = true;
+    return 0;
+}
+
+int gw_disk_rbd_snap(struct gw_disk_rbd *d, char *err, size_t errlen)
+{
+    /* Not under the device lock: the guest's reads and writes go on (librbd holds back
+     * writes for the moment it needs, and orders each one before or after the snapshot).
+     * Any write that may land before the snapshot passed before_write first, so whichever
+     * side of it a write falls, its block's old data is in the fleecing file. */
+    uint64_t t0 = gw_now_ns();
+    int r = gw_blk_rbd_snap_create(d->live, d->snap);
+    d->snap_ns = gw_now_ns() - t0;
+    if (r) {
+        snprintf(err, errlen, "cannot snapshot %s: %s", d->live->desc, strerror(-r));
+    } else {
+        d->snapped = true;
+    }
+    pthread_mutex_lock(&d->m);
+    d->active = false;   /* every later write lands after the snapshot: nothing more to copy */
+    if (!r && d->failed) { r = d->failed; snprintf(err, errlen, "disk snapshot: %s", d->why); }
+    pthread_mutex_unlock(&d->m);
+    unhook(d);
+    return r;
+}
+
+void gw_disk_rbd_stats(const struct gw_disk_rbd *d, struct gw_disk_snapshot_stats *st, uint64_t *snap_ns)
+{
+    *st = (struct gw_disk_snapshot_stats){.blocks_copied = d->copied, .fleece_bytes = d->used, .fleece_limit = d->limit,
+                                          .guest_wait_ns_max = d->wait_max, .guest_wait_ns_total = d->wait_total};
+    *snap_ns = d->snap_ns;
 }
 
 struct dirty_map {
@@ -107,6 +251,27 @@ static int plan(struct gw_disk_rbd *d, struct gw_blk *s, uint32_t cs, uint64_t n
     }
     snprintf(d->parent_snap, sizeof d->parent_snap, "%s", base);
     *incremental = true;
+    /* Blocks the guest wrote between the point in time and the snapshot are in the diff
+     * already (the writes landed before it); marked again so that the plan never rests on
+     * that alone. */
+    for (uint64_t i = 0; i < d->nblocks; i++)
+        if (d->state[i] != UNTOUCHED) changed[i * d->bs / cs] = 1;
+    return 0;
+}
+
+/* Puts the point-in-time data of the blocks the guest wrote before the snapshot existed over
+ * chunk buf ([off, off+len) of the disk, from the snapshot). bs divides cs, so a chunk holds
+ * whole blocks. 0 or -errno with err set. */
+static int overlay(struct gw_disk_rbd *d, uint64_t off, uint64_t len, uint8_t *buf, char *err, size_t errlen)
+{
+    for (uint64_t i = off / d->bs; i * d->bs < off + len; i++) {
+        uint64_t bl = block_len(d, i);
+        uint8_t *p = buf + (i * d->bs - off);
+        if (d->state[i] == ZERO) memset(p, 0, bl);
+        if (d->state[i] != COPIED) continue;
+        int r = gw_pread_full(d->fl_fd, p, bl, (off_t)((uint64_t)d->slot[i] * d->bs));
+        if (r) { snprintf(err, errlen, "reading the fleecing file: %s", strerror(-r)); return r; }
+    }
     return 0;
 }
 
@@ -115,8 +280,13 @@ int gw_disk_rbd_store(struct gw_disk_rbd *d, struct gw_chunk_sink *sink, uint32_
                       uint64_t *bytes_read, bool *incremental, char *err, size_t errlen)
 {
     *bytes_read = 0;
+    *incremental = false;
     uint64_t nchunks = (d->size + cs - 1) / cs;
     struct gw_blk *s = NULL;
+    if (!d->snapped || cs % d->bs) {
+        snprintf(err, errlen, "the disk snapshot was not taken, or chunks of %u bytes split its blocks", cs);
+        return -EINVAL;
+    }
     uint8_t *changed = calloc(nchunks ? nchunks : 1, 1), *bufs = malloc((size_t)READ_BATCH * cs);
     int r = changed && bufs ? 0 : -ENOMEM;
     if (r) { snprintf(err, errlen, "out of memory"); goto out; }
@@ -150,7 +320,13 @@ int gw_disk_rbd_store(struct gw_disk_rbd *d, struct gw_chunk_sink *sink, uint32_
         size_t len[READ_BATCH];
         uint8_t hash[READ_BATCH][32];
         bool zero[READ_BATCH];
-        for (unsigned k = 0; k < n; k++) { data[k] = bufs + (size_t)k * cs; len[k] = ios[k].len; *bytes_read += ios[k].len; }
+        for (unsigned k = 0; !r && k < n; k++) {
+            data[k] = bufs + (size_t)k * cs;
+            len[k] = ios[k].len;
+            *bytes_read += ios[k].len;
+            r = overlay(d, ios[k].off, ios[k].len, bufs + (size_t)k * cs, err, errlen);
+        }
+        if (r) break;
         r = gw_chunk_sink_put_many(sink, data, len, n, true, hash, zero);
         if (r) { snprintf(err, errlen, "%s", gw_store_error(sink->store)); break; }
         for (unsigned k = 0; k < n; k++) {
@@ -174,6 +350,7 @@ void gw_disk_rbd_finish(struct gw_disk_rbd *d, const char *backup_id)
     struct gw_device *dev = gw_bus_find(&d->vm->bus, "vda");
     char keep[GW_RBD_SNAP_MAX + 1];
     int r;
+    if (!d->snapped) return;
     pthread_mutex_lock(&dev->lock);
     if (!backup_id) {
         if ((r = gw_blk_rbd_snap_remove(d->live, d->snap)) && r != -ENOENT)
@@ -194,6 +371,13 @@ void gw_disk_rbd_finish(struct gw_disk_rbd *d, const char *backup_id)
 
 void gw_disk_rbd_free(struct gw_disk_rbd *d)
 {
+    if (!d) return;
+    unhook(d);
+    if (d->fl_fd >= 0) close(d->fl_fd);   /* unnamed: nothing stays behind */
+    pthread_mutex_destroy(&d->m);
+    free(d->state);
+    free(d->slot);
+    free(d->scratch);
     free(d);
 }
 

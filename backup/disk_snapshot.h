@@ -7,7 +7,8 @@
  *     blocks overwritten, from the image otherwise. A guest write waits at most for one local
  *     block copy, never for the backup target; when the fleecing area is full the BACKUP fails
  *     (reads return -ENOSPC with the reason), the guest never gives way.
- *   (an RBD image would take an RBD snapshot at freeze and read from it.)
+ *   An RBD image has its own reader (disk_rbd.h): copy-before-write from the point in time until
+ *     its RBD snapshot exists (taken after the pause), then the snapshot.
  *
  * Life cycle: open (before the pause: files and tables) -> freeze (inside the pause, with no
  * request in flight: the point in time) -> read each range once, in any order -> close (ends
@@ -62,6 +63,17 @@ struct gw_disk_snapshot_params {
  * no disk. 0 or -errno with the reason in err. */
 int gw_disk_snapshot_open(struct gw_vm *vm, const struct gw_disk_snapshot_params *p, struct gw_disk_snapshot **out,
                           char *err, size_t errlen);
+
+/* The fleecing area's geometry for a disk of size bytes and the backup's chunk size
+ * (p->align): *limit (bytes), *bs (the copy-before-write block: divides *align, so a chunk
+ * never splits one), *align. Shared by both copy-before-write users (disk_fleece.c,
+ * disk_rbd.c). 0 or -EINVAL with the reason in err. */
+int gw_disk_fleece_geometry(uint64_t size, const struct gw_disk_snapshot_params *p, uint64_t *limit, uint64_t *bs,
+                            uint64_t *align, char *err, size_t errlen);
+
+/* The fleecing file: an unnamed file in dir (nothing is left behind when the runner dies).
+ * The fd, or -errno. */
+int gw_disk_fleece_file(const char *dir);
 
 /* The fleece backend (disk_fleece.c), for a raw image at path of size bytes. */
 int gw_disk_fleece_open(struct gw_vm *vm, const char *path, uint64_t size, const struct gw_disk_snapshot_params *p,

@@ -84,6 +84,15 @@ static uint8_t *new_slot(struct gw_wp_snapshot *s, uint32_t *slot)
     return s->slabs[n / SLAB_PAGES] + (n % SLAB_PAGES) * GW_PAGE_SIZE;
 }
 
+double gw_wp_pressure(struct gw_wp_snapshot *s)
+{
+    if (!s || !s->max_side) return 0;
+    pthread_mutex_lock(&s->lock);
+    double f = (double)(s->used_slots * GW_PAGE_SIZE) / (double)s->max_side;
+    pthread_mutex_unlock(&s->lock);
+    return f;
+}
+
 static uint8_t *slot_ptr(struct gw_wp_snapshot *s, uint32_t slot)
 {
     return s->slabs[slot / SLAB_PAGES] + (slot % SLAB_PAGES) * GW_PAGE_SIZE;

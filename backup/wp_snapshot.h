@@ -49,6 +49,9 @@ void gw_wp_skip(struct gw_wp_snapshot *s, uint64_t off, uint64_t len);
 bool gw_wp_failed(struct gw_wp_snapshot *s, char *why, size_t len);
 
 /* Unprotects everything, stops the handler, unregisters, frees. Safe on NULL. Counters: */
+/* How full the side buffer is: 0..1 (s may be NULL: 0). Any thread. */
+double gw_wp_pressure(struct gw_wp_snapshot *s);
+
 struct gw_wp_stats {
     uint64_t faults, pages_copied, side_bytes, protect_ns;
 };

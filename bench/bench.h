@@ -21,6 +21,7 @@ int gw_bench_net(int argc, char **argv);   /* bench_net.c: virtio-net echo and a
 int gw_bench_api(int argc, char **argv);   /* bench_api.c, built with the control plane */
 int gw_bench_evacuate(int argc, char **argv);   /* bench_evacuate.c: three godwitd, one evacuation */
 int gw_bench_rbd(int argc, char **argv);   /* bench_rbd.c: the RBD disk backend, serial vs batched */
+int gw_bench_rbd_backup(int argc, char **argv);   /* bench_rbd_backup.c: --backup, the pause on RBD */
 
 /* bench_wire.c: sends `bytes` over `streams` (1..16) plain loopback TCP connections and
  * sets the rate (MiB/s) and time (ms) from the first byte sent to the last received.

@@ -14,8 +14,10 @@
  * Each backup goes into a store of its own (a second namespace or directory), so (c) cannot
  * skip chunks (b) stored. Prints the guest's p50/p99 in each phase, the backups' throughput,
  * and p99(c) / p99(a) against the target 1.2. --disk is handed to godwit-vm as it is (a raw
- * file path today; an RBD image spec once that backend exists); without it a sparse raw file of
- * --disk-size (default 1G) is made in the bench's temporary directory. */
+ * file or an RBD image spec). Without it, with --target rados:auto the disk guest's disk is an
+ * RBD image of --disk-size (default 1G) in the same throw-away cluster, so backup traffic and
+ * guest I/O meet on the same OSD; with other targets it is a sparse raw file in the bench's
+ * temporary directory. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -29,6 +31,7 @@
 #include "engine/common/json.h"
 #include "engine/common/lat_hist.h"
 #include "engine/common/util.h"
+#include "engine/vm/blk_rbd.h"
 
 struct copts {
     const char *target, *disk, *dir;
@@ -85,19 +88,6 @@ static int read_hist(const char *vm_bin, const char *sock, struct gw_lat_hist *h
         if (*end && *end != ',') return -EBADMSG;
     }
     return 0;
-}
-
-static int wait_ready(const char *vm_bin, const char *sock)
-{
-    char *argv[] = {(char *)vm_bin, "status", "--control", (char *)sock, "--json", NULL};
-    char out[16384];
-    uint64_t deadline = gw_now_ns() + 180ull * 1000000000ull;
-    while (gw_now_ns() < deadline) {
-        usleep(100000);
-        bool ready = false;
-        if (gw_bench_run(argv, out, sizeof out) == 0 && !gw_json_get_bool(out, "guest_ready", &ready) && ready) return 0;
-    }
-    return -ETIMEDOUT;
 }
 
 struct phase {
@@ -186,12 +176,18 @@ int gw_bench_backup_contention(int argc, char **argv)
     snprintf(bout, sizeof bout, "%s/bulk.json", dir);
     snprintf(gspec, sizeof gspec, "dirtier:ws=%llu,rate=16M,pattern=random", (unsigned long long)o.ws);
     snprintf(mem_s, sizeof mem_s, "%llu", (unsigned long long)o.memory);
-    if (!o.disk) {
+    char rbd_disk[1400] = "";
+    if (!status && !o.disk && auto_cluster) {
+        /* The guest's disk in the same cluster as the backups: the same OSDs serve both, which
+         * is where they contend (a raw file in the page cache contends with nothing). */
+        snprintf(rbd_disk, sizeof rbd_disk, "rbd:godwit/contention-disk:conf=%s", conf);
+        if (gw_blk_rbd_create(rbd_disk, o.disk_size, err, sizeof err)) status = 1;
+    } else if (!o.disk) {
         int fd = open(img, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
         if (fd < 0 || ftruncate(fd, (off_t)o.disk_size) < 0) { snprintf(err, sizeof err, "disk image: %s", strerror(errno)); status = 1; }
         if (fd >= 0) close(fd);
     }
-    const char *disk = o.disk ? o.disk : img;
+    const char *disk = o.disk ? o.disk : rbd_disk[0] ? rbd_disk : img;
     pid_t dpid = -1, bpid = -1;
     if (!status) {
         char *dargv[] = {vm_bin, "run", "--name", "contention-disk", "--memory", "128M", "--guest", "disk", "--disk",
@@ -200,7 +196,7 @@ int gw_bench_backup_contention(int argc, char **argv)
                          "--json", NULL};
         dpid = gw_bench_spawn(dargv, dout);
         bpid = gw_bench_spawn(bargv, bout);
-        if (wait_ready(vm_bin, dsock) || wait_ready(vm_bin, bsock)) { snprintf(err, sizeof err, "a guest never became ready"); status = 1; }
+        if (gw_bench_wait_ready(vm_bin, dsock, 180) || gw_bench_wait_ready(vm_bin, bsock, 180)) { snprintf(err, sizeof err, "a guest never became ready"); status = 1; }
         else sleep(1);
     }
     struct phase a = {0}, b = {0}, c = {0};
@@ -231,7 +227,7 @@ int gw_bench_backup_contention(int argc, char **argv)
         printf("{\"bench\":\"backup-contention\",\"status\":\"%s\",\"error\":", status ? "error" : "ok");
         gw_json_str(stdout, err);
         printf(",\"target\":\"%s\",\"disk\":", o.target);
-        gw_json_str(stdout, o.disk ? o.disk : "raw file (sparse)");
+        gw_json_str(stdout, o.disk ? o.disk : rbd_disk[0] ? "rbd image in the same cluster" : "raw file (sparse)");
         printf(",\"disk_bytes\":%llu,\"backup_memory_bytes\":%llu,\"backup_ws_bytes\":%llu,"
                "\"alone_p50_us\":%.1f,\"alone_p99_us\":%.1f,\"alone_requests\":%llu,"
                "\"unthrottled_p50_us\":%.1f,\"unthrottled_p99_us\":%.1f,\"unthrottled_requests\":%llu,"
@@ -257,7 +253,7 @@ int gw_bench_backup_contention(int argc, char **argv)
         char *stop_argv[] = {script, "stop", conf, NULL};
         gw_bench_run(stop_argv, out, sizeof out);
     }
-    if (!o.disk) unlink(img);
+    if (!o.disk && !rbd_disk[0]) unlink(img);
     unlink(dout);
     unlink(bout);
     unlink(dsock);

@@ -4,11 +4,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "engine/common/json.h"
+#include "engine/common/util.h"
 
 int gw_bench_sibling(const char *name, char *out, size_t outlen)
 {
@@ -112,4 +116,17 @@ void gw_bench_last_json(const char *text, char *out, size_t cap)
     if (len >= cap) len = cap - 1;
     memcpy(out, best, len);
     out[len] = 0;
+}
+
+int gw_bench_wait_ready(const char *vm_bin, const char *sock, unsigned secs)
+{
+    char *argv[] = {(char *)vm_bin, "status", "--control", (char *)sock, "--json", NULL};
+    char out[16384];
+    uint64_t deadline = gw_now_ns() + secs * 1000000000ull;
+    while (gw_now_ns() < deadline) {
+        usleep(100000);
+        bool ready = false;
+        if (gw_bench_run(argv, out, sizeof out) == 0 && !gw_json_get_bool(out, "guest_ready", &ready) && ready) return 0;
+    }
+    return -ETIMEDOUT;
 }

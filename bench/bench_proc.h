@@ -22,6 +22,10 @@ int gw_bench_wait(pid_t pid);
  * without its newline, truncated to cap - 1 bytes; "" when there is none. */
 void gw_bench_last_json(const char *text, char *out, size_t cap);
 
+/* Polls `vm_bin status --control sock` until the guest reports ready, for at most secs
+ * seconds. 0 or -ETIMEDOUT. */
+int gw_bench_wait_ready(const char *vm_bin, const char *sock, unsigned secs);
+
 /* Reads up to cap-1 bytes of path into buf (NUL-terminated). Returns 0 or -errno. */
 int gw_bench_read_file(const char *path, char *buf, size_t cap);
 

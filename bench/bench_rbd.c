@@ -7,7 +7,8 @@
  * second of both, their ratio, and the latency of a single request and of a batch (p50/p99).
  * --target rados:auto (the default) starts a throw-away cluster (scripts/ceph-cluster) and
  * stops it at the end; --target rbd:POOL/IMAGE[:conf=...] uses an existing image (at least
- * 256 MiB; its content is overwritten). */
+ * 256 MiB; its content is overwritten). --backup measures a backup's pause instead
+ * (bench_rbd_backup.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,7 @@ static int cluster(const char *verb, const char *conf, char *out, size_t cap)
 
 int gw_bench_rbd(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++) if (!strcmp(argv[i], "--backup")) return gw_bench_rbd_backup(argc, argv);
     struct gw_bench_opts o = {.seconds = 3, .target = "rados:auto"};
     int rc = gw_bench_parse_opts("rbd", argc, argv, &o);
     if (rc) return rc;

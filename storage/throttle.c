@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "storage/store.h"
 
@@ -63,7 +64,8 @@ struct gw_throttle {
     int host_fd;
     struct host_shared *host;
     uint64_t first_ns, last_ns, interval_start, interval_bytes0, lat_ns0, lat_n0;
-    struct gw_lat_hist vm_prev;
+    struct gw_lat_hist vm_ring[GW_THROTTLE_VM_WINDOW];   /* the VM's histogram at the last steps */
+    unsigned vm_pos;          /* the oldest in vm_ring: the window's start */
     bool vm_ok;
     struct gw_throttle_stats st;
 };
@@ -124,10 +126,26 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
     gw_throttle_ctl_defaults(&t->cp);
     t->cp.max_rate = rate;
     if (rate > 0 && t->cp.min_rate > rate) t->cp.min_rate = rate;
-    /* The VM's baseline: its p99 before the backup starts writing. */
-    t->vm_ok = cfg->vm_latency && cfg->vm_latency(cfg->vm_ctx, &t->vm_prev) == 0;
-    uint64_t vm_base = t->vm_ok && t->vm_prev.count >= t->cp.vm_min_requests ? gw_lat_hist_quantile(&t->vm_prev, 0.99) : 0;
+    /* The VM's baseline: its p99 over one window just before the backup starts writing (its
+     * history since boot would mix in whatever ran before, other backups included). */
+    struct gw_lat_hist h0;
+    uint64_t vm_base = 0;
+    t->vm_ok = cfg->vm_latency && cfg->vm_latency(cfg->vm_ctx, &h0) == 0;
+    if (t->vm_ok && cfg->mode == GW_THROTTLE_ADAPTIVE && h0.count) {   /* no I/O so far: nothing to wait for */
+        uint64_t ns = GW_THROTTLE_VM_WINDOW * GW_THROTTLE_INTERVAL_NS;
+        nanosleep(&(struct timespec){.tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull)}, NULL);
+        struct gw_lat_hist h1, d;
+        t->vm_ok = cfg->vm_latency(cfg->vm_ctx, &h1) == 0;
+        if (t->vm_ok) {
+            gw_lat_hist_delta(&h1, &h0, &d);
+            if (d.count >= t->cp.vm_min_requests) vm_base = gw_lat_hist_quantile(&d, 0.99);
+            h0 = h1;
+        }
+    }
+    for (unsigned i = 0; i < GW_THROTTLE_VM_WINDOW; i++) t->vm_ring[i] = h0;
     gw_throttle_ctl_init(&t->ctl, &t->cp, vm_base);
+    if (cfg->mode == GW_THROTTLE_ADAPTIVE && t->ctl.rate != rate)   /* its gentle start */
+        gw_bucket_set_rate(&t->bytes, t->ctl.rate, burst_of(t->ctl.rate, 4 << 20), gw_now_ns());
     t->st.min_rate = rate;
     if (cfg->host_path && *cfg->host_path && (cfg->host_rate > 0 || cfg->host_ops > 0)) {
         int r = host_open(t, err, errlen);
@@ -146,13 +164,23 @@ static void maybe_step(struct gw_throttle *t, uint64_t now)
     s.store_lat_ns = s.store_n ? (t->store->write_lat_ns - t->lat_ns0) / s.store_n : 0;
     struct gw_lat_hist cur, d;
     if (t->vm_ok && t->cfg.vm_latency(t->cfg.vm_ctx, &cur) == 0) {
-        gw_lat_hist_delta(&cur, &t->vm_prev, &d);
+        /* The p99 over the last window (sliding by one interval), as the baseline was. */
+        gw_lat_hist_delta(&cur, &t->vm_ring[t->vm_pos], &d);
         s.vm_n = d.count;
         s.vm_p99_ns = gw_lat_hist_quantile(&d, 0.99);
-        t->vm_prev = cur;
+        unsigned newest = (t->vm_pos + GW_THROTTLE_VM_WINDOW - 1) % GW_THROTTLE_VM_WINDOW;
+        gw_lat_hist_delta(&cur, &t->vm_ring[newest], &d);
+        s.vm_last_p99_ns = d.count ? gw_lat_hist_quantile(&d, 0.99) : 1;   /* 1: given, and quiet */
+        t->vm_ring[t->vm_pos] = cur;
+        t->vm_pos = (t->vm_pos + 1) % GW_THROTTLE_VM_WINDOW;
     }
+    if (t->cfg.pressure) s.pressure = t->cfg.pressure(t->cfg.pressure_ctx);
     double before = t->ctl.rate;
     double rate = gw_throttle_ctl_step(&t->ctl, &t->cp, &s);
+    gw_debug("throttle: %.1f MiB/s achieved; store %.2f ms (%llu, base %.2f); VM p99 %.2f ms (%llu, base %.2f); "
+             "buffer %.0f%%; limit %.1f MiB/s%s", s.interval_ns ? s.bytes / 1048576.0 * 1e9 / s.interval_ns : 0.0, s.store_lat_ns / 1e6,
+             (unsigned long long)s.store_n, t->ctl.store_base_ns / 1e6, s.vm_p99_ns / 1e6, (unsigned long long)s.vm_n,
+             t->ctl.vm_base_ns / 1e6, s.pressure * 100, rate / 1048576.0, t->ctl.congested ? " (backed off)" : "");
     if (rate != before) gw_bucket_set_rate(&t->bytes, rate, burst_of(rate, 4 << 20), now);
     if (rate > 0 && (t->st.min_rate <= 0 || rate < t->st.min_rate)) t->st.min_rate = rate;
     t->interval_start = now;

@@ -47,6 +47,10 @@ struct gw_throttle_cfg {
     /* The VM's block-request latency histogram (cumulative); NULL or -errno: no VM signal. */
     int (*vm_latency)(void *ctx, struct gw_lat_hist *out);
     void *vm_ctx;
+    /* How full the backup's copy-before-write buffer is (0..1; NULL: no buffer). Called from
+     * the backup's writing thread. */
+    double (*pressure)(void *ctx);
+    void *pressure_ctx;
 };
 
 struct gw_throttle_stats {
@@ -59,7 +63,9 @@ struct gw_throttle_stats {
 
 struct gw_throttle;
 
-/* s: the store whose write latency is watched (borrowed). 0 or -errno with a reason in err. */
+/* s: the store whose write latency is watched (borrowed). Adaptive, with VMs that have done
+ * block I/O: first measures their baseline p99 over GW_THROTTLE_VM_WINDOW intervals (this
+ * call sleeps that long, 0.5 s). 0 or -errno with a reason in err. */
 int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, struct gw_throttle **out, char *err,
                      size_t errlen);
 /* Accounts one store write of bytes, and waits as the limits say. NULL t: no throttle. */

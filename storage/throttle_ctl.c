@@ -9,8 +9,9 @@ void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p)
     *p = (struct gw_throttle_ctl_params){
         .max_rate = 0, .min_rate = 1 << 20,
         .store_factor = 4.0, .store_floor_ns = 20000000, .store_ceiling_ns = 30000000,
-        .vm_factor = 1.5, .vm_floor_ns = 500000, .vm_ceiling_ns = 20000000,
-        .vm_min_requests = 5,
+        .vm_factor = 1.2, .vm_floor_ns = 500000, .vm_ceiling_ns = 20000000,
+        .vm_min_requests = 5, .pressure_hold = 0.5, .pressure_lift = 0.75,
+        .start_rate = 8 << 20,
     };
 }
 
@@ -18,7 +19,9 @@ void gw_throttle_ctl_init(struct gw_throttle_ctl *c, const struct gw_throttle_ct
 {
     memset(c, 0, sizeof *c);
     c->rate = p->max_rate;
+    if (p->start_rate > 0 && (c->rate <= 0 || p->start_rate < c->rate)) c->rate = p->start_rate;
     c->vm_base_ns = vm_baseline_ns;
+    c->vm_base_measured = vm_baseline_ns != 0;
 }
 
 static uint64_t target(uint64_t base, double factor, uint64_t floor, uint64_t ceiling)
@@ -37,8 +40,16 @@ double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_
     uint64_t st = target(c->store_base_ns, p->store_factor, p->store_floor_ns, p->store_ceiling_ns);
     uint64_t vt = target(c->vm_base_ns, p->vm_factor, p->vm_floor_ns, p->vm_ceiling_ns);
     bool store_hot = s->store_n && s->store_lat_ns > st;
-    bool vm_hot = s->vm_n >= p->vm_min_requests && s->vm_p99_ns > vt;
+    bool vm_hot = s->vm_n >= p->vm_min_requests && s->vm_p99_ns > vt && (!s->vm_last_p99_ns || s->vm_last_p99_ns > vt);
     c->congested = store_hot || vm_hot;
+    if (c->congested && s->pressure >= p->pressure_hold) {
+        /* Backing off further would fail the backup (its buffer fills): hold, or lift. */
+        snprintf(c->why, sizeof c->why, "%s over target, but the copy buffer is %.0f%% full: %s",
+                 vm_hot ? "VM block p99" : "store write", s->pressure * 100,
+                 s->pressure >= p->pressure_lift ? "limit lifted" : "holding");
+        if (s->pressure >= p->pressure_lift) c->rate = p->max_rate;
+        return c->rate;
+    }
     if (c->congested) {
         snprintf(c->why, sizeof c->why, "%s %.2f ms > %.2f ms", vm_hot ? "VM block p99" : "store write",
                  (vm_hot ? s->vm_p99_ns : s->store_lat_ns) / 1e6, (vm_hot ? vt : st) / 1e6);
@@ -52,7 +63,9 @@ double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_
     }
     /* Quiet: the baselines learn from quiet intervals only (the lowest seen). */
     if (s->store_n && (!c->store_base_ns || s->store_lat_ns < c->store_base_ns)) c->store_base_ns = s->store_lat_ns;
-    if (s->vm_n >= p->vm_min_requests && (!c->vm_base_ns || s->vm_p99_ns < c->vm_base_ns)) c->vm_base_ns = s->vm_p99_ns;
+    if (!c->vm_base_measured && s->vm_n >= p->vm_min_requests && (!c->vm_base_ns || s->vm_p99_ns < c->vm_base_ns))
+        c->vm_base_ns = s->vm_p99_ns;
+    if (s->pressure >= p->pressure_lift) { c->rate = p->max_rate; return c->rate; }
     if (c->hold) { c->hold--; return c->rate; }
     if (c->rate > 0) {
         c->rate *= 1.25;

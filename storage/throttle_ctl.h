@@ -11,10 +11,29 @@
  *     (x9 per second), and once it is well above what the backup achieves (the store or the
  *     reader is the limit, not us) it lifts entirely (0 = unlimited, or the operator's cap), so
  *     the backup is back at >= 80 % of the free bandwidth within ~2 s after contention ends.
- * Targets: relative to a baseline (the lowest latency seen: before the backup for the VM, the
- * quietest interval for the store) times a factor, but never below an absolute floor (noise
+ * Targets: relative to a baseline times a factor, but never below an absolute floor (noise
  * of a few microseconds is not contention) and never above an absolute ceiling (Veeam
- * throttles at 30 ms of store latency; a VM's own I/O at 20 ms is hurt whatever its baseline). */
+ * throttles at 30 ms of store latency; a VM's own I/O at 20 ms is hurt whatever its baseline).
+ * The store's baseline is its quietest interval. The VM's is its p99 over a window just before
+ * the backup, and the VM signal is its p99 over the same length of window (the throttle keeps
+ * it sliding: GW_THROTTLE_VM_WINDOW intervals), so that baseline and signal are one statistic:
+ * a guest's p99 over one 100 ms interval (a few hundred requests) swings by 2-4x on its own,
+ * and the lowest of many such swings, as a baseline, made every later interval look congested.
+ * A measured VM baseline is kept; one learnt from quiet intervals (none measured) only falls.
+ *
+ * The VM's window remembers a spike for its whole length; the last interval must be hot too,
+ * or one spike would halve the rate once per interval of the window.
+ *
+ * Start: the limit begins at start_rate and grows as after a back-off (x1.25 per interval,
+ * lifted once well above what the backup achieves: about 2 s to 200 MiB/s). An unlimited
+ * start put a burst on the store before the first measurement could show it: 300 guest
+ * requests at 20-40 ms on an RBD disk beside the store, which alone set a 10 s phase's p99.
+ *
+ * The backup must still finish: its copy-before-write buffer (guest pages or disk blocks
+ * rewritten before the backup read them) fails the backup when full. With that buffer at
+ * pressure_hold (a fraction) a congested interval holds the rate instead of halving it; at
+ * pressure_lift the limit is lifted: the guest's writes never wait either way, and a backup
+ * that fails helps nobody. */
 #ifndef GW_STORAGE_THROTTLE_CTL_H
 #define GW_STORAGE_THROTTLE_CTL_H
 
@@ -22,6 +41,7 @@
 #include <stdint.h>
 
 #define GW_THROTTLE_INTERVAL_NS 100000000ull   /* the controller's step */
+#define GW_THROTTLE_VM_WINDOW 5u                /* intervals in the VM's p99 window (0.5 s) */
 
 struct gw_throttle_ctl_params {
     double max_rate;          /* bytes/s the operator allows (0 = no cap) */
@@ -31,17 +51,21 @@ struct gw_throttle_ctl_params {
     double vm_factor;         /* VM target = factor x baseline p99, clamped likewise */
     uint64_t vm_floor_ns, vm_ceiling_ns;
     uint64_t vm_min_requests; /* fewer VM requests in an interval say nothing */
+    double pressure_hold, pressure_lift;   /* copy-before-write buffer fractions (see above) */
+    double start_rate;        /* the first limit (bytes/s; 0: unlimited from the start) */
 };
 
 /* Defaults: store 4x baseline in [20 ms, 30 ms] (a store write of one chunk is its own
- * load: only a clearly struggling store counts, Veeam stops new tasks at 20 ms); VM 1.5x
- * baseline p99 in [0.5 ms, 20 ms]. */
+ * load: only a clearly struggling store counts, Veeam stops new tasks at 20 ms); VM 1.2x
+ * baseline p99 in [0.5 ms, 20 ms] (the guest-visible target: p99 within 1.2x of no backup);
+ * pressure hold at 0.5, lift at 0.75; start at 8 MiB/s. */
 void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p);
 
 struct gw_throttle_ctl {
     double rate;              /* current limit, bytes/s; 0 = unlimited */
     uint64_t store_base_ns;   /* 0 until measured */
     uint64_t vm_base_ns;
+    bool vm_base_measured;    /* given at init: kept */
     unsigned hold;            /* quiet intervals to wait before growing again */
     uint64_t backoffs, intervals;
     bool congested;           /* the last interval was */
@@ -58,6 +82,9 @@ struct gw_throttle_sample {
     uint64_t store_n;
     uint64_t vm_p99_ns;       /* the VM's block-request p99; vm_n requests */
     uint64_t vm_n;
+    uint64_t vm_last_p99_ns;  /* when vm_p99_ns is over a window: the p99 of its last interval
+                                 (0: not given); it must be over the target too */
+    double pressure;          /* the backup's copy-before-write buffer, fraction full (0..1) */
 };
 
 /* One step; returns the new limit in bytes/s (0 = unlimited). */
