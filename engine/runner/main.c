@@ -470,6 +470,7 @@ static int cmd_restore_backup(const struct opts *o)
     Godwit__V1__BackupManifest *man = NULL;
     struct gw_vm *vm = NULL;
     int code = 0, cfd = -1;
+    bool made_rbd = false;
     if (o->backup_id) snprintf(id, sizeof id, "%s", o->backup_id);
     else if (gw_backup_latest(&t, o->from_vm, id)) {
         fprintf(stderr, "godwit-vm: no backup of VM %s in %s\n", o->from_vm, t.store->desc);
@@ -501,6 +502,7 @@ static int cmd_restore_backup(const struct opts *o)
             code = EXIT_VM_FAILED;
             goto out;
         }
+        made_rbd = true;   /* ours until the VM runs on it: a failure before removes it */
     } else if (man->disk->size) {
         /* The image must exist for the device to attach; its content is written below (an
          * instant restore fills it behind the device: it must start as holes). */
@@ -540,7 +542,11 @@ static int cmd_restore_backup(const struct opts *o)
     if (!r) r = gw_vm_load_state(vm, man->state, err, sizeof err);
     if (!r && rbd_disk && (r = gw_vm_disk_lock(vm, true, 5000)))
         snprintf(err, sizeof err, "disk %s: %s", o->disk, r == -EAGAIN ? "in use: another VM or host holds its lock" : strerror(-r));
-    if (r) { fprintf(stderr, "godwit-vm: restore refused: %s\n", err); code = EXIT_VM_FAILED; goto out; }
+    if (r) {
+        fprintf(stderr, "godwit-vm: restore refused: %s\n", err);
+        code = EXIT_VM_FAILED;
+        goto out;
+    }
     double ms = (gw_now_ns() - t0) / 1e6, data_ms = rs.elapsed_ns / 1e6;
     char extra[512];
     snprintf(extra, sizeof extra,
@@ -551,10 +557,13 @@ static int cmd_restore_backup(const struct opts *o)
     gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
             (unsigned long long)rs.chunks, ms, rs.digest_hex);
     gw_backup_target_close(&t);
+    made_rbd = false;
     code = run_vm(vm, o, extra, NULL, NULL, NULL);
 out:
     if (t.store) gw_backup_target_close(&t);
     gw_vm_destroy(vm);
+    /* Never leave the image made a moment ago half filled (after the VM closed it). */
+    if (made_rbd && gw_blk_rbd_remove(o->disk, err, sizeof err)) fprintf(stderr, "godwit-vm: %s\n", err);
     if (man) godwit__v1__backup_manifest__free_unpacked(man, NULL);
     if (cfd > STDERR_FILENO) close(cfd);
     return code;

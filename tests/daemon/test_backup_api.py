@@ -55,10 +55,13 @@ class BackupApi(unittest.TestCase):
         cls.store = os.path.join(cls.tmp, "store")
         cls.metrics_port = gwd.free_port()
         ns = "api%d" % (int(time.time() * 1e6) % 10**9)
+        cls.images = os.path.join(cls.tmp, "images")
+        os.mkdir(cls.images)
         extra = ("metrics_listen = 127.0.0.1:%d\n"
+                 "image_roots = %s\nrbd_pools = godwit\nrbd_conf = %s\n"
                  "[backup_target local]\nstore = dir:%s\n"
                  "[backup_target ceph]\nstore = rados:godwit/%s\nceph_conf = %s\nosd_op_timeout = 20\n"
-                 "mon_op_timeout = 20\ninflight = 16\n" % (cls.metrics_port, cls.store, ns, cls.ceph))
+                 "mon_op_timeout = 20\ninflight = 16\n" % (cls.metrics_port, cls.images, cls.ceph, cls.store, ns, cls.ceph))
         cls.d = gwd.Daemon(BIN, "host-a", extra=extra)
         cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
 
@@ -186,6 +189,44 @@ class BackupApi(unittest.TestCase):
 
     def test_roundtrip_ceph(self):
         self.roundtrip("ceph")
+
+    def test_disk_restore_to_rbd(self):
+        """A disk guest's backup restored into a new RBD image of the host's pool: the VM runs on
+        rbd:godwit/NAME and reads its blocks back; a restore onto the image again fails, no VM made."""
+        src, clone = "rbdsrc", "rbdclone-%d" % (int(time.time() * 1000) % 10**6)
+        img = os.path.join(self.images, src + ".img")
+        with open(img, "wb") as f:
+            f.truncate(16 << 20)
+        self.make_vm(src, memory=64 << 20, guest="disk", disk_path=img, pages=0)
+        time.sleep(2.0)
+        try:
+            j = self.call("CreateBackup", bk.CreateBackupRequest(vm=src, target="local", parent="none")).job
+            b = self.watch(j.id)[-1].job
+            self.assertEqual(b.state, api.Job.SUCCEEDED, b.error)
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone,
+                                                                   disk_pool="godwit")).job
+            done = self.watch(r.id)[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            self.assertEqual(done.backup.disk, "rbd:godwit/" + clone)
+            self.assertEqual(self.vm(clone).disk_path, "rbd:godwit/" + clone)
+            time.sleep(3.0)
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual(s["memory_digest"], b.backup.memory_digest)
+            self.assertEqual((s["disk_verify_errors"], s["disk_io_errors"]), (0, 0), s)
+            self.assertGreater(s["disk_blocks_read"], 100, s)
+            # Its record gone, its image stays: a second restore under the name fails on the
+            # existing image and leaves it (and no VM) as it was.
+            self.drop_vm(clone)
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone,
+                                                                   disk_pool="godwit")).job
+            f = self.final(r.id)
+            self.assertEqual((f.state, f.reason), (api.Job.FAILED, "RESTORE_FAILED"), f.error)
+            self.assertIn("exists", f.error)
+            self.assertEqual(error_reason(lambda: self.vm(clone))[0], grpc.StatusCode.NOT_FOUND)
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
 
     def test_cli(self):
         self.make_vm("cli1", memory=64 << 20, guest="dirtier:ws=16M,rate=4M")
