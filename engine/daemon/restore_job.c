@@ -242,6 +242,11 @@ static int follow_instant(struct gw_daemon *d, struct gw_job *j, struct gw_vm_re
         int out = 1;
         if (ph && !strcmp(ph, "complete")) {
             out = 0;
+            if (stalled) {   /* the store came back and the fill ended before the next look */
+                char msg[200];
+                snprintf(msg, sizeof msg, "the backup store answers again: VM %s runs on", rec->name);
+                publish(j, msg);
+            }
         } else if (ph && !strcmp(ph, "failed")) {
             snprintf(why, whylen, "%s", rep->status->instant_restore->error);
             out = -EBADMSG;

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.request
@@ -376,7 +377,8 @@ class RestoreApi(unittest.TestCase):
         extra = ("image_roots = %s\n"
                  "[backup_target local]\nstore = dir:%s\n"
                  "[backup_target slow]\nstore = dir:%s\ninflight = 1\n"
-                 "[backup_target bad]\nstore = dir:%s\n" % (cls.images, cls.store, cls.store, cls.bad))
+                 "[backup_target bad]\nstore = dir:%s\n"
+                 "[backup_target outage]\nstore = dir:%s/outage\n" % (cls.images, cls.store, cls.store, cls.bad, cls.tmp))
         cls.d = gwd.Daemon(BIN, "host-r", extra=extra)
         cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
 
@@ -521,6 +523,53 @@ class RestoreApi(unittest.TestCase):
             self.assertGreater(s["instant_first_run_mono_ns"], 0)
             self.assertLess(s["instant_first_run_mono_ns"], s["instant_start_mono_ns"] + s["instant_fill_ms"] * 1e6, s)
         finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
+    def test_instant_restore_store_outage(self):
+        """The store gone under an instant restore: the job says so and the runner holds the VM
+        paused; the store back, the fill completes and the job succeeds with the backup's digest."""
+        src, clone = "rout", "rout-clone"
+        self.make_vm(src, memory=64 << 20, guest="dirtier:ws=32M,rate=4M,pattern=random", pages=(32 << 20) >> 12)
+        sdir = os.path.join(self.tmp, "outage")
+        chunks, away = os.path.join(sdir, "chunks"), os.path.join(sdir, "chunks.away")
+        moved = False
+        try:
+            b = self.backup(src, "outage")
+            self.call("StopVm", api.StopVmRequest(name=src))
+            os.rename(chunks, away)   # after the manifest: the job starts, the guest finds nothing
+            moved = True
+            j = self.call("RestoreBackup", bk.RestoreBackupRequest(target="outage", vm=src, name=clone, instant=True)).job
+            evs = []
+            t = threading.Thread(target=lambda: evs.extend(self.d.stub.WatchJob(
+                api.WatchJobRequest(id=j.id), metadata=AUTH, timeout=120)))
+            t.start()
+            job = wait_for(lambda: (lambda x: x if x.progress.phase == "instant-stalled" or x.state in FINAL else None)(
+                self.call("GetJob", api.GetJobRequest(id=j.id)).job), 30, 0.1)
+            self.assertEqual((job.state, job.progress.phase), (api.Job.RUNNING, "instant-stalled"), job)
+            self.assertEqual(self.vm(clone).state, api.Vm.RUNNING)
+            sock = os.path.join(self.d.dir, "state", "vms", clone, "control.sock")
+            st = json.loads(subprocess.run([os.path.join(BIN, "godwit-vm"), "status", "--control", sock, "--json"],
+                                           capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[-1])
+            self.assertEqual((st["state"], st["paused_by"]), ("paused", "store"), st)
+            os.rename(away, chunks)
+            moved = False
+            t.join(120)
+            done = evs[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            msgs = [e.message for e in evs]
+            self.assertTrue(any("does not answer" in m and "paused" in m for m in msgs), msgs)
+            self.assertTrue(any("answers again" in m for m in msgs), msgs)
+            before = self.vm(clone).counters.pages_written
+            self.assertTrue(wait_for(lambda: self.vm(clone).counters.pages_written > before, 20))   # it runs again
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual(s["instant_memory_digest"], b.memory_digest)
+            self.assertGreaterEqual(s["instant_stalls"], 1)
+            self.assertEqual(s["guest_verify_errors"], 0)
+        finally:
+            if moved:
+                os.rename(away, chunks)
             self.drop_vm(clone)
             self.drop_vm(src)
 
