@@ -225,15 +225,6 @@ static int restore_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg
         return BAD(call, "restart_policy: kind %d unknown or backoff_ms above 3600000", (int)rp->kind);
     if (req->disk_pool[0] && (strlen(req->disk_pool) > GW_VM_NAME_MAX || !gw_store_name_ok(req->disk_pool)))
         return BAD(call, "disk_pool is a pool name of this host's rbd_pools: 1-%d of [A-Za-z0-9._-]", GW_VM_NAME_MAX);
-    /* The image the restore would make (if the backup has a disk): refused now when it exists
-     * or may not be made here. A host without image_roots fails the job only if it needs one. */
-    char disk[sizeof ((struct gw_bkjob *)0)->disk], why[512];
-    const char *reason = NULL;
-    if ((code = gw_bkjob_restore_disk_check(d, name, req->disk_pool, req->instant, disk, sizeof disk, &reason, why,
-                                            sizeof why)) &&
-        strcmp(reason, "NO_IMAGE_ROOTS") && strcmp(reason, "IMAGE_ROOT_MISSING"))
-        return gw_grpc_call_error_reason(call, code, reason, "%s", why);
-    code = GW_GRPC_OK;
     pthread_mutex_lock(&d->lock);
     struct gw_job *j = by_request(d, GODWIT__V1__JOB__KIND__RESTORE, req->request_id);
     if (j) { send_job(call, j, &godwit__v1__restore_backup_response__descriptor); goto out; }
@@ -244,6 +235,19 @@ static int restore_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg
         code = gw_grpc_call_error_reason(call, GW_GRPC_ALREADY_EXISTS, "VM_EXISTS", "a VM named %s already exists here "
                                          "(restore it under a new name: a clone)", name);
         goto out;
+    }
+    /* The image the restore would make (if the backup has a disk): refused now when it exists
+     * or may not be made here (after the retry lookup: a retried request finds its job, not
+     * the image that job made). A host without image_roots fails the job only if it needs one. */
+    char disk[sizeof ((struct gw_bkjob *)0)->disk], why[512];
+    const char *reason = NULL;
+    if ((code = gw_bkjob_restore_disk_check(d, name, req->disk_pool, req->instant, disk, sizeof disk, &reason, why,
+                                            sizeof why))) {
+        if (strcmp(reason, "NO_IMAGE_ROOTS") && strcmp(reason, "IMAGE_ROOT_MISSING")) {
+            code = gw_grpc_call_error_reason(call, code, reason, "%s", why);
+            goto out;
+        }
+        code = GW_GRPC_OK;
     }
     if (!(j = new_job(call, d, GODWIT__V1__JOB__KIND__RESTORE, req->vm, t->name, req->request_id, &code))) goto out;
     snprintf(j->bk->backup_id, sizeof j->bk->backup_id, "%s", req->id);

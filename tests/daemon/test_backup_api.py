@@ -415,10 +415,13 @@ class RestoreApi(unittest.TestCase):
             b = self.backup(src)
             shown = self.call("GetBackup", bk.GetBackupRequest(target="local", vm=src, id=b.backup_id)).backup
             self.assertEqual(shown.disk_bytes, 16 << 20)
-            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone)).job
+            req = bk.RestoreBackupRequest(target="local", vm=src, name=clone, request_id="rdisk-1")
+            r = self.call("RestoreBackup", req).job
             evs = self.watch(r.id)
             done = evs[-1].job
             self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            # A retry is the same job, not a refusal because of the image that job made.
+            self.assertEqual(self.call("RestoreBackup", req).job.id, r.id)
             img = os.path.join(os.path.realpath(self.images), clone + ".img")
             self.assertEqual(done.backup.disk, img)
             self.assertEqual(os.path.getsize(img), 16 << 20)
