@@ -19,6 +19,7 @@ Skips (77) without python3-grpcio or a usable /dev/kvm."""
 import glob
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -393,6 +394,24 @@ class RestoreApi(unittest.TestCase):
         BackupApi.call, BackupApi.vm, BackupApi.make_vm, BackupApi.drop_vm, BackupApi.watch, BackupApi.final,
         BackupApi.exit_summary, BackupApi.cli)
 
+    def cli_tty(self, *args):
+        """The CLI with its stdout on a terminal (a pty): (exit code, what it printed)."""
+        master, slave = pty.openpty()
+        p = subprocess.Popen([os.path.join(BIN, "godwit"), "--addr", self.d.addr, "--token", TOKEN] + list(args),
+                             stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:   # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        return p.wait(timeout=300), out.decode(errors="replace")
+
     def disk_vm(self, name):
         """A running disk guest (64 MiB) on a 16 MiB image in the image root."""
         img = os.path.join(self.images, name + ".img")
@@ -450,11 +469,18 @@ class RestoreApi(unittest.TestCase):
             self.assertEqual(s["memory_digest"], b.memory_digest)
             self.assertEqual((s["disk_verify_errors"], s["disk_io_errors"], s["guest_verify_errors"]), (0, 0, 0), s)
             self.assertGreater(s["disk_blocks_read"], 100, s)
+            # The CLI: a restore followed with --watch on a terminal draws the progress line.
+            rc, out = self.cli_tty("backup", "restore", src, "--target", "local", "--name", clone + "-cli", "--watch")
+            self.assertEqual(rc, 0, out)
+            self.assertRegex(out, r"read .* of .* written .* chunks (\d+)/\1 .*/s  ETA ")
+            self.assertIn("succeeded", out)
+            self.assertTrue(os.path.exists(os.path.join(self.images, clone + "-cli.img")))
             # The same name again: its image exists now (the VM too), refused before any job.
             self.drop_vm(clone)
             self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
                 target="local", vm=src, name=clone))), (grpc.StatusCode.ALREADY_EXISTS, "IMAGE_EXISTS"))
         finally:
+            self.drop_vm(clone + "-cli")
             self.drop_vm(clone)
             self.drop_vm(src)
 
