@@ -555,6 +555,34 @@ class RestoreApi(unittest.TestCase):
             self.drop_vm(clone)
             self.drop_vm(src)
 
+    def test_instant_disk_restore(self):
+        """A disk guest restored instantly: its image made by the daemon fills behind the device
+        while the guest uses it; the job counts the disk's chunks and the blocks verify."""
+        src, clone = "ridisk", "ridisk-clone"
+        self.disk_vm(src)
+        try:
+            b = self.backup(src)
+            self.call("StopVm", api.StopVmRequest(name=src))
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone, instant=True)).job
+            done = self.watch(r.id)[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            img = os.path.join(os.path.realpath(self.images), clone + ".img")
+            self.assertEqual((done.backup.disk, self.vm(clone).disk_path), (img, img))
+            self.assertEqual(done.progress.backup_chunks, done.progress.backup_chunks_total)
+            time.sleep(3.0)
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertGreater(s["instant_disk_chunks_total"], 0, s)
+            self.assertEqual(s["instant_disk_chunks_done"], s["instant_disk_chunks_total"])
+            # The job's chunks are memory's and the disk's.
+            self.assertEqual(done.progress.backup_chunks_total, s["instant_chunks_total"] + s["instant_disk_chunks_total"])
+            self.assertEqual(s["instant_memory_digest"], b.memory_digest)
+            self.assertEqual((s["disk_verify_errors"], s["disk_io_errors"], s["guest_verify_errors"]), (0, 0, 0), s)
+            self.assertGreater(s["disk_blocks_read"], 100, s)
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
     def test_instant_restore_store_outage(self):
         """The store gone under an instant restore: the job says so and the runner holds the VM
         paused; the store back, the fill completes and the job succeeds with the backup's digest."""
