@@ -62,8 +62,10 @@ class BackupApi(unittest.TestCase):
         extra = ("metrics_listen = 127.0.0.1:%d\n"
                  "image_roots = %s\nrbd_pools = godwit\nrbd_conf = %s\n"
                  "[backup_target local]\nstore = dir:%s\n"
+                 "[backup_target bad]\nstore = dir:%s-bad\n"
                  "[backup_target ceph]\nstore = rados:godwit/%s\nceph_conf = %s\nosd_op_timeout = 20\n"
-                 "mon_op_timeout = 20\ninflight = 16\n" % (cls.metrics_port, cls.images, cls.ceph, cls.store, ns, cls.ceph))
+                 "mon_op_timeout = 20\ninflight = 16\n" % (cls.metrics_port, cls.images, cls.ceph, cls.store, cls.store, ns,
+                                                     cls.ceph))
         cls.d = gwd.Daemon(BIN, "host-a", extra=extra)
         cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
 
@@ -202,6 +204,23 @@ class BackupApi(unittest.TestCase):
         self.make_vm(src, memory=64 << 20, guest="disk", disk_path=img, pages=0)
         time.sleep(2.0)
         try:
+            # A restore that fails (every chunk of its backup damaged) removes the RBD image it
+            # made: the good restore below creates the same image anew.
+            j = self.call("CreateBackup", bk.CreateBackupRequest(vm=src, target="bad", parent="none")).job
+            self.assertEqual(self.watch(j.id)[-1].job.state, api.Job.SUCCEEDED)
+            chunks = glob.glob(os.path.join(self.store + "-bad", "chunks", "*", "c.*"))
+            self.assertTrue(chunks)
+            for c in chunks:
+                with open(c, "r+b") as f:
+                    data = bytearray(f.read())
+                    data[len(data) // 2] ^= 0xFF
+                    f.seek(0)
+                    f.write(data)
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="bad", vm=src, name=clone,
+                                                                   disk_pool="godwit")).job
+            f = self.final(r.id)
+            self.assertEqual((f.state, f.reason), (api.Job.FAILED, "RESTORE_FAILED"), f.error)
+            self.assertEqual(error_reason(lambda: self.vm(clone))[0], grpc.StatusCode.NOT_FOUND)
             j = self.call("CreateBackup", bk.CreateBackupRequest(vm=src, target="local", parent="none")).job
             b = self.watch(j.id)[-1].job
             self.assertEqual(b.state, api.Job.SUCCEEDED, b.error)
