@@ -137,12 +137,6 @@ static int make_image(const char *path)
     return r;
 }
 
-/* Takes one progress snapshot into the job and tells the watchers (lock held). */
-static void publish(struct gw_job *j, const char *msg)
-{
-    gw_job_progress(j, msg);
-}
-
 /* Reads the frames waiting on *fd (lock not held) into p (the last one wins); on EOF or an
  * error closes *fd and sets it to -1. Whether a frame came. */
 static bool read_frames(int *fd, Godwit__V1__JobProgress **p)
@@ -188,7 +182,7 @@ static int follow_restore(struct gw_daemon *d, struct gw_job *j, struct gw_vm_re
         if (got && !j->cancel && !d->stopping) {
             alive = gw_now_ns();
             gw_job_take_progress(j, p);
-            publish(j, NULL);
+            gw_job_progress(j, NULL);
             pthread_mutex_unlock(&d->lock);
             gw_job_save_progress(d, j);
             pthread_mutex_lock(&d->lock);
@@ -245,7 +239,7 @@ static int follow_instant(struct gw_daemon *d, struct gw_job *j, struct gw_vm_re
             if (stalled) {   /* the store came back and the fill ended before the next look */
                 char msg[200];
                 snprintf(msg, sizeof msg, "the backup store answers again: VM %s runs on", rec->name);
-                publish(j, msg);
+                gw_job_progress(j, msg);
             }
         } else if (ph && !strcmp(ph, "failed")) {
             snprintf(why, whylen, "%s", rep->status->instant_restore->error);
@@ -259,7 +253,7 @@ static int follow_instant(struct gw_daemon *d, struct gw_job *j, struct gw_vm_re
                          rec->name, rep->status->instant_restore->error);
             else if (!now_stalled && stalled)
                 snprintf(msg, sizeof msg, "the backup store answers again: VM %s runs on", rec->name);
-            publish(j, now_stalled != stalled ? msg : NULL);
+            gw_job_progress(j, now_stalled != stalled ? msg : NULL);
             if (now_stalled != stalled) gw_warn("job=%s vm=%s: %s", j->id, rec->name, msg);
             stalled = now_stalled;
         }
@@ -372,7 +366,8 @@ static struct gw_vm_rec *undo(struct gw_daemon *d, struct gw_job *j, struct gw_v
     }
     if (j->bk->made_image && !rec) {
         /* The runner removes what it wrote on a failure it sees; a killed one cannot. */
-        if (unlink(j->bk->disk) && errno != ENOENT) gw_warn("job=%s: cannot remove %s: %s", j->id, j->bk->disk, strerror(errno));
+        if (unlink(j->bk->disk) && errno != ENOENT)
+            gw_warn("job=%s: cannot remove %s: %s", j->id, j->bk->disk, strerror(errno));
         j->bk->made_image = false;
     }
     return rec;
@@ -409,9 +404,13 @@ void gw_bkjob_run_restore(struct gw_daemon *d, struct gw_job *j)
             why = why_buf;
         else if (!gw_blk_is_rbd(disk)) {
             int e = make_image(disk);
-            if (e == -EEXIST) { reason = "IMAGE_EXISTS"; snprintf(why_buf, sizeof why_buf, "disk image %s exists already", disk); why = why_buf; }
-            else if (e) { reason = "IMAGE_CREATE_FAILED"; snprintf(why_buf, sizeof why_buf, "disk image %s: %s", disk, strerror(-e)); why = why_buf; }
-            else made = true;
+            made = e == 0;
+            if (e) {
+                reason = e == -EEXIST ? "IMAGE_EXISTS" : "IMAGE_CREATE_FAILED";
+                snprintf(why_buf, sizeof why_buf, "disk image %s: %s", disk,
+                         e == -EEXIST ? "exists already" : strerror(-e));
+                why = why_buf;
+            }
         }
     }
 
