@@ -135,12 +135,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"instant", 0, 0, 'J'}, {"stall-ms", 1, 0, 'P'},
         {"recover-timeout", 1, 0, 'K' + 258}, {"link-timeout-ms", 1, 0, 'K' + 259}, {"resume-fd", 1, 0, 'K' + 260},
         {"no-priority-channel", 0, 0, 'K' + 261}, {"switch-dirty-pct", 1, 0, 'K' + 262},
-        {"switch-ms-per-gib", 1, 0, 'K' + 263}, {"progress-fd", 1, 0, 'K' + 264},
+        {"switch-ms-per-gib", 1, 0, 'K' + 263},
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0},
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
         {"tls", 1, 0, 't'}, {"tls-cert", 1, 0, '1'}, {"tls-key", 1, 0, '2'}, {"tls-ca", 1, 0, '3'},
         {"keep-source", 0, 0, 'K' + 257}, {"keep-destination", 0, 0, 'K' + 256},
+        {"progress-fd", 1, 0, 'K' + 264},
 #ifdef GODWIT_TEST_HOOKS
         {"test-fault", 1, 0, 'X'},
 #endif
@@ -212,13 +213,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             if (gw_parse_u64(optarg, 3, 1 << 20, &v)) { fprintf(stderr, "godwit-vm: bad --resume-fd\n"); return -1; }
             o->resume_fd = (int)v;
             break;
+        case 'K' + 258: if (gw_parse_u64(optarg, 1, 86400, &o->recover_timeout_s)) { fprintf(stderr, "godwit-vm: bad --recover-timeout\n"); return -1; } break;
+        case 'K' + 259: if (gw_parse_u64(optarg, 100, 600000, &o->link_timeout_ms)) { fprintf(stderr, "godwit-vm: --link-timeout-ms must be 100..600000\n"); return -1; } break;
+        case 'K' + 256: o->keep_destination = true; break;
         case 'K' + 264:
             if (gw_parse_u64(optarg, 3, 1 << 20, &v)) { fprintf(stderr, "godwit-vm: bad --progress-fd\n"); return -1; }
             o->progress_fd = (int)v;
             break;
-        case 'K' + 258: if (gw_parse_u64(optarg, 1, 86400, &o->recover_timeout_s)) { fprintf(stderr, "godwit-vm: bad --recover-timeout\n"); return -1; } break;
-        case 'K' + 259: if (gw_parse_u64(optarg, 100, 600000, &o->link_timeout_ms)) { fprintf(stderr, "godwit-vm: --link-timeout-ms must be 100..600000\n"); return -1; } break;
-        case 'K' + 256: o->keep_destination = true; break;
 #ifdef GODWIT_TEST_HOOKS
         case 'X':
             /* Test builds only: a fault injected into this runner's outgoing migrations. */
