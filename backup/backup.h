@@ -111,6 +111,14 @@ struct gw_restore_stats {
 int gw_backup_restore(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, struct gw_guest_mem *m,
                       const char *disk_path, struct gw_restore_stats *st, char *err, size_t errlen);
 
+/* The same, calling progress (may be NULL) after each batch of chunks placed with the figures
+ * so far (st's counters; memory first, then the disk); its non-zero return stops the restore
+ * (-ECANCELED, "restore cancelled"). The callback runs on the caller's thread. */
+typedef int (*gw_restore_progress_fn)(void *ctx, const struct gw_restore_stats *st);
+int gw_backup_restore_ex(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, struct gw_guest_mem *m,
+                         const char *disk_path, gw_restore_progress_fn progress, void *ctx, struct gw_restore_stats *st,
+                         char *err, size_t errlen);
+
 /* Only the disk part of gw_backup_restore (nothing when the backup has no disk): what an
  * instant restore (instant_restore.h) writes before the VM opens the image. */
 int gw_backup_restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, const char *disk_path,

@@ -112,9 +112,14 @@ static void *decode_some(void *arg)
 }
 
 /* Calls place(i, data, len) for every non-zero chunk of im after reading and checking it. */
+struct progress {
+    gw_restore_progress_fn fn;   /* NULL = none */
+    void *ctx;
+};
+
 static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage *im,
                       int (*place)(void *ctx, uint64_t i, const uint8_t *data, size_t len), void *ctx,
-                      struct gw_restore_stats *st, char *err, size_t errlen)
+                      const struct progress *pg, struct gw_restore_stats *st, char *err, size_t errlen)
 {
     struct gw_store *s = t->store;
     const struct gw_chunk_keys *keys = t->keys.encrypted ? &t->keys : NULL;
@@ -152,6 +157,7 @@ static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage 
         for (unsigned q = 0; q < 2; q++)
             if (jobs[q].r && (!bad || jobs[q].bad_k < bad->bad_k)) bad = &jobs[q];
         if (bad) { r = bad->r; snprintf(err, errlen, "%s", bad->err); }
+        if (!r && pg && pg->fn && pg->fn(pg->ctx, st)) { r = -ECANCELED; snprintf(err, errlen, "restore cancelled"); }
         if (r) break;
         cur ^= 1;
     }
@@ -201,22 +207,22 @@ static int place_blk(void *ctx, uint64_t i, const uint8_t *data, size_t len)
 
 /* The disk into an RBD image made beforehand (disk_rbd.h). */
 static int restore_rbd(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, const char *spec,
-                       struct gw_restore_stats *st, char *err, size_t errlen)
+                       const struct progress *pg, struct gw_restore_stats *st, char *err, size_t errlen)
 {
     struct disk_ctx dc = {.cs = im->chunk_size};
     int r = gw_disk_rbd_restore_open(spec, im->size, &dc.blk, err, errlen);
     if (r) return r;
-    r = read_image(t, im, place_blk, &dc, st, err, errlen);
+    r = read_image(t, im, place_blk, &dc, pg, st, err, errlen);
     int c = gw_disk_rbd_restore_close(dc.blk, spec, r == 0, err, errlen);
     st->disk_bytes = im->size;
     return r ? r : c;
 }
 
 static int restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, const char *disk_path,
-                        struct gw_restore_stats *st, char *err, size_t errlen)
+                        const struct progress *pg, struct gw_restore_stats *st, char *err, size_t errlen)
 {
-    if (gw_blk_is_rbd(disk_path)) return restore_rbd(t, man->disk, disk_path, st, err, errlen);
-    int fd = open(disk_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (gw_blk_is_rbd(disk_path)) return restore_rbd(t, man->disk, disk_path, pg, st, err, errlen);
+    int fd = open(disk_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
         int e = errno;
         snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(e));
@@ -225,7 +231,7 @@ static int restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupMani
     int r = 0;
     struct disk_ctx dc = {.fd = fd, .cs = man->disk->chunk_size};
     if (ftruncate(fd, (off_t)man->disk->size) < 0) { r = -errno; snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(errno)); }
-    if (!r) r = read_image(t, man->disk, place_disk, &dc, st, err, errlen);
+    if (!r) r = read_image(t, man->disk, place_disk, &dc, pg, st, err, errlen);
     if (!r && fsync(fd) < 0) { r = -errno; snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(errno)); }
     close(fd);
     if (r) unlink(disk_path);
@@ -238,7 +244,7 @@ int gw_backup_restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupM
 {
     uint64_t t0 = gw_now_ns();
     memset(st, 0, sizeof *st);
-    int r = man->disk->size ? restore_disk(t, man, disk_path, st, err, errlen) : 0;
+    int r = man->disk->size ? restore_disk(t, man, disk_path, NULL, st, err, errlen) : 0;
     st->elapsed_ns = gw_now_ns() - t0;
     return r;
 }
@@ -246,6 +252,14 @@ int gw_backup_restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupM
 int gw_backup_restore(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, struct gw_guest_mem *m,
                       const char *disk_path, struct gw_restore_stats *st, char *err, size_t errlen)
 {
+    return gw_backup_restore_ex(t, man, m, disk_path, NULL, NULL, st, err, errlen);
+}
+
+int gw_backup_restore_ex(struct gw_backup_target *t, const Godwit__V1__BackupManifest *man, struct gw_guest_mem *m,
+                         const char *disk_path, gw_restore_progress_fn progress, void *ctx, struct gw_restore_stats *st,
+                         char *err, size_t errlen)
+{
+    const struct progress pg = {.fn = progress, .ctx = ctx};
     uint64_t t0 = gw_now_ns();
     memset(st, 0, sizeof *st);
     if (man->memory->size != m->size) {
@@ -261,8 +275,8 @@ int gw_backup_restore(struct gw_backup_target *t, const Godwit__V1__BackupManife
     int r = gw_chunk_digest_init(&cd, m->base, m->size);
     if (r) { snprintf(err, errlen, "digest: %s", strerror(-r)); return r; }
     struct mem_ctx mc = {.m = m, .cd = &cd, .cs = man->memory->chunk_size};
-    r = read_image(t, man->memory, place_mem, &mc, st, err, errlen);
-    if (!r && man->disk->size && disk_path) r = restore_disk(t, man, disk_path, st, err, errlen);
+    r = read_image(t, man->memory, place_mem, &mc, &pg, st, err, errlen);
+    if (!r && man->disk->size && disk_path) r = restore_disk(t, man, disk_path, &pg, st, err, errlen);
     if (!r) {
         uint8_t dg[16];
         gw_chunk_digest_final(&cd, dg);

@@ -17,7 +17,11 @@ static const char backup_usage[] =
     "       godwit backup show VM --target NAME [--id ID]         (the newest without --id)\n"
     "       godwit backup verify VM --target NAME [--id ID] [--watch]   (every backup without --id)\n"
     "       godwit backup restore VM --target NAME [--id ID] [--name NEW] [--restart never|on-crash|always]\n"
-    "                             [--watch]       (a new VM on this host; under a NEW name a clone)\n"
+    "                             [--instant] [--disk-pool POOL] [--watch]\n"
+    "                             (a new VM on this host; under a NEW name a clone. --instant: it runs at\n"
+    "                             once while its memory and disk fill from the backup; the job ends when\n"
+    "                             the fill does. A disk goes to NEW.img in the host's first image root,\n"
+    "                             or to the RBD image POOL/NEW with --disk-pool)\n"
     "       godwit backup delete VM --target NAME --id ID\n"
     "       godwit backup targets                  the targets godwitd's config names\n"
     "       godwit backup policy set|list|show|delete ...   schedules (godwit backup policy help)\n"
@@ -25,9 +29,9 @@ static const char backup_usage[] =
     "succeeded, 1 when it failed (a verify that found bad chunks), 8 when cancelled.\n";
 
 struct bargs {
-    const char *vm, *target, *id, *parent, *method, *name, *request_id;
+    const char *vm, *target, *id, *parent, *method, *name, *request_id, *disk_pool;
     int restart;
-    bool watch;
+    bool watch, instant;
 };
 
 static int parse(int argc, char **argv, struct bargs *a)
@@ -35,8 +39,8 @@ static int parse(int argc, char **argv, struct bargs *a)
     static const struct option lo[] = {
         {"target", 1, 0, 't'}, {"id", 1, 0, 'i'}, {"parent", 1, 0, 'p'}, {"method", 1, 0, 'm'},
         {"name", 1, 0, 'n'}, {"request-id", 1, 0, 'r'}, {"restart", 1, 0, 'R'}, {"watch", 0, 0, 'w'},
-        {"help", 0, 0, 'h'}, {0}};
-    *a = (struct bargs){.target = "", .id = "", .parent = "", .method = "", .name = "", .request_id = ""};
+        {"instant", 0, 0, 'I'}, {"disk-pool", 1, 0, 'P'}, {"help", 0, 0, 'h'}, {0}};
+    *a = (struct bargs){.target = "", .id = "", .parent = "", .method = "", .name = "", .request_id = "", .disk_pool = ""};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -47,6 +51,8 @@ static int parse(int argc, char **argv, struct bargs *a)
         case 'n': a->name = optarg; break;
         case 'r': a->request_id = optarg; break;
         case 'w': a->watch = true; break;
+        case 'I': a->instant = true; break;
+        case 'P': a->disk_pool = optarg; break;
         case 'R':
             if (!strcmp(optarg, "never")) a->restart = GODWIT__V1__RESTART_POLICY__KIND__NEVER;
             else if (!strcmp(optarg, "on-crash")) a->restart = GODWIT__V1__RESTART_POLICY__KIND__ON_CRASH;
@@ -150,9 +156,12 @@ int gw_cmd_backup(struct gw_cli *cli, int argc, char **argv)
         Godwit__V1__RestartPolicy rp = GODWIT__V1__RESTART_POLICY__INIT;
         req.vm = (char *)a.vm, req.target = (char *)a.target, req.id = (char *)a.id, req.name = (char *)a.name;
         req.request_id = (char *)a.request_id;
+        req.instant = a.instant;
+        req.disk_pool = (char *)a.disk_pool;
         if (a.restart) { rp.kind = a.restart; req.restart_policy = &rp; }
         e = gw_cli_call(cli, "GodwitBackup/RestoreBackup", &req.base, &godwit__v1__restore_backup_response__descriptor, &resp);
-        snprintf(what, sizeof what, "restoring %s of %s as VM %s", a.id[0] ? a.id : "the newest backup", a.vm,
+        snprintf(what, sizeof what, "restoring %s of %s %sas VM %s", a.id[0] ? a.id : "the newest backup", a.vm,
+                 a.instant ? "instantly " : "",
                  a.name[0] ? a.name : a.vm);
         return e ? e : job_made(cli, resp, what, a.watch);
     }

@@ -61,7 +61,8 @@ static void print_backup_part(const Godwit__V1__Job *j)
     char rd[32], wr[32], dd[32];
     printf("target:        %s\n", b->target);
     if (b->backup_id[0]) printf("backup:        %s\n", b->backup_id);
-    if (b->new_vm[0]) printf("new vm:        %s\n", b->new_vm);
+    if (b->new_vm[0]) printf("new vm:        %s%s\n", b->new_vm, b->instant ? " (instant restore)" : "");
+    if (b->disk[0]) printf("disk:          %s\n", b->disk);
     if (p) {
         gw_fmt_bytes(p->backup_bytes_read, rd, sizeof rd);
         gw_fmt_bytes(p->backup_bytes_written, wr, sizeof wr);

@@ -21,7 +21,6 @@
 
 #define PROGRESS_MS 500
 #define FRAME_TIMEOUT_MS 120000      /* a runner silent this long during a backup is wedged */
-#define RESTORE_TIMEOUT_MS 600000    /* the restored runner must answer within this */
 #define EXIT_WAIT_MS 3000            /* after a hang-up: the time the supervisor gets to reap it */
 
 #define S(x) GODWIT__V1__JOB__STATE__##x
@@ -39,6 +38,8 @@ void gw_bkjob_to_proto(const struct gw_job *j, Godwit__V1__Job *out)
     for (unsigned i = 0; i < b->n_bad; i++) b->bad_ptrs[i] = b->bad_names[i];
     b->pb.n_bad_chunk_names = b->n_bad;
     b->pb.bad_chunk_names = b->bad_ptrs;
+    b->pb.disk = b->disk;
+    b->pb.instant = b->instant;
     out->backup = &b->pb;
     out->reason = b->reason;
 }
@@ -53,6 +54,8 @@ void gw_bkjob_load(struct gw_job *j, const Godwit__V1__Job *pj)
     snprintf(b->new_vm, sizeof b->new_vm, "%s", i->new_vm);
     snprintf(b->digest, sizeof b->digest, "%s", i->memory_digest);
     snprintf(b->reason, sizeof b->reason, "%s", pj->reason);
+    snprintf(b->disk, sizeof b->disk, "%s", i->disk);
+    b->instant = i->instant;
     b->bad_chunks = i->bad_chunks;
     b->bad_manifests = i->bad_manifests;
     for (size_t k = 0; k < i->n_bad_chunk_names && k < GW_BKJOB_BAD_NAMES; k++)
@@ -92,6 +95,17 @@ static void finish(struct gw_job *j, int state, const char *reason, const char *
     }
     if (reason) snprintf(j->bk->reason, sizeof j->bk->reason, "%s", reason);
     gw_job_set_state(j, state, state == S(SUCCEEDED) ? "completed" : j->error);
+}
+
+void gw_bkjob_finish(struct gw_job *j, int state, const char *reason, const char *fmt, ...)
+{
+    if (!fmt) { finish(j, state, reason, NULL); return; }
+    char msg[sizeof j->error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    finish(j, state, reason, "%s", msg);
 }
 
 /* ---- BACKUP ----------------------------------------------------------------------------- */
@@ -271,150 +285,13 @@ static void run_verify(struct gw_daemon *d, struct gw_job *j)
     pthread_mutex_unlock(&d->lock);
 }
 
-/* ---- RESTORE ---------------------------------------------------------------------------- */
-
-/* The manifest of the backup to restore: its configuration decides the new VM's. Lock not
- * held. 0, or -errno with the reason in err. */
-static int read_manifest(const struct gw_backup_target_cfg *t, const char *vm, char *id, Godwit__V1__BackupManifest **m,
-                         char *err, size_t errlen)
-{
-    Godwit__V1__StoreSpec spec;
-    gw_bkjob_spec(t, &spec);
-    struct gw_backup_target tg;
-    int r = gw_backup_target_open(&spec, &tg, err, errlen);
-    if (r) return r;
-    if (!id[0] && (r = gw_backup_latest(&tg, vm, id))) {
-        if (r == -ENOENT) snprintf(err, errlen, "VM %s has no backup in target %s", vm, t->name);
-        else snprintf(err, errlen, "%s", gw_store_error(tg.store));
-    }
-    if (!r) r = gw_manifest_load(tg.store, vm, id, m, err, errlen);
-    gw_backup_target_close(&tg);
-    return r;
-}
-
-static void run_restore(struct gw_daemon *d, struct gw_job *j)
-{
-    pthread_mutex_lock(&d->lock);
-    const struct gw_backup_target_cfg *t = gw_config_backup_target(&d->cfg, j->bk->target);
-    snprintf(j->phase, sizeof j->phase, "restore");
-    gw_job_set_state(j, S(RUNNING), "restore started");
-    pthread_mutex_unlock(&d->lock);
-
-    char err[512] = "", id[GW_BACKUP_ID_BUF];
-    snprintf(id, sizeof id, "%s", j->bk->backup_id);
-    Godwit__V1__BackupManifest *m = NULL;
-    int r = read_manifest(t, j->vm, id, &m, err, sizeof err);
-    const Godwit__V1__VmConfig *sc = r ? NULL : m->state->config;
-    const char *why = NULL;
-    if (!r && m->disk->size) why = "the backup has a disk: restoring disks through the daemon is not built yet "
-                                   "(godwit-vm restore-backup --disk does it)";
-    if (!r && !why) why = gw_vm_config_invalid(j->bk->new_vm, sc->memory_bytes, sc->vcpus, sc->guest_spec, "");
-
-    pthread_mutex_lock(&d->lock);
-    snprintf(j->bk->backup_id, sizeof j->bk->backup_id, "%s", id);
-    struct gw_vm_rec *rec = NULL;
-    if (r) {
-        finish(j, S(FAILED), r == -ENOENT ? "BACKUP_NOT_FOUND" : "STORE_FAILED", "%s", err);
-        goto out;
-    }
-    if (why) { finish(j, S(FAILED), "RESTORE_REFUSED", "%s", why); goto out; }
-    snprintf(j->bk->digest, sizeof j->bk->digest, "%s", "");
-    for (size_t i = 0; i < m->memory_digest.len && i < 16; i++)
-        snprintf(j->bk->digest + 2 * i, 3, "%02x", m->memory_digest.data[i]);
-    if (gw_vm_find(d, j->bk->new_vm)) {
-        finish(j, S(FAILED), "VM_EXISTS", "a VM named %s already exists here", j->bk->new_vm);
-        goto out;
-    }
-    if (gw_vm_rec_new(d, j->bk->new_vm, &rec)) {
-        rec = NULL;
-        finish(j, S(FAILED), "INTERNAL", "cannot make a record for VM %s", j->bk->new_vm);
-        goto out;
-    }
-    rec->memory_bytes = sc->memory_bytes;
-    rec->vcpus = sc->vcpus;
-    snprintf(rec->guest, sizeof rec->guest, "%s", sc->guest_spec);
-    rec->restart_kind = j->bk->restart_kind;
-    rec->max_restarts = j->bk->max_restarts;
-    rec->backoff_ms = j->bk->backoff_ms;
-    rec->created_ms = gw_unix_ms();
-    if (gw_vm_persist(d, rec)) {
-        free(rec);
-        rec = NULL;
-        finish(j, S(FAILED), "INTERNAL", "cannot store the VM definition");
-        goto out;
-    }
-    rec->next = d->vms;
-    d->vms = rec;
-    rec->busy = true;
-    j->progress.total_bytes = m->memory->size;
-    gw_job_progress(j, "restoring");
-
-    /* The runner restores, checks the memory digest, and opens its control socket only then:
-     * its first answer means the VM runs from the backup. Store options from our config. */
-    char console[1100], dir[1024], osd[16], infl[16];
-    gw_vm_dir(d, rec->name, dir, sizeof dir);
-    snprintf(console, sizeof console, "%s/console.log", dir);
-    char *argv[40];
-    int n = 0;
-    argv[n++] = d->cfg.runner;
-    argv[n++] = "restore-backup";
-    argv[n++] = "--store"; argv[n++] = (char *)t->store;
-    if (t->ceph_conf[0]) { argv[n++] = "--ceph-conf"; argv[n++] = (char *)t->ceph_conf; }
-    if (t->ceph_id[0]) { argv[n++] = "--ceph-id"; argv[n++] = (char *)t->ceph_id; }
-    if (t->keyring[0]) { argv[n++] = "--keyring"; argv[n++] = (char *)t->keyring; }
-    if (t->key_file[0]) { argv[n++] = "--key-file"; argv[n++] = (char *)t->key_file; }
-    if (t->osd_op_timeout_s) { snprintf(osd, sizeof osd, "%u", t->osd_op_timeout_s); argv[n++] = "--osd-timeout"; argv[n++] = osd; }
-    if (t->inflight) { snprintf(infl, sizeof infl, "%u", t->inflight); argv[n++] = "--inflight"; argv[n++] = infl; }
-    argv[n++] = "--vm"; argv[n++] = j->vm;
-    argv[n++] = "--backup"; argv[n++] = j->bk->backup_id;
-    argv[n++] = "--name"; argv[n++] = rec->name;
-    argv[n++] = "--control"; argv[n++] = rec->control;
-    argv[n++] = "--console"; argv[n++] = console;
-    if (d->cfg.secret_file[0]) { argv[n++] = "--secret-file"; argv[n++] = d->cfg.secret_file; }
-    argv[n++] = "--json";
-    argv[n] = NULL;
-    char serr[256];
-    r = gw_sup_spawn_with(d, rec, argv, serr, sizeof serr);
-    rec->busy = true;   /* the spawn restores busy as it found it: still ours */
-    if (r) {
-        finish(j, S(FAILED), "RESTORE_FAILED", "cannot start the restored VM: %s", serr);
-    } else {
-        uint64_t deadline = gw_now_ns() + (uint64_t)RESTORE_TIMEOUT_MS * 1000000;
-        r = -ETIMEDOUT;
-        while (r == -ETIMEDOUT && !d->stopping && gw_now_ns() < deadline) r = gw_sup_wait_ready(d, rec, 1000);
-        if (!r) {
-            j->progress.backup_bytes_read = m->memory->size;
-            j->progress.remaining_bytes = 0;
-            gw_info("job=%s: backup %s of %s restored as VM %s, running", j->id, id, j->vm, rec->name);
-            finish(j, S(SUCCEEDED), NULL, NULL);
-        } else if (r == -ECHILD) {
-            finish(j, S(FAILED), "RESTORE_FAILED", "the restore failed: %s", rec->error);
-        } else {
-            gw_sup_stop(d, rec, true, 2000);
-            finish(j, S(FAILED), "RESTORE_FAILED", "the restored VM did not answer within %d s", RESTORE_TIMEOUT_MS / 1000);
-        }
-    }
-    if (j->state != S(SUCCEEDED) && !rec->proc.pid) {
-        /* Nothing of it runs: a failed restore leaves no VM behind. */
-        gw_vm_unlink(d, rec);
-        gw_db_delete_vm(d->db, rec->name);
-        free(rec);
-        rec = NULL;
-    }
-    if (rec) rec->busy = false;
-    pthread_cond_broadcast(&d->cond);
-out:
-    pthread_mutex_unlock(&d->lock);
-    if (m) godwit__v1__backup_manifest__free_unpacked(m, NULL);
-}
-
 static void *job_main(void *arg)
 {
     struct gw_job *j = arg;
     struct gw_daemon *d = j->d;
     if (j->kind == GODWIT__V1__JOB__KIND__BACKUP) run_backup(d, j);
     else if (j->kind == GODWIT__V1__JOB__KIND__VERIFY) run_verify(d, j);
-    else run_restore(d, j);
+    else gw_bkjob_run_restore(d, j);
     pthread_mutex_lock(&d->lock);
     j->has_thread = false;
     pthread_cond_broadcast(&d->cond);

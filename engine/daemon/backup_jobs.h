@@ -5,8 +5,11 @@
  *   CancelJob hangs up, which stops the runner's backup (nothing is listed, the guest runs).
  *   The VM is marked busy meanwhile: no migration, stop or delete overlaps a backup.
  * VERIFY: the daemon reads the target itself (backup/backup.h: gw_backup_verify).
- * RESTORE: a new VM record, its runner started as `godwit-vm restore-backup` under the
- *   supervisor; the job ends when that runner answers (restored and running) or exits.
+ * RESTORE (restore_job.c): a new VM record, its disk image made by the daemon, its runner
+ *   started as `godwit-vm restore-backup` under the supervisor; the job follows the runner's
+ *   progress frames and ends when that runner answers (restored and running) or exits. An
+ *   instant restore's job follows the fill through the runner's status instead, the VM
+ *   running meanwhile.
  * Targets come only from the daemon's config (config.h: [backup_target NAME]). */
 #ifndef GW_DAEMON_BACKUP_JOBS_H
 #define GW_DAEMON_BACKUP_JOBS_H
@@ -39,6 +42,11 @@ struct gw_bkjob {
     uint32_t restart_kind, max_restarts, backoff_ms;
     uint64_t exit_seq;            /* BACKUP: the runner's exit count when the job began */
     uint64_t last_event_ns;       /* VERIFY: the last progress event */
+    /* RESTORE (restore_job.c): the request's choices and the disk the daemon made. */
+    bool instant;
+    char disk_pool[GW_CFG_STR];   /* "" = an image file under image_roots */
+    char disk[512];               /* the new VM's disk ("" = none) */
+    bool made_image;              /* disk is a file this job created: a failure removes it */
     /* Backing store of the Job.backup message. */
     Godwit__V1__BackupJobInfo pb;
     char *bad_ptrs[GW_BKJOB_BAD_NAMES];
@@ -51,6 +59,19 @@ void gw_bkjob_free(struct gw_job *j);
 
 /* Fills spec from a configured target (strings point into t). */
 void gw_bkjob_spec(const struct gw_backup_target_cfg *t, Godwit__V1__StoreSpec *spec);
+
+/* Ends j (lock held): state, the ErrorInfo-style reason (NULL = keep) and the error text. */
+void gw_bkjob_finish(struct gw_job *j, int state, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* RESTORE (restore_job.c): the job thread's body. */
+void gw_bkjob_run_restore(struct gw_daemon *d, struct gw_job *j);
+
+/* RESTORE: where the new VM name's disk image would go (lock not held): 0 with the path or
+ * spec in out, or a gRPC code with an ErrorInfo reason and message (the API refuses before
+ * making a job: an image that exists, a pool not in rbd_pools, an instant restore to RBD). */
+int gw_bkjob_restore_disk_check(struct gw_daemon *d, const char *name, const char *pool, bool instant, char *out,
+                                size_t cap, const char **reason, char *msg, size_t msglen);
 
 /* Starts the job's thread (lock held; j->bk filled, its VM marked busy for BACKUP). 0 or
  * -errno (the caller fails the job). */

@@ -285,6 +285,27 @@ static bool entry_is(const char *entry, size_t n, const void *arg)
     return strlen(arg) == n && !memcmp(entry, arg, n);
 }
 
+static bool first_entry(const char *entry, size_t n, const void *arg)
+{
+    char *out = (char *)arg;   /* PATH_MAX bytes */
+    char name[GW_CFG_STR];
+    if (n >= sizeof name) return true;   /* the first entry decides, even a bad one */
+    memcpy(name, entry, n);
+    name[n] = 0;
+    if (!realpath(name, out)) out[0] = 0;
+    return true;
+}
+
+int gw_config_image_root(const struct gw_daemon_config *cfg, char *out, size_t cap)
+{
+    char real[PATH_MAX] = "";
+    if (!list_any(cfg->image_roots, first_entry, real)) return -ENOENT;
+    if (!real[0]) return -ENOTDIR;
+    if (strlen(real) >= cap) return -ENAMETOOLONG;
+    memcpy(out, real, strlen(real) + 1);
+    return 0;
+}
+
 bool gw_config_is_peer(const struct gw_daemon_config *cfg, const char *addr)
 {
     return list_any(cfg->peers, entry_is, addr);

@@ -137,6 +137,11 @@ const char *gw_config_disk_refused(const struct gw_daemon_config *cfg, const cha
 const char *gw_config_image_refused(const struct gw_daemon_config *cfg, const char *path, const char *what,
                                     const char **reason);
 
+/* The first of cfg's image_roots, canonical (realpath), into out: where the daemon makes the
+ * images it creates itself (a restored VM's disk). 0, -ENOENT (no image_roots), -ENOTDIR (it
+ * does not resolve to a directory that exists) or -ENAMETOOLONG. */
+int gw_config_image_root(const struct gw_daemon_config *cfg, char *out, size_t cap);
+
 /* Whether tap is one of cfg's net_taps (an exact entry, or a prefix entry "NAME*"). */
 bool gw_config_tap_allowed(const struct gw_daemon_config *cfg, const char *tap);
 

@@ -214,6 +214,10 @@ int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t e
 /* Spawns rec's runner with argv of the caller's making (a restore from a backup: backup_jobs.c);
  * lock held, as gw_sup_spawn. argv points into memory that stays valid meanwhile. */
 int gw_sup_spawn_with(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, char *err, size_t errlen);
+/* The same, handing pass_fds[0..npass) to the runner as its fds 3, 4, ... (the caller keeps
+ * its copies): a restore's progress pipe. */
+int gw_sup_spawn_with_fds(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, const int *pass_fds, unsigned npass,
+                          char *err, size_t errlen);
 /* Spawns a destination runner for an incoming migration: on conn_fds[0..nconn) (the accepted
  * streams of one session, handed over as its fds 3, 4, ...; the caller keeps its copies)
  * when nconn > 0 (at most GW_PROC_MAX_PASS_FDS), else listening on listen_url. */

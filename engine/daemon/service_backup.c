@@ -4,7 +4,8 @@
  * target is a name from the daemon's config, VM names and backup ids are checked against
  * the store's safe-name rule (they become object names, never paths). Errors carry an
  * ErrorInfo reason: UNKNOWN_TARGET, VM_MIGRATING, VM_BUSY, VM_NOT_RUNNING, BACKUP_NOT_FOUND,
- * STORE_UNAVAILABLE, VM_EXISTS. */
+ * STORE_UNAVAILABLE, VM_EXISTS; a restore's disk: IMAGE_EXISTS, INSTANT_RBD_UNSUPPORTED and the
+ * image rules' reasons (config.h: RBD_DISK_REFUSED...). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,6 +223,8 @@ static int restore_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg
     const Godwit__V1__RestartPolicy *rp = req->restart_policy;
     if (rp && ((unsigned)rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS || rp->backoff_ms > 3600000))
         return BAD(call, "restart_policy: kind %d unknown or backoff_ms above 3600000", (int)rp->kind);
+    if (req->disk_pool[0] && (strlen(req->disk_pool) > GW_VM_NAME_MAX || !gw_store_name_ok(req->disk_pool)))
+        return BAD(call, "disk_pool is a pool name of this host's rbd_pools: 1-%d of [A-Za-z0-9._-]", GW_VM_NAME_MAX);
     pthread_mutex_lock(&d->lock);
     struct gw_job *j = by_request(d, GODWIT__V1__JOB__KIND__RESTORE, req->request_id);
     if (j) { send_job(call, j, &godwit__v1__restore_backup_response__descriptor); goto out; }
@@ -233,11 +236,26 @@ static int restore_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg
                                          "(restore it under a new name: a clone)", name);
         goto out;
     }
+    /* The image the restore would make (if the backup has a disk): refused now when it exists
+     * or may not be made here (after the retry lookup: a retried request finds its job, not
+     * the image that job made). A host without image_roots fails the job only if it needs one. */
+    char disk[sizeof ((struct gw_bkjob *)0)->disk], why[512];
+    const char *reason = NULL;
+    if ((code = gw_bkjob_restore_disk_check(d, name, req->disk_pool, req->instant, disk, sizeof disk, &reason, why,
+                                            sizeof why))) {
+        if (strcmp(reason, "NO_IMAGE_ROOTS") && strcmp(reason, "IMAGE_ROOT_MISSING")) {
+            code = gw_grpc_call_error_reason(call, code, reason, "%s", why);
+            goto out;
+        }
+        code = GW_GRPC_OK;
+    }
     if (!(j = new_job(call, d, GODWIT__V1__JOB__KIND__RESTORE, req->vm, t->name, req->request_id, &code))) goto out;
     snprintf(j->bk->backup_id, sizeof j->bk->backup_id, "%s", req->id);
     snprintf(j->bk->new_vm, sizeof j->bk->new_vm, "%s", name);
     if (rp) { j->bk->restart_kind = rp->kind; j->bk->max_restarts = rp->max_restarts; j->bk->backoff_ms = rp->backoff_ms; }
-    launch(d, j, "restore queued");
+    j->bk->instant = req->instant;
+    snprintf(j->bk->disk_pool, sizeof j->bk->disk_pool, "%s", req->disk_pool);
+    launch(d, j, req->instant ? "instant restore queued" : "restore queued");
     send_job(call, j, &godwit__v1__restore_backup_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);

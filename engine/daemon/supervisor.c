@@ -161,7 +161,13 @@ int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t e
 
 int gw_sup_spawn_with(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, char *err, size_t errlen)
 {
-    int r = spawn_argv(d, rec, argv, NULL, 0, err, errlen);
+    return gw_sup_spawn_with_fds(d, rec, argv, NULL, 0, err, errlen);
+}
+
+int gw_sup_spawn_with_fds(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, const int *pass_fds, unsigned npass,
+                          char *err, size_t errlen)
+{
+    int r = spawn_argv(d, rec, argv, pass_fds, npass, err, errlen);
     if (!r) {
         rec->state = GODWIT__V1__VM__STATE__RUNNING;
         gw_vm_persist(d, rec);

@@ -18,6 +18,7 @@
  *   godwit-vm restore-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--name NEW]
  *                            [--disk FILE] [--seconds N] [--json] [--control SOCK]
  *                            [--instant [--stall-ms N]]   (memory on demand: backup/instant_restore.h)
+ *                            [--progress-fd N]   (restore progress frames: restore_report below)
  *   godwit-vm backup|verify-backup|list-backups|delete-backup ...   (cmd_backup.c)
  *   TLS: [--tls on|off] [--tls-cert F --tls-key F --tls-ca F]: migration streams run over TLS 1.3
  *   with a PSK from the cluster secret, or with X.509 when all three files are given; plaintext
@@ -82,6 +83,7 @@ struct opts {
     const char *from_vm, *backup_id;   /* restore-backup */
     bool instant;                      /* restore-backup --instant */
     uint64_t stall_ms;                 /* --stall-ms: store silent this long pauses the VM */
+    int progress_fd;                   /* --progress-fd: restore progress frames go there (-1: none) */
     Godwit__V1__StoreSpec store;
     int test_fault;                 /* enum gw_mig_fault, GODWIT_TEST_HOOKS builds only */
     bool json, stop_after, wait, auto_converge, keep_source, keep_destination, guest_given;
@@ -110,7 +112,7 @@ static void usage(FILE *f)
             "                         [--secret-file F] [--wait] [--json] [TLS]\n"
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
             "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE|rbd:POOL/IMAGE] [--seconds N]\n"
-            "                                [--instant [--stall-ms N]]\n"
+            "                                [--instant [--stall-ms N]] [--progress-fd N]\n"
             "       godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none] [--method dirty-log|pause] [--json]\n"
             "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
             "       godwit-vm prune --store SPEC [STORE OPTIONS] --vm NAME [--keep-last|hourly|daily|weekly|monthly|yearly N]\n"
@@ -141,12 +143,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
         {"tls", 1, 0, 't'}, {"tls-cert", 1, 0, '1'}, {"tls-key", 1, 0, '2'}, {"tls-ca", 1, 0, '3'},
         {"keep-source", 0, 0, 'K' + 257}, {"keep-destination", 0, 0, 'K' + 256},
+        {"progress-fd", 1, 0, 'K' + 264},
 #ifdef GODWIT_TEST_HOOKS
         {"test-fault", 1, 0, 'X'},
 #endif
         {0},
     };
-    *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1, .resume_fd = -1};
+    *o = (struct opts){.name = "vm", .guest = "dirtier", .memory = 256ull << 20, .vcpus = 1, .resume_fd = -1, .progress_fd = -1};
     godwit__v1__store_spec__init(&o->store);
     int c, idx;
     uint64_t v;
@@ -223,6 +226,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             break;
         case 'K' + 259: if (gw_parse_u64(optarg, 100, 600000, &o->link_timeout_ms)) { fprintf(stderr, "godwit-vm: --link-timeout-ms must be 100..600000\n"); return -1; } break;
         case 'K' + 256: o->keep_destination = true; break;
+        case 'K' + 264:
+            if (gw_parse_u64(optarg, 3, 1 << 20, &v)) { fprintf(stderr, "godwit-vm: bad --progress-fd\n"); return -1; }
+            o->progress_fd = (int)v;
+            break;
 #ifdef GODWIT_TEST_HOOKS
         case 'X':
             /* Test builds only: a fault injected into this runner's outgoing migrations. */
@@ -392,6 +399,59 @@ out:
     return code;
 }
 
+/* restore-backup --progress-fd N: the restore's progress as framed JobProgress messages (frame.h)
+ * on fd N, a pipe from whoever started us (godwitd's restore job), at most every REPORT_MS and
+ * once at the end; the fd is closed when the restore is over, before the VM runs. The fd is
+ * made non-blocking and each frame is one write of less than PIPE_BUF bytes: a reader that
+ * falls behind loses frames (the next one carries the totals), it never stalls the restore
+ * nor sees half a frame. */
+#define REPORT_MS 250
+struct restore_report {
+    int fd;
+    uint64_t t0, last_ns, total_bytes, data_total, chunks_total;
+};
+
+static void report_init(struct restore_report *rr, int fd, const Godwit__V1__BackupManifest *man, uint64_t t0)
+{
+    *rr = (struct restore_report){.fd = fd, .t0 = t0, .total_bytes = man->memory->size + man->disk->size};
+    const Godwit__V1__BackupImage *ims[2] = {man->memory, man->disk};
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; i < ims[k]->n_chunks; i++) {
+            if (ims[k]->chunks[i].len != 32) continue;   /* a zero chunk: never read */
+            uint64_t off = (uint64_t)i * ims[k]->chunk_size;
+            rr->chunks_total++;
+            rr->data_total += ims[k]->size - off < ims[k]->chunk_size ? ims[k]->size - off : ims[k]->chunk_size;
+        }
+    if (fd >= 0) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static void report_send(struct restore_report *rr, const struct gw_restore_stats *st, const char *phase)
+{
+    Godwit__V1__JobProgress p = GODWIT__V1__JOB_PROGRESS__INIT;
+    uint64_t ms = (gw_now_ns() - rr->t0) / 1000000;
+    p.phase = (char *)phase;
+    p.total_bytes = rr->total_bytes;
+    p.sent_bytes = p.backup_bytes_written = st->data_bytes;
+    p.remaining_bytes = rr->data_total > st->data_bytes ? rr->data_total - st->data_bytes : 0;
+    p.backup_bytes_read = st->bytes_read;
+    p.backup_chunks = st->chunks;
+    p.backup_chunks_total = rr->chunks_total;
+    p.total_ms = ms;
+    if (ms) p.throughput_bytes_per_s = st->data_bytes * 1000 / ms;
+    if (p.throughput_bytes_per_s) p.eta_ms = p.remaining_bytes * 1000 / p.throughput_bytes_per_s;
+    if (gw_frame_send(rr->fd, &p.base) == -EPIPE) { close(rr->fd); rr->fd = -1; }   /* nobody reads: stop */
+}
+
+static int report_restore(void *ctx, const struct gw_restore_stats *st)
+{
+    struct restore_report *rr = ctx;
+    uint64_t now = gw_now_ns();
+    if (rr->fd < 0 || now - rr->last_ns < (uint64_t)REPORT_MS * 1000000) return 0;
+    rr->last_ns = now;
+    report_send(rr, st, "restore");
+    return 0;
+}
+
 /* restore-backup --instant: memory is registered for faults, the disk fills behind its device,
  * and the VM starts at once while both fill. Takes t and man. */
 static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_backup_target *t,
@@ -422,6 +482,7 @@ static int cmd_restore_backup(const struct opts *o)
     Godwit__V1__BackupManifest *man = NULL;
     struct gw_vm *vm = NULL;
     int code = 0, cfd = -1;
+    bool made_rbd = false;
     if (o->backup_id) snprintf(id, sizeof id, "%s", o->backup_id);
     else if (gw_backup_latest(&t, o->from_vm, id)) {
         fprintf(stderr, "godwit-vm: no backup of VM %s in %s\n", o->from_vm, t.store->desc);
@@ -453,10 +514,11 @@ static int cmd_restore_backup(const struct opts *o)
             code = EXIT_VM_FAILED;
             goto out;
         }
+        made_rbd = true;   /* ours until the VM runs on it: a failure before removes it */
     } else if (man->disk->size) {
         /* The image must exist for the device to attach; its content is written below (an
          * instant restore fills it behind the device: it must start as holes). */
-        int dfd = open(o->disk, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int dfd = open(o->disk, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (dfd < 0 || ftruncate(dfd, (off_t)man->disk->size) < 0) {
             fprintf(stderr, "godwit-vm: disk image %s: %s\n", o->disk, strerror(errno));
             if (dfd >= 0) close(dfd);
@@ -480,12 +542,23 @@ static int cmd_restore_backup(const struct opts *o)
         goto out;
     }
     struct gw_restore_stats rs;
+    struct restore_report rr;
+    report_init(&rr, o->progress_fd, man, t0);
     /* The disk is written before the VM opens it: gw_vm_create attached the path only. */
-    r = gw_backup_restore(&t, man, &vm->mem, man->disk->size ? o->disk : NULL, &rs, err, sizeof err);
+    r = gw_backup_restore_ex(&t, man, &vm->mem, man->disk->size ? o->disk : NULL, report_restore, &rr, &rs, err,
+                             sizeof err);
+    if (rr.fd >= 0) {
+        report_send(&rr, &rs, r ? "restore-failed" : "restored");
+        close(rr.fd);
+    }
     if (!r) r = gw_vm_load_state(vm, man->state, err, sizeof err);
     if (!r && rbd_disk && (r = gw_vm_disk_lock(vm, true, 5000)))
         snprintf(err, sizeof err, "disk %s: %s", o->disk, r == -EAGAIN ? "in use: another VM or host holds its lock" : strerror(-r));
-    if (r) { fprintf(stderr, "godwit-vm: restore refused: %s\n", err); code = EXIT_VM_FAILED; goto out; }
+    if (r) {
+        fprintf(stderr, "godwit-vm: restore refused: %s\n", err);
+        code = EXIT_VM_FAILED;
+        goto out;
+    }
     double ms = (gw_now_ns() - t0) / 1e6, data_ms = rs.elapsed_ns / 1e6;
     char extra[512];
     snprintf(extra, sizeof extra,
@@ -496,10 +569,13 @@ static int cmd_restore_backup(const struct opts *o)
     gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
             (unsigned long long)rs.chunks, ms, rs.digest_hex);
     gw_backup_target_close(&t);
+    made_rbd = false;
     code = run_vm(vm, o, extra, NULL, NULL, NULL);
 out:
     if (t.store) gw_backup_target_close(&t);
     gw_vm_destroy(vm);
+    /* Never leave the image made a moment ago half filled (after the VM closed it). */
+    if (made_rbd && gw_blk_rbd_remove(o->disk, err, sizeof err)) fprintf(stderr, "godwit-vm: %s\n", err);
     if (man) godwit__v1__backup_manifest__free_unpacked(man, NULL);
     if (cfd > STDERR_FILENO) close(cfd);
     return code;

@@ -61,6 +61,7 @@ void gw_runner_instant_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st)
     ip->chunks_faulted = p.chunks_faulted;
     ip->bytes_total = p.bytes_total;
     ip->bytes_placed = p.bytes_placed;
+    ip->bytes_read = p.bytes_read;
     ip->read_errors = p.read_errors;
     ip->stalls = p.stalls;
     ip->fault_p50_us = p.fault_p50_us;

@@ -302,6 +302,22 @@ int gw_blk_rbd_create(const char *spec, uint64_t size, char *err, size_t errlen)
     return r < 0 ? r : 0;
 }
 
+int gw_blk_rbd_remove(const char *spec, char *err, size_t errlen)
+{
+    struct gw_rbd_spec s;
+    int r = gw_rbd_spec_parse(spec, &s, err, errlen);
+    if (r) return r;
+    struct blk_rbd *d = calloc(1, sizeof *d);
+    if (!d) return -ENOMEM;
+    d->b.ops = &rbd_ops;
+    snprintf(d->b.desc, sizeof d->b.desc, "rbd:%s/%s", s.pool, s.image);
+    r = connect_pool(d, &s, err, errlen);
+    if (!r && (r = rbd_remove(d->io, s.image)) < 0)
+        snprintf(err, errlen, "%s: cannot remove the image: %s", d->b.desc, strerror(-r));
+    rbd_close_blk(&d->b);
+    return r < 0 ? r : 0;
+}
+
 int gw_blk_rbd_snap_create(struct gw_blk *b, const char *snap)
 {
     struct blk_rbd *d = as_rbd(b);

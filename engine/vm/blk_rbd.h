@@ -35,6 +35,9 @@ int gw_rbd_spec_parse(const char *spec, struct gw_rbd_spec *out, char *err, size
  * the default features (exclusive-lock, object-map, fast-diff among them). -EEXIST when it
  * exists already. 0 or -errno with the reason in err. */
 int gw_blk_rbd_create(const char *spec, uint64_t size, char *err, size_t errlen);
+/* Removes the image spec names (a restore's own image that it could not fill: no snapshots,
+ * nobody else opened it). 0, -ENOENT when missing, or -errno with the reason in err. */
+int gw_blk_rbd_remove(const char *spec, char *err, size_t errlen);
 
 /* Opens the snapshot snap of the image spec names, read-only. As gw_blk_open. */
 int gw_blk_rbd_open_snap(const char *spec, const char *snap, struct gw_blk **out, char *err, size_t errlen);

@@ -7,6 +7,11 @@ errors, deleted; the CLI (`godwit backup ...`, `godwit job watch`) on the same; 
 their reasons (unknown target or VM, hostile and huge values, a VM not running, a second
 backup of a busy VM); a runner killed with -9 mid-backup: the job fails naming the exit,
 nothing is listed, no manifest is left, the supervisor restarts the VM and its guest runs.
+RestoreApi (no Ceph): a disk guest restored through the API into an image the daemon makes,
+its blocks verifying at the point in time, with progress in WatchJob; a failed disk restore
+leaves no VM and no image; an instant restore (`godwit backup restore --instant`) whose VM runs
+before the job ends and stops with the backup's digest and 0 verify errors; its cancel; hostile
+names, pools and images refused with their reasons.
 
     /usr/bin/python3 tests/daemon/test_backup_api.py [BUILD_DIR] [-k NAME]
 
@@ -14,11 +19,13 @@ Skips (77) without python3-grpcio or a usable /dev/kvm."""
 import glob
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.request
@@ -50,10 +57,15 @@ class BackupApi(unittest.TestCase):
         cls.store = os.path.join(cls.tmp, "store")
         cls.metrics_port = gwd.free_port()
         ns = "api%d" % (int(time.time() * 1e6) % 10**9)
+        cls.images = os.path.join(cls.tmp, "images")
+        os.mkdir(cls.images)
         extra = ("metrics_listen = 127.0.0.1:%d\n"
+                 "image_roots = %s\nrbd_pools = godwit\nrbd_conf = %s\n"
                  "[backup_target local]\nstore = dir:%s\n"
+                 "[backup_target bad]\nstore = dir:%s-bad\n"
                  "[backup_target ceph]\nstore = rados:godwit/%s\nceph_conf = %s\nosd_op_timeout = 20\n"
-                 "mon_op_timeout = 20\ninflight = 16\n" % (cls.metrics_port, cls.store, ns, cls.ceph))
+                 "mon_op_timeout = 20\ninflight = 16\n" % (cls.metrics_port, cls.images, cls.ceph, cls.store, cls.store, ns,
+                                                     cls.ceph))
         cls.d = gwd.Daemon(BIN, "host-a", extra=extra)
         cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
 
@@ -181,6 +193,61 @@ class BackupApi(unittest.TestCase):
 
     def test_roundtrip_ceph(self):
         self.roundtrip("ceph")
+
+    def test_disk_restore_to_rbd(self):
+        """A disk guest's backup restored into a new RBD image of the host's pool: the VM runs on
+        rbd:godwit/NAME and reads its blocks back; a restore onto the image again fails, no VM made."""
+        src, clone = "rbdsrc", "rbdclone-%d" % (int(time.time() * 1000) % 10**6)
+        img = os.path.join(self.images, src + ".img")
+        with open(img, "wb") as f:
+            f.truncate(16 << 20)
+        self.make_vm(src, memory=64 << 20, guest="disk", disk_path=img, pages=0)
+        time.sleep(2.0)
+        try:
+            # A restore that fails (every chunk of its backup damaged) removes the RBD image it
+            # made: the good restore below creates the same image anew.
+            j = self.call("CreateBackup", bk.CreateBackupRequest(vm=src, target="bad", parent="none")).job
+            self.assertEqual(self.watch(j.id)[-1].job.state, api.Job.SUCCEEDED)
+            chunks = glob.glob(os.path.join(self.store + "-bad", "chunks", "*", "c.*"))
+            self.assertTrue(chunks)
+            for c in chunks:
+                with open(c, "r+b") as f:
+                    data = bytearray(f.read())
+                    data[len(data) // 2] ^= 0xFF
+                    f.seek(0)
+                    f.write(data)
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="bad", vm=src, name=clone,
+                                                                   disk_pool="godwit")).job
+            f = self.final(r.id)
+            self.assertEqual((f.state, f.reason), (api.Job.FAILED, "RESTORE_FAILED"), f.error)
+            self.assertEqual(error_reason(lambda: self.vm(clone))[0], grpc.StatusCode.NOT_FOUND)
+            j = self.call("CreateBackup", bk.CreateBackupRequest(vm=src, target="local", parent="none")).job
+            b = self.watch(j.id)[-1].job
+            self.assertEqual(b.state, api.Job.SUCCEEDED, b.error)
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone,
+                                                                   disk_pool="godwit")).job
+            done = self.watch(r.id)[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            self.assertEqual(done.backup.disk, "rbd:godwit/" + clone)
+            self.assertEqual(self.vm(clone).disk_path, "rbd:godwit/" + clone)
+            time.sleep(3.0)
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual(s["memory_digest"], b.backup.memory_digest)
+            self.assertEqual((s["disk_verify_errors"], s["disk_io_errors"]), (0, 0), s)
+            self.assertGreater(s["disk_blocks_read"], 100, s)
+            # Its record gone, its image stays: a second restore under the name fails on the
+            # existing image and leaves it (and no VM) as it was.
+            self.drop_vm(clone)
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone,
+                                                                   disk_pool="godwit")).job
+            f = self.final(r.id)
+            self.assertEqual((f.state, f.reason), (api.Job.FAILED, "RESTORE_FAILED"), f.error)
+            self.assertIn("exists", f.error)
+            self.assertEqual(error_reason(lambda: self.vm(clone))[0], grpc.StatusCode.NOT_FOUND)
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
 
     def test_cli(self):
         self.make_vm("cli1", memory=64 << 20, guest="dirtier:ws=16M,rate=4M")
@@ -312,6 +379,328 @@ class BackupApi(unittest.TestCase):
             self.assertEqual(self.final(j.id).state, api.Job.SUCCEEDED)
         finally:
             self.drop_vm(name)
+
+
+class RestoreApi(unittest.TestCase):
+    """RestoreBackup with a disk, its progress, instant restores and hostile restores: a daemon
+    with image_roots and directory targets only (no Ceph: these run in seconds)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gw-restore-")
+        cls.images = os.path.join(cls.tmp, "images")
+        os.mkdir(cls.images)
+        cls.store = os.path.join(cls.tmp, "store")
+        cls.bad = os.path.join(cls.tmp, "bad")
+        # "slow" is the same store read by one worker: an instant restore's fill then takes long
+        # enough to be seen from outside.
+        extra = ("image_roots = %s\n"
+                 "[backup_target local]\nstore = dir:%s\n"
+                 "[backup_target slow]\nstore = dir:%s\ninflight = 1\n"
+                 "[backup_target bad]\nstore = dir:%s\n"
+                 "[backup_target outage]\nstore = dir:%s/outage\n" % (cls.images, cls.store, cls.store, cls.bad, cls.tmp))
+        cls.d = gwd.Daemon(BIN, "host-r", extra=extra)
+        cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "d", None):
+            cls.d.cleanup()
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    call, vm, make_vm, drop_vm, watch, final, exit_summary, cli = (
+        BackupApi.call, BackupApi.vm, BackupApi.make_vm, BackupApi.drop_vm, BackupApi.watch, BackupApi.final,
+        BackupApi.exit_summary, BackupApi.cli)
+
+    def cli_tty(self, *args):
+        """The CLI with its stdout on a terminal (a pty): (exit code, what it printed)."""
+        master, slave = pty.openpty()
+        p = subprocess.Popen([os.path.join(BIN, "godwit"), "--addr", self.d.addr, "--token", TOKEN] + list(args),
+                             stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:   # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        return p.wait(timeout=300), out.decode(errors="replace")
+
+    def disk_vm(self, name):
+        """A running disk guest (64 MiB) on a 16 MiB image in the image root."""
+        img = os.path.join(self.images, name + ".img")
+        with open(img, "wb") as f:
+            f.truncate(16 << 20)
+        self.make_vm(name, memory=64 << 20, guest="disk", disk_path=img, pages=0)
+        time.sleep(2.0)   # blocks written
+        return img
+
+    def backup(self, vm, target="local"):
+        j = self.call("CreateBackup", bk.CreateBackupRequest(vm=vm, target=target, parent="none")).job
+        done = self.watch(j.id)[-1].job
+        self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+        return done.backup
+
+    def test_disk_restore_with_progress(self):
+        src, clone = "rdisk", "rdisk-clone"
+        self.disk_vm(src)
+        try:
+            b = self.backup(src)
+            shown = self.call("GetBackup", bk.GetBackupRequest(target="local", vm=src, id=b.backup_id)).backup
+            self.assertEqual(shown.disk_bytes, 16 << 20)
+            req = bk.RestoreBackupRequest(target="local", vm=src, name=clone, request_id="rdisk-1")
+            r = self.call("RestoreBackup", req).job
+            evs = self.watch(r.id)
+            done = evs[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            # A retry is the same job, not a refusal because of the image that job made.
+            self.assertEqual(self.call("RestoreBackup", req).job.id, r.id)
+            img = os.path.join(os.path.realpath(self.images), clone + ".img")
+            self.assertEqual(done.backup.disk, img)
+            self.assertEqual(os.path.getsize(img), 16 << 20)
+            # Progress while the runner read the store: chunks, bytes read and written, throughput.
+            running = [e.job.progress for e in evs if e.job.state == api.Job.RUNNING and e.job.progress.backup_chunks_total]
+            self.assertTrue(running, [str(e.job.progress) for e in evs])
+            last = running[-1]
+            self.assertEqual(last.backup_chunks, last.backup_chunks_total)
+            self.assertGreater(last.backup_bytes_read, 0)
+            self.assertGreater(last.backup_bytes_written, 1 << 20)   # memory and disk data placed
+            self.assertGreater(last.throughput_bytes_per_s, 0)
+            self.assertEqual(last.total_bytes, (64 << 20) + (16 << 20))
+            for p in running:
+                if p.backup_chunks < p.backup_chunks_total:   # a frame from mid-restore carries an ETA
+                    self.assertGreater(p.remaining_bytes, 0)
+                    self.assertGreater(p.eta_ms, 0)
+            self.assertEqual(done.progress.backup_chunks, done.progress.backup_chunks_total)
+            # The new VM runs on its new image; its guest reads back the blocks of the point in time.
+            v = self.vm(clone)
+            self.assertEqual((v.state, v.disk_path), (api.Vm.RUNNING, img))
+            r = self.cli("job", "show", done.id)
+            self.assertIn("disk:          " + img, r.stdout)
+            time.sleep(3.0)
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual(s["memory_digest"], b.memory_digest)
+            self.assertEqual((s["disk_verify_errors"], s["disk_io_errors"], s["guest_verify_errors"]), (0, 0, 0), s)
+            self.assertGreater(s["disk_blocks_read"], 100, s)
+            # The CLI: a restore followed with --watch on a terminal draws the progress line.
+            rc, out = self.cli_tty("backup", "restore", src, "--target", "local", "--name", clone + "-cli", "--watch")
+            self.assertEqual(rc, 0, out)
+            self.assertRegex(out, r"read .* of .* written .* chunks (\d+)/\1 .*/s  ETA ")
+            self.assertIn("succeeded", out)
+            self.assertTrue(os.path.exists(os.path.join(self.images, clone + "-cli.img")))
+            # The same name again: its image exists now (the VM too), refused before any job.
+            self.drop_vm(clone)
+            self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
+                target="local", vm=src, name=clone))), (grpc.StatusCode.ALREADY_EXISTS, "IMAGE_EXISTS"))
+        finally:
+            self.drop_vm(clone + "-cli")
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
+    def test_failed_disk_restore_leaves_nothing(self):
+        src, clone = "rfail", "rfail-clone"
+        self.disk_vm(src)
+        try:
+            self.backup(src, "bad")
+            chunks = glob.glob(os.path.join(self.bad, "chunks", "*", "c.*"))
+            self.assertTrue(chunks)
+            for c in chunks:   # every chunk damaged: the restore fails on its first read
+                with open(c, "r+b") as f:
+                    data = bytearray(f.read())
+                    data[len(data) // 2] ^= 0xFF
+                    f.seek(0)
+                    f.write(data)
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="bad", vm=src, name=clone)).job
+            f = self.final(r.id)
+            self.assertEqual((f.state, f.reason), (api.Job.FAILED, "RESTORE_FAILED"), f.error)
+            self.assertIn("chunk", f.error)
+            self.assertEqual(error_reason(lambda: self.vm(clone))[0], grpc.StatusCode.NOT_FOUND)
+            self.assertFalse(os.path.lexists(os.path.join(self.images, clone + ".img")))
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
+    def test_instant_restore_cli(self):
+        src, clone = "rinst", "rinst-clone"
+        self.make_vm(src, memory=128 << 20, guest="dirtier:ws=112M,rate=8M,pattern=random", pages=(112 << 20) >> 12)
+        try:
+            b = self.backup(src)
+            r = self.cli("--json", "backup", "restore", src, "--target", "slow", "--name", clone, "--instant")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            jid = json.loads(r.stdout.strip().splitlines()[-1])["job"]["id"]
+            seen_running = []
+            evs = []
+            for e in self.d.stub.WatchJob(api.WatchJobRequest(id=jid), metadata=AUTH, timeout=300):
+                evs.append(e)
+                p = e.job.progress
+                if e.job.state == api.Job.RUNNING and p.backup_chunks_total and p.backup_chunks < p.backup_chunks_total:
+                    # The fill is under way and the VM already runs.
+                    seen_running.append((self.vm(clone).state, p.backup_chunks, p.backup_chunks_total,
+                                         e.job.backup.instant))
+            done = evs[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            self.assertTrue(seen_running, [str(e.job) for e in evs])
+            self.assertTrue(all(s[0] == api.Vm.RUNNING and s[3] for s in seen_running), seen_running)
+            self.assertEqual(done.progress.backup_chunks, done.progress.backup_chunks_total)
+            self.assertEqual(done.progress.remaining_bytes, 0)
+            self.assertGreater(done.progress.backup_bytes_read, 0)
+            self.assertTrue(done.backup.instant)
+            # The CLI follows and shows it (it has ended: watch returns at once with its outcome).
+            r = self.cli("job", "watch", jid)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            r = self.cli("job", "show", jid)
+            self.assertIn("(instant restore)", r.stdout)
+            # Now an ordinary VM: it runs on, and stops with the backup's memory digest.
+            v = self.vm(clone)
+            self.assertEqual(v.state, api.Vm.RUNNING)
+            before = v.counters.pages_written
+            self.assertTrue(wait_for(lambda: self.vm(clone).counters.pages_written > before, 20))
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual(s["instant_phase"], "complete")
+            self.assertTrue(s["instant_digest_ok"])
+            self.assertEqual(s["instant_memory_digest"], b.memory_digest)
+            self.assertEqual(s["guest_verify_errors"], 0)
+            # The guest ran before the fill was complete.
+            self.assertGreater(s["instant_first_run_mono_ns"], 0)
+            self.assertLess(s["instant_first_run_mono_ns"], s["instant_start_mono_ns"] + s["instant_fill_ms"] * 1e6, s)
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
+    def test_instant_disk_restore(self):
+        """A disk guest restored instantly: its image made by the daemon fills behind the device
+        while the guest uses it; the job counts the disk's chunks and the blocks verify."""
+        src, clone = "ridisk", "ridisk-clone"
+        self.disk_vm(src)
+        try:
+            b = self.backup(src)
+            self.call("StopVm", api.StopVmRequest(name=src))
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone, instant=True)).job
+            done = self.watch(r.id)[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            img = os.path.join(os.path.realpath(self.images), clone + ".img")
+            self.assertEqual((done.backup.disk, self.vm(clone).disk_path), (img, img))
+            self.assertEqual(done.progress.backup_chunks, done.progress.backup_chunks_total)
+            time.sleep(3.0)
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertGreater(s["instant_disk_chunks_total"], 0, s)
+            self.assertEqual(s["instant_disk_chunks_done"], s["instant_disk_chunks_total"])
+            # The job's chunks are memory's and the disk's.
+            self.assertEqual(done.progress.backup_chunks_total, s["instant_chunks_total"] + s["instant_disk_chunks_total"])
+            self.assertEqual(s["instant_memory_digest"], b.memory_digest)
+            self.assertEqual((s["disk_verify_errors"], s["disk_io_errors"], s["guest_verify_errors"]), (0, 0, 0), s)
+            self.assertGreater(s["disk_blocks_read"], 100, s)
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
+    def test_instant_restore_store_outage(self):
+        """The store gone under an instant restore: the job says so and the runner holds the VM
+        paused; the store back, the fill completes and the job succeeds with the backup's digest."""
+        src, clone = "rout", "rout-clone"
+        self.make_vm(src, memory=64 << 20, guest="dirtier:ws=32M,rate=4M,pattern=random", pages=(32 << 20) >> 12)
+        sdir = os.path.join(self.tmp, "outage")
+        chunks, away = os.path.join(sdir, "chunks"), os.path.join(sdir, "chunks.away")
+        moved = False
+        try:
+            b = self.backup(src, "outage")
+            self.call("StopVm", api.StopVmRequest(name=src))
+            os.rename(chunks, away)   # after the manifest: the job starts, the guest finds nothing
+            moved = True
+            j = self.call("RestoreBackup", bk.RestoreBackupRequest(target="outage", vm=src, name=clone, instant=True)).job
+            evs = []
+            t = threading.Thread(target=lambda: evs.extend(self.d.stub.WatchJob(
+                api.WatchJobRequest(id=j.id), metadata=AUTH, timeout=120)))
+            t.start()
+            job = wait_for(lambda: (lambda x: x if x.progress.phase == "instant-stalled" or x.state in FINAL else None)(
+                self.call("GetJob", api.GetJobRequest(id=j.id)).job), 30, 0.1)
+            self.assertEqual((job.state, job.progress.phase), (api.Job.RUNNING, "instant-stalled"), job)
+            self.assertEqual(self.vm(clone).state, api.Vm.RUNNING)
+            sock = os.path.join(self.d.dir, "state", "vms", clone, "control.sock")
+            st = json.loads(subprocess.run([os.path.join(BIN, "godwit-vm"), "status", "--control", sock, "--json"],
+                                           capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[-1])
+            self.assertEqual((st["state"], st["paused_by"]), ("paused", "store"), st)
+            os.rename(away, chunks)
+            moved = False
+            t.join(120)
+            done = evs[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            msgs = [e.message for e in evs]
+            self.assertTrue(any("does not answer" in m and "paused" in m for m in msgs), msgs)
+            self.assertTrue(any("answers again" in m for m in msgs), msgs)
+            before = self.vm(clone).counters.pages_written
+            self.assertTrue(wait_for(lambda: self.vm(clone).counters.pages_written > before, 20))   # it runs again
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual(s["instant_memory_digest"], b.memory_digest)
+            self.assertGreaterEqual(s["instant_stalls"], 1)
+            self.assertEqual(s["guest_verify_errors"], 0)
+        finally:
+            if moved:
+                os.rename(away, chunks)
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
+    def test_instant_restore_cancel(self):
+        src, clone = "rcan", "rcan-clone"
+        self.make_vm(src, memory=128 << 20, guest="dirtier:ws=112M,rate=8M,pattern=random", pages=(112 << 20) >> 12)
+        try:
+            self.backup(src)
+            j = self.call("RestoreBackup", bk.RestoreBackupRequest(target="slow", vm=src, name=clone, instant=True)).job
+            self.assertTrue(wait_for(lambda: self.call("GetJob", api.GetJobRequest(id=j.id)).job.progress.backup_chunks > 0
+                                     or self.call("GetJob", api.GetJobRequest(id=j.id)).job.state in FINAL, 60, 0.02))
+            self.call("CancelJob", api.CancelJobRequest(id=j.id))
+            f = self.final(j.id, 60)
+            if f.state == api.Job.SUCCEEDED:
+                self.skipTest("the fill completed before the cancel reached it")
+            self.assertEqual((f.state, f.reason), (api.Job.CANCELLED, "CANCELLED"), f.error)
+            # The half-filled VM is discarded: no record, no runner.
+            self.assertEqual(error_reason(lambda: self.vm(clone))[0], grpc.StatusCode.NOT_FOUND)
+            self.assertEqual(self.vm(src).state, api.Vm.RUNNING)
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
+    def test_hostile_restores(self):
+        C = grpc.StatusCode
+        self.make_vm("rhost", memory=64 << 20, guest="dirtier:ws=16M,rate=4M")
+        try:
+            for name in ("a/b", "..", "../../etc/x", ".hidden", "x" * 64, "-rf"):
+                self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
+                    target="local", vm="rhost", name=name)))[0], C.INVALID_ARGUMENT, name)
+            for pool in ("../x", "a/b", "p" * 100):
+                self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
+                    target="local", vm="rhost", name="ok1", disk_pool=pool)))[0], C.INVALID_ARGUMENT, pool)
+            self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
+                target="local", vm="rhost"))), (C.ALREADY_EXISTS, "VM_EXISTS"))
+            # An image (or a link planted where it would go) is never overwritten.
+            with open(os.path.join(self.images, "taken.img"), "wb") as f:
+                f.write(b"precious")
+            os.symlink("/etc/hostname", os.path.join(self.images, "linked.img"))
+            for name in ("taken", "linked"):
+                self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
+                    target="local", vm="rhost", name=name))), (C.ALREADY_EXISTS, "IMAGE_EXISTS"), name)
+            with open(os.path.join(self.images, "taken.img"), "rb") as f:
+                self.assertEqual(f.read(), b"precious")
+            # RBD: this host has no rbd_pools; an instant restore never goes to RBD.
+            self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
+                target="local", vm="rhost", name="ok2", disk_pool="vms"))), (C.FAILED_PRECONDITION, "RBD_DISK_REFUSED"))
+            self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
+                target="local", vm="rhost", name="ok3", disk_pool="vms", instant=True))),
+                (C.FAILED_PRECONDITION, "INSTANT_RBD_UNSUPPORTED"))
+            r = self.cli("backup", "restore", "rhost", "--target", "local", "--name", "taken", "--instant")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("exists", r.stderr)
+        finally:
+            self.drop_vm("rhost")
 
 
 def main():

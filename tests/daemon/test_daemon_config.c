@@ -229,6 +229,28 @@ GW_TEST(images_must_be_canonical_regular_files_inside_the_roots)
     rmdir(dir);
 }
 
+GW_TEST(image_root_is_the_first_root_canonical)
+{
+    /* Where the daemon makes a restored VM's disk: the first entry, resolved; never a later
+     * one when the first is missing (the operator's order decides). */
+    struct gw_daemon_config c;
+    char err[256], root[128], via[200], text[400], out[4096];
+    snprintf(root, sizeof root, "/tmp/gw-root-XXXXXX");
+    REQUIRE(mkdtemp(root));
+    snprintf(via, sizeof via, "%s/../%s/", root, strrchr(root, '/') + 1);   /* not canonical as written */
+    snprintf(text, sizeof text, "[daemon]\nimage_roots = %s , /srv\n", via);
+    REQUIRE(gw_daemon_config_load(write_conf(text), &c, err, sizeof err) == 0);
+    CHECK_EQ(gw_config_image_root(&c, out, sizeof out), 0);
+    CHECK(!strcmp(out, root));
+    CHECK_EQ(gw_config_image_root(&c, out, 4), -ENAMETOOLONG);
+    snprintf(text, sizeof text, "[daemon]\nimage_roots = /nonexistent-root, %s\n", root);
+    REQUIRE(gw_daemon_config_load(write_conf(text), &c, err, sizeof err) == 0);
+    CHECK_EQ(gw_config_image_root(&c, out, sizeof out), -ENOTDIR);
+    c.image_roots[0] = 0;
+    CHECK_EQ(gw_config_image_root(&c, out, sizeof out), -ENOENT);
+    rmdir(root);
+}
+
 GW_TEST(rbd_disks_need_an_allowed_pool_and_no_options)
 {
     struct gw_daemon_config c;
