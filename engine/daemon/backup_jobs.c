@@ -130,6 +130,8 @@ static void run_backup(struct gw_daemon *d, struct gw_job *j)
     br.parent = j->bk->parent;
     br.method = j->bk->method;
     br.progress_ms = PROGRESS_MS;
+    char bucket[GW_CFG_STR + 32];
+    gw_bkjob_throttle(&d->cfg, j->bk, &br, bucket, sizeof bucket);
     Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;
     req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_BACKUP;
     req.backup = &br;

@@ -24,6 +24,14 @@ struct gw_job;
 #define GW_BKJOB_BAD_NAMES 16     /* bad chunk names a verify job keeps */
 #define GW_BKJOB_ID_MAX (GW_LIMIT_BACKUP_ID_BUF - 1)   /* longest backup id */
 
+/* A backup's own throttle (a policy's settings; the API's backups have none): per-backup
+ * limits on top of the host budget (config.h backup_host_rate/ops), which holds for all. */
+struct gw_bk_throttle {
+    uint64_t rate;                /* bytes/s of store writes; 0 = none (adaptive: no ceiling) */
+    uint64_t ops;                 /* store writes/s; 0 = none */
+    int adaptive;                 /* -1: the daemon's backup_adaptive; 0 off; 1 on */
+};
+
 struct gw_bkjob {
     char target[GW_CFG_TARGET_NAME_MAX + 1];
     char backup_id[GW_BKJOB_ID_MAX + 1];
@@ -36,6 +44,7 @@ struct gw_bkjob {
     /* The request (not persisted: a job is never resumed by a later daemon). */
     char parent[GW_BKJOB_ID_MAX + 1];
     char method[16];
+    struct gw_bk_throttle thr;
     uint32_t restart_kind, max_restarts, backoff_ms;
     uint64_t exit_seq;            /* BACKUP: the runner's exit count when the job began */
     uint64_t last_event_ns;       /* VERIFY: the last progress event */
@@ -57,9 +66,16 @@ void gw_bkjob_spec(const struct gw_backup_target_cfg *t, Godwit__V1__StoreSpec *
 int gw_bkjob_start(struct gw_daemon *d, struct gw_job *j);
 
 /* A backup job of vm to t, after the API's checks of the VM (lock held; service_backup.c): 0
- * with *out launched, or a gRPC code with an ErrorInfo reason (NULL = none) and message. */
+ * with *out launched, or a gRPC code with an ErrorInfo reason (NULL = none) and message.
+ * thr: the backup's own throttle (NULL = none beyond the host's and the daemon's default). */
 int gw_bkjob_backup(struct gw_daemon *d, const char *vm, const struct gw_backup_target_cfg *t, const char *parent,
-                    const char *method, const char *rid, struct gw_job **out, const char **reason, char *msg,
-                    size_t msglen);
+                    const char *method, const char *rid, const struct gw_bk_throttle *thr, struct gw_job **out,
+                    const char **reason, char *msg, size_t msglen);
+
+/* The throttle fields of a backup's runner request (backup_throttle.c): b's own settings and
+ * the host budget of cfg, whose shared bucket file is cfg's state_dir/backup-host.bucket
+ * (written into path, cap bytes, which br then points to). */
+void gw_bkjob_throttle(const struct gw_daemon_config *cfg, const struct gw_bkjob *b,
+                       Godwit__V1__RunnerBackupRequest *br, char *path, size_t cap);
 
 #endif

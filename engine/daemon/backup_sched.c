@@ -179,7 +179,7 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
     struct gw_job *j = NULL;
     const char *reason = NULL;   /* the API's ErrorInfo reason; err says the same in words */
     pthread_mutex_lock(&d->lock);
-    int code = gw_bkjob_backup(d, p->vm, t, "", p->method, "", &j, &reason, err, sizeof err);
+    int code = gw_bkjob_backup(d, p->vm, t, "", p->method, "", NULL, &j, &reason, err, sizeof err);
     if (!code) snprintf(ru.job, sizeof ru.job, "%s", j->id);
     pthread_mutex_unlock(&d->lock);
     gw_db_flush(d->db);

@@ -106,6 +106,9 @@ struct gw_daemon_config {
     uint32_t max_incoming;
     uint32_t workers;
     uint32_t max_backups, cluster_max_backups;   /* the backup scheduler's slots (backup_sched.c) */
+    uint64_t backup_host_rate;      /* bytes/s for all backups on this host; 0 = none */
+    uint32_t backup_host_ops;       /* store writes/s for all backups on this host; 0 = none */
+    int backup_adaptive;            /* 1 (default): backups throttle adaptively; 0: fixed rates only */
     char test_clock_file[GW_CFG_STR];   /* GODWIT_TEST_HOOKS builds only: the scheduler's clock */
     char test_runner_fault[64];   /* GODWIT_TEST_HOOKS builds only: `--test-fault` for every runner */
     char cluster[GW_CFG_STR];       /* "dir:/path" or "rados:pool[/ns]"; "" = no registry */

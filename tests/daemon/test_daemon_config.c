@@ -95,6 +95,32 @@ GW_TEST(config_refuses_mistakes)
     CHECK(strstr(err, ":2: unknown key 'lisen'") != NULL);
 }
 
+GW_TEST(config_backup_host_budget)
+{
+    struct gw_daemon_config c;
+    char err[256];
+    const char *p = write_conf("[daemon]\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK_EQ(c.backup_host_rate, 0);            /* defaults: no budget, adaptive */
+    CHECK_EQ(c.backup_host_ops, 0);
+    CHECK_EQ(c.backup_adaptive, 1);
+    p = write_conf("[daemon]\nbackup_host_rate = 200M\nbackup_host_ops = 2000\nbackup_adaptive = off\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK_EQ(c.backup_host_rate, 200ull << 20);
+    CHECK_EQ(c.backup_host_ops, 2000);
+    CHECK_EQ(c.backup_adaptive, 0);
+    const char *bad[] = {"[daemon]\nbackup_host_rate = fast\n", "[daemon]\nbackup_host_ops = 2000000\n",
+                         "[daemon]\nbackup_adaptive = yes\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        REQUIRE((p = write_conf(bad[i])));
+        err[0] = 0;
+        CHECK_EQ(gw_daemon_config_load(p, &c, err, sizeof err), -EINVAL);
+        CHECK(strstr(err, "bad value for backup_") != NULL);
+    }
+}
+
 GW_TEST(config_backup_targets)
 {
     struct gw_daemon_config c;

@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""The host's backup budget through godwitd (docs/backups.md "Throttling"): with
+backup_host_rate set, every backup runner the daemon starts takes its store writes from one
+token bucket shared by the host. Two backups at once through the API together stay within the
+host rate, and one alone gets the whole budget (the bucket is shared, not divided). Bytes over
+time come from the jobs' own figures: JobProgress.backup_bytes_written between the job's start
+and end (Job.started_unix_ms, finished_unix_ms).
+
+Each VM backs up to a target of its own (a directory store): nothing deduplicates across them,
+so what a backup writes is its guest's working set. Adaptive mode is off (backup_adaptive), so
+that only the budget limits the rate on this shared machine.
+
+    /usr/bin/python3 tests/daemon/test_backup_throttle.py [BUILD_DIR] [-k NAME]
+
+Skips (77) without python3-grpcio or a usable /dev/kvm."""
+import os
+import shutil
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwd  # noqa: E402
+from gwd import AUTH, wait_for  # noqa: E402
+
+api, api_grpc, hpb, hgrpc = gwd.stubs()
+bk, bk_grpc = gwd.backup_stubs()
+BIN = gwd.build_dir()
+FINAL = (api.Job.SUCCEEDED, api.Job.FAILED, api.Job.CANCELLED)
+MIB = 1 << 20
+HOST_RATE = 8 * MIB
+WS = 40 * MIB            # each guest's working set: what its backup writes
+BURST = 4 * MIB          # the host bucket's burst at this rate (storage/throttle.c)
+
+
+class HostBudget(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gw-bkthr-")
+        extra = "backup_host_rate = %d\nbackup_adaptive = off\n" % HOST_RATE
+        for t in ("a", "b", "c"):
+            extra += "[backup_target %s]\nstore = dir:%s\n" % (t, os.path.join(cls.tmp, t))
+        cls.d = gwd.Daemon(BIN, "host-a", extra=extra)
+        cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "d", None):
+            cls.d.cleanup()
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def call(self, method, req, timeout=60):
+        stub = self.b if hasattr(self.b, method) else self.d.stub
+        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+
+    def make_vm(self, name):
+        """A running dirtier whose whole working set is written (random: nothing is zero)."""
+        v = self.call("CreateVm", api.CreateVmRequest(name=name, memory_bytes=96 << 20, vcpus=1, start=True,
+                                                        guest="dirtier:ws=%dM,rate=1M,pattern=random" % (WS >> 20)))
+        self.assertEqual(v.vm.state, api.Vm.RUNNING)
+        self.addCleanup(lambda: self.call("DeleteVm", api.DeleteVmRequest(name=name, force=True)))
+        self.assertTrue(wait_for(lambda: self.call("GetVm", api.GetVmRequest(name=name)).vm.counters.pages_written
+                                 >= WS // 4096, 60))
+
+    def run_backups(self, pairs):
+        """Starts a full backup of each (vm, target) at once and waits for their ends; returns
+        the final jobs."""
+        ids = [self.call("CreateBackup", bk.CreateBackupRequest(vm=vm, target=t, parent="none")).job.id
+               for vm, t in pairs]
+        jobs = [wait_for(lambda: (lambda j: j if j.state in FINAL else None)(
+            self.call("GetJob", api.GetJobRequest(id=i)).job), 240, 0.1) for i in ids]
+        for j in jobs:
+            self.assertTrue(j)
+            self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+            self.assertGreaterEqual(j.progress.backup_bytes_written, WS * 0.9, "the working set was written")
+        return jobs
+
+    @staticmethod
+    def rate(jobs):
+        """Bytes/s the jobs wrote together from the first start to the last end, the bucket's
+        burst (4 MiB, taken at once) left out: a bucket lets through at most burst + rate x
+        time, whatever the progress steps (they come per batch of chunks, seconds apart)."""
+        t0 = min(j.started_unix_ms for j in jobs)
+        t1 = max(j.finished_unix_ms for j in jobs)
+        written = sum(j.progress.backup_bytes_written for j in jobs)
+        return (written - BURST) * 1000.0 / (t1 - t0), (t1 - t0) / 1000.0
+
+    def test_two_share_the_budget_one_alone_takes_it_all(self):
+        for n in ("t-1", "t-2", "t-3"):
+            self.make_vm(n)
+        two = self.run_backups([("t-1", "a"), ("t-2", "b")])
+        both, secs = self.rate(two)
+        print("two at once: %.2f MiB/s together over %.1f s (host budget %.0f MiB/s)" % (both / MIB, secs,
+                                                                                        HOST_RATE / MIB))
+        a, b = sorted(two, key=lambda j: j.started_unix_ms)
+        self.assertLess(b.started_unix_ms, a.finished_unix_ms, "the two ran at the same time")
+        self.assertLessEqual(both, HOST_RATE * 1.05, "together within the host budget")
+        self.assertGreaterEqual(both, HOST_RATE * 0.6, "the budget was used")
+        one = self.run_backups([("t-3", "c")])
+        alone, secs1 = self.rate(one)
+        print("alone: %.2f MiB/s over %.1f s" % (alone / MIB, secs1))
+        self.assertLessEqual(alone, HOST_RATE * 1.05)
+        self.assertGreaterEqual(alone, HOST_RATE * 0.75, "one backup alone gets the whole budget")
+        # Shared, the two took about twice as long as one alone (each had half the budget).
+        self.assertGreater(secs, 1.5 * secs1)
+        # The bucket file lives in the daemon's state directory, nowhere else.
+        self.assertTrue(os.path.exists(os.path.join(self.d.dir, "state", "backup-host.bucket")))
+
+
+def main():
+    global BIN
+    if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]):
+        BIN = os.path.abspath(sys.argv.pop(1))
+    for b in ("godwitd", "godwit-vm"):
+        if not os.access(os.path.join(BIN, b), os.X_OK):
+            print("SKIP: %s not built in %s" % (b, BIN))
+            return gwd.SKIP
+    gwd.require_kvm()
+    prog = unittest.main(exit=False, verbosity=2)
+    r = prog.result
+    if not r.wasSuccessful():
+        return 1
+    if r.testsRun and len(r.skipped) == r.testsRun:
+        return gwd.SKIP
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
