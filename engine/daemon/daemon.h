@@ -88,6 +88,7 @@ struct gw_vm_rec {
     char anti_affinity[GW_VM_NAME_MAX + 1];   /* cluster placement (cluster.h) */
     uint32_t priority;
     char origin_host[GW_VM_NAME_MAX + 1];
+    char labels[GW_LIMIT_LABELS_BUF];   /* canonical (labels.h); "" = none */
     struct gw_vm_boot boot;        /* a Linux guest and its network */
 };
 

@@ -65,8 +65,8 @@ class Schedule(unittest.TestCase):
         stub = self.b if hasattr(self.b, method) else self.d.stub
         return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
 
-    def make_vm(self, name):
-        v = self.call("CreateVm", api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1,
+    def make_vm(self, name, labels=()):
+        v = self.call("CreateVm", api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, labels=list(labels),
                                                         guest="dirtier:ws=16M,rate=4M,pattern=random", start=True)).vm
         self.assertEqual(v.state, api.Vm.RUNNING)
         self.addCleanup(self.drop_vm, name)
@@ -82,11 +82,19 @@ class Schedule(unittest.TestCase):
         except grpc.RpcError:
             pass
 
+    def drop_label_policy(self, label):
+        try:
+            self.call("DeleteBackupPolicy", bk.DeleteBackupPolicyRequest(label=label))
+        except grpc.RpcError:
+            pass
+
     def set_policy(self, **kw):
         kw.setdefault("target", "local")
         return self.call("SetBackupPolicy", bk.SetBackupPolicyRequest(policy=bk.BackupPolicy(**kw))).policy
 
     def policy(self, vm):
+        if "=" in vm:
+            return self.call("GetBackupPolicy", bk.GetBackupPolicyRequest(label=vm)).policy
         return self.call("GetBackupPolicy", bk.GetBackupPolicyRequest(vm=vm)).policy
 
     def backups(self, vm):
@@ -258,6 +266,87 @@ class Schedule(unittest.TestCase):
             self.d.start()
             type(self).b = bk_grpc.GodwitBackupStub(self.d.channel)
 
+    def test_policy_throttle_applies_when_it_fires(self):
+        self.set_clock(T0)
+        self.make_vm("s-thr")
+        # Its working set written once (random: 16 MiB to back up).
+        self.assertTrue(wait_for(lambda: self.call("GetVm", api.GetVmRequest(name="s-thr")).vm.counters.pages_written
+                                 >= 4096, 60))
+        rate = 2 << 20
+        p = self.set_policy(vm="s-thr", schedule="0 8 * * *", rate=rate, ops=5000, adaptive="off")
+        self.assertEqual((p.rate, p.ops, p.adaptive), (rate, 5000, "off"))
+        fire = T0 - 30 + 8 * 3600
+        self.set_clock(fire)
+        j = self.run_done("s-thr", fire)
+        written = j.progress.backup_bytes_written
+        secs = (j.finished_unix_ms - j.started_unix_ms) / 1000.0
+        self.assertGreater(written, 8 << 20, "the working set was written")
+        # Its own bucket lets through at most 4 MiB of burst plus the rate over the time (an
+        # unthrottled one writes this in well under a second here).
+        got = (written - (4 << 20)) / secs
+        print("policy rate 2 MiB/s: %.2f MiB/s over %.1f s" % (got / (1 << 20), secs))
+        self.assertLessEqual(got, rate * 1.1)
+        self.assertGreaterEqual(got, rate * 0.5)
+        self.assertEqual(self.policy("s-thr").adaptive, "off")
+
+    def test_vm_labels(self):
+        v = self.make_vm("s-lab", labels=["tier=web", "env=prod", "team/a=x_1"])
+        self.assertEqual(v.labels, "env=prod,team/a=x_1,tier=web")
+        got = [x.labels for x in self.call("ListVms", api.ListVmsRequest()).vms if x.name == "s-lab"]
+        self.assertEqual(got, ["env=prod,team/a=x_1,tier=web"])
+        bad = [["tier"], ["=web"], ["tier=web,env=x"], ["tier=a b"], ["-x=1"], ["k" * 64 + "=1"], ["k=" + "v" * 64],
+               ["tier=a", "tier=b"], ["k%d=v" % i for i in range(17)]]
+        for labels in bad:
+            with self.assertRaises(grpc.RpcError, msg=str(labels)[:60]) as cm:
+                self.call("CreateVm", api.CreateVmRequest(name="s-lab-bad", labels=labels))
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, labels)
+            self.assertTrue(cm.exception.details().startswith("labels:"), cm.exception.details())
+        self.assertEqual(error_reason(lambda: self.call("GetVm", api.GetVmRequest(name="s-lab-bad")))[0],
+                         grpc.StatusCode.NOT_FOUND)
+        # The labels stay with the VM's record across a daemon restart.
+        self.d.stop()
+        self.d.start()
+        type(self).b = bk_grpc.GodwitBackupStub(self.d.channel)
+        self.assertEqual(self.call("GetVm", api.GetVmRequest(name="s-lab")).vm.labels, "env=prod,team/a=x_1,tier=web")
+
+    def test_label_policy_and_own_policy_wins(self):
+        self.set_clock(T0)
+        for n, labels in (("s-web1", ["tier=web"]), ("s-web2", ["tier=web", "env=x"]), ("s-db", ["tier=db"]),
+                          ("s-own", ["tier=web"])):
+            self.make_vm(n, labels)
+        self.addCleanup(self.drop_label_policy, "tier=web")
+        lp = self.set_policy(label="tier=web", schedule="0 9 * * *", keep_last=3)
+        self.assertEqual((lp.label, lp.vm), ("tier=web", ""))
+        self.set_policy(vm="s-own", schedule="0 10 * * *")
+        fire = T0 - 30 + 9 * 3600
+        self.set_clock(fire)
+        # Both web VMs run (one after the other: max_backups = 1), each with its own history.
+        runs = wait_for(lambda: (lambda p: p.runs if len(p.runs) == 2 and all(r.last_job for r in p.runs) else None)(
+            self.policy("tier=web")), 120, 0.2)
+        self.assertTrue(runs, self.policy("tier=web"))
+        self.assertEqual(sorted(r.vm for r in runs), ["s-web1", "s-web2"])
+        for r in runs:
+            self.assertEqual(r.last_fire_unix_s, fire)
+            j = wait_for(lambda: (lambda j: j if j.state in FINAL else None)(self.job(r.last_job)), 120, 0.1)
+            self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+            self.assertEqual(j.vm, r.vm)
+            self.assertEqual(len(self.backups(r.vm)), 1)
+        time.sleep(1.0)   # more ticks: no second run, and none for the others
+        self.assertEqual(len(self.backup_jobs("s-web1")), 1)
+        self.assertEqual(self.backup_jobs("s-db"), [], "the label does not match")
+        self.assertEqual(self.backup_jobs("s-own"), [], "its own policy wins over the label policy")
+        self.assertEqual(self.policy("tier=web").next_unix_s, fire + 86400)
+        # Its own policy runs it at its own time.
+        self.set_clock(T0 - 30 + 10 * 3600)
+        self.run_done("s-own", T0 - 30 + 10 * 3600)
+        self.assertEqual(len(self.backup_jobs("s-web2")), 1)
+        # Deleting the label policy takes its run records along.
+        self.call("DeleteBackupPolicy", bk.DeleteBackupPolicyRequest(label="tier=web"))
+        self.assertEqual(error_reason(lambda: self.policy("tier=web")), (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND"))
+        listed = [(p.vm, p.label) for p in self.call("ListBackupPolicies", bk.ListBackupPoliciesRequest()).policies]
+        self.assertNotIn(("s-web1", "tier=web"), listed)
+        self.assertFalse([x for x in listed if x[1]], listed)
+
     def test_hostile_policies_refused(self):
         bad = [
             (dict(vm="../etc", schedule="0 2 * * *"), "vm:"),
@@ -276,6 +365,13 @@ class Schedule(unittest.TestCase):
             (dict(vm="h1", schedule="0 2 * * *", target="t" * 100), "target:"),
             (dict(vm="h1", schedule="0 2 * * *", keep_daily=2000000), "keep:"),
             (dict(vm="h1", schedule="0 2 * * *", method="rsync"), "method:"),
+            (dict(vm="h1", schedule="0 2 * * *", rate=(1 << 40) + 1), "rate:"),
+            (dict(vm="h1", schedule="0 2 * * *", ops=1000001), "ops:"),
+            (dict(vm="h1", schedule="0 2 * * *", adaptive="maybe"), "adaptive:"),
+            (dict(vm="h1", label="tier=web", schedule="0 2 * * *"), "vm:"),
+            (dict(label="tier", schedule="0 2 * * *"), "label:"),
+            (dict(label="a b=c", schedule="0 2 * * *"), "label:"),
+            (dict(label="k=" + "v" * 64, schedule="0 2 * * *"), "label:"),
         ]
         for kw, field in bad:
             with self.assertRaises(grpc.RpcError, msg=str(kw)[:80]) as cm:
@@ -317,6 +413,30 @@ class Schedule(unittest.TestCase):
         r = cli("backup", "policy", "delete", "web1")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(error_reason(lambda: self.policy("web1")), (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND"))
+        # Labels and label policies with a throttle.
+        r = cli("vm", "create", "s-cli-lab", "--label", "tier=cli", "--label", "env=test")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(self.drop_vm, "s-cli-lab")
+        self.assertIn("env=test,tier=cli", r.stdout)
+        r = cli("vm", "show", "s-cli-lab")
+        self.assertIn("labels:        env=test,tier=cli", r.stdout)
+        r = cli("backup", "policy", "set", "--label", "tier=cli", "--schedule", "0 2 * * *", "--target", "local",
+                "--rate", "10M", "--ops", "300", "--adaptive", "off")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        p = self.policy("tier=cli")
+        self.assertEqual((p.label, p.rate, p.ops, p.adaptive), ("tier=cli", 10 << 20, 300, "off"))
+        r = cli("backup", "policy", "show", "tier=cli")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("label:     tier=cli", r.stdout)
+        self.assertIn("adaptive off", r.stdout)
+        self.assertIn("label:tier=cli", cli("backup", "policy", "list").stdout)
+        r = cli("backup", "policy", "set", "--label", "tier=cli", "--schedule", "0 2 * * *", "--target", "local",
+                "--adaptive", "sometimes")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("adaptive:", r.stderr)
+        r = cli("backup", "policy", "delete", "tier=cli")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(error_reason(lambda: self.policy("tier=cli")), (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND"))
 
 
 def main():
