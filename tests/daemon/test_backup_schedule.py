@@ -29,6 +29,13 @@ FINAL = (api.Job.SUCCEEDED, api.Job.FAILED, api.Job.CANCELLED)
 T0 = 1767225630          # 2026-01-01 00:00:30 UTC
 
 
+def write_clock(path, t):
+    """The daemons' test clock: its file replaced at once (they never read half a number)."""
+    with open(path + ".new", "w") as f:
+        f.write("%d\n" % t)
+    os.rename(path + ".new", path)
+
+
 class Schedule(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -56,9 +63,7 @@ class Schedule(unittest.TestCase):
 
     @classmethod
     def set_clock(cls, t):
-        with open(cls.clock + ".new", "w") as f:
-            f.write("%d\n" % t)
-        os.rename(cls.clock + ".new", cls.clock)
+        write_clock(cls.clock, t)
 
     # ---- helpers ----
     def call(self, method, req, timeout=60):
@@ -437,6 +442,76 @@ class Schedule(unittest.TestCase):
         r = cli("backup", "policy", "delete", "tier=cli")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(error_reason(lambda: self.policy("tier=cli")), (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND"))
+
+
+class ClusterLimit(unittest.TestCase):
+    """cluster_max_backups with two real daemons: host-a and host-b share one target (a
+    directory store, whose cluster slot is a flock in the store) with cluster_max_backups = 1
+    and max_backups = 2 (the host limit is not what orders them). Both policies fire at the same
+    time; the job timelines show that the backups never overlap: the second waits for the slot
+    and runs once the first has ended."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gw-sched-cl-")
+        cls.clock = os.path.join(cls.tmp, "clock")
+        write_clock(cls.clock, T0)
+        extra = ("max_backups = 2\ncluster_max_backups = 1\ntest_clock_file = %s\n[backup_target shared]\n"
+                 "store = dir:%s\n" % (cls.clock, os.path.join(cls.tmp, "store")))
+        cls.ds = []
+        for host in ("host-a", "host-b"):
+            cls.ds.append(gwd.Daemon(BIN, host, extra=extra))
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in getattr(cls, "ds", []):
+            d.cleanup()
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def call(self, d, method, req, timeout=60):
+        b = bk_grpc.GodwitBackupStub(d.channel)
+        stub = b if hasattr(b, method) else d.stub
+        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+
+    def test_two_daemons_never_back_up_at_once(self):
+        fire = T0 - 30 + 3600
+        for d in self.ds:
+            name = "c-" + d.name
+            v = self.call(d, "CreateVm", api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, start=True,
+                                                             guest="dirtier:ws=16M,rate=4M,pattern=random")).vm
+            self.assertEqual(v.state, api.Vm.RUNNING)
+            self.assertTrue(wait_for(lambda: self.call(d, "GetVm", api.GetVmRequest(name=name)).vm.counters.pages_written
+                                     >= 4096, 60))
+            # 16 MiB at 4 MiB/s: each backup lasts seconds, so an overlap could not hide.
+            self.call(d, "SetBackupPolicy", bk.SetBackupPolicyRequest(policy=bk.BackupPolicy(
+                vm=name, schedule="0 1 * * *", target="shared", rate=4 << 20, adaptive="off")))
+        write_clock(self.clock, fire)
+        most, jobs = 0, []
+        end = time.time() + 240
+        while time.time() < end:
+            jobs = [j for d in self.ds for j in self.call(d, "ListJobs", api.ListJobsRequest()).jobs
+                    if j.kind == api.Job.BACKUP]
+            most = max(most, sum(1 for j in jobs if j.state not in FINAL))
+            if len(jobs) == 2 and all(j.state in FINAL for j in jobs):
+                break
+            time.sleep(0.05)
+        self.assertEqual(len(jobs), 2, "both daemons ran their VM's backup")
+        for j in jobs:
+            self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+        self.assertEqual(most, 1, "never two at once")
+        a, b = sorted(jobs, key=lambda j: j.created_unix_ms)
+        self.assertNotEqual(a.vm, b.vm)
+        self.assertGreater(a.finished_unix_ms - a.started_unix_ms, 1500)
+        self.assertGreaterEqual(b.created_unix_ms, a.finished_unix_ms, "the second waited for the cluster slot")
+        print("cluster slot: %s %d-%d ms, then %s %d-%d ms" % (a.vm, 0, a.finished_unix_ms - a.created_unix_ms, b.vm,
+                                                              b.created_unix_ms - a.created_unix_ms,
+                                                              b.finished_unix_ms - a.created_unix_ms))
+        # Each policy records the fire it ran for, on its own daemon.
+        for d in self.ds:
+            p = self.call(d, "GetBackupPolicy", bk.GetBackupPolicyRequest(vm="c-" + d.name)).policy
+            self.assertEqual(p.last_fire_unix_s, fire)
+            self.assertEqual(p.last_error, "")
 
 
 def main():
