@@ -72,10 +72,19 @@ int gw_bkjob_backup(struct gw_daemon *d, const char *vm, const struct gw_backup_
                     const char *method, const char *rid, const struct gw_bk_throttle *thr, struct gw_job **out,
                     const char **reason, char *msg, size_t msglen);
 
-/* The throttle fields of a backup's runner request (backup_throttle.c): b's own settings and
- * the host budget of cfg, whose shared bucket file is cfg's state_dir/backup-host.bucket
- * (written into path, cap bytes, which br then points to). */
-void gw_bkjob_throttle(const struct gw_daemon_config *cfg, const struct gw_bkjob *b,
-                       Godwit__V1__RunnerBackupRequest *br, char *path, size_t cap);
+/* The bucket files a backup's runner request names (their storage). */
+struct gw_bk_buckets {
+    char host[GW_CFG_STR + 32];
+    char cluster[GW_CFG_STR + GW_CFG_TARGET_NAME_MAX + 32];
+};
+
+/* The throttle fields of a backup's runner request (backup_throttle.c): b's own settings, the
+ * host budget (its shared bucket file is state_dir/backup-host.bucket) and this host's share
+ * of target t's cluster budget (backup_budget.h; joined here). br points into bk. 0, or -errno
+ * with the reason in err (the cluster budget could not be joined). Ended, after the runner's
+ * answer, by gw_bkjob_throttle_end (also after a failure). */
+int gw_bkjob_throttle(struct gw_daemon *d, const struct gw_backup_target_cfg *t, const struct gw_bkjob *b,
+                      Godwit__V1__RunnerBackupRequest *br, struct gw_bk_buckets *bk, char *err, size_t errlen);
+void gw_bkjob_throttle_end(struct gw_daemon *d, const struct gw_backup_target_cfg *t, struct gw_bk_buckets *bk);
 
 #endif

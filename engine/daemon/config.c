@@ -91,6 +91,7 @@ static int on_target_key(struct load_ctx *c, const char *name, const char *key, 
     else if (!strcmp(key, "osd_op_timeout")) r = set_u32(&t->osd_op_timeout_s, value, 1, 3600);
     else if (!strcmp(key, "mon_op_timeout")) r = set_u32(&t->mon_op_timeout_s, value, 1, 3600);
     else if (!strcmp(key, "inflight")) r = set_u32(&t->inflight, value, 1, 64);
+    else if (!strcmp(key, "cluster_rate")) r = gw_parse_size(value, &t->cluster_rate);
     else {
         snprintf(c->err, c->errlen, "unknown key '%s' in [backup_target %s]", key, name);
         return 0;

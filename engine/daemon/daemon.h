@@ -154,6 +154,7 @@ struct gw_daemon {
     struct gw_cluster *cluster;    /* registry and host state (cluster.h) */
     struct gw_metrics *metrics;
     struct gw_sched *sched;        /* the backup scheduler (backup_sched.c) */
+    struct gw_budget *budget;      /* the targets' cluster-wide backup budgets (backup_budget.c) */
     struct gw_grpc_reflection *reflection;   /* the reflection services' descriptor table */    /* Prometheus counters and their HTTP server (metrics.h) */
 };
 

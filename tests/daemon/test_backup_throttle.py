@@ -15,6 +15,7 @@ that only the budget limits the rate on this shared machine.
 Skips (77) without python3-grpcio or a usable /dev/kvm."""
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -78,7 +79,7 @@ class HostBudget(unittest.TestCase):
         return jobs
 
     @staticmethod
-    def rate(jobs):
+    def rate(jobs):   # also ClusterBudget's
         """Bytes/s the jobs wrote together from the first start to the last end, the bucket's
         burst (4 MiB, taken at once) left out: a bucket lets through at most burst + rate x
         time, whatever the progress steps (they come per batch of chunks, seconds apart)."""
@@ -107,6 +108,96 @@ class HostBudget(unittest.TestCase):
         self.assertGreater(secs, 1.5 * secs1)
         # The bucket file lives in the daemon's state directory, nowhere else.
         self.assertTrue(os.path.exists(os.path.join(self.d.dir, "state", "backup-host.bucket")))
+
+
+class ClusterBudget(unittest.TestCase):
+    """A target's cluster budget (cluster_rate) with two real daemons sharing its store (a
+    directory store: the share lease is a flock there): two backups at once, one per host,
+    together stay within the budget; a host backing up alone gets all of it back; a host that
+    dies mid-backup gives its share back at once (dir) and the other's grows."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gw-bkbud-")
+        extra = ("backup_adaptive = off\n[backup_target shared]\nstore = dir:%s\ncluster_rate = %d\n"
+                 % (os.path.join(cls.tmp, "store"), HOST_RATE))
+        cls.ds = [gwd.Daemon(BIN, h, extra=extra) for h in ("host-a", "host-b")]
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in getattr(cls, "ds", []):
+            d.cleanup()
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def call(self, d, method, req, timeout=60):
+        b = bk_grpc.GodwitBackupStub(d.channel)
+        stub = b if hasattr(b, method) else d.stub
+        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+
+    def make_vm(self, d, name, seed):
+        """A dirtier whose whole working set is written; its own seed: nothing dedups across VMs."""
+        v = self.call(d, "CreateVm", api.CreateVmRequest(
+            name=name, memory_bytes=96 << 20, vcpus=1, start=True,
+            guest="dirtier:ws=%dM,rate=1M,pattern=random,seed=%d" % (WS >> 20, seed))).vm
+        self.assertEqual(v.state, api.Vm.RUNNING)
+        self.assertTrue(wait_for(lambda: self.call(d, "GetVm", api.GetVmRequest(name=name)).vm.counters.pages_written
+                                 >= WS // 4096, 60))
+
+    def backups(self, pairs):
+        ids = [(d, self.call(d, "CreateBackup", bk.CreateBackupRequest(vm=vm, target="shared", parent="none")).job.id)
+               for d, vm in pairs]
+        jobs = [wait_for(lambda: (lambda j: j if j.state in FINAL else None)(
+            self.call(d, "GetJob", api.GetJobRequest(id=i)).job), 240, 0.1) for d, i in ids]
+        for j in jobs:
+            self.assertTrue(j)
+            self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+            self.assertGreaterEqual(j.progress.backup_bytes_written, WS * 0.9, "the working set was written")
+        return jobs
+
+    def test_hosts_share_the_cluster_budget(self):
+        a, b = self.ds
+        self.make_vm(a, "cb-a1", 21)
+        self.make_vm(b, "cb-b1", 22)
+        self.make_vm(a, "cb-a2", 23)
+        two = self.backups([(a, "cb-a1"), (b, "cb-b1")])
+        # Each host's share follows the other's arrival within a second (the keeper's tick):
+        # up to a second at the whole budget, besides each bucket's 4 MiB burst.
+        t0 = min(j.started_unix_ms for j in two)
+        t1 = max(j.finished_unix_ms for j in two)
+        written = sum(j.progress.backup_bytes_written for j in two)
+        both = (written - 2 * BURST - HOST_RATE) * 1000.0 / (t1 - t0)
+        print("two hosts at once: %.2f MiB/s together over %.1f s (cluster budget %.0f MiB/s)"
+              % (both / MIB, (t1 - t0) / 1000.0, HOST_RATE / MIB))
+        first, second = sorted(two, key=lambda j: j.started_unix_ms)
+        self.assertLess(second.started_unix_ms, first.finished_unix_ms, "the two ran at the same time")
+        self.assertLessEqual(both, HOST_RATE * 1.05, "together within the cluster budget")
+        self.assertGreaterEqual((written - 2 * BURST) * 1000.0 / (t1 - t0), HOST_RATE * 0.6, "the budget was used")
+        self.assertIn("2 host(s) back up into it", a.logtext())
+        one = self.backups([(a, "cb-a2")])
+        alone, secs = HostBudget.rate(one)
+        print("one host alone: %.2f MiB/s over %.1f s" % (alone / MIB, secs))
+        self.assertLessEqual(alone, HOST_RATE * 1.05)
+        self.assertGreaterEqual(alone, HOST_RATE * 0.75, "a host alone gets the whole cluster budget")
+
+    def test_z_dead_host_gives_its_share_back(self):
+        a, b = self.ds
+        self.make_vm(a, "cd-a", 31)
+        self.make_vm(b, "cd-b", 32)
+        halved = "this host's share %d KiB/s" % (HOST_RATE // 2 >> 10)
+        whole = "this host's share %d KiB/s" % (HOST_RATE >> 10)
+        n_halved = a.logtext().count(halved)
+        ja = self.call(a, "CreateBackup", bk.CreateBackupRequest(vm="cd-a", target="shared", parent="none")).job.id
+        self.call(b, "CreateBackup", bk.CreateBackupRequest(vm="cd-b", target="shared", parent="none"))
+        self.assertTrue(wait_for(lambda: a.logtext().count(halved) > n_halved, 20, 0.1), "host-a's share halved")
+        n_whole = a.logtext().count(whole)
+        b.stop(signal.SIGKILL)   # the daemon dies mid-backup; its lease goes with it
+        t = time.monotonic()
+        self.assertTrue(wait_for(lambda: a.logtext().count(whole) > n_whole, 10, 0.05), "host-a's share grew back")
+        print("host-a's share back to the whole budget %.1f s after host-b died" % (time.monotonic() - t))
+        j = wait_for(lambda: (lambda j: j if j.state in FINAL else None)(
+            self.call(a, "GetJob", api.GetJobRequest(id=ja)).job), 240, 0.1)
+        self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
 
 
 def main():
