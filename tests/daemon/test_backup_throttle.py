@@ -4,7 +4,9 @@ backup_host_rate set, every backup runner the daemon starts takes its store writ
 token bucket shared by the host. Two backups at once through the API together stay within the
 host rate, and one alone gets the whole budget (the bucket is shared, not divided). Bytes over
 time come from the jobs' own figures: JobProgress.backup_bytes_written between the job's start
-and end (Job.started_unix_ms, finished_unix_ms).
+and end (Job.started_unix_ms, finished_unix_ms). ClusterBudget and ClusterBudgetRados do the same
+for a target's cluster_rate with two daemons sharing a directory store and a throw-away Ceph
+cluster (scripts/ceph-cluster), and kill one daemon mid-backup to see its share expire.
 
 Each VM backs up to a target of its own (a directory store): nothing deduplicates across them,
 so what a backup writes is its guest's working set. Adaptive mode is off (backup_adaptive), so
@@ -16,6 +18,7 @@ Skips (77) without python3-grpcio or a usable /dev/kvm."""
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -116,11 +119,16 @@ class ClusterBudget(unittest.TestCase):
     together stay within the budget; a host backing up alone gets all of it back; a host that
     dies mid-backup gives its share back at once (dir) and the other's grows."""
 
+    EXPIRY_S = 10        # how long a dead host's share may outlive it (dir: at once)
+
+    @classmethod
+    def target(cls):
+        return "store = dir:%s\n" % os.path.join(cls.tmp, "store")
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="gw-bkbud-")
-        extra = ("backup_adaptive = off\n[backup_target shared]\nstore = dir:%s\ncluster_rate = %d\n"
-                 % (os.path.join(cls.tmp, "store"), HOST_RATE))
+        extra = ("backup_adaptive = off\n[backup_target shared]\n%scluster_rate = %d\n" % (cls.target(), HOST_RATE))
         cls.ds = [gwd.Daemon(BIN, h, extra=extra) for h in ("host-a", "host-b")]
 
     @classmethod
@@ -135,14 +143,14 @@ class ClusterBudget(unittest.TestCase):
         stub = b if hasattr(b, method) else d.stub
         return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
 
-    def make_vm(self, d, name, seed):
+    def make_vm(self, d, name, seed, ws=WS):
         """A dirtier whose whole working set is written; its own seed: nothing dedups across VMs."""
         v = self.call(d, "CreateVm", api.CreateVmRequest(
-            name=name, memory_bytes=96 << 20, vcpus=1, start=True,
-            guest="dirtier:ws=%dM,rate=1M,pattern=random,seed=%d" % (WS >> 20, seed))).vm
+            name=name, memory_bytes=ws + (56 << 20), vcpus=1, start=True,
+            guest="dirtier:ws=%dM,rate=1M,pattern=random,seed=%d" % (ws >> 20, seed))).vm
         self.assertEqual(v.state, api.Vm.RUNNING)
         self.assertTrue(wait_for(lambda: self.call(d, "GetVm", api.GetVmRequest(name=name)).vm.counters.pages_written
-                                 >= WS // 4096, 60))
+                                 >= ws // 4096, 60))
 
     def backups(self, pairs):
         ids = [(d, self.call(d, "CreateBackup", bk.CreateBackupRequest(vm=vm, target="shared", parent="none")).job.id)
@@ -182,7 +190,8 @@ class ClusterBudget(unittest.TestCase):
 
     def test_z_dead_host_gives_its_share_back(self):
         a, b = self.ds
-        self.make_vm(a, "cd-a", 31)
+        # host-a's backup must outlast host-b's lease: 120 MiB at half the budget, 15 s.
+        self.make_vm(a, "cd-a", 31, ws=120 << 20)
         self.make_vm(b, "cd-b", 32)
         halved = "this host's share %d KiB/s" % (HOST_RATE // 2 >> 10)
         whole = "this host's share %d KiB/s" % (HOST_RATE >> 10)
@@ -193,11 +202,42 @@ class ClusterBudget(unittest.TestCase):
         n_whole = a.logtext().count(whole)
         b.stop(signal.SIGKILL)   # the daemon dies mid-backup; its lease goes with it
         t = time.monotonic()
-        self.assertTrue(wait_for(lambda: a.logtext().count(whole) > n_whole, 10, 0.05), "host-a's share grew back")
+        self.assertTrue(wait_for(lambda: a.logtext().count(whole) > n_whole, self.EXPIRY_S + 5, 0.05),
+                        "host-a's share grew back:\n" + "\n".join(l for l in a.logtext().splitlines() if "budget" in l))
         print("host-a's share back to the whole budget %.1f s after host-b died" % (time.monotonic() - t))
         j = wait_for(lambda: (lambda j: j if j.state in FINAL else None)(
             self.call(a, "GetJob", api.GetJobRequest(id=ja)).job), 240, 0.1)
         self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+
+
+class ClusterBudgetRados(ClusterBudget):
+    """The same on RADOS (a throw-away Ceph cluster, scripts/ceph-cluster): the share lease is
+    a Ceph object lock with a 10 s duration, so a dead host's share expires within ~11 s."""
+    EXPIRY_S = 15
+
+    @classmethod
+    def target(cls):
+        ns = "bud%d" % (int(time.time() * 1e6) % 10**9)
+        return "store = rados:godwit/%s\nceph_conf = %s\nosd_op_timeout = 20\nmon_op_timeout = 20\n" % (ns, cls.ceph)
+
+    @classmethod
+    def setUpClass(cls):
+        from test_backup_api import start_cluster
+        cls.ceph = start_cluster()
+        try:
+            super().setUpClass()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if getattr(cls, "ceph", None):
+                from test_backup_api import CLUSTER
+                subprocess.run([CLUSTER, "stop", cls.ceph], capture_output=True, timeout=120)
 
 
 def main():
