@@ -12,14 +12,18 @@
 #include "godwit/v1/backup_api.pb-c.h"
 
 static const char policy_usage[] =
-    "usage: godwit backup policy set --vm VM --schedule CRON --target NAME [--tz ZONE] [--jitter DUR]\n"
-    "                                [--method wp|dirty-log|pause] [--keep-last N] [--keep-hourly N]\n"
+    "usage: godwit backup policy set --vm VM|--label KEY=VALUE --schedule CRON --target NAME [--tz ZONE]\n"
+    "                                [--jitter DUR] [--method wp|dirty-log|pause] [--keep-last N] [--keep-hourly N]\n"
     "                                [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
+    "                                [--rate SIZE] [--ops N] [--adaptive on|off]\n"
     "       godwit backup policy list\n"
-    "       godwit backup policy show VM\n"
-    "       godwit backup policy delete VM\n"
+    "       godwit backup policy show VM|KEY=VALUE\n"
+    "       godwit backup policy delete VM|KEY=VALUE\n"
     "CRON: 5 fields (\"0 2 * * *\") or @hourly, @daily, @weekly, @monthly, @yearly; ZONE: an IANA name\n"
-    "(default UTC); DUR: a start window, N[s|m|h] (default 0). Without keep-rules nothing is pruned.\n";
+    "(default UTC); DUR: a start window, N[s|m|h] (default 0). Without keep-rules nothing is pruned.\n"
+    "--label: every VM with that label (godwit vm create --label) that has no policy of its own.\n"
+    "--rate SIZE/--ops N: each backup's store writes per second (adaptive: the ceiling), within the\n"
+    "host's budget; --adaptive: default the daemon's backup_adaptive.\n";
 
 /* "90", "90s", "10m", "2h" into seconds (at most a day; the daemon checks again). */
 static int parse_dur(const char *s, uint32_t *out)
@@ -49,13 +53,25 @@ static void print_policy(const Godwit__V1__BackupPolicy *p)
     if (p->next_unix_s && gmtime_r(&t, &tm)) strftime(next, sizeof next, "%Y-%m-%d %H:%M:%SZ", &tm);
     t = (time_t)p->last_fire_unix_s;
     if (p->last_fire_unix_s && gmtime_r(&t, &tm)) strftime(last, sizeof last, "%Y-%m-%d %H:%M:%SZ", &tm);
-    printf("vm:        %s\nschedule:  %s (%s)\ntarget:    %s\n", p->vm, p->schedule, p->tz[0] ? p->tz : "UTC",
-           p->target);
+    if (p->label[0]) printf("label:     %s\n", p->label);
+    else printf("vm:        %s\n", p->vm);
+    printf("schedule:  %s (%s)\ntarget:    %s\n", p->schedule, p->tz[0] ? p->tz : "UTC", p->target);
+    if (p->rate || p->ops || p->adaptive[0]) {
+        char rate[32] = "-";
+        if (p->rate) gw_fmt_bytes(p->rate, rate, sizeof rate);
+        printf("throttle:  rate %s/s, ops %llu/s, adaptive %s\n", rate, (unsigned long long)p->ops,
+               p->adaptive[0] ? p->adaptive : "(daemon's)");
+    }
     if (p->jitter_s) printf("jitter:    %us\n", p->jitter_s);
     printf("keep:      last %u, hourly %u, daily %u, weekly %u, monthly %u, yearly %u\n", p->keep_last, p->keep_hourly,
            p->keep_daily, p->keep_weekly, p->keep_monthly, p->keep_yearly);
     printf("next:      %s\nlast run:  %s%s%s\n", next, last, p->last_job[0] ? " job " : "", p->last_job);
     if (p->last_error[0]) printf("error:     %s\n", p->last_error);
+    for (size_t i = 0; i < p->n_runs; i++) {
+        const Godwit__V1__BackupPolicyRun *r = p->runs[i];
+        printf("run:       %s fire %lld%s%s%s%s\n", r->vm, (long long)r->last_fire_unix_s, r->last_job[0] ? " job " : "",
+               r->last_job, r->last_error[0] ? ": " : "", r->last_error);
+    }
 }
 
 static int cmd_set(struct gw_cli *cli, int argc, char **argv)
@@ -63,7 +79,8 @@ static int cmd_set(struct gw_cli *cli, int argc, char **argv)
     static const struct option lo[] = {
         {"vm", 1, 0, 'v'}, {"schedule", 1, 0, 's'}, {"tz", 1, 0, 'z'}, {"jitter", 1, 0, 'j'}, {"target", 1, 0, 't'},
         {"method", 1, 0, 'm'}, {"keep-last", 1, 0, 'L'}, {"keep-hourly", 1, 0, 'H'}, {"keep-daily", 1, 0, 'D'},
-        {"keep-weekly", 1, 0, 'W'}, {"keep-monthly", 1, 0, 'M'}, {"keep-yearly", 1, 0, 'Y'}, {"help", 0, 0, 'h'}, {0}};
+        {"keep-weekly", 1, 0, 'W'}, {"keep-monthly", 1, 0, 'M'}, {"keep-yearly", 1, 0, 'Y'}, {"help", 0, 0, 'h'},
+        {"label", 1, 0, 'l'}, {"rate", 1, 0, 'r'}, {"ops", 1, 0, 'o'}, {"adaptive", 1, 0, 'a'}, {0}};
     Godwit__V1__BackupPolicy p = GODWIT__V1__BACKUP_POLICY__INIT;
     int c, bad = 0;
     optind = 0;
@@ -81,17 +98,22 @@ static int cmd_set(struct gw_cli *cli, int argc, char **argv)
         case 'W': bad |= parse_count(optarg, &p.keep_weekly); break;
         case 'M': bad |= parse_count(optarg, &p.keep_monthly); break;
         case 'Y': bad |= parse_count(optarg, &p.keep_yearly); break;
+        case 'l': p.label = optarg; break;
+        case 'r': bad |= gw_parse_size(optarg, &p.rate) ? -1 : 0; break;
+        case 'o': bad |= gw_parse_u64(optarg, 0, 1000000, &p.ops) ? -1 : 0; break;
+        case 'a': p.adaptive = optarg; break;   /* the daemon says what it takes */
         case 'h': fputs(policy_usage, stdout); return GW_EXIT_OK;
         default: fputs(policy_usage, stderr); return GW_EXIT_USAGE;
         }
         if (bad) {
             fprintf(stderr, "godwit backup policy set: bad value '%s' (counts 0..1000000, --jitter N[s|m|h] "
-                    "up to 24h)\n", optarg);
+                    "up to 24h, --rate SIZE)\n", optarg);
             return GW_EXIT_USAGE;
         }
     }
-    if (optind != argc || !p.vm[0] || !p.schedule[0] || !p.target[0]) {
-        fprintf(stderr, "godwit backup policy set: --vm, --schedule and --target are required\n%s", policy_usage);
+    if (optind != argc || (!p.vm[0] && !p.label[0]) || !p.schedule[0] || !p.target[0]) {
+        fprintf(stderr, "godwit backup policy set: --vm (or --label), --schedule and --target are required\n%s",
+                policy_usage);
         return GW_EXIT_USAGE;
     }
     Godwit__V1__SetBackupPolicyRequest req = GODWIT__V1__SET_BACKUP_POLICY_REQUEST__INIT;
@@ -132,7 +154,9 @@ int gw_cmd_backup_policy(struct gw_cli *cli, int argc, char **argv)
                 struct tm tm;
                 time_t t = (time_t)p->next_unix_s;
                 if (p->next_unix_s && gmtime_r(&t, &tm)) strftime(next, sizeof next, "%Y-%m-%d %H:%M:%SZ", &tm);
-                printf("%-20s %-20s %-16s %-12s %s\n", p->vm, p->schedule, p->tz[0] ? p->tz : "UTC", p->target, next);
+                char who[80];
+                snprintf(who, sizeof who, p->label[0] ? "label:%s" : "%s", p->label[0] ? p->label : p->vm);
+                printf("%-20s %-20s %-16s %-12s %s\n", who, p->schedule, p->tz[0] ? p->tz : "UTC", p->target, next);
             }
         }
         protobuf_c_message_free_unpacked(resp, NULL);
@@ -141,7 +165,8 @@ int gw_cmd_backup_policy(struct gw_cli *cli, int argc, char **argv)
     if (argc != 3) { fputs(policy_usage, stderr); return GW_EXIT_USAGE; }
     if (!strcmp(verb, "show")) {
         Godwit__V1__GetBackupPolicyRequest req = GODWIT__V1__GET_BACKUP_POLICY_REQUEST__INIT;
-        req.vm = argv[2];
+        if (strchr(argv[2], '=')) req.label = argv[2];   /* no VM name has '=' */
+        else req.vm = argv[2];
         e = gw_cli_call(cli, "GodwitBackup/GetBackupPolicy", &req.base, &godwit__v1__get_backup_policy_response__descriptor,
                         &resp);
         if (e) return e;
@@ -153,7 +178,8 @@ int gw_cmd_backup_policy(struct gw_cli *cli, int argc, char **argv)
     }
     if (!strcmp(verb, "delete") || !strcmp(verb, "rm")) {
         Godwit__V1__DeleteBackupPolicyRequest req = GODWIT__V1__DELETE_BACKUP_POLICY_REQUEST__INIT;
-        req.vm = argv[2];
+        if (strchr(argv[2], '=')) req.label = argv[2];
+        else req.vm = argv[2];
         e = gw_cli_call(cli, "GodwitBackup/DeleteBackupPolicy", &req.base,
                         &godwit__v1__delete_backup_policy_response__descriptor, &resp);
         if (e) return e;

@@ -5,12 +5,14 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "engine/common/limits.h"
 #include "engine/common/util.h"
 
 static const char vm_usage[] =
     "usage: godwit vm create NAME [--memory SIZE] [--vcpus N] [--guest SPEC] [--disk PATH]\n"
     "                        [--restart never|on-crash|always] [--max-restarts N] [--backoff-ms N] [--start]\n"
     "                        [--kernel PATH [--initrd PATH] [--cmdline \"...\"]] [--net tap:NAME[,mac=MAC]]\n"
+    "                        [--label KEY=VALUE]...   (up to 16; backup policies select VMs by label)\n"
     "       godwit vm list [--state defined|running|stopped|migrating|crashed|in-doubt]\n"
     "       godwit vm show NAME\n"
     "       godwit vm console NAME [--bytes N]   (the end of its serial console)\n"
@@ -56,6 +58,7 @@ static void print_vm(const Godwit__V1__Vm *v)
         printf("cmdline:       %s\n", v->cmdline[0] ? v->cmdline : "(default: serial console)");
     }
     if (v->net[0]) printf("net:           %s, mac %s\n", v->net, v->mac);
+    if (v->labels[0]) printf("labels:        %s\n", v->labels);
     printf("restart:       %s", rp && rp->kind >= 0 && rp->kind <= 3 ? policies[rp->kind] : "never");
     if (rp && rp->kind >= 2) printf(" (max %u, backoff %u ms)", rp->max_restarts, rp->backoff_ms);
     printf("\n");
@@ -94,7 +97,8 @@ static int vm_create(struct gw_cli *cli, int argc, char **argv)
                                        {"disk", 1, 0, 'd'}, {"restart", 1, 0, 'r'}, {"max-restarts", 1, 0, 'M'},
                                        {"backoff-ms", 1, 0, 'b'}, {"start", 0, 0, 's'}, {"help", 0, 0, 'h'},
                                        {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'},
-                                       {"net", 1, 0, 'n'}, {0}};
+                                       {"net", 1, 0, 'n'}, {"label", 1, 0, 'L'}, {0}};
+    char *labels[GW_LIMIT_VM_LABELS + 1];   /* one more: the daemon says how many it takes */
     Godwit__V1__CreateVmRequest req = GODWIT__V1__CREATE_VM_REQUEST__INIT;
     Godwit__V1__RestartPolicy rp = GODWIT__V1__RESTART_POLICY__INIT;
     Godwit__V1__BootSpec boot = GODWIT__V1__BOOT_SPEC__INIT;
@@ -115,6 +119,11 @@ static int vm_create(struct gw_cli *cli, int argc, char **argv)
         case 'i': boot.initrd = optarg; req.boot = &boot; break;
         case 'l': boot.cmdline = optarg; req.boot = &boot; break;
         case 'n': req.net = optarg; break;
+        case 'L':   /* the daemon checks each */
+            if (req.n_labels > GW_LIMIT_VM_LABELS) goto bad;
+            labels[req.n_labels++] = optarg;
+            req.labels = labels;
+            break;
         case 'h': fputs(vm_usage, stdout); return GW_EXIT_OK;
         default: fputs(vm_usage, stderr); return GW_EXIT_USAGE;
         }

@@ -55,14 +55,19 @@ struct host_shared {
     struct gw_bucket bytes, ops;
 };
 
+/* A bucket shared through a file (the host's, or this host's share of the cluster's). */
+struct shared {
+    int fd;
+    struct host_shared *m;
+};
+
 struct gw_throttle {
     struct gw_throttle_cfg cfg;
     struct gw_store *store;
     struct gw_bucket bytes, ops;
     struct gw_throttle_ctl_params cp;
     struct gw_throttle_ctl ctl;
-    int host_fd;
-    struct host_shared *host;
+    struct shared host, cluster;
     uint64_t first_ns, last_ns, interval_start, interval_bytes0, lat_ns0, lat_n0;
     struct gw_lat_hist vm_ring[GW_THROTTLE_VM_WINDOW];   /* the VM's histogram at the last steps */
     unsigned vm_pos;          /* the oldest in vm_ring: the window's start */
@@ -71,6 +76,7 @@ struct gw_throttle {
 };
 
 static double burst_of(double rate, double floor) { return rate * 0.1 > floor ? rate * 0.1 : floor; }
+
 
 int gw_throttle_mode_parse(const char *s, enum gw_throttle_mode *out)
 {
@@ -81,36 +87,71 @@ int gw_throttle_mode_parse(const char *s, enum gw_throttle_mode *out)
     return 0;
 }
 
-static int host_open(struct gw_throttle *t, char *err, size_t errlen)
+
+/* Maps the bucket file at path (created if missing) and sets its limits: the latest opener's
+ * limits hold for everyone (they come from one host configuration, or the daemon's current
+ * share). 0 or -errno with the reason in err; sh->fd -1 when nothing is held. */
+static int shared_open(struct shared *sh, const char *path, double rate, double ops, char *err, size_t errlen)
 {
-    t->host_fd = open(t->cfg.host_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (t->host_fd < 0 || ftruncate(t->host_fd, 4096) < 0) {
-        snprintf(err, errlen, "host throttle file %s: %s", t->cfg.host_path, strerror(errno));
-        return -errno;
+    sh->m = NULL;
+    sh->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (sh->fd < 0 || ftruncate(sh->fd, 4096) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "throttle file %s: %s", path, strerror(e));
+        return -e;
     }
-    void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, t->host_fd, 0);
-    if (p == MAP_FAILED) { snprintf(err, errlen, "host throttle file %s: %s", t->cfg.host_path, strerror(errno)); return -errno; }
-    t->host = p;
-    /* The latest opener's limits hold for everyone (they come from one host configuration). */
+    void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, sh->fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        snprintf(err, errlen, "throttle file %s: %s", path, strerror(e));
+        return -e;
+    }
+    sh->m = p;
     uint64_t now = gw_now_ns();
-    flock(t->host_fd, LOCK_EX);
-    if (t->host->magic != HOST_MAGIC) {
-        gw_bucket_init(&t->host->bytes, t->cfg.host_rate, burst_of(t->cfg.host_rate, 4 << 20), now);
-        gw_bucket_init(&t->host->ops, t->cfg.host_ops, burst_of(t->cfg.host_ops, 4), now);
-        t->host->magic = HOST_MAGIC;
+    flock(sh->fd, LOCK_EX);
+    if (sh->m->magic != HOST_MAGIC) {
+        gw_bucket_init(&sh->m->bytes, rate, burst_of(rate, 4 << 20), now);
+        gw_bucket_init(&sh->m->ops, ops, burst_of(ops, 4), now);
+        sh->m->magic = HOST_MAGIC;
     } else {
-        gw_bucket_set_rate(&t->host->bytes, t->cfg.host_rate, burst_of(t->cfg.host_rate, 4 << 20), now);
-        gw_bucket_set_rate(&t->host->ops, t->cfg.host_ops, burst_of(t->cfg.host_ops, 4), now);
+        gw_bucket_set_rate(&sh->m->bytes, rate, burst_of(rate, 4 << 20), now);
+        gw_bucket_set_rate(&sh->m->ops, ops, burst_of(ops, 4), now);
     }
-    flock(t->host_fd, LOCK_UN);
+    flock(sh->fd, LOCK_UN);
     return 0;
+}
+
+static void shared_close(struct shared *sh)
+{
+    if (sh->m) munmap(sh->m, 4096);
+    if (sh->fd >= 0) close(sh->fd);
+    sh->m = NULL;
+    sh->fd = -1;
+}
+
+/* Takes bytes and one write from sh; the ns to wait. */
+static uint64_t shared_take(struct shared *sh, uint64_t bytes, uint64_t now)
+{
+    if (!sh->m) return 0;
+    flock(sh->fd, LOCK_EX);
+    uint64_t h1 = gw_bucket_take(&sh->m->bytes, (double)bytes, now), h2 = gw_bucket_take(&sh->m->ops, 1, now);
+    flock(sh->fd, LOCK_UN);
+    return h1 > h2 ? h1 : h2;
+}
+
+int gw_throttle_shared_set(const char *path, double rate, double ops, char *err, size_t errlen)
+{
+    struct shared sh;
+    int r = shared_open(&sh, path, rate, ops, err, errlen);
+    shared_close(&sh);
+    return r;
 }
 
 int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, struct gw_throttle **out, char *err,
                      size_t errlen)
 {
     *out = NULL;
-    if (cfg->rate < 0 || cfg->ops < 0 || cfg->host_rate < 0 || cfg->host_ops < 0) {
+    if (cfg->rate < 0 || cfg->ops < 0 || cfg->host_rate < 0 || cfg->host_ops < 0 || cfg->cluster_rate < 0) {
         snprintf(err, errlen, "throttle rates must not be negative");
         return -EINVAL;
     }
@@ -118,7 +159,7 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
     if (!t) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     t->cfg = *cfg;
     t->store = s;
-    t->host_fd = -1;
+    t->host.fd = t->cluster.fd = -1;
     uint64_t now = gw_now_ns();
     double rate = cfg->mode == GW_THROTTLE_OFF ? 0 : cfg->rate, ops = cfg->mode == GW_THROTTLE_OFF ? 0 : cfg->ops;
     gw_bucket_init(&t->bytes, rate, burst_of(rate, 4 << 20), now);
@@ -148,7 +189,11 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
         gw_bucket_set_rate(&t->bytes, t->ctl.rate, burst_of(t->ctl.rate, 4 << 20), gw_now_ns());
     t->st.min_rate = rate;
     if (cfg->host_path && *cfg->host_path && (cfg->host_rate > 0 || cfg->host_ops > 0)) {
-        int r = host_open(t, err, errlen);
+        int r = shared_open(&t->host, cfg->host_path, cfg->host_rate, cfg->host_ops, err, errlen);
+        if (r) { gw_throttle_close(t, NULL); return r; }
+    }
+    if (cfg->cluster_path && *cfg->cluster_path && cfg->cluster_rate > 0) {
+        int r = shared_open(&t->cluster, cfg->cluster_path, cfg->cluster_rate, 0, err, errlen);
         if (r) { gw_throttle_close(t, NULL); return r; }
     }
     *out = t;
@@ -201,13 +246,9 @@ void gw_throttle_take(struct gw_throttle *t, uint64_t bytes)
     maybe_step(t, now);
     uint64_t wait = gw_bucket_take(&t->bytes, (double)bytes, now), w2 = gw_bucket_take(&t->ops, 1, now);
     if (w2 > wait) wait = w2;
-    if (t->host) {
-        flock(t->host_fd, LOCK_EX);
-        uint64_t h1 = gw_bucket_take(&t->host->bytes, (double)bytes, now), h2 = gw_bucket_take(&t->host->ops, 1, now);
-        flock(t->host_fd, LOCK_UN);
-        if (h1 > wait) wait = h1;
-        if (h2 > wait) wait = h2;
-    }
+    uint64_t h = shared_take(&t->host, bytes, now), c = shared_take(&t->cluster, bytes, now);
+    if (h > wait) wait = h;
+    if (c > wait) wait = c;
     t->st.bytes += bytes;
     t->st.ops++;
     t->st.wait_ns += wait;
@@ -235,7 +276,7 @@ void gw_throttle_close(struct gw_throttle *t, struct gw_throttle_stats *st)
         st->store_base_ns = t->ctl.store_base_ns;
         snprintf(st->why, sizeof st->why, "%s", t->ctl.why);
     }
-    if (t->host) munmap(t->host, 4096);
-    if (t->host_fd >= 0) close(t->host_fd);
+    shared_close(&t->host);
+    shared_close(&t->cluster);
     free(t);
 }

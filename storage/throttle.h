@@ -44,6 +44,10 @@ struct gw_throttle_cfg {
     double ops;               /* store writes/s for this backup (0: none) */
     const char *host_path;    /* the host-wide bucket's file (NULL: no host limit) */
     double host_rate, host_ops;
+    /* This host's share of the cluster's budget for the store (its file: NULL = none), kept up
+     * to date by godwitd (engine/daemon/backup_budget.c) through gw_throttle_shared_set. */
+    const char *cluster_path;
+    double cluster_rate;
     /* The VM's block-request latency histogram (cumulative); NULL or -errno: no VM signal. */
     int (*vm_latency)(void *ctx, struct gw_lat_hist *out);
     void *vm_ctx;
@@ -72,6 +76,11 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
 void gw_throttle_take(struct gw_throttle *t, uint64_t bytes);
 /* Frees t; st (may be NULL) gets its counters. */
 void gw_throttle_close(struct gw_throttle *t, struct gw_throttle_stats *st);
+
+/* Sets the limits of the shared bucket in the file at path (created if missing), as a runner
+ * that opens it does: every backup mapping it is held to them from its next write on. 0 or
+ * -errno with the reason in err. */
+int gw_throttle_shared_set(const char *path, double rate, double ops, char *err, size_t errlen);
 
 /* Parses "adaptive", "fixed", "off". 0 or -EINVAL. */
 int gw_throttle_mode_parse(const char *s, enum gw_throttle_mode *out);

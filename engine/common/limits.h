@@ -20,6 +20,17 @@
 #define GW_LIMIT_BACKUP_ID_BUF 48u             /* a backup id and its NUL: the API, the catalog and the
                                                 * disk's dirty-bitmap base all hold one */
 
+/* VM labels (CreateVmRequest.labels; selected by backup policies): "KEY=VALUE" each. Kept as
+ * one string "K=V,K=V" (sorted) in the daemon's record (the buffer holds the most). */
+#define GW_LIMIT_VM_LABELS 16u
+#define GW_LIMIT_LABEL_KEY_MAX 63u             /* [A-Za-z0-9._/-], starting with a letter or digit */
+#define GW_LIMIT_LABEL_VALUE_MAX 63u           /* [A-Za-z0-9._-], may be empty */
+#define GW_LIMIT_LABELS_BUF (GW_LIMIT_VM_LABELS * (GW_LIMIT_LABEL_KEY_MAX + GW_LIMIT_LABEL_VALUE_MAX + 2))
+
+/* A backup's own throttle (policies): at most this many bytes/s or store writes/s. */
+#define GW_LIMIT_BACKUP_RATE_MAX (1ull << 40)
+#define GW_LIMIT_BACKUP_OPS_MAX 1000000u
+
 #define GW_LIMIT_CONSOLE_TAIL_MAX (1u << 20)   /* GetVmConsole: bytes of a console log per call */
 #define GW_DEFAULT_CONSOLE_TAIL (16u << 10)
 

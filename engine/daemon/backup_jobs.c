@@ -144,14 +144,20 @@ static void run_backup(struct gw_daemon *d, struct gw_job *j)
     br.parent = j->bk->parent;
     br.method = j->bk->method;
     br.progress_ms = PROGRESS_MS;
+    struct gw_bk_buckets bks = {0};
+    char terr[256];
+    int tr = gw_bkjob_throttle(d, t, j->bk, &br, &bks, terr, sizeof terr);
     Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;
     req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_BACKUP;
     req.backup = &br;
     Godwit__V1__RunnerReply *rep = NULL;
-    int r = gw_runner_call_stream(sock, &req, on_progress, j, &rep, FRAME_TIMEOUT_MS);
+    int r = tr ? 0 : gw_runner_call_stream(sock, &req, on_progress, j, &rep, FRAME_TIMEOUT_MS);
+    gw_bkjob_throttle_end(d, t, &bks);
 
     pthread_mutex_lock(&d->lock);
-    if (r) {
+    if (tr) {
+        finish(j, S(FAILED), "BUDGET_UNAVAILABLE", "the target's cluster budget: %s", terr);
+    } else if (r) {
         /* The runner hung up or went silent. If it died, the supervisor reaps it within
          * moments: wait for that, so that the reason names the exit. */
         struct timespec ts;

@@ -27,6 +27,14 @@ struct gw_job;
 #define GW_BKJOB_BAD_NAMES 16     /* bad chunk names a verify job keeps */
 #define GW_BKJOB_ID_MAX (GW_LIMIT_BACKUP_ID_BUF - 1)   /* longest backup id */
 
+/* A backup's own throttle (a policy's settings; the API's backups have none): per-backup
+ * limits on top of the host budget (config.h backup_host_rate/ops), which holds for all. */
+struct gw_bk_throttle {
+    uint64_t rate;                /* bytes/s of store writes; 0 = none (adaptive: no ceiling) */
+    uint64_t ops;                 /* store writes/s; 0 = none */
+    int adaptive;                 /* -1: the daemon's backup_adaptive; 0 off; 1 on */
+};
+
 struct gw_bkjob {
     char target[GW_CFG_TARGET_NAME_MAX + 1];
     char backup_id[GW_BKJOB_ID_MAX + 1];
@@ -39,6 +47,7 @@ struct gw_bkjob {
     /* The request (not persisted: a job is never resumed by a later daemon). */
     char parent[GW_BKJOB_ID_MAX + 1];
     char method[16];
+    struct gw_bk_throttle thr;
     uint32_t restart_kind, max_restarts, backoff_ms;
     uint64_t exit_seq;            /* BACKUP: the runner's exit count when the job began */
     uint64_t last_event_ns;       /* VERIFY: the last progress event */
@@ -78,9 +87,25 @@ int gw_bkjob_restore_disk_check(struct gw_daemon *d, const char *name, const cha
 int gw_bkjob_start(struct gw_daemon *d, struct gw_job *j);
 
 /* A backup job of vm to t, after the API's checks of the VM (lock held; service_backup.c): 0
- * with *out launched, or a gRPC code with an ErrorInfo reason (NULL = none) and message. */
+ * with *out launched, or a gRPC code with an ErrorInfo reason (NULL = none) and message.
+ * thr: the backup's own throttle (NULL = none beyond the host's and the daemon's default). */
 int gw_bkjob_backup(struct gw_daemon *d, const char *vm, const struct gw_backup_target_cfg *t, const char *parent,
-                    const char *method, const char *rid, struct gw_job **out, const char **reason, char *msg,
-                    size_t msglen);
+                    const char *method, const char *rid, const struct gw_bk_throttle *thr, struct gw_job **out,
+                    const char **reason, char *msg, size_t msglen);
+
+/* The bucket files a backup's runner request names (their storage). */
+struct gw_bk_buckets {
+    char host[GW_CFG_STR + 32];
+    char cluster[GW_CFG_STR + GW_CFG_TARGET_NAME_MAX + 32];
+};
+
+/* The throttle fields of a backup's runner request (backup_throttle.c): b's own settings, the
+ * host budget (its shared bucket file is state_dir/backup-host.bucket) and this host's share
+ * of target t's cluster budget (backup_budget.h; joined here). br points into bk. 0, or -errno
+ * with the reason in err (the cluster budget could not be joined). Ended, after the runner's
+ * answer, by gw_bkjob_throttle_end (also after a failure). */
+int gw_bkjob_throttle(struct gw_daemon *d, const struct gw_backup_target_cfg *t, const struct gw_bkjob *b,
+                      Godwit__V1__RunnerBackupRequest *br, struct gw_bk_buckets *bk, char *err, size_t errlen);
+void gw_bkjob_throttle_end(struct gw_daemon *d, const struct gw_backup_target_cfg *t, struct gw_bk_buckets *bk);
 
 #endif

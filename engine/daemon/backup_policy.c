@@ -13,6 +13,7 @@
 #include "engine/daemon/backup_sched.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
+#include "engine/daemon/labels.h"
 
 #define BAD(call, ...) gw_grpc_call_error((call), GW_GRPC_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -31,11 +32,31 @@ int gw_policy_from_pb(const struct gw_daemon *d, const Godwit__V1__BackupPolicy 
 {
     memset(out, 0, sizeof *out);
     if (!p) { snprintf(err, errlen, "policy: required"); return -EINVAL; }
-    if (!gw_vm_name_ok(p->vm)) {
-        snprintf(err, errlen, "vm: 1-63 of [A-Za-z0-9._-], not starting with . or -");
+    if (p->label[0]) {
+        /* A label policy: the selector names VMs, not the vm field. */
+        if (p->vm[0]) { snprintf(err, errlen, "vm: a label policy names no VM (vm or label, not both)"); return -EINVAL; }
+        if (!gw_label_ok(p->label)) {
+            snprintf(err, errlen, "label: KEY=VALUE (KEY 1-%u of [A-Za-z0-9._/-] starting with a letter or digit, "
+                     "VALUE 0-%u of [A-Za-z0-9._-])", GW_LIMIT_LABEL_KEY_MAX, GW_LIMIT_LABEL_VALUE_MAX);
+            return -EINVAL;
+        }
+        snprintf(out->label, sizeof out->label, "%s", p->label);
+    } else if (!gw_vm_name_ok(p->vm)) {
+        snprintf(err, errlen, "vm: 1-63 of [A-Za-z0-9._-], not starting with . or - (or a label policy: label)");
         return -EINVAL;
     }
     snprintf(out->vm, sizeof out->vm, "%s", p->vm);
+    if (p->rate > GW_LIMIT_BACKUP_RATE_MAX) {
+        snprintf(err, errlen, "rate: at most %llu bytes/s", (unsigned long long)GW_LIMIT_BACKUP_RATE_MAX);
+        return -EINVAL;
+    }
+    if (p->ops > GW_LIMIT_BACKUP_OPS_MAX) { snprintf(err, errlen, "ops: at most %u/s", GW_LIMIT_BACKUP_OPS_MAX); return -EINVAL; }
+    if (p->adaptive[0] && strcmp(p->adaptive, "on") && strcmp(p->adaptive, "off")) {
+        snprintf(err, errlen, "adaptive: \"\" (the daemon's backup_adaptive), on or off");
+        return -EINVAL;
+    }
+    out->thr = (struct gw_bk_throttle){.rate = p->rate, .ops = p->ops,
+                                       .adaptive = !p->adaptive[0] ? -1 : !strcmp(p->adaptive, "on")};
     char why[256];
     struct gw_cron c;
     if (!p->schedule[0]) { snprintf(err, errlen, "schedule: required (5 cron fields or @daily, ...)"); return -EINVAL; }
@@ -97,6 +118,15 @@ void gw_policy_to_pb(const struct gw_policy *p, Godwit__V1__BackupPolicy *out)
     out->last_fire_unix_s = p->last_fire;
     out->last_job = (char *)p->last_job;
     out->last_error = (char *)p->last_error;
+    out->label = (char *)p->label;
+    out->rate = p->thr.rate;
+    out->ops = p->thr.ops;
+    out->adaptive = p->thr.adaptive < 0 ? "" : p->thr.adaptive ? "on" : "off";
+}
+
+void gw_policy_key(const struct gw_policy *p, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%s%s", p->vm, p->label[0] ? "@" : "", p->label);
 }
 
 struct load_ctx {
@@ -113,11 +143,22 @@ static void load_one(void *arg, const ProtobufCMessage *m)
     const Godwit__V1__BackupPolicy *p = (const void *)m;
     struct gw_policy pol;
     char err[256];
-    bool invalid = gw_policy_from_pb(c->d, p, &pol, err, sizeof err) != 0;
-    if (invalid) {
-        /* Kept visible (truncated copies) so that the operator sees why it does not run. */
-        if (!gw_vm_name_ok(p->vm)) return;   /* it could not even be deleted by name */
+    bool run_record = p->vm[0] && p->label[0];
+    bool invalid = !run_record && gw_policy_from_pb(c->d, p, &pol, err, sizeof err) != 0;
+    if (run_record) {
+        /* Its history only; a malformed one is dropped (its label policy starts it afresh). */
+        if (!gw_vm_name_ok(p->vm) || !gw_label_ok(p->label)) return;
+        memset(&pol, 0, sizeof pol);
         snprintf(pol.vm, sizeof pol.vm, "%s", p->vm);
+        snprintf(pol.label, sizeof pol.label, "%s", p->label);
+        snprintf(pol.last_error, sizeof pol.last_error, "%s", p->last_error);
+        pol.run_record = true;
+    } else if (invalid) {
+        /* Kept visible (truncated copies) so that the operator sees why it does not run. */
+        if (p->label[0] ? !gw_label_ok(p->label) : !gw_vm_name_ok(p->vm)) return;   /* not even deletable */
+        memset(&pol, 0, sizeof pol);
+        snprintf(pol.vm, sizeof pol.vm, "%s", p->vm);
+        snprintf(pol.label, sizeof pol.label, "%s", p->label);
         snprintf(pol.schedule, sizeof pol.schedule, "%s", p->schedule);
         snprintf(pol.tz, sizeof pol.tz, "%s", p->tz);
         snprintf(pol.target, sizeof pol.target, "%s", p->target);
@@ -130,7 +171,7 @@ static void load_one(void *arg, const ProtobufCMessage *m)
     pol.last_fire = p->last_fire_unix_s;
     snprintf(pol.last_job, sizeof pol.last_job, "%s", p->last_job);
     if (c->n == c->cap) {
-        if (c->cap >= GW_POLICY_MAX) return;
+        if (c->cap >= GW_POLICY_ROWS_MAX) return;
         unsigned cap = c->cap ? 2 * c->cap : 16;
         struct gw_policy *v = realloc(c->v, cap * sizeof *v);
         if (!v) { c->err = -ENOMEM; return; }
@@ -163,12 +204,15 @@ static int put(struct gw_daemon *d, const struct gw_policy *p)
 {
     Godwit__V1__BackupPolicy pb;
     gw_policy_to_pb(p, &pb);
-    int r = gw_db_put_policy(d->db, p->vm, &pb.base);
+    char key[GW_POLICY_KEY_MAX];
+    gw_policy_key(p, key, sizeof key);
+    int r = gw_db_put_policy(d->db, key, &pb.base);
     return r ? r : gw_db_flush(d->db);
 }
 
-/* vm's stored policy into *out (policy_mu held): 0 or -ENOENT / -errno. */
-static int find_locked(struct gw_daemon *d, const char *vm, struct gw_policy *out)
+/* The stored row of (vm, label) into *out (policy_mu held): vm's own policy (label ""), a
+ * label policy (vm "") or a run record (both). 0 or -ENOENT / -errno. */
+static int find_locked(struct gw_daemon *d, const char *vm, const char *label, struct gw_policy *out)
 {
     struct gw_policy *v = NULL;
     unsigned n = 0;
@@ -176,17 +220,30 @@ static int find_locked(struct gw_daemon *d, const char *vm, struct gw_policy *ou
     if (r) return r;
     r = -ENOENT;
     for (unsigned i = 0; i < n && r; i++)
-        if (!strcmp(v[i].vm, vm)) { *out = v[i]; r = 0; }
+        if (!strcmp(v[i].vm, vm) && !strcmp(v[i].label, label)) { *out = v[i]; r = 0; }
     free(v);
     return r;
 }
 
-void gw_policy_record_run(struct gw_daemon *d, const char *vm, int64_t created, int64_t fire, const char *job,
-                          const char *error)
+void gw_policy_record_run(struct gw_daemon *d, const char *vm, const char *label, int64_t created, int64_t fire,
+                          const char *job, const char *error)
 {
     pthread_mutex_lock(&policy_mu);
-    struct gw_policy p;
-    if (!find_locked(d, vm, &p) && p.created == created && !p.invalid) {
+    struct gw_policy p, lp;
+    bool ok = false;
+    if (!label[0]) ok = !find_locked(d, vm, "", &p) && p.created == created && !p.invalid;
+    else if (!find_locked(d, "", label, &lp) && lp.created == created && !lp.invalid) {
+        /* The label policy's run record for vm: new (or from an earlier identity) starts empty. */
+        if (find_locked(d, vm, label, &p) || p.created != created) {
+            memset(&p, 0, sizeof p);
+            snprintf(p.vm, sizeof p.vm, "%s", vm);
+            snprintf(p.label, sizeof p.label, "%s", label);
+            p.created = created;
+            p.run_record = true;
+        }
+        ok = true;
+    }
+    if (ok) {
         if (fire) p.last_fire = fire;
         if (job) snprintf(p.last_job, sizeof p.last_job, "%s", job);
         snprintf(p.last_error, sizeof p.last_error, "%s", error ? error : "");
@@ -198,7 +255,7 @@ void gw_policy_record_run(struct gw_daemon *d, const char *vm, int64_t created, 
 int gw_policy_get(struct gw_daemon *d, const char *vm, struct gw_policy *out)
 {
     pthread_mutex_lock(&policy_mu);
-    int r = find_locked(d, vm, out);
+    int r = find_locked(d, vm, "", out);
     pthread_mutex_unlock(&policy_mu);
     return r;
 }
@@ -231,17 +288,86 @@ void gw_policy_forget(struct gw_daemon *d, const char *vm)
 
 /* ---- API ---- */
 
-static int vm_check(struct gw_grpc_call *call, const char *vm)
+/* A request names a VM's own policy (vm) or a label policy (label): exactly one. */
+static int which_check(struct gw_grpc_call *call, const char *vm, const char *label)
 {
+    if (label[0]) {
+        if (vm[0]) return BAD(call, "vm: name a VM or a label, not both");
+        return gw_label_ok(label) ? GW_GRPC_OK : BAD(call, "label: KEY=VALUE");
+    }
     return gw_vm_name_ok(vm) ? GW_GRPC_OK : BAD(call, "vm: 1-63 of [A-Za-z0-9._-], not starting with . or -");
 }
 
-static void with_next(const struct gw_policy *p, Godwit__V1__BackupPolicy *pb)
+static int not_found(struct gw_grpc_call *call, const char *vm, const char *label)
 {
+    if (label[0])
+        return gw_grpc_call_error_reason(call, GW_GRPC_NOT_FOUND, "POLICY_NOT_FOUND", "no backup policy for label %s",
+                                         label);
+    return gw_grpc_call_error_reason(call, GW_GRPC_NOT_FOUND, "POLICY_NOT_FOUND", "VM %s has no backup policy", vm);
+}
+
+static int find_in(const struct gw_policy *v, unsigned n, const char *vm, const char *label)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (!strcmp(v[i].vm, vm) && !strcmp(v[i].label, label)) return (int)i;
+    return -1;
+}
+
+/* p's API form, with when it runs next. A label policy (rows v[0..n) hold its run records)
+ * lists its runs (in runs/ptrs, *used of them taken) and shows the latest as its own last run;
+ * its next start is the first after that. Strings point into p and v. */
+static void to_api(const struct gw_policy *p, const struct gw_policy *v, unsigned n, Godwit__V1__BackupPolicy *pb,
+                   Godwit__V1__BackupPolicyRun *runs, Godwit__V1__BackupPolicyRun **ptrs, unsigned *used)
+{
+    struct gw_policy q = *p;
+    const struct gw_policy *latest = NULL;
+    unsigned first = *used;
+    for (unsigned i = 0; p->label[0] && i < n; i++) {
+        const struct gw_policy *r = &v[i];
+        if (!r->run_record || strcmp(r->label, p->label) || r->created != p->created) continue;
+        Godwit__V1__BackupPolicyRun *o = &runs[*used];
+        godwit__v1__backup_policy_run__init(o);
+        o->vm = (char *)r->vm;
+        o->last_fire_unix_s = r->last_fire;
+        o->last_job = (char *)r->last_job;
+        o->last_error = (char *)r->last_error;
+        ptrs[(*used)++] = o;
+        if (!latest || r->last_fire > latest->last_fire) latest = r;
+    }
+    if (latest) q.last_fire = latest->last_fire;
     gw_policy_to_pb(p, pb);
+    if (latest) {
+        pb->last_fire_unix_s = latest->last_fire;
+        pb->last_job = (char *)latest->last_job;
+        pb->last_error = (char *)latest->last_error;
+    }
+    pb->n_runs = *used - first;
+    pb->runs = pb->n_runs ? &ptrs[first] : NULL;
     char err[128];
     int64_t start;
-    pb->next_unix_s = p->invalid || gw_sched_next(p, &start, err, sizeof err) ? 0 : start;
+    pb->next_unix_s = p->invalid || gw_sched_next(&q, &start, err, sizeof err) ? 0 : start;
+}
+
+/* Sends resp, whose policy field is *slot, with p's API form there. */
+static int send_one(struct gw_grpc_call *call, const struct gw_policy *p, const struct gw_policy *v, unsigned n,
+                    ProtobufCMessage *resp, Godwit__V1__BackupPolicy **slot)
+{
+    Godwit__V1__BackupPolicyRun *runs = calloc(n + 1, sizeof *runs);
+    Godwit__V1__BackupPolicyRun **ptrs = calloc(n + 1, sizeof *ptrs);
+    if (!runs || !ptrs) {
+        free(runs);
+        free(ptrs);
+        return gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    unsigned used = 0;
+    Godwit__V1__BackupPolicy pb;
+    to_api(p, v, n, &pb, runs, ptrs, &used);
+    *slot = &pb;
+    gw_grpc_call_send(call, resp);
+    *slot = NULL;
+    free(runs);
+    free(ptrs);
+    return GW_GRPC_OK;
 }
 
 static int set_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
@@ -254,48 +380,44 @@ static int set_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     /* The first run is the first fire after now: setting a policy never fires a past time. */
     p.created = gw_sched_now(d);
     pthread_mutex_lock(&policy_mu);
-    unsigned n = 0;
-    struct gw_policy *v = NULL, old;
+    unsigned n = 0, policies = 0;
+    struct gw_policy *v = NULL;
     int code = GW_GRPC_OK;
     int r = load_all_locked(d, &v, &n);
-    bool exists = !r && !find_locked(d, p.vm, &old);
-    if (exists && old.created >= p.created) p.created = old.created + 1;   /* a new identity for record_run */
+    int old = r ? -1 : find_in(v, n, p.vm, p.label);
+    if (old >= 0 && v[old].created >= p.created) p.created = v[old].created + 1;   /* a new identity */
+    for (unsigned i = 0; !r && i < n; i++) policies += !v[i].run_record;
     if (r) code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the policies: %s", strerror(-r));
-    else if (!exists && n >= GW_POLICY_MAX)
+    else if (old < 0 && policies >= GW_POLICY_MAX)
         code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "at most %u backup policies", GW_POLICY_MAX);
     else if ((r = put(d, &p)))
         code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot store the policy: %s", strerror(-r));
     pthread_mutex_unlock(&policy_mu);
+    if (!code) {
+        gw_info("%s%s: backup policy set: \"%s\" %s to %s", p.label[0] ? "label=" : "vm=", p.label[0] ? p.label : p.vm,
+                p.schedule, p.tz[0] ? p.tz : "UTC", p.target);
+        Godwit__V1__SetBackupPolicyResponse resp = GODWIT__V1__SET_BACKUP_POLICY_RESPONSE__INIT;
+        code = send_one(call, &p, v, r ? 0 : n, &resp.base, &resp.policy);
+    }
     free(v);
-    if (code) return code;
-    gw_info("vm=%s: backup policy set: \"%s\" %s to %s", p.vm, p.schedule, p.tz[0] ? p.tz : "UTC", p.target);
-    Godwit__V1__BackupPolicy pb;
-    with_next(&p, &pb);
-    Godwit__V1__SetBackupPolicyResponse resp = GODWIT__V1__SET_BACKUP_POLICY_RESPONSE__INIT;
-    resp.policy = &pb;
-    gw_grpc_call_send(call, &resp.base);
-    return GW_GRPC_OK;
+    return code;
 }
 
 static int get_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
     const Godwit__V1__GetBackupPolicyRequest *req = (const void *)msg;
-    int code = vm_check(call, req->vm);
+    int code = which_check(call, req->vm, req->label);
     if (code) return code;
-    struct gw_policy p;
-    pthread_mutex_lock(&policy_mu);
-    int r = find_locked(d, req->vm, &p);
-    pthread_mutex_unlock(&policy_mu);
-    if (r == -ENOENT)
-        return gw_grpc_call_error_reason(call, GW_GRPC_NOT_FOUND, "POLICY_NOT_FOUND", "VM %s has no backup policy", req->vm);
+    struct gw_policy *v = NULL;
+    unsigned n = 0;
+    int r = gw_policy_load_all(d, &v, &n);
     if (r) return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the policies: %s", strerror(-r));
-    Godwit__V1__BackupPolicy pb;
-    with_next(&p, &pb);
+    int i = find_in(v, n, req->vm, req->label);
     Godwit__V1__GetBackupPolicyResponse resp = GODWIT__V1__GET_BACKUP_POLICY_RESPONSE__INIT;
-    resp.policy = &pb;
-    gw_grpc_call_send(call, &resp.base);
-    return GW_GRPC_OK;
+    code = i < 0 ? not_found(call, req->vm, req->label) : send_one(call, &v[i], v, n, &resp.base, &resp.policy);
+    free(v);
+    return code;
 }
 
 static int list_policies(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
@@ -308,18 +430,28 @@ static int list_policies(struct gw_grpc_call *call, const ProtobufCMessage *msg,
     if (r) return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the policies: %s", strerror(-r));
     Godwit__V1__BackupPolicy *pbs = calloc(n + 1, sizeof *pbs);
     Godwit__V1__BackupPolicy **ptrs = calloc(n + 1, sizeof *ptrs);
+    Godwit__V1__BackupPolicyRun *runs = calloc(n + 1, sizeof *runs);
+    Godwit__V1__BackupPolicyRun **rptrs = calloc(n + 1, sizeof *rptrs);
     int code = GW_GRPC_OK;
-    if (!pbs || !ptrs) {
+    if (!pbs || !ptrs || !runs || !rptrs) {
         code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     } else {
-        for (unsigned i = 0; i < n; i++) { with_next(&v[i], &pbs[i]); ptrs[i] = &pbs[i]; }
+        unsigned k = 0, used = 0;   /* each run record belongs to one label policy: n runs suffice */
+        for (unsigned i = 0; i < n; i++) {
+            if (v[i].run_record) continue;
+            to_api(&v[i], v, n, &pbs[k], runs, rptrs, &used);
+            ptrs[k] = &pbs[k];
+            k++;
+        }
         Godwit__V1__ListBackupPoliciesResponse resp = GODWIT__V1__LIST_BACKUP_POLICIES_RESPONSE__INIT;
-        resp.n_policies = n;
+        resp.n_policies = k;
         resp.policies = ptrs;
         gw_grpc_call_send(call, &resp.base);
     }
     free(pbs);
     free(ptrs);
+    free(runs);
+    free(rptrs);
     free(v);
     return code;
 }
@@ -328,18 +460,28 @@ static int delete_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg,
 {
     struct gw_daemon *d = arg;
     const Godwit__V1__DeleteBackupPolicyRequest *req = (const void *)msg;
-    int code = vm_check(call, req->vm);
+    int code = which_check(call, req->vm, req->label);
     if (code) return code;
-    struct gw_policy p;
+    struct gw_policy *v = NULL;
+    unsigned n = 0;
     pthread_mutex_lock(&policy_mu);
-    int r = find_locked(d, req->vm, &p);
-    if (!r) r = gw_db_delete_policy(d->db, req->vm);
+    int r = load_all_locked(d, &v, &n);
+    int i = r ? -1 : find_in(v, n, req->vm, req->label);
+    if (!r && i < 0) r = -ENOENT;
+    char key[GW_POLICY_KEY_MAX];
+    if (!r) { gw_policy_key(&v[i], key, sizeof key); r = gw_db_delete_policy(d->db, key); }
+    /* A label policy's run records go with it. */
+    for (unsigned k = 0; !r && req->label[0] && k < n; k++)
+        if (v[k].run_record && !strcmp(v[k].label, req->label)) {
+            gw_policy_key(&v[k], key, sizeof key);
+            r = gw_db_delete_policy(d->db, key);
+        }
     if (!r) r = gw_db_flush(d->db);
     pthread_mutex_unlock(&policy_mu);
-    if (r == -ENOENT)
-        return gw_grpc_call_error_reason(call, GW_GRPC_NOT_FOUND, "POLICY_NOT_FOUND", "VM %s has no backup policy", req->vm);
+    free(v);
+    if (r == -ENOENT) return not_found(call, req->vm, req->label);
     if (r) return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot delete the policy: %s", strerror(-r));
-    gw_info("vm=%s: backup policy deleted", req->vm);
+    gw_info("%s%s: backup policy deleted", req->label[0] ? "label=" : "vm=", req->label[0] ? req->label : req->vm);
     Godwit__V1__DeleteBackupPolicyResponse resp = GODWIT__V1__DELETE_BACKUP_POLICY_RESPONSE__INIT;
     gw_grpc_call_send(call, &resp.base);
     return GW_GRPC_OK;

@@ -18,6 +18,7 @@
 #include "engine/daemon/backup_sched.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
+#include "engine/daemon/labels.h"
 
 #define SLOT_LEASE_S 60u            /* a crashed daemon's slots come free after this (rados) */
 
@@ -98,7 +99,7 @@ static void prune(struct gw_daemon *d, struct run *ru)
         gw_warn("vm=%s: pruning its backups in %s: %s", ru->vm, ru->pol.target, err);
         char why[300];
         snprintf(why, sizeof why, "prune: %.280s", err);
-        gw_policy_record_run(d, ru->vm, ru->created, 0, NULL, why);
+        gw_policy_record_run(d, ru->vm, ru->pol.label, ru->created, 0, NULL, why);
         return;
     }
     gw_info("vm=%s: pruned its backups in %s: %llu kept, %llu removed", ru->vm, ru->pol.target,
@@ -123,7 +124,7 @@ static void reap(struct gw_daemon *d, struct gw_sched *s)
         if (ok) prune(d, ru);
         else {
             gw_warn("vm=%s: scheduled backup failed: %s", ru->vm, error);
-            gw_policy_record_run(d, ru->vm, ru->created, 0, NULL, error);
+            gw_policy_record_run(d, ru->vm, ru->pol.label, ru->created, 0, NULL, error);
         }
         gw_backup_target_close(&ru->tg);
         s->runs[i] = s->runs[--s->n_runs];
@@ -179,7 +180,7 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
     struct gw_job *j = NULL;
     const char *reason = NULL;   /* the API's ErrorInfo reason; err says the same in words */
     pthread_mutex_lock(&d->lock);
-    int code = gw_bkjob_backup(d, p->vm, t, "", p->method, "", &j, &reason, err, sizeof err);
+    int code = gw_bkjob_backup(d, p->vm, t, "", p->method, "", &p->thr, &j, &reason, err, sizeof err);
     if (!code) snprintf(ru.job, sizeof ru.job, "%s", j->id);
     pthread_mutex_unlock(&d->lock);
     gw_db_flush(d->db);
@@ -190,12 +191,61 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
          * is stopping: the next tick (or daemon) decides again; the fire is not used up. */
         if (code == GW_GRPC_FAILED_PRECONDITION || code == GW_GRPC_UNAVAILABLE) return;
         gw_warn("vm=%s: scheduled backup not started: %s", p->vm, err);
-        gw_policy_record_run(d, p->vm, p->created, fire, NULL, err);
+        gw_policy_record_run(d, p->vm, p->label, p->created, fire, NULL, err);
         return;
     }
     gw_info("vm=%s: scheduled backup (fire %lld) started as job %s", p->vm, (long long)fire, ru.job);
-    gw_policy_record_run(d, p->vm, p->created, fire, ru.job, NULL);
+    gw_policy_record_run(d, p->vm, p->label, p->created, fire, ru.job, NULL);
     s->runs[s->n_runs++] = ru;
+}
+
+/* A VM here that carries labels, for the label policies. */
+struct here {
+    char name[64];
+    char labels[GW_LIMIT_LABELS_BUF];
+    bool taken;                     /* by its own policy or an earlier label policy */
+};
+
+/* The label policies of v (in their selectors' order) for the VMs here that carry their
+ * label and have no policy of their own: a VM's own policy wins, and a VM that several label
+ * policies select follows the first. Each VM's run of a label policy keeps its own history
+ * (its run record), so its missed runs run once and a slow VM does not hold the others up. */
+static void run_label_policies(struct gw_daemon *d, struct gw_sched *s, const struct gw_policy *v, unsigned n,
+                               int64_t now)
+{
+    unsigned nh = 0, cap = 0;
+    pthread_mutex_lock(&d->lock);   /* copied: maybe_start takes the lock itself */
+    for (struct gw_vm_rec *r = d->vms; r; r = r->next) cap += r->labels[0] != 0;
+    struct here *h = cap ? calloc(cap, sizeof *h) : NULL;
+    for (struct gw_vm_rec *r = d->vms; h && r; r = r->next) {
+        if (!r->labels[0]) continue;
+        snprintf(h[nh].name, sizeof h[nh].name, "%s", r->name);
+        snprintf(h[nh].labels, sizeof h[nh].labels, "%s", r->labels);
+        nh++;
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (!h) return;
+    for (unsigned k = 0; k < nh; k++)
+        for (unsigned i = 0; i < n && !h[k].taken; i++)
+            h[k].taken = !v[i].label[0] && !strcmp(v[i].vm, h[k].name);
+    for (unsigned i = 0; i < n; i++) {
+        const struct gw_policy *lp = &v[i];
+        if (!lp->label[0] || lp->run_record) continue;
+        for (unsigned k = 0; k < nh; k++) {
+            if (h[k].taken || !gw_labels_match(h[k].labels, lp->label)) continue;
+            h[k].taken = true;
+            if (lp->invalid || running(s, h[k].name)) continue;
+            struct gw_policy e = *lp;   /* this VM's run of it, with its own history */
+            snprintf(e.vm, sizeof e.vm, "%s", h[k].name);
+            e.last_fire = 0;
+            for (unsigned r = 0; r < n; r++)
+                if (v[r].run_record && v[r].created == lp->created && !strcmp(v[r].vm, e.vm) &&
+                    !strcmp(v[r].label, lp->label))
+                    e.last_fire = v[r].last_fire;
+            maybe_start(d, s, &e, now);
+        }
+    }
+    free(h);
 }
 
 static void *sched_main(void *arg)
@@ -210,8 +260,12 @@ static void *sched_main(void *arg)
         unsigned n = 0;
         if (!gw_policy_load_all(d, &v, &n)) {
             int64_t now = gw_sched_now(d);
-            for (unsigned i = 0; i < n; i++)
-                if (!v[i].invalid && !running(s, v[i].vm)) maybe_start(d, s, &v[i], now);
+            bool labels = false;
+            for (unsigned i = 0; i < n; i++) {
+                labels |= v[i].label[0] != 0;
+                if (!v[i].invalid && !v[i].label[0] && !running(s, v[i].vm)) maybe_start(d, s, &v[i], now);
+            }
+            if (labels) run_label_policies(d, s, v, n, now);
             free(v);
         }
         pthread_mutex_lock(&s->mu);

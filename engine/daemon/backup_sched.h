@@ -20,6 +20,8 @@
 #include "backup/cron.h"
 #include "backup/retention.h"
 #include "backup/tz.h"
+#include "engine/common/limits.h"
+#include "engine/daemon/backup_jobs.h"
 #include "engine/daemon/config.h"
 #include "godwit/v1/backup_api.pb-c.h"
 
@@ -27,10 +29,18 @@ struct gw_daemon;
 
 #define GW_SCHED_TICK_MS 250u
 #define GW_POLICY_MAX 1024u        /* policies one daemon keeps */
+#define GW_POLICY_ROWS_MAX (4 * GW_POLICY_MAX)   /* and with label policies' run records */
+#define GW_POLICY_KEY_MAX (64 + GW_LIMIT_LABEL_KEY_MAX + GW_LIMIT_LABEL_VALUE_MAX + 3)
 
-/* A policy as the daemon keeps it (checked: every string fits and is well-formed). */
+/* A policy as the daemon keeps it (checked: every string fits and is well-formed). Three kinds
+ * share the table (keyed by gw_policy_key): a VM's own policy (vm set, label ""), a label
+ * policy (vm "", label "KEY=VALUE") and the run history of a label policy for one VM
+ * (run_record: vm and label set, only created and the last_* fields meaningful). */
 struct gw_policy {
     char vm[64];
+    char label[GW_LIMIT_LABEL_KEY_MAX + GW_LIMIT_LABEL_VALUE_MAX + 2];
+    struct gw_bk_throttle thr;     /* its backups' own throttle (adaptive -1: the daemon's) */
+    bool run_record;
     char schedule[GW_CRON_MAX_LEN + 1];
     char tz[GW_TZ_NAME_MAX + 1];
     uint32_t jitter_s;
@@ -50,12 +60,17 @@ int gw_policy_from_pb(const struct gw_daemon *d, const Godwit__V1__BackupPolicy 
                       size_t errlen);
 /* out's strings point into p. */
 void gw_policy_to_pb(const struct gw_policy *p, Godwit__V1__BackupPolicy *out);
-/* The stored policies (malloc'd array, *n of them; free it). 0 or -errno. */
+/* Its database key: "VM", "@KEY=VALUE" (a label policy) or "VM@KEY=VALUE" (a run record);
+ * '@' occurs in neither a VM name nor a label. */
+void gw_policy_key(const struct gw_policy *p, char *out, size_t cap);
+/* The stored rows, run records included (malloc'd array, *n of them; free it). 0 or -errno. */
 int gw_policy_load_all(struct gw_daemon *d, struct gw_policy **out, unsigned *n);
-/* After a run: sets vm's last_fire, last_job and last_error when its policy still exists with
- * the same schedule creation time (a policy set anew meanwhile is left alone). */
-void gw_policy_record_run(struct gw_daemon *d, const char *vm, int64_t created, int64_t fire, const char *job,
-                          const char *error);
+/* After a run of vm's backup by its own policy (label "") or by the label policy label: sets
+ * the last_fire, last_job and last_error of vm's policy or of its run record for that label
+ * policy, when that policy still exists with the same creation time (a policy set anew
+ * meanwhile is left alone). */
+void gw_policy_record_run(struct gw_daemon *d, const char *vm, const char *label, int64_t created, int64_t fire,
+                          const char *job, const char *error);
 int gw_service_register_policy(struct gw_daemon *d);
 /* Migration: the source sends vm's policy (gw_policy_get: 0 or -ENOENT) in PrepareIncoming;
  * the destination stores it once it accepted the VM (gw_policy_adopt, checked like the API's,

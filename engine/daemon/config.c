@@ -91,6 +91,7 @@ static int on_target_key(struct load_ctx *c, const char *name, const char *key, 
     else if (!strcmp(key, "osd_op_timeout")) r = set_u32(&t->osd_op_timeout_s, value, 1, 3600);
     else if (!strcmp(key, "mon_op_timeout")) r = set_u32(&t->mon_op_timeout_s, value, 1, 3600);
     else if (!strcmp(key, "inflight")) r = set_u32(&t->inflight, value, 1, 64);
+    else if (!strcmp(key, "cluster_rate")) r = gw_parse_size(value, &t->cluster_rate);
     else {
         snprintf(c->err, c->errlen, "unknown key '%s' in [backup_target %s]", key, name);
         return 0;
@@ -158,6 +159,12 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
     else if (!strcmp(key, "workers")) r = set_u32(&cfg->workers, value, 1, 64);
     else if (!strcmp(key, "max_backups")) r = set_u32(&cfg->max_backups, value, 1, 64);
     else if (!strcmp(key, "cluster_max_backups")) r = set_u32(&cfg->cluster_max_backups, value, 1, 1024);
+    else if (!strcmp(key, "backup_host_rate")) r = gw_parse_size(value, &cfg->backup_host_rate);
+    else if (!strcmp(key, "backup_host_ops")) r = set_u32(&cfg->backup_host_ops, value, 0, 1000000);
+    else if (!strcmp(key, "backup_adaptive")) {
+        r = !strcmp(value, "on") || !strcmp(value, "off") ? 0 : -EINVAL;
+        cfg->backup_adaptive = !strcmp(value, "on");
+    }
 #ifdef GODWIT_TEST_HOOKS
     else if (!strcmp(key, "test_clock_file")) r = set_path(c, cfg->test_clock_file, value);
     else if (!strcmp(key, "test_runner_fault")) r = set_str(cfg->test_runner_fault, sizeof cfg->test_runner_fault, value);
@@ -194,7 +201,7 @@ int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *
 {
     /* 8 workers: StartVm and StopVm hold one for seconds, reads must still find a free one. */
     *cfg = (struct gw_daemon_config){.max_migrations = 2, .max_incoming = 2, .workers = 8, .migration_tls = 1,
-                                     .max_backups = 1, .cluster_max_backups = 1024};
+                                     .max_backups = 1, .cluster_max_backups = 1024, .backup_adaptive = 1};
     snprintf(cfg->listen, sizeof cfg->listen, "127.0.0.1:7400");
     snprintf(cfg->state_dir, sizeof cfg->state_dir, "/var/lib/godwit");
     snprintf(cfg->migration_host, sizeof cfg->migration_host, "127.0.0.1");

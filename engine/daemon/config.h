@@ -55,6 +55,9 @@
  *   osd_op_timeout = 10                   ; seconds per OSD operation (1..3600)
  *   mon_op_timeout = 10                   ; seconds per monitor operation, and to connect
  *   inflight = 16                         ; store operations in flight (1..64)
+ *   cluster_rate = 400M                   ; bytes/s of store writes for the backups of every host
+ *                                         ;   sharing this target, divided among the hosts running
+ *                                         ;   backups into it (leases in its store); 0 = none (default)
  *
  *   [daemon] max_backups = 1          ; scheduled backups at once on this host (1..64, default 1)
  *   cluster_max_backups = 4            ; ... across the hosts sharing a target (1..1024, default 1024)
@@ -80,6 +83,7 @@ struct gw_backup_target_cfg {
     char store[GW_CFG_STR];         /* "dir:/abs/path" or "rados:POOL[/NS]" */
     char ceph_conf[GW_CFG_STR], ceph_id[64], keyring[GW_CFG_STR], key_file[GW_CFG_STR];
     uint32_t osd_op_timeout_s, mon_op_timeout_s, inflight;   /* 0 = the store's defaults */
+    uint64_t cluster_rate;          /* bytes/s for all hosts' backups into it; 0 = none (backup_budget.c) */
 };
 
 struct gw_daemon_config {
@@ -106,6 +110,9 @@ struct gw_daemon_config {
     uint32_t max_incoming;
     uint32_t workers;
     uint32_t max_backups, cluster_max_backups;   /* the backup scheduler's slots (backup_sched.c) */
+    uint64_t backup_host_rate;      /* bytes/s for all backups on this host; 0 = none */
+    uint32_t backup_host_ops;       /* store writes/s for all backups on this host; 0 = none */
+    int backup_adaptive;            /* 1 (default): backups throttle adaptively; 0: fixed rates only */
     char test_clock_file[GW_CFG_STR];   /* GODWIT_TEST_HOOKS builds only: the scheduler's clock */
     char test_runner_fault[64];   /* GODWIT_TEST_HOOKS builds only: `--test-fault` for every runner */
     char cluster[GW_CFG_STR];       /* "dir:/path" or "rados:pool[/ns]"; "" = no registry */

@@ -16,6 +16,7 @@
 #include "engine/api/grpc_tls.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/backup_budget.h"
 #include "engine/daemon/backup_sched.h"
 #include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
@@ -135,6 +136,8 @@ int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
     d->sup_started = true;
     r = gw_migport_start(d, err, errlen);
     if (r) return r;
+    r = gw_budget_start(d);   /* before the API: every backup job finds it */
+    if (r) { snprintf(err, errlen, "cannot start the backup budget keeper: %s", strerror(-r)); return r; }
     r = gw_grpc_server_start(d->srv);
     if (r) { snprintf(err, errlen, "cannot listen on %s: %s", d->cfg.listen, strerror(-r)); return r; }
     gw_grpc_health_set(d->health, "godwit.v1.Godwit", GW_HEALTH_SERVING);
@@ -156,6 +159,7 @@ void gw_daemon_shutdown(struct gw_daemon *d)
     gw_migport_stop(d);
     gw_sched_stop(d);
     gw_jobs_shutdown(d);
+    gw_budget_stop(d);   /* after the jobs: none joins or leaves any more */
     gw_owner_shutdown(d);
     if (d->sup_started) gw_sup_stop_thread(d);
     if (d->health) gw_grpc_health_free(d->health);

@@ -88,6 +88,7 @@ struct gw_vm_rec {
     char anti_affinity[GW_VM_NAME_MAX + 1];   /* cluster placement (cluster.h) */
     uint32_t priority;
     char origin_host[GW_VM_NAME_MAX + 1];
+    char labels[GW_LIMIT_LABELS_BUF];   /* canonical (labels.h); "" = none */
     struct gw_vm_boot boot;        /* a Linux guest and its network */
 };
 
@@ -153,6 +154,7 @@ struct gw_daemon {
     struct gw_cluster *cluster;    /* registry and host state (cluster.h) */
     struct gw_metrics *metrics;
     struct gw_sched *sched;        /* the backup scheduler (backup_sched.c) */
+    struct gw_budget *budget;      /* the targets' cluster-wide backup budgets (backup_budget.c) */
     struct gw_grpc_reflection *reflection;   /* the reflection services' descriptor table */    /* Prometheus counters and their HTTP server (metrics.h) */
 };
 

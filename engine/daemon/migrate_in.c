@@ -28,6 +28,7 @@
 #include "engine/daemon/backup_sched.h"
 #include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
+#include "engine/daemon/labels.h"
 #include "engine/daemon/db.h"
 #include "engine/daemon/migport.h"
 #include "godwit/v1/daemon.pb-c.h"
@@ -136,6 +137,7 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     rec->vcpus = vm->vcpus;
     if (gw_cluster_name_ok(vm->anti_affinity)) snprintf(rec->anti_affinity, sizeof rec->anti_affinity, "%s", vm->anti_affinity);
     if (gw_cluster_name_ok(vm->origin_host)) snprintf(rec->origin_host, sizeof rec->origin_host, "%s", vm->origin_host);
+    if (gw_labels_canon_ok(vm->labels)) snprintf(rec->labels, sizeof rec->labels, "%s", vm->labels);
     rec->priority = vm->priority;
     snprintf(rec->guest, sizeof rec->guest, "%s", vm->guest);
     snprintf(rec->disk, sizeof rec->disk, "%s", vm->disk_path);

@@ -121,8 +121,8 @@ static void launch(struct gw_daemon *d, struct gw_job *j, const char *what)
  * or a gRPC code with the ErrorInfo reason (NULL = none) and message. The API and the
  * scheduler (backup_sched.c) both start backups here. */
 int gw_bkjob_backup(struct gw_daemon *d, const char *vm, const struct gw_backup_target_cfg *t, const char *parent,
-                    const char *method, const char *rid, struct gw_job **out, const char **reason, char *msg,
-                    size_t msglen)
+                    const char *method, const char *rid, const struct gw_bk_throttle *thr, struct gw_job **out,
+                    const char **reason, char *msg, size_t msglen)
 {
     *reason = NULL;
     struct gw_vm_rec *rec = gw_vm_find(d, vm);
@@ -154,6 +154,7 @@ int gw_bkjob_backup(struct gw_daemon *d, const char *vm, const struct gw_backup_
     snprintf(j->request_id, sizeof j->request_id, "%s", rid);
     snprintf(b->parent, sizeof b->parent, "%s", parent);
     snprintf(b->method, sizeof b->method, "%s", method);
+    b->thr = thr ? *thr : (struct gw_bk_throttle){.adaptive = -1};
     b->exit_seq = rec->exit_seq;
     rec->busy = true;   /* until the job thread ends: no stop, delete or migration meanwhile */
     launch(d, j, "backup queued");
@@ -178,7 +179,7 @@ static int create_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg,
     struct gw_job *j = by_request(d, GODWIT__V1__JOB__KIND__BACKUP, req->request_id);
     const char *reason = NULL;
     char why[512];
-    if (!j && (code = gw_bkjob_backup(d, req->vm, t, req->parent, req->method, req->request_id, &j, &reason, why,
+    if (!j && (code = gw_bkjob_backup(d, req->vm, t, req->parent, req->method, req->request_id, NULL, &j, &reason, why,
                                       sizeof why)))
         code = reason ? gw_grpc_call_error_reason(call, code, reason, "%s", why) : gw_grpc_call_error(call, code, "%s", why);
     else

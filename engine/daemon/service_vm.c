@@ -18,6 +18,7 @@
 #include "engine/common/util.h"
 #include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
+#include "engine/daemon/labels.h"
 #include "engine/daemon/db.h"
 #include "engine/vm/blk_backend.h"
 
@@ -68,6 +69,9 @@ static int check_create(struct gw_grpc_call *call, struct gw_daemon *d, const Go
                                   (unsigned long long)((uint64_t)si.totalram * si.mem_unit >> 20));
     if (req->anti_affinity[0] && !gw_cluster_name_ok(req->anti_affinity))
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "anti_affinity must be 1-63 characters of [A-Za-z0-9._-]");
+    char labels[GW_LIMIT_LABELS_BUF], lwhy[200];
+    if (gw_labels_canon(req->labels, req->n_labels, labels, sizeof labels, lwhy, sizeof lwhy))
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "%s", lwhy);
     return GW_GRPC_OK;
 }
 
@@ -142,6 +146,8 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     rec->created_ms = gw_unix_ms();
     snprintf(rec->anti_affinity, sizeof rec->anti_affinity, "%s", req->anti_affinity);
     rec->priority = req->priority;
+    char lerr[200];   /* checked above */
+    gw_labels_canon(req->labels, req->n_labels, rec->labels, sizeof rec->labels, lerr, sizeof lerr);
     if (gw_vm_persist(d, rec)) {
         free(rec);
         code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "cannot store the VM definition");

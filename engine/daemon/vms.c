@@ -8,6 +8,7 @@
 
 #include "engine/common/log.h"
 #include "engine/daemon/daemon.h"
+#include "engine/daemon/labels.h"
 #include "engine/daemon/db.h"
 #include "engine/vm/blk_backend.h"
 #include "engine/vm/vm_config.h"
@@ -127,6 +128,7 @@ void gw_vm_to_proto(const struct gw_daemon *d, const struct gw_vm_rec *r, Godwit
     vm->anti_affinity = (char *)r->anti_affinity;
     vm->priority = r->priority;
     vm->origin_host = (char *)r->origin_host;
+    vm->labels = (char *)r->labels;
     vm->kernel = (char *)r->boot.kernel;
     vm->initrd = (char *)r->boot.initrd;
     vm->cmdline = (char *)r->boot.cmdline;
@@ -175,6 +177,8 @@ static void load_one(void *arg, const Godwit__V1__Vm *vm)
     snprintf(r->anti_affinity, sizeof r->anti_affinity, "%s", vm->anti_affinity);
     snprintf(r->origin_host, sizeof r->origin_host, "%s", vm->origin_host);
     r->priority = vm->priority;
+    if (gw_labels_canon_ok(vm->labels)) snprintf(r->labels, sizeof r->labels, "%s", vm->labels);
+    else gw_warn("vm=%s: its stored labels are malformed: dropped", vm->name);
     /* Our own record, written by us after the same checks; copied within bounds. The files
      * and tap are checked again before a cold start (gw_vm_boot_recheck). */
     snprintf(r->boot.kernel, sizeof r->boot.kernel, "%s", vm->kernel);

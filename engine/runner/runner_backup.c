@@ -126,7 +126,8 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     }
     struct gw_throttle_cfg tc = {.rate = (double)req->rate, .ops = (double)req->ops,
                                  .host_path = req->host_throttle_path, .host_rate = (double)req->host_rate,
-                                 .host_ops = (double)req->host_ops};
+                                 .host_ops = (double)req->host_ops, .cluster_path = req->cluster_throttle_path,
+                                 .cluster_rate = (double)req->cluster_rate};
     if (gw_throttle_mode_parse(req->throttle, &tc.mode)) { snprintf(err, errlen, "throttle is adaptive, fixed or off"); return -EINVAL; }
     if (tc.mode == GW_THROTTLE_FIXED && !req->rate && !req->ops) { snprintf(err, errlen, "a fixed throttle needs a rate or ops limit"); return -EINVAL; }
 #ifndef GODWIT_TEST_HOOKS

@@ -29,6 +29,13 @@ FINAL = (api.Job.SUCCEEDED, api.Job.FAILED, api.Job.CANCELLED)
 T0 = 1767225630          # 2026-01-01 00:00:30 UTC
 
 
+def write_clock(path, t):
+    """The daemons' test clock: its file replaced at once (they never read half a number)."""
+    with open(path + ".new", "w") as f:
+        f.write("%d\n" % t)
+    os.rename(path + ".new", path)
+
+
 class Schedule(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -56,17 +63,15 @@ class Schedule(unittest.TestCase):
 
     @classmethod
     def set_clock(cls, t):
-        with open(cls.clock + ".new", "w") as f:
-            f.write("%d\n" % t)
-        os.rename(cls.clock + ".new", cls.clock)
+        write_clock(cls.clock, t)
 
     # ---- helpers ----
     def call(self, method, req, timeout=60):
         stub = self.b if hasattr(self.b, method) else self.d.stub
         return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
 
-    def make_vm(self, name):
-        v = self.call("CreateVm", api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1,
+    def make_vm(self, name, labels=()):
+        v = self.call("CreateVm", api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, labels=list(labels),
                                                         guest="dirtier:ws=16M,rate=4M,pattern=random", start=True)).vm
         self.assertEqual(v.state, api.Vm.RUNNING)
         self.addCleanup(self.drop_vm, name)
@@ -82,11 +87,19 @@ class Schedule(unittest.TestCase):
         except grpc.RpcError:
             pass
 
+    def drop_label_policy(self, label):
+        try:
+            self.call("DeleteBackupPolicy", bk.DeleteBackupPolicyRequest(label=label))
+        except grpc.RpcError:
+            pass
+
     def set_policy(self, **kw):
         kw.setdefault("target", "local")
         return self.call("SetBackupPolicy", bk.SetBackupPolicyRequest(policy=bk.BackupPolicy(**kw))).policy
 
     def policy(self, vm):
+        if "=" in vm:
+            return self.call("GetBackupPolicy", bk.GetBackupPolicyRequest(label=vm)).policy
         return self.call("GetBackupPolicy", bk.GetBackupPolicyRequest(vm=vm)).policy
 
     def backups(self, vm):
@@ -258,6 +271,87 @@ class Schedule(unittest.TestCase):
             self.d.start()
             type(self).b = bk_grpc.GodwitBackupStub(self.d.channel)
 
+    def test_policy_throttle_applies_when_it_fires(self):
+        self.set_clock(T0)
+        self.make_vm("s-thr")
+        # Its working set written once (random: 16 MiB to back up).
+        self.assertTrue(wait_for(lambda: self.call("GetVm", api.GetVmRequest(name="s-thr")).vm.counters.pages_written
+                                 >= 4096, 60))
+        rate = 2 << 20
+        p = self.set_policy(vm="s-thr", schedule="0 8 * * *", rate=rate, ops=5000, adaptive="off")
+        self.assertEqual((p.rate, p.ops, p.adaptive), (rate, 5000, "off"))
+        fire = T0 - 30 + 8 * 3600
+        self.set_clock(fire)
+        j = self.run_done("s-thr", fire)
+        written = j.progress.backup_bytes_written
+        secs = (j.finished_unix_ms - j.started_unix_ms) / 1000.0
+        self.assertGreater(written, 8 << 20, "the working set was written")
+        # Its own bucket lets through at most 4 MiB of burst plus the rate over the time (an
+        # unthrottled one writes this in well under a second here).
+        got = (written - (4 << 20)) / secs
+        print("policy rate 2 MiB/s: %.2f MiB/s over %.1f s" % (got / (1 << 20), secs))
+        self.assertLessEqual(got, rate * 1.1)
+        self.assertGreaterEqual(got, rate * 0.5)
+        self.assertEqual(self.policy("s-thr").adaptive, "off")
+
+    def test_vm_labels(self):
+        v = self.make_vm("s-lab", labels=["tier=web", "env=prod", "team/a=x_1"])
+        self.assertEqual(v.labels, "env=prod,team/a=x_1,tier=web")
+        got = [x.labels for x in self.call("ListVms", api.ListVmsRequest()).vms if x.name == "s-lab"]
+        self.assertEqual(got, ["env=prod,team/a=x_1,tier=web"])
+        bad = [["tier"], ["=web"], ["tier=web,env=x"], ["tier=a b"], ["-x=1"], ["k" * 64 + "=1"], ["k=" + "v" * 64],
+               ["tier=a", "tier=b"], ["k%d=v" % i for i in range(17)]]
+        for labels in bad:
+            with self.assertRaises(grpc.RpcError, msg=str(labels)[:60]) as cm:
+                self.call("CreateVm", api.CreateVmRequest(name="s-lab-bad", labels=labels))
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, labels)
+            self.assertTrue(cm.exception.details().startswith("labels:"), cm.exception.details())
+        self.assertEqual(error_reason(lambda: self.call("GetVm", api.GetVmRequest(name="s-lab-bad")))[0],
+                         grpc.StatusCode.NOT_FOUND)
+        # The labels stay with the VM's record across a daemon restart.
+        self.d.stop()
+        self.d.start()
+        type(self).b = bk_grpc.GodwitBackupStub(self.d.channel)
+        self.assertEqual(self.call("GetVm", api.GetVmRequest(name="s-lab")).vm.labels, "env=prod,team/a=x_1,tier=web")
+
+    def test_label_policy_and_own_policy_wins(self):
+        self.set_clock(T0)
+        for n, labels in (("s-web1", ["tier=web"]), ("s-web2", ["tier=web", "env=x"]), ("s-db", ["tier=db"]),
+                          ("s-own", ["tier=web"])):
+            self.make_vm(n, labels)
+        self.addCleanup(self.drop_label_policy, "tier=web")
+        lp = self.set_policy(label="tier=web", schedule="0 9 * * *", keep_last=3)
+        self.assertEqual((lp.label, lp.vm), ("tier=web", ""))
+        self.set_policy(vm="s-own", schedule="0 10 * * *")
+        fire = T0 - 30 + 9 * 3600
+        self.set_clock(fire)
+        # Both web VMs run (one after the other: max_backups = 1), each with its own history.
+        runs = wait_for(lambda: (lambda p: p.runs if len(p.runs) == 2 and all(r.last_job for r in p.runs) else None)(
+            self.policy("tier=web")), 120, 0.2)
+        self.assertTrue(runs, self.policy("tier=web"))
+        self.assertEqual(sorted(r.vm for r in runs), ["s-web1", "s-web2"])
+        for r in runs:
+            self.assertEqual(r.last_fire_unix_s, fire)
+            j = wait_for(lambda: (lambda j: j if j.state in FINAL else None)(self.job(r.last_job)), 120, 0.1)
+            self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+            self.assertEqual(j.vm, r.vm)
+            self.assertEqual(len(self.backups(r.vm)), 1)
+        time.sleep(1.0)   # more ticks: no second run, and none for the others
+        self.assertEqual(len(self.backup_jobs("s-web1")), 1)
+        self.assertEqual(self.backup_jobs("s-db"), [], "the label does not match")
+        self.assertEqual(self.backup_jobs("s-own"), [], "its own policy wins over the label policy")
+        self.assertEqual(self.policy("tier=web").next_unix_s, fire + 86400)
+        # Its own policy runs it at its own time.
+        self.set_clock(T0 - 30 + 10 * 3600)
+        self.run_done("s-own", T0 - 30 + 10 * 3600)
+        self.assertEqual(len(self.backup_jobs("s-web2")), 1)
+        # Deleting the label policy takes its run records along.
+        self.call("DeleteBackupPolicy", bk.DeleteBackupPolicyRequest(label="tier=web"))
+        self.assertEqual(error_reason(lambda: self.policy("tier=web")), (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND"))
+        listed = [(p.vm, p.label) for p in self.call("ListBackupPolicies", bk.ListBackupPoliciesRequest()).policies]
+        self.assertNotIn(("s-web1", "tier=web"), listed)
+        self.assertFalse([x for x in listed if x[1]], listed)
+
     def test_hostile_policies_refused(self):
         bad = [
             (dict(vm="../etc", schedule="0 2 * * *"), "vm:"),
@@ -276,6 +370,13 @@ class Schedule(unittest.TestCase):
             (dict(vm="h1", schedule="0 2 * * *", target="t" * 100), "target:"),
             (dict(vm="h1", schedule="0 2 * * *", keep_daily=2000000), "keep:"),
             (dict(vm="h1", schedule="0 2 * * *", method="rsync"), "method:"),
+            (dict(vm="h1", schedule="0 2 * * *", rate=(1 << 40) + 1), "rate:"),
+            (dict(vm="h1", schedule="0 2 * * *", ops=1000001), "ops:"),
+            (dict(vm="h1", schedule="0 2 * * *", adaptive="maybe"), "adaptive:"),
+            (dict(vm="h1", label="tier=web", schedule="0 2 * * *"), "vm:"),
+            (dict(label="tier", schedule="0 2 * * *"), "label:"),
+            (dict(label="a b=c", schedule="0 2 * * *"), "label:"),
+            (dict(label="k=" + "v" * 64, schedule="0 2 * * *"), "label:"),
         ]
         for kw, field in bad:
             with self.assertRaises(grpc.RpcError, msg=str(kw)[:80]) as cm:
@@ -317,6 +418,100 @@ class Schedule(unittest.TestCase):
         r = cli("backup", "policy", "delete", "web1")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(error_reason(lambda: self.policy("web1")), (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND"))
+        # Labels and label policies with a throttle.
+        r = cli("vm", "create", "s-cli-lab", "--label", "tier=cli", "--label", "env=test")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.addCleanup(self.drop_vm, "s-cli-lab")
+        self.assertIn("env=test,tier=cli", r.stdout)
+        r = cli("vm", "show", "s-cli-lab")
+        self.assertIn("labels:        env=test,tier=cli", r.stdout)
+        r = cli("backup", "policy", "set", "--label", "tier=cli", "--schedule", "0 2 * * *", "--target", "local",
+                "--rate", "10M", "--ops", "300", "--adaptive", "off")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        p = self.policy("tier=cli")
+        self.assertEqual((p.label, p.rate, p.ops, p.adaptive), ("tier=cli", 10 << 20, 300, "off"))
+        r = cli("backup", "policy", "show", "tier=cli")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("label:     tier=cli", r.stdout)
+        self.assertIn("adaptive off", r.stdout)
+        self.assertIn("label:tier=cli", cli("backup", "policy", "list").stdout)
+        r = cli("backup", "policy", "set", "--label", "tier=cli", "--schedule", "0 2 * * *", "--target", "local",
+                "--adaptive", "sometimes")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("adaptive:", r.stderr)
+        r = cli("backup", "policy", "delete", "tier=cli")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(error_reason(lambda: self.policy("tier=cli")), (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND"))
+
+
+class ClusterLimit(unittest.TestCase):
+    """cluster_max_backups with two real daemons: host-a and host-b share one target (a
+    directory store, whose cluster slot is a flock in the store) with cluster_max_backups = 1
+    and max_backups = 2 (the host limit is not what orders them). Both policies fire at the same
+    time; the job timelines show that the backups never overlap: the second waits for the slot
+    and runs once the first has ended."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gw-sched-cl-")
+        cls.clock = os.path.join(cls.tmp, "clock")
+        write_clock(cls.clock, T0)
+        extra = ("max_backups = 2\ncluster_max_backups = 1\ntest_clock_file = %s\n[backup_target shared]\n"
+                 "store = dir:%s\n" % (cls.clock, os.path.join(cls.tmp, "store")))
+        cls.ds = []
+        for host in ("host-a", "host-b"):
+            cls.ds.append(gwd.Daemon(BIN, host, extra=extra))
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in getattr(cls, "ds", []):
+            d.cleanup()
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def call(self, d, method, req, timeout=60):
+        b = bk_grpc.GodwitBackupStub(d.channel)
+        stub = b if hasattr(b, method) else d.stub
+        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+
+    def test_two_daemons_never_back_up_at_once(self):
+        fire = T0 - 30 + 3600
+        for d in self.ds:
+            name = "c-" + d.name
+            v = self.call(d, "CreateVm", api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, start=True,
+                                                             guest="dirtier:ws=16M,rate=4M,pattern=random")).vm
+            self.assertEqual(v.state, api.Vm.RUNNING)
+            self.assertTrue(wait_for(lambda: self.call(d, "GetVm", api.GetVmRequest(name=name)).vm.counters.pages_written
+                                     >= 4096, 60))
+            # 16 MiB at 4 MiB/s: each backup lasts seconds, so an overlap could not hide.
+            self.call(d, "SetBackupPolicy", bk.SetBackupPolicyRequest(policy=bk.BackupPolicy(
+                vm=name, schedule="0 1 * * *", target="shared", rate=4 << 20, adaptive="off")))
+        write_clock(self.clock, fire)
+        most, jobs = 0, []
+        end = time.time() + 240
+        while time.time() < end:
+            jobs = [j for d in self.ds for j in self.call(d, "ListJobs", api.ListJobsRequest()).jobs
+                    if j.kind == api.Job.BACKUP]
+            most = max(most, sum(1 for j in jobs if j.state not in FINAL))
+            if len(jobs) == 2 and all(j.state in FINAL for j in jobs):
+                break
+            time.sleep(0.05)
+        self.assertEqual(len(jobs), 2, "both daemons ran their VM's backup")
+        for j in jobs:
+            self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+        self.assertEqual(most, 1, "never two at once")
+        a, b = sorted(jobs, key=lambda j: j.created_unix_ms)
+        self.assertNotEqual(a.vm, b.vm)
+        self.assertGreater(a.finished_unix_ms - a.started_unix_ms, 1500)
+        self.assertGreaterEqual(b.created_unix_ms, a.finished_unix_ms, "the second waited for the cluster slot")
+        print("cluster slot: %s %d-%d ms, then %s %d-%d ms" % (a.vm, 0, a.finished_unix_ms - a.created_unix_ms, b.vm,
+                                                              b.created_unix_ms - a.created_unix_ms,
+                                                              b.finished_unix_ms - a.created_unix_ms))
+        # Each policy records the fire it ran for, on its own daemon.
+        for d in self.ds:
+            p = self.call(d, "GetBackupPolicy", bk.GetBackupPolicyRequest(vm="c-" + d.name)).policy
+            self.assertEqual(p.last_fire_unix_s, fire)
+            self.assertEqual(p.last_error, "")
 
 
 def main():

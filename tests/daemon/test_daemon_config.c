@@ -95,6 +95,35 @@ GW_TEST(config_refuses_mistakes)
     CHECK(strstr(err, ":2: unknown key 'lisen'") != NULL);
 }
 
+GW_TEST(config_backup_host_budget)
+{
+    struct gw_daemon_config c;
+    char err[256];
+    const char *p = write_conf("[daemon]\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK_EQ(c.backup_host_rate, 0);            /* defaults: no budget, adaptive */
+    CHECK_EQ(c.backup_host_ops, 0);
+    CHECK_EQ(c.backup_adaptive, 1);
+    p = write_conf("[daemon]\nbackup_host_rate = 200M\nbackup_host_ops = 2000\nbackup_adaptive = off\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK_EQ(c.backup_host_rate, 200ull << 20);
+    CHECK_EQ(c.backup_host_ops, 2000);
+    CHECK_EQ(c.backup_adaptive, 0);
+    REQUIRE((p = write_conf("[backup_target t]\nstore = dir:x\ncluster_rate = lots\n")));
+    CHECK_EQ(gw_daemon_config_load(p, &c, err, sizeof err), -EINVAL);
+    CHECK(strstr(err, "bad value for cluster_rate") != NULL);
+    const char *bad[] = {"[daemon]\nbackup_host_rate = fast\n", "[daemon]\nbackup_host_ops = 2000000\n",
+                         "[daemon]\nbackup_adaptive = yes\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        REQUIRE((p = write_conf(bad[i])));
+        err[0] = 0;
+        CHECK_EQ(gw_daemon_config_load(p, &c, err, sizeof err), -EINVAL);
+        CHECK(strstr(err, "bad value for backup_") != NULL);
+    }
+}
+
 GW_TEST(config_backup_targets)
 {
     struct gw_daemon_config c;
@@ -102,7 +131,8 @@ GW_TEST(config_backup_targets)
     const char *p = write_conf("[daemon]\nlisten = 127.0.0.1:7500\n"
                                "[backup_target local]\nstore = dir:backups\nkey_file = bk.key\n"
                                "[backup_target ceph-1]\nstore = rados:godwit/ns\nceph_conf = /etc/ceph/ceph.conf\n"
-                               "ceph_id = backup\nosd_op_timeout = 7\nmon_op_timeout = 9\ninflight = 32\n");
+                               "ceph_id = backup\nosd_op_timeout = 7\nmon_op_timeout = 9\ninflight = 32\n"
+                               "cluster_rate = 400M\n");
     REQUIRE(p);
     REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
     CHECK_EQ(c.n_backup_targets, 2);
@@ -120,6 +150,8 @@ GW_TEST(config_backup_targets)
     CHECK_EQ(t->osd_op_timeout_s, 7);
     CHECK_EQ(t->mon_op_timeout_s, 9);
     CHECK_EQ(t->inflight, 32);
+    CHECK_EQ(t->cluster_rate, 400ull << 20);
+    CHECK_EQ(gw_config_backup_target(&c, "local")->cluster_rate, 0);   /* default: no cluster budget */
     CHECK(gw_config_backup_target(&c, "nope") == NULL);
     const char *bad[] = {
         "[backup_target x]\nstore = nfs:/x\n",                 /* unknown kind */

@@ -1,0 +1,51 @@
+/* What godwitd tells a backup's runner about throttling (docs/backups.md "Throttling").
+ *
+ * The host budget (config.h: backup_host_rate, backup_host_ops) is one token bucket that
+ * every backup runner of this host maps from the same file in the daemon's state directory
+ * and takes from under flock (storage/throttle.h). The daemon thus only names the file and the
+ * budget: it does not divide the budget among running backups and re-divide it when one starts
+ * or ends. A division would idle a share while its backup reads, hashes or finds its chunks
+ * already stored, would need a control-socket round to every runner at each start and end
+ * (and a runner that misses one keeps a stale share), whereas the shared bucket is
+ * work-conserving, is right the moment a backup starts or ends, and a runner that dies holds
+ * no share. One backup alone gets the whole budget; n of them split it by what they write.
+ * A target's cluster budget (backup_budget.h) is a second bucket of the same kind, whose rate
+ * the daemon keeps at this host's share. */
+#include <stdio.h>
+
+#include "engine/daemon/backup_budget.h"
+#include "engine/daemon/backup_jobs.h"
+#include "engine/daemon/daemon.h"
+
+int gw_bkjob_throttle(struct gw_daemon *d, const struct gw_backup_target_cfg *t, const struct gw_bkjob *b,
+                      Godwit__V1__RunnerBackupRequest *br, struct gw_bk_buckets *bk, char *err, size_t errlen)
+{
+    const struct gw_daemon_config *cfg = &d->cfg;
+    bool adaptive = b->thr.adaptive < 0 ? cfg->backup_adaptive != 0 : b->thr.adaptive != 0;
+    br->rate = b->thr.rate;
+    br->ops = b->thr.ops;
+    /* Not adaptive: the backup's own limits as given ("fixed"), or none ("off"); the host
+     * budget holds either way. */
+    br->throttle = adaptive ? "adaptive" : b->thr.rate || b->thr.ops ? "fixed" : "off";
+    if ((cfg->backup_host_rate || cfg->backup_host_ops) &&
+        snprintf(bk->host, sizeof bk->host, "%s/backup-host.bucket", cfg->state_dir) < (int)sizeof bk->host) {
+        br->host_throttle_path = bk->host;
+        br->host_rate = cfg->backup_host_rate;
+        br->host_ops = cfg->backup_host_ops;
+    }
+    /* The target's cluster budget: this host's share (backup_budget.h). */
+    uint64_t share = 0;
+    int r = gw_budget_join(d, t, bk->cluster, sizeof bk->cluster, &share, err, errlen);
+    if (r) return r;
+    if (bk->cluster[0]) {
+        br->cluster_throttle_path = bk->cluster;
+        br->cluster_rate = share;
+    }
+    return 0;
+}
+
+void gw_bkjob_throttle_end(struct gw_daemon *d, const struct gw_backup_target_cfg *t, struct gw_bk_buckets *bk)
+{
+    if (bk->cluster[0]) gw_budget_leave(d, t);
+    bk->cluster[0] = 0;
+}

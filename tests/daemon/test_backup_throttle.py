@@ -1,0 +1,262 @@
+#!/usr/bin/python3
+"""The host's backup budget through godwitd (docs/backups.md "Throttling"): with
+backup_host_rate set, every backup runner the daemon starts takes its store writes from one
+token bucket shared by the host. Two backups at once through the API together stay within the
+host rate, and one alone gets the whole budget (the bucket is shared, not divided). Bytes over
+time come from the jobs' own figures: JobProgress.backup_bytes_written between the job's start
+and end (Job.started_unix_ms, finished_unix_ms). ClusterBudget and ClusterBudgetRados do the same
+for a target's cluster_rate with two daemons sharing a directory store and a throw-away Ceph
+cluster (scripts/ceph-cluster), and kill one daemon mid-backup to see its share expire.
+
+Each VM backs up to a target of its own (a directory store): nothing deduplicates across them,
+so what a backup writes is its guest's working set. Adaptive mode is off (backup_adaptive), so
+that only the budget limits the rate on this shared machine.
+
+    /usr/bin/python3 tests/daemon/test_backup_throttle.py [BUILD_DIR] [-k NAME]
+
+Skips (77) without python3-grpcio or a usable /dev/kvm."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwd  # noqa: E402
+from gwd import AUTH, wait_for  # noqa: E402
+
+api, api_grpc, hpb, hgrpc = gwd.stubs()
+bk, bk_grpc = gwd.backup_stubs()
+BIN = gwd.build_dir()
+FINAL = (api.Job.SUCCEEDED, api.Job.FAILED, api.Job.CANCELLED)
+MIB = 1 << 20
+HOST_RATE = 8 * MIB
+WS = 40 * MIB            # each guest's working set: what its backup writes
+BURST = 4 * MIB          # the host bucket's burst at this rate (storage/throttle.c)
+
+
+class HostBudget(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gw-bkthr-")
+        extra = "backup_host_rate = %d\nbackup_adaptive = off\n" % HOST_RATE
+        for t in ("a", "b", "c"):
+            extra += "[backup_target %s]\nstore = dir:%s\n" % (t, os.path.join(cls.tmp, t))
+        cls.d = gwd.Daemon(BIN, "host-a", extra=extra)
+        cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "d", None):
+            cls.d.cleanup()
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def call(self, method, req, timeout=60):
+        stub = self.b if hasattr(self.b, method) else self.d.stub
+        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+
+    def make_vm(self, name):
+        """A running dirtier whose whole working set is written (random: nothing is zero)."""
+        v = self.call("CreateVm", api.CreateVmRequest(name=name, memory_bytes=96 << 20, vcpus=1, start=True,
+                                                        guest="dirtier:ws=%dM,rate=1M,pattern=random" % (WS >> 20)))
+        self.assertEqual(v.vm.state, api.Vm.RUNNING)
+        self.addCleanup(lambda: self.call("DeleteVm", api.DeleteVmRequest(name=name, force=True)))
+        self.assertTrue(wait_for(lambda: self.call("GetVm", api.GetVmRequest(name=name)).vm.counters.pages_written
+                                 >= WS // 4096, 60))
+
+    def run_backups(self, pairs):
+        """Starts a full backup of each (vm, target) at once and waits for their ends; returns
+        the final jobs."""
+        ids = [self.call("CreateBackup", bk.CreateBackupRequest(vm=vm, target=t, parent="none")).job.id
+               for vm, t in pairs]
+        jobs = [wait_for(lambda: (lambda j: j if j.state in FINAL else None)(
+            self.call("GetJob", api.GetJobRequest(id=i)).job), 240, 0.1) for i in ids]
+        for j in jobs:
+            self.assertTrue(j)
+            self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+            self.assertGreaterEqual(j.progress.backup_bytes_written, WS * 0.9, "the working set was written")
+        return jobs
+
+    @staticmethod
+    def rate(jobs):   # also ClusterBudget's
+        """Bytes/s the jobs wrote together from the first start to the last end, the bucket's
+        burst (4 MiB, taken at once) left out: a bucket lets through at most burst + rate x
+        time, whatever the progress steps (they come per batch of chunks, seconds apart)."""
+        t0 = min(j.started_unix_ms for j in jobs)
+        t1 = max(j.finished_unix_ms for j in jobs)
+        written = sum(j.progress.backup_bytes_written for j in jobs)
+        return (written - BURST) * 1000.0 / (t1 - t0), (t1 - t0) / 1000.0
+
+    def test_two_share_the_budget_one_alone_takes_it_all(self):
+        for n in ("t-1", "t-2", "t-3"):
+            self.make_vm(n)
+        two = self.run_backups([("t-1", "a"), ("t-2", "b")])
+        both, secs = self.rate(two)
+        print("two at once: %.2f MiB/s together over %.1f s (host budget %.0f MiB/s)" % (both / MIB, secs,
+                                                                                        HOST_RATE / MIB))
+        a, b = sorted(two, key=lambda j: j.started_unix_ms)
+        self.assertLess(b.started_unix_ms, a.finished_unix_ms, "the two ran at the same time")
+        self.assertLessEqual(both, HOST_RATE * 1.05, "together within the host budget")
+        self.assertGreaterEqual(both, HOST_RATE * 0.6, "the budget was used")
+        one = self.run_backups([("t-3", "c")])
+        alone, secs1 = self.rate(one)
+        print("alone: %.2f MiB/s over %.1f s" % (alone / MIB, secs1))
+        self.assertLessEqual(alone, HOST_RATE * 1.05)
+        self.assertGreaterEqual(alone, HOST_RATE * 0.75, "one backup alone gets the whole budget")
+        # Shared, the two took about twice as long as one alone (each had half the budget).
+        self.assertGreater(secs, 1.5 * secs1)
+        # The bucket file lives in the daemon's state directory, nowhere else.
+        self.assertTrue(os.path.exists(os.path.join(self.d.dir, "state", "backup-host.bucket")))
+
+
+class ClusterBudget(unittest.TestCase):
+    """A target's cluster budget (cluster_rate) with two real daemons sharing its store (a
+    directory store: the share lease is a flock there): two backups at once, one per host,
+    together stay within the budget; a host backing up alone gets all of it back; a host that
+    dies mid-backup gives its share back at once (dir) and the other's grows."""
+
+    EXPIRY_S = 10        # how long a dead host's share may outlive it (dir: at once)
+
+    @classmethod
+    def target(cls):
+        return "store = dir:%s\n" % os.path.join(cls.tmp, "store")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gw-bkbud-")
+        extra = ("backup_adaptive = off\n[backup_target shared]\n%scluster_rate = %d\n" % (cls.target(), HOST_RATE))
+        cls.ds = [gwd.Daemon(BIN, h, extra=extra) for h in ("host-a", "host-b")]
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in getattr(cls, "ds", []):
+            d.cleanup()
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def call(self, d, method, req, timeout=60):
+        b = bk_grpc.GodwitBackupStub(d.channel)
+        stub = b if hasattr(b, method) else d.stub
+        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+
+    def make_vm(self, d, name, seed, ws=WS):
+        """A dirtier whose whole working set is written; its own seed: nothing dedups across VMs."""
+        v = self.call(d, "CreateVm", api.CreateVmRequest(
+            name=name, memory_bytes=ws + (56 << 20), vcpus=1, start=True,
+            guest="dirtier:ws=%dM,rate=1M,pattern=random,seed=%d" % (ws >> 20, seed))).vm
+        self.assertEqual(v.state, api.Vm.RUNNING)
+        self.assertTrue(wait_for(lambda: self.call(d, "GetVm", api.GetVmRequest(name=name)).vm.counters.pages_written
+                                 >= ws // 4096, 60))
+
+    def backups(self, pairs):
+        ids = [(d, self.call(d, "CreateBackup", bk.CreateBackupRequest(vm=vm, target="shared", parent="none")).job.id)
+               for d, vm in pairs]
+        jobs = [wait_for(lambda: (lambda j: j if j.state in FINAL else None)(
+            self.call(d, "GetJob", api.GetJobRequest(id=i)).job), 240, 0.1) for d, i in ids]
+        for j in jobs:
+            self.assertTrue(j)
+            self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+            self.assertGreaterEqual(j.progress.backup_bytes_written, WS * 0.9, "the working set was written")
+        return jobs
+
+    def test_hosts_share_the_cluster_budget(self):
+        a, b = self.ds
+        self.make_vm(a, "cb-a1", 21)
+        self.make_vm(b, "cb-b1", 22)
+        self.make_vm(a, "cb-a2", 23)
+        two = self.backups([(a, "cb-a1"), (b, "cb-b1")])
+        # Each host's share follows the other's arrival within a second (the keeper's tick):
+        # up to a second at the whole budget, besides each bucket's 4 MiB burst.
+        t0 = min(j.started_unix_ms for j in two)
+        t1 = max(j.finished_unix_ms for j in two)
+        written = sum(j.progress.backup_bytes_written for j in two)
+        both = (written - 2 * BURST - HOST_RATE) * 1000.0 / (t1 - t0)
+        print("two hosts at once: %.2f MiB/s together over %.1f s (cluster budget %.0f MiB/s)"
+              % (both / MIB, (t1 - t0) / 1000.0, HOST_RATE / MIB))
+        first, second = sorted(two, key=lambda j: j.started_unix_ms)
+        self.assertLess(second.started_unix_ms, first.finished_unix_ms, "the two ran at the same time")
+        self.assertLessEqual(both, HOST_RATE * 1.05, "together within the cluster budget")
+        self.assertGreaterEqual((written - 2 * BURST) * 1000.0 / (t1 - t0), HOST_RATE * 0.6, "the budget was used")
+        self.assertIn("2 host(s) back up into it", a.logtext())
+        one = self.backups([(a, "cb-a2")])
+        alone, secs = HostBudget.rate(one)
+        print("one host alone: %.2f MiB/s over %.1f s" % (alone / MIB, secs))
+        self.assertLessEqual(alone, HOST_RATE * 1.05)
+        self.assertGreaterEqual(alone, HOST_RATE * 0.75, "a host alone gets the whole cluster budget")
+
+    def test_z_dead_host_gives_its_share_back(self):
+        a, b = self.ds
+        # host-a's backup must outlast host-b's lease: 120 MiB at half the budget, 15 s.
+        self.make_vm(a, "cd-a", 31, ws=120 << 20)
+        self.make_vm(b, "cd-b", 32)
+        halved = "this host's share %d KiB/s" % (HOST_RATE // 2 >> 10)
+        whole = "this host's share %d KiB/s" % (HOST_RATE >> 10)
+        n_halved = a.logtext().count(halved)
+        ja = self.call(a, "CreateBackup", bk.CreateBackupRequest(vm="cd-a", target="shared", parent="none")).job.id
+        self.call(b, "CreateBackup", bk.CreateBackupRequest(vm="cd-b", target="shared", parent="none"))
+        self.assertTrue(wait_for(lambda: a.logtext().count(halved) > n_halved, 20, 0.1), "host-a's share halved")
+        n_whole = a.logtext().count(whole)
+        b.stop(signal.SIGKILL)   # the daemon dies mid-backup; its lease goes with it
+        t = time.monotonic()
+        self.assertTrue(wait_for(lambda: a.logtext().count(whole) > n_whole, self.EXPIRY_S + 5, 0.05),
+                        "host-a's share grew back:\n" + "\n".join(l for l in a.logtext().splitlines() if "budget" in l))
+        print("host-a's share back to the whole budget %.1f s after host-b died" % (time.monotonic() - t))
+        j = wait_for(lambda: (lambda j: j if j.state in FINAL else None)(
+            self.call(a, "GetJob", api.GetJobRequest(id=ja)).job), 240, 0.1)
+        self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+
+
+class ClusterBudgetRados(ClusterBudget):
+    """The same on RADOS (a throw-away Ceph cluster, scripts/ceph-cluster): the share lease is
+    a Ceph object lock with a 10 s duration, so a dead host's share expires within ~11 s."""
+    EXPIRY_S = 15
+
+    @classmethod
+    def target(cls):
+        ns = "bud%d" % (int(time.time() * 1e6) % 10**9)
+        return "store = rados:godwit/%s\nceph_conf = %s\nosd_op_timeout = 20\nmon_op_timeout = 20\n" % (ns, cls.ceph)
+
+    @classmethod
+    def setUpClass(cls):
+        from test_backup_api import start_cluster
+        cls.ceph = start_cluster()
+        try:
+            super().setUpClass()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if getattr(cls, "ceph", None):
+                from test_backup_api import CLUSTER
+                subprocess.run([CLUSTER, "stop", cls.ceph], capture_output=True, timeout=120)
+
+
+def main():
+    global BIN
+    if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]):
+        BIN = os.path.abspath(sys.argv.pop(1))
+    for b in ("godwitd", "godwit-vm"):
+        if not os.access(os.path.join(BIN, b), os.X_OK):
+            print("SKIP: %s not built in %s" % (b, BIN))
+            return gwd.SKIP
+    gwd.require_kvm()
+    prog = unittest.main(exit=False, verbosity=2)
+    r = prog.result
+    if not r.wasSuccessful():
+        return 1
+    if r.testsRun and len(r.skipped) == r.testsRun:
+        return gwd.SKIP
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
