@@ -36,7 +36,21 @@ struct pc_result {
     uint64_t p50, p99, max, requested, resent, verify_errors, recoveries;
     bool digest_ok;
     char vcpu_blocked[256];   /* the destination's per-vCPU blocked time, as JSON */
+    char histogram[512];      /* the destination's request latency histogram, as JSON */
 };
+
+/* Copies the JSON array value of key in json into out ("" when absent or too long). */
+static void json_array(const char *json, const char *key, char *out, size_t len)
+{
+    char pat[80];
+    snprintf(pat, sizeof pat, "\"%s\":[", key);
+    out[0] = 0;
+    const char *v = strstr(json, pat);
+    if (!v) return;
+    v += strlen(pat) - 1;
+    const char *e = strchr(v, ']');
+    if (e && (size_t)(e - v + 1) < len) snprintf(out, len, "%.*s", (int)(e - v + 1), v);
+}
 
 /* argv with the link's `ip netns exec NS` in front when there is a link. */
 static void with_ns(struct gw_bench_link *l, unsigned end, char *const *argv, char **out)
@@ -170,12 +184,8 @@ static void run_once(const struct gw_bench_opts *o, struct gw_bench_link *l, boo
     gw_json_get_double(dst_json, "postcopy_ms", &res->postcopy_ms);
     gw_json_get_double(dst_json, "postcopy_blocked_ms", &res->blocktime_ms);
     gw_json_get_bool(dst_json, "postcopy_digest_ok", &res->digest_ok);
-    const char *vb = strstr(dst_json, "\"postcopy_vcpu_blocked_ms\":[");
-    if (vb) {
-        const char *e = strchr(vb, ']');
-        vb += strlen("\"postcopy_vcpu_blocked_ms\":");
-        if (e && (size_t)(e - vb + 1) < sizeof res->vcpu_blocked) snprintf(res->vcpu_blocked, sizeof res->vcpu_blocked, "%.*s", (int)(e - vb + 1), vb);
-    }
+    json_array(dst_json, "postcopy_vcpu_blocked_ms", res->vcpu_blocked, sizeof res->vcpu_blocked);
+    json_array(dst_json, "postcopy_request_histogram", res->histogram, sizeof res->histogram);
     bool have_verify = gw_json_get_u64(dst_json, "guest_verify_errors", &res->verify_errors) == 0;
     if (!res->status && strcmp(res->phase, "completed")) { res->status = 1; snprintf(res->err, sizeof res->err, "migration ended '%s'", res->phase); }
     if (!res->status && (dst_rc != 0 || !have_verify)) { res->status = 1; snprintf(res->err, sizeof res->err, "destination runner exited %d", dst_rc); }
@@ -227,12 +237,12 @@ int gw_bench_migrate_postcopy_link(int argc, char **argv)
     printf(",\"mode\":\"%s\",\"link_bps\":%llu,\"memory_bytes\":%llu,\"ws_bytes\":%llu,\"rate_bytes_per_s\":%llu,"
            "\"vcpus\":%llu,\"total_ms\":%.1f,\"downtime_ms\":%.3f,\"postcopy_ms\":%.1f,\"fault_p50_us\":%llu,"
            "\"fault_p99_us\":%llu,\"fault_max_us\":%llu,\"pages_requested\":%llu,\"pages_resent_after_switchover\":%llu,"
-           "\"blocktime_ms\":%.3f,\"vcpu_blocktime_ms\":%s,\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu",
+           "\"blocktime_ms\":%.3f,\"vcpu_blocktime_ms\":%s,\"fault_histogram_us\":%s,\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu",
            o.mode, (unsigned long long)bps, (unsigned long long)o.memory, (unsigned long long)o.ws,
            (unsigned long long)o.rate, (unsigned long long)o.vcpus, a.total_ms, a.downtime_ms, a.postcopy_ms,
            (unsigned long long)a.p50, (unsigned long long)a.p99, (unsigned long long)a.max,
            (unsigned long long)a.requested, (unsigned long long)a.resent, a.blocktime_ms,
-           a.vcpu_blocked[0] ? a.vcpu_blocked : "[]", a.digest_ok ? "true" : "false", (unsigned long long)a.verify_errors);
+           a.vcpu_blocked[0] ? a.vcpu_blocked : "[]", a.histogram[0] ? a.histogram : "[]", a.digest_ok ? "true" : "false", (unsigned long long)a.verify_errors);
     if (cut)
         printf(",\"cut_link_at_ms\":%llu,\"cut_link_for_ms\":%llu,\"recoveries\":%llu,\"recovery_ms\":%.1f",
                (unsigned long long)o.cut_at_ms, (unsigned long long)o.cut_for_ms, (unsigned long long)a.recoveries,
