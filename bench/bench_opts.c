@@ -15,7 +15,8 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         {"vcpus", 1, 0, 'c'}, {"pattern", 1, 0, 'p'}, {"streams", 1, 0, 'n'}, {"compress", 1, 0, 'z'},
         {"downtime-ms", 1, 0, 'd'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {"tls", 1, 0, 't'},
         {"target", 1, 0, 'T'}, {"mode", 1, 0, 'M'}, {"link", 1, 0, 'L'}, {"cut-link-at", 1, 0, 'A'},
-        {"cut-link-for", 1, 0, 'F'}, {"no-priority-channel", 0, 0, 'P'}, {0},
+        {"cut-link-for", 1, 0, 'F'}, {"no-priority-channel", 0, 0, 'P'},
+        {"vs-precopy", 0, 0, 'V'}, {0},
     };
     int c;
     optind = 1;
@@ -38,6 +39,7 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         case 'A': bad = gw_parse_u64(optarg, 0, 3600000, &o->cut_at_ms); break;
         case 'F': bad = gw_parse_u64(optarg, 1, 3600000, &o->cut_for_ms); break;
         case 'P': o->no_priority = true; break;
+        case 'V': o->vs_precopy = true; break;
         case 'M':
             o->mode = optarg;
             bad = strcmp(optarg, "precopy") && strcmp(optarg, "postcopy") && strcmp(optarg, "hybrid");

@@ -18,6 +18,7 @@ struct gw_bench_opts {
     const char *link;                            /* --link RATE: a shaped veth (bench_link.h) */
     uint64_t cut_at_ms, cut_for_ms;              /* --cut-link-at MS --cut-link-for MS */
     bool no_priority;                            /* --no-priority-channel: its baseline too */
+    bool vs_precopy;                             /* --vs-precopy: hybrid against pre-copy alone */
     bool json;                                   /* --json */
 };
 

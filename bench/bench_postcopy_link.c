@@ -10,6 +10,9 @@
  *   --no-priority-channel    the same migration again in the same run with requested pages
  *                            answered behind the bulk push (one channel, as without QEMU's
  *                            preempt channel): fault latency with and without, and the ratio
+ *   --vs-precopy             (--mode hybrid) the same work by pre-copy alone, given 1.5 x
+ *                            (memory / link rate) to finish: whether it did, and where the VM
+ *                            runs after; the hybrid's time against memory / link rate
  *
  * Fault latency is the destination's: from the request to the page placed. The source runs
  * with a 500 ms link timeout so that a cut is noticed while the link is down. */
@@ -35,6 +38,7 @@ struct pc_result {
     double total_ms, downtime_ms, postcopy_ms, blocktime_ms, recovery_ms;
     uint64_t p50, p99, max, requested, resent, verify_errors, recoveries;
     bool digest_ok;
+    bool src_running;         /* the source runner's VM runs there after the migration */
     char vcpu_blocked[256];   /* the destination's per-vCPU blocked time, as JSON */
     char histogram[512];      /* the destination's request latency histogram, as JSON */
 };
@@ -107,9 +111,11 @@ static void cut_link(struct gw_bench_link *l, const struct gw_bench_opts *o, con
     }
 }
 
+/* mode: the migration's (o->mode unless given); timeout_s: its --timeout (0 = none). */
 static void run_once(const struct gw_bench_opts *o, struct gw_bench_link *l, bool no_priority, bool cut,
-                     struct pc_result *res)
+                     const char *mode, unsigned timeout_s, struct pc_result *res)
 {
+    if (!mode) mode = o->mode;
     memset(res, 0, sizeof *res);
     char vm_bin[4096];
     if (gw_bench_sibling("godwit-vm", vm_bin, sizeof vm_bin)) { res->status = 1; snprintf(res->err, sizeof res->err, "godwit-vm not found"); return; }
@@ -149,12 +155,22 @@ static void run_once(const struct gw_bench_opts *o, struct gw_bench_link *l, boo
     if (!ready || !url[0]) { res->status = 1; snprintf(res->err, sizeof res->err, "runners did not come up"); }
     if (!res->status) {
         sleep(1);
-        char *mig[] = {vm_bin, "migrate", "--control", src_sock, "--to", url, "--mode", (char *)o->mode, "--wait",
-                       "--json", "--streams", streams_s, "--link-timeout-ms", "500",
-                       no_priority ? "--no-priority-channel" : NULL, NULL};
+        char to_s[24];
+        snprintf(to_s, sizeof to_s, "%u", timeout_s);
+        char *mig[20] = {vm_bin, "migrate", "--control", src_sock, "--to", url, "--mode", (char *)mode, "--wait",
+                         "--json", "--streams", streams_s};
+        unsigned k = 12;
+        if (strcmp(mode, "precopy")) { mig[k++] = "--link-timeout-ms"; mig[k++] = "500"; }
+        if (no_priority) mig[k++] = "--no-priority-channel";
+        if (timeout_s) { mig[k++] = "--timeout"; mig[k++] = to_s; }
+        mig[k] = NULL;
         pid_t mp = gw_bench_spawn(mig, mig_out);
         if (cut) cut_link(l, o, vm_bin, src_sock, res);
         int rc = gw_bench_wait(mp);
+        /* Where the VM runs now: a failed pre-copy must leave it running here. */
+        char st[32] = "";
+        if (gw_bench_run(status_argv, buf, sizeof buf) == 0) gw_json_get_str(buf, "state", st, sizeof st);
+        res->src_running = !strcmp(st, "running");
         if (rc) {
             char final[4096] = "";
             if (!gw_bench_read_file(mig_out, buf, sizeof buf)) gw_bench_last_json(buf, final, sizeof final);
@@ -200,6 +216,10 @@ int gw_bench_migrate_postcopy_link(int argc, char **argv)
                               .vcpus = 1, .pattern = "random", .downtime_ms = 50, .compress = "auto",
                               .mode = "postcopy"};
     if (gw_bench_parse_opts("migrate", argc, argv, &o)) return 2;
+    if (o.vs_precopy && (strcmp(o.mode, "hybrid") || !o.link)) {
+        fprintf(stderr, "godwit-bench migrate: --vs-precopy goes with --mode hybrid and --link RATE\n");
+        return 2;
+    }
     if (strcmp(o.mode, "postcopy") && strcmp(o.mode, "hybrid")) {
         fprintf(stderr, "godwit-bench migrate: --link, --cut-link-* and --no-priority-channel go with --mode postcopy|hybrid\n");
         return 2;
@@ -222,12 +242,17 @@ int gw_bench_migrate_postcopy_link(int argc, char **argv)
     /* a: the run asked for (with its cut); the baseline compares fault latency without a cut
      * on both sides: p (priority channel) against b (none). */
     struct pc_result a, p = {0}, b = {0};
-    run_once(&o, l, false, cut, &a);
+    run_once(&o, l, false, cut, NULL, 0, &a);
     if (o.no_priority) {
-        if (cut) run_once(&o, l, false, false, &p);
+        if (cut) run_once(&o, l, false, false, NULL, 0, &p);
         else p = a;
-        run_once(&o, l, true, false, &b);
+        run_once(&o, l, true, false, NULL, 0, &b);
     }
+    /* Pre-copy alone with the time the hybrid is allowed: 1.5 x memory / link rate. */
+    double ideal_ms = bps ? (double)o.memory * 8 / (double)bps * 1000 : 0;
+    struct pc_result pre = {0};
+    unsigned pre_timeout_s = (unsigned)(ideal_ms * 1.5 / 1000 + 0.999);
+    if (o.vs_precopy) run_once(&o, l, false, false, "precopy", pre_timeout_s ? pre_timeout_s : 1, &pre);
     if (l) gw_bench_link_close(l);
     int status = a.status || p.status || b.status;
     const char *e = a.status ? a.err : p.status ? p.err : b.err;
@@ -256,6 +281,16 @@ int gw_bench_migrate_postcopy_link(int argc, char **argv)
                (unsigned long long)p.p50, (unsigned long long)p.p99, (unsigned long long)p.requested,
                (unsigned long long)b.p50, (unsigned long long)b.p99, (unsigned long long)b.max,
                (unsigned long long)b.requested, b.total_ms, b.digest_ok ? "true" : "false", p50_ratio, p99_ratio);
+    if (o.vs_precopy) {
+        /* Pre-copy is expected to fail here: that it did, and left the VM running at the
+         * source, is the outcome measured; anything else is reported as such. */
+        bool pre_finished = !strcmp(pre.phase, "completed");
+        printf(",\"ideal_ms\":%.1f,\"hybrid_over_ideal\":%.3f,\"hybrid_bound_ok\":%s,\"precopy_timeout_s\":%u,"
+               "\"precopy_phase\":\"%s\",\"precopy_finished\":%s,\"precopy_vm_on_source\":%s,\"precopy_error\":",
+               ideal_ms, ideal_ms > 0 ? a.total_ms / ideal_ms : 0, a.total_ms <= 1.5 * ideal_ms ? "true" : "false",
+               pre_timeout_s, pre.phase, pre_finished ? "true" : "false", pre.src_running ? "true" : "false");
+        gw_json_str(stdout, pre.err);
+    }
     printf("}\n");
     return status;
 }

@@ -318,12 +318,10 @@ int gw_pc_client_switch(struct gw_pc_client *c, const uint64_t *dirty, uint64_t 
     if (npages != c->mem_size / 4096) return gw_err_set(e, -EPROTO, "the dirty bitmap does not fit guest memory");
     uint64_t dl = gw_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 60000) * 1000000ull;
     pthread_mutex_lock(&c->mu);
-    while (c->precopy_ended < c->nlanes && !c->st.error && gw_now_ns() < dl) {
-        pthread_mutex_unlock(&c->mu);
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-        pthread_mutex_lock(&c->mu);
-    }
+    /* The receivers signal cv at each PRECOPY_END (and on failure): no polling in the pause. */
+    struct timespec ts = {(time_t)(dl / 1000000000ull), (long)(dl % 1000000000ull)};
+    while (c->precopy_ended < c->nlanes && !c->st.error && gw_now_ns() < dl)
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
     int r = c->st.error ? gw_err_set(e, c->st.error, "%s", c->st.msg)
             : c->precopy_ended < c->nlanes ? gw_err_set(e, -ETIMEDOUT, "pre-copy did not end on every stream") : 0;
     pthread_mutex_unlock(&c->mu);

@@ -30,6 +30,8 @@ struct gw_pc_server {
     uint64_t last_req;        /* latest requested pfn + 1 (atomic; 0 = none) */
     bool stop;                /* atomic */
     bool postcopy;            /* atomic: run() started; lanes claim their pages as they send */
+    bool held;                /* under mu: the push waits for gw_pc_server_release_push */
+    pthread_cond_t go_cv;     /* with mu: held cleared, or stop */
     struct gw_pump *pump;
     pthread_t req_thr, push_thr, pacer_thr;
     bool req_started, push_started, pacer_started;
@@ -225,6 +227,9 @@ static void pace(struct gw_pc_server *s, uint64_t t0, uint64_t pages)
 static void *push_main(void *arg)
 {
     struct gw_pc_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (s->held && !stopping(s)) pthread_cond_wait(&s->go_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
     uint64_t pfns[PUSH_STEP];
     uint64_t cursor = 0, seen_req = 0, pushed = 0, t0 = gw_now_ns(), steps = 0;
     struct gw_err e = {0};
@@ -300,6 +305,7 @@ int gw_pc_server_open(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **
     s->cfg = *cfg;
     s->npages = cfg->mem_size / 4096;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->go_cv, NULL);
     s->sent = calloc((s->npages + 63) / 64, 8);
     s->scratch = malloc(gw_page_batch_scratch_bound(GW_PC_MAX_REQ_PAGES));
     if (!s->sent || !s->scratch) { gw_pc_server_close(s); return gw_err_set(e, -ENOMEM, "out of memory"); }
@@ -310,10 +316,13 @@ int gw_pc_server_open(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **
     int r = gw_pump_open(&pc, &s->pump, e);
     if (r) { gw_pc_server_close(s); return r; }
     /* Best effort (RDMA has no socket): answers first in the host's and the network's
-     * queues; little waiting unsent behind the push. */
-    gw_conn_mark_urgent(gw_session_conn(cfg->ses, GW_PC_STREAM_PRIORITY));
-    for (unsigned i = 0; i < cfg->nlanes; i++)
-        gw_conn_set_notsent_lowat(gw_session_conn(cfg->ses, GW_PC_FIRST_LANE + i), LANE_NOTSENT_LOWAT);
+     * queues; little waiting unsent behind the push. The baseline without the priority
+     * channel is a plain single-channel post-copy: none of this, nor the pacer. */
+    if (!cfg->no_priority) {
+        gw_conn_mark_urgent(gw_session_conn(cfg->ses, GW_PC_STREAM_PRIORITY));
+        for (unsigned i = 0; i < cfg->nlanes; i++)
+            gw_conn_set_notsent_lowat(gw_session_conn(cfg->ses, GW_PC_FIRST_LANE + i), LANE_NOTSENT_LOWAT);
+    }
     *out = s;
     return 0;
 }
@@ -357,7 +366,7 @@ int gw_pc_server_run(struct gw_pc_server *s, const uint64_t *push, struct gw_err
     if ((r = -pthread_create(&s->push_thr, NULL, push_main, s))) return gw_err_set(e, r, "cannot start the background push");
     s->push_started = true;
     /* A push capped by the policy's rate is paced by it alone. */
-    if (!s->cfg.rate_bps) {
+    if (!s->cfg.rate_bps && !s->cfg.no_priority) {
         struct gw_conn *lanes[GW_WIRE_MAX_STREAMS];
         for (unsigned i = 0; i < s->cfg.nlanes; i++) lanes[i] = gw_session_conn(s->cfg.ses, GW_PC_FIRST_LANE + i);
         gw_pc_pacer_init(&s->pacer, lanes, s->cfg.nlanes);
@@ -378,6 +387,21 @@ int gw_pc_server_start(const struct gw_pc_server_cfg *cfg, struct gw_pc_server *
     return 0;
 }
 
+void gw_pc_server_hold_push(struct gw_pc_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->held = true;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void gw_pc_server_release_push(struct gw_pc_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->held = false;
+    pthread_cond_broadcast(&s->go_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 void gw_pc_server_stats(struct gw_pc_server *s, struct gw_pc_server_stats *out)
 {
     pthread_mutex_lock(&s->mu);
@@ -389,6 +413,9 @@ void gw_pc_server_close(struct gw_pc_server *s)
 {
     if (!s) return;
     __atomic_store_n(&s->stop, true, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_broadcast(&s->go_cv);
+    pthread_mutex_unlock(&s->mu);
     if (s->pump) {
         struct gw_err e = {.code = -ECANCELED};
         snprintf(e.msg, sizeof e.msg, "post-copy server stopped");
@@ -398,6 +425,7 @@ void gw_pc_server_close(struct gw_pc_server *s)
     if (s->req_started) pthread_join(s->req_thr, NULL);
     if (s->pacer_started) pthread_join(s->pacer_thr, NULL);
     gw_pump_close(s->pump);
+    pthread_cond_destroy(&s->go_cv);
     pthread_mutex_destroy(&s->mu);
     free(s->sent);
     free(s->scratch);

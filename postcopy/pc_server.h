@@ -35,7 +35,8 @@ struct gw_pc_server_cfg {
     enum gw_codec_mode codec;
     uint64_t rate_bps;             /* background push limit (guest bytes/s), 0 = none */
     /* The benchmark's baseline: answers go on the first push lane, queued behind the bulk
-     * pages already in that socket, as on a single-channel post-copy. */
+     * pages already in that socket, as on a single-channel post-copy (and, as there, the
+     * lanes' sockets are neither kept shallow nor paced). */
     bool no_priority;
 };
 
@@ -66,6 +67,10 @@ int gw_pc_server_precopy_end(struct gw_pc_server *s, struct gw_err *e);
 /* Starts the request server and the push of the pages in push (bitmap, caller-owned, valid
  * until close). After gw_pc_server_precopy_end. */
 int gw_pc_server_run(struct gw_pc_server *s, const uint64_t *push, struct gw_err *e);
+/* Before run: the push waits for release_push, so that nothing bulky shares the link with
+ * the state, READY and GO (the switchover's pause); requests are answered meanwhile. */
+void gw_pc_server_hold_push(struct gw_pc_server *s);
+void gw_pc_server_release_push(struct gw_pc_server *s);
 /* open + precopy_end + run, for a plain post-copy. Returns 0 or -errno (e says why). */
 int gw_pc_server_start(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **out, struct gw_err *e);
 void gw_pc_server_stats(struct gw_pc_server *s, struct gw_pc_server_stats *out);
