@@ -48,6 +48,7 @@ struct gw_postcopy_in {
     uint64_t epoch;               /* under lock: sessions resumed so far */
     uint64_t digest;
     uint64_t t0, t_go, t_lost;
+    uint64_t t_started;           /* the vCPUs run here */
     struct gw_rbuf buf;           /* stream 0: handing over thread, then ctl_thr */
     /* recovery (pc_resume.h) */
     struct gw_listener *l;
@@ -582,6 +583,7 @@ static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
     if (r) { snprintf(err, errlen, "the disk image is still locked elsewhere: %s", strerror(-r)); return r; }
     r = gw_vm_start(p->vm);
     if (r) { snprintf(err, errlen, "cannot start the VM: %s", strerror(-r)); return r; }
+    p->t_started = gw_now_ns();
     /* The pause's share here: settling and registering memory, waiting for the state,
      * loading it, then READY until GO came back. */
     gw_info("vm %s: post-copy switchover here: memory %.2f ms, state wait %.2f ms, load %.2f ms, GO %.2f ms",
@@ -642,7 +644,9 @@ int gw_postcopy_in_start(struct gw_session *ses, struct gw_vm *vm, int timeout_m
         return r;
     }
     p->prog.phase = GW_MIG_POSTCOPY_ACTIVE;
-    p->prog.measured_downtime_ns = 0;
+    /* This side's share of the pause: from GO to the vCPUs running (the source measures
+     * its own, from the pause to GO). */
+    p->prog.measured_downtime_ns = p->t_started - p->t_go;
     gw_conn_set_timeout(gw_session_conn(ses, GW_PC_STREAM_CONTROL), POLL_MS);
     if ((r = -pthread_create(&p->ctl_thr, NULL, ctl_main, p)) == 0) {
         p->ctl_started = true;

@@ -91,6 +91,26 @@ static int mark_data(uint64_t off, uint64_t len, void *ctx)
     return 0;
 }
 
+/* After the pause: the pages that became data since the list taken while the VM ran (the
+ * holes of m->push). Pages never turn back into holes, and the kernel's cost is the data it
+ * steps over: looking only where the list found holes keeps the pause short (listing 128 MiB
+ * of data took 2.7-4 ms here). */
+static int mark_new_data(struct gw_postcopy *m)
+{
+    for (uint64_t p = 0; p < m->npages;) {
+        if ((m->push[p / 64] >> (p % 64)) & 1) { p++; continue; }
+        uint64_t q = p;
+        while (q < m->npages && !((m->push[q / 64] >> (q % 64)) & 1)) {
+            if (q % 64 == 0 && !m->push[q / 64] && q + 64 <= m->npages) q += 64;
+            else q++;
+        }
+        int r = gw_mem_for_each_data_in(&m->vm->mem, p * 4096, q * 4096, mark_data, m);
+        if (r) return r;
+        p = q;
+    }
+    return 0;
+}
+
 /* The post-copy digest of the frozen memory: holes count as zero pages, unread. */
 struct digest_ctx {
     const uint8_t *mem;
@@ -333,6 +353,12 @@ static int hand_over(struct gw_postcopy *m)
     m->prog.phase = GW_MIG_SWITCHOVER;
     pthread_mutex_unlock(&m->lock);
     gw_vm_flush_devices(m->vm);
+    if (!m->dirty) {
+        /* Plain post-copy: every page that holds data is pushed; list them while the VM
+         * still runs, and after the pause only what was a hole then. */
+        int r = gw_mem_for_each_data(&m->vm->mem, mark_data, m);
+        if (r) return fail(m, r, "cannot list guest memory: %s", strerror(-r));
+    }
     m->t_pause = gw_now_ns();
     int r = gw_vm_pause(m->vm);
     if (r) return fail(m, r, "cannot pause the VM: %s", strerror(-r));
@@ -347,7 +373,7 @@ static int hand_over(struct gw_postcopy *m)
         m->dirty = NULL;
     } else {
         /* Every page that ever held data is pushed; holes are zero on both sides. */
-        r = gw_mem_for_each_data(&m->vm->mem, mark_data, m);
+        r = mark_new_data(m);
         if (r) return fail(m, r, "cannot list guest memory: %s", strerror(-r));
     }
     m->t_list = gw_now_ns();
