@@ -117,7 +117,8 @@ int gw_conn_tcp_stats(struct gw_conn *c, struct gw_conn_tcp_stats *out);
 int gw_conn_set_max_pacing(struct gw_conn *c, uint64_t bytes_per_s);
 /* A send blocks (poll waits) while more than bytes sit unsent in c's socket. */
 int gw_conn_set_notsent_lowat(struct gw_conn *c, uint32_t bytes);
-/* Marks c's packets urgent: DSCP EF and the interactive band of the host's queues. */
+/* Marks c's packets urgent: DSCP EF, the interactive band of the host's queues, and a
+ * congestion control that does not pace (small records leave at once). */
 int gw_conn_mark_urgent(struct gw_conn *c);
 
 void gw_conn_shutdown(struct gw_conn *c);
