@@ -4,11 +4,11 @@
  *     each REQUEST at once with the pages as a PAGE_BATCH on the same stream, ahead of
  *     everything else (the background push never writes there);
  *   - the background push: one thread that queues every page still to send into a page pump
- *     whose lane i writes to stream 2 + i, in 256 KiB steps, jumping to the neighbourhood of
+ *     whose lane i writes to stream 2 + i, in 32 KiB steps, jumping to the neighbourhood of
  *     the latest request (a guest that faults there will likely touch the next pages too).
  *     When done, every lane says LANE_END and the priority channel PUSH_DONE.
  *   - the pacer (pc_pacer.h): keeps the lanes from filling the queue at the link's
- *     bottleneck, where the answers would wait behind them; lanes hold at most 128 KiB
+ *     bottleneck, where the answers would wait behind them; lanes hold at most 32 KiB
  *     unsent in their sockets (TCP_NOTSENT_LOWAT) and the priority channel is marked urgent
  *     (SO_PRIORITY, DSCP EF) for the queues that know it.
  * A page is sent once: a bitmap (test-and-set) decides whether the request server or the
