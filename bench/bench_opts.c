@@ -15,7 +15,8 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         {"vcpus", 1, 0, 'c'}, {"pattern", 1, 0, 'p'}, {"streams", 1, 0, 'n'}, {"compress", 1, 0, 'z'},
         {"downtime-ms", 1, 0, 'd'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {"tls", 1, 0, 't'},
         {"target", 1, 0, 'T'}, {"mode", 1, 0, 'M'}, {"link", 1, 0, 'L'}, {"cut-link-at", 1, 0, 'A'},
-        {"cut-link-for", 1, 0, 'F'}, {"no-priority-channel", 0, 0, 'P'}, {"qemu", 1, 0, 'Q'}, {"dirty-ring", 1, 0, 'R'}, {0},
+        {"cut-link-for", 1, 0, 'F'}, {"no-priority-channel", 0, 0, 'P'}, {"qemu", 1, 0, 'Q'}, {"dirty-ring", 1, 0, 'R'},
+        {"vs-precopy", 0, 0, 'V'}, {0},
     };
     int c;
     optind = 1;
@@ -40,6 +41,7 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         case 'P': o->no_priority = true; break;
         case 'Q': o->qemu = optarg; break;
         case 'R': bad = gw_parse_u64(optarg, 256, 65536, &o->dirty_ring); break;
+        case 'V': o->vs_precopy = true; break;
         case 'M':
             o->mode = optarg;
             bad = strcmp(optarg, "precopy") && strcmp(optarg, "postcopy") && strcmp(optarg, "hybrid");

@@ -20,6 +20,7 @@ struct gw_bench_opts {
     bool no_priority;                            /* --no-priority-channel: its baseline too */
     const char *qemu;                            /* --qemu SCRIPT: QEMU's run on the same work */
     uint64_t dirty_ring;                         /* --dirty-ring N: the source tracks by ring */
+    bool vs_precopy;                             /* --vs-precopy: hybrid against pre-copy alone */
     bool json;                                   /* --json */
 };
 

@@ -10,8 +10,12 @@
  *   --no-priority-channel    the same migration again in the same run with requested pages
  *                            answered behind the bulk push (one channel, as without QEMU's
  *                            preempt channel): fault latency with and without, and the ratio
+ *   --vs-precopy             (--mode hybrid) the same work by pre-copy alone, given 1.5 x
+ *                            (memory / link rate) to finish: whether it did, and where the VM
+ *                            runs after; the hybrid's time against memory / link rate
  *
- * Fault latency is the destination's: from the request to the page placed. The source runs
+ * Fault latency is the destination's: from the request to the page placed. pause_ms is the
+ * source's pause to GO plus the destination's GO to vCPUs running. The source runs
  * with a 500 ms link timeout so that a cut is noticed while the link is down. */
 #include <errno.h>
 #include <signal.h>
@@ -33,10 +37,26 @@ struct pc_result {
     char err[256];
     char phase[32];
     double total_ms, downtime_ms, postcopy_ms, blocktime_ms, recovery_ms;
+    double dst_start_ms;      /* the destination's share of the pause: GO to vCPUs running */
     uint64_t p50, p99, max, requested, resent, verify_errors, recoveries;
     bool digest_ok;
+    bool src_running;         /* the source runner's VM runs there after the migration */
     char vcpu_blocked[256];   /* the destination's per-vCPU blocked time, as JSON */
+    char histogram[512];      /* the destination's request latency histogram, as JSON */
 };
+
+/* Copies the JSON array value of key in json into out ("" when absent or too long). */
+static void json_array(const char *json, const char *key, char *out, size_t len)
+{
+    char pat[80];
+    snprintf(pat, sizeof pat, "\"%s\":[", key);
+    out[0] = 0;
+    const char *v = strstr(json, pat);
+    if (!v) return;
+    v += strlen(pat) - 1;
+    const char *e = strchr(v, ']');
+    if (e && (size_t)(e - v + 1) < len) snprintf(out, len, "%.*s", (int)(e - v + 1), v);
+}
 
 /* argv with the link's `ip netns exec NS` in front when there is a link. */
 static void with_ns(struct gw_bench_link *l, unsigned end, char *const *argv, char **out)
@@ -93,9 +113,11 @@ static void cut_link(struct gw_bench_link *l, const struct gw_bench_opts *o, con
     }
 }
 
+/* mode: the migration's (o->mode unless given); timeout_s: its --timeout (0 = none). */
 static void run_once(const struct gw_bench_opts *o, struct gw_bench_link *l, bool no_priority, bool cut,
-                     struct pc_result *res)
+                     const char *mode, unsigned timeout_s, struct pc_result *res)
 {
+    if (!mode) mode = o->mode;
     memset(res, 0, sizeof *res);
     char vm_bin[4096];
     if (gw_bench_sibling("godwit-vm", vm_bin, sizeof vm_bin)) { res->status = 1; snprintf(res->err, sizeof res->err, "godwit-vm not found"); return; }
@@ -135,12 +157,25 @@ static void run_once(const struct gw_bench_opts *o, struct gw_bench_link *l, boo
     if (!ready || !url[0]) { res->status = 1; snprintf(res->err, sizeof res->err, "runners did not come up"); }
     if (!res->status) {
         sleep(1);
-        char *mig[] = {vm_bin, "migrate", "--control", src_sock, "--to", url, "--mode", (char *)o->mode, "--wait",
-                       "--json", "--streams", streams_s, "--link-timeout-ms", "500",
-                       no_priority ? "--no-priority-channel" : NULL, NULL};
+        char to_s[24];
+        snprintf(to_s, sizeof to_s, "%u", timeout_s);
+        char *mig[20] = {vm_bin, "migrate", "--control", src_sock, "--to", url, "--mode", (char *)mode, "--wait",
+                         "--json", "--streams", streams_s};
+        unsigned k = 12;
+        if (strcmp(mode, "precopy")) { mig[k++] = "--link-timeout-ms"; mig[k++] = "500"; }
+        if (no_priority) mig[k++] = "--no-priority-channel";
+        if (timeout_s) { mig[k++] = "--timeout"; mig[k++] = to_s; }
+        /* Against pre-copy, the hybrid switches as an operator facing such a guest would set
+         * it: once the guest dirties faster than half the rate pre-copy moves memory. */
+        if (o->vs_precopy && !strcmp(mode, "hybrid")) { mig[k++] = "--switch-dirty-pct"; mig[k++] = "50"; }
+        mig[k] = NULL;
         pid_t mp = gw_bench_spawn(mig, mig_out);
         if (cut) cut_link(l, o, vm_bin, src_sock, res);
         int rc = gw_bench_wait(mp);
+        /* Where the VM runs now: a failed pre-copy must leave it running here. */
+        char st[32] = "";
+        if (gw_bench_run(status_argv, buf, sizeof buf) == 0) gw_json_get_str(buf, "state", st, sizeof st);
+        res->src_running = !strcmp(st, "running");
         if (rc) {
             char final[4096] = "";
             if (!gw_bench_read_file(mig_out, buf, sizeof buf)) gw_bench_last_json(buf, final, sizeof final);
@@ -168,14 +203,11 @@ static void run_once(const struct gw_bench_opts *o, struct gw_bench_link *l, boo
     gw_json_get_u64(dst_json, "postcopy_pages_requested", &res->requested);
     gw_json_get_u64(dst_json, "postcopy_pages_resent", &res->resent);
     gw_json_get_double(dst_json, "postcopy_ms", &res->postcopy_ms);
+    gw_json_get_double(dst_json, "migration_downtime_ms", &res->dst_start_ms);
     gw_json_get_double(dst_json, "postcopy_blocked_ms", &res->blocktime_ms);
     gw_json_get_bool(dst_json, "postcopy_digest_ok", &res->digest_ok);
-    const char *vb = strstr(dst_json, "\"postcopy_vcpu_blocked_ms\":[");
-    if (vb) {
-        const char *e = strchr(vb, ']');
-        vb += strlen("\"postcopy_vcpu_blocked_ms\":");
-        if (e && (size_t)(e - vb + 1) < sizeof res->vcpu_blocked) snprintf(res->vcpu_blocked, sizeof res->vcpu_blocked, "%.*s", (int)(e - vb + 1), vb);
-    }
+    json_array(dst_json, "postcopy_vcpu_blocked_ms", res->vcpu_blocked, sizeof res->vcpu_blocked);
+    json_array(dst_json, "postcopy_request_histogram", res->histogram, sizeof res->histogram);
     bool have_verify = gw_json_get_u64(dst_json, "guest_verify_errors", &res->verify_errors) == 0;
     if (!res->status && strcmp(res->phase, "completed")) { res->status = 1; snprintf(res->err, sizeof res->err, "migration ended '%s'", res->phase); }
     if (!res->status && (dst_rc != 0 || !have_verify)) { res->status = 1; snprintf(res->err, sizeof res->err, "destination runner exited %d", dst_rc); }
@@ -190,6 +222,10 @@ int gw_bench_migrate_postcopy_link(int argc, char **argv)
                               .vcpus = 1, .pattern = "random", .downtime_ms = 50, .compress = "auto",
                               .mode = "postcopy"};
     if (gw_bench_parse_opts("migrate", argc, argv, &o)) return 2;
+    if (o.vs_precopy && (strcmp(o.mode, "hybrid") || !o.link)) {
+        fprintf(stderr, "godwit-bench migrate: --vs-precopy goes with --mode hybrid and --link RATE\n");
+        return 2;
+    }
     if (strcmp(o.mode, "postcopy") && strcmp(o.mode, "hybrid")) {
         fprintf(stderr, "godwit-bench migrate: --link, --cut-link-* and --no-priority-channel go with --mode postcopy|hybrid\n");
         return 2;
@@ -212,12 +248,17 @@ int gw_bench_migrate_postcopy_link(int argc, char **argv)
     /* a: the run asked for (with its cut); the baseline compares fault latency without a cut
      * on both sides: p (priority channel) against b (none). */
     struct pc_result a, p = {0}, b = {0};
-    run_once(&o, l, false, cut, &a);
+    run_once(&o, l, false, cut, NULL, 0, &a);
     if (o.no_priority) {
-        if (cut) run_once(&o, l, false, false, &p);
+        if (cut) run_once(&o, l, false, false, NULL, 0, &p);
         else p = a;
-        run_once(&o, l, true, false, &b);
+        run_once(&o, l, true, false, NULL, 0, &b);
     }
+    /* Pre-copy alone with the time the hybrid is allowed: 1.5 x memory / link rate. */
+    double ideal_ms = bps ? (double)o.memory * 8 / (double)bps * 1000 : 0;
+    struct pc_result pre = {0};
+    unsigned pre_timeout_s = (unsigned)(ideal_ms * 1.5 / 1000 + 0.999);
+    if (o.vs_precopy) run_once(&o, l, false, false, "precopy", pre_timeout_s ? pre_timeout_s : 1, &pre);
     if (l) gw_bench_link_close(l);
     int status = a.status || p.status || b.status;
     const char *e = a.status ? a.err : p.status ? p.err : b.err;
@@ -225,14 +266,15 @@ int gw_bench_migrate_postcopy_link(int argc, char **argv)
     printf("{\"bench\":\"migrate\",\"status\":\"%s\",\"error\":", status ? "error" : "ok");
     gw_json_str(stdout, status ? e : "");
     printf(",\"mode\":\"%s\",\"link_bps\":%llu,\"memory_bytes\":%llu,\"ws_bytes\":%llu,\"rate_bytes_per_s\":%llu,"
-           "\"vcpus\":%llu,\"total_ms\":%.1f,\"downtime_ms\":%.3f,\"postcopy_ms\":%.1f,\"fault_p50_us\":%llu,"
+           "\"vcpus\":%llu,\"total_ms\":%.1f,\"downtime_ms\":%.3f,\"pause_ms\":%.3f,\"postcopy_ms\":%.1f,\"fault_p50_us\":%llu,"
            "\"fault_p99_us\":%llu,\"fault_max_us\":%llu,\"pages_requested\":%llu,\"pages_resent_after_switchover\":%llu,"
-           "\"blocktime_ms\":%.3f,\"vcpu_blocktime_ms\":%s,\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu",
+           "\"blocktime_ms\":%.3f,\"vcpu_blocktime_ms\":%s,\"fault_histogram_us\":%s,\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu",
            o.mode, (unsigned long long)bps, (unsigned long long)o.memory, (unsigned long long)o.ws,
-           (unsigned long long)o.rate, (unsigned long long)o.vcpus, a.total_ms, a.downtime_ms, a.postcopy_ms,
+           (unsigned long long)o.rate, (unsigned long long)o.vcpus, a.total_ms, a.downtime_ms,
+           a.downtime_ms + a.dst_start_ms, a.postcopy_ms,
            (unsigned long long)a.p50, (unsigned long long)a.p99, (unsigned long long)a.max,
            (unsigned long long)a.requested, (unsigned long long)a.resent, a.blocktime_ms,
-           a.vcpu_blocked[0] ? a.vcpu_blocked : "[]", a.digest_ok ? "true" : "false", (unsigned long long)a.verify_errors);
+           a.vcpu_blocked[0] ? a.vcpu_blocked : "[]", a.histogram[0] ? a.histogram : "[]", a.digest_ok ? "true" : "false", (unsigned long long)a.verify_errors);
     if (cut)
         printf(",\"cut_link_at_ms\":%llu,\"cut_link_for_ms\":%llu,\"recoveries\":%llu,\"recovery_ms\":%.1f",
                (unsigned long long)o.cut_at_ms, (unsigned long long)o.cut_for_ms, (unsigned long long)a.recoveries,
@@ -246,6 +288,16 @@ int gw_bench_migrate_postcopy_link(int argc, char **argv)
                (unsigned long long)p.p50, (unsigned long long)p.p99, (unsigned long long)p.requested,
                (unsigned long long)b.p50, (unsigned long long)b.p99, (unsigned long long)b.max,
                (unsigned long long)b.requested, b.total_ms, b.digest_ok ? "true" : "false", p50_ratio, p99_ratio);
+    if (o.vs_precopy) {
+        /* Pre-copy is expected to fail here: that it did, and left the VM running at the
+         * source, is the outcome measured; anything else is reported as such. */
+        bool pre_finished = !strcmp(pre.phase, "completed");
+        printf(",\"ideal_ms\":%.1f,\"hybrid_over_ideal\":%.3f,\"hybrid_bound_ok\":%s,\"precopy_timeout_s\":%u,"
+               "\"precopy_phase\":\"%s\",\"precopy_finished\":%s,\"precopy_vm_on_source\":%s,\"precopy_error\":",
+               ideal_ms, ideal_ms > 0 ? a.total_ms / ideal_ms : 0, a.total_ms <= 1.5 * ideal_ms ? "true" : "false",
+               pre_timeout_s, pre.phase, pre_finished ? "true" : "false", pre.src_running ? "true" : "false");
+        gw_json_str(stdout, pre.err);
+    }
     printf("}\n");
     return status;
 }

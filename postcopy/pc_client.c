@@ -17,6 +17,7 @@
 #include "engine/common/util.h"
 #include "engine/pump/page_recv.h"
 #include "postcopy/pc_digest.h"
+#include "postcopy/pc_pacer.h"
 #include "postcopy/pc_wire.h"
 
 struct rx_thread {
@@ -88,6 +89,7 @@ static int send_requests(struct gw_pc_client *c, const uint64_t *pfns, unsigned 
 static void *fault_main(void *arg)
 {
     struct gw_pc_client *c = arg;
+    gw_pc_thread_urgent();
     struct gw_err e = {0};
     uint64_t faults[GW_PC_MAX_REQ_PAGES], want[GW_PC_MAX_REQ_PAGES];
     uint32_t tids[GW_PC_MAX_REQ_PAGES];
@@ -201,6 +203,11 @@ static void *rx_main(void *arg)
     pthread_mutex_lock(&c->ses_mu);
     struct gw_conn *conn = gw_session_conn(c->ses, t->stream);
     pthread_mutex_unlock(&c->ses_mu);
+    /* Requests go first in the queues on the way (best effort: RDMA has no socket). */
+    if (t->stream == GW_PC_STREAM_PRIORITY) {
+        gw_conn_mark_urgent(conn);
+        gw_pc_thread_urgent();
+    }
     struct gw_page_recv pr = {0};
     struct gw_codec_stats cs = {0};
     struct gw_err e = {0};
@@ -311,12 +318,10 @@ int gw_pc_client_switch(struct gw_pc_client *c, const uint64_t *dirty, uint64_t 
     if (npages != c->mem_size / 4096) return gw_err_set(e, -EPROTO, "the dirty bitmap does not fit guest memory");
     uint64_t dl = gw_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 60000) * 1000000ull;
     pthread_mutex_lock(&c->mu);
-    while (c->precopy_ended < c->nlanes && !c->st.error && gw_now_ns() < dl) {
-        pthread_mutex_unlock(&c->mu);
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-        pthread_mutex_lock(&c->mu);
-    }
+    /* The receivers signal cv at each PRECOPY_END (and on failure): no polling in the pause. */
+    struct timespec ts = {(time_t)(dl / 1000000000ull), (long)(dl % 1000000000ull)};
+    while (c->precopy_ended < c->nlanes && !c->st.error && gw_now_ns() < dl)
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
     int r = c->st.error ? gw_err_set(e, c->st.error, "%s", c->st.msg)
             : c->precopy_ended < c->nlanes ? gw_err_set(e, -ETIMEDOUT, "pre-copy did not end on every stream") : 0;
     pthread_mutex_unlock(&c->mu);

@@ -12,10 +12,15 @@
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/pump/pump.h"
+#include "postcopy/pc_pacer.h"
 #include "postcopy/pc_wire.h"
 
-#define PUSH_STEP 256u        /* pages the push looks at per step: 1 MiB */
-#define PUSH_AHEAD_STEPS 2u   /* steps queued before waiting for the pump to drain */
+#define PUSH_STEP 8u          /* pages the push looks at per step, and per batch: 32 KiB */
+#define PUSH_AHEAD_STEPS 64u  /* steps queued before waiting for the pump to drain */
+/* Unsent bytes a lane's socket may hold: a requested page the push already took waits for
+ * what is ahead of it (4 MiB socket buffers at 1 Gbit/s made that 30 ms per lane). */
+#define LANE_NOTSENT_LOWAT (32u << 10)
+#define PUSH_LEAP_PAGES 64u   /* 256 KiB: what a reader at the push's front requests instead */
 
 struct gw_pc_server {
     struct gw_pc_server_cfg cfg;
@@ -24,9 +29,13 @@ struct gw_pc_server {
     uint64_t remaining;       /* push pages not yet sent (atomic) */
     uint64_t last_req;        /* latest requested pfn + 1 (atomic; 0 = none) */
     bool stop;                /* atomic */
+    bool postcopy;            /* atomic: run() started; lanes claim their pages as they send */
+    bool held;                /* under mu: the push waits for gw_pc_server_release_push */
+    pthread_cond_t go_cv;     /* with mu: held cleared, or stop */
     struct gw_pump *pump;
-    pthread_t req_thr, push_thr;
-    bool req_started, push_started;
+    pthread_t req_thr, push_thr, pacer_thr;
+    bool req_started, push_started, pacer_started;
+    struct gw_pc_pacer pacer;  /* pacer thread only */
     uint64_t lane_pages[GW_WIRE_MAX_STREAMS];   /* lane worker only */
     /* request server only */
     struct gw_page_encoder enc;
@@ -67,6 +76,11 @@ static int sink_write(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, s
     (void)len;
     (void)pfns;
     s->lane_pages[lane] += npages;
+    if (__atomic_load_n(&s->postcopy, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&s->mu);
+        s->st.pages_pushed += npages;
+        pthread_mutex_unlock(&s->mu);
+    }
     return gw_session_sendv(s->cfg.ses, GW_PC_FIRST_LANE + lane, GW_WIRE_PAGE_BATCH, iov, iovcnt, e);
 }
 
@@ -81,6 +95,21 @@ static int sink_barrier(void *ctx, unsigned lane, uint64_t tag, uint32_t flags, 
     return gw_session_send(s->cfg.ses, GW_PC_FIRST_LANE + lane, GW_WIRE_POSTCOPY, b, sizeof b, e);
 }
 
+/* A queued page is taken for the push only now, just before it is encoded and written: one
+ * that a request took meanwhile went on the priority channel and is dropped here, and a
+ * request for one still waiting in the pump's queue is answered at once instead of waiting
+ * for its turn. Pre-copy (hybrid) pages are never taken: they may go again after the switch. */
+static uint32_t sink_claim(void *ctx, unsigned lane, uint64_t *pfns, uint32_t npages)
+{
+    struct gw_pc_server *s = ctx;
+    (void)lane;
+    if (!__atomic_load_n(&s->postcopy, __ATOMIC_ACQUIRE)) return npages;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < npages; i++)
+        if (claim(s, pfns[i])) pfns[k++] = pfns[i];
+    return k;
+}
+
 static void sink_abort(void *ctx)
 {
     struct gw_pc_server *s = ctx;
@@ -88,7 +117,7 @@ static void sink_abort(void *ctx)
 }
 
 static const struct gw_page_sink_ops pc_sink = {.write_batch = sink_write, .barrier = sink_barrier,
-                                                .abort = sink_abort};
+                                                .claim = sink_claim, .abort = sink_abort};
 
 /* ---- request server ---- */
 
@@ -98,6 +127,17 @@ static void refuse(struct gw_pc_server *s, uint64_t n, const char *why)
     if (!s->st.refused) gw_warn("post-copy: refused a page request (%s)", why);
     s->st.refused += n;
     pthread_mutex_unlock(&s->mu);
+}
+
+/* Sends pfns[0..n) as one PAGE_BATCH on stream; under mu (PUSH_DONE cannot overtake it). */
+static int send_pages(struct gw_pc_server *s, const uint64_t *pfns, uint32_t n, unsigned stream, struct gw_err *e)
+{
+    size_t len;
+    int cnt;
+    int r = gw_page_encode_batch_iov(&s->enc, s->cfg.mem, s->cfg.mem_size, pfns, n, s->scratch,
+                                     gw_page_batch_scratch_bound(GW_PC_MAX_REQ_PAGES), s->iov + 1, &cnt, &len);
+    if (r) return gw_err_set(e, r, "encoding requested pages failed");
+    return gw_session_sendv(s->cfg.ses, stream, GW_WIRE_PAGE_BATCH, s->iov, cnt + 1, e);
 }
 
 static int answer(struct gw_pc_server *s, const uint8_t *p, const struct gw_pc_msg *m, struct gw_err *e)
@@ -113,25 +153,24 @@ static int answer(struct gw_pc_server *s, const uint8_t *p, const struct gw_pc_m
     for (uint32_t i = 0; i < m->count; i++) {
         uint64_t pfn = gw_pc_get64(p + GW_PC_HDR + 8ull * i);
         if (pfn >= s->npages) { bad++; continue; }
+        /* Where the push goes next (push_main): near the guest's latest fault; but a page a
+         * lane already took means the guest reads right at the push's front (a scan, a
+         * verifier): each of its faults would wait for the lane's queue, so the push leaps
+         * ahead and leaves the pages in between to requests, answered at once. */
+        uint64_t go = pfn;
         if (claim(s, pfn)) pfns[n++] = pfn;
-        else in_flight++;
-        __atomic_store_n(&s->last_req, pfn + 1, __ATOMIC_RELEASE);
+        else { in_flight++; go = pfn + PUSH_LEAP_PAGES; }
+        __atomic_store_n(&s->last_req, go + 1, __ATOMIC_RELEASE);
     }
     s->st.requests++;
     s->st.pages_requested += m->count - bad;
     s->st.pages_in_flight += in_flight;
     int r = 0;
     if (n) {
-        /* Under mu: PUSH_DONE cannot overtake an answer on this stream. */
-        size_t len;
-        int cnt;
-        r = gw_page_encode_batch_iov(&s->enc, s->cfg.mem, s->cfg.mem_size, pfns, n, s->scratch,
-                                     gw_page_batch_scratch_bound(GW_PC_MAX_REQ_PAGES), s->iov + 1, &cnt, &len);
         /* Without the priority channel (a baseline), answers queue behind bulk pages on a
          * lane, but never after its LANE_END (lanes_closing, under mu like this send). */
         unsigned stream = s->cfg.no_priority && !s->lanes_closing ? GW_PC_FIRST_LANE : GW_PC_STREAM_PRIORITY;
-        if (r) gw_err_set(e, r, "encoding requested pages failed");
-        else r = gw_session_sendv(s->cfg.ses, stream, GW_WIRE_PAGE_BATCH, s->iov, cnt + 1, e);
+        r = send_pages(s, pfns, n, stream, e);
         if (!r) s->st.pages_answered += n;
     }
     pthread_mutex_unlock(&s->mu);
@@ -142,6 +181,7 @@ static int answer(struct gw_pc_server *s, const uint8_t *p, const struct gw_pc_m
 static void *req_main(void *arg)
 {
     struct gw_pc_server *s = arg;
+    gw_pc_thread_urgent();
     struct gw_conn *c = gw_session_conn(s->cfg.ses, GW_PC_STREAM_PRIORITY);
     struct gw_rbuf buf = {0};
     struct gw_err e = {0};
@@ -187,6 +227,9 @@ static void pace(struct gw_pc_server *s, uint64_t t0, uint64_t pages)
 static void *push_main(void *arg)
 {
     struct gw_pc_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (s->held && !stopping(s)) pthread_cond_wait(&s->go_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
     uint64_t pfns[PUSH_STEP];
     uint64_t cursor = 0, seen_req = 0, pushed = 0, t0 = gw_now_ns(), steps = 0;
     struct gw_err e = {0};
@@ -196,22 +239,22 @@ static void *push_main(void *arg)
         if (lr != seen_req) {
             /* Go where the guest works now: its next faults are likely nearby. */
             seen_req = lr;
-            cursor = (lr - 1) & ~(uint64_t)(PUSH_STEP - 1);
+            cursor = ((lr - 1) & ~(uint64_t)(PUSH_STEP - 1)) % s->npages;
         }
         uint64_t end = cursor + PUSH_STEP < s->npages ? cursor + PUSH_STEP : s->npages;
         unsigned n = 0;
+        /* Not taken yet: the lane takes each page when it sends it (sink_claim). */
         for (uint64_t p = cursor; p < end; p++)
-            if ((s->cfg.push[p / 64] >> (p % 64)) & 1 && claim(s, p)) pfns[n++] = p;
+            if ((s->cfg.push[p / 64] >> (p % 64)) & 1 &&
+                !((__atomic_load_n(&s->sent[p / 64], __ATOMIC_ACQUIRE) >> (p % 64)) & 1))
+                pfns[n++] = p;
         cursor = end >= s->npages ? 0 : end;
         if (n && (r = gw_pump_pages(s->pump, pfns, n))) break;
         if (n) {
-            pthread_mutex_lock(&s->mu);
-            s->st.pages_pushed += n;
-            pthread_mutex_unlock(&s->mu);
             pushed += n;
             pace(s, t0, pushed);
-            /* Keep little queued in the pump: a requested page already queued is not sent
-             * again, so it waits for its batch; the shorter the queue, the shorter that wait. */
+            /* A little queued in the pump keeps the lanes busy; more would only be scanned
+             * again (the push jumps to where the guest faults) and dropped by the lanes. */
             if (++steps % PUSH_AHEAD_STEPS == 0 && (r = gw_pump_drain(s->pump))) break;
         }
     }
@@ -239,6 +282,19 @@ static void *push_main(void *arg)
     return NULL;
 }
 
+/* ---- pacer: keeps the lanes from filling the bottleneck's queue (pc_pacer.h) ---- */
+
+static void *pacer_main(void *arg)
+{
+    struct gw_pc_server *s = arg;
+    const struct timespec ts = {0, GW_PC_PACER_TICK_MS * 1000000L};
+    while (!stopping(s) && __atomic_load_n(&s->remaining, __ATOMIC_ACQUIRE) && !s->pacer.off) {
+        nanosleep(&ts, NULL);
+        gw_pc_pacer_tick(&s->pacer, gw_now_ns());
+    }
+    return NULL;
+}
+
 int gw_pc_server_open(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **out, struct gw_err *e)
 {
     if (!cfg->nlanes || cfg->nlanes + GW_PC_FIRST_LANE > gw_session_streams(cfg->ses) || !cfg->mem_size ||
@@ -249,6 +305,7 @@ int gw_pc_server_open(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **
     s->cfg = *cfg;
     s->npages = cfg->mem_size / 4096;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->go_cv, NULL);
     s->sent = calloc((s->npages + 63) / 64, 8);
     s->scratch = malloc(gw_page_batch_scratch_bound(GW_PC_MAX_REQ_PAGES));
     if (!s->sent || !s->scratch) { gw_pc_server_close(s); return gw_err_set(e, -ENOMEM, "out of memory"); }
@@ -258,6 +315,14 @@ int gw_pc_server_open(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **
                              .batch_pages = PUSH_STEP, .codec = cfg->codec, .sink = &pc_sink, .sink_ctx = s};
     int r = gw_pump_open(&pc, &s->pump, e);
     if (r) { gw_pc_server_close(s); return r; }
+    /* Best effort (RDMA has no socket): answers first in the host's and the network's
+     * queues; little waiting unsent behind the push. The baseline without the priority
+     * channel is a plain single-channel post-copy: none of this, nor the pacer. */
+    if (!cfg->no_priority) {
+        gw_conn_mark_urgent(gw_session_conn(cfg->ses, GW_PC_STREAM_PRIORITY));
+        for (unsigned i = 0; i < cfg->nlanes; i++)
+            gw_conn_set_notsent_lowat(gw_session_conn(cfg->ses, GW_PC_FIRST_LANE + i), LANE_NOTSENT_LOWAT);
+    }
     *out = s;
     return 0;
 }
@@ -294,11 +359,20 @@ int gw_pc_server_run(struct gw_pc_server *s, const uint64_t *push, struct gw_err
     uint64_t rem = 0;
     for (uint64_t w = 0; w < (s->npages + 63) / 64; w++) rem += (uint64_t)__builtin_popcountll(push[w]);
     s->remaining = rem;
+    __atomic_store_n(&s->postcopy, true, __ATOMIC_RELEASE);
     int r;
     if ((r = -pthread_create(&s->req_thr, NULL, req_main, s))) return gw_err_set(e, r, "cannot start the request server");
     s->req_started = true;
     if ((r = -pthread_create(&s->push_thr, NULL, push_main, s))) return gw_err_set(e, r, "cannot start the background push");
     s->push_started = true;
+    /* A push capped by the policy's rate is paced by it alone. */
+    if (!s->cfg.rate_bps && !s->cfg.no_priority) {
+        struct gw_conn *lanes[GW_WIRE_MAX_STREAMS];
+        for (unsigned i = 0; i < s->cfg.nlanes; i++) lanes[i] = gw_session_conn(s->cfg.ses, GW_PC_FIRST_LANE + i);
+        gw_pc_pacer_init(&s->pacer, lanes, s->cfg.nlanes);
+        if ((r = -pthread_create(&s->pacer_thr, NULL, pacer_main, s))) return gw_err_set(e, r, "cannot start the push's pacer");
+        s->pacer_started = true;
+    }
     return 0;
 }
 
@@ -313,6 +387,21 @@ int gw_pc_server_start(const struct gw_pc_server_cfg *cfg, struct gw_pc_server *
     return 0;
 }
 
+void gw_pc_server_hold_push(struct gw_pc_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->held = true;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void gw_pc_server_release_push(struct gw_pc_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->held = false;
+    pthread_cond_broadcast(&s->go_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 void gw_pc_server_stats(struct gw_pc_server *s, struct gw_pc_server_stats *out)
 {
     pthread_mutex_lock(&s->mu);
@@ -324,6 +413,9 @@ void gw_pc_server_close(struct gw_pc_server *s)
 {
     if (!s) return;
     __atomic_store_n(&s->stop, true, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_broadcast(&s->go_cv);
+    pthread_mutex_unlock(&s->mu);
     if (s->pump) {
         struct gw_err e = {.code = -ECANCELED};
         snprintf(e.msg, sizeof e.msg, "post-copy server stopped");
@@ -331,7 +423,9 @@ void gw_pc_server_close(struct gw_pc_server *s)
     }
     if (s->push_started) pthread_join(s->push_thr, NULL);
     if (s->req_started) pthread_join(s->req_thr, NULL);
+    if (s->pacer_started) pthread_join(s->pacer_thr, NULL);
     gw_pump_close(s->pump);
+    pthread_cond_destroy(&s->go_cv);
     pthread_mutex_destroy(&s->mu);
     free(s->sent);
     free(s->scratch);

@@ -91,6 +91,26 @@ static int mark_data(uint64_t off, uint64_t len, void *ctx)
     return 0;
 }
 
+/* After the pause: the pages that became data since the list taken while the VM ran (the
+ * holes of m->push). Pages never turn back into holes, and the kernel's cost is the data it
+ * steps over: looking only where the list found holes keeps the pause short (listing 128 MiB
+ * of data took 2.7-4 ms here). */
+static int mark_new_data(struct gw_postcopy *m)
+{
+    for (uint64_t p = 0; p < m->npages;) {
+        if ((m->push[p / 64] >> (p % 64)) & 1) { p++; continue; }
+        uint64_t q = p;
+        while (q < m->npages && !((m->push[q / 64] >> (q % 64)) & 1)) {
+            if (q % 64 == 0 && !m->push[q / 64] && q + 64 <= m->npages) q += 64;
+            else q++;
+        }
+        int r = gw_mem_for_each_data_in(&m->vm->mem, p * 4096, q * 4096, mark_data, m);
+        if (r) return r;
+        p = q;
+    }
+    return 0;
+}
+
 /* The post-copy digest of the frozen memory: holes count as zero pages, unread. */
 struct digest_ctx {
     const uint8_t *mem;
@@ -163,6 +183,8 @@ static int setup(struct gw_postcopy *m)
     pthread_mutex_lock(&m->lock);
     m->ses = s;
     pthread_mutex_unlock(&m->lock);
+    /* The switchover's records (state, READY, GO) and keepalives go first in the queues. */
+    gw_conn_mark_urgent(gw_session_conn(s, GW_PC_STREAM_CONTROL));
     if (!(gw_session_features(s, 0) & GW_WIRE_F_POSTCOPY))
         return fail(m, -EPROTONOSUPPORT, "the destination does not take post-copy migrations");
     if (gw_pc_resume_key(m->secret, m->p.secret_len, s, m->p.token, m->resume_key))
@@ -331,9 +353,16 @@ static int hand_over(struct gw_postcopy *m)
     m->prog.phase = GW_MIG_SWITCHOVER;
     pthread_mutex_unlock(&m->lock);
     gw_vm_flush_devices(m->vm);
+    if (!m->dirty) {
+        /* Plain post-copy: every page that holds data is pushed; list them while the VM
+         * still runs, and after the pause only what was a hole then. */
+        int r = gw_mem_for_each_data(&m->vm->mem, mark_data, m);
+        if (r) return fail(m, r, "cannot list guest memory: %s", strerror(-r));
+    }
     m->t_pause = gw_now_ns();
     int r = gw_vm_pause(m->vm);
     if (r) return fail(m, r, "cannot pause the VM: %s", strerror(-r));
+    m->t_paused = gw_now_ns();
     if (m->dirty) {
         /* Hybrid: what changed since its last round goes again. */
         uint64_t n;
@@ -344,9 +373,10 @@ static int hand_over(struct gw_postcopy *m)
         m->dirty = NULL;
     } else {
         /* Every page that ever held data is pushed; holes are zero on both sides. */
-        r = gw_mem_for_each_data(&m->vm->mem, mark_data, m);
+        r = mark_new_data(m);
         if (r) return fail(m, r, "cannot list guest memory: %s", strerror(-r));
     }
+    m->t_list = gw_now_ns();
     struct gw_err e = {0};
     r = gw_pc_server_precopy_end(m->srv, &e);
     if (r) return fail(m, r, "ending pre-copy: %s", e.msg);
@@ -358,7 +388,9 @@ static int hand_over(struct gw_postcopy *m)
     r = gw_session_send(m->ses, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, dm, GW_PC_HDR + words * 8, &e);
     free(dm);
     if (r) return fail(m, r, "sending the dirty pages: %s", e.msg);
+    m->t_dirty = gw_now_ns();
     memcpy(m->cur_push, m->push, words * 8);
+    gw_pc_server_hold_push(m->srv);   /* until GO: the state and GO go out on an idle link */
     r = gw_pc_server_run(m->srv, m->cur_push, &e);
     if (r) return fail(m, r, "%s", e.msg);
     Godwit__V1__VmState *st = NULL;
@@ -367,6 +399,7 @@ static int hand_over(struct gw_postcopy *m)
     r = gw_session_send_msg(m->ses, GW_PC_STREAM_CONTROL, GW_WIRE_STATE, &st->base, &e);
     gw_vm_state_free(st);
     if (r) return fail(m, r, "sending the state: %s", e.msg);
+    m->t_state = gw_now_ns();
     struct gw_pc_msg msg = {0};
     for (;;) {
         if (cancelled(m)) return fail(m, -ECANCELED, "cancelled");
@@ -481,6 +514,7 @@ static void *migration_thread(void *arg)
         pthread_mutex_unlock(&m->lock);
         m->t_go = gw_now_ns();
         r = send_op(m, GW_PC_GO, 0, &e);
+        gw_pc_server_release_push(m->srv);
         gw_vm_disk_lock(m->vm, false, 0);
         pthread_mutex_lock(&m->lock);
         m->prog.measured_downtime_ns = m->t_go - m->t_pause;
@@ -495,8 +529,13 @@ static void *migration_thread(void *arg)
                      m->vm->name, m->url, m->prog.error);
         } else {
             end = GW_MIG_COMPLETED;
-            gw_info("vm %s: post-copy to %s completed: pause %.2f ms, %llu pages requested", m->vm->name, m->url,
-                    m->prog.measured_downtime_ns / 1e6, (unsigned long long)m->prog.pc.pages_requested);
+            /* Where the pause went: stopping the vCPUs, the dirty pages, the state, then the
+             * destination settling its memory and loading the state until READY. */
+            gw_info("vm %s: post-copy to %s completed: pause %.2f ms (vCPUs %.2f, page list %.2f, dirty %.2f, "
+                    "state %.2f, destination %.2f), %llu pages requested", m->vm->name, m->url,
+                    m->prog.measured_downtime_ns / 1e6, (m->t_paused - m->t_pause) / 1e6, (m->t_list - m->t_paused) / 1e6,
+                    (m->t_dirty - m->t_list) / 1e6, (m->t_state - m->t_dirty) / 1e6, (m->t_go - m->t_state) / 1e6,
+                    (unsigned long long)m->prog.pc.pages_requested);
         }
         update_stats(m);
         if (m->ses) gw_session_shutdown(m->ses);

@@ -42,6 +42,7 @@ struct gw_postcopy {
     uint8_t resume_key[32];
     uint64_t base_requested, base_refused;   /* from the servers of sessions before this one */
     uint64_t t_start, t_pause, t_go, t_precopy;
+    uint64_t t_paused, t_list, t_dirty, t_state;   /* the pause's steps, for the log */
     struct gw_rbuf buf;
     uint64_t pfns[4096];
 };

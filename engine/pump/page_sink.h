@@ -28,6 +28,12 @@ struct gw_page_sink_ops {
     /* Makes everything written so far durable or delivered, from the pump caller's thread
      * once every lane is idle (gw_pump_flush). May be NULL. */
     int (*flush)(void *ctx, struct gw_err *err);
+    /* Optional, called by lane's worker just before it encodes a batch: keeps in pfns[]
+     * only the pages this lane should still send (in order) and returns how many; 0 skips
+     * the batch. Lets a sink whose pages may also leave another way (post-copy's answers to
+     * page requests) decide at the last moment, so that a queued page is not yet taken.
+     * May be NULL. */
+    uint32_t (*claim)(void *ctx, unsigned lane, uint64_t *pfns, uint32_t npages);
     /* The pump failed (first error of any lane, or gw_pump_fail): wake any lane blocked in
      * the sink so it returns promptly. Called once, from any thread. May be NULL. */
     void (*abort)(void *ctx);

@@ -82,6 +82,7 @@ static int process(struct lane *t, struct item *it, struct gw_err *e)
     struct gw_pump *p = t->p;
     if (it->kind == IT_BARRIER)
         return p->sink->barrier ? p->sink->barrier(p->sink_ctx, t->idx, it->tag, it->flags, e) : 0;
+    if (p->sink->claim && (it->n = p->sink->claim(p->sink_ctx, t->idx, it->pfns, it->n)) == 0) return 0;
     size_t len;
     int cnt;
     /* iov[0] is the sink's header slot. */

@@ -145,6 +145,14 @@ void gw_runner_print_summary(struct gw_runner *r, bool json, const char *extra_j
                        m->pc.blocked_ns / 1e6, m->pc.postcopy_ns / 1e6, (unsigned long long)m->pc.refused,
                        m->pc.digest_ok ? "true" : "false", (unsigned long long)m->pc.recoveries,
                        m->pc.recovery_ns / 1e6);
+            if (m->pc.used && m->pc.pages_requested) {
+                /* Request latency, bucket i = [2^i, 2^(i+1)) us, up to the last bucket used. */
+                unsigned nb = 32;
+                while (nb && !m->pc.req_hist[nb - 1]) nb--;
+                printf(",\"postcopy_request_histogram\":[");
+                for (unsigned i = 0; i < nb; i++) printf("%s%llu", i ? "," : "", (unsigned long long)m->pc.req_hist[i]);
+                printf("]");
+            }
             if (m->pc.used && m->pc.nvcpus) {
                 /* Per vCPU, as the destination measured it: time blocked on missing pages. */
                 printf(",\"postcopy_vcpu_blocked_ms\":[");

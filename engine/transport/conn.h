@@ -103,6 +103,24 @@ int gw_conn_from_fd(int fd, struct gw_conn **out, struct gw_err *err);
 /* Sets the send and receive timeout (ms, 0 = none). */
 int gw_conn_set_timeout(struct gw_conn *c, int timeout_ms);
 
+/* TCP knobs (tcp_tune.c), for bulk traffic that shares a bottleneck with urgent traffic.
+ * Each works on any connection with a socket (TCP, TLS over TCP) and returns 0, -ENOTSUP
+ * when there is none (RDMA), or the system's -errno: callers treat them as best effort. */
+struct gw_conn_tcp_stats {
+    uint32_t rtt_us, min_rtt_us;   /* smoothed and lowest round trip seen */
+    uint64_t bytes_acked;          /* payload bytes the peer acknowledged, since connect */
+    uint32_t notsent_bytes;        /* written but not yet sent */
+    uint64_t delivery_rate;        /* the kernel's latest delivery rate sample, bytes/s */
+};
+int gw_conn_tcp_stats(struct gw_conn *c, struct gw_conn_tcp_stats *out);
+/* Caps the kernel's pacing of c to bytes_per_s (0: no cap). */
+int gw_conn_set_max_pacing(struct gw_conn *c, uint64_t bytes_per_s);
+/* A send blocks (poll waits) while more than bytes sit unsent in c's socket. */
+int gw_conn_set_notsent_lowat(struct gw_conn *c, uint32_t bytes);
+/* Marks c's packets urgent: DSCP EF, the interactive band of the host's queues, and a
+ * congestion control that does not pace (small records leave at once). */
+int gw_conn_mark_urgent(struct gw_conn *c);
+
 void gw_conn_shutdown(struct gw_conn *c);
 void gw_conn_close(struct gw_conn *c);
 

@@ -288,6 +288,97 @@ GW_TEST(postcopy_hostile_requests_refused)
     free(push);
 }
 
+/* Reads a lane until LANE_END; returns the pages its batches carried (or -1). */
+struct lane_reader { struct gw_session *ds; unsigned stream; long pages; };
+static void *lane_reader_main(void *arg)
+{
+    struct lane_reader *lr = arg;
+    struct gw_conn *c = gw_session_conn(lr->ds, lr->stream);
+    struct gw_rbuf buf = {0};
+    struct gw_wire_header h;
+    struct gw_err e = {0};
+    lr->pages = 0;
+    while (gw_conn_recv_record(c, &h, &buf, &e) == 0) {
+        struct gw_pc_msg m;
+        if (h.type == GW_WIRE_POSTCOPY && !gw_pc_parse(buf.data, h.length, &m) && m.op == GW_PC_LANE_END) break;
+        uint32_t n;
+        if (h.type == GW_WIRE_PAGE_BATCH && h.length >= GW_PAGE_BATCH_HDR && !gw_page_batch_header(buf.data, &n))
+            lr->pages += n;
+    }
+    gw_rbuf_free(&buf);
+    return NULL;
+}
+
+/* The switchover: the push waits until GO (nothing bulky shares the link with the state and
+ * GO) while requests are answered; released, it sends every other page once, and the
+ * request's page is never pushed again. */
+GW_TEST(push_held_until_go_requests_answered_meanwhile)
+{
+    uint64_t *push = calloc(NPAGES / 64, 8);
+    uint8_t *src = source_mem(push);
+    REQUIRE(src);
+    struct gw_session *ss, *ds;
+    REQUIRE(session_pair(&ss, &ds, 10000) == 0);
+    struct gw_err e = {0};
+    struct gw_pc_server *s;
+    struct gw_pc_server_cfg sc = {.ses = ss, .mem = src, .mem_size = (uint64_t)NPAGES * PG, .nlanes = LANES,
+                                  .codec = GW_CODEC_NONE};
+    REQUIRE(gw_pc_server_open(&sc, &s, &e) == 0);
+    REQUIRE(gw_pc_server_precopy_end(s, &e) == 0);
+    /* Each lane says PRECOPY_END first. */
+    for (unsigned i = 0; i < LANES; i++) {
+        struct gw_rbuf b = {0};
+        struct gw_wire_header h;
+        REQUIRE(gw_conn_recv_record(gw_session_conn(ds, GW_PC_FIRST_LANE + i), &h, &b, &e) == 0);
+        CHECK_EQ(h.type, GW_WIRE_POSTCOPY);
+        gw_rbuf_free(&b);
+    }
+    gw_pc_server_hold_push(s);
+    REQUIRE(gw_pc_server_run(s, push, &e) == 0);
+    uint64_t want = 100;
+    CHECK_EQ(send_req(ds, 1, &want, 0), 0);
+    struct gw_conn *pc = gw_session_conn(ds, GW_PC_STREAM_PRIORITY);
+    struct gw_rbuf buf = {0};
+    struct gw_wire_header h;
+    REQUIRE(gw_conn_recv_record(pc, &h, &buf, &e) == 0);
+    CHECK_EQ(h.type, GW_WIRE_PAGE_BATCH);
+    usleep(50000);
+    struct gw_pc_server_stats st;
+    gw_pc_server_stats(s, &st);
+    CHECK_EQ(st.pages_answered, 1);
+    CHECK_EQ(st.pages_pushed, 0);              /* held: nothing on the lanes yet */
+    struct lane_reader lr[LANES];
+    pthread_t thr[LANES];
+    for (unsigned i = 0; i < LANES; i++) {
+        lr[i] = (struct lane_reader){.ds = ds, .stream = GW_PC_FIRST_LANE + i};
+        REQUIRE(pthread_create(&thr[i], NULL, lane_reader_main, &lr[i]) == 0);
+    }
+    gw_pc_server_release_push(s);
+    int done = 0;
+    while (!done && gw_conn_recv_record(pc, &h, &buf, &e) == 0)
+        if (h.type == GW_WIRE_POSTCOPY) done = 1;
+    CHECK_EQ(done, 1);
+    long lane_pages = 0;
+    for (unsigned i = 0; i < LANES; i++) {
+        pthread_join(thr[i], NULL);
+        lane_pages += lr[i].pages;
+    }
+    gw_pc_server_stats(s, &st);
+    uint64_t total = 0;
+    for (unsigned w = 0; w < NPAGES / 64; w++) total += (uint64_t)__builtin_popcountll(push[w]);
+    CHECK_EQ(st.pages_pushed, total - 1);      /* every page but the answered one */
+    CHECK_EQ((uint64_t)lane_pages, total - 1);
+    CHECK_EQ(st.pages_answered, 1);
+    gw_rbuf_free(&buf);
+    gw_session_shutdown(ss);
+    gw_session_shutdown(ds);
+    gw_pc_server_close(s);
+    gw_session_close(ss);
+    gw_session_close(ds);
+    munmap(src, (size_t)NPAGES * PG);
+    free(push);
+}
+
 /* ---- an abandoned post-copy: missing pages are poisoned, never read as zero ---- */
 
 static __thread sigjmp_buf bus_jmp;
