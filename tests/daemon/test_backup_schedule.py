@@ -479,7 +479,8 @@ class ClusterLimit(unittest.TestCase):
         for d in self.ds:
             name = "c-" + d.name
             v = self.call(d, "CreateVm", api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, start=True,
-                                                             guest="dirtier:ws=16M,rate=4M,pattern=random")).vm
+                                                             guest="dirtier:ws=16M,rate=4M,pattern=random,seed=%d"
+                                                             % ord(name[-1]))).vm
             self.assertEqual(v.state, api.Vm.RUNNING)
             self.assertTrue(wait_for(lambda: self.call(d, "GetVm", api.GetVmRequest(name=name)).vm.counters.pages_written
                                      >= 4096, 60))
@@ -502,7 +503,9 @@ class ClusterLimit(unittest.TestCase):
         self.assertEqual(most, 1, "never two at once")
         a, b = sorted(jobs, key=lambda j: j.created_unix_ms)
         self.assertNotEqual(a.vm, b.vm)
+        # Each wrote its own 16 MiB (its own seed) at 4 MiB/s: seconds long.
         self.assertGreater(a.finished_unix_ms - a.started_unix_ms, 1500)
+        self.assertGreater(b.finished_unix_ms - b.started_unix_ms, 1500)
         self.assertGreaterEqual(b.created_unix_ms, a.finished_unix_ms, "the second waited for the cluster slot")
         print("cluster slot: %s %d-%d ms, then %s %d-%d ms" % (a.vm, 0, a.finished_unix_ms - a.created_unix_ms, b.vm,
                                                               b.created_unix_ms - a.created_unix_ms,
