@@ -70,9 +70,10 @@ class Schedule(unittest.TestCase):
         stub = self.b if hasattr(self.b, method) else self.d.stub
         return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
 
-    def make_vm(self, name, labels=()):
+    def make_vm(self, name, labels=(), seed=1):
         v = self.call("CreateVm", api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, labels=list(labels),
-                                                        guest="dirtier:ws=16M,rate=4M,pattern=random", start=True)).vm
+                                                        guest="dirtier:ws=16M,rate=4M,pattern=random,seed=%d" % seed,
+                                                        start=True)).vm
         self.assertEqual(v.state, api.Vm.RUNNING)
         self.addCleanup(self.drop_vm, name)
         return v
@@ -273,8 +274,9 @@ class Schedule(unittest.TestCase):
 
     def test_policy_throttle_applies_when_it_fires(self):
         self.set_clock(T0)
-        self.make_vm("s-thr")
-        # Its working set written once (random: 16 MiB to back up).
+        self.make_vm("s-thr", seed=77)
+        # Its working set written once (random, its own seed: 16 MiB that no other VM's backup
+        # in the shared target already stored).
         self.assertTrue(wait_for(lambda: self.call("GetVm", api.GetVmRequest(name="s-thr")).vm.counters.pages_written
                                  >= 4096, 60))
         rate = 2 << 20
@@ -341,6 +343,16 @@ class Schedule(unittest.TestCase):
         self.assertEqual(self.backup_jobs("s-db"), [], "the label does not match")
         self.assertEqual(self.backup_jobs("s-own"), [], "its own policy wins over the label policy")
         self.assertEqual(self.policy("tier=web").next_unix_s, fire + 86400)
+        # The run records survive a restart: nothing runs again for that fire.
+        self.d.stop()
+        self.d.start()
+        type(self).b = bk_grpc.GodwitBackupStub(self.d.channel)
+        self.assertTrue(wait_for(lambda: all(self.call("GetVm", api.GetVmRequest(name=n)).vm.state == api.Vm.RUNNING
+                                             for n in ("s-web1", "s-web2", "s-own")), 30))
+        time.sleep(1.5)
+        self.assertEqual(sorted((r.vm, r.last_fire_unix_s) for r in self.policy("tier=web").runs),
+                         [("s-web1", fire), ("s-web2", fire)])
+        self.assertEqual(len(self.backup_jobs("s-web1")) + len(self.backup_jobs("s-web2")), 2)
         # Its own policy runs it at its own time.
         self.set_clock(T0 - 30 + 10 * 3600)
         self.run_done("s-own", T0 - 30 + 10 * 3600)
@@ -479,7 +491,8 @@ class ClusterLimit(unittest.TestCase):
         for d in self.ds:
             name = "c-" + d.name
             v = self.call(d, "CreateVm", api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, start=True,
-                                                             guest="dirtier:ws=16M,rate=4M,pattern=random")).vm
+                                                             guest="dirtier:ws=16M,rate=4M,pattern=random,seed=%d"
+                                                             % ord(name[-1]))).vm
             self.assertEqual(v.state, api.Vm.RUNNING)
             self.assertTrue(wait_for(lambda: self.call(d, "GetVm", api.GetVmRequest(name=name)).vm.counters.pages_written
                                      >= 4096, 60))
@@ -502,7 +515,9 @@ class ClusterLimit(unittest.TestCase):
         self.assertEqual(most, 1, "never two at once")
         a, b = sorted(jobs, key=lambda j: j.created_unix_ms)
         self.assertNotEqual(a.vm, b.vm)
+        # Each wrote its own 16 MiB (its own seed) at 4 MiB/s: seconds long.
         self.assertGreater(a.finished_unix_ms - a.started_unix_ms, 1500)
+        self.assertGreater(b.finished_unix_ms - b.started_unix_ms, 1500)
         self.assertGreaterEqual(b.created_unix_ms, a.finished_unix_ms, "the second waited for the cluster slot")
         print("cluster slot: %s %d-%d ms, then %s %d-%d ms" % (a.vm, 0, a.finished_unix_ms - a.created_unix_ms, b.vm,
                                                               b.created_unix_ms - a.created_unix_ms,

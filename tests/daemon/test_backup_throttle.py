@@ -14,7 +14,8 @@ that only the budget limits the rate on this shared machine.
 
     /usr/bin/python3 tests/daemon/test_backup_throttle.py [BUILD_DIR] [-k NAME]
 
-Skips (77) without python3-grpcio or a usable /dev/kvm."""
+Skips (77) without python3-grpcio or a usable /dev/kvm; ClusterBudgetRados needs Ceph's daemons
+(scripts/ceph-cluster), as daemon_backup_api does."""
 import os
 import shutil
 import signal
