@@ -94,10 +94,22 @@ int gw_bkjob_backup(struct gw_daemon *d, const char *vm, const struct gw_backup_
                     const char **reason, char *msg, size_t msglen);
 
 /* The bucket files a backup's runner request names (their storage). */
+#define GW_BK_WATCH_MAX 8          /* the runner's own limit on VMs to watch */
+
 struct gw_bk_buckets {
     char host[GW_CFG_STR + 32];
     char cluster[GW_CFG_STR + GW_CFG_TARGET_NAME_MAX + 32];
+    /* Control sockets of the host's other running VMs with a disk, whose block latency the
+     * adaptive controller watches beside the backed-up VM's own (gw_bkjob_watch). */
+    char watch[GW_BK_WATCH_MAX][108];
+    char *watch_ptrs[GW_BK_WATCH_MAX];
 };
+
+/* Fills br's watch_controls (pointing into bk) with up to GW_BK_WATCH_MAX other running VMs
+ * of this host that have a disk, when br's throttle is adaptive: a backup backs off when any
+ * VM's own I/O slows, not only the one it copies. Takes d->lock. */
+void gw_bkjob_watch(struct gw_daemon *d, const char *vm, Godwit__V1__RunnerBackupRequest *br,
+                    struct gw_bk_buckets *bk);
 
 /* The throttle fields of a backup's runner request (backup_throttle.c): b's own settings, the
  * host budget (its shared bucket file is state_dir/backup-host.bucket) and this host's share

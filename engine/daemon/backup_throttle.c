@@ -12,6 +12,7 @@
  * A target's cluster budget (backup_budget.h) is a second bucket of the same kind, whose rate
  * the daemon keeps at this host's share. */
 #include <stdio.h>
+#include <string.h>
 
 #include "engine/daemon/backup_budget.h"
 #include "engine/daemon/backup_jobs.h"
@@ -42,6 +43,25 @@ int gw_bkjob_throttle(struct gw_daemon *d, const struct gw_backup_target_cfg *t,
         br->cluster_rate = share;
     }
     return 0;
+}
+
+void gw_bkjob_watch(struct gw_daemon *d, const char *vm, Godwit__V1__RunnerBackupRequest *br,
+                    struct gw_bk_buckets *bk)
+{
+    if (!br->throttle || strcmp(br->throttle, "adaptive")) return;
+    size_t n = 0;
+    pthread_mutex_lock(&d->lock);
+    for (struct gw_vm_rec *r = d->vms; r && n < GW_BK_WATCH_MAX; r = r->next) {
+        if (!strcmp(r->name, vm) || r->state != GODWIT__V1__VM__STATE__RUNNING || !r->proc.pid || !r->disk[0] ||
+            r->incoming)
+            continue;
+        snprintf(bk->watch[n], sizeof bk->watch[n], "%s", r->control);
+        bk->watch_ptrs[n] = bk->watch[n];
+        n++;
+    }
+    pthread_mutex_unlock(&d->lock);
+    br->watch_controls = bk->watch_ptrs;
+    br->n_watch_controls = n;
 }
 
 void gw_bkjob_throttle_end(struct gw_daemon *d, const struct gw_backup_target_cfg *t, struct gw_bk_buckets *bk)

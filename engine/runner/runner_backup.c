@@ -138,6 +138,9 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     if (!feed) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     feed->vm = r->vm;
     for (size_t k = 0; k < req->n_watch_controls; k++) feed->socks[feed->n++] = req->watch_controls[k];
+    if (tc.mode == GW_THROTTLE_ADAPTIVE)
+        gw_info("backup: the adaptive throttle watches the block latency of this VM and of %zu other VM%s", feed->n,
+                feed->n == 1 ? "" : "s");
     feed_latency(feed, &(struct gw_lat_hist){0});   /* the watched VMs' starting points */
     tc.vm_latency = feed_latency;
     tc.vm_ctx = feed;

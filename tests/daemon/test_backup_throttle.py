@@ -241,6 +241,57 @@ class ClusterBudgetRados(ClusterBudget):
                 subprocess.run([CLUSTER, "stop", cls.ceph], capture_output=True, timeout=120)
 
 
+class AdaptiveWatch(unittest.TestCase):
+    """In adaptive mode (the default) the daemon hands every backup runner the control sockets
+    of the host's other running VMs that have a disk, so that the controller backs off when
+    any VM's own block requests slow down, not only the copied VM's."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gw-bkwatch-")
+        cls.images = os.path.join(cls.tmp, "images")
+        os.mkdir(cls.images)
+        extra = "image_roots = %s\n[backup_target w]\nstore = dir:%s\n" % (cls.images, os.path.join(cls.tmp, "w"))
+        cls.d = gwd.Daemon(BIN, "host-a", extra=extra)
+        cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "d", None):
+            cls.d.cleanup()
+        if getattr(cls, "tmp", None):
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def call(self, method, req, timeout=60):
+        stub = self.b if hasattr(self.b, method) else self.d.stub
+        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+
+    def backup(self, vm):
+        i = self.call("CreateBackup", bk.CreateBackupRequest(vm=vm, target="w", parent="none")).job.id
+        j = wait_for(lambda: (lambda j: j if j.state in FINAL else None)(
+            self.call("GetJob", api.GetJobRequest(id=i)).job), 120, 0.1)
+        self.assertTrue(j)
+        self.assertEqual(j.state, api.Job.SUCCEEDED, j.error)
+
+    def runner_log(self, vm):
+        with open(os.path.join(self.d.dir, "state", "vms", vm, "runner.log")) as f:
+            return f.read()
+
+    def test_other_disk_vms_are_watched(self):
+        img = os.path.join(self.images, "w-disk.img")
+        with open(img, "wb") as f:
+            f.truncate(16 << 20)
+        for name, kw in (("w-disk", dict(guest="disk", disk_path=img)),
+                         ("w-mem", dict(guest="dirtier:ws=8M,rate=1M,pattern=random"))):
+            v = self.call("CreateVm", api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, start=True, **kw))
+            self.assertEqual(v.vm.state, api.Vm.RUNNING)
+            self.addCleanup(lambda n=name: self.call("DeleteVm", api.DeleteVmRequest(name=n, force=True)))
+        self.backup("w-mem")    # the disk VM is another VM with a disk: watched
+        self.assertIn("watches the block latency of this VM and of 1 other VM", self.runner_log("w-mem"))
+        self.backup("w-disk")   # the dirtier has no disk: nothing else to watch
+        self.assertIn("watches the block latency of this VM and of 0 other VMs", self.runner_log("w-disk"))
+
+
 def main():
     global BIN
     if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]):
