@@ -244,8 +244,7 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
              (t_disk - t_state) / 1e6, b->pause_ns / 1e6);
     if (!r && b->rbd) {
         r = gw_disk_rbd_snap(b->rbd, b->err, b->errlen);
-        struct gw_disk_snapshot_stats ignored;
-        gw_disk_rbd_stats(b->rbd, &ignored, &b->disk_snap_ns);
+        gw_disk_rbd_stats(b->rbd, NULL, &b->disk_snap_ns);
         gw_debug("backup: RBD snapshot %.2f ms after the pause", b->disk_snap_ns / 1e6);
     }
     return r;
@@ -361,8 +360,8 @@ static uint8_t (*parent_disk_names(const struct bk *b, const Godwit__V1__BackupM
 static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_disk_latency(ctx, out); }
 
 /* The write-protect side buffer's fill, and the store rate that finishes the memory before it
- * is full at its recent filling speed; what is left to write is estimated from the store bytes per memory byte so
- * far (all of it before 5 % is done). The throttle never limits below it. */
+ * is full at its recent filling speed; what is left to write is estimated from the store bytes
+ * per memory byte so far (all of it before 5 % is done). The throttle never limits below it. */
 static void wp_pressure(void *ctx, double *full, double *need)
 {
     struct bk *b = ctx;

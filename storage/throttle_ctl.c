@@ -46,7 +46,9 @@ static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_param
 double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p,
                             const struct gw_throttle_sample *s)
 {
-    c->rate = floor_need(p, s, step(c, p, s));
+    double rate = step(c, p, s);
+    /* A store over its absolute target is in trouble for every VM on it: no floor then. */
+    c->rate = c->store_hot ? rate : floor_need(p, s, rate);
     return c->rate;
 }
 
@@ -59,6 +61,7 @@ static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_param
     bool store_hot = s->store_n && s->store_lat_ns > st;
     bool vm_hot = s->vm_n >= p->vm_min_requests && s->vm_p99_ns > vt && (!s->vm_last_p99_ns || s->vm_last_p99_ns > vt);
     c->congested = store_hot || vm_hot;
+    c->store_hot = store_hot;
     if (c->congested && s->pressure >= p->pressure_hold) {
         /* Backing off further would fail the backup (its buffer fills): hold, or lift. */
         snprintf(c->why, sizeof c->why, "%s over target, but the copy buffer is %.0f%% full: %s",

@@ -32,7 +32,8 @@
  * The backup must still finish: its copy-before-write buffer (guest pages or disk blocks
  * rewritten before the backup read them) fails the backup when full. The limit never goes
  * below need_rate (what finishing before the buffer fills takes, at the rate it has been
- * filling): spread evenly, the unavoidable load has the lowest peak (a backup that crawls
+ * filling), except while the store is over its target (an absolute one: a store in trouble
+ * hurts every VM on it, and then the backup gives way, even if it fails): spread evenly, the unavoidable load has the lowest peak (a backup that crawls
  * and then must rush hurts the guest's p99 most). As a backstop, with the buffer at
  * pressure_hold a congested interval holds the rate instead of halving it, and at
  * pressure_lift the limit is lifted: the guest's writes never wait either way, and a backup
@@ -72,6 +73,7 @@ struct gw_throttle_ctl {
     unsigned hold;            /* quiet intervals to wait before growing again */
     uint64_t backoffs, intervals;
     bool congested;           /* the last interval was */
+    bool store_hot;           /* by the store's latency */
     char why[96];             /* what the last back-off reacted to */
 };
 

@@ -232,6 +232,11 @@ GW_TEST(adaptive_never_limits_below_what_finishing_needs)
                                    .vm_p99_ns = 9000000, .pressure = 0.3, .need_rate = 16 * MIB};
     for (int i = 0; i < 20; i++) CHECK(gw_throttle_ctl_step(&c, &p, &s) >= 20 * MIB);
     CHECK(c.backoffs > 0);   /* it did back off, down to the floor */
+    s.store_n = 4;            /* but a store in trouble gets no floor: the backup gives way */
+    s.store_lat_ns = 40000000;
+    double rate = 0;
+    for (int i = 0; i < 10; i++) rate = gw_throttle_ctl_step(&c, &p, &s);
+    CHECK(rate > 0 && rate < 2 * MIB);
 }
 
 /* The host bucket: two backups (two throttles mapping one file, as two runners do) share one
