@@ -50,6 +50,10 @@ struct bk {
     uint64_t disk_size;
     struct gw_disk_rbd *rbd;    /* an RBD disk's point in time (disk_rbd.h), instead of ds */
     uint64_t disk_snap_ns;      /* its RBD snapshot's creation, after the pause */
+    uint64_t t_resumed;         /* the guest ran on after the pause (copy-before-write began) */
+    uint64_t mem_pos;           /* memory bytes through the sink so far */
+    uint64_t fill_t;            /* the side buffer's fill, sampled for its recent speed */
+    double fill_at, fill_speed;
     uint64_t pause_ns;
     unsigned rounds;
     struct gw_wp_snapshot *wp;
@@ -102,6 +106,7 @@ static int map_data(struct bk *b)
 /* Tells the caller how far the copy is (chunk i done); its refusal stops the backup. */
 static int report(struct bk *b, uint64_t i)
 {
+    b->mem_pos = i * b->cs + chunk_len(b, i, b->vm->mem.size);
     if (!b->p->progress) return 0;
     struct gw_backup_progress pr = {
         .total_bytes = b->vm->mem.size, .position = i * b->cs + chunk_len(b, i, b->vm->mem.size),
@@ -232,14 +237,14 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
     uint64_t t_disk = gw_now_ns();
     if (b->since) gw_backup_since_take(b->since);   /* the point in time of the bitmap too */
     if (!was_paused) gw_vm_resume(vm);
-    b->pause_ns = gw_now_ns() - t0;
+    b->t_resumed = gw_now_ns();
+    b->pause_ns = b->t_resumed - t0;
     gw_debug("backup pause: stop vCPUs %.2f ms, memory %.2f ms, protect and state %.2f ms, disk %.2f ms, total %.2f ms",
              (t_paused - t0) / 1e6, t_mem ? (t_mem - t_paused) / 1e6 : 0.0, (t_state - (t_mem ? t_mem : t_paused)) / 1e6,
              (t_disk - t_state) / 1e6, b->pause_ns / 1e6);
     if (!r && b->rbd) {
         r = gw_disk_rbd_snap(b->rbd, b->err, b->errlen);
-        struct gw_disk_snapshot_stats ignored;
-        gw_disk_rbd_stats(b->rbd, &ignored, &b->disk_snap_ns);
+        gw_disk_rbd_stats(b->rbd, NULL, &b->disk_snap_ns);
         gw_debug("backup: RBD snapshot %.2f ms after the pause", b->disk_snap_ns / 1e6);
     }
     return r;
@@ -354,8 +359,33 @@ static uint8_t (*parent_disk_names(const struct bk *b, const Godwit__V1__BackupM
 
 static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_disk_latency(ctx, out); }
 
-/* The write-protect side buffer's fill: the throttle stops backing off before it fails us. */
-static double wp_pressure(void *ctx) { return gw_wp_pressure(((struct bk *)ctx)->wp); }
+/* The write-protect side buffer's fill, and the store rate that finishes the memory before it
+ * is full at its recent filling speed; what is left to write is estimated from the store bytes
+ * per memory byte so far (all of it before 5 % is done). The throttle never limits below it. */
+static void wp_pressure(void *ctx, double *full, double *need)
+{
+    struct bk *b = ctx;
+    *full = gw_wp_pressure(b->wp);
+    *need = 0;
+    double elapsed = b->t_resumed ? (gw_now_ns() - b->t_resumed) / 1e9 : 0;
+    double done = b->vm->mem.size ? (double)b->mem_pos / (double)b->vm->mem.size : 1;
+    if (!b->wp || *full < 0.02 || elapsed < 0.1 || done >= 1 || *full >= 1) return;
+    /* Its speed over the last half second or more (it slows as pages are read and stop
+     * faulting); until then the average since the point in time. */
+    uint64_t now = gw_now_ns();
+    if (!b->fill_t) b->fill_speed = *full / elapsed;
+    if (!b->fill_t || now - b->fill_t >= 500000000ull) {
+        if (b->fill_t) b->fill_speed = (*full - b->fill_at) / ((now - b->fill_t) / 1e9);
+        b->fill_t = now;
+        b->fill_at = *full;
+    }
+    if (b->fill_speed <= 0) return;
+    double time_left = (1 - *full) / b->fill_speed;
+    /* Early on (or crawling) the ratio says little: assume every byte left is written. */
+    double left = (1 - done) * (double)b->vm->mem.size;
+    if (done >= 0.05) left = (double)b->sink.new_bytes * (1 - done) / done;
+    *need = left / time_left;
+}
 
 static void make_id(char *id)
 {

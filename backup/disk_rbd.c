@@ -206,7 +206,8 @@ int gw_disk_rbd_snap(struct gw_disk_rbd *d, char *err, size_t errlen)
 
 void gw_disk_rbd_stats(const struct gw_disk_rbd *d, struct gw_disk_snapshot_stats *st, uint64_t *snap_ns)
 {
-    *st = (struct gw_disk_snapshot_stats){.blocks_copied = d->copied, .fleece_bytes = d->used, .fleece_limit = d->limit,
+    if (st)
+        *st = (struct gw_disk_snapshot_stats){.blocks_copied = d->copied, .fleece_bytes = d->used, .fleece_limit = d->limit,
                                           .guest_wait_ns_max = d->wait_max, .guest_wait_ns_total = d->wait_total};
     *snap_ns = d->snap_ns;
 }

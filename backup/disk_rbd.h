@@ -62,8 +62,8 @@ int gw_disk_rbd_snap(struct gw_disk_rbd *d, char *err, size_t errlen);
 /* The disk's size in bytes. */
 uint64_t gw_disk_rbd_size(const struct gw_disk_rbd *d);
 
-/* Copy-before-write figures (blocks fleeced, bytes, the guest's longest wait) and the time the
- * snapshot's creation took (what the pause used to hold). */
+/* Copy-before-write figures (blocks fleeced, bytes, the guest's longest wait; st may be NULL)
+ * and the time the snapshot's creation took (what the pause used to hold). */
 void gw_disk_rbd_stats(const struct gw_disk_rbd *d, struct gw_disk_snapshot_stats *st, uint64_t *snap_ns);
 
 /* Stores the point in time's chunks of cs bytes into sink: names[i] gets chunk i's name (all

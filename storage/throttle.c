@@ -219,13 +219,13 @@ static void maybe_step(struct gw_throttle *t, uint64_t now)
         t->vm_ring[t->vm_pos] = cur;
         t->vm_pos = (t->vm_pos + 1) % GW_THROTTLE_VM_WINDOW;
     }
-    if (t->cfg.pressure) s.pressure = t->cfg.pressure(t->cfg.pressure_ctx);
+    if (t->cfg.pressure) t->cfg.pressure(t->cfg.pressure_ctx, &s.pressure, &s.need_rate);
     double before = t->ctl.rate;
     double rate = gw_throttle_ctl_step(&t->ctl, &t->cp, &s);
     gw_debug("throttle: %.1f MiB/s achieved; store %.2f ms (%llu, base %.2f); VM p99 %.2f ms (%llu, base %.2f); "
-             "buffer %.0f%%; limit %.1f MiB/s%s", s.interval_ns ? s.bytes / 1048576.0 * 1e9 / s.interval_ns : 0.0, s.store_lat_ns / 1e6,
+             "buffer %.0f%% (needs %.1f MiB/s); limit %.1f MiB/s%s", s.interval_ns ? s.bytes / 1048576.0 * 1e9 / s.interval_ns : 0.0, s.store_lat_ns / 1e6,
              (unsigned long long)s.store_n, t->ctl.store_base_ns / 1e6, s.vm_p99_ns / 1e6, (unsigned long long)s.vm_n,
-             t->ctl.vm_base_ns / 1e6, s.pressure * 100, rate / 1048576.0, t->ctl.congested ? " (backed off)" : "");
+             t->ctl.vm_base_ns / 1e6, s.pressure * 100, s.need_rate / 1048576.0, rate / 1048576.0, t->ctl.congested ? " (backed off)" : "");
     if (rate != before) gw_bucket_set_rate(&t->bytes, rate, burst_of(rate, 4 << 20), now);
     if (rate > 0 && (t->st.min_rate <= 0 || rate < t->st.min_rate)) t->st.min_rate = rate;
     t->interval_start = now;

@@ -51,9 +51,10 @@ struct gw_throttle_cfg {
     /* The VM's block-request latency histogram (cumulative); NULL or -errno: no VM signal. */
     int (*vm_latency)(void *ctx, struct gw_lat_hist *out);
     void *vm_ctx;
-    /* How full the backup's copy-before-write buffer is (0..1; NULL: no buffer). Called from
+    /* The backup's copy-before-write buffer: how full it is (0..1) and the store rate (bytes/s)
+     * the backup needs to finish before it fills (0: unknown). NULL: no buffer. Called from
      * the backup's writing thread. */
-    double (*pressure)(void *ctx);
+    void (*pressure)(void *ctx, double *full, double *need_rate);
     void *pressure_ctx;
 };
 

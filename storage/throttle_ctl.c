@@ -10,7 +10,7 @@ void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p)
         .max_rate = 0, .min_rate = 1 << 20,
         .store_factor = 4.0, .store_floor_ns = 20000000, .store_ceiling_ns = 30000000,
         .vm_factor = 1.2, .vm_floor_ns = 500000, .vm_ceiling_ns = 20000000,
-        .vm_min_requests = 5, .pressure_hold = 0.5, .pressure_lift = 0.75,
+        .vm_min_requests = 5, .pressure_hold = 0.8, .pressure_lift = 0.9,
         .start_rate = 8 << 20,
     };
 }
@@ -32,8 +32,27 @@ static uint64_t target(uint64_t base, double factor, uint64_t floor, uint64_t ce
     return (uint64_t)t;
 }
 
+/* Never below what finishing needs (the caller's estimate, with a quarter to spare). */
+static double floor_need(const struct gw_throttle_ctl_params *p, const struct gw_throttle_sample *s, double rate)
+{
+    double need = s->need_rate * 1.25;
+    if (rate > 0 && need > rate) rate = need;
+    if (p->max_rate > 0 && rate > p->max_rate) rate = p->max_rate;
+    return rate;
+}
+
+static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p, const struct gw_throttle_sample *s);
+
 double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p,
                             const struct gw_throttle_sample *s)
+{
+    double rate = step(c, p, s);
+    /* A store over its absolute target is in trouble for every VM on it: no floor then. */
+    c->rate = c->store_hot ? rate : floor_need(p, s, rate);
+    return c->rate;
+}
+
+static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p, const struct gw_throttle_sample *s)
 {
     c->intervals++;
     double achieved = s->interval_ns ? (double)s->bytes * 1e9 / (double)s->interval_ns : 0;
@@ -42,6 +61,7 @@ double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_
     bool store_hot = s->store_n && s->store_lat_ns > st;
     bool vm_hot = s->vm_n >= p->vm_min_requests && s->vm_p99_ns > vt && (!s->vm_last_p99_ns || s->vm_last_p99_ns > vt);
     c->congested = store_hot || vm_hot;
+    c->store_hot = store_hot;
     if (c->congested && s->pressure >= p->pressure_hold) {
         /* Backing off further would fail the backup (its buffer fills): hold, or lift. */
         snprintf(c->why, sizeof c->why, "%s over target, but the copy buffer is %.0f%% full: %s",

@@ -30,8 +30,12 @@
  * requests at 20-40 ms on an RBD disk beside the store, which alone set a 10 s phase's p99.
  *
  * The backup must still finish: its copy-before-write buffer (guest pages or disk blocks
- * rewritten before the backup read them) fails the backup when full. With that buffer at
- * pressure_hold (a fraction) a congested interval holds the rate instead of halving it; at
+ * rewritten before the backup read them) fails the backup when full. The limit never goes
+ * below need_rate (what finishing before the buffer fills takes, at the rate it has been
+ * filling), except while the store is over its target (an absolute one: a store in trouble
+ * hurts every VM on it, and then the backup gives way, even if it fails): spread evenly, the unavoidable load has the lowest peak (a backup that crawls
+ * and then must rush hurts the guest's p99 most). As a backstop, with the buffer at
+ * pressure_hold a congested interval holds the rate instead of halving it, and at
  * pressure_lift the limit is lifted: the guest's writes never wait either way, and a backup
  * that fails helps nobody. */
 #ifndef GW_STORAGE_THROTTLE_CTL_H
@@ -58,7 +62,7 @@ struct gw_throttle_ctl_params {
 /* Defaults: store 4x baseline in [20 ms, 30 ms] (a store write of one chunk is its own
  * load: only a clearly struggling store counts, Veeam stops new tasks at 20 ms); VM 1.2x
  * baseline p99 in [0.5 ms, 20 ms] (the guest-visible target: p99 within 1.2x of no backup);
- * pressure hold at 0.5, lift at 0.75; start at 8 MiB/s. */
+ * pressure hold at 0.8, lift at 0.9; start at 8 MiB/s. */
 void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p);
 
 struct gw_throttle_ctl {
@@ -69,6 +73,7 @@ struct gw_throttle_ctl {
     unsigned hold;            /* quiet intervals to wait before growing again */
     uint64_t backoffs, intervals;
     bool congested;           /* the last interval was */
+    bool store_hot;           /* by the store's latency */
     char why[96];             /* what the last back-off reacted to */
 };
 
@@ -85,6 +90,7 @@ struct gw_throttle_sample {
     uint64_t vm_last_p99_ns;  /* when vm_p99_ns is over a window: the p99 of its last interval
                                  (0: not given); it must be over the target too */
     double pressure;          /* the backup's copy-before-write buffer, fraction full (0..1) */
+    double need_rate;         /* bytes/s the backup needs to finish before that buffer fills */
 };
 
 /* One step; returns the new limit in bytes/s (0 = unlimited). */

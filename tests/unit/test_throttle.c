@@ -212,13 +212,31 @@ GW_TEST(adaptive_keeps_a_measured_baseline_and_gives_way_to_buffer_pressure)
     double rate = gw_throttle_ctl_step(&c, &p, &s);
     CHECK_EQ(c.backoffs, 1);
     CHECK(rate > 49 * MIB && rate < 51 * MIB);
-    s.pressure = 0.6;                   /* congested again, but the buffer is filling: hold */
+    s.pressure = 0.85;                  /* congested again, but the buffer is nearly full: hold */
     CHECK(gw_throttle_ctl_step(&c, &p, &s) == rate);
     CHECK_EQ(c.backoffs, 1);
-    s.pressure = 0.8;                   /* nearly full: no limit */
+    s.pressure = 0.95;                  /* about to fail the backup: no limit */
     CHECK(gw_throttle_ctl_step(&c, &p, &s) == 0);
     s.vm_p99_ns = 1000000;              /* quiet and still nearly full: stays lifted */
     CHECK(gw_throttle_ctl_step(&c, &p, &s) == 0);
+}
+
+/* The limit never goes below what the backup needs to finish before its buffer fills. */
+GW_TEST(adaptive_never_limits_below_what_finishing_needs)
+{
+    struct gw_throttle_ctl_params p;
+    gw_throttle_ctl_defaults(&p);
+    struct gw_throttle_ctl c;
+    gw_throttle_ctl_init(&c, &p, 2000000);
+    struct gw_throttle_sample s = {.bytes = 4 << 20, .interval_ns = GW_THROTTLE_INTERVAL_NS, .vm_n = 500,
+                                   .vm_p99_ns = 9000000, .pressure = 0.3, .need_rate = 16 * MIB};
+    for (int i = 0; i < 20; i++) CHECK(gw_throttle_ctl_step(&c, &p, &s) >= 20 * MIB);
+    CHECK(c.backoffs > 0);   /* it did back off, down to the floor */
+    s.store_n = 4;            /* but a store in trouble gets no floor: the backup gives way */
+    s.store_lat_ns = 40000000;
+    double rate = 0;
+    for (int i = 0; i < 10; i++) rate = gw_throttle_ctl_step(&c, &p, &s);
+    CHECK(rate > 0 && rate < 2 * MIB);
 }
 
 /* The host bucket: two backups (two throttles mapping one file, as two runners do) share one
