@@ -323,17 +323,20 @@ int gw_chunk_sink_drain(struct gw_chunk_sink *k)
     return p->rc;
 }
 
+void gw_chunk_sink_name(const struct gw_chunk_sink *k, const void *data, size_t len, uint8_t hash[32], bool *is_zero)
+{
+    *is_zero = gw_is_zero(data, len);
+    if (*is_zero) memset(hash, 0, 32);
+    else gw_chunk_hash(k->keys, data, len, hash);
+}
+
 int gw_chunk_sink_submit(struct gw_chunk_sink *k, const uint8_t *const *data, const size_t *len, size_t n,
-                         uint8_t (*hash)[32], bool *is_zero)
+                         const uint8_t (*hash)[32], const bool *is_zero)
 {
     if (n > GW_CHUNK_SINK_BATCH) return gw_store_fail(k->store, -EINVAL, "batch too large");
     for (size_t i = 0; i < n; i++)
         if (len[i] > k->max_chunk) return gw_store_fail(k->store, -EINVAL, "chunk larger than the sink's");
     if (!k->pipe && !(k->pipe = calloc(1, sizeof *k->pipe))) return gw_store_fail(k->store, -ENOMEM, "out of memory");
-    /* This batch is named while the writer still stores the previous one. */
-    uint64_t t0 = gw_now_ns();
-    hash_batch(k, data, len, n, hash, is_zero);
-    k->hash_ns += gw_now_ns() - t0;
     int r = gw_chunk_sink_drain(k);
     if (r) return r;
     struct gw_chunk_sink_pipe *p = k->pipe;

@@ -65,15 +65,19 @@ int gw_chunk_sink_put(struct gw_chunk_sink *k, const void *data, size_t len, uin
 int gw_chunk_sink_put_many(struct gw_chunk_sink *k, const uint8_t *const *data, const size_t *len, size_t n,
                            bool stable, uint8_t (*hash)[32], bool *is_zero);
 
-/* Pipelined put_many for stable data: names the batch on the calling thread (hash filled
- * on return), then hands it to a writer thread that looks it up and stores it while the
- * caller reads and names the next batch. The writer reads data[i] until the next submit or
- * drain returns: the caller keeps two sets of buffers and alternates. Returns 0 or the first
- * failure of the PREVIOUS batch's writer (or of this batch's checks), with the reason in the
- * store's error. Counters are updated when a writer is joined (submit, drain), so the caller
- * may read them between calls. No other sink or store call while a writer runs: drain first. */
+/* Names a stable chunk (its hash, or *is_zero): the caller names each chunk as it reads it,
+ * while its bytes are still in cache, then submits them in batches. */
+void gw_chunk_sink_name(const struct gw_chunk_sink *k, const void *data, size_t len, uint8_t hash[32], bool *is_zero);
+
+/* Pipelined put_many for stable, named chunks (gw_chunk_sink_name): hands the batch to a
+ * writer thread that looks it up and stores it while the caller reads and names the next
+ * one. The writer reads data[i] until the next submit or drain returns: the caller keeps two
+ * sets of buffers and alternates. Returns 0 or the first failure of the PREVIOUS batch's
+ * writer (or of this batch's checks), with the reason in the store's error. Counters are
+ * updated when a writer is joined (submit, drain), so the caller may read them between
+ * calls. No other sink or store call while a writer runs: drain first. */
 int gw_chunk_sink_submit(struct gw_chunk_sink *k, const uint8_t *const *data, const size_t *len, size_t n,
-                         uint8_t (*hash)[32], bool *is_zero);
+                         const uint8_t (*hash)[32], const bool *is_zero);
 /* Waits for the writer; returns its result (0 when none ran). gw_chunk_sink_free drains too. */
 int gw_chunk_sink_drain(struct gw_chunk_sink *k);
 
