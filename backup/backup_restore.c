@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "backup/disk_rbd.h"
@@ -72,6 +73,7 @@ struct decode_job {
     const Godwit__V1__BackupImage *im;
     struct batch *x;
     int (*place)(void *ctx, uint64_t i, const uint8_t *data, size_t len);
+    uint8_t *(*direct)(void *ctx, uint64_t i, size_t len);
     void *ctx;
     uint8_t *raw;
     unsigned first, step;
@@ -96,7 +98,10 @@ static void *decode_some(void *arg)
             break;
         }
         char why[256];
-        long got = gw_chunk_decode(j->keys, j->im->chunks[c].data, x->rd[k].buf, x->rd[k].len, j->raw, len, len, why, sizeof why);
+        /* Straight into its place when the destination allows (guest memory): no bounce. */
+        uint8_t *dst = j->direct ? j->direct(j->ctx, c, len) : NULL;
+        if (!dst) dst = j->raw;
+        long got = gw_chunk_decode(j->keys, j->im->chunks[c].data, x->rd[k].buf, x->rd[k].len, dst, len, len, why, sizeof why);
         if (got < 0) {
             j->r = (int)got;
             snprintf(j->err, sizeof j->err, "chunk %s (number %llu): %s", x->names[k] + 2, (unsigned long long)c, why);
@@ -105,20 +110,24 @@ static void *decode_some(void *arg)
         j->chunks++;
         j->bytes_read += x->rd[k].len;
         j->data_bytes += len;
-        j->r = j->place(j->ctx, c, j->raw, len);
+        j->r = j->place(j->ctx, c, dst, len);
         if (j->r) snprintf(j->err, sizeof j->err, "placing chunk %llu: %s", (unsigned long long)c, strerror(-j->r));
     }
     return NULL;
 }
 
-/* Calls place(i, data, len) for every non-zero chunk of im after reading and checking it. */
 struct progress {
     gw_restore_progress_fn fn;   /* NULL = none */
     void *ctx;
 };
 
+/* Calls place(i, data, len) for every non-zero chunk of im after reading and checking it,
+ * and pg's function after each batch. direct, when not NULL, gives where chunk i may be decoded in place (NULL: decode into a
+ * buffer); place is then called with that pointer. A chunk that fails its check may have
+ * written there: the restore fails and the VM never runs. */
 static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage *im,
-                      int (*place)(void *ctx, uint64_t i, const uint8_t *data, size_t len), void *ctx,
+                      int (*place)(void *ctx, uint64_t i, const uint8_t *data, size_t len),
+                      uint8_t *(*direct)(void *ctx, uint64_t i, size_t len), void *ctx,
                       const struct progress *pg, struct gw_restore_stats *st, char *err, size_t errlen)
 {
     struct gw_store *s = t->store;
@@ -141,7 +150,7 @@ static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage 
         if ((r = start_batch(&b[cur ^ 1], im, &next, cap))) { snprintf(err, errlen, "cannot start a reader: %s", strerror(-r)); break; }
         struct decode_job jobs[2];
         for (unsigned q = 0; q < 2; q++)
-            jobs[q] = (struct decode_job){.keys = keys, .im = im, .x = &b[cur], .place = place, .ctx = ctx,
+            jobs[q] = (struct decode_job){.keys = keys, .im = im, .x = &b[cur], .place = place, .direct = direct, .ctx = ctx,
                                           .raw = q ? raw2 : raw, .first = q, .step = 2};
         pthread_t helper;
         bool threaded = b[cur].n > 1 && pthread_create(&helper, NULL, decode_some, &jobs[1]) == 0;
@@ -177,13 +186,37 @@ struct mem_ctx {
     uint32_t cs;
 };
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Guest memory takes a chunk in place. Its pages are faulted in with one call first (a
+ * fresh VM's memory is all holes: 256 page faults per MiB otherwise). */
+static uint8_t *direct_mem(void *ctx, uint64_t i, size_t len)
+{
+    struct mem_ctx *c = ctx;
+    uint64_t off = i * c->cs;
+    if (!gw_range_ok(off, len, c->m->size)) return NULL;
+    madvise(c->m->base + off, len, MADV_POPULATE_WRITE);   /* a hint: faults do the same */
+    return c->m->base + off;
+}
+
 static int place_mem(void *ctx, uint64_t i, const uint8_t *data, size_t len)
 {
     struct mem_ctx *c = ctx;
     uint64_t off = i * c->cs;
     if (!gw_range_ok(off, len, c->m->size)) return -ERANGE;
-    memcpy(c->m->base + off, data, len);
-    gw_chunk_digest_mark(c->cd, off / GW_PAGE_SIZE, (len + GW_PAGE_SIZE - 1) / GW_PAGE_SIZE);
+    if (data != c->m->base + off) memcpy(c->m->base + off, data, len);
+    uint64_t p0 = off / GW_PAGE_SIZE, np = (len + GW_PAGE_SIZE - 1) / GW_PAGE_SIZE;
+    gw_chunk_digest_mark(c->cd, p0, np);
+    /* Its digest now, while the chunk is in cache and on this decoding thread, instead of
+     * one thread rereading all memory at the end. */
+    uint64_t pfns[64];
+    for (uint64_t k = 0; k < np;) {
+        uint32_t n = 0;
+        for (; k < np && n < 64; k += GW_CHUNK_DIGEST_PAGES) pfns[n++] = p0 + k;
+        gw_chunk_digest_hash_pages(c->cd, pfns, n);
+    }
     return 0;
 }
 
@@ -212,7 +245,7 @@ static int restore_rbd(struct gw_backup_target *t, const Godwit__V1__BackupImage
     struct disk_ctx dc = {.cs = im->chunk_size};
     int r = gw_disk_rbd_restore_open(spec, im->size, &dc.blk, err, errlen);
     if (r) return r;
-    r = read_image(t, im, place_blk, &dc, pg, st, err, errlen);
+    r = read_image(t, im, place_blk, NULL, &dc, pg, st, err, errlen);
     int c = gw_disk_rbd_restore_close(dc.blk, spec, r == 0, err, errlen);
     st->disk_bytes = im->size;
     return r ? r : c;
@@ -231,7 +264,7 @@ static int restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupMani
     int r = 0;
     struct disk_ctx dc = {.fd = fd, .cs = man->disk->chunk_size};
     if (ftruncate(fd, (off_t)man->disk->size) < 0) { r = -errno; snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(errno)); }
-    if (!r) r = read_image(t, man->disk, place_disk, &dc, pg, st, err, errlen);
+    if (!r) r = read_image(t, man->disk, place_disk, NULL, &dc, pg, st, err, errlen);
     if (!r && fsync(fd) < 0) { r = -errno; snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(errno)); }
     close(fd);
     if (r) unlink(disk_path);
@@ -275,7 +308,7 @@ int gw_backup_restore_ex(struct gw_backup_target *t, const Godwit__V1__BackupMan
     int r = gw_chunk_digest_init(&cd, m->base, m->size);
     if (r) { snprintf(err, errlen, "digest: %s", strerror(-r)); return r; }
     struct mem_ctx mc = {.m = m, .cd = &cd, .cs = man->memory->chunk_size};
-    r = read_image(t, man->memory, place_mem, &mc, &pg, st, err, errlen);
+    r = read_image(t, man->memory, place_mem, direct_mem, &mc, &pg, st, err, errlen);
     if (!r && man->disk->size && disk_path) r = restore_disk(t, man, disk_path, &pg, st, err, errlen);
     if (!r) {
         uint8_t dg[16];

@@ -3,7 +3,9 @@
  * digest, all through godwit-vm as an operator would.
  *
  * dedup_ratio = logical bytes of the three backups (full, the paused guest, unchanged again)
- * / bytes stored.
+ * / bytes stored. The restore runs as a clone whose guest then writes 1% of its memory in
+ * pages and is backed up into the same store (bench_backup_clone.c): clone_new_ratio = bytes
+ * that backup stored / memory size.
  *
  * Baseline, measured first in the same run on the same store: raw writes and reads of the
  * same volume as the full backup's data, in chunk-sized objects of random bytes, with the same
@@ -19,6 +21,7 @@
 
 #include "backup/backup.h"
 #include "bench/bench.h"
+#include "bench/bench_backup_clone.h"
 #include "bench/bench_opts.h"
 #include "bench/bench_proc.h"
 #include "engine/common/json.h"
@@ -122,13 +125,12 @@ int gw_bench_backup(int argc, char **argv)
     struct store_speed sp = {0};
     if (!status && measure_store(spec, conf[0] ? conf : NULL, o.ws, GW_BACKUP_CHUNK_SIZE, &sp, err, sizeof err)) status = 1;
 
-    char sock[4200], run_out[4200], gspec[200], mem_s[32], secs_s[16];
+    char sock[4200], run_out[4200], gspec[200], mem_s[32];
     snprintf(sock, sizeof sock, "%s/vm.sock", dir);
     snprintf(run_out, sizeof run_out, "%s/run.json", dir);
     snprintf(gspec, sizeof gspec, "dirtier:ws=%llu,rate=%llu,pattern=%s", (unsigned long long)o.ws,
              (unsigned long long)o.rate, o.pattern);
     snprintf(mem_s, sizeof mem_s, "%llu", (unsigned long long)o.memory);
-    snprintf(secs_s, sizeof secs_s, "%llu", (unsigned long long)o.seconds);
     char *store_args[4] = {"--store", spec, conf[0] ? "--ceph-conf" : NULL, conf};
     pid_t pid = -1;
     if (!status) {
@@ -190,20 +192,20 @@ int gw_bench_backup(int argc, char **argv)
     double verify_mib_s = 0, restore_mib_s = 0;
     uint64_t verify_bad = 1, verify_errors = 0;
     char restore_digest[40] = "";
+    struct gw_bench_clone clone = {0};
     if (!status) {
         char *verify_argv[] = {vm_bin, "verify-backup", "--vm", "bench", "--json", store_args[0], store_args[1], store_args[2], store_args[3], NULL};
         vm_cmd(verify_argv, out, sizeof out);
         gw_json_get_double(out, "verify_mib_s", &verify_mib_s);
         if (gw_json_get_u64(out, "bad_chunks", &verify_bad)) { snprintf(err, sizeof err, "verify failed"); status = 1; }
-        char *restore_argv[] = {vm_bin, "restore-backup", "--vm", "bench", "--name", "bench-clone", "--seconds", secs_s, "--json",
-                                store_args[0], store_args[1], store_args[2], store_args[3], NULL};
-        int rc = vm_cmd(restore_argv, out, sizeof out);
-        if (gw_json_get_double(out, "restore_mib_s", &restore_mib_s) ||
-            gw_json_get_str(out, "memory_digest", restore_digest, sizeof restore_digest) ||
-            gw_json_get_u64(out, "guest_verify_errors", &verify_errors) || rc) {
-            snprintf(err, sizeof err, "restore failed (exit %d)", rc);
-            status = 1;
-        }
+        /* Restore as a clone, let it change clone_change of its memory, back it up. */
+        struct gw_bench_clone_params cp = {.vm_bin = vm_bin, .dir = dir, .from_vm = "bench",
+                                           .store_args = {store_args[0], store_args[1], store_args[2], store_args[3]},
+                                           .change_bytes = o.memory / 100};
+        if (gw_bench_backup_clone(&cp, &clone, err, sizeof err)) status = 1;
+        restore_mib_s = clone.restore_mib_s;
+        verify_errors = clone.verify_errors;
+        snprintf(restore_digest, sizeof restore_digest, "%s", clone.restore_digest);
     }
     uint64_t data_bytes = (full_chunks - full_zero) * (uint64_t)GW_BACKUP_CHUNK_SIZE;
     uint64_t logical = data_bytes + 2 * (inc_chunks - inc_zero) * (uint64_t)GW_BACKUP_CHUNK_SIZE;
@@ -218,19 +220,24 @@ int gw_bench_backup(int argc, char **argv)
                "\"incremental_ms\":%.1f,\"incremental_bytes_written\":%llu,\"stored_bytes\":%llu,\"dedup_ratio\":%.2f,"
                "\"restore_mib_s\":%.1f,\"store_read_mib_s\":%.1f,\"restore_ratio_vs_store\":%.3f,\"verify_mib_s\":%.1f,"
                "\"verify_bad_chunks\":%llu,\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu,"
+               "\"clone_changed_bytes\":%llu,\"clone_new_bytes\":%llu,\"clone_new_chunks\":%llu,\"clone_new_ratio\":%.4f,"
                "\"baseline\":\"raw %u-byte object writes and reads of the same volume, same ops in flight\"}\n",
                o.target, (unsigned long long)o.memory, (unsigned long long)o.ws, GW_BACKUP_CHUNK_SIZE,
                (unsigned long long)data_bytes, full_ms, full_mib_s, sp.write_mib_s,
                sp.write_mib_s > 0 ? full_mib_s / sp.write_mib_s : 0, pause_ms, inc_ms, (unsigned long long)inc_new,
                (unsigned long long)stored, stored ? (double)logical / stored : 0, restore_mib_s, sp.read_mib_s,
                sp.read_mib_s > 0 ? restore_mib_s / sp.read_mib_s : 0, verify_mib_s, (unsigned long long)verify_bad,
-               equal ? "true" : "false", (unsigned long long)verify_errors, GW_BACKUP_CHUNK_SIZE);
+               equal ? "true" : "false", (unsigned long long)verify_errors, (unsigned long long)clone.changed_bytes,
+               (unsigned long long)clone.new_bytes, (unsigned long long)clone.new_chunks,
+               o.memory ? (double)clone.new_bytes / (double)o.memory : 0, GW_BACKUP_CHUNK_SIZE);
     } else {
         printf("backup bench (%s): full %.0f MiB/s (store %.0f MiB/s, ratio %.2f), pause %.2f ms, unchanged again in %.0f ms "
-               "writing %llu bytes, restore %.0f MiB/s (store %.0f), verify %.0f MiB/s, digest %s, %llu verify errors%s%s\n",
+               "writing %llu bytes, restore %.0f MiB/s (store %.0f), verify %.0f MiB/s, digest %s, %llu verify errors, "
+               "clone with %llu bytes changed stored %llu new bytes (%.2f%% of memory)%s%s\n",
                o.target, full_mib_s, sp.write_mib_s, sp.write_mib_s > 0 ? full_mib_s / sp.write_mib_s : 0, pause_ms, inc_ms,
                (unsigned long long)inc_new, restore_mib_s, sp.read_mib_s, verify_mib_s, equal ? "equal" : "DIFFERENT",
-               (unsigned long long)verify_errors, status ? ", error: " : "", err);
+               (unsigned long long)verify_errors, (unsigned long long)clone.changed_bytes, (unsigned long long)clone.new_bytes,
+               o.memory ? 100.0 * (double)clone.new_bytes / (double)o.memory : 0, status ? ", error: " : "", err);
     }
     if (auto_cluster && conf[0]) {
         char script[1200];

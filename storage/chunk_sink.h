@@ -5,7 +5,9 @@
  * Deduplication: a set of names known to be in the store (seeded from the parent backup's
  * manifest and grown as chunks are written or found); a name not in the set is looked up in
  * the store once (stat) before any byte is sent, so a chunk the store holds is never sent again,
- * whichever VM or backup wrote it. All-zero chunks are never stored: their name is empty. */
+ * whichever VM or backup wrote it. All-zero chunks are never stored: their name is empty.
+ * Batches (put_many, submit) skip the lookup while the recent ones all missed, and write
+ * instead (idempotent): then a chunk the store had may be written again and counted new. */
 #ifndef GW_STORAGE_CHUNK_SINK_H
 #define GW_STORAGE_CHUNK_SINK_H
 
@@ -18,6 +20,7 @@
 struct gw_store;
 struct gw_throttle;
 struct gw_gc_guard;
+struct gw_chunk_sink_pipe;
 
 struct gw_chunk_sink {
     struct gw_store *store;          /* not owned */
@@ -30,8 +33,14 @@ struct gw_chunk_sink {
     uint8_t *known;                  /* open-addressing set of 32-byte names, owned */
     size_t known_cap, known_n;
     struct gw_throttle *throttle;    /* not owned; NULL = none: every store write takes from it */
+    struct gw_chunk_sink_pipe *pipe; /* the writer of gw_chunk_sink_submit, owned; NULL until used */
+    uint64_t encoded, lz4_refused;   /* chunks encoded; lz4 refusals in a row (compress skipped after some) */
+    uint64_t batches, lookup_misses; /* batches stored; looked-up batches in a row that found nothing */
+    /* where the time goes (ns; on the writer's thread for lookup, encode and put) */
+    uint64_t hash_ns, lookup_ns, encode_ns, put_ns, drain_wait_ns;
     /* counters */
     uint64_t chunks, zero_chunks, new_chunks, reused_chunks, new_bytes, raw_new_bytes, lookups;
+    uint64_t blind_chunks;           /* written without a lookup (the recent ones all missed) */
 };
 
 /* max_chunk: the largest chunk that will be put. 0 or -ENOMEM. */
@@ -55,6 +64,22 @@ int gw_chunk_sink_put(struct gw_chunk_sink *k, const void *data, size_t len, uin
 #define GW_CHUNK_SINK_BATCH 16u
 int gw_chunk_sink_put_many(struct gw_chunk_sink *k, const uint8_t *const *data, const size_t *len, size_t n,
                            bool stable, uint8_t (*hash)[32], bool *is_zero);
+
+/* Names a stable chunk (its hash, or *is_zero): the caller names each chunk as it reads it,
+ * while its bytes are still in cache, then submits them in batches. */
+void gw_chunk_sink_name(const struct gw_chunk_sink *k, const void *data, size_t len, uint8_t hash[32], bool *is_zero);
+
+/* Pipelined put_many for stable, named chunks (gw_chunk_sink_name): hands the batch to a
+ * writer thread that looks it up and stores it while the caller reads and names the next
+ * one. The writer reads data[i] until the next submit or drain returns: the caller keeps two
+ * sets of buffers and alternates. Returns 0 or the first failure of the PREVIOUS batch's
+ * writer (or of this batch's checks), with the reason in the store's error. Counters are
+ * updated when a writer is joined (submit, drain), so the caller may read them between
+ * calls. No other sink or store call while a writer runs: drain first. */
+int gw_chunk_sink_submit(struct gw_chunk_sink *k, const uint8_t *const *data, const size_t *len, size_t n,
+                         const uint8_t (*hash)[32], const bool *is_zero);
+/* Waits for the writer; returns its result (0 when none ran). gw_chunk_sink_free drains too. */
+int gw_chunk_sink_drain(struct gw_chunk_sink *k);
 
 /* Reads and checks one chunk back (name hash, expected raw length len) into out[0..len).
  * Returns 0, -ENOENT, or -EBADMSG with the reason in err. */
