@@ -1,7 +1,8 @@
 /* The disk's point in time by copy-before-write into a local fleecing file (disk_snapshot.h).
  *
  * The disk is cut into blocks (64 KiB, larger for very large disks, never larger than the
- * backup's chunk so a read never splits one). Each block is in one state:
+ * backup's chunk so a read never splits one), kept in a fleece area (fleece_area.h). Each
+ * block is in one state:
  *   UNTOUCHED  neither written by the guest nor read by the backup since the point in time:
  *              the image holds the point-in-time data;
  *   COPIED     the guest wrote it first: the old data is at slot[block] in the fleece file;
@@ -14,6 +15,7 @@
  * read at most, never for the backup target. A copy that does not fit in the limit marks the
  * snapshot failed and stops copy-before-write: the guest write goes on, the backup fails. */
 #include "backup/disk_snapshot.h"
+#include "backup/fleece_area.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,29 +34,19 @@
 
 #define FLEECE_BLOCK (64u << 10)
 
-enum { UNTOUCHED = 0, COPIED, ZERO, DONE };
+enum { UNTOUCHED = GW_FLEECE_UNTOUCHED, COPIED = GW_FLEECE_COPIED, ZERO = GW_FLEECE_ZERO, DONE = GW_FLEECE_DONE };
 
 struct fleece {
     struct gw_disk_snapshot s;
     struct gw_vm *vm;
-    int img_fd, fl_fd;
-    uint64_t bs, nblocks;
-    uint8_t *state;
-    uint32_t *slot;
-    uint8_t *scratch;            /* one block, guest side */
+    int img_fd;
+    struct gw_fleece_area a;     /* blocks, their states, the fleecing file */
     pthread_mutex_t m;
     bool active, hooked;
     int failed;                  /* -errno once the snapshot is lost; the reason in s.err */
-    uint64_t used, limit, copied, wait_max, wait_total;
 };
 
 static struct fleece *from_s(struct gw_disk_snapshot *s) { return (struct fleece *)s; }
-
-static uint64_t block_len(const struct fleece *f, uint64_t i)
-{
-    uint64_t off = i * f->bs;
-    return f->s.size - off < f->bs ? f->s.size - off : f->bs;
-}
 
 /* True when [off, off+len) of the image is a hole now (reads as zeros, holds no data). */
 static bool is_hole(int fd, uint64_t off, uint64_t len)
@@ -64,13 +56,13 @@ static bool is_hole(int fd, uint64_t off, uint64_t len)
     return (uint64_t)d >= off + len;
 }
 
-static void lose(struct fleece *f, int rc, const char *fmt, unsigned long long a, const char *b)
+/* The image's old data of a block the guest is about to overwrite (gw_fleece_read_old_fn): a
+ * hole now was a hole at the point in time (a hole only ever fills). */
+static int read_old(void *ctx, uint64_t off, uint64_t len, uint8_t *buf)
 {
-    if (f->failed) return;
-    f->failed = rc;
-    f->active = false;
-    snprintf(f->s.err, sizeof f->s.err, fmt, a, b);
-    gw_warn("vm %s: backup disk snapshot lost: %s (the guest keeps writing)", f->vm->name, f->s.err);
+    struct fleece *f = ctx;
+    if (is_hole(f->img_fd, off, len)) return 1;
+    return gw_pread_full(f->img_fd, buf, len, (off_t)off);
 }
 
 /* Guest side, under the device lock: copy the old blocks of [off, off+len) first. */
@@ -79,27 +71,18 @@ static void before_write(void *ctx, uint64_t off, uint64_t len)
     struct fleece *f = ctx;
     uint64_t t0 = gw_now_ns();
     pthread_mutex_lock(&f->m);
-    for (uint64_t i = off / f->bs; f->active && i <= (off + len - 1) / f->bs && i < f->nblocks; i++) {
-        if (f->state[i] != UNTOUCHED) continue;
-        uint64_t bl = block_len(f, i);
-        if (is_hole(f->img_fd, i * f->bs, bl)) { f->state[i] = ZERO; continue; }
-        if (f->used + bl > f->limit) {
-            lose(f, -ENOSPC, "fleecing area full (%llu MiB): the guest overwrote more of its disk than the backup "
-                 "had read%s; raise --fleece-limit or let the backup read faster", (unsigned long long)(f->limit >> 20), "");
-            break;
-        }
-        int r = gw_pread_full(f->img_fd, f->scratch, bl, (off_t)(i * f->bs));
-        if (!r) r = gw_pwrite_full(f->fl_fd, f->scratch, bl, (off_t)f->used);
-        if (r) { lose(f, r, "copy-before-write of disk block %llu failed: %s", (unsigned long long)i, strerror(-r)); break; }
-        f->slot[i] = (uint32_t)(f->used / f->bs);
-        f->used += f->bs;
-        f->state[i] = COPIED;
-        f->copied++;
+    char why[sizeof f->s.err];
+    int r = f->active ? gw_fleece_area_copy(&f->a, off, len, read_old, f, ": the guest overwrote more of its disk than "
+                                            "the backup had read; raise --fleece-limit or let the backup read faster",
+                                            why, sizeof why) : 0;
+    if (r && !f->failed) {
+        f->failed = r;
+        f->active = false;
+        snprintf(f->s.err, sizeof f->s.err, "%s", why);
+        gw_warn("vm %s: backup disk snapshot lost: %s (the guest keeps writing)", f->vm->name, f->s.err);
     }
     pthread_mutex_unlock(&f->m);
-    uint64_t waited = gw_now_ns() - t0;
-    f->wait_total += waited;                  /* guest side only, under the device lock */
-    if (waited > f->wait_max) f->wait_max = waited;
+    gw_fleece_area_waited(&f->a, gw_now_ns() - t0);   /* guest side only, under the device lock */
 }
 
 static int fleece_freeze(struct gw_disk_snapshot *s)
@@ -117,7 +100,9 @@ static int fleece_read(struct gw_disk_snapshot *s, uint64_t off, uint64_t len, u
 {
     struct fleece *f = from_s(s);
     *hole = true;
-    if (off % f->bs || !gw_range_ok(off, len, s->size) || (len % f->bs && off + len != s->size)) {
+    const uint64_t bs = f->a.bs;
+    uint8_t *state = f->a.state;
+    if (off % bs || !gw_range_ok(off, len, s->size) || (len % bs && off + len != s->size)) {
         snprintf(s->err, sizeof s->err, "disk read [%llu, +%llu) not on block boundaries", (unsigned long long)off,
                  (unsigned long long)len);
         return -EINVAL;
@@ -125,35 +110,35 @@ static int fleece_read(struct gw_disk_snapshot *s, uint64_t off, uint64_t len, u
     int r = 0;
     /* A whole range that is a hole and has no copied block: nothing to read at all (large
      * sparse images cost one lseek per chunk). */
-    uint64_t b0 = off / f->bs, b1 = (off + len + f->bs - 1) / f->bs;
+    uint64_t b0 = off / bs, b1 = (off + len + bs - 1) / bs;
     pthread_mutex_lock(&f->m);
     bool all_hole = !f->failed && f->hooked;
-    for (uint64_t i = b0; all_hole && i < b1; i++) all_hole = f->state[i] == UNTOUCHED || f->state[i] == ZERO;
+    for (uint64_t i = b0; all_hole && i < b1; i++) all_hole = state[i] == UNTOUCHED || state[i] == ZERO;
     if (all_hole && is_hole(f->img_fd, off, len)) {
-        for (uint64_t i = b0; i < b1; i++) f->state[i] = DONE;
+        for (uint64_t i = b0; i < b1; i++) state[i] = DONE;
         pthread_mutex_unlock(&f->m);
         return 0;
     }
     pthread_mutex_unlock(&f->m);
     for (uint64_t i = b0; !r && i < b1; i++) {
-        uint8_t *p = buf + (i * f->bs - off);
-        uint64_t bl = block_len(f, i);
+        uint8_t *p = buf + (i * bs - off);
+        uint64_t bl = gw_fleece_area_block_len(&f->a, i);
         pthread_mutex_lock(&f->m);
         if (f->failed) r = f->failed;
         else if (!f->hooked) { snprintf(s->err, sizeof s->err, "disk snapshot read before its point in time"); r = -EINVAL; }
-        else if (f->state[i] == DONE) { snprintf(s->err, sizeof s->err, "disk block %llu read twice", (unsigned long long)i); r = -EINVAL; }
-        else if (f->state[i] == COPIED) {
-            r = gw_pread_full(f->fl_fd, p, bl, (off_t)((uint64_t)f->slot[i] * f->bs));
+        else if (state[i] == DONE) { snprintf(s->err, sizeof s->err, "disk block %llu read twice", (unsigned long long)i); r = -EINVAL; }
+        else if (state[i] == COPIED) {
+            r = gw_fleece_area_read(&f->a, i, p);
             if (r) snprintf(s->err, sizeof s->err, "reading the fleecing file: %s", strerror(-r));
             *hole = false;
-        } else if (f->state[i] == ZERO || is_hole(f->img_fd, i * f->bs, bl)) {
+        } else if (state[i] == ZERO || is_hole(f->img_fd, i * bs, bl)) {
             memset(p, 0, bl);
         } else {
-            r = gw_pread_full(f->img_fd, p, bl, (off_t)(i * f->bs));
+            r = gw_pread_full(f->img_fd, p, bl, (off_t)(i * bs));
             if (r) snprintf(s->err, sizeof s->err, "reading the disk image: %s", strerror(-r));
             *hole = false;
         }
-        if (!r) f->state[i] = DONE;
+        if (!r) state[i] = DONE;
         pthread_mutex_unlock(&f->m);
     }
     return r;
@@ -163,7 +148,7 @@ static void fleece_skip(struct gw_disk_snapshot *s, uint64_t off, uint64_t len)
 {
     struct fleece *f = from_s(s);
     pthread_mutex_lock(&f->m);
-    for (uint64_t i = off / f->bs; i * f->bs < off + len && i < f->nblocks; i++) f->state[i] = DONE;
+    for (uint64_t i = off / f->a.bs; i * f->a.bs < off + len && i < f->a.nblocks; i++) f->a.state[i] = DONE;
     pthread_mutex_unlock(&f->m);
 }
 
@@ -176,16 +161,13 @@ static void fleece_close(struct gw_disk_snapshot *s, struct gw_disk_snapshot_sta
         gw_vm_disk_set_write_hook(f->vm, &none);   /* after this no guest write calls us */
     }
     if (st) {
-        *st = (struct gw_disk_snapshot_stats){.blocks_copied = f->copied, .fleece_bytes = f->used,
-                                              .fleece_limit = f->limit, .guest_wait_ns_max = f->wait_max,
-                                              .guest_wait_ns_total = f->wait_total};
+        *st = (struct gw_disk_snapshot_stats){.blocks_copied = f->a.copied, .fleece_bytes = f->a.used,
+                                              .fleece_limit = f->a.limit, .guest_wait_ns_max = f->a.wait_max,
+                                              .guest_wait_ns_total = f->a.wait_total};
     }
     if (f->img_fd >= 0) close(f->img_fd);
-    if (f->fl_fd >= 0) close(f->fl_fd);   /* the file was never linked, or unlinked at once */
+    gw_fleece_area_free(&f->a);
     pthread_mutex_destroy(&f->m);
-    free(f->state);
-    free(f->slot);
-    free(f->scratch);
     free(f);
 }
 
@@ -242,21 +224,14 @@ int gw_disk_fleece_open(struct gw_vm *vm, const char *path, uint64_t size, const
     f->s.size = size;
     f->s.align = align;
     f->vm = vm;
-    f->bs = bs;
-    f->limit = limit;
-    f->nblocks = (size + bs - 1) / bs;
-    f->img_fd = f->fl_fd = -1;
+    f->img_fd = -1;
+    f->a.fd = -1;
     pthread_mutex_init(&f->m, NULL);
-    f->state = calloc(f->nblocks ? f->nblocks : 1, 1);
-    f->slot = calloc(f->nblocks ? f->nblocks : 1, sizeof *f->slot);
-    f->scratch = malloc(bs);
-    if (!f->state || !f->slot || !f->scratch) { r = -ENOMEM; snprintf(err, errlen, "out of memory"); goto fail; }
     /* Our own descriptor of the image: reads share the page cache with the device's. */
     f->img_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (f->img_fd < 0) { r = -errno; snprintf(err, errlen, "cannot read the disk image %s: %s", path, strerror(-r)); goto fail; }
-    const char *dir = p->fleece_dir && *p->fleece_dir ? p->fleece_dir : "/tmp";
-    f->fl_fd = gw_disk_fleece_file(dir);
-    if (f->fl_fd < 0) { r = f->fl_fd; snprintf(err, errlen, "cannot create the fleecing file in %s: %s", dir, strerror(-r)); goto fail; }
+    r = gw_fleece_area_init(&f->a, size, bs, limit, p->fleece_dir && *p->fleece_dir ? p->fleece_dir : "/tmp", err, errlen);
+    if (r) goto fail;
     *out = &f->s;
     return 0;
 fail:

@@ -1,13 +1,15 @@
 /* RBD disks in backups: copy-before-write from the pause until the snapshot exists, chunks
  * from the snapshot and the fleecing file after it, diffs for incrementals (see disk_rbd.h).
  *
- * Each copy-before-write block is UNTOUCHED (the snapshot holds its point-in-time data),
+ * The copy-before-write blocks live in a fleece area (fleece_area.h). Each is UNTOUCHED (the
+ * snapshot holds its point-in-time data),
  * COPIED (the guest wrote it before the snapshot existed: the old data is at slot[block] in
  * the fleecing file) or ZERO (the same, and the old data was all zeros). The guest side (the
  * device's before_write, on a vCPU thread under the device lock) and the backup side meet in
  * one mutex; once the snapshot exists (or copy-before-write was lost) the tables only get
  * read. */
 #include "backup/disk_rbd.h"
+#include "backup/fleece_area.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -28,7 +30,7 @@
 
 #define READ_BATCH 8u   /* chunks read from the snapshot together */
 
-enum { UNTOUCHED = 0, COPIED, ZERO };
+enum { UNTOUCHED = GW_FLEECE_UNTOUCHED, COPIED = GW_FLEECE_COPIED, ZERO = GW_FLEECE_ZERO };
 
 struct gw_disk_rbd {
     struct gw_vm *vm;
@@ -42,11 +44,8 @@ struct gw_disk_rbd {
     bool active, hooked;
     int failed;                /* -errno once copy-before-write was lost; the reason in why */
     char why[256];
-    int fl_fd;
-    uint64_t bs, nblocks, used, limit, copied, wait_max, wait_total, snap_ns;
-    uint8_t *state;
-    uint32_t *slot;
-    uint8_t *scratch;          /* one block, guest side */
+    struct gw_fleece_area a;   /* blocks, their states, the fleecing file */
+    uint64_t snap_ns;
 };
 
 bool gw_disk_rbd_applies(const struct gw_vm *vm)
@@ -64,25 +63,18 @@ static void snap_name(char *out, size_t cap, const char *id)
     snprintf(out, cap, "%s%s", GW_DISK_RBD_SNAP_PREFIX, id);
 }
 
-static uint64_t block_len(const struct gw_disk_rbd *d, uint64_t i)
-{
-    uint64_t off = i * d->bs;
-    return d->size - off < d->bs ? d->size - off : d->bs;
-}
-
 static bool all_zero(const uint8_t *p, uint64_t len)
 {
     return len == 0 || (p[0] == 0 && !memcmp(p, p + 1, len - 1));
 }
 
-/* Under d->m. */
-static void lose(struct gw_disk_rbd *d, int rc, const char *why)
+/* The old data through the live handle (gw_fleece_read_old_fn): the device lock makes this
+ * thread its only user here. */
+static int read_old(void *ctx, uint64_t off, uint64_t len, uint8_t *buf)
 {
-    if (d->failed) return;
-    d->failed = rc;
-    d->active = false;
-    snprintf(d->why, sizeof d->why, "%s", why);
-    gw_warn("vm %s: backup disk snapshot lost: %s (the guest keeps writing)", d->vm->name, d->why);
+    struct gw_disk_rbd *d = ctx;
+    int r = gw_blk_rw(d->live, false, buf, len, off);
+    return r ? r : all_zero(buf, len);   /* zeros: nothing to keep */
 }
 
 /* Guest side, under the device lock, before a write of [off, off+len) lands: the old data of
@@ -93,39 +85,17 @@ static void before_write(void *ctx, uint64_t off, uint64_t len)
     struct gw_disk_rbd *d = ctx;
     uint64_t t0 = gw_now_ns();
     pthread_mutex_lock(&d->m);
-    for (uint64_t i = off / d->bs; d->active && i <= (off + len - 1) / d->bs && i < d->nblocks; i++) {
-        if (d->state[i] != UNTOUCHED) continue;
-        uint64_t bl = block_len(d, i);
-        int r = gw_blk_rw(d->live, false, d->scratch, bl, i * d->bs);
-        if (r) {
-            char why[200];
-            snprintf(why, sizeof why, "copy-before-write of disk block %llu failed: %s", (unsigned long long)i, strerror(-r));
-            lose(d, r, why);
-            break;
-        }
-        if (all_zero(d->scratch, bl)) { d->state[i] = ZERO; continue; }   /* nothing to keep */
-        if (d->used + bl > d->limit) {
-            char why[200];
-            snprintf(why, sizeof why, "fleecing area full (%llu MiB) before the RBD snapshot existed; raise --fleece-limit",
-                     (unsigned long long)(d->limit >> 20));
-            lose(d, -ENOSPC, why);
-            break;
-        }
-        if ((r = gw_pwrite_full(d->fl_fd, d->scratch, bl, (off_t)d->used))) {
-            char why[200];
-            snprintf(why, sizeof why, "writing the fleecing file: %s", strerror(-r));
-            lose(d, r, why);
-            break;
-        }
-        d->slot[i] = (uint32_t)(d->used / d->bs);
-        d->used += d->bs;
-        d->state[i] = COPIED;
-        d->copied++;
+    char why[sizeof d->why];
+    int r = d->active ? gw_fleece_area_copy(&d->a, off, len, read_old, d, " before the RBD snapshot existed; raise "
+                                            "--fleece-limit", why, sizeof why) : 0;
+    if (r && !d->failed) {
+        d->failed = r;
+        d->active = false;
+        snprintf(d->why, sizeof d->why, "%s", why);
+        gw_warn("vm %s: backup disk snapshot lost: %s (the guest keeps writing)", d->vm->name, d->why);
     }
     pthread_mutex_unlock(&d->m);
-    uint64_t waited = gw_now_ns() - t0;
-    d->wait_total += waited;   /* guest side only, under the device lock */
-    if (waited > d->wait_max) d->wait_max = waited;
+    gw_fleece_area_waited(&d->a, gw_now_ns() - t0);   /* guest side only, under the device lock */
 }
 
 static void unhook(struct gw_disk_rbd *d)
@@ -151,20 +121,13 @@ int gw_disk_rbd_open(struct gw_vm *vm, const struct gw_disk_snapshot_params *p, 
     d->vm = vm;
     d->live = live;
     d->size = live->size;
-    d->bs = bs;
-    d->limit = limit;
-    d->nblocks = (d->size + bs - 1) / bs;
-    d->fl_fd = -1;
+    d->a.fd = -1;
     pthread_mutex_init(&d->m, NULL);
     /* A name no finished backup has; it takes the backup's id once the backup is listed. */
     snprintf(d->snap, sizeof d->snap, "%spending-%llu", GW_DISK_RBD_SNAP_PREFIX, (unsigned long long)gw_wall_ns());
-    d->state = calloc(d->nblocks ? d->nblocks : 1, 1);
-    d->slot = calloc(d->nblocks ? d->nblocks : 1, sizeof *d->slot);
-    d->scratch = malloc(bs);
-    if (!d->state || !d->slot || !d->scratch) { r = -ENOMEM; snprintf(err, errlen, "out of memory"); goto fail; }
-    const char *dir = p->fleece_dir && *p->fleece_dir ? p->fleece_dir : "/tmp";
-    d->fl_fd = gw_disk_fleece_file(dir);
-    if (d->fl_fd < 0) { r = d->fl_fd; snprintf(err, errlen, "cannot create the fleecing file in %s: %s", dir, strerror(-r)); goto fail; }
+    r = gw_fleece_area_init(&d->a, d->size, bs, limit, p->fleece_dir && *p->fleece_dir ? p->fleece_dir : "/tmp", err,
+                            errlen);
+    if (r) goto fail;
     *out = d;
     return 0;
 fail:
@@ -207,8 +170,9 @@ int gw_disk_rbd_snap(struct gw_disk_rbd *d, char *err, size_t errlen)
 void gw_disk_rbd_stats(const struct gw_disk_rbd *d, struct gw_disk_snapshot_stats *st, uint64_t *snap_ns)
 {
     if (st)
-        *st = (struct gw_disk_snapshot_stats){.blocks_copied = d->copied, .fleece_bytes = d->used, .fleece_limit = d->limit,
-                                          .guest_wait_ns_max = d->wait_max, .guest_wait_ns_total = d->wait_total};
+        *st = (struct gw_disk_snapshot_stats){.blocks_copied = d->a.copied, .fleece_bytes = d->a.used,
+                                              .fleece_limit = d->a.limit, .guest_wait_ns_max = d->a.wait_max,
+                                              .guest_wait_ns_total = d->a.wait_total};
     *snap_ns = d->snap_ns;
 }
 
@@ -255,8 +219,8 @@ static int plan(struct gw_disk_rbd *d, struct gw_blk *s, uint32_t cs, uint64_t n
     /* Blocks the guest wrote between the point in time and the snapshot are in the diff
      * already (the writes landed before it); marked again so that the plan never rests on
      * that alone. */
-    for (uint64_t i = 0; i < d->nblocks; i++)
-        if (d->state[i] != UNTOUCHED) changed[i * d->bs / cs] = 1;
+    for (uint64_t i = 0; i < d->a.nblocks; i++)
+        if (d->a.state[i] != UNTOUCHED) changed[i * d->a.bs / cs] = 1;
     return 0;
 }
 
@@ -265,12 +229,11 @@ static int plan(struct gw_disk_rbd *d, struct gw_blk *s, uint32_t cs, uint64_t n
  * whole blocks. 0 or -errno with err set. */
 static int overlay(struct gw_disk_rbd *d, uint64_t off, uint64_t len, uint8_t *buf, char *err, size_t errlen)
 {
-    for (uint64_t i = off / d->bs; i * d->bs < off + len; i++) {
-        uint64_t bl = block_len(d, i);
-        uint8_t *p = buf + (i * d->bs - off);
-        if (d->state[i] == ZERO) memset(p, 0, bl);
-        if (d->state[i] != COPIED) continue;
-        int r = gw_pread_full(d->fl_fd, p, bl, (off_t)((uint64_t)d->slot[i] * d->bs));
+    for (uint64_t i = off / d->a.bs; i * d->a.bs < off + len; i++) {
+        uint8_t *p = buf + (i * d->a.bs - off);
+        if (d->a.state[i] == ZERO) memset(p, 0, gw_fleece_area_block_len(&d->a, i));
+        if (d->a.state[i] != COPIED) continue;
+        int r = gw_fleece_area_read(&d->a, i, p);
         if (r) { snprintf(err, errlen, "reading the fleecing file: %s", strerror(-r)); return r; }
     }
     return 0;
@@ -284,7 +247,7 @@ int gw_disk_rbd_store(struct gw_disk_rbd *d, struct gw_chunk_sink *sink, uint32_
     *incremental = false;
     uint64_t nchunks = (d->size + cs - 1) / cs;
     struct gw_blk *s = NULL;
-    if (!d->snapped || cs % d->bs) {
+    if (!d->snapped || cs % d->a.bs) {
         snprintf(err, errlen, "the disk snapshot was not taken, or chunks of %u bytes split its blocks", cs);
         return -EINVAL;
     }
@@ -374,11 +337,8 @@ void gw_disk_rbd_free(struct gw_disk_rbd *d)
 {
     if (!d) return;
     unhook(d);
-    if (d->fl_fd >= 0) close(d->fl_fd);   /* unnamed: nothing stays behind */
+    gw_fleece_area_free(&d->a);
     pthread_mutex_destroy(&d->m);
-    free(d->state);
-    free(d->slot);
-    free(d->scratch);
     free(d);
 }
 
