@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -85,6 +86,24 @@ def free_port():
 
 def build_dir():
     return os.path.abspath(os.environ.get("GODWIT_BUILD", os.path.join(ROOT, "build")))
+
+
+def run_suite(module_globals, binaries=("godwitd", "godwit-vm")):
+    """The main of a daemon suite: an optional BUILD_DIR first argument becomes the module's
+    BIN; a missing binary, an unusable /dev/kvm or a run where every test skipped exits
+    SKIP (77), a failure 1."""
+    if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]):
+        module_globals["BIN"] = os.path.abspath(sys.argv.pop(1))
+    bindir = module_globals["BIN"]
+    for b in binaries:
+        if not os.access(os.path.join(bindir, b), os.X_OK):
+            print("SKIP: %s not built in %s" % (b, bindir))
+            return SKIP
+    require_kvm()
+    r = unittest.main(exit=False, verbosity=2).result
+    if not r.wasSuccessful():
+        return 1
+    return SKIP if r.testsRun and len(r.skipped) == r.testsRun else 0
 
 
 class Daemon:

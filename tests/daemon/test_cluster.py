@@ -637,18 +637,7 @@ class ClusterTest(unittest.TestCase):
 
 
 def main():
-    global BIN
-    if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]):
-        BIN = os.path.abspath(sys.argv.pop(1))
-    for b in ("godwitd", "godwit-vm"):
-        if not os.access(os.path.join(BIN, b), os.X_OK):
-            print("SKIP: %s not built in %s" % (b, BIN))
-            return gwd.SKIP
-    gwd.require_kvm()
-    r = unittest.main(exit=False, verbosity=2).result
-    if not r.wasSuccessful():
-        return 1
-    return gwd.SKIP if r.testsRun and len(r.skipped) == r.testsRun else 0
+    return gwd.run_suite(globals())
 
 
 if __name__ == "__main__":
