@@ -39,14 +39,17 @@ WS = 40 * MIB            # each guest's working set: what its backup writes
 BURST = 4 * MIB          # the host bucket's burst at this rate (storage/throttle.c)
 
 
-class HostBudget(unittest.TestCase):
+class OneDaemon(unittest.TestCase):
+    """One godwitd in a temporary directory, its configuration from the class's config()."""
+
+    @classmethod
+    def config(cls):
+        raise NotImplementedError
+
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="gw-bkthr-")
-        extra = "backup_host_rate = %d\nbackup_adaptive = off\n" % HOST_RATE
-        for t in ("a", "b", "c"):
-            extra += "[backup_target %s]\nstore = dir:%s\n" % (t, os.path.join(cls.tmp, t))
-        cls.d = gwd.Daemon(BIN, "host-a", extra=extra)
+        cls.d = gwd.Daemon(BIN, "host-a", extra=cls.config())
         cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
 
     @classmethod
@@ -59,6 +62,15 @@ class HostBudget(unittest.TestCase):
     def call(self, method, req, timeout=60):
         stub = self.b if hasattr(self.b, method) else self.d.stub
         return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+
+
+class HostBudget(OneDaemon):
+    @classmethod
+    def config(cls):
+        extra = "backup_host_rate = %d\nbackup_adaptive = off\n" % HOST_RATE
+        for t in ("a", "b", "c"):
+            extra += "[backup_target %s]\nstore = dir:%s\n" % (t, os.path.join(cls.tmp, t))
+        return extra
 
     def make_vm(self, name):
         """A running dirtier whose whole working set is written (random: nothing is zero)."""
@@ -241,30 +253,16 @@ class ClusterBudgetRados(ClusterBudget):
                 subprocess.run([CLUSTER, "stop", cls.ceph], capture_output=True, timeout=120)
 
 
-class AdaptiveWatch(unittest.TestCase):
+class AdaptiveWatch(OneDaemon):
     """In adaptive mode (the default) the daemon hands every backup runner the control sockets
     of the host's other running VMs that have a disk, so that the controller backs off when
     any VM's own block requests slow down, not only the copied VM's."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="gw-bkwatch-")
+    def config(cls):
         cls.images = os.path.join(cls.tmp, "images")
         os.mkdir(cls.images)
-        extra = "image_roots = %s\n[backup_target w]\nstore = dir:%s\n" % (cls.images, os.path.join(cls.tmp, "w"))
-        cls.d = gwd.Daemon(BIN, "host-a", extra=extra)
-        cls.b = bk_grpc.GodwitBackupStub(cls.d.channel)
-
-    @classmethod
-    def tearDownClass(cls):
-        if getattr(cls, "d", None):
-            cls.d.cleanup()
-        if getattr(cls, "tmp", None):
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def call(self, method, req, timeout=60):
-        stub = self.b if hasattr(self.b, method) else self.d.stub
-        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+        return "image_roots = %s\n[backup_target w]\nstore = dir:%s\n" % (cls.images, os.path.join(cls.tmp, "w"))
 
     def backup(self, vm):
         i = self.call("CreateBackup", bk.CreateBackupRequest(vm=vm, target="w", parent="none")).job.id
