@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engine/common/limits.h"
 #include "engine/common/util.h"
 #include "guest/abi.h"
 
@@ -40,7 +41,7 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         case 'F': bad = gw_parse_u64(optarg, 1, 3600000, &o->cut_for_ms); break;
         case 'P': o->no_priority = true; break;
         case 'Q': o->qemu = optarg; break;
-        case 'R': bad = gw_parse_u64(optarg, 256, 65536, &o->dirty_ring); break;
+        case 'R': bad = gw_parse_u64(optarg, GW_LIMIT_DIRTY_RING_MIN, GW_LIMIT_DIRTY_RING_MAX, &o->dirty_ring); break;
         case 'V': o->vs_precopy = true; break;
         case 'M':
             o->mode = optarg;

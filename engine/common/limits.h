@@ -11,6 +11,10 @@
 #define GW_LIMIT_MEMORY_MAX (64ull << 30)      /* the destination's page bookkeeping is sized for it */
 #define GW_LIMIT_MEMORY_STEP (2ull << 20)      /* guest RAM is mapped with 2 MiB pages */
 #define GW_LIMIT_VCPUS_MAX 16u                 /* the guest's per-vCPU tables (guest/abi.h) */
+/* KVM dirty ring entries per vCPU (engine/vm/dirty_ring.h), a power of two: one 4 KiB page of
+ * entries up to KVM's usual maximum. */
+#define GW_LIMIT_DIRTY_RING_MIN 256u
+#define GW_LIMIT_DIRTY_RING_MAX 65536u
 #define GW_LIMIT_GUEST_SPEC_MAX 255u
 #define GW_LIMIT_DISK_PATH_MAX 511u               /* also a Linux guest's kernel and initrd paths */
 #define GW_LIMIT_CMDLINE_MAX 1024u             /* a Linux guest's command line, printable ASCII; the

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "engine/common/json.h"
+#include "engine/common/limits.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
@@ -51,7 +52,6 @@
 #include "engine/transport/tls.h"
 #include "engine/vm/blk_backend.h"
 #include "engine/vm/blk_rbd.h"
-#include "engine/vm/dirty_ring.h"
 #include "engine/vm/snapshot_file.h"
 #include "engine/vm/virtio_attach.h"
 #include "postcopy/postcopy_dest.h"
@@ -216,11 +216,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             o->resume_fd = (int)v;
             break;
         case 'K' + 258: if (gw_parse_u64(optarg, 1, 86400, &o->recover_timeout_s)) { fprintf(stderr, "godwit-vm: bad --recover-timeout\n"); return -1; } break;
-        case 'K' + 300:
-            if (gw_parse_u64(optarg, GW_DIRTY_RING_MIN_ENTRIES, GW_DIRTY_RING_MAX_ENTRIES, &o->dirty_ring) ||
-                (o->dirty_ring & (o->dirty_ring - 1))) {
-                fprintf(stderr, "godwit-vm: --dirty-ring takes a power of two from %u to %u entries\n",
-                        GW_DIRTY_RING_MIN_ENTRIES, GW_DIRTY_RING_MAX_ENTRIES);
+        case 'K' + 300:   /* the power of two is checked where the ring is made (gw_vm_create) */
+            if (gw_parse_u64(optarg, GW_LIMIT_DIRTY_RING_MIN, GW_LIMIT_DIRTY_RING_MAX, &o->dirty_ring)) {
+                fprintf(stderr, "godwit-vm: --dirty-ring takes %u to %u entries\n", GW_LIMIT_DIRTY_RING_MIN,
+                        GW_LIMIT_DIRTY_RING_MAX);
                 return -1;
             }
             break;

@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "engine/common/limits.h"
 #include "engine/common/log.h"
 #include "engine/vm/vcpu.h"
 #include "engine/vm/vm.h"
@@ -21,9 +22,9 @@
 
 int gw_dirty_ring_enable(struct gw_vm *vm, uint32_t entries, char *err, unsigned errlen)
 {
-    if (entries < GW_DIRTY_RING_MIN_ENTRIES || entries > GW_DIRTY_RING_MAX_ENTRIES || (entries & (entries - 1))) {
+    if (entries < GW_LIMIT_DIRTY_RING_MIN || entries > GW_LIMIT_DIRTY_RING_MAX || (entries & (entries - 1))) {
         snprintf(err, errlen, "dirty ring of %u entries: a power of two from %u to %u", entries,
-                 GW_DIRTY_RING_MIN_ENTRIES, GW_DIRTY_RING_MAX_ENTRIES);
+                 GW_LIMIT_DIRTY_RING_MIN, GW_LIMIT_DIRTY_RING_MAX);
         return -EINVAL;
     }
     uint64_t bytes = (uint64_t)entries * sizeof(struct kvm_dirty_gfn);

@@ -20,12 +20,8 @@
 struct gw_vm;
 struct gw_vcpu;
 
-/* Ring sizes accepted (entries; a power of two): one 4 KiB page of entries up to KVM's
- * usual maximum. */
-#define GW_DIRTY_RING_MIN_ENTRIES 256u
-#define GW_DIRTY_RING_MAX_ENTRIES 65536u
-
-/* Enables rings of `entries` on vm (before any vCPU exists). 0, -EINVAL (size), -ENOTSUP
+/* Enables rings of `entries` on vm (before any vCPU exists); sizes from the limits table
+ * (GW_LIMIT_DIRTY_RING_MIN..MAX, a power of two). 0, -EINVAL (size), -ENOTSUP
  * (KVM without the capability, or a smaller maximum), or -errno; err says which. */
 int gw_dirty_ring_enable(struct gw_vm *vm, uint32_t entries, char *err, unsigned errlen);
 /* Maps v's ring (gw_vcpu_create calls it when the VM has rings). 0 or -errno. */
