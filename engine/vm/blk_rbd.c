@@ -284,19 +284,30 @@ static struct blk_rbd *as_rbd(struct gw_blk *b)
     return b && b->ops == &rbd_ops ? (struct blk_rbd *)b : NULL;
 }
 
+/* A handle on spec's pool only (no image open), for whole-image operations; *s gets the
+ * parsed spec. 0 or -errno with err set (nothing to close then). */
+static int pool_handle(const char *spec, struct gw_rbd_spec *s, struct blk_rbd **out, char *err, size_t errlen)
+{
+    int r = gw_rbd_spec_parse(spec, s, err, errlen);
+    if (r) return r;
+    struct blk_rbd *d = calloc(1, sizeof *d);
+    if (!d) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
+    d->b.ops = &rbd_ops;
+    snprintf(d->b.desc, sizeof d->b.desc, "rbd:%s/%s", s->pool, s->image);
+    if ((r = connect_pool(d, s, err, errlen))) { rbd_close_blk(&d->b); return r; }
+    *out = d;
+    return 0;
+}
+
 int gw_blk_rbd_create(const char *spec, uint64_t size, char *err, size_t errlen)
 {
-    struct gw_rbd_spec s;
-    int r = gw_rbd_spec_parse(spec, &s, err, errlen);
-    if (r) return r;
     if (size == 0 || size % GW_BLK_SECTOR) { snprintf(err, errlen, "%s: size %llu is not a non-zero multiple of %u", spec, (unsigned long long)size, GW_BLK_SECTOR); return -EINVAL; }
-    struct blk_rbd *d = calloc(1, sizeof *d);
-    if (!d) return -ENOMEM;
-    d->b.ops = &rbd_ops;
-    snprintf(d->b.desc, sizeof d->b.desc, "rbd:%s/%s", s.pool, s.image);
-    r = connect_pool(d, &s, err, errlen);
+    struct gw_rbd_spec s;
+    struct blk_rbd *d;
+    int r = pool_handle(spec, &s, &d, err, errlen);
+    if (r) return r;
     int order = 0;
-    if (!r && (r = rbd_create2(d->io, s.image, size, RBD_FEATURES_DEFAULT, &order)) < 0)
+    if ((r = rbd_create2(d->io, s.image, size, RBD_FEATURES_DEFAULT, &order)) < 0)
         snprintf(err, errlen, "%s: cannot create the image: %s", d->b.desc, r == -EEXIST ? "it exists already" : strerror(-r));
     rbd_close_blk(&d->b);
     return r < 0 ? r : 0;
@@ -305,14 +316,10 @@ int gw_blk_rbd_create(const char *spec, uint64_t size, char *err, size_t errlen)
 int gw_blk_rbd_remove(const char *spec, char *err, size_t errlen)
 {
     struct gw_rbd_spec s;
-    int r = gw_rbd_spec_parse(spec, &s, err, errlen);
+    struct blk_rbd *d;
+    int r = pool_handle(spec, &s, &d, err, errlen);
     if (r) return r;
-    struct blk_rbd *d = calloc(1, sizeof *d);
-    if (!d) return -ENOMEM;
-    d->b.ops = &rbd_ops;
-    snprintf(d->b.desc, sizeof d->b.desc, "rbd:%s/%s", s.pool, s.image);
-    r = connect_pool(d, &s, err, errlen);
-    if (!r && (r = rbd_remove(d->io, s.image)) < 0)
+    if ((r = rbd_remove(d->io, s.image)) < 0)
         snprintf(err, errlen, "%s: cannot remove the image: %s", d->b.desc, strerror(-r));
     rbd_close_blk(&d->b);
     return r < 0 ? r : 0;
