@@ -88,6 +88,26 @@ def build_dir():
     return os.path.abspath(os.environ.get("GODWIT_BUILD", os.path.join(ROOT, "build")))
 
 
+class Daemons(unittest.TestCase):
+    """Base of suites that run several godwitd at once: setUpClass fills cls.ds and cls.tmp (a
+    temporary directory); the base removes both, and call() finds a method on the Godwit or
+    the GodwitBackup service of one of them."""
+    ds = []
+    tmp = None
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in cls.ds:
+            d.cleanup()
+        if cls.tmp:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def call(self, d, method, req, timeout=60):
+        b = backup_stubs()[1].GodwitBackupStub(d.channel)
+        stub = b if hasattr(b, method) else d.stub
+        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
+
+
 def run_suite(module_globals, binaries=("godwitd", "godwit-vm")):
     """The main of a daemon suite: an optional BUILD_DIR first argument becomes the module's
     BIN; a missing binary, an unusable /dev/kvm or a run where every test skipped exits

@@ -456,7 +456,7 @@ class Schedule(unittest.TestCase):
         self.assertEqual(error_reason(lambda: self.policy("tier=cli")), (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND"))
 
 
-class ClusterLimit(unittest.TestCase):
+class ClusterLimit(gwd.Daemons):
     """cluster_max_backups with two real daemons: host-a and host-b share one target (a
     directory store, whose cluster slot is a flock in the store) with cluster_max_backups = 1
     and max_backups = 2 (the host limit is not what orders them). Both policies fire at the same
@@ -473,18 +473,6 @@ class ClusterLimit(unittest.TestCase):
         cls.ds = []
         for host in ("host-a", "host-b"):
             cls.ds.append(gwd.Daemon(BIN, host, extra=extra))
-
-    @classmethod
-    def tearDownClass(cls):
-        for d in getattr(cls, "ds", []):
-            d.cleanup()
-        if getattr(cls, "tmp", None):
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def call(self, d, method, req, timeout=60):
-        b = bk_grpc.GodwitBackupStub(d.channel)
-        stub = b if hasattr(b, method) else d.stub
-        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
 
     def test_two_daemons_never_back_up_at_once(self):
         fire = T0 - 30 + 3600

@@ -126,7 +126,7 @@ class HostBudget(OneDaemon):
         self.assertTrue(os.path.exists(os.path.join(self.d.dir, "state", "backup-host.bucket")))
 
 
-class ClusterBudget(unittest.TestCase):
+class ClusterBudget(gwd.Daemons):
     """A target's cluster budget (cluster_rate) with two real daemons sharing its store (a
     directory store: the share lease is a flock there): two backups at once, one per host,
     together stay within the budget; a host backing up alone gets all of it back; a host that
@@ -143,18 +143,6 @@ class ClusterBudget(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="gw-bkbud-")
         extra = ("backup_adaptive = off\n[backup_target shared]\n%scluster_rate = %d\n" % (cls.target(), HOST_RATE))
         cls.ds = [gwd.Daemon(BIN, h, extra=extra) for h in ("host-a", "host-b")]
-
-    @classmethod
-    def tearDownClass(cls):
-        for d in getattr(cls, "ds", []):
-            d.cleanup()
-        if getattr(cls, "tmp", None):
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def call(self, d, method, req, timeout=60):
-        b = bk_grpc.GodwitBackupStub(d.channel)
-        stub = b if hasattr(b, method) else d.stub
-        return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
 
     def make_vm(self, d, name, seed, ws=WS):
         """A dirtier whose whole working set is written; its own seed: nothing dedups across VMs."""
