@@ -477,6 +477,13 @@ static int rerequest(struct gw_pc_client *c, struct gw_err *e)
     return k ? send_requests(c, want, k, e) : 0;
 }
 
+void gw_pc_client_use_session(struct gw_pc_client *c, struct gw_session *ses)
+{
+    pthread_mutex_lock(&c->ses_mu);
+    c->ses = ses;
+    pthread_mutex_unlock(&c->ses_mu);
+}
+
 int gw_pc_client_attach(struct gw_pc_client *c, struct gw_session *ses, struct gw_err *e)
 {
     if (gw_session_streams(ses) != GW_PC_FIRST_LANE + c->nlanes)
@@ -488,9 +495,7 @@ int gw_pc_client_attach(struct gw_pc_client *c, struct gw_session *ses, struct g
     c->st.lanes_ended = 0;
     c->st.push_done = false;
     pthread_mutex_unlock(&c->mu);
-    pthread_mutex_lock(&c->ses_mu);
-    c->ses = ses;
-    pthread_mutex_unlock(&c->ses_mu);
+    gw_pc_client_use_session(c, ses);
     for (unsigned i = GW_PC_STREAM_PRIORITY; i < GW_PC_FIRST_LANE + c->nlanes; i++) {
         /* Past pre-copy for good: a resumed lane carries post-copy pages only. */
         c->rx[i] = (struct rx_thread){.c = c, .stream = i, .precopy_done = i >= GW_PC_FIRST_LANE};

@@ -76,6 +76,9 @@ bool gw_pc_client_vcpu_timed(struct gw_pc_client *c, unsigned vcpu);
 void gw_pc_client_detach(struct gw_pc_client *c);
 const uint64_t *gw_pc_client_received(struct gw_pc_client *c, uint64_t *npages);
 int gw_pc_client_attach(struct gw_pc_client *c, struct gw_session *ses, struct gw_err *e);
+/* Points later requests at ses (not owned) at once. The fault thread sends on the client's
+ * session at any time, so the owner calls this before it closes the session it replaces. */
+void gw_pc_client_use_session(struct gw_pc_client *c, struct gw_session *ses);
 
 /* Stops the threads (shut the session down first) and frees c. abandon: post-copy did not
  * complete; every missing page is poisoned first (gw_uffd_placer_poison_missing) so nothing

@@ -463,6 +463,7 @@ static int take_resume(struct gw_postcopy_in *p, struct gw_session *s, struct gw
     pthread_mutex_lock(&p->ses_mu);
     p->ses = s;
     pthread_mutex_unlock(&p->ses_mu);
+    gw_pc_client_use_session(p->c, s);     /* the fault thread may be sending on old right now */
     gw_session_close(old);
     gw_conn_set_timeout(gw_session_conn(s, GW_PC_STREAM_CONTROL), POLL_MS);
     for (unsigned i = GW_PC_STREAM_PRIORITY; i < gw_session_streams(s); i++)

@@ -215,7 +215,8 @@ class Daemon:
                 pass
         if rc not in (0, None) or problems:
             raise AssertionError("godwitd exited with %s; log in %s:\n%s" % (rc, self.dir, "\n".join(problems)))
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not os.environ.get("GODWIT_KEEP_TEST_DIRS"):     # a developer reading a failure's logs
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 AUTH = (("authorization", "Bearer " + TOKEN),)
