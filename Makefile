@@ -1,7 +1,10 @@
 # The two commands of the README, and a few more for developers.
 #   make demo   the main job: a live VM, suspended to a file and resumed (grows with the project)
 #   make test   the whole suite, built with AddressSanitizer + UBSan; then the unit tests and
-#               the daemon and runner integration tests again with ThreadSanitizer
+#               the daemon and runner integration tests again with ThreadSanitizer. Tests run
+#               two at a time (JOBS): most of them wait on guests, sockets and timeouts, and the
+#               whole suite must fit in 20 minutes on 2 cores. COST in the CMakeLists starts
+#               the longest first, so that no long one is left to run alone at the end.
 # Both install missing Debian packages first (scripts/deps; fast when all is present).
 BUILD      ?= build
 TEST_BUILD ?= build-asan
@@ -28,10 +31,10 @@ fuzz: deps
 test: deps fuzz
 	@cmake -S . -B $(TEST_BUILD) -DGODWIT_SANITIZE=ON -DGODWIT_TEST_HOOKS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGODWIT_FUZZ_DIR=$(CURDIR)/$(FUZZ_BUILD) > /dev/null
 	@cmake --build $(TEST_BUILD) -j$(JOBS)
-	@cd $(TEST_BUILD) && ctest --output-on-failure
+	@cd $(TEST_BUILD) && ctest -j$(JOBS) --output-on-failure
 	@cmake -S . -B $(TSAN_BUILD) -DGODWIT_TSAN=ON -DGODWIT_TEST_HOOKS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
 	@cmake --build $(TSAN_BUILD) -j$(JOBS)
-	@cd $(TSAN_BUILD) && TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -L tsan
+	@cd $(TSAN_BUILD) && TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(CURDIR)/tests/tsan.supp" ctest -j$(JOBS) --output-on-failure -L tsan
 
 demo: build
 	@scripts/demo.sh $(BUILD)

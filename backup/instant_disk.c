@@ -12,6 +12,7 @@
 
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "storage/throttle.h"
 #include "storage/chunk.h"
 
 #define BACKOFF_MIN_MS 20u
@@ -37,6 +38,7 @@ struct gw_instant_disk {
     bool started;
     uint8_t *enc, *raw;           /* the fill thread's buffers */
     uint8_t *req_enc, *req_raw;   /* the requests' buffers (requests are serial: device lock) */
+    struct gw_bucket fill_rate;   /* the fill thread's pace (rate 0: unlimited) */
 };
 
 /* Under mu: an outage goes on; after outage_ms it is reported as stalled. */
@@ -125,6 +127,9 @@ static void *fill_main(void *arg)
         d->state[c] = CH_BUSY;
         if (restore_chunk(d, c, d->enc, d->raw)) { d->state[c] = CH_NONE; pthread_cond_broadcast(&d->cv); break; }
         done_locked(d, c);
+        /* The debt of this chunk is waited out before the next (the guest's requests go on). */
+        uint64_t ns = gw_bucket_take(&d->fill_rate, (double)d->im->chunk_size, gw_now_ns());
+        if (ns && !d->stop) wait_ms(d, (unsigned)(ns / 1000000) + 1);
     }
     pthread_mutex_unlock(&d->mu);
     return NULL;
@@ -166,7 +171,8 @@ struct gw_blk_fill gw_instant_disk_fill(struct gw_instant_disk *d)
 }
 
 int gw_instant_disk_start(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, const char *path,
-                          unsigned outage_ms, struct gw_instant_disk **out, char *err, size_t errlen)
+                          unsigned outage_ms, double fill_rate, struct gw_instant_disk **out, char *err,
+                          size_t errlen)
 {
     struct gw_instant_disk *d = calloc(1, sizeof *d);
     if (!d) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
@@ -174,6 +180,8 @@ int gw_instant_disk_start(struct gw_backup_target *t, const Godwit__V1__BackupIm
     d->im = im;
     d->outage_ms = outage_ms;
     d->start_ns = gw_now_ns();
+    /* One chunk of burst: the fill starts at once and keeps the rate from then on. */
+    gw_bucket_init(&d->fill_rate, fill_rate, (double)im->chunk_size, d->start_ns);
     d->enc_cap = gw_chunk_encoded_cap(im->chunk_size);
     pthread_mutex_init(&d->mu, NULL);
     pthread_condattr_t ca;

@@ -32,10 +32,12 @@ struct gw_instant_disk_progress {
     char error[600];
 };
 
-/* Starts filling path (an existing image of im->size bytes, all holes) from im. t and im are
- * borrowed and must outlive d. 0 with *out or -errno with err. */
+/* Starts filling path (an existing image of im->size bytes, all holes) from im, the background
+ * fill at fill_rate bytes/s (0: unlimited; the device's own requests are never held back). t and
+ * im are borrowed and must outlive d. 0 with *out or -errno with err. */
 int gw_instant_disk_start(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, const char *path,
-                          unsigned outage_ms, struct gw_instant_disk **out, char *err, size_t errlen);
+                          unsigned outage_ms, double fill_rate, struct gw_instant_disk **out, char *err,
+                          size_t errlen);
 /* The hook for the disk device. */
 struct gw_blk_fill gw_instant_disk_fill(struct gw_instant_disk *d);
 void gw_instant_disk_progress(struct gw_instant_disk *d, struct gw_instant_disk_progress *out);

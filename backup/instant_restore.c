@@ -17,6 +17,7 @@
 #include "engine/common/log.h"
 #include "guest/abi.h"
 #include "engine/common/util.h"
+#include "storage/throttle.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/device_bus.h"
 #include "engine/vm/vcpu.h"
@@ -29,6 +30,8 @@
 #define BACKOFF_MIN_MS 20u
 #define BACKOFF_MAX_MS 500u
 #define NO_CHUNK UINT64_MAX
+#define FILL_PACED (UINT64_MAX - 1)   /* only the paced fill has work, later */
+#define FILL_PACE_SLICE_MS 10u          /* a paced worker looks for faults at least this often */
 
 /* Per chunk, under mu. */
 enum { CH_NONE = 0, CH_QUEUED, CH_INFLIGHT, CH_DONE };
@@ -63,6 +66,8 @@ struct gw_instant_restore {
     uint64_t *fq;                 /* ring of chunks queued by faults (capacity nchunks) */
     uint64_t fq_head, fq_len;
     uint64_t cursor;              /* the background fill's next chunk */
+    struct gw_bucket fill_rate;   /* the background fill's pace (rate 0: unlimited) */
+    uint64_t fill_next_ns;        /* the fill's debt is paid then: no fill chunk before */
     uint64_t outage_since;        /* first failed read of the current outage, 0 when none */
     bool stop;
     struct gw_instant_progress prog;
@@ -279,9 +284,14 @@ static uint64_t take(struct gw_instant_restore *ir, bool faults_only)
         if (ir->state[c] == CH_QUEUED) return c;
     }
     if (faults_only) return NO_CHUNK;
+    uint64_t now = gw_now_ns();
+    if (ir->cursor < ir->nchunks && now < ir->fill_next_ns) return FILL_PACED;
     while (ir->cursor < ir->nchunks) {
         uint64_t c = ir->cursor++;
-        if (ir->state[c] == CH_NONE && !chunk_is_zero(ir, c)) return c;
+        if (ir->state[c] == CH_NONE && !chunk_is_zero(ir, c)) {
+            ir->fill_next_ns = now + gw_bucket_take(&ir->fill_rate, (double)chunk_len(ir, c), now);
+            return c;
+        }
     }
     return NO_CHUNK;
 }
@@ -391,6 +401,11 @@ static void *worker_main(void *arg)
     for (;;) {
         if (ir->stop || ir->prog.phase == GW_INSTANT_FAILED || ir->prog.phase == GW_INSTANT_COMPLETE) break;
         uint64_t c = take(ir, w->faults_only);
+        if (c == FILL_PACED) {
+            uint64_t left_ms = (ir->fill_next_ns - gw_now_ns()) / 1000000 + 1;
+            wait_ms(ir, left_ms < FILL_PACE_SLICE_MS ? (unsigned)left_ms : FILL_PACE_SLICE_MS);
+            continue;
+        }
         if (c == NO_CHUNK) {
             if (!w->faults_only && ir->cursor >= ir->nchunks && ir->prog.chunks_placed == ir->prog.chunks_total)
                 break;
@@ -504,6 +519,7 @@ int gw_instant_restore_start(struct gw_backup_target *t, Godwit__V1__BackupManif
     int r = check_image(ir, man, err, errlen);
     if (r) goto fail;
     ir->cs = ir->im->chunk_size;
+    gw_bucket_init(&ir->fill_rate, p ? p->fill_rate : 0, (double)ir->cs, gw_now_ns());
     ir->nchunks = ir->im->n_chunks;
     ir->pages = vm->mem.size / 4096;
     ir->enc_cap = gw_chunk_encoded_cap(ir->cs);
@@ -525,7 +541,8 @@ int gw_instant_restore_start(struct gw_backup_target *t, Godwit__V1__BackupManif
     if (r) { snprintf(err, errlen, "instant restore needs userfaultfd: %s", e.msg); goto fail; }
     ir->placer_open = true;
     if (man->disk->size && p && p->disk_path) {
-        r = gw_instant_disk_start(&ir->t, man->disk, p->disk_path, ir->outage_ms, &ir->disk, err, errlen);
+        r = gw_instant_disk_start(&ir->t, man->disk, p->disk_path, ir->outage_ms, p->fill_rate, &ir->disk, err,
+                                  errlen);
         if (r) goto fail;
         ir->disk_dev = gw_bus_find(&vm->bus, "vda");
         if (!ir->disk_dev) { r = -ENODEV; snprintf(err, errlen, "the VM has no disk to restore into"); goto fail; }

@@ -54,6 +54,9 @@ struct gw_instant_params {
     unsigned outage_pause_ms;  /* store silent this long -> stalled (0: default) */
     const char *disk_path;     /* the VM's new image (of the backup's disk size, all holes), filled
                                 * behind the disk device (instant_disk.h); NULL: no disk */
+    double fill_rate;          /* bytes/s the background fill may read, memory and disk each
+                                * (0: unlimited). What the guest waits for is never held back:
+                                * the fill only spares the store for the host's other guests. */
 };
 
 struct gw_instant_progress {

@@ -17,7 +17,7 @@
  *                     [--max-rounds N] [--secret-file F] [--wait] [--json] [TLS]
  *   godwit-vm restore-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--name NEW]
  *                            [--disk FILE] [--seconds N] [--json] [--control SOCK]
- *                            [--instant [--stall-ms N]]   (memory on demand: backup/instant_restore.h)
+ *                            [--instant [--stall-ms N] [--fill-rate SIZE]]   (memory on demand: backup/instant_restore.h)
  *                            [--progress-fd N]   (restore progress frames: restore_report below)
  *   godwit-vm backup|verify-backup|list-backups|delete-backup ...   (cmd_backup.c)
  *   TLS: [--tls on|off] [--tls-cert F --tls-key F --tls-ca F]: migration streams run over TLS 1.3
@@ -83,6 +83,7 @@ struct opts {
     const char *from_vm, *backup_id;   /* restore-backup */
     bool instant;                      /* restore-backup --instant */
     uint64_t stall_ms;                 /* --stall-ms: store silent this long pauses the VM */
+    uint64_t fill_rate;                /* --fill-rate: the instant restore's background fill, bytes/s */
     int progress_fd;                   /* --progress-fd: restore progress frames go there (-1: none) */
     Godwit__V1__StoreSpec store;
     int test_fault;                 /* enum gw_mig_fault, GODWIT_TEST_HOOKS builds only */
@@ -112,7 +113,7 @@ static void usage(FILE *f)
             "                         [--secret-file F] [--wait] [--json] [TLS]\n"
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
             "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE|rbd:POOL/IMAGE] [--seconds N]\n"
-            "                                [--instant [--stall-ms N]] [--progress-fd N]\n"
+            "                                [--instant [--stall-ms N] [--fill-rate SIZE]] [--progress-fd N]\n"
             "       godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none] [--method dirty-log|pause] [--json]\n"
             "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
             "       godwit-vm prune --store SPEC [STORE OPTIONS] --vm NAME [--keep-last|hourly|daily|weekly|monthly|yearly N]\n"
@@ -134,7 +135,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"streams", 1, 0, 'N'}, {"compress", 1, 0, 'Z'}, {"downtime-ms", 1, 0, 'D'}, {"bandwidth", 1, 0, 'B'},
         {"timeout", 1, 0, 'O'}, {"auto-converge", 0, 0, 'A'}, {"max-rounds", 1, 0, 'R'}, {"wait", 0, 0, 'W'},
         {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'}, {"mode", 1, 0, 'M'},
-        {"instant", 0, 0, 'J'}, {"stall-ms", 1, 0, 'P'},
+        {"instant", 0, 0, 'J'}, {"stall-ms", 1, 0, 'P'}, {"fill-rate", 1, 0, 'K' + 265},
         {"recover-timeout", 1, 0, 'K' + 258}, {"link-timeout-ms", 1, 0, 'K' + 259}, {"resume-fd", 1, 0, 'K' + 260},
         {"no-priority-channel", 0, 0, 'K' + 261}, {"switch-dirty-pct", 1, 0, 'K' + 262},
         {"switch-ms-per-gib", 1, 0, 'K' + 263}, {"dirty-ring", 1, 0, 'K' + 300},
@@ -161,6 +162,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'J': o->instant = true; break;
         case 'P':
             if (gw_parse_u64(optarg, 1, 3600000, &o->stall_ms)) { fprintf(stderr, "godwit-vm: --stall-ms is 1..3600000\n"); return -1; }
+            break;
+        case 'K' + 265:
+            if (gw_parse_size(optarg, &o->fill_rate) || !o->fill_rate) {
+                fprintf(stderr, "godwit-vm: --fill-rate is a size per second, e.g. 50M\n");
+                return -1;
+            }
             break;
         case 'n': o->name = optarg; o->name_set = true; break;
         case 't':
@@ -458,7 +465,7 @@ static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_bac
 {
     char err[600] = "";
     struct gw_instant_params ip = {.workers = o->store.max_inflight, .outage_pause_ms = (unsigned)o->stall_ms,
-                                   .disk_path = man->disk->size ? o->disk : NULL};
+                                   .disk_path = man->disk->size ? o->disk : NULL, .fill_rate = (double)o->fill_rate};
     struct gw_instant_restore *ir = NULL;
     int r = gw_instant_restore_start(t, man, vm, &ip, &ir, err, sizeof err);
     if (r) { fprintf(stderr, "godwit-vm: restore refused: %s\n", err); return EXIT_VM_FAILED; }
@@ -474,6 +481,7 @@ static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_bac
 static int cmd_restore_backup(const struct opts *o)
 {
     if (!o->store.target || !o->from_vm) { fprintf(stderr, "godwit-vm: restore-backup needs --store SPEC and --vm NAME\n"); return EXIT_USAGE; }
+    if (o->fill_rate && !o->instant) { fprintf(stderr, "godwit-vm: --fill-rate paces an --instant restore's fill\n"); return EXIT_USAGE; }
     char err[512] = "", id[GW_BACKUP_ID_BUF];
     uint64_t t0 = gw_now_ns();
     struct gw_backup_target t;
