@@ -312,10 +312,37 @@ static void settle_precopy(struct gw_pc_client *c, const uint64_t *dirty)
     }
 }
 
+int64_t gw_pc_client_drop_stale(struct gw_pc_client *c, const uint64_t *stale, uint64_t npages)
+{
+    uint64_t np = c->mem_size / 4096;
+    if (npages != np) return -EPROTO;
+    uint64_t *wr = c->direct.written, dropped = 0, run = 0, run_len = 0;
+    for (uint64_t w = 0; w < (np + 63) / 64; w++) {
+        /* written never has a bit past np: a hostile tail in stale is masked by it. */
+        uint64_t bits = stale[w] & __atomic_load_n(&wr[w], __ATOMIC_RELAXED);
+        if (!bits) continue;
+        /* The bit goes before the page: a lane that writes the page again after the hole
+         * sets its bit again after this (the page fault orders them), so a page that holds
+         * data at the switch is always noted as written and DIRTY drops it there. */
+        __atomic_fetch_and(&wr[w], ~bits, __ATOMIC_SEQ_CST);
+        for (; bits; bits &= bits - 1) {
+            uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+            dropped++;
+            if (run_len && p == run + run_len) { run_len++; continue; }
+            if (run_len) madvise(c->mem + run * 4096, run_len * 4096, MADV_REMOVE);
+            run = p;
+            run_len = 1;
+        }
+    }
+    if (run_len) madvise(c->mem + run * 4096, run_len * 4096, MADV_REMOVE);
+    return (int64_t)dropped;
+}
+
 int gw_pc_client_switch(struct gw_pc_client *c, const uint64_t *dirty, uint64_t npages, int timeout_ms,
                         struct gw_err *e)
 {
     if (npages != c->mem_size / 4096) return gw_err_set(e, -EPROTO, "the dirty bitmap does not fit guest memory");
+    uint64_t t0 = gw_now_ns();
     uint64_t dl = gw_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 60000) * 1000000ull;
     pthread_mutex_lock(&c->mu);
     /* The receivers signal cv at each PRECOPY_END (and on failure): no polling in the pause. */
@@ -327,9 +354,13 @@ int gw_pc_client_switch(struct gw_pc_client *c, const uint64_t *dirty, uint64_t 
     pthread_mutex_unlock(&c->mu);
     if (r) return r;
     /* Every lane waits now: nothing writes memory while it is settled and registered. */
+    uint64_t t_lanes = gw_now_ns();
     r = gw_uffd_placer_open(&c->u, c->mem, c->mem_size, e);
     if (r) return r;
+    uint64_t t_reg = gw_now_ns();
     settle_precopy(c, dirty);
+    gw_info("post-copy switch: lanes' pre-copy end %.2f ms, userfaultfd %.2f ms, stale pages dropped %.2f ms",
+            (t_lanes - t0) / 1e6, (t_reg - t_lanes) / 1e6, (gw_now_ns() - t_reg) / 1e6);
     c->pl = gw_uffd_placer(&c->u);
     if ((r = -pthread_create(&c->fault_thr, NULL, fault_main, c))) return gw_err_set(e, r, "cannot start the fault thread");
     c->fault_started = true;

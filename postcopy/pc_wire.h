@@ -22,6 +22,12 @@
  * that the source sends again after the switch. The destination drops those, registers
  * memory with userfaultfd, and every later page is placed with UFFDIO_COPY.
  *
+ * Hybrid with GW_WIRE_F_PC_STALE: after its last round and before the pause, the source may send
+ * STALE on stream 0 (a and the bitmap as DIRTY's: the pages changed since it sent them, so far)
+ * and waits for STALE_DROPPED (a = pages dropped). The destination drops those it holds at once,
+ * while the guest still runs at the source: the pause then drops only what changed since. DIRTY
+ * still names every stale page (STALE's too): what a lane wrote again after STALE goes then.
+ *
  * Values: READY (a = 0), GO, DIGEST (a = the page-hash sum, postcopy/pc_digest.h), DONE (a =
  * pages received), LANE_END (a = pages this lane carried), PUSH_DONE (a = pages sent in all).
  * KEEPALIVE (either way on stream 0 after GO, every few hundred ms): a silent link is a broken
@@ -61,7 +67,9 @@ enum gw_pc_op {
     GW_PC_RESUME_CHALLENGE = 11,
     GW_PC_RESUME_PROOF = 12,
     GW_PC_RECEIVED = 13,
-    GW_PC_OP_MAX = GW_PC_RECEIVED,
+    GW_PC_STALE = 14,
+    GW_PC_STALE_DROPPED = 15,
+    GW_PC_OP_MAX = GW_PC_STALE_DROPPED,
 };
 
 struct gw_pc_msg {
@@ -104,7 +112,7 @@ static inline int gw_pc_parse(const uint8_t *p, size_t len, struct gw_pc_msg *m)
     if (m->op == GW_PC_REQUEST ? (m->count == 0 || m->count > GW_PC_MAX_REQ_PAGES) : m->count != 0)
         return -EBADMSG;
     if (m->op == GW_PC_RESUME_PROOF) return len == GW_PC_HDR + GW_PC_PROOF_SIZE ? 0 : -EBADMSG;
-    if (m->op == GW_PC_DIRTY || m->op == GW_PC_RECEIVED)   /* the caller checks a against memory */
+    if (m->op == GW_PC_DIRTY || m->op == GW_PC_RECEIVED || m->op == GW_PC_STALE)   /* the caller checks a against memory */
         return m->a && m->a <= (1ull << 40) && len == GW_PC_HDR + 8 * ((m->a + 63) / 64) ? 0 : -EBADMSG;
     return len == GW_PC_HDR + 8ull * m->count ? 0 : -EBADMSG;
 }

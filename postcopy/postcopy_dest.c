@@ -520,6 +520,26 @@ static int vcpu_of_tid(void *ctx, uint32_t tid)
     return -1;
 }
 
+/* Hybrid's STALE (pc_wire.h) in p->buf: drops those pre-copied pages now, while the guest
+ * still runs at the source, and says how many. */
+static int drop_stale(struct gw_postcopy_in *p, const struct gw_pc_msg *m, struct gw_err *e)
+{
+    if (m->a != p->vm->mem.size / 4096) return gw_err_set(e, -EPROTO, "the stale-page bitmap does not fit guest memory");
+    size_t words = (m->a + 63) / 64;
+    uint64_t *stale = malloc(words * 8);
+    if (!stale) return gw_err_set(e, -ENOMEM, "out of memory");
+    for (size_t w = 0; w < words; w++) stale[w] = gw_pc_get64(p->buf.data + GW_PC_HDR + 8 * w);
+    uint64_t t0 = gw_now_ns();
+    int64_t dropped = gw_pc_client_drop_stale(p->c, stale, m->a);
+    free(stale);
+    if (dropped < 0) return gw_err_set(e, (int)dropped, "the stale-page bitmap does not fit guest memory");
+    gw_info("vm %s: hybrid: %lld stale pre-copied pages dropped before the pause in %.1f ms", p->vm->name,
+            (long long)dropped, (gw_now_ns() - t0) / 1e6);
+    uint8_t b[GW_PC_HDR];
+    gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_STALE_DROPPED, .a = (uint64_t)dropped}, b);
+    return gw_session_send(p->ses, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, b, sizeof b, e);
+}
+
 static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
 {
     struct gw_err e = {0};
@@ -535,15 +555,22 @@ static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
     gw_conn_mark_urgent(gw_session_conn(p->ses, GW_PC_STREAM_CONTROL));   /* READY, keepalives: first in the queues */
     gw_conn_set_timeout(gw_session_conn(p->ses, GW_PC_STREAM_CONTROL), POLL_MS);
     struct gw_conn *c0 = gw_session_conn(p->ses, GW_PC_STREAM_CONTROL);
-    for (uint64_t before = c0->bytes_recv;
-         GW_PC_QUIET_TIMEOUT(r = recv_control(p, &h, &e), c0, before) && (wait_ms -= POLL_MS) > 0;
-         before = c0->bytes_recv) {
-        struct gw_pc_client_stats cs;
-        gw_pc_client_stats(p->c, &cs);
-        if (cs.error) { r = gw_err_set(&e, cs.error, "%s", cs.msg); break; }
+    struct gw_pc_msg dm = {0};
+    for (;;) {
+        for (uint64_t before = c0->bytes_recv;
+             GW_PC_QUIET_TIMEOUT(r = recv_control(p, &h, &e), c0, before) && (wait_ms -= POLL_MS) > 0;
+             before = c0->bytes_recv) {
+            struct gw_pc_client_stats cs;
+            gw_pc_client_stats(p->c, &cs);
+            if (cs.error) { r = gw_err_set(&e, cs.error, "%s", cs.msg); break; }
+        }
+        if (r || h.type != GW_WIRE_POSTCOPY || gw_pc_parse(p->buf.data, h.length, &dm) || dm.op != GW_PC_STALE ||
+            !(gw_session_features(p->ses, 0) & GW_WIRE_F_PC_STALE))
+            break;
+        r = drop_stale(p, &dm, &e);
+        if (r) break;
     }
     gw_conn_set_timeout(gw_session_conn(p->ses, GW_PC_STREAM_CONTROL), p->timeout_ms);
-    struct gw_pc_msg dm = {0};
     if (!r && (h.type != GW_WIRE_POSTCOPY || gw_pc_parse(p->buf.data, h.length, &dm) || dm.op != GW_PC_DIRTY))
         r = gw_err_set(&e, -EPROTO, "expected the dirty pages first");
     if (!r && dm.a != p->vm->mem.size / 4096) r = gw_err_set(&e, -EPROTO, "the dirty bitmap does not fit guest memory");

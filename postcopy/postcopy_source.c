@@ -25,6 +25,8 @@
 #include "postcopy/pc_server.h"
 #include "postcopy/pc_wire.h"
 
+#define STALE_MAX_ROUNDS 4u        /* STALE before the pause: at most this many */
+#define STALE_ENOUGH_PAGES 512u     /* a round that dropped fewer (~2 ms of holes) is the last */
 #define POLL_MS 200
 #define KEEPALIVE_MS 200
 #define DEFAULT_LINK_TIMEOUT_MS 2000
@@ -173,7 +175,8 @@ static int setup(struct gw_postcopy *m)
     struct gw_session_cfg sc = {
         .url = m->url, .nstreams = GW_PC_FIRST_LANE + m->p.lanes, .secret = m->secret,
         .secret_len = m->p.secret_len, .mem_size = m->vm->mem.size, .config = &cfg,
-        .features = GW_WIRE_F_POSTCOPY | (m->p.codec == GW_CODEC_NONE ? 0 : GW_WIRE_F_LZ4),
+        .features = GW_WIRE_F_POSTCOPY | (m->p.codec == GW_CODEC_NONE ? 0 : GW_WIRE_F_LZ4) |
+                    (m->p.precopy_rounds ? GW_WIRE_F_PC_STALE : 0),
         .timeout_ms = READY_TIMEOUT_MS, .preamble = m->p.preamble, .tls = m->p.tls, .token = m->p.token,
     };
     struct gw_err e = {0};
@@ -324,11 +327,13 @@ static int precopy_rounds(struct gw_postcopy *m)
         m->prog.expected_downtime_ns = ev.projected_ns;
         snprintf(m->prog.note, sizeof m->prog.note, "%s", gw_hybrid_note(d));
         pthread_mutex_unlock(&m->lock);
-        r = queue_dirty(m);
-        if (!r && d != GW_HYBRID_GO_ON) {
+        /* Switching: what this fetch found goes once, after the switch, and not in one more
+         * round that the guest would only dirty again (its bits stay in the log until then). */
+        if (d != GW_HYBRID_GO_ON) {
             gw_info("vm %s: hybrid after round %u: %s", m->vm->name, round, gw_hybrid_note(d));
             break;
         }
+        r = queue_dirty(m);
     }
     if (r == 1) {
         pthread_mutex_lock(&m->lock);
@@ -340,6 +345,54 @@ static int precopy_rounds(struct gw_postcopy *m)
     return r;
 }
 
+/* One STALE and its answer: the pages dropped there. */
+static int send_stale_once(struct gw_postcopy *m, uint64_t *n, uint64_t *dropped)
+{
+    int r = gw_dirty_fetch(m->dirty, n);
+    if (r) return fail(m, r, "reading the dirty log: %s", strerror(-r));
+    *dropped = 0;
+    if (!*n) return 0;
+    size_t words = (m->npages + 63) / 64;
+    uint8_t *sm = malloc(GW_PC_HDR + words * 8);
+    if (!sm) return fail(m, -ENOMEM, "out of memory");
+    gw_pc_pack(&(struct gw_pc_msg){.op = GW_PC_STALE, .a = m->npages}, sm);
+    for (size_t w = 0; w < words; w++) gw_pc_put64(sm + GW_PC_HDR + 8 * w, m->dirty->bitmap[w]);
+    struct gw_err e = {0};
+    r = gw_session_send(m->ses, GW_PC_STREAM_CONTROL, GW_WIRE_POSTCOPY, sm, GW_PC_HDR + words * 8, &e);
+    free(sm);
+    if (r) return fail(m, r, "sending the stale pages: %s", e.msg);
+    struct gw_pc_msg msg = {0};
+    do {
+        if (cancelled(m)) return fail(m, -ECANCELED, "cancelled");
+        r = recv_control(m, &msg, &e);
+        if (r) return fail(m, r, "destination did not drop the stale pages: %s", e.msg);
+    } while (msg.op == GW_PC_KEEPALIVE);
+    if (msg.op != GW_PC_STALE_DROPPED) return fail(m, -EPROTO, "destination sent post-copy op %u for STALE", msg.op);
+    *dropped = msg.a;
+    return 0;
+}
+
+/* Hybrid, pre-copy drained, the guest still running here: names the pages dirtied since they
+ * were sent (STALE), so that the destination drops its copies now and not in the pause, and
+ * waits until it has. The guest dirties more meanwhile, so again while a round still drops
+ * many (each round is shorter: what is dropped once is not dropped again). Their bits stay in
+ * the log: DIRTY names them all again, and the pause drops only what is left. */
+static int send_stale(struct gw_postcopy *m)
+{
+    uint64_t t0 = gw_now_ns(), n = 0, dropped = 0, total = 0;
+    unsigned rounds = 0;
+    do {
+        int r = send_stale_once(m, &n, &dropped);
+        if (r) return r;
+        total += dropped;
+        rounds++;
+    } while (dropped > STALE_ENOUGH_PAGES && rounds < STALE_MAX_ROUNDS);
+    gw_info("vm %s: hybrid: the destination dropped %llu of %llu stale pages before the pause (%u rounds, %.1f ms, "
+            "%llu in the last)", m->vm->name, (unsigned long long)total, (unsigned long long)n, rounds,
+            (gw_now_ns() - t0) / 1e6, (unsigned long long)dropped);
+    return 0;
+}
+
 /* Pause, start the page traffic, state, READY. 0: the destination is READY. */
 static int hand_over(struct gw_postcopy *m)
 {
@@ -347,6 +400,7 @@ static int hand_over(struct gw_postcopy *m)
         struct gw_err e = {0};
         int r = gw_pc_server_precopy_drain(m->srv, &e);
         if (r) return fail(m, r, "pre-copy: %s", e.msg);
+        if ((gw_session_features(m->ses, 0) & GW_WIRE_F_PC_STALE) && (r = send_stale(m))) return r;
     }
     pthread_mutex_lock(&m->lock);
     m->switched = true;
@@ -369,7 +423,7 @@ static int hand_over(struct gw_postcopy *m)
         r = gw_dirty_fetch(m->dirty, &n);
         if (r) return fail(m, r, "reading the dirty log: %s", strerror(-r));
         memcpy(m->push, m->dirty->bitmap, (m->npages + 63) / 64 * 8);
-        gw_dirty_detach(m->dirty);
+        m->dirty_done = m->dirty;
         m->dirty = NULL;
     } else {
         /* Every page that ever held data is pushed; holes are zero on both sides. */
@@ -503,6 +557,8 @@ static void *migration_thread(void *arg)
         m->srv = NULL;
         gw_dirty_detach(m->dirty);
         m->dirty = NULL;
+        gw_dirty_detach(m->dirty_done);
+        m->dirty_done = NULL;
         if (gw_vm_is_paused(m->vm)) gw_vm_resume(m->vm);
         gw_warn("vm %s: post-copy migration to %s %s: %s; the VM runs on here", m->vm->name, m->url,
                 end == GW_MIG_CANCELLED ? "cancelled" : "failed", m->prog.error);
@@ -519,6 +575,8 @@ static void *migration_thread(void *arg)
         pthread_mutex_lock(&m->lock);
         m->prog.measured_downtime_ns = m->t_go - m->t_pause;
         pthread_mutex_unlock(&m->lock);
+        gw_dirty_detach(m->dirty_done);
+        m->dirty_done = NULL;
         /* GO lost with the link: the destination never started the VM, and it says so when
          * the source reconnects (RECEIVED comes only from a destination past GO). */
         if (r) fail(m, r, "the link broke while sending GO (%s)", e.msg);

@@ -36,6 +36,9 @@ struct gw_postcopy {
     /* migration thread only */
     struct gw_pc_server *srv;
     struct gw_dirty_consumer *dirty;
+    /* Hybrid's log after the pause's fetch: stopped only after GO (stopping dirty logging is a
+     * memslot update, milliseconds the guest need not wait for). */
+    struct gw_dirty_consumer *dirty_done;
     uint64_t *push;
     uint64_t *cur_push;            /* what the current server pushes: push, or what a resume still wants */
     uint64_t npages;

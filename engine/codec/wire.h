@@ -43,7 +43,10 @@
 /* A post-copy source reconnecting after a broken link (postcopy/pc_resume.h): only the
  * destination runner that holds that migration takes such a session. */
 #define GW_WIRE_F_PC_RESUME (1ull << 2)
-#define GW_WIRE_F_ALL (GW_WIRE_F_LZ4 | GW_WIRE_F_POSTCOPY | GW_WIRE_F_PC_RESUME)
+/* A hybrid source may name the stale pre-copied pages before the pause (STALE, pc_wire.h), so
+ * that the destination drops them while the VM still runs at the source. */
+#define GW_WIRE_F_PC_STALE (1ull << 3)
+#define GW_WIRE_F_ALL (GW_WIRE_F_LZ4 | GW_WIRE_F_POSTCOPY | GW_WIRE_F_PC_RESUME | GW_WIRE_F_PC_STALE)
 
 enum gw_wire_type {
     GW_WIRE_HELLO = 1,

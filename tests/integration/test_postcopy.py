@@ -6,6 +6,7 @@ faults pages in; a failure of either side after GO leaves the VM paused (never r
 of its memory on the destination, never resumed by itself on the source); a failure before GO
 resumes it on the source."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,6 +67,7 @@ class Postcopy(unittest.TestCase):
         self.assertGreater(dj["guest_pages_verified"], sj["guest_pages_verified"])
         if expect_requests:
             self.assertGreater(dj["postcopy_pages_requested"], 0, dj)  # the guest faulted pages in
+        self.serr, self.derr = serr, derr
         return sj, dj
 
     def test_dirtier_two_vcpus(self):
@@ -120,6 +122,12 @@ class Postcopy(unittest.TestCase):
         code, final, err = p.migrate("--mode", "hybrid", "--max-rounds", "50", "--downtime-ms", "1")
         sj, dj = self.assert_postcopy_moved(p, code, final, expect_requests=False)
         self.assertLessEqual(sj["migration_rounds"], 4)
+        # The pages it dirtied since they were sent were dropped at the destination before the
+        # pause (STALE), not in it; the digest above proves none of them was left stale.
+        m = re.search(r"the destination dropped (\d+) of (\d+) stale pages before the pause", self.serr)
+        self.assertIsNotNone(m, self.serr[-2000:])
+        self.assertGreater(int(m.group(1)), 0)
+        self.assertIn("stale pre-copied pages dropped before the pause", self.derr)
 
     def test_hybrid_switches_on_dirty_rate_and_time_per_gib(self):
         # The same guest with the other two policies: a dirty rate above 1 % of the rate
