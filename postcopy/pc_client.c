@@ -359,7 +359,7 @@ int gw_pc_client_switch(struct gw_pc_client *c, const uint64_t *dirty, uint64_t 
     if (r) return r;
     uint64_t t_reg = gw_now_ns();
     settle_precopy(c, dirty);
-    gw_info("post-copy switch: lanes' pre-copy end %.2f ms, userfaultfd %.2f ms, stale pages dropped %.2f ms",
+    gw_info("post-copy switch: lanes' pre-copy end %.2f ms, userfaultfd %.2f ms, pre-copied pages settled %.2f ms",
             (t_lanes - t0) / 1e6, (t_reg - t_lanes) / 1e6, (gw_now_ns() - t_reg) / 1e6);
     c->pl = gw_uffd_placer(&c->u);
     if ((r = -pthread_create(&c->fault_thr, NULL, fault_main, c))) return gw_err_set(e, r, "cannot start the fault thread");

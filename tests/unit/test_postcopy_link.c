@@ -128,7 +128,7 @@ static void *touch_main(void *arg)
 /* precopy: hybrid. Pages 0..NPAGES/2 go first as pre-copy while the "guest" still runs at
  * the source and changes every 5th of them; the switch names those and every page not yet
  * sent as dirty. */
-static void run_migration(bool precopy)
+static void run_migration(bool precopy, bool stale_early)
 {
     uint64_t *push = calloc(NPAGES / 64, 8);
     uint64_t *dirty = calloc(NPAGES / 64, 8);
@@ -159,6 +159,15 @@ static void run_migration(bool precopy)
         }
     } else {
         CHECK_EQ(gw_pc_server_precopy_end(s, &e), 0);
+    }
+    if (stale_early) {
+        /* STALE before the pause, while the lanes may still write pre-copy pages: whatever it
+         * dropped or missed, the switch's DIRTY (the same pages) leaves no stale copy. */
+        CHECK_EQ(gw_pc_client_drop_stale(c, dirty, NPAGES - 64), -EPROTO);
+        uint64_t nstale = 0;
+        for (unsigned w = 0; w < NPAGES / 64; w++) nstale += (uint64_t)__builtin_popcountll(dirty[w]);
+        int64_t dropped = gw_pc_client_drop_stale(c, dirty, NPAGES);
+        CHECK(dropped >= 0 && (uint64_t)dropped <= nstale);
     }
     int r = gw_pc_client_switch(c, dirty, NPAGES, 10000, &e);
     if (r == -EPERM || r == -ENOSYS) { gw_test_skip("no userfaultfd"); return; }
@@ -212,8 +221,9 @@ static void run_migration(bool precopy)
     free(dirty);
 }
 
-GW_TEST(postcopy_pages_requested_and_pushed) { run_migration(false); }
-GW_TEST(hybrid_precopy_then_postcopy) { run_migration(true); }
+GW_TEST(postcopy_pages_requested_and_pushed) { run_migration(false, false); }
+GW_TEST(hybrid_precopy_then_postcopy) { run_migration(true, false); }
+GW_TEST(hybrid_stale_pages_dropped_before_the_switch) { run_migration(true, true); }
 
 static int send_req(struct gw_session *ds, uint32_t count, const uint64_t *pfns, size_t extra)
 {
