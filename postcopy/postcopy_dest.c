@@ -403,7 +403,13 @@ static struct gw_session *accept_resume(struct gw_postcopy_in *p)
             /* One connection per hand-over, from whichever daemon runs now (a restarted one
              * too): nothing here depends on the daemon that started us. */
             int c = accept4(p->fd_src, NULL, NULL, SOCK_CLOEXEC);
-            if (c < 0) continue;
+            if (c < 0) {
+                if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
+                    gw_warn("vm %s: cannot take a hand-over from the daemon: %s", p->vm->name, strerror(errno));
+                    poll(NULL, 0, 100);   /* e.g. out of fds: do not spin on a pending connection */
+                }
+                continue;
+            }
             struct ucred cr;
             socklen_t crl = sizeof cr;
             nf = getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &crl) ? -errno
@@ -603,6 +609,18 @@ static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
     return 0;
 }
 
+/* fd when it is a listening socket, else -1 with fd closed (e.g. a socketpair end from an
+ * older daemon: nothing to accept on, and a readable fd would only spin accept_resume). */
+static int listening_or_close(int fd, const char *vm)
+{
+    int on = 0;
+    socklen_t len = sizeof on;
+    if (fd < 0 || (!getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) && on)) return fd;
+    gw_warn("vm %s: the resume fd is not a listening socket: no recovery through the daemon", vm);
+    close(fd);
+    return -1;
+}
+
 int gw_postcopy_in_start(struct gw_session *ses, struct gw_vm *vm, int timeout_ms, const struct gw_postcopy_in_resume *rs,
                          struct gw_postcopy_in **out, char *err, size_t errlen)
 {
@@ -631,7 +649,8 @@ int gw_postcopy_in_start(struct gw_session *ses, struct gw_vm *vm, int timeout_m
     int r = 0;
     if (rs && !rs->l && rs->fd_src >= 0) p->fd_src = rs->fd_src;
     else if (rs && rs->fd_src >= 0) close(rs->fd_src);
-    if (rs && (rs->l || rs->fd_src >= 0)) {
+    p->fd_src = listening_or_close(p->fd_src, vm->name);
+    if (rs && (rs->l || p->fd_src >= 0)) {
         p->l = rs->l;
         p->tls = rs->tls;
         p->secret = malloc(rs->secret_len ? rs->secret_len : 1);
