@@ -54,8 +54,9 @@ int gw_resume_route_open(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, 
     token_path(d, rec->name, tok, sizeof tok);
     gw_resume_route_forget(d, rec);   /* a previous runner's, if any */
     if (mkdir(dir, 0700) && errno != EEXIST) {
-        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-        return -errno;
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", dir, strerror(e));
+        return -e;
     }
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     int r = fd < 0 ? -errno : 0;
