@@ -52,7 +52,7 @@ struct gw_postcopy_in {
     struct gw_rbuf buf;           /* stream 0: handing over thread, then ctl_thr */
     /* recovery (pc_resume.h) */
     struct gw_listener *l;
-    int fd_src;                   /* or the daemon's socket that hands streams over; -1 */
+    int fd_src;                   /* or the listening socket daemons hand streams over on; -1 */
     struct gw_tls_ctx *tls;
     uint8_t *secret;
     size_t secret_len;
@@ -355,9 +355,12 @@ static void *done_main(void *arg)
 
 /* ---- recovery: a source that reconnects after a broken link (pc_resume.h) ---- */
 
-/* Takes the fds of one session from the daemon's socket (SCM_RIGHTS); how many, or -errno. */
+/* Takes the fds of one session from a daemon's connection (SCM_RIGHTS, one message, which
+ * the daemon sends at once); how many, or -errno. */
 static int recv_fds(int sock, int *fds, unsigned cap)
 {
+    struct pollfd pf = {.fd = sock, .events = POLLIN};
+    if (poll(&pf, 1, RESUME_ACCEPT_MS) <= 0) return -ETIMEDOUT;
     char ctl[CMSG_SPACE(sizeof(int) * GW_INCOMING_MAX_FDS)];
     uint32_t count = 0;
     struct iovec iov = {.iov_base = &count, .iov_len = sizeof count};
@@ -391,17 +394,31 @@ static struct gw_session *accept_resume(struct gw_postcopy_in *p)
         int src = p->l ? p->l->fd : p->fd_src;
         struct pollfd pf[2] = {{.fd = src, .events = POLLIN}, {.fd = p->stop_fd, .events = POLLIN}};
         if (poll(pf, 2, 1000) <= 0 || stopping(p)) continue;
-        if (!p->l && (pf[0].revents & (POLLHUP | POLLERR))) return NULL;   /* the daemon is gone */
         if (!(pf[0].revents & POLLIN)) continue;
         struct gw_conn *cs[GW_WIRE_MAX_STREAMS];
         unsigned n = 0;
         struct gw_err e = {0};
         int fds[GW_INCOMING_MAX_FDS], nf = 0;
-        if (!p->l && (nf = recv_fds(p->fd_src, fds, GW_INCOMING_MAX_FDS)) < 0) {
-            if (nf == -EAGAIN || nf == -EINTR) continue;
-            gw_warn("vm %s: the daemon handed over a bad set of streams: %s", p->vm->name, strerror(-nf));
-            if (nf == -EPIPE) return NULL;
-            continue;
+        if (!p->l) {
+            /* One connection per hand-over, from whichever daemon runs now (a restarted one
+             * too): nothing here depends on the daemon that started us. */
+            int c = accept4(p->fd_src, NULL, NULL, SOCK_CLOEXEC);
+            if (c < 0) {
+                if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
+                    gw_warn("vm %s: cannot take a hand-over from the daemon: %s", p->vm->name, strerror(errno));
+                    poll(NULL, 0, 100);   /* e.g. out of fds: do not spin on a pending connection */
+                }
+                continue;
+            }
+            struct ucred cr;
+            socklen_t crl = sizeof cr;
+            nf = getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &crl) ? -errno
+                 : cr.uid != geteuid() ? -EPERM : recv_fds(c, fds, GW_INCOMING_MAX_FDS);
+            close(c);
+            if (nf < 0) {
+                gw_warn("vm %s: the daemon handed over a bad set of streams: %s", p->vm->name, strerror(-nf));
+                continue;
+            }
         }
         int r = p->l ? gw_incoming_streams(p->l, NULL, NULL, 0, p->tls, RESUME_ACCEPT_MS, cs, &n, &e)
                      : gw_incoming_streams(NULL, NULL, fds, (unsigned)nf, p->tls, RESUME_ACCEPT_MS, cs, &n, &e);
@@ -620,6 +637,18 @@ static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
     return 0;
 }
 
+/* fd when it is a listening socket, else -1 with fd closed (e.g. a socketpair end from an
+ * older daemon: nothing to accept on, and a readable fd would only spin accept_resume). */
+static int listening_or_close(int fd, const char *vm)
+{
+    int on = 0;
+    socklen_t len = sizeof on;
+    if (fd < 0 || (!getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) && on)) return fd;
+    gw_warn("vm %s: the resume fd is not a listening socket: no recovery through the daemon", vm);
+    close(fd);
+    return -1;
+}
+
 int gw_postcopy_in_start(struct gw_session *ses, struct gw_vm *vm, int timeout_ms, const struct gw_postcopy_in_resume *rs,
                          struct gw_postcopy_in **out, char *err, size_t errlen)
 {
@@ -648,7 +677,8 @@ int gw_postcopy_in_start(struct gw_session *ses, struct gw_vm *vm, int timeout_m
     int r = 0;
     if (rs && !rs->l && rs->fd_src >= 0) p->fd_src = rs->fd_src;
     else if (rs && rs->fd_src >= 0) close(rs->fd_src);
-    if (rs && (rs->l || rs->fd_src >= 0)) {
+    p->fd_src = listening_or_close(p->fd_src, vm->name);
+    if (rs && (rs->l || p->fd_src >= 0)) {
         p->l = rs->l;
         p->tls = rs->tls;
         p->secret = malloc(rs->secret_len ? rs->secret_len : 1);

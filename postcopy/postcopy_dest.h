@@ -35,9 +35,11 @@ struct gw_tls_ctx;
 /* Where and how a reconnecting source is taken. */
 struct gw_postcopy_in_resume {
     struct gw_listener *l;         /* taken (even on error); NULL: see fd_src */
-    /* Or (a daemon's runner): a unix socket, taken, on which the daemon's migration port hands
-     * over the streams of a reconnecting source (SCM_RIGHTS, one message per session).
-     * -1 with no listener: no recovery here. */
+    /* Or (a daemon's runner): a listening unix socket (SOCK_SEQPACKET), taken. The daemon's
+     * migration port hands over the streams of a reconnecting source on a fresh connection
+     * each time (SCM_RIGHTS, one message, from a process of our own uid), so a daemon
+     * restarted since we started reaches us the same way. -1 with no listener: no recovery
+     * here. */
     int fd_src;
     struct gw_tls_ctx *tls;        /* server context, taken (even on error); NULL = plaintext */
     const uint8_t *secret;         /* the cluster secret, copied */

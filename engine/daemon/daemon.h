@@ -65,11 +65,10 @@ struct gw_vm_rec {
                                     * connection until then (no runner yet); 0 = not waiting */
     uint8_t session_token[32];     /* incoming: PrepareIncoming's one-time token the streams carry */
     /* Incoming post-copy recovery (docs/postcopy.md): a source whose link broke reconnects
-     * with the same token; the migration port hands its streams to the runner over resume_fd
-     * (a socketpair), and only the runner's resume proof lets it in. */
+     * with the same token; the migration port hands its streams to the runner over the
+     * runner's resume socket (resume_route.h), and only the runner's resume proof lets it in. */
     uint8_t resume_token[32];
-    int resume_fd;
-    bool resume_open;
+    bool resume_route;             /* the runner listens on its resume socket */
     bool migrating_out;            /* a migration job owns the runner's exit */
     int exit_code;                 /* last exit, -1 unknown */
     char exit_why[128];

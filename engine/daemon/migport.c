@@ -40,6 +40,7 @@
 #include "engine/common/util.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/migport.h"
+#include "engine/daemon/resume_route.h"
 
 #define MAX_PENDING 64
 #define MAX_PER_ADDR 8
@@ -104,22 +105,6 @@ static bool resumable(struct gw_daemon *d, const uint8_t *token, char *name, siz
     return rec != NULL;
 }
 
-/* Hands the n streams to the runner over its resume socket (SCM_RIGHTS, one message). */
-static int pass_fds(int sock, const int *fds, unsigned n)
-{
-    char ctl[CMSG_SPACE(sizeof(int) * GW_MIGPORT_MAX_STREAMS)];
-    memset(ctl, 0, sizeof ctl);
-    uint32_t count = n;
-    struct iovec iov = {.iov_base = &count, .iov_len = sizeof count};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = CMSG_SPACE(sizeof(int) * n)};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
-    memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
-    return sendmsg(sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)sizeof count ? 0 : -errno;
-}
-
 /* Closes every stream of session i and forgets it. */
 static void drop_session(struct gw_migport *mp, unsigned i)
 {
@@ -139,11 +124,13 @@ static void dispatch(struct gw_migport *mp, unsigned i)
     if (s->resume) {
         /* The runner checks the source's resume proof itself: the token only routes. */
         struct gw_vm_rec *rr = gw_vm_find_resumable(d, s->token);
-        int r = rr && !strcmp(rr->name, s->name) ? pass_fds(rr->resume_fd, s->fds, s->nstreams) : -ESRCH;
+        char path[GW_RESUME_SOCK_MAX];
+        int r = rr && !strcmp(rr->name, s->name) ? gw_resume_route_path(d, rr->name, path) : -ESRCH;
+        pthread_mutex_unlock(&d->lock);
+        if (!r) r = gw_resume_route_hand(path, s->fds, s->nstreams);
         if (r) gw_warn("migration port: a reconnecting post-copy source for VM '%s' could not be handed over: %s",
                        s->name, strerror(-r));
         else gw_info("vm=%s: a post-copy source reconnects (%u streams handed to its runner)", s->name, s->nstreams);
-        pthread_mutex_unlock(&d->lock);
         drop_session(mp, i);
         return;
     }

@@ -248,7 +248,7 @@ out:
 /* Removes the files a VM left in the state directory. */
 static void remove_vm_dir(struct gw_daemon *d, const char *name)
 {
-    static const char *const files[] = {"runner.out", "runner.log", "console.log", "control.sock"};
+    static const char *const files[] = {"runner.out", "runner.log", "console.log", "control.sock", "resume.sock", "resume.token"};
     char dir[1024], path[1100];
     gw_vm_dir(d, name, dir, sizeof dir);
     for (size_t i = 0; i < GW_ARRAY_SIZE(files); i++) {

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -23,6 +22,7 @@
 #include "engine/common/util.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
+#include "engine/daemon/resume_route.h"
 #include "engine/runner/runner_client.h"
 
 #define REFRESH_NS (1000ull * 1000 * 1000)     /* status poll of a ready runner */
@@ -191,7 +191,7 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     snprintf(console, sizeof console, "%s/console.log", dir);
     char *argv[34 + 2 * GW_PROC_MAX_PASS_FDS];
     char fdnum[GW_PROC_MAX_PASS_FDS + 1][12];
-    int pass[GW_PROC_MAX_PASS_FDS], sp[2] = {-1, -1};
+    int pass[GW_PROC_MAX_PASS_FDS], resume = -1;
     int n = 0;
     argv[n++] = d->cfg.runner;
     argv[n++] = "incoming";
@@ -201,10 +201,17 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
         argv[n++] = fdnum[i];
         pass[i] = conn_fds[i];
     }
-    /* Where a post-copy source whose link broke is handed back to this runner (migport.c). */
+    /* Where a post-copy source whose link broke is handed back to this runner (migport.c),
+     * by this daemon or by one restarted later (resume_route.h). Without it the migration
+     * still runs; only a recovery through the migration port cannot. */
     unsigned npass = nconn;
-    if (nconn && nconn < GW_PROC_MAX_PASS_FDS && !socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp)) {
-        pass[npass] = sp[1];
+    if (nconn && nconn < GW_PROC_MAX_PASS_FDS) {
+        char why[256];
+        resume = gw_resume_route_open(d, rec, why, sizeof why);
+        if (resume < 0) gw_warn("vm=%s: no post-copy resume route: %s", rec->name, why);
+    }
+    if (resume >= 0) {
+        pass[npass] = resume;
         snprintf(fdnum[npass], sizeof fdnum[npass], "%u", 3 + npass);
         argv[n++] = "--resume-fd";
         argv[n++] = fdnum[npass++];
@@ -229,12 +236,10 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     argv[n++] = "--json";
     argv[n] = NULL;
     int r = spawn_argv(d, rec, argv, pass, npass, err, errlen);
-    if (sp[1] >= 0) close(sp[1]);
-    if (!r && sp[0] >= 0) {
-        rec->resume_fd = sp[0];
-        rec->resume_open = true;
-    } else if (sp[0] >= 0) {
-        close(sp[0]);
+    if (resume >= 0) {
+        close(resume);   /* the runner's now */
+        if (!r) gw_resume_route_taken(rec);
+        else gw_resume_route_forget(d, rec);
     }
     if (!r) {
         rec->incoming = true;
@@ -318,7 +323,7 @@ void gw_sup_crashed(struct gw_daemon *d, struct gw_vm_rec *rec, const char *why)
 
 void gw_sup_drop_incoming(struct gw_daemon *d, struct gw_vm_rec *rec)
 {
-    if (rec->resume_open) close(rec->resume_fd);
+    gw_resume_route_forget(d, rec);
     gw_vm_unlink(d, rec);
     gw_db_delete_vm(d->db, rec->name);
     free(rec);
@@ -330,8 +335,7 @@ static void on_exit_(struct gw_daemon *d, struct gw_vm_rec *rec)
     int code;
     char why[128], tail[200];
     gw_proc_reap(&rec->proc, &code, why, sizeof why);
-    if (rec->resume_open) close(rec->resume_fd);
-    rec->resume_open = false;
+    gw_resume_route_forget(d, rec);   /* the runner owned the socket; its names are ours */
     rec->exit_code = code;
     snprintf(rec->exit_why, sizeof rec->exit_why, "%s", why);
     rec->exit_seq++;
@@ -563,6 +567,9 @@ void gw_sup_reattach(struct gw_daemon *d)
         if (pid > 0 && !gw_proc_adopt(pid, base, r->control, &p)) {
             r->proc = p;
             r->ready = true;   /* it was up: a crash from now on follows the restart policy */
+            /* A destination runner of a post-copy migration may still need its source back
+             * after a broken link: the route to it survives us (resume_route.h). */
+            gw_resume_route_reattach(d, r);
             /* A destination runner opens its control socket only once the VM has arrived:
              * one without a socket is still receiving, and a failure must not restart it
              * here (the source still runs the VM). One with a socket is followed by status:
@@ -584,6 +591,7 @@ void gw_sup_reattach(struct gw_daemon *d)
             }
             continue;
         }
+        gw_resume_route_forget(d, r);   /* its runner is gone: so is its route */
         if (migrating && arriving) {
             /* An incoming runner that ended while we were down: the VM never became ours
              * (the source runs it) or, after GO, the source knows; never restart it here. */

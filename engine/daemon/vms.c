@@ -62,7 +62,7 @@ struct gw_vm_rec *gw_vm_find_reserved(struct gw_daemon *d, const uint8_t token[3
 struct gw_vm_rec *gw_vm_find_resumable(struct gw_daemon *d, const uint8_t token[32])
 {
     for (struct gw_vm_rec *r = d->vms; r; r = r->next)
-        if (r->resume_open && r->proc.pid && !CRYPTO_memcmp(r->resume_token, token, sizeof r->resume_token)) return r;
+        if (r->resume_route && r->proc.pid && !CRYPTO_memcmp(r->resume_token, token, sizeof r->resume_token)) return r;
     return NULL;
 }
 

@@ -77,7 +77,7 @@ struct opts {
     int fds[GW_INCOMING_MAX_FDS];   /* --fd, repeated: every stream of a handed-over session */
     bool no_priority;               /* migrate --no-priority-channel: the benchmark's baseline */
     uint64_t switch_dirty_pct, switch_ms_per_gib;   /* hybrid's other switches */
-    int resume_fd;                  /* --resume-fd: the daemon hands a reconnecting post-copy source over here */
+    int resume_fd;                  /* --resume-fd: a listening socket on which daemons hand a reconnecting post-copy source over */
     unsigned nfds;
     bool name_set;
     const char *from_vm, *backup_id;   /* restore-backup */

@@ -197,6 +197,19 @@ class Daemon:
                 pids.append(int(p))
         return pids
 
+    def vm_runners(self, name):
+        """Pids of the live runners of VM name (its control socket in our state dir)."""
+        out = []
+        for pid in self.runner_pids():
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    argv = f.read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if any(a.endswith("/%s/control.sock" % name) for a in argv) and pid_alive(pid):
+                out.append(pid)
+        return out
+
     def sanitizer_reports(self):
         text = self.logtext()
         return [l for l in text.splitlines()

@@ -86,16 +86,7 @@ class Hosts(unittest.TestCase):
             vm=name, destination=self.b.addr, policy=api.MigrationPolicy(**policy))).job
 
     def vm_runners(self, d, name):
-        out = []
-        for pid in d.runner_pids():
-            try:
-                with open("/proc/%d/cmdline" % pid, "rb") as f:
-                    argv = f.read().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if any(a.endswith("/%s/control.sock" % name) for a in argv) and gwd.pid_alive(pid):
-                out.append(pid)
-        return out
+        return d.vm_runners(name)
 
     def assert_runs_on_b_only(self, name):
         vm = wait_for(lambda: (lambda v: v if v and v.state == api.Vm.RUNNING else None)(self.vm(self.b, name)), 20)
