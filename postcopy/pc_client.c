@@ -312,18 +312,38 @@ static void settle_precopy(struct gw_pc_client *c, const uint64_t *dirty)
     }
 }
 
-int64_t gw_pc_client_drop_stale(struct gw_pc_client *c, const uint64_t *stale, uint64_t npages)
+/* Waits until every lane passed PRECOPY_END: from then on no receiver writes memory until the
+ * switch. 0 or -errno with e. */
+static int wait_precopy_end(struct gw_pc_client *c, int timeout_ms, struct gw_err *e)
+{
+    uint64_t dl = gw_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 60000) * 1000000ull;
+    pthread_mutex_lock(&c->mu);
+    /* The receivers signal cv at each PRECOPY_END (and on failure): no polling in the pause. */
+    struct timespec ts = {(time_t)(dl / 1000000000ull), (long)(dl % 1000000000ull)};
+    while (c->precopy_ended < c->nlanes && !c->st.error && gw_now_ns() < dl)
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    int r = c->st.error ? gw_err_set(e, c->st.error, "%s", c->st.msg)
+            : c->precopy_ended < c->nlanes ? gw_err_set(e, -ETIMEDOUT, "pre-copy did not end on every stream") : 0;
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
+int64_t gw_pc_client_drop_stale(struct gw_pc_client *c, const uint64_t *stale, uint64_t npages, int timeout_ms,
+                                struct gw_err *e)
 {
     uint64_t np = c->mem_size / 4096;
-    if (npages != np) return -EPROTO;
+    if (npages != np) return gw_err_set(e, -EPROTO, "the stale-page bitmap does not fit guest memory");
+    /* The source ended pre-copy before STALE: once every lane has passed PRECOPY_END nothing
+     * writes memory here, and the holes punched now stay holes until the switch. */
+    int r = wait_precopy_end(c, timeout_ms, e);
+    if (r) return r;
     uint64_t *wr = c->direct.written, dropped = 0, run = 0, run_len = 0;
     for (uint64_t w = 0; w < (np + 63) / 64; w++) {
         /* written never has a bit past np: a hostile tail in stale is masked by it. */
         uint64_t bits = stale[w] & __atomic_load_n(&wr[w], __ATOMIC_RELAXED);
         if (!bits) continue;
-        /* The bit goes before the page: a lane that writes the page again after the hole
-         * sets its bit again after this (the page fault orders them), so a page that holds
-         * data at the switch is always noted as written and DIRTY drops it there. */
+        /* Every lane is idle (above); the bit still goes before the page, so that a page
+         * noted as not written is a hole whatever a receiver did. */
         __atomic_fetch_and(&wr[w], ~bits, __ATOMIC_SEQ_CST);
         for (; bits; bits &= bits - 1) {
             uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
@@ -343,15 +363,7 @@ int gw_pc_client_switch(struct gw_pc_client *c, const uint64_t *dirty, uint64_t 
 {
     if (npages != c->mem_size / 4096) return gw_err_set(e, -EPROTO, "the dirty bitmap does not fit guest memory");
     uint64_t t0 = gw_now_ns();
-    uint64_t dl = gw_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 60000) * 1000000ull;
-    pthread_mutex_lock(&c->mu);
-    /* The receivers signal cv at each PRECOPY_END (and on failure): no polling in the pause. */
-    struct timespec ts = {(time_t)(dl / 1000000000ull), (long)(dl % 1000000000ull)};
-    while (c->precopy_ended < c->nlanes && !c->st.error && gw_now_ns() < dl)
-        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
-    int r = c->st.error ? gw_err_set(e, c->st.error, "%s", c->st.msg)
-            : c->precopy_ended < c->nlanes ? gw_err_set(e, -ETIMEDOUT, "pre-copy did not end on every stream") : 0;
-    pthread_mutex_unlock(&c->mu);
+    int r = wait_precopy_end(c, timeout_ms, e);
     if (r) return r;
     /* Every lane waits now: nothing writes memory while it is settled and registered. */
     uint64_t t_lanes = gw_now_ns();

@@ -47,11 +47,12 @@ int gw_pc_client_start(struct gw_session *ses, uint8_t *mem, uint64_t mem_size, 
  * lets the lanes go on with UFFDIO_COPY. Before the guest runs here. 0 or -errno. */
 int gw_pc_client_switch(struct gw_pc_client *c, const uint64_t *dirty, uint64_t npages, int timeout_ms,
                         struct gw_err *e);
-/* Hybrid, before DIRTY (STALE, pc_wire.h): drops the pre-copied pages of stale (npages bits)
- * at once, while the lanes may still write. A page a lane writes again afterwards is noted as
- * written again, and DIRTY (which names it too) drops it at the switch. Returns the pages
- * dropped, or -EPROTO when the bitmap does not fit guest memory. */
-int64_t gw_pc_client_drop_stale(struct gw_pc_client *c, const uint64_t *stale, uint64_t npages);
+/* Hybrid, before DIRTY (STALE, pc_wire.h): waits up to timeout_ms until every lane passed
+ * PRECOPY_END (the source sends it before STALE), then drops the pre-copied pages of stale
+ * (npages bits): holes again, noted as not written, so that the switch has only the pages
+ * changed since to drop. Returns the pages dropped, or -errno with e. */
+int64_t gw_pc_client_drop_stale(struct gw_pc_client *c, const uint64_t *stale, uint64_t npages, int timeout_ms,
+                                struct gw_err *e);
 
 /* Waits up to timeout_ms (< 0 forever) until every page is in (0), the traffic failed
  * (its -errno; e says why) or the time ran out (-ETIMEDOUT). */

@@ -22,11 +22,12 @@
  * that the source sends again after the switch. The destination drops those, registers
  * memory with userfaultfd, and every later page is placed with UFFDIO_COPY.
  *
- * Hybrid with GW_WIRE_F_PC_STALE: after its last round and before the pause, the source may send
- * STALE on stream 0 (a and the bitmap as DIRTY's: the pages changed since it sent them, so far)
- * and waits for STALE_DROPPED (a = pages dropped). The destination drops those it holds at once,
- * while the guest still runs at the source: the pause then drops only what changed since. DIRTY
- * still names every stale page (STALE's too): what a lane wrote again after STALE goes then.
+ * Hybrid with GW_WIRE_F_PC_STALE: after its last round and before the pause, the source sends
+ * PRECOPY_END on every lane, then STALE on stream 0 (a and the bitmap as DIRTY's: the pages
+ * changed since it sent them, so far) and waits for STALE_DROPPED (a = pages dropped). The
+ * destination waits for every PRECOPY_END (no receiver writes memory after it) and drops those
+ * it holds, while the guest still runs at the source; STALE may come again. The pause then
+ * drops only what changed since: DIRTY still names every stale page, STALE's too.
  *
  * Values: READY (a = 0), GO, DIGEST (a = the page-hash sum, postcopy/pc_digest.h), DONE (a =
  * pages received), LANE_END (a = pages this lane carried), PUSH_DONE (a = pages sent in all).

@@ -547,9 +547,9 @@ static int drop_stale(struct gw_postcopy_in *p, const struct gw_pc_msg *m, struc
     if (!stale) return gw_err_set(e, -ENOMEM, "out of memory");
     for (size_t w = 0; w < words; w++) stale[w] = gw_pc_get64(p->buf.data + GW_PC_HDR + 8 * w);
     uint64_t t0 = gw_now_ns();
-    int64_t dropped = gw_pc_client_drop_stale(p->c, stale, m->a);
+    int64_t dropped = gw_pc_client_drop_stale(p->c, stale, m->a, p->timeout_ms, e);
     free(stale);
-    if (dropped < 0) return gw_err_set(e, (int)dropped, "the stale-page bitmap does not fit guest memory");
+    if (dropped < 0) return (int)dropped;
     gw_info("vm %s: hybrid: %lld stale pre-copied pages dropped before the pause in %.1f ms", p->vm->name,
             (long long)dropped, (gw_now_ns() - t0) / 1e6);
     uint8_t b[GW_PC_HDR];

@@ -400,7 +400,13 @@ static int hand_over(struct gw_postcopy *m)
         struct gw_err e = {0};
         int r = gw_pc_server_precopy_drain(m->srv, &e);
         if (r) return fail(m, r, "pre-copy: %s", e.msg);
-        if ((gw_session_features(m->ses, 0) & GW_WIRE_F_PC_STALE) && (r = send_stale(m))) return r;
+        if (gw_session_features(m->ses, 0) & GW_WIRE_F_PC_STALE) {
+            /* Pre-copy is over: PRECOPY_END now, so that the destination drops the stale
+             * pages with every lane idle (pc_wire.h). */
+            if ((r = gw_pc_server_precopy_end(m->srv, &e))) return fail(m, r, "ending pre-copy: %s", e.msg);
+            m->precopy_ended = true;
+            if ((r = send_stale(m))) return r;
+        }
     }
     pthread_mutex_lock(&m->lock);
     m->switched = true;
@@ -432,7 +438,7 @@ static int hand_over(struct gw_postcopy *m)
     }
     m->t_list = gw_now_ns();
     struct gw_err e = {0};
-    r = gw_pc_server_precopy_end(m->srv, &e);
+    r = m->precopy_ended ? 0 : gw_pc_server_precopy_end(m->srv, &e);
     if (r) return fail(m, r, "ending pre-copy: %s", e.msg);
     size_t words = (m->npages + 63) / 64;
     uint8_t *dm = malloc(GW_PC_HDR + words * 8);

@@ -39,6 +39,7 @@ struct gw_postcopy {
     /* Hybrid's log after the pause's fetch: stopped only after GO (stopping dirty logging is a
      * memslot update, milliseconds the guest need not wait for). */
     struct gw_dirty_consumer *dirty_done;
+    bool precopy_ended;            /* hybrid with STALE: PRECOPY_END went before the pause */
     uint64_t *push;
     uint64_t *cur_push;            /* what the current server pushes: push, or what a resume still wants */
     uint64_t npages;

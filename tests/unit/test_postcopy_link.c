@@ -161,13 +161,15 @@ static void run_migration(bool precopy, bool stale_early)
         CHECK_EQ(gw_pc_server_precopy_end(s, &e), 0);
     }
     if (stale_early) {
-        /* STALE before the pause, while the lanes may still write pre-copy pages: whatever it
-         * dropped or missed, the switch's DIRTY (the same pages) leaves no stale copy. */
-        CHECK_EQ(gw_pc_client_drop_stale(c, dirty, NPAGES - 64), -EPROTO);
+        /* STALE before the pause (PRECOPY_END went already): it waits for the lanes, drops the
+         * stale pages the destination holds, and a second one finds nothing left to drop; the
+         * switch's DIRTY (the same pages) then leaves no stale copy. */
+        CHECK_EQ(gw_pc_client_drop_stale(c, dirty, NPAGES - 64, 10000, &e), -EPROTO);
         uint64_t nstale = 0;
         for (unsigned w = 0; w < NPAGES / 64; w++) nstale += (uint64_t)__builtin_popcountll(dirty[w]);
-        int64_t dropped = gw_pc_client_drop_stale(c, dirty, NPAGES);
-        CHECK(dropped >= 0 && (uint64_t)dropped <= nstale);
+        int64_t dropped = gw_pc_client_drop_stale(c, dirty, NPAGES, 10000, &e);
+        CHECK(dropped > 0 && (uint64_t)dropped <= nstale);
+        CHECK_EQ(gw_pc_client_drop_stale(c, dirty, NPAGES, 10000, &e), 0);
     }
     int r = gw_pc_client_switch(c, dirty, NPAGES, 10000, &e);
     if (r == -EPERM || r == -ENOSYS) { gw_test_skip("no userfaultfd"); return; }
