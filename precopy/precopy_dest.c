@@ -278,7 +278,7 @@ int gw_incoming_run(const struct gw_incoming_params *p, struct gw_vm **vm_out,
         gw_mig_receiver_stats(in.rx, &st);
         in.prog.sent_bytes = st.bytes_wire;
         in.prog.pages_zero = st.codec.pages[GW_PAGE_ZERO];
-        in.prog.pages_raw = st.codec.pages[GW_PAGE_RAW];
+        in.prog.pages_raw = st.codec.pages[GW_PAGE_RAW] + st.codec.pages[GW_PAGE_PLACED];
         in.prog.pages_lz4 = st.codec.pages[GW_PAGE_LZ4];
         gw_mig_receiver_close(in.rx);
     }
