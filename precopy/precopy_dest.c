@@ -178,7 +178,7 @@ static int run(struct incoming *in, char *err, size_t errlen)
     const struct gw_incoming_params *p = in->p;
     struct gw_mig_receiver_cfg cfg = {
         .secret = p->secret, .secret_len = p->secret_len, .timeout_ms = p->timeout_ms ? p->timeout_ms : 60000,
-        .fresh_memory = true,
+        .fresh_memory = true, .attach = p->attach, .attach_ctx = p->attach_ctx,
     };
     int r;
     if (p->preamble) {
