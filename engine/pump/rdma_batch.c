@@ -26,7 +26,8 @@ static int ensure(struct gw_rdma_batch *b)
     b->table = malloc(GW_PAGE_BATCH_HDR + (size_t)GW_WIRE_MAX_BATCH_PAGES * GW_PAGE_DESC_SIZE);
     b->iov = malloc(MAX_PIECES * sizeof *b->iov);
     b->runs = malloc(GW_WIRE_MAX_BATCH_PAGES * sizeof *b->runs);
-    if (b->table && b->iov && b->runs) return 0;
+    b->writes = malloc(GW_WIRE_MAX_BATCH_PAGES * sizeof *b->writes);
+    if (b->table && b->iov && b->runs && b->writes) return 0;
     gw_rdma_batch_free(b);
     return -ENOMEM;
 }
@@ -36,9 +37,11 @@ void gw_rdma_batch_free(struct gw_rdma_batch *b)
     free(b->table);
     free(b->iov);
     free(b->runs);
+    free(b->writes);
     b->table = NULL;
     b->iov = NULL;
     b->runs = NULL;
+    b->writes = NULL;
 }
 
 struct cursor {
@@ -114,16 +117,19 @@ int gw_rdma_batch_send(struct gw_rdma_batch *b, struct gw_conn *c, const struct 
     }
     if (!r && (cu.i < cu.cnt)) r = -EBADMSG;   /* data beyond what the table describes */
     if (r) return gw_err_set(err, r, "RDMA batch: the encoded batch's data does not match its table");
-    /* The writes first; the record naming them goes after them on the same queue pair. */
+    /* The writes first (several in flight, all completed); the record naming them goes after
+     * them on the same queue pair. */
+    uint64_t pages = 0;
     for (unsigned k = 0; k < nruns; k++) {
         const struct gw_rdma_run *u = &b->runs[k];
         uint64_t off = u->pfn * GW_PAGE_SIZE;
-        if ((r = gw_rdma_mem_write(c, t->local, off, (uint64_t)u->n * GW_PAGE_SIZE, &u->reg->r,
-                                   off - u->reg->guest_off, err)))
-            return r;
-        /* Read by the stats from other threads. */
-        __atomic_fetch_add(&b->pages_written, u->n, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&b->writes, 1, __ATOMIC_RELAXED);
+        b->writes[k] = (struct gw_rdma_write){ .off = off, .len = (uint64_t)u->n * GW_PAGE_SIZE, .remote = &u->reg->r,
+                                               .remote_off = off - u->reg->guest_off };
+        pages += u->n;
     }
+    if ((r = gw_rdma_mem_write_list(c, t->local, b->writes, nruns, err))) return r;
+    /* Read by the stats from other threads. */
+    __atomic_fetch_add(&b->pages_written, pages, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&b->writes_done, nruns, __ATOMIC_RELAXED);
     return gw_conn_send_recordv(c, GW_WIRE_PAGE_BATCH, b->iov, cnt, err);
 }

@@ -42,13 +42,14 @@ struct gw_rdma_target {
     uint64_t *in_records;
 };
 
-/* Per-lane buffers (about 250 KiB, allocated on first use): zero-initialise, release with
+/* Per-lane buffers (about 350 KiB, allocated on first use): zero-initialise, release with
  * gw_rdma_batch_free. Counters: pages and bytes moved by RDMA WRITE, WRITEs posted. */
 struct gw_rdma_batch {
     uint8_t *table;
     struct iovec *iov;
     struct gw_rdma_run *runs;
-    uint64_t pages_written, writes;
+    struct gw_rdma_write *writes;
+    uint64_t pages_written, writes_done;
 };
 
 /* Sends the encoded batch iov[1..iovcnt) of npages pages (iov[0] free, as the pump hands

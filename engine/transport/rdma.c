@@ -12,6 +12,7 @@
  * Before any address resolution the device list is checked, so a host without RDMA (no
  * InfiniBand/RoCE/iWARP device or no kernel support) gets one clear message. */
 #include "engine/transport/conn.h"
+#include "engine/transport/rdma_mem.h"
 #include "engine/transport/rdma_verbs.h"
 
 #include <errno.h>
@@ -242,7 +243,7 @@ static int make_ep(const char *host, uint16_t port, bool passive, struct rdma_cm
     if (rdma_getaddrinfo(host, ps, &hints, &res))
         return gw_err_set(err, -EHOSTUNREACH, "rdma: cannot resolve %s:%u: %s", host, port, strerror(errno));
     struct ibv_qp_init_attr attr = {
-        .cap = { .max_send_wr = 4, .max_recv_wr = NRECV, .max_send_sge = 1, .max_recv_sge = 1 },
+        .cap = { .max_send_wr = GW_RDMA_WRITES_IN_FLIGHT + 4, .max_recv_wr = NRECV, .max_send_sge = 1, .max_recv_sge = 1 },
         .qp_type = IBV_QPT_RC, .sq_sig_all = 1,
     };
     int r = rdma_create_ep(id, res, NULL, &attr); /* passive: the template for accepted QPs */

@@ -44,26 +44,58 @@ int gw_rdma_mem_register(struct gw_conn *c, void *mem, uint64_t len, bool remote
     return 0;
 }
 
+/* Checks one WRITE against both regions and posts it as request wr_id. */
+static int post_one(struct gw_conn *c, struct gw_rdma_mr *local, const struct gw_rdma_write *w, uint64_t wr_id,
+                    struct gw_err *err)
+{
+    if (!local || w->off > local->len || w->len > local->len - w->off)
+        return gw_err_set(err, -ERANGE, "RDMA WRITE of %llu bytes at %llu is outside the local region",
+                          (unsigned long long)w->len, (unsigned long long)w->off);
+    const struct gw_rdma_region *remote = w->remote;
+    if (w->remote_off > remote->len || w->len > remote->len - w->remote_off)
+        return gw_err_set(err, -ERANGE, "RDMA WRITE of %llu bytes at %llu is outside the peer's region of %llu",
+                          (unsigned long long)w->len, (unsigned long long)w->remote_off,
+                          (unsigned long long)remote->len);
+    return c->rdma.ops->post_write(c->rdma.dev, local->mr, local->base + w->off, w->len,
+                                   remote->addr + w->remote_off, remote->rkey, wr_id, err);
+}
+
+/* Waits for the completion of request want (requests complete in order on one queue pair). */
+static int reap_one(struct gw_conn *c, uint64_t want, struct gw_err *err)
+{
+    uint64_t wr_id;
+    int r = c->rdma.ops->poll_send(c->rdma.dev, &wr_id, err);
+    if (!r && wr_id != want)
+        r = gw_err_set(err, -EIO, "%s: RDMA WRITE completion for another request (%llu, wanted %llu)", c->peer,
+                       (unsigned long long)wr_id, (unsigned long long)want);
+    return r;
+}
+
+int gw_rdma_mem_write_list(struct gw_conn *c, struct gw_rdma_mr *local, const struct gw_rdma_write *w, unsigned n,
+                           struct gw_err *err)
+{
+    if (!have_verbs(c, "RDMA WRITE", err)) return -EOPNOTSUPP;
+    unsigned posted = 0, done = 0;
+    int r = 0;
+    while (done < n && !r) {
+        while (!r && posted < n && posted - done < GW_RDMA_WRITES_IN_FLIGHT) {
+            r = post_one(c, local, &w[posted], posted, err);
+            if (!r) posted++;
+        }
+        if (!r && done < posted) r = reap_one(c, done++, err);
+    }
+    /* After a failure, what was posted still completes (with an error once the queue pair
+     * broke): reap it so that no stale completion meets the next send. */
+    struct gw_err ignore;
+    while (done < posted) reap_one(c, done++, &ignore);
+    return r;
+}
+
 int gw_rdma_mem_write(struct gw_conn *c, struct gw_rdma_mr *local, uint64_t off, uint64_t len,
                       const struct gw_rdma_region *remote, uint64_t remote_off, struct gw_err *err)
 {
-    if (!have_verbs(c, "RDMA WRITE", err)) return -EOPNOTSUPP;
-    if (!local || off > local->len || len > local->len - off)
-        return gw_err_set(err, -ERANGE, "RDMA WRITE of %llu bytes at %llu is outside the local region",
-                          (unsigned long long)len, (unsigned long long)off);
-    if (remote_off > remote->len || len > remote->len - remote_off)
-        return gw_err_set(err, -ERANGE, "RDMA WRITE of %llu bytes at %llu is outside the peer's region of %llu",
-                          (unsigned long long)len, (unsigned long long)remote_off, (unsigned long long)remote->len);
-    const struct gw_rdma_verbs_ops *ops = c->rdma.ops;
-    int r = ops->post_write(c->rdma.dev, local->mr, local->base + off, len, remote->addr + remote_off, remote->rkey,
-                            off, err);
-    if (r) return r;
-    uint64_t wr_id;
-    if ((r = ops->poll_send(c->rdma.dev, &wr_id, err))) return r;
-    if (wr_id != off)
-        return gw_err_set(err, -EIO, "%s: RDMA WRITE completion for another request (%llu, wanted %llu)", c->peer,
-                          (unsigned long long)wr_id, (unsigned long long)off);
-    return 0;
+    struct gw_rdma_write w = { .off = off, .len = len, .remote = remote, .remote_off = remote_off };
+    return gw_rdma_mem_write_list(c, local, &w, 1, err);
 }
 
 void gw_rdma_mem_deregister(struct gw_rdma_mr *m)

@@ -56,6 +56,23 @@ int gw_rdma_mem_register(struct gw_conn *c, void *mem, uint64_t len, bool remote
 int gw_rdma_mem_write(struct gw_conn *c, struct gw_rdma_mr *local, uint64_t off, uint64_t len,
                       const struct gw_rdma_region *remote, uint64_t remote_off, struct gw_err *err);
 
+/* One WRITE of a list: local[off..off + len) to remote at remote_off. */
+struct gw_rdma_write {
+    uint64_t off, len;
+    const struct gw_rdma_region *remote;
+    uint64_t remote_off;
+};
+
+/* Most WRITEs of a list in flight at once (the queue pair's send queue holds more). */
+#define GW_RDMA_WRITES_IN_FLIGHT 16u
+
+/* Performs w[0..n) as gw_rdma_mem_write does, each checked before it is posted, with up to
+ * GW_RDMA_WRITES_IN_FLIGHT posted before the first completion is awaited, and returns once
+ * every posted WRITE has completed (so the send queue holds none of them when a record is
+ * sent next). Returns 0 or the first error (the WRITEs posted before it are still reaped). */
+int gw_rdma_mem_write_list(struct gw_conn *c, struct gw_rdma_mr *local, const struct gw_rdma_write *w, unsigned n,
+                           struct gw_err *err);
+
 /* Deregisters; safe on NULL. The memory stays the caller's. */
 void gw_rdma_mem_deregister(struct gw_rdma_mr *mr);
 

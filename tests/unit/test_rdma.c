@@ -200,6 +200,41 @@ GW_TEST(rdma_write_checks_both_regions)
     pair_close(&p);
 }
 
+/* Lists of WRITEs: more than are kept in flight all land; a bad one in the middle stops the
+ * list with its reason, and what was posted before it is reaped (the next WRITE's completion
+ * is its own). */
+GW_TEST(rdma_write_lists_keep_several_in_flight)
+{
+    struct pair p;
+    REQUIRE(pair_open(&p) == 0);
+    enum { N = 3 * GW_RDMA_WRITES_IN_FLIGHT + 5 };
+    static uint8_t src[N * PG], dst[N * PG];
+    for (unsigned i = 0; i < sizeof src; i++) src[i] = (uint8_t)(i * 13 + 5);
+    struct gw_rdma_mr *lm = NULL, *rm = NULL;
+    struct gw_rdma_region remote;
+    struct gw_err e = {0};
+    REQUIRE(gw_rdma_mem_register(p.a, src, sizeof src, false, &lm, NULL, &e) == 0);
+    REQUIRE(gw_rdma_mem_register(p.b, dst, sizeof dst, true, &rm, &remote, &e) == 0);
+    struct gw_rdma_write w[N];
+    for (unsigned i = 0; i < N; i++)   /* page i lands at page N - 1 - i */
+        w[i] = (struct gw_rdma_write){ .off = (uint64_t)i * PG, .len = PG, .remote = &remote,
+                                       .remote_off = (uint64_t)(N - 1 - i) * PG };
+    CHECK_EQ(gw_rdma_mem_write_list(p.a, lm, w, N, &e), 0);
+    bool all = true;
+    for (unsigned i = 0; i < N; i++) all &= memcmp(dst + (N - 1 - i) * PG, src + i * PG, PG) == 0;
+    CHECK(all);
+    memset(dst, 0, sizeof dst);
+    w[GW_RDMA_WRITES_IN_FLIGHT + 2].remote_off = N * PG;    /* beyond the peer's region */
+    CHECK_EQ(gw_rdma_mem_write_list(p.a, lm, w, N, &e), -ERANGE);
+    CHECK(strstr(e.msg, "outside the peer's region") != NULL);
+    CHECK(memcmp(dst + (N - 1) * PG, src, PG) == 0);                          /* before it: done */
+    CHECK(dst[(N - 1 - (GW_RDMA_WRITES_IN_FLIGHT + 3)) * PG] == 0);          /* after it: never */
+    CHECK_EQ(gw_rdma_mem_write(p.a, lm, 0, PG, &remote, 0, &e), 0);
+    gw_rdma_mem_deregister(lm);
+    gw_rdma_mem_deregister(rm);
+    pair_close(&p);
+}
+
 /* ---- the decoder: pages written in place ---- */
 
 /* Sends a PAGE_BATCH of n descriptors (enc, len 0 each) for pfns[] and decodes it at the
