@@ -581,7 +581,12 @@ class Hostile(EvilSourceTest):
         c = self.source(d)
         c.send(16, b"\x08\x01")
         self.refused(d, c, ["unexpected record POSTCOPY"])
-        for rtype in (17, 255, 0):
+        # 17 is RDMA_REGIONS (the destination's registered memory): never from a source.
+        d = self.dest()
+        c = self.source(d)
+        c.send(17, b"\x0a\x02\x08\x00")
+        self.refused(d, c, ["unexpected record RDMA_REGIONS"])
+        for rtype in (18, 255, 0):
             with self.subTest(type=rtype):
                 d = self.dest()
                 c = self.source(d)
