@@ -50,6 +50,7 @@ MAX_PAYLOAD = 16 * 1024 * 1024 + 64 * 1024
 MAX_HANDSHAKE_PAYLOAD = 64 * 1024
 WIRE_VERSION = 1
 F_LZ4 = 1
+F_RDMA_WRITE = 8     # GW_WIRE_F_RDMA_WRITE: only on connections with RDMA verbs
 (HELLO, CHALLENGE, AUTH, PAGE_BATCH, END_OF_ROUND, STATE, DIGEST, SWITCHOVER, COMMIT, ACK, ERROR, GO,
  RUNNING) = range(1, 14)
 ROLE_SRC, ROLE_DST = 1, 2
@@ -592,6 +593,15 @@ class Hostile(EvilSourceTest):
                 c = self.source(d)
                 c.send(rtype, b"\x08\x01")
                 self.refused(d, c, ["unknown record type %d" % rtype])
+
+    def test_24b_pages_claimed_written_in_place_over_tcp(self):
+        """RDMA WRITE is never granted on TCP, and a batch that claims pages were written into
+        place (encoding 3, GW_PAGE_PLACED) is refused: nothing registered memory for the source."""
+        d = self.dest()
+        c = self.source(d, features=F_LZ4 | F_RDMA_WRITE)
+        self.assertEqual(c.features, F_LZ4)
+        c.batch([(1, 3, b""), (2, 3, b"")])
+        self.refused(d, c, ["page 1 is marked written in place", "registered no memory"])
 
     def test_25_bad_header_fields(self):
         cases = [
