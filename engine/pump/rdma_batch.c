@@ -91,16 +91,21 @@ int gw_rdma_batch_send(struct gw_rdma_batch *b, struct gw_conn *c, const struct 
     struct cursor cu = { .v = iov + 1, .cnt = iovcnt - 1, .off = table };
     if (cu.off == iov[1].iov_len) { cu.i = 1; cu.off = 0; }
     unsigned nruns = 0;
+    const struct gw_rdma_peer_region *hint = NULL;
     int r = 0;
     for (uint32_t i = 0; i < n && !r; i++, desc += GW_PAGE_DESC_SIZE) {
         memcpy(&d.pfn, desc, 8);    /* our own encoder's table: little-endian like the host */
         d.enc = desc[8];
         memcpy(&d.len, desc + 12, 4);
         if (d.pfn >= t->mem_size / GW_PAGE_SIZE) return gw_err_set(err, -EBADMSG, "RDMA batch: page outside memory");
-        uint64_t *word = &t->in_records[d.pfn / 64], bit = 1ull << (d.pfn % 64);
+        uint64_t *word = &t->in_records[d.pfn / 64], bit = 1ull << (d.pfn % 64), at = d.pfn * GW_PAGE_SIZE;
         const struct gw_rdma_peer_region *reg = NULL;
-        if (d.enc == GW_PAGE_RAW && !(*word & bit))
-            reg = gw_rdma_regions_find(t->regions, t->nregions, t->stream, d.pfn * GW_PAGE_SIZE);
+        if (d.enc == GW_PAGE_RAW && !(*word & bit)) {
+            /* Most pages of a batch lie in the region of the page before: look there first. */
+            reg = hint && at >= hint->guest_off && at - hint->guest_off < hint->r.len
+                      ? hint : gw_rdma_regions_find(t->regions, t->nregions, t->stream, at);
+            if (reg) hint = reg;
+        }
         if (!reg) {
             /* A zero marker, an lz4 block, a page no region covers, or one whose older copy
              * may still wait in the destination's queue: in the record, in order. */
