@@ -14,6 +14,7 @@
 
 #include "engine/common/util.h"
 #include "engine/pump/page_recv.h"
+#include "engine/transport/rdma_mem.h"
 
 /* How long a stream that saw the source hang up waits for stream 0 to say why. */
 #define PEER_REASON_WAIT_S 1
@@ -33,6 +34,7 @@ struct rstream {
     bool commit_seen;            /* thread only (stream 0): COMMIT arrived */
     struct gw_codec_stats st;    /* under rx->mu */
     uint64_t bytes_wire;         /* under rx->mu */
+    struct gw_rdma_mr *rmr;      /* RDMA: guest memory registered on this stream for the source */
 };
 
 struct evnode {
@@ -378,7 +380,8 @@ static int rx_new(struct gw_session *ses, const struct gw_mig_receiver_cfg *cfg,
 static struct gw_session_cfg session_cfg(const struct gw_mig_receiver_cfg *cfg)
 {
     return (struct gw_session_cfg){ .secret = cfg->secret, .secret_len = cfg->secret_len,
-                                    .features = GW_WIRE_F_ALL, .timeout_ms = cfg->timeout_ms };
+                                    .features = GW_WIRE_F_ALL, .timeout_ms = cfg->timeout_ms,
+                                    .attach = cfg->attach, .attach_ctx = cfg->attach_ctx };
 }
 
 int gw_mig_receiver_accept_conn(struct gw_conn *c, struct gw_listener *l,
@@ -418,6 +421,31 @@ void gw_mig_receiver_on_placed(struct gw_mig_receiver *rx, void (*fn)(void *ctx,
     rx->placed_ctx = ctx;
 }
 
+/* When every stream agreed RDMA WRITE: registers guest memory on each stream's connection
+ * for the source's writes, lets each stream's decoder accept pages written in place, and
+ * sends the regions (one per stream, all of guest memory) on stream 0 before any thread
+ * reads a batch. A session without RDMA is left as it is. */
+static int offer_rdma(struct gw_mig_receiver *rx, struct gw_err *err)
+{
+    for (unsigned i = 0; i < rx->n; i++)
+        if (!(gw_session_features(rx->ses, i) & GW_WIRE_F_RDMA_WRITE)) return 0;
+    struct gw_rdma_peer_region v[GW_WIRE_MAX_STREAMS];
+    for (unsigned i = 0; i < rx->n; i++) {
+        int r = gw_rdma_mem_register(rx->st[i].c, rx->mem, rx->mem_size, true, &rx->st[i].rmr, &v[i].r, err);
+        if (r) return r;
+        v[i].stream = i;
+        v[i].guest_off = 0;
+        rx->st[i].pr.remote_writes = true;
+    }
+    uint8_t *b;
+    size_t len;
+    int r = gw_rdma_regions_pack(v, rx->n, &b, &len);
+    if (r) return gw_err_set(err, r, "cannot pack RDMA_REGIONS");
+    r = gw_session_send(rx->ses, 0, GW_WIRE_RDMA_REGIONS, b, len, err);
+    free(b);
+    return r;
+}
+
 int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem_size, struct gw_err *err)
 {
     return gw_mig_receiver_start_memfd(rx, mem, -1, mem_size, err);
@@ -439,6 +467,8 @@ int gw_mig_receiver_start_memfd(struct gw_mig_receiver *rx, uint8_t *mem, int me
         if (!rx->direct.written) return gw_err_set(err, -ENOMEM, "out of memory for the written-pages bitmap");
     }
     rx->placer = memfd >= 0 ? gw_placer_direct_fd(&rx->direct, memfd) : gw_placer_direct(&rx->direct);
+    int r = offer_rdma(rx, err);
+    if (r) return r;
     /* Every stream's bookkeeping is set before any thread runs: threads read each other's. */
     for (unsigned i = 0; i < rx->n; i++) {
         rx->st[i].rx = rx;
@@ -447,7 +477,7 @@ int gw_mig_receiver_start_memfd(struct gw_mig_receiver *rx, uint8_t *mem, int me
     }
     for (unsigned i = 0; i < rx->n; i++) {
         struct rstream *t = &rx->st[i];
-        int r = pthread_create(&t->th, NULL, rstream_main, t);
+        r = pthread_create(&t->th, NULL, rstream_main, t);
         if (r) {
             struct gw_err e;
             gw_err_set(&e, -r, "cannot start receiver thread %u", i);
@@ -621,6 +651,7 @@ void gw_mig_receiver_close(struct gw_mig_receiver *rx)
         gw_rbuf_free(&t->buf);
         gw_page_recv_free(&t->pr);
         free(t->pfns);
+        gw_rdma_mem_deregister(t->rmr);   /* before its connection closes */
     }
     for (struct evnode *n = rx->head, *next; n; n = next) {
         next = n->next;

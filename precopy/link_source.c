@@ -15,6 +15,7 @@
 
 #include "engine/common/util.h"
 #include "engine/pump/pump.h"
+#include "engine/pump/rdma_batch.h"
 #include "engine/transport/session.h"
 
 /* Where the session is in the two-phase commit (precopy_link.h). Moves forward only. */
@@ -55,6 +56,15 @@ struct gw_mig_sender {
     pthread_cond_t reply_cv;  /* a reply arrived or the session failed */
     struct reply replies[8];  /* under mu: answers not yet taken */
     unsigned reply_head, nreplies;
+    int timeout_ms;
+    /* RDMA WRITE of pages (every stream agreed GW_WIRE_F_RDMA_WRITE): */
+    bool rdma;
+    const uint8_t *mem;
+    struct gw_rdma_mr *local[GW_WIRE_MAX_STREAMS];      /* guest memory on stream i */
+    struct gw_rdma_batch rb[GW_WIRE_MAX_STREAMS];       /* lane i's worker only */
+    struct gw_rdma_peer_region *regions;                /* set once by the reader, under mu */
+    unsigned nregions;
+    uint64_t *in_records;   /* pages sent in records since the last SYNC (rdma_batch.h) */
 };
 
 /* Takes the pump's first error as the session's when it has none yet. Called with s->mu
@@ -79,6 +89,7 @@ static void fail_locked(struct gw_mig_sender *s, const struct gw_err *e)
     snprintf(s->errmsg, sizeof s->errmsg, "%s", e->msg);
     if (s->ses) gw_session_shutdown(s->ses);
     if (s->pump) gw_pump_fail(s->pump, e);
+    pthread_cond_broadcast(&s->reply_cv);   /* a lane may wait for RDMA_REGIONS */
 }
 
 static int session_error(struct gw_mig_sender *s)
@@ -103,13 +114,57 @@ static int misuse_locked(struct gw_mig_sender *s, const char *what)
 
 /* ---- the pump's sink: lane i is stream i ---- */
 
+/* RDMA: the destination's regions, once its RDMA_REGIONS arrived (it sends them as soon as
+ * its memory is registered, before it reads any batch). NULL with e set when the session
+ * failed or none came in time. */
+static const struct gw_rdma_peer_region *await_regions(struct gw_mig_sender *s, unsigned *n, struct gw_err *e)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += s->timeout_ms / 1000;
+    dl.tv_nsec += (long)(s->timeout_ms % 1000) * 1000000;
+    if (dl.tv_nsec >= 1000000000) { dl.tv_sec++; dl.tv_nsec -= 1000000000; }
+    int w = 0;
+    pthread_mutex_lock(&s->mu);
+    while (!s->regions && !s->err && w != ETIMEDOUT) w = pthread_cond_timedwait(&s->reply_cv, &s->mu, &dl);
+    const struct gw_rdma_peer_region *v = s->regions;
+    *n = s->nregions;
+    if (!v && s->err) gw_err_set(e, s->err, "%s", s->errmsg);
+    else if (!v) gw_err_set(e, -ETIMEDOUT, "RDMA: the destination sent no RDMA_REGIONS within %d ms", s->timeout_ms);
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+struct rdma_send {
+    struct gw_rdma_batch *b;
+    struct gw_rdma_target t;
+    const struct iovec *iov;
+    int iovcnt;
+    uint32_t npages;
+};
+
+static int rdma_send_locked(void *ctx, struct gw_conn *c, struct gw_err *e)
+{
+    struct rdma_send *a = ctx;
+    return gw_rdma_batch_send(a->b, c, &a->t, a->iov, a->iovcnt, a->npages, e);
+}
+
 static int sink_write_batch(void *ctx, unsigned lane, struct iovec *iov, int iovcnt, size_t len,
                             const uint64_t *pfns, uint32_t npages, struct gw_err *e)
 {
     struct gw_mig_sender *s = ctx;
     (void)len;
     s->round_pages[lane] += npages;
-    int r = gw_session_sendv(s->ses, lane, GW_WIRE_PAGE_BATCH, iov, iovcnt, e);
+    int r;
+    if (s->rdma) {
+        struct rdma_send a = { .b = &s->rb[lane], .iov = iov, .iovcnt = iovcnt, .npages = npages,
+                               .t = { .mem = s->mem, .mem_size = s->mem_size, .local = s->local[lane],
+                                      .stream = lane, .in_records = s->in_records } };
+        if (!(a.t.regions = await_regions(s, &a.t.nregions, e))) return e->code;
+        r = gw_session_locked(s->ses, lane, rdma_send_locked, &a, e);
+    } else {
+        r = gw_session_sendv(s->ses, lane, GW_WIRE_PAGE_BATCH, iov, iovcnt, e);
+    }
     if (!r && s->sent) s->sent(s->sent_ctx, pfns, npages);
     return r;
 }
@@ -269,6 +324,28 @@ static void reader_fail(struct gw_mig_sender *s, int code, const char *what)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* The destination's RDMA_REGIONS: checked against this session, kept for the lanes. Only
+ * once, and only when RDMA WRITE was agreed. */
+static int take_regions(struct gw_mig_sender *s, const uint8_t *p, size_t len, struct gw_err *e)
+{
+    if (!s->rdma) return gw_err_set(e, -EPROTO, "RDMA_REGIONS on a session without RDMA WRITE");
+    struct gw_rdma_peer_region *v = malloc(GW_WIRE_MAX_RDMA_REGIONS * sizeof *v);
+    unsigned n = 0;
+    if (!v) return gw_err_set(e, -ENOMEM, "out of memory");
+    int r = gw_rdma_regions_unpack(p, len, s->n, s->mem_size, v, &n, e);
+    pthread_mutex_lock(&s->mu);
+    if (!r && s->regions) r = gw_err_set(e, -EPROTO, "a second RDMA_REGIONS");
+    if (!r) {
+        s->regions = v;
+        s->nregions = n;
+        v = NULL;
+        pthread_cond_broadcast(&s->reply_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(v);
+    return r;
+}
+
 static void *reader_main(void *arg)
 {
     struct gw_mig_sender *s = arg;
@@ -301,6 +378,15 @@ static void *reader_main(void *arg)
             pthread_mutex_unlock(&s->mu);
             if (!quiet) reader_fail(s, r, e.msg);
             break;
+        }
+        if (rp.type == GW_WIRE_RDMA_REGIONS) {
+            r = take_regions(s, rp.data, rp.len, &e);
+            free(rp.data);
+            if (r) {
+                reader_fail(s, r, e.msg);
+                break;
+            }
+            continue;
         }
         if (rp.type == GW_WIRE_ERROR) {
             int rr;
@@ -426,6 +512,10 @@ int gw_mig_sender_sync(struct gw_mig_sender *s, int timeout_ms)
         pthread_mutex_unlock(&s->mu);
         return session_error(s);
     }
+    /* The destination applied every record sent so far, and the lanes are idle (SYNC went
+     * after them and this thread queues nothing meanwhile): no older copy of any page waits
+     * there any more, so every raw page may go by RDMA WRITE again. */
+    if (s->in_records) memset(s->in_records, 0, (s->mem_size / GW_PAGE_SIZE + 63) / 64 * sizeof(uint64_t));
     return 0;
 }
 
@@ -448,7 +538,10 @@ void gw_mig_sender_stats(struct gw_mig_sender *s, struct gw_mig_stats *out)
 {
     memset(out, 0, sizeof *out);
     gw_pump_stats(s->pump, &out->codec);
-    for (unsigned i = 0; i < s->n; i++) out->bytes_wire += gw_session_bytes_sent(s->ses, i);
+    for (unsigned i = 0; i < s->n; i++) {
+        out->bytes_wire += gw_session_bytes_sent(s->ses, i);
+        out->rdma_bytes += __atomic_load_n(&s->rb[i].pages_written, __ATOMIC_RELAXED) * GW_PAGE_SIZE;
+    }
     out->elapsed_ns = gw_now_ns() - s->t0;
     double sec = out->elapsed_ns ? (double)out->elapsed_ns / 1e9 : 1e-9;
     out->wire_mib_s = (double)out->bytes_wire / (1 << 20) / sec;
@@ -532,6 +625,12 @@ void gw_mig_sender_close(struct gw_mig_sender *s)
         gw_session_shutdown(s->ses);
         pthread_join(s->reader, NULL);
     }
+    for (unsigned i = 0; i < s->n; i++) {
+        gw_rdma_mem_deregister(s->local[i]);   /* before its connection closes */
+        gw_rdma_batch_free(&s->rb[i]);
+    }
+    free(s->regions);
+    free(s->in_records);
     gw_session_close(s->ses);
     for (unsigned i = 0; i < s->nreplies; i++)
         free(s->replies[(s->reply_head + i) % GW_ARRAY_SIZE(s->replies)].data);
@@ -555,6 +654,8 @@ int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender
     s->n = cfg->nstreams;
     s->sent = cfg->sent;
     s->sent_ctx = cfg->sent_ctx;
+    s->mem = cfg->mem;
+    s->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : GW_MIG_DEFAULT_TIMEOUT_MS;
     s->t0 = gw_now_ns();
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
@@ -565,13 +666,29 @@ int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender
     struct gw_session_cfg sc = {
         .url = cfg->url, .nstreams = cfg->nstreams, .secret = cfg->secret, .secret_len = cfg->secret_len,
         .mem_size = cfg->mem_size, .config = cfg->config,
-        .features = cfg->codec == GW_CODEC_NONE ? 0 : GW_WIRE_F_LZ4, .timeout_ms = cfg->timeout_ms,
-        .preamble = cfg->preamble, .tls = cfg->tls, .token = cfg->token,
+        .features = (cfg->codec == GW_CODEC_NONE ? 0 : GW_WIRE_F_LZ4) | GW_WIRE_F_RDMA_WRITE,
+        .timeout_ms = cfg->timeout_ms, .preamble = cfg->preamble, .tls = cfg->tls, .token = cfg->token,
+        .attach = cfg->attach, .attach_ctx = cfg->attach_ctx,
     };
     int r = gw_session_connect(&sc, &s->ses, err);
     if (r) {
         gw_mig_sender_close(s);
         return r;
+    }
+    /* RDMA WRITE where every stream agreed to it (the handshake offers it only on connections
+     * with verbs): guest memory is registered for local reads on each stream's connection. */
+    s->rdma = true;
+    for (unsigned i = 0; i < s->n; i++) s->rdma &= (gw_session_features(s->ses, i) & GW_WIRE_F_RDMA_WRITE) != 0;
+    if (s->rdma && !(s->in_records = calloc((cfg->mem_size / GW_PAGE_SIZE + 63) / 64, sizeof(uint64_t)))) {
+        gw_mig_sender_close(s);
+        return gw_err_set(err, -ENOMEM, "out of memory for the RDMA page bitmap");
+    }
+    for (unsigned i = 0; s->rdma && i < s->n; i++) {
+        if ((r = gw_rdma_mem_register(gw_session_conn(s->ses, i), (void *)cfg->mem, cfg->mem_size, false,
+                                      &s->local[i], NULL, err))) {
+            gw_mig_sender_close(s);
+            return r;
+        }
     }
     /* lz4 only where every stream agreed to it: one encoder setting for all lanes. */
     enum gw_codec_mode codec = cfg->codec;

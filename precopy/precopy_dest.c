@@ -178,7 +178,7 @@ static int run(struct incoming *in, char *err, size_t errlen)
     const struct gw_incoming_params *p = in->p;
     struct gw_mig_receiver_cfg cfg = {
         .secret = p->secret, .secret_len = p->secret_len, .timeout_ms = p->timeout_ms ? p->timeout_ms : 60000,
-        .fresh_memory = true,
+        .fresh_memory = true, .attach = p->attach, .attach_ctx = p->attach_ctx,
     };
     int r;
     if (p->preamble) {
@@ -278,7 +278,7 @@ int gw_incoming_run(const struct gw_incoming_params *p, struct gw_vm **vm_out,
         gw_mig_receiver_stats(in.rx, &st);
         in.prog.sent_bytes = st.bytes_wire;
         in.prog.pages_zero = st.codec.pages[GW_PAGE_ZERO];
-        in.prog.pages_raw = st.codec.pages[GW_PAGE_RAW];
+        in.prog.pages_raw = st.codec.pages[GW_PAGE_RAW] + st.codec.pages[GW_PAGE_PLACED];
         in.prog.pages_lz4 = st.codec.pages[GW_PAGE_LZ4];
         gw_mig_receiver_close(in.rx);
     }

@@ -11,6 +11,9 @@
 
 #include "precopy/migration_progress.h"
 
+struct gw_conn;
+struct gw_err;
+
 struct gw_vm;
 struct gw_tls_ctx;
 struct gw_session;
@@ -49,6 +52,9 @@ struct gw_incoming_params {
     /* Called once the listener is bound, with its URL (port resolved), before waiting. */
     void (*on_listening)(void *ctx, const char *url);
     void *ctx;
+    /* Tests only: the RDMA test double's hook (gw_session_cfg.attach). NULL in production. */
+    int (*attach)(void *ctx, struct gw_conn *c, struct gw_err *err);
+    void *attach_ctx;
 };
 
 /* Runs the incoming migration to the end. On success *vm_out is the VM, running. On failure

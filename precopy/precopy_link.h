@@ -9,6 +9,11 @@
  * A reader thread takes what the destination says on stream 0 at any time (the return
  * path): answers are queued for the waits below; an ERROR or the end of its connection
  * fails the session at once.
+ * RDMA (both ends agreed GW_WIRE_F_RDMA_WRITE on every stream): the destination registers
+ * its guest memory on every stream at gw_mig_receiver_start and sends RDMA_REGIONS on stream
+ * 0; the source's reader checks it (engine/transport/rdma_mem.h) and the sink then sends each
+ * batch's raw pages by RDMA WRITE and its record with those pages marked written in place
+ * (engine/pump/rdma_batch.h). Everything else (rounds, control records, commit) is the same.
  * Destination: one receiving thread per stream runs the page decoder
  * (engine/pump/page_recv.h), which hands pages to the direct placer
  * (engine/pump/page_placer.h); this file's threads keep the round bookkeeping.
@@ -84,6 +89,7 @@ struct gw_mig_stats {
     uint64_t elapsed_ns;           /* since the session opened */
     double wire_mib_s;             /* bytes_wire per second of elapsed time */
     double pages_mib_s;            /* guest memory bytes moved per second */
+    uint64_t rdma_bytes;           /* source: page bytes moved by RDMA WRITE (not in bytes_wire) */
 };
 
 struct gw_mig_sender_cfg {
@@ -109,6 +115,9 @@ struct gw_mig_sender_cfg {
     bool preamble;
     struct gw_tls_ctx *tls;
     const uint8_t *token;
+    /* Tests only: the RDMA test double's hook (gw_session_cfg.attach). NULL in production. */
+    int (*attach)(void *ctx, struct gw_conn *c, struct gw_err *err);
+    void *attach_ctx;
 };
 
 struct gw_mig_sender;
@@ -199,6 +208,9 @@ struct gw_mig_receiver_cfg {
      * before they arrive. A page someone else wrote would keep that content when the
      * source says it is zero. */
     bool fresh_memory;
+    /* Tests only: the RDMA test double's hook (gw_session_cfg.attach). NULL in production. */
+    int (*attach)(void *ctx, struct gw_conn *c, struct gw_err *err);
+    void *attach_ctx;
 };
 
 enum gw_mig_event_type {

@@ -233,6 +233,7 @@ static int setup(struct gw_precopy *m)
         .timeout_ms = remaining_ms(m, GW_MIG_DEFAULT_TIMEOUT_MS),  /* connect and handshake too */
         .sent = hash_sent, .sent_ctx = &m->cd,
         .preamble = m->p.preamble, .tls = m->p.tls, .token = m->p.token,
+        .attach = m->p.attach, .attach_ctx = m->p.attach_ctx,
     };
     struct gw_mig_sender *tx;
     r = gw_mig_sender_open(&sc, &tx, &m->err);

@@ -14,6 +14,9 @@
 #include "precopy/convergence.h"
 #include "precopy/migration_progress.h"
 
+struct gw_conn;
+struct gw_err;
+
 struct gw_vm;
 struct gw_tls_ctx;
 
@@ -47,6 +50,9 @@ struct gw_precopy_params {
     bool preamble;
     struct gw_tls_ctx *tls;
     uint8_t token[32];
+    /* Tests only: the RDMA test double's hook (gw_session_cfg.attach). NULL in production. */
+    int (*attach)(void *ctx, struct gw_conn *c, struct gw_err *err);
+    void *attach_ctx;
 };
 
 struct gw_precopy;

@@ -191,7 +191,8 @@ int gw_page_batch_descs(const uint8_t *table, uint32_t n, size_t payload_len, ui
         if (table[9] | table[10] | table[11]) return -EBADMSG;
         switch (d->enc) {
         case GW_PAGE_RAW: if (d->len != GW_PAGE_SIZE) return -EBADMSG; break;
-        case GW_PAGE_ZERO: if (d->len != 0) return -EBADMSG; break;
+        case GW_PAGE_ZERO:
+        case GW_PAGE_PLACED: if (d->len != 0) return -EBADMSG; break;
         case GW_PAGE_LZ4: if (d->len == 0 || d->len > GW_PAGE_LZ4_MAX) return -EBADMSG; break;
         default: return -EBADMSG;
         }

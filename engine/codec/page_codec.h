@@ -12,6 +12,11 @@
  *   enc RAW  (0): len == 4096, the page as is
  *   enc ZERO (1): len == 0, the page is all zero bytes
  *   enc LZ4  (2): 1 <= len <= GW_PAGE_LZ4_MAX, one LZ4 block that decodes to exactly 4096 bytes
+ *   enc PLACED (3): len == 0, the page's raw bytes were already written into its place by the
+ *                 sender (RDMA WRITE into the receiver's registered guest memory, posted
+ *                 before this record on the same queue pair, so delivered before it). Only a
+ *                 receiver that registered its memory for the sender accepts it
+ *                 (engine/pump/page_recv.h); gw_page_apply refuses it (-EBADMSG).
  *
  * The payload must end exactly after the last page's data. One descriptor per page keeps the
  * decoder a single bounded loop; 16 bytes is 0.4% of a raw page. */
@@ -28,7 +33,7 @@
 /* An lz4 block must save at least 64 bytes to be worth the decoder's time. */
 #define GW_PAGE_LZ4_MAX (4096u - 64u)
 
-enum gw_page_enc { GW_PAGE_RAW = 0, GW_PAGE_ZERO = 1, GW_PAGE_LZ4 = 2, GW_PAGE_NENC = 3 };
+enum gw_page_enc { GW_PAGE_RAW = 0, GW_PAGE_ZERO = 1, GW_PAGE_LZ4 = 2, GW_PAGE_PLACED = 3, GW_PAGE_NENC = 4 };
 
 enum gw_codec_mode {
     GW_CODEC_AUTO = 0,  /* lz4 while it pays (ratio and link speed), else raw; a batch that

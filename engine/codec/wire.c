@@ -16,6 +16,7 @@ static const char *const type_names[] = {
     [GW_WIRE_ERROR] = "ERROR",           [GW_WIRE_GO] = "GO",
     [GW_WIRE_RUNNING] = "RUNNING",     [GW_WIRE_SYNC] = "SYNC",
     [GW_WIRE_SYNCED] = "SYNCED",       [GW_WIRE_POSTCOPY] = "POSTCOPY",
+    [GW_WIRE_RDMA_REGIONS] = "RDMA_REGIONS",
 };
 
 const char *gw_wire_type_name(unsigned type)

@@ -34,6 +34,8 @@
 #define GW_WIRE_SESSION_ID_SIZE 16u
 #define GW_WIRE_MAC_SIZE 32u
 #define GW_WIRE_MAX_STREAMS 64u
+/* Regions in one RDMA_REGIONS record: a few per stream (one per guest memory slot). */
+#define GW_WIRE_MAX_RDMA_REGIONS 256u
 
 /* Feature bits announced in HELLO and agreed in CHALLENGE. */
 #define GW_WIRE_F_LZ4 (1ull << 0)
@@ -46,7 +48,13 @@
 /* A hybrid source may name the stale pre-copied pages before the pause (STALE, pc_wire.h), so
  * that the destination drops them while the VM still runs at the source. */
 #define GW_WIRE_F_PC_STALE (1ull << 3)
-#define GW_WIRE_F_ALL (GW_WIRE_F_LZ4 | GW_WIRE_F_POSTCOPY | GW_WIRE_F_PC_RESUME | GW_WIRE_F_PC_STALE)
+/* Both ends can do RDMA WRITE on this stream (engine/transport/rdma_mem.h): the destination
+ * sends its registered guest memory in RDMA_REGIONS, and the source writes raw pages there and
+ * names them in its PAGE_BATCH records as GW_PAGE_PLACED. Offered and agreed per connection,
+ * only where the connection has RDMA verbs. */
+#define GW_WIRE_F_RDMA_WRITE (1ull << 4)
+#define GW_WIRE_F_ALL \
+    (GW_WIRE_F_LZ4 | GW_WIRE_F_POSTCOPY | GW_WIRE_F_PC_RESUME | GW_WIRE_F_PC_STALE | GW_WIRE_F_RDMA_WRITE)
 
 enum gw_wire_type {
     GW_WIRE_HELLO = 1,
@@ -72,7 +80,9 @@ enum gw_wire_type {
     /* Post-copy's own records (page requests, hand-over, completion): a fixed 32-byte
      * header with an op code, see postcopy/pc_wire.h. */
     GW_WIRE_POSTCOPY = 16,
-    GW_WIRE_TYPE_MAX = GW_WIRE_POSTCOPY,
+    /* The destination's registered guest memory for RDMA WRITE (MigRdmaRegions). */
+    GW_WIRE_RDMA_REGIONS = 17,
+    GW_WIRE_TYPE_MAX = GW_WIRE_RDMA_REGIONS,
 };
 
 struct gw_wire_header {

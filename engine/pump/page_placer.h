@@ -25,8 +25,11 @@ struct gw_page_placer_ops {
     /* Optional: called for a run before its bytes are received at direct(pfn, n), so a
      * placer can fault the pages in ahead (one call instead of one fault per page). */
     void (*prepare)(void *ctx, uint64_t pfn, uint32_t n);
-    /* Pages [pfn, pfn + n) were received in full at direct(pfn, n): they are now in place
-     * (note them; UFFDIO_CONTINUE them). Returns 0 or -errno. */
+    /* Pages [pfn, pfn + n) were received in full at direct(pfn, n), or the sender wrote
+     * them into their place itself (RDMA WRITE into this side's registered guest memory,
+     * GW_PAGE_PLACED): they are now in place (note them: dirty state, digest, received
+     * bitmap; UFFDIO_CONTINUE them). A placer without it cannot take RDMA pages.
+     * Returns 0 or -errno. */
     int (*placed)(void *ctx, uint64_t pfn, uint32_t n);
     /* One decoded page, src[0..4096) in the decoder's buffer: put it in place (memcpy,
      * UFFDIO_COPY). Returns 0 or -errno. */

@@ -122,6 +122,15 @@ int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
     if ((r = gw_conn_recv_payload(c, &v, 1, err))) return r;
     if ((r = gw_page_batch_descs(pr->table, n, h->length, pl->mem_size, pr->descs))) goto bad;
 
+    /* Pages written in place by the sender are only believed where this side let it write
+     * (and the placer can note them). */
+    for (uint32_t i = 0; i < n; i++)
+        if (pr->descs[i].enc == GW_PAGE_PLACED && (!pr->remote_writes || !pl->ops->placed))
+            return gw_err_set(err, -EBADMSG,
+                              "stream %u: bad PAGE_BATCH #%llu: page %llu is marked written in place, but "
+                              "this side registered no memory for the source to write",
+                              h->stream, (unsigned long long)h->seq, (unsigned long long)pr->descs[i].pfn);
+
     /* Every descriptor is checked: the data may now go where they say. */
     size_t data_len = h->length - GW_PAGE_BATCH_HDR - table;
     bool repeats = has_repeats(pr, n);
@@ -163,6 +172,15 @@ int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
             while (i + k < n && pr->descs[i + k].enc == GW_PAGE_RAW && pr->descs[i + k].pfn == d->pfn + k) k++;
             if (ops->placed && (r = ops->placed(pl->ctx, d->pfn, k))) goto bad;
             counts[GW_PAGE_RAW] += k;
+            i += k - 1;
+            continue;
+        }
+        if (d->enc == GW_PAGE_PLACED) {
+            /* Already in place (RDMA WRITE before this record): a run is one note. */
+            uint32_t k = 1;
+            while (i + k < n && pr->descs[i + k].enc == GW_PAGE_PLACED && pr->descs[i + k].pfn == d->pfn + k) k++;
+            if ((r = ops->placed(pl->ctx, d->pfn, k))) goto bad;
+            counts[GW_PAGE_PLACED] += k;
             i += k - 1;
             continue;
         }

@@ -4,11 +4,13 @@
  * placer before every descriptor of the batch has been checked. Raw page bodies are then
  * received where the placer's direct op says (guest memory for the direct placer: one
  * recvmsg scatters many pages), or into a buffer and handed to its copy op; lz4 blocks are
- * decoded into a page buffer and handed to copy; zero pages to zero. The decoder itself
- * never writes guest memory. */
+ * decoded into a page buffer and handed to copy; zero pages to zero; pages the sender wrote
+ * in place by RDMA (GW_PAGE_PLACED, no data) to placed. The decoder itself never writes
+ * guest memory. */
 #ifndef GW_PUMP_PAGE_RECV_H
 #define GW_PUMP_PAGE_RECV_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "engine/codec/page_codec.h"
@@ -26,6 +28,11 @@ struct gw_page_recv {
     struct gw_rbuf data;           /* lz4 blocks; raw pages without a direct place; all data
                                     * of a batch that names a page twice */
     uint8_t *page;                 /* one decoded lz4 page */
+    /* Set by the owner when the sender may write pages into their place itself (an RDMA
+     * session whose guest memory this side registered for it, engine/transport/rdma_mem.h):
+     * GW_PAGE_PLACED descriptors are then handed to the placer's placed op; otherwise a
+     * batch that holds one is refused (-EBADMSG). */
+    bool remote_writes;
 };
 
 /* Receives the payload of the PAGE_BATCH record whose header h was just read from c (with

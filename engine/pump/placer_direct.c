@@ -89,8 +89,10 @@ static const struct gw_page_placer_ops direct_ops = {
     .copy = direct_copy, .zero = direct_zero,
 };
 
+/* placed: only for pages the sender wrote in place by RDMA (into a registration of this
+ * shared mapping, so into the memfd); without direct the decoder never calls it otherwise. */
 static const struct gw_page_placer_ops direct_fd_ops = {
-    .copy = fd_copy, .write_run = fd_write_run, .zero = direct_zero,
+    .placed = direct_placed, .copy = fd_copy, .write_run = fd_write_run, .zero = direct_zero,
 };
 
 struct gw_page_placer gw_placer_direct(struct gw_placer_direct *d)

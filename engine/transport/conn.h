@@ -17,6 +17,7 @@
 #include <sys/uio.h>
 
 #include "engine/codec/wire.h"
+#include "engine/transport/rdma_verbs.h"
 
 struct gw_err {
     int code;        /* negative errno, 0 = none */
@@ -66,6 +67,9 @@ struct gw_conn {
     /* The session token of the stream's preamble (tls.h), repeated in the source's HELLO and
      * compared there by the destination; all zero = none. */
     uint8_t token[32];
+    /* RDMA WRITE and friends (rdma_verbs.h): set by the RDMA back end, or by a test double;
+     * ops NULL on every other connection. Owned by whoever set it. */
+    struct gw_rdma_verbs rdma;
 };
 
 struct gw_listener;

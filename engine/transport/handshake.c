@@ -100,7 +100,8 @@ int gw_hs_source_hello(struct gw_conn *c, const struct gw_hs_params *p, Godwit__
     if (r) return r;
     if (RAND_bytes(st->nonce, sizeof st->nonce) != 1) return gw_err_set(err, -EIO, "no random bytes for a nonce");
     hello->version = GW_WIRE_VERSION;
-    hello->features = p->features;
+    /* RDMA WRITE only where this connection can do it (rdma_verbs.h). */
+    hello->features = p->features & (c->rdma.ops ? ~0ull : ~GW_WIRE_F_RDMA_WRITE);
     hello->nonce.data = st->nonce;
     hello->nonce.len = sizeof st->nonce;
     /* The preamble's token again, now inside the authenticated channel. */
@@ -223,7 +224,7 @@ int gw_hs_destination_finish(struct gw_conn *c, const struct gw_hs_params *p, co
     c->max_payload = GW_WIRE_MAX_HANDSHAKE_PAYLOAD;
     Godwit__V1__MigChallenge ch = GODWIT__V1__MIG_CHALLENGE__INIT;
     ch.version = GW_WIRE_VERSION;
-    ch.features = he->features & p->features;
+    ch.features = he->features & p->features & (c->rdma.ops ? ~0ull : ~GW_WIRE_F_RDMA_WRITE);
     ch.nonce.data = nonce;
     ch.nonce.len = sizeof nonce;
     if ((r = send_msg(c, GW_WIRE_CHALLENGE, &ch.base, err))) goto out;

@@ -2,14 +2,18 @@
  * record byte stream as TCP, in SEND/RECV messages of up to CHUNK bytes through registered
  * bounce buffers. Framing, handshake and stream fan-out stay in the shared layer above.
  *
- * This first version copies through bounce buffers and waits for each send completion; the
- * planned step is RDMA WRITE of pages straight into the destination's registered guest
- * memory. Flow control leans on the RC transport's receiver-not-ready retry (rnr_retry 7 =
- * retry forever) while the receiver reposts its NRECV buffers.
+ * Records go through bounce buffers and each send completion is awaited; guest pages go by
+ * RDMA WRITE straight into the destination's registered guest memory (rdma_mem.h). Both use
+ * the verbs ops below (rdma_verbs.h), the only place the send side calls libibverbs, so that
+ * the logic above them also runs over the test double. Flow control leans on the RC
+ * transport's receiver-not-ready retry (rnr_retry 7 = retry forever) while the receiver
+ * reposts its NRECV buffers.
  *
  * Before any address resolution the device list is checked, so a host without RDMA (no
  * InfiniBand/RoCE/iWARP device or no kernel support) gets one clear message. */
 #include "engine/transport/conn.h"
+#include "engine/transport/rdma_mem.h"
+#include "engine/transport/rdma_verbs.h"
 
 #include <errno.h>
 #include <infiniband/verbs.h>
@@ -50,6 +54,67 @@ static int have_device(struct gw_err *err)
     return 0;
 }
 
+/* ---- the verbs ops (rdma_verbs.h); dev is the connection's rdma_cm_id ---- */
+
+static int ib_reg_mem(void *dev, void *mem, uint64_t len, bool remote_write, void **mr, uint32_t *rkey,
+                      struct gw_err *err)
+{
+    struct rdma_cm_id *id = dev;
+    int access = IBV_ACCESS_LOCAL_WRITE | (remote_write ? IBV_ACCESS_REMOTE_WRITE : 0);
+    struct ibv_mr *m = ibv_reg_mr(id->pd, mem, len, access);
+    if (!m) {
+        int e = errno ? errno : EIO;
+        return gw_err_set(err, -e, "rdma: cannot register %llu bytes: %s", (unsigned long long)len, strerror(e));
+    }
+    *mr = m;
+    *rkey = m->rkey;
+    return 0;
+}
+
+static void ib_dereg_mem(void *dev, void *mr)
+{
+    (void)dev;
+    ibv_dereg_mr(mr);
+}
+
+static int ib_post_write(void *dev, void *mr, const void *local, uint64_t len, uint64_t remote_addr, uint32_t rkey,
+                         uint64_t wr_id, struct gw_err *err)
+{
+    if (rdma_post_write(dev, (void *)(uintptr_t)wr_id, (void *)local, len, mr, IBV_SEND_SIGNALED, remote_addr, rkey)) {
+        int e = errno ? errno : EIO;
+        return gw_err_set(err, -e, "rdma: cannot post an RDMA WRITE: %s", strerror(e));
+    }
+    return 0;
+}
+
+static int ib_post_send(void *dev, void *mr, const void *buf, size_t len, uint64_t wr_id, struct gw_err *err)
+{
+    if (rdma_post_send(dev, (void *)(uintptr_t)wr_id, (void *)buf, len, mr, IBV_SEND_SIGNALED)) {
+        int e = errno ? errno : EIO;
+        return gw_err_set(err, -e, "rdma: cannot post a send: %s", strerror(e));
+    }
+    return 0;
+}
+
+static int ib_poll_send(void *dev, uint64_t *wr_id, struct gw_err *err)
+{
+    struct ibv_wc wc;
+    if (rdma_get_send_comp(dev, &wc) <= 0) {
+        int e = errno ? errno : EIO;
+        return gw_err_set(err, -e, "rdma: send completion lost: %s", strerror(e));
+    }
+    if (wc.status != IBV_WC_SUCCESS)
+        return gw_err_set(err, -EIO, "rdma: %s failed: %s", wc.opcode == IBV_WC_RDMA_WRITE ? "RDMA WRITE" : "send",
+                          ibv_wc_status_str(wc.status));
+    *wr_id = wc.wr_id;
+    return 0;
+}
+
+static const struct gw_rdma_verbs_ops ib_verbs = {
+    .name = "ibverbs", .reg_mem = ib_reg_mem, .dereg_mem = ib_dereg_mem, .post_write = ib_post_write,
+    .post_send = ib_post_send, .poll_send = ib_poll_send,
+};
+
 static int post_recv_slot(struct rdma_priv *p, int slot)
 {
     return rdma_post_recv(p->id, (void *)(uintptr_t)slot, p->recv_buf + (size_t)slot * CHUNK, CHUNK,
@@ -68,12 +133,15 @@ static int rdma_sendv(struct gw_conn *c, const struct iovec *iov, int iovcnt, st
             memcpy(p->send_buf + fill, src, n);
             fill += n; src += n; left -= n;
             if (fill < CHUNK && (left || i < iovcnt - 1)) continue;
-            struct ibv_wc wc;
-            if (rdma_post_send(p->id, NULL, p->send_buf, fill, p->send_mr, IBV_SEND_SIGNALED) ||
-                rdma_get_send_comp(p->id, &wc) <= 0)
-                return gw_err_set(err, -errno ? -errno : -EIO, "%s: rdma send: %s", c->peer, strerror(errno));
-            if (wc.status != IBV_WC_SUCCESS)
-                return gw_err_set(err, -EPIPE, "%s: rdma send completion: %s", c->peer, ibv_wc_status_str(wc.status));
+            uint64_t wr_id;
+            int r = c->rdma.ops->post_send(c->rdma.dev, p->send_mr, p->send_buf, fill, 0, err);
+            if (!r) r = c->rdma.ops->poll_send(c->rdma.dev, &wr_id, err);
+            if (r == -EIO) { /* a failed completion: the link is gone */
+                char why[sizeof err->msg];
+                snprintf(why, sizeof why, "%s", err ? err->msg : "send failed");
+                return gw_err_set(err, -EPIPE, "%s: %s", c->peer, why);
+            }
+            if (r) return r;
             fill = 0;
         }
     }
@@ -134,11 +202,6 @@ static const struct gw_conn_ops rdma_ops = {
     .shutdown = rdma_shutdown, .close = rdma_close,
 };
 
-struct rdma_cm_id *gw_rdma_conn_id(struct gw_conn *c)
-{
-    return c->ops == &rdma_ops ? ((struct rdma_priv *)c->priv)->id : NULL;
-}
-
 /* Registers buffers and posts the receives of a new endpoint; takes ownership of id. */
 static int conn_wrap(struct rdma_cm_id *id, const char *peer, struct gw_conn **out, struct gw_err *err)
 {
@@ -159,6 +222,7 @@ static int conn_wrap(struct rdma_cm_id *id, const char *peer, struct gw_conn **o
         if ((r = post_recv_slot(p, (int)i))) goto fail;
     c->ops = &rdma_ops;
     c->priv = p;
+    c->rdma = (struct gw_rdma_verbs){ .ops = &ib_verbs, .dev = id };
     c->fd = -1;
     c->stream = GW_CONN_ANY_STREAM;
     snprintf(c->peer, sizeof c->peer, "rdma:%s", peer);
@@ -179,7 +243,7 @@ static int make_ep(const char *host, uint16_t port, bool passive, struct rdma_cm
     if (rdma_getaddrinfo(host, ps, &hints, &res))
         return gw_err_set(err, -EHOSTUNREACH, "rdma: cannot resolve %s:%u: %s", host, port, strerror(errno));
     struct ibv_qp_init_attr attr = {
-        .cap = { .max_send_wr = 4, .max_recv_wr = NRECV, .max_send_sge = 1, .max_recv_sge = 1 },
+        .cap = { .max_send_wr = GW_RDMA_WRITES_IN_FLIGHT + 4, .max_recv_wr = NRECV, .max_send_sge = 1, .max_recv_sge = 1 },
         .qp_type = IBV_QPT_RC, .sq_sig_all = 1,
     };
     int r = rdma_create_ep(id, res, NULL, &attr); /* passive: the template for accepted QPs */

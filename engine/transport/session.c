@@ -66,6 +66,15 @@ int gw_session_sendv(struct gw_session *s, unsigned i, enum gw_wire_type type, s
     return r;
 }
 
+int gw_session_locked(struct gw_session *s, unsigned i, int (*fn)(void *ctx, struct gw_conn *c, struct gw_err *err),
+                      void *ctx, struct gw_err *err)
+{
+    pthread_mutex_lock(&s->st[i].send_mu);
+    int r = fn(ctx, s->st[i].c, err);
+    pthread_mutex_unlock(&s->st[i].send_mu);
+    return r;
+}
+
 int gw_session_send_msg(struct gw_session *s, unsigned i, enum gw_wire_type type, const ProtobufCMessage *m,
                         struct gw_err *err)
 {
@@ -137,6 +146,7 @@ static int stream_hello(struct gw_session *s, unsigned i, const struct gw_sessio
 {
     struct sstream *t = &s->st[i];
     int r = cfg->tls ? gw_tls_wrap(&t->c, cfg->tls, i == 0, err) : 0;
+    if (!r && cfg->attach) r = cfg->attach(cfg->attach_ctx, t->c, err);
     if (r) return r;
     Godwit__V1__MigHello h = GODWIT__V1__MIG_HELLO__INIT;
     h.config = i == 0 ? (Godwit__V1__VmConfig *)cfg->config : NULL;
@@ -195,8 +205,8 @@ static bool same_session(const Godwit__V1__MigHello *a, const Godwit__V1__MigHel
            !memcmp(a->session_id.data, b->session_id.data, GW_WIRE_SESSION_ID_SIZE);
 }
 
-static int accept_rest(struct gw_session *s, struct gw_listener *l, const struct gw_hs_params *p,
-                       struct gw_err *err)
+static int accept_rest(struct gw_session *s, struct gw_listener *l, const struct gw_session_cfg *cfg,
+                       const struct gw_hs_params *p, struct gw_err *err)
 {
     for (unsigned got = 1; got < s->n; got++) {
         struct gw_conn *c;
@@ -205,7 +215,8 @@ static int accept_rest(struct gw_session *s, struct gw_listener *l, const struct
         int r = gw_listener_accept(l, s->timeout_ms, &c, err);
         if (r) return r;
         gw_conn_set_timeout(c, s->timeout_ms);
-        if ((r = gw_hs_destination(c, p, &h, &feat, err))) {
+        if ((cfg->attach && (r = cfg->attach(cfg->attach_ctx, c, err))) ||
+            (r = gw_hs_destination(c, p, &h, &feat, err))) {
             gw_conn_close(c);
             return r;
         }
@@ -231,7 +242,8 @@ int gw_session_accept_conn(struct gw_conn *c, struct gw_listener *l, const struc
     uint64_t feat;
     int timeout = cfg->timeout_ms > 0 ? cfg->timeout_ms : GW_SESSION_DEFAULT_TIMEOUT_MS;
     gw_conn_set_timeout(c, timeout);
-    int r = gw_hs_destination(c, &p, &hello, &feat, err);
+    int r = cfg->attach ? cfg->attach(cfg->attach_ctx, c, err) : 0;
+    if (!r) r = gw_hs_destination(c, &p, &hello, &feat, err);
     if (!r && hello->stream_index != 0)
         r = gw_err_set(err, -EPROTO, "first connection is stream %u, not 0", hello->stream_index);
     if (!r && hello->nstreams > 1 && !l)
@@ -247,7 +259,7 @@ int gw_session_accept_conn(struct gw_conn *c, struct gw_listener *l, const struc
     memcpy(s->id, hello->session_id.data, GW_WIRE_SESSION_ID_SIZE);
     s->st[0].c = c;
     s->st[0].features = feat;
-    if ((r = accept_rest(s, l, &p, err))) {
+    if ((r = accept_rest(s, l, cfg, &p, err))) {
         gw_session_close(s);
         return r;
     }
@@ -300,7 +312,8 @@ int gw_session_accept_conns(struct gw_conn **conns, unsigned n, const struct gw_
     /* Every HELLO first: the source sends them all before it waits for any answer. */
     for (unsigned i = 0; i < n && !r; i++) {
         gw_conn_set_timeout(conns[i], timeout);
-        r = gw_hs_destination_hello(conns[i], &p, &hs[i], err);
+        if (cfg->attach) r = cfg->attach(cfg->attach_ctx, conns[i], err);
+        if (!r) r = gw_hs_destination_hello(conns[i], &p, &hs[i], err);
     }
     if (!r && (r = check_handover(hs, n, by, err)))
         for (unsigned i = 0; i < n; i++) gw_conn_send_error(conns[i], r, err ? err->msg : "bad set of streams");

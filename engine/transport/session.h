@@ -47,6 +47,11 @@ struct gw_session_cfg {
     bool preamble;
     struct gw_tls_ctx *tls;
     const uint8_t *token;
+    /* Tests only, for the RDMA test double (tests/lib/rdma_loopback.h; no RDMA hardware runs
+     * on the test host): called for every stream's connection before its HELLO, to give it
+     * RDMA verbs (gw_conn.rdma). NULL in production, where only RDMA connections have verbs. */
+    int (*attach)(void *ctx, struct gw_conn *c, struct gw_err *err);
+    void *attach_ctx;
 };
 
 struct gw_session;
@@ -89,6 +94,12 @@ int gw_session_send(struct gw_session *s, unsigned i, enum gw_wire_type type, co
  * gw_conn_send_recordv). */
 int gw_session_sendv(struct gw_session *s, unsigned i, enum gw_wire_type type, struct iovec *iov, int iovcnt,
                      struct gw_err *err);
+/* Runs fn(ctx, stream i's connection, err) with stream i's send lock held: for work that
+ * must not interleave with records sent on it (RDMA WRITEs and then the record naming them:
+ * they share the connection's send queue and completions). fn may send records on the
+ * connection itself (gw_conn_send_recordv). Returns fn's result. */
+int gw_session_locked(struct gw_session *s, unsigned i, int (*fn)(void *ctx, struct gw_conn *c, struct gw_err *err),
+                      void *ctx, struct gw_err *err);
 /* Packs m and sends it on stream i. */
 int gw_session_send_msg(struct gw_session *s, unsigned i, enum gw_wire_type type, const ProtobufCMessage *m,
                         struct gw_err *err);

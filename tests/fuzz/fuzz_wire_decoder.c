@@ -5,13 +5,15 @@
  * reaches deep into the batch layout without having to learn the header first). Bit 1 of
  * that byte adds the receiver's touched and written bitmaps, and for framed records sends
  * them through a socket to the streaming decoder with the direct placer (page bodies
- * straight into memory). */
+ * straight into memory); bit 2 then lets it accept pages written in place (an RDMA session). */
 #include "engine/codec/page_codec.h"
 #include "engine/codec/wire.h"
 #include "engine/common/util.h"
 #include "engine/transport/conn.h"
+#include "engine/transport/rdma_mem.h"
 #include "engine/pump/page_recv.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +80,18 @@ static void control(unsigned type, const uint8_t *p, size_t len)
         if (m) godwit__v1__vm_state__free_unpacked(m, NULL);
         break;
     }
+    case GW_WIRE_RDMA_REGIONS: {
+        /* What the source accepts must lie inside guest memory and in a stream it has. */
+        static struct gw_rdma_peer_region v[GW_WIRE_MAX_RDMA_REGIONS];
+        unsigned n = 0;
+        if (gw_rdma_regions_unpack(p, len, 4, NPAGES * 4096, v, &n, NULL) == 0) {
+            if (n == 0 || n > GW_WIRE_MAX_RDMA_REGIONS) abort();
+            for (unsigned i = 0; i < n; i++)
+                if (v[i].stream >= 4 || !v[i].r.len || !gw_range_ok(v[i].guest_off, v[i].r.len, NPAGES * 4096))
+                    abort();
+        }
+        break;
+    }
     default:
         break;
     }
@@ -85,7 +99,7 @@ static void control(unsigned type, const uint8_t *p, size_t len)
 
 /* The destination's path for page batches: records read from a socket by
  * gw_conn_recv_header and gw_page_recv_batch, page bodies received straight into mem. */
-static void stream(const uint8_t *data, size_t size, const struct gw_page_mem *sink)
+static void stream(const uint8_t *data, size_t size, const struct gw_page_mem *sink, bool remote_writes)
 {
     struct gw_placer_direct d = { .mem = sink->mem, .mem_size = sink->mem_size, .touched = sink->touched,
                                   .written = sink->written };
@@ -99,7 +113,7 @@ static void stream(const uint8_t *data, size_t size, const struct gw_page_mem *s
     close(sv[0]); /* the reader then sees the end of the stream */
     struct gw_conn *c;
     if (gw_conn_from_fd(sv[1], &c, NULL)) { close(sv[1]); return; }
-    struct gw_page_recv pr = {0};
+    struct gw_page_recv pr = { .remote_writes = remote_writes };
     struct gw_rbuf buf = {0};
     for (;;) {
         struct gw_wire_header h;
@@ -146,7 +160,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if (mode & 2) {
-        stream(data, size, &sink);
+        stream(data, size, &sink, mode & 4);
         return 0;
     }
     while (size) {

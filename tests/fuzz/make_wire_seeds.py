@@ -2,7 +2,8 @@
 """Writes a few valid inputs for fuzz_wire_decoder into tests/fuzz/corpus/wire/.
 Byte 0 picks the mode (odd: a bare PAGE_BATCH payload, bit 1 adding the receiver's
 touched/written bitmaps; even: framed records, split in memory (bit 1 clear) or received
-from a socket by the streaming receiver (bit 1 set))."""
+from a socket by the streaming receiver (bit 1 set; bit 2 lets it accept pages written in
+place by RDMA))."""
 import os
 import struct
 
@@ -29,6 +30,26 @@ def batch(pages):
     return struct.pack("<II", len(pages), 0) + desc + data
 
 
+def varint(v):
+    out = b""
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def rdma_regions(regions):
+    msg = b""
+    for stream, off, length, addr, rkey in regions:
+        r = (b"\x08" + varint(stream) + b"\x10" + varint(off) + b"\x18" + varint(length)
+             + b"\x20" + varint(addr) + b"\x28" + varint(rkey))
+        msg += b"\x0a" + varint(len(r)) + r
+    return msg
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     raw = bytes(range(256)) * 16
@@ -44,6 +65,11 @@ def main():
         "stream_batches": b"\x02" + record(4, b) + record(4, batch([(7, 0, raw), (8, 0, raw), (3, 2, lz4_page())]), seq=1)
                           + record(12, b"\x08\x01", seq=2),
         "stream_repeats": b"\x02" + record(4, batch([(6, 1, b""), (6, 0, raw), (6, 2, lz4_page()), (6, 0, raw)])),
+        # RDMA: the destination's regions, and batches naming pages written in place (enc 3)
+        # to a receiver that registered memory (mode bit 2).
+        "rdma_regions": b"\x00" + record(17, rdma_regions([(0, 0, 8 * 4096, 0x7f0000000000, 7),
+                                                            (1, 8 * 4096, 8 * 4096, 0x7f0000008000, 9)])),
+        "stream_placed": b"\x06" + record(4, batch([(2, 3, b""), (3, 3, b""), (4, 1, b""), (5, 0, raw)])),
     }
     for name, data in seeds.items():
         with open(os.path.join(OUT, name), "wb") as f:

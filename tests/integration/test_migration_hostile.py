@@ -50,6 +50,7 @@ MAX_PAYLOAD = 16 * 1024 * 1024 + 64 * 1024
 MAX_HANDSHAKE_PAYLOAD = 64 * 1024
 WIRE_VERSION = 1
 F_LZ4 = 1
+F_RDMA_WRITE = 16    # GW_WIRE_F_RDMA_WRITE: only on connections with RDMA verbs
 (HELLO, CHALLENGE, AUTH, PAGE_BATCH, END_OF_ROUND, STATE, DIGEST, SWITCHOVER, COMMIT, ACK, ERROR, GO,
  RUNNING) = range(1, 14)
 ROLE_SRC, ROLE_DST = 1, 2
@@ -581,12 +582,26 @@ class Hostile(EvilSourceTest):
         c = self.source(d)
         c.send(16, b"\x08\x01")
         self.refused(d, c, ["unexpected record POSTCOPY"])
-        for rtype in (17, 255, 0):
+        # 17 is RDMA_REGIONS (the destination's registered memory): never from a source.
+        d = self.dest()
+        c = self.source(d)
+        c.send(17, b"\x0a\x02\x08\x00")
+        self.refused(d, c, ["unexpected record RDMA_REGIONS"])
+        for rtype in (18, 255, 0):
             with self.subTest(type=rtype):
                 d = self.dest()
                 c = self.source(d)
                 c.send(rtype, b"\x08\x01")
                 self.refused(d, c, ["unknown record type %d" % rtype])
+
+    def test_24b_pages_claimed_written_in_place_over_tcp(self):
+        """RDMA WRITE is never granted on TCP, and a batch that claims pages were written into
+        place (encoding 3, GW_PAGE_PLACED) is refused: nothing registered memory for the source."""
+        d = self.dest()
+        c = self.source(d, features=F_LZ4 | F_RDMA_WRITE)
+        self.assertEqual(c.features, F_LZ4)
+        c.batch([(1, 3, b""), (2, 3, b"")])
+        self.refused(d, c, ["page 1 is marked written in place", "registered no memory"])
 
     def test_25_bad_header_fields(self):
         cases = [

@@ -51,7 +51,8 @@ static void *dest_main(void *arg)
     struct dest *d = arg;
     struct gw_mig_receiver_cfg cfg = { .secret = (const uint8_t *)d->secret, .secret_len = strlen(d->secret),
                                        .timeout_ms = 10000, .touched = d->touched,
-                                       .fresh_memory = d->fresh_memory };
+                                       .fresh_memory = d->fresh_memory, .attach = d->attach,
+                                       .attach_ctx = d->attach_ctx };
     struct gw_mig_receiver *rx = NULL;
     struct gw_err e = {0};
     struct gw_digest want = {{0}};
@@ -103,6 +104,8 @@ static void *dest_main(void *arg)
             d->last_round = ev.round;
             d->pages = ev.pages;
             d->final_seen |= ev.final;
+        } else if (ev.type == GW_MIG_EV_SYNC) {
+            if ((d->r = gw_mig_receiver_synced(rx, ev.round))) break;
         } else if (ev.type == GW_MIG_EV_STATE) {
             d->state_ok = ev.len == 11 && !memcmp(ev.data, "vcpu-state!", 11);
         } else if (ev.type == GW_MIG_EV_DIGEST) {

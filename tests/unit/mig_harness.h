@@ -47,6 +47,9 @@ struct dest {
     bool no_digest;        /* memory the digest must not read (PROT_NONE pages) */
     bool prefault;         /* DM_BENCH: populate the memfd first (pages already there) */
     int after_running;     /* gw_mig_receiver_next once the source hung up after RUNNING */
+    /* passed to the receiver: the RDMA test double's hook (tests/lib/rdma_loopback.h) */
+    int (*attach)(void *ctx, struct gw_conn *c, struct gw_err *err);
+    void *attach_ctx;
     /* results */
     int r;
     char err[256];
