@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/common/cpu_prio.h"
 #include "engine/common/limits.h"
 #include "godwit/v1/backup.pb-c.h"
 #include "storage/chunk.h"
@@ -75,7 +76,16 @@ struct gw_backup_params {
     const char *fleece_dir;   /* the disk's copy-before-write area (disk_snapshot.h); NULL = /tmp */
     uint64_t fleece_limit;    /* bytes; 0 = GW_LIMIT_FLEECE_DEFAULT */
     struct gw_throttle_cfg throttle;  /* store writes (vm_latency NULL: this VM's disk) */
+    /* CPU priority of the backup's reading, hashing and writing threads (zero: normal). They
+     * run on threads of their own; the pause and the guest's fault handler keep the caller's
+     * priority. With the write-protect side buffer at GW_BACKUP_CPU_RAISE_AT they are raised
+     * back (when the process may), so the backup can still finish. */
+    struct gw_cpu_prio cpu;
 };
+
+/* What the runner uses when the request names no CPU priority (engine/common/cpu_prio.h). */
+#define GW_BACKUP_CPU_DEFAULT "idle"
+#define GW_BACKUP_CPU_RAISE_AT 0.8
 
 /* Backs up a running (or paused) VM. The VM is left running as it was found (also on failure).
  * res is filled (strings point into res's own storage until the next call). 0 or -errno with

@@ -71,6 +71,7 @@ struct bk {
     struct gw_throttle *th;
     struct gw_throttle_stats th_stats;
     struct gw_gc_guard *guard;  /* registered with the collector for the whole backup */
+    bool cpu_raised;            /* the copy's threads went back to the normal CPU priority */
     char *err;
     size_t errlen;
 };
@@ -264,6 +265,20 @@ static int put_batch(struct bk *b, uint8_t *bufs, const uint64_t *idx, size_t n,
     return report(b, idx[n - 1]);
 }
 
+/* The copy runs at the backup's lowered CPU priority (gw_cpu_prio_run) until the side buffer
+ * is nearly full: then this thread, and the writers it starts from now on, go back to normal,
+ * so that a busy host does not starve a backup into failing. */
+static void raise_if_pressed(struct bk *b)
+{
+    if (b->cpu_raised || gw_wp_pressure(b->wp) < GW_BACKUP_CPU_RAISE_AT || !gw_cpu_prio_lowered()) return;
+    b->cpu_raised = true;
+    int e = gw_cpu_prio_raise();
+    if (e) gw_warn("vm %s: backup side buffer %.0f%% full, but its threads cannot go back to the normal CPU priority: %s",
+                   b->vm->name, gw_wp_pressure(b->wp) * 100, strerror(-e));
+    else gw_info("vm %s: backup side buffer %.0f%% full: its threads are back at the normal CPU priority", b->vm->name,
+                 gw_wp_pressure(b->wp) * 100);
+}
+
 static int wp_copy(struct bk *b, uint8_t digest[16])
 {
     uint64_t t_start = gw_now_ns(), read_ns = 0, hash_ns = 0;
@@ -313,7 +328,12 @@ static int wp_copy(struct bk *b, uint8_t digest[16])
         memcpy(b->names[i], names[n], 32);
         b->bytes_read += len;
         idx[n++] = i;
-        if (n == GW_CHUNK_SINK_BATCH) { r = put_batch(b, setbuf, idx, n, (const uint8_t (*)[32])names, zero); n = 0; set ^= 1; }
+        if (n == GW_CHUNK_SINK_BATCH) {
+            r = put_batch(b, setbuf, idx, n, (const uint8_t (*)[32])names, zero);
+            n = 0;
+            set ^= 1;
+            raise_if_pressed(b);
+        }
     }
     if (!r && n) r = put_batch(b, bufs + set * GW_CHUNK_SINK_BATCH * (size_t)b->cs, idx, n,
                               (const uint8_t (*)[32])names, zero);
@@ -329,6 +349,17 @@ static int wp_copy(struct bk *b, uint8_t digest[16])
              (gw_now_ns() - t_start) / 1e6, read_ns / 1e6, hash_ns / 1e6, k->drain_wait_ns / 1e6, k->lookup_ns / 1e6,
              (unsigned long long)k->blind_chunks, k->encode_ns / 1e6, k->put_ns / 1e6);
     return r;
+}
+
+struct wp_job {
+    struct bk *b;
+    uint8_t *digest;
+};
+
+static int wp_copy_job(void *arg)
+{
+    struct wp_job *j = arg;
+    return wp_copy(j->b, j->digest);
 }
 
 /* After the pause: chunks touched by the last pages, rebuilt from their stored version. */
@@ -406,6 +437,41 @@ static void wp_pressure(void *ctx, double *full, double *need)
     double left = (1 - done) * (double)b->vm->mem.size;
     if (done >= 0.05) left = (double)b->sink.new_bytes * (1 - done) / done;
     *need = left / time_left;
+}
+
+/* The disk's point in time into the store (run at the backup's CPU priority). */
+struct disk_job {
+    struct bk *b;
+    const Godwit__V1__BackupManifest *parent;
+    const char *parent_id;
+    uint8_t (*dnames)[32];
+    struct gw_backup_result *res;
+    bool incremental;
+};
+
+static int disk_job(void *arg)
+{
+    struct disk_job *j = arg;
+    struct bk *b = j->b;
+    int r = 0;
+    if (b->rbd) {
+        uint64_t disk_read = 0;
+        r = gw_disk_rbd_store(b->rbd, &b->sink, b->cs, j->parent ? j->parent->disk : NULL, j->parent_id, j->dnames,
+                              &disk_read, &j->incremental, b->err, b->errlen);
+        j->res->pb.disk_read_bytes = disk_read;
+        gw_disk_rbd_stats(b->rbd, &b->ds_stats, &b->disk_snap_ns);
+    }
+    if (b->ds) {
+        struct gw_backup_disk_stats dst;
+        uint8_t (*pnames)[32] = parent_disk_names(b, j->parent, j->parent_id);
+        struct gw_backup_disk_reuse reuse = {.clean = disk_chunk_clean, .ctx = b, .names = (const uint8_t (*)[32])pnames};
+        r = gw_backup_disk_copy(b->ds, &b->sink, b->cs, j->dnames, pnames ? &reuse : NULL, &dst, b->err, b->errlen);
+        free(pnames);
+        j->res->pb.disk_read_bytes = dst.read_bytes;
+        b->ds->ops->close(b->ds, &b->ds_stats);
+        b->ds = NULL;
+    }
+    return r;
 }
 
 static void make_id(char *id)
@@ -541,7 +607,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     gw_dirty_detach(b.dirty);
     b.dirty = NULL;
     if (!r && method == GW_BACKUP_DIRTY_LOG) r = rebuild_final_chunks(&b);
-    if (!r && method == GW_BACKUP_WP) r = wp_copy(&b, digest);
+    if (!r && method == GW_BACKUP_WP) r = gw_cpu_prio_run(&p->cpu, wp_copy_job, &(struct wp_job){&b, digest});
     if (b.wp) { gw_wp_close(b.wp, &b.wp_stats); b.wp = NULL; }
     if (!r && b.nchunks) r = report(&b, b.nchunks - 1);   /* memory done: the final figures */
     if (r) goto out;
@@ -553,24 +619,10 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     uint8_t (*dnames)[32] = calloc(dchunks ? dchunks : 1, 32);
     if (!mem_list || !disk_list || !dnames) { r = fail(&b, -ENOMEM, "out of memory%s", ""); goto out_lists; }
     static const uint8_t zero32[32];
-    uint64_t disk_read = 0;
     bool disk_incremental = false;
-    if (b.rbd) {
-        r = gw_disk_rbd_store(b.rbd, &b.sink, b.cs, parent ? parent->disk : NULL, parent_id, dnames, &disk_read,
-                              &disk_incremental, err, errlen);
-        res->pb.disk_read_bytes = disk_read;
-        gw_disk_rbd_stats(b.rbd, &b.ds_stats, &b.disk_snap_ns);
-    }
-    if (b.ds) {
-        struct gw_backup_disk_stats dst;
-        uint8_t (*pnames)[32] = parent_disk_names(&b, parent, parent_id);
-        struct gw_backup_disk_reuse reuse = {.clean = disk_chunk_clean, .ctx = &b, .names = (const uint8_t (*)[32])pnames};
-        r = gw_backup_disk_copy(b.ds, &b.sink, b.cs, dnames, pnames ? &reuse : NULL, &dst, err, errlen);
-        free(pnames);
-        res->pb.disk_read_bytes = dst.read_bytes;
-        b.ds->ops->close(b.ds, &b.ds_stats);
-        b.ds = NULL;
-    }
+    struct disk_job dj = {.b = &b, .parent = parent, .parent_id = parent_id, .dnames = dnames, .res = res};
+    r = gw_cpu_prio_run(&p->cpu, disk_job, &dj);
+    disk_incremental = dj.incremental;
     for (uint64_t i = 0; i < dchunks; i++) {
         disk_list[i].data = dnames[i];
         disk_list[i].len = memcmp(dnames[i], zero32, 32) ? 32 : 0;

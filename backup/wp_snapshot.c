@@ -28,6 +28,7 @@
 #define SLAB_PAGES (SLAB_BYTES / GW_PAGE_SIZE)
 
 enum { PG_PROTECTED = 0, PG_COPIED = 1, PG_DONE = 2 };
+#define NO_SLOT UINT32_MAX
 
 struct gw_wp_snapshot {
     int uffd, stop_fd;
@@ -40,7 +41,9 @@ struct gw_wp_snapshot {
     uint32_t *slot;                   /* per copied page: its slot in the side buffer */
     uint8_t **slabs;
     size_t nslabs, slab_cap;
-    uint64_t used_slots;
+    uint64_t used_slots;              /* slots holding a copy not read yet */
+    uint64_t top;                     /* slots ever made (indices below it exist in the slabs) */
+    uint32_t free_head;               /* a slot given back (its first 4 bytes: the next), or NO_SLOT */
     bool failed;
     bool tracking;                    /* armed, before the point in time: note writes only */
     unsigned busy;                    /* faults being handled in tracking mode */
@@ -63,11 +66,24 @@ static int wp_range(struct gw_wp_snapshot *s, uint64_t off, uint64_t len, bool p
     return -EAGAIN;
 }
 
-/* A slot for one page copy; NULL when the side buffer is full. Called with the lock held. */
+static uint8_t *slot_ptr(struct gw_wp_snapshot *s, uint32_t slot);
+
+/* A slot for one page copy; NULL when the side buffer is full. Called with the lock held.
+ * The bound is on copies not read yet: a slot whose page the backup has read (or skipped) is
+ * given back (free_slot) and used again, so the buffer holds what is still to be read, not
+ * every page the guest ever rewrote; a backup that keeps reading needs less speed to finish. */
 static uint8_t *new_slot(struct gw_wp_snapshot *s, uint32_t *slot)
 {
     if ((s->used_slots + 1) * GW_PAGE_SIZE > s->max_side) return NULL;
-    uint64_t n = s->used_slots;
+    if (s->free_head != NO_SLOT) {
+        uint32_t n = s->free_head;
+        uint8_t *p = slot_ptr(s, n);
+        memcpy(&s->free_head, p, sizeof s->free_head);
+        s->used_slots++;
+        *slot = n;
+        return p;
+    }
+    uint64_t n = s->top;
     if (n / SLAB_PAGES >= s->nslabs) {
         if (s->nslabs == s->slab_cap) {
             size_t cap = s->slab_cap ? s->slab_cap * 2 : 16;
@@ -80,8 +96,17 @@ static uint8_t *new_slot(struct gw_wp_snapshot *s, uint32_t *slot)
         s->nslabs++;
     }
     s->used_slots++;
+    s->top++;
     *slot = (uint32_t)n;
     return s->slabs[n / SLAB_PAGES] + (n % SLAB_PAGES) * GW_PAGE_SIZE;
+}
+
+/* Gives a read page's slot back (lock held). */
+static void free_slot(struct gw_wp_snapshot *s, uint32_t slot)
+{
+    memcpy(slot_ptr(s, slot), &s->free_head, sizeof s->free_head);
+    s->free_head = slot;
+    s->used_slots--;
 }
 
 double gw_wp_pressure(struct gw_wp_snapshot *s)
@@ -201,6 +226,7 @@ int gw_wp_open(uint8_t *base, uint64_t size, uint64_t max_side, struct gw_wp_sna
     s->size = size;
     s->npages = size / GW_PAGE_SIZE;
     s->max_side = max_side;
+    s->free_head = NO_SLOT;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
     s->armed_dirty = calloc((s->npages + 63) / 64, 8);
@@ -276,7 +302,10 @@ int gw_wp_read(struct gw_wp_snapshot *s, uint64_t off, uint64_t len, uint8_t *ou
     pthread_mutex_lock(&s->lock);
     int r = s->failed ? -ENOSPC : 0;
     for (uint64_t k = 0; k < n && !r; k++) {
-        if (s->state[p0 + k] == PG_COPIED) memcpy(out + k * GW_PAGE_SIZE, slot_ptr(s, s->slot[p0 + k]), GW_PAGE_SIZE);
+        if (s->state[p0 + k] == PG_COPIED) {
+            memcpy(out + k * GW_PAGE_SIZE, slot_ptr(s, s->slot[p0 + k]), GW_PAGE_SIZE);
+            free_slot(s, s->slot[p0 + k]);
+        }
         s->state[p0 + k] = PG_DONE;
     }
     pthread_mutex_unlock(&s->lock);
@@ -290,7 +319,10 @@ void gw_wp_skip(struct gw_wp_snapshot *s, uint64_t off, uint64_t len)
     uint64_t p0 = off / GW_PAGE_SIZE, n = len / GW_PAGE_SIZE;
     pthread_mutex_lock(&s->lock);
     bool failed = s->failed;
-    for (uint64_t k = 0; k < n; k++) s->state[p0 + k] = PG_DONE;
+    for (uint64_t k = 0; k < n; k++) {
+        if (s->state[p0 + k] == PG_COPIED) free_slot(s, s->slot[p0 + k]);
+        s->state[p0 + k] = PG_DONE;
+    }
     pthread_mutex_unlock(&s->lock);
     if (!failed) wp_range(s, off, len, false);
 }

@@ -11,8 +11,8 @@
  * a reader copies the range first and only then looks at the marks (under the same lock), so
  * a page the guest may already have changed is always replaced by its saved copy.
  *
- * The side buffer is bounded (max_side bytes): a guest that rewrites more than that before the
- * backup has read it makes the snapshot fail (gw_wp_failed) and every page is unprotected, so
+ * The side buffer is bounded (max_side bytes of copies not read yet: reading a range frees its
+ * copies for reuse): a guest that rewrites more than that before the backup has read it makes the snapshot fail (gw_wp_failed) and every page is unprotected, so
  * the guest never waits on a backup that cannot finish. Faults that arrive after a failure or
  * after the range was read only unprotect. */
 #ifndef GW_BACKUP_WP_SNAPSHOT_H
@@ -49,7 +49,8 @@ void gw_wp_skip(struct gw_wp_snapshot *s, uint64_t off, uint64_t len);
 bool gw_wp_failed(struct gw_wp_snapshot *s, char *why, size_t len);
 
 /* Unprotects everything, stops the handler, unregisters, frees. Safe on NULL. Counters: */
-/* How full the side buffer is: 0..1 (s may be NULL: 0). Any thread. */
+/* How full the side buffer is: 0..1 (s may be NULL: 0). Any thread. It holds the copies not
+ * read yet: a range read or skipped gives its pages' slots back for later faults. */
 double gw_wp_pressure(struct gw_wp_snapshot *s);
 
 struct gw_wp_stats {

@@ -79,6 +79,11 @@ struct gw_store {
     char desc[256];          /* "dir:/path" or "rados:pool/ns" for messages */
     char err[512];           /* reason of the last failure */
     unsigned max_inflight;
+    /* Writes in flight allowed now (0 or above max_inflight: max_inflight). The backup
+     * throttle lowers it to what its rate needs (storage/throttle.h): every write queued in
+     * the OSD beyond that only sits in front of the guests' requests there. Set and read on
+     * the writing thread. */
+    unsigned inflight_cap;
     uint64_t bytes_written, objects_written, bytes_read, objects_read, write_retries;
     /* Sum and count of object write latencies (queued to durable-in-the-backend), on the
      * caller's thread: the backup throttle's store signal (storage/throttle.h). */

@@ -124,6 +124,15 @@ static int rados_put(struct gw_store *s, const char *obj, const void *buf, size_
     struct rados_store *d = (struct rados_store *)s;
     if (d->first_err) return d->first_err;   /* the reason is in s->err already */
     if (strlen(obj) >= sizeof d->slots[0].name) return gw_store_fail(s, -ENAMETOOLONG, "object name too long");
+    /* Below the cap (store.h): the oldest writes are reaped until one more fits under it. */
+    unsigned cap = s->inflight_cap && s->inflight_cap < d->nslots ? s->inflight_cap : d->nslots, busy = 0;
+    for (unsigned i = 0; i < d->nslots; i++) busy += d->slots[i].busy;
+    for (unsigned i = 0; busy >= cap && i < d->nslots; i++) {
+        struct wslot *o = &d->slots[(d->head + i) % d->nslots];
+        if (!o->busy) continue;
+        if (reap(d, o)) return d->first_err;
+        busy--;
+    }
     struct wslot *w = &d->slots[d->head];
     if (w->busy && reap(d, w)) return d->first_err;
     if (w->cap < len) {

@@ -68,7 +68,9 @@ struct gw_throttle {
     struct gw_throttle_ctl_params cp;
     struct gw_throttle_ctl ctl;
     struct shared host, cluster;
-    uint64_t first_ns, last_ns, interval_start, interval_bytes0, lat_ns0, lat_n0;
+    uint64_t first_ns, last_ns, interval_start, interval_bytes0, interval_ops0, lat_ns0, lat_n0;
+    uint64_t lat_last_ns;     /* the store's mean write latency in the last interval with writes */
+    double obj_bytes;         /* the mean size of a write in the last interval with writes */
     struct gw_lat_hist vm_ring[GW_THROTTLE_VM_WINDOW];   /* the VM's histogram at the last steps */
     unsigned vm_pos;          /* the oldest in vm_ring: the window's start */
     bool vm_ok;
@@ -187,6 +189,8 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
     gw_throttle_ctl_init(&t->ctl, &t->cp, vm_base);
     if (cfg->mode == GW_THROTTLE_ADAPTIVE && t->ctl.rate != rate)   /* its gentle start */
         gw_bucket_set_rate(&t->bytes, t->ctl.rate, burst_of(t->ctl.rate, 4 << 20), gw_now_ns());
+    if (cfg->mode == GW_THROTTLE_ADAPTIVE && s)
+        s->inflight_cap = gw_throttle_ctl_inflight(t->ctl.rate, 0, 0, s->max_inflight);
     t->st.min_rate = rate;
     if (cfg->host_path && *cfg->host_path && (cfg->host_rate > 0 || cfg->host_ops > 0)) {
         int r = shared_open(&t->host, cfg->host_path, cfg->host_rate, cfg->host_ops, err, errlen);
@@ -222,14 +226,20 @@ static void maybe_step(struct gw_throttle *t, uint64_t now)
     if (t->cfg.pressure) t->cfg.pressure(t->cfg.pressure_ctx, &s.pressure, &s.need_rate);
     double before = t->ctl.rate;
     double rate = gw_throttle_ctl_step(&t->ctl, &t->cp, &s);
+    /* No more writes in flight than the limit needs (throttle_ctl.h). */
+    if (s.store_n) t->lat_last_ns = s.store_lat_ns;
+    uint64_t ops = t->st.ops - t->interval_ops0;
+    if (ops) t->obj_bytes = (double)s.bytes / (double)ops;
+    t->store->inflight_cap = gw_throttle_ctl_inflight(rate, t->lat_last_ns, t->obj_bytes, t->store->max_inflight);
     gw_debug("throttle: %.1f MiB/s achieved; store %.2f ms (%llu, base %.2f); VM p99 %.2f ms (%llu, base %.2f); "
-             "buffer %.0f%% (needs %.1f MiB/s); limit %.1f MiB/s%s", s.interval_ns ? s.bytes / 1048576.0 * 1e9 / s.interval_ns : 0.0, s.store_lat_ns / 1e6,
+             "buffer %.0f%% (needs %.1f MiB/s); limit %.1f MiB/s, %u in flight%s", s.interval_ns ? s.bytes / 1048576.0 * 1e9 / s.interval_ns : 0.0, s.store_lat_ns / 1e6,
              (unsigned long long)s.store_n, t->ctl.store_base_ns / 1e6, s.vm_p99_ns / 1e6, (unsigned long long)s.vm_n,
-             t->ctl.vm_base_ns / 1e6, s.pressure * 100, s.need_rate / 1048576.0, rate / 1048576.0, t->ctl.congested ? " (backed off)" : "");
+             t->ctl.vm_base_ns / 1e6, s.pressure * 100, s.need_rate / 1048576.0, rate / 1048576.0, t->store->inflight_cap, t->ctl.congested ? " (backed off)" : "");
     if (rate != before) gw_bucket_set_rate(&t->bytes, rate, burst_of(rate, 4 << 20), now);
     if (rate > 0 && (t->st.min_rate <= 0 || rate < t->st.min_rate)) t->st.min_rate = rate;
     t->interval_start = now;
     t->interval_bytes0 = t->st.bytes;
+    t->interval_ops0 = t->st.ops;
     t->lat_ns0 = t->store->write_lat_ns;
     t->lat_n0 = t->store->write_lat_n;
 }
@@ -276,6 +286,7 @@ void gw_throttle_close(struct gw_throttle *t, struct gw_throttle_stats *st)
         st->store_base_ns = t->ctl.store_base_ns;
         snprintf(st->why, sizeof st->why, "%s", t->ctl.why);
     }
+    if (t->cfg.mode == GW_THROTTLE_ADAPTIVE && t->store) t->store->inflight_cap = 0;
     shared_close(&t->host);
     shared_close(&t->cluster);
     free(t);

@@ -20,7 +20,7 @@ void gw_throttle_ctl_init(struct gw_throttle_ctl *c, const struct gw_throttle_ct
     memset(c, 0, sizeof *c);
     c->rate = p->max_rate;
     if (p->start_rate > 0 && (c->rate <= 0 || p->start_rate < c->rate)) c->rate = p->start_rate;
-    c->vm_base_ns = vm_baseline_ns;
+    c->vm_base_ns = c->vm_base0_ns = vm_baseline_ns;
     c->vm_base_measured = vm_baseline_ns != 0;
 }
 
@@ -43,6 +43,16 @@ static double floor_need(const struct gw_throttle_ctl_params *p, const struct gw
 
 static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p, const struct gw_throttle_sample *s);
 
+unsigned gw_throttle_ctl_inflight(double rate, uint64_t lat_ns, double obj_bytes, unsigned max)
+{
+    if (rate <= 0) return 0;
+    if (!lat_ns || obj_bytes <= 0) return 1;
+    double n = 1.5 * rate * ((double)lat_ns / 1e9) / obj_bytes;
+    if (n < 1) return 1;
+    if (max && n >= max) return max;
+    return (unsigned)n + (n > (unsigned)n);
+}
+
 double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p,
                             const struct gw_throttle_sample *s)
 {
@@ -60,6 +70,17 @@ static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_param
     uint64_t vt = target(c->vm_base_ns, p->vm_factor, p->vm_floor_ns, p->vm_ceiling_ns);
     bool store_hot = s->store_n && s->store_lat_ns > st;
     bool vm_hot = s->vm_n >= p->vm_min_requests && s->vm_p99_ns > vt && (!s->vm_last_p99_ns || s->vm_last_p99_ns > vt);
+    /* Hot by the VM only for a whole window with our limit at the floor: not ours (see .h). */
+    bool at_floor = c->rate > 0 && c->rate <= p->min_rate * 1.5;
+    c->floor_hot = vm_hot && !store_hot && at_floor ? c->floor_hot + 1 : 0;
+    if (c->floor_hot >= GW_THROTTLE_VM_WINDOW) {
+        snprintf(c->why, sizeof c->why, "VM block p99 %.2f ms with the backup at its floor: baseline taken again",
+                 s->vm_p99_ns / 1e6);
+        c->vm_base_ns = s->vm_p99_ns;
+        c->floor_hot = 0;
+        c->rebases++;
+        vm_hot = false;
+    }
     c->congested = store_hot || vm_hot;
     c->store_hot = store_hot;
     if (c->congested && s->pressure >= p->pressure_hold) {
@@ -85,6 +106,9 @@ static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_param
     if (s->store_n && (!c->store_base_ns || s->store_lat_ns < c->store_base_ns)) c->store_base_ns = s->store_lat_ns;
     if (!c->vm_base_measured && s->vm_n >= p->vm_min_requests && (!c->vm_base_ns || s->vm_p99_ns < c->vm_base_ns))
         c->vm_base_ns = s->vm_p99_ns;
+    /* A baseline taken again at the floor falls back as the guest calms down. */
+    if (c->vm_base_measured && c->rebases && s->vm_n >= p->vm_min_requests && s->vm_p99_ns < c->vm_base_ns)
+        c->vm_base_ns = s->vm_p99_ns > c->vm_base0_ns ? s->vm_p99_ns : c->vm_base0_ns;
     if (s->pressure >= p->pressure_lift) { c->rate = p->max_rate; return c->rate; }
     if (c->hold) { c->hold--; return c->rate; }
     if (c->rate > 0) {

@@ -24,6 +24,14 @@
  * The VM's window remembers a spike for its whole length; the last interval must be hot too,
  * or one spike would halve the rate once per interval of the window.
  *
+ * Not ours: a guest whose p99 stays over its target for a whole window while the backup is held
+ * at its floor (min_rate: next to nothing written) is slow for another reason (its own load,
+ * its store aging, other tenants); halving further cannot help, and crawling only makes the
+ * guest share the host with the backup for longer. The VM baseline is then taken again from
+ * that window (what the guest has without us now) and the rate grows back; a VM slowed by our
+ * writes is quiet at the floor and keeps its baseline. A re-taken baseline falls back towards
+ * the one measured before the backup as the guest's quiet intervals allow.
+ *
  * Start: the limit begins at start_rate and grows as after a back-off (x1.25 per interval,
  * lifted once well above what the backup achieves: about 2 s to 200 MiB/s). An unlimited
  * start put a burst on the store before the first measurement could show it: 300 guest
@@ -69,7 +77,10 @@ struct gw_throttle_ctl {
     double rate;              /* current limit, bytes/s; 0 = unlimited */
     uint64_t store_base_ns;   /* 0 until measured */
     uint64_t vm_base_ns;
+    uint64_t vm_base0_ns;     /* the baseline given at init (0: none) */
     bool vm_base_measured;    /* given at init: kept */
+    unsigned floor_hot;       /* intervals in a row hot by the VM only, at the floor */
+    uint64_t rebases;         /* baselines taken again at the floor (see above) */
     unsigned hold;            /* quiet intervals to wait before growing again */
     uint64_t backoffs, intervals;
     bool congested;           /* the last interval was */
@@ -96,5 +107,12 @@ struct gw_throttle_sample {
 /* One step; returns the new limit in bytes/s (0 = unlimited). */
 double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p,
                             const struct gw_throttle_sample *s);
+
+/* Store writes in flight that a limit of rate bytes/s needs, by Little's law: rate x write
+ * latency / object size, with half again to spare, at least 1, at most max. Every write queued
+ * beyond that waits in the OSD in front of the guests' requests (16 x 1 MiB at ~700 MiB/s is
+ * ~23 ms) without making the backup faster. Returns 0 (the store's own maximum) when rate is 0
+ * (unlimited); 1 while lat_ns or obj_bytes is not known yet. */
+unsigned gw_throttle_ctl_inflight(double rate, uint64_t lat_ns, double obj_bytes, unsigned max);
 
 #endif

@@ -5,6 +5,7 @@
  *                    [--method dirty-log|pause] [--fleece-limit SIZE] [--json]
  *                    [--throttle adaptive|fixed|off] [--rate SIZE] [--ops N]
  *                    [--host-throttle FILE --host-rate SIZE --host-ops N] [--watch-vm SOCK]...
+ *                    [--cpu-priority idle|batch|batch:N|nice:N|normal]
  *                    [--test-store-delay US:MS]   (GODWIT_TEST_HOOKS builds)
  *   godwit-vm verify-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]
  *   godwit-vm list-backups --store SPEC [STORE OPTIONS] --vm NAME [--json]
@@ -36,7 +37,7 @@ struct bopts {
     Godwit__V1__StoreSpec spec;
     const char *control, *vm, *backup, *parent, *method;
     uint64_t fleece_limit, rate, ops, host_rate, host_ops, delay_us, delay_ms;
-    const char *throttle, *host_throttle;
+    const char *throttle, *host_throttle, *cpu_priority;
     char *watch[8];
     size_t nwatch;
     bool json;
@@ -69,7 +70,7 @@ static int parse(int argc, char **argv, struct bopts *o)
         {"json", 0, 0, 'j'}, {"fleece-limit", 1, 0, 'F'},
         {"throttle", 1, 0, 'T'}, {"rate", 1, 0, 'R'}, {"ops", 1, 0, 'O'}, {"host-throttle", 1, 0, 'H'},
         {"host-rate", 1, 0, 'r'}, {"host-ops", 1, 0, 'o'}, {"test-store-delay", 1, 0, 'D'},
-        {"watch-vm", 1, 0, 'W'}, {0},
+        {"watch-vm", 1, 0, 'W'}, {"cpu-priority", 1, 0, 'P'}, {0},
     };
     memset(o, 0, sizeof *o);
     godwit__v1__store_spec__init(&o->spec);
@@ -92,6 +93,7 @@ static int parse(int argc, char **argv, struct bopts *o)
             }
             break;
         case 'T': o->throttle = optarg; break;
+        case 'P': o->cpu_priority = optarg; break;
         case 'H': o->host_throttle = optarg; break;
         case 'W':
             if (o->nwatch == 8) { fprintf(stderr, "godwit-vm: at most 8 --watch-vm\n"); return -1; }
@@ -149,6 +151,7 @@ static int cmd_backup(struct bopts *o)
     br.method = (char *)(o->method ? o->method : "");
     br.fleece_limit = o->fleece_limit;
     br.throttle = (char *)(o->throttle ? o->throttle : "");
+    br.cpu_priority = (char *)(o->cpu_priority ? o->cpu_priority : "");
     br.rate = o->rate;
     br.ops = o->ops;
     br.host_throttle_path = absolute(o->host_throttle, a6, sizeof a6);

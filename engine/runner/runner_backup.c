@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "backup/backup.h"
+#include "engine/common/cpu_prio.h"
 #include "backup/instant_restore.h"
 #include "backup/backup_since.h"
 #include "engine/common/log.h"
@@ -57,6 +58,19 @@ static int feed_latency(void *ctx, struct gw_lat_hist *out)
         for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) out->b[i] += f->last[k].b[i];
     }
     return 0;
+}
+
+struct open_ctx {
+    const Godwit__V1__StoreSpec *spec;
+    struct gw_backup_target *t;
+    char *err;
+    size_t errlen;
+};
+
+static int open_target(void *arg)
+{
+    struct open_ctx *c = arg;
+    return gw_backup_target_open(c->spec, c->t, c->err, c->errlen);
 }
 
 struct progress_ctx {
@@ -144,8 +158,17 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     feed_latency(feed, &(struct gw_lat_hist){0});   /* the watched VMs' starting points */
     tc.vm_latency = feed_latency;
     tc.vm_ctx = feed;
+    struct gw_cpu_prio cpu;
+    if (gw_cpu_prio_parse(req->cpu_priority && *req->cpu_priority ? req->cpu_priority : GW_BACKUP_CPU_DEFAULT, &cpu)) {
+        snprintf(err, errlen, "cpu priority is idle, batch, batch:N, nice:N (N 1..19) or normal");
+        free(feed);
+        return -EINVAL;
+    }
+    /* Opened on a thread at the backup's priority: the store client's threads (librados')
+     * are made there and inherit it; they serve this backup only. */
     struct gw_backup_target t;
-    int rc = gw_backup_target_open(req->store, &t, err, errlen);
+    struct open_ctx oc = {.spec = req->store, .t = &t, .err = err, .errlen = errlen};
+    int rc = gw_cpu_prio_run(&cpu, open_target, &oc);
     if (rc) { free(feed); return rc; }
 #ifdef GODWIT_TEST_HOOKS
     t.store->test_put_delay_ns = req->test_store_delay_us * 1000ull;
@@ -162,7 +185,7 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     else snprintf(dir, sizeof dir, "%s", slash ? "/" : ".");
     struct gw_backup_params p = {.parent = req->parent, .method = method, .since = gw_backup_since_get(r->vm),
                                  .fleece_limit = req->fleece_limit, .fleece_dir = r->control_path[0] ? dir : NULL,
-                                 .throttle = tc};
+                                 .throttle = tc, .cpu = cpu};
     if (req->progress_ms && fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);
     gw_backup_target_close(&t);

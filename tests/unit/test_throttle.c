@@ -273,3 +273,59 @@ GW_TEST(host_bucket_is_shared)
     unlink(path);
     rmdir(dir);
 }
+
+/* A guest slow for its own reasons (its p99 over the target whatever the backup writes): the
+ * controller backs off to its floor, sees the guest no better there for a whole window, takes
+ * the baseline again and grows; a guest slowed by our writes (quiet at the floor) does not. */
+GW_TEST(adaptive_takes_the_baseline_again_when_the_floor_does_not_help)
+{
+    struct gw_throttle_ctl_params p;
+    gw_throttle_ctl_defaults(&p);
+    struct gw_throttle_ctl c;
+    gw_throttle_ctl_init(&c, &p, 1000000);
+    double rate = c.rate, top = 0;
+    int at_floor = 0;
+    for (int i = 0; i < 60; i++) {
+        double a = rate > 0 && rate < 200 * MIB ? rate : 200 * MIB;
+        struct gw_throttle_sample s = {.bytes = (uint64_t)(a * 0.1), .interval_ns = GW_THROTTLE_INTERVAL_NS,
+                                       .vm_n = 1000, .vm_p99_ns = 3000000, .vm_last_p99_ns = 3000000};
+        rate = gw_throttle_ctl_step(&c, &p, &s);
+        at_floor += rate > 0 && rate <= p.min_rate;
+        if (i >= 30 && (rate == 0 || rate > top)) top = rate == 0 ? 1e12 : rate;
+    }
+    CHECK(at_floor >= 1 && at_floor <= 10);      /* it did back off, and left the floor */
+    CHECK_EQ(c.rebases, 1);
+    CHECK_EQ(c.vm_base_ns, 3000000);
+    CHECK(top >= 8 * MIB);                         /* growing again */
+    CHECK(strstr(c.why, "taken again") != NULL);
+    /* The guest calms down: the baseline falls back to the measured one, not below. */
+    struct gw_throttle_sample q = {.bytes = 1 << 20, .interval_ns = GW_THROTTLE_INTERVAL_NS, .vm_n = 1000,
+                                   .vm_p99_ns = 800000};
+    gw_throttle_ctl_step(&c, &p, &q);
+    CHECK_EQ(c.vm_base_ns, 1000000);
+
+    /* Slowed by our writes: hot above the floor, quiet at it; the baseline stays. */
+    gw_throttle_ctl_init(&c, &p, 1000000);
+    rate = c.rate;
+    for (int i = 0; i < 60; i++) {
+        double a = rate > 0 && rate < 200 * MIB ? rate : 200 * MIB;
+        uint64_t lat = a > 2 * MIB ? 3000000 : 900000;
+        struct gw_throttle_sample s = {.bytes = (uint64_t)(a * 0.1), .interval_ns = GW_THROTTLE_INTERVAL_NS,
+                                       .vm_n = 1000, .vm_p99_ns = lat, .vm_last_p99_ns = lat};
+        rate = gw_throttle_ctl_step(&c, &p, &s);
+    }
+    CHECK_EQ(c.rebases, 0);
+    CHECK_EQ(c.vm_base_ns, 1000000);
+}
+
+/* In-flight writes by Little's law: just what the limit needs, at least one; the store's
+ * maximum when unlimited. */
+GW_TEST(inflight_follows_the_limit)
+{
+    CHECK_EQ(gw_throttle_ctl_inflight(0, 2000000, 1 << 20, 16), 0);           /* unlimited */
+    CHECK_EQ(gw_throttle_ctl_inflight(8 * MIB, 0, 0, 16), 1);                 /* nothing measured yet */
+    CHECK_EQ(gw_throttle_ctl_inflight(32 * MIB, 3000000, 1 << 20, 16), 1);    /* 0.14 -> 1 */
+    CHECK_EQ(gw_throttle_ctl_inflight(200 * MIB, 10000000, 1 << 20, 16), 3);  /* 1.5 x 2.0 = 3 */
+    CHECK_EQ(gw_throttle_ctl_inflight(210 * MIB, 10000000, 1 << 20, 16), 4);  /* 3.15 -> 4 */
+    CHECK_EQ(gw_throttle_ctl_inflight(2000 * MIB, 50000000, 1 << 20, 16), 16);/* capped */
+}
