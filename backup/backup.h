@@ -83,8 +83,11 @@ struct gw_backup_params {
     struct gw_cpu_prio cpu;
 };
 
-/* What the runner uses when the request names no CPU priority (engine/common/cpu_prio.h). */
-#define GW_BACKUP_CPU_DEFAULT "idle"
+/* What the runner uses when the request names no CPU priority (engine/common/cpu_prio.h).
+ * "batch" (a tenth of a normal thread's share under contention) rather than "idle": on a host
+ * whose CPUs the guests keep busy, SCHED_IDLE leaves a backup almost nothing, and a backup of
+ * a method without a side buffer to raise it again would crawl for hours. */
+#define GW_BACKUP_CPU_DEFAULT "batch"
 #define GW_BACKUP_CPU_RAISE_AT 0.8
 
 /* Backs up a running (or paused) VM. The VM is left running as it was found (also on failure).
