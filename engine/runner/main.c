@@ -550,6 +550,13 @@ static int cmd_restore_backup(const struct opts *o)
         report_send(&rr, &rs, r ? "restore-failed" : "restored");
         close(rr.fd);
     }
+    /* Changes are tracked from here, relative to the restored backup: a clone's backups store
+     * what it changed as page patches (backup_since.h). Before the state is loaded, so
+     * nothing written from now on is missed; without tracking backups just store more. */
+    int sr = r ? 0 : gw_backup_since_restored(vm, man->vm_name, id, t.store->desc);
+    if (sr)
+        gw_warn("restore: no change tracking from the restored backup (%s): its first backup stores whole chunks",
+                strerror(-sr));
     if (!r) r = gw_vm_load_state(vm, man->state, err, sizeof err);
     if (!r && rbd_disk && (r = gw_vm_disk_lock(vm, true, 5000)))
         snprintf(err, sizeof err, "disk %s: %s", o->disk, r == -EAGAIN ? "in use: another VM or host holds its lock" : strerror(-r));
