@@ -460,8 +460,14 @@ static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_bac
     struct gw_instant_params ip = {.workers = o->store.max_inflight, .outage_pause_ms = (unsigned)o->stall_ms,
                                    .disk_path = man->disk->size ? o->disk : NULL};
     struct gw_instant_restore *ir = NULL;
+    /* Tracked from the restored backup, as for an ordinary restore (before the guest runs). */
+    char from_vm[128], desc[sizeof t->store->desc];
+    snprintf(from_vm, sizeof from_vm, "%s", man->vm_name);
+    snprintf(desc, sizeof desc, "%s", t->store->desc);
     int r = gw_instant_restore_start(t, man, vm, &ip, &ir, err, sizeof err);
     if (r) { fprintf(stderr, "godwit-vm: restore refused: %s\n", err); return EXIT_VM_FAILED; }
+    int sr = gw_backup_since_restored(vm, from_vm, id, desc);
+    if (sr) gw_warn("restore: no change tracking from the restored backup (%s): its first backup stores whole chunks", strerror(-sr));
     char extra[512];
     snprintf(extra, sizeof extra,
              "\"restore_ms\":%.1f,\"restore_instant\":true,\"restore_request_mono_ns\":%llu,\"backup\":\"%s\"",

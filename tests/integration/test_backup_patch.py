@@ -5,8 +5,8 @@ about 1% of its memory in scattered pages; the clone's backup stores its changed
 patches over the template's and writes at most 2% of memory as new data (encrypted, so the
 patch objects go through AES-256-GCM too); it verifies, and after the template's backup is
 deleted and the collector has run, its base chunks are still there: it verifies again and
-restores with an equal memory digest and a guest that runs on with 0 verify errors. A damaged
-patch object is found by verify and refused by restore.
+restores (ordinary and instant) with an equal memory digest and a guest that runs on with 0
+verify errors. A damaged patch object is found by verify and refused by restore.
 Usage: test_backup_patch.py [path/to/godwit-vm]."""
 import glob
 import os
@@ -92,6 +92,15 @@ class ClonePatches(BackupBase):
         self.assertEqual(g["manifests"], 1, g)                # the clone's only
         self.verify(store, "clone1")
         self.assert_clone_runs(self.restore(store, "clone1", "--name", "clone2"), b["memory_digest"])
+        # An instant restore rebuilds the patched chunks as it fills, faults included.
+        r = self.restore(store, "clone1", "--name", "clone3", "--instant")
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+        j = gwtest.last_json(r.stdout)
+        self.assertEqual((j["status"], j["guest_verify_errors"]), ("ok", 0), j)
+        self.assertEqual(j["instant_memory_digest"], b["memory_digest"])
+        self.assertEqual(j["instant_phase"], "complete", j)
+        self.assertTrue(j["instant_digest_ok"], j)
+        self.assertEqual(j["instant_chunks_placed"], j["instant_chunks_total"])
         gwtest.run([VM, "resume", "--control", clone.sock])
         code, j, err = self.stop(clone)
         self.assertEqual((code, j["guest_verify_errors"]), (0, 0), err)
