@@ -82,13 +82,22 @@ void gw_backup_patcher_close(struct gw_backup_patcher *p)
     memset(p, 0, sizeof *p);
 }
 
+/* The whole chunk a patch of chunk i is made over: the base backup's chunk, or, when that is a
+ * patch itself, its base (so bases stay one level deep and a chunk that changes in every
+ * backup keeps being a patch over the same whole chunk). */
+static const uint8_t *base_of(const Godwit__V1__BackupImage *im, uint64_t i)
+{
+    return gw_manifest_patched(im, i) ? im->patch_bases[i].data : im->chunks[i].data;
+}
+
 bool gw_backup_patcher_candidate(struct gw_backup_patcher *p, uint64_t i, size_t len, const uint8_t name[32])
 {
     const Godwit__V1__BackupImage *im = p->base;
     uint32_t max = gw_patch_max_pages(len) / 2;   /* worth it up to a quarter of the chunk */
-    if (!im || !max || i >= im->n_chunks || im->chunks[i].len != 32 || gw_manifest_patched(im, i)) return false;
-    const uint8_t *base = im->chunks[i].data;
-    if (!memcmp(base, name, 32) || gw_gc_guard_distrusts(p->guard, base)) return false;
+    if (!im || !max || i >= im->n_chunks || im->chunks[i].len != 32) return false;
+    const uint8_t *base = base_of(im, i);
+    if (!memcmp(im->chunks[i].data, name, 32) || !memcmp(base, name, 32) || gw_gc_guard_distrusts(p->guard, base))
+        return false;
     /* The log never misses a write: few pages logged means few changed. */
     uint64_t p0 = i * (uint64_t)p->cs / GW_PAGE_SIZE, np = len / GW_PAGE_SIZE, logged = 0;
     const uint64_t *bits = p->since->changed;
@@ -128,7 +137,7 @@ void gw_backup_patcher_batch(struct gw_backup_patcher *p, const struct gw_chunk_
     if (!p->enc && !(p->enc = malloc(GW_CHUNK_SINK_BATCH * p->enc_cap))) return;
     for (size_t k = 0; k < n; k++) {
         if (!cand[k]) continue;
-        gw_chunk_object(p->base->chunks[idx[k]].data, objs[m]);
+        gw_chunk_object(base_of(p->base, idx[k]), objs[m]);
         rd[m] = (struct gw_store_read){.name = objs[m], .buf = p->enc + m * p->enc_cap, .cap = p->enc_cap};
         which[m++] = k;
     }
@@ -140,7 +149,7 @@ void gw_backup_patcher_batch(struct gw_backup_patcher *p, const struct gw_chunk_
         size_t k = which[j];
         uint64_t i = idx[k];
         uint8_t *buf = bufs + k * (size_t)p->cs;
-        const uint8_t *base = p->base->chunks[i].data;
+        const uint8_t *base = base_of(p->base, i);
         char why[256];
         if (rd[j].rc) { warn_once(p, objs[j] + 2, strerror(-rd[j].rc)); continue; }
         p->bases_read++;

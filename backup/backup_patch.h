@@ -3,9 +3,10 @@
  *
  * The base is the backup the VM's change bitmap (backup_since.h) is relative to: the VM's own
  * parent, or, for a VM restored from another VM's backup (a clone), that backup. A chunk whose
- * data differs from the base's is a candidate when the base holds it as a whole chunk (never
- * a patch: bases are one level deep) and the collector's pending list does not name that base
- * chunk (storage/gc.h). The base chunks of a batch of candidates are read back from the store
+ * data differs from the base's is a candidate, compared with the base's whole chunk: the base's
+ * chunk, or when the base stored it as a patch, that patch's base (bases stay one level deep,
+ * and a chunk a guest keeps changing a little stays a patch over the same whole chunk), unless
+ * the collector's pending list names that whole chunk (storage/gc.h). The base chunks of a batch of candidates are read back from the store
  * (checked against their names) and compared page by page with the data read at the point in
  * time: a chunk with 1 to a quarter of its pages different becomes a patch of exactly those
  * pages. The bitmap is not trusted for which pages differ: on this PVM host a fresh VM's dirty

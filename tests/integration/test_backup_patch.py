@@ -6,7 +6,8 @@ patches over the template's and writes at most 2% of memory as new data (encrypt
 patch objects go through AES-256-GCM too); it verifies, and after the template's backup is
 deleted and the collector has run, its base chunks are still there: it verifies again and
 restores (ordinary and instant) with an equal memory digest and a guest that runs on with 0
-verify errors. A damaged patch object is found by verify and refused by restore.
+verify errors. A VM's own incremental backups patch too, always over whole chunks. A damaged
+patch object is found by verify and refused by restore.
 Usage: test_backup_patch.py [path/to/godwit-vm]."""
 import glob
 import os
@@ -103,6 +104,26 @@ class ClonePatches(BackupBase):
         self.assertEqual(j["instant_chunks_placed"], j["instant_chunks_total"])
         gwtest.run([VM, "resume", "--control", clone.sock])
         code, j, err = self.stop(clone)
+        self.assertEqual((code, j["guest_verify_errors"]), (0, 0), err)
+
+    def test_own_incrementals_patch_over_whole_chunks(self):
+        # A VM's own incremental backups patch what changed a little; a chunk that changes in
+        # every backup stays a patch over the same whole chunk (never a patch of a patch).
+        store = self.store_args("dir")
+        src = self.start("own1", ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=1M,pattern=random"])
+        a = self.backup(src, store)
+        time.sleep(1)
+        b = self.backup(src, store)
+        time.sleep(1)
+        c = self.backup(src, store)
+        self.assertEqual(a["patched_chunks"], 0)
+        for x in (b, c):
+            self.assertGreater(x["patched_chunks"], 80, x)
+            self.assertLess(x["new_bytes"], 10 << 20, x)       # whole chunks would be ~100 MB
+        self.verify(store, "own1")
+        self.assert_clone_runs(self.restore(store, "own1", "--name", "own1b", "--backup", b["id"]), b["memory_digest"])
+        self.assert_clone_runs(self.restore(store, "own1", "--name", "own1c"), c["memory_digest"])
+        code, j, err = self.stop(src)
         self.assertEqual((code, j["guest_verify_errors"]), (0, 0), err)
 
     def test_damaged_patch_found_and_refused(self):
