@@ -20,6 +20,7 @@
 #include "storage/throttle.h"
 #include "engine/vm/vm.h"
 #include "backup/disk_rbd.h"
+#include "backup/backup_patch.h"
 #include "backup/backup_since.h"
 #include "backup/backup_disk.h"
 #include "backup/disk_snapshot.h"
@@ -64,6 +65,9 @@ struct bk {
     bool inc;                   /* incremental by bitmap: unchanged chunks are not read */
     const Godwit__V1__BackupImage *parent_mem;   /* inc: the base's chunk names */
     uint64_t unread;            /* inc: chunks taken from the base unread */
+    struct gw_backup_patcher pt;/* page patches (backup_patch.h) */
+    const Godwit__V1__BackupImage *parent_img;   /* the parent's memory, or NULL */
+    uint64_t kept_patches;      /* read, and the same as the parent's patched chunk: kept */
     struct gw_disk_snapshot_stats ds_stats;
     uint64_t *dbits;            /* disk blocks written since backup dbase (taken in the pause) */
     uint64_t dnbits;
@@ -254,12 +258,11 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
 /* Write-protect: every chunk as it was at the point in time, read while the guest runs.
  * A batch is named here and stored by the sink's writer while the next one is read and
  * named (gw_chunk_sink_submit): reading, hashing and writing overlap instead of taking turns. */
-static int put_batch(struct bk *b, uint8_t *bufs, const uint64_t *idx, size_t n, const uint8_t (*names)[32],
-                     const bool *zero)
+static int put_batch(struct bk *b, uint8_t *bufs, const uint64_t *idx, const size_t *len, size_t n,
+                     const uint8_t (*names)[32], const bool *zero)
 {
     const uint8_t *data[GW_CHUNK_SINK_BATCH] = {0};
-    size_t len[GW_CHUNK_SINK_BATCH] = {0};
-    for (size_t k = 0; k < n; k++) { data[k] = bufs + k * b->cs; len[k] = chunk_len(b, idx[k], b->vm->mem.size); }
+    for (size_t k = 0; k < n; k++) data[k] = bufs + k * b->cs;
     int r = gw_chunk_sink_submit(&b->sink, data, len, n, names, zero);
     if (r) return fail(b, r, "%s", gw_store_error(b->t->store));
     return report(b, idx[n - 1]);
@@ -279,6 +282,22 @@ static void raise_if_pressed(struct bk *b)
                  gw_wp_pressure(b->wp) * 100);
 }
 
+/* Chunks that may be page patches (backup_patch.h) are compared with their bases first; the
+ * bases are read from the store, so the writer of the previous batch must be done. The
+ * buffers keep the chunks' own names in b->names; names[k] becomes the patch's. */
+static int patch_and_put(struct bk *b, uint8_t *bufs, const uint64_t *idx, size_t *lens, size_t n,
+                         uint8_t (*names)[32], const bool *zero, const bool *cand)
+{
+    bool any = false;
+    for (size_t k = 0; k < n; k++) any |= cand[k];
+    if (any) {
+        int dr = gw_chunk_sink_drain(&b->sink);
+        if (dr) return fail(b, dr, "%s", gw_store_error(b->t->store));
+        gw_backup_patcher_batch(&b->pt, &b->sink, bufs, idx, lens, names, cand, n);
+    }
+    return put_batch(b, bufs, idx, lens, n, (const uint8_t (*)[32])names, zero);
+}
+
 static int wp_copy(struct bk *b, uint8_t digest[16])
 {
     uint64_t t_start = gw_now_ns(), read_ns = 0, hash_ns = 0;
@@ -288,8 +307,9 @@ static int wp_copy(struct bk *b, uint8_t digest[16])
     uint8_t *bufs = malloc(2 * (size_t)GW_CHUNK_SINK_BATCH * b->cs);
     if (!bufs) return fail(b, -ENOMEM, "out of memory%s", "");
     uint64_t idx[GW_CHUNK_SINK_BATCH];
+    size_t lens[GW_CHUNK_SINK_BATCH];
     uint8_t names[GW_CHUNK_SINK_BATCH][32];
-    bool zero[GW_CHUNK_SINK_BATCH];
+    bool zero[GW_CHUNK_SINK_BATCH], cand[GW_CHUNK_SINK_BATCH];
     size_t n = 0, set = 0;
     uint64_t skip_off = 0, skip_len = 0;   /* a run of unread chunks, unprotected at once */
     for (uint64_t i = 0; i < b->nchunks && !r; i++) {
@@ -303,6 +323,7 @@ static int wp_copy(struct bk *b, uint8_t digest[16])
             const ProtobufCBinaryData *pn = &b->parent_mem->chunks[i];
             if (pn->len == 32) memcpy(b->names[i], pn->data, 32);
             else memset(b->names[i], 0, 32);
+            gw_backup_patcher_keep(&b->pt, i, b->parent_mem);
             if (skip_len && skip_off + skip_len != off) { gw_wp_skip(b->wp, skip_off, skip_len); skip_len = 0; }
             if (!skip_len) skip_off = off;
             skip_len += len;
@@ -327,16 +348,22 @@ static int wp_copy(struct bk *b, uint8_t digest[16])
         hash_ns += gw_now_ns() - t_hash;
         memcpy(b->names[i], names[n], 32);
         b->bytes_read += len;
+        lens[n] = len;
+        if (!zero[n] && gw_backup_patcher_reuse(&b->pt, i, names[n], b->parent_img)) {
+            b->kept_patches++;   /* the parent's patch rebuilds it: nothing to store */
+            b->sink.chunks++;
+            continue;
+        }
+        cand[n] = !zero[n] && gw_backup_patcher_candidate(&b->pt, i, len, names[n]);
         idx[n++] = i;
         if (n == GW_CHUNK_SINK_BATCH) {
-            r = put_batch(b, setbuf, idx, n, (const uint8_t (*)[32])names, zero);
+            r = patch_and_put(b, setbuf, idx, lens, n, names, zero, cand);
             n = 0;
             set ^= 1;
             raise_if_pressed(b);
         }
     }
-    if (!r && n) r = put_batch(b, bufs + set * GW_CHUNK_SINK_BATCH * (size_t)b->cs, idx, n,
-                              (const uint8_t (*)[32])names, zero);
+    if (!r && n) r = patch_and_put(b, bufs + set * GW_CHUNK_SINK_BATCH * (size_t)b->cs, idx, lens, n, names, zero, cand);
     /* The writer reads bufs: it finishes before they go, on every path. */
     int dr = gw_chunk_sink_drain(&b->sink);
     if (!r && dr) r = fail(b, dr, "%s", gw_store_error(b->t->store));
@@ -398,7 +425,8 @@ static uint8_t (*parent_disk_names(const struct bk *b, const Godwit__V1__BackupM
 {
     const Godwit__V1__BackupImage *d = parent ? parent->disk : NULL;
     uint64_t n = (b->disk_size + b->cs - 1) / b->cs;
-    if (!b->dbits || !d || !b->dbase[0] || strcmp(b->dbase, parent_id) || d->size != b->disk_size ||
+    /* We store no disk patches; a parent whose disk lists some is read whole (safe). */
+    if (!b->dbits || !d || d->n_patches || !b->dbase[0] || strcmp(b->dbase, parent_id) || d->size != b->disk_size ||
         d->chunk_size != b->cs || d->n_chunks != n)
         return NULL;
     uint8_t (*names)[32] = calloc(n ? n : 1, 32);
@@ -486,11 +514,21 @@ static void make_id(char *id)
     snprintf(id, GW_BACKUP_ID_BUF, "%.40s", tmp);
 }
 
+static void know(struct bk *b, const uint8_t *hash)
+{
+    if (!gw_gc_guard_distrusts(b->sink.guard, hash)) gw_chunk_sink_know(&b->sink, hash);
+}
+
+/* What the parent's manifest says the store holds: its chunks, and for a patched chunk its
+ * patch and base (the chunk's own name is no object then). */
 static void seed_known(struct bk *b, const Godwit__V1__BackupImage *im)
 {
-    for (size_t i = 0; im && i < im->n_chunks; i++)
-        if (im->chunks[i].len == 32 && !gw_gc_guard_distrusts(b->sink.guard, im->chunks[i].data))
-            gw_chunk_sink_know(&b->sink, im->chunks[i].data);
+    for (size_t i = 0; im && i < im->n_chunks; i++) {
+        if (im->chunks[i].len != 32) continue;
+        if (!gw_manifest_patched(im, i)) { know(b, im->chunks[i].data); continue; }
+        know(b, im->patches[i].data);
+        know(b, im->patch_bases[i].data);
+    }
 }
 
 static int write_manifest(struct bk *b, Godwit__V1__BackupManifest *m, struct gw_backup_result *res)
@@ -571,6 +609,12 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     b.sink.guard = b.guard;
     b.cd_ready = true;
     if (parent) { seed_known(&b, parent->memory); seed_known(&b, parent->disk); }
+    b.parent_img = parent ? parent->memory : NULL;
+    if ((r = gw_backup_patcher_open(&b.pt, p->method == GW_BACKUP_WP ? b.since : NULL, vm->name, t, parent, parent_id,
+                                    b.cs, b.nchunks, vm->mem.size, b.guard))) {
+        fail(&b, r, "out of memory%s", "");
+        goto out;
+    }
     struct gw_throttle_cfg tc = p->throttle;
     if (!tc.vm_latency) { tc.vm_latency = vm_disk_latency; tc.vm_ctx = vm; }
     tc.pressure = wp_pressure;
@@ -615,9 +659,11 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     /* The disk's point in time, read now while the guest runs. */
     uint64_t dchunks = (b.disk_size + b.cs - 1) / b.cs;
     ProtobufCBinaryData *mem_list = calloc(b.nchunks, sizeof *mem_list);
+    ProtobufCBinaryData *patch_list = calloc(b.nchunks ? b.nchunks : 1, sizeof *patch_list);
+    ProtobufCBinaryData *base_list = calloc(b.nchunks ? b.nchunks : 1, sizeof *base_list);
     ProtobufCBinaryData *disk_list = calloc(dchunks ? dchunks : 1, sizeof *disk_list);
     uint8_t (*dnames)[32] = calloc(dchunks ? dchunks : 1, 32);
-    if (!mem_list || !disk_list || !dnames) { r = fail(&b, -ENOMEM, "out of memory%s", ""); goto out_lists; }
+    if (!mem_list || !disk_list || !dnames || !patch_list || !base_list) { r = fail(&b, -ENOMEM, "out of memory%s", ""); goto out_lists; }
     static const uint8_t zero32[32];
     bool disk_incremental = false;
     struct disk_job dj = {.b = &b, .parent = parent, .parent_id = parent_id, .dnames = dnames, .res = res};
@@ -648,7 +694,9 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     di.chunk_size = b.disk_size ? b.cs : 0;
     di.n_chunks = dchunks;
     di.chunks = disk_list;
-    m.format_version = GW_MANIFEST_VERSION;
+    /* Format 2 only when a chunk is patched: the others stay readable by older readers. */
+    bool patched = gw_backup_patcher_list(&b.pt, &mi, patch_list, base_list);
+    m.format_version = patched ? GW_MANIFEST_VERSION_PATCHES : GW_MANIFEST_VERSION;
     m.id = res->id;
     m.vm_name = vm->name;
     m.created_unix_ns = gw_wall_ns();
@@ -660,7 +708,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     m.memory_digest.len = 16;
     m.encrypted = t->keys.encrypted;
     m.new_bytes = b.sink.new_bytes;
-    m.reused_chunks = b.sink.reused_chunks + b.unread;   /* unread chunks are the base's */
+    m.reused_chunks = b.sink.reused_chunks + b.unread + b.kept_patches;   /* unread chunks are the base's */
     m.pause_ns = b.pause_ns;
     m.method = method == GW_BACKUP_WP ? "wp" : method == GW_BACKUP_PAUSE ? "pause" : "dirty-log";
     res->pb.new_bytes = b.sink.new_bytes;
@@ -687,7 +735,9 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.disk_bytes = b.disk_size;
     res->pb.chunks = b.nchunks + dchunks;
     res->pb.new_chunks = b.sink.new_chunks;
-    res->pb.reused_chunks = b.sink.reused_chunks + b.unread;
+    res->pb.reused_chunks = b.sink.reused_chunks + b.unread + b.kept_patches;
+    res->pb.patched_chunks = b.pt.patched;
+    res->pb.patched_bytes = b.pt.patched_bytes;
     res->pb.zero_chunks = zero_count;
     res->pb.pause_ns = b.pause_ns;
     res->pb.elapsed_ns = gw_now_ns() - t0;
@@ -724,6 +774,8 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
             res->pb.elapsed_ns / 1e6, (unsigned long long)b.wp_stats.faults, (unsigned long long)b.wp_stats.pages_copied);
 out_lists:
     free(mem_list);
+    free(patch_list);
+    free(base_list);
     free(disk_list);
     free(dnames);
 out:
@@ -735,6 +787,7 @@ out:
     if (r) t->store->ops->wait(t->store);  /* nothing of ours stays in flight */
     if (b.cd_ready) gw_chunk_digest_free(&b.cd);
     gw_chunk_sink_free(&b.sink);
+    gw_backup_patcher_close(&b.pt);
     gw_gc_guard_leave(b.guard);
     gw_vm_state_free(st);
     if (parent) godwit__v1__backup_manifest__free_unpacked(parent, NULL);

@@ -17,6 +17,7 @@
 #include "engine/vm/blk_backend.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/guest_mem.h"
+#include "storage/chunk_patch.h"
 #include "storage/chunk_sink.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
@@ -24,14 +25,17 @@
 #define BATCH 16u
 
 /* One batch of reads; two of them alternate so the store reads batch k + 1 while batch k is
- * checked and placed (a thread per batch: the store's reads are already in flight together). */
+ * checked and placed (a thread per batch: the store's reads are already in flight together).
+ * Chunk k of the batch is read by rd[k]: its own object, or for a page patch (chunk_patch.h)
+ * the base chunk, whose patch object then follows the chunks' reads at rd[pidx[k]]. */
 struct batch {
     struct gw_store *s;
-    struct gw_store_read rd[BATCH];
+    struct gw_store_read rd[2 * BATCH];
     uint64_t idx[BATCH];
-    char names[BATCH][80];
+    unsigned pidx[BATCH];
+    char names[2 * BATCH][80];
     uint8_t *bufs;
-    unsigned n;
+    unsigned n, nrd;
     int rc;
     pthread_t thread;
     bool running;
@@ -40,7 +44,7 @@ struct batch {
 static void *read_batch(void *arg)
 {
     struct batch *b = arg;
-    b->rc = b->s->ops->get_batch(b->s, b->rd, b->n);
+    b->rc = b->s->ops->get_batch(b->s, b->rd, b->nrd);
     return NULL;
 }
 
@@ -48,11 +52,22 @@ static void *read_batch(void *arg)
 static int start_batch(struct batch *b, const Godwit__V1__BackupImage *im, uint64_t *i, size_t cap)
 {
     b->n = 0;
+    unsigned np = 0, pk[BATCH];
     for (; *i < im->n_chunks && b->n < BATCH; (*i)++) {
         if (im->chunks[*i].len != 32) continue;
-        gw_chunk_object(im->chunks[*i].data, b->names[b->n]);
+        bool patched = gw_manifest_patched(im, *i);
+        gw_chunk_object(patched ? im->patch_bases[*i].data : im->chunks[*i].data, b->names[b->n]);
         b->rd[b->n] = (struct gw_store_read){.name = b->names[b->n], .buf = b->bufs + b->n * cap, .cap = cap};
+        b->pidx[b->n] = 0;
+        if (patched) pk[np++] = b->n;
         b->idx[b->n++] = *i;
+    }
+    b->nrd = b->n;
+    for (unsigned j = 0; j < np; j++) {
+        unsigned q = b->nrd++;
+        gw_chunk_object(im->patches[b->idx[pk[j]]].data, b->names[q]);
+        b->rd[q] = (struct gw_store_read){.name = b->names[q], .buf = b->bufs + q * cap, .cap = cap};
+        b->pidx[pk[j]] = q;
     }
     if (!b->n) return 0;
     int r = -pthread_create(&b->thread, NULL, read_batch, b);
@@ -91,20 +106,32 @@ static void *decode_some(void *arg)
         uint64_t c = x->idx[k], off = c * j->im->chunk_size;
         size_t len = j->im->size - off < j->im->chunk_size ? (size_t)(j->im->size - off) : j->im->chunk_size;
         j->bad_k = k;
-        if (x->rd[k].rc) {
-            j->r = x->rd[k].rc;
-            snprintf(j->err, sizeof j->err, "chunk %s (number %llu): %s", x->names[k] + 2, (unsigned long long)c,
-                     j->r == -ENOENT ? "missing from the store" : strerror(-j->r));
+        bool patched = x->pidx[k] != 0;
+        const char *what = patched ? "base chunk" : "chunk", *objname = x->names[k];
+        const struct gw_store_read *failed = x->rd[k].rc ? &x->rd[k] : patched && x->rd[x->pidx[k]].rc ? &x->rd[x->pidx[k]] : NULL;
+        if (failed) {
+            j->r = failed->rc;
+            snprintf(j->err, sizeof j->err, "%s %s (number %llu): %s", failed == &x->rd[k] ? what : "patch", failed->name + 2,
+                     (unsigned long long)c, j->r == -ENOENT ? "missing from the store" : strerror(-j->r));
             break;
         }
         char why[256];
         /* Straight into its place when the destination allows (guest memory): no bounce. */
         uint8_t *dst = j->direct ? j->direct(j->ctx, c, len) : NULL;
         if (!dst) dst = j->raw;
-        long got = gw_chunk_decode(j->keys, j->im->chunks[c].data, x->rd[k].buf, x->rd[k].len, dst, len, len, why, sizeof why);
+        const uint8_t *name = patched ? j->im->patch_bases[c].data : j->im->chunks[c].data;
+        long got = gw_chunk_decode(j->keys, name, x->rd[k].buf, x->rd[k].len, dst, len, len, why, sizeof why);
+        if (got >= 0 && patched) {
+            const struct gw_store_read *prd = &x->rd[x->pidx[k]];
+            got = gw_patch_finish(j->keys, j->im->patches[c].data, name, j->im->chunks[c].data, prd->buf, prd->len, dst,
+                                  len, why, sizeof why);
+            what = "patch";
+            objname = prd->name;
+            j->bytes_read += prd->len;
+        }
         if (got < 0) {
             j->r = (int)got;
-            snprintf(j->err, sizeof j->err, "chunk %s (number %llu): %s", x->names[k] + 2, (unsigned long long)c, why);
+            snprintf(j->err, sizeof j->err, "%s %s (number %llu): %s", what, objname + 2, (unsigned long long)c, why);
             break;
         }
         j->chunks++;
@@ -138,7 +165,7 @@ static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage 
     int r = b && raw && raw2 ? 0 : -ENOMEM;
     for (int k = 0; !r && k < 2; k++) {
         b[k].s = s;
-        if (!(b[k].bufs = malloc(BATCH * cap))) r = -ENOMEM;
+        if (!(b[k].bufs = malloc(2 * BATCH * cap))) r = -ENOMEM;
     }
     if (r) { snprintf(err, errlen, "out of memory"); goto out; }
     uint64_t next = 0;

@@ -52,6 +52,7 @@ static int since_save(void *ctx, Godwit__V1__VmState *st)
     v->pb.digest_hashes.len = hlen;
     v->pb.base_id = s->base_id;
     v->pb.base_store = s->base_store;
+    v->pb.base_vm = s->base_vm;
     st->backup_since = &v->pb;
     return 0;
 }
@@ -82,7 +83,8 @@ static int since_load(void *ctx, const Godwit__V1__VmState *st, char *err, unsig
     if (v->changed.len != s->words * 8) { snprintf(err, errlen, "bitmap of %zu bytes for %llu", v->changed.len, (unsigned long long)s->words * 8); return -EINVAL; }
     if (v->digest_hashes.len && v->digest_hashes.len != nchunks * 16) { snprintf(err, errlen, "digest state of %zu bytes", v->digest_hashes.len); return -EINVAL; }
     if (!v->base_id || strlen(v->base_id) >= sizeof s->base_id || !gw_store_name_ok(v->base_id) || !v->base_store ||
-        strlen(v->base_store) >= sizeof s->base_store) {
+        strlen(v->base_store) >= sizeof s->base_store || !v->base_vm || strlen(v->base_vm) >= sizeof s->base_vm ||
+        (v->base_vm[0] && !gw_store_name_ok(v->base_vm))) {
         snprintf(err, errlen, "bad base backup id or store");
         return -EINVAL;
     }
@@ -108,6 +110,7 @@ static int since_load(void *ctx, const Godwit__V1__VmState *st, char *err, unsig
     for (uint64_t w = 0; w < s->words; w++) s->changed[w] = le64(v->changed.data + w * 8);
     snprintf(s->base_id, sizeof s->base_id, "%s", v->base_id);
     snprintf(s->base_store, sizeof s->base_store, "%s", v->base_store);
+    snprintf(s->base_vm, sizeof s->base_vm, "%s", v->base_vm);
     uint64_t n = 0;
     for (uint64_t w = 0; w < s->words; w++) n += (uint64_t)__builtin_popcountll(s->changed[w]);
     gw_info("backup: changes since backup %s carried over (%llu pages changed, %s)", s->base_id, (unsigned long long)n,
@@ -152,6 +155,7 @@ int gw_backup_since_arm(struct gw_backup_since *s)
     }
     /* Nothing was tracked before now: there is no base to be incremental on yet. */
     s->base_id[0] = 0;
+    s->base_vm[0] = 0;
     return r;
 }
 
@@ -181,8 +185,29 @@ bool gw_backup_since_unchanged(const struct gw_backup_since *s, uint64_t pfn, ui
     return true;
 }
 
+int gw_backup_since_restored(struct gw_vm *vm, const char *from_vm, const char *id, const char *store)
+{
+    struct gw_backup_since *s = gw_backup_since_get(vm);
+    if (!s) return -ENOMEM;
+    if (strlen(id) >= sizeof s->base_id || strlen(store) >= sizeof s->base_store || strlen(from_vm) >= sizeof s->base_vm)
+        return -ENAMETOOLONG;
+    int r = gw_backup_since_arm(s);
+    /* The restore wrote memory before the guest ran: whatever the log holds is no change. */
+    if (!r && !(r = gw_dirty_fetch(s->dirty, NULL))) r = gw_dirty_clear(s->dirty, 0, s->dirty->npages);
+    if (r) return r;
+    gw_backup_since_rebase(s, id, store);
+    snprintf(s->base_vm, sizeof s->base_vm, "%s", strcmp(from_vm, vm->name) ? from_vm : "");
+    return 0;
+}
+
+const char *gw_backup_since_base_vm(const struct gw_backup_since *s)
+{
+    return s->base_vm[0] ? s->base_vm : s->vm->name;
+}
+
 void gw_backup_since_rebase(struct gw_backup_since *s, const char *id, const char *store)
 {
+    s->base_vm[0] = 0;   /* the VM's own backup */
     snprintf(s->base_id, sizeof s->base_id, "%s", id);
     snprintf(s->base_store, sizeof s->base_store, "%s", store);
     memset(s->changed, 0, s->words * sizeof *s->changed);

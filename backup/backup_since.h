@@ -19,7 +19,12 @@
  * paused: what was logged until then is folded in first), and taken up by the VM that loads
  * that state before it runs, with tracking attached at once: a restarted or migrated VM's next
  * backup is still incremental on the same base. A part that does not fit this VM (sizes, an
- * unsafe id) is dropped with a warning; the next backup then reads everything. */
+ * unsafe id) is dropped with a warning; the next backup then reads everything.
+ *
+ * A VM restored from a backup starts its record at once (gw_backup_since_restored) with the
+ * restored backup as its base, even when that backup is another VM's (a clone): its first
+ * backup then stores the chunks it changed a little as page patches over the base's chunks
+ * (chunk_patch.h) instead of whole chunks. */
 #ifndef GW_BACKUP_BACKUP_SINCE_H
 #define GW_BACKUP_BACKUP_SINCE_H
 
@@ -38,6 +43,7 @@ struct gw_backup_since {
     uint64_t words;
     uint64_t *changed;                 /* pages written since the base's point in time */
     char base_id[48];                  /* the base backup ("" = none yet) */
+    char base_vm[64];                  /* whose backup it is ("" = this VM's) */
     char base_store[256];              /* the store it lives in (gw_store.desc) */
     struct gw_chunk_digest cd;         /* digest state of the base's point in time */
     bool cd_valid;
@@ -60,6 +66,14 @@ void gw_backup_since_take(struct gw_backup_since *s);
 
 /* Whether pages [pfn, pfn + n) are unchanged since the base. */
 bool gw_backup_since_unchanged(const struct gw_backup_since *s, uint64_t pfn, uint64_t n);
+
+/* vm was just restored from backup id of VM from_vm in store, before its guest runs: tracking
+ * starts now, with that backup as the base (no digest state: the next backup reads all of
+ * memory, and may patch what changed). 0, or -errno (the record is then left without a base). */
+int gw_backup_since_restored(struct gw_vm *vm, const char *from_vm, const char *id, const char *store);
+
+/* Whose backup the base is: base_vm, or the VM's own name. */
+const char *gw_backup_since_base_vm(const struct gw_backup_since *s);
 
 /* A backup succeeded: it is the new base; `changed` starts empty. */
 void gw_backup_since_rebase(struct gw_backup_since *s, const char *id, const char *store);

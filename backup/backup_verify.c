@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "engine/common/util.h"
+#include "storage/chunk_patch.h"
 #include "storage/chunk_sink.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
@@ -18,8 +19,10 @@
 struct ref {
     uint8_t hash[32];
     uint32_t backup;   /* index into the id list */
-    uint32_t len;      /* raw chunk length */
+    uint32_t len;      /* raw chunk length (of the chunk a patch rebuilds) */
     bool target;       /* used by a backup being verified */
+    bool patch;        /* a page patch over base (chunk_patch.h) */
+    uint8_t base[32];
 };
 
 static int cmp_ref(const void *a, const void *b)
@@ -29,25 +32,55 @@ static int cmp_ref(const void *a, const void *b)
     return c ? c : (x->backup > y->backup) - (x->backup < y->backup);
 }
 
+static struct ref *add_ref(struct ref **refs, size_t *n, size_t *cap)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 4096;
+        struct ref *nr = realloc(*refs, nc * sizeof *nr);
+        if (!nr) return NULL;
+        *refs = nr;
+        *cap = nc;
+    }
+    struct ref *r = &(*refs)[(*n)++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+/* The objects a backup's image needs: each chunk, or for a patched chunk its patch and base. */
 static int add_refs(struct ref **refs, size_t *n, size_t *cap, const Godwit__V1__BackupImage *im, uint32_t b, bool target)
 {
     for (size_t i = 0; i < im->n_chunks; i++) {
         if (im->chunks[i].len != 32) continue;
-        if (*n == *cap) {
-            size_t nc = *cap ? *cap * 2 : 4096;
-            struct ref *nr = realloc(*refs, nc * sizeof *nr);
-            if (!nr) return -ENOMEM;
-            *refs = nr;
-            *cap = nc;
-        }
-        struct ref *r = &(*refs)[(*n)++];
-        memcpy(r->hash, im->chunks[i].data, 32);
-        r->backup = b;
         uint64_t off = i * (uint64_t)im->chunk_size;
-        r->len = (uint32_t)(im->size - off < im->chunk_size ? im->size - off : im->chunk_size);
-        r->target = target;
+        uint32_t len = (uint32_t)(im->size - off < im->chunk_size ? im->size - off : im->chunk_size);
+        bool patched = gw_manifest_patched(im, i);
+        for (int k = 0; k < (patched ? 2 : 1); k++) {
+            struct ref *r = add_ref(refs, n, cap);
+            if (!r) return -ENOMEM;
+            memcpy(r->hash, !patched ? im->chunks[i].data : k ? im->patch_bases[i].data : im->patches[i].data, 32);
+            r->backup = b;
+            r->len = len;
+            r->target = target;
+            r->patch = patched && k == 0;
+            if (r->patch) memcpy(r->base, im->patch_bases[i].data, 32);
+        }
     }
     return 0;
+}
+
+/* Checks one object read back: a chunk, or a patch (decoded and parsed against its base). */
+static long check_object(const struct gw_chunk_keys *keys, const struct ref *x, const struct gw_store_read *rd,
+                         uint8_t *raw, char *why, size_t whylen)
+{
+    if (!x->patch) return gw_chunk_decode(keys, x->hash, rd->buf, rd->len, raw, x->len, x->len, why, whylen);
+    size_t cap = gw_patch_max_size(x->len);
+    long got = gw_chunk_decode(keys, x->hash, rd->buf, rd->len, raw, cap, 0, why, whylen);
+    if (got < 0) return got;
+    struct gw_patch pt;
+    char bad[200];
+    int r = gw_patch_parse(raw, (size_t)got, x->len, x->base, &pt, bad, sizeof bad);
+    if (r) snprintf(why, whylen, "patch: %s", bad);
+    return r ? r : got;
 }
 
 /* Reports the group refs[g0..g1) (one chunk) as bad. */
@@ -151,7 +184,7 @@ int gw_backup_verify_ex(struct gw_backup_target *t, const char *vm, const char *
             if (rd[k].rc) snprintf(why, sizeof why, "%s", rd[k].rc == -ENOENT ? "missing from the store" : strerror(-rd[k].rc));
             else {
                 st->bytes_read += rd[k].len;
-                long got = gw_chunk_decode(keys, x->hash, rd[k].buf, rd[k].len, raw, x->len, x->len, why, sizeof why);
+                long got = check_object(keys, x, &rd[k], raw, why, sizeof why);
                 if (got >= 0) continue;
             }
             st->bad_chunks++;

@@ -23,6 +23,7 @@
 #include "engine/vm/vcpu.h"
 #include "engine/vm/vm.h"
 #include "postcopy/uffd_placer.h"
+#include "storage/chunk_patch.h"
 #include "storage/manifest.h"
 #include "storage/store.h"
 
@@ -296,12 +297,34 @@ static uint64_t take(struct gw_instant_restore *ir, bool faults_only)
     return NO_CHUNK;
 }
 
+/* A page patch (chunk_patch.h): the base and the patch, read one after the other. */
+static int fetch_patched(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, uint64_t c, uint8_t *raw,
+                         size_t *len, uint64_t *nread, char *why, size_t whylen)
+{
+    uint64_t off = c * im->chunk_size;
+    *len = im->size - off < im->chunk_size ? (size_t)(im->size - off) : im->chunk_size;
+    char bad[400];
+    int r = gw_patch_fetch(t->store, &t->keys, im->chunks[c].data, im->patches[c].data, im->patch_bases[c].data, raw,
+                           *len, bad, sizeof bad);
+    if (r == -EBADMSG || r == -ENOMEM) {
+        snprintf(why, whylen, "chunk number %llu: %s", (unsigned long long)c, bad);
+        return GW_FETCH_BAD;
+    }
+    if (r) {
+        snprintf(why, whylen, "%s: chunk number %llu: %s", t->store->desc, (unsigned long long)c, bad);
+        return GW_FETCH_UNREACHABLE;
+    }
+    *nread = *len;   /* about: the base is a whole chunk, the patch a share of one */
+    return GW_FETCH_OK;
+}
+
 int gw_backup_fetch_chunk(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, uint64_t c, uint8_t *enc,
                           size_t enc_cap, uint8_t *raw, size_t *len, uint64_t *nread, char *why, size_t whylen)
 {
     char name[80];
     const uint8_t *hash = im->chunks[c].data;
     gw_chunk_object(hash, name);
+    if (gw_manifest_patched(im, c)) return fetch_patched(t, im, c, raw, len, nread, why, whylen);
     struct gw_store_read rd = {.name = name, .buf = enc, .cap = enc_cap};
     int r = t->store->ops->get_batch(t->store, &rd, 1);
     if (!r) r = rd.rc;

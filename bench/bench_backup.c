@@ -220,7 +220,8 @@ int gw_bench_backup(int argc, char **argv)
                "\"incremental_ms\":%.1f,\"incremental_bytes_written\":%llu,\"stored_bytes\":%llu,\"dedup_ratio\":%.2f,"
                "\"restore_mib_s\":%.1f,\"store_read_mib_s\":%.1f,\"restore_ratio_vs_store\":%.3f,\"verify_mib_s\":%.1f,"
                "\"verify_bad_chunks\":%llu,\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu,"
-               "\"clone_changed_bytes\":%llu,\"clone_new_bytes\":%llu,\"clone_new_chunks\":%llu,\"clone_new_ratio\":%.4f,"
+               "\"clone_changed_bytes\":%llu,\"clone_new_bytes\":%llu,\"clone_new_chunks\":%llu,\"clone_patched_chunks\":%llu,"
+               "\"clone_new_ratio\":%.4f,"
                "\"baseline\":\"raw %u-byte object writes and reads of the same volume, same ops in flight\"}\n",
                o.target, (unsigned long long)o.memory, (unsigned long long)o.ws, GW_BACKUP_CHUNK_SIZE,
                (unsigned long long)data_bytes, full_ms, full_mib_s, sp.write_mib_s,
@@ -229,7 +230,8 @@ int gw_bench_backup(int argc, char **argv)
                sp.read_mib_s > 0 ? restore_mib_s / sp.read_mib_s : 0, verify_mib_s, (unsigned long long)verify_bad,
                equal ? "true" : "false", (unsigned long long)verify_errors, (unsigned long long)clone.changed_bytes,
                (unsigned long long)clone.new_bytes, (unsigned long long)clone.new_chunks,
-               o.memory ? (double)clone.new_bytes / (double)o.memory : 0, GW_BACKUP_CHUNK_SIZE);
+               (unsigned long long)clone.patched_chunks, o.memory ? (double)clone.new_bytes / (double)o.memory : 0,
+               GW_BACKUP_CHUNK_SIZE);
     } else {
         printf("backup bench (%s): full %.0f MiB/s (store %.0f MiB/s, ratio %.2f), pause %.2f ms, unchanged again in %.0f ms "
                "writing %llu bytes, restore %.0f MiB/s (store %.0f), verify %.0f MiB/s, digest %s, %llu verify errors, "

@@ -62,6 +62,7 @@ int gw_bench_backup_clone(const struct gw_bench_clone_params *p, struct gw_bench
         }
         gw_json_get_u64(out, "new_chunks", &c->new_chunks);
         gw_json_get_u64(out, "chunks", &c->chunks);
+        gw_json_get_u64(out, "patched_chunks", &c->patched_chunks);
     }
     char *stop_argv[] = {(char *)p->vm_bin, "stop", "--control", sock, NULL};
     gw_bench_run(stop_argv, out, sizeof out);

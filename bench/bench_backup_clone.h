@@ -19,6 +19,7 @@ struct gw_bench_clone {
     uint64_t verify_errors;       /* the clone guest's, at its end */
     uint64_t changed_bytes;       /* guest pages written between start and pause, in bytes */
     uint64_t new_bytes, new_chunks, chunks;   /* the clone's backup */
+    uint64_t patched_chunks;      /* of its chunks, stored as page patches over the template's */
 };
 
 /* Restores, runs, changes, pauses, backs up and stops the clone. 0, or -1 with err set. */

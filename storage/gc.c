@@ -149,13 +149,19 @@ static int on_object(const char *name, void *ctx)
     return 0;
 }
 
+/* A patched chunk (chunk_patch.h) keeps its patch and the base the patch names; its own
+ * name is kept too (harmless when no object has it). */
 static int add_image(struct gc *g, const Godwit__V1__BackupImage *im)
 {
-    for (size_t i = 0; im && i < im->n_chunks; i++)
-        if (im->chunks[i].len == 32) {
-            int r = hs_add(&g->refs, im->chunks[i].data);
-            if (r) return r;
+    for (size_t i = 0; im && i < im->n_chunks; i++) {
+        int r = 0;
+        if (im->chunks[i].len == 32) r = hs_add(&g->refs, im->chunks[i].data);
+        if (!r && gw_manifest_patched(im, i)) {
+            r = hs_add(&g->refs, im->patches[i].data);
+            if (!r) r = hs_add(&g->refs, im->patch_bases[i].data);
         }
+        if (r) return r;
+    }
     return 0;
 }
 

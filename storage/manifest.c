@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "storage/chunk.h"
+#include "storage/chunk_patch.h"
 #include "storage/store.h"
 
 #define MANIFEST_MAGIC "GWMANIF1"
@@ -47,11 +48,40 @@ int gw_manifest_pack(const Godwit__V1__BackupManifest *m, uint8_t **out, size_t 
     return 0;
 }
 
-static int check_image(const Godwit__V1__BackupImage *im, const char *what, uint64_t max, char *err, size_t errlen)
+/* Page patches (chunk_patch.h): only in format 2; one entry per chunk or none; a patched
+ * chunk has its own name, a patch name and a base name, all 32 bytes, and is patchable. */
+static int check_patches(const Godwit__V1__BackupImage *im, const char *what, uint32_t version, char *err, size_t errlen)
+{
+    if (!im->n_patches && !im->n_patch_bases) return 0;
+    if (version < 2) { snprintf(err, errlen, "manifest format %u lists %s patches", version, what); return -EBADMSG; }
+    if (im->n_patches != im->n_chunks || im->n_patch_bases != im->n_chunks) {
+        snprintf(err, errlen, "manifest %s image lists %zu patches and %zu bases for %zu chunks", what, im->n_patches,
+                 im->n_patch_bases, im->n_chunks);
+        return -EBADMSG;
+    }
+    for (size_t i = 0; i < im->n_chunks; i++) {
+        size_t pl = im->patches[i].len, bl = im->patch_bases[i].len;
+        if (pl == 0 && bl == 0) continue;
+        uint64_t off = i * (uint64_t)im->chunk_size, len = im->size - off < im->chunk_size ? im->size - off : im->chunk_size;
+        if (pl != 32 || bl != 32 || im->chunks[i].len != 32 || !gw_patch_max_pages(len)) {
+            snprintf(err, errlen, "manifest %s chunk %zu has a bad patch entry (%zu-byte patch, %zu-byte base)", what, i, pl, bl);
+            return -EBADMSG;
+        }
+    }
+    return 0;
+}
+
+bool gw_manifest_patched(const Godwit__V1__BackupImage *im, size_t i)
+{
+    return i < im->n_patches && im->patches[i].len == 32;
+}
+
+static int check_image(const Godwit__V1__BackupImage *im, const char *what, uint64_t max, uint32_t version, char *err,
+                       size_t errlen)
 {
     if (!im) { snprintf(err, errlen, "manifest has no %s image", what); return -EBADMSG; }
     if (im->size > max) { snprintf(err, errlen, "manifest %s image of %llu bytes is over the limit", what, (unsigned long long)im->size); return -EBADMSG; }
-    if (im->size == 0 && im->n_chunks == 0) return 0;
+    if (im->size == 0 && im->n_chunks == 0) return check_patches(im, what, version, err, errlen);
     uint32_t cs = im->chunk_size;
     if (cs < 4096 || cs > GW_CHUNK_MAX || (cs & (cs - 1))) {
         snprintf(err, errlen, "manifest %s chunk size %u is not a power of two in 4 KiB..%u MiB", what, cs, GW_CHUNK_MAX >> 20);
@@ -68,7 +98,7 @@ static int check_image(const Godwit__V1__BackupImage *im, const char *what, uint
             return -EBADMSG;
         }
     }
-    return 0;
+    return check_patches(im, what, version, err, errlen);
 }
 
 int gw_manifest_unpack(const uint8_t *obj, size_t len, Godwit__V1__BackupManifest **out, char *err, size_t errlen)
@@ -87,15 +117,15 @@ int gw_manifest_unpack(const uint8_t *obj, size_t len, Godwit__V1__BackupManifes
     Godwit__V1__BackupManifest *m = godwit__v1__backup_manifest__unpack(NULL, n, obj + MANIFEST_HEADER);
     if (!m) { snprintf(err, errlen, "manifest does not decode"); return -EBADMSG; }
     int r = -EBADMSG;
-    if (m->format_version != GW_MANIFEST_VERSION) { snprintf(err, errlen, "manifest format %u not supported", m->format_version); goto bad; }
+    if (m->format_version != GW_MANIFEST_VERSION && m->format_version != GW_MANIFEST_VERSION_PATCHES) { snprintf(err, errlen, "manifest format %u not supported", m->format_version); goto bad; }
     if (!gw_store_name_ok(m->vm_name) || !gw_store_name_ok(m->id) || strlen(m->id) > GW_BACKUP_ID_MAX) {
         snprintf(err, errlen, "manifest names an unsafe VM or backup id"); goto bad;
     }
     if (m->parent[0] && (!gw_store_name_ok(m->parent) || strlen(m->parent) > GW_BACKUP_ID_MAX)) {
         snprintf(err, errlen, "manifest names an unsafe parent"); goto bad;
     }
-    if ((r = check_image(m->memory, "memory", GW_BACKUP_MAX_MEMORY, err, errlen)) ||
-        (r = check_image(m->disk, "disk", GW_BACKUP_MAX_DISK, err, errlen)))
+    if ((r = check_image(m->memory, "memory", GW_BACKUP_MAX_MEMORY, m->format_version, err, errlen)) ||
+        (r = check_image(m->disk, "disk", GW_BACKUP_MAX_DISK, m->format_version, err, errlen)))
         goto bad;
     r = -EBADMSG;
     if (m->memory->size == 0) { snprintf(err, errlen, "manifest has an empty memory image"); goto bad; }

@@ -11,16 +11,21 @@
  * decoding, format version, names (VM and id must be store-safe), image sizes within limits,
  * chunk sizes a power of two in [4 KiB, GW_CHUNK_MAX], the chunk count exactly what size and
  * chunk size imply, every chunk name 0 or 32 bytes, the state present with the VM configuration
- * matching the memory image, and a 16-byte memory digest. */
+ * matching the memory image, and a 16-byte memory digest. Format 2 adds page patches
+ * (chunk_patch.h): lists of patch and base names, one entry per chunk or none, a patched chunk
+ * with all three names 32 bytes and a patchable length; format 1 with patches is refused.
+ * Writers use format 1 when no chunk is patched, so older readers keep reading those. */
 #ifndef GW_STORAGE_MANIFEST_H
 #define GW_STORAGE_MANIFEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "godwit/v1/backup.pb-c.h"
 
 #define GW_MANIFEST_VERSION 1u
+#define GW_MANIFEST_VERSION_PATCHES 2u   /* an image lists page patches */
 #define GW_MANIFEST_MAX (64u << 20)          /* largest manifest object we read */
 #define GW_BACKUP_MAX_MEMORY (64ull << 30)   /* the runner's own limit on guest RAM */
 #define GW_BACKUP_MAX_DISK (1ull << 40)
@@ -33,6 +38,9 @@ int gw_manifest_object(const char *vm, const char *id, char *buf, size_t cap);
 int gw_backup_index_name(const char *vm, char *buf, size_t cap);
 /* Chunk object name "c.<64 hex>" of a 32-byte hash; buf of at least 67 bytes. */
 void gw_chunk_object(const uint8_t hash[32], char *buf);
+
+/* Whether chunk i of im is stored as a page patch (im checked by gw_manifest_unpack). */
+bool gw_manifest_patched(const Godwit__V1__BackupImage *im, size_t i);
 
 /* Packs m into a new buffer (*out, freed by the caller). Returns 0 or -ENOMEM. */
 int gw_manifest_pack(const Godwit__V1__BackupManifest *m, uint8_t **out, size_t *len);

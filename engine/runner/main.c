@@ -467,8 +467,14 @@ static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_bac
     struct gw_instant_params ip = {.workers = o->store.max_inflight, .outage_pause_ms = (unsigned)o->stall_ms,
                                    .disk_path = man->disk->size ? o->disk : NULL, .fill_rate = (double)o->fill_rate};
     struct gw_instant_restore *ir = NULL;
+    /* Tracked from the restored backup, as for an ordinary restore (before the guest runs). */
+    char from_vm[128], desc[sizeof t->store->desc];
+    snprintf(from_vm, sizeof from_vm, "%s", man->vm_name);
+    snprintf(desc, sizeof desc, "%s", t->store->desc);
     int r = gw_instant_restore_start(t, man, vm, &ip, &ir, err, sizeof err);
     if (r) { fprintf(stderr, "godwit-vm: restore refused: %s\n", err); return EXIT_VM_FAILED; }
+    int sr = gw_backup_since_restored(vm, from_vm, id, desc);
+    if (sr) gw_warn("restore: no change tracking from the restored backup (%s): its first backup stores whole chunks", strerror(-sr));
     char extra[512];
     snprintf(extra, sizeof extra,
              "\"restore_ms\":%.1f,\"restore_instant\":true,\"restore_request_mono_ns\":%llu,\"backup\":\"%s\"",
@@ -558,6 +564,13 @@ static int cmd_restore_backup(const struct opts *o)
         report_send(&rr, &rs, r ? "restore-failed" : "restored");
         close(rr.fd);
     }
+    /* Changes are tracked from here, relative to the restored backup: a clone's backups store
+     * what it changed as page patches (backup_since.h). Before the state is loaded, so
+     * nothing written from now on is missed; without tracking backups just store more. */
+    int sr = r ? 0 : gw_backup_since_restored(vm, man->vm_name, id, t.store->desc);
+    if (sr)
+        gw_warn("restore: no change tracking from the restored backup (%s): its first backup stores whole chunks",
+                strerror(-sr));
     if (!r) r = gw_vm_load_state(vm, man->state, err, sizeof err);
     if (!r && rbd_disk && (r = gw_vm_disk_lock(vm, true, 5000)))
         snprintf(err, sizeof err, "disk %s: %s", o->disk, r == -EAGAIN ? "in use: another VM or host holds its lock" : strerror(-r));

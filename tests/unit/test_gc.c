@@ -7,6 +7,7 @@
 #include "backup/backup.h"
 #include "backup/slots.h"
 #include "storage/chunk.h"
+#include "storage/chunk_patch.h"
 #include "storage/chunk_sink.h"
 #include "storage/gc.h"
 #include "storage/manifest.h"
@@ -366,6 +367,107 @@ GW_TEST(pending_list_hostile)
     CHECK_EQ(gw_gc_pending_unpack(buf, len, &gen, &out, &n, err, sizeof err), -EBADMSG);
     CHECK(strstr(err, "hash"));
     free(buf);
+}
+
+/* A backup whose one 16 KiB memory chunk is a page patch (storage/chunk_patch.h) over a
+ * chunk that only the patch names (the backup that stored it is deleted): the collector keeps
+ * the base and the patch while the patched backup is listed, and verify checks both. */
+#define PCS (4u * CS)
+static void put_object(struct gw_store *s, const uint8_t *data, size_t len, uint8_t h[32])
+{
+    uint8_t *obj = malloc(gw_chunk_encoded_cap(len));
+    char name[80];
+    gw_chunk_hash(NULL, data, len, h);
+    long n = gw_chunk_encode(NULL, data, len, false, obj, gw_chunk_encoded_cap(len));
+    gw_chunk_object(h, name);
+    CHECK(n > 0 && s->ops->put(s, name, obj, (size_t)n) == 0 && s->ops->wait(s) == 0);
+    free(obj);
+}
+
+static int object_exists(struct gw_store *s, const uint8_t h[32])
+{
+    char name[80];
+    gw_chunk_object(h, name);
+    return s->ops->stat(s, name, NULL) == 1;
+}
+
+static void patch_bases_kept(struct gw_store *s)
+{
+    uint8_t base[PCS], data[PCS], patch[PCS], hb[32], hp[32], hd[32], hdead[32];
+    for (unsigned k = 0; k < 4; k++) chunk_data(100 + k, base + k * CS);
+    memcpy(data, base, PCS);
+    memset(data + 2 * CS, 0x5a, CS);                     /* page 2 changed */
+    uint32_t pages[] = {2};
+    put_object(s, base, PCS, hb);
+    long pl = gw_patch_encode(hb, data, PCS, pages, 1, patch, sizeof patch);
+    REQUIRE(pl > 0);
+    put_object(s, patch, (size_t)pl, hp);
+    gw_chunk_hash(NULL, data, PCS, hd);
+    uint8_t dead[PCS];
+    memset(dead, 0x77, PCS);
+    put_object(s, dead, PCS, hdead);                     /* referenced by nothing */
+    ProtobufCBinaryData chunks[1] = {{32, hd}}, patches[1] = {{32, hp}}, bases[1] = {{32, hb}};
+    Godwit__V1__VmConfig cfg = GODWIT__V1__VM_CONFIG__INIT;
+    Godwit__V1__VmState st = GODWIT__V1__VM_STATE__INIT;
+    Godwit__V1__BackupImage mi = GODWIT__V1__BACKUP_IMAGE__INIT, di = GODWIT__V1__BACKUP_IMAGE__INIT;
+    Godwit__V1__BackupManifest m = GODWIT__V1__BACKUP_MANIFEST__INIT;
+    uint8_t digest[16] = {1};
+    cfg.memory_bytes = mi.size = PCS;
+    st.config = &cfg;
+    mi.chunk_size = PCS;
+    mi.n_chunks = mi.n_patches = mi.n_patch_bases = 1;
+    mi.chunks = chunks;
+    mi.patches = patches;
+    mi.patch_bases = bases;
+    m.format_version = GW_MANIFEST_VERSION_PATCHES;
+    m.id = "20260103-000000-000001";
+    m.vm_name = "clone1";
+    m.parent = "";
+    m.state = &st;
+    m.memory = &mi;
+    m.disk = &di;
+    m.memory_digest.data = digest;
+    m.memory_digest.len = 16;
+    uint8_t *buf;
+    size_t len;
+    char obj[160], index[160];
+    REQUIRE(gw_manifest_pack(&m, &buf, &len) == 0);
+    gw_manifest_object("clone1", m.id, obj, sizeof obj);
+    gw_backup_index_name("clone1", index, sizeof index);
+    CHECK(s->ops->put(s, obj, buf, len) == 0 && s->ops->wait(s) == 0 && s->ops->index_set(s, index, m.id, "test") == 0);
+    free(buf);
+    /* A patch read over another base than its own is refused. */
+    uint8_t out[PCS];
+    char err[256];
+    CHECK_EQ(gw_patch_fetch(s, NULL, hd, hp, hdead, out, PCS, err, sizeof err), -EBADMSG);
+    CHECK(strstr(err, "another base") != NULL);
+    struct gw_gc_stats gs;
+    CHECK_EQ(gc(s, &gs), 0);
+    CHECK_EQ(gs.removed, 1);                             /* the dead chunk only */
+    CHECK(object_exists(s, hb));
+    CHECK(object_exists(s, hp));
+    CHECK(!object_exists(s, hdead));
+    CHECK_EQ(verify_bad(s, "clone1"), 0);
+    /* The patched chunk rebuilds from the store. */
+    CHECK_EQ(gw_patch_fetch(s, NULL, hd, hp, hb, out, PCS, err, sizeof err), 0);
+    CHECK(!memcmp(out, data, PCS));
+    /* Its base gone (an operator's mistake): verify reports it. */
+    gw_chunk_object(hb, obj);
+    CHECK_EQ(s->ops->remove(s, obj), 0);
+    CHECK_EQ(verify_bad(s, "clone1"), 1);
+    /* Unlisted: the collector takes the patch too. */
+    struct gw_backup_target t = {.store = s};
+    REQUIRE(gw_backup_delete(&t, "clone1", m.id, err, sizeof err) == 0);
+    CHECK_EQ(gc(s, &gs), 0);
+    CHECK(!object_exists(s, hp));
+}
+
+GW_TEST(dir_gc_patch_bases)
+{
+    struct gw_store *s = open_kind("dir", ++ns_seq);
+    REQUIRE(s);
+    patch_bases_kept(s);
+    gw_store_close(s);
 }
 
 GW_TEST(dir_gc)
