@@ -2,6 +2,7 @@
 #include "storage/gc.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,14 +150,16 @@ static int on_object(const char *name, void *ctx)
     return 0;
 }
 
-/* A patched chunk (chunk_patch.h) keeps its patch and the base the patch names; its own
- * name is kept too (harmless when no object has it). */
+/* A patched chunk (chunk_patch.h) keeps its patch and the base the patch names, not its own
+ * name: no object of this backup has it (a backup that stored it whole names it itself), and
+ * `referenced` then counts objects a collection keeps. */
 static int add_image(struct gc *g, const Godwit__V1__BackupImage *im)
 {
     for (size_t i = 0; im && i < im->n_chunks; i++) {
         int r = 0;
-        if (im->chunks[i].len == 32) r = hs_add(&g->refs, im->chunks[i].data);
-        if (!r && gw_manifest_patched(im, i)) {
+        bool patched = gw_manifest_patched(im, i);
+        if (im->chunks[i].len == 32 && !patched) r = hs_add(&g->refs, im->chunks[i].data);
+        if (!r && patched) {
             r = hs_add(&g->refs, im->patches[i].data);
             if (!r) r = hs_add(&g->refs, im->patch_bases[i].data);
         }
