@@ -74,6 +74,12 @@ class PruneAndGc(BackupBase):
         self.assertEqual(d.returncode, 0, d.stderr)
         proc = subprocess.Popen([VM, "backup", "--control", src.sock, "--json", "--parent", "none"] + store,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The orphans are the backup's to reuse once it has registered as live (before that a
+        # collection may take them, and rightly): the collections start when it shows, which
+        # on a loaded machine can take a moment.
+        deadline = time.time() + 30
+        while proc.poll() is None and time.time() < deadline and not self.gc(store, "--dry-run")["live_backups"]:
+            time.sleep(0.05)
         runs, overlapped = [], 0
         while proc.poll() is None:
             j = self.gc(store)
