@@ -578,17 +578,20 @@ class CephFaults(BackupBase):
         filler = os.path.join(self.dir, "filler")
         with open(filler, "wb") as f:
             f.write(os.urandom(4 << 20))
-        deadline = time.time() + 30
-        while time.time() < deadline:
+        # The OSD reports its usage every few seconds, and later on a loaded machine: wait for the
+        # pool's full flag (a backup into a pool not yet flagged rightly succeeds).
+        deadline, full = time.time() + 90, False
+        while time.time() < deadline and not full:
             try:
                 subprocess.run(["rados", "-c", self.conf, "-p", "godwit", "put", "fill%d" % int(time.time() * 1000),
                                 filler], capture_output=True, timeout=3)
             except subprocess.TimeoutExpired:
                 pass   # a plain client blocks on a full pool: that is what we wait for
             d = subprocess.run(["ceph", "-c", self.conf, "osd", "pool", "ls", "detail"], capture_output=True, text=True)
-            if "full" in d.stdout.split("flags", 1)[-1].split("\n")[0]:
-                break
-            time.sleep(0.5)
+            full = "full" in d.stdout.split("flags", 1)[-1].split("\n")[0]
+            if not full:
+                time.sleep(0.5)
+        self.assertTrue(full, "the pool was never flagged full: %s" % d.stdout)
         t0 = time.time()
         j = self.backup(src, store, ok=False)
         took = time.time() - t0
