@@ -103,6 +103,42 @@ static int fake_start(struct fake *f, struct gw_store *s, const char *vm, const 
     return r;
 }
 
+/* Stores the manifest of backup vm/id whose memory image is mi (size, chunk size and lists
+ * set) and names it in the VM's index. */
+static int store_manifest(struct gw_store *s, const char *vm, const char *id, Godwit__V1__BackupImage *mi,
+                          uint32_t format)
+{
+    Godwit__V1__VmConfig cfg = GODWIT__V1__VM_CONFIG__INIT;
+    Godwit__V1__VmState st = GODWIT__V1__VM_STATE__INIT;
+    Godwit__V1__BackupImage di = GODWIT__V1__BACKUP_IMAGE__INIT;
+    Godwit__V1__BackupManifest m = GODWIT__V1__BACKUP_MANIFEST__INIT;
+    uint8_t digest[16] = {1};
+    cfg.memory_bytes = mi->size;
+    st.config = &cfg;
+    m.format_version = format;
+    m.id = (char *)id;
+    m.vm_name = (char *)vm;
+    m.parent = "";
+    m.method = "pause";
+    m.state = &st;
+    m.memory = mi;
+    m.disk = &di;
+    m.memory_digest.data = digest;
+    m.memory_digest.len = 16;
+    uint8_t *buf;
+    size_t len;
+    char obj[160], index[160];
+    int r = gw_manifest_pack(&m, &buf, &len);
+    if (r) return r;
+    gw_manifest_object(vm, id, obj, sizeof obj);
+    gw_backup_index_name(vm, index, sizeof index);
+    r = s->ops->put(s, obj, buf, len);
+    if (!r) r = s->ops->wait(s);
+    if (!r) r = s->ops->index_set(s, index, id, "test");
+    free(buf);
+    return r;
+}
+
 static int fake_finish(struct fake *f, const char *vm, const char *id)
 {
     char err[256];
@@ -110,39 +146,13 @@ static int fake_finish(struct fake *f, const char *vm, const char *id)
     if (r) { fprintf(stderr, "  %s\n", err); goto out; }
     ProtobufCBinaryData *list = calloc(f->n, sizeof *list);
     for (size_t i = 0; i < f->n; i++) { list[i].data = f->names[i]; list[i].len = 32; }
-    Godwit__V1__VmConfig cfg = GODWIT__V1__VM_CONFIG__INIT;
-    Godwit__V1__VmState st = GODWIT__V1__VM_STATE__INIT;
-    Godwit__V1__BackupImage mi = GODWIT__V1__BACKUP_IMAGE__INIT, di = GODWIT__V1__BACKUP_IMAGE__INIT;
-    Godwit__V1__BackupManifest m = GODWIT__V1__BACKUP_MANIFEST__INIT;
-    uint8_t digest[16] = {1};
-    cfg.memory_bytes = f->n * CS;
-    st.config = &cfg;
+    Godwit__V1__BackupImage mi = GODWIT__V1__BACKUP_IMAGE__INIT;
     mi.size = f->n * CS;
     mi.chunk_size = CS;
     mi.n_chunks = f->n;
     mi.chunks = list;
-    m.format_version = GW_MANIFEST_VERSION;
-    m.id = (char *)id;
-    m.vm_name = (char *)vm;
-    m.parent = "";
-    m.method = "pause";
-    m.state = &st;
-    m.memory = &mi;
-    m.disk = &di;
-    m.memory_digest.data = digest;
-    m.memory_digest.len = 16;
-    uint8_t *buf;
-    size_t len;
-    char obj[160], index[160];
-    r = gw_manifest_pack(&m, &buf, &len);
+    r = store_manifest(f->s, vm, id, &mi, GW_MANIFEST_VERSION);
     free(list);
-    if (r) goto out;
-    gw_manifest_object(vm, id, obj, sizeof obj);
-    gw_backup_index_name(vm, index, sizeof index);
-    r = f->s->ops->put(f->s, obj, buf, len);
-    if (!r) r = f->s->ops->wait(f->s);
-    if (!r) r = f->s->ops->index_set(f->s, index, id, "test");
-    free(buf);
 out:
     gw_chunk_sink_free(&f->sink);
     gw_gc_guard_leave(f->guard);
@@ -407,35 +417,14 @@ static void patch_bases_kept(struct gw_store *s)
     memset(dead, 0x77, PCS);
     put_object(s, dead, PCS, hdead);                     /* referenced by nothing */
     ProtobufCBinaryData chunks[1] = {{32, hd}}, patches[1] = {{32, hp}}, bases[1] = {{32, hb}};
-    Godwit__V1__VmConfig cfg = GODWIT__V1__VM_CONFIG__INIT;
-    Godwit__V1__VmState st = GODWIT__V1__VM_STATE__INIT;
-    Godwit__V1__BackupImage mi = GODWIT__V1__BACKUP_IMAGE__INIT, di = GODWIT__V1__BACKUP_IMAGE__INIT;
-    Godwit__V1__BackupManifest m = GODWIT__V1__BACKUP_MANIFEST__INIT;
-    uint8_t digest[16] = {1};
-    cfg.memory_bytes = mi.size = PCS;
-    st.config = &cfg;
-    mi.chunk_size = PCS;
+    Godwit__V1__BackupImage mi = GODWIT__V1__BACKUP_IMAGE__INIT;
+    mi.size = mi.chunk_size = PCS;
     mi.n_chunks = mi.n_patches = mi.n_patch_bases = 1;
     mi.chunks = chunks;
     mi.patches = patches;
     mi.patch_bases = bases;
-    m.format_version = GW_MANIFEST_VERSION_PATCHES;
-    m.id = "20260103-000000-000001";
-    m.vm_name = "clone1";
-    m.parent = "";
-    m.state = &st;
-    m.memory = &mi;
-    m.disk = &di;
-    m.memory_digest.data = digest;
-    m.memory_digest.len = 16;
-    uint8_t *buf;
-    size_t len;
-    char obj[160], index[160];
-    REQUIRE(gw_manifest_pack(&m, &buf, &len) == 0);
-    gw_manifest_object("clone1", m.id, obj, sizeof obj);
-    gw_backup_index_name("clone1", index, sizeof index);
-    CHECK(s->ops->put(s, obj, buf, len) == 0 && s->ops->wait(s) == 0 && s->ops->index_set(s, index, m.id, "test") == 0);
-    free(buf);
+    const char *id = "20260103-000000-000001";
+    CHECK_EQ(store_manifest(s, "clone1", id, &mi, GW_MANIFEST_VERSION_PATCHES), 0);
     /* A patch read over another base than its own is refused. */
     uint8_t out[PCS];
     char err[256];
@@ -452,12 +441,13 @@ static void patch_bases_kept(struct gw_store *s)
     CHECK_EQ(gw_patch_fetch(s, NULL, hd, hp, hb, out, PCS, err, sizeof err), 0);
     CHECK(!memcmp(out, data, PCS));
     /* Its base gone (an operator's mistake): verify reports it. */
+    char obj[80];
     gw_chunk_object(hb, obj);
     CHECK_EQ(s->ops->remove(s, obj), 0);
     CHECK_EQ(verify_bad(s, "clone1"), 1);
     /* Unlisted: the collector takes the patch too. */
     struct gw_backup_target t = {.store = s};
-    REQUIRE(gw_backup_delete(&t, "clone1", m.id, err, sizeof err) == 0);
+    REQUIRE(gw_backup_delete(&t, "clone1", id, err, sizeof err) == 0);
     CHECK_EQ(gc(s, &gs), 0);
     CHECK(!object_exists(s, hp));
 }
