@@ -2,8 +2,10 @@
  * command line) and exits 0 when all passed, 1 on any failure, 77 when skipped. */
 #include "tests/lib/gw_test.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_TESTS 256
 static struct { const char *name; gw_test_fn fn; } tests[MAX_TESTS];
@@ -23,6 +25,14 @@ void gw_test_fail(const char *file, int line, const char *expr)
 }
 
 void gw_test_skip(const char *why) { skip_reason = why; }
+
+bool gw_test_have_kvm(void)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0) return false;
+    close(fd);
+    return true;
+}
 
 static bool selected(int argc, char **argv, const char *name)
 {

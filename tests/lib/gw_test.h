@@ -13,6 +13,8 @@ typedef void (*gw_test_fn)(void);
 void gw_test_register(const char *name, gw_test_fn fn);
 void gw_test_fail(const char *file, int line, const char *expr);
 void gw_test_skip(const char *why);
+/* Whether /dev/kvm can be opened (the KVM tests skip without it). */
+bool gw_test_have_kvm(void);
 
 #define GW_TEST(name)                                                          \
     static void name(void);                                                    \

@@ -15,14 +15,6 @@
 
 #define PG 4096u
 
-static bool have_kvm(void)
-{
-    int fd = open("/dev/kvm", O_RDWR);
-    if (fd < 0) return false;
-    close(fd);
-    return true;
-}
-
 static struct gw_vm *running_vm_ring(uint32_t ring_entries)
 {
     struct gw_vm_config cfg = {.name = "t", .memory_bytes = 32ull << 20, .vcpus = 1,
@@ -117,7 +109,7 @@ static uint64_t check_every_write_seen(struct gw_vm *vm, struct gw_dirty_consume
 
 GW_TEST(two_consumers_see_every_guest_and_device_write)
 {
-    if (!have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
     struct gw_vm *vm = running_vm();
     REQUIRE(vm);
     struct gw_dirty_consumer *a = NULL, *b = NULL;
@@ -134,7 +126,7 @@ GW_TEST(two_consumers_see_every_guest_and_device_write)
 
 GW_TEST(consumers_clear_independently)
 {
-    if (!have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
     struct gw_vm *vm = running_vm();
     REQUIRE(vm);
     REQUIRE(gw_vm_pause(vm) == 0);   /* only device writes from here */
@@ -178,7 +170,7 @@ GW_TEST(consumers_clear_independently)
 
 GW_TEST(unavailable_backends_say_why)
 {
-    if (!have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
     struct gw_vm *vm = running_vm();
     REQUIRE(vm);
     struct gw_dirty_consumer *c = NULL;
@@ -195,7 +187,7 @@ GW_TEST(unavailable_backends_say_why)
  * page whose bytes changed is seen by both, device writes included. */
 GW_TEST(ring_backend_sees_every_write)
 {
-    if (!have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
     struct gw_vm_config probe = {.name = "t", .memory_bytes = 32ull << 20, .vcpus = 1, .guest_spec = "idle",
                                  .console_fd = -1, .dirty_ring_entries = 256};
     struct gw_vm *vm = NULL;

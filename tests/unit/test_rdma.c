@@ -597,26 +597,32 @@ out:
 
 /* ---- a real KVM guest's memory through the RDMA sink ---- */
 
+/* A booted 32 MiB VM running the dirtier, ready (working set written once); NULL with the
+ * reason printed when it does not start. */
+static struct gw_vm *dirtier_vm(const char *name)
+{
+    struct gw_vm_config vc = { .name = name, .memory_bytes = 32ull << 20, .vcpus = 1,
+                               .guest_spec = "dirtier:ws=4M,rate=8M", .console_fd = -1 };
+    struct gw_vm *vm = NULL;
+    char err[256] = "";
+    if (gw_vm_create(&vc, &vm, err, sizeof err) || gw_vm_boot(vm, err, sizeof err) || gw_vm_start(vm) ||
+        gw_vm_wait_ready(vm, 20000)) {
+        printf("  the guest did not start: %s\n", err);
+        gw_vm_destroy(vm);
+        return NULL;
+    }
+    return vm;
+}
+
 /* The guest booted and ran its dirtier, then paused: its memory (guest code, page tables,
  * the dirtier's working set, untouched zero pages) migrates through the RDMA page path.
  * The guest stays paused meanwhile (no dirty tracking here), so nothing changes between
  * rounds: the later rounds re-send pages already there. */
 GW_TEST(kvm_guest_memory_through_rdma_double)
 {
-    int fd = open("/dev/kvm", O_RDWR);
-    if (fd < 0) {
-        gw_test_skip("no /dev/kvm");
-        return;
-    }
-    close(fd);
-    struct gw_vm_config vc = { .name = "rdma", .memory_bytes = 32ull << 20, .vcpus = 1,
-                               .guest_spec = "dirtier:ws=4M,rate=8M", .console_fd = -1 };
-    struct gw_vm *vm = NULL;
-    char err[256];
-    REQUIRE(gw_vm_create(&vc, &vm, err, sizeof err) == 0);
-    REQUIRE(gw_vm_boot(vm, err, sizeof err) == 0);
-    REQUIRE(gw_vm_start(vm) == 0);
-    CHECK_EQ(gw_vm_wait_ready(vm, 20000), 0);
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    struct gw_vm *vm = dirtier_vm("rdma");
+    REQUIRE(vm);
     usleep(200 * 1000);    /* let the dirtier write its working set */
     REQUIRE(gw_vm_pause(vm) == 0);
     struct mig_result res;
@@ -670,20 +676,9 @@ static void *incoming_main(void *arg)
  * at COMMIT, the guest running on the destination. */
 GW_TEST(kvm_running_guest_migrates_over_rdma_double)
 {
-    int fd = open("/dev/kvm", O_RDWR);
-    if (fd < 0) {
-        gw_test_skip("no /dev/kvm");
-        return;
-    }
-    close(fd);
-    struct gw_vm_config vc = { .name = "rdma-src", .memory_bytes = 32ull << 20, .vcpus = 1,
-                               .guest_spec = "dirtier:ws=4M,rate=8M", .console_fd = -1 };
-    struct gw_vm *vm = NULL;
-    char err[256];
-    REQUIRE(gw_vm_create(&vc, &vm, err, sizeof err) == 0);
-    REQUIRE(gw_vm_boot(vm, err, sizeof err) == 0);
-    REQUIRE(gw_vm_start(vm) == 0);
-    CHECK_EQ(gw_vm_wait_ready(vm, 20000), 0);
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    struct gw_vm *vm = dirtier_vm("rdma-src");
+    REQUIRE(vm);
     struct incoming in = { .f = gw_rdma_loop_new() };
     REQUIRE(in.f);
     pthread_mutex_init(&in.mu, NULL);

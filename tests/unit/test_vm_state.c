@@ -11,14 +11,6 @@
 #include "engine/vm/vm.h"
 #include "tests/lib/gw_test.h"
 
-static bool have_kvm(void)
-{
-    int fd = open("/dev/kvm", O_RDWR);
-    if (fd < 0) return false;
-    close(fd);
-    return true;
-}
-
 static struct gw_vm *make_vm(unsigned vcpus)
 {
     struct gw_vm_config cfg = {.name = "t", .memory_bytes = 32ull << 20, .vcpus = vcpus,
@@ -37,7 +29,7 @@ static bool blob_eq(const Godwit__V1__KvmBlob *a, const Godwit__V1__KvmBlob *b)
 
 GW_TEST(state_round_trip_through_protobuf)
 {
-    if (!have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
     struct gw_vm *a = make_vm(2), *b = make_vm(2);
     REQUIRE(a && b);
     char err[256];
@@ -87,7 +79,7 @@ GW_TEST(state_round_trip_through_protobuf)
 
 GW_TEST(hostile_states_are_refused)
 {
-    if (!have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
     struct gw_vm *a = make_vm(1), *b = make_vm(1), *c = make_vm(2);
     REQUIRE(a && b && c);
     char err[256];
