@@ -128,7 +128,7 @@ static void *fill_main(void *arg)
         if (restore_chunk(d, c, d->enc, d->raw)) { d->state[c] = CH_NONE; pthread_cond_broadcast(&d->cv); break; }
         done_locked(d, c);
         /* The debt of this chunk is waited out before the next (the guest's requests go on). */
-        uint64_t ns = gw_bucket_take(&d->fill_rate, (double)d->im->chunk_size, gw_now_ns());
+        uint64_t ns = d->fill_rate.rate > 0 ? gw_bucket_take(&d->fill_rate, (double)d->im->chunk_size, gw_now_ns()) : 0;
         if (ns && !d->stop) wait_ms(d, (unsigned)(ns / 1000000) + 1);
     }
     pthread_mutex_unlock(&d->mu);

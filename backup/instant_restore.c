@@ -285,12 +285,13 @@ static uint64_t take(struct gw_instant_restore *ir, bool faults_only)
         if (ir->state[c] == CH_QUEUED) return c;
     }
     if (faults_only) return NO_CHUNK;
-    uint64_t now = gw_now_ns();
-    if (ir->cursor < ir->nchunks && now < ir->fill_next_ns) return FILL_PACED;
+    bool paced = ir->fill_rate.rate > 0;   /* unpaced (the default): no clock read per chunk */
+    uint64_t now = paced ? gw_now_ns() : 0;
+    if (paced && ir->cursor < ir->nchunks && now < ir->fill_next_ns) return FILL_PACED;
     while (ir->cursor < ir->nchunks) {
         uint64_t c = ir->cursor++;
         if (ir->state[c] == CH_NONE && !chunk_is_zero(ir, c)) {
-            ir->fill_next_ns = now + gw_bucket_take(&ir->fill_rate, (double)chunk_len(ir, c), now);
+            if (paced) ir->fill_next_ns = now + gw_bucket_take(&ir->fill_rate, (double)chunk_len(ir, c), now);
             return c;
         }
     }
