@@ -118,6 +118,11 @@ class InstantRestore(InstantBase):
         b = self.backup(src, store)
         self.assertEqual(b["disk_bytes"], 16 << 20)
         clone_img = os.path.join(self.dir, "clone.img")
+        # A pace without --instant, or a pace of nothing, is refused before anything starts.
+        for extra in (["--fill-rate", "8M"], ["--instant", "--fill-rate", "0"]):
+            bad = gwtest.run([VM, "restore-backup", "--vm", "disk1", "--name", "disk1x"] + store + extra)
+            self.assertNotEqual(bad.returncode, 0, bad.stdout)
+            self.assertIn("--fill-rate", bad.stderr)
         # The fill is paced (16 MiB of disk at 8 MiB/s) so that the guest, however slow this
         # machine is at the moment, reaches chunks the fill has not: the device must fetch them.
         r = self.restore_instant(store, "disk1", "--name", "disk1b", "--disk", clone_img, "--fill-rate", "8M",
