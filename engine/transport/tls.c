@@ -1,8 +1,10 @@
 /* TLS 1.3 for migration streams, as a gw_conn decorator (see tls.h for the why and the
- * preamble). The user-space path reads the socket through a small BIO of ours (non-blocking
- * recv) and collects the records SSL_write builds in a buffer that is then sent with one
- * send, so a 256 KiB write costs a few syscalls, not one per 16 KiB record. The kernel path
- * hands OpenSSL the socket itself (SSL_OP_ENABLE_KTLS needs its socket BIO). */
+ * preamble). OpenSSL runs the handshake through a small BIO of ours (non-blocking recv; the
+ * records it builds are collected and sent with one send). After it, by default, the
+ * records are Godwit's own (tls_records.c, with the traffic secrets OpenSSL negotiated, as
+ * kernel TLS would get them); OpenSSL's record layer (SSL_read/SSL_write) remains for kernel
+ * TLS, which needs OpenSSL's socket BIO (SSL_OP_ENABLE_KTLS), and for the tests that prove
+ * the two record layers speak the same TLS. */
 #include "engine/transport/tls.h"
 
 #include <errno.h>
@@ -22,6 +24,7 @@
 #include <unistd.h>
 
 #include "engine/common/log.h"
+#include "engine/transport/tls_records.h"
 
 #define STAGE_BYTES (256u << 10)      /* plaintext per SSL_write */
 #define DIRECT_BYTES (64u << 10)      /* a contiguous run this long is written in place */
@@ -78,6 +81,8 @@ bool gw_token_set(const uint8_t token[GW_SEC_TOKEN_SIZE])
 struct gw_tls_ctx {
     SSL_CTX *ctx;
     bool server, x509, ktls;
+    bool openssl_records;      /* OpenSSL's record layer in user space too (tests) */
+    uint64_t update_every;     /* records per key of ours; 0 = the default */
     uint8_t psk[PSK_LEN];
 };
 
@@ -177,6 +182,8 @@ static const char *ssl_why(char *buf, size_t len)
     return buf;
 }
 
+static void keylog_cb(const SSL *ssl, const char *line);
+
 int gw_tls_ctx_new(const struct gw_sec_cfg *cfg, bool server, struct gw_tls_ctx **out, struct gw_err *err)
 {
     *out = NULL;
@@ -210,6 +217,7 @@ int gw_tls_ctx_new(const struct gw_sec_cfg *cfg, bool server, struct gw_tls_ctx 
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_read_ahead(t->ctx, 1);
     SSL_CTX_set_default_read_buffer_len(t->ctx, READ_BUF_BYTES);
+    SSL_CTX_set_keylog_callback(t->ctx, keylog_cb);
     if (t->x509) {
         if (SSL_CTX_use_certificate_chain_file(t->ctx, cfg->cert) != 1) {
             r = gw_err_set(err, -EACCES, "TLS certificate %s: %s", cfg->cert, ssl_why(why, sizeof why));
@@ -237,6 +245,12 @@ int gw_tls_ctx_new(const struct gw_sec_cfg *cfg, bool server, struct gw_tls_ctx 
 fail:
     gw_tls_ctx_free(t);
     return r;
+}
+
+void gw_tls_ctx_set_records(struct gw_tls_ctx *t, bool openssl_records, uint64_t key_update_every)
+{
+    t->openssl_records = openssl_records;
+    t->update_every = key_update_every;
 }
 
 void gw_tls_ctx_free(struct gw_tls_ctx *t)
@@ -293,11 +307,38 @@ struct tls_conn {
     size_t wlen, woff, wcap;
     uint8_t *stage;             /* sendv gathers into it: large SSL_writes */
     bool ktls_tx, ktls_rx, user_bio;
+    /* The application traffic secrets, as the handshake derives them (own records only). */
+    bool own_records;
+    uint8_t client_secret[GW_TLS_SECRET_MAX], server_secret[GW_TLS_SECRET_MAX];
+    size_t client_len, server_len;
     /* The first fatal error (under mu): OpenSSL's state after one is not worth asking again,
      * and a receive that returned bytes first reports it on the next call. */
     int fatal;
     char fatal_msg[256];
 };
+
+/* OpenSSL hands out the traffic secrets through its key log (the NSS key log lines:
+ * "LABEL <client random> <secret>", in hex); the connection keeps the two application
+ * secrets for its own records and nothing else. */
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+    struct tls_conn *t = SSL_get_app_data(ssl);
+    if (!t || !t->own_records) return;
+    uint8_t *dst;
+    size_t *dlen;
+    if (!strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24)) { dst = t->client_secret; dlen = &t->client_len; }
+    else if (!strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24)) { dst = t->server_secret; dlen = &t->server_len; }
+    else return;
+    const char *hex = strchr(line + 24, ' ');
+    size_t n = hex ? strlen(++hex) : 0;
+    if (n == 0 || n % 2 || n / 2 > GW_TLS_SECRET_MAX) return;
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) return;
+        dst[i] = (uint8_t)v;
+    }
+    *dlen = n / 2;
+}
 
 static BIO_METHOD *g_bio_method;
 static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
@@ -583,6 +624,8 @@ const char *gw_sec_describe(const struct gw_conn *c, bool *ktls_tx, bool *ktls_r
         tx = t->ktls_tx;
         rx = t->ktls_rx;
         what = t->ctx->x509 ? "tls13-x509" : "tls13-psk";
+    } else if (gw_tls_records_what(c)) {
+        what = gw_tls_records_what(c);
     }
     if (ktls_tx) *ktls_tx = tx;
     if (ktls_rx) *ktls_rx = rx;
@@ -592,10 +635,46 @@ const char *gw_sec_describe(const struct gw_conn *c, bool *ktls_tx, bool *ktls_r
 static void free_partial(struct tls_conn *t)
 {
     if (t->ssl) SSL_free(t->ssl);
+    OPENSSL_cleanse(t->client_secret, sizeof t->client_secret);
+    OPENSSL_cleanse(t->server_secret, sizeof t->server_secret);
     pthread_mutex_destroy(&t->mu);
     free(t->wbuf);
     free(t->stage);
     free(t);
+}
+
+/* After the handshake: the records go on in tls_records.c with the secrets OpenSSL derived,
+ * and the SSL object goes (t is freed; *cp is replaced on success, else left as it was). */
+static int hand_over(struct gw_conn **cp, struct tls_conn *t, struct gw_err *err)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(t->ssl);
+    bool client = !t->ctx->server;
+    struct gw_tls_traffic tr = {
+        .cipher_nid = c ? SSL_CIPHER_get_cipher_nid(c) : NID_undef,
+        .md = c ? SSL_CIPHER_get_handshake_digest(c) : NULL,
+        .len = t->client_len,
+        .what = t->ctx->x509 ? "tls13-x509" : "tls13-psk",
+        .update_every = t->ctx->update_every,
+    };
+    int r = 0;
+    /* Both secrets came, of the suite's hash length, and OpenSSL holds nothing of the
+     * peer's beyond its handshake (else those bytes would be lost to the records). */
+    if (!tr.md || t->client_len != (size_t)EVP_MD_get_size(tr.md) || t->server_len != t->client_len ||
+        (tr.cipher_nid != NID_aes_256_gcm && tr.cipher_nid != NID_aes_128_gcm))
+        r = gw_err_set(err, -EPROTO, "%s: TLS: the handshake gave no usable traffic secrets", t->base.peer);
+    else if (SSL_has_pending(t->ssl))
+        r = gw_err_set(err, -EPROTO, "%s: TLS: data arrived inside the handshake", t->base.peer);
+    if (!r) {
+        memcpy(tr.tx, client ? t->client_secret : t->server_secret, tr.len);
+        memcpy(tr.rx, client ? t->server_secret : t->client_secret, tr.len);
+        struct gw_conn *c0 = t->inner;
+        r = gw_tls_records_wrap(&c0, &tr, err);
+        if (!r) *cp = c0;
+    }
+    OPENSSL_cleanse(tr.tx, sizeof tr.tx);
+    OPENSSL_cleanse(tr.rx, sizeof tr.rx);
+    free_partial(t);
+    return r;
 }
 
 int gw_tls_wrap(struct gw_conn **cp, struct gw_tls_ctx *ctx, bool announce, struct gw_err *err)
@@ -638,7 +717,12 @@ int gw_tls_wrap(struct gw_conn **cp, struct gw_tls_ctx *ctx, bool announce, stru
         BIO_set_data(b, t);
         SSL_set_bio(t->ssl, b, b);
         t->user_bio = true;
+        /* Own records take over right after the handshake: OpenSSL must not read ahead
+         * into the peer's first records. */
+        t->own_records = !ctx->openssl_records;
+        if (t->own_records) SSL_set_read_ahead(t->ssl, 0);
     }
+    SSL_set_app_data(t->ssl, t);
     if (ctx->server) SSL_set_accept_state(t->ssl);
     else SSL_set_connect_state(t->ssl);
     int timeout = in->timeout_ms > 0 ? in->timeout_ms : HANDSHAKE_DEFAULT_MS;
@@ -677,7 +761,9 @@ int gw_tls_wrap(struct gw_conn **cp, struct gw_tls_ctx *ctx, bool announce, stru
                 ctx->x509 ? "X.509, mutual" : "cluster PSK",
                 t->ktls_tx || t->ktls_rx ? (t->ktls_tx && t->ktls_rx ? "kernel TLS" : "kernel TLS for one direction")
                 : ctx->ktls ? "user-space TLS (the kernel refused kTLS for this suite)"
-                            : "user-space TLS (no kernel TLS on this host)");
+                : t->own_records ? "user-space TLS, records built by Godwit (no kernel TLS on this host)"
+                                 : "user-space TLS, OpenSSL's records (no kernel TLS on this host)");
+    if (t->own_records) return hand_over(cp, t, err);
     *cp = &t->base;
     return 0;
 }

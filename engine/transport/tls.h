@@ -19,13 +19,15 @@
  * cluster secret (HKDF-SHA384, no PKI; suite TLS_AES_256_GCM_SHA384, with (EC)DHE for forward
  * secrecy) or by X.509 certificates from the operator's CA (cert, key and CA all given; suites
  * AES-256-GCM and AES-128-GCM). Kernel TLS is used when the kernel offers the "tls" TCP ULP
- * (SSL_OP_ENABLE_KTLS); otherwise records are built in user space, written in large batches
- * (one send per SSL_write of up to 256 KiB, never one per page).
+ * (SSL_OP_ENABLE_KTLS); otherwise Godwit builds the records itself after OpenSSL's handshake,
+ * with the secrets it negotiated (tls_records.h: no extra copies, the two directions of a
+ * stream in parallel), written in large batches (one send per 256 KiB, never one per page).
  *
  * Threads: like any gw_conn, one sending and one receiving thread may use a connection at the
- * same time. OpenSSL forbids concurrent calls on one SSL object, so each call holds a mutex
- * only while OpenSSL works on data already at hand; waiting for the socket happens outside it
- * (non-blocking socket I/O and poll, bounded by the connection's timeout). */
+ * same time. With OpenSSL's record layer (kernel TLS), which forbids concurrent calls on one
+ * SSL object, each call holds a mutex only while OpenSSL works on data already at hand;
+ * waiting for the socket happens outside it (non-blocking socket I/O and poll, bounded by
+ * the connection's timeout). */
 #ifndef GW_TRANSPORT_TLS_H
 #define GW_TRANSPORT_TLS_H
 
@@ -74,6 +76,10 @@ struct gw_tls_ctx;
  * be loaded, err says which), -EIO. cfg->tls false: *out = NULL and 0 (plaintext). */
 int gw_tls_ctx_new(const struct gw_sec_cfg *cfg, bool server, struct gw_tls_ctx **out, struct gw_err *err);
 void gw_tls_ctx_free(struct gw_tls_ctx *ctx);
+/* For tests: openssl_records keeps OpenSSL's own record layer after the handshake (the
+ * reference that Godwit's records must match); key_update_every sets how many records of
+ * ours go under one key (0 = the default). Affects connections wrapped afterwards. */
+void gw_tls_ctx_set_records(struct gw_tls_ctx *ctx, bool openssl_records, uint64_t key_update_every);
 
 /* Source: sends the preamble for stream index of n on c (ctx NULL = plaintext follows);
  * token may be NULL (none). Sets c's token (repeated in its HELLO). */

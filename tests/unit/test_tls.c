@@ -1,8 +1,10 @@
-/* Unit tests for engine/transport/tls.c: the preamble decoder (every prefix waits, every
- * deviation is refused), TLS 1.3 with the cluster PSK over socket pairs (records both ways at
- * once from two threads per side, large and scattered writes arrive intact), a wrong secret
- * refused on both sides with -EACCES, a short secret refused, and a relay that flips one byte
- * of the encrypted stream: the receiver gets -EBADMSG and no altered byte. */
+/* Unit tests for engine/transport/tls.c and tls_records.c: the preamble decoder (every
+ * prefix waits, every deviation is refused), TLS 1.3 with the cluster PSK over socket pairs
+ * (records both ways at once from two threads per side, large and scattered writes arrive
+ * intact), Godwit's records against OpenSSL's own record layer in both directions (the
+ * records are standard TLS 1.3), key updates every few records (also read by OpenSSL), a
+ * wrong secret refused on both sides with -EACCES, a short secret refused, and a relay that
+ * flips one byte of the encrypted stream: the receiver gets -EBADMSG and no altered byte. */
 #include "engine/transport/conn.h"
 #include "engine/transport/tls.h"
 #include "tests/lib/gw_test.h"
@@ -67,6 +69,8 @@ struct side {
     struct gw_err e;
     struct gw_conn *c;
     struct gw_tls_ctx *ctx;
+    bool openssl_records;      /* OpenSSL's record layer instead of Godwit's */
+    uint64_t update_every;     /* Godwit's records per key (0 = default) */
 };
 
 /* Preamble and handshake of one side. */
@@ -75,6 +79,7 @@ static void *open_side(void *arg)
     struct side *s = arg;
     struct gw_sec_cfg cfg = {.tls = true, .secret = s->secret, .secret_len = sizeof SECRET - 1};
     s->rc = gw_tls_ctx_new(&cfg, s->server, &s->ctx, &s->e);
+    if (!s->rc) gw_tls_ctx_set_records(s->ctx, s->openssl_records, s->update_every);
     if (!s->rc) s->rc = gw_conn_from_fd(s->fd, &s->c, &s->e);
     if (s->rc) return NULL;
     gw_conn_set_timeout(s->c, 10000);
@@ -92,16 +97,27 @@ static void close_side(struct side *s)
     gw_tls_ctx_free(s->ctx);
 }
 
-/* Both ends of a TLS connection over fds a (client) and b (server). */
-static int open_pair(int a, int b, const uint8_t *cs, const uint8_t *ss, struct side *cl, struct side *sv)
+/* Both ends of a TLS connection over fds a (client) and b (server); cl and sv keep their
+ * record-layer choices. */
+static int open_pair_as(int a, int b, const uint8_t *cs, const uint8_t *ss, struct side *cl, struct side *sv)
 {
-    *cl = (struct side){.fd = a, .secret = cs};
-    *sv = (struct side){.fd = b, .secret = ss, .server = true};
+    cl->fd = a;
+    cl->secret = cs;
+    sv->fd = b;
+    sv->secret = ss;
+    sv->server = true;
     pthread_t th;
     pthread_create(&th, NULL, open_side, sv);
     open_side(cl);
     pthread_join(th, NULL);
     return cl->rc ? cl->rc : sv->rc;
+}
+
+static int open_pair(int a, int b, const uint8_t *cs, const uint8_t *ss, struct side *cl, struct side *sv)
+{
+    *cl = (struct side){0};
+    *sv = (struct side){0};
+    return open_pair_as(a, b, cs, ss, cl, sv);
 }
 
 #define XFER_RECORDS 64
@@ -149,16 +165,13 @@ static void *receiver(void *arg)
     return NULL;
 }
 
-GW_TEST(psk_both_ways_at_once)
+/* Records both ways at once between a and b (two threads per side), every byte checked,
+ * then a's close seen by b as a clean end between records. Closes both. */
+static void exchange_and_close(struct side *a, struct side *b)
 {
-    int sv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    struct side a, b;
-    REQUIRE(open_pair(sv[0], sv[1], SECRET, SECRET, &a, &b) == 0);
-    CHECK(!strcmp(gw_sec_describe(a.c, NULL, NULL), "tls13-psk"));
-    CHECK(!memcmp(b.c->token, a.c->token, sizeof a.c->token) && a.c->token[0] == 7);   /* carried over */
+    CHECK(!memcmp(b->c->token, a->c->token, sizeof a->c->token) && a->c->token[0] == 7);   /* carried over */
     /* Each side sends and receives at the same time, on one connection. */
-    struct xfer as = {.c = a.c, .seed = 1}, ar = {.c = a.c, .seed = 2}, bs = {.c = b.c, .seed = 2}, br = {.c = b.c, .seed = 1};
+    struct xfer as = {.c = a->c, .seed = 1}, ar = {.c = a->c, .seed = 2}, bs = {.c = b->c, .seed = 2}, br = {.c = b->c, .seed = 1};
     pthread_t t[4];
     pthread_create(&t[0], NULL, sender, &as);
     pthread_create(&t[1], NULL, receiver, &ar);
@@ -171,13 +184,62 @@ GW_TEST(psk_both_ways_at_once)
     CHECK_EQ(br.rc, 0);
     CHECK_EQ(ar.got, (uint64_t)XFER_RECORDS * XFER_PAGES * 4096);
     CHECK_EQ(br.got, (uint64_t)XFER_RECORDS * XFER_PAGES * 4096);
-    close_side(&a);
+    close_side(a);
     /* The peer's end: a clean close between records. */
     struct gw_wire_header h;
     struct gw_rbuf rb = {0};
-    CHECK_EQ(gw_conn_recv_record(b.c, &h, &rb, NULL), -ESHUTDOWN);
+    CHECK_EQ(gw_conn_recv_record(b->c, &h, &rb, NULL), -ESHUTDOWN);
     gw_rbuf_free(&rb);
-    close_side(&b);
+    close_side(b);
+}
+
+GW_TEST(psk_both_ways_at_once)
+{
+    int sv[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    struct side a, b;
+    REQUIRE(open_pair(sv[0], sv[1], SECRET, SECRET, &a, &b) == 0);
+    CHECK(!strcmp(gw_sec_describe(a.c, NULL, NULL), "tls13-psk"));
+    CHECK(!strcmp(gw_sec_describe(b.c, NULL, NULL), "tls13-psk"));
+    exchange_and_close(&a, &b);
+}
+
+/* Godwit's records are TLS 1.3 as OpenSSL's own record layer writes and reads them: either
+ * end may be OpenSSL's. */
+GW_TEST(godwit_records_speak_openssl_records)
+{
+    for (int openssl_client = 0; openssl_client < 2; openssl_client++) {
+        int sv[2];
+        REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+        struct side a = {.openssl_records = openssl_client}, b = {.openssl_records = !openssl_client};
+        REQUIRE(open_pair_as(sv[0], sv[1], SECRET, SECRET, &a, &b) == 0);
+        CHECK(!strcmp(gw_sec_describe(a.c, NULL, NULL), "tls13-psk"));
+        exchange_and_close(&a, &b);
+    }
+}
+
+/* Keys change every 3 records in both directions (64 records of 256 KiB: ~300 updates each
+ * way); OpenSSL's reader follows Godwit's KeyUpdate messages too. */
+GW_TEST(key_updates_every_few_records)
+{
+    int sv[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    struct side a = {.update_every = 3}, b = {.update_every = 3};
+    REQUIRE(open_pair_as(sv[0], sv[1], SECRET, SECRET, &a, &b) == 0);
+    exchange_and_close(&a, &b);
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    struct side c = {.update_every = 3}, d = {.openssl_records = true};
+    REQUIRE(open_pair_as(sv[0], sv[1], SECRET, SECRET, &c, &d) == 0);
+    struct xfer s = {.c = c.c, .seed = 5}, r = {.c = d.c, .seed = 5};
+    pthread_t ts;
+    pthread_create(&ts, NULL, sender, &s);
+    receiver(&r);
+    pthread_join(ts, NULL);
+    CHECK_EQ(s.rc, 0);
+    CHECK_EQ(r.rc, 0);
+    CHECK_EQ(r.got, (uint64_t)XFER_RECORDS * XFER_PAGES * 4096);
+    close_side(&c);
+    close_side(&d);
 }
 
 GW_TEST(wrong_psk_refused_on_both_sides)
