@@ -5,7 +5,8 @@
  * disk by copy-before-write into a bounded local fleecing area, disk_snapshot.h, armed in the
  * pause and read after it, so the pause does not grow with the disk). Memory:
  *   write-protect (default): inside a short pause all of guest RAM is write-protected with
- *     userfaultfd (wp_snapshot.h), the state is taken, and the guest runs on;
+ *     userfaultfd (the dirty tracker's live snapshot, engine/dirty/dirty_snapshot.h), the state is
+ *     taken, and the guest runs on;
  *     a page it writes is copied first, so the backup reads the point in time at leisure and
  *     writes every chunk once.
  *   dirty-log (fallback where userfaultfd write-protect is missing): memory is copied while the guest runs, in rounds over KVM's dirty

@@ -13,6 +13,7 @@
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/dirty/dirty.h"
+#include "engine/dirty/dirty_snapshot.h"
 #include "engine/vm/chunk_digest.h"
 #include "engine/vm/mem_data.h"
 #include "engine/vm/blk_dirty.h"
@@ -24,7 +25,6 @@
 #include "backup/backup_since.h"
 #include "backup/backup_disk.h"
 #include "backup/disk_snapshot.h"
-#include "backup/wp_snapshot.h"
 #include "storage/chunk_sink.h"
 #include "storage/gc.h"
 #include "storage/manifest.h"
@@ -57,8 +57,8 @@ struct bk {
     double fill_at, fill_speed;
     uint64_t pause_ns;
     unsigned rounds;
-    struct gw_wp_snapshot *wp;
-    struct gw_wp_stats wp_stats;
+    struct gw_dirty_snapshot *wp;   /* the live snapshot (write-protect method) */
+    struct gw_dirty_snapshot_stats wp_stats;
     const struct gw_backup_params *p;
     uint64_t bytes_read;        /* progress: data read and hashed */
     struct gw_backup_since *since;            /* what changed since the last backup, or NULL */
@@ -194,10 +194,6 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
     struct gw_vm *vm = b->vm;
     bool was_paused = gw_vm_is_paused(vm);
     gw_vm_flush_devices(vm);   /* while the guest runs: the pause then has little to flush */
-    if (method == GW_BACKUP_WP) {
-        int ar = gw_wp_arm(b->wp);
-        if (ar) return fail(b, ar, "cannot write-protect guest memory: %s", strerror(-ar));
-    }
     uint64_t t0 = gw_now_ns();
     int r = gw_vm_pause(vm);
     if (r) return fail(b, r, "cannot pause the VM: %s", strerror(-r));
@@ -208,7 +204,7 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
         /* The data map is taken after the pause (wp_copy): holes only ever fill, and a hole
          * the guest fills after the point in time faults like any page, so its copy is zeros. */
         t_mem = gw_now_ns();
-        if ((r = gw_wp_freeze(b->wp))) fail(b, r, "cannot write-protect guest memory: %s", strerror(-r));
+        if ((r = gw_dirty_snapshot_freeze(b->wp))) fail(b, r, "cannot write-protect guest memory: %s", strerror(-r));
     } else {
         uint64_t count;
         r = gw_dirty_fetch(b->dirty, &count);
@@ -273,13 +269,13 @@ static int put_batch(struct bk *b, uint8_t *bufs, const uint64_t *idx, const siz
  * so that a busy host does not starve a backup into failing. */
 static void raise_if_pressed(struct bk *b)
 {
-    if (b->cpu_raised || gw_wp_pressure(b->wp) < GW_BACKUP_CPU_RAISE_AT || !gw_cpu_prio_lowered()) return;
+    if (b->cpu_raised || gw_dirty_snapshot_pressure(b->wp) < GW_BACKUP_CPU_RAISE_AT || !gw_cpu_prio_lowered()) return;
     b->cpu_raised = true;
     int e = gw_cpu_prio_raise();
     if (e) gw_warn("vm %s: backup side buffer %.0f%% full, but its threads cannot go back to the normal CPU priority: %s",
-                   b->vm->name, gw_wp_pressure(b->wp) * 100, strerror(-e));
+                   b->vm->name, gw_dirty_snapshot_pressure(b->wp) * 100, strerror(-e));
     else gw_info("vm %s: backup side buffer %.0f%% full: its threads are back at the normal CPU priority", b->vm->name,
-                 gw_wp_pressure(b->wp) * 100);
+                 gw_dirty_snapshot_pressure(b->wp) * 100);
 }
 
 /* Chunks that may be page patches (backup_patch.h) are compared with their bases first; the
@@ -324,7 +320,7 @@ static int wp_copy(struct bk *b, uint8_t digest[16])
             if (pn->len == 32) memcpy(b->names[i], pn->data, 32);
             else memset(b->names[i], 0, 32);
             gw_backup_patcher_keep(&b->pt, i, b->parent_mem);
-            if (skip_len && skip_off + skip_len != off) { gw_wp_skip(b->wp, skip_off, skip_len); skip_len = 0; }
+            if (skip_len && skip_off + skip_len != off) { gw_dirty_snapshot_skip(b->wp, skip_off, skip_len); skip_len = 0; }
             if (!skip_len) skip_off = off;
             skip_len += len;
             b->unread++;
@@ -333,10 +329,10 @@ static int wp_copy(struct bk *b, uint8_t digest[16])
         }
         uint8_t *setbuf = bufs + set * GW_CHUNK_SINK_BATCH * (size_t)b->cs, *buf = setbuf + n * b->cs;
         uint64_t t_read = gw_now_ns();
-        r = gw_wp_read(b->wp, off, len, buf);
+        r = gw_dirty_snapshot_read(b->wp, off, len, buf);
         if (r) {
             char why[160];
-            gw_wp_failed(b->wp, why, sizeof why);
+            gw_dirty_snapshot_failed(b->wp, why, sizeof why);
             fail(b, r, "live snapshot failed: %s", why);
             break;
         }
@@ -367,7 +363,7 @@ static int wp_copy(struct bk *b, uint8_t digest[16])
     /* The writer reads bufs: it finishes before they go, on every path. */
     int dr = gw_chunk_sink_drain(&b->sink);
     if (!r && dr) r = fail(b, dr, "%s", gw_store_error(b->t->store));
-    if (skip_len) gw_wp_skip(b->wp, skip_off, skip_len);
+    if (skip_len) gw_dirty_snapshot_skip(b->wp, skip_off, skip_len);
     free(bufs);
     if (!r) gw_chunk_digest_final(&b->cd, digest);
     const struct gw_chunk_sink *k = &b->sink;
@@ -445,7 +441,7 @@ static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_di
 static void wp_pressure(void *ctx, double *full, double *need)
 {
     struct bk *b = ctx;
-    *full = gw_wp_pressure(b->wp);
+    *full = gw_dirty_snapshot_pressure(b->wp);
     *need = 0;
     double elapsed = b->t_resumed ? (gw_now_ns() - b->t_resumed) / 1e9 : 0;
     double done = b->vm->mem.size ? (double)b->mem_pos / (double)b->vm->mem.size : 1;
@@ -632,7 +628,9 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     if (method == GW_BACKUP_WP) {
         char why[256];
         /* The side buffer holds pages the guest rewrites before we read them: a quarter of RAM. */
-        r = gw_wp_open(vm->mem.base, vm->mem.size, vm->mem.size / 4, &b.wp, why, sizeof why);
+        /* Opening protects all memory while the guest runs; the pause then only protects
+         * again what was written since (gw_dirty_snapshot_freeze). */
+        r = gw_dirty_snapshot_open(vm, vm->mem.size / 4, &b.wp, why, sizeof why);
         if (r) { gw_warn("backup: %s: using dirty-log rounds", why); method = GW_BACKUP_DIRTY_LOG; r = 0; b.inc = false; }
     }
     if (method == GW_BACKUP_DIRTY_LOG) {
@@ -652,7 +650,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     b.dirty = NULL;
     if (!r && method == GW_BACKUP_DIRTY_LOG) r = rebuild_final_chunks(&b);
     if (!r && method == GW_BACKUP_WP) r = gw_cpu_prio_run(&p->cpu, wp_copy_job, &(struct wp_job){&b, digest});
-    if (b.wp) { gw_wp_close(b.wp, &b.wp_stats); b.wp = NULL; }
+    if (b.wp) { gw_dirty_snapshot_close(b.wp, &b.wp_stats); b.wp = NULL; }
     if (!r && b.nchunks) r = report(&b, b.nchunks - 1);   /* memory done: the final figures */
     if (r) goto out;
 
@@ -779,7 +777,7 @@ out_lists:
     free(disk_list);
     free(dnames);
 out:
-    if (b.wp) gw_wp_close(b.wp, NULL);   /* never leave the guest write-protected */
+    if (b.wp) gw_dirty_snapshot_close(b.wp, NULL);   /* never leave the guest write-protected */
     if (b.rbd) gw_disk_rbd_finish(b.rbd, NULL);   /* not listed: its snapshot goes */
     gw_disk_rbd_free(b.rbd);
     gw_dirty_detach(b.dirty);

@@ -11,7 +11,8 @@
  * Pages are numbered by guest-RAM offset / 4096 (the memfd), the numbering migration uses.
  * One bit per page: bit pfn % 64 of word pfn / 64.
  *
- * Backends, chosen by the first consumer (later ones join whatever runs):
+ * Backends: a KVM one, chosen by the first consumer that asks for KVM tracking (later ones
+ * join it), and userfaultfd write-protect while any consumer asks for it:
  *   KVM_BITMAP   KVM's dirty bitmap with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 where available
  *                (the default): a fetch does not re-protect anything; a consumer re-protects
  *                a range with gw_dirty_clear just before it reads those pages, so a write
@@ -27,8 +28,15 @@
  *                collects and resets the rings (which re-protects the pages), so clear has
  *                nothing to do. (Measured here: exact for CPL3 guests, loses entries while
  *                PVM emulates CPL0 code; see the KVM notes.)
- *   UFFD_WP      userfaultfd write-protect, for live snapshots: the slot is here, the
- *                backend is not yet (-ENOTSUP).
+ *   UFFD_WP      userfaultfd write-protect (dirty_uffd_wp.c): guest RAM protected whole; the
+ *                first write to a protected page (a vCPU's, or a device's read into guest
+ *                RAM: host writes through the mapping fault too) is logged and the page
+ *                unprotected; clear protects the range again. Costs a fault round trip
+ *                (~70 us here) per first write, so it runs only while a consumer asks for
+ *                it, and beside a KVM backend when another consumer asks for that: each
+ *                harvest then ORs both. Its use is the live snapshot (dirty_snapshot.h), which
+ *                copies a page before the write goes through. -ENOTSUP (why says so) where
+ *                the kernel lacks write-protect of shared memory.
  *
  * Thread safety: consumers may fetch, clear and detach from any threads (the tracker has one
  * lock); device writes are marked lock-free from any thread. */
@@ -54,6 +62,7 @@ struct gw_dirty_consumer {
     uint64_t *bitmap;           /* what the last gw_dirty_fetch returned; owned, read-only */
     /* private to the tracker */
     struct gw_dirty_tracker *t;
+    enum gw_dirty_backend asked;
     uint64_t *acc;              /* harvested since this consumer's last fetch */
     struct gw_dirty_consumer *next;
 };
@@ -80,7 +89,8 @@ int gw_dirty_clear(struct gw_dirty_consumer *c, uint64_t first, uint64_t n);
 
 /* Whether the tracker runs in KVM's manual-protect mode (for tests and stats). */
 bool gw_dirty_manual(const struct gw_dirty_consumer *c);
-/* The backend that feeds c ("kvm-bitmap", "kvm-ring"), for logs, stats and tests. */
+/* The backends that feed c ("kvm-bitmap", "kvm-ring", "uffd-wp", "kvm-bitmap+uffd-wp",
+ * "kvm-ring+uffd-wp"), for logs, stats and tests. */
 const char *gw_dirty_backend_name(const struct gw_dirty_consumer *c);
 
 /* Detaches and frees c; the last consumer stops tracking. Safe on NULL. */

@@ -64,33 +64,12 @@ static void tracker_free(struct gw_dirty_tracker *t)
     free(t);
 }
 
-/* A new tracker for vm, started; NULL with why set on failure. */
-static struct gw_dirty_tracker *tracker_start(struct gw_vm *vm, enum gw_dirty_backend b, int *rc, char *why,
-                                              unsigned whylen)
+/* A new tracker for vm with no backend running yet; NULL when out of memory. */
+static struct gw_dirty_tracker *tracker_new(struct gw_vm *vm)
 {
-    if (b == GW_DIRTY_KVM_RING && !vm->dirty_ring_entries) {
-        *rc = -ENOTSUP;
-        if (why) snprintf(why, whylen, "the KVM dirty ring must be enabled before the VM's vCPUs exist; "
-                                       "this VM was created without it");
-        return NULL;
-    }
-    if (b == GW_DIRTY_UFFD_WP) {
-        *rc = -ENOTSUP;
-        if (why) snprintf(why, whylen, "userfaultfd write-protect tracking is not implemented yet");
-        return NULL;
-    }
     struct gw_dirty_tracker *t = calloc(1, sizeof *t);
-    if (!t) { *rc = -ENOMEM; return NULL; }
+    if (!t) return NULL;
     t->vm = vm;
-    t->kind = b;
-    t->ops = &gw_dirty_kvm_bitmap_ops;
-    if (vm->dirty_ring_entries) {
-        /* A VM with rings logs into them only (KVM then refuses the bitmap calls): every
-         * consumer of it is fed from the rings, whichever backend it asked for. */
-        t->kind = GW_DIRTY_KVM_RING;
-        t->ops = &gw_dirty_kvm_ring_ops;
-        gw_info("vm %s: dirty tracking by the KVM dirty ring (%u entries per vCPU)", vm->name, vm->dirty_ring_entries);
-    }
     t->npages = vm->mem.size / 4096;
     t->words = (t->npages + 63) / 64;
     pthread_mutex_init(&t->mu, NULL);
@@ -100,16 +79,46 @@ static struct gw_dirty_tracker *tracker_start(struct gw_vm *vm, enum gw_dirty_ba
     t->slot_buf = calloc(t->words, 8);
     if (!t->device || !t->harvested || !t->scratch || !t->slot_buf) {
         tracker_free(t);
-        *rc = -ENOMEM;
-        if (why) snprintf(why, whylen, "out of memory for dirty bitmaps");
         return NULL;
     }
-    if ((*rc = t->ops->start(t, why, whylen))) {
-        tracker_free(t);
-        return NULL;
-    }
-    gw_vm_track_device_writes(vm, mark_gpa, t);
     return t;
+}
+
+/* Starts the KVM backend b on t (t->mu held). */
+static int start_kvm(struct gw_dirty_tracker *t, enum gw_dirty_backend b, char *why, unsigned whylen)
+{
+    struct gw_vm *vm = t->vm;
+    if (b == GW_DIRTY_KVM_RING && !vm->dirty_ring_entries) {
+        if (why) snprintf(why, whylen, "the KVM dirty ring must be enabled before the VM's vCPUs exist; "
+                                       "this VM was created without it");
+        return -ENOTSUP;
+    }
+    t->kind = b;
+    const struct gw_dirty_backend_ops *ops = &gw_dirty_kvm_bitmap_ops;
+    if (vm->dirty_ring_entries) {
+        /* A VM with rings logs into them only (KVM then refuses the bitmap calls): every
+         * consumer of it is fed from the rings, whichever backend it asked for. */
+        t->kind = GW_DIRTY_KVM_RING;
+        ops = &gw_dirty_kvm_ring_ops;
+        gw_info("vm %s: dirty tracking by the KVM dirty ring (%u entries per vCPU)", vm->name, vm->dirty_ring_entries);
+    }
+    t->manual = false;
+    int r = ops->start(t, why, whylen);
+    if (r) return r;
+    memset(t->harvested, 0, t->words * 8);
+    t->ops = ops;
+    /* From now on KVM sees every write: the write-protect backend may leave pages open. */
+    if (t->wp) gw_dirty_wp_shadow(t, true);
+    return 0;
+}
+
+/* Starts the userfaultfd write-protect backend on t (t->mu held). */
+static int start_wp(struct gw_dirty_tracker *t, char *why, unsigned whylen)
+{
+    int r = gw_dirty_uffd_wp_ops.start(t, why, whylen);
+    if (!r && t->ops) gw_dirty_wp_shadow(t, true);
+    if (!r) gw_info("vm %s: dirty tracking by userfaultfd write-protect%s", t->vm->name, t->ops ? " beside KVM" : "");
+    return r;
 }
 
 int gw_dirty_attach(struct gw_vm *vm, enum gw_dirty_backend b, struct gw_dirty_consumer **out, char *why,
@@ -119,6 +128,7 @@ int gw_dirty_attach(struct gw_vm *vm, enum gw_dirty_backend b, struct gw_dirty_c
     if (!c) return -ENOMEM;
     c->npages = vm->mem.size / 4096;
     c->words = (c->npages + 63) / 64;
+    c->asked = b;
     c->bitmap = calloc(c->words, 8);
     c->acc = calloc(c->words, 8);
     if (!c->bitmap || !c->acc) {
@@ -130,19 +140,35 @@ int gw_dirty_attach(struct gw_vm *vm, enum gw_dirty_backend b, struct gw_dirty_c
     int r = 0;
     pthread_mutex_lock(&trackers_mu);
     struct gw_dirty_tracker *t = find_locked(vm);
-    if (!t && (t = tracker_start(vm, b, &r, why, whylen))) {
-        t->next = trackers;
-        trackers = t;
+    bool fresh = !t;
+    if (fresh && !(t = tracker_new(vm))) {
+        r = -ENOMEM;
+        if (why) snprintf(why, whylen, "out of memory for dirty bitmaps");
     }
     if (t) {
         pthread_mutex_lock(&t->mu);
-        c->t = t;
-        c->next = t->consumers;
-        t->consumers = c;
+        /* Each kind of backend runs while a consumer asked for it; a consumer joins whatever
+         * runs besides (later KVM consumers join the KVM backend the first one chose). */
+        if (b == GW_DIRTY_UFFD_WP && !t->wp) r = start_wp(t, why, whylen);
+        else if (b != GW_DIRTY_UFFD_WP && !t->ops) r = start_kvm(t, b, why, whylen);
+        if (!r) {
+            if (b == GW_DIRTY_UFFD_WP) t->wp_users++;
+            else t->kvm_users++;
+            c->t = t;
+            c->next = t->consumers;
+            t->consumers = c;
+        }
         pthread_mutex_unlock(&t->mu);
+        if (fresh && !r) {
+            gw_vm_track_device_writes(vm, mark_gpa, t);
+            t->next = trackers;
+            trackers = t;
+        } else if (fresh) {
+            tracker_free(t);
+        }
     }
     pthread_mutex_unlock(&trackers_mu);
-    if (!t) {
+    if (r) {
         free(c->bitmap);
         free(c->acc);
         free(c);
@@ -157,13 +183,15 @@ int gw_dirty_attach(struct gw_vm *vm, enum gw_dirty_backend b, struct gw_dirty_c
 static int harvest_locked(struct gw_dirty_tracker *t)
 {
     memset(t->scratch, 0, t->words * 8);
-    int r = t->ops->get(t, t->scratch);
+    int r = t->ops ? t->ops->get(t, t->scratch) : 0;
     if (r) return r;
-    for (uint64_t w = 0; w < t->words; w++) {
-        /* Only the backend's bits need re-protecting; device bits are noted as they are. */
-        t->harvested[w] |= t->scratch[w];
+    /* Only KVM's bits need re-protecting by KVM; the write-protect backend knows its own. */
+    if (t->ops)
+        for (uint64_t w = 0; w < t->words; w++) t->harvested[w] |= t->scratch[w];
+    if (t->wp && (r = gw_dirty_uffd_wp_ops.get(t, t->scratch))) return r;
+    /* Device bits are noted as they are. */
+    for (uint64_t w = 0; w < t->words; w++)
         t->scratch[w] |= __atomic_exchange_n(&t->device[w], 0, __ATOMIC_ACQ_REL);
-    }
     for (struct gw_dirty_consumer *c = t->consumers; c; c = c->next)
         for (uint64_t w = 0; w < t->words; w++) c->acc[w] |= t->scratch[w];
     t->harvests++;
@@ -200,9 +228,11 @@ int gw_dirty_clear(struct gw_dirty_consumer *c, uint64_t first, uint64_t n)
     if (!n) return 0;
     uint64_t w0 = first / 64, w1 = (first + n + 63) / 64;
     pthread_mutex_lock(&t->mu);
-    int r = t->ops->clear ? t->ops->clear(t, first, n, t->harvested) : 0;
+    bool kvm_clears = t->ops && t->ops->clear;
+    int r = kvm_clears ? t->ops->clear(t, first, n, t->harvested) : 0;
+    if (!r && t->wp) r = gw_dirty_uffd_wp_ops.clear(t, first, n, NULL);
     if (!r) {
-        if (t->ops->clear) memset(&t->harvested[w0], 0, (w1 - w0) * 8);
+        if (kvm_clears) memset(&t->harvested[w0], 0, (w1 - w0) * 8);
         /* The caller reads these pages next: what it fetched of them is taken. */
         memset(&c->bitmap[w0], 0, (w1 - w0) * 8);
     }
@@ -217,7 +247,27 @@ bool gw_dirty_manual(const struct gw_dirty_consumer *c)
 
 const char *gw_dirty_backend_name(const struct gw_dirty_consumer *c)
 {
-    return c->t->ops->name;
+    const struct gw_dirty_tracker *t = c->t;
+    if (!t->ops) return gw_dirty_uffd_wp_ops.name;
+    if (!t->wp) return t->ops->name;
+    return t->ops == &gw_dirty_kvm_ring_ops ? "kvm-ring+uffd-wp" : "kvm-bitmap+uffd-wp";
+}
+
+/* Stops the backends no consumer asks for any more (t->mu held). What a stopping backend
+ * logged is harvested first: the consumers that stay must not lose it. */
+static void stop_unused_locked(struct gw_dirty_tracker *t)
+{
+    bool stop_kvm = t->ops && !t->kvm_users, stop_wp = t->wp && !t->wp_users;
+    if (!stop_kvm && !stop_wp) return;
+    if (t->consumers && harvest_locked(t)) gw_warn("vm %s: a last dirty harvest failed while stopping a backend", t->vm->name);
+    if (stop_kvm) {
+        /* Protect again what was left open for KVM before KVM stops looking. */
+        if (t->wp && gw_dirty_wp_shadow(t, false)) gw_warn("vm %s: cannot write-protect guest memory again", t->vm->name);
+        t->ops->stop(t);
+        t->ops = NULL;
+        t->manual = false;
+    }
+    if (stop_wp) gw_dirty_uffd_wp_ops.stop(t);
 }
 
 void gw_dirty_detach(struct gw_dirty_consumer *c)
@@ -228,12 +278,18 @@ void gw_dirty_detach(struct gw_dirty_consumer *c)
     pthread_mutex_lock(&t->mu);
     for (struct gw_dirty_consumer **p = &t->consumers; *p; p = &(*p)->next)
         if (*p == c) { *p = c->next; break; }
+    if (c->asked == GW_DIRTY_UFFD_WP) t->wp_users--;
+    else t->kvm_users--;
     bool last = t->consumers == NULL;
-    pthread_mutex_unlock(&t->mu);
     if (last) {
         /* No device thread may still hold t once the observer is gone. */
+        pthread_mutex_unlock(&t->mu);
         gw_vm_track_device_writes(t->vm, NULL, NULL);
-        t->ops->stop(t);
+        pthread_mutex_lock(&t->mu);
+    }
+    stop_unused_locked(t);
+    pthread_mutex_unlock(&t->mu);
+    if (last) {
         for (struct gw_dirty_tracker **p = &trackers; *p; p = &(*p)->next)
             if (*p == t) { *p = t->next; break; }
         tracker_free(t);

@@ -124,17 +124,31 @@ GW_TEST(two_consumers_see_every_guest_and_device_write)
     gw_vm_destroy(vm);
 }
 
-GW_TEST(consumers_clear_independently)
+/* Whether userfaultfd write-protect tracking can start here; false (the test skipped, with
+ * the reason) when it cannot. */
+static bool have_uffd_wp(struct gw_vm *vm)
 {
-    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    struct gw_dirty_consumer *c = NULL;
+    char why[200] = "";
+    int r = gw_dirty_attach(vm, GW_DIRTY_UFFD_WP, &c, why, sizeof why);
+    gw_dirty_detach(c);
+    if (r == -ENOTSUP || r == -EPERM || r == -ENOSYS) { gw_test_skip(why); return false; }
+    CHECK_EQ(r, 0);
+    return r == 0;
+}
+
+/* Device writes only (the VM paused): a and b asked for backends ka and kb. */
+static void check_clear_independently(enum gw_dirty_backend ka, enum gw_dirty_backend kb)
+{
     struct gw_vm *vm = running_vm();
     REQUIRE(vm);
     REQUIRE(gw_vm_pause(vm) == 0);   /* only device writes from here */
+    if ((ka == GW_DIRTY_UFFD_WP || kb == GW_DIRTY_UFFD_WP) && !have_uffd_wp(vm)) { gw_vm_destroy(vm); return; }
     struct gw_dirty_consumer *a = NULL, *b = NULL;
-    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &a, NULL, 0) == 0);
+    REQUIRE(gw_dirty_attach(vm, ka, &a, NULL, 0) == 0);
     uint64_t n;
     CHECK_EQ(gw_dirty_fetch(a, &n), 0);
-    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &b, NULL, 0) == 0);
+    REQUIRE(gw_dirty_attach(vm, kb, &b, NULL, 0) == 0);
     uint64_t gpa = gw_guest_mem_gpa(&vm->mem, 100 * PG);
     gw_dirty_mark_gpa(vm, gpa, 2 * PG);            /* pages 100 and 101 */
     CHECK_EQ(gw_dirty_fetch(a, &n), 0);             /* a harvests: b must still get them */
@@ -168,6 +182,21 @@ GW_TEST(consumers_clear_independently)
     gw_vm_destroy(vm);
 }
 
+GW_TEST(consumers_clear_independently)
+{
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    check_clear_independently(GW_DIRTY_KVM_BITMAP, GW_DIRTY_KVM_BITMAP);
+}
+
+/* The same with the write-protect backend: alone, and beside KVM (in both orders). */
+GW_TEST(uffd_wp_consumers_clear_independently)
+{
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    check_clear_independently(GW_DIRTY_UFFD_WP, GW_DIRTY_UFFD_WP);
+    check_clear_independently(GW_DIRTY_UFFD_WP, GW_DIRTY_KVM_BITMAP);
+    check_clear_independently(GW_DIRTY_KVM_BITMAP, GW_DIRTY_UFFD_WP);
+}
+
 GW_TEST(unavailable_backends_say_why)
 {
     if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
@@ -177,8 +206,6 @@ GW_TEST(unavailable_backends_say_why)
     char why[200] = "";
     CHECK_EQ(gw_dirty_attach(vm, GW_DIRTY_KVM_RING, &c, why, sizeof why), -ENOTSUP);
     CHECK(strstr(why, "dirty ring") != NULL);
-    CHECK_EQ(gw_dirty_attach(vm, GW_DIRTY_UFFD_WP, &c, why, sizeof why), -ENOTSUP);
-    CHECK(strstr(why, "write-protect") != NULL);
     gw_vm_destroy(vm);
 }
 
@@ -215,5 +242,72 @@ GW_TEST(ring_backend_sees_every_write)
            (unsigned long long)vm->ring_full_exits);
     gw_dirty_detach(a);
     gw_dirty_detach(b);
+    gw_vm_destroy(vm);
+}
+
+/* The write-protect backend alone feeds two consumers under the running dirtier: every page
+ * whose bytes changed (guest and device writes) is in both, each clearing (re-protecting) at
+ * its own pace. */
+GW_TEST(uffd_wp_backend_sees_every_write)
+{
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    struct gw_vm *vm = running_vm();
+    REQUIRE(vm);
+    if (!have_uffd_wp(vm)) { gw_vm_destroy(vm); return; }
+    struct gw_dirty_consumer *a = NULL, *b = NULL;
+    char why[200] = "";
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_UFFD_WP, &a, why, sizeof why) == 0);
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_UFFD_WP, &b, why, sizeof why) == 0);
+    CHECK(!strcmp(gw_dirty_backend_name(a), "uffd-wp"));
+    uint64_t changed = check_every_write_seen(vm, a, b, 0);
+    CHECK(changed > 50);
+    char msg[256];
+    CHECK_EQ(gw_vm_fatal(vm, msg, sizeof msg), 0);
+    printf("  uffd-wp: %llu pages changed\n", (unsigned long long)changed);
+    gw_dirty_detach(a);
+    gw_dirty_detach(b);
+    gw_vm_destroy(vm);
+}
+
+/* A write-protect consumer beside a KVM one: both see every write while both backends run;
+ * once the KVM consumer leaves, the pages left open for KVM are protected again and a new
+ * write-protect consumer and the first still see every write between them. */
+GW_TEST(uffd_wp_beside_kvm_and_after_it_leaves)
+{
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    struct gw_vm *vm = running_vm();
+    REQUIRE(vm);
+    if (!have_uffd_wp(vm)) { gw_vm_destroy(vm); return; }
+    struct gw_dirty_consumer *w = NULL, *k = NULL, *w2 = NULL;
+    char why[200] = "";
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_KVM_BITMAP, &k, why, sizeof why) == 0);
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_UFFD_WP, &w, why, sizeof why) == 0);
+    CHECK(!strcmp(gw_dirty_backend_name(w), "kvm-bitmap+uffd-wp"));
+    CHECK(check_every_write_seen(vm, w, k, 0) > 50);   /* clears left the written pages open */
+    /* Paused: KVM leaves; the guest then writes with no clear in between. */
+    uint8_t *before = malloc(vm->mem.size);
+    REQUIRE(before);
+    memcpy(before, vm->mem.base, vm->mem.size);
+    gw_dirty_detach(k);
+    CHECK(!strcmp(gw_dirty_backend_name(w), "uffd-wp"));
+    REQUIRE(gw_vm_resume(vm) == 0);
+    usleep(100000);
+    REQUIRE(gw_vm_pause(vm) == 0);
+    CHECK_EQ(gw_dirty_fetch(w, NULL), 0);
+    uint64_t changed = 0, missed = 0;
+    for (uint64_t p = 0; p < w->npages; p++) {
+        if (!memcmp(before + p * PG, vm->mem.base + p * PG, PG)) continue;
+        changed++;
+        missed += !bit(w->bitmap, p);
+    }
+    free(before);
+    CHECK(changed > 50);
+    CHECK_EQ(missed, 0);
+    REQUIRE(gw_dirty_attach(vm, GW_DIRTY_UFFD_WP, &w2, why, sizeof why) == 0);
+    CHECK(check_every_write_seen(vm, w, w2, 0) > 50);
+    char msg[256];
+    CHECK_EQ(gw_vm_fatal(vm, msg, sizeof msg), 0);
+    gw_dirty_detach(w);
+    gw_dirty_detach(w2);
     gw_vm_destroy(vm);
 }
