@@ -284,9 +284,10 @@ static int exit_code_for_create(int r, const char *err)
 }
 
 /* Runs a created-and-prepared VM (started already when it arrived by migration) to the end
- * and prints its summary. */
+ * and prints its summary. With an instant restore, *instant_complete (may be NULL) says
+ * whether its fill completed. */
 static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json, const struct gw_mig_progress *arrived,
-                  struct gw_postcopy_in *pc_in, struct gw_instant_restore *instant)
+                  struct gw_postcopy_in *pc_in, struct gw_instant_restore *instant, bool *instant_complete)
 {
     struct gw_runner r = {.vm = vm, .started_ns = gw_now_ns(), .listen_fd = -1, .postcopy_in = pc_in,
                           .instant = instant};
@@ -324,6 +325,11 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
     /* Paused by now; a fill short of its end poisons what never arrived, so the counters
      * below are read only when their page is in. */
     bool readable = gw_runner_guest_readable(&r);
+    if (instant_complete && r.instant) {
+        struct gw_instant_progress ip;
+        gw_instant_restore_progress(r.instant, &ip);
+        *instant_complete = ip.phase == GW_INSTANT_COMPLETE;
+    }
     gw_instant_restore_free(r.instant);
     r.instant = NULL;
     gw_runner_control_close(&r);
@@ -356,7 +362,7 @@ static int cmd_run(const struct opts *o)
     if (r) return exit_code_for_create(r, err);
     gw_log_set_tag(o->name);
     r = gw_vm_boot(vm, err, sizeof err);
-    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL, NULL, NULL);
+    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL, NULL, NULL, NULL);
     if (vm->guest_stopped) fprintf(stderr, "godwit-vm: the guest ended: %s\n", vm->stop_msg);
     gw_vm_destroy(vm);
     if (cfd > STDERR_FILENO) close(cfd);
@@ -397,7 +403,7 @@ static int cmd_restore(const struct opts *o)
              ms, (unsigned long long)stats.data_bytes, ms > 0 ? (stats.data_bytes / 1048576.0) / (ms / 1000) : 0.0, hex);
     gw_info("restored from %s: %llu MiB in %.1f ms, digest %s", o->file,
             (unsigned long long)(stats.data_bytes >> 20), ms, hex);
-    code = run_vm(vm, o, extra, NULL, NULL, NULL);
+    code = run_vm(vm, o, extra, NULL, NULL, NULL, NULL);
 out:
     gw_vm_destroy(vm);
     godwit__v1__vm_state__free_unpacked(st, NULL);
@@ -459,13 +465,13 @@ static int report_restore(void *ctx, const struct gw_restore_stats *st)
 }
 
 /* restore-backup --instant: memory is registered for faults, the disk fills behind its device,
- * and the VM starts at once while both fill. Takes t and man. */
+ * and the VM starts at once while both fill. Takes t and man. *complete: the fill completed. */
 static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_backup_target *t,
-                           Godwit__V1__BackupManifest *man, const char *id, uint64_t t0)
+                           Godwit__V1__BackupManifest *man, const char *id, uint64_t t0, bool *complete)
 {
     char err[600] = "";
     struct gw_instant_params ip = {.workers = o->store.max_inflight, .outage_pause_ms = (unsigned)o->stall_ms,
-                                   .disk_path = man->disk->size ? o->disk : NULL, .fill_rate = (double)o->fill_rate};
+                                   .disk = man->disk->size != 0, .fill_rate = (double)o->fill_rate};
     struct gw_instant_restore *ir = NULL;
     /* Tracked from the restored backup, as for an ordinary restore (before the guest runs). */
     char from_vm[128], desc[sizeof t->store->desc];
@@ -480,7 +486,7 @@ static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_bac
              "\"restore_ms\":%.1f,\"restore_instant\":true,\"restore_request_mono_ns\":%llu,\"backup\":\"%s\"",
              (gw_now_ns() - t0) / 1e6, (unsigned long long)t0, id);
     gw_info("restoring backup %s of %s as %s instantly: the guest starts now", id, man->vm_name, vm->name);
-    return run_vm(vm, o, extra, NULL, NULL, ir);
+    return run_vm(vm, o, extra, NULL, NULL, ir, complete);
 }
 
 /* A new VM from a backup in a chunk store; under a new name it is a clone. */
@@ -514,12 +520,6 @@ static int cmd_restore_backup(const struct opts *o)
         goto out;
     }
     bool rbd_disk = man->disk->size && gw_blk_is_rbd(o->disk);
-    if (rbd_disk && o->instant) {
-        /* The fill writes the image behind the device with pwrite: files only, for now. */
-        fprintf(stderr, "godwit-vm: --instant restores a disk into an image file, not an RBD image\n");
-        code = EXIT_USAGE;
-        goto out;
-    }
     if (rbd_disk) {
         /* A new image, never one that exists (it may be another VM's disk). */
         if (gw_blk_rbd_create(o->disk, man->disk->size, err, sizeof err)) {
@@ -544,14 +544,19 @@ static int cmd_restore_backup(const struct opts *o)
     struct gw_vm_config cfg = {
         .name = o->name_set ? o->name : sc->name, .memory_bytes = sc->memory_bytes, .vcpus = sc->vcpus,
         .guest_spec = sc->guest_spec, .disk_path = man->disk->size ? o->disk : NULL, .console_fd = cfd,
-        .disk_lock_later = rbd_disk,   /* the restore writes the image first, through its own handle */
+        /* An ordinary restore writes the image first, through its own handle; an instant one
+         * writes through the VM's, which holds the lock from the start. */
+        .disk_lock_later = rbd_disk && !o->instant,
     };
     int r = gw_vm_create(&cfg, &vm, err, sizeof err);
     if (r) { code = exit_code_for_create(r, err); goto out; }
     gw_log_set_tag(cfg.name);
     if (o->instant) {
-        code = restore_instant(o, vm, &t, man, id, t0);
+        bool complete = false;
+        code = restore_instant(o, vm, &t, man, id, t0, &complete);
         man = NULL;   /* taken (and t emptied) by the instant restore */
+        /* A filled image is the VM's disk from then on; one short of its fill is removed. */
+        if (complete) made_rbd = false;
         goto out;
     }
     struct gw_restore_stats rs;
@@ -590,7 +595,7 @@ static int cmd_restore_backup(const struct opts *o)
             (unsigned long long)rs.chunks, ms, rs.digest_hex);
     gw_backup_target_close(&t);
     made_rbd = false;
-    code = run_vm(vm, o, extra, NULL, NULL, NULL);
+    code = run_vm(vm, o, extra, NULL, NULL, NULL, NULL);
 out:
     if (t.store) gw_backup_target_close(&t);
     gw_vm_destroy(vm);
@@ -692,7 +697,7 @@ static int cmd_incoming(const struct opts *o)
     } else {
         gw_info("vm %s: arrived by migration (%llu MiB on the wire) and runs here", vm->name,
                 (unsigned long long)(prog.sent_bytes >> 20));
-        code = run_vm(vm, o, NULL, &prog, pc.in, NULL);
+        code = run_vm(vm, o, NULL, &prog, pc.in, NULL, NULL);
         gw_vm_destroy(vm);
     }
     if (cfd > STDERR_FILENO) close(cfd);

@@ -249,6 +249,46 @@ class BackupApi(unittest.TestCase):
             self.drop_vm(clone)
             self.drop_vm(src)
 
+    def test_instant_restore_to_rbd(self):
+        """RestoreBackup{instant, disk_pool}: the VM runs at once on a new RBD image of the host's
+        pool, which fills behind its disk; the job ends with the fill, the blocks verify."""
+        src, clone = "rbdisrc", "rbdiclone-%d" % (int(time.time() * 1000) % 10**6)
+        img = os.path.join(self.images, src + ".img")
+        with open(img, "wb") as f:
+            f.truncate(16 << 20)
+        self.make_vm(src, memory=64 << 20, guest="disk", disk_path=img, pages=0)
+        time.sleep(2.0)
+        try:
+            j = self.call("CreateBackup", bk.CreateBackupRequest(vm=src, target="local", parent="none")).job
+            b = self.watch(j.id)[-1].job
+            self.assertEqual(b.state, api.Job.SUCCEEDED, b.error)
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone, instant=True,
+                                                                   disk_pool="godwit")).job
+            done = self.watch(r.id)[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            self.assertEqual((done.backup.disk, self.vm(clone).disk_path), ("rbd:godwit/" + clone,) * 2)
+            self.assertEqual(done.progress.backup_chunks, done.progress.backup_chunks_total)
+            time.sleep(2.0)
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual(s["instant_phase"], "complete", s)
+            self.assertGreater(s["instant_disk_chunks_total"], 0, s)
+            self.assertEqual(s["instant_disk_chunks_done"], s["instant_disk_chunks_total"])
+            self.assertEqual(s["instant_memory_digest"], b.backup.memory_digest)
+            self.assertEqual((s["disk_verify_errors"], s["disk_io_errors"], s["guest_verify_errors"]), (0, 0, 0), s)
+            self.assertGreater(s["disk_blocks_read"], 100, s)
+            # Stopped after its fill, the image stays the VM's: it starts again on it.
+            self.call("StartVm", api.StartVmRequest(name=clone))
+            self.assertTrue(wait_for(lambda: self.vm(clone).state == api.Vm.RUNNING, 30))
+            time.sleep(1.0)
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual((s["disk_verify_errors"], s["disk_io_errors"]), (0, 0), s)
+            self.assertGreater(s["disk_blocks_read"], 100, s)
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
     def test_cli(self):
         self.make_vm("cli1", memory=64 << 20, guest="dirtier:ws=16M,rate=4M")
         try:
@@ -690,12 +730,11 @@ class RestoreApi(unittest.TestCase):
                     target="local", vm="rhost", name=name))), (C.ALREADY_EXISTS, "IMAGE_EXISTS"), name)
             with open(os.path.join(self.images, "taken.img"), "rb") as f:
                 self.assertEqual(f.read(), b"precious")
-            # RBD: this host has no rbd_pools; an instant restore never goes to RBD.
-            self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
-                target="local", vm="rhost", name="ok2", disk_pool="vms"))), (C.FAILED_PRECONDITION, "RBD_DISK_REFUSED"))
-            self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
-                target="local", vm="rhost", name="ok3", disk_pool="vms", instant=True))),
-                (C.FAILED_PRECONDITION, "INSTANT_RBD_UNSUPPORTED"))
+            # RBD: this host has no rbd_pools, for an ordinary or an instant restore.
+            for instant in (False, True):
+                self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
+                    target="local", vm="rhost", name="ok2", disk_pool="vms", instant=instant))),
+                    (C.FAILED_PRECONDITION, "RBD_DISK_REFUSED"), instant)
             r = self.cli("backup", "restore", "rhost", "--target", "local", "--name", "taken", "--instant")
             self.assertNotEqual(r.returncode, 0)
             self.assertIn("exists", r.stderr)
