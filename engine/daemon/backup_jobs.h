@@ -44,6 +44,7 @@ struct gw_bkjob {
     char bad_names[GW_BKJOB_BAD_NAMES][65];
     unsigned n_bad;
     char reason[40];              /* machine-readable reason of a failure (Job.reason) */
+    char cpu_priority[32];        /* BACKUP: what its threads ran at; RESTORE: what the runner was given */
     /* The request (not persisted: a job is never resumed by a later daemon). */
     char parent[GW_BKJOB_ID_MAX + 1];
     char method[16];

@@ -310,6 +310,9 @@ static void restore_argv(struct gw_daemon *d, struct gw_job *j, struct gw_vm_rec
     argv[n++] = "--name"; argv[n++] = rec->name;
     if (disk_arg[0]) { argv[n++] = "--disk"; argv[n++] = (char *)disk_arg; }
     if (j->bk->instant) argv[n++] = "--instant";
+    /* An ordinary restore reads at the host's backup priority; an instant one's fill is what
+     * the restored guest waits for: it keeps the runner's own. */
+    else { argv[n++] = "--cpu-priority"; argv[n++] = d->cfg.backup_cpu_priority; }
     if (progress_fd) { argv[n++] = "--progress-fd"; argv[n++] = "3"; }   /* the pipe: the spawn's first fd */
     argv[n++] = "--control"; argv[n++] = rec->control;
     argv[n++] = "--console"; argv[n++] = bufs[0];
@@ -415,6 +418,7 @@ void gw_bkjob_run_restore(struct gw_daemon *d, struct gw_job *j)
     snprintf(j->bk->backup_id, sizeof j->bk->backup_id, "%s", id);
     snprintf(j->bk->disk, sizeof j->bk->disk, "%s", disk);
     j->bk->made_image = made;
+    if (!instant) snprintf(j->bk->cpu_priority, sizeof j->bk->cpu_priority, "%s", d->cfg.backup_cpu_priority);
     struct gw_vm_rec *rec = NULL;
     if (r) {
         decide(&v, S(FAILED), r == -ENOENT ? "BACKUP_NOT_FOUND" : "STORE_FAILED", "%s", err);

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/common/cpu_prio.h"
 #include "engine/common/json.h"
 #include "engine/common/limits.h"
 #include "engine/common/log.h"
@@ -85,6 +86,8 @@ struct opts {
     uint64_t stall_ms;                 /* --stall-ms: store silent this long pauses the VM */
     uint64_t fill_rate;                /* --fill-rate: the instant restore's background fill, bytes/s */
     int progress_fd;                   /* --progress-fd: restore progress frames go there (-1: none) */
+    struct gw_cpu_prio cpu;            /* --cpu-priority: an ordinary restore's threads (default normal) */
+    bool cpu_set;
     Godwit__V1__StoreSpec store;
     int test_fault;                 /* enum gw_mig_fault, GODWIT_TEST_HOOKS builds only */
     bool json, stop_after, wait, auto_converge, keep_source, keep_destination, guest_given;
@@ -114,6 +117,7 @@ static void usage(FILE *f)
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
             "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE|rbd:POOL/IMAGE] [--seconds N]\n"
             "                                [--instant [--stall-ms N] [--fill-rate SIZE]] [--progress-fd N]\n"
+            "                                [--cpu-priority idle|batch|batch:N|nice:N|normal]   (not with --instant)\n"
             "       godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none] [--method dirty-log|pause] [--json]\n"
             "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
             "       godwit-vm prune --store SPEC [STORE OPTIONS] --vm NAME [--keep-last|hourly|daily|weekly|monthly|yearly N]\n"
@@ -144,7 +148,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
         {"tls", 1, 0, 't'}, {"tls-cert", 1, 0, '1'}, {"tls-key", 1, 0, '2'}, {"tls-ca", 1, 0, '3'},
         {"keep-source", 0, 0, 'K' + 257}, {"keep-destination", 0, 0, 'K' + 256},
-        {"progress-fd", 1, 0, 'K' + 264},
+        {"progress-fd", 1, 0, 'K' + 264}, {"cpu-priority", 1, 0, 'K' + 266},
 #ifdef GODWIT_TEST_HOOKS
         {"test-fault", 1, 0, 'X'},
 #endif
@@ -168,6 +172,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                 fprintf(stderr, "godwit-vm: --fill-rate is a size per second, e.g. 50M\n");
                 return -1;
             }
+            break;
+        case 'K' + 266:
+            if (gw_cpu_prio_parse(optarg, &o->cpu)) {
+                fprintf(stderr, "godwit-vm: --cpu-priority is idle, batch, batch:N, nice:N (N 1..19) or normal\n");
+                return -1;
+            }
+            o->cpu_set = true;
             break;
         case 'n': o->name = optarg; o->name_set = true; break;
         case 't':
@@ -489,15 +500,60 @@ static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_bac
     return run_vm(vm, o, extra, NULL, NULL, ir, complete);
 }
 
+/* An ordinary restore's store and reading run on a thread at --cpu-priority (gw_cpu_prio_run):
+ * the store client's threads and the decoding threads are made there and inherit it. */
+struct low_open {
+    const struct opts *o;
+    struct gw_backup_target *t;
+    char *err;
+    size_t errlen;
+};
+
+static int low_open(void *arg)
+{
+    struct low_open *c = arg;
+    return gw_backup_target_open(&c->o->store, c->t, c->err, c->errlen);
+}
+
+struct low_restore {
+    struct gw_backup_target *t;
+    const Godwit__V1__BackupManifest *man;
+    struct gw_vm *vm;
+    const char *disk;
+    struct restore_report *rr;
+    struct gw_restore_stats *rs;
+    char *err;
+    size_t errlen;
+    char ran_at[32];   /* the priority the thread got, read back from the kernel */
+};
+
+static int low_restore(void *arg)
+{
+    struct low_restore *c = arg;
+    struct gw_cpu_prio cur;
+    gw_cpu_prio_current(&cur);
+    gw_cpu_prio_name(&cur, c->ran_at, sizeof c->ran_at);
+    return gw_backup_restore_ex(c->t, c->man, &c->vm->mem, c->disk, report_restore, c->rr, c->rs, c->err, c->errlen);
+}
+
 /* A new VM from a backup in a chunk store; under a new name it is a clone. */
 static int cmd_restore_backup(const struct opts *o)
 {
     if (!o->store.target || !o->from_vm) { fprintf(stderr, "godwit-vm: restore-backup needs --store SPEC and --vm NAME\n"); return EXIT_USAGE; }
     if (o->fill_rate && !o->instant) { fprintf(stderr, "godwit-vm: --fill-rate paces an --instant restore's fill\n"); return EXIT_USAGE; }
+    if (o->cpu_set && o->instant) {
+        fprintf(stderr, "godwit-vm: --cpu-priority lowers an ordinary restore; an --instant restore's fill is what its "
+                        "guest waits for\n");
+        return EXIT_USAGE;
+    }
     char err[512] = "", id[GW_BACKUP_ID_BUF];
     uint64_t t0 = gw_now_ns();
     struct gw_backup_target t;
-    if (gw_backup_target_open(&o->store, &t, err, sizeof err)) { fprintf(stderr, "godwit-vm: %s\n", err); return EXIT_VM_FAILED; }
+    struct low_open lo = {.o = o, .t = &t, .err = err, .errlen = sizeof err};
+    if (o->instant ? low_open(&lo) : gw_cpu_prio_run(&o->cpu, low_open, &lo)) {
+        fprintf(stderr, "godwit-vm: %s\n", err);
+        return EXIT_VM_FAILED;
+    }
     Godwit__V1__BackupManifest *man = NULL;
     struct gw_vm *vm = NULL;
     int code = 0, cfd = -1;
@@ -563,8 +619,9 @@ static int cmd_restore_backup(const struct opts *o)
     struct restore_report rr;
     report_init(&rr, o->progress_fd, man, t0);
     /* The disk is written before the VM opens it: gw_vm_create attached the path only. */
-    r = gw_backup_restore_ex(&t, man, &vm->mem, man->disk->size ? o->disk : NULL, report_restore, &rr, &rs, err,
-                             sizeof err);
+    struct low_restore lr = {.t = &t, .man = man, .vm = vm, .disk = man->disk->size ? o->disk : NULL, .rr = &rr,
+                             .rs = &rs, .err = err, .errlen = sizeof err};
+    r = gw_cpu_prio_run(&o->cpu, low_restore, &lr);
     if (rr.fd >= 0) {
         report_send(&rr, &rs, r ? "restore-failed" : "restored");
         close(rr.fd);
@@ -588,9 +645,9 @@ static int cmd_restore_backup(const struct opts *o)
     char extra[512];
     snprintf(extra, sizeof extra,
              "\"restore_ms\":%.1f,\"restore_data_bytes\":%llu,\"restore_mib_s\":%.1f,\"memory_digest\":\"%s\",\"backup\":\"%s\","
-             "\"restore_start_mono_ns\":%llu",
+             "\"restore_start_mono_ns\":%llu,\"restore_cpu_priority\":\"%s\"",
              ms, (unsigned long long)rs.data_bytes, data_ms > 0 ? (rs.data_bytes / 1048576.0) / (data_ms / 1000) : 0.0,
-             rs.digest_hex, id, (unsigned long long)gw_now_ns());
+             rs.digest_hex, id, (unsigned long long)gw_now_ns(), lr.ran_at);
     gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
             (unsigned long long)rs.chunks, ms, rs.digest_hex);
     gw_backup_target_close(&t);
