@@ -1,7 +1,7 @@
 /* `godwit-bench backup --contention`: what a backup costs a guest's own disk I/O.
  *
  *   godwit-bench backup --contention --target dir:PATH|rados:auto [--disk SPEC] [--disk-size SIZE]
- *                [--memory SIZE] [--ws SIZE] [--seconds N] [--json]
+ *                [--memory SIZE] [--ws SIZE] [--seconds N] [--cpu-priority P] [--method M] [--json]
  *
  * Two VMs on this host: the disk guest (guest/workload_disk.c: reads and writes its disk every
  * timer tick) whose block-request latency the virtio disk measures (a histogram in the
@@ -43,6 +43,7 @@
 
 struct copts {
     const char *target, *disk, *dir;
+    const char *cpu, *method;   /* both backups' --cpu-priority and --method (NULL: the runner's defaults) */
     uint64_t disk_size, memory, ws, seconds;
     bool json;
 };
@@ -51,7 +52,8 @@ static int parse(int argc, char **argv, struct copts *o)
 {
     static const struct option lo[] = {
         {"contention", 0, 0, 'c'}, {"target", 1, 0, 't'}, {"disk", 1, 0, 'd'}, {"disk-size", 1, 0, 's'},
-        {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"seconds", 1, 0, 'S'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {0},
+        {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"seconds", 1, 0, 'S'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'},
+        {"cpu-priority", 1, 0, 'P'}, {"method", 1, 0, 'M'}, {0},
     };
     *o = (struct copts){.target = "rados:auto", .disk_size = 1ull << 30, .memory = 1ull << 30, .ws = 512ull << 20,
                         .seconds = 5};
@@ -64,6 +66,8 @@ static int parse(int argc, char **argv, struct copts *o)
         case 't': o->target = optarg; break;
         case 'd': o->disk = optarg; break;
         case 'D': o->dir = optarg; break;
+        case 'P': o->cpu = optarg; break;
+        case 'M': o->method = optarg; break;
         case 's': r = gw_parse_size(optarg, &o->disk_size); break;
         case 'm': r = gw_parse_size(optarg, &o->memory); break;
         case 'w': r = gw_parse_size(optarg, &o->ws); break;
@@ -237,8 +241,17 @@ int gw_bench_backup_contention(int argc, char **argv)
     if (!status && alone_phase(vm_bin, dsock, o.seconds, &a)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
     char *store_b[] = {"--store", spec_b, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
     char *store_c[] = {"--store", spec_c, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
-    char *off[] = {"--throttle", "off", NULL};
-    char *adaptive[] = {"--throttle", "adaptive", "--watch-vm", dsock, NULL};
+    /* The options given, in a row without gaps (argv ends at the first NULL). */
+    char *off[8] = {"--throttle", "off"}, *adaptive[10] = {"--throttle", "adaptive", "--watch-vm", dsock};
+    int noff = 2, nad = 4;
+    if (o.cpu) {
+        off[noff++] = adaptive[nad++] = "--cpu-priority";
+        off[noff++] = adaptive[nad++] = (char *)o.cpu;
+    }
+    if (o.method) {
+        off[noff++] = adaptive[nad++] = "--method";
+        off[noff++] = adaptive[nad++] = (char *)o.method;
+    }
     if (!status && backup_phase(vm_bin, dsock, bsock, store_b, off, &b, err, sizeof err)) status = 1;
     /* Alone just before and just after (c): its baseline is the guest at the same time. */
     if (!status && alone_phase(vm_bin, dsock, o.seconds, &a2)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
@@ -259,7 +272,11 @@ int gw_bench_backup_contention(int argc, char **argv)
     if (o.json) {
         printf("{\"bench\":\"backup-contention\",\"status\":\"%s\",\"error\":", status ? "error" : "ok");
         gw_json_str(stdout, err);
-        printf(",\"target\":\"%s\",\"disk\":", o.target);
+        printf(",\"target\":\"%s\",\"cpu_priority\":", o.target);
+        gw_json_str(stdout, o.cpu ? o.cpu : "runner default");
+        printf(",\"method\":");
+        gw_json_str(stdout, o.method ? o.method : "runner default");
+        printf(",\"disk\":");
         gw_json_str(stdout, o.disk ? o.disk : rbd_disk[0] ? "rbd image in the same cluster" : "raw file (sparse)");
         printf(",\"disk_bytes\":%llu,\"backup_memory_bytes\":%llu,\"backup_ws_bytes\":%llu,"
                "\"alone_p50_us\":%.1f,\"alone_p99_us\":%.1f,\"alone_requests\":%llu,"
