@@ -101,6 +101,15 @@ class BackupApi(unittest.TestCase):
         except grpc.RpcError:
             pass
 
+    def disk_vm(self, name):
+        """A running disk guest (64 MiB) on a 16 MiB image in the image root."""
+        img = os.path.join(self.images, name + ".img")
+        with open(img, "wb") as f:
+            f.truncate(16 << 20)
+        self.make_vm(name, memory=64 << 20, guest="disk", disk_path=img, pages=0)
+        time.sleep(2.0)   # blocks written
+        return img
+
     def watch(self, jid, timeout=300):
         """Every event of the job until its final one."""
         evs = list(self.d.stub.WatchJob(api.WatchJobRequest(id=jid), metadata=AUTH, timeout=timeout))
@@ -199,11 +208,7 @@ class BackupApi(unittest.TestCase):
         """A disk guest's backup restored into a new RBD image of the host's pool: the VM runs on
         rbd:godwit/NAME and reads its blocks back; a restore onto the image again fails, no VM made."""
         src, clone = "rbdsrc", "rbdclone-%d" % (int(time.time() * 1000) % 10**6)
-        img = os.path.join(self.images, src + ".img")
-        with open(img, "wb") as f:
-            f.truncate(16 << 20)
-        self.make_vm(src, memory=64 << 20, guest="disk", disk_path=img, pages=0)
-        time.sleep(2.0)
+        self.disk_vm(src)
         try:
             # A restore that fails (every chunk of its backup damaged) removes the RBD image it
             # made: the good restore below creates the same image anew.
@@ -254,11 +259,7 @@ class BackupApi(unittest.TestCase):
         """RestoreBackup{instant, disk_pool}: the VM runs at once on a new RBD image of the host's
         pool, which fills behind its disk; the job ends with the fill, the blocks verify."""
         src, clone = "rbdisrc", "rbdiclone-%d" % (int(time.time() * 1000) % 10**6)
-        img = os.path.join(self.images, src + ".img")
-        with open(img, "wb") as f:
-            f.truncate(16 << 20)
-        self.make_vm(src, memory=64 << 20, guest="disk", disk_path=img, pages=0)
-        time.sleep(2.0)
+        self.disk_vm(src)
         try:
             j = self.call("CreateBackup", bk.CreateBackupRequest(vm=src, target="local", parent="none")).job
             b = self.watch(j.id)[-1].job
@@ -456,9 +457,9 @@ class RestoreApi(unittest.TestCase):
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    call, vm, make_vm, drop_vm, watch, final, exit_summary, cli = (
-        BackupApi.call, BackupApi.vm, BackupApi.make_vm, BackupApi.drop_vm, BackupApi.watch, BackupApi.final,
-        BackupApi.exit_summary, BackupApi.cli)
+    call, vm, make_vm, drop_vm, disk_vm, watch, final, exit_summary, cli = (
+        BackupApi.call, BackupApi.vm, BackupApi.make_vm, BackupApi.drop_vm, BackupApi.disk_vm, BackupApi.watch,
+        BackupApi.final, BackupApi.exit_summary, BackupApi.cli)
 
     def cli_tty(self, *args):
         """The CLI with its stdout on a terminal (a pty): (exit code, what it printed)."""
@@ -477,15 +478,6 @@ class RestoreApi(unittest.TestCase):
             out += chunk
         os.close(master)
         return p.wait(timeout=300), out.decode(errors="replace")
-
-    def disk_vm(self, name):
-        """A running disk guest (64 MiB) on a 16 MiB image in the image root."""
-        img = os.path.join(self.images, name + ".img")
-        with open(img, "wb") as f:
-            f.truncate(16 << 20)
-        self.make_vm(name, memory=64 << 20, guest="disk", disk_path=img, pages=0)
-        time.sleep(2.0)   # blocks written
-        return img
 
     def backup(self, vm, target="local"):
         j = self.call("CreateBackup", bk.CreateBackupRequest(vm=vm, target=target, parent="none")).job
