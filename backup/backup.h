@@ -98,6 +98,7 @@ struct gw_backup_result {
     char id[GW_BACKUP_ID_BUF];
     char digest_hex[33];
     char throttle_why[96];
+    char cpu_priority[32];      /* pb.cpu_priority's storage (set by the runner, engine/runner/runner_backup.c) */
     Godwit__V1__RunnerBackupResult pb;
 };
 int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct gw_backup_params *p,

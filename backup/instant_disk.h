@@ -1,15 +1,21 @@
-/* The disk half of an instant restore: the new image starts as holes of the backup's size;
- * a background thread reads the backup's disk chunks in order and writes them into it, and
- * the virtio disk (engine/vm/virtio_blk.h, gw_blk_fill) asks before every request:
+/* The disk half of an instant restore: the VM's new disk (a raw file or an RBD image, empty:
+ * all holes, of the backup's size) fills from the backup behind the virtio disk. A background
+ * thread reads the backup's disk chunks in order and writes them into it, and the device
+ * (engine/vm/virtio_blk.h, gw_blk_fill) asks before every request:
  *   - a read of a block not yet restored restores it first (the request waits for it);
  *   - a write of a block not yet restored restores it first, unless the write covers the
  *     block whole: then the block is only marked restored (the guest's data wins, the
  *     backup's copy is never written over it).
- * One state per chunk (the per-block present bitmap): a chunk being restored by one thread
- * is waited for by the others, so a restore never lands after a guest write. Zero chunks
- * are holes of the image from the start. Chunks are checked like memory chunks (a hostile
- * chunk fails the request and the restore); a store that fails is retried, with the
- * request waiting, and reported as stalled after outage_ms. */
+ * Every write into the image goes through the device's own backend handle, under the device
+ * lock: one writer per image (RBD's exclusive lock is the VM's, and a second handle could not
+ * write), and the lock orders the fill against the guest's requests. The fill thread reads a
+ * chunk from the store without the lock, then takes it and writes the chunk only if no request
+ * restored or overwrote it meanwhile: a restore never lands after a guest write, and a guest
+ * request waits for one chunk write of the fill at most, never for the store (its own chunks
+ * excepted). Zero chunks are holes of the image from the start. Chunks are checked like memory
+ * chunks (a hostile chunk fails the request and the restore); a store that fails is retried,
+ * with the request waiting, and reported as stalled after outage_ms. When the last chunk is in,
+ * the image is flushed through the backend (an fsync, or librbd's flush). */
 #ifndef GW_BACKUP_INSTANT_DISK_H
 #define GW_BACKUP_INSTANT_DISK_H
 
@@ -20,6 +26,7 @@
 #include "backup/backup.h"
 #include "engine/vm/virtio_blk.h"
 
+struct gw_device;
 struct gw_instant_disk;
 
 struct gw_instant_disk_progress {
@@ -32,10 +39,11 @@ struct gw_instant_disk_progress {
     char error[600];
 };
 
-/* Starts filling path (an existing image of im->size bytes, all holes) from im, the background
- * fill at fill_rate bytes/s (0: unlimited; the device's own requests are never held back). t and
- * im are borrowed and must outlive d. 0 with *out or -errno with err. */
-int gw_instant_disk_start(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, const char *path,
+/* Starts filling the image of the virtio disk dev (im->size bytes, all holes; opened for writing
+ * and locked by the VM) from im, the background fill at fill_rate bytes/s (0: unlimited; the
+ * device's own requests are never held back). Set the hook (gw_instant_disk_fill) on dev next.
+ * t, im and dev are borrowed and must outlive d. 0 with *out or -errno with err. */
+int gw_instant_disk_start(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, struct gw_device *dev,
                           unsigned outage_ms, double fill_rate, struct gw_instant_disk **out, char *err,
                           size_t errlen);
 /* The hook for the disk device. */

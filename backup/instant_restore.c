@@ -564,12 +564,12 @@ int gw_instant_restore_start(struct gw_backup_target *t, Godwit__V1__BackupManif
     r = gw_uffd_placer_open(&ir->u, vm->mem.base, vm->mem.size, &e);
     if (r) { snprintf(err, errlen, "instant restore needs userfaultfd: %s", e.msg); goto fail; }
     ir->placer_open = true;
-    if (man->disk->size && p && p->disk_path) {
-        r = gw_instant_disk_start(&ir->t, man->disk, p->disk_path, ir->outage_ms, p->fill_rate, &ir->disk, err,
-                                  errlen);
+    if (man->disk->size && p && p->disk) {
+        struct gw_device *dev = gw_bus_find(&vm->bus, "vda");
+        if (!dev) { r = -ENODEV; snprintf(err, errlen, "the VM has no disk to restore into"); goto fail; }
+        r = gw_instant_disk_start(&ir->t, man->disk, dev, ir->outage_ms, p->fill_rate, &ir->disk, err, errlen);
         if (r) goto fail;
-        ir->disk_dev = gw_bus_find(&vm->bus, "vda");
-        if (!ir->disk_dev) { r = -ENODEV; snprintf(err, errlen, "the VM has no disk to restore into"); goto fail; }
+        ir->disk_dev = dev;
         pthread_mutex_lock(&ir->disk_dev->lock);
         r = gw_virtio_blk_set_fill(ir->disk_dev, gw_instant_disk_fill(ir->disk));
         pthread_mutex_unlock(&ir->disk_dev->lock);

@@ -52,8 +52,8 @@ enum gw_instant_phase {
 struct gw_instant_params {
     unsigned workers;          /* fetch workers = reads in flight (0: default) */
     unsigned outage_pause_ms;  /* store silent this long -> stalled (0: default) */
-    const char *disk_path;     /* the VM's new image (of the backup's disk size, all holes), filled
-                                * behind the disk device (instant_disk.h); NULL: no disk */
+    bool disk;                 /* fill the VM's disk "vda" (its new image, a file or an RBD image of
+                                * the backup's disk size, all holes) behind the device (instant_disk.h) */
     double fill_rate;          /* bytes/s the background fill may read, memory and disk each
                                 * (0: unlimited). What the guest waits for is never held back:
                                 * the fill only spares the store for the host's other guests. */
@@ -84,7 +84,7 @@ struct gw_instant_progress {
  * vm is created, not started, its memory untouched. Registers memory, starts the threads,
  * loads the VM state (its own faults served like any) and returns with the VM ready to
  * start (gw_vm_start is the caller's, so it measures what it wants around it). The memory
- * image must fit vm's memory; with p->disk_path the disk fills behind the device. 0 with *out or -errno
+ * image must fit vm's memory; with p->disk the disk fills behind the device. 0 with *out or -errno
  * with the reason in err (nothing left running; the caller destroys the VM). */
 int gw_instant_restore_start(struct gw_backup_target *t, Godwit__V1__BackupManifest *man, struct gw_vm *vm,
                              const struct gw_instant_params *p, struct gw_instant_restore **out, char *err,

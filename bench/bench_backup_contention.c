@@ -1,7 +1,7 @@
 /* `godwit-bench backup --contention`: what a backup costs a guest's own disk I/O.
  *
  *   godwit-bench backup --contention --target dir:PATH|rados:auto [--disk SPEC] [--disk-size SIZE]
- *                [--memory SIZE] [--ws SIZE] [--seconds N] [--json]
+ *                [--memory SIZE] [--ws SIZE] [--seconds N] [--cpu-priority P] [--method M] [--json]
  *
  * Two VMs on this host: the disk guest (guest/workload_disk.c: reads and writes its disk every
  * timer tick) whose block-request latency the virtio disk measures (a histogram in the
@@ -9,16 +9,23 @@
  * second VM (a random dirtier of --ws in --memory) that gets backed up. The disk guest runs
  *   (a) alone (the second VM running, no backup) for --seconds: the baseline, same run;
  *   (b) beside an unthrottled backup (--throttle off) of the second VM;
- *   (a') alone again for --seconds, just before (c) (the guest's own latency drifts over a run);
+ *   (a2) alone again for --seconds, just before (c);
  *   (c) beside an adaptive backup of the second VM that watches the disk guest's latency
- *       (--watch-vm: the runner polls its status).
+ *       (--watch-vm: the runner polls its status);
+ *   (a3) alone again for --seconds, just after (c).
  * Each backup goes into a store of its own (a second namespace or directory), so (c) cannot
  * skip chunks (b) stored. Prints the guest's p50/p99 in each phase, the backups' throughput,
- * and p99(c) / p99(a) against the target 1.2. --disk is handed to godwit-vm as it is (a raw
- * file or an RBD image spec). Without it, with --target rados:auto the disk guest's disk is an
- * RBD image of --disk-size (default 1G) in the same throw-away cluster, so backup traffic and
- * guest I/O meet on the same OSD; with other targets it is a sparse raw file in the bench's
- * temporary directory. */
+ * and the ratio the target (1.2) is about: p99(c) over the p99 of the guest alone around it,
+ * (a2) and (a3) together, so that a guest whose own latency moves during the run is compared
+ * with itself at the same time (p99(c) / p99(a) is printed too). The cluster is started
+ * --steady (scripts/ceph-cluster): by default a young cluster's latency drifts on its own (the
+ * guest's random 4 KiB writes fragment memstore's bufferlist objects, slowing its requests by
+ * half within a minute; the PG logs fill and their trimming steps its p99 from ~0.7 to ~2.9 ms
+ * about 30 s in), so a baseline taken first was no baseline for a phase 30 s later. --disk is handed to
+ * godwit-vm as it is (a raw file or an RBD image spec). Without it, with --target rados:auto the
+ * disk guest's disk is an RBD image of --disk-size (default 1G) in the same throw-away cluster,
+ * so backup traffic and guest I/O meet on the same OSD; with other targets it is a sparse raw
+ * file in the bench's temporary directory. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -36,6 +43,7 @@
 
 struct copts {
     const char *target, *disk, *dir;
+    const char *cpu, *method;   /* both backups' --cpu-priority and --method (NULL: the runner's defaults) */
     uint64_t disk_size, memory, ws, seconds;
     bool json;
 };
@@ -44,7 +52,8 @@ static int parse(int argc, char **argv, struct copts *o)
 {
     static const struct option lo[] = {
         {"contention", 0, 0, 'c'}, {"target", 1, 0, 't'}, {"disk", 1, 0, 'd'}, {"disk-size", 1, 0, 's'},
-        {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"seconds", 1, 0, 'S'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {0},
+        {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"seconds", 1, 0, 'S'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'},
+        {"cpu-priority", 1, 0, 'P'}, {"method", 1, 0, 'M'}, {0},
     };
     *o = (struct copts){.target = "rados:auto", .disk_size = 1ull << 30, .memory = 1ull << 30, .ws = 512ull << 20,
                         .seconds = 5};
@@ -57,6 +66,8 @@ static int parse(int argc, char **argv, struct copts *o)
         case 't': o->target = optarg; break;
         case 'd': o->disk = optarg; break;
         case 'D': o->dir = optarg; break;
+        case 'P': o->cpu = optarg; break;
+        case 'M': o->method = optarg; break;
         case 's': r = gw_parse_size(optarg, &o->disk_size); break;
         case 'm': r = gw_parse_size(optarg, &o->memory); break;
         case 'w': r = gw_parse_size(optarg, &o->ws); break;
@@ -94,15 +105,30 @@ static int read_hist(const char *vm_bin, const char *sock, struct gw_lat_hist *h
 struct phase {
     double p50_us, p99_us, mib_s, elapsed_ms;
     uint64_t requests, backoffs, bytes;
+    struct gw_lat_hist d;   /* the guest's requests in the phase */
 };
+
+static void phase_quantiles(struct phase *ph)
+{
+    ph->requests = ph->d.count;
+    ph->p50_us = gw_lat_hist_quantile(&ph->d, 0.5) / 1e3;
+    ph->p99_us = gw_lat_hist_quantile(&ph->d, 0.99) / 1e3;
+}
 
 static void phase_lat(const struct gw_lat_hist *a, const struct gw_lat_hist *b, struct phase *ph)
 {
-    struct gw_lat_hist d;
-    gw_lat_hist_delta(b, a, &d);
-    ph->requests = d.count;
-    ph->p50_us = gw_lat_hist_quantile(&d, 0.5) / 1e3;
-    ph->p99_us = gw_lat_hist_quantile(&d, 0.99) / 1e3;
+    gw_lat_hist_delta(b, a, &ph->d);
+    phase_quantiles(ph);
+}
+
+/* out: the requests of x and y together (two alone phases around another). */
+static void phase_merge(const struct phase *x, const struct phase *y, struct phase *out)
+{
+    memset(out, 0, sizeof *out);
+    out->d.count = x->d.count + y->d.count;
+    out->d.sum_ns = x->d.sum_ns + y->d.sum_ns;
+    for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) out->d.b[i] = x->d.b[i] + y->d.b[i];
+    phase_quantiles(out);
 }
 
 /* The disk guest alone for seconds. */
@@ -159,7 +185,7 @@ int gw_bench_backup_contention(int argc, char **argv)
     snprintf(script, sizeof script, "%s/scripts/ceph-cluster", GW_SOURCE_DIR);
     bool auto_cluster = !strcmp(o.target, "rados:auto");
     if (auto_cluster) {
-        char *start_argv[] = {script, "start", "--size", "16G", NULL};
+        char *start_argv[] = {script, "start", "--size", "16G", "--steady", NULL};
         if (gw_bench_run(start_argv, out, sizeof out) != 0) { snprintf(err, sizeof err, "cannot start a Ceph cluster"); status = 1; }
         else {
             char *nl = out + strlen(out);
@@ -211,18 +237,27 @@ int gw_bench_backup_contention(int argc, char **argv)
         if (gw_bench_wait_ready(vm_bin, dsock, 180) || gw_bench_wait_ready(vm_bin, bsock, 180)) { snprintf(err, sizeof err, "a guest never became ready"); status = 1; }
         else sleep(1);
     }
-    struct phase a = {0}, a2 = {0}, b = {0}, c = {0};
+    static struct phase a, a2, a3, around, b, c;
     if (!status && alone_phase(vm_bin, dsock, o.seconds, &a)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
     char *store_b[] = {"--store", spec_b, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
     char *store_c[] = {"--store", spec_c, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
-    char *off[] = {"--throttle", "off", NULL};
-    char *adaptive[] = {"--throttle", "adaptive", "--watch-vm", dsock, NULL};
+    /* The options given, in a row without gaps (argv ends at the first NULL). */
+    char *off[8] = {"--throttle", "off"}, *adaptive[10] = {"--throttle", "adaptive", "--watch-vm", dsock};
+    int noff = 2, nad = 4;
+    if (o.cpu) {
+        off[noff++] = adaptive[nad++] = "--cpu-priority";
+        off[noff++] = adaptive[nad++] = (char *)o.cpu;
+    }
+    if (o.method) {
+        off[noff++] = adaptive[nad++] = "--method";
+        off[noff++] = adaptive[nad++] = (char *)o.method;
+    }
     if (!status && backup_phase(vm_bin, dsock, bsock, store_b, off, &b, err, sizeof err)) status = 1;
-    /* (a) again, just before (c): the guest's latency drifts up over a run on its own (measured:
-     * its p99 alone went 1.4 -> 2.4 -> 2.9 ms in three 6 s windows with no backup at all), so
-     * the baseline next to (c) is printed too. */
+    /* Alone just before and just after (c): its baseline is the guest at the same time. */
     if (!status && alone_phase(vm_bin, dsock, o.seconds, &a2)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
     if (!status && backup_phase(vm_bin, dsock, bsock, store_c, adaptive, &c, err, sizeof err)) status = 1;
+    if (!status && alone_phase(vm_bin, dsock, o.seconds, &a3)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+    phase_merge(&a2, &a3, &around);
     uint64_t disk_verify_errors = 0, bulk_verify_errors = 0;
     char *stop_d[] = {vm_bin, "stop", "--control", dsock, NULL}, *stop_b[] = {vm_bin, "stop", "--control", bsock, NULL};
     if (dpid > 0) { gw_bench_run(stop_d, out, sizeof out); gw_bench_wait(dpid); }
@@ -232,10 +267,16 @@ int gw_bench_backup_contention(int argc, char **argv)
     if (!gw_bench_read_file(bout, out, sizeof out)) { gw_bench_last_json(out, line, sizeof line); gw_json_get_u64(line, "guest_verify_errors", &bulk_verify_errors); }
     double ratio_c = a.p99_us > 0 ? c.p99_us / a.p99_us : 0, ratio_b = a.p99_us > 0 ? b.p99_us / a.p99_us : 0;
     double ratio_c2 = a2.p99_us > 0 ? c.p99_us / a2.p99_us : 0;
+    double ratio_around = around.p99_us > 0 ? c.p99_us / around.p99_us : 0;
+    double drift = a.p99_us > 0 ? a3.p99_us / a.p99_us : 0;
     if (o.json) {
         printf("{\"bench\":\"backup-contention\",\"status\":\"%s\",\"error\":", status ? "error" : "ok");
         gw_json_str(stdout, err);
-        printf(",\"target\":\"%s\",\"disk\":", o.target);
+        printf(",\"target\":\"%s\",\"cpu_priority\":", o.target);
+        gw_json_str(stdout, o.cpu ? o.cpu : "runner default");
+        printf(",\"method\":");
+        gw_json_str(stdout, o.method ? o.method : "runner default");
+        printf(",\"disk\":");
         gw_json_str(stdout, o.disk ? o.disk : rbd_disk[0] ? "rbd image in the same cluster" : "raw file (sparse)");
         printf(",\"disk_bytes\":%llu,\"backup_memory_bytes\":%llu,\"backup_ws_bytes\":%llu,"
                "\"alone_p50_us\":%.1f,\"alone_p99_us\":%.1f,\"alone_requests\":%llu,"
@@ -244,22 +285,26 @@ int gw_bench_backup_contention(int argc, char **argv)
                "\"unthrottled_mib_s\":%.1f,\"adaptive_mib_s\":%.1f,\"unthrottled_ms\":%.0f,\"adaptive_ms\":%.0f,"
                "\"alone_before_adaptive_p50_us\":%.1f,\"alone_before_adaptive_p99_us\":%.1f,"
                "\"p99_ratio_adaptive_vs_alone_before_it\":%.2f,"
+               "\"alone_after_adaptive_p50_us\":%.1f,\"alone_after_adaptive_p99_us\":%.1f,"
+               "\"alone_around_adaptive_p50_us\":%.1f,\"alone_around_adaptive_p99_us\":%.1f,\"alone_around_requests\":%llu,"
+               "\"p99_ratio_adaptive_vs_alone_around_it\":%.2f,\"alone_p99_last_vs_first\":%.2f,"
                "\"adaptive_backoffs\":%llu,\"p99_ratio_unthrottled_vs_alone\":%.2f,\"p99_ratio_adaptive_vs_alone\":%.2f,"
                "\"target_p99_ratio\":1.2,\"target_met\":%s,\"disk_verify_errors\":%llu,\"bulk_verify_errors\":%llu,"
                "\"latency\":\"virtio disk request service time (device side), IN and OUT\","
-               "\"baseline\":\"(a) the same disk guest without a backup, same run\"}\n",
+               "\"baseline\":\"the same disk guest without a backup, same run, just before and just after (c)\"}\n",
                (unsigned long long)o.disk_size, (unsigned long long)o.memory, (unsigned long long)o.ws, a.p50_us, a.p99_us,
                (unsigned long long)a.requests, b.p50_us, b.p99_us, (unsigned long long)b.requests, c.p50_us, c.p99_us,
                (unsigned long long)c.requests, b.mib_s, c.mib_s, b.elapsed_ms, c.elapsed_ms, a2.p50_us, a2.p99_us, ratio_c2,
+               a3.p50_us, a3.p99_us, around.p50_us, around.p99_us, (unsigned long long)around.requests, ratio_around, drift,
                (unsigned long long)c.backoffs,
-               ratio_b, ratio_c, !status && ratio_c <= 1.2 ? "true" : "false", (unsigned long long)disk_verify_errors,
+               ratio_b, ratio_c, !status && ratio_around <= 1.2 ? "true" : "false", (unsigned long long)disk_verify_errors,
                (unsigned long long)bulk_verify_errors);
     } else {
         printf("backup contention (%s): disk guest p50/p99 alone %.0f/%.0f us, beside unthrottled %.0f/%.0f us "
-               "(backup %.0f MiB/s), beside adaptive %.0f/%.0f us (backup %.0f MiB/s, %llu back-offs); p99 ratio %.2f "
-               "(target 1.2)%s%s\n",
-               o.target, a.p50_us, a.p99_us, b.p50_us, b.p99_us, b.mib_s, c.p50_us, c.p99_us, c.mib_s,
-               (unsigned long long)c.backoffs, ratio_c, status ? ", error: " : "", err);
+               "(backup %.0f MiB/s), alone around adaptive %.0f/%.0f us, beside adaptive %.0f/%.0f us (backup %.0f MiB/s, "
+               "%llu back-offs); p99 ratio %.2f (target 1.2)%s%s\n",
+               o.target, a.p50_us, a.p99_us, b.p50_us, b.p99_us, b.mib_s, around.p50_us, around.p99_us, c.p50_us, c.p99_us,
+               c.mib_s, (unsigned long long)c.backoffs, ratio_around, status ? ", error: " : "", err);
     }
     if (auto_cluster && conf[0]) {
         char *stop_argv[] = {script, "stop", conf, NULL};

@@ -73,6 +73,19 @@ bool gw_cpu_prio_lowered(void)
     return policy == SCHED_IDLE || policy == SCHED_BATCH || (!errno && nice > 0);
 }
 
+void gw_cpu_prio_current(struct gw_cpu_prio *out)
+{
+    int policy = sched_getscheduler(0);
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0);
+    if (errno || nice < 0) nice = 0;
+    if (nice > 19) nice = 19;
+    if (policy == SCHED_IDLE) *out = (struct gw_cpu_prio){GW_CPU_IDLE, 0};
+    else if (policy == SCHED_BATCH) *out = (struct gw_cpu_prio){GW_CPU_BATCH, nice};
+    else if (policy == SCHED_OTHER && nice > 0) *out = (struct gw_cpu_prio){GW_CPU_NICE, nice};
+    else *out = (struct gw_cpu_prio){GW_CPU_NORMAL, 0};
+}
+
 struct run {
     const struct gw_cpu_prio *p;
     int (*fn)(void *);

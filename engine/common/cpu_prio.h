@@ -36,6 +36,9 @@ int gw_cpu_prio_apply(const struct gw_cpu_prio *p);
 int gw_cpu_prio_raise(void);
 /* True when the calling thread runs below normal (SCHED_IDLE, SCHED_BATCH or nice > 0). */
 bool gw_cpu_prio_lowered(void);
+/* What the calling thread runs at, read from the kernel (a policy other than these three, or
+ * a negative nice value, reads as normal). */
+void gw_cpu_prio_current(struct gw_cpu_prio *out);
 
 /* Runs fn(arg) on a new thread at priority p and waits for it; returns fn's result. A thread
  * that cannot be made or lowered runs fn at the caller's priority (logged once per reason). */

@@ -40,6 +40,7 @@ void gw_bkjob_to_proto(const struct gw_job *j, Godwit__V1__Job *out)
     b->pb.bad_chunk_names = b->bad_ptrs;
     b->pb.disk = b->disk;
     b->pb.instant = b->instant;
+    b->pb.cpu_priority = b->cpu_priority;
     out->backup = &b->pb;
     out->reason = b->reason;
 }
@@ -56,6 +57,7 @@ void gw_bkjob_load(struct gw_job *j, const Godwit__V1__Job *pj)
     snprintf(b->reason, sizeof b->reason, "%s", pj->reason);
     snprintf(b->disk, sizeof b->disk, "%s", i->disk);
     b->instant = i->instant;
+    snprintf(b->cpu_priority, sizeof b->cpu_priority, "%s", i->cpu_priority);
     b->bad_chunks = i->bad_chunks;
     b->bad_manifests = i->bad_manifests;
     for (size_t k = 0; k < i->n_bad_chunk_names && k < GW_BKJOB_BAD_NAMES; k++)
@@ -144,6 +146,7 @@ static void run_backup(struct gw_daemon *d, struct gw_job *j)
     br.parent = j->bk->parent;
     br.method = j->bk->method;
     br.progress_ms = PROGRESS_MS;
+    br.cpu_priority = d->cfg.backup_cpu_priority;   /* checked when the daemon started */
     struct gw_bk_buckets bks = {0};
     char terr[256];
     int tr = gw_bkjob_throttle(d, t, j->bk, &br, &bks, terr, sizeof terr);
@@ -186,6 +189,7 @@ static void run_backup(struct gw_daemon *d, struct gw_job *j)
         const Godwit__V1__RunnerBackupResult *b = rep->backup;
         snprintf(j->bk->backup_id, sizeof j->bk->backup_id, "%s", b->id);
         snprintf(j->bk->digest, sizeof j->bk->digest, "%s", b->memory_digest);
+        snprintf(j->bk->cpu_priority, sizeof j->bk->cpu_priority, "%s", b->cpu_priority);
         j->progress.total_bytes = b->memory_bytes + b->disk_bytes;
         j->progress.remaining_bytes = 0;
         j->progress.eta_ms = 0;

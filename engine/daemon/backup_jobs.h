@@ -44,6 +44,7 @@ struct gw_bkjob {
     char bad_names[GW_BKJOB_BAD_NAMES][65];
     unsigned n_bad;
     char reason[40];              /* machine-readable reason of a failure (Job.reason) */
+    char cpu_priority[32];        /* BACKUP: what its threads ran at; RESTORE: what the runner was given */
     /* The request (not persisted: a job is never resumed by a later daemon). */
     char parent[GW_BKJOB_ID_MAX + 1];
     char method[16];
@@ -78,8 +79,8 @@ void gw_bkjob_run_restore(struct gw_daemon *d, struct gw_job *j);
 
 /* RESTORE: where the new VM name's disk image would go (lock not held): 0 with the path or
  * spec in out, or a gRPC code with an ErrorInfo reason and message (the API refuses before
- * making a job: an image that exists, a pool not in rbd_pools, an instant restore to RBD). */
-int gw_bkjob_restore_disk_check(struct gw_daemon *d, const char *name, const char *pool, bool instant, char *out,
+ * making a job: an image that exists, a pool not in rbd_pools). */
+int gw_bkjob_restore_disk_check(struct gw_daemon *d, const char *name, const char *pool, char *out,
                                 size_t cap, const char **reason, char *msg, size_t msglen);
 
 /* Starts the job's thread (lock held; j->bk filled, its VM marked busy for BACKUP). 0 or

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backup/backup.h"
+#include "engine/common/cpu_prio.h"
 #include "engine/common/limits.h"
 #include "engine/common/util.h"
 #include "engine/vm/blk_backend.h"
@@ -161,6 +163,16 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
     else if (!strcmp(key, "cluster_max_backups")) r = set_u32(&cfg->cluster_max_backups, value, 1, 1024);
     else if (!strcmp(key, "backup_host_rate")) r = gw_parse_size(value, &cfg->backup_host_rate);
     else if (!strcmp(key, "backup_host_ops")) r = set_u32(&cfg->backup_host_ops, value, 0, 1000000);
+    else if (!strcmp(key, "backup_cpu_priority")) {
+        struct gw_cpu_prio p;
+        r = *value ? gw_cpu_prio_parse(value, &p) : -EINVAL;   /* empty would read as normal */
+        if (!r) gw_cpu_prio_name(&p, cfg->backup_cpu_priority, sizeof cfg->backup_cpu_priority);
+        if (r) {
+            snprintf(c->err, c->errlen, "bad value for backup_cpu_priority: '%.64s' (idle, batch, batch:N with N 0..19, "
+                     "nice:N with N 1..19, or normal)", value);
+            return 0;
+        }
+    }
     else if (!strcmp(key, "backup_adaptive")) {
         r = !strcmp(value, "on") || !strcmp(value, "off") ? 0 : -EINVAL;
         cfg->backup_adaptive = !strcmp(value, "on");
@@ -206,6 +218,9 @@ int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *
     snprintf(cfg->state_dir, sizeof cfg->state_dir, "/var/lib/godwit");
     snprintf(cfg->migration_host, sizeof cfg->migration_host, "127.0.0.1");
     default_runner(cfg->runner, sizeof cfg->runner);
+    struct gw_cpu_prio batch;
+    gw_cpu_prio_parse(GW_BACKUP_CPU_DEFAULT, &batch);
+    gw_cpu_prio_name(&batch, cfg->backup_cpu_priority, sizeof cfg->backup_cpu_priority);
     if (gethostname(cfg->hostname, sizeof cfg->hostname - 1)) snprintf(cfg->hostname, sizeof cfg->hostname, "localhost");
 
     struct load_ctx c = {.cfg = cfg, .err = err, .errlen = errlen};

@@ -61,6 +61,9 @@
  *
  *   [daemon] max_backups = 1          ; scheduled backups at once on this host (1..64, default 1)
  *   cluster_max_backups = 4            ; ... across the hosts sharing a target (1..1024, default 1024)
+ *   backup_cpu_priority = batch        ; CPU priority of the threads of every backup and ordinary
+ *                                      ;   restore this host runs: idle, batch (default), batch:N,
+ *                                      ;   nice:N or normal (engine/common/cpu_prio.h)
  *   test_clock_file = clock            ; test builds only: the scheduler's "now" (Unix seconds) from it
  *
  *   [daemon] test_runner_fault = drop-go ; test builds (GODWIT_TEST_HOOKS) only: a fault for runners
@@ -113,6 +116,7 @@ struct gw_daemon_config {
     uint64_t backup_host_rate;      /* bytes/s for all backups on this host; 0 = none */
     uint32_t backup_host_ops;       /* store writes/s for all backups on this host; 0 = none */
     int backup_adaptive;            /* 1 (default): backups throttle adaptively; 0: fixed rates only */
+    char backup_cpu_priority[32];   /* canonical (gw_cpu_prio_name): for every backup and ordinary restore */
     char test_clock_file[GW_CFG_STR];   /* GODWIT_TEST_HOOKS builds only: the scheduler's clock */
     char test_runner_fault[64];   /* GODWIT_TEST_HOOKS builds only: `--test-fault` for every runner */
     char cluster[GW_CFG_STR];       /* "dir:/path" or "rados:pool[/ns]"; "" = no registry */

@@ -87,15 +87,12 @@ static int read_manifest(const struct gw_backup_target_cfg *t, const char *vm, c
     return r;
 }
 
-int gw_bkjob_restore_disk_check(struct gw_daemon *d, const char *name, const char *pool, bool instant, char *out,
+int gw_bkjob_restore_disk_check(struct gw_daemon *d, const char *name, const char *pool, char *out,
                                 size_t cap, const char **reason, char *msg, size_t msglen)
 {
 #define FAIL(c, why, ...) do { *reason = (why); snprintf(msg, msglen, __VA_ARGS__); return (c); } while (0)
     int n;
     if (pool[0]) {
-        if (instant)
-            FAIL(GW_GRPC_FAILED_PRECONDITION, "INSTANT_RBD_UNSUPPORTED", "an instant restore fills its disk into an image "
-                 "file: restore into RBD pool %.64s without instant", pool);
         n = snprintf(out, cap, "rbd:%s/%s", pool, name);
         if (n < 0 || (size_t)n >= cap) FAIL(GW_GRPC_INVALID_ARGUMENT, "IMAGE_PATH_INVALID", "disk_pool is too long");
         const char *r, *why = gw_config_image_refused(&d->cfg, out, "disk", &r);
@@ -313,6 +310,9 @@ static void restore_argv(struct gw_daemon *d, struct gw_job *j, struct gw_vm_rec
     argv[n++] = "--name"; argv[n++] = rec->name;
     if (disk_arg[0]) { argv[n++] = "--disk"; argv[n++] = (char *)disk_arg; }
     if (j->bk->instant) argv[n++] = "--instant";
+    /* An ordinary restore reads at the host's backup priority; an instant one's fill is what
+     * the restored guest waits for: it keeps the runner's own. */
+    else { argv[n++] = "--cpu-priority"; argv[n++] = d->cfg.backup_cpu_priority; }
     if (progress_fd) { argv[n++] = "--progress-fd"; argv[n++] = "3"; }   /* the pipe: the spawn's first fd */
     argv[n++] = "--control"; argv[n++] = rec->control;
     argv[n++] = "--console"; argv[n++] = bufs[0];
@@ -400,7 +400,7 @@ void gw_bkjob_run_restore(struct gw_daemon *d, struct gw_job *j)
     if (!r) why = gw_vm_config_invalid(name, sc->memory_bytes, sc->vcpus, sc->guest_spec, "");
     if (!r && !why && m->disk->size) {
         /* The disk: checked again here (the API's check was a moment ago), then made. */
-        if (gw_bkjob_restore_disk_check(d, name, pool, instant, disk, sizeof disk, &reason, why_buf, sizeof why_buf))
+        if (gw_bkjob_restore_disk_check(d, name, pool, disk, sizeof disk, &reason, why_buf, sizeof why_buf))
             why = why_buf;
         else if (!gw_blk_is_rbd(disk)) {
             int e = make_image(disk);
@@ -418,6 +418,7 @@ void gw_bkjob_run_restore(struct gw_daemon *d, struct gw_job *j)
     snprintf(j->bk->backup_id, sizeof j->bk->backup_id, "%s", id);
     snprintf(j->bk->disk, sizeof j->bk->disk, "%s", disk);
     j->bk->made_image = made;
+    if (!instant) snprintf(j->bk->cpu_priority, sizeof j->bk->cpu_priority, "%s", d->cfg.backup_cpu_priority);
     struct gw_vm_rec *rec = NULL;
     if (r) {
         decide(&v, S(FAILED), r == -ENOENT ? "BACKUP_NOT_FOUND" : "STORE_FAILED", "%s", err);

@@ -4,7 +4,7 @@
  * target is a name from the daemon's config, VM names and backup ids are checked against
  * the store's safe-name rule (they become object names, never paths). Errors carry an
  * ErrorInfo reason: UNKNOWN_TARGET, VM_MIGRATING, VM_BUSY, VM_NOT_RUNNING, BACKUP_NOT_FOUND,
- * STORE_UNAVAILABLE, VM_EXISTS; a restore's disk: IMAGE_EXISTS, INSTANT_RBD_UNSUPPORTED and the
+ * STORE_UNAVAILABLE, VM_EXISTS; a restore's disk: IMAGE_EXISTS and the
  * image rules' reasons (config.h: RBD_DISK_REFUSED...). */
 #include <errno.h>
 #include <stdio.h>
@@ -242,7 +242,7 @@ static int restore_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg
      * the image that job made). A host without image_roots fails the job only if it needs one. */
     char disk[sizeof ((struct gw_bkjob *)0)->disk], why[512];
     const char *reason = NULL;
-    if ((code = gw_bkjob_restore_disk_check(d, name, req->disk_pool, req->instant, disk, sizeof disk, &reason, why,
+    if ((code = gw_bkjob_restore_disk_check(d, name, req->disk_pool, disk, sizeof disk, &reason, why,
                                             sizeof why))) {
         if (strcmp(reason, "NO_IMAGE_ROOTS") && strcmp(reason, "IMAGE_ROOT_MISSING")) {
             code = gw_grpc_call_error_reason(call, code, reason, "%s", why);

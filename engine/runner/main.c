@@ -36,6 +36,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/common/cpu_prio.h"
 #include "engine/common/json.h"
 #include "engine/common/limits.h"
 #include "engine/common/log.h"
@@ -85,6 +86,8 @@ struct opts {
     uint64_t stall_ms;                 /* --stall-ms: store silent this long pauses the VM */
     uint64_t fill_rate;                /* --fill-rate: the instant restore's background fill, bytes/s */
     int progress_fd;                   /* --progress-fd: restore progress frames go there (-1: none) */
+    struct gw_cpu_prio cpu;            /* --cpu-priority: an ordinary restore's threads (default normal) */
+    bool cpu_set;
     Godwit__V1__StoreSpec store;
     int test_fault;                 /* enum gw_mig_fault, GODWIT_TEST_HOOKS builds only */
     bool json, stop_after, wait, auto_converge, keep_source, keep_destination, guest_given;
@@ -114,6 +117,7 @@ static void usage(FILE *f)
             "       godwit-vm restore-backup --store dir:PATH|rados:POOL[/NS] [--ceph-conf F] [--ceph-id ID] [--keyring F]\n"
             "                                [--key-file F] --vm NAME [--backup ID] [--name NEW] [--disk FILE|rbd:POOL/IMAGE] [--seconds N]\n"
             "                                [--instant [--stall-ms N] [--fill-rate SIZE]] [--progress-fd N]\n"
+            "                                [--cpu-priority idle|batch|batch:N|nice:N|normal]   (not with --instant)\n"
             "       godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none] [--method dirty-log|pause] [--json]\n"
             "       godwit-vm verify-backup|list-backups|delete-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]\n"
             "       godwit-vm prune --store SPEC [STORE OPTIONS] --vm NAME [--keep-last|hourly|daily|weekly|monthly|yearly N]\n"
@@ -144,7 +148,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
         {"tls", 1, 0, 't'}, {"tls-cert", 1, 0, '1'}, {"tls-key", 1, 0, '2'}, {"tls-ca", 1, 0, '3'},
         {"keep-source", 0, 0, 'K' + 257}, {"keep-destination", 0, 0, 'K' + 256},
-        {"progress-fd", 1, 0, 'K' + 264},
+        {"progress-fd", 1, 0, 'K' + 264}, {"cpu-priority", 1, 0, 'K' + 266},
 #ifdef GODWIT_TEST_HOOKS
         {"test-fault", 1, 0, 'X'},
 #endif
@@ -168,6 +172,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                 fprintf(stderr, "godwit-vm: --fill-rate is a size per second, e.g. 50M\n");
                 return -1;
             }
+            break;
+        case 'K' + 266:
+            if (gw_cpu_prio_parse(optarg, &o->cpu)) {
+                fprintf(stderr, "godwit-vm: --cpu-priority is idle, batch, batch:N, nice:N (N 1..19) or normal\n");
+                return -1;
+            }
+            o->cpu_set = true;
             break;
         case 'n': o->name = optarg; o->name_set = true; break;
         case 't':
@@ -284,9 +295,10 @@ static int exit_code_for_create(int r, const char *err)
 }
 
 /* Runs a created-and-prepared VM (started already when it arrived by migration) to the end
- * and prints its summary. */
+ * and prints its summary. With an instant restore, *instant_complete (may be NULL) says
+ * whether its fill completed. */
 static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json, const struct gw_mig_progress *arrived,
-                  struct gw_postcopy_in *pc_in, struct gw_instant_restore *instant)
+                  struct gw_postcopy_in *pc_in, struct gw_instant_restore *instant, bool *instant_complete)
 {
     struct gw_runner r = {.vm = vm, .started_ns = gw_now_ns(), .listen_fd = -1, .postcopy_in = pc_in,
                           .instant = instant};
@@ -324,6 +336,11 @@ static int run_vm(struct gw_vm *vm, const struct opts *o, const char *extra_json
     /* Paused by now; a fill short of its end poisons what never arrived, so the counters
      * below are read only when their page is in. */
     bool readable = gw_runner_guest_readable(&r);
+    if (instant_complete && r.instant) {
+        struct gw_instant_progress ip;
+        gw_instant_restore_progress(r.instant, &ip);
+        *instant_complete = ip.phase == GW_INSTANT_COMPLETE;
+    }
     gw_instant_restore_free(r.instant);
     r.instant = NULL;
     gw_runner_control_close(&r);
@@ -356,7 +373,7 @@ static int cmd_run(const struct opts *o)
     if (r) return exit_code_for_create(r, err);
     gw_log_set_tag(o->name);
     r = gw_vm_boot(vm, err, sizeof err);
-    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL, NULL, NULL);
+    int code = r ? (fprintf(stderr, "godwit-vm: %s\n", err), EXIT_VM_FAILED) : run_vm(vm, o, NULL, NULL, NULL, NULL, NULL);
     if (vm->guest_stopped) fprintf(stderr, "godwit-vm: the guest ended: %s\n", vm->stop_msg);
     gw_vm_destroy(vm);
     if (cfd > STDERR_FILENO) close(cfd);
@@ -397,7 +414,7 @@ static int cmd_restore(const struct opts *o)
              ms, (unsigned long long)stats.data_bytes, ms > 0 ? (stats.data_bytes / 1048576.0) / (ms / 1000) : 0.0, hex);
     gw_info("restored from %s: %llu MiB in %.1f ms, digest %s", o->file,
             (unsigned long long)(stats.data_bytes >> 20), ms, hex);
-    code = run_vm(vm, o, extra, NULL, NULL, NULL);
+    code = run_vm(vm, o, extra, NULL, NULL, NULL, NULL);
 out:
     gw_vm_destroy(vm);
     godwit__v1__vm_state__free_unpacked(st, NULL);
@@ -459,13 +476,13 @@ static int report_restore(void *ctx, const struct gw_restore_stats *st)
 }
 
 /* restore-backup --instant: memory is registered for faults, the disk fills behind its device,
- * and the VM starts at once while both fill. Takes t and man. */
+ * and the VM starts at once while both fill. Takes t and man. *complete: the fill completed. */
 static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_backup_target *t,
-                           Godwit__V1__BackupManifest *man, const char *id, uint64_t t0)
+                           Godwit__V1__BackupManifest *man, const char *id, uint64_t t0, bool *complete)
 {
     char err[600] = "";
     struct gw_instant_params ip = {.workers = o->store.max_inflight, .outage_pause_ms = (unsigned)o->stall_ms,
-                                   .disk_path = man->disk->size ? o->disk : NULL, .fill_rate = (double)o->fill_rate};
+                                   .disk = man->disk->size != 0, .fill_rate = (double)o->fill_rate};
     struct gw_instant_restore *ir = NULL;
     /* Tracked from the restored backup, as for an ordinary restore (before the guest runs). */
     char from_vm[128], desc[sizeof t->store->desc];
@@ -480,7 +497,43 @@ static int restore_instant(const struct opts *o, struct gw_vm *vm, struct gw_bac
              "\"restore_ms\":%.1f,\"restore_instant\":true,\"restore_request_mono_ns\":%llu,\"backup\":\"%s\"",
              (gw_now_ns() - t0) / 1e6, (unsigned long long)t0, id);
     gw_info("restoring backup %s of %s as %s instantly: the guest starts now", id, man->vm_name, vm->name);
-    return run_vm(vm, o, extra, NULL, NULL, ir);
+    return run_vm(vm, o, extra, NULL, NULL, ir, complete);
+}
+
+/* An ordinary restore's store and reading run on a thread at --cpu-priority (gw_cpu_prio_run):
+ * the store client's threads and the decoding threads are made there and inherit it. */
+struct low_open {
+    const struct opts *o;
+    struct gw_backup_target *t;
+    char *err;
+    size_t errlen;
+};
+
+static int low_open(void *arg)
+{
+    struct low_open *c = arg;
+    return gw_backup_target_open(&c->o->store, c->t, c->err, c->errlen);
+}
+
+struct low_restore {
+    struct gw_backup_target *t;
+    const Godwit__V1__BackupManifest *man;
+    struct gw_vm *vm;
+    const char *disk;
+    struct restore_report *rr;
+    struct gw_restore_stats *rs;
+    char *err;
+    size_t errlen;
+    char ran_at[32];   /* the priority the thread got, read back from the kernel */
+};
+
+static int low_restore(void *arg)
+{
+    struct low_restore *c = arg;
+    struct gw_cpu_prio cur;
+    gw_cpu_prio_current(&cur);
+    gw_cpu_prio_name(&cur, c->ran_at, sizeof c->ran_at);
+    return gw_backup_restore_ex(c->t, c->man, &c->vm->mem, c->disk, report_restore, c->rr, c->rs, c->err, c->errlen);
 }
 
 /* A new VM from a backup in a chunk store; under a new name it is a clone. */
@@ -488,10 +541,19 @@ static int cmd_restore_backup(const struct opts *o)
 {
     if (!o->store.target || !o->from_vm) { fprintf(stderr, "godwit-vm: restore-backup needs --store SPEC and --vm NAME\n"); return EXIT_USAGE; }
     if (o->fill_rate && !o->instant) { fprintf(stderr, "godwit-vm: --fill-rate paces an --instant restore's fill\n"); return EXIT_USAGE; }
+    if (o->cpu_set && o->instant) {
+        fprintf(stderr, "godwit-vm: --cpu-priority lowers an ordinary restore; an --instant restore's fill is what its "
+                        "guest waits for\n");
+        return EXIT_USAGE;
+    }
     char err[512] = "", id[GW_BACKUP_ID_BUF];
     uint64_t t0 = gw_now_ns();
     struct gw_backup_target t;
-    if (gw_backup_target_open(&o->store, &t, err, sizeof err)) { fprintf(stderr, "godwit-vm: %s\n", err); return EXIT_VM_FAILED; }
+    struct low_open lo = {.o = o, .t = &t, .err = err, .errlen = sizeof err};
+    if (o->instant ? low_open(&lo) : gw_cpu_prio_run(&o->cpu, low_open, &lo)) {
+        fprintf(stderr, "godwit-vm: %s\n", err);
+        return EXIT_VM_FAILED;
+    }
     Godwit__V1__BackupManifest *man = NULL;
     struct gw_vm *vm = NULL;
     int code = 0, cfd = -1;
@@ -514,12 +576,6 @@ static int cmd_restore_backup(const struct opts *o)
         goto out;
     }
     bool rbd_disk = man->disk->size && gw_blk_is_rbd(o->disk);
-    if (rbd_disk && o->instant) {
-        /* The fill writes the image behind the device with pwrite: files only, for now. */
-        fprintf(stderr, "godwit-vm: --instant restores a disk into an image file, not an RBD image\n");
-        code = EXIT_USAGE;
-        goto out;
-    }
     if (rbd_disk) {
         /* A new image, never one that exists (it may be another VM's disk). */
         if (gw_blk_rbd_create(o->disk, man->disk->size, err, sizeof err)) {
@@ -544,22 +600,28 @@ static int cmd_restore_backup(const struct opts *o)
     struct gw_vm_config cfg = {
         .name = o->name_set ? o->name : sc->name, .memory_bytes = sc->memory_bytes, .vcpus = sc->vcpus,
         .guest_spec = sc->guest_spec, .disk_path = man->disk->size ? o->disk : NULL, .console_fd = cfd,
-        .disk_lock_later = rbd_disk,   /* the restore writes the image first, through its own handle */
+        /* An ordinary restore writes the image first, through its own handle; an instant one
+         * writes through the VM's, which holds the lock from the start. */
+        .disk_lock_later = rbd_disk && !o->instant,
     };
     int r = gw_vm_create(&cfg, &vm, err, sizeof err);
     if (r) { code = exit_code_for_create(r, err); goto out; }
     gw_log_set_tag(cfg.name);
     if (o->instant) {
-        code = restore_instant(o, vm, &t, man, id, t0);
+        bool complete = false;
+        code = restore_instant(o, vm, &t, man, id, t0, &complete);
         man = NULL;   /* taken (and t emptied) by the instant restore */
+        /* A filled image is the VM's disk from then on; one short of its fill is removed. */
+        if (complete) made_rbd = false;
         goto out;
     }
     struct gw_restore_stats rs;
     struct restore_report rr;
     report_init(&rr, o->progress_fd, man, t0);
     /* The disk is written before the VM opens it: gw_vm_create attached the path only. */
-    r = gw_backup_restore_ex(&t, man, &vm->mem, man->disk->size ? o->disk : NULL, report_restore, &rr, &rs, err,
-                             sizeof err);
+    struct low_restore lr = {.t = &t, .man = man, .vm = vm, .disk = man->disk->size ? o->disk : NULL, .rr = &rr,
+                             .rs = &rs, .err = err, .errlen = sizeof err};
+    r = gw_cpu_prio_run(&o->cpu, low_restore, &lr);
     if (rr.fd >= 0) {
         report_send(&rr, &rs, r ? "restore-failed" : "restored");
         close(rr.fd);
@@ -583,14 +645,14 @@ static int cmd_restore_backup(const struct opts *o)
     char extra[512];
     snprintf(extra, sizeof extra,
              "\"restore_ms\":%.1f,\"restore_data_bytes\":%llu,\"restore_mib_s\":%.1f,\"memory_digest\":\"%s\",\"backup\":\"%s\","
-             "\"restore_start_mono_ns\":%llu",
+             "\"restore_start_mono_ns\":%llu,\"restore_cpu_priority\":\"%s\"",
              ms, (unsigned long long)rs.data_bytes, data_ms > 0 ? (rs.data_bytes / 1048576.0) / (data_ms / 1000) : 0.0,
-             rs.digest_hex, id, (unsigned long long)gw_now_ns());
+             rs.digest_hex, id, (unsigned long long)gw_now_ns(), lr.ran_at);
     gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
             (unsigned long long)rs.chunks, ms, rs.digest_hex);
     gw_backup_target_close(&t);
     made_rbd = false;
-    code = run_vm(vm, o, extra, NULL, NULL, NULL);
+    code = run_vm(vm, o, extra, NULL, NULL, NULL, NULL);
 out:
     if (t.store) gw_backup_target_close(&t);
     gw_vm_destroy(vm);
@@ -692,7 +754,7 @@ static int cmd_incoming(const struct opts *o)
     } else {
         gw_info("vm %s: arrived by migration (%llu MiB on the wire) and runs here", vm->name,
                 (unsigned long long)(prog.sent_bytes >> 20));
-        code = run_vm(vm, o, NULL, &prog, pc.in, NULL);
+        code = run_vm(vm, o, NULL, &prog, pc.in, NULL, NULL);
         gw_vm_destroy(vm);
     }
     if (cfd > STDERR_FILENO) close(cfd);

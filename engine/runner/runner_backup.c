@@ -65,11 +65,13 @@ struct open_ctx {
     struct gw_backup_target *t;
     char *err;
     size_t errlen;
+    struct gw_cpu_prio ran_at;   /* what the thread got, read back from the kernel */
 };
 
 static int open_target(void *arg)
 {
     struct open_ctx *c = arg;
+    gw_cpu_prio_current(&c->ran_at);
     return gw_backup_target_open(c->spec, c->t, c->err, c->errlen);
 }
 
@@ -188,6 +190,11 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
                                  .throttle = tc, .cpu = cpu};
     if (req->progress_ms && fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);
+    if (!rc) {
+        /* The backup's threads are made the way the store's were: this is what they got. */
+        gw_cpu_prio_name(&oc.ran_at, res->cpu_priority, sizeof res->cpu_priority);
+        res->pb.cpu_priority = res->cpu_priority;
+    }
     gw_backup_target_close(&t);
     free(feed);
     return rc;

@@ -101,6 +101,15 @@ class BackupApi(unittest.TestCase):
         except grpc.RpcError:
             pass
 
+    def disk_vm(self, name):
+        """A running disk guest (64 MiB) on a 16 MiB image in the image root."""
+        img = os.path.join(self.images, name + ".img")
+        with open(img, "wb") as f:
+            f.truncate(16 << 20)
+        self.make_vm(name, memory=64 << 20, guest="disk", disk_path=img, pages=0)
+        time.sleep(2.0)   # blocks written
+        return img
+
     def watch(self, jid, timeout=300):
         """Every event of the job until its final one."""
         evs = list(self.d.stub.WatchJob(api.WatchJobRequest(id=jid), metadata=AUTH, timeout=timeout))
@@ -131,6 +140,7 @@ class BackupApi(unittest.TestCase):
             done = evs[-1].job
             self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
             self.assertEqual(done.backup.target, target)
+            self.assertEqual(done.backup.cpu_priority, "batch:10")   # the host's default, as the runner read it back
             self.assertTrue(done.backup.backup_id)
             self.assertEqual(len(done.backup.memory_digest), 32)
             p = done.progress
@@ -198,11 +208,7 @@ class BackupApi(unittest.TestCase):
         """A disk guest's backup restored into a new RBD image of the host's pool: the VM runs on
         rbd:godwit/NAME and reads its blocks back; a restore onto the image again fails, no VM made."""
         src, clone = "rbdsrc", "rbdclone-%d" % (int(time.time() * 1000) % 10**6)
-        img = os.path.join(self.images, src + ".img")
-        with open(img, "wb") as f:
-            f.truncate(16 << 20)
-        self.make_vm(src, memory=64 << 20, guest="disk", disk_path=img, pages=0)
-        time.sleep(2.0)
+        self.disk_vm(src)
         try:
             # A restore that fails (every chunk of its backup damaged) removes the RBD image it
             # made: the good restore below creates the same image anew.
@@ -245,6 +251,46 @@ class BackupApi(unittest.TestCase):
             self.assertEqual((f.state, f.reason), (api.Job.FAILED, "RESTORE_FAILED"), f.error)
             self.assertIn("exists", f.error)
             self.assertEqual(error_reason(lambda: self.vm(clone))[0], grpc.StatusCode.NOT_FOUND)
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
+
+    def test_instant_restore_to_rbd(self):
+        """RestoreBackup{instant, disk_pool}: the VM runs at once on a new RBD image of the host's
+        pool, which fills behind its disk; the job ends with the fill, the blocks verify."""
+        src, clone = "rbdisrc", "rbdiclone-%d" % (int(time.time() * 1000) % 10**6)
+        self.disk_vm(src)
+        try:
+            j = self.call("CreateBackup", bk.CreateBackupRequest(vm=src, target="local", parent="none")).job
+            b = self.watch(j.id)[-1].job
+            self.assertEqual(b.state, api.Job.SUCCEEDED, b.error)
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone, instant=True,
+                                                                   disk_pool="godwit")).job
+            done = self.watch(r.id)[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            self.assertEqual((done.backup.disk, self.vm(clone).disk_path), ("rbd:godwit/" + clone,) * 2)
+            self.assertEqual(done.progress.backup_chunks, done.progress.backup_chunks_total)
+            time.sleep(2.0)
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual(s["instant_phase"], "complete", s)
+            self.assertGreater(s["instant_disk_chunks_total"], 0, s)
+            self.assertEqual(s["instant_disk_chunks_done"], s["instant_disk_chunks_total"])
+            self.assertEqual(s["instant_memory_digest"], b.backup.memory_digest)
+            self.assertEqual((s["disk_verify_errors"], s["disk_io_errors"], s["guest_verify_errors"]), (0, 0, 0), s)
+            self.assertGreater(s["disk_blocks_read"], 100, s)
+            # Stopped after its fill, the image stays the VM's (the runner removes only one it
+            # made and did not fill): the VM starts again on it.
+            info = subprocess.run(["rbd", "-c", self.ceph, "info", "godwit/" + clone], capture_output=True, text=True,
+                                  timeout=60)
+            self.assertEqual(info.returncode, 0, info.stderr)
+            self.call("StartVm", api.StartVmRequest(name=clone))
+            self.assertTrue(wait_for(lambda: self.vm(clone).state == api.Vm.RUNNING, 30))
+            time.sleep(1.0)
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual((s["disk_verify_errors"], s["disk_io_errors"]), (0, 0), s)
+            self.assertGreater(s["disk_blocks_written"], 0, s)
         finally:
             self.drop_vm(clone)
             self.drop_vm(src)
@@ -394,7 +440,9 @@ class RestoreApi(unittest.TestCase):
         cls.bad = os.path.join(cls.tmp, "bad")
         # "slow" is the same store read by one worker: an instant restore's fill then takes long
         # enough to be seen from outside.
-        extra = ("image_roots = %s\n"
+        # Backups and ordinary restores run at a CPU priority of the host's choosing (the default
+        # is batch:10, see BackupApi.roundtrip).
+        extra = ("image_roots = %s\nbackup_cpu_priority = batch:15\n"
                  "[backup_target local]\nstore = dir:%s\n"
                  "[backup_target slow]\nstore = dir:%s\ninflight = 1\n"
                  "[backup_target bad]\nstore = dir:%s\n"
@@ -409,9 +457,9 @@ class RestoreApi(unittest.TestCase):
         if getattr(cls, "tmp", None):
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    call, vm, make_vm, drop_vm, watch, final, exit_summary, cli = (
-        BackupApi.call, BackupApi.vm, BackupApi.make_vm, BackupApi.drop_vm, BackupApi.watch, BackupApi.final,
-        BackupApi.exit_summary, BackupApi.cli)
+    call, vm, make_vm, drop_vm, disk_vm, watch, final, exit_summary, cli = (
+        BackupApi.call, BackupApi.vm, BackupApi.make_vm, BackupApi.drop_vm, BackupApi.disk_vm, BackupApi.watch,
+        BackupApi.final, BackupApi.exit_summary, BackupApi.cli)
 
     def cli_tty(self, *args):
         """The CLI with its stdout on a terminal (a pty): (exit code, what it printed)."""
@@ -431,20 +479,40 @@ class RestoreApi(unittest.TestCase):
         os.close(master)
         return p.wait(timeout=300), out.decode(errors="replace")
 
-    def disk_vm(self, name):
-        """A running disk guest (64 MiB) on a 16 MiB image in the image root."""
-        img = os.path.join(self.images, name + ".img")
-        with open(img, "wb") as f:
-            f.truncate(16 << 20)
-        self.make_vm(name, memory=64 << 20, guest="disk", disk_path=img, pages=0)
-        time.sleep(2.0)   # blocks written
-        return img
-
     def backup(self, vm, target="local"):
         j = self.call("CreateBackup", bk.CreateBackupRequest(vm=vm, target=target, parent="none")).job
         done = self.watch(j.id)[-1].job
         self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
         return done.backup
+
+    def test_backup_cpu_priority(self):
+        """backup_cpu_priority: every backup's threads and every ordinary restore's run at it (read
+        back from the kernel by the runner); a value the daemon does not know stops it at start."""
+        src, clone = "prio", "prio-clone"
+        self.make_vm(src, memory=64 << 20, guest="dirtier:ws=16M,rate=4M")
+        try:
+            b = self.backup(src)
+            self.assertEqual(b.cpu_priority, "batch:15")
+            r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone)).job
+            done = self.watch(r.id)[-1].job
+            self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            self.assertEqual(done.backup.cpu_priority, "batch:15")
+            argv = []
+            for pid in self.d.vm_runners(clone):
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    argv = f.read().decode(errors="replace").split("\0")
+            self.assertEqual(argv[argv.index("--cpu-priority") + 1], "batch:15", argv)
+            self.call("StopVm", api.StopVmRequest(name=clone))
+            s = self.exit_summary(clone)
+            self.assertEqual(s["restore_cpu_priority"], "batch:15", s)
+            self.assertEqual(s["memory_digest"], b.memory_digest)
+        finally:
+            self.drop_vm(clone)
+            self.drop_vm(src)
+        for bad in ("low", "nice:0", "batch:20"):
+            with self.assertRaises(AssertionError) as cm:
+                gwd.Daemon(BIN, "host-bad", extra="backup_cpu_priority = %s\n" % bad)
+            self.assertIn("bad value for backup_cpu_priority", str(cm.exception))
 
     def test_disk_restore_with_progress(self):
         src, clone = "rdisk", "rdisk-clone"
@@ -585,6 +653,7 @@ class RestoreApi(unittest.TestCase):
             r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone, instant=True)).job
             done = self.watch(r.id)[-1].job
             self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)
+            self.assertEqual(done.backup.cpu_priority, "")   # the restored guest waits for its fill: not lowered
             img = os.path.join(os.path.realpath(self.images), clone + ".img")
             self.assertEqual((done.backup.disk, self.vm(clone).disk_path), (img, img))
             self.assertEqual(done.progress.backup_chunks, done.progress.backup_chunks_total)
@@ -690,12 +759,11 @@ class RestoreApi(unittest.TestCase):
                     target="local", vm="rhost", name=name))), (C.ALREADY_EXISTS, "IMAGE_EXISTS"), name)
             with open(os.path.join(self.images, "taken.img"), "rb") as f:
                 self.assertEqual(f.read(), b"precious")
-            # RBD: this host has no rbd_pools; an instant restore never goes to RBD.
-            self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
-                target="local", vm="rhost", name="ok2", disk_pool="vms"))), (C.FAILED_PRECONDITION, "RBD_DISK_REFUSED"))
-            self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
-                target="local", vm="rhost", name="ok3", disk_pool="vms", instant=True))),
-                (C.FAILED_PRECONDITION, "INSTANT_RBD_UNSUPPORTED"))
+            # RBD: this host has no rbd_pools, for an ordinary or an instant restore.
+            for instant in (False, True):
+                self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(
+                    target="local", vm="rhost", name="ok2", disk_pool="vms", instant=instant))),
+                    (C.FAILED_PRECONDITION, "RBD_DISK_REFUSED"), instant)
             r = self.cli("backup", "restore", "rhost", "--target", "local", "--name", "taken", "--instant")
             self.assertNotEqual(r.returncode, 0)
             self.assertIn("exists", r.stderr)

@@ -124,6 +124,35 @@ GW_TEST(config_backup_host_budget)
     }
 }
 
+GW_TEST(config_backup_cpu_priority)
+{
+    struct gw_daemon_config c;
+    char err[256];
+    const char *p = write_conf("[daemon]\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK(!strcmp(c.backup_cpu_priority, "batch:10"));   /* default: batch, kept in its canonical spelling */
+    const char *good[][2] = {{"idle", "idle"}, {"batch", "batch:10"}, {"batch:3", "batch:3"},
+                             {"nice:19", "nice:19"}, {"normal", "normal"}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "[daemon]\nbackup_cpu_priority = %s\n", good[i][0]);
+        REQUIRE((p = write_conf(text)));
+        REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+        CHECK(!strcmp(c.backup_cpu_priority, good[i][1]));
+    }
+    const char *bad[] = {"low", "nice:0", "nice:20", "batch:-1", "batch:x", "idle:1", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "[daemon]\nbackup_cpu_priority = %s\n", bad[i]);
+        REQUIRE((p = write_conf(text)));
+        err[0] = 0;
+        CHECK_EQ(gw_daemon_config_load(p, &c, err, sizeof err), -EINVAL);
+        CHECK(strstr(err, ":2: bad value for backup_cpu_priority") != NULL);
+        CHECK(strstr(err, "idle, batch") != NULL);   /* the spellings it takes */
+    }
+}
+
 GW_TEST(config_backup_targets)
 {
     struct gw_daemon_config c;

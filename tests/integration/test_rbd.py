@@ -7,7 +7,8 @@ a migration moves the guest without copying the disk (the lock hands over at GO)
 destination verifies its blocks, and the source cannot take the image back once the
 destination holds it; backups start copy-before-write in the pause and take the RBD snapshot
 after it (blocks written in between come from the fleecing area), incrementals read only what
-the diff names, and restores to a new RBD image or to a raw file verify.
+the diff names, and restores to a new RBD image or to a raw file verify; an instant restore
+into a new RBD image runs the guest while the image fills behind its disk.
 Usage: test_rbd.py [path/to/godwit-vm] [TestClass]. Exit 77 when /dev/kvm or Ceph is missing."""
 import json
 import os
@@ -335,6 +336,78 @@ class RbdBackup(RbdBase):
         self.assertEqual(self.snaps("bk2"), ["godwit-" + runs[-1]["id"]])
         code, j, err = self.stop(src)
         self.assert_healthy(code, j, err)
+
+
+    def test_instant_restore_into_rbd(self):
+        """restore-backup --instant into a new RBD image: the guest runs at once, its blocks not
+        yet filled come from the backup (the device fetches them), its writes go to the image
+        through the VM's own handle, and the filled image is an ordinary RBD disk."""
+        size = 16 << 20
+        disk = self.new_image("in1", size)
+        store = ["--store", "rados:godwit/in%d" % (int(time.time() * 1e6) % 10**9), "--ceph-conf", self.conf]
+        src = self.start("in1", disk)
+        time.sleep(1.0)
+        b = self.backup(src, store)
+        self.assertEqual(b["disk_bytes"], size)
+        code, j, err = self.stop(src)
+        self.assert_healthy(code, j, err)
+        # Paced (16 MiB at 4 MiB/s) so that the guest reaches chunks the fill has not.
+        r = gwtest.run([VM, "restore-backup", "--vm", "in1", "--name", "in1r", "--disk", self.spec("in1r"),
+                        "--instant", "--fill-rate", "4M", "--seconds", "8", "--json"] + store, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
+        j = gwtest.last_json(r.stdout)
+        self.assert_healthy(r.returncode, j, r.stderr)
+        self.assertEqual(j["instant_phase"], "complete", j)
+        self.assertTrue(j["instant_digest_ok"], j)
+        self.assertEqual(j["instant_memory_digest"], b["memory_digest"])
+        self.assertEqual(j["guest_verify_errors"], 0)
+        self.assertGreater(j["instant_disk_chunks_total"], 0)
+        self.assertEqual(j["instant_disk_chunks_done"], j["instant_disk_chunks_total"])
+        self.assertGreater(j["instant_disk_chunks_demand"] + j["instant_disk_chunks_overwritten"], 0, j)
+        self.assertGreater(j["disk_blocks_read"], 500)
+        self.assertGreater(j["disk_blocks_written"], 0)
+        print("\n  instant into RBD: disk chunks %d (%d on demand, %d overwritten), fill %.0f ms" % (
+            j["instant_disk_chunks_total"], j["instant_disk_chunks_demand"], j["instant_disk_chunks_overwritten"],
+            j["instant_fill_ms"]))
+        # The filled image stays, holds every block (the backup's or the guest's newer one) and
+        # runs an ordinary VM.
+        self.assert_blocks_verify(self.export("in1r"), size)
+        r = gwtest.run([VM, "run", "--memory", "64M", "--guest", "disk", "--disk", self.spec("in1r"), "--seconds", "2",
+                        "--json"])
+        self.assert_healthy(r.returncode, gwtest.last_json(r.stdout), r.stderr)
+
+    def test_instant_restore_into_rbd_exact_or_removed(self):
+        """A guest that never touches its disk: the fill alone brings the image back, byte for
+        byte; a VM that ends before its fill does leaves no half-filled image behind."""
+        size = 8 << 20
+        raw = os.path.join(self.dir, "in2.raw")
+        data = os.urandom(size // 2) + bytes(size // 4) + os.urandom(size // 4)   # a zero stretch: holes
+        with open(raw, "wb") as f:
+            f.write(data)
+        self.rbd("import", raw, "godwit/in2")
+        store = ["--store", "rados:godwit/in%d" % (int(time.time() * 1e6) % 10**9), "--ceph-conf", self.conf]
+        src = gwtest.Runner(VM, ["run", "--name", "in2", "--memory", "64M", "--guest", "dirtier:ws=8M,rate=2M",
+                                 "--disk", self.spec("in2"), "--seconds", "120"], self.dir)
+        self.procs.append(src.proc)
+        time.sleep(1.0)
+        b = self.backup(src, store)
+        self.assertEqual(b["disk_bytes"], size)
+        self.stop(src)
+        # 6 MiB of chunks at 512 KiB/s: far from done when the VM stops after a second.
+        r = gwtest.run([VM, "restore-backup", "--vm", "in2", "--name", "in2s", "--disk", self.spec("in2s"),
+                        "--instant", "--fill-rate", "512K", "--seconds", "1", "--json"] + store, timeout=300)
+        j = gwtest.last_json(r.stdout)
+        self.assertEqual(j["status"], "ok", r.stderr)
+        self.assertLess(j["instant_disk_chunks_done"], j["instant_disk_chunks_total"], j)
+        self.assertNotEqual(self.rbd("info", "godwit/in2s", check=False).returncode, 0, "the half-filled image stayed")
+        r = gwtest.run([VM, "restore-backup", "--vm", "in2", "--name", "in2r", "--disk", self.spec("in2r"),
+                        "--instant", "--seconds", "3", "--json"] + store, timeout=300)
+        j = gwtest.last_json(r.stdout)
+        self.assertEqual((r.returncode, j["status"], j["instant_phase"]), (0, "ok", "complete"), r.stderr)
+        self.assertEqual(j["instant_memory_digest"], b["memory_digest"])
+        self.assertEqual(j["guest_verify_errors"], 0)
+        self.assertEqual(j["instant_disk_chunks_demand"] + j["instant_disk_chunks_overwritten"], 0, j)
+        self.assertTrue(self.export("in2r") == data, "the filled image differs from the backed-up disk")
 
 
 class RbdDaemon(RbdBase):
