@@ -130,7 +130,10 @@ static void *decode_some(void *arg)
         uint8_t *dst = j->direct ? j->direct(j->ctx, c, len) : NULL;
         if (!dst) dst = j->raw;
         const uint8_t *name = patched ? j->im->patch_bases[c].data : j->im->chunks[c].data;
-        long got = gw_chunk_decode(j->keys, name, x->rd[k].buf, x->rd[k].len, dst, len, len, why, sizeof why);
+        /* A patch's base is checked by the rebuilt chunk's own name below (one SHA-256 of the
+         * chunk instead of two); against its own name only to say which object is bad. */
+        long got = gw_chunk_decode_base(j->keys, patched ? NULL : name, x->rd[k].buf, x->rd[k].len, dst, len, len, why,
+                                        sizeof why);
         const uint8_t *mid = x->midx[k] ? gw_manifest_patch_mid(j->im, c) : NULL;
         if (got >= 0 && mid) {   /* the layer under the patch (chunk_patch.h), checked with the result */
             const struct gw_store_read *mrd = &x->rd[x->midx[k]];
@@ -147,6 +150,12 @@ static void *decode_some(void *arg)
             what = "patch";
             objname = prd->name;
             j->bytes_read += prd->len;
+        }
+        if (got < 0 && patched && strcmp(what, "base chunk") &&
+            gw_chunk_decode(j->keys, j->im->patch_bases[c].data, x->rd[k].buf, x->rd[k].len, j->raw, len, len, why,
+                            sizeof why) < 0) {
+            what = "base chunk";   /* the rebuilt chunk failed because its base is bad */
+            objname = x->names[k];
         }
         if (got < 0) {
             j->r = (int)got;

@@ -216,6 +216,29 @@ class ClonePatches(BackupBase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("restore refused", r.stderr)
         self.assertIn("patch", r.stderr)
+        # Mended, then the base chunk another patch names is damaged (a plain store: the
+        # patch's header, at 24 bytes into the payload, names its base). Restore no longer
+        # hashes a base on its own (the rebuilt chunk's check covers it) yet still refuses it
+        # and names the base as the bad object.
+        with open(victim, "r+b") as f:
+            f.seek(200)
+            f.write(byte)
+        other = sorted(p for p in patches if p != victim)[0] if len(patches) > 1 else victim
+        with open(other, "rb") as f:
+            base_hex = f.read(52 + 56)[52 + 24:52 + 56].hex()
+        base = os.path.join(self.dir, "store", "chunks", base_hex[:2], "c." + base_hex)
+        self.assertTrue(os.path.exists(base), base)
+        with open(base, "r+b") as f:
+            f.seek(4096)
+            byte = f.read(1)
+            f.seek(4096)
+            f.write(bytes([byte[0] ^ 0x10]))
+        vj = self.verify(store, "clone3", want=1)
+        self.assertEqual(vj["bad"][0]["chunk"], base_hex)
+        r = self.restore(store, "clone3", "--name", "clone5")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("base chunk " + base_hex, r.stderr)
+        self.assertIn("does not match its name", r.stderr)
 
 
 if __name__ == "__main__":
