@@ -6,8 +6,10 @@ patches over the template's and writes at most 2% of memory as new data (encrypt
 patch objects go through AES-256-GCM too); it verifies, and after the template's backup is
 deleted and the collector has run, its base chunks are still there: it verifies again and
 restores (ordinary and instant) with an equal memory digest and a guest that runs on with 0
-verify errors. A VM's own incremental backups patch too, always over whole chunks. A damaged
-patch object is found by verify and refused by restore.
+verify errors. A clone of a backup that was itself patched layers its patches over the
+template's (format 3) and stores only its own pages, restorable after the template's backups
+are collected. A VM's own incremental backups patch too. A damaged patch, mid patch or base
+is found by verify and refused by restore, which names the object.
 Usage: test_backup_patch.py [path/to/godwit-vm]."""
 import glob
 import os
