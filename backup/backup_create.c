@@ -516,7 +516,7 @@ static void know(struct bk *b, const uint8_t *hash)
 }
 
 /* What the parent's manifest says the store holds: its chunks, and for a patched chunk its
- * patch and base (the chunk's own name is no object then). */
+ * patch, base and mid patch (the chunk's own name is no object then). */
 static void seed_known(struct bk *b, const Godwit__V1__BackupImage *im)
 {
     for (size_t i = 0; im && i < im->n_chunks; i++) {
@@ -524,6 +524,7 @@ static void seed_known(struct bk *b, const Godwit__V1__BackupImage *im)
         if (!gw_manifest_patched(im, i)) { know(b, im->chunks[i].data); continue; }
         know(b, im->patches[i].data);
         know(b, im->patch_bases[i].data);
+        if (gw_manifest_patch_mid(im, i)) know(b, gw_manifest_patch_mid(im, i));
     }
 }
 
@@ -659,9 +660,10 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     ProtobufCBinaryData *mem_list = calloc(b.nchunks, sizeof *mem_list);
     ProtobufCBinaryData *patch_list = calloc(b.nchunks ? b.nchunks : 1, sizeof *patch_list);
     ProtobufCBinaryData *base_list = calloc(b.nchunks ? b.nchunks : 1, sizeof *base_list);
+    ProtobufCBinaryData *mid_list = calloc(b.nchunks ? b.nchunks : 1, sizeof *mid_list);
     ProtobufCBinaryData *disk_list = calloc(dchunks ? dchunks : 1, sizeof *disk_list);
     uint8_t (*dnames)[32] = calloc(dchunks ? dchunks : 1, 32);
-    if (!mem_list || !disk_list || !dnames || !patch_list || !base_list) { r = fail(&b, -ENOMEM, "out of memory%s", ""); goto out_lists; }
+    if (!mem_list || !disk_list || !dnames || !patch_list || !base_list || !mid_list) { r = fail(&b, -ENOMEM, "out of memory%s", ""); goto out_lists; }
     static const uint8_t zero32[32];
     bool disk_incremental = false;
     struct disk_job dj = {.b = &b, .parent = parent, .parent_id = parent_id, .dnames = dnames, .res = res};
@@ -692,9 +694,10 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     di.chunk_size = b.disk_size ? b.cs : 0;
     di.n_chunks = dchunks;
     di.chunks = disk_list;
-    /* Format 2 only when a chunk is patched: the others stay readable by older readers. */
-    bool patched = gw_backup_patcher_list(&b.pt, &mi, patch_list, base_list);
-    m.format_version = patched ? GW_MANIFEST_VERSION_PATCHES : GW_MANIFEST_VERSION;
+    /* Format 2 only when a chunk is patched, 3 when a patch is layered: the others stay
+     * readable by older readers. */
+    int patched = gw_backup_patcher_list(&b.pt, &mi, patch_list, base_list, mid_list);
+    m.format_version = patched == 2 ? GW_MANIFEST_VERSION_LAYERS : patched ? GW_MANIFEST_VERSION_PATCHES : GW_MANIFEST_VERSION;
     m.id = res->id;
     m.vm_name = vm->name;
     m.created_unix_ns = gw_wall_ns();
@@ -736,6 +739,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.reused_chunks = b.sink.reused_chunks + b.unread + b.kept_patches;
     res->pb.patched_chunks = b.pt.patched;
     res->pb.patched_bytes = b.pt.patched_bytes;
+    res->pb.layered_chunks = b.pt.layered;
     res->pb.zero_chunks = zero_count;
     res->pb.pause_ns = b.pause_ns;
     res->pb.elapsed_ns = gw_now_ns() - t0;
@@ -773,6 +777,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
 out_lists:
     free(mem_list);
     free(patch_list);
+    free(mid_list);
     free(base_list);
     free(disk_list);
     free(dnames);

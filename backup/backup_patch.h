@@ -4,12 +4,16 @@
  * The base is the backup the VM's change bitmap (backup_since.h) is relative to: the VM's own
  * parent, or, for a VM restored from another VM's backup (a clone), that backup. A chunk whose
  * data differs from the base's is a candidate, compared with the base's whole chunk: the base's
- * chunk, or when the base stored it as a patch, that patch's base (bases stay one level deep,
- * and a chunk a guest keeps changing a little stays a patch over the same whole chunk), unless
- * the collector's pending list names that whole chunk (storage/gc.h). The base chunks of a batch of candidates are read back from the store
- * (checked against their names) and compared page by page with the data read at the point in
- * time: a chunk with 1 to a quarter of its pages different becomes a patch of exactly those
- * pages. The bitmap is not trusted for which pages differ: on this PVM host a fresh VM's dirty
+ * chunk, or when the base stored it as a patch, that patch's base, unless the collector's
+ * pending list names that whole chunk (storage/gc.h). When the base stored the chunk as a
+ * patch, the chunk is also compared with what that patch rebuilds (the whole chunk with the
+ * base's patch, or its mid when layered, applied: two levels at most), and a patch layered
+ * over the base's patch is made when it carries fewer pages than one over the whole chunk: a
+ * clone of a backup that was itself patched then stores only the pages the clone changed, not
+ * those its template's backup had patched too (measured: 3.4 times as many pages before). The
+ * base chunks (and mid patches) of a batch of candidates are read back from the store (checked
+ * against their names) and compared page by page with the data read at the point in time: a
+ * chunk with 1 to a quarter of its pages different becomes a patch of exactly those pages. The bitmap is not trusted for which pages differ: on this PVM host a fresh VM's dirty
  * log shows nearly every page its guest touches, reads too (docs/backups.md). It only picks
  * sure candidates (at most a quarter of the chunk's pages logged); the others are compared
  * too, but after 8 in a row that did not pay, only every 8th is, until one pays again, so a
@@ -38,15 +42,19 @@ struct gw_backup_patcher {
     uint32_t cs;
     uint64_t nchunks, mem_size;
     uint8_t (*patches)[32], (*bases)[32];  /* per chunk, all zero = stored whole; owned */
-    uint32_t *pages;                       /* page list of the chunk being patched; owned */
+    uint8_t (*mids)[32];                   /* per chunk, all zero = not layered; owned */
+    uint32_t *pages, *pages2;              /* page lists of the chunk being patched (flat, layered); owned */
     uint8_t *scratch;                      /* the patch being built; owned */
     size_t scratch_cap;
     uint8_t *base_data;                    /* one base chunk, decoded; owned */
+    uint8_t *mid_data;                     /* that chunk with the mid patch applied; owned */
     uint8_t *enc;                          /* a batch of base objects as read; owned, on first use */
-    size_t enc_cap;                        /* of one object */
+    uint8_t *mid_enc;                      /* a batch of mid patch objects as read; owned, on first use */
+    size_t enc_cap, mid_cap;               /* of one object */
     unsigned misses, skipped;              /* candidates in a row that did not pay; skipped since */
     bool warned;                           /* a base could not be read: said once */
     uint64_t patched, patched_bytes;       /* chunks patched, and the patches' raw bytes */
+    uint64_t layered;                      /* of those, patches over a mid patch */
     uint64_t bases_read, base_bytes_read;  /* base chunks read back to compare */
     char base_desc[160];                   /* "VM/ID" of the base, for logs */
 };
@@ -80,8 +88,9 @@ bool gw_backup_patcher_reuse(struct gw_backup_patcher *p, uint64_t i, const uint
                              const Godwit__V1__BackupImage *im);
 
 /* Fills the image's patch lists (lists of nchunks entries, owned by the caller, pointing into
- * p) when any chunk is patched. Returns whether one is (the manifest is then format 2). */
-bool gw_backup_patcher_list(const struct gw_backup_patcher *p, Godwit__V1__BackupImage *im, ProtobufCBinaryData *patches,
-                            ProtobufCBinaryData *bases);
+ * p) when any chunk is patched, and its mid list when a patch is layered. Returns 0 (nothing
+ * patched: manifest format 1), 1 (patches: format 2) or 2 (layered patches: format 3). */
+int gw_backup_patcher_list(const struct gw_backup_patcher *p, Godwit__V1__BackupImage *im, ProtobufCBinaryData *patches,
+                           ProtobufCBinaryData *bases, ProtobufCBinaryData *mids);
 
 #endif

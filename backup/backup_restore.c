@@ -27,13 +27,15 @@
 /* One batch of reads; two of them alternate so the store reads batch k + 1 while batch k is
  * checked and placed (a thread per batch: the store's reads are already in flight together).
  * Chunk k of the batch is read by rd[k]: its own object, or for a page patch (chunk_patch.h)
- * the base chunk, whose patch object then follows the chunks' reads at rd[pidx[k]]. */
+ * the base chunk, whose patch object then follows the chunks' reads at rd[pidx[k]], and its
+ * mid patch, when layered, at rd[midx[k]]. Whole chunks have cap bytes of room each, patch
+ * objects pcap (a patch is at most about half a chunk). */
 struct batch {
     struct gw_store *s;
-    struct gw_store_read rd[2 * BATCH];
+    struct gw_store_read rd[3 * BATCH];
     uint64_t idx[BATCH];
-    unsigned pidx[BATCH];
-    char names[2 * BATCH][80];
+    unsigned pidx[BATCH], midx[BATCH];
+    char names[3 * BATCH][80];
     uint8_t *bufs;
     unsigned n, nrd;
     int rc;
@@ -49,7 +51,7 @@ static void *read_batch(void *arg)
 }
 
 /* Fills b with the next up to BATCH non-zero chunks from *i and starts reading them. */
-static int start_batch(struct batch *b, const Godwit__V1__BackupImage *im, uint64_t *i, size_t cap)
+static int start_batch(struct batch *b, const Godwit__V1__BackupImage *im, uint64_t *i, size_t cap, size_t pcap)
 {
     b->n = 0;
     unsigned np = 0, pk[BATCH];
@@ -58,16 +60,22 @@ static int start_batch(struct batch *b, const Godwit__V1__BackupImage *im, uint6
         bool patched = gw_manifest_patched(im, *i);
         gw_chunk_object(patched ? im->patch_bases[*i].data : im->chunks[*i].data, b->names[b->n]);
         b->rd[b->n] = (struct gw_store_read){.name = b->names[b->n], .buf = b->bufs + b->n * cap, .cap = cap};
-        b->pidx[b->n] = 0;
+        b->pidx[b->n] = b->midx[b->n] = 0;
         if (patched) pk[np++] = b->n;
         b->idx[b->n++] = *i;
     }
     b->nrd = b->n;
+    uint8_t *pbufs = b->bufs + BATCH * cap;
     for (unsigned j = 0; j < np; j++) {
-        unsigned q = b->nrd++;
-        gw_chunk_object(im->patches[b->idx[pk[j]]].data, b->names[q]);
-        b->rd[q] = (struct gw_store_read){.name = b->names[q], .buf = b->bufs + q * cap, .cap = cap};
-        b->pidx[pk[j]] = q;
+        uint64_t c = b->idx[pk[j]];
+        const uint8_t *mid = gw_manifest_patch_mid(im, c);
+        for (int layer = 0; layer < (mid ? 2 : 1); layer++) {
+            unsigned q = b->nrd++;
+            gw_chunk_object(layer ? mid : im->patches[c].data, b->names[q]);
+            b->rd[q] = (struct gw_store_read){.name = b->names[q], .buf = pbufs + (q - b->n) * pcap, .cap = pcap};
+            if (layer) b->midx[pk[j]] = q;
+            else b->pidx[pk[j]] = q;
+        }
     }
     if (!b->n) return 0;
     int r = -pthread_create(&b->thread, NULL, read_batch, b);
@@ -108,10 +116,12 @@ static void *decode_some(void *arg)
         j->bad_k = k;
         bool patched = x->pidx[k] != 0;
         const char *what = patched ? "base chunk" : "chunk", *objname = x->names[k];
-        const struct gw_store_read *failed = x->rd[k].rc ? &x->rd[k] : patched && x->rd[x->pidx[k]].rc ? &x->rd[x->pidx[k]] : NULL;
+        const struct gw_store_read *failed = x->rd[k].rc ? &x->rd[k] : patched && x->rd[x->pidx[k]].rc ? &x->rd[x->pidx[k]]
+                                           : x->midx[k] && x->rd[x->midx[k]].rc ? &x->rd[x->midx[k]] : NULL;
         if (failed) {
             j->r = failed->rc;
-            snprintf(j->err, sizeof j->err, "%s %s (number %llu): %s", failed == &x->rd[k] ? what : "patch", failed->name + 2,
+            snprintf(j->err, sizeof j->err, "%s %s (number %llu): %s",
+                     failed == &x->rd[k] ? what : failed == &x->rd[x->pidx[k]] ? "patch" : "mid patch", failed->name + 2,
                      (unsigned long long)c, j->r == -ENOENT ? "missing from the store" : strerror(-j->r));
             break;
         }
@@ -120,7 +130,19 @@ static void *decode_some(void *arg)
         uint8_t *dst = j->direct ? j->direct(j->ctx, c, len) : NULL;
         if (!dst) dst = j->raw;
         const uint8_t *name = patched ? j->im->patch_bases[c].data : j->im->chunks[c].data;
-        long got = gw_chunk_decode(j->keys, name, x->rd[k].buf, x->rd[k].len, dst, len, len, why, sizeof why);
+        /* A patch's base is checked by the rebuilt chunk's own name below (one SHA-256 of the
+         * chunk instead of two); against its own name only to say which object is bad. */
+        long got = gw_chunk_decode_base(j->keys, patched ? NULL : name, x->rd[k].buf, x->rd[k].len, dst, len, len, why,
+                                        sizeof why);
+        const uint8_t *mid = x->midx[k] ? gw_manifest_patch_mid(j->im, c) : NULL;
+        if (got >= 0 && mid) {   /* the layer under the patch (chunk_patch.h), checked with the result */
+            const struct gw_store_read *mrd = &x->rd[x->midx[k]];
+            got = gw_patch_finish(j->keys, mid, name, NULL, mrd->buf, mrd->len, dst, len, why, sizeof why);
+            what = "mid patch";
+            objname = mrd->name;
+            j->bytes_read += mrd->len;
+            name = mid;
+        }
         if (got >= 0 && patched) {
             const struct gw_store_read *prd = &x->rd[x->pidx[k]];
             got = gw_patch_finish(j->keys, j->im->patches[c].data, name, j->im->chunks[c].data, prd->buf, prd->len, dst,
@@ -128,6 +150,12 @@ static void *decode_some(void *arg)
             what = "patch";
             objname = prd->name;
             j->bytes_read += prd->len;
+        }
+        if (got < 0 && patched && strcmp(what, "base chunk") &&
+            gw_chunk_decode(j->keys, j->im->patch_bases[c].data, x->rd[k].buf, x->rd[k].len, j->raw, len, len, why,
+                            sizeof why) < 0) {
+            what = "base chunk";   /* the rebuilt chunk failed because its base is bad */
+            objname = x->names[k];
         }
         if (got < 0) {
             j->r = (int)got;
@@ -160,21 +188,22 @@ static int read_image(struct gw_backup_target *t, const Godwit__V1__BackupImage 
     struct gw_store *s = t->store;
     const struct gw_chunk_keys *keys = t->keys.encrypted ? &t->keys : NULL;
     size_t cap = gw_chunk_encoded_cap(im->chunk_size);
+    size_t pcap = gw_patch_max_pages(im->chunk_size) ? gw_chunk_encoded_cap(gw_patch_max_size(im->chunk_size)) : 0;
     struct batch *b = calloc(2, sizeof *b);
     uint8_t *raw = malloc(im->chunk_size ? im->chunk_size : 1), *raw2 = malloc(im->chunk_size ? im->chunk_size : 1);
     int r = b && raw && raw2 ? 0 : -ENOMEM;
     for (int k = 0; !r && k < 2; k++) {
         b[k].s = s;
-        if (!(b[k].bufs = malloc(2 * BATCH * cap))) r = -ENOMEM;
+        if (!(b[k].bufs = malloc(BATCH * cap + 2 * BATCH * pcap))) r = -ENOMEM;
     }
     if (r) { snprintf(err, errlen, "out of memory"); goto out; }
     uint64_t next = 0;
     unsigned cur = 0;
-    if ((r = start_batch(&b[cur], im, &next, cap))) { snprintf(err, errlen, "cannot start a reader: %s", strerror(-r)); goto out; }
+    if ((r = start_batch(&b[cur], im, &next, cap, pcap))) { snprintf(err, errlen, "cannot start a reader: %s", strerror(-r)); goto out; }
     while (b[cur].n) {
         finish_batch(&b[cur]);
         if (b[cur].rc) { r = b[cur].rc; snprintf(err, errlen, "%s", gw_store_error(s)); break; }
-        if ((r = start_batch(&b[cur ^ 1], im, &next, cap))) { snprintf(err, errlen, "cannot start a reader: %s", strerror(-r)); break; }
+        if ((r = start_batch(&b[cur ^ 1], im, &next, cap, pcap))) { snprintf(err, errlen, "cannot start a reader: %s", strerror(-r)); break; }
         struct decode_job jobs[2];
         for (unsigned q = 0; q < 2; q++)
             jobs[q] = (struct decode_job){.keys = keys, .im = im, .x = &b[cur], .place = place, .direct = direct, .ctx = ctx,

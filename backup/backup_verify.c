@@ -46,7 +46,9 @@ static struct ref *add_ref(struct ref **refs, size_t *n, size_t *cap)
     return r;
 }
 
-/* The objects a backup's image needs: each chunk, or for a patched chunk its patch and base. */
+/* The objects a backup's image needs: each chunk, or for a patched chunk its patch, its base
+ * and its mid patch when layered (the mid is checked as a patch over the base, the top patch
+ * as one over the mid). */
 static int add_refs(struct ref **refs, size_t *n, size_t *cap, const Godwit__V1__BackupImage *im, uint32_t b, bool target)
 {
     for (size_t i = 0; i < im->n_chunks; i++) {
@@ -54,15 +56,17 @@ static int add_refs(struct ref **refs, size_t *n, size_t *cap, const Godwit__V1_
         uint64_t off = i * (uint64_t)im->chunk_size;
         uint32_t len = (uint32_t)(im->size - off < im->chunk_size ? im->size - off : im->chunk_size);
         bool patched = gw_manifest_patched(im, i);
-        for (int k = 0; k < (patched ? 2 : 1); k++) {
+        const uint8_t *mid = gw_manifest_patch_mid(im, i);
+        for (int k = 0; k < (patched ? mid ? 3 : 2 : 1); k++) {
             struct ref *r = add_ref(refs, n, cap);
             if (!r) return -ENOMEM;
-            memcpy(r->hash, !patched ? im->chunks[i].data : k ? im->patch_bases[i].data : im->patches[i].data, 32);
+            memcpy(r->hash, !patched ? im->chunks[i].data : k == 1 ? im->patch_bases[i].data : k == 2 ? mid : im->patches[i].data, 32);
             r->backup = b;
             r->len = len;
             r->target = target;
-            r->patch = patched && k == 0;
-            if (r->patch) memcpy(r->base, im->patch_bases[i].data, 32);
+            r->patch = patched && k != 1;
+            if (patched && k == 0) memcpy(r->base, mid ? mid : im->patch_bases[i].data, 32);
+            if (k == 2) memcpy(r->base, im->patch_bases[i].data, 32);
         }
     }
     return 0;

@@ -298,15 +298,16 @@ static uint64_t take(struct gw_instant_restore *ir, bool faults_only)
     return NO_CHUNK;
 }
 
-/* A page patch (chunk_patch.h): the base and the patch, read one after the other. */
+/* A page patch (chunk_patch.h): the base, its mid patch if any, and the patch, read one after
+ * the other. */
 static int fetch_patched(struct gw_backup_target *t, const Godwit__V1__BackupImage *im, uint64_t c, uint8_t *raw,
                          size_t *len, uint64_t *nread, char *why, size_t whylen)
 {
     uint64_t off = c * im->chunk_size;
     *len = im->size - off < im->chunk_size ? (size_t)(im->size - off) : im->chunk_size;
     char bad[400];
-    int r = gw_patch_fetch(t->store, &t->keys, im->chunks[c].data, im->patches[c].data, im->patch_bases[c].data, raw,
-                           *len, bad, sizeof bad);
+    int r = gw_patch_fetch(t->store, &t->keys, im->chunks[c].data, im->patches[c].data, im->patch_bases[c].data,
+                           gw_manifest_patch_mid(im, c), raw, *len, bad, sizeof bad);
     if (r == -EBADMSG || r == -ENOMEM) {
         snprintf(why, whylen, "chunk number %llu: %s", (unsigned long long)c, bad);
         return GW_FETCH_BAD;

@@ -66,4 +66,12 @@ long gw_chunk_encode(const struct gw_chunk_keys *k, const void *data, size_t len
 long gw_chunk_decode(const struct gw_chunk_keys *k, const uint8_t hash[32], const uint8_t *obj, size_t objlen,
                      uint8_t *out, size_t cap, size_t want_len, char *err, size_t errlen);
 
+/* gw_chunk_decode for the base of a page patch whose rebuilt chunk the caller checks against
+ * its own name before a byte is used (chunk_patch.h): hash NULL skips the base's own name
+ * check, which that final check covers (a base that is not what its name says cannot rebuild
+ * data with the chunk's name), saving a SHA-256 of a whole chunk. Every other check stays
+ * (lengths, tag, lz4). hash not NULL: exactly gw_chunk_decode. */
+long gw_chunk_decode_base(const struct gw_chunk_keys *k, const uint8_t *hash, const uint8_t *obj, size_t objlen,
+                          uint8_t *out, size_t cap, size_t want_len, char *err, size_t errlen);
+
 #endif

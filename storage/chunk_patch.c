@@ -106,35 +106,43 @@ int gw_patch_finish(const struct gw_chunk_keys *keys, const uint8_t patch_name[3
     long got = gw_chunk_decode(keys && keys->encrypted ? keys : NULL, patch_name, obj, objlen, raw, cap, 0, why, sizeof why);
     int r = got < 0 ? (int)got : gw_patch_parse(raw, (size_t)got, len, base, &pt, why, sizeof why);
     if (r) {
-        snprintf(err, errlen, "patch: %s", why);
+        snprintf(err, errlen, "%spatch: %s", name ? "" : "mid ", why);
     } else {
         gw_patch_apply(&pt, out);
         uint8_t h[32];
-        gw_chunk_hash(keys, out, len, h);
-        if (memcmp(h, name, 32)) { snprintf(err, errlen, "patched chunk does not match its name (corrupt)"); r = -EBADMSG; }
+        if (name) gw_chunk_hash(keys, out, len, h);
+        if (name && memcmp(h, name, 32)) { snprintf(err, errlen, "patched chunk does not match its name (corrupt)"); r = -EBADMSG; }
     }
     free(raw);
     return r;
 }
 
-int gw_patch_fetch(struct gw_store *s, const struct gw_chunk_keys *keys, const uint8_t name[32],
-                   const uint8_t patch_name[32], const uint8_t base[32], uint8_t *out, size_t len, char *err,
-                   size_t errlen)
+/* Reads the patch object patch_name and applies it over out (see gw_patch_finish). */
+static int fetch_layer(struct gw_store *s, const struct gw_chunk_keys *keys, const uint8_t patch_name[32],
+                       const uint8_t base[32], const uint8_t *name, uint8_t *out, size_t len, char *err, size_t errlen)
 {
-    char why[320];
-    int r = gw_chunk_fetch(s, keys, base, out, len, why, sizeof why);
-    if (r) { snprintf(err, errlen, "base %s", why); return r; }
     char obj[80];
     gw_chunk_object(patch_name, obj);
     size_t cap = gw_chunk_encoded_cap(gw_patch_max_size(len));
     uint8_t *buf = malloc(cap);
     if (!buf) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     struct gw_store_read rd = {.name = obj, .buf = buf, .cap = cap};
-    r = s->ops->get_batch(s, &rd, 1);
+    int r = s->ops->get_batch(s, &rd, 1);
     if (!r) r = rd.rc;
-    if (r == -ENOENT) snprintf(err, errlen, "patch %s is missing", obj + 2);
+    if (r == -ENOENT) snprintf(err, errlen, "%spatch %s is missing", name ? "" : "mid ", obj + 2);
     else if (r) snprintf(err, errlen, "reading patch %s: %s", obj + 2, strerror(-r));
     else r = gw_patch_finish(keys, patch_name, base, name, buf, rd.len, out, len, err, errlen);
     free(buf);
     return r;
+}
+
+int gw_patch_fetch(struct gw_store *s, const struct gw_chunk_keys *keys, const uint8_t name[32],
+                   const uint8_t patch_name[32], const uint8_t base[32], const uint8_t *mid, uint8_t *out, size_t len,
+                   char *err, size_t errlen)
+{
+    char why[320];
+    int r = gw_chunk_fetch(s, keys, base, out, len, why, sizeof why);
+    if (r) { snprintf(err, errlen, "base %s", why); return r; }
+    if (mid && (r = fetch_layer(s, keys, mid, base, NULL, out, len, err, errlen))) return r;
+    return fetch_layer(s, keys, patch_name, mid ? mid : base, name, out, len, err, errlen);
 }

@@ -14,14 +14,21 @@
  *  12  chunk_len u32   length of the chunk it rebuilds (a multiple of 4 KiB, <= GW_CHUNK_MAX)
  *  16  npages u32      pages carried: 1 .. half the chunk's pages
  *  20  reserved u32 (0)
- *  24  base (32)       name hash of the base chunk (a full chunk, never a patch)
+ *  24  base (32)       name hash of the base chunk (a full chunk), or of the mid patch (below)
  *  56  npages x u32    page numbers within the chunk, strictly increasing
  *      npages x 4096   the pages, in that order
  * The length is exactly 56 + npages * 4100.
  *
  * Rebuilding: the base chunk is read and checked against its name (exactly chunk_len bytes:
  * a patch object as a base fails that), the patch's pages are copied over it, and the result
- * must hash to the chunk's name in the manifest. */
+ * must hash to the chunk's name in the manifest.
+ *
+ * Layered (manifest format 3): a patch may be made over a base with a mid patch applied first
+ * (the patch the base backup stored for that chunk). The mid names the base chunk in its
+ * header, the top patch names the mid patch object; the manifest lists all three. Rebuilding
+ * applies the mid over the base, then the top, and checks only the end result against the
+ * chunk's name (every object was checked against its own name when decoded). Two levels at
+ * most: a writer never makes a mid of a layered patch. */
 #ifndef GW_STORAGE_CHUNK_PATCH_H
 #define GW_STORAGE_CHUNK_PATCH_H
 
@@ -69,16 +76,18 @@ void gw_patch_apply(const struct gw_patch *pt, uint8_t *chunk);
 
 /* Decodes the patch object obj[0..objlen) stored under patch_name, checks it for a chunk of
  * len bytes over base, applies it to out[0..len) (which holds the base's checked data) and
- * checks that the result hashes to name. 0, or -EBADMSG / -ENOMEM with the reason in err. */
+ * checks that the result hashes to name. name NULL: a mid layer (below), applied unchecked;
+ * the top patch's check covers it. 0, or -EBADMSG / -ENOMEM with the reason in err. */
 int gw_patch_finish(const struct gw_chunk_keys *keys, const uint8_t patch_name[32], const uint8_t base[32],
                     const uint8_t name[32], const uint8_t *obj, size_t objlen, uint8_t *out, size_t len, char *err,
                     size_t errlen);
 
-/* Reads the base and the patch from the store and rebuilds chunk name into out[0..len):
- * gw_chunk_fetch of the base, then gw_patch_finish. 0, -ENOENT (a missing object), another
- * -errno of the store, or -EBADMSG, with the reason in err. */
+/* Reads the base, the mid patch when there is one (mid not NULL) and the patch from the store
+ * and rebuilds chunk name into out[0..len): gw_chunk_fetch of the base, gw_patch_finish of the
+ * mid (over base, unchecked), then of the patch (over mid, or base without one). 0, -ENOENT (a
+ * missing object), another -errno of the store, or -EBADMSG, with the reason in err. */
 int gw_patch_fetch(struct gw_store *s, const struct gw_chunk_keys *keys, const uint8_t name[32],
-                   const uint8_t patch_name[32], const uint8_t base[32], uint8_t *out, size_t len, char *err,
-                   size_t errlen);
+                   const uint8_t patch_name[32], const uint8_t base[32], const uint8_t *mid, uint8_t *out, size_t len,
+                   char *err, size_t errlen);
 
 #endif

@@ -150,7 +150,7 @@ static int on_object(const char *name, void *ctx)
     return 0;
 }
 
-/* A patched chunk (chunk_patch.h) keeps its patch and the base the patch names, not its own
+/* A patched chunk (chunk_patch.h) keeps its patch, its mid patch when layered and the base, not its own
  * name: no object of this backup has it (a backup that stored it whole names it itself), and
  * `referenced` then counts objects a collection keeps. */
 static int add_image(struct gc *g, const Godwit__V1__BackupImage *im)
@@ -162,6 +162,7 @@ static int add_image(struct gc *g, const Godwit__V1__BackupImage *im)
         if (!r && patched) {
             r = hs_add(&g->refs, im->patches[i].data);
             if (!r) r = hs_add(&g->refs, im->patch_bases[i].data);
+            if (!r && gw_manifest_patch_mid(im, i)) r = hs_add(&g->refs, gw_manifest_patch_mid(im, i));
         }
         if (r) return r;
     }

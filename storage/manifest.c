@@ -48,23 +48,30 @@ int gw_manifest_pack(const Godwit__V1__BackupManifest *m, uint8_t **out, size_t 
     return 0;
 }
 
-/* Page patches (chunk_patch.h): only in format 2; one entry per chunk or none; a patched
- * chunk has its own name, a patch name and a base name, all 32 bytes, and is patchable. */
+/* Page patches (chunk_patch.h): only in format 2 or later; one entry per chunk or none; a
+ * patched chunk has its own name, a patch name and a base name, all 32 bytes, and is
+ * patchable. Layered patches (a mid patch under the top one) only in format 3, one entry per
+ * chunk or none, and only on a patched chunk. */
 static int check_patches(const Godwit__V1__BackupImage *im, const char *what, uint32_t version, char *err, size_t errlen)
 {
-    if (!im->n_patches && !im->n_patch_bases) return 0;
-    if (version < 2) { snprintf(err, errlen, "manifest format %u lists %s patches", version, what); return -EBADMSG; }
-    if (im->n_patches != im->n_chunks || im->n_patch_bases != im->n_chunks) {
-        snprintf(err, errlen, "manifest %s image lists %zu patches and %zu bases for %zu chunks", what, im->n_patches,
-                 im->n_patch_bases, im->n_chunks);
+    if (!im->n_patches && !im->n_patch_bases && !im->n_patch_mids) return 0;
+    if (version < GW_MANIFEST_VERSION_PATCHES) { snprintf(err, errlen, "manifest format %u lists %s patches", version, what); return -EBADMSG; }
+    if (im->n_patch_mids && version < GW_MANIFEST_VERSION_LAYERS) {
+        snprintf(err, errlen, "manifest format %u lists %s layered patches", version, what);
+        return -EBADMSG;
+    }
+    if (im->n_patches != im->n_chunks || im->n_patch_bases != im->n_chunks || (im->n_patch_mids && im->n_patch_mids != im->n_chunks)) {
+        snprintf(err, errlen, "manifest %s image lists %zu patches, %zu bases and %zu mid patches for %zu chunks", what,
+                 im->n_patches, im->n_patch_bases, im->n_patch_mids, im->n_chunks);
         return -EBADMSG;
     }
     for (size_t i = 0; i < im->n_chunks; i++) {
-        size_t pl = im->patches[i].len, bl = im->patch_bases[i].len;
-        if (pl == 0 && bl == 0) continue;
+        size_t pl = im->patches[i].len, bl = im->patch_bases[i].len, ml = im->n_patch_mids ? im->patch_mids[i].len : 0;
+        if (pl == 0 && bl == 0 && ml == 0) continue;
         uint64_t off = i * (uint64_t)im->chunk_size, len = im->size - off < im->chunk_size ? im->size - off : im->chunk_size;
-        if (pl != 32 || bl != 32 || im->chunks[i].len != 32 || !gw_patch_max_pages(len)) {
-            snprintf(err, errlen, "manifest %s chunk %zu has a bad patch entry (%zu-byte patch, %zu-byte base)", what, i, pl, bl);
+        if (pl != 32 || bl != 32 || (ml != 0 && ml != 32) || im->chunks[i].len != 32 || !gw_patch_max_pages(len)) {
+            snprintf(err, errlen, "manifest %s chunk %zu has a bad patch entry (%zu-byte patch, %zu-byte base, %zu-byte mid)",
+                     what, i, pl, bl, ml);
             return -EBADMSG;
         }
     }
@@ -74,6 +81,11 @@ static int check_patches(const Godwit__V1__BackupImage *im, const char *what, ui
 bool gw_manifest_patched(const Godwit__V1__BackupImage *im, size_t i)
 {
     return i < im->n_patches && im->patches[i].len == 32;
+}
+
+const uint8_t *gw_manifest_patch_mid(const Godwit__V1__BackupImage *im, size_t i)
+{
+    return gw_manifest_patched(im, i) && i < im->n_patch_mids && im->patch_mids[i].len == 32 ? im->patch_mids[i].data : NULL;
 }
 
 static int check_image(const Godwit__V1__BackupImage *im, const char *what, uint64_t max, uint32_t version, char *err,
@@ -117,7 +129,8 @@ int gw_manifest_unpack(const uint8_t *obj, size_t len, Godwit__V1__BackupManifes
     Godwit__V1__BackupManifest *m = godwit__v1__backup_manifest__unpack(NULL, n, obj + MANIFEST_HEADER);
     if (!m) { snprintf(err, errlen, "manifest does not decode"); return -EBADMSG; }
     int r = -EBADMSG;
-    if (m->format_version != GW_MANIFEST_VERSION && m->format_version != GW_MANIFEST_VERSION_PATCHES) { snprintf(err, errlen, "manifest format %u not supported", m->format_version); goto bad; }
+    if (m->format_version != GW_MANIFEST_VERSION && m->format_version != GW_MANIFEST_VERSION_PATCHES &&
+        m->format_version != GW_MANIFEST_VERSION_LAYERS) { snprintf(err, errlen, "manifest format %u not supported", m->format_version); goto bad; }
     if (!gw_store_name_ok(m->vm_name) || !gw_store_name_ok(m->id) || strlen(m->id) > GW_BACKUP_ID_MAX) {
         snprintf(err, errlen, "manifest names an unsafe VM or backup id"); goto bad;
     }

@@ -14,7 +14,10 @@
  * matching the memory image, and a 16-byte memory digest. Format 2 adds page patches
  * (chunk_patch.h): lists of patch and base names, one entry per chunk or none, a patched chunk
  * with all three names 32 bytes and a patchable length; format 1 with patches is refused.
- * Writers use format 1 when no chunk is patched, so older readers keep reading those. */
+ * Format 3 adds layered patches: a list of mid patch names, one per chunk or none, 32 bytes
+ * only on a patched chunk; format 2 with that list is refused. Writers use the lowest format
+ * that holds what they list, so older readers keep reading those backups and refuse the
+ * others by their format instead of misreading them. */
 #ifndef GW_STORAGE_MANIFEST_H
 #define GW_STORAGE_MANIFEST_H
 
@@ -26,6 +29,7 @@
 
 #define GW_MANIFEST_VERSION 1u
 #define GW_MANIFEST_VERSION_PATCHES 2u   /* an image lists page patches */
+#define GW_MANIFEST_VERSION_LAYERS 3u    /* a patch is layered over another (patch_mids) */
 #define GW_MANIFEST_MAX (64u << 20)          /* largest manifest object we read */
 #define GW_BACKUP_MAX_MEMORY (64ull << 30)   /* the runner's own limit on guest RAM */
 #define GW_BACKUP_MAX_DISK (1ull << 40)
@@ -41,6 +45,8 @@ void gw_chunk_object(const uint8_t hash[32], char *buf);
 
 /* Whether chunk i of im is stored as a page patch (im checked by gw_manifest_unpack). */
 bool gw_manifest_patched(const Godwit__V1__BackupImage *im, size_t i);
+/* The mid patch under chunk i's patch (format 3), or NULL when the patch is over its base. */
+const uint8_t *gw_manifest_patch_mid(const Godwit__V1__BackupImage *im, size_t i);
 
 /* Packs m into a new buffer (*out, freed by the caller). Returns 0 or -ENOMEM. */
 int gw_manifest_pack(const Godwit__V1__BackupManifest *m, uint8_t **out, size_t *len);

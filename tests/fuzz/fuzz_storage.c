@@ -67,6 +67,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (size_t i = 0; i < m->memory->n_chunks; i++)
                 if (gw_manifest_patched(m->memory, i) && (m->memory->chunks[i].len != 32 || m->memory->patch_bases[i].len != 32))
                     abort();
+            for (size_t i = 0; i < m->memory->n_chunks; i++)   /* a mid only under a patch */
+                if (gw_manifest_patch_mid(m->memory, i) && !gw_manifest_patched(m->memory, i)) abort();
+            for (size_t i = 0; i < m->memory->n_patch_mids; i++)
+                if (m->memory->patch_mids[i].len && (!gw_manifest_patched(m->memory, i) || m->format_version < 3)) abort();
             godwit__v1__backup_manifest__free_unpacked(m, NULL);
         }
     }

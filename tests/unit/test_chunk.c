@@ -124,6 +124,15 @@ GW_TEST(chunk_hostile_objects_refused)
     n = gw_chunk_encode(NULL, data, CS, false, obj, gw_chunk_encoded_cap(CS));
     obj[GW_CHUNK_HEADER + 100] ^= 1;
     expect_bad(NULL, h, obj, (size_t)n, "does not match its name");
+    /* As a patch's base (chunk_patch.h) the name is left to the rebuilt chunk's check: the
+     * altered data decodes, with a hash it is refused as above, the other checks stay. */
+    char why[256] = "";
+    CHECK_EQ(gw_chunk_decode_base(NULL, NULL, obj, (size_t)n, c, CS, CS, why, sizeof why), (long)CS);
+    CHECK_EQ(c[100], (uint8_t)(data[100] ^ 1));
+    CHECK_EQ(gw_chunk_decode_base(NULL, h, obj, (size_t)n, c, CS, CS, why, sizeof why), -EBADMSG);
+    CHECK_EQ(gw_chunk_decode_base(NULL, NULL, obj, (size_t)n - 1, c, CS, CS, why, sizeof why), -EBADMSG);
+    CHECK(strstr(why, "truncated") != NULL);
+    CHECK_EQ(gw_chunk_decode_base(NULL, NULL, obj, (size_t)n, c, CS, CS / 2, why, sizeof why), -EBADMSG);
     /* Encrypted: a wrong key, a missing key, an altered header. */
     struct gw_chunk_keys k1 = test_keys(KEY1), k2 = test_keys(KEY2);
     gw_chunk_hash(&k1, data, CS, h);

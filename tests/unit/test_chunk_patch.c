@@ -131,6 +131,56 @@ GW_TEST(patch_object_plain_and_encrypted)
     gw_chunk_keys_wipe(&k);
 }
 
+/* A layered patch (manifest format 3): the mid patch over the whole base chunk, the top patch
+ * over the base with the mid applied, naming the mid object. The rebuild takes the mid
+ * unchecked and checks the end result; a top patch that names another layer is refused. */
+GW_TEST(patch_layered_over_mid)
+{
+    struct fixture f;
+    fixture_make(&f);                      /* mid: base with pages 0, 5, 63 changed (f.data) */
+    uint8_t *top_data = malloc(CS), *top = malloc(gw_patch_max_size(CS)), *out = malloc(CS);
+    memcpy(top_data, f.data, CS);
+    fill_random(top_data + 9 * PG, PG);    /* the clone changes page 9 only */
+    uint8_t hm[32], ht[32], hd[32];
+    size_t ecap = gw_chunk_encoded_cap(gw_patch_max_size(CS));
+    uint8_t *mobj = malloc(ecap), *tobj = malloc(ecap);
+    long mn = gw_chunk_encode(NULL, f.patch, f.plen, true, mobj, ecap);
+    gw_chunk_hash(NULL, f.patch, f.plen, hm);
+    uint32_t pages[] = {9};
+    long tl = gw_patch_encode(hm, top_data, CS, pages, 1, top, gw_patch_max_size(CS));
+    REQUIRE(mn > 0 && tl == (long)gw_patch_size(1));
+    gw_chunk_hash(NULL, top, (size_t)tl, ht);
+    gw_chunk_hash(NULL, top_data, CS, hd);
+    long tn = gw_chunk_encode(NULL, top, (size_t)tl, true, tobj, ecap);
+    REQUIRE(tn > 0);
+    char err[256] = "";
+    memcpy(out, f.base, CS);
+    CHECK_EQ(gw_patch_finish(NULL, hm, f.hb, NULL, mobj, (size_t)mn, out, CS, err, sizeof err), 0);
+    CHECK(!memcmp(out, f.data, CS));
+    CHECK_EQ(gw_patch_finish(NULL, ht, hm, hd, tobj, (size_t)tn, out, CS, err, sizeof err), 0);
+    CHECK(!memcmp(out, top_data, CS));
+    /* The top patch names the mid: as a patch straight over the base it is refused. */
+    memcpy(out, f.base, CS);
+    CHECK_EQ(gw_patch_finish(NULL, ht, f.hb, hd, tobj, (size_t)tn, out, CS, err, sizeof err), -EBADMSG);
+    CHECK(strstr(err, "another base") != NULL);
+    /* A mid that names another base is refused too, with the layer in the reason. */
+    uint8_t other[32];
+    memcpy(other, f.hb, 32);
+    other[0] ^= 1;
+    CHECK_EQ(gw_patch_finish(NULL, hm, other, NULL, mobj, (size_t)mn, out, CS, err, sizeof err), -EBADMSG);
+    CHECK(strstr(err, "mid patch") != NULL && strstr(err, "another base") != NULL);
+    /* Without the mid applied the end result is wrong: the final check catches it. */
+    memcpy(out, f.base, CS);
+    CHECK_EQ(gw_patch_finish(NULL, ht, hm, hd, tobj, (size_t)tn, out, CS, err, sizeof err), -EBADMSG);
+    CHECK(strstr(err, "does not match its name") != NULL);
+    free(top_data);
+    free(top);
+    free(out);
+    free(mobj);
+    free(tobj);
+    fixture_free(&f);
+}
+
 static void expect_bad(const uint8_t *p, size_t len, size_t chunk_len, const uint8_t *base, const char *want)
 {
     struct gw_patch pt;
@@ -190,8 +240,8 @@ static Godwit__V1__BackupManifest *manifest(bool patched)
     static Godwit__V1__BackupImage mem, disk;
     static Godwit__V1__VmState st;
     static Godwit__V1__VmConfig cfg;
-    static ProtobufCBinaryData chunks[4], patches[4], bases[4];
-    static uint8_t names[4][32], pn[32], bn[32], dg[16] = {1};
+    static ProtobufCBinaryData chunks[4], patches[4], bases[4], mids[4];
+    static uint8_t names[4][32], pn[32], bn[32], mn[32], dg[16] = {1};
     fill_random(&names[0][0], sizeof names);
     fill_random(pn, 32);
     fill_random(bn, 32);
@@ -204,7 +254,10 @@ static Godwit__V1__BackupManifest *manifest(bool patched)
         chunks[i] = (ProtobufCBinaryData){32, names[i]};
         patches[i] = (ProtobufCBinaryData){i == 2 ? 32 : 0, pn};
         bases[i] = (ProtobufCBinaryData){i == 2 ? 32 : 0, bn};
+        mids[i] = (ProtobufCBinaryData){i == 2 ? 32 : 0, mn};
     }
+    mem.n_patch_mids = 0;
+    mem.patch_mids = mids;   /* listed only when a test sets n_patch_mids */
     mem.size = cfg.memory_bytes = 4 * 65536;
     mem.chunk_size = 65536;
     mem.n_chunks = 4;
@@ -264,10 +317,10 @@ GW_TEST(manifest_patch_lists)
     expect_manifest_bad(m, "format 1 lists memory patches");
     m = manifest(true);
     m->memory->n_patches = 3;
-    expect_manifest_bad(m, "3 patches and 4 bases");
+    expect_manifest_bad(m, "3 patches, 4 bases");
     m = manifest(true);
     m->memory->n_patch_bases = 5;
-    expect_manifest_bad(m, "4 patches and 5 bases");
+    expect_manifest_bad(m, "4 patches, 5 bases");
     m = manifest(true);
     m->memory->patches[2].len = 31;
     expect_manifest_bad(m, "bad patch entry");
@@ -289,4 +342,48 @@ GW_TEST(manifest_patch_lists)
     m->disk->n_patches = 1;
     m->disk->patches = m->memory->patches;
     expect_manifest_bad(m, "disk image lists 1 patches");
+}
+
+/* Format 3: a mid patch under chunk 2's patch. */
+static Godwit__V1__BackupManifest *layered(void)
+{
+    Godwit__V1__BackupManifest *m = manifest(true);
+    m->format_version = GW_MANIFEST_VERSION_LAYERS;
+    m->memory->n_patch_mids = 4;
+    return m;
+}
+
+GW_TEST(manifest_layered_patch_lists)
+{
+    Godwit__V1__BackupManifest *out = NULL;
+    char err[256] = "";
+    CHECK_EQ(unpack(layered(), &out, err, sizeof err), 0);
+    REQUIRE(out);
+    CHECK(gw_manifest_patch_mid(out->memory, 2) != NULL);
+    CHECK(gw_manifest_patch_mid(out->memory, 1) == NULL);
+    CHECK(gw_manifest_patch_mid(out->memory, 99) == NULL);
+    godwit__v1__backup_manifest__free_unpacked(out, NULL);
+    /* Format 2 without mids still reads, and its chunks have none. */
+    CHECK_EQ(unpack(manifest(true), &out, err, sizeof err), 0);
+    REQUIRE(out);
+    CHECK(gw_manifest_patch_mid(out->memory, 2) == NULL);
+    godwit__v1__backup_manifest__free_unpacked(out, NULL);
+    Godwit__V1__BackupManifest *m = layered();
+    m->format_version = GW_MANIFEST_VERSION_PATCHES;     /* an older reader must not misread it */
+    expect_manifest_bad(m, "format 2 lists memory layered patches");
+    m = layered();
+    m->format_version = 4;
+    expect_manifest_bad(m, "format 4 not supported");
+    m = layered();
+    m->memory->n_patch_mids = 3;
+    expect_manifest_bad(m, "3 mid patches");
+    m = layered();
+    m->memory->patch_mids[2].len = 31;
+    expect_manifest_bad(m, "bad patch entry");
+    m = layered();
+    m->memory->patch_mids[1].len = 32;                   /* a mid on a chunk stored whole */
+    expect_manifest_bad(m, "bad patch entry");
+    m = layered();
+    m->memory->n_patches = m->memory->n_patch_bases = 0; /* mids without patches */
+    expect_manifest_bad(m, "0 patches, 0 bases and 4 mid patches");
 }

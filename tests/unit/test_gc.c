@@ -428,7 +428,7 @@ static void patch_bases_kept(struct gw_store *s)
     /* A patch read over another base than its own is refused. */
     uint8_t out[PCS];
     char err[256];
-    CHECK_EQ(gw_patch_fetch(s, NULL, hd, hp, hdead, out, PCS, err, sizeof err), -EBADMSG);
+    CHECK_EQ(gw_patch_fetch(s, NULL, hd, hp, hdead, NULL, out, PCS, err, sizeof err), -EBADMSG);
     CHECK(strstr(err, "another base") != NULL);
     struct gw_gc_stats gs;
     CHECK_EQ(gc(s, &gs), 0);
@@ -438,7 +438,7 @@ static void patch_bases_kept(struct gw_store *s)
     CHECK(!object_exists(s, hdead));
     CHECK_EQ(verify_bad(s, "clone1"), 0);
     /* The patched chunk rebuilds from the store. */
-    CHECK_EQ(gw_patch_fetch(s, NULL, hd, hp, hb, out, PCS, err, sizeof err), 0);
+    CHECK_EQ(gw_patch_fetch(s, NULL, hd, hp, hb, NULL, out, PCS, err, sizeof err), 0);
     CHECK(!memcmp(out, data, PCS));
     /* Its base gone (an operator's mistake): verify reports it. */
     char obj[80];
