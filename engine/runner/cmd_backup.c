@@ -181,11 +181,7 @@ static int cmd_backup(struct bopts *o)
                    "\"disk_read_bytes\":%llu,\"guest_write_wait_max_us\":%.1f,\"throttle\":\"%s\",\"throttle_bytes\":%llu,"
                    "\"throttle_elapsed_ms\":%.1f,\"throttle_wait_ms\":%.1f,\"throttle_backoffs\":%llu,\"throttle_min_mib_s\":%.2f,"
                    "\"throttle_end_mib_s\":%.2f,\"disk_source\":\"%s\",\"disk_snap_ms\":%.3f,\"chunks_unread\":%llu,\"bytes_read\":%llu,"
-<<<<<<< HEAD
-                   "\"patched_chunks\":%llu,\"patched_bytes\":%llu,\"cpu_priority\":\"%s\",\"throttle_why\":",
-=======
-                   "\"patched_chunks\":%llu,\"patched_bytes\":%llu,\"layered_chunks\":%llu,\"throttle_why\":",
->>>>>>> clone2
+                   "\"patched_chunks\":%llu,\"patched_bytes\":%llu,\"layered_chunks\":%llu,\"cpu_priority\":\"%s\",\"throttle_why\":",
                    b->id, (unsigned long long)b->memory_bytes, (unsigned long long)b->disk_bytes,
                    (unsigned long long)b->chunks, (unsigned long long)b->new_chunks, (unsigned long long)b->new_bytes,
                    (unsigned long long)b->reused_chunks, (unsigned long long)b->zero_chunks, b->pause_ns / 1e6,
@@ -195,12 +191,8 @@ static int cmd_backup(struct bopts *o)
                    b->throttle_elapsed_ns / 1e6, b->throttle_wait_ns / 1e6, (unsigned long long)b->throttle_backoffs,
                    b->throttle_min_rate / 1048576.0, b->throttle_end_rate / 1048576.0, b->disk_source, b->disk_snap_ns / 1e6,
                    (unsigned long long)b->chunks_unread, (unsigned long long)b->bytes_read,
-<<<<<<< HEAD
-                   (unsigned long long)b->patched_chunks, (unsigned long long)b->patched_bytes, b->cpu_priority);
-=======
                    (unsigned long long)b->patched_chunks, (unsigned long long)b->patched_bytes,
-                   (unsigned long long)b->layered_chunks);
->>>>>>> clone2
+                   (unsigned long long)b->layered_chunks, b->cpu_priority);
         if (b) gw_json_str(stdout, b->throttle_why);
         printf("}\n");
     } else if (!rep->ok) {
