@@ -8,11 +8,17 @@
 
 uint64_t gw_pc_pacer_decide(struct gw_pc_pacer_state *st, uint32_t queue_us, uint64_t rate, uint64_t now)
 {
+    bool queued_before = st->queued;
+    st->queued = queue_us > GW_PC_PACER_TARGET_US;
     if (queue_us > GW_PC_PACER_TARGET_US) {
         st->top_since = 0;
-        if (now < st->hold_until || !rate) return st->cap;
-        /* What the lanes delivered while a queue stood is what the bottleneck carries; but
-         * a host too busy to read its socket in time also delays ACKs, and then the rate
+        if (now < st->hold_until || !rate) return now < st->drain_until ? st->drain_cap : st->cap;
+        /* What the lanes delivered while a queue stood is what the bottleneck carries: the
+         * first cut waits for a second reading with a queue, since the lanes' first
+         * milliseconds (slow start from an idle link) deliver far less than the link
+         * carries, and a cut at that rate would hold the push there for seconds. */
+        if (!st->ceiling && !queued_before) return 0;
+        /* A host too busy to read its socket in time also delays ACKs, and then the rate
          * is low for another reason: one such reading lowers the ceiling by 1/8 at most, a
          * slower link takes a few cuts. */
         uint64_t floor = st->ceiling - st->ceiling / 8;
@@ -21,9 +27,21 @@ uint64_t gw_pc_pacer_decide(struct gw_pc_pacer_state *st, uint32_t queue_us, uin
         st->cap = c < GW_PC_PACER_FLOOR ? GW_PC_PACER_FLOOR : c;
         st->hold_until = now + GW_PC_PACER_HOLD_MS * 1000000ull;
         st->cuts++;
-        return st->cap;
+        /* 85% of the rate drains a standing queue slowly (a 2 ms queue in 13 ms, and every
+         * answer meanwhile waits behind it): for GW_PC_PACER_DRAIN_MS the cap is lower by
+         * the queue's share of that time, so that the queue is gone when it ends. */
+        uint32_t extra = queue_us / (GW_PC_PACER_DRAIN_MS * 10u);   /* percent */
+        if (extra > GW_PC_PACER_DRAIN_MAX_PCT) extra = GW_PC_PACER_DRAIN_MAX_PCT;
+        c = st->ceiling / 100 * (GW_PC_PACER_CUT_PCT - extra);
+        st->drain_cap = c < GW_PC_PACER_FLOOR ? GW_PC_PACER_FLOOR : c;
+        st->drain_until = now + GW_PC_PACER_DRAIN_MS * 1000000ull;
+        return st->drain_cap;
     }
+    if (now < st->drain_until) return st->drain_cap;
     if (!st->cap) return 0;
+    /* Faster readings (the push's start) cut sooner, but creep no faster. */
+    if (st->crept_at && now - st->crept_at < GW_PC_PACER_TICK_MS * 1000000ull) return st->cap;
+    st->crept_at = now;
     uint64_t top = st->ceiling / 100 * GW_PC_PACER_TOP_PCT;
     if (st->cap < top) {
         st->top_since = 0;

@@ -8,6 +8,11 @@
  * above the lowest RTT) and, when that passes a target, caps the lanes' kernel pacing
  * (SO_MAX_PACING_RATE) below the rate they achieved, so that the bottleneck drains and
  * stays nearly empty; without a queue it creeps back up towards what the link carried.
+ * Just after a cut the cap is lower for a few ms, by as much as drains the queue seen, so
+ * that answers do not wait behind it while 85% drains it slowly. The first cut needs two
+ * readings in a row with a queue: the lanes' first milliseconds on an idle link (slow
+ * start) deliver much less than the link carries, and a ceiling learnt there would hold the
+ * push far below it.
  *
  * gw_pc_pacer_decide is the controller alone (no sockets: unit-tested); gw_pc_pacer_tick
  * reads the lanes, decides, and applies the cap. One thread owns a pacer. */
@@ -19,12 +24,16 @@
 
 #include "engine/transport/conn.h"
 
-#define GW_PC_PACER_TICK_MS 5u           /* how often the lanes are read */
+#define GW_PC_PACER_TICK_MS 5u           /* how often the lanes are read, and the cap creeps up */
+#define GW_PC_PACER_FAST_TICK_MS 1u      /* ... in the push's first GW_PC_PACER_FAST_MS */
+#define GW_PC_PACER_FAST_MS 100u
 #define GW_PC_PACER_TARGET_US 300u       /* queueing delay the push tolerates */
 #define GW_PC_PACER_HOLD_MS 60u          /* after a cut, time to see its effect */
 #define GW_PC_PACER_CUT_PCT 85u          /* a cut: this share of the rate achieved */
 #define GW_PC_PACER_TOP_PCT 95u          /* creeping up stops at this share of the ceiling */
 #define GW_PC_PACER_PROBE_MS 300u        /* calm at the top that long: try 5% more */
+#define GW_PC_PACER_DRAIN_MS 10u         /* after a cut, a lower cap this long drains the queue */
+#define GW_PC_PACER_DRAIN_MAX_PCT 45u    /* ... lower by at most this many points */
 #define GW_PC_PACER_FLOOR 1000000ull     /* never below 1 MB/s: the push must finish */
 
 struct gw_pc_pacer_state {
@@ -33,6 +42,10 @@ struct gw_pc_pacer_state {
     uint64_t hold_until;   /* ns: no new cut before */
     uint64_t top_since;    /* ns: at the top without a queue since (0 = not at the top) */
     uint64_t cuts;         /* how many times a queue made it cut */
+    uint64_t drain_cap;    /* the cap until drain_until (ns), just after a cut */
+    uint64_t drain_until;
+    bool queued;           /* the last reading saw a queue */
+    uint64_t crept_at;     /* ns: the last step up (at most one per GW_PC_PACER_TICK_MS) */
 };
 
 /* One step: queue_us is the largest queueing delay a lane saw, rate the bytes/s all lanes

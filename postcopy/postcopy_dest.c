@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "postcopy/pc_wire.h"
 #include "precopy/incoming_streams.h"
 #include "precopy/precopy_dest.h"
+#include "precopy/precopy_source.h"   /* enum gw_mig_fault (test builds) */
 
 #define POLL_MS 200
 #define KEEPALIVE_MS 200
@@ -60,6 +62,7 @@ struct gw_postcopy_in {
     unsigned nstreams;
     uint64_t mem_size;
     int stop_fd;                  /* eventfd: wakes the resume thread */
+    int test_fault;               /* enum gw_mig_fault (GODWIT_TEST_HOOKS builds) */
 };
 
 static bool stopping(struct gw_postcopy_in *p)
@@ -584,6 +587,12 @@ static int hand_over(struct gw_postcopy_in *p, char *err, size_t errlen)
         if (r || h.type != GW_WIRE_POSTCOPY || gw_pc_parse(p->buf.data, h.length, &dm) || dm.op != GW_PC_STALE ||
             !(gw_session_features(p->ses, 0) & GW_WIRE_F_PC_STALE))
             break;
+#ifdef GODWIT_TEST_HOOKS
+        /* The source waits for STALE_DROPPED with its VM still running: this runner dies,
+         * or hangs with its sockets open until a SIGCONT. */
+        if (p->test_fault == GW_FAULT_DIE_AT_STALE) kill(getpid(), SIGKILL);
+        if (p->test_fault == GW_FAULT_HANG_AT_STALE) kill(getpid(), SIGSTOP);
+#endif
         r = drop_stale(p, &dm, &e);
         if (r) break;
     }
@@ -665,6 +674,7 @@ int gw_postcopy_in_start(struct gw_session *ses, struct gw_vm *vm, int timeout_m
     p->fd_src = -1;
     p->timeout_ms = timeout_ms > 0 ? timeout_ms : 60000;
     p->link_timeout_ms = rs && rs->link_timeout_ms > 0 ? rs->link_timeout_ms : DEFAULT_LINK_TIMEOUT_MS;
+    p->test_fault = rs ? rs->test_fault : 0;
     p->t0 = gw_now_ns();
     p->prog.phase = GW_MIG_SWITCHOVER;
     p->prog.total_bytes = vm->mem.size;

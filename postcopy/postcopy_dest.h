@@ -45,6 +45,7 @@ struct gw_postcopy_in_resume {
     const uint8_t *secret;         /* the cluster secret, copied */
     size_t secret_len;
     int link_timeout_ms;           /* no word from the source this long = a broken link; 0 = 2000 */
+    int test_fault;                /* enum gw_mig_fault: set only by --test-fault (GODWIT_TEST_HOOKS) */
 };
 
 /* ses (taken, even on error) is an accepted post-copy session; vm is created, not started,

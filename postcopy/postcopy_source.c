@@ -365,7 +365,8 @@ static int send_stale_once(struct gw_postcopy *m, uint64_t *n, uint64_t *dropped
     do {
         if (cancelled(m)) return fail(m, -ECANCELED, "cancelled");
         r = recv_control(m, &msg, &e);
-        if (r) return fail(m, r, "destination did not drop the stale pages: %s", e.msg);
+        if (r) return fail(m, r, "the destination failed before the switch, while dropping stale pre-copied pages: %s",
+                           e.msg);
     } while (msg.op == GW_PC_KEEPALIVE);
     if (msg.op != GW_PC_STALE_DROPPED) return fail(m, -EPROTO, "destination sent post-copy op %u for STALE", msg.op);
     *dropped = msg.a;

@@ -122,6 +122,7 @@ static void note_placed(struct gw_uffd_placer *u, uint64_t pfn, uint64_t h)
     __atomic_fetch_add(&u->lat_hist[b], 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&u->lat_count, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&u->lat_sum_ns, d, __ATOMIC_RELAXED);
+    gw_lat_hist_add_shared(&u->lat_q, d);
     uint64_t m = __atomic_load_n(&u->lat_max_ns, __ATOMIC_RELAXED);
     while (d > m && !__atomic_compare_exchange_n(&u->lat_max_ns, &m, d, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
 }
@@ -291,17 +292,13 @@ int gw_uffd_placer_poison_missing(struct gw_uffd_placer *u)
 
 uint64_t gw_uffd_placer_latency_us(const struct gw_uffd_placer *u, unsigned pct)
 {
-    uint64_t total = 0, h[32];
-    for (int i = 0; i < 32; i++) total += h[i] = __atomic_load_n(&u->lat_hist[i], __ATOMIC_RELAXED);
-    if (!total) return 0;
-    uint64_t want = (total * pct + 99) / 100, acc = 0;
+    struct gw_lat_hist h;
+    gw_lat_hist_load(&u->lat_q, &h);
+    if (!h.count) return 0;
+    uint64_t ns = gw_lat_hist_quantile_bound(&h, pct / 100.0);
     uint64_t max_us = __atomic_load_n(&u->lat_max_ns, __ATOMIC_RELAXED) / 1000 + 1;
-    for (int i = 0; i < 32; i++) {
-        acc += h[i];
-        /* The bucket's upper bound, but never above the largest latency seen. */
-        if (acc >= want) return (2ull << i) < max_us ? 2ull << i : max_us;
-    }
-    return max_us;
+    uint64_t us = (ns + 999) / 1000;
+    return us < max_us ? us : max_us;
 }
 
 void gw_uffd_placer_close(struct gw_uffd_placer *u)

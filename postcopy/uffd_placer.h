@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/common/lat_hist.h"
 #include "engine/pump/page_placer.h"
 #include "guest/abi.h"
 
@@ -43,6 +44,7 @@ struct gw_uffd_placer {
     uint64_t hash_sum;        /* postcopy/pc_digest.h sum over the placed pages */
     uint64_t lat_hist[32];    /* request -> placed, bucket i: [2^i, 2^(i+1)) microseconds */
     uint64_t lat_count, lat_sum_ns, lat_max_ns;
+    struct gw_lat_hist lat_q; /* the same, four buckets per power of two: the percentiles */
     /* Per vCPU (like QEMU's postcopy-blocktime): the page it waits for (pfn + 1, 0 = none),
      * since when, and the time it spent blocked so far. Atomic. */
     struct { uint64_t pfn1, since_ns, blocked_ns; } vcpu[GW_PC_MAX_VCPUS];
@@ -91,8 +93,9 @@ int gw_uffd_placer_unregister(struct gw_uffd_placer *u);
  * 0, -ENOTSUP (kernel without UFFDIO_POISON) or -errno. */
 int gw_uffd_placer_poison_missing(struct gw_uffd_placer *u);
 
-/* Latency percentile (0..100) from the histogram, in microseconds: the upper bound of its
- * power-of-two bucket, capped at the largest latency seen. */
+/* Latency percentile (0..100) in microseconds: the upper bound of its quarter-power-of-two
+ * bucket (at most 1/4 of a power of two above the exact value), capped at the largest
+ * latency seen. */
 uint64_t gw_uffd_placer_latency_us(const struct gw_uffd_placer *u, unsigned pct);
 
 /* Closes the userfaultfd (which unregisters) and frees the bitmaps. Safe on a zeroed u. */

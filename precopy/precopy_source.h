@@ -34,6 +34,10 @@ enum gw_mig_fault {
     GW_FAULT_DIE_AFTER_GO,         /* GO sent and RUNNING heard, then the runner dies
                                     * (SIGKILL) before it writes its hand-over record: only
                                     * the daemons can tell where the VM runs */
+    /* Faults of an incoming (destination) runner, in a hybrid migration's STALE phase: the
+     * source has ended pre-copy and waits for STALE_DROPPED, the VM still running there. */
+    GW_FAULT_DIE_AT_STALE,         /* the runner dies (SIGKILL) as STALE arrives */
+    GW_FAULT_HANG_AT_STALE,        /* the runner stops (SIGSTOP: hung, its sockets open) */
 };
 
 struct gw_precopy_params {

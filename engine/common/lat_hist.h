@@ -2,7 +2,8 @@
  * of nanoseconds (an HDR histogram cut down to what a p50/p99 needs). Used for the virtio
  * disk's per-request latency (exported in the runner's status), by the backup throttle's
  * controller (latency over the last interval: the difference of two copies) and by the
- * contention benchmark. Not thread-safe: the owner serialises updates and copies. */
+ * contention benchmark, and for post-copy's page requests. Not thread-safe (the owner
+ * serialises updates and copies), except through gw_lat_hist_add_shared/_load. */
 #ifndef GW_COMMON_LAT_HIST_H
 #define GW_COMMON_LAT_HIST_H
 
@@ -18,6 +19,11 @@ struct gw_lat_hist {
 /* Counts one sample of ns nanoseconds. */
 void gw_lat_hist_add(struct gw_lat_hist *h, uint64_t ns);
 
+/* The same for a histogram that several threads add to at once (relaxed atomic adds); a
+ * reader takes a copy with gw_lat_hist_load and asks the copy. */
+void gw_lat_hist_add_shared(struct gw_lat_hist *h, uint64_t ns);
+void gw_lat_hist_load(const struct gw_lat_hist *h, struct gw_lat_hist *out);
+
 /* out = now - before (both copies of one histogram, before taken earlier): the samples
  * counted in between. */
 void gw_lat_hist_delta(const struct gw_lat_hist *now, const struct gw_lat_hist *before, struct gw_lat_hist *out);
@@ -25,5 +31,8 @@ void gw_lat_hist_delta(const struct gw_lat_hist *now, const struct gw_lat_hist *
 /* The q-quantile (0 < q <= 1) in nanoseconds: the middle of the bucket holding it; 0 when
  * the histogram is empty. */
 uint64_t gw_lat_hist_quantile(const struct gw_lat_hist *h, double q);
+/* The same, but the end of that bucket: a bound the q-quantile does not exceed (at most a
+ * quarter of its power of two above it), for a figure checked against a target. */
+uint64_t gw_lat_hist_quantile_bound(const struct gw_lat_hist *h, double q);
 
 #endif

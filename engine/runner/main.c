@@ -256,6 +256,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             else if (!strcmp(optarg, "drop-go")) o->test_fault = GW_FAULT_DROP_GO;
             else if (!strcmp(optarg, "close-after-go")) o->test_fault = GW_FAULT_CLOSE_AFTER_GO;
             else if (!strcmp(optarg, "die-after-go")) o->test_fault = GW_FAULT_DIE_AFTER_GO;
+            else if (!strcmp(optarg, "die-at-stale")) o->test_fault = GW_FAULT_DIE_AT_STALE;
+            else if (!strcmp(optarg, "hang-at-stale")) o->test_fault = GW_FAULT_HANG_AT_STALE;
             else { fprintf(stderr, "godwit-vm: unknown --test-fault '%s'\n", optarg); return -1; }
             break;
 #endif
@@ -689,7 +691,7 @@ static int incoming_postcopy(void *ctx, struct gw_session *ses, struct gw_listen
      * context (the one of this call is freed when the incoming run ends). */
     const struct opts *o = pc->o;
     struct gw_postcopy_in_resume rs = {.l = l, .fd_src = l ? -1 : o->resume_fd, .secret = pc->secret,
-                                       .secret_len = pc->secret_len};
+                                       .secret_len = pc->secret_len, .test_fault = o->test_fault};
     pc->took_resume_fd = rs.fd_src >= 0;
     if ((l || rs.fd_src >= 0) && !o->tls_off) {
         struct gw_sec_cfg sec = {.tls = true, .secret = pc->secret, .secret_len = pc->secret_len,

@@ -38,7 +38,7 @@ class Pair:
     """A source runner with a guest and an incoming runner waiting for it."""
 
     def __init__(self, test, guest, memory="128M", vcpus=1, src_args=(), dst_secret=None, dst_seconds=2,
-                 disk=None):
+                 disk=None, dst_args=()):
         self.t = test
         self.dir = test.dir
         self.secret = os.path.join(self.dir, "secret")
@@ -54,7 +54,7 @@ class Pair:
         # The destination names the disk itself: it never takes a path from the wire.
         self.dst = subprocess.Popen([VM, "incoming", "--listen", "tcp:127.0.0.1:0", "--secret-file", dsecret,
                                      "--control", self.dst_sock, "--seconds", str(dst_seconds), "--json"]
-                                    + (["--disk", disk] if disk else []),
+                                    + (["--disk", disk] if disk else []) + list(dst_args),
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.dst.stdout.readline()
         self.url = json.loads(line)["listening"]

@@ -5,6 +5,7 @@ digest) and no verify errors, for the dirtier (2 vCPUs) and the disk guest whose
 faults pages in; a failure of either side after GO leaves the VM paused (never running on part
 of its memory on the destination, never resumed by itself on the source); a failure before GO
 resumes it on the source."""
+import json
 import os
 import re
 import shutil
@@ -248,6 +249,60 @@ class Postcopy(unittest.TestCase):
         a = st["guest_pages_written"]
         time.sleep(0.3)
         self.assertGreater(p.status(p.src_sock)["guest_pages_written"], a)
+
+    def stale_phase_failure(self, fault):
+        """A hybrid migration whose destination fails while the source waits for it to drop
+        the stale pre-copied pages (STALE sent after PRECOPY_END, GO not yet): the source
+        reports it and the VM runs on there, and only there."""
+        args = test_migration.fault_args(fault)
+        p = self.pair("dirtier:ws=32M,rate=256M", dst_seconds=30, dst_args=args)
+        t0 = time.time()
+        code, final, err = p.migrate("--mode", "hybrid", "--max-rounds", "50", "--downtime-ms", "1", timeout=60)
+        took = time.time() - t0
+        self.assertNotEqual(code, 0, final)
+        self.assertEqual(final["phase"], "failed", final)
+        st = p.status(p.src_sock)
+        self.assertEqual(st["state"], "running", st)                   # never paused for good
+        self.assertIn("the destination failed before the switch", st["migration_error"], st)
+        a = st["guest_pages_written"]
+        time.sleep(0.3)
+        self.assertGreater(p.status(p.src_sock)["guest_pages_written"], a)   # and it runs
+        return p, took, st
+
+    def test_destination_dies_in_hybrid_stale_phase(self):
+        p, took, st = self.stale_phase_failure("die-at-stale")
+        self.assertLess(took, 10, st)
+        p.dst.wait(timeout=10)
+        self.assertEqual(p.dst.returncode, -signal.SIGKILL)    # it died where the fault says
+        # Nothing of the failed migration holds the VM: it moves to a healthy destination.
+        d2 = subprocess.Popen([VM, "incoming", "--listen", "tcp:127.0.0.1:0", "--secret-file", p.secret,
+                               "--control", os.path.join(self.dir, "dst2.sock"), "--seconds", "2", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url = json.loads(d2.stdout.readline())["listening"]
+            r = gwtest.run([VM, "migrate", "--control", p.src_sock, "--to", url, "--mode", "hybrid", "--wait",
+                            "--json"], timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+            out, derr = d2.communicate(timeout=60)
+            self.assertEqual(d2.returncode, 0, derr[-2000:])
+            dj = gwtest.last_json(out)
+            self.assertTrue(dj["postcopy_digest_ok"], dj)
+            self.assertEqual(dj["guest_verify_errors"], 0, dj)
+        finally:
+            if d2.poll() is None:
+                d2.kill()
+                d2.communicate()
+
+    def test_destination_hangs_in_hybrid_stale_phase(self):
+        p, took, st = self.stale_phase_failure("hang-at-stale")
+        self.assertLess(took, 30, st)   # the source's wait is bounded: no hang
+        # The stopped destination comes back to a source that gave up: it never runs the VM.
+        os.kill(p.dst.pid, signal.SIGCONT)
+        dcode, dj, derr = p.finish_dst(timeout=60)
+        self.assertNotEqual(dcode, 0, derr)
+        self.assertEqual(dj.get("state"), "discarded", dj)
+        self.assertIn("migration aborted", dj.get("error", ""), dj)
+        self.assertEqual(p.status(p.src_sock)["state"], "running")
 
 
 if __name__ == "__main__":
