@@ -395,7 +395,7 @@ int gw_pc_server_run(struct gw_pc_server *s, const uint64_t *push, struct gw_err
 
 int gw_pc_server_start(const struct gw_pc_server_cfg *cfg, struct gw_pc_server **out, struct gw_err *e)
 {
-    struct gw_pc_server *s;
+    struct gw_pc_server *s = NULL;   /* stays NULL when open fails: nothing to close */
     int r = gw_pc_server_open(cfg, &s, e);
     if (!r) r = gw_pc_server_precopy_end(s, e);
     if (!r) r = gw_pc_server_run(s, cfg->push, e);

@@ -127,7 +127,7 @@ static void finish(struct gw_postcopy_in *p, enum gw_mig_phase ph, const char *w
     bool first = !p->finished;
     if (first) {
         p->prog.phase = ph;
-        if (why) snprintf(p->prog.error, sizeof p->prog.error, "%s", why);
+        if (why) snprintf(p->prog.error, sizeof p->prog.error, "%.*s", (int)sizeof p->prog.error - 1, why);
         if (ph == GW_MIG_COMPLETED) {
             p->prog.error[0] = 0;
             p->prog.pc.digest_ok = true;
@@ -153,7 +153,7 @@ static void link_lost(struct gw_postcopy_in *p, uint64_t ep, const char *why)
     bool first = !p->finished && p->epoch == ep && p->prog.phase == GW_MIG_POSTCOPY_ACTIVE;
     if (first) {
         p->prog.phase = GW_MIG_POSTCOPY_PAUSED;
-        snprintf(p->prog.error, sizeof p->prog.error, "%s", why);
+        snprintf(p->prog.error, sizeof p->prog.error, "%.*s", (int)sizeof p->prog.error - 1, why);
         p->t_lost = gw_now_ns();
     }
     pthread_mutex_unlock(&p->lock);

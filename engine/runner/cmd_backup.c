@@ -137,7 +137,8 @@ static char *absolute(const char *p, char *buf, size_t cap)
 static int cmd_backup(struct bopts *o)
 {
     if (!o->control) { fprintf(stderr, "godwit-vm: backup needs --control SOCK\n"); return EXIT_USAGE; }
-    char a1[4096], a2[4096], a3[4096], a4[4096], a5[4096], a6[4096];
+    char a1[4096], a2[4096], a3[4096], a4[4096], a6[4096];
+    char a5[4096 + 8];   /* "dir:" and an absolute path of up to 4095 bytes */
     if (!strncmp(o->spec.target, "dir:", 4) && o->spec.target[4] != '/') {
         snprintf(a5, sizeof a5, "dir:%s", absolute(o->spec.target + 4, a1, sizeof a1));
         o->spec.target = a5;
