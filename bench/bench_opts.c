@@ -17,7 +17,9 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         {"downtime-ms", 1, 0, 'd'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {"tls", 1, 0, 't'},
         {"target", 1, 0, 'T'}, {"mode", 1, 0, 'M'}, {"link", 1, 0, 'L'}, {"cut-link-at", 1, 0, 'A'},
         {"cut-link-for", 1, 0, 'F'}, {"no-priority-channel", 0, 0, 'P'}, {"qemu", 1, 0, 'Q'}, {"dirty-ring", 1, 0, 'R'},
-        {"vs-precopy", 0, 0, 'V'}, {0},
+        {"vs-precopy", 0, 0, 'V'},
+        /* The same two as the issue spells them. */
+        {"cut-link-at-ms", 1, 0, 'A'}, {"cut-for-ms", 1, 0, 'F'}, {0},
     };
     int c;
     optind = 1;

@@ -19,7 +19,10 @@
 #define DEFAULT_RECOVER_NS (30ull * 1000000000ull)
 #define RECONNECT_TIMEOUT_MS 5000     /* one attempt: connect, TLS, handshake, the resume exchange */
 #define BACKOFF_FIRST_NS (50ull * 1000000ull)
-#define BACKOFF_MAX_NS (500ull * 1000000ull)
+/* The longest nap between attempts: the link's return is noticed within it, so it bounds how
+ * long after the return post-copy resumes (target 500 ms with the handshake). An attempt on a
+ * link that is down costs one failing connect. */
+#define BACKOFF_MAX_NS (200ull * 1000000ull)
 
 /* Stops the page traffic of the broken session and lets go of it; the pages stay. */
 static void drop_session(struct gw_postcopy *m)
