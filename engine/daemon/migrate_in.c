@@ -76,6 +76,14 @@ static unsigned count_incoming(struct gw_daemon *d)
     return n;
 }
 
+/* A reservation on the migration port that no stream has reached yet, made for source (lock
+ * held). */
+static bool stale_reservation(const struct gw_vm_rec *r, const char *source)
+{
+    return r->reserved_until_ns && !r->busy && !r->proc.pid && r->reserved_by[0] && source &&
+           !strcmp(r->reserved_by, source);
+}
+
 static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
@@ -118,7 +126,18 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
                                          "in maintenance: it takes no incoming migrations", d->cfg.hostname);
         goto out;
     }
-    if (gw_vm_find(d, vm->name)) {
+    struct gw_vm_rec *old = gw_vm_find(d, vm->name);
+    if (old && stale_reservation(old, req->source_host)) {
+        /* The same source asks again while its earlier reservation waits: that attempt is
+         * dead (a source daemon restarted between PrepareIncoming and the streams, and its
+         * evacuation retried). No runner exists yet, and the old token dies with the record,
+         * so a late stream of the old attempt is closed at the port. */
+        gw_warn("vm=%s: %s asks again; dropping its earlier reservation (no stream had arrived)", vm->name,
+                req->source_host);
+        gw_sup_drop_incoming(d, old);
+        old = NULL;
+    }
+    if (old) {
         code = gw_grpc_call_error(call, GW_GRPC_ALREADY_EXISTS, "a VM named %s already exists on %s",
                                   vm->name, d->cfg.hostname);
         goto out;
@@ -175,6 +194,7 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     if (d->cfg.migration_port && req->streams <= GW_MIGPORT_MAX_STREAMS) {
         /* Through the migration port: reserve, and let the streams' arrival start the runner. */
         rec->reserved_until_ns = gw_now_ns() + RESERVATION_NS;
+        snprintf(rec->reserved_by, sizeof rec->reserved_by, "%s", req->source_host ? req->source_host : "");
         rec->state = GODWIT__V1__VM__STATE__MIGRATING;
         rec->busy = false;
         snprintf(url, sizeof url, "tcp:%s:%u", d->cfg.migration_advertise, d->cfg.migration_port);

@@ -71,10 +71,33 @@ class Security(unittest.TestCase):
         d.stub.CreateVm(api.CreateVmRequest(name=name, memory_bytes=64 << 20, vcpus=1, guest=guest, start=True),
                         metadata=AUTH, timeout=60)
 
-    def prepare(self, name, disk=""):
+    def prepare(self, name, disk="", source="test"):
         vm = api.Vm(name=name, memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M", disk_path=disk)
-        return self.peer.PrepareIncoming(peer_pb.PrepareIncomingRequest(vm=vm, job_id="job-test", source_host="test",
+        return self.peer.PrepareIncoming(peer_pb.PrepareIncomingRequest(vm=vm, job_id="job-test", source_host=source,
                                                                         streams=1), metadata=PEER_AUTH, timeout=10)
+
+    def test_the_same_source_asking_again_replaces_its_reservation(self):
+        # A source daemon killed between PrepareIncoming and its streams restarts and retries
+        # (an evacuation resumes): its new request replaces the reservation no stream reached,
+        # and the old token is dead. Another host asking for the same name is refused.
+        first = self.prepare("again")
+        try:
+            second = self.prepare("again")
+            self.assertNotEqual(first.session_token, second.session_token)
+            self.assertIn("test asks again; dropping its earlier reservation", self.b.logtext())
+            s = socket.create_connection(("127.0.0.1", self.mport), timeout=5)
+            s.sendall(preamble(0, 1, bytes(first.session_token)))
+            t = closed_within(s, 5)
+            s.close()
+            self.assertIsNotNone(t, "the replaced reservation's token was still taken")
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.prepare("again", source="someone-else")
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.ALREADY_EXISTS)
+            got = self.b.stub.GetVm(api.GetVmRequest(name="again"), metadata=AUTH, timeout=10).vm
+            self.assertEqual(got.state, api.Vm.MIGRATING)
+        finally:
+            self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm="again", job_id="job-test"),
+                                    metadata=PEER_AUTH, timeout=10)
 
     def test_peer_api_takes_the_cluster_credential_only(self):
         vm = api.Vm(name="nobody", memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M")
