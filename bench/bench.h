@@ -14,7 +14,7 @@ int gw_bench_backup_contention(int argc, char **argv);  /* bench_backup_contenti
 int gw_bench_backup_gc(int argc, char **argv);  /* bench_backup_gc.c: backup --gc */
 int gw_bench_wire(int argc, char **argv);
 /* `migrate --tls both`: the same migration in plaintext and over TLS, and their ratio. */
-int gw_bench_migrate_tls_both(int argc, char **argv);
+int gw_bench_migrate_tls_both(int argc, char **argv, unsigned pairs);
 /* `migrate --mode postcopy|hybrid` with --link, --cut-link-for or --no-priority-channel (bench_postcopy_link.c). */
 int gw_bench_migrate_postcopy_link(int argc, char **argv);
 int gw_bench_net(int argc, char **argv);   /* bench_net.c: virtio-net echo and a migration */

@@ -58,7 +58,7 @@ int gw_bench_migrate(int argc, char **argv)
                               .vcpus = 1, .pattern = "random", .downtime_ms = 50, .compress = "auto",
                               .mode = "precopy"};
     if (gw_bench_parse_opts("migrate", argc, argv, &o)) return 2;
-    if (o.tls && !strcmp(o.tls, "both")) return gw_bench_migrate_tls_both(argc, argv);
+    if (o.tls && !strcmp(o.tls, "both")) return gw_bench_migrate_tls_both(argc, argv, (unsigned)o.pairs);
     if (o.link || o.cut_for_ms || o.no_priority || o.vs_precopy) return gw_bench_migrate_postcopy_link(argc, argv);
     bool tls = !o.tls || strcmp(o.tls, "off");
     uint64_t memory = o.memory, ws = o.ws, rate = o.rate, streams = o.streams, downtime_ms = o.downtime_ms,

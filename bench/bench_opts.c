@@ -17,7 +17,7 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         {"downtime-ms", 1, 0, 'd'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'}, {"tls", 1, 0, 't'},
         {"target", 1, 0, 'T'}, {"mode", 1, 0, 'M'}, {"link", 1, 0, 'L'}, {"cut-link-at", 1, 0, 'A'},
         {"cut-link-for", 1, 0, 'F'}, {"no-priority-channel", 0, 0, 'P'}, {"qemu", 1, 0, 'Q'}, {"dirty-ring", 1, 0, 'R'},
-        {"vs-precopy", 0, 0, 'V'},
+        {"vs-precopy", 0, 0, 'V'}, {"pairs", 1, 0, 'N'},
         /* The same two as the issue spells them. */
         {"cut-link-at-ms", 1, 0, 'A'}, {"cut-for-ms", 1, 0, 'F'}, {0},
     };
@@ -45,6 +45,7 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         case 'Q': o->qemu = optarg; break;
         case 'R': bad = gw_parse_u64(optarg, GW_LIMIT_DIRTY_RING_MIN, GW_LIMIT_DIRTY_RING_MAX, &o->dirty_ring); break;
         case 'V': o->vs_precopy = true; break;
+        case 'N': bad = gw_parse_u64(optarg, 1, 20, &o->pairs); break;
         case 'M':
             o->mode = optarg;
             bad = strcmp(optarg, "precopy") && strcmp(optarg, "postcopy") && strcmp(optarg, "hybrid");

@@ -21,6 +21,7 @@ struct gw_bench_opts {
     const char *qemu;                            /* --qemu SCRIPT: QEMU's run on the same work */
     uint64_t dirty_ring;                         /* --dirty-ring N: the source tracks by ring */
     bool vs_precopy;                             /* --vs-precopy: hybrid against pre-copy alone */
+    uint64_t pairs;                              /* --pairs N: plaintext/TLS pairs of --tls both */
     bool json;                                   /* --json */
 };
 
