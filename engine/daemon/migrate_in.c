@@ -179,6 +179,7 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
         goto drop;
     }
     Godwit__V1__PrepareIncomingResponse resp = GODWIT__V1__PREPARE_INCOMING_RESPONSE__INIT;
+    resp.tls_aes128 = true;   /* our runners' servers take either suite (tls.h) */
     char url[600];
     /* The one-time token the source's streams must carry: the migration port routes by it
      * and closes anything without it before a process starts. */

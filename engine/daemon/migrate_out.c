@@ -44,6 +44,7 @@ struct mig {
     bool has_token;
     uint64_t exit_seq;
     bool url_prepared;
+    bool tls_aes128;                 /* the destination takes the faster suite with the PSK */
     char last_state[32];
     int outcome;                     /* FAILED or CANCELLED once decided, 0 before */
     bool in_doubt;                   /* GO sent, RUNNING lost: owner.c settles the job */
@@ -108,6 +109,7 @@ static int prepare_destination(struct mig *m, const Godwit__V1__PrepareIncomingR
         const Godwit__V1__PrepareIncomingResponse *pr = (const void *)resp;
         snprintf(m->url, sizeof m->url, "%s", pr->url);
         m->url_prepared = true;
+        m->tls_aes128 = pr->tls_aes128;
         if (pr->session_token.len == sizeof m->token) {
             memcpy(m->token, pr->session_token.data, sizeof m->token);
             m->has_token = true;
@@ -153,6 +155,7 @@ static int start_runner(struct mig *m)
     mr.tls_cert = m->d->cfg.tls_cert;
     mr.tls_key = m->d->cfg.tls_key;
     mr.tls_ca = m->d->cfg.tls_ca;
+    mr.tls_aes128 = m->tls_aes128;
     /* The runner leaves a record of the hand-over for whoever finds it gone (owner.c). */
     mr.record_path = m->record;
     mr.job_id = m->j->id;

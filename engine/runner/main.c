@@ -22,7 +22,8 @@
  *   godwit-vm backup|verify-backup|list-backups|delete-backup ...   (cmd_backup.c)
  *   TLS: [--tls on|off] [--tls-cert F --tls-key F --tls-ca F]: migration streams run over TLS 1.3
  *   with a PSK from the cluster secret, or with X.509 when all three files are given; plaintext
- *   only with an explicit --tls off (docs/security.md). incoming --name: refuse another VM.
+ *   only with an explicit --tls off (docs/security.md). migrate --tls-suite aes256: the PSK
+ *   suite for a destination runner older than AES-128 (default aes128). incoming --name: refuse another VM.
  *
  * Exit codes: 0 success; 1 the VM failed; 2 usage; 3 the guest found verify errors;
  * 4 KVM is not available on this host. */
@@ -72,6 +73,7 @@ struct opts {
     uint64_t dirty_ring;      /* --dirty-ring: KVM dirty ring entries per vCPU (0: the bitmap) */
     const char *tls_cert, *tls_key, *tls_ca;
     bool tls_off;
+    bool tls_aes256;          /* migrate --tls-suite aes256: for a destination older than AES-128 */
     uint64_t memory, seconds, bandwidth, downtime_ms, timeout_s, max_rounds, streams;
     uint64_t recover_timeout_s, link_timeout_ms;   /* post-copy recovery (docs/postcopy.md) */
     unsigned vcpus;
@@ -126,6 +128,7 @@ static void usage(FILE *f)
             "       godwit-vm schedule --cron \"EXPR\" [--tz ZONE] [--after UNIX] [--count N] [--jitter S --key NAME] [--json]\n"
             "       godwit-vm leases --store SPEC [STORE OPTIONS] --lease NAME [--json]\n"
             "TLS: [--tls on|off] [--tls-cert FILE --tls-key FILE --tls-ca FILE] (default: TLS 1.3, cluster PSK)\n"
+            "     migrate [--tls-suite aes128|aes256]   (aes256: a destination runner older than AES-128)\n"
             "guest specs: dirtier:ws=256M,rate=64M,pattern=random|text|sparse  idle:ws=64M  disk:block=4K\n");
 }
 
@@ -148,7 +151,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"kernel", 1, 0, 'k'}, {"initrd", 1, 0, 'i'}, {"cmdline", 1, 0, 'l'}, {"net", 1, 0, 'e'},
         {"tls", 1, 0, 't'}, {"tls-cert", 1, 0, '1'}, {"tls-key", 1, 0, '2'}, {"tls-ca", 1, 0, '3'},
         {"keep-source", 0, 0, 'K' + 257}, {"keep-destination", 0, 0, 'K' + 256},
-        {"progress-fd", 1, 0, 'K' + 264}, {"cpu-priority", 1, 0, 'K' + 266},
+        {"progress-fd", 1, 0, 'K' + 264}, {"cpu-priority", 1, 0, 'K' + 266}, {"tls-suite", 1, 0, 'K' + 267},
 #ifdef GODWIT_TEST_HOOKS
         {"test-fault", 1, 0, 'X'},
 #endif
@@ -227,6 +230,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'e': o->net = optarg; break;
         case 'K' + 257: o->keep_source = true; break;
         case 'K' + 261: o->no_priority = true; break;
+        case 'K' + 267:
+            if (strcmp(optarg, "aes128") && strcmp(optarg, "aes256")) { fprintf(stderr, "godwit-vm: --tls-suite is aes128 or aes256\n"); return -1; }
+            o->tls_aes256 = !strcmp(optarg, "aes256");
+            break;
         case 'K' + 262: if (gw_parse_u64(optarg, 1, 10000, &o->switch_dirty_pct)) { fprintf(stderr, "godwit-vm: --switch-dirty-pct must be 1..10000\n"); return -1; } break;
         case 'K' + 263: if (gw_parse_u64(optarg, 1, 86400000, &o->switch_ms_per_gib)) { fprintf(stderr, "godwit-vm: bad --switch-ms-per-gib\n"); return -1; } break;
         case 'K' + 260:
@@ -812,6 +819,7 @@ static int cmd_migrate(const struct opts *o)
     mr.destination = (char *)o->to;
     mr.policy = &pol;
     mr.tls_off = o->tls_off;
+    mr.tls_aes128 = !o->tls_aes256;
     /* The runner may run elsewhere: absolute paths. */
     char cert[4096], key[4096], ca[4096];
     mr.tls_cert = (char *)(!o->tls_cert ? "" : realpath(o->tls_cert, cert) ? cert : o->tls_cert);

@@ -86,7 +86,8 @@ int gw_runner_migrate(struct gw_runner *r, const Godwit__V1__RunnerMigrateReques
         return -EPROTONOSUPPORT;
     }
     struct gw_sec_cfg sec = {.tls = !req->tls_off, .secret = secret, .secret_len = (size_t)n,
-                             .cert = req->tls_cert, .key = req->tls_key, .ca = req->tls_ca};
+                             .cert = req->tls_cert, .key = req->tls_key, .ca = req->tls_ca,
+                             .aes128 = req->tls_aes128};
     struct gw_err e = {0};
     int rc = gw_tls_ctx_new(&sec, false, &p.tls, &e);
     if (rc) {

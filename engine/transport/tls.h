@@ -16,9 +16,10 @@
  * HELLO, inside TLS, and the destination's handshake compares the two.
  *
  * TLS: version 1.3 only, mutually authenticated, either by an external PSK derived from the
- * cluster secret (HKDF-SHA384, no PKI; suite TLS_AES_256_GCM_SHA384, with (EC)DHE for forward
- * secrecy) or by X.509 certificates from the operator's CA (cert, key and CA all given; suites
- * AES-256-GCM and AES-128-GCM). Kernel TLS is used when the kernel offers the "tls" TCP ULP
+ * cluster secret (HKDF-SHA384, no PKI; suite TLS_AES_128_GCM_SHA256, or TLS_AES_256_GCM_SHA384
+ * towards a destination that predates it; with (EC)DHE for forward secrecy) or by X.509
+ * certificates from the operator's CA (cert, key and CA all given; AES-128-GCM preferred,
+ * AES-256-GCM taken). Kernel TLS is used when the kernel offers the "tls" TCP ULP
  * (SSL_OP_ENABLE_KTLS); otherwise Godwit builds the records itself after OpenSSL's handshake,
  * with the secrets it negotiated (tls_records.h: no extra copies, the two directions of a
  * stream in parallel), written in large batches (one send per 256 KiB, never one per page).
@@ -67,6 +68,10 @@ struct gw_sec_cfg {
     const uint8_t *secret;          /* cluster secret: the PSK's source (GW_SEC_MIN_SECRET..) */
     size_t secret_len;
     const char *cert, *key, *ca;    /* all three set: X.509 mutual authentication instead */
+    /* A PSK client (source): offer TLS_AES_128_GCM_SHA256, which destinations accept since
+     * PrepareIncomingResponse.tls_aes128; false: TLS_AES_256_GCM_SHA384, which all accept.
+     * Servers take either; with certificates both are offered. */
+    bool aes128;
 };
 
 struct gw_tls_ctx;
@@ -95,6 +100,9 @@ int gw_sec_recv_preamble(struct gw_conn *c, struct gw_preamble *out, struct gw_e
  * the cluster credential (wrong PSK, untrusted certificate); -EPROTONOSUPPORT: the back end
  * has no socket (RDMA); -ETIMEDOUT; -EPROTO/-EIO otherwise. announce: log which TLS runs. */
 int gw_tls_wrap(struct gw_conn **c, struct gw_tls_ctx *ctx, bool announce, struct gw_err *err);
+
+/* The negotiated TLS suite's name ("TLS_AES_128_GCM_SHA256", ...), "" for plaintext. */
+const char *gw_tls_suite(const struct gw_conn *c);
 
 /* What protects c: "tls13-psk", "tls13-x509" or "plain"; and whether the kernel does the
  * record crypto (kTLS) for sending and for receiving. */

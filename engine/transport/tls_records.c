@@ -50,6 +50,7 @@ struct rec_conn {
     struct gw_conn base;          /* first: a struct gw_conn * is a struct rec_conn * */
     struct gw_conn *inner;        /* owns the socket */
     const char *what;
+    const char *suite;
     uint64_t update_every;
     /* sending side (wmu) */
     pthread_mutex_t wmu;
@@ -503,6 +504,11 @@ const char *gw_tls_records_what(const struct gw_conn *c)
     return c->ops == &rec_ops ? ((const struct rec_conn *)c)->what : NULL;
 }
 
+const char *gw_tls_records_suite(const struct gw_conn *c)
+{
+    return c->ops == &rec_ops ? ((const struct rec_conn *)c)->suite : NULL;
+}
+
 int gw_tls_records_wrap(struct gw_conn **cp, const struct gw_tls_traffic *tr, struct gw_err *err)
 {
     struct gw_conn *in = *cp;
@@ -518,6 +524,7 @@ int gw_tls_records_wrap(struct gw_conn **cp, const struct gw_tls_traffic *tr, st
     t->base.send_seq = t->base.recv_seq = t->base.bytes_sent = t->base.bytes_recv = 0;
     t->inner = in;
     t->what = tr->what;
+    t->suite = tr->suite ? tr->suite : "";
     t->update_every = tr->update_every ? tr->update_every : GW_TLS_KEY_UPDATE_RECORDS;
     t->sbuf = malloc(SEND_BUF);
     t->rbuf = malloc(RECV_BUF);

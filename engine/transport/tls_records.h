@@ -44,6 +44,7 @@ struct gw_tls_traffic {
     uint8_t rx[GW_TLS_SECRET_MAX];     /* the peer's write traffic secret */
     size_t len;                        /* bytes of each secret (the hash's length) */
     const char *what;                  /* "tls13-psk" or "tls13-x509", for gw_sec_describe */
+    const char *suite;                 /* the suite's name (OpenSSL's static string), for gw_tls_suite */
     uint64_t update_every;             /* records per key; 0 = GW_TLS_KEY_UPDATE_RECORDS */
 };
 
@@ -54,6 +55,8 @@ int gw_tls_records_wrap(struct gw_conn **cp, const struct gw_tls_traffic *tr, st
 
 /* "tls13-psk" or "tls13-x509" when c carries Godwit-built TLS records, else NULL. */
 const char *gw_tls_records_what(const struct gw_conn *c);
+/* The negotiated suite's name when c carries Godwit-built TLS records, else NULL. */
+const char *gw_tls_records_suite(const struct gw_conn *c);
 
 /* HKDF-Expand-Label(secret, label, "", out_len) of RFC 8446 section 7.1. 0 or -EIO. */
 int gw_tls13_expand_label(const EVP_MD *md, const uint8_t *secret, size_t secret_len, const char *label,

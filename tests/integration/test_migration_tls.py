@@ -236,8 +236,19 @@ class TlsChannel(unittest.TestCase):
         self.assertEqual(final["phase"], "completed", final)
         dcode, derr = p.finish_dst()
         self.assertEqual(dcode, 0, derr)
-        self.assertIn("TLS 1.3 TLS_AES_256_GCM_SHA384 (cluster PSK)", derr)
+        self.assertIn("TLS 1.3 TLS_AES_128_GCM_SHA256 (cluster PSK)", derr)
         self.assertTrue("user-space TLS" in derr or "kernel TLS" in derr, derr)
+
+    def test_aes256_for_an_older_destination(self):
+        # A source told that its destination predates AES-128 (the daemon: no tls_aes128 in
+        # PrepareIncomingResponse) offers AES-256 only, and the migration runs under it.
+        p = self.pair()
+        code, final, err = p.migrate(p.dst_port, "--tls-suite", "aes256")
+        self.assertEqual(code, 0, final)
+        self.assertEqual(final["phase"], "completed", final)
+        dcode, derr = p.finish_dst()
+        self.assertEqual(dcode, 0, derr)
+        self.assertIn("TLS 1.3 TLS_AES_256_GCM_SHA384 (cluster PSK)", derr)
 
     def test_flipped_byte_of_hello(self):
         self.tampered("hello")

@@ -71,13 +71,14 @@ struct side {
     struct gw_tls_ctx *ctx;
     bool openssl_records;      /* OpenSSL's record layer instead of Godwit's */
     uint64_t update_every;     /* Godwit's records per key (0 = default) */
+    bool aes256;               /* a client as sources before AES-128 (or for older destinations) */
 };
 
 /* Preamble and handshake of one side. */
 static void *open_side(void *arg)
 {
     struct side *s = arg;
-    struct gw_sec_cfg cfg = {.tls = true, .secret = s->secret, .secret_len = sizeof SECRET - 1};
+    struct gw_sec_cfg cfg = {.tls = true, .secret = s->secret, .secret_len = sizeof SECRET - 1, .aes128 = !s->aes256};
     s->rc = gw_tls_ctx_new(&cfg, s->server, &s->ctx, &s->e);
     if (!s->rc) gw_tls_ctx_set_records(s->ctx, s->openssl_records, s->update_every);
     if (!s->rc) s->rc = gw_conn_from_fd(s->fd, &s->c, &s->e);
@@ -201,7 +202,25 @@ GW_TEST(psk_both_ways_at_once)
     REQUIRE(open_pair(sv[0], sv[1], SECRET, SECRET, &a, &b) == 0);
     CHECK(!strcmp(gw_sec_describe(a.c, NULL, NULL), "tls13-psk"));
     CHECK(!strcmp(gw_sec_describe(b.c, NULL, NULL), "tls13-psk"));
+    CHECK(!strcmp(gw_tls_suite(a.c), "TLS_AES_128_GCM_SHA256"));   /* the faster suite by default */
+    CHECK(!strcmp(gw_tls_suite(b.c), "TLS_AES_128_GCM_SHA256"));
     exchange_and_close(&a, &b);
+}
+
+/* A source that offers AES-256 only (as versions before AES-128 do, and as sources do towards
+ * a destination that did not say it takes AES-128) is served under that suite: the PSK goes
+ * under the suite the server chose, on either record layer. */
+GW_TEST(psk_client_with_aes256_only_is_served)
+{
+    for (int openssl_records = 0; openssl_records < 2; openssl_records++) {
+        int sv[2];
+        REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+        struct side a = {.aes256 = true, .openssl_records = openssl_records}, b = {.openssl_records = openssl_records};
+        REQUIRE(open_pair_as(sv[0], sv[1], SECRET, SECRET, &a, &b) == 0);
+        CHECK(!strcmp(gw_tls_suite(a.c), "TLS_AES_256_GCM_SHA384"));
+        CHECK(!strcmp(gw_tls_suite(b.c), "TLS_AES_256_GCM_SHA384"));
+        exchange_and_close(&a, &b);
+    }
 }
 
 /* Godwit's records are TLS 1.3 as OpenSSL's own record layer writes and reads them: either
