@@ -64,7 +64,8 @@ struct gw_vm_rec {
     uint64_t reserved_until_ns;    /* incoming via the migration port: waiting for the source's
                                     * connection until then (no runner yet); 0 = not waiting */
     uint8_t session_token[32];     /* incoming: PrepareIncoming's one-time token the streams carry */
-    char reserved_by[64];          /* incoming via the migration port: the source host that asked */
+    char reserved_by[256];         /* incoming via the migration port: the source host that asked
+                                    * ("" when its name did not fit: never replaced then) */
     /* Incoming post-copy recovery (docs/postcopy.md): a source whose link broke reconnects
      * with the same token; the migration port hands its streams to the runner over the
      * runner's resume socket (resume_route.h), and only the runner's resume proof lets it in. */

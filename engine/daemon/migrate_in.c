@@ -195,7 +195,10 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     if (d->cfg.migration_port && req->streams <= GW_MIGPORT_MAX_STREAMS) {
         /* Through the migration port: reserve, and let the streams' arrival start the runner. */
         rec->reserved_until_ns = gw_now_ns() + RESERVATION_NS;
-        snprintf(rec->reserved_by, sizeof rec->reserved_by, "%s", req->source_host ? req->source_host : "");
+        /* A name that does not fit is not recorded cut short: a cut name could match another
+         * host's, so such a reservation is never replaced, only left to expire. */
+        if (req->source_host && strlen(req->source_host) < sizeof rec->reserved_by)
+            snprintf(rec->reserved_by, sizeof rec->reserved_by, "%s", req->source_host);
         rec->state = GODWIT__V1__VM__STATE__MIGRATING;
         rec->busy = false;
         snprintf(url, sizeof url, "tcp:%s:%u", d->cfg.migration_advertise, d->cfg.migration_port);

@@ -99,6 +99,18 @@ class Security(unittest.TestCase):
         finally:
             self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm="again", job_id="job-test"),
                                     metadata=PEER_AUTH, timeout=10)
+        # A source name too long to record is not recorded cut short (a cut name could be
+        # another host's): its reservation is never replaced, by that source or any other.
+        long_name = "h" * 300
+        self.prepare("again-long", source=long_name)
+        try:
+            for source in (long_name, long_name[:63], long_name[:255]):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    self.prepare("again-long", source=source)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.ALREADY_EXISTS, len(source))
+        finally:
+            self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm="again-long", job_id="job-test"),
+                                    metadata=PEER_AUTH, timeout=10)
 
     def test_peer_api_takes_the_cluster_credential_only(self):
         vm = api.Vm(name="nobody", memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M")
