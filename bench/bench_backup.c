@@ -14,8 +14,9 @@
  * (its vCPU takes ~30 % of a core here, which a baseline on an idle box would not pay), the
  * reads after the guest stopped, as the restore runs. ratio_vs_store = full backup
  * throughput / raw write throughput; restore_ratio_vs_store likewise with the reads.
- * store_write_idle_mib_s: the writes on the idle box before the guest starts, for comparison. --target rados:auto starts a throw-away cluster
- * (scripts/ceph-cluster) and stops it at the end; dir:PATH uses a directory. */
+ * store_write_idle_mib_s: the writes on the idle box before the guest starts, for comparison.
+ * --target rados:auto starts a throw-away cluster (scripts/ceph-cluster) and stops it at the
+ * end; dir:PATH uses a directory. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,52 +33,93 @@
 #include "engine/common/util.h"
 #include "storage/store.h"
 
-struct store_speed {
-    double write_mib_s, read_mib_s;
+/* The store's own speed: n raw objects of chunk bytes each, named PREFIX.i, written in one
+ * step and read back (and removed) in a later one, each step timed alone. */
+struct store_raw {
+    const char *spec, *conf;
+    uint64_t n;
+    uint32_t chunk;
 };
 
-/* Raw writes then reads of n objects of chunk bytes each, in a namespace of their own. */
-static int measure_store(const char *spec, const char *conf, uint64_t bytes, uint32_t chunk, struct store_speed *sp,
-                         char *err, size_t errlen)
+static int raw_open(const struct store_raw *b, struct gw_store **s, char *err, size_t errlen)
 {
-    struct gw_store_params p = {.spec = spec, .ceph_conf = conf};
+    struct gw_store_params p = {.spec = b->spec, .ceph_conf = b->conf};
+    return gw_store_open(&p, s, err, errlen);
+}
+
+static void raw_name(char out[40], const char *prefix, uint64_t i)
+{
+    snprintf(out, 40, "%s.%llu", prefix, (unsigned long long)i);
+}
+
+static double raw_mib_s(const struct store_raw *b, uint64_t ns)
+{
+    return ns ? b->n * (double)b->chunk / 1048576.0 / (ns / 1e9) : 0;
+}
+
+static void raw_remove(struct gw_store *s, const struct store_raw *b, const char *prefix)
+{
+    char name[40];
+    for (uint64_t i = 0; i < b->n; i++) {
+        raw_name(name, prefix, i);
+        s->ops->remove(s, name);
+    }
+    s->ops->wait(s);
+}
+
+/* Writes the n objects (distinct random bytes) with the store's own ops in flight; keep:
+ * leave them for raw_read, else remove them. */
+static int raw_write(const struct store_raw *b, const char *prefix, bool keep, double *mib_s, char *err,
+                     size_t errlen)
+{
     struct gw_store *s;
-    int r = gw_store_open(&p, &s, err, errlen);
+    int r = raw_open(b, &s, err, errlen);
     if (r) return r;
-    uint64_t n = bytes / chunk ? bytes / chunk : 1;
-    uint8_t *buf = malloc(chunk);
-    char (*names)[40] = calloc(n, 40);
-    if (!buf || !names) { free(buf); free(names); gw_store_close(s); return -ENOMEM; }
+    uint8_t *buf = malloc(b->chunk);
+    if (!buf) { gw_store_close(s); return -ENOMEM; }
     uint64_t x = 0x9E3779B97F4A7C15ull;
-    for (uint32_t i = 0; i + 8 <= chunk; i += 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memcpy(buf + i, &x, 8); }
+    for (uint32_t i = 0; i + 8 <= b->chunk; i += 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memcpy(buf + i, &x, 8); }
+    char name[40];
     uint64_t t0 = gw_now_ns();
-    for (uint64_t i = 0; i < n && !r; i++) {
-        snprintf(names[i], 40, "baseline.%llu", (unsigned long long)i);
+    for (uint64_t i = 0; i < b->n && !r; i++) {
+        raw_name(name, prefix, i);
         memcpy(buf, &i, sizeof i);   /* distinct objects */
-        r = s->ops->put(s, names[i], buf, chunk);
+        r = s->ops->put(s, name, buf, b->chunk);
     }
     if (!r) r = s->ops->wait(s);
-    double ws = (gw_now_ns() - t0) / 1e9;
-    size_t batch = 16;
-    uint8_t *rbuf = malloc(batch * (size_t)chunk);
-    struct gw_store_read rd[16];
-    uint64_t t1 = gw_now_ns();
-    for (uint64_t i = 0; i < n && !r && rbuf; i += batch) {
-        size_t k = n - i < batch ? (size_t)(n - i) : batch;
-        for (size_t j = 0; j < k; j++) rd[j] = (struct gw_store_read){.name = names[i + j], .buf = rbuf + j * chunk, .cap = chunk};
-        r = s->ops->get_batch(s, rd, k);
-        for (size_t j = 0; j < k && !r; j++) if (rd[j].rc || rd[j].len != chunk) r = rd[j].rc ? rd[j].rc : -EIO;
-    }
-    double rs = (gw_now_ns() - t1) / 1e9;
+    *mib_s = raw_mib_s(b, gw_now_ns() - t0);
     if (r) snprintf(err, errlen, "store baseline: %s", gw_store_error(s));
-    for (uint64_t i = 0; i < n; i++) s->ops->remove(s, names[i]);
-    s->ops->wait(s);
-    double mib = n * (double)chunk / 1048576.0;
-    sp->write_mib_s = ws > 0 ? mib / ws : 0;
-    sp->read_mib_s = rs > 0 ? mib / rs : 0;
-    free(rbuf);
+    if (r || !keep) raw_remove(s, b, prefix);
     free(buf);
-    free(names);
+    gw_store_close(s);
+    return r;
+}
+
+/* Reads back what raw_write kept, 16 objects in flight, then removes it (also on failure). */
+static int raw_read(const struct store_raw *b, const char *prefix, double *mib_s, char *err, size_t errlen)
+{
+    struct gw_store *s;
+    int r = raw_open(b, &s, err, errlen);
+    if (r) return r;
+    enum { BATCH = 16 };
+    uint8_t *rbuf = malloc(BATCH * (size_t)b->chunk);
+    char names[BATCH][40];
+    struct gw_store_read rd[BATCH];
+    if (!rbuf) r = -ENOMEM;
+    uint64_t t0 = gw_now_ns();
+    for (uint64_t i = 0; i < b->n && !r; i += BATCH) {
+        size_t k = b->n - i < BATCH ? (size_t)(b->n - i) : BATCH;
+        for (size_t j = 0; j < k; j++) {
+            raw_name(names[j], prefix, i + j);
+            rd[j] = (struct gw_store_read){.name = names[j], .buf = rbuf + j * b->chunk, .cap = b->chunk};
+        }
+        r = s->ops->get_batch(s, rd, k);
+        for (size_t j = 0; j < k && !r; j++) if (rd[j].rc || rd[j].len != b->chunk) r = rd[j].rc ? rd[j].rc : -EIO;
+    }
+    *mib_s = raw_mib_s(b, gw_now_ns() - t0);
+    if (r) snprintf(err, errlen, "store baseline: %s", r == -ENOMEM ? "out of memory" : gw_store_error(s));
+    raw_remove(s, b, prefix);
+    free(rbuf);
     gw_store_close(s);
     return r;
 }
@@ -126,8 +168,10 @@ int gw_bench_backup(int argc, char **argv)
         fprintf(stderr, "godwit-bench backup: --target dir:PATH or rados:auto\n");
         return 2;
     }
-    struct store_speed idle = {0}, sp = {0}, after = {0};
-    if (!status && measure_store(spec, conf[0] ? conf : NULL, o.ws, GW_BACKUP_CHUNK_SIZE, &idle, err, sizeof err)) status = 1;
+    struct store_raw raw = {.spec = spec, .conf = conf[0] ? conf : NULL, .chunk = GW_BACKUP_CHUNK_SIZE,
+                            .n = o.ws / GW_BACKUP_CHUNK_SIZE ? o.ws / GW_BACKUP_CHUNK_SIZE : 1};
+    double write_idle = 0, write_mib_s = 0, read_mib_s = 0;
+    if (!status && raw_write(&raw, "baseline-idle", false, &write_idle, err, sizeof err)) status = 1;
 
     char sock[4200], run_out[4200], gspec[200], mem_s[32];
     snprintf(sock, sizeof sock, "%s/vm.sock", dir);
@@ -150,7 +194,9 @@ int gw_bench_backup(int argc, char **argv)
         if (!ready) { snprintf(err, sizeof err, "guest never became ready"); status = 1; }
         else sleep(1);
     }
-    if (!status && measure_store(spec, conf[0] ? conf : NULL, o.ws, GW_BACKUP_CHUNK_SIZE, &sp, err, sizeof err)) status = 1;
+    /* Removed at once: objects left in the store would change what the backup meets (on the
+     * memstore cluster they made it 2x slower). */
+    if (!status && raw_write(&raw, "baseline", false, &write_mib_s, err, sizeof err)) status = 1;
     uint64_t full_new = 0, full_chunks = 0, full_zero = 0, inc_new = 0, inc_chunks = 0, inc_zero = 0;
     double full_ms = 0, pause_ms = 0, inc_ms = 0;
     char digest[40] = "";
@@ -200,8 +246,10 @@ int gw_bench_backup(int argc, char **argv)
         vm_cmd(stop_argv, out, sizeof out);
         gw_bench_wait(pid);
     }
-    if (!status && measure_store(spec, conf[0] ? conf : NULL, o.ws, GW_BACKUP_CHUNK_SIZE, &after, err, sizeof err)) status = 1;
-    sp.read_mib_s = after.read_mib_s;
+    double unused;   /* the reads need objects: written again, that write not timed */
+    if (!status && (raw_write(&raw, "baseline", true, &unused, err, sizeof err) ||
+                    raw_read(&raw, "baseline", &read_mib_s, err, sizeof err)))
+        status = 1;
     double verify_mib_s = 0, restore_mib_s = 0;
     uint64_t verify_bad = 1, verify_errors = 0;
     char restore_digest[40] = "";
@@ -238,20 +286,20 @@ int gw_bench_backup(int argc, char **argv)
                "\"store_write_idle_mib_s\":%.1f,"
                "\"baseline\":\"raw %u-byte object writes and reads of the same volume, same ops in flight\"}\n",
                o.target, (unsigned long long)o.memory, (unsigned long long)o.ws, GW_BACKUP_CHUNK_SIZE,
-               (unsigned long long)data_bytes, full_ms, full_mib_s, sp.write_mib_s,
-               sp.write_mib_s > 0 ? full_mib_s / sp.write_mib_s : 0, pause_ms, inc_ms, (unsigned long long)inc_new,
-               (unsigned long long)stored, stored ? (double)logical / stored : 0, restore_mib_s, sp.read_mib_s,
-               sp.read_mib_s > 0 ? restore_mib_s / sp.read_mib_s : 0, verify_mib_s, (unsigned long long)verify_bad,
+               (unsigned long long)data_bytes, full_ms, full_mib_s, write_mib_s,
+               write_mib_s > 0 ? full_mib_s / write_mib_s : 0, pause_ms, inc_ms, (unsigned long long)inc_new,
+               (unsigned long long)stored, stored ? (double)logical / stored : 0, restore_mib_s, read_mib_s,
+               read_mib_s > 0 ? restore_mib_s / read_mib_s : 0, verify_mib_s, (unsigned long long)verify_bad,
                equal ? "true" : "false", (unsigned long long)verify_errors, (unsigned long long)clone.changed_bytes,
                (unsigned long long)clone.new_bytes, (unsigned long long)clone.new_chunks,
                (unsigned long long)clone.patched_chunks, o.memory ? (double)clone.new_bytes / (double)o.memory : 0,
-               idle.write_mib_s, GW_BACKUP_CHUNK_SIZE);
+               write_idle, GW_BACKUP_CHUNK_SIZE);
     } else {
         printf("backup bench (%s): full %.0f MiB/s (store %.0f MiB/s, ratio %.2f), pause %.2f ms, unchanged again in %.0f ms "
                "writing %llu bytes, restore %.0f MiB/s (store %.0f), verify %.0f MiB/s, digest %s, %llu verify errors, "
                "clone with %llu bytes changed stored %llu new bytes (%.2f%% of memory)%s%s\n",
-               o.target, full_mib_s, sp.write_mib_s, sp.write_mib_s > 0 ? full_mib_s / sp.write_mib_s : 0, pause_ms, inc_ms,
-               (unsigned long long)inc_new, restore_mib_s, sp.read_mib_s, verify_mib_s, equal ? "equal" : "DIFFERENT",
+               o.target, full_mib_s, write_mib_s, write_mib_s > 0 ? full_mib_s / write_mib_s : 0, pause_ms, inc_ms,
+               (unsigned long long)inc_new, restore_mib_s, read_mib_s, verify_mib_s, equal ? "equal" : "DIFFERENT",
                (unsigned long long)verify_errors, (unsigned long long)clone.changed_bytes, (unsigned long long)clone.new_bytes,
                o.memory ? 100.0 * (double)clone.new_bytes / (double)o.memory : 0, status ? ", error: " : "", err);
     }
