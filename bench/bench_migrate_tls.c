@@ -10,12 +10,12 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/bench_opts.h"
 #include "bench/bench_proc.h"
 #include "engine/common/json.h"
 
 #define TLS_TARGET_RATIO 1.3
 #define PAIRS 3              /* default --pairs */
-#define MAX_PAIRS 20
 
 /* One child run with --tls mode; its JSON line into out. */
 static int run_one(int argc, char **argv, const char *mode, char *out, size_t outlen)
@@ -56,12 +56,12 @@ int gw_bench_migrate_tls_both(int argc, char **argv, unsigned pairs)
     bool json = false;
     for (int i = 1; i < argc; i++) json |= !strcmp(argv[i], "--json");
     if (!pairs) pairs = PAIRS;
-    if (pairs > MAX_PAIRS) pairs = MAX_PAIRS;
+    if (pairs > GW_BENCH_MAX_PAIRS) pairs = GW_BENCH_MAX_PAIRS;
     /* Interleaved pairs, best of each: a shared box slows single runs at random, and the
      * fastest run of each kind is the one least disturbed. */
     char plain[8192] = "", tls[8192] = "", one[8192];
     double tp = 0, tt = 0, mp = 0, mt = 0, t;
-    double pair_ratio[MAX_PAIRS];
+    double pair_ratio[GW_BENCH_MAX_PAIRS];
     unsigned nratio = 0;
     int status = 0;
     char samples_p[512] = "", samples_t[512] = "";

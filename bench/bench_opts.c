@@ -45,7 +45,7 @@ int gw_bench_parse_opts(const char *name, int argc, char **argv, struct gw_bench
         case 'Q': o->qemu = optarg; break;
         case 'R': bad = gw_parse_u64(optarg, GW_LIMIT_DIRTY_RING_MIN, GW_LIMIT_DIRTY_RING_MAX, &o->dirty_ring); break;
         case 'V': o->vs_precopy = true; break;
-        case 'N': bad = gw_parse_u64(optarg, 1, 20, &o->pairs); break;
+        case 'N': bad = gw_parse_u64(optarg, 1, GW_BENCH_MAX_PAIRS, &o->pairs); break;
         case 'M':
             o->mode = optarg;
             bad = strcmp(optarg, "precopy") && strcmp(optarg, "postcopy") && strcmp(optarg, "hybrid");

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#define GW_BENCH_MAX_PAIRS 20u   /* --pairs: plaintext/TLS pairs of migrate --tls both */
+
 struct gw_bench_opts {
     uint64_t memory, ws, rate, seconds, vcpus;   /* --memory --ws --rate --seconds --vcpus */
     const char *pattern;                         /* --pattern random|text|sparse */
@@ -21,7 +23,7 @@ struct gw_bench_opts {
     const char *qemu;                            /* --qemu SCRIPT: QEMU's run on the same work */
     uint64_t dirty_ring;                         /* --dirty-ring N: the source tracks by ring */
     bool vs_precopy;                             /* --vs-precopy: hybrid against pre-copy alone */
-    uint64_t pairs;                              /* --pairs N: plaintext/TLS pairs of --tls both */
+    uint64_t pairs;                              /* --pairs N (1..GW_BENCH_MAX_PAIRS): --tls both */
     bool json;                                   /* --json */
 };
 
