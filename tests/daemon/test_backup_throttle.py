@@ -37,11 +37,9 @@ MIB = 1 << 20
 HOST_RATE = 8 * MIB
 WS = 40 * MIB            # each guest's working set: what its backup writes
 BURST = 4 * MIB          # the host bucket's burst at this rate (storage/throttle.c)
-# These tests measure how budgets divide a rate, so the backups run at normal CPU priority:
-# at the default (SCHED_BATCH nice 10) a backup in the ASan build, beside the suite's other
-# tests on 2 cores, sometimes could not write its budget at all (5.85 of 8 MiB/s "alone" on
-# RADOS once), which says nothing about the budget. The priority has its own tests
-# (test_backup_api.py, test_daemon_config).
+# These tests measure how budgets divide a rate, so the backups run at normal CPU priority
+# (the priority has its own tests: test_backup_api.py, test_daemon_config): at SCHED_BATCH
+# they lose the CPU to every other test of the suite on 2 cores.
 NORMAL_CPU = "backup_cpu_priority = normal\n"
 
 
@@ -190,11 +188,20 @@ class ClusterBudget(gwd.Daemons):
         self.assertLessEqual(both, HOST_RATE * 1.05, "together within the cluster budget")
         self.assertGreaterEqual((written - 2 * BURST) * 1000.0 / (t1 - t0), HOST_RATE * 0.6, "the budget was used")
         self.assertIn("2 host(s) back up into it", a.logtext())
+        mark = len(a.logtext())
         one = self.backups([(a, "cb-a2")])
         alone, secs = HostBudget.rate(one)
         print("one host alone: %.2f MiB/s over %.1f s" % (alone / MIB, secs))
         self.assertLessEqual(alone, HOST_RATE * 1.05)
-        self.assertGreaterEqual(alone, HOST_RATE * 0.75, "a host alone gets the whole cluster budget")
+        # The whole budget is this host's share again at once (the budget's own word), and the
+        # backup wrote faster than half of it allows. The bytes over the job's whole life also
+        # count its start and its end; in the ASan build beside the suite's other tests those
+        # took up to 2.5 s of 7 (5.11 MiB/s), so 0.75 of the budget was not a safe bound. Half
+        # the budget over such a backup gives at most ~4.1 MiB/s.
+        whole = "1 host(s) back up into it, this host's share %d KiB/s" % (HOST_RATE >> 10)
+        self.assertIn(whole, a.logtext()[mark:], "a host alone gets the whole cluster budget")
+        self.assertNotIn("2 host(s) back up into it", a.logtext()[mark:])
+        self.assertGreaterEqual(alone, HOST_RATE * 0.6, "a host alone gets the whole cluster budget")
 
     def test_z_dead_host_gives_its_share_back(self):
         a, b = self.ds
