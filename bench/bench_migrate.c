@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/bench_fresh.h"
 #include "bench/bench_opts.h"
 #include "bench/bench_proc.h"
 #include "bench/bench_qemu.h"
@@ -110,8 +111,10 @@ int gw_bench_migrate(int argc, char **argv)
     char final[4096] = "";
     struct rss_sampler rss = {.pid = {src, dst}};
     bool sampling = false;
+    double fresh_us = 0;   /* what a new page costs now: the destination's pages are new */
     if (!status) {
         sleep(1);
+        if (gw_bench_fresh_page_us(GW_BENCH_FRESH_SAMPLE, &fresh_us)) fresh_us = 0;
         for (int i = 0; i < 2; i++) gw_bench_rss_private(rss.pid[i], &rss.base[i]);
         sampling = pthread_create(&rss.th, NULL, rss_main, &rss) == 0;
         char *mig_argv[] = {vm_bin, "migrate", "--control", src_sock, "--to", url, "--compress", (char *)compress,
@@ -195,7 +198,7 @@ int gw_bench_migrate(int argc, char **argv)
                "\"limit_ms\":%.1f,\"limit_mib_s\":%.1f,\"limit_ratio\":%.2f,\"tls\":\"%s\",\"tls_kernel\":%s,"
                "\"mode\":\"%s\",\"fault_p50_us\":%llu,\"fault_p99_us\":%llu,\"fault_max_us\":%llu,"
                "\"pages_requested\":%llu,\"pages_resent_after_switchover\":%llu,\"postcopy_ms\":%.1f,"
-               "\"blocktime_ms\":%.3f%s}\n",
+               "\"blocktime_ms\":%.3f,\"fresh_page_us\":%.2f%s}\n",
                (unsigned long long)memory, (unsigned long long)ws, (unsigned long long)rate, pattern, compress,
                nstreams, total_ms, downtime, setup_ms, transfer_ms, (unsigned long long)rounds,
                (unsigned long long)moved, (unsigned long long)data, (unsigned long long)wire,
@@ -204,13 +207,13 @@ int gw_bench_migrate(int argc, char **argv)
                rss.base[0] / 1048576.0, limit_ms, limit_mib_s, limit_ratio, tls ? "on" : "off",
                tls && gw_tls_kernel_available() ? "true" : "false", o.mode, (unsigned long long)pc_p50,
                (unsigned long long)pc_p99, (unsigned long long)pc_max, (unsigned long long)pc_req,
-               (unsigned long long)pc_resent, pc_ms, pc_block, qemu_json);
+               (unsigned long long)pc_resent, pc_ms, pc_block, fresh_us, qemu_json);
     } else {
         printf("migrate bench: %s in %.0f ms (downtime %.2f ms, %llu rounds), %.0f MiB of guest memory moved, "
                "%.0f MiB on the wire at %.0f MiB/s (%.2f of plain TCP's %.0f MiB/s), overhead src %.1f MiB "
-               "dst %.1f MiB, verify errors %llu%s%s\n", phase, total_ms, downtime, (unsigned long long)rounds,
+               "dst %.1f MiB, verify errors %llu, a fresh page %.2f us%s%s\n", phase, total_ms, downtime, (unsigned long long)rounds,
                moved / 1048576.0, wire / 1048576.0, wire_mib_s, limit_ratio, limit_mib_s, src_over, dst_over,
-               (unsigned long long)verify_errors, status ? ", error: " : "", err);
+               (unsigned long long)verify_errors, fresh_us, status ? ", error: " : "", err);
     }
     char cmd[4400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
