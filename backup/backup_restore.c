@@ -276,6 +276,29 @@ static int place_mem(void *ctx, uint64_t i, const uint8_t *data, size_t len)
     return 0;
 }
 
+/* Guest memory backed by a memfd takes a chunk by pwrite from the buffer it was checked in:
+ * the kernel allocates each new page and fills it in the same pass, where faulting the
+ * mapping in first (direct_mem) takes the fault path for every page and zeroes it before
+ * the copy overwrites it. Measured in a restore of 512 MiB: the populate was a third of both
+ * cores. The digest is taken from the same buffer, still in cache. */
+static int place_mem_fd(void *ctx, uint64_t i, const uint8_t *data, size_t len)
+{
+    struct mem_ctx *c = ctx;
+    uint64_t off = i * c->cs;
+    if (!gw_range_ok(off, len, c->m->size)) return -ERANGE;
+    int r = gw_pwrite_full(c->m->memfd, data, len, (off_t)off);
+    if (r) return r;
+    uint64_t p0 = off / GW_PAGE_SIZE, np = len / GW_PAGE_SIZE;
+    if (len % GW_PAGE_SIZE || p0 % GW_CHUNK_DIGEST_PAGES || np % GW_CHUNK_DIGEST_PAGES) {
+        /* Not whole digest chunks (a manifest's chunk size that is not a multiple of
+         * 16 KiB): rehashed from memory at the end. */
+        gw_chunk_digest_mark(c->cd, p0, (len + GW_PAGE_SIZE - 1) / GW_PAGE_SIZE);
+        return 0;
+    }
+    gw_chunk_digest_set_from(c->cd, p0, np, data);
+    return 0;
+}
+
 struct disk_ctx {
     int fd;
     struct gw_blk *blk;         /* instead of fd: an RBD image */
@@ -364,7 +387,8 @@ int gw_backup_restore_ex(struct gw_backup_target *t, const Godwit__V1__BackupMan
     int r = gw_chunk_digest_init(&cd, m->base, m->size);
     if (r) { snprintf(err, errlen, "digest: %s", strerror(-r)); return r; }
     struct mem_ctx mc = {.m = m, .cd = &cd, .cs = man->memory->chunk_size};
-    r = read_image(t, man->memory, place_mem, direct_mem, &mc, &pg, st, err, errlen);
+    r = m->memfd >= 0 ? read_image(t, man->memory, place_mem_fd, NULL, &mc, &pg, st, err, errlen)
+                      : read_image(t, man->memory, place_mem, direct_mem, &mc, &pg, st, err, errlen);
     if (!r && man->disk->size && disk_path) r = restore_disk(t, man, disk_path, &pg, st, err, errlen);
     if (!r) {
         uint8_t dg[16];

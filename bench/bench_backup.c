@@ -27,6 +27,7 @@
 #include "backup/backup.h"
 #include "bench/bench.h"
 #include "bench/bench_backup_clone.h"
+#include "bench/bench_fresh.h"
 #include "bench/bench_opts.h"
 #include "bench/bench_proc.h"
 #include "engine/common/json.h"
@@ -250,7 +251,7 @@ int gw_bench_backup(int argc, char **argv)
     if (!status && (raw_write(&raw, "baseline", true, &unused, err, sizeof err) ||
                     raw_read(&raw, "baseline", &read_mib_s, err, sizeof err)))
         status = 1;
-    double verify_mib_s = 0, restore_mib_s = 0;
+    double verify_mib_s = 0, restore_mib_s = 0, fresh_us = 0;
     uint64_t verify_bad = 1, verify_errors = 0;
     char restore_digest[40] = "";
     struct gw_bench_clone clone = {0};
@@ -263,6 +264,8 @@ int gw_bench_backup(int argc, char **argv)
         struct gw_bench_clone_params cp = {.vm_bin = vm_bin, .dir = dir, .from_vm = "bench",
                                            .store_args = {store_args[0], store_args[1], store_args[2], store_args[3]},
                                            .change_bytes = o.memory / 100};
+        /* The restore writes the clone's memory into new pages: what one costs right now. */
+        if (gw_bench_fresh_page_us(GW_BENCH_FRESH_SAMPLE, &fresh_us)) fresh_us = 0;
         if (gw_bench_backup_clone(&cp, &clone, err, sizeof err)) status = 1;
         restore_mib_s = clone.restore_mib_s;
         verify_errors = clone.verify_errors;
@@ -283,7 +286,7 @@ int gw_bench_backup(int argc, char **argv)
                "\"verify_bad_chunks\":%llu,\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu,"
                "\"clone_changed_bytes\":%llu,\"clone_new_bytes\":%llu,\"clone_new_chunks\":%llu,\"clone_patched_chunks\":%llu,"
                "\"clone_new_ratio\":%.4f,\"backup_throttle\":\"off\",\"backup_cpu_priority\":\"normal\","
-               "\"store_write_idle_mib_s\":%.1f,"
+               "\"store_write_idle_mib_s\":%.1f,\"restore_fresh_page_us\":%.2f,"
                "\"baseline\":\"raw %u-byte object writes and reads of the same volume, same ops in flight\"}\n",
                o.target, (unsigned long long)o.memory, (unsigned long long)o.ws, GW_BACKUP_CHUNK_SIZE,
                (unsigned long long)data_bytes, full_ms, full_mib_s, write_mib_s,
@@ -293,7 +296,7 @@ int gw_bench_backup(int argc, char **argv)
                equal ? "true" : "false", (unsigned long long)verify_errors, (unsigned long long)clone.changed_bytes,
                (unsigned long long)clone.new_bytes, (unsigned long long)clone.new_chunks,
                (unsigned long long)clone.patched_chunks, o.memory ? (double)clone.new_bytes / (double)o.memory : 0,
-               write_idle, GW_BACKUP_CHUNK_SIZE);
+               write_idle, fresh_us, GW_BACKUP_CHUNK_SIZE);
     } else {
         printf("backup bench (%s): full %.0f MiB/s (store %.0f MiB/s, ratio %.2f), pause %.2f ms, unchanged again in %.0f ms "
                "writing %llu bytes, restore %.0f MiB/s (store %.0f), verify %.0f MiB/s, digest %s, %llu verify errors, "

@@ -108,7 +108,8 @@ void gw_chunk_digest_set_from(struct gw_chunk_digest *d, uint64_t pfn, uint64_t 
         d->hashes[2 * c] = h.high64;
         d->hashes[2 * c + 1] = h.low64;
         uint64_t g = c / GW_CHUNK_DIGEST_GROUP;
-        d->group_stale[g / 64] |= 1ull << (g % 64);
+        /* Atomic: threads setting chunks of one group word at once (a restore's decoders). */
+        __atomic_fetch_or(&d->group_stale[g / 64], 1ull << (g % 64), __ATOMIC_RELAXED);
     }
 }
 

@@ -50,7 +50,8 @@ void gw_chunk_digest_hash_pages(struct gw_chunk_digest *d, const uint64_t *pfns,
 
 /* Hashes data (a copy of memory pages [pfn, pfn + n), both multiples of GW_CHUNK_DIGEST_PAGES)
  * into the digest instead of reading memory: how a live snapshot records the contents of its
- * point in time while the guest has already moved on. */
+ * point in time while the guest has already moved on, or how a restore records what it wrote
+ * into memory without reading it back. Thread-safe against other calls on other pages. */
 void gw_chunk_digest_set_from(struct gw_chunk_digest *d, uint64_t pfn, uint64_t n, const uint8_t *data);
 
 /* Rehashes every stale chunk from memory. */
