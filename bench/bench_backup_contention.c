@@ -1,7 +1,8 @@
 /* `godwit-bench backup --contention`: what a backup costs a guest's own disk I/O.
  *
  *   godwit-bench backup --contention --target dir:PATH|rados:auto [--disk SPEC] [--disk-size SIZE]
- *                [--memory SIZE] [--ws SIZE] [--seconds N] [--cpu-priority P] [--method M] [--json]
+ *                [--memory SIZE] [--ws SIZE] [--seconds N] [--cpu-priority P] [--method M]
+ *                [--osd-store memstore|bluestore] [--json]
  *
  * Two VMs on this host: the disk guest (guest/workload_disk.c: reads and writes its disk every
  * timer tick) whose block-request latency the virtio disk measures (a histogram in the
@@ -44,6 +45,7 @@
 struct copts {
     const char *target, *disk, *dir;
     const char *cpu, *method;   /* both backups' --cpu-priority and --method (NULL: the runner's defaults) */
+    const char *osd_store;      /* rados:auto's OSD: memstore (default) or bluestore */
     uint64_t disk_size, memory, ws, seconds;
     bool json;
 };
@@ -53,10 +55,10 @@ static int parse(int argc, char **argv, struct copts *o)
     static const struct option lo[] = {
         {"contention", 0, 0, 'c'}, {"target", 1, 0, 't'}, {"disk", 1, 0, 'd'}, {"disk-size", 1, 0, 's'},
         {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"seconds", 1, 0, 'S'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'},
-        {"cpu-priority", 1, 0, 'P'}, {"method", 1, 0, 'M'}, {0},
+        {"cpu-priority", 1, 0, 'P'}, {"method", 1, 0, 'M'}, {"osd-store", 1, 0, 'O'}, {0},
     };
     *o = (struct copts){.target = "rados:auto", .disk_size = 1ull << 30, .memory = 1ull << 30, .ws = 512ull << 20,
-                        .seconds = 5};
+                        .seconds = 5, .osd_store = "memstore"};
     int c, idx;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, &idx)) != -1) {
@@ -68,6 +70,10 @@ static int parse(int argc, char **argv, struct copts *o)
         case 'D': o->dir = optarg; break;
         case 'P': o->cpu = optarg; break;
         case 'M': o->method = optarg; break;
+        case 'O':
+            if (strcmp(optarg, "memstore") && strcmp(optarg, "bluestore")) r = -EINVAL;
+            o->osd_store = optarg;
+            break;
         case 's': r = gw_parse_size(optarg, &o->disk_size); break;
         case 'm': r = gw_parse_size(optarg, &o->memory); break;
         case 'w': r = gw_parse_size(optarg, &o->ws); break;
@@ -185,7 +191,7 @@ int gw_bench_backup_contention(int argc, char **argv)
     snprintf(script, sizeof script, "%s/scripts/ceph-cluster", GW_SOURCE_DIR);
     bool auto_cluster = !strcmp(o.target, "rados:auto");
     if (auto_cluster) {
-        char *start_argv[] = {script, "start", "--size", "16G", "--steady", NULL};
+        char *start_argv[] = {script, "start", "--size", "16G", "--steady", "--store", (char *)o.osd_store, NULL};
         if (gw_bench_run(start_argv, out, sizeof out) != 0) { snprintf(err, sizeof err, "cannot start a Ceph cluster"); status = 1; }
         else {
             char *nl = out + strlen(out);
@@ -276,6 +282,8 @@ int gw_bench_backup_contention(int argc, char **argv)
         gw_json_str(stdout, o.cpu ? o.cpu : "runner default");
         printf(",\"method\":");
         gw_json_str(stdout, o.method ? o.method : "runner default");
+        printf(",\"osd_store\":");
+        gw_json_str(stdout, auto_cluster ? o.osd_store : "not started here");
         printf(",\"disk\":");
         gw_json_str(stdout, o.disk ? o.disk : rbd_disk[0] ? "rbd image in the same cluster" : "raw file (sparse)");
         printf(",\"disk_bytes\":%llu,\"backup_memory_bytes\":%llu,\"backup_ws_bytes\":%llu,"
