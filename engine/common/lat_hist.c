@@ -1,6 +1,8 @@
 /* Latency histogram (see lat_hist.h). */
 #include "engine/common/lat_hist.h"
 
+#include <stddef.h>
+
 static unsigned bucket_of(uint64_t ns)
 {
     if (ns < 4) return (unsigned)ns;   /* 0..3: exact */
@@ -46,8 +48,10 @@ void gw_lat_hist_delta(const struct gw_lat_hist *now, const struct gw_lat_hist *
     for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) out->b[i] = now->b[i] - before->b[i];
 }
 
-/* The bucket holding the q-quantile; -1 when the histogram is empty. */
-static int quantile_bucket(const struct gw_lat_hist *h, double q)
+/* The bucket holding the q-quantile; -1 when the histogram is empty. *pos (may be NULL): where
+ * in the bucket, as the fraction of its samples up to the quantile's rank, less a half (the
+ * rank's sample sits in the middle of its share of the bucket). */
+static int quantile_bucket(const struct gw_lat_hist *h, double q, double *pos)
 {
     if (!h->count) return -1;
     if (q > 1) q = 1;
@@ -55,24 +59,29 @@ static int quantile_bucket(const struct gw_lat_hist *h, double q)
     if (rank < 1) rank = 1;
     uint64_t seen = 0;
     for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) {
+        if (seen + h->b[i] >= rank) {
+            if (pos) *pos = ((double)(rank - seen) - 0.5) / (double)h->b[i];
+            return (int)i;
+        }
         seen += h->b[i];
-        if (seen >= rank) return (int)i;
     }
     return -1;
 }
 
 uint64_t gw_lat_hist_quantile(const struct gw_lat_hist *h, double q)
 {
-    int i = quantile_bucket(h, q);
+    double pos = 0.5;
+    int i = quantile_bucket(h, q, &pos);
     if (i < 0) return 0;
     uint64_t lo, w;
     bucket_range((unsigned)i, &lo, &w);
-    return lo + w / 2;
+    double v = (double)lo + (double)w * pos;   /* in double: the last bucket ends at 2^64 */
+    return v >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)v;
 }
 
 uint64_t gw_lat_hist_quantile_bound(const struct gw_lat_hist *h, double q)
 {
-    int i = quantile_bucket(h, q);
+    int i = quantile_bucket(h, q, NULL);
     if (i < 0) return 0;
     uint64_t lo, w;
     bucket_range((unsigned)i, &lo, &w);
