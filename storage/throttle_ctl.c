@@ -96,13 +96,17 @@ static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_param
                  (vm_hot ? s->vm_p99_ns : s->store_lat_ns) / 1e6, (vm_hot ? vt : st) / 1e6);
         double from = c->rate > 0 && c->rate < achieved ? c->rate : achieved;
         if (from <= 0) from = c->rate > 0 ? c->rate : p->min_rate * 2;
+        c->knee = from;
+        c->since_hot = 0;
         c->rate = from / 2;
         if (c->rate < p->min_rate) c->rate = p->min_rate;
         c->backoffs++;
         c->hold = 1;
         return c->rate;
     }
-    /* Quiet: the baselines learn from quiet intervals only (the lowest seen). */
+    /* Quiet: a knee not met again for a while is gone with its contention. */
+    if (++c->since_hot >= GW_THROTTLE_KNEE_FORGET) c->knee = 0;
+    /* The baselines learn from quiet intervals only (the lowest seen). */
     if (s->store_n && (!c->store_base_ns || s->store_lat_ns < c->store_base_ns)) c->store_base_ns = s->store_lat_ns;
     if (!c->vm_base_measured && s->vm_n >= p->vm_min_requests && (!c->vm_base_ns || s->vm_p99_ns < c->vm_base_ns))
         c->vm_base_ns = s->vm_p99_ns;
@@ -112,7 +116,10 @@ static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_param
     if (s->pressure >= p->pressure_lift) { c->rate = p->max_rate; return c->rate; }
     if (c->hold) { c->hold--; return c->rate; }
     if (c->rate > 0) {
-        c->rate *= 1.25;
+        double plateau = c->knee * GW_THROTTLE_KNEE_PLATEAU;
+        if (c->knee <= 0) c->rate *= 1.25;
+        else if (c->rate < plateau) c->rate = c->rate * 1.25 < plateau ? c->rate * 1.25 : plateau;
+        else c->rate *= GW_THROTTLE_KNEE_PROBE;
         /* Well above what we achieve: something else limits the backup; lift the limit. */
         if (achieved > 0 && c->rate > 4 * achieved) c->rate = p->max_rate;
         if (p->max_rate > 0 && c->rate > p->max_rate) c->rate = p->max_rate;

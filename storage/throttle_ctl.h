@@ -32,6 +32,15 @@
  * writes is quiet at the floor and keeps its baseline. A re-taken baseline falls back towards
  * the one measured before the backup as the guest's quiet intervals allow.
  *
+ * The knee: growing by a quarter per interval until the guest's p99 rises again found the
+ * congestion point anew every ~0.3 s, and every such crossing is a spike in the guest's p99
+ * (the guest's, not the window's: a whole phase's p99 is made of them). The limit at which
+ * congestion came is remembered; after a back-off the rate grows fast only up to
+ * GW_THROTTLE_KNEE_PLATEAU of it, then probes above by GW_THROTTLE_KNEE_PROBE per interval
+ * (a crossing every ~0.8 s instead). A knee not met again for GW_THROTTLE_KNEE_FORGET
+ * intervals is forgotten: the contention has gone, and growth is fast again (the recovery
+ * target, >= 80 % of the free bandwidth within 5 s, still holds).
+ *
  * Start: the limit begins at start_rate and grows as after a back-off (x1.25 per interval,
  * lifted once well above what the backup achieves: about 2 s to 200 MiB/s). An unlimited
  * start put a burst on the store before the first measurement could show it: 300 guest
@@ -54,6 +63,9 @@
 
 #define GW_THROTTLE_INTERVAL_NS 100000000ull   /* the controller's step */
 #define GW_THROTTLE_VM_WINDOW 5u                /* intervals in the VM's p99 window (0.5 s) */
+#define GW_THROTTLE_KNEE_PLATEAU 0.85           /* fast growth stops here, times the knee */
+#define GW_THROTTLE_KNEE_PROBE 1.02             /* then growth per interval */
+#define GW_THROTTLE_KNEE_FORGET 20u             /* quiet intervals that forget the knee (2 s) */
 
 struct gw_throttle_ctl_params {
     double max_rate;          /* bytes/s the operator allows (0 = no cap) */
@@ -82,6 +94,8 @@ struct gw_throttle_ctl {
     unsigned floor_hot;       /* intervals in a row hot by the VM only, at the floor */
     uint64_t rebases;         /* baselines taken again at the floor (see above) */
     unsigned hold;            /* quiet intervals to wait before growing again */
+    double knee;              /* the limit at the last congestion (0: none remembered) */
+    unsigned since_hot;       /* intervals since the last congestion */
     uint64_t backoffs, intervals;
     bool congested;           /* the last interval was */
     bool store_hot;           /* by the store's latency */

@@ -163,6 +163,34 @@ GW_TEST(adaptive_backs_off_and_recovers)
     CHECK(strstr(c.why, "VM block p99") != NULL);
 }
 
+GW_TEST(adaptive_stays_below_the_knee_under_lasting_contention)
+{
+    /* 40 MiB/s free for 12 s: after finding the knee the controller settles under it and
+     * crosses it about once per 0.8 s, where growing by a quarter per interval crossed it
+     * every 0.3-0.4 s (each crossing is a spike in the guest's p99). */
+    struct gw_throttle_ctl_params p;
+    gw_throttle_ctl_defaults(&p);
+    struct gw_throttle_ctl c;
+    gw_throttle_ctl_init(&c, &p, 200000);
+    struct sim h = {.store_bw = 200 * MIB, .free_bw = 40 * MIB, .store_lat_ns = 2000000};
+    double rate = c.rate, sum = 0;
+    uint64_t hot = 0, n = 0;
+    for (int step = 0; step < 120; step++) {
+        double t = step * 0.1;
+        struct gw_throttle_sample s = run_interval(&h, rate);
+        if (t >= 4.0) {
+            sum += achieved_of(&h, rate);
+            n++;
+            hot += s.vm_p99_ns > 1000000;
+        }
+        rate = gw_throttle_ctl_step(&c, &p, &s);
+    }
+    fprintf(stderr, "  knee: %llu hot intervals of %llu, mean %.1f MiB/s\n", (unsigned long long)hot,
+            (unsigned long long)n, sum / n / MIB);
+    CHECK(hot * 6 <= n);                  /* hot at most one interval in six */
+    CHECK(sum / n >= 0.7 * 40 * MIB);     /* and still most of what is free */
+}
+
 GW_TEST(adaptive_backs_off_on_store_latency)
 {
     struct gw_throttle_ctl_params p;
