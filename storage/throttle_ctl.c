@@ -105,7 +105,8 @@ static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_param
         return c->rate;
     }
     /* Quiet: a knee not met again for a while is gone with its contention. */
-    if (++c->since_hot >= GW_THROTTLE_KNEE_FORGET) c->knee = 0;
+    if (c->since_hot < GW_THROTTLE_KNEE_FORGET) c->since_hot++;
+    if (c->since_hot >= GW_THROTTLE_KNEE_FORGET) c->knee = 0;
     /* The baselines learn from quiet intervals only (the lowest seen). */
     if (s->store_n && (!c->store_base_ns || s->store_lat_ns < c->store_base_ns)) c->store_base_ns = s->store_lat_ns;
     if (!c->vm_base_measured && s->vm_n >= p->vm_min_requests && (!c->vm_base_ns || s->vm_p99_ns < c->vm_base_ns))
