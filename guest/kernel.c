@@ -102,8 +102,11 @@ static void user_main(uint32_t cpu, struct gw_boot_info *bi)
 
 void gw_kernel_main(uint64_t cpu, struct gw_boot_info *bi)
 {
-    for (unsigned v = 0; v < 32; v++) set_gate(v, gw_trap_table[v], 0);
-    set_gate(6, (uint64_t)gw_isr_ud, 0);
+    /* Every vCPU writes the one shared IDT, while the others may already run their
+     * workload: each gate is written once, with its final value (vCPU 1 used to set gate 6 to
+     * the unexpected-trap entry and then to the system-call one, and vCPU 0's `ud2` system
+     * call in between died as "unexpected exception 6" under host load). */
+    for (unsigned v = 0; v < 32; v++) set_gate(v, v == 6 ? (uint64_t)gw_isr_ud : gw_trap_table[v], 0);
     set_gate(GW_VEC_TIMER, (uint64_t)gw_isr_timer, 0);
     set_gate(GW_VEC_SPURIOUS, (uint64_t)gw_isr_spurious, 0);
     struct { uint16_t limit; uint64_t base; } __attribute__((packed)) idtr = {256 * 16 - 1, GW_GPA_IDT};

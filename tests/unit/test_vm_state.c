@@ -4,6 +4,7 @@
  * Skipped (exit 77) where /dev/kvm cannot be opened. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,7 +25,15 @@ static struct gw_vm *make_vm(unsigned vcpus)
 static bool blob_eq(const Godwit__V1__KvmBlob *a, const Godwit__V1__KvmBlob *b)
 {
     if (!a || !b) return a == b;
-    return a->size == b->size && a->data.len == b->data.len && !memcmp(a->data.data, b->data.data, a->data.len);
+    bool eq = a->size == b->size && a->data.len == b->data.len && !memcmp(a->data.data, b->data.data, a->data.len);
+    if (!eq && a->data.len == b->data.len) {
+        /* Which bytes: a failure that shows up once in many runs must say what it was. */
+        for (size_t i = 0; i < a->data.len; i++)
+            if (a->data.data[i] != b->data.data[i])
+                fprintf(stderr, "  blob byte %zu: %02x saved, %02x after the round trip\n", i, a->data.data[i],
+                        b->data.data[i]);
+    }
+    return eq;
 }
 
 GW_TEST(state_round_trip_through_protobuf)
