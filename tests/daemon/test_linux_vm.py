@@ -331,6 +331,11 @@ class NetMigrationTest(unittest.TestCase):
                                     metadata=AUTH, timeout=30).job
         final = list(self.a.stub.WatchJob(api.WatchJobRequest(id=job.id), metadata=AUTH, timeout=180))[-1].job
         self.assertEqual(final.state, api.Job.SUCCEEDED, final.error)
+        # The destination takes the VM as its own when its runner next reports running: until
+        # then it is arriving (MIGRATING) and refuses StopVm (seen once under a loaded CI).
+        self.assertTrue(wait_for(lambda: self.b.stub.GetVm(api.GetVmRequest(name="penguin"), metadata=AUTH,
+                                                            timeout=10).vm.state != api.Vm.MIGRATING, 30),
+                        "the destination never took the VM over")
         got = self.b.stub.GetVm(api.GetVmRequest(name="penguin"), metadata=AUTH, timeout=10).vm
         self.assertEqual((got.guest, got.kernel, got.initrd, got.cmdline, got.net), ("linux", kernel, "", cmdline, ""))
         # It printed on at the destination without starting over.
