@@ -257,22 +257,29 @@ static uint8_t *direct_mem(void *ctx, uint64_t i, size_t len)
     return c->m->base + off;
 }
 
+/* The digest of a placed chunk (data: its bytes, in memory or in the buffer that filled it).
+ * Whole digest chunks belong to this chunk alone: hashed now, on this decoding thread, while
+ * the bytes are in cache, instead of one thread rereading all memory at the end. A chunk
+ * smaller than the digest's 16 KiB (a manifest may say 4 or 8 KiB) shares its digest chunk
+ * with the other decoding thread's chunks: only marked, and rehashed at the end by one thread
+ * (hashing it here raced: two threads wrote one digest chunk's hash, the later from older
+ * bytes). */
+static void digest_placed(struct mem_ctx *c, uint64_t off, size_t len, const uint8_t *data)
+{
+    uint64_t p0 = off / GW_PAGE_SIZE, np = len / GW_PAGE_SIZE;
+    if (len % GW_PAGE_SIZE || p0 % GW_CHUNK_DIGEST_PAGES || np % GW_CHUNK_DIGEST_PAGES)
+        gw_chunk_digest_mark(c->cd, p0, (len + GW_PAGE_SIZE - 1) / GW_PAGE_SIZE);
+    else
+        gw_chunk_digest_set_from(c->cd, p0, np, data);
+}
+
 static int place_mem(void *ctx, uint64_t i, const uint8_t *data, size_t len)
 {
     struct mem_ctx *c = ctx;
     uint64_t off = i * c->cs;
     if (!gw_range_ok(off, len, c->m->size)) return -ERANGE;
     if (data != c->m->base + off) memcpy(c->m->base + off, data, len);
-    uint64_t p0 = off / GW_PAGE_SIZE, np = (len + GW_PAGE_SIZE - 1) / GW_PAGE_SIZE;
-    gw_chunk_digest_mark(c->cd, p0, np);
-    /* Its digest now, while the chunk is in cache and on this decoding thread, instead of
-     * one thread rereading all memory at the end. */
-    uint64_t pfns[64];
-    for (uint64_t k = 0; k < np;) {
-        uint32_t n = 0;
-        for (; k < np && n < 64; k += GW_CHUNK_DIGEST_PAGES) pfns[n++] = p0 + k;
-        gw_chunk_digest_hash_pages(c->cd, pfns, n);
-    }
+    digest_placed(c, off, len, c->m->base + off);
     return 0;
 }
 
@@ -280,7 +287,7 @@ static int place_mem(void *ctx, uint64_t i, const uint8_t *data, size_t len)
  * the kernel allocates each new page and fills it in the same pass, where faulting the
  * mapping in first (direct_mem) takes the fault path for every page and zeroes it before
  * the copy overwrites it. Measured in a restore of 512 MiB: the populate was a third of both
- * cores. The digest is taken from the same buffer, still in cache. */
+ * cores. */
 static int place_mem_fd(void *ctx, uint64_t i, const uint8_t *data, size_t len)
 {
     struct mem_ctx *c = ctx;
@@ -288,14 +295,7 @@ static int place_mem_fd(void *ctx, uint64_t i, const uint8_t *data, size_t len)
     if (!gw_range_ok(off, len, c->m->size)) return -ERANGE;
     int r = gw_pwrite_full(c->m->memfd, data, len, (off_t)off);
     if (r) return r;
-    uint64_t p0 = off / GW_PAGE_SIZE, np = len / GW_PAGE_SIZE;
-    if (len % GW_PAGE_SIZE || p0 % GW_CHUNK_DIGEST_PAGES || np % GW_CHUNK_DIGEST_PAGES) {
-        /* Not whole digest chunks (a manifest's chunk size that is not a multiple of
-         * 16 KiB): rehashed from memory at the end. */
-        gw_chunk_digest_mark(c->cd, p0, (len + GW_PAGE_SIZE - 1) / GW_PAGE_SIZE);
-        return 0;
-    }
-    gw_chunk_digest_set_from(c->cd, p0, np, data);
+    digest_placed(c, off, len, data);
     return 0;
 }
 
