@@ -122,7 +122,8 @@ int gw_cluster_set_state(struct gw_daemon *d, int state);
 /* Whether the host takes new VMs and incoming migrations (lock held). */
 bool gw_cluster_accepts_vms(const struct gw_daemon *d);
 /* Reads every record of the registry (lock NOT held): *hosts is an array of *n unpacked
- * records sorted by name, with heartbeat_age_ms and down filled in. Free with
+ * records sorted by name, with heartbeat_age_ms and down filled in, and this host's own
+ * record carrying its state as it is now (not as last published). Free with
  * gw_cluster_hosts_free. With no registry: 0 hosts. */
 int gw_cluster_hosts(struct gw_daemon *d, Godwit__V1__ClusterHost ***hosts, size_t *n);
 void gw_cluster_hosts_free(Godwit__V1__ClusterHost **hosts, size_t n);

@@ -405,7 +405,13 @@ int gw_cluster_hosts(struct gw_daemon *d, Godwit__V1__ClusterHost ***hosts, size
     if (r) { gw_cluster_hosts_free(col.hosts, col.n); return r; }
     qsort(col.hosts, col.n, sizeof *col.hosts, by_name);
     pthread_mutex_lock(&d->lock);
-    for (size_t i = 0; i < col.n; i++) judge(c, col.hosts[i]);
+    for (size_t i = 0; i < col.n; i++) {
+        judge(c, col.hosts[i]);
+        /* This host's own state as it is now, not as last published: the heartbeat publishes
+         * a change a moment later, and an evacuation that has SUCCEEDED must already read as
+         * maintenance here (seen once in CI: DRAINING right after the job ended). */
+        if (!strcmp(col.hosts[i]->name, d->cfg.hostname)) col.hosts[i]->state = c->state;
+    }
     pthread_mutex_unlock(&d->lock);
     *hosts = col.hosts;
     *n = col.n;

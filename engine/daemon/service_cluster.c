@@ -31,14 +31,6 @@ static int list_hosts(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
         gw_cluster_describe(d, r, why, sizeof why);
         return gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the cluster registry: %s", why);
     }
-    /* This host's own state as it is now, not as last published: the heartbeat publishes a
-     * change a moment later, and an evacuation that has SUCCEEDED must already read as
-     * maintenance here (seen once in CI: DRAINING right after the job ended). */
-    pthread_mutex_lock(&d->lock);
-    int own = d->cluster->state;
-    pthread_mutex_unlock(&d->lock);
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(hosts[i]->name, d->cfg.hostname)) hosts[i]->state = own;
     /* Pages by name: the token is the last name of the previous page (records come sorted),
      * so a host joining between two pages neither repeats nor shifts the others. */
     size_t first = 0;
