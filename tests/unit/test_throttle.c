@@ -113,30 +113,40 @@ struct sim {
     uint64_t store_lat_ns;  /* per write */
 };
 
+/* What the backup gets at limit rate (0: none): the store is the only bound. */
+static double achieved_of(const struct sim *h, double rate) { return rate > 0 && rate < h->store_bw ? rate : h->store_bw; }
+
+/* Whether the guest feels the backup: it takes more than is free. */
+static bool sim_hot(const struct sim *h, double achieved) { return achieved > h->free_bw * 1.02; }
+
+/* The controller with its defaults and the guest's baseline p99 of the simulated host. */
+static double sim_ctl_start(struct gw_throttle_ctl_params *p, struct gw_throttle_ctl *c)
+{
+    gw_throttle_ctl_defaults(p);
+    gw_throttle_ctl_init(c, p, 200000);
+    return c->rate;
+}
+
 /* What the backup achieves over one interval at limit rate, and what it measures. */
 static struct gw_throttle_sample run_interval(const struct sim *h, double rate)
 {
-    double achieved = rate > 0 && rate < h->store_bw ? rate : h->store_bw;
+    double achieved = achieved_of(h, rate);
     struct gw_throttle_sample s = {.interval_ns = GW_THROTTLE_INTERVAL_NS};
     s.bytes = (uint64_t)(achieved * 0.1);
     s.store_n = s.bytes >> 20;
     s.store_lat_ns = h->store_lat_ns;
     s.vm_n = 100;
     /* The guest's p99 is 200 us while the backup stays within what is free, 5 ms beyond. */
-    s.vm_p99_ns = achieved > h->free_bw * 1.02 ? 5000000 : 200000;
+    s.vm_p99_ns = sim_hot(h, achieved) ? 5000000 : 200000;
     return s;
 }
-
-static double achieved_of(const struct sim *h, double rate) { return rate > 0 && rate < h->store_bw ? rate : h->store_bw; }
 
 GW_TEST(adaptive_backs_off_and_recovers)
 {
     struct gw_throttle_ctl_params p;
-    gw_throttle_ctl_defaults(&p);
     struct gw_throttle_ctl c;
-    gw_throttle_ctl_init(&c, &p, 200000);
+    double rate = sim_ctl_start(&p, &c);
     struct sim h = {.store_bw = 200 * MIB, .free_bw = 200 * MIB, .store_lat_ns = 2000000};
-    double rate = c.rate;
     double first_backoff_t = -1, backed_t = -1, recovered_t = -1, sum_contended = 0;
     int n_contended = 0;
     for (int step = 0; step < 150; step++) {
@@ -144,7 +154,7 @@ GW_TEST(adaptive_backs_off_and_recovers)
         h.free_bw = t >= 2.0 && t < 5.0 ? 40 * MIB : 200 * MIB;
         double a = achieved_of(&h, rate);
         if (t >= 1.5 && t < 2.0) CHECK(a >= 200 * MIB);   /* alone, after the gentle start: all of the store */
-        if (t >= 2.0 && t < 5.0 && backed_t < 0 && a <= h.free_bw * 1.02) backed_t = t;
+        if (t >= 2.0 && t < 5.0 && backed_t < 0 && !sim_hot(&h, a)) backed_t = t;
         if (t >= 3.0 && t < 5.0) { sum_contended += a; n_contended++; }
         if (t >= 5.0 && recovered_t < 0 && a >= 0.8 * h.free_bw) recovered_t = t;
         struct gw_throttle_sample s = run_interval(&h, rate);
@@ -169,20 +179,18 @@ GW_TEST(adaptive_stays_below_the_knee_under_lasting_contention)
      * crosses it about once per 0.8 s, where growing by a quarter per interval crossed it
      * every 0.3-0.4 s (each crossing is a spike in the guest's p99). */
     struct gw_throttle_ctl_params p;
-    gw_throttle_ctl_defaults(&p);
     struct gw_throttle_ctl c;
-    gw_throttle_ctl_init(&c, &p, 200000);
+    double rate = sim_ctl_start(&p, &c), sum = 0;
     struct sim h = {.store_bw = 200 * MIB, .free_bw = 40 * MIB, .store_lat_ns = 2000000};
-    double rate = c.rate, sum = 0;
     uint64_t hot = 0, n = 0;
     for (int step = 0; step < 120; step++) {
-        double t = step * 0.1;
-        struct gw_throttle_sample s = run_interval(&h, rate);
+        double t = step * 0.1, a = achieved_of(&h, rate);
         if (t >= 4.0) {
-            sum += achieved_of(&h, rate);
+            sum += a;
             n++;
-            hot += s.vm_p99_ns > 1000000;
+            hot += sim_hot(&h, a);
         }
+        struct gw_throttle_sample s = run_interval(&h, rate);
         rate = gw_throttle_ctl_step(&c, &p, &s);
     }
     fprintf(stderr, "  knee: %llu hot intervals of %llu, mean %.1f MiB/s\n", (unsigned long long)hot,
