@@ -18,4 +18,11 @@
  * time per 4 KiB page in *us. 0 or -errno (nothing measured). */
 int gw_bench_fresh_page_us(size_t bytes, double *us);
 
+/* The destination's floor: writes `bytes` of non-zero data once into a new memfd of that size
+ * (pwrite of 256 KiB runs from one thread: how a migration's receiver places raw pages, and
+ * the fastest way measured here; a second thread only queues on the file's lock) and puts the
+ * time in *ms. No receiver can put the same bytes into fresh guest memory faster, so a
+ * transfer's time is at least this whatever the wire does. 0 or -errno. */
+int gw_bench_place_floor_ms(size_t bytes, double *ms);
+
 #endif

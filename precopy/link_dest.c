@@ -487,6 +487,9 @@ int gw_mig_receiver_start_memfd(struct gw_mig_receiver *rx, uint8_t *mem, int me
             return gw_err_set(err, -r, "%s", e.msg);
         }
         t->started = true;
+        char name[16];
+        snprintf(name, sizeof name, "mig-recv%u", i % 100u);
+        pthread_setname_np(t->th, name);
     }
     return 0;
 }

@@ -707,6 +707,7 @@ int gw_mig_sender_open(const struct gw_mig_sender_cfg *cfg, struct gw_mig_sender
         return gw_err_set(err, -r, "cannot start the reader of stream 0");
     }
     s->reader_started = true;
+    pthread_setname_np(s->reader, "mig-return");
     *out = s;
     return 0;
 }

@@ -492,6 +492,7 @@ int gw_precopy_start(struct gw_vm *vm, const struct gw_precopy_params *p, struct
     m->prog.total_bytes = vm->mem.size;
     int r = pthread_create(&m->thread, NULL, migration_thread, m);
     if (r) { pthread_mutex_destroy(&m->lock); gw_tls_ctx_free(m->p.tls); free(m->secret); free(m); return -r; }
+    pthread_setname_np(m->thread, "precopy");
     *out = m;
     return 0;
 }

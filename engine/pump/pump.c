@@ -336,6 +336,9 @@ int gw_pump_open(const struct gw_pump_cfg *cfg, struct gw_pump **out, struct gw_
             return gw_err_set(err, -r, "cannot start pump lane %u", i);
         }
         p->lanes[i].started = true;
+        char name[16];   /* "pump0", ...: what top -H and a profile show for the lane */
+        snprintf(name, sizeof name, "pump%u", i);
+        pthread_setname_np(p->lanes[i].th, name);
     }
     *out = p;
     return 0;
