@@ -15,6 +15,10 @@
  * reads after the guest stopped, as the restore runs. ratio_vs_store = full backup
  * throughput / raw write throughput; restore_ratio_vs_store likewise with the reads.
  * store_write_idle_mib_s: the writes on the idle box before the guest starts, for comparison.
+ * The restore's floor on this host, same bytes: SHA-256 of every chunk (bench_cipher.h) and
+ * placing the bytes in fresh memory (bench_fresh.h), spread over every core:
+ * restore_floor_mib_s, and restore_ratio_ceiling = that / store_read_mib_s (at most 1), the
+ * best restore_ratio_vs_store a restore doing nothing else could reach.
  * --target rados:auto starts a throw-away cluster (scripts/ceph-cluster) and stops it at the
  * end; dir:PATH uses a directory. */
 #include <errno.h>
@@ -27,6 +31,7 @@
 #include "backup/backup.h"
 #include "bench/bench.h"
 #include "bench/bench_backup_clone.h"
+#include "bench/bench_cipher.h"
 #include "bench/bench_fresh.h"
 #include "bench/bench_opts.h"
 #include "bench/bench_proc.h"
@@ -276,6 +281,17 @@ int gw_bench_backup(int argc, char **argv)
     uint64_t stored = full_new + inc_new;
     double full_mib_s = full_ms > 0 ? data_bytes / 1048576.0 / (full_ms / 1000) : 0;
     bool equal = digest[0] && !strcmp(digest, restore_digest);
+    /* What a restore cannot avoid on this host, same bytes, same run: checking every chunk
+     * against its name (SHA-256) and placing it in fresh memory, spread over every core (the
+     * store's reads need the same cores here). restore_ratio_ceiling is the best
+     * restore_ratio_vs_store a restore doing only that could reach. */
+    double sha_ms = 0, place_ms = 0, check_mib_s = 0, restore_ceiling = 0;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (!status && data_bytes && ncpu > 0 && !gw_bench_sha256_ms(data_bytes, GW_BACKUP_CHUNK_SIZE, &sha_ms) &&
+        !gw_bench_place_floor_ms(data_bytes, &place_ms) && sha_ms + place_ms > 0) {
+        check_mib_s = data_bytes / 1048576.0 / ((sha_ms + place_ms) / (double)ncpu / 1000);
+        restore_ceiling = read_mib_s > 0 ? (check_mib_s < read_mib_s ? check_mib_s / read_mib_s : 1.0) : 0;
+    }
     if (o.json) {
         printf("{\"bench\":\"backup\",\"status\":\"%s\",\"error\":", status ? "error" : "ok");
         gw_json_str(stdout, err);
@@ -286,7 +302,8 @@ int gw_bench_backup(int argc, char **argv)
                "\"verify_bad_chunks\":%llu,\"memory_digest_equal\":%s,\"guest_verify_errors\":%llu,"
                "\"clone_changed_bytes\":%llu,\"clone_new_bytes\":%llu,\"clone_new_chunks\":%llu,\"clone_patched_chunks\":%llu,"
                "\"clone_new_ratio\":%.4f,\"backup_throttle\":\"off\",\"backup_cpu_priority\":\"normal\","
-               "\"store_write_idle_mib_s\":%.1f,\"restore_fresh_page_us\":%.2f,"
+               "\"store_write_idle_mib_s\":%.1f,\"restore_fresh_page_us\":%.2f,\"restore_sha256_ms\":%.1f,"
+               "\"restore_place_floor_ms\":%.1f,\"restore_floor_mib_s\":%.1f,\"restore_ratio_ceiling\":%.3f,"
                "\"baseline\":\"raw %u-byte object writes and reads of the same volume, same ops in flight\"}\n",
                o.target, (unsigned long long)o.memory, (unsigned long long)o.ws, GW_BACKUP_CHUNK_SIZE,
                (unsigned long long)data_bytes, full_ms, full_mib_s, write_mib_s,
@@ -296,13 +313,13 @@ int gw_bench_backup(int argc, char **argv)
                equal ? "true" : "false", (unsigned long long)verify_errors, (unsigned long long)clone.changed_bytes,
                (unsigned long long)clone.new_bytes, (unsigned long long)clone.new_chunks,
                (unsigned long long)clone.patched_chunks, o.memory ? (double)clone.new_bytes / (double)o.memory : 0,
-               write_idle, fresh_us, GW_BACKUP_CHUNK_SIZE);
+               write_idle, fresh_us, sha_ms, place_ms, check_mib_s, restore_ceiling, GW_BACKUP_CHUNK_SIZE);
     } else {
         printf("backup bench (%s): full %.0f MiB/s (store %.0f MiB/s, ratio %.2f), pause %.2f ms, unchanged again in %.0f ms "
-               "writing %llu bytes, restore %.0f MiB/s (store %.0f), verify %.0f MiB/s, digest %s, %llu verify errors, "
+               "writing %llu bytes, restore %.0f MiB/s (store %.0f; checking and placing alone allow %.0f), verify %.0f MiB/s, digest %s, %llu verify errors, "
                "clone with %llu bytes changed stored %llu new bytes (%.2f%% of memory)%s%s\n",
                o.target, full_mib_s, write_mib_s, write_mib_s > 0 ? full_mib_s / write_mib_s : 0, pause_ms, inc_ms,
-               (unsigned long long)inc_new, restore_mib_s, read_mib_s, verify_mib_s, equal ? "equal" : "DIFFERENT",
+               (unsigned long long)inc_new, restore_mib_s, read_mib_s, check_mib_s, verify_mib_s, equal ? "equal" : "DIFFERENT",
                (unsigned long long)verify_errors, (unsigned long long)clone.changed_bytes, (unsigned long long)clone.new_bytes,
                o.memory ? 100.0 * (double)clone.new_bytes / (double)o.memory : 0, status ? ", error: " : "", err);
     }

@@ -81,3 +81,21 @@ int gw_bench_cipher_ms(uint64_t bytes, double *seal_ms, double *open_ms)
     free(tags);
     return r;
 }
+
+int gw_bench_sha256_ms(uint64_t bytes, uint32_t chunk_bytes, double *ms)
+{
+    if (!chunk_bytes || chunk_bytes > SPAN) return -EINVAL;
+    uint64_t chunks = (bytes + chunk_bytes - 1) / chunk_bytes, span_chunks = SPAN / chunk_bytes;
+    if (chunks < span_chunks) span_chunks = chunks ? chunks : 1;
+    uint8_t *buf = malloc(span_chunks * chunk_bytes);
+    if (!buf) return -ENOMEM;
+    memset(buf, 0x5a, span_chunks * chunk_bytes);
+    int r = 0;
+    uint8_t md[32];
+    uint64_t t0 = gw_now_ns();
+    for (uint64_t i = 0; !r && i < chunks; i++)
+        if (EVP_Digest(buf + (i % span_chunks) * chunk_bytes, chunk_bytes, md, NULL, EVP_sha256(), NULL) != 1) r = -EIO;
+    *ms = (double)(gw_now_ns() - t0) / 1e6;
+    free(buf);
+    return r;
+}
