@@ -63,7 +63,7 @@ struct gw_mig_receiver {
     bool fresh_memory;
     struct gw_placer_direct direct; /* set at start; written is ours, touched the caller's */
     struct gw_page_placer placer;
-    void (*placed)(void *ctx, const uint64_t *pfns, uint32_t n);   /* set before start */
+    gw_mig_placed_fn *placed;      /* set before start */
     void *placed_ctx;
     uint64_t t0;
     pthread_mutex_t mu;
@@ -262,7 +262,7 @@ static int on_page_batch(struct rstream *t, const struct gw_wire_header *h, stru
         if (!t->pfns && !(t->pfns = malloc(GW_WIRE_MAX_BATCH_PAGES * sizeof *t->pfns)))
             return gw_err_set(e, -ENOMEM, "out of memory");
         for (uint32_t i = 0; i < n; i++) t->pfns[i] = t->pr.descs[i].pfn;
-        rx->placed(rx->placed_ctx, t->pfns, n);
+        rx->placed(rx->placed_ctx, t->pfns, t->pr.placed_from, n);
     }
     t->round_pages += n;
     pthread_mutex_lock(&rx->mu);
@@ -414,8 +414,7 @@ int gw_mig_receiver_accept(struct gw_listener *l, const struct gw_mig_receiver_c
 
 const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *rx) { return rx->hello; }
 
-void gw_mig_receiver_on_placed(struct gw_mig_receiver *rx, void (*fn)(void *ctx, const uint64_t *pfns, uint32_t n),
-                               void *ctx)
+void gw_mig_receiver_on_placed(struct gw_mig_receiver *rx, gw_mig_placed_fn *fn, void *ctx)
 {
     rx->placed = fn;
     rx->placed_ctx = ctx;

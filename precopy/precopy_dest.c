@@ -75,14 +75,12 @@ static int create_vm(struct incoming *in, char *err, size_t errlen)
     return 0;
 }
 
-/* On the receiving threads: the chunks of pages just placed are hashed there and then,
- * alongside the transfer (streams own disjoint chunks). The main thread only finishes the
- * digest, once every stream is done. */
-static void hash_placed(void *ctx, const uint64_t *pfns, uint32_t n)
+/* On the receiving threads: the pages just placed are hashed there and then, alongside the
+ * transfer (streams own disjoint chunks). The main thread only finishes the digest, once every
+ * stream is done. */
+static void hash_placed(void *ctx, const uint64_t *pfns, const uint8_t *const *from, uint32_t n)
 {
-    struct gw_chunk_digest *cd = ctx;
-    for (uint32_t i = 0; i < n; i++) gw_chunk_digest_mark(cd, pfns[i], 1);
-    gw_chunk_digest_hash_pages(cd, pfns, n);
+    gw_chunk_digest_placed(ctx, pfns, from, n);
 }
 
 /* Handles one event; returns 1 when the VM runs (done), 0 to go on, or -errno. */

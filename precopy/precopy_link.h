@@ -262,11 +262,14 @@ const Godwit__V1__MigHello *gw_mig_receiver_hello(const struct gw_mig_receiver *
  * mapped until gw_mig_receiver_close. */
 int gw_mig_receiver_start(struct gw_mig_receiver *rx, uint8_t *mem, uint64_t mem_size,
                           struct gw_err *err);
-/* Optional, before start: fn(ctx, pfns, n) is called on a receiving thread after each batch
- * of pages pfns[0..n) is in place (for work that should run alongside the transfer, such as
- * hashing them). Calls of different threads name different pages. */
-void gw_mig_receiver_on_placed(struct gw_mig_receiver *rx, void (*fn)(void *ctx, const uint64_t *pfns, uint32_t n),
-                               void *ctx);
+/* Optional, before start: fn(ctx, pfns, from, n) is called on a receiving thread after each
+ * batch of pages pfns[0..n) is in place (for work that should run alongside the transfer,
+ * such as hashing them). from[i] is where page pfns[i]'s bytes were written from (a buffer
+ * valid during the call: the same bytes as guest memory now holds, still in cache), or NULL
+ * when the page has to be read in guest memory. Calls of different threads name different
+ * pages. */
+typedef void gw_mig_placed_fn(void *ctx, const uint64_t *pfns, const uint8_t *const *from, uint32_t n);
+void gw_mig_receiver_on_placed(struct gw_mig_receiver *rx, gw_mig_placed_fn *fn, void *ctx);
 
 /* The same for memory that is a MAP_SHARED mapping of memfd (from offset 0): raw pages are
  * written into the memfd with pwrite instead of received in place (new pages are then not

@@ -29,7 +29,8 @@ static int ensure(struct gw_page_recv *pr)
     pr->iov = malloc(GW_WIRE_MAX_BATCH_PAGES * sizeof *pr->iov);
     pr->seen = calloc(SEEN_SLOTS, sizeof *pr->seen);
     pr->page = malloc(GW_PAGE_SIZE);
-    if (pr->table && pr->descs && pr->iov && pr->seen && pr->page) return 0;
+    pr->placed_from = malloc(GW_WIRE_MAX_BATCH_PAGES * sizeof *pr->placed_from);
+    if (pr->table && pr->descs && pr->iov && pr->seen && pr->page && pr->placed_from) return 0;
     gw_page_recv_free(pr);
     return -ENOMEM;
 }
@@ -41,6 +42,7 @@ void gw_page_recv_free(struct gw_page_recv *pr)
     free(pr->iov);
     free(pr->seen);
     free(pr->page);
+    free(pr->placed_from);
     gw_rbuf_free(&pr->data);
     memset(pr, 0, sizeof *pr);
 }
@@ -165,6 +167,7 @@ int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
     uint64_t t0 = gw_now_ns();
     uint64_t counts[GW_PAGE_NENC] = {0};
     off = 0;
+    for (uint32_t i = 0; i < n; i++) pr->placed_from[i] = NULL;
     for (uint32_t i = 0; i < n; i++) {
         const struct gw_page_desc *d = &pr->descs[i];
         if (d->enc == GW_PAGE_RAW && in_place) {
@@ -189,6 +192,7 @@ int gw_page_recv_batch(struct gw_conn *c, const struct gw_wire_header *h,
             uint32_t k = 1;
             while (i + k < n && pr->descs[i + k].enc == GW_PAGE_RAW && pr->descs[i + k].pfn == d->pfn + k) k++;
             if ((r = ops->write_run(pl->ctx, d->pfn, k, pr->data.data + off))) goto bad;
+            for (uint32_t j = 0; j < k; j++) pr->placed_from[i + j] = pr->data.data + off + (size_t)j * GW_PAGE_SIZE;
             off += (size_t)k * GW_PAGE_SIZE;
             counts[GW_PAGE_RAW] += k;
             i += k - 1;

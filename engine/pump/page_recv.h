@@ -28,6 +28,10 @@ struct gw_page_recv {
     struct gw_rbuf data;           /* lz4 blocks; raw pages without a direct place; all data
                                     * of a batch that names a page twice */
     uint8_t *page;                 /* one decoded lz4 page */
+    /* Per descriptor of the last batch: where the placer's write_run took the page's bytes
+     * from (in data, valid until the next batch), or NULL (placed any other way). Lets the
+     * owner use bytes still in cache (a digest) instead of reading guest memory back. */
+    const uint8_t **placed_from;
     /* Set by the owner when the sender may write pages into their place itself (an RDMA
      * session whose guest memory this side registered for it, engine/transport/rdma_mem.h):
      * GW_PAGE_PLACED descriptors are then handed to the placer's placed op; otherwise a

@@ -2,6 +2,7 @@
 #include "engine/vm/chunk_digest.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -111,6 +112,28 @@ void gw_chunk_digest_set_from(struct gw_chunk_digest *d, uint64_t pfn, uint64_t 
         /* Atomic: threads setting chunks of one group word at once (a restore's decoders). */
         __atomic_fetch_or(&d->group_stale[g / 64], 1ull << (g % 64), __ATOMIC_RELAXED);
     }
+}
+
+/* Whether pages i.. of the batch are one whole chunk written from one contiguous buffer. */
+static bool whole_chunk_from(const uint64_t *pfns, const uint8_t *const *from, uint32_t i, uint32_t n)
+{
+    if (pfns[i] % GW_CHUNK_DIGEST_PAGES || n - i < GW_CHUNK_DIGEST_PAGES || !from[i]) return false;
+    for (uint32_t j = 1; j < GW_CHUNK_DIGEST_PAGES; j++)
+        if (pfns[i + j] != pfns[i] + j || from[i + j] != from[i] + (size_t)j * 4096) return false;
+    return true;
+}
+
+void gw_chunk_digest_placed(struct gw_chunk_digest *d, const uint64_t *pfns, const uint8_t *const *from, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (whole_chunk_from(pfns, from, i, n)) {
+            gw_chunk_digest_set_from(d, pfns[i], GW_CHUNK_DIGEST_PAGES, from[i]);
+            i += GW_CHUNK_DIGEST_PAGES - 1;
+        } else {
+            gw_chunk_digest_mark(d, pfns[i], 1);
+        }
+    }
+    gw_chunk_digest_hash_pages(d, pfns, n);
 }
 
 void gw_chunk_digest_refresh(struct gw_chunk_digest *d)
