@@ -2,7 +2,7 @@
  *
  *   godwit-bench backup --contention --target dir:PATH|rados:auto [--disk SPEC] [--disk-size SIZE]
  *                [--memory SIZE] [--ws SIZE] [--seconds N] [--cpu-priority P] [--method M]
- *                [--osd-store memstore|bluestore] [--json]
+ *                [--osd-store memstore|bluestore] [--fixed] [--json]
  *
  * Two VMs on this host: the disk guest (guest/workload_disk.c: reads and writes its disk every
  * timer tick) whose block-request latency the virtio disk measures (a histogram in the
@@ -13,7 +13,13 @@
  *   (a2) alone again for --seconds, just before (c);
  *   (c) beside an adaptive backup of the second VM that watches the disk guest's latency
  *       (--watch-vm: the runner polls its status);
- *   (a3) alone again for --seconds, just after (c).
+ *   (a3) alone again for --seconds, just after (c);
+ *   with --fixed: (d) beside the same backup at a constant rate, (c)'s average, with no
+ *       controller, and (a4) alone after it: p99(d) over (a3) and (a4) together tells what
+ *       the load itself costs the guest, apart from the controller's probing; then (e) no
+ *       backup, only a plain writer of 1 MiB objects paced to (d)'s rate for as long, and
+ *       (a5) alone: what the store's writes alone cost, apart from the rest of a backup
+ *       (reading and hashing the VM's memory, its write-protect faults).
  * Each backup goes into a store of its own (a second namespace or directory), so (c) cannot
  * skip chunks (b) stored. Prints the guest's p50/p99 in each phase, the backups' throughput,
  * and the ratio the target (1.2) is about: p99(c) over the p99 of the guest alone around it,
@@ -33,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench/bench.h"
@@ -41,6 +48,7 @@
 #include "engine/common/lat_hist.h"
 #include "engine/common/util.h"
 #include "engine/vm/blk_rbd.h"
+#include "storage/store.h"
 
 struct copts {
     const char *target, *disk, *dir;
@@ -48,6 +56,7 @@ struct copts {
     const char *osd_store;      /* rados:auto's OSD: memstore (default) or bluestore */
     uint64_t disk_size, memory, ws, seconds;
     bool json;
+    bool fixed;                 /* --fixed: phase (d), see the top of this file */
 };
 
 static int parse(int argc, char **argv, struct copts *o)
@@ -55,7 +64,7 @@ static int parse(int argc, char **argv, struct copts *o)
     static const struct option lo[] = {
         {"contention", 0, 0, 'c'}, {"target", 1, 0, 't'}, {"disk", 1, 0, 'd'}, {"disk-size", 1, 0, 's'},
         {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"seconds", 1, 0, 'S'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'},
-        {"cpu-priority", 1, 0, 'P'}, {"method", 1, 0, 'M'}, {"osd-store", 1, 0, 'O'}, {0},
+        {"cpu-priority", 1, 0, 'P'}, {"method", 1, 0, 'M'}, {"osd-store", 1, 0, 'O'}, {"fixed", 0, 0, 'F'}, {0},
     };
     *o = (struct copts){.target = "rados:auto", .disk_size = 1ull << 30, .memory = 1ull << 30, .ws = 512ull << 20,
                         .seconds = 5, .osd_store = "memstore"};
@@ -79,6 +88,7 @@ static int parse(int argc, char **argv, struct copts *o)
         case 'w': r = gw_parse_size(optarg, &o->ws); break;
         case 'S': r = gw_parse_u64(optarg, 1, 3600, &o->seconds); break;
         case 'j': o->json = true; break;
+        case 'F': o->fixed = true; break;
         default: return 2;
         }
         if (r) { fprintf(stderr, "godwit-bench backup --contention: bad value for --%s\n", lo[idx].name); return 2; }
@@ -177,6 +187,54 @@ static int backup_phase(const char *vm_bin, const char *dsock, const char *bsock
     return 0;
 }
 
+/* (e): no backup at all, only its store writes: distinct 1 MiB objects of random bytes, one at
+ * a time, paced to mib_s for ms, then removed (not timed). What the store's load alone costs. */
+static int writer_phase(const char *vm_bin, const char *dsock, const char *spec, const char *conf, double mib_s,
+                        double ms, struct phase *ph, char *err, size_t errlen)
+{
+    enum { OBJ = 1u << 20 };
+    struct gw_store_params sp = {.spec = spec, .ceph_conf = conf[0] ? conf : NULL, .max_inflight = 1};
+    struct gw_store *s;
+    int r = gw_store_open(&sp, &s, err, errlen);
+    if (r) return r;
+    uint8_t *buf = malloc(OBJ);
+    if (!buf) { gw_store_close(s); return -ENOMEM; }
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (uint32_t i = 0; i + 8 <= OBJ; i += 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memcpy(buf + i, &x, 8); }
+    struct gw_lat_hist h0, h1;
+    if (read_hist(vm_bin, dsock, &h0)) { snprintf(err, errlen, "disk guest status unreadable"); r = -EIO; }
+    uint64_t t0 = gw_now_ns(), n = 0, gap_ns = (uint64_t)(1e9 * OBJ / (mib_s * 1048576.0));
+    char name[40];
+    while (!r && gw_now_ns() - t0 < (uint64_t)(ms * 1e6)) {
+        uint64_t due = t0 + n * gap_ns, now = gw_now_ns();
+        if (due > now) {
+            struct timespec ts = {(time_t)((due - now) / 1000000000ull), (long)((due - now) % 1000000000ull)};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        snprintf(name, sizeof name, "writer.%llu", (unsigned long long)n);
+        memcpy(buf, &n, sizeof n);   /* distinct objects */
+        if ((r = s->ops->put(s, name, buf, OBJ)) || (r = s->ops->wait(s))) snprintf(err, errlen, "writer: %s", gw_store_error(s));
+        n++;
+    }
+    uint64_t t1 = gw_now_ns();
+    if (!r && read_hist(vm_bin, dsock, &h1)) { snprintf(err, errlen, "disk guest status unreadable"); r = -EIO; }
+    if (!r) {
+        phase_lat(&h0, &h1, ph);
+        ph->bytes = n * OBJ;
+        ph->elapsed_ms = (double)(t1 - t0) / 1e6;
+        ph->mib_s = ph->bytes / 1048576.0 / (ph->elapsed_ms / 1000);
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "writer.%llu", (unsigned long long)i);
+        s->ops->remove(s, name);
+    }
+    s->ops->wait(s);
+    free(buf);
+    gw_store_close(s);
+    return r;
+}
+
 int gw_bench_backup_contention(int argc, char **argv)
 {
     struct copts o;
@@ -186,7 +244,7 @@ int gw_bench_backup_contention(int argc, char **argv)
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/godwit-bench-contention.XXXXXX", o.dir ? o.dir : "/tmp");
     if (!mkdtemp(dir)) { perror("godwit-bench: mkdtemp"); return 1; }
-    char err[512] = "", out[16384], conf[1024] = "", spec_b[1200], spec_c[1200], script[1200];
+    char err[512] = "", out[16384], conf[1024] = "", spec_b[1200], spec_c[1200], spec_d[1200], spec_e[1200], script[1200];
     int status = 0;
     snprintf(script, sizeof script, "%s/scripts/ceph-cluster", GW_SOURCE_DIR);
     bool auto_cluster = !strcmp(o.target, "rados:auto");
@@ -201,12 +259,18 @@ int gw_bench_backup_contention(int argc, char **argv)
         }
         snprintf(spec_b, sizeof spec_b, "rados:godwit/contention-b");
         snprintf(spec_c, sizeof spec_c, "rados:godwit/contention-c");
+        snprintf(spec_d, sizeof spec_d, "rados:godwit/contention-d");
+        snprintf(spec_e, sizeof spec_e, "rados:godwit/contention-e");
     } else if (!strncmp(o.target, "dir:", 4)) {
         snprintf(spec_b, sizeof spec_b, "%s/b", o.target);
         snprintf(spec_c, sizeof spec_c, "%s/c", o.target);
+        snprintf(spec_d, sizeof spec_d, "%s/d", o.target);
+        snprintf(spec_e, sizeof spec_e, "%s/e", o.target);
     } else if (!strncmp(o.target, "rados:", 6)) {
         snprintf(spec_b, sizeof spec_b, "%s-b", o.target);
         snprintf(spec_c, sizeof spec_c, "%s-c", o.target);
+        snprintf(spec_d, sizeof spec_d, "%s-d", o.target);
+        snprintf(spec_e, sizeof spec_e, "%s-e", o.target);
     } else {
         fprintf(stderr, "godwit-bench backup --contention: --target dir:PATH, rados:POOL/NS or rados:auto\n");
         rmdir(dir);
@@ -264,6 +328,30 @@ int gw_bench_backup_contention(int argc, char **argv)
     if (!status && backup_phase(vm_bin, dsock, bsock, store_c, adaptive, &c, err, sizeof err)) status = 1;
     if (!status && alone_phase(vm_bin, dsock, o.seconds, &a3)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
     phase_merge(&a2, &a3, &around);
+    /* (d), with --fixed: the same backup at a constant rate, what (c) achieved on average, with
+     * no controller; then alone again. If the guest's p99 beside it is as high as beside (c),
+     * the load itself costs that, not the controller's probing. */
+    static struct phase d, a4, around_d;
+    char rate_s[32] = "";
+    if (!status && o.fixed && c.mib_s > 0) {
+        char *store_d[] = {"--store", spec_d, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
+        snprintf(rate_s, sizeof rate_s, "%llu", (unsigned long long)(c.mib_s * 1048576.0));
+        char *fixed[10] = {"--throttle", "fixed", "--rate", rate_s};
+        int nf = 4;
+        if (o.cpu) { fixed[nf++] = "--cpu-priority"; fixed[nf++] = (char *)o.cpu; }
+        if (o.method) { fixed[nf++] = "--method"; fixed[nf++] = (char *)o.method; }
+        if (backup_phase(vm_bin, dsock, bsock, store_d, fixed, &d, err, sizeof err)) status = 1;
+        if (!status && alone_phase(vm_bin, dsock, o.seconds, &a4)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+        phase_merge(&a3, &a4, &around_d);
+    }
+    double ratio_d = around_d.p99_us > 0 ? d.p99_us / around_d.p99_us : 0;
+    static struct phase e, a5, around_e;
+    if (!status && o.fixed && d.mib_s > 0) {
+        if (writer_phase(vm_bin, dsock, spec_e, conf, d.mib_s, d.elapsed_ms, &e, err, sizeof err)) status = 1;
+        if (!status && alone_phase(vm_bin, dsock, o.seconds, &a5)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+        phase_merge(&a4, &a5, &around_e);
+    }
+    double ratio_e = around_e.p99_us > 0 ? e.p99_us / around_e.p99_us : 0;
     uint64_t disk_verify_errors = 0, bulk_verify_errors = 0;
     char *stop_d[] = {vm_bin, "stop", "--control", dsock, NULL}, *stop_b[] = {vm_bin, "stop", "--control", bsock, NULL};
     if (dpid > 0) { gw_bench_run(stop_d, out, sizeof out); gw_bench_wait(dpid); }
@@ -298,6 +386,9 @@ int gw_bench_backup_contention(int argc, char **argv)
                "\"p99_ratio_adaptive_vs_alone_around_it\":%.2f,\"alone_p99_last_vs_first\":%.2f,"
                "\"adaptive_backoffs\":%llu,\"p99_ratio_unthrottled_vs_alone\":%.2f,\"p99_ratio_adaptive_vs_alone\":%.2f,"
                "\"target_p99_ratio\":1.2,\"target_met\":%s,\"disk_verify_errors\":%llu,\"bulk_verify_errors\":%llu,"
+               "\"fixed_p50_us\":%.1f,\"fixed_p99_us\":%.1f,\"fixed_mib_s\":%.1f,\"alone_around_fixed_p99_us\":%.1f,"
+               "\"p99_ratio_fixed_vs_alone_around_it\":%.2f,\"writer_p50_us\":%.1f,\"writer_p99_us\":%.1f,"
+               "\"writer_mib_s\":%.1f,\"alone_around_writer_p99_us\":%.1f,\"p99_ratio_writer_vs_alone_around_it\":%.2f,"
                "\"latency\":\"virtio disk request service time (device side), IN and OUT\","
                "\"baseline\":\"the same disk guest without a backup, same run, just before and just after (c)\"}\n",
                (unsigned long long)o.disk_size, (unsigned long long)o.memory, (unsigned long long)o.ws, a.p50_us, a.p99_us,
@@ -306,13 +397,17 @@ int gw_bench_backup_contention(int argc, char **argv)
                a3.p50_us, a3.p99_us, around.p50_us, around.p99_us, (unsigned long long)around.requests, ratio_around, drift,
                (unsigned long long)c.backoffs,
                ratio_b, ratio_c, !status && ratio_around <= 1.2 ? "true" : "false", (unsigned long long)disk_verify_errors,
-               (unsigned long long)bulk_verify_errors);
+               (unsigned long long)bulk_verify_errors, d.p50_us, d.p99_us, d.mib_s, around_d.p99_us, ratio_d, e.p50_us,
+               e.p99_us, e.mib_s, around_e.p99_us, ratio_e);
     } else {
         printf("backup contention (%s): disk guest p50/p99 alone %.0f/%.0f us, beside unthrottled %.0f/%.0f us "
                "(backup %.0f MiB/s), alone around adaptive %.0f/%.0f us, beside adaptive %.0f/%.0f us (backup %.0f MiB/s, "
                "%llu back-offs); p99 ratio %.2f (target 1.2)%s%s\n",
                o.target, a.p50_us, a.p99_us, b.p50_us, b.p99_us, b.mib_s, around.p50_us, around.p99_us, c.p50_us, c.p99_us,
                c.mib_s, (unsigned long long)c.backoffs, ratio_around, status ? ", error: " : "", err);
+        if (o.fixed) printf("  (d) beside a backup at a fixed %.0f MiB/s: p50/p99 %.0f/%.0f us, p99 ratio %.2f; (e) beside "
+                            "only its writes: p50/p99 %.0f/%.0f us, p99 ratio %.2f\n", d.mib_s, d.p50_us, d.p99_us, ratio_d,
+                            e.p50_us, e.p99_us, ratio_e);
     }
     if (auto_cluster && conf[0]) {
         char *stop_argv[] = {script, "stop", conf, NULL};
