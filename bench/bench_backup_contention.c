@@ -204,9 +204,11 @@ static int writer_phase(const char *vm_bin, const char *dsock, const char *spec,
     struct gw_lat_hist h0, h1;
     if (read_hist(vm_bin, dsock, &h0)) { snprintf(err, errlen, "disk guest status unreadable"); r = -EIO; }
     uint64_t t0 = gw_now_ns(), n = 0, gap_ns = (uint64_t)(1e9 * OBJ / (mib_s * 1048576.0));
+    uint64_t end = t0 + (uint64_t)(ms * 1e6);
     char name[40];
-    while (!r && gw_now_ns() - t0 < (uint64_t)(ms * 1e6)) {
+    while (!r && gw_now_ns() < end) {
         uint64_t due = t0 + n * gap_ns, now = gw_now_ns();
+        if (due > end) due = end;   /* a slow rate: never sleep past the phase */
         if (due > now) {
             struct timespec ts = {(time_t)((due - now) / 1000000000ull), (long)((due - now) % 1000000000ull)};
             nanosleep(&ts, NULL);
