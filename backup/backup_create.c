@@ -754,6 +754,8 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.fleece_blocks = b.ds_stats.blocks_copied;
     res->pb.guest_write_wait_max_ns = b.ds_stats.guest_wait_ns_max;
     res->pb.disk_snap_ns = b.disk_snap_ns;
+    res->pb.wp_faults = b.wp_stats.faults;
+    res->pb.wp_pages_copied = b.wp_stats.pages_copied;
     gw_throttle_close(b.th, &b.th_stats);
     b.th = NULL;
     /* Listed: the disk's bitmap is relative to this backup from now on. */

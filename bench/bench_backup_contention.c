@@ -121,6 +121,7 @@ static int read_hist(const char *vm_bin, const char *sock, struct gw_lat_hist *h
 struct phase {
     double p50_us, p99_us, mib_s, elapsed_ms;
     uint64_t requests, backoffs, bytes;
+    uint64_t wp_faults;     /* the backed-up VM's writes that faulted on write-protect */
     struct gw_lat_hist d;   /* the guest's requests in the phase */
 };
 
@@ -183,6 +184,7 @@ static int backup_phase(const char *vm_bin, const char *dsock, const char *bsock
     gw_json_get_u64(line, "throttle_bytes", &ph->bytes);
     gw_json_get_double(line, "elapsed_ms", &ph->elapsed_ms);
     gw_json_get_u64(line, "throttle_backoffs", &ph->backoffs);
+    gw_json_get_u64(line, "wp_faults", &ph->wp_faults);
     ph->mib_s = ph->elapsed_ms > 0 ? ph->bytes / 1048576.0 / (ph->elapsed_ms / 1000) : 0;
     return 0;
 }
@@ -388,6 +390,7 @@ int gw_bench_backup_contention(int argc, char **argv)
                "\"p99_ratio_adaptive_vs_alone_around_it\":%.2f,\"alone_p99_last_vs_first\":%.2f,"
                "\"adaptive_backoffs\":%llu,\"p99_ratio_unthrottled_vs_alone\":%.2f,\"p99_ratio_adaptive_vs_alone\":%.2f,"
                "\"target_p99_ratio\":1.2,\"target_met\":%s,\"disk_verify_errors\":%llu,\"bulk_verify_errors\":%llu,"
+               "\"unthrottled_wp_faults\":%llu,\"adaptive_wp_faults\":%llu,\"fixed_wp_faults\":%llu,"
                "\"fixed_p50_us\":%.1f,\"fixed_p99_us\":%.1f,\"fixed_mib_s\":%.1f,\"alone_around_fixed_p99_us\":%.1f,"
                "\"p99_ratio_fixed_vs_alone_around_it\":%.2f,\"writer_p50_us\":%.1f,\"writer_p99_us\":%.1f,"
                "\"writer_mib_s\":%.1f,\"alone_around_writer_p99_us\":%.1f,\"p99_ratio_writer_vs_alone_around_it\":%.2f,"
@@ -399,7 +402,8 @@ int gw_bench_backup_contention(int argc, char **argv)
                a3.p50_us, a3.p99_us, around.p50_us, around.p99_us, (unsigned long long)around.requests, ratio_around, drift,
                (unsigned long long)c.backoffs,
                ratio_b, ratio_c, !status && ratio_around <= 1.2 ? "true" : "false", (unsigned long long)disk_verify_errors,
-               (unsigned long long)bulk_verify_errors, d.p50_us, d.p99_us, d.mib_s, around_d.p99_us, ratio_d, e.p50_us,
+               (unsigned long long)bulk_verify_errors, (unsigned long long)b.wp_faults, (unsigned long long)c.wp_faults,
+               (unsigned long long)d.wp_faults, d.p50_us, d.p99_us, d.mib_s, around_d.p99_us, ratio_d, e.p50_us,
                e.p99_us, e.mib_s, around_e.p99_us, ratio_e);
     } else {
         printf("backup contention (%s): disk guest p50/p99 alone %.0f/%.0f us, beside unthrottled %.0f/%.0f us "

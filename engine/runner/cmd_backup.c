@@ -182,7 +182,8 @@ static int cmd_backup(struct bopts *o)
                    "\"disk_read_bytes\":%llu,\"guest_write_wait_max_us\":%.1f,\"throttle\":\"%s\",\"throttle_bytes\":%llu,"
                    "\"throttle_elapsed_ms\":%.1f,\"throttle_wait_ms\":%.1f,\"throttle_backoffs\":%llu,\"throttle_min_mib_s\":%.2f,"
                    "\"throttle_end_mib_s\":%.2f,\"disk_source\":\"%s\",\"disk_snap_ms\":%.3f,\"chunks_unread\":%llu,\"bytes_read\":%llu,"
-                   "\"patched_chunks\":%llu,\"patched_bytes\":%llu,\"layered_chunks\":%llu,\"cpu_priority\":\"%s\",\"throttle_why\":",
+                   "\"patched_chunks\":%llu,\"patched_bytes\":%llu,\"layered_chunks\":%llu,\"wp_faults\":%llu,"
+                   "\"wp_pages_copied\":%llu,\"cpu_priority\":\"%s\",\"throttle_why\":",
                    b->id, (unsigned long long)b->memory_bytes, (unsigned long long)b->disk_bytes,
                    (unsigned long long)b->chunks, (unsigned long long)b->new_chunks, (unsigned long long)b->new_bytes,
                    (unsigned long long)b->reused_chunks, (unsigned long long)b->zero_chunks, b->pause_ns / 1e6,
@@ -193,7 +194,8 @@ static int cmd_backup(struct bopts *o)
                    b->throttle_min_rate / 1048576.0, b->throttle_end_rate / 1048576.0, b->disk_source, b->disk_snap_ns / 1e6,
                    (unsigned long long)b->chunks_unread, (unsigned long long)b->bytes_read,
                    (unsigned long long)b->patched_chunks, (unsigned long long)b->patched_bytes,
-                   (unsigned long long)b->layered_chunks, b->cpu_priority);
+                   (unsigned long long)b->layered_chunks, (unsigned long long)b->wp_faults,
+                   (unsigned long long)b->wp_pages_copied, b->cpu_priority);
         if (b) gw_json_str(stdout, b->throttle_why);
         printf("}\n");
     } else if (!rep->ok) {

@@ -145,6 +145,11 @@ class Backups(BackupBase):
         self.assertGreater(b["new_chunks"], 50)
         self.assertEqual(b["method"], "wp")
         self.assertLess(b["pause_ms"], 200)
+        # The dirtier wrote on through the backup: its writes faulted, and pages it was about
+        # to overwrite before the backup read them were copied aside (a fault copies the
+        # block around the page: more pages than faults).
+        self.assertGreater(b["wp_faults"], 0, b)
+        self.assertGreater(b["wp_pages_copied"], 0, b)
         listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "web1", "--json"] + store).stdout)
         self.assertEqual([x["id"] for x in listed["backups"]], [b["id"]])
         v = gwtest.run([VM, "verify-backup", "--vm", "web1", "--json"] + store)
