@@ -15,9 +15,10 @@
  *       (--watch-vm: the runner polls its status);
  *   (a3) alone again for --seconds, just after (c);
  *   with --fixed: (d) beside the same backup at a constant rate, (c)'s average, with no
- *       controller, and (a4) alone after it: p99(d) over (a3) and (a4) together tells what
+ *       controller (it may fail: too slow to finish before the copy-before-write buffer
+ *       fills, reported as fixed_error), and (a4) alone after it: p99(d) over (a3) and (a4) together tells what
  *       the load itself costs the guest, apart from the controller's probing; then (e) no
- *       backup, only a plain writer of 1 MiB objects paced to (d)'s rate for as long, and
+ *       backup, only a plain writer of 1 MiB objects paced to (c)'s rate for as long, and
  *       (a5) alone: what the store's writes alone cost, apart from the rest of a backup
  *       (reading and hashing the VM's memory, its write-protect faults).
  * Each backup goes into a store of its own (a second namespace or directory), so (c) cannot
@@ -336,7 +337,7 @@ int gw_bench_backup_contention(int argc, char **argv)
      * no controller; then alone again. If the guest's p99 beside it is as high as beside (c),
      * the load itself costs that, not the controller's probing. */
     static struct phase d, a4, around_d;
-    char rate_s[32] = "";
+    char rate_s[32] = "", fixed_err[512] = "";
     if (!status && o.fixed && c.mib_s > 0) {
         char *store_d[] = {"--store", spec_d, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
         snprintf(rate_s, sizeof rate_s, "%llu", (unsigned long long)(c.mib_s * 1048576.0));
@@ -344,14 +345,18 @@ int gw_bench_backup_contention(int argc, char **argv)
         int nf = 4;
         if (o.cpu) { fixed[nf++] = "--cpu-priority"; fixed[nf++] = (char *)o.cpu; }
         if (o.method) { fixed[nf++] = "--method"; fixed[nf++] = (char *)o.method; }
-        if (backup_phase(vm_bin, dsock, bsock, store_d, fixed, &d, err, sizeof err)) status = 1;
-        if (!status && alone_phase(vm_bin, dsock, o.seconds, &a4)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+        /* A constant rate may be too slow to finish before the copy-before-write buffer fills
+         * (the adaptive controller lifts its limit then, a fixed one does not): that is a
+         * finding of this phase, printed as fixed_error, not a failure of the bench. */
+        if (backup_phase(vm_bin, dsock, bsock, store_d, fixed, &d, fixed_err, sizeof fixed_err)) d = (struct phase){0};
+        if (alone_phase(vm_bin, dsock, o.seconds, &a4)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
         phase_merge(&a3, &a4, &around_d);
     }
-    double ratio_d = around_d.p99_us > 0 ? d.p99_us / around_d.p99_us : 0;
+    double ratio_d = around_d.p99_us > 0 && d.p99_us > 0 ? d.p99_us / around_d.p99_us : 0;
+    /* (e) at (c)'s rate for (c)'s time: what (d) was to take. */
     static struct phase e, a5, around_e;
-    if (!status && o.fixed && d.mib_s > 0) {
-        if (writer_phase(vm_bin, dsock, spec_e, conf, d.mib_s, d.elapsed_ms, &e, err, sizeof err)) status = 1;
+    if (!status && o.fixed && c.mib_s > 0) {
+        if (writer_phase(vm_bin, dsock, spec_e, conf, c.mib_s, c.elapsed_ms, &e, err, sizeof err)) status = 1;
         if (!status && alone_phase(vm_bin, dsock, o.seconds, &a5)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
         phase_merge(&a4, &a5, &around_e);
     }
@@ -376,6 +381,8 @@ int gw_bench_backup_contention(int argc, char **argv)
         gw_json_str(stdout, o.method ? o.method : "runner default");
         printf(",\"osd_store\":");
         gw_json_str(stdout, auto_cluster ? o.osd_store : "not started here");
+        printf(",\"fixed_error\":");
+        gw_json_str(stdout, fixed_err);
         printf(",\"disk\":");
         gw_json_str(stdout, o.disk ? o.disk : rbd_disk[0] ? "rbd image in the same cluster" : "raw file (sparse)");
         printf(",\"disk_bytes\":%llu,\"backup_memory_bytes\":%llu,\"backup_ws_bytes\":%llu,"
