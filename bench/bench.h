@@ -28,6 +28,10 @@ int gw_bench_rbd_backup(int argc, char **argv);   /* bench_rbd_backup.c: --backu
  * Returns 0 or -errno. */
 int gw_bench_wire_limit(uint64_t bytes, unsigned streams, double *mib_s, double *ms);
 
+/* bench_backup.c: fills buf with incompressible bytes (an xorshift stream; a tail under 8
+ * bytes is left alone), what raw store writes carry so that nothing compresses them. */
+void gw_bench_fill_random(uint8_t *buf, size_t len);
+
 /* bench_proc.c: resident memory of pid beyond its shared memory (guest RAM is a shared
  * memfd mapping): VmRSS - RssShmem, in bytes. Returns 0 or -errno. */
 int gw_bench_rss_private(pid_t pid, uint64_t *bytes);

@@ -73,6 +73,12 @@ static void raw_remove(struct gw_store *s, const struct store_raw *b, const char
     s->ops->wait(s);
 }
 
+void gw_bench_fill_random(uint8_t *buf, size_t len)
+{
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i + 8 <= len; i += 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memcpy(buf + i, &x, 8); }
+}
+
 /* Writes the n objects (distinct random bytes) with the store's own ops in flight; keep:
  * leave them for raw_read, else remove them. */
 static int raw_write(const struct store_raw *b, const char *prefix, bool keep, double *mib_s, char *err,
@@ -83,8 +89,7 @@ static int raw_write(const struct store_raw *b, const char *prefix, bool keep, d
     if (r) return r;
     uint8_t *buf = malloc(b->chunk);
     if (!buf) { gw_store_close(s); return -ENOMEM; }
-    uint64_t x = 0x9E3779B97F4A7C15ull;
-    for (uint32_t i = 0; i + 8 <= b->chunk; i += 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memcpy(buf + i, &x, 8); }
+    gw_bench_fill_random(buf, b->chunk);
     char name[40];
     uint64_t t0 = gw_now_ns();
     for (uint64_t i = 0; i < b->n && !r; i++) {

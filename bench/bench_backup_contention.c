@@ -202,8 +202,7 @@ static int writer_phase(const char *vm_bin, const char *dsock, const char *spec,
     if (r) return r;
     uint8_t *buf = malloc(OBJ);
     if (!buf) { gw_store_close(s); return -ENOMEM; }
-    uint64_t x = 0x9E3779B97F4A7C15ull;
-    for (uint32_t i = 0; i + 8 <= OBJ; i += 8) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; memcpy(buf + i, &x, 8); }
+    gw_bench_fill_random(buf, OBJ);
     struct gw_lat_hist h0, h1;
     if (read_hist(vm_bin, dsock, &h0)) { snprintf(err, errlen, "disk guest status unreadable"); r = -EIO; }
     uint64_t t0 = gw_now_ns(), n = 0, gap_ns = (uint64_t)(1e9 * OBJ / (mib_s * 1048576.0));

@@ -38,10 +38,8 @@ int gw_bench_place_floor_ms(size_t bytes, double *ms)
     if (!r) {
         memset(buf, 0x5a, RUN);   /* warm and non-zero: the source's pages, not holes */
         uint64_t t0 = gw_now_ns();
-        for (size_t off = 0; !r && off < bytes; off += RUN) {
-            size_t len = bytes - off < RUN ? bytes - off : RUN;
-            if (pwrite(fd, buf, len, (off_t)off) != (ssize_t)len) r = -EIO;
-        }
+        for (size_t off = 0; !r && off < bytes; off += RUN)
+            r = gw_pwrite_full(fd, buf, bytes - off < RUN ? bytes - off : RUN, (off_t)off);
         *ms = (double)(gw_now_ns() - t0) / 1e6;
     }
     free(buf);
