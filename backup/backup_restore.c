@@ -261,16 +261,14 @@ static uint8_t *direct_mem(void *ctx, uint64_t i, size_t len)
  * Whole digest chunks belong to this chunk alone: hashed now, on this decoding thread, while
  * the bytes are in cache, instead of one thread rereading all memory at the end. A chunk
  * smaller than the digest's 16 KiB (a manifest may say 4 or 8 KiB) shares its digest chunk
- * with the other decoding thread's chunks: only marked, and rehashed at the end by one thread
- * (hashing it here raced: two threads wrote one digest chunk's hash, the later from older
- * bytes). */
+ * with the other decoding thread's chunks: set_from only marks it, and one thread rehashes it
+ * at the end (hashing it here raced: two threads wrote one digest chunk's hash, the later from
+ * older bytes). */
 static void digest_placed(struct mem_ctx *c, uint64_t off, size_t len, const uint8_t *data)
 {
-    uint64_t p0 = off / GW_PAGE_SIZE, np = len / GW_PAGE_SIZE;
-    if (len % GW_PAGE_SIZE || p0 % GW_CHUNK_DIGEST_PAGES || np % GW_CHUNK_DIGEST_PAGES)
-        gw_chunk_digest_mark(c->cd, p0, (len + GW_PAGE_SIZE - 1) / GW_PAGE_SIZE);
-    else
-        gw_chunk_digest_set_from(c->cd, p0, np, data);
+    uint64_t p0 = off / GW_PAGE_SIZE;
+    if (len % GW_PAGE_SIZE) gw_chunk_digest_mark(c->cd, p0, (len + GW_PAGE_SIZE - 1) / GW_PAGE_SIZE);
+    else gw_chunk_digest_set_from(c->cd, p0, len / GW_PAGE_SIZE, data);
 }
 
 static int place_mem(void *ctx, uint64_t i, const uint8_t *data, size_t len)

@@ -2,7 +2,6 @@
 #include "engine/vm/chunk_digest.h"
 
 #include <errno.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -102,10 +101,19 @@ void gw_chunk_digest_hash_pages(struct gw_chunk_digest *d, const uint64_t *pfns,
 
 void gw_chunk_digest_set_from(struct gw_chunk_digest *d, uint64_t pfn, uint64_t n, const uint8_t *data)
 {
-    uint64_t first = pfn / GW_CHUNK_DIGEST_PAGES, count = n / GW_CHUNK_DIGEST_PAGES;
-    for (uint64_t k = 0; k < count && first + k < d->nchunks; k++) {
-        uint64_t c = first + k;
-        XXH128_hash_t h = XXH3_128bits(data + k * CHUNK_BYTES, CHUNK_BYTES);
+    /* Whole chunks [first, last) come from data; the pages of a chunk cut at either end only
+     * mark it (its other pages are not in data). */
+    uint64_t end = pfn + n, first = (pfn + GW_CHUNK_DIGEST_PAGES - 1) / GW_CHUNK_DIGEST_PAGES;
+    uint64_t last = end / GW_CHUNK_DIGEST_PAGES;
+    if (first >= last) {
+        gw_chunk_digest_mark(d, pfn, n);
+        return;
+    }
+    if (pfn % GW_CHUNK_DIGEST_PAGES) gw_chunk_digest_mark(d, pfn, first * GW_CHUNK_DIGEST_PAGES - pfn);
+    if (end % GW_CHUNK_DIGEST_PAGES) gw_chunk_digest_mark(d, last * GW_CHUNK_DIGEST_PAGES, end % GW_CHUNK_DIGEST_PAGES);
+    const uint8_t *whole = data + (first * GW_CHUNK_DIGEST_PAGES - pfn) * 4096;
+    for (uint64_t c = first; c < last && c < d->nchunks; c++) {
+        XXH128_hash_t h = XXH3_128bits(whole + (c - first) * CHUNK_BYTES, CHUNK_BYTES);
         d->hashes[2 * c] = h.high64;
         d->hashes[2 * c + 1] = h.low64;
         uint64_t g = c / GW_CHUNK_DIGEST_GROUP;
@@ -114,24 +122,19 @@ void gw_chunk_digest_set_from(struct gw_chunk_digest *d, uint64_t pfn, uint64_t 
     }
 }
 
-/* Whether pages i.. of the batch are one whole chunk written from one contiguous buffer. */
-static bool whole_chunk_from(const uint64_t *pfns, const uint8_t *const *from, uint32_t i, uint32_t n)
-{
-    if (pfns[i] % GW_CHUNK_DIGEST_PAGES || n - i < GW_CHUNK_DIGEST_PAGES || !from[i]) return false;
-    for (uint32_t j = 1; j < GW_CHUNK_DIGEST_PAGES; j++)
-        if (pfns[i + j] != pfns[i] + j || from[i + j] != from[i] + (size_t)j * 4096) return false;
-    return true;
-}
-
 void gw_chunk_digest_placed(struct gw_chunk_digest *d, const uint64_t *pfns, const uint8_t *const *from, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        if (whole_chunk_from(pfns, from, i, n)) {
-            gw_chunk_digest_set_from(d, pfns[i], GW_CHUNK_DIGEST_PAGES, from[i]);
-            i += GW_CHUNK_DIGEST_PAGES - 1;
-        } else {
+    for (uint32_t i = 0, k; i < n; i += k) {
+        /* A run of consecutive pages written from one contiguous buffer goes to set_from (its
+         * whole chunks from the buffer, the chunks it cuts marked); a page without a buffer
+         * is marked. */
+        k = 1;
+        if (!from[i]) {
             gw_chunk_digest_mark(d, pfns[i], 1);
+            continue;
         }
+        while (i + k < n && pfns[i + k] == pfns[i] + k && from[i + k] == from[i] + (size_t)k * 4096) k++;
+        gw_chunk_digest_set_from(d, pfns[i], k, from[i]);
     }
     gw_chunk_digest_hash_pages(d, pfns, n);
 }

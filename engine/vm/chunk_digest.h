@@ -48,10 +48,14 @@ void gw_chunk_digest_mark_bitmap(struct gw_chunk_digest *d, uint64_t *bitmap, ui
  * other chunks; not against refresh or final (call those when nobody hashes). */
 void gw_chunk_digest_hash_pages(struct gw_chunk_digest *d, const uint64_t *pfns, uint32_t n);
 
-/* Hashes data (a copy of memory pages [pfn, pfn + n), both multiples of GW_CHUNK_DIGEST_PAGES)
- * into the digest instead of reading memory: how a live snapshot records the contents of its
- * point in time while the guest has already moved on, or how a restore records what it wrote
- * into memory without reading it back. Thread-safe against other calls on other pages. */
+/* Hashes data (a copy of memory pages [pfn, pfn + n)) into the digest instead of reading
+ * memory: how a live snapshot records the contents of its point in time while the guest has
+ * already moved on, or how a restore records what it wrote into memory without reading it
+ * back. Only whole chunks are taken from data; a chunk the range cuts at either end (or a
+ * range inside one chunk) is only marked, to be hashed from memory later, since data lacks its
+ * other pages. Thread-safe against other calls on other chunks; a call that marks a chunk
+ * leaves it to whoever hashes later (refresh, or one thread), so two calls that share a cut
+ * chunk never both write its hash. */
 void gw_chunk_digest_set_from(struct gw_chunk_digest *d, uint64_t pfn, uint64_t n, const uint8_t *data);
 
 /* Pages pfns[0..n) were just written into memory, in that order (a receiver's batch; a page may

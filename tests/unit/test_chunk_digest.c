@@ -147,3 +147,38 @@ GW_TEST(placed_batches_hash_what_memory_holds)
     free(buf);
     free(other);
 }
+
+/* set_from over a range that cuts chunks at both ends: the whole chunks come from the data
+ * given (not read), the cut ones are marked and read from memory at the end. */
+GW_TEST(set_from_takes_whole_chunks_and_marks_cut_ones)
+{
+    enum { PAGES = 32 };
+    uint8_t *mem = calloc(PAGES, 4096), *data = malloc(10 * 4096);
+    REQUIRE(mem && data);
+    for (size_t i = 0; i < 10 * 4096; i++) data[i] = (uint8_t)(i * 11 + 3);
+    struct gw_chunk_digest d;
+    REQUIRE(gw_chunk_digest_init(&d, mem, PAGES * 4096) == 0);
+    /* Pages 2..11: chunk 0 cut (2, 3), chunks 1 and 2 whole (4..11). */
+    memcpy(mem + 2 * 4096, data, 10 * 4096);
+    gw_chunk_digest_set_from(&d, 2, 10, data);
+    CHECK(digest_is_memory(&d, mem, PAGES * 4096));
+    /* A range inside one chunk only marks it. */
+    memset(mem + 13 * 4096, 0x77, 4096);
+    gw_chunk_digest_set_from(&d, 13, 1, mem + 13 * 4096);
+    CHECK(digest_is_memory(&d, mem, PAGES * 4096));
+    /* Cut chunks are read from memory: a buffer that differs there does not show... */
+    uint8_t *other = malloc(10 * 4096);
+    REQUIRE(other);
+    memcpy(other, data, 10 * 4096);
+    other[0] ^= 1;                      /* page 2: in cut chunk 0 */
+    gw_chunk_digest_set_from(&d, 2, 10, other);
+    CHECK(digest_is_memory(&d, mem, PAGES * 4096));
+    /* ...while whole chunks are taken from the buffer: a difference there does. */
+    other[3 * 4096] ^= 1;               /* page 5: in whole chunk 1 */
+    gw_chunk_digest_set_from(&d, 2, 10, other);
+    CHECK(!digest_is_memory(&d, mem, PAGES * 4096));
+    gw_chunk_digest_free(&d);
+    free(mem);
+    free(data);
+    free(other);
+}
