@@ -2,7 +2,7 @@
  *
  *   godwit-bench backup --contention --target dir:PATH|rados:auto [--disk SPEC] [--disk-size SIZE]
  *                [--memory SIZE] [--ws SIZE] [--seconds N] [--cpu-priority P] [--method M]
- *                [--osd-store memstore|bluestore] [--fixed] [--json]
+ *                [--osd-store memstore|bluestore] [--fixed] [--vm-latency-target PCT] [--json]
  *
  * Two VMs on this host: the disk guest (guest/workload_disk.c: reads and writes its disk every
  * timer tick) whose block-request latency the virtio disk measures (a histogram in the
@@ -47,6 +47,7 @@
 #include "bench/bench_proc.h"
 #include "engine/common/json.h"
 #include "engine/common/lat_hist.h"
+#include "engine/common/limits.h"
 #include "engine/common/util.h"
 #include "engine/vm/blk_rbd.h"
 #include "storage/store.h"
@@ -55,6 +56,7 @@ struct copts {
     const char *target, *disk, *dir;
     const char *cpu, *method;   /* both backups' --cpu-priority and --method (NULL: the runner's defaults) */
     const char *osd_store;      /* rados:auto's OSD: memstore (default) or bluestore */
+    const char *vm_target;      /* (c)'s --vm-latency-target (NULL: the runner's default) */
     uint64_t disk_size, memory, ws, seconds;
     bool json;
     bool fixed;                 /* --fixed: phase (d), see the top of this file */
@@ -65,7 +67,8 @@ static int parse(int argc, char **argv, struct copts *o)
     static const struct option lo[] = {
         {"contention", 0, 0, 'c'}, {"target", 1, 0, 't'}, {"disk", 1, 0, 'd'}, {"disk-size", 1, 0, 's'},
         {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"seconds", 1, 0, 'S'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'},
-        {"cpu-priority", 1, 0, 'P'}, {"method", 1, 0, 'M'}, {"osd-store", 1, 0, 'O'}, {"fixed", 0, 0, 'F'}, {0},
+        {"cpu-priority", 1, 0, 'P'}, {"method", 1, 0, 'M'}, {"osd-store", 1, 0, 'O'}, {"fixed", 0, 0, 'F'},
+        {"vm-latency-target", 1, 0, 'L'}, {0},
     };
     *o = (struct copts){.target = "rados:auto", .disk_size = 1ull << 30, .memory = 1ull << 30, .ws = 512ull << 20,
                         .seconds = 5, .osd_store = "memstore"};
@@ -90,6 +93,12 @@ static int parse(int argc, char **argv, struct copts *o)
         case 'S': r = gw_parse_u64(optarg, 1, 3600, &o->seconds); break;
         case 'j': o->json = true; break;
         case 'F': o->fixed = true; break;
+        case 'L': {
+            uint64_t pct;
+            r = gw_parse_u64(optarg, GW_LIMIT_VM_LAT_PCT_MIN, GW_LIMIT_VM_LAT_PCT_MAX, &pct);
+            o->vm_target = optarg;
+            break;
+        }
         default: return 2;
         }
         if (r) { fprintf(stderr, "godwit-bench backup --contention: bad value for --%s\n", lo[idx].name); return 2; }
@@ -123,6 +132,7 @@ struct phase {
     double p50_us, p99_us, mib_s, elapsed_ms;
     uint64_t requests, backoffs, bytes;
     uint64_t wp_faults;     /* the backed-up VM's writes that faulted on write-protect */
+    uint64_t vm_target_pct; /* adaptive: the guests' p99 target, percent of their baseline */
     struct gw_lat_hist d;   /* the guest's requests in the phase */
 };
 
@@ -186,6 +196,7 @@ static int backup_phase(const char *vm_bin, const char *dsock, const char *bsock
     gw_json_get_double(line, "elapsed_ms", &ph->elapsed_ms);
     gw_json_get_u64(line, "throttle_backoffs", &ph->backoffs);
     gw_json_get_u64(line, "wp_faults", &ph->wp_faults);
+    gw_json_get_u64(line, "throttle_vm_target_pct", &ph->vm_target_pct);
     ph->mib_s = ph->elapsed_ms > 0 ? ph->bytes / 1048576.0 / (ph->elapsed_ms / 1000) : 0;
     return 0;
 }
@@ -316,7 +327,7 @@ int gw_bench_backup_contention(int argc, char **argv)
     char *store_b[] = {"--store", spec_b, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
     char *store_c[] = {"--store", spec_c, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
     /* The options given, in a row without gaps (argv ends at the first NULL). */
-    char *off[8] = {"--throttle", "off"}, *adaptive[10] = {"--throttle", "adaptive", "--watch-vm", dsock};
+    char *off[8] = {"--throttle", "off"}, *adaptive[12] = {"--throttle", "adaptive", "--watch-vm", dsock};
     int noff = 2, nad = 4;
     if (o.cpu) {
         off[noff++] = adaptive[nad++] = "--cpu-priority";
@@ -325,6 +336,10 @@ int gw_bench_backup_contention(int argc, char **argv)
     if (o.method) {
         off[noff++] = adaptive[nad++] = "--method";
         off[noff++] = adaptive[nad++] = (char *)o.method;
+    }
+    if (o.vm_target) {
+        adaptive[nad++] = "--vm-latency-target";
+        adaptive[nad++] = (char *)o.vm_target;
     }
     if (!status && backup_phase(vm_bin, dsock, bsock, store_b, off, &b, err, sizeof err)) status = 1;
     /* Alone just before and just after (c): its baseline is the guest at the same time. */
@@ -394,7 +409,7 @@ int gw_bench_backup_contention(int argc, char **argv)
                "\"alone_after_adaptive_p50_us\":%.1f,\"alone_after_adaptive_p99_us\":%.1f,"
                "\"alone_around_adaptive_p50_us\":%.1f,\"alone_around_adaptive_p99_us\":%.1f,\"alone_around_requests\":%llu,"
                "\"p99_ratio_adaptive_vs_alone_around_it\":%.2f,\"alone_p99_last_vs_first\":%.2f,"
-               "\"adaptive_backoffs\":%llu,\"p99_ratio_unthrottled_vs_alone\":%.2f,\"p99_ratio_adaptive_vs_alone\":%.2f,"
+               "\"adaptive_backoffs\":%llu,\"adaptive_vm_target_pct\":%llu,\"p99_ratio_unthrottled_vs_alone\":%.2f,\"p99_ratio_adaptive_vs_alone\":%.2f,"
                "\"target_p99_ratio\":1.2,\"target_met\":%s,\"disk_verify_errors\":%llu,\"bulk_verify_errors\":%llu,"
                "\"unthrottled_wp_faults\":%llu,\"adaptive_wp_faults\":%llu,\"fixed_wp_faults\":%llu,"
                "\"fixed_p50_us\":%.1f,\"fixed_p99_us\":%.1f,\"fixed_mib_s\":%.1f,\"alone_around_fixed_p99_us\":%.1f,"
@@ -406,7 +421,7 @@ int gw_bench_backup_contention(int argc, char **argv)
                (unsigned long long)a.requests, b.p50_us, b.p99_us, (unsigned long long)b.requests, c.p50_us, c.p99_us,
                (unsigned long long)c.requests, b.mib_s, c.mib_s, b.elapsed_ms, c.elapsed_ms, a2.p50_us, a2.p99_us, ratio_c2,
                a3.p50_us, a3.p99_us, around.p50_us, around.p99_us, (unsigned long long)around.requests, ratio_around, drift,
-               (unsigned long long)c.backoffs,
+               (unsigned long long)c.backoffs, (unsigned long long)c.vm_target_pct,
                ratio_b, ratio_c, !status && ratio_around <= 1.2 ? "true" : "false", (unsigned long long)disk_verify_errors,
                (unsigned long long)bulk_verify_errors, (unsigned long long)b.wp_faults, (unsigned long long)c.wp_faults,
                (unsigned long long)d.wp_faults, d.p50_us, d.p99_us, d.mib_s, around_d.p99_us, ratio_d, e.p50_us,

@@ -167,6 +167,7 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
     gw_bucket_init(&t->bytes, rate, burst_of(rate, 4 << 20), now);
     gw_bucket_init(&t->ops, ops, burst_of(ops, 4), now);
     gw_throttle_ctl_defaults(&t->cp);
+    if (cfg->vm_target_pct) t->cp.vm_factor = cfg->vm_target_pct / 100.0;
     t->cp.max_rate = rate;
     if (rate > 0 && t->cp.min_rate > rate) t->cp.min_rate = rate;
     /* The VM's baseline: its p99 over one window just before the backup starts writing (its

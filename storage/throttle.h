@@ -48,6 +48,9 @@ struct gw_throttle_cfg {
      * to date by godwitd (engine/daemon/backup_budget.c) through gw_throttle_shared_set. */
     const char *cluster_path;
     double cluster_rate;
+    /* Adaptive: the VMs' p99 target in percent of their baseline (0: GW_LIMIT_VM_LAT_PCT_DEFAULT;
+     * else GW_LIMIT_VM_LAT_PCT_MIN..MAX, engine/common/limits.h). */
+    unsigned vm_target_pct;
     /* The VM's block-request latency histogram (cumulative); NULL or -errno: no VM signal. */
     int (*vm_latency)(void *ctx, struct gw_lat_hist *out);
     void *vm_ctx;

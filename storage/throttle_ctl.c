@@ -1,6 +1,8 @@
 /* The adaptive throttle's controller (see throttle_ctl.h). */
 #include "storage/throttle_ctl.h"
 
+#include "engine/common/limits.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -9,7 +11,7 @@ void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p)
     *p = (struct gw_throttle_ctl_params){
         .max_rate = 0, .min_rate = 1 << 20,
         .store_factor = 4.0, .store_floor_ns = 20000000, .store_ceiling_ns = 30000000,
-        .vm_factor = 1.1, .vm_floor_ns = 500000, .vm_ceiling_ns = 20000000,
+        .vm_factor = GW_LIMIT_VM_LAT_PCT_DEFAULT / 100.0, .vm_floor_ns = 500000, .vm_ceiling_ns = 20000000,
         .vm_min_requests = 5, .pressure_hold = 0.8, .pressure_lift = 0.9,
         .start_rate = 8 << 20,
     };

@@ -46,6 +46,13 @@
 #define GW_LIMIT_FLEECE_MAX (1ull << 40)
 #define GW_LIMIT_FLEECE_BLOCKS_MAX (1ull << 22)  /* copy-before-write blocks per disk (state: 5 B each) */
 
+/* Backups: the adaptive throttle's target for the VMs' block-request p99, in percent of their
+ * p99 just before the backup (storage/throttle_ctl.h). Below 101 every interval would read as
+ * congested; above 1000 the guests would no longer be protected. */
+#define GW_LIMIT_VM_LAT_PCT_MIN 101u
+#define GW_LIMIT_VM_LAT_PCT_DEFAULT 110u
+#define GW_LIMIT_VM_LAT_PCT_MAX 1000u
+
 /* What a zero (unset) field of CreateVmRequest means. */
 #define GW_DEFAULT_MEMORY (256ull << 20)
 #define GW_DEFAULT_VCPUS 1u

@@ -28,6 +28,7 @@ int gw_bkjob_throttle(struct gw_daemon *d, const struct gw_backup_target_cfg *t,
     /* Not adaptive: the backup's own limits as given ("fixed"), or none ("off"); the host
      * budget holds either way. */
     br->throttle = adaptive ? "adaptive" : b->thr.rate || b->thr.ops ? "fixed" : "off";
+    if (adaptive) br->vm_latency_target_pct = cfg->backup_vm_latency_target;
     if ((cfg->backup_host_rate || cfg->backup_host_ops) &&
         snprintf(bk->host, sizeof bk->host, "%s/backup-host.bucket", cfg->state_dir) < (int)sizeof bk->host) {
         br->host_throttle_path = bk->host;

@@ -173,6 +173,8 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
             return 0;
         }
     }
+    else if (!strcmp(key, "backup_vm_latency_target"))
+        r = set_u32(&cfg->backup_vm_latency_target, value, GW_LIMIT_VM_LAT_PCT_MIN, GW_LIMIT_VM_LAT_PCT_MAX);
     else if (!strcmp(key, "backup_adaptive")) {
         r = !strcmp(value, "on") || !strcmp(value, "off") ? 0 : -EINVAL;
         cfg->backup_adaptive = !strcmp(value, "on");
@@ -213,7 +215,8 @@ int gw_daemon_config_load(const char *path, struct gw_daemon_config *cfg, char *
 {
     /* 8 workers: StartVm and StopVm hold one for seconds, reads must still find a free one. */
     *cfg = (struct gw_daemon_config){.max_migrations = 2, .max_incoming = 2, .workers = 8, .migration_tls = 1,
-                                     .max_backups = 1, .cluster_max_backups = 1024, .backup_adaptive = 1};
+                                     .max_backups = 1, .cluster_max_backups = 1024, .backup_adaptive = 1,
+                                     .backup_vm_latency_target = GW_LIMIT_VM_LAT_PCT_DEFAULT};
     snprintf(cfg->listen, sizeof cfg->listen, "127.0.0.1:7400");
     snprintf(cfg->state_dir, sizeof cfg->state_dir, "/var/lib/godwit");
     snprintf(cfg->migration_host, sizeof cfg->migration_host, "127.0.0.1");

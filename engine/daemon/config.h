@@ -64,6 +64,8 @@
  *   backup_cpu_priority = batch        ; CPU priority of the threads of every backup and ordinary
  *                                      ;   restore this host runs: idle, batch (default), batch:N,
  *                                      ;   nice:N or normal (engine/common/cpu_prio.h)
+ *   backup_vm_latency_target = 110     ; adaptive backups keep the VMs' block-request p99 within
+ *                                      ;   this percent of their p99 before the backup (101..1000)
  *   test_clock_file = clock            ; test builds only: the scheduler's "now" (Unix seconds) from it
  *
  *   [daemon] test_runner_fault = drop-go ; test builds (GODWIT_TEST_HOOKS) only: a fault for runners
@@ -115,6 +117,7 @@ struct gw_daemon_config {
     uint32_t max_backups, cluster_max_backups;   /* the backup scheduler's slots (backup_sched.c) */
     uint64_t backup_host_rate;      /* bytes/s for all backups on this host; 0 = none */
     uint32_t backup_host_ops;       /* store writes/s for all backups on this host; 0 = none */
+    uint32_t backup_vm_latency_target;  /* percent (GW_LIMIT_VM_LAT_PCT_*), for every adaptive backup */
     int backup_adaptive;            /* 1 (default): backups throttle adaptively; 0: fixed rates only */
     char backup_cpu_priority[32];   /* canonical (gw_cpu_prio_name): for every backup and ordinary restore */
     char test_clock_file[GW_CFG_STR];   /* GODWIT_TEST_HOOKS builds only: the scheduler's clock */

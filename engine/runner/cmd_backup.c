@@ -5,7 +5,7 @@
  *                    [--method dirty-log|pause] [--fleece-limit SIZE] [--json]
  *                    [--throttle adaptive|fixed|off] [--rate SIZE] [--ops N]
  *                    [--host-throttle FILE --host-rate SIZE --host-ops N] [--watch-vm SOCK]...
- *                    [--cpu-priority idle|batch|batch:N|nice:N|normal]
+ *                    [--cpu-priority idle|batch|batch:N|nice:N|normal] [--vm-latency-target PCT]
  *                    [--test-store-delay US:MS]   (GODWIT_TEST_HOOKS builds)
  *   godwit-vm verify-backup --store SPEC [STORE OPTIONS] --vm NAME [--backup ID] [--json]
  *   godwit-vm list-backups --store SPEC [STORE OPTIONS] --vm NAME [--json]
@@ -36,7 +36,7 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_BAD = 3 };
 struct bopts {
     Godwit__V1__StoreSpec spec;
     const char *control, *vm, *backup, *parent, *method;
-    uint64_t fleece_limit, rate, ops, host_rate, host_ops, delay_us, delay_ms;
+    uint64_t fleece_limit, rate, ops, host_rate, host_ops, delay_us, delay_ms, vm_lat_pct;
     const char *throttle, *host_throttle, *cpu_priority;
     char *watch[8];
     size_t nwatch;
@@ -70,7 +70,8 @@ static int parse(int argc, char **argv, struct bopts *o)
         {"json", 0, 0, 'j'}, {"fleece-limit", 1, 0, 'F'},
         {"throttle", 1, 0, 'T'}, {"rate", 1, 0, 'R'}, {"ops", 1, 0, 'O'}, {"host-throttle", 1, 0, 'H'},
         {"host-rate", 1, 0, 'r'}, {"host-ops", 1, 0, 'o'}, {"test-store-delay", 1, 0, 'D'},
-        {"watch-vm", 1, 0, 'W'}, {"cpu-priority", 1, 0, 'P'}, {0},
+        {"watch-vm", 1, 0, 'W'}, {"cpu-priority", 1, 0, 'P'},
+        {"vm-latency-target", 1, 0, 'L'}, {0},
     };
     memset(o, 0, sizeof *o);
     godwit__v1__store_spec__init(&o->spec);
@@ -94,6 +95,13 @@ static int parse(int argc, char **argv, struct bopts *o)
             break;
         case 'T': o->throttle = optarg; break;
         case 'P': o->cpu_priority = optarg; break;
+        case 'L':
+            if (gw_parse_u64(optarg, GW_LIMIT_VM_LAT_PCT_MIN, GW_LIMIT_VM_LAT_PCT_MAX, &o->vm_lat_pct)) {
+                fprintf(stderr, "godwit-vm: --vm-latency-target is %u..%u (percent of the VM's p99 before the backup)\n",
+                        GW_LIMIT_VM_LAT_PCT_MIN, GW_LIMIT_VM_LAT_PCT_MAX);
+                return -1;
+            }
+            break;
         case 'H': o->host_throttle = optarg; break;
         case 'W':
             if (o->nwatch == 8) { fprintf(stderr, "godwit-vm: at most 8 --watch-vm\n"); return -1; }
@@ -153,6 +161,7 @@ static int cmd_backup(struct bopts *o)
     br.fleece_limit = o->fleece_limit;
     br.throttle = (char *)(o->throttle ? o->throttle : "");
     br.cpu_priority = (char *)(o->cpu_priority ? o->cpu_priority : "");
+    br.vm_latency_target_pct = (uint32_t)o->vm_lat_pct;
     br.rate = o->rate;
     br.ops = o->ops;
     br.host_throttle_path = absolute(o->host_throttle, a6, sizeof a6);
@@ -183,7 +192,7 @@ static int cmd_backup(struct bopts *o)
                    "\"throttle_elapsed_ms\":%.1f,\"throttle_wait_ms\":%.1f,\"throttle_backoffs\":%llu,\"throttle_min_mib_s\":%.2f,"
                    "\"throttle_end_mib_s\":%.2f,\"disk_source\":\"%s\",\"disk_snap_ms\":%.3f,\"chunks_unread\":%llu,\"bytes_read\":%llu,"
                    "\"patched_chunks\":%llu,\"patched_bytes\":%llu,\"layered_chunks\":%llu,\"wp_faults\":%llu,"
-                   "\"wp_pages_copied\":%llu,\"cpu_priority\":\"%s\",\"throttle_why\":",
+                   "\"wp_pages_copied\":%llu,\"cpu_priority\":\"%s\",\"throttle_vm_target_pct\":%u,\"throttle_why\":",
                    b->id, (unsigned long long)b->memory_bytes, (unsigned long long)b->disk_bytes,
                    (unsigned long long)b->chunks, (unsigned long long)b->new_chunks, (unsigned long long)b->new_bytes,
                    (unsigned long long)b->reused_chunks, (unsigned long long)b->zero_chunks, b->pause_ns / 1e6,
@@ -195,7 +204,7 @@ static int cmd_backup(struct bopts *o)
                    (unsigned long long)b->chunks_unread, (unsigned long long)b->bytes_read,
                    (unsigned long long)b->patched_chunks, (unsigned long long)b->patched_bytes,
                    (unsigned long long)b->layered_chunks, (unsigned long long)b->wp_faults,
-                   (unsigned long long)b->wp_pages_copied, b->cpu_priority);
+                   (unsigned long long)b->wp_pages_copied, b->cpu_priority, b->throttle_vm_target_pct);
         if (b) gw_json_str(stdout, b->throttle_why);
         printf("}\n");
     } else if (!rep->ok) {

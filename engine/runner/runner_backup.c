@@ -18,6 +18,7 @@
 #include "engine/common/cpu_prio.h"
 #include "backup/instant_restore.h"
 #include "backup/backup_since.h"
+#include "engine/common/limits.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
@@ -149,6 +150,13 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
 #ifndef GODWIT_TEST_HOOKS
     if (req->test_store_delay_us) { snprintf(err, errlen, "store latency injection exists in test builds only"); return -EINVAL; }
 #endif
+    if (req->vm_latency_target_pct &&
+        (req->vm_latency_target_pct < GW_LIMIT_VM_LAT_PCT_MIN || req->vm_latency_target_pct > GW_LIMIT_VM_LAT_PCT_MAX)) {
+        snprintf(err, errlen, "the VM latency target is %u..%u %% of the VM's p99 before the backup", GW_LIMIT_VM_LAT_PCT_MIN,
+                 GW_LIMIT_VM_LAT_PCT_MAX);
+        return -EINVAL;
+    }
+    tc.vm_target_pct = req->vm_latency_target_pct;
     if (req->n_watch_controls > WATCH_MAX) { snprintf(err, errlen, "at most %u VMs to watch", WATCH_MAX); return -EINVAL; }
     struct lat_feed *feed = calloc(1, sizeof *feed);
     if (!feed) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }

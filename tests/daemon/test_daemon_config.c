@@ -153,6 +153,28 @@ GW_TEST(config_backup_cpu_priority)
     }
 }
 
+GW_TEST(config_backup_vm_latency_target)
+{
+    struct gw_daemon_config c;
+    char err[256];
+    const char *p = write_conf("[daemon]\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK_EQ(c.backup_vm_latency_target, 110);   /* the default: 1.1x the VMs' p99 before the backup */
+    REQUIRE((p = write_conf("[daemon]\nbackup_vm_latency_target = 150\n")));
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK_EQ(c.backup_vm_latency_target, 150);
+    const char *bad[] = {"100", "1001", "1.1", "-5", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "[daemon]\nbackup_vm_latency_target = %s\n", bad[i]);
+        REQUIRE((p = write_conf(text)));
+        err[0] = 0;
+        CHECK_EQ(gw_daemon_config_load(p, &c, err, sizeof err), -EINVAL);
+        CHECK(strstr(err, "backup_vm_latency_target") != NULL);
+    }
+}
+
 GW_TEST(config_backup_targets)
 {
     struct gw_daemon_config c;

@@ -145,6 +145,8 @@ class Backups(BackupBase):
         self.assertGreater(b["new_chunks"], 50)
         self.assertEqual(b["method"], "wp")
         self.assertLess(b["pause_ms"], 200)
+        self.assertEqual(b["throttle"], "adaptive")
+        self.assertEqual(b["throttle_vm_target_pct"], 110, b)   # the default target
         # The dirtier wrote on through the backup: its writes faulted, and pages it was about
         # to overwrite before the backup read them were copied aside (a fault copies the
         # block around the page: more pages than faults).
@@ -425,6 +427,7 @@ class Backups(BackupBase):
         self.assertGreater(mib_s, 24 * 0.85, b)
         self.assertLess(mib_s, 24 * 1.1, b)
         self.assertEqual(b["throttle_backoffs"], 0)
+        self.assertEqual(b["throttle_vm_target_pct"], 0, b)
         r = self.restore(store, "thr1", "--name", "thr1b")
         self.assert_clone_runs(r, b["memory_digest"])
         # A fixed throttle without a limit is refused with its reason.
@@ -438,7 +441,12 @@ class Backups(BackupBase):
         store = self.store_args("dir")
         src = self.start("thr2", ["--memory", "384M", "--guest", "dirtier:ws=256M,rate=8M,pattern=random"])
         # Every store write takes 40 ms more for the first 1.5 s (Veeam throttles at 30 ms).
-        b = self.backup(src, store, "--test-store-delay", "40000:1500")
+        # The VMs' latency target from the command line (default 110 %); out of range: usage.
+        r = gwtest.run([VM, "backup", "--control", src.sock, "--json", "--vm-latency-target", "100"] + store)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--vm-latency-target is 101..1000", r.stderr)
+        b = self.backup(src, store, "--test-store-delay", "40000:1500", "--vm-latency-target", "150")
+        self.assertEqual(b["throttle_vm_target_pct"], 150, b)
         sys.stderr.write("  adaptive: %d back-offs, lowest %.1f MiB/s, end %.1f MiB/s (0: unlimited), %.0f ms\n"
                          % (b["throttle_backoffs"], b["throttle_min_mib_s"], b["throttle_end_mib_s"], b["throttle_elapsed_ms"]))
         self.assertEqual(b["throttle"], "adaptive")
@@ -453,6 +461,7 @@ class Backups(BackupBase):
         # The same injection without adaptive control: no back-off, the writes just wait.
         b2 = self.backup(src, store, "--parent", "none", "--throttle", "off", "--test-store-delay", "40000:500")
         self.assertEqual(b2["throttle_backoffs"], 0, b2)
+        self.assertEqual(b2["throttle_vm_target_pct"], 0, b2)
 
     def test_corrupted_chunk_found_by_verify_and_refused_by_restore(self):
         store = self.store_args("dir")
