@@ -25,6 +25,7 @@
 #include "backup/backup_since.h"
 #include "backup/backup_disk.h"
 #include "backup/disk_snapshot.h"
+#include "backup/side_fill.h"
 #include "storage/chunk_sink.h"
 #include "storage/gc.h"
 #include "storage/manifest.h"
@@ -53,8 +54,7 @@ struct bk {
     uint64_t disk_snap_ns;      /* its RBD snapshot's creation, after the pause */
     uint64_t t_resumed;         /* the guest ran on after the pause (copy-before-write began) */
     uint64_t mem_pos;           /* memory bytes through the sink so far */
-    uint64_t fill_t;            /* the side buffer's fill, sampled for its recent speed */
-    double fill_at, fill_speed;
+    struct gw_side_fill fill;   /* the side buffer's forecast (side_fill.h) */
     uint64_t pause_ns;
     unsigned rounds;
     struct gw_dirty_snapshot *wp;   /* the live snapshot (write-protect method) */
@@ -239,6 +239,7 @@ static int take_point_in_time(struct bk *b, enum gw_backup_method method, Godwit
     if (b->since) gw_backup_since_take(b->since);   /* the point in time of the bitmap too */
     if (!was_paused) gw_vm_resume(vm);
     b->t_resumed = gw_now_ns();
+    gw_side_fill_init(&b->fill, b->t_resumed);
     b->pause_ns = b->t_resumed - t0;
     gw_debug("backup pause: stop vCPUs %.2f ms, memory %.2f ms, protect and state %.2f ms, disk %.2f ms, total %.2f ms",
              (t_paused - t0) / 1e6, t_mem ? (t_mem - t_paused) / 1e6 : 0.0, (t_state - (t_mem ? t_mem : t_paused)) / 1e6,
@@ -436,31 +437,15 @@ static uint8_t (*parent_disk_names(const struct bk *b, const Godwit__V1__BackupM
 static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_disk_latency(ctx, out); }
 
 /* The write-protect side buffer's fill, and the store rate that finishes the memory before it
- * is full at its recent filling speed; what is left to write is estimated from the store bytes
- * per memory byte so far (all of it before 5 % is done). The throttle never limits below it. */
+ * is full (side_fill.h). The throttle never limits below it. */
 static void wp_pressure(void *ctx, double *full, double *need)
 {
     struct bk *b = ctx;
     *full = gw_dirty_snapshot_pressure(b->wp);
     *need = 0;
-    double elapsed = b->t_resumed ? (gw_now_ns() - b->t_resumed) / 1e9 : 0;
+    if (!b->wp || !b->t_resumed) return;
     double done = b->vm->mem.size ? (double)b->mem_pos / (double)b->vm->mem.size : 1;
-    if (!b->wp || *full < 0.02 || elapsed < 0.1 || done >= 1 || *full >= 1) return;
-    /* Its speed over the last half second or more (it slows as pages are read and stop
-     * faulting); until then the average since the point in time. */
-    uint64_t now = gw_now_ns();
-    if (!b->fill_t) b->fill_speed = *full / elapsed;
-    if (!b->fill_t || now - b->fill_t >= 500000000ull) {
-        if (b->fill_t) b->fill_speed = (*full - b->fill_at) / ((now - b->fill_t) / 1e9);
-        b->fill_t = now;
-        b->fill_at = *full;
-    }
-    if (b->fill_speed <= 0) return;
-    double time_left = (1 - *full) / b->fill_speed;
-    /* Early on (or crawling) the ratio says little: assume every byte left is written. */
-    double left = (1 - done) * (double)b->vm->mem.size;
-    if (done >= 0.05) left = (double)b->sink.new_bytes * (1 - done) / done;
-    *need = left / time_left;
+    *need = gw_side_fill_need(&b->fill, *full, done, (double)b->vm->mem.size, (double)b->sink.new_bytes, gw_now_ns());
 }
 
 /* The disk's point in time into the store (run at the backup's CPU priority). */

@@ -51,8 +51,9 @@ extern const struct gw_dirty_backend_ops gw_dirty_kvm_ring_ops;
 extern const struct gw_dirty_backend_ops gw_dirty_uffd_wp_ops;
 
 /* Copy-before-write for a snapshot: before_write(ctx, first, n) runs in the fault handler,
- * with the backend's lock held, before the pages [first, first + n) (the block_pages-aligned
- * block around the faulting page, cut at the end of RAM) become writable. It must not write
+ * with the backend's lock held, before the pages [first, first + n) become writable: the
+ * faulting page, or the block_pages-aligned block around it (cut at the end of RAM) when the
+ * previous fault was in that block or next to it. It must not write
  * guest memory or take the tracker's locks. */
 struct gw_dirty_wp_hook {
     void (*before_write)(void *ctx, uint64_t first, uint64_t n);

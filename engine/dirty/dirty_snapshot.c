@@ -14,7 +14,7 @@
 #include "engine/dirty/dirty_backend.h"
 #include "engine/vm/vm.h"
 
-#define SNAP_BLOCK_PAGES 4u           /* copied per fault: 16 KiB (random writers amplify larger blocks) */
+#define SNAP_BLOCK_PAGES 4u           /* copied per fault by a writer moving through memory: 16 KiB */
 #define SLAB_BYTES (2u << 20)         /* side buffer grows in 2 MiB slabs */
 #define SLAB_PAGES (SLAB_BYTES / GW_PAGE_SIZE)
 

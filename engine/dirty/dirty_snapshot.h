@@ -6,8 +6,8 @@
  * freeze, inside a short pause, is the point in time: the pages written since the open are
  * protected again and the snapshot's copy hook goes in. When the guest (or a device: their
  * reads into guest RAM fault the same way) then writes a protected page, the backend's
- * handler calls the hook, which copies the 16 KiB block around the page (the pages not yet
- * copied or read) to a side buffer; then the page becomes writable and the write is logged
+ * handler calls the hook, which copies the page, or the 16 KiB block around it for a writer
+ * moving through memory (the pages not yet copied or read), to a side buffer; then the page becomes writable and the write is logged
  * for every consumer of the tracker. The backup reads memory at leisure through
  * gw_dirty_snapshot_read: a copy of the range with every page changed since the point in
  * time taken from the side buffer instead.

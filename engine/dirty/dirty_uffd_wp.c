@@ -56,6 +56,7 @@ struct gw_dirty_wp {
     bool shadowed;                   /* KVM logs this VM too */
     bool hooked;
     struct gw_dirty_wp_hook hook;
+    uint64_t last_block;             /* the block of the last fault (+1; 0: none yet) */
     int broken;                      /* -errno: protection could not be lifted; all is unprotected */
     struct gw_dirty_wp_stats st;
 };
@@ -111,8 +112,17 @@ static void handle_fault(struct gw_dirty_wp *w, uint64_t addr)
     uint64_t off = addr - (uint64_t)(uintptr_t)w->base;
     if (off >= w->size) return;
     pthread_mutex_lock(&w->mu);
-    unsigned bp = w->hooked && w->hook.block_pages ? w->hook.block_pages : 1;
-    uint64_t first = off / GW_PAGE_SIZE / bp * bp;
+    /* A lone fault opens (and has the hook copy) its own page only: a random writer's
+     * neighbours are rarely written before the backup reads them, and every page copied holds
+     * a slot of the snapshot's bounded side buffer (a 512 MiB random dirtier filled it four
+     * times as fast with whole 16 KiB blocks). A fault in the block of the previous fault or
+     * next to it (a writer moving through memory) opens its whole block, sparing the faults
+     * of the pages that follow. */
+    unsigned hbp = w->hooked && w->hook.block_pages ? w->hook.block_pages : 1, bp = 1;
+    uint64_t page = off / GW_PAGE_SIZE, block = page / hbp;
+    if (hbp > 1 && w->last_block && block + 1 >= w->last_block - 1 && block + 1 <= w->last_block + 1) bp = hbp;
+    w->last_block = block + 1;
+    uint64_t first = page / bp * bp;
     uint64_t n = first + bp <= w->npages ? bp : w->npages - first;
     w->st.faults++;
     if (w->hooked) w->hook.before_write(w->hook.ctx, first, n);

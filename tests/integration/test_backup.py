@@ -148,8 +148,8 @@ class Backups(BackupBase):
         self.assertEqual(b["throttle"], "adaptive")
         self.assertEqual(b["throttle_vm_target_pct"], 110, b)   # the default target
         # The dirtier wrote on through the backup: its writes faulted, and pages it was about
-        # to overwrite before the backup read them were copied aside (a fault copies the
-        # block around the page: more pages than faults).
+        # to overwrite before the backup read them were copied aside (a random writer's fault
+        # copies its page, one moving through memory its block).
         self.assertGreater(b["wp_faults"], 0, b)
         self.assertGreater(b["wp_pages_copied"], 0, b)
         listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "web1", "--json"] + store).stdout)

@@ -153,6 +153,44 @@ GW_TEST(full_side_buffer_fails_and_never_blocks_the_writer)
     gw_vm_destroy(vm);
 }
 
+/* A lone fault copies its own page; a writer moving through memory gets whole 16 KiB blocks.
+ * Scattered writes (one page in every 32) copy exactly the pages written, one fault each; a
+ * sequential sweep of 1 MiB faults about once per block. Both still read as the point in
+ * time. */
+GW_TEST(scattered_writes_copy_their_pages_sweeps_their_blocks)
+{
+    if (!gw_test_have_kvm()) { gw_test_skip("no /dev/kvm"); return; }
+    struct gw_vm *vm = quiet_vm();
+    REQUIRE(vm);
+    uint8_t *mem = vm->mem.base;
+    uint8_t *expect = malloc(MEM), *buf = malloc(8u << 20);
+    REQUIRE(expect && buf);
+    struct gw_dirty_snapshot_stats st[2] = {{0}};
+    for (int sweep = 0; sweep < 2; sweep++) {
+        struct gw_dirty_snapshot *s = NULL;
+        if (!open_or_skip(vm, 8u << 20, &s)) { free(expect); free(buf); gw_vm_destroy(vm); return; }
+        CHECK_EQ(gw_dirty_snapshot_freeze(s), 0);
+        memcpy(expect, mem, MEM);
+        if (!sweep) for (uint64_t p = 0; p < 2048; p += 32) mem[p * 4096 + 11] ^= 0x21;   /* 64 pages, 128 KiB apart */
+        else for (uint64_t p = 2048; p < 2048 + 256; p++) mem[p * 4096 + 13] ^= 0x42;     /* a 1 MiB sweep */
+        REQUIRE(gw_dirty_snapshot_read(s, 0, 8u << 20, buf) == 0);   /* the data half's first 8 MiB... */
+        CHECK(memcmp(buf, expect, 8u << 20) == 0);
+        REQUIRE(gw_dirty_snapshot_read(s, 8u << 20, 8u << 20, buf) == 0);   /* ...and the rest */
+        CHECK(memcmp(buf, expect + (8u << 20), 8u << 20) == 0);
+        gw_dirty_snapshot_close(s, &st[sweep]);
+    }
+    printf("  scattered: %llu faults, %llu pages copied for 64 pages; sweep: %llu faults, %llu copied for 256\n",
+           (unsigned long long)st[0].faults, (unsigned long long)st[0].pages_copied,
+           (unsigned long long)st[1].faults, (unsigned long long)st[1].pages_copied);
+    CHECK_EQ(st[0].pages_copied, 64);
+    CHECK_EQ(st[0].faults, 64);
+    CHECK_EQ(st[1].pages_copied, 256);
+    CHECK(st[1].faults <= 256 / 4 + 2);
+    free(expect);
+    free(buf);
+    gw_vm_destroy(vm);
+}
+
 /* The bound is on copies not read yet: reading a range gives its copies' room back, so a guest
  * that rewrites far more than the side buffer in total, but never more than it ahead of the
  * reader, does not fail the snapshot, and every read still equals the point in time. */
