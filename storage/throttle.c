@@ -170,22 +170,25 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
     if (cfg->vm_target_pct) t->cp.vm_factor = cfg->vm_target_pct / 100.0;
     t->cp.max_rate = rate;
     if (rate > 0 && t->cp.min_rate > rate) t->cp.min_rate = rate;
-    /* The VM's baseline: its p99 over one window just before the backup starts writing (its
-     * history since boot would mix in whatever ran before, other backups included). */
+    /* The VM's baseline: the median p99 of windows just before the backup starts writing (its
+     * history since boot would mix in whatever ran before, other backups included; one window
+     * may have caught a spike: throttle_ctl.h). */
     struct gw_lat_hist h0;
-    uint64_t vm_base = 0;
+    uint64_t vm_base = 0, p99s[GW_THROTTLE_BASE_WINDOWS] = {0};
     t->vm_ok = cfg->vm_latency && cfg->vm_latency(cfg->vm_ctx, &h0) == 0;
-    if (t->vm_ok && cfg->mode == GW_THROTTLE_ADAPTIVE && h0.count) {   /* no I/O so far: nothing to wait for */
+    for (unsigned w = 0; w < GW_THROTTLE_BASE_WINDOWS && t->vm_ok && cfg->mode == GW_THROTTLE_ADAPTIVE && h0.count;
+         w++) {   /* no I/O so far: nothing to wait for */
         uint64_t ns = GW_THROTTLE_VM_WINDOW * GW_THROTTLE_INTERVAL_NS;
         nanosleep(&(struct timespec){.tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull)}, NULL);
         struct gw_lat_hist h1, d;
         t->vm_ok = cfg->vm_latency(cfg->vm_ctx, &h1) == 0;
         if (t->vm_ok) {
             gw_lat_hist_delta(&h1, &h0, &d);
-            if (d.count >= t->cp.vm_min_requests) vm_base = gw_lat_hist_quantile(&d, 0.99);
+            if (d.count >= t->cp.vm_min_requests) p99s[w] = gw_lat_hist_quantile(&d, 0.99);
             h0 = h1;
         }
     }
+    if (t->vm_ok) vm_base = gw_throttle_ctl_baseline(p99s, GW_THROTTLE_BASE_WINDOWS);
     for (unsigned i = 0; i < GW_THROTTLE_VM_WINDOW; i++) t->vm_ring[i] = h0;
     gw_throttle_ctl_init(&t->ctl, &t->cp, vm_base);
     if (cfg->mode == GW_THROTTLE_ADAPTIVE && t->ctl.rate != rate)   /* its gentle start */

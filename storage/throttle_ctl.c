@@ -17,6 +17,20 @@ void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p)
     };
 }
 
+uint64_t gw_throttle_ctl_baseline(const uint64_t *p99s, unsigned n)
+{
+    uint64_t v[16];
+    unsigned k = 0;
+    for (unsigned i = 0; i < n && k < 16; i++) {
+        if (!p99s[i]) continue;
+        unsigned j = k++;   /* insertion sort: a handful of values */
+        while (j && v[j - 1] > p99s[i]) { v[j] = v[j - 1]; j--; }
+        v[j] = p99s[i];
+    }
+    if (!k) return 0;
+    return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+}
+
 void gw_throttle_ctl_init(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p, uint64_t vm_baseline_ns)
 {
     memset(c, 0, sizeof *c);

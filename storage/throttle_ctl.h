@@ -20,6 +20,11 @@
  * a guest's p99 over one 100 ms interval (a few hundred requests) swings by 2-4x on its own,
  * and the lowest of many such swings, as a baseline, made every later interval look congested.
  * A measured VM baseline is kept; one learnt from quiet intervals (none measured) only falls.
+ * It is the median of GW_THROTTLE_BASE_WINDOWS such windows in a row before the backup
+ * (gw_throttle_ctl_baseline), not one: a single window that caught a spike (a 0.5 s p99 of
+ * 4-5 ms where the guest's own 5 s p99 was 3.0-3.3 ms) set the target so high that the
+ * controller never saw congestion, and the backup ran at 50 MiB/s with the guest's p99 at
+ * 1.67x (2 December).
  *
  * The VM's window remembers a spike for its whole length; the last interval must be hot too,
  * or one spike would halve the rate once per interval of the window.
@@ -63,6 +68,7 @@
 
 #define GW_THROTTLE_INTERVAL_NS 100000000ull   /* the controller's step */
 #define GW_THROTTLE_VM_WINDOW 5u                /* intervals in the VM's p99 window (0.5 s) */
+#define GW_THROTTLE_BASE_WINDOWS 4u             /* windows measured for the VM's baseline (2 s) */
 #define GW_THROTTLE_KNEE_PLATEAU 0.85           /* fast growth stops here, times the knee */
 #define GW_THROTTLE_KNEE_PROBE 1.02             /* then growth per interval */
 #define GW_THROTTLE_KNEE_FORGET 20u             /* quiet intervals that forget the knee (2 s) */
@@ -104,6 +110,10 @@ struct gw_throttle_ctl {
     bool store_hot;           /* by the store's latency */
     char why[96];             /* what the last back-off reacted to */
 };
+
+/* The VM's baseline from the p99s of n windows in a row (0: a window with too few requests):
+ * the median of the others (of an even count, the mean of the middle two); 0 if none. */
+uint64_t gw_throttle_ctl_baseline(const uint64_t *p99s, unsigned n);
 
 /* vm_baseline_ns: the VM's p99 before the backup (0: learn it from the quietest interval). */
 void gw_throttle_ctl_init(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p, uint64_t vm_baseline_ns);

@@ -405,3 +405,14 @@ GW_TEST(inflight_follows_the_limit)
     CHECK_EQ(gw_throttle_ctl_inflight(210 * MIB, 10000000, 1 << 20, 16), 4);  /* 3.15 -> 4 */
     CHECK_EQ(gw_throttle_ctl_inflight(2000 * MIB, 50000000, 1 << 20, 16), 16);/* capped */
 }
+
+/* The VM's baseline is the median of its windows' p99s: a window that caught a spike, or one
+ * with too few requests (0), does not set it. */
+GW_TEST(baseline_is_the_median_of_the_windows)
+{
+    CHECK_EQ(gw_throttle_ctl_baseline((uint64_t[]){3000000, 4900000, 2900000, 3100000}, 4), 3050000);
+    CHECK_EQ(gw_throttle_ctl_baseline((uint64_t[]){3000000, 9000000, 0, 3200000}, 4), 3200000);
+    CHECK_EQ(gw_throttle_ctl_baseline((uint64_t[]){0, 2500000, 0, 0}, 4), 2500000);
+    CHECK_EQ(gw_throttle_ctl_baseline((uint64_t[]){0, 0, 0, 0}, 4), 0);
+    CHECK_EQ(gw_throttle_ctl_baseline(NULL, 0), 0);
+}
