@@ -36,6 +36,7 @@ void gw_throttle_ctl_init(struct gw_throttle_ctl *c, const struct gw_throttle_ct
     memset(c, 0, sizeof *c);
     c->rate = p->max_rate;
     if (p->start_rate > 0 && (c->rate <= 0 || p->start_rate < c->rate)) c->rate = p->start_rate;
+    c->own = c->rate;
     c->vm_base_ns = c->vm_base0_ns = vm_baseline_ns;
     c->vm_base_measured = vm_baseline_ns != 0;
 }
@@ -72,7 +73,13 @@ unsigned gw_throttle_ctl_inflight(double rate, uint64_t lat_ns, double obj_bytes
 double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p,
                             const struct gw_throttle_sample *s)
 {
+    /* The controller steps from its own limit, not from the floor: a limit raised for the side
+     * buffer says nothing of what the guests allow. Grown from the floor, it stayed high after
+     * the need went, and read as "something else limits the backup" (4x what it achieved in an
+     * interval it was idle) it lifted entirely: 420 MiB/s and the guest's p99 at 12-16 ms. */
+    c->rate = c->own;
     double rate = step(c, p, s);
+    c->own = rate;
     /* A store over its absolute target is in trouble for every VM on it: no floor then. */
     c->rate = c->store_hot ? rate : floor_need(p, s, rate);
     return c->rate;

@@ -96,6 +96,8 @@ void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p);
 
 struct gw_throttle_ctl {
     double rate;              /* current limit, bytes/s; 0 = unlimited */
+    double own;               /* the controller's own limit, before the floor of what finishing
+                                 needs: it steps from this one (see gw_throttle_ctl_step) */
     uint64_t store_base_ns;   /* 0 until measured */
     uint64_t vm_base_ns;
     uint64_t vm_base0_ns;     /* the baseline given at init (0: none) */

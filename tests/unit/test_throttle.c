@@ -416,3 +416,27 @@ GW_TEST(baseline_is_the_median_of_the_windows)
     CHECK_EQ(gw_throttle_ctl_baseline((uint64_t[]){0, 0, 0, 0}, 4), 0);
     CHECK_EQ(gw_throttle_ctl_baseline(NULL, 0), 0);
 }
+
+/* The floor of what finishing needs does not become the controller's own limit: when the need
+ * goes, the limit is back where the guests had put it, not grown from the floor, and an
+ * interval the backup spent reading (little written) does not lift it. */
+GW_TEST(adaptive_steps_from_its_own_limit_not_the_floor)
+{
+    struct gw_throttle_ctl_params p;
+    gw_throttle_ctl_defaults(&p);
+    struct gw_throttle_ctl c;
+    gw_throttle_ctl_init(&c, &p, 2000000);
+    struct gw_throttle_sample hot = {.bytes = 1 << 20, .interval_ns = GW_THROTTLE_INTERVAL_NS, .vm_n = 500,
+                                     .vm_p99_ns = 9000000};
+    for (int i = 0; i < 6; i++) gw_throttle_ctl_step(&c, &p, &hot);
+    double own = c.rate;
+    CHECK(own > 0 && own <= 2 * MIB);   /* the guests put it near the floor */
+    struct gw_throttle_sample need = {.bytes = 1 << 20, .interval_ns = GW_THROTTLE_INTERVAL_NS, .vm_n = 500,
+                                      .vm_p99_ns = 1500000, .pressure = 0.3, .need_rate = 40 * MIB};
+    CHECK(gw_throttle_ctl_step(&c, &p, &need) >= 50 * MIB);
+    CHECK(gw_throttle_ctl_step(&c, &p, &need) >= 50 * MIB);
+    need.need_rate = 0;   /* the need is gone; ~10 MiB/s achieved, the guest quiet */
+    double after = gw_throttle_ctl_step(&c, &p, &need);
+    CHECK(after > 0);                  /* not lifted */
+    CHECK(after < 4 * MIB);            /* and not grown from the floor */
+}
