@@ -753,8 +753,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.throttle_backoffs = b.th_stats.backoffs;
     res->pb.throttle_min_rate = (uint64_t)b.th_stats.min_rate;
     res->pb.throttle_end_rate = (uint64_t)b.th_stats.end_rate;
-    if (p->throttle.mode == GW_THROTTLE_ADAPTIVE)
-        res->pb.throttle_vm_target_pct = p->throttle.vm_target_pct ? p->throttle.vm_target_pct : GW_LIMIT_VM_LAT_PCT_DEFAULT;
+    res->pb.throttle_vm_target_pct = b.th_stats.vm_target_pct;
     snprintf(res->throttle_why, sizeof res->throttle_why, "%s", b.th_stats.why);
     res->pb.throttle_why = res->throttle_why;
     gw_info("vm %s: %s backup %s to %s: %llu chunks (%llu unread, unchanged), %llu new (%llu KiB), %llu reused, "

@@ -287,6 +287,7 @@ void gw_throttle_close(struct gw_throttle *t, struct gw_throttle_stats *st)
         st->intervals = t->ctl.intervals;
         st->end_rate = t->cfg.mode == GW_THROTTLE_ADAPTIVE ? t->ctl.rate : t->bytes.rate;
         st->vm_base_ns = t->ctl.vm_base_ns;
+        if (t->cfg.mode == GW_THROTTLE_ADAPTIVE) st->vm_target_pct = (unsigned)(t->cp.vm_factor * 100 + 0.5);
         st->store_base_ns = t->ctl.store_base_ns;
         snprintf(st->why, sizeof st->why, "%s", t->ctl.why);
     }

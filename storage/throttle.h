@@ -66,6 +66,7 @@ struct gw_throttle_stats {
     uint64_t elapsed_ns;      /* first take to last */
     double min_rate, end_rate;/* bytes/s the adaptive limit reached (0: unlimited) */
     uint64_t vm_base_ns, store_base_ns;
+    unsigned vm_target_pct;   /* adaptive: the VMs' p99 target held, percent of baseline (0: not adaptive) */
     char why[96];             /* what the last back-off reacted to */
 };
 

@@ -119,8 +119,8 @@ static void handle_fault(struct gw_dirty_wp *w, uint64_t addr)
      * next to it (a writer moving through memory) opens its whole block, sparing the faults
      * of the pages that follow. */
     unsigned hbp = w->hooked && w->hook.block_pages ? w->hook.block_pages : 1, bp = 1;
-    uint64_t page = off / GW_PAGE_SIZE, block = page / hbp;
-    if (hbp > 1 && w->last_block && block + 1 >= w->last_block - 1 && block + 1 <= w->last_block + 1) bp = hbp;
+    uint64_t page = off / GW_PAGE_SIZE, block = page / hbp, prev = w->last_block - 1;
+    if (hbp > 1 && w->last_block && block + 1 >= prev && block <= prev + 1) bp = hbp;   /* |block - prev| <= 1 */
     w->last_block = block + 1;
     uint64_t first = page / bp * bp;
     uint64_t n = first + bp <= w->npages ? bp : w->npages - first;
