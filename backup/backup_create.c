@@ -438,14 +438,26 @@ static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_di
 
 /* The write-protect side buffer's fill, and the store rate that finishes the memory before it
  * is full (side_fill.h). The throttle never limits below it. */
+_Static_assert(GW_DIRTY_SNAPSHOT_BINS <= GW_SIDE_FILL_MAX_BINS, "the forecast reads every bin of the snapshot");
+
 static void wp_pressure(void *ctx, double *full, double *need)
 {
     struct bk *b = ctx;
-    *full = gw_dirty_snapshot_pressure(b->wp);
+    struct gw_dirty_snapshot_fill fl;
+    gw_dirty_snapshot_fill(b->wp, &fl);
+    *full = fl.full;
     *need = 0;
     if (!b->wp || !b->t_resumed) return;
-    double done = b->vm->mem.size ? (double)b->mem_pos / (double)b->vm->mem.size : 1;
-    *need = gw_side_fill_need(&b->fill, *full, done, (double)b->vm->mem.size, (double)b->sink.new_bytes, gw_now_ns());
+    struct gw_side_fill_state st = {
+        .full = fl.full,
+        .copied = fl.copied,
+        .held = fl.held,
+        .bins = GW_DIRTY_SNAPSHOT_BINS,
+        .done = b->vm->mem.size ? (double)b->mem_pos / (double)b->vm->mem.size : 1,
+        .mem_bytes = (double)b->vm->mem.size,
+        .stored_bytes = (double)b->sink.new_bytes,
+    };
+    *need = gw_side_fill_need(&b->fill, &st, gw_now_ns());
 }
 
 /* The disk's point in time into the store (run at the backup's CPU priority). */

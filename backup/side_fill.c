@@ -2,6 +2,7 @@
 #include "backup/side_fill.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 void gw_side_fill_init(struct gw_side_fill *f, uint64_t t0_ns)
@@ -10,46 +11,130 @@ void gw_side_fill_init(struct gw_side_fill *f, uint64_t t0_ns)
     f->t0_ns = t0_ns;
 }
 
-/* The fill still to come from now_ns if it keeps decaying as from prev to speed (each the mean
- * over its window, so the speed at the window's middle): speed x tau, the speed falling by e
- * every tau, from the last window's middle on. -1: not decaying (or not known). */
-static double decaying_rest(const struct gw_side_fill *f, uint64_t now_ns)
+/* The newest sample taken at or before t_ns; the point in time itself (nothing copied) when
+ * none is that old. */
+static struct gw_side_fill_sample at_or_before(const struct gw_side_fill *f, uint64_t t_ns)
 {
-    if (f->prev <= 0 || f->speed_dt <= 0 || f->speed >= f->prev * 0.9) return -1;
-    if (f->speed <= 0) return 0;
-    /* The two windows' middles are (prev_dt + speed_dt) / 2 apart. */
-    double tau = (f->prev_dt + f->speed_dt) / 2 / log(f->prev / f->speed);
-    double since_mid = (double)(now_ns - f->win_ns) / 1e9 + f->speed_dt / 2;
-    return f->speed * tau * exp(-since_mid / tau);
+    for (unsigned i = 1; i <= f->n; i++) {
+        const struct gw_side_fill_sample *s = &f->ring[(f->next + GW_SIDE_FILL_SAMPLES - i) % GW_SIDE_FILL_SAMPLES];
+        if (s->t_ns <= t_ns) return *s;
+    }
+    return (struct gw_side_fill_sample){.t_ns = f->t0_ns};
 }
 
-double gw_side_fill_need(struct gw_side_fill *f, double full, double done, double mem_bytes, double stored_bytes,
-                         uint64_t now_ns)
+/* The copies' speed at now and their decay rate (per second; 0: not decaying) from the
+ * windows a..b and b..now, each speed the mean over its window, so the speed at its middle.
+ * False when b is not before now. */
+static bool copy_speed(struct gw_side_fill_sample a, struct gw_side_fill_sample b, struct gw_side_fill_sample now,
+                       double *v_now, double *lambda)
 {
-    if (!f->t0_ns || now_ns <= f->t0_ns || full < 0 || full >= 1 || done >= 1 || done < 0) return 0;
+    if (now.t_ns <= b.t_ns) return false;
+    double dt2 = (double)(now.t_ns - b.t_ns) / 1e9;
+    double v2 = (now.copied - b.copied) / dt2;
+    *v_now = v2 > 0 ? v2 : 0;
+    *lambda = 0;
+    if (b.t_ns <= a.t_ns || v2 <= 0) return true;
+    double dt1 = (double)(b.t_ns - a.t_ns) / 1e9;
+    double v1 = (b.copied - a.copied) / dt1;
+    if (v1 > 0 && v2 < v1 * 0.9) {
+        *lambda = log(v1 / v2) / ((dt1 + dt2) / 2);
+        *v_now = v2 * exp(-*lambda * dt2 / 2);
+    }
+    return true;
+}
+
+/* Where the copies held lie beyond the read front: beyond[j] the copies in bins j and after,
+ * over those beyond the front (the part of its bin past it counted); the fraction still
+ * unread when the front is at x (0..1 of memory) is then read off by interpolating in a bin.
+ * With no bins, the even spread: (1 - x) / (1 - done). */
+struct spread {
+    double beyond[GW_SIDE_FILL_MAX_BINS + 1];
+    unsigned bins;
+    double done;
+};
+
+static void spread_init(struct spread *sp, const struct gw_side_fill_state *st)
+{
+    sp->bins = 0;
+    sp->done = st->done;
+    if (!st->held || !st->bins || st->bins > GW_SIDE_FILL_MAX_BINS) return;
+    unsigned n = st->bins;
+    sp->beyond[n] = 0;
+    for (unsigned j = n; j-- > 0;) sp->beyond[j] = sp->beyond[j + 1] + (st->held[j] > 0 ? st->held[j] : 0);
+    sp->bins = n;
+    /* Normalise by what lies beyond the front now (copies in the front's own bin count for
+     * their part past it). */
+    unsigned j = (unsigned)fmin(floor(st->done * n), n - 1);
+    double total = sp->beyond[j + 1] + (sp->beyond[j] - sp->beyond[j + 1]) * (j + 1 - st->done * n);
+    if (total <= 0) { sp->bins = 0; return; }
+    for (unsigned k = 0; k <= n; k++) sp->beyond[k] /= total;
+}
+
+static double unread_part(const struct spread *sp, double x)
+{
+    if (x >= 1) return 0;
+    if (!sp->bins) return sp->done < 1 ? (1 - x) / (1 - sp->done) : 0;
+    double pos = x * sp->bins;
+    unsigned j = (unsigned)fmin(floor(pos), sp->bins - 1);
+    double h = sp->beyond[j + 1] + (sp->beyond[j] - sp->beyond[j + 1]) * (j + 1 - pos);
+    return h < 1 ? h : 1;
+}
+
+/* The buffer's peak if the rest of memory is read evenly over t seconds from now (see
+ * side_fill.h): max over s of unread(front at s) x (full + copies made by s). */
+static double peak_if_read_in(double t, double full, double v, double lambda, const struct spread *sp)
+{
+    double peak = full;
+    for (int i = 1; i < GW_SIDE_FILL_STEPS; i++) {
+        double s = t * i / GW_SIDE_FILL_STEPS;
+        double made = lambda > 0 ? v * (1 - exp(-lambda * s)) / lambda : v * s;
+        double p = unread_part(sp, sp->done + (1 - sp->done) * s / t) * (full + made);
+        if (p > peak) peak = p;
+    }
+    return peak;
+}
+
+double gw_side_fill_need(struct gw_side_fill *f, const struct gw_side_fill_state *st, uint64_t now_ns)
+{
+    double full = st->full, copied = st->copied, done = st->done;
+    if (!f->t0_ns || now_ns <= f->t0_ns || !(full >= 0 && full < 1) || !(done >= 0 && done < 1) || !(copied >= full))
+        return 0;
     double elapsed = (double)(now_ns - f->t0_ns) / 1e9;
     if (elapsed < 0.1) return 0;
-    /* The speed is followed from the start, so that a slowing shows by the time it matters. */
-    if (!f->win_ns) {   /* until a window has passed: the average since the point in time */
-        f->speed = full / elapsed;
-        f->speed_dt = elapsed;
-        f->win_ns = now_ns;
-        f->win_at = full;
-    } else if (now_ns - f->win_ns >= GW_SIDE_FILL_WINDOW_NS) {
-        double dt = (double)(now_ns - f->win_ns) / 1e9;
-        f->prev = f->speed;
-        f->prev_dt = f->speed_dt;
-        f->speed = (full - f->win_at) / dt;   /* negative: read copies gave slots back */
-        f->speed_dt = dt;
-        f->win_ns = now_ns;
-        f->win_at = full;
+    /* Sampled from the start, so that a slowing shows by the time it matters. */
+    struct gw_side_fill_sample cur = {.t_ns = now_ns, .full = full, .copied = copied};
+    const struct gw_side_fill_sample *last = f->n ? &f->ring[(f->next + GW_SIDE_FILL_SAMPLES - 1) % GW_SIDE_FILL_SAMPLES] : NULL;
+    if (!last || now_ns - last->t_ns >= GW_SIDE_FILL_STEP_NS) {
+        f->ring[f->next] = cur;
+        f->next = (f->next + 1) % GW_SIDE_FILL_SAMPLES;
+        if (f->n < GW_SIDE_FILL_SAMPLES) f->n++;
     }
-    if (f->speed <= 0 || full < GW_SIDE_FILL_FROM) return 0;
-    double rest = decaying_rest(f, now_ns);
-    if (rest >= 0 && full + GW_SIDE_FILL_MARGIN * rest < GW_SIDE_FILL_SAFE) return 0;
-    double time_left = (1 - full) / f->speed;
+    if (full < GW_SIDE_FILL_FROM) return 0;
+    double win = fmin(fmax(elapsed / 2, GW_SIDE_FILL_WIN_MIN), GW_SIDE_FILL_WIN_MAX);
+    uint64_t win_ns = (uint64_t)(win * 1e9);
+    struct gw_side_fill_sample b = at_or_before(f, now_ns - win_ns);
+    struct gw_side_fill_sample a = at_or_before(f, now_ns > f->t0_ns + 2 * win_ns ? now_ns - 2 * win_ns : f->t0_ns);
+    double v, lambda;
+    if (!copy_speed(a, b, cur, &v, &lambda) || v <= 0) return 0;   /* no copies coming */
+    v *= GW_SIDE_FILL_MARGIN;
+    /* Even unread, the copies still to come stay short of the mark. */
+    double mark = full < GW_SIDE_FILL_SAFE ? GW_SIDE_FILL_SAFE : (1 + full) / 2;
+    if (lambda > 0 && full + v / lambda < mark) return 0;
+    /* The longest time to read the rest in that keeps the peak under the mark: the peak only
+     * grows with that time, so halve the interval between a time that does and one that does
+     * not. */
+    struct spread sp;
+    spread_init(&sp, st);
+    double lo = 0, hi = GW_SIDE_FILL_LONGEST;
+    if (peak_if_read_in(hi, full, v, lambda, &sp) <= mark) return 0;   /* any steady pace will do */
+    for (int i = 0; i < 50 && hi - lo > 0.01; i++) {
+        double mid = (lo + hi) / 2;
+        if (peak_if_read_in(mid, full, v, lambda, &sp) <= mark) lo = mid;
+        else hi = mid;
+    }
+    double t = lo > 0.01 ? lo : 0.01;
     /* Early on (or crawling) the ratio says little: assume every byte left is written. */
-    double left = (1 - done) * mem_bytes;
-    if (done >= 0.05) left = stored_bytes * (1 - done) / done;
-    return left / time_left;
+    double left = (1 - done) * st->mem_bytes;
+    if (done >= 0.05) left = st->stored_bytes * (1 - done) / done;
+    return left / t;
 }

@@ -35,6 +35,7 @@ struct gw_dirty_snapshot {
     uint64_t used_slots;              /* slots holding a copy not read yet */
     uint64_t top;                     /* slots ever made (indices below it exist in the slabs) */
     uint32_t free_head;               /* a slot given back (its first 4 bytes: the next), or NO_SLOT */
+    uint64_t held_bin[GW_DIRTY_SNAPSHOT_BINS];   /* slots in use, by where their pages lie */
     bool failed;
     char why[160];
     struct gw_dirty_snapshot_stats st;
@@ -78,12 +79,19 @@ static uint8_t *new_slot(struct gw_dirty_snapshot *s, uint32_t *slot)
     return slot_ptr(s, (uint32_t)n);
 }
 
-/* Gives a read page's slot back (lock held). */
-static void free_slot(struct gw_dirty_snapshot *s, uint32_t slot)
+static unsigned bin_of(const struct gw_dirty_snapshot *s, uint64_t page)
 {
+    return (unsigned)(page * GW_DIRTY_SNAPSHOT_BINS / s->npages);
+}
+
+/* Gives a read page's slot back (lock held). */
+static void free_slot(struct gw_dirty_snapshot *s, uint64_t page)
+{
+    uint32_t slot = s->slot[page];
     memcpy(slot_ptr(s, slot), &s->free_head, sizeof s->free_head);
     s->free_head = slot;
     s->used_slots--;
+    s->held_bin[bin_of(s, page)]--;
 }
 
 /* The backend's hook: [first, first + n) is about to become writable. Runs in the fault
@@ -106,6 +114,7 @@ static void copy_before_write(void *ctx, uint64_t first, uint64_t n)
         s->slot[p] = slot;
         s->state[p] = PG_COPIED;
         s->st.pages_copied++;
+        s->held_bin[bin_of(s, p)]++;
     }
     pthread_mutex_unlock(&s->lock);
 }
@@ -166,7 +175,7 @@ int gw_dirty_snapshot_read(struct gw_dirty_snapshot *s, uint64_t off, uint64_t l
     for (uint64_t k = 0; k < n && !r; k++) {
         if (s->state[p0 + k] == PG_COPIED) {
             memcpy(out + k * GW_PAGE_SIZE, slot_ptr(s, s->slot[p0 + k]), GW_PAGE_SIZE);
-            free_slot(s, s->slot[p0 + k]);
+            free_slot(s, p0 + k);
         }
         s->state[p0 + k] = PG_DONE;
     }
@@ -182,7 +191,7 @@ void gw_dirty_snapshot_skip(struct gw_dirty_snapshot *s, uint64_t off, uint64_t 
     uint64_t p0 = off / GW_PAGE_SIZE, n = len / GW_PAGE_SIZE;
     pthread_mutex_lock(&s->lock);
     for (uint64_t k = 0; k < n; k++) {
-        if (s->state[p0 + k] == PG_COPIED) free_slot(s, s->slot[p0 + k]);
+        if (s->state[p0 + k] == PG_COPIED) free_slot(s, p0 + k);
         s->state[p0 + k] = PG_DONE;
     }
     pthread_mutex_unlock(&s->lock);
@@ -205,6 +214,18 @@ double gw_dirty_snapshot_pressure(struct gw_dirty_snapshot *s)
     double f = (double)(s->used_slots * GW_PAGE_SIZE) / (double)s->max_side;
     pthread_mutex_unlock(&s->lock);
     return f;
+}
+
+void gw_dirty_snapshot_fill(struct gw_dirty_snapshot *s, struct gw_dirty_snapshot_fill *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s || !s->max_side) return;
+    double unit = (double)GW_PAGE_SIZE / (double)s->max_side;
+    pthread_mutex_lock(&s->lock);
+    out->full = (double)s->used_slots * unit;
+    out->copied = (double)s->st.pages_copied * unit;
+    for (unsigned i = 0; i < GW_DIRTY_SNAPSHOT_BINS; i++) out->held[i] = (double)s->held_bin[i] * unit;
+    pthread_mutex_unlock(&s->lock);
 }
 
 void gw_dirty_snapshot_close(struct gw_dirty_snapshot *s, struct gw_dirty_snapshot_stats *st)

@@ -59,6 +59,19 @@ bool gw_dirty_snapshot_failed(struct gw_dirty_snapshot *s, char *why, size_t len
 /* How full the side buffer is: 0..1 (s may be NULL: 0). Any thread. */
 double gw_dirty_snapshot_pressure(struct gw_dirty_snapshot *s);
 
+/* The side buffer in the unit of its size: what the forecast of its fill reads
+ * (backup/side_fill.h). */
+#define GW_DIRTY_SNAPSHOT_BINS 256
+struct gw_dirty_snapshot_fill {
+    double full;     /* copies held (not read yet), as gw_dirty_snapshot_pressure */
+    double copied;   /* copies ever made: only grows (a read frees a slot, not the count) */
+    double held[GW_DIRTY_SNAPSHOT_BINS];   /* the copies held by where their pages lie: bin i covers
+                                            * [i, i + 1) / GW_DIRTY_SNAPSHOT_BINS of guest RAM */
+};
+
+/* Fills out (all zero when s is NULL). Any thread. */
+void gw_dirty_snapshot_fill(struct gw_dirty_snapshot *s, struct gw_dirty_snapshot_fill *out);
+
 struct gw_dirty_snapshot_stats {
     uint64_t faults;          /* WP faults handled by the backend while the snapshot was open */
     uint64_t pages_copied;    /* saved before the guest rewrote them */

@@ -211,9 +211,23 @@ GW_TEST(read_ranges_give_their_side_buffer_back)
         /* The guest rewrites every page of the next MiB (256 pages copied), then we read it. */
         for (uint64_t p = off / 4096; p < (off + (1 << 20)) / 4096; p++) mem[p * 4096 + 7] ^= 0x5a;
         CHECK(gw_dirty_snapshot_pressure(s) > 0.4 && gw_dirty_snapshot_pressure(s) <= 0.5);
+        /* The copies held lie where their pages do: in that MiB's bins, and nowhere else. */
+        struct gw_dirty_snapshot_fill fl;
+        gw_dirty_snapshot_fill(s, &fl);
+        double mine = 0, elsewhere = 0;
+        for (unsigned i = 0; i < GW_DIRTY_SNAPSHOT_BINS; i++) {
+            uint64_t at = (uint64_t)i * (MEM / GW_DIRTY_SNAPSHOT_BINS);
+            if (at >= off && at < off + (1 << 20)) mine += fl.held[i];
+            else elsewhere += fl.held[i];
+        }
+        CHECK(fl.full == gw_dirty_snapshot_pressure(s) && mine == fl.full && elsewhere == 0);
         REQUIRE(gw_dirty_snapshot_read(s, off, 1 << 20, buf) == 0);
         CHECK(memcmp(buf, expect + off, 1 << 20) == 0);
-        CHECK(gw_dirty_snapshot_pressure(s) == 0);    /* that MiB's copies are free again */
+        CHECK(gw_dirty_snapshot_pressure(s) == 0);    /* that MiB's copies are free again, */
+        gw_dirty_snapshot_fill(s, &fl);
+        double mibs = (double)(off >> 20) + 1, held = 0;
+        for (unsigned i = 0; i < GW_DIRTY_SNAPSHOT_BINS; i++) held += fl.held[i];
+        CHECK(held == 0 && fl.copied > 0.4 * mibs && fl.copied <= 0.5 * mibs);   /* and still counted as made */
     }
     char why[160];
     CHECK(!gw_dirty_snapshot_failed(s, why, sizeof why));
