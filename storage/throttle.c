@@ -229,7 +229,9 @@ static void maybe_step(struct gw_throttle *t, uint64_t now)
     }
     if (t->cfg.pressure) t->cfg.pressure(t->cfg.pressure_ctx, &s.pressure, &s.need_rate);
     double before = t->ctl.rate;
+    uint64_t falls = t->ctl.base_falls;
     double rate = gw_throttle_ctl_step(&t->ctl, &t->cp, &s);
+    if (t->ctl.base_falls != falls) gw_info("backup throttle: %s", t->ctl.why);
     /* No more writes in flight than the limit needs (throttle_ctl.h). */
     if (s.store_n) t->lat_last_ns = s.store_lat_ns;
     uint64_t ops = t->st.ops - t->interval_ops0;

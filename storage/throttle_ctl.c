@@ -85,9 +85,24 @@ double gw_throttle_ctl_step(struct gw_throttle_ctl *c, const struct gw_throttle_
     return c->rate;
 }
 
+/* A measured VM baseline taken in a disturbance falls to the guest's own p99 since (.h). */
+static void vm_window_end(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p, const struct gw_throttle_sample *s)
+{
+    if (c->intervals % GW_THROTTLE_VM_WINDOW) return;   /* the sliding window is a whole new one */
+    c->vm_wins[c->vm_nwins++ % GW_THROTTLE_BASE_WINDOWS] = s->vm_n >= p->vm_min_requests ? s->vm_p99_ns : 0;
+    if (!c->vm_base_measured || c->vm_nwins < GW_THROTTLE_BASE_WINDOWS) return;
+    uint64_t m = gw_throttle_ctl_baseline(c->vm_wins, GW_THROTTLE_BASE_WINDOWS);
+    if (!m || (double)m >= (double)c->vm_base_ns * GW_THROTTLE_BASE_FALL) return;
+    snprintf(c->why, sizeof c->why, "VM baseline %.2f ms was taken in a disturbance: %.2f ms since", c->vm_base_ns / 1e6,
+             m / 1e6);
+    c->vm_base_ns = c->vm_base0_ns = m;
+    c->base_falls++;
+}
+
 static double step(struct gw_throttle_ctl *c, const struct gw_throttle_ctl_params *p, const struct gw_throttle_sample *s)
 {
     c->intervals++;
+    vm_window_end(c, p, s);
     double achieved = s->interval_ns ? (double)s->bytes * 1e9 / (double)s->interval_ns : 0;
     uint64_t st = target(c->store_base_ns, p->store_factor, p->store_floor_ns, p->store_ceiling_ns);
     uint64_t vt = target(c->vm_base_ns, p->vm_factor, p->vm_floor_ns, p->vm_ceiling_ns);

@@ -24,7 +24,13 @@
  * (gw_throttle_ctl_baseline), not one: a single window that caught a spike (a 0.5 s p99 of
  * 4-5 ms where the guest's own 5 s p99 was 3.0-3.3 ms) set the target so high that the
  * controller never saw congestion, and the backup ran at 50 MiB/s with the guest's p99 at
- * 1.67x (2 December).
+ * 1.67x (2 December). Nor does the median help when the whole 2 s before the backup is
+ * disturbed (the store still settling after an earlier backup's 512 MiB: four windows at
+ * 9 ms where the guest's p99 was 3-4 ms before and after, and the backup ran at 51 MiB/s
+ * with the guest at 1.96x): a measured baseline falls to the median of the last
+ * GW_THROTTLE_BASE_WINDOWS windows during the backup when that is under GW_THROTTLE_BASE_FALL
+ * of it (the same statistic, over as long, and only a clear fall: the backup can raise the
+ * guest's p99, not lower it, so such a fall says the baseline was taken in a disturbance).
  *
  * The VM's window remembers a spike for its whole length; the last interval must be hot too,
  * or one spike would halve the rate once per interval of the window.
@@ -69,6 +75,7 @@
 #define GW_THROTTLE_INTERVAL_NS 100000000ull   /* the controller's step */
 #define GW_THROTTLE_VM_WINDOW 5u                /* intervals in the VM's p99 window (0.5 s) */
 #define GW_THROTTLE_BASE_WINDOWS 4u             /* windows measured for the VM's baseline (2 s) */
+#define GW_THROTTLE_BASE_FALL 0.8               /* a measured baseline falls to a median under this x it */
 #define GW_THROTTLE_KNEE_PLATEAU 0.85           /* fast growth stops here, times the knee */
 #define GW_THROTTLE_KNEE_PROBE 1.02             /* then growth per interval */
 #define GW_THROTTLE_KNEE_FORGET 20u             /* quiet intervals that forget the knee (2 s) */
@@ -104,6 +111,9 @@ struct gw_throttle_ctl {
     bool vm_base_measured;    /* given at init: kept */
     unsigned floor_hot;       /* intervals in a row hot by the VM only, at the floor */
     uint64_t rebases;         /* baselines taken again at the floor (see above) */
+    uint64_t vm_wins[GW_THROTTLE_BASE_WINDOWS];   /* the VM's p99 over its last whole windows */
+    unsigned vm_nwins;        /* windows seen (the ring's next slot: this mod the count) */
+    uint64_t base_falls;      /* measured baselines lowered by those windows */
     unsigned hold;            /* quiet intervals to wait before growing again */
     double knee;              /* the limit at the last congestion (0: none remembered) */
     unsigned since_hot;       /* intervals since the last congestion */

@@ -440,3 +440,38 @@ GW_TEST(adaptive_steps_from_its_own_limit_not_the_floor)
     CHECK(after > 0);                  /* not lifted */
     CHECK(after < 4 * MIB);            /* and not grown from the floor */
 }
+
+/* A baseline measured in a disturbance (the whole 2 s before the backup at 9 ms) falls to the
+ * guest's own p99 once four whole windows in a row show it well under (4 ms): the target is
+ * then 4.4 ms, and a backup pushing the guest to 6 ms backs off. Windows only a little under a
+ * sound baseline (0.85x), or a single quiet window, leave it as measured. */
+GW_TEST(a_baseline_taken_in_a_disturbance_falls_to_the_guests_own_p99)
+{
+    struct gw_throttle_ctl_params p;
+    gw_throttle_ctl_defaults(&p);
+    struct gw_throttle_ctl c;
+    gw_throttle_ctl_init(&c, &p, 9000000);
+    struct gw_throttle_sample s = {.bytes = 1 << 20, .interval_ns = GW_THROTTLE_INTERVAL_NS, .vm_n = 1000,
+                                   .vm_p99_ns = 6000000, .vm_last_p99_ns = 6000000};
+    for (int i = 0; i < 4; i++) gw_throttle_ctl_step(&c, &p, &s);
+    CHECK_EQ(c.backoffs, 0);                       /* 6 ms is under 1.1 x 9 ms */
+    CHECK_EQ(c.vm_base_ns, 9000000);
+    s.vm_p99_ns = s.vm_last_p99_ns = 4000000;
+    for (int i = 0; i < 20; i++) gw_throttle_ctl_step(&c, &p, &s);
+    CHECK_EQ(c.base_falls, 1);
+    CHECK_EQ(c.vm_base_ns, 4000000);
+    CHECK(strstr(c.why, "disturbance") != NULL);
+    s.vm_p99_ns = s.vm_last_p99_ns = 6000000;
+    gw_throttle_ctl_step(&c, &p, &s);
+    CHECK_EQ(c.backoffs, 1);
+
+    gw_throttle_ctl_init(&c, &p, 3000000);         /* a sound baseline */
+    s.vm_p99_ns = s.vm_last_p99_ns = 2550000;      /* 0.85x: the guest's own swing */
+    for (int i = 0; i < 60; i++) gw_throttle_ctl_step(&c, &p, &s);
+    s.vm_p99_ns = s.vm_last_p99_ns = 1000000;      /* one quiet window among them */
+    for (int i = 0; i < 5; i++) gw_throttle_ctl_step(&c, &p, &s);
+    s.vm_p99_ns = s.vm_last_p99_ns = 2550000;
+    for (int i = 0; i < 15; i++) gw_throttle_ctl_step(&c, &p, &s);
+    CHECK_EQ(c.base_falls, 0);
+    CHECK_EQ(c.vm_base_ns, 3000000);
+}
