@@ -92,10 +92,12 @@ static void vm_window_end(struct gw_throttle_ctl *c, const struct gw_throttle_ct
     c->vm_wins[c->vm_nwins++ % GW_THROTTLE_BASE_WINDOWS] = s->vm_n >= p->vm_min_requests ? s->vm_p99_ns : 0;
     if (!c->vm_base_measured || c->vm_nwins < GW_THROTTLE_BASE_WINDOWS) return;
     uint64_t m = gw_throttle_ctl_baseline(c->vm_wins, GW_THROTTLE_BASE_WINDOWS);
-    if (!m || (double)m >= (double)c->vm_base_ns * GW_THROTTLE_BASE_FALL) return;
-    snprintf(c->why, sizeof c->why, "VM baseline %.2f ms was taken in a disturbance: %.2f ms since", c->vm_base_ns / 1e6,
+    if (!m || (double)m >= (double)c->vm_base0_ns * GW_THROTTLE_BASE_FALL) return;
+    snprintf(c->why, sizeof c->why, "VM baseline %.2f ms was taken in a disturbance: %.2f ms since", c->vm_base0_ns / 1e6,
              m / 1e6);
-    c->vm_base_ns = c->vm_base0_ns = m;
+    /* A baseline taken again at the floor (higher) falls back to the new one on its own. */
+    if (c->vm_base_ns == c->vm_base0_ns) c->vm_base_ns = m;
+    c->vm_base0_ns = m;
     c->base_falls++;
 }
 
