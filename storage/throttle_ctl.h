@@ -31,8 +31,8 @@
  * GW_THROTTLE_BASE_WINDOWS windows during the backup when that is under GW_THROTTLE_BASE_FALL
  * of it (the same statistic, over as long; the backup can raise the guest's p99, not lower
  * it, so such a fall says the baseline was taken in a disturbance). Only a fall by more than
- * a third: at 0.8 the guest's own swings (a median of 2.6 ms after a baseline of 3.4 ms)
- * lowered sound baselines in most runs, and every such fall makes the target stricter.
+ * a third: at 0.8 the guest's own swings lowered sound baselines (a median of 2.6 ms after
+ * a baseline of 3.4 ms), and every such fall makes the target stricter.
  *
  * The VM's window remembers a spike for its whole length; the last interval must be hot too,
  * or one spike would halve the rate once per interval of the window.
