@@ -2,7 +2,6 @@
 #include "backup/side_fill.h"
 
 #include <math.h>
-#include <stdbool.h>
 #include <string.h>
 
 void gw_side_fill_init(struct gw_side_fill *f, uint64_t t0_ns)
@@ -22,25 +21,22 @@ static struct gw_side_fill_sample at_or_before(const struct gw_side_fill *f, uin
     return (struct gw_side_fill_sample){.t_ns = f->t0_ns};
 }
 
-/* The copies' speed at now and their decay rate (per second; 0: not decaying) from the
- * windows a..b and b..now, each speed the mean over its window, so the speed at its middle.
- * False when b is not before now. */
-static bool copy_speed(struct gw_side_fill_sample a, struct gw_side_fill_sample b, struct gw_side_fill_sample now,
-                       double *v_now, double *lambda)
+/* The copies' speed at now (0: none coming) and their decay rate (per second; 0: not
+ * decaying) from the windows a..b and b..now (b before now), each speed the mean over its
+ * window, so the speed at its middle. */
+static double copy_speed(struct gw_side_fill_sample a, struct gw_side_fill_sample b, struct gw_side_fill_sample now,
+                         double *lambda)
 {
-    if (now.t_ns <= b.t_ns) return false;
     double dt2 = (double)(now.t_ns - b.t_ns) / 1e9;
     double v2 = (now.copied - b.copied) / dt2;
-    *v_now = v2 > 0 ? v2 : 0;
     *lambda = 0;
-    if (b.t_ns <= a.t_ns || v2 <= 0) return true;
+    if (v2 <= 0) return 0;
+    if (b.t_ns <= a.t_ns) return v2;
     double dt1 = (double)(b.t_ns - a.t_ns) / 1e9;
     double v1 = (b.copied - a.copied) / dt1;
-    if (v1 > 0 && v2 < v1 * 0.9) {
-        *lambda = log(v1 / v2) / ((dt1 + dt2) / 2);
-        *v_now = v2 * exp(-*lambda * dt2 / 2);
-    }
-    return true;
+    if (v1 <= 0 || v2 >= v1 * 0.9) return v2;
+    *lambda = log(v1 / v2) / ((dt1 + dt2) / 2);
+    return v2 * exp(-*lambda * dt2 / 2);
 }
 
 /* Where the copies held lie beyond the read front: beyond[j] the copies in bins j and after,
@@ -102,7 +98,7 @@ double gw_side_fill_need(struct gw_side_fill *f, const struct gw_side_fill_state
     double elapsed = (double)(now_ns - f->t0_ns) / 1e9;
     if (elapsed < 0.1) return 0;
     /* Sampled from the start, so that a slowing shows by the time it matters. */
-    struct gw_side_fill_sample cur = {.t_ns = now_ns, .full = full, .copied = copied};
+    struct gw_side_fill_sample cur = {.t_ns = now_ns, .copied = copied};
     const struct gw_side_fill_sample *last = f->n ? &f->ring[(f->next + GW_SIDE_FILL_SAMPLES - 1) % GW_SIDE_FILL_SAMPLES] : NULL;
     if (!last || now_ns - last->t_ns >= GW_SIDE_FILL_STEP_NS) {
         f->ring[f->next] = cur;
@@ -114,8 +110,8 @@ double gw_side_fill_need(struct gw_side_fill *f, const struct gw_side_fill_state
     uint64_t win_ns = (uint64_t)(win * 1e9);
     struct gw_side_fill_sample b = at_or_before(f, now_ns - win_ns);
     struct gw_side_fill_sample a = at_or_before(f, now_ns > f->t0_ns + 2 * win_ns ? now_ns - 2 * win_ns : f->t0_ns);
-    double v, lambda;
-    if (!copy_speed(a, b, cur, &v, &lambda) || v <= 0) return 0;   /* no copies coming */
+    double lambda, v = copy_speed(a, b, cur, &lambda);   /* b is at least a window before now */
+    if (v <= 0) return 0;                                   /* no copies coming */
     v *= GW_SIDE_FILL_MARGIN;
     /* Even unread, the copies still to come stay short of the mark. */
     double mark = full < GW_SIDE_FILL_SAFE ? GW_SIDE_FILL_SAFE : (1 + full) / 2;

@@ -45,7 +45,7 @@
 
 struct gw_side_fill_sample {
     uint64_t t_ns;
-    double full, copied;
+    double copied;   /* the copies ever made then */
 };
 
 struct gw_side_fill {
