@@ -13,7 +13,8 @@
  *   (a2) alone again for --seconds, just before (c);
  *   (c) beside an adaptive backup of the second VM that watches the disk guest's latency
  *       (--watch-vm: the runner polls its status);
- *   (a3) alone again for --seconds, just after (c);
+ *   (a3) alone again just after (c), for as long as (c) lasted less (a2) (at least --seconds),
+ *       so that the baseline covers as much time as (c);
  *   with --fixed: (d) beside the same backup at a constant rate, (c)'s average, with no
  *       controller (it may fail: too slow to finish before the copy-before-write buffer
  *       fills, reported as fixed_error), and (a4) alone after it: p99(d) over (a3) and (a4) together tells what
@@ -25,7 +26,11 @@
  * skip chunks (b) stored. Prints the guest's p50/p99 in each phase, the backups' throughput,
  * and the ratio the target (1.2) is about: p99(c) over the p99 of the guest alone around it,
  * (a2) and (a3) together, so that a guest whose own latency moves during the run is compared
- * with itself at the same time (p99(c) / p99(a) is printed too). The cluster is started
+ * with itself at the same time and over as long (p99(c) / p99(a) is printed too, and the
+ * ratio over --seconds on either side of (c), the bench's baseline before (a3) grew to (c)'s
+ * length). Every phase is also read in windows of 5 s (bench_disk_lat.h): their p99s are
+ * printed for (c) and the alone phases around it, with the spells in each (windows over twice
+ * the alone windows' median). The cluster is started
  * --steady (scripts/ceph-cluster): by default a young cluster's latency drifts on its own (the
  * guest's random 4 KiB writes fragment memstore's bufferlist objects, slowing its requests by
  * half within a minute; the PG logs fill and their trimming steps its p99 from ~0.7 to ~2.9 ms
@@ -44,6 +49,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/bench_disk_lat.h"
 #include "bench/bench_proc.h"
 #include "engine/common/json.h"
 #include "engine/common/lat_hist.h"
@@ -106,34 +112,14 @@ static int parse(int argc, char **argv, struct copts *o)
     return 0;
 }
 
-/* The disk guest's latency histogram from its runner's status. */
-static int read_hist(const char *vm_bin, const char *sock, struct gw_lat_hist *h)
-{
-    char *argv[] = {(char *)vm_bin, "status", "--control", (char *)sock, "--json", NULL};
-    static char out[16384];   /* one status line; the bench is single-threaded */
-    char buckets[8192];
-    memset(h, 0, sizeof *h);
-    if (gw_bench_run(argv, out, sizeof out) != 0) return -EIO;
-    if (gw_json_get_str(out, "disk_latency_buckets", buckets, sizeof buckets)) return -ENOENT;
-    for (char *p = buckets; *p;) {
-        char *end;
-        unsigned long i = strtoul(p, &end, 10);
-        if (*end != ':' || i >= GW_LAT_HIST_BUCKETS) return -EBADMSG;
-        unsigned long long n = strtoull(end + 1, &end, 10);
-        h->b[i] = n;
-        h->count += n;
-        p = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return -EBADMSG;
-    }
-    return 0;
-}
-
 struct phase {
     double p50_us, p99_us, mib_s, elapsed_ms;
     uint64_t requests, backoffs, bytes;
     uint64_t wp_faults;     /* the backed-up VM's writes that faulted on write-protect */
     uint64_t vm_target_pct; /* adaptive: the guests' p99 target, percent of their baseline */
     struct gw_lat_hist d;   /* the guest's requests in the phase */
+    struct gw_lat_hist head;   /* alone phases: the requests of their first --seconds */
+    struct gw_disk_lat_windows win;   /* the phase's p99 window by window */
 };
 
 static void phase_quantiles(struct phase *ph)
@@ -150,29 +136,75 @@ static void phase_lat(const struct gw_lat_hist *a, const struct gw_lat_hist *b, 
 }
 
 /* out: the requests of x and y together (two alone phases around another). */
-static void phase_merge(const struct phase *x, const struct phase *y, struct phase *out)
+static void hist_merge(const struct gw_lat_hist *x, const struct gw_lat_hist *y, struct phase *out)
 {
     memset(out, 0, sizeof *out);
-    out->d.count = x->d.count + y->d.count;
-    out->d.sum_ns = x->d.sum_ns + y->d.sum_ns;
-    for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) out->d.b[i] = x->d.b[i] + y->d.b[i];
+    out->d.count = x->count + y->count;
+    out->d.sum_ns = x->sum_ns + y->sum_ns;
+    for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) out->d.b[i] = x->b[i] + y->b[i];
     phase_quantiles(out);
 }
 
-/* The disk guest alone for seconds. */
-static int alone_phase(const char *vm_bin, const char *dsock, uint64_t seconds, struct phase *ph)
+static void phase_merge(const struct phase *x, const struct phase *y, struct phase *out)
 {
-    struct gw_lat_hist h0, h1;
-    if (read_hist(vm_bin, dsock, &h0)) return -EIO;
-    sleep((unsigned)seconds);
-    if (read_hist(vm_bin, dsock, &h1)) return -EIO;
-    phase_lat(&h0, &h1, ph);
+    hist_merge(&x->d, &y->d, out);
+    gw_disk_lat_windows_join(&out->win, &x->win);
+    gw_disk_lat_windows_join(&out->win, &y->win);
+}
+
+/* The disk guest alone for seconds, read window by window; ph->head gets the requests of the
+ * first head_s seconds (head_s <= seconds; 0: not wanted). */
+static int alone_phase(const char *vm_bin, const char *dsock, uint64_t seconds, uint64_t head_s, struct phase *ph)
+{
+    struct gw_lat_hist h0, prev, now;
+    if (gw_disk_lat_read(vm_bin, dsock, &h0)) return -EIO;
+    prev = now = h0;
+    for (uint64_t t = 0; t < seconds;) {
+        uint64_t step = seconds - t < GW_DISK_LAT_WINDOW_S ? seconds - t : GW_DISK_LAT_WINDOW_S;
+        if (t < head_s && head_s - t < step) step = head_s - t;
+        sleep((unsigned)step);
+        t += step;
+        if (gw_disk_lat_read(vm_bin, dsock, &now)) return -EIO;
+        gw_disk_lat_window_add(&ph->win, &prev, &now);
+        if (t == head_s) gw_lat_hist_delta(&now, &h0, &ph->head);
+        prev = now;
+    }
+    phase_lat(&h0, &now, ph);
     return 0;
 }
 
+/* Runs argv (a backup) with its stdout into out_path, reading the disk guest's latency window
+ * by window until it ends. Its exit status, or -EIO (a reading failed: err set). */
+static int run_watched(const char *vm_bin, const char *dsock, char *const *argv, const char *out_path, struct phase *ph,
+                       char *err, size_t errlen)
+{
+    struct gw_lat_hist h0, prev, now;
+    if (gw_disk_lat_read(vm_bin, dsock, &h0)) { snprintf(err, errlen, "disk guest status unreadable"); return -EIO; }
+    prev = now = h0;
+    pid_t pid = gw_bench_spawn(argv, out_path);
+    if (pid < 0) { snprintf(err, errlen, "cannot start the backup: %s", strerror((int)-pid)); return -EIO; }
+    uint64_t window_ns = GW_DISK_LAT_WINDOW_S * 1000000000ull, window_end = gw_now_ns() + window_ns;
+    int st = 0, r, unread = 0;
+    while ((r = gw_bench_poll(pid, &st)) == 0) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+        if (gw_now_ns() < window_end) continue;
+        window_end += window_ns;
+        /* A failed reading ends the windows, not the backup: it is waited for either way. */
+        if (unread || (unread = gw_disk_lat_read(vm_bin, dsock, &now))) continue;
+        gw_disk_lat_window_add(&ph->win, &prev, &now);
+        prev = now;
+    }
+    if (r < 0) st = gw_bench_wait(pid);
+    if (unread || gw_disk_lat_read(vm_bin, dsock, &now)) { snprintf(err, errlen, "disk guest status unreadable"); return -EIO; }
+    gw_disk_lat_window_add(&ph->win, &prev, &now);   /* the last, shorter window */
+    phase_lat(&h0, &now, ph);
+    return st;
+}
+
 /* One backup of the second VM with extra options; its throughput from its own figures. */
-static int backup_phase(const char *vm_bin, const char *dsock, const char *bsock, char *const *store, char *const *extra,
-                        struct phase *ph, char *err, size_t errlen)
+static int backup_phase(const char *vm_bin, const char *dsock, const char *bsock, const char *out_path, char *const *store,
+                        char *const *extra, struct phase *ph, char *err, size_t errlen)
 {
     char *argv[24];
     int n = 0;
@@ -181,13 +213,11 @@ static int backup_phase(const char *vm_bin, const char *dsock, const char *bsock
     for (int i = 0; store[i]; i++) argv[n++] = store[i];
     for (int i = 0; extra[i]; i++) argv[n++] = extra[i];
     argv[n] = NULL;
-    struct gw_lat_hist h0, h1;
-    if (read_hist(vm_bin, dsock, &h0)) { snprintf(err, errlen, "disk guest status unreadable"); return -EIO; }
+    if (run_watched(vm_bin, dsock, argv, out_path, ph, err, errlen) == -EIO) return -EIO;
     static char out[65536];
-    gw_bench_run(argv, out, sizeof out);
-    if (read_hist(vm_bin, dsock, &h1)) { snprintf(err, errlen, "disk guest status unreadable"); return -EIO; }
-    phase_lat(&h0, &h1, ph);
     char line[8192];
+    gw_bench_read_file(out_path, out, sizeof out);
+    unlink(out_path);
     gw_bench_last_json(out, line, sizeof line);
     bool ok = false;
     gw_json_get_bool(line, "ok", &ok);
@@ -215,7 +245,7 @@ static int writer_phase(const char *vm_bin, const char *dsock, const char *spec,
     if (!buf) { gw_store_close(s); return -ENOMEM; }
     gw_bench_fill_random(buf, OBJ);
     struct gw_lat_hist h0, h1;
-    if (read_hist(vm_bin, dsock, &h0)) { snprintf(err, errlen, "disk guest status unreadable"); r = -EIO; }
+    if (gw_disk_lat_read(vm_bin, dsock, &h0)) { snprintf(err, errlen, "disk guest status unreadable"); r = -EIO; }
     uint64_t t0 = gw_now_ns(), n = 0, gap_ns = (uint64_t)(1e9 * OBJ / (mib_s * 1048576.0));
     uint64_t end = t0 + (uint64_t)(ms * 1e6);
     char name[40];
@@ -233,7 +263,7 @@ static int writer_phase(const char *vm_bin, const char *dsock, const char *spec,
         n++;
     }
     uint64_t t1 = gw_now_ns();
-    if (!r && read_hist(vm_bin, dsock, &h1)) { snprintf(err, errlen, "disk guest status unreadable"); r = -EIO; }
+    if (!r && gw_disk_lat_read(vm_bin, dsock, &h1)) { snprintf(err, errlen, "disk guest status unreadable"); r = -EIO; }
     if (!r) {
         phase_lat(&h0, &h1, ph);
         ph->bytes = n * OBJ;
@@ -291,12 +321,13 @@ int gw_bench_backup_contention(int argc, char **argv)
         rmdir(dir);
         return 2;
     }
-    char img[4200], dsock[4200], bsock[4200], dout[4200], bout[4200], gspec[200], mem_s[32];
+    char img[4200], dsock[4200], bsock[4200], dout[4200], bout[4200], jout[4200], gspec[200], mem_s[32];
     snprintf(img, sizeof img, "%s/disk.img", dir);
     snprintf(dsock, sizeof dsock, "%s/disk.sock", dir);
     snprintf(bsock, sizeof bsock, "%s/bulk.sock", dir);
     snprintf(dout, sizeof dout, "%s/disk.json", dir);
     snprintf(bout, sizeof bout, "%s/bulk.json", dir);
+    snprintf(jout, sizeof jout, "%s/backup.json", dir);
     snprintf(gspec, sizeof gspec, "dirtier:ws=%llu,rate=16M,pattern=random", (unsigned long long)o.ws);
     snprintf(mem_s, sizeof mem_s, "%llu", (unsigned long long)o.memory);
     char rbd_disk[1400] = "";
@@ -323,7 +354,7 @@ int gw_bench_backup_contention(int argc, char **argv)
         else sleep(1);
     }
     static struct phase a, a2, a3, around, b, c;
-    if (!status && alone_phase(vm_bin, dsock, o.seconds, &a)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+    if (!status && alone_phase(vm_bin, dsock, o.seconds, 0, &a)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
     char *store_b[] = {"--store", spec_b, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
     char *store_c[] = {"--store", spec_c, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
     /* The options given, in a row without gaps (argv ends at the first NULL). */
@@ -341,12 +372,21 @@ int gw_bench_backup_contention(int argc, char **argv)
         adaptive[nad++] = "--vm-latency-target";
         adaptive[nad++] = (char *)o.vm_target;
     }
-    if (!status && backup_phase(vm_bin, dsock, bsock, store_b, off, &b, err, sizeof err)) status = 1;
+    if (!status && backup_phase(vm_bin, dsock, bsock, jout, store_b, off, &b, err, sizeof err)) status = 1;
     /* Alone just before and just after (c): its baseline is the guest at the same time. */
-    if (!status && alone_phase(vm_bin, dsock, o.seconds, &a2)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
-    if (!status && backup_phase(vm_bin, dsock, bsock, store_c, adaptive, &c, err, sizeof err)) status = 1;
-    if (!status && alone_phase(vm_bin, dsock, o.seconds, &a3)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+    if (!status && alone_phase(vm_bin, dsock, o.seconds, 0, &a2)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+    if (!status && backup_phase(vm_bin, dsock, bsock, jout, store_c, adaptive, &c, err, sizeof err)) status = 1;
+    /* After (c), alone for as long as (c) lasted, less (a2): the baseline covers as much time as
+     * the phase it is compared with. A p99 over 10 s and one over 200 s are not alike: the
+     * guest has spells of its own (the store's work), and the longer phase is the likelier to
+     * hold one. */
+    uint64_t after_s = o.seconds, c_s = (uint64_t)(c.elapsed_ms / 1000 + 0.999);
+    if (c_s > 2 * o.seconds) after_s = c_s - o.seconds < 3600 ? c_s - o.seconds : 3600;
+    if (!status && alone_phase(vm_bin, dsock, after_s, o.seconds, &a3)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
     phase_merge(&a2, &a3, &around);
+    /* The baseline as it was before: --seconds on either side of (c). */
+    static struct phase around_short;
+    hist_merge(&a2.d, &a3.head, &around_short);
     /* (d), with --fixed: the same backup at a constant rate, what (c) achieved on average, with
      * no controller; then alone again. If the guest's p99 beside it is as high as beside (c),
      * the load itself costs that, not the controller's probing. */
@@ -362,8 +402,8 @@ int gw_bench_backup_contention(int argc, char **argv)
         /* A constant rate may be too slow to finish before the copy-before-write buffer fills
          * (the adaptive controller lifts its limit then, a fixed one does not): that is a
          * finding of this phase, printed as fixed_error, not a failure of the bench. */
-        if (backup_phase(vm_bin, dsock, bsock, store_d, fixed, &d, fixed_err, sizeof fixed_err)) d = (struct phase){0};
-        if (alone_phase(vm_bin, dsock, o.seconds, &a4)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+        if (backup_phase(vm_bin, dsock, bsock, jout, store_d, fixed, &d, fixed_err, sizeof fixed_err)) d = (struct phase){0};
+        if (alone_phase(vm_bin, dsock, o.seconds, 0, &a4)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
         phase_merge(&a3, &a4, &around_d);
     }
     double ratio_d = around_d.p99_us > 0 && d.p99_us > 0 ? d.p99_us / around_d.p99_us : 0;
@@ -371,7 +411,7 @@ int gw_bench_backup_contention(int argc, char **argv)
     static struct phase e, a5, around_e;
     if (!status && o.fixed && c.mib_s > 0) {
         if (writer_phase(vm_bin, dsock, spec_e, conf, c.mib_s, c.elapsed_ms, &e, err, sizeof err)) status = 1;
-        if (!status && alone_phase(vm_bin, dsock, o.seconds, &a5)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+        if (!status && alone_phase(vm_bin, dsock, o.seconds, 0, &a5)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
         phase_merge(&a4, &a5, &around_e);
     }
     double ratio_e = around_e.p99_us > 0 ? e.p99_us / around_e.p99_us : 0;
@@ -385,6 +425,9 @@ int gw_bench_backup_contention(int argc, char **argv)
     double ratio_c = a.p99_us > 0 ? c.p99_us / a.p99_us : 0, ratio_b = a.p99_us > 0 ? b.p99_us / a.p99_us : 0;
     double ratio_c2 = a2.p99_us > 0 ? c.p99_us / a2.p99_us : 0;
     double ratio_around = around.p99_us > 0 ? c.p99_us / around.p99_us : 0;
+    double ratio_short = around_short.p99_us > 0 ? c.p99_us / around_short.p99_us : 0;
+    /* A spell: a window whose p99 is over twice the alone windows' median. */
+    double alone_med = gw_disk_lat_windows_median(&around.win), spell_us = 2 * alone_med;
     double drift = a.p99_us > 0 ? a3.p99_us / a.p99_us : 0;
     if (o.json) {
         printf("{\"bench\":\"backup-contention\",\"status\":\"%s\",\"error\":", status ? "error" : "ok");
@@ -416,7 +459,8 @@ int gw_bench_backup_contention(int argc, char **argv)
                "\"p99_ratio_fixed_vs_alone_around_it\":%.2f,\"writer_p50_us\":%.1f,\"writer_p99_us\":%.1f,"
                "\"writer_mib_s\":%.1f,\"alone_around_writer_p99_us\":%.1f,\"p99_ratio_writer_vs_alone_around_it\":%.2f,"
                "\"latency\":\"virtio disk request service time (device side), IN and OUT\","
-               "\"baseline\":\"the same disk guest without a backup, same run, just before and just after (c)\"}\n",
+               "\"baseline\":\"the same disk guest without a backup, same run: --seconds just before (c), and after it "
+               "for as long as (c) lasted less those\",",
                (unsigned long long)o.disk_size, (unsigned long long)o.memory, (unsigned long long)o.ws, a.p50_us, a.p99_us,
                (unsigned long long)a.requests, b.p50_us, b.p99_us, (unsigned long long)b.requests, c.p50_us, c.p99_us,
                (unsigned long long)c.requests, b.mib_s, c.mib_s, b.elapsed_ms, c.elapsed_ms, a2.p50_us, a2.p99_us, ratio_c2,
@@ -426,6 +470,17 @@ int gw_bench_backup_contention(int argc, char **argv)
                (unsigned long long)bulk_verify_errors, (unsigned long long)b.wp_faults, (unsigned long long)c.wp_faults,
                (unsigned long long)d.wp_faults, d.p50_us, d.p99_us, d.mib_s, around_d.p99_us, ratio_d, e.p50_us,
                e.p99_us, e.mib_s, around_e.p99_us, ratio_e);
+        printf("\"alone_after_adaptive_s\":%llu,\"alone_around_short_p99_us\":%.1f,\"p99_ratio_adaptive_vs_alone_short\":%.2f,"
+               "\"window_s\":%u,\"alone_around_window_median_us\":%.0f,\"adaptive_window_median_us\":%.0f,"
+               "\"spell_threshold_us\":%.0f,\"alone_around_spell_windows\":%u,\"adaptive_spell_windows\":%u,"
+               "\"alone_around_window_p99_us\":",
+               (unsigned long long)after_s, around_short.p99_us, ratio_short, GW_DISK_LAT_WINDOW_S, alone_med,
+               gw_disk_lat_windows_median(&c.win), spell_us, gw_disk_lat_windows_over(&around.win, spell_us),
+               gw_disk_lat_windows_over(&c.win, spell_us));
+        gw_disk_lat_windows_json(stdout, &around.win);
+        printf(",\"adaptive_window_p99_us\":");
+        gw_disk_lat_windows_json(stdout, &c.win);
+        printf("}\n");
     } else {
         printf("backup contention (%s): disk guest p50/p99 alone %.0f/%.0f us, beside unthrottled %.0f/%.0f us "
                "(backup %.0f MiB/s), alone around adaptive %.0f/%.0f us, beside adaptive %.0f/%.0f us (backup %.0f MiB/s, "

@@ -79,6 +79,17 @@ int gw_bench_wait(pid_t pid)
     return status_of(st);
 }
 
+int gw_bench_poll(pid_t pid, int *status)
+{
+    int st;
+    pid_t r;
+    while ((r = waitpid(pid, &st, WNOHANG)) < 0)
+        if (errno != EINTR) return -errno;
+    if (r == 0) return 0;
+    *status = status_of(st);
+    return 1;
+}
+
 int gw_bench_rss_private(pid_t pid, uint64_t *bytes)
 {
     char path[64], line[256];

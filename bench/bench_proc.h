@@ -17,6 +17,9 @@ int gw_bench_run(char *const argv[], char *out, size_t outlen);
 pid_t gw_bench_spawn(char *const argv[], const char *stdout_path);
 /* Waits for pid; returns its exit status or -errno. */
 int gw_bench_wait(pid_t pid);
+/* Whether pid has ended, without waiting: 1 (its exit status in *status), 0 (still running)
+ * or -errno. */
+int gw_bench_poll(pid_t pid, int *status);
 
 /* Copies the last line of text that starts with '{' (a child's JSON result) into out,
  * without its newline, truncated to cap - 1 bytes; "" when there is none. */

@@ -1,0 +1,89 @@
+/* Unit tests for the contention bench's latency windows (bench/bench_disk_lat.h): a window's
+ * p99 from two readings, the median and the spells, the cap, and the status parsing against
+ * a stand-in `godwit-vm status` (a shell script: what is tested is the parsing, not a VM). */
+#include "bench/bench_disk_lat.h"
+#include "tests/lib/gw_test.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A reading that has seen n more requests of ns each than then. */
+static void advance(struct gw_lat_hist *h, unsigned n, uint64_t ns)
+{
+    for (unsigned i = 0; i < n; i++) gw_lat_hist_add(h, ns);
+}
+
+GW_TEST(a_window_is_the_p99_of_the_requests_between_two_readings)
+{
+    struct gw_lat_hist a = {0}, b;
+    advance(&a, 1000, 50000000);   /* before the window: 50 ms, not in it */
+    b = a;
+    advance(&b, 990, 1000000);     /* in it: 1 ms, and 1 % at 4 ms */
+    advance(&b, 10, 4000000);
+    struct gw_disk_lat_windows w = {0};
+    gw_disk_lat_window_add(&w, &a, &b);
+    REQUIRE(w.n == 1);
+    CHECK(w.p99_us[0] >= 800 && w.p99_us[0] <= 1250);
+    gw_disk_lat_window_add(&w, &b, &b);   /* no request: kept as 0 */
+    CHECK_EQ(w.n, 2);
+    CHECK_EQ(w.p99_us[1], 0);
+}
+
+GW_TEST(the_median_skips_empty_windows_and_spells_are_counted_over_a_bound)
+{
+    struct gw_disk_lat_windows w = {0};
+    uint32_t v[] = {4000, 0, 3000, 12000, 3500, 0};
+    for (unsigned i = 0; i < 6; i++) w.p99_us[w.n++] = v[i];
+    CHECK_EQ((long long)gw_disk_lat_windows_median(&w), 3750);   /* of 3000, 3500, 4000, 12000 */
+    CHECK_EQ(gw_disk_lat_windows_over(&w, 2 * 3750.0), 1);
+    struct gw_disk_lat_windows e = {0};
+    CHECK_EQ((long long)gw_disk_lat_windows_median(&e), 0);
+}
+
+GW_TEST(windows_past_the_cap_are_dropped_and_counted)
+{
+    static struct gw_disk_lat_windows a, b;
+    for (unsigned i = 0; i < GW_DISK_LAT_WINDOWS_MAX - 1; i++) a.p99_us[a.n++] = 100;
+    b.p99_us[b.n++] = 200;
+    b.p99_us[b.n++] = 300;
+    b.dropped = 4;
+    gw_disk_lat_windows_join(&a, &b);
+    CHECK_EQ(a.n, GW_DISK_LAT_WINDOWS_MAX);
+    CHECK_EQ(a.p99_us[GW_DISK_LAT_WINDOWS_MAX - 1], 200);
+    CHECK_EQ(a.dropped, 5);
+}
+
+/* A script that prints one status line, as `godwit-vm status --json` would. */
+static int stand_in(char *path, size_t cap, const char *line)
+{
+    snprintf(path, cap, "/tmp/gw-test-disk-lat.XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0) return -errno;
+    dprintf(fd, "#!/bin/sh\necho '%s'\n", line);
+    close(fd);
+    return chmod(path, 0700) ? -errno : 0;
+}
+
+GW_TEST(the_status_histogram_is_read_and_a_bucket_out_of_range_refused)
+{
+    char path[64];
+    struct gw_lat_hist h;
+    REQUIRE(stand_in(path, sizeof path, "{\"ok\":true,\"disk_latency_buckets\":\"80:5,84:2\"}") == 0);
+    CHECK_EQ(gw_disk_lat_read(path, "unused.sock", &h), 0);
+    CHECK_EQ(h.count, 7);
+    CHECK_EQ(h.b[80], 5);
+    CHECK_EQ(h.b[84], 2);
+    unlink(path);
+    REQUIRE(stand_in(path, sizeof path, "{\"ok\":true,\"disk_latency_buckets\":\"256:1\"}") == 0);
+    CHECK_EQ(gw_disk_lat_read(path, "unused.sock", &h), -EBADMSG);
+    unlink(path);
+    REQUIRE(stand_in(path, sizeof path, "{\"ok\":true,\"disk_latency_buckets\":\"3:1;4:1\"}") == 0);
+    CHECK_EQ(gw_disk_lat_read(path, "unused.sock", &h), -EBADMSG);
+    unlink(path);
+    REQUIRE(stand_in(path, sizeof path, "{\"ok\":true}") == 0);
+    CHECK_EQ(gw_disk_lat_read(path, "unused.sock", &h), -ENOENT);
+    unlink(path);
+}
