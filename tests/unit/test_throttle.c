@@ -350,6 +350,23 @@ GW_TEST(host_bucket_is_shared)
     rmdir(dir);
 }
 
+/* An adaptive backup is paced from its first byte: its bucket holds one chunk, not 4 MiB (a full
+ * 4 MiB bucket let the first 100 ms send seven objects, 50 MiB/s against a start at 8). Real
+ * time: 3 MiB past the first chunk at 8 MiB/s, growing by a quarter per 100 ms, take ~0.3 s. */
+GW_TEST(adaptive_first_writes_are_paced_from_the_first_byte)
+{
+    struct gw_store fake = {0};
+    struct gw_throttle_cfg cfg = {.mode = GW_THROTTLE_ADAPTIVE};
+    struct gw_throttle *t;
+    char err[256];
+    REQUIRE(gw_throttle_open(&cfg, &fake, &t, err, sizeof err) == 0);
+    uint64_t t0 = gw_now_ns();
+    for (int i = 0; i < 4; i++) gw_throttle_take(t, 1 << 20);
+    double took = (gw_now_ns() - t0) / 1e9;
+    gw_throttle_close(t, NULL);
+    CHECK(took > 0.2 && took < 1.0);
+}
+
 /* A guest slow for its own reasons (its p99 over the target whatever the backup writes): the
  * controller backs off to its floor, sees the guest no better there for a whole window, takes
  * the baseline again and grows; a guest slowed by our writes (quiet at the floor) does not. */
