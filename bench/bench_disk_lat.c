@@ -19,8 +19,12 @@ int gw_disk_lat_read(const char *vm_bin, const char *sock, struct gw_lat_hist *h
     for (char *p = buckets; *p;) {
         char *end;
         unsigned long i = strtoul(p, &end, 10);
-        if (*end != ':' || i >= GW_LAT_HIST_BUCKETS) return -EBADMSG;
-        unsigned long long n = strtoull(end + 1, &end, 10);
+        /* A bucket out of range, listed twice, or without its count: the counts would not
+         * add up to the histogram's total, and every quantile read from it would be wrong. */
+        if (end == p || *end != ':' || i >= GW_LAT_HIST_BUCKETS || h->b[i]) return -EBADMSG;
+        char *num = end + 1;
+        if (*num < '0' || *num > '9') return -EBADMSG;
+        unsigned long long n = strtoull(num, &end, 10);
         h->b[i] = n;
         h->count += n;
         p = *end == ',' ? end + 1 : end;

@@ -23,8 +23,8 @@ struct gw_disk_lat_windows {
 };
 
 /* The disk guest's histogram from `vm_bin status --control sock --json` into h. 0, -EIO (the
- * status did not run), -ENOENT (no disk histogram in it) or -EBADMSG (a bucket out of range).
- * Safe to call from one thread at a time. */
+ * status did not run or failed), -ENOENT (no disk histogram in it) or -EBADMSG (a bucket out
+ * of range, listed twice, or without a count). Safe to call from one thread at a time. */
 int gw_disk_lat_read(const char *vm_bin, const char *sock, struct gw_lat_hist *h);
 
 /* Appends the window between two readings, from then to now, to w. A window with no request

@@ -67,7 +67,7 @@ static int stand_in(char *path, size_t cap, const char *line)
     return chmod(path, 0700) ? -errno : 0;
 }
 
-GW_TEST(the_status_histogram_is_read_and_a_bucket_out_of_range_refused)
+GW_TEST(the_status_histogram_is_read_and_a_malformed_one_refused)
 {
     char path[64];
     struct gw_lat_hist h;
@@ -83,7 +83,15 @@ GW_TEST(the_status_histogram_is_read_and_a_bucket_out_of_range_refused)
     REQUIRE(stand_in(path, sizeof path, "{\"ok\":true,\"disk_latency_buckets\":\"3:1;4:1\"}") == 0);
     CHECK_EQ(gw_disk_lat_read(path, "unused.sock", &h), -EBADMSG);
     unlink(path);
+    REQUIRE(stand_in(path, sizeof path, "{\"ok\":true,\"disk_latency_buckets\":\"80:5,80:2\"}") == 0);
+    CHECK_EQ(gw_disk_lat_read(path, "unused.sock", &h), -EBADMSG);   /* a bucket twice */
+    unlink(path);
+    REQUIRE(stand_in(path, sizeof path, "{\"ok\":true,\"disk_latency_buckets\":\"80:-1\"}") == 0);
+    CHECK_EQ(gw_disk_lat_read(path, "unused.sock", &h), -EBADMSG);   /* no count */
+    unlink(path);
     REQUIRE(stand_in(path, sizeof path, "{\"ok\":true}") == 0);
     CHECK_EQ(gw_disk_lat_read(path, "unused.sock", &h), -ENOENT);
     unlink(path);
+    /* The runner gone: its status command fails. */
+    CHECK_EQ(gw_disk_lat_read("/bin/false", "unused.sock", &h), -EIO);
 }
