@@ -79,6 +79,8 @@ struct gw_throttle {
 
 static double burst_of(double rate, double floor) { return rate * 0.1 > floor ? rate * 0.1 : floor; }
 
+#define GW_THROTTLE_BURST_MIN (4u << 20)   /* a byte bucket's least burst (host and cluster buckets too) */
+
 /* The byte bucket's burst: a tenth of a second at the rate, but at least 4 MiB, or one chunk in
  * adaptive mode. A bucket opened full let the adaptive backup's first 100 ms write 5 MiB (seven
  * objects at once, 50 MiB/s against a gentle start of 8), and the guest beside it saw 13 ms
@@ -88,9 +90,8 @@ static double burst_of(double rate, double floor) { return rate * 0.1 > floor ? 
 #define GW_THROTTLE_ADAPTIVE_BURST (1u << 20)
 static double bytes_burst(const struct gw_throttle *t, double rate)
 {
-    return burst_of(rate, t->cfg.mode == GW_THROTTLE_ADAPTIVE ? GW_THROTTLE_ADAPTIVE_BURST : 4 << 20);
+    return burst_of(rate, t->cfg.mode == GW_THROTTLE_ADAPTIVE ? GW_THROTTLE_ADAPTIVE_BURST : GW_THROTTLE_BURST_MIN);
 }
-
 
 int gw_throttle_mode_parse(const char *s, enum gw_throttle_mode *out)
 {
@@ -124,11 +125,11 @@ static int shared_open(struct shared *sh, const char *path, double rate, double 
     uint64_t now = gw_now_ns();
     flock(sh->fd, LOCK_EX);
     if (sh->m->magic != HOST_MAGIC) {
-        gw_bucket_init(&sh->m->bytes, rate, burst_of(rate, 4 << 20), now);
+        gw_bucket_init(&sh->m->bytes, rate, burst_of(rate, GW_THROTTLE_BURST_MIN), now);
         gw_bucket_init(&sh->m->ops, ops, burst_of(ops, 4), now);
         sh->m->magic = HOST_MAGIC;
     } else {
-        gw_bucket_set_rate(&sh->m->bytes, rate, burst_of(rate, 4 << 20), now);
+        gw_bucket_set_rate(&sh->m->bytes, rate, burst_of(rate, GW_THROTTLE_BURST_MIN), now);
         gw_bucket_set_rate(&sh->m->ops, ops, burst_of(ops, 4), now);
     }
     flock(sh->fd, LOCK_UN);
