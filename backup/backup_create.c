@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/common/lat_windows.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/dirty/dirty.h"
@@ -435,6 +436,13 @@ static uint8_t (*parent_disk_names(const struct bk *b, const Godwit__V1__BackupM
 }
 
 static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_disk_latency(ctx, out); }
+static int vm_disk_history(void *ctx, uint64_t *p99_ns, unsigned max)
+{
+    uint32_t us[GW_LAT_WINDOWS];
+    int n = gw_vm_disk_latency_windows(ctx, us, max < GW_LAT_WINDOWS ? max : GW_LAT_WINDOWS);
+    for (int i = 0; i < n; i++) p99_ns[i] = (uint64_t)us[i] * 1000;
+    return n;
+}
 
 /* The write-protect side buffer's fill, and the store rate that finishes the memory before it
  * is full (side_fill.h). The throttle never limits below it. */
@@ -610,7 +618,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
         goto out;
     }
     struct gw_throttle_cfg tc = p->throttle;
-    if (!tc.vm_latency) { tc.vm_latency = vm_disk_latency; tc.vm_ctx = vm; }
+    if (!tc.vm_latency) { tc.vm_latency = vm_disk_latency; tc.vm_history = vm_disk_history; tc.vm_ctx = vm; }
     tc.pressure = wp_pressure;
     tc.pressure_ctx = &b;
     if ((r = gw_throttle_open(&tc, t->store, &b.th, err, errlen))) goto out;
@@ -766,6 +774,9 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.throttle_min_rate = (uint64_t)b.th_stats.min_rate;
     res->pb.throttle_end_rate = (uint64_t)b.th_stats.end_rate;
     res->pb.throttle_vm_target_pct = b.th_stats.vm_target_pct;
+    res->pb.throttle_vm_base_us = b.th_stats.vm_base0_ns / 1000;
+    res->pb.throttle_vm_base_windows = b.th_stats.vm_base_windows;
+    res->pb.throttle_vm_base_from_history = b.th_stats.vm_base_from_history;
     snprintf(res->throttle_why, sizeof res->throttle_why, "%s", b.th_stats.why);
     res->pb.throttle_why = res->throttle_why;
     gw_info("vm %s: %s backup %s to %s: %llu chunks (%llu unread, unchanged), %llu new (%llu KiB), %llu reused, "

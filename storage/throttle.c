@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/common/lat_windows.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "storage/store.h"
@@ -183,13 +184,27 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
     if (cfg->vm_target_pct) t->cp.vm_factor = cfg->vm_target_pct / 100.0;
     t->cp.max_rate = rate;
     if (rate > 0 && t->cp.min_rate > rate) t->cp.min_rate = rate;
-    /* The VM's baseline: the median p99 of windows just before the backup starts writing (its
-     * history since boot would mix in whatever ran before, other backups included; one window
-     * may have caught a spike: throttle_ctl.h). */
+    /* The VM's baseline: the median p99 of its last 0.5 s windows (lat_windows.h) when it has
+     * enough of them (16 to 64: 8 to 32 s), else of windows measured just before the backup
+     * starts writing. Not its whole history since boot, which mixes in whatever ran before,
+     * other backups included; not one window, which may have caught a spike; and not four
+     * if more can be had: four read 30 % above or below the guest's usual level on their own,
+     * and every baseline read high let the backup take that much more (throttle_ctl.h). */
     struct gw_lat_hist h0;
-    uint64_t vm_base = 0, p99s[GW_THROTTLE_BASE_WINDOWS] = {0};
+    uint64_t vm_base = 0, p99s[GW_THROTTLE_BASE_MAX] = {0};
     t->vm_ok = cfg->vm_latency && cfg->vm_latency(cfg->vm_ctx, &h0) == 0;
-    for (unsigned w = 0; w < GW_THROTTLE_BASE_WINDOWS && t->vm_ok && cfg->mode == GW_THROTTLE_ADAPTIVE && h0.count;
+    int nhist = t->vm_ok && cfg->mode == GW_THROTTLE_ADAPTIVE && h0.count && cfg->vm_history
+                    ? cfg->vm_history(cfg->vm_ctx, p99s, GW_THROTTLE_BASE_MAX)
+                    : -ENODATA;
+    if (nhist >= (int)GW_THROTTLE_HISTORY_MIN) {
+        vm_base = gw_throttle_ctl_baseline(p99s, (unsigned)nhist);
+        t->st.vm_base_windows = (unsigned)nhist;
+        t->st.vm_base_from_history = vm_base > 0;
+        if (vm_base) gw_debug("throttle: VM baseline %.2f ms, the median of its last %d windows", vm_base / 1e6, nhist);
+    }
+    if (!t->st.vm_base_from_history) memset(p99s, 0, sizeof p99s);
+    for (unsigned w = 0; w < GW_THROTTLE_BASE_WINDOWS && t->vm_ok && cfg->mode == GW_THROTTLE_ADAPTIVE && h0.count &&
+                         !t->st.vm_base_from_history;
          w++) {   /* no I/O so far: nothing to wait for */
         uint64_t ns = GW_THROTTLE_VM_WINDOW * GW_THROTTLE_INTERVAL_NS;
         nanosleep(&(struct timespec){.tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull)}, NULL);
@@ -201,7 +216,10 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
             h0 = h1;
         }
     }
-    if (t->vm_ok) vm_base = gw_throttle_ctl_baseline(p99s, GW_THROTTLE_BASE_WINDOWS);
+    if (t->vm_ok && !t->st.vm_base_from_history) {
+        vm_base = gw_throttle_ctl_baseline(p99s, GW_THROTTLE_BASE_WINDOWS);
+        t->st.vm_base_windows = GW_THROTTLE_BASE_WINDOWS;
+    }
     for (unsigned i = 0; i < GW_THROTTLE_VM_WINDOW; i++) t->vm_ring[i] = h0;
     gw_throttle_ctl_init(&t->ctl, &t->cp, vm_base);
     if (cfg->mode == GW_THROTTLE_ADAPTIVE && t->ctl.rate != rate)   /* its gentle start */
@@ -292,6 +310,9 @@ void gw_throttle_take(struct gw_throttle *t, uint64_t bytes)
     t->last_ns = now;
 }
 
+/* The disk's history and the throttle's VM signal are one statistic. */
+_Static_assert(GW_LAT_WINDOW_NS == GW_THROTTLE_VM_WINDOW * GW_THROTTLE_INTERVAL_NS, "window lengths differ");
+
 void gw_throttle_close(struct gw_throttle *t, struct gw_throttle_stats *st)
 {
     if (!t) return;
@@ -302,6 +323,7 @@ void gw_throttle_close(struct gw_throttle *t, struct gw_throttle_stats *st)
         st->intervals = t->ctl.intervals;
         st->end_rate = t->cfg.mode == GW_THROTTLE_ADAPTIVE ? t->ctl.rate : t->bytes.rate;
         st->vm_base_ns = t->ctl.vm_base_ns;
+        st->vm_base0_ns = t->ctl.vm_base0_ns;
         if (t->cfg.mode == GW_THROTTLE_ADAPTIVE) st->vm_target_pct = (unsigned)(t->cp.vm_factor * 100 + 0.5);
         st->store_base_ns = t->ctl.store_base_ns;
         snprintf(st->why, sizeof st->why, "%s", t->ctl.why);

@@ -54,6 +54,12 @@ struct gw_throttle_cfg {
     /* The VM's block-request latency histogram (cumulative); NULL or -errno: no VM signal. */
     int (*vm_latency)(void *ctx, struct gw_lat_hist *out);
     void *vm_ctx;
+    /* The same VMs' recent past: the p99s (ns) of their last 0.5 s windows, oldest first
+     * (engine/common/lat_windows.h), into p99_ns[0..max); their number, or -errno when there is
+     * none to give (several disks: their p99s do not add up to the p99 of their sum). NULL: none.
+     * With GW_THROTTLE_HISTORY_MIN windows or more the VM baseline is their median, taken at
+     * once; otherwise it is measured over the 2 s before the first write. */
+    int (*vm_history)(void *ctx, uint64_t *p99_ns, unsigned max);
     /* The backup's copy-before-write buffer: how full it is (0..1) and the store rate (bytes/s)
      * the backup needs to finish before it fills (0: unknown). NULL: no buffer. Called from
      * the backup's writing thread. */
@@ -65,7 +71,10 @@ struct gw_throttle_stats {
     uint64_t bytes, ops, wait_ns, backoffs, intervals;
     uint64_t elapsed_ns;      /* first take to last */
     double min_rate, end_rate;/* bytes/s the adaptive limit reached (0: unlimited) */
-    uint64_t vm_base_ns, store_base_ns;
+    uint64_t vm_base_ns, store_base_ns;   /* the baselines at the end */
+    uint64_t vm_base0_ns;     /* the VM baseline it started from (0: none) */
+    unsigned vm_base_windows; /* the windows the first VM baseline was the median of */
+    bool vm_base_from_history;/* ... the VM's recent past (vm_history), not measured here */
     unsigned vm_target_pct;   /* adaptive: the VMs' p99 target held, percent of baseline (0: not adaptive) */
     char why[96];             /* what the last back-off reacted to */
 };
@@ -73,8 +82,9 @@ struct gw_throttle_stats {
 struct gw_throttle;
 
 /* s: the store whose write latency is watched (borrowed). Adaptive, with VMs that have done
- * block I/O: first measures their baseline p99 over GW_THROTTLE_VM_WINDOW intervals (this
- * call sleeps that long, 0.5 s). 0 or -errno with a reason in err. */
+ * block I/O: takes their baseline p99 from their recent past (vm_history), or, without
+ * enough of it, measures it over GW_THROTTLE_BASE_WINDOWS windows of GW_THROTTLE_VM_WINDOW
+ * intervals (this call then sleeps that long, 2 s). 0 or -errno with a reason in err. */
 int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, struct gw_throttle **out, char *err,
                      size_t errlen);
 /* Accounts one store write of bytes, and waits as the limits say. NULL t: no throttle. */

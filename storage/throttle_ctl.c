@@ -19,11 +19,11 @@ void gw_throttle_ctl_defaults(struct gw_throttle_ctl_params *p)
 
 uint64_t gw_throttle_ctl_baseline(const uint64_t *p99s, unsigned n)
 {
-    uint64_t v[16];
+    uint64_t v[GW_THROTTLE_BASE_MAX];
     unsigned k = 0;
-    for (unsigned i = 0; i < n && k < 16; i++) {
+    for (unsigned i = 0; i < n && k < GW_THROTTLE_BASE_MAX; i++) {
         if (!p99s[i]) continue;
-        unsigned j = k++;   /* insertion sort: a handful of values */
+        unsigned j = k++;   /* insertion sort: at most GW_THROTTLE_BASE_MAX values */
         while (j && v[j - 1] > p99s[i]) { v[j] = v[j - 1]; j--; }
         v[j] = p99s[i];
     }

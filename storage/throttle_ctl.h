@@ -77,6 +77,8 @@
 #define GW_THROTTLE_INTERVAL_NS 100000000ull   /* the controller's step */
 #define GW_THROTTLE_VM_WINDOW 5u                /* intervals in the VM's p99 window (0.5 s) */
 #define GW_THROTTLE_BASE_WINDOWS 4u             /* windows measured for the VM's baseline (2 s) */
+#define GW_THROTTLE_BASE_MAX 64u                /* windows a baseline is the median of, at most */
+#define GW_THROTTLE_HISTORY_MIN 16u             /* a VM's recent windows that make a baseline (8 s) */
 #define GW_THROTTLE_BASE_FALL 0.6               /* a measured baseline falls to a median under this x it */
 #define GW_THROTTLE_KNEE_PLATEAU 0.85           /* fast growth stops here, times the knee */
 #define GW_THROTTLE_KNEE_PROBE 1.02             /* then growth per interval */
@@ -126,7 +128,8 @@ struct gw_throttle_ctl {
 };
 
 /* The VM's baseline from the p99s of n windows in a row (0: a window with too few requests):
- * the median of the others (of an even count, the mean of the middle two); 0 if none. */
+ * the median of the others (of an even count, the mean of the middle two; the first
+ * GW_THROTTLE_BASE_MAX non-zero ones); 0 if none. */
 uint64_t gw_throttle_ctl_baseline(const uint64_t *p99s, unsigned n);
 
 /* vm_baseline_ns: the VM's p99 before the backup (0: learn it from the quietest interval). */

@@ -192,7 +192,8 @@ static int cmd_backup(struct bopts *o)
                    "\"throttle_elapsed_ms\":%.1f,\"throttle_wait_ms\":%.1f,\"throttle_backoffs\":%llu,\"throttle_min_mib_s\":%.2f,"
                    "\"throttle_end_mib_s\":%.2f,\"disk_source\":\"%s\",\"disk_snap_ms\":%.3f,\"chunks_unread\":%llu,\"bytes_read\":%llu,"
                    "\"patched_chunks\":%llu,\"patched_bytes\":%llu,\"layered_chunks\":%llu,\"wp_faults\":%llu,"
-                   "\"wp_pages_copied\":%llu,\"cpu_priority\":\"%s\",\"throttle_vm_target_pct\":%u,\"throttle_why\":",
+                   "\"wp_pages_copied\":%llu,\"cpu_priority\":\"%s\",\"throttle_vm_target_pct\":%u,\"throttle_vm_base_us\":%llu,"
+                   "\"throttle_vm_base_windows\":%u,\"throttle_vm_base_from_history\":%s,\"throttle_why\":",
                    b->id, (unsigned long long)b->memory_bytes, (unsigned long long)b->disk_bytes,
                    (unsigned long long)b->chunks, (unsigned long long)b->new_chunks, (unsigned long long)b->new_bytes,
                    (unsigned long long)b->reused_chunks, (unsigned long long)b->zero_chunks, b->pause_ns / 1e6,
@@ -204,7 +205,9 @@ static int cmd_backup(struct bopts *o)
                    (unsigned long long)b->chunks_unread, (unsigned long long)b->bytes_read,
                    (unsigned long long)b->patched_chunks, (unsigned long long)b->patched_bytes,
                    (unsigned long long)b->layered_chunks, (unsigned long long)b->wp_faults,
-                   (unsigned long long)b->wp_pages_copied, b->cpu_priority, b->throttle_vm_target_pct);
+                   (unsigned long long)b->wp_pages_copied, b->cpu_priority, b->throttle_vm_target_pct,
+                   (unsigned long long)b->throttle_vm_base_us, b->throttle_vm_base_windows,
+                   b->throttle_vm_base_from_history ? "true" : "false");
         if (b) gw_json_str(stdout, b->throttle_why);
         printf("}\n");
     } else if (!rep->ok) {

@@ -945,7 +945,9 @@ static int cmd_client(const char *verb, const struct opts *o)
                    (unsigned long long)st->disk_p99_us);
             for (size_t i = 0, n = 0; i < st->n_disk_latency_buckets; i++)
                 if (st->disk_latency_buckets[i]) printf("%s%zu:%llu", n++ ? "," : "", i, (unsigned long long)st->disk_latency_buckets[i]);
-            printf("\"");
+            printf("\",\"disk_window_ms\":%u,\"disk_p99_windows_us\":[", st->disk_window_ms);
+            for (size_t i = 0; i < st->n_disk_p99_windows_us; i++) printf("%s%u", i ? "," : "", st->disk_p99_windows_us[i]);
+            printf("]");
         }
         const Godwit__V1__JobProgress *m = st ? st->migration : NULL;
         if (m) {

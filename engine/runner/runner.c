@@ -50,6 +50,10 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
         st->disk_p99_us = gw_lat_hist_quantile(&r->status_disk_lat, 0.99) / 1000;
         st->n_disk_latency_buckets = GW_LAT_HIST_BUCKETS;
         st->disk_latency_buckets = r->status_disk_lat.b;
+        int nw = gw_vm_disk_latency_windows(r->vm, r->status_disk_windows, GW_LAT_WINDOWS);
+        st->n_disk_p99_windows_us = nw > 0 ? (size_t)nw : 0;
+        st->disk_p99_windows_us = r->status_disk_windows;
+        st->disk_window_ms = GW_LAT_WINDOW_MS;
     }
     /* Migration progress, in the API's JobProgress shape. */
     const struct gw_mig_progress *m = &r->last_mig;

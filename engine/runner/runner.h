@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "engine/common/lat_hist.h"
+#include "engine/common/lat_windows.h"
 #include "engine/runner/run_state.h"
 #include "engine/vm/vm.h"
 #include "precopy/migration_progress.h"
@@ -42,6 +43,7 @@ struct gw_runner {
     Godwit__V1__InstantRestoreProgress status_instant;   /* backing store for RunnerStatus.instant_restore */
     char status_instant_phase[16], status_instant_error[600], status_instant_digest[33];
     struct gw_lat_hist status_disk_lat;        /* backing store for RunnerStatus.disk_* */
+    uint32_t status_disk_windows[GW_LAT_WINDOWS];
     uint64_t status_vcpu_blocked_ms[16];      /* backing store for postcopy_vcpu_blocked_ms */
 };
 

@@ -16,6 +16,7 @@
 
 #include "backup/backup.h"
 #include "engine/common/cpu_prio.h"
+#include "engine/common/lat_windows.h"
 #include "backup/instant_restore.h"
 #include "backup/backup_since.h"
 #include "engine/common/limits.h"
@@ -59,6 +60,37 @@ static int feed_latency(void *ctx, struct gw_lat_hist *out)
         for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) out->b[i] += f->last[k].b[i];
     }
     return 0;
+}
+
+/* The recent past of the one disk among this VM's and the watched VMs' that has served
+ * requests: its windows' p99s (throttle.h, vm_history). With several, -ENOTSUP: the p99 of
+ * their sum is not any one's, and the throttle measures it. */
+static int feed_history(void *ctx, uint64_t *p99_ns, unsigned max)
+{
+    struct lat_feed *f = ctx;
+    uint32_t us[GW_LAT_WINDOWS];
+    if (max > GW_LAT_WINDOWS) max = GW_LAT_WINDOWS;
+    int n = -ENODATA;
+    unsigned sources = 0;
+    struct gw_lat_hist own;
+    if (gw_vm_disk_latency(f->vm, &own) == 0 && own.count) {
+        sources++;
+        n = gw_vm_disk_latency_windows(f->vm, us, max);
+    }
+    for (size_t k = 0; k < f->n && sources <= 1; k++) {
+        Godwit__V1__RunnerReply *rep = NULL;
+        if (gw_runner_op(f->socks[k], GODWIT__V1__RUNNER_REQUEST__OP_STATUS, &rep, 200) == 0 && rep->status &&
+            rep->status->disk_requests && ++sources == 1) {
+            const Godwit__V1__RunnerStatus *st = rep->status;
+            /* Another runner's windows count only if they are ours in length. */
+            n = st->disk_window_ms == GW_LAT_WINDOW_MS ? (int)(st->n_disk_p99_windows_us < max ? st->n_disk_p99_windows_us : max) : -ENODATA;
+            for (int i = 0; i < n; i++) us[i] = st->disk_p99_windows_us[st->n_disk_p99_windows_us - (size_t)n + (size_t)i];
+        }
+        if (rep) godwit__v1__runner_reply__free_unpacked(rep, NULL);
+    }
+    if (sources != 1) return -ENOTSUP;
+    for (int i = 0; i < n; i++) p99_ns[i] = (uint64_t)us[i] * 1000;
+    return n;
 }
 
 struct open_ctx {
@@ -167,6 +199,7 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
                 feed->n == 1 ? "" : "s");
     feed_latency(feed, &(struct gw_lat_hist){0});   /* the watched VMs' starting points */
     tc.vm_latency = feed_latency;
+    tc.vm_history = feed_history;
     tc.vm_ctx = feed;
     struct gw_cpu_prio cpu;
     if (gw_cpu_prio_parse(req->cpu_priority && *req->cpu_priority ? req->cpu_priority : GW_BACKUP_CPU_DEFAULT, &cpu)) {

@@ -112,6 +112,16 @@ int gw_vm_disk_latency(struct gw_vm *vm, struct gw_lat_hist *out)
     return r;
 }
 
+int gw_vm_disk_latency_windows(struct gw_vm *vm, uint32_t *p99_us, unsigned max)
+{
+    struct gw_device *d = gw_bus_find(&vm->bus, "vda");
+    if (!d) return -ENODEV;
+    pthread_mutex_lock(&d->lock);
+    int r = gw_virtio_blk_latency_windows(d, p99_us, max);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
 /* Runs fn on the disk's dirty bitmap under the device lock. */
 static int with_dirty(struct gw_vm *vm, int (*fn)(struct gw_blk_dirty *d, void *arg), void *arg)
 {

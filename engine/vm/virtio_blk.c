@@ -50,6 +50,7 @@ struct gw_virtio_blk {
     struct gw_blk_fill fill;  /* blocks still to come into the image (instant restore) */
     struct gw_blk_write_hook hook;  /* copy-before-write while a backup runs */
     struct gw_lat_hist lat;   /* IN/OUT request latency */
+    struct gw_lat_windows win;/* its recent past, in 0.5 s windows (lat_windows.h) */
     struct gw_blk_dirty dirty;/* written since the last backup */
     /* Storage that save() hangs off the caller's message. */
     Godwit__V1__VirtioBlkState st;
@@ -155,6 +156,14 @@ static void complete(struct gw_virtio_blk *b, unsigned k, uint8_t status, uint32
 
 /* Runs the reads and writes gathered in b->reqs[0..b->nreq) (chains b->chains[0..]) as one
  * backend batch, then completes each. Returns the requests completed. */
+/* One IN or OUT request done: its latency, from t0 (taken off the ring). */
+static void note_latency(struct gw_virtio_blk *b, uint64_t t0)
+{
+    uint64_t now = gw_now_ns();
+    gw_lat_hist_add(&b->lat, now - t0);
+    gw_lat_windows_note(&b->win, &b->lat, now);
+}
+
 static unsigned run_batch(struct gw_virtio_blk *b)
 {
     unsigned n = b->nreq;
@@ -196,7 +205,7 @@ static unsigned run_batch(struct gw_virtio_blk *b)
             }
         }
         complete(b, k, io_status(b, q->write ? "write" : "read", q->sector, rc), written);
-        gw_lat_hist_add(&b->lat, gw_now_ns() - q->t0);
+        note_latency(b, q->t0);
     }
     b->nreq = 0;
     return n;
@@ -294,7 +303,7 @@ static int take(struct gw_virtio_blk *b, char *why, size_t why_len)
     uint8_t status = ok ? GW_VIRTIO_BLK_S_OK   /* an empty read or write */
                         : serve_now(b, &b->chains[0], &h, &written);
     complete(b, 0, status, written);
-    if (is_in || is_out) gw_lat_hist_add(&b->lat, gw_now_ns() - t0);
+    if (is_in || is_out) note_latency(b, t0);
     return (int)done + 1;
 }
 
@@ -462,6 +471,12 @@ int gw_virtio_blk_latency(struct gw_device *d, struct gw_lat_hist *out)
     if (!d || d->ops != &blk_ops) return -EINVAL;
     *out = from_dev(d)->lat;
     return 0;
+}
+
+int gw_virtio_blk_latency_windows(struct gw_device *d, uint32_t *p99_us, unsigned max)
+{
+    if (!d || d->ops != &blk_ops) return -EINVAL;
+    return (int)gw_lat_windows_recent(&from_dev(d)->win, p99_us, max);
 }
 
 struct gw_blk_dirty *gw_virtio_blk_dirty(struct gw_device *d)

@@ -318,9 +318,27 @@ class Backups(BackupBase):
         img = self.image("disk.img", 16 << 20)
         store = self.store_args("dir")
         src = self.start("disk1", ["--memory", "64M", "--guest", "disk", "--disk", img])
-        time.sleep(1)
+        # The runner keeps its disk's recent past: the p99 of each 0.5 s window, the last 64.
+        deadline = time.time() + 30
+        while True:
+            st = status(src.sock)
+            if len(st.get("disk_p99_windows_us", [])) >= 16 or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        self.assertEqual(st["disk_window_ms"], 500, st)
+        wins = st["disk_p99_windows_us"]
+        self.assertGreaterEqual(len(wins), 16, st)
+        self.assertLessEqual(len(wins), 64, st)
+        self.assertTrue(all(0 < w < 10000000 for w in wins), wins)
         b = self.backup(src, store)
         self.assertEqual(b["disk_bytes"], 16 << 20)
+        # The adaptive throttle took the guest's baseline from that past at once, not from 2 s
+        # of waiting: the median of 16 or more windows, within their range.
+        self.assertEqual(b["throttle"], "adaptive")
+        self.assertTrue(b["throttle_vm_base_from_history"], b)
+        self.assertGreaterEqual(b["throttle_vm_base_windows"], 16, b)
+        self.assertGreater(b["throttle_vm_base_us"], 0, b)
+        self.assertLessEqual(b["throttle_vm_base_us"], 10000000, b)
         # The source keeps writing its disk; the clone gets the image as it was at the backup.
         time.sleep(0.5)
         self.assert_disk_restores(store, "disk1", "disk1b", b)

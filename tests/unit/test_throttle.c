@@ -4,7 +4,8 @@
  * contention leaves free): it backs off within 1 s of contention, keeps making progress during
  * it, and is back at >= 80 % of the free bandwidth within 5 s after it ends; injected store
  * latency makes it back off too; a fixed cap is never exceeded. And the host bucket, shared by
- * two throttles through its file, holds the host's rate over both. */
+ * two throttles through its file, holds the host's rate over both. The disk's recent windows
+ * (lat_windows.h), and a baseline taken from them at once. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "engine/common/lat_hist.h"
+#include "engine/common/lat_windows.h"
 #include "engine/common/util.h"
 #include "storage/store.h"
 #include "storage/throttle.h"
@@ -491,4 +493,110 @@ GW_TEST(a_baseline_taken_in_a_disturbance_falls_to_the_guests_own_p99)
     for (int i = 0; i < 15; i++) gw_throttle_ctl_step(&c, &p, &s);
     CHECK_EQ(c.base_falls, 0);
     CHECK_EQ(c.vm_base_ns, 3000000);
+}
+
+static void add_n(struct gw_lat_hist *h, unsigned n, uint64_t ns)
+{
+    for (unsigned i = 0; i < n; i++) gw_lat_hist_add(h, ns);
+}
+
+/* A disk's windows: cut every 0.5 s at the first request after it, with their p99; one with
+ * too few requests, or one that lasted over twice its length (an idle disk), left out; the
+ * last 64 kept, oldest first. */
+GW_TEST(lat_windows_are_cut_every_half_second_and_skip_idle_ones)
+{
+    static struct gw_lat_windows w;
+    static struct gw_lat_hist h;
+    uint32_t out[GW_LAT_WINDOWS];
+    uint64_t t = 10 * S;
+    gw_lat_windows_note(&w, &h, t);                  /* the first window begins */
+    add_n(&h, 200, 1000000);
+    gw_lat_windows_note(&w, &h, t + S / 4);          /* 0.25 s: not yet */
+    CHECK_EQ(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS), 0);
+    gw_lat_windows_note(&w, &h, t + S / 2);
+    REQUIRE(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS) == 1);
+    CHECK(out[0] >= 900 && out[0] <= 1100);
+    add_n(&h, 3, 9000000);                           /* too few to say */
+    gw_lat_windows_note(&w, &h, t + S);
+    CHECK_EQ(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS), 1);
+    add_n(&h, 200, 9000000);                         /* 1.5 s since the last cut: idle in between */
+    gw_lat_windows_note(&w, &h, t + 5 * S / 2);
+    CHECK_EQ(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS), 1);
+    add_n(&h, 100, 2000000);
+    add_n(&h, 100, 4000000);
+    gw_lat_windows_note(&w, &h, t + 3 * S);
+    REQUIRE(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS) == 2);
+    CHECK(out[0] >= 900 && out[0] <= 1100);
+    CHECK(out[1] >= 3500 && out[1] <= 4500);
+    for (unsigned i = 0; i < 70; i++) {              /* 1, 2, ... 70 ms: the ring keeps 7..70 */
+        add_n(&h, 50, (i + 1) * 1000000ull);
+        gw_lat_windows_note(&w, &h, t + 3 * S + (i + 1) * (S / 2));
+    }
+    REQUIRE(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS) == GW_LAT_WINDOWS);
+    CHECK(out[0] >= 6300 && out[0] <= 7700);
+    CHECK(out[GW_LAT_WINDOWS - 1] >= 63000 && out[GW_LAT_WINDOWS - 1] <= 84000);   /* its bucket: 67-84 ms */
+    CHECK_EQ(gw_lat_windows_recent(&w, out, 3), 3);
+    CHECK(out[2] >= 63000 && out[2] <= 84000);
+}
+
+struct fake_vm {
+    struct gw_lat_hist h;
+    uint64_t past[GW_THROTTLE_BASE_MAX];
+    int npast;
+};
+
+static int fake_latency(void *ctx, struct gw_lat_hist *out)
+{
+    struct fake_vm *v = ctx;
+    add_n(&v->h, 100, 3000000);   /* requests keep coming */
+    *out = v->h;
+    return 0;
+}
+
+static int fake_history(void *ctx, uint64_t *p99_ns, unsigned max)
+{
+    struct fake_vm *v = ctx;
+    int n = v->npast < (int)max ? v->npast : (int)max;
+    memcpy(p99_ns, v->past, (size_t)(n > 0 ? n : 0) * sizeof *p99_ns);
+    return v->npast < 0 ? v->npast : n;
+}
+
+/* With the guest's last 8 s or more at hand the baseline is their median, at once (a spike or
+ * two among 40 windows does not move it); with less, or none to give, it is measured over the
+ * 2 s before the first write as before. */
+GW_TEST(adaptive_takes_the_baseline_from_the_vms_recent_past_at_once)
+{
+    static struct fake_vm v;
+    struct gw_store fake = {0};
+    struct gw_throttle_cfg cfg = {.mode = GW_THROTTLE_ADAPTIVE, .vm_latency = fake_latency, .vm_history = fake_history,
+                                  .vm_ctx = &v};
+    for (int i = 0; i < 40; i++) v.past[i] = i == 7 || i == 30 ? 25000000 : 2000000 + (uint64_t)i * 10000;
+    v.npast = 40;
+    struct gw_throttle *t;
+    struct gw_throttle_stats st;
+    char err[256];
+    uint64_t t0 = gw_now_ns();
+    REQUIRE(gw_throttle_open(&cfg, &fake, &t, err, sizeof err) == 0);
+    double took = (gw_now_ns() - t0) / 1e9;
+    gw_throttle_close(t, &st);
+    CHECK(took < 0.3);
+    CHECK(st.vm_base_from_history);
+    CHECK_EQ(st.vm_base_windows, 40);
+    CHECK_EQ(st.vm_base_ns, 2000000 + 20 * 10000 + 5000);   /* the middle two of 40: windows 20 and 21 */
+
+    v.npast = (int)GW_THROTTLE_HISTORY_MIN - 1;       /* too short a past: measured */
+    t0 = gw_now_ns();
+    REQUIRE(gw_throttle_open(&cfg, &fake, &t, err, sizeof err) == 0);
+    took = (gw_now_ns() - t0) / 1e9;
+    gw_throttle_close(t, &st);
+    CHECK(took > 1.9);
+    CHECK(!st.vm_base_from_history);
+    CHECK_EQ(st.vm_base_windows, GW_THROTTLE_BASE_WINDOWS);
+    CHECK(st.vm_base_ns >= 2700000 && st.vm_base_ns <= 3300000);
+
+    v.npast = -ENOTSUP;                                /* several disks: measured */
+    REQUIRE(gw_throttle_open(&cfg, &fake, &t, err, sizeof err) == 0);
+    gw_throttle_close(t, &st);
+    CHECK(!st.vm_base_from_history);
+    CHECK(st.vm_base_ns >= 2700000 && st.vm_base_ns <= 3300000);
 }

@@ -1,0 +1,30 @@
+/* Latency windows (see lat_windows.h). */
+#include "engine/common/lat_windows.h"
+
+void gw_lat_windows_note(struct gw_lat_windows *w, const struct gw_lat_hist *now, uint64_t now_ns)
+{
+    if (!w->cut_ns) {
+        w->at_cut = *now;
+        w->cut_ns = now_ns ? now_ns : 1;
+        return;
+    }
+    uint64_t took = now_ns - w->cut_ns;
+    if (now_ns < w->cut_ns || took < GW_LAT_WINDOW_NS) return;
+    struct gw_lat_hist d;
+    gw_lat_hist_delta(now, &w->at_cut, &d);
+    if (took <= 2 * GW_LAT_WINDOW_NS && d.count >= GW_LAT_WINDOW_MIN_REQUESTS) {
+        uint64_t us = gw_lat_hist_quantile(&d, 0.99) / 1000;
+        w->p99_us[w->head] = us ? (us > UINT32_MAX ? UINT32_MAX : (uint32_t)us) : 1;
+        w->head = (w->head + 1) % GW_LAT_WINDOWS;
+        if (w->n < GW_LAT_WINDOWS) w->n++;
+    }
+    w->at_cut = *now;
+    w->cut_ns = now_ns;
+}
+
+unsigned gw_lat_windows_recent(const struct gw_lat_windows *w, uint32_t *out, unsigned max)
+{
+    unsigned k = w->n < max ? w->n : max;
+    for (unsigned i = 0; i < k; i++) out[i] = w->p99_us[(w->head + GW_LAT_WINDOWS - k + i) % GW_LAT_WINDOWS];
+    return k;
+}
