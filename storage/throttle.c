@@ -188,8 +188,8 @@ int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, stru
      * enough of them (16 to 64: 8 to 32 s), else of windows measured just before the backup
      * starts writing. Not its whole history since boot, which mixes in whatever ran before,
      * other backups included; not one window, which may have caught a spike; and not four
-     * if more can be had: four read 30 % above or below the guest's usual level on their own,
-     * and every baseline read high let the backup take that much more (throttle_ctl.h). */
+     * if more can be had: four read up to a quarter above or below the guest's usual level
+     * on their own, and a baseline read high lets the backup take that much more. */
     struct gw_lat_hist h0;
     uint64_t vm_base = 0, p99s[GW_THROTTLE_BASE_MAX] = {0};
     t->vm_ok = cfg->vm_latency && cfg->vm_latency(cfg->vm_ctx, &h0) == 0;

@@ -20,8 +20,10 @@
  * a guest's p99 over one 100 ms interval (a few hundred requests) swings by 2-4x on its own,
  * and the lowest of many such swings, as a baseline, made every later interval look congested.
  * A measured VM baseline is kept; one learnt from quiet intervals (none measured) only falls.
- * It is the median of GW_THROTTLE_BASE_WINDOWS such windows in a row before the backup
- * (gw_throttle_ctl_baseline), not one: a single window that caught a spike (a 0.5 s p99 of
+ * It is the median of the guest's last 16-64 such windows, which its disk keeps
+ * (engine/common/lat_windows.h; storage/throttle.h, vm_history), or, without that much of a
+ * past, of GW_THROTTLE_BASE_WINDOWS windows in a row measured before the backup
+ * (gw_throttle_ctl_baseline); never one: a single window that caught a spike (a 0.5 s p99 of
  * 4-5 ms where the guest's own 5 s p99 was 3.0-3.3 ms) set the target so high that the
  * controller never saw congestion, and the backup ran at 50 MiB/s with the guest's p99 at
  * 1.67x (2 December). Nor does the median help when the whole 2 s before the backup is
