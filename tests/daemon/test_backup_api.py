@@ -422,7 +422,8 @@ class BackupApi(unittest.TestCase):
                     return None
             j = wait_for(create, 20, 0.2)
             self.assertTrue(j)
-            self.assertEqual(self.final(j.id).state, api.Job.SUCCEEDED)
+            f = self.final(j.id)
+            self.assertEqual(f.state, api.Job.SUCCEEDED, (f.reason, f.error))
         finally:
             self.drop_vm(name)
 
