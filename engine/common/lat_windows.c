@@ -8,8 +8,8 @@ void gw_lat_windows_note(struct gw_lat_windows *w, const struct gw_lat_hist *now
         w->cut_ns = now_ns ? now_ns : 1;
         return;
     }
+    if (now_ns < w->cut_ns || now_ns - w->cut_ns < GW_LAT_WINDOW_NS) return;
     uint64_t took = now_ns - w->cut_ns;
-    if (now_ns < w->cut_ns || took < GW_LAT_WINDOW_NS) return;
     struct gw_lat_hist d;
     gw_lat_hist_delta(now, &w->at_cut, &d);
     if (took <= 2 * GW_LAT_WINDOW_NS && d.count >= GW_LAT_WINDOW_MIN_REQUESTS) {

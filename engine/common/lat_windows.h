@@ -19,7 +19,7 @@
 #include "engine/common/lat_hist.h"
 
 #define GW_LAT_WINDOW_NS 500000000ull   /* 0.5 s */
-#define GW_LAT_WINDOW_MS 500u
+#define GW_LAT_WINDOW_MS ((unsigned)(GW_LAT_WINDOW_NS / 1000000u))   /* as the status says it */
 #define GW_LAT_WINDOWS 64u               /* 32 s of history */
 #define GW_LAT_WINDOW_MIN_REQUESTS 5u
 
