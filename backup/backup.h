@@ -76,6 +76,8 @@ struct gw_backup_params {
     unsigned max_rounds;      /* 0 = GW_BACKUP_MAX_ROUNDS */
     const char *fleece_dir;   /* the disk's copy-before-write area (disk_snapshot.h); NULL = /tmp */
     uint64_t fleece_limit;    /* bytes; 0 = GW_LIMIT_FLEECE_DEFAULT */
+    uint64_t side_limit;      /* write-protect side buffer, bytes; 0 = RAM / GW_BACKUP_SIDE_DEFAULT_DIV;
+                                 at most RAM (engine/common/limits.h) */
     struct gw_throttle_cfg throttle;  /* store writes (vm_latency NULL: this VM's disk) */
     /* CPU priority of the backup's reading, hashing and writing threads (zero: normal). They
      * run on threads of their own; the pause and the guest's fault handler keep the caller's

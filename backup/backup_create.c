@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "engine/common/lat_windows.h"
+#include "engine/common/limits.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/dirty/dirty.h"
@@ -435,6 +436,13 @@ static uint8_t (*parent_disk_names(const struct bk *b, const Godwit__V1__BackupM
     return names;
 }
 
+/* The write-protect side buffer's bound (backup.h, side_limit). */
+static uint64_t side_limit(const struct gw_vm *vm, const struct gw_backup_params *p)
+{
+    uint64_t side = p->side_limit ? p->side_limit : vm->mem.size / GW_BACKUP_SIDE_DEFAULT_DIV;
+    return side < vm->mem.size ? side : vm->mem.size;
+}
+
 static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_disk_latency(ctx, out); }
 static int vm_disk_history(void *ctx, uint64_t *p99_ns, unsigned max)
 {
@@ -630,14 +638,15 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     b.disk_size = b.ds ? b.ds->size : b.rbd ? gw_disk_rbd_size(b.rbd) : 0;
 
     uint8_t digest[16];
+    uint64_t side = 0;   /* the write-protect side buffer's bound (0: not that method) */
     enum gw_backup_method method = p->method;
     if (method == GW_BACKUP_WP) {
         char why[256];
-        /* The side buffer holds pages the guest rewrites before we read them: a quarter of RAM. */
         /* Opening protects all memory while the guest runs; the pause then only protects
          * again what was written since (gw_dirty_snapshot_freeze). */
-        r = gw_dirty_snapshot_open(vm, vm->mem.size / 4, &b.wp, why, sizeof why);
-        if (r) { gw_warn("backup: %s: using dirty-log rounds", why); method = GW_BACKUP_DIRTY_LOG; r = 0; b.inc = false; }
+        side = side_limit(vm, p);
+        r = gw_dirty_snapshot_open(vm, side, &b.wp, why, sizeof why);
+        if (r) { side = 0; gw_warn("backup: %s: using dirty-log rounds", why); method = GW_BACKUP_DIRTY_LOG; r = 0; b.inc = false; }
     }
     if (method == GW_BACKUP_DIRTY_LOG) {
         /* A consumer of its own: a migration may track the same VM at the same time, and
@@ -761,6 +770,8 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     res->pb.disk_snap_ns = b.disk_snap_ns;
     res->pb.wp_faults = b.wp_stats.faults;
     res->pb.wp_pages_copied = b.wp_stats.pages_copied;
+    res->pb.wp_side_limit = side;
+    res->pb.wp_side_peak_bytes = b.wp_stats.side_peak_bytes;
     gw_throttle_close(b.th, &b.th_stats);
     b.th = NULL;
     /* Listed: the disk's bitmap is relative to this backup from now on. */

@@ -46,6 +46,17 @@
 #define GW_LIMIT_FLEECE_MAX (1ull << 40)
 #define GW_LIMIT_FLEECE_BLOCKS_MAX (1ull << 22)  /* copy-before-write blocks per disk (state: 5 B each) */
 
+/* Backups by write-protect: the memory side buffer, the copies of pages the guest rewrote
+ * before the backup read them (engine/dirty/dirty_snapshot.h), in the runner's RAM as they
+ * come. When it is full the backup fails, never the guest; before that the backup must write
+ * fast enough to stay ahead of it (backup/side_fill.h), whatever that costs the other guests:
+ * a larger bound trades the host's RAM for a gentler backup of a guest that rewrites much of
+ * its memory (docs/backups.md, "The side buffer's bound"). The default is a quarter of the
+ * guest's RAM; more than the guest's RAM is never needed (a page is copied at most once). */
+#define GW_LIMIT_SIDE_MIN (1ull << 20)
+#define GW_LIMIT_SIDE_MAX (1ull << 40)
+#define GW_BACKUP_SIDE_DEFAULT_DIV 4u          /* the default: guest RAM / this */
+
 /* Backups: the adaptive throttle's target for the VMs' block-request p99, in percent of their
  * p99 just before the backup (storage/throttle_ctl.h). Below 101 every interval would read as
  * congested; above 1000 the guests would no longer be protected. */

@@ -41,6 +41,8 @@ void gw_bkjob_to_proto(const struct gw_job *j, Godwit__V1__Job *out)
     b->pb.disk = b->disk;
     b->pb.instant = b->instant;
     b->pb.cpu_priority = b->cpu_priority;
+    b->pb.side_limit = b->side_limit;
+    b->pb.side_peak_bytes = b->side_peak;
     out->backup = &b->pb;
     out->reason = b->reason;
 }
@@ -58,6 +60,8 @@ void gw_bkjob_load(struct gw_job *j, const Godwit__V1__Job *pj)
     snprintf(b->disk, sizeof b->disk, "%s", i->disk);
     b->instant = i->instant;
     snprintf(b->cpu_priority, sizeof b->cpu_priority, "%s", i->cpu_priority);
+    b->side_limit = i->side_limit;
+    b->side_peak = i->side_peak_bytes;
     b->bad_chunks = i->bad_chunks;
     b->bad_manifests = i->bad_manifests;
     for (size_t k = 0; k < i->n_bad_chunk_names && k < GW_BKJOB_BAD_NAMES; k++)
@@ -147,6 +151,7 @@ static void run_backup(struct gw_daemon *d, struct gw_job *j)
     br.method = j->bk->method;
     br.progress_ms = PROGRESS_MS;
     br.cpu_priority = d->cfg.backup_cpu_priority;   /* checked when the daemon started */
+    br.side_limit = d->cfg.backup_side_limit;
     struct gw_bk_buckets bks = {0};
     char terr[256];
     int tr = gw_bkjob_throttle(d, t, j->bk, &br, &bks, terr, sizeof terr);
@@ -190,6 +195,8 @@ static void run_backup(struct gw_daemon *d, struct gw_job *j)
         snprintf(j->bk->backup_id, sizeof j->bk->backup_id, "%s", b->id);
         snprintf(j->bk->digest, sizeof j->bk->digest, "%s", b->memory_digest);
         snprintf(j->bk->cpu_priority, sizeof j->bk->cpu_priority, "%s", b->cpu_priority);
+        j->bk->side_limit = b->wp_side_limit;
+        j->bk->side_peak = b->wp_side_peak_bytes;
         j->progress.total_bytes = b->memory_bytes + b->disk_bytes;
         j->progress.remaining_bytes = 0;
         j->progress.eta_ms = 0;

@@ -45,6 +45,7 @@ struct gw_bkjob {
     unsigned n_bad;
     char reason[40];              /* machine-readable reason of a failure (Job.reason) */
     char cpu_priority[32];        /* BACKUP: what its threads ran at; RESTORE: what the runner was given */
+    uint64_t side_limit, side_peak;   /* BACKUP by write-protect: its side buffer (bytes) */
     /* The request (not persisted: a job is never resumed by a later daemon). */
     char parent[GW_BKJOB_ID_MAX + 1];
     char method[16];

@@ -173,6 +173,11 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
             return 0;
         }
     }
+    else if (!strcmp(key, "backup_side_limit")) {
+        r = gw_parse_size(value, &cfg->backup_side_limit);
+        if (!r && cfg->backup_side_limit && (cfg->backup_side_limit < GW_LIMIT_SIDE_MIN || cfg->backup_side_limit > GW_LIMIT_SIDE_MAX))
+            r = -EINVAL;
+    }
     else if (!strcmp(key, "backup_vm_latency_target"))
         r = set_u32(&cfg->backup_vm_latency_target, value, GW_LIMIT_VM_LAT_PCT_MIN, GW_LIMIT_VM_LAT_PCT_MAX);
     else if (!strcmp(key, "backup_adaptive")) {

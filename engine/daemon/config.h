@@ -66,6 +66,9 @@
  *                                      ;   nice:N or normal (engine/common/cpu_prio.h)
  *   backup_vm_latency_target = 110     ; adaptive backups keep the VMs' block-request p99 within
  *                                      ;   this percent of their p99 before the backup (101..1000)
+ *   backup_side_limit = 512M           ; write-protect backups: the memory side buffer (copies of
+ *                                      ;   pages rewritten before the backup read them), 1M..1T;
+ *                                      ;   0 (default) = a quarter of each VM's RAM
  *   test_clock_file = clock            ; test builds only: the scheduler's "now" (Unix seconds) from it
  *
  *   [daemon] test_runner_fault = drop-go ; test builds (GODWIT_TEST_HOOKS) only: a fault for runners
@@ -118,6 +121,7 @@ struct gw_daemon_config {
     uint64_t backup_host_rate;      /* bytes/s for all backups on this host; 0 = none */
     uint32_t backup_host_ops;       /* store writes/s for all backups on this host; 0 = none */
     uint32_t backup_vm_latency_target;  /* percent (GW_LIMIT_VM_LAT_PCT_*), for every adaptive backup */
+    uint64_t backup_side_limit;     /* bytes (GW_LIMIT_SIDE_*), for every backup; 0 = the runner's default */
     int backup_adaptive;            /* 1 (default): backups throttle adaptively; 0: fixed rates only */
     char backup_cpu_priority[32];   /* canonical (gw_cpu_prio_name): for every backup and ordinary restore */
     char test_clock_file[GW_CFG_STR];   /* GODWIT_TEST_HOOKS builds only: the scheduler's clock */

@@ -33,6 +33,7 @@ struct gw_dirty_snapshot {
     uint8_t **slabs;
     size_t nslabs, slab_cap;
     uint64_t used_slots;              /* slots holding a copy not read yet */
+    uint64_t peak_slots;              /* the most used_slots has been */
     uint64_t top;                     /* slots ever made (indices below it exist in the slabs) */
     uint32_t free_head;               /* a slot given back (its first 4 bytes: the next), or NO_SLOT */
     uint64_t held_bin[GW_DIRTY_SNAPSHOT_BINS];   /* slots in use, by where their pages lie */
@@ -56,7 +57,7 @@ static uint8_t *new_slot(struct gw_dirty_snapshot *s, uint32_t *slot)
         uint32_t n = s->free_head;
         uint8_t *p = slot_ptr(s, n);
         memcpy(&s->free_head, p, sizeof s->free_head);
-        s->used_slots++;
+        if (++s->used_slots > s->peak_slots) s->peak_slots = s->used_slots;
         *slot = n;
         return p;
     }
@@ -73,7 +74,7 @@ static uint8_t *new_slot(struct gw_dirty_snapshot *s, uint32_t *slot)
         if (!(s->slabs[s->nslabs] = malloc(SLAB_BYTES))) return NULL;
         s->nslabs++;
     }
-    s->used_slots++;
+    if (++s->used_slots > s->peak_slots) s->peak_slots = s->used_slots;
     s->top++;
     *slot = (uint32_t)n;
     return slot_ptr(s, (uint32_t)n);
@@ -240,6 +241,7 @@ void gw_dirty_snapshot_close(struct gw_dirty_snapshot *s, struct gw_dirty_snapsh
         gw_dirty_detach(s->c);
     }
     s->st.side_bytes = s->nslabs * (uint64_t)SLAB_BYTES;
+    s->st.side_peak_bytes = s->peak_slots * GW_PAGE_SIZE;
     if (st) *st = s->st;
     for (size_t i = 0; i < s->nslabs; i++) free(s->slabs[i]);
     free(s->slabs);

@@ -76,6 +76,7 @@ struct gw_dirty_snapshot_stats {
     uint64_t faults;          /* WP faults handled by the backend while the snapshot was open */
     uint64_t pages_copied;    /* saved before the guest rewrote them */
     uint64_t side_bytes;      /* side buffer allocated */
+    uint64_t side_peak_bytes; /* the most copies it held at once */
     uint64_t freeze_ns;       /* the freeze (inside the pause) */
 };
 

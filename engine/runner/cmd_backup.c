@@ -2,7 +2,7 @@
  * a VM):
  *
  *   godwit-vm backup --control SOCK --store SPEC [STORE OPTIONS] [--parent ID|none]
- *                    [--method dirty-log|pause] [--fleece-limit SIZE] [--json]
+ *                    [--method dirty-log|pause] [--fleece-limit SIZE] [--side-limit SIZE] [--json]
  *                    [--throttle adaptive|fixed|off] [--rate SIZE] [--ops N]
  *                    [--host-throttle FILE --host-rate SIZE --host-ops N] [--watch-vm SOCK]...
  *                    [--cpu-priority idle|batch|batch:N|nice:N|normal] [--vm-latency-target PCT]
@@ -36,7 +36,7 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_BAD = 3 };
 struct bopts {
     Godwit__V1__StoreSpec spec;
     const char *control, *vm, *backup, *parent, *method;
-    uint64_t fleece_limit, rate, ops, host_rate, host_ops, delay_us, delay_ms, vm_lat_pct;
+    uint64_t fleece_limit, side_limit, rate, ops, host_rate, host_ops, delay_us, delay_ms, vm_lat_pct;
     const char *throttle, *host_throttle, *cpu_priority;
     char *watch[8];
     size_t nwatch;
@@ -67,7 +67,7 @@ static int parse(int argc, char **argv, struct bopts *o)
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
         {"key-file", 1, 0, 0}, {"osd-timeout", 1, 0, 0}, {"inflight", 1, 0, 0}, {"control", 1, 0, 'C'},
         {"vm", 1, 0, 'v'}, {"backup", 1, 0, 'b'}, {"parent", 1, 0, 'p'}, {"method", 1, 0, 'M'},
-        {"json", 0, 0, 'j'}, {"fleece-limit", 1, 0, 'F'},
+        {"json", 0, 0, 'j'}, {"fleece-limit", 1, 0, 'F'}, {"side-limit", 1, 0, 'S'},
         {"throttle", 1, 0, 'T'}, {"rate", 1, 0, 'R'}, {"ops", 1, 0, 'O'}, {"host-throttle", 1, 0, 'H'},
         {"host-rate", 1, 0, 'r'}, {"host-ops", 1, 0, 'o'}, {"test-store-delay", 1, 0, 'D'},
         {"watch-vm", 1, 0, 'W'}, {"cpu-priority", 1, 0, 'P'},
@@ -90,6 +90,12 @@ static int parse(int argc, char **argv, struct bopts *o)
                 o->fleece_limit > GW_LIMIT_FLEECE_MAX) {
                 fprintf(stderr, "godwit-vm: --fleece-limit is %llu K..%llu G\n", GW_LIMIT_FLEECE_MIN >> 10,
                         GW_LIMIT_FLEECE_MAX >> 30);
+                return -1;
+            }
+            break;
+        case 'S':
+            if (gw_parse_size(optarg, &o->side_limit) || o->side_limit < GW_LIMIT_SIDE_MIN || o->side_limit > GW_LIMIT_SIDE_MAX) {
+                fprintf(stderr, "godwit-vm: --side-limit is %llu M..%llu G\n", GW_LIMIT_SIDE_MIN >> 20, GW_LIMIT_SIDE_MAX >> 30);
                 return -1;
             }
             break;
@@ -159,6 +165,7 @@ static int cmd_backup(struct bopts *o)
     br.parent = (char *)(o->parent ? o->parent : "");
     br.method = (char *)(o->method ? o->method : "");
     br.fleece_limit = o->fleece_limit;
+    br.side_limit = o->side_limit;
     br.throttle = (char *)(o->throttle ? o->throttle : "");
     br.cpu_priority = (char *)(o->cpu_priority ? o->cpu_priority : "");
     br.vm_latency_target_pct = (uint32_t)o->vm_lat_pct;
@@ -193,7 +200,8 @@ static int cmd_backup(struct bopts *o)
                    "\"throttle_end_mib_s\":%.2f,\"disk_source\":\"%s\",\"disk_snap_ms\":%.3f,\"chunks_unread\":%llu,\"bytes_read\":%llu,"
                    "\"patched_chunks\":%llu,\"patched_bytes\":%llu,\"layered_chunks\":%llu,\"wp_faults\":%llu,"
                    "\"wp_pages_copied\":%llu,\"cpu_priority\":\"%s\",\"throttle_vm_target_pct\":%u,\"throttle_vm_base_us\":%llu,"
-                   "\"throttle_vm_base_windows\":%u,\"throttle_vm_base_from_history\":%s,\"throttle_why\":",
+                   "\"throttle_vm_base_windows\":%u,\"throttle_vm_base_from_history\":%s,\"wp_side_limit\":%llu,"
+                   "\"wp_side_peak_bytes\":%llu,\"throttle_why\":",
                    b->id, (unsigned long long)b->memory_bytes, (unsigned long long)b->disk_bytes,
                    (unsigned long long)b->chunks, (unsigned long long)b->new_chunks, (unsigned long long)b->new_bytes,
                    (unsigned long long)b->reused_chunks, (unsigned long long)b->zero_chunks, b->pause_ns / 1e6,
@@ -207,7 +215,8 @@ static int cmd_backup(struct bopts *o)
                    (unsigned long long)b->layered_chunks, (unsigned long long)b->wp_faults,
                    (unsigned long long)b->wp_pages_copied, b->cpu_priority, b->throttle_vm_target_pct,
                    (unsigned long long)b->throttle_vm_base_us, b->throttle_vm_base_windows,
-                   b->throttle_vm_base_from_history ? "true" : "false");
+                   b->throttle_vm_base_from_history ? "true" : "false", (unsigned long long)b->wp_side_limit,
+                   (unsigned long long)b->wp_side_peak_bytes);
         if (b) gw_json_str(stdout, b->throttle_why);
         printf("}\n");
     } else if (!rep->ok) {

@@ -189,6 +189,10 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
         return -EINVAL;
     }
     tc.vm_target_pct = req->vm_latency_target_pct;
+    if (req->side_limit && (req->side_limit < GW_LIMIT_SIDE_MIN || req->side_limit > GW_LIMIT_SIDE_MAX)) {
+        snprintf(err, errlen, "the side buffer limit is %llu MiB..%llu GiB", GW_LIMIT_SIDE_MIN >> 20, GW_LIMIT_SIDE_MAX >> 30);
+        return -EINVAL;
+    }
     if (req->n_watch_controls > WATCH_MAX) { snprintf(err, errlen, "at most %u VMs to watch", WATCH_MAX); return -EINVAL; }
     struct lat_feed *feed = calloc(1, sizeof *feed);
     if (!feed) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
@@ -227,7 +231,7 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     if (slash && slash != dir) *slash = 0;
     else snprintf(dir, sizeof dir, "%s", slash ? "/" : ".");
     struct gw_backup_params p = {.parent = req->parent, .method = method, .since = gw_backup_since_get(r->vm),
-                                 .fleece_limit = req->fleece_limit, .fleece_dir = r->control_path[0] ? dir : NULL,
+                                 .fleece_limit = req->fleece_limit, .side_limit = req->side_limit, .fleece_dir = r->control_path[0] ? dir : NULL,
                                  .throttle = tc, .cpu = cpu};
     if (req->progress_ms && fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);

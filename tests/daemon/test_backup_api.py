@@ -443,7 +443,7 @@ class RestoreApi(unittest.TestCase):
         # enough to be seen from outside.
         # Backups and ordinary restores run at a CPU priority of the host's choosing (the default
         # is batch:10, see BackupApi.roundtrip).
-        extra = ("image_roots = %s\nbackup_cpu_priority = batch:15\n"
+        extra = ("image_roots = %s\nbackup_cpu_priority = batch:15\nbackup_side_limit = 48M\n"
                  "[backup_target local]\nstore = dir:%s\n"
                  "[backup_target slow]\nstore = dir:%s\ninflight = 1\n"
                  "[backup_target bad]\nstore = dir:%s\n"
@@ -494,6 +494,10 @@ class RestoreApi(unittest.TestCase):
         try:
             b = self.backup(src)
             self.assertEqual(b.cpu_priority, "batch:15")
+            # The host's backup_side_limit reached the runner: the job says what bounded the
+            # write-protect side buffer, and the most it held.
+            self.assertEqual(b.side_limit, 48 << 20)
+            self.assertLessEqual(b.side_peak_bytes, 48 << 20)
             r = self.call("RestoreBackup", bk.RestoreBackupRequest(target="local", vm=src, name=clone)).job
             done = self.watch(r.id)[-1].job
             self.assertEqual(done.state, api.Job.SUCCEEDED, done.error)

@@ -124,6 +124,21 @@ GW_TEST(config_backup_host_budget)
     }
 }
 
+/* Each of the values for [daemon] key stops the load with an error that names want. */
+static void refuses(const char *key, const char *const *bad, size_t n, const char *want)
+{
+    struct gw_daemon_config c;
+    char err[256], text[128];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(text, sizeof text, "[daemon]\n%s = %s\n", key, bad[i]);
+        const char *p = write_conf(text);
+        REQUIRE(p);
+        err[0] = 0;
+        CHECK_EQ(gw_daemon_config_load(p, &c, err, sizeof err), -EINVAL);
+        CHECK(strstr(err, want) != NULL);
+    }
+}
+
 GW_TEST(config_backup_cpu_priority)
 {
     struct gw_daemon_config c;
@@ -142,15 +157,8 @@ GW_TEST(config_backup_cpu_priority)
         CHECK(!strcmp(c.backup_cpu_priority, good[i][1]));
     }
     const char *bad[] = {"low", "nice:0", "nice:20", "batch:-1", "batch:x", "idle:1", ""};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char text[128];
-        snprintf(text, sizeof text, "[daemon]\nbackup_cpu_priority = %s\n", bad[i]);
-        REQUIRE((p = write_conf(text)));
-        err[0] = 0;
-        CHECK_EQ(gw_daemon_config_load(p, &c, err, sizeof err), -EINVAL);
-        CHECK(strstr(err, ":2: bad value for backup_cpu_priority") != NULL);
-        CHECK(strstr(err, "idle, batch") != NULL);   /* the spellings it takes */
-    }
+    refuses("backup_cpu_priority", bad, sizeof bad / sizeof bad[0], ":2: bad value for backup_cpu_priority");
+    refuses("backup_cpu_priority", bad, sizeof bad / sizeof bad[0], "idle, batch");   /* the spellings it takes */
 }
 
 GW_TEST(config_backup_vm_latency_target)
@@ -165,14 +173,7 @@ GW_TEST(config_backup_vm_latency_target)
     REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
     CHECK_EQ(c.backup_vm_latency_target, 150);
     const char *bad[] = {"100", "1001", "1.1", "-5", ""};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char text[128];
-        snprintf(text, sizeof text, "[daemon]\nbackup_vm_latency_target = %s\n", bad[i]);
-        REQUIRE((p = write_conf(text)));
-        err[0] = 0;
-        CHECK_EQ(gw_daemon_config_load(p, &c, err, sizeof err), -EINVAL);
-        CHECK(strstr(err, "backup_vm_latency_target") != NULL);
-    }
+    refuses("backup_vm_latency_target", bad, sizeof bad / sizeof bad[0], "backup_vm_latency_target");
 }
 
 GW_TEST(config_backup_targets)
@@ -364,4 +365,19 @@ GW_TEST(rbd_disks_need_an_allowed_pool_and_no_options)
     CHECK_EQ(gw_config_disk_arg(&c, "rbd:vms/web1", arg, 20), -ENAMETOOLONG);
     unlink(p);
     rmdir(dir);
+}
+
+GW_TEST(config_backup_side_limit)
+{
+    struct gw_daemon_config c;
+    char err[256];
+    const char *p = write_conf("[daemon]\n");
+    REQUIRE(p);
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK_EQ(c.backup_side_limit, 0);   /* the runner's default: a quarter of the VM's RAM */
+    REQUIRE((p = write_conf("[daemon]\nbackup_side_limit = 512M\n")));
+    REQUIRE(gw_daemon_config_load(p, &c, err, sizeof err) == 0);
+    CHECK_EQ(c.backup_side_limit, 512ull << 20);
+    const char *bad[] = {"4K", "2T", "lots", "-1M", ""};
+    refuses("backup_side_limit", bad, sizeof bad / sizeof bad[0], "backup_side_limit");
 }

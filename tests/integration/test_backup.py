@@ -152,6 +152,11 @@ class Backups(BackupBase):
         # copies its page, one moving through memory its block).
         self.assertGreater(b["wp_faults"], 0, b)
         self.assertGreater(b["wp_pages_copied"], 0, b)
+        # The side buffer's default bound is a quarter of the guest's RAM; the copies held at
+        # once stayed under it and are counted (at least one page, at most what was copied).
+        self.assertEqual(b["wp_side_limit"], 64 << 20, b)
+        self.assertGreaterEqual(b["wp_side_peak_bytes"], 4096, b)
+        self.assertLessEqual(b["wp_side_peak_bytes"], min(b["wp_side_limit"], b["wp_pages_copied"] * 4096), b)
         listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "web1", "--json"] + store).stdout)
         self.assertEqual([x["id"] for x in listed["backups"]], [b["id"]])
         v = gwtest.run([VM, "verify-backup", "--vm", "web1", "--json"] + store)
@@ -431,6 +436,31 @@ class Backups(BackupBase):
         self.assertEqual(code, 0, err)
         self.assertEqual(j["disk_verify_errors"], 0)
         self.assertGreater(j["disk_blocks_written"], 0)
+
+    def test_side_buffer_full_fails_the_backup_not_the_guest(self):
+        store = self.store_args("dir")
+        src = self.start("web3", ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=32M,pattern=random"])
+        # Out of bounds: refused before anything starts.
+        r = gwtest.run([VM, "backup", "--control", src.sock, "--side-limit", "4K", "--json"] + store)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("--side-limit is 1 M", r.stderr)
+        # 1 MiB of copies (256 pages) against a dirtier rewriting 96 MiB at 32 MiB/s, read at
+        # no more than 4 MiB/s: it fills, and the backup fails with the reason.
+        j = self.backup(src, store, "--side-limit", "1M", "--throttle", "fixed", "--rate", "4M", ok=False)
+        self.assertFalse(j["ok"], j)
+        self.assertIn("changed more than 1 MiB before the backup could read it", j["error"])
+        listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "web3", "--json"] + store).stdout)
+        self.assertEqual(listed["backups"], [])
+        st = status(src.sock)
+        self.assertEqual(st["state"], "running")
+        self.assertEqual(st["guest_verify_errors"], 0)
+        # A bound above the guest's RAM is that RAM (a page is copied at most once).
+        b = self.backup(src, store, "--side-limit", "1G")
+        self.assertTrue(b["ok"], b)
+        self.assertEqual(b["wp_side_limit"], 256 << 20, b)
+        code, j, err = self.stop(src)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(j["guest_verify_errors"], 0)
 
     def test_fixed_throttle_holds_its_rate(self):
         store = self.store_args("dir")
