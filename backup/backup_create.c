@@ -447,7 +447,7 @@ static int vm_disk_latency(void *ctx, struct gw_lat_hist *out) { return gw_vm_di
 static int vm_disk_history(void *ctx, uint64_t *p99_ns, unsigned max)
 {
     uint32_t us[GW_LAT_WINDOWS];
-    int n = gw_vm_disk_latency_windows(ctx, us, max < GW_LAT_WINDOWS ? max : GW_LAT_WINDOWS);
+    int n = gw_vm_disk_latency_windows(ctx, us, NULL, max < GW_LAT_WINDOWS ? max : GW_LAT_WINDOWS);
     for (int i = 0; i < n; i++) p99_ns[i] = (uint64_t)us[i] * 1000;
     return n;
 }

@@ -947,6 +947,8 @@ static int cmd_client(const char *verb, const struct opts *o)
                 if (st->disk_latency_buckets[i]) printf("%s%zu:%llu", n++ ? "," : "", i, (unsigned long long)st->disk_latency_buckets[i]);
             printf("\",\"disk_window_ms\":%u,\"disk_p99_windows_us\":[", st->disk_window_ms);
             for (size_t i = 0; i < st->n_disk_p99_windows_us; i++) printf("%s%u", i ? "," : "", st->disk_p99_windows_us[i]);
+            printf("],\"disk_window_ages_ms\":[");
+            for (size_t i = 0; i < st->n_disk_window_ages_ms; i++) printf("%s%u", i ? "," : "", st->disk_window_ages_ms[i]);
             printf("]");
         }
         const Godwit__V1__JobProgress *m = st ? st->migration : NULL;

@@ -50,10 +50,17 @@ void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Go
         st->disk_p99_us = gw_lat_hist_quantile(&r->status_disk_lat, 0.99) / 1000;
         st->n_disk_latency_buckets = GW_LAT_HIST_BUCKETS;
         st->disk_latency_buckets = r->status_disk_lat.b;
-        int nw = gw_vm_disk_latency_windows(r->vm, r->status_disk_windows, GW_LAT_WINDOWS);
+        int nw = gw_vm_disk_latency_windows(r->vm, r->status_disk_windows, r->status_window_ends, GW_LAT_WINDOWS);
         st->n_disk_p99_windows_us = nw > 0 ? (size_t)nw : 0;
         st->disk_p99_windows_us = r->status_disk_windows;
         st->disk_window_ms = GW_LAT_WINDOW_MS;
+        uint64_t now = gw_now_ns();
+        for (int i = 0; i < nw; i++) {
+            uint64_t age = now > r->status_window_ends[i] ? (now - r->status_window_ends[i]) / 1000000 : 0;
+            r->status_window_ages[i] = age > UINT32_MAX ? UINT32_MAX : (uint32_t)age;
+        }
+        st->n_disk_window_ages_ms = st->n_disk_p99_windows_us;
+        st->disk_window_ages_ms = r->status_window_ages;
     }
     /* Migration progress, in the API's JobProgress shape. */
     const struct gw_mig_progress *m = &r->last_mig;

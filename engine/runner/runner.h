@@ -16,6 +16,7 @@
 struct gw_runner {
     struct gw_vm *vm;
     uint64_t started_ns;
+    uint64_t backup_from_ns, backup_to_ns;   /* this runner's last backup ran then (0: none yet) */
     int listen_fd;            /* control socket, -1 when none */
     char control_path[108];
     bool stop;                /* leave the main loop */
@@ -44,6 +45,8 @@ struct gw_runner {
     char status_instant_phase[16], status_instant_error[600], status_instant_digest[33];
     struct gw_lat_hist status_disk_lat;        /* backing store for RunnerStatus.disk_* */
     uint32_t status_disk_windows[GW_LAT_WINDOWS];
+    uint64_t status_window_ends[GW_LAT_WINDOWS];
+    uint32_t status_window_ages[GW_LAT_WINDOWS];
     uint64_t status_vcpu_blocked_ms[16];      /* backing store for postcopy_vcpu_blocked_ms */
 };
 

@@ -37,7 +37,13 @@ struct lat_feed {
     const char *socks[WATCH_MAX];
     struct gw_lat_hist last[WATCH_MAX];
     size_t n;
+    uint64_t busy_from_ns, busy_to_ns;   /* not the guests' usual: this runner's last backup (0, 0: none) */
 };
+
+/* After a backup the store is not yet itself: a 512 MiB backup at 400 MiB/s into one bluestore
+ * OSD left the next 5 s of the guest beside it at 1.05-1.26x its p99 later on (its deferred
+ * writes and RocksDB flushes; stop 24). Its windows and this long after are no baseline. */
+#define BACKUP_SETTLE_NS 10000000000ull
 
 static int feed_latency(void *ctx, struct gw_lat_hist *out)
 {
@@ -69,28 +75,40 @@ static int feed_history(void *ctx, uint64_t *p99_ns, unsigned max)
 {
     struct lat_feed *f = ctx;
     uint32_t us[GW_LAT_WINDOWS];
+    uint64_t ends[GW_LAT_WINDOWS];
     if (max > GW_LAT_WINDOWS) max = GW_LAT_WINDOWS;
     int n = -ENODATA;
     unsigned sources = 0;
     struct gw_lat_hist own;
     if (gw_vm_disk_latency(f->vm, &own) == 0 && own.count) {
         sources++;
-        n = gw_vm_disk_latency_windows(f->vm, us, max);
+        n = gw_vm_disk_latency_windows(f->vm, us, ends, GW_LAT_WINDOWS);
     }
     for (size_t k = 0; k < f->n && sources <= 1; k++) {
         Godwit__V1__RunnerReply *rep = NULL;
         if (gw_runner_op(f->socks[k], GODWIT__V1__RUNNER_REQUEST__OP_STATUS, &rep, 200) == 0 && rep->status &&
             rep->status->disk_requests && ++sources == 1) {
             const Godwit__V1__RunnerStatus *st = rep->status;
-            /* Another runner's windows count only if they are ours in length. */
-            n = st->disk_window_ms == GW_LAT_WINDOW_MS ? (int)(st->n_disk_p99_windows_us < max ? st->n_disk_p99_windows_us : max) : -ENODATA;
-            for (int i = 0; i < n; i++) us[i] = st->disk_p99_windows_us[st->n_disk_p99_windows_us - (size_t)n + (size_t)i];
+            /* Another runner's windows count only if they are ours in length; when each ended
+             * is now less its age (one clock for the host). Without ages none is left out. */
+            size_t have = st->n_disk_p99_windows_us;
+            n = st->disk_window_ms == GW_LAT_WINDOW_MS ? (int)(have < GW_LAT_WINDOWS ? have : GW_LAT_WINDOWS) : -ENODATA;
+            bool aged = st->n_disk_window_ages_ms == have;
+            uint64_t now = gw_now_ns();
+            for (int i = 0; i < n; i++) {
+                size_t at = have - (size_t)n + (size_t)i;
+                us[i] = st->disk_p99_windows_us[at];
+                uint64_t age = aged ? st->disk_window_ages_ms[at] * 1000000ull : now;
+                ends[i] = now > age ? now - age : 0;
+            }
         }
         if (rep) godwit__v1__runner_reply__free_unpacked(rep, NULL);
     }
     if (sources != 1) return -ENOTSUP;
-    for (int i = 0; i < n; i++) p99_ns[i] = (uint64_t)us[i] * 1000;
-    return n;
+    if (n > 0 && f->busy_to_ns) n = (int)gw_lat_windows_drop(us, ends, (unsigned)n, f->busy_from_ns, f->busy_to_ns);
+    int first = n > (int)max ? n - (int)max : 0;
+    for (int i = first; i < n; i++) p99_ns[i - first] = (uint64_t)us[i] * 1000;
+    return n - first;
 }
 
 struct open_ctx {
@@ -197,6 +215,10 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     struct lat_feed *feed = calloc(1, sizeof *feed);
     if (!feed) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     feed->vm = r->vm;
+    if (r->backup_to_ns) {
+        feed->busy_from_ns = r->backup_from_ns;
+        feed->busy_to_ns = r->backup_to_ns + BACKUP_SETTLE_NS;
+    }
     for (size_t k = 0; k < req->n_watch_controls; k++) feed->socks[feed->n++] = req->watch_controls[k];
     if (tc.mode == GW_THROTTLE_ADAPTIVE)
         gw_info("backup: the adaptive throttle watches the block latency of this VM and of %zu other VM%s", feed->n,
@@ -234,7 +256,10 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
                                  .fleece_limit = req->fleece_limit, .side_limit = req->side_limit, .fleece_dir = r->control_path[0] ? dir : NULL,
                                  .throttle = tc, .cpu = cpu};
     if (req->progress_ms && fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
+    uint64_t began = gw_now_ns();
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);
+    r->backup_from_ns = began;
+    r->backup_to_ns = gw_now_ns();
     if (!rc) {
         /* The backup's threads are made the way the store's were: this is what they got. */
         gw_cpu_prio_name(&oc.ran_at, res->cpu_priority, sizeof res->cpu_priority);

@@ -112,12 +112,12 @@ int gw_vm_disk_latency(struct gw_vm *vm, struct gw_lat_hist *out)
     return r;
 }
 
-int gw_vm_disk_latency_windows(struct gw_vm *vm, uint32_t *p99_us, unsigned max)
+int gw_vm_disk_latency_windows(struct gw_vm *vm, uint32_t *p99_us, uint64_t *end_ns, unsigned max)
 {
     struct gw_device *d = gw_bus_find(&vm->bus, "vda");
     if (!d) return -ENODEV;
     pthread_mutex_lock(&d->lock);
-    int r = gw_virtio_blk_latency_windows(d, p99_us, max);
+    int r = gw_virtio_blk_latency_windows(d, p99_us, end_ns, max);
     pthread_mutex_unlock(&d->lock);
     return r;
 }

@@ -23,9 +23,9 @@ int gw_vm_disk_lock(struct gw_vm *vm, bool on, int wait_ms);
 int gw_vm_disk_set_write_hook(struct gw_vm *vm, const struct gw_blk_write_hook *hook);
 /* A copy of the disk's request-latency histogram. -ENODEV when the VM has no disk. */
 int gw_vm_disk_latency(struct gw_vm *vm, struct gw_lat_hist *out);
-/* The p99s (us) of the disk's last min(max, kept) 0.5 s windows, oldest first: their number,
- * or -ENODEV when the VM has no disk. */
-int gw_vm_disk_latency_windows(struct gw_vm *vm, uint32_t *p99_us, unsigned max);
+/* The p99s (us) of the disk's last min(max, kept) 0.5 s windows and when each ended (end_ns
+ * may be NULL), oldest first: their number, or -ENODEV when the VM has no disk. */
+int gw_vm_disk_latency_windows(struct gw_vm *vm, uint32_t *p99_us, uint64_t *end_ns, unsigned max);
 
 /* The disk's dirty bitmap since the last backup (engine/vm/blk_dirty.h), under the device
  * lock: take (in the pause: *bits malloc'd, *nbits blocks, base what it is relative to),

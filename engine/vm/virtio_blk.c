@@ -473,10 +473,10 @@ int gw_virtio_blk_latency(struct gw_device *d, struct gw_lat_hist *out)
     return 0;
 }
 
-int gw_virtio_blk_latency_windows(struct gw_device *d, uint32_t *p99_us, unsigned max)
+int gw_virtio_blk_latency_windows(struct gw_device *d, uint32_t *p99_us, uint64_t *end_ns, unsigned max)
 {
     if (!d || d->ops != &blk_ops) return -EINVAL;
-    return (int)gw_lat_windows_recent(&from_dev(d)->win, p99_us, max);
+    return (int)gw_lat_windows_recent(&from_dev(d)->win, p99_us, end_ns, max);
 }
 
 struct gw_blk_dirty *gw_virtio_blk_dirty(struct gw_device *d)

@@ -105,9 +105,9 @@ int gw_virtio_blk_set_write_hook(struct gw_device *d, struct gw_blk_write_hook h
  * status written; IN and OUT only) since the device was created. Call with d->lock held.
  * Returns 0 or -EINVAL when d is not a virtio-blk device. */
 int gw_virtio_blk_latency(struct gw_device *d, struct gw_lat_hist *out);
-/* The p99s (us) of its last min(max, kept) 0.5 s windows, oldest first (lat_windows.h): their
- * number, or -EINVAL. Call with d->lock held. */
-int gw_virtio_blk_latency_windows(struct gw_device *d, uint32_t *p99_us, unsigned max);
+/* The p99s (us) of its last min(max, kept) 0.5 s windows and when each ended (end_ns may be
+ * NULL), oldest first (lat_windows.h): their number, or -EINVAL. Call with d->lock held. */
+int gw_virtio_blk_latency_windows(struct gw_device *d, uint32_t *p99_us, uint64_t *end_ns, unsigned max);
 
 /* The disk's dirty bitmap since the last backup (blk_dirty.h), NULL when d is not a disk. Use
  * it under d->lock. */

@@ -335,6 +335,11 @@ class Backups(BackupBase):
         self.assertGreaterEqual(len(wins), 16, st)
         self.assertLessEqual(len(wins), 64, st)
         self.assertTrue(all(0 < w < 10000000 for w in wins), wins)
+        # And when each ended: ages, oldest first, one window (0.5 s, at most 1 s) apart.
+        ages = st["disk_window_ages_ms"]
+        self.assertEqual(len(ages), len(wins), st)
+        self.assertLess(ages[-1], 5000, st)
+        self.assertTrue(all(400 <= a - b <= 1100 for a, b in zip(ages, ages[1:])), ages)
         b = self.backup(src, store)
         self.assertEqual(b["disk_bytes"], 16 << 20)
         # The adaptive throttle took the guest's baseline from that past at once, not from 2 s
@@ -344,6 +349,12 @@ class Backups(BackupBase):
         self.assertGreaterEqual(b["throttle_vm_base_windows"], 16, b)
         self.assertGreater(b["throttle_vm_base_us"], 0, b)
         self.assertLessEqual(b["throttle_vm_base_us"], 10000000, b)
+        # A second backup 3 s later leaves out the windows of the first and of the 10 s after
+        # it (the store settling): at most the windows before the first began are its past
+        # (those of the status above, and one or two cut since), not the 6 or more since.
+        time.sleep(3)
+        b2 = self.backup(src, store)
+        self.assertLessEqual(b2["throttle_vm_base_windows"], len(wins) + 2, (b2, len(wins)))
         # The source keeps writing its disk; the clone gets the image as it was at the backup.
         time.sleep(0.5)
         self.assert_disk_restores(store, "disk1", "disk1b", b)

@@ -512,31 +512,61 @@ GW_TEST(lat_windows_are_cut_every_half_second_and_skip_idle_ones)
     gw_lat_windows_note(&w, &h, t);                  /* the first window begins */
     add_n(&h, 200, 1000000);
     gw_lat_windows_note(&w, &h, t + S / 4);          /* 0.25 s: not yet */
-    CHECK_EQ(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS), 0);
+    CHECK_EQ(gw_lat_windows_recent(&w, out, NULL, GW_LAT_WINDOWS), 0);
     gw_lat_windows_note(&w, &h, t + S / 2);
-    REQUIRE(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS) == 1);
+    REQUIRE(gw_lat_windows_recent(&w, out, NULL, GW_LAT_WINDOWS) == 1);
     CHECK(out[0] >= 900 && out[0] <= 1100);
     add_n(&h, 3, 9000000);                           /* too few to say */
     gw_lat_windows_note(&w, &h, t + S);
-    CHECK_EQ(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS), 1);
+    CHECK_EQ(gw_lat_windows_recent(&w, out, NULL, GW_LAT_WINDOWS), 1);
     add_n(&h, 200, 9000000);                         /* 1.5 s since the last cut: idle in between */
     gw_lat_windows_note(&w, &h, t + 5 * S / 2);
-    CHECK_EQ(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS), 1);
+    CHECK_EQ(gw_lat_windows_recent(&w, out, NULL, GW_LAT_WINDOWS), 1);
     add_n(&h, 100, 2000000);
     add_n(&h, 100, 4000000);
     gw_lat_windows_note(&w, &h, t + 3 * S);
-    REQUIRE(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS) == 2);
+    REQUIRE(gw_lat_windows_recent(&w, out, NULL, GW_LAT_WINDOWS) == 2);
     CHECK(out[0] >= 900 && out[0] <= 1100);
     CHECK(out[1] >= 3500 && out[1] <= 4500);
     for (unsigned i = 0; i < 70; i++) {              /* 1, 2, ... 70 ms: the ring keeps 7..70 */
         add_n(&h, 50, (i + 1) * 1000000ull);
         gw_lat_windows_note(&w, &h, t + 3 * S + (i + 1) * (S / 2));
     }
-    REQUIRE(gw_lat_windows_recent(&w, out, GW_LAT_WINDOWS) == GW_LAT_WINDOWS);
+    REQUIRE(gw_lat_windows_recent(&w, out, NULL, GW_LAT_WINDOWS) == GW_LAT_WINDOWS);
     CHECK(out[0] >= 6300 && out[0] <= 7700);
     CHECK(out[GW_LAT_WINDOWS - 1] >= 63000 && out[GW_LAT_WINDOWS - 1] <= 84000);   /* its bucket: 67-84 ms */
-    CHECK_EQ(gw_lat_windows_recent(&w, out, 3), 3);
+    CHECK_EQ(gw_lat_windows_recent(&w, out, NULL, 3), 3);
     CHECK(out[2] >= 63000 && out[2] <= 84000);
+}
+
+/* Each window knows when it ended; the windows of a time known to be no baseline (a backup
+ * and the store's settling after it) are left out, and one that may have begun inside it too
+ * (a kept window lasts at most 1 s), the others kept in order. */
+GW_TEST(lat_windows_of_a_busy_time_are_left_out)
+{
+    static struct gw_lat_windows w;
+    static struct gw_lat_hist h;
+    uint32_t out[GW_LAT_WINDOWS];
+    uint64_t ends[GW_LAT_WINDOWS];
+    uint64_t t = 100 * S;
+    gw_lat_windows_note(&w, &h, t);
+    for (unsigned i = 0; i < 20; i++) {              /* 20 windows ending at t + 0.5 s ... t + 10 s */
+        add_n(&h, 50, (i + 1) * 1000000ull);
+        gw_lat_windows_note(&w, &h, t + (i + 1) * (S / 2));
+    }
+    REQUIRE(gw_lat_windows_recent(&w, out, ends, GW_LAT_WINDOWS) == 20);
+    CHECK_EQ(ends[0], t + S / 2);
+    CHECK_EQ(ends[19], t + 10 * S);
+    /* Busy from t + 3 s to t + 5 s: the windows ending at 3.0-6.0 s may overlap it. */
+    unsigned n = gw_lat_windows_drop(out, ends, 20, t + 3 * S, t + 5 * S);
+    REQUIRE(n == 13);
+    CHECK_EQ(ends[4], t + 5 * S / 2);                /* the last before it */
+    CHECK_EQ(ends[5], t + 13 * S / 2);               /* the first after it */
+    CHECK(out[4] >= 4500 && out[4] <= 5500);         /* its p99 went with it */
+    CHECK(out[5] >= 12000 && out[5] <= 16500);       /* 13 ms, within its bucket */
+    /* Busy before every window or after them all: none left out. */
+    CHECK_EQ(gw_lat_windows_drop(out, ends, n, t - 10 * S, t - 2 * S), n);
+    CHECK_EQ(gw_lat_windows_drop(out, ends, n, t + 11 * S, t + 12 * S), n);
 }
 
 struct fake_vm {
