@@ -215,8 +215,10 @@ static int wp_start(struct gw_dirty_tracker *t, char *why, unsigned whylen)
         if (ioctl(w->uffd, UFFDIO_REGISTER, &reg) < 0) { r = -errno; step = "userfaultfd register (is another tracker or a post-copy placer on this memory?)"; }
     }
     if (!r && (w->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) { r = -errno; step = "eventfd"; }
-    if (!r && (r = -pthread_create(&w->thread, NULL, handler, w)) == 0) w->thread_started = true;
-    else if (r) step = "handler thread";
+    if (!r && (r = -pthread_create(&w->thread, NULL, handler, w)) == 0) {
+        w->thread_started = true;
+        pthread_setname_np(w->thread, "wp-faults");   /* what top and a CPU-priority tool find */
+    } else if (r) step = "handler thread";
     if (!r) {
         /* Everything protected while the guest runs (1 GiB takes 15-25 ms here). */
         uint64_t t0 = gw_now_ns();
