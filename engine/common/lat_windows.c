@@ -40,8 +40,9 @@ unsigned gw_lat_windows_drop(uint32_t *p99_us, uint64_t *end_ns, unsigned n, uin
 {
     unsigned k = 0;
     for (unsigned i = 0; i < n; i++) {
-        bool overlaps = end_ns[i] >= from_ns && end_ns[i] - from_ns <= to_ns - from_ns + 2 * GW_LAT_WINDOW_NS;
-        if (to_ns < from_ns || !overlaps) { p99_us[k] = p99_us[i]; end_ns[k] = end_ns[i]; k++; }
+        /* A window spans at most [end - 2 windows, end]. */
+        bool overlaps = from_ns <= to_ns && end_ns[i] >= from_ns && end_ns[i] <= to_ns + 2 * GW_LAT_WINDOW_NS;
+        if (!overlaps) { p99_us[k] = p99_us[i]; end_ns[k] = end_ns[i]; k++; }
     }
     return k;
 }
