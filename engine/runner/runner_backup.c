@@ -4,9 +4,10 @@
  *
  * A requester that asks for progress (RunnerBackupRequest.progress_ms: godwitd's backup jobs)
  * gets RunnerReply frames carrying only backup_progress on its connection before the final
- * reply. When it half-closes the connection (CancelJob) or goes away (the daemon died), the
- * next progress step sees it and the backup stops there, as any failed backup does: nothing
- * listed, the guest running. The last step comes just before the manifest is written. */
+ * reply. When any requester half-closes the connection (CancelJob) or goes away (the daemon
+ * died, the CLI was interrupted), the next progress step (one per chunk) sees it and the
+ * backup stops there, as any failed backup does: nothing listed, the guest running. The last
+ * step comes just before the manifest is written. */
 #include <errno.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -145,6 +146,7 @@ static int send_progress(void *arg, const struct gw_backup_progress *p)
         gw_info("backup: the requester asked to stop");
         return -ECANCELED;
     }
+    if (!c->every_ns) return 0;   /* no progress asked for: only the hang-up counts */
     uint64_t now = gw_now_ns();
     bool last = p->position >= p->total_bytes;
     if (!last && now - c->last_ns < c->every_ns) return 0;
@@ -255,7 +257,10 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     struct gw_backup_params p = {.parent = req->parent, .method = method, .since = gw_backup_since_get(r->vm),
                                  .fleece_limit = req->fleece_limit, .side_limit = req->side_limit, .fleece_dir = r->control_path[0] ? dir : NULL,
                                  .throttle = tc, .cpu = cpu};
-    if (req->progress_ms && fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
+    /* Every chunk asks whether the requester is still there, progress or not: a CLI killed
+     * (or interrupted) mid-backup stops it, instead of the backup running on to its end with
+     * this runner's control socket unanswered all that time. */
+    if (fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
     uint64_t began = gw_now_ns();
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);
     r->backup_from_ns = began;

@@ -7,7 +7,8 @@ backups write only changed chunks; an OSD killed mid-backup fails the backup wit
 timeout with a clear error while the guest runs on, earlier backups still restore and a retry
 after the OSD returns succeeds; a full pool is an immediate clear error; a corrupted chunk is
 found by verify (with the backups using it) and refused by restore; hostile manifests are
-refused with a reason; a runner killed mid-backup leaves nothing listed.
+refused with a reason; a runner killed mid-backup leaves nothing listed; an interrupted CLI
+stops its backup.
 Usage: test_backup.py [path/to/godwit-vm]."""
 import glob
 import os
@@ -590,6 +591,36 @@ class Backups(BackupBase):
         listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "web4", "--json"] + store).stdout)
         self.assertEqual(listed["backups"], [])
         self.assertEqual(glob.glob(os.path.join(self.dir, "store", "objects", "m.*")), [])
+
+    def test_interrupted_cli_stops_its_backup(self):
+        store = self.store_args("dir")
+        src = self.start("web5", ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=8M,pattern=random"])
+        # 96 MiB at 1 MiB/s: a minute and a half, were it not stopped.
+        p = subprocess.Popen([VM, "backup", "--control", src.sock, "--throttle", "fixed", "--rate", "1M", "--json"]
+                             + store, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        self.assertIsNone(p.poll(), "the backup ended before it was interrupted")
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=10)
+        # The runner answers again once the backup sees, at its next chunk, that nobody waits.
+        t0, st = time.time(), None
+        while time.time() - t0 < 10 and st is None:
+            r = gwtest.run([VM, "status", "--control", src.sock, "--json"])
+            st = gwtest.last_json(r.stdout) if r.returncode == 0 else None
+        self.assertIsNotNone(st, "the runner stayed busy with a backup nobody waits for")
+        self.assertEqual(st["state"], "running")
+        self.assertEqual(st["guest_verify_errors"], 0)
+        listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "web5", "--json"] + store).stdout)
+        self.assertEqual(listed["backups"], [])
+        # The next backup takes its point in time afresh and is whole.
+        b = self.backup(src, store)
+        self.assertEqual(b["method"], "wp", b)
+        code, j, err = self.stop(src)
+        self.assertEqual(code, 0, err)
+        self.assertIn("the requester asked to stop", err)
+        self.assertEqual(j["guest_verify_errors"], 0)
+        r = self.restore(store, "web5", "--name", "web5b")
+        self.assert_clone_runs(r, b["memory_digest"])
 
 
 class CephFaults(BackupBase):
