@@ -123,7 +123,7 @@ int gw_chunk_sink_put(struct gw_chunk_sink *k, const void *data, size_t len, uin
         long n = gw_chunk_encode(k->keys, data, len, lz, k->enc, k->enc_cap);
         if (n < 0) return gw_store_fail(k->store, (int)n, "cannot encode a chunk: %s", strerror((int)-n));
         note_lz4(k, lz, n, len);
-        gw_throttle_take(k->throttle, (uint64_t)n);
+        if ((r = gw_throttle_take(k->throttle, (uint64_t)n))) return gw_store_fail(k->store, r, "backup cancelled");
         r = k->store->ops->put(k->store, obj, k->enc, (size_t)n);
         if (r) return r;
         k->new_chunks++;
@@ -238,7 +238,7 @@ static int store_batch(struct gw_chunk_sink *k, const uint8_t *const *data, cons
             c->encode_ns += t2 - t1;
             if (e < 0) return gw_store_fail(k->store, (int)e, "cannot encode a chunk: %s", strerror((int)-e));
             note_lz4(k, lz, e, len[i]);
-            gw_throttle_take(k->throttle, (uint64_t)e);
+            if ((r = gw_throttle_take(k->throttle, (uint64_t)e))) return gw_store_fail(k->store, r, "backup cancelled");
             r = k->store->ops->put(k->store, names[j], k->enc, (size_t)e);
             c->put_ns += gw_now_ns() - t2;
             if (r) return r;

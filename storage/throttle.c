@@ -281,9 +281,15 @@ static void maybe_step(struct gw_throttle *t, uint64_t now)
     t->lat_n0 = t->store->write_lat_n;
 }
 
-void gw_throttle_take(struct gw_throttle *t, uint64_t bytes)
+static bool cancelled(const struct gw_throttle *t)
 {
-    if (!t) return;
+    return t->cfg.cancelled && t->cfg.cancelled(t->cfg.cancel_ctx);
+}
+
+int gw_throttle_take(struct gw_throttle *t, uint64_t bytes)
+{
+    if (!t) return 0;
+    if (cancelled(t)) return -ECANCELED;
     uint64_t now = gw_now_ns();
     if (!t->first_ns) {
         t->first_ns = t->interval_start = now;
@@ -304,10 +310,12 @@ void gw_throttle_take(struct gw_throttle *t, uint64_t bytes)
         uint64_t slice = end - now < SLEEP_SLICE_NS ? end - now : SLEEP_SLICE_NS;
         struct timespec ts = {.tv_sec = (time_t)(slice / 1000000000ull), .tv_nsec = (long)(slice % 1000000000ull)};
         nanosleep(&ts, NULL);
+        if (cancelled(t)) return -ECANCELED;
         now = gw_now_ns();
         maybe_step(t, now);
     }
     t->last_ns = now;
+    return 0;
 }
 
 /* The disk's history and the throttle's VM signal are one statistic. */

@@ -65,6 +65,11 @@ struct gw_throttle_cfg {
      * the backup's writing thread. */
     void (*pressure)(void *ctx, double *full, double *need_rate);
     void *pressure_ctx;
+    /* Asked before and during every wait (each slice of it): true ends the wait and
+     * gw_throttle_take returns -ECANCELED, so that a backup held at a slow rate stops within
+     * a slice (20 ms) of being cancelled, not after the batch of chunks it is writing. */
+    bool (*cancelled)(void *ctx);
+    void *cancel_ctx;
 };
 
 struct gw_throttle_stats {
@@ -87,8 +92,9 @@ struct gw_throttle;
  * intervals (this call then sleeps that long, 2 s). 0 or -errno with a reason in err. */
 int gw_throttle_open(const struct gw_throttle_cfg *cfg, struct gw_store *s, struct gw_throttle **out, char *err,
                      size_t errlen);
-/* Accounts one store write of bytes, and waits as the limits say. NULL t: no throttle. */
-void gw_throttle_take(struct gw_throttle *t, uint64_t bytes);
+/* Accounts one store write of bytes, and waits as the limits say. NULL t: no throttle.
+ * 0, or -ECANCELED when cfg.cancelled said so (the write must not be made). */
+int gw_throttle_take(struct gw_throttle *t, uint64_t bytes);
 /* Frees t; st (may be NULL) gets its counters. */
 void gw_throttle_close(struct gw_throttle *t, struct gw_throttle_stats *st);
 

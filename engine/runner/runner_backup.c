@@ -1,6 +1,8 @@
 /* The runner's side of backups: a control request becomes one backup of this VM into the
- * named store (backup/backup.h). It runs to its end before the reply, so the control socket
- * is busy meanwhile; the guest keeps running throughout, also when the backup fails.
+ * named store (backup/backup.h). It runs to its end before the reply, on the main thread;
+ * meanwhile a thread of its own answers the control socket (status; stop, which stops the
+ * backup first; busy_responder.h). The guest keeps running throughout, also when the backup
+ * fails.
  *
  * A requester that asks for progress (RunnerBackupRequest.progress_ms: godwitd's backup jobs)
  * gets RunnerReply frames carrying only backup_progress on its connection before the final
@@ -24,6 +26,7 @@
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/runner/frame.h"
+#include "engine/runner/busy_responder.h"
 #include "engine/runner/runner.h"
 #include "engine/runner/runner_client.h"
 #include "engine/vm/virtio_attach.h"
@@ -130,6 +133,7 @@ static int open_target(void *arg)
 struct progress_ctx {
     int fd;
     uint64_t every_ns, t0, last_ns;
+    atomic_bool *stop_asked;   /* the busy responder's: a stop came for this runner */
 };
 
 /* The requester half-closed its side (a cancel) or went away. */
@@ -139,13 +143,18 @@ static bool hung_up(int fd)
     return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR));
 }
 
+/* The throttle's question at every wait slice (storage/throttle.h): a backup held at 1 MiB/s
+ * writes a batch of 16 chunks in 16 s, and the progress step comes only after it. */
+static bool backup_cancelled(void *arg)
+{
+    const struct progress_ctx *c = arg;
+    return atomic_load(c->stop_asked) || hung_up(c->fd);
+}
+
 static int send_progress(void *arg, const struct gw_backup_progress *p)
 {
     struct progress_ctx *c = arg;
-    if (hung_up(c->fd)) {
-        gw_info("backup: the requester asked to stop");
-        return -ECANCELED;
-    }
+    if (backup_cancelled(c)) return -ECANCELED;   /* said once, after the backup */
     if (!c->every_ns) return 0;   /* no progress asked for: only the hang-up counts */
     uint64_t now = gw_now_ns();
     bool last = p->position >= p->total_bytes;
@@ -245,8 +254,11 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     t.store->test_put_delay_ns = req->test_store_delay_us * 1000ull;
     t.store->test_put_delay_until_ns = gw_now_ns() + req->test_store_delay_ms * 1000000ull;
 #endif
-    struct progress_ctx pc = {.fd = fd, .every_ns = (uint64_t)req->progress_ms * 1000000, .t0 = gw_now_ns()};
+    struct gw_busy_responder busy;
+    struct progress_ctx pc = {.fd = fd, .every_ns = (uint64_t)req->progress_ms * 1000000, .t0 = gw_now_ns(),
+                              .stop_asked = &busy.stop_asked};
     pc.last_ns = pc.t0;
+    if (fd >= 0) { tc.cancelled = backup_cancelled; tc.cancel_ctx = &pc; }
     /* The fleecing file lives beside the control socket: the runner's state directory when
      * the daemon started it (its VM directory), the test's own directory otherwise. */
     char dir[sizeof r->control_path];
@@ -262,7 +274,13 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
      * this runner's control socket unanswered all that time. */
     if (fd >= 0) { p.progress = send_progress; p.progress_ctx = &pc; }
     uint64_t began = gw_now_ns();
+    /* The control socket answers (status, stop) while the backup runs: busy_responder.h. */
+    int brc = gw_busy_responder_start(&busy, r, "a backup");
+    if (brc) gw_warn("backup: the control socket will not answer until the backup ends: %s", strerror(-brc));
     rc = gw_backup_create(r->vm, &t, &p, res, err, errlen);
+    gw_busy_responder_end(&busy);
+    if (rc && r->stop) gw_info("backup: stopped, for the VM's stop");
+    else if (rc && hung_up(fd)) gw_info("backup: stopped: its requester cancelled it or went away");
     r->backup_from_ns = began;
     r->backup_to_ns = gw_now_ns();
     if (!rc) {

@@ -8,7 +8,8 @@ timeout with a clear error while the guest runs on, earlier backups still restor
 after the OSD returns succeeds; a full pool is an immediate clear error; a corrupted chunk is
 found by verify (with the backups using it) and refused by restore; hostile manifests are
 refused with a reason; a runner killed mid-backup leaves nothing listed; an interrupted CLI
-stops its backup.
+stops its backup; the runner answers status during a backup, refuses other operations, and a
+stop stops the backup first.
 Usage: test_backup.py [path/to/godwit-vm]."""
 import glob
 import os
@@ -592,6 +593,15 @@ class Backups(BackupBase):
         self.assertEqual(listed["backups"], [])
         self.assertEqual(glob.glob(os.path.join(self.dir, "store", "objects", "m.*")), [])
 
+
+class BusyRunner(BackupBase):
+    """The runner's control socket during a backup (engine/runner/busy_responder.h), also run
+    under ThreadSanitizer (integration_backup_busy): a directory store, no cluster."""
+
+    @classmethod
+    def setUpClass(cls):
+        gwtest.require_kvm()
+
     def test_interrupted_cli_stops_its_backup(self):
         store = self.store_args("dir")
         src = self.start("web5", ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=8M,pattern=random"])
@@ -602,25 +612,65 @@ class Backups(BackupBase):
         self.assertIsNone(p.poll(), "the backup ended before it was interrupted")
         p.send_signal(signal.SIGINT)
         p.communicate(timeout=10)
-        # The runner answers again once the backup sees, at its next chunk, that nobody waits.
-        t0, st = time.time(), None
-        while time.time() - t0 < 10 and st is None:
-            r = gwtest.run([VM, "status", "--control", src.sock, "--json"])
-            st = gwtest.last_json(r.stdout) if r.returncode == 0 else None
-        self.assertIsNotNone(st, "the runner stayed busy with a backup nobody waits for")
+        # The backup sees within its throttle's next wait slice that nobody waits for it: a
+        # new one is taken (refused while one runs) within seconds, not the minute and a half.
+        t0, b = time.time(), None
+        while time.time() - t0 < 10 and b is None:
+            j = self.backup(src, store, ok=False)
+            if j["ok"]:
+                b = j
+            else:
+                self.assertIn("a backup is in progress", j["error"])
+                time.sleep(0.2)
+        self.assertIsNotNone(b, "the runner went on with a backup nobody waits for")
+        st = status(src.sock)
         self.assertEqual(st["state"], "running")
         self.assertEqual(st["guest_verify_errors"], 0)
+        # Only the whole one is listed.
         listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "web5", "--json"] + store).stdout)
-        self.assertEqual(listed["backups"], [])
-        # The next backup takes its point in time afresh and is whole.
-        b = self.backup(src, store)
+        self.assertEqual([x["id"] for x in listed["backups"]], [b["id"]])
         self.assertEqual(b["method"], "wp", b)
         code, j, err = self.stop(src)
         self.assertEqual(code, 0, err)
-        self.assertIn("the requester asked to stop", err)
+        self.assertIn("backup: stopped: its requester cancelled it or went away", err)
         self.assertEqual(j["guest_verify_errors"], 0)
         r = self.restore(store, "web5", "--name", "web5b")
         self.assert_clone_runs(r, b["memory_digest"])
+
+    def test_runner_answers_during_a_backup_and_a_stop_stops_it(self):
+        store = self.store_args("dir")
+        src = self.start("web6", ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=8M,pattern=random"])
+        p = subprocess.Popen([VM, "backup", "--control", src.sock, "--throttle", "fixed", "--rate", "1M", "--json"]
+                             + store, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        self.assertIsNone(p.poll(), "the backup ended too soon")
+        # Status answers at once (a watching backup's throttle asks 10 times a second).
+        for _ in range(5):
+            t0 = time.time()
+            st = status(src.sock)
+            self.assertLess(time.time() - t0, 1.0)
+            self.assertEqual(st["state"], "running")
+            self.assertEqual(st["guest_verify_errors"], 0)
+        # Other operations are refused with the reason, and change nothing.
+        r = gwtest.run([VM, "pause", "--control", src.sock])
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("a backup is in progress", r.stdout + r.stderr)
+        self.assertEqual(status(src.sock)["state"], "running")
+        self.assertIsNone(p.poll(), "a refused operation ended the backup")
+        # A stop stops the backup first (at its next chunk), then the runner.
+        r = gwtest.run([VM, "stop", "--control", src.sock])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out, _ = p.communicate(timeout=5)
+        j = gwtest.last_json(out)
+        self.assertFalse(j["ok"], j)
+        self.assertIn("cancelled", j["error"])
+        code, out, err = src.finish(timeout=30)
+        self.assertEqual(code, 0, err)
+        self.assertIn("it stops first", err)
+        self.assertIn("backup: stopped, for the VM's stop", err)
+        self.assertEqual(gwtest.last_json(out)["guest_verify_errors"], 0)
+        listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "web6", "--json"] + store).stdout)
+        self.assertEqual(listed["backups"], [])
 
 
 class CephFaults(BackupBase):
