@@ -602,14 +602,19 @@ class BusyRunner(BackupBase):
     def setUpClass(cls):
         gwtest.require_kvm()
 
-    def test_interrupted_cli_stops_its_backup(self):
-        store = self.store_args("dir")
-        src = self.start("web5", ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=8M,pattern=random"])
-        # 96 MiB at 1 MiB/s: a minute and a half, were it not stopped.
+    def slow_backup(self, name, store):
+        """A VM and a backup of it running through the CLI: 96 MiB at 1 MiB/s, a minute and a
+        half, were it not stopped."""
+        src = self.start(name, ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=8M,pattern=random"])
         p = subprocess.Popen([VM, "backup", "--control", src.sock, "--throttle", "fixed", "--rate", "1M", "--json"]
                              + store, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(2)
-        self.assertIsNone(p.poll(), "the backup ended before it was interrupted")
+        self.assertIsNone(p.poll(), "the backup ended too soon")
+        return src, p
+
+    def test_interrupted_cli_stops_its_backup(self):
+        store = self.store_args("dir")
+        src, p = self.slow_backup("web5", store)
         p.send_signal(signal.SIGINT)
         p.communicate(timeout=10)
         # The backup sees within its throttle's next wait slice that nobody waits for it: a
@@ -639,11 +644,7 @@ class BusyRunner(BackupBase):
 
     def test_runner_answers_during_a_backup_and_a_stop_stops_it(self):
         store = self.store_args("dir")
-        src = self.start("web6", ["--memory", "256M", "--guest", "dirtier:ws=96M,rate=8M,pattern=random"])
-        p = subprocess.Popen([VM, "backup", "--control", src.sock, "--throttle", "fixed", "--rate", "1M", "--json"]
-                             + store, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(2)
-        self.assertIsNone(p.poll(), "the backup ended too soon")
+        src, p = self.slow_backup("web6", store)
         # Status answers at once (a watching backup's throttle asks 10 times a second).
         for _ in range(5):
             t0 = time.time()
