@@ -55,7 +55,8 @@ struct bk {
     struct gw_disk_rbd *rbd;    /* an RBD disk's point in time (disk_rbd.h), instead of ds */
     uint64_t disk_snap_ns;      /* its RBD snapshot's creation, after the pause */
     uint64_t t_resumed;         /* the guest ran on after the pause (copy-before-write began) */
-    uint64_t mem_pos;           /* memory bytes through the sink so far */
+    uint64_t mem_pos;           /* memory bytes through the sink so far (atomic: the sink's writer
+                                 * thread reads it for the side buffer's forecast) */
     struct gw_side_fill fill;   /* the side buffer's forecast (side_fill.h) */
     uint64_t pause_ns;
     unsigned rounds;
@@ -113,7 +114,7 @@ static int map_data(struct bk *b)
 /* Tells the caller how far the copy is (chunk i done); its refusal stops the backup. */
 static int report(struct bk *b, uint64_t i)
 {
-    b->mem_pos = i * b->cs + chunk_len(b, i, b->vm->mem.size);
+    __atomic_store_n(&b->mem_pos, i * b->cs + chunk_len(b, i, b->vm->mem.size), __ATOMIC_RELAXED);
     if (!b->p->progress) return 0;
     struct gw_backup_progress pr = {
         .total_bytes = b->vm->mem.size, .position = i * b->cs + chunk_len(b, i, b->vm->mem.size),
@@ -469,7 +470,7 @@ static void wp_pressure(void *ctx, double *full, double *need)
         .copied = fl.copied,
         .held = fl.held,
         .bins = GW_DIRTY_SNAPSHOT_BINS,
-        .done = b->vm->mem.size ? (double)b->mem_pos / (double)b->vm->mem.size : 1,
+        .done = b->vm->mem.size ? (double)__atomic_load_n(&b->mem_pos, __ATOMIC_RELAXED) / (double)b->vm->mem.size : 1,
         .mem_bytes = (double)b->vm->mem.size,
         .stored_bytes = (double)b->sink.new_bytes,
     };
