@@ -52,6 +52,9 @@ struct gw_virtio_blk {
     struct gw_lat_hist lat;   /* IN/OUT request latency */
     struct gw_lat_windows win;/* its recent past, in 0.5 s windows (lat_windows.h) */
     struct gw_blk_dirty dirty;/* written since the last backup */
+    struct gw_blk_dirty saved;/* dirty as the last save saw it: the saved state points here, not at
+                               * dirty, which the guest's writes go on marking (a backup packs
+                               * its manifest long after its pause) */
     /* Storage that save() hangs off the caller's message. */
     Godwit__V1__VirtioBlkState st;
     Godwit__V1__VirtioMmioState mmio_st;
@@ -373,10 +376,12 @@ static int blk_save(struct gw_device *d, Godwit__V1__DeviceState *out)
     b->st.read_bytes = b->read_bytes;
     b->st.write_bytes = b->write_bytes;
     b->st.errors = b->mmio.errors;
-    b->st.dirty_bitmap.data = (uint8_t *)b->dirty.bits;
-    b->st.dirty_bitmap.len = b->dirty.words * 8;
+    memcpy(b->saved.bits, b->dirty.bits, b->dirty.words * 8);
+    memcpy(b->saved.base, b->dirty.base, sizeof b->saved.base);
+    b->st.dirty_bitmap.data = (uint8_t *)b->saved.bits;
+    b->st.dirty_bitmap.len = b->saved.words * 8;
     b->st.dirty_block_bytes = GW_BLK_DIRTY_BLOCK;
-    b->st.dirty_base = b->dirty.base;
+    b->st.dirty_base = b->saved.base;
     out->name = (char *)d->name;
     out->kind_case = GODWIT__V1__DEVICE_STATE__KIND_VIRTIO_BLK;
     out->virtio_blk = &b->st;
@@ -432,6 +437,7 @@ static void blk_destroy(struct gw_device *d)
     gw_blk_close(b->disk);
     free(b->image_path);
     gw_blk_dirty_free(&b->dirty);
+    gw_blk_dirty_free(&b->saved);
     /* d->lock is not destroyed here: the bus destroys it before calling us (device_bus.c),
      * and a glibc mutex holds no resources on the paths that bypass the bus. */
     free(b);
@@ -522,6 +528,7 @@ int gw_virtio_blk_create_on(struct gw_blk *disk, const char *image_path, const s
     if (!b->image_path) { r = -ENOMEM; goto fail; }
     b->capacity = b->disk->size / GW_VIRTIO_BLK_SECTOR;
     r = gw_blk_dirty_init(&b->dirty, b->capacity * GW_VIRTIO_BLK_SECTOR);
+    if (!r) r = gw_blk_dirty_init(&b->saved, b->capacity * GW_VIRTIO_BLK_SECTOR);
     if (r < 0) goto fail;
     struct gw_virtio_mmio_config cfg = {
         .name = b->dev.name, .ops = &blk_mmio_ops, .device_id = GW_VIRTIO_ID_BLOCK,
