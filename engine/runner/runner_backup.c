@@ -7,9 +7,10 @@
  * A requester that asks for progress (RunnerBackupRequest.progress_ms: godwitd's backup jobs)
  * gets RunnerReply frames carrying only backup_progress on its connection before the final
  * reply. When any requester half-closes the connection (CancelJob) or goes away (the daemon
- * died, the CLI was interrupted), the next progress step (one per chunk) sees it and the
- * backup stops there, as any failed backup does: nothing listed, the guest running. The last
- * step comes just before the manifest is written. */
+ * died, the CLI was interrupted), the throttle's next wait slice or the next progress step
+ * (after each chunk or batch of chunks) sees it and the backup stops there, as any failed
+ * backup does: nothing listed, the guest running. The last step comes just before the
+ * manifest is written. */
 #include <errno.h>
 #include <poll.h>
 #include <stdbool.h>
