@@ -745,7 +745,10 @@ class CephFaults(BackupBase):
             except subprocess.TimeoutExpired:
                 pass   # a plain client blocks on a full pool: that is what we wait for
             d = subprocess.run(["ceph", "-c", self.conf, "osd", "pool", "ls", "detail"], capture_output=True, text=True)
-            full = "full" in d.stdout.split("flags", 1)[-1].split("\n")[0]
+            # "flags hashpspool,nearfull,full ...": the flag itself, not "nearfull" (set first,
+            # at its lower ratio: a backup then rightly succeeds, and CI once failed so).
+            flags = (d.stdout.split(" flags ", 1)[-1].split() or [""])[0].split(",")
+            full = "full" in flags
             if not full:
                 time.sleep(0.5)
         self.assertTrue(full, "the pool was never flagged full: %s" % d.stdout)
