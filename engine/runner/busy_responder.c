@@ -4,26 +4,18 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
-#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "engine/common/log.h"
-#include "engine/runner/frame.h"
 #include "engine/runner/runner.h"
 
 static void serve_one(struct gw_busy_responder *b, int fd)
 {
-    /* As the main loop's server: a client gets 5 s to send its request. */
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    Godwit__V1__RunnerRequest *req = NULL;
-    int rc = gw_frame_recv(fd, &godwit__v1__runner_request__descriptor, (ProtobufCMessage **)&req);
-    if (rc) { gw_debug("control: bad request: %s", strerror(-rc)); return; }
+    Godwit__V1__RunnerRequest *req;
+    if (gw_runner_control_recv(fd, &req)) return;
     Godwit__V1__RunnerReply rep = GODWIT__V1__RUNNER_REPLY__INIT;
-    Godwit__V1__RunnerStatus st;
-    Godwit__V1__GuestCounters counters;
     char err[256] = "";
     switch (req->op_case) {
     case GODWIT__V1__RUNNER_REQUEST__OP_STATUS:
@@ -38,10 +30,7 @@ static void serve_one(struct gw_busy_responder *b, int fd)
         gw_info("control: %s", err);
         break;
     }
-    gw_runner_fill_status(b->r, &st, &counters);
-    rep.status = &st;
-    rep.error = err;
-    gw_frame_send(fd, &rep.base);
+    gw_runner_control_reply(b->r, fd, &rep, err);
     godwit__v1__runner_request__free_unpacked(req, NULL);
 }
 

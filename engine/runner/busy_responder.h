@@ -6,8 +6,9 @@
  * 200 ms timeout per busy VM in every 100 ms step and went without that VM's latency.
  *
  * A thread of its own answers meanwhile: status as always; stop, by asking the busy request
- * to give up (it checks stop_asked at each step; for a backup, each chunk) and stopping the
- * runner once it has; every other operation is refused with the reason. */
+ * to give up (it checks stop_asked: a backup at its throttle's every wait slice and after each
+ * batch of chunks) and stopping the runner once it has; every other operation is refused
+ * with the reason. */
 #ifndef GW_RUNNER_BUSY_RESPONDER_H
 #define GW_RUNNER_BUSY_RESPONDER_H
 

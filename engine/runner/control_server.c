@@ -163,20 +163,35 @@ static void dispatch(struct gw_runner *r, int fd, const Godwit__V1__RunnerReques
     }
 }
 
+int gw_runner_control_recv(int fd, Godwit__V1__RunnerRequest **req)
+{
+    /* A client gets 5 s to send its request; a stuck one must not freeze the runner. */
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    *req = NULL;
+    int rc = gw_frame_recv(fd, &godwit__v1__runner_request__descriptor, (ProtobufCMessage **)req);
+    if (rc) gw_debug("control: bad request: %s", strerror(-rc));
+    return rc;
+}
+
+void gw_runner_control_reply(struct gw_runner *r, int fd, Godwit__V1__RunnerReply *rep, char *err)
+{
+    Godwit__V1__RunnerStatus st;
+    Godwit__V1__GuestCounters counters;
+    gw_runner_fill_status(r, &st, &counters);
+    rep->status = &st;
+    rep->error = err;
+    gw_frame_send(fd, &rep->base);
+}
+
 void gw_runner_control_serve(struct gw_runner *r)
 {
     int fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0) return;
-    /* A client gets 5 s to send its request; a stuck one must not freeze the runner. */
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    Godwit__V1__RunnerRequest *req = NULL;
-    int rc = gw_frame_recv(fd, &godwit__v1__runner_request__descriptor, (ProtobufCMessage **)&req);
-    if (rc) { gw_debug("control: bad request: %s", strerror(-rc)); close(fd); return; }
+    Godwit__V1__RunnerRequest *req;
+    if (gw_runner_control_recv(fd, &req)) { close(fd); return; }
 
     Godwit__V1__RunnerReply rep = GODWIT__V1__RUNNER_REPLY__INIT;
-    Godwit__V1__RunnerStatus st;
-    Godwit__V1__GuestCounters counters;
     Godwit__V1__RunnerSaveResult save_res;
     char err[512] = "", digest_hex[33];
     struct gw_backup_result backup_res;
@@ -187,10 +202,7 @@ void gw_runner_control_serve(struct gw_runner *r)
         dispatch(r, fd, req, &rep, &save_res, &backup_res, err, sizeof err, digest_hex);
     else gw_info("control: %s (state %s)", err, gw_run_state_name(r->state));
     gw_runner_poll_migration(r);
-    gw_runner_fill_status(r, &st, &counters);
-    rep.status = &st;
-    rep.error = err;
-    gw_frame_send(fd, &rep.base);
+    gw_runner_control_reply(r, fd, &rep, err);
     godwit__v1__runner_request__free_unpacked(req, NULL);
     close(fd);
 }

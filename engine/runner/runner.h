@@ -91,6 +91,11 @@ int gw_runner_control_open(struct gw_runner *r, const char *path);
 void gw_runner_control_close(struct gw_runner *r);
 /* Serves one connection that is ready on listen_fd: one request, one reply. */
 void gw_runner_control_serve(struct gw_runner *r);
+/* The two halves every server of the socket shares (this one and busy_responder.h): reads
+ * the request of a connection just accepted (5 s to send it; 0 or -errno, logged), and
+ * sends rep with the runner's status and err. */
+int gw_runner_control_recv(int fd, Godwit__V1__RunnerRequest **req);
+void gw_runner_control_reply(struct gw_runner *r, int fd, Godwit__V1__RunnerReply *rep, char *err);
 
 /* Fills status (strings point into static or VM storage). */
 void gw_runner_fill_status(struct gw_runner *r, Godwit__V1__RunnerStatus *st, Godwit__V1__GuestCounters *c);
