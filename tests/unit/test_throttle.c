@@ -369,6 +369,35 @@ GW_TEST(adaptive_first_writes_are_paced_from_the_first_byte)
     CHECK(took > 0.2 && took < 1.0);
 }
 
+/* A cancel ends a throttle's wait within a slice: at 1 MiB/s, 4 MiB past the burst would take
+ * 4 s; the cancel comes after ~100 ms of it, and that write and every later one is refused. */
+static bool cancel_after(void *ctx)
+{
+    const uint64_t *at = ctx;
+    return gw_now_ns() >= *at;
+}
+
+GW_TEST(a_cancel_ends_the_wait_within_a_slice)
+{
+    struct gw_store fake = {0};
+    uint64_t at = UINT64_MAX;
+    struct gw_throttle_cfg cfg = {.mode = GW_THROTTLE_FIXED, .rate = 1 << 20, .cancelled = cancel_after, .cancel_ctx = &at};
+    struct gw_throttle *t;
+    char err[256];
+    REQUIRE(gw_throttle_open(&cfg, &fake, &t, err, sizeof err) == 0);
+    int r = 0;
+    for (int i = 0; i < 4 && !r; i++) r = gw_throttle_take(t, 1 << 20);   /* the burst: no wait yet */
+    CHECK_EQ(r, 0);
+    uint64_t t0 = gw_now_ns();
+    at = t0 + 100000000ull;
+    for (int i = 0; i < 4 && !r; i++) r = gw_throttle_take(t, 1 << 20);
+    double took = (gw_now_ns() - t0) / 1e9;
+    CHECK_EQ(r, -ECANCELED);
+    CHECK(took >= 0.09 && took < 0.5);
+    CHECK_EQ(gw_throttle_take(t, 1), -ECANCELED);
+    gw_throttle_close(t, NULL);
+}
+
 /* A guest slow for its own reasons (its p99 over the target whatever the backup writes): the
  * controller backs off to its floor, sees the guest no better there for a whole window, takes
  * the baseline again and grows; a guest slowed by our writes (quiet at the floor) does not. */
