@@ -65,7 +65,6 @@ def e820_line(start, end, kind):
 
 class LinuxBootTest(unittest.TestCase):
     def setUp(self):
-        gwtest.require_kvm()
         self.dir = tempfile.mkdtemp(prefix="gw-linux-")
 
     def run_vm(self, args, timeout=60):
@@ -257,4 +256,5 @@ class LinuxBootTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
+    gwtest.require_kvm()   # here, not in setUp: a SystemExit there is an error, not a skip
     unittest.main(verbosity=2)
