@@ -2,7 +2,7 @@
  *
  *   godwit-bench backup --contention --target dir:PATH|rados:auto [--disk SPEC] [--disk-size SIZE]
  *                [--memory SIZE] [--ws SIZE] [--seconds N] [--cpu-priority P] [--method M]
- *                [--osd-store memstore|bluestore] [--fixed] [--vm-latency-target PCT] [--json]
+ *                [--osd-store memstore|bluestore] [--fixed] [--vm-latency-target PCT] [--rounds N] [--json]
  *
  * Two VMs on this host: the disk guest (guest/workload_disk.c: reads and writes its disk every
  * timer tick) whose block-request latency the virtio disk measures (a histogram in the
@@ -16,6 +16,12 @@
  *       (--watch-vm: the runner polls its status);
  *   (a3) alone again just after (c), for as long as (c) lasted less (a2) (at least --seconds),
  *       so that the baseline covers as much time as (c);
+ *   with --rounds N (default 1): (c) and the alone phase after it N times, the alone phase
+ *       after one round being the one before the next. The figures of (c) and of the guest
+ *       alone around it are then those of every round together (one p99 over all of their
+ *       requests), and each round's own are printed beside them (round_*): two 40 s phases
+ *       of the guest alone differ by up to +-25 % on a noisy host (docs/backups.md), so one
+ *       round's ratio alone cannot settle a 1.2 target;
  *   with --fixed: (d) beside the same backup at a constant rate, (c)'s average, with no
  *       controller (it may fail: too slow to finish before the copy-before-write buffer
  *       fills, reported as fixed_error), and (a4) alone after it: p99(d) over (a3) and (a4) together tells what
@@ -43,6 +49,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,10 +57,10 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/bench_contention_phase.h"
 #include "bench/bench_disk_lat.h"
 #include "bench/bench_proc.h"
 #include "engine/common/json.h"
-#include "engine/common/lat_hist.h"
 #include "engine/common/lat_windows.h"
 #include "engine/common/limits.h"
 #include "engine/common/util.h"
@@ -61,6 +68,7 @@
 #include "storage/store.h"
 
 #define DIRTIER_RATE (16ull << 20)   /* the backed-up VM's rewrites, bytes/s */
+#define ROUNDS_MAX 8u                /* --rounds: at most (each round a whole backup) */
 
 struct copts {
     const char *target, *disk, *dir;
@@ -68,6 +76,7 @@ struct copts {
     const char *osd_store;      /* rados:auto's OSD: memstore (default) or bluestore */
     const char *vm_target;      /* (c)'s --vm-latency-target (NULL: the runner's default) */
     uint64_t disk_size, memory, ws, seconds;
+    uint64_t rounds;            /* --rounds: (c) and the alone phase after it, so many times */
     bool json;
     bool fixed;                 /* --fixed: phase (d), see the top of this file */
 };
@@ -78,10 +87,10 @@ static int parse(int argc, char **argv, struct copts *o)
         {"contention", 0, 0, 'c'}, {"target", 1, 0, 't'}, {"disk", 1, 0, 'd'}, {"disk-size", 1, 0, 's'},
         {"memory", 1, 0, 'm'}, {"ws", 1, 0, 'w'}, {"seconds", 1, 0, 'S'}, {"dir", 1, 0, 'D'}, {"json", 0, 0, 'j'},
         {"cpu-priority", 1, 0, 'P'}, {"method", 1, 0, 'M'}, {"osd-store", 1, 0, 'O'}, {"fixed", 0, 0, 'F'},
-        {"vm-latency-target", 1, 0, 'L'}, {0},
+        {"vm-latency-target", 1, 0, 'L'}, {"rounds", 1, 0, 'R'}, {0},
     };
     *o = (struct copts){.target = "rados:auto", .disk_size = 1ull << 30, .memory = 1ull << 30, .ws = 512ull << 20,
-                        .seconds = 5, .osd_store = "memstore"};
+                        .seconds = 5, .rounds = 1, .osd_store = "memstore"};
     int c, idx;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, &idx)) != -1) {
@@ -101,6 +110,7 @@ static int parse(int argc, char **argv, struct copts *o)
         case 'm': r = gw_parse_size(optarg, &o->memory); break;
         case 'w': r = gw_parse_size(optarg, &o->ws); break;
         case 'S': r = gw_parse_u64(optarg, 1, 3600, &o->seconds); break;
+        case 'R': r = gw_parse_u64(optarg, 1, ROUNDS_MAX, &o->rounds); break;
         case 'j': o->json = true; break;
         case 'F': o->fixed = true; break;
         case 'L': {
@@ -116,130 +126,11 @@ static int parse(int argc, char **argv, struct copts *o)
     return 0;
 }
 
-struct phase {
-    double p50_us, p99_us, mib_s, elapsed_ms;
-    uint64_t requests, backoffs, bytes;
-    uint64_t wp_faults;     /* the backed-up VM's writes that faulted on write-protect */
-    uint64_t vm_target_pct; /* adaptive: the guests' p99 target, percent of their baseline */
-    struct gw_lat_hist d;   /* the guest's requests in the phase */
-    struct gw_lat_hist head;   /* alone phases: the requests of their first --seconds */
-    struct gw_disk_lat_windows win;   /* the phase's p99 window by window */
-};
-
-static void phase_quantiles(struct phase *ph)
-{
-    ph->requests = ph->d.count;
-    ph->p50_us = gw_lat_hist_quantile(&ph->d, 0.5) / 1e3;
-    ph->p99_us = gw_lat_hist_quantile(&ph->d, 0.99) / 1e3;
-}
-
-static void phase_lat(const struct gw_lat_hist *a, const struct gw_lat_hist *b, struct phase *ph)
-{
-    gw_lat_hist_delta(b, a, &ph->d);
-    phase_quantiles(ph);
-}
-
-/* out: the requests of x and y together (two alone phases around another). */
-static void hist_merge(const struct gw_lat_hist *x, const struct gw_lat_hist *y, struct phase *out)
-{
-    memset(out, 0, sizeof *out);
-    out->d.count = x->count + y->count;
-    out->d.sum_ns = x->sum_ns + y->sum_ns;
-    for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) out->d.b[i] = x->b[i] + y->b[i];
-    phase_quantiles(out);
-}
-
-static void phase_merge(const struct phase *x, const struct phase *y, struct phase *out)
-{
-    hist_merge(&x->d, &y->d, out);
-    gw_disk_lat_windows_join(&out->win, &x->win);
-    gw_disk_lat_windows_join(&out->win, &y->win);
-}
-
-/* The disk guest alone for seconds, read window by window; ph->head gets the requests of the
- * first head_s seconds (head_s <= seconds; 0: not wanted). */
-static int alone_phase(const char *vm_bin, const char *dsock, uint64_t seconds, uint64_t head_s, struct phase *ph)
-{
-    struct gw_lat_hist h0, prev, now;
-    if (gw_disk_lat_read(vm_bin, dsock, &h0)) return -EIO;
-    prev = now = h0;
-    for (uint64_t t = 0; t < seconds;) {
-        uint64_t step = seconds - t < GW_DISK_LAT_WINDOW_S ? seconds - t : GW_DISK_LAT_WINDOW_S;
-        if (t < head_s && head_s - t < step) step = head_s - t;
-        sleep((unsigned)step);
-        t += step;
-        if (gw_disk_lat_read(vm_bin, dsock, &now)) return -EIO;
-        gw_disk_lat_window_add(&ph->win, &prev, &now);
-        if (t == head_s) gw_lat_hist_delta(&now, &h0, &ph->head);
-        prev = now;
-    }
-    phase_lat(&h0, &now, ph);
-    return 0;
-}
-
-/* Runs argv (a backup) with its stdout into out_path, reading the disk guest's latency window
- * by window until it ends (how it went is in its JSON, read by the caller). 0, or -EIO when a
- * reading failed (err set). */
-static int run_watched(const char *vm_bin, const char *dsock, char *const *argv, const char *out_path, struct phase *ph,
-                       char *err, size_t errlen)
-{
-    struct gw_lat_hist h0, prev, now;
-    if (gw_disk_lat_read(vm_bin, dsock, &h0)) { snprintf(err, errlen, "disk guest status unreadable"); return -EIO; }
-    prev = now = h0;
-    pid_t pid = gw_bench_spawn(argv, out_path);
-    if (pid < 0) { snprintf(err, errlen, "cannot start the backup: %s", strerror((int)-pid)); return -EIO; }
-    uint64_t window_ns = GW_DISK_LAT_WINDOW_S * 1000000000ull, window_end = gw_now_ns() + window_ns;
-    int st, r, unread = 0;
-    while ((r = gw_bench_poll(pid, &st)) == 0) {
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
-        if (gw_now_ns() < window_end) continue;
-        window_end += window_ns;
-        /* A failed reading ends the windows, not the backup: it is waited for either way. */
-        if (unread || (unread = gw_disk_lat_read(vm_bin, dsock, &now))) continue;
-        gw_disk_lat_window_add(&ph->win, &prev, &now);
-        prev = now;
-    }
-    if (r < 0) gw_bench_wait(pid);
-    if (unread || gw_disk_lat_read(vm_bin, dsock, &now)) { snprintf(err, errlen, "disk guest status unreadable"); return -EIO; }
-    gw_disk_lat_window_add(&ph->win, &prev, &now);   /* the last, shorter window */
-    phase_lat(&h0, &now, ph);
-    return 0;
-}
-
-/* One backup of the second VM with extra options; its throughput from its own figures. */
-static int backup_phase(const char *vm_bin, const char *dsock, const char *bsock, const char *out_path, char *const *store,
-                        char *const *extra, struct phase *ph, char *err, size_t errlen)
-{
-    char *argv[24];
-    int n = 0;
-    const char *head[] = {vm_bin, "backup", "--control", bsock, "--json", "--parent", "none"};
-    for (size_t i = 0; i < GW_ARRAY_SIZE(head); i++) argv[n++] = (char *)head[i];
-    for (int i = 0; store[i]; i++) argv[n++] = store[i];
-    for (int i = 0; extra[i]; i++) argv[n++] = extra[i];
-    argv[n] = NULL;
-    if (run_watched(vm_bin, dsock, argv, out_path, ph, err, errlen)) return -EIO;
-    static char out[65536];
-    char line[8192];
-    gw_bench_read_file(out_path, out, sizeof out);
-    unlink(out_path);
-    gw_bench_last_json(out, line, sizeof line);
-    bool ok = false;
-    gw_json_get_bool(line, "ok", &ok);
-    if (!ok) { snprintf(err, errlen, "backup failed: %.300s", line); return -EIO; }
-    gw_json_get_u64(line, "throttle_bytes", &ph->bytes);
-    gw_json_get_double(line, "elapsed_ms", &ph->elapsed_ms);
-    gw_json_get_u64(line, "throttle_backoffs", &ph->backoffs);
-    gw_json_get_u64(line, "wp_faults", &ph->wp_faults);
-    gw_json_get_u64(line, "throttle_vm_target_pct", &ph->vm_target_pct);
-    ph->mib_s = ph->elapsed_ms > 0 ? ph->bytes / 1048576.0 / (ph->elapsed_ms / 1000) : 0;
-    return 0;
-}
-
 /* (e): no backup at all, only its store writes: distinct 1 MiB objects of random bytes, one at
  * a time, paced to mib_s for ms, then removed (not timed). What the store's load alone costs. */
 static int writer_phase(const char *vm_bin, const char *dsock, const char *spec, const char *conf, double mib_s,
-                        double ms, struct phase *ph, char *err, size_t errlen)
+                        double ms, struct gw_cphase *ph,
+                        char *err, size_t errlen)
 {
     enum { OBJ = 1u << 20 };
     struct gw_store_params sp = {.spec = spec, .ceph_conf = conf[0] ? conf : NULL, .max_inflight = 1};
@@ -270,7 +161,7 @@ static int writer_phase(const char *vm_bin, const char *dsock, const char *spec,
     uint64_t t1 = gw_now_ns();
     if (!r && gw_disk_lat_read(vm_bin, dsock, &h1)) { snprintf(err, errlen, "disk guest status unreadable"); r = -EIO; }
     if (!r) {
-        phase_lat(&h0, &h1, ph);
+        gw_cphase_between(&h0, &h1, ph);
         ph->bytes = n * OBJ;
         ph->elapsed_ms = (double)(t1 - t0) / 1e6;
         ph->mib_s = ph->bytes / 1048576.0 / (ph->elapsed_ms / 1000);
@@ -283,6 +174,40 @@ static int writer_phase(const char *vm_bin, const char *dsock, const char *spec,
     free(buf);
     gw_store_close(s);
     return r;
+}
+
+/* The median of v[0..n) (0 when n is 0); v is left as it was. */
+static double median(const double *v, unsigned n)
+{
+    double s[ROUNDS_MAX];
+    if (!n) return 0;
+    memcpy(s, v, n * sizeof *s);
+    for (unsigned i = 1; i < n; i++)
+        for (unsigned j = i; j > 0 && s[j - 1] > s[j]; j--) {
+            double t = s[j];
+            s[j] = s[j - 1];
+            s[j - 1] = t;
+        }
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* ,"name":[v0,v1,...] */
+static void print_rounds(const char *name, const char *fmt, const double *v, unsigned n)
+{
+    printf(",\"%s\":[", name);
+    for (unsigned k = 0; k < n; k++) {
+        if (k) putchar(',');
+        printf(fmt, v[k]);
+    }
+    putchar(']');
+}
+
+/* ,"name":[...] of one double field (at offset off) of each round's phase. */
+static void print_rounds_of(const char *name, const struct gw_cphase *ph, unsigned n, size_t off)
+{
+    double v[ROUNDS_MAX] = {0};
+    for (unsigned k = 0; k < n && k < ROUNDS_MAX; k++) memcpy(&v[k], (const char *)&ph[k] + off, sizeof v[k]);
+    print_rounds(name, "%.1f", v, n);
 }
 
 int gw_bench_backup_contention(int argc, char **argv)
@@ -368,10 +293,9 @@ int gw_bench_backup_contention(int argc, char **argv)
     uint64_t warm_s = o.ws / DIRTIER_RATE + GW_LAT_WINDOWS * GW_LAT_WINDOW_MS / 1000;
     if (warm_s > 600) warm_s = 600;
     if (!status) sleep((unsigned)warm_s);
-    static struct phase a, a2, a3, around, b, c;
-    if (!status && alone_phase(vm_bin, dsock, o.seconds, 0, &a)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+    static struct gw_cphase a, a2, around, b, c;
+    if (!status && gw_cphase_alone(vm_bin, dsock, o.seconds, 0, &a)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
     char *store_b[] = {"--store", spec_b, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
-    char *store_c[] = {"--store", spec_c, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
     /* The options given, in a row without gaps (argv ends at the first NULL). */
     char *off[8] = {"--throttle", "off"}, *adaptive[12] = {"--throttle", "adaptive", "--watch-vm", dsock};
     int noff = 2, nad = 4;
@@ -387,25 +311,45 @@ int gw_bench_backup_contention(int argc, char **argv)
         adaptive[nad++] = "--vm-latency-target";
         adaptive[nad++] = (char *)o.vm_target;
     }
-    if (!status && backup_phase(vm_bin, dsock, bsock, jout, store_b, off, &b, err, sizeof err)) status = 1;
+    if (!status && gw_cphase_backup(vm_bin, dsock, bsock, jout, store_b, off, &b, err, sizeof err)) status = 1;
     /* Alone just before and just after (c): its baseline is the guest at the same time. */
-    if (!status && alone_phase(vm_bin, dsock, o.seconds, 0, &a2)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
-    if (!status && backup_phase(vm_bin, dsock, bsock, jout, store_c, adaptive, &c, err, sizeof err)) status = 1;
-    /* After (c), alone for as long as (c) lasted, less (a2): the baseline covers as much time as
-     * the phase it is compared with. A p99 over 10 s and one over 200 s are not alike: the
-     * guest has spells of its own (the store's work), and the longer phase is the likelier to
-     * hold one. */
-    uint64_t after_s = o.seconds, c_s = (uint64_t)(c.elapsed_ms / 1000 + 0.999);
-    if (c_s > 2 * o.seconds) after_s = c_s - o.seconds < 3600 ? c_s - o.seconds : 3600;
-    if (!status && alone_phase(vm_bin, dsock, after_s, o.seconds, &a3)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
-    phase_merge(&a2, &a3, &around);
+    if (!status && gw_cphase_alone(vm_bin, dsock, o.seconds, 0, &a2)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+    /* Each round: (c) and then alone after it, for as long as (c) lasted less (a2): the baseline
+     * covers as much time as the phase it is compared with. A p99 over 10 s and one over 200 s
+     * are not alike: the guest has spells of its own (the store's work), and the longer phase
+     * is the likelier to hold one. The alone phase after one round is the alone phase before
+     * the next. Each round's backup goes into a store of its own (the spec with the round's
+     * number), so that no round skips chunks an earlier one stored. */
+    static struct gw_cphase cr[ROUNDS_MAX], ar[ROUNDS_MAX], around_r[ROUNDS_MAX];
+    double ratio_r[ROUNDS_MAX] = {0};
+    unsigned rounds_done = 0;
+    uint64_t after_s = o.seconds;   /* the first round's alone phase after (c), seconds */
+    for (unsigned k = 0; k < o.rounds && !status; k++) {
+        char spec_k[1300];
+        if (k) snprintf(spec_k, sizeof spec_k, "%s%u", spec_c, k + 1);
+        else snprintf(spec_k, sizeof spec_k, "%s", spec_c);
+        char *store_k[] = {"--store", spec_k, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
+        if (gw_cphase_backup(vm_bin, dsock, bsock, jout, store_k, adaptive, &cr[k], err, sizeof err)) { status = 1; break; }
+        uint64_t alone_s = o.seconds, c_s = (uint64_t)(cr[k].elapsed_ms / 1000 + 0.999);
+        if (c_s > 2 * o.seconds) alone_s = c_s - o.seconds < 3600 ? c_s - o.seconds : 3600;
+        if (!k) after_s = alone_s;
+        if (gw_cphase_alone(vm_bin, dsock, alone_s, o.seconds, &ar[k])) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; break; }
+        gw_cphase_merge(k ? &ar[k - 1] : &a2, &ar[k], &around_r[k]);
+        ratio_r[k] = around_r[k].p99_us > 0 ? cr[k].p99_us / around_r[k].p99_us : 0;
+        gw_cphase_add(&c, &cr[k]);
+        rounds_done = k + 1;
+    }
+    /* The rounds read as one: every (c) together against every alone phase around them. */
+    gw_cphase_add(&around, &a2);
+    for (unsigned k = 0; k < rounds_done; k++) gw_cphase_add(&around, &ar[k]);
+    const struct gw_cphase *a3 = rounds_done ? &ar[rounds_done - 1] : &ar[0];
     /* The baseline as it was before: --seconds on either side of (c). */
-    static struct phase around_short;
-    hist_merge(&a2.d, &a3.head, &around_short);
+    static struct gw_cphase around_short;
+    gw_cphase_hist_merge(&a2.d, &ar[0].head, &around_short);
     /* (d), with --fixed: the same backup at a constant rate, what (c) achieved on average, with
      * no controller; then alone again. If the guest's p99 beside it is as high as beside (c),
      * the load itself costs that, not the controller's probing. */
-    static struct phase d, a4, around_d;
+    static struct gw_cphase d, a4, around_d;
     char rate_s[32] = "", fixed_err[512] = "";
     if (!status && o.fixed && c.mib_s > 0) {
         char *store_d[] = {"--store", spec_d, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
@@ -417,17 +361,17 @@ int gw_bench_backup_contention(int argc, char **argv)
         /* A constant rate may be too slow to finish before the copy-before-write buffer fills
          * (the adaptive controller lifts its limit then, a fixed one does not): that is a
          * finding of this phase, printed as fixed_error, not a failure of the bench. */
-        if (backup_phase(vm_bin, dsock, bsock, jout, store_d, fixed, &d, fixed_err, sizeof fixed_err)) d = (struct phase){0};
-        if (alone_phase(vm_bin, dsock, o.seconds, 0, &a4)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
-        phase_merge(&a3, &a4, &around_d);
+        if (gw_cphase_backup(vm_bin, dsock, bsock, jout, store_d, fixed, &d, fixed_err, sizeof fixed_err)) d = (struct gw_cphase){0};
+        if (gw_cphase_alone(vm_bin, dsock, o.seconds, 0, &a4)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+        gw_cphase_merge(a3, &a4, &around_d);
     }
     double ratio_d = around_d.p99_us > 0 && d.p99_us > 0 ? d.p99_us / around_d.p99_us : 0;
     /* (e) at (c)'s rate for (c)'s time: what (d) was to take. */
-    static struct phase e, a5, around_e;
+    static struct gw_cphase e, a5, around_e;
     if (!status && o.fixed && c.mib_s > 0) {
         if (writer_phase(vm_bin, dsock, spec_e, conf, c.mib_s, c.elapsed_ms, &e, err, sizeof err)) status = 1;
-        if (!status && alone_phase(vm_bin, dsock, o.seconds, 0, &a5)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
-        phase_merge(&a4, &a5, &around_e);
+        if (!status && gw_cphase_alone(vm_bin, dsock, o.seconds, 0, &a5)) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; }
+        gw_cphase_merge(&a4, &a5, &around_e);
     }
     double ratio_e = around_e.p99_us > 0 ? e.p99_us / around_e.p99_us : 0;
     uint64_t disk_verify_errors = 0, bulk_verify_errors = 0;
@@ -443,7 +387,11 @@ int gw_bench_backup_contention(int argc, char **argv)
     double ratio_short = around_short.p99_us > 0 ? c.p99_us / around_short.p99_us : 0;
     /* A spell: a window whose p99 is over twice the alone windows' median. */
     double alone_med = gw_disk_lat_windows_median(&around.win), spell_us = 2 * alone_med;
-    double drift = a.p99_us > 0 ? a3.p99_us / a.p99_us : 0;
+    double drift = a.p99_us > 0 ? a3->p99_us / a.p99_us : 0;
+    /* Round by round: how many held the target on their own, and the middle one. */
+    unsigned within = 0;
+    for (unsigned k = 0; k < rounds_done; k++) within += ratio_r[k] > 0 && ratio_r[k] <= 1.2;
+    double ratio_med = median(ratio_r, rounds_done);
     if (o.json) {
         printf("{\"bench\":\"backup-contention\",\"status\":\"%s\",\"error\":", status ? "error" : "ok");
         gw_json_str(stdout, err);
@@ -479,7 +427,7 @@ int gw_bench_backup_contention(int argc, char **argv)
                (unsigned long long)o.disk_size, (unsigned long long)o.memory, (unsigned long long)o.ws, a.p50_us, a.p99_us,
                (unsigned long long)a.requests, b.p50_us, b.p99_us, (unsigned long long)b.requests, c.p50_us, c.p99_us,
                (unsigned long long)c.requests, b.mib_s, c.mib_s, b.elapsed_ms, c.elapsed_ms, a2.p50_us, a2.p99_us, ratio_c2,
-               a3.p50_us, a3.p99_us, around.p50_us, around.p99_us, (unsigned long long)around.requests, ratio_around, drift,
+               a3->p50_us, a3->p99_us, around.p50_us, around.p99_us, (unsigned long long)around.requests, ratio_around, drift,
                (unsigned long long)c.backoffs, (unsigned long long)c.vm_target_pct,
                ratio_b, ratio_c, !status && ratio_around <= 1.2 ? "true" : "false", (unsigned long long)disk_verify_errors,
                (unsigned long long)bulk_verify_errors, (unsigned long long)b.wp_faults, (unsigned long long)c.wp_faults,
@@ -495,6 +443,13 @@ int gw_bench_backup_contention(int argc, char **argv)
         gw_disk_lat_windows_json(stdout, &around.win);
         printf(",\"adaptive_window_p99_us\":");
         gw_disk_lat_windows_json(stdout, &c.win);
+        printf(",\"rounds\":%u,\"rounds_within_target\":%u,\"round_p99_ratio_median\":%.2f", rounds_done, within,
+               ratio_med);
+        print_rounds("round_p99_ratios", "%.2f", ratio_r, rounds_done);
+        print_rounds_of("round_adaptive_p99_us", cr, rounds_done, offsetof(struct gw_cphase, p99_us));
+        print_rounds_of("round_alone_around_p99_us", around_r, rounds_done, offsetof(struct gw_cphase, p99_us));
+        print_rounds_of("round_adaptive_mib_s", cr, rounds_done, offsetof(struct gw_cphase, mib_s));
+        print_rounds_of("round_adaptive_ms", cr, rounds_done, offsetof(struct gw_cphase, elapsed_ms));
         printf("}\n");
     } else {
         printf("backup contention (%s): disk guest p50/p99 alone %.0f/%.0f us, beside unthrottled %.0f/%.0f us "
@@ -502,6 +457,9 @@ int gw_bench_backup_contention(int argc, char **argv)
                "%llu back-offs); p99 ratio %.2f (target 1.2)%s%s\n",
                o.target, a.p50_us, a.p99_us, b.p50_us, b.p99_us, b.mib_s, around.p50_us, around.p99_us, c.p50_us, c.p99_us,
                c.mib_s, (unsigned long long)c.backoffs, ratio_around, status ? ", error: " : "", err);
+        for (unsigned k = 0; rounds_done > 1 && k < rounds_done; k++)
+            printf("  round %u: beside adaptive %.0f us p99, alone around it %.0f us: ratio %.2f (backup %.1f MiB/s, %.0f s)\n",
+                   k + 1, cr[k].p99_us, around_r[k].p99_us, ratio_r[k], cr[k].mib_s, cr[k].elapsed_ms / 1000);
         if (o.fixed) printf("  (d) beside a backup at a fixed %.0f MiB/s: p50/p99 %.0f/%.0f us, p99 ratio %.2f; (e) beside "
                             "only its writes: p50/p99 %.0f/%.0f us, p99 ratio %.2f\n", d.mib_s, d.p50_us, d.p99_us, ratio_d,
                             e.p50_us, e.p99_us, ratio_e);

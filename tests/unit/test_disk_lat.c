@@ -1,6 +1,8 @@
 /* Unit tests for the contention bench's latency windows (bench/bench_disk_lat.h): a window's
  * p99 from two readings, the median and the spells, the cap, and the status parsing against
- * a stand-in `godwit-vm status` (a shell script: what is tested is the parsing, not a VM). */
+ * a stand-in `godwit-vm status` (a shell script: what is tested is the parsing, not a VM);
+ * and its phases read as one (bench/bench_contention_phase.h: --rounds). */
+#include "bench/bench_contention_phase.h"
 #include "bench/bench_disk_lat.h"
 #include "tests/lib/gw_test.h"
 
@@ -94,4 +96,40 @@ GW_TEST(the_status_histogram_is_read_and_a_malformed_one_refused)
     unlink(path);
     /* The runner gone: its status command fails. */
     CHECK_EQ(gw_disk_lat_read("/bin/false", "unused.sock", &h), -EIO);
+}
+
+GW_TEST(rounds_read_as_one_take_the_p99_of_all_their_requests)
+{
+    static struct gw_cphase r1, r2, all, again;
+    advance(&r1.d, 1000, 1000000);   /* round 1: every request 1 ms */
+    advance(&r2.d, 985, 1000000);    /* round 2: 1.5 % at 10 ms, so its own p99 is 10 ms */
+    advance(&r2.d, 15, 10000000);
+    r1.bytes = 10u << 20, r1.elapsed_ms = 2000, r1.backoffs = 3, r1.wp_faults = 100;
+    r2.bytes = 30u << 20, r2.elapsed_ms = 4000, r2.backoffs = 1, r2.wp_faults = 50;
+    r1.win.p99_us[r1.win.n++] = 1000;
+    r2.win.p99_us[r2.win.n++] = 10000;
+    r2.win.p99_us[r2.win.n++] = 1000;
+    gw_cphase_add(&all, &r1);
+    gw_cphase_add(&all, &r2);
+    CHECK_EQ(all.requests, 2000);
+    /* 15 of 2000 requests are 0.75 %: the p99 of both rounds is 1 ms, neither the slower
+     * round's 10 ms nor a mean of the two rounds' p99s. */
+    CHECK(all.p99_us >= 800 && all.p99_us <= 1250);
+    CHECK_EQ(all.bytes, 40u << 20);
+    CHECK_EQ((long long)all.elapsed_ms, 6000);
+    CHECK_EQ(all.backoffs, 4);
+    CHECK_EQ(all.wp_faults, 150);
+    CHECK(all.mib_s > 6.66 && all.mib_s < 6.67);   /* 40 MiB in 6 s, not the mean of 5 and 7.5 */
+    CHECK_EQ(all.win.n, 3);
+    CHECK_EQ(all.win.p99_us[1], 10000);
+    /* A merge starts afresh: out holds x and y only. */
+    again.bytes = 99, again.d.count = 7;
+    gw_cphase_merge(&r1, &r2, &again);
+    CHECK_EQ(again.requests, 2000);
+    CHECK_EQ(again.bytes, 40u << 20);
+    /* And the histograms alone: the quantiles of both, nothing else. */
+    gw_cphase_hist_merge(&r2.d, &r2.d, &again);
+    CHECK_EQ(again.requests, 2000);
+    CHECK(again.p99_us >= 8000 && again.p99_us <= 12500);
+    CHECK_EQ(again.bytes, 0);
 }
