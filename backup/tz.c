@@ -79,7 +79,7 @@ static const char *p_time(const char *p, int max_h, int32_t *out)
     if (*p == '+' || *p == '-') sign = *p++ == '-' ? -1 : 1;
     if (!(p = p_num(p, 0, max_h, &h))) return NULL;
     if (*p == ':' && !(p = p_num(p + 1, 0, 59, &m))) return NULL;
-    if (p && *p == ':' && !(p = p_num(p + 1, 0, 59, &s))) return NULL;
+    if (*p == ':' && !(p = p_num(p + 1, 0, 59, &s))) return NULL;
     *out = sign * (h * 3600 + m * 60 + s);
     return p;
 }

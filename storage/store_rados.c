@@ -253,6 +253,7 @@ static int rados_get_batch(struct gw_store *s, struct gw_store_read *rd, size_t 
         if (next < n && inflight < depth) {
             unsigned k = (oldest + inflight) % depth;
             rd[next].len = 0;
+            comp[k] = NULL;   /* a failed create may leave it unset: never release what was not made */
             int r = rados_aio_create_completion2(NULL, NULL, &comp[k]);
             if (!r) r = rados_aio_read(d->io, rd[next].name, comp[k], (char *)rd[next].buf, rd[next].cap, 0);
             if (r) { rd[next].rc = r; if (comp[k]) rados_aio_release(comp[k]); next++; continue; }
