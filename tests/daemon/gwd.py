@@ -2,7 +2,8 @@
 godwitd instances in temporary state directories on free loopback ports.
 
 Run with Debian's /usr/bin/python3 (python3-grpcio, python3-grpc-tools); tests exit 77
-(skipped) when those or a usable /dev/kvm are missing."""
+(skipped) when those are missing. Without a usable /dev/kvm a suite runs only its tests marked
+@no_vm (run_tests), and exits 77 when it has none."""
 import atexit
 import os
 import shutil
@@ -108,10 +109,40 @@ class Daemons(unittest.TestCase):
         return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
 
 
+def no_vm(test):
+    """Marks a test that starts no VM (the API's own checks: credentials, validation, refusals).
+    Where /dev/kvm is not usable it still runs; the suite's other tests do not (run_tests)."""
+    test.gw_no_vm = True
+    return test
+
+
+class _NoVmLoader(unittest.TestLoader):
+    """Loads only the tests marked @no_vm: a class without one is not even set up."""
+
+    def getTestCaseNames(self, test_case_class):
+        return [n for n in super().getTestCaseNames(test_case_class)
+                if getattr(getattr(test_case_class, n), "gw_no_vm", False)]
+
+
+def run_tests():
+    """unittest.main for a daemon suite: 0, 1 on a failure, or SKIP (77) when no test ran or
+    every test skipped. Without a usable /dev/kvm only the tests marked @no_vm run: a missing
+    capability skips what needs it, not the checks that need none."""
+    kvm = kvm_usable()
+    if not kvm:
+        print("/dev/kvm is not usable on this host: only the tests that start no VM run")
+    r = unittest.main(exit=False, verbosity=2, testLoader=unittest.TestLoader() if kvm else _NoVmLoader()).result
+    if not r.wasSuccessful():
+        return 1
+    if not r.testsRun or len(r.skipped) == r.testsRun:
+        print("SKIP: no test ran%s" % ("" if kvm else " (/dev/kvm is not usable on this host)"))
+        return SKIP
+    return 0
+
+
 def run_suite(module_globals, binaries=("godwitd", "godwit-vm")):
     """The main of a daemon suite: an optional BUILD_DIR first argument becomes the module's
-    BIN; a missing binary, an unusable /dev/kvm or a run where every test skipped exits
-    SKIP (77), a failure 1."""
+    BIN; a missing binary exits SKIP (77); then run_tests."""
     if len(sys.argv) > 1 and os.path.isdir(sys.argv[1]):
         module_globals["BIN"] = os.path.abspath(sys.argv.pop(1))
     bindir = module_globals["BIN"]
@@ -119,11 +150,7 @@ def run_suite(module_globals, binaries=("godwitd", "godwit-vm")):
         if not os.access(os.path.join(bindir, b), os.X_OK):
             print("SKIP: %s not built in %s" % (b, bindir))
             return SKIP
-    require_kvm()
-    r = unittest.main(exit=False, verbosity=2).result
-    if not r.wasSuccessful():
-        return 1
-    return SKIP if r.testsRun and len(r.skipped) == r.testsRun else 0
+    return run_tests()
 
 
 class Daemon:

@@ -72,6 +72,7 @@ class DaemonTest(unittest.TestCase):
 
     # ---------------------------------------------------------------------------- auth
 
+    @gwd.no_vm
     def test_auth(self):
         for md in [(), (("authorization", "Bearer wrong"),), (("authorization", TOKEN_NO_BEARER),)]:
             got, _ = code_of(lambda: self.s.ListVms(api.ListVmsRequest(), metadata=md, timeout=5))
@@ -119,6 +120,7 @@ class DaemonTest(unittest.TestCase):
         self.expect(grpc.StatusCode.NOT_FOUND, "GetVm", api.GetVmRequest(name="life"))
         self.assertTrue(wait_for(lambda: not gwd.pid_alive(pid), 5))
 
+    @gwd.no_vm
     def test_invalid_arguments(self):
         bad = [dict(name=""), dict(name="../etc"), dict(name="a b"), dict(name="x" * 64),
                dict(name="m", memory_bytes=4096), dict(name="m", memory_bytes=(64 << 20) + 1),
@@ -208,6 +210,7 @@ class DaemonTest(unittest.TestCase):
         for n in ("shape", "shape-edge"):
             self.call("DeleteVm", api.DeleteVmRequest(name=n, force=True))
 
+    @gwd.no_vm
     def test_reads_never_wait_for_the_database(self):
         # The database is locked by someone else for 2 s (as a slow fsync would hold it): a
         # CreateVm waits for its record to be durable, but GetVm and ListVms, served on the
@@ -336,6 +339,7 @@ class DaemonTest(unittest.TestCase):
         self.assertIn("daemon was down", vm.error)
         self.call("DeleteVm", api.DeleteVmRequest(name="survivor"))
 
+    @gwd.no_vm
     def test_unavailable_and_deadline(self):
         # A daemon that is not there: UNAVAILABLE from the client.
         ch = grpc.insecure_channel("127.0.0.1:%d" % gwd.free_port())
@@ -566,6 +570,7 @@ class MigrationTest(DaemonTest):
         self.assertTrue(wait_for(lambda: self.vm("shown", stub=self.b.stub).state == api.Vm.RUNNING, 10))
         self.call("DeleteVm", api.DeleteVmRequest(name="shown", force=True), stub=self.b.stub)
 
+    @gwd.no_vm
     def test_migration_port_refuses_strangers(self):
         import socket
         port = int(self.b.conf and open(self.b.conf).read().split("migration_port = ")[1].split()[0])

@@ -121,6 +121,7 @@ class CliTest(unittest.TestCase):
         self.assertEqual(self.run_cli("migrate", "j1", "--to", "x:1", "--mode", "sideways")[0], 2)
         self.ok("vm", "delete", "j1", "--force")
 
+    @gwd.no_vm
     def test_help_everywhere(self):
         for args in (["--help"], ["vm", "--help"], ["vm", "create", "--help"], ["vm", "list", "--help"],
                      ["vm", "stop", "--help"], ["job", "--help"], ["job", "list", "--help"],
@@ -133,6 +134,7 @@ class CliTest(unittest.TestCase):
         self.assertEqual(self.run_cli("vm", "explode", auth=False)[0], 2)
         self.assertIn("exit status", self.run_cli("--help", auth=False)[1])
 
+    @gwd.no_vm
     def test_address_and_token_sources(self):
         # No token: exit 5 with a hint.
         rc, _, err = self.run_cli("--addr", self.d.addr, "vm", "list", auth=False)
@@ -167,9 +169,7 @@ def main():
         if not os.access(os.path.join(BIN, b), os.X_OK):
             print("SKIP: %s not built in %s" % (b, BIN))
             return gwd.SKIP
-    gwd.require_kvm()
-    prog = unittest.main(exit=False, verbosity=2)
-    return 0 if prog.result.wasSuccessful() else 1
+    return gwd.run_tests()
 
 
 if __name__ == "__main__":

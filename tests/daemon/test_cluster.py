@@ -444,6 +444,7 @@ class ClusterTest(unittest.TestCase):
             ok = [j for j in jobs if j.vm == n and j.kind == api.Job.MIGRATE and j.state == api.Job.SUCCEEDED]
             self.assertLessEqual(len(ok), 1, ok)
 
+    @gwd.no_vm
     def test_metrics_endpoint_refuses_the_rest(self):
         import socket
         import urllib.error

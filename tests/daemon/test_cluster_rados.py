@@ -215,12 +215,8 @@ def main():
     if not shutil.which("ceph-mon") or not shutil.which("ceph-osd") or os.geteuid() != 0:
         print("SKIP: Ceph's daemons (ceph-mon, ceph-osd) and root are needed")
         return gwd.SKIP
-    gwd.require_kvm()
     tc.BIN = BIN
-    r = unittest.main(exit=False, verbosity=2).result
-    if not r.wasSuccessful():
-        return 1
-    return gwd.SKIP if r.testsRun and len(r.skipped) == r.testsRun else 0
+    return gwd.run_tests()
 
 
 if __name__ == "__main__":

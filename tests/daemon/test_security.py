@@ -76,6 +76,7 @@ class Security(unittest.TestCase):
         return self.peer.PrepareIncoming(peer_pb.PrepareIncomingRequest(vm=vm, job_id="job-test", source_host=source,
                                                                         streams=1), metadata=PEER_AUTH, timeout=10)
 
+    @gwd.no_vm
     def test_the_same_source_asking_again_replaces_its_reservation(self):
         # A source daemon killed between PrepareIncoming and its streams restarts and retries
         # (an evacuation resumes): its new request replaces the reservation no stream reached,
@@ -112,6 +113,7 @@ class Security(unittest.TestCase):
             self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm="again-long", job_id="job-test"),
                                     metadata=PEER_AUTH, timeout=10)
 
+    @gwd.no_vm
     def test_peer_api_takes_the_cluster_credential_only(self):
         vm = api.Vm(name="nobody", memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M")
         req = peer_pb.PrepareIncomingRequest(vm=vm, job_id="j", source_host="x", streams=1)
@@ -123,6 +125,7 @@ class Security(unittest.TestCase):
             self.b.stub.ListVms(api.ListVmsRequest(), metadata=PEER_AUTH, timeout=10)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
 
+    @gwd.no_vm
     def test_forged_session_token(self):
         before = sorted(self.b.runner_pids())
         resp = self.prepare("reserved")
@@ -148,6 +151,7 @@ class Security(unittest.TestCase):
             self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm="reserved", job_id="job-test"),
                                     metadata=PEER_AUTH, timeout=10)
 
+    @gwd.no_vm
     def test_disk_path_outside_image_roots(self):
         outside = os.path.join(self.tmp, "outside.img")
         inside = os.path.join(self.images, "inside.img")
@@ -200,5 +204,4 @@ class Security(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    gwd.require_kvm()
-    unittest.main(verbosity=2)
+    sys.exit(gwd.run_tests())
