@@ -20,8 +20,8 @@
  *       after one round being the one before the next. The figures of (c) and of the guest
  *       alone around it are then those of every round together (one p99 over all of their
  *       requests), and each round's own are printed beside them (round_*): two 40 s phases
- *       of the guest alone differ by up to +-25 % on a noisy host (docs/backups.md), so one
- *       round's ratio alone cannot settle a 1.2 target;
+ *       of the guest alone differ by up to +-25 % on a noisy host
+ *       (docs/backup-contention.md), so one round's ratio cannot settle a 1.2 target;
  *   with --fixed: (d) beside the same backup at a constant rate, (c)'s average, with no
  *       controller (it may fail: too slow to finish before the copy-before-write buffer
  *       fills, reported as fixed_error), and (a4) alone after it: p99(d) over (a3) and (a4) together tells what

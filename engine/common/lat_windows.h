@@ -4,8 +4,8 @@
  * from the last half minute at once instead of measuring it over the 2 s before its first write:
  * four 0.5 s windows (a few thousand requests) read up to a quarter above or below the
  * guest's usual level on their own, and a baseline read high lets the adaptive throttle take
- * that much more (the misses of 2 December, docs/backups.md). The window is the throttle's
- * own VM window (storage/throttle.h), so that history and signal are one statistic.
+ * that much more (the misses of 2 December, docs/backup-contention.md). The window is the
+ * throttle's own VM window (storage/throttle.h), so that history and signal are one statistic.
  *
  * Cut on the owner's updates (gw_lat_windows_note), not on a timer: an idle disk cuts nothing.
  * A window with fewer than GW_LAT_WINDOW_MIN_REQUESTS requests, or one that lasted more than
