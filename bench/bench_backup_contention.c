@@ -448,6 +448,9 @@ int gw_bench_backup_contention(int argc, char **argv)
         print_rounds("round_p99_ratios", "%.2f", ratio_r, rounds_done);
         print_rounds_of("round_adaptive_p99_us", cr, rounds_done, offsetof(struct gw_cphase, p99_us));
         print_rounds_of("round_alone_around_p99_us", around_r, rounds_done, offsetof(struct gw_cphase, p99_us));
+        /* Each alone phase after a round on its own, beside (a2)'s: how far the guest alone
+         * moves from one phase to the next in this run, the noise the ratios carry. */
+        print_rounds_of("round_alone_after_p99_us", ar, rounds_done, offsetof(struct gw_cphase, p99_us));
         print_rounds_of("round_adaptive_mib_s", cr, rounds_done, offsetof(struct gw_cphase, mib_s));
         print_rounds_of("round_adaptive_ms", cr, rounds_done, offsetof(struct gw_cphase, elapsed_ms));
         printf("}\n");
