@@ -22,7 +22,7 @@ SECRET = "cluster-secret-for-tests-0123456789abcdef"
 
 # The KVM check and skip code are the integration tests' own (tests/integration/gwtest.py).
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-from gwtest import SKIP, kvm_usable, require_kvm  # noqa: E402,F401
+from gwtest import SKIP, kvm_usable, no_vm, require_kvm, run_tests  # noqa: E402,F401
 
 try:
     import grpc
@@ -107,37 +107,6 @@ class Daemons(unittest.TestCase):
         b = backup_stubs()[1].GodwitBackupStub(d.channel)
         stub = b if hasattr(b, method) else d.stub
         return getattr(stub, method)(req, metadata=AUTH, timeout=timeout)
-
-
-def no_vm(test):
-    """Marks a test that starts no VM (the API's own checks: credentials, validation, refusals).
-    Where /dev/kvm is not usable it still runs; the suite's other tests do not (run_tests)."""
-    test.gw_no_vm = True
-    return test
-
-
-class _NoVmLoader(unittest.TestLoader):
-    """Loads only the tests marked @no_vm: a class without one is not even set up."""
-
-    def getTestCaseNames(self, test_case_class):
-        return [n for n in super().getTestCaseNames(test_case_class)
-                if getattr(getattr(test_case_class, n), "gw_no_vm", False)]
-
-
-def run_tests():
-    """unittest.main for a daemon suite: 0, 1 on a failure, or SKIP (77) when no test ran or
-    every test skipped. Without a usable /dev/kvm only the tests marked @no_vm run: a missing
-    capability skips what needs it, not the checks that need none."""
-    kvm = kvm_usable()
-    if not kvm:
-        print("/dev/kvm is not usable on this host: only the tests that start no VM run")
-    r = unittest.main(exit=False, verbosity=2, testLoader=unittest.TestLoader() if kvm else _NoVmLoader()).result
-    if not r.wasSuccessful():
-        return 1
-    if not r.testsRun or len(r.skipped) == r.testsRun:
-        print("SKIP: no test ran%s" % ("" if kvm else " (/dev/kvm is not usable on this host)"))
-        return SKIP
-    return 0
 
 
 def run_suite(module_globals, binaries=("godwitd", "godwit-vm")):

@@ -28,6 +28,39 @@ def require_kvm():
         sys.exit(SKIP)
 
 
+def no_vm(test):
+    """Marks a test that starts no VM (refusals of hostile input, usage errors, the CLI's own
+    checks). Where /dev/kvm is not usable it still runs; its suite's other tests do not
+    (run_tests)."""
+    test.gw_no_vm = True
+    return test
+
+
+class _NoVmLoader(unittest.TestLoader):
+    """Loads only the tests marked @no_vm: a class without one is not even set up."""
+
+    def getTestCaseNames(self, test_case_class):
+        return [n for n in super().getTestCaseNames(test_case_class)
+                if getattr(getattr(test_case_class, n), "gw_no_vm", False)]
+
+
+def run_tests(argv=None):
+    """unittest.main for a suite: 0, 1 on a failure, or SKIP (77) when no test ran or every
+    test skipped. Without a usable /dev/kvm only the tests marked @no_vm run: a missing
+    capability skips what needs it, not the checks that need none."""
+    kvm = kvm_usable()
+    if not kvm:
+        print("/dev/kvm is not usable on this host: only the tests that start no VM run")
+    r = unittest.main(argv=argv, exit=False, verbosity=2,
+                      testLoader=unittest.TestLoader() if kvm else _NoVmLoader()).result
+    if not r.wasSuccessful():
+        return 1
+    if not r.testsRun or len(r.skipped) == r.testsRun:
+        print("SKIP: no test ran%s" % ("" if kvm else " (/dev/kvm is not usable on this host)"))
+        return SKIP
+    return 0
+
+
 def binary(name, argv_index=1):
     """The binary named on the command line, or in GODWIT_<NAME>, or in ./build."""
     env = "GODWIT_" + name.upper().replace("-", "_").replace("GODWIT_", "")

@@ -421,6 +421,7 @@ class EvilSourceTest(unittest.TestCase):
 class Hostile(EvilSourceTest):
 
     # ---------------------------------------------------------- positive controls
+    @gwtest.no_vm
     def test_00_lz4_blocks_are_well_formed(self):
         block, page = lz4_periodic(b"godwit!")
         self.assertEqual(lz4_decode(block), page)
@@ -568,6 +569,7 @@ class Hostile(EvilSourceTest):
                 c.send_raw(c.header(rtype, MAX_PAYLOAD + 1))
                 self.refused(d, c, ["record length %d over the maximum %d" % (MAX_PAYLOAD + 1, MAX_PAYLOAD)])
 
+    @gwtest.no_vm
     def test_23_oversized_hello_before_authentication(self):
         """A stranger gets no 16 MiB buffers: before AUTH, 64 KiB is the limit."""
         d = self.dest()
@@ -619,6 +621,7 @@ class Hostile(EvilSourceTest):
                 self.refused(d, c, [expect])
 
     # ---------------------------------------------------------- handshake
+    @gwtest.no_vm
     def test_30_wrong_secret(self):
         d = self.dest()
         c = self.source(d, handshake=False)
@@ -634,6 +637,7 @@ class Hostile(EvilSourceTest):
         self.assertEqual(e.message, "authentication failed")
         self.refused(d, c, ["authentication failed", "does not hold our cluster secret"])
 
+    @gwtest.no_vm
     def test_31_reflected_and_replayed_macs(self):
         """Without the secret: the destination's role (reflection) or a MAC over other nonces
         (replay of an old session) is refused just the same."""
@@ -651,6 +655,7 @@ class Hostile(EvilSourceTest):
                 self.refused(d, c, ["authentication failed"])
                 self.assertEqual([(e.code, e.message) for e in c.errors], [(-EACCES, "authentication failed")])
 
+    @gwtest.no_vm
     def test_32_records_before_authentication(self):
         """Pages instead of AUTH: nothing is applied before the peer proved the secret."""
         d = self.dest()
@@ -660,6 +665,7 @@ class Hostile(EvilSourceTest):
         c.batch([(0, RAW, pattern_page(0))])
         self.refused(d, c, ["expected AUTH, got PAGE_BATCH"])
 
+    @gwtest.no_vm
     def test_33_hello_disagrees_with_its_config(self):
         for name, kw, expect in (
                 ("mem-size", {"mem_size": MEM, "config": vm_config(2 * MEM)},
@@ -736,6 +742,7 @@ class Hostile(EvilSourceTest):
         c.send(DIGEST, mig.MigDigest(xxh3_128=bytes(16), mem_size=2 * MEM))
         self.refused(d, c, ["DIGEST covers a different memory size"])
 
+    @gwtest.no_vm
     def test_48_streams_of_another_session(self):
         """A session of two streams whose second connection lies: another session id, a second
         stream 0, a stream 1 announcing other memory; and a session that starts with stream 1."""
@@ -1089,5 +1096,4 @@ def tearDownModule():
 
 
 if __name__ == "__main__":
-    gwtest.require_kvm()
-    unittest.main(verbosity=2)
+    sys.exit(gwtest.run_tests())

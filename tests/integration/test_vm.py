@@ -225,6 +225,7 @@ class Failures(unittest.TestCase):
         self.assertIn("triple-fault", r.stderr)
         self.assertLess(time.time() - t0, 20)
 
+    @gwtest.no_vm
     def test_bad_guest_spec(self):
         r = gwtest.run([VM, "run", "--guest", "dirtier:ws=banana"])
         self.assertEqual(r.returncode, 2)
@@ -233,11 +234,13 @@ class Failures(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown workload", r.stderr)
 
+    @gwtest.no_vm
     def test_working_set_too_large(self):
         r = gwtest.run([VM, "run", "--memory", "64M", "--guest", "dirtier:ws=128M"])
         self.assertEqual(r.returncode, 2)
         self.assertIn("needs", r.stderr)
 
+    @gwtest.no_vm
     def test_bad_memory_and_vcpus(self):
         r = gwtest.run([VM, "run", "--memory", "3M"])
         self.assertEqual(r.returncode, 2)
@@ -245,6 +248,7 @@ class Failures(unittest.TestCase):
         r = gwtest.run([VM, "run", "--vcpus", "99"])
         self.assertEqual(r.returncode, 2)
 
+    @gwtest.no_vm
     def test_unreachable_control_socket(self):
         r = gwtest.run([VM, "status", "--control", "/nonexistent/sock"])
         self.assertNotEqual(r.returncode, 0)
@@ -252,5 +256,4 @@ class Failures(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    gwtest.require_kvm()
-    unittest.main(verbosity=2)
+    sys.exit(gwtest.run_tests())
