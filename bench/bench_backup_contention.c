@@ -129,8 +129,7 @@ static int parse(int argc, char **argv, struct copts *o)
 /* (e): no backup at all, only its store writes: distinct 1 MiB objects of random bytes, one at
  * a time, paced to mib_s for ms, then removed (not timed). What the store's load alone costs. */
 static int writer_phase(const char *vm_bin, const char *dsock, const char *spec, const char *conf, double mib_s,
-                        double ms, struct gw_cphase *ph,
-                        char *err, size_t errlen)
+                        double ms, struct gw_cphase *ph, char *err, size_t errlen)
 {
     enum { OBJ = 1u << 20 };
     struct gw_store_params sp = {.spec = spec, .ceph_conf = conf[0] ? conf : NULL, .max_inflight = 1};
@@ -330,13 +329,13 @@ int gw_bench_backup_contention(int argc, char **argv)
         else snprintf(spec_k, sizeof spec_k, "%s", spec_c);
         char *store_k[] = {"--store", spec_k, conf[0] ? "--ceph-conf" : NULL, conf, NULL};
         if (gw_cphase_backup(vm_bin, dsock, bsock, jout, store_k, adaptive, &cr[k], err, sizeof err)) { status = 1; break; }
+        gw_cphase_add(&c, &cr[k]);   /* printed even if the alone phase after it fails */
         uint64_t alone_s = o.seconds, c_s = (uint64_t)(cr[k].elapsed_ms / 1000 + 0.999);
         if (c_s > 2 * o.seconds) alone_s = c_s - o.seconds < 3600 ? c_s - o.seconds : 3600;
         if (!k) after_s = alone_s;
         if (gw_cphase_alone(vm_bin, dsock, alone_s, o.seconds, &ar[k])) { snprintf(err, sizeof err, "disk guest status unreadable"); status = 1; break; }
         gw_cphase_merge(k ? &ar[k - 1] : &a2, &ar[k], &around_r[k]);
         ratio_r[k] = around_r[k].p99_us > 0 ? cr[k].p99_us / around_r[k].p99_us : 0;
-        gw_cphase_add(&c, &cr[k]);
         rounds_done = k + 1;
     }
     /* The rounds read as one: every (c) together against every alone phase around them. */
