@@ -26,18 +26,11 @@ void gw_cphase_between(const struct gw_lat_hist *then, const struct gw_lat_hist 
     quantiles(ph);
 }
 
-static void hist_add(struct gw_lat_hist *acc, const struct gw_lat_hist *x)
-{
-    acc->count += x->count;
-    acc->sum_ns += x->sum_ns;
-    for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) acc->b[i] += x->b[i];
-}
-
 void gw_cphase_hist_merge(const struct gw_lat_hist *x, const struct gw_lat_hist *y, struct gw_cphase *out)
 {
     memset(out, 0, sizeof *out);
-    hist_add(&out->d, x);
-    hist_add(&out->d, y);
+    gw_lat_hist_sum(&out->d, x);
+    gw_lat_hist_sum(&out->d, y);
     quantiles(out);
 }
 
@@ -50,7 +43,7 @@ void gw_cphase_merge(const struct gw_cphase *x, const struct gw_cphase *y, struc
 
 void gw_cphase_add(struct gw_cphase *acc, const struct gw_cphase *x)
 {
-    hist_add(&acc->d, &x->d);
+    gw_lat_hist_sum(&acc->d, &x->d);
     quantiles(acc);
     gw_disk_lat_windows_join(&acc->win, &x->win);
     acc->bytes += x->bytes;
@@ -114,7 +107,7 @@ static int run_watched(const char *vm_bin, const char *dsock, char *const *argv,
 
 /* One backup of the second VM with extra options; its throughput from its own figures. */
 int gw_cphase_backup(const char *vm_bin, const char *dsock, const char *bsock, const char *out_path, char *const *store,
-                        char *const *extra, struct gw_cphase *ph, char *err, size_t errlen)
+                     char *const *extra, struct gw_cphase *ph, char *err, size_t errlen)
 {
     char *argv[24];
     int n = 0;

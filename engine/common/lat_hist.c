@@ -41,6 +41,13 @@ void gw_lat_hist_load(const struct gw_lat_hist *h, struct gw_lat_hist *out)
     for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) out->count += out->b[i] = __atomic_load_n(&h->b[i], __ATOMIC_RELAXED);
 }
 
+void gw_lat_hist_sum(struct gw_lat_hist *acc, const struct gw_lat_hist *x)
+{
+    acc->count += x->count;
+    acc->sum_ns += x->sum_ns;
+    for (unsigned i = 0; i < GW_LAT_HIST_BUCKETS; i++) acc->b[i] += x->b[i];
+}
+
 void gw_lat_hist_delta(const struct gw_lat_hist *now, const struct gw_lat_hist *before, struct gw_lat_hist *out)
 {
     out->count = now->count - before->count;

@@ -24,6 +24,9 @@ void gw_lat_hist_add(struct gw_lat_hist *h, uint64_t ns);
 void gw_lat_hist_add_shared(struct gw_lat_hist *h, uint64_t ns);
 void gw_lat_hist_load(const struct gw_lat_hist *h, struct gw_lat_hist *out);
 
+/* acc += x: the samples of both (two guests' disks, or two phases read as one). */
+void gw_lat_hist_sum(struct gw_lat_hist *acc, const struct gw_lat_hist *x);
+
 /* out = now - before (both copies of one histogram, before taken earlier): the samples
  * counted in between. */
 void gw_lat_hist_delta(const struct gw_lat_hist *now, const struct gw_lat_hist *before, struct gw_lat_hist *out);

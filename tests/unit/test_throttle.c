@@ -61,6 +61,10 @@ GW_TEST(lat_hist_quantiles)
     CHECK_EQ(d.count, 100);
     uint64_t q = gw_lat_hist_quantile(&d, 0.99);
     CHECK(q > 1700000 && q < 2300000);
+    /* The sum of two histograms is the histogram of both: h0 back plus the delta is h. */
+    struct gw_lat_hist s = h0;
+    gw_lat_hist_sum(&s, &d);
+    CHECK(memcmp(&s, &h, sizeof s) == 0);
     memset(&d, 0, sizeof d);
     CHECK_EQ(gw_lat_hist_quantile(&d, 0.99), 0);
     gw_lat_hist_add(&d, 0);
