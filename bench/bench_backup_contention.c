@@ -175,21 +175,6 @@ static int writer_phase(const char *vm_bin, const char *dsock, const char *spec,
     return r;
 }
 
-/* The median of v[0..n) (0 when n is 0); v is left as it was. */
-static double median(const double *v, unsigned n)
-{
-    double s[ROUNDS_MAX];
-    if (!n) return 0;
-    memcpy(s, v, n * sizeof *s);
-    for (unsigned i = 1; i < n; i++)
-        for (unsigned j = i; j > 0 && s[j - 1] > s[j]; j--) {
-            double t = s[j];
-            s[j] = s[j - 1];
-            s[j - 1] = t;
-        }
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
 /* ,"name":[v0,v1,...] */
 static void print_rounds(const char *name, const char *fmt, const double *v, unsigned n)
 {
@@ -390,7 +375,9 @@ int gw_bench_backup_contention(int argc, char **argv)
     /* Round by round: how many held the target on their own, and the middle one. */
     unsigned within = 0;
     for (unsigned k = 0; k < rounds_done; k++) within += ratio_r[k] > 0 && ratio_r[k] <= 1.2;
-    double ratio_med = median(ratio_r, rounds_done);
+    double sorted[ROUNDS_MAX];   /* gw_median sorts: ratio_r is printed in round order below */
+    memcpy(sorted, ratio_r, sizeof sorted);
+    double ratio_med = gw_median(sorted, rounds_done);
     if (o.json) {
         printf("{\"bench\":\"backup-contention\",\"status\":\"%s\",\"error\":", status ? "error" : "ok");
         gw_json_str(stdout, err);

@@ -18,6 +18,7 @@
 #include "bench/bench_opts.h"
 #include "bench/bench_proc.h"
 #include "engine/common/json.h"
+#include "engine/common/util.h"
 
 #define TLS_TARGET_RATIO 1.3
 #define PAIRS 3              /* default --pairs */
@@ -48,12 +49,6 @@ static int run_one(int argc, char **argv, const char *mode, char *out, size_t ou
     free(av);
     gw_bench_last_json(buf, out, outlen);
     return rc;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 int gw_bench_migrate_tls_both(int argc, char **argv, unsigned pairs)
@@ -93,9 +88,7 @@ int gw_bench_migrate_tls_both(int argc, char **argv, unsigned pairs)
             else if (last_plain > 0) pair_ratio[nratio++] = t / last_plain;
         }
     }
-    qsort(pair_ratio, nratio, sizeof *pair_ratio, cmp_double);
-    double median = !nratio ? 0 : nratio % 2 ? pair_ratio[nratio / 2]
-                                             : (pair_ratio[nratio / 2 - 1] + pair_ratio[nratio / 2]) / 2;
+    double median = gw_median(pair_ratio, nratio);
     bool kernel = false;
     gw_json_get_double(plain, "wire_mib_s", &mp);
     gw_json_get_double(tls, "wire_mib_s", &mt);

@@ -46,6 +46,10 @@ int gw_pwrite_full(int fd, const void *buf, size_t len, off_t off);
  * cap - 1 bytes. Returns the length read (> 0), or -errno (-ENODATA when it is empty). */
 int gw_read_small_file(const char *path, char *buf, size_t cap);
 
+/* The median of v[0..n): the middle value, or the mean of the middle two when n is even; 0
+ * when n is 0. Sorts v in place. */
+double gw_median(double *v, size_t n);
+
 /* True when the len bytes at p are all zero (fast path for page-sized, aligned buffers). */
 bool gw_is_zero(const void *p, size_t len);
 

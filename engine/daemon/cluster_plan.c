@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/common/util.h"
 #include "engine/daemon/cluster.h"
 
 bool gw_cluster_estimate(const struct gw_cluster_fit *f, uint64_t mem, uint64_t dirty, uint64_t *bytes, uint64_t *ms)
@@ -40,18 +41,6 @@ bool gw_cluster_estimate(const struct gw_cluster_fit *f, uint64_t mem, uint64_t 
     return true;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, unsigned n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 void gw_cluster_fit_samples(const uint64_t *x, const uint64_t *y, const uint64_t *wire, unsigned n,
                             struct gw_cluster_fit *fit)
 {
@@ -65,16 +54,16 @@ void gw_cluster_fit_samples(const uint64_t *x, const uint64_t *y, const uint64_t
             double dx = (double)x[j] - (double)x[i];
             if (fabs(dx) > 0.05 * (double)(x[i] > x[j] ? x[i] : x[j])) v[m++] = ((double)y[j] - (double)y[i]) / dx;
         }
-    double k = m ? median(v, m) : 0, a = 0;
+    double k = m ? gw_median(v, m) : 0, a = 0;
     if (k > 0) {
         for (unsigned i = 0; i < n; i++) v[i] = (double)y[i] - k * (double)x[i];
-        a = median(v, n);
+        a = gw_median(v, n);
     }
     if (k <= 0 || a < 0) {   /* no usable line: the median rate, no fixed cost */
         unsigned c = 0;
         for (unsigned i = 0; i < n; i++)
             if (x[i]) v[c++] = (double)y[i] / (double)x[i];
-        k = c ? median(v, c) : 0;
+        k = c ? gw_median(v, c) : 0;
         a = 0;
     }
     if (k <= 0) return;
@@ -88,7 +77,7 @@ void gw_cluster_fit_samples(const uint64_t *x, const uint64_t *y, const uint64_t
         if (wire && wire[i]) v[c++] = (double)wire[i];
     }
     fit->nonconverging_pct = slow ? (uint32_t)(pct / slow) : 0;
-    fit->link_bw = c ? (uint64_t)median(v, c) : 0;
+    fit->link_bw = c ? (uint64_t)gw_median(v, c) : 0;
 }
 
 static int cmp_vm(const void *a, const void *b, void *arg)

@@ -28,6 +28,15 @@ GW_TEST(range_checks)
     CHECK(!gw_range_ok(5, UINT64_MAX, 10));
 }
 
+GW_TEST(median_of_odd_even_and_no_values)
+{
+    double odd[] = {3, 1, 2}, even[] = {4, 1, 3, 2};
+    CHECK(gw_median(odd, 3) == 2);
+    CHECK(gw_median(even, 4) == 2.5);   /* the mean of the middle two */
+    CHECK(gw_median(NULL, 0) == 0);
+    CHECK(even[0] == 1 && even[3] == 4);   /* sorted in place, as it says */
+}
+
 GW_TEST(zero_detection)
 {
     static uint8_t page[4096];
