@@ -672,7 +672,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
 
     /* The disk's point in time, read now while the guest runs. */
     uint64_t dchunks = (b.disk_size + b.cs - 1) / b.cs;
-    ProtobufCBinaryData *mem_list = calloc(b.nchunks, sizeof *mem_list);
+    ProtobufCBinaryData *mem_list = calloc(b.nchunks ? b.nchunks : 1, sizeof *mem_list);
     ProtobufCBinaryData *patch_list = calloc(b.nchunks ? b.nchunks : 1, sizeof *patch_list);
     ProtobufCBinaryData *base_list = calloc(b.nchunks ? b.nchunks : 1, sizeof *base_list);
     ProtobufCBinaryData *mid_list = calloc(b.nchunks ? b.nchunks : 1, sizeof *mid_list);

@@ -86,8 +86,10 @@ static void put(struct buf *b, const char *fmt, ...)
         va_end(ap);
         if (n >= 0 && (size_t)n < b->cap - b->len) { b->len += (size_t)n; return; }
         size_t cap = b->cap ? b->cap * 2 : 16384;
+        /* The limit before the realloc: one that succeeded has already freed the old block. */
+        if (cap > (64u << 20)) return;   /* the scrape is cut short */
         char *p = realloc(b->p, cap);
-        if (!p || cap > (64u << 20)) return;   /* out of memory: the scrape is cut short */
+        if (!p) return;   /* out of memory: the same */
         b->p = p;
         b->cap = cap;
     }

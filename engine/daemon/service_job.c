@@ -110,6 +110,7 @@ out:
 
 static int find(struct gw_grpc_call *call, struct gw_daemon *d, const char *id, struct gw_job **out)
 {
+    *out = NULL;
     if (!id[0]) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "a job id is required");
     *out = gw_job_find(d, id);
     return *out ? GW_GRPC_OK : gw_grpc_call_error(call, GW_GRPC_NOT_FOUND, "no job %s", id);

@@ -170,6 +170,7 @@ out:
 static int lookup(struct gw_grpc_call *call, struct gw_daemon *d, const char *name, bool idle,
                   struct gw_vm_rec **out)
 {
+    *out = NULL;
     if (!name[0]) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "a VM name is required");
     *out = gw_vm_find(d, name);
     if (!*out) return gw_grpc_call_error(call, GW_GRPC_NOT_FOUND, "no VM named %s", name);

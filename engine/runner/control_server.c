@@ -182,6 +182,7 @@ void gw_runner_control_reply(struct gw_runner *r, int fd, Godwit__V1__RunnerRepl
     rep->status = &st;
     rep->error = err;
     gw_frame_send(fd, &rep->base);
+    rep->status = NULL;   /* st ends here; the caller's reply must not point at it */
 }
 
 void gw_runner_control_serve(struct gw_runner *r)

@@ -169,7 +169,7 @@ int gw_snapshot_read_state(const char *path, Godwit__V1__VmState **state, char *
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) { int e = errno; snprintf(err, errlen, "%s: %s", path, strerror(e)); return -e; }
-    struct snap_header h;
+    struct snap_header h = {0};
     uint8_t *buf = NULL;
     int r = read_header(fd, path, &h, err, errlen);
     if (!r && !(buf = malloc(h.state_len ? h.state_len : 1))) r = -ENOMEM;
@@ -196,7 +196,7 @@ int gw_snapshot_load_memory(const char *path, struct gw_guest_mem *m, struct gw_
     if (errlen) err[0] = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) { int e = errno; snprintf(err, errlen, "%s: %s", path, strerror(e)); return -e; }
-    struct snap_header h;
+    struct snap_header h = {0};
     int r = read_header(fd, path, &h, err, errlen);
     if (!r && h.mem_size != m->size) {
         snprintf(err, errlen, "%s: memory image is %llu bytes, the VM has %llu", path,

@@ -46,6 +46,7 @@ static int save_msrs(struct gw_vcpu *v, Godwit__V1__VcpuState *out)
     }
     out->n_msrs = saved;
     free(m);
+    if (!saved) free(cells);   /* only msrs[0] owns the cells (gw_vcpu_state_clear) */
     return 0;
 }
 
