@@ -155,7 +155,10 @@ static void run_backup(struct gw_daemon *d, struct gw_job *j)
     struct gw_bk_buckets bks = {0};
     char terr[256];
     int tr = gw_bkjob_throttle(d, t, j->bk, &br, &bks, terr, sizeof terr);
-    if (!tr) gw_bkjob_watch(d, j->vm, &br, &bks);
+    if (!tr) {
+        gw_bkjob_watch(d, j->vm, &br, &bks);
+        gw_bkjob_spans_begin(d, &br, &bks);
+    }
     Godwit__V1__RunnerRequest req = GODWIT__V1__RUNNER_REQUEST__INIT;
     req.op_case = GODWIT__V1__RUNNER_REQUEST__OP_BACKUP;
     req.backup = &br;

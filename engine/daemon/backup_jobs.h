@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 
+#include "engine/common/busy_spans.h"
 #include "engine/common/limits.h"
 #include "engine/daemon/config.h"
 #include "godwit/v1/api.pb-c.h"
@@ -105,6 +106,11 @@ struct gw_bk_buckets {
      * adaptive controller watches beside the backed-up VM's own (gw_bkjob_watch). */
     char watch[GW_BK_WATCH_MAX][108];
     char *watch_ptrs[GW_BK_WATCH_MAX];
+    /* The host's other backups, running or lately ended, as the request carries them, and
+     * this backup's own span in the daemon's record (gw_bkjob_spans_begin; 0: none). */
+    Godwit__V1__BusySpan spans[GW_BUSY_SPANS];
+    Godwit__V1__BusySpan *span_ptrs[GW_BUSY_SPANS];
+    uint64_t span_id;
 };
 
 /* Fills br's watch_controls (pointing into bk) with up to GW_BK_WATCH_MAX other running VMs
@@ -121,5 +127,10 @@ void gw_bkjob_watch(struct gw_daemon *d, const char *vm, Godwit__V1__RunnerBacku
 int gw_bkjob_throttle(struct gw_daemon *d, const struct gw_backup_target_cfg *t, const struct gw_bkjob *b,
                       Godwit__V1__RunnerBackupRequest *br, struct gw_bk_buckets *bk, char *err, size_t errlen);
 void gw_bkjob_throttle_end(struct gw_daemon *d, const struct gw_backup_target_cfg *t, struct gw_bk_buckets *bk);
+
+/* Just before br goes to the runner: fills br's host_backups (pointing into bk) with this
+ * host's other backups that run or ended lately, and records this one's start in the host's
+ * record (d->host_backups); gw_bkjob_throttle_end records its end. Takes d->lock. */
+void gw_bkjob_spans_begin(struct gw_daemon *d, Godwit__V1__RunnerBackupRequest *br, struct gw_bk_buckets *bk);
 
 #endif

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engine/common/lat_windows.h"
+#include "engine/common/util.h"
 #include "engine/daemon/backup_budget.h"
 #include "engine/daemon/backup_jobs.h"
 #include "engine/daemon/daemon.h"
@@ -65,8 +67,38 @@ void gw_bkjob_watch(struct gw_daemon *d, const char *vm, Godwit__V1__RunnerBacku
     br->n_watch_controls = n;
 }
 
+/* A span ended longer ago than this can no longer reach any window of a guest's past: 64
+ * windows that each lasted at most 1 s, and the runner's 10 s of the store settling after it,
+ * with room to spare. */
+#define HOST_BACKUP_HORIZON_NS (2 * GW_LAT_WINDOWS * GW_LAT_WINDOW_NS + 20000000000ull)
+
+void gw_bkjob_spans_begin(struct gw_daemon *d, Godwit__V1__RunnerBackupRequest *br, struct gw_bk_buckets *bk)
+{
+    struct gw_busy_age ages[GW_BUSY_SPANS];
+    pthread_mutex_lock(&d->lock);
+    uint64_t now = gw_now_ns();
+    unsigned n = gw_busy_spans_ages(&d->host_backups, now, HOST_BACKUP_HORIZON_NS, 0, ages, GW_BUSY_SPANS);
+    bk->span_id = gw_busy_spans_begin(&d->host_backups, now);
+    pthread_mutex_unlock(&d->lock);
+    for (unsigned i = 0; i < n; i++) {
+        godwit__v1__busy_span__init(&bk->spans[i]);
+        bk->spans[i].started_age_ms = ages[i].started_age_ms;
+        bk->spans[i].ended_age_ms = ages[i].ended_age_ms;
+        bk->spans[i].running = ages[i].running;
+        bk->span_ptrs[i] = &bk->spans[i];
+    }
+    br->host_backups = bk->span_ptrs;
+    br->n_host_backups = n;
+}
+
 void gw_bkjob_throttle_end(struct gw_daemon *d, const struct gw_backup_target_cfg *t, struct gw_bk_buckets *bk)
 {
     if (bk->cluster[0]) gw_budget_leave(d, t);
     bk->cluster[0] = 0;
+    if (bk->span_id) {
+        pthread_mutex_lock(&d->lock);
+        gw_busy_spans_end(&d->host_backups, bk->span_id, gw_now_ns());
+        pthread_mutex_unlock(&d->lock);
+        bk->span_id = 0;
+    }
 }

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/common/busy_spans.h"
 #include "engine/common/limits.h"
 #include "engine/daemon/config.h"
 #include "engine/daemon/proc.h"
@@ -153,10 +154,11 @@ struct gw_daemon {
     int sup_epoll;                 /* pidfds of runners */
     int sup_wake;                  /* eventfd: a runner was added */
     struct gw_cluster *cluster;    /* registry and host state (cluster.h) */
-    struct gw_metrics *metrics;
+    struct gw_metrics *metrics;    /* Prometheus counters and their HTTP server (metrics.h) */
     struct gw_sched *sched;        /* the backup scheduler (backup_sched.c) */
     struct gw_budget *budget;      /* the targets' cluster-wide backup budgets (backup_budget.c) */
-    struct gw_grpc_reflection *reflection;   /* the reflection services' descriptor table */    /* Prometheus counters and their HTTP server (metrics.h) */
+    struct gw_busy_spans host_backups;   /* when this host's backups ran lately (backup_throttle.c) */
+    struct gw_grpc_reflection *reflection;   /* the reflection services' descriptor table */
 };
 
 /* ---- daemon.c: lifecycle --------------------------------------------------------------- */

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "backup/backup.h"
+#include "engine/common/busy_spans.h"
 #include "engine/common/cpu_prio.h"
 #include "engine/common/lat_windows.h"
 #include "backup/instant_restore.h"
@@ -42,7 +43,10 @@ struct lat_feed {
     const char *socks[WATCH_MAX];
     struct gw_lat_hist last[WATCH_MAX];
     size_t n;
-    uint64_t busy_from_ns, busy_to_ns;   /* not the guests' usual: this runner's last backup (0, 0: none) */
+    /* Not the guests' usual: this runner's last backup and the host's other backups (godwitd's
+     * record), each with the store's settling after it. */
+    struct { uint64_t from_ns, to_ns; } busy[1 + GW_BUSY_SPANS];
+    unsigned nbusy;
 };
 
 /* After a backup the store is not yet itself: a 512 MiB backup at 400 MiB/s into one bluestore
@@ -109,7 +113,8 @@ static int feed_history(void *ctx, uint64_t *p99_ns, unsigned max)
         if (rep) godwit__v1__runner_reply__free_unpacked(rep, NULL);
     }
     if (sources != 1) return -ENOTSUP;
-    if (n > 0 && f->busy_to_ns) n = (int)gw_lat_windows_drop(us, ends, (unsigned)n, f->busy_from_ns, f->busy_to_ns);
+    for (unsigned b = 0; b < f->nbusy && n > 0; b++)
+        n = (int)gw_lat_windows_drop(us, ends, (unsigned)n, f->busy[b].from_ns, f->busy[b].to_ns);
     int first = n > (int)max ? n - (int)max : 0;
     for (int i = first; i < n; i++) p99_ns[i - first] = (uint64_t)us[i] * 1000;
     return n - first;
@@ -223,17 +228,32 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
         return -EINVAL;
     }
     if (req->n_watch_controls > WATCH_MAX) { snprintf(err, errlen, "at most %u VMs to watch", WATCH_MAX); return -EINVAL; }
+    if (req->n_host_backups > GW_BUSY_SPANS) {
+        snprintf(err, errlen, "at most %u other backups of the host", GW_BUSY_SPANS);
+        return -EINVAL;
+    }
     struct lat_feed *feed = calloc(1, sizeof *feed);
     if (!feed) { snprintf(err, errlen, "out of memory"); return -ENOMEM; }
     feed->vm = r->vm;
     if (r->backup_to_ns) {
-        feed->busy_from_ns = r->backup_from_ns;
-        feed->busy_to_ns = r->backup_to_ns + BACKUP_SETTLE_NS;
+        feed->busy[feed->nbusy].from_ns = r->backup_from_ns;
+        feed->busy[feed->nbusy++].to_ns = r->backup_to_ns + BACKUP_SETTLE_NS;
+    }
+    uint64_t now = gw_now_ns();
+    for (size_t k = 0; k < req->n_host_backups; k++) {
+        const Godwit__V1__BusySpan *hb = req->host_backups[k];
+        struct gw_busy_age a = {.started_age_ms = hb->started_age_ms, .ended_age_ms = hb->ended_age_ms,
+                                .running = hb->running};
+        uint64_t from, to;
+        gw_busy_span_of_ages(now, &a, &from, &to);
+        feed->busy[feed->nbusy].from_ns = from;
+        feed->busy[feed->nbusy++].to_ns = to + BACKUP_SETTLE_NS;
     }
     for (size_t k = 0; k < req->n_watch_controls; k++) feed->socks[feed->n++] = req->watch_controls[k];
     if (tc.mode == GW_THROTTLE_ADAPTIVE)
-        gw_info("backup: the adaptive throttle watches the block latency of this VM and of %zu other VM%s", feed->n,
-                feed->n == 1 ? "" : "s");
+        gw_info("backup: the adaptive throttle watches the block latency of this VM and of %zu other VM%s; "
+                "%zu other backup%s of this host left out of their past", feed->n, feed->n == 1 ? "" : "s",
+                req->n_host_backups, req->n_host_backups == 1 ? "" : "s");
     feed_latency(feed, &(struct gw_lat_hist){0});   /* the watched VMs' starting points */
     tc.vm_latency = feed_latency;
     tc.vm_history = feed_history;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/common/busy_spans.h"
 #include "engine/common/lat_hist.h"
 #include "engine/common/lat_windows.h"
 #include "engine/common/util.h"
@@ -600,6 +601,102 @@ GW_TEST(lat_windows_of_a_busy_time_are_left_out)
     /* Busy before every window or after them all: none left out. */
     CHECK_EQ(gw_lat_windows_drop(out, ends, n, t - 10 * S, t - 2 * S), n);
     CHECK_EQ(gw_lat_windows_drop(out, ends, n, t + 11 * S, t + 12 * S), n);
+}
+
+/* The host's record of its backups (busy_spans.h): what a new backup is told, as ages, and
+ * what its runner makes of them; the windows of either span are then left out of the past. */
+GW_TEST(host_backups_told_as_ages_leave_their_windows_out)
+{
+    static struct gw_busy_spans b;
+    uint64_t t = 1000 * S;
+    uint64_t a = gw_busy_spans_begin(&b, t);            /* 1000-1004 s */
+    gw_busy_spans_end(&b, a, t + 4 * S);
+    uint64_t old = gw_busy_spans_begin(&b, t - 200 * S);  /* long over: past the horizon */
+    gw_busy_spans_end(&b, old, t - 190 * S);
+    uint64_t c = gw_busy_spans_begin(&b, t + 6 * S);    /* still running */
+    uint64_t mine = gw_busy_spans_begin(&b, t + 9 * S);
+    struct gw_busy_age ages[GW_BUSY_SPANS];
+    uint64_t now = t + 10 * S;
+    REQUIRE(gw_busy_spans_ages(&b, now, 80 * S, mine, ages, GW_BUSY_SPANS) == 2);
+    CHECK_EQ(ages[0].started_age_ms, 10000);
+    CHECK_EQ(ages[0].ended_age_ms, 6000);
+    CHECK(!ages[0].running);
+    CHECK_EQ(ages[1].started_age_ms, 4000);
+    CHECK_EQ(ages[1].ended_age_ms, 0);
+    CHECK(ages[1].running);
+    /* With room for one: the newest. */
+    REQUIRE(gw_busy_spans_ages(&b, now, 80 * S, mine, ages, 1) == 1);
+    CHECK_EQ(ages[0].started_age_ms, 4000);
+    /* An end for a span no longer there changes nothing; its own end counts once. */
+    gw_busy_spans_end(&b, 999, now);
+    gw_busy_spans_end(&b, c, t + 8 * S);
+    gw_busy_spans_end(&b, c, t + 9 * S);
+    REQUIRE(gw_busy_spans_ages(&b, now, 80 * S, mine, ages, GW_BUSY_SPANS) == 2);
+    CHECK_EQ(ages[1].ended_age_ms, 2000);
+
+    /* The runner reads them back at its own moment, 50 ms later. */
+    uint64_t rnow = now + 50000000ull, from, to;
+    gw_busy_span_of_ages(rnow, &ages[0], &from, &to);
+    CHECK_EQ(from, rnow - 10 * S);
+    CHECK_EQ(to, rnow - 6 * S);
+    struct gw_busy_age running = {.started_age_ms = 3000, .ended_age_ms = 77, .running = true};
+    gw_busy_span_of_ages(rnow, &running, &from, &to);
+    CHECK_EQ(from, rnow - 3 * S);
+    CHECK_EQ(to, rnow);
+    /* Hostile ages: older than the clock, an end before the start. */
+    struct gw_busy_age bad = {.started_age_ms = UINT64_MAX, .ended_age_ms = UINT64_MAX};
+    gw_busy_span_of_ages(5 * S, &bad, &from, &to);
+    CHECK_EQ(from, 0);
+    CHECK_EQ(to, 0);
+    struct gw_busy_age inverted = {.started_age_ms = 1000, .ended_age_ms = 4000};
+    gw_busy_span_of_ages(rnow, &inverted, &from, &to);
+    CHECK_EQ(from, rnow - S);
+    CHECK_EQ(to, rnow - S);
+
+    /* A guest's 30 windows ending at 990.5 s to 1005 s; the two spans (each with the runner's
+     * 10 s of settling) leave only those that ended before the first began, at 1000 s. */
+    static struct gw_lat_windows w;
+    static struct gw_lat_hist h;
+    uint32_t out[GW_LAT_WINDOWS];
+    uint64_t ends[GW_LAT_WINDOWS];
+    gw_lat_windows_note(&w, &h, t - 10 * S);
+    for (unsigned i = 0; i < 30; i++) {
+        add_n(&h, 50, 1000000ull);
+        gw_lat_windows_note(&w, &h, t - 10 * S + (i + 1) * (S / 2));
+    }
+    REQUIRE(gw_lat_windows_recent(&w, out, ends, GW_LAT_WINDOWS) == 30);
+    unsigned n = 30;
+    gw_busy_span_of_ages(now, &ages[0], &from, &to);
+    n = gw_lat_windows_drop(out, ends, n, from, to + 10 * S);
+    gw_busy_span_of_ages(now, &ages[1], &from, &to);
+    n = gw_lat_windows_drop(out, ends, n, from, to + 10 * S);
+    CHECK_EQ(n, 19);                                   /* those ending at 990.5-999.5 s */
+    CHECK_EQ(ends[n - 1], t - S / 2);
+}
+
+/* A full record makes room: the span that ended longest ago goes first, and only when every
+ * span runs, the one that began first. */
+GW_TEST(host_backup_record_replaces_the_oldest)
+{
+    static struct gw_busy_spans b;
+    uint64_t t = 100 * S, ids[GW_BUSY_SPANS];
+    for (unsigned i = 0; i < GW_BUSY_SPANS; i++) ids[i] = gw_busy_spans_begin(&b, t + i * S);
+    gw_busy_spans_end(&b, ids[5], t + 40 * S);
+    gw_busy_spans_end(&b, ids[9], t + 30 * S);
+    struct gw_busy_age ages[GW_BUSY_SPANS];
+    uint64_t now = t + 50 * S;
+    gw_busy_spans_begin(&b, now);                      /* takes span 9's slot (ended first) */
+    gw_busy_spans_begin(&b, now);                      /* then span 5's */
+    unsigned n = gw_busy_spans_ages(&b, now, 80 * S, 0, ages, GW_BUSY_SPANS);
+    REQUIRE(n == GW_BUSY_SPANS);
+    for (unsigned i = 0; i < n; i++) CHECK(ages[i].running);
+    gw_busy_spans_begin(&b, now + S);                  /* all running: span 0 (began first) goes */
+    n = gw_busy_spans_ages(&b, now + S, 80 * S, 0, ages, GW_BUSY_SPANS);
+    REQUIRE(n == GW_BUSY_SPANS);
+    CHECK_EQ(ages[0].started_age_ms, 50000);           /* span 1 now begins the list */
+    gw_busy_spans_end(&b, ids[0], now + 2 * S);        /* span 0 is gone: nothing to end */
+    CHECK_EQ(gw_busy_spans_ages(&b, now + 2 * S, 80 * S, 0, ages, GW_BUSY_SPANS), GW_BUSY_SPANS);
+    for (unsigned i = 0; i < GW_BUSY_SPANS; i++) CHECK(ages[i].running);
 }
 
 struct fake_vm {
