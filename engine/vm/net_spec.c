@@ -13,14 +13,21 @@ void gw_net_default_mac(const char *vm_name, uint8_t mac[6])
     mac[3] = (uint8_t)(h >> 16); mac[4] = (uint8_t)(h >> 8); mac[5] = (uint8_t)h;
 }
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
 int gw_net_parse_mac(const char *s, uint8_t mac[6])
 {
-    unsigned v[6];
-    char tail;
-    if (strlen(s) != 17 ||
-        sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
-        return -EINVAL;
-    for (int i = 0; i < 6; i++) mac[i] = (uint8_t)v[i];
+    /* Exactly six pairs of hex digits with colons between: not sscanf's %x, which also takes
+     * blanks, a sign and a 0x in a pair (" 2:54:..." and "+2:54:..." read as 02). */
+    if (strlen(s) != 17) return -EINVAL;
+    for (int i = 0; i < 6; i++) {
+        int hi = hex_digit(s[3 * i]), lo = hex_digit(s[3 * i + 1]);
+        if (hi < 0 || lo < 0 || (i < 5 && s[3 * i + 2] != ':')) return -EINVAL;
+        mac[i] = (uint8_t)(hi << 4 | lo);
+    }
     if (mac[0] & 1) return -EINVAL;   /* multicast bit */
     static const uint8_t zero[6];
     return memcmp(mac, zero, 6) ? 0 : -EINVAL;

@@ -463,6 +463,13 @@ GW_TEST(mac_parsing_refuses_multicast_and_junk)
     CHECK_EQ(gw_net_parse_mac("52:54:00:ab:cd:ef:00", m), -EINVAL);
     CHECK_EQ(gw_net_parse_mac("00:00:00:00:00:00", m), -EINVAL);
     CHECK_EQ(gw_net_parse_mac("52:54:00:ab:cd:e", m), -EINVAL);
+    /* What sscanf's %x took: blanks, a sign, other separators. Upper case is a MAC still. */
+    CHECK_EQ(gw_net_parse_mac(" 2:54:00:ab:cd:ef", m), -EINVAL);
+    CHECK_EQ(gw_net_parse_mac("+2:54:00:ab:cd:ef", m), -EINVAL);
+    CHECK_EQ(gw_net_parse_mac("52-54-00-ab-cd-ef", m), -EINVAL);
+    CHECK_EQ(gw_net_parse_mac("52:54:00:ab:cd:eg", m), -EINVAL);
+    CHECK_EQ(gw_net_parse_mac("52:54:00:AB:CD:EF", m), 0);
+    CHECK(m[3] == 0xab && m[5] == 0xef);
 }
 
 GW_TEST(net_spec_parsing)
