@@ -45,10 +45,8 @@ int gw_url_parse(const char *url, char *scheme, size_t scheme_len, char *host, s
     if (hend == h || (size_t)(hend - h) >= host_len) return -EINVAL;
     memcpy(host, h, (size_t)(hend - h));
     host[hend - h] = 0;
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(p, &end, 10);
-    if (!*p || *end || errno || v > 65535) return -EINVAL;
+    uint64_t v;   /* digits only: strtoul alone also took " 80" and "+80" */
+    if (gw_parse_u64(p, 0, 65535, &v)) return -EINVAL;
     *port = (uint16_t)v;
     return 0;
 }

@@ -38,6 +38,10 @@ GW_TEST(url_parsing)
     CHECK_EQ(gw_url_parse("tcp:host:99999", s, sizeof s, h, sizeof h, &port), -EINVAL);
     CHECK_EQ(gw_url_parse("tcp:host:12x", s, sizeof s, h, sizeof h, &port), -EINVAL);
     CHECK_EQ(gw_url_parse("tcp::80", s, sizeof s, h, sizeof h, &port), -EINVAL);
+    CHECK_EQ(gw_url_parse("tcp:host: 80", s, sizeof s, h, sizeof h, &port), -EINVAL);
+    CHECK_EQ(gw_url_parse("tcp:host:+80", s, sizeof s, h, sizeof h, &port), -EINVAL);
+    CHECK_EQ(gw_url_parse("tcp:host:", s, sizeof s, h, sizeof h, &port), -EINVAL);
+    CHECK(gw_url_parse("tcp:host:0", s, sizeof s, h, sizeof h, &port) == 0 && port == 0);
     struct gw_conn *c;
     struct gw_err e = {0};
     CHECK_EQ(gw_conn_connect("udp:1.2.3.4:5", 100, &c, &e), -EPROTONOSUPPORT);
