@@ -243,7 +243,11 @@ static int candidates(struct gc *g, struct gw_gc_entry **out, uint64_t **sizes, 
         if ((r = gw_store_stat_guarded(g->s, np, m, rc, bsz, gd))) break;
         for (size_t j = 0; j < m && !r; j++) {
             if (rc[j] == 0) continue;   /* gone meanwhile */
-            if (rc[j] < 0) { r = rc[j]; snprintf(g->err, g->errlen, "%s: looking up %s: %s", g->s->desc, nm[j], strerror(-r)); break; }
+            if (rc[j] < 0) {
+                r = gw_store_fail_op(g->s, rc[j], "looking up", nm[j]);
+                snprintf(g->err, g->errlen, "%s", gw_store_error(g->s));
+                break;
+            }
             if (bsz[j] > max_obj) { skipped(g, nm[j], "larger than any chunk godwit writes"); continue; }
             memcpy(e[k].hash, g->chunks[which[j]], 32);
             e[k].guard[0] = gd[j].a;
@@ -279,7 +283,10 @@ static int sweep(struct gc *g, const struct gw_gc_entry *sel, const uint64_t *se
         for (size_t j = 0; j < m; j++) {
             if (rc[j] == 1) { g->st->removed++; g->st->bytes_freed += sel_size[base + j]; }
             else if (rc[j] == 0) g->st->kept_changed++;
-            else if (!r) { r = rc[j]; snprintf(g->err, g->errlen, "%s: removing %s: %s", g->s->desc, nm[j], strerror(-r)); }
+            else if (!r) {
+                r = gw_store_fail_op(g->s, rc[j], "removing", nm[j]);
+                snprintf(g->err, g->errlen, "%s", gw_store_error(g->s));
+            }
         }
     }
     free(nm); free(np); free(gd); free(rc);

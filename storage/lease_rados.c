@@ -40,7 +40,12 @@ static int rados_acquire(struct gw_lease *l, char *err, size_t errlen)
     /* An exclusive lease that has holders is busy: learn that from a read rather than from a
      * lock write that fails (the OSD logs every failed write). */
     int held = 0;
-    if (l->exclusive && rados_holders(l->store, l->name, count_one, &held) == 0 && held) {
+    int hr = l->exclusive ? rados_holders(l->store, l->name, count_one, &held) : 0;
+    if (hr == -ETIMEDOUT) {   /* Ceph is not answering: the lock would wait as long again */
+        snprintf(err, errlen, "%s", gw_store_error(l->store));
+        return hr;
+    }
+    if (hr == 0 && held) {
         snprintf(err, errlen, "lease %s is held", l->name);
         return -EBUSY;
     }
@@ -50,7 +55,12 @@ static int rados_acquire(struct gw_lease *l, char *err, size_t errlen)
     else if (r == -EDQUOT || r == -ENOSPC)
         snprintf(err, errlen, "%s: %s: lease %s refused", l->store->desc,
                  r == -EDQUOT ? "the pool is full (quota reached)" : "the Ceph cluster is full", l->name);
-    else if (r < 0) snprintf(err, errlen, "%s: lease %s: %s", l->store->desc, l->name, strerror(-r));
+    else if (r < 0) {
+        char obj[128];
+        snprintf(obj, sizeof obj, "lease %s", l->name);
+        gw_store_fail_op(l->store, r, "taking", obj);
+        snprintf(err, errlen, "%s", gw_store_error(l->store));
+    }
     return r < 0 ? r : 0;
 }
 
@@ -91,7 +101,11 @@ static int rados_holders(struct gw_store *s, const char *name, int (*fn)(const c
         }
         int r = 0;
         if (n == -ENOENT) n = 0;
-        if (n < 0) r = gw_store_fail(s, (int)n, "%s: listing the holders of lease %s: %s", s->desc, name, strerror((int)-n));
+        if (n < 0) {
+            char what[128];
+            snprintf(what, sizeof what, "lease %s", name);
+            r = gw_store_fail_op(s, (int)n, "listing the holders of", what);
+        }
         /* cookies: n NUL-terminated strings within klen bytes (checked, never trusted). */
         size_t off = 0;
         for (ssize_t i = 0; !r && i < n && off < klen; i++) {

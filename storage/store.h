@@ -111,6 +111,11 @@ int gw_store_name_ok(const char *name);
  * rados store (NULL for another backend). The store keeps ownership. */
 int gw_store_dir_fd(const struct gw_store *s);
 void *gw_store_rados_ioctx(const struct gw_store *s);
+/* Sets s's reason for operation what ("listing", "removing", ...) on object obj failing with
+ * rc, in the words every store path uses: a RADOS op that timed out says that Ceph did not
+ * answer within the store's OSD timeout; a full pool or cluster says so. Returns rc. For the
+ * modules beside the ops table (listing, leases, gc), whose calls go to librados directly. */
+int gw_store_fail_op(struct gw_store *s, int rc, const char *what, const char *obj);
 /* Stats names[0..n) in the rados ioctx io, GW_STORE_MAX_INFLIGHT at a time: rc[i] = 1 present
  * (size[i] and version[i] set when those are not NULL), 0 missing, -errno. */
 void gw_store_rados_stat_batch(void *io, const char *const *names, size_t n, int *rc, uint64_t *size,

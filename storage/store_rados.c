@@ -387,6 +387,12 @@ static const struct gw_store_ops rados_ops = {
     .index_del = rados_index_del, .index_list = rados_index_list, .close = rados_close_store,
 };
 
+int gw_store_fail_op(struct gw_store *s, int rc, const char *what, const char *obj)
+{
+    if (s->ops == &rados_ops) return describe((struct rados_store *)s, rc, what, obj);
+    return gw_store_fail(s, rc, "%s: %s %s: %s", s->desc, what, obj, strerror(-rc));
+}
+
 void *gw_store_rados_ioctx(const struct gw_store *s)
 {
     return s->ops == &rados_ops ? ((const struct rados_store *)s)->io : NULL;

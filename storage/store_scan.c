@@ -126,13 +126,13 @@ static int rados_scan(struct gw_store *s, rados_ioctx_t io, int (*fn)(const char
 {
     rados_list_ctx_t lc;
     int r = rados_nobjects_list_open(io, &lc);
-    if (r < 0) return gw_store_fail(s, r, "%s: listing objects: %s", s->desc, strerror(-r));
+    if (r < 0) return gw_store_fail_op(s, r, "listing", "the objects");
     for (;;) {
         const char *entry = NULL, *key = NULL, *nspace = NULL;
         size_t elen = 0, klen = 0, nlen = 0;
         r = rados_nobjects_list_next2(lc, &entry, &key, &nspace, &elen, &klen, &nlen);
         if (r == -ENOENT) { r = 0; break; }
-        if (r < 0) { r = gw_store_fail(s, r, "%s: listing objects: %s", s->desc, strerror(-r)); break; }
+        if (r < 0) { r = gw_store_fail_op(s, r, "listing", "the objects"); break; }
         char name[128];
         if (elen == 0 || elen >= sizeof name || memchr(entry, 0, elen)) {
             if (skip) {

@@ -3,7 +3,10 @@
  * cluster (scripts/ceph-cluster); then the RADOS failure bounds: a pool at its quota fails a
  * write at once with -EDQUOT, a stopped OSD fails it within the configured timeout, and the
  * same store works again once the OSD is back. */
+#include "storage/gc.h"
+#include "storage/lease.h"
 #include "storage/store.h"
+#include "storage/store_scan.h"
 #include "engine/common/util.h"
 #include "tests/lib/gw_test.h"
 
@@ -178,6 +181,13 @@ GW_TEST(rados_store_contract_and_full_pool)
     cluster_cmd("stop", cluster_conf, "");
 }
 
+static int count_object(const char *name, void *ctx)
+{
+    (void)name;
+    (*(int *)ctx)++;
+    return 0;
+}
+
 GW_TEST(rados_osd_down_bounded_then_recovers)
 {
     char conf[512];
@@ -198,6 +208,26 @@ GW_TEST(rados_osd_down_bounded_then_recovers)
     CHECK(secs >= 1.5 && secs < 8);
     CHECK(strstr(gw_store_error(s), "did not answer") != NULL);
     CHECK_EQ(s->write_retries, 1);
+    /* The paths beside the ops table (listing, leases, the collector) call librados directly:
+     * each fails within one timeout too, in the same words. */
+    t0 = gw_now_ns();
+    CHECK_EQ(gw_store_scan(s, 0, count_object, NULL, &(int){0}), -ETIMEDOUT);
+    secs = (gw_now_ns() - t0) / 1e9;
+    printf("  listing: %.1f s: %s\n", secs, gw_store_error(s));
+    CHECK(secs < 5 && strstr(gw_store_error(s), "did not answer within 2 s listing") != NULL);
+    struct gw_lease *l = NULL;
+    t0 = gw_now_ns();
+    CHECK_EQ(gw_lease_acquire(s, "outage", "c1", true, 30, false, &l, err, sizeof err), -ETIMEDOUT);
+    secs = (gw_now_ns() - t0) / 1e9;
+    printf("  lease: %.1f s: %s\n", secs, err);
+    CHECK(secs < 5 && strstr(err, "did not answer within 2 s") != NULL && strstr(err, "lease outage") != NULL);
+    CHECK(l == NULL);
+    struct gw_gc_stats st;
+    t0 = gw_now_ns();
+    CHECK_EQ(gw_gc_run(s, &(struct gw_gc_params){0}, &st, err, sizeof err), -ETIMEDOUT);
+    secs = (gw_now_ns() - t0) / 1e9;
+    printf("  gc: %.1f s: %s\n", secs, err);
+    CHECK(secs < 5 && strstr(err, "did not answer within 2 s") != NULL);
     cluster_cmd("osd-start", conf, "");
     /* Once the OSD is back the same handle works again (objecter_timeout below the op timeout). */
     int r = -1;
