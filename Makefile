@@ -31,6 +31,8 @@ fuzz: deps
 test: deps fuzz
 	@cmake -S . -B $(TEST_BUILD) -DGODWIT_SANITIZE=ON -DGODWIT_TEST_HOOKS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGODWIT_FUZZ_DIR=$(CURDIR)/$(FUZZ_BUILD) > /dev/null
 	@cmake --build $(TEST_BUILD) -j$(JOBS)
+	@if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then echo "test: /dev/kvm is usable: the VM tests run"; \
+	 else echo "test: no usable /dev/kvm on this machine: every test that runs a VM is skipped (the others run)"; fi
 	@cd $(TEST_BUILD) && ctest -j$(JOBS) --output-on-failure
 	@cmake -S . -B $(TSAN_BUILD) -DGODWIT_TSAN=ON -DGODWIT_TEST_HOOKS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
 	@cmake --build $(TSAN_BUILD) -j$(JOBS)
