@@ -1,0 +1,58 @@
+/* Unit tests for what godwitd tells a backup about the host's other backups
+ * (engine/daemon/backup_throttle.c: gw_bkjob_spans_begin and gw_bkjob_throttle_end, over
+ * engine/common/busy_spans.h). The first backup hears of none. A second, started while the
+ * first runs, hears of one running span. A third, after both ended, hears of both, oldest
+ * start first, with their ages. Spans that ended beyond the horizon are not passed on. */
+#include "engine/daemon/backup_jobs.h"
+#include "engine/daemon/daemon.h"
+#include "tests/lib/gw_test.h"
+
+#include <pthread.h>
+#include <unistd.h>
+
+static struct gw_daemon d;
+
+#define INIT GODWIT__V1__RUNNER_BACKUP_REQUEST__INIT
+
+GW_TEST(backups_hear_of_the_hosts_other_backups)
+{
+    pthread_mutex_init(&d.lock, NULL);
+    static struct gw_bk_buckets k1, k2, k3, k4;
+    Godwit__V1__RunnerBackupRequest b1 = INIT, b2 = INIT, b3 = INIT, b4 = INIT;
+    gw_bkjob_spans_begin(&d, &b1, &k1);
+    CHECK_EQ(b1.n_host_backups, 0);
+    CHECK(k1.span_id != 0);
+    usleep(60000);
+    gw_bkjob_spans_begin(&d, &b2, &k2);
+    REQUIRE(b2.n_host_backups == 1);
+    CHECK(b2.host_backups[0]->running);
+    CHECK(b2.host_backups[0]->started_age_ms >= 50 && b2.host_backups[0]->started_age_ms < 2000);
+    CHECK_EQ(b2.host_backups[0]->ended_age_ms, 0);
+    CHECK(k2.span_id != k1.span_id);
+    usleep(60000);
+    gw_bkjob_throttle_end(&d, NULL, &k1);   /* no cluster budget joined: t is not read */
+    CHECK_EQ(k1.span_id, 0);
+    usleep(30000);
+    gw_bkjob_throttle_end(&d, NULL, &k2);
+    gw_bkjob_throttle_end(&d, NULL, &k2);   /* twice: the second changes nothing */
+    usleep(30000);
+    gw_bkjob_spans_begin(&d, &b3, &k3);
+    REQUIRE(b3.n_host_backups == 2);
+    const Godwit__V1__BusySpan *first = b3.host_backups[0], *second = b3.host_backups[1];
+    CHECK(!first->running && !second->running);
+    CHECK(first->started_age_ms > second->started_age_ms);      /* oldest start first */
+    CHECK(first->ended_age_ms > second->ended_age_ms);          /* the first ended first */
+    CHECK(first->ended_age_ms >= 50 && first->ended_age_ms < first->started_age_ms);
+    CHECK(second->ended_age_ms >= 20 && second->ended_age_ms < second->started_age_ms);
+    gw_bkjob_throttle_end(&d, NULL, &k3);
+    /* Three minutes later (the record's clock moved back): all ended past the horizon. */
+    for (unsigned i = 0; i < GW_BUSY_SPANS; i++) {
+        struct gw_busy_span *s = &d.host_backups.s[i];
+        if (!s->id) continue;
+        s->from_ns -= 180000000000ull;
+        s->to_ns -= 180000000000ull;
+    }
+    gw_bkjob_spans_begin(&d, &b4, &k4);
+    CHECK_EQ(b4.n_host_backups, 0);
+    gw_bkjob_throttle_end(&d, NULL, &k4);
+}
