@@ -129,8 +129,13 @@ int gw_bkjob_throttle(struct gw_daemon *d, const struct gw_backup_target_cfg *t,
 void gw_bkjob_throttle_end(struct gw_daemon *d, const struct gw_backup_target_cfg *t, struct gw_bk_buckets *bk);
 
 /* Just before br goes to the runner: fills br's host_backups (pointing into bk) with this
- * host's other backups that run or ended lately, and records this one's start in the host's
- * record (d->host_backups); gw_bkjob_throttle_end records its end. Takes d->lock. */
+ * host's other backup jobs (backups, verifies, restores: each reads or writes the store for its
+ * whole run) that run or ended lately, and records this one's start in the host's record
+ * (d->host_backups); gw_bkjob_throttle_end records its end. Takes d->lock. */
 void gw_bkjob_spans_begin(struct gw_daemon *d, Godwit__V1__RunnerBackupRequest *br, struct gw_bk_buckets *bk);
+/* A verify's or a restore's span in that record: opened when it starts (its id), closed when
+ * it ends (0: nothing). Take d->lock. */
+uint64_t gw_bkjob_span_open(struct gw_daemon *d);
+void gw_bkjob_span_close(struct gw_daemon *d, uint64_t id);
 
 #endif

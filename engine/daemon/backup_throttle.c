@@ -72,6 +72,22 @@ void gw_bkjob_watch(struct gw_daemon *d, const char *vm, Godwit__V1__RunnerBacku
  * with room to spare. */
 #define HOST_BACKUP_HORIZON_NS (2 * GW_LAT_WINDOWS * GW_LAT_WINDOW_NS + 20000000000ull)
 
+uint64_t gw_bkjob_span_open(struct gw_daemon *d)
+{
+    pthread_mutex_lock(&d->lock);
+    uint64_t id = gw_busy_spans_begin(&d->host_backups, gw_now_ns());
+    pthread_mutex_unlock(&d->lock);
+    return id;
+}
+
+void gw_bkjob_span_close(struct gw_daemon *d, uint64_t id)
+{
+    if (!id) return;
+    pthread_mutex_lock(&d->lock);
+    gw_busy_spans_end(&d->host_backups, id, gw_now_ns());
+    pthread_mutex_unlock(&d->lock);
+}
+
 void gw_bkjob_spans_begin(struct gw_daemon *d, Godwit__V1__RunnerBackupRequest *br, struct gw_bk_buckets *bk)
 {
     struct gw_busy_age ages[GW_BUSY_SPANS];
@@ -95,10 +111,6 @@ void gw_bkjob_throttle_end(struct gw_daemon *d, const struct gw_backup_target_cf
 {
     if (bk->cluster[0]) gw_budget_leave(d, t);
     bk->cluster[0] = 0;
-    if (bk->span_id) {
-        pthread_mutex_lock(&d->lock);
-        gw_busy_spans_end(&d->host_backups, bk->span_id, gw_now_ns());
-        pthread_mutex_unlock(&d->lock);
-        bk->span_id = 0;
-    }
+    gw_bkjob_span_close(d, bk->span_id);
+    bk->span_id = 0;
 }

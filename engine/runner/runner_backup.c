@@ -252,7 +252,7 @@ int gw_runner_backup(struct gw_runner *r, const Godwit__V1__RunnerBackupRequest 
     for (size_t k = 0; k < req->n_watch_controls; k++) feed->socks[feed->n++] = req->watch_controls[k];
     if (tc.mode == GW_THROTTLE_ADAPTIVE)
         gw_info("backup: the adaptive throttle watches the block latency of this VM and of %zu other VM%s; "
-                "%zu other backup%s of this host left out of their past", feed->n, feed->n == 1 ? "" : "s",
+                "%zu other backup job%s of this host left out of their past", feed->n, feed->n == 1 ? "" : "s",
                 req->n_host_backups, req->n_host_backups == 1 ? "" : "s");
     feed_latency(feed, &(struct gw_lat_hist){0});   /* the watched VMs' starting points */
     tc.vm_latency = feed_latency;

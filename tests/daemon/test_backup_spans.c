@@ -2,7 +2,8 @@
  * (engine/daemon/backup_throttle.c: gw_bkjob_spans_begin and gw_bkjob_throttle_end, over
  * engine/common/busy_spans.h). The first backup hears of none. A second, started while the
  * first runs, hears of one running span. A third, after both ended, hears of both, oldest
- * start first, with their ages. Spans that ended beyond the horizon are not passed on. */
+ * start first, with their ages. Spans that ended beyond the horizon are not passed on. A
+ * verify's or a restore's span (opened and closed by its job thread) is passed on as well. */
 #include "engine/daemon/backup_jobs.h"
 #include "engine/daemon/daemon.h"
 #include "tests/lib/gw_test.h"
@@ -55,4 +56,19 @@ GW_TEST(backups_hear_of_the_hosts_other_backups)
     gw_bkjob_spans_begin(&d, &b4, &k4);
     CHECK_EQ(b4.n_host_backups, 0);
     gw_bkjob_throttle_end(&d, NULL, &k4);
+    /* A verify or a restore counts as well: its job thread opens a span and closes it. */
+    uint64_t v = gw_bkjob_span_open(&d);
+    CHECK(v != 0);
+    usleep(20000);
+    gw_bkjob_span_close(&d, v);
+    gw_bkjob_span_close(&d, 0);               /* a backup's job: nothing opened, nothing closed */
+    static struct gw_bk_buckets k5;
+    Godwit__V1__RunnerBackupRequest b5 = INIT;
+    gw_bkjob_spans_begin(&d, &b5, &k5);
+    REQUIRE(b5.n_host_backups == 2);                /* the fourth backup's, then the verify's */
+    const Godwit__V1__BusySpan *ver = b5.host_backups[1];
+    CHECK(!ver->running);
+    CHECK(ver->started_age_ms >= 15 && ver->started_age_ms < 2000);
+    CHECK(ver->started_age_ms <= b5.host_backups[0]->started_age_ms);
+    gw_bkjob_throttle_end(&d, NULL, &k5);
 }

@@ -289,12 +289,12 @@ class AdaptiveWatch(OneDaemon):
             self.assertEqual(v.vm.state, api.Vm.RUNNING)
             self.addCleanup(lambda n=name: self.call("DeleteVm", api.DeleteVmRequest(name=n, force=True)))
         self.backup("w-mem")    # the disk VM is another VM with a disk: watched
-        self.assertIn("watches the block latency of this VM and of 1 other VM; 0 other backups of this host left out",
+        self.assertIn("watches the block latency of this VM and of 1 other VM; 0 other backup jobs of this host left out",
                       self.runner_log("w-mem"))
         self.backup("w-disk")   # the dirtier has no disk: nothing else to watch
         # But the daemon tells it of the dirtier's backup, just ended: its time (and the
         # store's settling after it) is not the disk guest's usual (engine/common/busy_spans.h).
-        self.assertIn("watches the block latency of this VM and of 0 other VMs; 1 other backup of this host left out",
+        self.assertIn("watches the block latency of this VM and of 0 other VMs; 1 other backup job of this host left out",
                       self.runner_log("w-disk"))
 
 
