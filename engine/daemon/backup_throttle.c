@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "engine/common/lat_windows.h"
 #include "engine/common/util.h"
 #include "engine/daemon/backup_budget.h"
 #include "engine/daemon/backup_jobs.h"
@@ -67,10 +66,10 @@ void gw_bkjob_watch(struct gw_daemon *d, const char *vm, Godwit__V1__RunnerBacku
     br->n_watch_controls = n;
 }
 
-/* A span ended longer ago than this can no longer reach any window of a guest's past: 64
- * windows that each lasted at most 1 s, and the runner's 10 s of the store settling after it,
- * with room to spare. */
-#define HOST_BACKUP_HORIZON_NS (2 * GW_LAT_WINDOWS * GW_LAT_WINDOW_NS + 20000000000ull)
+/* Spans that ended longer ago than this are not passed on. A guest's 64 windows (32 s) follow
+ * one another only while its disk is busy: an idle disk cuts none, so its oldest window may be
+ * much older than 32 s. Hence an hour, not a minute; the record holds 16 spans at most anyway. */
+#define HOST_BACKUP_HORIZON_NS 3600000000000ull
 
 uint64_t gw_bkjob_span_open(struct gw_daemon *d)
 {
