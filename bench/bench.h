@@ -9,6 +9,10 @@ int gw_bench_vm(int argc, char **argv);
 int gw_bench_snapshot(int argc, char **argv);
 int gw_bench_migrate(int argc, char **argv);
 int gw_bench_backup(int argc, char **argv);  /* bench_backup.c */
+/* 0 when godwit-vm's KVM device opens; else a line to stderr and 4 (godwit-vm's exit for no
+ * KVM): a benchmark that runs VMs says so at once, not after starting a Ceph cluster and
+ * waiting minutes for a guest (bench_main.c). */
+int gw_bench_need_kvm(const char *what);
 int gw_bench_instant_restore(int argc, char **argv);  /* bench_instant_restore.c: backup --instant-restore */
 int gw_bench_backup_contention(int argc, char **argv);  /* bench_backup_contention.c: --contention */
 int gw_bench_backup_gc(int argc, char **argv);  /* bench_backup_gc.c: backup --gc */

@@ -142,14 +142,16 @@ static int vm_cmd(char *const argv[], char *out, size_t outlen)
 
 int gw_bench_backup(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)   /* the one that runs no VM */
+        if (!strcmp(argv[i], "--gc")) return gw_bench_backup_gc(argc, argv);
+    int nokvm = gw_bench_need_kvm("backup");
+    if (nokvm) return nokvm;
     for (int i = 1; i < argc; i++) if (!strcmp(argv[i], "--contention")) return gw_bench_backup_contention(argc, argv);
     for (int i = 1; i < argc; i++)   /* its own benchmark: bench_instant_restore.c */
         if (!strcmp(argv[i], "--instant-restore")) {
             for (int k = i; k < argc - 1; k++) argv[k] = argv[k + 1];
             return gw_bench_instant_restore(argc - 1, argv);
         }
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--gc")) return gw_bench_backup_gc(argc, argv);
     struct gw_bench_opts o = {.memory = 1ull << 30, .ws = 512ull << 20, .rate = 32ull << 20, .seconds = 2,
                               .vcpus = 1, .pattern = "random", .target = "rados:auto"};
     if (gw_bench_parse_opts("backup", argc, argv, &o)) return 2;

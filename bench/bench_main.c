@@ -12,31 +12,23 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "engine/vm/kvm.h"
 
-/* A benchmark that runs VMs says at once when this host cannot run any (exit 4, as
- * godwit-vm's), instead of starting a Ceph cluster and waiting minutes for a guest. */
-static int need_kvm(const char *what)
+int gw_bench_need_kvm(const char *what)
 {
-    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    const char *dev = gw_kvm_device_path();   /* the device godwit-vm opens */
+    int fd = open(dev, O_RDWR | O_CLOEXEC);
     if (fd >= 0) {
         close(fd);
         return 0;
     }
-    fprintf(stderr, "godwit-bench %s: /dev/kvm is not usable here (%s); this benchmark runs VMs\n", what, strerror(errno));
+    fprintf(stderr, "godwit-bench %s: %s is not usable here (%s); this benchmark runs VMs\n", what, dev, strerror(errno));
     return 4;
-}
-
-static bool has_arg(int argc, char **argv, const char *arg)
-{
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], arg)) return true;
-    return false;
 }
 
 int main(int argc, char **argv)
@@ -46,13 +38,12 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     signal(SIGPIPE, SIG_IGN);
-    /* wire, rbd, api and backup --gc run no VM. */
+    /* wire, rbd and api run no VM; backup checks for itself (its --gc runs none). */
     static const char *const with_vms[] = {"vm", "snapshot", "migrate", "net", "evacuate"};
-    int r = 0;
-    for (size_t i = 0; i < sizeof with_vms / sizeof with_vms[0] && !r; i++)
-        if (!strcmp(argv[1], with_vms[i])) r = need_kvm(argv[1]);
-    if (!r && !strcmp(argv[1], "backup") && !has_arg(argc, argv, "--gc")) r = need_kvm("backup");
-    if (r) return r;
+    for (size_t i = 0; i < sizeof with_vms / sizeof with_vms[0]; i++) {
+        int r = strcmp(argv[1], with_vms[i]) ? 0 : gw_bench_need_kvm(argv[1]);
+        if (r) return r;
+    }
     if (!strcmp(argv[1], "vm")) return gw_bench_vm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "snapshot")) return gw_bench_snapshot(argc - 1, argv + 1);
     if (!strcmp(argv[1], "migrate")) return gw_bench_migrate(argc - 1, argv + 1);
