@@ -32,14 +32,14 @@ static uint64_t age_ms(uint64_t now_ns, uint64_t t_ns)
     return now_ns > t_ns ? (now_ns - t_ns) / 1000000 : 0;
 }
 
-unsigned gw_busy_spans_ages(const struct gw_busy_spans *b, uint64_t now_ns, uint64_t horizon_ns, uint64_t except,
+unsigned gw_busy_spans_ages(const struct gw_busy_spans *b, uint64_t now_ns, uint64_t horizon_ns,
                             struct gw_busy_age *out, unsigned max)
 {
     const struct gw_busy_span *pick[GW_BUSY_SPANS];
     unsigned n = 0;
     for (unsigned i = 0; i < GW_BUSY_SPANS; i++) {
         const struct gw_busy_span *s = &b->s[i];
-        if (!s->id || s->id == except) continue;
+        if (!s->id) continue;
         if (s->to_ns && now_ns > s->to_ns && now_ns - s->to_ns > horizon_ns) continue;
         /* Kept in order of start (insertion: at most 16). */
         unsigned at = n++;

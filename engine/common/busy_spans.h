@@ -38,9 +38,9 @@ uint64_t gw_busy_spans_begin(struct gw_busy_spans *b, uint64_t now_ns);
 /* Span id ended at now_ns (nothing when it was replaced meanwhile). */
 void gw_busy_spans_end(struct gw_busy_spans *b, uint64_t id, uint64_t now_ns);
 
-/* The spans still running or ended within horizon_ns of now_ns, but for span except (0: none),
- * as ages at now_ns, oldest start first: at most max; their number. */
-unsigned gw_busy_spans_ages(const struct gw_busy_spans *b, uint64_t now_ns, uint64_t horizon_ns, uint64_t except,
+/* The spans still running or ended within horizon_ns of now_ns, as ages at now_ns, oldest start
+ * first: at most max (the newest); their number. */
+unsigned gw_busy_spans_ages(const struct gw_busy_spans *b, uint64_t now_ns, uint64_t horizon_ns,
                             struct gw_busy_age *out, unsigned max);
 
 /* Back from ages read at now_ns to [*from_ns, *to_ns] on this clock; a running span ends at

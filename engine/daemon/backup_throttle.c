@@ -92,7 +92,7 @@ void gw_bkjob_spans_begin(struct gw_daemon *d, Godwit__V1__RunnerBackupRequest *
     struct gw_busy_age ages[GW_BUSY_SPANS];
     pthread_mutex_lock(&d->lock);
     uint64_t now = gw_now_ns();
-    unsigned n = gw_busy_spans_ages(&d->host_backups, now, HOST_BACKUP_HORIZON_NS, 0, ages, GW_BUSY_SPANS);
+    unsigned n = gw_busy_spans_ages(&d->host_backups, now, HOST_BACKUP_HORIZON_NS, ages, GW_BUSY_SPANS);
     bk->span_id = gw_busy_spans_begin(&d->host_backups, now);
     pthread_mutex_unlock(&d->lock);
     for (unsigned i = 0; i < n; i++) {

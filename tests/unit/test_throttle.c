@@ -614,10 +614,10 @@ GW_TEST(host_backups_told_as_ages_leave_their_windows_out)
     uint64_t old = gw_busy_spans_begin(&b, t - 200 * S);  /* long over: past the horizon */
     gw_busy_spans_end(&b, old, t - 190 * S);
     uint64_t c = gw_busy_spans_begin(&b, t + 6 * S);    /* still running */
-    uint64_t mine = gw_busy_spans_begin(&b, t + 9 * S);
+    /* A new backup reads the others before it records its own (gw_bkjob_spans_begin). */
     struct gw_busy_age ages[GW_BUSY_SPANS];
     uint64_t now = t + 10 * S;
-    REQUIRE(gw_busy_spans_ages(&b, now, 80 * S, mine, ages, GW_BUSY_SPANS) == 2);
+    REQUIRE(gw_busy_spans_ages(&b, now, 80 * S, ages, GW_BUSY_SPANS) == 2);
     CHECK_EQ(ages[0].started_age_ms, 10000);
     CHECK_EQ(ages[0].ended_age_ms, 6000);
     CHECK(!ages[0].running);
@@ -625,13 +625,13 @@ GW_TEST(host_backups_told_as_ages_leave_their_windows_out)
     CHECK_EQ(ages[1].ended_age_ms, 0);
     CHECK(ages[1].running);
     /* With room for one: the newest. */
-    REQUIRE(gw_busy_spans_ages(&b, now, 80 * S, mine, ages, 1) == 1);
+    REQUIRE(gw_busy_spans_ages(&b, now, 80 * S, ages, 1) == 1);
     CHECK_EQ(ages[0].started_age_ms, 4000);
     /* An end for a span no longer there changes nothing; its own end counts once. */
     gw_busy_spans_end(&b, 999, now);
     gw_busy_spans_end(&b, c, t + 8 * S);
     gw_busy_spans_end(&b, c, t + 9 * S);
-    REQUIRE(gw_busy_spans_ages(&b, now, 80 * S, mine, ages, GW_BUSY_SPANS) == 2);
+    REQUIRE(gw_busy_spans_ages(&b, now, 80 * S, ages, GW_BUSY_SPANS) == 2);
     CHECK_EQ(ages[1].ended_age_ms, 2000);
 
     /* The runner reads them back at its own moment, 50 ms later. */
@@ -687,15 +687,15 @@ GW_TEST(host_backup_record_replaces_the_oldest)
     uint64_t now = t + 50 * S;
     gw_busy_spans_begin(&b, now);                      /* takes span 9's slot (ended first) */
     gw_busy_spans_begin(&b, now);                      /* then span 5's */
-    unsigned n = gw_busy_spans_ages(&b, now, 80 * S, 0, ages, GW_BUSY_SPANS);
+    unsigned n = gw_busy_spans_ages(&b, now, 80 * S, ages, GW_BUSY_SPANS);
     REQUIRE(n == GW_BUSY_SPANS);
     for (unsigned i = 0; i < n; i++) CHECK(ages[i].running);
     gw_busy_spans_begin(&b, now + S);                  /* all running: span 0 (began first) goes */
-    n = gw_busy_spans_ages(&b, now + S, 80 * S, 0, ages, GW_BUSY_SPANS);
+    n = gw_busy_spans_ages(&b, now + S, 80 * S, ages, GW_BUSY_SPANS);
     REQUIRE(n == GW_BUSY_SPANS);
     CHECK_EQ(ages[0].started_age_ms, 50000);           /* span 1 now begins the list */
     gw_busy_spans_end(&b, ids[0], now + 2 * S);        /* span 0 is gone: nothing to end */
-    CHECK_EQ(gw_busy_spans_ages(&b, now + 2 * S, 80 * S, 0, ages, GW_BUSY_SPANS), GW_BUSY_SPANS);
+    CHECK_EQ(gw_busy_spans_ages(&b, now + 2 * S, 80 * S, ages, GW_BUSY_SPANS), GW_BUSY_SPANS);
     for (unsigned i = 0; i < GW_BUSY_SPANS; i++) CHECK(ages[i].running);
 }
 
