@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "engine/common/util.h"
+
 void gw_side_fill_init(struct gw_side_fill *f, uint64_t t0_ns)
 {
     memset(f, 0, sizeof *f);
@@ -107,7 +109,7 @@ double gw_side_fill_need(struct gw_side_fill *f, const struct gw_side_fill_state
     }
     if (full < GW_SIDE_FILL_FROM) return 0;
     double win = fmin(fmax(elapsed / 2, GW_SIDE_FILL_WIN_MIN), GW_SIDE_FILL_WIN_MAX);
-    uint64_t win_ns = (uint64_t)(win * 1e9);
+    uint64_t win_ns = gw_u64_of_double(win * 1e9);
     struct gw_side_fill_sample b = at_or_before(f, now_ns - win_ns);
     struct gw_side_fill_sample a = at_or_before(f, now_ns > f->t0_ns + 2 * win_ns ? now_ns - 2 * win_ns : f->t0_ns);
     double lambda, v = copy_speed(a, b, cur, &lambda);   /* b is at least a window before now */

@@ -1,14 +1,16 @@
 /* Hybrid's switch decision (see hybrid_policy.h). */
 #include "postcopy/hybrid_policy.h"
 
+#include "engine/common/util.h"
+
 enum gw_hybrid_decision gw_hybrid_decide(const struct gw_hybrid_policy *p, const struct gw_hybrid_round *r,
                                          unsigned *slow, struct gw_hybrid_eval *ev)
 {
     uint64_t limit = p->downtime_limit_ns ? p->downtime_limit_ns : 50000000ull;
     struct gw_hybrid_eval e = {0};
-    e.rate_bps = r->elapsed_ns ? (uint64_t)((double)r->moved_bytes * 1e9 / (double)r->elapsed_ns) : 0;
-    e.dirty_bps = r->round_ns ? (uint64_t)((double)r->dirty_bytes * 1e9 / (double)r->round_ns) : 0;
-    e.projected_ns = e.rate_bps ? (uint64_t)((double)r->dirty_bytes * 1e9 / (double)e.rate_bps) : UINT64_MAX;
+    e.rate_bps = r->elapsed_ns ? gw_u64_of_double((double)r->moved_bytes * 1e9 / (double)r->elapsed_ns) : 0;
+    e.dirty_bps = r->round_ns ? gw_u64_of_double((double)r->dirty_bytes * 1e9 / (double)r->round_ns) : 0;
+    e.projected_ns = e.rate_bps ? gw_u64_of_double((double)r->dirty_bytes * 1e9 / (double)e.rate_bps) : UINT64_MAX;
     if (ev) *ev = e;
     *slow = e.projected_ns > limit ? *slow + 1 : 0;
     if (e.projected_ns <= limit) return GW_HYBRID_FITS;

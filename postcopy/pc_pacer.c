@@ -6,6 +6,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "engine/common/util.h"
+
 uint64_t gw_pc_pacer_decide(struct gw_pc_pacer_state *st, uint32_t queue_us, uint64_t rate, uint64_t now)
 {
     bool queued_before = st->queued;
@@ -87,7 +89,7 @@ void gw_pc_pacer_tick(struct gw_pc_pacer *p, uint64_t now)
         p->last_acked = acked;
         return;
     }
-    uint64_t rate = (uint64_t)((double)(acked - p->last_acked) * 1e9 / (double)(now - p->last_ns));
+    uint64_t rate = gw_u64_of_double((double)(acked - p->last_acked) * 1e9 / (double)(now - p->last_ns));
     p->last_ns = now;
     p->last_acked = acked;
     uint64_t cap = gw_pc_pacer_decide(&p->st, queue_us, rate, now);

@@ -224,7 +224,7 @@ static void *req_main(void *arg)
 static void pace(struct gw_pc_server *s, uint64_t t0, uint64_t pages)
 {
     if (!s->cfg.rate_bps) return;
-    uint64_t due = t0 + (uint64_t)((double)pages * 4096 * 1e9 / (double)s->cfg.rate_bps);
+    uint64_t due = t0 + gw_u64_of_double((double)pages * 4096 * 1e9 / (double)s->cfg.rate_bps);
     for (uint64_t now; !stopping(s) && (now = gw_now_ns()) < due;) {
         uint64_t d = due - now < 20000000ull ? due - now : 20000000ull;
         struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};

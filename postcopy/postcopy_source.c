@@ -217,7 +217,7 @@ static void pace_precopy(struct gw_postcopy *m, uint64_t moved)
 {
     uint64_t limit = m->p.bandwidth_limit_bps;
     if (!limit) return;
-    uint64_t due = m->t_precopy + (uint64_t)((double)moved * 1e9 / (double)limit);
+    uint64_t due = m->t_precopy + gw_u64_of_double((double)moved * 1e9 / (double)limit);
     for (uint64_t now; !cancelled(m) && (now = gw_now_ns()) < due;) {
         uint64_t d = due - now < 20000000ull ? due - now : 20000000ull;
         struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};

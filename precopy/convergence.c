@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engine/common/util.h"
+
 /* Fixed cost of a switchover besides the pages: state, digest, two round trips. */
 #define SWITCHOVER_OVERHEAD_NS 1000000ull
 /* When the pages left take less than this to send, another round buys nothing. */
@@ -31,7 +33,7 @@ void gw_conv_round_sent(struct gw_conv_state *s, uint64_t bytes, uint64_t ns)
     if (s->prev_dirty_pages == UINT64_MAX) s->prev_dirty_pages = bytes / 4096;
     s->moved_bytes += bytes;
     s->moved_ns += ns;
-    if (s->moved_ns) s->bandwidth_bps = (uint64_t)((double)s->moved_bytes * 1e9 / (double)s->moved_ns);
+    if (s->moved_ns) s->bandwidth_bps = gw_u64_of_double((double)s->moved_bytes * 1e9 / (double)s->moved_ns);
 }
 
 static void step_throttle(struct gw_conv_state *s)
@@ -45,9 +47,9 @@ enum gw_conv_decision gw_conv_decide(struct gw_conv_state *s, const struct gw_co
                                      uint64_t elapsed_ns)
 {
     uint64_t bytes = dirty_pages * 4096;
-    s->dirty_rate_bps = round_ns ? (uint64_t)((double)bytes * 1e9 / (double)round_ns) : 0;
+    s->dirty_rate_bps = round_ns ? gw_u64_of_double((double)bytes * 1e9 / (double)round_ns) : 0;
     uint64_t bw = s->bandwidth_bps ? s->bandwidth_bps : 1;
-    s->expected_downtime_ns = (uint64_t)((double)bytes * 1e9 / (double)bw) + SWITCHOVER_OVERHEAD_NS;
+    s->expected_downtime_ns = gw_u64_of_double((double)bytes * 1e9 / (double)bw + SWITCHOVER_OVERHEAD_NS);
     bool fits = s->expected_downtime_ns <= p->downtime_limit_ns;
     bool first = s->prev_dirty_pages == UINT64_MAX;
     bool shrinking_fast = !first && dirty_pages * 2 < s->prev_dirty_pages;

@@ -115,7 +115,7 @@ static void update_stats(struct gw_precopy *m)
     m->prog.pages_raw = st.codec.pages[GW_PAGE_RAW];
     m->prog.pages_lz4 = st.codec.pages[GW_PAGE_LZ4];
     m->prog.total_ns = gw_now_ns() - m->t_start;
-    m->prog.throughput_bps = m->prog.total_ns ? (uint64_t)(st.bytes_wire * 1e9 / m->prog.total_ns) : 0;
+    m->prog.throughput_bps = m->prog.total_ns ? gw_u64_of_double(st.bytes_wire * 1e9 / m->prog.total_ns) : 0;
     m->prog.dirty_rate_bps = m->conv.dirty_rate_bps;
     m->prog.expected_downtime_ns = m->conv.expected_downtime_ns;
     m->prog.throttle_pct = m->conv.throttle_pct;
@@ -128,7 +128,7 @@ static void pace(struct gw_precopy *m)
 {
     uint64_t limit = m->p.policy.bandwidth_limit_bps;
     if (!limit) return;
-    uint64_t due_ns = (uint64_t)((double)m->round_bytes * 1e9 / (double)limit);
+    uint64_t due_ns = gw_u64_of_double((double)m->round_bytes * 1e9 / (double)limit);
     /* In slices, so that a cancel, the deadline or a broken link is seen within one. */
     for (uint64_t spent; (spent = gw_now_ns() - m->round_t0) < due_ns && !stop_reason(m) &&
                          !gw_mig_sender_failed(m->tx);) {

@@ -48,7 +48,7 @@ uint64_t gw_bucket_take(struct gw_bucket *b, double n, uint64_t now_ns)
     refill(b, now_ns);
     b->tokens -= n;
     if (b->tokens >= 0) return 0;
-    return (uint64_t)(-b->tokens / b->rate * 1e9);
+    return gw_u64_of_double(-b->tokens / b->rate * 1e9);
 }
 
 struct host_shared {

@@ -28,6 +28,13 @@ int gw_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* a + b and a * b into *out; false when the result would not fit in 64 bits. */
 static inline bool gw_add_ok(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_add_overflow(a, b, out); }
 static inline bool gw_mul_ok(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_mul_overflow(a, b, out); }
+/* x as a uint64_t, saturated: NaN and below 0 give 0, 2^64 and above (infinity too) give
+ * UINT64_MAX. A plain cast of a double out of range is undefined behaviour. */
+static inline uint64_t gw_u64_of_double(double x)
+{
+    if (!(x > 0)) return 0;
+    return x >= 18446744073709551616.0 ? UINT64_MAX : (uint64_t)x;
+}
 
 /* True when [off, off+len) lies inside [0, size) without overflow. */
 static inline bool gw_range_ok(uint64_t off, uint64_t len, uint64_t size)

@@ -51,6 +51,12 @@ struct gw_cluster_fit {
     uint32_t nonconverging_pct;          /* 0 = none measured: GW_EVAC_NONCONVERGING_PCT */
 };
 #define GW_EVAC_NONCONVERGING_PCT 200   /* assumed without a measurement: twice the time */
+/* Bounds on a fit another host published: beyond them the record is not a measurement (no
+ * link carries 1 TiB/s, no migration's fixed cost is an hour) and it is left out. Sums of
+ * at most GW_CLUSTER_MAX_HOSTS bounded figures cannot wrap. */
+#define GW_CLUSTER_FIT_MAX_BW (1ull << 40)
+#define GW_CLUSTER_FIT_MAX_OVERHEAD_MS (3600ull * 1000)
+#define GW_CLUSTER_FIT_MAX_PCT 10000u
 /* A sample this much slower than the fitted line (percent) did not converge. */
 #define GW_EVAC_OUTLIER_PCT 150
 
@@ -191,6 +197,8 @@ unsigned gw_cluster_plan(const struct gw_plan_in *in, struct gw_plan_step *steps
  * bytes at most; one that dirties faster does not converge (returns false) and takes
  * nonconverging_pct percent of that time. */
 bool gw_cluster_estimate(const struct gw_cluster_fit *f, uint64_t mem, uint64_t dirty, uint64_t *bytes, uint64_t *ms);
+/* Whether the fit host h published lies within the GW_CLUSTER_FIT_MAX_* bounds. */
+bool gw_cluster_fit_plausible(const Godwit__V1__ClusterHost *h);
 
 /* ---- evacuate.c: the evacuation job ------------------------------------------------------ */
 struct gw_evac;

@@ -32,13 +32,23 @@ bool gw_cluster_estimate(const struct gw_cluster_fit *f, uint64_t mem, uint64_t 
     double secs = (double)mem / (double)bw;
     if (dirty >= link) {
         double k = (f->nonconverging_pct ? f->nonconverging_pct : GW_EVAC_NONCONVERGING_PCT) / 100.0;
-        *bytes = (uint64_t)((double)mem * k);
-        *ms = (uint64_t)(secs * k * 1000.0) + 1;
+        *bytes = gw_u64_of_double((double)mem * k);
+        *ms = gw_u64_of_double(secs * k * 1000.0 + 1);
         return false;
     }
-    *bytes = (uint64_t)((double)mem / (1.0 - (double)dirty / (double)link));
-    *ms = (uint64_t)(secs * 1000.0) + 1;
+    /* Saturated: the fit may be other hosts' published figures (gw_cluster_model bounds them,
+     * but a dirty rate a hair below the link still divides by next to nothing). */
+    *bytes = gw_u64_of_double((double)mem / (1.0 - (double)dirty / (double)link));
+    *ms = gw_u64_of_double(secs * 1000.0 + 1);
     return true;
+}
+
+bool gw_cluster_fit_plausible(const Godwit__V1__ClusterHost *h)
+{
+    return h->migration_bandwidth_bytes_per_s <= GW_CLUSTER_FIT_MAX_BW &&
+           h->migration_link_bytes_per_s <= GW_CLUSTER_FIT_MAX_BW &&
+           h->migration_overhead_ms <= GW_CLUSTER_FIT_MAX_OVERHEAD_MS &&
+           h->migration_nonconverging_pct <= GW_CLUSTER_FIT_MAX_PCT;
 }
 
 void gw_cluster_fit_samples(const uint64_t *x, const uint64_t *y, const uint64_t *wire, unsigned n,
@@ -162,7 +172,7 @@ unsigned gw_cluster_plan(const struct gw_plan_in *in, struct gw_plan_step *steps
         struct gw_cluster_fit f = {.bw = in->bandwidth, .overhead_ms = in->overhead_ms, .link_bw = in->link_bw,
                                    .nonconverging_pct = in->nonconverging_pct};
         gw_cluster_estimate(&f, v->memory_bytes, v->dirty_rate, &st->est_bytes, &st->est_ms);
-        st->est_ms += in->overhead_ms;
+        if (!gw_add_ok(st->est_ms, in->overhead_ms, &st->est_ms)) st->est_ms = UINT64_MAX;
         if (best >= 0) {
             free_mem[best] -= v->memory_bytes;
             free_cpu[best] -= v->vcpus;

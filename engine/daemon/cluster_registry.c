@@ -324,6 +324,7 @@ void gw_cluster_model(struct gw_daemon *d, Godwit__V1__ClusterHost *const *hosts
     for (size_t i = 0; i < n; i++) {
         const Godwit__V1__ClusterHost *h = hosts[i];
         if (h->down || !h->migration_bandwidth_bytes_per_s || !strcmp(h->name, d->cfg.hostname)) continue;
+        if (!gw_cluster_fit_plausible(h)) continue;   /* a record from the store is not trusted */
         sbw += h->migration_bandwidth_bytes_per_s;
         soh += h->migration_overhead_ms;
         k++;

@@ -128,6 +128,45 @@ GW_TEST(plan_estimates)
     CHECK(gw_cluster_estimate(&f, 100 * MIB, 50 * MIB, &bytes, &ms));
 }
 
+GW_TEST(plan_estimates_saturate_on_hostile_fits)
+{
+    /* Another host's published fit comes from the store: the estimate must stay defined (a
+     * double cast out of range is undefined behaviour, caught by the sanitizer build). */
+    uint64_t bytes, ms;
+    struct gw_cluster_fit f = {.bw = 1, .link_bw = UINT64_MAX, .nonconverging_pct = UINT32_MAX};
+    CHECK(gw_cluster_estimate(&f, UINT64_MAX, UINT64_MAX - 1, &bytes, &ms));
+    CHECK_EQ(bytes, UINT64_MAX);
+    CHECK_EQ(ms, UINT64_MAX);
+    f.link_bw = 1;
+    CHECK(!gw_cluster_estimate(&f, 1ull << 40, 1, &bytes, &ms));
+    CHECK_EQ(ms, UINT64_MAX);
+    CHECK_EQ(bytes, UINT64_MAX);
+    /* The plan adds the overhead without wrapping. */
+    Godwit__V1__ClusterHost a = mkhost("a", 8192, false, ACTIVE, NULL, 0);
+    Godwit__V1__ClusterHost *hosts[] = {&a};
+    struct gw_plan_vm vm = {.name = "v", .memory_bytes = MIB, .vcpus = 1, .disk = "", .anti_affinity = "",
+                            .busy = ""};
+    struct gw_plan_in in = {.self = "self", .hosts = hosts, .n_hosts = 1, .vms = &vm, .n_vms = 1, .bandwidth = 1,
+                            .overhead_ms = UINT64_MAX};
+    struct gw_plan_step st;
+    CHECK_EQ(gw_cluster_plan(&in, &st), 0u);
+    CHECK_EQ(st.est_ms, UINT64_MAX);
+    /* Published figures past the bounds are not a measurement. */
+    a.migration_bandwidth_bytes_per_s = 100 * MIB;
+    CHECK(gw_cluster_fit_plausible(&a));
+    a.migration_bandwidth_bytes_per_s = GW_CLUSTER_FIT_MAX_BW + 1;
+    CHECK(!gw_cluster_fit_plausible(&a));
+    a.migration_bandwidth_bytes_per_s = 100 * MIB;
+    a.migration_overhead_ms = GW_CLUSTER_FIT_MAX_OVERHEAD_MS + 1;
+    CHECK(!gw_cluster_fit_plausible(&a));
+    a.migration_overhead_ms = 0;
+    a.migration_nonconverging_pct = GW_CLUSTER_FIT_MAX_PCT + 1;
+    CHECK(!gw_cluster_fit_plausible(&a));
+    a.migration_nonconverging_pct = 0;
+    a.migration_link_bytes_per_s = UINT64_MAX;
+    CHECK(!gw_cluster_fit_plausible(&a));
+}
+
 GW_TEST(plan_fit_ignores_a_migration_that_did_not_converge)
 {
     /* Five on the line 200 ms + 10 ms/MiB, one (256 MiB) that took twice its line. */
