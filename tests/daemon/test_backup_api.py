@@ -326,42 +326,51 @@ class BackupApi(unittest.TestCase):
         finally:
             self.drop_vm("cli1")
 
+    def refusals(self, vm):
+        """What the API refuses whether or not VM vm exists: each request's own fields."""
+        C = grpc.StatusCode
+        self.assertEqual(error_reason(lambda: self.call("CreateBackup", bk.CreateBackupRequest(vm=vm, target="nope"))),
+                         (C.NOT_FOUND, "UNKNOWN_TARGET"))
+        self.assertEqual(error_reason(lambda: self.call("CreateBackup", bk.CreateBackupRequest(vm="ghost", target="local"))),
+                         (C.NOT_FOUND, "VM_NOT_FOUND"))
+        self.assertEqual(error_reason(lambda: self.call("ListBackups", bk.ListBackupsRequest(vm=vm, target="x" * 100000)))[0],
+                         C.INVALID_ARGUMENT)
+        hostile = [
+            ("CreateBackup", bk.CreateBackupRequest(vm="../../etc", target="local")),
+            ("CreateBackup", bk.CreateBackupRequest(vm=vm, target="local", method="fast")),
+            ("CreateBackup", bk.CreateBackupRequest(vm=vm, target="local", parent="../x")),
+            ("CreateBackup", bk.CreateBackupRequest(vm=vm, target="local", request_id="r" * 5000)),
+            ("CreateBackup", bk.CreateBackupRequest(vm="v" * 70000, target="local")),
+            ("GetBackup", bk.GetBackupRequest(vm=vm, target="local", id="../../m.x")),
+            ("GetBackup", bk.GetBackupRequest(vm=vm, target="local", id="i" * 300)),
+            ("DeleteBackup", bk.DeleteBackupRequest(vm=vm, target="local")),
+            ("ListBackups", bk.ListBackupsRequest(vm=vm, target="local", page_token="/etc/passwd")),
+            ("RestoreBackup", bk.RestoreBackupRequest(vm=vm, target="local", name="a/b")),
+            ("RestoreBackup", bk.RestoreBackupRequest(vm=vm, target="local",
+                                                      restart_policy=api.RestartPolicy(kind=99))),
+            ("VerifyBackup", bk.VerifyBackupRequest(vm="", target="local")),
+        ]
+        for method, req in hostile:
+            self.assertEqual(error_reason(lambda: self.call(method, req))[0], C.INVALID_ARGUMENT, (method, req))
+        self.assertEqual(error_reason(lambda: self.call("GetBackup", bk.GetBackupRequest(vm=vm, target="local"))),
+                         (C.NOT_FOUND, "BACKUP_NOT_FOUND"))
+        # A restore of a VM without backups fails as a job, with its reason; nothing is created.
+        j = self.call("RestoreBackup", bk.RestoreBackupRequest(vm="ghost", target="local", name="ghost2")).job
+        j = self.final(j.id)
+        self.assertEqual((j.state, j.reason), (api.Job.FAILED, "BACKUP_NOT_FOUND"), j.error)
+        self.assertEqual(error_reason(lambda: self.vm("ghost2"))[0], C.NOT_FOUND)
+
+    @gwd.no_vm
+    def test_refusals_without_a_vm(self):
+        self.refusals("absent")
+
     def test_errors(self):
         C = grpc.StatusCode
         self.make_vm("err1", memory=64 << 20, guest="dirtier:ws=16M,rate=4M")
         try:
-            self.assertEqual(error_reason(lambda: self.call("CreateBackup", bk.CreateBackupRequest(vm="err1", target="nope"))),
-                             (C.NOT_FOUND, "UNKNOWN_TARGET"))
-            self.assertEqual(error_reason(lambda: self.call("CreateBackup", bk.CreateBackupRequest(vm="ghost", target="local"))),
-                             (C.NOT_FOUND, "VM_NOT_FOUND"))
-            self.assertEqual(error_reason(lambda: self.call("ListBackups", bk.ListBackupsRequest(vm="err1", target="x" * 100000)))[0],
-                             C.INVALID_ARGUMENT)
-            hostile = [
-                ("CreateBackup", bk.CreateBackupRequest(vm="../../etc", target="local")),
-                ("CreateBackup", bk.CreateBackupRequest(vm="err1", target="local", method="fast")),
-                ("CreateBackup", bk.CreateBackupRequest(vm="err1", target="local", parent="../x")),
-                ("CreateBackup", bk.CreateBackupRequest(vm="err1", target="local", request_id="r" * 5000)),
-                ("CreateBackup", bk.CreateBackupRequest(vm="v" * 70000, target="local")),
-                ("GetBackup", bk.GetBackupRequest(vm="err1", target="local", id="../../m.x")),
-                ("GetBackup", bk.GetBackupRequest(vm="err1", target="local", id="i" * 300)),
-                ("DeleteBackup", bk.DeleteBackupRequest(vm="err1", target="local")),
-                ("ListBackups", bk.ListBackupsRequest(vm="err1", target="local", page_token="/etc/passwd")),
-                ("RestoreBackup", bk.RestoreBackupRequest(vm="err1", target="local", name="a/b")),
-                ("RestoreBackup", bk.RestoreBackupRequest(vm="err1", target="local",
-                                                          restart_policy=api.RestartPolicy(kind=99))),
-                ("VerifyBackup", bk.VerifyBackupRequest(vm="", target="local")),
-            ]
-            for method, req in hostile:
-                self.assertEqual(error_reason(lambda: self.call(method, req))[0], C.INVALID_ARGUMENT, (method, req))
-            self.assertEqual(error_reason(lambda: self.call("GetBackup", bk.GetBackupRequest(vm="err1", target="local"))),
-                             (C.NOT_FOUND, "BACKUP_NOT_FOUND"))
+            self.refusals("err1")
             self.assertEqual(error_reason(lambda: self.call("RestoreBackup", bk.RestoreBackupRequest(vm="err1", target="local"))),
                              (C.ALREADY_EXISTS, "VM_EXISTS"))
-            # A restore of a VM without backups fails as a job, with its reason; nothing is created.
-            j = self.call("RestoreBackup", bk.RestoreBackupRequest(vm="ghost", target="local", name="ghost2")).job
-            j = self.final(j.id)
-            self.assertEqual((j.state, j.reason), (api.Job.FAILED, "BACKUP_NOT_FOUND"), j.error)
-            self.assertEqual(error_reason(lambda: self.vm("ghost2"))[0], C.NOT_FOUND)
             # A stopped VM cannot be backed up.
             self.call("StopVm", api.StopVmRequest(name="err1"))
             self.assertEqual(error_reason(lambda: self.call("CreateBackup", bk.CreateBackupRequest(vm="err1", target="local"))),
