@@ -77,8 +77,8 @@ void gw_cluster_fit_samples(const uint64_t *x, const uint64_t *y, const uint64_t
         a = 0;
     }
     if (k <= 0) return;
-    fit->bw = (uint64_t)(1000.0 / k);
-    fit->overhead_ms = (uint64_t)a;
+    fit->bw = gw_u64_of_double(1000.0 / k);
+    fit->overhead_ms = gw_u64_of_double(a);
     double pct = 0;
     unsigned slow = 0, c = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -86,8 +86,8 @@ void gw_cluster_fit_samples(const uint64_t *x, const uint64_t *y, const uint64_t
         if (line > 0 && (double)y[i] * 100.0 > GW_EVAC_OUTLIER_PCT * line) { pct += (double)y[i] * 100.0 / line; slow++; }
         if (wire && wire[i]) v[c++] = (double)wire[i];
     }
-    fit->nonconverging_pct = slow ? (uint32_t)(pct / slow) : 0;
-    fit->link_bw = c ? (uint64_t)gw_median(v, c) : 0;
+    fit->nonconverging_pct = slow ? (uint32_t)gw_u64_of_double(fmin(pct / slow, UINT32_MAX)) : 0;
+    fit->link_bw = c ? gw_u64_of_double(gw_median(v, c)) : 0;
 }
 
 static int cmp_vm(const void *a, const void *b, void *arg)
