@@ -1,5 +1,5 @@
 /* libFuzzer target for the decoders of outside input: the record splitter and header checks,
- * the control message unpackers and the page-batch decoder, against a small guest memory
+ * the control message unpackers, post-copy's records and the page-batch decoder, against a small guest memory
  * with a guard region behind it that must never change. The first input byte picks the
  * mode: even = a stream of framed records, odd = one bare PAGE_BATCH payload (so the fuzzer
  * reaches deep into the batch layout without having to learn the header first). Bit 1 of
@@ -12,6 +12,7 @@
 #include "engine/transport/conn.h"
 #include "engine/transport/rdma_mem.h"
 #include "engine/pump/page_recv.h"
+#include "postcopy/pc_wire.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -89,6 +90,27 @@ static void control(unsigned type, const uint8_t *p, size_t len)
             for (unsigned i = 0; i < n; i++)
                 if (v[i].stream >= 4 || !v[i].r.len || !gw_range_ok(v[i].guest_off, v[i].r.len, NPAGES * 4096))
                     abort();
+        }
+        break;
+    }
+    case GW_WIRE_POSTCOPY: {
+        /* What gw_pc_parse accepts has the exact length its op promises, and a bitmap's
+         * page count is within the bound a receiver then checks against its memory. */
+        struct gw_pc_msg m;
+        if (gw_pc_parse(p, len, &m) == 0) {
+            if (m.op == 0 || m.op > GW_PC_OP_MAX) abort();
+            if (m.op == GW_PC_REQUEST) {
+                if (!m.count || m.count > GW_PC_MAX_REQ_PAGES || len != GW_PC_HDR + 8u * m.count) abort();
+            } else if (m.count) {
+                abort();
+            } else if (m.op == GW_PC_DIRTY || m.op == GW_PC_RECEIVED || m.op == GW_PC_STALE) {
+                if (!m.a || m.a > (1ull << 40) || len != GW_PC_HDR + 8 * ((m.a + 63) / 64)) abort();
+            } else if (len != GW_PC_HDR + (m.op == GW_PC_RESUME_PROOF ? GW_PC_PROOF_SIZE : 0)) {
+                abort();
+            }
+            uint8_t back[GW_PC_HDR];
+            gw_pc_pack(&m, back);
+            if (memcmp(back, p, GW_PC_HDR)) abort();   /* the header reads back as it came */
         }
         break;
     }

@@ -50,6 +50,11 @@ def rdma_regions(regions):
     return msg
 
 
+def pc(op, count, a=0, b=0):
+    """A post-copy record's 32-byte header (postcopy/pc_wire.h)."""
+    return struct.pack("<IIQQQ", op, count, a, b, 0)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     raw = bytes(range(256)) * 16
@@ -69,6 +74,10 @@ def main():
         # to a receiver that registered memory (mode bit 2).
         "rdma_regions": b"\x00" + record(17, rdma_regions([(0, 0, 8 * 4096, 0x7f0000000000, 7),
                                                             (1, 8 * 4096, 8 * 4096, 0x7f0000008000, 9)])),
+        # Post-copy's records: a page request, a DIRTY bitmap, a resume proof.
+        "pc_request": b"\x00" + record(16, pc(1, 2) + struct.pack("<QQ", 3, 15)),
+        "pc_dirty": b"\x00" + record(16, pc(9, 0, a=100) + struct.pack("<QQ", 0xF0F0, 0x1)),
+        "pc_proof": b"\x00" + record(16, pc(12, 0, a=7, b=9) + b"\x5a" * 32),
         "stream_placed": b"\x06" + record(4, batch([(2, 3, b""), (3, 3, b""), (4, 1, b""), (5, 0, raw)])),
     }
     for name, data in seeds.items():
