@@ -146,11 +146,8 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
     struct gw_cron c;
     struct gw_tz *tz;
     if (gw_sched_next(p, &start, err, sizeof err) || start > now) return;
-    if (compile(p, &c, &tz, err, sizeof err)) return;
-    /* The latest fire up to now: a run for it covers every fire missed before (run once). */
-    int r = gw_cron_missed(&c, tz, base_of(p), now, &fire);
-    gw_tz_free(tz);
-    if (r) return;
+    /* The cheap checks first: a policy whose VM is away waits here every tick, for as long as
+     * it stays away. */
     pthread_mutex_lock(&d->lock);
     struct gw_vm_rec *rec = gw_vm_find(d, p->vm);
     bool here = rec && rec->state == GODWIT__V1__VM__STATE__RUNNING && rec->ready && !rec->busy && !rec->incoming &&
@@ -158,6 +155,11 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
     pthread_mutex_unlock(&d->lock);
     if (!here) return;   /* not (yet) running here, or busy: wait; the missed run stays one */
     if (s->n_runs >= d->cfg.max_backups) return;
+    if (compile(p, &c, &tz, err, sizeof err)) return;
+    /* The latest fire up to now: a run for it covers every fire missed before (run once). */
+    int r = gw_cron_missed(&c, tz, base_of(p), now, &fire);
+    gw_tz_free(tz);
+    if (r) return;
     const struct gw_backup_target_cfg *t = gw_config_backup_target(&d->cfg, p->target);
     if (!t) return;
     struct run ru = {.created = p->created, .pol = *p};

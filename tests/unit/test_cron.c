@@ -132,6 +132,57 @@ GW_TEST(cron_jitter_and_catch_up)
     CHECK_EQ(gw_cron_missed(&c, NULL, utc(2026, 5, 4, 2, 0), utc(2026, 5, 4, 10, 0), &missed), -ENOENT);
 }
 
+/* The latest fire in (last_run, now] by walking every fire: the oracle for gw_cron_missed. */
+static int walk_missed(const struct gw_cron *c, const struct gw_tz *tz, int64_t last_run, int64_t now, int64_t *out)
+{
+    int64_t t = last_run, nx;
+    int r = -ENOENT;
+    while (!gw_cron_next(c, tz, t, &nx) && nx <= now) { *out = t = nx; r = 0; }
+    return r;
+}
+
+GW_TEST(cron_missed_is_the_latest_fire_however_long_ago)
+{
+    struct gw_cron c;
+    char err[256];
+    int64_t missed;
+    /* Two years of a minutely schedule: the latest minute, not a fire 600,000 steps in. */
+    REQUIRE(gw_cron_parse("* * * * *", &c, err, sizeof err) == 0);
+    CHECK_EQ(gw_cron_missed(&c, NULL, utc(2024, 1, 1, 0, 0), utc(2026, 1, 1, 0, 0) + 30, &missed), 0);
+    CHECK_EQ(missed, utc(2026, 1, 1, 0, 0));
+    CHECK_EQ(gw_cron_missed(&c, NULL, utc(2026, 1, 1, 0, 0), utc(2026, 1, 1, 0, 0) + 59, &missed), -ENOENT);
+    /* Every minute of the 1st, asked on the 20th: 23:59 on the 1st. */
+    REQUIRE(gw_cron_parse("* * 1 * *", &c, err, sizeof err) == 0);
+    CHECK_EQ(gw_cron_missed(&c, NULL, utc(2025, 11, 3, 0, 0), utc(2026, 5, 20, 9, 0), &missed), 0);
+    CHECK_EQ(missed, utc(2026, 5, 1, 23, 59));
+    /* Feb 29 at noon, asked years later, and nothing between two of them. */
+    REQUIRE(gw_cron_parse("0 12 29 2 *", &c, err, sizeof err) == 0);
+    CHECK_EQ(gw_cron_missed(&c, NULL, utc(2017, 1, 1, 0, 0), utc(2026, 12, 2, 0, 0), &missed), 0);
+    CHECK_EQ(missed, utc(2024, 2, 29, 12, 0));
+    CHECK_EQ(gw_cron_missed(&c, NULL, utc(2024, 2, 29, 12, 0), utc(2027, 12, 2, 0, 0), &missed), -ENOENT);
+    /* An absurd last run reads as long ago, not as a wrap. */
+    CHECK_EQ(gw_cron_missed(&c, NULL, INT64_MIN, utc(2026, 12, 2, 0, 0), &missed), 0);
+    CHECK_EQ(missed, utc(2024, 2, 29, 12, 0));
+    /* Against the walk over every fire, in Berlin across both DST changes of 2026. */
+    struct gw_tz *tz = berlin();
+    REQUIRE(tz != NULL);
+    static const char *const exprs[] = {"30 2 * * *", "*/7 1-3 * * *", "0 2 * * 0", "15 */5 * * *", "0,30 2 29-31 3,10 *"};
+    uint64_t seed = 42;
+    for (unsigned e = 0; e < sizeof exprs / sizeof *exprs; e++) {
+        REQUIRE(gw_cron_parse(exprs[e], &c, err, sizeof err) == 0);
+        for (int k = 0; k < 40; k++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            int64_t from = utc(2026, 3, 25, 0, 0) + (int64_t)(seed >> 33) % (220 * 86400);
+            int64_t to = from + (int64_t)(seed >> 13) % (9 * 86400);
+            int64_t want = 0, got = 0;
+            int rw = walk_missed(&c, tz, from, to, &want), rg = gw_cron_missed(&c, tz, from, to, &got);
+            CHECK_EQ(rg, rw);
+            if (!rw) CHECK_EQ(got, want);
+        }
+    }
+    gw_tz_free(tz);
+}
+
 GW_TEST(cron_hostile)
 {
     static const char *const bad[] = {
