@@ -14,18 +14,24 @@ static void *keeper_main(void *arg)
 {
     struct gw_lease *l = arg;
     pthread_mutex_lock(&l->mu);
+    bool failed = false;
     while (!l->stop) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t step_ms = l->duration_s * 1000ull / 3;
+        /* A third of the duration; after a renewal that failed without losing the lease, a
+         * twelfth (at least 1 s), so that a few more tries fit before it runs out. */
+        uint64_t step_ms = l->duration_s * 1000ull / (failed ? 12 : 3);
+        if (step_ms < 1000) step_ms = 1000;
         ts.tv_sec += (time_t)(step_ms / 1000);
         ts.tv_nsec += (long)(step_ms % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
         pthread_cond_timedwait(&l->cv, &l->mu, &ts);
         if (l->stop) break;
         pthread_mutex_unlock(&l->mu);
-        gw_lease_renew(l);
+        int r = gw_lease_renew(l);
+        failed = r != 0;
         pthread_mutex_lock(&l->mu);
+        if (r && atomic_load(&l->lost)) break;   /* nothing left to renew */
     }
     pthread_mutex_unlock(&l->mu);
     return NULL;
@@ -82,14 +88,28 @@ int gw_lease_acquire(struct gw_store *s, const char *name, const char *cookie, b
     return 0;
 }
 
+/* Whether a failed renewal says the lease is gone (someone else holds it, or the OSD dropped
+ * it), rather than that Ceph did not answer this time. */
+static bool renewal_refused(int r)
+{
+    return r == -ENOENT || r == -EBUSY || r == -EEXIST || r == -EINVAL || r == -EPERM;
+}
+
 int gw_lease_renew(struct gw_lease *l)
 {
     int lost = atomic_load(&l->lost);
     if (lost) return lost;
     uint64_t t0 = gw_now_ns();
     int r = l->be->renew(l);
-    if (r) atomic_store(&l->lost, r);
-    else atomic_store(&l->renewed_ns, t0);   /* the start of the call bounds the lease's new end */
+    if (!r) {
+        atomic_store(&l->renewed_ns, t0);   /* the start of the call bounds the lease's new end */
+        return 0;
+    }
+    /* A renewal that timed out (an OSD restarting, a slow cluster) does not lose a lease that
+     * has time left: the next one may still come in time, and until then gw_lease_valid
+     * counts from the last success. Once the duration has passed since then, it is lost. */
+    if (renewal_refused(r) || gw_now_ns() - atomic_load(&l->renewed_ns) >= (uint64_t)l->duration_s * 1000000000ull)
+        atomic_store(&l->lost, r);
     return r;
 }
 

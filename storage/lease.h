@@ -35,10 +35,13 @@ struct gw_lease;
  * exclusively (shared), or -errno, with a reason in err. */
 int gw_lease_acquire(struct gw_store *s, const char *name, const char *cookie, bool exclusive, unsigned duration_s,
                      bool keeper, struct gw_lease **out, char *err, size_t errlen);
-/* Renews the lease now. 0, or -errno when it was lost (expired and taken, or broken). */
+/* Renews the lease now. 0, or -errno when the renewal failed. The lease is lost (and every
+ * later renewal fails at once) when the store refused it (expired and taken, or broken) or
+ * when it failed after the duration had passed since the last success; a renewal that only
+ * timed out before that leaves it held, and gw_lease_valid counts from the last success. */
 int gw_lease_renew(struct gw_lease *l);
-/* True while the lease is held: no renewal has failed and (rados) the last success is less
- * than duration - margin_s ago. What a holder checks before an action the lease protects. */
+/* True while the lease is held: it is not lost and (rados) the last success is less than
+ * duration - margin_s ago. What a holder checks before an action the lease protects. */
 bool gw_lease_valid(struct gw_lease *l, unsigned margin_s);
 /* Releases and frees (NULL is fine). */
 void gw_lease_release(struct gw_lease *l);

@@ -199,6 +199,10 @@ GW_TEST(rados_osd_down_bounded_then_recovers)
     uint8_t blob[65536] = {2};
     CHECK_EQ(s->ops->put(s, "c.before", blob, sizeof blob), 0);
     CHECK_EQ(s->ops->wait(s), 0);
+    /* Two leases taken before the outage: one with time to spare, one of 3 s. */
+    struct gw_lease *kept = NULL, *brief = NULL;
+    CHECK_EQ(gw_lease_acquire(s, "kept", "c0", true, 60, false, &kept, err, sizeof err), 0);
+    CHECK_EQ(gw_lease_acquire(s, "brief", "c0", true, 3, false, &brief, err, sizeof err), 0);
     cluster_cmd("osd-stop", conf, "--kill");
     uint64_t t0 = gw_now_ns();
     CHECK_EQ(s->ops->put(s, "c.during", blob, sizeof blob), 0);
@@ -228,6 +232,16 @@ GW_TEST(rados_osd_down_bounded_then_recovers)
     secs = (gw_now_ns() - t0) / 1e9;
     printf("  gc: %.1f s: %s\n", secs, err);
     CHECK(secs < 5 && strstr(err, "did not answer within 2 s") != NULL);
+    /* A renewal that times out leaves a lease with time left held; the 3 s one has run out
+     * by now (the outage's checks above took longer), so its failed renewal loses it, and
+     * every later renewal fails at once. */
+    CHECK_EQ(gw_lease_renew(kept), -ETIMEDOUT);
+    CHECK(gw_lease_valid(kept, 0));
+    CHECK(gw_lease_renew(brief) < 0);
+    CHECK(!gw_lease_valid(brief, 0));
+    t0 = gw_now_ns();
+    CHECK(gw_lease_renew(brief) < 0);
+    CHECK((gw_now_ns() - t0) / 1e9 < 0.5);
     cluster_cmd("osd-start", conf, "");
     /* Once the OSD is back the same handle works again (objecter_timeout below the op timeout). */
     int r = -1;
@@ -238,6 +252,13 @@ GW_TEST(rados_osd_down_bounded_then_recovers)
     }
     printf("  writes succeed again %.1f s after the OSD restarted\n", (gw_now_ns() - t1) / 1e9);
     CHECK_EQ(r, 0);
+    /* The lease that outlived the outage renews again, and nobody else can take it. */
+    CHECK_EQ(gw_lease_renew(kept), 0);
+    CHECK(gw_lease_valid(kept, 1));
+    struct gw_lease *other = NULL;
+    CHECK_EQ(gw_lease_acquire(s, "kept", "c9", true, 30, false, &other, err, sizeof err), -EBUSY);
+    gw_lease_release(kept);
+    gw_lease_release(brief);
     uint8_t *buf = NULL;
     size_t len = 0;
     CHECK_EQ(s->ops->get(s, "c.before", sizeof blob, &buf, &len), 0);
