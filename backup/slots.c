@@ -32,3 +32,8 @@ void gw_backup_slots_release(struct gw_backup_slots *sl)
     gw_lease_release(sl->host);
     sl->cluster = sl->host = NULL;
 }
+
+bool gw_backup_slots_held(const struct gw_backup_slots *sl)
+{
+    return gw_lease_valid(sl->host, 0) && gw_lease_valid(sl->cluster, 0);
+}

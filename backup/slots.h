@@ -5,6 +5,7 @@
 #ifndef GW_BACKUP_SLOTS_H
 #define GW_BACKUP_SLOTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct gw_store;
@@ -23,5 +24,7 @@ struct gw_backup_slots {
 int gw_backup_slots_take(struct gw_store *s, const char *host, unsigned host_max, unsigned cluster_max, const char *job,
                          unsigned lease_s, struct gw_backup_slots *out, char *err, size_t errlen);
 void gw_backup_slots_release(struct gw_backup_slots *sl);
+/* Whether both slots are still held (their leases valid: storage/lease.h). */
+bool gw_backup_slots_held(const struct gw_backup_slots *sl);
 
 #endif

@@ -30,6 +30,9 @@ struct run {
     struct gw_policy pol;
     struct gw_backup_target tg;
     struct gw_backup_slots slots;
+    char cookie[96];                /* the slots' lease cookie */
+    uint64_t retake_ns;             /* lost slots: the next try to take them again */
+    bool slots_lost;
 };
 
 struct gw_sched {
@@ -107,7 +110,37 @@ static void prune(struct gw_daemon *d, struct run *ru)
     (void)d;
 }
 
-/* Ends the runs whose job has ended: slots back, prune after a success. */
+/* A running backup whose slot leases were lost (Ceph out of reach for longer than a lease, or
+ * the lock broken) takes slots again before its place can count as free to another host.
+ * When the limits are full by then, it is cancelled: the limits hold, not the backup. A try
+ * waits for Ceph, so one is made at most every 5 s. */
+static void keep_slots(struct gw_daemon *d, struct run *ru)
+{
+    if (gw_backup_slots_held(&ru->slots)) return;
+    uint64_t now = gw_now_ns();
+    if (!ru->slots_lost) gw_warn("vm=%s: job %s: its backup slots were lost; taking them again", ru->vm, ru->job);
+    ru->slots_lost = true;
+    if (now < ru->retake_ns) return;
+    ru->retake_ns = now + 5000000000ull;
+    char err[512];
+    gw_backup_slots_release(&ru->slots);   /* first: the same cookie must not unlock what is taken next */
+    int r = gw_backup_slots_take(ru->tg.store, d->cfg.hostname, d->cfg.max_backups, d->cfg.cluster_max_backups,
+                                 ru->cookie, SLOT_LEASE_S, &ru->slots, err, sizeof err);
+    if (!r) {
+        gw_info("vm=%s: job %s: backup slots taken again", ru->vm, ru->job);
+        ru->slots_lost = false;
+        return;
+    }
+    if (r != -EBUSY) return;   /* Ceph still out of reach: the next try */
+    gw_warn("vm=%s: job %s: its backup slots were lost and %s: cancelling it", ru->vm, ru->job, err);
+    pthread_mutex_lock(&d->lock);
+    struct gw_job *j = gw_job_find(d, ru->job);
+    if (j && !gw_job_final(j->state)) gw_migrate_cancel(d, j);
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* Ends the runs whose job has ended: slots back, prune after a success. Keeps the slots of
+ * the others. */
 static void reap(struct gw_daemon *d, struct gw_sched *s)
 {
     for (unsigned i = 0; i < s->n_runs;) {
@@ -119,7 +152,7 @@ static void reap(struct gw_daemon *d, struct gw_sched *s)
         char error[256] = "";
         if (done && !ok) snprintf(error, sizeof error, "job %s: %.200s", ru->job, j ? j->error : "gone");
         pthread_mutex_unlock(&d->lock);
-        if (!done) { i++; continue; }
+        if (!done) { keep_slots(d, ru); i++; continue; }
         gw_backup_slots_release(&ru->slots);
         if (ok) prune(d, ru);
         else {
@@ -170,9 +203,8 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
         gw_warn("vm=%s: scheduled backup waits: target %s: %s", p->vm, t->name, err);
         return;
     }
-    char cookie[96];
-    snprintf(cookie, sizeof cookie, "sched-%s-%lld", p->vm, (long long)fire);
-    r = gw_backup_slots_take(ru.tg.store, d->cfg.hostname, d->cfg.max_backups, d->cfg.cluster_max_backups, cookie,
+    snprintf(ru.cookie, sizeof ru.cookie, "sched-%s-%lld", p->vm, (long long)fire);
+    r = gw_backup_slots_take(ru.tg.store, d->cfg.hostname, d->cfg.max_backups, d->cfg.cluster_max_backups, ru.cookie,
                              SLOT_LEASE_S, &ru.slots, err, sizeof err);
     if (r) {
         if (r != -EBUSY) gw_warn("vm=%s: scheduled backup waits: slots: %s", p->vm, err);

@@ -628,7 +628,10 @@ static void slots(const char *kind)
     CHECK_EQ(gw_backup_slots_take(s, "host-c", 1, 2, "job-c1", 30, &c1, err, sizeof err), -EBUSY);
     CHECK(strstr(err, "the cluster runs 2"));
     CHECK(c1.host == NULL && c1.cluster == NULL);   /* nothing held after a refusal */
+    CHECK(!gw_backup_slots_held(&c1));
+    CHECK(gw_backup_slots_held(&a1) && gw_backup_slots_held(&b1));
     gw_backup_slots_release(&a1);
+    CHECK(!gw_backup_slots_held(&a1));
     CHECK_EQ(gw_backup_slots_take(s, "host-c", 1, 2, "job-c2", 30, &c2, err, sizeof err), 0);
     CHECK_EQ(gw_backup_slots_take(s, "bad/host", 1, 2, "job", 30, &c1, err, sizeof err), -EINVAL);
     gw_backup_slots_release(&b1);
