@@ -23,6 +23,35 @@ static int is_hex(const char *p, size_t n)
 
 /* ---- dir ---- */
 
+/* Digits just before n[end]: how many. */
+static size_t digits_before(const char *n, size_t end)
+{
+    size_t k = end;
+    while (k && n[k - 1] >= '0' && n[k - 1] <= '9') k--;
+    return end - k;
+}
+
+static bool ends_with(const char *n, size_t end, const char *suffix)
+{
+    size_t l = strlen(suffix);
+    return end > l && !memcmp(n + end - l, suffix, l);
+}
+
+/* The temporary names this store makes, matched at the end only: NAME.tmp.PID.SEQ (a write
+ * before its rename, store_dir.c) and NAME.gc.PID (a chunk the collector set aside). A VM may
+ * well be named web.gc.1 or app.tmp.x: its manifests are not temporary, and the collector
+ * that skipped them took their chunks for orphans. No name the store keeps ends so: a
+ * manifest ends with its backup id (20261202-101010-000123), a chunk with hex digits. */
+static bool temp_name(const char *n)
+{
+    size_t end = strlen(n), d = digits_before(n, end);
+    if (!d) return false;
+    end -= d;
+    if (ends_with(n, end, ".gc.")) return true;
+    if (!ends_with(n, end, ".") || !(d = digits_before(n, end - 1))) return false;
+    return ends_with(n, end - 1 - d, ".tmp.");
+}
+
 static int dir_walk(struct gw_store *s, int dfd, const char *sub, const char *fan, int (*fn)(const char *, void *),
                     void (*skip)(void *, const char *, const char *), void *ctx)
 {
@@ -47,7 +76,7 @@ static int dir_walk(struct gw_store *s, int dfd, const char *sub, const char *fa
             continue;
         }
         if (e->d_type != DT_REG) { if (skip) skip(ctx, what, "not a regular file"); continue; }
-        if (strstr(n, ".tmp.") || strstr(n, ".gc.")) { if (skip) skip(ctx, what, "temporary file (a write or collection in progress, or one that crashed)"); continue; }
+        if (temp_name(n)) { if (skip) skip(ctx, what, "temporary file (a write or collection in progress, or one that crashed)"); continue; }
         if (!gw_store_name_ok(n)) { if (skip) skip(ctx, what, "not a name godwit writes"); continue; }
         if (chunks && (strlen(n) != 2 + GW_CHUNK_NAME_LEN || strncmp(n, "c.", 2) || !is_hex(n + 2, GW_CHUNK_NAME_LEN) ||
                        strncmp(n + 2, fan, 2))) {

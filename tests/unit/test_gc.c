@@ -218,6 +218,20 @@ static void exact_orphans(struct gw_store *s)
     CHECK_EQ(st.candidates, 0);
 }
 
+/* VMs whose names hold what temporary files end with: their backups are not temporary. */
+static void names_like_temporaries(struct gw_store *s)
+{
+    static const char *const vms[] = {"web.gc.1", "app.tmp.x", "db.tmp.7.9", "gc.7"};
+    unsigned seeds[4][2] = {{21, 22}, {23, 24}, {25, 26}, {27, 28}};
+    for (unsigned i = 0; i < 4; i++) REQUIRE(fake_backup(s, vms[i], "20260101-000000-000001", seeds[i], 2) == 0);
+    struct gw_gc_stats st;
+    CHECK_EQ(gc(s, &st), 0);
+    CHECK_EQ(st.manifests, 4);
+    CHECK_EQ(st.removed, 0);
+    for (unsigned i = 21; i <= 28; i++) CHECK_EQ(chunk_exists(s, i), 1);
+    for (unsigned i = 0; i < 4; i++) CHECK_EQ(verify_bad(s, vms[i]), 0);
+}
+
 /* The races of gc.h, in one process (a lease per backup, as from different hosts). */
 static void backups_in_progress(struct gw_store *s)
 {
@@ -478,6 +492,10 @@ GW_TEST(dir_gc)
     REQUIRE(s);
     more_references_than_chunks(s);
     gw_store_close(s);
+    s = open_kind("dir", ++ns_seq);
+    REQUIRE(s);
+    names_like_temporaries(s);
+    gw_store_close(s);
 }
 
 GW_TEST(rados_gc)
@@ -497,6 +515,10 @@ GW_TEST(rados_gc)
     s = open_kind("rados", ++ns_seq);
     REQUIRE(s);
     more_references_than_chunks(s);
+    gw_store_close(s);
+    s = open_kind("rados", ++ns_seq);
+    REQUIRE(s);
+    names_like_temporaries(s);
     gw_store_close(s);
 }
 
