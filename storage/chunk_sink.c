@@ -222,7 +222,12 @@ static int store_batch(struct gw_chunk_sink *k, const uint8_t *const *data, cons
         c->lookup_ns += gw_now_ns() - t0;
         if (r) return r;
         bool hit = false;
-        for (size_t j = 0; j < nask; j++) hit |= present[j] != 0;
+        for (size_t j = 0; j < nask; j++) {
+            if (present[j] < 0)   /* a back end that only said so per object: never "present" */
+                return gw_store_fail(k->store, present[j], "%s: looking up %s: %s", k->store->desc, ask[j],
+                                     strerror(-present[j]));
+            hit |= present[j] > 0;
+        }
         k->lookup_misses = hit ? 0 : k->lookup_misses + 1;
     } else {
         for (size_t j = 0; j < nask; j++) present[j] = 0;

@@ -108,7 +108,10 @@ static int dir_stat(struct gw_store *s, const char *obj, uint64_t *size)
 
 static int dir_exists_batch(struct gw_store *s, const char *const *names, size_t n, int *present)
 {
-    for (size_t i = 0; i < n; i++) present[i] = dir_stat(s, names[i], NULL);
+    /* A lookup that failed is the batch's failure (dir_stat set the reason): counted as
+     * present, the chunk would never be written and a manifest would name it. */
+    for (size_t i = 0; i < n; i++)
+        if ((present[i] = dir_stat(s, names[i], NULL)) < 0) return present[i];
     return 0;
 }
 

@@ -232,6 +232,34 @@ static void names_like_temporaries(struct gw_store *s)
     for (unsigned i = 0; i < 4; i++) CHECK_EQ(verify_bad(s, vms[i]), 0);
 }
 
+/* A lookup that fails (here: the chunk's fan-out directory a symlink loop) fails the batch;
+ * taken for "present", the chunk would never be written and the manifest would name it. */
+static void lookup_failure_is_not_presence(int ns)
+{
+    struct gw_store *s = open_kind("dir", ns);
+    REQUIRE(s);
+    uint8_t h[32], buf[CS];
+    chunk_hash(31, h);
+    chunk_data(31, buf);
+    char fan[300];
+    snprintf(fan, sizeof fan, "%s/s%d/chunks/%02x", tmpdir, ns, h[0]);
+    rmdir(fan);
+    char target[8];
+    snprintf(target, sizeof target, "%02x", h[0]);
+    REQUIRE(symlink(target, fan) == 0);
+    struct gw_chunk_sink k;
+    REQUIRE(gw_chunk_sink_init(&k, s, NULL, CS, false) == 0);
+    const uint8_t *data[1] = {buf};
+    size_t len[1] = {CS};
+    uint8_t names[1][32];
+    bool zero[1];
+    CHECK_EQ(gw_chunk_sink_put_many(&k, data, len, 1, true, names, zero), -ELOOP);
+    CHECK(strstr(gw_store_error(s), "chunks/") != NULL);
+    CHECK_EQ(k.reused_chunks, 0);
+    gw_chunk_sink_free(&k);
+    gw_store_close(s);
+}
+
 /* The races of gc.h, in one process (a lease per backup, as from different hosts). */
 static void backups_in_progress(struct gw_store *s)
 {
@@ -496,6 +524,7 @@ GW_TEST(dir_gc)
     REQUIRE(s);
     names_like_temporaries(s);
     gw_store_close(s);
+    lookup_failure_is_not_presence(++ns_seq);
 }
 
 GW_TEST(rados_gc)
