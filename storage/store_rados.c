@@ -335,7 +335,9 @@ static int rados_index_list(struct gw_store *s, const char *index, int (*fn)(con
     struct rados_store *d = (struct rados_store *)s;
     if (!gw_store_name_ok(index)) return gw_store_fail(s, -EINVAL, "bad index name");
     for (unsigned shard = 0; shard < GW_STORE_INDEX_SHARDS; shard++) {
-        char oid[160], after[128] = "";
+        /* Every key moves the page's start, ours or not: a page of foreign keys skipped
+         * without moving it would be asked for again forever. */
+        char oid[160], after[4096] = "";
         snprintf(oid, sizeof oid, "i.%s.%02u", index, shard);
         unsigned char more = 1;
         while (more) {
@@ -349,20 +351,30 @@ static int rados_index_list(struct gw_store *s, const char *index, int (*fn)(con
             if (r == -ENOENT) { if (it) rados_omap_get_end(it); break; }
             if (r < 0 || prval < 0) { if (it) rados_omap_get_end(it); return describe(d, r < 0 ? r : prval, "listing index", oid); }
             int stop = 0;
+            bool moved = false;
             for (;;) {
                 char *k = NULL, *v = NULL;
                 size_t kl = 0, vl = 0;
                 if (rados_omap_get_next2(it, &k, &v, &kl, &vl) < 0 || !k) break;
+                if (kl >= sizeof after || memchr(k, 0, kl)) {   /* cannot be a page's start */
+                    stop = gw_store_fail(s, -EBADMSG, "%s: index %s holds a key Godwit cannot list past (%zu bytes)",
+                                         s->desc, oid, kl);
+                    break;
+                }
+                memcpy(after, k, kl);
+                after[kl] = 0;
+                moved = true;
                 char key[128], val[1024];
                 if (kl >= sizeof key || vl >= sizeof val) continue; /* not ours: skip, never trust */
                 memcpy(key, k, kl); key[kl] = 0;
                 memcpy(val, v, vl); val[vl] = 0;
-                snprintf(after, sizeof after, "%s", key);
                 if (!gw_store_name_ok(key)) continue;
                 if ((stop = fn(key, val, ctx))) break;
             }
             rados_omap_get_end(it);
             if (stop) return stop;
+            if (more && !moved)
+                return gw_store_fail(s, -EBADMSG, "%s: index %s: a page of its listing made no progress", s->desc, oid);
         }
     }
     return 0;

@@ -11,6 +11,7 @@
 #include "tests/lib/gw_test.h"
 
 #include <errno.h>
+#include <rados/librados.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,32 @@ GW_TEST(rados_store_contract_and_full_pool)
     if (r) fprintf(stderr, "  %s\n", err);
     REQUIRE(r == 0);
     contract(s);
+    /* An index shard full of keys not Godwit's (longer than its keys): the listing pages past
+     * them to the one it wrote, instead of asking for the same page forever. */
+    {
+        rados_ioctx_t io = gw_store_rados_ioctx(s);
+        enum { N = 1001 };
+        static char keys[N][160];
+        const char *kp[N], *vp[N];
+        size_t kl[N], vl[N];
+        for (int i = 0; i < N; i++) {
+            snprintf(keys[i], sizeof keys[i], "%0150d", i);
+            kp[i] = keys[i];
+            vp[i] = "x";
+            kl[i] = strlen(keys[i]);
+            vl[i] = 1;
+        }
+        rados_write_op_t op = rados_create_write_op();
+        rados_write_op_omap_set2(op, kp, vp, kl, vl, N);
+        CHECK_EQ(rados_write_op_operate(op, io, "i.b.vmx.00", NULL, 0), 0);
+        rados_release_write_op(op);
+        CHECK_EQ(s->ops->index_set(s, "b.vmx", "zz-ours", "v"), 0);
+        int n = 0;
+        uint64_t t0 = gw_now_ns();
+        CHECK_EQ(s->ops->index_list(s, "b.vmx", count_keys, &n), 0);
+        CHECK_EQ(n, 1);
+        CHECK((gw_now_ns() - t0) / 1e9 < 10);
+    }
     /* A missing pool is a clear error at open. */
     struct gw_store *s2 = NULL;
     p.spec = "rados:nosuchpool";
