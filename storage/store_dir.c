@@ -206,7 +206,8 @@ static int index_update(struct gw_store *s, const char *index, const char *key, 
     size_t oldlen = 0;
     int r = read_file(d, path, DIR_INDEX_MAX, &old, &oldlen);
     if (r == -ENOENT) r = 0;
-    size_t klen = strlen(key), cap = oldlen + klen + (val ? strlen(val) : 0) + 3;
+    /* Room for the old lines, a newline the last may lack, and key TAB val NEWLINE NUL. */
+    size_t klen = strlen(key), cap = oldlen + 1 + klen + (val ? strlen(val) : 0) + 3;
     char *out = r ? NULL : malloc(cap);
     if (!r && !out) r = -ENOMEM;
     size_t o = 0;
@@ -214,7 +215,10 @@ static int index_update(struct gw_store *s, const char *index, const char *key, 
         uint8_t *nl = memchr(old + i, '\n', oldlen - i);
         size_t end = nl ? (size_t)(nl - old) + 1 : oldlen;
         bool same = end - i > klen && !memcmp(old + i, key, klen) && old[i + klen] == '\t';
-        if (!same) { memcpy(out + o, old + i, end - i); o += end - i; if (!nl) out[o++] = '\n'; }
+        /* A line holding a NUL (a damaged file) is dropped: the listing would stop at it and
+         * hide every line after it. */
+        bool damaged = memchr(old + i, 0, end - i) != NULL;
+        if (!same && !damaged) { memcpy(out + o, old + i, end - i); o += end - i; if (!nl) out[o++] = '\n'; }
         i = end;
     }
     if (!r && val) o += (size_t)snprintf(out + o, cap - o, "%s\t%s\n", key, val);
