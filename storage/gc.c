@@ -95,9 +95,22 @@ struct gc {
     uint8_t (*chunks)[32];
     size_t nchunks, capchunks;
     bool rescan;               /* second walk: manifests only */
+    struct gw_lease *run;      /* the run lease; NULL in a dry run */
     char *err;
     size_t errlen;
 };
+
+/* Whether this collector may still act: its run lease held with the guards' margin to spare.
+ * One whose lease ran out (Ceph out of reach for its duration) may have been followed by
+ * another, which published a newer pending list; what this one chose from the older list
+ * is no longer safe to remove. */
+static int still_running(struct gc *g)
+{
+    if (!g->run || gw_lease_valid(g->run, GW_GC_GUARD_MARGIN_S)) return 0;
+    snprintf(g->err, g->errlen, "%s: this garbage collection lost its run lease (Ceph out of reach?); stopped",
+             g->s->desc);
+    return -ETIMEDOUT;
+}
 
 static void skipped(struct gc *g, const char *name, const char *reason)
 {
@@ -273,6 +286,7 @@ static int sweep(struct gc *g, const struct gw_gc_entry *sel, const uint64_t *se
     int *rc = malloc(GC_BATCH * sizeof *rc);
     int r = nm && np && gd && rc ? 0 : -ENOMEM;
     for (size_t base = 0; !r && base < n; base += GC_BATCH) {
+        if ((r = still_running(g))) break;
         size_t m = n - base < GC_BATCH ? n - base : GC_BATCH;
         for (size_t j = 0; j < m; j++) {
             gw_chunk_object(sel[base + j].hash, nm[j]);
@@ -311,6 +325,7 @@ int gw_gc_run(struct gw_store *s, const struct gw_gc_params *p, struct gw_gc_sta
         r = gw_lease_acquire(s, GW_GC_RUN_LEASE, cookie, true, GC_RUN_LEASE_S, true, &run, err, errlen);
         if (r == -EBUSY) snprintf(err, errlen, "another garbage collection is running on %s", s->desc);
         if (r) goto out;
+        g.run = run;
     }
     if ((r = gw_gc_pending_load(s, &gen_old, &old, &nold, err, errlen))) goto out;
     /* Mark: every manifest, every chunk. */
@@ -323,6 +338,7 @@ int gw_gc_run(struct gw_store *s, const struct gw_gc_params *p, struct gw_gc_sta
     st->candidates = ncand;
     st->generation = gen_old + 1;
     /* Publish the new candidates before looking at who is running. */
+    if ((r = still_running(&g))) goto out;
     if (!p->dry_run) {
         uint8_t *buf = NULL;
         size_t len = 0;

@@ -41,6 +41,7 @@ struct gw_store;
 #define GW_GC_BACKUPS_LEASE "gc.backups"
 #define GW_GC_RUN_LEASE "gc.run"
 #define GW_GC_MAX_PENDING 2000000u           /* candidates one pending list holds (112 MB) */
+#define GW_GC_MAX_GENERATION (1ull << 48)    /* a pending list's generation is below this */
 #define GW_GC_GUARD_LEASE_S 300u             /* a backup's lease; renewed every 100 s */
 #define GW_GC_GUARD_MARGIN_S 30u             /* a lease this close to expiry is not trusted */
 

@@ -59,6 +59,13 @@ int gw_gc_pending_unpack(const uint8_t *buf, size_t len, uint64_t *gen, struct g
     uint8_t h[32];
     SHA256(buf, len - 32, h);
     if (memcmp(h, buf + len - 32, 32)) { snprintf(err, errlen, "pending list: hash mismatch (corrupt)"); return -EBADMSG; }
+    /* One generation per collection: 2^48 of them is not a count any store reaches, and the
+     * next run's gen + 1 must not wrap to 0 (every backup would then read as started after). */
+    if (get64(buf + 8) >= GW_GC_MAX_GENERATION) {
+        snprintf(err, errlen, "pending list: generation %llu is not one a collector wrote",
+                 (unsigned long long)get64(buf + 8));
+        return -EBADMSG;
+    }
     struct gw_gc_entry *v = malloc((cnt ? cnt : 1) * sizeof *v);
     if (!v) return -ENOMEM;
     for (size_t i = 0; i < cnt; i++) {

@@ -419,6 +419,15 @@ GW_TEST(pending_list_hostile)
     CHECK_EQ(gw_gc_pending_unpack(buf, len, &gen, &out, &n, err, sizeof err), -EBADMSG);
     CHECK(strstr(err, "hash"));
     free(buf);
+    /* A well-formed list whose generation the next run's + 1 would wrap. */
+    REQUIRE(gw_gc_pending_pack(UINT64_MAX, e, 3, &buf, &len) == 0);
+    CHECK_EQ(gw_gc_pending_unpack(buf, len, &gen, &out, &n, err, sizeof err), -EBADMSG);
+    CHECK(strstr(err, "generation"));
+    free(buf);
+    REQUIRE(gw_gc_pending_pack(GW_GC_MAX_GENERATION - 1, e, 3, &buf, &len) == 0);
+    CHECK_EQ(gw_gc_pending_unpack(buf, len, &gen, &out, &n, err, sizeof err), 0);
+    free(out);
+    free(buf);
 }
 
 /* A backup whose one 16 KiB memory chunk is a page patch (storage/chunk_patch.h) over a
