@@ -118,6 +118,7 @@ static void headers_done(struct gw_grpc_call *c)
         fail(c, GW_GRPC_UNAUTHENTICATED, "missing or invalid bearer token");
         return;
     }
+    if (c->method && !(c->method->m.flags & GW_GRPC_NO_AUTH)) c->conn->authed = true;
     if (!c->method) {
         char msg[GW_GRPC_PATH_MAX + 32];
         snprintf(msg, sizeof msg, "unknown method %s", c->bad_path ? "(too long)" : c->path);

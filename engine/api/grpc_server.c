@@ -404,9 +404,20 @@ static void accept_conns(struct gw_grpc_server *s)
             return;
         }
         if (s->nconns >= s->cfg.max_connections) {
-            gw_warn("grpc: connection limit %u reached, refusing one", s->cfg.max_connections);
-            close(fd);
-            continue;
+            /* Strangers holding every slot must not lock the operators and the peers out: the
+             * oldest connection that never authenticated makes room. Only when every one has
+             * is the new one refused. */
+            struct gw_h2_conn *oldest = NULL;
+            for (struct gw_h2_conn *c = s->conns; c; c = c->next)
+                if (!c->authed) oldest = c;   /* the list runs newest first */
+            if (!oldest) {
+                gw_warn("grpc: connection limit %u reached, refusing one", s->cfg.max_connections);
+                close(fd);
+                continue;
+            }
+            gw_warn("grpc: connection limit %u reached: closing the oldest connection that never authenticated",
+                    s->cfg.max_connections);
+            conn_close(oldest);
         }
         struct gw_h2_conn *conn = calloc(1, sizeof *conn);
         if (!conn) {
@@ -416,7 +427,7 @@ static void accept_conns(struct gw_grpc_server *s)
         conn->kind = EV_CONN;
         conn->srv = s;
         conn->fd = fd;
-        conn->last_active_ns = gw_now_ns();
+        conn->last_active_ns = conn->accepted_ns = gw_now_ns();
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = conn };
@@ -473,7 +484,10 @@ static void close_idle(struct gw_grpc_server *s, uint64_t now)
     struct gw_h2_conn *conn = s->conns;
     while (conn) {
         struct gw_h2_conn *next = conn->next;
-        if (conn->ncalls == 0 && now - conn->last_active_ns > idle)
+        /* Pings and traffic keep a connection that has authenticated; one that never has
+         * gets a short grace with no call open, whatever it sends. */
+        if (conn->ncalls == 0 && (now - conn->last_active_ns > idle ||
+                                  (!conn->authed && now - conn->accepted_ns > GW_GRPC_AUTH_GRACE_MS * 1000000ull)))
             conn_close(conn);
         conn = next;
     }

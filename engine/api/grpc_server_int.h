@@ -106,12 +106,20 @@ struct gw_h2_conn {
     size_t wlen, woff, wcap;
     bool epollout;
     uint64_t last_active_ns;
+    uint64_t accepted_ns;
+    /* It has made a call that needed credentials, with them (or, on a server without a
+     * token, any call but the open health service). Until then it may be a stranger: it is
+     * closed after GW_GRPC_AUTH_GRACE_MS without a call open, and it is the first to go
+     * when the connections are at their limit. */
+    bool authed;
     uint64_t held;                    /* request bytes its calls hold (loop only) */
     SSL *ssl;                         /* TLS, or NULL for h2c */
     bool ssl_wants_read;              /* the last TLS write waits for input, not for room */
     uint64_t owed;                    /* sum of its calls' owed bytes (loop only) */
     struct gw_h2_conn *next, *prev;
 };
+
+#define GW_GRPC_AUTH_GRACE_MS 10000u
 
 struct gw_grpc_server {
     struct gw_grpc_server_config cfg;

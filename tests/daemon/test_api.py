@@ -571,6 +571,48 @@ class MigrationTest(DaemonTest):
         self.call("DeleteVm", api.DeleteVmRequest(name="shown", force=True), stub=self.b.stub)
 
     @gwd.no_vm
+    def test_strangers_cannot_hold_the_api(self):
+        """Silent connections filling every slot (256): an operator still gets in (the oldest
+        stranger makes room), and a stranger that never authenticates is closed after its
+        grace (10 s) even while it pings."""
+        import socket
+        host, port = self.d.addr.rsplit(":", 1)
+        strangers = [socket.create_connection((host, int(port)), timeout=5) for _ in range(256)]
+        ch = grpc.insecure_channel(self.d.addr)   # a new operator: a new connection
+        try:
+            self.call("ListVms", api.ListVmsRequest(), timeout=10, stub=api_grpc.GodwitStub(ch))
+            # A stranger that speaks HTTP/2 and pings, but never calls with the token.
+            preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+            pinger = socket.create_connection((host, int(port)), timeout=5)
+            pinger.sendall(preface)
+            ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"\x01" * 8
+            t0 = time.monotonic()
+            closed = False
+            pinger.settimeout(0.5)
+            while time.monotonic() - t0 < 20 and not closed:
+                try:
+                    pinger.sendall(ping)
+                    while True:
+                        if pinger.recv(4096) == b"":
+                            closed = True
+                            break
+                except socket.timeout:
+                    pass
+                except (ConnectionResetError, BrokenPipeError):
+                    closed = True
+            took = time.monotonic() - t0
+            pinger.close()
+            self.assertTrue(closed, "a pinging stranger was kept %.0f s" % took)
+            self.assertGreater(took, 8)
+            # The operators' connections were never the ones to go.
+            self.call("ListVms", api.ListVmsRequest(), timeout=10, stub=api_grpc.GodwitStub(ch))
+            self.call("ListVms", api.ListVmsRequest(), timeout=10)
+        finally:
+            ch.close()
+            for s in strangers:
+                s.close()
+
+    @gwd.no_vm
     def test_migration_port_refuses_strangers(self):
         import socket
         port = int(self.b.conf and open(self.b.conf).read().split("migration_port = ")[1].split()[0])
