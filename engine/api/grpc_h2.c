@@ -80,6 +80,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
                    (vl == sizeof ct - 1 || v[sizeof ct - 1] == '+' || v[sizeof ct - 1] == ';');
     } else if (name_is(n, nl, "grpc-timeout")) {
         c->timeout_bad = gw_grpc_timeout_parse((const char *)v, vl, &c->timeout_ns) < 0;
+        if (!c->timeout_bad && !c->timeout_ns) c->timeout_ns = 1;   /* "0n": already past, not "none" */
     } else if (name_is(n, nl, "authorization")) {
         check_auth(c, v, vl);
     }

@@ -77,6 +77,53 @@ class Security(unittest.TestCase):
                                                                         streams=1), metadata=PEER_AUTH, timeout=10)
 
     @gwd.no_vm
+    def test_zero_grpc_timeout_is_already_past(self):
+        """grpc-timeout "0n" is a deadline already past, not "none": an open health Watch
+        (no token needed) with it ends at once, one without a timeout stays open."""
+        def lit(name, value):   # HPACK: literal header field without indexing, new name, no Huffman
+            return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+        def frame(ftype, flags, sid, payload):
+            return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + payload
+
+        def ends_soon(timeout_header):
+            host, port = self.a.addr.rsplit(":", 1)
+            s = socket.create_connection((host, int(port)), timeout=5)
+            try:
+                hdrs = (lit(b":method", b"POST") + lit(b":scheme", b"http") + lit(b":path", b"/grpc.health.v1.Health/Watch")
+                        + lit(b":authority", b"x") + lit(b"content-type", b"application/grpc") + lit(b"te", b"trailers"))
+                if timeout_header:
+                    hdrs += lit(b"grpc-timeout", timeout_header)
+                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(1, 4, 1, hdrs)
+                          + frame(0, 1, 1, b"\x00\x00\x00\x00\x00"))
+                buf, t0 = b"", time.monotonic()
+                s.settimeout(0.2)
+                while time.monotonic() - t0 < 2:
+                    try:
+                        chunk = s.recv(65536)
+                    except socket.timeout:
+                        continue
+                    if not chunk:
+                        return True
+                    buf += chunk
+                    off = 0
+                    while len(buf) - off >= 9:   # frames: HEADERS with END_STREAM, or RST_STREAM, on stream 1
+                        ln = int.from_bytes(buf[off:off + 3], "big")
+                        ftype, flags, sid = buf[off + 3], buf[off + 4], int.from_bytes(buf[off + 5:off + 9], "big") & 0x7FFFFFFF
+                        if len(buf) - off < 9 + ln:
+                            break
+                        if sid == 1 and ((ftype == 1 and flags & 1) or ftype == 3):
+                            return True
+                        off += 9 + ln
+                return False
+            finally:
+                s.close()
+
+        self.assertTrue(ends_soon(b"0n"))
+        self.assertTrue(ends_soon(b"0S"))
+        self.assertFalse(ends_soon(None))
+
+    @gwd.no_vm
     def test_the_same_source_asking_again_replaces_its_reservation(self):
         # A source daemon killed between PrepareIncoming and its streams restarts and retries
         # (an evacuation resumes): its new request replaces the reservation no stream reached,
