@@ -449,6 +449,34 @@ void gw_h2_call_ready(struct gw_grpc_call *c)
     }
 }
 
+void gw_h2_call_expired(struct gw_grpc_call *c)
+{
+    if (!c->conn || c->trailers_sent)
+        return;
+    nghttp2_session *ng = c->conn->ng;
+    struct gw_out_buf *drop = NULL;
+    pthread_mutex_lock(&c->srv->lock);
+    bool queued = c->out_head != NULL;
+    bool shut = c->headers_sent && nghttp2_session_get_stream_remote_window_size(ng, c->stream_id) <= 0;
+    if (queued || shut) {
+        drop = c->out_head;
+        c->out_head = c->out_tail = NULL;
+        c->out_bytes = 0;
+    }
+    pthread_mutex_unlock(&c->srv->lock);
+    if (!queued && !shut) {
+        gw_h2_call_ready(c);   /* the DEADLINE_EXCEEDED trailers go now */
+        return;
+    }
+    while (drop) {
+        struct gw_out_buf *next = drop->next;
+        free(drop);
+        drop = next;
+    }
+    c->trailers_sent = true;
+    nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
+}
+
 int gw_h2_callbacks_new(nghttp2_session_callbacks **out)
 {
     nghttp2_session_callbacks *cb;

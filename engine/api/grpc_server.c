@@ -186,6 +186,7 @@ static int expire_deadlines(struct gw_grpc_server *s)
         struct gw_grpc_call *c = s->heap[0];
         gw_server_deadline_del(s, c);
         gw_call_expire(c);
+        gw_h2_call_expired(c);
     }
     if (!s->heap_len)
         return -1;

@@ -195,6 +195,11 @@ bool gw_h2_call_account(struct gw_grpc_call *c, bool release);
 void gw_h2_conn_repay(struct gw_h2_conn *conn);
 /* Loop thread: submits whatever a ready call has (headers, data, trailers). */
 void gw_h2_call_ready(struct gw_grpc_call *c);
+/* The loop's part of a call whose deadline passed (after gw_call_expire): its trailers when
+ * nothing holds them back; else, with output still queued or a window the client keeps
+ * shut, the stream is reset and the queue dropped, since either would keep the stream and
+ * its memory until the connection ends. */
+void gw_h2_call_expired(struct gw_grpc_call *c);
 
 /* grpc_server.c */
 const struct gw_grpc_method_entry *gw_server_find_method(const struct gw_grpc_server *srv,

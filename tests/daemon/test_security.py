@@ -79,14 +79,15 @@ class Security(unittest.TestCase):
     @gwd.no_vm
     def test_zero_grpc_timeout_is_already_past(self):
         """grpc-timeout "0n" is a deadline already past, not "none": an open health Watch
-        (no token needed) with it ends at once, one without a timeout stays open."""
+        (no token needed) with it ends at once, one without a timeout stays open; and a
+        deadline ends a stream whose client keeps its window shut."""
         def lit(name, value):   # HPACK: literal header field without indexing, new name, no Huffman
             return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
 
         def frame(ftype, flags, sid, payload):
             return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + payload
 
-        def ends_soon(timeout_header):
+        def ends_soon(timeout_header, shut_window=False, within=2):
             host, port = self.a.addr.rsplit(":", 1)
             s = socket.create_connection((host, int(port)), timeout=5)
             try:
@@ -94,11 +95,12 @@ class Security(unittest.TestCase):
                         + lit(b":authority", b"x") + lit(b"content-type", b"application/grpc") + lit(b"te", b"trailers"))
                 if timeout_header:
                     hdrs += lit(b"grpc-timeout", timeout_header)
-                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(1, 4, 1, hdrs)
+                settings = struct.pack(">HI", 4, 0) if shut_window else b""   # SETTINGS_INITIAL_WINDOW_SIZE 0
+                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, settings) + frame(1, 4, 1, hdrs)
                           + frame(0, 1, 1, b"\x00\x00\x00\x00\x00"))
                 buf, t0 = b"", time.monotonic()
                 s.settimeout(0.2)
-                while time.monotonic() - t0 < 2:
+                while time.monotonic() - t0 < within:
                     try:
                         chunk = s.recv(65536)
                     except socket.timeout:
@@ -122,6 +124,10 @@ class Security(unittest.TestCase):
         self.assertTrue(ends_soon(b"0n"))
         self.assertTrue(ends_soon(b"0S"))
         self.assertFalse(ends_soon(None))
+        # A client that keeps its window shut: the Watch's first message stays queued, and at
+        # the deadline the stream is reset (its output dropped), not kept until the
+        # connection ends.
+        self.assertTrue(ends_soon(b"1S", shut_window=True, within=4))
 
     @gwd.no_vm
     def test_the_same_source_asking_again_replaces_its_reservation(self):
