@@ -30,6 +30,11 @@ struct gw_grpc_call *gw_call_new(struct gw_grpc_server *srv, struct gw_h2_conn *
 
 static void call_free(struct gw_grpc_call *c)
 {
+    if (c->out_bytes) {   /* output its client never took: out of the server's total */
+        pthread_mutex_lock(&c->srv->lock);
+        c->srv->out_queued -= c->out_bytes;
+        pthread_mutex_unlock(&c->srv->lock);
+    }
     struct gw_out_buf *b = c->out_head;
     while (b) {
         struct gw_out_buf *n = b->next;
@@ -121,6 +126,8 @@ int gw_grpc_call_send_bytes(struct gw_grpc_call *c, const void *buf, size_t len)
         rc = -EINVAL;
     else if (c->out_bytes + b->len > srv->cfg.max_send_queue_bytes && c->out_bytes > 0)
         rc = -ENOBUFS;
+    else if (srv->out_queued + b->len > srv->cfg.max_send_total_bytes && srv->out_queued > 0)
+        rc = -ENOBUFS;   /* one message larger than the whole budget still goes when alone */
     if (rc == 0) {
         if (c->out_tail)
             c->out_tail->next = b;
@@ -128,6 +135,7 @@ int gw_grpc_call_send_bytes(struct gw_grpc_call *c, const void *buf, size_t len)
             c->out_head = b;
         c->out_tail = b;
         c->out_bytes += b->len;
+        srv->out_queued += b->len;
         c->sends++;
         wake = gw_call_mark_ready_locked(c);
         b = NULL;

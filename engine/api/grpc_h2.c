@@ -383,6 +383,7 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
         }
     }
     c->out_bytes -= n;
+    c->srv->out_queued -= n;
     eof = !c->out_head && c->finished;
     if (eof) {
         code = c->code;
@@ -461,6 +462,7 @@ void gw_h2_call_expired(struct gw_grpc_call *c)
     if (queued || shut) {
         drop = c->out_head;
         c->out_head = c->out_tail = NULL;
+        c->srv->out_queued -= c->out_bytes;
         c->out_bytes = 0;
     }
     pthread_mutex_unlock(&c->srv->lock);

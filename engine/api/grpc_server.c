@@ -40,6 +40,9 @@ int gw_grpc_server_new(const struct gw_grpc_server_config *cfg, struct gw_grpc_s
     if (!s->cfg.workers) s->cfg.workers = 4;
     if (!s->cfg.idle_timeout_ms) s->cfg.idle_timeout_ms = 5 * 60 * 1000;
     if (!s->cfg.max_send_queue_bytes) s->cfg.max_send_queue_bytes = 16u << 20;
+    if (!s->cfg.max_send_total_bytes) s->cfg.max_send_total_bytes = 256ull << 20;
+    if (s->cfg.max_send_total_bytes < s->cfg.max_send_queue_bytes)
+        s->cfg.max_send_total_bytes = s->cfg.max_send_queue_bytes;
     if (!s->cfg.max_conn_buffer_bytes) {
         uint64_t two = 2ull * s->cfg.max_message_bytes;
         s->cfg.max_conn_buffer_bytes = two > (16u << 20) ? (two > UINT32_MAX ? UINT32_MAX : (uint32_t)two)

@@ -140,6 +140,7 @@ struct gw_grpc_server {
     struct gw_h2_conn *conns;
     uint32_t nconns;
     uint64_t held;                    /* request bytes all calls hold (loop only) */
+    uint64_t out_queued;              /* response bytes all calls have queued (lock) */
     nghttp2_session_callbacks *ng_cbs;
     nghttp2_option *ng_opt;
 
