@@ -331,8 +331,10 @@ int gw_gc_run(struct gw_store *s, const struct gw_gc_params *p, struct gw_gc_sta
     /* Mark: every manifest, every chunk. */
     if ((r = gw_store_scan(s, 0, on_object, scan_skip, &g))) { if (!err[0]) snprintf(err, errlen, "%s", gw_store_error(s)); goto out; }
     if ((r = load_manifests(&g, 0))) goto out;
+    /* In hash order from the start, so that the candidates come out sorted with their sizes
+     * beside them (sorting the candidates afterwards left the sizes behind). */
+    qsort(g.chunks, g.nchunks, sizeof *g.chunks, cmp_hash);
     if ((r = candidates(&g, &cand, &cand_size, &ncand))) goto out;
-    qsort(cand, ncand, sizeof *cand, cmp_hash);
     if (ncand > GW_GC_MAX_PENDING) ncand = GW_GC_MAX_PENDING;   /* the rest waits for the next run */
     st->referenced = g.refs.n;
     st->candidates = ncand;

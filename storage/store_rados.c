@@ -227,15 +227,23 @@ static int rados_exists_batch(struct gw_store *s, const char *const *names, size
 static int rados_get(struct gw_store *s, const char *obj, size_t max, uint8_t **buf, size_t *len)
 {
     struct rados_store *d = (struct rados_store *)s;
-    uint64_t sz = 0;
-    int r = rados_stat_obj(s, obj, &sz);
-    if (r == 0) return gw_store_fail(s, -ENOENT, "%s: %s does not exist", s->desc, obj);
-    if (r < 0) return r;
-    if (sz > max) return gw_store_fail(s, -EFBIG, "%s: %s is larger than %zu bytes", s->desc, obj, max);
-    uint8_t *b = malloc(sz ? sz : 1);
-    if (!b) return gw_store_fail(s, -ENOMEM, "out of memory");
-    int n = sz ? rados_read(d->io, obj, (char *)b, sz, 0) : 0;
-    if (n < 0) { free(b); return describe(d, n, "reading", obj); }
+    /* One byte more than the stat said: an object replaced by a larger one between the stat
+     * and the read (the collector's pending list, say) is read again, not cut short. */
+    uint8_t *b = NULL;
+    int n = 0;
+    for (int tries = 0;; tries++) {
+        uint64_t sz = 0;
+        int r = rados_stat_obj(s, obj, &sz);
+        if (r == 0) return gw_store_fail(s, -ENOENT, "%s: %s does not exist", s->desc, obj);
+        if (r < 0) return r;
+        if (sz > max || sz >= INT32_MAX) return gw_store_fail(s, -EFBIG, "%s: %s is larger than %zu bytes", s->desc, obj, max);
+        if (!(b = malloc(sz + 1))) return gw_store_fail(s, -ENOMEM, "out of memory");
+        n = rados_read(d->io, obj, (char *)b, sz + 1, 0);
+        if (n < 0) { free(b); return describe(d, n, "reading", obj); }
+        if ((uint64_t)n <= sz) break;
+        free(b);
+        if (tries == 3) return gw_store_fail(s, -EAGAIN, "%s: %s kept growing while it was read", s->desc, obj);
+    }
     s->bytes_read += (uint64_t)n;
     s->objects_read++;
     *buf = b;
