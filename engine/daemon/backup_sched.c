@@ -79,11 +79,17 @@ int gw_sched_next(const struct gw_policy *p, int64_t *start, char *err, size_t e
 {
     struct gw_cron c;
     struct gw_tz *tz;
-    int64_t fire;
+    int64_t fire, after;
     int r = compile(p, &c, &tz, err, errlen);
     if (!r && (r = gw_cron_next(&c, tz, base_of(p), &fire))) snprintf(err, errlen, "the schedule never fires");
+    /* The start window ends before the next fire: a start pushed past it would take that
+     * fire's run too (the latest fire up to the start is the one run), and an hourly policy
+     * with 3 h of jitter ran 11 times a day instead of 24. */
+    unsigned window = p->jitter_s;
+    if (!r && window && !gw_cron_next(&c, tz, fire, &after) && after - fire <= (int64_t)window)
+        window = (unsigned)(after - fire - 1);
     gw_tz_free(tz);
-    if (!r) *start = gw_cron_jitter(fire, p->jitter_s, p->vm);
+    if (!r) *start = gw_cron_jitter(fire, window, p->vm);
     return r;
 }
 
