@@ -277,26 +277,50 @@ class Suite:
 
 
 def test_connection_limit(binary):
-    """Connections over the limit are closed at once; the server serves again once some go."""
+    """At the limit the oldest connection that never made a call makes room for a new one
+    (strangers cannot hold every slot); when every connection has made one, a new connection
+    is closed at once; the server serves again once some go."""
     import echo_pb2, echo_pb2_grpc
     server = Server(binary, "--max-connections", "2")
-    try:
-        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
-        time.sleep(0.1)
-        extra = socket.create_connection(("127.0.0.1", server.port))
-        extra.settimeout(3)
+
+    def closed_soon(sock, wait=3.0):
+        """Whether the server closes sock within wait s (what it sends first, its SETTINGS,
+        is read past)."""
+        end = time.monotonic() + wait
         try:
-            closed = extra.recv(1) == b""
+            while time.monotonic() < end:
+                sock.settimeout(max(0.01, end - time.monotonic()))
+                if sock.recv(4096) == b"":
+                    return True
         except ConnectionResetError:
-            closed = True
-        assert closed, "connection over the limit was kept"
+            return True
+        except socket.timeout:
+            pass
+        return False
+
+    def echo(ch, text):
+        return echo_pb2_grpc.EchoStub(ch).Unary(echo_pb2.EchoRequest(text=text), timeout=5).text
+
+    try:
+        own = [("grpc.use_local_subchannel_pool", 1)]   # a connection each, not one shared
+        a, b = grpc.insecure_channel(server.addr, options=own), grpc.insecure_channel(server.addr, options=own)
+        assert echo(a, "a") == "a" and echo(b, "b") == "b"
+        extra = socket.create_connection(("127.0.0.1", server.port))
+        assert closed_soon(extra), "connection over the limit was kept while every other had made a call"
         extra.close()
-        for s in held:
-            s.close()
+        b.close()
+        time.sleep(0.2)
+        first = socket.create_connection(("127.0.0.1", server.port))
+        time.sleep(0.1)
+        second = socket.create_connection(("127.0.0.1", server.port))
+        assert closed_soon(first), "the oldest connection without a call was kept at the limit"
+        assert not closed_soon(second, 0.5), "the newest connection was closed instead"
+        assert echo(a, "still") == "still"   # one that made a call is never the one to go
+        a.close()
+        second.close()
         time.sleep(0.1)
         with grpc.insecure_channel(server.addr) as ch:
-            r = echo_pb2_grpc.EchoStub(ch).Unary(echo_pb2.EchoRequest(text="after"), timeout=5)
-            assert r.text == "after"
+            assert echo(ch, "after") == "after"
     finally:
         rc = server.stop()
     assert rc == 0, f"server exited with {rc}"
