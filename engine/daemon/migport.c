@@ -76,13 +76,21 @@ struct gw_migport {
     uint8_t buf[GW_MIGPORT_HELLO_MAX];
 };
 
-/* Peeks at what fd has received so far (nothing is consumed: the runner reads it all). */
+/* Peeks at what fd has received so far (nothing is consumed: the runner reads it all). When
+ * that is not a whole preamble yet, fd reads as readable again only once more bytes came
+ * (SO_RCVLOWAT, which TCP's poll honours): a peek consumes nothing, so a stranger's first
+ * four bytes would otherwise wake this thread at once, every time, until its timeout. */
 static int peek_hello(struct gw_migport *mp, int fd, struct gw_migport_hello *h)
 {
     ssize_t n = recv(fd, mp->buf, sizeof mp->buf, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0) return -1;
     if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
-    return gw_migport_parse_hello(mp->buf, (size_t)n, h);
+    int r = gw_migport_parse_hello(mp->buf, (size_t)n, h);
+    if (r == 0) {
+        int lowat = (int)n + 1;
+        setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
+    }
+    return r;
 }
 
 /* The VM reserved under token, copied into name (""), under the lock. */
@@ -261,8 +269,11 @@ static void *migport_main(void *arg)
                 if (r > 0) {
                     int fd = mp->p[i].fd;
                     mp->p[i] = mp->p[--mp->n];
-                    /* Blocking again for the runner that inherits it. */
+                    /* Blocking again, and readable from one byte on, for the runner that
+                     * inherits it. */
                     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+                    int one = 1;
+                    setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
                     on_hello(mp, fd, &h, now);
                     continue;
                 }

@@ -77,6 +77,25 @@ class Security(unittest.TestCase):
                                                                         streams=1), metadata=PEER_AUTH, timeout=10)
 
     @gwd.no_vm
+    def test_a_partial_preamble_does_not_spin_the_port(self):
+        """A stranger that sends the first bytes of a preamble and stops: the migration port's
+        thread waits for more bytes instead of peeking again at once until the connection's
+        2 s timeout (it spun a core doing so)."""
+        def cpu_s():
+            with open("/proc/%d/stat" % self.b.proc.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        s = socket.create_connection(("127.0.0.1", self.mport), timeout=5)
+        try:
+            before = cpu_s()
+            s.sendall(b"GWPR")
+            time.sleep(1.5)
+            used = cpu_s() - before
+        finally:
+            s.close()
+        self.assertLess(used, 0.3, "godwitd used %.2f s of CPU in 1.5 s" % used)
+
+    @gwd.no_vm
     def test_zero_grpc_timeout_is_already_past(self):
         """grpc-timeout "0n" is a deadline already past, not "none": an open health Watch
         (no token needed) with it ends at once, one without a timeout stays open; and a
