@@ -33,13 +33,13 @@ static int dir_acquire(struct gw_lease *l, char *err, size_t errlen)
     char path[256], tmp[300];
     snprintf(path, sizeof path, "%s.lock", l->name);
     int r = 0;
-    l->lock_fd = openat(ld, path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    l->lock_fd = openat(ld, path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);   /* never through a planted link */
     if (l->lock_fd < 0) r = -errno;
     else if (flock(l->lock_fd, (l->exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) r = errno == EWOULDBLOCK ? -EBUSY : -errno;
     if (!r) {
         snprintf(path, sizeof path, "%s.h.%s", l->name, l->cookie);
         snprintf(tmp, sizeof tmp, ".tmp.%d.%s", (int)getpid(), path);
-        l->holder_fd = openat(ld, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        l->holder_fd = openat(ld, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (l->holder_fd < 0 || flock(l->holder_fd, LOCK_EX | LOCK_NB) < 0 || renameat(ld, tmp, ld, path) < 0) {
             r = -errno;
             unlinkat(ld, tmp, 0);

@@ -8,11 +8,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +30,30 @@ struct dir_store {
     int pending;          /* puts since the last wait */
 };
 
+/* Opens path under the store's root without following a symlink anywhere on the way: a store
+ * others can write to must not make a reader running as root open a file outside it (a chunk
+ * linked to /etc/shadow) or write through a planted link. -errno (-ELOOP for a link). */
+static int open_beneath(int dfd, const char *path, int flags, mode_t mode)
+{
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW),
+                           .mode = (flags & O_CREAT) ? mode : 0,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+    long fd = syscall(SYS_openat2, dfd, path, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS) fd = openat(dfd, path, flags | O_CLOEXEC | O_NOFOLLOW, mode);   /* before 5.6 */
+    return fd < 0 ? -errno : (int)fd;
+}
+
+/* open_beneath for reading a stored object: a regular file only (a FIFO would block the
+ * reader, a device would be read). */
+static int open_object(int dfd, const char *path)
+{
+    int fd = open_beneath(dfd, path, O_RDONLY | O_NONBLOCK, 0);
+    if (fd < 0) return fd;
+    struct stat sb;
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) { close(fd); return -EINVAL; }
+    return fd;
+}
+
 static int obj_path(const char *obj, char *buf, size_t cap)
 {
     if (!gw_store_name_ok(obj)) return -EINVAL;
@@ -42,16 +68,19 @@ static int write_file(struct dir_store *d, const char *path, const void *buf, si
 {
     char tmp[512];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d.%u", path, (int)getpid(), d->seq++);
-    int fd = openat(d->dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == ENOENT) {
+    /* O_EXCL: never through something planted under the name; one left by a crashed writer
+     * of the same pid goes first. */
+    int fd = open_beneath(d->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd == -EEXIST && unlinkat(d->dfd, tmp, 0) == 0) fd = open_beneath(d->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd == -ENOENT) {
         /* The fan-out directory does not exist yet. */
         char dir[512];
         snprintf(dir, sizeof dir, "%s", path);
         char *slash = strrchr(dir, '/');
         if (slash) { *slash = 0; mkdirat(d->dfd, dir, 0755); }
-        fd = openat(d->dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        fd = open_beneath(d->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
     }
-    if (fd < 0) return -errno;
+    if (fd < 0) return fd;
     int r = gw_write_full(fd, buf, len);
     if (close(fd) < 0 && !r) r = -errno;
     if (!r && renameat(d->dfd, tmp, d->dfd, path) < 0) r = -errno;
@@ -98,10 +127,11 @@ static int dir_stat(struct gw_store *s, const char *obj, uint64_t *size)
     char path[256];
     struct stat sb;
     if (obj_path(obj, path, sizeof path)) return gw_store_fail(s, -EINVAL, "bad object name '%s'", obj);
-    if (fstatat(d->dfd, path, &sb, 0) < 0) {
+    if (fstatat(d->dfd, path, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
         if (errno == ENOENT) return 0;
         return gw_store_fail(s, -errno, "%s: %s: %s", s->desc, path, strerror(errno));
     }
+    if (!S_ISREG(sb.st_mode)) return 0;   /* not an object this store wrote: written anew over it */
     if (size) *size = (uint64_t)sb.st_size;
     return 1;
 }
@@ -117,8 +147,8 @@ static int dir_exists_batch(struct gw_store *s, const char *const *names, size_t
 
 static int read_file(struct dir_store *d, const char *path, size_t max, uint8_t **buf, size_t *len)
 {
-    int fd = openat(d->dfd, path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
+    int fd = open_object(d->dfd, path);
+    if (fd < 0) return fd;
     struct stat sb;
     int r = fstat(fd, &sb) < 0 ? -errno : 0;
     if (!r && (uint64_t)sb.st_size > max) r = -EFBIG;
@@ -153,8 +183,8 @@ static int dir_get_batch(struct gw_store *s, struct gw_store_read *rd, size_t n)
         rd[i].len = 0;
         rd[i].rc = obj_path(rd[i].name, path, sizeof path);
         if (rd[i].rc) continue;
-        int fd = openat(d->dfd, path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) { rd[i].rc = -errno; continue; }
+        int fd = open_object(d->dfd, path);
+        if (fd < 0) { rd[i].rc = fd; continue; }
         ssize_t got = 0;
         while ((size_t)got < rd[i].cap) {
             ssize_t k = read(fd, rd[i].buf + got, rd[i].cap - (size_t)got);
@@ -187,8 +217,8 @@ static int index_lock(struct dir_store *d, const char *index)
 {
     char path[256];
     snprintf(path, sizeof path, "index/%s.lock", index);
-    int fd = openat(d->dfd, path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return -errno;
+    int fd = open_beneath(d->dfd, path, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) return fd;
     if (flock(fd, LOCK_EX) < 0) { int e = -errno; close(fd); return e; }
     return fd;
 }

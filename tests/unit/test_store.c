@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char cluster_conf[512];
@@ -136,6 +137,32 @@ GW_TEST(dir_store_contract)
     n = 0;
     CHECK_EQ(s->ops->index_list(s, "b.cut", count_keys, &n), 0);
     CHECK_EQ(n, 5);
+    /* What others planted in the store: a link out of it and a FIFO are not objects. The
+     * reads fail at once (a FIFO would block a reader for ever; alarm guards the test). */
+    char planted[160];
+    snprintf(planted, sizeof planted, "%s/s/objects/m.link", dir);
+    REQUIRE(symlink("/etc/hostname", planted) == 0);
+    snprintf(planted, sizeof planted, "%s/s/chunks/0f", dir);
+    mkdir(planted, 0755);
+    snprintf(planted, sizeof planted, "%s/s/chunks/0f/c.0ff1f0", dir);
+    REQUIRE(mkfifo(planted, 0600) == 0);
+    alarm(10);
+    uint8_t *got = NULL;
+    size_t glen = 0;
+    CHECK(s->ops->get(s, "m.link", 1 << 20, &got, &glen) < 0);
+    CHECK(s->ops->get(s, "c.0ff1f0", 1 << 20, &got, &glen) < 0);
+    uint8_t rbuf[64];
+    struct gw_store_read rd[2] = {{.name = "m.link", .buf = rbuf, .cap = sizeof rbuf},
+                                  {.name = "c.0ff1f0", .buf = rbuf, .cap = sizeof rbuf}};
+    CHECK_EQ(s->ops->get_batch(s, rd, 2), 0);
+    CHECK(rd[0].rc < 0 && rd[1].rc < 0);
+    alarm(0);
+    CHECK_EQ(s->ops->stat(s, "m.link", NULL), 0);     /* absent: a backup writes it anew */
+    CHECK_EQ(s->ops->put(s, "m.link", "mine", 4), 0);
+    CHECK_EQ(s->ops->wait(s), 0);
+    CHECK_EQ(s->ops->get(s, "m.link", 100, &got, &glen), 0);
+    CHECK(glen == 4 && !memcmp(got, "mine", 4));
+    free(got);
     gw_store_close(s);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
