@@ -143,6 +143,10 @@ int gw_manifest_unpack(const uint8_t *obj, size_t len, Godwit__V1__BackupManifes
     r = -EBADMSG;
     if (m->memory->size == 0) { snprintf(err, errlen, "manifest has an empty memory image"); goto bad; }
     if (!m->state || !m->state->config) { snprintf(err, errlen, "manifest has no VM state"); goto bad; }
+    /* A backup saves the core state only; what changed since a backup is the runner's own
+     * record. Taken from a manifest, it would vouch for chunk hashes nobody checked, and an
+     * instant restore's next incremental backup would build its digest on them. */
+    if (m->state->backup_since) { snprintf(err, errlen, "manifest carries dirty-tracking state (never written by a backup)"); goto bad; }
     if (m->state->config->memory_bytes != m->memory->size) {
         snprintf(err, errlen, "manifest memory image is %llu bytes, the VM has %llu", (unsigned long long)m->memory->size,
                  (unsigned long long)m->state->config->memory_bytes);

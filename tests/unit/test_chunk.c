@@ -256,4 +256,10 @@ GW_TEST(manifest_roundtrip_and_hostile)
     m = valid_manifest(names, 4);
     m->format_version = 9;
     expect_manifest_bad(m, "format 9");
+    /* Dirty-tracking state, which no backup writes: it would vouch for unchecked hashes. */
+    m = valid_manifest(names, 4);
+    Godwit__V1__BackupSinceState since = GODWIT__V1__BACKUP_SINCE_STATE__INIT;
+    m->state->backup_since = &since;
+    expect_manifest_bad(m, "dirty-tracking");
+    m->state->backup_since = NULL;
 }
