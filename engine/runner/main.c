@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/common/cpu_prio.h"
@@ -566,7 +567,7 @@ static int cmd_restore_backup(const struct opts *o)
     Godwit__V1__BackupManifest *man = NULL;
     struct gw_vm *vm = NULL;
     int code = 0, cfd = -1;
-    bool made_rbd = false;
+    bool made_rbd = false, made_file = false;
     if (o->backup_id) snprintf(id, sizeof id, "%s", o->backup_id);
     else if (gw_backup_latest(&t, o->from_vm, id)) {
         fprintf(stderr, "godwit-vm: no backup of VM %s in %s\n", o->from_vm, t.store->desc);
@@ -595,8 +596,19 @@ static int cmd_restore_backup(const struct opts *o)
         made_rbd = true;   /* ours until the VM runs on it: a failure before removes it */
     } else if (man->disk->size) {
         /* The image must exist for the device to attach; its content is written below (an
-         * instant restore fills it behind the device: it must start as holes). */
-        int dfd = open(o->disk, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+         * instant restore fills it behind the device: it must start as holes). A new file, or
+         * an empty one made for us (godwitd makes it with O_EXCL and removes it on failure):
+         * never a file with data, which may be another VM's disk. */
+        int dfd = open(o->disk, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        made_file = dfd >= 0;   /* ours until the VM runs on it: a failure before removes it */
+        struct stat sb;
+        if (dfd < 0 && errno == EEXIST && (dfd = open(o->disk, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)) >= 0 &&
+            (fstat(dfd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size > 0)) {
+            fprintf(stderr, "godwit-vm: disk image %s exists and is not empty: restore into a new file\n", o->disk);
+            close(dfd);
+            code = EXIT_USAGE;
+            goto out;
+        }
         if (dfd < 0 || ftruncate(dfd, (off_t)man->disk->size) < 0) {
             fprintf(stderr, "godwit-vm: disk image %s: %s\n", o->disk, strerror(errno));
             if (dfd >= 0) close(dfd);
@@ -621,7 +633,7 @@ static int cmd_restore_backup(const struct opts *o)
         code = restore_instant(o, vm, &t, man, id, t0, &complete);
         man = NULL;   /* taken (and t emptied) by the instant restore */
         /* A filled image is the VM's disk from then on; one short of its fill is removed. */
-        if (complete) made_rbd = false;
+        if (complete) made_rbd = made_file = false;
         goto out;
     }
     struct gw_restore_stats rs;
@@ -660,13 +672,14 @@ static int cmd_restore_backup(const struct opts *o)
     gw_info("restored backup %s of %s as %s: %llu chunks in %.1f ms, digest %s", id, o->from_vm, cfg.name,
             (unsigned long long)rs.chunks, ms, rs.digest_hex);
     gw_backup_target_close(&t);
-    made_rbd = false;
+    made_rbd = made_file = false;
     code = run_vm(vm, o, extra, NULL, NULL, NULL, NULL);
 out:
     if (t.store) gw_backup_target_close(&t);
     gw_vm_destroy(vm);
     /* Never leave the image made a moment ago half filled (after the VM closed it). */
     if (made_rbd && gw_blk_rbd_remove(o->disk, err, sizeof err)) fprintf(stderr, "godwit-vm: %s\n", err);
+    if (made_file && unlink(o->disk) < 0) fprintf(stderr, "godwit-vm: removing %s: %s\n", o->disk, strerror(errno));
     if (man) godwit__v1__backup_manifest__free_unpacked(man, NULL);
     if (cfd > STDERR_FILENO) close(cfd);
     return code;
