@@ -423,8 +423,8 @@ static struct gw_session *accept_resume(struct gw_postcopy_in *p)
                 continue;
             }
         }
-        int r = p->l ? gw_incoming_streams(p->l, NULL, NULL, 0, p->tls, RESUME_ACCEPT_MS, cs, &n, &e)
-                     : gw_incoming_streams(NULL, NULL, fds, (unsigned)nf, p->tls, RESUME_ACCEPT_MS, cs, &n, &e);
+        int r = p->l ? gw_incoming_streams(p->l, NULL, NULL, 0, p->tls, NULL, RESUME_ACCEPT_MS, cs, &n, &e)
+                     : gw_incoming_streams(NULL, NULL, fds, (unsigned)nf, p->tls, NULL, RESUME_ACCEPT_MS, cs, &n, &e);
         struct gw_session *s = NULL;
         struct gw_session_cfg cfg = {.secret = p->secret, .secret_len = p->secret_len,
                                      .features = GW_WIRE_F_ALL, .timeout_ms = RESUME_ACCEPT_MS};

@@ -4,6 +4,7 @@
 #include "precopy/incoming_streams.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,14 +15,18 @@
 
 #define PREAMBLE_TIMEOUT_MS 5000
 
-/* Reads c's preamble and checks it against the session so far (*first: none yet). Returns 0,
- * or -errno with the reason in e. */
+/* Reads c's preamble and checks it against the session so far (*first: none yet) and, when
+ * the daemon told us, the session's token. Returns 0, or -errno with the reason in e. */
 static int take(struct gw_conn *c, struct gw_preamble *p, const struct gw_preamble *first, bool want_tls,
-                struct gw_conn **slots, struct gw_err *e)
+                const uint8_t *expect_token, struct gw_conn **slots, struct gw_err *e)
 {
     gw_conn_set_timeout(c, PREAMBLE_TIMEOUT_MS);
     int r = gw_sec_recv_preamble(c, p, e);
     if (r) return r;
+    /* Before it can define the session: a stranger who found the port first must not make
+     * the real source's streams "another session's". */
+    if (expect_token && CRYPTO_memcmp(p->token, expect_token, sizeof p->token))
+        return gw_err_set(e, -EACCES, "%s: a stream without this migration's session token", c->peer);
     if (p->tls != want_tls)
         return gw_err_set(e, -EPROTO, "%s: the source %s TLS but this destination has migration TLS %s", c->peer,
                           p->tls ? "speaks" : "does not speak", want_tls ? "on" : "off");
@@ -33,7 +38,8 @@ static int take(struct gw_conn *c, struct gw_preamble *p, const struct gw_preamb
 }
 
 int gw_incoming_streams(struct gw_listener *l, struct gw_conn *first_conn, const int *fds, unsigned nfds, struct gw_tls_ctx *tls,
-                        int timeout_ms, struct gw_conn **out, unsigned *n_out, struct gw_err *e)
+                        const uint8_t *expect_token, int timeout_ms, struct gw_conn **out, unsigned *n_out,
+                        struct gw_err *e)
 {
     struct gw_conn *slots[GW_WIRE_MAX_STREAMS] = {0};
     struct gw_preamble first = {0};
@@ -60,7 +66,7 @@ int gw_incoming_streams(struct gw_listener *l, struct gw_conn *first_conn, const
         }
         struct gw_preamble p;
         struct gw_err why = {0};
-        int t = take(c, &p, got ? &first : NULL, tls != NULL, slots, &why);
+        int t = take(c, &p, got ? &first : NULL, tls != NULL, expect_token, slots, &why);
         if (t) {
             gw_conn_close(c);
             /* On a listener of our own, a stranger is closed and the wait goes on; the

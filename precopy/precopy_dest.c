@@ -198,7 +198,8 @@ static int run(struct incoming *in, char *err, size_t errlen)
                 goto accepted;
             }
         }
-        if (!r) r = gw_incoming_streams(in->l, c0, p->fds, p->nfds, p->tls, cfg.timeout_ms, cs, &n, &in->e);
+        if (!r) r = gw_incoming_streams(in->l, c0, p->fds, p->nfds, p->tls, p->session_token, cfg.timeout_ms, cs, &n,
+                                        &in->e);
         if (!r) r = gw_mig_receiver_accept_conns(cs, n, &cfg, &in->rx, &in->e);
     } else if (p->nfds == 1) {
         struct gw_conn *c;

@@ -35,6 +35,10 @@ struct gw_incoming_params {
     bool preamble;
     struct gw_tls_ctx *tls;
     const char *expect_name;   /* the VM this host reserved; NULL = whatever the source sends */
+    /* The session token of this host's reservation (GW_SEC_TOKEN_SIZE bytes): on a listener,
+     * a stream whose preamble lacks it is a stranger's and never defines the session. NULL =
+     * any (by hand, tests). */
+    const uint8_t *session_token;
     /* The VM's disk here. Never taken from the wire: a source whose VM has a disk is refused
      * when this is NULL. */
     const char *disk_path;

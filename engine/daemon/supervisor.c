@@ -175,6 +175,21 @@ int gw_sup_spawn_with_fds(struct gw_daemon *d, struct gw_vm_rec *rec, char **arg
     return r;
 }
 
+/* token as hex into a new file of the daemon's own (0600, never through a link). */
+static int write_token_file(const char *path, const uint8_t *token, size_t len)
+{
+    char hex[2 * 64 + 2];
+    if (len > 64) return -EINVAL;
+    for (size_t i = 0; i < len; i++) snprintf(hex + 2 * i, 3, "%02x", token[i]);
+    hex[2 * len] = '\n';
+    unlink(path);   /* one a runner did not get to read */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    int r = gw_write_full(fd, hex, 2 * len + 1);
+    close(fd);
+    return r;
+}
+
 int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char *listen_url, const int *conn_fds,
                           unsigned nconn, char *err, size_t errlen)
 {
@@ -189,7 +204,7 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     }
     gw_vm_dir(d, rec->name, dir, sizeof dir);
     snprintf(console, sizeof console, "%s/console.log", dir);
-    char *argv[34 + 2 * GW_PROC_MAX_PASS_FDS];
+    char *argv[36 + 2 * GW_PROC_MAX_PASS_FDS], token_path[1100];
     char fdnum[GW_PROC_MAX_PASS_FDS + 1][12];
     int pass[GW_PROC_MAX_PASS_FDS], resume = -1;
     int n = 0;
@@ -216,7 +231,19 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
         argv[n++] = "--resume-fd";
         argv[n++] = fdnum[npass++];
     }
-    if (!nconn) { argv[n++] = "--listen"; argv[n++] = (char *)listen_url; }
+    if (!nconn) {
+        argv[n++] = "--listen"; argv[n++] = (char *)listen_url;
+        /* A listener of its own takes only streams that carry this reservation's token: a
+         * stranger who finds the port first cannot define the session and shut the source
+         * out. The runner reads the file and removes it. */
+        snprintf(token_path, sizeof token_path, "%s/incoming.token", dir);
+        int r = write_token_file(token_path, rec->session_token, sizeof rec->session_token);
+        if (r) {
+            snprintf(err, errlen, "%s: %s", token_path, strerror(-r));
+            return r;
+        }
+        argv[n++] = "--token-file"; argv[n++] = token_path;
+    }
     argv[n++] = "--control"; argv[n++] = rec->control;
     argv[n++] = "--console"; argv[n++] = console;
     if (d->cfg.secret_file[0]) { argv[n++] = "--secret-file"; argv[n++] = d->cfg.secret_file; }
@@ -236,6 +263,7 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     argv[n++] = "--json";
     argv[n] = NULL;
     int r = spawn_argv(d, rec, argv, pass, npass, err, errlen);
+    if (r && !nconn) unlink(token_path);
     if (resume >= 0) {
         close(resume);   /* the runner's now */
         if (!r) gw_resume_route_taken(rec);

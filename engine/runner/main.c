@@ -82,6 +82,7 @@ struct opts {
     bool no_priority;               /* migrate --no-priority-channel: the benchmark's baseline */
     uint64_t switch_dirty_pct, switch_ms_per_gib;   /* hybrid's other switches */
     int resume_fd;                  /* --resume-fd: a listening socket on which daemons hand a reconnecting post-copy source over */
+    const char *token_file;         /* --token-file: the session token a listener's streams must carry (read, then removed) */
     unsigned nfds;
     bool name_set;
     const char *from_vm, *backup_id;   /* restore-backup */
@@ -109,6 +110,7 @@ static void usage(FILE *f)
             "       godwit-vm resolve --control SOCK --keep-source|--keep-destination [--json]\n"
             "       godwit-vm resume-migration --control SOCK [--to tcp:HOST:PORT] [--json]\n"
             "       godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...] --secret-file F [--control SOCK]\n"
+            "                          [--token-file F: only streams with this session token]\n"
             "                          [--name NAME] [--disk FILE]\n"
             "                          [--seconds N] [--json] [TLS]\n"
             "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy|hybrid] [--streams N]\n"
@@ -145,6 +147,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"vm", 1, 0, 'V'}, {"backup", 1, 0, 'I'}, {"mode", 1, 0, 'M'},
         {"instant", 0, 0, 'J'}, {"stall-ms", 1, 0, 'P'}, {"fill-rate", 1, 0, 'K' + 265},
         {"recover-timeout", 1, 0, 'K' + 258}, {"link-timeout-ms", 1, 0, 'K' + 259}, {"resume-fd", 1, 0, 'K' + 260},
+        {"token-file", 1, 0, 'K' + 268},
         {"no-priority-channel", 0, 0, 'K' + 261}, {"switch-dirty-pct", 1, 0, 'K' + 262},
         {"switch-ms-per-gib", 1, 0, 'K' + 263}, {"dirty-ring", 1, 0, 'K' + 300},
         {"store", 1, 0, 0}, {"ceph-conf", 1, 0, 0}, {"ceph-id", 1, 0, 0}, {"keyring", 1, 0, 0},
@@ -237,6 +240,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             break;
         case 'K' + 262: if (gw_parse_u64(optarg, 1, 10000, &o->switch_dirty_pct)) { fprintf(stderr, "godwit-vm: --switch-dirty-pct must be 1..10000\n"); return -1; } break;
         case 'K' + 263: if (gw_parse_u64(optarg, 1, 86400000, &o->switch_ms_per_gib)) { fprintf(stderr, "godwit-vm: bad --switch-ms-per-gib\n"); return -1; } break;
+        case 'K' + 268: o->token_file = optarg; break;
         case 'K' + 260:
             if (gw_parse_u64(optarg, 3, 1 << 20, &v)) { fprintf(stderr, "godwit-vm: bad --resume-fd\n"); return -1; }
             o->resume_fd = (int)v;
@@ -726,6 +730,29 @@ static int incoming_postcopy(void *ctx, struct gw_session *ses, struct gw_listen
     return gw_postcopy_in_start(ses, vm, pc->timeout_ms, &rs, &pc->in, err, errlen);
 }
 
+/* The session token the daemon wrote for a listener of ours (64 hex digits), into
+ * token[GW_SEC_TOKEN_SIZE]; the file is removed once read (the token is good for one
+ * migration). 0 or -errno. */
+static int read_session_token(const char *path, uint8_t *token)
+{
+    char hex[2 * GW_SEC_TOKEN_SIZE + 2];
+    int n = gw_read_small_file(path, hex, sizeof hex);
+    unlink(path);
+    if (n < 0) return n;
+    if (n < 2 * (int)GW_SEC_TOKEN_SIZE) return -EINVAL;
+    for (unsigned i = 0; i < GW_SEC_TOKEN_SIZE; i++) {
+        unsigned v = 0;
+        for (int k = 0; k < 2; k++) {
+            char c = hex[2 * i + k];
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            if (d < 0) return -EINVAL;
+            v = v << 4 | (unsigned)d;
+        }
+        token[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
 static int cmd_incoming(const struct opts *o)
 {
     struct incoming_pc pc = {.timeout_ms = 60000, .o = o};
@@ -735,6 +762,12 @@ static int cmd_incoming(const struct opts *o)
     int n = gw_runner_read_secret(o->secret_file, secret, sizeof secret);
     if (n < 0) {
         fprintf(stderr, "godwit-vm: cluster secret %s: %s\n", o->secret_file, n == -EINVAL ? "shorter than 32 bytes" : strerror(-n));
+        return EXIT_USAGE;
+    }
+    uint8_t token[GW_SEC_TOKEN_SIZE];
+    int tr = o->token_file ? read_session_token(o->token_file, token) : 0;
+    if (tr < 0) {
+        fprintf(stderr, "godwit-vm: session token %s: %s\n", o->token_file, tr == -EINVAL ? "not 64 hex digits" : strerror(-tr));
         return EXIT_USAGE;
     }
     /* TCP streams (ours, or handed over by a daemon) start with a preamble; RDMA has none. */
@@ -754,6 +787,7 @@ static int cmd_incoming(const struct opts *o)
         .disk_path = o->disk, .net = o->net, .console_fd = cfd, .on_listening = print_listening,
         .preamble = tcp, .tls = tls,
         .expect_name = o->name_set ? o->name : NULL,
+        .session_token = o->token_file ? token : NULL,
         .postcopy = incoming_postcopy, .postcopy_ctx = &pc,
     };
     memcpy(p.fds, o->fds, sizeof p.fds);

@@ -10,10 +10,12 @@
   and the peers' credential does not open the operator's API.
 
 Run with Debian's /usr/bin/python3 (python3-grpcio, python3-grpc-tools)."""
+import json
 import os
 import shutil
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,6 +77,51 @@ class Security(unittest.TestCase):
         vm = api.Vm(name=name, memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M", disk_path=disk)
         return self.peer.PrepareIncoming(peer_pb.PrepareIncomingRequest(vm=vm, job_id="job-test", source_host=source,
                                                                         streams=1), metadata=PEER_AUTH, timeout=10)
+
+    @gwd.no_vm
+    def test_a_stranger_cannot_define_a_listeners_session(self):
+        """A per-migration listener (no migration port): a stranger's preamble that arrives
+        first must not become the session and shut the real source's streams out. With the
+        daemon's token file the runner takes only streams carrying it; without one (by hand)
+        the first preamble still decides, which this shows too."""
+        token = os.urandom(32)
+        secret = os.path.join(self.tmp, "runner-secret")
+        with open(secret, "w") as f:
+            f.write(os.urandom(48).hex() + "\n")
+
+        def source_kept(with_token):
+            args = [os.path.join(BIN, "godwit-vm"), "incoming", "--listen", "tcp:127.0.0.1:0",
+                    "--secret-file", secret, "--json"]
+            tf = os.path.join(self.tmp, "incoming.token")
+            if with_token:
+                with open(tf, "w") as f:
+                    f.write(token.hex() + "\n")
+                args += ["--token-file", tf]
+            p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                line = p.stdout.readline()
+                if not line:
+                    p.wait(timeout=5)
+                    self.fail("the runner did not listen: " + p.stderr.read())
+                url = json.loads(line)["listening"]
+                port = int(url.rsplit(":", 1)[1])
+                if with_token:
+                    self.assertFalse(os.path.exists(tf))   # read once, then gone
+                stranger = socket.create_connection(("127.0.0.1", port), timeout=5)
+                stranger.sendall(preamble(0, 2, os.urandom(32)))
+                time.sleep(0.3)
+                src = socket.create_connection(("127.0.0.1", port), timeout=5)
+                src.sendall(preamble(0, 1, token))
+                kept = closed_within(src, 1.5) is None
+                stranger.close()
+                src.close()
+                return kept
+            finally:
+                p.kill()
+                p.wait()
+
+        self.assertTrue(source_kept(True), "the source's stream was shut out by a stranger's")
+        self.assertFalse(source_kept(False))
 
     @gwd.no_vm
     def test_a_partial_preamble_does_not_spin_the_port(self):
