@@ -59,6 +59,7 @@ struct gw_postcopy_in {
     uint8_t *secret;
     size_t secret_len;
     uint8_t key[GW_PC_RESUME_KEY_SIZE];
+    uint8_t token[32];                /* the session's token: a reconnecting source's preambles carry it */
     unsigned nstreams;
     uint64_t mem_size;
     int stop_fd;                  /* eventfd: wakes the resume thread */
@@ -423,7 +424,9 @@ static struct gw_session *accept_resume(struct gw_postcopy_in *p)
                 continue;
             }
         }
-        int r = p->l ? gw_incoming_streams(p->l, NULL, NULL, 0, p->tls, NULL, RESUME_ACCEPT_MS, cs, &n, &e)
+        /* On our own listener, only the session's own source may define the resume: a
+         * stranger's preamble that came first would shut it out. */
+        int r = p->l ? gw_incoming_streams(p->l, NULL, NULL, 0, p->tls, p->token, RESUME_ACCEPT_MS, cs, &n, &e)
                      : gw_incoming_streams(NULL, NULL, fds, (unsigned)nf, p->tls, NULL, RESUME_ACCEPT_MS, cs, &n, &e);
         struct gw_session *s = NULL;
         struct gw_session_cfg cfg = {.secret = p->secret, .secret_len = p->secret_len,
@@ -693,11 +696,11 @@ int gw_postcopy_in_start(struct gw_session *ses, struct gw_vm *vm, int timeout_m
         p->tls = rs->tls;
         p->secret = malloc(rs->secret_len ? rs->secret_len : 1);
         const Godwit__V1__MigHello *h = gw_session_hello(ses);
-        uint8_t token[32] = {0};
-        if (h && h->session_token.len == sizeof token) memcpy(token, h->session_token.data, sizeof token);
+        memset(p->token, 0, sizeof p->token);
+        if (h && h->session_token.len == sizeof p->token) memcpy(p->token, h->session_token.data, sizeof p->token);
         p->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (!p->secret || p->stop_fd < 0 ||
-            gw_pc_resume_key(rs->secret, rs->secret_len, ses, token, p->key)) r = -ENOMEM;
+            gw_pc_resume_key(rs->secret, rs->secret_len, ses, p->token, p->key)) r = -ENOMEM;
         if (p->secret) memcpy(p->secret, rs->secret, rs->secret_len);
         p->secret_len = rs->secret_len;
     } else if (rs) {
