@@ -4,6 +4,7 @@
 #include "backup/backup.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,21 @@ struct ref {
     uint32_t len;      /* raw chunk length (of the chunk a patch rebuilds) */
     bool target;       /* used by a backup being verified */
     bool patch;        /* a page patch over base (chunk_patch.h) */
+    bool bad;          /* found bad (reported already) */
     uint8_t base[32];
 };
+
+static int cmp_hash_only(const void *key, const void *elem)
+{
+    return memcmp(key, ((const struct ref *)elem)->hash, 32);
+}
+
+/* Whether the object hash was found bad on its own (refs sorted by hash). */
+static bool object_bad(const struct ref *refs, size_t n, const uint8_t hash[32])
+{
+    const struct ref *x = n ? bsearch(hash, refs, n, sizeof *refs, cmp_hash_only) : NULL;
+    return x && x->bad;
+}
 
 static int cmp_ref(const void *a, const void *b)
 {
@@ -72,6 +86,47 @@ static int add_refs(struct ref **refs, size_t *n, size_t *cap, const Godwit__V1_
     return 0;
 }
 
+/* A patched chunk of a backup being verified: rebuilt from its base (and mid) and patch after
+ * each object passed on its own, and checked against its name, as a restore checks it. Each
+ * object alone can be sound while the chunk they make is not the one the manifest names. */
+struct rebuild {
+    uint8_t name[32], patch[32], base[32], mid[32];
+    bool has_mid;
+    uint32_t len;
+    uint32_t backup;
+};
+
+static int add_rebuilds(struct rebuild **v, size_t *n, size_t *cap, const Godwit__V1__BackupImage *im, uint32_t b)
+{
+    for (size_t i = 0; i < im->n_chunks; i++) {
+        if (im->chunks[i].len != 32 || !gw_manifest_patched(im, i)) continue;
+        if (*n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 256;
+            struct rebuild *nv = realloc(*v, nc * sizeof *nv);
+            if (!nv) return -ENOMEM;
+            *v = nv;
+            *cap = nc;
+        }
+        struct rebuild *x = &(*v)[(*n)++];
+        uint64_t off = i * (uint64_t)im->chunk_size;
+        x->len = (uint32_t)(im->size - off < im->chunk_size ? im->size - off : im->chunk_size);
+        memcpy(x->name, im->chunks[i].data, 32);
+        memcpy(x->patch, im->patches[i].data, 32);
+        memcpy(x->base, im->patch_bases[i].data, 32);
+        const uint8_t *mid = gw_manifest_patch_mid(im, i);
+        x->has_mid = mid != NULL;
+        if (mid) memcpy(x->mid, mid, 32);
+        else memset(x->mid, 0, 32);
+        x->backup = b;
+    }
+    return 0;
+}
+
+static int cmp_rebuild(const void *a, const void *b)
+{
+    return memcmp(a, b, offsetof(struct rebuild, len));
+}
+
 /* Checks one object read back: a chunk, or a patch (decoded and parsed against its base). */
 static long check_object(const struct gw_chunk_keys *keys, const struct ref *x, const struct gw_store_read *rd,
                          uint8_t *raw, char *why, size_t whylen)
@@ -112,8 +167,9 @@ int gw_backup_verify_ex(struct gw_backup_target *t, const char *vm, const char *
     uint64_t t0 = gw_now_ns();
     memset(st, 0, sizeof *st);
     char (*ids)[GW_BACKUP_ID_BUF] = NULL;
-    size_t nids = 0, nrefs = 0, cap = 0;
+    size_t nids = 0, nrefs = 0, cap = 0, nreb = 0, rebcap = 0;
     struct ref *refs = NULL;
+    struct rebuild *reb = NULL;
     int r = gw_backup_list(t, vm, &ids, &nids);
     if (r) { snprintf(err, errlen, "%s", gw_store_error(t->store)); return r; }
     bool found = !id;
@@ -130,6 +186,8 @@ int gw_backup_verify_ex(struct gw_backup_target *t, const char *vm, const char *
         if (target) st->backups++;
         r = add_refs(&refs, &nrefs, &cap, m->memory, (uint32_t)b, target);
         if (!r) r = add_refs(&refs, &nrefs, &cap, m->disk, (uint32_t)b, target);
+        if (!r && target) r = add_rebuilds(&reb, &nreb, &rebcap, m->memory, (uint32_t)b);
+        if (!r && target) r = add_rebuilds(&reb, &nreb, &rebcap, m->disk, (uint32_t)b);
         godwit__v1__backup_manifest__free_unpacked(m, NULL);
     }
     if (r) { snprintf(err, errlen, "out of memory"); goto out; }
@@ -192,14 +250,37 @@ int gw_backup_verify_ex(struct gw_backup_target *t, const char *vm, const char *
                 if (got >= 0) continue;
             }
             st->bad_chunks++;
+            for (size_t j = grp[k][0]; j < grp[k][1]; j++) refs[j].bad = true;
             report_bad(refs, grp[k][0], grp[k][1], ids, why, report, ctx);
         }
         st->elapsed_ns = gw_now_ns() - t0;
         if (progress && progress(ctx, st)) { r = -ECANCELED; snprintf(err, errlen, "verify cancelled"); }
     }
+    /* The patched chunks, each distinct one once. */
+    if (nreb) qsort(reb, nreb, sizeof *reb, cmp_rebuild);
+    uint8_t *chunk = !r && nreb ? malloc(GW_CHUNK_MAX) : NULL;
+    if (!r && nreb && !chunk) { r = -ENOMEM; snprintf(err, errlen, "out of memory"); }
+    for (size_t i = 0; !r && i < nreb; i++) {
+        if (i && !cmp_rebuild(&reb[i - 1], &reb[i])) continue;
+        /* One whose patch, base or mid is bad was reported with it. */
+        if (object_bad(refs, nrefs, reb[i].patch) || object_bad(refs, nrefs, reb[i].base) ||
+            (reb[i].has_mid && object_bad(refs, nrefs, reb[i].mid)))
+            continue;
+        char why[300], what[256];
+        int pr = gw_patch_fetch(t->store, keys, reb[i].name, reb[i].patch, reb[i].base, reb[i].has_mid ? reb[i].mid : NULL,
+                                chunk, reb[i].len, what, sizeof what);
+        if (!pr) continue;
+        snprintf(why, sizeof why, "rebuilt from its patch: %s", what);
+        char hex[65];
+        gw_chunk_name_hex(reb[i].name, hex);
+        st->bad_chunks++;
+        if (report) report(ctx, hex, why, (const char *const[]){ids[reb[i].backup]}, 1);
+    }
+    free(chunk);
     for (unsigned k = 0; k < BATCH; k++) free(bufs[k]);
     free(raw);
 out:
+    free(reb);
     free(refs);
     free(ids);
     st->elapsed_ns = gw_now_ns() - t0;

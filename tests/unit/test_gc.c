@@ -488,6 +488,21 @@ static void patch_bases_kept(struct gw_store *s)
     CHECK(object_exists(s, hp));
     CHECK(!object_exists(s, hdead));
     CHECK_EQ(verify_bad(s, "clone1"), 0);
+    /* A manifest whose patch and base are sound but whose name is not what they rebuild:
+     * verify says so, as restore would refuse it. */
+    uint8_t wrong[32];
+    memcpy(wrong, hd, 32);
+    wrong[7] ^= 1;
+    ProtobufCBinaryData wrongs[1] = {{32, wrong}};
+    mi.chunks = wrongs;
+    const char *id2 = "20260104-000000-000001";
+    CHECK_EQ(store_manifest(s, "clone2", id2, &mi, GW_MANIFEST_VERSION_PATCHES), 0);
+    CHECK_EQ(verify_bad(s, "clone2"), 1);
+    mi.chunks = chunks;
+    {
+        struct gw_backup_target t2 = {.store = s};
+        REQUIRE(gw_backup_delete(&t2, "clone2", id2, err, sizeof err) == 0);
+    }
     /* The patched chunk rebuilds from the store. */
     CHECK_EQ(gw_patch_fetch(s, NULL, hd, hp, hb, NULL, out, PCS, err, sizeof err), 0);
     CHECK(!memcmp(out, data, PCS));
