@@ -13,6 +13,7 @@
  * And the estimates, and the time model fitted on any samples, stay defined (the sanitizers
  * trap a double cast out of range). */
 #include "engine/daemon/cluster.h"
+#include "tests/fuzz/fuzz_input.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,18 +23,6 @@
 #define VMS_MAX 12
 #define ROOTS_MAX 3
 #define HVMS_MAX 3
-
-struct input {
-    const uint8_t *p;
-    size_t n;
-};
-
-static unsigned take(struct input *in)
-{
-    if (!in->n) return 0;
-    in->n--;
-    return *in->p++;
-}
 
 static uint64_t take64(struct input *in)
 {

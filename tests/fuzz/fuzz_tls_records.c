@@ -11,6 +11,7 @@
  * buffer, and no byte of a record that failed may ever be reported. */
 #include "engine/transport/conn.h"
 #include "engine/transport/tls_records.h"
+#include "tests/fuzz/fuzz_input.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -50,18 +51,6 @@ struct program {
     bool settled;         /* the receiver stops reading at or before this point */
     enum end end;
 };
-
-struct input {
-    const uint8_t *p;
-    size_t n;
-};
-
-static unsigned take(struct input *in)
-{
-    if (!in->n) return 0;
-    in->n--;
-    return *in->p++;
-}
 
 static int sealer_keys(struct sealer *s)
 {
