@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/common/util.h"
+
 #define CHUNK_MAGIC "GWCHUNK1"
 #define NONCE_OFF 24u
 #define TAG_OFF 36u
@@ -21,13 +23,6 @@
 static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
 static uint32_t get32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 static void derive(const uint8_t *key, size_t keylen, const char *label, uint8_t out[32])
 {
@@ -50,11 +45,7 @@ int gw_chunk_keys_load(const char *path, struct gw_chunk_keys *k, char *err, siz
     if (len == 32) {
         memcpy(key, buf, 32);
     } else if (len == 64) {
-        for (int i = 0; i < 32 && !r; i++) {
-            int hi = hexval(buf[2 * i]), lo = hexval(buf[2 * i + 1]);
-            if (hi < 0 || lo < 0) r = -EINVAL;
-            else key[i] = (uint8_t)(hi << 4 | lo);
-        }
+        r = gw_hex_decode((const char *)buf, key, 32);
     } else {
         r = -EINVAL;
     }

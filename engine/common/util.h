@@ -60,4 +60,12 @@ double gw_median(double *v, size_t n);
 /* True when the len bytes at p are all zero (fast path for page-sized, aligned buffers). */
 bool gw_is_zero(const void *p, size_t len);
 
+/* Hex digits: one's value (0-15, either case), or -1. */
+int gw_hex_digit(int c);
+/* The 2n hex digits at hex (either case) into out[0..n): 0, or -EINVAL at the first pair that
+ * is not two digits (out is then partly written). Reads no further than the first bad digit. */
+int gw_hex_decode(const char *hex, uint8_t *out, size_t n);
+/* in[0..n) as 2n lowercase hex digits and a NUL into out[2n + 1]. */
+void gw_hex_encode(const uint8_t *in, size_t n, char *out);
+
 #endif

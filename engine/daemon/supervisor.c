@@ -180,7 +180,7 @@ static int write_token_file(const char *path, const uint8_t *token, size_t len)
 {
     char hex[2 * 64 + 2];
     if (len > 64) return -EINVAL;
-    for (size_t i = 0; i < len; i++) snprintf(hex + 2 * i, 3, "%02x", token[i]);
+    gw_hex_encode(token, len, hex);
     hex[2 * len] = '\n';
     unlink(path);   /* one a runner did not get to read */
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);

@@ -740,17 +740,7 @@ static int read_session_token(const char *path, uint8_t *token)
     unlink(path);
     if (n < 0) return n;
     if (n < 2 * (int)GW_SEC_TOKEN_SIZE) return -EINVAL;
-    for (unsigned i = 0; i < GW_SEC_TOKEN_SIZE; i++) {
-        unsigned v = 0;
-        for (int k = 0; k < 2; k++) {
-            char c = hex[2 * i + k];
-            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-            if (d < 0) return -EINVAL;
-            v = v << 4 | (unsigned)d;
-        }
-        token[i] = (uint8_t)v;
-    }
-    return 0;
+    return gw_hex_decode(hex, token, GW_SEC_TOKEN_SIZE);
 }
 
 static int cmd_incoming(const struct opts *o)

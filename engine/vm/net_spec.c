@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engine/common/util.h"
+
 void gw_net_default_mac(const char *vm_name, uint8_t mac[6])
 {
     uint64_t h = 1469598103934665603ull;   /* FNV-1a */
@@ -13,21 +15,13 @@ void gw_net_default_mac(const char *vm_name, uint8_t mac[6])
     mac[3] = (uint8_t)(h >> 16); mac[4] = (uint8_t)(h >> 8); mac[5] = (uint8_t)h;
 }
 
-static int hex_digit(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 int gw_net_parse_mac(const char *s, uint8_t mac[6])
 {
     /* Exactly six pairs of hex digits with colons between: not sscanf's %x, which also takes
      * blanks, a sign and a 0x in a pair (" 2:54:..." and "+2:54:..." read as 02). */
     if (strlen(s) != 17) return -EINVAL;
-    for (int i = 0; i < 6; i++) {
-        int hi = hex_digit(s[3 * i]), lo = hex_digit(s[3 * i + 1]);
-        if (hi < 0 || lo < 0 || (i < 5 && s[3 * i + 2] != ':')) return -EINVAL;
-        mac[i] = (uint8_t)(hi << 4 | lo);
-    }
+    for (int i = 0; i < 6; i++)
+        if (gw_hex_decode(s + 3 * i, &mac[i], 1) || (i < 5 && s[3 * i + 2] != ':')) return -EINVAL;
     if (mac[0] & 1) return -EINVAL;   /* multicast bit */
     static const uint8_t zero[6];
     return memcmp(mac, zero, 6) ? 0 : -EINVAL;

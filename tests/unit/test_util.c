@@ -66,3 +66,20 @@ GW_TEST(json_fields_with_and_without_spaces)
     CHECK_EQ(gw_json_get_double("{\"total_ms\": null}", "total_ms", &d), -ENOENT);
     CHECK_EQ(gw_json_get_double("{\"other\": 1}", "total_ms", &d), -ENOENT);
 }
+
+GW_TEST(hex_both_ways)
+{
+    uint8_t in[4] = {0x00, 0x9f, 0xa5, 0xff}, out[4] = {0};
+    char hex[9];
+    gw_hex_encode(in, 4, hex);
+    CHECK(!strcmp(hex, "009fa5ff"));
+    CHECK_EQ(gw_hex_decode(hex, out, 4), 0);
+    CHECK(!memcmp(in, out, 4));
+    CHECK_EQ(gw_hex_decode("009FA5FF", out, 4), 0);   /* either case */
+    CHECK(!memcmp(in, out, 4));
+    /* Not two digits a pair: a blank, a sign, a 0x, a short string. */
+    static const char *const bad[] = {" 9", "+9", "0x", "g0", "9", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) CHECK_EQ(gw_hex_decode(bad[i], out, 1), -EINVAL);
+    CHECK_EQ(gw_hex_digit('F'), 15);
+    CHECK_EQ(gw_hex_digit('/'), -1);
+}
