@@ -90,8 +90,7 @@ static int add_refs(struct ref **refs, size_t *n, size_t *cap, const Godwit__V1_
  * each object passed on its own, and checked against its name, as a restore checks it. Each
  * object alone can be sound while the chunk they make is not the one the manifest names. */
 struct rebuild {
-    uint8_t name[32], patch[32], base[32], mid[32];
-    bool has_mid;
+    uint8_t name[32], patch[32], base[32], mid[32];   /* mid all zero without one: the key */
     uint32_t len;
     uint32_t backup;
 };
@@ -114,7 +113,6 @@ static int add_rebuilds(struct rebuild **v, size_t *n, size_t *cap, const Godwit
         memcpy(x->patch, im->patches[i].data, 32);
         memcpy(x->base, im->patch_bases[i].data, 32);
         const uint8_t *mid = gw_manifest_patch_mid(im, i);
-        x->has_mid = mid != NULL;
         if (mid) memcpy(x->mid, mid, 32);
         else memset(x->mid, 0, 32);
         x->backup = b;
@@ -122,9 +120,16 @@ static int add_rebuilds(struct rebuild **v, size_t *n, size_t *cap, const Godwit
     return 0;
 }
 
+/* The same chunk from the same objects: the four names (no padding among them). */
 static int cmp_rebuild(const void *a, const void *b)
 {
     return memcmp(a, b, offsetof(struct rebuild, len));
+}
+
+static bool has_mid(const struct rebuild *x)
+{
+    static const uint8_t none[32];
+    return memcmp(x->mid, none, 32) != 0;
 }
 
 /* Checks one object read back: a chunk, or a patch (decoded and parsed against its base). */
@@ -264,10 +269,10 @@ int gw_backup_verify_ex(struct gw_backup_target *t, const char *vm, const char *
         if (i && !cmp_rebuild(&reb[i - 1], &reb[i])) continue;
         /* One whose patch, base or mid is bad was reported with it. */
         if (object_bad(refs, nrefs, reb[i].patch) || object_bad(refs, nrefs, reb[i].base) ||
-            (reb[i].has_mid && object_bad(refs, nrefs, reb[i].mid)))
+            (has_mid(&reb[i]) && object_bad(refs, nrefs, reb[i].mid)))
             continue;
         char why[300], what[256];
-        int pr = gw_patch_fetch(t->store, keys, reb[i].name, reb[i].patch, reb[i].base, reb[i].has_mid ? reb[i].mid : NULL,
+        int pr = gw_patch_fetch(t->store, keys, reb[i].name, reb[i].patch, reb[i].base, has_mid(&reb[i]) ? reb[i].mid : NULL,
                                 chunk, reb[i].len, what, sizeof what);
         if (!pr) continue;
         snprintf(why, sizeof why, "rebuilt from its patch: %s", what);
