@@ -19,9 +19,10 @@ static void *keeper_main(void *arg)
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         /* A third of the duration; after a renewal that failed without losing the lease, a
-         * twelfth (at least 1 s), so that a few more tries fit before it runs out. */
-        uint64_t step_ms = l->duration_s * 1000ull / (failed ? 12 : 3);
-        if (step_ms < 1000) step_ms = 1000;
+         * quarter of that (at least 1 s, never longer than usual), so that a few more tries
+         * fit before it runs out. */
+        uint64_t step_ms = l->duration_s * 1000ull / 3;
+        if (failed) step_ms = step_ms / 4 > 1000 ? step_ms / 4 : step_ms < 1000 ? step_ms : 1000;
         ts.tv_sec += (time_t)(step_ms / 1000);
         ts.tv_nsec += (long)(step_ms % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
