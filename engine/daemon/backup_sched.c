@@ -75,21 +75,32 @@ static int64_t base_of(const struct gw_policy *p)
     return p->last_fire ? p->last_fire : p->created;
 }
 
-int gw_sched_next(const struct gw_policy *p, int64_t *start, char *err, size_t errlen)
+/* p's next start from its compiled schedule. */
+static int next_start(const struct gw_policy *p, const struct gw_cron *c, const struct gw_tz *tz, int64_t *start,
+                      char *err, size_t errlen)
 {
-    struct gw_cron c;
-    struct gw_tz *tz;
     int64_t fire, after;
-    int r = compile(p, &c, &tz, err, errlen);
-    if (!r && (r = gw_cron_next(&c, tz, base_of(p), &fire))) snprintf(err, errlen, "the schedule never fires");
+    if (gw_cron_next(c, tz, base_of(p), &fire)) {
+        snprintf(err, errlen, "the schedule never fires");
+        return -ERANGE;
+    }
     /* The start window ends before the next fire: a start pushed past it would take that
      * fire's run too (the latest fire up to the start is the one run), and an hourly policy
      * with 3 h of jitter ran 11 times a day instead of 24. */
     unsigned window = p->jitter_s;
-    if (!r && window && !gw_cron_next(&c, tz, fire, &after) && after - fire <= (int64_t)window)
+    if (window && !gw_cron_next(c, tz, fire, &after) && after - fire <= (int64_t)window)
         window = (unsigned)(after - fire - 1);
+    *start = gw_cron_jitter(fire, window, p->vm);
+    return 0;
+}
+
+int gw_sched_next(const struct gw_policy *p, int64_t *start, char *err, size_t errlen)
+{
+    struct gw_cron c;
+    struct gw_tz *tz;
+    int r = compile(p, &c, &tz, err, errlen);
+    if (!r) r = next_start(p, &c, tz, start, err, errlen);
     gw_tz_free(tz);
-    if (!r) *start = gw_cron_jitter(fire, window, p->vm);
     return r;
 }
 
@@ -184,21 +195,24 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
     int64_t start, fire;
     struct gw_cron c;
     struct gw_tz *tz;
-    if (gw_sched_next(p, &start, err, sizeof err) || start > now) return;
+    if (compile(p, &c, &tz, err, sizeof err)) return;
+    int r = next_start(p, &c, tz, &start, err, sizeof err);
     /* The cheap checks first: a policy whose VM is away waits here every tick, for as long as
      * it stays away. */
-    pthread_mutex_lock(&d->lock);
-    struct gw_vm_rec *rec = gw_vm_find(d, p->vm);
-    bool here = rec && rec->state == GODWIT__V1__VM__STATE__RUNNING && rec->ready && !rec->busy && !rec->incoming &&
-                !rec->migrating_out;
-    pthread_mutex_unlock(&d->lock);
-    if (!here) return;   /* not (yet) running here, or busy: wait; the missed run stays one */
-    if (s->n_runs >= d->cfg.max_backups) return;
-    if (compile(p, &c, &tz, err, sizeof err)) return;
-    /* The latest fire up to now: a run for it covers every fire missed before (run once). */
-    int r = gw_cron_missed(&c, tz, base_of(p), now, &fire);
+    bool here = false;
+    if (!r && start <= now) {
+        pthread_mutex_lock(&d->lock);
+        struct gw_vm_rec *rec = gw_vm_find(d, p->vm);
+        here = rec && rec->state == GODWIT__V1__VM__STATE__RUNNING && rec->ready && !rec->busy && !rec->incoming &&
+               !rec->migrating_out;
+        pthread_mutex_unlock(&d->lock);
+    }
+    /* Not due, not (yet) running here, or busy: wait (the missed run stays one), as when no
+     * host slot is free. The latest fire up to now: a run for it covers every fire missed
+     * before (run once). */
+    bool go = here && s->n_runs < d->cfg.max_backups && !gw_cron_missed(&c, tz, base_of(p), now, &fire);
     gw_tz_free(tz);
-    if (r) return;
+    if (!go) return;
     const struct gw_backup_target_cfg *t = gw_config_backup_target(&d->cfg, p->target);
     if (!t) return;
     struct run ru = {.created = p->created, .pol = *p};
