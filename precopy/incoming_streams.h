@@ -14,8 +14,9 @@ struct gw_tls_ctx;
  * whose preamble is bad or does not fit is closed and the wait goes on, within timeout_ms),
  * or from fds[0..nfds) (accepted elsewhere; taken even on error; any bad one fails). tls: the
  * server context, NULL = plaintext. expect_token (GW_SEC_TOKEN_SIZE bytes, or NULL = any): the
- * session token the daemon reserved, which a preamble must carry before it counts. On success out[0..*n_out) are the streams in order
- * (the caller's) with no timeout set. Returns 0 or -errno (e says why). */
+ * session token the daemon reserved, which a preamble must carry before it counts. On success
+ * out[0..*n_out) are the streams in order (the caller's) with no timeout set. Returns 0 or
+ * -errno (e says why). */
 int gw_incoming_streams(struct gw_listener *l, struct gw_conn *first, const int *fds, unsigned nfds, struct gw_tls_ctx *tls,
                         const uint8_t *expect_token, int timeout_ms, struct gw_conn **out, unsigned *n_out,
                         struct gw_err *e);

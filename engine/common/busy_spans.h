@@ -1,7 +1,8 @@
 /* Spans of time, on the host's monotonic clock, that were not its guests' usual: the backup
  * jobs (backups, verifies, restores) that ran, or run, on this host. godwitd keeps the host's
- * recent ones and hands them to each backup it starts, as ages; that backup's adaptive throttle leaves them (and the store's
- * settling after them) out of the guests' recent past (lat_windows.h, gw_lat_windows_drop).
+ * recent ones and hands them to each backup it starts, as ages; that backup's adaptive
+ * throttle leaves them (and the store's settling after them) out of the guests' recent past
+ * (lat_windows.h, gw_lat_windows_drop).
  * A baseline read beside another backup reads high, and lets the new backup take that much
  * more: with two nightly backups per host (K = 2) each one's past held the other.
  *
