@@ -548,9 +548,9 @@ static int write_manifest(struct bk *b, Godwit__V1__BackupManifest *m, struct gw
     uint8_t *buf;
     size_t len;
     char obj[160], index[160], val[256];
-    int r = gw_manifest_pack(m, &buf, &len);
-    if (r) return fail(b, r, "out of memory%s", "");
-    if (len > GW_MANIFEST_MAX) { free(buf); return fail(b, -EFBIG, "manifest too large%s", ""); }
+    int r = gw_manifest_pack(m, &b->t->keys, &buf, &len);
+    if (r == -EFBIG) return fail(b, r, "manifest over its 64 MiB limit (GW_MANIFEST_MAX)%s", "");
+    if (r) return fail(b, r, "cannot pack the manifest: %s", strerror(-r));
     r = gw_manifest_object(m->vm_name, m->id, obj, sizeof obj);
     if (!r) r = gw_backup_index_name(m->vm_name, index, sizeof index);
     if (r) { free(buf); return fail(b, r, "VM name '%s' cannot name a backup", m->vm_name); }
@@ -593,9 +593,20 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
     }
     /* Before the parent's chunk list or any lookup: the collector must know we are here. */
     if ((r = gw_gc_guard_enter(t->store, vm->name, &b.guard, err, errlen))) return r;
-    if (parent_id[0] && (r = gw_manifest_load(t->store, vm->name, parent_id, &parent, err, errlen))) {
-        gw_gc_guard_leave(b.guard);
-        return r;
+    if (parent_id[0] && (r = gw_manifest_load(t->store, &t->keys, vm->name, parent_id, &parent, err, errlen))) {
+        /* The newest backup, taken by default, only saves work: when its manifest is damaged
+         * (or unsealed in an encrypted store) a full backup is taken rather than none, so one
+         * bad manifest does not stop every scheduled backup of the VM. A parent the caller
+         * named, or a store that cannot be read, fails the backup. */
+        if (r != -EBADMSG || (p->parent && *p->parent)) {
+            gw_gc_guard_leave(b.guard);
+            return r;
+        }
+        gw_warn("vm %s: backup: newest backup %s unusable as the parent (%s): taking a full backup", vm->name,
+                parent_id, err);
+        parent_id[0] = 0;
+        err[0] = 0;
+        r = 0;
     }
 
     b.names = calloc(b.nchunks, 32);

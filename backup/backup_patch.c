@@ -31,7 +31,7 @@ static const Godwit__V1__BackupImage *pick_base(struct gw_backup_patcher *p, con
         im = parent->memory;
     } else {
         char why[400];
-        if (gw_manifest_load(t->store, bvm, s->base_id, &p->base_man, why, sizeof why)) {
+        if (gw_manifest_load(t->store, &t->keys, bvm, s->base_id, &p->base_man, why, sizeof why)) {
             gw_warn("backup: no page patches over the restored backup (%s)", why);
             return NULL;
         }

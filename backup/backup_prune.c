@@ -37,7 +37,7 @@ static int backup_time(struct gw_backup_target *t, const char *vm, const char *i
     if (!gw_backup_id_time(id, when)) return 0;
     Godwit__V1__BackupManifest *m = NULL;
     char err[256];
-    int r = gw_manifest_load(t->store, vm, id, &m, err, sizeof err);
+    int r = gw_manifest_load(t->store, &t->keys, vm, id, &m, err, sizeof err);
     if (r) return r;
     *when = (int64_t)(m->created_unix_ns / 1000000000ull);
     godwit__v1__backup_manifest__free_unpacked(m, NULL);

@@ -183,7 +183,7 @@ int gw_backup_verify_ex(struct gw_backup_target *t, const char *vm, const char *
         found |= target;
         Godwit__V1__BackupManifest *m = NULL;
         char why[512];
-        int lr = gw_manifest_load(t->store, vm, ids[b], &m, why, sizeof why);
+        int lr = gw_manifest_load(t->store, &t->keys, vm, ids[b], &m, why, sizeof why);
         if (lr) {
             if (target) { st->bad_manifests++; if (report) report(ctx, "", why, (const char *const[]){ids[b]}, 1); }
             continue;

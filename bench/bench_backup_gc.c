@@ -63,7 +63,7 @@ static int put_manifest(struct gw_store *s, unsigned m, uint64_t first, uint64_t
     man.memory_digest.len = 16;
     uint8_t *buf;
     size_t len;
-    int r = gw_manifest_pack(&man, &buf, &len);
+    int r = gw_manifest_pack(&man, NULL, &buf, &len);
     free(list);
     free(names);
     if (r) return r;

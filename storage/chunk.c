@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "engine/common/util.h"
+#include "storage/aead.h"
 
 #define CHUNK_MAGIC "GWCHUNK1"
 #define NONCE_OFF 24u
@@ -53,6 +54,7 @@ int gw_chunk_keys_load(const char *path, struct gw_chunk_keys *k, char *err, siz
     if (r) { snprintf(err, errlen, "key file %s: want 32 bytes or 64 hex digits", path); return r; }
     derive(key, 32, "godwit chunk name v1", k->name_key);
     derive(key, 32, "godwit chunk data v1", k->data_key);
+    derive(key, 32, "godwit manifest v1", k->manifest_key);
     memset(key, 0, sizeof key);
     k->encrypted = true;
     return 0;
@@ -89,31 +91,15 @@ size_t gw_chunk_encoded_cap(size_t len)
     return GW_CHUNK_HEADER + (lz > len ? lz : len);
 }
 
-/* AES-256-GCM in place over buf[0..len) with the header as additional data. */
+/* AES-256-GCM in place over buf[0..len) with the header as additional data (the tag itself
+ * zeroed there: it is not authenticated data). */
 static int gcm(bool enc, const uint8_t key[32], uint8_t *hdr, uint8_t *buf, size_t len)
 {
-    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-    if (!c) return -ENOMEM;
-    int ok = 0, n = 0;
     uint8_t aad[GW_CHUNK_HEADER];
     memcpy(aad, hdr, GW_CHUNK_HEADER);
-    memset(aad + TAG_OFF, 0, 16); /* the tag itself is not authenticated data */
-    if (enc ? EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, hdr + NONCE_OFF)
-            : EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, hdr + NONCE_OFF)) {
-        if (enc) {
-            ok = EVP_EncryptUpdate(c, NULL, &n, aad, sizeof aad) &&
-                 EVP_EncryptUpdate(c, buf, &n, buf, (int)len) &&
-                 EVP_EncryptFinal_ex(c, buf + n, &n) &&
-                 EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, hdr + TAG_OFF);
-        } else {
-            ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, hdr + TAG_OFF) &&
-                 EVP_DecryptUpdate(c, NULL, &n, aad, sizeof aad) &&
-                 EVP_DecryptUpdate(c, buf, &n, buf, (int)len) &&
-                 EVP_DecryptFinal_ex(c, buf + n, &n) > 0;
-        }
-    }
-    EVP_CIPHER_CTX_free(c);
-    return ok ? 0 : -EBADMSG;
+    memset(aad + TAG_OFF, 0, GW_AEAD_TAG);
+    return enc ? gw_aead_seal(key, hdr + NONCE_OFF, aad, sizeof aad, NULL, 0, buf, len, hdr + TAG_OFF)
+               : gw_aead_open(key, hdr + NONCE_OFF, aad, sizeof aad, NULL, 0, buf, len, hdr + TAG_OFF);
 }
 
 long gw_chunk_encode(const struct gw_chunk_keys *k, const void *data, size_t len, bool compress,

@@ -38,10 +38,12 @@ struct gw_chunk_keys {
     bool encrypted;
     uint8_t name_key[32];   /* HMAC key for names */
     uint8_t data_key[32];   /* AES-256-GCM key */
+    uint8_t manifest_key[32];   /* AES-256-GCM key for sealed manifests (manifest.h) */
 };
 
 /* Reads a key file (32 raw bytes, or 64 hex digits and optional whitespace) and derives the
- * name and data keys from it. Returns 0 or -errno with a reason in err. */
+ * name, data and manifest keys from it (HMAC-SHA256 of a label each, so no key serves two
+ * purposes). Returns 0 or -errno with a reason in err. */
 int gw_chunk_keys_load(const char *path, struct gw_chunk_keys *k, char *err, size_t errlen);
 void gw_chunk_keys_wipe(struct gw_chunk_keys *k);
 

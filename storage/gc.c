@@ -195,7 +195,11 @@ static int load_manifests(struct gc *g, size_t from)
         if (r) { snprintf(g->err, g->errlen, "refusing to collect: manifest %s cannot be read: %s", name, gw_store_error(g->s)); return r; }
         Godwit__V1__BackupManifest *m = NULL;
         char why[256];
-        r = gw_manifest_unpack(buf, len, &m, why, sizeof why);
+        /* Only to learn what to keep, a plain manifest is read in an encrypted store too (one
+         * written before manifests were sealed): whatever it names is kept, so a forged one can
+         * only keep more. Everything that acts on a manifest's contents refuses it. */
+        const struct gw_chunk_keys *k = gw_manifest_sealed(buf, len) ? g->p->keys : NULL;
+        r = gw_manifest_unpack(buf, len, k, name, &m, why, sizeof why);
         free(buf);
         if (r) {
             snprintf(g->err, g->errlen, "refusing to collect: manifest %s is damaged (%s); its chunks may be in use", name, why);

@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 struct gw_store;
+struct gw_chunk_keys;
 
 #define GW_GC_PENDING_OBJECT "gc.pending"
 #define GW_GC_BACKUPS_LEASE "gc.backups"
@@ -63,6 +64,8 @@ void gw_gc_guard_leave(struct gw_gc_guard *g);
 /* ---- the collector ---- */
 struct gw_gc_params {
     bool dry_run;               /* decide and count; write and remove nothing */
+    const struct gw_chunk_keys *keys;   /* the store's keys; NULL for a plain store (an
+                                         * encrypted store's manifests are sealed) */
     void (*skipped)(void *ctx, const char *name, const char *reason);
     void *ctx;
 };

@@ -2,17 +2,25 @@
 #include "storage/manifest.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "storage/aead.h"
 #include "storage/chunk.h"
 #include "storage/chunk_patch.h"
 #include "storage/store.h"
 
-#define MANIFEST_MAGIC "GWMANIF1"
+#define MANIFEST_MAGIC "GWMANIF1"   /* plain store: the SHA-256 of the protobuf */
+#define SEALED_MAGIC "GWMSEAL1"     /* encrypted store: AES-256-GCM bound to the object's name */
 #define MANIFEST_HEADER 48u
+#define SEAL_NONCE_OFF 16u
+#define SEAL_TAG_OFF 28u
+
+static uint32_t get32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
 
 int gw_manifest_object(const char *vm, const char *id, char *buf, size_t cap)
 {
@@ -33,16 +41,32 @@ void gw_chunk_object(const uint8_t hash[32], char *buf)
     gw_chunk_name_hex(hash, buf + 2);
 }
 
-int gw_manifest_pack(const Godwit__V1__BackupManifest *m, uint8_t **out, size_t *len)
+int gw_manifest_pack(const Godwit__V1__BackupManifest *m, const struct gw_chunk_keys *k, uint8_t **out, size_t *len)
 {
+    *out = NULL;
+    *len = 0;
+    bool sealed = k && k->encrypted;
+    char name[160];
+    if (sealed && gw_manifest_object(m->vm_name, m->id, name, sizeof name)) return -EINVAL;
     size_t n = godwit__v1__backup_manifest__get_packed_size(m);
+    if (n > GW_MANIFEST_MAX - MANIFEST_HEADER) return -EFBIG;
     uint8_t *b = malloc(MANIFEST_HEADER + n);
     if (!b) return -ENOMEM;
     memset(b, 0, MANIFEST_HEADER);
-    memcpy(b, MANIFEST_MAGIC, 8);
+    memcpy(b, sealed ? SEALED_MAGIC : MANIFEST_MAGIC, 8);
     for (int i = 0; i < 4; i++) b[8 + i] = (uint8_t)(n >> (8 * i));
     godwit__v1__backup_manifest__pack(m, b + MANIFEST_HEADER);
-    SHA256(b + MANIFEST_HEADER, n, b + 16);
+    if (!sealed) {
+        SHA256(b + MANIFEST_HEADER, n, b + 16);
+    } else if (RAND_bytes(b + SEAL_NONCE_OFF, GW_AEAD_NONCE) != 1 ||
+               gw_aead_seal(k->manifest_key, b + SEAL_NONCE_OFF, b, MANIFEST_HEADER, (const uint8_t *)name, strlen(name),
+                            b + MANIFEST_HEADER, n, b + SEAL_TAG_OFF)) {
+        /* The header is its own additional data: its tag field is still zero here, as the
+         * reader zeroes it before checking. */
+        OPENSSL_cleanse(b, MANIFEST_HEADER + n);
+        free(b);
+        return -EIO;
+    }
     *out = b;
     *len = MANIFEST_HEADER + n;
     return 0;
@@ -113,26 +137,75 @@ static int check_image(const Godwit__V1__BackupImage *im, const char *what, uint
     return check_patches(im, what, version, err, errlen);
 }
 
-int gw_manifest_unpack(const uint8_t *obj, size_t len, Godwit__V1__BackupManifest **out, char *err, size_t errlen)
+/* The protobuf of obj, checked: its SHA-256 (plain) or opened under the manifest key with the
+ * object's name as additional data (sealed, into a buffer of its own: *clear, freed by the
+ * caller). NULL with the reason in err. */
+static const uint8_t *payload(const uint8_t *obj, size_t len, const struct gw_chunk_keys *k, const char *name,
+                              uint8_t **clear, char *err, size_t errlen)
 {
-    *out = NULL;
-    if (len < MANIFEST_HEADER) { snprintf(err, errlen, "manifest truncated (%zu bytes)", len); return -EBADMSG; }
-    if (memcmp(obj, MANIFEST_MAGIC, 8)) { snprintf(err, errlen, "not a backup manifest (bad magic)"); return -EBADMSG; }
-    uint32_t n = obj[8] | obj[9] << 8 | obj[10] << 16 | (uint32_t)obj[11] << 24;
+    *clear = NULL;
+    if (len < MANIFEST_HEADER) { snprintf(err, errlen, "manifest truncated (%zu bytes)", len); return NULL; }
+    bool sealed = !memcmp(obj, SEALED_MAGIC, 8), enc = k && k->encrypted;
+    if (!sealed && memcmp(obj, MANIFEST_MAGIC, 8)) { snprintf(err, errlen, "not a backup manifest (bad magic)"); return NULL; }
+    uint32_t n = get32(obj + 8);
     if (n != len - MANIFEST_HEADER) {
         snprintf(err, errlen, "manifest truncated: %zu bytes of protobuf, its header says %u", len - MANIFEST_HEADER, n);
-        return -EBADMSG;
+        return NULL;
     }
-    uint8_t h[32];
-    SHA256(obj + MANIFEST_HEADER, n, h);
-    if (memcmp(h, obj + 16, 32)) { snprintf(err, errlen, "manifest hash mismatch (corrupt)"); return -EBADMSG; }
-    Godwit__V1__BackupManifest *m = godwit__v1__backup_manifest__unpack(NULL, n, obj + MANIFEST_HEADER);
+    if (get32(obj + 12)) { snprintf(err, errlen, "manifest header has unknown flags %#x", get32(obj + 12)); return NULL; }
+    if (sealed && !enc) { snprintf(err, errlen, "manifest is encrypted: a key file is needed"); return NULL; }
+    if (!sealed && enc) {
+        /* Never read as plain: whoever can write the store could replace a sealed manifest
+         * with a plain one and choose the restored VM's registers. */
+        snprintf(err, errlen, "manifest is not sealed but the store is encrypted (forged, or written before manifests were sealed)");
+        return NULL;
+    }
+    if (!sealed) {
+        uint8_t h[32];
+        SHA256(obj + MANIFEST_HEADER, n, h);
+        if (memcmp(h, obj + 16, 32)) { snprintf(err, errlen, "manifest hash mismatch (corrupt)"); return NULL; }
+        return obj + MANIFEST_HEADER;
+    }
+    uint8_t aad[MANIFEST_HEADER], *b = malloc(n ? n : 1);
+    if (!b) { snprintf(err, errlen, "out of memory"); return NULL; }
+    memcpy(aad, obj, MANIFEST_HEADER);
+    memset(aad + SEAL_TAG_OFF, 0, GW_AEAD_TAG);
+    memcpy(b, obj + MANIFEST_HEADER, n);
+    if (gw_aead_open(k->manifest_key, obj + SEAL_NONCE_OFF, aad, sizeof aad, (const uint8_t *)name, strlen(name), b, n,
+                     obj + SEAL_TAG_OFF)) {
+        snprintf(err, errlen, "manifest fails authentication (wrong key, altered, or moved from another name)");
+        free(b);
+        return NULL;
+    }
+    *clear = b;
+    return b;
+}
+
+int gw_manifest_unpack(const uint8_t *obj, size_t len, const struct gw_chunk_keys *k, const char *name,
+                       Godwit__V1__BackupManifest **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    uint8_t *clear = NULL;
+    const uint8_t *pb = payload(obj, len, k, name, &clear, err, errlen);
+    if (!pb) return -EBADMSG;
+    size_t n = len - MANIFEST_HEADER;
+    Godwit__V1__BackupManifest *m = godwit__v1__backup_manifest__unpack(NULL, n, pb);
+    if (clear) {
+        OPENSSL_cleanse(clear, n);   /* the VM's registers and device state, in the clear */
+        free(clear);
+    }
     if (!m) { snprintf(err, errlen, "manifest does not decode"); return -EBADMSG; }
     int r = -EBADMSG;
+    char want[160];
     if (m->format_version != GW_MANIFEST_VERSION && m->format_version != GW_MANIFEST_VERSION_PATCHES &&
         m->format_version != GW_MANIFEST_VERSION_LAYERS) { snprintf(err, errlen, "manifest format %u not supported", m->format_version); goto bad; }
     if (!gw_store_name_ok(m->vm_name) || !gw_store_name_ok(m->id) || strlen(m->id) > GW_BACKUP_ID_MAX) {
         snprintf(err, errlen, "manifest names an unsafe VM or backup id"); goto bad;
+    }
+    /* A manifest speaks for the backup it is stored as and no other: moved or copied under
+     * another name (another VM's, an older id) it is refused, sealed or not. */
+    if (gw_manifest_object(m->vm_name, m->id, want, sizeof want) || strcmp(want, name)) {
+        snprintf(err, errlen, "manifest of backup %s of VM %s is stored as %s", m->id, m->vm_name, name); goto bad;
     }
     if (m->parent[0] && (!gw_store_name_ok(m->parent) || strlen(m->parent) > GW_BACKUP_ID_MAX)) {
         snprintf(err, errlen, "manifest names an unsafe parent"); goto bad;
@@ -160,8 +233,13 @@ bad:
     return r;
 }
 
-int gw_manifest_load(struct gw_store *s, const char *vm, const char *id, Godwit__V1__BackupManifest **m,
-                     char *err, size_t errlen)
+bool gw_manifest_sealed(const uint8_t *obj, size_t len)
+{
+    return len >= 8 && !memcmp(obj, SEALED_MAGIC, 8);
+}
+
+int gw_manifest_load(struct gw_store *s, const struct gw_chunk_keys *k, const char *vm, const char *id,
+                     Godwit__V1__BackupManifest **m, char *err, size_t errlen)
 {
     char obj[160];
     if (gw_manifest_object(vm, id, obj, sizeof obj)) { snprintf(err, errlen, "bad VM name or backup id"); return -EINVAL; }
@@ -171,7 +249,7 @@ int gw_manifest_load(struct gw_store *s, const char *vm, const char *id, Godwit_
     if (r == -ENOENT) { snprintf(err, errlen, "no backup %s of VM %s in %s", id, vm, s->desc); return r; }
     if (r) { snprintf(err, errlen, "%s", gw_store_error(s)); return r; }
     char why[256];
-    r = gw_manifest_unpack(buf, len, m, why, sizeof why);
+    r = gw_manifest_unpack(buf, len, k, obj, m, why, sizeof why);
     free(buf);
     if (r) snprintf(err, errlen, "backup %s of VM %s: %s", id, vm, why);
     return r;

@@ -1,14 +1,22 @@
 /* Backup manifests in the chunk store: naming, framing and the checks a manifest read back
  * from a store must pass before anything trusts it.
  *
- * Object "m.<vm>.<id>", layout: magic "GWMANIF1" (8), u32 LE protobuf length, u32 0, the
- * SHA-256 of the protobuf (32), the BackupManifest protobuf (proto/godwit/v1/backup.proto).
+ * Object "m.<vm>.<id>", 48-byte header then the BackupManifest protobuf
+ * (proto/godwit/v1/backup.proto). In a plain store: magic "GWMANIF1" (8), u32 LE protobuf
+ * length, u32 0, the SHA-256 of the protobuf (32). In an encrypted store the manifest is
+ * sealed: magic "GWMSEAL1" (8), u32 LE length, u32 0, a random nonce (12), the AES-256-GCM tag
+ * (16), u32 0, then the protobuf encrypted under the key file's manifest key (chunk.h), with
+ * the header (its tag zeroed) and the object's name as additional data. A manifest holds the
+ * VM's registers and device state: sealed, the store can neither read them nor choose them,
+ * and cannot move a manifest to another VM's or backup's name. Each kind of store reads only
+ * its own kind: a plain manifest in an encrypted store is refused (a forger would write one).
  * A manifest is written only after every chunk it names is durable, and it is listed in the
  * VM's index ("b.<vm>", key = backup id) only after the manifest itself is durable: a backup
  * that died half-way leaves unnamed chunks behind, never a listed backup with missing chunks.
  *
- * Checks on unpack, each failing with its own reason: length and magic, the protobuf's hash,
- * decoding, format version, names (VM and id must be store-safe), image sizes within limits,
+ * Checks on unpack, each failing with its own reason: length and magic, the kind of manifest
+ * against the store's, the protobuf's hash or tag, decoding, format version, names (VM and id
+ * must be store-safe and name the object the manifest was read from), image sizes within limits,
  * chunk sizes a power of two in [4 KiB, GW_CHUNK_MAX], the chunk count exactly what size and
  * chunk size imply, every chunk name 0 or 32 bytes, the state present with the VM configuration
  * matching the memory image, and a 16-byte memory digest. Format 2 adds page patches
@@ -36,6 +44,7 @@
 #define GW_BACKUP_ID_MAX 64u
 
 struct gw_store;
+struct gw_chunk_keys;
 
 /* Object and index names; buffers of at least 160 bytes. -EINVAL for unsafe vm or id. */
 int gw_manifest_object(const char *vm, const char *id, char *buf, size_t cap);
@@ -48,15 +57,22 @@ bool gw_manifest_patched(const Godwit__V1__BackupImage *im, size_t i);
 /* The mid patch under chunk i's patch (format 3), or NULL when the patch is over its base. */
 const uint8_t *gw_manifest_patch_mid(const Godwit__V1__BackupImage *im, size_t i);
 
-/* Packs m into a new buffer (*out, freed by the caller). Returns 0 or -ENOMEM. */
-int gw_manifest_pack(const Godwit__V1__BackupManifest *m, uint8_t **out, size_t *len);
-/* Checks and decodes an object; *m is freed with godwit__v1__backup_manifest__free_unpacked.
- * Returns 0 or -EBADMSG with the reason in err. */
-int gw_manifest_unpack(const uint8_t *obj, size_t len, Godwit__V1__BackupManifest **m, char *err, size_t errlen);
+/* Packs m into a new buffer (*out, freed by the caller), sealed when k is an encrypted
+ * store's keys (k NULL: plain). Returns 0, -ENOMEM, -EFBIG (over GW_MANIFEST_MAX), -EINVAL
+ * (m's VM or id cannot name an object) or -EIO (the cipher or the random source failed). */
+int gw_manifest_pack(const Godwit__V1__BackupManifest *m, const struct gw_chunk_keys *k, uint8_t **out, size_t *len);
+/* Checks and decodes an object read from the store as name ("m.<vm>.<id>") under keys k
+ * (NULL: a plain store); *m is freed with godwit__v1__backup_manifest__free_unpacked. Returns
+ * 0 or -EBADMSG with the reason in err. */
+int gw_manifest_unpack(const uint8_t *obj, size_t len, const struct gw_chunk_keys *k, const char *name,
+                       Godwit__V1__BackupManifest **m, char *err, size_t errlen);
 
-/* Reads, checks and decodes the manifest of backup id of vm from store s. -ENOENT when the
- * store has no such backup. */
-int gw_manifest_load(struct gw_store *s, const char *vm, const char *id, Godwit__V1__BackupManifest **m,
-                     char *err, size_t errlen);
+/* Whether obj is a sealed manifest, by its magic alone (nothing checked or trusted). */
+bool gw_manifest_sealed(const uint8_t *obj, size_t len);
+
+/* Reads, checks and decodes the manifest of backup id of vm from store s with keys k.
+ * -ENOENT when the store has no such backup. */
+int gw_manifest_load(struct gw_store *s, const struct gw_chunk_keys *k, const char *vm, const char *id,
+                     Godwit__V1__BackupManifest **m, char *err, size_t errlen);
 
 #endif

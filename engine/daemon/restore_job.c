@@ -82,7 +82,7 @@ static int read_manifest(const struct gw_backup_target_cfg *t, const char *vm, c
         if (r == -ENOENT) snprintf(err, errlen, "VM %s has no backup in target %s", vm, t->name);
         else snprintf(err, errlen, "%s", gw_store_error(tg.store));
     }
-    if (!r) r = gw_manifest_load(tg.store, vm, id, m, err, errlen);
+    if (!r) r = gw_manifest_load(tg.store, &tg.keys, vm, id, m, err, errlen);
     gw_backup_target_close(&tg);
     return r;
 }

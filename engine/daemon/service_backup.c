@@ -320,7 +320,7 @@ static int list_backups(struct gw_grpc_call *call, const ProtobufCMessage *msg, 
     } else {
         for (size_t i = 0; i < count; i++) {
             const char *id = ids[first + i];
-            if (gw_manifest_load(tg.store, req->vm, id, &ms[i], errs[i], sizeof errs[0])) {
+            if (gw_manifest_load(tg.store, &tg.keys, req->vm, id, &ms[i], errs[i], sizeof errs[0])) {
                 ms[i] = NULL;
                 godwit__v1__backup__init(&bs[i]);
                 bs[i].id = (char *)id;
@@ -372,7 +372,7 @@ static int get_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     else if (r)
         code = gw_grpc_call_error_reason(call, GW_GRPC_UNAVAILABLE, "STORE_UNAVAILABLE", "backup target %s: %s", t->name,
                                          gw_store_error(tg.store));
-    else if ((r = gw_manifest_load(tg.store, req->vm, id, &m, err, sizeof err)))
+    else if ((r = gw_manifest_load(tg.store, &tg.keys, req->vm, id, &m, err, sizeof err)))
         code = r == -ENOENT ? gw_grpc_call_error_reason(call, GW_GRPC_NOT_FOUND, "BACKUP_NOT_FOUND", "no backup %s of VM "
                                                         "%s in target %s", id, req->vm, t->name)
                             : gw_grpc_call_error_reason(call, GW_GRPC_DATA_LOSS, "BACKUP_CORRUPT", "backup %s: %s", id, err);

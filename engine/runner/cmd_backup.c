@@ -292,7 +292,7 @@ static int cmd_list(struct gw_backup_target *t, const struct bopts *o)
     for (size_t i = 0; i < n; i++) {
         Godwit__V1__BackupManifest *m = NULL;
         char err[512];
-        int lr = gw_manifest_load(t->store, o->vm, ids[i], &m, err, sizeof err);
+        int lr = gw_manifest_load(t->store, &t->keys, o->vm, ids[i], &m, err, sizeof err);
         if (o->json) {
             printf("%s{\"id\":\"%s\"", i ? "," : "", ids[i]);
             if (lr) { printf(",\"error\":"); gw_json_str(stdout, err); }

@@ -167,7 +167,7 @@ static void gc_skip(void *ctx, const char *name, const char *reason)
 
 static int cmd_gc(struct gw_backup_target *t, const struct popts *o)
 {
-    struct gw_gc_params gp = {.dry_run = o->dry_run, .skipped = gc_skip};
+    struct gw_gc_params gp = {.dry_run = o->dry_run, .keys = &t->keys, .skipped = gc_skip};
     struct prune_out out = {.json = o->json};
     gp.ctx = &out;
     struct gw_gc_stats st;

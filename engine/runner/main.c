@@ -578,7 +578,7 @@ static int cmd_restore_backup(const struct opts *o)
         code = EXIT_VM_FAILED;
         goto out;
     }
-    if (gw_manifest_load(t.store, o->from_vm, id, &man, err, sizeof err)) {
+    if (gw_manifest_load(t.store, &t.keys, o->from_vm, id, &man, err, sizeof err)) {
         fprintf(stderr, "godwit-vm: restore refused: %s\n", err);
         code = EXIT_VM_FAILED;
         goto out;

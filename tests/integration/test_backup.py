@@ -580,6 +580,53 @@ class Backups(BackupBase):
         r = gwtest.run([VM, "restore-backup", "--vm", "../web3", "--json"] + store)
         self.assertNotEqual(r.returncode, 0)
 
+    def test_damaged_newest_manifest_gives_full_backup(self):
+        """A damaged newest manifest does not stop the VM's backups: the default parent falls
+        back to none (a full backup, restorable); a parent named on the command line fails."""
+        store = self.store_args("dir")
+        src = self.start("web5", ["--memory", "64M", "--guest", "idle:ws=8M"])
+        b1 = self.backup(src, store)
+        path = os.path.join(self.dir, "store", "objects", "m.web5." + b1["id"])
+        with open(path, "r+b") as f:
+            f.seek(60)
+            byte = f.read(1)
+            f.seek(60)
+            f.write(bytes([byte[0] ^ 1]))
+        named = self.backup(src, store, "--parent", b1["id"], ok=False)
+        self.assertFalse(named["ok"])
+        self.assertIn("hash", named["error"])
+        b2 = self.backup(src, store)
+        listed = gwtest.last_json(gwtest.run([VM, "list-backups", "--vm", "web5", "--json"] + store).stdout)
+        mine = [b for b in listed["backups"] if b["id"] == b2["id"]]
+        self.assertEqual(mine[0]["parent"], "", mine)
+        r = self.restore(store, "web5", "--name", "web5b", "--backup", b2["id"])
+        self.assert_clone_runs(r, b2["memory_digest"])
+
+    def test_encrypted_manifest_sealed(self):
+        """In an encrypted store the manifest is sealed (no VM state readable from the store),
+        moving it under another backup's name is refused, and a plain manifest put in its place
+        is refused as unsealed."""
+        key = os.path.join(self.dir, "key6")
+        with open(key, "w") as f:
+            f.write("22" * 32 + "\n")
+        store = self.store_args("dir") + ["--key-file", key]
+        src = self.start("web6", ["--memory", "64M", "--guest", "idle:ws=8M"])
+        b1 = self.backup(src, store)
+        b2 = self.backup(src, store)
+        objs = os.path.join(self.dir, "store", "objects")
+        p1, p2 = os.path.join(objs, "m.web6." + b1["id"]), os.path.join(objs, "m.web6." + b2["id"])
+        with open(p1, "rb") as f:
+            sealed1 = f.read()
+        self.assertEqual(sealed1[:8], b"GWMSEAL1")
+        self.assertNotIn(b"web6", sealed1)
+        with open(p2, "wb") as f:
+            f.write(sealed1)
+        r = self.restore(store, "web6", "--name", "web6b", "--backup", b2["id"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("authentication", r.stderr)
+        r = self.restore(store, "web6", "--name", "web6c", "--backup", b1["id"])
+        self.assert_clone_runs(r, b1["memory_digest"])
+
     def test_runner_killed_mid_backup_lists_nothing(self):
         store = self.store_args("dir")
         src = self.start("web4", ["--memory", "512M", "--guest", "dirtier:ws=384M,rate=16M"])

@@ -1,6 +1,7 @@
 /* Unit tests for storage/chunk.c and storage/manifest.c: chunks round-trip plain, compressed
  * and encrypted; every hostile object (truncated, wrong hash, altered header, lying lengths,
- * wrong key) is refused with its own reason; hostile manifests likewise. Prints the encode
+ * wrong key) is refused with its own reason; hostile manifests likewise, and sealed manifests
+ * (an encrypted store) refuse another key, another name and a plain downgrade. Prints the encode
  * throughput (informative). */
 #include "storage/chunk.h"
 #include "storage/manifest.h"
@@ -160,6 +161,8 @@ GW_TEST(chunk_encode_throughput)
     free(data); free(obj);
 }
 
+#define MAN_OBJ "m.web1.20261130T120000Z-0001"   /* where valid_manifest() is stored */
+
 /* A valid manifest to mutate. */
 static Godwit__V1__BackupManifest *valid_manifest(uint8_t names[][32], size_t n)
 {
@@ -196,10 +199,10 @@ static void expect_manifest_bad(const Godwit__V1__BackupManifest *m, const char 
 {
     uint8_t *b;
     size_t len;
-    REQUIRE(gw_manifest_pack(m, &b, &len) == 0);
+    REQUIRE(gw_manifest_pack(m, NULL, &b, &len) == 0);
     Godwit__V1__BackupManifest *out = NULL;
     char err[256] = "";
-    CHECK_EQ(gw_manifest_unpack(b, len, &out, err, sizeof err), -EBADMSG);
+    CHECK_EQ(gw_manifest_unpack(b, len, NULL, MAN_OBJ, &out, err, sizeof err), -EBADMSG);
     if (!strstr(err, want)) { fprintf(stderr, "  reason '%s' lacks '%s'\n", err, want); CHECK(0); }
     CHECK(out == NULL);
     free(b);
@@ -212,22 +215,22 @@ GW_TEST(manifest_roundtrip_and_hostile)
     Godwit__V1__BackupManifest *m = valid_manifest(names, 4);
     uint8_t *b;
     size_t len;
-    REQUIRE(gw_manifest_pack(m, &b, &len) == 0);
+    REQUIRE(gw_manifest_pack(m, NULL, &b, &len) == 0);
     Godwit__V1__BackupManifest *out = NULL;
     char err[256] = "";
-    CHECK_EQ(gw_manifest_unpack(b, len, &out, err, sizeof err), 0);
+    CHECK_EQ(gw_manifest_unpack(b, len, NULL, MAN_OBJ, &out, err, sizeof err), 0);
     REQUIRE(out);
     CHECK_EQ(out->memory->n_chunks, 4);
     CHECK(!memcmp(out->memory->chunks[2].data, names[2], 32));
     godwit__v1__backup_manifest__free_unpacked(out, NULL);
     /* Truncated, flipped byte (hash), bad magic. */
-    CHECK_EQ(gw_manifest_unpack(b, len - 3, &out, err, sizeof err), -EBADMSG);
+    CHECK_EQ(gw_manifest_unpack(b, len - 3, NULL, MAN_OBJ, &out, err, sizeof err), -EBADMSG);
     CHECK(strstr(err, "truncated") != NULL);
     b[len - 1] ^= 1;
-    CHECK_EQ(gw_manifest_unpack(b, len, &out, err, sizeof err), -EBADMSG);
+    CHECK_EQ(gw_manifest_unpack(b, len, NULL, MAN_OBJ, &out, err, sizeof err), -EBADMSG);
     CHECK(strstr(err, "hash") != NULL);
     b[0] ^= 1;
-    CHECK_EQ(gw_manifest_unpack(b, len, &out, err, sizeof err), -EBADMSG);
+    CHECK_EQ(gw_manifest_unpack(b, len, NULL, MAN_OBJ, &out, err, sizeof err), -EBADMSG);
     CHECK(strstr(err, "magic") != NULL);
     free(b);
     /* Lying counts and sizes. */
@@ -262,4 +265,92 @@ GW_TEST(manifest_roundtrip_and_hostile)
     m->state->backup_since = &since;
     expect_manifest_bad(m, "dirty-tracking");
     m->state->backup_since = NULL;
+}
+
+/* Unpacks b as read from name under k; returns the result with the reason in err. */
+static int unpack_as(const uint8_t *b, size_t len, const struct gw_chunk_keys *k, const char *name, char *err, size_t errlen)
+{
+    Godwit__V1__BackupManifest *out = NULL;
+    err[0] = 0;
+    int r = gw_manifest_unpack(b, len, k, name, &out, err, errlen);
+    if (out) godwit__v1__backup_manifest__free_unpacked(out, NULL);
+    return r;
+}
+
+static void expect_refused(const uint8_t *b, size_t len, const struct gw_chunk_keys *k, const char *name, const char *want)
+{
+    char err[256];
+    CHECK_EQ(unpack_as(b, len, k, name, err, sizeof err), -EBADMSG);
+    if (!strstr(err, want)) { fprintf(stderr, "  reason '%s' lacks '%s'\n", err, want); CHECK(0); }
+}
+
+/* In an encrypted store a manifest is sealed: the store reads none of the VM's state, and a
+ * manifest it forges, alters, moves or downgrades to plain is refused. */
+GW_TEST(manifest_sealed)
+{
+    struct gw_chunk_keys k1 = test_keys(KEY1), k2 = test_keys(KEY2);
+    REQUIRE(k1.encrypted && k2.encrypted);
+    uint8_t names[4][32];
+    fill_random(&names[0][0], sizeof names);
+    Godwit__V1__BackupManifest *m = valid_manifest(names, 4);
+    m->method = "secret-marker-in-the-state";
+    uint8_t *b, *plain;
+    size_t len, plen;
+    REQUIRE(gw_manifest_pack(m, &k1, &b, &len) == 0);
+    REQUIRE(gw_manifest_pack(m, NULL, &plain, &plen) == 0);
+    CHECK(!memcmp(b, "GWMSEAL1", 8));
+    CHECK_EQ(len, plen);
+    /* Nothing of the protobuf shows: not the marker, not a chunk name. */
+    CHECK(memmem(plain, plen, "secret-marker", 13) != NULL);
+    CHECK(memmem(b, len, "secret-marker", 13) == NULL);
+    CHECK(memmem(b, len, names[2], 32) == NULL);
+    /* The right key and name: the same manifest back. */
+    Godwit__V1__BackupManifest *out = NULL;
+    char err[256] = "";
+    CHECK_EQ(gw_manifest_unpack(b, len, &k1, MAN_OBJ, &out, err, sizeof err), 0);
+    REQUIRE(out);
+    CHECK(!strcmp(out->method, "secret-marker-in-the-state"));
+    CHECK(!memcmp(out->memory->chunks[3].data, names[3], 32));
+    godwit__v1__backup_manifest__free_unpacked(out, NULL);
+    /* Two packs of one manifest differ (fresh nonce). */
+    uint8_t *b2;
+    size_t len2;
+    REQUIRE(gw_manifest_pack(m, &k1, &b2, &len2) == 0);
+    CHECK(len2 == len && memcmp(b2 + 16, b + 16, 12) != 0);
+    free(b2);
+    /* No key, another key, another name (another VM's, another id). */
+    expect_refused(b, len, NULL, MAN_OBJ, "key file is needed");
+    expect_refused(b, len, &k2, MAN_OBJ, "authentication");
+    expect_refused(b, len, &k1, "m.web2.20261130T120000Z-0001", "authentication");
+    expect_refused(b, len, &k1, "m.web1.20261130T120000Z-0002", "authentication");
+    /* A plain manifest where sealed ones are expected: a forger's downgrade. */
+    expect_refused(plain, plen, &k1, MAN_OBJ, "not sealed");
+    /* Each byte of the header and of the sealed protobuf is covered. */
+    size_t probe[] = {8, 11, 12, 16, 27, 28, 43, 44, 47, 48, len / 2, len - 1};
+    for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
+        b[probe[i]] ^= 0x20;
+        char e[256];
+        CHECK_EQ(unpack_as(b, len, &k1, MAN_OBJ, e, sizeof e), -EBADMSG);
+        b[probe[i]] ^= 0x20;
+    }
+    expect_refused(b, len - 1, &k1, MAN_OBJ, "truncated");
+    /* Undamaged after all that. */
+    CHECK_EQ(unpack_as(b, len, &k1, MAN_OBJ, err, sizeof err), 0);
+    free(b);
+    free(plain);
+    /* A manifest that names another backup than the one it is stored as, sealed or plain: its
+     * own name is fine, the object's is not. */
+    m = valid_manifest(names, 4);
+    m->id = "20261130T120000Z-0002";
+    REQUIRE(gw_manifest_pack(m, NULL, &plain, &plen) == 0);
+    expect_refused(plain, plen, NULL, MAN_OBJ, "is stored as");
+    CHECK_EQ(unpack_as(plain, plen, NULL, "m.web1.20261130T120000Z-0002", err, sizeof err), 0);
+    free(plain);
+    /* A manifest whose VM or id cannot name an object is not sealed at all. */
+    m = valid_manifest(names, 4);
+    m->vm_name = "../etc";
+    CHECK_EQ(gw_manifest_pack(m, &k1, &b, &len), -EINVAL);
+    CHECK(b == NULL);
+    gw_chunk_keys_wipe(&k1);
+    gw_chunk_keys_wipe(&k2);
 }

@@ -282,8 +282,8 @@ static int unpack(const Godwit__V1__BackupManifest *m, Godwit__V1__BackupManifes
 {
     uint8_t *b;
     size_t len;
-    if (gw_manifest_pack(m, &b, &len)) return -ENOMEM;
-    int r = gw_manifest_unpack(b, len, out, err, errlen);
+    if (gw_manifest_pack(m, NULL, &b, &len)) return -ENOMEM;
+    int r = gw_manifest_unpack(b, len, NULL, "m.clone1.20261130-120000-000001", out, err, errlen);
     free(b);
     return r;
 }

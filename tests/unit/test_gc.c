@@ -80,6 +80,7 @@ struct fake {
     struct gw_chunk_sink sink;
     uint8_t (*names)[32];
     size_t n;
+    const struct gw_chunk_keys *keys;   /* seal the manifest (an encrypted store); NULL: plain */
 };
 
 static int fake_start(struct fake *f, struct gw_store *s, const char *vm, const unsigned *seeds, size_t n)
@@ -105,8 +106,8 @@ static int fake_start(struct fake *f, struct gw_store *s, const char *vm, const 
 
 /* Stores the manifest of backup vm/id whose memory image is mi (size, chunk size and lists
  * set) and names it in the VM's index. */
-static int store_manifest(struct gw_store *s, const char *vm, const char *id, Godwit__V1__BackupImage *mi,
-                          uint32_t format)
+static int store_manifest(struct gw_store *s, const struct gw_chunk_keys *k, const char *vm, const char *id,
+                          Godwit__V1__BackupImage *mi, uint32_t format)
 {
     Godwit__V1__VmConfig cfg = GODWIT__V1__VM_CONFIG__INIT;
     Godwit__V1__VmState st = GODWIT__V1__VM_STATE__INIT;
@@ -128,7 +129,7 @@ static int store_manifest(struct gw_store *s, const char *vm, const char *id, Go
     uint8_t *buf;
     size_t len;
     char obj[160], index[160];
-    int r = gw_manifest_pack(&m, &buf, &len);
+    int r = gw_manifest_pack(&m, k, &buf, &len);
     if (r) return r;
     gw_manifest_object(vm, id, obj, sizeof obj);
     gw_backup_index_name(vm, index, sizeof index);
@@ -151,7 +152,7 @@ static int fake_finish(struct fake *f, const char *vm, const char *id)
     mi.chunk_size = CS;
     mi.n_chunks = f->n;
     mi.chunks = list;
-    r = store_manifest(f->s, vm, id, &mi, GW_MANIFEST_VERSION);
+    r = store_manifest(f->s, f->keys, vm, id, &mi, GW_MANIFEST_VERSION);
     free(list);
 out:
     gw_chunk_sink_free(&f->sink);
@@ -394,6 +395,58 @@ static void more_references_than_chunks(struct gw_store *s)
     CHECK_EQ(chunk_exists(s, 65), 1);
 }
 
+/* An encrypted store's manifests are sealed: a collection with the store's key reads them and
+ * keeps what they name; one without it, or with another key, removes nothing and says why. */
+static void sealed_manifests(struct gw_store *s)
+{
+    char dir[] = "/tmp/gwgckeyXXXXXX", path[64], err[512];
+    REQUIRE(mkdtemp(dir));
+    struct gw_chunk_keys k1, k2;
+    snprintf(path, sizeof path, "%s/key", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f);
+    fprintf(f, "%s\n", "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a");
+    fclose(f);
+    REQUIRE(gw_chunk_keys_load(path, &k1, err, sizeof err) == 0);
+    f = fopen(path, "w");
+    REQUIRE(f);
+    fprintf(f, "%s\n", "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5");
+    fclose(f);
+    REQUIRE(gw_chunk_keys_load(path, &k2, err, sizeof err) == 0);
+    unlink(path);
+    rmdir(dir);
+    unsigned kept[] = {70, 71}, orphan[] = {72}, old[] = {73};
+    struct fake fk;
+    REQUIRE(fake_start(&fk, s, "vm7", kept, 2) == 0);
+    fk.keys = &k1;
+    REQUIRE(fake_finish(&fk, "vm7", "20260101-000000-000001") == 0);
+    /* A plain manifest in the same store (written before manifests were sealed): read only
+     * for what it keeps. */
+    REQUIRE(fake_backup(s, "vm9", "20250101-000000-000001", old, 1) == 0);
+    REQUIRE(fake_backup(s, "vm8", "20260101-000000-000001", orphan, 1) == 0);
+    struct gw_backup_target t = {.store = s};
+    REQUIRE(gw_backup_delete(&t, "vm8", "20260101-000000-000001", err, sizeof err) == 0);
+    struct gw_gc_stats st;
+    const struct gw_chunk_keys *wrong[] = {NULL, &k2};
+    for (int i = 0; i < 2; i++) {
+        struct gw_gc_params p = {.keys = wrong[i]};
+        CHECK_EQ(gw_gc_run(s, &p, &st, err, sizeof err), -EBADMSG);
+        CHECK(strstr(err, "m.vm7.20260101-000000-000001") && strstr(err, "refusing"));
+        CHECK(strstr(err, i ? "authentication" : "key file is needed"));
+        CHECK_EQ(chunk_exists(s, 72), 1);
+    }
+    struct gw_gc_params p = {.keys = &k1};
+    CHECK_EQ(gw_gc_run(s, &p, &st, err, sizeof err), 0);
+    CHECK_EQ(st.manifests, 2);
+    CHECK_EQ(st.removed, 1);
+    CHECK_EQ(chunk_exists(s, 73), 1);
+    CHECK_EQ(chunk_exists(s, 70), 1);
+    CHECK_EQ(chunk_exists(s, 71), 1);
+    CHECK_EQ(chunk_exists(s, 72), 0);
+    gw_chunk_keys_wipe(&k1);
+    gw_chunk_keys_wipe(&k2);
+}
+
 GW_TEST(pending_list_hostile)
 {
     struct gw_gc_entry e[3] = {0};
@@ -475,7 +528,7 @@ static void patch_bases_kept(struct gw_store *s)
     mi.patches = patches;
     mi.patch_bases = bases;
     const char *id = "20260103-000000-000001";
-    CHECK_EQ(store_manifest(s, "clone1", id, &mi, GW_MANIFEST_VERSION_PATCHES), 0);
+    CHECK_EQ(store_manifest(s, NULL, "clone1", id, &mi, GW_MANIFEST_VERSION_PATCHES), 0);
     /* A patch read over another base than its own is refused. */
     uint8_t out[PCS];
     char err[256];
@@ -496,7 +549,7 @@ static void patch_bases_kept(struct gw_store *s)
     ProtobufCBinaryData wrongs[1] = {{32, wrong}};
     mi.chunks = wrongs;
     const char *id2 = "20260104-000000-000001";
-    CHECK_EQ(store_manifest(s, "clone2", id2, &mi, GW_MANIFEST_VERSION_PATCHES), 0);
+    CHECK_EQ(store_manifest(s, NULL, "clone2", id2, &mi, GW_MANIFEST_VERSION_PATCHES), 0);
     CHECK_EQ(verify_bad(s, "clone2"), 1);
     mi.chunks = chunks;
     {
@@ -547,6 +600,10 @@ GW_TEST(dir_gc)
     s = open_kind("dir", ++ns_seq);
     REQUIRE(s);
     names_like_temporaries(s);
+    gw_store_close(s);
+    s = open_kind("dir", ++ns_seq);
+    REQUIRE(s);
+    sealed_manifests(s);
     gw_store_close(s);
     lookup_failure_is_not_presence(++ns_seq);
 }
