@@ -10,8 +10,13 @@
 
 struct gw_tls_ctx;
 
-/* From l (first, when not NULL, is a connection already accepted from it, taken; accepting until the count of the first valid preamble is reached; a connection
- * whose preamble is bad or does not fit is closed and the wait goes on, within timeout_ms),
+#define GW_INCOMING_WAITING_MAX 32u   /* connections of a listener waiting for their preambles */
+
+/* From l (first, when not NULL, is a connection already accepted from it, taken; accepting
+ * until the count of the first valid preamble is reached; a connection whose preamble is bad
+ * or does not fit is closed and the wait goes on, within timeout_ms; on a TCP listener up to
+ * GW_INCOMING_WAITING_MAX connections wait for their preambles at once, 5 s each, the oldest
+ * making way for a new one, so silent strangers delay no stream),
  * or from fds[0..nfds) (accepted elsewhere; taken even on error; any bad one fails). tls: the
  * server context, NULL = plaintext. expect_token (GW_SEC_TOKEN_SIZE bytes, or NULL = any): the
  * session token the daemon reserved, which a preamble must carry before it counts. On success
