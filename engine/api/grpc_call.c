@@ -100,6 +100,17 @@ void gw_call_wake(struct gw_grpc_server *srv)
     (void)n;
 }
 
+/* How much queued output, over all calls, this call's next message may join. A stream gets
+ * three quarters of the server's budget, a unary reply all of it: clients that stop reading
+ * their streams (watchers, a stuck orchestrator) cannot make every other call fail, the CLI's
+ * and health checks' among them. */
+static uint64_t send_cap(const struct gw_grpc_call *c)
+{
+    uint64_t total = c->srv->cfg.max_send_total_bytes;
+    bool stream = c->method && c->method->m.kind != GW_GRPC_UNARY;
+    return stream ? total - total / 4 : total;
+}
+
 int gw_grpc_call_send_bytes(struct gw_grpc_call *c, const void *buf, size_t len)
 {
     if (len > UINT32_MAX - GW_GRPC_PREFIX_LEN)
@@ -126,7 +137,7 @@ int gw_grpc_call_send_bytes(struct gw_grpc_call *c, const void *buf, size_t len)
         rc = -EINVAL;
     else if (c->out_bytes + b->len > srv->cfg.max_send_queue_bytes && c->out_bytes > 0)
         rc = -ENOBUFS;
-    else if (srv->out_queued + b->len > srv->cfg.max_send_total_bytes && srv->out_queued > 0)
+    else if (srv->out_queued + b->len > send_cap(c) && srv->out_queued > 0)
         rc = -ENOBUFS;   /* one message larger than the whole budget still goes when alone */
     if (rc == 0) {
         if (c->out_tail)

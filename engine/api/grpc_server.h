@@ -61,7 +61,9 @@ struct gw_grpc_server_config {
     uint32_t max_send_queue_bytes; /* per-call queued output before send fails; 0 = 16 MiB */
     uint64_t max_send_total_bytes; /* queued output over all calls before a send fails; 0 =
                                     * 256 MiB (at least max_send_queue_bytes): clients that
-                                    * stop reading on many streams cannot grow it further */
+                                    * stop reading on many streams cannot grow it further.
+                                    * Streams may fill three quarters of it, unary replies
+                                    * all: stalled streams leave room for other calls */
     uint32_t max_conn_buffer_bytes;/* request bytes one connection may have buffered across
                                     * its streams; 0 = max(16 MiB, 2 * max_message_bytes) */
     uint64_t max_buffer_bytes;     /* the same over all connections; 0 = 256 MiB (at least
@@ -131,7 +133,8 @@ bool gw_grpc_call_cancelled(const struct gw_grpc_call *c);
 /* Queues one response message (packed now; msg stays the caller's). Thread-safe.
  * Returns 0, -ECANCELED (call gone), -EALREADY (already finished), -EINVAL (second message on
  * a unary call, or over 4 GiB), -ENOBUFS (more than max_send_queue_bytes waiting on this call,
- * or max_send_total_bytes on all: clients read too slowly), -ENOMEM. */
+ * or over all calls more than max_send_total_bytes, three quarters of it for a stream: clients
+ * read too slowly), -ENOMEM. */
 int gw_grpc_call_send(struct gw_grpc_call *c, const ProtobufCMessage *msg);
 int gw_grpc_call_send_bytes(struct gw_grpc_call *c, const void *buf, size_t len);
 /* Ends the call with code and a printf-style message (NULL = none), after the queued messages.

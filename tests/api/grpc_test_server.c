@@ -4,7 +4,7 @@
  *
  * Usage: grpc_test_server [--listen ADDR] [--token T] [--port-file F] [--max-message N]
  *                         [--max-connections N] [--max-conn-buffer N] [--workers N]
- *                         [--health-auth]
+ *                         [--max-send-queue N] [--max-send-total N] [--health-auth]
  * Prints "listening on PORT" once ready and runs until SIGINT or SIGTERM. */
 #include "engine/api/grpc_health.h"
 #include "engine/api/grpc_server.h"
@@ -22,6 +22,7 @@
 struct echo_state {
     atomic_ulong cancelled_streams;
     atomic_ulong sleeps_cancelled;
+    atomic_ulong sends_refused;   /* ServerStream sends over the output budget */
     atomic_int producers;         /* ServerStream threads still running */
 };
 
@@ -63,6 +64,12 @@ static void *produce(void *arg)
         int rc = gw_grpc_call_send(p->call, &r.base);
         if (rc == -ECANCELED) {
             atomic_fetch_add(&p->st->cancelled_streams, 1);
+            break;
+        }
+        if (rc == -ENOBUFS) {
+            /* The client reads too slowly: the call ends, as godwitd's job streams do. */
+            atomic_fetch_add(&p->st->sends_refused, 1);
+            gw_grpc_call_finish(p->call, GW_GRPC_RESOURCE_EXHAUSTED, "output budget exhausted");
             break;
         }
         if (rc < 0)
@@ -128,6 +135,8 @@ static int stats(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *a
     Test__V1__StatsReply r = TEST__V1__STATS_REPLY__INIT;
     r.cancelled_streams = atomic_load(&st->cancelled_streams);
     r.sleeps_cancelled = atomic_load(&st->sleeps_cancelled);
+    r.sends_refused = atomic_load(&st->sends_refused);
+    r.producers = (uint64_t)atomic_load(&st->producers);
     return gw_grpc_call_send(call, &r.base) == 0 ? GW_GRPC_OK : GW_GRPC_CANCELLED;
 }
 
@@ -148,6 +157,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--max-connections")) cfg.max_connections = (uint32_t)strtoul(v, NULL, 0);
         else if (!strcmp(a, "--max-conn-buffer")) cfg.max_conn_buffer_bytes = (uint32_t)strtoul(v, NULL, 0);
         else if (!strcmp(a, "--workers")) cfg.workers = (uint32_t)strtoul(v, NULL, 0);
+        else if (!strcmp(a, "--max-send-queue")) cfg.max_send_queue_bytes = (uint32_t)strtoul(v, NULL, 0);
+        else if (!strcmp(a, "--max-send-total")) cfg.max_send_total_bytes = strtoull(v, NULL, 0);
         else { fprintf(stderr, "unknown option %s\n", a); return 2; }
     }
 

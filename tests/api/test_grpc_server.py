@@ -348,6 +348,96 @@ def test_upload_budget(binary):
         assert rc == 0, f"server exited with {rc}"
 
 
+def h2_frame(ftype, flags, stream, payload):
+    n = len(payload)
+    return bytes([n >> 16, (n >> 8) & 255, n & 255, ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def hpack_literal(name, value):
+    """A header as a literal without indexing, no Huffman (RFC 7541 6.2.2); short strings."""
+    assert len(name) < 127 and len(value) < 127
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def stalled_stream_call(port, request):
+    """A raw HTTP/2 connection that starts a ServerStream call and never opens its receive
+    window (SETTINGS_INITIAL_WINDOW_SIZE 0): everything the server sends waits in its queue."""
+    s = socket.create_connection(("127.0.0.1", port))
+    settings = (4).to_bytes(2, "big") + (0).to_bytes(4, "big")   # INITIAL_WINDOW_SIZE = 0
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, settings))
+    s.settimeout(2)
+    s.recv(4096)                                  # the server's SETTINGS
+    headers = b"".join(hpack_literal(n, v) for n, v in (
+        (b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/test.v1.Echo/ServerStream"),
+        (b":authority", b"localhost"), (b"content-type", b"application/grpc"), (b"te", b"trailers")))
+    body = request.SerializeToString()
+    s.sendall(h2_frame(4, 1, 0, b"") +               # SETTINGS ACK
+              h2_frame(1, 4, 1, headers) +           # HEADERS, END_HEADERS
+              h2_frame(0, 1, 1, b"\x00" + len(body).to_bytes(4, "big") + body))   # DATA, END_STREAM
+    return s
+
+
+def test_output_budget(binary):
+    """Clients that never read: each call's queue and the server's total stay within their
+    budgets (streams may fill three quarters of the total; the call over it is ended,
+    RESOURCE_EXHAUSTED), unary calls are still served from the last quarter meanwhile, and
+    once those clients go the whole budget is back: a normal client is served in full."""
+    import echo_pb2, echo_pb2_grpc
+    # A stalled call queues about 0.8 MB, under the 1 MiB per call; two are over the 1.5 MiB
+    # that streams may fill of the 2 MiB total.
+    server = Server(binary, "--max-send-queue", str(1 << 20), "--max-send-total", str(2 << 20))
+    socks = []
+    try:
+        req = echo_pb2.EchoRequest(text="x" * 100, count=7000)
+        with grpc.insecure_channel(server.addr) as ch:
+            stub = echo_pb2_grpc.EchoStub(ch)
+
+            def settled():
+                """Stats once every producer has queued all it could."""
+                end = time.monotonic() + 10
+                while True:
+                    st = stub.Stats(echo_pb2.StatsRequest(), timeout=5)
+                    if st.producers == 0 or time.monotonic() > end:
+                        return st
+                    time.sleep(0.02)
+
+            socks.append(stalled_stream_call(server.port, req))
+            time.sleep(0.1)
+            st = settled()
+            assert st.producers == 0 and st.sends_refused == 0, st
+            socks.append(stalled_stream_call(server.port, req))
+            time.sleep(0.1)
+            st = settled()
+            assert st.producers == 0 and st.sends_refused == 1, f"the second stalled call was not cut off: {st}"
+            # Streams hold their three quarters: unary calls are served, a new stream is not.
+            for i in range(10):
+                assert stub.Unary(echo_pb2.EchoRequest(text=str(i), payload=b"p" * 4096), timeout=5).text == str(i)
+            try:
+                list(stub.ServerStream(echo_pb2.EchoRequest(text="z" * 100, count=7000), timeout=10))
+                raise AssertionError("a new stream was served while stalled streams held their budget")
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            for s in socks:
+                s.close()
+            socks = []
+            # The budget comes back with the connections: 7,000 replies (about 0.8 MB) in full.
+            end = time.monotonic() + 5
+            while True:
+                try:
+                    got = list(stub.ServerStream(echo_pb2.EchoRequest(text="y" * 100, count=7000), timeout=10))
+                    break
+                except grpc.RpcError as e:
+                    if time.monotonic() > end:
+                        raise AssertionError(f"budget never came back: {e.code()} {e.details()}")
+                    time.sleep(0.1)
+            assert len(got) == 7000 and got[-1].seq == 6999
+    finally:
+        for s in socks:
+            s.close()
+        rc = server.stop()
+    assert rc == 0, f"server exited with {rc}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True)
@@ -379,7 +469,8 @@ def main():
         suite.channel.close()
         # Tests that need a server of their own, configured differently.
         for name, fn in (("test_connection_limit", test_connection_limit),
-                         ("test_upload_budget", test_upload_budget)):
+                         ("test_upload_budget", test_upload_budget),
+                         ("test_output_budget", test_output_budget)):
             if args.k not in name:
                 continue
             t0 = time.monotonic()
