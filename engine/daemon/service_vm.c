@@ -114,9 +114,13 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     struct gw_vm_boot boot;
     int code = check_create(call, d, req, &boot);
     if (code) return code;
-    /* An RBD disk names its pool only: options (files to open) come from this host's config. */
-    const char *why = gw_blk_is_rbd(req->disk_path) ? gw_config_disk_refused(&d->cfg, req->disk_path) : NULL;
-    if (why) return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "disk %s: %s", req->disk_path, why);
+    /* A disk is opened read-write by a runner running as root: a file disk must be a canonical
+     * path inside image_roots (the rule kernels, initrds and incoming disks follow), an RBD disk
+     * names its pool only (options, files to open, come from this host's config). Before stop
+     * 29 a file disk was taken from anywhere: a caller could give a VM /dev/sda or /etc. */
+    const char *reason = NULL;
+    const char *why = req->disk_path[0] ? gw_config_image_refused(&d->cfg, req->disk_path, "disk", &reason) : NULL;
+    if (why) return gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, reason, "disk %s: %s", req->disk_path, why);
     pthread_mutex_lock(&d->lock);
     struct gw_vm_rec *rec;
     if (!gw_cluster_accepts_vms(d)) {

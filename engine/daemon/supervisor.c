@@ -125,8 +125,14 @@ static int spawn_argv(struct gw_daemon *d, struct gw_vm_rec *rec, char **argv, c
 int gw_sup_spawn(struct gw_daemon *d, struct gw_vm_rec *rec, char *err, size_t errlen)
 {
     char mem[32], vcpus[16], console[1100], dir[1024], net[64], disk[2048];
-    /* A cold start opens the kernel, initrd and tap: under this host's rules as they are now. */
+    /* A cold start opens the kernel, initrd, tap and disk: under this host's rules as they are
+     * now (roots change; files get replaced). */
     if (gw_vm_boot_recheck(&d->cfg, rec->name, &rec->boot, err, errlen)) return -EPERM;
+    const char *why = rec->disk[0] ? gw_config_disk_refused(&d->cfg, rec->disk) : NULL;
+    if (why) {
+        snprintf(err, errlen, "disk %s: %s", rec->disk, why);
+        return -EPERM;
+    }
     if (gw_config_disk_arg(&d->cfg, rec->disk, disk, sizeof disk)) {
         snprintf(err, errlen, "the disk's runner argument is too long");
         return -ENAMETOOLONG;

@@ -135,6 +135,11 @@ class DaemonTest(unittest.TestCase):
                     contains="no image_roots configured")
         self.expect(grpc.StatusCode.FAILED_PRECONDITION, "CreateVm", api.CreateVmRequest(name="nx", net="tap:t0"),
                     contains="none configured: VMs get no network here")
+        # Nor a file disk: a runner opens it read-write as root (/dev/sda, say, before stop 29).
+        for disk in ("/dev/null", "/etc/hostname"):
+            self.expect(grpc.StatusCode.FAILED_PRECONDITION, "CreateVm", api.CreateVmRequest(name="dx", disk_path=disk),
+                        contains="no image_roots configured")
+        self.expect(grpc.StatusCode.NOT_FOUND, "GetVm", api.GetVmRequest(name="dx"))
         self.expect(grpc.StatusCode.NOT_FOUND, "GetVm", api.GetVmRequest(name="nope"))
         self.expect(grpc.StatusCode.NOT_FOUND, "StartVm", api.StartVmRequest(name="nope"))
         self.expect(grpc.StatusCode.NOT_FOUND, "StopVm", api.StopVmRequest(name="nope"))

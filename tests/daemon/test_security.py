@@ -287,6 +287,14 @@ class Security(unittest.TestCase):
                 self.prepare("diskvm", disk=path)
             self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, path)
             self.assertIn(why, cm.exception.details())
+            # CreateVm follows the same rule (before stop 29 it took a file disk from anywhere).
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.b.stub.CreateVm(api.CreateVmRequest(name="diskvm", disk_path=path), metadata=AUTH, timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, path)
+            self.assertIn(why, cm.exception.details())
+        defined = self.b.stub.CreateVm(api.CreateVmRequest(name="diskdef", disk_path=inside), metadata=AUTH, timeout=10)
+        self.assertEqual(defined.vm.disk_path, inside)
+        self.b.stub.DeleteVm(api.DeleteVmRequest(name="diskdef"), metadata=AUTH, timeout=10)
         with self.assertRaises(grpc.RpcError):
             self.b.stub.GetVm(api.GetVmRequest(name="diskvm"), metadata=AUTH, timeout=10)
         # Inside the roots: reserved (then given up).
