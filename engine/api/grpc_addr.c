@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -84,7 +85,10 @@ int gw_grpc_addr_listen(const char *addr, int backlog, int *port_out)
         if (fd < 0)
             return -errno;
         unlink(sun.sun_path);  /* a socket file left by an earlier run */
-        if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || listen(fd, backlog) < 0)
+        /* Owner only, set before listen(): until then nobody can connect, whatever the
+         * umask made of the file. */
+        if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(sun.sun_path, 0600) < 0 ||
+            listen(fd, backlog) < 0)
             goto fail_errno;
         return fd;
     }

@@ -142,6 +142,10 @@ static int on_key(void *arg, const char *section, const char *key, const char *v
         r = !strcmp(value, "on") || !strcmp(value, "off") ? 0 : -EINVAL;
         cfg->api_h2c = !strcmp(value, "on");
     }
+    else if (!strcmp(key, "api_no_token")) {
+        r = !strcmp(value, "on") || !strcmp(value, "off") ? 0 : -EINVAL;
+        cfg->api_no_token = !strcmp(value, "on");
+    }
     else if (!strcmp(key, "image_roots")) r = set_str(cfg->image_roots, sizeof cfg->image_roots, value);
     else if (!strcmp(key, "net_taps")) r = set_str(cfg->net_taps, sizeof cfg->net_taps, value);
     else if (!strcmp(key, "rbd_pools")) r = set_str(cfg->rbd_pools, sizeof cfg->rbd_pools, value);

@@ -18,6 +18,9 @@
  *   api_key = api.key                 ;   without them the API speaks h2c, which a non-loopback
  *   api_client_ca = clients.pem       ;   listen address refuses unless api_h2c = on. With
  *   api_h2c = off                     ;   api_client_ca, clients need a certificate it signed.
+ *   api_no_token = off                ; "on": a loopback TCP API without token_file starts
+ *                                     ;   (every local user may call it); a unix: listen
+ *                                     ;   address needs no token (its socket is mode 0600)
  *   peer_ca = cluster-api-ca.pem      ; peers' APIs speak TLS: trust this CA for them (and show
  *                                     ;   api_cert/api_key as our client certificate)
  *   image_roots = /srv/images, /var/lib/godwit/images ; where VM disks may live (incoming VMs
@@ -112,6 +115,8 @@ struct gw_daemon_config {
     char api_cert[GW_CFG_STR], api_key[GW_CFG_STR], api_client_ca[GW_CFG_STR];
     char peer_ca[GW_CFG_STR];
     int api_h2c;                    /* 1: plaintext API allowed on a non-loopback address */
+    int api_no_token;               /* 1: a loopback TCP API without token_file accepts every
+                                     * local caller (an explicit choice, never the default) */
     char hostname[256];
     uint32_t migration_port;
     uint32_t max_migrations;

@@ -63,8 +63,8 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
     if (cfg->token_file[0]) {
         int r = gw_read_token_file(cfg->token_file, d->token, sizeof d->token);
         if (r) { snprintf(err, errlen, "token file %s: %s", cfg->token_file, r == -EINVAL ? "empty or too long" : strerror(-r)); return r; }
-    } else {
-        gw_warn("no token_file configured: the API accepts every caller");
+    } else if (cfg->api_no_token) {
+        gw_warn("no token_file configured (api_no_token = on): the API accepts every caller");
     }
     if (cfg->secret_file[0]) {
         /* The cluster secret keys the migration TLS PSK and the peers' API credential: a short
@@ -105,6 +105,14 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
 
 int gw_daemon_start(struct gw_daemon *d, char *err, size_t errlen)
 {
+    /* A TCP port, even on loopback, is open to every local user, and the API defines VMs that
+     * a root runner starts: it needs a token unless the operator said otherwise. A unix
+     * socket is the operator's to share (mode 0600, root's). */
+    if (!d->token[0] && strncmp(d->cfg.listen, "unix:", 5) && !d->cfg.api_no_token) {
+        snprintf(err, errlen, "listen = %s: a token_file is required (any local user can reach a TCP port); "
+                 "listen on a unix: socket, or set api_no_token = on to accept every caller", d->cfg.listen);
+        return -EINVAL;
+    }
     /* Beyond this machine the API needs a token, and TLS unless the operator said h2c. */
     if (!gw_grpc_addr_is_loopback(d->cfg.listen)) {
         if (!d->token[0]) {

@@ -302,6 +302,37 @@ class Security(unittest.TestCase):
         self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm="diskvm", job_id="job-test"), metadata=PEER_AUTH,
                                 timeout=10)
 
+    @gwd.no_vm
+    def test_api_without_token(self):
+        """A TCP API without a token_file is refused at start (every local user reaches a port)
+        unless api_no_token = on; a unix socket needs none and is made owner-only whatever the
+        umask."""
+        tmp = tempfile.mkdtemp(prefix="gw-notoken-", dir=self.tmp)
+
+        def run(listen, extra=""):
+            conf = os.path.join(tmp, "c.conf")
+            with open(conf, "w") as f:
+                f.write("[daemon]\nlisten = %s\nstate_dir = %s\nrunner = %s\nhostname = nt\n%s"
+                        % (listen, os.path.join(tmp, "state"), os.path.join(BIN, "godwit-vm"), extra))
+            return subprocess.Popen([os.path.join(BIN, "godwitd"), "--config", conf], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.umask(0))
+
+        p = run("127.0.0.1:0")
+        out, err = p.communicate(timeout=20)
+        self.assertEqual(p.returncode, 1, out + err)
+        self.assertIn("a token_file is required", err)
+        for listen, extra in (("127.0.0.1:0", "api_no_token = on\n"), ("unix:" + os.path.join(tmp, "api.sock"), "")):
+            p = run(listen, extra)
+            try:
+                line = p.stdout.readline()
+                self.assertTrue(line.startswith("listening on"), line + p.stderr.read() if not line else line)
+                if listen.startswith("unix:"):
+                    mode = os.stat(listen[5:]).st_mode & 0o777
+                    self.assertEqual(mode, 0o600, oct(mode))
+            finally:
+                p.terminate()
+                p.communicate(timeout=20)
+
     def test_200_idle_strangers_do_not_block_a_migration(self):
         self.create(self.a, "busyport")
         strangers = []
