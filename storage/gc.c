@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "storage/chunk.h"
 #include "storage/lease.h"
@@ -215,7 +216,7 @@ static int load_manifests(struct gc *g, size_t from)
 }
 
 struct live {
-    uint64_t min_gen, count;
+    uint64_t min_gen, max_gen, count;
 };
 
 /* Cookie "g<gen>.<who>...": the generation that backup saw; anything else saw nothing. */
@@ -226,9 +227,10 @@ static int on_holder(const char *cookie, void *ctx)
     if (cookie[0] == 'g' && cookie[1] >= '0' && cookie[1] <= '9') {
         const char *p = cookie + 1;
         while (*p >= '0' && *p <= '9' && gen < (1ull << 60)) gen = gen * 10 + (uint64_t)(*p++ - '0');
-        if (*p != '.') gen = 0;
+        if (*p != '.' || gen >= GW_GC_MAX_GENERATION - 1) gen = 0;   /* no list had it: saw nothing */
     }
     if (gen < l->min_gen) l->min_gen = gen;
+    if (gen > l->max_gen) l->max_gen = gen;
     l->count++;
     return 0;
 }
@@ -331,7 +333,34 @@ int gw_gc_run(struct gw_store *s, const struct gw_gc_params *p, struct gw_gc_sta
         if (r) goto out;
         g.run = run;
     }
-    if ((r = gw_gc_pending_load(s, &gen_old, &old, &nold, err, errlen))) goto out;
+    /* A damaged list (or a forged one) is replaced, never obeyed nor left to stop every
+     * collection: the new one must be of a later generation than any running backup saw, or
+     * those backups would read as having seen it and its candidates would go at once; and this
+     * run removes nothing, as no earlier list can be trusted. */
+    bool restart = false;
+    r = gw_gc_pending_load(s, &gen_old, &old, &nold, err, errlen);
+    if (!r && gen_old + 1 >= GW_GC_MAX_GENERATION - 1) {   /* the last generation: start over */
+        snprintf(err, errlen, "pending list: generation %llu is the last", (unsigned long long)gen_old);
+        r = -EBADMSG;
+    }
+    if (r == -EBADMSG) {
+        struct live seen = {.min_gen = UINT64_MAX};
+        gw_warn("gc: %s: writing a new list, removing nothing this run", err);
+        if ((r = gw_lease_holders(s, GW_GC_BACKUPS_LEASE, on_holder, &seen))) { snprintf(err, errlen, "%s", gw_store_error(s)); goto out; }
+        err[0] = 0;
+        gen_old = seen.max_gen;
+        restart = true;
+        free(old);
+        old = NULL;
+        nold = 0;
+        if (gen_old + 1 >= GW_GC_MAX_GENERATION - 1) {
+            r = -EOVERFLOW;
+            snprintf(err, errlen, "a running backup saw the last generation of the pending list: collect after it ends");
+            goto out;
+        }
+        st->pending_replaced = true;
+    }
+    if (r) goto out;
     /* Mark: every manifest, every chunk. */
     if ((r = gw_store_scan(s, 0, on_object, scan_skip, &g))) { if (!err[0]) snprintf(err, errlen, "%s", gw_store_error(s)); goto out; }
     if ((r = load_manifests(&g, 0))) goto out;
@@ -361,7 +390,9 @@ int gw_gc_run(struct gw_store *s, const struct gw_gc_params *p, struct gw_gc_sta
     sel = malloc((ncand ? ncand : 1) * sizeof *sel);
     sel_size = malloc((ncand ? ncand : 1) * sizeof *sel_size);
     if (!sel || !sel_size) { r = -ENOMEM; snprintf(err, errlen, "out of memory"); goto out; }
-    if (live.min_gen >= gen_old + 1) {
+    if (restart) {
+        /* nothing: see above */
+    } else if (live.min_gen >= gen_old + 1) {
         memcpy(sel, cand, ncand * sizeof *sel);
         memcpy(sel_size, cand_size, ncand * sizeof *sel_size);
         nsel = ncand;

@@ -76,6 +76,7 @@ struct gw_gc_stats {
     uint64_t kept_changed;      /* on the list, but written again since: kept */
     uint64_t skipped;           /* objects not ours (see above) */
     uint64_t live_backups, generation;
+    bool pending_replaced;      /* the pending list was unreadable: replaced, nothing removed */
     uint64_t elapsed_ns;
 };
 

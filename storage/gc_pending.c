@@ -9,6 +9,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "engine/common/log.h"
 #include "storage/lease.h"
 #include "storage/store.h"
 
@@ -26,7 +27,7 @@ static int cmp_entry(const void *a, const void *b)
 
 int gw_gc_pending_pack(uint64_t gen, const struct gw_gc_entry *e, size_t n, uint8_t **out, size_t *len)
 {
-    if (n > GW_GC_MAX_PENDING) return -EINVAL;
+    if (n > GW_GC_MAX_PENDING || gen >= GW_GC_MAX_GENERATION - 1) return -EINVAL;   /* readable by unpack */
     size_t total = PENDING_HEAD + n * PENDING_ENTRY + 32;
     uint8_t *b = malloc(total);
     if (!b) return -ENOMEM;
@@ -60,8 +61,9 @@ int gw_gc_pending_unpack(const uint8_t *buf, size_t len, uint64_t *gen, struct g
     SHA256(buf, len - 32, h);
     if (memcmp(h, buf + len - 32, 32)) { snprintf(err, errlen, "pending list: hash mismatch (corrupt)"); return -EBADMSG; }
     /* One generation per collection: 2^48 of them is not a count any store reaches, and the
-     * next run's gen + 1 must not wrap to 0 (every backup would then read as started after). */
-    if (get64(buf + 8) >= GW_GC_MAX_GENERATION) {
+     * next run's gen + 1 must not wrap to 0 (every backup would then read as started after),
+     * nor reach a generation this check refuses (the list would then be unreadable). */
+    if (get64(buf + 8) >= GW_GC_MAX_GENERATION - 1) {
         snprintf(err, errlen, "pending list: generation %llu is not one a collector wrote",
                  (unsigned long long)get64(buf + 8));
         return -EBADMSG;
@@ -132,6 +134,18 @@ int gw_gc_guard_enter(struct gw_store *s, const char *who, struct gw_gc_guard **
     int r = take(s, "gu", who, tail, &first, err, errlen);
     /* 2. The pending list, read after the lease is in place. */
     if (!r) r = gw_gc_pending_load(s, &g->gen, &g->pending, &g->npending, err, errlen);
+    if (r == -EBADMSG) {
+        /* A damaged list (or a forged one) must not stop every backup into the store: this
+         * one keeps its "saw nothing" lease to the end, which holds every removal off while
+         * it runs, so it may trust whatever chunk it finds. The next collection writes a new
+         * list (gc.c). */
+        gw_warn("backup %s: %s: holding every garbage collection off until this backup ends", who, err);
+        err[0] = 0;
+        g->lease = first;
+        g->gen = 0;
+        *out = g;
+        return 0;
+    }
     /* 3. Now say which generation we saw; drop the first lease only once the second holds. */
     if (!r) {
         char gen[32];

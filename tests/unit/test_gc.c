@@ -17,6 +17,7 @@
 #include "tests/lib/gw_test.h"
 
 #include <errno.h>
+#include <openssl/sha.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -447,6 +448,13 @@ static void sealed_manifests(struct gw_store *s)
     gw_chunk_keys_wipe(&k2);
 }
 
+/* Sets a packed pending list's generation and seals it again with its hash, as a forger can. */
+static void forge_generation(uint8_t *buf, size_t len, uint64_t gen)
+{
+    for (int i = 0; i < 8; i++) buf[8 + i] = (uint8_t)(gen >> (8 * i));
+    SHA256(buf, len - 32, buf + len - 32);
+}
+
 GW_TEST(pending_list_hostile)
 {
     struct gw_gc_entry e[3] = {0};
@@ -472,15 +480,89 @@ GW_TEST(pending_list_hostile)
     CHECK_EQ(gw_gc_pending_unpack(buf, len, &gen, &out, &n, err, sizeof err), -EBADMSG);
     CHECK(strstr(err, "hash"));
     free(buf);
-    /* A well-formed list whose generation the next run's + 1 would wrap. */
-    REQUIRE(gw_gc_pending_pack(UINT64_MAX, e, 3, &buf, &len) == 0);
-    CHECK_EQ(gw_gc_pending_unpack(buf, len, &gen, &out, &n, err, sizeof err), -EBADMSG);
-    CHECK(strstr(err, "generation"));
-    free(buf);
-    REQUIRE(gw_gc_pending_pack(GW_GC_MAX_GENERATION - 1, e, 3, &buf, &len) == 0);
+    /* A collector never writes a generation unpack would refuse... */
+    CHECK_EQ(gw_gc_pending_pack(UINT64_MAX, e, 3, &buf, &len), -EINVAL);
+    CHECK_EQ(gw_gc_pending_pack(GW_GC_MAX_GENERATION - 1, e, 3, &buf, &len), -EINVAL);
+    REQUIRE(gw_gc_pending_pack(GW_GC_MAX_GENERATION - 2, e, 3, &buf, &len) == 0);
     CHECK_EQ(gw_gc_pending_unpack(buf, len, &gen, &out, &n, err, sizeof err), 0);
     free(out);
+    /* ...and a forged one whose next run's + 1 would wrap, or reach that, is refused. */
+    uint64_t forged[] = {UINT64_MAX, GW_GC_MAX_GENERATION, GW_GC_MAX_GENERATION - 1};
+    for (int i = 0; i < 3; i++) {
+        forge_generation(buf, len, forged[i]);
+        CHECK_EQ(gw_gc_pending_unpack(buf, len, &gen, &out, &n, err, sizeof err), -EBADMSG);
+        CHECK(strstr(err, "generation"));
+    }
     free(buf);
+}
+
+/* A damaged or forged pending list stops neither backups nor collections: a backup keeps its
+ * "saw nothing" lease to its end (holding removals off), and a collection writes a new list of
+ * a later generation than any running backup saw, removing nothing that run. */
+static void damaged_pending_list(struct gw_store *s)
+{
+    unsigned orphan[] = {80}, live[] = {81};
+    char err[512];
+    REQUIRE(fake_backup(s, "vm10", "20260101-000000-000001", orphan, 1) == 0);
+    struct gw_backup_target t = {.store = s};
+    REQUIRE(gw_backup_delete(&t, "vm10", "20260101-000000-000001", err, sizeof err) == 0);
+    struct gw_gc_stats st;
+    /* A list of the past, then garbage in its place. */
+    struct gw_gc_params dry = {.dry_run = true};
+    CHECK_EQ(gw_gc_run(s, &dry, &st, err, sizeof err), 0);
+    CHECK_EQ(s->ops->put(s, GW_GC_PENDING_OBJECT, "garbage", 7), 0);
+    CHECK_EQ(s->ops->wait(s), 0);
+    struct gw_gc_guard *g = NULL;
+    CHECK_EQ(gw_gc_guard_enter(s, "vm11", &g, err, sizeof err), 0);
+    REQUIRE(g);
+    CHECK_EQ(gw_gc_guard_generation(g), 0);
+    CHECK_EQ(gw_gc_guard_check(g, err, sizeof err), 0);
+    CHECK_EQ(gc(s, &st), 0);
+    CHECK(st.pending_replaced);
+    CHECK_EQ(st.removed, 0);
+    CHECK_EQ(chunk_exists(s, 80), 1);
+    uint64_t gen = 0;
+    struct gw_gc_entry *e = NULL;
+    size_t n = 0;
+    CHECK_EQ(gw_gc_pending_load(s, &gen, &e, &n, err, sizeof err), 0);
+    CHECK_EQ(gen, 1);
+    free(e);
+    /* While that backup runs, nothing goes; once it ends, the orphan does. */
+    CHECK_EQ(gc(s, &st), 0);
+    CHECK(!st.pending_replaced);
+    CHECK_EQ(st.removed, 0);
+    gw_gc_guard_leave(g);
+    CHECK_EQ(gc(s, &st), 0);
+    CHECK_EQ(st.removed, 1);
+    CHECK_EQ(chunk_exists(s, 80), 0);
+    /* A backup that saw generation G when the list is damaged: the new list is of a later one,
+     * so its candidates wait for that backup. */
+    struct fake fk;
+    REQUIRE(fake_start(&fk, s, "vm12", live, 1) == 0);
+    uint64_t seen = gw_gc_guard_generation(fk.guard);
+    CHECK(seen >= 2);
+    REQUIRE(fake_backup(s, "vm13", "20260101-000000-000001", orphan, 1) == 0);
+    REQUIRE(gw_backup_delete(&t, "vm13", "20260101-000000-000001", err, sizeof err) == 0);
+    uint8_t *buf;
+    size_t len;
+    struct gw_gc_entry none[1];
+    REQUIRE(gw_gc_pending_pack(5, none, 0, &buf, &len) == 0);
+    forge_generation(buf, len, GW_GC_MAX_GENERATION - 1);   /* the last generation: refused */
+    CHECK_EQ(s->ops->put(s, GW_GC_PENDING_OBJECT, buf, len), 0);
+    CHECK_EQ(s->ops->wait(s), 0);
+    free(buf);
+    CHECK_EQ(gc(s, &st), 0);
+    CHECK(st.pending_replaced);
+    CHECK_EQ(st.generation, seen + 1);
+    CHECK_EQ(st.removed, 0);
+    CHECK_EQ(gc(s, &st), 0);
+    CHECK_EQ(st.removed, 0);      /* vm12 saw less than the list before this one */
+    CHECK_EQ(chunk_exists(s, 80), 1);
+    REQUIRE(fake_finish(&fk, "vm12", "20260101-000000-000001") == 0);
+    CHECK_EQ(gc(s, &st), 0);
+    CHECK_EQ(st.removed, 1);
+    CHECK_EQ(chunk_exists(s, 80), 0);
+    CHECK_EQ(chunk_exists(s, 81), 1);
 }
 
 /* A backup whose one 16 KiB memory chunk is a page patch (storage/chunk_patch.h) over a
@@ -605,6 +687,10 @@ GW_TEST(dir_gc)
     REQUIRE(s);
     sealed_manifests(s);
     gw_store_close(s);
+    s = open_kind("dir", ++ns_seq);
+    REQUIRE(s);
+    damaged_pending_list(s);
+    gw_store_close(s);
     lookup_failure_is_not_presence(++ns_seq);
 }
 
@@ -629,6 +715,10 @@ GW_TEST(rados_gc)
     s = open_kind("rados", ++ns_seq);
     REQUIRE(s);
     names_like_temporaries(s);
+    gw_store_close(s);
+    s = open_kind("rados", ++ns_seq);
+    REQUIRE(s);
+    damaged_pending_list(s);
     gw_store_close(s);
 }
 
