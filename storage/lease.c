@@ -75,6 +75,7 @@ int gw_lease_acquire(struct gw_store *s, const char *name, const char *cookie, b
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&l->cv, &ca);
     pthread_condattr_destroy(&ca);
+    uint64_t t0 = gw_now_ns();
     int r = be->acquire(l, err, errlen);
     if (r) {
         pthread_cond_destroy(&l->cv);
@@ -82,7 +83,10 @@ int gw_lease_acquire(struct gw_store *s, const char *name, const char *cookie, b
         free(l);
         return r;
     }
-    atomic_store(&l->renewed_ns, gw_now_ns());
+    /* As for a renewal: the store's clock started somewhere in the call, so its start (not its
+     * end) bounds the lease. Counting from the end let a slow reply stretch our idea of the
+     * lease past the store's, long enough for another host to take it meanwhile. */
+    atomic_store(&l->renewed_ns, t0);
     if (keeper && pthread_create(&l->keeper, NULL, keeper_main, l) == 0) l->has_keeper = true;
     else if (keeper) { gw_lease_release(l); snprintf(err, errlen, "cannot start the lease keeper thread"); return -EAGAIN; }
     *out = l;

@@ -8,11 +8,13 @@
 #include "tests/lib/gw_ceph.h"
 #include "tests/lib/gw_test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -239,6 +241,88 @@ static void killed_holder(const char *kind, unsigned duration)
     close(ready[1]);
 }
 
+static int count_holder(const char *cookie, void *ctx)
+{
+    (void)cookie;
+    ++*(int *)ctx;
+    return 0;
+}
+
+/* Runs fn in a child that dies of SIGALRM when fn blocks; returns fn's result, or -ETIME. */
+static int within_5s(int (*fn)(struct gw_store *), struct gw_store *s)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(5);
+        _exit(fn(s) == 0 ? 0 : 1);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid) return -ECHILD;
+    if (WIFSIGNALED(st)) return -ETIME;
+    return WEXITSTATUS(st) ? -EIO : 0;
+}
+
+static int list_fifo_lease(struct gw_store *s)
+{
+    int n = 0;
+    int r = gw_lease_holders(s, "hx", count_holder, &n);
+    return r ? r : n == 0 ? 0 : -EPROTO;
+}
+
+static int take_fifo_lease(struct gw_store *s)
+{
+    struct gw_lease *l = NULL;
+    char err[256];
+    int r = gw_lease_acquire(s, "fx", "me", true, 30, false, &l, err, sizeof err);
+    gw_lease_release(l);
+    return r == -EINVAL ? 0 : -EPROTO;   /* refused, not taken and not blocked */
+}
+
+/* What anyone who can write the shared directory may plant: a FIFO under a holder's or a lock's
+ * name (once, a lister or a taker blocked on it forever, holding its mutex), and a symbolic link
+ * in place of the leases directory (once followed: leases taken outside the store). */
+static void planted_files(void)
+{
+    struct gw_store *s = open_store("dir");
+    REQUIRE(s);
+    char path[256], other[256];
+    struct gw_lease *l = NULL;
+    char err[256];
+    REQUIRE(gw_lease_acquire(s, "hx", "real", false, 30, false, &l, err, sizeof err) == 0);   /* makes leases/ */
+    snprintf(path, sizeof path, "%s/s/leases/hx.h.evil", tmpdir);
+    REQUIRE(mkfifo(path, 0600) == 0);
+    snprintf(path, sizeof path, "%s/s/leases/fx.lock", tmpdir);
+    REQUIRE(mkfifo(path, 0600) == 0);
+    gw_lease_release(l);
+    CHECK_EQ(within_5s(list_fifo_lease, s), 0);
+    CHECK_EQ(within_5s(take_fifo_lease, s), 0);
+    gw_store_close(s);
+    /* A second store whose leases directory is a link to somewhere else. */
+    char spec[300];
+    snprintf(other, sizeof other, "%s/elsewhere", tmpdir);
+    REQUIRE(mkdir(other, 0700) == 0);
+    snprintf(path, sizeof path, "%s/t", tmpdir);
+    REQUIRE(mkdir(path, 0700) == 0);
+    snprintf(path, sizeof path, "%s/t/leases", tmpdir);
+    REQUIRE(symlink(other, path) == 0);
+    snprintf(spec, sizeof spec, "dir:%s/t", tmpdir);
+    struct gw_store_params p = {.spec = spec};
+    struct gw_store *t = NULL;
+    REQUIRE(gw_store_open(&p, &t, err, sizeof err) == 0);
+    CHECK(gw_lease_acquire(t, "gc.run", "me", true, 30, false, &l, err, sizeof err) < 0);
+    int n = 0;
+    CHECK(gw_lease_holders(t, "gc.run", count_holder, &n) < 0);
+    DIR *d = opendir(other);
+    REQUIRE(d);
+    struct dirent *e;
+    int files = 0;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') files++;
+    closedir(d);
+    CHECK_EQ(files, 0);
+    gw_store_close(t);
+}
+
 GW_TEST(dir_leases)
 {
     struct gw_store *s = open_store("dir");
@@ -247,6 +331,7 @@ GW_TEST(dir_leases)
     gw_store_close(s);
     slots_across_processes("dir");
     killed_holder("dir", 4);
+    planted_files();
 }
 
 GW_TEST(rados_leases)
