@@ -12,6 +12,7 @@
 #include "backup/backup.h"
 #include "engine/common/log.h"
 #include "engine/daemon/backup_jobs.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "storage/lease.h"
 #include "storage/throttle.h"
@@ -49,6 +50,15 @@ static int count_one(const char *cookie, void *ctx)
     return 0;
 }
 
+uint64_t gw_budget_share(uint64_t rate, unsigned holders)
+{
+    /* Holders beyond a cluster's hosts are not hosts (anyone who can write the store can add
+     * lock holders), and a share of 0 would read as "unlimited" (throttle.h). */
+    if (holders > GW_CLUSTER_MAX_HOSTS) holders = GW_CLUSTER_MAX_HOSTS;
+    uint64_t share = rate / (holders ? holders : 1);
+    return share ? share : 1;
+}
+
 /* This host's share of t from the lease's live holders, into its bucket file (mu held). A
  * failed look keeps the last share: it errs on the side of the last known division. */
 static void redivide(struct gw_daemon *d, const struct gw_backup_target_cfg *t, struct tb *b)
@@ -58,7 +68,7 @@ static void redivide(struct gw_daemon *d, const struct gw_backup_target_cfg *t, 
         if (!b->share) n = 1;        /* the first look failed: assume alone until the next */
         else return;
     }
-    uint64_t share = t->cluster_rate / n;
+    uint64_t share = gw_budget_share(t->cluster_rate, n);
     if (share == b->share && n == b->hosts) return;
     char path[GW_BUDGET_PATH_MAX], err[256];
     path_of(d, t, path, sizeof path);

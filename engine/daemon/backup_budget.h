@@ -35,5 +35,9 @@ void gw_budget_stop(struct gw_daemon *d);
 int gw_budget_join(struct gw_daemon *d, const struct gw_backup_target_cfg *t, char *path, size_t cap, uint64_t *rate,
                    char *err, size_t errlen);
 void gw_budget_leave(struct gw_daemon *d, const struct gw_backup_target_cfg *t);
+/* One host's share of a cluster rate held by holders hosts: at least rate over
+ * GW_CLUSTER_MAX_HOSTS (holders past that are not hosts), and never 0 (which means
+ * "unlimited" to a bucket). */
+uint64_t gw_budget_share(uint64_t rate, unsigned holders);
 
 #endif
