@@ -185,6 +185,10 @@ void gw_vm_to_proto(const struct gw_daemon *d, const struct gw_vm_rec *rec, Godw
                     Godwit__V1__RestartPolicy *rp, Godwit__V1__VmCounters *c);
 /* Writes rec to the database (lock held). */
 int gw_vm_persist(struct gw_daemon *d, const struct gw_vm_rec *rec);
+/* A handler's last step: waits until the writes it queued since mark (gw_db_mark) are durable
+ * and turns its OK answer (code 0) into INTERNAL when one of them was not stored, so a client
+ * never takes for done a change the next restart would lose. Returns the code to answer. */
+int gw_daemon_settle(struct gw_daemon *d, struct gw_grpc_call *call, uint64_t mark, int code);
 /* Allocates a record for name (not linked); control path set from the state dir. */
 int gw_vm_rec_new(struct gw_daemon *d, const char *name, struct gw_vm_rec **out);
 void gw_vm_unlink(struct gw_daemon *d, struct gw_vm_rec *rec);           /* lock held */

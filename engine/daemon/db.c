@@ -33,6 +33,8 @@ struct gw_db {
     struct db_op *head, *tail;
     uint64_t queued, written;
     int failed;                   /* a write failed since the last flush */
+    uint64_t failed_seq;          /* the number of the latest write that failed (1 = the first
+                                   * queued); 0 = none */
     bool stop;
     bool writer_started;
     pthread_t writer;
@@ -54,7 +56,10 @@ static void *writer_main(void *arg)
         int r = run_op(db, op);
         free(op);
         pthread_mutex_lock(&db->qlock);
-        if (r) db->failed = r;
+        if (r) {
+            db->failed = r;
+            db->failed_seq = db->written + 1;   /* writes run in the order they were queued */
+        }
         db->written++;
         pthread_cond_broadcast(&db->qcond);
     }
@@ -99,6 +104,26 @@ int gw_db_flush(struct gw_db *db)
     while (db->written < target) pthread_cond_wait(&db->qcond, &db->qlock);
     int r = db->failed;
     db->failed = 0;
+    pthread_mutex_unlock(&db->qlock);
+    return r;
+}
+
+uint64_t gw_db_mark(struct gw_db *db)
+{
+    pthread_mutex_lock(&db->qlock);
+    uint64_t m = db->queued;
+    pthread_mutex_unlock(&db->qlock);
+    return m;
+}
+
+int gw_db_flush_since(struct gw_db *db, uint64_t mark)
+{
+    pthread_mutex_lock(&db->qlock);
+    uint64_t target = db->queued;
+    while (db->written < target) pthread_cond_wait(&db->qcond, &db->qlock);
+    /* Any write after the mark that failed may be the caller's: say so (a write of another
+     * caller's in between makes this err on the side of reporting a failure). */
+    int r = db->failed_seq > mark ? -EIO : 0;
     pthread_mutex_unlock(&db->qlock);
     return r;
 }

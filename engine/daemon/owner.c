@@ -380,6 +380,7 @@ static int query_incoming(struct gw_grpc_call *call, const ProtobufCMessage *msg
 static int resolve_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
+    uint64_t mark = gw_db_mark(d->db);   /* the writes this call queues come after it */
     const Godwit__V1__ResolveVmRequest *req = (const void *)msg;
     if (!req->name[0]) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "a VM name is required");
     if (req->keep_source == req->keep_destination)
@@ -418,8 +419,7 @@ static int resolve_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     gw_grpc_call_send(call, &resp.base);
 out:
     pthread_mutex_unlock(&d->lock);
-    gw_db_flush(d->db);   /* answer only once the change is durable */
-    return code;
+    return gw_daemon_settle(d, call, mark, code);   /* answer once the change is durable */
 }
 
 int gw_service_register_owner(struct gw_daemon *d)

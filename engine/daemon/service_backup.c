@@ -166,6 +166,7 @@ int gw_bkjob_backup(struct gw_daemon *d, const char *vm, const struct gw_backup_
 static int create_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
+    uint64_t mark = gw_db_mark(d->db);   /* the writes this call queues come after it */
     const Godwit__V1__CreateBackupRequest *req = (const void *)msg;
     const struct gw_backup_target_cfg *t;
     int code;
@@ -185,13 +186,13 @@ static int create_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg,
     else
         send_job(call, j, &godwit__v1__create_backup_response__descriptor);
     pthread_mutex_unlock(&d->lock);
-    gw_db_flush(d->db);   /* answer only once the job is durable */
-    return code;
+    return gw_daemon_settle(d, call, mark, code);   /* answer once the change is durable */
 }
 
 static int verify_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
+    uint64_t mark = gw_db_mark(d->db);   /* the writes this call queues come after it */
     const Godwit__V1__VerifyBackupRequest *req = (const void *)msg;
     const struct gw_backup_target_cfg *t;
     int code;
@@ -206,13 +207,13 @@ static int verify_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg,
     }
     if (j) send_job(call, j, &godwit__v1__verify_backup_response__descriptor);
     pthread_mutex_unlock(&d->lock);
-    gw_db_flush(d->db);
-    return code;
+    return gw_daemon_settle(d, call, mark, code);   /* answer once the change is durable */
 }
 
 static int restore_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
+    uint64_t mark = gw_db_mark(d->db);   /* the writes this call queues come after it */
     const Godwit__V1__RestoreBackupRequest *req = (const void *)msg;
     const struct gw_backup_target_cfg *t;
     int code;
@@ -260,8 +261,7 @@ static int restore_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg
     send_job(call, j, &godwit__v1__restore_backup_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);
-    gw_db_flush(d->db);
-    return code;
+    return gw_daemon_settle(d, call, mark, code);   /* answer once the change is durable */
 }
 
 /* A Backup message from a manifest (strings point into m, digest into hex). */

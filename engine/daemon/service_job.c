@@ -36,6 +36,7 @@ static bool dest_ok(const char *s)
 static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
+    uint64_t mark = gw_db_mark(d->db);   /* the writes this call queues come after it */
     const Godwit__V1__MigrateVmRequest *req = (const void *)msg;
     if (!req->vm[0]) return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "a VM name is required");
     if (!dest_ok(req->destination))
@@ -104,8 +105,7 @@ static int migrate_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     send_job(call, j, &godwit__v1__migrate_vm_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);
-    gw_db_flush(d->db);   /* answer only once the job is durable */
-    return code;
+    return gw_daemon_settle(d, call, mark, code);   /* answer once the change is durable */
 }
 
 static int find(struct gw_grpc_call *call, struct gw_daemon *d, const char *id, struct gw_job **out)
@@ -198,6 +198,7 @@ static int watch_job(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
 static int cancel_job(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
+    uint64_t mark = gw_db_mark(d->db);   /* the writes this call queues come after it */
     const Godwit__V1__CancelJobRequest *req = (const void *)msg;
     struct gw_job *j;
     pthread_mutex_lock(&d->lock);
@@ -210,8 +211,7 @@ static int cancel_job(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
         send_job(call, j, &godwit__v1__cancel_job_response__descriptor);
     }
     pthread_mutex_unlock(&d->lock);
-    gw_db_flush(d->db);   /* answer only once the job is durable */
-    return code;
+    return gw_daemon_settle(d, call, mark, code);   /* answer once the change is durable */
 }
 
 static int switch_to_postcopy(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)

@@ -110,6 +110,7 @@ static int start_locked(struct gw_grpc_call *call, struct gw_daemon *d, struct g
 static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
+    uint64_t mark = gw_db_mark(d->db);   /* the writes this call queues come after it */
     const Godwit__V1__CreateVmRequest *req = (const void *)msg;
     struct gw_vm_boot boot;
     int code = check_create(call, d, req, &boot);
@@ -166,8 +167,7 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     if (!code) send_vm(call, d, rec, &godwit__v1__create_vm_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);
-    gw_db_flush(d->db);   /* answer only once the change is durable */
-    return code;
+    return gw_daemon_settle(d, call, mark, code);   /* answer once the change is durable */
 }
 
 /* Looks name up (lock held); NOT_FOUND / FAILED_PRECONDITION when missing or busy. */
@@ -190,6 +190,7 @@ static int lookup(struct gw_grpc_call *call, struct gw_daemon *d, const char *na
 static int start_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
+    uint64_t mark = gw_db_mark(d->db);   /* the writes this call queues come after it */
     const Godwit__V1__StartVmRequest *req = (const void *)msg;
     struct gw_vm_rec *rec;
     pthread_mutex_lock(&d->lock);
@@ -209,13 +210,13 @@ static int start_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void
     }
     if (!code) send_vm(call, d, rec, &godwit__v1__start_vm_response__descriptor);
     pthread_mutex_unlock(&d->lock);
-    gw_db_flush(d->db);   /* answer only once the change is durable */
-    return code;
+    return gw_daemon_settle(d, call, mark, code);   /* answer once the change is durable */
 }
 
 static int stop_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
+    uint64_t mark = gw_db_mark(d->db);   /* the writes this call queues come after it */
     const Godwit__V1__StopVmRequest *req = (const void *)msg;
     struct gw_vm_rec *rec;
     pthread_mutex_lock(&d->lock);
@@ -246,8 +247,7 @@ static int stop_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void 
     send_vm(call, d, rec, &godwit__v1__stop_vm_response__descriptor);
 out:
     pthread_mutex_unlock(&d->lock);
-    gw_db_flush(d->db);   /* answer only once the change is durable */
-    return code;
+    return gw_daemon_settle(d, call, mark, code);   /* answer once the change is durable */
 }
 
 /* Removes the files a VM left in the state directory. */
@@ -266,6 +266,7 @@ static void remove_vm_dir(struct gw_daemon *d, const char *name)
 static int delete_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
+    uint64_t mark = gw_db_mark(d->db);   /* the writes this call queues come after it */
     const Godwit__V1__DeleteVmRequest *req = (const void *)msg;
     struct gw_vm_rec *rec;
     pthread_mutex_lock(&d->lock);
@@ -298,8 +299,7 @@ static int delete_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     gw_grpc_call_send(call, &resp.base);
 out:
     pthread_mutex_unlock(&d->lock);
-    gw_db_flush(d->db);   /* answer only once the change is durable */
-    return code;
+    return gw_daemon_settle(d, call, mark, code);   /* answer once the change is durable */
 }
 
 static int get_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)

@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 #include <sys/stat.h>
 
+#include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/labels.h"
@@ -196,4 +197,13 @@ int gw_vm_load_all(struct gw_daemon *d)
 {
     if (mkdir(d->vms_dir, 0700) && errno != EEXIST) return -errno;
     return gw_db_load_vms(d->db, load_one, d);
+}
+
+int gw_daemon_settle(struct gw_daemon *d, struct gw_grpc_call *call, uint64_t mark, int code)
+{
+    int r = gw_db_flush_since(d->db, mark);
+    if (r && !code)
+        code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "the change was not stored (a database write failed; the "
+                                  "daemon's log says why): it would be lost when the daemon restarts");
+    return code;
 }

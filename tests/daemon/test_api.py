@@ -121,6 +121,32 @@ class DaemonTest(unittest.TestCase):
         self.assertTrue(wait_for(lambda: not gwd.pid_alive(pid), 5))
 
     @gwd.no_vm
+    def test_unstored_change_is_an_error(self):
+        """A change the database refused is answered INTERNAL, not OK (before stop 29 the
+        client was told the VM was defined, and a restart lost it); another caller's change
+        meanwhile is not blamed for it."""
+        import sqlite3
+        db = os.path.join(self.d.dir, "state", "godwit.db")
+        self.d.stop()
+        with sqlite3.connect(db) as c:
+            c.execute("CREATE TRIGGER gwtest_refuse BEFORE INSERT ON vms WHEN NEW.name = 'unstored' "
+                      "BEGIN SELECT RAISE(FAIL, 'refused by the test'); END")
+        self.d.start()
+        try:
+            self.expect(grpc.StatusCode.INTERNAL, "CreateVm", api.CreateVmRequest(name="unstored", start=False),
+                        contains="not stored")
+            self.assertEqual(self.create("stored", start=False).name, "stored")
+            self.d.restart()
+            self.assertEqual(self.vm("stored").name, "stored")
+            self.expect(grpc.StatusCode.NOT_FOUND, "GetVm", api.GetVmRequest(name="unstored"))
+            self.call("DeleteVm", api.DeleteVmRequest(name="stored"))
+        finally:
+            self.d.stop()
+            with sqlite3.connect(db) as c:
+                c.execute("DROP TRIGGER gwtest_refuse")
+            self.d.start()
+
+    @gwd.no_vm
     def test_invalid_arguments(self):
         bad = [dict(name=""), dict(name="../etc"), dict(name="a b"), dict(name="x" * 64),
                dict(name="m", memory_bytes=4096), dict(name="m", memory_bytes=(64 << 20) + 1),
@@ -713,6 +739,7 @@ class MigrationTest(DaemonTest):
     test_runner_crash_restarted = test_daemon_sigkill_and_restart = test_unavailable_and_deadline = None
     test_job_failure_and_watch = test_restart_always = test_create_validates_everything = None
     test_reads_never_wait_for_the_database = test_migrate_refused_while_paused = None
+    test_unstored_change_is_an_error = None
 
 
 def main():
