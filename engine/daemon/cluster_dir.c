@@ -2,8 +2,8 @@
  * ClusterHost record. The embedded default, for hosts on one machine (the demo, the tests)
  * or on a shared file system. A record is written to a hidden temporary file and renamed
  * over the old one, so a reader sees either record whole, never a torn one. Readers trust no
- * file: names are checked, files larger than GW_CLUSTER_RECORD_MAX and symbolic links are
- * skipped. */
+ * file: names are checked, files larger than GW_CLUSTER_RECORD_MAX, symbolic links and
+ * anything but a regular file (a FIFO would block the open) are skipped. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -58,6 +58,36 @@ static int dir_publish(void *be, const char *name, const uint8_t *rec, size_t le
     return r;
 }
 
+/* Reads the record in entry d_name of dfd into a malloc'ed *buf. O_NONBLOCK because the type
+ * is only known after the open: a FIFO (or a device) named like a record would block an open
+ * without it until a writer came, and with it every listing (each one a gRPC worker). Only a
+ * regular file is a record. 0, or -errno (the entry is skipped). */
+static int read_record(int dfd, const char *d_name, uint8_t **buf, size_t *len)
+{
+    int fd = openat(dfd, d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) return -errno;
+    struct stat st;
+    int r = fstat(fd, &st) ? -errno : 0;
+    if (!r && (!S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > GW_CLUSTER_RECORD_MAX)) r = -EINVAL;
+    *buf = NULL;
+    if (!r && !(*buf = malloc((size_t)st.st_size))) r = -ENOMEM;
+    if (!r) r = gw_read_full(fd, *buf, (size_t)st.st_size);
+    close(fd);
+    if (r) { free(*buf); *buf = NULL; return r; }
+    *len = (size_t)st.st_size;
+    return 0;
+}
+
+/* The host name of entry d_name (NAME.host) into name, or false. */
+static bool entry_name(const char *d_name, char name[GW_CLUSTER_NAME_MAX + 1])
+{
+    size_t l = strlen(d_name);
+    if (l <= 5 || l - 5 > GW_CLUSTER_NAME_MAX || strcmp(d_name + l - 5, ".host")) return false;
+    memcpy(name, d_name, l - 5);
+    name[l - 5] = 0;
+    return gw_cluster_name_ok(name);
+}
+
 static int dir_list(void *be, void (*fn)(void *arg, const char *name, const uint8_t *rec, size_t len), void *arg)
 {
     struct dir_be *b = be;
@@ -67,23 +97,13 @@ static int dir_list(void *be, void (*fn)(void *arg, const char *name, const uint
     struct dirent *e;
     unsigned n = 0;
     while ((e = readdir(dir)) && n < GW_CLUSTER_MAX_HOSTS) {
-        size_t l = strlen(e->d_name);
-        if (l <= 5 || l - 5 > GW_CLUSTER_NAME_MAX || strcmp(e->d_name + l - 5, ".host")) continue;
         char name[GW_CLUSTER_NAME_MAX + 1];
-        memcpy(name, e->d_name, l - 5);
-        name[l - 5] = 0;
-        if (!gw_cluster_name_ok(name)) continue;
-        int fd = openat(dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0) continue;
-        struct stat st;
         uint8_t *buf = NULL;
-        if (!fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_size > 0 && st.st_size <= GW_CLUSTER_RECORD_MAX &&
-            (buf = malloc((size_t)st.st_size)) && !gw_read_full(fd, buf, (size_t)st.st_size)) {
-            fn(arg, name, buf, (size_t)st.st_size);
-            n++;
-        }
+        size_t len = 0;
+        if (!entry_name(e->d_name, name) || read_record(dfd, e->d_name, &buf, &len)) continue;
+        fn(arg, name, buf, len);
+        n++;
         free(buf);
-        close(fd);
     }
     closedir(dir);
     return 0;
