@@ -70,6 +70,9 @@ struct gw_cluster_open {
     void *arg;
 };
 
+/* Takes one record of the registry (name is its key); returns whether it was kept. */
+typedef bool (*gw_cluster_record_fn)(void *arg, const char *name, const uint8_t *rec, size_t len);
+
 /* A registry back end. Every call may block on I/O (a bounded time); none is made with the
  * daemon's lock. */
 struct gw_cluster_ops {
@@ -79,8 +82,10 @@ struct gw_cluster_ops {
      * announce (the host's state or its VMs changed, not only its heartbeat), the other
      * hosts are told at once where the back end can (rados: a notify). */
     int (*publish)(void *be, const char *name, const uint8_t *rec, size_t len, bool announce);
-    /* Calls fn for each stored record (bytes valid during the call only). */
-    int (*list)(void *be, void (*fn)(void *arg, const char *name, const uint8_t *rec, size_t len), void *arg);
+    /* Calls fn for each stored record (bytes valid during the call only) until fn has kept
+     * GW_CLUSTER_MAX_HOSTS of them: fn says whether it kept one, so records it refused (junk
+     * anyone with write access can store) never hide the others. */
+    int (*list)(void *be, gw_cluster_record_fn fn, void *arg);
     void (*close)(void *be);
 };
 

@@ -88,7 +88,7 @@ static bool entry_name(const char *d_name, char name[GW_CLUSTER_NAME_MAX + 1])
     return gw_cluster_name_ok(name);
 }
 
-static int dir_list(void *be, void (*fn)(void *arg, const char *name, const uint8_t *rec, size_t len), void *arg)
+static int dir_list(void *be, gw_cluster_record_fn fn, void *arg)
 {
     struct dir_be *b = be;
     DIR *dir = opendir(b->path);
@@ -101,8 +101,7 @@ static int dir_list(void *be, void (*fn)(void *arg, const char *name, const uint
         uint8_t *buf = NULL;
         size_t len = 0;
         if (!entry_name(e->d_name, name) || read_record(dfd, e->d_name, &buf, &len)) continue;
-        fn(arg, name, buf, len);
-        n++;
+        if (fn(arg, name, buf, len)) n++;
         free(buf);
     }
     closedir(dir);

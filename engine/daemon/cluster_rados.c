@@ -14,8 +14,9 @@
  * holds a notify for GW_CLUSTER_RADOS_NOTIFY_MS, not the heartbeat). The daemon starts and
  * serves its local VMs while Ceph is away: connecting is retried by the next call.
  *
- * Trust: a key that is not a host name, or a value over GW_CLUSTER_RECORD_MAX, is skipped;
- * the caller checks that each record names its own key. */
+ * Trust: a key that is not a host name (too long, a NUL in it), or a value over
+ * GW_CLUSTER_RECORD_MAX, is skipped and the listing goes on past it; the caller checks that
+ * each record names its own key, and only the records it keeps count toward the cap. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -35,6 +36,10 @@
 #define GW_CLUSTER_RADOS_NOTIFY_MS 2000
 #define GW_CLUSTER_RADOS_WATCH_S 10      /* the OSD drops a dead watcher after this */
 #define GW_CLUSTER_RADOS_PAGE 32         /* records per omap read */
+/* Keys one listing reads at most: keys that are no host's record are skipped, not counted
+ * toward GW_CLUSTER_MAX_HOSTS, so without this bound millions of them would make every
+ * listing read them all, one page after another. */
+#define GW_CLUSTER_RADOS_MAX_KEYS (4 * GW_CLUSTER_MAX_HOSTS)
 #define NOTIFY_SLOTS 4
 
 struct notify_slot {
@@ -56,6 +61,7 @@ struct rados_be {
     atomic_bool watch_lost;              /* set by librados' thread */
     int last_connect_err;
     uint64_t last_fail_ns;               /* CLOCK_MONOTONIC of the last failed connect */
+    _Atomic uint64_t truncated_warn_ns;  /* when a listing last said it stopped early */
     struct notify_slot slots[NOTIFY_SLOTS];
 };
 
@@ -245,7 +251,87 @@ static int rados_be_publish(void *be, const char *name, const uint8_t *rec, size
     return 0;
 }
 
-static int rados_be_list(void *be, void (*fn)(void *arg, const char *name, const uint8_t *rec, size_t len), void *arg)
+/* Where a listing stands: the key the next page starts after, and what it has read. */
+struct list_pos {
+    char *after;                         /* malloc'ed, NUL-terminated; NULL: from the start */
+    size_t cap;
+    unsigned kept, keys;
+};
+
+/* Moves pos past key k (kl bytes, any bytes: anyone with write access sets keys). A key with
+ * a NUL cannot be a start_after (a C string): its part before the NUL followed by \x01 is the
+ * first string past every key that starts with that part and a NUL, none of which is a host
+ * name; the one key it skips besides them, that part and \x01, is none either. */
+static int list_skip(struct list_pos *pos, const char *k, size_t kl)
+{
+    const char *nul = memchr(k, 0, kl);
+    size_t n = nul ? (size_t)(nul - k) + 1 : kl;
+    if (n + 1 > pos->cap) {
+        char *p = realloc(pos->after, n + 1);
+        if (!p) return -ENOMEM;
+        pos->after = p;
+        pos->cap = n + 1;
+    }
+    memcpy(pos->after, k, n);
+    if (nul) pos->after[n - 1] = '\x01';
+    pos->after[n] = 0;
+    return 0;
+}
+
+/* Hands one key and its value to fn when the key is a host name and the value a plausible
+ * size; only what fn keeps counts toward GW_CLUSTER_MAX_HOSTS (junk must not hide hosts). */
+static void list_one(struct list_pos *pos, const char *k, size_t kl, const char *v, size_t vl,
+                     gw_cluster_record_fn fn, void *arg)
+{
+    char name[GW_CLUSTER_NAME_MAX + 1];
+    if (kl > GW_CLUSTER_NAME_MAX || memchr(k, 0, kl) || !vl || vl > GW_CLUSTER_RECORD_MAX) return;
+    memcpy(name, k, kl);
+    name[kl] = 0;
+    if (gw_cluster_name_ok(name) && fn(arg, name, (const uint8_t *)v, vl)) pos->kept++;
+}
+
+/* Reads one page after pos and hands its keys on; *more: the object holds keys past it. */
+static int list_page(struct rados_be *b, struct list_pos *pos, gw_cluster_record_fn fn, void *arg, unsigned char *more)
+{
+    rados_read_op_t op = rados_create_read_op();
+    if (!op) return -ENOMEM;
+    rados_omap_iter_t it = NULL;
+    int prval = 0;
+    rados_read_op_omap_get_vals2(op, pos->after ? pos->after : "", "", GW_CLUSTER_RADOS_PAGE, &it, more, &prval);
+    int r = rados_read_op_operate(op, b->io, GW_CLUSTER_RADOS_OBJECT, 0);
+    rados_release_read_op(op);
+    if (r < 0 || prval < 0) {
+        if (it) rados_omap_get_end(it);
+        if (r == -ENOENT) { *more = 0; return 0; }   /* no object yet: no hosts */
+        return r < 0 ? r : prval;
+    }
+    unsigned got = 0;
+    for (;;) {
+        char *k = NULL, *v = NULL;
+        size_t kl = 0, vl = 0;
+        if (rados_omap_get_next2(it, &k, &v, &kl, &vl) < 0 || !k) break;
+        got++;
+        pos->keys++;
+        if ((r = list_skip(pos, k, kl)) < 0) break;
+        if (pos->kept < GW_CLUSTER_MAX_HOSTS) list_one(pos, k, kl, v, vl, fn, arg);
+    }
+    rados_omap_get_end(it);
+    if (!got) *more = 0;
+    return r < 0 ? r : 0;
+}
+
+/* The listing stopped at GW_CLUSTER_RADOS_MAX_KEYS: said at most once a minute (every
+ * ListHosts would say it again). */
+static void list_truncated(struct rados_be *b, const struct list_pos *pos)
+{
+    uint64_t now = gw_now_ns(), last = atomic_load(&b->truncated_warn_ns);
+    if (last && now - last < 60 * 1000000000ull) return;
+    if (!atomic_compare_exchange_strong(&b->truncated_warn_ns, &last, now)) return;
+    gw_warn("cluster: %s: the registry holds more than %u keys (%u of them host records); hosts past them are not "
+            "listed: remove the keys no host wrote", b->desc, GW_CLUSTER_RADOS_MAX_KEYS, pos->kept);
+}
+
+static int rados_be_list(void *be, gw_cluster_record_fn fn, void *arg)
 {
     struct rados_be *b = be;
     char err[300];
@@ -253,39 +339,14 @@ static int rados_be_list(void *be, void (*fn)(void *arg, const char *name, const
     int r = connect_locked(b, err, sizeof err);
     pthread_mutex_unlock(&b->mu);
     if (r < 0) return r;
-    char after[256] = "";
-    unsigned n = 0;
+    struct list_pos pos = {0};
     unsigned char more = 1;
-    while (more && n < GW_CLUSTER_MAX_HOSTS) {
-        rados_read_op_t op = rados_create_read_op();
-        if (!op) return -ENOMEM;
-        rados_omap_iter_t it = NULL;
-        int prval = 0;
-        rados_read_op_omap_get_vals2(op, after, "", GW_CLUSTER_RADOS_PAGE, &it, &more, &prval);
-        r = rados_read_op_operate(op, b->io, GW_CLUSTER_RADOS_OBJECT, 0);
-        rados_release_read_op(op);
-        if (r < 0 || prval < 0) {
-            if (it) rados_omap_get_end(it);
-            return r == -ENOENT ? 0 : r < 0 ? r : prval;
-        }
-        bool progressed = false;
-        for (;;) {
-            char *k = NULL, *v = NULL;
-            size_t kl = 0, vl = 0;
-            if (rados_omap_get_next2(it, &k, &v, &kl, &vl) < 0 || !k) break;
-            if (kl >= sizeof after || memchr(k, 0, kl)) { more = 0; break; }   /* no host wrote that: stop */
-            memcpy(after, k, kl);
-            after[kl] = 0;
-            progressed = true;
-            /* A key that is not a host name, or an empty or oversized value: skipped, never trusted. */
-            if (!gw_cluster_name_ok(after) || !vl || vl > GW_CLUSTER_RECORD_MAX || n >= GW_CLUSTER_MAX_HOSTS) continue;
-            fn(arg, after, (const uint8_t *)v, vl);
-            n++;
-        }
-        rados_omap_get_end(it);
-        if (!progressed) break;
+    while (!r && more && pos.kept < GW_CLUSTER_MAX_HOSTS) {
+        if (pos.keys >= GW_CLUSTER_RADOS_MAX_KEYS) { list_truncated(b, &pos); break; }
+        r = list_page(b, &pos, fn, arg, &more);
     }
-    return 0;
+    free(pos.after);
+    return r;
 }
 
 static void rados_be_close(void *be)

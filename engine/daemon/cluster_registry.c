@@ -346,15 +346,16 @@ struct collect {
     size_t n;
 };
 
-static void collect_one(void *arg, const char *name, const uint8_t *rec, size_t len)
+static bool collect_one(void *arg, const char *name, const uint8_t *rec, size_t len)
 {
     struct collect *c = arg;
-    if (c->n >= GW_CLUSTER_MAX_HOSTS) return;
+    if (c->n >= GW_CLUSTER_MAX_HOSTS) return false;
     Godwit__V1__ClusterHost *h = godwit__v1__cluster_host__unpack(NULL, len, rec);
-    if (!h) return;
+    if (!h) return false;
     /* A record must be about the host its name says (a copied file is not that host). */
-    if (strcmp(h->name, name) || h->n_vms > 4096) { godwit__v1__cluster_host__free_unpacked(h, NULL); return; }
+    if (strcmp(h->name, name) || h->n_vms > 4096) { godwit__v1__cluster_host__free_unpacked(h, NULL); return false; }
     c->hosts[c->n++] = h;
+    return true;
 }
 
 static int by_name(const void *a, const void *b)

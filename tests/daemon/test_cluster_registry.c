@@ -75,11 +75,12 @@ static void *open_dir_registry(const char *path)
 
 struct names { unsigned n; char first[GW_CLUSTER_NAME_MAX + 1]; };
 
-static void count_one(void *arg, const char *name, const uint8_t *rec, size_t len)
+static bool count_one(void *arg, const char *name, const uint8_t *rec, size_t len)
 {
     (void)rec; (void)len;
     struct names *c = arg;
     if (!c->n++) snprintf(c->first, sizeof c->first, "%s", name);
+    return true;
 }
 
 /* A FIFO named like a record: the listing skips it instead of blocking in its open (which
