@@ -25,6 +25,10 @@
 #define GW_CLUSTER_MAX_HOSTS 256
 #define GW_CLUSTER_RECORD_MAX (1u << 20)   /* a host record larger than this is refused */
 #define GW_CLUSTER_NAME_MAX 63
+/* The most VMs and image roots a record may list: pack_record's caps. A reader refuses a
+ * record past them (no host wrote it) before it can cost memory out of proportion. */
+#define GW_CLUSTER_MAX_VMS_PER_HOST 4096
+#define GW_CLUSTER_MAX_IMAGE_ROOTS 32
 #define GW_EVAC_MAX_VMS 256
 #define GW_EVAC_STALL_S_DEFAULT 30
 /* The default convergence ladder of an evacuation's children (a policy without a mode):

@@ -149,10 +149,11 @@ static int pack_record(struct gw_daemon *d, uint8_t **out, size_t *len, uint64_t
     Godwit__V1__ClusterVm *vms = calloc(n + 1, sizeof *vms);
     Godwit__V1__ClusterVm **ptrs = calloc(n + 1, sizeof *ptrs);
     char roots[sizeof d->cfg.image_roots];
-    char *rootv[32];
+    char *rootv[GW_CLUSTER_MAX_IMAGE_ROOTS];
     size_t nroots = 0;
     snprintf(roots, sizeof roots, "%s", d->cfg.image_roots);
-    for (char *save = NULL, *t = strtok_r(roots, ", ", &save); t && nroots < 32; t = strtok_r(NULL, ", ", &save))
+    for (char *save = NULL, *t = strtok_r(roots, ", ", &save); t && nroots < GW_CLUSTER_MAX_IMAGE_ROOTS;
+         t = strtok_r(NULL, ", ", &save))
         rootv[nroots++] = t;
     int ret = -ENOMEM;
     if (!vms || !ptrs) goto out;
@@ -346,14 +347,54 @@ struct collect {
     size_t n;
 };
 
+/* Unpacking costs memory out of proportion to a record's bytes: each 2-byte empty string of a
+ * repeated field is a pointer, an allocation and a slot of the parser's scratch, some 40 times
+ * its size (a 1 MiB record, 40 MiB; GW_CLUSTER_MAX_HOSTS of them per listing). The unpack
+ * allocator refuses past a budget: a few times the record's size (its strings) plus the fixed
+ * costs of the largest record a host publishes (GW_CLUSTER_MAX_VMS_PER_HOST VMs). Its blocks
+ * come from malloc, so the record is freed with the default allocator. */
+#define UNPACK_BUDGET_FACTOR 4
+#define UNPACK_BUDGET_PER_VM 512
+struct unpack_budget { size_t left; };
+
+static void *budget_alloc(void *arg, size_t size)
+{
+    struct unpack_budget *b = arg;
+    size_t cost = (size + 31) & ~(size_t)15;   /* malloc's: a header, then 16-byte steps */
+    if (cost < size || cost > b->left) return NULL;
+    b->left -= cost;
+    return malloc(size);
+}
+
+static void budget_free(void *arg, void *p)
+{
+    (void)arg;
+    free(p);
+}
+
+/* The record name's key holds, unpacked, or NULL when it is none a host of ours wrote: over
+ * the budget, past pack_record's caps, or about another host (a copied file is not that host). */
+static Godwit__V1__ClusterHost *unpack_record(const char *name, const uint8_t *rec, size_t len)
+{
+    struct unpack_budget b = {.left = UNPACK_BUDGET_FACTOR * len +
+                                      (size_t)GW_CLUSTER_MAX_VMS_PER_HOST * UNPACK_BUDGET_PER_VM};
+    ProtobufCAllocator a = {.alloc = budget_alloc, .free = budget_free, .allocator_data = &b};
+    Godwit__V1__ClusterHost *h = godwit__v1__cluster_host__unpack(&a, len, rec);
+    if (!h) return NULL;
+    if (strcmp(h->name, name) || h->n_vms > GW_CLUSTER_MAX_VMS_PER_HOST ||
+        h->n_image_roots > GW_CLUSTER_MAX_IMAGE_ROOTS) {
+        godwit__v1__cluster_host__free_unpacked(h, NULL);
+        return NULL;
+    }
+    return h;
+}
+
 static bool collect_one(void *arg, const char *name, const uint8_t *rec, size_t len)
 {
     struct collect *c = arg;
     if (c->n >= GW_CLUSTER_MAX_HOSTS) return false;
-    Godwit__V1__ClusterHost *h = godwit__v1__cluster_host__unpack(NULL, len, rec);
+    Godwit__V1__ClusterHost *h = unpack_record(name, rec, len);
     if (!h) return false;
-    /* A record must be about the host its name says (a copied file is not that host). */
-    if (strcmp(h->name, name) || h->n_vms > 4096) { godwit__v1__cluster_host__free_unpacked(h, NULL); return false; }
     c->hosts[c->n++] = h;
     return true;
 }

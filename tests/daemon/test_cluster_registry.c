@@ -1,8 +1,10 @@
 /* Unit tests for the cluster registry's readers (engine/daemon/cluster_dir.c,
  * cluster_registry.c) on a directory registry: entries that are not records (a FIFO) never
- * block a listing. Hostile records a reader must survive are built here by hand, as another
+ * block a listing, and records that would cost far more memory unpacked than their bytes
+ * (repeated fields past what a host publishes) are refused. Hostile records a reader must survive are built here by hand, as another
  * host or anyone with write access to the registry could. */
 #include "engine/daemon/cluster.h"
+#include "tests/daemon/cluster_daemon.h"
 #include "tests/lib/gw_test.h"
 
 #include <errno.h>
@@ -108,5 +110,77 @@ GW_TEST(dir_list_skips_fifo)
     CHECK(WIFEXITED(st));                 /* killed by SIGALRM: the listing blocked */
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     gw_cluster_dir_ops.close(be);
+    drop_registry(path);
+}
+
+/* Publishes h on be, packed, as host h->name would. */
+static int publish_record(void *be, const Godwit__V1__ClusterHost *h)
+{
+    size_t len = godwit__v1__cluster_host__get_packed_size(h);
+    uint8_t *buf = malloc(len);
+    if (!buf) return -ENOMEM;
+    godwit__v1__cluster_host__pack(h, buf);
+    int r = gw_cluster_dir_ops.publish(be, h->name, buf, len, false);
+    free(buf);
+    return r;
+}
+
+/* A record of 100k empty image roots (200 KB packed, some 8 MB unpacked) is refused; a normal
+ * one, and the largest a host publishes (GW_CLUSTER_MAX_VMS_PER_HOST small VMs and
+ * GW_CLUSTER_MAX_IMAGE_ROOTS roots, where the unpack budget is tightest), are listed. */
+GW_TEST(registry_refuses_amplifying_record)
+{
+    char path[128], spec[160], state[160];
+    REQUIRE(new_registry(path, sizeof path));
+    snprintf(spec, sizeof spec, "dir:%s", path);
+    snprintf(state, sizeof state, "%.120s/..", path);
+    struct gw_daemon *d = cluster_daemon_new("self", spec, state, NULL);
+    REQUIRE(d);
+    void *be = d->cluster->be;
+
+    enum { EMPTY_ROOTS = 100000 };
+    char **roots = calloc(EMPTY_ROOTS, sizeof *roots);
+    Godwit__V1__ClusterVm *vms = calloc(GW_CLUSTER_MAX_VMS_PER_HOST, sizeof *vms);
+    Godwit__V1__ClusterVm **vmp = calloc(GW_CLUSTER_MAX_VMS_PER_HOST, sizeof *vmp);
+    static char vm_names[GW_CLUSTER_MAX_VMS_PER_HOST][8];
+    REQUIRE(roots && vms && vmp);
+    for (size_t i = 0; i < EMPTY_ROOTS; i++) roots[i] = (char *)"";
+    for (size_t i = 0; i < GW_CLUSTER_MAX_VMS_PER_HOST; i++) {
+        godwit__v1__cluster_vm__init(&vms[i]);
+        snprintf(vm_names[i], sizeof vm_names[i], "v%zu", i);
+        vms[i].name = vm_names[i];
+        vms[i].memory_bytes = 1;
+        vms[i].vcpus = 1;
+        vmp[i] = &vms[i];
+    }
+    Godwit__V1__ClusterHost h = GODWIT__V1__CLUSTER_HOST__INIT;
+    h.api_address = (char *)"127.0.0.1:1";
+    h.heartbeat_unix_ms = gw_unix_ms();
+
+    h.name = (char *)"fine";
+    h.n_image_roots = 2;
+    h.image_roots = (char *[]){(char *)"/srv/a", (char *)"/srv/b"};
+    h.n_vms = 3;
+    h.vms = vmp;
+    REQUIRE(publish_record(be, &h) == 0);
+
+    h.name = (char *)"full";
+    h.n_image_roots = GW_CLUSTER_MAX_IMAGE_ROOTS;
+    h.image_roots = roots;
+    h.n_vms = GW_CLUSTER_MAX_VMS_PER_HOST;
+    REQUIRE(publish_record(be, &h) == 0);
+
+    h.name = (char *)"big";
+    h.n_image_roots = EMPTY_ROOTS;
+    h.n_vms = 0;
+    REQUIRE(publish_record(be, &h) == 0);
+
+    CHECK_EQ(cluster_daemon_lists(d, "fine", NULL), 1);
+    CHECK_EQ(cluster_daemon_lists(d, "full", NULL), 1);
+    CHECK_EQ(cluster_daemon_lists(d, "big", NULL), 0);
+    free(roots);
+    free(vms);
+    free(vmp);
+    cluster_daemon_free(d);
     drop_registry(path);
 }
