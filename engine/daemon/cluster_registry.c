@@ -404,6 +404,36 @@ static int by_name(const void *a, const void *b)
     return strcmp((*(Godwit__V1__ClusterHost *const *)a)->name, (*(Godwit__V1__ClusterHost *const *)b)->name);
 }
 
+/* A host this host's listings no longer show is forgotten after this long unread; sooner
+ * when the hosts a listing does show need its slot. */
+#define GW_CLUSTER_FORGET_MS (10ull * GW_CLUSTER_DOWN_MS)
+
+static int name_vs_host(const void *name, const void *h)
+{
+    return strcmp(name, (*(Godwit__V1__ClusterHost *const *)h)->name);
+}
+
+/* Drops from the liveness table the hosts that listing hosts (n, sorted by name) does not
+ * hold, once unread for GW_CLUSTER_FORGET_MS or when their slots are wanted: every host of
+ * the listing must find one (lock held). The table only grew, and once full, every host new
+ * to it read as down until a restart. A host kept a while is one a listing missed once (a
+ * file briefly unreadable): its liveness history survives that. */
+static void forget_absent(struct gw_cluster *c, Godwit__V1__ClusterHost *const *hosts, size_t n)
+{
+    uint64_t now = gw_now_ns();
+    size_t room = n < GW_CLUSTER_MAX_HOSTS ? GW_CLUSTER_MAX_HOSTS - n : 0;   /* slots for absent hosts */
+    unsigned kept = 0, absent = 0;
+    for (unsigned i = 0; i < c->n_seen; i++) {
+        const struct gw_cluster_seen *s = &c->seen[i];
+        bool listed = bsearch(s->name, hosts, n, sizeof *hosts, name_vs_host) != NULL;
+        if (!listed && (now - s->read_ns > GW_CLUSTER_FORGET_MS * 1000000 || absent >= room)) continue;
+        absent += !listed;
+        if (kept != i) c->seen[kept] = *s;
+        kept++;
+    }
+    c->n_seen = kept;
+}
+
 /* Liveness from our own clock (lock held). */
 static void judge(struct gw_cluster *c, Godwit__V1__ClusterHost *h)
 {
@@ -448,6 +478,7 @@ int gw_cluster_hosts(struct gw_daemon *d, Godwit__V1__ClusterHost ***hosts, size
     if (r) { gw_cluster_hosts_free(col.hosts, col.n); return r; }
     qsort(col.hosts, col.n, sizeof *col.hosts, by_name);
     pthread_mutex_lock(&d->lock);
+    forget_absent(c, col.hosts, col.n);
     for (size_t i = 0; i < col.n; i++) {
         judge(c, col.hosts[i]);
         /* This host's own state as it is now, not as last published: the heartbeat publishes

@@ -1,7 +1,8 @@
 /* Unit tests for the cluster registry's readers (engine/daemon/cluster_dir.c,
  * cluster_registry.c) on a directory registry: entries that are not records (a FIFO) never
  * block a listing, and records that would cost far more memory unpacked than their bytes
- * (repeated fields past what a host publishes) are refused. Hostile records a reader must survive are built here by hand, as another
+ * (repeated fields past what a host publishes) are refused, and the liveness table makes
+ * room for new hosts when old ones leave. Hostile records a reader must survive are built here by hand, as another
  * host or anyone with write access to the registry could. */
 #include "engine/daemon/cluster.h"
 #include "tests/daemon/cluster_daemon.h"
@@ -181,6 +182,41 @@ GW_TEST(registry_refuses_amplifying_record)
     free(roots);
     free(vms);
     free(vmp);
+    cluster_daemon_free(d);
+    drop_registry(path);
+}
+
+/* The liveness table filled with GW_CLUSTER_MAX_HOSTS hosts that then left: a new host
+ * found no slot and read as down for good (until a restart), however often it beat. */
+GW_TEST(liveness_table_forgets_departed_hosts)
+{
+    char path[128], spec[160], state[160], file[200];
+    REQUIRE(new_registry(path, sizeof path));
+    snprintf(spec, sizeof spec, "dir:%s", path);
+    snprintf(state, sizeof state, "%.120s/..", path);
+    struct gw_daemon *d = cluster_daemon_new("self", spec, state, NULL);
+    REQUIRE(d);
+    void *be = d->cluster->be;
+    char name[16];
+    for (int i = 0; i < GW_CLUSTER_MAX_HOSTS; i++) {
+        snprintf(name, sizeof name, "old%03d", i);
+        REQUIRE(publish_host(be, name, gw_unix_ms()) == 0);
+    }
+    bool down = true;
+    CHECK_EQ(cluster_daemon_lists(d, "old000", &down), 1);
+    CHECK(!down);
+    CHECK_EQ(d->cluster->n_seen, GW_CLUSTER_MAX_HOSTS);
+    for (int i = 0; i < GW_CLUSTER_MAX_HOSTS; i++) {
+        snprintf(file, sizeof file, "%s/old%03d.host", path, i);
+        REQUIRE(unlink(file) == 0);
+    }
+    REQUIRE(publish_host(be, "new", gw_unix_ms()) == 0);
+    CHECK_EQ(cluster_daemon_lists(d, "new", &down), 1);
+    usleep(20 * 1000);
+    REQUIRE(publish_host(be, "new", gw_unix_ms()) == 0);   /* its next beat */
+    down = true;
+    CHECK_EQ(cluster_daemon_lists(d, "new", &down), 1);
+    CHECK(!down);
     cluster_daemon_free(d);
     drop_registry(path);
 }
