@@ -4,16 +4,26 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "engine/common/util.h"
 
 int gw_durable_create_tmp(const char *path, char *tmp, size_t cap)
 {
-    if ((size_t)snprintf(tmp, cap, "%s.tmp.%d", path, (int)getpid()) >= cap) return -ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    return fd < 0 ? -errno : fd;
+    /* A random part: a name anyone can predict ("PATH.tmp.PID") let a file left by a killed
+     * process of the same pid, or one planted there, make every write of path fail. */
+    for (int tries = 0; tries < 8; tries++) {
+        uint32_t rnd;
+        if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) rnd = (uint32_t)gw_now_ns() * 2654435761u;
+        if ((size_t)snprintf(tmp, cap, "%s.tmp.%d.%08x", path, (int)getpid(), rnd) >= cap) return -ENAMETOOLONG;
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0) return fd;
+        if (errno != EEXIST) return -errno;
+    }
+    return -EEXIST;
 }
 
 int gw_fsync_dir_of(const char *path)

@@ -7,8 +7,8 @@
 
 #include <stddef.h>
 
-/* Creates the temporary file for path ("PATH.tmp.PID") and returns its fd (0600), or -errno
- * (-EEXIST when such a file is already there). The name is written to tmp (cap bytes). */
+/* Creates a temporary file for path ("PATH.tmp.PID.RANDOM", a fresh name when one is taken)
+ * and returns its fd (0600), or -errno. The name is written to tmp (cap bytes). */
 int gw_durable_create_tmp(const char *path, char *tmp, size_t cap);
 /* fsyncs and closes fd, renames tmp over path and fsyncs the directory. On failure tmp is
  * removed and -errno returned; fd is closed either way. */

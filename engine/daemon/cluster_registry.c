@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "engine/api/grpc_server.h"
+#include "engine/common/durable.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/daemon/cluster.h"
@@ -40,6 +41,12 @@ static int load_state(struct gw_cluster *c)
     fclose(f);
     if (!strncmp(w, "draining", 8)) c->state = GODWIT__V1__CLUSTER_HOST__STATE__DRAINING;
     else if (!strncmp(w, "maintenance", 11)) c->state = GODWIT__V1__CLUSTER_HOST__STATE__MAINTENANCE;
+    else if (strncmp(w, "active", 6)) {
+        /* Only this daemon writes the file, whole: what it cannot read was not its word, and
+         * a host that takes no VMs is the safe reading until the operator says otherwise. */
+        gw_warn("%s: unreadable host state: taking no VMs (maintenance) until one is set", c->state_path);
+        c->state = GODWIT__V1__CLUSTER_HOST__STATE__MAINTENANCE;
+    }
     return 0;
 }
 
@@ -82,16 +89,11 @@ int gw_cluster_set_state(struct gw_daemon *d, int state)
 {
     struct gw_cluster *c = d->cluster;
     if (c->state == state) return 0;
-    char tmp[620];
-    snprintf(tmp, sizeof tmp, "%s.tmp", c->state_path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return -errno;
+    /* Whole or not at all, and never through a link planted at a temporary name: a host in
+     * maintenance that came back "active" after a power cut would take VMs again. */
     char line[32];
     int n = snprintf(line, sizeof line, "%s\n", state_word(state));
-    int r = gw_write_full(fd, line, (size_t)n);
-    if (!r && fsync(fd)) r = -errno;
-    close(fd);
-    if (!r && rename(tmp, c->state_path)) r = -errno;
+    int r = gw_durable_write(c->state_path, line, (size_t)n);
     if (r) { gw_error("host state: cannot save it: %s", strerror(-r)); return r; }
     gw_info("host %s: %s -> %s", d->cfg.hostname, state_word(c->state), state_word(state));
     c->state = state;

@@ -46,6 +46,21 @@ static int mkdirs(const char *path)
     return mkdir(tmp, 0700) && errno != EEXIST ? -errno : 0;
 }
 
+/* The state directory holds the VM records, tokens and the runners' control sockets: one that
+ * already existed must be this user's and writable by nobody else (an operator's --state-dir
+ * /tmp/x made by someone else would let them plant links where the daemon writes as root). */
+static int state_dir_private(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) < 0) { snprintf(err, errlen, "state dir %s: %s", path, strerror(errno)); return -errno; }
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022)) {
+        snprintf(err, errlen, "state dir %s must be a directory of this user's that no other can write (owner %u, "
+                 "mode %03o)", path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777));
+        return -EPERM;
+    }
+    return 0;
+}
+
 int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char *err, size_t errlen)
 {
     memset(d, 0, sizeof *d);
@@ -84,6 +99,7 @@ int gw_daemon_init(struct gw_daemon *d, const struct gw_daemon_config *cfg, char
     if (access(cfg->runner, X_OK)) { snprintf(err, errlen, "runner %s: %s", cfg->runner, strerror(errno)); return -errno; }
     int r = mkdirs(cfg->state_dir);
     if (r) { snprintf(err, errlen, "state dir %s: %s", cfg->state_dir, strerror(-r)); return r; }
+    if ((r = state_dir_private(cfg->state_dir, err, errlen))) return r;
 
     /* One daemon per state directory: a second one would fight the first over the runners. */
     char path[GW_CFG_STR + 32];

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -98,8 +99,14 @@ int gw_proc_adopt(pid_t pid, const char *needle1, const char *needle2, struct gw
     int pfd = pidfd_open_(pid);
     if (pfd < 0) return -ESRCH;
     fcntl(pfd, F_SETFD, FD_CLOEXEC);
-    char cmd[4096];
-    if (read_cmdline(pid, cmd, sizeof cmd) || !strstr(cmd, needle1) || !strstr(cmd, needle2)) {
+    char cmd[4096], dir[32];
+    struct stat st;
+    snprintf(dir, sizeof dir, "/proc/%d", (int)pid);
+    /* Ours only: a process another user started at the recorded pid, whose command line
+     * names our runner and socket, would otherwise pass for the VM (and its restart policy
+     * would never fire). */
+    if (stat(dir, &st) || st.st_uid != geteuid() || read_cmdline(pid, cmd, sizeof cmd) || !strstr(cmd, needle1) ||
+        !strstr(cmd, needle2)) {
         close(pfd);
         return -ESRCH;
     }

@@ -26,7 +26,8 @@ int gw_proc_spawn(char *const argv[], const char *out_path, const char *log_path
                   unsigned npass, struct gw_proc *p);
 
 /* Takes over a process started by an earlier daemon: pid must be alive and its command line
- * must contain both needles (the runner binary's name and its control socket path).
+ * must contain both needles (the runner binary's name and its control socket path), and it
+ * must be this user's (another user's process at that pid is not our runner).
  * 0, -ESRCH (gone or someone else), or -errno. */
 int gw_proc_adopt(pid_t pid, const char *needle1, const char *needle2, struct gw_proc *p);
 

@@ -107,6 +107,8 @@ static int start_locked(struct gw_grpc_call *call, struct gw_daemon *d, struct g
     return code;
 }
 
+static void clear_old_logs(struct gw_daemon *d, const char *name);
+
 static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
@@ -158,6 +160,7 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
         code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "cannot store the VM definition");
         goto out;
     }
+    clear_old_logs(d, rec->name);
     rec->next = d->vms;
     d->vms = rec;
     gw_info("vm=%s: defined (%llu MiB, %u vCPU, guest %s%s%s%s%s)", rec->name,
@@ -251,6 +254,19 @@ out:
 }
 
 /* Removes the files a VM left in the state directory. */
+/* A fresh definition's directory holds no one else's logs: a VM of the same name that left
+ * (migrated away, forgotten) kept its directory, and its console would read as this one's. */
+static void clear_old_logs(struct gw_daemon *d, const char *name)
+{
+    static const char *const files[] = {"runner.out", "runner.log", "console.log"};
+    char dir[1024], path[1100];
+    gw_vm_dir(d, name, dir, sizeof dir);
+    for (size_t i = 0; i < GW_ARRAY_SIZE(files); i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+}
+
 static void remove_vm_dir(struct gw_daemon *d, const char *name)
 {
     static const char *const files[] = {"runner.out", "runner.log", "console.log", "control.sock", "resume.sock", "resume.token"};

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine/common/util.h"
 #include "engine/vm/device_bus.h"
@@ -17,6 +19,8 @@
 struct serial {
     struct gw_device dev;
     int console_fd;
+    bool capped;            /* console_fd is a regular file: kept under GW_SERIAL_LOG_MAX */
+    uint64_t size;          /* its size as we wrote it */
     uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
     char line[256];
     size_t len;
@@ -25,7 +29,15 @@ struct serial {
 
 static void flush_line(struct serial *s)
 {
-    if (s->console_fd >= 0 && s->len) gw_write_full(s->console_fd, s->line, s->len);
+    if (s->console_fd >= 0 && s->len) {
+        /* A guest writes as much as it likes: the log starts over past its limit, so a chatty
+         * or hostile guest cannot fill the disk the daemon's database lives on. */
+        if (s->capped && s->size + s->len > GW_SERIAL_LOG_MAX && ftruncate(s->console_fd, 0) == 0) {
+            static const char mark[] = "[godwit: console log over its limit: earlier output dropped]\n";
+            s->size = gw_write_full(s->console_fd, mark, sizeof mark - 1) ? 0 : sizeof mark - 1;
+        }
+        if (!gw_write_full(s->console_fd, s->line, s->len)) s->size += s->len;
+    }
     s->len = 0;
 }
 
@@ -106,6 +118,11 @@ int gw_serial_create(uint16_t base, int console_fd, struct gw_device **out)
     if (!s) return -ENOMEM;
     gw_device_init(&s->dev, &serial_ops, "serial0", GW_DEV_PIO, base, 8);
     s->console_fd = console_fd;
+    struct stat st;
+    if (console_fd >= 0 && fstat(console_fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        s->capped = true;
+        s->size = (uint64_t)st.st_size;
+    }
     *out = &s->dev;
     return 0;
 }

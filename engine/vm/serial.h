@@ -5,7 +5,11 @@
 
 #include "engine/vm/device.h"
 
-/* Creates the UART at port base; console_fd (not owned) receives the output, -1 drops it. */
+#define GW_SERIAL_LOG_MAX (16ull << 20)   /* a console log file starts over past this */
+
+/* Creates the UART at port base; console_fd (not owned) receives the output, -1 drops it.
+ * When console_fd is a regular file (opened O_APPEND) it is truncated, with a line saying so,
+ * whenever the next line would take it past GW_SERIAL_LOG_MAX. */
 int gw_serial_create(uint16_t base, int console_fd, struct gw_device **out);
 
 #endif

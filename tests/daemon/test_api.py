@@ -121,6 +121,22 @@ class DaemonTest(unittest.TestCase):
         self.assertTrue(wait_for(lambda: not gwd.pid_alive(pid), 5))
 
     @gwd.no_vm
+    def test_new_vm_has_no_old_console(self):
+        """A VM defined under the name of one that left (its directory stayed) does not show
+        that one's console (before stop 29 GetVmConsole returned the old guest's output)."""
+        old = os.path.join(self.d.dir, "state", "vms", "reborn")
+        os.makedirs(old, exist_ok=True)
+        with open(os.path.join(old, "console.log"), "w") as f:
+            f.write("SECRET of the VM that left\n")
+        self.create("reborn", start=False)
+        try:
+            got = self.call("GetVmConsole", api.GetVmConsoleRequest(name="reborn"))
+            self.assertNotIn(b"SECRET", got.data)
+            self.assertEqual(got.size, 0)
+        finally:
+            self.call("DeleteVm", api.DeleteVmRequest(name="reborn"))
+
+    @gwd.no_vm
     def test_unstored_change_is_an_error(self):
         """A change the database refused is answered INTERNAL, not OK (before stop 29 the
         client was told the VM was defined, and a restart lost it); another caller's change
@@ -739,7 +755,7 @@ class MigrationTest(DaemonTest):
     test_runner_crash_restarted = test_daemon_sigkill_and_restart = test_unavailable_and_deadline = None
     test_job_failure_and_watch = test_restart_always = test_create_validates_everything = None
     test_reads_never_wait_for_the_database = test_migrate_refused_while_paused = None
-    test_unstored_change_is_an_error = None
+    test_unstored_change_is_an_error = test_new_vm_has_no_old_console = None
 
 
 def main():

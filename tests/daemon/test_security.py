@@ -333,6 +333,47 @@ class Security(unittest.TestCase):
                 p.terminate()
                 p.communicate(timeout=20)
 
+    @gwd.no_vm
+    def test_state_dir_must_be_private(self):
+        """A state directory others can write is refused at start; a host-state file the
+        daemon cannot read means maintenance (no new VMs), never active."""
+        tmp = tempfile.mkdtemp(prefix="gw-state-", dir=self.tmp)
+        state = os.path.join(tmp, "state")
+        os.mkdir(state)
+        conf = os.path.join(tmp, "c.conf")
+        port = gwd.free_port()
+        with open(os.path.join(tmp, "token"), "w") as f:
+            f.write(gwd.TOKEN + "\n")
+        with open(conf, "w") as f:
+            f.write("[daemon]\nlisten = 127.0.0.1:%d\nstate_dir = %s\ntoken_file = %s\nrunner = %s\nhostname = st\n"
+                    % (port, state, os.path.join(tmp, "token"), os.path.join(BIN, "godwit-vm")))
+
+        def start():
+            return subprocess.Popen([os.path.join(BIN, "godwitd"), "--config", conf], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+
+        os.chmod(state, 0o777)
+        p = start()
+        out, err = p.communicate(timeout=20)
+        self.assertEqual(p.returncode, 1, out + err)
+        self.assertIn("no other can write", err)
+        os.chmod(state, 0o700)
+        with open(os.path.join(state, "host-state"), "w") as f:
+            f.write("\x00garbage\n")
+        p = start()
+        try:
+            line = p.stdout.readline()
+            self.assertTrue(line.startswith("listening on"), line)
+            with grpc.insecure_channel("127.0.0.1:%d" % port) as ch:
+                stub = gwd.stubs()[1].GodwitStub(ch)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    stub.CreateVm(api.CreateVmRequest(name="x"), metadata=AUTH, timeout=10)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+                self.assertIn("maintenance", cm.exception.details())
+        finally:
+            p.terminate()
+            p.communicate(timeout=20)
+
     def test_200_idle_strangers_do_not_block_a_migration(self):
         self.create(self.a, "busyport")
         strangers = []
