@@ -5,6 +5,7 @@
 #include "tests/lib/gw_test.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -15,6 +16,11 @@ static pid_t impostor(uid_t uid)
 {
     pid_t pid = fork();
     if (pid == 0) {
+        /* A group of its own, ended whole (sh's sleep too), and no hold on our output, which
+         * a test runner waits on. */
+        setpgid(0, 0);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) { dup2(null, 1); dup2(null, 2); }
         if (uid != (uid_t)-1 && (setgid(uid) || setuid(uid))) _exit(126);
         execl("/bin/sh", "sh", "-c", "sleep 30", "godwit-vm-test", "/state/vms/x/control.sock", (char *)NULL);
         _exit(127);
@@ -25,7 +31,7 @@ static pid_t impostor(uid_t uid)
 
 static void end(pid_t pid)
 {
-    kill(pid, SIGKILL);
+    kill(-pid, SIGKILL);
     waitpid(pid, NULL, 0);
 }
 
