@@ -260,6 +260,13 @@ int gw_policy_get(struct gw_daemon *d, const char *vm, struct gw_policy *out)
     return r;
 }
 
+static int find_in(const struct gw_policy *v, unsigned n, const char *vm, const char *label)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (!strcmp(v[i].vm, vm) && !strcmp(v[i].label, label)) return (int)i;
+    return -1;
+}
+
 void gw_policy_adopt(struct gw_daemon *d, const char *vm, const Godwit__V1__BackupPolicy *p)
 {
     struct gw_policy pol;
@@ -274,7 +281,18 @@ void gw_policy_adopt(struct gw_daemon *d, const char *vm, const Godwit__V1__Back
     pol.last_fire = p->last_fire_unix_s;
     snprintf(pol.last_job, sizeof pol.last_job, "%s", p->last_job);
     pthread_mutex_lock(&policy_mu);
-    if (put(d, &pol)) gw_error("vm=%s: cannot store its backup policy", vm);
+    /* Within the same bound SetBackupPolicy keeps: arrivals (a peer's word) must not push the
+     * operator's policies past what the loader reads back. */
+    unsigned n = 0, policies = 0;
+    struct gw_policy *v = NULL;
+    int r = load_all_locked(d, &v, &n);
+    int old = r ? -1 : find_in(v, n, pol.vm, pol.label);
+    for (unsigned i = 0; !r && i < n; i++) policies += !v[i].run_record;
+    free(v);
+    if (r || (old < 0 && policies >= GW_POLICY_MAX))
+        gw_warn("vm=%s: its backup policy from the source is not taken over: %s", vm,
+                r ? "the policies cannot be read" : "this host keeps as many policies as it may");
+    else if (put(d, &pol)) gw_error("vm=%s: cannot store its backup policy", vm);
     else gw_info("vm=%s: backup policy taken over from the source", vm);
     pthread_mutex_unlock(&policy_mu);
 }
@@ -306,12 +324,6 @@ static int not_found(struct gw_grpc_call *call, const char *vm, const char *labe
     return gw_grpc_call_error_reason(call, GW_GRPC_NOT_FOUND, "POLICY_NOT_FOUND", "VM %s has no backup policy", vm);
 }
 
-static int find_in(const struct gw_policy *v, unsigned n, const char *vm, const char *label)
-{
-    for (unsigned i = 0; i < n; i++)
-        if (!strcmp(v[i].vm, vm) && !strcmp(v[i].label, label)) return (int)i;
-    return -1;
-}
 
 /* p's API form, with when it runs next. A label policy (rows v[0..n) hold its run records)
  * lists its runs (in runs/ptrs, *used of them taken) and shows the latest as its own last run;

@@ -65,6 +65,9 @@ struct gw_vm_rec {
     uint64_t reserved_until_ns;    /* incoming via the migration port: waiting for the source's
                                     * connection until then (no runner yet); 0 = not waiting */
     uint8_t session_token[32];     /* incoming: PrepareIncoming's one-time token the streams carry */
+    char incoming_job[64];         /* incoming: the source's job (PrepareIncoming.job_id); its
+                                    * AbortIncoming and source_gone must name it ("" = any) */
+    bool policy_adopted;           /* incoming: its backup policy came with it (dropped with it) */
     char reserved_by[256];         /* incoming via the migration port: the source host that asked
                                     * ("" when its name did not fit: never replaced then) */
     /* Incoming post-copy recovery (docs/postcopy.md): a source whose link broke reconnects
@@ -192,6 +195,8 @@ int gw_daemon_settle(struct gw_daemon *d, struct gw_grpc_call *call, uint64_t ma
 /* Allocates a record for name (not linked); control path set from the state dir. */
 int gw_vm_rec_new(struct gw_daemon *d, const char *name, struct gw_vm_rec **out);
 void gw_vm_unlink(struct gw_daemon *d, struct gw_vm_rec *rec);           /* lock held */
+/* The VM whose disk is disk (file path or rbd:POOL/IMAGE), or NULL. Lock held. */
+const struct gw_vm_rec *gw_vm_disk_owner(const struct gw_daemon *d, const char *disk);
 int gw_vm_load_all(struct gw_daemon *d);
 /* Directory of a VM's files (logs, console, socket). */
 void gw_vm_dir(const struct gw_daemon *d, const char *name, char *out, size_t len);
@@ -289,6 +294,12 @@ void gw_handover_path(const struct gw_daemon *d, const char *name, char *out, si
  * destination; rec has been freed and its open job SUCCEEDED. IN_DOUBT: rec is IN_DOUBT and
  * a resolver runs. NONE: no record; the caller handles the exit. */
 enum gw_settle gw_owner_settle_exit(struct gw_daemon *d, struct gw_vm_rec *rec);
+/* Removes name's hand-over record: once the VM it speaks of is gone from here (migrated and
+ * forgotten) it is stale, and a later VM of that name (a return home, a new one) must not be
+ * taken for handed over. */
+void gw_owner_remove_record(struct gw_daemon *d, const char *name);
+/* Whether a peer's job_id names the migration that made incoming rec (or rec records none). */
+bool gw_incoming_job_is(const struct gw_vm_rec *rec, const char *job_id);
 /* Marks rec IN_DOUBT (lock held) and starts its resolver. */
 void gw_owner_in_doubt(struct gw_daemon *d, struct gw_vm_rec *rec, const char *peer, const char *job_id,
                        const char *why);

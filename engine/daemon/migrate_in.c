@@ -84,6 +84,8 @@ static bool stale_reservation(const struct gw_vm_rec *r, const char *source)
            !strcmp(r->reserved_by, source);
 }
 
+#define JOB_ID_CAP ((int)sizeof ((struct gw_vm_rec *)0)->incoming_job)
+
 static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
@@ -98,6 +100,12 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
     if (vm->disk_path && *vm->disk_path && (why = gw_config_disk_refused(&d->cfg, vm->disk_path)))
         return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "disk %s on %s: %s", vm->disk_path,
                                   d->cfg.hostname, why);
+    /* As CreateVm checks them: a peer's VM is held to this host's rules, not the source's. */
+    const Godwit__V1__RestartPolicy *rp = vm->restart_policy;
+    if (rp && (rp->kind < 0 || rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS || rp->backoff_ms > 3600000))
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "restart_policy out of range");
+    if (!req->job_id || strlen(req->job_id) >= JOB_ID_CAP)
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "job_id longer than %d bytes", JOB_ID_CAP - 1);
     /* A Linux guest's kernel and initrd, and its tap, are the source's claims too: recorded
      * only when this host's own image_roots and net_taps allow them. The destination runner
      * opens no kernel (it arrives in the guest's memory); a later cold start here opens the
@@ -142,6 +150,14 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
                                   vm->name, d->cfg.hostname);
         goto out;
     }
+    /* A disk is one VM's: an arriving VM never gets another VM's (a stopped one's disk, read
+     * and written by a guest the peer chose). */
+    const struct gw_vm_rec *owner = vm->disk_path && *vm->disk_path ? gw_vm_disk_owner(d, vm->disk_path) : NULL;
+    if (owner) {
+        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "DISK_IN_USE", "disk %s on %s belongs "
+                                         "to VM %s", vm->disk_path, d->cfg.hostname, owner->name);
+        goto out;
+    }
     if (count_incoming(d) >= d->cfg.max_incoming) {
         code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "%s already receives %u migrations; retry later",
                                   d->cfg.hostname, d->cfg.max_incoming);
@@ -152,6 +168,9 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
         code = gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "VM name %s: %s", vm->name, strerror(-r));
         goto out;
     }
+    /* No VM of this name is here: a hand-over record left by one that went away is stale. */
+    gw_owner_remove_record(d, vm->name);
+    snprintf(rec->incoming_job, sizeof rec->incoming_job, "%s", req->job_id);
     rec->memory_bytes = vm->memory_bytes;
     rec->vcpus = vm->vcpus;
     if (gw_cluster_name_ok(vm->anti_affinity)) snprintf(rec->anti_affinity, sizeof rec->anti_affinity, "%s", vm->anti_affinity);
@@ -244,6 +263,7 @@ drop:
     gw_vm_unlink(d, rec);
     free(rec);
 out:
+    if (!code && req->backup_policy && (rec = gw_vm_find(d, vm->name)) && rec->incoming) rec->policy_adopted = true;
     pthread_mutex_unlock(&d->lock);
     if (!code && req->backup_policy) gw_policy_adopt(d, vm->name, req->backup_policy);
     return code;
@@ -258,6 +278,9 @@ static int abort_incoming(struct gw_grpc_call *call, const ProtobufCMessage *msg
     int code = GW_GRPC_OK;
     if (!rec) code = gw_grpc_call_error(call, GW_GRPC_NOT_FOUND, "no VM named %s", req->vm);
     else if (!rec->incoming) code = gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "VM %s is not an incoming migration", req->vm);
+    else if (!gw_incoming_job_is(rec, req->job_id))
+        /* Only the migration's own source may abort it: another peer cannot kill an arrival. */
+        code = gw_grpc_call_error(call, GW_GRPC_PERMISSION_DENIED, "VM %s arrives for another job", req->vm);
     else {
         gw_info("vm=%s job=%s: incoming migration aborted by the source", rec->name, req->job_id);
         if (rec->proc.pid) {
@@ -291,4 +314,9 @@ int gw_service_register_peer(struct gw_daemon *d)
         .request = &godwit__v1__abort_incoming_request__descriptor, .handler = abort_incoming, .arg = d,
         .flags = GW_GRPC_PEER});
     return r;
+}
+
+bool gw_incoming_job_is(const struct gw_vm_rec *rec, const char *job_id)
+{
+    return !rec->incoming_job[0] || (job_id && !strcmp(rec->incoming_job, job_id));
 }

@@ -361,6 +361,7 @@ static void finish(struct mig *m)
         gw_vm_unlink(d, rec);
         gw_db_delete_vm(d->db, rec->name);
         gw_policy_forget(d, rec->name);   /* the destination took it over */
+        gw_owner_remove_record(d, rec->name);   /* else a return home would read as handed over */
         free(rec);
     } else if (rec->proc.pid) {
         rec->state = GODWIT__V1__VM__STATE__RUNNING;

@@ -60,7 +60,7 @@ static void end_job(struct gw_daemon *d, const char *vm, const char *job_id, int
     gw_job_set_state(j, state, msg);
 }
 
-static void remove_record(struct gw_daemon *d, const char *name)
+void gw_owner_remove_record(struct gw_daemon *d, const char *name)
 {
     char path[1200];
     gw_handover_path(d, name, path, sizeof path);
@@ -79,7 +79,7 @@ static void forget(struct gw_daemon *d, struct gw_vm_rec *rec, const char *peer,
         gw_proc_signal(&rec->proc, SIGKILL);
         close(rec->proc.pidfd);   /* leaves the supervisor's epoll set with it */
     }
-    remove_record(d, rec->name);
+    gw_owner_remove_record(d, rec->name);
     gw_vm_unlink(d, rec);
     gw_db_delete_vm(d->db, rec->name);
     free(rec);
@@ -192,7 +192,7 @@ static void keep_source(struct gw_daemon *d, struct gw_vm_rec *rec, const char *
         gw_sup_crashed(d, rec, "its runner ended while the hand-over was in doubt, and the destination never started it");
     }
     rec->in_doubt_peer[0] = rec->in_doubt_job[0] = 0;
-    remove_record(d, name);
+    gw_owner_remove_record(d, name);
     gw_vm_persist(d, rec);
     end_job(d, name, job, GODWIT__V1__JOB__STATE__FAILED, msg);
     pthread_cond_broadcast(&d->cond);
@@ -362,7 +362,8 @@ static int query_incoming(struct gw_grpc_call *call, const ProtobufCMessage *msg
     Godwit__V1__QueryIncomingResponse resp = GODWIT__V1__QUERY_INCOMING_RESPONSE__INIT;
     pthread_mutex_lock(&d->lock);
     struct gw_vm_rec *rec = gw_vm_find(d, req->vm);
-    if (rec && req->source_gone && rec->incoming && !rec->proc.pid && !rec->busy) {
+    /* Only the migration's own source may say it is gone: another peer's word drops nothing. */
+    if (rec && req->source_gone && rec->incoming && !rec->proc.pid && !rec->busy && gw_incoming_job_is(rec, req->job_id)) {
         /* Only reserved, and the source's runner is gone: nothing will ever arrive. */
         gw_info("vm=%s job=%s: the source's runner is gone; dropping the reservation", rec->name, req->job_id);
         gw_sup_drop_incoming(d, rec);

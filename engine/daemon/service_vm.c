@@ -135,6 +135,12 @@ static int create_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
         code = gw_grpc_call_error(call, GW_GRPC_ALREADY_EXISTS, "a VM named %s already exists", req->name);
         goto out;
     }
+    const struct gw_vm_rec *owner = req->disk_path[0] ? gw_vm_disk_owner(d, req->disk_path) : NULL;
+    if (owner) {   /* one disk, one VM: two would take turns writing it */
+        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "DISK_IN_USE", "disk %s belongs to VM %s",
+                                         req->disk_path, owner->name);
+        goto out;
+    }
     int r = gw_vm_rec_new(d, req->name, &rec);
     if (r) {
         code = gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "VM name %s: %s", req->name, strerror(-r));
@@ -254,11 +260,12 @@ out:
 }
 
 /* Removes the files a VM left in the state directory. */
-/* A fresh definition's directory holds no one else's logs: a VM of the same name that left
- * (migrated away, forgotten) kept its directory, and its console would read as this one's. */
+/* A fresh definition's directory holds no one else's logs or hand-over record: a VM of the
+ * same name that left (migrated away, forgotten) kept its directory, and its console would
+ * read as this one's, its record make this one "handed over" (never started). */
 static void clear_old_logs(struct gw_daemon *d, const char *name)
 {
-    static const char *const files[] = {"runner.out", "runner.log", "console.log"};
+    static const char *const files[] = {"runner.out", "runner.log", "console.log", "handover.pb"};
     char dir[1024], path[1100];
     gw_vm_dir(d, name, dir, sizeof dir);
     for (size_t i = 0; i < GW_ARRAY_SIZE(files); i++) {
@@ -269,7 +276,8 @@ static void clear_old_logs(struct gw_daemon *d, const char *name)
 
 static void remove_vm_dir(struct gw_daemon *d, const char *name)
 {
-    static const char *const files[] = {"runner.out", "runner.log", "console.log", "control.sock", "resume.sock", "resume.token"};
+    static const char *const files[] = {"runner.out", "runner.log", "console.log", "control.sock", "resume.sock",
+                                        "resume.token", "handover.pb", "incoming.token"};
     char dir[1024], path[1100];
     gw_vm_dir(d, name, dir, sizeof dir);
     for (size_t i = 0; i < GW_ARRAY_SIZE(files); i++) {

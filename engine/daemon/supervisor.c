@@ -20,6 +20,7 @@
 #include "engine/common/json.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
+#include "engine/daemon/backup_sched.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 #include "engine/daemon/resume_route.h"
@@ -357,6 +358,7 @@ void gw_sup_crashed(struct gw_daemon *d, struct gw_vm_rec *rec, const char *why)
 
 void gw_sup_drop_incoming(struct gw_daemon *d, struct gw_vm_rec *rec)
 {
+    if (rec->policy_adopted) gw_policy_forget(d, rec->name);   /* it came with the VM, it goes with it */
     gw_resume_route_forget(d, rec);
     gw_vm_unlink(d, rec);
     gw_db_delete_vm(d->db, rec->name);

@@ -207,3 +207,10 @@ int gw_daemon_settle(struct gw_daemon *d, struct gw_grpc_call *call, uint64_t ma
                                   "daemon's log says why): it would be lost when the daemon restarts");
     return code;
 }
+
+const struct gw_vm_rec *gw_vm_disk_owner(const struct gw_daemon *d, const char *disk)
+{
+    for (const struct gw_vm_rec *r = d->vms; r; r = r->next)
+        if (r->disk[0] && !strcmp(r->disk, disk)) return r;
+    return NULL;
+}

@@ -303,6 +303,71 @@ class Security(unittest.TestCase):
                                 timeout=10)
 
     @gwd.no_vm
+    def test_a_peer_acts_only_on_its_own_migration(self):
+        """Another peer (another job) can neither abort an arrival nor say its source is gone;
+        an arriving VM never gets a disk another VM owns, nor a restart policy CreateVm would
+        refuse; and a hand-over record left by an earlier VM of the name is cleared on arrival
+        and on a new definition (it made the VM read as handed over: never started, and
+        forgotten at its first exit)."""
+        def code(fn):
+            try:
+                fn()
+            except grpc.RpcError as e:
+                return e.code(), e.details()
+            return grpc.StatusCode.OK, ""
+
+        def abort(vm, job):
+            return self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm=vm, job_id=job), metadata=PEER_AUTH,
+                                           timeout=10)
+
+        def query(vm, job, gone):
+            return self.peer.QueryIncoming(peer_pb.QueryIncomingRequest(vm=vm, job_id=job, source_gone=gone),
+                                           metadata=PEER_AUTH, timeout=10).state
+
+        arriving = peer_pb.QueryIncomingResponse.ARRIVING
+        self.prepare("mine")
+        self.assertEqual(code(lambda: abort("mine", "job-other"))[0], grpc.StatusCode.PERMISSION_DENIED)
+        self.assertEqual(query("mine", "job-other", True), arriving)
+        self.assertEqual(query("mine", "job-test", False), arriving)
+        self.assertEqual(code(lambda: abort("mine", "job-test"))[0], grpc.StatusCode.OK)
+        self.assertEqual(query("mine", "job-test", False), peer_pb.QueryIncomingResponse.ABSENT)
+        self.prepare("mine")
+        self.assertEqual(query("mine", "job-test", True), peer_pb.QueryIncomingResponse.ABSENT)
+        # A disk that belongs to a VM defined here.
+        disk = os.path.join(self.images, "owned.img")
+        with open(disk, "wb") as f:
+            f.truncate(16 << 20)
+        self.b.stub.CreateVm(api.CreateVmRequest(name="owner", disk_path=disk), metadata=AUTH, timeout=10)
+        try:
+            c, why = code(lambda: self.prepare("thief", disk=disk))
+            self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION, why)
+            self.assertIn("belongs to VM owner", why)
+            c, why = code(lambda: self.b.stub.CreateVm(api.CreateVmRequest(name="thief2", disk_path=disk),
+                                                       metadata=AUTH, timeout=10))
+            self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION, why)
+        finally:
+            self.b.stub.DeleteVm(api.DeleteVmRequest(name="owner"), metadata=AUTH, timeout=10)
+        # A restart policy CreateVm refuses.
+        vm = api.Vm(name="odd", memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M",
+                    restart_policy=api.RestartPolicy(kind=99))
+        c, _ = code(lambda: self.peer.PrepareIncoming(peer_pb.PrepareIncomingRequest(
+            vm=vm, job_id="job-test", source_host="test", streams=1), metadata=PEER_AUTH, timeout=10))
+        self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT)
+        # Stale hand-over records go.
+        for name, define in (("back", lambda: self.prepare("back")),
+                             ("fresh", lambda: self.b.stub.CreateVm(api.CreateVmRequest(name="fresh"), metadata=AUTH,
+                                                                    timeout=10))):
+            vdir = os.path.join(self.b.dir, "state", "vms", name)
+            os.makedirs(vdir, exist_ok=True)
+            record = os.path.join(vdir, "handover.pb")
+            with open(record, "wb") as f:
+                f.write(b"stale")
+            define()
+            self.assertFalse(os.path.exists(record), name)
+        abort("back", "job-test")
+        self.b.stub.DeleteVm(api.DeleteVmRequest(name="fresh"), metadata=AUTH, timeout=10)
+
+    @gwd.no_vm
     def test_api_without_token(self):
         """A TCP API without a token_file is refused at start (every local user reaches a port)
         unless api_no_token = on; a unix socket needs none and is made owner-only whatever the
