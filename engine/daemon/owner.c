@@ -369,6 +369,11 @@ static int query_incoming(struct gw_grpc_call *call, const ProtobufCMessage *msg
         gw_sup_drop_incoming(d, rec);
         rec = NULL;
     }
+    /* A VM of that name that arrived (or is arriving) for another job is not the asker's VM:
+     * answering by name alone let another peer's VM of the same name keep the asker's in
+     * doubt, or make it forget its own. An asker that names no job (no record of it) gets
+     * the answer by name, as before: never "absent" for a VM that may be its own. */
+    if (rec && req->job_id && req->job_id[0] && !gw_incoming_job_is(rec, req->job_id)) rec = NULL;
     if (!rec) resp.state = GODWIT__V1__QUERY_INCOMING_RESPONSE__STATE__ABSENT;
     else if (rec->incoming || rec->reserved_until_ns) resp.state = GODWIT__V1__QUERY_INCOMING_RESPONSE__STATE__ARRIVING;
     else resp.state = GODWIT__V1__QUERY_INCOMING_RESPONSE__STATE__RUNNING;   /* ours since it arrived */

@@ -327,7 +327,8 @@ class Security(unittest.TestCase):
         arriving = peer_pb.QueryIncomingResponse.ARRIVING
         self.prepare("mine")
         self.assertEqual(code(lambda: abort("mine", "job-other"))[0], grpc.StatusCode.PERMISSION_DENIED)
-        self.assertEqual(query("mine", "job-other", True), arriving)
+        # Another job's question about the name: not its VM (and nothing is dropped).
+        self.assertEqual(query("mine", "job-other", True), peer_pb.QueryIncomingResponse.ABSENT)
         self.assertEqual(query("mine", "job-test", False), arriving)
         self.assertEqual(code(lambda: abort("mine", "job-test"))[0], grpc.StatusCode.OK)
         self.assertEqual(query("mine", "job-test", False), peer_pb.QueryIncomingResponse.ABSENT)
