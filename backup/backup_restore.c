@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "backup/disk_rbd.h"
+#include "engine/common/checked_open.h"
 #include "engine/common/util.h"
 #include "engine/vm/blk_backend.h"
 #include "engine/vm/chunk_digest.h"
@@ -332,11 +333,10 @@ static int restore_disk(struct gw_backup_target *t, const Godwit__V1__BackupMani
                         const struct progress *pg, struct gw_restore_stats *st, char *err, size_t errlen)
 {
     if (gw_blk_is_rbd(disk_path)) return restore_rbd(t, man->disk, disk_path, pg, st, err, errlen);
-    int fd = open(disk_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    int fd = gw_checked_open(disk_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(e));
-        return -e;
+        snprintf(err, errlen, "disk image %s: %s", disk_path, strerror(-fd));
+        return fd;
     }
     int r = 0;
     struct disk_ctx dc = {.fd = fd, .cs = man->disk->chunk_size};

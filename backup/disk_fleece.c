@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/common/checked_open.h"
 #include "engine/common/limits.h"
 #include "engine/common/log.h"
 #include "engine/common/util.h"
@@ -228,8 +229,13 @@ int gw_disk_fleece_open(struct gw_vm *vm, const char *path, uint64_t size, const
     f->a.fd = -1;
     pthread_mutex_init(&f->m, NULL);
     /* Our own descriptor of the image: reads share the page cache with the device's. */
-    f->img_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (f->img_fd < 0) { r = -errno; snprintf(err, errlen, "cannot read the disk image %s: %s", path, strerror(-r)); goto fail; }
+    f->img_fd = gw_checked_open(path, O_RDONLY, 0);
+    if (f->img_fd < 0) {
+        r = f->img_fd;
+        f->img_fd = -1;
+        snprintf(err, errlen, "cannot read the disk image %s: %s", path, strerror(-r));
+        goto fail;
+    }
     r = gw_fleece_area_init(&f->a, size, bs, limit, p->fleece_dir && *p->fleece_dir ? p->fleece_dir : "/tmp", err, errlen);
     if (r) goto fail;
     *out = &f->s;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/common/checked_open.h"
 #include "engine/api/grpc_server.h"
 #include "engine/common/log.h"
 #include "engine/daemon/config.h"
@@ -33,6 +34,9 @@ int main(int argc, char **argv)
                                        {"help", 0, 0, 'h'}, {0}};
     const char *config = NULL, *listen = NULL, *state_dir = NULL;
     int c;
+    /* Every runner this daemon starts inherits it: paths the daemon checked are opened with no
+     * symbolic link anywhere on the way (engine/common/checked_open.h). Set before any thread. */
+    setenv(GW_STRICT_PATHS_ENV, "1", 1);
     while ((c = getopt_long(argc, argv, "c:h", lo, NULL)) != -1) {
         switch (c) {
         case 'c': config = optarg; break;

@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/common/checked_open.h"
 #include "engine/common/cpu_prio.h"
 #include "engine/common/json.h"
 #include "engine/common/limits.h"
@@ -603,10 +604,10 @@ static int cmd_restore_backup(const struct opts *o)
          * instant restore fills it behind the device: it must start as holes). A new file, or
          * an empty one made for us (godwitd makes it with O_EXCL and removes it on failure):
          * never a file with data, which may be another VM's disk. */
-        int dfd = open(o->disk, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        int dfd = gw_checked_open(o->disk, O_WRONLY | O_CREAT | O_EXCL, 0644);
         made_file = dfd >= 0;   /* ours until the VM runs on it: a failure before removes it */
         struct stat sb;
-        if (dfd < 0 && errno == EEXIST && (dfd = open(o->disk, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)) >= 0 &&
+        if (dfd == -EEXIST && (dfd = gw_checked_open(o->disk, O_WRONLY, 0)) >= 0 &&
             (fstat(dfd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size > 0)) {
             fprintf(stderr, "godwit-vm: disk image %s exists and is not empty: restore into a new file\n", o->disk);
             close(dfd);
@@ -614,7 +615,7 @@ static int cmd_restore_backup(const struct opts *o)
             goto out;
         }
         if (dfd < 0 || ftruncate(dfd, (off_t)man->disk->size) < 0) {
-            fprintf(stderr, "godwit-vm: disk image %s: %s\n", o->disk, strerror(errno));
+            fprintf(stderr, "godwit-vm: disk image %s: %s\n", o->disk, strerror(dfd < 0 ? -dfd : errno));
             if (dfd >= 0) close(dfd);
             code = EXIT_VM_FAILED;
             goto out;

@@ -3,6 +3,7 @@
  * description lock on the whole file, which is released at close and is not inherited by a
  * second open of the same file in this process. Requests run one after the other: the page
  * cache answers them at memory speed, so a batch gains nothing from concurrency here. */
+#include "engine/common/checked_open.h"
 #include "engine/vm/blk_backend.h"
 
 #include <errno.h>
@@ -73,11 +74,13 @@ int gw_blk_file_open(const char *path, bool read_only, struct gw_blk **out, char
     f->b.ops = &file_ops;
     f->b.read_only = read_only;
     snprintf(f->b.desc, sizeof f->b.desc, "%s", path);
-    /* Not through a symbolic link: the path checked by whoever named it is the file used. */
-    f->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
+    /* Not through a symbolic link: the path checked by whoever named it is the file used
+     * (under godwitd, no link anywhere on the way: checked_open.h). */
+    f->fd = gw_checked_open(path, read_only ? O_RDONLY : O_RDWR, 0);
     int r = 0;
     if (f->fd < 0) {
-        r = -errno;
+        r = f->fd;
+        f->fd = -1;
         snprintf(err, errlen, "cannot open image %s: %s", path, r == -ELOOP ? "it is a symbolic link" : strerror(-r));
         goto fail;
     }

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/common/checked_open.h"
 #include "engine/common/util.h"
 #include "engine/vm/guest_mem.h"
 #include "engine/vm/linux_boot.h"
@@ -104,9 +105,9 @@ int gw_linux_read_file(const char *path, uint64_t max, uint8_t **out, size_t *le
     *len = 0;
     /* O_NOFOLLOW, as for disks: godwitd checks that a path is canonical inside its
      * image_roots; a link swapped in after that check is refused here, not followed. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = gw_checked_open(path, O_RDONLY, 0);
     if (fd < 0) {
-        int e = -errno;
+        int e = fd;
         snprintf(err, errlen, "%s: %s", path, e == -ELOOP ? "is a symbolic link (refused)" : strerror(-e));
         return e;
     }
