@@ -50,6 +50,15 @@ static int create_vm(struct incoming *in, char *err, size_t errlen)
                  in->p->expect_name);
         return -EACCES;
     }
+    /* The VM that arrives is the VM this host reserved: its size too, not only its name (the
+     * reservation is what this host checked and what its capacity counts). */
+    if ((in->p->expect_memory && c->memory_bytes != in->p->expect_memory) ||
+        (in->p->expect_vcpus && c->vcpus != in->p->expect_vcpus)) {
+        snprintf(err, errlen, "the source sent a VM of %llu MiB and %u vCPUs, this host reserved %llu MiB and %u",
+                 (unsigned long long)(c->memory_bytes >> 20), c->vcpus, (unsigned long long)(in->p->expect_memory >> 20),
+                 in->p->expect_vcpus);
+        return -EACCES;
+    }
     if (c->disk_path && *c->disk_path && !in->p->disk_path) {
         snprintf(err, errlen, "the source's VM has a disk, and this host was given none for it");
         return -EINVAL;

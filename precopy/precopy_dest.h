@@ -35,6 +35,9 @@ struct gw_incoming_params {
     bool preamble;
     struct gw_tls_ctx *tls;
     const char *expect_name;   /* the VM this host reserved; NULL = whatever the source sends */
+    uint64_t expect_memory;    /* its memory and vCPUs as reserved (checked against this host's
+                                * limits there); 0 = whatever the source sends */
+    unsigned expect_vcpus;
     /* The session token of this host's reservation (GW_SEC_TOKEN_SIZE bytes): on a listener,
      * a stream whose preamble lacks it is a stranger's and never defines the session. NULL =
      * any (by hand, tests). */

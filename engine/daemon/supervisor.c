@@ -204,14 +204,16 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
         snprintf(err, errlen, "%u streams, at most %u can be handed over", nconn, GW_PROC_MAX_PASS_FDS);
         return -EINVAL;
     }
-    char console[1100], dir[1024], net[64], disk[2048];
+    char console[1100], dir[1024], net[64], disk[2048], mem[32], vcpus[16];
     if (gw_config_disk_arg(&d->cfg, rec->disk, disk, sizeof disk)) {
         snprintf(err, errlen, "the disk's runner argument is too long");
         return -ENAMETOOLONG;
     }
     gw_vm_dir(d, rec->name, dir, sizeof dir);
     snprintf(console, sizeof console, "%s/console.log", dir);
-    char *argv[36 + 2 * GW_PROC_MAX_PASS_FDS], token_path[1100];
+    snprintf(mem, sizeof mem, "%llu", (unsigned long long)rec->memory_bytes);
+    snprintf(vcpus, sizeof vcpus, "%u", rec->vcpus);
+    char *argv[40 + 2 * GW_PROC_MAX_PASS_FDS], token_path[1100];
     char fdnum[GW_PROC_MAX_PASS_FDS + 1][12];
     int pass[GW_PROC_MAX_PASS_FDS], resume = -1;
     int n = 0;
@@ -257,6 +259,10 @@ int gw_sup_spawn_incoming(struct gw_daemon *d, struct gw_vm_rec *rec, const char
     /* The VM this host reserved, and its disk from our own record: nothing the source sends
      * names a VM or a file here. */
     argv[n++] = "--name"; argv[n++] = rec->name;
+    /* And its size as reserved: the source's HELLO must agree, or the VM that runs here would
+     * not be the one this host checked and counts. */
+    argv[n++] = "--memory"; argv[n++] = mem;
+    argv[n++] = "--vcpus"; argv[n++] = vcpus;
     if (rec->disk[0]) { argv[n++] = "--disk"; argv[n++] = disk; }
     /* Its tap from our record too (checked at PrepareIncoming); no kernel: the guest's
      * memory brings the one it runs. */

@@ -86,6 +86,7 @@ struct opts {
     const char *token_file;         /* --token-file: the session token a listener's streams must carry (read, then removed) */
     unsigned nfds;
     bool name_set;
+    bool memory_set, vcpus_set;   /* given on the command line (incoming: what to expect) */
     const char *from_vm, *backup_id;   /* restore-backup */
     bool instant;                      /* restore-backup --instant */
     uint64_t stall_ms;                 /* --stall-ms: store silent this long pauses the VM */
@@ -112,7 +113,7 @@ static void usage(FILE *f)
             "       godwit-vm resume-migration --control SOCK [--to tcp:HOST:PORT] [--json]\n"
             "       godwit-vm incoming --listen tcp:HOST:PORT | --fd N [--fd N ...] --secret-file F [--control SOCK]\n"
             "                          [--token-file F: only streams with this session token]\n"
-            "                          [--name NAME] [--disk FILE]\n"
+            "                          [--name NAME] [--memory SIZE] [--vcpus N] [--disk FILE]\n"
             "                          [--seconds N] [--json] [TLS]\n"
             "       godwit-vm migrate --control SOCK --to tcp:HOST:PORT [--mode precopy|postcopy|hybrid] [--streams N]\n"
             "                         [--compress lz4|none|auto]\n"
@@ -196,8 +197,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case '1': o->tls_cert = optarg; break;
         case '2': o->tls_key = optarg; break;
         case '3': o->tls_ca = optarg; break;
-        case 'm': if (gw_parse_size(optarg, &o->memory)) { fprintf(stderr, "godwit-vm: bad --memory '%s'\n", optarg); return -1; } break;
-        case 'c': if (gw_parse_u64(optarg, 1, GW_MAX_VCPUS, &v)) { fprintf(stderr, "godwit-vm: --vcpus must be 1..%u\n", GW_MAX_VCPUS); return -1; } o->vcpus = (unsigned)v; break;
+        case 'm': if (gw_parse_size(optarg, &o->memory)) { fprintf(stderr, "godwit-vm: bad --memory '%s'\n", optarg); return -1; } o->memory_set = true; break;
+        case 'c': if (gw_parse_u64(optarg, 1, GW_MAX_VCPUS, &v)) { fprintf(stderr, "godwit-vm: --vcpus must be 1..%u\n", GW_MAX_VCPUS); return -1; } o->vcpus = (unsigned)v; o->vcpus_set = true; break;
         case 'g': o->guest = optarg; o->guest_given = true; break;
         case 'd': o->disk = optarg; break;
         case 's': if (gw_parse_u64(optarg, 0, 1u << 30, &o->seconds)) { fprintf(stderr, "godwit-vm: bad --seconds '%s'\n", optarg); return -1; } break;
@@ -778,6 +779,7 @@ static int cmd_incoming(const struct opts *o)
         .disk_path = o->disk, .net = o->net, .console_fd = cfd, .on_listening = print_listening,
         .preamble = tcp, .tls = tls,
         .expect_name = o->name_set ? o->name : NULL,
+        .expect_memory = o->memory_set ? o->memory : 0, .expect_vcpus = o->vcpus_set ? o->vcpus : 0,
         .session_token = o->token_file ? token : NULL,
         .postcopy = incoming_postcopy, .postcopy_ctx = &pc,
     };
