@@ -71,6 +71,11 @@ int gw_cluster_init(struct gw_daemon *d, char *err, size_t errlen)
     if (r) { snprintf(err, errlen, "%s: %s", c->state_path, strerror(-r)); return r; }
     const char *spec = d->cfg.cluster;
     if (!spec[0]) return 0;
+    /* The registry names the hosts; only TLS proves an address is one. Without peer_ca the
+     * peers' credential goes over h2c to whatever address a record gives (docs/security.md). */
+    if (!d->cfg.peer_ca[0])
+        gw_warn("cluster = %s without peer_ca: peer calls (and their credential) go in plaintext to every "
+                "address the registry gives; configure peer_ca", spec);
     if (!gw_cluster_name_ok(d->cfg.hostname)) {
         snprintf(err, errlen, "hostname %s cannot join a cluster: 1-63 characters of [A-Za-z0-9._-]", d->cfg.hostname);
         return -EINVAL;

@@ -33,6 +33,7 @@
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/daemon/backup_jobs.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 #include "engine/runner/frame.h"
@@ -328,6 +329,10 @@ static struct gw_vm_rec *new_record(struct gw_daemon *d, struct gw_job *j, const
     struct gw_vm_rec *rec;
     if (gw_vm_find(d, j->bk->new_vm)) {
         decide(v, S(FAILED), "VM_EXISTS", "a VM named %s already exists here", j->bk->new_vm);
+        return NULL;
+    }
+    if (!gw_cluster_accepts_vms(d)) {   /* a drain began while the job was queued */
+        decide(v, S(FAILED), "HOST_NOT_ACTIVE", "%s is draining or in maintenance: it takes no new VMs", d->cfg.hostname);
         return NULL;
     }
     if (gw_vm_rec_new(d, j->bk->new_vm, &rec)) {

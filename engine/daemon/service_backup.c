@@ -16,6 +16,7 @@
 #include "engine/common/log.h"
 #include "engine/daemon/backup_jobs.h"
 #include "engine/daemon/backup_sched.h"
+#include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
 #include "godwit/v1/backup_api.pb-c.h"
@@ -90,10 +91,25 @@ static struct gw_job *by_request(struct gw_daemon *d, int kind, const char *rid)
 }
 
 /* Makes a job of kind for vm with its backup part (lock held). NULL with an error sent. */
+#define GW_BKJOB_MAX_LIVE 16u   /* verify and restore jobs running or queued at once */
+
 static struct gw_job *new_job(struct gw_grpc_call *call, struct gw_daemon *d, int kind, const char *vm,
                               const char *target, const char *rid, int *code)
 {
     struct gw_job *j = NULL;
+    if (kind == GODWIT__V1__JOB__KIND__VERIFY || kind == GODWIT__V1__JOB__KIND__RESTORE) {
+        /* Each is a thread and a store connection until it ends: the API may not start them
+         * without bound (backups have their slots; these had nothing). */
+        unsigned live = 0;
+        for (struct gw_job *o = d->jobs; o; o = o->next)
+            live += (o->kind == GODWIT__V1__JOB__KIND__VERIFY || o->kind == GODWIT__V1__JOB__KIND__RESTORE) &&
+                    !gw_job_final(o->state);
+        if (live >= GW_BKJOB_MAX_LIVE) {
+            *code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "%u verify and restore jobs run already; "
+                                       "retry when one ends", live);
+            return NULL;
+        }
+    }
     struct gw_bkjob *b = calloc(1, sizeof *b);
     if (!b || d->stopping || gw_job_new(d, kind, vm, &j)) {
         free(b);
@@ -201,6 +217,16 @@ static int verify_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg,
         return code;
     pthread_mutex_lock(&d->lock);
     struct gw_job *j = by_request(d, GODWIT__V1__JOB__KIND__VERIFY, req->request_id);
+    /* One verify of a VM's backups in a target at a time: each reads every chunk it checks,
+     * on a thread and a store connection of its own, and the VM counts as busy meanwhile. */
+    for (struct gw_job *o = j ? NULL : d->jobs; o; o = o->next)
+        if (o->kind == GODWIT__V1__JOB__KIND__VERIFY && !gw_job_final(o->state) && o->bk &&
+            !strcmp(o->vm, req->vm) && !strcmp(o->bk->target, t->name)) {
+            code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "VERIFY_RUNNING", "job %s already "
+                                             "verifies VM %s's backups in %s", o->id, req->vm, t->name);
+            pthread_mutex_unlock(&d->lock);
+            return code;
+        }
     if (!j && (j = new_job(call, d, GODWIT__V1__JOB__KIND__VERIFY, req->vm, t->name, req->request_id, &code))) {
         snprintf(j->bk->backup_id, sizeof j->bk->backup_id, "%s", req->id);
         launch(d, j, "verify queued");
@@ -230,6 +256,13 @@ static int restore_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg
     pthread_mutex_lock(&d->lock);
     struct gw_job *j = by_request(d, GODWIT__V1__JOB__KIND__RESTORE, req->request_id);
     if (j) { send_job(call, j, &godwit__v1__restore_backup_response__descriptor); goto out; }
+    if (!gw_cluster_accepts_vms(d)) {
+        /* A restore makes a VM here, as CreateVm does: not on a host being drained, which the
+         * evacuation's plan would not know of. */
+        code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "HOST_NOT_ACTIVE", "%s is draining or in "
+                                         "maintenance: it takes no new VMs", d->cfg.hostname);
+        goto out;
+    }
     bool taken = gw_vm_find(d, name) != NULL;
     for (struct gw_job *o = d->jobs; o && !taken; o = o->next)
         taken = o->kind == GODWIT__V1__JOB__KIND__RESTORE && !gw_job_final(o->state) && o->bk && !strcmp(o->bk->new_vm, name);

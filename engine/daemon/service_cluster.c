@@ -192,7 +192,22 @@ static int evacuate_host(struct gw_grpc_call *call, const ProtobufCMessage *msg,
         goto out;
     }
     if (d->stopping) { code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "daemon shutting down"); goto out; }
-    struct gw_job *j;
+    /* Checked again under the lock that starts it: the first check let go of the lock to read
+     * the registry, and a second call (a retry, or another) could start one meanwhile. */
+    struct gw_job *j = gw_evac_by_request(d, req->request_id);
+    for (struct gw_job *o = d->jobs; o && !j; o = o->next)
+        if (o->evac && !gw_job_final(o->state)) j = o;
+    if (j) {
+        if (!gw_evac_by_request(d, req->request_id)) {
+            code = gw_grpc_call_error_reason(call, GW_GRPC_FAILED_PRECONDITION, "EVACUATION_RUNNING",
+                                             "%s is already being evacuated by job %s", d->cfg.hostname, j->id);
+            goto out;
+        }
+        gw_job_to_proto(j, &pj);   /* the same request: its job */
+        resp.job = &pj;
+        gw_grpc_call_send(call, &resp.base);
+        goto out;
+    }
     r = gw_evac_start(d, p, req->request_id, &in, steps, &j);
     if (r) { code = gw_grpc_call_error(call, GW_GRPC_INTERNAL, "cannot start the evacuation: %s", strerror(-r)); goto out; }
     gw_job_to_proto(j, &pj);

@@ -241,7 +241,8 @@ static int resume_migration(struct gw_grpc_call *call, const ProtobufCMessage *m
     const Godwit__V1__ResumeMigrationRequest *req = (const void *)msg;
     const char *to = req->destination ? req->destination : "";
     if (!strncmp(to, "tcp:", 4)) to += 4;
-    if (strlen(to) > 200 || (*to && !strchr(to, ':')))
+    /* No control characters or spaces: the address is logged and handed to the runner. */
+    if (strlen(to) > 200 || (*to && !dest_ok(to)))
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "destination is HOST:PORT");
     struct gw_job *j;
     pthread_mutex_lock(&d->lock);

@@ -195,6 +195,9 @@ class DaemonTest(unittest.TestCase):
         self.expect(grpc.StatusCode.FAILED_PRECONDITION, "MigrateVm",
                     api.MigrateVmRequest(vm="x", destination="10.9.8.7:7400"), contains="is not one of host-a's peers")
         self.expect(grpc.StatusCode.NOT_FOUND, "GetJob", api.GetJobRequest(id="job-0"))
+        # A resume address is logged and handed to a runner: no control characters.
+        self.expect(grpc.StatusCode.INVALID_ARGUMENT, "ResumeMigration",
+                    api.ResumeMigrationRequest(id="job-0", destination="evil:1\nforged log line"))
         self.expect(grpc.StatusCode.NOT_FOUND, "CancelJob", api.CancelJobRequest(id="job-0"))
         got, _ = code_of(lambda: list(self.s.WatchJob(api.WatchJobRequest(id="job-0"), metadata=AUTH, timeout=5)))
         self.assertEqual(got, grpc.StatusCode.NOT_FOUND)

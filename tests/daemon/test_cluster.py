@@ -118,8 +118,11 @@ class ClusterTest(unittest.TestCase):
         cls.metrics_port = gwd.free_port()
         for name, mem in (("host-a", "2G"), ("host-b", "1G"), ("host-c", "1G")):
             extra = "metrics_listen = 127.0.0.1:%d\n" % cls.metrics_port if name == "host-a" else ""
+            # A backup target last (a section of its own): restores are refused on drained hosts.
+            target = "[backup_target w]\nstore = dir:%s\n" % os.path.join(cls.reg, "..", os.path.basename(cls.reg) + "-bk")
             cls.hosts[name] = gwd.Daemon(BIN, name, extra="cluster = dir:%s\ncapacity_memory = %s\ncapacity_vcpus = 8\n"
-                                         "migration_port = %d\nmax_migrations = 4\n%s" % (cls.reg, mem, gwd.free_port(), extra))
+                                         "migration_port = %d\nmax_migrations = 4\n%s%s"
+                                         % (cls.reg, mem, gwd.free_port(), extra, target))
         cls.a, cls.b, cls.c = cls.hosts["host-a"], cls.hosts["host-b"], cls.hosts["host-c"]
 
     @classmethod
@@ -608,6 +611,38 @@ class ClusterTest(unittest.TestCase):
         p = subprocess.run([os.path.join(BIN, "godwit"), "--addr", d.addr, "--token", gwd.TOKEN] + list(args),
                            capture_output=True, text=True, timeout=120, env=e)
         return p.returncode, p.stdout, p.stderr
+
+    @gwd.no_vm
+    def test_one_evacuation_and_no_restore_while_drained(self):
+        """Two EvacuateHost calls at once with one request_id make one job (the check was
+        repeated only before the registry read, so both could start one); a host in
+        maintenance takes no restore (a VM its evacuation would not know of)."""
+        import threading
+        got, errs = [], []
+
+        def evac():
+            try:
+                got.append(self.evacuate(self.c, request_id="once-c").job.id)
+            except grpc.RpcError as e:
+                errs.append(e)
+
+        threads = [threading.Thread(target=evac) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errs, [])
+        self.assertEqual(len(set(got)), 1, got)
+        try:
+            self.assertTrue(wait_for(lambda: self.hosts_by_name()["host-c"].state == api.ClusterHost.MAINTENANCE, 20))
+            bk, bk_grpc = gwd.backup_stubs()
+            with self.assertRaises(grpc.RpcError) as cm:
+                bk_grpc.GodwitBackupStub(self.c.channel).RestoreBackup(
+                    bk.RestoreBackupRequest(target="w", vm="gone", name="gone2"), metadata=AUTH, timeout=30)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertIn("draining or in maintenance", cm.exception.details())
+        finally:
+            self.call(self.c, "ExitMaintenance", api.ExitMaintenanceRequest())
 
     def test_cli_hosts_and_maintenance(self):
         self.create(self.a, "cli1")
