@@ -320,6 +320,26 @@ static void backup_of(const Godwit__V1__BackupManifest *m, const char *target, c
     b->memory_digest = hex;
 }
 
+/* The strings of a Backup that point into its manifest, copied so the manifest can go. */
+struct kept {
+    char id[GW_BACKUP_ID_BUF], vm[GW_VM_NAME_MAX + 1], parent[GW_BACKUP_ID_BUF], guest[GW_LIMIT_GUEST_SPEC_MAX + 1];
+    char method[32];
+};
+
+static void keep(Godwit__V1__Backup *b, struct kept *k)
+{
+    snprintf(k->id, sizeof k->id, "%s", b->id);
+    snprintf(k->vm, sizeof k->vm, "%s", b->vm);
+    snprintf(k->parent, sizeof k->parent, "%s", b->parent);
+    snprintf(k->guest, sizeof k->guest, "%s", b->guest ? b->guest : "");
+    snprintf(k->method, sizeof k->method, "%s", b->method);
+    b->id = k->id;
+    b->vm = k->vm;
+    b->parent = k->parent;
+    b->guest = k->guest;
+    b->method = k->method;
+}
+
 static int list_backups(struct gw_grpc_call *call, const ProtobufCMessage *msg, void *arg)
 {
     struct gw_daemon *d = arg;
@@ -345,23 +365,27 @@ static int list_backups(struct gw_grpc_call *call, const ProtobufCMessage *msg, 
     if (req->page_size && req->page_size < count) count = req->page_size;
     Godwit__V1__Backup *bs = calloc(count + 1, sizeof *bs);
     Godwit__V1__Backup **ptrs = calloc(count + 1, sizeof *ptrs);
-    Godwit__V1__BackupManifest **ms = calloc(count + 1, sizeof *ms);
+    struct kept *kp = calloc(count + 1, sizeof *kp);
     char (*hex)[33] = calloc(count + 1, 33);
     char (*errs)[256] = calloc(count + 1, 256);
-    if (!bs || !ptrs || !ms || !hex || !errs) {
+    if (!bs || !ptrs || !kp || !hex || !errs) {
         code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     } else {
         for (size_t i = 0; i < count; i++) {
             const char *id = ids[first + i];
-            if (gw_manifest_load(tg.store, &tg.keys, req->vm, id, &ms[i], errs[i], sizeof errs[0])) {
-                ms[i] = NULL;
+            Godwit__V1__BackupManifest *m = NULL;
+            if (gw_manifest_load(tg.store, &tg.keys, req->vm, id, &m, errs[i], sizeof errs[0])) {
                 godwit__v1__backup__init(&bs[i]);
                 bs[i].id = (char *)id;
                 bs[i].vm = req->vm;
                 bs[i].target = (char *)t->name;
                 bs[i].error = errs[i];
             } else {
-                backup_of(ms[i], t->name, hex[i], &bs[i]);
+                /* A manifest lists every chunk (a 1 TiB disk: a million names): keep what the
+                 * answer shows and let the rest go now, not after the last one is read. */
+                backup_of(m, t->name, hex[i], &bs[i]);
+                keep(&bs[i], &kp[i]);
+                godwit__v1__backup_manifest__free_unpacked(m, NULL);
             }
             ptrs[i] = &bs[i];
         }
@@ -371,11 +395,9 @@ static int list_backups(struct gw_grpc_call *call, const ProtobufCMessage *msg, 
         resp.next_page_token = first + count < n && count ? ids[first + count - 1] : "";
         gw_grpc_call_send(call, &resp.base);
     }
-    for (size_t i = 0; ms && i < count; i++)
-        if (ms[i]) godwit__v1__backup_manifest__free_unpacked(ms[i], NULL);
     free(bs);
     free(ptrs);
-    free(ms);
+    free(kp);
     free(hex);
     free(errs);
 out:
