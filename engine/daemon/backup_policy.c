@@ -181,14 +181,36 @@ static void load_one(void *arg, const ProtobufCMessage *m)
     c->v[c->n++] = pol;
 }
 
+/* The rows as last read and checked (policy_mu). The scheduler asks four times a second, and
+ * only this file writes them: each write drops the copy, and the next read rebuilds it. With
+ * 1,024 policies, reading and checking every row each time kept an idle daemon at 8.5% of a
+ * core (stop 29: bench/sched_idle.py, docs/backups.md "What an idle scheduler costs"). */
+static struct gw_policy *cached;
+static unsigned ncached;
+static bool cache_valid;
+
+static void invalidate(void)
+{
+    cache_valid = false;
+}
+
 static int load_all_locked(struct gw_daemon *d, struct gw_policy **out, unsigned *n)
 {
-    struct load_ctx c = {.d = d};
-    int r = gw_db_load_policies(d->db, &godwit__v1__backup_policy__descriptor, load_one, &c);
-    if (!r) r = c.err;
-    if (r) { free(c.v); return r; }
-    *out = c.v;
-    *n = c.n;
+    if (!cache_valid) {
+        struct load_ctx c = {.d = d};
+        int r = gw_db_load_policies(d->db, &godwit__v1__backup_policy__descriptor, load_one, &c);
+        if (!r) r = c.err;
+        if (r) { free(c.v); return r; }
+        free(cached);
+        cached = c.v;
+        ncached = c.n;
+        cache_valid = true;
+    }
+    struct gw_policy *v = malloc((ncached ? ncached : 1) * sizeof *v);
+    if (!v) return -ENOMEM;
+    if (ncached) memcpy(v, cached, ncached * sizeof *v);
+    *out = v;
+    *n = ncached;
     return 0;
 }
 
@@ -202,6 +224,7 @@ int gw_policy_load_all(struct gw_daemon *d, struct gw_policy **out, unsigned *n)
 
 static int put(struct gw_daemon *d, const struct gw_policy *p)
 {
+    invalidate();
     Godwit__V1__BackupPolicy pb;
     gw_policy_to_pb(p, &pb);
     char key[GW_POLICY_KEY_MAX];
@@ -300,6 +323,7 @@ void gw_policy_adopt(struct gw_daemon *d, const char *vm, const Godwit__V1__Back
 void gw_policy_forget(struct gw_daemon *d, const char *vm)
 {
     pthread_mutex_lock(&policy_mu);
+    invalidate();
     gw_db_delete_policy(d->db, vm);   /* queued: the caller may hold the table lock */
     pthread_mutex_unlock(&policy_mu);
 }
@@ -481,11 +505,12 @@ static int delete_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg,
     int i = r ? -1 : find_in(v, n, req->vm, req->label);
     if (!r && i < 0) r = -ENOENT;
     char key[GW_POLICY_KEY_MAX];
-    if (!r) { gw_policy_key(&v[i], key, sizeof key); r = gw_db_delete_policy(d->db, key); }
+    if (!r) { gw_policy_key(&v[i], key, sizeof key); invalidate(); r = gw_db_delete_policy(d->db, key); }
     /* A label policy's run records go with it. */
     for (unsigned k = 0; !r && req->label[0] && k < n; k++)
         if (v[k].run_record && !strcmp(v[k].label, req->label)) {
             gw_policy_key(&v[k], key, sizeof key);
+            invalidate();
             r = gw_db_delete_policy(d->db, key);
         }
     if (!r) r = gw_db_flush(d->db);

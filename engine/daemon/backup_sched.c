@@ -35,6 +35,17 @@ struct run {
     bool slots_lost;
 };
 
+/* Time zones as the scheduler thread last loaded them: every policy is looked at four times a
+ * second, and loading its zone file each time was most of what an idle daemon with 1,024
+ * policies spent (docs/backups.md). Reloaded after TZ_CACHE_S, so a tzdata update is seen. */
+#define TZ_CACHE_N 16u
+#define TZ_CACHE_S 600
+struct tz_entry {
+    char name[GW_TZ_NAME_MAX + 1];
+    struct gw_tz *tz;
+    int64_t loaded_mono_s;
+};
+
 struct gw_sched {
     pthread_t thread;
     pthread_mutex_t mu;
@@ -42,6 +53,8 @@ struct gw_sched {
     bool stop;
     struct run *runs;               /* max_backups of them */
     unsigned n_runs;
+    struct tz_entry tzc[TZ_CACHE_N];   /* the scheduler thread's only */
+    unsigned tz_next;                  /* the entry the next new zone replaces */
 };
 
 int64_t gw_sched_now(const struct gw_daemon *d)
@@ -67,6 +80,34 @@ static int compile(const struct gw_policy *p, struct gw_cron *c, struct gw_tz **
     int r = gw_cron_parse(p->schedule, c, err, errlen);
     if (!r && p->tz[0]) r = gw_tz_load(p->tz, tz, err, errlen);
     return r;
+}
+
+/* compile() for the scheduler thread: the zone from its cache (owned by it, not freed by the
+ * caller). */
+static int compile_cached(struct gw_sched *s, const struct gw_policy *p, struct gw_cron *c, const struct gw_tz **tz,
+                          char *err, size_t errlen)
+{
+    *tz = NULL;
+    int r = gw_cron_parse(p->schedule, c, err, errlen);
+    if (r || !p->tz[0]) return r;
+    int64_t now = (int64_t)(gw_now_ns() / 1000000000ull);
+    for (unsigned i = 0; i < TZ_CACHE_N; i++) {
+        struct tz_entry *e = &s->tzc[i];
+        if (e->tz && !strcmp(e->name, p->tz) && now - e->loaded_mono_s < TZ_CACHE_S) { *tz = e->tz; return 0; }
+    }
+    struct gw_tz *fresh = NULL;
+    if ((r = gw_tz_load(p->tz, &fresh, err, errlen))) return r;
+    unsigned slot = s->tz_next;
+    for (unsigned i = 0; i < TZ_CACHE_N; i++)   /* an expired entry of the same zone first */
+        if (s->tzc[i].tz && !strcmp(s->tzc[i].name, p->tz)) slot = i;
+    if (slot == s->tz_next) s->tz_next = (s->tz_next + 1) % TZ_CACHE_N;
+    struct tz_entry *e = &s->tzc[slot];
+    gw_tz_free(e->tz);
+    snprintf(e->name, sizeof e->name, "%s", p->tz);
+    e->tz = fresh;
+    e->loaded_mono_s = now;
+    *tz = fresh;
+    return 0;
 }
 
 /* The first fire is the first after the policy was set; later ones follow its last run. */
@@ -194,8 +235,8 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
     char err[512];
     int64_t start, fire;
     struct gw_cron c;
-    struct gw_tz *tz;
-    if (compile(p, &c, &tz, err, sizeof err)) return;
+    const struct gw_tz *tz;
+    if (compile_cached(s, p, &c, &tz, err, sizeof err)) return;
     int r = next_start(p, &c, tz, &start, err, sizeof err);
     /* The cheap checks first: a policy whose VM is away waits here every tick, for as long as
      * it stays away. */
@@ -211,7 +252,6 @@ static void maybe_start(struct gw_daemon *d, struct gw_sched *s, const struct gw
      * host slot is free. The latest fire up to now: a run for it covers every fire missed
      * before (run once). */
     bool go = here && s->n_runs < d->cfg.max_backups && !gw_cron_missed(&c, tz, base_of(p), now, &fire);
-    gw_tz_free(tz);
     if (!go) return;
     const struct gw_backup_target_cfg *t = gw_config_backup_target(&d->cfg, p->target);
     if (!t) return;
@@ -373,6 +413,7 @@ void gw_sched_stop(struct gw_daemon *d)
         gw_backup_slots_release(&s->runs[i].slots);
         gw_backup_target_close(&s->runs[i].tg);
     }
+    for (unsigned i = 0; i < TZ_CACHE_N; i++) gw_tz_free(s->tzc[i].tz);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->mu);
     free(s->runs);
