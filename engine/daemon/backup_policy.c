@@ -133,6 +133,7 @@ struct load_ctx {
     struct gw_daemon *d;
     struct gw_policy *v;
     unsigned n, cap;
+    unsigned dropped;              /* rows past GW_POLICY_ROWS_MAX */
     int err;
 };
 
@@ -171,7 +172,7 @@ static void load_one(void *arg, const ProtobufCMessage *m)
     pol.last_fire = p->last_fire_unix_s;
     snprintf(pol.last_job, sizeof pol.last_job, "%s", p->last_job);
     if (c->n == c->cap) {
-        if (c->cap >= GW_POLICY_ROWS_MAX) return;
+        if (c->cap >= GW_POLICY_ROWS_MAX) { c->dropped++; return; }
         unsigned cap = c->cap ? 2 * c->cap : 16;
         struct gw_policy *v = realloc(c->v, cap * sizeof *v);
         if (!v) { c->err = -ENOMEM; return; }
@@ -201,6 +202,9 @@ static int load_all_locked(struct gw_daemon *d, struct gw_policy **out, unsigned
         int r = gw_db_load_policies(d->db, &godwit__v1__backup_policy__descriptor, load_one, &c);
         if (!r) r = c.err;
         if (r) { free(c.v); return r; }
+        if (c.dropped)   /* said, not silent: those policies do not run */
+            gw_warn("backup policies: %u stored rows past the %u this daemon reads are ignored", c.dropped,
+                    GW_POLICY_ROWS_MAX);
         free(cached);
         cached = c.v;
         ncached = c.n;
@@ -325,6 +329,15 @@ void gw_policy_forget(struct gw_daemon *d, const char *vm)
     pthread_mutex_lock(&policy_mu);
     invalidate();
     gw_db_delete_policy(d->db, vm);   /* queued: the caller may hold the table lock */
+    gw_db_delete_policy_runs(d->db, vm);
+    pthread_mutex_unlock(&policy_mu);
+}
+
+void gw_policy_forget_runs(struct gw_daemon *d, const char *vm)
+{
+    pthread_mutex_lock(&policy_mu);
+    invalidate();
+    gw_db_delete_policy_runs(d->db, vm);   /* queued, as above */
     pthread_mutex_unlock(&policy_mu);
 }
 

@@ -78,6 +78,9 @@ int gw_service_register_policy(struct gw_daemon *d);
 int gw_policy_get(struct gw_daemon *d, const char *vm, struct gw_policy *out);
 void gw_policy_adopt(struct gw_daemon *d, const char *vm, const Godwit__V1__BackupPolicy *p);
 void gw_policy_forget(struct gw_daemon *d, const char *vm);
+/* Drops vm's run records of label policies (its own policy stays): the VM is gone from here,
+ * and its records would pile up past what the loader reads back. */
+void gw_policy_forget_runs(struct gw_daemon *d, const char *vm);
 
 /* ---- backup_sched.c ---- */
 /* The scheduler's now (Unix seconds): the real clock, or in GODWIT_TEST_HOOKS builds with

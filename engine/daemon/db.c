@@ -340,6 +340,12 @@ int gw_db_delete_policy(struct gw_db *db, const char *vm)
     return enqueue(db, "DELETE FROM backup_policies WHERE vm = ?", vm, NULL, 0, 0, NULL, 0);
 }
 
+int gw_db_delete_policy_runs(struct gw_db *db, const char *vm)
+{
+    /* Keys "VM@KEY=VALUE": from "VM@" up to, not including, "VM" and the next byte after '@'. */
+    return enqueue(db, "DELETE FROM backup_policies WHERE vm >= ?1 || '@' AND vm < ?1 || 'A'", vm, NULL, 0, 0, NULL, 0);
+}
+
 int gw_db_load_policies(struct gw_db *db, const ProtobufCMessageDescriptor *desc,
                         void (*fn)(void *arg, const ProtobufCMessage *policy), void *arg)
 {

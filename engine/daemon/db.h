@@ -59,6 +59,8 @@ int gw_db_prune_jobs(struct gw_db *db, unsigned keep);
 /* Backup policies (backup_policy.h), one per VM, stored as their packed BackupPolicy. */
 int gw_db_put_policy(struct gw_db *db, const char *vm, const ProtobufCMessage *policy);
 int gw_db_delete_policy(struct gw_db *db, const char *vm);
+/* Queues the removal of vm's run records of label policies (keys "vm@..."). */
+int gw_db_delete_policy_runs(struct gw_db *db, const char *vm);
 int gw_db_load_policies(struct gw_db *db, const ProtobufCMessageDescriptor *desc,
                         void (*fn)(void *arg, const ProtobufCMessage *policy), void *arg);
 

@@ -17,6 +17,7 @@
 #include "engine/common/log.h"
 #include "engine/common/util.h"
 #include "engine/daemon/cluster.h"
+#include "engine/daemon/backup_sched.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/labels.h"
 #include "engine/daemon/db.h"
@@ -317,6 +318,7 @@ static int delete_vm(struct gw_grpc_call *call, const ProtobufCMessage *msg, voi
     }
     gw_vm_unlink(d, rec);
     remove_vm_dir(d, rec->name);
+    gw_policy_forget_runs(d, rec->name);   /* its own policy stays: it names the VM, not this host */
     gw_info("vm=%s: deleted", rec->name);
     free(rec);
     Godwit__V1__DeleteVmResponse resp = GODWIT__V1__DELETE_VM_RESPONSE__INIT;
