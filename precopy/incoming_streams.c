@@ -156,6 +156,10 @@ static int from_listener(struct session *s, struct gw_listener *l, struct gw_con
             setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &zero, sizeof zero);
             s->want = s->first.nstreams;
         }
+        if (p[0].revents & (POLLERR | POLLNVAL)) {   /* a broken listener: never a busy loop */
+            r = gw_err_set(e, -EIO, "%s: the listener failed", l->url);
+            break;
+        }
         if (!(p[0].revents & POLLIN) || (s->want && s->got >= s->want)) continue;
         struct gw_conn *c;
         struct gw_err why = {0};
