@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/common/checked_open.h"
 #include "storage/lease_int.h"
 #include "storage/store.h"
 
@@ -28,21 +29,6 @@ static int open_leases(int dfd)
     return openat(dfd, "leases", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
-/* Opens a file in the leases directory that must be a regular file: never blocking on a
- * FIFO planted under its name (O_NONBLOCK, then cleared), and -EINVAL for anything else. */
-static int open_regular(int ld, const char *name, int flags)
-{
-    int fd = openat(ld, name, flags | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) return -errno;
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return -EINVAL;
-    }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    return fd;
-}
-
 static int dir_acquire(struct gw_lease *l, char *err, size_t errlen)
 {
     int dfd = gw_store_dir_fd(l->store);
@@ -51,7 +37,7 @@ static int dir_acquire(struct gw_lease *l, char *err, size_t errlen)
     char path[256], tmp[300];
     snprintf(path, sizeof path, "%s.lock", l->name);
     int r = 0;
-    l->lock_fd = open_regular(ld, path, O_RDWR | O_CREAT);   /* never through a planted link or FIFO */
+    l->lock_fd = gw_openat_regular(ld, path, O_RDWR | O_CREAT, 0644, 0);   /* never through a planted link or FIFO */
     if (l->lock_fd < 0) r = l->lock_fd;
     else if (flock(l->lock_fd, (l->exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) r = errno == EWOULDBLOCK ? -EBUSY : -errno;
     if (!r) {
@@ -107,7 +93,7 @@ static int dir_holders(struct gw_store *s, const char *name, int (*fn)(const cha
     struct dirent *e;
     while (!r && (e = readdir(d))) {
         if (strncmp(e->d_name, prefix, plen) || !gw_store_name_ok(e->d_name + plen)) continue;
-        int fd = open_regular(ld, e->d_name, O_RDONLY);
+        int fd = gw_openat_regular(ld, e->d_name, O_RDONLY, 0, 0);
         if (fd < 0) continue;   /* released meanwhile, or no holder's file (a FIFO would block) */
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
             /* Its holder died: remove the file (only if it is still the one we locked). */

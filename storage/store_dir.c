@@ -14,10 +14,10 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/common/checked_open.h"
 #include "engine/common/util.h"
 #include "storage/store.h"
 
@@ -35,23 +35,14 @@ struct dir_store {
  * linked to /etc/shadow) or write through a planted link. -errno (-ELOOP for a link). */
 static int open_beneath(int dfd, const char *path, int flags, mode_t mode)
 {
-    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW),
-                           .mode = (flags & O_CREAT) ? mode : 0,
-                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
-    long fd = syscall(SYS_openat2, dfd, path, &how, sizeof how);
-    if (fd < 0 && errno == ENOSYS) fd = openat(dfd, path, flags | O_CLOEXEC | O_NOFOLLOW, mode);   /* before 5.6 */
-    return fd < 0 ? -errno : (int)fd;
+    return gw_openat_resolve(dfd, path, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
 }
 
 /* open_beneath for reading a stored object: a regular file only (a FIFO would block the
  * reader, a device would be read). */
 static int open_object(int dfd, const char *path)
 {
-    int fd = open_beneath(dfd, path, O_RDONLY | O_NONBLOCK, 0);
-    if (fd < 0) return fd;
-    struct stat sb;
-    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) { close(fd); return -EINVAL; }
-    return fd;
+    return gw_openat_regular(dfd, path, O_RDONLY, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
 }
 
 static int obj_path(const char *obj, char *buf, size_t cap)

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/common/checked_open.h"
 #include "engine/common/util.h"
 #include "engine/daemon/cluster.h"
 
@@ -58,17 +59,16 @@ static int dir_publish(void *be, const char *name, const uint8_t *rec, size_t le
     return r;
 }
 
-/* Reads the record in entry d_name of dfd into a malloc'ed *buf. O_NONBLOCK because the type
- * is only known after the open: a FIFO (or a device) named like a record would block an open
- * without it until a writer came, and with it every listing (each one a gRPC worker). Only a
- * regular file is a record. 0, or -errno (the entry is skipped). */
+/* Reads the record in entry d_name of dfd into a malloc'ed *buf. Only a regular file is a
+ * record: a FIFO named like one would block the open, and with it every listing (each one a
+ * gRPC worker; checked_open.h). 0, or -errno (the entry is skipped). */
 static int read_record(int dfd, const char *d_name, uint8_t **buf, size_t *len)
 {
-    int fd = openat(dfd, d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0) return -errno;
+    int fd = gw_openat_regular(dfd, d_name, O_RDONLY, 0, 0);
+    if (fd < 0) return fd;
     struct stat st;
     int r = fstat(fd, &st) ? -errno : 0;
-    if (!r && (!S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > GW_CLUSTER_RECORD_MAX)) r = -EINVAL;
+    if (!r && (st.st_size <= 0 || st.st_size > GW_CLUSTER_RECORD_MAX)) r = -EINVAL;
     *buf = NULL;
     if (!r && !(*buf = malloc((size_t)st.st_size))) r = -ENOMEM;
     if (!r) r = gw_read_full(fd, *buf, (size_t)st.st_size);
