@@ -15,7 +15,7 @@
 #include "engine/common/util.h"
 #include "engine/transport/tls.h"
 
-#define PREAMBLE_TIMEOUT_MS 5000
+#define PREAMBLE_TIMEOUT_MS GW_INCOMING_PREAMBLE_MS
 /* Reading a preamble poll said had arrived: bounded in case the kernel ignored SO_RCVLOWAT
  * and woke us for part of it. */
 #define PREAMBLE_READ_MS 200
@@ -59,12 +59,42 @@ static int admit(struct session *s, struct gw_conn *c, int read_ms, struct gw_er
 }
 
 /* A connection on a listener of our own that does not belong: closed, and the wait goes on.
- * A flood of them is counted, not logged line by line. */
+ * why names the peer (admit's reasons do). A flood of them is counted, not logged line by
+ * line. */
 static void turn_away(struct session *s, struct gw_conn *c, const char *why)
 {
-    bool named = !strncmp(why, c->peer, strlen(c->peer));   /* admit's reasons start with the peer */
-    if (s->turned_away++ < TURNED_AWAY_LOGGED) gw_warn("incoming: %s%s%s: closed", named ? "" : c->peer, named ? "" : ": ", why);
+    if (s->turned_away++ < TURNED_AWAY_LOGGED) gw_warn("incoming: %s: closed", why);
     gw_conn_close(c);
+}
+
+/* The listener's waiting room: connections in arrival order, each until its deadline. */
+struct waiter {
+    struct gw_conn *c;
+    uint64_t until;
+};
+
+/* Takes waiter i out of room[0..*n), keeping the order; its connection is the caller's. */
+static struct gw_conn *room_take(struct waiter *room, unsigned *n, unsigned i)
+{
+    struct gw_conn *c = room[i].c;
+    memmove(room + i, room + i + 1, (--*n - i) * sizeof *room);
+    return c;
+}
+
+/* Waiter i turned away for what (with the peer's name). */
+static void room_evict(struct session *s, struct waiter *room, unsigned *n, unsigned i, const char *what)
+{
+    char why[160];
+    snprintf(why, sizeof why, "%s: %s", room[i].c->peer, what);
+    turn_away(s, room_take(room, n, i), why);
+}
+
+/* c waits for its preamble, woken only once all of it is there (SO_RCVLOWAT). */
+static void room_add(struct waiter *room, unsigned *n, struct gw_conn *c)
+{
+    int lowat = GW_PREAMBLE_SIZE;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
+    room[(*n)++] = (struct waiter){.c = c, .until = gw_now_ns() + PREAMBLE_TIMEOUT_MS * 1000000ull};
 }
 
 /* Streams a daemon accepted and handed over: they are the session, so any bad one ends it. */
@@ -118,42 +148,30 @@ static int from_listener_serial(struct session *s, struct gw_listener *l, struct
 static int from_listener(struct session *s, struct gw_listener *l, struct gw_conn *first, uint64_t end,
                          struct gw_err *e)
 {
-    struct gw_conn *room[GW_INCOMING_WAITING_MAX];
-    uint64_t until[GW_INCOMING_WAITING_MAX];
+    struct waiter room[GW_INCOMING_WAITING_MAX];
     unsigned n = 0;
-    int r = 0, lowat = GW_PREAMBLE_SIZE;
-    if (first) {
-        setsockopt(first->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
-        room[n] = first;
-        until[n++] = gw_now_ns() + PREAMBLE_TIMEOUT_MS * 1000000ull;
-    }
+    int r = 0;
+    if (first) room_add(room, &n, first);
     while (!r && (!s->want || s->got < s->want)) {
         uint64_t now = gw_now_ns(), wake = end;
         /* Expired waiters out, oldest first (the room is in arrival order). */
-        while (n && until[0] <= now) {
-            turn_away(s, room[0], "no preamble in time");
-            memmove(room, room + 1, --n * sizeof *room);
-            memmove(until, until + 1, n * sizeof *until);
-        }
+        while (n && room[0].until <= now) room_evict(s, room, &n, 0, "no preamble in time");
         if (now >= end) { r = gw_err_set(e, -ETIMEDOUT, "%s: the session's streams did not arrive", l->url); break; }
-        if (n && until[0] < wake) wake = until[0];
+        if (n && room[0].until < wake) wake = room[0].until;
         struct pollfd p[GW_INCOMING_WAITING_MAX + 1];
         p[0] = (struct pollfd){.fd = l->fd, .events = POLLIN};
-        for (unsigned i = 0; i < n; i++) p[i + 1] = (struct pollfd){.fd = room[i]->fd, .events = POLLIN};
+        for (unsigned i = 0; i < n; i++) p[i + 1] = (struct pollfd){.fd = room[i].c->fd, .events = POLLIN};
         int k = poll(p, n + 1, (int)((wake - now) / 1000000 + 1));
         if (k < 0 && errno != EINTR) { r = gw_err_set(e, -errno, "%s: poll: %s", l->url, strerror(errno)); break; }
         if (k <= 0) continue;
         /* Waiters whose preamble (or end) arrived, from the back so removal keeps indices. */
         for (unsigned i = n; i-- > 0 && (!s->want || s->got < s->want);) {
             if (!p[i + 1].revents) continue;
-            struct gw_conn *c = room[i];
-            memmove(room + i, room + i + 1, (n - i - 1) * sizeof *room);
-            memmove(until + i, until + i + 1, (n - i - 1) * sizeof *until);
-            n--;
+            struct gw_conn *c = room_take(room, &n, i);
             struct gw_err why = {0};
             if (admit(s, c, PREAMBLE_READ_MS, &why)) { turn_away(s, c, why.msg); continue; }
-            int zero = 1;   /* back to the default: later reads take what there is */
-            setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &zero, sizeof zero);
+            int one = 1;   /* back to the default: later reads take what there is */
+            setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
             s->want = s->first.nstreams;
         }
         if (p[0].revents & (POLLERR | POLLNVAL)) {   /* a broken listener: never a busy loop */
@@ -166,16 +184,10 @@ static int from_listener(struct session *s, struct gw_listener *l, struct gw_con
         int a = gw_listener_accept(l, 0, &c, &why);
         if (a == -ETIMEDOUT || a == -EAGAIN || a == -ECONNABORTED || a == -EINTR) continue;
         if (a) { r = gw_err_set(e, a, "%s", why.msg); break; }
-        if (n == GW_INCOMING_WAITING_MAX) {
-            turn_away(s, room[0], "the oldest of a full waiting room");
-            memmove(room, room + 1, --n * sizeof *room);
-            memmove(until, until + 1, n * sizeof *until);
-        }
-        setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
-        room[n] = c;
-        until[n++] = gw_now_ns() + PREAMBLE_TIMEOUT_MS * 1000000ull;
+        if (n == GW_INCOMING_WAITING_MAX) room_evict(s, room, &n, 0, "the oldest of a full waiting room");
+        room_add(room, &n, c);
     }
-    for (unsigned i = 0; i < n; i++) gw_conn_close(room[i]);
+    for (unsigned i = 0; i < n; i++) gw_conn_close(room[i].c);
     return r;
 }
 

@@ -11,6 +11,7 @@
 struct gw_tls_ctx;
 
 #define GW_INCOMING_WAITING_MAX 32u   /* connections of a listener waiting for their preambles */
+#define GW_INCOMING_PREAMBLE_MS 5000  /* each one's time to send it (a source sends it at once) */
 
 /* From l (first, when not NULL, is a connection already accepted from it, taken; accepting
  * until the count of the first valid preamble is reached; a connection whose preamble is bad

@@ -171,8 +171,6 @@ static int on_event(struct incoming *in, const struct gw_mig_event *ev, char *er
 
 /* Whether c's first bytes are a wire record header rather than a preamble (peeked, nothing
  * consumed; waits up to timeout_ms for them). */
-#define FIRST_BYTES_MS 5000
-
 static bool starts_with_record(struct gw_conn *c, int timeout_ms)
 {
     struct pollfd pf = {.fd = c->fd, .events = POLLIN};
@@ -207,7 +205,7 @@ static int run(struct incoming *in, char *err, size_t errlen)
             /* A source sends its first bytes at once: a first connection that stays silent
              * (a stranger) is given the preamble's 5 s, not the whole session's time, and then
              * waits among the others (incoming_streams.h). */
-            if (!r && starts_with_record(c0, cfg.timeout_ms < FIRST_BYTES_MS ? cfg.timeout_ms : FIRST_BYTES_MS)) {
+            if (!r && starts_with_record(c0, cfg.timeout_ms < GW_INCOMING_PREAMBLE_MS ? cfg.timeout_ms : GW_INCOMING_PREAMBLE_MS)) {
                 r = gw_mig_receiver_accept_conn(c0, in->l, &cfg, &in->rx, &in->e);
                 goto accepted;
             }
