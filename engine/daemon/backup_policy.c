@@ -233,8 +233,9 @@ static int put(struct gw_daemon *d, const struct gw_policy *p)
     gw_policy_to_pb(p, &pb);
     char key[GW_POLICY_KEY_MAX];
     gw_policy_key(p, key, sizeof key);
+    uint64_t mark = gw_db_mark(d->db);
     int r = gw_db_put_policy(d->db, key, &pb.base);
-    return r ? r : gw_db_flush(d->db);
+    return r ? r : gw_db_flush_since(d->db, mark);
 }
 
 /* The stored row of (vm, label) into *out (policy_mu held): vm's own policy (label ""), a
@@ -514,6 +515,7 @@ static int delete_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg,
     struct gw_policy *v = NULL;
     unsigned n = 0;
     pthread_mutex_lock(&policy_mu);
+    uint64_t mark = gw_db_mark(d->db);
     int r = load_all_locked(d, &v, &n);
     int i = r ? -1 : find_in(v, n, req->vm, req->label);
     if (!r && i < 0) r = -ENOENT;
@@ -526,7 +528,7 @@ static int delete_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg,
             invalidate();
             r = gw_db_delete_policy(d->db, key);
         }
-    if (!r) r = gw_db_flush(d->db);
+    if (!r) r = gw_db_flush_since(d->db, mark);
     pthread_mutex_unlock(&policy_mu);
     free(v);
     if (r == -ENOENT) return not_found(call, req->vm, req->label);

@@ -32,7 +32,6 @@ struct gw_db {
     pthread_cond_t qcond;
     struct db_op *head, *tail;
     uint64_t queued, written;
-    int failed;                   /* a write failed since the last flush */
     uint64_t failed_seq;          /* the number of the latest write that failed (1 = the first
                                    * queued); 0 = none */
     bool stop;
@@ -56,10 +55,7 @@ static void *writer_main(void *arg)
         int r = run_op(db, op);
         free(op);
         pthread_mutex_lock(&db->qlock);
-        if (r) {
-            db->failed = r;
-            db->failed_seq = db->written + 1;   /* writes run in the order they were queued */
-        }
+        if (r) db->failed_seq = db->written + 1;   /* writes run in the order they were queued */
         db->written++;
         pthread_cond_broadcast(&db->qcond);
     }
@@ -97,15 +93,9 @@ static int enqueue(struct gw_db *db, const char *sql, const char *t1, const char
     return 0;
 }
 
-int gw_db_flush(struct gw_db *db)
+void gw_db_flush(struct gw_db *db)
 {
-    pthread_mutex_lock(&db->qlock);
-    uint64_t target = db->queued;
-    while (db->written < target) pthread_cond_wait(&db->qcond, &db->qlock);
-    int r = db->failed;
-    db->failed = 0;
-    pthread_mutex_unlock(&db->qlock);
-    return r;
+    gw_db_flush_since(db, UINT64_MAX);
 }
 
 uint64_t gw_db_mark(struct gw_db *db)

@@ -29,13 +29,13 @@ void gw_db_close(struct gw_db *db);
 
 /* Inserts or replaces a VM definition (by name). 0 or -EIO. */
 int gw_db_put_vm(struct gw_db *db, const Godwit__V1__Vm *vm);
-/* Waits until every write queued before the call is durable. 0, or -EIO when one of them
- * failed since the last flush (each failure is also logged). */
-int gw_db_flush(struct gw_db *db);
-/* For a handler that must not answer OK for a change that was not stored: take a mark before
+/* Waits until every write queued before the call is durable (each failure is logged; a
+ * caller that must know of its own takes a mark). */
+void gw_db_flush(struct gw_db *db);
+/* For a caller that must not take for done a change that was not stored: take a mark before
  * queueing its writes, then gw_db_flush_since waits like gw_db_flush and returns -EIO when any
  * write queued after the mark failed (its own, or, erring on the safe side, another's queued
- * meanwhile). Other callers' flushes do not consume the failure. */
+ * meanwhile). No caller's flush consumes another's failure. */
 uint64_t gw_db_mark(struct gw_db *db);
 int gw_db_flush_since(struct gw_db *db, uint64_t mark);
 int gw_db_delete_vm(struct gw_db *db, const char *name);
