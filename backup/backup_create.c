@@ -756,7 +756,7 @@ int gw_backup_create(struct gw_vm *vm, struct gw_backup_target *t, const struct 
         gw_backup_since_rebase(b.since, res->id, t->store->desc);
     }
 
-    for (int i = 0; i < 16; i++) snprintf(res->digest_hex + 2 * i, 3, "%02x", digest[i]);
+    gw_hex_encode(digest, 16, res->digest_hex);
     res->pb.id = res->id;
     res->pb.memory_bytes = vm->mem.size;
     res->pb.disk_bytes = b.disk_size;

@@ -391,7 +391,7 @@ int gw_backup_restore_ex(struct gw_backup_target *t, const Godwit__V1__BackupMan
     if (!r) {
         uint8_t dg[16];
         gw_chunk_digest_final(&cd, dg);
-        for (int i = 0; i < 16; i++) snprintf(st->digest_hex + 2 * i, 3, "%02x", dg[i]);
+        gw_hex_encode(dg, 16, st->digest_hex);
         if (memcmp(dg, man->memory_digest.data, 16)) {
             snprintf(err, errlen, "restored memory digest %s differs from the backup's", st->digest_hex);
             r = -EBADMSG;

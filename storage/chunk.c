@@ -77,12 +77,7 @@ void gw_chunk_hash(const struct gw_chunk_keys *k, const void *data, size_t len, 
 
 void gw_chunk_name_hex(const uint8_t hash[32], char name[GW_CHUNK_NAME_LEN + 1])
 {
-    static const char hx[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        name[2 * i] = hx[hash[i] >> 4];
-        name[2 * i + 1] = hx[hash[i] & 15];
-    }
-    name[64] = 0;
+    gw_hex_encode(hash, 32, name);
 }
 
 size_t gw_chunk_encoded_cap(size_t len)

@@ -56,13 +56,13 @@ int gw_manifest_pack(const Godwit__V1__BackupManifest *m, const struct gw_chunk_
     memcpy(b, sealed ? SEALED_MAGIC : MANIFEST_MAGIC, 8);
     for (int i = 0; i < 4; i++) b[8 + i] = (uint8_t)(n >> (8 * i));
     godwit__v1__backup_manifest__pack(m, b + MANIFEST_HEADER);
+    /* Sealed, the header is its own additional data: its tag field is still zero here, as the
+     * reader zeroes it before checking. */
     if (!sealed) {
         SHA256(b + MANIFEST_HEADER, n, b + 16);
     } else if (RAND_bytes(b + SEAL_NONCE_OFF, GW_AEAD_NONCE) != 1 ||
                gw_aead_seal(k->manifest_key, b + SEAL_NONCE_OFF, b, MANIFEST_HEADER, (const uint8_t *)name, strlen(name),
                             b + MANIFEST_HEADER, n, b + SEAL_TAG_OFF)) {
-        /* The header is its own additional data: its tag field is still zero here, as the
-         * reader zeroes it before checking. */
         OPENSSL_cleanse(b, MANIFEST_HEADER + n);
         free(b);
         return -EIO;

@@ -295,6 +295,16 @@ static int find_in(const struct gw_policy *v, unsigned n, const char *vm, const 
     return -1;
 }
 
+/* Whether (vm, label) may be stored among v[0..n): it is there already, or the policies (run
+ * records aside) are fewer than GW_POLICY_MAX. The API's and an arrival's one bound. */
+static bool policy_room(const struct gw_policy *v, unsigned n, const char *vm, const char *label)
+{
+    if (find_in(v, n, vm, label) >= 0) return true;
+    unsigned policies = 0;
+    for (unsigned i = 0; i < n; i++) policies += !v[i].run_record;
+    return policies < GW_POLICY_MAX;
+}
+
 void gw_policy_adopt(struct gw_daemon *d, const char *vm, const Godwit__V1__BackupPolicy *p)
 {
     struct gw_policy pol;
@@ -311,13 +321,12 @@ void gw_policy_adopt(struct gw_daemon *d, const char *vm, const Godwit__V1__Back
     pthread_mutex_lock(&policy_mu);
     /* Within the same bound SetBackupPolicy keeps: arrivals (a peer's word) must not push the
      * operator's policies past what the loader reads back. */
-    unsigned n = 0, policies = 0;
+    unsigned n = 0;
     struct gw_policy *v = NULL;
     int r = load_all_locked(d, &v, &n);
-    int old = r ? -1 : find_in(v, n, pol.vm, pol.label);
-    for (unsigned i = 0; !r && i < n; i++) policies += !v[i].run_record;
+    bool room = !r && policy_room(v, n, pol.vm, pol.label);
     free(v);
-    if (r || (old < 0 && policies >= GW_POLICY_MAX))
+    if (!room)
         gw_warn("vm=%s: its backup policy from the source is not taken over: %s", vm,
                 r ? "the policies cannot be read" : "this host keeps as many policies as it may");
     else if (put(d, &pol)) gw_error("vm=%s: cannot store its backup policy", vm);
@@ -430,15 +439,14 @@ static int set_policy(struct gw_grpc_call *call, const ProtobufCMessage *msg, vo
     /* The first run is the first fire after now: setting a policy never fires a past time. */
     p.created = gw_sched_now(d);
     pthread_mutex_lock(&policy_mu);
-    unsigned n = 0, policies = 0;
+    unsigned n = 0;
     struct gw_policy *v = NULL;
     int code = GW_GRPC_OK;
     int r = load_all_locked(d, &v, &n);
     int old = r ? -1 : find_in(v, n, p.vm, p.label);
     if (old >= 0 && v[old].created >= p.created) p.created = v[old].created + 1;   /* a new identity */
-    for (unsigned i = 0; !r && i < n; i++) policies += !v[i].run_record;
     if (r) code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot read the policies: %s", strerror(-r));
-    else if (old < 0 && policies >= GW_POLICY_MAX)
+    else if (!policy_room(v, n, p.vm, p.label))
         code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "at most %u backup policies", GW_POLICY_MAX);
     else if ((r = put(d, &p)))
         code = gw_grpc_call_error(call, GW_GRPC_UNAVAILABLE, "cannot store the policy: %s", strerror(-r));

@@ -195,6 +195,10 @@ int gw_daemon_settle(struct gw_daemon *d, struct gw_grpc_call *call, uint64_t ma
 /* Allocates a record for name (not linked); control path set from the state dir. */
 int gw_vm_rec_new(struct gw_daemon *d, const char *name, struct gw_vm_rec **out);
 void gw_vm_unlink(struct gw_daemon *d, struct gw_vm_rec *rec);           /* lock held */
+#define GW_RESTART_BACKOFF_MS_MAX 3600000u   /* a restart policy's longest wait */
+/* Why rp (a request's restart policy, NULL = none) is refused, into why; NULL when it is
+ * fine. One rule for CreateVm, PrepareIncoming and RestoreBackup. */
+const char *gw_restart_policy_refused(const Godwit__V1__RestartPolicy *rp, char *why, size_t whylen);
 /* The VM whose disk is disk (file path or rbd:POOL/IMAGE), or NULL. Lock held. */
 const struct gw_vm_rec *gw_vm_disk_owner(const struct gw_daemon *d, const char *disk);
 int gw_vm_load_all(struct gw_daemon *d);

@@ -101,9 +101,9 @@ static int prepare_incoming(struct gw_grpc_call *call, const ProtobufCMessage *m
         return gw_grpc_call_error(call, GW_GRPC_FAILED_PRECONDITION, "disk %s on %s: %s", vm->disk_path,
                                   d->cfg.hostname, why);
     /* As CreateVm checks them: a peer's VM is held to this host's rules, not the source's. */
-    const Godwit__V1__RestartPolicy *rp = vm->restart_policy;
-    if (rp && (rp->kind < 0 || rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS || rp->backoff_ms > 3600000))
-        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "restart_policy out of range");
+    char rwhy[96];
+    if ((why = gw_restart_policy_refused(vm->restart_policy, rwhy, sizeof rwhy)))
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "%s", why);
     if (!req->job_id || strlen(req->job_id) >= JOB_ID_CAP)
         return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "job_id longer than %d bytes", JOB_ID_CAP - 1);
     /* A Linux guest's kernel and initrd, and its tap, are the source's claims too: recorded

@@ -431,8 +431,7 @@ void gw_bkjob_run_restore(struct gw_daemon *d, struct gw_job *j)
     }
     if (why) { decide(&v, S(FAILED), reason, "%s", why); goto out; }
     if (j->cancel) { decide(&v, S(CANCELLED), "CANCELLED", "cancelled before the VM was made"); goto out; }
-    for (size_t i = 0; i < m->memory_digest.len && i < 16; i++)
-        snprintf(j->bk->digest + 2 * i, 3, "%02x", m->memory_digest.data[i]);
+    gw_hex_encode(m->memory_digest.data, m->memory_digest.len < 16 ? m->memory_digest.len : 16, j->bk->digest);
     if (!(rec = new_record(d, j, sc, &v))) goto out;
     j->progress.total_bytes = m->memory->size + m->disk->size;
     gw_job_progress(j, instant ? "restoring instantly" : "restoring");

@@ -16,6 +16,7 @@
 #include "engine/common/log.h"
 #include "engine/daemon/backup_jobs.h"
 #include "engine/daemon/backup_sched.h"
+#include "engine/common/util.h"
 #include "engine/daemon/cluster.h"
 #include "engine/daemon/daemon.h"
 #include "engine/daemon/db.h"
@@ -249,8 +250,9 @@ static int restore_backup(struct gw_grpc_call *call, const ProtobufCMessage *msg
         (code = vm_name_check(call, name)))
         return code;
     const Godwit__V1__RestartPolicy *rp = req->restart_policy;
-    if (rp && ((unsigned)rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS || rp->backoff_ms > 3600000))
-        return BAD(call, "restart_policy: kind %d unknown or backoff_ms above 3600000", (int)rp->kind);
+    char rwhy[96];
+    const char *why_rp = gw_restart_policy_refused(rp, rwhy, sizeof rwhy);
+    if (why_rp) return BAD(call, "%s", why_rp);
     if (req->disk_pool[0] && (strlen(req->disk_pool) > GW_VM_NAME_MAX || !gw_store_name_ok(req->disk_pool)))
         return BAD(call, "disk_pool is a pool name of this host's rbd_pools: 1-%d of [A-Za-z0-9._-]", GW_VM_NAME_MAX);
     pthread_mutex_lock(&d->lock);
@@ -315,15 +317,15 @@ static void backup_of(const Godwit__V1__BackupManifest *m, const char *target, c
     b->pause_us = m->pause_ns / 1000;
     b->method = m->method;
     b->encrypted = m->encrypted;
-    hex[0] = 0;
-    for (size_t i = 0; i < m->memory_digest.len && i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", m->memory_digest.data[i]);
+    gw_hex_encode(m->memory_digest.data, m->memory_digest.len < 16 ? m->memory_digest.len : 16, hex);
     b->memory_digest = hex;
 }
 
-/* The strings of a Backup that point into its manifest, copied so the manifest can go. */
+/* The strings of a Backup that point into its manifest, copied so the manifest can go, and
+ * its digest in hex. */
 struct kept {
     char id[GW_BACKUP_ID_BUF], vm[GW_VM_NAME_MAX + 1], parent[GW_BACKUP_ID_BUF], guest[GW_LIMIT_GUEST_SPEC_MAX + 1];
-    char method[32];
+    char method[32], digest[33];
 };
 
 static void keep(Godwit__V1__Backup *b, struct kept *k)
@@ -366,9 +368,8 @@ static int list_backups(struct gw_grpc_call *call, const ProtobufCMessage *msg, 
     Godwit__V1__Backup *bs = calloc(count + 1, sizeof *bs);
     Godwit__V1__Backup **ptrs = calloc(count + 1, sizeof *ptrs);
     struct kept *kp = calloc(count + 1, sizeof *kp);
-    char (*hex)[33] = calloc(count + 1, 33);
     char (*errs)[256] = calloc(count + 1, 256);
-    if (!bs || !ptrs || !kp || !hex || !errs) {
+    if (!bs || !ptrs || !kp || !errs) {
         code = gw_grpc_call_error(call, GW_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     } else {
         for (size_t i = 0; i < count; i++) {
@@ -383,7 +384,7 @@ static int list_backups(struct gw_grpc_call *call, const ProtobufCMessage *msg, 
             } else {
                 /* A manifest lists every chunk (a 1 TiB disk: a million names): keep what the
                  * answer shows and let the rest go now, not after the last one is read. */
-                backup_of(m, t->name, hex[i], &bs[i]);
+                backup_of(m, t->name, kp[i].digest, &bs[i]);
                 keep(&bs[i], &kp[i]);
                 godwit__v1__backup_manifest__free_unpacked(m, NULL);
             }
@@ -398,7 +399,6 @@ static int list_backups(struct gw_grpc_call *call, const ProtobufCMessage *msg, 
     free(bs);
     free(ptrs);
     free(kp);
-    free(hex);
     free(errs);
 out:
     free(ids);

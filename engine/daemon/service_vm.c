@@ -56,11 +56,8 @@ static int check_create(struct gw_grpc_call *call, struct gw_daemon *d, const Go
                                 b && b->cmdline ? b->cmdline : "", req->net ? req->net : "", boot, &reason, msg,
                                 sizeof msg);
     if (code) return gw_grpc_call_error_reason(call, code, reason, "%s", msg);
-    const Godwit__V1__RestartPolicy *rp = req->restart_policy;
-    if (rp && (rp->kind < 0 || rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS))
-        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "restart_policy.kind %d is unknown", (int)rp->kind);
-    if (rp && rp->backoff_ms > 3600000)
-        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "restart_policy.backoff_ms must be at most 3600000");
+    if ((why = gw_restart_policy_refused(req->restart_policy, msg, sizeof msg)))
+        return gw_grpc_call_error(call, GW_GRPC_INVALID_ARGUMENT, "%s", why);
     /* A VM larger than the host's RAM could never run here: say so now, not at StartVm. */
     struct sysinfo si;
     uint64_t mem = req->memory_bytes ? req->memory_bytes : GW_DEFAULT_MEMORY;

@@ -214,3 +214,14 @@ const struct gw_vm_rec *gw_vm_disk_owner(const struct gw_daemon *d, const char *
         if (r->disk[0] && !strcmp(r->disk, disk)) return r;
     return NULL;
 }
+
+const char *gw_restart_policy_refused(const Godwit__V1__RestartPolicy *rp, char *why, size_t whylen)
+{
+    if (rp && (rp->kind < 0 || rp->kind > GODWIT__V1__RESTART_POLICY__KIND__ALWAYS))
+        snprintf(why, whylen, "restart_policy.kind %d is unknown", (int)rp->kind);
+    else if (rp && rp->backoff_ms > GW_RESTART_BACKOFF_MS_MAX)
+        snprintf(why, whylen, "restart_policy.backoff_ms must be at most %u", GW_RESTART_BACKOFF_MS_MAX);
+    else
+        return NULL;
+    return why;
+}
