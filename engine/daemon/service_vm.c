@@ -258,30 +258,35 @@ out:
 }
 
 /* Removes the files a VM left in the state directory. */
-/* A fresh definition's directory holds no one else's logs or hand-over record: a VM of the
- * same name that left (migrated away, forgotten) kept its directory, and its console would
- * read as this one's, its record make this one "handed over" (never started). */
-static void clear_old_logs(struct gw_daemon *d, const char *name)
+/* What a VM leaves in its directory: its history (logs, the hand-over record) and what its
+ * runner held while it ran (sockets, tokens). */
+static const char *const vm_history[] = {"runner.out", "runner.log", "console.log", "handover.pb"};
+static const char *const vm_runtime[] = {"control.sock", "resume.sock", "resume.token", "incoming.token"};
+
+static void unlink_in_vm_dir(struct gw_daemon *d, const char *name, const char *const *files, size_t n)
 {
-    static const char *const files[] = {"runner.out", "runner.log", "console.log", "handover.pb"};
     char dir[1024], path[1100];
     gw_vm_dir(d, name, dir, sizeof dir);
-    for (size_t i = 0; i < GW_ARRAY_SIZE(files); i++) {
+    for (size_t i = 0; i < n; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
         unlink(path);
     }
 }
 
+/* A fresh definition's directory holds no one else's history: a VM of the same name that left
+ * (migrated away, forgotten) kept its directory, and its console would read as this one's, its
+ * record make this one "handed over" (never started). */
+static void clear_old_logs(struct gw_daemon *d, const char *name)
+{
+    unlink_in_vm_dir(d, name, vm_history, GW_ARRAY_SIZE(vm_history));
+}
+
 static void remove_vm_dir(struct gw_daemon *d, const char *name)
 {
-    static const char *const files[] = {"runner.out", "runner.log", "console.log", "control.sock", "resume.sock",
-                                        "resume.token", "handover.pb", "incoming.token"};
-    char dir[1024], path[1100];
+    unlink_in_vm_dir(d, name, vm_history, GW_ARRAY_SIZE(vm_history));
+    unlink_in_vm_dir(d, name, vm_runtime, GW_ARRAY_SIZE(vm_runtime));
+    char dir[1024];
     gw_vm_dir(d, name, dir, sizeof dir);
-    for (size_t i = 0; i < GW_ARRAY_SIZE(files); i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        unlink(path);
-    }
     rmdir(dir);
 }
 

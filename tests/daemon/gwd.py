@@ -231,6 +231,15 @@ class Daemon:
 AUTH = (("authorization", "Bearer " + TOKEN),)
 
 
+def code_of(fn):
+    """(status code, details) of calling fn: OK and "" when it raised no RPC error."""
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
 def wait_for(fn, timeout=10.0, step=0.05):
     end = time.time() + timeout
     last = None

@@ -22,21 +22,13 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwd  # noqa: E402
-from gwd import AUTH, grpc, wait_for  # noqa: E402
+from gwd import AUTH, code_of, grpc, wait_for  # noqa: E402
 
 api, api_grpc, hpb, hgrpc = gwd.stubs()
 BIN = gwd.build_dir()
 GUEST = "dirtier:ws=8M,rate=4M"
 MIB = 1 << 20
 ST = api.EvacuationStep
-
-
-def code_of(fn):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        return e.code(), e.details()
-    return grpc.StatusCode.OK, ""
 
 
 _RPC = None

@@ -76,6 +76,16 @@ static void *open_dir_registry(const char *path)
     return be;
 }
 
+/* A daemon "self" on a new directory registry (at path), its state beside it. */
+static struct gw_daemon *daemon_on_new_registry(char *path, size_t cap)
+{
+    char spec[160], state[160];
+    if (!new_registry(path, cap)) return NULL;
+    snprintf(spec, sizeof spec, "dir:%s", path);
+    snprintf(state, sizeof state, "%.120s/..", path);
+    return cluster_daemon_new("self", spec, state, NULL);
+}
+
 struct names { unsigned n; char first[GW_CLUSTER_NAME_MAX + 1]; };
 
 static bool count_one(void *arg, const char *name, const uint8_t *rec, size_t len)
@@ -131,11 +141,8 @@ static int publish_record(void *be, const Godwit__V1__ClusterHost *h)
  * GW_CLUSTER_MAX_IMAGE_ROOTS roots, where the unpack budget is tightest), are listed. */
 GW_TEST(registry_refuses_amplifying_record)
 {
-    char path[128], spec[160], state[160];
-    REQUIRE(new_registry(path, sizeof path));
-    snprintf(spec, sizeof spec, "dir:%s", path);
-    snprintf(state, sizeof state, "%.120s/..", path);
-    struct gw_daemon *d = cluster_daemon_new("self", spec, state, NULL);
+    char path[128];
+    struct gw_daemon *d = daemon_on_new_registry(path, sizeof path);
     REQUIRE(d);
     void *be = d->cluster->be;
 
@@ -190,11 +197,8 @@ GW_TEST(registry_refuses_amplifying_record)
  * found no slot and read as down for good (until a restart), however often it beat. */
 GW_TEST(liveness_table_forgets_departed_hosts)
 {
-    char path[128], spec[160], state[160], file[200];
-    REQUIRE(new_registry(path, sizeof path));
-    snprintf(spec, sizeof spec, "dir:%s", path);
-    snprintf(state, sizeof state, "%.120s/..", path);
-    struct gw_daemon *d = cluster_daemon_new("self", spec, state, NULL);
+    char path[128], file[200];
+    struct gw_daemon *d = daemon_on_new_registry(path, sizeof path);
     REQUIRE(d);
     void *be = d->cluster->be;
     char name[16];

@@ -17,19 +17,11 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwd  # noqa: E402
-from gwd import AUTH, grpc, wait_for  # noqa: E402
+from gwd import AUTH, code_of, grpc, wait_for  # noqa: E402
 
 api, api_grpc, hpb, hgrpc = gwd.stubs()
 BIN = gwd.build_dir()
 SLOW = dict(memory_bytes=64 << 20, vcpus=1, guest="dirtier:ws=16M,rate=2M")
-
-
-def code_of(fn):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        return e.code(), e.details()
-    return grpc.StatusCode.OK, ""
 
 
 def test_hooks():

@@ -309,13 +309,6 @@ class Security(unittest.TestCase):
         refuse; and a hand-over record left by an earlier VM of the name is cleared on arrival
         and on a new definition (it made the VM read as handed over: never started, and
         forgotten at its first exit)."""
-        def code(fn):
-            try:
-                fn()
-            except grpc.RpcError as e:
-                return e.code(), e.details()
-            return grpc.StatusCode.OK, ""
-
         def abort(vm, job):
             return self.peer.AbortIncoming(peer_pb.AbortIncomingRequest(vm=vm, job_id=job), metadata=PEER_AUTH,
                                            timeout=10)
@@ -326,11 +319,11 @@ class Security(unittest.TestCase):
 
         arriving = peer_pb.QueryIncomingResponse.ARRIVING
         self.prepare("mine")
-        self.assertEqual(code(lambda: abort("mine", "job-other"))[0], grpc.StatusCode.PERMISSION_DENIED)
+        self.assertEqual(gwd.code_of(lambda: abort("mine", "job-other"))[0], grpc.StatusCode.PERMISSION_DENIED)
         # Another job's question about the name: not its VM (and nothing is dropped).
         self.assertEqual(query("mine", "job-other", True), peer_pb.QueryIncomingResponse.ABSENT)
         self.assertEqual(query("mine", "job-test", False), arriving)
-        self.assertEqual(code(lambda: abort("mine", "job-test"))[0], grpc.StatusCode.OK)
+        self.assertEqual(gwd.code_of(lambda: abort("mine", "job-test"))[0], grpc.StatusCode.OK)
         self.assertEqual(query("mine", "job-test", False), peer_pb.QueryIncomingResponse.ABSENT)
         self.prepare("mine")
         self.assertEqual(query("mine", "job-test", True), peer_pb.QueryIncomingResponse.ABSENT)
@@ -340,10 +333,10 @@ class Security(unittest.TestCase):
             f.truncate(16 << 20)
         self.b.stub.CreateVm(api.CreateVmRequest(name="owner", disk_path=disk), metadata=AUTH, timeout=10)
         try:
-            c, why = code(lambda: self.prepare("thief", disk=disk))
+            c, why = gwd.code_of(lambda: self.prepare("thief", disk=disk))
             self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION, why)
             self.assertIn("belongs to VM owner", why)
-            c, why = code(lambda: self.b.stub.CreateVm(api.CreateVmRequest(name="thief2", disk_path=disk),
+            c, why = gwd.code_of(lambda: self.b.stub.CreateVm(api.CreateVmRequest(name="thief2", disk_path=disk),
                                                        metadata=AUTH, timeout=10))
             self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION, why)
         finally:
@@ -351,7 +344,7 @@ class Security(unittest.TestCase):
         # A restart policy CreateVm refuses.
         vm = api.Vm(name="odd", memory_bytes=64 << 20, vcpus=1, guest="idle:ws=8M",
                     restart_policy=api.RestartPolicy(kind=99))
-        c, _ = code(lambda: self.peer.PrepareIncoming(peer_pb.PrepareIncomingRequest(
+        c, _ = gwd.code_of(lambda: self.peer.PrepareIncoming(peer_pb.PrepareIncomingRequest(
             vm=vm, job_id="job-test", source_host="test", streams=1), metadata=PEER_AUTH, timeout=10))
         self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT)
         # Stale hand-over records go.
